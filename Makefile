@@ -1,0 +1,53 @@
+# The two commands a new user types: `make run` and `make test`. Everything else wraps CMake.
+#
+#   make run     install what is missing, build a release binary, serve on 127.0.0.1:8980
+#                with ./ringcas-data
+#   make test    install what is missing, build with ASan+UBSan, run every test (ctest),
+#                then the TSan build of the ring tests and `make lint`
+#   make lint    clang build (warnings are errors), clang-format, clang-tidy, tools/tidy.sh
+#   make release build the release binary only (build/release/src/ringcas)
+
+JOBS   ?= $(shell nproc)
+LISTEN ?= 127.0.0.1:8980
+DIR    ?= ./ringcas-data
+
+.PHONY: run test lint release asan tsan-ring format deps deps-test clean
+
+run: release
+	./build/release/src/ringcas serve --listen $(LISTEN) --dir $(DIR)
+
+deps:
+	@./scripts/deps.sh build
+
+deps-test:
+	@./scripts/deps.sh test
+
+release: deps
+	cmake --preset release >/dev/null
+	cmake --build build/release -j$(JOBS)
+
+asan: deps-test
+	cmake --preset asan >/dev/null
+	cmake --build build/asan -j$(JOBS)
+
+test: asan
+	cd build/asan && ctest --output-on-failure -j$(JOBS) --timeout 900
+	$(MAKE) tsan-ring
+	$(MAKE) lint
+
+# The ring is where threads meet: its tests run again under ThreadSanitizer.
+tsan-ring: deps-test
+	cmake --preset tsan >/dev/null
+	cmake --build build/tsan -j$(JOBS) --target ring_tests
+	cd build/tsan && ctest --output-on-failure -L ring --timeout 600
+
+lint: deps-test
+	cmake --preset clang >/dev/null
+	cmake --build build/clang -j$(JOBS)
+	./tools/lint.sh build/clang
+
+format:
+	git ls-files '*.c' '*.h' | grep -v -e generated -e '\.pb-c\.' | xargs clang-format -i
+
+clean:
+	rm -rf build

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs what ringcas needs to build, test and benchmark on Debian 12.
+# Idempotent: installs only the packages that are missing, so `make run` can call it every time.
+set -eu
+
+BUILD="cmake make gcc clang clang-format clang-tidy libclang-rt-14-dev pkg-config
+liburing-dev libzstd-dev libprotobuf-c-dev protobuf-c-compiler libxxhash-dev
+libcriterion-dev libnghttp2-dev libssl-dev"
+TEST="python3 python3-grpcio python3-protobuf python3-zstandard curl ccache
+nghttp2-client bazel-bootstrap procps psmisc"
+PERF="nginx-light nghttp2-server wrk iperf3 fio"
+
+case "${1:-build}" in
+build) want="$BUILD" ;;
+test) want="$BUILD $TEST" ;;
+perf) want="$BUILD $TEST $PERF" ;;
+*) echo "usage: $0 [build|test|perf]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "deps: installing$missing" >&2
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+# nginx would start a service on port 80 on install; perf/ starts its own instances.
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,84 @@
+/*
+ * ringcas: argument parsing and subcommand dispatch only. Each subcommand's flags are listed
+ * here with their environment twins; the work is done by the module that owns it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/flags.h"
+#include "rpc/server.h"
+
+#ifndef RINGCAS_VERSION
+#    define RINGCAS_VERSION "0.0.0"
+#endif
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: ringcas COMMAND [FLAGS]\n"
+                 "\n"
+                 "A storage node for build-cache blobs: REAPI (gRPC) and an HTTP/1.1 cache API on\n"
+                 "one port, one io_uring per core.\n"
+                 "\n"
+                 "commands:\n"
+                 "  serve        run the node (default 127.0.0.1:8980, data in ./ringcas-data)\n"
+                 "  --help       this text; `ringcas COMMAND --help` lists a command's flags\n"
+                 "  --version    print the version\n"
+                 "\n"
+                 "Every flag has an environment twin: --max-size is RINGCAS_MAX_SIZE.\n");
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    struct rpc_server_options o;
+    rpc_server_options_default(&o);
+    bool help = false;
+    const struct base_flag flags[] = {
+        { "listen", BASE_FLAG_STRING, &o.listen, "address to serve on", "HOST:PORT" },
+        { "dir", BASE_FLAG_STRING, &o.dir, "data folder", "DIR" },
+        { "cores", BASE_FLAG_U64, &o.cores, "threads, one per core (0: every CPU)", NULL },
+        { "max-size", BASE_FLAG_SIZE, &o.max_size, "size budget of the store", NULL },
+        { "sync", BASE_FLAG_STRING, &o.sync, "when writes reach the disk", "group|always|none" },
+        { "read-timeout", BASE_FLAG_DURATION_MS, &o.read_timeout_ms,
+          "close a connection that sends nothing for this long", NULL },
+        { "write-timeout", BASE_FLAG_DURATION_MS, &o.write_timeout_ms,
+          "close a connection whose send makes no progress for this long", NULL },
+        { "drain-timeout", BASE_FLAG_DURATION_MS, &o.drain_timeout_ms,
+          "on SIGTERM, how long requests may take to finish", NULL },
+        { "recv-buffers", BASE_FLAG_U64, &o.recv_buffers,
+          "receive buffers per core (power of two)", NULL },
+        { "recv-buffer-size", BASE_FLAG_SIZE, &o.recv_buffer_size, "bytes per receive buffer",
+          NULL },
+        { "log-level", BASE_FLAG_STRING, &o.log_level, "error, warn, info or debug", "LEVEL" },
+        { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
+    };
+    size_t nflags = sizeof(flags) / sizeof(flags[0]);
+    if (base_flags_parse(flags, nflags, argc, argv, NULL, 0, NULL, stderr) < 0)
+        return 2;
+    if (help) {
+        printf("usage: ringcas serve [FLAGS]\n\nflags:\n");
+        base_flags_print_help(flags, nflags, stdout);
+        return 0;
+    }
+    return rpc_server_run(&o);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("ringcas %s\n", RINGCAS_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 2, argv + 2);
+    fprintf(stderr, "ringcas: unknown command '%s' (see ringcas --help)\n", cmd);
+    return 2;
+}

@@ -1,0 +1,146 @@
+/*
+ * The serve command: options -> ring server -> protocols. Until the protocols are in place
+ * every accepted connection is closed at once (cleanly: the peer sees EOF).
+ */
+#include "rpc/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/parse.h"
+#include "ring/server.h"
+
+void rpc_server_options_default(struct rpc_server_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->listen = "127.0.0.1:8980";
+    opts->dir = "./ringcas-data";
+    opts->cores = 0;
+    opts->read_timeout_ms = 60000;
+    opts->write_timeout_ms = 30000;
+    opts->drain_timeout_ms = 30000;
+    opts->max_size = 10ULL << 30;
+    opts->sync = "group";
+    opts->recv_buffers = 1024;
+    opts->recv_buffer_size = 64 * 1024;
+    opts->log_level = "info";
+}
+
+/* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
+static int split_listen(const char *listen, char *host, size_t host_size, uint16_t *port)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen)
+        return -EINVAL;
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= host_size)
+        return -EINVAL;
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    uint64_t p;
+    if (base_parse_u64(colon + 1, &p) < 0 || p > 65535)
+        return -EINVAL;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static void close_at_once(struct ring_core *core, int fd, void *arg)
+{
+    (void)core;
+    (void)arg;
+    (void)close(fd);
+}
+
+static int make_dir(const char *dir)
+{
+    if (mkdir(dir, 0755) == -1 && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (stat(dir, &st) == -1)
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static int check_options(const struct rpc_server_options *opts, char *host, size_t host_size,
+                         uint16_t *port)
+{
+    if (split_listen(opts->listen, host, host_size, port) < 0) {
+        fprintf(stderr, "ringcas: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",
+                opts->listen);
+        return -EINVAL;
+    }
+    if (strcmp(opts->sync, "group") != 0 && strcmp(opts->sync, "always") != 0 &&
+        strcmp(opts->sync, "none") != 0) {
+        fprintf(stderr, "ringcas: --sync %s: expected group, always or none\n", opts->sync);
+        return -EINVAL;
+    }
+    uint64_t n = opts->recv_buffers;
+    if (n == 0 || n > 32768 || (n & (n - 1)) != 0) {
+        fprintf(stderr, "ringcas: --recv-buffers %llu: expected a power of two up to 32768\n",
+                (unsigned long long)n);
+        return -EINVAL;
+    }
+    if (opts->recv_buffer_size < 4096 || opts->recv_buffer_size > (1U << 24)) {
+        fprintf(stderr, "ringcas: --recv-buffer-size: expected 4KiB to 16MiB\n");
+        return -EINVAL;
+    }
+    if (opts->cores > 1024) {
+        fprintf(stderr, "ringcas: --cores %llu: at most 1024\n", (unsigned long long)opts->cores);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int rpc_server_run(const struct rpc_server_options *opts)
+{
+    enum base_log_level level;
+    if (base_log_parse_level(opts->log_level, &level) < 0) {
+        fprintf(stderr, "ringcas: --log-level %s: expected error, warn, info or debug\n",
+                opts->log_level);
+        return 1;
+    }
+    base_log_set_level(level);
+    char host[128];
+    struct ring_server_options so;
+    ring_server_options_default(&so);
+    if (check_options(opts, host, sizeof(host), &so.port) < 0)
+        return 1;
+    int rc = make_dir(opts->dir);
+    if (rc < 0) {
+        fprintf(stderr, "ringcas: cannot use data folder %s: %s\n", opts->dir, base_err_str(rc));
+        return 1;
+    }
+    so.host = host;
+    so.cores = (uint32_t)opts->cores;
+    so.drain_timeout_ms = opts->drain_timeout_ms;
+    so.core.recv_buf_count = (uint32_t)opts->recv_buffers;
+    so.core.recv_buf_size = (uint32_t)opts->recv_buffer_size;
+    so.hooks.on_accept = close_at_once;
+    struct ring_server *srv;
+    char why[512] = "";
+    rc = ring_server_start(&so, &srv, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
+        return 1;
+    }
+    LOG_INFO("serving on %s:%u with %u cores, data in %s", host, ring_server_port(srv),
+             ring_server_core_count(srv), opts->dir);
+    printf("ringcas listening on %s:%u\n", host, ring_server_port(srv));
+    (void)fflush(stdout);
+    int sig = ring_server_wait_signals(srv);
+    LOG_INFO("signal %d: draining (up to %llu ms)", sig,
+             (unsigned long long)opts->drain_timeout_ms);
+    rc = ring_server_stop(srv);
+    if (rc < 0) {
+        LOG_ERROR("stopped with errors: %s", base_err_str(rc));
+        return 1;
+    }
+    LOG_INFO("stopped");
+    return 0;
+}

@@ -1,0 +1,34 @@
+/*
+ * `ringcas serve`: the node. Starts the per-core server with the protocols of this folder on
+ * every accepted connection, waits for SIGTERM/SIGINT, drains and returns.
+ */
+#ifndef RINGCAS_RPC_SERVER_H
+#define RINGCAS_RPC_SERVER_H
+
+#include <stdint.h>
+
+#include "base/assert.h"
+
+struct rpc_server_options {
+    const char *listen;         /* HOST:PORT; port 0 picks one (printed on stdout) */
+    const char *dir;            /* data folder */
+    uint64_t cores;             /* 0: one per CPU */
+    uint64_t read_timeout_ms;   /* a connection silent this long is closed */
+    uint64_t write_timeout_ms;  /* a send without progress this long closes the connection */
+    uint64_t drain_timeout_ms;  /* on SIGTERM, how long requests may take to finish */
+    uint64_t max_size;          /* store size budget, bytes */
+    const char *sync;           /* group | always | none */
+    uint64_t recv_buffers;      /* provided receive buffers per core */
+    uint64_t recv_buffer_size;  /* bytes per receive buffer */
+    const char *log_level;      /* error | warn | info | debug */
+};
+
+void rpc_server_options_default(struct rpc_server_options *opts);
+
+/*
+ * Runs the server until SIGTERM or SIGINT and a drain. Returns the process exit status: 0
+ * after a clean drain, 1 when the server could not start (one line on stderr says why).
+ */
+int rpc_server_run(const struct rpc_server_options *opts);
+
+#endif /* RINGCAS_RPC_SERVER_H */
