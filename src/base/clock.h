@@ -1,0 +1,31 @@
+/*
+ * Time: monotonic nanoseconds for deadlines and latencies, and the few conversions ringcas
+ * needs. CLOCK_MONOTONIC is the clock io_uring's timeouts use by default.
+ */
+#ifndef RINGCAS_BASE_CLOCK_H
+#define RINGCAS_BASE_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+#define BASE_NS_PER_US 1000ULL
+#define BASE_NS_PER_MS 1000000ULL
+#define BASE_NS_PER_S  1000000000ULL
+
+/* Returns CLOCK_MONOTONIC in nanoseconds. */
+static inline uint64_t base_clock_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * BASE_NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* Returns CLOCK_REALTIME in nanoseconds since the Unix epoch (for timestamps on disk). */
+static inline uint64_t base_clock_wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * BASE_NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+#endif /* RINGCAS_BASE_CLOCK_H */

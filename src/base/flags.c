@@ -1,0 +1,186 @@
+/*
+ * Flags and their RINGCAS_* environment twins. Environment first, argv second, so the
+ * command line wins. No allocation: string values point into argv or the environment.
+ */
+#include "base/flags.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/parse.h"
+
+void base_flags_env_name(const char *flag_name, char *out, size_t out_size)
+{
+    ASSERT(out_size > 8);
+    size_t n = (size_t)snprintf(out, out_size, "RINGCAS_");
+    for (const char *p = flag_name; *p && n + 1 < out_size; p++)
+        out[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    out[n] = '\0';
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = { "1", "true", "yes", "on" };
+    static const char *const no[] = { "0", "false", "no", "off" };
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
+        if (strcmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static const char *type_hint(enum base_flag_type type)
+{
+    switch (type) {
+    case BASE_FLAG_STRING:
+        return "a string";
+    case BASE_FLAG_U64:
+        return "a whole number";
+    case BASE_FLAG_SIZE:
+        return "a size such as 4096, 64KiB or 10G";
+    case BASE_FLAG_DURATION_MS:
+        return "a duration such as 250ms, 30s or 2m";
+    case BASE_FLAG_BOOL:
+        return "true or false";
+    }
+    return "a value";
+}
+
+static int set_value(const struct base_flag *f, const char *s)
+{
+    switch (f->type) {
+    case BASE_FLAG_STRING:
+        *(const char **)f->value = s;
+        return 0;
+    case BASE_FLAG_U64:
+        return base_parse_u64(s, f->value);
+    case BASE_FLAG_SIZE:
+        return base_parse_size(s, f->value);
+    case BASE_FLAG_DURATION_MS:
+        return base_parse_duration_ms(s, f->value);
+    case BASE_FLAG_BOOL:
+        return parse_bool(s, f->value);
+    }
+    return -EINVAL;
+}
+
+static int apply_env(const struct base_flag *flags, size_t count, FILE *err)
+{
+    for (size_t i = 0; i < count; i++) {
+        char env[96];
+        base_flags_env_name(flags[i].name, env, sizeof(env));
+        /* Read once at start-up, before any thread exists, so getenv is safe here. */
+        const char *v = getenv(env); /* NOLINT(concurrency-mt-unsafe) */
+        if (!v)
+            continue;
+        if (set_value(&flags[i], v) < 0) {
+            fprintf(err, "ringcas: %s=%s: expected %s\n", env, v, type_hint(flags[i].type));
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static const struct base_flag *find(const struct base_flag *flags, size_t count, const char *name,
+                                    size_t len)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0)
+            return &flags[i];
+    }
+    return NULL;
+}
+
+/* Parses argv[*i] as a flag, consuming a value argument if needed. */
+static int parse_one(const struct base_flag *flags, size_t count, int argc, char **argv, int *i,
+                     FILE *err)
+{
+    const char *arg = argv[*i] + 2;
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    const struct base_flag *f = find(flags, count, arg, len);
+    bool negated = false;
+    if (!f && len > 3 && strncmp(arg, "no-", 3) == 0 && !eq) {
+        f = find(flags, count, arg + 3, len - 3);
+        negated = f && f->type == BASE_FLAG_BOOL;
+        if (!negated)
+            f = NULL;
+    }
+    if (!f) {
+        fprintf(err, "ringcas: unknown flag --%.*s (see --help)\n", (int)len, arg);
+        return -EINVAL;
+    }
+    const char *value = eq ? eq + 1 : NULL;
+    if (f->type == BASE_FLAG_BOOL && !value) {
+        *(bool *)f->value = !negated;
+        return 0;
+    }
+    if (!value) {
+        if (*i + 1 >= argc) {
+            fprintf(err, "ringcas: --%s needs %s\n", f->name, type_hint(f->type));
+            return -EINVAL;
+        }
+        value = argv[++*i];
+    }
+    if (set_value(f, value) < 0) {
+        fprintf(err, "ringcas: --%s %s: expected %s\n", f->name, value, type_hint(f->type));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
+                     char **rest, size_t rest_size, size_t *rest_count, FILE *err)
+{
+    int rc = apply_env(flags, count, err);
+    if (rc < 0)
+        return rc;
+    size_t nrest = 0;
+    bool only_args = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!only_args && strcmp(a, "--") == 0) {
+            only_args = true;
+            continue;
+        }
+        if (!only_args && a[0] == '-' && a[1] == '-' && a[2] != '\0') {
+            rc = parse_one(flags, count, argc, argv, &i, err);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        if (nrest >= rest_size) {
+            fprintf(err, "ringcas: unexpected argument %s\n", a);
+            return -EINVAL;
+        }
+        rest[nrest++] = argv[i];
+    }
+    if (rest_count)
+        *rest_count = nrest;
+    return 0;
+}
+
+void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *out)
+{
+    for (size_t i = 0; i < count; i++) {
+        const struct base_flag *f = &flags[i];
+        char env[96];
+        base_flags_env_name(f->name, env, sizeof(env));
+        const char *meta = f->metavar;
+        if (!meta) {
+            static const char *const metas[] = { "STR", "N", "SIZE", "DURATION", "" };
+            meta = metas[f->type];
+        }
+        char left[64];
+        snprintf(left, sizeof(left), "--%s %s", f->name, meta);
+        fprintf(out, "  %-30s %s [%s]\n", left, f->help, env);
+    }
+}

@@ -1,0 +1,52 @@
+/*
+ * Command-line flags with environment twins. A subcommand describes its flags in a table;
+ * base_flags_parse() reads the environment first (RINGCAS_LISTEN for --listen) and then argv,
+ * so a flag given on the command line wins over its variable. Values are validated as they
+ * are parsed; an error names the flag (or variable) and what was expected.
+ *
+ * Accepted forms: --name value, --name=value, and for booleans --name / --no-name (variables:
+ * 1/0, true/false, yes/no).
+ */
+#ifndef RINGCAS_BASE_FLAGS_H
+#define RINGCAS_BASE_FLAGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "base/assert.h"
+
+enum base_flag_type {
+    BASE_FLAG_STRING,      /* const char ** (points into argv or environ) */
+    BASE_FLAG_U64,         /* uint64_t * */
+    BASE_FLAG_SIZE,        /* uint64_t *, bytes: 4096, 64KiB, 10G */
+    BASE_FLAG_DURATION_MS, /* uint64_t *, milliseconds: 250ms, 30s, 2m */
+    BASE_FLAG_BOOL,        /* bool * */
+};
+
+struct base_flag {
+    const char *name;         /* without the dashes: "listen" */
+    enum base_flag_type type; /* what <value> points at */
+    void *value;              /* receives the parsed value; holds the default before */
+    const char *help;         /* one line */
+    const char *metavar;      /* shown in help: "HOST:PORT"; NULL for a default by type */
+};
+
+/*
+ * Parses <argc>/<argv> (without the program and subcommand names) against <flags>
+ * (<count> entries). Arguments that are not flags are collected into <rest> (up to
+ * <rest_size>, their count in *<rest_count>); "--" ends the flags. Returns 0, or -EINVAL with
+ * one line written to <err>.
+ */
+MUST_CHECK int base_flags_parse(const struct base_flag *flags, size_t count, int argc,
+                                char **argv, char **rest, size_t rest_size, size_t *rest_count,
+                                FILE *err);
+
+/* Prints one line per flag: "--name METAVAR  help (env RINGCAS_NAME)". */
+void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *out);
+
+/* Writes the environment variable name of <flag_name> ("max-size" -> "RINGCAS_MAX_SIZE"). */
+void base_flags_env_name(const char *flag_name, char *out, size_t out_size);
+
+#endif /* RINGCAS_BASE_FLAGS_H */

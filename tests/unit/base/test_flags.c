@@ -1,0 +1,77 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "base/flags.h"
+
+struct opts {
+    const char *listen;
+    uint64_t max_size;
+    uint64_t timeout_ms;
+    bool verbose;
+};
+
+static size_t make_flags(struct opts *o, struct base_flag *f)
+{
+    f[0] = (struct base_flag){ "listen", BASE_FLAG_STRING, &o->listen, "where", NULL };
+    f[1] = (struct base_flag){ "max-size", BASE_FLAG_SIZE, &o->max_size, "budget", NULL };
+    f[2] = (struct base_flag){ "read-timeout", BASE_FLAG_DURATION_MS, &o->timeout_ms, "t", NULL };
+    f[3] = (struct base_flag){ "verbose", BASE_FLAG_BOOL, &o->verbose, "v", NULL };
+    return 4;
+}
+
+Test(base_flags, argv_wins_over_environment)
+{
+    setenv("RINGCAS_LISTEN", "0.0.0.0:1", 1);
+    setenv("RINGCAS_MAX_SIZE", "1G", 1);
+    struct opts o = { "127.0.0.1:8980", 10, 5, false };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    char *argv[] = { "--max-size=2G", "--read-timeout", "250ms", "--verbose", "file1", "--",
+                     "--not-a-flag" };
+    char *rest[4];
+    size_t nrest = 0;
+    cr_assert(eq(int, base_flags_parse(f, n, 7, argv, rest, 4, &nrest, stderr), 0));
+    cr_assert(eq(str, (char *)o.listen, "0.0.0.0:1"));
+    cr_assert(eq(u64, o.max_size, 2ULL << 30));
+    cr_assert(eq(u64, o.timeout_ms, 250));
+    cr_assert(o.verbose);
+    cr_assert(eq(sz, nrest, 2));
+    cr_assert(eq(str, rest[0], "file1"));
+    cr_assert(eq(str, rest[1], "--not-a-flag"));
+}
+
+Test(base_flags, rejects_unknown_and_malformed)
+{
+    unsetenv("RINGCAS_LISTEN");
+    unsetenv("RINGCAS_MAX_SIZE");
+    struct opts o = { NULL, 0, 0, true };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    FILE *sink = fopen("/dev/null", "w");
+    char *bad1[] = { "--nope" };
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad1, NULL, 0, NULL, sink), -EINVAL));
+    char *bad2[] = { "--max-size", "lots" };
+    cr_assert(eq(int, base_flags_parse(f, n, 2, bad2, NULL, 0, NULL, sink), -EINVAL));
+    char *bad3[] = { "--read-timeout" };
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad3, NULL, 0, NULL, sink), -EINVAL));
+    char *bad4[] = { "stray" };
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad4, NULL, 0, NULL, sink), -EINVAL));
+    char *neg[] = { "--no-verbose" };
+    cr_assert(eq(int, base_flags_parse(f, n, 1, neg, NULL, 0, NULL, sink), 0));
+    cr_assert(not(o.verbose));
+    setenv("RINGCAS_MAX_SIZE", "huge", 1);
+    cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, 0, NULL, sink), -EINVAL));
+    unsetenv("RINGCAS_MAX_SIZE");
+    fclose(sink);
+}
+
+Test(base_flags, env_names_are_upper_snake)
+{
+    char name[64];
+    base_flags_env_name("max-size", name, sizeof(name));
+    cr_assert(eq(str, name, "RINGCAS_MAX_SIZE"));
+}
