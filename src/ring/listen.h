@@ -1,0 +1,51 @@
+/*
+ * Listening sockets: one per core, bound to the same address with SO_REUSEPORT so the kernel
+ * spreads connections over the cores, each drained by a multishot accept on its core's ring.
+ */
+#ifndef RINGCAS_RING_LISTEN_H
+#define RINGCAS_RING_LISTEN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/assert.h"
+#include "ring/core.h"
+#include "ring/timer.h"
+
+/* Runs on the core's thread for each accepted socket <fd>, which the callee now owns. */
+typedef void ring_accept_fn(struct ring_core *core, int fd, void *ctx);
+
+struct ring_listener {
+    struct ring_core *core;   /* the core that accepts on it */
+    int fd;                   /* the listening socket; -1 when closed */
+    struct ring_owner owner;  /* the accept op and the re-arm timer */
+    struct ring_timer rearm;  /* delays re-arming after EMFILE and similar errors */
+    ring_accept_fn *fn;       /* accept callback */
+    void *ctx;                /* its argument */
+    bool stopping;            /* ring_listener_stop() was called */
+    bool accepting;           /* the multishot accept is in flight */
+    ring_owner_fn *on_stopped;/* the caller's on_idle of ring_listener_stop */
+    void *stopped_ctx;        /* its argument */
+};
+
+/*
+ * Opens a TCP listening socket on <host>:<port> (an IPv4 or IPv6 literal, or "localhost")
+ * with SO_REUSEADDR and SO_REUSEPORT. Port 0 picks a free port; pass the port it reports in
+ * *<port_out> to open the other cores' sockets. Returns the fd or -errno. Any thread.
+ */
+MUST_CHECK int ring_listen_open(const char *host, uint16_t port, int backlog, uint16_t *port_out);
+
+/*
+ * Starts accepting on <fd>, which the listener now owns, calling <fn>(<core>, fd, <ctx>) per
+ * connection. Returns 0 or -EAGAIN.
+ */
+MUST_CHECK int ring_listener_start(struct ring_listener *l, struct ring_core *core, int fd,
+                                   ring_accept_fn *fn, void *ctx);
+
+/*
+ * Stops accepting: cancels the accept and closes the socket once it completed. <on_idle> runs
+ * (deferred) when nothing of the listener is in flight; then it may be freed.
+ */
+void ring_listener_stop(struct ring_listener *l, ring_owner_fn *on_idle, void *ctx);
+
+#endif /* RINGCAS_RING_LISTEN_H */

@@ -1,0 +1,58 @@
+/*
+ * Timers: one IORING_OP_TIMEOUT per armed timer. Expiry completes with -ETIME; removal with
+ * -ECANCELED. A removal that races with expiry may still see -ETIME: the stopped flag keeps
+ * the callback from running then.
+ */
+#include "ring/timer.h"
+
+#include <errno.h>
+
+#include "ring/internal.h"
+
+static void timer_done(struct ring_op *op, int32_t res, uint32_t flags)
+{
+    (void)flags;
+    struct ring_timer *timer = op->ctx;
+    ASSERT(timer->op == op);
+    timer->op = NULL;
+    if (timer->stopped)
+        return;
+    if (res == -ETIME)
+        timer->fn(timer);
+}
+
+void ring_timer_init(struct ring_timer *timer, ring_timer_fn *fn, void *ctx)
+{
+    timer->op = NULL;
+    timer->fn = fn;
+    timer->ctx = ctx;
+    timer->stopped = false;
+}
+
+int ring_timer_start(struct ring_core *core, struct ring_timer *timer, struct ring_owner *owner,
+                     uint64_t ms)
+{
+    ASSERT(!timer->op);
+    struct ring_op *op = ring_op_get(core, owner, timer_done, timer);
+    if (!op)
+        return -EAGAIN;
+    struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
+    op->ts.tv_sec = (long long)(ms / 1000);
+    op->ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+    io_uring_prep_timeout(sqe, &op->ts, 0, 0);
+    ring_op_commit(op, sqe);
+    timer->op = op;
+    timer->stopped = false;
+    return 0;
+}
+
+void ring_timer_stop(struct ring_core *core, struct ring_timer *timer)
+{
+    if (!timer->op || timer->stopped)
+        return;
+    timer->stopped = true;
+    struct io_uring_sqe *sqe = ring_core_sqe_ignored(core);
+    io_uring_prep_timeout_remove(sqe, ring_op_user_data(timer->op), 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(sqe, RING_UD_IGNORE);
+}

@@ -1,0 +1,341 @@
+/*
+ * The op table, owners, timers, tasks and messages of one core, driven tick by tick from the
+ * test's own thread.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "ring/core.h"
+#include "ring/timer.h"
+
+static struct ring_core *make_core(uint32_t index)
+{
+    struct ring_core_options o;
+    ring_core_options_default(&o);
+    o.ops_max = 64;
+    o.recv_buf_count = 16;
+    o.recv_buf_size = 4096;
+    struct ring_core *core = NULL;
+    char why[256] = "";
+    int rc = ring_core_create(&o, index, &core, why, sizeof(why));
+    cr_assert(eq(int, rc, 0), "%s", why);
+    return core;
+}
+
+static uint64_t in_flight(struct ring_core *core)
+{
+    return base_counter_get(&ring_core_counters(core)->ops_in_flight);
+}
+
+/* Ticks until <done> is set or 5 s passed. */
+static void run_until(struct ring_core *core, const bool *done)
+{
+    for (int i = 0; i < 500 && !*done; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(done[0], "condition not reached");
+}
+
+struct record {
+    int calls;
+    int32_t res;
+    bool timed_out;
+    bool done;
+};
+
+static void record_cqe(struct ring_op *op, int32_t res, uint32_t flags)
+{
+    (void)flags;
+    struct record *r = op->ctx;
+    r->calls++;
+    r->res = res;
+    r->timed_out = ring_op_timed_out(op, res);
+    r->done = true;
+}
+
+Test(ring_core, nop_completes_once_and_releases_its_slot)
+{
+    struct ring_core *core = make_core(0);
+    struct record r = { 0 };
+    struct ring_op *op = ring_op_get(core, NULL, record_cqe, &r);
+    cr_assert(ne(ptr, op, NULL));
+    uint64_t first_ud = ring_op_user_data(op);
+    struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
+    io_uring_prep_nop(sqe);
+    ring_op_commit(op, sqe);
+    cr_assert(eq(u64, in_flight(core), 1));
+    run_until(core, &r.done);
+    cr_assert(eq(int, r.calls, 1));
+    cr_assert(eq(int, r.res, 0));
+    cr_assert(eq(u64, in_flight(core), 0));
+    /* The slot comes back with a new generation: a late CQE could not reach it. */
+    struct ring_op *again = ring_op_get(core, NULL, record_cqe, &r);
+    cr_assert(eq(ptr, again, op));
+    cr_assert(ne(u64, ring_op_user_data(again), first_ud));
+    ring_op_put(again);
+    ring_core_destroy(core);
+}
+
+Test(ring_core, full_table_refuses_instead_of_growing)
+{
+    struct ring_core *core = make_core(0);
+    struct ring_op *ops[64];
+    struct record r = { 0 };
+    for (int i = 0; i < 64; i++) {
+        ops[i] = ring_op_get(core, NULL, record_cqe, &r);
+        cr_assert(ne(ptr, ops[i], NULL));
+    }
+    cr_assert(eq(ptr, ring_op_get(core, NULL, record_cqe, &r), NULL));
+    for (int i = 0; i < 64; i++)
+        ring_op_put(ops[i]);
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}
+
+static void submit_recv(struct ring_core *core, struct ring_owner *owner, int fd, char *buf,
+                        uint32_t timeout_ms, struct record *r)
+{
+    struct ring_op *op = ring_op_get(core, owner, record_cqe, r);
+    cr_assert(ne(ptr, op, NULL));
+    struct io_uring_sqe *sqe = ring_op_sqe(op, timeout_ms);
+    io_uring_prep_recv(sqe, fd, buf, 16, 0);
+    ring_op_commit(op, sqe);
+}
+
+Test(ring_core, linked_timeout_fires_on_a_silent_socket)
+{
+    struct ring_core *core = make_core(0);
+    int sv[2];
+    cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
+    char buf[16];
+    struct record r = { 0 };
+    submit_recv(core, NULL, sv[0], buf, 50, &r);
+    run_until(core, &r.done);
+    cr_assert(eq(int, r.calls, 1));
+    cr_assert(r.timed_out, "res %d", r.res);
+    cr_assert(eq(u64, in_flight(core), 0));
+    /* With data waiting, the same pair completes with the data and no timeout. */
+    cr_assert(eq(sz, (size_t)write(sv[1], "hi", 2), 2));
+    r = (struct record){ 0 };
+    submit_recv(core, NULL, sv[0], buf, 1000, &r);
+    run_until(core, &r.done);
+    cr_assert(eq(int, r.res, 2));
+    cr_assert(not(r.timed_out));
+    close(sv[0]);
+    close(sv[1]);
+    ring_core_destroy(core);
+}
+
+struct closer {
+    struct ring_owner owner;
+    bool idle;
+    bool in_close_call;
+};
+
+static void closer_idle(struct ring_core *core, void *ctx)
+{
+    (void)core;
+    struct closer *c = ctx;
+    cr_assert(not(c->in_close_call), "on_idle ran inside ring_owner_close");
+    cr_assert(ring_owner_is_idle(&c->owner));
+    ring_owner_deinit(&c->owner);
+    c->idle = true;
+}
+
+Test(ring_core, owner_close_cancels_every_op_then_goes_idle)
+{
+    struct ring_core *core = make_core(0);
+    int sv[2];
+    cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
+    struct closer c = { 0 };
+    ring_owner_init(&c.owner);
+    char buf1[16];
+    char buf2[16];
+    struct record r1 = { 0 };
+    struct record r2 = { 0 };
+    submit_recv(core, &c.owner, sv[0], buf1, 0, &r1);
+    submit_recv(core, &c.owner, sv[0], buf2, 10000, &r2);
+    cr_assert(eq(int, ring_core_tick(core, 0), 0)); /* submitted, nothing completes */
+    cr_assert(eq(u32, c.owner.ops_in_flight, 2));
+    c.in_close_call = true;
+    ring_owner_close(core, &c.owner, closer_idle, &c);
+    c.in_close_call = false;
+    cr_assert(not(c.idle));
+    run_until(core, &c.idle);
+    cr_assert(eq(int, r1.res, -ECANCELED));
+    cr_assert(eq(int, r2.res, -ECANCELED));
+    cr_assert(not(r2.timed_out), "an own cancel is not a timeout");
+    cr_assert(eq(u64, base_counter_get(&ring_core_counters(core)->cancels), 2));
+    cr_assert(eq(u64, in_flight(core), 0));
+    close(sv[0]);
+    close(sv[1]);
+    ring_core_destroy(core);
+}
+
+Test(ring_core, closing_an_idle_owner_defers_its_callback)
+{
+    struct ring_core *core = make_core(0);
+    struct closer c = { 0 };
+    ring_owner_init(&c.owner);
+    c.in_close_call = true;
+    ring_owner_close(core, &c.owner, closer_idle, &c);
+    c.in_close_call = false;
+    cr_assert(not(c.idle));
+    run_until(core, &c.idle);
+    ring_core_destroy(core);
+}
+
+struct tick {
+    struct ring_timer timer;
+    int fired;
+    bool done;
+};
+
+static void tick_fired(struct ring_timer *t)
+{
+    struct tick *k = t->ctx;
+    k->fired++;
+    k->done = true;
+}
+
+Test(ring_core, timers_fire_and_stopped_timers_do_not)
+{
+    struct ring_core *core = make_core(0);
+    struct tick a = { 0 };
+    struct tick b = { 0 };
+    ring_timer_init(&a.timer, tick_fired, &a);
+    ring_timer_init(&b.timer, tick_fired, &b);
+    cr_assert(eq(int, ring_timer_start(core, &a.timer, NULL, 20), 0));
+    cr_assert(eq(int, ring_timer_start(core, &b.timer, NULL, 20), 0));
+    ring_timer_stop(core, &b.timer);
+    run_until(core, &a.done);
+    for (int i = 0; i < 20 && ring_timer_is_armed(&b.timer); i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(int, a.fired, 1));
+    cr_assert(eq(int, b.fired, 0));
+    cr_assert(not(ring_timer_is_armed(&b.timer)));
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}
+
+struct counted_task {
+    struct ring_task task;
+    int runs;
+};
+
+static void count_run(struct ring_task *t)
+{
+    ((struct counted_task *)t)->runs++;
+}
+
+Test(ring_core, deferred_task_runs_once_per_queueing)
+{
+    struct ring_core *core = make_core(0);
+    struct counted_task t = { 0 };
+    ring_task_init(&t.task, count_run);
+    ring_task_defer(core, &t.task);
+    ring_task_defer(core, &t.task); /* already queued: no-op */
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, t.runs, 1));
+    ring_task_defer(core, &t.task);
+    ring_task_cancel(&t.task);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, t.runs, 1));
+    ring_core_destroy(core);
+}
+
+struct peer {
+    struct ring_core *core;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool ready;
+    int received;
+};
+
+static void peer_got(struct ring_core *core, void *arg)
+{
+    struct peer *p = arg;
+    cr_assert(eq(ptr, core, p->core));
+    p->received++;
+    if (p->received == 2)
+        ring_core_stop(core);
+}
+
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    struct ring_core *core = make_core(1);
+    pthread_mutex_lock(&p->lock);
+    p->core = core;
+    p->ready = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    cr_assert(eq(int, ring_core_run(core), 0));
+    ring_core_destroy(core);
+    return NULL;
+}
+
+Test(ring_core, msg_ring_reaches_another_core)
+{
+    struct peer p = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+    pthread_t thread;
+    cr_assert(eq(int, pthread_create(&thread, NULL, peer_main, &p), 0));
+    pthread_mutex_lock(&p.lock);
+    while (!p.ready)
+        pthread_cond_wait(&p.cond, &p.lock);
+    pthread_mutex_unlock(&p.lock);
+    /* From another core's ring... */
+    struct ring_core *self = make_core(0);
+    struct ring_msg m1 = { .fn = peer_got, .arg = &p };
+    cr_assert(eq(int, ring_core_post(self, p.core, &m1), 0));
+    cr_assert(ge(int, ring_core_tick(self, 0), 0));
+    /* ...and from a plain ring, as the main thread does for shutdown. */
+    struct io_uring plain;
+    cr_assert(eq(int, io_uring_queue_init(4, &plain, 0), 0));
+    struct ring_msg m2 = { .fn = peer_got, .arg = &p };
+    cr_assert(eq(int, ring_msg_send_from(&plain, p.core, &m2), 0));
+    pthread_join(thread, NULL);
+    cr_assert(eq(int, p.received, 2));
+    io_uring_queue_exit(&plain);
+    ring_core_destroy(self);
+}
+
+static int inject_err;
+static int failing_setup(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
+{
+    (void)entries;
+    (void)ring;
+    (void)p;
+    return inject_err;
+}
+
+static void expect_setup_failure(int err, const char *needle)
+{
+    inject_err = err;
+    ring_core_set_setup_hook(failing_setup);
+    struct ring_core_options o;
+    ring_core_options_default(&o);
+    struct ring_core *core = NULL;
+    char why[512] = "";
+    int rc = ring_core_create(&o, 0, &core, why, sizeof(why));
+    ring_core_set_setup_hook(NULL);
+    cr_assert(eq(int, rc, err));
+    cr_assert(eq(ptr, core, NULL));
+    cr_assert(ne(ptr, strstr(why, needle), NULL), "'%s' lacks '%s'", why, needle);
+    cr_assert(ne(ptr, strstr(why, "fix:"), NULL), "'%s' names no fix", why);
+    cr_assert(eq(ptr, strchr(why, '\n'), NULL), "one line only");
+}
+
+Test(ring_core, setup_failures_name_cause_and_fix)
+{
+    expect_setup_failure(-EPERM, "seccomp");
+    expect_setup_failure(-ENOSYS, "Linux 6.1");
+    expect_setup_failure(-EINVAL, "Linux 6.1");
+    expect_setup_failure(-ENOMEM, "RLIMIT_MEMLOCK");
+    expect_setup_failure(-EMFILE, "ulimit -n");
+}
