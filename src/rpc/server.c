@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/parse.h"
 #include "ring/server.h"
+#include "rpc/internal.h"
 
 void rpc_server_options_default(struct rpc_server_options *opts)
 {
@@ -50,11 +51,25 @@ static int split_listen(const char *listen, char *host, size_t host_size, uint16
     return 0;
 }
 
-static void close_at_once(struct ring_core *core, int fd, void *arg)
+static int core_init(struct ring_core *core, void *arg)
 {
-    (void)core;
+    const struct rpc_config *cfg = arg;
+    struct rpc_core *rc = calloc(1, sizeof(*rc));
+    if (!rc)
+        return -ENOMEM;
+    rc->ring = core;
+    rc->cfg = cfg;
+    ring_core_set_app(core, rc);
+    return 0;
+}
+
+static void core_deinit(struct ring_core *core, void *arg)
+{
     (void)arg;
-    (void)close(fd);
+    struct rpc_core *rc = ring_core_app(core);
+    ASSERT(rc->conns_open == 0);
+    ring_core_set_app(core, NULL);
+    free(rc);
 }
 
 static int make_dir(const char *dir)
@@ -90,6 +105,10 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
         fprintf(stderr, "ringcas: --recv-buffer-size: expected 4KiB to 16MiB\n");
         return -EINVAL;
     }
+    if (opts->read_timeout_ms > UINT32_MAX || opts->write_timeout_ms > UINT32_MAX) {
+        fprintf(stderr, "ringcas: --read-timeout/--write-timeout: at most 49 days\n");
+        return -EINVAL;
+    }
     if (opts->cores > 1024) {
         fprintf(stderr, "ringcas: --cores %llu: at most 1024\n", (unsigned long long)opts->cores);
         return -EINVAL;
@@ -121,7 +140,15 @@ int rpc_server_run(const struct rpc_server_options *opts)
     so.drain_timeout_ms = opts->drain_timeout_ms;
     so.core.recv_buf_count = (uint32_t)opts->recv_buffers;
     so.core.recv_buf_size = (uint32_t)opts->recv_buffer_size;
-    so.hooks.on_accept = close_at_once;
+    struct rpc_config cfg = {
+        .opts = *opts,
+        .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
+        .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
+    };
+    so.hooks.core_init = core_init;
+    so.hooks.core_deinit = core_deinit;
+    so.hooks.on_accept = rpc_conn_accept;
+    so.hooks.arg = &cfg;
     struct ring_server *srv;
     char why[512] = "";
     rc = ring_server_start(&so, &srv, why, sizeof(why));
