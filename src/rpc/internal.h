@@ -10,6 +10,7 @@
 
 #include "ring/conn.h"
 #include "ring/core.h"
+#include "rpc/metrics.h"
 #include "rpc/server.h"
 
 /* Server-wide settings, fixed before the cores start; read by every core. */
@@ -17,6 +18,8 @@ struct rpc_config {
     struct rpc_server_options opts; /* what the operator asked for */
     uint32_t read_timeout_ms;       /* per connection receive */
     uint32_t write_timeout_ms;      /* per connection send progress */
+    uint32_t core_count;            /* cores the server runs */
+    struct rpc_core **cores;        /* core_count entries, each set by its core_init */
 };
 
 /* One core's protocol state; created by the core_init hook on the core's thread. */
@@ -24,6 +27,7 @@ struct rpc_core {
     struct ring_core *ring;          /* this core's loop */
     const struct rpc_config *cfg;    /* shared, read-only */
     uint32_t conns_open;             /* rpc connections alive on this core */
+    struct rpc_metrics metrics;      /* this core's request metrics */
 };
 
 /*

@@ -54,12 +54,15 @@ static int split_listen(const char *listen, char *host, size_t host_size, uint16
 static int core_init(struct ring_core *core, void *arg)
 {
     const struct rpc_config *cfg = arg;
+    uint32_t index = ring_core_index(core);
+    ASSERT(index < cfg->core_count);
     struct rpc_core *rc = calloc(1, sizeof(*rc));
     if (!rc)
         return -ENOMEM;
     rc->ring = core;
     rc->cfg = cfg;
     ring_core_set_app(core, rc);
+    cfg->cores[index] = rc;
     return 0;
 }
 
@@ -145,6 +148,13 @@ int rpc_server_run(const struct rpc_server_options *opts)
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
         .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
     };
+    cfg.core_count = so.cores ? so.cores : ring_server_cpu_count();
+    so.cores = cfg.core_count;
+    cfg.cores = calloc(cfg.core_count, sizeof(*cfg.cores));
+    if (!cfg.cores) {
+        fprintf(stderr, "ringcas: out of memory\n");
+        return 1;
+    }
     so.hooks.core_init = core_init;
     so.hooks.core_deinit = core_deinit;
     so.hooks.on_accept = rpc_conn_accept;
@@ -154,6 +164,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     rc = ring_server_start(&so, &srv, why, sizeof(why));
     if (rc < 0) {
         fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
+        free(cfg.cores);
         return 1;
     }
     LOG_INFO("serving on %s:%u with %u cores, data in %s", host, ring_server_port(srv),
@@ -164,6 +175,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     LOG_INFO("signal %d: draining (up to %llu ms)", sig,
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);
+    free(cfg.cores);
     if (rc < 0) {
         LOG_ERROR("stopped with errors: %s", base_err_str(rc));
         return 1;

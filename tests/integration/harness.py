@@ -1,0 +1,221 @@
+"""Test harness for integration tests: runs the real `ringcas serve` on a free 127.0.0.1 port
+with a temporary data folder, and reads its counters from GET /metrics.
+
+Use Debian's /usr/bin/python3 (it has grpcio, protobuf and zstandard). The binary comes from
+$RINGCAS_BIN (ctest sets it), else build/asan, build/debug or build/release.
+"""
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def binary():
+    path = os.environ.get("RINGCAS_BIN")
+    if path:
+        return path
+    for preset in ("asan", "debug", "dev", "release"):
+        cand = os.path.join(ROOT, "build", preset, "src", "ringcas")
+        if os.path.exists(cand):
+            return cand
+    raise RuntimeError("ringcas binary not found: set RINGCAS_BIN or build it")
+
+
+def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
+    """Polls pred() until it returns a truthy value; returns it, or raises after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+        time.sleep(interval)
+
+
+_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Parses Prometheus text into a list of (name, labels dict, value)."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            raise AssertionError("bad metrics line: %r" % line)
+        labels = dict(_LABEL.findall(m.group(3) or ""))
+        out.append((m.group(1), labels, float(m.group(4))))
+    return out
+
+
+class Server:
+    """One ringcas process. Use as a context manager, or call start()/stop()."""
+
+    def __init__(self, args=(), cores=2, data_dir=None, env=None):
+        self.args = list(args)
+        self.cores = cores
+        self.own_dir = data_dir is None
+        self.dir = data_dir or tempfile.mkdtemp(prefix="ringcas-test-")
+        self.env = dict(os.environ, **(env or {}))
+        # Leaks are checked by the sanitizer at exit; a failure must show in the exit status.
+        self.env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1:exitcode=66")
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(tempfile.gettempdir(), "ringcas-%d-%d.log" % (os.getpid(), id(self)))
+        self.log = None
+
+    # -- lifecycle --
+
+    def start(self, port=0):
+        self.log = open(self.log_path, "ab")
+        cmd = [binary(), "serve", "--listen", "127.0.0.1:%d" % (port or self.port or 0),
+               "--dir", self.dir, "--cores", str(self.cores)] + self.args
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
+        line = self.proc.stdout.readline().decode()
+        m = re.match(r"ringcas listening on ([0-9.]+):(\d+)", line)
+        if not m:
+            self.proc.wait(timeout=10)
+            raise AssertionError("server did not start (exit %s): %s\n%s" % (self.proc.returncode, line, self.log_tail()))
+        self.port = int(m.group(2))
+        return self
+
+    def stop(self, timeout=60):
+        """SIGTERM, then expects exit status 0 (a clean drain, no sanitizer report)."""
+        if not self.proc:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("server did not stop within %ss\n%s" % (timeout, self.log_tail()))
+        self.proc.stdout.close()
+        self.proc = None
+        self.log.close()
+        if rc != 0:
+            raise AssertionError("server exited %d\n%s" % (rc, self.log_tail()))
+        return rc
+
+    def kill(self):
+        """SIGKILL: no drain, no flush (crash tests)."""
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+        self.log.close()
+
+    def restart(self):
+        self.stop()
+        return self.start(self.port)
+
+    def cleanup(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if self.proc and exc_type is None:
+                self.stop()
+        finally:
+            self.cleanup()
+        return False
+
+    def log_tail(self, lines=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    # -- addresses --
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    # -- counters --
+
+    def metrics_text(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            if resp.status != 200:
+                raise AssertionError("GET /metrics: %d %s" % (resp.status, body[:200]))
+            return body
+        finally:
+            conn.close()
+
+    def metric(self, name, **labels):
+        """Sum of every sample of <name> whose labels include <labels>."""
+        total = 0.0
+        for n, l, v in parse_metrics(self.metrics_text()):
+            if n == name and all(l.get(k) == str(v2) for k, v2 in labels.items()):
+                total += v
+        return total
+
+    def wait_quiet(self, timeout=10.0, extra=()):
+        """Waits until nothing is in flight: connections (beside the one reading /metrics),
+        receive buffers, ops beyond one accept per core, and the gauges named in <extra>."""
+        def quiet():
+            samples = parse_metrics(self.metrics_text())
+            def total(name):
+                return sum(v for n, _, v in samples if n == name)
+            state = {
+                "conns": total("ringcas_conns"),
+                "bufs_out": total("ringcas_bufs_out"),
+                "ops_in_flight": total("ringcas_ops_in_flight"),
+            }
+            for name in extra:
+                state[name] = total("ringcas_" + name)
+            # The /metrics connection itself: one conn, its receive armed (one op).
+            ok = (state["conns"] <= 1 and state["bufs_out"] <= 1 and
+                  state["ops_in_flight"] <= self.cores + 2 and
+                  all(state[n] == 0 for n in extra))
+            return ok or None
+        return wait_for(quiet, timeout=timeout, what="server to become quiet")
+
+
+class ServerTestCase(unittest.TestCase):
+    """A test case with one server for the whole class (args in server_args)."""
+
+    server_args = ()
+    server_cores = 2
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(args=cls.server_args, cores=cls.server_cores)
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.server.stop()
+        finally:
+            cls.server.cleanup()

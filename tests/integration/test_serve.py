@@ -1,0 +1,125 @@
+"""The ringcas binary as an operator meets it: flags and their environment twins, start-up
+failures that name their cause and fix, and a clean drain on SIGTERM."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import harness
+
+
+def run(args, env=None, timeout=30):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([harness.binary()] + args, capture_output=True, text=True, env=e,
+                          timeout=timeout)
+
+
+class CommandLine(unittest.TestCase):
+    def test_version_and_help(self):
+        r = run(["--version"])
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^ringcas \d+\.\d+\.\d+")
+        r = run(["--help"])
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("serve", r.stdout)
+        r = run(["serve", "--help"])
+        self.assertEqual(r.returncode, 0)
+        for flag, env in (("--listen", "RINGCAS_LISTEN"), ("--dir", "RINGCAS_DIR"),
+                          ("--max-size", "RINGCAS_MAX_SIZE"), ("--read-timeout", "RINGCAS_READ_TIMEOUT"),
+                          ("--write-timeout", "RINGCAS_WRITE_TIMEOUT"), ("--cores", "RINGCAS_CORES"),
+                          ("--drain-timeout", "RINGCAS_DRAIN_TIMEOUT")):
+            self.assertIn(flag, r.stdout)
+            self.assertIn(env, r.stdout)
+
+    def test_bad_flags_are_named(self):
+        r = run(["serve", "--no-such-flag"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--no-such-flag", r.stderr)
+        r = run(["serve", "--max-size", "lots"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--max-size lots", r.stderr)
+        r = run(["serve", "--listen", "nowhere"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("HOST:PORT", r.stderr)
+        r = run(["frobnicate"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command", r.stderr)
+
+    def test_environment_twin_sets_the_listen_address(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        d = tempfile.mkdtemp()
+        env = dict(os.environ, RINGCAS_LISTEN="127.0.0.1:%d" % port, RINGCAS_DIR=d)
+        p = subprocess.Popen([harness.binary(), "serve"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, env=env)
+        try:
+            line = p.stdout.readline().decode()
+            self.assertIn("127.0.0.1:%d" % port, line)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=30), 0)
+            p.stdout.close()
+
+    def test_port_in_use_is_reported(self):
+        # A port held by a socket without SO_REUSEPORT must fail with a clear line.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            r = run(["serve", "--listen", "127.0.0.1:%d" % s.getsockname()[1],
+                     "--dir", tempfile.mkdtemp()])
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("address already in use", r.stderr)
+
+
+@unittest.skipUnless(os.environ.get("NO_URING_BIN"), "needs the no_uring helper (ctest sets it)")
+class NoIoUring(unittest.TestCase):
+    def check(self, err, needle):
+        r = subprocess.run([os.environ["NO_URING_BIN"], err, harness.binary(), "serve",
+                            "--listen", "127.0.0.1:0", "--dir", tempfile.mkdtemp()],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        lines = [l for l in r.stderr.splitlines() if l.startswith("ringcas:")]
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertIn(needle, lines[0])
+        self.assertIn("fix:", lines[0])
+        self.assertEqual(r.stdout, "")
+
+    def test_seccomp_eperm(self):
+        self.check("EPERM", "seccomp")
+
+    def test_old_kernel_enosys(self):
+        self.check("ENOSYS", "Linux 6.1")
+
+    def test_rejected_flags_einval(self):
+        self.check("EINVAL", "Linux 6.1")
+
+
+class Lifecycle(unittest.TestCase):
+    def test_sigterm_with_idle_connections_exits_zero(self):
+        with harness.Server(cores=2) as srv:
+            socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(20)]
+            time.sleep(0.2)
+            start = time.monotonic()
+            srv.stop()
+            self.assertLess(time.monotonic() - start, 10)
+            for s in socks:
+                s.close()
+
+    def test_sigint_also_drains(self):
+        srv = harness.Server(cores=1).start()
+        try:
+            srv.proc.send_signal(signal.SIGINT)
+            self.assertEqual(srv.proc.wait(timeout=30), 0)
+            srv.proc.stdout.close()
+            srv.proc = None
+        finally:
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

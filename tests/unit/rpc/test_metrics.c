@@ -1,0 +1,57 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "ring/core.h"
+#include "rpc/metrics.h"
+
+static struct rpc_metrics m0;
+static struct rpc_metrics m1;
+static struct ring_counters r0;
+static struct ring_counters r1;
+
+static uint64_t read_extra(void *ctx, uint32_t core, size_t index)
+{
+    (void)ctx;
+    return 100 * core + index;
+}
+
+Test(rpc_metrics, renders_counts_latency_and_sources)
+{
+    rpc_metrics_begin(&m0, RPC_ROUTE_GRPC_BS_READ);
+    rpc_metrics_end(&m0, RPC_ROUTE_GRPC_BS_READ, 0, 300 * 1000, 10, 1024);
+    rpc_metrics_begin(&m1, RPC_ROUTE_GRPC_BS_READ);
+    rpc_metrics_end(&m1, RPC_ROUTE_GRPC_BS_READ, 5, 20 * 1000 * 1000, 10, 0);
+    rpc_metrics_begin(&m1, RPC_ROUTE_HTTP_GET_CAS);
+    rpc_metrics_end(&m1, RPC_ROUTE_HTTP_GET_CAS, 404, 1000, 0, 0);
+    rpc_metrics_begin(&m1, RPC_ROUTE_HTTP_PUT_CAS); /* still in flight */
+    base_counter_set(&r1.conns, 7);
+    static const char *const names[] = { "blobs", "evictions_total" };
+    static const char *const kinds[] = { "gauge", "counter" };
+    static const char *const helps[] = { "stored blobs", "evicted segments" };
+    struct rpc_metrics_source src = { names, kinds, helps, 2, read_extra, NULL };
+    struct rpc_metrics *ms[] = { &m0, &m1 };
+    struct ring_counters *rs[] = { &r0, &r1 };
+    char *buf = malloc(1 << 20);
+    int n = rpc_metrics_render(buf, 1 << 20, 2, ms, rs, &src, 1);
+    cr_assert(gt(int, n, 0));
+    cr_assert(eq(sz, strlen(buf), (size_t)n));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_requests_total{core=\"0\",protocol=\"grpc\",route=\"google.bytestream.ByteStream/Read\",status=\"0\"} 1\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "route=\"google.bytestream.ByteStream/Read\",status=\"5\"} 1\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_requests_total{core=\"1\",protocol=\"http\",route=\"GET /cas\",status=\"404\"} 1\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_requests_in_flight{core=\"1\",protocol=\"http\",route=\"PUT /cas\"} 1\n"), NULL));
+    /* 300 µs falls in the 500 µs bucket and every bucket above. */
+    cr_assert(ne(ptr, strstr(buf, "ringcas_request_duration_seconds_bucket{core=\"0\",route=\"google.bytestream.ByteStream/Read\",le=\"0.00025\"} 0\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_request_duration_seconds_bucket{core=\"0\",route=\"google.bytestream.ByteStream/Read\",le=\"0.0005\"} 1\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_request_duration_seconds_count{core=\"0\",route=\"google.bytestream.ByteStream/Read\"} 1\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_response_bytes_total{core=\"0\",protocol=\"grpc\",route=\"google.bytestream.ByteStream/Read\"} 1024\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_conns{core=\"1\"} 7\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_evictions_total{core=\"1\"} 101\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "# TYPE ringcas_blobs gauge\n"), NULL));
+    /* Too small a buffer fails as a whole. */
+    cr_assert(eq(int, rpc_metrics_render(buf, 100, 2, ms, rs, &src, 1), -EMSGSIZE));
+    free(buf);
+}
