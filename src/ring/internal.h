@@ -40,8 +40,8 @@ struct ring_core {
     struct ring_counters counters; /* live counters, readable from any thread */
     struct base_list conns;        /* struct ring_conn.link, open connections */
     void (*on_conn_closed)(struct ring_core *core); /* the server's drain watcher, or NULL */
-    void *server;                  /* the server's per-core state, or NULL */
-    void *app;                     /* upper layers' per-core state */
+    void *server;                                   /* the server's per-core state, or NULL */
+    void *app;                                      /* upper layers' per-core state */
 };
 
 /* Returns an SQE with user_data RING_UD_IGNORE, submitting first if the SQ is full. */

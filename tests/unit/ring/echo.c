@@ -107,8 +107,7 @@ static bool echo_is_busy(const struct ring_conn *c)
 
 static void echo_on_drain(struct ring_conn *c)
 {
-    if (!((struct echo_conn *)c)->sending)
-        ring_conn_close(c, 0);
+    if (!((struct echo_conn *)c)->sending) ring_conn_close(c, 0);
 }
 
 static const struct ring_conn_ops echo_ops = {
@@ -129,8 +128,7 @@ static void echo_accept(struct ring_core *core, int fd, void *arg)
     }
     ring_conn_init(&e->conn, core, fd, &echo_ops, echo_cfg.read_timeout_ms,
                    echo_cfg.write_timeout_ms);
-    if (ring_conn_recv_start(&e->conn) < 0)
-        ring_conn_close(&e->conn, -EAGAIN);
+    if (ring_conn_recv_start(&e->conn) < 0) ring_conn_close(&e->conn, -EAGAIN);
 }
 
 struct ring_server *echo_server_start(uint32_t cores, const struct echo_config *cfg)
@@ -195,10 +193,8 @@ bool echo_wait_counters(struct ring_server *srv, uint32_t ms,
     struct timespec nap = { .tv_nsec = 2 * 1000 * 1000 };
     for (uint32_t waited = 0;; waited += 2) {
         ring_server_counters(srv, last);
-        if (pred(last))
-            return true;
-        if (waited >= ms)
-            return false;
+        if (pred(last)) return true;
+        if (waited >= ms) return false;
         nanosleep(&nap, NULL);
     }
 }
