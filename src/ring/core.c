@@ -143,6 +143,7 @@ int ring_core_create(const struct ring_core_options *opts, uint32_t index, struc
     base_list_init(&core->conns);
     int rc = core_setup_ring(core, opts, why, why_size);
     if (rc < 0) goto err_free_core;
+    core->ring_fd = core->ring.ring_fd;
     rc = core_probe_ops(core, why, why_size);
     if (rc < 0) goto err_exit_ring;
     rc = core_alloc_ops(core, opts->ops_max);
@@ -443,7 +444,11 @@ static void prep_msg(struct io_uring_sqe *sqe, struct ring_core *to, struct ring
 {
     uint64_t data = (uint64_t)(uintptr_t)msg;
     ASSERT((data & RING_UD_MSG) == 0);
-    io_uring_prep_msg_ring(sqe, to->ring.ring_fd, 0, data | RING_UD_MSG, 0);
+    int fd = to->ring_fd;
+    /* Everything this thread did before, reads of <to> included, precedes the handler. */
+    RING_TSAN_RELEASE(msg);
+    RING_TSAN_RELEASE(to);
+    io_uring_prep_msg_ring(sqe, fd, 0, data | RING_UD_MSG, 0);
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     io_uring_sqe_set_data64(sqe, RING_UD_IGNORE);
 }
@@ -493,6 +498,8 @@ static void dispatch(struct ring_core *core, const struct io_uring_cqe *cqe)
     }
     if (ud & RING_UD_MSG) {
         struct ring_msg *msg = (struct ring_msg *)(uintptr_t)(ud & ~RING_UD_MSG);
+        RING_TSAN_ACQUIRE(msg);
+        RING_TSAN_ACQUIRE(core);
         msg->fn(core, msg->arg);
         return;
     }
