@@ -525,6 +525,9 @@ int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
     struct io_uring_cqe *cqe = NULL;
     if (wait_ms == 0 || !base_list_is_empty(&core->deferred)) {
         rc = io_uring_submit_and_get_events(&core->ring);
+    } else if (wait_ms == RING_WAIT_FOREVER) {
+        /* No timer for the wait itself: every deadline is an io_uring timeout already. */
+        rc = io_uring_submit_and_wait(&core->ring, 1);
     } else {
         struct __kernel_timespec ts = {
             .tv_sec = wait_ms / 1000,
@@ -552,7 +555,7 @@ int ring_core_run(struct ring_core *core)
 {
     /* The event loop: unbounded by design; each tick is bounded (RING_CQE_BATCH_MAX). */
     while (!core->stopped) {
-        int rc = ring_core_tick(core, 1000);
+        int rc = ring_core_tick(core, RING_WAIT_FOREVER);
         if (rc < 0) {
             LOG_ERROR("io_uring_enter failed on core %u: %s", core->index, base_err_str(rc));
             return rc;

@@ -152,10 +152,13 @@ void ring_core_destroy(struct ring_core *core);
  */
 MUST_CHECK int ring_core_run(struct ring_core *core);
 
+/* ring_core_tick's wait_ms meaning "until a CQE arrives". */
+#define RING_WAIT_FOREVER UINT32_MAX
+
 /*
- * Runs one iteration: submit, wait up to <wait_ms> (0: do not wait) for at least one CQE,
- * dispatch what is there. Returns the number of CQEs handled or -errno. For tests and for
- * ring_core_run.
+ * Runs one iteration: submit, wait up to <wait_ms> (0: do not wait; RING_WAIT_FOREVER: until
+ * a CQE arrives) for at least one CQE, dispatch what is there. Returns the number of CQEs
+ * handled or -errno. For tests and for ring_core_run.
  */
 MUST_CHECK int ring_core_tick(struct ring_core *core, uint32_t wait_ms);
 

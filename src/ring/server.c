@@ -225,7 +225,7 @@ static void *core_main(void *arg)
     /* The event loop: runs until the drain completed and the last op came back. */
     while (!(sc->quiesced && base_counter_get(&core->counters.ops_in_flight) == 0 &&
              base_list_is_empty(&core->deferred))) {
-        rc = ring_core_tick(core, 1000);
+        rc = ring_core_tick(core, RING_WAIT_FOREVER);
         if (rc < 0) {
             LOG_ERROR("core %u: io_uring_enter failed: %s", sc->index, base_err_str(rc));
             sc->status = -EIO;
