@@ -119,7 +119,9 @@ static struct result run_clients(uint16_t port, uint32_t conns, double seconds)
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, conns + 1);
     for (uint32_t i = 0; i < conns; i++) {
-        cs[i] = (struct client){ .port = port, .seconds = seconds, .start = &start };
+        cs[i].port = port; /* calloc'd: the histogram starts at zero */
+        cs[i].seconds = seconds;
+        cs[i].start = &start;
         pthread_create(&threads[i], NULL, client_main, &cs[i]);
     }
     pthread_barrier_wait(&start);
