@@ -38,8 +38,7 @@ struct client {
 static int connect_to(uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
@@ -54,13 +53,11 @@ static int connect_to(uint16_t port)
 
 static bool exchange(int fd, char *buf)
 {
-    if (send(fd, buf, MSG_BYTES, MSG_NOSIGNAL) != MSG_BYTES)
-        return false;
+    if (send(fd, buf, MSG_BYTES, MSG_NOSIGNAL) != MSG_BYTES) return false;
     size_t got = 0;
     while (got < MSG_BYTES) {
         ssize_t n = recv(fd, buf + got, MSG_BYTES - got, 0);
-        if (n <= 0)
-            return false;
+        if (n <= 0) return false;
         got += (size_t)n;
     }
     return true;
@@ -80,8 +77,7 @@ static void *client_main(void *arg)
     uint64_t end = base_clock_now_ns() + (uint64_t)(c->seconds * 1e9);
     for (;;) {
         uint64_t t0 = base_clock_now_ns();
-        if (t0 >= end)
-            break;
+        if (t0 >= end) break;
         if (!exchange(fd, buf)) {
             (void)fprintf(stderr, "exchange failed\n");
             exit(1);
@@ -106,8 +102,7 @@ static uint32_t percentile(const uint64_t *hist, uint64_t total, double q)
     uint64_t seen = 0;
     for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
         seen += hist[i];
-        if (seen > want)
-            return i;
+        if (seen > want) return i;
     }
     return HIST_BUCKETS;
 }
@@ -159,10 +154,8 @@ static void *blocking_conn(void *arg)
     char buf[MSG_BYTES];
     for (;;) {
         ssize_t n = recv(fd, buf, sizeof(buf), 0);
-        if (n <= 0)
-            break;
-        if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
-            break;
+        if (n <= 0) break;
+        if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n) break;
     }
     close(fd);
     return NULL;
@@ -173,8 +166,7 @@ static void *blocking_accept(void *arg)
     struct blocking_server *s = arg;
     for (;;) {
         int fd = accept(s->listen_fd, NULL, NULL);
-        if (fd < 0)
-            return NULL; /* the listener was shut down */
+        if (fd < 0) return NULL; /* the listener was shut down */
         int one = 1;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         pthread_t t;
@@ -189,7 +181,8 @@ static void blocking_start(struct blocking_server *s)
     struct sockaddr_in a = { .sin_family = AF_INET };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof(a);
-    if (bind(s->listen_fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(s->listen_fd, 128) != 0 ||
+    if (bind(s->listen_fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        listen(s->listen_fd, 128) != 0 ||
         getsockname(s->listen_fd, (struct sockaddr *)&a, &len) != 0) {
         perror("blocking server");
         exit(1);
@@ -228,8 +221,7 @@ static struct result ring_run(uint32_t cores, bool timeouts, uint32_t conns, dou
         exit(1);
     }
     struct result r = run_clients(ring_server_port(srv), conns, seconds);
-    if (ring_server_stop(srv) != 0)
-        (void)fprintf(stderr, "ring server did not stop cleanly\n");
+    if (ring_server_stop(srv) != 0) (void)fprintf(stderr, "ring server did not stop cleanly\n");
     return r;
 }
 

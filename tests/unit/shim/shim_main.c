@@ -17,8 +17,8 @@ void shim_register(struct shim_test *t)
     tests = t;
 }
 
-__attribute__((format(printf, 4, 5))) void shim_fail(const char *file, int line,
-                                                    const char *expr, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) void shim_fail(const char *file, int line, const char *expr,
+                                                     const char *fmt, ...)
 {
     fprintf(stderr, "%s:%d: assertion failed: %s", file, line, expr);
     if (fmt[0]) {

@@ -19,9 +19,8 @@ struct shim_test {
 };
 
 void shim_register(struct shim_test *t);
-_Noreturn __attribute__((format(printf, 4, 5))) void shim_fail(const char *file, int line,
-                                                              const char *expr, const char *fmt,
-                                                              ...);
+_Noreturn __attribute__((format(printf, 4, 5))) void
+shim_fail(const char *file, int line, const char *expr, const char *fmt, ...);
 
 #define Test(suite, name, ...)                                                                     \
     static void shim_fn_##suite##_##name(void);                                                    \
@@ -35,8 +34,7 @@ _Noreturn __attribute__((format(printf, 4, 5))) void shim_fail(const char *file,
 
 #define cr_assert(cond, ...)                                                                       \
     do {                                                                                           \
-        if (!(cond))                                                                               \
-            shim_fail(__FILE__, __LINE__, #cond, "" __VA_ARGS__);                                  \
+        if (!(cond)) shim_fail(__FILE__, __LINE__, #cond, "" __VA_ARGS__);                         \
     } while (0)
 
 #endif

@@ -35,6 +35,6 @@ static inline int shim_cmp_p(const void *a, const void *b)
 #define le(T, a, b) (SHIM_CMP_##T(a, b) <= 0)
 #define gt(T, a, b) (SHIM_CMP_##T(a, b) > 0)
 #define ge(T, a, b) (SHIM_CMP_##T(a, b) >= 0)
-#define not(x)      (!(x))
+#define not(x) (!(x))
 
 #endif
