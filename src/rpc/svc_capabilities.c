@@ -43,9 +43,12 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     cache.supported_compressors = compressors;
     cache.n_supported_batch_update_compressors = ARRAY_LEN(compressors);
     cache.supported_batch_update_compressors = compressors;
-    Build__Bazel__Semver__SemVer low = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
+    /* The _init functions, not the INIT macros: those cast a const string (-Wcast-qual). */
+    Build__Bazel__Semver__SemVer low;
+    build__bazel__semver__sem_ver__init(&low);
     low.major = 2;
-    Build__Bazel__Semver__SemVer high = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
+    Build__Bazel__Semver__SemVer high;
+    build__bazel__semver__sem_ver__init(&high);
     high.major = 2;
     high.minor = 3;
     Build__Bazel__Remote__Execution__V2__ServerCapabilities caps =

@@ -1,5 +1,6 @@
 /* Resource names: the four forms, instances, metadata, and everything malformed. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -103,10 +104,13 @@ Test(proto_resource, malformed_names)
 
 Test(proto_resource, too_many_segments)
 {
-    char name[512] = "";
-    for (int i = 0; i < 70; i++)
-        strcat(name, "a/");
-    strcat(name, "blobs/" H "/1");
+    char name[512];
+    size_t n = 0;
+    for (int i = 0; i < 70; i++) {
+        memcpy(name + n, "a/", 2);
+        n += 2;
+    }
+    snprintf(name + n, sizeof(name) - n, "blobs/" H "/1");
     struct proto_resource r;
     cr_assert(eq(int, parse(name, false, &r), -EINVAL));
     guard_free_all();
