@@ -56,6 +56,8 @@ struct rpc_config {
     uint32_t write_timeout_ms;      /* per connection send progress */
     uint32_t core_count;            /* cores the server runs */
     struct rpc_core **cores;        /* core_count entries, each set by its core_init */
+    const struct rpc_metrics_source *sources; /* other modules' counters for /metrics */
+    size_t source_count;                      /* entries in sources */
 };
 
 /* One core's protocol state; created by the core_init hook on the core's thread. */

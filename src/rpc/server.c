@@ -158,6 +158,10 @@ int rpc_server_run(const struct rpc_server_options *opts)
         (void)fprintf(stderr, "ringcas: out of memory\n");
         return 1;
     }
+    /* GET /metrics renders the rpc layer's counters with the ring's and the routes'. */
+    struct rpc_metrics_source sources[4];
+    cfg.source_count = rpc_counters_sources(&cfg, sources, ARRAY_LEN(sources));
+    cfg.sources = sources;
     so.hooks.core_init = core_init;
     so.hooks.core_deinit = core_deinit;
     so.hooks.on_accept = rpc_conn_accept;
