@@ -14,17 +14,18 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: ringcas COMMAND [FLAGS]\n"
-                 "\n"
-                 "A storage node for build-cache blobs: REAPI (gRPC) and an HTTP/1.1 cache API on\n"
-                 "one port, one io_uring per core.\n"
-                 "\n"
-                 "commands:\n"
-                 "  serve        run the node (default 127.0.0.1:8980, data in ./ringcas-data)\n"
-                 "  --help       this text; `ringcas COMMAND --help` lists a command's flags\n"
-                 "  --version    print the version\n"
-                 "\n"
-                 "Every flag has an environment twin: --max-size is RINGCAS_MAX_SIZE.\n");
+    (void)fprintf(
+        out, "usage: ringcas COMMAND [FLAGS]\n"
+             "\n"
+             "A storage node for build-cache blobs: REAPI (gRPC) and an HTTP/1.1 cache API on\n"
+             "one port, one io_uring per core.\n"
+             "\n"
+             "commands:\n"
+             "  serve        run the node (default 127.0.0.1:8980, data in ./ringcas-data)\n"
+             "  --help       this text; `ringcas COMMAND --help` lists a command's flags\n"
+             "  --version    print the version\n"
+             "\n"
+             "Every flag has an environment twin: --max-size is RINGCAS_MAX_SIZE.\n");
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -44,16 +45,15 @@ static int cmd_serve(int argc, char **argv)
           "close a connection whose send makes no progress for this long", NULL },
         { "drain-timeout", BASE_FLAG_DURATION_MS, &o.drain_timeout_ms,
           "on SIGTERM, how long requests may take to finish", NULL },
-        { "recv-buffers", BASE_FLAG_U64, &o.recv_buffers,
-          "receive buffers per core (power of two)", NULL },
+        { "recv-buffers", BASE_FLAG_U64, &o.recv_buffers, "receive buffers per core (power of two)",
+          NULL },
         { "recv-buffer-size", BASE_FLAG_SIZE, &o.recv_buffer_size, "bytes per receive buffer",
           NULL },
         { "log-level", BASE_FLAG_STRING, &o.log_level, "error, warn, info or debug", "LEVEL" },
         { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
     };
     size_t nflags = sizeof(flags) / sizeof(flags[0]);
-    if (base_flags_parse(flags, nflags, argc, argv, NULL, 0, NULL, stderr) < 0)
-        return 2;
+    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
     if (help) {
         printf("usage: ringcas serve [FLAGS]\n\nflags:\n");
         base_flags_print_help(flags, nflags, stdout);
@@ -77,8 +77,7 @@ int main(int argc, char **argv)
         printf("ringcas %s\n", RINGCAS_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "serve") == 0)
-        return cmd_serve(argc - 2, argv + 2);
-    fprintf(stderr, "ringcas: unknown command '%s' (see ringcas --help)\n", cmd);
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+    (void)fprintf(stderr, "ringcas: unknown command '%s' (see ringcas --help)\n", cmd);
     return 2;
 }

@@ -31,7 +31,8 @@ done
 # Banned calls: unbounded or thread-unsafe libc.
 banned='\b(strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|atoll|strtok|strerror|rand|localtime|gmtime|asctime|ctime)\('
 git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' | grep -v -e generated -e '\.pb-c\.' |
-    xargs grep -nE "$banned" | grep -v 'NOLINT' | while IFS= read -r line; do
+    xargs grep -nE "$banned" | grep -v 'NOLINT' | grep -vE '^[^:]+:[0-9]+:\s*(\*|/\*|//)' |
+    while IFS= read -r line; do
     printf '%s\n' "banned call: $line"
 done | tee /tmp/tidy.$$ >/dev/null
 [ -s /tmp/tidy.$$ ] && { cat /tmp/tidy.$$; fail=1; }

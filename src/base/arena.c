@@ -47,11 +47,9 @@ static struct base_arena_block *arena_grow(struct base_arena *a, size_t size)
 {
     size_t usable = size > a->block_size ? size : a->block_size;
     size_t total = sizeof(struct base_arena_block) + usable;
-    if (total < usable || a->bytes_reserved + total > a->bytes_max)
-        return NULL;
+    if (total < usable || a->bytes_reserved + total > a->bytes_max) return NULL;
     struct base_arena_block *b = malloc(total);
-    if (!b)
-        return NULL;
+    if (!b) return NULL;
     b->size = usable;
     b->used = 0;
     b->next = a->head;
@@ -62,16 +60,13 @@ static struct base_arena_block *arena_grow(struct base_arena *a, size_t size)
 
 void *base_arena_alloc(struct base_arena *a, size_t size)
 {
-    if (size == 0)
-        size = 1;
-    if (size > SIZE_MAX - ARENA_ALIGN)
-        return NULL;
+    if (size == 0) size = 1;
+    if (size > SIZE_MAX - ARENA_ALIGN) return NULL;
     size_t rounded = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     struct base_arena_block *b = a->head;
     if (!b || b->size - b->used < rounded) {
         b = arena_grow(a, rounded);
-        if (!b)
-            return NULL;
+        if (!b) return NULL;
     }
     void *p = b->data + b->used;
     b->used += rounded;
@@ -81,21 +76,17 @@ void *base_arena_alloc(struct base_arena *a, size_t size)
 
 void *base_arena_calloc(struct base_arena *a, size_t count, size_t size)
 {
-    if (size != 0 && count > SIZE_MAX / size)
-        return NULL;
+    if (size != 0 && count > SIZE_MAX / size) return NULL;
     void *p = base_arena_alloc(a, count * size);
-    if (p)
-        memset(p, 0, count * size);
+    if (p) memset(p, 0, count * size);
     return p;
 }
 
 char *base_arena_strndup(struct base_arena *a, const char *src, size_t len)
 {
-    if (len == SIZE_MAX)
-        return NULL;
+    if (len == SIZE_MAX) return NULL;
     char *p = base_arena_alloc(a, len + 1);
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     memcpy(p, src, len);
     p[len] = '\0';
     return p;

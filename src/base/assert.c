@@ -14,8 +14,8 @@
 _Noreturn void base_assert_fail(const char *expr, const char *file, int line)
 {
     char msg[512];
-    int len = snprintf(msg, sizeof(msg), "ringcas: assertion failed: %s (%s:%d)\n", expr, file,
-                       line);
+    int len =
+        snprintf(msg, sizeof(msg), "ringcas: assertion failed: %s (%s:%d)\n", expr, file, line);
     if (len > 0) {
         size_t n = (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1;
         ssize_t rc = write(STDERR_FILENO, msg, n);

@@ -10,9 +10,9 @@
 #ifndef RINGCAS_BASE_ASSERT_H
 #define RINGCAS_BASE_ASSERT_H
 
-#define LIKELY(x)   __builtin_expect(!!(x), 1)
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define MUST_CHECK  __attribute__((warn_unused_result))
+#define LIKELY(x)    __builtin_expect(!!(x), 1)
+#define UNLIKELY(x)  __builtin_expect(!!(x), 0)
+#define MUST_CHECK   __attribute__((warn_unused_result))
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Prints <expr>, <file>:<line> and a backtrace to stderr, then aborts. */
@@ -28,5 +28,15 @@ _Noreturn void base_assert_fail(const char *expr, const char *file, int line);
 
 /* Marks a case that cannot happen; aborts like a failed ASSERT. */
 #define UNREACHABLE() base_assert_fail("unreachable", __FILE__, __LINE__)
+
+/* Aborts with <msg> (a string literal) in every build: a broken invariant found by a branch. */
+#define PANIC(msg) base_assert_fail(msg, __FILE__, __LINE__)
+
+/* Like PANIC in debug, sanitizer and fuzz builds; counted and logged by the caller elsewhere. */
+#ifdef RC_DEBUG
+#    define DEBUG_PANIC(msg) base_assert_fail(msg, __FILE__, __LINE__)
+#else
+#    define DEBUG_PANIC(msg) ((void)0)
+#endif
 
 #endif /* RINGCAS_BASE_ASSERT_H */

@@ -66,8 +66,7 @@ static const struct err_entry *err_find(int err)
 {
     int code = err < 0 ? -err : err;
     for (size_t i = 0; i < ARRAY_LEN(err_table); i++) {
-        if (err_table[i].code == code)
-            return &err_table[i];
+        if (err_table[i].code == code) return &err_table[i];
     }
     return NULL;
 }

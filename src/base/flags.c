@@ -15,8 +15,9 @@ void base_flags_env_name(const char *flag_name, char *out, size_t out_size)
 {
     ASSERT(out_size > 8);
     size_t n = (size_t)snprintf(out, out_size, "RINGCAS_");
-    for (const char *p = flag_name; *p && n + 1 < out_size; p++)
-        out[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    for (const char *p = flag_name; *p && n + 1 < out_size; p++) {
+        out[n++] = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
+    }
     out[n] = '\0';
 }
 
@@ -79,10 +80,9 @@ static int apply_env(const struct base_flag *flags, size_t count, FILE *err)
         base_flags_env_name(flags[i].name, env, sizeof(env));
         /* Read once at start-up, before any thread exists, so getenv is safe here. */
         const char *v = getenv(env); /* NOLINT(concurrency-mt-unsafe) */
-        if (!v)
-            continue;
+        if (!v) continue;
         if (set_value(&flags[i], v) < 0) {
-            fprintf(err, "ringcas: %s=%s: expected %s\n", env, v, type_hint(flags[i].type));
+            (void)fprintf(err, "ringcas: %s=%s: expected %s\n", env, v, type_hint(flags[i].type));
             return -EINVAL;
         }
     }
@@ -93,8 +93,9 @@ static const struct base_flag *find(const struct base_flag *flags, size_t count,
                                     size_t len)
 {
     for (size_t i = 0; i < count; i++) {
-        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0)
+        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0) {
             return &flags[i];
+        }
     }
     return NULL;
 }
@@ -111,11 +112,10 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
     if (!f && len > 3 && strncmp(arg, "no-", 3) == 0 && !eq) {
         f = find(flags, count, arg + 3, len - 3);
         negated = f && f->type == BASE_FLAG_BOOL;
-        if (!negated)
-            f = NULL;
+        if (!negated) f = NULL;
     }
     if (!f) {
-        fprintf(err, "ringcas: unknown flag --%.*s (see --help)\n", (int)len, arg);
+        (void)fprintf(err, "ringcas: unknown flag --%.*s (see --help)\n", (int)len, arg);
         return -EINVAL;
     }
     const char *value = eq ? eq + 1 : NULL;
@@ -125,24 +125,23 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
     }
     if (!value) {
         if (*i + 1 >= argc) {
-            fprintf(err, "ringcas: --%s needs %s\n", f->name, type_hint(f->type));
+            (void)fprintf(err, "ringcas: --%s needs %s\n", f->name, type_hint(f->type));
             return -EINVAL;
         }
         value = argv[++*i];
     }
     if (set_value(f, value) < 0) {
-        fprintf(err, "ringcas: --%s %s: expected %s\n", f->name, value, type_hint(f->type));
+        (void)fprintf(err, "ringcas: --%s %s: expected %s\n", f->name, value, type_hint(f->type));
         return -EINVAL;
     }
     return 0;
 }
 
 int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
-                     char **rest, size_t rest_size, size_t *rest_count, FILE *err)
+                     struct base_flags_rest *rest, FILE *err)
 {
     int rc = apply_env(flags, count, err);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     size_t nrest = 0;
     bool only_args = false;
     for (int i = 0; i < argc; i++) {
@@ -153,18 +152,16 @@ int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char
         }
         if (!only_args && a[0] == '-' && a[1] == '-' && a[2] != '\0') {
             rc = parse_one(flags, count, argc, argv, &i, err);
-            if (rc < 0)
-                return rc;
+            if (rc < 0) return rc;
             continue;
         }
-        if (nrest >= rest_size) {
-            fprintf(err, "ringcas: unexpected argument %s\n", a);
+        if (!rest || nrest >= rest->size) {
+            (void)fprintf(err, "ringcas: unexpected argument %s\n", a);
             return -EINVAL;
         }
-        rest[nrest++] = argv[i];
+        rest->args[nrest++] = argv[i];
     }
-    if (rest_count)
-        *rest_count = nrest;
+    if (rest) rest->count = nrest;
     return 0;
 }
 
@@ -180,7 +177,7 @@ void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *ou
             meta = metas[f->type];
         }
         char left[64];
-        snprintf(left, sizeof(left), "--%s %s", f->name, meta);
-        fprintf(out, "  %-30s %s [%s]\n", left, f->help, env);
+        (void)snprintf(left, sizeof(left), "--%s %s", f->name, meta);
+        (void)fprintf(out, "  %-30s %s [%s]\n", left, f->help, env);
     }
 }

@@ -33,15 +33,20 @@ struct base_flag {
     const char *metavar;      /* shown in help: "HOST:PORT"; NULL for a default by type */
 };
 
+/* Where the arguments that are not flags go. */
+struct base_flags_rest {
+    char **args;  /* receives pointers into argv */
+    size_t size;  /* capacity of args */
+    size_t count; /* set by base_flags_parse */
+};
+
 /*
  * Parses <argc>/<argv> (without the program and subcommand names) against <flags>
- * (<count> entries). Arguments that are not flags are collected into <rest> (up to
- * <rest_size>, their count in *<rest_count>); "--" ends the flags. Returns 0, or -EINVAL with
- * one line written to <err>.
+ * (<count> entries). Arguments that are not flags are collected into <rest> (NULL: none are
+ * accepted); "--" ends the flags. Returns 0, or -EINVAL with one line written to <err>.
  */
-MUST_CHECK int base_flags_parse(const struct base_flag *flags, size_t count, int argc,
-                                char **argv, char **rest, size_t rest_size, size_t *rest_count,
-                                FILE *err);
+MUST_CHECK int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
+                                struct base_flags_rest *rest, FILE *err);
 
 /* Prints one line per flag: "--name METAVAR  help (env RINGCAS_NAME)". */
 void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *out);

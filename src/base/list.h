@@ -15,14 +15,21 @@ struct base_list {
     struct base_list *prev; /* last element, or the head itself when empty */
 };
 
-#define BASE_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+/* NOLINTNEXTLINE(bugprone-macro-parentheses): <type> and <member> are names. */
+#define BASE_CONTAINER_OF(ptr, type, member)                                                       \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
+/* NOLINTBEGIN(bugprone-macro-parentheses): <it> and <tmp> are declared names. */
 /* Iterates over the nodes of <head>; the body must not delete <it> (use _safe for that). */
-#define BASE_LIST_FOR_EACH(it, head) for (struct base_list *it = (head)->next; it != (head); it = it->next)
+#define BASE_LIST_FOR_EACH(it, head)                                                               \
+    for (struct base_list *it = (head)->next; it != (head); it = it->next)
 
 /* Iterates over <head>, allowing the body to delete or move <it>. */
 #define BASE_LIST_FOR_EACH_SAFE(it, tmp, head)                                                     \
-    for (struct base_list *it = (head)->next, *tmp = it->next; it != (head); it = tmp, tmp = it->next)
+    for (struct base_list *it = (head)->next, *tmp = it->next; it != (head);                       \
+         it = tmp, tmp = it->next)
+
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 static inline void base_list_init(struct base_list *head)
 {
@@ -74,8 +81,7 @@ static inline void base_list_del(struct base_list *node)
 /* Removes and returns the first node of <head>, or NULL when it is empty. */
 static inline struct base_list *base_list_pop_head(struct base_list *head)
 {
-    if (base_list_is_empty(head))
-        return NULL;
+    if (base_list_is_empty(head)) return NULL;
     struct base_list *node = head->next;
     base_list_del(node);
     return node;

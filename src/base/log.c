@@ -40,30 +40,28 @@ bool base_log_enabled(enum base_log_level level)
 
 void base_log_set_thread_name(const char *name)
 {
-    snprintf(log_thread_name, sizeof(log_thread_name), "%s", name);
+    (void)snprintf(log_thread_name, sizeof(log_thread_name), "%s", name);
 }
 
 void base_log(enum base_log_level level, const char *fmt, ...)
 {
-    if (!base_log_enabled(level))
-        return;
+    if (!base_log_enabled(level)) return;
     char line[1024];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int len = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ringcas[%s] %s: ",
-                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                       tm.tm_sec, ts.tv_nsec / 1000000, log_thread_name, level_names[level]);
-    if (len < 0)
-        return;
+    int len = snprintf(line, sizeof(line),
+                       "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ringcas[%s] %s: ", tm.tm_year + 1900,
+                       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                       ts.tv_nsec / 1000000, log_thread_name, level_names[level]);
+    if (len < 0) return;
     va_list ap;
     va_start(ap, fmt);
     int more = vsnprintf(line + len, sizeof(line) - (size_t)len, fmt, ap);
     va_end(ap);
     size_t n = (size_t)len + (more > 0 ? (size_t)more : 0);
-    if (n > sizeof(line) - 2)
-        n = sizeof(line) - 2;
+    if (n > sizeof(line) - 2) n = sizeof(line) - 2;
     line[n++] = '\n';
     ssize_t rc = write(STDERR_FILENO, line, n);
     (void)rc; /* a log line that cannot be written has nowhere else to go */

@@ -28,7 +28,8 @@ bool base_log_enabled(enum base_log_level level);
 void base_log_set_thread_name(const char *name);
 
 /* Formats and prints one line at <level>; lines longer than 1 KiB are cut. */
-__attribute__((format(printf, 2, 3))) void base_log(enum base_log_level level, const char *fmt, ...);
+__attribute__((format(printf, 2, 3))) void base_log(enum base_log_level level, const char *fmt,
+                                                    ...);
 
 #define LOG_ERROR(...) base_log(BASE_LOG_ERROR, __VA_ARGS__)
 #define LOG_WARN(...)  base_log(BASE_LOG_WARN, __VA_ARGS__)

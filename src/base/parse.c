@@ -15,13 +15,11 @@ static int parse_digits(const char *s, uint64_t *out, const char **end)
     const char *p = s;
     while (*p >= '0' && *p <= '9') {
         uint64_t d = (uint64_t)(*p - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -ERANGE;
+        if (v > (UINT64_MAX - d) / 10) return -ERANGE;
         v = v * 10 + d;
         p++;
     }
-    if (p == s)
-        return -EINVAL;
+    if (p == s) return -EINVAL;
     *out = v;
     *end = p;
     return 0;
@@ -31,8 +29,7 @@ int base_parse_u64(const char *s, uint64_t *out)
 {
     const char *end;
     int rc = parse_digits(s, out, &end);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     return *end == '\0' ? 0 : -EINVAL;
 }
 
@@ -47,8 +44,7 @@ static int parse_with_units(const char *s, const struct unit *units, size_t coun
     uint64_t v;
     const char *end;
     int rc = parse_digits(s, &v, &end);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     uint64_t factor = 0;
     if (*end == '\0') {
         factor = bare_factor;
@@ -60,10 +56,8 @@ static int parse_with_units(const char *s, const struct unit *units, size_t coun
             }
         }
     }
-    if (factor == 0)
-        return -EINVAL;
-    if (v != 0 && factor > UINT64_MAX / v)
-        return -ERANGE;
+    if (factor == 0) return -EINVAL;
+    if (v != 0 && factor > UINT64_MAX / v) return -ERANGE;
     *out = v * factor;
     return 0;
 }
@@ -71,9 +65,9 @@ static int parse_with_units(const char *s, const struct unit *units, size_t coun
 int base_parse_size(const char *s, uint64_t *out)
 {
     static const struct unit units[] = {
-        { "B", 1ULL },          { "K", 1ULL << 10 },   { "KiB", 1ULL << 10 }, { "KB", 1ULL << 10 },
-        { "M", 1ULL << 20 },    { "MiB", 1ULL << 20 }, { "MB", 1ULL << 20 },  { "G", 1ULL << 30 },
-        { "GiB", 1ULL << 30 },  { "GB", 1ULL << 30 },  { "T", 1ULL << 40 },   { "TiB", 1ULL << 40 },
+        { "B", 1ULL },         { "K", 1ULL << 10 },   { "KiB", 1ULL << 10 }, { "KB", 1ULL << 10 },
+        { "M", 1ULL << 20 },   { "MiB", 1ULL << 20 }, { "MB", 1ULL << 20 },  { "G", 1ULL << 30 },
+        { "GiB", 1ULL << 30 }, { "GB", 1ULL << 30 },  { "T", 1ULL << 40 },   { "TiB", 1ULL << 40 },
         { "TB", 1ULL << 40 },
     };
     return parse_with_units(s, units, sizeof(units) / sizeof(units[0]), 1, out);

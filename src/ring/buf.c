@@ -40,8 +40,7 @@ int ring_buf_pool_init(struct ring_buf_pool *pool, struct io_uring *ring, uint32
     memset(pool, 0, sizeof(*pool));
     size_t ring_bytes = (size_t)count * sizeof(struct io_uring_buf);
     void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (br == MAP_FAILED)
-        return -errno;
+    if (br == MAP_FAILED) return -errno;
     size_t mem_bytes = (size_t)count * size;
     void *mem = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) {
@@ -75,20 +74,20 @@ int ring_buf_pool_init(struct ring_buf_pool *pool, struct io_uring *ring, uint32
     }
     pool->registered = true;
     io_uring_buf_ring_init(pool->br);
-    for (uint32_t i = 0; i < count; i++)
+    for (uint32_t i = 0; i < count; i++) {
         give_back(pool, (uint16_t)i, (int)i);
+    }
     io_uring_buf_ring_advance(pool->br, (int)count);
     return 0;
 }
 
 void ring_buf_pool_deinit(struct ring_buf_pool *pool, struct io_uring *ring)
 {
-    if (!pool->br)
-        return;
-    for (uint32_t i = 0; i < pool->count; i++)
+    if (!pool->br) return;
+    for (uint32_t i = 0; i < pool->count; i++) {
         ASSERT(pool->refs[i] == 0);
-    if (pool->registered)
-        io_uring_unregister_buf_ring(ring, RING_BUF_GROUP);
+    }
+    if (pool->registered) io_uring_unregister_buf_ring(ring, RING_BUF_GROUP);
     UNPOISON(pool->mem, (size_t)pool->count * pool->size);
     munmap(pool->mem, (size_t)pool->count * pool->size);
     munmap(pool->br, (size_t)pool->count * sizeof(struct io_uring_buf));
@@ -127,8 +126,7 @@ void ring_buf_unref(struct ring_core *core, uint16_t bid)
     struct ring_buf_pool *pool = &core->bufs;
     ASSERT(bid < pool->count);
     ASSERT(pool->refs[bid] > 0);
-    if (--pool->refs[bid] > 0)
-        return;
+    if (--pool->refs[bid] > 0) return;
     give_back(pool, bid, 0);
     io_uring_buf_ring_advance(pool->br, 1);
     base_counter_dec(&core->counters.bufs_out);
@@ -148,8 +146,7 @@ uint32_t ring_buf_size(const struct ring_core *core)
 bool ring_buf_contains(struct ring_core *core, uint16_t bid, const void *p, size_t len)
 {
     struct ring_buf_pool *pool = &core->bufs;
-    if (bid >= pool->count)
-        return false;
+    if (bid >= pool->count) return false;
     const uint8_t *start = pool->mem + (size_t)bid * pool->size;
     const uint8_t *q = p;
     return q >= start && len <= pool->size && (size_t)(q - start) <= pool->size - len;

@@ -38,8 +38,8 @@ struct ring_buf_pool {
  * Allocates <count> buffers of <size> bytes and registers them with <ring> as group
  * RING_BUF_GROUP. Returns 0, -ENOMEM (memory or RLIMIT_MEMLOCK) or another -errno.
  */
-MUST_CHECK int ring_buf_pool_init(struct ring_buf_pool *pool, struct io_uring *ring,
-                                  uint32_t count, uint32_t size);
+MUST_CHECK int ring_buf_pool_init(struct ring_buf_pool *pool, struct io_uring *ring, uint32_t count,
+                                  uint32_t size);
 
 /* Unregisters and frees the pool; every buffer must be back (asserted). */
 void ring_buf_pool_deinit(struct ring_buf_pool *pool, struct io_uring *ring);

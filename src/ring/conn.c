@@ -42,16 +42,14 @@ static void conn_idle(struct ring_core *core, void *ctx)
     base_counter_dec(&core->counters.conns);
     c->ops->on_close(c, c->close_reason);
     /* <c> may be freed now. */
-    if (core->on_conn_closed)
-        core->on_conn_closed(core);
+    if (core->on_conn_closed) core->on_conn_closed(core);
 }
 
 static void recv_retry_task(struct ring_task *task)
 {
     struct ring_conn *c = BASE_CONTAINER_OF(task, struct ring_conn, recv_retry);
     c->recv_wait_buf = false;
-    if (!c->closing && !c->recv_paused && !c->recv_armed)
-        recv_arm(c);
+    if (!c->closing && !c->recv_paused && !c->recv_armed) recv_arm(c);
 }
 
 void ring_conn_init(struct ring_conn *c, struct ring_core *core, int fd,
@@ -74,8 +72,7 @@ void ring_conn_init(struct ring_conn *c, struct ring_core *core, int fd,
 
 static bool conn_is_busy(const struct ring_conn *c)
 {
-    if (c->send_op)
-        return true;
+    if (c->send_op) return true;
     return c->ops->is_busy && c->ops->is_busy(c);
 }
 
@@ -91,17 +88,14 @@ static void recv_done(struct ring_op *op, int32_t res, uint32_t flags)
         ring_buf_take(core, bid);
     }
     if (c->closing || res <= 0) {
-        if (bid != RING_CONN_NO_BUF)
-            ring_buf_unref(core, bid);
+        if (bid != RING_CONN_NO_BUF) ring_buf_unref(core, bid);
     }
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (res > 0) {
         ASSERT(bid != RING_CONN_NO_BUF);
         base_counter_add(&core->counters.bytes_in, (uint64_t)res);
         c->ops->on_recv(c, bid, (uint32_t)res);
-        if (!c->closing && !c->recv_paused && !c->recv_armed)
-            recv_arm(c);
+        if (!c->closing && !c->recv_paused && !c->recv_armed) recv_arm(c);
         return;
     }
     if (res == 0) {
@@ -147,11 +141,9 @@ static void recv_arm(struct ring_conn *c)
 
 int ring_conn_recv_start(struct ring_conn *c)
 {
-    if (c->closing)
-        return -EPIPE;
+    if (c->closing) return -EPIPE;
     c->recv_paused = false;
-    if (!c->recv_armed && !c->recv_wait_buf)
-        recv_arm(c);
+    if (!c->recv_armed && !c->recv_wait_buf) recv_arm(c);
     return c->closing ? -EAGAIN : 0;
 }
 
@@ -162,11 +154,9 @@ void ring_conn_recv_pause(struct ring_conn *c)
 
 void ring_conn_recv_resume(struct ring_conn *c)
 {
-    if (!c->recv_paused)
-        return;
+    if (!c->recv_paused) return;
     c->recv_paused = false;
-    if (!c->closing && !c->recv_armed && !c->recv_wait_buf)
-        recv_arm(c);
+    if (!c->closing && !c->recv_armed && !c->recv_wait_buf) recv_arm(c);
 }
 
 /* Drops <n> sent bytes from the front of the pending iovecs. */
@@ -197,15 +187,13 @@ static void send_done(struct ring_op *op, int32_t res, uint32_t flags)
     struct ring_core *core = c->core;
     ASSERT(c->send_op == op);
     c->send_op = NULL;
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (res > 0) {
         base_counter_add(&core->counters.bytes_out, (uint64_t)res);
         send_advance(c, (uint64_t)res);
         if (c->send_left > 0) {
             int rc = send_arm(c);
-            if (rc < 0)
-                ring_conn_close(c, rc);
+            if (rc < 0) ring_conn_close(c, rc);
             return;
         }
         c->ops->on_sent(c);
@@ -240,8 +228,7 @@ static int send_arm(struct ring_conn *c)
 {
     ASSERT(!c->send_op);
     struct ring_op *op = ring_op_get(c->core, &c->owner, send_done, c);
-    if (!op)
-        return -EAGAIN;
+    if (!op) return -EAGAIN;
     send_check_poison(c);
     struct io_uring_sqe *sqe = ring_op_sqe(op, c->write_timeout_ms);
     io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
@@ -252,19 +239,15 @@ static int send_arm(struct ring_conn *c)
 
 int ring_conn_send(struct ring_conn *c, const struct iovec *iov, unsigned count)
 {
-    if (c->closing)
-        return -EPIPE;
-    if (c->send_op)
-        return -EBUSY;
-    if (count == 0 || count > RING_CONN_IOV_MAX)
-        return -EINVAL;
+    if (c->closing) return -EPIPE;
+    if (c->send_op) return -EBUSY;
+    if (count == 0 || count > RING_CONN_IOV_MAX) return -EINVAL;
     uint64_t total = 0;
     for (unsigned i = 0; i < count; i++) {
         c->iov[i] = iov[i];
         total += iov[i].iov_len;
     }
-    if (total == 0)
-        return -EINVAL;
+    if (total == 0) return -EINVAL;
     memset(&c->msg, 0, sizeof(c->msg));
     c->msg.msg_iov = c->iov;
     c->msg.msg_iovlen = count;
@@ -274,8 +257,7 @@ int ring_conn_send(struct ring_conn *c, const struct iovec *iov, unsigned count)
 
 void ring_conn_close(struct ring_conn *c, int reason)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     c->closing = true;
     c->close_reason = reason;
     ring_task_cancel(&c->recv_retry);
@@ -285,11 +267,11 @@ void ring_conn_close(struct ring_conn *c, int reason)
 
 void ring_conn_drain(struct ring_conn *c)
 {
-    if (c->closing || c->draining)
-        return;
+    if (c->closing || c->draining) return;
     c->draining = true;
-    if (c->ops->on_drain)
+    if (c->ops->on_drain) {
         c->ops->on_drain(c);
-    else
+    } else {
         ring_conn_close(c, 0);
+    }
 }

@@ -54,24 +54,24 @@ struct ring_conn_ops {
 };
 
 struct ring_conn {
-    struct ring_core *core;            /* the core that owns the connection */
-    const struct ring_conn_ops *ops;   /* the protocol's callbacks */
-    struct ring_owner owner;           /* every op of the connection, for cancel on close */
-    struct base_list link;             /* on the core's connection list */
-    int fd;                            /* the socket; -1 once closed */
-    uint32_t read_timeout_ms;          /* idle/read timeout per receive; 0: none */
-    uint32_t write_timeout_ms;         /* progress timeout per send; 0: none */
-    bool recv_armed;                   /* a receive is in flight */
-    bool recv_paused;                  /* the protocol asked for no receive (backpressure) */
-    bool recv_wait_buf;                /* waiting for a buffer after -ENOBUFS */
-    bool closing;                      /* ring_conn_close() was called */
-    bool draining;                     /* the server asked this connection to finish */
-    int close_reason;                  /* reason handed to on_close */
-    struct ring_task recv_retry;       /* re-arms the receive when a buffer comes back */
-    struct ring_op *send_op;           /* the send in flight, or NULL */
-    struct msghdr msg;                 /* describes the rest of the current send */
+    struct ring_core *core;              /* the core that owns the connection */
+    const struct ring_conn_ops *ops;     /* the protocol's callbacks */
+    struct ring_owner owner;             /* every op of the connection, for cancel on close */
+    struct base_list link;               /* on the core's connection list */
+    int fd;                              /* the socket; -1 once closed */
+    uint32_t read_timeout_ms;            /* idle/read timeout per receive; 0: none */
+    uint32_t write_timeout_ms;           /* progress timeout per send; 0: none */
+    bool recv_armed;                     /* a receive is in flight */
+    bool recv_paused;                    /* the protocol asked for no receive (backpressure) */
+    bool recv_wait_buf;                  /* waiting for a buffer after -ENOBUFS */
+    bool closing;                        /* ring_conn_close() was called */
+    bool draining;                       /* the server asked this connection to finish */
+    int close_reason;                    /* reason handed to on_close */
+    struct ring_task recv_retry;         /* re-arms the receive when a buffer comes back */
+    struct ring_op *send_op;             /* the send in flight, or NULL */
+    struct msghdr msg;                   /* describes the rest of the current send */
     struct iovec iov[RING_CONN_IOV_MAX]; /* the rest of the current send */
-    uint64_t send_left;                /* bytes of the current send not yet confirmed */
+    uint64_t send_left;                  /* bytes of the current send not yet confirmed */
 };
 
 /*

@@ -50,8 +50,8 @@ void ring_counters_add_to(const struct ring_counters *c, struct ring_counters_sn
 
 /* ---- creation ---- */
 
-static int core_setup_ring(struct ring_core *core, const struct ring_core_options *opts,
-                           char *why, size_t why_size)
+static int core_setup_ring(struct ring_core *core, const struct ring_core_options *opts, char *why,
+                           size_t why_size)
 {
     struct io_uring_params p;
     memset(&p, 0, sizeof(p));
@@ -71,11 +71,13 @@ static int core_setup_ring(struct ring_core *core, const struct ring_core_option
         return -ENOSYS;
     }
     /* Optional speed-ups: failures here cost a little time per call, nothing else. */
-    if (io_uring_register_ring_fd(&core->ring) < 0)
+    if (io_uring_register_ring_fd(&core->ring) < 0) {
         LOG_DEBUG("io_uring_register_ring_fd failed; entering with the plain ring fd");
+    }
     unsigned workers[2] = { opts->iowq_bounded_max, opts->iowq_unbounded_max };
-    if (io_uring_register_iowq_max_workers(&core->ring, workers) < 0)
+    if (io_uring_register_iowq_max_workers(&core->ring, workers) < 0) {
         LOG_DEBUG("io_uring_register_iowq_max_workers failed; io-wq keeps its defaults");
+    }
     return 0;
 }
 
@@ -109,8 +111,7 @@ static int core_alloc_ops(struct ring_core *core, uint32_t ops_max)
 {
     core->ops = calloc(ops_max, sizeof(*core->ops));
     core->free_slots = calloc(ops_max, sizeof(*core->free_slots));
-    if (!core->ops || !core->free_slots)
-        return -ENOMEM;
+    if (!core->ops || !core->free_slots) return -ENOMEM;
     core->ops_max = ops_max;
     /* Hand out low slots first: the stack pops from the end. */
     for (uint32_t i = 0; i < ops_max; i++) {
@@ -141,11 +142,10 @@ int ring_core_create(const struct ring_core_options *opts, uint32_t index, struc
     base_list_init(&core->buf_waiters);
     base_list_init(&core->conns);
     int rc = core_setup_ring(core, opts, why, why_size);
-    if (rc < 0)
-        goto err_free_core;
+    if (rc < 0) goto err_free_core;
+    core->ring_fd = core->ring.ring_fd;
     rc = core_probe_ops(core, why, why_size);
-    if (rc < 0)
-        goto err_exit_ring;
+    if (rc < 0) goto err_exit_ring;
     rc = core_alloc_ops(core, opts->ops_max);
     if (rc < 0) {
         ring_setup_explain(rc, "allocating the op table", why, why_size);
@@ -172,16 +172,15 @@ err_free_core:
 
 void ring_core_destroy(struct ring_core *core)
 {
-    if (!core)
-        return;
+    if (!core) return;
     ASSERT(core->free_count == core->ops_max);
-    ASSERT(base_counter_get(&core->counters.ops_in_flight) == 0);
+    uint64_t in_flight = base_counter_get(&core->counters.ops_in_flight);
+    ASSERT(in_flight == 0);
     ring_buf_pool_deinit(&core->bufs, &core->ring);
     io_uring_queue_exit(&core->ring);
     free(core->ops);
     free(core->free_slots);
-    if (current_core == core)
-        current_core = NULL;
+    if (current_core == core) current_core = NULL;
     free(core);
 }
 
@@ -231,12 +230,12 @@ struct ring_op *ring_op_get(struct ring_core *core, struct ring_owner *owner, ri
                             void *ctx)
 {
     ASSERT(fn);
-    if (core->free_count == 0)
-        return NULL;
+    if (core->free_count == 0) return NULL;
     uint32_t slot = core->free_slots[--core->free_count];
     struct ring_op *op = &core->ops[slot];
     ASSERT(op->state == RING_OP_FREE);
-    ASSERT(!base_list_is_linked(&op->owner_link));
+    bool linked = base_list_is_linked(&op->owner_link);
+    ASSERT(!linked);
     op->state = RING_OP_ACTIVE;
     op->fn = fn;
     op->ctx = ctx;
@@ -262,16 +261,14 @@ static void op_release(struct ring_op *op)
         ASSERT(owner->ops_in_flight > 0);
         base_list_del(&op->owner_link);
         owner->ops_in_flight--;
-        if (owner->closing && owner->ops_in_flight == 0)
-            ring_task_defer(core, &owner->idle);
+        if (owner->closing && owner->ops_in_flight == 0) ring_task_defer(core, &owner->idle);
     }
     op->state = RING_OP_FREE;
     op->fn = NULL;
     op->ctx = NULL;
     op->owner = NULL;
     op->gen = (op->gen + 1) & RING_GEN_MASK;
-    if (op->gen == 0)
-        op->gen = 1;
+    if (op->gen == 0) op->gen = 1;
     ASSERT(core->free_count < core->ops_max);
     core->free_slots[core->free_count++] = op->slot;
     base_counter_dec(&core->counters.ops_in_flight);
@@ -290,10 +287,9 @@ static void core_reserve_sqes(struct ring_core *core, unsigned count)
         int rc = io_uring_submit(&core->ring);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             LOG_ERROR("io_uring_submit while making room: %s", base_err_str(rc));
-            ASSERT(!"cannot submit");
+            PANIC("io_uring_submit failed while making room in the SQ");
         }
-        if (rc == -EBUSY || rc == -EAGAIN)
-            io_uring_get_events(&core->ring);
+        if (rc == -EBUSY || rc == -EAGAIN) io_uring_get_events(&core->ring);
         ASSERT(tries < 1000);
     }
 }
@@ -318,8 +314,7 @@ void ring_op_commit(struct ring_op *op, struct io_uring_sqe *sqe)
     ASSERT(op->state == RING_OP_ACTIVE);
     op->opcode = sqe->opcode;
     io_uring_sqe_set_data64(sqe, ring_op_user_data(op));
-    if (!op->timed)
-        return;
+    if (!op->timed) return;
     sqe->flags |= IOSQE_IO_LINK;
     struct io_uring_sqe *t = io_uring_get_sqe(&op->core->ring);
     ASSERT(t); /* reserved by ring_op_sqe */
@@ -338,8 +333,7 @@ struct io_uring_sqe *ring_core_sqe_ignored(struct ring_core *core)
 
 void ring_op_cancel(struct ring_op *op)
 {
-    if (op->state != RING_OP_ACTIVE)
-        return;
+    if (op->state != RING_OP_ACTIVE) return;
     struct io_uring_sqe *sqe = ring_core_sqe_ignored(op->core);
     io_uring_prep_cancel64(sqe, ring_op_user_data(op), 0);
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
@@ -377,7 +371,8 @@ void ring_owner_init(struct ring_owner *owner)
 void ring_owner_cancel(struct ring_core *core, struct ring_owner *owner)
 {
     (void)core;
-    BASE_LIST_FOR_EACH(it, &owner->ops) {
+    BASE_LIST_FOR_EACH(it, &owner->ops)
+    {
         struct ring_op *op = BASE_CONTAINER_OF(it, struct ring_op, owner_link);
         ring_op_cancel(op);
     }
@@ -387,21 +382,21 @@ void ring_owner_close(struct ring_core *core, struct ring_owner *owner, ring_own
                       void *ctx)
 {
     ASSERT(on_idle);
-    if (owner->closing)
-        return;
+    if (owner->closing) return;
     owner->closing = true;
     owner->on_idle = on_idle;
     owner->ctx = ctx;
     ring_owner_cancel(core, owner);
-    if (owner->ops_in_flight == 0)
-        ring_task_defer(core, &owner->idle);
+    if (owner->ops_in_flight == 0) ring_task_defer(core, &owner->idle);
 }
 
 void ring_owner_deinit(struct ring_owner *owner)
 {
     ASSERT(owner->ops_in_flight == 0);
-    ASSERT(base_list_is_empty(&owner->ops));
-    ASSERT(!base_list_is_linked(&owner->idle.link));
+    bool empty = base_list_is_empty(&owner->ops);
+    ASSERT(empty);
+    bool idle_queued = base_list_is_linked(&owner->idle.link);
+    ASSERT(!idle_queued);
 }
 
 /* ---- tasks ---- */
@@ -414,8 +409,7 @@ void ring_task_init(struct ring_task *task, ring_task_fn *fn)
 
 void ring_task_defer(struct ring_core *core, struct ring_task *task)
 {
-    if (base_list_is_linked(&task->link))
-        return;
+    if (base_list_is_linked(&task->link)) return;
     base_list_add_tail(&core->deferred, &task->link);
 }
 
@@ -426,8 +420,7 @@ void ring_task_cancel(struct ring_task *task)
 
 void ring_core_wait_for_buf(struct ring_core *core, struct ring_task *task)
 {
-    if (base_list_is_linked(&task->link))
-        return;
+    if (base_list_is_linked(&task->link)) return;
     base_list_add_tail(&core->buf_waiters, &task->link);
 }
 
@@ -437,8 +430,7 @@ static int core_run_tasks(struct ring_core *core)
     int ran = 0;
     while (ran < RING_TASK_BATCH_MAX) {
         struct base_list *node = base_list_pop_head(&core->deferred);
-        if (!node)
-            break;
+        if (!node) break;
         struct ring_task *task = BASE_CONTAINER_OF(node, struct ring_task, link);
         task->fn(task);
         ran++;
@@ -452,7 +444,11 @@ static void prep_msg(struct io_uring_sqe *sqe, struct ring_core *to, struct ring
 {
     uint64_t data = (uint64_t)(uintptr_t)msg;
     ASSERT((data & RING_UD_MSG) == 0);
-    io_uring_prep_msg_ring(sqe, to->ring.ring_fd, 0, data | RING_UD_MSG, 0);
+    int fd = to->ring_fd;
+    /* Everything this thread did before, reads of <to> included, precedes the handler. */
+    RING_TSAN_RELEASE(msg);
+    RING_TSAN_RELEASE(to);
+    io_uring_prep_msg_ring(sqe, fd, 0, data | RING_UD_MSG, 0);
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     io_uring_sqe_set_data64(sqe, RING_UD_IGNORE);
 }
@@ -471,23 +467,19 @@ int ring_msg_send_from(struct io_uring *from, struct ring_core *to, struct ring_
     struct io_uring_sqe *sqe = io_uring_get_sqe(from);
     if (!sqe) {
         int rc = io_uring_submit(from);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         sqe = io_uring_get_sqe(from);
-        if (!sqe)
-            return -EAGAIN;
+        if (!sqe) return -EAGAIN;
     }
     prep_msg(sqe, to, msg);
     /* Without SKIP_SUCCESS we could not tell the send failed; with it, failures still post. */
     int rc = io_uring_submit_and_wait(from, 0);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     struct io_uring_cqe *cqe;
     if (io_uring_peek_cqe(from, &cqe) == 0) {
         int res = cqe->res;
         io_uring_cqe_seen(from, cqe);
-        if (res < 0)
-            return res;
+        if (res < 0) return res;
     }
     return 0;
 }
@@ -499,12 +491,15 @@ static void dispatch(struct ring_core *core, const struct io_uring_cqe *cqe)
     uint64_t ud = cqe->user_data;
     if (ud == RING_UD_IGNORE) {
         /* Failed cancels (-ENOENT, -EALREADY) and MSG_RING sends that could not post. */
-        if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY)
+        if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY) {
             LOG_DEBUG("untracked SQE failed: %s", base_err_str(cqe->res));
+        }
         return;
     }
     if (ud & RING_UD_MSG) {
         struct ring_msg *msg = (struct ring_msg *)(uintptr_t)(ud & ~RING_UD_MSG);
+        RING_TSAN_ACQUIRE(msg);
+        RING_TSAN_ACQUIRE(core);
         msg->fn(core, msg->arg);
         return;
     }
@@ -514,13 +509,12 @@ static void dispatch(struct ring_core *core, const struct io_uring_cqe *cqe)
     if (!op || op->gen != gen || op->state == RING_OP_FREE) {
         base_counter_inc(&core->counters.stale_cqes);
         LOG_ERROR("stale CQE user_data=%#llx res=%d", (unsigned long long)ud, cqe->res);
-        DEBUG_ASSERT(!"stale CQE");
+        DEBUG_PANIC("stale CQE");
         return;
     }
     uint32_t flags = cqe->flags;
     op->fn(op, cqe->res, flags);
-    if (!(flags & IORING_CQE_F_MORE))
-        op_release(op);
+    if (!(flags & IORING_CQE_F_MORE)) op_release(op);
 }
 
 int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
@@ -531,6 +525,9 @@ int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
     struct io_uring_cqe *cqe = NULL;
     if (wait_ms == 0 || !base_list_is_empty(&core->deferred)) {
         rc = io_uring_submit_and_get_events(&core->ring);
+    } else if (wait_ms == RING_WAIT_FOREVER) {
+        /* No timer for the wait itself: every deadline is an io_uring timeout already. */
+        rc = io_uring_submit_and_wait(&core->ring, 1);
     } else {
         struct __kernel_timespec ts = {
             .tv_sec = wait_ms / 1000,
@@ -538,14 +535,12 @@ int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
         };
         rc = io_uring_submit_and_wait_timeout(&core->ring, &cqe, 1, &ts, NULL);
     }
-    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
-        return rc;
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) return rc;
     base_counter_inc(&core->counters.loops);
     int handled = 0;
     /* Bounded: at most RING_CQE_BATCH_MAX CQEs before deferred work runs again. */
     while (handled < RING_CQE_BATCH_MAX) {
-        if (io_uring_peek_cqe(&core->ring, &cqe) != 0)
-            break;
+        if (io_uring_peek_cqe(&core->ring, &cqe) != 0) break;
         struct io_uring_cqe copy = *cqe;
         io_uring_cqe_seen(&core->ring, cqe);
         dispatch(core, &copy);
@@ -560,7 +555,7 @@ int ring_core_run(struct ring_core *core)
 {
     /* The event loop: unbounded by design; each tick is bounded (RING_CQE_BATCH_MAX). */
     while (!core->stopped) {
-        int rc = ring_core_tick(core, 1000);
+        int rc = ring_core_tick(core, RING_WAIT_FOREVER);
         if (rc < 0) {
             LOG_ERROR("io_uring_enter failed on core %u: %s", core->index, base_err_str(rc));
             return rc;

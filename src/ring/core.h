@@ -59,57 +59,59 @@ struct ring_task {
 };
 
 struct ring_owner {
-    struct base_list ops;      /* struct ring_op.owner_link, ops in flight */
-    uint32_t ops_in_flight;    /* length of <ops> */
-    bool closing;              /* ring_owner_close() was called */
-    ring_owner_fn *on_idle;    /* called once when closing and the last op completed */
-    void *ctx;                 /* argument of on_idle */
-    struct ring_task idle;     /* runs on_idle after the loop iteration */
+    struct base_list ops;   /* struct ring_op.owner_link, ops in flight */
+    uint32_t ops_in_flight; /* length of <ops> */
+    bool closing;           /* ring_owner_close() was called */
+    ring_owner_fn *on_idle; /* called once when closing and the last op completed */
+    void *ctx;              /* argument of on_idle */
+    struct ring_task idle;  /* runs on_idle after the loop iteration */
 };
 
 struct ring_op {
-    ring_op_fn *fn;                /* completion callback */
-    void *ctx;                     /* the caller's object (owner's container) */
-    struct ring_owner *owner;      /* NULL for ops nobody cancels */
-    struct base_list owner_link;   /* on owner->ops while in flight */
-    struct ring_core *core;        /* the core whose table holds this op */
-    uint32_t slot;                 /* index in the op table */
-    uint32_t gen;                  /* bumped on every release; never 0 while active */
-    uint8_t state;                 /* enum ring_op_state */
-    uint8_t opcode;                /* IORING_OP_* prepared, for diagnostics */
-    bool timed;                    /* a LINK_TIMEOUT follows this op's SQE */
-    struct __kernel_timespec ts;   /* timeout read by the kernel at submit time */
-    uint64_t arg;                  /* free for the caller (bytes expected, an index) */
+    ring_op_fn *fn;              /* completion callback */
+    void *ctx;                   /* the caller's object (owner's container) */
+    struct ring_owner *owner;    /* NULL for ops nobody cancels */
+    struct base_list owner_link; /* on owner->ops while in flight */
+    struct ring_core *core;      /* the core whose table holds this op */
+    uint32_t slot;               /* index in the op table */
+    uint32_t gen;                /* bumped on every release; never 0 while active */
+    uint8_t state;               /* enum ring_op_state */
+    uint8_t opcode;              /* IORING_OP_* prepared, for diagnostics */
+    bool timed;                  /* a LINK_TIMEOUT follows this op's SQE */
+    struct __kernel_timespec ts; /* timeout read by the kernel at submit time */
+    uint64_t arg;                /* free for the caller (bytes expected, an index) */
 };
 
 /*
  * Live counters of one core, readable from any thread (tests, metrics). X(name, kind, help):
  * kind is "gauge" (goes up and down, returns to zero when idle) or "counter" (only grows).
  */
-#define RING_COUNTERS(X)                                                                        \
-    X(ops_in_flight, gauge, "io_uring operations submitted and not yet completed")              \
-    X(bufs_out, gauge, "provided receive buffers held by handlers")                             \
-    X(conns, gauge, "open connections")                                                         \
-    X(conns_accepted, counter, "connections accepted")                                          \
-    X(conns_rejected, counter, "connections closed at once because the table was full")         \
-    X(timeouts, counter, "linked timeouts that fired on socket reads and writes")               \
-    X(read_timeouts, counter, "read (idle) timeouts that closed a connection")                  \
-    X(write_timeouts, counter, "write progress timeouts that closed a connection")              \
-    X(cancels, counter, "ASYNC_CANCEL requests submitted")                                      \
-    X(enobufs, counter, "receives that found no free provided buffer")                          \
-    X(stale_cqes, counter, "completions whose generation matched no live operation")            \
-    X(bytes_in, counter, "bytes received from sockets")                                         \
-    X(bytes_out, counter, "bytes sent to sockets")                                              \
-    X(loops, counter, "event loop iterations")                                                  \
+#define RING_COUNTERS(X)                                                                           \
+    X(ops_in_flight, gauge, "io_uring operations submitted and not yet completed")                 \
+    X(bufs_out, gauge, "provided receive buffers held by handlers")                                \
+    X(conns, gauge, "open connections")                                                            \
+    X(conns_accepted, counter, "connections accepted")                                             \
+    X(conns_rejected, counter, "connections closed at once because the table was full")            \
+    X(timeouts, counter, "linked timeouts that fired on socket reads and writes")                  \
+    X(read_timeouts, counter, "read (idle) timeouts that closed a connection")                     \
+    X(write_timeouts, counter, "write progress timeouts that closed a connection")                 \
+    X(cancels, counter, "ASYNC_CANCEL requests submitted")                                         \
+    X(enobufs, counter, "receives that found no free provided buffer")                             \
+    X(stale_cqes, counter, "completions whose generation matched no live operation")               \
+    X(bytes_in, counter, "bytes received from sockets")                                            \
+    X(bytes_out, counter, "bytes sent to sockets")                                                 \
+    X(loops, counter, "event loop iterations")                                                     \
     X(cqes, counter, "completions handled")
 
 #define RING_COUNTER_FIELD(name, kind, help) struct base_counter name;
+
 struct ring_counters {
     RING_COUNTERS(RING_COUNTER_FIELD)
 };
 
 /* A plain copy of the counters, summed over cores or read once. */
 #define RING_COUNTER_VALUE(name, kind, help) uint64_t name;
+
 struct ring_counters_snapshot {
     RING_COUNTERS(RING_COUNTER_VALUE)
 };
@@ -119,13 +121,13 @@ void ring_counters_add_to(const struct ring_counters *c, struct ring_counters_sn
 
 /* Sizes of one core's preallocated tables; ring_core_options_default() fills them. */
 struct ring_core_options {
-    uint32_t sq_entries;        /* submission queue size (power of two) */
-    uint32_t cq_entries;        /* completion queue size, > sq_entries */
-    uint32_t ops_max;           /* op table slots */
-    uint32_t recv_buf_count;    /* provided receive buffers (power of two, <= 32768) */
-    uint32_t recv_buf_size;     /* bytes per receive buffer */
-    uint32_t iowq_bounded_max;  /* io-wq workers for disk (fsync) per core */
-    uint32_t iowq_unbounded_max;/* io-wq workers for sockets per core */
+    uint32_t sq_entries;         /* submission queue size (power of two) */
+    uint32_t cq_entries;         /* completion queue size, > sq_entries */
+    uint32_t ops_max;            /* op table slots */
+    uint32_t recv_buf_count;     /* provided receive buffers (power of two, <= 32768) */
+    uint32_t recv_buf_size;      /* bytes per receive buffer */
+    uint32_t iowq_bounded_max;   /* io-wq workers for disk (fsync) per core */
+    uint32_t iowq_unbounded_max; /* io-wq workers for sockets per core */
 };
 
 void ring_core_options_default(struct ring_core_options *opts);
@@ -150,10 +152,13 @@ void ring_core_destroy(struct ring_core *core);
  */
 MUST_CHECK int ring_core_run(struct ring_core *core);
 
+/* ring_core_tick's wait_ms meaning "until a CQE arrives". */
+#define RING_WAIT_FOREVER UINT32_MAX
+
 /*
- * Runs one iteration: submit, wait up to <wait_ms> (0: do not wait) for at least one CQE,
- * dispatch what is there. Returns the number of CQEs handled or -errno. For tests and for
- * ring_core_run.
+ * Runs one iteration: submit, wait up to <wait_ms> (0: do not wait; RING_WAIT_FOREVER: until
+ * a CQE arrives) for at least one CQE, dispatch what is there. Returns the number of CQEs
+ * handled or -errno. For tests and for ring_core_run.
  */
 MUST_CHECK int ring_core_tick(struct ring_core *core, uint32_t wait_ms);
 
@@ -196,8 +201,10 @@ struct ring_msg {
     ring_msg_fn *fn; /* runs on the target core */
     void *arg;       /* its argument */
 };
+
 MUST_CHECK int ring_core_post(struct ring_core *from, struct ring_core *to, struct ring_msg *msg);
-MUST_CHECK int ring_msg_send_from(struct io_uring *from, struct ring_core *to, struct ring_msg *msg);
+MUST_CHECK int ring_msg_send_from(struct io_uring *from, struct ring_core *to,
+                                  struct ring_msg *msg);
 
 /* ---- ops ---- */
 

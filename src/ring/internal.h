@@ -28,6 +28,7 @@
 
 struct ring_core {
     struct io_uring ring;          /* created and used by this core's thread only */
+    int ring_fd;                   /* ring.ring_fd, fixed at creation: other rings send here */
     uint32_t index;                /* 0-based core number */
     bool stopped;                  /* ring_core_stop() was called */
     struct ring_op *ops;           /* op table, ops_max slots */
@@ -40,9 +41,30 @@ struct ring_core {
     struct ring_counters counters; /* live counters, readable from any thread */
     struct base_list conns;        /* struct ring_conn.link, open connections */
     void (*on_conn_closed)(struct ring_core *core); /* the server's drain watcher, or NULL */
-    void *server;                  /* the server's per-core state, or NULL */
-    void *app;                     /* upper layers' per-core state */
+    void *server;                                   /* the server's per-core state, or NULL */
+    void *app;                                      /* upper layers' per-core state */
 };
+
+/*
+ * ThreadSanitizer cannot see that a message handed over by IORING_OP_MSG_RING was written
+ * before the target reads it (the kernel orders them): these annotations tell it.
+ */
+#if defined(__SANITIZE_THREAD__)
+#    define RING_TSAN 1
+#elif defined(__has_feature)
+#    if __has_feature(thread_sanitizer)
+#        define RING_TSAN 1
+#    endif
+#endif
+#ifdef RING_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#    define RING_TSAN_RELEASE(p) __tsan_release(p)
+#    define RING_TSAN_ACQUIRE(p) __tsan_acquire(p)
+#else
+#    define RING_TSAN_RELEASE(p) ((void)(p))
+#    define RING_TSAN_ACQUIRE(p) ((void)(p))
+#endif
 
 /* Returns an SQE with user_data RING_UD_IGNORE, submitting first if the SQ is full. */
 struct io_uring_sqe *ring_core_sqe_ignored(struct ring_core *core);

@@ -22,8 +22,7 @@
 static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof(*ss));
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
+    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
     if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
@@ -54,11 +53,9 @@ int ring_listen_open(const char *host, uint16_t port, int backlog, uint16_t *por
     struct sockaddr_storage ss;
     socklen_t len;
     int rc = resolve(host, port, &ss, &len);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return -errno;
+    if (fd == -1) return -errno;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
@@ -71,6 +68,7 @@ int ring_listen_open(const char *host, uint16_t port, int backlog, uint16_t *por
     }
     if (port_out) {
         struct sockaddr_storage bound;
+        memset(&bound, 0, sizeof(bound));
         socklen_t blen = sizeof(bound);
         if (getsockname(fd, (struct sockaddr *)&bound, &blen) == -1) {
             rc = -errno;
@@ -91,8 +89,9 @@ static int accept_arm(struct ring_listener *l);
 static void rearm_fired(struct ring_timer *timer)
 {
     struct ring_listener *l = timer->ctx;
-    if (!l->stopping && !l->accepting && accept_arm(l) < 0)
+    if (!l->stopping && !l->accepting && accept_arm(l) < 0) {
         LOG_ERROR("cannot re-arm accept on core %u", ring_core_index(l->core));
+    }
 }
 
 static void accept_done(struct ring_op *op, int32_t res, uint32_t flags)
@@ -100,8 +99,7 @@ static void accept_done(struct ring_op *op, int32_t res, uint32_t flags)
     struct ring_listener *l = op->ctx;
     struct ring_core *core = l->core;
     bool more = flags & IORING_CQE_F_MORE;
-    if (!more)
-        l->accepting = false;
+    if (!more) l->accepting = false;
     if (res >= 0) {
         if (l->stopping) {
             (void)close(res);
@@ -115,23 +113,21 @@ static void accept_done(struct ring_op *op, int32_t res, uint32_t flags)
     } else if (res != -ECANCELED) {
         LOG_WARN("accept on core %u: %s", ring_core_index(core), base_err_str(res));
     }
-    if (more || l->stopping)
-        return;
+    if (more || l->stopping) return;
     if (res >= 0 || res == -ECANCELED) {
-        if (accept_arm(l) < 0)
-            LOG_ERROR("cannot re-arm accept on core %u", ring_core_index(core));
+        if (accept_arm(l) < 0) LOG_ERROR("cannot re-arm accept on core %u", ring_core_index(core));
         return;
     }
     if (!ring_timer_is_armed(&l->rearm) &&
-        ring_timer_start(core, &l->rearm, &l->owner, LISTEN_REARM_DELAY_MS) < 0)
+        ring_timer_start(core, &l->rearm, &l->owner, LISTEN_REARM_DELAY_MS) < 0) {
         LOG_ERROR("cannot schedule accept re-arm on core %u", ring_core_index(core));
+    }
 }
 
 static int accept_arm(struct ring_listener *l)
 {
     struct ring_op *op = ring_op_get(l->core, &l->owner, accept_done, l);
-    if (!op)
-        return -EAGAIN;
+    if (!op) return -EAGAIN;
     struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
     io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
     ring_op_commit(op, sqe);
@@ -139,8 +135,8 @@ static int accept_arm(struct ring_listener *l)
     return 0;
 }
 
-int ring_listener_start(struct ring_listener *l, struct ring_core *core, int fd,
-                        ring_accept_fn *fn, void *ctx)
+int ring_listener_start(struct ring_listener *l, struct ring_core *core, int fd, ring_accept_fn *fn,
+                        void *ctx)
 {
     ASSERT(fd >= 0);
     memset(l, 0, sizeof(*l));
@@ -165,8 +161,7 @@ static void listener_idle(struct ring_core *core, void *ctx)
 
 void ring_listener_stop(struct ring_listener *l, ring_owner_fn *on_idle, void *ctx)
 {
-    if (l->stopping)
-        return;
+    if (l->stopping) return;
     l->stopping = true;
     l->on_stopped = on_idle;
     l->stopped_ctx = ctx;

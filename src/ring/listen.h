@@ -16,16 +16,16 @@
 typedef void ring_accept_fn(struct ring_core *core, int fd, void *ctx);
 
 struct ring_listener {
-    struct ring_core *core;   /* the core that accepts on it */
-    int fd;                   /* the listening socket; -1 when closed */
-    struct ring_owner owner;  /* the accept op and the re-arm timer */
-    struct ring_timer rearm;  /* delays re-arming after EMFILE and similar errors */
-    ring_accept_fn *fn;       /* accept callback */
-    void *ctx;                /* its argument */
-    bool stopping;            /* ring_listener_stop() was called */
-    bool accepting;           /* the multishot accept is in flight */
-    ring_owner_fn *on_stopped;/* the caller's on_idle of ring_listener_stop */
-    void *stopped_ctx;        /* its argument */
+    struct ring_core *core;    /* the core that accepts on it */
+    int fd;                    /* the listening socket; -1 when closed */
+    struct ring_owner owner;   /* the accept op and the re-arm timer */
+    struct ring_timer rearm;   /* delays re-arming after EMFILE and similar errors */
+    ring_accept_fn *fn;        /* accept callback */
+    void *ctx;                 /* its argument */
+    bool stopping;             /* ring_listener_stop() was called */
+    bool accepting;            /* the multishot accept is in flight */
+    ring_owner_fn *on_stopped; /* the caller's on_idle of ring_listener_stop */
+    void *stopped_ctx;         /* its argument */
 };
 
 /*

@@ -73,8 +73,7 @@ uint32_t ring_server_cpu_count(void)
 {
     cpu_set_t set;
     CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof(set), &set) == -1)
-        return 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == -1) return 1;
     int n = CPU_COUNT(&set);
     return n > 0 ? (uint32_t)n : 1;
 }
@@ -84,18 +83,14 @@ static int nth_cpu(uint32_t i)
 {
     cpu_set_t set;
     CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof(set), &set) == -1)
-        return -1;
+    if (sched_getaffinity(0, sizeof(set), &set) == -1) return -1;
     int n = CPU_COUNT(&set);
-    if (n <= 0)
-        return -1;
+    if (n <= 0) return -1;
     uint32_t want = i % (uint32_t)n;
     uint32_t seen = 0;
     for (size_t cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-        if (!CPU_ISSET(cpu, &set))
-            continue;
-        if (seen++ == want)
-            return (int)cpu;
+        if (!CPU_ISSET(cpu, &set)) continue;
+        if (seen++ == want) return (int)cpu;
     }
     return -1;
 }
@@ -105,21 +100,19 @@ static int nth_cpu(uint32_t i)
 static void core_check_done(struct server_core *sc)
 {
     struct ring_core *core = sc->core;
-    if (!sc->draining || sc->quiesced || !sc->listener_stopped)
-        return;
-    if (!base_list_is_empty(&core->conns))
-        return;
+    if (!sc->draining || sc->quiesced || !sc->listener_stopped) return;
+    if (!base_list_is_empty(&core->conns)) return;
     sc->quiesced = true;
     ring_timer_stop(core, &sc->drain_timer);
-    if (sc->srv->opts.hooks.core_quiesce)
+    if (sc->srv->opts.hooks.core_quiesce) {
         sc->srv->opts.hooks.core_quiesce(core, sc->srv->opts.hooks.arg);
+    }
 }
 
 static void core_conn_closed(struct ring_core *core)
 {
     struct server_core *sc = core->server;
-    if (sc->draining)
-        core_check_done(sc);
+    if (sc->draining) core_check_done(sc);
 }
 
 static void listener_stopped(struct ring_core *core, void *ctx)
@@ -134,7 +127,8 @@ static void drain_expired(struct ring_timer *timer)
 {
     struct server_core *sc = timer->ctx;
     LOG_WARN("drain timeout: closing the connections left on core %u", sc->index);
-    BASE_LIST_FOR_EACH_SAFE(it, tmp, &sc->core->conns) {
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &sc->core->conns)
+    {
         struct ring_conn *c = BASE_CONTAINER_OF(it, struct ring_conn, link);
         ring_conn_close(c, -ESHUTDOWN);
     }
@@ -143,19 +137,19 @@ static void drain_expired(struct ring_timer *timer)
 static void core_on_shutdown(struct ring_core *core, void *arg)
 {
     struct server_core *sc = arg;
-    if (sc->draining)
-        return;
+    if (sc->draining) return;
     sc->draining = true;
     ring_listener_stop(&sc->listener, listener_stopped, sc);
     const struct ring_server_hooks *hooks = &sc->srv->opts.hooks;
-    if (hooks->core_drain)
-        hooks->core_drain(core, hooks->arg);
-    BASE_LIST_FOR_EACH_SAFE(it, tmp, &core->conns) {
+    if (hooks->core_drain) hooks->core_drain(core, hooks->arg);
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &core->conns)
+    {
         struct ring_conn *c = BASE_CONTAINER_OF(it, struct ring_conn, link);
         ring_conn_drain(c);
     }
-    if (ring_timer_start(core, &sc->drain_timer, &sc->owner, sc->srv->opts.drain_timeout_ms) < 0)
+    if (ring_timer_start(core, &sc->drain_timer, &sc->owner, sc->srv->opts.drain_timeout_ms) < 0) {
         drain_expired(&sc->drain_timer);
+    }
     core_check_done(sc);
 }
 
@@ -182,8 +176,7 @@ static int core_start(struct server_core *sc)
     struct ring_server *srv = sc->srv;
     const struct ring_server_hooks *hooks = &srv->opts.hooks;
     int rc = ring_core_create(&srv->opts.core, sc->index, &sc->core, sc->why, sizeof(sc->why));
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     sc->core->server = sc;
     sc->core->on_conn_closed = core_conn_closed;
     ring_owner_init(&sc->owner);
@@ -193,24 +186,24 @@ static int core_start(struct server_core *sc)
     if (hooks->core_init) {
         rc = hooks->core_init(sc->core, hooks->arg);
         if (rc < 0) {
-            if (sc->why[0] == '\0')
-                snprintf(sc->why, sizeof(sc->why), "core %u failed to start: %s", sc->index,
-                         base_err_str(rc));
+            if (sc->why[0] == '\0') {
+                (void)snprintf(sc->why, sizeof(sc->why), "core %u failed to start: %s", sc->index,
+                               base_err_str(rc));
+            }
             goto err_destroy;
         }
     }
     rc = ring_listener_start(&sc->listener, sc->core, sc->listen_fd, hooks->on_accept, hooks->arg);
     if (rc < 0) {
-        snprintf(sc->why, sizeof(sc->why), "core %u cannot accept: %s", sc->index,
-                 base_err_str(rc));
+        (void)snprintf(sc->why, sizeof(sc->why), "core %u cannot accept: %s", sc->index,
+                       base_err_str(rc));
         goto err_deinit;
     }
     sc->listen_fd = -1; /* the listener owns it now */
     return 0;
 
 err_deinit:
-    if (hooks->core_deinit)
-        hooks->core_deinit(sc->core, hooks->arg);
+    if (hooks->core_deinit) hooks->core_deinit(sc->core, hooks->arg);
 err_destroy:
     ring_core_destroy(sc->core);
     sc->core = NULL;
@@ -221,19 +214,18 @@ static void *core_main(void *arg)
 {
     struct server_core *sc = arg;
     char name[16];
-    snprintf(name, sizeof(name), "core %u", sc->index);
+    (void)snprintf(name, sizeof(name), "core %u", sc->index);
     base_log_set_thread_name(name);
-    snprintf(name, sizeof(name), "ringcas-c%u", sc->index);
+    (void)snprintf(name, sizeof(name), "ringcas-c%u", sc->index);
     (void)pthread_setname_np(pthread_self(), name);
     int rc = core_start(sc);
     core_report(sc, rc);
-    if (rc < 0)
-        return NULL;
+    if (rc < 0) return NULL;
     struct ring_core *core = sc->core;
     /* The event loop: runs until the drain completed and the last op came back. */
     while (!(sc->quiesced && base_counter_get(&core->counters.ops_in_flight) == 0 &&
              base_list_is_empty(&core->deferred))) {
-        rc = ring_core_tick(core, 1000);
+        rc = ring_core_tick(core, RING_WAIT_FOREVER);
         if (rc < 0) {
             LOG_ERROR("core %u: io_uring_enter failed: %s", sc->index, base_err_str(rc));
             sc->status = -EIO;
@@ -241,8 +233,7 @@ static void *core_main(void *arg)
         }
     }
     const struct ring_server_hooks *hooks = &sc->srv->opts.hooks;
-    if (hooks->core_deinit)
-        hooks->core_deinit(core, hooks->arg);
+    if (hooks->core_deinit) hooks->core_deinit(core, hooks->arg);
     ring_owner_deinit(&sc->owner);
     /* The core itself is destroyed by ring_server_stop after the join, so that other threads
      * may read its counters until then. */
@@ -258,9 +249,10 @@ static int open_listeners(struct ring_server *srv, char *why, size_t why_size)
     for (uint32_t i = 0; i < srv->core_count; i++) {
         int fd = ring_listen_open(srv->opts.host, port, srv->opts.backlog, &port);
         if (fd < 0) {
-            snprintf(why, why_size, "cannot listen on %s:%u: %s%s", srv->opts.host,
-                     (unsigned)srv->opts.port, base_err_str(fd),
-                     fd == -EADDRINUSE ? " (another server uses the port; pick --listen)" : "");
+            (void)snprintf(why, why_size, "cannot listen on %s:%u: %s%s", srv->opts.host,
+                           (unsigned)srv->opts.port, base_err_str(fd),
+                           fd == -EADDRINUSE ? " (another server uses the port; pick --listen)"
+                                             : "");
             return fd;
         }
         srv->cores[i].listen_fd = fd;
@@ -282,8 +274,7 @@ static void block_signals(void)
 static void server_free(struct ring_server *srv)
 {
     for (uint32_t i = 0; i < srv->core_count; i++) {
-        if (srv->cores[i].listen_fd >= 0)
-            (void)close(srv->cores[i].listen_fd);
+        if (srv->cores[i].listen_fd >= 0) (void)close(srv->cores[i].listen_fd);
     }
     io_uring_queue_exit(&srv->msg_ring);
     pthread_cond_destroy(&srv->cond);
@@ -297,23 +288,24 @@ static int start_core(struct ring_server *srv, uint32_t i)
     struct server_core *sc = &srv->cores[i];
     int rc = pthread_create(&sc->thread, NULL, core_main, sc);
     if (rc != 0) {
-        snprintf(sc->why, sizeof(sc->why), "cannot start core thread %u: %s", i,
-                 base_err_str(rc));
+        (void)snprintf(sc->why, sizeof(sc->why), "cannot start core thread %u: %s", i,
+                       base_err_str(rc));
         return -rc;
     }
     sc->thread_started = true;
     pthread_mutex_lock(&srv->lock);
-    while (srv->reported <= i)
+    while (srv->reported <= i) {
         pthread_cond_wait(&srv->cond, &srv->lock);
+    }
     pthread_mutex_unlock(&srv->lock);
-    if (sc->status < 0)
-        return sc->status;
+    if (sc->status < 0) return sc->status;
     if (sc->cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
         CPU_SET((size_t)sc->cpu, &set);
-        if (pthread_setaffinity_np(sc->thread, sizeof(set), &set) != 0)
+        if (pthread_setaffinity_np(sc->thread, sizeof(set), &set) != 0) {
             LOG_WARN("cannot pin core %u to CPU %d", i, sc->cpu);
+        }
     }
     return 0;
 }
@@ -323,8 +315,7 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
 {
     ASSERT(opts->hooks.on_accept);
     struct ring_server *srv = calloc(1, sizeof(*srv));
-    if (!srv)
-        return -ENOMEM;
+    if (!srv) return -ENOMEM;
     srv->opts = *opts;
     srv->core_count = opts->cores ? opts->cores : ring_server_cpu_count();
     srv->cores = calloc(srv->core_count, sizeof(*srv->cores));
@@ -332,8 +323,7 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
     pthread_cond_init(&srv->cond, NULL);
     int rc = srv->cores ? io_uring_queue_init(8, &srv->msg_ring, 0) : -ENOMEM;
     if (rc < 0) {
-        if (srv->cores)
-            ring_setup_explain(rc, "io_uring_setup", why, why_size);
+        if (srv->cores) ring_setup_explain(rc, "io_uring_setup", why, why_size);
         free(srv->cores);
         free(srv);
         return rc;
@@ -353,11 +343,12 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
     for (uint32_t i = 0; i < srv->core_count; i++) {
         rc = start_core(srv, i);
         if (rc < 0) {
-            snprintf(why, why_size, "%s", srv->cores[i].why);
+            (void)snprintf(why, why_size, "%s", srv->cores[i].why);
             srv->core_count = i + 1; /* stop only what was started */
             int stop_rc = ring_server_stop(srv);
-            if (stop_rc < 0)
+            if (stop_rc < 0) {
                 LOG_WARN("stopping the cores that had started: %s", base_err_str(stop_rc));
+            }
             return rc;
         }
     }
@@ -386,8 +377,7 @@ void ring_server_counters(const struct ring_server *srv, struct ring_counters_sn
     memset(out, 0, sizeof(*out));
     for (uint32_t i = 0; i < srv->core_count; i++) {
         struct ring_core *core = srv->cores[i].core;
-        if (core)
-            ring_counters_add_to(ring_core_counters(core), out);
+        if (core) ring_counters_add_to(ring_core_counters(core), out);
     }
 }
 
@@ -399,8 +389,9 @@ int ring_server_wait_signals(struct ring_server *srv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     int sig = 0;
-    while (sigwait(&set, &sig) != 0)
+    while (sigwait(&set, &sig) != 0) {
         ;
+    }
     return sig;
 }
 
@@ -409,21 +400,17 @@ int ring_server_stop(struct ring_server *srv)
     int result = 0;
     for (uint32_t i = 0; i < srv->core_count; i++) {
         struct server_core *sc = &srv->cores[i];
-        if (!sc->thread_started)
-            continue;
+        if (!sc->thread_started) continue;
         if (sc->core && sc->status == 0) {
             int rc = ring_msg_send_from(&srv->msg_ring, sc->core, &sc->shutdown_msg);
-            if (rc < 0)
-                LOG_ERROR("cannot signal core %u to stop: %s", i, base_err_str(rc));
+            if (rc < 0) LOG_ERROR("cannot signal core %u to stop: %s", i, base_err_str(rc));
         }
     }
     for (uint32_t i = 0; i < srv->core_count; i++) {
         struct server_core *sc = &srv->cores[i];
-        if (!sc->thread_started)
-            continue;
+        if (!sc->thread_started) continue;
         pthread_join(sc->thread, NULL);
-        if (!sc->core)
-            continue; /* it failed to start and cleaned up after itself */
+        if (!sc->core) continue; /* it failed to start and cleaned up after itself */
         if (sc->status < 0) {
             /* Its loop failed with ops in flight: their memory cannot be reclaimed safely. */
             result = -EIO;

@@ -15,10 +15,8 @@ static void timer_done(struct ring_op *op, int32_t res, uint32_t flags)
     struct ring_timer *timer = op->ctx;
     ASSERT(timer->op == op);
     timer->op = NULL;
-    if (timer->stopped)
-        return;
-    if (res == -ETIME)
-        timer->fn(timer);
+    if (timer->stopped) return;
+    if (res == -ETIME) timer->fn(timer);
 }
 
 void ring_timer_init(struct ring_timer *timer, ring_timer_fn *fn, void *ctx)
@@ -34,8 +32,7 @@ int ring_timer_start(struct ring_core *core, struct ring_timer *timer, struct ri
 {
     ASSERT(!timer->op);
     struct ring_op *op = ring_op_get(core, owner, timer_done, timer);
-    if (!op)
-        return -EAGAIN;
+    if (!op) return -EAGAIN;
     struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
     op->ts.tv_sec = (long long)(ms / 1000);
     op->ts.tv_nsec = (long long)(ms % 1000) * 1000000;
@@ -48,8 +45,7 @@ int ring_timer_start(struct ring_core *core, struct ring_timer *timer, struct ri
 
 void ring_timer_stop(struct ring_core *core, struct ring_timer *timer)
 {
-    if (!timer->op || timer->stopped)
-        return;
+    if (!timer->op || timer->stopped) return;
     timer->stopped = true;
     struct io_uring_sqe *sqe = ring_core_sqe_ignored(core);
     io_uring_prep_timeout_remove(sqe, ring_op_user_data(timer->op), 0);

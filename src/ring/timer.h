@@ -18,10 +18,10 @@ struct ring_timer;
 typedef void ring_timer_fn(struct ring_timer *timer);
 
 struct ring_timer {
-    struct ring_op *op;   /* the TIMEOUT op in flight, or NULL */
-    ring_timer_fn *fn;    /* expiry callback */
-    void *ctx;            /* for the callback */
-    bool stopped;         /* ring_timer_stop() was called on the armed timer */
+    struct ring_op *op; /* the TIMEOUT op in flight, or NULL */
+    ring_timer_fn *fn;  /* expiry callback */
+    void *ctx;          /* for the callback */
+    bool stopped;       /* ring_timer_stop() was called on the armed timer */
 };
 
 /* Prepares a disarmed timer. */

@@ -43,14 +43,13 @@ void rpc_conn_accept(struct ring_core *core, int fd, void *arg)
     rc->conns_open++;
     ring_conn_init(&c->conn, core, fd, &sniff_ops, rc->cfg->read_timeout_ms,
                    rc->cfg->write_timeout_ms);
-    if (ring_conn_recv_start(&c->conn) < 0)
-        ring_conn_close(&c->conn, -EAGAIN);
+    if (ring_conn_recv_start(&c->conn) < 0) ring_conn_close(&c->conn, -EAGAIN);
 }
 
-/* How many leading bytes of <p> match the preface from offset <at>. */
+/* True when the <len> bytes of <p> match the preface from offset <at>. */
 static bool matches_preface(const uint8_t *p, uint32_t len, uint32_t at)
 {
-    return memcmp(p, RPC_H2_PREFACE + at, len) == 0;
+    return memcmp(p, &RPC_H2_PREFACE[at], len) == 0;
 }
 
 static void sniff_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)

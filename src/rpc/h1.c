@@ -20,7 +20,6 @@
  * callbacks.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,31 +250,58 @@ struct resp_fields {
     const char *extra;    /* more fields, each ending in CRLF, or NULL */
 };
 
-/* Appends formatted text to the response head; the head is sized so that it always fits. */
-__attribute__((format(printf, 2, 3))) static void head_put(struct h1 *h, const char *fmt, ...)
+/* Appends <text> to the response head; the head is sized so that every head fits. */
+static void head_add(struct h1 *h, const char *text)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = sizeof(h->resp_head) - h->resp_head_len;
-    int n = vsnprintf(h->resp_head + h->resp_head_len, room, fmt, ap);
-    va_end(ap);
-    ASSERT(n >= 0 && (size_t)n < room);
+    size_t n = strlen(text);
+    ASSERT(n < sizeof(h->resp_head) - h->resp_head_len);
+    memcpy(h->resp_head + h->resp_head_len, text, n);
     h->resp_head_len += (uint32_t)n;
+}
+
+/* Appends the decimal digits of <v>. */
+static void head_add_u64(struct h1 *h, uint64_t v)
+{
+    char digits[24];
+    size_t i = sizeof(digits);
+    digits[--i] = '\0';
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    head_add(h, digits + i);
 }
 
 static void format_head(struct h1 *h, const struct resp_fields *f)
 {
+    ASSERT(f->status >= 100 && f->status <= 999);
     h->resp_head_len = 0;
-    head_put(h, "HTTP/1.1 %d %s\r\nServer: ringcas\r\nDate: %s\r\n", f->status, reason(f->status),
-             date_now());
+    head_add(h, "HTTP/1.1 ");
+    head_add_u64(h, (uint64_t)f->status);
+    head_add(h, " ");
+    head_add(h, reason(f->status));
+    head_add(h, "\r\nServer: ringcas\r\nDate: ");
+    head_add(h, date_now());
     if (f->chunked) {
-        head_put(h, "Transfer-Encoding: chunked\r\n");
+        head_add(h, "\r\nTransfer-Encoding: chunked\r\n");
     } else {
-        head_put(h, "Content-Length: %llu\r\n", (unsigned long long)f->length);
+        head_add(h, "\r\nContent-Length: ");
+        head_add_u64(h, f->length);
+        head_add(h, "\r\n");
     }
-    if (f->ctype) head_put(h, "Content-Type: %s\r\n", f->ctype);
-    if (f->encoding) head_put(h, "Content-Encoding: %s\r\n", f->encoding);
-    head_put(h, "%s%s\r\n", f->extra ? f->extra : "", connection_field(h));
+    if (f->ctype) {
+        head_add(h, "Content-Type: ");
+        head_add(h, f->ctype);
+        head_add(h, "\r\n");
+    }
+    if (f->encoding) {
+        head_add(h, "Content-Encoding: ");
+        head_add(h, f->encoding);
+        head_add(h, "\r\n");
+    }
+    if (f->extra) head_add(h, f->extra);
+    head_add(h, connection_field(h));
+    head_add(h, "\r\n");
 }
 
 /*

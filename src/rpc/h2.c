@@ -7,8 +7,7 @@
 
 static void closing_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
-    if (len > 0)
-        ring_buf_unref(rc->core, bid);
+    if (len > 0) ring_buf_unref(rc->core, bid);
 }
 
 static void closing_on_sent(struct ring_conn *rc)
@@ -33,8 +32,7 @@ void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
 {
     (void)prefix;
     (void)prefix_len;
-    if (len > 0)
-        ring_buf_unref(c->conn.core, bid);
+    if (len > 0) ring_buf_unref(c->conn.core, bid);
     c->conn.ops = &closing_ops;
     ring_conn_close(&c->conn, 0);
 }

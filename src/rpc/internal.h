@@ -28,10 +28,10 @@ struct rpc_config {
 
 /* One core's protocol state; created by the core_init hook on the core's thread. */
 struct rpc_core {
-    struct ring_core *ring;          /* this core's loop */
-    const struct rpc_config *cfg;    /* shared, read-only */
-    uint32_t conns_open;             /* rpc connections alive on this core */
-    struct rpc_metrics metrics;      /* this core's request metrics */
+    struct ring_core *ring;       /* this core's loop */
+    const struct rpc_config *cfg; /* shared, read-only */
+    uint32_t conns_open;          /* rpc connections alive on this core */
+    struct rpc_metrics metrics;   /* this core's request metrics */
 };
 
 /*
@@ -41,11 +41,11 @@ struct rpc_core {
  * replaces conn.ops with its own callbacks and keeps its state in <proto>.
  */
 struct rpc_conn {
-    struct ring_conn conn;  /* first member: ring callbacks cast back to rpc_conn */
-    struct rpc_core *rc;    /* the core's protocol state */
-    void *proto;            /* the protocol's per-connection state */
-    uint8_t sniff[24];      /* the first bytes, while fewer than the preface arrived */
-    uint8_t sniff_len;      /* bytes in sniff[] */
+    struct ring_conn conn; /* first member: ring callbacks cast back to rpc_conn */
+    struct rpc_core *rc;   /* the core's protocol state */
+    void *proto;           /* the protocol's per-connection state */
+    uint8_t sniff[24];     /* the first bytes, while fewer than the preface arrived */
+    uint8_t sniff_len;     /* bytes in sniff[] */
 };
 
 #define RPC_H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -41,11 +41,11 @@ static bool route_is_grpc(enum rpc_route route)
 
 static size_t status_slot(enum rpc_route route, int status)
 {
-    if (route_is_grpc(route))
+    if (route_is_grpc(route)) {
         return status >= 0 && status < RPC_GRPC_STATUS_COUNT ? (size_t)status : 2; /* UNKNOWN */
+    }
     for (size_t i = 0; i < ARRAY_LEN(http_codes); i++) {
-        if (http_codes[i] == status)
-            return i;
+        if (http_codes[i] == status) return i;
     }
     return ARRAY_LEN(http_codes);
 }
@@ -61,14 +61,16 @@ void rpc_metrics_end(struct rpc_metrics *m, enum rpc_route route, int status, ui
 {
     ASSERT(route < RPC_ROUTE_COUNT);
     struct rpc_route_metrics *r = &m->routes[route];
-    ASSERT(base_counter_get(&r->in_flight) > 0);
+    uint64_t in_flight = base_counter_get(&r->in_flight);
+    ASSERT(in_flight > 0);
     base_counter_dec(&r->in_flight);
     base_counter_inc(&r->requests);
     base_counter_inc(&r->status[status_slot(route, status)]);
     uint64_t us = latency_ns / 1000;
     size_t b = 0;
-    while (b < ARRAY_LEN(latency_bounds_us) && us > latency_bounds_us[b])
+    while (b < ARRAY_LEN(latency_bounds_us) && us > latency_bounds_us[b]) {
         b++;
+    }
     base_counter_inc(&r->latency[b]);
     base_counter_add(&r->latency_sum_us, us);
     base_counter_add(&r->bytes_in, bytes_in);
@@ -76,20 +78,16 @@ void rpc_metrics_end(struct rpc_metrics *m, enum rpc_route route, int status, ui
 }
 
 struct out {
-    char *buf;    /* the caller's buffer */
-    size_t size;  /* its capacity */
-    size_t len;   /* bytes written */
-    bool full;    /* an append did not fit */
+    char *buf;   /* the caller's buffer */
+    size_t size; /* its capacity */
+    size_t len;  /* bytes written */
+    bool full;   /* an append did not fit */
 };
 
-__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+__attribute__((format(printf, 2, 0))) static void vput(struct out *o, const char *fmt, va_list ap)
 {
-    if (o->full)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): put() starts <ap>. */
     int n = vsnprintf(o->buf + o->len, o->size - o->len, fmt, ap);
-    va_end(ap);
     if (n < 0 || (size_t)n >= o->size - o->len) {
         o->full = true;
         return;
@@ -97,32 +95,46 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
     o->len += (size_t)n;
 }
 
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (!o->full) vput(o, fmt, ap);
+    va_end(ap);
+}
+
 static const char *status_label(enum rpc_route route, size_t slot, char *tmp, size_t tmp_size)
 {
     if (route_is_grpc(route) || slot < ARRAY_LEN(http_codes)) {
         int code = route_is_grpc(route) ? (int)slot : http_codes[slot];
-        snprintf(tmp, tmp_size, "%d", code);
+        (void)snprintf(tmp, tmp_size, "%d", code);
         return tmp;
     }
     return "other";
 }
 
-static void render_route_counters(struct out *o, uint32_t cores, struct rpc_metrics *const *m)
+static void render_statuses(struct out *o, uint32_t core, enum rpc_route r,
+                            const struct rpc_route_metrics *rm)
+{
+    for (size_t s = 0; s < RPC_STATUS_SLOTS; s++) {
+        uint64_t v = base_counter_get(&rm->status[s]);
+        if (v == 0) continue;
+        char tmp[16];
+        put(o,
+            "ringcas_requests_total{core=\"%u\",protocol=\"%s\",route=\"%s\",status=\"%s\"} "
+            "%llu\n",
+            core, route_protos[r], route_names[r], status_label(r, s, tmp, sizeof(tmp)),
+            (unsigned long long)v);
+    }
+}
+
+static void render_route_counters(struct out *o, const struct rpc_metrics_view *v)
 {
     put(o, "# HELP ringcas_requests_total Finished requests by route and status.\n"
            "# TYPE ringcas_requests_total counter\n");
-    for (uint32_t c = 0; c < cores; c++) {
+    for (uint32_t c = 0; c < v->core_count; c++) {
         for (size_t r = 0; r < RPC_ROUTE_COUNT; r++) {
-            const struct rpc_route_metrics *rm = &m[c]->routes[r];
-            for (size_t s = 0; s < RPC_STATUS_SLOTS; s++) {
-                uint64_t v = base_counter_get(&rm->status[s]);
-                if (v == 0)
-                    continue;
-                char tmp[16];
-                put(o, "ringcas_requests_total{core=\"%u\",protocol=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
-                    c, route_protos[r], route_names[r], status_label(r, s, tmp, sizeof(tmp)),
-                    (unsigned long long)v);
-            }
+            render_statuses(o, c, (enum rpc_route)r, &v->metrics[c]->routes[r]);
         }
     }
 }
@@ -131,6 +143,13 @@ enum route_field {
     FIELD_IN_FLIGHT,
     FIELD_BYTES_IN,
     FIELD_BYTES_OUT,
+};
+
+struct route_gauge {
+    const char *name;       /* without the ringcas_ prefix */
+    const char *kind;       /* counter or gauge */
+    const char *help;       /* one line */
+    enum route_field field; /* which rpc_route_metrics field */
 };
 
 static const struct base_counter *route_field(const struct rpc_route_metrics *rm,
@@ -147,47 +166,50 @@ static const struct base_counter *route_field(const struct rpc_route_metrics *rm
     UNREACHABLE();
 }
 
-static void render_route_gauge(struct out *o, uint32_t cores, struct rpc_metrics *const *m,
-                               const char *name, const char *kind, const char *help,
-                               enum route_field field)
+static void render_route_gauge(struct out *o, const struct rpc_metrics_view *v,
+                               const struct route_gauge *g)
 {
-    put(o, "# HELP ringcas_%s %s\n# TYPE ringcas_%s %s\n", name, help, name, kind);
-    for (uint32_t c = 0; c < cores; c++) {
+    put(o, "# HELP ringcas_%s %s\n# TYPE ringcas_%s %s\n", g->name, g->help, g->name, g->kind);
+    for (uint32_t c = 0; c < v->core_count; c++) {
         for (size_t r = 0; r < RPC_ROUTE_COUNT; r++) {
-            uint64_t v = base_counter_get(route_field(&m[c]->routes[r], field));
-            if (v == 0 && base_counter_get(&m[c]->routes[r].requests) == 0)
-                continue;
-            put(o, "ringcas_%s{core=\"%u\",protocol=\"%s\",route=\"%s\"} %llu\n", name, c,
-                route_protos[r], route_names[r], (unsigned long long)v);
+            const struct rpc_route_metrics *rm = &v->metrics[c]->routes[r];
+            uint64_t value = base_counter_get(route_field(rm, g->field));
+            /* Routes never used stay out of the exposition. */
+            if (value == 0 && base_counter_get(&rm->requests) == 0) continue;
+            put(o, "ringcas_%s{core=\"%u\",protocol=\"%s\",route=\"%s\"} %llu\n", g->name, c,
+                route_protos[r], route_names[r], (unsigned long long)value);
         }
     }
 }
 
-static void render_latency(struct out *o, uint32_t cores, struct rpc_metrics *const *m)
+static void render_latency_route(struct out *o, uint32_t core, size_t r,
+                                 const struct rpc_route_metrics *rm)
+{
+    uint64_t count = base_counter_get(&rm->requests);
+    if (count == 0) return;
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < RPC_LATENCY_BUCKET_COUNT; b++) {
+        cumulative += base_counter_get(&rm->latency[b]);
+        char le[32] = "+Inf";
+        if (b < ARRAY_LEN(latency_bounds_us)) {
+            (void)snprintf(le, sizeof(le), "%g", (double)latency_bounds_us[b] / 1e6);
+        }
+        put(o, "ringcas_request_duration_seconds_bucket{core=\"%u\",route=\"%s\",le=\"%s\"} %llu\n",
+            core, route_names[r], le, (unsigned long long)cumulative);
+    }
+    put(o, "ringcas_request_duration_seconds_sum{core=\"%u\",route=\"%s\"} %.6f\n", core,
+        route_names[r], (double)base_counter_get(&rm->latency_sum_us) / 1e6);
+    put(o, "ringcas_request_duration_seconds_count{core=\"%u\",route=\"%s\"} %llu\n", core,
+        route_names[r], (unsigned long long)count);
+}
+
+static void render_latency(struct out *o, const struct rpc_metrics_view *v)
 {
     put(o, "# HELP ringcas_request_duration_seconds Request latency by route.\n"
            "# TYPE ringcas_request_duration_seconds histogram\n");
-    for (uint32_t c = 0; c < cores; c++) {
+    for (uint32_t c = 0; c < v->core_count; c++) {
         for (size_t r = 0; r < RPC_ROUTE_COUNT; r++) {
-            const struct rpc_route_metrics *rm = &m[c]->routes[r];
-            uint64_t count = base_counter_get(&rm->requests);
-            if (count == 0)
-                continue;
-            uint64_t cumulative = 0;
-            for (size_t b = 0; b < RPC_LATENCY_BUCKET_COUNT; b++) {
-                cumulative += base_counter_get(&rm->latency[b]);
-                char le[32];
-                if (b < ARRAY_LEN(latency_bounds_us))
-                    snprintf(le, sizeof(le), "%g", (double)latency_bounds_us[b] / 1e6);
-                else
-                    snprintf(le, sizeof(le), "+Inf");
-                put(o, "ringcas_request_duration_seconds_bucket{core=\"%u\",route=\"%s\",le=\"%s\"} %llu\n",
-                    c, route_names[r], le, (unsigned long long)cumulative);
-            }
-            put(o, "ringcas_request_duration_seconds_sum{core=\"%u\",route=\"%s\"} %.6f\n", c,
-                route_names[r], (double)base_counter_get(&rm->latency_sum_us) / 1e6);
-            put(o, "ringcas_request_duration_seconds_count{core=\"%u\",route=\"%s\"} %llu\n", c,
-                route_names[r], (unsigned long long)count);
+            render_latency_route(o, c, r, &v->metrics[c]->routes[r]);
         }
     }
 }
@@ -213,44 +235,42 @@ static void render_source(struct out *o, uint32_t cores, const struct rpc_metric
 
 static uint64_t ring_read(void *ctx, uint32_t core, size_t index)
 {
-    struct ring_counters *const *rc = ctx;
-    const struct base_counter *first = (const struct base_counter *)rc[core];
+    const struct rpc_metrics_view *v = ctx;
+    const struct base_counter *first = (const struct base_counter *)v->ring_counters[core];
     return base_counter_get(&first[index]);
 }
 
-int rpc_metrics_render(char *buf, size_t size, uint32_t core_count,
-                       struct rpc_metrics *const *metrics,
-                       struct ring_counters *const *ring_counters,
-                       const struct rpc_metrics_source *sources, size_t source_count)
+static const struct route_gauge route_gauges[] = {
+    { "requests_in_flight", "gauge", "Requests started and not finished.", FIELD_IN_FLIGHT },
+    { "request_bytes_total", "counter", "Request body bytes received.", FIELD_BYTES_IN },
+    { "response_bytes_total", "counter", "Response body bytes sent.", FIELD_BYTES_OUT },
+};
+
+int rpc_metrics_render(char *buf, size_t size, const struct rpc_metrics_view *view)
 {
-    STATIC_ASSERT(sizeof(struct ring_counters) == ARRAY_LEN(ring_names) * sizeof(struct base_counter),
+    STATIC_ASSERT(sizeof(struct ring_counters) ==
+                      ARRAY_LEN(ring_names) * sizeof(struct base_counter),
                   "ring counters are an array of base_counter");
+    if (size == 0) return -EMSGSIZE;
     struct out o = { .buf = buf, .size = size };
-    if (size == 0)
-        return -EMSGSIZE;
     buf[0] = '\0';
-    render_route_counters(&o, core_count, metrics);
-    render_route_gauge(&o, core_count, metrics, "requests_in_flight", "gauge",
-                       "Requests started and not finished.",
-                       FIELD_IN_FLIGHT);
-    render_route_gauge(&o, core_count, metrics, "request_bytes_total", "counter",
-                       "Request body bytes received.",
-                       FIELD_BYTES_IN);
-    render_route_gauge(&o, core_count, metrics, "response_bytes_total", "counter",
-                       "Response body bytes sent.", FIELD_BYTES_OUT);
-    render_latency(&o, core_count, metrics);
+    render_route_counters(&o, view);
+    for (size_t i = 0; i < ARRAY_LEN(route_gauges); i++) {
+        render_route_gauge(&o, view, &route_gauges[i]);
+    }
+    render_latency(&o, view);
     struct rpc_metrics_source ring = {
         .names = ring_names,
         .kinds = ring_kinds,
         .helps = ring_helps,
         .count = ARRAY_LEN(ring_names),
         .read = ring_read,
-        .ctx = (void *)(uintptr_t)ring_counters,
+        .ctx = (void *)(uintptr_t)view,
     };
-    render_source(&o, core_count, &ring);
-    for (size_t i = 0; i < source_count; i++)
-        render_source(&o, core_count, &sources[i]);
-    if (o.full)
-        return -EMSGSIZE;
+    render_source(&o, view->core_count, &ring);
+    for (size_t i = 0; i < view->source_count; i++) {
+        render_source(&o, view->core_count, &view->sources[i]);
+    }
+    if (o.full) return -EMSGSIZE;
     return (int)o.len;
 }

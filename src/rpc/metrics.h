@@ -19,13 +19,19 @@
 
 /* X(id, protocol, name) */
 #define RPC_ROUTES(X)                                                                              \
-    X(GRPC_GET_CAPABILITIES, "grpc", "build.bazel.remote.execution.v2.Capabilities/GetCapabilities") \
-    X(GRPC_FIND_MISSING, "grpc", "build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs") \
-    X(GRPC_BATCH_UPDATE, "grpc", "build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs") \
-    X(GRPC_BATCH_READ, "grpc", "build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs") \
-    X(GRPC_GET_TREE, "grpc", "build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree") \
-    X(GRPC_GET_ACTION_RESULT, "grpc", "build.bazel.remote.execution.v2.ActionCache/GetActionResult") \
-    X(GRPC_UPDATE_ACTION_RESULT, "grpc", "build.bazel.remote.execution.v2.ActionCache/UpdateActionResult") \
+    X(GRPC_GET_CAPABILITIES, "grpc",                                                               \
+      "build.bazel.remote.execution.v2.Capabilities/GetCapabilities")                              \
+    X(GRPC_FIND_MISSING, "grpc",                                                                   \
+      "build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs")                \
+    X(GRPC_BATCH_UPDATE, "grpc",                                                                   \
+      "build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs")                \
+    X(GRPC_BATCH_READ, "grpc",                                                                     \
+      "build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs")                  \
+    X(GRPC_GET_TREE, "grpc", "build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree")  \
+    X(GRPC_GET_ACTION_RESULT, "grpc",                                                              \
+      "build.bazel.remote.execution.v2.ActionCache/GetActionResult")                               \
+    X(GRPC_UPDATE_ACTION_RESULT, "grpc",                                                           \
+      "build.bazel.remote.execution.v2.ActionCache/UpdateActionResult")                            \
     X(GRPC_BS_READ, "grpc", "google.bytestream.ByteStream/Read")                                   \
     X(GRPC_BS_WRITE, "grpc", "google.bytestream.ByteStream/Write")                                 \
     X(GRPC_BS_QUERY, "grpc", "google.bytestream.ByteStream/QueryWriteStatus")                      \
@@ -46,6 +52,7 @@
     X(HTTP_OTHER, "http", "other")
 
 #define RPC_ROUTE_ENUM(id, proto, name) RPC_ROUTE_##id,
+
 enum rpc_route {
     RPC_ROUTES(RPC_ROUTE_ENUM) RPC_ROUTE_COUNT
 };
@@ -55,28 +62,38 @@ enum rpc_route {
  * the status codes below, and "other" for the rest.
  */
 #define RPC_GRPC_STATUS_COUNT 17
+/* The statuses in one block, not one per line. */
+/* clang-format off */
 #define RPC_HTTP_STATUSES(X)                                                                       \
     X(200) X(201) X(204) X(206) X(400) X(404) X(405) X(408) X(411) X(413) X(414) X(416) X(417)     \
     X(431) X(500) X(501) X(503) X(505) X(507)
-#define RPC_HTTP_STATUS_COUNT_ONE(code) +1
-#define RPC_HTTP_STATUS_COUNT (0 RPC_HTTP_STATUSES(RPC_HTTP_STATUS_COUNT_ONE) + 1) /* + other */
+/* clang-format on */
+#define RPC_HTTP_STATUS_ENUM(code) RPC_HTTP_STATUS_SLOT_##code,
+
+enum rpc_http_status_slot {
+    RPC_HTTP_STATUSES(RPC_HTTP_STATUS_ENUM) RPC_HTTP_STATUS_SLOT_OTHER
+};
+
+#define RPC_HTTP_STATUS_COUNT (RPC_HTTP_STATUS_SLOT_OTHER + 1)
 #define RPC_STATUS_SLOTS                                                                           \
     (RPC_GRPC_STATUS_COUNT > RPC_HTTP_STATUS_COUNT ? RPC_GRPC_STATUS_COUNT : RPC_HTTP_STATUS_COUNT)
 
 /* Latency histogram upper bounds in microseconds (Prometheus "le"), then +Inf. */
 #define RPC_LATENCY_BUCKETS_US                                                                     \
-    { 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,         \
-      1000000, 2500000, 10000000 }
+    {                                                                                              \
+        50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, \
+            2500000, 10000000                                                                      \
+    }
 #define RPC_LATENCY_BUCKET_COUNT 17 /* 16 bounds + Inf */
 
 struct rpc_route_metrics {
-    struct base_counter requests;                             /* finished requests */
-    struct base_counter status[RPC_STATUS_SLOTS];             /* finished, by status slot */
-    struct base_counter latency[RPC_LATENCY_BUCKET_COUNT];    /* by bucket (not cumulative) */
-    struct base_counter latency_sum_us;                       /* sum of latencies, µs */
-    struct base_counter bytes_in;                             /* request bytes (bodies) */
-    struct base_counter bytes_out;                            /* response bytes (bodies) */
-    struct base_counter in_flight;                            /* started and not finished */
+    struct base_counter requests;                          /* finished requests */
+    struct base_counter status[RPC_STATUS_SLOTS];          /* finished, by status slot */
+    struct base_counter latency[RPC_LATENCY_BUCKET_COUNT]; /* by bucket (not cumulative) */
+    struct base_counter latency_sum_us;                    /* sum of latencies, µs */
+    struct base_counter bytes_in;                          /* request bytes (bodies) */
+    struct base_counter bytes_out;                         /* response bytes (bodies) */
+    struct base_counter in_flight;                         /* started and not finished */
 };
 
 struct rpc_metrics {
@@ -110,15 +127,21 @@ struct rpc_metrics_source {
     void *ctx;
 };
 
-/*
- * Renders Prometheus text (version 0.0.4) for <core_count> cores: <metrics>[i] and
- * <ring_counters>[i] belong to core i; then every source. Writes at most <size> bytes into
- * <out>; returns the length, or -EMSGSIZE when <size> is too small. Any thread.
- */
+/* What GET /metrics shows: <metrics>[i] and <ring_counters>[i] belong to core i. */
 struct ring_counters;
-MUST_CHECK int rpc_metrics_render(char *out, size_t size, uint32_t core_count,
-                                  struct rpc_metrics *const *metrics,
-                                  struct ring_counters *const *ring_counters,
-                                  const struct rpc_metrics_source *sources, size_t source_count);
+
+struct rpc_metrics_view {
+    uint32_t core_count;                        /* cores */
+    struct rpc_metrics *const *metrics;         /* core_count entries */
+    struct ring_counters *const *ring_counters; /* core_count entries */
+    const struct rpc_metrics_source *sources;   /* other modules' counters */
+    size_t source_count;                        /* entries in sources */
+};
+
+/*
+ * Renders <view> as Prometheus text (version 0.0.4). Writes at most <size> bytes into <out>;
+ * returns the length, or -EMSGSIZE when <size> is too small. Any thread.
+ */
+MUST_CHECK int rpc_metrics_render(char *out, size_t size, const struct rpc_metrics_view *view);
 
 #endif /* RINGCAS_RPC_METRICS_H */

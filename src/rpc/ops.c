@@ -30,12 +30,18 @@ int rpc_ops_metrics(const struct rpc_config *cfg, char **out, size_t *len)
         metrics[i] = core ? &core->metrics : &zero_metrics;
         counters[i] = core ? ring_core_counters(core->ring) : &zero_counters;
     }
+    struct rpc_metrics_view view = {
+        .core_count = n,
+        .metrics = metrics,
+        .ring_counters = counters,
+        .sources = cfg->sources,
+        .source_count = cfg->source_count,
+    };
     /* Bounded: the size doubles from 64 KiB up to OPS_METRICS_MAX. */
     for (size_t size = OPS_METRICS_FIRST; size <= OPS_METRICS_MAX; size *= 2) {
         char *buf = malloc(size);
         if (!buf) break;
-        int n_out =
-            rpc_metrics_render(buf, size, n, metrics, counters, cfg->sources, cfg->source_count);
+        int n_out = rpc_metrics_render(buf, size, &view);
         if (n_out >= 0) {
             *out = buf;
             *len = (size_t)n_out;

@@ -29,7 +29,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->max_size = 10ULL << 30;
     opts->sync = "group";
     opts->recv_buffers = 1024;
-    opts->recv_buffer_size = 64 * 1024;
+    opts->recv_buffer_size = 64ULL * 1024;
     opts->log_level = "info";
 }
 
@@ -37,16 +37,13 @@ void rpc_server_options_default(struct rpc_server_options *opts)
 static int split_listen(const char *listen, char *host, size_t host_size, uint16_t *port)
 {
     const char *colon = strrchr(listen, ':');
-    if (!colon || colon == listen)
-        return -EINVAL;
+    if (!colon || colon == listen) return -EINVAL;
     size_t hl = (size_t)(colon - listen);
-    if (hl >= host_size)
-        return -EINVAL;
+    if (hl >= host_size) return -EINVAL;
     memcpy(host, listen, hl);
     host[hl] = '\0';
     uint64_t p;
-    if (base_parse_u64(colon + 1, &p) < 0 || p > 65535)
-        return -EINVAL;
+    if (base_parse_u64(colon + 1, &p) < 0 || p > 65535) return -EINVAL;
     *port = (uint16_t)p;
     return 0;
 }
@@ -57,8 +54,7 @@ static int core_init(struct ring_core *core, void *arg)
     uint32_t index = ring_core_index(core);
     ASSERT(index < cfg->core_count);
     struct rpc_core *rc = calloc(1, sizeof(*rc));
-    if (!rc)
-        return -ENOMEM;
+    if (!rc) return -ENOMEM;
     rc->ring = core;
     rc->cfg = cfg;
     ring_core_set_app(core, rc);
@@ -79,18 +75,17 @@ static void core_deinit(struct ring_core *core, void *arg)
 
 static void free_cores(struct rpc_config *cfg)
 {
-    for (uint32_t i = 0; i < cfg->core_count; i++)
+    for (uint32_t i = 0; i < cfg->core_count; i++) {
         free(cfg->cores[i]);
+    }
     free(cfg->cores);
 }
 
 static int make_dir(const char *dir)
 {
-    if (mkdir(dir, 0755) == -1 && errno != EEXIST)
-        return -errno;
+    if (mkdir(dir, 0755) == -1 && errno != EEXIST) return -errno;
     struct stat st;
-    if (stat(dir, &st) == -1)
-        return -errno;
+    if (stat(dir, &st) == -1) return -errno;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
@@ -98,31 +93,32 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
                          uint16_t *port)
 {
     if (split_listen(opts->listen, host, host_size, port) < 0) {
-        fprintf(stderr, "ringcas: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",
-                opts->listen);
+        (void)fprintf(stderr, "ringcas: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",
+                      opts->listen);
         return -EINVAL;
     }
     if (strcmp(opts->sync, "group") != 0 && strcmp(opts->sync, "always") != 0 &&
         strcmp(opts->sync, "none") != 0) {
-        fprintf(stderr, "ringcas: --sync %s: expected group, always or none\n", opts->sync);
+        (void)fprintf(stderr, "ringcas: --sync %s: expected group, always or none\n", opts->sync);
         return -EINVAL;
     }
     uint64_t n = opts->recv_buffers;
     if (n == 0 || n > 32768 || (n & (n - 1)) != 0) {
-        fprintf(stderr, "ringcas: --recv-buffers %llu: expected a power of two up to 32768\n",
-                (unsigned long long)n);
+        (void)fprintf(stderr, "ringcas: --recv-buffers %llu: expected a power of two up to 32768\n",
+                      (unsigned long long)n);
         return -EINVAL;
     }
     if (opts->recv_buffer_size < 4096 || opts->recv_buffer_size > (1U << 24)) {
-        fprintf(stderr, "ringcas: --recv-buffer-size: expected 4KiB to 16MiB\n");
+        (void)fprintf(stderr, "ringcas: --recv-buffer-size: expected 4KiB to 16MiB\n");
         return -EINVAL;
     }
     if (opts->read_timeout_ms > UINT32_MAX || opts->write_timeout_ms > UINT32_MAX) {
-        fprintf(stderr, "ringcas: --read-timeout/--write-timeout: at most 49 days\n");
+        (void)fprintf(stderr, "ringcas: --read-timeout/--write-timeout: at most 49 days\n");
         return -EINVAL;
     }
     if (opts->cores > 1024) {
-        fprintf(stderr, "ringcas: --cores %llu: at most 1024\n", (unsigned long long)opts->cores);
+        (void)fprintf(stderr, "ringcas: --cores %llu: at most 1024\n",
+                      (unsigned long long)opts->cores);
         return -EINVAL;
     }
     return 0;
@@ -132,19 +128,19 @@ int rpc_server_run(const struct rpc_server_options *opts)
 {
     enum base_log_level level;
     if (base_log_parse_level(opts->log_level, &level) < 0) {
-        fprintf(stderr, "ringcas: --log-level %s: expected error, warn, info or debug\n",
-                opts->log_level);
+        (void)fprintf(stderr, "ringcas: --log-level %s: expected error, warn, info or debug\n",
+                      opts->log_level);
         return 1;
     }
     base_log_set_level(level);
     char host[128];
     struct ring_server_options so;
     ring_server_options_default(&so);
-    if (check_options(opts, host, sizeof(host), &so.port) < 0)
-        return 1;
+    if (check_options(opts, host, sizeof(host), &so.port) < 0) return 1;
     int rc = make_dir(opts->dir);
     if (rc < 0) {
-        fprintf(stderr, "ringcas: cannot use data folder %s: %s\n", opts->dir, base_err_str(rc));
+        (void)fprintf(stderr, "ringcas: cannot use data folder %s: %s\n", opts->dir,
+                      base_err_str(rc));
         return 1;
     }
     so.host = host;
@@ -159,9 +155,9 @@ int rpc_server_run(const struct rpc_server_options *opts)
     };
     cfg.core_count = so.cores ? so.cores : ring_server_cpu_count();
     so.cores = cfg.core_count;
-    cfg.cores = calloc(cfg.core_count, sizeof(*cfg.cores));
+    cfg.cores = calloc(cfg.core_count, sizeof(struct rpc_core *));
     if (!cfg.cores) {
-        fprintf(stderr, "ringcas: out of memory\n");
+        (void)fprintf(stderr, "ringcas: out of memory\n");
         return 1;
     }
     so.hooks.core_init = core_init;
@@ -172,7 +168,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     char why[512] = "";
     rc = ring_server_start(&so, &srv, why, sizeof(why));
     if (rc < 0) {
-        fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
+        (void)fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
         free_cores(&cfg);
         return 1;
     }

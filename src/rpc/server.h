@@ -10,17 +10,17 @@
 #include "base/assert.h"
 
 struct rpc_server_options {
-    const char *listen;         /* HOST:PORT; port 0 picks one (printed on stdout) */
-    const char *dir;            /* data folder */
-    uint64_t cores;             /* 0: one per CPU */
-    uint64_t read_timeout_ms;   /* a connection silent this long is closed */
-    uint64_t write_timeout_ms;  /* a send without progress this long closes the connection */
-    uint64_t drain_timeout_ms;  /* on SIGTERM, how long requests may take to finish */
-    uint64_t max_size;          /* store size budget, bytes */
-    const char *sync;           /* group | always | none */
-    uint64_t recv_buffers;      /* provided receive buffers per core */
-    uint64_t recv_buffer_size;  /* bytes per receive buffer */
-    const char *log_level;      /* error | warn | info | debug */
+    const char *listen;        /* HOST:PORT; port 0 picks one (printed on stdout) */
+    const char *dir;           /* data folder */
+    uint64_t cores;            /* 0: one per CPU */
+    uint64_t read_timeout_ms;  /* a connection silent this long is closed */
+    uint64_t write_timeout_ms; /* a send without progress this long closes the connection */
+    uint64_t drain_timeout_ms; /* on SIGTERM, how long requests may take to finish */
+    uint64_t max_size;         /* store size budget, bytes */
+    const char *sync;          /* group | always | none */
+    uint64_t recv_buffers;     /* provided receive buffers per core */
+    uint64_t recv_buffer_size; /* bytes per receive buffer */
+    const char *log_level;     /* error | warn | info | debug */
 };
 
 void rpc_server_options_default(struct rpc_server_options *opts);

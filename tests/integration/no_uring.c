@@ -16,14 +16,10 @@
 
 static int errno_by_name(const char *name)
 {
-    if (strcmp(name, "EPERM") == 0)
-        return EPERM;
-    if (strcmp(name, "ENOSYS") == 0)
-        return ENOSYS;
-    if (strcmp(name, "EINVAL") == 0)
-        return EINVAL;
-    if (strcmp(name, "ENOMEM") == 0)
-        return ENOMEM;
+    if (strcmp(name, "EPERM") == 0) return EPERM;
+    if (strcmp(name, "ENOSYS") == 0) return ENOSYS;
+    if (strcmp(name, "EINVAL") == 0) return EINVAL;
+    if (strcmp(name, "ENOMEM") == 0) return ENOMEM;
     return -1;
 }
 

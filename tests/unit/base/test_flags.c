@@ -32,16 +32,16 @@ Test(base_flags, argv_wins_over_environment)
     size_t n = make_flags(&o, f);
     char *argv[] = { "--max-size=2G", "--read-timeout", "250ms", "--verbose", "file1", "--",
                      "--not-a-flag" };
-    char *rest[4];
-    size_t nrest = 0;
-    cr_assert(eq(int, base_flags_parse(f, n, 7, argv, rest, 4, &nrest, stderr), 0));
+    char *args[4];
+    struct base_flags_rest rest = { args, 4, 0 };
+    cr_assert(eq(int, base_flags_parse(f, n, 7, argv, &rest, stderr), 0));
     cr_assert(eq(str, (char *)o.listen, "0.0.0.0:1"));
     cr_assert(eq(u64, o.max_size, 2ULL << 30));
     cr_assert(eq(u64, o.timeout_ms, 250));
     cr_assert(o.verbose);
-    cr_assert(eq(sz, nrest, 2));
-    cr_assert(eq(str, rest[0], "file1"));
-    cr_assert(eq(str, rest[1], "--not-a-flag"));
+    cr_assert(eq(sz, rest.count, 2));
+    cr_assert(eq(str, args[0], "file1"));
+    cr_assert(eq(str, args[1], "--not-a-flag"));
 }
 
 Test(base_flags, rejects_unknown_and_malformed)
@@ -53,18 +53,18 @@ Test(base_flags, rejects_unknown_and_malformed)
     size_t n = make_flags(&o, f);
     FILE *sink = fopen("/dev/null", "w");
     char *bad1[] = { "--nope" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, bad1, NULL, 0, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad1, NULL, sink), -EINVAL));
     char *bad2[] = { "--max-size", "lots" };
-    cr_assert(eq(int, base_flags_parse(f, n, 2, bad2, NULL, 0, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 2, bad2, NULL, sink), -EINVAL));
     char *bad3[] = { "--read-timeout" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, bad3, NULL, 0, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad3, NULL, sink), -EINVAL));
     char *bad4[] = { "stray" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, bad4, NULL, 0, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad4, NULL, sink), -EINVAL));
     char *neg[] = { "--no-verbose" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, neg, NULL, 0, NULL, sink), 0));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, neg, NULL, sink), 0));
     cr_assert(not(o.verbose));
     setenv("RINGCAS_MAX_SIZE", "huge", 1);
-    cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, 0, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, sink), -EINVAL));
     unsetenv("RINGCAS_MAX_SIZE");
     fclose(sink);
 }

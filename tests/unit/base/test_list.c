@@ -21,7 +21,8 @@ Test(base_list, keeps_order_and_detaches)
         base_list_add_tail(&head, &items[i].link);
     }
     int expect = 0;
-    BASE_LIST_FOR_EACH(it, &head) {
+    BASE_LIST_FOR_EACH(it, &head)
+    {
         struct item *x = BASE_CONTAINER_OF(it, struct item, link);
         cr_assert(eq(int, x->value, expect++));
     }
@@ -29,7 +30,8 @@ Test(base_list, keeps_order_and_detaches)
     base_list_del(&items[1].link);
     base_list_del(&items[1].link); /* twice is harmless */
     cr_assert(not(base_list_is_linked(&items[1].link)));
-    BASE_LIST_FOR_EACH_SAFE(it, tmp, &head) {
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &head)
+    {
         base_list_del(it);
     }
     cr_assert(base_list_is_empty(&head));

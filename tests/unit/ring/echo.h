@@ -1,9 +1,5 @@
 /*
- * A small test protocol on the real ring, for the ring's own tests and benchmarks:
- *   - any bytes are echoed back (the receive pauses while the echo is in flight);
- *   - a message starting with "BLAST" makes the server send 64 MiB (receiving goes on);
- *   - a message starting with "QUIT" makes the server close the connection at once.
- * On drain, a connection finishes its echo and closes.
+ * Client-side helpers for the ring tests, around the echo protocol of echo_server.h.
  */
 #ifndef RINGCAS_TESTS_RING_ECHO_H
 #define RINGCAS_TESTS_RING_ECHO_H
@@ -11,19 +7,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "echo_server.h"
 #include "ring/server.h"
 
-#define ECHO_BLAST_BYTES (64u << 20)
-
-struct echo_config {
-    uint32_t read_timeout_ms;
-    uint32_t write_timeout_ms;
-};
-
-/* Starts a server of <cores> cores on 127.0.0.1 (free port) speaking the echo protocol. */
+/* Starts the echo server (echo_server_open) or fails the test. */
 struct ring_server *echo_server_start(uint32_t cores, const struct echo_config *cfg);
 
-/* Closes connections the echo server has on the core of the calling thread (for tests). */
+/* Connects to 127.0.0.1:<port> with a 20 s receive timeout and TCP_NODELAY. */
 int echo_connect(uint16_t port);
 
 /* Blocking helpers for the client side; they assert on failure. */

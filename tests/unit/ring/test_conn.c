@@ -180,13 +180,11 @@ static void *talk_until_closed(void *arg)
     char in[512];
     memset(out, 'q', sizeof(out));
     for (;;) {
-        if (send(fd, out, sizeof(out), MSG_NOSIGNAL) != (ssize_t)sizeof(out))
-            break;
+        if (send(fd, out, sizeof(out), MSG_NOSIGNAL) != (ssize_t)sizeof(out)) break;
         size_t got = 0;
         while (got < sizeof(in)) {
             ssize_t n = recv(fd, in + got, sizeof(in) - got, 0);
-            if (n <= 0)
-                break;
+            if (n <= 0) break;
             got += (size_t)n;
         }
         if (got < sizeof(in)) {

@@ -262,8 +262,7 @@ static void peer_got(struct ring_core *core, void *arg)
     struct peer *p = arg;
     cr_assert(eq(ptr, core, p->core));
     p->received++;
-    if (p->received == 2)
-        ring_core_stop(core);
+    if (p->received == 2) ring_core_stop(core);
 }
 
 static void *peer_main(void *arg)
@@ -306,6 +305,7 @@ Test(ring_core, msg_ring_reaches_another_core)
 }
 
 static int inject_err;
+
 static int failing_setup(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
 {
     (void)entries;

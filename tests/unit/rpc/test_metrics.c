@@ -36,22 +36,46 @@ Test(rpc_metrics, renders_counts_latency_and_sources)
     struct rpc_metrics *ms[] = { &m0, &m1 };
     struct ring_counters *rs[] = { &r0, &r1 };
     char *buf = malloc(1 << 20);
-    int n = rpc_metrics_render(buf, 1 << 20, 2, ms, rs, &src, 1);
+    struct rpc_metrics_view view = { 2, ms, rs, &src, 1 };
+    int n = rpc_metrics_render(buf, 1 << 20, &view);
     cr_assert(gt(int, n, 0));
     cr_assert(eq(sz, strlen(buf), (size_t)n));
-    cr_assert(ne(ptr, strstr(buf, "ringcas_requests_total{core=\"0\",protocol=\"grpc\",route=\"google.bytestream.ByteStream/Read\",status=\"0\"} 1\n"), NULL));
-    cr_assert(ne(ptr, strstr(buf, "route=\"google.bytestream.ByteStream/Read\",status=\"5\"} 1\n"), NULL));
-    cr_assert(ne(ptr, strstr(buf, "ringcas_requests_total{core=\"1\",protocol=\"http\",route=\"GET /cas\",status=\"404\"} 1\n"), NULL));
-    cr_assert(ne(ptr, strstr(buf, "ringcas_requests_in_flight{core=\"1\",protocol=\"http\",route=\"PUT /cas\"} 1\n"), NULL));
+    cr_assert(ne(ptr,
+                 strstr(buf, "ringcas_requests_total{core=\"0\",protocol=\"grpc\",route=\"google."
+                             "bytestream.ByteStream/Read\",status=\"0\"} 1\n"),
+                 NULL));
+    cr_assert(ne(ptr, strstr(buf, "route=\"google.bytestream.ByteStream/Read\",status=\"5\"} 1\n"),
+                 NULL));
+    cr_assert(ne(ptr,
+                 strstr(buf, "ringcas_requests_total{core=\"1\",protocol=\"http\",route=\"GET "
+                             "/cas\",status=\"404\"} 1\n"),
+                 NULL));
+    cr_assert(ne(
+        ptr,
+        strstr(buf,
+               "ringcas_requests_in_flight{core=\"1\",protocol=\"http\",route=\"PUT /cas\"} 1\n"),
+        NULL));
     /* 300 µs falls in the 500 µs bucket and every bucket above. */
-    cr_assert(ne(ptr, strstr(buf, "ringcas_request_duration_seconds_bucket{core=\"0\",route=\"google.bytestream.ByteStream/Read\",le=\"0.00025\"} 0\n"), NULL));
-    cr_assert(ne(ptr, strstr(buf, "ringcas_request_duration_seconds_bucket{core=\"0\",route=\"google.bytestream.ByteStream/Read\",le=\"0.0005\"} 1\n"), NULL));
-    cr_assert(ne(ptr, strstr(buf, "ringcas_request_duration_seconds_count{core=\"0\",route=\"google.bytestream.ByteStream/Read\"} 1\n"), NULL));
-    cr_assert(ne(ptr, strstr(buf, "ringcas_response_bytes_total{core=\"0\",protocol=\"grpc\",route=\"google.bytestream.ByteStream/Read\"} 1024\n"), NULL));
+    cr_assert(ne(ptr,
+                 strstr(buf, "ringcas_request_duration_seconds_bucket{core=\"0\",route=\"google."
+                             "bytestream.ByteStream/Read\",le=\"0.00025\"} 0\n"),
+                 NULL));
+    cr_assert(ne(ptr,
+                 strstr(buf, "ringcas_request_duration_seconds_bucket{core=\"0\",route=\"google."
+                             "bytestream.ByteStream/Read\",le=\"0.0005\"} 1\n"),
+                 NULL));
+    cr_assert(ne(ptr,
+                 strstr(buf, "ringcas_request_duration_seconds_count{core=\"0\",route=\"google."
+                             "bytestream.ByteStream/Read\"} 1\n"),
+                 NULL));
+    cr_assert(ne(ptr,
+                 strstr(buf, "ringcas_response_bytes_total{core=\"0\",protocol=\"grpc\",route="
+                             "\"google.bytestream.ByteStream/Read\"} 1024\n"),
+                 NULL));
     cr_assert(ne(ptr, strstr(buf, "ringcas_conns{core=\"1\"} 7\n"), NULL));
     cr_assert(ne(ptr, strstr(buf, "ringcas_evictions_total{core=\"1\"} 101\n"), NULL));
     cr_assert(ne(ptr, strstr(buf, "# TYPE ringcas_blobs gauge\n"), NULL));
     /* Too small a buffer fails as a whole. */
-    cr_assert(eq(int, rpc_metrics_render(buf, 100, 2, ms, rs, &src, 1), -EMSGSIZE));
+    cr_assert(eq(int, rpc_metrics_render(buf, 100, &view), -EMSGSIZE));
     free(buf);
 }
