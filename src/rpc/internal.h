@@ -6,6 +6,7 @@
 #define RINGCAS_RPC_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ring/conn.h"
@@ -19,7 +20,10 @@ struct rpc_config {
     uint32_t read_timeout_ms;       /* per connection receive */
     uint32_t write_timeout_ms;      /* per connection send progress */
     uint32_t core_count;            /* cores the server runs */
-    struct rpc_core **cores;        /* core_count entries, each set by its core_init */
+    struct rpc_core **cores;        /* core_count entries, each published (release store) by
+                                       its core_init; other cores load them with acquire */
+    const struct rpc_metrics_source *sources; /* other modules' counters for /metrics */
+    size_t source_count;                      /* entries in sources */
 };
 
 /* One core's protocol state; created by the core_init hook on the core's thread. */
