@@ -1,38 +1,831 @@
 /*
- * HTTP/1.1 on a connection. Until the protocol is in place the connection is closed cleanly
- * after the bytes that selected it.
+ * HTTP/1.1 on a connection: request heads, bodies, responses, keep-alive and pipelining.
+ *
+ * One request at a time. Received buffers queue up in in[] (at most RPC_H1_IN_MAX, then the
+ * receive pauses: backpressure) and are consumed in place: heads are parsed in the receive
+ * buffer, and only a head cut across receives is copied into <carry>. Requests behind the
+ * current one wait in the queue, so responses leave in request order (pipelining).
+ *
+ * A request: head -> route -> body (streamed into a sink: the engine, or discarded) -> the
+ * handler responds -> the response is sent -> the next request. The connection stays open
+ * (keep-alive) unless the client or an error says otherwise, or the server drains. A close
+ * after a response shuts our side down first and discards what the client still sends until
+ * it closes too (lingering close), so a response is never lost to a TCP reset.
+ *
+ * Timeouts: every receive has the read timeout, every send the write-progress timeout (ring
+ * conn). While the server itself works on a request (the handler or a send), is_busy tells
+ * the ring that the client's silence is expected.
+ *
+ * Sections: state, input queue, responses, requests and bodies, operations endpoints, ring
+ * callbacks.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "base/log.h"
 #include "ring/buf.h"
+#include "ring/timer.h"
+#include "rpc/h1_chunked.h"
+#include "rpc/h1_parse.h"
+#include "rpc/h1_route.h"
 #include "rpc/internal.h"
+#include "rpc/ops.h"
 
-static void closing_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
+#define H1_IN_MAX        4           /* received buffers queued per connection */
+#define H1_RUN_STEPS_MAX 64          /* steps per run before yielding to the loop */
+#define H1_DISCARD_MAX   (64u << 10) /* body bytes read and dropped to keep a connection */
+#define H1_LINGER_MS     2000        /* lingering close: how long to wait for the client's FIN */
+#define H1_RESP_HEAD_MAX 768         /* bytes of a response's status line and fields */
+
+/* ---- state ---- */
+
+enum h1_state {
+    H1_READ_HEAD = 0, /* waiting for a request head */
+    H1_READ_BODY,     /* streaming the request body into the sink */
+    H1_HANDLE,        /* the handler works on the request */
+    H1_RESPOND,       /* the response is being sent */
+    H1_LINGER,        /* our side is shut: discarding input until the client closes */
+};
+
+enum h1_sink {
+    H1_SINK_DISCARD = 0, /* bytes are counted and dropped */
+};
+
+struct h1_in {
+    uint16_t bid; /* the receive buffer */
+    uint32_t off; /* first unconsumed byte */
+    uint32_t len; /* unconsumed bytes from off */
+};
+
+struct h1 {
+    struct rpc_conn *c;  /* the connection (owns this state through c->proto) */
+    enum h1_state state; /* see enum h1_state */
+    /* input */
+    struct h1_in in[H1_IN_MAX]; /* received, not yet consumed; a ring */
+    uint32_t in_first;          /* index of the oldest entry */
+    uint32_t in_count;          /* entries queued */
+    bool eof;                   /* the client closed its side */
+    bool draining;              /* the server drains: close after this request */
+    char *carry;                /* a head cut across receives; RPC_H1_HEAD_MAX bytes */
+    uint32_t carry_len;         /* bytes in carry */
+    struct rpc_h1_head head;    /* the head being handled */
+    /* request */
+    struct rpc_h1_request req;     /* the request's fields */
+    struct rpc_h1_route route;     /* where it goes */
+    bool in_request;               /* rpc_metrics_begin was called for it */
+    bool keep_alive;               /* another request may follow on this connection */
+    uint64_t t0_ns;                /* when its head was parsed */
+    struct rpc_h1_chunked chunked; /* body decoder when req.chunked */
+    uint64_t body_left;            /* Content-Length bytes not yet read */
+    uint64_t body_in;              /* body bytes received (decoded) */
+    enum h1_sink sink;             /* where body bytes go */
+    int pending_status;            /* the status to answer once a discarded body is read */
+    const char *pending_desc;      /* its body */
+    char fields[64];               /* extra response fields of a refusal (Allow) */
+    /* response */
+    int status;                       /* the response's status, 0 before one is chosen */
+    uint64_t bytes_out;               /* response body bytes */
+    bool sending;                     /* a send of this connection is in flight */
+    bool continue_sent;               /* "100 Continue" was sent for this request */
+    bool resp_queued;                 /* the response waits for the 100 Continue's send */
+    char resp_head[H1_RESP_HEAD_MAX]; /* status line and fields */
+    char text[128];                   /* a one-line text body */
+    uint32_t resp_head_len;           /* bytes in resp_head */
+    const void *body;                 /* response body in memory, or NULL */
+    size_t body_len;                  /* its bytes */
+    void *body_owned;                 /* freed once sent (the /metrics text) */
+    struct ring_timer linger;         /* bounds the lingering close */
+    struct ring_task run_task;        /* continues run() after the loop's batch */
+};
+
+static void run(struct h1 *h);
+static void send_response(struct h1 *h);
+
+static struct h1 *h1_of(struct ring_conn *rc)
 {
-    if (len > 0) ring_buf_unref(rc->core, bid);
+    return ((struct rpc_conn *)rc)->proto;
 }
 
-static void closing_on_sent(struct ring_conn *rc)
+static struct ring_core *core_of(const struct h1 *h)
 {
-    (void)rc;
+    return h->c->conn.core;
 }
 
-static void closing_on_close(struct ring_conn *rc, int reason)
+static bool is_closing(const struct h1 *h)
 {
+    return h->c->conn.closing;
+}
+
+/* ---- input queue ---- */
+
+static struct h1_in *in_front(struct h1 *h)
+{
+    return h->in_count ? &h->in[h->in_first] : NULL;
+}
+
+static const uint8_t *in_data(struct h1 *h, const struct h1_in *e)
+{
+    return ring_buf_data(core_of(h), e->bid) + e->off;
+}
+
+/* Consumes <n> bytes of the oldest entry, releasing its buffer when it is used up. */
+static void in_consume(struct h1 *h, uint32_t n)
+{
+    struct h1_in *e = in_front(h);
+    ASSERT(e);
+    ASSERT(n <= e->len);
+    e->off += n;
+    e->len -= n;
+    if (e->len > 0) return;
+    ring_buf_unref(core_of(h), e->bid);
+    h->in_first = (h->in_first + 1) % H1_IN_MAX;
+    h->in_count--;
+}
+
+static void in_push(struct h1 *h, uint16_t bid, uint32_t len)
+{
+    ASSERT(h->in_count < H1_IN_MAX);
+    struct h1_in *e = &h->in[(h->in_first + h->in_count) % H1_IN_MAX];
+    *e = (struct h1_in){ .bid = bid, .off = 0, .len = len };
+    h->in_count++;
+}
+
+static void in_release_all(struct h1 *h)
+{
+    /* Bounded by H1_IN_MAX entries. */
+    while (h->in_count > 0) {
+        in_consume(h, in_front(h)->len);
+    }
+}
+
+/*
+ * Receive only while the queue has room for what the receive in flight may bring: one entry
+ * is kept free for it, because a pause takes effect only after that receive completes.
+ */
+static void flow_control(struct h1 *h)
+{
+    if (is_closing(h)) return;
+    if (h->in_count >= H1_IN_MAX - 1) {
+        ring_conn_recv_pause(&h->c->conn);
+    } else if (!h->eof) {
+        ring_conn_recv_resume(&h->c->conn);
+    }
+}
+
+/* ---- responses ---- */
+
+static const char *reason(int status)
+{
+    static const struct {
+        int code;
+        const char *text;
+    } reasons[] = {
+        { 100, "Continue" },
+        { 200, "OK" },
+        { 201, "Created" },
+        { 204, "No Content" },
+        { 400, "Bad Request" },
+        { 404, "Not Found" },
+        { 405, "Method Not Allowed" },
+        { 408, "Request Timeout" },
+        { 411, "Length Required" },
+        { 413, "Content Too Large" },
+        { 414, "URI Too Long" },
+        { 415, "Unsupported Media Type" },
+        { 417, "Expectation Failed" },
+        { 431, "Request Header Fields Too Large" },
+        { 500, "Internal Server Error" },
+        { 501, "Not Implemented" },
+        { 503, "Service Unavailable" },
+        { 505, "HTTP Version Not Supported" },
+        { 507, "Insufficient Storage" },
+    };
+
+    for (size_t i = 0; i < ARRAY_LEN(reasons); i++) {
+        if (reasons[i].code == status) return reasons[i].text;
+    }
+    return "Unknown";
+}
+
+/* IMF-fixdate (RFC 9110 §5.6.7) of the current second, formatted once per second per core. */
+static const char *date_now(void)
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[64]; /* 29 used; room for any int gcc imagines */
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (ts.tv_sec == cached_sec) return cached;
+    struct tm tm;
+    if (!gmtime_r(&ts.tv_sec, &tm)) return cached;
+    (void)snprintf(cached, sizeof(cached), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                   days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+                   tm.tm_hour, tm.tm_min, tm.tm_sec);
+    cached_sec = ts.tv_sec;
+    return cached;
+}
+
+/* The Connection field this response needs, if any. */
+static const char *connection_field(const struct h1 *h)
+{
+    if (!h->keep_alive) return "Connection: close\r\n";
+    if (h->head.version_minor == 0) return "Connection: keep-alive\r\n";
+    return "";
+}
+
+/* What a response head says, besides the status line, Server and Date. */
+struct resp_fields {
+    int status;           /* the status code */
+    const char *ctype;    /* Content-Type, or NULL */
+    const char *encoding; /* Content-Encoding, or NULL */
+    bool chunked;         /* Transfer-Encoding: chunked instead of Content-Length */
+    uint64_t length;      /* Content-Length when not chunked */
+    const char *extra;    /* more fields, each ending in CRLF, or NULL */
+};
+
+/* Appends <text> to the response head; the head is sized so that every head fits. */
+static void head_add(struct h1 *h, const char *text)
+{
+    size_t n = strlen(text);
+    ASSERT(n < sizeof(h->resp_head) - h->resp_head_len);
+    memcpy(h->resp_head + h->resp_head_len, text, n);
+    h->resp_head_len += (uint32_t)n;
+}
+
+/* Appends the decimal digits of <v>. */
+static void head_add_u64(struct h1 *h, uint64_t v)
+{
+    char digits[24];
+    size_t i = sizeof(digits);
+    digits[--i] = '\0';
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    head_add(h, digits + i);
+}
+
+static void format_head(struct h1 *h, const struct resp_fields *f)
+{
+    ASSERT(f->status >= 100 && f->status <= 999);
+    h->resp_head_len = 0;
+    head_add(h, "HTTP/1.1 ");
+    head_add_u64(h, (uint64_t)f->status);
+    head_add(h, " ");
+    head_add(h, reason(f->status));
+    head_add(h, "\r\nServer: ringcas\r\nDate: ");
+    head_add(h, date_now());
+    if (f->chunked) {
+        head_add(h, "\r\nTransfer-Encoding: chunked\r\n");
+    } else {
+        head_add(h, "\r\nContent-Length: ");
+        head_add_u64(h, f->length);
+        head_add(h, "\r\n");
+    }
+    if (f->ctype) {
+        head_add(h, "Content-Type: ");
+        head_add(h, f->ctype);
+        head_add(h, "\r\n");
+    }
+    if (f->encoding) {
+        head_add(h, "Content-Encoding: ");
+        head_add(h, f->encoding);
+        head_add(h, "\r\n");
+    }
+    if (f->extra) head_add(h, f->extra);
+    head_add(h, connection_field(h));
+    head_add(h, "\r\n");
+}
+
+/*
+ * Answers the current request with the head <f> and the f->length bytes at <body> (borrowed
+ * until sent, or owned when <owned> is set: freed once sent). A HEAD request gets the head
+ * only.
+ */
+static void respond(struct h1 *h, const struct resp_fields *f, const void *body, void *owned)
+{
+    ASSERT(h->status == 0);
+    ASSERT(!h->body_owned);
+    ASSERT(!f->chunked);
+    if (h->draining) h->keep_alive = false;
+    h->status = f->status;
+    h->body = body;
+    h->body_len = (size_t)f->length;
+    h->body_owned = owned;
+    format_head(h, f);
+    h->state = H1_RESPOND;
+    if (h->sending) {
+        h->resp_queued = true; /* behind the 100 Continue */
+        return;
+    }
+    send_response(h);
+}
+
+/* Answers with a one-line text body: <text> and a newline; <fields> as in resp_fields. */
+static void respond_text(struct h1 *h, int status, const char *text, const char *fields)
+{
+    int n = snprintf(h->text, sizeof(h->text), "%s\n", text);
+    ASSERT(n > 0);
+    size_t len = (size_t)n < sizeof(h->text) ? (size_t)n : sizeof(h->text) - 1;
+    struct resp_fields f = {
+        .status = status,
+        .ctype = "text/plain; charset=utf-8",
+        .length = len,
+        .extra = fields,
+    };
+    respond(h, &f, h->text, NULL);
+}
+
+static void send_response(struct h1 *h)
+{
+    struct iovec iov[2] = { { h->resp_head, h->resp_head_len } };
+    unsigned count = 1;
+    bool with_body = h->req.method != RPC_H1_METHOD_HEAD && h->body_len > 0;
+    if (with_body) {
+        iov[1] = (struct iovec){ (void *)(uintptr_t)h->body, h->body_len };
+        count = 2;
+        h->bytes_out += h->body_len;
+    }
+    int rc = ring_conn_send(&h->c->conn, iov, count);
+    if (rc < 0) {
+        ring_conn_close(&h->c->conn, rc);
+        return;
+    }
+    h->sending = true;
+}
+
+static void linger_expired(struct ring_timer *timer)
+{
+    struct h1 *h = timer->ctx;
+    if (!is_closing(h)) ring_conn_close(&h->c->conn, 0);
+}
+
+/*
+ * Closes after a response: shut our side (the client reads everything we sent, then EOF),
+ * discard what it still sends, close at its FIN or after H1_LINGER_MS.
+ */
+static void start_linger(struct h1 *h)
+{
+    h->state = H1_LINGER;
+    if (h->eof || shutdown(h->c->conn.fd, SHUT_WR) == -1 ||
+        ring_timer_start(core_of(h), &h->linger, &h->c->conn.owner, H1_LINGER_MS) < 0) {
+        ring_conn_close(&h->c->conn, 0);
+        return;
+    }
+    run(h);
+}
+
+/* Counts the finished request and resets the per-request state. */
+static void end_request(struct h1 *h, int status)
+{
+    if (h->in_request) {
+        uint64_t ns = base_clock_now_ns() - h->t0_ns;
+        rpc_metrics_end(&h->c->rc->metrics, h->route.metric, status, ns, h->body_in, h->bytes_out);
+    }
+    free(h->body_owned);
+    h->body_owned = NULL;
+    h->body = NULL;
+    h->body_len = 0;
+    h->in_request = false;
+    h->status = 0;
+    h->bytes_out = 0;
+    h->body_in = 0;
+    h->body_left = 0;
+    h->continue_sent = false;
+    h->resp_queued = false;
+    h->pending_status = 0;
+    h->pending_desc = NULL;
+    h->fields[0] = '\0';
+    memset(&h->req, 0, sizeof(h->req));
+}
+
+static void response_sent(struct h1 *h)
+{
+    end_request(h, h->status);
+    if (!h->keep_alive || h->draining) {
+        start_linger(h);
+        return;
+    }
+    h->state = H1_READ_HEAD;
+    run(h);
+}
+
+/* ---- operations endpoints ---- */
+
+static void serve_metrics(struct h1 *h)
+{
+    char *text;
+    size_t len;
+    if (rpc_ops_metrics(h->c->rc->cfg, &text, &len) < 0) {
+        respond_text(h, 503, "out of memory", NULL);
+        return;
+    }
+    struct resp_fields f = {
+        .status = 200,
+        .ctype = "text/plain; version=0.0.4; charset=utf-8",
+        .length = len,
+    };
+    respond(h, &f, text, text);
+}
+
+static void serve(struct h1 *h)
+{
+    switch (h->route.target) {
+    case RPC_H1_TARGET_METRICS:
+        serve_metrics(h);
+        return;
+    case RPC_H1_TARGET_HEALTHZ:
+        respond_text(h, 200, "ok", NULL);
+        return;
+    case RPC_H1_TARGET_READYZ:
+        if (rpc_ops_is_ready(h->c->rc)) {
+            respond_text(h, 200, "ready", NULL);
+        } else {
+            respond_text(h, 503, "draining", NULL);
+        }
+        return;
+    case RPC_H1_TARGET_CAS:
+    case RPC_H1_TARGET_AC:
+    case RPC_H1_TARGET_KV:
+        respond_text(h, 503, "store not available", NULL);
+        return;
+    case RPC_H1_TARGET_NONE:
+        break;
+    }
+    UNREACHABLE();
+}
+
+/* ---- requests and bodies ---- */
+
+static bool has_body(const struct h1 *h)
+{
+    return h->req.chunked || h->body_left > 0;
+}
+
+static bool body_is_complete(const struct h1 *h)
+{
+    return h->req.chunked ? rpc_h1_chunked_is_done(&h->chunked) : h->body_left == 0;
+}
+
+/* The body was read: answer the request. */
+static void body_done(struct h1 *h)
+{
+    h->state = H1_HANDLE;
+    if (h->pending_status) {
+        respond_text(h, h->pending_status, h->pending_desc, h->fields);
+        return;
+    }
+    serve(h);
+}
+
+/*
+ * Answers <status> without serving the request. A small body still to come is read and
+ * dropped first so the connection can stay open; otherwise (a large or chunked body, or a
+ * client waiting for 100 Continue) the answer goes out now and the connection closes.
+ */
+static void refuse(struct h1 *h, int status, const char *desc)
+{
+    h->fields[0] = '\0';
+    if (status == 405 && h->route.allow) {
+        (void)snprintf(h->fields, sizeof(h->fields), "Allow: %s\r\n", h->route.allow);
+    }
+    /* A chunked body is discarded too; sink_write stops it at H1_DISCARD_MAX. */
+    bool small = h->req.chunked || h->body_left <= H1_DISCARD_MAX;
+    if (has_body(h) && small && !h->req.expect_continue) {
+        h->pending_status = status;
+        h->pending_desc = desc;
+        h->sink = H1_SINK_DISCARD;
+        h->state = H1_READ_BODY;
+        return;
+    }
+    if (has_body(h)) h->keep_alive = false;
+    h->state = H1_HANDLE;
+    respond_text(h, status, desc, h->fields);
+}
+
+static void begin_request(struct h1 *h, enum rpc_route metric)
+{
+    h->t0_ns = base_clock_now_ns();
+    h->route.metric = metric;
+    h->in_request = true;
+    rpc_metrics_begin(&h->c->rc->metrics, metric);
+}
+
+/* The head is parsed: route the request and start reading its body. */
+static void handle_head(struct h1 *h)
+{
+    const char *desc = NULL;
+    int rc = rpc_h1_parse_request(&h->head, &h->req, &desc);
+    if (rc < 0) {
+        memset(&h->route, 0, sizeof(h->route));
+        begin_request(h, RPC_ROUTE_HTTP_OTHER);
+        /* The framing cannot be trusted: answer and close. */
+        h->keep_alive = false;
+        h->state = H1_HANDLE;
+        respond_text(h, rpc_h1_parse_status(rc), desc, NULL);
+        return;
+    }
+    rpc_h1_route(h->req.method, &h->head.method, &h->req.path, &h->route);
+    begin_request(h, h->route.metric);
+    h->keep_alive = h->req.keep_alive && !h->draining;
+    h->body_left = h->req.has_length ? h->req.content_length : 0;
+    if (h->req.chunked) rpc_h1_chunked_init(&h->chunked);
+    if (h->route.target == RPC_H1_TARGET_NONE) {
+        refuse(h, h->route.status, h->route.err_desc);
+        return;
+    }
+    /* The operations endpoints take no body: a small one is read and dropped. */
+    if (has_body(h) && (h->body_left > H1_DISCARD_MAX || h->req.expect_continue)) {
+        refuse(h, 413, "this resource takes no request body");
+        return;
+    }
+    h->sink = H1_SINK_DISCARD;
+    h->state = H1_READ_BODY;
+}
+
+static void head_error(struct h1 *h, int err, const char *desc)
+{
+    memset(&h->route, 0, sizeof(h->route));
+    memset(&h->req, 0, sizeof(h->req));
+    begin_request(h, RPC_ROUTE_HTTP_OTHER);
+    h->keep_alive = false;
+    h->state = H1_HANDLE;
+    LOG_DEBUG("http: fd %d: bad request head: %s", h->c->conn.fd, desc);
+    respond_text(h, rpc_h1_parse_status(err), desc, NULL);
+}
+
+/* Parses a head straight from the oldest receive buffer. Returns true on progress. */
+static bool read_head_in_place(struct h1 *h, struct h1_in *e)
+{
+    const char *data = (const char *)in_data(h, e);
+    const char *desc = "";
+    int rc = rpc_h1_parse_head(data, e->len, 0, &h->head, &desc);
+    if (rc < 0) {
+        head_error(h, rc, desc);
+        return true;
+    }
+    if (rc > 0) {
+        handle_head(h);
+        in_consume(h, (uint32_t)rc); /* the head's spans are not used past this point */
+        return true;
+    }
+    /* Cut across receives: keep the start (shorter than RPC_H1_HEAD_MAX, or rc would be
+     * -EMSGSIZE) in carry and wait for the rest. */
+    if (!h->carry) {
+        h->carry = malloc(RPC_H1_HEAD_MAX);
+        if (!h->carry) {
+            ring_conn_close(&h->c->conn, -ENOMEM);
+            return false;
+        }
+    }
+    ASSERT(e->len < RPC_H1_HEAD_MAX);
+    memcpy(h->carry, data, e->len);
+    h->carry_len = e->len;
+    in_consume(h, e->len);
+    return true;
+}
+
+/* Appends the oldest buffer to carry and parses again. Returns true on progress. */
+static bool read_head_carried(struct h1 *h, struct h1_in *e)
+{
+    uint32_t old = h->carry_len;
+    uint32_t n = e->len;
+    if (n > RPC_H1_HEAD_MAX - old) n = RPC_H1_HEAD_MAX - old;
+    memcpy(h->carry + old, in_data(h, e), n);
+    const char *desc = "";
+    int rc = rpc_h1_parse_head(h->carry, old + n, old, &h->head, &desc);
+    if (rc < 0) {
+        h->carry_len = 0;
+        head_error(h, rc, desc);
+        return true;
+    }
+    if (rc == 0) {
+        h->carry_len = old + n;
+        in_consume(h, n);
+        return true;
+    }
+    /* The previous call found no end in carry[0, old): the head ends in the new bytes. */
+    ASSERT((uint32_t)rc > old);
+    h->carry_len = 0;
+    handle_head(h);
+    in_consume(h, (uint32_t)rc - old);
+    return true;
+}
+
+static bool read_head(struct h1 *h)
+{
+    struct h1_in *e = in_front(h);
+    if (!e) {
+        /* At EOF: a clean end between requests, or a head cut short. */
+        if (h->eof) ring_conn_close(&h->c->conn, 0);
+        return false;
+    }
+    if (h->carry_len == 0) return read_head_in_place(h, e);
+    return read_head_carried(h, e);
+}
+
+/* Hands <n> decoded body bytes at <data> to the sink; <consumed> input bytes carry them. */
+static void sink_write(struct h1 *h, const uint8_t *data, size_t n, uint32_t consumed)
+{
+    (void)data;
+    h->body_in += n;
+    in_consume(h, consumed);
+    if (h->sink == H1_SINK_DISCARD && h->body_in > H1_DISCARD_MAX) {
+        /* Too much to drop: answer now (the refusal's own status, or 413) and close. */
+        int status = h->pending_status ? h->pending_status : 413;
+        const char *desc = h->pending_desc ? h->pending_desc : "request body too large";
+        h->keep_alive = false;
+        h->state = H1_HANDLE;
+        respond_text(h, status, desc, h->fields);
+    }
+}
+
+static bool read_body(struct h1 *h)
+{
+    if (body_is_complete(h)) {
+        body_done(h);
+        return true;
+    }
+    struct h1_in *e = in_front(h);
+    if (!e) {
+        /* At EOF the body is shorter than announced: nothing is stored. */
+        if (h->eof) ring_conn_close(&h->c->conn, -EPROTO);
+        return false;
+    }
+    if (h->req.chunked) {
+        const uint8_t *data;
+        size_t n;
+        const char *desc = "";
+        int rc = rpc_h1_chunked_decode(&h->chunked, in_data(h, e), e->len, &data, &n, &desc);
+        if (rc < 0) {
+            h->keep_alive = false;
+            h->state = H1_HANDLE;
+            respond_text(h, rc == -EMSGSIZE ? 413 : 400, desc, NULL);
+            return true;
+        }
+        sink_write(h, data, n, (uint32_t)rc);
+        return true;
+    }
+    uint32_t n = e->len;
+    if (n > h->body_left) n = (uint32_t)h->body_left;
+    h->body_left -= n;
+    sink_write(h, in_data(h, e), n, n);
+    return true;
+}
+
+/* Lingering close: drop everything until the client's FIN. */
+static bool read_linger(struct h1 *h)
+{
+    in_release_all(h);
+    if (h->eof) ring_conn_close(&h->c->conn, 0);
+    return false;
+}
+
+static bool step(struct h1 *h)
+{
+    switch (h->state) {
+    case H1_READ_HEAD:
+        return read_head(h);
+    case H1_READ_BODY:
+        return read_body(h);
+    case H1_LINGER:
+        return read_linger(h);
+    case H1_HANDLE:
+    case H1_RESPOND:
+        return false;
+    }
+    UNREACHABLE();
+}
+
+static void run(struct h1 *h)
+{
+    for (uint32_t i = 0; i < H1_RUN_STEPS_MAX; i++) {
+        if (is_closing(h)) return;
+        if (!step(h)) {
+            flow_control(h);
+            return;
+        }
+    }
+    /* Many pipelined requests: let other connections run, then continue. */
+    ring_task_defer(core_of(h), &h->run_task);
+    flow_control(h);
+}
+
+static void run_task(struct ring_task *task)
+{
+    struct h1 *h = BASE_CONTAINER_OF(task, struct h1, run_task);
+    run(h);
+}
+
+/* ---- ring callbacks ---- */
+
+static void h1_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
+{
+    struct h1 *h = h1_of(rc);
+    if (len == 0) {
+        h->eof = true;
+    } else if (h->state == H1_LINGER) {
+        ring_buf_unref(rc->core, bid);
+        return;
+    } else {
+        in_push(h, bid, len);
+    }
+    run(h);
+}
+
+static void h1_on_sent(struct ring_conn *rc)
+{
+    struct h1 *h = h1_of(rc);
+    ASSERT(h->sending);
+    h->sending = false;
+    if (h->state != H1_RESPOND) {
+        /* The 100 Continue went out while the body is being read. */
+        run(h);
+        return;
+    }
+    if (h->resp_queued) {
+        h->resp_queued = false;
+        send_response(h);
+        return;
+    }
+    response_sent(h);
+}
+
+static void h1_on_close(struct ring_conn *rc, int reason)
+{
+    struct h1 *h = h1_of(rc);
     (void)reason;
-    rpc_conn_free((struct rpc_conn *)rc);
+    ring_task_cancel(&h->run_task);
+    in_release_all(h);
+    /* A request cut short by the close counts with the status it was getting, or 499 (the
+     * client went away first, as nginx counts it). */
+    end_request(h, h->status ? h->status : 499);
+    free(h->carry);
+    struct rpc_conn *c = h->c;
+    free(h);
+    rpc_conn_free(c);
 }
 
-static const struct ring_conn_ops closing_ops = {
-    .on_recv = closing_on_recv,
-    .on_sent = closing_on_sent,
-    .on_close = closing_on_close,
+static bool h1_is_busy(const struct ring_conn *rc)
+{
+    const struct h1 *h = ((const struct rpc_conn *)rc)->proto;
+    return h->state == H1_HANDLE || h->state == H1_RESPOND;
+}
+
+static void h1_on_drain(struct ring_conn *rc)
+{
+    struct h1 *h = h1_of(rc);
+    h->draining = true;
+    /* Between requests with nothing of the next one received: close now. Otherwise the
+     * request in progress finishes and its response says Connection: close. */
+    if (h->state == H1_READ_HEAD && h->in_count == 0 && h->carry_len == 0) ring_conn_close(rc, 0);
+}
+
+static const struct ring_conn_ops h1_ops = {
+    .on_recv = h1_on_recv,
+    .on_sent = h1_on_sent,
+    .on_close = h1_on_close,
+    .is_busy = h1_is_busy,
+    .on_drain = h1_on_drain,
 };
 
 void rpc_h1_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len, uint16_t bid,
                   uint32_t len)
 {
-    (void)prefix;
-    (void)prefix_len;
-    if (len > 0) ring_buf_unref(c->conn.core, bid);
-    c->conn.ops = &closing_ops;
-    ring_conn_close(&c->conn, 0);
+    ASSERT(prefix_len <= RPC_H2_PREFACE_LEN);
+    struct h1 *h = calloc(1, sizeof(*h));
+    if (h && prefix_len > 0) {
+        h->carry = malloc(RPC_H1_HEAD_MAX);
+        if (h->carry) {
+            memcpy(h->carry, prefix, prefix_len);
+            h->carry_len = prefix_len;
+        }
+    }
+    if (!h || (prefix_len > 0 && !h->carry)) {
+        /* The sniffing callbacks stay: their on_close frees the connection. */
+        free(h);
+        if (len > 0) ring_buf_unref(c->conn.core, bid);
+        ring_conn_close(&c->conn, -ENOMEM);
+        return;
+    }
+    h->c = c;
+    h->state = H1_READ_HEAD;
+    ring_timer_init(&h->linger, linger_expired, h);
+    ring_task_init(&h->run_task, run_task);
+    c->proto = h;
+    c->conn.ops = &h1_ops;
+    h->draining = c->conn.draining;
+    if (len > 0) {
+        in_push(h, bid, len);
+    } else {
+        h->eof = true;
+    }
+    run(h);
 }

@@ -6,6 +6,7 @@
 #define RINGCAS_RPC_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/counter.h"
@@ -55,7 +56,8 @@ struct rpc_config {
     uint32_t read_timeout_ms;       /* per connection receive */
     uint32_t write_timeout_ms;      /* per connection send progress */
     uint32_t core_count;            /* cores the server runs */
-    struct rpc_core **cores;        /* core_count entries, each set by its core_init */
+    struct rpc_core **cores;        /* core_count entries, each published (release store) by
+                                       its core_init; other cores load them with acquire */
     const struct rpc_metrics_source *sources; /* other modules' counters for /metrics */
     size_t source_count;                      /* entries in sources */
 };

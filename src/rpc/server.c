@@ -61,7 +61,8 @@ static int core_init(struct ring_core *core, void *arg)
     proto_alloc_init(&rc->pb_mem);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
     ring_core_set_app(core, rc);
-    cfg->cores[index] = rc;
+    /* Other cores read the table (GET /metrics) while later cores are still starting. */
+    __atomic_store_n(&cfg->cores[index], rc, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -76,7 +77,16 @@ static void core_deinit(struct ring_core *core, void *arg)
     ASSERT(h2_bytes == 0);
     ASSERT(pb_bytes == 0);
     ring_core_set_app(core, NULL);
-    free(rc);
+    /* Freed by free_cores once every core has stopped: another core may still be rendering
+     * GET /metrics over this one's counters. */
+}
+
+static void free_cores(struct rpc_config *cfg)
+{
+    for (uint32_t i = 0; i < cfg->core_count; i++) {
+        free(cfg->cores[i]);
+    }
+    free(cfg->cores);
 }
 
 static int make_dir(const char *dir)
@@ -171,7 +181,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     rc = ring_server_start(&so, &srv, why, sizeof(why));
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
-        free(cfg.cores);
+        free_cores(&cfg);
         return 1;
     }
     LOG_INFO("serving on %s:%u with %u cores, data in %s", host, ring_server_port(srv),
@@ -182,7 +192,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     LOG_INFO("signal %d: draining (up to %llu ms)", sig,
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);
-    free(cfg.cores);
+    free_cores(&cfg);
     if (rc < 0) {
         LOG_ERROR("stopped with errors: %s", base_err_str(rc));
         return 1;

@@ -1,0 +1,173 @@
+/*
+ * Chunked body decoding: a byte-at-a-time state machine over the framing and a single memcpy-
+ * free step over each data run. The state survives between calls, so the input may be cut
+ * anywhere.
+ *
+ *   chunked-body = *chunk last-chunk trailer-section CRLF
+ *   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+ *   last-chunk   = 1*("0") [ chunk-ext ] CRLF
+ */
+#include "rpc/h1_chunked.h"
+
+#include <errno.h>
+#include <string.h>
+
+enum state {
+    ST_SIZE = 0,     /* reading hex digits of a chunk size */
+    ST_EXT,          /* after the size: extensions up to CR */
+    ST_SIZE_LF,      /* CR of the size line seen */
+    ST_DATA,         /* inside chunk data */
+    ST_DATA_CR,      /* expecting CR after chunk data */
+    ST_DATA_LF,      /* expecting LF after chunk data */
+    ST_TRAILER,      /* at the start of a trailer line (or of the final CRLF) */
+    ST_TRAILER_LINE, /* inside a trailer field line */
+    ST_TRAILER_LF,   /* CR of a trailer line seen */
+    ST_FINAL_LF,     /* CR of the final empty line seen */
+    ST_DONE,         /* the body is complete */
+};
+
+static int fail(const char **err_desc, const char *desc, int err)
+{
+    if (err_desc) *err_desc = desc;
+    return err;
+}
+
+static int hex_value(uint8_t c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* A character allowed inside extensions and trailer lines: field-value characters. */
+static bool is_text(uint8_t c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+void rpc_h1_chunked_init(struct rpc_h1_chunked *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->state = ST_SIZE;
+}
+
+bool rpc_h1_chunked_is_done(const struct rpc_h1_chunked *d)
+{
+    return d->state == ST_DONE;
+}
+
+static int step_size(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
+{
+    int v = hex_value(c);
+    if (v >= 0) {
+        if (d->digits == 16) return fail(err_desc, "chunk size too large", -EMSGSIZE);
+        d->digits++;
+        d->left = (d->left << 4) | (uint64_t)v;
+        return 0;
+    }
+    if (d->digits == 0) return fail(err_desc, "malformed chunk size", -EPROTO);
+    if (c == '\r') {
+        d->state = ST_SIZE_LF;
+    } else if (c == ';' || c == ' ' || c == '\t') {
+        d->state = ST_EXT; /* BWS ";" chunk-ext */
+    } else {
+        return fail(err_desc, "malformed chunk size", -EPROTO);
+    }
+    return 0;
+}
+
+/* One framing byte (every state but ST_DATA and ST_DONE). */
+static int step(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
+{
+    switch (d->state) {
+    case ST_SIZE:
+        return step_size(d, c, err_desc);
+    case ST_EXT:
+        if (c == '\r') {
+            d->state = ST_SIZE_LF;
+        } else if (!is_text(c)) {
+            return fail(err_desc, "malformed chunk extension", -EPROTO);
+        }
+        return 0;
+    case ST_SIZE_LF:
+        if (c != '\n') return fail(err_desc, "chunk size line does not end in CRLF", -EPROTO);
+        d->state = d->left == 0 ? ST_TRAILER : ST_DATA;
+        d->line_len = 0;
+        return 0;
+    case ST_DATA_CR:
+        if (c != '\r') return fail(err_desc, "chunk data does not end in CRLF", -EPROTO);
+        d->state = ST_DATA_LF;
+        return 0;
+    case ST_DATA_LF:
+        if (c != '\n') return fail(err_desc, "chunk data does not end in CRLF", -EPROTO);
+        rpc_h1_chunked_init(d);
+        return 0;
+    case ST_TRAILER:
+        if (c == '\r') {
+            d->state = ST_FINAL_LF;
+        } else if (c == ' ' || c == '\t' || c == ':' || !is_text(c)) {
+            return fail(err_desc, "malformed trailer field", -EPROTO);
+        } else {
+            d->state = ST_TRAILER_LINE;
+        }
+        return 0;
+    case ST_TRAILER_LINE:
+        if (c == '\r') {
+            d->state = ST_TRAILER_LF;
+        } else if (!is_text(c)) {
+            return fail(err_desc, "malformed trailer field", -EPROTO);
+        }
+        return 0;
+    case ST_TRAILER_LF:
+    case ST_FINAL_LF:
+        if (c != '\n') return fail(err_desc, "trailer line does not end in CRLF", -EPROTO);
+        d->state = d->state == ST_FINAL_LF ? ST_DONE : ST_TRAILER;
+        return 0;
+    default:
+        UNREACHABLE();
+    }
+}
+
+/* Counts a framing byte against its line's (or the trailer section's) bound. */
+static int count_line(struct rpc_h1_chunked *d, const char **err_desc)
+{
+    bool trailer = d->state >= ST_TRAILER && d->state <= ST_FINAL_LF;
+    bool size_line = d->state <= ST_SIZE_LF;
+    if (!trailer && !size_line) return 0;
+    d->line_len++;
+    if (trailer && d->line_len > RPC_H1_TRAILER_MAX) {
+        return fail(err_desc, "trailer section too large", -EMSGSIZE);
+    }
+    if (size_line && d->line_len > RPC_H1_CHUNK_LINE_MAX) {
+        return fail(err_desc, "chunk size line too long", -EMSGSIZE);
+    }
+    return 0;
+}
+
+int rpc_h1_chunked_decode(struct rpc_h1_chunked *d, const uint8_t *in, size_t len,
+                          const uint8_t **data, size_t *data_len, const char **err_desc)
+{
+    ASSERT(len <= INT32_MAX);
+    ASSERT(in || len == 0);
+    *data = NULL;
+    *data_len = 0;
+    size_t i = 0;
+    /* Bounded by <len>: each iteration consumes at least one byte, or returns. */
+    while (i < len && d->state != ST_DONE) {
+        if (d->state == ST_DATA) {
+            size_t n = len - i;
+            if (n > d->left) n = (size_t)d->left;
+            *data = in + i;
+            *data_len = n;
+            d->left -= n;
+            if (d->left == 0) d->state = ST_DATA_CR;
+            return (int)(i + n);
+        }
+        int rc = count_line(d, err_desc);
+        if (rc == 0) rc = step(d, in[i], err_desc);
+        if (rc < 0) return rc;
+        i++;
+    }
+    return (int)i;
+}
