@@ -146,6 +146,7 @@ static void cancel(struct rpc_call *c, int status, const char *message)
 {
     if (rpc_call_is_over(c)) return;
     c->cancelled = true;
+    c->cancel_status = status;
     if (c->method && c->method->on_cancel) c->method->on_cancel(c);
     /* Whole messages already started still go out; the rest is dropped. */
     rpc_h2_drop_output(c, true);
@@ -182,7 +183,7 @@ void rpc_call_on_conn_close(struct rpc_call *c)
     }
     if (!rpc_call_is_over(c)) {
         base_counter_inc(&c->rc->counters.grpc_cancels);
-        cancel(c, PROTO_STATUS_CANCELLED, "connection closed");
+        cancel(c, PROTO_STATUS_UNAVAILABLE, "connection closed");
     }
     /* No send is in flight once the connection closed: everything is released now. */
     rpc_h2_drop_output(c, false);
@@ -513,6 +514,39 @@ int rpc_call_send_message(struct rpc_call *c, const ProtobufCMessage *m)
     ASSERT(n == size);
     rpc_call_send(c, &cs->seg);
     return 0;
+}
+
+struct owned_seg {
+    struct rpc_seg seg;    /* first: release casts back */
+    struct proto_alloc *a; /* where both came from */
+    uint8_t *buf;          /* the caller's buffer */
+};
+
+static void owned_seg_release(struct rpc_seg *seg)
+{
+    struct owned_seg *os = (struct owned_seg *)seg;
+    proto_alloc_free(os->a, os->buf);
+    proto_alloc_free(os->a, os);
+}
+
+void rpc_call_send_owned(struct rpc_call *c, uint8_t *buf, size_t len)
+{
+    struct owned_seg *os = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*os));
+    if (!os) {
+        /* No memory for the envelope: fall back to a copy, or give up on the call. */
+        if (rpc_call_send_copy(c, buf, len) < 0)
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        proto_alloc_free(&c->rc->pb_mem, buf);
+        return;
+    }
+    memset(&os->seg, 0, sizeof(os->seg));
+    os->a = &c->rc->pb_mem;
+    os->buf = buf;
+    os->seg.data = buf;
+    os->seg.len = len;
+    os->seg.release = owned_seg_release;
+    os->seg.msg_start = true;
+    rpc_call_send(c, &os->seg);
 }
 
 int rpc_call_send_copy(struct rpc_call *c, const uint8_t *p, size_t len)

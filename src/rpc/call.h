@@ -156,6 +156,8 @@ struct rpc_call {
     struct proto_deframer deframer;     /* request messages */
     enum rpc_route route;               /* for metrics */
     int status;                         /* the final gRPC status */
+    int cancel_status;                  /* why on_cancel ran: CANCELLED (client reset),
+                                           DEADLINE_EXCEEDED, UNAVAILABLE (conn closed) */
     uint32_t msg_got;                   /* bytes in <msg> */
     uint32_t messages;                  /* request messages completed */
     uint32_t pins;                      /* uncancellable service work in progress */
@@ -193,6 +195,12 @@ void rpc_call_send(struct rpc_call *c, struct rpc_seg *seg);
  * (the caller finishes with RESOURCE_EXHAUSTED).
  */
 MUST_CHECK int rpc_call_send_message(struct rpc_call *c, const ProtobufCMessage *m);
+
+/*
+ * Queues <buf>/<len>, whole gRPC messages already framed, in counted memory (pb_mem) that
+ * the call takes over and frees once sent. Never fails.
+ */
+void rpc_call_send_owned(struct rpc_call *c, uint8_t *buf, size_t len);
 
 /* Queues the already framed message bytes <p>/<len> as a copy. Returns 0 or -ENOMEM. */
 MUST_CHECK int rpc_call_send_copy(struct rpc_call *c, const uint8_t *p, size_t len);
