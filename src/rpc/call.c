@@ -32,6 +32,7 @@
 #define CALL_ARENA_MAX   (1u << 20)
 
 static void finish_with(struct rpc_call *c, int status, const char *message, int http_status);
+static void unary_release(struct rpc_call *c);
 
 /* ---- life ---- */
 
@@ -48,6 +49,8 @@ void rpc_call_init(struct rpc_call *c, struct rpc_core *rc, struct rpc_h2 *h2, i
     c->encoding_ok = true;
     c->route = RPC_ROUTE_GRPC_UNKNOWN;
     c->held_bid = RING_CONN_NO_BUF;
+    c->in_bid = RING_CONN_NO_BUF;
+    c->msg_bid = RING_CONN_NO_BUF;
     ring_owner_init(&c->owner);
     ring_timer_init(&c->deadline, deadline_fired, c);
     base_arena_init(&c->arena, CALL_ARENA_BLOCK, CALL_ARENA_MAX);
@@ -86,7 +89,7 @@ static void call_idle(struct ring_core *core, void *ctx)
     ASSERT(c->segs_in_send == 0);
     ASSERT(c->pins == 0);
     ASSERT(!c->input_held);
-    proto_alloc_free(&c->rc->pb_mem, c->msg);
+    unary_release(c);
     base_arena_deinit(&c->arena);
     base_counter_dec(&c->rc->counters.grpc_calls);
     rpc_h2_call_free(c);
@@ -264,17 +267,49 @@ static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
     return 0;
 }
 
-static int unary_end(struct rpc_call *c)
+/* Forgets the unary request (after dispatch, or when the call ends first). */
+static void unary_release(struct rpc_call *c)
 {
-    const uint8_t *msg = c->msg_direct ? c->msg_direct : c->msg;
-    uint32_t len = c->deframer.msg_len;
-    c->messages++;
-    c->method->on_message(c, msg ? msg : (const uint8_t *)"", len);
     proto_alloc_free(&c->rc->pb_mem, c->msg);
+    if (c->msg_bid != RING_CONN_NO_BUF) ring_buf_unref(c->rc->ring, c->msg_bid);
     c->msg = NULL;
     c->msg_direct = NULL;
     c->msg_got = 0;
-    return rpc_call_is_over(c) ? -1 : 0;
+    c->msg_bid = RING_CONN_NO_BUF;
+    c->msg_ready = false;
+}
+
+static void unary_dispatch(struct rpc_call *c)
+{
+    const uint8_t *msg = c->msg_direct ? c->msg_direct : c->msg;
+    c->msg_ready = false;
+    c->method->on_message(c, msg ? msg : (const uint8_t *)"", c->msg_len);
+    unary_release(c);
+}
+
+/*
+ * A unary request is complete. It is handed over with the end of the stream (a second
+ * message must be refused first); until then a message lying in a receive buffer keeps that
+ * buffer (one reference), or is copied when it lies elsewhere.
+ */
+static int unary_end(struct rpc_call *c)
+{
+    c->messages++;
+    c->msg_len = c->deframer.msg_len;
+    c->msg_ready = true;
+    if (c->msg_direct && c->in_bid != RING_CONN_NO_BUF) {
+        ring_buf_ref(c->rc->ring, c->in_bid);
+        c->msg_bid = c->in_bid;
+    } else if (c->msg_direct) {
+        c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
+        if (!c->msg) {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a message");
+            return -1;
+        }
+        memcpy(c->msg, c->msg_direct, c->msg_len);
+        c->msg_direct = NULL;
+    }
+    return 0;
 }
 
 /* One deframer event: 0 to go on, RPC_HELD, or -1 when the call ended. */
@@ -358,6 +393,7 @@ static bool process(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t b
                     struct rpc_slice *owner)
 {
     size_t done = 0;
+    c->in_bid = bid;
     /* Bounded: each event takes bytes or changes the deframer's state (frame.c). */
     for (;;) {
         struct proto_frame_event ev;
@@ -401,7 +437,9 @@ static void deliver_half_close(struct rpc_call *c)
     }
     if (c->messages == 0) {
         rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "missing request message");
+        return;
     }
+    if (c->msg_ready) unary_dispatch(c);
 }
 
 void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
@@ -587,6 +625,7 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
                         c->bytes_in, c->bytes_out);
     }
     input_release_all(c);
+    unary_release(c);
     if (c->h2 && !c->stream_closed) {
         if (!c->provider) {
             rpc_h2_respond_trailers_only(c, http_status);

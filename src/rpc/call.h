@@ -161,7 +161,11 @@ struct rpc_call {
     uint32_t msg_got;                   /* bytes in <msg> */
     uint32_t messages;                  /* request messages completed */
     uint32_t pins;                      /* uncancellable service work in progress */
+    uint32_t msg_len;                   /* length of the unary request */
     uint16_t held_bid;                  /* buffer of the held bytes, or RING_CONN_NO_BUF */
+    uint16_t in_bid;                    /* buffer of the bytes being processed */
+    uint16_t msg_bid;                   /* buffer a waiting direct unary request lies in */
+    bool msg_ready;                     /* the unary request waits for the end of the stream */
     bool metrics_begun;                 /* rpc_metrics_begin was called */
     bool finished;                      /* the status is decided */
     bool cancelled;                     /* on_cancel ran (or is running) */

@@ -237,10 +237,13 @@ static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
     struct rpc_h2 *h2 = h2_of(rc);
     if (len == 0) {
-        /* The client closed its side: finish what it asked for, then close. */
+        /*
+         * The client closed the connection. HTTP/2 has no half-close of the connection: a
+         * client that stops sending is gone, so every call is cancelled (readers' disk reads
+         * included) rather than left waiting for request bytes that cannot come.
+         */
         h2->peer_eof = true;
-        ring_conn_recv_pause(rc);
-        schedule_flush(h2);
+        ring_conn_close(rc, 0);
         return;
     }
     feed(h2, ring_buf_data(rc->core, bid), len, bid);
