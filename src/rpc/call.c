@@ -572,8 +572,9 @@ void rpc_call_send_owned(struct rpc_call *c, uint8_t *buf, size_t len)
     struct owned_seg *os = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*os));
     if (!os) {
         /* No memory for the envelope: fall back to a copy, or give up on the call. */
-        if (rpc_call_send_copy(c, buf, len) < 0)
+        if (rpc_call_send_copy(c, buf, len) < 0) {
             rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        }
         proto_alloc_free(&c->rc->pb_mem, buf);
         return;
     }
