@@ -480,6 +480,12 @@ void rpc_call_resume_input(struct rpc_call *c)
         c->held_slice = NULL;
         c->held_len = 0;
     }
+    /*
+     * Events the deframer still owes for bytes already taken (the END of a message whose
+     * last bytes were held) come first: they need no input.
+     */
+    static const uint8_t none[1];
+    if (!rpc_call_is_over(c)) (void)process(c, none, 0, RING_CONN_NO_BUF, NULL);
     /* Bounded by the queue, which the flow-control window bounds. */
     while (!c->input_held && !rpc_call_is_over(c) && !base_list_is_empty(&c->in)) {
         struct rpc_slice *s = BASE_CONTAINER_OF(base_list_pop_head(&c->in), struct rpc_slice, link);

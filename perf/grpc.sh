@@ -1,0 +1,105 @@
+#!/bin/sh
+# gRPC benchmarks (issue 4), each beside its anchor in the same run:
+#   1. ByteStream.Read of a 1 KiB blob with h2load (gRPC-framed ReadRequest posted with -d)
+#      beside nghttpd serving the same 1 KiB as a static file;
+#   2. ByteStream.Read of a 256 MiB random blob on one stream beside iperf3's single stream;
+#   3. FindMissingBlobs with 1000 digests per call (500 present), digests/s.
+# h2load counts any HTTP 200 as a success, so the DATA bytes it reports are checked against
+# the exact bytes every successful call returns.
+#
+# usage: perf/grpc.sh [--seconds N] [--cores N]   (RINGCAS_BIN: default build/release)
+#   N1K / NFIND: requests of the 1 KiB and FindMissingBlobs runs (fixed counts, so the DATA
+#   bytes h2load reports can be checked exactly); --seconds is iperf3's run.
+# needs: nghttp2-client (h2load), nghttp2-server (nghttpd), iperf3, python3-grpcio
+set -eu
+cd "$(dirname "$0")/.."
+SECONDS_RUN=10
+CORES=2
+N1K=${N1K:-400000}
+NFIND=${NFIND:-20000}
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --seconds) SECONDS_RUN=$2; shift 2 ;;
+    --cores) CORES=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds N] [--cores N]" >&2; exit 2 ;;
+    esac
+done
+BIN=${RINGCAS_BIN:-build/release/src/ringcas}
+[ -x "$BIN" ] || { echo "build the release binary first: make release" >&2; exit 1; }
+for t in h2load nghttpd iperf3; do
+    command -v $t >/dev/null || { echo "missing $t: ./scripts/deps.sh perf" >&2; exit 1; }
+done
+TMP=$(mktemp -d /tmp/ringcas-perf.XXXXXX)
+PIDS=""
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+PORT=$(free_port)
+"$BIN" serve --listen 127.0.0.1:$PORT --dir "$TMP/data" --cores "$CORES" --log-level warn \
+    >"$TMP/ringcas.out" 2>"$TMP/ringcas.log" &
+PIDS="$PIDS $!"
+for i in $(seq 1 100); do grep -q listening "$TMP/ringcas.out" 2>/dev/null && break; sleep 0.1; done
+/usr/bin/python3 perf/grpc_bodies.py 127.0.0.1:$PORT "$TMP/bodies"
+read E1K E256M EFIND <"$TMP/bodies/expect"
+
+NPORT=$(free_port)
+mkdir -p "$TMP/docroot" && cp "$TMP/bodies/blob1k" "$TMP/docroot/blob1k"
+nghttpd -n "$CORES" --no-tls -d "$TMP/docroot" $NPORT >/dev/null 2>&1 &
+PIDS="$PIDS $!"
+sleep 0.5
+
+GRPC="-H content-type:application/grpc -H te:trailers"
+# h2load's summary as "req/s succeeded data-bytes seconds".
+summary() {
+    python3 - "$1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+secs = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", t)
+s = float(secs.group(1)) / (1000 if secs.group(2) == "ms" else 1)
+ok = re.search(r"requests: .* (\d+) succeeded", t).group(1)
+data = re.search(r"\((\d+)\) data", t).group(1)
+print(secs.group(3), ok, data, s)
+PY
+}
+
+run_h2load() { # name, output file, h2load args...
+    name=$1; out=$2; shift 2
+    h2load "$@" >"$out" 2>&1 || { cat "$out"; exit 1; }
+}
+
+echo "== 1 KiB reads, h2load -n $N1K -c64 -m16 -t2"
+run_h2load nghttpd "$TMP/n.txt" -n "$N1K" -c64 -m16 -t2 http://127.0.0.1:$NPORT/blob1k
+run_h2load ringcas "$TMP/r.txt" -n "$N1K" -c64 -m16 -t2 $GRPC \
+    -d "$TMP/bodies/read1k.body" http://127.0.0.1:$PORT/google.bytestream.ByteStream/Read
+set -- $(summary "$TMP/n.txt"); N_RPS=$1
+set -- $(summary "$TMP/r.txt"); R_RPS=$1; R_OK=$2; R_DATA=$3
+printf "nghttpd static 1 KiB      %10.0f req/s\n" "$N_RPS"
+printf "ringcas ByteStream.Read   %10.0f req/s   (%.2fx nghttpd)\n" "$R_RPS" \
+    "$(echo "$R_RPS $N_RPS" | awk '{print $1/$2}')"
+# DATA bytes must be exactly whole responses (the trailers are HEADERS, not DATA).
+echo "$R_DATA $R_OK $E1K" | awk '{ if ($1 != $2*$3) { print "BYTES MISMATCH: " $1 " for " $2 " calls of " $3; exit 1 } else print "bytes check: ok (" $2 " calls x " $3 " B)" }'
+
+echo "== 256 MiB read, one stream, beside iperf3 (one stream)"
+IPORT=$(free_port)
+iperf3 -s -p $IPORT -1 >/dev/null 2>&1 &
+sleep 0.3
+IPERF=$(iperf3 -c 127.0.0.1 -p $IPORT -t "$SECONDS_RUN" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8)')
+run_h2load ringcas "$TMP/big.txt" -n 4 -c1 -m1 -t1 $GRPC -d "$TMP/bodies/read256m.body" \
+    http://127.0.0.1:$PORT/google.bytestream.ByteStream/Read
+set -- $(summary "$TMP/big.txt"); B_OK=$2; B_DATA=$3; BIG_S=$4
+BIG_BPS=$(echo "$B_DATA $BIG_S" | awk '{print $1/$2}')
+printf "iperf3 loopback, 1 stream %10.2f GB/s\n" "$(echo "$IPERF" | awk '{print $1/1e9}')"
+printf "ringcas Read 256 MiB      %10.2f GB/s   (%.2fx iperf3)\n" "$(echo "$BIG_BPS" | awk '{print $1/1e9}')" \
+    "$(echo "$BIG_BPS $IPERF" | awk '{print $1/$2}')"
+echo "$B_DATA $B_OK $E256M" | awk '{ if ($1 != $2*$3) { print "BYTES MISMATCH: " $1 " for " $2 " calls of " $3; exit 1 } else print "bytes check: ok (" $2 " calls x " $3 " B)" }'
+
+echo "== FindMissingBlobs, 1000 digests per call, h2load -n $NFIND -c8 -m8 -t2"
+run_h2load ringcas "$TMP/f.txt" -n "$NFIND" -c8 -m8 -t2 $GRPC \
+    -d "$TMP/bodies/find1000.body" \
+    http://127.0.0.1:$PORT/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs
+set -- $(summary "$TMP/f.txt"); F_RPS=$1; F_OK=$2; F_DATA=$3
+printf "ringcas FindMissingBlobs  %10.0f calls/s = %.2f M digests/s\n" "$F_RPS" \
+    "$(echo "$F_RPS" | awk '{print $1*1000/1e6}')"
+echo "$F_DATA $F_OK $EFIND" | awk '{ if ($1 != $2*$3) { print "BYTES MISMATCH: " $1 " for " $2 " calls of " $3; exit 1 } else print "bytes check: ok (" $2 " calls x " $3 " B)" }'
