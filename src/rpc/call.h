@@ -55,6 +55,9 @@ struct rpc_seg;
 /* Longest grpc-message sent, after percent-encoding. */
 #define RPC_CALL_MESSAGE_MAX 512
 
+/* Bytes of service state kept inside each call (a ByteStream read's fits). */
+#define RPC_CALL_SVC_INLINE 256
+
 /* Returned by rpc_method.on_bytes: the service handed the bytes to the engine and must wait. */
 #define RPC_HELD 1
 
@@ -152,7 +155,9 @@ struct rpc_call {
     void *svc;                          /* the service's state (in <arena>) */
     struct ring_owner owner;            /* the deadline timer's op */
     struct ring_timer deadline;         /* grpc-timeout */
-    struct base_arena arena;            /* the service's per-call memory */
+    struct base_arena arena;            /* the service's per-call memory past svc_mem */
+    struct base_list pool_link;         /* on the core's pool of free calls */
+    size_t svc_used;                    /* bytes of svc_mem handed out */
     struct proto_deframer deframer;     /* request messages */
     enum rpc_route route;               /* for metrics */
     int status;                         /* the final gRPC status */
@@ -173,6 +178,8 @@ struct rpc_call {
     bool half_closed;                   /* the end of the request was delivered to the service */
     bool input_held;                    /* the service holds input bytes (RPC_HELD) */
     char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded */
+    /* Small service state lives here, so most calls need no allocation of their own. */
+    _Alignas(16) uint8_t svc_mem[RPC_CALL_SVC_INLINE];
 };
 
 /* ---- for services ---- */
@@ -241,8 +248,16 @@ static inline bool rpc_call_is_over(const struct rpc_call *c)
 
 /* ---- for the transport (h2.c) ---- */
 
-/* A new stream: the call is created by h2.c and initialised here. */
-void rpc_call_init(struct rpc_call *c, struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id);
+/*
+ * A new stream's call, from the core's pool of free calls (malloc when it is empty), zeroed
+ * and initialised; NULL when memory is short. rpc_h2_call_free gives it back through
+ * rpc_call_delete.
+ */
+struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id);
+void rpc_call_delete(struct rpc_call *c);
+
+/* Frees the core's pool of free calls (server hook core_deinit). */
+void rpc_call_pool_drain(struct rpc_core *rc);
 
 /* The request headers are complete: validate and dispatch. */
 void rpc_call_on_headers(struct rpc_call *c);

@@ -612,12 +612,11 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
         refuse(h2, frame->hd.stream_id);
         return 0;
     }
-    struct rpc_call *c = calloc(1, sizeof(*c));
+    struct rpc_call *c = rpc_call_new(h2->rc, h2, frame->hd.stream_id);
     if (!c) {
         refuse(h2, frame->hd.stream_id);
         return 0;
     }
-    rpc_call_init(c, h2->rc, h2, frame->hd.stream_id);
     base_list_add_tail(&h2->calls, &c->link);
     h2->calls_count++;
     base_counter_inc(&h2->rc->counters.h2_streams);
@@ -876,7 +875,7 @@ void rpc_h2_call_free(struct rpc_call *c)
         }
         if (h2->draining || h2->peer_eof) schedule_flush(h2);
     }
-    free(c);
+    rpc_call_delete(c);
 }
 
 /* ---- drain and close ---- */

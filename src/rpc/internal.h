@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "base/counter.h"
+#include "base/list.h"
 #include "proto/alloc.h"
 #include "ring/conn.h"
 #include "ring/core.h"
@@ -74,6 +75,8 @@ struct rpc_core {
     ProtobufCAllocator pb;        /* protobuf-c's allocator over pb_mem */
     struct blob_core *blob;       /* this core's storage engine; NULL without a store */
     void *bytestream;             /* ByteStream's per-core state (parked uploads) */
+    struct base_list call_pool;   /* struct rpc_call.pool_link: free calls for reuse */
+    uint32_t call_pool_count;     /* entries in call_pool */
 };
 
 /*

@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/parse.h"
 #include "ring/server.h"
+#include "rpc/call.h"
 #include "rpc/internal.h"
 
 void rpc_server_options_default(struct rpc_server_options *opts)
@@ -60,6 +61,7 @@ static int core_init(struct ring_core *core, void *arg)
     proto_alloc_init(&rc->h2_mem);
     proto_alloc_init(&rc->pb_mem);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
+    base_list_init(&rc->call_pool);
     ring_core_set_app(core, rc);
     /* Other cores read the table (GET /metrics) while later cores are still starting. */
     __atomic_store_n(&cfg->cores[index], rc, __ATOMIC_RELEASE);
@@ -76,6 +78,7 @@ static void core_deinit(struct ring_core *core, void *arg)
     uint64_t pb_bytes = base_counter_get(&rc->pb_mem.bytes);
     ASSERT(h2_bytes == 0);
     ASSERT(pb_bytes == 0);
+    rpc_call_pool_drain(rc);
     ring_core_set_app(core, NULL);
     /* Freed by free_cores once every core has stopped: another core may still be rendering
      * GET /metrics over this one's counters. */
