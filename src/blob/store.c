@@ -1,11 +1,20 @@
 /*
- * The public API of the storage engine (see store.h). This first version only fixes the
- * contract so the protocol layers can build against it; the engine follows.
+ * The store and the per-core engine: opening (recovery, the evictor), cores, lookups,
+ * counters. Uploads live in upload.c, readers in reader.c, the segment writer in writer.c.
+ *
+ * Sections: keys, options, the store, cores, lookups, counters.
  */
 #include "blob/store.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <stdio.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "blob/internal.h"
 
 const uint8_t blob_empty_sha256[BLOB_HASH_SIZE] = {
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
@@ -36,7 +45,7 @@ bool blob_key_is_empty(const struct blob_key *k)
            memcmp(k->hash, blob_empty_sha256, BLOB_HASH_SIZE) == 0;
 }
 
-/* ---- placeholders until the engine lands: every call fails cleanly ---- */
+/* ---- options ---- */
 
 int blob_hash_from_hex(const char *hex, size_t len, uint8_t hash[BLOB_HASH_SIZE])
 {
@@ -95,54 +104,298 @@ void blob_store_options_default(struct blob_store_options *o)
     o->readers_max = 4096;
     o->disk_queue_max = 512;
     o->write_buffer_size = 4U << 20;
-    o->cores_max = 64;
+    o->cores_max = 1;
     o->direct_io = true;
     o->evict_thread = true;
+    o->io = NULL;
+}
+
+
+/* ---- the store ---- */
+
+uint64_t blob_store_limit(const struct blob_store *s)
+{
+    uint64_t reserve = (uint64_t)s->opts.cores_max * s->opts.segment_size;
+    return s->opts.max_size > reserve ? s->opts.max_size - reserve : 0;
+}
+
+static int check_options(const struct blob_store_options *o, char *why, size_t why_size)
+{
+    uint32_t c = o->chunk_size;
+    if (c < 4096 || c > (1U << 20) || (c & (c - 1)) != 0) {
+        (void)snprintf(why, why_size, "chunk size %u: expected a power of two, 4KiB to 1MiB", c);
+        return -EINVAL;
+    }
+    if (o->segment_size < 16ULL * BLOB_BLOCK_SIZE || o->segment_size > BLOB_SEG_SIZE_MAX ||
+        o->segment_size < 4ULL * c) {
+        (void)snprintf(why, why_size, "segment size %llu: expected 64KiB..32GiB and >= 4 chunks",
+                       (unsigned long long)o->segment_size);
+        return -EINVAL;
+    }
+    if (o->max_size < 4 * o->segment_size * (o->cores_max ? o->cores_max : 1)) {
+        (void)snprintf(why, why_size,
+                       "--max-size %llu is below 4 segments per core (%llu): raise --max-size or "
+                       "lower --segment-size",
+                       (unsigned long long)o->max_size,
+                       (unsigned long long)(4 * o->segment_size * o->cores_max));
+        return -EINVAL;
+    }
+    if (o->write_buffer_size % BLOB_BLOCK_SIZE != 0 ||
+        o->write_buffer_size < 2 * blob_chunk_record_bound(c) + 4 * BLOB_BLOCK_SIZE) {
+        (void)snprintf(why, why_size, "write buffer %u: expected a multiple of 4KiB above two chunks",
+                       o->write_buffer_size);
+        return -EINVAL;
+    }
+    if (o->uploads_max == 0 || o->readers_max == 0 || o->disk_queue_max == 0 || o->cores_max == 0) {
+        (void)snprintf(why, why_size, "queue limits must be positive");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static uint32_t table_cap(const struct blob_store_options *o)
+{
+    uint64_t n = o->max_size / o->segment_size + 4ULL * o->cores_max + 16;
+    uint32_t cap = 64;
+    while (cap < 4 * n && cap < (1U << 24))
+        cap *= 2;
+    return cap;
+}
+
+static void *evictor_main(void *arg);
+
+static int store_start_evictor(struct blob_store *s)
+{
+    int rc = pthread_mutex_init(&s->evict_lock, NULL);
+    ASSERT(rc == 0);
+    rc = pthread_cond_init(&s->evict_cond, NULL);
+    ASSERT(rc == 0);
+    if (!s->opts.evict_thread)
+        return 0;
+    rc = pthread_create(&s->evict_thread, NULL, evictor_main, s);
+    if (rc != 0)
+        return -rc;
+    s->evict_running = true;
+    return 0;
 }
 
 int blob_store_open(const struct blob_store_options *o, struct blob_store **out, char *why,
                     size_t why_size)
 {
-    (void)o;
     *out = NULL;
-    if (why_size > 0) why[0] = '\0';
-    return -ENOSYS;
+    if (why_size > 0)
+        why[0] = '\0';
+    int rc = check_options(o, why, why_size);
+    if (rc < 0)
+        return rc;
+    struct blob_store *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->opts = *o;
+    s->dir = strdup(o->dir ? o->dir : ".");
+    s->opts.dir = s->dir;
+    s->chunk_shift = (uint32_t)__builtin_ctz(o->chunk_size);
+    atomic_store(&s->commit_seq, 1);
+    s->io = o->io;
+    if (!s->io) {
+        rc = s->dir ? blob_io_real_create(s->dir, &s->io) : -ENOMEM;
+        if (rc < 0) {
+            (void)snprintf(why, why_size, "cannot open data folder %s: %s", s->dir,
+                           base_err_str(rc));
+            goto err_free;
+        }
+        s->io_owned = true;
+    }
+    s->index = blob_index_create();
+    if (!s->index || blob_segment_table_init(&s->segs, table_cap(o)) < 0) {
+        (void)snprintf(why, why_size, "out of memory for the index");
+        rc = -ENOMEM;
+        goto err_index;
+    }
+    rc = blob_recover_run(s, why, why_size);
+    if (rc < 0)
+        goto err_segs;
+    blob_store_evict(s);
+    rc = store_start_evictor(s);
+    if (rc < 0) {
+        (void)snprintf(why, why_size, "cannot start the evictor thread: %s", base_err_str(rc));
+        goto err_segs;
+    }
+    *out = s;
+    return 0;
+
+err_segs:
+    blob_segment_table_deinit(&s->segs, s->io);
+err_index:
+    blob_index_destroy(s->index);
+    if (s->io_owned)
+        blob_io_real_destroy(s->io);
+err_free:
+    free(s->dir);
+    free(s);
+    return rc;
 }
 
 void blob_store_close(struct blob_store *s)
 {
-    (void)s;
+    if (!s)
+        return;
+    ASSERT(atomic_load(&s->cores) == 0);
+    if (s->evict_running) {
+        pthread_mutex_lock(&s->evict_lock);
+        s->evict_stop = true;
+        pthread_cond_signal(&s->evict_cond);
+        pthread_mutex_unlock(&s->evict_lock);
+        pthread_join(s->evict_thread, NULL);
+    }
+    pthread_cond_destroy(&s->evict_cond);
+    pthread_mutex_destroy(&s->evict_lock);
+    blob_segment_table_deinit(&s->segs, s->io);
+    blob_index_destroy(s->index);
+    if (s->io_owned)
+        blob_io_real_destroy(s->io);
+    free(s->dir);
+    free(s);
 }
+
+void blob_store_changed(struct blob_store *s)
+{
+    if (!s->opts.evict_thread) {
+        blob_store_evict(s);
+        return;
+    }
+    pthread_mutex_lock(&s->evict_lock);
+    s->evict_kick = true;
+    pthread_cond_signal(&s->evict_cond);
+    pthread_mutex_unlock(&s->evict_lock);
+}
+
+static void *evictor_main(void *arg)
+{
+    struct blob_store *s = arg;
+    base_log_set_thread_name("evictor");
+    pthread_mutex_lock(&s->evict_lock);
+    /* The evictor's loop: one pass per wake-up until close. */
+    while (!s->evict_stop) {
+        if (!s->evict_kick) {
+            pthread_cond_wait(&s->evict_cond, &s->evict_lock);
+            continue;
+        }
+        s->evict_kick = false;
+        pthread_mutex_unlock(&s->evict_lock);
+        blob_store_evict(s);
+        pthread_mutex_lock(&s->evict_lock);
+    }
+    pthread_mutex_unlock(&s->evict_lock);
+    return NULL;
+}
+
+void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
+                             const struct blob_loc *loc)
+{
+    if (blob_index_remove_at(s->index, k, loc->seg, loc->off8))
+        atomic_fetch_add(&s->dropped_corrupt, 1);
+    LOG_WARN("corrupt record for a blob in segment %u at %llu: dropped from the index",
+             loc->seg, (unsigned long long)loc->off8 * 8);
+}
+
+/* ---- cores ---- */
 
 int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_core **out)
 {
-    (void)s;
-    (void)core;
     *out = NULL;
-    return -ENOSYS;
+    struct blob_core *bc = calloc(1, sizeof(*bc));
+    if (!bc)
+        return -ENOMEM;
+    bc->s = s;
+    bc->ring = core;
+    bc->index = core ? ring_core_index(core) : atomic_load(&s->cores);
+    base_list_init(&bc->uploads);
+    base_list_init(&bc->readers);
+    base_list_init(&bc->refreshes);
+    int rc = blob_chunk_ctx_init(&bc->zctx, s->opts.zstd_level, &bc->counters.zstd_bytes);
+    if (rc < 0)
+        goto err_free;
+    rc = blob_writer_init(&bc->writer, bc, s->opts.write_buffer_size);
+    if (rc < 0)
+        goto err_zstd;
+    uint32_t n = atomic_fetch_add(&s->cores, 1);
+    ASSERT(n < s->opts.cores_max);
+    *out = bc;
+    return 0;
+
+err_zstd:
+    blob_chunk_ctx_deinit(&bc->zctx);
+err_free:
+    free(bc);
+    return rc;
 }
 
 void blob_core_quiesce(struct blob_core *bc)
 {
-    (void)bc;
+    bc->quiescing = true;
+    blob_refresh_cancel_all(bc);
+    blob_writer_flush(&bc->writer);
 }
 
 bool blob_core_is_idle(const struct blob_core *bc)
 {
-    (void)bc;
-    return true;
+    return blob_writer_is_idle(&bc->writer) && bc->disk_reads == 0 && bc->refreshes_len == 0 &&
+           base_counter_get(&bc->counters.io_in_flight) == 0;
 }
 
 void blob_core_deinit(struct blob_core *bc)
 {
-    (void)bc;
+    if (!bc)
+        return;
+    ASSERT(base_list_is_empty(&bc->uploads));
+    ASSERT(base_list_is_empty(&bc->readers));
+    ASSERT(base_list_is_empty(&bc->refreshes));
+    blob_writer_deinit(&bc->writer);
+    blob_chunk_ctx_deinit(&bc->zctx);
+    ASSERT(base_counter_get(&bc->counters.zstd_bytes) == 0);
+    atomic_fetch_sub(&bc->s->cores, 1);
+    free(bc);
+}
+
+void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err)
+{
+    blob_upload_fail_segment(bc, seq, err);
+}
+
+/* ---- lookups ---- */
+
+bool blob_store_lookup(struct blob_store *s, const struct blob_key *k, struct blob_index_value *out)
+{
+    if (!blob_index_get(s->index, k, out))
+        return false;
+    /* Entries of evicted segments are removed by the evictor; until then (and for chunks
+     * in an older segment than the commit) liveness is checked here. */
+    if (!blob_segment_is_alive(&s->segs, out->loc.seg))
+        return false;
+    return out->loc.span == 0 ||
+           blob_segment_is_alive(&s->segs, out->loc.seg - out->loc.span);
+}
+
+bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v)
+{
+    uint64_t below = atomic_load(&s->segs.cold_below);
+    uint32_t oldest = v->loc.seg - v->loc.span;
+    return (uint64_t)oldest < below;
 }
 
 bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh)
 {
-    (void)bc;
-    (void)refresh;
-    return blob_key_is_empty(k);
+    if (blob_key_is_empty(k))
+        return true;
+    if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC)
+        return false;
+    struct blob_index_value v;
+    if (!blob_store_lookup(bc->s, k, &v))
+        return false;
+    if (refresh && blob_store_is_cold(bc->s, &v))
+        blob_refresh_queue(bc, k, &v);
+    return true;
 }
 
 size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
@@ -151,96 +404,29 @@ size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_
     size_t n = 0;
     for (size_t i = 0; i < count; i++) {
         present[i] = blob_exists(bc, &keys[i], refresh);
-        n += present[i];
+        n += present[i] ? 1 : 0;
     }
     return n;
 }
 
 int blob_stat(struct blob_core *bc, const struct blob_key *k, struct blob_info *out)
 {
-    (void)bc;
     memset(out, 0, sizeof(*out));
-    return blob_key_is_empty(k) ? 0 : -ENOENT;
-}
-
-int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_encoding incoming,
-                      struct blob_upload **out)
-{
-    (void)bc;
-    (void)incoming;
-    *out = NULL;
-    return blob_key_is_empty(k) ? -EEXIST : -ENOSYS;
-}
-
-int blob_upload_append(struct blob_upload *u, const void *data, size_t len, blob_done_fn *cb,
-                       void *ctx)
-{
-    (void)u;
-    (void)data;
-    (void)len;
-    (void)cb;
-    (void)ctx;
-    return -ENOSYS;
-}
-
-int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void *ctx)
-{
-    (void)u;
-    (void)cb;
-    (void)ctx;
-    return -ENOSYS;
-}
-
-void blob_upload_abort(struct blob_upload *u)
-{
-    (void)u;
-}
-
-uint64_t blob_upload_bytes_in(const struct blob_upload *u)
-{
-    (void)u;
+    if (blob_key_is_empty(k))
+        return 0;
+    struct blob_index_value v;
+    if (!blob_store_lookup(bc->s, k, &v))
+        return -ENOENT;
+    out->size = v.size;
+    out->cold = blob_store_is_cold(bc->s, &v);
     return 0;
 }
 
-uint64_t blob_upload_bytes_decoded(const struct blob_upload *u)
-{
-    (void)u;
-    return 0;
-}
-
-int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offset,
-                   enum blob_encoding want, struct blob_reader **out)
-{
-    (void)bc;
-    (void)offset;
-    (void)want;
-    *out = NULL;
-    return blob_key_is_empty(k) ? -ENOSYS : -ENOENT;
-}
-
-uint64_t blob_reader_size(const struct blob_reader *r)
-{
-    (void)r;
-    return 0;
-}
-
-int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx)
-{
-    (void)r;
-    (void)cb;
-    (void)ctx;
-    return -ENOSYS;
-}
-
-void blob_read_close(struct blob_reader *r)
-{
-    (void)r;
-}
+/* ---- counters ---- */
 
 const struct blob_counters *blob_core_counters(const struct blob_core *bc)
 {
-    (void)bc;
-    return NULL;
+    return &bc->counters;
 }
 
 void blob_counters_add_to(const struct blob_counters *c, struct blob_counters_snapshot *out)
@@ -252,12 +438,14 @@ void blob_counters_add_to(const struct blob_counters *c, struct blob_counters_sn
 
 void blob_store_stats(struct blob_store *s, struct blob_store_stats *out)
 {
-    (void)s;
     memset(out, 0, sizeof(*out));
-}
-
-uint32_t blob_store_evict(struct blob_store *s)
-{
-    (void)s;
-    return 0;
+    out->blobs = blob_index_count(s->index);
+    out->index_bytes = blob_index_memory(s->index);
+    out->disk_bytes = atomic_load(&s->segs.disk_bytes);
+    pthread_mutex_lock(&s->segs.lock);
+    out->segments = s->segs.count;
+    pthread_mutex_unlock(&s->segs.lock);
+    out->evicted_segments = atomic_load(&s->evicted_segments);
+    out->evicted_blobs = atomic_load(&s->evicted_blobs);
+    out->dropped_corrupt = atomic_load(&s->dropped_corrupt);
 }

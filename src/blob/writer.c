@@ -1,0 +1,641 @@
+/*
+ * The per-core segment writer: the active segment, two aligned write buffers, one write in
+ * flight at a time, group commit, sealing and abandoning.
+ *
+ * Records are appended to buf[cur]. A write sends buf[cur] rounded up to whole blocks (the
+ * O_DIRECT unit) and the filling moves to the other buffer, which starts with a copy of the
+ * last, partial block: the next write rewrites that block with the same leading bytes, so a
+ * torn rewrite (sector-atomic) never changes bytes that were already durable. One write at
+ * a time keeps two writes from racing on that shared block; data keeps arriving meanwhile.
+ *
+ * Durability: a pending commit waits for the write that holds its record (wait_write), then
+ * for an fdatasync (wait_sync -> syncing). Group commit issues one fdatasync at the end of a
+ * loop iteration for everything written so far, only after those writes completed; commits
+ * written while it runs wait for the next one. A failed or short write or a failed fsync is
+ * never acknowledged: the segment is abandoned (kept for what was acknowledged before, never
+ * written again, never trusted to a later fsync) and the next reservation opens a new one.
+ *
+ * Sections: buffers, writes and syncs, sealing, opening, failure, the API.
+ */
+#include "blob/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A write goes out once this much is buffered even if nobody waits for it. */
+#define FLUSH_BYTES (256U * 1024U)
+
+static void writer_kick(struct blob_writer *w);
+static void writer_fail(struct blob_writer *w, int err);
+
+static struct blob_store *store_of(const struct blob_writer *w)
+{
+    return w->bc->s;
+}
+
+static void pendings_finish(struct base_list *list, int res)
+{
+    struct base_list *node;
+    /* Bounded by the list. */
+    while ((node = base_list_pop_head(list)) != NULL) {
+        struct blob_pending *p = BASE_CONTAINER_OF(node, struct blob_pending, link);
+        p->done(p, res);
+    }
+}
+
+static void waiters_wake(struct blob_writer *w, int res)
+{
+    struct base_list list;
+    base_list_init(&list);
+    struct base_list *node;
+    while ((node = base_list_pop_head(&w->waiters)) != NULL)
+        base_list_add_tail(&list, node);
+    /* A woken waiter may queue itself again: it lands on w->waiters, not on <list>. */
+    while ((node = base_list_pop_head(&list)) != NULL) {
+        struct blob_waiter *wt = BASE_CONTAINER_OF(node, struct blob_waiter, link);
+        wt->fn(wt, res);
+    }
+}
+
+/* Bytes the footer and trailer of the active segment need with <entries> entries. */
+static uint64_t footer_room(uint64_t entries)
+{
+    return BLOB_BLOCK_SIZE + blob_record_size(entries * sizeof(struct blob_footer_entry)) +
+           BLOB_BLOCK_SIZE;
+}
+
+/* ---- writes and syncs ---- */
+
+static void write_done(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    struct blob_core *bc = w->bc;
+    ASSERT(w->write_busy);
+    w->write_busy = false;
+    base_counter_dec(&bc->counters.io_in_flight);
+    if (res < 0 || (uint32_t)res != w->write_len) {
+        base_counter_inc(&bc->counters.write_errors);
+        writer_fail(w, res < 0 ? res : -EIO);
+        return;
+    }
+    w->written = w->write_end;
+    base_counter_add(&bc->counters.bytes_stored, w->write_len);
+    if (w->seg)
+        blob_segment_set_bytes(&store_of(w)->segs, w->seg, w->written);
+    /* Commits whose record is now in the file move on. */
+    while (!base_list_is_empty(&w->wait_write)) {
+        struct blob_pending *p = BASE_CONTAINER_OF(w->wait_write.next, struct blob_pending, link);
+        if (p->end > w->written)
+            break;
+        base_list_del(&p->link);
+        if (store_of(w)->opts.sync == BLOB_SYNC_NONE)
+            p->done(p, 0);
+        else
+            base_list_add_tail(&w->wait_sync, &p->link);
+    }
+    writer_kick(w);
+    waiters_wake(w, 0);
+}
+
+static void writer_issue_write(struct blob_writer *w)
+{
+    ASSERT(!w->write_busy);
+    uint32_t b = w->cur;
+    uint32_t len = w->len;
+    uint32_t wlen = (uint32_t)blob_align_block(len);
+    ASSERT(wlen <= w->buf_size);
+    memset(w->buf[b] + len, 0, wlen - len);
+    struct blob_io_req req = {
+        .op = BLOB_IO_WRITE, .fd = w->wfd, .buf = w->buf[b], .len = wlen, .off = w->base[b],
+    };
+    w->write_aio.fn = write_done;
+    w->write_aio.ctx = w;
+    if (blob_core_submit(w->bc, &w->write_aio, &req) < 0)
+        return; /* the op table is full: the next kick tries again */
+    base_counter_inc(&w->bc->counters.io_in_flight);
+    base_counter_inc(&w->bc->counters.writes);
+    w->write_busy = true;
+    w->write_len = wlen;
+    w->write_end = w->base[b] + len;
+    w->flushed = w->write_end;
+    /* The other buffer starts with the partial last block, written again next time. */
+    uint32_t nb = 1 - b;
+    uint32_t keep = len & (BLOB_BLOCK_SIZE - 1);
+    uint32_t from = len - keep;
+    memcpy(w->buf[nb], w->buf[b] + from, keep);
+    w->base[nb] = w->base[b] + from;
+    w->cur = nb;
+    w->len = keep;
+}
+
+static void sync_done(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    ASSERT(w->sync_busy);
+    w->sync_busy = false;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    if (res < 0) {
+        base_counter_inc(&w->bc->counters.fsync_errors);
+        pendings_finish(&w->syncing, res);
+        writer_fail(w, res);
+        return;
+    }
+    pendings_finish(&w->syncing, 0);
+    writer_kick(w);
+}
+
+static void writer_issue_sync(struct blob_writer *w)
+{
+    ASSERT(!w->sync_busy);
+    struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
+    w->sync_aio.fn = sync_done;
+    w->sync_aio.ctx = w;
+    if (blob_core_submit(w->bc, &w->sync_aio, &req) < 0)
+        return;
+    base_counter_inc(&w->bc->counters.io_in_flight);
+    base_counter_inc(&w->bc->counters.fsyncs);
+    w->sync_busy = true;
+    w->want_sync = false;
+    if (store_of(w)->opts.sync == BLOB_SYNC_ALWAYS) {
+        /* One fdatasync per acknowledged write. */
+        struct base_list *node = base_list_pop_head(&w->wait_sync);
+        if (node)
+            base_list_add_tail(&w->syncing, node);
+        return;
+    }
+    struct base_list *node;
+    while ((node = base_list_pop_head(&w->wait_sync)) != NULL)
+        base_list_add_tail(&w->syncing, node);
+}
+
+/* ---- sealing ---- */
+
+static void seal_finish(struct blob_writer *w);
+
+static void seal_synced(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    if (res < 0) {
+        base_counter_inc(&w->bc->counters.fsync_errors);
+        writer_fail(w, res);
+        return;
+    }
+    pendings_finish(&w->wait_sync, 0);
+    seal_finish(w);
+}
+
+static void seal_footer_written(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    free(w->footer_buf);
+    w->footer_buf = NULL;
+    if (res < 0 || (uint32_t)res != w->write_len) {
+        base_counter_inc(&w->bc->counters.write_errors);
+        writer_fail(w, res < 0 ? res : -EIO);
+        return;
+    }
+    base_counter_add(&w->bc->counters.bytes_stored, w->write_len);
+    struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
+    w->ctl_aio.fn = seal_synced;
+    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
+        writer_fail(w, -EAGAIN);
+        return;
+    }
+    base_counter_inc(&w->bc->counters.io_in_flight);
+    base_counter_inc(&w->bc->counters.fsyncs);
+}
+
+/* Builds footer record + trailer in an aligned buffer; returns its length. */
+static uint32_t seal_build(struct blob_writer *w, uint64_t footer_off, uint8_t **out)
+{
+    uint64_t payload = (uint64_t)w->foot_len * sizeof(struct blob_footer_entry);
+    uint64_t len = blob_align_block(blob_record_size(payload) + sizeof(struct blob_seg_trailer));
+    uint8_t *buf = aligned_alloc(BLOB_BLOCK_SIZE, len);
+    ASSERT(buf); /* a footer is at most a few MiB; without it the segment cannot be sealed */
+    memset(buf, 0, len);
+    struct blob_record_header *h = (struct blob_record_header *)(void *)buf;
+    memcpy(buf + sizeof(*h), w->foot, payload);
+    blob_format_record_header(h, BLOB_RECORD_FOOTER, 0, buf + sizeof(*h), (uint32_t)payload, 0);
+    struct blob_seg_trailer t;
+    blob_format_trailer(&t, w->seq, footer_off, w->end, w->foot_len, footer_off + len);
+    memcpy(buf + len - sizeof(t), &t, sizeof(t));
+    *out = buf;
+    return (uint32_t)len;
+}
+
+static void writer_seal_footer(struct blob_writer *w)
+{
+    uint64_t footer_off = blob_align_block(w->end);
+    uint32_t len = seal_build(w, footer_off, &w->footer_buf);
+    struct blob_io_req req = {
+        .op = BLOB_IO_WRITE, .fd = w->wfd, .buf = w->footer_buf, .len = len, .off = footer_off,
+    };
+    w->ctl_aio.fn = seal_footer_written;
+    w->ctl_aio.ctx = w;
+    w->write_len = len;
+    w->end = footer_off + len; /* nothing is appended after the footer */
+    w->flushed = w->end;
+    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
+        free(w->footer_buf);
+        w->footer_buf = NULL;
+        writer_fail(w, -EAGAIN);
+        return;
+    }
+    base_counter_inc(&w->bc->counters.io_in_flight);
+    base_counter_inc(&w->bc->counters.writes);
+}
+
+static void close_done(struct blob_aio *a, int32_t res)
+{
+    (void)res;
+    struct blob_writer *w = a->ctx;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    w->state = BLOB_W_NONE;
+    w->wfd = -1;
+    writer_kick(w);
+    waiters_wake(w, 0);
+}
+
+/* Closes the write fd, then the writer has no segment (the next reservation opens one). */
+static void writer_close_segment(struct blob_writer *w)
+{
+    struct blob_io_req req = { .op = BLOB_IO_CLOSE, .fd = w->wfd };
+    w->ctl_aio.fn = close_done;
+    w->ctl_aio.ctx = w;
+    w->seg = NULL; /* the table keeps its reference */
+    w->foot_len = 0;
+    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
+        /* No op slot: close(2) of a regular file does not touch the disk. */
+        (void)store_of(w)->io->ops->close(store_of(w)->io, w->wfd);
+        w->state = BLOB_W_NONE;
+        w->wfd = -1;
+        return;
+    }
+    base_counter_inc(&w->bc->counters.io_in_flight);
+}
+
+static void seal_finish(struct blob_writer *w)
+{
+    struct blob_store *s = store_of(w);
+    blob_segment_set(&s->segs, w->seg, BLOB_SEG_SEALED, w->end);
+    base_counter_inc(&w->bc->counters.segments_sealed);
+    writer_close_segment(w);
+    blob_store_changed(s);
+}
+
+/* ---- opening ---- */
+
+static void open_step(struct blob_writer *w, int32_t res);
+
+static void open_done(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    open_step(w, res);
+}
+
+static int open_submit(struct blob_writer *w, const struct blob_io_req *req)
+{
+    w->ctl_aio.fn = open_done;
+    w->ctl_aio.ctx = w;
+    int rc = blob_core_submit(w->bc, &w->ctl_aio, req);
+    if (rc == 0)
+        base_counter_inc(&w->bc->counters.io_in_flight);
+    return rc;
+}
+
+static void open_failed(struct blob_writer *w, int err)
+{
+    struct blob_store *s = store_of(w);
+    if (w->wfd >= 0)
+        (void)s->io->ops->close(s->io, w->wfd);
+    if (w->rfd >= 0)
+        (void)s->io->ops->close(s->io, w->rfd);
+    w->wfd = -1;
+    w->rfd = -1;
+    w->state = BLOB_W_NONE;
+    w->err = err;
+    waiters_wake(w, err);
+}
+
+static void open_ready(struct blob_writer *w)
+{
+    struct blob_store *s = store_of(w);
+    w->seg = blob_segment_add(&s->segs, w->seq, w->rfd, 0, BLOB_SEG_ACTIVE);
+    if (!w->seg) {
+        open_failed(w, -ENOMEM);
+        return;
+    }
+    w->rfd = -1; /* the table owns it now */
+    /* The header block is the first thing the next write sends. */
+    struct blob_seg_header h;
+    blob_format_seg_header(&h, w->seq, w->bc->index);
+    memset(w->buf[w->cur], 0, BLOB_SEG_HEADER_SIZE);
+    memcpy(w->buf[w->cur], &h, sizeof(h));
+    w->base[w->cur] = 0;
+    w->len = BLOB_SEG_HEADER_SIZE;
+    w->end = BLOB_SEG_HEADER_SIZE;
+    w->flushed = 0;
+    w->written = 0;
+    w->foot_len = 0;
+    w->err = 0;
+    w->state = BLOB_W_READY;
+    base_counter_inc(&w->bc->counters.segments_created);
+    blob_store_changed(s);
+    waiters_wake(w, 0);
+}
+
+/*
+ * The opening sequence, one step per completion: write fd (O_DIRECT, or buffered when the
+ * file system refuses it), read fd, folder fsync (the new entry must be durable before any
+ * commit in it is acknowledged).
+ */
+static void open_step(struct blob_writer *w, int32_t res)
+{
+    ASSERT(w->state == BLOB_W_OPENING);
+    int flags_w = O_WRONLY | O_CREAT | O_EXCL;
+    if (w->wfd < 0) {
+        if (res == -EINVAL && w->direct) {
+            w->direct = false; /* tmpfs and some file systems refuse O_DIRECT */
+            res = 0;
+        } else if (res < 0) {
+            open_failed(w, res);
+            return;
+        } else if (res > 0) {
+            w->wfd = res;
+        }
+        if (w->wfd < 0) {
+            struct blob_io_req req = {
+                .op = BLOB_IO_OPEN, .name = w->name,
+                .flags = flags_w | (w->direct ? O_DIRECT : 0),
+            };
+            if (open_submit(w, &req) < 0)
+                open_failed(w, -EAGAIN);
+            return;
+        }
+        struct blob_io_req req = { .op = BLOB_IO_OPEN, .name = w->name, .flags = O_RDONLY };
+        if (open_submit(w, &req) < 0)
+            open_failed(w, -EAGAIN);
+        return;
+    }
+    if (w->rfd < 0) {
+        if (res < 0) {
+            open_failed(w, res);
+            return;
+        }
+        w->rfd = res;
+        struct blob_io_req req = { .op = BLOB_IO_FSYNC_DIR };
+        if (open_submit(w, &req) < 0)
+            open_failed(w, -EAGAIN);
+        return;
+    }
+    if (res < 0) {
+        open_failed(w, res);
+        return;
+    }
+    open_ready(w);
+}
+
+static void writer_open(struct blob_writer *w)
+{
+    ASSERT(w->state == BLOB_W_NONE);
+    struct blob_store *s = store_of(w);
+    uint64_t seq = blob_segment_next_seq(&s->segs);
+    if (seq == 0) {
+        w->err = -ENOSPC;
+        return;
+    }
+    w->seq = seq;
+    blob_format_seg_name(seq, w->name, sizeof(w->name));
+    w->state = BLOB_W_OPENING;
+    w->wfd = -1;
+    w->rfd = -1;
+    w->direct = s->opts.direct_io && s->io->direct_ok;
+    open_step(w, 0);
+}
+
+/* ---- failure ---- */
+
+static void writer_abandon(struct blob_writer *w, int err)
+{
+    struct blob_store *s = store_of(w);
+    pendings_finish(&w->wait_write, err);
+    pendings_finish(&w->wait_sync, err);
+    ASSERT(base_list_is_empty(&w->syncing));
+    base_counter_inc(&w->bc->counters.segments_abandoned);
+    blob_core_segment_failed(w->bc, w->seq, err);
+    /* What was acknowledged in it stays readable; recovery seals it from a scan. */
+    blob_segment_set(&s->segs, w->seg, BLOB_SEG_ABANDONED, w->written);
+    w->len = 0;
+    w->flushed = w->written;
+    writer_close_segment(w);
+    blob_store_changed(s);
+}
+
+static void writer_fail(struct blob_writer *w, int err)
+{
+    if (w->state != BLOB_W_FAILING) {
+        w->state = BLOB_W_FAILING;
+        w->err = err;
+    }
+    if (w->write_busy || w->sync_busy)
+        return; /* the other op's completion comes back here */
+    writer_abandon(w, w->err);
+}
+
+/* ---- the flush policy ---- */
+
+static void kick_task(struct ring_task *t)
+{
+    struct blob_writer *w = BASE_CONTAINER_OF(t, struct blob_writer, kick_task);
+    writer_kick(w);
+}
+
+static bool has_unwritten(const struct blob_writer *w)
+{
+    return w->end > w->flushed;
+}
+
+static void writer_kick(struct blob_writer *w)
+{
+    if (w->state == BLOB_W_FAILING) {
+        writer_fail(w, w->err);
+        return;
+    }
+    if (w->state != BLOB_W_READY && w->state != BLOB_W_SEALING)
+        return;
+    bool sealing = w->state == BLOB_W_SEALING;
+    bool urgent = w->want_flush || !base_list_is_empty(&w->waiters) || sealing;
+    if (!w->write_busy && has_unwritten(w) && (urgent || w->len >= FLUSH_BYTES)) {
+        w->want_flush = false;
+        writer_issue_write(w);
+    }
+    if (sealing) {
+        if (!w->write_busy && !w->sync_busy && !has_unwritten(w))
+            writer_seal_footer(w);
+        return;
+    }
+    bool syncable = !base_list_is_empty(&w->wait_sync) || (w->want_sync && w->written > 0);
+    if (!w->sync_busy && syncable && store_of(w)->opts.sync != BLOB_SYNC_NONE)
+        writer_issue_sync(w);
+    else if (w->want_sync && store_of(w)->opts.sync == BLOB_SYNC_NONE && !w->sync_busy &&
+             !w->write_busy && w->written > 0)
+        writer_issue_sync(w);
+}
+
+/* ---- the API ---- */
+
+int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_size)
+{
+    memset(w, 0, sizeof(*w));
+    ASSERT(buf_size % BLOB_BLOCK_SIZE == 0);
+    w->bc = bc;
+    w->wfd = -1;
+    w->rfd = -1;
+    w->buf_size = buf_size;
+    base_list_init(&w->wait_write);
+    base_list_init(&w->wait_sync);
+    base_list_init(&w->syncing);
+    base_list_init(&w->waiters);
+    ring_task_init(&w->kick_task, kick_task);
+    for (int i = 0; i < 2; i++) {
+        w->buf[i] = aligned_alloc(BLOB_BLOCK_SIZE, buf_size);
+        if (!w->buf[i]) {
+            free(w->buf[0]);
+            return -ENOMEM;
+        }
+        base_counter_inc(&bc->counters.bufs);
+    }
+    return 0;
+}
+
+void blob_writer_deinit(struct blob_writer *w)
+{
+    ASSERT(!w->write_busy && !w->sync_busy);
+    ASSERT(base_list_is_empty(&w->waiters));
+    ASSERT(base_list_is_empty(&w->wait_write) && base_list_is_empty(&w->syncing));
+    struct blob_store *s = store_of(w);
+    if (w->wfd >= 0)
+        (void)s->io->ops->close(s->io, w->wfd);
+    w->seg = NULL; /* the table keeps it ACTIVE: recovery seals it from a scan */
+    ring_task_cancel(&w->kick_task);
+    for (int i = 0; i < 2; i++) {
+        free(w->buf[i]);
+        base_counter_dec(&w->bc->counters.bufs);
+    }
+    free(w->foot);
+    free(w->footer_buf);
+}
+
+static bool segment_has_room(const struct blob_writer *w, uint64_t len, bool commit)
+{
+    uint64_t entries = (uint64_t)w->foot_len + (commit ? 1 : 0);
+    return w->end + blob_align8(len) + footer_room(entries) <= store_of(w)->opts.segment_size;
+}
+
+uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, uint64_t *off,
+                             uint64_t *seq, int *err)
+{
+    ASSERT((uint64_t)len + 2 * BLOB_BLOCK_SIZE <= w->buf_size);
+    *err = -EINPROGRESS;
+    if (w->state == BLOB_W_NONE) {
+        if (w->err < 0 && base_list_is_empty(&w->waiters)) {
+            /* The last open failed: report it once, retry on the next call. */
+            *err = w->err;
+            w->err = 0;
+            return NULL;
+        }
+        writer_open(w);
+        if (w->state == BLOB_W_NONE) {
+            *err = w->err;
+            return NULL;
+        }
+    }
+    if (w->state != BLOB_W_READY)
+        return NULL;
+    if (!segment_has_room(w, len, commit)) {
+        w->state = BLOB_W_SEALING;
+        writer_kick(w);
+        return NULL;
+    }
+    if (w->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size) {
+        if (!w->write_busy && has_unwritten(w))
+            writer_issue_write(w);
+        if (w->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size)
+            return NULL;
+    }
+    *off = w->end;
+    *seq = w->seq;
+    return w->buf[w->cur] + w->len;
+}
+
+void blob_writer_commit(struct blob_writer *w, uint32_t used)
+{
+    ASSERT(w->state == BLOB_W_READY);
+    uint32_t n = (uint32_t)blob_align8(used);
+    memset(w->buf[w->cur] + w->len + used, 0, n - used);
+    w->len += n;
+    w->end += n;
+    ASSERT(w->base[w->cur] + w->len == w->end);
+    if (w->len >= FLUSH_BYTES)
+        writer_kick(w);
+}
+
+void blob_writer_wait(struct blob_writer *w, struct blob_waiter *wt)
+{
+    ASSERT(!base_list_is_linked(&wt->link));
+    base_list_add_tail(&w->waiters, &wt->link);
+    blob_core_defer(w->bc, &w->kick_task);
+}
+
+void blob_writer_unwait(struct blob_writer *w, struct blob_waiter *wt)
+{
+    (void)w;
+    base_list_del(&wt->link);
+}
+
+int blob_writer_add_footer(struct blob_writer *w, const struct blob_footer_entry *e)
+{
+    if (w->foot_len == w->foot_size) {
+        uint32_t size = w->foot_size ? w->foot_size * 2 : 64;
+        struct blob_footer_entry *f = realloc(w->foot, size * sizeof(*f));
+        if (!f)
+            return -ENOMEM;
+        w->foot = f;
+        w->foot_size = size;
+    }
+    w->foot[w->foot_len++] = *e;
+    return 0;
+}
+
+void blob_writer_add_pending(struct blob_writer *w, struct blob_pending *p)
+{
+    ASSERT(w->state == BLOB_W_READY);
+    ASSERT(p->end <= w->end);
+    base_list_add_tail(&w->wait_write, &p->link);
+    w->want_flush = true;
+    blob_core_defer(w->bc, &w->kick_task);
+}
+
+void blob_writer_flush(struct blob_writer *w)
+{
+    w->want_flush = true;
+    w->want_sync = true;
+    writer_kick(w);
+}
+
+bool blob_writer_is_idle(const struct blob_writer *w)
+{
+    if (w->write_busy || w->sync_busy || w->state == BLOB_W_OPENING)
+        return false;
+    if (w->state == BLOB_W_SEALING || w->state == BLOB_W_FAILING)
+        return false;
+    if (base_list_is_linked(&w->kick_task.link))
+        return false;
+    return base_list_is_empty(&w->wait_write) && base_list_is_empty(&w->wait_sync) &&
+           base_list_is_empty(&w->syncing) && base_list_is_empty(&w->waiters);
+}
