@@ -186,6 +186,8 @@ struct blob_writer {
 
 MUST_CHECK int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_size);
 void blob_writer_deinit(struct blob_writer *w);
+/* Opens the first segment ahead of the first upload (asynchronous). */
+void blob_writer_start(struct blob_writer *w);
 /*
  * Reserves <len> bytes (8-aligned start) for a record of the active segment. Returns a
  * pointer and sets <off> and <seq>, or NULL with *<err> = -EINPROGRESS (queue a waiter with

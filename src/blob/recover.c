@@ -411,7 +411,8 @@ int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
         free(l.seqs);
         return rc;
     }
-    qsort(l.seqs, l.len, sizeof(*l.seqs), cmp_u64);
+    if (l.len > 1)
+        qsort(l.seqs, l.len, sizeof(*l.seqs), cmp_u64);
     struct recover r = { .s = s, .entries_size = 1024 };
     r.entries = malloc(r.entries_size * sizeof(*r.entries));
     rc = r.entries ? 0 : -ENOMEM;

@@ -321,6 +321,7 @@ int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_cor
         goto err_zstd;
     uint32_t n = atomic_fetch_add(&s->cores, 1);
     ASSERT(n < s->opts.cores_max);
+    blob_writer_start(&bc->writer);
     *out = bc;
     return 0;
 

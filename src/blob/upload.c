@@ -486,7 +486,8 @@ static int commit_record(struct blob_upload *u)
     c->size = u->key.size;
     c->commit_seq = atomic_fetch_add(&bc->s->commit_seq, 1);
     memcpy(c->hash, u->key.hash, BLOB_HASH_SIZE);
-    memcpy(c + 1, u->refs, (size_t)u->refs_len * sizeof(*u->refs));
+    if (u->refs_len > 0)
+        memcpy(c + 1, u->refs, (size_t)u->refs_len * sizeof(*u->refs));
     blob_format_record_header((struct blob_record_header *)(void *)p, BLOB_RECORD_COMMIT, 0, c,
                               payload, 0);
     struct blob_footer_entry e = {

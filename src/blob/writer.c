@@ -442,7 +442,7 @@ static void writer_fail(struct blob_writer *w, int err)
         w->state = BLOB_W_FAILING;
         w->err = err;
     }
-    if (w->write_busy || w->sync_busy)
+    if (w->write_busy || w->sync_busy || blob_aio_is_busy(&w->ctl_aio))
         return; /* the other op's completion comes back here */
     writer_abandon(w, w->err);
 }
@@ -475,7 +475,8 @@ static void writer_kick(struct blob_writer *w)
         writer_issue_write(w);
     }
     if (sealing) {
-        if (!w->write_busy && !w->sync_busy && !has_unwritten(w))
+        bool quiet = !w->write_busy && !w->sync_busy && !blob_aio_is_busy(&w->ctl_aio);
+        if (quiet && !has_unwritten(w) && !w->footer_buf)
             writer_seal_footer(w);
         return;
     }
@@ -511,6 +512,12 @@ int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_s
         base_counter_inc(&bc->counters.bufs);
     }
     return 0;
+}
+
+void blob_writer_start(struct blob_writer *w)
+{
+    if (w->state == BLOB_W_NONE)
+        writer_open(w);
 }
 
 void blob_writer_deinit(struct blob_writer *w)
