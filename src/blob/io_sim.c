@@ -130,7 +130,8 @@ static void file_sync(struct sim_file *f)
     free(f->dur);
     f->dur = malloc(f->cur_size ? f->cur_size : 1);
     ASSERT(f->dur);
-    memcpy(f->dur, f->cur, f->cur_size);
+    if (f->cur_size > 0)
+        memcpy(f->dur, f->cur, f->cur_size);
     f->dur_size = f->cur_size;
     for (uint32_t i = 0; i < f->pending_len; i++)
         free(f->pending[i].data);
@@ -479,7 +480,8 @@ static void file_power_loss(struct sim_io *s, struct sim_file *f)
     free(f->cur);
     f->cur = malloc(f->dur_size ? f->dur_size : 1);
     ASSERT(f->cur);
-    memcpy(f->cur, f->dur, f->dur_size);
+    if (f->dur_size > 0)
+        memcpy(f->cur, f->dur, f->dur_size);
     f->cur_size = f->dur_size;
     for (uint32_t i = 0; i < f->pending_len; i++)
         free(f->pending[i].data);

@@ -298,7 +298,8 @@ static int seal_scanned(struct blob_store *s, const char *name, struct recover *
         return -ENOMEM;
     }
     struct blob_record_header *h = (void *)buf;
-    memcpy(buf + sizeof(*h), r->entries, payload);
+    if (payload > 0)
+        memcpy(buf + sizeof(*h), r->entries, payload);
     blob_format_record_header(h, BLOB_RECORD_FOOTER, 0, buf + sizeof(*h), (uint32_t)payload, 0);
     struct blob_seg_trailer t;
     blob_format_trailer(&t, seq, footer_off, end, r->entries_len, footer_off + len);

@@ -218,7 +218,8 @@ static uint32_t seal_build(struct blob_writer *w, uint64_t footer_off, uint8_t *
     ASSERT(buf); /* a footer is at most a few MiB; without it the segment cannot be sealed */
     memset(buf, 0, len);
     struct blob_record_header *h = (struct blob_record_header *)(void *)buf;
-    memcpy(buf + sizeof(*h), w->foot, payload);
+    if (payload > 0)
+        memcpy(buf + sizeof(*h), w->foot, payload);
     blob_format_record_header(h, BLOB_RECORD_FOOTER, 0, buf + sizeof(*h), (uint32_t)payload, 0);
     struct blob_seg_trailer t;
     blob_format_trailer(&t, w->seq, footer_off, w->end, w->foot_len, footer_off + len);
