@@ -388,6 +388,11 @@ static int recover_one(struct blob_store *s, struct recover *r, uint64_t seq)
         set_aside(s, name, size);
         return 0;
     }
+    if (rc == 0 && !sealed && end <= BLOB_SEG_HEADER_SIZE) {
+        /* Not a single record: a core opened it and wrote nothing (or nothing survived). */
+        (void)s->io->ops->close(s->io, fd);
+        return s->io->ops->unlink(s->io, name);
+    }
     if (rc == 0 && !sealed)
         rc = seal_scanned(s, name, r, seq, end, &size);
     if (rc < 0 || r->err < 0) {

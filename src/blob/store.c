@@ -7,6 +7,7 @@
 #include "blob/store.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,7 +173,14 @@ static int store_start_evictor(struct blob_store *s)
     ASSERT(rc == 0);
     if (!s->opts.evict_thread)
         return 0;
+    /* The thread starts with every signal blocked: SIGTERM belongs to the main thread's
+     * sigwait, and a thread that let it through would end the process instead. */
+    sigset_t all;
+    sigset_t old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&s->evict_thread, NULL, evictor_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0)
         return -rc;
     s->evict_running = true;

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "blob/store.h"
 #include "ring/conn.h"
 #include "ring/core.h"
 #include "rpc/server.h"
@@ -15,6 +16,7 @@
 /* Server-wide settings, fixed before the cores start; read by every core. */
 struct rpc_config {
     struct rpc_server_options opts; /* what the operator asked for */
+    struct blob_store *store;       /* the storage engine, shared by every core */
     uint32_t read_timeout_ms;       /* per connection receive */
     uint32_t write_timeout_ms;      /* per connection send progress */
 };
@@ -24,6 +26,7 @@ struct rpc_core {
     struct ring_core *ring;          /* this core's loop */
     const struct rpc_config *cfg;    /* shared, read-only */
     uint32_t conns_open;             /* rpc connections alive on this core */
+    struct blob_core *blob;          /* this core's storage engine */
 };
 
 /*

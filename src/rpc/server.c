@@ -31,6 +31,10 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->recv_buffers = 1024;
     opts->recv_buffer_size = 64 * 1024;
     opts->log_level = "info";
+    opts->segment_size = 0;
+    opts->chunk_size = 256 * 1024;
+    opts->zstd_level = 1;
+    opts->direct_io = true;
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -59,8 +63,21 @@ static int core_init(struct ring_core *core, void *arg)
         return -ENOMEM;
     rc->ring = core;
     rc->cfg = cfg;
+    int err = blob_core_init(cfg->store, core, &rc->blob);
+    if (err < 0) {
+        LOG_ERROR("core %u: blob_core_init: %s", ring_core_index(core), base_err_str(err));
+        free(rc);
+        return err;
+    }
     ring_core_set_app(core, rc);
     return 0;
+}
+
+static void core_quiesce(struct ring_core *core, void *arg)
+{
+    (void)arg;
+    struct rpc_core *rc = ring_core_app(core);
+    blob_core_quiesce(rc->blob);
 }
 
 static void core_deinit(struct ring_core *core, void *arg)
@@ -68,8 +85,31 @@ static void core_deinit(struct ring_core *core, void *arg)
     (void)arg;
     struct rpc_core *rc = ring_core_app(core);
     ASSERT(rc->conns_open == 0);
+    blob_core_deinit(rc->blob);
     ring_core_set_app(core, NULL);
     free(rc);
+}
+
+/* Fills the engine's options from the operator's; segments shrink for small budgets. */
+static int store_options(const struct rpc_server_options *opts, uint32_t cores,
+                         struct blob_store_options *bo)
+{
+    blob_store_options_default(bo);
+    bo->dir = opts->dir;
+    bo->max_size = opts->max_size;
+    bo->cores_max = cores;
+    bo->chunk_size = (uint32_t)opts->chunk_size;
+    bo->zstd_level = (int)opts->zstd_level;
+    bo->direct_io = opts->direct_io;
+    bo->segment_size = opts->segment_size;
+    if (bo->segment_size == 0) {
+        uint64_t seg = opts->max_size / (8ULL * cores);
+        seg = seg > (256ULL << 20) ? (256ULL << 20) : seg;
+        bo->segment_size = seg & ~(uint64_t)(1024 * 1024 - 1);
+        if (bo->segment_size < 4 * bo->chunk_size)
+            bo->segment_size = 4ULL * bo->chunk_size;
+    }
+    return blob_sync_parse(opts->sync, &bo->sync);
 }
 
 static int make_dir(const char *dir)
@@ -140,20 +180,31 @@ int rpc_server_run(const struct rpc_server_options *opts)
     so.drain_timeout_ms = opts->drain_timeout_ms;
     so.core.recv_buf_count = (uint32_t)opts->recv_buffers;
     so.core.recv_buf_size = (uint32_t)opts->recv_buffer_size;
+    char why[512] = "";
     struct rpc_config cfg = {
         .opts = *opts,
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
         .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
     };
+    uint32_t cores = so.cores ? so.cores : ring_server_cpu_count();
+    struct blob_store_options bo;
+    if (store_options(opts, cores, &bo) < 0)
+        return 1;
+    rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr, "ringcas: cannot open the store: %s\n", why[0] ? why : base_err_str(rc));
+        return 1;
+    }
     so.hooks.core_init = core_init;
+    so.hooks.core_quiesce = core_quiesce;
     so.hooks.core_deinit = core_deinit;
     so.hooks.on_accept = rpc_conn_accept;
     so.hooks.arg = &cfg;
     struct ring_server *srv;
-    char why[512] = "";
     rc = ring_server_start(&so, &srv, why, sizeof(why));
     if (rc < 0) {
         fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
+        blob_store_close(cfg.store);
         return 1;
     }
     LOG_INFO("serving on %s:%u with %u cores, data in %s", host, ring_server_port(srv),
@@ -164,6 +215,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     LOG_INFO("signal %d: draining (up to %llu ms)", sig,
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);
+    blob_store_close(cfg.store);
     if (rc < 0) {
         LOG_ERROR("stopped with errors: %s", base_err_str(rc));
         return 1;
