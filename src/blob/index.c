@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define STRIPES        256U
-#define BLOCK_SHIFT    8U
+#define BLOCK_SHIFT    6U
 #define BLOCK_ENTRIES  (1U << BLOCK_SHIFT)
 #define ENTRY_MAX      ((1U << 24) - 2)
 #define SLOTS_MIN      64U

@@ -3,7 +3,7 @@
  *
  * Striped: the first two bytes of the hash pick one of 256 stripes, each with its own mutex,
  * so two cores meet on a lock only when they touch the same stripe at the same instant. Each
- * stripe keeps its entries dense, in blocks of 256 (48 bytes each), and an open-addressing
+ * stripe keeps its entries dense, in blocks of 64 (48 bytes each), and an open-addressing
  * table of 32-bit slots (24-bit entry number + 8-bit tag from the hash) with linear probing
  * and backward-shift deletion. That is 48 bytes per blob plus 4.7–9.4 bytes of slots: the
  * budget of 64 bytes per blob holds at every fill (docs/index.md has the measurement and why
