@@ -445,7 +445,9 @@ static void writer_fail(struct blob_writer *w, int err)
     }
     if (w->write_busy || w->sync_busy || blob_aio_is_busy(&w->ctl_aio))
         return; /* the other op's completion comes back here */
-    writer_abandon(w, w->err);
+    int e = w->err;
+    w->err = 0; /* the next reservation opens a new segment; only open failures linger */
+    writer_abandon(w, e);
 }
 
 /* ---- the flush policy ---- */
