@@ -176,7 +176,7 @@ Test(blob_recover, the_newest_ac_value_wins_across_segments)
         struct blob_key k;
         blob_key_ac(&k, key, sizeof(v) - i);
         cr_assert(eq(int, th_put(&t, &k, v, sizeof(v) - i, 0, 0), 0));
-        for (uint64_t j = 0; j < 4; j++)
+        for (uint64_t j = 0; j < 8; j++)
             put_n(&t, 1000 + i * 20 + 2 * j, 6000, &filler);
     }
     cr_assert(ge(u64, th_counters(&t).segments_sealed, 3));
