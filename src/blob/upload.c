@@ -262,8 +262,11 @@ static int64_t take_identity(struct blob_upload *u)
 static int take_zstd(struct blob_upload *u)
 {
     uint8_t spare;
-    ZSTD_outBuffer out = { u->chunk ? u->chunk + u->chunk_len : &spare,
-                           u->chunk ? u->chunk_size - u->chunk_len : 0, 0 };
+    uint64_t room = u->chunk ? u->chunk_size - u->chunk_len : 0;
+    uint64_t left = u->key.size - u->decoded;
+    /* Never decode past the declared size: the spare byte below detects more. */
+    ZSTD_outBuffer out = { u->chunk ? u->chunk + u->chunk_len : &spare, room < left ? room : left,
+                           0 };
     if (u->decoded == u->key.size) {
         /* Everything expected arrived: any further output is too much. */
         out.dst = &spare;
