@@ -167,6 +167,8 @@ struct blob_writer {
     uint64_t write_end;            /* logical end it covers */
     uint32_t write_len;            /* its length */
     struct blob_aio write_aio;     /* the write */
+    struct blob_io_req write_req;  /* kept to resubmit after -EAGAIN */
+    uint32_t write_retries;        /* resubmissions of the write in flight */
     bool sync_busy;                /* an fdatasync is in flight */
     struct blob_aio sync_aio;      /* the fdatasync */
     struct blob_aio ctl_aio;       /* open, folder fsync, footer write, close */

@@ -37,6 +37,8 @@ struct blob_reader {
     uint32_t obuf_size;            /* capacity of obuf */
     struct blob_seg *seg;          /* segment of the read in flight (a reference) */
     struct blob_aio aio;           /* the read in flight */
+    struct blob_io_req req;        /* kept to resubmit after -EAGAIN */
+    uint32_t retries;              /* resubmissions of the read in flight */
     uint32_t want_len;             /* bytes the read asked for */
     int err;                       /* the error the stream ended with */
     bool closing;                  /* close was called while a read was in flight */
@@ -186,6 +188,8 @@ static int reader_submit(struct blob_reader *r, uint32_t seg32, uint64_t off, ui
                                .off = off };
     r->aio.fn = read_done;
     r->aio.ctx = r;
+    r->req = req;
+    r->retries = 0;
     int rc = blob_core_submit(bc, &r->aio, &req);
     if (rc < 0) {
         blob_segment_put(&bc->s->segs, seg);
@@ -342,6 +346,12 @@ static void read_done(struct blob_aio *a, int32_t res)
 {
     struct blob_reader *r = a->ctx;
     struct blob_core *bc = r->bc;
+    /* XFS and others may answer -EAGAIN even for blocking files: read again (bounded). */
+    if ((res == -EAGAIN || res == -EINTR) && !r->closing && r->retries < 16) {
+        r->retries++;
+        if (blob_core_submit(bc, &r->aio, &r->req) == 0)
+            return;
+    }
     bc->disk_reads--;
     base_counter_dec(&bc->counters.io_in_flight);
     blob_segment_put(&bc->s->segs, r->seg);

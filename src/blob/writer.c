@@ -26,6 +26,8 @@
 
 /* A write goes out once this much is buffered even if nobody waits for it. */
 #define FLUSH_BYTES (256U * 1024U)
+/* Resubmissions of one write or read that came back -EAGAIN or -EINTR. */
+#define RETRIES_MAX 16U
 
 static void writer_kick(struct blob_writer *w);
 static void writer_fail(struct blob_writer *w, int err);
@@ -73,6 +75,13 @@ static void write_done(struct blob_aio *a, int32_t res)
     struct blob_writer *w = a->ctx;
     struct blob_core *bc = w->bc;
     ASSERT(w->write_busy);
+    if ((res == -EAGAIN || res == -EINTR) && w->write_retries < RETRIES_MAX) {
+        /* O_DIRECT writes may bounce with -EAGAIN (a split bio, a full queue): nothing was
+         * written, so the same write goes again (IO_URING_NOTES 1.9). */
+        w->write_retries++;
+        if (blob_core_submit(bc, &w->write_aio, &w->write_req) == 0)
+            return;
+    }
     w->write_busy = false;
     base_counter_dec(&bc->counters.io_in_flight);
     if (res < 0 || (uint32_t)res != w->write_len) {
@@ -110,6 +119,8 @@ static void writer_issue_write(struct blob_writer *w)
     struct blob_io_req req = {
         .op = BLOB_IO_WRITE, .fd = w->wfd, .buf = w->buf[b], .len = wlen, .off = w->base[b],
     };
+    w->write_req = req;
+    w->write_retries = 0;
     w->write_aio.fn = write_done;
     w->write_aio.ctx = w;
     if (blob_core_submit(w->bc, &w->write_aio, &req) < 0)

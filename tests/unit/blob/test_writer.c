@@ -274,3 +274,22 @@ Test(blob_writer, an_abandoned_segment_fails_the_uploads_that_wrote_into_it)
     cr_assert(not(blob_exists(t.bc, &k, false)));
     th_close(&t);
 }
+
+Test(blob_writer, eagain_from_the_disk_is_retried_not_failed)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 170);
+    th_settle(&t);
+    static uint8_t data[3000];
+    struct blob_key k;
+    blob_n(data, sizeof(data), 21, &k);
+    /* The commit's write comes back -EAGAIN once, then goes through. */
+    blob_io_sim_fail_at(t.io, 1, -EAGAIN);
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    cr_assert(eq(u64, th_counters(&t).write_errors, 0));
+    cr_assert(eq(u64, th_counters(&t).segments_abandoned, 0));
+    /* And a read that bounces once still delivers. */
+    blob_io_sim_fail_at(t.io, 1, -EAGAIN);
+    assert_reads(&t, data, sizeof(data), &k);
+    th_close(&t);
+}
