@@ -146,6 +146,31 @@ enum blob_writer_state {
     BLOB_W_FAILING,   /* a write or fsync failed: waiting for the other op, then abandon */
 };
 
+/* Write buffers per core: one filling, the others in flight or free. */
+#define BLOB_WBUFS 4
+
+enum blob_wbuf_state {
+    BLOB_WBUF_FREE = 0, /* unused */
+    BLOB_WBUF_FILL,     /* records are appended here (the writer's cur) */
+    BLOB_WBUF_FLIGHT,   /* its write is in flight */
+    BLOB_WBUF_DONE,     /* its write completed; retired in issue order */
+};
+
+/* One aligned write buffer and the write that sends it. */
+struct blob_wbuf {
+    uint8_t *mem;              /* buf_size bytes, block-aligned */
+    uint64_t base;             /* file offset of mem[0], block-aligned */
+    uint32_t len;              /* bytes appended */
+    uint8_t state;             /* enum blob_wbuf_state */
+    bool partial;              /* its write ends in a block the next buffer writes again */
+    uint32_t wlen;             /* bytes of its write (whole blocks) */
+    uint64_t end;              /* logical end its write covers */
+    uint32_t retries;          /* resubmissions after -EAGAIN */
+    struct blob_aio aio;       /* the write */
+    struct blob_io_req req;    /* kept to resubmit */
+    struct blob_writer *w;     /* owner */
+};
+
 struct blob_writer {
     struct blob_core *bc;          /* owner */
     uint8_t state;                 /* enum blob_writer_state */
@@ -155,24 +180,21 @@ struct blob_writer {
     int rfd;                       /* read fd handed to the table */
     bool direct;                   /* wfd has O_DIRECT */
     char name[32];                 /* file name being opened */
+    uint8_t open_step;             /* where the opening sequence is (writer.c open_step) */
     uint64_t end;                  /* logical end: where the next record goes */
-    uint8_t *buf[2];               /* aligned write buffers */
-    uint64_t base[2];              /* file offset of buf[i][0], block-aligned */
+    struct blob_wbuf bufs[BLOB_WBUFS]; /* in a ring: oldest .. cur */
     uint32_t buf_size;             /* bytes per buffer */
     uint32_t cur;                  /* the buffer being filled */
-    uint32_t len;                  /* bytes in buf[cur] */
+    uint32_t oldest;               /* the oldest buffer not yet retired (== cur when none) */
+    uint32_t flights;              /* writes in flight */
     uint64_t flushed;              /* logical end handed to writes */
-    uint64_t written;              /* logical end whose writes completed */
-    bool write_busy;               /* a write is in flight */
-    uint64_t write_end;            /* logical end it covers */
-    uint32_t write_len;            /* its length */
-    struct blob_aio write_aio;     /* the write */
-    struct blob_io_req write_req;  /* kept to resubmit after -EAGAIN */
-    uint32_t write_retries;        /* resubmissions of the write in flight */
+    uint64_t written;              /* logical end whose writes (all before it) completed */
+    uint32_t ctl_len;              /* length of the footer write */
     bool sync_busy;                /* an fdatasync is in flight */
     struct blob_aio sync_aio;      /* the fdatasync */
     struct blob_aio ctl_aio;       /* open, folder fsync, footer write, close */
     uint8_t *footer_buf;           /* the footer being written at seal */
+    bool sealing_synced;           /* the seal's first fdatasync (of the records) went out */
     struct base_list wait_write;   /* pendings whose record is not written yet */
     struct base_list wait_sync;    /* pendings written, not yet in an fsync */
     struct base_list syncing;      /* pendings covered by the fsync in flight */
@@ -180,7 +202,6 @@ struct blob_writer {
     struct blob_footer_entry *foot;/* commit records in the active segment */
     uint32_t foot_len;             /* entries used */
     uint32_t foot_size;            /* capacity */
-    bool want_flush;               /* someone waits for the buffer to reach the disk */
     bool want_sync;                /* quiesce: sync what was written */
     int err;                       /* the last open failure, reported to waiters */
     struct ring_task kick_task;    /* end-of-iteration flush and group commit */

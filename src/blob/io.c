@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,11 +159,19 @@ static int real_submit(struct blob_io *io, struct ring_core *core, struct blob_a
     case BLOB_IO_FSYNC_DIR:
         io_uring_prep_fsync(sqe, real_of(io)->dir_fd, 0);
         break;
+    case BLOB_IO_FALLOCATE:
+        io_uring_prep_fallocate(sqe, req->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)req->off);
+        break;
     default:
         UNREACHABLE();
     }
     a->handle = op;
     ring_op_commit(op, sqe);
+    if (req->op == BLOB_IO_WRITE) {
+        /* Submit now: a core busy hashing and compressing the next buffer may not enter the
+         * kernel for milliseconds, and the write would wait for it instead of overlapping. */
+        (void)io_uring_submit(ring_core_uring(core));
+    }
     return 0;
 }
 

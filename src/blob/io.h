@@ -33,6 +33,7 @@ enum blob_io_opcode {
     BLOB_IO_OPEN,      /* res: the new fd */
     BLOB_IO_CLOSE,     /* res: 0 */
     BLOB_IO_FSYNC_DIR, /* res: 0: the folder's entries are durable */
+    BLOB_IO_FALLOCATE, /* res: 0: [off, off + len) allocated, the size unchanged (KEEP_SIZE) */
 };
 
 /* Completion of an asynchronous request; runs on the core's thread. */
@@ -48,10 +49,10 @@ struct blob_aio {
 
 struct blob_io_req {
     uint8_t op;       /* enum blob_io_opcode */
-    int fd;           /* READ, WRITE, FDATASYNC, CLOSE */
+    int fd;           /* READ, WRITE, FDATASYNC, CLOSE, FALLOCATE */
     void *buf;        /* READ/WRITE memory: the backend's until completion */
     uint32_t len;     /* READ/WRITE bytes */
-    uint64_t off;     /* READ/WRITE file offset */
+    uint64_t off;     /* READ/WRITE file offset; FALLOCATE: the length to allocate */
     const char *name; /* OPEN: file name, valid until completion */
     int flags;        /* OPEN: open(2) flags */
 };

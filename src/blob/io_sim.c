@@ -397,6 +397,10 @@ static int32_t sim_perform(struct sim_io *s, const struct blob_io_req *q)
         return sim_close(io, q->fd);
     case BLOB_IO_FSYNC_DIR:
         return sim_fsync_dir(io);
+    case BLOB_IO_FALLOCATE:
+        /* Blocks reserved, nothing visible: only a fault can come of it. */
+        rc = sim_tick(s);
+        return rc < 0 ? rc : 0;
     default:
         UNREACHABLE();
     }

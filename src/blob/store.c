@@ -104,7 +104,7 @@ void blob_store_options_default(struct blob_store_options *o)
     o->uploads_max = 1024;
     o->readers_max = 4096;
     o->disk_queue_max = 512;
-    o->write_buffer_size = 4U << 20;
+    o->write_buffer_size = 2U << 20;
     o->cores_max = 1;
     o->direct_io = true;
     o->evict_thread = true;

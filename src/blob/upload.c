@@ -211,25 +211,58 @@ static int refs_push(struct blob_upload *u, uint64_t seq, uint64_t off, uint32_t
     return 0;
 }
 
-/* Writes the full chunk buffer as a chunk record. 0, -EINPROGRESS (wait) or -errno. */
-static int upload_emit(struct blob_upload *u)
+/*
+ * Writes <n> bytes at <src> (a full chunk) as a chunk record. With <hash>, the bytes are
+ * hashed first (they come straight from the caller). 0, -EINPROGRESS (wait: nothing was
+ * taken) or -errno.
+ */
+static int upload_emit_from(struct blob_upload *u, const uint8_t *src, uint32_t n, bool hash)
 {
     struct blob_writer *w = &u->bc->writer;
     uint64_t off;
     uint64_t seq;
     int err;
-    uint8_t *p = blob_writer_reserve(w, blob_chunk_record_bound(u->chunk_len), false, &off, &seq,
-                                     &err);
+    uint8_t *p = blob_writer_reserve(w, blob_chunk_record_bound(n), false, &off, &seq, &err);
     if (!p)
         return err;
-    uint32_t used = blob_chunk_encode(&u->bc->zctx, u->chunk, u->chunk_len, p);
+    if (hash)
+        blob_digest_update(&u->digest, src, n);
+    uint32_t used = blob_chunk_encode(&u->bc->zctx, src, n, p);
     blob_writer_commit(w, used);
     int rc = refs_push(u, seq, off, used - (uint32_t)sizeof(struct blob_record_header));
     if (rc < 0)
         return rc;
-    u->emitted += u->chunk_len;
-    u->chunk_len = 0;
+    u->emitted += n;
     return 0;
+}
+
+/* Writes the full chunk buffer as a chunk record. 0, -EINPROGRESS (wait) or -errno. */
+static int upload_emit(struct blob_upload *u)
+{
+    int rc = upload_emit_from(u, u->chunk, u->chunk_len, false);
+    if (rc == 0)
+        u->chunk_len = 0;
+    return rc;
+}
+
+/*
+ * Identity input that holds a whole chunk while none is buffered is compressed straight from
+ * the caller's memory: no copy. Returns 1 when it took a chunk, 0 when it does not apply,
+ * or <0 (-EINPROGRESS: wait).
+ */
+static int take_direct(struct blob_upload *u)
+{
+    uint64_t left = u->key.size - u->decoded;
+    uint64_t want = left < u->chunk_size ? left : u->chunk_size;
+    if (u->chunk_len != 0 || want == 0 || u->in_len < want)
+        return 0;
+    int rc = upload_emit_from(u, u->in, (uint32_t)want, true);
+    if (rc < 0)
+        return rc;
+    u->decoded += want;
+    u->in += want;
+    u->in_len -= want;
+    return 1;
 }
 
 /* The chunk is full: the last one is shorter than chunk_size. */
@@ -304,6 +337,13 @@ static int upload_pump(struct blob_upload *u)
         }
         if (u->in_len == 0)
             return 0;
+        if (u->enc == BLOB_ENCODING_IDENTITY) {
+            int rc = take_direct(u);
+            if (rc < 0)
+                return rc;
+            if (rc > 0)
+                continue;
+        }
         if (u->enc == BLOB_ENCODING_ZSTD) {
             int rc = take_zstd(u);
             if (rc < 0)

@@ -1,12 +1,15 @@
 /*
- * The per-core segment writer: the active segment, two aligned write buffers, one write in
- * flight at a time, group commit, sealing and abandoning.
+ * The per-core segment writer: the active segment, a ring of aligned write buffers with
+ * several writes in flight, group commit, sealing and abandoning.
  *
- * Records are appended to buf[cur]. A write sends buf[cur] rounded up to whole blocks (the
- * O_DIRECT unit) and the filling moves to the other buffer, which starts with a copy of the
- * last, partial block: the next write rewrites that block with the same leading bytes, so a
- * torn rewrite (sector-atomic) never changes bytes that were already durable. One write at
- * a time keeps two writes from racing on that shared block; data keeps arriving meanwhile.
+ * Records are appended to the current buffer. While data streams, a write sends only the
+ * buffer's whole blocks (the O_DIRECT unit) and the partial last block moves to the next
+ * buffer, so streaming writes never touch the same block and go out side by side. When a
+ * commit waits, the write includes the partial block (zero padded) and the next buffer
+ * starts with a copy of it: its next write rewrites that block with the same leading bytes,
+ * so a torn rewrite (sector-atomic) never changes bytes that were already durable, and that
+ * next write waits until the padded one completed, so two writes never race on one block.
+ * Writes complete in any order; <written> advances in issue order only.
  *
  * Durability: a pending commit waits for the write that holds its record (wait_write), then
  * for an fdatasync (wait_sync -> syncing). Group commit issues one fdatasync at the end of a
@@ -25,7 +28,7 @@
 #include <string.h>
 
 /* A write goes out once this much is buffered even if nobody waits for it. */
-#define FLUSH_BYTES (256U * 1024U)
+#define FLUSH_BYTES (1024U * 1024U)
 /* Resubmissions of one write or read that came back -EAGAIN or -EINTR. */
 #define RETRIES_MAX 16U
 
@@ -70,30 +73,39 @@ static uint64_t footer_room(uint64_t entries)
 
 /* ---- writes and syncs ---- */
 
-static void write_done(struct blob_aio *a, int32_t res)
+static uint32_t wnext(uint32_t i)
 {
-    struct blob_writer *w = a->ctx;
-    struct blob_core *bc = w->bc;
-    ASSERT(w->write_busy);
-    if ((res == -EAGAIN || res == -EINTR) && w->write_retries < RETRIES_MAX) {
-        /* O_DIRECT writes may bounce with -EAGAIN (a split bio, a full queue): nothing was
-         * written, so the same write goes again (IO_URING_NOTES 1.9). */
-        w->write_retries++;
-        if (blob_core_submit(bc, &w->write_aio, &w->write_req) == 0)
-            return;
+    return (i + 1) % BLOB_WBUFS;
+}
+
+static struct blob_wbuf *wcur(struct blob_writer *w)
+{
+    return &w->bufs[w->cur];
+}
+
+static uint32_t flush_bytes(const struct blob_writer *w)
+{
+    return w->buf_size / 2 < FLUSH_BYTES ? w->buf_size / 2 : FLUSH_BYTES;
+}
+
+/* Retires completed writes in issue order; returns true when <written> moved. */
+static bool writes_retire(struct blob_writer *w)
+{
+    bool moved = false;
+    /* Bounded by BLOB_WBUFS. */
+    while (w->oldest != w->cur && w->bufs[w->oldest].state == BLOB_WBUF_DONE) {
+        struct blob_wbuf *b = &w->bufs[w->oldest];
+        w->written = b->end;
+        b->state = BLOB_WBUF_FREE;
+        w->oldest = wnext(w->oldest);
+        moved = true;
     }
-    w->write_busy = false;
-    base_counter_dec(&bc->counters.io_in_flight);
-    if (res < 0 || (uint32_t)res != w->write_len) {
-        base_counter_inc(&bc->counters.write_errors);
-        writer_fail(w, res < 0 ? res : -EIO);
-        return;
-    }
-    w->written = w->write_end;
-    base_counter_add(&bc->counters.bytes_stored, w->write_len);
-    if (w->seg)
-        blob_segment_set_bytes(&store_of(w)->segs, w->seg, w->written);
-    /* Commits whose record is now in the file move on. */
+    return moved;
+}
+
+/* Commits whose record is now in the file move on to their sync (or are done). */
+static void pendings_written(struct blob_writer *w)
+{
     while (!base_list_is_empty(&w->wait_write)) {
         struct blob_pending *p = BASE_CONTAINER_OF(w->wait_write.next, struct blob_pending, link);
         if (p->end > w->written)
@@ -104,41 +116,94 @@ static void write_done(struct blob_aio *a, int32_t res)
         else
             base_list_add_tail(&w->wait_sync, &p->link);
     }
+}
+
+static void write_done(struct blob_aio *a, int32_t res)
+{
+    struct blob_wbuf *b = a->ctx;
+    struct blob_writer *w = b->w;
+    struct blob_core *bc = w->bc;
+    ASSERT(b->state == BLOB_WBUF_FLIGHT);
+    if ((res == -EAGAIN || res == -EINTR) && b->retries < RETRIES_MAX) {
+        /* O_DIRECT writes may bounce with -EAGAIN (a split bio, a full queue): nothing was
+         * written, so the same write goes again (IO_URING_NOTES 1.9). */
+        b->retries++;
+        if (blob_core_submit(bc, &b->aio, &b->req) == 0)
+            return;
+    }
+    ASSERT(w->flights > 0);
+    w->flights--;
+    b->state = BLOB_WBUF_DONE;
+    base_counter_dec(&bc->counters.io_in_flight);
+    if (res < 0 || (uint32_t)res != b->wlen) {
+        base_counter_inc(&bc->counters.write_errors);
+        writer_fail(w, res < 0 ? res : -EIO);
+        return;
+    }
+    base_counter_add(&bc->counters.bytes_stored, b->wlen);
+    if (w->state == BLOB_W_FAILING) {
+        writer_fail(w, w->err);
+        return;
+    }
+    if (writes_retire(w) && w->seg)
+        blob_segment_set_bytes(&store_of(w)->segs, w->seg, w->written);
+    pendings_written(w);
     writer_kick(w);
     waiters_wake(w, 0);
 }
 
-static void writer_issue_write(struct blob_writer *w)
+/* True when a write from the current buffer may go: a buffer to move on to is free, and
+ * the previous write does not share its first block (a padded write still in flight). */
+static bool can_issue(const struct blob_writer *w)
 {
-    ASSERT(!w->write_busy);
-    uint32_t b = w->cur;
-    uint32_t len = w->len;
-    uint32_t wlen = (uint32_t)blob_align_block(len);
+    uint32_t prev = (w->cur + BLOB_WBUFS - 1) % BLOB_WBUFS;
+    const struct blob_wbuf *p = &w->bufs[prev];
+    if (w->bufs[wnext(w->cur)].state != BLOB_WBUF_FREE)
+        return false;
+    return !(p->state == BLOB_WBUF_FLIGHT && p->partial);
+}
+
+/*
+ * Sends the current buffer's whole blocks, and with <tail> its partial last block too, then
+ * moves filling to the next buffer. Returns true when a write went out.
+ */
+static bool writer_issue_write(struct blob_writer *w, bool tail)
+{
+    ASSERT(can_issue(w));
+    struct blob_wbuf *b = wcur(w);
+    uint32_t full = b->len & ~(BLOB_BLOCK_SIZE - 1);
+    uint32_t keep = b->len - full;
+    uint32_t wlen = tail ? (uint32_t)blob_align_block(b->len) : full;
+    if (wlen == 0 || b->base + (tail ? b->len : full) <= w->flushed)
+        return false;
     ASSERT(wlen <= w->buf_size);
-    memset(w->buf[b] + len, 0, wlen - len);
-    struct blob_io_req req = {
-        .op = BLOB_IO_WRITE, .fd = w->wfd, .buf = w->buf[b], .len = wlen, .off = w->base[b],
+    if (wlen > b->len)
+        memset(b->mem + b->len, 0, wlen - b->len);
+    b->req = (struct blob_io_req){
+        .op = BLOB_IO_WRITE, .fd = w->wfd, .buf = b->mem, .len = wlen, .off = b->base,
     };
-    w->write_req = req;
-    w->write_retries = 0;
-    w->write_aio.fn = write_done;
-    w->write_aio.ctx = w;
-    if (blob_core_submit(w->bc, &w->write_aio, &req) < 0)
-        return; /* the op table is full: the next kick tries again */
+    b->retries = 0;
+    b->aio.fn = write_done;
+    b->aio.ctx = b;
+    if (blob_core_submit(w->bc, &b->aio, &b->req) < 0)
+        return false; /* the op table is full: the next kick tries again */
     base_counter_inc(&w->bc->counters.io_in_flight);
     base_counter_inc(&w->bc->counters.writes);
-    w->write_busy = true;
-    w->write_len = wlen;
-    w->write_end = w->base[b] + len;
-    w->flushed = w->write_end;
-    /* The other buffer starts with the partial last block, written again next time. */
-    uint32_t nb = 1 - b;
-    uint32_t keep = len & (BLOB_BLOCK_SIZE - 1);
-    uint32_t from = len - keep;
-    memcpy(w->buf[nb], w->buf[b] + from, keep);
-    w->base[nb] = w->base[b] + from;
-    w->cur = nb;
-    w->len = keep;
+    w->flights++;
+    b->state = BLOB_WBUF_FLIGHT;
+    b->wlen = wlen;
+    b->partial = tail && keep > 0;
+    b->end = b->base + (tail ? b->len : full);
+    w->flushed = b->end;
+    /* The next buffer starts with the partial last block: written now or not, it is
+     * written (again) from there. */
+    struct blob_wbuf *n = &w->bufs[wnext(w->cur)];
+    memcpy(n->mem, b->mem + full, keep);
+    n->base = b->base + full;
+    n->len = keep;
+    n->state = BLOB_WBUF_FILL;
+    w->cur = wnext(w->cur);
+    return true;
 }
 
 static void sync_done(struct blob_aio *a, int32_t res)
@@ -204,12 +269,12 @@ static void seal_footer_written(struct blob_aio *a, int32_t res)
     base_counter_dec(&w->bc->counters.io_in_flight);
     free(w->footer_buf);
     w->footer_buf = NULL;
-    if (res < 0 || (uint32_t)res != w->write_len) {
+    if (res < 0 || (uint32_t)res != w->ctl_len) {
         base_counter_inc(&w->bc->counters.write_errors);
         writer_fail(w, res < 0 ? res : -EIO);
         return;
     }
-    base_counter_add(&w->bc->counters.bytes_stored, w->write_len);
+    base_counter_add(&w->bc->counters.bytes_stored, w->ctl_len);
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
     w->ctl_aio.fn = seal_synced;
     if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
@@ -239,6 +304,40 @@ static uint32_t seal_build(struct blob_writer *w, uint64_t footer_off, uint8_t *
     return (uint32_t)len;
 }
 
+static void writer_seal_footer(struct blob_writer *w);
+
+/*
+ * The records must be durable before the footer that lists them is written: recovery trusts
+ * a valid footer without reading the records, so a footer that survived a power cut while
+ * the records it lists did not would index bytes that are not there.
+ */
+static void seal_records_synced(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    if (res < 0) {
+        base_counter_inc(&w->bc->counters.fsync_errors);
+        writer_fail(w, res);
+        return;
+    }
+    pendings_finish(&w->wait_sync, 0);
+    writer_seal_footer(w);
+}
+
+static void writer_seal_sync_records(struct blob_writer *w)
+{
+    struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
+    w->ctl_aio.fn = seal_records_synced;
+    w->ctl_aio.ctx = w;
+    w->sealing_synced = true;
+    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
+        writer_fail(w, -EAGAIN);
+        return;
+    }
+    base_counter_inc(&w->bc->counters.io_in_flight);
+    base_counter_inc(&w->bc->counters.fsyncs);
+}
+
 static void writer_seal_footer(struct blob_writer *w)
 {
     uint64_t footer_off = blob_align_block(w->end);
@@ -248,7 +347,7 @@ static void writer_seal_footer(struct blob_writer *w)
     };
     w->ctl_aio.fn = seal_footer_written;
     w->ctl_aio.ctx = w;
-    w->write_len = len;
+    w->ctl_len = len;
     w->end = footer_off + len; /* nothing is appended after the footer */
     w->flushed = w->end;
     if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
@@ -334,6 +433,21 @@ static void open_failed(struct blob_writer *w, int err)
     waiters_wake(w, err);
 }
 
+/* Every buffer free, filling starts at buffer 0 at offset 0 (no write may be in flight). */
+static void writer_reset_buffers(struct blob_writer *w)
+{
+    ASSERT(w->flights == 0);
+    for (uint32_t i = 0; i < BLOB_WBUFS; i++) {
+        w->bufs[i].state = BLOB_WBUF_FREE;
+        w->bufs[i].len = 0;
+        w->bufs[i].base = 0;
+        w->bufs[i].partial = false;
+    }
+    w->cur = 0;
+    w->oldest = 0;
+    w->bufs[0].state = BLOB_WBUF_FILL;
+}
+
 static void open_ready(struct blob_writer *w)
 {
     struct blob_store *s = store_of(w);
@@ -346,11 +460,13 @@ static void open_ready(struct blob_writer *w)
     /* The header block is the first thing the next write sends. */
     struct blob_seg_header h;
     blob_format_seg_header(&h, w->seq, w->bc->index);
-    memset(w->buf[w->cur], 0, BLOB_SEG_HEADER_SIZE);
-    memcpy(w->buf[w->cur], &h, sizeof(h));
-    w->base[w->cur] = 0;
-    w->len = BLOB_SEG_HEADER_SIZE;
+    writer_reset_buffers(w);
+    struct blob_wbuf *b = wcur(w);
+    memset(b->mem, 0, BLOB_SEG_HEADER_SIZE);
+    memcpy(b->mem, &h, sizeof(h));
+    b->len = BLOB_SEG_HEADER_SIZE;
     w->end = BLOB_SEG_HEADER_SIZE;
+    w->sealing_synced = false;
     w->flushed = 0;
     w->written = 0;
     w->foot_len = 0;
@@ -363,53 +479,58 @@ static void open_ready(struct blob_writer *w)
 
 /*
  * The opening sequence, one step per completion: write fd (O_DIRECT, or buffered when the
- * file system refuses it), read fd, folder fsync (the new entry must be durable before any
- * commit in it is acknowledged).
+ * file system refuses it), block reservation for the whole segment (appending O_DIRECT writes
+ * into allocated blocks skip the allocator; a file system without it is fine), read fd,
+ * folder fsync (the new entry must be durable before any commit in it is acknowledged).
  */
 static void open_step(struct blob_writer *w, int32_t res)
 {
     ASSERT(w->state == BLOB_W_OPENING);
-    int flags_w = O_WRONLY | O_CREAT | O_EXCL;
-    if (w->wfd < 0) {
+    struct blob_io_req req = { .op = BLOB_IO_OPEN, .name = w->name };
+    switch (w->open_step) {
+    case 0: /* start, or the write open failed */
         if (res == -EINVAL && w->direct) {
             w->direct = false; /* tmpfs and some file systems refuse O_DIRECT */
-            res = 0;
         } else if (res < 0) {
             open_failed(w, res);
             return;
-        } else if (res > 0) {
-            w->wfd = res;
         }
-        if (w->wfd < 0) {
-            struct blob_io_req req = {
-                .op = BLOB_IO_OPEN, .name = w->name,
-                .flags = flags_w | (w->direct ? O_DIRECT : 0),
-            };
-            if (open_submit(w, &req) < 0)
-                open_failed(w, -EAGAIN);
+        req.flags = O_WRONLY | O_CREAT | O_EXCL | (w->direct ? O_DIRECT : 0);
+        w->open_step = 1;
+        break;
+    case 1: /* the write fd */
+        if (res < 0) {
+            w->open_step = 0;
+            open_step(w, res);
             return;
         }
-        struct blob_io_req req = { .op = BLOB_IO_OPEN, .name = w->name, .flags = O_RDONLY };
-        if (open_submit(w, &req) < 0)
-            open_failed(w, -EAGAIN);
-        return;
-    }
-    if (w->rfd < 0) {
+        w->wfd = res;
+        req = (struct blob_io_req){ .op = BLOB_IO_FALLOCATE, .fd = w->wfd,
+                                    .off = store_of(w)->opts.segment_size };
+        w->open_step = 2;
+        break;
+    case 2: /* the reservation, whatever came of it */
+        req.flags = O_RDONLY;
+        w->open_step = 3;
+        break;
+    case 3: /* the read fd */
         if (res < 0) {
             open_failed(w, res);
             return;
         }
         w->rfd = res;
-        struct blob_io_req req = { .op = BLOB_IO_FSYNC_DIR };
-        if (open_submit(w, &req) < 0)
-            open_failed(w, -EAGAIN);
+        req = (struct blob_io_req){ .op = BLOB_IO_FSYNC_DIR };
+        w->open_step = 4;
+        break;
+    default: /* the folder fsync */
+        if (res < 0)
+            open_failed(w, res);
+        else
+            open_ready(w);
         return;
     }
-    if (res < 0) {
-        open_failed(w, res);
-        return;
-    }
-    open_ready(w);
+    if (open_submit(w, &req) < 0)
+        open_failed(w, -EAGAIN);
 }
 
 static void writer_open(struct blob_writer *w)
@@ -427,6 +548,7 @@ static void writer_open(struct blob_writer *w)
     w->wfd = -1;
     w->rfd = -1;
     w->direct = s->opts.direct_io && s->io->direct_ok;
+    w->open_step = 0;
     open_step(w, 0);
 }
 
@@ -442,7 +564,8 @@ static void writer_abandon(struct blob_writer *w, int err)
     blob_core_segment_failed(w->bc, w->seq, err);
     /* What was acknowledged in it stays readable; recovery seals it from a scan. */
     blob_segment_set(&s->segs, w->seg, BLOB_SEG_ABANDONED, w->written);
-    w->len = 0;
+    writer_reset_buffers(w);
+    w->end = w->written;
     w->flushed = w->written;
     writer_close_segment(w);
     blob_store_changed(s);
@@ -454,8 +577,8 @@ static void writer_fail(struct blob_writer *w, int err)
         w->state = BLOB_W_FAILING;
         w->err = err;
     }
-    if (w->write_busy || w->sync_busy || blob_aio_is_busy(&w->ctl_aio))
-        return; /* the other op's completion comes back here */
+    if (w->flights > 0 || w->sync_busy || blob_aio_is_busy(&w->ctl_aio))
+        return; /* the other ops' completions come back here */
     int e = w->err;
     w->err = 0; /* the next reservation opens a new segment; only open failures linger */
     writer_abandon(w, e);
@@ -474,6 +597,34 @@ static bool has_unwritten(const struct blob_writer *w)
     return w->end > w->flushed;
 }
 
+/* A commit waits for bytes that no write covers yet. */
+static bool commit_needs_write(const struct blob_writer *w)
+{
+    if (base_list_is_empty(&w->wait_write))
+        return false;
+    const struct blob_pending *last =
+        BASE_CONTAINER_OF(w->wait_write.prev, struct blob_pending, link);
+    return last->end > w->flushed;
+}
+
+/* Sends what the policy says should go now: a commit's bytes with the partial block, room
+ * for waiters, or a buffer half full. */
+static void writer_flush_policy(struct blob_writer *w)
+{
+    bool sealing = w->state == BLOB_W_SEALING;
+    bool tail = commit_needs_write(w) || sealing || w->want_sync;
+    bool room = !base_list_is_empty(&w->waiters);
+    /* Bounded by BLOB_WBUFS: each pass sends one buffer or stops. */
+    for (uint32_t n = 0; n < BLOB_WBUFS && has_unwritten(w) && can_issue(w); n++) {
+        uint32_t len = wcur(w)->len;
+        if (!tail && !room && len < flush_bytes(w))
+            break;
+        if (!writer_issue_write(w, tail))
+            break;
+        room = false;
+    }
+}
+
 static void writer_kick(struct blob_writer *w)
 {
     if (w->state == BLOB_W_FAILING) {
@@ -482,23 +633,18 @@ static void writer_kick(struct blob_writer *w)
     }
     if (w->state != BLOB_W_READY && w->state != BLOB_W_SEALING)
         return;
-    bool sealing = w->state == BLOB_W_SEALING;
-    bool urgent = w->want_flush || !base_list_is_empty(&w->waiters) || sealing;
-    if (!w->write_busy && has_unwritten(w) && (urgent || w->len >= FLUSH_BYTES)) {
-        w->want_flush = false;
-        writer_issue_write(w);
-    }
-    if (sealing) {
-        bool quiet = !w->write_busy && !w->sync_busy && !blob_aio_is_busy(&w->ctl_aio);
-        if (quiet && !has_unwritten(w) && !w->footer_buf)
-            writer_seal_footer(w);
+    writer_flush_policy(w);
+    if (w->state == BLOB_W_SEALING) {
+        bool quiet = w->flights == 0 && !w->sync_busy && !blob_aio_is_busy(&w->ctl_aio);
+        if (quiet && !has_unwritten(w) && !w->sealing_synced)
+            writer_seal_sync_records(w);
         return;
     }
-    bool syncable = !base_list_is_empty(&w->wait_sync) || (w->want_sync && w->written > 0);
-    if (!w->sync_busy && syncable && store_of(w)->opts.sync != BLOB_SYNC_NONE)
-        writer_issue_sync(w);
-    else if (w->want_sync && store_of(w)->opts.sync == BLOB_SYNC_NONE && !w->sync_busy &&
-             !w->write_busy && w->written > 0)
+    bool none = store_of(w)->opts.sync == BLOB_SYNC_NONE;
+    bool syncable = !base_list_is_empty(&w->wait_sync) && !none;
+    if (w->want_sync && w->written > 0 && w->flights == 0 && !has_unwritten(w))
+        syncable = true; /* quiesce: one last fdatasync whatever the policy */
+    if (!w->sync_busy && syncable)
         writer_issue_sync(w);
 }
 
@@ -517,14 +663,19 @@ int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_s
     base_list_init(&w->syncing);
     base_list_init(&w->waiters);
     ring_task_init(&w->kick_task, kick_task);
-    for (int i = 0; i < 2; i++) {
-        w->buf[i] = aligned_alloc(BLOB_BLOCK_SIZE, buf_size);
-        if (!w->buf[i]) {
-            free(w->buf[0]);
+    for (uint32_t i = 0; i < BLOB_WBUFS; i++) {
+        w->bufs[i].w = w;
+        w->bufs[i].mem = aligned_alloc(BLOB_BLOCK_SIZE, buf_size);
+        if (!w->bufs[i].mem) {
+            for (uint32_t j = 0; j < i; j++) {
+                free(w->bufs[j].mem);
+                base_counter_dec(&bc->counters.bufs);
+            }
             return -ENOMEM;
         }
         base_counter_inc(&bc->counters.bufs);
     }
+    writer_reset_buffers(w);
     return 0;
 }
 
@@ -536,7 +687,7 @@ void blob_writer_start(struct blob_writer *w)
 
 void blob_writer_deinit(struct blob_writer *w)
 {
-    ASSERT(!w->write_busy && !w->sync_busy);
+    ASSERT(w->flights == 0 && !w->sync_busy);
     ASSERT(base_list_is_empty(&w->waiters));
     ASSERT(base_list_is_empty(&w->wait_write) && base_list_is_empty(&w->syncing));
     struct blob_store *s = store_of(w);
@@ -544,8 +695,8 @@ void blob_writer_deinit(struct blob_writer *w)
         (void)s->io->ops->close(s->io, w->wfd);
     w->seg = NULL; /* the table keeps it ACTIVE: recovery seals it from a scan */
     ring_task_cancel(&w->kick_task);
-    for (int i = 0; i < 2; i++) {
-        free(w->buf[i]);
+    for (uint32_t i = 0; i < BLOB_WBUFS; i++) {
+        free(w->bufs[i].mem);
         base_counter_dec(&w->bc->counters.bufs);
     }
     free(w->foot);
@@ -583,26 +734,27 @@ uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, u
         writer_kick(w);
         return NULL;
     }
-    if (w->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size) {
-        if (!w->write_busy && has_unwritten(w))
-            writer_issue_write(w);
-        if (w->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size)
+    if (wcur(w)->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size) {
+        if (can_issue(w))
+            (void)writer_issue_write(w, false);
+        if (wcur(w)->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size)
             return NULL;
     }
     *off = w->end;
     *seq = w->seq;
-    return w->buf[w->cur] + w->len;
+    return wcur(w)->mem + wcur(w)->len;
 }
 
 void blob_writer_commit(struct blob_writer *w, uint32_t used)
 {
     ASSERT(w->state == BLOB_W_READY);
+    struct blob_wbuf *b = wcur(w);
     uint32_t n = (uint32_t)blob_align8(used);
-    memset(w->buf[w->cur] + w->len + used, 0, n - used);
-    w->len += n;
+    memset(b->mem + b->len + used, 0, n - used);
+    b->len += n;
     w->end += n;
-    ASSERT(w->base[w->cur] + w->len == w->end);
-    if (w->len >= FLUSH_BYTES)
+    ASSERT(b->base + b->len == w->end);
+    if (b->len >= flush_bytes(w))
         writer_kick(w);
 }
 
@@ -638,20 +790,18 @@ void blob_writer_add_pending(struct blob_writer *w, struct blob_pending *p)
     ASSERT(w->state == BLOB_W_READY);
     ASSERT(p->end <= w->end);
     base_list_add_tail(&w->wait_write, &p->link);
-    w->want_flush = true;
     blob_core_defer(w->bc, &w->kick_task);
 }
 
 void blob_writer_flush(struct blob_writer *w)
 {
-    w->want_flush = true;
     w->want_sync = true;
     writer_kick(w);
 }
 
 bool blob_writer_is_idle(const struct blob_writer *w)
 {
-    if (w->write_busy || w->sync_busy || w->state == BLOB_W_OPENING)
+    if (w->flights > 0 || w->sync_busy || w->state == BLOB_W_OPENING)
         return false;
     if (w->state == BLOB_W_SEALING || w->state == BLOB_W_FAILING)
         return false;
