@@ -16,8 +16,7 @@
 static void *mem_alloc(void *opaque, size_t size)
 {
     uint8_t *p = malloc(size + MEM_PREFIX);
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     memcpy(p, &size, sizeof(size));
     base_counter_add(opaque, size);
     return p + MEM_PREFIX;
@@ -25,8 +24,7 @@ static void *mem_alloc(void *opaque, size_t size)
 
 static void mem_free(void *opaque, void *addr)
 {
-    if (!addr)
-        return;
+    if (!addr) return;
     uint8_t *p = (uint8_t *)addr - MEM_PREFIX;
     size_t size;
     memcpy(&size, p, sizeof(size));
@@ -47,16 +45,14 @@ int blob_chunk_ctx_init(struct blob_chunk_ctx *z, int level, struct base_counter
     z->mem = blob_chunk_zstd_mem(gauge);
     z->cctx = ZSTD_createCCtx_advanced(z->mem);
     z->dctx = ZSTD_createDCtx_advanced(z->mem);
-    if (!z->cctx || !z->dctx)
+    if (!z->cctx || !z->dctx) goto err_free;
+    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_compressionLevel, level))) {
         goto err_free;
-    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_compressionLevel, level)))
-        goto err_free;
+    }
     /* The content size lets any decoder size its output; xxh3 in the record replaces the
      * frame checksum. */
-    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_contentSizeFlag, 1)))
-        goto err_free;
-    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_checksumFlag, 0)))
-        goto err_free;
+    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_contentSizeFlag, 1))) goto err_free;
+    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_checksumFlag, 0))) goto err_free;
     return 0;
 
 err_free:
@@ -74,8 +70,9 @@ void blob_chunk_ctx_deinit(struct blob_chunk_ctx *z)
 
 static void put_le(uint8_t *p, uint64_t v, int bytes)
 {
-    for (int i = 0; i < bytes; i++)
+    for (int i = 0; i < bytes; i++) {
         p[i] = (uint8_t)(v >> (8 * i));
+    }
 }
 
 uint32_t blob_chunk_raw_frame(const void *raw, uint32_t n, uint8_t *dst)
@@ -98,7 +95,8 @@ uint32_t blob_chunk_raw_frame(const void *raw, uint32_t n, uint8_t *dst)
         out += 3 + b;
         done += b;
     }
-    ASSERT(out == blob_chunk_raw_frame_size(n));
+    uint32_t want = blob_chunk_raw_frame_size(n);
+    ASSERT(out == want);
     return out;
 }
 
@@ -128,10 +126,8 @@ int blob_chunk_decode(struct blob_chunk_ctx *z, const struct blob_record_header 
                       const uint8_t *payload, uint8_t *out, size_t out_size)
 {
     ASSERT(h->type == BLOB_RECORD_CHUNK);
-    if (h->raw_len > out_size)
-        return -EBADMSG;
+    if (h->raw_len > out_size) return -EBADMSG;
     size_t n = ZSTD_decompressDCtx(z->dctx, out, h->raw_len, payload, h->payload_len);
-    if (ZSTD_isError(n) || n != h->raw_len)
-        return -EBADMSG;
+    if (ZSTD_isError(n) || n != h->raw_len) return -EBADMSG;
     return 0;
 }

@@ -27,11 +27,9 @@ int blob_digest_init(struct blob_digest *d, uint8_t fn)
 {
     d->ctx = NULL;
     const EVP_MD *md = digest_md(fn);
-    if (!md)
-        return -EINVAL;
+    if (!md) return -EINVAL;
     d->ctx = EVP_MD_CTX_new();
-    if (!d->ctx)
-        return -ENOMEM;
+    if (!d->ctx) return -ENOMEM;
     if (EVP_DigestInit_ex(d->ctx, md, NULL) != 1) {
         blob_digest_deinit(d);
         return -ENOMEM;
@@ -42,8 +40,7 @@ int blob_digest_init(struct blob_digest *d, uint8_t fn)
 void blob_digest_update(struct blob_digest *d, const void *p, size_t len)
 {
     ASSERT(d->ctx);
-    if (len == 0)
-        return;
+    if (len == 0) return;
     int ok = EVP_DigestUpdate(d->ctx, p, len);
     ASSERT(ok == 1);
 }
@@ -67,8 +64,7 @@ int blob_digest_oneshot(uint8_t fn, const void *p, size_t len, uint8_t out[BLOB_
 {
     struct blob_digest d;
     int rc = blob_digest_init(&d, fn);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     blob_digest_update(&d, p, len);
     blob_digest_final(&d, out);
     blob_digest_deinit(&d);

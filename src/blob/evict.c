@@ -8,14 +8,12 @@
  * Runs in the evictor thread (or inline in tests), never on a core: the blocking reads and the
  * unlink stay off the serving path.
  */
-#include "blob/internal.h"
-
 #include <errno.h>
-
 #include <string.h>
 
 #include "base/err.h"
 #include "base/log.h"
+#include "blob/internal.h"
 
 struct evict_ctx {
     struct blob_store *s; /* the store */
@@ -28,20 +26,23 @@ static void evict_entry(void *ctx, const struct blob_footer_entry *e)
     struct evict_ctx *c = ctx;
     struct blob_key k = { .kind = e->kind, .digest_fn = e->digest_fn, .size = e->size };
     memcpy(k.hash, e->hash, BLOB_HASH_SIZE);
-    if (blob_index_remove_at(c->s->index, &k, c->seg32, e->off8))
-        c->removed++;
+    if (blob_index_remove_at(c->s->index, &k, c->seg32, e->off8)) c->removed++;
 }
 
 uint64_t blob_evict_segment(struct blob_store *s, struct blob_seg *seg)
 {
     struct evict_ctx c = { .s = s, .seg32 = (uint32_t)seg->seq };
-    uint64_t end;
-    bool sealed;
-    int rc = blob_recover_visit(s->io, seg->fd, seg->seq, atomic_load(&seg->bytes), evict_entry,
-                                &c, &end, &sealed);
-    if (rc < 0)
+    struct blob_visit v = { .io = s->io,
+                            .fd = seg->fd,
+                            .seq = seg->seq,
+                            .size = atomic_load(&seg->bytes),
+                            .fn = evict_entry,
+                            .ctx = &c };
+    int rc = blob_recover_visit(&v);
+    if (rc < 0) {
         LOG_WARN("evicting segment %llu: %s; its entries go when looked up",
                  (unsigned long long)seg->seq, base_err_str(rc));
+    }
     return c.removed;
 }
 
@@ -52,14 +53,12 @@ uint32_t blob_store_evict(struct blob_store *s)
     /* Bounded by the number of segments. */
     while (atomic_load(&s->segs.disk_bytes) > limit) {
         struct blob_seg *seg = blob_segment_take_oldest(&s->segs);
-        if (!seg)
-            break;
+        if (!seg) break;
         uint64_t removed = blob_evict_segment(s, seg);
         char name[32];
         blob_format_seg_name(seg->seq, name, sizeof(name));
         int rc = s->io->ops->unlink(s->io, name);
-        if (rc < 0)
-            LOG_WARN("unlink %s: %s", name, base_err_str(rc));
+        if (rc < 0) LOG_WARN("unlink %s: %s", name, base_err_str(rc));
         atomic_fetch_add(&s->evicted_segments, 1);
         atomic_fetch_add(&s->evicted_blobs, removed);
         blob_segment_put(&s->segs, seg);

@@ -33,12 +33,11 @@ void blob_format_seg_header(struct blob_seg_header *h, uint64_t seq, uint32_t co
 
 int blob_format_check_seg_header(const struct blob_seg_header *h)
 {
-    if (h->magic != BLOB_SEG_MAGIC || h->version != BLOB_FORMAT_VERSION)
+    if (h->magic != BLOB_SEG_MAGIC || h->version != BLOB_FORMAT_VERSION) return -EBADMSG;
+    if (h->block_size != BLOB_BLOCK_SIZE) return -EBADMSG;
+    if (h->checksum != blob_format_sum(h, offsetof(struct blob_seg_header, checksum))) {
         return -EBADMSG;
-    if (h->block_size != BLOB_BLOCK_SIZE)
-        return -EBADMSG;
-    if (h->checksum != blob_format_sum(h, offsetof(struct blob_seg_header, checksum)))
-        return -EBADMSG;
+    }
     return 0;
 }
 
@@ -59,16 +58,15 @@ void blob_format_record_header(struct blob_record_header *h, uint8_t type, uint8
 
 int blob_format_check_record_header(const struct blob_record_header *h, uint64_t room)
 {
-    if (h->magic != BLOB_RECORD_MAGIC || h->version != BLOB_FORMAT_VERSION)
+    if (h->magic != BLOB_RECORD_MAGIC || h->version != BLOB_FORMAT_VERSION) return -EBADMSG;
+    if (h->header_sum != blob_format_sum(h, offsetof(struct blob_record_header, header_sum))) {
         return -EBADMSG;
-    if (h->header_sum != blob_format_sum(h, offsetof(struct blob_record_header, header_sum)))
+    }
+    if (h->type < BLOB_RECORD_CHUNK || h->type > BLOB_RECORD_FOOTER) return -EBADMSG;
+    if (h->type == BLOB_RECORD_CHUNK && h->enc != BLOB_CHUNK_ZSTD && h->enc != BLOB_CHUNK_RAW) {
         return -EBADMSG;
-    if (h->type < BLOB_RECORD_CHUNK || h->type > BLOB_RECORD_FOOTER)
-        return -EBADMSG;
-    if (h->type == BLOB_RECORD_CHUNK && h->enc != BLOB_CHUNK_ZSTD && h->enc != BLOB_CHUNK_RAW)
-        return -EBADMSG;
-    if (h->payload_len > room)
-        return -EBADMSG;
+    }
+    if (h->payload_len > room) return -EBADMSG;
     return 0;
 }
 
@@ -79,15 +77,11 @@ int blob_format_check_payload(const struct blob_record_header *h, const void *pa
 
 int blob_format_check_commit(const struct blob_commit *c, uint64_t len)
 {
-    if (len < sizeof(*c) || blob_commit_payload_len(c->chunk_count) != len)
-        return -EBADMSG;
-    if (c->kind != BLOB_KIND_CAS && c->kind != BLOB_KIND_AC)
-        return -EBADMSG;
-    if (c->chunk_shift < 12 || c->chunk_shift > 20 || c->size > BLOB_SIZE_MAX)
-        return -EBADMSG;
+    if (len < sizeof(*c) || blob_commit_payload_len(c->chunk_count) != len) return -EBADMSG;
+    if (c->kind != BLOB_KIND_CAS && c->kind != BLOB_KIND_AC) return -EBADMSG;
+    if (c->chunk_shift < 12 || c->chunk_shift > 20 || c->size > BLOB_SIZE_MAX) return -EBADMSG;
     uint64_t chunk = 1ULL << c->chunk_shift;
-    if ((c->size + chunk - 1) / chunk != c->chunk_count)
-        return -EBADMSG;
+    if ((c->size + chunk - 1) / chunk != c->chunk_count) return -EBADMSG;
     return 0;
 }
 
@@ -107,16 +101,13 @@ void blob_format_trailer(struct blob_seg_trailer *t, uint64_t seq, uint64_t foot
 
 int blob_format_check_trailer(const struct blob_seg_trailer *t, uint64_t seq, uint64_t file_size)
 {
-    if (t->magic != BLOB_TRAILER_MAGIC || t->version != BLOB_FORMAT_VERSION)
+    if (t->magic != BLOB_TRAILER_MAGIC || t->version != BLOB_FORMAT_VERSION) return -EBADMSG;
+    if (t->checksum != blob_format_sum(t, offsetof(struct blob_seg_trailer, checksum))) {
         return -EBADMSG;
-    if (t->checksum != blob_format_sum(t, offsetof(struct blob_seg_trailer, checksum)))
-        return -EBADMSG;
-    if (t->seq != seq || t->file_size != file_size)
-        return -EBADMSG;
-    if (t->footer_off < BLOB_SEG_HEADER_SIZE || t->footer_off >= file_size)
-        return -EBADMSG;
-    if (t->records_end > t->footer_off || t->footer_off % BLOB_RECORD_ALIGN != 0)
-        return -EBADMSG;
+    }
+    if (t->seq != seq || t->file_size != file_size) return -EBADMSG;
+    if (t->footer_off < BLOB_SEG_HEADER_SIZE || t->footer_off >= file_size) return -EBADMSG;
+    if (t->records_end > t->footer_off || t->footer_off % BLOB_RECORD_ALIGN != 0) return -EBADMSG;
     return 0;
 }
 
@@ -128,19 +119,21 @@ void blob_format_seg_name(uint64_t seq, char *out, size_t out_size)
 
 int blob_format_parse_seg_name(const char *name, uint64_t *seq)
 {
-    if (strlen(name) != 24 || strncmp(name, "seg-", 4) != 0 || strcmp(name + 20, ".rcs") != 0)
+    if (strlen(name) != 24 || strncmp(name, "seg-", 4) != 0 || strcmp(name + 20, ".rcs") != 0) {
         return -EINVAL;
+    }
     uint64_t v = 0;
     for (int i = 4; i < 20; i++) {
         char c = name[i];
-        uint64_t d;
-        if (c >= '0' && c <= '9')
-            d = (uint64_t)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            d = (uint64_t)(c - 'a' + 10);
-        else
+        int digit;
+        if (c >= '0' && c <= '9') {
+            digit = c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            digit = c - 'a' + 10;
+        } else {
             return -EINVAL;
-        v = (v << 4) | d;
+        }
+        v = (v << 4) | (uint64_t)(unsigned)digit;
     }
     *seq = v;
     return 0;

@@ -18,15 +18,15 @@
 
 #include "base/assert.h"
 
-#define BLOB_FORMAT_VERSION    1
-#define BLOB_BLOCK_SIZE        4096U       /* O_DIRECT alignment of offsets, lengths, memory */
-#define BLOB_SEG_HEADER_SIZE   BLOB_BLOCK_SIZE /* records start here */
-#define BLOB_SEG_MAGIC         0x31534143474e4952ULL /* the bytes "RINGCAS1" */
-#define BLOB_RECORD_MAGIC      0x44524352U /* "RCRD" */
-#define BLOB_TRAILER_MAGIC     0x52544352U /* "RCTR" */
-#define BLOB_RECORD_ALIGN      8U
-#define BLOB_SEG_SIZE_MAX      (32ULL << 30) /* offsets are stored in 8-byte units in 32 bits */
-#define BLOB_SIZE_MAX          ((1ULL << 40) - 1) /* blob sizes fit 40 bits in the index */
+#define BLOB_FORMAT_VERSION  1
+#define BLOB_BLOCK_SIZE      4096U           /* O_DIRECT alignment of offsets, lengths, memory */
+#define BLOB_SEG_HEADER_SIZE BLOB_BLOCK_SIZE /* records start here */
+#define BLOB_SEG_MAGIC       0x31534143474e4952ULL /* the bytes "RINGCAS1" */
+#define BLOB_RECORD_MAGIC    0x44524352U           /* "RCRD" */
+#define BLOB_TRAILER_MAGIC   0x52544352U           /* "RCTR" */
+#define BLOB_RECORD_ALIGN    8U
+#define BLOB_SEG_SIZE_MAX    (32ULL << 30)      /* offsets are stored in 8-byte units in 32 bits */
+#define BLOB_SIZE_MAX        ((1ULL << 40) - 1) /* blob sizes fit 40 bits in the index */
 
 enum blob_record_type {
     BLOB_RECORD_CHUNK = 1,  /* one chunk of a blob: a complete zstd frame */
@@ -50,6 +50,7 @@ struct blob_seg_header {
     uint32_t reserved;   /* zero */
     uint64_t checksum;   /* XXH3-64 of the bytes above */
 };
+
 STATIC_ASSERT(sizeof(struct blob_seg_header) == 48, "segment header layout");
 
 /* Precedes every record's payload; records start at 8-byte aligned offsets. */
@@ -64,15 +65,17 @@ struct blob_record_header {
     uint64_t payload_sum; /* XXH3-64 of the payload */
     uint64_t header_sum;  /* XXH3-64 of the 24 bytes above */
 };
+
 STATIC_ASSERT(sizeof(struct blob_record_header) == 32, "record header layout");
 STATIC_ASSERT(offsetof(struct blob_record_header, header_sum) == 24, "header checksum place");
 
 /* Where a chunk record lives: in the commit record's chunk table. */
 struct blob_chunk_ref {
-    uint64_t seg;      /* segment seq */
-    uint32_t off8;     /* record offset / 8 */
-    uint32_t stored;   /* payload bytes (the frame) */
+    uint64_t seg;    /* segment seq */
+    uint32_t off8;   /* record offset / 8 */
+    uint32_t stored; /* payload bytes (the frame) */
 };
+
 STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 16, "chunk ref layout");
 
 /* The payload of a commit record; chunk_count refs follow it. */
@@ -86,6 +89,7 @@ struct blob_commit {
     uint64_t commit_seq;  /* store-wide commit order: the newest AC value wins */
     uint8_t hash[32];     /* CAS digest or AC key */
 };
+
 STATIC_ASSERT(sizeof(struct blob_commit) == 56, "commit layout");
 
 /* One entry of a footer: enough to index a blob without reading its commit record. */
@@ -98,20 +102,22 @@ struct blob_footer_entry {
     uint64_t commit_seq; /* as in the commit record */
     uint8_t hash[32];    /* as in the commit record */
 };
+
 STATIC_ASSERT(sizeof(struct blob_footer_entry) == 56, "footer entry layout");
 
 /* The last 64 bytes of a sealed segment file. */
 struct blob_seg_trailer {
-    uint32_t magic;      /* BLOB_TRAILER_MAGIC */
-    uint32_t version;    /* BLOB_FORMAT_VERSION */
-    uint64_t seq;        /* as in the header */
-    uint64_t footer_off; /* offset of the footer record */
-    uint64_t records_end;/* end of the last record before the footer */
-    uint64_t count;      /* footer entries */
-    uint64_t file_size;  /* size of the file, a multiple of BLOB_BLOCK_SIZE */
-    uint64_t reserved;   /* zero */
-    uint64_t checksum;   /* XXH3-64 of the 56 bytes above */
+    uint32_t magic;       /* BLOB_TRAILER_MAGIC */
+    uint32_t version;     /* BLOB_FORMAT_VERSION */
+    uint64_t seq;         /* as in the header */
+    uint64_t footer_off;  /* offset of the footer record */
+    uint64_t records_end; /* end of the last record before the footer */
+    uint64_t count;       /* footer entries */
+    uint64_t file_size;   /* size of the file, a multiple of BLOB_BLOCK_SIZE */
+    uint64_t reserved;    /* zero */
+    uint64_t checksum;    /* XXH3-64 of the 56 bytes above */
 };
+
 STATIC_ASSERT(sizeof(struct blob_seg_trailer) == 64, "trailer layout");
 STATIC_ASSERT(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the format is little-endian");
 

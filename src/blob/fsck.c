@@ -19,29 +19,30 @@
 #include "blob/store.h"
 
 struct fsck_seg {
-    uint64_t seq;   /* segment number */
-    int fd;         /* open for reading */
-    uint64_t size;  /* file size */
+    uint64_t seq;  /* segment number */
+    int fd;        /* open for reading */
+    uint64_t size; /* file size */
 };
 
 struct fsck {
-    struct blob_io *io;          /* the folder */
-    FILE *log;                   /* problems, one per line */
-    struct blob_fsck_report *r;  /* the counts */
-    struct fsck_seg *segs;       /* every segment, by seq */
-    size_t segs_len;             /* used */
-    size_t segs_size;            /* capacity */
-    struct base_counter zmem;    /* zstd memory of the checker */
-    struct blob_chunk_ctx z;     /* decoder */
-    uint8_t *rec;                /* one chunk record */
-    uint8_t *raw;                /* its decoded bytes */
+    struct blob_io *io;         /* the folder */
+    FILE *log;                  /* problems, one per line */
+    struct blob_fsck_report *r; /* the counts */
+    struct fsck_seg *segs;      /* every segment, by seq */
+    size_t segs_len;            /* used */
+    size_t segs_size;           /* capacity */
+    struct base_counter zmem;   /* zstd memory of the checker */
+    struct blob_chunk_ctx z;    /* decoder */
+    uint8_t *rec;               /* one chunk record */
+    uint8_t *raw;               /* its decoded bytes */
 };
 
 static void problem(struct fsck *f, uint64_t seq, uint64_t off, const char *what)
 {
-    if (f->log)
-        fprintf(f->log, "segment %llu offset %llu: %s\n", (unsigned long long)seq,
-                (unsigned long long)off, what);
+    if (f->log) {
+        (void)fprintf(f->log, "segment %llu offset %llu: %s\n", (unsigned long long)seq,
+                      (unsigned long long)off, what);
+    }
 }
 
 /* ---- segments ---- */
@@ -50,13 +51,11 @@ static void add_name(void *ctx, const char *name)
 {
     struct fsck *f = ctx;
     uint64_t seq;
-    if (blob_format_parse_seg_name(name, &seq) < 0)
-        return;
+    if (blob_format_parse_seg_name(name, &seq) < 0) return;
     if (f->segs_len == f->segs_size) {
         size_t size = f->segs_size ? f->segs_size * 2 : 64;
         struct fsck_seg *n = realloc(f->segs, size * sizeof(*n));
-        if (!n)
-            return;
+        if (!n) return;
         f->segs = n;
         f->segs_size = size;
     }
@@ -87,17 +86,17 @@ static int check_chunk(struct fsck *f, const struct blob_commit *c, uint32_t i,
     uint64_t chunk = 1ULL << c->chunk_shift;
     uint64_t raw = c->size - (uint64_t)i * chunk < chunk ? c->size - (uint64_t)i * chunk : chunk;
     uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref->stored;
-    if (!s || s->fd < 0 || ref->stored > blob_chunk_raw_frame_size((uint32_t)chunk))
+    if (!s || s->fd < 0 || ref->stored > blob_chunk_raw_frame_size((uint32_t)chunk)) {
         return -EBADMSG;
-    if (blob_io_pread_full(f->io, s->fd, f->rec, len, (uint64_t)ref->off8 * 8) < 0)
-        return -EBADMSG;
+    }
+    if (blob_io_pread_full(f->io, s->fd, f->rec, len, (uint64_t)ref->off8 * 8) < 0) return -EBADMSG;
     const struct blob_record_header *h = (const void *)f->rec;
     if (blob_format_check_record_header(h, ref->stored) < 0 || h->type != BLOB_RECORD_CHUNK ||
         h->payload_len != ref->stored || h->raw_len != raw ||
-        blob_format_check_payload(h, f->rec + sizeof(*h)) < 0)
+        blob_format_check_payload(h, f->rec + sizeof(*h)) < 0) {
         return -EBADMSG;
-    if (blob_chunk_decode(&f->z, h, f->rec + sizeof(*h), f->raw, chunk) < 0)
-        return -EBADMSG;
+    }
+    if (blob_chunk_decode(&f->z, h, f->rec + sizeof(*h), f->raw, chunk) < 0) return -EBADMSG;
     blob_digest_update(d, f->raw, raw);
     return 0;
 }
@@ -111,8 +110,9 @@ static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct 
         return;
     }
     int rc = 0;
-    for (uint32_t i = 0; i < c->chunk_count && rc == 0; i++)
+    for (uint32_t i = 0; i < c->chunk_count && rc == 0; i++) {
         rc = check_chunk(f, c, i, &d);
+    }
     uint8_t hash[BLOB_HASH_SIZE];
     blob_digest_final(&d, hash);
     blob_digest_deinit(&d);
@@ -132,34 +132,35 @@ static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct 
 /* ---- scanning ---- */
 
 struct seg_scan {
-    uint64_t commits;         /* commit records seen */
-    uint64_t end;             /* end of the valid records */
-    bool stopped_early;       /* an invalid record before the end */
+    uint64_t commits;   /* commit records seen */
+    uint64_t end;       /* end of the valid records */
+    bool stopped_early; /* an invalid record before the end */
 };
 
 static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, struct seg_scan *out)
 {
     uint64_t off = BLOB_SEG_HEADER_SIZE;
-    uint8_t *buf = NULL;
-    size_t buf_size = 0;
+    size_t buf_size = 4096;
+    uint8_t *buf = malloc(buf_size);
+    if (!buf) return -ENOMEM;
     /* Bounded by <limit>: each record advances at least its header. */
     while (off + sizeof(struct blob_record_header) <= limit) {
         struct blob_record_header h;
         if (blob_io_pread_full(f->io, s->fd, &h, sizeof(h), off) < 0 ||
-            blob_format_check_record_header(&h, limit - off - sizeof(h)) < 0)
+            blob_format_check_record_header(&h, limit - off - sizeof(h)) < 0) {
             break;
-        if (h.type == BLOB_RECORD_FOOTER)
-            break;
+        }
+        if (h.type == BLOB_RECORD_FOOTER) break;
         if (h.payload_len > buf_size) {
             uint8_t *n = realloc(buf, h.payload_len);
-            if (!n)
-                break;
+            if (!n) break;
             buf = n;
             buf_size = h.payload_len;
         }
         if (blob_io_pread_full(f->io, s->fd, buf, h.payload_len, off + sizeof(h)) < 0 ||
-            blob_format_check_payload(&h, buf) < 0)
+            blob_format_check_payload(&h, buf) < 0) {
             break;
+        }
         f->r->records++;
         if (h.type == BLOB_RECORD_COMMIT) {
             out->commits++;
@@ -182,10 +183,8 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
 /* Reads the trailer; returns true with the records' end and the footer's count when valid. */
 static bool read_trailer(struct fsck *f, struct fsck_seg *s, struct blob_seg_trailer *t)
 {
-    if (s->size < 2 * BLOB_BLOCK_SIZE || s->size % BLOB_BLOCK_SIZE != 0)
-        return false;
-    if (blob_io_pread_full(f->io, s->fd, t, sizeof(*t), s->size - sizeof(*t)) < 0)
-        return false;
+    if (s->size < 2ULL * BLOB_BLOCK_SIZE || s->size % BLOB_BLOCK_SIZE != 0) return false;
+    if (blob_io_pread_full(f->io, s->fd, t, sizeof(*t), s->size - sizeof(*t)) < 0) return false;
     return blob_format_check_trailer(t, s->seq, s->size) == 0;
 }
 
@@ -197,7 +196,7 @@ static void check_segment(struct fsck *f, struct fsck_seg *s)
         f->r->torn_tails++; /* created, never written: recovery deletes it */
         return;
     }
-    if ( blob_io_pread_full(f->io, s->fd, &h, sizeof(h), 0) < 0 ||
+    if (blob_io_pread_full(f->io, s->fd, &h, sizeof(h), 0) < 0 ||
         blob_format_check_seg_header(&h) < 0 || h.seq != s->seq) {
         f->r->bad_segments++;
         problem(f, s->seq, 0, "invalid header");
@@ -218,8 +217,7 @@ static void check_segment(struct fsck *f, struct fsck_seg *s)
     }
     if (sc.commits != t.count) {
         f->r->bad_segments++;
-        problem(f, s->seq, t.footer_off,
-                "footer does not list the commit records");
+        problem(f, s->seq, t.footer_off, "footer does not list the commit records");
     }
 }
 
@@ -228,29 +226,26 @@ int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
     memset(out, 0, sizeof(*out));
     struct fsck f = { .io = io, .log = log, .r = out };
     int rc = io->ops->list(io, add_name, &f);
-    if (rc < 0)
-        return rc;
-    if (f.segs_len > 1)
-        qsort(f.segs, f.segs_len, sizeof(*f.segs), cmp_seg);
+    if (rc < 0) return rc;
+    if (f.segs_len > 1) qsort(f.segs, f.segs_len, sizeof(*f.segs), cmp_seg);
     rc = blob_chunk_ctx_init(&f.z, 1, &f.zmem);
     f.rec = malloc(blob_chunk_record_bound(1U << 20));
     f.raw = malloc(1U << 20);
-    if (rc < 0 || !f.rec || !f.raw)
-        rc = -ENOMEM;
+    if (rc < 0 || !f.rec || !f.raw) rc = -ENOMEM;
     for (size_t i = 0; i < f.segs_len && rc == 0; i++) {
         char name[32];
         blob_format_seg_name(f.segs[i].seq, name, sizeof(name));
         if (io->ops->open(io, name, O_RDONLY, &f.segs[i].fd) < 0 ||
-            io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0)
+            io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0) {
             f.segs[i].size = 0;
+        }
     }
     for (size_t i = 0; i < f.segs_len && rc == 0; i++) {
         out->segments++;
         check_segment(&f, &f.segs[i]);
     }
     for (size_t i = 0; i < f.segs_len; i++) {
-        if (f.segs[i].fd >= 0)
-            (void)io->ops->close(io, f.segs[i].fd);
+        if (f.segs[i].fd >= 0) (void)io->ops->close(io, f.segs[i].fd);
     }
     blob_chunk_ctx_deinit(&f.z);
     free(f.rec);
@@ -262,13 +257,13 @@ int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
 void blob_fsck_print(const struct blob_fsck_report *r, const char *dir, FILE *out)
 {
     bool bad = r->corrupt_records || r->bad_blobs || r->bad_segments;
-    fprintf(out,
-            "fsck %s: %s: %" PRIu64 " segments (%" PRIu64 " sealed, %" PRIu64
-            " bytes), %" PRIu64 " records, %" PRIu64 " blobs ok, %" PRIu64
-            " corrupt records, %" PRIu64 " bad blobs, %" PRIu64 " bad segments, %" PRIu64
-            " torn tails\n",
-            dir, bad ? "CORRUPT" : "ok", r->segments, r->sealed, r->bytes, r->records,
-            r->blobs_ok, r->corrupt_records, r->bad_blobs, r->bad_segments, r->torn_tails);
+    (void)fprintf(out,
+                  "fsck %s: %s: %" PRIu64 " segments (%" PRIu64 " sealed, %" PRIu64
+                  " bytes), %" PRIu64 " records, %" PRIu64 " blobs ok, %" PRIu64
+                  " corrupt records, %" PRIu64 " bad blobs, %" PRIu64 " bad segments, %" PRIu64
+                  " torn tails\n",
+                  dir, bad ? "CORRUPT" : "ok", r->segments, r->sealed, r->bytes, r->records,
+                  r->blobs_ok, r->corrupt_records, r->bad_blobs, r->bad_segments, r->torn_tails);
 }
 
 int blob_fsck_main(const char *dir, FILE *out)
@@ -276,14 +271,14 @@ int blob_fsck_main(const char *dir, FILE *out)
     struct blob_io *io;
     int rc = blob_io_real_create(dir, &io);
     if (rc < 0) {
-        fprintf(out, "fsck %s: cannot open the folder: %s\n", dir, base_err_str(rc));
+        (void)fprintf(out, "fsck %s: cannot open the folder: %s\n", dir, base_err_str(rc));
         return 2;
     }
     struct blob_fsck_report r;
     rc = blob_fsck_run(io, &r, out);
     blob_io_real_destroy(io);
     if (rc < 0) {
-        fprintf(out, "fsck %s: %s\n", dir, base_err_str(rc));
+        (void)fprintf(out, "fsck %s: %s\n", dir, base_err_str(rc));
         return 2;
     }
     blob_fsck_print(&r, dir, out);

@@ -15,11 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STRIPES        256U
-#define BLOCK_SHIFT    6U
-#define BLOCK_ENTRIES  (1U << BLOCK_SHIFT)
-#define ENTRY_MAX      ((1U << 24) - 2)
-#define SLOTS_MIN      64U
+#define STRIPES       256U
+#define BLOCK_SHIFT   6U
+#define BLOCK_ENTRIES (1U << BLOCK_SHIFT)
+#define ENTRY_MAX     ((1U << 24) - 2)
+#define SLOTS_MIN     64U
 
 /* meta: size in bits 0..39, kind 40..41, digest function 42..47, span 48..63. */
 struct entry {
@@ -28,6 +28,7 @@ struct entry {
     uint32_t seg;                 /* blob_loc.seg */
     uint32_t off8;                /* blob_loc.off8 */
 };
+
 STATIC_ASSERT(sizeof(struct entry) == 48, "an index entry is 48 bytes");
 
 struct stripe {
@@ -81,15 +82,11 @@ static uint64_t meta_of(const struct blob_key *k, uint64_t size, uint16_t span)
 
 static bool entry_matches(const struct entry *e, const struct blob_key *k, bool exact_size)
 {
-    if (memcmp(e->hash, k->hash, BLOB_HASH_SIZE) != 0)
-        return false;
+    if (memcmp(e->hash, k->hash, BLOB_HASH_SIZE) != 0) return false;
     uint64_t kind = (e->meta >> 40) & 3;
-    if (kind != k->kind)
-        return false;
-    if (k->kind == BLOB_KIND_AC)
-        return true;
-    if (((e->meta >> 42) & 63) != k->digest_fn)
-        return false;
+    if (kind != k->kind) return false;
+    if (k->kind == BLOB_KIND_AC) return true;
+    if (((e->meta >> 42) & 63) != k->digest_fn) return false;
     return !exact_size || (e->meta & BLOB_SIZE_MAX) == k->size;
 }
 
@@ -102,12 +99,9 @@ static uint32_t find_slot(struct stripe *st, const struct blob_key *k, bool exac
     /* Bounded: the table is never full (load <= 7/8). */
     for (uint32_t n = 0; n < st->slots_size; n++, pos = (pos + 1) & mask) {
         uint32_t s = st->slots[pos];
-        if (s == 0)
-            return UINT32_MAX;
-        if ((s & 0xff000000U) != tag)
-            continue;
-        if (entry_matches(entry_at(st, (s & 0xffffffU) - 1), k, exact_size))
-            return pos;
+        if (s == 0) return UINT32_MAX;
+        if ((s & 0xff000000U) != tag) continue;
+        if (entry_matches(entry_at(st, (s & 0xffffffU) - 1), k, exact_size)) return pos;
     }
     return UINT32_MAX;
 }
@@ -116,8 +110,9 @@ static void slot_place(uint32_t *slots, uint32_t size, const uint8_t *hash, uint
 {
     uint32_t mask = size - 1;
     uint32_t pos = home_of(hash, mask);
-    while (slots[pos] != 0)
+    while (slots[pos] != 0) {
         pos = (pos + 1) & mask;
+    }
     slots[pos] = value;
 }
 
@@ -125,8 +120,7 @@ static int stripe_grow_slots(struct stripe *st)
 {
     uint32_t size = st->slots_size ? st->slots_size * 2 : SLOTS_MIN;
     uint32_t *slots = calloc(size, sizeof(*slots));
-    if (!slots)
-        return -ENOMEM;
+    if (!slots) return -ENOMEM;
     for (uint32_t i = 0; i < st->count; i++) {
         struct entry *e = entry_at(st, i);
         slot_place(slots, size, e->hash, tag_of(e->hash) | (i + 1));
@@ -142,16 +136,15 @@ static int stripe_add_block(struct stripe *st)
 {
     if (st->blocks_len == st->blocks_size) {
         uint32_t size = st->blocks_size ? st->blocks_size * 2 : 4;
-        struct entry **blocks = realloc(st->blocks, size * sizeof(*blocks));
-        if (!blocks)
-            return -ENOMEM;
-        atomic_fetch_add(&st->bytes, (uint64_t)(size - st->blocks_size) * sizeof(*blocks));
+        /* An array of pointers to blocks. */
+        struct entry **blocks = realloc(st->blocks, size * sizeof(struct entry *)); /* NOLINT */
+        if (!blocks) return -ENOMEM;
+        atomic_fetch_add(&st->bytes, (uint64_t)(size - st->blocks_size) * sizeof(void *));
         st->blocks = blocks;
         st->blocks_size = size;
     }
     struct entry *b = malloc(BLOCK_ENTRIES * sizeof(*b));
-    if (!b)
-        return -ENOMEM;
+    if (!b) return -ENOMEM;
     st->blocks[st->blocks_len++] = b;
     atomic_fetch_add(&st->bytes, BLOCK_ENTRIES * sizeof(*b));
     return 0;
@@ -160,8 +153,7 @@ static int stripe_add_block(struct stripe *st)
 struct blob_index *blob_index_create(void)
 {
     struct blob_index *idx = aligned_alloc(64, sizeof(*idx));
-    if (!idx)
-        return NULL;
+    if (!idx) return NULL;
     memset(idx, 0, sizeof(*idx));
     for (uint32_t i = 0; i < STRIPES; i++) {
         struct stripe *st = &idx->stripes[i];
@@ -174,12 +166,12 @@ struct blob_index *blob_index_create(void)
 
 void blob_index_destroy(struct blob_index *idx)
 {
-    if (!idx)
-        return;
+    if (!idx) return;
     for (uint32_t i = 0; i < STRIPES; i++) {
         struct stripe *st = &idx->stripes[i];
-        for (uint32_t b = 0; b < st->blocks_len; b++)
+        for (uint32_t b = 0; b < st->blocks_len; b++) {
             free(st->blocks[b]);
+        }
         free(st->blocks);
         free(st->slots);
         pthread_mutex_destroy(&st->lock);
@@ -222,17 +214,14 @@ static void entry_set(struct entry *e, const struct blob_key *k, const struct bl
 static int stripe_insert(struct stripe *st, const struct blob_key *k,
                          const struct blob_index_value *v)
 {
-    if (st->count >= ENTRY_MAX)
-        return -ENOSPC;
+    if (st->count >= ENTRY_MAX) return -ENOSPC;
     if ((uint64_t)(st->count + 1) * 8 > (uint64_t)st->slots_size * 7) {
         int rc = stripe_grow_slots(st);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     if (st->count == st->blocks_len * BLOCK_ENTRIES) {
         int rc = stripe_add_block(st);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     uint32_t i = st->count++;
     entry_set(entry_at(st, i), k, v);
@@ -290,8 +279,7 @@ static uint32_t slot_of_entry(struct stripe *st, uint32_t i)
     const struct entry *e = entry_at(st, i);
     uint32_t pos = home_of(e->hash, mask);
     for (uint32_t n = 0; n < st->slots_size; n++, pos = (pos + 1) & mask) {
-        if ((st->slots[pos] & 0xffffffU) == i + 1)
-            return pos;
+        if ((st->slots[pos] & 0xffffffU) == i + 1) return pos;
     }
     UNREACHABLE();
 }
@@ -368,7 +356,8 @@ uint64_t blob_index_count(struct blob_index *idx)
 uint64_t blob_index_memory(struct blob_index *idx)
 {
     uint64_t n = 0;
-    for (uint32_t i = 0; i < STRIPES; i++)
+    for (uint32_t i = 0; i < STRIPES; i++) {
         n += atomic_load(&idx->stripes[i].bytes);
+    }
     return n;
 }

@@ -37,24 +37,24 @@ enum blob_seg_state {
 };
 
 struct blob_seg {
-    uint64_t seq;            /* store-wide number */
-    int fd;                  /* buffered read-only fd, closed with the last reference */
-    _Atomic uint64_t bytes;  /* bytes on disk */
-    _Atomic uint32_t refs;   /* the table's reference + readers' */
-    uint8_t state;           /* enum blob_seg_state, under the table lock */
-    struct base_list link;   /* graveyard link once dead and unreferenced */
+    uint64_t seq;           /* store-wide number */
+    int fd;                 /* buffered read-only fd, closed with the last reference */
+    _Atomic uint64_t bytes; /* bytes on disk */
+    _Atomic uint32_t refs;  /* the table's reference + readers' */
+    uint8_t state;          /* enum blob_seg_state, under the table lock */
+    struct base_list link;  /* graveyard link once dead and unreferenced */
 };
 
 struct blob_segs {
-    pthread_mutex_t lock;      /* slots, states, graveyard, next_seq */
-    struct blob_seg **slots;   /* by seq & (cap - 1) */
-    _Atomic uint64_t *alive;   /* seq of the live segment in each slot, 0 when none */
-    uint32_t cap;              /* power of two */
-    uint32_t count;            /* live segments */
-    uint64_t next_seq;         /* next seq to hand out */
-    _Atomic uint64_t disk_bytes;/* bytes of every live segment */
-    _Atomic uint64_t cold_below;/* segments with a lower seq are in the cold (oldest) part */
-    struct base_list graveyard;/* dead segments whose fd waits to be closed off the cores */
+    pthread_mutex_t lock;        /* slots, states, graveyard, next_seq */
+    struct blob_seg **slots;     /* by seq & (cap - 1) */
+    _Atomic uint64_t *alive;     /* seq of the live segment in each slot, 0 when none */
+    uint32_t cap;                /* power of two */
+    uint32_t count;              /* live segments */
+    uint64_t next_seq;           /* next seq to hand out */
+    _Atomic uint64_t disk_bytes; /* bytes of every live segment */
+    _Atomic uint64_t cold_below; /* segments with a lower seq are in the cold (oldest) part */
+    struct base_list graveyard;  /* dead segments whose fd waits to be closed off the cores */
 };
 
 MUST_CHECK int blob_segment_table_init(struct blob_segs *t, uint32_t cap);
@@ -93,21 +93,21 @@ void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes);
 /* ---- the store (store.c) ---- */
 
 struct blob_store {
-    struct blob_store_options opts; /* as opened; dir points at <dir> */
-    char *dir;                      /* owned copy */
-    struct blob_io *io;             /* the seam */
-    bool io_owned;                  /* the real backend was created by open */
-    struct blob_index *index;       /* shared */
-    struct blob_segs segs;          /* shared */
-    _Atomic uint64_t commit_seq;    /* next commit number */
-    uint32_t chunk_shift;           /* log2(opts.chunk_size) */
-    _Atomic uint32_t cores;         /* cores initialised */
-    pthread_mutex_t evict_lock;     /* guards the evictor's flags */
-    pthread_cond_t evict_cond;      /* wakes the evictor */
-    bool evict_stop;                /* the evictor must end */
-    bool evict_kick;                /* a segment was sealed or created */
-    bool evict_running;             /* the thread exists */
-    pthread_t evict_thread;         /* runs blob_store_evict */
+    struct blob_store_options opts;    /* as opened; dir points at <dir> */
+    char *dir;                         /* owned copy */
+    struct blob_io *io;                /* the seam */
+    bool io_owned;                     /* the real backend was created by open */
+    struct blob_index *index;          /* shared */
+    struct blob_segs segs;             /* shared */
+    _Atomic uint64_t commit_seq;       /* next commit number */
+    uint32_t chunk_shift;              /* log2(opts.chunk_size) */
+    _Atomic uint32_t cores;            /* cores initialised */
+    pthread_mutex_t evict_lock;        /* guards the evictor's flags */
+    pthread_cond_t evict_cond;         /* wakes the evictor */
+    bool evict_stop;                   /* the evictor must end */
+    bool evict_kick;                   /* a segment was sealed or created */
+    bool evict_running;                /* the thread exists */
+    pthread_t evict_thread;            /* runs blob_store_evict */
     _Atomic uint64_t evicted_segments; /* stats */
     _Atomic uint64_t evicted_blobs;    /* stats */
     _Atomic uint64_t dropped_corrupt;  /* stats */
@@ -127,23 +127,23 @@ struct blob_writer;
 
 /* A commit record waiting to be written and synced. */
 struct blob_pending {
-    struct base_list link; /* on one of the writer's lists */
-    uint64_t end;          /* file offset just past the commit record */
+    struct base_list link;                         /* on one of the writer's lists */
+    uint64_t end;                                  /* file offset just past the commit record */
     void (*done)(struct blob_pending *p, int res); /* on the core's thread */
 };
 
 /* Someone waiting for room in the write buffer (or for a segment). */
 struct blob_waiter {
-    struct base_list link;                         /* on the writer's waiter list */
-    void (*fn)(struct blob_waiter *w, int res);    /* 0: try again; <0: the writer failed */
+    struct base_list link;                      /* on the writer's waiter list */
+    void (*fn)(struct blob_waiter *w, int res); /* 0: try again; <0: the writer failed */
 };
 
 enum blob_writer_state {
-    BLOB_W_NONE = 0,  /* no segment: the next reservation opens one */
-    BLOB_W_OPENING,   /* opening the files, fsyncing the folder */
-    BLOB_W_READY,     /* appending */
-    BLOB_W_SEALING,   /* flushing, writing the footer, syncing */
-    BLOB_W_FAILING,   /* a write or fsync failed: waiting for the other op, then abandon */
+    BLOB_W_NONE = 0, /* no segment: the next reservation opens one */
+    BLOB_W_OPENING,  /* opening the files, fsyncing the folder */
+    BLOB_W_READY,    /* appending */
+    BLOB_W_SEALING,  /* flushing, writing the footer, syncing */
+    BLOB_W_FAILING,  /* a write or fsync failed: waiting for the other op, then abandon */
 };
 
 /* Write buffers per core: one filling, the others in flight or free. */
@@ -158,53 +158,53 @@ enum blob_wbuf_state {
 
 /* One aligned write buffer and the write that sends it. */
 struct blob_wbuf {
-    uint8_t *mem;              /* buf_size bytes, block-aligned */
-    uint64_t base;             /* file offset of mem[0], block-aligned */
-    uint32_t len;              /* bytes appended */
-    uint8_t state;             /* enum blob_wbuf_state */
-    bool partial;              /* its write ends in a block the next buffer writes again */
-    uint32_t wlen;             /* bytes of its write (whole blocks) */
-    uint64_t end;              /* logical end its write covers */
-    uint32_t retries;          /* resubmissions after -EAGAIN */
-    struct blob_aio aio;       /* the write */
-    struct blob_io_req req;    /* kept to resubmit */
-    struct blob_writer *w;     /* owner */
+    uint8_t *mem;           /* buf_size bytes, block-aligned */
+    uint64_t base;          /* file offset of mem[0], block-aligned */
+    uint32_t len;           /* bytes appended */
+    uint8_t state;          /* enum blob_wbuf_state */
+    bool partial;           /* its write ends in a block the next buffer writes again */
+    uint32_t wlen;          /* bytes of its write (whole blocks) */
+    uint64_t end;           /* logical end its write covers */
+    uint32_t retries;       /* resubmissions after -EAGAIN */
+    struct blob_aio aio;    /* the write */
+    struct blob_io_req req; /* kept to resubmit */
+    struct blob_writer *w;  /* owner */
 };
 
 struct blob_writer {
-    struct blob_core *bc;          /* owner */
-    uint8_t state;                 /* enum blob_writer_state */
-    struct blob_seg *seg;          /* the active segment (table reference), or NULL */
-    uint64_t seq;                  /* its seq */
-    int wfd;                       /* write fd (O_DIRECT when possible), -1 when none */
-    int rfd;                       /* read fd handed to the table */
-    bool direct;                   /* wfd has O_DIRECT */
-    char name[32];                 /* file name being opened */
-    uint8_t open_step;             /* where the opening sequence is (writer.c open_step) */
-    uint64_t end;                  /* logical end: where the next record goes */
+    struct blob_core *bc;              /* owner */
+    uint8_t state;                     /* enum blob_writer_state */
+    struct blob_seg *seg;              /* the active segment (table reference), or NULL */
+    uint64_t seq;                      /* its seq */
+    int wfd;                           /* write fd (O_DIRECT when possible), -1 when none */
+    int rfd;                           /* read fd handed to the table */
+    bool direct;                       /* wfd has O_DIRECT */
+    char name[32];                     /* file name being opened */
+    uint8_t open_step;                 /* where the opening sequence is (writer.c open_step) */
+    uint64_t end;                      /* logical end: where the next record goes */
     struct blob_wbuf bufs[BLOB_WBUFS]; /* in a ring: oldest .. cur */
-    uint32_t buf_size;             /* bytes per buffer */
-    uint32_t cur;                  /* the buffer being filled */
-    uint32_t oldest;               /* the oldest buffer not yet retired (== cur when none) */
-    uint32_t flights;              /* writes in flight */
-    uint64_t flushed;              /* logical end handed to writes */
-    uint64_t written;              /* logical end whose writes (all before it) completed */
-    uint32_t ctl_len;              /* length of the footer write */
-    bool sync_busy;                /* an fdatasync is in flight */
-    struct blob_aio sync_aio;      /* the fdatasync */
-    struct blob_aio ctl_aio;       /* open, folder fsync, footer write, close */
-    uint8_t *footer_buf;           /* the footer being written at seal */
-    bool sealing_synced;           /* the seal's first fdatasync (of the records) went out */
-    struct base_list wait_write;   /* pendings whose record is not written yet */
-    struct base_list wait_sync;    /* pendings written, not yet in an fsync */
-    struct base_list syncing;      /* pendings covered by the fsync in flight */
-    struct base_list waiters;      /* struct blob_waiter: room wanted */
-    struct blob_footer_entry *foot;/* commit records in the active segment */
-    uint32_t foot_len;             /* entries used */
-    uint32_t foot_size;            /* capacity */
-    bool want_sync;                /* quiesce: sync what was written */
-    int err;                       /* the last open failure, reported to waiters */
-    struct ring_task kick_task;    /* end-of-iteration flush and group commit */
+    uint32_t buf_size;                 /* bytes per buffer */
+    uint32_t cur;                      /* the buffer being filled */
+    uint32_t oldest;                   /* the oldest buffer not yet retired (== cur when none) */
+    uint32_t flights;                  /* writes in flight */
+    uint64_t flushed;                  /* logical end handed to writes */
+    uint64_t written;                  /* logical end whose writes (all before it) completed */
+    uint32_t ctl_len;                  /* length of the footer write */
+    bool sync_busy;                    /* an fdatasync is in flight */
+    struct blob_aio sync_aio;          /* the fdatasync */
+    struct blob_aio ctl_aio;           /* open, folder fsync, footer write, close */
+    uint8_t *footer_buf;               /* the footer being written at seal */
+    bool sealing_synced;               /* the seal's first fdatasync (of the records) went out */
+    struct base_list wait_write;       /* pendings whose record is not written yet */
+    struct base_list wait_sync;        /* pendings written, not yet in an fsync */
+    struct base_list syncing;          /* pendings covered by the fsync in flight */
+    struct base_list waiters;          /* struct blob_waiter: room wanted */
+    struct blob_footer_entry *foot;    /* commit records in the active segment */
+    uint32_t foot_len;                 /* entries used */
+    uint32_t foot_size;                /* capacity */
+    bool want_sync;                    /* quiesce: sync what was written */
+    int err;                           /* the last open failure, reported to waiters */
+    struct ring_task kick_task;        /* end-of-iteration flush and group commit */
 };
 
 MUST_CHECK int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_size);
@@ -303,15 +303,25 @@ MUST_CHECK int blob_recover_run(struct blob_store *s, char *why, size_t why_size
 /* Removes the index entries of dead segment <seg> (footer or scan). Blocking. */
 uint64_t blob_evict_segment(struct blob_store *s, struct blob_seg *seg);
 
-/*
- * Calls <fn> for each commit record of the segment open as <fd> (<size> bytes): from the
- * footer when the trailer is valid, else by scanning records from the header; stops at the
- * first invalid record and sets *<end> just past the last valid one. *<sealed> tells which.
- * Returns 0 or -errno (a read error, an invalid header).
- */
 typedef void blob_commit_visit_fn(void *ctx, const struct blob_footer_entry *e);
-MUST_CHECK int blob_recover_visit(struct blob_io *io, int fd, uint64_t seq, uint64_t size,
-                                  blob_commit_visit_fn *fn, void *ctx, uint64_t *end,
-                                  bool *sealed);
+
+/* A visit of one segment's commit records (blob_recover_visit). */
+struct blob_visit {
+    struct blob_io *io;       /* in: the seam */
+    int fd;                   /* in: the segment, open for reading */
+    uint64_t seq;             /* in: its number (checked against the header) */
+    uint64_t size;            /* in: its size */
+    blob_commit_visit_fn *fn; /* in: called per commit record */
+    void *ctx;                /* in: fn's argument */
+    uint64_t end;             /* out: just past the last valid record */
+    bool sealed;              /* out: read from a valid footer (else scanned) */
+};
+
+/*
+ * Calls v->fn for each commit record of the segment: from the footer when the trailer is
+ * valid, else by scanning records from the header, stopping at the first invalid one.
+ * Returns 0 or -errno (a read error; -EBADMSG for an invalid header).
+ */
+MUST_CHECK int blob_recover_visit(struct blob_visit *v);
 
 #endif /* RINGCAS_BLOB_INTERNAL_H */

@@ -33,8 +33,7 @@ static int real_open(struct blob_io *io, const char *name, int flags, int *fd)
     do {
         f = openat(real_of(io)->dir_fd, name, flags | O_CLOEXEC, 0644);
     } while (f == -1 && errno == EINTR);
-    if (f == -1)
-        return -errno;
+    if (f == -1) return -errno;
     *fd = f;
     return 0;
 }
@@ -82,8 +81,7 @@ static int real_fsize(struct blob_io *io, int fd, uint64_t *size)
 {
     (void)io;
     struct stat st;
-    if (fstat(fd, &st) == -1)
-        return -errno;
+    if (fstat(fd, &st) == -1) return -errno;
     *size = (uint64_t)st.st_size;
     return 0;
 }
@@ -107,16 +105,13 @@ static int real_fsync_dir(struct blob_io *io)
 static int real_list(struct blob_io *io, blob_io_name_fn *fn, void *ctx)
 {
     DIR *d = opendir(real_of(io)->dir);
-    if (!d)
-        return -errno;
+    if (!d) return -errno;
     /* Bounded by the folder's entries. */
     for (;;) {
         errno = 0;
         struct dirent *e = readdir(d); /* NOLINT(concurrency-mt-unsafe): one DIR per call */
-        if (!e)
-            break;
-        if (e->d_name[0] != '.')
-            fn(ctx, e->d_name);
+        if (!e) break;
+        if (e->d_name[0] != '.') fn(ctx, e->d_name);
     }
     int rc = errno ? -errno : 0;
     closedir(d);
@@ -137,8 +132,7 @@ static int real_submit(struct blob_io *io, struct ring_core *core, struct blob_a
 {
     ASSERT(core);
     struct ring_op *op = ring_op_get(core, NULL, real_done, a);
-    if (!op)
-        return -EAGAIN;
+    if (!op) return -EAGAIN;
     struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
     switch (req->op) {
     case BLOB_IO_READ:
@@ -178,8 +172,7 @@ static int real_submit(struct blob_io *io, struct ring_core *core, struct blob_a
 static void real_cancel(struct blob_io *io, struct blob_aio *a)
 {
     (void)io;
-    if (a->handle)
-        ring_op_cancel(a->handle);
+    if (a->handle) ring_op_cancel(a->handle);
 }
 
 static void real_defer(struct blob_io *io, struct ring_core *core, struct ring_task *task)
@@ -208,8 +201,7 @@ static const struct blob_io_ops real_ops = {
 int blob_io_real_create(const char *dir, struct blob_io **out)
 {
     struct real_io *r = calloc(1, sizeof(*r));
-    if (!r)
-        return -ENOMEM;
+    if (!r) return -ENOMEM;
     r->dir = strdup(dir);
     r->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (!r->dir || r->dir_fd == -1) {
@@ -226,8 +218,7 @@ int blob_io_real_create(const char *dir, struct blob_io **out)
 
 void blob_io_real_destroy(struct blob_io *io)
 {
-    if (!io)
-        return;
+    if (!io) return;
     struct real_io *r = real_of(io);
     close(r->dir_fd);
     free(r->dir);
@@ -240,10 +231,8 @@ int blob_io_pread_full(struct blob_io *io, int fd, void *buf, size_t len, uint64
     /* Bounded: each pass reads at least one byte or returns. */
     while (done < len) {
         int64_t n = io->ops->pread(io, fd, (uint8_t *)buf + done, len - done, off + done);
-        if (n < 0)
-            return (int)n;
-        if (n == 0)
-            return -EIO;
+        if (n < 0) return (int)n;
+        if (n == 0) return -EIO;
         done += (size_t)n;
     }
     return 0;
@@ -252,7 +241,6 @@ int blob_io_pread_full(struct blob_io *io, int fd, void *buf, size_t len, uint64
 int blob_io_pwrite_full(struct blob_io *io, int fd, const void *buf, size_t len, uint64_t off)
 {
     int64_t n = io->ops->pwrite(io, fd, buf, len, off);
-    if (n < 0)
-        return (int)n;
+    if (n < 0) return (int)n;
     return (size_t)n == len ? 0 : -EIO;
 }

@@ -44,7 +44,7 @@ struct blob_aio {
     blob_aio_fn *fn; /* completion */
     void *ctx;       /* the caller's object */
     /* private: */
-    void *handle;    /* the backend's op while in flight, else NULL */
+    void *handle; /* the backend's op while in flight, else NULL */
 };
 
 struct blob_io_req {

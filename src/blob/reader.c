@@ -9,11 +9,11 @@
  * handed out from the completion or, when no I/O is needed, from a deferred task: a callback
  * never runs inside blob_read_next.
  */
-#include "blob/internal.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "blob/internal.h"
 
 enum reader_mode {
     MODE_IDENTITY = 0, /* decoded bytes */
@@ -22,46 +22,45 @@ enum reader_mode {
 };
 
 struct blob_reader {
-    struct blob_core *bc;          /* owner core */
-    struct base_list link;         /* on bc->readers */
-    struct blob_key key;           /* what is read */
-    struct blob_index_value val;   /* where it was found */
-    uint8_t mode;                  /* enum reader_mode */
-    uint64_t offset;               /* next uncompressed byte to hand out */
-    uint8_t *commit;               /* the commit record (header + payload) once read */
-    uint32_t commit_len;           /* its length */
-    bool commit_ok;                /* the commit record was read and checked */
-    uint8_t *rbuf;                 /* read buffer: one chunk record */
-    uint8_t *obuf;                 /* decoded chunk */
-    uint32_t rbuf_size;            /* capacity of rbuf */
-    uint32_t obuf_size;            /* capacity of obuf */
-    struct blob_seg *seg;          /* segment of the read in flight (a reference) */
-    struct blob_aio aio;           /* the read in flight */
-    struct blob_io_req req;        /* kept to resubmit after -EAGAIN */
-    uint32_t retries;              /* resubmissions of the read in flight */
-    uint32_t want_len;             /* bytes the read asked for */
-    int err;                       /* the error the stream ended with */
-    bool closing;                  /* close was called while a read was in flight */
-    bool busy;                     /* a piece was asked for and not yet delivered */
-    blob_data_fn *cb;              /* the caller's callback */
-    void *ctx;                     /* its argument */
-    const uint8_t *out;            /* deferred piece */
-    size_t out_len;                /* its length */
-    int out_res;                   /* its result */
-    struct ring_task task;         /* delivers a piece that needed no I/O */
+    struct blob_core *bc;        /* owner core */
+    struct base_list link;       /* on bc->readers */
+    struct blob_key key;         /* what is read */
+    struct blob_index_value val; /* where it was found */
+    uint8_t mode;                /* enum reader_mode */
+    uint64_t offset;             /* next uncompressed byte to hand out */
+    uint8_t *commit;             /* the commit record (header + payload) once read */
+    uint32_t commit_len;         /* its length */
+    bool commit_ok;              /* the commit record was read and checked */
+    uint8_t *rbuf;               /* read buffer: one chunk record */
+    uint8_t *obuf;               /* decoded chunk */
+    uint32_t rbuf_size;          /* capacity of rbuf */
+    uint32_t obuf_size;          /* capacity of obuf */
+    struct blob_seg *seg;        /* segment of the read in flight (a reference) */
+    struct blob_aio aio;         /* the read in flight */
+    struct blob_io_req req;      /* kept to resubmit after -EAGAIN */
+    uint32_t retries;            /* resubmissions of the read in flight */
+    uint32_t want_len;           /* bytes the read asked for */
+    int err;                     /* the error the stream ended with */
+    bool closing;                /* close was called while a read was in flight */
+    bool busy;                   /* a piece was asked for and not yet delivered */
+    blob_data_fn *cb;            /* the caller's callback */
+    void *ctx;                   /* its argument */
+    const uint8_t *out;          /* deferred piece */
+    size_t out_len;              /* its length */
+    int out_res;                 /* its result */
+    struct ring_task task;       /* delivers a piece that needed no I/O */
 };
 
 static void reader_free(struct blob_reader *r)
 {
     struct blob_core *bc = r->bc;
-    ASSERT(!blob_aio_is_busy(&r->aio));
+    bool busy = blob_aio_is_busy(&r->aio);
+    ASSERT(!busy);
     blob_segment_put(&bc->s->segs, r->seg);
     base_list_del(&r->link);
     ring_task_cancel(&r->task);
-    if (r->rbuf)
-        base_counter_dec(&bc->counters.bufs);
-    if (r->obuf)
-        base_counter_dec(&bc->counters.bufs);
+    if (r->rbuf) base_counter_dec(&bc->counters.bufs);
+    if (r->obuf) base_counter_dec(&bc->counters.bufs);
     free(r->commit);
     free(r->rbuf);
     free(r->obuf);
@@ -80,8 +79,7 @@ static void deliver_task(struct ring_task *t)
 
 static void deliver_later(struct blob_reader *r, int res, const uint8_t *p, size_t n)
 {
-    if (res < 0)
-        r->err = res;
+    if (res < 0) r->err = res;
     r->out_res = res;
     r->out = p;
     r->out_len = n;
@@ -92,10 +90,8 @@ static void deliver_now(struct blob_reader *r, int res, const uint8_t *p, size_t
 {
     ASSERT(r->busy);
     r->busy = false;
-    if (res < 0)
-        r->err = res;
-    if (res == 0)
-        base_counter_add(&r->bc->counters.read_bytes, n);
+    if (res < 0) r->err = res;
+    if (res == 0) base_counter_add(&r->bc->counters.read_bytes, n);
     r->cb(r->ctx, res, p, n);
 }
 
@@ -108,8 +104,7 @@ static int reader_open_common(struct blob_core *bc, const struct blob_key *k, ui
         return -EAGAIN;
     }
     struct blob_reader *r = calloc(1, sizeof(*r));
-    if (!r)
-        return -ENOMEM;
+    if (!r) return -ENOMEM;
     r->bc = bc;
     r->key = *k;
     r->mode = mode;
@@ -127,35 +122,27 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
                    enum blob_encoding want, struct blob_reader **out)
 {
     *out = NULL;
-    if (want != BLOB_ENCODING_IDENTITY && want != BLOB_ENCODING_ZSTD)
-        return -EINVAL;
-    if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC)
-        return -EINVAL;
+    if (want != BLOB_ENCODING_IDENTITY && want != BLOB_ENCODING_ZSTD) return -EINVAL;
+    if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
     struct blob_index_value v = { 0 };
     bool empty = blob_key_is_empty(k);
-    if (!empty && !blob_store_lookup(bc->s, k, &v))
-        return -ENOENT;
-    if (offset > v.size)
-        return -ERANGE;
+    if (!empty && !blob_store_lookup(bc->s, k, &v)) return -ENOENT;
+    if (offset > v.size) return -ERANGE;
     struct blob_reader *r;
     int rc = reader_open_common(bc, k, want == BLOB_ENCODING_ZSTD ? MODE_ZSTD : MODE_IDENTITY, &r);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     r->val = v;
     r->key.size = v.size;
     r->offset = offset;
-    if (!empty && blob_store_is_cold(bc->s, &v))
-        blob_refresh_queue(bc, &r->key, &v);
+    if (!empty && blob_store_is_cold(bc->s, &v)) blob_refresh_queue(bc, &r->key, &v);
     *out = r;
     return 0;
 }
 
-int blob_read_open_records(struct blob_core *bc, const struct blob_key *k,
-                           struct blob_reader **out)
+int blob_read_open_records(struct blob_core *bc, const struct blob_key *k, struct blob_reader **out)
 {
     struct blob_index_value v;
-    if (!blob_store_lookup(bc->s, k, &v))
-        return -ENOENT;
+    if (!blob_store_lookup(bc->s, k, &v)) return -ENOENT;
     int rc = reader_open_common(bc, k, MODE_RECORDS, out);
     if (rc == 0) {
         (*out)->val = v;
@@ -173,8 +160,10 @@ uint64_t blob_reader_size(const struct blob_reader *r)
 
 static void read_done(struct blob_aio *a, int32_t res);
 
-static int reader_submit(struct blob_reader *r, uint32_t seg32, uint64_t off, uint8_t *buf,
-                         uint32_t len)
+static int
+reader_submit(struct blob_reader *r, uint32_t seg32, uint64_t off,
+              uint8_t *buf, /* NOLINT(readability-non-const-parameter): the kernel writes it */
+              uint32_t len)
 {
     struct blob_core *bc = r->bc;
     if (bc->disk_reads >= bc->s->opts.disk_queue_max) {
@@ -182,10 +171,10 @@ static int reader_submit(struct blob_reader *r, uint32_t seg32, uint64_t off, ui
         return -EAGAIN;
     }
     struct blob_seg *seg = blob_segment_get(&bc->s->segs, seg32);
-    if (!seg)
-        return -ENOENT;
-    struct blob_io_req req = { .op = BLOB_IO_READ, .fd = seg->fd, .buf = buf, .len = len,
-                               .off = off };
+    if (!seg) return -ENOENT;
+    struct blob_io_req req = {
+        .op = BLOB_IO_READ, .fd = seg->fd, .buf = buf, .len = len, .off = off
+    };
     r->aio.fn = read_done;
     r->aio.ctx = r;
     r->req = req;
@@ -214,8 +203,7 @@ static int read_commit(struct blob_reader *r, uint32_t len)
 {
     free(r->commit);
     r->commit = malloc(len);
-    if (!r->commit)
-        return -ENOMEM;
+    if (!r->commit) return -ENOMEM;
     r->commit_len = len;
     return reader_submit(r, r->val.loc.seg, (uint64_t)r->val.loc.off8 * 8, r->commit, len);
 }
@@ -243,19 +231,18 @@ static int check_commit(struct blob_reader *r)
 {
     const struct blob_record_header *h = (const void *)r->commit;
     uint64_t room = BLOB_SEG_SIZE_MAX;
-    if (blob_format_check_record_header(h, room) < 0 || h->type != BLOB_RECORD_COMMIT)
+    if (blob_format_check_record_header(h, room) < 0 || h->type != BLOB_RECORD_COMMIT) {
         return -EBADMSG;
+    }
     uint32_t need = (uint32_t)sizeof(*h) + h->payload_len;
-    if (need > r->commit_len)
-        return 1;
-    if (blob_format_check_payload(h, r->commit + sizeof(*h)) < 0)
-        return -EBADMSG;
+    if (need > r->commit_len) return 1;
+    if (blob_format_check_payload(h, r->commit + sizeof(*h)) < 0) return -EBADMSG;
     const struct blob_commit *c = commit_of(r);
-    if (blob_format_check_commit(c, h->payload_len) < 0)
-        return -EBADMSG;
+    if (blob_format_check_commit(c, h->payload_len) < 0) return -EBADMSG;
     if (c->kind != r->key.kind || c->size != r->key.size ||
-        memcmp(c->hash, r->key.hash, BLOB_HASH_SIZE) != 0)
+        memcmp(c->hash, r->key.hash, BLOB_HASH_SIZE) != 0) {
         return -EBADMSG;
+    }
     return 0;
 }
 
@@ -271,15 +258,13 @@ static int ensure_buffers(struct blob_reader *r)
     uint32_t rsize = blob_chunk_record_bound(raw);
     if (!r->rbuf) {
         r->rbuf = malloc(rsize);
-        if (!r->rbuf)
-            return -ENOMEM;
+        if (!r->rbuf) return -ENOMEM;
         r->rbuf_size = rsize;
         base_counter_inc(&r->bc->counters.bufs);
     }
     if (!r->obuf && r->mode != MODE_RECORDS) {
         r->obuf = malloc(raw);
-        if (!r->obuf)
-            return -ENOMEM;
+        if (!r->obuf) return -ENOMEM;
         r->obuf_size = raw;
         base_counter_inc(&r->bc->counters.bufs);
     }
@@ -290,13 +275,11 @@ static int ensure_buffers(struct blob_reader *r)
 static int read_chunk(struct blob_reader *r)
 {
     int rc = ensure_buffers(r);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     uint32_t i = (uint32_t)(r->offset >> commit_of(r)->chunk_shift);
     const struct blob_chunk_ref *ref = ref_of(r, i);
     uint32_t len = (uint32_t)sizeof(struct blob_record_header) + ref->stored;
-    if (len > r->rbuf_size)
-        return -EBADMSG;
+    if (len > r->rbuf_size) return -EBADMSG;
     return reader_submit(r, (uint32_t)ref->seg, (uint64_t)ref->off8 * 8, r->rbuf, len);
 }
 
@@ -349,8 +332,7 @@ static void read_done(struct blob_aio *a, int32_t res)
     /* XFS and others may answer -EAGAIN even for blocking files: read again (bounded). */
     if ((res == -EAGAIN || res == -EINTR) && !r->closing && r->retries < 16) {
         r->retries++;
-        if (blob_core_submit(bc, &r->aio, &r->req) == 0)
-            return;
+        if (blob_core_submit(bc, &r->aio, &r->req) == 0) return;
     }
     bc->disk_reads--;
     base_counter_dec(&bc->counters.io_in_flight);
@@ -364,9 +346,9 @@ static void read_done(struct blob_aio *a, int32_t res)
         deliver_now(r, res == -ECANCELED ? -ECANCELED : -EIO, NULL, 0);
         return;
     }
-    if (!r->commit_ok && (uint32_t)res >= sizeof(struct blob_record_header))
+    if (!r->commit_ok && (uint32_t)res >= sizeof(struct blob_record_header)) {
         r->commit_len = (uint32_t)res; /* the guessed length may run past the file's end */
-    else if ((uint32_t)res != r->want_len) {
+    } else if ((uint32_t)res != r->want_len) {
         /* A record that runs past the end of its file: torn or cut. */
         reader_corrupt(r);
         return;
@@ -380,8 +362,7 @@ static void read_done(struct blob_aio *a, int32_t res)
         if (rc == 1) {
             const struct blob_record_header *h = (const void *)r->commit;
             rc = read_commit(r, (uint32_t)sizeof(*h) + h->payload_len);
-            if (rc < 0)
-                deliver_now(r, rc, NULL, 0);
+            if (rc < 0) deliver_now(r, rc, NULL, 0);
             return;
         }
         r->commit_ok = true;
@@ -399,18 +380,17 @@ static void reader_step(struct blob_reader *r)
         return;
     }
     int rc = read_chunk(r);
-    if (rc == -EBADMSG)
+    if (rc == -EBADMSG) {
         reader_corrupt(r);
-    else if (rc < 0)
+    } else if (rc < 0) {
         deliver_later(r, rc, NULL, 0);
+    }
 }
 
 int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx)
 {
-    if (r->busy)
-        return -EBUSY;
-    if (r->err < 0)
-        return r->err;
+    if (r->busy) return -EBUSY;
+    if (r->err < 0) return r->err;
     r->cb = cb;
     r->ctx = ctx;
     r->busy = true;
@@ -435,8 +415,7 @@ int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx)
 
 void blob_read_close(struct blob_reader *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     if (blob_aio_is_busy(&r->aio)) {
         r->closing = true;
         r->bc->s->io->ops->cancel(r->bc->s->io, &r->aio);

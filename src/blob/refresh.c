@@ -8,29 +8,28 @@
  * At most REFRESH_MAX refreshes run per core; more are skipped (the blob may be evicted, as
  * a cold blob would be). A refresh that fails leaves the old entry as it was.
  */
-#include "blob/internal.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "blob/internal.h"
+
 #define REFRESH_MAX 16U
 
 struct blob_refresh {
-    struct blob_core *bc;      /* owner */
-    struct base_list link;     /* on bc->refreshes */
-    struct blob_key key;       /* the blob */
-    struct blob_reader *r;     /* reads the stored records */
-    struct blob_upload *u;     /* appends them */
-    struct ring_task task;     /* starts the copy outside the caller's call */
+    struct blob_core *bc;  /* owner */
+    struct base_list link; /* on bc->refreshes */
+    struct blob_key key;   /* the blob */
+    struct blob_reader *r; /* reads the stored records */
+    struct blob_upload *u; /* appends them */
+    struct ring_task task; /* starts the copy outside the caller's call */
 };
 
 static void refresh_end(struct blob_refresh *f)
 {
     struct blob_core *bc = f->bc;
     blob_read_close(f->r);
-    if (f->u)
-        blob_upload_abort(f->u);
+    if (f->u) blob_upload_abort(f->u);
     base_list_del(&f->link);
     ring_task_cancel(&f->task);
     free(f);
@@ -43,7 +42,7 @@ static void refresh_next(struct blob_refresh *f);
 static void refresh_committed(void *ctx, int res)
 {
     struct blob_refresh *f = ctx;
-    (void)res; /* a failed refresh leaves the old copy indexed */
+    (void)res;   /* a failed refresh leaves the old copy indexed */
     f->u = NULL; /* freed by the engine after this callback */
     refresh_end(f);
 }
@@ -67,13 +66,11 @@ static void refresh_piece(void *ctx, int res, const uint8_t *data, size_t len)
     }
     if (len == 0) {
         struct blob_upload *u = f->u;
-        if (blob_upload_commit(u, refresh_committed, f) < 0)
-            refresh_end(f);
+        if (blob_upload_commit(u, refresh_committed, f) < 0) refresh_end(f);
         return;
     }
     int rc = blob_upload_append_record(f->u, data, (uint32_t)len, refresh_appended, f);
-    if (rc == -EINPROGRESS)
-        return;
+    if (rc == -EINPROGRESS) return;
     if (rc < 0) {
         refresh_end(f);
         return;
@@ -84,8 +81,7 @@ static void refresh_piece(void *ctx, int res, const uint8_t *data, size_t len)
 static void refresh_next(struct blob_refresh *f)
 {
     int rc = blob_read_next(f->r, refresh_piece, f);
-    if (rc < 0)
-        refresh_end(f);
+    if (rc < 0) refresh_end(f);
 }
 
 static void refresh_start(struct ring_task *t)
@@ -113,16 +109,14 @@ void blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
                         const struct blob_index_value *v)
 {
     (void)v;
-    if (bc->refreshes_len >= REFRESH_MAX || bc->quiescing)
-        return;
-    BASE_LIST_FOR_EACH(it, &bc->refreshes) {
+    if (bc->refreshes_len >= REFRESH_MAX || bc->quiescing) return;
+    BASE_LIST_FOR_EACH(it, &bc->refreshes)
+    {
         struct blob_refresh *f = BASE_CONTAINER_OF(it, struct blob_refresh, link);
-        if (f->key.kind == k->kind && memcmp(f->key.hash, k->hash, BLOB_HASH_SIZE) == 0)
-            return;
+        if (f->key.kind == k->kind && memcmp(f->key.hash, k->hash, BLOB_HASH_SIZE) == 0) return;
     }
     struct blob_refresh *f = calloc(1, sizeof(*f));
-    if (!f)
-        return;
+    if (!f) return;
     f->bc = bc;
     f->key = *k;
     base_list_init(&f->link);
@@ -137,9 +131,9 @@ void blob_refresh_cancel_all(struct blob_core *bc)
 {
     /* Only refreshes not yet started or idle between steps can end here; the others end
      * when their I/O completes (quiesce waits for them). */
-    BASE_LIST_FOR_EACH_SAFE(it, tmp, &bc->refreshes) {
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &bc->refreshes)
+    {
         struct blob_refresh *f = BASE_CONTAINER_OF(it, struct blob_refresh, link);
-        if (!f->r)
-            refresh_end(f);
+        if (!f->r) refresh_end(f);
     }
 }

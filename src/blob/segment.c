@@ -8,17 +8,17 @@
  * its seq and its state is not DEAD; refs >= 1 while it is in a slot; a dead segment's fd is
  * closed by blob_segment_bury() once refs reached 0, never on a core.
  */
-#include "blob/internal.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "blob/internal.h"
 
 int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
 {
     ASSERT(cap > 0 && (cap & (cap - 1)) == 0);
     memset(t, 0, sizeof(*t));
-    t->slots = calloc(cap, sizeof(*t->slots));
+    t->slots = calloc(cap, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
     t->alive = calloc(cap, sizeof(*t->alive));
     if (!t->slots || !t->alive) {
         free(t->slots);
@@ -35,8 +35,7 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
 
 static void seg_free(struct blob_seg *seg, struct blob_io *io)
 {
-    if (seg->fd >= 0)
-        (void)io->ops->close(io, seg->fd);
+    if (seg->fd >= 0) (void)io->ops->close(io, seg->fd);
     free(seg);
 }
 
@@ -45,8 +44,7 @@ void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io)
     blob_segment_bury(t, io);
     for (uint32_t i = 0; i < t->cap; i++) {
         struct blob_seg *seg = t->slots[i];
-        if (!seg)
-            continue;
+        if (!seg) continue;
         ASSERT(atomic_load(&seg->refs) == 1); /* readers are gone */
         seg_free(seg, io);
     }
@@ -74,8 +72,7 @@ uint64_t blob_segment_next_seq(struct blob_segs *t)
 void blob_segment_seen_seq(struct blob_segs *t, uint64_t seq)
 {
     pthread_mutex_lock(&t->lock);
-    if (seq >= t->next_seq)
-        t->next_seq = seq + 1;
+    if (seq >= t->next_seq) t->next_seq = seq + 1;
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -84,8 +81,7 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
 {
     ASSERT(state != BLOB_SEG_DEAD);
     struct blob_seg *seg = calloc(1, sizeof(*seg));
-    if (!seg)
-        return NULL;
+    if (!seg) return NULL;
     seg->seq = seq;
     seg->fd = fd;
     seg->state = (uint8_t)state;
@@ -103,8 +99,7 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     t->count++;
     atomic_store(&t->alive[slot], seq);
     atomic_fetch_add(&t->disk_bytes, bytes);
-    if (seq >= t->next_seq)
-        t->next_seq = seq + 1;
+    if (seq >= t->next_seq) t->next_seq = seq + 1;
     pthread_mutex_unlock(&t->lock);
     return seg;
 }
@@ -119,18 +114,15 @@ struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32)
 {
     pthread_mutex_lock(&t->lock);
     struct blob_seg *seg = t->slots[seg32 & (t->cap - 1)];
-    if (seg && ((uint32_t)seg->seq != seg32 || seg->state == BLOB_SEG_DEAD))
-        seg = NULL;
-    if (seg)
-        atomic_fetch_add(&seg->refs, 1);
+    if (seg && ((uint32_t)seg->seq != seg32 || seg->state == BLOB_SEG_DEAD)) seg = NULL;
+    if (seg) atomic_fetch_add(&seg->refs, 1);
     pthread_mutex_unlock(&t->lock);
     return seg;
 }
 
 void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
 {
-    if (!seg)
-        return;
+    if (!seg) return;
     pthread_mutex_lock(&t->lock);
     uint32_t left = atomic_fetch_sub(&seg->refs, 1) - 1;
     if (left == 0) {
@@ -162,8 +154,7 @@ void blob_segment_set(struct blob_segs *t, struct blob_seg *seg, enum blob_seg_s
 void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t bytes)
 {
     pthread_mutex_lock(&t->lock);
-    if (seg->state != BLOB_SEG_DEAD)
-        seg_set_bytes_locked(t, seg, bytes);
+    if (seg->state != BLOB_SEG_DEAD) seg_set_bytes_locked(t, seg, bytes);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -186,13 +177,10 @@ struct blob_seg *blob_segment_take_oldest(struct blob_segs *t)
     struct blob_seg *best = NULL;
     for (uint32_t i = 0; i < t->cap; i++) {
         struct blob_seg *seg = t->slots[i];
-        if (!seg || seg->state == BLOB_SEG_ACTIVE)
-            continue;
-        if (!best || seg->seq < best->seq)
-            best = seg;
+        if (!seg || seg->state == BLOB_SEG_ACTIVE) continue;
+        if (!best || seg->seq < best->seq) best = seg;
     }
-    if (best)
-        seg_kill_locked(t, best);
+    if (best) seg_kill_locked(t, best);
     pthread_mutex_unlock(&t->lock);
     return best;
 }
@@ -206,8 +194,7 @@ void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg)
         killed = true;
     }
     pthread_mutex_unlock(&t->lock);
-    if (killed)
-        blob_segment_put(t, seg);
+    if (killed) blob_segment_put(t, seg);
 }
 
 void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
@@ -217,11 +204,13 @@ void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
     pthread_mutex_lock(&t->lock);
     /* Move the graveyard out so closes happen without the lock. */
     struct base_list *node;
-    while ((node = base_list_pop_head(&t->graveyard)) != NULL)
+    while ((node = base_list_pop_head(&t->graveyard)) != NULL) {
         base_list_add_tail(&dead, node);
+    }
     pthread_mutex_unlock(&t->lock);
-    while ((node = base_list_pop_head(&dead)) != NULL)
+    while ((node = base_list_pop_head(&dead)) != NULL) {
         seg_free(BASE_CONTAINER_OF(node, struct blob_seg, link), io);
+    }
 }
 
 void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes)
@@ -235,11 +224,11 @@ void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes)
         for (uint32_t i = 0; i < t->cap; i++) {
             struct blob_seg *seg = t->slots[i];
             if (seg && seg->state != BLOB_SEG_ACTIVE && seg->seq >= below &&
-                (!next || seg->seq < next->seq))
+                (!next || seg->seq < next->seq)) {
                 next = seg;
+            }
         }
-        if (!next || acc + atomic_load(&next->bytes) > cold_bytes)
-            break;
+        if (!next || acc + atomic_load(&next->bytes) > cold_bytes) break;
         acc += atomic_load(&next->bytes);
         below = next->seq + 1;
     }

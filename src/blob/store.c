@@ -8,10 +8,9 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <stdio.h>
 
 #include "base/err.h"
 #include "base/log.h"
@@ -50,22 +49,24 @@ bool blob_key_is_empty(const struct blob_key *k)
 
 int blob_hash_from_hex(const char *hex, size_t len, uint8_t hash[BLOB_HASH_SIZE])
 {
-    if (len != 2 * BLOB_HASH_SIZE) return -EINVAL;
+    if (len != (size_t)2 * BLOB_HASH_SIZE) return -EINVAL;
     for (size_t i = 0; i < len; i++) {
         char c = hex[i];
         int v;
-        if (c >= '0' && c <= '9')
+        if (c >= '0' && c <= '9') {
             v = c - '0';
-        else if (c >= 'a' && c <= 'f')
+        } else if (c >= 'a' && c <= 'f') {
             v = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
+        } else if (c >= 'A' && c <= 'F') {
             v = c - 'A' + 10;
-        else
+        } else {
             return -EINVAL;
-        if (i % 2 == 0)
+        }
+        if (i % 2 == 0) {
             hash[i / 2] = (uint8_t)(v << 4);
-        else
+        } else {
             hash[i / 2] = (uint8_t)(hash[i / 2] | v);
+        }
     }
     return 0;
 }
@@ -77,19 +78,20 @@ void blob_hash_to_hex(const uint8_t hash[BLOB_HASH_SIZE], char hex[2 * BLOB_HASH
         hex[2 * i] = digits[hash[i] >> 4];
         hex[2 * i + 1] = digits[hash[i] & 15];
     }
-    hex[2 * BLOB_HASH_SIZE] = '\0';
+    hex[(size_t)2 * BLOB_HASH_SIZE] = '\0';
 }
 
 int blob_sync_parse(const char *name, enum blob_sync *out)
 {
-    if (strcmp(name, "group") == 0)
+    if (strcmp(name, "group") == 0) {
         *out = BLOB_SYNC_GROUP;
-    else if (strcmp(name, "always") == 0)
+    } else if (strcmp(name, "always") == 0) {
         *out = BLOB_SYNC_ALWAYS;
-    else if (strcmp(name, "none") == 0)
+    } else if (strcmp(name, "none") == 0) {
         *out = BLOB_SYNC_NONE;
-    else
+    } else {
         return -EINVAL;
+    }
     return 0;
 }
 
@@ -110,7 +112,6 @@ void blob_store_options_default(struct blob_store_options *o)
     o->evict_thread = true;
     o->io = NULL;
 }
-
 
 /* ---- the store ---- */
 
@@ -133,17 +134,18 @@ static int check_options(const struct blob_store_options *o, char *why, size_t w
                        (unsigned long long)o->segment_size);
         return -EINVAL;
     }
-    if (o->max_size < 4 * o->segment_size * (o->cores_max ? o->cores_max : 1)) {
+    uint64_t least = 4 * o->segment_size * (o->cores_max ? o->cores_max : 1);
+    if (o->max_size < least) {
         (void)snprintf(why, why_size,
                        "--max-size %llu is below 4 segments per core (%llu): raise --max-size or "
                        "lower --segment-size",
-                       (unsigned long long)o->max_size,
-                       (unsigned long long)(4 * o->segment_size * o->cores_max));
+                       (unsigned long long)o->max_size, (unsigned long long)least);
         return -EINVAL;
     }
     if (o->write_buffer_size % BLOB_BLOCK_SIZE != 0 ||
-        o->write_buffer_size < 2 * blob_chunk_record_bound(c) + 4 * BLOB_BLOCK_SIZE) {
-        (void)snprintf(why, why_size, "write buffer %u: expected a multiple of 4KiB above two chunks",
+        o->write_buffer_size < 2ULL * blob_chunk_record_bound(c) + 4ULL * BLOB_BLOCK_SIZE) {
+        (void)snprintf(why, why_size,
+                       "write buffer %u: expected a multiple of 4KiB above two chunks",
                        o->write_buffer_size);
         return -EINVAL;
     }
@@ -158,8 +160,9 @@ static uint32_t table_cap(const struct blob_store_options *o)
 {
     uint64_t n = o->max_size / o->segment_size + 4ULL * o->cores_max + 16;
     uint32_t cap = 64;
-    while (cap < 4 * n && cap < (1U << 24))
+    while (cap < 4 * n && cap < (1U << 24)) {
         cap *= 2;
+    }
     return cap;
 }
 
@@ -171,8 +174,7 @@ static int store_start_evictor(struct blob_store *s)
     ASSERT(rc == 0);
     rc = pthread_cond_init(&s->evict_cond, NULL);
     ASSERT(rc == 0);
-    if (!s->opts.evict_thread)
-        return 0;
+    if (!s->opts.evict_thread) return 0;
     /* The thread starts with every signal blocked: SIGTERM belongs to the main thread's
      * sigwait, and a thread that let it through would end the process instead. */
     sigset_t all;
@@ -181,8 +183,7 @@ static int store_start_evictor(struct blob_store *s)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&s->evict_thread, NULL, evictor_main, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
-        return -rc;
+    if (rc != 0) return -rc;
     s->evict_running = true;
     return 0;
 }
@@ -191,14 +192,11 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
                     size_t why_size)
 {
     *out = NULL;
-    if (why_size > 0)
-        why[0] = '\0';
+    if (why_size > 0) why[0] = '\0';
     int rc = check_options(o, why, why_size);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     struct blob_store *s = calloc(1, sizeof(*s));
-    if (!s)
-        return -ENOMEM;
+    if (!s) return -ENOMEM;
     s->opts = *o;
     s->dir = strdup(o->dir ? o->dir : ".");
     s->opts.dir = s->dir;
@@ -221,8 +219,7 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
         goto err_index;
     }
     rc = blob_recover_run(s, why, why_size);
-    if (rc < 0)
-        goto err_segs;
+    if (rc < 0) goto err_segs;
     blob_store_evict(s);
     rc = store_start_evictor(s);
     if (rc < 0) {
@@ -236,8 +233,7 @@ err_segs:
     blob_segment_table_deinit(&s->segs, s->io);
 err_index:
     blob_index_destroy(s->index);
-    if (s->io_owned)
-        blob_io_real_destroy(s->io);
+    if (s->io_owned) blob_io_real_destroy(s->io);
 err_free:
     free(s->dir);
     free(s);
@@ -246,8 +242,7 @@ err_free:
 
 void blob_store_close(struct blob_store *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     ASSERT(atomic_load(&s->cores) == 0);
     if (s->evict_running) {
         pthread_mutex_lock(&s->evict_lock);
@@ -260,8 +255,7 @@ void blob_store_close(struct blob_store *s)
     pthread_mutex_destroy(&s->evict_lock);
     blob_segment_table_deinit(&s->segs, s->io);
     blob_index_destroy(s->index);
-    if (s->io_owned)
-        blob_io_real_destroy(s->io);
+    if (s->io_owned) blob_io_real_destroy(s->io);
     free(s->dir);
     free(s);
 }
@@ -301,10 +295,11 @@ static void *evictor_main(void *arg)
 void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
                              const struct blob_loc *loc)
 {
-    if (blob_index_remove_at(s->index, k, loc->seg, loc->off8))
+    if (blob_index_remove_at(s->index, k, loc->seg, loc->off8)) {
         atomic_fetch_add(&s->dropped_corrupt, 1);
-    LOG_WARN("corrupt record for a blob in segment %u at %llu: dropped from the index",
-             loc->seg, (unsigned long long)loc->off8 * 8);
+    }
+    LOG_WARN("corrupt record for a blob in segment %u at %llu: dropped from the index", loc->seg,
+             (unsigned long long)loc->off8 * 8);
 }
 
 /* ---- cores ---- */
@@ -313,8 +308,7 @@ int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_cor
 {
     *out = NULL;
     struct blob_core *bc = calloc(1, sizeof(*bc));
-    if (!bc)
-        return -ENOMEM;
+    if (!bc) return -ENOMEM;
     bc->s = s;
     bc->ring = core;
     bc->index = core ? ring_core_index(core) : atomic_load(&s->cores);
@@ -322,11 +316,9 @@ int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_cor
     base_list_init(&bc->readers);
     base_list_init(&bc->refreshes);
     int rc = blob_chunk_ctx_init(&bc->zctx, s->opts.zstd_level, &bc->counters.zstd_bytes);
-    if (rc < 0)
-        goto err_free;
+    if (rc < 0) goto err_free;
     rc = blob_writer_init(&bc->writer, bc, s->opts.write_buffer_size);
-    if (rc < 0)
-        goto err_zstd;
+    if (rc < 0) goto err_zstd;
     uint32_t n = atomic_fetch_add(&s->cores, 1);
     ASSERT(n < s->opts.cores_max);
     blob_writer_start(&bc->writer);
@@ -355,14 +347,17 @@ bool blob_core_is_idle(const struct blob_core *bc)
 
 void blob_core_deinit(struct blob_core *bc)
 {
-    if (!bc)
-        return;
-    ASSERT(base_list_is_empty(&bc->uploads));
-    ASSERT(base_list_is_empty(&bc->readers));
-    ASSERT(base_list_is_empty(&bc->refreshes));
+    if (!bc) return;
+    bool no_uploads = base_list_is_empty(&bc->uploads);
+    bool no_readers = base_list_is_empty(&bc->readers);
+    bool no_refreshes = base_list_is_empty(&bc->refreshes);
+    ASSERT(no_uploads);
+    ASSERT(no_readers);
+    ASSERT(no_refreshes);
     blob_writer_deinit(&bc->writer);
     blob_chunk_ctx_deinit(&bc->zctx);
-    ASSERT(base_counter_get(&bc->counters.zstd_bytes) == 0);
+    uint64_t zstd_left = base_counter_get(&bc->counters.zstd_bytes);
+    ASSERT(zstd_left == 0);
     atomic_fetch_sub(&bc->s->cores, 1);
     free(bc);
 }
@@ -376,14 +371,11 @@ void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err)
 
 bool blob_store_lookup(struct blob_store *s, const struct blob_key *k, struct blob_index_value *out)
 {
-    if (!blob_index_get(s->index, k, out))
-        return false;
+    if (!blob_index_get(s->index, k, out)) return false;
     /* Entries of evicted segments are removed by the evictor; until then (and for chunks
      * in an older segment than the commit) liveness is checked here. */
-    if (!blob_segment_is_alive(&s->segs, out->loc.seg))
-        return false;
-    return out->loc.span == 0 ||
-           blob_segment_is_alive(&s->segs, out->loc.seg - out->loc.span);
+    if (!blob_segment_is_alive(&s->segs, out->loc.seg)) return false;
+    return out->loc.span == 0 || blob_segment_is_alive(&s->segs, out->loc.seg - out->loc.span);
 }
 
 bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v)
@@ -395,15 +387,11 @@ bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v)
 
 bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh)
 {
-    if (blob_key_is_empty(k))
-        return true;
-    if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC)
-        return false;
+    if (blob_key_is_empty(k)) return true;
+    if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return false;
     struct blob_index_value v;
-    if (!blob_store_lookup(bc->s, k, &v))
-        return false;
-    if (refresh && blob_store_is_cold(bc->s, &v))
-        blob_refresh_queue(bc, k, &v);
+    if (!blob_store_lookup(bc->s, k, &v)) return false;
+    if (refresh && blob_store_is_cold(bc->s, &v)) blob_refresh_queue(bc, k, &v);
     return true;
 }
 
@@ -421,11 +409,9 @@ size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_
 int blob_stat(struct blob_core *bc, const struct blob_key *k, struct blob_info *out)
 {
     memset(out, 0, sizeof(*out));
-    if (blob_key_is_empty(k))
-        return 0;
+    if (blob_key_is_empty(k)) return 0;
     struct blob_index_value v;
-    if (!blob_store_lookup(bc->s, k, &v))
-        return -ENOENT;
+    if (!blob_store_lookup(bc->s, k, &v)) return -ENOENT;
     out->size = v.size;
     out->cold = blob_store_is_cold(bc->s, &v);
     return 0;

@@ -20,12 +20,12 @@
  *
  * Sections: buffers, writes and syncs, sealing, opening, failure, the API.
  */
-#include "blob/internal.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "blob/internal.h"
 
 /* A write goes out once this much is buffered even if nobody waits for it. */
 #define FLUSH_BYTES (1024U * 1024U)
@@ -55,8 +55,9 @@ static void waiters_wake(struct blob_writer *w, int res)
     struct base_list list;
     base_list_init(&list);
     struct base_list *node;
-    while ((node = base_list_pop_head(&w->waiters)) != NULL)
+    while ((node = base_list_pop_head(&w->waiters)) != NULL) {
         base_list_add_tail(&list, node);
+    }
     /* A woken waiter may queue itself again: it lands on w->waiters, not on <list>. */
     while ((node = base_list_pop_head(&list)) != NULL) {
         struct blob_waiter *wt = BASE_CONTAINER_OF(node, struct blob_waiter, link);
@@ -108,13 +109,13 @@ static void pendings_written(struct blob_writer *w)
 {
     while (!base_list_is_empty(&w->wait_write)) {
         struct blob_pending *p = BASE_CONTAINER_OF(w->wait_write.next, struct blob_pending, link);
-        if (p->end > w->written)
-            break;
+        if (p->end > w->written) break;
         base_list_del(&p->link);
-        if (store_of(w)->opts.sync == BLOB_SYNC_NONE)
+        if (store_of(w)->opts.sync == BLOB_SYNC_NONE) {
             p->done(p, 0);
-        else
+        } else {
             base_list_add_tail(&w->wait_sync, &p->link);
+        }
     }
 }
 
@@ -128,8 +129,7 @@ static void write_done(struct blob_aio *a, int32_t res)
         /* O_DIRECT writes may bounce with -EAGAIN (a split bio, a full queue): nothing was
          * written, so the same write goes again (IO_URING_NOTES 1.9). */
         b->retries++;
-        if (blob_core_submit(bc, &b->aio, &b->req) == 0)
-            return;
+        if (blob_core_submit(bc, &b->aio, &b->req) == 0) return;
     }
     ASSERT(w->flights > 0);
     w->flights--;
@@ -145,8 +145,7 @@ static void write_done(struct blob_aio *a, int32_t res)
         writer_fail(w, w->err);
         return;
     }
-    if (writes_retire(w) && w->seg)
-        blob_segment_set_bytes(&store_of(w)->segs, w->seg, w->written);
+    if (writes_retire(w) && w->seg) blob_segment_set_bytes(&store_of(w)->segs, w->seg, w->written);
     pendings_written(w);
     writer_kick(w);
     waiters_wake(w, 0);
@@ -158,8 +157,7 @@ static bool can_issue(const struct blob_writer *w)
 {
     uint32_t prev = (w->cur + BLOB_WBUFS - 1) % BLOB_WBUFS;
     const struct blob_wbuf *p = &w->bufs[prev];
-    if (w->bufs[wnext(w->cur)].state != BLOB_WBUF_FREE)
-        return false;
+    if (w->bufs[wnext(w->cur)].state != BLOB_WBUF_FREE) return false;
     return !(p->state == BLOB_WBUF_FLIGHT && p->partial);
 }
 
@@ -169,24 +167,28 @@ static bool can_issue(const struct blob_writer *w)
  */
 static bool writer_issue_write(struct blob_writer *w, bool tail)
 {
-    ASSERT(can_issue(w));
+    bool may = can_issue(w);
+    ASSERT(may);
     struct blob_wbuf *b = wcur(w);
     uint32_t full = b->len & ~(BLOB_BLOCK_SIZE - 1);
     uint32_t keep = b->len - full;
     uint32_t wlen = tail ? (uint32_t)blob_align_block(b->len) : full;
-    if (wlen == 0 || b->base + (tail ? b->len : full) <= w->flushed)
-        return false;
+    if (wlen == 0 || b->base + (tail ? b->len : full) <= w->flushed) return false;
     ASSERT(wlen <= w->buf_size);
-    if (wlen > b->len)
-        memset(b->mem + b->len, 0, wlen - b->len);
+    if (wlen > b->len) memset(b->mem + b->len, 0, wlen - b->len);
     b->req = (struct blob_io_req){
-        .op = BLOB_IO_WRITE, .fd = w->wfd, .buf = b->mem, .len = wlen, .off = b->base,
+        .op = BLOB_IO_WRITE,
+        .fd = w->wfd,
+        .buf = b->mem,
+        .len = wlen,
+        .off = b->base,
     };
     b->retries = 0;
     b->aio.fn = write_done;
     b->aio.ctx = b;
-    if (blob_core_submit(w->bc, &b->aio, &b->req) < 0)
+    if (blob_core_submit(w->bc, &b->aio, &b->req) < 0) {
         return false; /* the op table is full: the next kick tries again */
+    }
     base_counter_inc(&w->bc->counters.io_in_flight);
     base_counter_inc(&w->bc->counters.writes);
     w->flights++;
@@ -228,8 +230,7 @@ static void writer_issue_sync(struct blob_writer *w)
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
     w->sync_aio.fn = sync_done;
     w->sync_aio.ctx = w;
-    if (blob_core_submit(w->bc, &w->sync_aio, &req) < 0)
-        return;
+    if (blob_core_submit(w->bc, &w->sync_aio, &req) < 0) return;
     base_counter_inc(&w->bc->counters.io_in_flight);
     base_counter_inc(&w->bc->counters.fsyncs);
     w->sync_busy = true;
@@ -237,13 +238,13 @@ static void writer_issue_sync(struct blob_writer *w)
     if (store_of(w)->opts.sync == BLOB_SYNC_ALWAYS) {
         /* One fdatasync per acknowledged write. */
         struct base_list *node = base_list_pop_head(&w->wait_sync);
-        if (node)
-            base_list_add_tail(&w->syncing, node);
+        if (node) base_list_add_tail(&w->syncing, node);
         return;
     }
     struct base_list *node;
-    while ((node = base_list_pop_head(&w->wait_sync)) != NULL)
+    while ((node = base_list_pop_head(&w->wait_sync)) != NULL) {
         base_list_add_tail(&w->syncing, node);
+    }
 }
 
 /* ---- sealing ---- */
@@ -294,8 +295,7 @@ static uint32_t seal_build(struct blob_writer *w, uint64_t footer_off, uint8_t *
     ASSERT(buf); /* a footer is at most a few MiB; without it the segment cannot be sealed */
     memset(buf, 0, len);
     struct blob_record_header *h = (struct blob_record_header *)(void *)buf;
-    if (payload > 0)
-        memcpy(buf + sizeof(*h), w->foot, payload);
+    if (payload > 0) memcpy(buf + sizeof(*h), w->foot, payload);
     blob_format_record_header(h, BLOB_RECORD_FOOTER, 0, buf + sizeof(*h), (uint32_t)payload, 0);
     struct blob_seg_trailer t;
     blob_format_trailer(&t, w->seq, footer_off, w->end, w->foot_len, footer_off + len);
@@ -343,7 +343,11 @@ static void writer_seal_footer(struct blob_writer *w)
     uint64_t footer_off = blob_align_block(w->end);
     uint32_t len = seal_build(w, footer_off, &w->footer_buf);
     struct blob_io_req req = {
-        .op = BLOB_IO_WRITE, .fd = w->wfd, .buf = w->footer_buf, .len = len, .off = footer_off,
+        .op = BLOB_IO_WRITE,
+        .fd = w->wfd,
+        .buf = w->footer_buf,
+        .len = len,
+        .off = footer_off,
     };
     w->ctl_aio.fn = seal_footer_written;
     w->ctl_aio.ctx = w;
@@ -414,18 +418,15 @@ static int open_submit(struct blob_writer *w, const struct blob_io_req *req)
     w->ctl_aio.fn = open_done;
     w->ctl_aio.ctx = w;
     int rc = blob_core_submit(w->bc, &w->ctl_aio, req);
-    if (rc == 0)
-        base_counter_inc(&w->bc->counters.io_in_flight);
+    if (rc == 0) base_counter_inc(&w->bc->counters.io_in_flight);
     return rc;
 }
 
 static void open_failed(struct blob_writer *w, int err)
 {
     struct blob_store *s = store_of(w);
-    if (w->wfd >= 0)
-        (void)s->io->ops->close(s->io, w->wfd);
-    if (w->rfd >= 0)
-        (void)s->io->ops->close(s->io, w->rfd);
+    if (w->wfd >= 0) (void)s->io->ops->close(s->io, w->wfd);
+    if (w->rfd >= 0) (void)s->io->ops->close(s->io, w->rfd);
     w->wfd = -1;
     w->rfd = -1;
     w->state = BLOB_W_NONE;
@@ -488,24 +489,23 @@ static void open_step(struct blob_writer *w, int32_t res)
     ASSERT(w->state == BLOB_W_OPENING);
     struct blob_io_req req = { .op = BLOB_IO_OPEN, .name = w->name };
     switch (w->open_step) {
-    case 0: /* start, or the write open failed */
-        if (res == -EINVAL && w->direct) {
-            w->direct = false; /* tmpfs and some file systems refuse O_DIRECT */
-        } else if (res < 0) {
-            open_failed(w, res);
-            return;
-        }
+    case 0: /* start */
         req.flags = O_WRONLY | O_CREAT | O_EXCL | (w->direct ? O_DIRECT : 0);
         w->open_step = 1;
         break;
     case 1: /* the write fd */
+        if (res == -EINVAL && w->direct) {
+            w->direct = false; /* tmpfs and some file systems refuse O_DIRECT */
+            req.flags = O_WRONLY | O_CREAT | O_EXCL;
+            break;
+        }
         if (res < 0) {
-            w->open_step = 0;
-            open_step(w, res);
+            open_failed(w, res);
             return;
         }
         w->wfd = res;
-        req = (struct blob_io_req){ .op = BLOB_IO_FALLOCATE, .fd = w->wfd,
+        req = (struct blob_io_req){ .op = BLOB_IO_FALLOCATE,
+                                    .fd = w->wfd,
                                     .off = store_of(w)->opts.segment_size };
         w->open_step = 2;
         break;
@@ -523,14 +523,14 @@ static void open_step(struct blob_writer *w, int32_t res)
         w->open_step = 4;
         break;
     default: /* the folder fsync */
-        if (res < 0)
+        if (res < 0) {
             open_failed(w, res);
-        else
+        } else {
             open_ready(w);
+        }
         return;
     }
-    if (open_submit(w, &req) < 0)
-        open_failed(w, -EAGAIN);
+    if (open_submit(w, &req) < 0) open_failed(w, -EAGAIN);
 }
 
 static void writer_open(struct blob_writer *w)
@@ -559,7 +559,8 @@ static void writer_abandon(struct blob_writer *w, int err)
     struct blob_store *s = store_of(w);
     pendings_finish(&w->wait_write, err);
     pendings_finish(&w->wait_sync, err);
-    ASSERT(base_list_is_empty(&w->syncing));
+    bool syncing = !base_list_is_empty(&w->syncing);
+    ASSERT(!syncing);
     base_counter_inc(&w->bc->counters.segments_abandoned);
     blob_core_segment_failed(w->bc, w->seq, err);
     /* What was acknowledged in it stays readable; recovery seals it from a scan. */
@@ -577,8 +578,9 @@ static void writer_fail(struct blob_writer *w, int err)
         w->state = BLOB_W_FAILING;
         w->err = err;
     }
-    if (w->flights > 0 || w->sync_busy || blob_aio_is_busy(&w->ctl_aio))
+    if (w->flights > 0 || w->sync_busy || blob_aio_is_busy(&w->ctl_aio)) {
         return; /* the other ops' completions come back here */
+    }
     int e = w->err;
     w->err = 0; /* the next reservation opens a new segment; only open failures linger */
     writer_abandon(w, e);
@@ -600,8 +602,7 @@ static bool has_unwritten(const struct blob_writer *w)
 /* A commit waits for bytes that no write covers yet. */
 static bool commit_needs_write(const struct blob_writer *w)
 {
-    if (base_list_is_empty(&w->wait_write))
-        return false;
+    if (base_list_is_empty(&w->wait_write)) return false;
     const struct blob_pending *last =
         BASE_CONTAINER_OF(w->wait_write.prev, struct blob_pending, link);
     return last->end > w->flushed;
@@ -617,10 +618,8 @@ static void writer_flush_policy(struct blob_writer *w)
     /* Bounded by BLOB_WBUFS: each pass sends one buffer or stops. */
     for (uint32_t n = 0; n < BLOB_WBUFS && has_unwritten(w) && can_issue(w); n++) {
         uint32_t len = wcur(w)->len;
-        if (!tail && !room && len < flush_bytes(w))
-            break;
-        if (!writer_issue_write(w, tail))
-            break;
+        if (!tail && !room && len < flush_bytes(w)) break;
+        if (!writer_issue_write(w, tail)) break;
         room = false;
     }
 }
@@ -631,21 +630,19 @@ static void writer_kick(struct blob_writer *w)
         writer_fail(w, w->err);
         return;
     }
-    if (w->state != BLOB_W_READY && w->state != BLOB_W_SEALING)
-        return;
+    if (w->state != BLOB_W_READY && w->state != BLOB_W_SEALING) return;
     writer_flush_policy(w);
     if (w->state == BLOB_W_SEALING) {
         bool quiet = w->flights == 0 && !w->sync_busy && !blob_aio_is_busy(&w->ctl_aio);
-        if (quiet && !has_unwritten(w) && !w->sealing_synced)
-            writer_seal_sync_records(w);
+        if (quiet && !has_unwritten(w) && !w->sealing_synced) writer_seal_sync_records(w);
         return;
     }
     bool none = store_of(w)->opts.sync == BLOB_SYNC_NONE;
     bool syncable = !base_list_is_empty(&w->wait_sync) && !none;
-    if (w->want_sync && w->written > 0 && w->flights == 0 && !has_unwritten(w))
+    if (w->want_sync && w->written > 0 && w->flights == 0 && !has_unwritten(w)) {
         syncable = true; /* quiesce: one last fdatasync whatever the policy */
-    if (!w->sync_busy && syncable)
-        writer_issue_sync(w);
+    }
+    if (!w->sync_busy && syncable) writer_issue_sync(w);
 }
 
 /* ---- the API ---- */
@@ -681,18 +678,18 @@ int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_s
 
 void blob_writer_start(struct blob_writer *w)
 {
-    if (w->state == BLOB_W_NONE)
-        writer_open(w);
+    if (w->state == BLOB_W_NONE) writer_open(w);
 }
 
 void blob_writer_deinit(struct blob_writer *w)
 {
     ASSERT(w->flights == 0 && !w->sync_busy);
-    ASSERT(base_list_is_empty(&w->waiters));
-    ASSERT(base_list_is_empty(&w->wait_write) && base_list_is_empty(&w->syncing));
+    bool waiters = !base_list_is_empty(&w->waiters);
+    bool pendings = !base_list_is_empty(&w->wait_write) || !base_list_is_empty(&w->syncing);
+    ASSERT(!waiters);
+    ASSERT(!pendings);
     struct blob_store *s = store_of(w);
-    if (w->wfd >= 0)
-        (void)s->io->ops->close(s->io, w->wfd);
+    if (w->wfd >= 0) (void)s->io->ops->close(s->io, w->wfd);
     w->seg = NULL; /* the table keeps it ACTIVE: recovery seals it from a scan */
     ring_task_cancel(&w->kick_task);
     for (uint32_t i = 0; i < BLOB_WBUFS; i++) {
@@ -712,7 +709,7 @@ static bool segment_has_room(const struct blob_writer *w, uint64_t len, bool com
 uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, uint64_t *off,
                              uint64_t *seq, int *err)
 {
-    ASSERT((uint64_t)len + 2 * BLOB_BLOCK_SIZE <= w->buf_size);
+    ASSERT((uint64_t)len + 2ULL * BLOB_BLOCK_SIZE <= (uint64_t)w->buf_size);
     *err = -EINPROGRESS;
     if (w->state == BLOB_W_NONE) {
         if (w->err < 0 && base_list_is_empty(&w->waiters)) {
@@ -727,18 +724,15 @@ uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, u
             return NULL;
         }
     }
-    if (w->state != BLOB_W_READY)
-        return NULL;
+    if (w->state != BLOB_W_READY) return NULL;
     if (!segment_has_room(w, len, commit)) {
         w->state = BLOB_W_SEALING;
         writer_kick(w);
         return NULL;
     }
     if (wcur(w)->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size) {
-        if (can_issue(w))
-            (void)writer_issue_write(w, false);
-        if (wcur(w)->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size)
-            return NULL;
+        if (can_issue(w)) (void)writer_issue_write(w, false);
+        if (wcur(w)->len + blob_align8(len) + BLOB_BLOCK_SIZE > w->buf_size) return NULL;
     }
     *off = w->end;
     *seq = w->seq;
@@ -754,13 +748,13 @@ void blob_writer_commit(struct blob_writer *w, uint32_t used)
     b->len += n;
     w->end += n;
     ASSERT(b->base + b->len == w->end);
-    if (b->len >= flush_bytes(w))
-        writer_kick(w);
+    if (b->len >= flush_bytes(w)) writer_kick(w);
 }
 
 void blob_writer_wait(struct blob_writer *w, struct blob_waiter *wt)
 {
-    ASSERT(!base_list_is_linked(&wt->link));
+    bool queued = base_list_is_linked(&wt->link);
+    ASSERT(!queued);
     base_list_add_tail(&w->waiters, &wt->link);
     blob_core_defer(w->bc, &w->kick_task);
 }
@@ -776,8 +770,7 @@ int blob_writer_add_footer(struct blob_writer *w, const struct blob_footer_entry
     if (w->foot_len == w->foot_size) {
         uint32_t size = w->foot_size ? w->foot_size * 2 : 64;
         struct blob_footer_entry *f = realloc(w->foot, size * sizeof(*f));
-        if (!f)
-            return -ENOMEM;
+        if (!f) return -ENOMEM;
         w->foot = f;
         w->foot_size = size;
     }
@@ -801,12 +794,9 @@ void blob_writer_flush(struct blob_writer *w)
 
 bool blob_writer_is_idle(const struct blob_writer *w)
 {
-    if (w->flights > 0 || w->sync_busy || w->state == BLOB_W_OPENING)
-        return false;
-    if (w->state == BLOB_W_SEALING || w->state == BLOB_W_FAILING)
-        return false;
-    if (base_list_is_linked(&w->kick_task.link))
-        return false;
+    if (w->flights > 0 || w->sync_busy || w->state == BLOB_W_OPENING) return false;
+    if (w->state == BLOB_W_SEALING || w->state == BLOB_W_FAILING) return false;
+    if (base_list_is_linked(&w->kick_task.link)) return false;
     return base_list_is_empty(&w->wait_write) && base_list_is_empty(&w->wait_sync) &&
            base_list_is_empty(&w->syncing) && base_list_is_empty(&w->waiters);
 }

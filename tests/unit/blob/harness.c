@@ -36,8 +36,7 @@ int th_open_store(struct th *t)
     t->o.io = t->io;
     t->o.dir = t->dir;
     int rc = blob_store_open(&t->o, &t->s, why, sizeof(why));
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     rc = blob_core_init(t->s, t->ring, &t->bc);
     cr_assert(eq(int, rc, 0));
     return 0;
@@ -45,8 +44,7 @@ int th_open_store(struct th *t)
 
 void th_open_sim(struct th *t, uint64_t seed)
 {
-    if (t->o.chunk_size == 0)
-        th_options_small(&t->o);
+    if (t->o.chunk_size == 0) th_options_small(&t->o);
     t->io = blob_io_sim_create(seed);
     cr_assert(ne(ptr, t->io, NULL));
     snprintf(t->dir, sizeof(t->dir), "sim");
@@ -56,8 +54,7 @@ void th_open_sim(struct th *t, uint64_t seed)
 
 void th_open_real(struct th *t)
 {
-    if (t->o.chunk_size == 0)
-        th_options_small(&t->o);
+    if (t->o.chunk_size == 0) th_options_small(&t->o);
     struct ring_core_options ro;
     ring_core_options_default(&ro);
     ro.recv_buf_count = 16;
@@ -77,8 +74,7 @@ void th_settle(struct th *t)
     for (int i = 0; i < 100000; i++) {
         if (t->io) {
             blob_io_sim_run(t->io, 1000000);
-            if (blob_io_sim_is_idle(t->io))
-                return;
+            if (blob_io_sim_is_idle(t->io)) return;
         } else {
             if (blob_core_is_idle(t->bc) &&
                 base_counter_get(&ring_core_counters(t->ring)->ops_in_flight) == 0)
@@ -93,8 +89,7 @@ bool th_run_until(struct th *t, const bool *flag)
 {
     for (int i = 0; i < 1000000 && !*flag; i++) {
         if (t->io) {
-            if (blob_io_sim_is_idle(t->io))
-                return *flag;
+            if (blob_io_sim_is_idle(t->io)) return *flag;
             blob_io_sim_run(t->io, 1);
         } else {
             cr_assert(ge(int, ring_core_tick(t->ring, 10), 0));
@@ -162,8 +157,9 @@ void th_close(struct th *t)
 void th_fill(uint8_t *buf, size_t len, uint64_t seed, bool compressible)
 {
     uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
-    static const char *words[] = { "static ", "int ", "return ", "struct ", "blob_", "core ",
-                                   "{\n", "}\n", "0x", "uint64_t ", "void ", "(", ");\n" };
+    static const char *words[] = { "static ", "int ", "return ", "struct ", "blob_",
+                                   "core ",   "{\n",  "}\n",     "0x",      "uint64_t ",
+                                   "void ",   "(",    ");\n" };
     size_t i = 0;
     while (i < len) {
         x ^= x << 13;
@@ -212,8 +208,7 @@ static int put_pieces(struct th *t, struct blob_upload *u, const uint8_t *p, siz
             cr_assert(th_run_until(t, &d.done), "append never completed");
             rc = d.res;
         }
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         off += n;
     }
     return 0;
@@ -224,8 +219,7 @@ int th_put(struct th *t, const struct blob_key *k, const void *data, size_t len,
 {
     struct blob_upload *u;
     int rc = blob_upload_begin(t->bc, k, enc, &u);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     const uint8_t *p = data;
     uint8_t *z = NULL;
     size_t zlen = len;
@@ -270,8 +264,7 @@ static void piece_cb(void *ctx, int res, const uint8_t *data, size_t len)
         memcpy(p->buf + p->len, data, len);
         p->len += len;
     }
-    if (res == 0 && len == 0)
-        p->res = 1; /* end */
+    if (res == 0 && len == 0) p->res = 1; /* end */
 }
 
 /* Decodes a zstd stream that must hold exactly <want> bytes; frees <z>. */
@@ -300,14 +293,12 @@ int th_get(struct th *t, const struct blob_key *k, uint64_t off, enum blob_encod
 {
     struct blob_reader *r;
     int rc = blob_read_open(t->bc, k, off, enc, &r);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     struct piece p = { 0 };
     for (int guard = 0; guard < 1000000; guard++) {
         p.done = false;
         rc = blob_read_next(r, piece_cb, &p);
-        if (rc < 0)
-            break;
+        if (rc < 0) break;
         cr_assert(not(p.done), "read callback ran inside blob_read_next");
         cr_assert(th_run_until(t, &p.done), "read never completed");
         if (p.res != 0) {
@@ -321,8 +312,7 @@ int th_get(struct th *t, const struct blob_key *k, uint64_t off, enum blob_encod
         free(p.buf);
         return rc;
     }
-    if (enc == BLOB_ENCODING_ZSTD)
-        return th_unzstd(p.buf, p.len, size - off, out, len);
+    if (enc == BLOB_ENCODING_ZSTD) return th_unzstd(p.buf, p.len, size - off, out, len);
     *out = p.buf;
     *len = p.len;
     return 0;

@@ -28,7 +28,8 @@ static void encode_decode(struct blob_chunk_ctx *z, uint32_t n, bool compressibl
     cr_assert(eq(int, blob_format_check_payload(h, rec + sizeof(*h)), 0));
     /* Incompressible data may still come out of zstd a few bytes smaller than our raw frame
      * (its content-size field is shorter); whichever is smaller is stored. */
-    bool ok_enc = h->enc == want || (want == BLOB_CHUNK_RAW && h->payload_len < blob_chunk_raw_frame_size(n));
+    bool ok_enc =
+        h->enc == want || (want == BLOB_CHUNK_RAW && h->payload_len < blob_chunk_raw_frame_size(n));
     cr_assert(ok_enc, "size %u compressible %d enc %u", n, compressible, h->enc);
     cr_assert(le(u32, h->payload_len, blob_chunk_raw_frame_size(n)));
     cr_assert(eq(u32, h->raw_len, n));
@@ -56,8 +57,7 @@ Test(blob_chunk, compressible_chunks_are_zstd_frames_random_ones_raw_frames)
     uint32_t sizes[] = { 1, 100, 4096, 131071, 131072, 131073, 262144, 1048576 };
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         encode_decode(&z, sizes[i], false, BLOB_CHUNK_RAW);
-        if (sizes[i] >= 100)
-            encode_decode(&z, sizes[i], true, BLOB_CHUNK_ZSTD);
+        if (sizes[i] >= 100) encode_decode(&z, sizes[i], true, BLOB_CHUNK_ZSTD);
     }
     blob_chunk_ctx_deinit(&z);
     cr_assert(eq(u64, base_counter_get(&mem), 0), "every zstd byte was given back");
@@ -94,8 +94,7 @@ Test(blob_chunk, decode_refuses_a_frame_of_the_wrong_length)
     h.raw_len = 5001;
     cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), -EBADMSG));
     h.raw_len = 5000;
-    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, 10), -EBADMSG),
-              "no room");
+    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, 10), -EBADMSG), "no room");
     /* A garbled frame with a valid header and checksum (as if written wrong) fails too. */
     rec[sizeof(h) + 6] ^= 0xff;
     cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), -EBADMSG));

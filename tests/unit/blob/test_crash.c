@@ -8,7 +8,7 @@
  *   - gauges return to zero.
  * Then byte flips in segment files: recovery copes, flipped records are never served.
  *
- * RINGCAS_CRASH_SEED=n replays one seed; RINGCAS_CRASH_RUNS=n changes how many run (1000).
+ * RINGCAS_CRASH_SEED=n replays one seed; RINGCAS_CRASH_RUNS=n changes how many run (2000).
  * A failing seed is printed first thing in the failure message.
  */
 #include <errno.h>
@@ -23,9 +23,9 @@
 #include "blob/fsck.h"
 #include "harness.h"
 
-#define SLOTS      4
-#define BLOBS_MAX  96
-#define AC_KEYS    3
+#define SLOTS     4
+#define BLOBS_MAX 96
+#define AC_KEYS   3
 
 struct blob_model {
     struct blob_key key; /* CAS key, or the AC key with this version's size */
@@ -38,12 +38,12 @@ struct blob_model {
 };
 
 struct slot {
-    int blob;            /* model index, or -1 when free */
-    uint8_t *data;       /* the content (kept until the upload ends) */
+    int blob;      /* model index, or -1 when free */
+    uint8_t *data; /* the content (kept until the upload ends) */
     struct blob_upload *u;
-    size_t fed;          /* bytes appended so far */
-    bool waiting;        /* an append or the commit is pending */
-    bool committing;     /* commit was called */
+    size_t fed;      /* bytes appended so far */
+    bool waiting;    /* an append or the commit is pending */
+    bool committing; /* commit was called */
 };
 
 struct world {
@@ -54,8 +54,8 @@ struct world {
     int blobs_len;
     struct slot slots[SLOTS];
     bool crashed;
-    uint32_t ac_version[AC_KEYS];       /* next version per AC key */
-    uint32_t ac_acked[AC_KEYS];         /* last acknowledged version + 1 (ack order), 0: none */
+    uint32_t ac_version[AC_KEYS]; /* next version per AC key */
+    uint32_t ac_acked[AC_KEYS];   /* last acknowledged version + 1 (ack order), 0: none */
     uint64_t acked;
 };
 
@@ -87,8 +87,7 @@ static void ac_key(int ac, uint8_t out[BLOB_HASH_SIZE])
 
 static void new_blob(struct world *w, struct slot *s)
 {
-    if (w->blobs_len == BLOBS_MAX)
-        return;
+    if (w->blobs_len == BLOBS_MAX) return;
     int i = w->blobs_len++;
     struct blob_model *b = &w->blobs[i];
     memset(b, 0, sizeof(*b));
@@ -157,8 +156,7 @@ static void commit_cb(void *ctx, int res)
         b->acked = true;
         w->acked++;
         /* Newest means last committed, which is the order acknowledgements come in. */
-        if (b->ac >= 0)
-            w->ac_acked[b->ac] = b->version + 1;
+        if (b->ac >= 0) w->ac_acked[b->ac] = b->version + 1;
     }
     slot_free(s);
 }
@@ -169,13 +167,11 @@ static void slot_step(struct world *w, struct slot *s)
         new_blob(w, s);
         return;
     }
-    if (s->waiting)
-        return;
+    if (s->waiting) return;
     struct blob_model *b = &w->blobs[s->blob];
     if (s->fed < b->len) {
         size_t n = (size_t)(rnd(w) % 9000) + 1;
-        if (n > b->len - s->fed)
-            n = b->len - s->fed;
+        if (n > b->len - s->fed) n = b->len - s->fed;
         int rc = blob_upload_append(s->u, s->data + s->fed, n, append_cb, s);
         if (rc == -EINPROGRESS) {
             s->fed += n;
@@ -204,11 +200,9 @@ static int check_blob(struct world *w, const struct blob_model *b, uint64_t off,
     uint8_t *out = NULL;
     size_t n = 0;
     struct blob_key k = b->key;
-    if (b->ac >= 0)
-        k.size = 0;
+    if (b->ac >= 0) k.size = 0;
     int rc = th_get(&w->t, &k, off, enc, &out, &n);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if (b->ac >= 0) {
         /* Some version of this key: it must be intact and named as this key. */
         uint32_t tag[2] = { 0, 0 };
@@ -256,8 +250,7 @@ static void check_ac(struct world *w, int ac)
         struct blob_model *b = &w->blobs[i];
         if (b->ac == ac && b->version == tag[1]) {
             bool fresh = !b->acked || b->version + 1 == w->ac_acked[ac];
-            cr_assert(fresh,
-                      "seed %llu: AC key %d went back to version %u (last acked %u)",
+            cr_assert(fresh, "seed %llu: AC key %d went back to version %u (last acked %u)",
                       (unsigned long long)w->seed, ac, b->version, w->ac_acked[ac] - 1);
             uint8_t *want = malloc(b->len);
             content(b, want);
@@ -276,16 +269,14 @@ static void verify(struct world *w, bool durable)
 {
     for (int i = 0; i < w->blobs_len; i++) {
         struct blob_model *b = &w->blobs[i];
-        if (b->ac >= 0)
-            continue;
+        if (b->ac >= 0) continue;
         int rc = check_blob(w, b, rnd(w) % 2 ? 0 : rnd(w) % b->len, (int)(rnd(w) % 2));
         if (b->acked && durable)
             cr_assert(eq(int, rc, 0), "seed %llu: acknowledged blob %d (%u bytes) missing: %d",
                       (unsigned long long)w->seed, i, b->len, rc);
         else
             cr_assert(rc == 0 || rc == -ENOENT || (flipped && rc == -EBADMSG),
-                      "seed %llu: blob %d: %d",
-                      (unsigned long long)w->seed, i, rc);
+                      "seed %llu: blob %d: %d", (unsigned long long)w->seed, i, rc);
     }
     for (int ac = 0; ac < AC_KEYS && durable; ac++)
         check_ac(w, ac);
@@ -339,8 +330,7 @@ static void workload(struct world *w, uint32_t steps, uint64_t crash_at)
             }
         }
         blob_io_sim_run(w->t.io, 8);
-        if (!busy && blob_io_sim_is_idle(w->t.io))
-            break;
+        if (!busy && blob_io_sim_is_idle(w->t.io)) break;
     }
 }
 
@@ -354,10 +344,11 @@ static void run_seed(uint64_t seed)
         w->slots[i].blob = -1;
     th_options_small(&w->t.o);
     w->t.o.segment_size = (rnd(w) % 2) ? 64 * 1024 : 128 * 1024;
+
     enum blob_sync pol[] = { BLOB_SYNC_GROUP, BLOB_SYNC_ALWAYS, BLOB_SYNC_NONE };
+
     w->t.o.sync = pol[rnd(w) % 3 == 2 ? 2 : rnd(w) % 2];
-    if (rnd(w) % 4 == 0)
-        w->t.o.max_size = 1ULL << 20; /* eviction in play */
+    if (rnd(w) % 4 == 0) w->t.o.max_size = 1ULL << 20; /* eviction in play */
     th_open_sim(&w->t, seed);
     uint32_t steps = 40 + (uint32_t)(rnd(w) % 80);
     uint64_t crash_at = rnd(w) % (steps + 10); /* sometimes no crash at all */
@@ -392,7 +383,7 @@ static uint64_t env_u64(const char *name, uint64_t def)
 Test(blob_crash, random_workloads_with_power_loss_keep_every_promise, .timeout = 600)
 {
     uint64_t one = env_u64("RINGCAS_CRASH_SEED", 0);
-    uint64_t runs = env_u64("RINGCAS_CRASH_RUNS", 1000);
+    uint64_t runs = env_u64("RINGCAS_CRASH_RUNS", 2000);
     if (one) {
         fprintf(stderr, "replaying seed %llu\n", (unsigned long long)one);
         run_seed(one);
@@ -410,8 +401,7 @@ struct names {
 static void collect_name(void *ctx, const char *name)
 {
     struct names *n = ctx;
-    if (n->len < 64 && strlen(name) < 32 && strncmp(name, "seg-", 4) == 0 &&
-        !strstr(name, ".bad"))
+    if (n->len < 64 && strlen(name) < 32 && strncmp(name, "seg-", 4) == 0 && !strstr(name, ".bad"))
         memcpy(n->name[n->len++], name, strlen(name) + 1);
 }
 
@@ -440,11 +430,11 @@ static void flip_seed(uint64_t seed)
         uint64_t size;
         cr_assert(eq(int, blob_io_sim_size(w->t.io, name, &size), 0));
         /* Half the flips land in the first chunk record's payload, where one must be caught. */
-        if (size == 0)
-            continue;
+        if (size == 0) continue;
         uint64_t off = i % 2 ? rnd(w) % size : 4096 + 32 + rnd(w) % 64;
         if (off < size)
-            cr_assert(eq(int, blob_io_sim_corrupt(w->t.io, name, off, (uint8_t)(1 + rnd(w) % 255)), 0));
+            cr_assert(
+                eq(int, blob_io_sim_corrupt(w->t.io, name, off, (uint8_t)(1 + rnd(w) % 255)), 0));
     }
     cr_assert(eq(int, blob_fsck_run(w->t.io, &rep, NULL), 0));
     if (n.len > 0)

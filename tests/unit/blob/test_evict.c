@@ -43,8 +43,7 @@ Test(blob_evict, keeps_a_refreshed_blob_and_drops_a_cold_one)
     for (; n < 400; n++) {
         put_n(&t, n, sizeof(buf), &k, buf);
         cr_assert(eq(int, blob_stat(t.bc, &hot, &info), 0));
-        if (info.cold)
-            break;
+        if (info.cold) break;
     }
     cr_assert(info.cold, "the first blobs never became cold");
     /* The existence check reports it present and queues the copy to the head. */
@@ -207,8 +206,7 @@ Test(blob_evict, refreshes_are_bounded_and_deduplicated)
     cr_assert(info.cold);
     int present = 0;
     for (int i = 0; i < 100; i++) {
-        if (!blob_exists(t.bc, &keys[i], false))
-            continue; /* already evicted */
+        if (!blob_exists(t.bc, &keys[i], false)) continue; /* already evicted */
         present++;
         cr_assert(blob_exists(t.bc, &keys[i], true));
         cr_assert(blob_exists(t.bc, &keys[i], true));

@@ -137,8 +137,9 @@ Test(blob_format, segment_names_round_trip)
     cr_assert(eq(int, blob_format_parse_seg_name(name, &seq), 0));
     cr_assert(eq(u64, seq, UINT64_MAX));
     const char *bad[] = { "seg-00000000000000a1.rcs.bad", "seg-00000000000000A1.rcs",
-                          "seg-0000000000000a1.rcs", "xeg-00000000000000a1.rcs",
-                          "seg-00000000000000a1.rcx", "", "seg-0000000000000g01.rcs" };
+                          "seg-0000000000000a1.rcs",      "xeg-00000000000000a1.rcs",
+                          "seg-00000000000000a1.rcx",     "",
+                          "seg-0000000000000g01.rcs" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert(eq(int, blob_format_parse_seg_name(bad[i], &seq), -EINVAL), "%s", bad[i]);
 }

@@ -107,8 +107,7 @@ Test(blob_fsck, a_footer_that_disagrees_with_its_records_is_reported)
     while (off + 32 < size) {
         uint32_t plen;
         memcpy(&plen, seg + off + 8, 4);
-        if (seg[off + 4] == 2)
-            break;
+        if (seg[off + 4] == 2) break;
         off += (32 + plen + 7) & ~7ULL;
     }
     cr_assert(lt(u64, off + 32, size));

@@ -171,7 +171,10 @@ static void check_model(struct blob_index *idx, const struct model *m, uint64_t 
 Test(blob_index, random_operations_agree_with_a_model)
 {
     struct blob_index *idx = blob_index_create();
-    enum { N = 20000 };
+
+    enum {
+        N = 20000
+    };
     struct model *m = calloc(N, sizeof(*m));
     uint64_t x = 42;
     for (int op = 0; op < 200000; op++) {
@@ -208,8 +211,7 @@ Test(blob_index, random_operations_agree_with_a_model)
     for (uint64_t i = 0; i < N; i++) {
         struct blob_key k;
         key_n(&k, i, BLOB_KIND_CAS);
-        if (m[i].present)
-            cr_assert(blob_index_remove_at(idx, &k, m[i].seg, UINT32_MAX));
+        if (m[i].present) cr_assert(blob_index_remove_at(idx, &k, m[i].seg, UINT32_MAX));
         m[i].present = false;
     }
     check_model(idx, m, N);
@@ -252,13 +254,10 @@ static void *hammer(void *arg)
         struct blob_key k;
         key_n(&k, w->base + i, BLOB_KIND_CAS);
         struct blob_index_value v = val(2, (uint32_t)i, k.size);
-        if (blob_index_put(w->idx, &k, &v, BLOB_INDEX_KEEP) != 1)
-            w->errors++;
+        if (blob_index_put(w->idx, &k, &v, BLOB_INDEX_KEEP) != 1) w->errors++;
         struct blob_index_value out;
-        if (!blob_index_get(w->idx, &k, &out) || out.loc.off8 != (uint32_t)i)
-            w->errors++;
-        if (i % 3 == 0 && !blob_index_remove_at(w->idx, &k, 2, (uint32_t)i))
-            w->errors++;
+        if (!blob_index_get(w->idx, &k, &out) || out.loc.off8 != (uint32_t)i) w->errors++;
+        if (i % 3 == 0 && !blob_index_remove_at(w->idx, &k, 2, (uint32_t)i)) w->errors++;
     }
     return NULL;
 }

@@ -40,8 +40,7 @@ static void name_cb(void *ctx, const char *name)
 {
     struct names *n = ctx;
     n->n++;
-    if (strcmp(name, "a") == 0)
-        n->saw_a = true;
+    if (strcmp(name, "a") == 0) n->saw_a = true;
 }
 
 Test(blob_io, blocking_calls_work_relative_to_the_folder)
@@ -121,7 +120,9 @@ Test(blob_io, requests_go_through_the_core_ring)
     cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
     struct done d = { 0 };
     struct blob_aio a = { .fn = done_cb, .ctx = &d };
-    struct blob_io_req op = { .op = BLOB_IO_OPEN, .name = "seg", .flags = O_CREAT | O_RDWR | O_DIRECT };
+    struct blob_io_req op = { .op = BLOB_IO_OPEN,
+                              .name = "seg",
+                              .flags = O_CREAT | O_RDWR | O_DIRECT };
     int fd = run(core, io, &a, &op);
     if (fd == -EINVAL) { /* a folder on tmpfs: no O_DIRECT */
         op.flags = O_CREAT | O_RDWR;

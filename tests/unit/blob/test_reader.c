@@ -64,11 +64,13 @@ Test(blob_reader, a_corrupt_later_chunk_ends_the_stream_after_good_pieces)
     cr_assert(eq(int, blob_io_sim_corrupt(t.io, first_segment, second + 100, 1), 0));
     struct blob_reader *r;
     cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r), 0));
+
     struct {
         bool done;
         int res;
         size_t len;
     } p = { 0 };
+
     void piece(void *ctx, int res, const uint8_t *data, size_t len);
     cr_assert(eq(int, blob_read_next(r, piece, &p), 0));
     cr_assert(th_run_until(&t, &p.done));
@@ -87,11 +89,13 @@ Test(blob_reader, a_corrupt_later_chunk_ends_the_stream_after_good_pieces)
 void piece(void *ctx, int res, const uint8_t *data, size_t len)
 {
     (void)data;
+
     struct {
         bool done;
         int res;
         size_t len;
     } *p = ctx;
+
     p->done = true;
     p->res = res;
     p->len = len;
@@ -169,8 +173,7 @@ Test(blob_reader, compressed_reads_are_the_stored_frames_byte_for_byte)
         f.done = false;
         cr_assert(eq(int, blob_read_next(r, frames_cb, &f), 0));
         cr_assert(th_run_until(&t, &f.done));
-        if (f.res != 0 || (f.done && f.len > 0 && i == 9))
-            break;
+        if (f.res != 0 || (f.done && f.len > 0 && i == 9)) break;
     }
     blob_read_close(r);
     /* Five frames, each the payload of a chunk record in the segment file, in order. */

@@ -31,8 +31,7 @@ static bool readable(struct th *t, uint64_t n, size_t len, const struct blob_key
     th_fill(want, len, n, n % 2);
     uint8_t *out;
     size_t got;
-    if (th_get(t, k, 0, 0, &out, &got) != 0)
-        return false;
+    if (th_get(t, k, 0, 0, &out, &got) != 0) return false;
     bool same = got == len && memcmp(out, want, len) == 0;
     free(out);
     return same;
@@ -262,18 +261,22 @@ Test(blob_recover, visit_lists_commits_from_footers_and_scans_alike)
     uint64_t size;
     cr_assert(eq(int, t.io->ops->fsize(t.io, fd, &size), 0));
     struct visit footer = { 0 };
-    uint64_t end;
-    bool sealed;
-    cr_assert(eq(int, blob_recover_visit(t.io, fd, 1, size, count_entry, &footer, &end, &sealed), 0));
-    cr_assert(sealed);
+    struct blob_visit v = {
+        .io = t.io, .fd = fd, .seq = 1, .size = size, .fn = count_entry, .ctx = &footer
+    };
+    cr_assert(eq(int, blob_recover_visit(&v), 0));
+    cr_assert(v.sealed);
     cr_assert(gt(u64, footer.n, 0));
     /* Pretend the file is shorter: no trailer, a scan finds the same commits. */
     struct visit scan = { 0 };
-    cr_assert(eq(int, blob_recover_visit(t.io, fd, 1, size - 1, count_entry, &scan, &end, &sealed), 0));
-    cr_assert(not(sealed));
+    v.size = size - 1;
+    v.ctx = &scan;
+    cr_assert(eq(int, blob_recover_visit(&v), 0));
+    cr_assert(not(v.sealed));
     cr_assert(eq(u64, scan.n, footer.n));
-    cr_assert(eq(int, blob_recover_visit(t.io, fd, 2, size, count_entry, &scan, &end, &sealed),
-                 -EBADMSG), "the header names segment 1");
+    v.seq = 2;
+    v.size = size;
+    cr_assert(eq(int, blob_recover_visit(&v), -EBADMSG), "the header names segment 1");
     cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
     cr_assert(eq(int, th_open_store(&t), 0));
     th_close(&t);

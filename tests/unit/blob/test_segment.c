@@ -66,7 +66,7 @@ Test(blob_segment, liveness_references_and_the_graveyard)
     cr_assert(eq(ptr, blob_segment_take_oldest(&t), NULL), "the active one stays");
     blob_segment_put(&t, old); /* the evictor's reference */
     cr_assert(eq(u32, blob_io_sim_open_fds(io), 2), "a reader still holds it");
-    blob_segment_put(&t, r);   /* the reader's */
+    blob_segment_put(&t, r); /* the reader's */
     blob_segment_bury(&t, io);
     cr_assert(eq(u32, blob_io_sim_open_fds(io), 1), "closed off the cores");
     blob_segment_set(&t, s2, BLOB_SEG_SEALED, 300);

@@ -114,8 +114,7 @@ Test(blob_store, reads_at_every_chunk_boundary)
     for (size_t c = 0; c <= 6; c++) {
         for (int d = -1; d <= 1; d++) {
             int64_t off = (int64_t)(c * CHUNK) + d;
-            if (off < 0 || (uint64_t)off > len)
-                continue;
+            if (off < 0 || (uint64_t)off > len) continue;
             for (int enc = 0; enc <= 1; enc++) {
                 uint8_t *out = NULL;
                 size_t out_len = 0;
@@ -164,8 +163,8 @@ Test(blob_store, size_mismatch_is_refused)
     struct blob_key k;
     th_key_of(&k, data, sizeof(data));
     /* Too few bytes. */
-    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data) - 1, 0, BLOB_ENCODING_IDENTITY),
-                 -EMSGSIZE));
+    cr_assert(
+        eq(int, th_put(&t, &k, data, sizeof(data) - 1, 0, BLOB_ENCODING_IDENTITY), -EMSGSIZE));
     /* Too many bytes: the append itself refuses. */
     struct blob_key small = k;
     small.size = 100;
@@ -305,8 +304,7 @@ Test(blob_store, exists_many_reports_each_key)
     for (int i = 0; i < 6; i++) {
         th_fill(data[i], sizeof(data[i]), 100 + i, i % 2);
         th_key_of(&keys[i], data[i], sizeof(data[i]));
-        if (i % 3 != 0)
-            cr_assert(eq(int, th_put(&t, &keys[i], data[i], 500, 0, 0), 0));
+        if (i % 3 != 0) cr_assert(eq(int, th_put(&t, &keys[i], data[i], 500, 0, 0), 0));
     }
     bool present[6];
     cr_assert(eq(sz, blob_exists_many(t.bc, keys, 6, true, present), 4));
@@ -426,7 +424,11 @@ Test(blob_store, many_blobs_cross_segments_and_survive_restarts)
 {
     struct th t = { 0 };
     th_open_sim(&t, 14);
-    enum { N = 120 };
+
+    enum {
+        N = 120
+    };
+
     static uint8_t data[N][3000];
     static struct blob_key k[N];
     for (int i = 0; i < N; i++) {
@@ -455,6 +457,7 @@ Test(blob_store, many_blobs_cross_segments_and_survive_restarts)
 Test(blob_store, sync_policies_all_acknowledge)
 {
     enum blob_sync policies[] = { BLOB_SYNC_GROUP, BLOB_SYNC_ALWAYS, BLOB_SYNC_NONE };
+
     for (int p = 0; p < 3; p++) {
         struct th t = { 0 };
         th_options_small(&t.o);

@@ -207,7 +207,10 @@ Test(blob_upload, many_uploads_interleave_on_one_core)
 {
     struct th t = { 0 };
     th_open_sim(&t, 6);
-    enum { N = 24 };
+
+    enum {
+        N = 24
+    };
     static struct job jobs[N];
     struct blob_key keys[N];
     for (int i = 0; i < N; i++) {
@@ -221,11 +224,9 @@ Test(blob_upload, many_uploads_interleave_on_one_core)
         int left = 0;
         for (int i = 0; i < N; i++) {
             struct job *j = &jobs[i];
-            if (j->done)
-                continue;
+            if (j->done) continue;
             left++;
-            if (j->waiting || j->committed)
-                continue;
+            if (j->waiting || j->committed) continue;
             if (j->fed < j->len) {
                 size_t n = j->len - j->fed < 777 ? j->len - j->fed : 777;
                 int rc = blob_upload_append(j->u, j->data + j->fed, n, job_append_cb, j);
@@ -237,8 +238,7 @@ Test(blob_upload, many_uploads_interleave_on_one_core)
                 cr_assert(eq(int, blob_upload_commit(j->u, job_commit_cb, j), 0));
             }
         }
-        if (left == 0)
-            break;
+        if (left == 0) break;
         blob_io_sim_run(t.io, 3);
     }
     for (int i = 0; i < N; i++) {

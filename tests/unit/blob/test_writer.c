@@ -85,10 +85,12 @@ Test(blob_writer, failed_fsync_is_not_acknowledged_and_not_covered_by_a_later_on
     cr_assert(eq(int, blob_upload_append(u, data, sizeof(data), NULL, NULL), 0));
     /* The commit's write is op 1, its fsync op 2. */
     blob_io_sim_fail_at(t.io, 2, -EIO);
+
     struct done {
         bool done;
         int res;
     } d = { 0 };
+
     void cb(void *ctx, int res);
     cr_assert(eq(int, blob_upload_commit(u, cb, &d), 0));
     cr_assert(th_run_until(&t, &d.done));
@@ -110,6 +112,7 @@ void cb(void *ctx, int res)
         bool done;
         int res;
     } *d = ctx;
+
     d->done = true;
     d->res = res;
 }
@@ -264,6 +267,7 @@ Test(blob_writer, an_abandoned_segment_fails_the_uploads_that_wrote_into_it)
             bool done;
             int res;
         } d = { 0 };
+
         cr_assert(eq(int, blob_upload_commit(u, cb, &d), 0));
         cr_assert(th_run_until(&t, &d.done));
         cr_assert(eq(int, d.res, -EIO), "chunks lost with the segment: %d", d.res);
