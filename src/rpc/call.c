@@ -51,11 +51,10 @@ static void deadline_fired(struct ring_timer *timer);
 
 struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id)
 {
-    struct base_list *node = base_list_pop_head(&rc->call_pool);
-    struct rpc_call *c;
-    if (node) {
+    struct rpc_call *c = rc->call_pool;
+    if (c) {
+        rc->call_pool = c->pool_next;
         rc->call_pool_count--;
-        c = BASE_CONTAINER_OF(node, struct rpc_call, pool_link);
         /* Only the header needs clearing: svc_mem is handed out by svc_used. */
         memset(c, 0, offsetof(struct rpc_call, svc_mem));
     } else {
@@ -87,17 +86,19 @@ void rpc_call_delete(struct rpc_call *c)
         free(c);
         return;
     }
-    base_list_add_head(&rc->call_pool, &c->pool_link);
+    c->pool_next = rc->call_pool;
+    rc->call_pool = c;
     rc->call_pool_count++;
 }
 
 void rpc_call_pool_drain(struct rpc_core *rc)
 {
-    struct base_list *node;
     /* Bounded by CALL_POOL_MAX. */
-    while ((node = base_list_pop_head(&rc->call_pool))) {
-        free(BASE_CONTAINER_OF(node, struct rpc_call, pool_link));
+    while (rc->call_pool) {
+        struct rpc_call *c = rc->call_pool;
+        rc->call_pool = c->pool_next;
         rc->call_pool_count--;
+        free(c);
     }
 }
 

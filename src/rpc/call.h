@@ -156,7 +156,7 @@ struct rpc_call {
     struct ring_owner owner;            /* the deadline timer's op */
     struct ring_timer deadline;         /* grpc-timeout */
     struct base_arena arena;            /* the service's per-call memory past svc_mem */
-    struct base_list pool_link;         /* on the core's pool of free calls */
+    struct rpc_call *pool_next;         /* next free call in the core's pool */
     size_t svc_used;                    /* bytes of svc_mem handed out */
     struct proto_deframer deframer;     /* request messages */
     enum rpc_route route;               /* for metrics */

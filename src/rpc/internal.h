@@ -19,6 +19,7 @@
 #include "rpc/server.h"
 
 struct blob_core;
+struct rpc_call;
 
 /*
  * Live counters of the HTTP/2 and gRPC layer, per core (X-macro as RING_COUNTERS): gauges
@@ -77,7 +78,7 @@ struct rpc_core {
     ProtobufCAllocator pb;        /* protobuf-c's allocator over pb_mem */
     struct blob_core *blob;       /* this core's storage engine; NULL without a store */
     void *bytestream;             /* ByteStream's per-core state (parked uploads) */
-    struct base_list call_pool;   /* struct rpc_call.pool_link: free calls for reuse */
+    struct rpc_call *call_pool;   /* free calls for reuse (rpc_call.pool_next) */
     uint32_t call_pool_count;     /* entries in call_pool */
 };
 

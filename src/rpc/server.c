@@ -65,7 +65,6 @@ static int core_init(struct ring_core *core, void *arg)
     proto_alloc_init(&rc->h2_mem);
     proto_alloc_init(&rc->pb_mem);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
-    base_list_init(&rc->call_pool);
     int err = blob_core_init(cfg->store, core, &rc->blob);
     if (err < 0) {
         LOG_ERROR("core %u: blob_core_init: %s", ring_core_index(core), base_err_str(err));

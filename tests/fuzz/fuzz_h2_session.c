@@ -60,7 +60,6 @@ static void setup(void)
     proto_alloc_init(&rc->h2_mem);
     proto_alloc_init(&rc->pb_mem);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
-    base_list_init(&rc->call_pool);
     ring_core_set_app(core, rc);
     if (getenv("FUZZ_VERBOSE")) atexit(report);
 }
