@@ -17,6 +17,7 @@
 #include "ring/server.h"
 #include "rpc/call.h"
 #include "rpc/internal.h"
+#include "rpc/svc.h"
 
 void rpc_server_options_default(struct rpc_server_options *opts)
 {
@@ -81,6 +82,8 @@ static void core_quiesce(struct ring_core *core, void *arg)
 {
     (void)arg;
     struct rpc_core *rc = ring_core_app(core);
+    /* Uploads kept for resumption are the rpc layer's: they go before the engine quiesces. */
+    rpc_svc_bytestream_quiesce(rc);
     blob_core_quiesce(rc->blob);
 }
 
@@ -95,6 +98,7 @@ static void core_deinit(struct ring_core *core, void *arg)
     ASSERT(h2_bytes == 0);
     ASSERT(pb_bytes == 0);
     rpc_call_pool_drain(rc);
+    rpc_svc_bytestream_deinit(rc);
     blob_core_deinit(rc->blob);
     ring_core_set_app(core, NULL);
     /* Freed by free_cores once every core has stopped: another core may still be rendering
