@@ -62,9 +62,10 @@ static void ac_get_free(struct ac_get *g)
     if (g->walking) rpc_walk_stop(&g->w);
     g->walking = false;
     if (g->f.call) rpc_fetch_release(&g->f);
-    if (g->ar)
+    if (g->ar) {
         build__bazel__remote__execution__v2__action_result__free_unpacked(
             g->ar, rpc_call_pb_allocator(g->c));
+    }
     g->ar = NULL;
     proto_alloc_free(ac_mem(g), g->value);
     g->value = NULL;
@@ -94,8 +95,9 @@ static int need(struct ac_get *g, const reapi_digest *d)
 static int need_dir_files(struct ac_get *g, const reapi_dir *d)
 {
     int rc = 0;
-    for (size_t i = 0; d && rc == 0 && i < d->n_files; i++)
+    for (size_t i = 0; d && rc == 0 && i < d->n_files; i++) {
         rc = need(g, d->files[i]->digest);
+    }
     return rc;
 }
 
@@ -145,8 +147,9 @@ static void tree_fetched(struct rpc_fetch *f, int res)
             build__bazel__remote__execution__v2__tree__unpack(a, f->len, f->buf);
         if (!t) g->incomplete = true;
         if (t) rc = need_dir_files(g, t->root);
-        for (size_t i = 0; t && rc == 0 && i < t->n_children; i++)
+        for (size_t i = 0; t && rc == 0 && i < t->n_children; i++) {
             rc = need_dir_files(g, t->children[i]);
+        }
         if (t) build__bazel__remote__execution__v2__tree__free_unpacked(t, a);
     }
     rpc_fetch_release(f);
@@ -248,8 +251,9 @@ static void value_fetched(struct rpc_fetch *f, int res)
     g->ar = build__bazel__remote__execution__v2__action_result__unpack(
         rpc_call_pb_allocator(c), g->value_len, g->value + PROTO_FRAME_HEADER_SIZE);
     int rc = g->ar ? 0 : -EBADMSG;
-    for (size_t i = 0; rc == 0 && i < g->ar->n_output_files; i++)
+    for (size_t i = 0; rc == 0 && i < g->ar->n_output_files; i++) {
         rc = need(g, g->ar->output_files[i]->digest);
+    }
     if (rc == 0) rc = need(g, g->ar->stdout_digest);
     if (rc == 0) rc = need(g, g->ar->stderr_digest);
     if (rc < 0) {
@@ -270,8 +274,9 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         build__bazel__remote__execution__v2__get_action_result_request__unpack(a, len, msg);
     struct ac_get *g = rpc_call_alloc(c, sizeof(*g));
     if (!req || !g) {
-        if (req)
+        if (req) {
             build__bazel__remote__execution__v2__get_action_result_request__free_unpacked(req, a);
+        }
         rpc_call_finish(c, g ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
                         g ? "undecodable GetActionResultRequest" : "out of memory");
         return;
@@ -412,7 +417,7 @@ static int put_begin(struct ac_put *p, const char *instance, const reapi_digest 
     blob_key_ac(&k, key, len);
     p->value = proto_alloc_malloc(&c->rc->pb_mem, PROTO_FRAME_HEADER_SIZE + len);
     if (!p->value) return -ENOMEM;
-    memcpy(p->value + PROTO_FRAME_HEADER_SIZE, result, len);
+    if (len > 0) memcpy(p->value + PROTO_FRAME_HEADER_SIZE, result, len);
     p->value_len = len;
     struct blob_core *bc = rpc_call_blob(c);
     rc = bc ? blob_upload_begin(bc, &k, BLOB_ENCODING_IDENTITY, &p->u) : -ENOSYS;
@@ -434,9 +439,10 @@ static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len
     const uint8_t *result;
     size_t result_len;
     if (!req || !p || find_result(msg, len, &result, &result_len) < 0) {
-        if (req)
+        if (req) {
             build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req,
                                                                                              a);
+        }
         rpc_call_finish(c, p ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
                         p ? "undecodable UpdateActionResultRequest" : "out of memory");
         return;

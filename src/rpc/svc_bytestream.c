@@ -157,8 +157,9 @@ static void wake_fired(struct ring_timer *t)
     /* A read refused again above may have armed the timer already. */
     if (!base_list_is_empty(&bs->read_waiters) && !bs->quiescing &&
         !ring_timer_is_armed(&bs->wake) &&
-        ring_timer_start(bs->rc->ring, &bs->wake, &bs->owner, WAKE_MS) < 0)
+        ring_timer_start(bs->rc->ring, &bs->wake, &bs->owner, WAKE_MS) < 0) {
         LOG_WARN("bytestream: cannot arm the read wake-up timer (op table full)");
+    }
 }
 
 /* The disk queue is full: wait for a slot (FIFO), or give up after WAIT_MAX_MS. */
@@ -304,8 +305,9 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     base_counter_inc(&c->rc->counters.bs_readers);
     st->identity = res.compressor == PROTO_COMPRESSOR_IDENTITY;
     st->left = res.size - (uint64_t)req.read_offset;
-    if (req.read_limit > 0 && (uint64_t)req.read_limit < st->left)
+    if (req.read_limit > 0 && (uint64_t)req.read_limit < st->left) {
         st->left = (uint64_t)req.read_limit;
+    }
     if (st->identity && st->left == 0) {
         st->done = true;
         read_close(st);
@@ -350,8 +352,9 @@ static void parked_drop(struct bs_core *bs, struct bs_parked *p, bool abort)
 static void sweep_arm(struct bs_core *bs)
 {
     if (bs->count == 0 || bs->quiescing || ring_timer_is_armed(&bs->sweep)) return;
-    if (ring_timer_start(bs->rc->ring, &bs->sweep, &bs->owner, PARKED_SWEEP_MS) < 0)
+    if (ring_timer_start(bs->rc->ring, &bs->sweep, &bs->owner, PARKED_SWEEP_MS) < 0) {
         LOG_WARN("bytestream: cannot arm the parked-upload sweep (op table full)");
+    }
 }
 
 static void sweep_fired(struct ring_timer *t)
@@ -402,8 +405,9 @@ static struct bs_parked *parked_find(struct rpc_core *rc, const struct proto_res
         struct bs_parked *p = BASE_CONTAINER_OF(it, struct bs_parked, link);
         if (p->uuid_len == res->uuid_len && memcmp(p->uuid, res->uuid, res->uuid_len) == 0 &&
             p->size == res->size && p->enc == (uint8_t)encoding_of(res) &&
-            memcmp(p->hash, res->hash, BLOB_HASH_SIZE) == 0)
+            memcmp(p->hash, res->hash, BLOB_HASH_SIZE) == 0) {
             return p;
+        }
     }
     return NULL;
 }
@@ -481,8 +485,9 @@ static int begin_upload(struct bs_write *st, uint64_t offset)
         return 0;
     }
     if (p) parked_drop(c->rc->bytestream, p, true);
-    if (offset != 0)
+    if (offset != 0) {
         return write_fail(st, -EINVAL, "write_offset does not match the committed size");
+    }
     struct blob_key k;
     blob_key_cas(&k, st->res.hash, st->res.size);
     struct blob_core *bc = rpc_call_blob(c);
@@ -505,10 +510,12 @@ static int check_message(struct bs_write *st)
     st->msg_checked = true;
     if (st->begun) {
         if (w->has_name &&
-            (w->name_len != st->name_len || memcmp(w->name, st->name, st->name_len) != 0))
+            (w->name_len != st->name_len || memcmp(w->name, st->name, st->name_len) != 0)) {
             return write_fail(st, -EINVAL, "resource_name changed within the stream");
-        if (w->write_offset < 0 || (uint64_t)w->write_offset != st->next_offset)
+        }
+        if (w->write_offset < 0 || (uint64_t)w->write_offset != st->next_offset) {
             return write_fail(st, -EINVAL, "write_offset does not follow the bytes sent");
+        }
         return 0;
     }
     if (!w->has_name) return write_fail(st, -EINVAL, "the first WriteRequest has no resource_name");
@@ -638,10 +645,11 @@ static void write_on_cancel(struct rpc_call *c)
     struct bs_write *st = c->svc;
     if (!st || !st->u || st->committing) return;
     /* A dropped connection may come back to resume; a reset or a deadline means "stop". */
-    if (c->cancel_status == PROTO_STATUS_UNAVAILABLE && !st->appending)
+    if (c->cancel_status == PROTO_STATUS_UNAVAILABLE && !st->appending) {
         park(c->rc, st->u, &st->res);
-    else
+    } else {
         upload_abort(c->rc, st->u);
+    }
     st->u = NULL;
 }
 

@@ -35,6 +35,7 @@ static void find_missing_answer(struct rpc_call *c,
     size_t n = req->n_blob_digests;
     struct proto_alloc *mem = &c->rc->pb_mem;
     /* The missing digests are the request's own Digest messages: pointers, no copy. */
+    /* An array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
     reapi_digest **missing = proto_alloc_malloc(mem, (n ? n : 1) * sizeof(*missing));
     if (!missing) {
         rpc_call_finish_err(c, -ENOMEM, NULL);
@@ -68,8 +69,9 @@ static void find_missing_on_message(struct rpc_call *c, const uint8_t *msg, size
     bool *present = proto_alloc_calloc(mem, n ? n : 1, sizeof(*present));
     int rc = keys && present ? 0 : -ENOMEM;
     if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
-    for (size_t i = 0; rc == 0 && i < n; i++)
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = rpc_digest_cas_key(req->blob_digests[i], &keys[i]);
+    }
     struct blob_core *bc = rpc_call_blob(c);
     if (rc == 0 && !bc) rc = -ENOSYS;
     if (rc == 0) {
@@ -146,7 +148,7 @@ static void update_answer(struct batch_update *b)
     Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response *rs =
         proto_alloc_calloc(mem, n ? n : 1, sizeof(*rs));
     Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response **ptrs =
-        proto_alloc_calloc(mem, n ? n : 1, sizeof(*ptrs));
+        proto_alloc_calloc(mem, n ? n : 1, sizeof(*ptrs)); // NOLINT(bugprone-sizeof-expression)
     Google__Rpc__Status *st = proto_alloc_calloc(mem, n ? n : 1, sizeof(*st));
     int rc = rs && ptrs && st ? 0 : -ENOMEM;
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -278,8 +280,9 @@ static void batch_update_on_message(struct rpc_call *c, const uint8_t *msg, size
     Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req =
         build__bazel__remote__execution__v2__batch_update_blobs_request__unpack(a, len, msg);
     if (!req || !b) {
-        if (req)
+        if (req) {
             build__bazel__remote__execution__v2__batch_update_blobs_request__free_unpacked(req, a);
+        }
         rpc_call_finish(c, b ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
                         b ? "undecodable BatchUpdateBlobsRequest" : "out of memory");
         return;
@@ -297,8 +300,9 @@ static void batch_update_on_message(struct rpc_call *c, const uint8_t *msg, size
         rpc_call_finish_err(c, rc, NULL);
         return;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         b->items[i].b = b;
+    }
     update_pump(b);
     update_maybe_end(b);
 }
@@ -380,8 +384,9 @@ read_answer_fill(struct batch_read *b,
         if (it->err == 0) {
             rs[i].data.data = it->f.buf;
             rs[i].data.len = it->f.len;
-            if (b->zstd)
+            if (b->zstd) {
                 rs[i].compressor = BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD;
+            }
         }
     }
     return 0;
@@ -395,11 +400,12 @@ static void read_answer(struct batch_read *b)
     Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *rs =
         proto_alloc_calloc(mem, n ? n : 1, sizeof(*rs));
     Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response **ptrs =
-        proto_alloc_calloc(mem, n ? n : 1, sizeof(*ptrs));
+        proto_alloc_calloc(mem, n ? n : 1, sizeof(*ptrs)); // NOLINT(bugprone-sizeof-expression)
     Google__Rpc__Status *st = proto_alloc_calloc(mem, n ? n : 1, sizeof(*st));
     int rc = rs && ptrs && st ? read_answer_fill(b, rs, st) : -ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++)
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         ptrs[i] = &rs[i];
+    }
     Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse resp =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_RESPONSE__INIT;
     resp.n_responses = n;
@@ -445,8 +451,9 @@ static int read_item_start(struct batch_read *b, size_t i)
     it->f.max = BATCH_LIMIT;
     it->f.done = fetch_done;
     it->f.ctx = it;
-    if (rc == 0)
+    if (rc == 0) {
         rc = rpc_fetch_start(&it->f, &k, b->zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY);
+    }
     if (rc == -EAGAIN && b->in_flight > 0) return -EAGAIN;
     if (rc < 0) {
         it->done = true;
@@ -480,8 +487,9 @@ static int read_check(const Build__Bazel__Remote__Execution__V2__BatchReadBlobsR
     *zstd = false;
     for (size_t i = 0; i < req->n_acceptable_compressors; i++) {
         if (req->acceptable_compressors[i] ==
-            BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD)
+            BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD) {
             *zstd = true;
+        }
     }
     if (!rpc_digest_fn_is_served((int)req->digest_function)) return -ENOTSUP;
     return total > BATCH_LIMIT ? -EINVAL : 0;
@@ -494,8 +502,9 @@ static void batch_read_on_message(struct rpc_call *c, const uint8_t *msg, size_t
     Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest *req =
         build__bazel__remote__execution__v2__batch_read_blobs_request__unpack(a, len, msg);
     if (!req || !b) {
-        if (req)
+        if (req) {
             build__bazel__remote__execution__v2__batch_read_blobs_request__free_unpacked(req, a);
+        }
         rpc_call_finish(c, b ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
                         b ? "undecodable BatchReadBlobsRequest" : "out of memory");
         return;

@@ -8,6 +8,7 @@
  * a missing root is NOT_FOUND.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,8 +42,9 @@ static int page_reserve(struct tree *t, size_t more)
 {
     if (t->page_len + more <= t->page_cap) return 0;
     size_t cap = t->page_cap ? t->page_cap : 64u << 10;
-    while (cap < t->page_len + more)
+    while (cap < t->page_len + more) {
         cap *= 2;
+    }
     uint8_t *p = proto_alloc_realloc(&t->c->rc->pb_mem, t->page, cap);
     if (!p) return -ENOMEM;
     t->page = p;
@@ -97,7 +99,7 @@ static int on_dir(struct rpc_walk *w, const uint8_t *dir, size_t len,
     t->page_count++;
     if (t->page_count < t->page_size && t->page_len < TREE_PAGE_BYTES) return 0;
     char token[24];
-    (void)snprintf(token, sizeof(token), "%llu", (unsigned long long)(index + 1));
+    (void)snprintf(token, sizeof(token), "%" PRIu64, index + 1);
     rc = page_send(t, token);
     if (rc < 0) return rc;
     if (t->sent >= TREE_CALL_MAX) return -E2BIG; /* the client continues with the token */
@@ -114,7 +116,7 @@ static void on_end(struct rpc_walk *w, int res)
     } else if (res == -E2BIG) {
         /* The call's budget ran out: the last page tells the client where to go on. */
         char token[24];
-        (void)snprintf(token, sizeof(token), "%llu", (unsigned long long)(t->skip + t->sent));
+        (void)snprintf(token, sizeof(token), "%" PRIu64, t->skip + t->sent);
         rc = t->page_count > 0 ? page_send(t, token) : 0;
     }
     tree_free(t);

@@ -36,8 +36,9 @@ static int set_grow(struct rpc_walk *w)
     if (!set) return -ENOMEM;
     for (size_t i = 0; i < w->tail; i++) {
         size_t s = (size_t)digest_hash(&w->queue[i]) & (cap - 1);
-        while (set[s] != 0)
+        while (set[s] != 0) {
             s = (s + 1) & (cap - 1);
+        }
         set[s] = (uint32_t)(i + 1);
     }
     proto_alloc_free(mem(w), w->set);
@@ -94,9 +95,11 @@ static int queue_children(struct rpc_walk *w,
     for (size_t i = 0; i < d->n_directories; i++) {
         const Build__Bazel__Remote__Execution__V2__Digest *cd = d->directories[i]->digest;
         struct walk_digest wd;
-        if (!cd || !cd->hash || strlen(cd->hash) != 2 * BLOB_HASH_SIZE || cd->size_bytes < 0 ||
-            proto_hex_decode(cd->hash, 2 * BLOB_HASH_SIZE, wd.hash) < 0)
+        if (!cd || !cd->hash || strlen(cd->hash) != (size_t)2 * BLOB_HASH_SIZE ||
+            cd->size_bytes < 0 ||
+            proto_hex_decode(cd->hash, (size_t)2 * BLOB_HASH_SIZE, wd.hash) < 0) {
             continue; /* a malformed child is not followed */
+        }
         wd.size = (uint64_t)cd->size_bytes;
         int rc = enqueue(w, &wd);
         if (rc < 0) return rc;
