@@ -41,7 +41,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PORT=$(free_port)
 "$BIN" serve --listen 127.0.0.1:$PORT --dir "$TMP/data" --cores "$CORES" --log-level warn \
     >"$TMP/ringcas.out" 2>"$TMP/ringcas.log" &
-PIDS="$PIDS $!"
+RPID=$!
+PIDS="$PIDS $RPID"
 for i in $(seq 1 100); do grep -q listening "$TMP/ringcas.out" 2>/dev/null && break; sleep 0.1; done
 /usr/bin/python3 perf/grpc_bodies.py 127.0.0.1:$PORT "$TMP/bodies"
 read E1K E256M EFIND <"$TMP/bodies/expect"
@@ -49,7 +50,8 @@ read E1K E256M EFIND <"$TMP/bodies/expect"
 NPORT=$(free_port)
 mkdir -p "$TMP/docroot" && cp "$TMP/bodies/blob1k" "$TMP/docroot/blob1k"
 nghttpd -n "$CORES" --no-tls -d "$TMP/docroot" $NPORT >/dev/null 2>&1 &
-PIDS="$PIDS $!"
+NPID=$!
+PIDS="$PIDS $NPID"
 sleep 0.5
 
 GRPC="-H content-type:application/grpc -H te:trailers"
@@ -71,6 +73,10 @@ run_h2load() { # name, output file, h2load args...
     h2load "$@" >"$out" 2>&1 || { cat "$out"; exit 1; }
 }
 
+# CPU time (user + system) a process has used, in microseconds: robust to a busy machine
+# where req/s is not.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
+
 median() { tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { echo "$1 $2" | awk '{printf "%.2f", $1/$2}'; }
 check() { # data-bytes calls bytes-per-call what
@@ -80,11 +86,17 @@ check() { # data-bytes calls bytes-per-call what
 # The machine may be shared: each comparison alternates its two sides ROUNDS times and
 # reports the medians (and every round, so the spread shows).
 echo "== 1 KiB reads, h2load -n $N1K -c64 -m16 -t2, $ROUNDS rounds"
-NS=""; RS=""
+NS=""; RS=""; NC=""; RC=""
 for i in $(seq 1 "$ROUNDS"); do
+    c0=$(cpu_us $NPID)
     run_h2load nghttpd "$TMP/n.txt" -n "$N1K" -c64 -m16 -t2 http://127.0.0.1:$NPORT/blob1k
+    c1=$(cpu_us $NPID)
+    NC="$NC $(echo "$c0 $c1 $N1K" | awk '{printf "%.2f", ($2-$1)/$3}')"
+    c0=$(cpu_us $RPID)
     run_h2load ringcas "$TMP/r.txt" -n "$N1K" -c64 -m16 -t2 $GRPC \
         -d "$TMP/bodies/read1k.body" http://127.0.0.1:$PORT/google.bytestream.ByteStream/Read
+    c1=$(cpu_us $RPID)
+    RC="$RC $(echo "$c0 $c1 $N1K" | awk '{printf "%.2f", ($2-$1)/$3}')"
     set -- $(summary "$TMP/n.txt"); NS="$NS $1"
     set -- $(summary "$TMP/r.txt"); RS="$RS $1"; check "$3" "$2" "$E1K" "1 KiB read"
     [ "$2" = "$N1K" ] || { echo "only $2 of $N1K reads succeeded" >&2; exit 1; }
@@ -95,6 +107,7 @@ echo "rounds ringcas:$RS"
 printf "nghttpd static 1 KiB      %10.0f req/s (median)\n" "$N_RPS"
 printf "ringcas ByteStream.Read   %10.0f req/s (median)   %sx nghttpd\n" "$R_RPS" "$(ratio "$R_RPS" "$N_RPS")"
 echo "bytes check: ok ($N1K calls x $E1K B each round)"
+echo "server CPU µs per request, nghttpd:$NC (median $(echo $NC | median)); ringcas:$RC (median $(echo $RC | median))"
 
 echo "== 256 MiB read, one stream, beside iperf3 (one stream), $ROUNDS rounds"
 IS=""; BS=""
