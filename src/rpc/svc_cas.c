@@ -13,6 +13,9 @@
 
 #include "blob/store.h"
 #include "proto/build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "proto/frame.h"
+#include "proto/resource.h"
+#include "proto/wire.h"
 #include "rpc/digest.h"
 #include "rpc/fetch.h"
 #include "rpc/internal.h"
@@ -26,64 +29,124 @@ typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest;
 
 /* ---- FindMissingBlobs ---- */
 
-static void find_missing_answer(struct rpc_call *c,
-                                Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest *req,
-                                const bool *present)
+/*
+ * FindMissingBlobs is decoded and answered by hand (proto/wire.h): a call carries a thousand
+ * digests, and protobuf-c would allocate a Digest and a hash string for each, then pack them
+ * again. The missing digests go back as the client's own Digest bytes.
+ */
+enum {
+    FIND_INSTANCE = 1, /* FindMissingBlobsRequest.instance_name */
+    FIND_DIGESTS = 2,  /* .blob_digests (request), .missing_blob_digests (response) */
+    FIND_FUNCTION = 3, /* .digest_function */
+};
+
+/* Counts the digests and checks the fields' types: the count, or -EBADMSG / -ENOTSUP. */
+static int find_missing_count(const uint8_t *msg, size_t len)
 {
-    Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse resp =
-        BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
-    size_t n = req->n_blob_digests;
-    struct proto_alloc *mem = &c->rc->pb_mem;
-    /* The missing digests are the request's own Digest messages: pointers, no copy. */
-    /* An array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
-    reapi_digest **missing = proto_alloc_malloc(mem, (n ? n : 1) * sizeof(*missing));
-    if (!missing) {
-        rpc_call_finish_err(c, -ENOMEM, NULL);
-        return;
+    struct proto_wire_reader r;
+    proto_wire_reader_init(&r, msg, len);
+    struct proto_wire_field f;
+    int n = 0;
+    int rc;
+    /* Bounded: each field takes at least one byte. */
+    while ((rc = proto_wire_next(&r, &f)) > 0) {
+        bool want_len = f.number == FIND_INSTANCE || f.number == FIND_DIGESTS;
+        bool known = want_len || f.number == FIND_FUNCTION;
+        if (known && (f.type == PROTO_WIRE_LEN) != want_len) return -EBADMSG;
+        if (f.number == FIND_FUNCTION && !rpc_digest_fn_is_served((int)f.value)) return -ENOTSUP;
+        if (f.number == FIND_DIGESTS) n++;
     }
+    return rc < 0 ? rc : n;
+}
+
+struct digest_span {
+    const uint8_t *p; /* the Digest message's bytes, inside the request */
+    size_t len;       /* their count */
+};
+
+/* Fills <keys> and <spans> with the <n> digests of <msg>. 0, or -EINVAL / -ENOTSUP / -EBADMSG. */
+static int find_missing_keys(const uint8_t *msg, size_t len, struct blob_key *keys,
+                             struct digest_span *spans)
+{
+    struct proto_wire_reader r;
+    proto_wire_reader_init(&r, msg, len);
+    struct proto_wire_field f;
+    size_t i = 0;
+    int rc;
+    /* Bounded: each field takes at least one byte. */
+    while ((rc = proto_wire_next(&r, &f)) > 0) {
+        if (f.number != FIND_DIGESTS) continue;
+        const uint8_t *hash;
+        size_t hash_len;
+        int64_t size;
+        if (proto_wire_digest(f.data, f.len, &hash, &hash_len, &size) < 0) return -EBADMSG;
+        uint8_t h[BLOB_HASH_SIZE];
+        int err = proto_resource_digest((const char *)hash, hash_len, size, h);
+        if (err < 0) return err;
+        blob_key_cas(&keys[i], h, (uint64_t)size);
+        spans[i].p = f.data;
+        spans[i].len = f.len;
+        i++;
+    }
+    return rc;
+}
+
+/* Sends FindMissingBlobsResponse{missing_blob_digests} made of the missing spans. */
+static int find_missing_answer(struct rpc_call *c, const struct digest_span *spans,
+                               const bool *present, size_t n)
+{
+    size_t body = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!present[i]) missing[resp.n_missing_blob_digests++] = req->blob_digests[i];
+        if (!present[i]) body += 1 + proto_wire_varint_size(spans[i].len) + spans[i].len;
     }
-    resp.missing_blob_digests = missing;
-    int rc = rpc_call_send_message(c, &resp.base);
-    proto_alloc_free(mem, missing);
-    if (rc < 0) {
-        rpc_call_finish_err(c, rc, NULL);
-        return;
+    if (body > UINT32_MAX) return -EMSGSIZE;
+    uint8_t *buf = proto_alloc_malloc(&c->rc->pb_mem, PROTO_FRAME_HEADER_SIZE + body);
+    if (!buf) return -ENOMEM;
+    proto_frame_header_put(buf, (uint32_t)body);
+    uint8_t *p = buf + PROTO_FRAME_HEADER_SIZE;
+    for (size_t i = 0; i < n; i++) {
+        if (present[i]) continue;
+        *p++ = (uint8_t)proto_wire_key(FIND_DIGESTS, PROTO_WIRE_LEN);
+        p += proto_wire_varint_put(p, spans[i].len);
+        memcpy(p, spans[i].p, spans[i].len);
+        p += spans[i].len;
     }
-    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+    rpc_call_send_owned(c, buf, PROTO_FRAME_HEADER_SIZE + body);
+    return 0;
 }
 
 static void find_missing_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
-    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    struct proto_alloc *mem = &c->rc->pb_mem;
-    Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest *req =
-        build__bazel__remote__execution__v2__find_missing_blobs_request__unpack(a, len, msg);
-    if (!req) {
-        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "undecodable FindMissingBlobsRequest");
+    struct blob_core *bc = rpc_call_blob(c);
+    int n = find_missing_count(msg, len);
+    if (n < 0 || !bc) {
+        rpc_call_finish_err(c, n < 0 ? n : -ENOSYS, "FindMissingBlobsRequest");
         return;
     }
-    size_t n = req->n_blob_digests;
-    struct blob_key *keys = proto_alloc_calloc(mem, n ? n : 1, sizeof(*keys));
-    bool *present = proto_alloc_calloc(mem, n ? n : 1, sizeof(*present));
-    int rc = keys && present ? 0 : -ENOMEM;
-    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = rpc_digest_cas_key(req->blob_digests[i], &keys[i]);
+    struct proto_alloc *mem = &c->rc->pb_mem;
+    size_t count = (size_t)n;
+    size_t bytes =
+        (count ? count : 1) * (sizeof(struct blob_key) + sizeof(struct digest_span) + sizeof(bool));
+    uint8_t *block = proto_alloc_malloc(mem, bytes);
+    if (!block) {
+        rpc_call_finish_err(c, -ENOMEM, NULL);
+        return;
     }
-    struct blob_core *bc = rpc_call_blob(c);
-    if (rc == 0 && !bc) rc = -ENOSYS;
+    struct blob_key *keys = (struct blob_key *)(void *)block;
+    struct digest_span *spans = (struct digest_span *)(void *)(keys + count);
+    bool *present = (bool *)(spans + count);
+    int rc = find_missing_keys(msg, len, keys, spans);
     if (rc == 0) {
         /* Exact, in memory; what is present is refreshed so eviction keeps it. */
-        (void)blob_exists_many(bc, keys, n, true, present);
-        find_missing_answer(c, req, present);
-    } else {
-        rpc_call_finish_err(c, rc, "blob_digests");
+        (void)blob_exists_many(bc, keys, count, true, present);
+        rc = find_missing_answer(c, spans, present, count);
     }
-    proto_alloc_free(mem, keys);
-    proto_alloc_free(mem, present);
-    build__bazel__remote__execution__v2__find_missing_blobs_request__free_unpacked(req, a);
+    proto_alloc_free(mem, block);
+    if (rc < 0) {
+        rpc_call_finish_err(c, rc, "blob_digests");
+        return;
+    }
+    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
 }
 
 const struct rpc_method rpc_svc_cas_find_missing = {
