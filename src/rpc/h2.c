@@ -24,6 +24,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "base/clock.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "proto/timeout.h"
 #include "ring/buf.h"
@@ -924,7 +925,7 @@ static void h2_on_close(struct ring_conn *rc, int reason)
     struct rpc_conn *conn = (struct rpc_conn *)rc;
     struct rpc_h2 *h2 = conn->proto;
     if (reason < 0 && reason != -ETIMEDOUT) {
-        LOG_DEBUG("http2 connection fd closed: %s", nghttp2_strerror(reason));
+        LOG_DEBUG("http2 connection closed: %s", base_err_str(reason));
     }
     if (h2) {
         ring_task_cancel(&h2->flush_task);
