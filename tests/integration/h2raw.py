@@ -88,8 +88,16 @@ class Conn:
             out += self.frame(CONTINUATION, 0 if rest else END_HEADERS, stream, piece)
         self.send_raw(out)
 
-    def data(self, stream, payload, end_stream=False):
-        self.send_frame(DATA, END_STREAM if end_stream else 0, stream, payload)
+    def data(self, stream, payload, end_stream=False, max_frame=16384):
+        """DATA frames of at most <max_frame> bytes (the default SETTINGS_MAX_FRAME_SIZE)."""
+        out = b""
+        while True:
+            piece, payload = payload[:max_frame], payload[max_frame:]
+            last = not payload
+            out += self.frame(DATA, END_STREAM if (end_stream and last) else 0, stream, piece)
+            if last:
+                break
+        self.send_raw(out)
 
     def rst(self, stream, code=CANCEL):
         self.send_frame(RST_STREAM, 0, stream, struct.pack(">I", code))

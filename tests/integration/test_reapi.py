@@ -14,6 +14,7 @@ import uuid
 import grpc
 import zstandard
 
+import h2raw
 import harness
 import reapi
 
@@ -492,6 +493,43 @@ class Cancellation(ReapiCase):
             r = f.result()
             if expect is not None:
                 self.assertEqual(r.responses[0].data, expect)
+
+
+class DroppedConnection(harness.ServerTestCase):
+    """One core, so a new connection finds what the old one left on its core."""
+
+    server_cores = 1
+
+    def test_a_dropped_upload_is_parked_and_resumed(self):
+        data = os.urandom(100_000)
+        name = blob_name(data, upload="dropped")
+        first = write_reqs(name, data[:30_000], finish=False)[0]
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Write"))
+            c.data(1, h2raw.grpc_message(first.SerializeToString()))
+            harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") == 1,
+                             what="the upload to begin")
+        finally:
+            c.close()  # no RST_STREAM, no END_STREAM: the client vanished
+        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads_parked") == 1,
+                         what="the upload to be parked")
+        client = reapi.Client(self.server.address)
+        try:
+            q = reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=name)
+            self.assertEqual(client.QueryWriteStatus(q, timeout=30).committed_size, 30_000)
+            rest = write_reqs(name, data[30_000:], offset=30_000)
+            self.assertEqual(client.Write(iter(rest), timeout=30).committed_size, len(data))
+            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
+            self.assertEqual(b"".join(r.data for r in client.Read(req, timeout=30)), data)
+            # Park another one and leave it: the drain at tearDownClass must abort it cleanly
+            # (exit status 0, no leak) before the engine quiesces.
+            other = os.urandom(10_000)
+            oname = blob_name(other, upload="left")
+            client.Write(iter(write_reqs(oname, other[:5000], finish=False)), timeout=30)
+            self.assertEqual(self.server.metric("ringcas_bs_uploads_parked"), 1)
+        finally:
+            client.close()
 
 
 class Full(unittest.TestCase):
