@@ -156,9 +156,8 @@ void blob_core_deinit(struct blob_core *bc);
 /* ---- lookups ---- */
 
 struct blob_info {
-    uint64_t size;       /* uncompressed bytes */
-    uint64_t commit_seq; /* store-wide commit order (AC: higher is newer) */
-    bool cold;           /* stored in the oldest part of the log (would be refreshed) */
+    uint64_t size; /* uncompressed bytes */
+    bool cold;     /* stored in the oldest part of the log (would be refreshed) */
 };
 
 /*
@@ -227,9 +226,10 @@ MUST_CHECK int blob_upload_append(struct blob_upload *u, const void *data, size_
  * Ends the upload: verifies the size and (CAS) the digest, writes the commit record and makes
  * the blob visible once the record is durable per the sync policy. Returns 0 and <cb> runs
  * later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
- * -EIO/-ENOSPC (the disk failed); in every case <u> is freed by the engine just after <cb>
- * returns and nothing is visible on failure. Returns -EBUSY (and keeps <u>) when an append is
- * still pending. Core thread.
+ * -EIO/-ENOSPC (the disk failed), -EBADMSG (a zstd upload's stream did not end); in every
+ * case the engine owns <u> from this call on and has freed it by the time <cb> runs, and
+ * nothing is visible on failure. With 0 the blob is visible to every core when <cb> runs.
+ * Returns -EBUSY (and <u> stays the caller's) when an append is still pending. Core thread.
  */
 MUST_CHECK int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void *ctx);
 
@@ -298,7 +298,7 @@ void blob_read_close(struct blob_reader *r);
     X(uploads, gauge, "uploads open")                                                              \
     X(readers, gauge, "readers open")                                                              \
     X(refreshes_open, gauge, "refresh copies in progress")                                         \
-    X(bufs, gauge, "engine buffers held (chunk, read and zstd buffers)")                           \
+    X(bufs, gauge, "upload and read buffers held (not the writer's fixed ones)")                   \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
     X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
     X(blobs_committed, counter, "uploads committed and acknowledged")                              \
