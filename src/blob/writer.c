@@ -430,7 +430,8 @@ static void open_failed(struct blob_writer *w, int err)
     w->wfd = -1;
     w->rfd = -1;
     w->state = BLOB_W_NONE;
-    w->err = err;
+    /* Waiters hear of it now; with none, the next reservation does (once). */
+    w->err = base_list_is_empty(&w->waiters) ? err : 0;
     waiters_wake(w, err);
 }
 
