@@ -151,6 +151,14 @@ int blob_read_open_records(struct blob_core *bc, const struct blob_key *k, struc
     return rc;
 }
 
+uint64_t blob_reader_commit_seq(const struct blob_reader *r)
+{
+    if (!r->commit_ok) return 0;
+    const struct blob_commit *c =
+        (const struct blob_commit *)(const void *)(r->commit + sizeof(struct blob_record_header));
+    return c->commit_seq;
+}
+
 uint64_t blob_reader_size(const struct blob_reader *r)
 {
     return r->key.size;
