@@ -514,3 +514,128 @@ Test(blob_store, refuses_options_that_cannot_work)
     cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -EINVAL));
     cr_assert(ne(ptr, strstr(why, "max-size"), NULL));
 }
+
+/* Every 97th offset of a blob with a compressed and a raw chunk, both encodings. */
+Test(blob_store, reads_from_any_offset_inside_chunks_are_exact)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 30);
+    size_t len = 3 * CHUNK + 333;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 31, true);
+    th_fill(data + CHUNK, CHUNK, 32, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, 0), 0));
+    for (size_t off = 0; off <= len; off += 97) {
+        for (int enc = 0; enc <= 1; enc++) {
+            uint8_t *out = NULL;
+            size_t n = 0;
+            cr_assert(eq(int, th_get(&t, &k, off, enc, &out, &n), 0), "offset %zu", off);
+            cr_assert(eq(sz, n, len - off));
+            cr_assert(n == 0 || memcmp(out, data + off, n) == 0, "offset %zu enc %d", off, enc);
+            free(out);
+        }
+    }
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_store, ac_values_upload_as_zstd_and_read_both_ways)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 33);
+    uint8_t key[BLOB_HASH_SIZE] = { 0x3c };
+    size_t len = 2 * CHUNK + 10;
+    uint8_t *v = malloc(len);
+    th_fill(v, len, 34, true);
+    struct blob_key k;
+    blob_key_ac(&k, key, len);
+    cr_assert(eq(int, th_put(&t, &k, v, len, 100, BLOB_ENCODING_ZSTD), 0));
+    blob_key_ac(&k, key, 0);
+    for (int enc = 0; enc <= 1; enc++) {
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, th_get(&t, &k, 5, enc, &out, &n), 0));
+        cr_assert(eq(sz, n, len - 5));
+        cr_assert(memcmp(out, v + 5, n) == 0);
+        free(out);
+    }
+    /* An AC key is not a CAS key with the same bytes. */
+    struct blob_key cas;
+    blob_key_cas(&cas, key, len);
+    cr_assert(not(blob_exists(t.bc, &cas, false)));
+    free(v);
+    th_close(&t);
+}
+
+Test(blob_store, exists_many_mixes_kinds_and_the_empty_blob)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 35);
+    struct blob_key keys[4];
+    blob_key_cas(&keys[0], blob_empty_sha256, 0);
+    uint8_t key[BLOB_HASH_SIZE] = { 0x11 };
+    blob_key_ac(&keys[1], key, 3);
+    cr_assert(eq(int, th_put(&t, &keys[1], "abc", 3, 0, 0), 0));
+    blob_key_ac(&keys[1], key, 0);
+    uint8_t other[BLOB_HASH_SIZE] = { 0x12 };
+    blob_key_ac(&keys[2], other, 0);
+    keys[3] = keys[0];
+    keys[3].kind = 7; /* unknown kinds are never present */
+    bool present[4];
+    cr_assert(eq(sz, blob_exists_many(t.bc, keys, 4, true, present), 2));
+    cr_assert(present[0]);
+    cr_assert(present[1]);
+    cr_assert(not(present[2]));
+    cr_assert(not(present[3]));
+    cr_assert(eq(sz, blob_exists_many(t.bc, keys, 0, false, present), 0));
+    th_close(&t);
+}
+
+Test(blob_store, a_finished_reader_keeps_answering_the_end)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 36);
+    static uint8_t data[100];
+    th_fill(data, sizeof(data), 37, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r), 0));
+    int calls = 0;
+    for (int i = 0; i < 3; i++) {
+        cr_assert(eq(int, blob_read_next(r, count_cb, &calls), 0));
+        th_settle(&t);
+    }
+    cr_assert(eq(int, calls, 3), "the data, then the end twice");
+    blob_read_close(r);
+    th_close(&t);
+}
+
+Test(blob_store, counters_are_summed_and_stats_follow_the_store)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 38);
+    static uint8_t data[3000];
+    for (int i = 0; i < 5; i++) {
+        th_fill(data, sizeof(data), 40 + (uint64_t)i, true);
+        struct blob_key k;
+        th_key_of(&k, data, sizeof(data));
+        cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    }
+    struct blob_counters_snapshot a = { 0 };
+    blob_counters_add_to(blob_core_counters(t.bc), &a);
+    blob_counters_add_to(blob_core_counters(t.bc), &a);
+    cr_assert(eq(u64, a.blobs_committed, 10), "two cores' worth, summed");
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.blobs, 5));
+    cr_assert(gt(u64, st.index_bytes, 0));
+    cr_assert(gt(u64, st.disk_bytes, 0));
+    cr_assert(eq(u64, st.segments, 1));
+    cr_assert(eq(u64, st.evicted_segments, 0));
+    cr_assert(eq(u64, st.dropped_corrupt, 0));
+    th_close(&t);
+}

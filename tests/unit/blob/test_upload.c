@@ -286,3 +286,78 @@ Test(blob_upload, counters_follow_the_bytes)
     cr_assert(eq(u64, c.uploads, 0));
     th_close(&t);
 }
+
+Test(blob_upload, empty_appends_are_harmless_and_errors_stick)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 9);
+    th_settle(&t);
+    static uint8_t data[3000];
+    th_fill(data, sizeof(data), 10, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 0, NULL, NULL), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, sizeof(data), NULL, NULL), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 0, NULL, NULL), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 1, NULL, NULL), -EMSGSIZE));
+    cr_assert(eq(int, blob_upload_append(u, data, 1, NULL, NULL), -EMSGSIZE), "it sticks");
+    struct pending c = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, -EMSGSIZE), "the commit reports the upload's error");
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    th_close(&t);
+}
+
+Test(blob_upload, identity_counts_bytes_in_and_decoded_alike)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 11);
+    th_settle(&t);
+    static uint8_t data[9000];
+    th_fill(data, sizeof(data), 12, false);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), 0));
+    cr_assert(eq(u64, blob_upload_bytes_in(u), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 4000, NULL, NULL), 0));
+    cr_assert(eq(u64, blob_upload_bytes_in(u), 4000));
+    cr_assert(eq(u64, blob_upload_bytes_decoded(u), 4000));
+    blob_upload_abort(u);
+    blob_upload_abort(NULL);
+    th_close(&t);
+}
+
+Test(blob_upload, a_chunk_that_fits_is_taken_without_a_copy)
+{
+    /* Whole-chunk appends go straight from the caller's memory: the chunk buffer stays
+     * empty, so an abort right after leaves nothing half-taken. */
+    struct th t = { 0 };
+    th_open_sim(&t, 13);
+    th_settle(&t);
+    size_t len = 8 * 4096;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 14, true);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 4096, 0), 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, len));
+    cr_assert(memcmp(out, data, len) == 0);
+    free(out);
+    /* And misaligned pieces around whole chunks. */
+    th_fill(data, len, 15, true);
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 4096 * 3 + 1, 0), 0));
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(memcmp(out, data, len) == 0);
+    free(out);
+    free(data);
+    th_close(&t);
+}
