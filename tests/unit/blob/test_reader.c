@@ -258,3 +258,105 @@ Test(blob_reader, the_disk_queue_is_bounded)
     }
     th_close(&t);
 }
+
+Test(blob_reader, many_readers_of_one_blob_interleave)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 17);
+    static uint8_t buf[5 * 4096 + 1];
+    th_fill(buf, sizeof(buf), 8, true);
+    struct blob_key k;
+    th_key_of(&k, buf, sizeof(buf));
+    cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 0, 0), 0));
+
+    enum {
+        R = 8
+    };
+    struct blob_reader *r[R];
+    struct frames f[R];
+    memset(f, 0, sizeof(f));
+    for (int i = 0; i < R; i++)
+        cr_assert(eq(int, blob_read_open(t.bc, &k, (uint64_t)i * 1000, i % 2, &r[i]), 0));
+    /* Round-robin: one piece each per round until every stream ended. */
+    bool ended[R] = { false };
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < R; i++) {
+            if (ended[i]) continue;
+            size_t before = f[i].len;
+            f[i].done = false;
+            cr_assert(eq(int, blob_read_next(r[i], frames_cb, &f[i]), 0));
+            cr_assert(th_run_until(&t, &f[i].done));
+            cr_assert(eq(int, f[i].res, 0));
+            ended[i] = f[i].len == before;
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        cr_assert(ended[i]);
+        size_t off = (size_t)i * 1000;
+        if (i % 2 == 0) {
+            cr_assert(eq(sz, f[i].len, sizeof(buf) - off));
+            cr_assert(memcmp(f[i].buf, buf + off, f[i].len) == 0, "reader %d", i);
+        } else {
+            uint8_t *dec = malloc(sizeof(buf));
+            size_t d = ZSTD_decompress(dec, sizeof(buf), f[i].buf, f[i].len);
+            cr_assert(eq(sz, d, sizeof(buf) - off));
+            cr_assert(memcmp(dec, buf + off, d) == 0, "reader %d", i);
+            free(dec);
+        }
+        blob_read_close(r[i]);
+        free(f[i].buf);
+    }
+    th_close(&t);
+}
+
+Test(blob_reader, a_read_that_fails_on_the_disk_reports_eio_and_keeps_the_blob)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 18);
+    static uint8_t buf[3000];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 9, true, &k);
+    blob_io_sim_fail_at(t.io, 1, -EIO);
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), -EIO));
+    cr_assert(blob_exists(t.bc, &k, false), "a disk error is not corruption");
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 0));
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(memcmp(out, buf, n) == 0);
+    free(out);
+    th_close(&t);
+}
+
+Test(blob_reader, a_commit_record_read_past_the_end_of_its_file_still_reads)
+{
+    /* The first read of a commit record guesses its length from the current chunk size; a
+     * store reopened with a smaller chunk size guesses long, possibly past the file's end. */
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.chunk_size = 64 * 1024;
+    t.o.segment_size = 1 << 20;
+    t.o.write_buffer_size = 1 << 20;
+    th_open_sim(&t, 19);
+    static uint8_t buf[100000];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 10, true, &k);
+    th_close_store(&t);
+    t.o.chunk_size = 4096;
+    cr_assert(eq(int, th_open_store(&t), 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(buf)));
+    cr_assert(memcmp(out, buf, n) == 0);
+    free(out);
+    /* And the other way: a larger chunk size now, a short guess, a second read. */
+    th_close_store(&t);
+    t.o.chunk_size = 256 * 1024;
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(eq(int, th_get(&t, &k, 5, 1, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(buf) - 5));
+    cr_assert(memcmp(out, buf + 5, n) == 0);
+    free(out);
+    th_close(&t);
+}
