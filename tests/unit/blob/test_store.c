@@ -4,6 +4,7 @@
  * abort, AC overwrite, existence checks, admission, counters back to zero.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -637,5 +638,30 @@ Test(blob_store, counters_are_summed_and_stats_follow_the_store)
     cr_assert(eq(u64, st.segments, 1));
     cr_assert(eq(u64, st.evicted_segments, 0));
     cr_assert(eq(u64, st.dropped_corrupt, 0));
+    th_close(&t);
+}
+
+Test(blob_store, a_folder_without_o_direct_falls_back_to_buffered_writes)
+{
+    /* tmpfs refuses O_DIRECT: the writer opens its segments buffered and goes on. */
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    struct ring_core_options ro;
+    ring_core_options_default(&ro);
+    ro.recv_buf_count = 16;
+    ro.recv_buf_size = 4096;
+    char why[256] = "";
+    cr_assert(eq(int, ring_core_create(&ro, 0, &t.ring, why, sizeof(why)), 0), "%s", why);
+    snprintf(t.dir, sizeof(t.dir), "/dev/shm/blobtest.XXXXXX");
+    if (!mkdtemp(t.dir)) {
+        ring_core_destroy(t.ring);
+        cr_skip_test("no /dev/shm here");
+    }
+    cr_assert(eq(int, th_open_store(&t), 0));
+    for (size_t len = 1; len < 100000; len = len * 3 + 7) {
+        round_trip(&t, len, len % 2, 0);
+    }
+    th_reopen(&t);
+    round_trip(&t, 5000, true, 0);
     th_close(&t);
 }
