@@ -333,3 +333,70 @@ Test(blob_cores, the_evictor_thread_keeps_a_real_store_within_budget, .timeout =
     cr_assert(gt(u64, st.evicted_segments, 0));
     th_close(&t);
 }
+
+Test(blob_cores, readers_on_both_cores_of_blobs_from_both_cores)
+{
+    struct two w = { 0 };
+    two_open(&w, 5);
+    static uint8_t a[30000];
+    static uint8_t b[30000];
+    th_fill(a, sizeof(a), 50, true);
+    th_fill(b, sizeof(b), 51, false);
+    struct blob_key ka;
+    struct blob_key kb;
+    th_key_of(&ka, a, sizeof(a));
+    th_key_of(&kb, b, sizeof(b));
+    cr_assert(eq(int, put_on(&w, w.t.bc, &ka, a, sizeof(a)), 0));
+    cr_assert(eq(int, put_on(&w, w.bc1, &kb, b, sizeof(b)), 0));
+    struct blob_core *cores[2] = { w.t.bc, w.bc1 };
+    for (int c = 0; c < 2; c++) {
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, get_on(&w, cores[c], &ka, &out, &n), 0));
+        cr_assert(memcmp(out, a, n) == 0);
+        free(out);
+        cr_assert(eq(int, get_on(&w, cores[c], &kb, &out, &n), 0));
+        cr_assert(memcmp(out, b, n) == 0);
+        free(out);
+    }
+    /* Readers count on the core that opened them. */
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(w.bc1, &ka, 0, 0, &r), 0));
+    cr_assert(eq(u64, blob_core_counters(w.bc1)->readers.value, 1));
+    cr_assert(eq(u64, blob_core_counters(w.t.bc)->readers.value, 0));
+    blob_read_close(r);
+    two_close(&w);
+}
+
+Test(blob_cores, uploads_of_the_same_blob_on_both_cores_both_succeed)
+{
+    struct two w = { 0 };
+    two_open(&w, 6);
+    static uint8_t d[12000];
+    th_fill(d, sizeof(d), 60, true);
+    struct blob_key k;
+    th_key_of(&k, d, sizeof(d));
+    /* Both begin before either commits: no -EEXIST, both commit, one entry. */
+    struct blob_upload *u0;
+    struct blob_upload *u1;
+    cr_assert(eq(int, blob_upload_begin(w.t.bc, &k, 0, &u0), 0));
+    cr_assert(eq(int, blob_upload_begin(w.bc1, &k, 0, &u1), 0));
+    struct wait c0 = { 0 };
+    struct wait c1 = { 0 };
+    struct wait a0 = { 0 };
+    struct wait a1 = { 0 };
+    int rc = blob_upload_append(u0, d, sizeof(d), wait_cb, &a0);
+    if (rc == -EINPROGRESS) cr_assert(th_run_until(&w.t, &a0.done));
+    rc = blob_upload_append(u1, d, sizeof(d), wait_cb, &a1);
+    if (rc == -EINPROGRESS) cr_assert(th_run_until(&w.t, &a1.done));
+    cr_assert(eq(int, blob_upload_commit(u0, wait_cb, &c0), 0));
+    cr_assert(eq(int, blob_upload_commit(u1, wait_cb, &c1), 0));
+    cr_assert(th_run_until(&w.t, &c0.done));
+    cr_assert(th_run_until(&w.t, &c1.done));
+    cr_assert(eq(int, c0.res, 0));
+    cr_assert(eq(int, c1.res, 0));
+    struct blob_store_stats st;
+    blob_store_stats(w.t.s, &st);
+    cr_assert(eq(u64, st.blobs, 1));
+    two_close(&w);
+}

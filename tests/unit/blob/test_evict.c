@@ -302,3 +302,21 @@ Test(blob_evict, a_blob_spanning_segments_goes_when_its_oldest_chunk_does)
     cr_assert(eq(int, th_get(&t, &kb, 0, 0, &out, &len), -ENOENT));
     th_close(&t);
 }
+
+Test(blob_evict, eviction_counters_add_up)
+{
+    struct th t = { 0 };
+    small_budget(&t, 11);
+    static uint8_t buf[8000];
+    struct blob_key k;
+    uint64_t puts = 0;
+    for (uint64_t n = 0; n < 300; n++, puts++)
+        put_n(&t, 2000 + n, sizeof(buf), &k, buf);
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(gt(u64, st.evicted_segments, 0));
+    cr_assert(gt(u64, st.evicted_blobs, 0));
+    /* Every blob is either still indexed or was evicted: nothing lost track of. */
+    cr_assert(eq(u64, st.blobs + st.evicted_blobs, puts));
+    th_close(&t);
+}
