@@ -360,3 +360,25 @@ Test(blob_reader, a_commit_record_read_past_the_end_of_its_file_still_reads)
     free(out);
     th_close(&t);
 }
+
+Test(blob_reader, an_empty_ac_value_reads_as_nothing_in_both_encodings)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 20);
+    uint8_t key[BLOB_HASH_SIZE] = { 0xee };
+    struct blob_key k;
+    blob_key_ac(&k, key, 0);
+    cr_assert(eq(int, th_put(&t, &k, "", 0, 0, 0), 0));
+    for (int enc = 0; enc <= 1; enc++) {
+        struct blob_reader *r;
+        cr_assert(eq(int, blob_read_open(t.bc, &k, 0, enc, &r), 0));
+        cr_assert(eq(u64, blob_reader_size(r), 0));
+        struct frames f = { 0 };
+        cr_assert(eq(int, blob_read_next(r, frames_cb, &f), 0));
+        cr_assert(th_run_until(&t, &f.done));
+        cr_assert(eq(int, f.res, 0));
+        cr_assert(eq(sz, f.len, 0));
+        blob_read_close(r);
+    }
+    th_close(&t);
+}

@@ -665,3 +665,51 @@ Test(blob_store, a_folder_without_o_direct_falls_back_to_buffered_writes)
     round_trip(&t, 5000, true, 0);
     th_close(&t);
 }
+
+Test(blob_store, key_helpers_fill_every_field)
+{
+    uint8_t h[BLOB_HASH_SIZE];
+    memset(h, 9, sizeof(h));
+    struct blob_key k;
+    memset(&k, 0xff, sizeof(k));
+    blob_key_cas(&k, h, 42);
+    cr_assert(eq(u8, k.kind, BLOB_KIND_CAS));
+    cr_assert(eq(u8, k.digest_fn, BLOB_DIGEST_SHA256));
+    cr_assert(eq(u64, k.size, 42));
+    cr_assert(memcmp(k.hash, h, sizeof(h)) == 0);
+    cr_assert(not(blob_key_is_empty(&k)));
+    blob_key_ac(&k, h, 7);
+    cr_assert(eq(u8, k.kind, BLOB_KIND_AC));
+    cr_assert(eq(u64, k.size, 7));
+    cr_assert(not(blob_key_is_empty(&k)));
+    blob_key_ac(&k, blob_empty_sha256, 0);
+    cr_assert(not(blob_key_is_empty(&k)), "an AC key is never the empty blob");
+}
+
+Test(blob_store, default_options_open_a_real_store)
+{
+    struct blob_store_options o;
+    blob_store_options_default(&o);
+    cr_assert(eq(u64, o.max_size, 10ULL << 30));
+    cr_assert(eq(u32, o.chunk_size, 256U << 10));
+    cr_assert(eq(int, o.sync, BLOB_SYNC_GROUP));
+    cr_assert(o.direct_io);
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/blobdef.XXXXXX");
+    cr_assert(ne(ptr, mkdtemp(dir), NULL));
+    o.dir = dir;
+    o.evict_thread = true;
+    struct blob_store *s;
+    char why[256];
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    struct blob_store_stats st;
+    blob_store_stats(s, &st);
+    cr_assert(eq(u64, st.blobs, 0));
+    blob_store_close(s);
+    blob_store_close(NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert(eq(int, system(cmd), 0)); /* NOLINT(cert-env33-c) */
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -ENOENT), "the folder is gone");
+    cr_assert(ne(sz, strlen(why), 0));
+}
