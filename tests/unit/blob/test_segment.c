@@ -138,3 +138,26 @@ Test(blob_segment, a_dead_segment_keeps_its_size_out_of_the_budget)
     blob_segment_table_deinit(&t, io);
     blob_io_sim_destroy(io);
 }
+
+Test(blob_segment, a_reader_keeps_a_killed_segment_open_until_it_lets_go)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 16), 0));
+    struct blob_io *io = blob_io_sim_create(6);
+    struct blob_seg *s = blob_segment_add(&t, 5, open_fd(io, "five"), 10, BLOB_SEG_SEALED);
+    struct blob_seg *r1 = blob_segment_get(&t, 5);
+    struct blob_seg *r2 = blob_segment_get(&t, 5);
+    cr_assert(eq(ptr, r1, s));
+    cr_assert(eq(ptr, r2, s));
+    blob_segment_kill(&t, s);
+    cr_assert(eq(ptr, blob_segment_get(&t, 5), NULL), "no new reference to a dead one");
+    blob_segment_put(&t, r1);
+    blob_segment_bury(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 1), "one reader still holds it");
+    blob_segment_put(&t, r2);
+    blob_segment_bury(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 0));
+    blob_segment_put(&t, NULL);
+    blob_segment_table_deinit(&t, io);
+    blob_io_sim_destroy(io);
+}
