@@ -172,3 +172,41 @@ Test(blob_fsck, a_blob_whose_bytes_do_not_hash_to_its_name_is_reported)
     cr_assert(eq(u64, r.records, 2));
     blob_io_sim_destroy(io);
 }
+
+Test(blob_fsck, a_segment_with_a_bad_header_is_a_bad_segment)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 8);
+    fill_store(&t, 2);
+    th_close_store(&t);
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", 8, 1), 0));
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+    cr_assert(eq(u64, r.bad_segments, 1));
+    cr_assert(eq(u64, r.blobs_ok, 0), "nothing in it is checked once the header is bad");
+    blob_io_sim_destroy(t.io);
+}
+
+Test(blob_fsck, an_empty_folder_is_clean)
+{
+    struct blob_io *io = blob_io_sim_create(9);
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(io, &r, NULL), 0));
+    cr_assert(eq(u64, r.segments, 0));
+    char line[512];
+    FILE *f = fmemopen(line, sizeof(line), "w");
+    blob_fsck_print(&r, "empty", f);
+    fclose(f);
+    cr_assert(ne(ptr, strstr(line, ": ok:"), NULL), "%s", line);
+    blob_io_sim_destroy(io);
+}
+
+Test(blob_fsck, a_listing_error_is_reported)
+{
+    struct blob_io *io = blob_io_sim_create(10);
+    blob_io_sim_power_loss(io); /* every operation fails now */
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(io, &r, NULL), -EIO));
+    blob_io_sim_restart(io);
+    blob_io_sim_destroy(io);
+}
