@@ -405,3 +405,52 @@ Test(blob_index, churn_in_one_stripe_keeps_every_entry_findable)
     cr_assert(eq(u64, blob_index_count(idx), count));
     blob_index_destroy(idx);
 }
+
+Test(blob_index, the_digest_function_is_part_of_a_cas_key)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 8, BLOB_KIND_CAS);
+    struct blob_index_value v = val(1, 1, k.size);
+    cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    struct blob_key other = k;
+    other.digest_fn = 7; /* a function not built in, but the index does not care */
+    struct blob_index_value out;
+    cr_assert(not(blob_index_get(idx, &other, &out)));
+    /* For AC keys the digest function is not part of the key. */
+    struct blob_key ac;
+    key_n(&ac, 9, BLOB_KIND_AC);
+    cr_assert(eq(int, blob_index_put(idx, &ac, &v, BLOB_INDEX_REPLACE), 1));
+    ac.digest_fn = 7;
+    cr_assert(blob_index_get(idx, &ac, &out));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, memory_goes_back_down_as_entries_leave)
+{
+    struct blob_index *idx = blob_index_create();
+    uint64_t empty = blob_index_memory(idx);
+
+    enum {
+        N = 200000
+    };
+
+    for (uint64_t i = 0; i < N; i++) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        struct blob_index_value v = val(3, (uint32_t)i, k.size);
+        cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    }
+    uint64_t full = blob_index_memory(idx);
+    for (uint64_t i = 0; i < N; i++) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        cr_assert(blob_index_remove_at(idx, &k, 3, (uint32_t)i));
+    }
+    uint64_t after = blob_index_memory(idx);
+    cr_assert(eq(u64, blob_index_count(idx), 0));
+    /* Entry blocks are given back (the slot tables keep their size for the next fill). */
+    cr_assert(lt(u64, after, full - (uint64_t)N * 40));
+    cr_assert(gt(u64, after, empty));
+    blob_index_destroy(idx);
+}
