@@ -102,14 +102,16 @@ struct blob_store_options {
     uint32_t uploads_max;       /* per core: open uploads (admission) */
     uint32_t readers_max;       /* per core: open readers (admission) */
     uint32_t disk_queue_max;    /* per core: disk reads in flight + waiting (admission) */
-    uint32_t write_buffer_size; /* per core: bytes of one of the two write buffers */
-    uint32_t cores_max;         /* cores that will call blob_core_init */
+    uint32_t write_buffer_size; /* per core: bytes of each of the writer's 4 buffers */
+    uint32_t cores_max;         /* cores that will call blob_core_init (the budget keeps one
+                                   segment per core free) */
     bool direct_io;             /* O_DIRECT segment writes (falls back when refused) */
     bool evict_thread;          /* evict in a background thread (false: tests evict inline) */
     struct blob_io *io;         /* the I/O seam; NULL: the real file system and rings */
 };
 
-/* Fills the defaults: 10 GiB, 256 MiB segments, 256 KiB chunks, zstd 1, group commit. */
+/* Fills the defaults: 10 GiB, 256 MiB segments, 256 KiB chunks, zstd 1, group commit,
+ * 1 core, 4 x 2 MiB write buffers, O_DIRECT, an evictor thread. */
 void blob_store_options_default(struct blob_store_options *o);
 
 /*
@@ -136,10 +138,11 @@ void blob_store_close(struct blob_store *s);
 MUST_CHECK int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_core **out);
 
 /*
- * Server hook core_quiesce: flushes and syncs what is buffered, seals nothing, stops taking
- * new uploads (-ECANCELED). Every upload and reader must be finished or aborted by the caller
- * first; the engine's own ops (flush, fsync, refresh) complete in the background and the
- * loop must run until ring ops are zero. Core thread.
+ * Server hook core_quiesce: flushes and syncs what is buffered (whatever the sync policy),
+ * seals nothing, stops taking new uploads (-ECANCELED) and refreshes. Every upload and reader
+ * must be finished or aborted by the caller first; the engine's own ops (flush, fsync, a
+ * refresh already reading) complete in the background: the loop must run until the ring's
+ * ops are zero (blob_core_is_idle() tells). Core thread.
  */
 void blob_core_quiesce(struct blob_core *bc);
 
@@ -163,7 +166,7 @@ struct blob_info {
 /*
  * True when <k> is present (exact, in memory, no I/O). With <refresh>, a present blob that
  * sits in the oldest part of the log is rewritten to this core's head in the background so
- * eviction keeps it (at most uploads_max refreshes queue per core; past that it is skipped).
+ * eviction keeps it (at most 16 refreshes run per core; past that it is skipped).
  * The empty CAS blob is always present. Core thread.
  */
 bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
