@@ -446,6 +446,13 @@ static void commit_durable(struct blob_pending *p, int res)
 {
     struct blob_upload *u = BASE_CONTAINER_OF(p, struct blob_upload, pending);
     struct blob_store *s = u->bc->s;
+    /* An upload slower than the log: its first chunks' segment was evicted meanwhile. The
+     * blob would be missing the moment it is visible, so it is not acknowledged. */
+    uint32_t oldest = u->new_loc.seg - u->new_loc.span;
+    if (res == 0 && !blob_segment_is_alive(&s->segs, oldest)) {
+        base_counter_inc(&u->bc->counters.full);
+        res = -ENOSPC;
+    }
     if (res == 0 && u->copy) {
         if (blob_index_move(s->index, &u->key, &u->from, &u->new_loc)) {
             base_counter_inc(&u->bc->counters.refreshes);

@@ -320,3 +320,57 @@ Test(blob_evict, eviction_counters_add_up)
     cr_assert(eq(u64, st.blobs + st.evicted_blobs, puts));
     th_close(&t);
 }
+
+struct commit_wait {
+    bool done;
+    int res;
+};
+
+static void commit_wait_cb(void *ctx, int res)
+{
+    struct commit_wait *c = ctx;
+    c->done = true;
+    c->res = res;
+}
+
+Test(blob_evict, an_upload_outrun_by_eviction_is_not_acknowledged)
+{
+    struct th t = { 0 };
+    small_budget(&t, 12);
+    th_settle(&t);
+    static uint8_t slow[40000];
+    th_fill(slow, sizeof(slow), 999, false);
+    struct blob_key ks;
+    th_key_of(&ks, slow, sizeof(slow));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &ks, 0, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, slow, 20000, NULL, NULL), 0));
+    /* The rest of the world writes a budget and a half meanwhile. */
+    static uint8_t buf[8000];
+    struct blob_key k;
+    for (uint64_t n = 0; n < 200; n++)
+        put_n(&t, 3000 + n, sizeof(buf), &k, buf);
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(gt(u64, st.evicted_segments, 0));
+    struct commit_wait c = { 0 };
+    int rc = blob_upload_append(u, slow + 20000, 20000, commit_wait_cb, &c);
+    if (rc == -EINPROGRESS) {
+        cr_assert(th_run_until(&t, &c.done));
+        rc = c.res;
+    }
+    cr_assert(eq(int, rc, 0));
+    c = (struct commit_wait){ 0 };
+    cr_assert(eq(int, blob_upload_commit(u, commit_wait_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, -ENOSPC), "acknowledged a blob whose chunks were evicted");
+    cr_assert(not(blob_exists(t.bc, &ks, false)));
+    /* Uploaded again at once, it is fine. */
+    cr_assert(eq(int, th_put(&t, &ks, slow, sizeof(slow), 0, 0), 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &ks, 0, 0, &out, &n), 0));
+    cr_assert(memcmp(out, slow, n) == 0);
+    free(out);
+    th_close(&t);
+}
