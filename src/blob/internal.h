@@ -248,6 +248,7 @@ struct blob_core {
     uint32_t readers_len;          /* open readers (admission) */
     uint32_t refreshes_len;        /* refreshes in progress */
     uint32_t disk_reads;           /* reads in flight (admission) */
+    uint64_t read_buf_bytes;       /* bytes of readers' buffers (bounded: read_buffer_max) */
     bool quiescing;                /* no new uploads */
 };
 

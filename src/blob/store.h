@@ -102,6 +102,7 @@ struct blob_store_options {
     uint32_t uploads_max;       /* per core: open uploads (admission) */
     uint32_t readers_max;       /* per core: open readers (admission) */
     uint32_t disk_queue_max;    /* per core: disk reads in flight + waiting (admission) */
+    uint64_t read_buffer_max;   /* per core: bytes of readers' chunk buffers (admission) */
     uint32_t write_buffer_size; /* per core: bytes of each of the writer's 4 buffers */
     uint32_t cores_max;         /* cores that will call blob_core_init (the budget keeps one
                                    segment per core free) */
@@ -256,7 +257,8 @@ uint64_t blob_upload_bytes_decoded(const struct blob_upload *u);
  * blob_read_next or blob_read_close; <res> 0 with <len> 0 is the end; <res> -EBADMSG means a
  * stored chunk was corrupt: the blob was dropped from the index and counted, and no byte of
  * the corrupt chunk was given out; -EIO a disk error; -ENOENT the blob was evicted while
- * open. Runs on the core's thread, never inside blob_read_next.
+ * open; -EAGAIN a per-core limit (disk queue, read buffers) was full: the reader is intact,
+ * call blob_read_next again later. Runs on the core's thread, never inside blob_read_next.
  */
 typedef void blob_data_fn(void *ctx, int res, const uint8_t *data, size_t len);
 
@@ -280,8 +282,8 @@ uint64_t blob_reader_size(const struct blob_reader *r);
 
 /*
  * Asks for the next piece; <cb> runs once, later. Returns 0, -EBUSY when a piece is already
- * pending, -EAGAIN when the core's disk queue is full (retry later), or the error the reader
- * already ended with. Core thread.
+ * pending, -EAGAIN when the core's disk queue or read buffer budget is full (retry later), or
+ * the error the reader already ended with. Core thread.
  */
 MUST_CHECK int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx);
 

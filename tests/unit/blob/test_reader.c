@@ -382,3 +382,52 @@ Test(blob_reader, an_empty_ac_value_reads_as_nothing_in_both_encodings)
     }
     th_close(&t);
 }
+
+Test(blob_reader, read_buffers_are_bounded_per_core)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.read_buffer_max = 10000; /* one reader's buffers of a 4 KiB chunk, not two */
+    th_open_sim(&t, 21);
+    static uint8_t buf[20000];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 11, true, &k);
+    struct blob_reader *a;
+    struct blob_reader *b;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &a), 0));
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &b), 0));
+    struct frames fa = { 0 };
+    struct frames fb = { 0 };
+    /* Each reads its commit record first, then wants its chunk buffers. */
+    cr_assert(eq(int, blob_read_next(a, frames_cb, &fa), 0));
+    cr_assert(eq(int, blob_read_next(b, frames_cb, &fb), 0));
+    th_settle(&t);
+    cr_assert(fa.done && fb.done);
+    int again = (fa.res == -EAGAIN) + (fb.res == -EAGAIN);
+    cr_assert(eq(int, again, 1), "one of the two must have been refused (%d, %d)", fa.res, fb.res);
+    cr_assert(ge(u64, th_counters(&t).queue_full, 1));
+    /* The refused one is intact: once the other is closed it reads on. */
+    struct blob_reader *refused = fa.res == -EAGAIN ? a : b;
+    struct frames *fr = fa.res == -EAGAIN ? &fa : &fb;
+    blob_read_close(refused == a ? b : a);
+    fr->done = false;
+    cr_assert(eq(int, blob_read_next(refused, frames_cb, fr), 0));
+    cr_assert(th_run_until(&t, &fr->done));
+    cr_assert(eq(int, fr->res, 0));
+    cr_assert(eq(sz, fr->len, 4096));
+    blob_read_close(refused);
+    free(fa.buf);
+    free(fb.buf);
+    /* With the first gone, a new reader reads the whole blob. */
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(buf)));
+    free(out);
+    t.o.read_buffer_max = 100; /* too small for one chunk: refused at open */
+    th_close_store(&t);
+    cr_assert(eq(int, th_open_store(&t), -EINVAL));
+    t.o.read_buffer_max = 1 << 20;
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
