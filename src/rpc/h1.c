@@ -216,7 +216,7 @@ static const char *reason(int status)
 static const char *date_now(void)
 {
     static _Thread_local time_t cached_sec = -1;
-    static _Thread_local char cached[32];
+    static _Thread_local char cached[64]; /* 29 used; room for any int gcc imagines */
     static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
     static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };

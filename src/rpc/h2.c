@@ -1,38 +1,941 @@
 /*
- * HTTP/2 on a connection. Until the protocol is in place the connection is closed cleanly
- * after the bytes that selected it.
+ * HTTP/2 connections: one nghttp2 server session per connection, fed from the ring's receive
+ * buffers, written with one send at a time.
+ *
+ * Invariants:
+ * - nghttp2 is never re-entered: mem_recv and mem_send run only from the ring's callbacks and
+ *   the deferred flush task, never from inside an nghttp2 callback (in_session);
+ * - the output buffer and iovecs describe exactly the send being built or in flight, and are
+ *   reset only when that send completed (on_sent) or the connection closed;
+ * - a response piece whose bytes are in the send in flight (send_gen == inflight_gen) is
+ *   released only after that send's completion;
+ * - every request byte nghttp2 delivers is consumed exactly once (call.c or here).
+ *
+ * Sections: memory and setup, receive, the send path, nghttp2 callbacks, transport calls for
+ * call.c, drain and close.
  */
+#include "rpc/h2.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "proto/timeout.h"
 #include "ring/buf.h"
+#include "ring/conn.h"
 #include "rpc/internal.h"
 
-static void closing_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
-{
-    if (len > 0) ring_buf_unref(rc->core, bid);
-}
-
-static void closing_on_sent(struct ring_conn *rc)
-{
-    (void)rc;
-}
-
-static void closing_on_close(struct ring_conn *rc, int reason)
-{
-    (void)reason;
-    rpc_conn_free((struct rpc_conn *)rc);
-}
-
-static const struct ring_conn_ops closing_ops = {
-    .on_recv = closing_on_recv,
-    .on_sent = closing_on_sent,
-    .on_close = closing_on_close,
+struct rpc_h2 {
+    struct rpc_conn *conn;               /* the connection; conn->proto points back here */
+    struct rpc_core *rc;                 /* the core's protocol state */
+    nghttp2_session *session;            /* the server session */
+    struct base_list calls;              /* struct rpc_call.link, attached calls */
+    uint32_t calls_count;                /* entries in <calls> */
+    struct ring_task flush_task;         /* the deferred flush */
+    uint16_t cur_bid;                    /* buffer being fed to mem_recv, or RING_CONN_NO_BUF */
+    bool in_session;                     /* inside mem_recv or mem_send */
+    bool draining;                       /* GOAWAY sent: close once the last call is done */
+    bool peer_eof;                       /* the client closed its side: likewise */
+    bool close_after_send;               /* a connection error: close once the output is out */
+    bool last_iov_out;                   /* the last iovec points into out[] and may grow */
+    uint64_t send_gen;                   /* number of the send being built */
+    uint64_t inflight_gen;               /* number of the send in flight, 0: none */
+    unsigned iov_count;                  /* iovecs of the send being built */
+    size_t out_len;                      /* bytes of out[] used */
+    size_t send_bytes;                   /* bytes of the send being built */
+    struct base_list sent;               /* struct rpc_seg whose last bytes are in the send */
+    uint64_t glitch_tokens;              /* invalid-frame budget, in thousandths of a frame */
+    uint64_t glitch_ns;                  /* when the budget was last refilled */
+    struct iovec iov[RING_CONN_IOV_MAX]; /* the send being built */
+    uint8_t out[RPC_H2_OUT_SIZE];        /* copies of nghttp2's frames and of small pieces */
 };
+
+STATIC_ASSERT(2 * RPC_H2_FRAME_SEGS_MAX + 4 <= RING_CONN_IOV_MAX, "a frame always fits a send");
+STATIC_ASSERT(9 + RPC_H2_FRAME_SEGS_MAX * RPC_H2_COPY_MAX < RPC_H2_OUT_SIZE - RPC_H2_CHUNK_MAX,
+              "a frame's copies always fit an empty output buffer");
+
+static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len);
+static void h2_on_sent(struct ring_conn *rc);
+static void h2_on_close(struct ring_conn *rc, int reason);
+static bool h2_is_busy(const struct ring_conn *rc);
+static void h2_on_drain(struct ring_conn *rc);
+static void flush_task(struct ring_task *task);
+static void schedule_flush(struct rpc_h2 *h2);
+
+static const struct ring_conn_ops h2_ops = {
+    .on_recv = h2_on_recv,
+    .on_sent = h2_on_sent,
+    .on_close = h2_on_close,
+    .is_busy = h2_is_busy,
+    .on_drain = h2_on_drain,
+};
+
+static struct rpc_h2 *h2_of(const struct ring_conn *rc)
+{
+    return ((const struct rpc_conn *)rc)->proto;
+}
+
+static struct ring_core *h2_core(const struct rpc_h2 *h2)
+{
+    return h2->conn->conn.core;
+}
+
+/* A header field for nghttp2, which takes non-const pointers but copies what it is given. */
+static nghttp2_nv make_nv(const char *name, const char *value)
+{
+    nghttp2_nv nv = {
+        .name = (uint8_t *)(uintptr_t)name,
+        .value = (uint8_t *)(uintptr_t)value,
+        .namelen = strlen(name),
+        .valuelen = strlen(value),
+        .flags = NGHTTP2_NV_FLAG_NONE,
+    };
+    return nv;
+}
+
+/* ---- memory and setup ---- */
+
+static void *mem_malloc(size_t size, void *ud)
+{
+    return proto_alloc_malloc(&((struct rpc_core *)ud)->h2_mem, size);
+}
+
+static void mem_free(void *p, void *ud)
+{
+    proto_alloc_free(&((struct rpc_core *)ud)->h2_mem, p);
+}
+
+static void *mem_calloc(size_t count, size_t size, void *ud)
+{
+    return proto_alloc_calloc(&((struct rpc_core *)ud)->h2_mem, count, size);
+}
+
+static void *mem_realloc(void *p, size_t size, void *ud)
+{
+    return proto_alloc_realloc(&((struct rpc_core *)ud)->h2_mem, p, size);
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud);
+static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud);
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud);
+static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *ud);
+static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud);
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud);
+static int on_invalid_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, int lib_error,
+                                 void *ud);
+static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *source, void *ud);
+static ssize_t read_length(nghttp2_session *s, uint8_t frame_type, int32_t stream_id,
+                           int32_t session_window, int32_t stream_window, uint32_t max_frame,
+                           void *ud);
+
+static void set_callbacks(nghttp2_session_callbacks *cbs)
+{
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length);
+}
+
+/*
+ * Rapid-reset (CVE-2023-44487) and CONTINUATION-flood (CVE-2024-28182) limits: upstream
+ * nghttp2 has these from 1.57/1.61; Debian 12's 1.52.0-1+deb12u2 and later backport both, and
+ * CMake refuses a library without them (RC_NGHTTP2_* checks in src/rpc/CMakeLists.txt).
+ */
+static void set_flood_limits(nghttp2_option *opt)
+{
+    nghttp2_option_set_stream_reset_rate_limit(opt, RPC_H2_RESET_BURST, RPC_H2_RESET_RATE);
+    nghttp2_option_set_max_continuations(opt, RPC_H2_CONTINUATIONS);
+}
+
+static int session_create(struct rpc_h2 *h2)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) return -ENOMEM;
+    set_callbacks(cbs);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return -ENOMEM;
+    }
+    /* Windows reopen only as the engine takes the bytes: real backpressure (docs/grpc.md). */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    set_flood_limits(opt);
+    nghttp2_mem mem = {
+        .mem_user_data = h2->rc,
+        .malloc = mem_malloc,
+        .free = mem_free,
+        .calloc = mem_calloc,
+        .realloc = mem_realloc,
+    };
+    int rv = nghttp2_session_server_new3(&h2->session, cbs, h2, opt, &mem);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) return -ENOMEM;
+    const nghttp2_settings_entry settings[] = {
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, RPC_H2_MAX_STREAMS },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, RPC_H2_STREAM_WINDOW },
+        { NGHTTP2_SETTINGS_MAX_FRAME_SIZE, RPC_H2_MAX_FRAME },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, RPC_H2_HEADERS_MAX },
+        { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+    };
+    rv = nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, settings, ARRAY_LEN(settings));
+    if (rv == 0) {
+        /* SETTINGS cannot change the connection window; this sends a WINDOW_UPDATE. */
+        rv = nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0,
+                                                   RPC_H2_CONN_WINDOW);
+    }
+    return rv == 0 ? 0 : -ENOMEM;
+}
+
+/* ---- receive ---- */
+
+/* Closes the connection once what nghttp2 queued (a GOAWAY) has been sent. */
+static void fail_after_send(struct rpc_h2 *h2, const char *why)
+{
+    if (h2->close_after_send) return;
+    LOG_DEBUG("http2 connection fd %d: %s", h2->conn->conn.fd, why);
+    base_counter_inc(&h2->rc->counters.h2_protocol_errors);
+    h2->close_after_send = true;
+    ring_conn_recv_pause(&h2->conn->conn);
+    schedule_flush(h2);
+}
+
+static void feed(struct rpc_h2 *h2, const uint8_t *p, size_t len, uint16_t bid)
+{
+    if (len == 0 || h2->close_after_send) return;
+    ASSERT(!h2->in_session);
+    h2->in_session = true;
+    h2->cur_bid = bid;
+    ssize_t rv = nghttp2_session_mem_recv(h2->session, p, len);
+    h2->cur_bid = RING_CONN_NO_BUF;
+    h2->in_session = false;
+    if (rv < 0) {
+        /* Bad preface, flood, or a callback failure: nghttp2 queued GOAWAY where it could. */
+        fail_after_send(h2, nghttp2_strerror((int)rv));
+        return;
+    }
+    /* No callback pauses (flow control is the backpressure), so everything was taken. */
+    ASSERT((size_t)rv == len);
+}
+
+static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
+{
+    struct rpc_h2 *h2 = h2_of(rc);
+    if (len == 0) {
+        /* The client closed its side: finish what it asked for, then close. */
+        h2->peer_eof = true;
+        ring_conn_recv_pause(rc);
+        schedule_flush(h2);
+        return;
+    }
+    feed(h2, ring_buf_data(rc->core, bid), len, bid);
+    ring_buf_unref(rc->core, bid);
+    schedule_flush(h2);
+}
 
 void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len, uint16_t bid,
                   uint32_t len)
 {
-    (void)prefix;
-    (void)prefix_len;
-    if (len > 0) ring_buf_unref(c->conn.core, bid);
-    c->conn.ops = &closing_ops;
-    ring_conn_close(&c->conn, 0);
+    struct rpc_core *rc = c->rc;
+    struct ring_core *core = c->conn.core;
+    struct rpc_h2 *h2 = proto_alloc_calloc(&rc->h2_mem, 1, sizeof(*h2));
+    c->conn.ops = &h2_ops;
+    c->proto = h2;
+    if (!h2) {
+        if (len > 0) ring_buf_unref(core, bid);
+        ring_conn_close(&c->conn, -ENOMEM);
+        return;
+    }
+    h2->conn = c;
+    h2->rc = rc;
+    h2->cur_bid = RING_CONN_NO_BUF;
+    h2->glitch_tokens = (uint64_t)RPC_H2_GLITCH_BURST * 1000;
+    h2->glitch_ns = base_clock_now_ns();
+    base_list_init(&h2->calls);
+    base_list_init(&h2->sent);
+    ring_task_init(&h2->flush_task, flush_task);
+    base_counter_inc(&rc->counters.h2_conns);
+    if (session_create(h2) < 0) {
+        if (len > 0) ring_buf_unref(core, bid);
+        ring_conn_close(&c->conn, -ENOMEM);
+        return;
+    }
+    feed(h2, prefix, prefix_len, RING_CONN_NO_BUF);
+    if (len > 0) {
+        feed(h2, ring_buf_data(core, bid), len, bid);
+        ring_buf_unref(core, bid);
+    }
+    schedule_flush(h2);
+}
+
+/* ---- the send path ---- */
+
+static void schedule_flush(struct rpc_h2 *h2)
+{
+    ring_task_defer(h2_core(h2), &h2->flush_task);
+}
+
+static size_t out_room(const struct rpc_h2 *h2)
+{
+    return RPC_H2_OUT_SIZE - h2->out_len;
+}
+
+/* Copies <p>/<n> into the output buffer, growing the last iovec when it is the buffer's. */
+static void out_append(struct rpc_h2 *h2, const void *p, size_t n)
+{
+    size_t room = out_room(h2);
+    ASSERT(n <= room);
+    uint8_t *dst = h2->out + h2->out_len;
+    memcpy(dst, p, n);
+    h2->out_len += n;
+    h2->send_bytes += n;
+    if (h2->last_iov_out) {
+        h2->iov[h2->iov_count - 1].iov_len += n;
+        return;
+    }
+    ASSERT(h2->iov_count < RING_CONN_IOV_MAX);
+    h2->iov[h2->iov_count].iov_base = dst;
+    h2->iov[h2->iov_count].iov_len = n;
+    h2->iov_count++;
+    h2->last_iov_out = true;
+}
+
+/* Adds <p>/<n> of a call's memory as an iovec of its own. */
+static void out_add_iov(struct rpc_h2 *h2, const uint8_t *p, size_t n)
+{
+    ASSERT(h2->iov_count < RING_CONN_IOV_MAX);
+    h2->iov[h2->iov_count].iov_base = (void *)(uintptr_t)p;
+    h2->iov[h2->iov_count].iov_len = n;
+    h2->iov_count++;
+    h2->last_iov_out = false;
+    h2->send_bytes += n;
+    base_counter_add(&h2->rc->counters.grpc_bytes_zero_copy, n);
+}
+
+static void send_begin(struct rpc_h2 *h2)
+{
+    h2->send_gen++;
+    h2->iov_count = 0;
+    h2->out_len = 0;
+    h2->send_bytes = 0;
+    h2->last_iov_out = false;
+}
+
+/* The connection has nothing left to do for anybody: close it. */
+static bool should_close(struct rpc_h2 *h2)
+{
+    if (h2->close_after_send) return true;
+    if (!nghttp2_session_want_read(h2->session) && !nghttp2_session_want_write(h2->session)) {
+        return true;
+    }
+    return (h2->draining || h2->peer_eof) && h2->calls_count == 0;
+}
+
+/* Pulls frames out of nghttp2 into the send being built; returns -errno on a fatal error. */
+static int fill(struct rpc_h2 *h2)
+{
+    /* Bounded: each step takes a frame and the buffer, iovecs and byte budget are finite. */
+    for (int i = 0; i < 4096; i++) {
+        if (out_room(h2) < RPC_H2_CHUNK_MAX || h2->iov_count + 2 >= RING_CONN_IOV_MAX ||
+            h2->send_bytes >= RPC_H2_SEND_MAX) {
+            return 0;
+        }
+        const uint8_t *p;
+        h2->in_session = true;
+        ssize_t n = nghttp2_session_mem_send(h2->session, &p);
+        h2->in_session = false;
+        if (n < 0) {
+            LOG_WARN("http2 connection fd %d: %s", h2->conn->conn.fd, nghttp2_strerror((int)n));
+            return -EPROTO;
+        }
+        if (n == 0) return 0;
+        if ((size_t)n > out_room(h2)) {
+            LOG_ERROR("http2 connection fd %d: frame of %zd bytes over the output buffer",
+                      h2->conn->conn.fd, n);
+            return -EMSGSIZE;
+        }
+        out_append(h2, p, (size_t)n);
+    }
+    return 0;
+}
+
+static void flush(struct rpc_h2 *h2)
+{
+    struct ring_conn *conn = &h2->conn->conn;
+    if (conn->closing || ring_conn_is_sending(conn)) return;
+    ASSERT(!h2->in_session);
+    send_begin(h2);
+    int rc = fill(h2);
+    if (rc < 0) {
+        base_counter_inc(&h2->rc->counters.h2_protocol_errors);
+        ring_conn_close(conn, rc);
+        return;
+    }
+    if (h2->iov_count == 0) {
+        if (should_close(h2)) ring_conn_close(conn, 0);
+        return;
+    }
+    rc = ring_conn_send(conn, h2->iov, h2->iov_count);
+    if (rc < 0) {
+        ring_conn_close(conn, rc);
+        return;
+    }
+    h2->inflight_gen = h2->send_gen;
+    base_counter_inc(&h2->rc->counters.grpc_flushes);
+}
+
+static void flush_task(struct ring_task *task)
+{
+    flush(BASE_CONTAINER_OF(task, struct rpc_h2, flush_task));
+}
+
+/* Releases the pieces whose bytes were in the send that just completed (or never will be). */
+static void release_sent(struct rpc_h2 *h2)
+{
+    struct base_list *node;
+    /* Bounded by the pieces one send holds. */
+    while ((node = base_list_pop_head(&h2->sent))) {
+        struct rpc_seg *seg = BASE_CONTAINER_OF(node, struct rpc_seg, link);
+        struct rpc_call *c = seg->call;
+        ASSERT(c->segs_in_send > 0);
+        c->segs_in_send--;
+        base_counter_dec(&h2->rc->counters.grpc_segs);
+        seg->release(seg);
+        rpc_call_check_free(c);
+    }
+}
+
+static void wake_writers(struct rpc_h2 *h2)
+{
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &h2->calls)
+    {
+        struct rpc_call *c = BASE_CONTAINER_OF(it, struct rpc_call, link);
+        if (c->writable_wanted && c->out_bytes < RPC_CALL_OUT_LOW) rpc_call_on_drained(c);
+    }
+}
+
+static void h2_on_sent(struct ring_conn *rc)
+{
+    struct rpc_h2 *h2 = h2_of(rc);
+    h2->inflight_gen = 0;
+    release_sent(h2);
+    wake_writers(h2);
+    flush(h2);
+}
+
+/* The DATA frame of <length> bytes starting at the head of <c>'s queue. */
+struct frame_plan {
+    size_t copy_bytes; /* bytes of pieces small enough to copy */
+    unsigned iovs;     /* pieces that need their own iovec */
+};
+
+static void plan_frame(const struct rpc_call *c, size_t length, struct frame_plan *plan)
+{
+    plan->copy_bytes = 0;
+    plan->iovs = 0;
+    /* Bounded: read_length limited the frame to RPC_H2_FRAME_SEGS_MAX pieces. */
+    BASE_LIST_FOR_EACH(it, &c->out)
+    {
+        if (length == 0) break;
+        const struct rpc_seg *seg = BASE_CONTAINER_OF(it, struct rpc_seg, link);
+        size_t k = seg->len < length ? seg->len : length;
+        if (k <= RPC_H2_COPY_MAX) {
+            plan->copy_bytes += k;
+        } else {
+            plan->iovs++;
+        }
+        length -= k;
+    }
+}
+
+/* Moves <length> bytes of <c>'s queue into the send being built. */
+static void take(struct rpc_h2 *h2, struct rpc_call *c, size_t length)
+{
+    /* Bounded by the frame's pieces. */
+    while (length > 0) {
+        ASSERT(c->out.next != &c->out);
+        struct rpc_seg *seg = BASE_CONTAINER_OF(c->out.next, struct rpc_seg, link);
+        size_t k = seg->len < length ? seg->len : length;
+        if (k <= RPC_H2_COPY_MAX) {
+            out_append(h2, seg->data, k);
+        } else {
+            out_add_iov(h2, seg->data, k);
+        }
+        seg->data += k;
+        seg->len -= k;
+        seg->started = true;
+        seg->send_gen = h2->send_gen;
+        c->out_bytes -= k;
+        length -= k;
+        if (seg->len == 0) {
+            base_list_del(&seg->link);
+            base_list_add_tail(&h2->sent, &seg->link);
+            c->segs_in_send++;
+        }
+    }
+}
+
+static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *source, void *ud)
+{
+    (void)s;
+    struct rpc_h2 *h2 = ud;
+    struct rpc_call *c = source->ptr;
+    ASSERT(frame->data.padlen == 0); /* no select_padding callback: never padded */
+    ASSERT(length <= c->out_bytes);
+    struct frame_plan plan;
+    plan_frame(c, length, &plan);
+    /*
+     * Room for the frame, and still for one more chunk of mem_send: it may serialize another
+     * frame before it returns. Copied runs and iovecs alternate: at most 2 * iovs + 1 entries.
+     * An empty send always has room (STATIC_ASSERTs above), so every flush makes progress.
+     */
+    bool fits = out_room(h2) >= 9 + plan.copy_bytes + RPC_H2_CHUNK_MAX &&
+                h2->iov_count + 2 * plan.iovs + 4 <= RING_CONN_IOV_MAX;
+    bool empty = h2->iov_count == 0;
+    if (!empty && (!fits || h2->send_bytes >= RPC_H2_SEND_MAX)) return NGHTTP2_ERR_WOULDBLOCK;
+    out_append(h2, framehd, 9);
+    take(h2, c, length);
+    return 0;
+}
+
+/* The longest DATA frame: the peer's limits, and at most RPC_H2_FRAME_SEGS_MAX pieces. */
+/* nghttp2's callback type fixes the parameter list (and <buf>'s constness). */
+// NOLINTNEXTLINE(readability-function-size,readability-non-const-parameter)
+static ssize_t read_length(nghttp2_session *s, uint8_t frame_type, int32_t stream_id,
+                           int32_t session_window, int32_t stream_window, uint32_t max_frame,
+                           void *ud)
+{
+    (void)s;
+    (void)frame_type;
+    (void)stream_id;
+    (void)ud;
+    int64_t n = session_window < stream_window ? session_window : stream_window;
+    if ((int64_t)max_frame < n) n = max_frame;
+    return n > 0 ? (ssize_t)n : 1;
+}
+
+/* Bytes of the queue the next frame may carry: up to <length>, across few enough pieces. */
+static size_t frame_length(const struct rpc_call *c, size_t length)
+{
+    size_t n = 0;
+    unsigned segs = 0;
+    BASE_LIST_FOR_EACH(it, &c->out)
+    {
+        if (n == length || segs == RPC_H2_FRAME_SEGS_MAX) break;
+        const struct rpc_seg *seg = BASE_CONTAINER_OF(it, struct rpc_seg, link);
+        size_t k = seg->len < length - n ? seg->len : length - n;
+        n += k;
+        segs++;
+    }
+    return n;
+}
+
+static int submit_trailers(struct rpc_h2 *h2, struct rpc_call *c)
+{
+    char code[12];
+    (void)snprintf(code, sizeof(code), "%d", c->status);
+    nghttp2_nv nva[2] = { make_nv("grpc-status", code), make_nv("grpc-message", c->message) };
+    size_t n = c->message[0] ? 2 : 1;
+    return nghttp2_submit_trailer(h2->session, c->stream_id, nva, n);
+}
+
+/* nghttp2's callback type fixes the parameter list (and <buf>'s constness). */
+// NOLINTNEXTLINE(readability-function-size,readability-non-const-parameter)
+static ssize_t provider_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
+                             uint32_t *flags, nghttp2_data_source *source, void *ud)
+{
+    (void)s;
+    (void)stream_id;
+    (void)buf;
+    struct rpc_h2 *h2 = ud;
+    struct rpc_call *c = source->ptr;
+    if (c->out_bytes > 0) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+        return (ssize_t)frame_length(c, length);
+    }
+    if (!c->trailers_due) {
+        c->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    /* Without trailers the stream ends here and the client sees no status (INTERNAL). */
+    if (submit_trailers(h2, c) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    return 0;
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static struct rpc_call *call_of(nghttp2_session *s, int32_t stream_id)
+{
+    return nghttp2_session_get_stream_user_data(s, stream_id);
+}
+
+static void refuse(struct rpc_h2 *h2, int32_t stream_id)
+{
+    base_counter_inc(&h2->rc->counters.h2_refused_streams);
+    (void)nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, stream_id,
+                                    NGHTTP2_REFUSED_STREAM);
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
+{
+    struct rpc_h2 *h2 = ud;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    /*
+     * Streams the client reset but whose calls still release their work count here too, so
+     * resetting streams cannot pile up work (the Rapid Reset lesson).
+     */
+    if (h2->calls_count >= RPC_H2_CALLS_MAX || h2->draining || h2->peer_eof) {
+        refuse(h2, frame->hd.stream_id);
+        return 0;
+    }
+    struct rpc_call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        refuse(h2, frame->hd.stream_id);
+        return 0;
+    }
+    rpc_call_init(c, h2->rc, h2, frame->hd.stream_id);
+    base_list_add_tail(&h2->calls, &c->link);
+    h2->calls_count++;
+    base_counter_inc(&h2->rc->counters.h2_streams);
+    if (nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, c) != 0) UNREACHABLE();
+    return 0;
+}
+
+static bool value_is(const uint8_t *v, size_t len, const char *want)
+{
+    size_t n = strlen(want);
+    return len == n && memcmp(v, want, n) == 0;
+}
+
+/* application/grpc, optionally followed by "+proto", "+json", ";params" (PROTOCOL-HTTP2.md). */
+static bool is_grpc_content_type(const uint8_t *v, size_t len)
+{
+    static const char prefix[] = "application/grpc";
+    size_t n = sizeof(prefix) - 1;
+    if (len < n || memcmp(v, prefix, n) != 0) return false;
+    return len == n || v[n] == '+' || v[n] == ';';
+}
+
+static void record_header(struct rpc_call *c, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen)
+{
+    if (value_is(name, namelen, ":method")) {
+        c->method_post = value_is(value, valuelen, "POST");
+    } else if (value_is(name, namelen, ":path")) {
+        size_t n = valuelen < sizeof(c->path) ? valuelen : 0;
+        memcpy(c->path, value, n);
+        c->path[n] = '\0';
+    } else if (value_is(name, namelen, "content-type")) {
+        c->content_grpc = is_grpc_content_type(value, valuelen);
+    } else if (value_is(name, namelen, "grpc-encoding")) {
+        c->encoding_ok = value_is(value, valuelen, "identity");
+    } else if (value_is(name, namelen, "grpc-timeout")) {
+        c->has_timeout = true;
+        c->timeout_bad = proto_timeout_parse((const char *)value, valuelen, &c->timeout_ms) < 0;
+    }
+}
+
+/* nghttp2's callback type fixes the parameter list (and <buf>'s constness). */
+// NOLINTNEXTLINE(readability-function-size,readability-non-const-parameter)
+static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+    (void)flags;
+    struct rpc_h2 *h2 = ud;
+    struct rpc_call *c = call_of(s, frame->hd.stream_id);
+    if (!c || frame->hd.type != NGHTTP2_HEADERS) return 0;
+    /* nghttp2 stores SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it: we do. */
+    c->header_bytes += (uint32_t)(namelen + valuelen + 32);
+    if (c->header_bytes > RPC_H2_HEADERS_MAX) {
+        base_counter_inc(&h2->rc->counters.h2_header_overflows);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM(INTERNAL_ERROR) */
+    }
+    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        record_header(c, name, namelen, value, valuelen);
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
+{
+    (void)ud;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+    struct rpc_call *c = call_of(s, frame->hd.stream_id);
+    if (!c) return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        rpc_call_on_headers(c);
+    }
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) rpc_call_on_end_stream(c);
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *ud)
+{
+    (void)flags;
+    struct rpc_h2 *h2 = ud;
+    struct rpc_call *c = call_of(s, stream_id);
+    if (!c) {
+        /* A refused or finished stream: give the window back at once. */
+        (void)nghttp2_session_consume(s, stream_id, len);
+        return 0;
+    }
+    uint16_t bid = h2->cur_bid;
+    if (bid != RING_CONN_NO_BUF && !ring_buf_contains(h2_core(h2), bid, data, len)) {
+        bid = RING_CONN_NO_BUF;
+    }
+    rpc_call_on_data(c, data, len, bid);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud)
+{
+    struct rpc_h2 *h2 = ud;
+    struct rpc_call *c = call_of(s, stream_id);
+    if (!c) return 0;
+    base_counter_dec(&h2->rc->counters.h2_streams);
+    rpc_call_on_stream_close(c, error_code);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
+{
+    (void)ud;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+    if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+    struct rpc_call *c = call_of(s, frame->hd.stream_id);
+    /*
+     * The response is complete while the client is still sending (an early error, an upload
+     * that ended early): RFC 9113 §8.1 lets the server ask it to stop with RST_STREAM
+     * (NO_ERROR). Submitted only now: a reset cancels frames still queued (the trailers).
+     */
+    if (c && !c->peer_ended) {
+        (void)nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                        NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+/*
+ * Invalid frames ("glitches", the MadeYouReset class that nghttp2 1.52 does not limit): a
+ * token bucket per connection; past it the connection gets GOAWAY(ENHANCE_YOUR_CALM).
+ */
+static int on_invalid_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, int lib_error,
+                                 void *ud)
+{
+    (void)frame;
+    (void)lib_error;
+    struct rpc_h2 *h2 = ud;
+    base_counter_inc(&h2->rc->counters.h2_glitches);
+    uint64_t now = base_clock_now_ns();
+    uint64_t refill = (now - h2->glitch_ns) / BASE_NS_PER_MS * RPC_H2_GLITCH_RATE;
+    uint64_t cap = (uint64_t)RPC_H2_GLITCH_BURST * 1000;
+    h2->glitch_tokens = h2->glitch_tokens + refill > cap ? cap : h2->glitch_tokens + refill;
+    h2->glitch_ns = now;
+    if (h2->glitch_tokens >= 1000) {
+        h2->glitch_tokens -= 1000;
+        return 0;
+    }
+    (void)nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+    fail_after_send(h2, "too many invalid frames");
+    return 0;
+}
+
+/* ---- transport calls for call.c ---- */
+
+static bool stream_usable(const struct rpc_call *c)
+{
+    return c->h2 && !c->stream_closed && c->h2->session;
+}
+
+void rpc_h2_respond(struct rpc_call *c)
+{
+    if (!stream_usable(c) || c->provider) return;
+    struct rpc_h2 *h2 = c->h2;
+    const nghttp2_nv nva[] = { make_nv(":status", "200"),
+                               make_nv("content-type", "application/grpc") };
+    nghttp2_data_provider dp = { .source.ptr = c, .read_callback = provider_read };
+    if (nghttp2_submit_response(h2->session, c->stream_id, nva, ARRAY_LEN(nva), &dp) != 0) {
+        rpc_h2_reset(c, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
+    c->provider = true;
+    schedule_flush(h2);
+}
+
+void rpc_h2_respond_trailers_only(struct rpc_call *c, int http_status)
+{
+    if (!stream_usable(c) || c->provider) return;
+    struct rpc_h2 *h2 = c->h2;
+    char status[12];
+    char code[12];
+    (void)snprintf(status, sizeof(status), "%d", http_status);
+    (void)snprintf(code, sizeof(code), "%d", c->status);
+    nghttp2_nv nva[4] = { make_nv(":status", status), make_nv("content-type", "application/grpc"),
+                          make_nv("grpc-status", code), make_nv("grpc-message", c->message) };
+    size_t n = c->message[0] ? 4 : 3;
+    c->provider = true; /* a response was submitted: nothing else may be */
+    if (nghttp2_submit_response(h2->session, c->stream_id, nva, n, NULL) != 0) {
+        rpc_h2_reset(c, NGHTTP2_INTERNAL_ERROR);
+    }
+    schedule_flush(h2);
+}
+
+void rpc_h2_wake(struct rpc_call *c)
+{
+    if (!stream_usable(c)) return;
+    if (c->deferred) {
+        c->deferred = false;
+        (void)nghttp2_session_resume_data(c->h2->session, c->stream_id);
+    }
+    schedule_flush(c->h2);
+}
+
+void rpc_h2_reset(struct rpc_call *c, uint32_t error_code)
+{
+    if (!stream_usable(c)) return;
+    (void)nghttp2_submit_rst_stream(c->h2->session, NGHTTP2_FLAG_NONE, c->stream_id, error_code);
+    schedule_flush(c->h2);
+}
+
+void rpc_h2_consume(struct rpc_call *c, size_t len)
+{
+    if (!c->h2 || !c->h2->session || len == 0) return;
+    /* Works for closed streams too: then only the connection window reopens. */
+    (void)nghttp2_session_consume(c->h2->session, c->stream_id, len);
+    if (!c->h2->in_session) schedule_flush(c->h2);
+}
+
+/* Releases <seg> now, or after the send in flight when some of its bytes are in it. */
+static void drop_seg(struct rpc_call *c, struct rpc_seg *seg)
+{
+    base_list_del(&seg->link);
+    c->out_bytes -= seg->len;
+    struct rpc_h2 *h2 = c->h2;
+    if (h2 && h2->inflight_gen != 0 && seg->send_gen == h2->inflight_gen) {
+        base_list_add_tail(&h2->sent, &seg->link);
+        c->segs_in_send++;
+        return;
+    }
+    base_counter_dec(&c->rc->counters.grpc_segs);
+    seg->release(seg);
+}
+
+void rpc_h2_drop_output(struct rpc_call *c, bool keep_started)
+{
+    /* With <keep_started>, skip to the first message start nothing of which was sent. */
+    struct base_list *from = c->out.next;
+    if (keep_started) {
+        while (from != &c->out) {
+            struct rpc_seg *seg = BASE_CONTAINER_OF(from, struct rpc_seg, link);
+            if (seg->msg_start && !seg->started) break;
+            from = from->next;
+        }
+    }
+    /* Bounded by the queue's length. */
+    while (from != &c->out) {
+        struct base_list *next = from->next;
+        drop_seg(c, BASE_CONTAINER_OF(from, struct rpc_seg, link));
+        from = next;
+    }
+}
+
+void rpc_h2_call_free(struct rpc_call *c)
+{
+    struct rpc_h2 *h2 = c->h2;
+    if (h2) {
+        ASSERT(h2->calls_count > 0);
+        base_list_del(&c->link);
+        h2->calls_count--;
+        if (h2->session && !c->stream_closed) {
+            (void)nghttp2_session_set_stream_user_data(h2->session, c->stream_id, NULL);
+        }
+        if (h2->draining || h2->peer_eof) schedule_flush(h2);
+    }
+    free(c);
+}
+
+/* ---- drain and close ---- */
+
+/*
+ * A call works for the client without waiting for it: its request is complete (or the engine
+ * holds its input), and it is not stuck behind the client's flow-control window. A call that
+ * waits for the client does not keep an idle connection open (invariant 3: nothing waits on
+ * a peer without a deadline).
+ */
+static bool call_is_busy(const struct rpc_h2 *h2, const struct rpc_call *c)
+{
+    if (!c->method || rpc_call_is_over(c) || c->stream_closed) return c->pins > 0;
+    if (!c->peer_ended && !c->input_held) return false;
+    if (c->out_bytes == 0) return true;
+    return nghttp2_session_get_stream_remote_window_size(h2->session, c->stream_id) > 0 &&
+           nghttp2_session_get_remote_window_size(h2->session) > 0;
+}
+
+static bool h2_is_busy(const struct ring_conn *rc)
+{
+    const struct rpc_h2 *h2 = h2_of(rc);
+    if (!h2) return false;
+    BASE_LIST_FOR_EACH(it, &h2->calls)
+    {
+        const struct rpc_call *c = BASE_CONTAINER_OF(it, const struct rpc_call, link);
+        if (call_is_busy(h2, c)) return true;
+    }
+    return false;
+}
+
+static void h2_on_drain(struct ring_conn *rc)
+{
+    struct rpc_h2 *h2 = h2_of(rc);
+    if (!h2 || !h2->session || h2->draining) return;
+    h2->draining = true;
+    base_counter_inc(&h2->rc->counters.h2_goaways);
+    /* Streams up to the last one started are served; later ones are refused. */
+    int32_t last = nghttp2_session_get_last_proc_stream_id(h2->session);
+    (void)nghttp2_submit_goaway(h2->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+    schedule_flush(h2);
+}
+
+static void h2_on_close(struct ring_conn *rc, int reason)
+{
+    struct rpc_conn *conn = (struct rpc_conn *)rc;
+    struct rpc_h2 *h2 = conn->proto;
+    if (reason < 0 && reason != -ETIMEDOUT) {
+        LOG_DEBUG("http2 connection fd closed: %s", nghttp2_strerror(reason));
+    }
+    if (h2) {
+        ring_task_cancel(&h2->flush_task);
+        /* No op of the connection is in flight any more: its sends are over. */
+        h2->inflight_gen = 0;
+        release_sent(h2);
+        struct base_list *node;
+        /* Bounded by calls_count. */
+        while ((node = base_list_pop_head(&h2->calls))) {
+            struct rpc_call *c = BASE_CONTAINER_OF(node, struct rpc_call, link);
+            h2->calls_count--;
+            rpc_call_on_conn_close(c);
+        }
+        ASSERT(h2->calls_count == 0);
+        if (h2->session) nghttp2_session_del(h2->session);
+        base_counter_dec(&h2->rc->counters.h2_conns);
+        proto_alloc_free(&h2->rc->h2_mem, h2);
+    }
+    rpc_conn_free(conn);
 }

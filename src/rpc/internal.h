@@ -9,10 +9,46 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/counter.h"
+#include "proto/alloc.h"
 #include "ring/conn.h"
 #include "ring/core.h"
 #include "rpc/metrics.h"
 #include "rpc/server.h"
+
+struct blob_core;
+
+/*
+ * Live counters of the HTTP/2 and gRPC layer, per core (X-macro as RING_COUNTERS): gauges
+ * return to zero when the core is idle, which tests assert after every scenario. Rendered by
+ * GET /metrics as ringcas_<name> through rpc_counters_sources().
+ */
+#define RPC_COUNTERS(X)                                                                            \
+    X(h2_conns, gauge, "HTTP/2 connections open")                                                  \
+    X(h2_streams, gauge, "HTTP/2 request streams open")                                            \
+    X(grpc_calls, gauge, "gRPC calls alive (streams closed but still releasing included)")         \
+    X(grpc_segs, gauge, "gRPC response pieces queued or in a send")                                \
+    X(grpc_slices, gauge, "received pieces queued while the engine holds an upload's input")       \
+    X(grpc_pins, gauge, "engine operations a call waits for that cannot be cancelled")             \
+    X(bs_uploads_parked, gauge, "ByteStream uploads kept for resumption")                          \
+    X(bs_readers, gauge, "ByteStream and batch readers open")                                      \
+    X(bs_uploads, gauge, "ByteStream and batch uploads open")                                      \
+    X(h2_refused_streams, counter, "streams refused: too many calls alive on the connection")      \
+    X(h2_header_overflows, counter, "streams reset: request headers over the limit")               \
+    X(h2_glitches, counter, "invalid frames received")                                             \
+    X(h2_goaways, counter, "connections sent GOAWAY (drain or error)")                             \
+    X(h2_protocol_errors, counter, "connections closed on an HTTP/2 error")                        \
+    X(grpc_oversize, counter, "messages refused over the size limit")                              \
+    X(grpc_deadlines, counter, "calls ended by their grpc-timeout")                                \
+    X(grpc_cancels, counter, "calls cancelled by the client or a closed connection")               \
+    X(grpc_flushes, counter, "sends of HTTP/2 output")                                             \
+    X(grpc_bytes_zero_copy, counter, "response bytes sent from service memory without a copy")
+
+#define RPC_COUNTER_FIELD(name, kind, help) struct base_counter name;
+
+struct rpc_counters {
+    RPC_COUNTERS(RPC_COUNTER_FIELD)
+};
 
 /* Server-wide settings, fixed before the cores start; read by every core. */
 struct rpc_config {
@@ -32,7 +68,21 @@ struct rpc_core {
     const struct rpc_config *cfg; /* shared, read-only */
     uint32_t conns_open;          /* rpc connections alive on this core */
     struct rpc_metrics metrics;   /* this core's request metrics */
+    struct rpc_counters counters; /* RPC_COUNTERS */
+    struct proto_alloc h2_mem;    /* nghttp2's memory (nghttp2_mem) */
+    struct proto_alloc pb_mem;    /* protobuf-c's memory and gRPC message buffers */
+    ProtobufCAllocator pb;        /* protobuf-c's allocator over pb_mem */
+    struct blob_core *blob;       /* this core's storage engine; NULL without a store */
+    void *bytestream;             /* ByteStream's per-core state (parked uploads) */
 };
+
+/*
+ * The counters of the rpc layer as metrics sources (RPC_COUNTERS and the allocators), for
+ * GET /metrics: <cfg>'s cores, read from any thread. Returns the number of sources written
+ * into <out> (at most <max>).
+ */
+size_t rpc_counters_sources(const struct rpc_config *cfg, struct rpc_metrics_source *out,
+                            size_t max);
 
 /*
  * A connection as accepted: the first bytes decide its protocol. The HTTP/2 client preface

@@ -57,6 +57,9 @@ static int core_init(struct ring_core *core, void *arg)
     if (!rc) return -ENOMEM;
     rc->ring = core;
     rc->cfg = cfg;
+    proto_alloc_init(&rc->h2_mem);
+    proto_alloc_init(&rc->pb_mem);
+    proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
     ring_core_set_app(core, rc);
     /* Other cores read the table (GET /metrics) while later cores are still starting. */
     __atomic_store_n(&cfg->cores[index], rc, __ATOMIC_RELEASE);
@@ -68,6 +71,11 @@ static void core_deinit(struct ring_core *core, void *arg)
     (void)arg;
     struct rpc_core *rc = ring_core_app(core);
     ASSERT(rc->conns_open == 0);
+    /* Every byte nghttp2 and protobuf-c took came back: a leak stops the process here. */
+    uint64_t h2_bytes = base_counter_get(&rc->h2_mem.bytes);
+    uint64_t pb_bytes = base_counter_get(&rc->pb_mem.bytes);
+    ASSERT(h2_bytes == 0);
+    ASSERT(pb_bytes == 0);
     ring_core_set_app(core, NULL);
     /* Freed by free_cores once every core has stopped: another core may still be rendering
      * GET /metrics over this one's counters. */
@@ -160,6 +168,10 @@ int rpc_server_run(const struct rpc_server_options *opts)
         (void)fprintf(stderr, "ringcas: out of memory\n");
         return 1;
     }
+    /* GET /metrics renders the rpc layer's counters with the ring's and the routes'. */
+    struct rpc_metrics_source sources[4];
+    cfg.source_count = rpc_counters_sources(&cfg, sources, ARRAY_LEN(sources));
+    cfg.sources = sources;
     so.hooks.core_init = core_init;
     so.hooks.core_deinit = core_deinit;
     so.hooks.on_accept = rpc_conn_accept;

@@ -1,0 +1,582 @@
+/*
+ * gRPC calls on HTTP/2 streams: dispatch by :path, request validation (PROTOCOL-HTTP2.md),
+ * deframing, unary message assembly, streamed input with held bytes, deadlines, the status
+ * and its trailers, metrics, and the end of a call's life.
+ *
+ * Invariants:
+ * - metrics: rpc_metrics_begin once when the headers are dispatched, rpc_metrics_end once
+ *   when the status is decided (finished), whatever ends the call;
+ * - every request byte handed to rpc_call_on_data is consumed exactly once: at once, when the
+ *   service is done with it, or when the call ends;
+ * - while input is held, bytes are queued in order and delivered in order after resume;
+ * - the service sees no callback after finish or cancel.
+ *
+ * Sections: life, input, output, status.
+ */
+#include "rpc/call.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "ring/buf.h"
+#include "rpc/h2.h"
+#include "rpc/internal.h"
+#include "rpc/status.h"
+#include "rpc/svc.h"
+
+#define CALL_ARENA_BLOCK (4u << 10)
+#define CALL_ARENA_MAX   (1u << 20)
+
+static void finish_with(struct rpc_call *c, int status, const char *message, int http_status);
+
+/* ---- life ---- */
+
+static void deadline_fired(struct ring_timer *timer);
+
+void rpc_call_init(struct rpc_call *c, struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id)
+{
+    c->h2 = h2;
+    c->rc = rc;
+    c->stream_id = stream_id;
+    base_list_init(&c->link);
+    base_list_init(&c->out);
+    base_list_init(&c->in);
+    c->encoding_ok = true;
+    c->route = RPC_ROUTE_GRPC_UNKNOWN;
+    c->held_bid = RING_CONN_NO_BUF;
+    ring_owner_init(&c->owner);
+    ring_timer_init(&c->deadline, deadline_fired, c);
+    base_arena_init(&c->arena, CALL_ARENA_BLOCK, CALL_ARENA_MAX);
+    base_counter_inc(&rc->counters.grpc_calls);
+}
+
+struct ring_core *rpc_call_core(const struct rpc_call *c)
+{
+    return c->rc->ring;
+}
+
+struct blob_core *rpc_call_blob(const struct rpc_call *c)
+{
+    return c->rc->blob;
+}
+
+void *rpc_call_alloc(struct rpc_call *c, size_t size)
+{
+    return base_arena_calloc(&c->arena, 1, size);
+}
+
+ProtobufCAllocator *rpc_call_pb_allocator(struct rpc_call *c)
+{
+    return &c->rc->pb;
+}
+
+static void call_idle(struct ring_core *core, void *ctx)
+{
+    (void)core;
+    struct rpc_call *c = ctx;
+    ring_owner_deinit(&c->owner);
+    bool out_empty = base_list_is_empty(&c->out);
+    bool in_empty = base_list_is_empty(&c->in);
+    ASSERT(out_empty);
+    ASSERT(in_empty);
+    ASSERT(c->segs_in_send == 0);
+    ASSERT(c->pins == 0);
+    ASSERT(!c->input_held);
+    proto_alloc_free(&c->rc->pb_mem, c->msg);
+    base_arena_deinit(&c->arena);
+    base_counter_dec(&c->rc->counters.grpc_calls);
+    rpc_h2_call_free(c);
+}
+
+void rpc_call_check_free(struct rpc_call *c)
+{
+    if (c->freeing || !c->stream_closed || !rpc_call_is_over(c)) return;
+    if (c->segs_in_send > 0 || c->pins > 0 || !base_list_is_empty(&c->out)) return;
+    c->freeing = true;
+    ring_owner_close(c->rc->ring, &c->owner, call_idle, c);
+}
+
+void rpc_call_pin(struct rpc_call *c)
+{
+    c->pins++;
+    base_counter_inc(&c->rc->counters.grpc_pins);
+}
+
+void rpc_call_unpin(struct rpc_call *c)
+{
+    ASSERT(c->pins > 0);
+    c->pins--;
+    base_counter_dec(&c->rc->counters.grpc_pins);
+    rpc_call_check_free(c);
+}
+
+/* Releases held and queued input, giving its bytes back to the windows. */
+static void input_release_all(struct rpc_call *c)
+{
+    struct ring_core *core = c->rc->ring;
+    if (c->input_held) {
+        c->input_held = false;
+        rpc_h2_consume(c, c->held_len);
+        if (c->held_bid != RING_CONN_NO_BUF) ring_buf_unref(core, c->held_bid);
+        if (c->held_slice) {
+            base_counter_dec(&c->rc->counters.grpc_slices);
+            proto_alloc_free(&c->rc->pb_mem, c->held_slice);
+        }
+        c->held_bid = RING_CONN_NO_BUF;
+        c->held_slice = NULL;
+        c->held_len = 0;
+    }
+    struct base_list *node;
+    /* Bounded by the slices queued (the flow-control window bounds them). */
+    while ((node = base_list_pop_head(&c->in))) {
+        struct rpc_slice *s = BASE_CONTAINER_OF(node, struct rpc_slice, link);
+        rpc_h2_consume(c, s->len);
+        if (s->bid != RING_CONN_NO_BUF) ring_buf_unref(core, s->bid);
+        base_counter_dec(&c->rc->counters.grpc_slices);
+        proto_alloc_free(&c->rc->pb_mem, s);
+    }
+}
+
+/* The service is told to stop, then the call ends with <status> (trailers if still open). */
+static void cancel(struct rpc_call *c, int status, const char *message)
+{
+    if (rpc_call_is_over(c)) return;
+    c->cancelled = true;
+    if (c->method && c->method->on_cancel) c->method->on_cancel(c);
+    /* Whole messages already started still go out; the rest is dropped. */
+    rpc_h2_drop_output(c, true);
+    finish_with(c, status, message, 200);
+}
+
+static void deadline_fired(struct ring_timer *timer)
+{
+    struct rpc_call *c = timer->ctx;
+    if (rpc_call_is_over(c)) return;
+    base_counter_inc(&c->rc->counters.grpc_deadlines);
+    cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)");
+}
+
+void rpc_call_on_stream_close(struct rpc_call *c, uint32_t error_code)
+{
+    c->stream_closed = true;
+    if (!rpc_call_is_over(c)) {
+        base_counter_inc(&c->rc->counters.grpc_cancels);
+        LOG_DEBUG("call %s on stream %d reset by the client (error %u)", c->path, c->stream_id,
+                  error_code);
+        cancel(c, PROTO_STATUS_CANCELLED, "cancelled by the client");
+    }
+    rpc_h2_drop_output(c, false);
+    input_release_all(c);
+    rpc_call_check_free(c);
+}
+
+void rpc_call_on_conn_close(struct rpc_call *c)
+{
+    if (!c->stream_closed) {
+        c->stream_closed = true;
+        base_counter_dec(&c->rc->counters.h2_streams);
+    }
+    if (!rpc_call_is_over(c)) {
+        base_counter_inc(&c->rc->counters.grpc_cancels);
+        cancel(c, PROTO_STATUS_CANCELLED, "connection closed");
+    }
+    /* No send is in flight once the connection closed: everything is released now. */
+    rpc_h2_drop_output(c, false);
+    input_release_all(c);
+    c->h2 = NULL;
+    rpc_call_check_free(c);
+}
+
+/* ---- input ---- */
+
+static bool header_error(struct rpc_call *c)
+{
+    if (!c->method_post) {
+        finish_with(c, PROTO_STATUS_UNIMPLEMENTED, "gRPC requires POST", 405);
+        return true;
+    }
+    if (!c->content_grpc) {
+        /* PROTOCOL-HTTP2.md: a content-type that is not application/grpc gets HTTP 415. */
+        finish_with(c, PROTO_STATUS_UNKNOWN, "content-type must be application/grpc", 415);
+        return true;
+    }
+    if (!c->method) {
+        finish_with(c, PROTO_STATUS_UNIMPLEMENTED, "unknown method", 200);
+        return true;
+    }
+    if (!c->encoding_ok) {
+        finish_with(c, PROTO_STATUS_UNIMPLEMENTED, "grpc-encoding not supported (identity only)",
+                    200);
+        return true;
+    }
+    if (c->timeout_bad) {
+        finish_with(c, PROTO_STATUS_INVALID_ARGUMENT, "malformed grpc-timeout", 200);
+        return true;
+    }
+    return false;
+}
+
+void rpc_call_on_headers(struct rpc_call *c)
+{
+    if (c->headers_done) return;
+    c->headers_done = true;
+    c->start_ns = base_clock_now_ns();
+    c->method = rpc_svc_lookup(c->path);
+    c->route = c->method ? c->method->route : RPC_ROUTE_GRPC_UNKNOWN;
+    rpc_metrics_begin(&c->rc->metrics, c->route);
+    c->metrics_begun = true;
+    if (header_error(c)) return;
+    proto_deframer_init(&c->deframer, RPC_MESSAGE_MAX);
+    if (!c->has_timeout) return;
+    if (c->timeout_ms == 0) {
+        base_counter_inc(&c->rc->counters.grpc_deadlines);
+        finish_with(c, PROTO_STATUS_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)", 200);
+        return;
+    }
+    if (ring_timer_start(c->rc->ring, &c->deadline, &c->owner, c->timeout_ms) < 0) {
+        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "server busy (op table full)", 200);
+    }
+}
+
+static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
+{
+    uint32_t len = c->deframer.msg_len;
+    if (c->msg_got == 0 && ev->len == len) {
+        /* The whole message lies in this piece: no copy (the usual case). */
+        c->msg_direct = ev->data;
+        c->msg_got = len;
+        return 0;
+    }
+    if (!c->msg) {
+        c->msg = proto_alloc_malloc(&c->rc->pb_mem, len);
+        if (!c->msg) {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a message");
+            return -1;
+        }
+    }
+    memcpy(c->msg + c->msg_got, ev->data, ev->len);
+    c->msg_got += (uint32_t)ev->len;
+    return 0;
+}
+
+static int unary_end(struct rpc_call *c)
+{
+    const uint8_t *msg = c->msg_direct ? c->msg_direct : c->msg;
+    uint32_t len = c->deframer.msg_len;
+    c->messages++;
+    c->method->on_message(c, msg ? msg : (const uint8_t *)"", len);
+    proto_alloc_free(&c->rc->pb_mem, c->msg);
+    c->msg = NULL;
+    c->msg_direct = NULL;
+    c->msg_got = 0;
+    return rpc_call_is_over(c) ? -1 : 0;
+}
+
+/* One deframer event: 0 to go on, RPC_HELD, or -1 when the call ended. */
+static int on_event(struct rpc_call *c, const struct proto_frame_event *ev)
+{
+    const struct rpc_method *m = c->method;
+    switch (ev->type) {
+    case PROTO_FRAME_BEGIN:
+        if (m->streamed) return m->on_msg_begin(c, ev->msg_len);
+        if (c->messages > 0) {
+            rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT,
+                            "more than one request message for a unary method");
+            return -1;
+        }
+        return 0;
+    case PROTO_FRAME_DATA:
+        return m->streamed ? m->on_bytes(c, ev->data, ev->len) : unary_data(c, ev);
+    case PROTO_FRAME_END:
+        if (!m->streamed) return unary_end(c);
+        c->messages++;
+        return m->on_msg_end(c);
+    default:
+        return 0;
+    }
+}
+
+static void frame_error(struct rpc_call *c, int err)
+{
+    if (err == -EMSGSIZE) {
+        base_counter_inc(&c->rc->counters.grpc_oversize);
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+                        "message larger than the limit (4 MiB + 64 KiB)");
+        return;
+    }
+    rpc_call_finish(c, PROTO_STATUS_INTERNAL, "compressed messages are not accepted");
+}
+
+/* Queues <p>/<len> to be processed after resume; a copy unless it is in a receive buffer. */
+static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
+{
+    size_t extra = bid == RING_CONN_NO_BUF ? len : 0;
+    struct rpc_slice *s = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*s) + extra);
+    if (!s) {
+        rpc_h2_consume(c, len);
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for input");
+        return;
+    }
+    s->len = len;
+    s->bid = bid;
+    if (bid == RING_CONN_NO_BUF) {
+        memcpy(s->copy, p, len);
+        s->p = s->copy;
+    } else {
+        ring_buf_ref(c->rc->ring, bid);
+        s->p = p;
+    }
+    base_counter_inc(&c->rc->counters.grpc_slices);
+    base_list_add_tail(&c->in, &s->link);
+}
+
+/* The service holds <len> bytes of <bid> / <owner>; they are consumed on resume. */
+static void hold(struct rpc_call *c, size_t len, uint16_t bid, struct rpc_slice *owner)
+{
+    c->input_held = true;
+    c->held_len = len;
+    c->held_bid = RING_CONN_NO_BUF;
+    c->held_slice = NULL;
+    if (owner) {
+        c->held_slice = owner;
+    } else if (bid != RING_CONN_NO_BUF) {
+        ring_buf_ref(c->rc->ring, bid);
+        c->held_bid = bid;
+    }
+}
+
+/*
+ * Feeds <p>/<len> through the deframer to the method. <owner> is the slice <p> lives in (or
+ * NULL); returns true when the slice was taken over by a hold (the caller must not free it).
+ */
+static bool process(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid,
+                    struct rpc_slice *owner)
+{
+    size_t done = 0;
+    /* Bounded: each event takes bytes or changes the deframer's state (frame.c). */
+    for (;;) {
+        struct proto_frame_event ev;
+        int n = proto_deframer_feed(&c->deframer, p + done, len - done, &ev);
+        if (n < 0) {
+            rpc_h2_consume(c, len);
+            frame_error(c, n);
+            return false;
+        }
+        done += (size_t)n;
+        int r = on_event(c, &ev);
+        if (r < 0) {
+            rpc_h2_consume(c, len);
+            return false;
+        }
+        if (r == RPC_HELD) {
+            size_t held = ev.type == PROTO_FRAME_DATA ? (size_t)n : 0;
+            rpc_h2_consume(c, done - held);
+            if (done < len) queue_slice(c, p + done, len - done, bid);
+            bool keep = owner && held > 0;
+            hold(c, held, bid, keep ? owner : NULL);
+            return keep;
+        }
+        if (ev.type == PROTO_FRAME_NEED_MORE) break;
+    }
+    rpc_h2_consume(c, len);
+    return false;
+}
+
+static void deliver_half_close(struct rpc_call *c)
+{
+    if (c->half_closed || rpc_call_is_over(c) || !c->method) return;
+    c->half_closed = true;
+    if (!proto_deframer_is_idle(&c->deframer)) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "request ended inside a message");
+        return;
+    }
+    if (c->method->streamed) {
+        if (c->method->on_half_close) c->method->on_half_close(c);
+        return;
+    }
+    if (c->messages == 0) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "missing request message");
+    }
+}
+
+void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
+{
+    c->bytes_in += len;
+    if (rpc_call_is_over(c) || !c->method) {
+        rpc_h2_consume(c, len);
+        return;
+    }
+    if (c->input_held || !base_list_is_empty(&c->in) || bid == RING_CONN_NO_BUF) {
+        /* Behind held input, or not in a receive buffer (a copy then keeps it). */
+        queue_slice(c, p, len, bid);
+        if (!c->input_held) rpc_call_resume_input(c);
+        return;
+    }
+    (void)process(c, p, len, bid, NULL);
+}
+
+void rpc_call_on_end_stream(struct rpc_call *c)
+{
+    c->peer_ended = true;
+    if (c->input_held || !base_list_is_empty(&c->in)) return; /* delivered after the input */
+    deliver_half_close(c);
+}
+
+void rpc_call_resume_input(struct rpc_call *c)
+{
+    struct ring_core *core = c->rc->ring;
+    if (c->input_held) {
+        c->input_held = false;
+        rpc_h2_consume(c, c->held_len);
+        if (c->held_bid != RING_CONN_NO_BUF) ring_buf_unref(core, c->held_bid);
+        if (c->held_slice) {
+            base_counter_dec(&c->rc->counters.grpc_slices);
+            proto_alloc_free(&c->rc->pb_mem, c->held_slice);
+        }
+        c->held_bid = RING_CONN_NO_BUF;
+        c->held_slice = NULL;
+        c->held_len = 0;
+    }
+    /* Bounded by the queue, which the flow-control window bounds. */
+    while (!c->input_held && !rpc_call_is_over(c) && !base_list_is_empty(&c->in)) {
+        struct rpc_slice *s = BASE_CONTAINER_OF(base_list_pop_head(&c->in), struct rpc_slice, link);
+        bool taken = process(c, s->p, s->len, s->bid, s->bid == RING_CONN_NO_BUF ? s : NULL);
+        if (taken) continue;
+        if (s->bid != RING_CONN_NO_BUF) ring_buf_unref(core, s->bid);
+        base_counter_dec(&c->rc->counters.grpc_slices);
+        proto_alloc_free(&c->rc->pb_mem, s);
+    }
+    if (rpc_call_is_over(c)) {
+        input_release_all(c);
+        return;
+    }
+    if (!c->input_held && c->peer_ended) deliver_half_close(c);
+}
+
+/* ---- output ---- */
+
+void rpc_call_send(struct rpc_call *c, struct rpc_seg *seg)
+{
+    seg->call = c;
+    seg->started = false;
+    seg->send_gen = 0;
+    base_counter_inc(&c->rc->counters.grpc_segs);
+    if (c->finished || c->stream_closed || !c->h2) {
+        base_counter_dec(&c->rc->counters.grpc_segs);
+        seg->release(seg);
+        return;
+    }
+    base_list_add_tail(&c->out, &seg->link);
+    c->out_bytes += seg->len;
+    c->bytes_out += seg->len;
+    if (!c->provider) rpc_h2_respond(c);
+    rpc_h2_wake(c);
+}
+
+struct copy_seg {
+    struct rpc_seg seg;    /* first: release casts back */
+    struct proto_alloc *a; /* where it came from */
+    uint8_t data[];        /* the message, framed */
+};
+
+static void copy_seg_release(struct rpc_seg *seg)
+{
+    struct copy_seg *cs = (struct copy_seg *)seg;
+    proto_alloc_free(cs->a, cs);
+}
+
+static struct copy_seg *copy_seg_new(struct rpc_call *c, size_t len)
+{
+    struct copy_seg *cs = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*cs) + len);
+    if (!cs) return NULL;
+    memset(&cs->seg, 0, sizeof(cs->seg));
+    cs->a = &c->rc->pb_mem;
+    cs->seg.data = cs->data;
+    cs->seg.len = len;
+    cs->seg.release = copy_seg_release;
+    cs->seg.msg_start = true;
+    return cs;
+}
+
+int rpc_call_send_message(struct rpc_call *c, const ProtobufCMessage *m)
+{
+    size_t size = protobuf_c_message_get_packed_size(m);
+    if (size > UINT32_MAX - PROTO_FRAME_HEADER_SIZE) return -EMSGSIZE;
+    struct copy_seg *cs = copy_seg_new(c, PROTO_FRAME_HEADER_SIZE + size);
+    if (!cs) return -ENOMEM;
+    proto_frame_header_put(cs->data, (uint32_t)size);
+    size_t n = protobuf_c_message_pack(m, cs->data + PROTO_FRAME_HEADER_SIZE);
+    ASSERT(n == size);
+    rpc_call_send(c, &cs->seg);
+    return 0;
+}
+
+int rpc_call_send_copy(struct rpc_call *c, const uint8_t *p, size_t len)
+{
+    struct copy_seg *cs = copy_seg_new(c, len);
+    if (!cs) return -ENOMEM;
+    memcpy(cs->data, p, len);
+    rpc_call_send(c, &cs->seg);
+    return 0;
+}
+
+bool rpc_call_is_writable(struct rpc_call *c)
+{
+    if (c->out_bytes < RPC_CALL_OUT_HIGH) return true;
+    c->writable_wanted = true;
+    return false;
+}
+
+void rpc_call_on_drained(struct rpc_call *c)
+{
+    c->writable_wanted = false;
+    if (!rpc_call_is_over(c) && c->method && c->method->on_writable) c->method->on_writable(c);
+}
+
+/* ---- status ---- */
+
+static void finish_with(struct rpc_call *c, int status, const char *message, int http_status)
+{
+    if (c->finished) return;
+    c->finished = true;
+    c->status = status;
+    if (message) {
+        (void)proto_status_encode_message(message, strlen(message), c->message, sizeof(c->message));
+    }
+    if (ring_timer_is_armed(&c->deadline)) ring_timer_stop(c->rc->ring, &c->deadline);
+    if (c->metrics_begun) {
+        rpc_metrics_end(&c->rc->metrics, c->route, status, base_clock_now_ns() - c->start_ns,
+                        c->bytes_in, c->bytes_out);
+    }
+    input_release_all(c);
+    if (c->h2 && !c->stream_closed) {
+        if (!c->provider) {
+            rpc_h2_respond_trailers_only(c, http_status);
+        } else {
+            c->trailers_due = true;
+            rpc_h2_wake(c);
+        }
+    }
+    rpc_call_check_free(c);
+}
+
+void rpc_call_finish(struct rpc_call *c, int status, const char *message)
+{
+    finish_with(c, status, message, 200);
+}
+
+void rpc_call_finish_err(struct rpc_call *c, int err, const char *what)
+{
+    const char *message;
+    int status = rpc_status_from_err(err, &message);
+    char buf[RPC_CALL_MESSAGE_MAX];
+    if (what) {
+        (void)snprintf(buf, sizeof(buf), "%s: %s", what, message);
+        message = buf;
+    }
+    rpc_call_finish(c, status, message);
+}

@@ -1,0 +1,82 @@
+/*
+ * HTTP/2 on a connection, with nghttp2 fed from the ring's receive buffers.
+ *
+ * Receive: each receive buffer goes to nghttp2_session_mem_recv() whole; DATA payload reaches
+ * the calls as pointers into the buffer. Send: nghttp2_session_mem_send() output is copied
+ * into the connection's small output buffer, and DATA payload is added as iovecs pointing at
+ * the calls' own memory (NGHTTP2_DATA_FLAG_NO_COPY + send_data_callback); one ring_conn_send
+ * per flush carries it all, at most one in flight, and the flush runs as a deferred task
+ * after the CQE batch so small responses of many streams share one send.
+ *
+ * Limits (docs/grpc.md): SETTINGS_MAX_CONCURRENT_STREAMS, live calls per connection, request
+ * header list size (counted here: nghttp2 does not enforce it), message size (call.c),
+ * rapid resets and CONTINUATION floods (nghttp2 options), invalid-frame "glitches", idle
+ * connections (the ring's read timeout; is_busy while a call works), write progress (the
+ * ring's write timeout). On drain: GOAWAY, then close once the last call is done.
+ */
+#ifndef RINGCAS_RPC_H2_H
+#define RINGCAS_RPC_H2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc/call.h"
+
+#define RPC_H2_MAX_STREAMS   128u                      /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define RPC_H2_CALLS_MAX     (2u * RPC_H2_MAX_STREAMS) /* live calls, reset ones included */
+#define RPC_H2_HEADERS_MAX   (16u << 10) /* request header list, RFC 9113 §6.5.2 size */
+#define RPC_H2_STREAM_WINDOW (1u << 20)  /* SETTINGS_INITIAL_WINDOW_SIZE */
+#define RPC_H2_CONN_WINDOW   (8u << 20)  /* connection receive window */
+#define RPC_H2_MAX_FRAME     (64u << 10) /* SETTINGS_MAX_FRAME_SIZE we accept */
+#define RPC_H2_RESET_BURST   1000u       /* incoming RST_STREAM: burst ... */
+#define RPC_H2_RESET_RATE    100u        /* ... and sustained rate per second */
+#define RPC_H2_CONTINUATIONS 8u          /* CONTINUATION frames per header block */
+#define RPC_H2_GLITCH_BURST  1000u       /* invalid frames tolerated at once ... */
+#define RPC_H2_GLITCH_RATE   330u        /* ... and per second after */
+
+/* Output buffer per connection: nghttp2's frames are copied here, payload is not. */
+#define RPC_H2_OUT_SIZE (32u << 10)
+/* Room kept free before each nghttp2_session_mem_send (its largest chunk is one frame). */
+#define RPC_H2_CHUNK_MAX ((16u << 10) + 64u)
+/* A flush stops adding DATA past this many bytes (the next flush continues). */
+#define RPC_H2_SEND_MAX (2u << 20)
+/* A piece shorter than this is copied into the output buffer instead of its own iovec. */
+#define RPC_H2_COPY_MAX 512u
+/* Pieces one DATA frame may span (each may need an iovec). */
+#define RPC_H2_FRAME_SEGS_MAX 24u
+
+struct rpc_conn;
+
+/*
+ * Transport calls from call.c. Each is a no-op once the call is detached (connection gone)
+ * or its stream closed, unless said otherwise.
+ */
+
+/* Submits the response HEADERS (200, application/grpc) with the call's data provider. */
+void rpc_h2_respond(struct rpc_call *c);
+
+/* The call's queue grew or its trailers are due: wake its data provider and flush. */
+void rpc_h2_wake(struct rpc_call *c);
+
+/* Submits a headers-only response: HTTP <http_status>, and grpc-status/grpc-message. */
+void rpc_h2_respond_trailers_only(struct rpc_call *c, int http_status);
+
+/* Resets the stream with <error_code> (RFC 9113 §7). */
+void rpc_h2_reset(struct rpc_call *c, uint32_t error_code);
+
+/* Gives <len> request bytes back to the flow-control windows (nghttp2_session_consume). */
+void rpc_h2_consume(struct rpc_call *c, size_t len);
+
+/*
+ * Releases the call's queued pieces. With <keep_started>, pieces after one already partly
+ * sent are kept up to the next message start (the client must see whole messages before the
+ * trailers); otherwise every piece goes. Pieces in the send in flight are released when it
+ * completes. Works on detached calls too.
+ */
+void rpc_h2_drop_output(struct rpc_call *c, bool keep_started);
+
+/* The call's memory may go: unlinks it from the connection (if attached) and frees it. */
+void rpc_h2_call_free(struct rpc_call *c);
+
+#endif /* RINGCAS_RPC_H2_H */

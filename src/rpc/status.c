@@ -1,0 +1,60 @@
+/* Error to gRPC status mapping: one table, one place (see status.h for the rationale). */
+#include "rpc/status.h"
+
+#include <errno.h>
+
+#include "base/assert.h"
+#include "proto/status.h"
+
+struct mapping {
+    int err;             /* negative errno */
+    int status;          /* enum proto_status */
+    const char *message; /* for grpc-message */
+};
+
+static const struct mapping table[] = {
+    { -EINVAL, PROTO_STATUS_INVALID_ARGUMENT, "invalid argument" },
+    { -EILSEQ, PROTO_STATUS_INVALID_ARGUMENT,
+      "digest mismatch: the data does not hash to its name" },
+    { -EMSGSIZE, PROTO_STATUS_INVALID_ARGUMENT, "size mismatch: the data is not the named size" },
+    { -EBADMSG, PROTO_STATUS_INVALID_ARGUMENT, "malformed data" },
+    { -EPROTO, PROTO_STATUS_INVALID_ARGUMENT, "protocol error" },
+    { -ENOTSUP, PROTO_STATUS_INVALID_ARGUMENT, "not supported" },
+    { -ENAMETOOLONG, PROTO_STATUS_INVALID_ARGUMENT, "name too long" },
+    { -ENOENT, PROTO_STATUS_NOT_FOUND, "not found" },
+    { -ERANGE, PROTO_STATUS_OUT_OF_RANGE, "offset out of range" },
+    { -EAGAIN, PROTO_STATUS_RESOURCE_EXHAUSTED, "server busy: a queue is full, retry later" },
+    { -ENOSPC, PROTO_STATUS_RESOURCE_EXHAUSTED,
+      "store full: the blob does not fit in the size budget" },
+    { -ENOMEM, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory" },
+    { -ETIMEDOUT, PROTO_STATUS_DEADLINE_EXCEEDED, "timed out" },
+    { -ECANCELED, PROTO_STATUS_UNAVAILABLE, "server is shutting down: retry" },
+    { -EEXIST, PROTO_STATUS_ALREADY_EXISTS, "already exists" },
+    { -ENOSYS, PROTO_STATUS_UNIMPLEMENTED, "not implemented by this server" },
+    { -EIO, PROTO_STATUS_INTERNAL, "disk error" },
+};
+
+int rpc_status_from_err(int err, const char **message)
+{
+    if (err == 0) {
+        *message = "";
+        return PROTO_STATUS_OK;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(table); i++) {
+        if (table[i].err == err) {
+            *message = table[i].message;
+            return table[i].status;
+        }
+    }
+    *message = "internal error";
+    return PROTO_STATUS_INTERNAL;
+}
+
+int rpc_status_from_read_err(int err, const char **message)
+{
+    if (err == -EBADMSG) {
+        *message = "stored data was corrupt: the blob was dropped, upload it again";
+        return PROTO_STATUS_NOT_FOUND;
+    }
+    return rpc_status_from_err(err, message);
+}

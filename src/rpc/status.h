@@ -1,0 +1,34 @@
+/*
+ * The one place where ringcas errors (src/base/err.h) become gRPC statuses. Every service
+ * maps engine and parser errors through here so a given failure always reads the same.
+ */
+#ifndef RINGCAS_RPC_STATUS_H
+#define RINGCAS_RPC_STATUS_H
+
+/*
+ * Returns the gRPC status (enum proto_status) for <err> (0 or -errno) and sets *<message> to
+ * a static description for grpc-message:
+ *   0          OK
+ *   -EINVAL, -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch), -EBADMSG (malformed
+ *              upload or message), -EPROTO, -ENOTSUP, -ENAMETOOLONG   INVALID_ARGUMENT
+ *   -ENOENT    NOT_FOUND
+ *   -ERANGE    OUT_OF_RANGE
+ *   -EAGAIN    RESOURCE_EXHAUSTED (a bounded queue is full: retry)
+ *   -ENOSPC    RESOURCE_EXHAUSTED (the store's size budget is full)
+ *   -ENOMEM    RESOURCE_EXHAUSTED
+ *   -ETIMEDOUT DEADLINE_EXCEEDED
+ *   -ECANCELED UNAVAILABLE (the server is draining: retry elsewhere)
+ *   -EEXIST    ALREADY_EXISTS
+ *   -ENOSYS    UNIMPLEMENTED
+ *   -EIO and anything else   INTERNAL
+ * A corrupt stored blob on read (-EBADMSG from the engine's reader) is NOT_FOUND, not
+ * DATA_LOSS: the engine never hands out a corrupt byte and drops the blob from the index, so
+ * the honest answer is "not here any more, upload it again"; readers use
+ * rpc_status_from_read_err for that.
+ */
+int rpc_status_from_err(int err, const char **message);
+
+/* As rpc_status_from_err, for errors of reading a stored blob (-EBADMSG is NOT_FOUND). */
+int rpc_status_from_read_err(int err, const char **message);
+
+#endif /* RINGCAS_RPC_STATUS_H */

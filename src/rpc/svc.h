@@ -1,0 +1,28 @@
+/*
+ * The gRPC methods ringcas serves, looked up by :path. Each service file (svc_*.c) defines
+ * its methods' struct rpc_method; svc.c lists them.
+ */
+#ifndef RINGCAS_RPC_SVC_H
+#define RINGCAS_RPC_SVC_H
+
+#include "rpc/call.h"
+
+/* The method for <path> ("/package.Service/Method"), or NULL. */
+const struct rpc_method *rpc_svc_lookup(const char *path);
+
+/* True when <name> is a service this server implements (for Health/Check). */
+bool rpc_svc_is_known_service(const char *name, size_t len);
+
+extern const struct rpc_method rpc_svc_health_check;
+extern const struct rpc_method rpc_svc_capabilities_get;
+extern const struct rpc_method rpc_svc_cas_find_missing;
+extern const struct rpc_method rpc_svc_cas_batch_update;
+extern const struct rpc_method rpc_svc_cas_batch_read;
+extern const struct rpc_method rpc_svc_cas_get_tree;
+extern const struct rpc_method rpc_svc_ac_get;
+extern const struct rpc_method rpc_svc_ac_update;
+extern const struct rpc_method rpc_svc_bs_read;
+extern const struct rpc_method rpc_svc_bs_write;
+extern const struct rpc_method rpc_svc_bs_query;
+
+#endif /* RINGCAS_RPC_SVC_H */
