@@ -16,6 +16,7 @@
 #include "base/parse.h"
 #include "ring/server.h"
 #include "rpc/internal.h"
+#include "rpc/ops.h"
 
 void rpc_server_options_default(struct rpc_server_options *opts)
 {
@@ -209,8 +210,10 @@ int rpc_server_run(const struct rpc_server_options *opts)
         return 1;
     }
     /* GET /metrics renders the rpc layer's counters with the ring's and the routes'. */
-    struct rpc_metrics_source sources[4];
+    struct rpc_metrics_source sources[8];
     cfg.source_count = rpc_counters_sources(&cfg, sources, ARRAY_LEN(sources));
+    cfg.source_count += rpc_ops_sources(&cfg, sources + cfg.source_count,
+                                        ARRAY_LEN(sources) - cfg.source_count);
     cfg.sources = sources;
     struct blob_store_options bo;
     if (store_options(opts, cfg.core_count, &bo) < 0) {
