@@ -329,6 +329,22 @@ class Admission(unittest.TestCase):
             srv.wait_quiet(timeout=60, extra=QUIET)
 
 
+class StoreCannotFit(unittest.TestCase):
+    def test_blob_the_store_cannot_fit_is_507(self):
+        # With 4 KiB chunks a 1 GiB blob needs a chunk table larger than the engine's write
+        # buffer: within the size limit (max-size / 4) but impossible to store, so the engine
+        # answers -ENOSPC at once and nothing of the body is read.
+        with harness.Server(args=("--max-size", "4GiB", "--chunk-size", "4KiB"), cores=1) as srv:
+            with Raw(srv.port) as c:
+                c.send(request("PUT", "/cas/" + sha(b"x"),
+                               headers=["Content-Length: %d" % (1 << 30)]))
+                r = c.read_response()
+                self.assertEqual(r.status, 507)
+                self.assertEqual(r.header("connection"), "close")
+            self.assertGreaterEqual(srv.metric("ringcas_blob_full"), 1)
+            srv.wait_quiet(extra=QUIET)
+
+
 class DrainDuringDownload(unittest.TestCase):
     def test_sigterm_during_a_download_lets_it_complete(self):
         srv = harness.Server(args=("--max-size", "1GiB"), cores=1).start()
