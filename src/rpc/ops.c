@@ -78,8 +78,9 @@ static uint64_t blob_read(void *ctx, uint32_t core, size_t index)
 {
     const struct rpc_config *cfg = ctx;
     struct rpc_core *rc = __atomic_load_n(&cfg->cores[core], __ATOMIC_ACQUIRE);
-    if (!rc || !rc->blob) return 0;
-    const struct base_counter *first = (const void *)blob_core_counters(rc->blob);
+    struct blob_core *bc = rc ? __atomic_load_n(&rc->blob, __ATOMIC_ACQUIRE) : NULL;
+    if (!bc) return 0;
+    const struct base_counter *first = (const void *)blob_core_counters(bc);
     return base_counter_get(&first[index]);
 }
 

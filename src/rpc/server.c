@@ -95,7 +95,10 @@ static void core_deinit(struct ring_core *core, void *arg)
     uint64_t pb_bytes = base_counter_get(&rc->pb_mem.bytes);
     ASSERT(h2_bytes == 0);
     ASSERT(pb_bytes == 0);
-    blob_core_deinit(rc->blob);
+    /* GET /metrics on another core reads the engine's counters: unpublish it first. */
+    struct blob_core *bc = rc->blob;
+    __atomic_store_n(&rc->blob, NULL, __ATOMIC_RELEASE);
+    blob_core_deinit(bc);
     ring_core_set_app(core, NULL);
     /* Freed by free_cores once every core has stopped: another core may still be rendering
      * GET /metrics over this one's counters. */
