@@ -1,13 +1,14 @@
 /*
  * HTTP/1.1 on a connection: request heads, bodies, responses, keep-alive and pipelining.
  *
- * One request at a time. Received buffers queue up in in[] (at most RPC_H1_IN_MAX, then the
+ * One request at a time. Received buffers queue up in in[] (at most H1_IN_MAX, then the
  * receive pauses: backpressure) and are consumed in place: heads are parsed in the receive
  * buffer, and only a head cut across receives is copied into <carry>. Requests behind the
  * current one wait in the queue, so responses leave in request order (pipelining).
  *
- * A request: head -> route -> body (streamed into a sink: the engine, or discarded) -> the
- * handler responds -> the response is sent -> the next request. The connection stays open
+ * A request: head -> route -> body (streamed into a sink: the cache handler of
+ * src/rpc/h1_cache.c, or dropped) -> the handler answers, or streams its response piece by
+ * piece (src/rpc/h1.h) -> the response is sent -> the next request. The connection stays open
  * (keep-alive) unless the client or an error says otherwise, or the server drains. A close
  * after a response shuts our side down first and discards what the client still sends until
  * it closes too (lingering close), so a response is never lost to a TCP reset.
@@ -16,8 +17,8 @@
  * conn). While the server itself works on a request (the handler or a send), is_busy tells
  * the ring that the client's silence is expected.
  *
- * Sections: state, input queue, responses, requests and bodies, operations endpoints, ring
- * callbacks.
+ * Sections: state, input queue, responses, operations endpoints, requests and bodies, the
+ * handler's side, ring callbacks.
  */
 #include "rpc/h1.h"
 
