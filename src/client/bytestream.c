@@ -35,7 +35,7 @@ size_t client_bytestream_write_header(uint8_t *out, const char *name, size_t nam
     if (finish) p += put_varint_field(p, 3, 1);
     if (data_len > 0) p += put_len_key(p, 10, data_len);
     size_t fields = (size_t)(p - out) - PROTO_FRAME_HEADER_SIZE;
-    ASSERT((size_t)(p - out) <= CLIENT_WRITE_HEADER_MAX);
+    ASSERT((size_t)(p - out) <= (name ? CLIENT_WRITE_HEADER_MAX : CLIENT_WRITE_HEADER_NO_NAME));
     uint64_t msg_len = fields + (uint64_t)data_len;
     ASSERT(msg_len <= UINT32_MAX);
     proto_frame_header_put(out, (uint32_t)msg_len);

@@ -27,14 +27,18 @@
 #define CLIENT_WRITE_HEADER_MAX                                                                    \
     (PROTO_FRAME_HEADER_SIZE + 1 + 2 + PROTO_RESOURCE_NAME_MAX + 11 + 2 + 6)
 
+/* The longest WriteRequest header without a resource name. */
+#define CLIENT_WRITE_HEADER_NO_NAME (PROTO_FRAME_HEADER_SIZE + 11 + 2 + 6)
+
 /* The longest framed ReadRequest. */
 #define CLIENT_READ_REQUEST_MAX (PROTO_FRAME_HEADER_SIZE + 1 + 2 + PROTO_RESOURCE_NAME_MAX + 22)
 
 /*
  * Writes the header of a WriteRequest carrying <data_len> data bytes into <out> (room for
- * CLIENT_WRITE_HEADER_MAX bytes): the resource name when <name> is not NULL (<name_len> <=
- * PROTO_RESOURCE_NAME_MAX), <write_offset> when not 0, finish_write when <finish>. Returns
- * the header's length; the message is that header followed by the data bytes.
+ * CLIENT_WRITE_HEADER_MAX bytes, or CLIENT_WRITE_HEADER_NO_NAME without a name): the resource name
+ * when <name> is not NULL (<name_len> <= PROTO_RESOURCE_NAME_MAX), <write_offset> when not 0,
+ * finish_write when <finish>. Returns the header's length; the message is that header followed by
+ * the data bytes.
  */
 size_t client_bytestream_write_header(uint8_t *out, const char *name, size_t name_len,
                                       int64_t write_offset, bool finish, uint32_t data_len);

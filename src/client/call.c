@@ -156,13 +156,10 @@ int client_call_start(struct client_call *c, struct client_conn *conn, const cha
 void client_call_queue(struct client_call *c, struct client_seg *seg)
 {
     ASSERT(c->active);
+    /* Typed calls queue only while the stream can still end normally. */
+    ASSERT(!c->ended);
     seg->call = c;
     seg->send_gen = 0;
-    if (c->ended) {
-        /* Nobody will send it: give it back at once. */
-        if (c->ops->on_seg_done) c->ops->on_seg_done(c, seg);
-        return;
-    }
     base_list_add_tail(&c->out, &seg->link);
     c->out_bytes += seg->len;
     c->timing.bytes_sent += seg->len;
@@ -235,7 +232,8 @@ void client_call_fail(struct client_call *c, int err, const char *msg)
         base_counter_inc(&c->cl->counters.cancels);
         client_conn_reset(c->conn, c, NGHTTP2_CANCEL);
     }
-    call_check_finish(c);
+    /* Finished from the call's task: never inside the typed call's hook that failed it. */
+    ring_task_defer(c->cl->core, &c->task);
 }
 
 void client_call_cancel(struct client_call *c)
@@ -433,9 +431,11 @@ void client_call_resume(struct client_call *c)
 /* Offers the held bytes again; the window reopens for what the typed call took. */
 static void drain_inbox(struct client_call *c)
 {
-    if (c->inbox_len == 0 || c->paused || c->local_err) return;
-    size_t used = call_feed(c, c->inbox, c->inbox_len);
-    if (c->local_err) return; /* the failure dropped the inbox */
+    /* Also with nothing held: a message end the deframer has not reported yet goes out. */
+    if (c->paused || c->local_err) return;
+    static const uint8_t nothing[1];
+    size_t used = call_feed(c, c->inbox_len > 0 ? c->inbox : nothing, c->inbox_len);
+    if (c->local_err || used == 0) return; /* a failure dropped the inbox */
     if (c->conn) client_conn_consume(c->conn, c, used);
     memmove(c->inbox, c->inbox + used, c->inbox_len - used);
     c->inbox_len -= used;
@@ -462,7 +462,8 @@ static void end_stream(struct client_call *c)
     while ((node = c->out.next) != &c->out) {
         client_conn_drop_seg(c->conn, BASE_CONTAINER_OF(node, struct client_seg, link));
     }
-    call_check_finish(c);
+    /* The task offers what the deframer still holds (a message end) before finishing. */
+    ring_task_defer(c->cl->core, &c->task);
 }
 
 void client_call_on_stream_close(struct client_call *c, uint32_t error_code)

@@ -11,6 +11,18 @@
 #include "proto/wire.h"
 
 #define RE_PREFIX "/build.bazel.remote.execution.v2."
+#define HEX_LEN   (2 * CLIENT_HASH_SIZE)
+
+/* One digest of a FindMissingBlobs request and its hex text. */
+struct find_entry {
+    Build__Bazel__Remote__Execution__V2__Digest d; /* the message */
+    char hex[HEX_LEN + 1];                         /* d.hash points here */
+};
+
+/* An element of the request's array of message pointers. */
+struct find_ptr {
+    Build__Bazel__Remote__Execution__V2__Digest *d; /* into a struct find_entry */
+};
 
 int client_cas_capabilities_start(struct client_unary *u, struct client_conn *conn,
                                   const char *instance, const struct client_call_options *o)
@@ -32,24 +44,24 @@ int client_cas_find_missing_start(struct client_unary *u, struct client_conn *co
                                   size_t count, const struct client_call_options *o)
 {
     if (count > CLIENT_CAS_FIND_MAX) return -EINVAL;
-    Build__Bazel__Remote__Execution__V2__Digest *ds = calloc(count ? count : 1, sizeof(*ds));
-    Build__Bazel__Remote__Execution__V2__Digest **ptrs = calloc(count ? count : 1, sizeof(*ptrs));
-    char *hex = calloc(count ? count : 1, 2 * CLIENT_HASH_SIZE + 1);
+    struct find_entry *es = calloc(count ? count : 1, sizeof(*es));
+    /* protobuf-c wants an array of pointers to the messages. */
+    struct find_ptr *ptrs = calloc(count ? count : 1, sizeof(*ptrs));
     int rc = -ENOMEM;
-    if (!ds || !ptrs || !hex) goto err_free;
+    if (!es || !ptrs) goto err_free;
     for (size_t i = 0; i < count; i++) {
-        build__bazel__remote__execution__v2__digest__init(&ds[i]);
-        char *h = hex + i * (2 * CLIENT_HASH_SIZE + 1);
-        proto_hex_encode(digests[i].hash, CLIENT_HASH_SIZE, h);
-        ds[i].hash = h;
-        ds[i].size_bytes = (int64_t)digests[i].size;
-        ptrs[i] = &ds[i];
+        build__bazel__remote__execution__v2__digest__init(&es[i].d);
+        proto_hex_encode(digests[i].hash, CLIENT_HASH_SIZE, es[i].hex);
+        es[i].d.hash = es[i].hex;
+        es[i].d.size_bytes = (int64_t)digests[i].size;
+        ptrs[i].d = &es[i].d;
     }
     Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest req;
     build__bazel__remote__execution__v2__find_missing_blobs_request__init(&req);
     req.instance_name = (char *)(uintptr_t)instance;
     req.n_blob_digests = count;
-    req.blob_digests = ptrs;
+    STATIC_ASSERT(sizeof(struct find_ptr) == sizeof(void *), "an array of pointers");
+    req.blob_digests = &ptrs->d;
     struct client_unary_options uo = {
         .call = *o,
         .path = RE_PREFIX "ContentAddressableStorage/FindMissingBlobs",
@@ -60,9 +72,8 @@ int client_cas_find_missing_start(struct client_unary *u, struct client_conn *co
     /* The request is packed at start: the temporary arrays can go right after. */
     rc = client_unary_start(u, conn, &uo);
 err_free:
-    free(hex);
     free(ptrs);
-    free(ds);
+    free(es);
     return rc;
 }
 
@@ -74,8 +85,8 @@ bool client_cas_is_missing(const struct client_unary *u, const struct client_dig
     for (size_t i = 0; i < r->n_missing_blob_digests; i++) {
         const Build__Bazel__Remote__Execution__V2__Digest *m = r->missing_blob_digests[i];
         uint8_t hash[CLIENT_HASH_SIZE];
-        if (!m || !m->hash || strlen(m->hash) != 2 * CLIENT_HASH_SIZE) continue;
-        if (proto_hex_decode(m->hash, 2 * CLIENT_HASH_SIZE, hash) < 0) continue;
+        if (!m || !m->hash || strlen(m->hash) != HEX_LEN) continue;
+        if (proto_hex_decode(m->hash, HEX_LEN, hash) < 0) continue;
         if (m->size_bytes == (int64_t)d->size && memcmp(hash, d->hash, CLIENT_HASH_SIZE) == 0) {
             return true;
         }

@@ -160,8 +160,9 @@ static int put_find_missing(struct client_sync *s, struct put_item *items, size_
             status = client_cli_exit_code(rc);
         }
     }
-    for (size_t j = 0; j < n && status == CLIENT_EXIT_OK; j++)
+    for (size_t j = 0; j < n && status == CLIENT_EXIT_OK; j++) {
         items[idx[j]].missing = missing[j];
+    }
 out:
     free(ds);
     free(idx);
@@ -295,8 +296,9 @@ static void print_capabilities(const Build__Bazel__Remote__Execution__V2__Server
 {
     const Build__Bazel__Semver__SemVer *lo = c->low_api_version;
     const Build__Bazel__Semver__SemVer *hi = c->high_api_version;
-    if (lo && hi)
+    if (lo && hi) {
         printf("api versions: %d.%d to %d.%d\n", lo->major, lo->minor, hi->major, hi->minor);
+    }
     const Build__Bazel__Remote__Execution__V2__CacheCapabilities *cc = c->cache_capabilities;
     if (!cc) {
         printf("cache: not served\n");
@@ -369,8 +371,9 @@ static void print_counters(const char *text, size_t len)
     printf("counters (GET /metrics, summed over cores):\n");
     for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
         double v;
-        if (client_cli_metric_sum(text, len, rows[i][0], &v))
+        if (client_cli_metric_sum(text, len, rows[i][0], &v)) {
             printf("  %-24s %.0f\n", rows[i][1], v);
+        }
     }
 }
 
@@ -399,8 +402,9 @@ int client_cli_stat(const struct client_cli_options *o)
     if (rc < 0 || h.status != 200) {
         (void)fprintf(stderr, "ringcas stat: GET /metrics: %s\n",
                       rc < 0 ? client_err_str(rc) : "unexpected HTTP status");
-        if (status == CLIENT_EXIT_OK)
+        if (status == CLIENT_EXIT_OK) {
             status = rc < 0 ? client_cli_exit_code(rc) : CLIENT_EXIT_FAILURE;
+        }
     } else {
         print_counters(h.body, h.body_len);
     }

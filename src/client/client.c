@@ -40,11 +40,12 @@ void client_deinit(struct client *cl)
     if (!cl) return;
     bool idle = client_is_idle(cl);
     ASSERT(idle);
-    ASSERT(base_counter_get(&cl->counters.streams) == 0);
+    uint64_t streams = base_counter_get(&cl->counters.streams);
+    ASSERT(streams == 0);
     /* Everything the libraries took came back: a leak here is a bug of ours. */
-    ASSERT(base_counter_get(&cl->h2_mem.blocks) == 0);
-    ASSERT(base_counter_get(&cl->pb_mem.blocks) == 0);
-    ASSERT(base_counter_get(&cl->zstd_mem.blocks) == 0);
+    uint64_t blocks = base_counter_get(&cl->h2_mem.blocks) + base_counter_get(&cl->pb_mem.blocks) +
+                      base_counter_get(&cl->zstd_mem.blocks);
+    ASSERT(blocks == 0);
     cl->core = NULL;
 }
 

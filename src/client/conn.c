@@ -331,7 +331,8 @@ static size_t out_room(const struct client_conn *conn)
 /* Copies <p>/<n> into out[], growing the last iovec when it is out[]'s. */
 static void out_append(struct client_conn *conn, const void *p, size_t n)
 {
-    ASSERT(n <= out_room(conn));
+    size_t room = out_room(conn);
+    ASSERT(n <= room);
     uint8_t *dst = conn->out + conn->out_len;
     memcpy(dst, p, n);
     conn->out_len += n;
@@ -501,7 +502,8 @@ static void take(struct client_conn *conn, struct client_call *c, size_t length)
 {
     /* Bounded by the frame's segs. */
     while (length > 0) {
-        ASSERT(!base_list_is_empty(&c->out));
+        bool empty = base_list_is_empty(&c->out);
+        ASSERT(!empty);
         struct client_seg *seg = BASE_CONTAINER_OF(c->out.next, struct client_seg, link);
         size_t k = seg->len < length ? seg->len : length;
         if (k <= CONN_COPY_MAX) {
@@ -789,7 +791,8 @@ static void close_task(struct ring_task *task)
 {
     struct client_conn *conn = BASE_CONTAINER_OF(task, struct client_conn, close_task);
     ASSERT(conn->calls_count == 0);
-    ASSERT(base_list_is_empty(&conn->sent));
+    bool sent_empty = base_list_is_empty(&conn->sent);
+    ASSERT(sent_empty);
     bool connecting = client_connect_is_busy(&conn->connect);
     ASSERT(!connecting);
     conn->state = CLIENT_CONN_IDLE;

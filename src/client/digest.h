@@ -11,7 +11,7 @@
 
 #include "base/assert.h"
 
-#define CLIENT_HASH_SIZE 32u
+#define CLIENT_HASH_SIZE ((size_t)32)
 /* "HASH/SIZE": 64 hex digits, '/', up to 19 digits, NUL. */
 #define CLIENT_DIGEST_TEXT_MAX (2 * CLIENT_HASH_SIZE + 1 + 20 + 1)
 

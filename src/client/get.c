@@ -93,12 +93,19 @@ static int64_t get_inflate(struct client_get *g, const uint8_t *p, size_t n)
     while (in.pos < in.size || full) {
         if (in.pos < in.size && g->call.paused) break;
         ZSTD_outBuffer out = { g->zout, g->zout_size, 0 };
+        size_t before = in.pos;
         size_t r = ZSTD_decompressStream(g->dctx, &out, &in);
         if (ZSTD_isError(r)) {
             client_call_fail(&g->call, -EBADMSG, "corrupt zstd stream from the server");
             return -EBADMSG;
         }
-        g->frame_done = r == 0;
+        /* 0: a frame ended and is flushed. Asked again with no input, the decoder waits for
+         * a next frame (r > 0) without having started one: that is still "done". */
+        if (r == 0) {
+            g->frame_done = true;
+        } else if (in.pos > before || out.pos > 0) {
+            g->frame_done = false;
+        }
         full = out.pos == out.size;
         if (out.pos > 0) {
             int rc = get_emit(g, g->zout, out.pos);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/parse.h"
 #include "ring/buf.h"
 
 static void http_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len);
@@ -91,8 +92,9 @@ static const char *find_header(const char *p, const char *end, const char *name,
         if ((size_t)(eol - line) > nlen && line[nlen] == ':' &&
             strncasecmp(line, name, nlen) == 0) {
             const char *v = line + nlen + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
+            while (v < eol && (*v == ' ' || *v == '\t')) {
                 v++;
+            }
             *vlen = (size_t)(eol - v);
             return v;
         }
@@ -101,38 +103,66 @@ static const char *find_header(const char *p, const char *end, const char *name,
     return NULL;
 }
 
-int client_http_parse(char *buf, size_t len, bool at_eof, int *status, const char **body,
-                      size_t *body_len, bool *complete)
+/* Parses "HTTP/1.x NNN" at the start of <buf>; the code, or -EPROTO. */
+static int status_code(const char *buf, size_t len)
 {
-    *complete = false;
+    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ') return -EPROTO;
+    int code = 0;
+    for (size_t i = 9; i < 12; i++) {
+        if (buf[i] < '0' || buf[i] > '9') return -EPROTO;
+        code = code * 10 + (buf[i] - '0');
+    }
+    return code;
+}
+
+/* The body's framing: chunked, Content-Length <*length>, or until the close. */
+enum body_kind {
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    BODY_CLOSE
+};
+
+static int body_kind(const char *head, const char *head_end, uint64_t *length)
+{
+    size_t vlen;
+    const char *te = find_header(head, head_end, "Transfer-Encoding", &vlen);
+    if (te && vlen >= 7 && strncasecmp(te + vlen - 7, "chunked", 7) == 0) return BODY_CHUNKED;
+    const char *cl = find_header(head, head_end, "Content-Length", &vlen);
+    if (!cl) return BODY_CLOSE;
+    char num[24];
+    if (vlen == 0 || vlen >= sizeof(num)) return -EPROTO;
+    memcpy(num, cl, vlen);
+    num[vlen] = '\0';
+    return base_parse_u64(num, length) < 0 ? -EPROTO : BODY_LENGTH;
+}
+
+int client_http_parse(char *buf, size_t len, bool at_eof, struct client_http_response *out)
+{
+    memset(out, 0, sizeof(*out));
     const char *head_end = memmem(buf, len, "\r\n\r\n", 4);
     if (!head_end) return at_eof ? -EPROTO : 0;
-    int code = 0;
-    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || sscanf(buf + 9, "%3d", &code) != 1) {
-        return -EPROTO;
-    }
-    *status = code;
-    char *b = (char *)(uintptr_t)head_end + 4;
+    int code = status_code(buf, len);
+    uint64_t want = 0;
+    int kind = body_kind(buf, head_end, &want);
+    if (code < 0 || kind < 0) return -EPROTO;
+    out->status = code;
+    char *b = buf + (head_end - buf) + 4;
     size_t have = len - (size_t)(b - buf);
-    size_t vlen;
-    const char *te = find_header(buf, head_end, "Transfer-Encoding", &vlen);
-    const char *cl = find_header(buf, head_end, "Content-Length", &vlen);
-    if (te && vlen >= 7 && strncasecmp(te + vlen - 7, "chunked", 7) == 0) {
-        int rc = dechunk(b, have, false, body_len);
+    if (kind == BODY_CHUNKED) {
+        int rc = dechunk(b, have, false, &out->body_len);
         if (rc < 0 || (rc == 0 && at_eof)) return -EPROTO;
-        *complete = rc == 1;
-        if (*complete) (void)dechunk(b, have, true, body_len);
-    } else if (cl) {
-        unsigned long long want = strtoull(cl, NULL, 10);
+        out->complete = rc == 1;
+        if (out->complete) (void)dechunk(b, have, true, &out->body_len);
+    } else if (kind == BODY_LENGTH) {
         if (have > want || (at_eof && have < want)) return -EPROTO;
-        *complete = have == want;
-        *body_len = have;
+        out->complete = have == want;
+        out->body_len = have;
     } else {
-        *complete = at_eof; /* close-delimited */
-        *body_len = have;
+        out->complete = at_eof;
+        out->body_len = have;
     }
-    if (*complete) b[*body_len] = '\0';
-    *body = b;
+    if (out->complete) b[out->body_len] = '\0';
+    out->body = b;
     return 0;
 }
 
@@ -148,10 +178,11 @@ static void http_finish(struct client_http *h, int err)
 static void http_take(struct client_http *h, const uint8_t *p, size_t len, bool at_eof)
 {
     if (h->len + len + 1 > h->size) {
-        size_t want = h->size ? h->size * 2 : 64 * 1024;
-        while (want < h->len + len + 1)
+        size_t want = h->size ? h->size * 2 : (size_t)64 * 1024;
+        while (want < h->len + len + 1) {
             want *= 2;
-        if (want > CLIENT_HTTP_BODY_MAX + 64 * 1024) {
+        }
+        if (want > CLIENT_HTTP_BODY_MAX + (size_t)64 * 1024) {
             http_finish(h, -EMSGSIZE);
             return;
         }
@@ -165,20 +196,17 @@ static void http_take(struct client_http *h, const uint8_t *p, size_t len, bool 
     }
     memcpy(h->buf + h->len, p, len);
     h->len += len;
-    int status = 0;
-    const char *body;
-    size_t body_len = 0;
-    bool complete;
-    int rc = client_http_parse(h->buf, h->len, at_eof, &status, &body, &body_len, &complete);
+    struct client_http_response r;
+    int rc = client_http_parse(h->buf, h->len, at_eof, &r);
     if (rc < 0) {
         http_finish(h, rc);
         return;
     }
-    if (!complete) return;
+    if (!r.complete) return;
     h->complete = true;
-    h->status = status;
-    h->body = body;
-    h->body_len = body_len;
+    h->status = r.status;
+    h->body = r.body;
+    h->body_len = r.body_len;
     http_finish(h, 0);
 }
 

@@ -60,11 +60,18 @@ void client_http_deinit(struct client_http *h);
 
 /*
  * Parses the response received so far in <buf>/<len> (<at_eof>: the server closed after
- * it). <*complete> tells whether it is whole; then the status code and the body (decoded in
- * place when chunked, and NUL-terminated: <buf> needs one spare byte) are set. Returns 0, or
+ * it) into <out>: whether it is whole, and then the status code and the body (decoded in
+ * place when chunked, and NUL-terminated: <buf> needs one spare byte). Returns 0, or
  * -EPROTO for a malformed or truncated response.
  */
-MUST_CHECK int client_http_parse(char *buf, size_t len, bool at_eof, int *status, const char **body,
-                                 size_t *body_len, bool *complete);
+struct client_http_response {
+    bool complete;    /* the response is whole; the fields below are set */
+    int status;       /* HTTP status code */
+    const char *body; /* inside the buffer, NUL-terminated */
+    size_t body_len;  /* bytes */
+};
+
+MUST_CHECK int client_http_parse(char *buf, size_t len, bool at_eof,
+                                 struct client_http_response *out);
 
 #endif /* RINGCAS_CLIENT_HTTP_H */

@@ -138,14 +138,15 @@ static void put_queue(struct client_put *p, struct client_put_slot *s, const uin
 {
     uint32_t tag = (uint32_t)(s - p->slots);
     const char *name = p->first_queued ? NULL : p->name;
+    uint8_t *hdr = name ? p->first_hdr : s->hdr;
     size_t hlen =
-        client_bytestream_write_header(s->hdr, name, p->name_len, (int64_t)p->sent_off, last, len);
+        client_bytestream_write_header(hdr, name, p->name_len, (int64_t)p->sent_off, last, len);
     p->first_queued = true;
     p->sent_off += len;
     p->free_slots--;
     p->next_slot = (p->next_slot + 1) % p->slot_count;
     s->segs_out = len > 0 ? 2 : 1;
-    s->hdr_seg.data = s->hdr;
+    s->hdr_seg.data = hdr;
     s->hdr_seg.len = hlen;
     s->hdr_seg.tag = tag;
     client_call_queue(&p->call, &s->hdr_seg);
@@ -351,8 +352,9 @@ int client_put_start(struct client_put *p, struct client_conn *conn,
     p->o.instance = NULL; /* borrowed: not kept past this call */
     p->next_slot = 0;
     p->free_slots = p->slot_count;
-    for (uint32_t i = 0; i < p->slot_count; i++)
+    for (uint32_t i = 0; i < p->slot_count; i++) {
         p->slots[i].segs_out = 0;
+    }
     p->reading = false;
     p->last_queued = false;
     p->first_queued = false;

@@ -66,8 +66,9 @@ struct client_put {
     int64_t committed_size;  /* WriteResponse.committed_size (valid when call.result.err == 0) */
     /* private: */
     struct client_put_options o;
-    char name[PROTO_RESOURCE_NAME_MAX + 1]; /* write resource name */
-    size_t name_len;                        /* its bytes */
+    char name[PROTO_RESOURCE_NAME_MAX + 1];     /* write resource name */
+    uint8_t first_hdr[CLIENT_WRITE_HEADER_MAX]; /* header of the message with the name */
+    size_t name_len;                            /* its bytes */
     struct client_put_slot slots[CLIENT_PUT_SLOTS_MAX];
     uint32_t raw_size;        /* allocated bytes of each slot's raw */
     size_t z_size;            /* allocated bytes of each slot's z */

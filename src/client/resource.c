@@ -86,8 +86,9 @@ void client_resource_uuid(char out[CLIENT_UUID_SIZE])
     if (n != (ssize_t)sizeof(b)) {
         /* No entropy yet (early boot): an upload id need only be unique, not secret. */
         uint64_t t = base_clock_now_ns() ^ base_clock_wall_ns();
-        for (size_t i = 0; i < sizeof(b); i++)
+        for (size_t i = 0; i < sizeof(b); i++) {
             b[i] = (uint8_t)(t >> ((i % 8) * 8)) ^ (uint8_t)(i * 151u);
+        }
     }
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */

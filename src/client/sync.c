@@ -158,8 +158,9 @@ int client_sync_find_missing(struct client_sync *s, const struct client_digest *
         return start_failed(r, rc, "FindMissingBlobs");
     }
     rc = wait_call(s, &u.call, &w, r);
-    for (size_t i = 0; rc == 0 && i < count; i++)
+    for (size_t i = 0; rc == 0 && i < count; i++) {
         missing[i] = client_cas_is_missing(&u, &digests[i]);
+    }
     client_unary_deinit(&u);
     return rc;
 }
