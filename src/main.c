@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/flags.h"
+#include "blob/fsck.h"
 #include "client/cli.h"
 #include "rpc/server.h"
 
@@ -28,6 +29,7 @@ static void usage(FILE *out)
              "  get HASH/SIZE [-o FILE]\n"
              "               download a blob (to stdout by default), verified\n"
              "  stat         a server's capabilities and counters\n"
+             "  fsck         check every record and blob of a data folder (offline)\n"
              "  --help       this text; `ringcas COMMAND --help` lists a command's flags\n"
              "  --version    print the version\n"
              "\n"
@@ -56,6 +58,12 @@ static int cmd_serve(int argc, char **argv)
         { "recv-buffer-size", BASE_FLAG_SIZE, &o.recv_buffer_size, "bytes per receive buffer",
           NULL },
         { "log-level", BASE_FLAG_STRING, &o.log_level, "error, warn, info or debug", "LEVEL" },
+        { "segment-size", BASE_FLAG_SIZE, &o.segment_size,
+          "segment file size (0: max-size / 8 per core, at most 256MiB)", NULL },
+        { "chunk-size", BASE_FLAG_SIZE, &o.chunk_size,
+          "logical chunk of stored blobs (power of two, 4KiB..1MiB)", NULL },
+        { "zstd-level", BASE_FLAG_U64, &o.zstd_level, "compression level of stored chunks", NULL },
+        { "direct-io", BASE_FLAG_BOOL, &o.direct_io, "O_DIRECT segment writes", "" },
         { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
     };
     size_t nflags = sizeof(flags) / sizeof(flags[0]);
@@ -175,6 +183,25 @@ static int cmd_stat(int argc, char **argv)
     return client_cli_stat(&o);
 }
 
+static int cmd_fsck(int argc, char **argv)
+{
+    const char *dir = "./ringcas-data";
+    bool help = false;
+    const struct base_flag flags[] = {
+        { "dir", BASE_FLAG_STRING, &dir, "data folder to check", "DIR" },
+        { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
+    };
+    size_t nflags = sizeof(flags) / sizeof(flags[0]);
+    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
+    if (help) {
+        printf("usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
+               "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n");
+        base_flags_print_help(flags, nflags, stdout);
+        return 0;
+    }
+    return blob_fsck_main(dir, stdout);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -194,6 +221,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "put") == 0) return cmd_put(argc - 2, argv + 2);
     if (strcmp(cmd, "get") == 0) return cmd_get(argc - 2, argv + 2);
     if (strcmp(cmd, "stat") == 0) return cmd_stat(argc - 2, argv + 2);
+    if (strcmp(cmd, "fsck") == 0) return cmd_fsck(argc - 2, argv + 2);
     (void)fprintf(stderr, "ringcas: unknown command '%s' (see ringcas --help)\n", cmd);
     return 2;
 }

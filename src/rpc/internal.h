@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "base/counter.h"
+#include "blob/store.h"
 #include "proto/alloc.h"
 #include "ring/conn.h"
 #include "ring/core.h"
@@ -53,6 +54,7 @@ struct rpc_counters {
 /* Server-wide settings, fixed before the cores start; read by every core. */
 struct rpc_config {
     struct rpc_server_options opts; /* what the operator asked for */
+    struct blob_store *store;       /* the storage engine, shared by every core */
     uint32_t read_timeout_ms;       /* per connection receive */
     uint32_t write_timeout_ms;      /* per connection send progress */
     uint32_t core_count;            /* cores the server runs */

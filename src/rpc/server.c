@@ -31,6 +31,10 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->recv_buffers = 1024;
     opts->recv_buffer_size = 64ULL * 1024;
     opts->log_level = "info";
+    opts->segment_size = 0;
+    opts->chunk_size = 256ULL * 1024;
+    opts->zstd_level = 1;
+    opts->direct_io = true;
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -60,10 +64,23 @@ static int core_init(struct ring_core *core, void *arg)
     proto_alloc_init(&rc->h2_mem);
     proto_alloc_init(&rc->pb_mem);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
+    int err = blob_core_init(cfg->store, core, &rc->blob);
+    if (err < 0) {
+        LOG_ERROR("core %u: blob_core_init: %s", ring_core_index(core), base_err_str(err));
+        free(rc);
+        return err;
+    }
     ring_core_set_app(core, rc);
     /* Other cores read the table (GET /metrics) while later cores are still starting. */
     __atomic_store_n(&cfg->cores[index], rc, __ATOMIC_RELEASE);
     return 0;
+}
+
+static void core_quiesce(struct ring_core *core, void *arg)
+{
+    (void)arg;
+    struct rpc_core *rc = ring_core_app(core);
+    blob_core_quiesce(rc->blob);
 }
 
 static void core_deinit(struct ring_core *core, void *arg)
@@ -76,6 +93,7 @@ static void core_deinit(struct ring_core *core, void *arg)
     uint64_t pb_bytes = base_counter_get(&rc->pb_mem.bytes);
     ASSERT(h2_bytes == 0);
     ASSERT(pb_bytes == 0);
+    blob_core_deinit(rc->blob);
     ring_core_set_app(core, NULL);
     /* Freed by free_cores once every core has stopped: another core may still be rendering
      * GET /metrics over this one's counters. */
@@ -87,6 +105,27 @@ static void free_cores(struct rpc_config *cfg)
         free(cfg->cores[i]);
     }
     free(cfg->cores);
+}
+
+/* Fills the engine's options from the operator's; segments shrink for small budgets. */
+static int store_options(const struct rpc_server_options *opts, uint32_t cores,
+                         struct blob_store_options *bo)
+{
+    blob_store_options_default(bo);
+    bo->dir = opts->dir;
+    bo->max_size = opts->max_size;
+    bo->cores_max = cores;
+    bo->chunk_size = (uint32_t)opts->chunk_size;
+    bo->zstd_level = (int)opts->zstd_level;
+    bo->direct_io = opts->direct_io;
+    bo->segment_size = opts->segment_size;
+    if (bo->segment_size == 0) {
+        uint64_t seg = opts->max_size / (8ULL * cores);
+        seg = seg > (256ULL << 20) ? (256ULL << 20) : seg;
+        bo->segment_size = seg & ~(uint64_t)(1024 * 1024 - 1);
+        if (bo->segment_size < 4ULL * bo->chunk_size) bo->segment_size = 4ULL * bo->chunk_size;
+    }
+    return blob_sync_parse(opts->sync, &bo->sync);
 }
 
 static int make_dir(const char *dir)
@@ -156,6 +195,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     so.drain_timeout_ms = opts->drain_timeout_ms;
     so.core.recv_buf_count = (uint32_t)opts->recv_buffers;
     so.core.recv_buf_size = (uint32_t)opts->recv_buffer_size;
+    char why[512] = "";
     struct rpc_config cfg = {
         .opts = *opts,
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
@@ -172,16 +212,29 @@ int rpc_server_run(const struct rpc_server_options *opts)
     struct rpc_metrics_source sources[4];
     cfg.source_count = rpc_counters_sources(&cfg, sources, ARRAY_LEN(sources));
     cfg.sources = sources;
+    struct blob_store_options bo;
+    if (store_options(opts, cfg.core_count, &bo) < 0) {
+        free_cores(&cfg);
+        return 1;
+    }
+    rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
+    if (rc < 0) {
+        (void)fprintf(stderr, "ringcas: cannot open the store: %s\n",
+                      why[0] ? why : base_err_str(rc));
+        free_cores(&cfg);
+        return 1;
+    }
     so.hooks.core_init = core_init;
+    so.hooks.core_quiesce = core_quiesce;
     so.hooks.core_deinit = core_deinit;
     so.hooks.on_accept = rpc_conn_accept;
     so.hooks.arg = &cfg;
     struct ring_server *srv;
-    char why[512] = "";
     rc = ring_server_start(&so, &srv, why, sizeof(why));
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
         free_cores(&cfg);
+        blob_store_close(cfg.store);
         return 1;
     }
     LOG_INFO("serving on %s:%u with %u cores, data in %s", host, ring_server_port(srv),
@@ -193,6 +246,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);
     free_cores(&cfg);
+    blob_store_close(cfg.store);
     if (rc < 0) {
         LOG_ERROR("stopped with errors: %s", base_err_str(rc));
         return 1;

@@ -5,6 +5,7 @@
 #ifndef RINGCAS_RPC_SERVER_H
 #define RINGCAS_RPC_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/assert.h"
@@ -21,6 +22,10 @@ struct rpc_server_options {
     uint64_t recv_buffers;     /* provided receive buffers per core */
     uint64_t recv_buffer_size; /* bytes per receive buffer */
     const char *log_level;     /* error | warn | info | debug */
+    uint64_t segment_size;     /* segment size, bytes; 0: picked from max_size and cores */
+    uint64_t chunk_size;       /* logical chunk of stored blobs, bytes */
+    uint64_t zstd_level;       /* compression level of stored chunks */
+    bool direct_io;            /* O_DIRECT segment writes */
 };
 
 void rpc_server_options_default(struct rpc_server_options *opts);

@@ -1,0 +1,73 @@
+/*
+ * Eviction: while the store is over its budget (max_size less one segment per core, so every
+ * active segment can still fill), the oldest sealed segment is deleted. Lookups miss it at once
+ * (its liveness is cleared first); its index entries are removed from its footer (or a scan,
+ * for an abandoned one), only where they still point into it, so a blob refreshed to the head
+ * survives; then the file is unlinked. Readers holding it keep their fd until they finish.
+ *
+ * Runs in the evictor thread (or inline in tests), never on a core: the blocking reads and the
+ * unlink stay off the serving path.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "blob/internal.h"
+
+struct evict_ctx {
+    struct blob_store *s; /* the store */
+    uint32_t seg32;       /* segment being evicted */
+    uint64_t removed;     /* entries removed */
+};
+
+static void evict_entry(void *ctx, const struct blob_footer_entry *e)
+{
+    struct evict_ctx *c = ctx;
+    struct blob_key k = { .kind = e->kind, .digest_fn = e->digest_fn, .size = e->size };
+    memcpy(k.hash, e->hash, BLOB_HASH_SIZE);
+    if (blob_index_remove_at(c->s->index, &k, c->seg32, e->off8)) c->removed++;
+}
+
+uint64_t blob_evict_segment(struct blob_store *s, struct blob_seg *seg)
+{
+    struct evict_ctx c = { .s = s, .seg32 = (uint32_t)seg->seq };
+    struct blob_visit v = { .io = s->io,
+                            .fd = seg->fd,
+                            .seq = seg->seq,
+                            .size = atomic_load(&seg->bytes),
+                            .fn = evict_entry,
+                            .ctx = &c };
+    int rc = blob_recover_visit(&v);
+    if (rc < 0) {
+        LOG_WARN("evicting segment %llu: %s; its entries go when looked up",
+                 (unsigned long long)seg->seq, base_err_str(rc));
+    }
+    return c.removed;
+}
+
+uint32_t blob_store_evict(struct blob_store *s)
+{
+    uint32_t n = 0;
+    uint64_t limit = blob_store_limit(s);
+    /* Bounded by the number of segments. */
+    while (atomic_load(&s->segs.disk_bytes) > limit) {
+        struct blob_seg *seg = blob_segment_take_oldest(&s->segs);
+        if (!seg) break;
+        uint64_t removed = blob_evict_segment(s, seg);
+        char name[32];
+        blob_format_seg_name(seg->seq, name, sizeof(name));
+        int rc = s->io->ops->unlink(s->io, name);
+        if (rc < 0) LOG_WARN("unlink %s: %s", name, base_err_str(rc));
+        atomic_fetch_add(&s->evicted_segments, 1);
+        atomic_fetch_add(&s->evicted_blobs, removed);
+        blob_segment_put(&s->segs, seg);
+        n++;
+    }
+    blob_segment_bury(&s->segs, s->io);
+    /* The cold part: what would be evicted if the store grew by a quarter of its budget. */
+    uint64_t disk = atomic_load(&s->segs.disk_bytes);
+    uint64_t grow = s->opts.max_size / 4;
+    blob_segment_update_cold(&s->segs, disk + grow > limit ? disk + grow - limit : 0);
+    return n;
+}

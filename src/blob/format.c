@@ -1,0 +1,140 @@
+/*
+ * Encoding and validation of the on-disk structures of format.h. Validation treats every
+ * byte as untrusted: it returns -EBADMSG and never asserts.
+ */
+#include "blob/format.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "base/clock.h"
+#include "blob/store.h"
+
+uint64_t blob_format_sum(const void *p, size_t len)
+{
+    return XXH3_64bits(p, len);
+}
+
+void blob_format_seg_header(struct blob_seg_header *h, uint64_t seq, uint32_t core)
+{
+    memset(h, 0, sizeof(*h));
+    h->magic = BLOB_SEG_MAGIC;
+    h->version = BLOB_FORMAT_VERSION;
+    h->block_size = BLOB_BLOCK_SIZE;
+    h->seq = seq;
+    h->created_ns = base_clock_wall_ns();
+    h->core = core;
+    h->checksum = blob_format_sum(h, offsetof(struct blob_seg_header, checksum));
+}
+
+int blob_format_check_seg_header(const struct blob_seg_header *h)
+{
+    if (h->magic != BLOB_SEG_MAGIC || h->version != BLOB_FORMAT_VERSION) return -EBADMSG;
+    if (h->block_size != BLOB_BLOCK_SIZE) return -EBADMSG;
+    if (h->checksum != blob_format_sum(h, offsetof(struct blob_seg_header, checksum))) {
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+void blob_format_record_header(struct blob_record_header *h, uint8_t type, uint8_t enc,
+                               const void *payload, uint32_t payload_len, uint32_t raw_len)
+{
+    ASSERT(type >= BLOB_RECORD_CHUNK && type <= BLOB_RECORD_FOOTER);
+    h->magic = BLOB_RECORD_MAGIC;
+    h->type = type;
+    h->version = BLOB_FORMAT_VERSION;
+    h->enc = enc;
+    h->reserved = 0;
+    h->payload_len = payload_len;
+    h->raw_len = raw_len;
+    h->payload_sum = blob_format_sum(payload, payload_len);
+    h->header_sum = blob_format_sum(h, offsetof(struct blob_record_header, header_sum));
+}
+
+int blob_format_check_record_header(const struct blob_record_header *h, uint64_t room)
+{
+    if (h->magic != BLOB_RECORD_MAGIC || h->version != BLOB_FORMAT_VERSION) return -EBADMSG;
+    if (h->header_sum != blob_format_sum(h, offsetof(struct blob_record_header, header_sum))) {
+        return -EBADMSG;
+    }
+    if (h->type < BLOB_RECORD_CHUNK || h->type > BLOB_RECORD_FOOTER) return -EBADMSG;
+    if (h->type == BLOB_RECORD_CHUNK && h->enc != BLOB_CHUNK_ZSTD && h->enc != BLOB_CHUNK_RAW) {
+        return -EBADMSG;
+    }
+    if (h->payload_len > room) return -EBADMSG;
+    return 0;
+}
+
+int blob_format_check_payload(const struct blob_record_header *h, const void *payload)
+{
+    return blob_format_sum(payload, h->payload_len) == h->payload_sum ? 0 : -EBADMSG;
+}
+
+int blob_format_check_commit(const struct blob_commit *c, uint64_t len)
+{
+    if (len < sizeof(*c) || blob_commit_payload_len(c->chunk_count) != len) return -EBADMSG;
+    if (c->kind != BLOB_KIND_CAS && c->kind != BLOB_KIND_AC) return -EBADMSG;
+    if (c->chunk_shift < 12 || c->chunk_shift > 20 || c->size > BLOB_SIZE_MAX) return -EBADMSG;
+    uint64_t chunk = 1ULL << c->chunk_shift;
+    if ((c->size + chunk - 1) / chunk != c->chunk_count) return -EBADMSG;
+    return 0;
+}
+
+void blob_format_trailer(struct blob_seg_trailer *t, uint64_t seq, uint64_t footer_off,
+                         uint64_t records_end, uint64_t count, uint64_t file_size)
+{
+    memset(t, 0, sizeof(*t));
+    t->magic = BLOB_TRAILER_MAGIC;
+    t->version = BLOB_FORMAT_VERSION;
+    t->seq = seq;
+    t->footer_off = footer_off;
+    t->records_end = records_end;
+    t->count = count;
+    t->file_size = file_size;
+    t->checksum = blob_format_sum(t, offsetof(struct blob_seg_trailer, checksum));
+}
+
+int blob_format_check_trailer(const struct blob_seg_trailer *t, uint64_t seq, uint64_t file_size)
+{
+    if (t->magic != BLOB_TRAILER_MAGIC || t->version != BLOB_FORMAT_VERSION) return -EBADMSG;
+    if (t->checksum != blob_format_sum(t, offsetof(struct blob_seg_trailer, checksum))) {
+        return -EBADMSG;
+    }
+    if (t->seq != seq || t->file_size != file_size) return -EBADMSG;
+    if (t->footer_off < BLOB_SEG_HEADER_SIZE || t->footer_off >= file_size) return -EBADMSG;
+    if (t->records_end > t->footer_off || t->footer_off % BLOB_RECORD_ALIGN != 0) return -EBADMSG;
+    return 0;
+}
+
+void blob_format_seg_name(uint64_t seq, char *out, size_t out_size)
+{
+    int n = snprintf(out, out_size, "seg-%016" PRIx64 ".rcs", seq);
+    ASSERT(n > 0 && (size_t)n < out_size);
+}
+
+int blob_format_parse_seg_name(const char *name, uint64_t *seq)
+{
+    if (strlen(name) != 24 || strncmp(name, "seg-", 4) != 0 || strcmp(name + 20, ".rcs") != 0) {
+        return -EINVAL;
+    }
+    uint64_t v = 0;
+    for (int i = 4; i < 20; i++) {
+        char c = name[i];
+        int digit;
+        if (c >= '0' && c <= '9') {
+            digit = c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            digit = c - 'a' + 10;
+        } else {
+            return -EINVAL;
+        }
+        v = (v << 4) | (uint64_t)(unsigned)digit;
+    }
+    *seq = v;
+    return 0;
+}

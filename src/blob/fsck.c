@@ -1,0 +1,286 @@
+/*
+ * The offline checker (see fsck.h). It reads every segment whole, so it is as slow as the
+ * disk; it shares the format's validators with recovery and the chunk decoder with readers.
+ *
+ * Sections: segments (scan and footer comparison), blobs (chunks, digests), the command.
+ */
+#include "blob/fsck.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "blob/chunk.h"
+#include "blob/digest.h"
+#include "blob/format.h"
+#include "blob/store.h"
+
+struct fsck_seg {
+    uint64_t seq;  /* segment number */
+    int fd;        /* open for reading */
+    uint64_t size; /* file size */
+};
+
+struct fsck {
+    struct blob_io *io;         /* the folder */
+    FILE *log;                  /* problems, one per line */
+    struct blob_fsck_report *r; /* the counts */
+    struct fsck_seg *segs;      /* every segment, by seq */
+    size_t segs_len;            /* used */
+    size_t segs_size;           /* capacity */
+    struct base_counter zmem;   /* zstd memory of the checker */
+    struct blob_chunk_ctx z;    /* decoder */
+    uint8_t *rec;               /* one chunk record */
+    uint8_t *raw;               /* its decoded bytes */
+};
+
+static void problem(struct fsck *f, uint64_t seq, uint64_t off, const char *what)
+{
+    if (f->log) {
+        (void)fprintf(f->log, "segment %llu offset %llu: %s\n", (unsigned long long)seq,
+                      (unsigned long long)off, what);
+    }
+}
+
+/* ---- segments ---- */
+
+static void add_name(void *ctx, const char *name)
+{
+    struct fsck *f = ctx;
+    uint64_t seq;
+    if (blob_format_parse_seg_name(name, &seq) < 0) return;
+    if (f->segs_len == f->segs_size) {
+        size_t size = f->segs_size ? f->segs_size * 2 : 64;
+        struct fsck_seg *n = realloc(f->segs, size * sizeof(*n));
+        if (!n) return;
+        f->segs = n;
+        f->segs_size = size;
+    }
+    f->segs[f->segs_len++] = (struct fsck_seg){ .seq = seq, .fd = -1 };
+}
+
+static int cmp_seg(const void *a, const void *b)
+{
+    const struct fsck_seg *x = a;
+    const struct fsck_seg *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static struct fsck_seg *seg_find(struct fsck *f, uint64_t seq)
+{
+    struct fsck_seg key = { .seq = seq };
+    return bsearch(&key, f->segs, f->segs_len, sizeof(key), cmp_seg);
+}
+
+/* ---- blobs ---- */
+
+/* Reads, checks and decodes chunk <i> of commit <c>; feeds the digest. 0 or -EBADMSG. */
+static int check_chunk(struct fsck *f, const struct blob_commit *c, uint32_t i,
+                       struct blob_digest *d)
+{
+    const struct blob_chunk_ref *ref = (const struct blob_chunk_ref *)(const void *)(c + 1) + i;
+    struct fsck_seg *s = seg_find(f, ref->seg);
+    uint64_t chunk = 1ULL << c->chunk_shift;
+    uint64_t raw = c->size - (uint64_t)i * chunk < chunk ? c->size - (uint64_t)i * chunk : chunk;
+    uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref->stored;
+    if (!s || s->fd < 0 || ref->stored > blob_chunk_raw_frame_size((uint32_t)chunk)) {
+        return -EBADMSG;
+    }
+    if (blob_io_pread_full(f->io, s->fd, f->rec, len, (uint64_t)ref->off8 * 8) < 0) return -EBADMSG;
+    const struct blob_record_header *h = (const void *)f->rec;
+    if (blob_format_check_record_header(h, ref->stored) < 0 || h->type != BLOB_RECORD_CHUNK ||
+        h->payload_len != ref->stored || h->raw_len != raw ||
+        blob_format_check_payload(h, f->rec + sizeof(*h)) < 0) {
+        return -EBADMSG;
+    }
+    if (blob_chunk_decode(&f->z, h, f->rec + sizeof(*h), f->raw, chunk) < 0) return -EBADMSG;
+    blob_digest_update(d, f->raw, raw);
+    return 0;
+}
+
+static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct blob_commit *c)
+{
+    struct blob_digest d;
+    if (blob_digest_init(&d, c->digest_fn) < 0) {
+        f->r->bad_blobs++;
+        problem(f, seq, off, "unknown digest function");
+        return;
+    }
+    int rc = 0;
+    for (uint32_t i = 0; i < c->chunk_count && rc == 0; i++) {
+        rc = check_chunk(f, c, i, &d);
+    }
+    uint8_t hash[BLOB_HASH_SIZE];
+    blob_digest_final(&d, hash);
+    blob_digest_deinit(&d);
+    if (rc < 0) {
+        f->r->bad_blobs++;
+        problem(f, seq, off, "a chunk is missing or corrupt");
+        return;
+    }
+    if (c->kind == BLOB_KIND_CAS && memcmp(hash, c->hash, BLOB_HASH_SIZE) != 0) {
+        f->r->bad_blobs++;
+        problem(f, seq, off, "digest mismatch");
+        return;
+    }
+    f->r->blobs_ok++;
+}
+
+/* ---- scanning ---- */
+
+struct seg_scan {
+    uint64_t commits;   /* commit records seen */
+    uint64_t end;       /* end of the valid records */
+    bool stopped_early; /* an invalid record before the end */
+};
+
+static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, struct seg_scan *out)
+{
+    uint64_t off = BLOB_SEG_HEADER_SIZE;
+    size_t buf_size = 4096;
+    uint8_t *buf = malloc(buf_size);
+    if (!buf) return -ENOMEM;
+    /* Bounded by <limit>: each record advances at least its header. */
+    while (off + sizeof(struct blob_record_header) <= limit) {
+        struct blob_record_header h;
+        if (blob_io_pread_full(f->io, s->fd, &h, sizeof(h), off) < 0 ||
+            blob_format_check_record_header(&h, limit - off - sizeof(h)) < 0) {
+            break;
+        }
+        if (h.type == BLOB_RECORD_FOOTER) break;
+        if (h.payload_len > buf_size) {
+            uint8_t *n = realloc(buf, h.payload_len);
+            if (!n) break;
+            buf = n;
+            buf_size = h.payload_len;
+        }
+        if (blob_io_pread_full(f->io, s->fd, buf, h.payload_len, off + sizeof(h)) < 0 ||
+            blob_format_check_payload(&h, buf) < 0) {
+            break;
+        }
+        f->r->records++;
+        if (h.type == BLOB_RECORD_COMMIT) {
+            out->commits++;
+            const struct blob_commit *c = (const void *)buf;
+            if (blob_format_check_commit(c, h.payload_len) < 0) {
+                f->r->bad_blobs++;
+                problem(f, s->seq, off, "malformed commit");
+            } else {
+                check_blob(f, s->seq, off, c);
+            }
+        }
+        off += blob_record_size(h.payload_len);
+    }
+    free(buf);
+    out->end = off;
+    out->stopped_early = off + sizeof(struct blob_record_header) <= limit;
+    return 0;
+}
+
+/* Reads the trailer; returns true with the records' end and the footer's count when valid. */
+static bool read_trailer(struct fsck *f, struct fsck_seg *s, struct blob_seg_trailer *t)
+{
+    if (s->size < 2ULL * BLOB_BLOCK_SIZE || s->size % BLOB_BLOCK_SIZE != 0) return false;
+    if (blob_io_pread_full(f->io, s->fd, t, sizeof(*t), s->size - sizeof(*t)) < 0) return false;
+    return blob_format_check_trailer(t, s->seq, s->size) == 0;
+}
+
+static void check_segment(struct fsck *f, struct fsck_seg *s)
+{
+    struct blob_seg_header h;
+    f->r->bytes += s->size;
+    if (s->size < BLOB_SEG_HEADER_SIZE) {
+        f->r->torn_tails++; /* created, never written: recovery deletes it */
+        return;
+    }
+    if (blob_io_pread_full(f->io, s->fd, &h, sizeof(h), 0) < 0 ||
+        blob_format_check_seg_header(&h) < 0 || h.seq != s->seq) {
+        f->r->bad_segments++;
+        problem(f, s->seq, 0, "invalid header");
+        return;
+    }
+    struct blob_seg_trailer t;
+    bool sealed = read_trailer(f, s, &t);
+    struct seg_scan sc = { 0 };
+    (void)scan_records(f, s, sealed ? t.records_end : s->size, &sc);
+    if (!sealed) {
+        f->r->torn_tails += sc.stopped_early ? 1 : 0;
+        return;
+    }
+    f->r->sealed++;
+    if (sc.stopped_early || sc.end != t.records_end) {
+        f->r->corrupt_records++;
+        problem(f, s->seq, sc.end, "corrupt record");
+    }
+    if (sc.commits != t.count) {
+        f->r->bad_segments++;
+        problem(f, s->seq, t.footer_off, "footer does not list the commit records");
+    }
+}
+
+int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
+{
+    memset(out, 0, sizeof(*out));
+    struct fsck f = { .io = io, .log = log, .r = out };
+    int rc = io->ops->list(io, add_name, &f);
+    if (rc < 0) return rc;
+    if (f.segs_len > 1) qsort(f.segs, f.segs_len, sizeof(*f.segs), cmp_seg);
+    rc = blob_chunk_ctx_init(&f.z, 1, &f.zmem);
+    f.rec = malloc(blob_chunk_record_bound(1U << 20));
+    f.raw = malloc(1U << 20);
+    if (rc < 0 || !f.rec || !f.raw) rc = -ENOMEM;
+    for (size_t i = 0; i < f.segs_len && rc == 0; i++) {
+        char name[32];
+        blob_format_seg_name(f.segs[i].seq, name, sizeof(name));
+        if (io->ops->open(io, name, O_RDONLY, &f.segs[i].fd) < 0 ||
+            io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0) {
+            f.segs[i].size = 0;
+        }
+    }
+    for (size_t i = 0; i < f.segs_len && rc == 0; i++) {
+        out->segments++;
+        check_segment(&f, &f.segs[i]);
+    }
+    for (size_t i = 0; i < f.segs_len; i++) {
+        if (f.segs[i].fd >= 0) (void)io->ops->close(io, f.segs[i].fd);
+    }
+    blob_chunk_ctx_deinit(&f.z);
+    free(f.rec);
+    free(f.raw);
+    free(f.segs);
+    return rc;
+}
+
+void blob_fsck_print(const struct blob_fsck_report *r, const char *dir, FILE *out)
+{
+    bool bad = r->corrupt_records || r->bad_blobs || r->bad_segments;
+    (void)fprintf(out,
+                  "fsck %s: %s: %" PRIu64 " segments (%" PRIu64 " sealed, %" PRIu64
+                  " bytes), %" PRIu64 " records, %" PRIu64 " blobs ok, %" PRIu64
+                  " corrupt records, %" PRIu64 " bad blobs, %" PRIu64 " bad segments, %" PRIu64
+                  " torn tails\n",
+                  dir, bad ? "CORRUPT" : "ok", r->segments, r->sealed, r->bytes, r->records,
+                  r->blobs_ok, r->corrupt_records, r->bad_blobs, r->bad_segments, r->torn_tails);
+}
+
+int blob_fsck_main(const char *dir, FILE *out)
+{
+    struct blob_io *io;
+    int rc = blob_io_real_create(dir, &io);
+    if (rc < 0) {
+        (void)fprintf(out, "fsck %s: cannot open the folder: %s\n", dir, base_err_str(rc));
+        return 2;
+    }
+    struct blob_fsck_report r;
+    rc = blob_fsck_run(io, &r, out);
+    blob_io_real_destroy(io);
+    if (rc < 0) {
+        (void)fprintf(out, "fsck %s: %s\n", dir, base_err_str(rc));
+        return 2;
+    }
+    blob_fsck_print(&r, dir, out);
+    return (r.corrupt_records || r.bad_blobs || r.bad_segments) ? 1 : 0;
+}

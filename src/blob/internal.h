@@ -1,0 +1,327 @@
+/*
+ * What the files of src/blob share: the store, the per-core engine, the shared segment
+ * table, the per-core segment writer, uploads, readers. Only src/blob and its tests include
+ * this header.
+ *
+ * Locking (the only shared state is the index and the segment table):
+ * - the index has one mutex per stripe (index.c);
+ * - the segment table has one mutex for its slots, states and the graveyard; a segment's
+ *   liveness is also published in an atomic array so lookups read it without the lock;
+ * - everything else (writers, uploads, readers, refreshes) belongs to one core and is touched
+ *   on that core's thread only; the evictor thread touches only the index and the table.
+ */
+#ifndef RINGCAS_BLOB_INTERNAL_H
+#define RINGCAS_BLOB_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/list.h"
+#include "blob/chunk.h"
+#include "blob/digest.h"
+#include "blob/format.h"
+#include "blob/index.h"
+#include "blob/io.h"
+#include "blob/store.h"
+#include "ring/core.h"
+
+/* ---- the shared segment table (segment.c) ---- */
+
+enum blob_seg_state {
+    BLOB_SEG_ACTIVE = 1,    /* a core appends to it */
+    BLOB_SEG_SEALED = 2,    /* footer and trailer written */
+    BLOB_SEG_ABANDONED = 3, /* a write or fsync failed: kept for what was acknowledged */
+    BLOB_SEG_DEAD = 4,      /* evicted or dropped: unlinked, waiting for its last reference */
+};
+
+struct blob_seg {
+    uint64_t seq;           /* store-wide number */
+    int fd;                 /* buffered read-only fd, closed with the last reference */
+    _Atomic uint64_t bytes; /* bytes on disk */
+    _Atomic uint32_t refs;  /* the table's reference + readers' */
+    uint8_t state;          /* enum blob_seg_state, under the table lock */
+    struct base_list link;  /* graveyard link once dead and unreferenced */
+};
+
+struct blob_segs {
+    pthread_mutex_t lock;        /* slots, states, graveyard, next_seq */
+    struct blob_seg **slots;     /* by seq & (cap - 1) */
+    _Atomic uint64_t *alive;     /* seq of the live segment in each slot, 0 when none */
+    uint32_t cap;                /* power of two */
+    uint32_t count;              /* live segments */
+    uint64_t next_seq;           /* next seq to hand out */
+    _Atomic uint64_t disk_bytes; /* bytes of every live segment */
+    _Atomic uint64_t cold_below; /* segments with a lower seq are in the cold (oldest) part */
+    struct base_list graveyard;  /* dead segments whose fd waits to be closed off the cores */
+};
+
+MUST_CHECK int blob_segment_table_init(struct blob_segs *t, uint32_t cap);
+/* Closes every fd (blocking) and frees the table. */
+void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io);
+/* Hands out the next seq whose slot is free; 0 when the table is full. */
+uint64_t blob_segment_next_seq(struct blob_segs *t);
+/* Raises next_seq past <seq> (recovery). */
+void blob_segment_seen_seq(struct blob_segs *t, uint64_t seq);
+/* Adds a live segment (the table holds one reference); returns it or NULL (no memory/slot). */
+struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uint64_t bytes,
+                                  enum blob_seg_state state);
+/* True when segment <seg32> (low 32 bits of a seq) is live. Lock-free; any thread. */
+bool blob_segment_is_alive(struct blob_segs *t, uint32_t seg32);
+/* Takes a reference to live segment <seg32>, or NULL. Any thread. */
+struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32);
+/* Drops a reference; the last one of a dead segment moves it to the graveyard. */
+void blob_segment_put(struct blob_segs *t, struct blob_seg *seg);
+/* Sets the state of a live segment and its size. */
+void blob_segment_set(struct blob_segs *t, struct blob_seg *seg, enum blob_seg_state state,
+                      uint64_t bytes);
+/* Updates a live segment's size. */
+void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t bytes);
+/*
+ * Picks the oldest sealed or abandoned segment, marks it dead (lookups miss at once) and
+ * returns it with a reference, or NULL.
+ */
+struct blob_seg *blob_segment_take_oldest(struct blob_segs *t);
+/* Marks a live segment dead (a corrupt or unreadable one) and drops the table's reference. */
+void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg);
+/* Closes the fds of the graveyard (blocking; off the cores). */
+void blob_segment_bury(struct blob_segs *t, struct blob_io *io);
+/* Recomputes cold_below so that the oldest <cold_bytes> of sealed data count as cold. */
+void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes);
+
+/* ---- the store (store.c) ---- */
+
+struct blob_store {
+    struct blob_store_options opts;    /* as opened; dir points at <dir> */
+    char *dir;                         /* owned copy */
+    struct blob_io *io;                /* the seam */
+    bool io_owned;                     /* the real backend was created by open */
+    struct blob_index *index;          /* shared */
+    struct blob_segs segs;             /* shared */
+    _Atomic uint64_t commit_seq;       /* next commit number */
+    uint32_t chunk_shift;              /* log2(opts.chunk_size) */
+    _Atomic uint32_t cores;            /* cores initialised */
+    pthread_mutex_t evict_lock;        /* guards the evictor's flags */
+    pthread_cond_t evict_cond;         /* wakes the evictor */
+    bool evict_stop;                   /* the evictor must end */
+    bool evict_kick;                   /* a segment was sealed or created */
+    bool evict_running;                /* the thread exists */
+    pthread_t evict_thread;            /* runs blob_store_evict */
+    _Atomic uint64_t evicted_segments; /* stats */
+    _Atomic uint64_t evicted_blobs;    /* stats */
+    _Atomic uint64_t dropped_corrupt;  /* stats */
+};
+
+/* Tells the evictor the segment set changed (wakes the thread, or evicts inline). */
+void blob_store_changed(struct blob_store *s);
+/* Bytes the eviction keeps free: every core's active segment may still fill. */
+uint64_t blob_store_limit(const struct blob_store *s);
+/* Drops <k> at <loc> from the index after a corrupt record was read. */
+void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
+                             const struct blob_loc *loc);
+
+/* ---- the per-core writer (writer.c) ---- */
+
+struct blob_writer;
+
+/* A commit record waiting to be written and synced. */
+struct blob_pending {
+    struct base_list link;                         /* on one of the writer's lists */
+    uint64_t end;                                  /* file offset just past the commit record */
+    void (*done)(struct blob_pending *p, int res); /* on the core's thread */
+};
+
+/* Someone waiting for room in the write buffer (or for a segment). */
+struct blob_waiter {
+    struct base_list link;                      /* on the writer's waiter list */
+    void (*fn)(struct blob_waiter *w, int res); /* 0: try again; <0: the writer failed */
+};
+
+enum blob_writer_state {
+    BLOB_W_NONE = 0, /* no segment: the next reservation opens one */
+    BLOB_W_OPENING,  /* opening the files, fsyncing the folder */
+    BLOB_W_READY,    /* appending */
+    BLOB_W_SEALING,  /* flushing, writing the footer, syncing */
+    BLOB_W_FAILING,  /* a write or fsync failed: waiting for the other op, then abandon */
+};
+
+/* Write buffers per core: one filling, the others in flight or free. */
+#define BLOB_WBUFS 4
+
+enum blob_wbuf_state {
+    BLOB_WBUF_FREE = 0, /* unused */
+    BLOB_WBUF_FILL,     /* records are appended here (the writer's cur) */
+    BLOB_WBUF_FLIGHT,   /* its write is in flight */
+    BLOB_WBUF_DONE,     /* its write completed; retired in issue order */
+};
+
+/* One aligned write buffer and the write that sends it. */
+struct blob_wbuf {
+    uint8_t *mem;           /* buf_size bytes, block-aligned */
+    uint64_t base;          /* file offset of mem[0], block-aligned */
+    uint32_t len;           /* bytes appended */
+    uint8_t state;          /* enum blob_wbuf_state */
+    bool partial;           /* its write ends in a block the next buffer writes again */
+    uint32_t wlen;          /* bytes of its write (whole blocks) */
+    uint64_t end;           /* logical end its write covers */
+    uint32_t retries;       /* resubmissions after -EAGAIN */
+    struct blob_aio aio;    /* the write */
+    struct blob_io_req req; /* kept to resubmit */
+    struct blob_writer *w;  /* owner */
+};
+
+struct blob_writer {
+    struct blob_core *bc;              /* owner */
+    uint8_t state;                     /* enum blob_writer_state */
+    struct blob_seg *seg;              /* the active segment (table reference), or NULL */
+    uint64_t seq;                      /* its seq */
+    int wfd;                           /* write fd (O_DIRECT when possible), -1 when none */
+    int rfd;                           /* read fd handed to the table */
+    bool direct;                       /* wfd has O_DIRECT */
+    char name[32];                     /* file name being opened */
+    uint8_t open_step;                 /* where the opening sequence is (writer.c open_step) */
+    uint64_t end;                      /* logical end: where the next record goes */
+    struct blob_wbuf bufs[BLOB_WBUFS]; /* in a ring: oldest .. cur */
+    uint32_t buf_size;                 /* bytes per buffer */
+    uint32_t cur;                      /* the buffer being filled */
+    uint32_t oldest;                   /* the oldest buffer not yet retired (== cur when none) */
+    uint32_t flights;                  /* writes in flight */
+    uint64_t flushed;                  /* logical end handed to writes */
+    uint64_t written;                  /* logical end whose writes (all before it) completed */
+    uint32_t ctl_len;                  /* length of the footer write */
+    bool sync_busy;                    /* an fdatasync is in flight */
+    struct blob_aio sync_aio;          /* the fdatasync */
+    struct blob_aio ctl_aio;           /* open, folder fsync, footer write, close */
+    uint8_t *footer_buf;               /* the footer being written at seal */
+    bool sealing_synced;               /* the seal's first fdatasync (of the records) went out */
+    struct base_list wait_write;       /* pendings whose record is not written yet */
+    struct base_list wait_sync;        /* pendings written, not yet in an fsync */
+    struct base_list syncing;          /* pendings covered by the fsync in flight */
+    struct base_list waiters;          /* struct blob_waiter: room wanted */
+    struct blob_footer_entry *foot;    /* commit records in the active segment */
+    uint32_t foot_len;                 /* entries used */
+    uint32_t foot_size;                /* capacity */
+    bool want_sync;                    /* quiesce: sync what was written */
+    int err;                           /* the last open failure, reported to waiters */
+    struct ring_task kick_task;        /* end-of-iteration flush and group commit */
+};
+
+MUST_CHECK int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_size);
+void blob_writer_deinit(struct blob_writer *w);
+/* Opens the first segment ahead of the first upload (asynchronous). */
+void blob_writer_start(struct blob_writer *w);
+/*
+ * Reserves <len> bytes (8-aligned start) for a record of the active segment. Returns a
+ * pointer and sets <off> and <seq>, or NULL with *<err> = -EINPROGRESS (queue a waiter with
+ * blob_writer_wait: no room now) or another -errno. <commit> counts one footer entry more.
+ */
+uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, uint64_t *off,
+                             uint64_t *seq, int *err);
+/* Keeps <used> (<= the reserved length) bytes of the last reservation. */
+void blob_writer_commit(struct blob_writer *w, uint32_t used);
+/* Queues <wt>; its fn runs when room may be there (or the writer failed). */
+void blob_writer_wait(struct blob_writer *w, struct blob_waiter *wt);
+/* Removes a queued waiter (abort). */
+void blob_writer_unwait(struct blob_writer *w, struct blob_waiter *wt);
+/* Lists a commit record in the active segment's footer. */
+MUST_CHECK int blob_writer_add_footer(struct blob_writer *w, const struct blob_footer_entry *e);
+/* Queues <p> until its record is durable per the sync policy; p->done runs later. */
+void blob_writer_add_pending(struct blob_writer *w, struct blob_pending *p);
+/* Flushes and syncs what is buffered (quiesce). */
+void blob_writer_flush(struct blob_writer *w);
+bool blob_writer_is_idle(const struct blob_writer *w);
+
+/* ---- the per-core engine (store.c) ---- */
+
+struct blob_core {
+    struct blob_store *s;          /* the store */
+    struct ring_core *ring;        /* this core's loop (NULL with the simulator) */
+    uint32_t index;                /* core number */
+    struct blob_counters counters; /* per core */
+    struct blob_chunk_ctx zctx;    /* compression */
+    struct blob_writer writer;     /* the active segment */
+    struct base_list uploads;      /* struct blob_upload.link */
+    struct base_list readers;      /* struct blob_reader.link */
+    struct base_list refreshes;    /* struct blob_refresh.link */
+    uint32_t uploads_len;          /* open uploads (admission) */
+    uint32_t readers_len;          /* open readers (admission) */
+    uint32_t refreshes_len;        /* refreshes in progress */
+    uint32_t disk_reads;           /* reads in flight (admission) */
+    bool quiescing;                /* no new uploads */
+};
+
+/* The engine's helpers for the seam. */
+static inline int blob_core_submit(struct blob_core *bc, struct blob_aio *a,
+                                   const struct blob_io_req *req)
+{
+    return blob_io_submit(bc->s->io, bc->ring, a, req);
+}
+
+static inline void blob_core_defer(struct blob_core *bc, struct ring_task *t)
+{
+    bc->s->io->ops->defer(bc->s->io, bc->ring, t);
+}
+
+/* A write or fsync of segment <seq> failed: uploads with chunks there fail with <err>. */
+void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err);
+/* Queues a refresh of <k> found at <v> (bounded; skipped when full or already queued). */
+void blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
+                        const struct blob_index_value *v);
+/* True when <v> lies in the cold part of the log. */
+bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v);
+/* Looks <k> up, checking that its segments are alive. */
+bool blob_store_lookup(struct blob_store *s, const struct blob_key *k,
+                       struct blob_index_value *out);
+
+/* ---- uploads (upload.c) ---- */
+
+/* Internal copy-mode upload of stored records (refresh): no hashing, index_move at the end. */
+MUST_CHECK int blob_upload_begin_copy(struct blob_core *bc, const struct blob_key *k,
+                                      const struct blob_loc *from, struct blob_upload **out);
+/* Appends one stored chunk record (header + payload) as is; -EINPROGRESS with <cb> later. */
+MUST_CHECK int blob_upload_append_record(struct blob_upload *u, const uint8_t *rec, uint32_t len,
+                                         blob_done_fn *cb, void *ctx);
+/* Marks every upload of <bc> with a chunk in segment <seq> as failed with <err>. */
+void blob_upload_fail_segment(struct blob_core *bc, uint64_t seq, int err);
+
+/* ---- readers (reader.c) ---- */
+
+/* Opens a reader that yields stored chunk records (header + payload) as they are. */
+MUST_CHECK int blob_read_open_records(struct blob_core *bc, const struct blob_key *k,
+                                      struct blob_reader **out);
+
+/* ---- refresh (refresh.c) ---- */
+
+struct blob_refresh;
+void blob_refresh_cancel_all(struct blob_core *bc);
+
+/* ---- recovery and eviction (recover.c, evict.c) ---- */
+
+/* Reads footers and scans tails into the index and the table. Blocking. */
+MUST_CHECK int blob_recover_run(struct blob_store *s, char *why, size_t why_size);
+/* Removes the index entries of dead segment <seg> (footer or scan). Blocking. */
+uint64_t blob_evict_segment(struct blob_store *s, struct blob_seg *seg);
+
+typedef void blob_commit_visit_fn(void *ctx, const struct blob_footer_entry *e);
+
+/* A visit of one segment's commit records (blob_recover_visit). */
+struct blob_visit {
+    struct blob_io *io;       /* in: the seam */
+    int fd;                   /* in: the segment, open for reading */
+    uint64_t seq;             /* in: its number (checked against the header) */
+    uint64_t size;            /* in: its size */
+    blob_commit_visit_fn *fn; /* in: called per commit record */
+    void *ctx;                /* in: fn's argument */
+    uint64_t end;             /* out: just past the last valid record */
+    bool sealed;              /* out: read from a valid footer (else scanned) */
+};
+
+/*
+ * Calls v->fn for each commit record of the segment: from the footer when the trailer is
+ * valid, else by scanning records from the header, stopping at the first invalid one.
+ * Returns 0 or -errno (a read error; -EBADMSG for an invalid header).
+ */
+MUST_CHECK int blob_recover_visit(struct blob_visit *v);
+
+#endif /* RINGCAS_BLOB_INTERNAL_H */

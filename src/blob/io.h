@@ -1,0 +1,124 @@
+/*
+ * The I/O seam: every file operation of the engine goes through a table of functions, so a
+ * deterministic simulated backend (io_sim.h) can stand in for the disk in tests, hold
+ * unsynced writes in memory, lose or tear them at a simulated power loss, and fail the N-th
+ * operation.
+ *
+ * Two halves:
+ * - blocking calls (open, pread, pwrite, fdatasync, ftruncate, unlink, list...) for start-up
+ *   recovery, fsck and the evictor thread, which never run on a core's loop;
+ * - asynchronous requests on a core (read, write, fdatasync, open, close, directory fsync),
+ *   completed by calling blob_aio.fn on the core's thread; the real backend submits them on
+ *   the core's io_uring (ring_op_get / ring_op_sqe / ring_op_commit), so no core blocks.
+ *
+ * File names are relative to the store's folder; the backend holds the folder.
+ */
+#ifndef RINGCAS_BLOB_IO_H
+#define RINGCAS_BLOB_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/assert.h"
+#include "ring/core.h"
+
+struct blob_io;
+struct blob_aio;
+
+enum blob_io_opcode {
+    BLOB_IO_READ = 1,  /* res: bytes read */
+    BLOB_IO_WRITE,     /* res: bytes written (a short count is an error to the engine) */
+    BLOB_IO_FDATASYNC, /* res: 0 */
+    BLOB_IO_OPEN,      /* res: the new fd */
+    BLOB_IO_CLOSE,     /* res: 0 */
+    BLOB_IO_FSYNC_DIR, /* res: 0: the folder's entries are durable */
+    BLOB_IO_FALLOCATE, /* res: 0: [off, off + len) allocated, the size unchanged (KEEP_SIZE) */
+};
+
+/* Completion of an asynchronous request; runs on the core's thread. */
+typedef void blob_aio_fn(struct blob_aio *a, int32_t res);
+
+/* One asynchronous request, embedded in the caller's object. */
+struct blob_aio {
+    blob_aio_fn *fn; /* completion */
+    void *ctx;       /* the caller's object */
+    /* private: */
+    void *handle; /* the backend's op while in flight, else NULL */
+};
+
+struct blob_io_req {
+    uint8_t op;       /* enum blob_io_opcode */
+    int fd;           /* READ, WRITE, FDATASYNC, CLOSE, FALLOCATE */
+    void *buf;        /* READ/WRITE memory: the backend's until completion */
+    uint32_t len;     /* READ/WRITE bytes */
+    uint64_t off;     /* READ/WRITE file offset; FALLOCATE: the length to allocate */
+    const char *name; /* OPEN: file name, valid until completion */
+    int flags;        /* OPEN: open(2) flags */
+};
+
+/* Called for each file name of the folder by blob_io_ops.list. */
+typedef void blob_io_name_fn(void *ctx, const char *name);
+
+struct blob_io_ops {
+    /* Blocking; any thread but a core's. Return 0 / a count, or -errno. */
+    int (*open)(struct blob_io *io, const char *name, int flags, int *fd);
+    int (*close)(struct blob_io *io, int fd);
+    int64_t (*pread)(struct blob_io *io, int fd, void *buf, size_t len, uint64_t off);
+    int64_t (*pwrite)(struct blob_io *io, int fd, const void *buf, size_t len, uint64_t off);
+    int (*fdatasync)(struct blob_io *io, int fd);
+    int (*ftruncate)(struct blob_io *io, int fd, uint64_t size);
+    int (*fsize)(struct blob_io *io, int fd, uint64_t *size);
+    int (*unlink)(struct blob_io *io, const char *name);
+    int (*rename)(struct blob_io *io, const char *from, const char *to);
+    int (*fsync_dir)(struct blob_io *io);
+    int (*list)(struct blob_io *io, blob_io_name_fn *fn, void *ctx);
+    /*
+     * Asynchronous, on <core>'s thread (<core> is NULL with the simulated backend). Returns
+     * 0 and a->fn runs later (never inside this call), or -EAGAIN when the core's op table
+     * is full, with nothing submitted.
+     */
+    int (*submit)(struct blob_io *io, struct ring_core *core, struct blob_aio *a,
+                  const struct blob_io_req *req);
+    /* Asks to cancel a request in flight; its completion still runs (maybe -ECANCELED). */
+    void (*cancel)(struct blob_io *io, struct blob_aio *a);
+    /* Runs <task> at the end of the core's current loop iteration (ring_task_defer). */
+    void (*defer)(struct blob_io *io, struct ring_core *core, struct ring_task *task);
+};
+
+struct blob_io {
+    const struct blob_io_ops *ops; /* the backend */
+    bool direct_ok;                /* O_DIRECT is available for segment writes */
+};
+
+/*
+ * Opens the real backend on folder <dir> (which must exist). Returns 0 and *<out> (release
+ * with blob_io_real_destroy), or -errno.
+ */
+MUST_CHECK int blob_io_real_create(const char *dir, struct blob_io **out);
+
+/* Closes the folder and frees the backend. NULL is accepted. */
+void blob_io_real_destroy(struct blob_io *io);
+
+/* Shorthands for the engine. */
+static inline int blob_io_submit(struct blob_io *io, struct ring_core *core, struct blob_aio *a,
+                                 const struct blob_io_req *req)
+{
+    ASSERT(a->fn);
+    ASSERT(!a->handle);
+    return io->ops->submit(io, core, a, req);
+}
+
+static inline bool blob_aio_is_busy(const struct blob_aio *a)
+{
+    return a->handle != NULL;
+}
+
+/* Reads exactly <len> bytes at <off> (looping over short reads); -EIO when the file ends. */
+MUST_CHECK int blob_io_pread_full(struct blob_io *io, int fd, void *buf, size_t len, uint64_t off);
+
+/* Writes exactly <len> bytes at <off>; a short write is -EIO. */
+MUST_CHECK int blob_io_pwrite_full(struct blob_io *io, int fd, const void *buf, size_t len,
+                                   uint64_t off);
+
+#endif /* RINGCAS_BLOB_IO_H */

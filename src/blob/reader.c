@@ -1,0 +1,426 @@
+/*
+ * Readers: a stream over one blob from an uncompressed offset. The commit record is read
+ * first (its checksum and key are checked), then one chunk record per step: its header and
+ * payload checksums are checked before a byte of it is given out. A corrupt record drops the
+ * blob from the index, moves a counter, and ends the stream with -EBADMSG.
+ *
+ * Every disk read goes through the core's ring; closing a reader with a read in flight
+ * cancels it (ASYNC_CANCEL) and frees the reader when the completion comes back. Pieces are
+ * handed out from the completion or, when no I/O is needed, from a deferred task: a callback
+ * never runs inside blob_read_next.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blob/internal.h"
+
+enum reader_mode {
+    MODE_IDENTITY = 0, /* decoded bytes */
+    MODE_ZSTD = 1,     /* stored frames */
+    MODE_RECORDS = 2,  /* stored chunk records, header included (refresh) */
+};
+
+struct blob_reader {
+    struct blob_core *bc;        /* owner core */
+    struct base_list link;       /* on bc->readers */
+    struct blob_key key;         /* what is read */
+    struct blob_index_value val; /* where it was found */
+    uint8_t mode;                /* enum reader_mode */
+    uint64_t offset;             /* next uncompressed byte to hand out */
+    uint8_t *commit;             /* the commit record (header + payload) once read */
+    uint32_t commit_len;         /* its length */
+    bool commit_ok;              /* the commit record was read and checked */
+    uint8_t *rbuf;               /* read buffer: one chunk record */
+    uint8_t *obuf;               /* decoded chunk */
+    uint32_t rbuf_size;          /* capacity of rbuf */
+    uint32_t obuf_size;          /* capacity of obuf */
+    struct blob_seg *seg;        /* segment of the read in flight (a reference) */
+    struct blob_aio aio;         /* the read in flight */
+    struct blob_io_req req;      /* kept to resubmit after -EAGAIN */
+    uint32_t retries;            /* resubmissions of the read in flight */
+    uint32_t want_len;           /* bytes the read asked for */
+    int err;                     /* the error the stream ended with */
+    bool closing;                /* close was called while a read was in flight */
+    bool busy;                   /* a piece was asked for and not yet delivered */
+    blob_data_fn *cb;            /* the caller's callback */
+    void *ctx;                   /* its argument */
+    const uint8_t *out;          /* deferred piece */
+    size_t out_len;              /* its length */
+    int out_res;                 /* its result */
+    struct ring_task task;       /* delivers a piece that needed no I/O */
+};
+
+static void reader_free(struct blob_reader *r)
+{
+    struct blob_core *bc = r->bc;
+    bool busy = blob_aio_is_busy(&r->aio);
+    ASSERT(!busy);
+    blob_segment_put(&bc->s->segs, r->seg);
+    base_list_del(&r->link);
+    ring_task_cancel(&r->task);
+    if (r->rbuf) base_counter_dec(&bc->counters.bufs);
+    if (r->obuf) base_counter_dec(&bc->counters.bufs);
+    free(r->commit);
+    free(r->rbuf);
+    free(r->obuf);
+    free(r);
+    bc->readers_len--;
+    base_counter_dec(&bc->counters.readers);
+}
+
+static void deliver_task(struct ring_task *t)
+{
+    struct blob_reader *r = BASE_CONTAINER_OF(t, struct blob_reader, task);
+    ASSERT(r->busy);
+    r->busy = false;
+    r->cb(r->ctx, r->out_res, r->out, r->out_len);
+}
+
+static void deliver_later(struct blob_reader *r, int res, const uint8_t *p, size_t n)
+{
+    if (res < 0) r->err = res;
+    r->out_res = res;
+    r->out = p;
+    r->out_len = n;
+    blob_core_defer(r->bc, &r->task);
+}
+
+static void deliver_now(struct blob_reader *r, int res, const uint8_t *p, size_t n)
+{
+    ASSERT(r->busy);
+    r->busy = false;
+    if (res < 0) r->err = res;
+    if (res == 0) base_counter_add(&r->bc->counters.read_bytes, n);
+    r->cb(r->ctx, res, p, n);
+}
+
+static int reader_open_common(struct blob_core *bc, const struct blob_key *k, uint8_t mode,
+                              struct blob_reader **out)
+{
+    *out = NULL;
+    if (bc->readers_len >= bc->s->opts.readers_max) {
+        base_counter_inc(&bc->counters.queue_full);
+        return -EAGAIN;
+    }
+    struct blob_reader *r = calloc(1, sizeof(*r));
+    if (!r) return -ENOMEM;
+    r->bc = bc;
+    r->key = *k;
+    r->mode = mode;
+    base_list_init(&r->link);
+    ring_task_init(&r->task, deliver_task);
+    base_list_add_tail(&bc->readers, &r->link);
+    bc->readers_len++;
+    base_counter_inc(&bc->counters.readers);
+    base_counter_inc(&bc->counters.reads);
+    *out = r;
+    return 0;
+}
+
+int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offset,
+                   enum blob_encoding want, struct blob_reader **out)
+{
+    *out = NULL;
+    if (want != BLOB_ENCODING_IDENTITY && want != BLOB_ENCODING_ZSTD) return -EINVAL;
+    if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
+    struct blob_index_value v = { 0 };
+    bool empty = blob_key_is_empty(k);
+    if (!empty && !blob_store_lookup(bc->s, k, &v)) return -ENOENT;
+    if (offset > v.size) return -ERANGE;
+    struct blob_reader *r;
+    int rc = reader_open_common(bc, k, want == BLOB_ENCODING_ZSTD ? MODE_ZSTD : MODE_IDENTITY, &r);
+    if (rc < 0) return rc;
+    r->val = v;
+    r->key.size = v.size;
+    r->offset = offset;
+    if (!empty && blob_store_is_cold(bc->s, &v)) blob_refresh_queue(bc, &r->key, &v);
+    *out = r;
+    return 0;
+}
+
+int blob_read_open_records(struct blob_core *bc, const struct blob_key *k, struct blob_reader **out)
+{
+    struct blob_index_value v;
+    if (!blob_store_lookup(bc->s, k, &v)) return -ENOENT;
+    int rc = reader_open_common(bc, k, MODE_RECORDS, out);
+    if (rc == 0) {
+        (*out)->val = v;
+        (*out)->key.size = v.size;
+    }
+    return rc;
+}
+
+uint64_t blob_reader_size(const struct blob_reader *r)
+{
+    return r->key.size;
+}
+
+/* ---- reads ---- */
+
+static void read_done(struct blob_aio *a, int32_t res);
+
+static int
+reader_submit(struct blob_reader *r, uint32_t seg32, uint64_t off,
+              uint8_t *buf, /* NOLINT(readability-non-const-parameter): the kernel writes it */
+              uint32_t len)
+{
+    struct blob_core *bc = r->bc;
+    if (bc->disk_reads >= bc->s->opts.disk_queue_max) {
+        base_counter_inc(&bc->counters.queue_full);
+        return -EAGAIN;
+    }
+    struct blob_seg *seg = blob_segment_get(&bc->s->segs, seg32);
+    if (!seg) return -ENOENT;
+    struct blob_io_req req = {
+        .op = BLOB_IO_READ, .fd = seg->fd, .buf = buf, .len = len, .off = off
+    };
+    r->aio.fn = read_done;
+    r->aio.ctx = r;
+    r->req = req;
+    r->retries = 0;
+    int rc = blob_core_submit(bc, &r->aio, &req);
+    if (rc < 0) {
+        blob_segment_put(&bc->s->segs, seg);
+        base_counter_inc(&bc->counters.queue_full);
+        return rc;
+    }
+    r->seg = seg;
+    r->want_len = len;
+    bc->disk_reads++;
+    base_counter_inc(&bc->counters.io_in_flight);
+    return 0;
+}
+
+static uint32_t commit_guess(const struct blob_reader *r)
+{
+    uint64_t chunk = r->bc->s->opts.chunk_size;
+    uint64_t chunks = (r->key.size + chunk - 1) / chunk;
+    return (uint32_t)(sizeof(struct blob_record_header) + blob_commit_payload_len(chunks));
+}
+
+static int read_commit(struct blob_reader *r, uint32_t len)
+{
+    free(r->commit);
+    r->commit = malloc(len);
+    if (!r->commit) return -ENOMEM;
+    r->commit_len = len;
+    return reader_submit(r, r->val.loc.seg, (uint64_t)r->val.loc.off8 * 8, r->commit, len);
+}
+
+static const struct blob_commit *commit_of(const struct blob_reader *r)
+{
+    return (const struct blob_commit *)(const void *)(r->commit +
+                                                      sizeof(struct blob_record_header));
+}
+
+static const struct blob_chunk_ref *ref_of(const struct blob_reader *r, uint32_t i)
+{
+    return (const struct blob_chunk_ref *)(const void *)(commit_of(r) + 1) + i;
+}
+
+static void reader_corrupt(struct blob_reader *r)
+{
+    base_counter_inc(&r->bc->counters.corrupt_chunks);
+    blob_store_drop_corrupt(r->bc->s, &r->key, &r->val.loc);
+    deliver_now(r, -EBADMSG, NULL, 0);
+}
+
+/* Checks the commit record read into r->commit. 0, 1 (read again, longer) or -EBADMSG. */
+static int check_commit(struct blob_reader *r)
+{
+    const struct blob_record_header *h = (const void *)r->commit;
+    uint64_t room = BLOB_SEG_SIZE_MAX;
+    if (blob_format_check_record_header(h, room) < 0 || h->type != BLOB_RECORD_COMMIT) {
+        return -EBADMSG;
+    }
+    uint32_t need = (uint32_t)sizeof(*h) + h->payload_len;
+    if (need > r->commit_len) return 1;
+    if (blob_format_check_payload(h, r->commit + sizeof(*h)) < 0) return -EBADMSG;
+    const struct blob_commit *c = commit_of(r);
+    if (blob_format_check_commit(c, h->payload_len) < 0) return -EBADMSG;
+    if (c->kind != r->key.kind || c->size != r->key.size ||
+        memcmp(c->hash, r->key.hash, BLOB_HASH_SIZE) != 0) {
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+static uint64_t chunk_bytes(const struct blob_reader *r)
+{
+    return 1ULL << commit_of(r)->chunk_shift;
+}
+
+static int ensure_buffers(struct blob_reader *r)
+{
+    uint64_t chunk = chunk_bytes(r);
+    uint32_t raw = (uint32_t)(r->key.size < chunk ? r->key.size : chunk);
+    uint32_t rsize = blob_chunk_record_bound(raw);
+    if (!r->rbuf) {
+        r->rbuf = malloc(rsize);
+        if (!r->rbuf) return -ENOMEM;
+        r->rbuf_size = rsize;
+        base_counter_inc(&r->bc->counters.bufs);
+    }
+    if (!r->obuf && r->mode != MODE_RECORDS) {
+        r->obuf = malloc(raw);
+        if (!r->obuf) return -ENOMEM;
+        r->obuf_size = raw;
+        base_counter_inc(&r->bc->counters.bufs);
+    }
+    return 0;
+}
+
+/* Starts the read of the chunk holding r->offset. */
+static int read_chunk(struct blob_reader *r)
+{
+    int rc = ensure_buffers(r);
+    if (rc < 0) return rc;
+    uint32_t i = (uint32_t)(r->offset >> commit_of(r)->chunk_shift);
+    const struct blob_chunk_ref *ref = ref_of(r, i);
+    uint32_t len = (uint32_t)sizeof(struct blob_record_header) + ref->stored;
+    if (len > r->rbuf_size) return -EBADMSG;
+    return reader_submit(r, (uint32_t)ref->seg, (uint64_t)ref->off8 * 8, r->rbuf, len);
+}
+
+/* Hands out the chunk now in r->rbuf, checked. */
+static void chunk_arrived(struct blob_reader *r)
+{
+    const struct blob_record_header *h = (const void *)r->rbuf;
+    uint64_t chunk = chunk_bytes(r);
+    uint64_t start = r->offset & ~(chunk - 1);
+    uint64_t raw = r->key.size - start < chunk ? r->key.size - start : chunk;
+    if (blob_format_check_record_header(h, r->want_len - sizeof(*h)) < 0 ||
+        h->type != BLOB_RECORD_CHUNK || h->raw_len != raw ||
+        h->payload_len != r->want_len - sizeof(*h) ||
+        blob_format_check_payload(h, r->rbuf + sizeof(*h)) < 0) {
+        reader_corrupt(r);
+        return;
+    }
+    const uint8_t *payload = r->rbuf + sizeof(*h);
+    uint64_t skip = r->offset - start;
+    if (r->mode == MODE_RECORDS) {
+        r->offset = start + raw;
+        deliver_now(r, 0, r->rbuf, r->want_len);
+        return;
+    }
+    if (r->mode == MODE_ZSTD && skip == 0) {
+        r->offset = start + raw;
+        deliver_now(r, 0, payload, h->payload_len);
+        return;
+    }
+    if (blob_chunk_decode(&r->bc->zctx, h, payload, r->obuf, r->obuf_size) < 0) {
+        reader_corrupt(r);
+        return;
+    }
+    r->offset = start + raw;
+    if (r->mode == MODE_IDENTITY) {
+        deliver_now(r, 0, r->obuf + skip, (size_t)(raw - skip));
+        return;
+    }
+    /* A compressed read from inside a chunk: the rest of it as a raw frame, exact. */
+    uint32_t n = blob_chunk_raw_frame(r->obuf + skip, (uint32_t)(raw - skip), r->rbuf);
+    deliver_now(r, 0, r->rbuf, n);
+}
+
+static void reader_step(struct blob_reader *r);
+
+static void read_done(struct blob_aio *a, int32_t res)
+{
+    struct blob_reader *r = a->ctx;
+    struct blob_core *bc = r->bc;
+    /* XFS and others may answer -EAGAIN even for blocking files: read again (bounded). */
+    if ((res == -EAGAIN || res == -EINTR) && !r->closing && r->retries < 16) {
+        r->retries++;
+        if (blob_core_submit(bc, &r->aio, &r->req) == 0) return;
+    }
+    bc->disk_reads--;
+    base_counter_dec(&bc->counters.io_in_flight);
+    blob_segment_put(&bc->s->segs, r->seg);
+    r->seg = NULL;
+    if (r->closing) {
+        reader_free(r);
+        return;
+    }
+    if (res < 0) {
+        deliver_now(r, res == -ECANCELED ? -ECANCELED : -EIO, NULL, 0);
+        return;
+    }
+    if (!r->commit_ok && (uint32_t)res >= sizeof(struct blob_record_header)) {
+        r->commit_len = (uint32_t)res; /* the guessed length may run past the file's end */
+    } else if ((uint32_t)res != r->want_len) {
+        /* A record that runs past the end of its file: torn or cut. */
+        reader_corrupt(r);
+        return;
+    }
+    if (!r->commit_ok) {
+        int rc = check_commit(r);
+        if (rc < 0) {
+            reader_corrupt(r);
+            return;
+        }
+        if (rc == 1) {
+            const struct blob_record_header *h = (const void *)r->commit;
+            rc = read_commit(r, (uint32_t)sizeof(*h) + h->payload_len);
+            if (rc < 0) deliver_now(r, rc, NULL, 0);
+            return;
+        }
+        r->commit_ok = true;
+        reader_step(r);
+        return;
+    }
+    chunk_arrived(r);
+}
+
+/* Moves the stream on: end, the commit record, or the next chunk. */
+static void reader_step(struct blob_reader *r)
+{
+    if (r->offset >= r->key.size) {
+        deliver_later(r, 0, NULL, 0);
+        return;
+    }
+    int rc = read_chunk(r);
+    if (rc == -EBADMSG) {
+        reader_corrupt(r);
+    } else if (rc < 0) {
+        deliver_later(r, rc, NULL, 0);
+    }
+}
+
+int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx)
+{
+    if (r->busy) return -EBUSY;
+    if (r->err < 0) return r->err;
+    r->cb = cb;
+    r->ctx = ctx;
+    r->busy = true;
+    if (r->offset >= r->key.size) {
+        deliver_later(r, 0, NULL, 0);
+        return 0;
+    }
+    int rc = r->commit_ok ? read_chunk(r) : read_commit(r, commit_guess(r));
+    if (rc == -EBADMSG) {
+        base_counter_inc(&r->bc->counters.corrupt_chunks);
+        blob_store_drop_corrupt(r->bc->s, &r->key, &r->val.loc);
+        deliver_later(r, -EBADMSG, NULL, 0);
+        r->err = -EBADMSG;
+        return 0;
+    }
+    if (rc < 0) {
+        r->busy = false;
+        return rc;
+    }
+    return 0;
+}
+
+void blob_read_close(struct blob_reader *r)
+{
+    if (!r) return;
+    if (blob_aio_is_busy(&r->aio)) {
+        r->closing = true;
+        r->bc->s->io->ops->cancel(r->bc->s->io, &r->aio);
+        ring_task_cancel(&r->task);
+        return;
+    }
+    reader_free(r);
+}

@@ -1,0 +1,409 @@
+/*
+ * Start-up recovery: builds the index and the segment table from the folder, before any core
+ * serves, with blocking I/O.
+ *
+ * Sealed segments are read by their footer only (trailer -> footer record -> entries), so a
+ * restart reads ~56 bytes per blob. A segment without a valid trailer (a core's active
+ * segment at a crash, an abandoned one, a damaged footer) is scanned record by record from its
+ * header; the scan stops at the first invalid record (a torn tail), and the segment is sealed
+ * there: footer written after the last valid record, file cut, synced. Segments are visited in
+ * seq order and a later copy of a CAS blob replaces an earlier one (a refresh copy is newer);
+ * for AC keys the highest commit_seq wins, whatever the segment order.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "blob/internal.h"
+
+#define SCAN_WINDOW (4U << 20)
+
+/* ---- scanning and footers ---- */
+
+struct scan {
+    struct blob_io *io; /* the seam */
+    int fd;             /* the segment */
+    uint64_t size;      /* file size */
+    uint8_t *win;       /* window of the file */
+    uint64_t win_off;   /* file offset of win[0] */
+    uint32_t win_len;   /* valid bytes in win */
+};
+
+/* Makes [off, off + len) available in the window; returns a pointer or NULL (past the end). */
+static const uint8_t *scan_at(struct scan *sc, uint64_t off, uint64_t len, int *err)
+{
+    *err = 0;
+    if (off + len > sc->size) return NULL;
+    if (off >= sc->win_off && off + len <= sc->win_off + sc->win_len) {
+        return sc->win + (off - sc->win_off);
+    }
+    if (len > SCAN_WINDOW) return NULL;
+    uint64_t n = sc->size - off < SCAN_WINDOW ? sc->size - off : SCAN_WINDOW;
+    int rc = blob_io_pread_full(sc->io, sc->fd, sc->win, n, off);
+    if (rc < 0) {
+        *err = rc;
+        return NULL;
+    }
+    sc->win_off = off;
+    sc->win_len = (uint32_t)n;
+    return sc->win;
+}
+
+static void entry_from_commit(const struct blob_commit *c, uint64_t seq, uint64_t off,
+                              struct blob_footer_entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->kind = c->kind;
+    e->digest_fn = c->digest_fn;
+    uint64_t oldest = seq;
+    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
+    for (uint32_t i = 0; i < c->chunk_count; i++) {
+        if (refs[i].seg < oldest) oldest = refs[i].seg;
+    }
+    e->span = (uint16_t)(seq - oldest > UINT16_MAX ? UINT16_MAX : seq - oldest);
+    e->off8 = (uint32_t)(off / 8);
+    e->size = c->size;
+    e->commit_seq = c->commit_seq;
+    memcpy(e->hash, c->hash, BLOB_HASH_SIZE);
+}
+
+/* Checks the record at <off>; returns its payload or NULL (invalid: the scan stops). */
+static const uint8_t *scan_record(struct scan *sc, uint64_t off,
+                                  const struct blob_record_header **hp, int *err)
+{
+    const uint8_t *p = scan_at(sc, off, sizeof(struct blob_record_header), err);
+    if (!p) return NULL;
+    struct blob_record_header h;
+    memcpy(&h, p, sizeof(h));
+    uint64_t room = sc->size - off - sizeof(h);
+    if (blob_format_check_record_header(&h, room) < 0) return NULL;
+    p = scan_at(sc, off, sizeof(h) + h.payload_len, err);
+    if (!p) return NULL;
+    *hp = (const struct blob_record_header *)(const void *)p;
+    if (blob_format_check_payload(*hp, p + sizeof(h)) < 0) return NULL;
+    return p + sizeof(h);
+}
+
+static int scan_segment(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn, void *ctx,
+                        uint64_t *end)
+{
+    uint64_t off = BLOB_SEG_HEADER_SIZE;
+    /* Bounded by the file size: every record advances by at least its header. */
+    while (off + sizeof(struct blob_record_header) <= sc->size) {
+        const struct blob_record_header *h;
+        int err;
+        const uint8_t *payload = scan_record(sc, off, &h, &err);
+        if (err < 0) return err;
+        if (!payload || h->type == BLOB_RECORD_FOOTER) break;
+        if (h->type == BLOB_RECORD_COMMIT) {
+            const struct blob_commit *c = (const void *)payload;
+            if (blob_format_check_commit(c, h->payload_len) < 0) break;
+            struct blob_footer_entry e;
+            entry_from_commit(c, seq, off, &e);
+            fn(ctx, &e);
+        }
+        off += blob_record_size(h->payload_len);
+    }
+    *end = off;
+    return 0;
+}
+
+/* Reads a sealed segment's footer; returns 0, 1 (no valid footer: scan) or -errno. */
+static int read_footer(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn, void *ctx,
+                       uint64_t *end)
+{
+    if (sc->size < 2ULL * BLOB_BLOCK_SIZE || sc->size % BLOB_BLOCK_SIZE != 0) return 1;
+    struct blob_seg_trailer t;
+    int rc = blob_io_pread_full(sc->io, sc->fd, &t, sizeof(t), sc->size - sizeof(t));
+    if (rc < 0) return rc;
+    if (blob_format_check_trailer(&t, seq, sc->size) < 0) return 1;
+    uint64_t len = sizeof(struct blob_record_header) + t.count * sizeof(struct blob_footer_entry);
+    if (t.footer_off + len > sc->size - sizeof(t)) return 1;
+    uint8_t *buf = malloc(len);
+    if (!buf) return -ENOMEM;
+    rc = blob_io_pread_full(sc->io, sc->fd, buf, len, t.footer_off);
+    const struct blob_record_header *h = (const void *)buf;
+    if (rc == 0 && (blob_format_check_record_header(h, len - sizeof(*h)) < 0 ||
+                    h->type != BLOB_RECORD_FOOTER || h->payload_len != len - sizeof(*h) ||
+                    blob_format_check_payload(h, buf + sizeof(*h)) < 0)) {
+        rc = 1;
+    }
+    if (rc == 0) {
+        const struct blob_footer_entry *e = (const void *)(buf + sizeof(*h));
+        for (uint64_t i = 0; i < t.count; i++) {
+            fn(ctx, &e[i]);
+        }
+        *end = t.records_end;
+    }
+    free(buf);
+    return rc;
+}
+
+int blob_recover_visit(struct blob_visit *v)
+{
+    struct blob_seg_header h;
+    v->sealed = false;
+    v->end = 0;
+    if (v->size < sizeof(h)) return -EBADMSG;
+    int rc = blob_io_pread_full(v->io, v->fd, &h, sizeof(h), 0);
+    if (rc < 0) return rc;
+    if (blob_format_check_seg_header(&h) < 0 || h.seq != v->seq) return -EBADMSG;
+    struct scan sc = { .io = v->io, .fd = v->fd, .size = v->size };
+    rc = read_footer(&sc, v->seq, v->fn, v->ctx, &v->end);
+    v->sealed = rc == 0;
+    if (rc <= 0) return rc;
+    sc.win = malloc(SCAN_WINDOW);
+    if (!sc.win) return -ENOMEM;
+    rc = scan_segment(&sc, v->seq, v->fn, v->ctx, &v->end);
+    free(sc.win);
+    return rc;
+}
+
+/* ---- the index side ---- */
+
+/* AC keys seen during recovery and their commit_seq: the newest wins across segments. */
+struct ac_seen {
+    uint8_t hash[BLOB_HASH_SIZE]; /* the AC key */
+    uint64_t commit_seq;          /* its newest commit */
+};
+
+struct recover {
+    struct blob_store *s;              /* the store */
+    uint64_t seq;                      /* segment being visited */
+    struct ac_seen *ac;                /* open-addressing table of AC keys */
+    uint64_t ac_size;                  /* power of two */
+    uint64_t ac_len;                   /* used */
+    uint64_t max_commit;               /* highest commit_seq seen */
+    uint64_t blobs;                    /* entries visited */
+    int err;                           /* first index failure */
+    struct blob_footer_entry *entries; /* of the segment being sealed */
+    uint64_t entries_len;              /* used */
+    uint64_t entries_size;             /* capacity */
+};
+
+static int ac_grow(struct recover *r)
+{
+    uint64_t size = r->ac_size ? r->ac_size * 2 : 1024;
+    struct ac_seen *t = calloc(size, sizeof(*t));
+    if (!t) return -ENOMEM;
+    for (uint64_t i = 0; i < r->ac_size; i++) {
+        if (r->ac[i].commit_seq == 0) continue;
+        uint64_t pos;
+        memcpy(&pos, r->ac[i].hash, sizeof(pos));
+        for (pos &= size - 1; t[pos].commit_seq != 0; pos = (pos + 1) & (size - 1)) {
+            ;
+        }
+        t[pos] = r->ac[i];
+    }
+    free(r->ac);
+    r->ac = t;
+    r->ac_size = size;
+    return 0;
+}
+
+/* True when <e> (an AC entry) is newer than what was seen for its key; records it. */
+static bool ac_is_newest(struct recover *r, const struct blob_footer_entry *e)
+{
+    if ((r->ac_len + 1) * 2 > r->ac_size && ac_grow(r) < 0) {
+        r->err = -ENOMEM;
+        return false;
+    }
+    uint64_t pos;
+    memcpy(&pos, e->hash, sizeof(pos));
+    for (pos &= r->ac_size - 1; r->ac[pos].commit_seq != 0; pos = (pos + 1) & (r->ac_size - 1)) {
+        if (memcmp(r->ac[pos].hash, e->hash, BLOB_HASH_SIZE) != 0) continue;
+        if (r->ac[pos].commit_seq > e->commit_seq) return false;
+        r->ac[pos].commit_seq = e->commit_seq;
+        return true;
+    }
+    memcpy(r->ac[pos].hash, e->hash, BLOB_HASH_SIZE);
+    r->ac[pos].commit_seq = e->commit_seq ? e->commit_seq : 1;
+    r->ac_len++;
+    return true;
+}
+
+static void recover_entry(void *ctx, const struct blob_footer_entry *e)
+{
+    struct recover *r = ctx;
+    if (e->kind != BLOB_KIND_CAS && e->kind != BLOB_KIND_AC) return;
+    if (e->commit_seq > r->max_commit) r->max_commit = e->commit_seq;
+    r->blobs++;
+    if (r->entries) {
+        if (r->entries_len == r->entries_size) {
+            uint64_t size = r->entries_size * 2;
+            struct blob_footer_entry *n = realloc(r->entries, size * sizeof(*n));
+            if (!n) {
+                r->err = -ENOMEM;
+                return;
+            }
+            r->entries = n;
+            r->entries_size = size;
+        }
+        r->entries[r->entries_len++] = *e;
+    }
+    if (e->kind == BLOB_KIND_AC && !ac_is_newest(r, e)) return;
+    struct blob_key k = { .kind = e->kind, .digest_fn = e->digest_fn, .size = e->size };
+    memcpy(k.hash, e->hash, BLOB_HASH_SIZE);
+    struct blob_index_value v = {
+        .loc = { .seg = (uint32_t)r->seq, .off8 = e->off8, .span = e->span },
+        .size = e->size,
+    };
+    int rc = blob_index_put(r->s->index, &k, &v, BLOB_INDEX_REPLACE);
+    if (rc < 0 && r->err == 0) r->err = rc;
+}
+
+/* ---- sealing a scanned segment ---- */
+
+static int seal_scanned(struct blob_store *s, const char *name, struct recover *r, uint64_t seq,
+                        uint64_t end, uint64_t *size)
+{
+    int fd;
+    int rc = s->io->ops->open(s->io, name, O_RDWR, &fd);
+    if (rc < 0) return rc;
+    uint64_t payload = r->entries_len * sizeof(struct blob_footer_entry);
+    uint64_t footer_off = blob_align_block(end);
+    uint64_t len = blob_align_block(blob_record_size(payload) + sizeof(struct blob_seg_trailer));
+    uint8_t *buf = calloc(1, len);
+    if (!buf) {
+        (void)s->io->ops->close(s->io, fd);
+        return -ENOMEM;
+    }
+    struct blob_record_header *h = (void *)buf;
+    if (payload > 0) memcpy(buf + sizeof(*h), r->entries, payload);
+    blob_format_record_header(h, BLOB_RECORD_FOOTER, 0, buf + sizeof(*h), (uint32_t)payload, 0);
+    struct blob_seg_trailer t;
+    blob_format_trailer(&t, seq, footer_off, end, r->entries_len, footer_off + len);
+    memcpy(buf + len - sizeof(t), &t, sizeof(t));
+    /* Cut the torn tail first, so the zeros between the last record and the footer are
+     * zeros, then write the footer and make both durable. */
+    rc = s->io->ops->ftruncate(s->io, fd, end);
+    if (rc == 0) rc = blob_io_pwrite_full(s->io, fd, buf, len, footer_off);
+    if (rc == 0) rc = s->io->ops->ftruncate(s->io, fd, footer_off + len);
+    if (rc == 0) rc = s->io->ops->fdatasync(s->io, fd);
+    free(buf);
+    (void)s->io->ops->close(s->io, fd);
+    *size = footer_off + len;
+    return rc;
+}
+
+/* ---- the folder ---- */
+
+struct seq_list {
+    uint64_t *seqs; /* segment numbers found */
+    size_t len;     /* used */
+    size_t size;    /* capacity */
+    int err;        /* allocation failure */
+};
+
+static void list_name(void *ctx, const char *name)
+{
+    struct seq_list *l = ctx;
+    uint64_t seq;
+    if (blob_format_parse_seg_name(name, &seq) < 0 || seq == 0) return;
+    if (l->len == l->size) {
+        size_t size = l->size ? l->size * 2 : 256;
+        uint64_t *n = realloc(l->seqs, size * sizeof(*n));
+        if (!n) {
+            l->err = -ENOMEM;
+            return;
+        }
+        l->seqs = n;
+        l->size = size;
+    }
+    l->seqs[l->len++] = seq;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A segment whose header is unreadable holds nothing acknowledged: set it aside. */
+static void set_aside(struct blob_store *s, const char *name, uint64_t size)
+{
+    if (size <= BLOB_SEG_HEADER_SIZE) {
+        (void)s->io->ops->unlink(s->io, name);
+        return;
+    }
+    char bad[48];
+    (void)snprintf(bad, sizeof(bad), "%s.bad", name);
+    LOG_WARN("segment %s has no valid header: renamed to %s", name, bad);
+    (void)s->io->ops->rename(s->io, name, bad);
+}
+
+static int recover_one(struct blob_store *s, struct recover *r, uint64_t seq)
+{
+    char name[32];
+    blob_format_seg_name(seq, name, sizeof(name));
+    int fd;
+    int rc = s->io->ops->open(s->io, name, O_RDONLY, &fd);
+    if (rc < 0) return rc;
+    uint64_t size = 0;
+    rc = s->io->ops->fsize(s->io, fd, &size);
+    r->seq = seq;
+    r->entries_len = 0;
+    struct blob_visit v = {
+        .io = s->io, .fd = fd, .seq = seq, .size = size, .fn = recover_entry, .ctx = r
+    };
+    if (rc == 0) rc = blob_recover_visit(&v);
+    uint64_t end = v.end;
+    bool sealed = v.sealed;
+    if (rc == -EBADMSG) {
+        (void)s->io->ops->close(s->io, fd);
+        set_aside(s, name, size);
+        return 0;
+    }
+    if (rc == 0 && !sealed && end <= BLOB_SEG_HEADER_SIZE) {
+        /* Not a single record: a core opened it and wrote nothing (or nothing survived). */
+        (void)s->io->ops->close(s->io, fd);
+        return s->io->ops->unlink(s->io, name);
+    }
+    if (rc == 0 && !sealed) rc = seal_scanned(s, name, r, seq, end, &size);
+    if (rc < 0 || r->err < 0) {
+        (void)s->io->ops->close(s->io, fd);
+        return rc < 0 ? rc : r->err;
+    }
+    if (!blob_segment_add(&s->segs, seq, fd, size, BLOB_SEG_SEALED)) {
+        (void)s->io->ops->close(s->io, fd);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
+{
+    struct seq_list l = { 0 };
+    int rc = s->io->ops->list(s->io, list_name, &l);
+    if (rc == 0) rc = l.err;
+    if (rc < 0) {
+        (void)snprintf(why, why_size, "cannot list %s: %s", s->dir, base_err_str(rc));
+        free(l.seqs);
+        return rc;
+    }
+    if (l.len > 1) qsort(l.seqs, l.len, sizeof(*l.seqs), cmp_u64);
+    struct recover r = { .s = s, .entries_size = 1024 };
+    r.entries = malloc(r.entries_size * sizeof(*r.entries));
+    rc = r.entries ? 0 : -ENOMEM;
+    for (size_t i = 0; i < l.len && rc == 0; i++) {
+        rc = recover_one(s, &r, l.seqs[i]);
+        if (rc < 0) {
+            (void)snprintf(why, why_size, "recovering segment %llu in %s: %s",
+                           (unsigned long long)l.seqs[i], s->dir, base_err_str(rc));
+        }
+        blob_segment_seen_seq(&s->segs, l.seqs[i]);
+    }
+    if (rc == 0) rc = s->io->ops->fsync_dir(s->io);
+    atomic_store(&s->commit_seq, r.max_commit + 1);
+    LOG_INFO("recovered %llu blobs from %zu segments in %s", (unsigned long long)r.blobs, l.len,
+             s->dir);
+    free(r.entries);
+    free(r.ac);
+    free(l.seqs);
+    return rc;
+}

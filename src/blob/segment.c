@@ -1,0 +1,237 @@
+/*
+ * The shared table of segments: seq -> file, state, size, references. Cores add their
+ * active segment and seal or abandon it; readers take references; the evictor kills the
+ * oldest. Liveness is published per slot in an atomic (the seq, or 0) so that lookups on the
+ * hot path never take the lock.
+ *
+ * Invariants (under the lock): slots[seq & mask] holds a segment exactly when alive[...] holds
+ * its seq and its state is not DEAD; refs >= 1 while it is in a slot; a dead segment's fd is
+ * closed by blob_segment_bury() once refs reached 0, never on a core.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blob/internal.h"
+
+int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
+{
+    ASSERT(cap > 0 && (cap & (cap - 1)) == 0);
+    memset(t, 0, sizeof(*t));
+    t->slots = calloc(cap, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
+    t->alive = calloc(cap, sizeof(*t->alive));
+    if (!t->slots || !t->alive) {
+        free(t->slots);
+        free((void *)(uintptr_t)t->alive);
+        return -ENOMEM;
+    }
+    t->cap = cap;
+    t->next_seq = 1;
+    base_list_init(&t->graveyard);
+    int rc = pthread_mutex_init(&t->lock, NULL);
+    ASSERT(rc == 0);
+    return 0;
+}
+
+static void seg_free(struct blob_seg *seg, struct blob_io *io)
+{
+    if (seg->fd >= 0) (void)io->ops->close(io, seg->fd);
+    free(seg);
+}
+
+void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io)
+{
+    blob_segment_bury(t, io);
+    for (uint32_t i = 0; i < t->cap; i++) {
+        struct blob_seg *seg = t->slots[i];
+        if (!seg) continue;
+        ASSERT(atomic_load(&seg->refs) == 1); /* readers are gone */
+        seg_free(seg, io);
+    }
+    free(t->slots);
+    free((void *)(uintptr_t)t->alive);
+    pthread_mutex_destroy(&t->lock);
+}
+
+uint64_t blob_segment_next_seq(struct blob_segs *t)
+{
+    pthread_mutex_lock(&t->lock);
+    uint64_t seq = 0;
+    /* Bounded: a slot frees up within cap tries unless the table is full. */
+    for (uint32_t n = 0; n < t->cap; n++) {
+        uint64_t s = t->next_seq++;
+        if (!t->slots[s & (t->cap - 1)] && (uint32_t)s != 0) {
+            seq = s;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return seq;
+}
+
+void blob_segment_seen_seq(struct blob_segs *t, uint64_t seq)
+{
+    pthread_mutex_lock(&t->lock);
+    if (seq >= t->next_seq) t->next_seq = seq + 1;
+    pthread_mutex_unlock(&t->lock);
+}
+
+struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uint64_t bytes,
+                                  enum blob_seg_state state)
+{
+    ASSERT(state != BLOB_SEG_DEAD);
+    struct blob_seg *seg = calloc(1, sizeof(*seg));
+    if (!seg) return NULL;
+    seg->seq = seq;
+    seg->fd = fd;
+    seg->state = (uint8_t)state;
+    atomic_store(&seg->bytes, bytes);
+    atomic_store(&seg->refs, 1);
+    base_list_init(&seg->link);
+    pthread_mutex_lock(&t->lock);
+    uint32_t slot = (uint32_t)(seq & (t->cap - 1));
+    if (t->slots[slot]) {
+        pthread_mutex_unlock(&t->lock);
+        free(seg);
+        return NULL;
+    }
+    t->slots[slot] = seg;
+    t->count++;
+    atomic_store(&t->alive[slot], seq);
+    atomic_fetch_add(&t->disk_bytes, bytes);
+    if (seq >= t->next_seq) t->next_seq = seq + 1;
+    pthread_mutex_unlock(&t->lock);
+    return seg;
+}
+
+bool blob_segment_is_alive(struct blob_segs *t, uint32_t seg32)
+{
+    uint64_t v = atomic_load_explicit(&t->alive[seg32 & (t->cap - 1)], memory_order_acquire);
+    return v != 0 && (uint32_t)v == seg32;
+}
+
+struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32)
+{
+    pthread_mutex_lock(&t->lock);
+    struct blob_seg *seg = t->slots[seg32 & (t->cap - 1)];
+    if (seg && ((uint32_t)seg->seq != seg32 || seg->state == BLOB_SEG_DEAD)) seg = NULL;
+    if (seg) atomic_fetch_add(&seg->refs, 1);
+    pthread_mutex_unlock(&t->lock);
+    return seg;
+}
+
+void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
+{
+    if (!seg) return;
+    pthread_mutex_lock(&t->lock);
+    uint32_t left = atomic_fetch_sub(&seg->refs, 1) - 1;
+    if (left == 0) {
+        ASSERT(seg->state == BLOB_SEG_DEAD);
+        base_list_add_tail(&t->graveyard, &seg->link);
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void seg_set_bytes_locked(struct blob_segs *t, struct blob_seg *seg, uint64_t bytes)
+{
+    uint64_t old = atomic_exchange(&seg->bytes, bytes);
+    atomic_fetch_add(&t->disk_bytes, bytes - old);
+}
+
+void blob_segment_set(struct blob_segs *t, struct blob_seg *seg, enum blob_seg_state state,
+                      uint64_t bytes)
+{
+    ASSERT(state != BLOB_SEG_DEAD);
+    pthread_mutex_lock(&t->lock);
+    ASSERT(seg->state != BLOB_SEG_DEAD || state == BLOB_SEG_DEAD);
+    if (seg->state != BLOB_SEG_DEAD) {
+        seg->state = (uint8_t)state;
+        seg_set_bytes_locked(t, seg, bytes);
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t bytes)
+{
+    pthread_mutex_lock(&t->lock);
+    if (seg->state != BLOB_SEG_DEAD) seg_set_bytes_locked(t, seg, bytes);
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Marks <seg> dead under the lock; the caller owns the table's reference afterwards. */
+static void seg_kill_locked(struct blob_segs *t, struct blob_seg *seg)
+{
+    ASSERT(seg->state != BLOB_SEG_DEAD);
+    uint32_t slot = (uint32_t)(seg->seq & (t->cap - 1));
+    ASSERT(t->slots[slot] == seg);
+    atomic_store(&t->alive[slot], 0);
+    t->slots[slot] = NULL;
+    t->count--;
+    seg->state = BLOB_SEG_DEAD;
+    atomic_fetch_sub(&t->disk_bytes, atomic_load(&seg->bytes));
+}
+
+struct blob_seg *blob_segment_take_oldest(struct blob_segs *t)
+{
+    pthread_mutex_lock(&t->lock);
+    struct blob_seg *best = NULL;
+    for (uint32_t i = 0; i < t->cap; i++) {
+        struct blob_seg *seg = t->slots[i];
+        if (!seg || seg->state == BLOB_SEG_ACTIVE) continue;
+        if (!best || seg->seq < best->seq) best = seg;
+    }
+    if (best) seg_kill_locked(t, best);
+    pthread_mutex_unlock(&t->lock);
+    return best;
+}
+
+void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg)
+{
+    pthread_mutex_lock(&t->lock);
+    bool killed = false;
+    if (seg->state != BLOB_SEG_DEAD) {
+        seg_kill_locked(t, seg);
+        killed = true;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (killed) blob_segment_put(t, seg);
+}
+
+void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
+{
+    struct base_list dead;
+    base_list_init(&dead);
+    pthread_mutex_lock(&t->lock);
+    /* Move the graveyard out so closes happen without the lock. */
+    struct base_list *node;
+    while ((node = base_list_pop_head(&t->graveyard)) != NULL) {
+        base_list_add_tail(&dead, node);
+    }
+    pthread_mutex_unlock(&t->lock);
+    while ((node = base_list_pop_head(&dead)) != NULL) {
+        seg_free(BASE_CONTAINER_OF(node, struct blob_seg, link), io);
+    }
+}
+
+void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes)
+{
+    pthread_mutex_lock(&t->lock);
+    uint64_t below = 0;
+    uint64_t acc = 0;
+    /* Walk the sealed segments from the oldest; O(cap) per call, called per seal/evict. */
+    for (;;) {
+        struct blob_seg *next = NULL;
+        for (uint32_t i = 0; i < t->cap; i++) {
+            struct blob_seg *seg = t->slots[i];
+            if (seg && seg->state != BLOB_SEG_ACTIVE && seg->seq >= below &&
+                (!next || seg->seq < next->seq)) {
+                next = seg;
+            }
+        }
+        if (!next || acc + atomic_load(&next->bytes) > cold_bytes) break;
+        acc += atomic_load(&next->bytes);
+        below = next->seq + 1;
+    }
+    atomic_store(&t->cold_below, below);
+    pthread_mutex_unlock(&t->lock);
+}

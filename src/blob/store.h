@@ -1,0 +1,365 @@
+/*
+ * The storage engine's public API: one store per process, one engine per core.
+ *
+ * A store (struct blob_store) is opened on the main thread before the cores start; opening
+ * runs recovery (footers of sealed segments, a scan of unsealed tails). Each core then calls
+ * blob_core_init() on its own thread and uses only its own struct blob_core: uploads, readers
+ * and lookups made through a blob_core belong to that core and must be used, continued and
+ * released on that core's thread only. The index and the set of sealed segments are shared
+ * by every core (striped locks, see docs/index.md); nothing else is.
+ *
+ * Callbacks never run inside the call that arms them: they run later from the core's loop
+ * (an io_uring completion or a task deferred to the end of the loop iteration). A function
+ * that finishes at once says so by its return value instead (blob_upload_append returns 0).
+ *
+ * Keys: CAS keys are (digest function, hash, size) and are verified on commit; AC keys are
+ * 32 opaque bytes chosen by the caller (newest write wins, stored as given, no verification).
+ * The rpc layer derives AC keys with domain-separated hashes, e.g.
+ * SHA-256("ringcas/ac\0" || instance || "\0" || action hash) for REAPI and
+ * SHA-256("ringcas/http\0" || path) for HTTP plain keys: the engine never looks inside.
+ *
+ * Errors follow src/base/err.h: -EILSEQ digest mismatch, -EBADMSG corrupt bytes on disk,
+ * -ENOSPC the size budget (or the disk) cannot fit the write, -EAGAIN a bounded per-core
+ * queue is full (answer RESOURCE_EXHAUSTED / 503 at once), -ENOENT no such blob, -ECANCELED
+ * the caller cancelled, -EIO the disk failed, -EINVAL a malformed argument.
+ */
+#ifndef RINGCAS_BLOB_STORE_H
+#define RINGCAS_BLOB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/assert.h"
+#include "base/counter.h"
+
+struct ring_core;
+struct blob_store;
+struct blob_core;
+struct blob_upload;
+struct blob_reader;
+struct blob_io;
+
+/* ---- keys ---- */
+
+enum blob_kind {
+    BLOB_KIND_CAS = 1, /* content-addressed: verified, immutable, size is part of the key */
+    BLOB_KIND_AC = 2,  /* opaque 32-byte key -> value; the newest write wins */
+};
+
+/* Digest functions, numbered as REAPI's DigestFunction.Value. Only SHA-256 is built in. */
+enum blob_digest_fn {
+    BLOB_DIGEST_SHA256 = 1,
+};
+
+#define BLOB_HASH_SIZE 32
+
+struct blob_key {
+    uint8_t kind;                 /* enum blob_kind */
+    uint8_t digest_fn;            /* enum blob_digest_fn (CAS); BLOB_DIGEST_SHA256 for AC */
+    uint8_t hash[BLOB_HASH_SIZE]; /* CAS: the digest's hash; AC: the caller's opaque key */
+    uint64_t size;                /* CAS: blob size (part of the key); AC: value size on put,
+                                     ignored by lookups */
+};
+
+/* The SHA-256 of the empty string: CAS (sha256, e3b0c442..., 0) is always present. */
+extern const uint8_t blob_empty_sha256[BLOB_HASH_SIZE];
+
+/* Fills <k> as a CAS SHA-256 key. */
+void blob_key_cas(struct blob_key *k, const uint8_t hash[BLOB_HASH_SIZE], uint64_t size);
+
+/* Fills <k> as an AC key; <size> is the size of the value about to be put (0 for lookups). */
+void blob_key_ac(struct blob_key *k, const uint8_t key[BLOB_HASH_SIZE], uint64_t size);
+
+/* True for the empty CAS blob, which never needs the disk. */
+bool blob_key_is_empty(const struct blob_key *k);
+
+/*
+ * Parses 64 lower- or upper-case hex digits into <hash>; returns 0 or -EINVAL. Writes 65
+ * bytes (with the NUL) into <hex> for the other direction.
+ */
+MUST_CHECK int blob_hash_from_hex(const char *hex, size_t len, uint8_t hash[BLOB_HASH_SIZE]);
+void blob_hash_to_hex(const uint8_t hash[BLOB_HASH_SIZE], char hex[2 * BLOB_HASH_SIZE + 1]);
+
+/* ---- the store ---- */
+
+enum blob_sync {
+    BLOB_SYNC_GROUP = 0,  /* ack after one fdatasync per core per batch (default) */
+    BLOB_SYNC_ALWAYS = 1, /* ack after an fdatasync of its own */
+    BLOB_SYNC_NONE = 2,   /* ack once written to the file; a power loss may lose it */
+};
+
+/* Parses "group", "always" or "none"; returns 0 or -EINVAL. */
+MUST_CHECK int blob_sync_parse(const char *name, enum blob_sync *out);
+
+struct blob_store_options {
+    const char *dir;            /* data folder (must exist); borrowed until open returns */
+    uint64_t max_size;          /* size budget in bytes: segments past it are evicted */
+    uint64_t segment_size;      /* a segment is sealed when it reaches this many bytes */
+    uint32_t chunk_size;        /* logical chunk, power of two, 4 KiB .. 1 MiB */
+    int zstd_level;             /* compression level of stored chunks (1: fast) */
+    enum blob_sync sync;        /* durability of an acknowledgement */
+    uint32_t uploads_max;       /* per core: open uploads (admission) */
+    uint32_t readers_max;       /* per core: open readers (admission) */
+    uint32_t disk_queue_max;    /* per core: disk reads in flight + waiting (admission) */
+    uint32_t write_buffer_size; /* per core: bytes of one of the two write buffers */
+    uint32_t cores_max;         /* cores that will call blob_core_init */
+    bool direct_io;             /* O_DIRECT segment writes (falls back when refused) */
+    bool evict_thread;          /* evict in a background thread (false: tests evict inline) */
+    struct blob_io *io;         /* the I/O seam; NULL: the real file system and rings */
+};
+
+/* Fills the defaults: 10 GiB, 256 MiB segments, 256 KiB chunks, zstd 1, group commit. */
+void blob_store_options_default(struct blob_store_options *o);
+
+/*
+ * Opens the store in o->dir: reads every sealed segment's footer, scans unsealed tails (a
+ * torn tail is cut at the last valid record and the segment sealed), builds the index and
+ * starts the evictor. Main thread, before any core calls blob_core_init; blocking I/O.
+ * Returns 0 and *<out> (release with blob_store_close), or -errno with one line naming the
+ * cause and the fix in <why> (<why_size> bytes).
+ */
+MUST_CHECK int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
+                               char *why, size_t why_size);
+
+/*
+ * Stops the evictor, closes the segments and frees the index. Every blob_core must have been
+ * deinitialised. Main thread. NULL is accepted.
+ */
+void blob_store_close(struct blob_store *s);
+
+/*
+ * Creates the engine of the calling core (server hook core_init): its active segment (opened
+ * through the ring), write buffers, zstd contexts and queues. Core thread. Returns 0 and
+ * *<out>, or -errno. <core> is NULL only with a simulated I/O backend.
+ */
+MUST_CHECK int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_core **out);
+
+/*
+ * Server hook core_quiesce: flushes and syncs what is buffered, seals nothing, stops taking
+ * new uploads (-ECANCELED). Every upload and reader must be finished or aborted by the caller
+ * first; the engine's own ops (flush, fsync, refresh) complete in the background and the
+ * loop must run until ring ops are zero. Core thread.
+ */
+void blob_core_quiesce(struct blob_core *bc);
+
+/* True when the core has no I/O in flight and nothing buffered (tests and drain). */
+bool blob_core_is_idle(const struct blob_core *bc);
+
+/*
+ * Frees the core's engine after its loop ended (server hook core_deinit): asserts that no
+ * upload, reader or I/O is left. The active segment stays unsealed (recovery seals it).
+ * Core thread. NULL is accepted.
+ */
+void blob_core_deinit(struct blob_core *bc);
+
+/* ---- lookups ---- */
+
+struct blob_info {
+    uint64_t size;       /* uncompressed bytes */
+    uint64_t commit_seq; /* store-wide commit order (AC: higher is newer) */
+    bool cold;           /* stored in the oldest part of the log (would be refreshed) */
+};
+
+/*
+ * True when <k> is present (exact, in memory, no I/O). With <refresh>, a present blob that
+ * sits in the oldest part of the log is rewritten to this core's head in the background so
+ * eviction keeps it (at most uploads_max refreshes queue per core; past that it is skipped).
+ * The empty CAS blob is always present. Core thread.
+ */
+bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
+
+/*
+ * Batched blob_exists: sets <present>[i] for each of <count> keys and returns how many are
+ * present (FindMissingBlobs, and the AC completeness check with <refresh> set). Core thread.
+ */
+size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
+                        bool refresh, bool *present);
+
+/* Fills <out> for <k>; returns 0 or -ENOENT. In memory, no I/O. Core thread. */
+MUST_CHECK int blob_stat(struct blob_core *bc, const struct blob_key *k, struct blob_info *out);
+
+/* ---- uploads ---- */
+
+enum blob_encoding {
+    BLOB_ENCODING_IDENTITY = 0, /* the blob's own bytes */
+    BLOB_ENCODING_ZSTD = 1,     /* a zstd stream (REAPI compressed-blobs/zstd) */
+};
+
+/*
+ * Completion of an append or a commit: <res> is 0 or -errno. Runs on the core's thread,
+ * never inside the call that armed it.
+ */
+typedef void blob_done_fn(void *ctx, int res);
+
+/*
+ * Begins an upload of <k> (k->size bytes once decoded) whose bytes arrive as <incoming>.
+ * Core thread. Returns 0 and *<out>, owned by the caller until blob_upload_commit's callback
+ * ran or blob_upload_abort was called; or:
+ *   -EEXIST  a CAS blob with this key is present (the caller ends the upload early; for CAS
+ *            the caller reports committed_size = size for identity, -1 for zstd uploads);
+ *   -EAGAIN  uploads_max uploads are open on this core;
+ *   -ENOSPC  the blob cannot fit in the size budget;
+ *   -ECANCELED the core is quiescing;
+ *   -EINVAL  a malformed key (kind, digest function), or an AC value larger than 64 MiB.
+ * AC uploads never answer -EEXIST: a new value replaces the old one on commit.
+ */
+MUST_CHECK int blob_upload_begin(struct blob_core *bc, const struct blob_key *k,
+                                 enum blob_encoding incoming, struct blob_upload **out);
+
+/*
+ * Feeds the next <len> bytes of the upload. The engine hashes them (after decoding zstd),
+ * cuts them into chunks, compresses each chunk into the core's write buffer and writes it to
+ * the active segment as the buffer fills. <data> is borrowed:
+ *   0            everything was consumed; the caller may reuse <data>; <cb> will not run.
+ *   -EINPROGRESS the write buffer is full (backpressure): <data> must stay valid and
+ *                unchanged until <cb>(<ctx>, res) runs, with 0 once all of it was consumed or
+ *                -errno; no other call on <u> but abort is allowed meanwhile.
+ *   -EMSGSIZE    more bytes than k->size (identity) or a decoded size past it (zstd);
+ *   -EBADMSG     the zstd stream is malformed;
+ *   -EIO/-ENOSPC a write of this upload failed: the upload is dead, abort it.
+ * Core thread.
+ */
+MUST_CHECK int blob_upload_append(struct blob_upload *u, const void *data, size_t len,
+                                  blob_done_fn *cb, void *ctx);
+
+/*
+ * Ends the upload: verifies the size and (CAS) the digest, writes the commit record and makes
+ * the blob visible once the record is durable per the sync policy. Returns 0 and <cb> runs
+ * later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
+ * -EIO/-ENOSPC (the disk failed); in every case <u> is freed by the engine just after <cb>
+ * returns and nothing is visible on failure. Returns -EBUSY (and keeps <u>) when an append is
+ * still pending. Core thread.
+ */
+MUST_CHECK int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void *ctx);
+
+/*
+ * Cancels the upload: no callback of it runs any more (a pending append's <cb> included),
+ * nothing becomes visible, chunks already written stay as unindexed garbage. Memory and
+ * in-flight I/O are released in the background. <u> must not be used after. Core thread.
+ */
+void blob_upload_abort(struct blob_upload *u);
+
+/* Bytes the caller has fed so far (compressed bytes for a zstd upload). */
+uint64_t blob_upload_bytes_in(const struct blob_upload *u);
+
+/* Decoded bytes received so far (for QueryWriteStatus of identity uploads). */
+uint64_t blob_upload_bytes_decoded(const struct blob_upload *u);
+
+/* ---- reads ---- */
+
+/*
+ * A piece of a read: <res> 0 with <len> > 0 bytes at <data>, valid until the next
+ * blob_read_next or blob_read_close; <res> 0 with <len> 0 is the end; <res> -EBADMSG means a
+ * stored chunk was corrupt: the blob was dropped from the index and counted, and no byte of
+ * the corrupt chunk was given out; -EIO a disk error; -ENOENT the blob was evicted while
+ * open. Runs on the core's thread, never inside blob_read_next.
+ */
+typedef void blob_data_fn(void *ctx, int res, const uint8_t *data, size_t len);
+
+/*
+ * Opens a read of <k> from uncompressed <offset> as <want>:
+ *   identity: the blob's bytes from <offset> to the end, decompressed chunk by chunk;
+ *   zstd:     a valid zstd stream whose decompression is exactly the bytes from <offset> to
+ *             the end. Whole chunks are the stored frames, as stored (zero recompression;
+ *             chunks stored raw are zstd raw-block frames on disk). When <offset> is not on a
+ *             chunk boundary, the first piece is a raw-block frame holding the rest of that
+ *             chunk (one chunk decompressed, nothing recompressed).
+ * Returns 0 and *<out> (release with blob_read_close), or -ENOENT, -ERANGE (<offset> past
+ * the size), -EAGAIN (readers_max readers open), -EINVAL. A read of a blob in the oldest part
+ * of the log also queues its refresh. Core thread.
+ */
+MUST_CHECK int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offset,
+                              enum blob_encoding want, struct blob_reader **out);
+
+/* The blob's uncompressed size (k->size for CAS; the stored value's size for AC). */
+uint64_t blob_reader_size(const struct blob_reader *r);
+
+/*
+ * Asks for the next piece; <cb> runs once, later. Returns 0, -EBUSY when a piece is already
+ * pending, -EAGAIN when the core's disk queue is full (retry later), or the error the reader
+ * already ended with. Core thread.
+ */
+MUST_CHECK int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx);
+
+/*
+ * Ends the read: a pending disk read is cancelled (ASYNC_CANCEL) and no callback runs any
+ * more; memory is freed after the last completion. NULL is accepted. Core thread.
+ */
+void blob_read_close(struct blob_reader *r);
+
+/* ---- counters ---- */
+
+/*
+ * Per-core counters, written by the core, read by any thread (metrics, tests). X(name, kind,
+ * help); gauges return to zero when the core is idle.
+ */
+#define BLOB_COUNTERS(X)                                                                           \
+    X(uploads, gauge, "uploads open")                                                              \
+    X(readers, gauge, "readers open")                                                              \
+    X(refreshes_open, gauge, "refresh copies in progress")                                         \
+    X(bufs, gauge, "engine buffers held (chunk, read and zstd buffers)")                           \
+    X(io_in_flight, gauge, "engine disk operations in flight")                                     \
+    X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
+    X(blobs_committed, counter, "uploads committed and acknowledged")                              \
+    X(bytes_in, counter, "uncompressed bytes committed")                                           \
+    X(bytes_stored, counter, "bytes written to segments (records, footers)")                       \
+    X(uploads_present, counter, "uploads refused because the blob was present (-EEXIST)")          \
+    X(uploads_aborted, counter, "uploads aborted by the caller")                                   \
+    X(digest_mismatches, counter, "commits refused: digest or size mismatch")                      \
+    X(queue_full, counter, "requests refused because a per-core queue was full (-EAGAIN)")         \
+    X(full, counter, "uploads refused because the budget was full (-ENOSPC)")                      \
+    X(reads, counter, "readers opened")                                                            \
+    X(read_bytes, counter, "bytes given to readers")                                               \
+    X(refreshes, counter, "blobs rewritten to the head (refresh on read)")                         \
+    X(corrupt_chunks, counter, "stored records whose checksum failed on read")                     \
+    X(writes, counter, "segment writes")                                                           \
+    X(write_errors, counter, "segment writes that failed or were short")                           \
+    X(fsyncs, counter, "fdatasync calls")                                                          \
+    X(fsync_errors, counter, "fdatasync calls that failed")                                        \
+    X(segments_created, counter, "segments created by this core")                                  \
+    X(segments_sealed, counter, "segments sealed by this core")                                    \
+    X(segments_abandoned, counter, "segments given up after a failed write or fsync")
+
+#define BLOB_COUNTER_FIELD(name, kind, help) struct base_counter name;
+
+struct blob_counters {
+    BLOB_COUNTERS(BLOB_COUNTER_FIELD)
+};
+
+#define BLOB_COUNTER_VALUE(name, kind, help) uint64_t name;
+
+struct blob_counters_snapshot {
+    BLOB_COUNTERS(BLOB_COUNTER_VALUE)
+};
+
+/* Store-wide figures (shared state), read by any thread. */
+struct blob_store_stats {
+    uint64_t blobs;            /* entries in the index */
+    uint64_t index_bytes;      /* memory held by the index */
+    uint64_t disk_bytes;       /* bytes of every segment on disk */
+    uint64_t segments;         /* segment files */
+    uint64_t evicted_segments; /* segments deleted by eviction since open */
+    uint64_t evicted_blobs;    /* index entries dropped by eviction since open */
+    uint64_t dropped_corrupt;  /* index entries dropped because a record was corrupt */
+};
+
+/* The core's counters; any thread may read them. */
+const struct blob_counters *blob_core_counters(const struct blob_core *bc);
+
+/* Adds the core's counters into <out>. Any thread. */
+void blob_counters_add_to(const struct blob_counters *c, struct blob_counters_snapshot *out);
+
+/* Fills <out>. Any thread. */
+void blob_store_stats(struct blob_store *s, struct blob_store_stats *out);
+
+/* ---- maintenance ---- */
+
+/*
+ * Runs pending evictions now (deletes the oldest sealed segments while the store is over its
+ * budget). The evictor thread calls it; tests without the thread call it from their thread.
+ * Blocking I/O; never called on a core thread. Returns the number of segments deleted.
+ */
+uint32_t blob_store_evict(struct blob_store *s);
+
+#endif /* RINGCAS_BLOB_STORE_H */

@@ -1,0 +1,611 @@
+/*
+ * Uploads: bytes arrive, are hashed (after zstd decoding for compressed uploads), cut into
+ * logical chunks, compressed straight into the core's write buffer and streamed into the
+ * active segment. Nothing is staged in a file and nothing is written twice. Commit checks the
+ * size and the digest, appends the commit record and makes the blob visible once the record
+ * is durable. An upload that fails or is aborted leaves its chunks as unindexed garbage.
+ *
+ * States: OPEN (appends allowed), WAIT (an append waits for buffer room), COMMIT (waiting for
+ * room for the last chunk or the commit record), DURABLE (the record waits for its fsync).
+ * The copy mode (refresh) appends stored chunk records as they are and moves the index entry
+ * instead of inserting one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "blob/internal.h"
+
+#define AC_SIZE_MAX         (64ULL << 20)
+#define ZSTD_WINDOW_LOG_MAX 27 /* 128 MiB: what zstd -19 --long may use; memory is counted */
+
+enum upload_state {
+    UP_OPEN = 1,
+    UP_WAIT,
+    UP_COMMIT,
+    UP_DURABLE,
+};
+
+struct blob_upload {
+    struct blob_core *bc;        /* owner core */
+    struct base_list link;       /* on bc->uploads */
+    struct blob_key key;         /* what is uploaded */
+    uint8_t state;               /* enum upload_state */
+    uint8_t enc;                 /* enum blob_encoding of the incoming bytes */
+    bool copy;                   /* refresh copy of stored records */
+    struct blob_loc from;        /* copy: the location being replaced */
+    struct blob_digest digest;   /* running hash of decoded bytes */
+    ZSTD_DCtx *dstream;          /* zstd uploads: the decoder */
+    bool frame_done;             /* zstd: the last frame ended */
+    uint8_t *chunk;              /* decoded bytes of the chunk being filled */
+    uint32_t chunk_len;          /* bytes in chunk */
+    uint32_t chunk_size;         /* capacity (min(chunk size, blob size)) */
+    struct blob_chunk_ref *refs; /* chunks written so far */
+    uint32_t refs_len;           /* used */
+    uint32_t refs_size;          /* capacity */
+    uint64_t oldest_seq;         /* oldest segment holding a chunk */
+    uint64_t bytes_in;           /* bytes fed by the caller */
+    uint64_t decoded;            /* decoded bytes */
+    uint64_t emitted;            /* decoded bytes already in chunk records */
+    int err;                     /* a failure that ends the upload */
+    const uint8_t *in;           /* pending append: input left */
+    size_t in_len;               /* its length */
+    uint32_t rec_len;            /* copy mode: record length pending */
+    blob_done_fn *cb;            /* pending append or commit callback */
+    void *ctx;                   /* its argument */
+    struct blob_waiter waiter;   /* waiting for buffer room */
+    struct blob_pending pending; /* the commit record waiting for durability */
+    struct blob_loc new_loc;     /* where the commit record went */
+    int result;                  /* commit result for the deferred callback */
+    struct ring_task task;       /* runs the deferred commit callback */
+};
+
+static void upload_free(struct blob_upload *u)
+{
+    struct blob_core *bc = u->bc;
+    base_list_del(&u->link);
+    ring_task_cancel(&u->task);
+    blob_writer_unwait(&bc->writer, &u->waiter);
+    blob_digest_deinit(&u->digest);
+    if (u->dstream) ZSTD_freeDCtx(u->dstream);
+    if (u->chunk) base_counter_dec(&bc->counters.bufs);
+    free(u->chunk);
+    free(u->refs);
+    free(u);
+    ASSERT(bc->uploads_len > 0);
+    bc->uploads_len--;
+    base_counter_dec(&bc->counters.uploads);
+}
+
+static void upload_waiter_fn(struct blob_waiter *wt, int res);
+
+static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_key *k)
+{
+    struct blob_upload *u = calloc(1, sizeof(*u));
+    if (!u) return NULL;
+    u->bc = bc;
+    u->key = *k;
+    u->state = UP_OPEN;
+    u->oldest_seq = UINT64_MAX;
+    base_list_init(&u->link);
+    base_list_init(&u->waiter.link);
+    base_list_init(&u->pending.link);
+    u->waiter.fn = upload_waiter_fn;
+    ring_task_init(&u->task, NULL);
+    uint64_t chunk = bc->s->opts.chunk_size;
+    u->chunk_size = (uint32_t)(k->size < chunk ? k->size : chunk);
+    if (u->chunk_size > 0 && !u->copy) {
+        u->chunk = malloc(u->chunk_size);
+        if (!u->chunk) {
+            free(u);
+            return NULL;
+        }
+        base_counter_inc(&bc->counters.bufs);
+    }
+    base_list_add_tail(&bc->uploads, &u->link);
+    bc->uploads_len++;
+    base_counter_inc(&bc->counters.uploads);
+    return u;
+}
+
+/* Admission and budget checks shared by both kinds of upload. */
+static int upload_admit(struct blob_core *bc, const struct blob_key *k)
+{
+    struct blob_store *s = bc->s;
+    if (bc->quiescing) return -ECANCELED;
+    if (bc->uploads_len >= s->opts.uploads_max) {
+        base_counter_inc(&bc->counters.queue_full);
+        return -EAGAIN;
+    }
+    uint64_t chunks = (k->size + s->opts.chunk_size - 1) / s->opts.chunk_size;
+    bool too_big = k->size > s->opts.max_size / 4 || k->size > BLOB_SIZE_MAX ||
+                   blob_record_size(blob_commit_payload_len(chunks)) + 2ULL * BLOB_BLOCK_SIZE >
+                       s->opts.write_buffer_size;
+    if (too_big || atomic_load(&s->segs.disk_bytes) > s->opts.max_size) {
+        base_counter_inc(&bc->counters.full);
+        return -ENOSPC;
+    }
+    return 0;
+}
+
+int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_encoding incoming,
+                      struct blob_upload **out)
+{
+    *out = NULL;
+    if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
+    if (!blob_digest_is_supported(k->digest_fn)) return -EINVAL;
+    if (incoming != BLOB_ENCODING_IDENTITY && incoming != BLOB_ENCODING_ZSTD) return -EINVAL;
+    if (k->kind == BLOB_KIND_AC && k->size > AC_SIZE_MAX) return -EINVAL;
+    if (k->kind == BLOB_KIND_CAS && blob_exists(bc, k, true)) {
+        base_counter_inc(&bc->counters.uploads_present);
+        return -EEXIST;
+    }
+    int rc = upload_admit(bc, k);
+    if (rc < 0) return rc;
+    struct blob_upload *u = upload_alloc(bc, k);
+    if (!u) return -ENOMEM;
+    u->enc = (uint8_t)incoming;
+    rc = blob_digest_init(&u->digest, k->digest_fn);
+    if (rc == 0 && incoming == BLOB_ENCODING_ZSTD) {
+        u->dstream = ZSTD_createDCtx_advanced(bc->zctx.mem);
+        if (!u->dstream || ZSTD_isError(ZSTD_DCtx_setParameter(u->dstream, ZSTD_d_windowLogMax,
+                                                               ZSTD_WINDOW_LOG_MAX))) {
+            rc = -ENOMEM;
+        }
+    }
+    if (rc < 0) {
+        upload_free(u);
+        return rc;
+    }
+    *out = u;
+    return 0;
+}
+
+int blob_upload_begin_copy(struct blob_core *bc, const struct blob_key *k,
+                           const struct blob_loc *from, struct blob_upload **out)
+{
+    *out = NULL;
+    int rc = upload_admit(bc, k);
+    if (rc < 0) return rc;
+    struct blob_key key = *k;
+    key.size = 0; /* no chunk buffer: records arrive encoded */
+    struct blob_upload *u = upload_alloc(bc, &key);
+    if (!u) return -ENOMEM;
+    u->key.size = k->size;
+    u->copy = true;
+    u->from = *from;
+    *out = u;
+    return 0;
+}
+
+static int refs_push(struct blob_upload *u, uint64_t seq, uint64_t off, uint32_t stored)
+{
+    if (u->refs_len == u->refs_size) {
+        uint32_t size = u->refs_size ? u->refs_size * 2 : 4;
+        struct blob_chunk_ref *r = realloc(u->refs, size * sizeof(*r));
+        if (!r) return -ENOMEM;
+        u->refs = r;
+        u->refs_size = size;
+    }
+    struct blob_chunk_ref *r = &u->refs[u->refs_len++];
+    r->seg = seq;
+    r->off8 = (uint32_t)(off / 8);
+    r->stored = stored;
+    if (seq < u->oldest_seq) u->oldest_seq = seq;
+    return 0;
+}
+
+/*
+ * Writes <n> bytes at <src> (a full chunk) as a chunk record. With <hash>, the bytes are
+ * hashed first (they come straight from the caller). 0, -EINPROGRESS (wait: nothing was
+ * taken) or -errno.
+ */
+static int upload_emit_from(struct blob_upload *u, const uint8_t *src, uint32_t n, bool hash)
+{
+    struct blob_writer *w = &u->bc->writer;
+    uint64_t off;
+    uint64_t seq;
+    int err;
+    uint8_t *p = blob_writer_reserve(w, blob_chunk_record_bound(n), false, &off, &seq, &err);
+    if (!p) return err;
+    if (hash) blob_digest_update(&u->digest, src, n);
+    uint32_t used = blob_chunk_encode(&u->bc->zctx, src, n, p);
+    blob_writer_commit(w, used);
+    int rc = refs_push(u, seq, off, used - (uint32_t)sizeof(struct blob_record_header));
+    if (rc < 0) return rc;
+    u->emitted += n;
+    return 0;
+}
+
+/* Writes the full chunk buffer as a chunk record. 0, -EINPROGRESS (wait) or -errno. */
+static int upload_emit(struct blob_upload *u)
+{
+    int rc = upload_emit_from(u, u->chunk, u->chunk_len, false);
+    if (rc == 0) u->chunk_len = 0;
+    return rc;
+}
+
+/*
+ * Identity input that holds a whole chunk while none is buffered is compressed straight from
+ * the caller's memory: no copy. Returns 1 when it took a chunk, 0 when it does not apply,
+ * or <0 (-EINPROGRESS: wait).
+ */
+static int take_direct(struct blob_upload *u)
+{
+    uint64_t left = u->key.size - u->decoded;
+    uint64_t want = left < u->chunk_size ? left : u->chunk_size;
+    if (u->chunk_len != 0 || want == 0 || u->in_len < want) return 0;
+    int rc = upload_emit_from(u, u->in, (uint32_t)want, true);
+    if (rc < 0) return rc;
+    u->decoded += want;
+    u->in += want;
+    u->in_len -= want;
+    return 1;
+}
+
+/* The chunk is full: the last one is shorter than chunk_size. */
+static bool chunk_is_full(const struct blob_upload *u)
+{
+    uint64_t left = u->key.size - u->emitted;
+    uint64_t want = left < u->chunk_size ? left : u->chunk_size;
+    return u->chunk_len > 0 && u->chunk_len == want;
+}
+
+/* Takes identity bytes from u->in into the chunk buffer. Returns bytes taken or -EMSGSIZE. */
+static int64_t take_identity(struct blob_upload *u)
+{
+    uint64_t room = u->chunk_size - u->chunk_len;
+    uint64_t left = u->key.size - u->decoded;
+    if (left == 0) return -EMSGSIZE;
+    uint64_t n = u->in_len < room ? u->in_len : room;
+    n = n < left ? n : left;
+    memcpy(u->chunk + u->chunk_len, u->in, n);
+    blob_digest_update(&u->digest, u->in, n);
+    u->chunk_len += (uint32_t)n;
+    u->decoded += n;
+    u->in += n;
+    u->in_len -= n;
+    return (int64_t)n;
+}
+
+/* Decodes zstd bytes from u->in into the chunk buffer. Returns 0 or -EBADMSG/-EMSGSIZE. */
+static int take_zstd(struct blob_upload *u)
+{
+    uint8_t spare;
+    uint64_t room = u->chunk ? u->chunk_size - u->chunk_len : 0;
+    uint64_t left = u->key.size - u->decoded;
+    /* Never decode past the declared size: the spare byte below detects more. */
+    ZSTD_outBuffer out = { u->chunk ? u->chunk + u->chunk_len : &spare, room < left ? room : left,
+                           0 };
+    if (u->decoded == u->key.size) {
+        /* Everything expected arrived: any further output is too much. */
+        out.dst = &spare;
+        out.size = 1;
+    }
+    ZSTD_inBuffer in = { u->in, u->in_len, 0 };
+    size_t rc = ZSTD_decompressStream(u->dstream, &out, &in);
+    if (ZSTD_isError(rc)) return -EBADMSG;
+    if (u->decoded == u->key.size && out.pos > 0) return -EMSGSIZE;
+    u->frame_done = rc == 0;
+    if (out.dst != &spare) {
+        blob_digest_update(&u->digest, u->chunk + u->chunk_len, out.pos);
+        u->chunk_len += (uint32_t)out.pos;
+        u->decoded += out.pos;
+    }
+    u->in += in.pos;
+    u->in_len -= in.pos;
+    if (in.pos == 0 && out.pos == 0 && u->in_len > 0 && !chunk_is_full(u)) {
+        return -EBADMSG; /* no progress: a frame larger than its declared window */
+    }
+    return 0;
+}
+
+/* Consumes u->in. Returns 0 (all taken), -EINPROGRESS (waiting for room) or -errno. */
+static int upload_pump(struct blob_upload *u)
+{
+    /* Bounded: each pass takes input or emits a chunk, or returns. */
+    for (;;) {
+        if (chunk_is_full(u)) {
+            int rc = upload_emit(u);
+            if (rc < 0) return rc;
+            continue;
+        }
+        if (u->in_len == 0) return 0;
+        if (u->enc == BLOB_ENCODING_IDENTITY) {
+            int rc = take_direct(u);
+            if (rc < 0) return rc;
+            if (rc > 0) continue;
+        }
+        if (u->enc == BLOB_ENCODING_ZSTD) {
+            int rc = take_zstd(u);
+            if (rc < 0) return rc;
+        } else {
+            int64_t n = take_identity(u);
+            if (n < 0) return (int)n;
+        }
+    }
+}
+
+static int append_record(struct blob_upload *u)
+{
+    struct blob_writer *w = &u->bc->writer;
+    uint64_t off;
+    uint64_t seq;
+    int err;
+    uint8_t *p = blob_writer_reserve(w, u->rec_len, false, &off, &seq, &err);
+    if (!p) return err;
+    memcpy(p, u->in, u->rec_len);
+    blob_writer_commit(w, u->rec_len);
+    int rc = refs_push(u, seq, off, u->rec_len - (uint32_t)sizeof(struct blob_record_header));
+    u->in_len = 0;
+    return rc;
+}
+
+static void append_wait(struct blob_upload *u, blob_done_fn *cb, void *ctx)
+{
+    u->state = UP_WAIT;
+    u->cb = cb;
+    u->ctx = ctx;
+    blob_writer_wait(&u->bc->writer, &u->waiter);
+}
+
+int blob_upload_append(struct blob_upload *u, const void *data, size_t len, blob_done_fn *cb,
+                       void *ctx)
+{
+    ASSERT(!u->copy);
+    if (u->state != UP_OPEN) return -EBUSY;
+    if (u->err < 0) return u->err;
+    u->in = data;
+    u->in_len = len;
+    u->bytes_in += len;
+    int rc = upload_pump(u);
+    if (rc == -EINPROGRESS) {
+        append_wait(u, cb, ctx);
+        return -EINPROGRESS;
+    }
+    if (rc < 0) {
+        u->err = rc;
+        u->in_len = 0;
+    }
+    return rc;
+}
+
+int blob_upload_append_record(struct blob_upload *u, const uint8_t *rec, uint32_t len,
+                              blob_done_fn *cb, void *ctx)
+{
+    ASSERT(u->copy);
+    ASSERT(u->state == UP_OPEN);
+    if (u->err < 0) return u->err;
+    u->in = rec;
+    u->in_len = len;
+    u->rec_len = len;
+    int rc = append_record(u);
+    if (rc == -EINPROGRESS) {
+        append_wait(u, cb, ctx);
+    } else if (rc < 0) {
+        u->err = rc;
+    }
+    return rc;
+}
+
+static void commit_step(struct blob_upload *u);
+
+static void upload_waiter_fn(struct blob_waiter *wt, int res)
+{
+    struct blob_upload *u = BASE_CONTAINER_OF(wt, struct blob_upload, waiter);
+    if (u->state == UP_COMMIT) {
+        if (res < 0) u->err = res;
+        commit_step(u);
+        return;
+    }
+    ASSERT(u->state == UP_WAIT);
+    int rc = res;
+    if (rc == 0) rc = u->copy ? append_record(u) : upload_pump(u);
+    if (rc == -EINPROGRESS) {
+        blob_writer_wait(&u->bc->writer, &u->waiter);
+        return;
+    }
+    if (rc < 0) {
+        u->err = rc;
+        u->in_len = 0;
+    }
+    u->state = UP_OPEN;
+    u->cb(u->ctx, rc);
+}
+
+/* ---- commit ---- */
+
+static void commit_task(struct ring_task *t)
+{
+    struct blob_upload *u = BASE_CONTAINER_OF(t, struct blob_upload, task);
+    blob_done_fn *cb = u->cb;
+    void *ctx = u->ctx;
+    int res = u->result;
+    upload_free(u);
+    cb(ctx, res);
+}
+
+/* Ends the upload with <res>: the callback runs from a deferred task, then <u> is gone. */
+static void commit_end(struct blob_upload *u, int res)
+{
+    struct blob_core *bc = u->bc;
+    if (res == -EILSEQ || res == -EMSGSIZE) base_counter_inc(&bc->counters.digest_mismatches);
+    if (res == 0 && !u->copy) {
+        base_counter_inc(&bc->counters.blobs_committed);
+        base_counter_add(&bc->counters.bytes_in, u->key.size);
+    }
+    u->result = res;
+    u->task.fn = commit_task;
+    blob_core_defer(bc, &u->task);
+}
+
+static void commit_durable(struct blob_pending *p, int res)
+{
+    struct blob_upload *u = BASE_CONTAINER_OF(p, struct blob_upload, pending);
+    struct blob_store *s = u->bc->s;
+    if (res == 0 && u->copy) {
+        if (blob_index_move(s->index, &u->key, &u->from, &u->new_loc)) {
+            base_counter_inc(&u->bc->counters.refreshes);
+        }
+    } else if (res == 0) {
+        struct blob_index_value v = { .loc = u->new_loc, .size = u->key.size };
+        bool ac = u->key.kind == BLOB_KIND_AC;
+        int rc = blob_index_put(s->index, &u->key, &v, ac ? BLOB_INDEX_REPLACE : BLOB_INDEX_KEEP);
+        res = rc < 0 ? rc : 0;
+    }
+    commit_end(u, res);
+}
+
+static int commit_check(struct blob_upload *u)
+{
+    if (u->decoded != u->key.size && !u->copy) return -EMSGSIZE;
+    if (u->enc == BLOB_ENCODING_ZSTD && !u->frame_done && u->key.size > 0) return -EBADMSG;
+    if (u->copy || u->key.kind != BLOB_KIND_CAS) return 0;
+    uint8_t hash[BLOB_HASH_SIZE];
+    blob_digest_final(&u->digest, hash);
+    return memcmp(hash, u->key.hash, BLOB_HASH_SIZE) == 0 ? 0 : -EILSEQ;
+}
+
+/* Writes the commit record; 0, -EINPROGRESS or -errno. */
+static int commit_record(struct blob_upload *u)
+{
+    struct blob_core *bc = u->bc;
+    struct blob_writer *w = &bc->writer;
+    uint32_t payload = (uint32_t)blob_commit_payload_len(u->refs_len);
+    uint32_t len = (uint32_t)sizeof(struct blob_record_header) + payload;
+    uint64_t off;
+    uint64_t seq;
+    int err;
+    uint8_t *p = blob_writer_reserve(w, len, true, &off, &seq, &err);
+    if (!p) return err;
+    uint64_t oldest = u->oldest_seq < seq ? u->oldest_seq : seq;
+    if (seq - oldest > UINT16_MAX) {
+        return -ENOSPC; /* chunks too far back in the log: the upload took too long */
+    }
+    struct blob_commit *c = (struct blob_commit *)(void *)(p + sizeof(struct blob_record_header));
+    memset(c, 0, sizeof(*c));
+    c->kind = u->key.kind;
+    c->digest_fn = u->key.digest_fn;
+    c->chunk_shift = (uint8_t)bc->s->chunk_shift;
+    c->chunk_count = u->refs_len;
+    c->size = u->key.size;
+    c->commit_seq = atomic_fetch_add(&bc->s->commit_seq, 1);
+    memcpy(c->hash, u->key.hash, BLOB_HASH_SIZE);
+    if (u->refs_len > 0) memcpy(c + 1, u->refs, (size_t)u->refs_len * sizeof(*u->refs));
+    blob_format_record_header((struct blob_record_header *)(void *)p, BLOB_RECORD_COMMIT, 0, c,
+                              payload, 0);
+    struct blob_footer_entry e = {
+        .kind = c->kind,
+        .digest_fn = c->digest_fn,
+        .span = (uint16_t)(seq - oldest),
+        .off8 = (uint32_t)(off / 8),
+        .size = c->size,
+        .commit_seq = c->commit_seq,
+    };
+    memcpy(e.hash, c->hash, BLOB_HASH_SIZE);
+    int rc = blob_writer_add_footer(w, &e);
+    if (rc < 0) return rc;
+    blob_writer_commit(w, len);
+    u->new_loc.seg = (uint32_t)seq;
+    u->new_loc.off8 = e.off8;
+    u->new_loc.span = e.span;
+    u->pending.end = off + len;
+    u->pending.done = commit_durable;
+    u->state = UP_DURABLE;
+    blob_writer_add_pending(w, &u->pending);
+    return 0;
+}
+
+/* Emits the last chunk, checks the digest, writes the record; waits where it must. */
+static void commit_step(struct blob_upload *u)
+{
+    if (u->err < 0) {
+        commit_end(u, u->err);
+        return;
+    }
+    if (!u->copy && u->chunk_len > 0) {
+        if (u->chunk_len != u->key.size - u->emitted) {
+            commit_end(u, -EMSGSIZE);
+            return;
+        }
+        int rc = upload_emit(u);
+        if (rc == -EINPROGRESS) {
+            blob_writer_wait(&u->bc->writer, &u->waiter);
+            return;
+        }
+        if (rc < 0) {
+            commit_end(u, rc);
+            return;
+        }
+    }
+    if (u->digest.ctx) {
+        int rc = commit_check(u);
+        blob_digest_deinit(&u->digest);
+        if (rc < 0) {
+            commit_end(u, rc);
+            return;
+        }
+    }
+    int rc = commit_record(u);
+    if (rc == -EINPROGRESS) {
+        blob_writer_wait(&u->bc->writer, &u->waiter);
+    } else if (rc < 0) {
+        commit_end(u, rc);
+    }
+}
+
+int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void *ctx)
+{
+    if (u->state != UP_OPEN) return -EBUSY;
+    u->cb = cb;
+    u->ctx = ctx;
+    u->state = UP_COMMIT;
+    if (u->copy) {
+        blob_digest_deinit(&u->digest);
+    } else if (u->key.size == 0 && u->digest.ctx) {
+        (void)0; /* an empty AC value: nothing to emit */
+    }
+    commit_step(u);
+    return 0;
+}
+
+void blob_upload_abort(struct blob_upload *u)
+{
+    if (!u) return;
+    /* A commit in its durable phase belongs to the writer until its fsync ends. */
+    ASSERT(u->state != UP_DURABLE);
+    if (!u->copy) base_counter_inc(&u->bc->counters.uploads_aborted);
+    upload_free(u);
+}
+
+uint64_t blob_upload_bytes_in(const struct blob_upload *u)
+{
+    return u->bytes_in;
+}
+
+uint64_t blob_upload_bytes_decoded(const struct blob_upload *u)
+{
+    return u->decoded;
+}
+
+static void upload_fail_if_in(struct blob_upload *u, uint64_t seq, int err)
+{
+    if (u->state == UP_DURABLE) return; /* its pending was finished by the writer */
+    for (uint32_t i = 0; i < u->refs_len; i++) {
+        if (u->refs[i].seg == seq) {
+            u->err = err;
+            return;
+        }
+    }
+}
+
+void blob_upload_fail_segment(struct blob_core *bc, uint64_t seq, int err)
+{
+    BASE_LIST_FOR_EACH(it, &bc->uploads)
+    {
+        struct blob_upload *u = BASE_CONTAINER_OF(it, struct blob_upload, link);
+        upload_fail_if_in(u, seq, err);
+    }
+}

@@ -1,0 +1,70 @@
+/*
+ * A small harness for the engine's tests: a store on the simulated disk (or on a temporary
+ * folder with a real ring), driven from the test's thread, with synchronous helpers for
+ * uploads and reads, and a check that every gauge is back to zero.
+ */
+#ifndef RINGCAS_TESTS_BLOB_HARNESS_H
+#define RINGCAS_TESTS_BLOB_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blob/io_sim.h"
+#include "blob/store.h"
+#include "ring/core.h"
+
+struct th {
+    struct blob_store_options o; /* options used by th_open */
+    struct blob_io *io;          /* the simulated disk, or NULL with a real ring */
+    struct ring_core *ring;      /* the real core, or NULL */
+    char dir[64];                /* the real folder */
+    struct blob_store *s;        /* the store */
+    struct blob_core *bc;        /* the one core */
+};
+
+/* Small sizes so tests cross chunks and segments: 4 KiB chunks, 64 KiB segments. */
+void th_options_small(struct blob_store_options *o);
+
+/* Opens a store on a new simulated disk seeded with <seed> (th->o set by the caller or
+ * th_options_small when zeroed). */
+void th_open_sim(struct th *t, uint64_t seed);
+/* Opens a store in a new temporary folder with a real ring on this thread. */
+void th_open_real(struct th *t);
+/* Closes core and store (the disk stays) and opens them again: recovery. */
+void th_reopen(struct th *t);
+/* Closes core and store only. */
+void th_close_store(struct th *t);
+/* Opens store and core again on the same disk; returns blob_store_open's result. */
+int th_open_store(struct th *t);
+/* Asserts the core is idle with every gauge at zero, closes all, removes the folder. */
+void th_close(struct th *t);
+
+/* Runs the loop until *<flag> is set (or the sim is idle). Returns true when set. */
+bool th_run_until(struct th *t, const bool *flag);
+/* Runs until nothing is in flight. */
+void th_settle(struct th *t);
+
+/* Fills <buf> deterministically from <seed>: compressible text-like or random bytes. */
+void th_fill(uint8_t *buf, size_t len, uint64_t seed, bool compressible);
+
+/* CAS key of <data>. */
+void th_key_of(struct blob_key *k, const void *data, size_t len);
+
+/*
+ * Uploads <len> bytes as <k> in pieces of <piece> bytes (0: all at once), encoded as <enc>
+ * (zstd: the data is compressed first), commits, waits. Returns the commit result, or the
+ * error of begin/append.
+ */
+int th_put(struct th *t, const struct blob_key *k, const void *data, size_t len, size_t piece,
+           enum blob_encoding enc);
+
+/* Reads <k> from <off> as <enc> into a new buffer (free it). Returns 0 or the error. For
+ * zstd, *<out> holds the stream decoded back. */
+int th_get(struct th *t, const struct blob_key *k, uint64_t off, enum blob_encoding enc,
+           uint8_t **out, size_t *len);
+
+/* Sum of this core's counters. */
+struct blob_counters_snapshot th_counters(struct th *t);
+
+#endif /* RINGCAS_TESTS_BLOB_HARNESS_H */

@@ -1,0 +1,145 @@
+/*
+ * Chunk records: compressible chunks become zstd frames, incompressible ones raw-block
+ * frames, both decode with any zstd decoder, sizes around the 128 KiB block limit work, and
+ * the counting allocator returns to zero.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <zstd.h>
+
+#include "blob/chunk.h"
+#include "harness.h"
+
+static struct base_counter mem;
+
+static void encode_decode(struct blob_chunk_ctx *z, uint32_t n, bool compressible, uint8_t want)
+{
+    uint8_t *raw = malloc(n);
+    th_fill(raw, n, n, compressible);
+    uint8_t *rec = malloc(blob_chunk_record_bound(n));
+    uint32_t len = blob_chunk_encode(z, raw, n, rec);
+    cr_assert(le(u32, len, blob_chunk_record_bound(n)));
+    const struct blob_record_header *h = (const void *)rec;
+    cr_assert(eq(int, blob_format_check_record_header(h, len - sizeof(*h)), 0));
+    cr_assert(eq(int, blob_format_check_payload(h, rec + sizeof(*h)), 0));
+    /* Incompressible data may still come out of zstd a few bytes smaller than our raw frame
+     * (its content-size field is shorter); whichever is smaller is stored. */
+    bool ok_enc =
+        h->enc == want || (want == BLOB_CHUNK_RAW && h->payload_len < blob_chunk_raw_frame_size(n));
+    cr_assert(ok_enc, "size %u compressible %d enc %u", n, compressible, h->enc);
+    cr_assert(le(u32, h->payload_len, blob_chunk_raw_frame_size(n)));
+    cr_assert(eq(u32, h->raw_len, n));
+    cr_assert(eq(u32, h->payload_len, len - sizeof(*h)));
+    /* Our decoder. */
+    uint8_t *out = malloc(n);
+    cr_assert(eq(int, blob_chunk_decode(z, h, rec + sizeof(*h), out, n), 0));
+    cr_assert(memcmp(out, raw, n) == 0);
+    /* Any zstd decoder: the payload is a complete frame with its content size. */
+    memset(out, 0, n);
+    cr_assert(eq(u64, ZSTD_getFrameContentSize(rec + sizeof(*h), h->payload_len), n));
+    size_t d = ZSTD_decompress(out, n, rec + sizeof(*h), h->payload_len);
+    cr_assert(eq(sz, d, n));
+    cr_assert(memcmp(out, raw, n) == 0);
+    free(out);
+    free(rec);
+    free(raw);
+}
+
+Test(blob_chunk, compressible_chunks_are_zstd_frames_random_ones_raw_frames)
+{
+    struct blob_chunk_ctx z;
+    cr_assert(eq(int, blob_chunk_ctx_init(&z, 1, &mem), 0));
+    cr_assert(gt(u64, base_counter_get(&mem), 0), "the contexts' memory is counted");
+    uint32_t sizes[] = { 1, 100, 4096, 131071, 131072, 131073, 262144, 1048576 };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        encode_decode(&z, sizes[i], false, BLOB_CHUNK_RAW);
+        if (sizes[i] >= 100) encode_decode(&z, sizes[i], true, BLOB_CHUNK_ZSTD);
+    }
+    blob_chunk_ctx_deinit(&z);
+    cr_assert(eq(u64, base_counter_get(&mem), 0), "every zstd byte was given back");
+}
+
+Test(blob_chunk, raw_frames_have_the_documented_size)
+{
+    uint32_t sizes[] = { 1, 131072, 131073, 262144 };
+    uint32_t want[] = { 13 + 3 + 1, 13 + 3 + 131072, 13 + 6 + 131073, 13 + 6 + 262144 };
+    for (size_t i = 0; i < 4; i++) {
+        uint8_t *raw = calloc(1, sizes[i]);
+        uint8_t *dst = malloc(blob_chunk_raw_frame_size(sizes[i]));
+        cr_assert(eq(u32, blob_chunk_raw_frame_size(sizes[i]), want[i]));
+        cr_assert(eq(u32, blob_chunk_raw_frame(raw, sizes[i], dst), want[i]));
+        cr_assert(eq(u64, ZSTD_findFrameCompressedSize(dst, want[i]), want[i]));
+        free(raw);
+        free(dst);
+    }
+}
+
+Test(blob_chunk, decode_refuses_a_frame_of_the_wrong_length)
+{
+    struct blob_chunk_ctx z;
+    cr_assert(eq(int, blob_chunk_ctx_init(&z, 1, &mem), 0));
+    static uint8_t raw[5000];
+    th_fill(raw, sizeof(raw), 1, true);
+    static uint8_t rec[6000];
+    uint32_t len = blob_chunk_encode(&z, raw, sizeof(raw), rec);
+    struct blob_record_header h;
+    memcpy(&h, rec, sizeof(h));
+    static uint8_t out[6000];
+    h.raw_len = 4999;
+    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), -EBADMSG));
+    h.raw_len = 5001;
+    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), -EBADMSG));
+    h.raw_len = 5000;
+    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, 10), -EBADMSG), "no room");
+    /* A garbled frame with a valid header and checksum (as if written wrong) fails too. */
+    rec[sizeof(h) + 6] ^= 0xff;
+    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), -EBADMSG));
+    (void)len;
+    blob_chunk_ctx_deinit(&z);
+}
+
+Test(blob_chunk, levels_change_the_size_not_the_bytes)
+{
+    struct blob_chunk_ctx fast;
+    struct blob_chunk_ctx slow;
+    cr_assert(eq(int, blob_chunk_ctx_init(&fast, 1, &mem), 0));
+    cr_assert(eq(int, blob_chunk_ctx_init(&slow, 9, &mem), 0));
+    uint32_t n = 65536;
+    uint8_t *raw = malloc(n);
+    th_fill(raw, n, 3, true);
+    uint8_t *a = malloc(blob_chunk_record_bound(n));
+    uint8_t *b = malloc(blob_chunk_record_bound(n));
+    uint32_t la = blob_chunk_encode(&fast, raw, n, a);
+    uint32_t lb = blob_chunk_encode(&slow, raw, n, b);
+    cr_assert(le(u32, lb, la));
+    uint8_t *out = malloc(n);
+    const struct blob_record_header *h = (const void *)b;
+    cr_assert(eq(int, blob_chunk_decode(&fast, h, b + sizeof(*h), out, n), 0));
+    cr_assert(memcmp(out, raw, n) == 0);
+    free(out);
+    free(a);
+    free(b);
+    free(raw);
+    blob_chunk_ctx_deinit(&fast);
+    blob_chunk_ctx_deinit(&slow);
+    cr_assert(eq(u64, base_counter_get(&mem), 0));
+}
+
+Test(blob_chunk, counting_allocator_counts_up_and_down)
+{
+    struct base_counter g = { 0 };
+    ZSTD_customMem m = blob_chunk_zstd_mem(&g);
+    void *p = m.customAlloc(m.opaque, 1000);
+    cr_assert(ne(ptr, p, NULL));
+    cr_assert(eq(u64, base_counter_get(&g), 1000));
+    void *q = m.customAlloc(m.opaque, 24);
+    cr_assert(eq(u64, base_counter_get(&g), 1024));
+    m.customFree(m.opaque, p);
+    m.customFree(m.opaque, q);
+    m.customFree(m.opaque, NULL);
+    cr_assert(eq(u64, base_counter_get(&g), 0));
+}

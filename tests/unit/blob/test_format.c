@@ -1,0 +1,161 @@
+/*
+ * The on-disk structures: each encoder's output passes its validator, and each validator
+ * refuses a flipped bit in every byte it covers, a wrong version, and lengths past the room.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "blob/format.h"
+#include "blob/store.h"
+
+Test(blob_format, segment_header_round_trips_and_refuses_every_flip)
+{
+    struct blob_seg_header h;
+    blob_format_seg_header(&h, 42, 3);
+    cr_assert(eq(int, blob_format_check_seg_header(&h), 0));
+    cr_assert(eq(u64, h.seq, 42));
+    cr_assert(eq(u32, h.core, 3));
+    cr_assert(eq(u32, h.version, BLOB_FORMAT_VERSION));
+    cr_assert(memcmp(&h.magic, "RINGCAS1", 8) == 0, "the magic reads RINGCAS1 on disk");
+    for (size_t i = 0; i < offsetof(struct blob_seg_header, checksum) + 8; i++) {
+        struct blob_seg_header c = h;
+        ((uint8_t *)&c)[i] ^= 0x10;
+        cr_assert(eq(int, blob_format_check_seg_header(&c), -EBADMSG), "byte %zu", i);
+    }
+}
+
+Test(blob_format, record_header_covers_itself_and_its_payload)
+{
+    uint8_t payload[100];
+    memset(payload, 7, sizeof(payload));
+    struct blob_record_header h;
+    blob_format_record_header(&h, BLOB_RECORD_CHUNK, BLOB_CHUNK_ZSTD, payload, 100, 4096);
+    cr_assert(eq(int, blob_format_check_record_header(&h, 100), 0));
+    cr_assert(eq(int, blob_format_check_payload(&h, payload), 0));
+    cr_assert(eq(int, blob_format_check_record_header(&h, 99), -EBADMSG), "payload past room");
+    for (size_t i = 0; i < sizeof(h); i++) {
+        struct blob_record_header c = h;
+        ((uint8_t *)&c)[i] ^= 0x01;
+        cr_assert(eq(int, blob_format_check_record_header(&c, 1000), -EBADMSG), "byte %zu", i);
+    }
+    payload[50] ^= 4;
+    cr_assert(eq(int, blob_format_check_payload(&h, payload), -EBADMSG));
+}
+
+Test(blob_format, record_header_refuses_unknown_types_and_encodings)
+{
+    uint8_t payload[8] = { 0 };
+    struct blob_record_header h;
+    blob_format_record_header(&h, BLOB_RECORD_CHUNK, 7, payload, 8, 8);
+    cr_assert(eq(int, blob_format_check_record_header(&h, 8), -EBADMSG), "encoding 7");
+    blob_format_record_header(&h, BLOB_RECORD_COMMIT, 0, payload, 8, 0);
+    cr_assert(eq(int, blob_format_check_record_header(&h, 8), 0));
+    blob_format_record_header(&h, BLOB_RECORD_FOOTER, 0, payload, 8, 0);
+    cr_assert(eq(int, blob_format_check_record_header(&h, 8), 0));
+}
+
+Test(blob_format, zeros_are_not_a_record)
+{
+    struct blob_record_header h;
+    memset(&h, 0, sizeof(h));
+    cr_assert(eq(int, blob_format_check_record_header(&h, 1 << 20), -EBADMSG));
+}
+
+Test(blob_format, commit_payload_must_agree_with_its_sizes)
+{
+    uint64_t buf[(sizeof(struct blob_commit) + 3 * sizeof(struct blob_chunk_ref)) / 8];
+    memset(buf, 0, sizeof(buf));
+    struct blob_commit *c = (struct blob_commit *)(void *)buf;
+    c->kind = BLOB_KIND_CAS;
+    c->digest_fn = BLOB_DIGEST_SHA256;
+    c->chunk_shift = 12;
+    c->chunk_count = 3;
+    c->size = 3 * 4096 - 5;
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), 0));
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf) - 1), -EBADMSG));
+    c->size = 3 * 4096 + 1;
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG), "4 chunks needed");
+    c->size = 2 * 4096;
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG), "2 chunks needed");
+    c->size = 3 * 4096;
+    c->kind = 5;
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG));
+    c->kind = BLOB_KIND_AC;
+    c->chunk_shift = 11;
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG));
+    c->chunk_shift = 21;
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG));
+    c->chunk_shift = 12;
+    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), 0));
+    cr_assert(eq(int, blob_format_check_commit(c, 10), -EBADMSG));
+}
+
+Test(blob_format, empty_commit_has_no_chunks)
+{
+    struct blob_commit c;
+    memset(&c, 0, sizeof(c));
+    c.kind = BLOB_KIND_AC;
+    c.digest_fn = BLOB_DIGEST_SHA256;
+    c.chunk_shift = 18;
+    cr_assert(eq(int, blob_format_check_commit(&c, sizeof(c)), 0));
+}
+
+Test(blob_format, trailer_names_its_segment_and_size)
+{
+    struct blob_seg_trailer t;
+    blob_format_trailer(&t, 9, 8192, 8000, 12, 16384);
+    cr_assert(eq(int, blob_format_check_trailer(&t, 9, 16384), 0));
+    cr_assert(eq(int, blob_format_check_trailer(&t, 8, 16384), -EBADMSG), "another segment");
+    cr_assert(eq(int, blob_format_check_trailer(&t, 9, 20480), -EBADMSG), "another size");
+    for (size_t i = 0; i < sizeof(t); i++) {
+        struct blob_seg_trailer c = t;
+        ((uint8_t *)&c)[i] ^= 0x80;
+        cr_assert(eq(int, blob_format_check_trailer(&c, 9, 16384), -EBADMSG), "byte %zu", i);
+    }
+    blob_format_trailer(&t, 9, 8192, 8200, 12, 16384);
+    cr_assert(eq(int, blob_format_check_trailer(&t, 9, 16384), -EBADMSG), "records past footer");
+    blob_format_trailer(&t, 9, 100, 50, 12, 16384);
+    cr_assert(eq(int, blob_format_check_trailer(&t, 9, 16384), -EBADMSG), "footer in header");
+    blob_format_trailer(&t, 9, 16384, 8000, 12, 16384);
+    cr_assert(eq(int, blob_format_check_trailer(&t, 9, 16384), -EBADMSG), "footer past end");
+    blob_format_trailer(&t, 9, 8193, 8000, 12, 16384);
+    cr_assert(eq(int, blob_format_check_trailer(&t, 9, 16384), -EBADMSG), "unaligned footer");
+}
+
+Test(blob_format, segment_names_round_trip)
+{
+    char name[32];
+    blob_format_seg_name(0xa1, name, sizeof(name));
+    cr_assert(eq(str, name, "seg-00000000000000a1.rcs"));
+    uint64_t seq = 0;
+    cr_assert(eq(int, blob_format_parse_seg_name(name, &seq), 0));
+    cr_assert(eq(u64, seq, 0xa1));
+    blob_format_seg_name(UINT64_MAX, name, sizeof(name));
+    cr_assert(eq(int, blob_format_parse_seg_name(name, &seq), 0));
+    cr_assert(eq(u64, seq, UINT64_MAX));
+    const char *bad[] = { "seg-00000000000000a1.rcs.bad", "seg-00000000000000A1.rcs",
+                          "seg-0000000000000a1.rcs",      "xeg-00000000000000a1.rcs",
+                          "seg-00000000000000a1.rcx",     "",
+                          "seg-0000000000000g01.rcs" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert(eq(int, blob_format_parse_seg_name(bad[i], &seq), -EINVAL), "%s", bad[i]);
+}
+
+Test(blob_format, sizes_and_alignment_helpers)
+{
+    cr_assert(eq(u64, blob_align8(0), 0));
+    cr_assert(eq(u64, blob_align8(1), 8));
+    cr_assert(eq(u64, blob_align8(8), 8));
+    cr_assert(eq(u64, blob_align_block(1), 4096));
+    cr_assert(eq(u64, blob_align_block(4096), 4096));
+    cr_assert(eq(u64, blob_align_block(4097), 8192));
+    cr_assert(eq(u64, blob_record_size(0), 32));
+    cr_assert(eq(u64, blob_record_size(1), 40));
+    cr_assert(eq(u64, blob_commit_payload_len(0), 56));
+    cr_assert(eq(u64, blob_commit_payload_len(2), 88));
+    cr_assert(eq(u64, blob_format_sum("abc", 3), blob_format_sum("abc", 3)));
+    cr_assert(ne(u64, blob_format_sum("abc", 3), blob_format_sum("abd", 3)));
+}

@@ -1,0 +1,300 @@
+/*
+ * The striped index: lookups by kind, CAS size exactness, replace/keep, conditional move
+ * and remove, growth and backward-shift deletion checked against a plain model, threads
+ * on different stripes, and the memory budget (at most 64 bytes per blob, measured).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "blob/index.h"
+
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static void key_n(struct blob_key *k, uint64_t n, uint8_t kind)
+{
+    memset(k, 0, sizeof(*k));
+    k->kind = kind;
+    k->digest_fn = BLOB_DIGEST_SHA256;
+    for (int i = 0; i < 4; i++) {
+        uint64_t v = mix(n * 4 + (uint64_t)i);
+        memcpy(k->hash + 8 * i, &v, 8);
+    }
+    k->size = n % 100000;
+}
+
+static struct blob_index_value val(uint32_t seg, uint32_t off8, uint64_t size)
+{
+    struct blob_index_value v = { .loc = { .seg = seg, .off8 = off8, .span = 0 }, .size = size };
+    return v;
+}
+
+Test(blob_index, finds_what_was_put_and_nothing_else)
+{
+    struct blob_index *idx = blob_index_create();
+    cr_assert(ne(ptr, idx, NULL));
+    struct blob_key k;
+    key_n(&k, 1, BLOB_KIND_CAS);
+    struct blob_index_value v = val(3, 40, k.size);
+    struct blob_index_value out;
+    cr_assert(not(blob_index_get(idx, &k, &out)));
+    cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u32, out.loc.seg, 3));
+    cr_assert(eq(u32, out.loc.off8, 40));
+    cr_assert(eq(u64, out.size, k.size));
+    cr_assert(eq(u64, blob_index_count(idx), 1));
+    /* Another hash, the same hash as AC, the same hash with another size: all misses. */
+    struct blob_key other;
+    key_n(&other, 2, BLOB_KIND_CAS);
+    cr_assert(not(blob_index_get(idx, &other, &out)));
+    struct blob_key ac = k;
+    ac.kind = BLOB_KIND_AC;
+    cr_assert(not(blob_index_get(idx, &ac, &out)));
+    struct blob_key sized = k;
+    sized.size++;
+    cr_assert(not(blob_index_get(idx, &sized, &out)), "a CAS key's size is part of it");
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, keep_keeps_and_replace_replaces)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 5, BLOB_KIND_CAS);
+    struct blob_index_value a = val(1, 1, k.size);
+    struct blob_index_value b = val(2, 2, k.size);
+    struct blob_index_value out;
+    cr_assert(eq(int, blob_index_put(idx, &k, &a, BLOB_INDEX_KEEP), 1));
+    cr_assert(eq(int, blob_index_put(idx, &k, &b, BLOB_INDEX_KEEP), 0));
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u32, out.loc.seg, 1));
+    cr_assert(eq(int, blob_index_put(idx, &k, &b, BLOB_INDEX_REPLACE), 1));
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u32, out.loc.seg, 2));
+    cr_assert(eq(u64, blob_index_count(idx), 1));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, ac_lookups_ignore_the_size_and_take_the_newest)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 9, BLOB_KIND_AC);
+    k.size = 10;
+    struct blob_index_value v1 = val(1, 8, 10);
+    cr_assert(eq(int, blob_index_put(idx, &k, &v1, BLOB_INDEX_REPLACE), 1));
+    k.size = 999;
+    struct blob_index_value v2 = val(4, 16, 999);
+    cr_assert(eq(int, blob_index_put(idx, &k, &v2, BLOB_INDEX_REPLACE), 1));
+    struct blob_key look = k;
+    look.size = 0;
+    struct blob_index_value out;
+    cr_assert(blob_index_get(idx, &look, &out));
+    cr_assert(eq(u64, out.size, 999));
+    cr_assert(eq(u32, out.loc.seg, 4));
+    cr_assert(eq(u64, blob_index_count(idx), 1));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, move_and_remove_only_touch_the_named_copy)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 11, BLOB_KIND_CAS);
+    struct blob_index_value v = val(7, 100, k.size);
+    cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    struct blob_loc wrong = { .seg = 6, .off8 = 100 };
+    struct blob_loc to = { .seg = 9, .off8 = 5, .span = 2 };
+    cr_assert(not(blob_index_move(idx, &k, &wrong, &to)), "moved from a copy that is not there");
+    cr_assert(blob_index_move(idx, &k, &v.loc, &to));
+    struct blob_index_value out;
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u32, out.loc.seg, 9));
+    cr_assert(eq(u32, out.loc.off8, 5));
+    cr_assert(eq(u16, out.loc.span, 2));
+    cr_assert(eq(u64, out.size, k.size), "a move keeps the size");
+    /* Eviction of the old segment must not remove the moved entry. */
+    cr_assert(not(blob_index_remove_at(idx, &k, 7, UINT32_MAX)));
+    cr_assert(not(blob_index_remove_at(idx, &k, 9, 6)));
+    cr_assert(blob_index_remove_at(idx, &k, 9, 5));
+    cr_assert(not(blob_index_get(idx, &k, &out)));
+    cr_assert(eq(u64, blob_index_count(idx), 0));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, remove_at_any_offset_of_a_segment)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 12, BLOB_KIND_CAS);
+    struct blob_index_value v = val(3, 77, k.size);
+    cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    cr_assert(blob_index_remove_at(idx, &k, 3, UINT32_MAX));
+    cr_assert(eq(u64, blob_index_count(idx), 0));
+    blob_index_destroy(idx);
+}
+
+/* A model: a plain array of (n, present, seg). */
+struct model {
+    bool present;
+    uint32_t seg;
+};
+
+static void check_model(struct blob_index *idx, const struct model *m, uint64_t n)
+{
+    uint64_t count = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        struct blob_index_value out;
+        bool found = blob_index_get(idx, &k, &out);
+        cr_assert(eq(int, found, m[i].present), "key %llu", (unsigned long long)i);
+        if (found) {
+            cr_assert(eq(u32, out.loc.seg, m[i].seg));
+            count++;
+        }
+    }
+    cr_assert(eq(u64, blob_index_count(idx), count));
+}
+
+Test(blob_index, random_operations_agree_with_a_model)
+{
+    struct blob_index *idx = blob_index_create();
+
+    enum {
+        N = 20000
+    };
+    struct model *m = calloc(N, sizeof(*m));
+    uint64_t x = 42;
+    for (int op = 0; op < 200000; op++) {
+        x = mix(x);
+        uint64_t i = x % N;
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        uint32_t seg = (uint32_t)(x >> 40) % 1000 + 1;
+        switch ((x >> 20) % 4) {
+        case 0:
+        case 1: {
+            struct blob_index_value v = val(seg, 1, k.size);
+            int rc = blob_index_put(idx, &k, &v, BLOB_INDEX_REPLACE);
+            cr_assert(eq(int, rc, 1));
+            m[i].present = true;
+            m[i].seg = seg;
+            break;
+        }
+        case 2: {
+            bool removed = blob_index_remove_at(idx, &k, m[i].seg, UINT32_MAX);
+            cr_assert(eq(int, removed, m[i].present));
+            m[i].present = false;
+            break;
+        }
+        default: {
+            struct blob_index_value out;
+            cr_assert(eq(int, blob_index_get(idx, &k, &out), m[i].present));
+        }
+        }
+    }
+    check_model(idx, m, N);
+    /* Remove everything: the table empties and gives back its blocks. */
+    uint64_t before = blob_index_memory(idx);
+    for (uint64_t i = 0; i < N; i++) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        if (m[i].present) cr_assert(blob_index_remove_at(idx, &k, m[i].seg, UINT32_MAX));
+        m[i].present = false;
+    }
+    check_model(idx, m, N);
+    cr_assert(le(u64, blob_index_memory(idx), before));
+    free(m);
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, stays_within_64_bytes_per_blob_at_every_fill)
+{
+    struct blob_index *idx = blob_index_create();
+    uint64_t n = 0;
+    /* Past the stripes' fixed cost (256 stripes of 128 B), check the budget at many fills:
+     * right after a doubling of the slot tables is the worst case. */
+    for (uint64_t target = 200000; target <= 1600000; target += 100000) {
+        for (; n < target; n++) {
+            struct blob_key k;
+            key_n(&k, n, BLOB_KIND_CAS);
+            struct blob_index_value v = val(1, (uint32_t)n, k.size);
+            cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+        }
+        double per = (double)blob_index_memory(idx) / (double)n;
+        cr_assert(le(dbl, per, 64.0), "%.1f bytes per blob at %llu blobs", per,
+                  (unsigned long long)n);
+    }
+    cr_assert(eq(u64, blob_index_count(idx), n));
+    blob_index_destroy(idx);
+}
+
+struct worker {
+    struct blob_index *idx;
+    uint64_t base;
+    int errors;
+};
+
+static void *hammer(void *arg)
+{
+    struct worker *w = arg;
+    for (uint64_t i = 0; i < 50000; i++) {
+        struct blob_key k;
+        key_n(&k, w->base + i, BLOB_KIND_CAS);
+        struct blob_index_value v = val(2, (uint32_t)i, k.size);
+        if (blob_index_put(w->idx, &k, &v, BLOB_INDEX_KEEP) != 1) w->errors++;
+        struct blob_index_value out;
+        if (!blob_index_get(w->idx, &k, &out) || out.loc.off8 != (uint32_t)i) w->errors++;
+        if (i % 3 == 0 && !blob_index_remove_at(w->idx, &k, 2, (uint32_t)i)) w->errors++;
+    }
+    return NULL;
+}
+
+Test(blob_index, threads_on_the_same_table_do_not_lose_entries)
+{
+    struct blob_index *idx = blob_index_create();
+    pthread_t th[2];
+    struct worker w[2] = { { idx, 0, 0 }, { idx, 1000000, 0 } };
+    for (int i = 0; i < 2; i++)
+        cr_assert(eq(int, pthread_create(&th[i], NULL, hammer, &w[i]), 0));
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    cr_assert(eq(int, w[0].errors + w[1].errors, 0));
+    cr_assert(eq(u64, blob_index_count(idx), 2 * (50000 - 16667)));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, keeps_sizes_up_to_40_bits_and_spans)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 77, BLOB_KIND_CAS);
+    k.size = BLOB_SIZE_MAX;
+    struct blob_index_value v = { .loc = { .seg = 0xffffffffU, .off8 = 0xfffffffeU, .span = 65535 },
+                                  .size = BLOB_SIZE_MAX };
+    cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    struct blob_index_value out;
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u64, out.size, BLOB_SIZE_MAX));
+    cr_assert(eq(u32, out.loc.seg, 0xffffffffU));
+    cr_assert(eq(u32, out.loc.off8, 0xfffffffeU));
+    cr_assert(eq(u16, out.loc.span, 65535));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, destroy_accepts_null)
+{
+    blob_index_destroy(NULL);
+}

@@ -1,0 +1,260 @@
+/*
+ * Readers and integrity: a flipped byte in a chunk or a commit record is detected, never
+ * served; the blob is dropped from the index, reported missing, and a counter moves.
+ * Compressed reads hand out the stored frames byte for byte (zero recompression).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <zstd.h>
+
+#include "blob/format.h"
+#include "harness.h"
+
+static const char *first_segment = "seg-0000000000000001.rcs";
+
+static void put_one(struct th *t, uint8_t *buf, size_t len, uint64_t seed, bool comp,
+                    struct blob_key *k)
+{
+    th_fill(buf, len, seed, comp);
+    th_key_of(k, buf, len);
+    cr_assert(eq(int, th_put(t, k, buf, len, 0, 0), 0));
+}
+
+Test(blob_reader, a_corrupt_chunk_is_never_served_and_the_blob_is_dropped)
+{
+    for (int enc = 0; enc <= 1; enc++) {
+        struct th t = { 0 };
+        th_open_sim(&t, 10 + (uint64_t)enc);
+        static uint8_t buf[10000];
+        struct blob_key k;
+        put_one(&t, buf, sizeof(buf), 1, true, &k);
+        /* The first chunk record starts right after the header block. */
+        cr_assert(eq(int, blob_io_sim_corrupt(t.io, first_segment, 4096 + 40, 0x20), 0));
+        uint8_t *out = NULL;
+        size_t n = 0;
+        cr_assert(eq(int, th_get(&t, &k, 0, enc, &out, &n), -EBADMSG));
+        cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+        cr_assert(not(blob_exists(t.bc, &k, false)), "dropped from the index");
+        struct blob_store_stats st;
+        blob_store_stats(t.s, &st);
+        cr_assert(eq(u64, st.dropped_corrupt, 1));
+        cr_assert(eq(int, th_get(&t, &k, 0, enc, &out, &n), -ENOENT));
+        /* It can be uploaded again. */
+        cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 0, 0), 0));
+        cr_assert(eq(int, th_get(&t, &k, 0, enc, &out, &n), 0));
+        cr_assert(memcmp(out, buf, n) == 0);
+        free(out);
+        th_close(&t);
+    }
+}
+
+Test(blob_reader, a_corrupt_later_chunk_ends_the_stream_after_good_pieces)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 12);
+    static uint8_t buf[3 * 4096];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 2, false, &k);
+    /* Raw chunks: 32 + 13 + 3 + 4096 bytes each, 8-aligned. */
+    uint64_t second = 4096 + ((32 + 13 + 3 + 4096 + 7) & ~7ULL);
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, first_segment, second + 100, 1), 0));
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r), 0));
+
+    struct {
+        bool done;
+        int res;
+        size_t len;
+    } p = { 0 };
+
+    void piece(void *ctx, int res, const uint8_t *data, size_t len);
+    cr_assert(eq(int, blob_read_next(r, piece, &p), 0));
+    cr_assert(th_run_until(&t, &p.done));
+    cr_assert(eq(int, p.res, 0));
+    cr_assert(eq(sz, p.len, 4096), "the good first chunk");
+    p.done = false;
+    cr_assert(eq(int, blob_read_next(r, piece, &p), 0));
+    cr_assert(th_run_until(&t, &p.done));
+    cr_assert(eq(int, p.res, -EBADMSG));
+    cr_assert(eq(int, blob_read_next(r, piece, &p), -EBADMSG), "the stream stays ended");
+    blob_read_close(r);
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    th_close(&t);
+}
+
+void piece(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    (void)data;
+
+    struct {
+        bool done;
+        int res;
+        size_t len;
+    } *p = ctx;
+
+    p->done = true;
+    p->res = res;
+    p->len = len;
+}
+
+Test(blob_reader, a_corrupt_commit_record_is_detected)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 13);
+    static uint8_t buf[100];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 3, true, &k);
+    /* One chunk record (< 200 bytes), then the commit record: flip inside its hash. */
+    uint64_t size;
+    cr_assert(eq(int, blob_io_sim_size(t.io, first_segment, &size), 0));
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r), 0));
+    blob_read_close(r);
+    /* Find the commit record by scanning for its magic after the chunk. */
+    uint8_t *out = NULL;
+    size_t n = 0;
+    int found = 0;
+    for (uint64_t off = 4096 + 8; off < 4096 + 400; off += 8) {
+        uint8_t b[4];
+        int fd;
+        cr_assert(eq(int, t.io->ops->open(t.io, first_segment, 0, &fd), 0));
+        cr_assert(eq(int, blob_io_pread_full(t.io, fd, b, 4, off), 0));
+        cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+        if (memcmp(b, "RCRD", 4) == 0) {
+            cr_assert(eq(int, blob_io_sim_corrupt(t.io, first_segment, off + 32 + 30, 0x80), 0));
+            found = 1;
+            break;
+        }
+    }
+    cr_assert(found);
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), -EBADMSG));
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    th_close(&t);
+}
+
+struct frames {
+    bool done;
+    int res;
+    uint8_t *buf;
+    size_t len;
+};
+
+static void frames_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct frames *f = ctx;
+    f->done = true;
+    f->res = res;
+    if (res == 0 && len > 0) {
+        f->buf = realloc(f->buf, f->len + len);
+        memcpy(f->buf + f->len, data, len);
+        f->len += len;
+    }
+}
+
+Test(blob_reader, compressed_reads_are_the_stored_frames_byte_for_byte)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 14);
+    static uint8_t buf[4 * 4096 + 10];
+    th_fill(buf, sizeof(buf), 4, true);
+    th_fill(buf + 4096, 4096, 5, false); /* one raw chunk */
+    struct blob_key k;
+    th_key_of(&k, buf, sizeof(buf));
+    cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 0, 0), 0));
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_ZSTD, &r), 0));
+    struct frames f = { 0 };
+    for (int i = 0; i < 10; i++) {
+        f.done = false;
+        cr_assert(eq(int, blob_read_next(r, frames_cb, &f), 0));
+        cr_assert(th_run_until(&t, &f.done));
+        if (f.res != 0 || (f.done && f.len > 0 && i == 9)) break;
+    }
+    blob_read_close(r);
+    /* Five frames, each the payload of a chunk record in the segment file, in order. */
+    uint64_t size;
+    cr_assert(eq(int, blob_io_sim_size(t.io, first_segment, &size), 0));
+    uint8_t *file = malloc(size);
+    int fd;
+    cr_assert(eq(int, t.io->ops->open(t.io, first_segment, 0, &fd), 0));
+    cr_assert(eq(int, blob_io_pread_full(t.io, fd, file, size, 0), 0));
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    size_t pos = 0;
+    uint64_t off = 4096;
+    for (int c = 0; c < 5; c++) {
+        struct blob_record_header h;
+        memcpy(&h, file + off, sizeof(h));
+        cr_assert(eq(int, h.type, BLOB_RECORD_CHUNK));
+        cr_assert(le(sz, pos + h.payload_len, f.len));
+        cr_assert(memcmp(f.buf + pos, file + off + 32, h.payload_len) == 0, "frame %d", c);
+        pos += h.payload_len;
+        off += (32 + h.payload_len + 7) & ~7ULL;
+    }
+    cr_assert(eq(sz, pos, f.len), "nothing but the stored frames");
+    uint8_t *dec = malloc(sizeof(buf));
+    size_t d = ZSTD_decompress(dec, sizeof(buf), f.buf, f.len);
+    cr_assert(eq(sz, d, sizeof(buf)));
+    cr_assert(memcmp(dec, buf, sizeof(buf)) == 0);
+    free(dec);
+    free(file);
+    free(f.buf);
+    th_close(&t);
+}
+
+Test(blob_reader, reads_past_the_end_and_of_missing_blobs_are_refused)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 15);
+    static uint8_t buf[500];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 6, true, &k);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 501, 0, &r), -ERANGE));
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 7, &r), -EINVAL));
+    struct blob_key missing = k;
+    missing.hash[0] ^= 1;
+    cr_assert(eq(int, blob_read_open(t.bc, &missing, 0, 0, &r), -ENOENT));
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 500, 0, &r), 0));
+    cr_assert(eq(u64, blob_reader_size(r), 500));
+    struct frames f = { 0 };
+    cr_assert(eq(int, blob_read_next(r, frames_cb, &f), 0));
+    cr_assert(not(f.done));
+    cr_assert(th_run_until(&t, &f.done));
+    cr_assert(eq(int, f.res, 0));
+    cr_assert(eq(sz, f.len, 0), "offset == size reads nothing");
+    blob_read_close(r);
+    blob_read_close(NULL);
+    th_close(&t);
+}
+
+Test(blob_reader, the_disk_queue_is_bounded)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.disk_queue_max = 2;
+    th_open_sim(&t, 16);
+    static uint8_t buf[500];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 7, true, &k);
+    struct blob_reader *r[3];
+    struct frames f[3] = { 0 };
+    for (int i = 0; i < 3; i++)
+        cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r[i]), 0));
+    cr_assert(eq(int, blob_read_next(r[0], frames_cb, &f[0]), 0));
+    cr_assert(eq(int, blob_read_next(r[1], frames_cb, &f[1]), 0));
+    cr_assert(eq(int, blob_read_next(r[2], frames_cb, &f[2]), -EAGAIN));
+    cr_assert(ge(u64, th_counters(&t).queue_full, 1));
+    th_settle(&t);
+    cr_assert(eq(int, blob_read_next(r[2], frames_cb, &f[2]), 0), "room again");
+    th_settle(&t);
+    for (int i = 0; i < 3; i++) {
+        blob_read_close(r[i]);
+        free(f[i].buf);
+    }
+    th_close(&t);
+}

@@ -1,0 +1,283 @@
+/*
+ * Restart: sealed segments are read from their footers; an unsealed tail is scanned and a
+ * torn tail cut at the last valid record, then sealed; a damaged footer falls back to a
+ * scan; a header-less file is set aside; empty segments go; AC keys take the newest commit
+ * across segments; segment numbers and commit numbers continue past what was found.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "blob/format.h"
+#include "blob/internal.h"
+#include "harness.h"
+
+static void put_n(struct th *t, uint64_t n, size_t len, struct blob_key *k)
+{
+    static uint8_t buf[20000];
+    th_fill(buf, len, n, n % 2);
+    th_key_of(k, buf, len);
+    cr_assert(eq(int, th_put(t, k, buf, len, 0, 0), 0));
+}
+
+static bool readable(struct th *t, uint64_t n, size_t len, const struct blob_key *k)
+{
+    static uint8_t want[20000];
+    th_fill(want, len, n, n % 2);
+    uint8_t *out;
+    size_t got;
+    if (th_get(t, k, 0, 0, &out, &got) != 0) return false;
+    bool same = got == len && memcmp(out, want, len) == 0;
+    free(out);
+    return same;
+}
+
+static void seg_name(uint64_t seq, char *name)
+{
+    blob_format_seg_name(seq, name, 32);
+}
+
+Test(blob_recover, sealed_segments_come_back_from_their_footers)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 1);
+    struct blob_key k[40];
+    for (uint64_t i = 0; i < 40; i++)
+        put_n(&t, i, 5000, &k[i]);
+    uint64_t sealed = th_counters(&t).segments_sealed;
+    cr_assert(ge(u64, sealed, 2));
+    th_reopen(&t);
+    for (uint64_t i = 0; i < 40; i++)
+        cr_assert(readable(&t, i, 5000, &k[i]), "blob %llu", (unsigned long long)i);
+    /* Segment numbers continue after the last one found. */
+    th_settle(&t);
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.blobs, 40));
+    cr_assert(ge(u64, st.segments, sealed + 1));
+    th_close(&t);
+}
+
+Test(blob_recover, a_torn_tail_is_cut_at_the_last_valid_record)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 2);
+    struct blob_key a;
+    struct blob_key b;
+    put_n(&t, 1, 3000, &a);
+    put_n(&t, 2, 3000, &b);
+    th_close_store(&t);
+    /* Tear the second blob's records: garbage in its chunk. */
+    char name[32];
+    seg_name(1, name);
+    uint64_t size;
+    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), 0));
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, name, 4096 + 3300, 0x5a), 0));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(readable(&t, 1, 3000, &a), "the record before the tear");
+    cr_assert(not(blob_exists(t.bc, &b, false)), "records after the tear are cut");
+    /* The segment is sealed now: a second restart reads its footer and agrees. */
+    th_reopen(&t);
+    cr_assert(readable(&t, 1, 3000, &a));
+    cr_assert(not(blob_exists(t.bc, &b, false)));
+    th_close(&t);
+}
+
+Test(blob_recover, a_damaged_footer_falls_back_to_a_scan)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 3);
+    struct blob_key k[30];
+    for (uint64_t i = 0; i < 30; i++)
+        put_n(&t, 100 + i, 5000, &k[i]);
+    cr_assert(ge(u64, th_counters(&t).segments_sealed, 1));
+    th_close_store(&t);
+    char name[32];
+    seg_name(1, name);
+    uint64_t size;
+    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), 0));
+    /* Flip a byte of the trailer: the footer cannot be trusted. */
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, name, size - 20, 1), 0));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    for (uint64_t i = 0; i < 30; i++)
+        cr_assert(readable(&t, 100 + i, 5000, &k[i]), "blob %llu", (unsigned long long)i);
+    th_close(&t);
+}
+
+Test(blob_recover, a_file_without_a_header_is_set_aside)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 4);
+    struct blob_key k;
+    put_n(&t, 1, 3000, &k);
+    th_close_store(&t);
+    char name[32];
+    seg_name(1, name);
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, name, 3, 1), 0));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    uint64_t size;
+    char bad[48];
+    snprintf(bad, sizeof(bad), "%s.bad", name);
+    cr_assert(eq(int, blob_io_sim_size(t.io, bad, &size), 0), "kept for inspection");
+    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), -ENOENT));
+    put_n(&t, 1, 3000, &k);
+    th_close(&t);
+}
+
+Test(blob_recover, segments_without_records_are_deleted)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 5);
+    th_settle(&t); /* the core opened segment 1 and wrote nothing */
+    th_close_store(&t);
+    uint64_t size;
+    char name[32];
+    seg_name(1, name);
+    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), 0));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), -ENOENT));
+    th_close(&t);
+}
+
+Test(blob_recover, unknown_files_are_left_alone)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.io = blob_io_sim_create(6);
+    snprintf(t.dir, sizeof(t.dir), "sim");
+    int fd;
+    cr_assert(eq(int, t.io->ops->open(t.io, "README", O_CREAT | O_WRONLY, &fd), 0));
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    cr_assert(eq(int, t.io->ops->open(t.io, "seg-zz.rcs", O_CREAT | O_WRONLY, &fd), 0));
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    uint64_t size;
+    cr_assert(eq(int, blob_io_sim_size(t.io, "README", &size), 0));
+    th_close(&t);
+}
+
+Test(blob_recover, the_newest_ac_value_wins_across_segments)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 7);
+    uint8_t key[BLOB_HASH_SIZE];
+    memset(key, 0x42, sizeof(key));
+    static uint8_t v[6000];
+    struct blob_key filler;
+    for (uint8_t i = 1; i <= 6; i++) {
+        memset(v, i, sizeof(v));
+        struct blob_key k;
+        blob_key_ac(&k, key, sizeof(v) - i);
+        cr_assert(eq(int, th_put(&t, &k, v, sizeof(v) - i, 0, 0), 0));
+        for (uint64_t j = 0; j < 8; j++)
+            put_n(&t, 1000 + i * 20 + 2 * j, 6000, &filler);
+    }
+    cr_assert(ge(u64, th_counters(&t).segments_sealed, 3));
+    th_reopen(&t);
+    struct blob_key look;
+    blob_key_ac(&look, key, 0);
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &look, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(v) - 6));
+    cr_assert(eq(u8, out[0], 6));
+    free(out);
+    th_close(&t);
+}
+
+Test(blob_recover, commit_numbers_continue_after_a_restart)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 8);
+    struct blob_key k;
+    put_n(&t, 1, 100, &k);
+    uint64_t before = atomic_load(&t.s->commit_seq);
+    th_reopen(&t);
+    cr_assert(ge(u64, atomic_load(&t.s->commit_seq), before));
+    uint8_t key[BLOB_HASH_SIZE] = { 9 };
+    struct blob_key ac;
+    blob_key_ac(&ac, key, 3);
+    cr_assert(eq(int, th_put(&t, &ac, "old", 3, 0, 0), 0));
+    th_reopen(&t);
+    blob_key_ac(&ac, key, 3);
+    cr_assert(eq(int, th_put(&t, &ac, "new", 3, 0, 0), 0));
+    th_reopen(&t);
+    blob_key_ac(&ac, key, 0);
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &ac, 0, 0, &out, &n), 0));
+    cr_assert(memcmp(out, "new", 3) == 0, "a value written after a restart is newer");
+    free(out);
+    th_close(&t);
+}
+
+Test(blob_recover, a_read_error_during_recovery_fails_the_open_with_a_reason)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 9);
+    struct blob_key k;
+    put_n(&t, 1, 100, &k);
+    th_close_store(&t);
+    blob_io_sim_fail_at(t.io, 3, -EIO);
+    char why[256] = "";
+    t.o.io = t.io;
+    struct blob_store *s;
+    int rc = blob_store_open(&t.o, &s, why, sizeof(why));
+    cr_assert(eq(int, rc, -EIO));
+    cr_assert(ne(ptr, strstr(why, "segment"), NULL), "%s", why);
+    cr_assert(eq(int, th_open_store(&t), 0), "the next try works");
+    cr_assert(blob_exists(t.bc, &k, false));
+    th_close(&t);
+}
+
+struct visit {
+    uint64_t n;
+};
+
+static void count_entry(void *ctx, const struct blob_footer_entry *e)
+{
+    (void)e;
+    ((struct visit *)ctx)->n++;
+}
+
+Test(blob_recover, visit_lists_commits_from_footers_and_scans_alike)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 10);
+    struct blob_key k;
+    for (uint64_t i = 0; i < 20; i++)
+        put_n(&t, 50 + i, 5000, &k);
+    th_close_store(&t);
+    char name[32];
+    seg_name(1, name);
+    int fd;
+    cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDONLY, &fd), 0));
+    uint64_t size;
+    cr_assert(eq(int, t.io->ops->fsize(t.io, fd, &size), 0));
+    struct visit footer = { 0 };
+    struct blob_visit v = {
+        .io = t.io, .fd = fd, .seq = 1, .size = size, .fn = count_entry, .ctx = &footer
+    };
+    cr_assert(eq(int, blob_recover_visit(&v), 0));
+    cr_assert(v.sealed);
+    cr_assert(gt(u64, footer.n, 0));
+    /* Pretend the file is shorter: no trailer, a scan finds the same commits. */
+    struct visit scan = { 0 };
+    v.size = size - 1;
+    v.ctx = &scan;
+    cr_assert(eq(int, blob_recover_visit(&v), 0));
+    cr_assert(not(v.sealed));
+    cr_assert(eq(u64, scan.n, footer.n));
+    v.seq = 2;
+    v.size = size;
+    cr_assert(eq(int, blob_recover_visit(&v), -EBADMSG), "the header names segment 1");
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}

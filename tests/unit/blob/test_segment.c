@@ -1,0 +1,101 @@
+/*
+ * The shared segment table: sequence numbers, liveness published without the lock,
+ * references, the oldest sealed segment for eviction, the graveyard, the cold line.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "blob/internal.h"
+#include "blob/io_sim.h"
+
+static int open_fd(struct blob_io *io, const char *name)
+{
+    int fd;
+    cr_assert(eq(int, io->ops->open(io, name, O_CREAT | O_RDWR, &fd), 0));
+    return fd;
+}
+
+Test(blob_segment, sequence_numbers_skip_busy_slots)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 4), 0));
+    struct blob_io *io = blob_io_sim_create(1);
+    uint64_t a = blob_segment_next_seq(&t);
+    cr_assert(eq(u64, a, 1));
+    cr_assert(ne(ptr, blob_segment_add(&t, a, open_fd(io, "a"), 10, BLOB_SEG_ACTIVE), NULL));
+    uint64_t b = blob_segment_next_seq(&t);
+    cr_assert(eq(u64, b, 2));
+    /* Slots 1,2,3 and 0 (seq 4): seq 5 would land on seq 1's slot and is skipped. */
+    cr_assert(ne(ptr, blob_segment_add(&t, 2, open_fd(io, "b"), 10, BLOB_SEG_SEALED), NULL));
+    cr_assert(ne(ptr, blob_segment_add(&t, 3, open_fd(io, "c"), 10, BLOB_SEG_SEALED), NULL));
+    cr_assert(eq(u64, blob_segment_next_seq(&t), 4));
+    cr_assert(ne(ptr, blob_segment_add(&t, 4, open_fd(io, "d"), 10, BLOB_SEG_SEALED), NULL));
+    cr_assert(eq(u64, blob_segment_next_seq(&t), 0), "the table is full");
+    cr_assert(eq(ptr, blob_segment_add(&t, 8, -1, 1, BLOB_SEG_SEALED), NULL), "slot taken");
+    blob_segment_seen_seq(&t, 100);
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 40));
+    blob_segment_table_deinit(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 0));
+    blob_io_sim_destroy(io);
+}
+
+Test(blob_segment, liveness_references_and_the_graveyard)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 64), 0));
+    struct blob_io *io = blob_io_sim_create(2);
+    struct blob_seg *s1 = blob_segment_add(&t, 1, open_fd(io, "1"), 100, BLOB_SEG_SEALED);
+    struct blob_seg *s2 = blob_segment_add(&t, 2, open_fd(io, "2"), 200, BLOB_SEG_ACTIVE);
+    cr_assert(blob_segment_is_alive(&t, 1));
+    cr_assert(blob_segment_is_alive(&t, 2));
+    cr_assert(not(blob_segment_is_alive(&t, 3)));
+    cr_assert(not(blob_segment_is_alive(&t, 65)), "same slot, other seq");
+    struct blob_seg *r = blob_segment_get(&t, 1);
+    cr_assert(eq(ptr, r, s1));
+    cr_assert(eq(u32, atomic_load(&s1->refs), 2));
+    /* The oldest non-active one is taken: segment 1. */
+    struct blob_seg *old = blob_segment_take_oldest(&t);
+    cr_assert(eq(ptr, old, s1));
+    cr_assert(not(blob_segment_is_alive(&t, 1)));
+    cr_assert(eq(ptr, blob_segment_get(&t, 1), NULL));
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 200));
+    cr_assert(eq(ptr, blob_segment_take_oldest(&t), NULL), "the active one stays");
+    blob_segment_put(&t, old); /* the evictor's reference */
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 2), "a reader still holds it");
+    blob_segment_put(&t, r); /* the reader's */
+    blob_segment_bury(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 1), "closed off the cores");
+    blob_segment_set(&t, s2, BLOB_SEG_SEALED, 300);
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 300));
+    blob_segment_set_bytes(&t, s2, 250);
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 250));
+    blob_segment_kill(&t, s2);
+    blob_segment_kill(&t, s2); /* twice is harmless */
+    cr_assert(not(blob_segment_is_alive(&t, 2)));
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 0));
+    blob_segment_table_deinit(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 0));
+    blob_io_sim_destroy(io);
+}
+
+Test(blob_segment, the_cold_line_covers_the_oldest_bytes)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 64), 0));
+    struct blob_io *io = blob_io_sim_create(3);
+    for (uint64_t s = 1; s <= 5; s++)
+        cr_assert(ne(ptr, blob_segment_add(&t, s, -1, 100, BLOB_SEG_SEALED), NULL));
+    cr_assert(ne(ptr, blob_segment_add(&t, 6, -1, 100, BLOB_SEG_ACTIVE), NULL));
+    blob_segment_update_cold(&t, 0);
+    cr_assert(eq(u64, atomic_load(&t.cold_below), 0));
+    blob_segment_update_cold(&t, 250);
+    cr_assert(eq(u64, atomic_load(&t.cold_below), 3), "segments 1 and 2 are cold");
+    blob_segment_update_cold(&t, 10000);
+    cr_assert(eq(u64, atomic_load(&t.cold_below), 6), "never the active one");
+    blob_segment_table_deinit(&t, io);
+    blob_io_sim_destroy(io);
+}

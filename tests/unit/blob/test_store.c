@@ -1,0 +1,516 @@
+/*
+ * The public API end to end on the simulated disk (and once on a real folder and ring):
+ * round trips of every interesting size, reads at every chunk boundary, digest mismatch,
+ * abort, AC overwrite, existence checks, admission, counters back to zero.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "harness.h"
+
+#define CHUNK 4096U
+
+static void round_trip(struct th *t, size_t len, bool compressible, size_t piece)
+{
+    uint8_t *data = malloc(len + 1);
+    th_fill(data, len, len * 31 + compressible, compressible);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    int rc = th_put(t, &k, data, len, piece, BLOB_ENCODING_IDENTITY);
+    if (len == 0) {
+        cr_assert(eq(int, rc, -EEXIST), "the empty blob is always present");
+    } else {
+        cr_assert(eq(int, rc, 0), "put %zu: %d", len, rc);
+    }
+    cr_assert(blob_exists(t->bc, &k, false));
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    cr_assert(eq(int, th_get(t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &out_len), 0));
+    cr_assert(eq(sz, out_len, len));
+    cr_assert(len == 0 || memcmp(out, data, len) == 0, "identity bytes differ (%zu)", len);
+    free(out);
+    out = NULL;
+    cr_assert(eq(int, th_get(t, &k, 0, BLOB_ENCODING_ZSTD, &out, &out_len), 0));
+    cr_assert(eq(sz, out_len, len));
+    cr_assert(len == 0 || memcmp(out, data, len) == 0, "zstd bytes differ (%zu)", len);
+    free(out);
+    free(data);
+}
+
+Test(blob_store, round_trips_every_interesting_size)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 1);
+    size_t sizes[] = { 0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17, 40000 };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        round_trip(&t, sizes[i], true, 0);
+        round_trip(&t, sizes[i], false, 1000);
+    }
+    th_close(&t);
+}
+
+Test(blob_store, round_trips_on_a_real_folder_and_ring)
+{
+    struct th t = { 0 };
+    th_open_real(&t);
+    size_t sizes[] = { 1, CHUNK - 1, CHUNK, CHUNK + 1, 200000 };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        round_trip(&t, sizes[i], true, 777);
+        round_trip(&t, sizes[i], false, 0);
+    }
+    th_reopen(&t);
+    uint8_t *data = malloc(200000);
+    th_fill(data, 200000, 200000 * 31 + 1, true);
+    struct blob_key k;
+    th_key_of(&k, data, 200000);
+    cr_assert(blob_exists(t.bc, &k, false), "a committed blob survives a restart");
+    free(data);
+    th_close(&t);
+}
+
+/* 100 MiB, compressible and random, with production-sized chunks and segments. */
+Test(blob_store, round_trips_100_mib, .timeout = 240)
+{
+    struct th t = { 0 };
+    blob_store_options_default(&t.o);
+    t.o.max_size = 2ULL << 30;
+    t.o.segment_size = 64ULL << 20;
+    t.o.evict_thread = false;
+    th_open_real(&t);
+    size_t len = 100U << 20;
+    uint8_t *data = malloc(len);
+    for (int compressible = 1; compressible >= 0; compressible--) {
+        th_fill(data, len, 7 + compressible, compressible);
+        struct blob_key k;
+        th_key_of(&k, data, len);
+        cr_assert(eq(int, th_put(&t, &k, data, len, 1 << 20, BLOB_ENCODING_IDENTITY), 0));
+        uint8_t *out;
+        size_t out_len;
+        cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &out_len), 0));
+        cr_assert(eq(sz, out_len, len));
+        cr_assert(memcmp(out, data, len) == 0);
+        free(out);
+    }
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_store, reads_at_every_chunk_boundary)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 2);
+    size_t len = 5 * CHUNK + 100;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 3, true);
+    /* One chunk raw: random bytes in the middle. */
+    th_fill(data + 2 * CHUNK, CHUNK, 4, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    for (size_t c = 0; c <= 6; c++) {
+        for (int d = -1; d <= 1; d++) {
+            int64_t off = (int64_t)(c * CHUNK) + d;
+            if (off < 0 || (uint64_t)off > len) continue;
+            for (int enc = 0; enc <= 1; enc++) {
+                uint8_t *out = NULL;
+                size_t out_len = 0;
+                int rc = th_get(&t, &k, (uint64_t)off, enc, &out, &out_len);
+                cr_assert(eq(int, rc, 0), "offset %lld enc %d", (long long)off, enc);
+                cr_assert(eq(sz, out_len, len - (size_t)off));
+                cr_assert(out_len == 0 || memcmp(out, data + off, out_len) == 0,
+                          "offset %lld enc %d", (long long)off, enc);
+                free(out);
+            }
+        }
+    }
+    uint8_t *out;
+    size_t out_len;
+    cr_assert(eq(int, th_get(&t, &k, len + 1, 0, &out, &out_len), -ERANGE));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_store, digest_mismatch_leaves_nothing_visible)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 3);
+    static uint8_t data[10000];
+    th_fill(data, sizeof(data), 5, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    k.hash[7] ^= 1;
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 999, BLOB_ENCODING_IDENTITY), -EILSEQ));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), -ENOENT));
+    cr_assert(eq(u64, th_counters(&t).digest_mismatches, 1));
+    cr_assert(eq(u64, th_counters(&t).blobs_committed, 0));
+    th_reopen(&t);
+    cr_assert(not(blob_exists(t.bc, &k, false)), "nothing visible after a restart either");
+    th_close(&t);
+}
+
+Test(blob_store, size_mismatch_is_refused)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 4);
+    static uint8_t data[5000];
+    th_fill(data, sizeof(data), 6, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    /* Too few bytes. */
+    cr_assert(
+        eq(int, th_put(&t, &k, data, sizeof(data) - 1, 0, BLOB_ENCODING_IDENTITY), -EMSGSIZE));
+    /* Too many bytes: the append itself refuses. */
+    struct blob_key small = k;
+    small.size = 100;
+    cr_assert(eq(int, th_put(&t, &small, data, 200, 0, BLOB_ENCODING_IDENTITY), -EMSGSIZE));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    th_close(&t);
+}
+
+Test(blob_store, abort_leaves_counters_at_zero_and_nothing_visible)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 5);
+    size_t len = 20000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 8, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), 0));
+    cr_assert(eq(u64, th_counters(&t).uploads, 1));
+    th_settle(&t); /* the first segment is open */
+    cr_assert(eq(int, blob_upload_append(u, data, len / 2, NULL, NULL), 0));
+    cr_assert(eq(u64, blob_upload_bytes_in(u), len / 2));
+    blob_upload_abort(u);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).uploads, 0));
+    cr_assert(eq(u64, th_counters(&t).uploads_aborted, 1));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    th_reopen(&t);
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    /* The same blob uploads fine afterwards. */
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    free(data);
+    th_close(&t);
+}
+
+static void never_cb(void *ctx, int res)
+{
+    (void)ctx;
+    (void)res;
+    cr_assert(0, "an aborted upload's callback ran");
+}
+
+Test(blob_store, abort_while_an_append_waits_runs_no_callback)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 6);
+    size_t len = 200000; /* more than the 64 KiB write buffer */
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 9, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), 0));
+    int rc = blob_upload_append(u, data, len, never_cb, NULL);
+    cr_assert(eq(int, rc, -EINPROGRESS), "backpressure expected, got %d", rc);
+    blob_upload_abort(u);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).uploads, 0));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_store, ac_newest_write_wins_and_survives_restart)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 7);
+    uint8_t key[BLOB_HASH_SIZE];
+    memset(key, 0xab, sizeof(key));
+    const char *v1 = "first value";
+    const char *v2 = "the second, longer value";
+    struct blob_key k;
+    blob_key_ac(&k, key, strlen(v1));
+    cr_assert(eq(int, th_put(&t, &k, v1, strlen(v1), 0, BLOB_ENCODING_IDENTITY), 0));
+    blob_key_ac(&k, key, strlen(v2));
+    cr_assert(eq(int, th_put(&t, &k, v2, strlen(v2), 0, BLOB_ENCODING_IDENTITY), 0));
+    struct blob_key look;
+    blob_key_ac(&look, key, 0);
+    for (int round = 0; round < 2; round++) {
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, th_get(&t, &look, 0, BLOB_ENCODING_IDENTITY, &out, &n), 0));
+        cr_assert(eq(sz, n, strlen(v2)));
+        cr_assert(memcmp(out, v2, n) == 0);
+        free(out);
+        struct blob_info info;
+        cr_assert(eq(int, blob_stat(t.bc, &look, &info), 0));
+        cr_assert(eq(u64, info.size, strlen(v2)));
+        th_reopen(&t);
+    }
+    /* An empty AC value is a value too. */
+    blob_key_ac(&k, key, 0);
+    cr_assert(eq(int, th_put(&t, &k, "", 0, 0, BLOB_ENCODING_IDENTITY), 0));
+    cr_assert(blob_exists(t.bc, &look, false));
+    th_close(&t);
+}
+
+Test(blob_store, present_blob_answers_eexist_and_empty_blob_needs_no_disk)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 8);
+    uint8_t data[3000];
+    th_fill(data, sizeof(data), 10, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, BLOB_ENCODING_IDENTITY), 0));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), -EEXIST));
+    cr_assert(eq(u64, th_counters(&t).uploads_present, 1));
+    struct blob_key empty;
+    blob_key_cas(&empty, blob_empty_sha256, 0);
+    cr_assert(blob_key_is_empty(&empty));
+    uint64_t ops = blob_io_sim_ops(t.io);
+    cr_assert(blob_exists(t.bc, &empty, true));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &empty, &info), 0));
+    cr_assert(eq(u64, info.size, 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &empty, 0, BLOB_ENCODING_IDENTITY, &out, &n), 0));
+    cr_assert(eq(sz, n, 0));
+    free(out);
+    cr_assert(eq(u64, blob_io_sim_ops(t.io), ops), "the empty blob touched the disk");
+    /* The empty hash with another size is not the empty blob. */
+    struct blob_key not_empty = empty;
+    not_empty.size = 1;
+    cr_assert(not(blob_exists(t.bc, &not_empty, false)));
+    th_close(&t);
+}
+
+Test(blob_store, exists_many_reports_each_key)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 9);
+    struct blob_key keys[6];
+    static uint8_t data[6][500];
+    for (int i = 0; i < 6; i++) {
+        th_fill(data[i], sizeof(data[i]), 100 + i, i % 2);
+        th_key_of(&keys[i], data[i], sizeof(data[i]));
+        if (i % 3 != 0) cr_assert(eq(int, th_put(&t, &keys[i], data[i], 500, 0, 0), 0));
+    }
+    bool present[6];
+    cr_assert(eq(sz, blob_exists_many(t.bc, keys, 6, true, present), 4));
+    for (int i = 0; i < 6; i++)
+        cr_assert(eq(int, present[i], i % 3 != 0));
+    /* The size is part of a CAS key. */
+    struct blob_key wrong = keys[1];
+    wrong.size++;
+    cr_assert(not(blob_exists(t.bc, &wrong, false)));
+    th_close(&t);
+}
+
+Test(blob_store, full_upload_queue_answers_eagain)
+{
+    struct th t = { 0 };
+    t.o.chunk_size = 0;
+    th_options_small(&t.o);
+    t.o.uploads_max = 2;
+    t.o.readers_max = 1;
+    th_open_sim(&t, 10);
+    struct blob_key k[3];
+    struct blob_upload *u[3];
+    for (int i = 0; i < 3; i++) {
+        uint8_t b = (uint8_t)i;
+        th_key_of(&k[i], &b, 1);
+    }
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k[0], 0, &u[0]), 0));
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k[1], 0, &u[1]), 0));
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k[2], 0, &u[2]), -EAGAIN));
+    cr_assert(eq(u64, th_counters(&t).queue_full, 1));
+    blob_upload_abort(u[0]);
+    blob_upload_abort(u[1]);
+    uint8_t b = 0;
+    cr_assert(eq(int, th_put(&t, &k[0], &b, 1, 0, 0), 0));
+    struct blob_reader *r1;
+    struct blob_reader *r2;
+    cr_assert(eq(int, blob_read_open(t.bc, &k[0], 0, 0, &r1), 0));
+    cr_assert(eq(int, blob_read_open(t.bc, &k[0], 0, 0, &r2), -EAGAIN));
+    blob_read_close(r1);
+    th_close(&t);
+}
+
+Test(blob_store, too_big_for_the_budget_answers_enospc)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 11);
+    struct blob_key k;
+    uint8_t h[BLOB_HASH_SIZE] = { 1 };
+    blob_key_cas(&k, h, t.o.max_size);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -ENOSPC));
+    cr_assert(eq(u64, th_counters(&t).full, 1));
+    k.kind = 9;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -EINVAL));
+    th_close(&t);
+}
+
+Test(blob_store, zstd_uploads_are_verified_and_stored)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 12);
+    size_t len = 3 * CHUNK + 5;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 13, true);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 7, BLOB_ENCODING_ZSTD), 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n), 0));
+    cr_assert(eq(sz, n, len));
+    cr_assert(memcmp(out, data, len) == 0);
+    free(out);
+    /* Garbage is not a zstd stream. */
+    struct blob_key k2;
+    th_fill(data, len, 14, true);
+    th_key_of(&k2, data, len);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k2, BLOB_ENCODING_ZSTD, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, "not zstd at all", 15, NULL, NULL), -EBADMSG));
+    blob_upload_abort(u);
+    free(data);
+    th_close(&t);
+}
+
+static void count_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    (void)res;
+    (void)data;
+    (void)len;
+    int *n = ctx;
+    (*n)++;
+}
+
+Test(blob_store, closing_a_reader_cancels_its_read_and_runs_no_callback)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 13);
+    static uint8_t data[9000];
+    th_fill(data, sizeof(data), 15, false);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r), 0));
+    int calls = 0;
+    cr_assert(eq(int, blob_read_next(r, count_cb, &calls), 0));
+    cr_assert(eq(int, blob_read_next(r, count_cb, &calls), -EBUSY));
+    blob_read_close(r);
+    th_settle(&t);
+    cr_assert(eq(int, calls, 0));
+    cr_assert(eq(u64, th_counters(&t).readers, 0));
+    th_close(&t);
+}
+
+Test(blob_store, many_blobs_cross_segments_and_survive_restarts)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 14);
+
+    enum {
+        N = 120
+    };
+
+    static uint8_t data[N][3000];
+    static struct blob_key k[N];
+    for (int i = 0; i < N; i++) {
+        th_fill(data[i], sizeof(data[i]), 1000 + i, i % 3 != 0);
+        th_key_of(&k[i], data[i], sizeof(data[i]));
+        cr_assert(eq(int, th_put(&t, &k[i], data[i], sizeof(data[i]), 0, 0), 0));
+    }
+    cr_assert(gt(u64, th_counters(&t).segments_sealed, 2));
+    for (int round = 0; round < 2; round++) {
+        th_reopen(&t);
+        for (int i = 0; i < N; i++) {
+            uint8_t *out;
+            size_t n;
+            cr_assert(eq(int, th_get(&t, &k[i], 0, 0, &out, &n), 0), "blob %d", i);
+            cr_assert(eq(sz, n, sizeof(data[i])));
+            cr_assert(memcmp(out, data[i], n) == 0);
+            free(out);
+        }
+    }
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.blobs, N));
+    th_close(&t);
+}
+
+Test(blob_store, sync_policies_all_acknowledge)
+{
+    enum blob_sync policies[] = { BLOB_SYNC_GROUP, BLOB_SYNC_ALWAYS, BLOB_SYNC_NONE };
+
+    for (int p = 0; p < 3; p++) {
+        struct th t = { 0 };
+        th_options_small(&t.o);
+        t.o.sync = policies[p];
+        th_open_sim(&t, 15 + (uint64_t)p);
+        uint8_t data[700];
+        for (int i = 0; i < 20; i++) {
+            th_fill(data, sizeof(data), (uint64_t)i, true);
+            struct blob_key k;
+            th_key_of(&k, data, sizeof(data));
+            cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+        }
+        uint64_t fsyncs = th_counters(&t).fsyncs;
+        if (policies[p] == BLOB_SYNC_NONE)
+            cr_assert(eq(u64, fsyncs, 0));
+        else
+            cr_assert(ge(u64, fsyncs, 20));
+        th_close(&t);
+    }
+}
+
+Test(blob_store, parses_sync_names_and_hex)
+{
+    enum blob_sync s;
+    cr_assert(eq(int, blob_sync_parse("group", &s), 0));
+    cr_assert(eq(int, s, BLOB_SYNC_GROUP));
+    cr_assert(eq(int, blob_sync_parse("always", &s), 0));
+    cr_assert(eq(int, s, BLOB_SYNC_ALWAYS));
+    cr_assert(eq(int, blob_sync_parse("none", &s), 0));
+    cr_assert(eq(int, s, BLOB_SYNC_NONE));
+    cr_assert(eq(int, blob_sync_parse("sometimes", &s), -EINVAL));
+    char hex[65];
+    blob_hash_to_hex(blob_empty_sha256, hex);
+    cr_assert(eq(str, hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    uint8_t h[32];
+    cr_assert(eq(int, blob_hash_from_hex(hex, 64, h), 0));
+    cr_assert(memcmp(h, blob_empty_sha256, 32) == 0);
+    hex[3] = 'G';
+    cr_assert(eq(int, blob_hash_from_hex(hex, 64, h), -EINVAL));
+    cr_assert(eq(int, blob_hash_from_hex(hex, 63, h), -EINVAL));
+}
+
+Test(blob_store, refuses_options_that_cannot_work)
+{
+    struct blob_store_options o;
+    th_options_small(&o);
+    o.chunk_size = 5000;
+    struct blob_store *s;
+    char why[256];
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -EINVAL));
+    cr_assert(ne(sz, strlen(why), 0));
+    th_options_small(&o);
+    o.max_size = o.segment_size;
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -EINVAL));
+    cr_assert(ne(ptr, strstr(why, "max-size"), NULL));
+}

@@ -1,0 +1,288 @@
+/*
+ * Uploads in detail: every way of cutting the input into appends gives the same blob,
+ * backpressure hands the data back only through the callback, a commit during a pending
+ * append is refused, zstd uploads of several frames and of too much data, AC limits, many
+ * uploads interleaved on one core, byte counters.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <zstd.h>
+
+#include "harness.h"
+
+Test(blob_upload, any_cut_of_the_input_gives_the_same_blob)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 1);
+    size_t len = 5 * 4096 + 123;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 1, true);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    size_t pieces[] = { 1, 7, 4095, 4096, 4097, 10000 };
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+        if (i > 0) {
+            /* Upload under an AC key so it is not deduplicated. */
+            struct blob_key ac;
+            uint8_t key[BLOB_HASH_SIZE] = { (uint8_t)i };
+            blob_key_ac(&ac, key, len);
+            cr_assert(eq(int, th_put(&t, &ac, data, len, pieces[i], 0), 0));
+            uint8_t *out;
+            size_t n;
+            blob_key_ac(&ac, key, 0);
+            cr_assert(eq(int, th_get(&t, &ac, 0, 0, &out, &n), 0));
+            cr_assert(eq(sz, n, len));
+            cr_assert(memcmp(out, data, len) == 0, "pieces of %zu", pieces[i]);
+            free(out);
+        } else {
+            cr_assert(eq(int, th_put(&t, &k, data, len, pieces[i], 0), 0));
+        }
+    }
+    free(data);
+    th_close(&t);
+}
+
+struct pending {
+    bool done;
+    int res;
+};
+
+static void pending_cb(void *ctx, int res)
+{
+    struct pending *p = ctx;
+    p->done = true;
+    p->res = res;
+}
+
+Test(blob_upload, backpressure_holds_the_data_until_the_callback)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 2);
+    th_settle(&t);
+    size_t len = 300000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 2, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), 0));
+    struct pending p = { 0 };
+    int rc = blob_upload_append(u, data, len, pending_cb, &p);
+    cr_assert(eq(int, rc, -EINPROGRESS));
+    cr_assert(not(p.done), "never inside the call");
+    struct pending c = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), -EBUSY), "append pending");
+    cr_assert(eq(int, blob_upload_append(u, data, 1, pending_cb, &c), -EBUSY));
+    cr_assert(th_run_until(&t, &p.done));
+    cr_assert(eq(int, p.res, 0));
+    cr_assert(eq(u64, blob_upload_bytes_decoded(u), len));
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, 0));
+    cr_assert(blob_exists(t.bc, &k, false));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, zstd_streams_of_several_frames_are_accepted)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 3);
+    size_t len = 30000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 3, true);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    /* Two frames back to back, fed a few bytes at a time. */
+    size_t cap = ZSTD_compressBound(len) * 2;
+    uint8_t *z = malloc(cap);
+    size_t a = ZSTD_compress(z, cap, data, 10000, 1);
+    size_t b = ZSTD_compress(z + a, cap - a, data + 10000, len - 10000, 19);
+    cr_assert(not(ZSTD_isError(a)));
+    cr_assert(not(ZSTD_isError(b)));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    for (size_t off = 0; off < a + b; off += 13) {
+        size_t n = a + b - off < 13 ? a + b - off : 13;
+        struct pending p = { 0 };
+        int rc = blob_upload_append(u, z + off, n, pending_cb, &p);
+        if (rc == -EINPROGRESS) {
+            cr_assert(th_run_until(&t, &p.done));
+            rc = p.res;
+        }
+        cr_assert(eq(int, rc, 0));
+    }
+    cr_assert(eq(u64, blob_upload_bytes_in(u), a + b));
+    cr_assert(eq(u64, blob_upload_bytes_decoded(u), len));
+    struct pending c = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(memcmp(out, data, len) == 0);
+    free(out);
+    free(z);
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, a_zstd_stream_that_decodes_to_too_much_or_too_little_is_refused)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 4);
+    th_settle(&t);
+    size_t len = 5000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 4, true);
+    static uint8_t z[8000];
+    size_t zl = ZSTD_compress(z, sizeof(z), data, len, 1);
+    struct blob_key k;
+    th_key_of(&k, data, len - 1); /* claims one byte less */
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, z, zl, NULL, NULL), -EMSGSIZE));
+    blob_upload_abort(u);
+    /* A truncated stream: the frame never ends. */
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, z, zl / 2, NULL, NULL), 0));
+    struct pending c = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(lt(int, c.res, 0));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, ac_values_have_a_size_limit_and_kinds_are_checked)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 5);
+    uint8_t key[BLOB_HASH_SIZE] = { 1 };
+    struct blob_key k;
+    blob_key_ac(&k, key, (64ULL << 20) + 1);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -EINVAL));
+    blob_key_ac(&k, key, 10);
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 2, &u), -EINVAL), "unknown encoding");
+    k.digest_fn = 3;
+    k.kind = BLOB_KIND_CAS;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -EINVAL), "unknown digest");
+    th_close(&t);
+}
+
+struct job {
+    struct blob_upload *u;
+    uint8_t *data;
+    size_t len;
+    size_t fed;
+    bool waiting;
+    bool committed;
+    bool done;
+    int res;
+};
+
+static void job_append_cb(void *ctx, int res)
+{
+    struct job *j = ctx;
+    j->waiting = false;
+    cr_assert(eq(int, res, 0));
+}
+
+static void job_commit_cb(void *ctx, int res)
+{
+    struct job *j = ctx;
+    j->done = true;
+    j->res = res;
+}
+
+Test(blob_upload, many_uploads_interleave_on_one_core)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 6);
+
+    enum {
+        N = 24
+    };
+    static struct job jobs[N];
+    struct blob_key keys[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i].len = 1000 + (size_t)i * 1500;
+        jobs[i].data = malloc(jobs[i].len);
+        th_fill(jobs[i].data, jobs[i].len, 100 + (uint64_t)i, i % 2);
+        th_key_of(&keys[i], jobs[i].data, jobs[i].len);
+        cr_assert(eq(int, blob_upload_begin(t.bc, &keys[i], 0, &jobs[i].u), 0));
+    }
+    for (int round = 0; round < 10000; round++) {
+        int left = 0;
+        for (int i = 0; i < N; i++) {
+            struct job *j = &jobs[i];
+            if (j->done) continue;
+            left++;
+            if (j->waiting || j->committed) continue;
+            if (j->fed < j->len) {
+                size_t n = j->len - j->fed < 777 ? j->len - j->fed : 777;
+                int rc = blob_upload_append(j->u, j->data + j->fed, n, job_append_cb, j);
+                j->fed += n;
+                j->waiting = rc == -EINPROGRESS;
+                cr_assert(rc == 0 || rc == -EINPROGRESS);
+            } else {
+                j->committed = true;
+                cr_assert(eq(int, blob_upload_commit(j->u, job_commit_cb, j), 0));
+            }
+        }
+        if (left == 0) break;
+        blob_io_sim_run(t.io, 3);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert(jobs[i].done);
+        cr_assert(eq(int, jobs[i].res, 0));
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, th_get(&t, &keys[i], 0, 0, &out, &n), 0));
+        cr_assert(eq(sz, n, jobs[i].len));
+        cr_assert(memcmp(out, jobs[i].data, n) == 0);
+        free(out);
+        free(jobs[i].data);
+    }
+    cr_assert(eq(u64, th_counters(&t).blobs_committed, N));
+    th_close(&t);
+}
+
+Test(blob_upload, a_quiescing_core_takes_no_new_uploads)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 7);
+    blob_core_quiesce(t.bc);
+    uint8_t b = 1;
+    struct blob_key k;
+    th_key_of(&k, &b, 1);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -ECANCELED));
+    th_close(&t);
+}
+
+Test(blob_upload, counters_follow_the_bytes)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 8);
+    static uint8_t data[9000];
+    th_fill(data, sizeof(data), 9, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 1000, 0), 0));
+    struct blob_counters_snapshot c = th_counters(&t);
+    cr_assert(eq(u64, c.blobs_committed, 1));
+    cr_assert(eq(u64, c.bytes_in, sizeof(data)));
+    cr_assert(gt(u64, c.bytes_stored, 0));
+    cr_assert(gt(u64, c.zstd_bytes, 0));
+    cr_assert(eq(u64, c.uploads, 0));
+    th_close(&t);
+}
