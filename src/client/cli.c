@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,6 @@ int client_cli_exit_code(int err)
     case -EHOSTUNREACH:
     case -ENETUNREACH:
     case -ECONNRESET:
-    case -EPIPE:
         return CLIENT_EXIT_UNAVAILABLE;
     case -EBADMSG:
     case -EILSEQ:
@@ -61,7 +61,9 @@ static void report(const char *cmd, const char *what, const struct client_result
 {
     const char *msg = r->message[0] ? r->message : client_err_str(r->err);
     char status[48] = "";
-    if (r->status > 0 && r->status < PROTO_STATUS_COUNT) {
+    /* A local failure's status (CANCELLED for a dead output, ...) would only confuse. */
+    bool server_said = r->err == client_status_errno(r->status);
+    if (server_said && r->status > 0 && r->status < PROTO_STATUS_COUNT) {
         (void)snprintf(status, sizeof(status), " [%s]", proto_status_name(r->status));
     }
     if (client_cli_exit_code(r->err) == CLIENT_EXIT_UNAVAILABLE) {
@@ -111,6 +113,23 @@ struct put_item {
     bool missing;           /* the server lacks it (or --force) */
 };
 
+/* What went wrong with a local file, for a user. */
+static const char *file_err_str(int err)
+{
+    switch (err) {
+    case -ENOENT:
+        return "no such file";
+    case -EACCES:
+        return "permission denied";
+    case -EISDIR:
+        return "is a directory";
+    case -EINVAL:
+        return "not a regular file";
+    default:
+        return base_err_str(err);
+    }
+}
+
 /* Opens and hashes every file; returns the exit status so far. */
 static int put_hash_all(struct put_item *items, char *const *files, size_t count)
 {
@@ -121,7 +140,7 @@ static int put_hash_all(struct put_item *items, char *const *files, size_t count
         items[i].fd = open(files[i], O_RDONLY | O_CLOEXEC);
         int rc = items[i].fd == -1 ? -errno : client_digest_fd(items[i].fd, &items[i].d);
         if (rc == 0) continue;
-        const char *why = rc == -EINVAL ? "not a regular file" : base_err_str(rc);
+        const char *why = file_err_str(rc);
         (void)fprintf(stderr, "ringcas put: %s: %s\n", files[i], why);
         if (items[i].fd >= 0) (void)close(items[i].fd);
         items[i].fd = -1;
@@ -245,6 +264,12 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
     }
     int status = check_options("get", o);
     if (status != CLIENT_EXIT_OK) return status;
+    /*
+     * A reader that goes away (get ... | head) must end the download with RST_STREAM(CANCEL),
+     * which cancels the server's reads, not kill the process mid-stream: the write reports
+     * EPIPE instead.
+     */
+    (void)signal(SIGPIPE, SIG_IGN);
     bool to_file = o->output && strcmp(o->output, "-") != 0;
     char tmp[4096];
     int fd = STDOUT_FILENO;
@@ -377,25 +402,9 @@ static void print_counters(const char *text, size_t len)
     }
 }
 
-int client_cli_stat(const struct client_cli_options *o)
+/* Reads GET /metrics and prints the summary; returns <status>, or the failure's. */
+static int stat_metrics(struct client_sync *s, int status)
 {
-    int status = check_options("stat", o);
-    if (status != CLIENT_EXIT_OK) return status;
-    struct client_sync *s = NULL;
-    status = session_open("stat", &s, o);
-    if (status != CLIENT_EXIT_OK) return status;
-    struct client_unary u;
-    client_unary_init(&u, &s->cl);
-    struct client_result r = { 0 };
-    printf("server: %s\n", o->server);
-    if (client_sync_capabilities(s, &u, &r) < 0) {
-        report("stat", "GetCapabilities", &r, o);
-        status = client_cli_exit_code(r.err);
-    } else {
-        print_capabilities(
-            (const Build__Bazel__Remote__Execution__V2__ServerCapabilities *)u.response);
-    }
-    client_unary_deinit(&u);
     struct client_http h;
     memset(&h, 0, sizeof(h));
     int rc = client_sync_http_get(s, "/metrics", &h);
@@ -409,6 +418,32 @@ int client_cli_stat(const struct client_cli_options *o)
         print_counters(h.body, h.body_len);
     }
     client_http_deinit(&h);
+    return status;
+}
+
+int client_cli_stat(const struct client_cli_options *o)
+{
+    int status = check_options("stat", o);
+    if (status != CLIENT_EXIT_OK) return status;
+    struct client_sync *s = NULL;
+    status = session_open("stat", &s, o);
+    if (status != CLIENT_EXIT_OK) return status;
+    struct client_unary u;
+    client_unary_init(&u, &s->cl);
+    struct client_result r = { 0 };
+    printf("server: %s\n", o->server);
+    bool reached = true;
+    if (client_sync_capabilities(s, &u, &r) < 0) {
+        report("stat", "GetCapabilities", &r, o);
+        status = client_cli_exit_code(r.err);
+        /* A server that cannot be reached or does not answer will not serve /metrics either. */
+        reached = status != CLIENT_EXIT_UNAVAILABLE && status != CLIENT_EXIT_TIMEOUT;
+    } else {
+        print_capabilities(
+            (const Build__Bazel__Remote__Execution__V2__ServerCapabilities *)u.response);
+    }
+    client_unary_deinit(&u);
+    if (reached) status = stat_metrics(s, status);
     client_sync_destroy(s);
     if (fflush(stdout) != 0 && status == CLIENT_EXIT_OK) status = CLIENT_EXIT_FAILURE;
     return status;

@@ -246,7 +246,11 @@ static void writer_write_done(struct ring_op *op, int32_t res, uint32_t flags)
         int err = ring_op_timed_out(op, res) ? -ETIMEDOUT : (res < 0 ? res : -EIO);
         if (!w->err) w->err = err;
         w->st[i] = WB_EMPTY;
-        if (w->g->call.active) client_call_fail(&w->g->call, w->err, "writing the output failed");
+        if (w->g->call.active) {
+            char msg[CLIENT_MESSAGE_MAX];
+            (void)snprintf(msg, sizeof(msg), "writing the output: %s", base_err_str(w->err));
+            client_call_fail(&w->g->call, w->err, msg);
+        }
         return;
     }
     w->off[i] += (size_t)res;
