@@ -599,8 +599,19 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
         return 0;
     }
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
-    struct client_call *c = call_of(s, frame->hd.stream_id);
-    if (c && frame->headers.cat == NGHTTP2_HCAT_RESPONSE) client_call_on_response(c);
+    int32_t id = frame->hd.stream_id;
+    struct client_call *c = call_of(s, id);
+    if (!c) return 0;
+    if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) client_call_on_response(c);
+    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        !nghttp2_session_get_stream_local_close(s, id)) {
+        /*
+         * The server ended the call while the request was still going (REAPI: a Write of a
+         * blob it already has): stop sending (RFC 9113 §8.1), unless the server's own
+         * RST_STREAM already did.
+         */
+        (void)nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+    }
     return 0;
 }
 

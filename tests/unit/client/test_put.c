@@ -189,6 +189,8 @@ Test(client_put, early_answer_ends_the_upload)
     run_put(t, p, &o);
     cr_assert(eq(int, p->call.result.err, 0), "%s", p->call.result.message);
     cr_assert(eq(i64, p->committed_size, -1));
+    /* The client stopped sending once the server had answered. */
+    cr_assert(lt(u64, p->call.timing.bytes_sent, len / 2));
     /* The same object uploads again (restart without re-init). */
     run_put(t, p, &o);
     cr_assert(eq(int, p->call.result.err, 0), "%s", p->call.result.message);
