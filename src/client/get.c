@@ -72,7 +72,7 @@ static int get_emit(struct client_get *g, const uint8_t *p, size_t n)
         client_call_fail(&g->call, -EBADMSG, "server sent more bytes than the blob's size");
         return -EBADMSG;
     }
-    client_sha256_update(&g->sha, p, n);
+    if (!g->o.skip_verify) client_sha256_update(&g->sha, p, n);
     g->received += n;
     if (!g->o.sink) return 0;
     int rc = g->o.sink(g, p, n);
@@ -233,7 +233,7 @@ static void get_on_end(struct client_call *c)
     } else if (g->o.zstd && !g->frame_done && g->o.digest.size > 0) {
         /* (The empty blob may come as no bytes at all: its hash is checked below.) */
         why = "zstd stream ended early";
-    } else if (memcmp(hash, g->o.digest.hash, CLIENT_HASH_SIZE) != 0) {
+    } else if (!g->o.skip_verify && memcmp(hash, g->o.digest.hash, CLIENT_HASH_SIZE) != 0) {
         why = "the bytes received do not hash to the digest";
     }
     if (!why) return;

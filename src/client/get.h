@@ -38,6 +38,8 @@ struct client_get_options {
     struct client_digest digest;     /* the blob */
     bool zstd;                       /* read compressed-blobs/zstd and decompress */
     client_get_sink_fn *sink;        /* NULL: the bytes are verified and dropped */
+    bool skip_verify;                /* no SHA-256 of the bytes (the size is still checked):
+                                        for load generators that only measure the server */
 };
 
 /* Fills <o> with defaults: identity, no sink, no deadline. */

@@ -45,6 +45,9 @@ struct client_put_options {
     uint32_t chunk_size;             /* uncompressed bytes per message; 0: 256 KiB */
     uint32_t slots;                  /* messages queued at once, 1..8; 0: 3 */
     int zstd_level;                  /* 0: zstd's default */
+    bool trust_data;                 /* memory source only: do not hash it again while
+                                        sending (the caller vouches for the digest; a load
+                                        generator saves the CPU) */
 };
 
 /* Fills <o> with defaults: no deadline, no source, identity. */

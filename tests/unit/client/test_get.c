@@ -156,6 +156,39 @@ Test(client_get, bytes_that_do_not_match_fail_verification)
     cr_assert(eq(int, get_once(FAKE_READ_LONG, true, msg, sizeof(msg)), -EBADMSG));
 }
 
+/* One get with skip_verify from a fake server in <mode>; returns the error. */
+static int get_unverified(uint8_t mode)
+{
+    struct fake_config cfg = { .read_mode = mode };
+    struct fake_server *f = fake_start(&cfg);
+    static uint8_t data[10000];
+    tctx_fill(data, sizeof(data), 31, false);
+    fake_add_blob(f, data, sizeof(data));
+    struct tctx *t = tctx_open(fake_port(f), 5000);
+    struct client_get *g = new_get(t);
+    struct client_get_options o;
+    client_get_options_default(&o);
+    client_digest_buf(data, sizeof(data), &o.digest);
+    bool done = false;
+    o.call.done = tctx_done;
+    o.call.user = &done;
+    o.skip_verify = true;
+    cr_assert(eq(int, client_get_start(g, &t->conn, &o), 0));
+    tctx_wait(t, &done, 5000);
+    int err = g->call.result.err;
+    free_get(g);
+    tctx_close(t);
+    fake_stop(f);
+    return err;
+}
+
+Test(client_get, skip_verify_still_checks_the_size)
+{
+    cr_assert(eq(int, get_unverified(FAKE_READ_CORRUPT), 0)); /* not hashed: not seen */
+    cr_assert(eq(int, get_unverified(FAKE_READ_LONG), -EBADMSG));
+    cr_assert(eq(int, get_unverified(FAKE_READ_SHORT), -EBADMSG));
+}
+
 Test(client_get, missing_blob_is_not_found)
 {
     struct fake_server *f = fake_start(NULL);

@@ -172,6 +172,30 @@ Test(client_put, changed_file_is_cancelled_before_commit)
     free(data);
 }
 
+Test(client_put, trusted_memory_is_not_hashed_again)
+{
+    struct fake_server *f = fake_start(NULL);
+    struct tctx *t = tctx_open(fake_port(f), 5000);
+    uint8_t data[5000];
+    tctx_fill(data, sizeof(data), 8, false);
+    struct client_put *p = new_put(t);
+    struct client_put_options o;
+    client_put_options_default(&o);
+    client_digest_buf(data, sizeof(data), &o.digest);
+    o.data = data;
+    o.trust_data = true;
+    run_put(t, p, &o);
+    cr_assert(eq(int, p->call.result.err, 0), "%s", p->call.result.message);
+    /* A wrong digest is not caught by the client then, but by the server. */
+    o.digest.hash[0] ^= 1;
+    run_put(t, p, &o);
+    cr_assert(eq(int, p->call.result.err, -EINVAL), "%s", p->call.result.message);
+    cr_assert(eq(u64, atomic_load(&fake_stats(f)->write_bad), 1));
+    free_put(p);
+    tctx_close(t);
+    fake_stop(f);
+}
+
 Test(client_put, early_answer_ends_the_upload)
 {
     struct fake_config cfg = { .write_early_ok = true };
