@@ -537,6 +537,7 @@ static void call_decide(struct client_call *c)
     }
     if (c->grpc_status >= 0) {
         decide(c, c->grpc_status, NULL);
+        c->result.status_received = true;
         if (c->grpc_status == PROTO_STATUS_OK && !proto_deframer_is_idle(&c->deframer)) {
             decide(c, PROTO_STATUS_INTERNAL, "response ended inside a message");
             c->result.err = -EPROTO;

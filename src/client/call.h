@@ -44,6 +44,7 @@ struct client_call;
 struct client_result {
     int err;                          /* 0, or -errno (client_call_err_str explains) */
     int status;                       /* gRPC status received or decided locally */
+    bool status_received;             /* <status> came from the server's grpc-status */
     char message[CLIENT_MESSAGE_MAX]; /* grpc-message (decoded) or a local description */
 };
 

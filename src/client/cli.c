@@ -61,9 +61,8 @@ static void report(const char *cmd, const char *what, const struct client_result
 {
     const char *msg = r->message[0] ? r->message : client_err_str(r->err);
     char status[48] = "";
-    /* A local failure's status (CANCELLED for a dead output, ...) would only confuse. */
-    bool server_said = r->err == client_status_errno(r->status);
-    if (server_said && r->status > 0 && r->status < PROTO_STATUS_COUNT) {
+    /* Only the server's own status: a local one (a timeout, a dead output) would confuse. */
+    if (r->status_received && r->status > 0 && r->status < PROTO_STATUS_COUNT) {
         (void)snprintf(status, sizeof(status), " [%s]", proto_status_name(r->status));
     }
     if (client_cli_exit_code(r->err) == CLIENT_EXIT_UNAVAILABLE) {

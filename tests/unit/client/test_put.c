@@ -239,6 +239,7 @@ Test(client_put, server_status_is_mapped_with_its_message)
     run_put(t, p, &o);
     cr_assert(eq(int, p->call.result.err, -EAGAIN));
     cr_assert(eq(int, p->call.result.status, 8));
+    cr_assert(p->call.result.status_received);
     cr_assert(eq(str, p->call.result.message, "fake says no"));
     cr_assert(eq(u64, base_counter_get(&t->cl.counters.calls_failed), 1));
     free_put(p);
@@ -291,6 +292,7 @@ Test(client_put, deadline_resets_the_stream)
     run_put(t, p, &o);
     cr_assert(eq(int, p->call.result.err, -ETIMEDOUT), "%s", p->call.result.message);
     cr_assert(eq(int, p->call.result.status, 4));
+    cr_assert(not(p->call.result.status_received));
     cr_assert(ge(u64, tctx_ms_since(start), 190));
     cr_assert(eq(u64, atomic_load(&fake_stats(f)->timeout_headers), 1));
     cr_assert(tctx_wait_counter(t, &fake_stats(f)->rst_cancel, 1, 2000));
