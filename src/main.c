@@ -113,6 +113,10 @@ static int cmd_put(int argc, char **argv)
                                           "upload zstd-compressed (compressed-blobs)", "" };
     flags[nflags++] = (struct base_flag){ "force", BASE_FLAG_BOOL, &o.force,
                                           "upload even when the server has the blob", "" };
+    flags[nflags++] = (struct base_flag){ "batch-max", BASE_FLAG_SIZE, &o.batch_max,
+                                          "files up to this size go in BatchUpdateBlobs "
+                                          "(0: stream every file)",
+                                          NULL };
     flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
     char **files = calloc((size_t)argc + 1, sizeof(*files));
     if (!files) return 1;

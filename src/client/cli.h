@@ -29,10 +29,12 @@ struct client_cli_options {
     uint64_t deadline_ms; /* each call's overall deadline; 0: none */
     bool compress;        /* put/get: compressed-blobs/zstd */
     bool force;           /* put: upload without asking FindMissingBlobs first */
+    uint64_t batch_max;   /* put: files up to this size go in BatchUpdateBlobs (0: none) */
     const char *output;   /* get: file to write ("-" or NULL: stdout) */
 };
 
-/* Fills <o> with the defaults: 127.0.0.1:8980, no instance, 30 s timeout, no deadline. */
+/* Fills <o> with the defaults: 127.0.0.1:8980, no instance, 30 s timeout, no deadline,
+ * batches for files up to 256 KiB. */
 void client_cli_options_default(struct client_cli_options *o);
 
 /* The exit status for a client error <err> (0 or -errno). */

@@ -165,6 +165,31 @@ int client_sync_find_missing(struct client_sync *s, const struct client_digest *
     return rc;
 }
 
+int client_sync_batch_update(struct client_sync *s, const struct client_batch_blob *blobs,
+                             size_t count, int *statuses, char (*messages)[CLIENT_MESSAGE_MAX],
+                             struct client_result *r)
+{
+    int rc = session_conn(s);
+    if (rc < 0) return start_failed(r, rc, "connecting");
+    struct client_unary u;
+    client_unary_init(&u, &s->cl);
+    struct sync_wait w = { false };
+    struct client_call_options o = call_options(s, &w);
+    rc = client_cas_batch_update_start(&u, &s->conn, s->o.instance, blobs, count, &o);
+    if (rc < 0) {
+        client_unary_deinit(&u);
+        return start_failed(r, rc, "BatchUpdateBlobs");
+    }
+    rc = wait_call(s, &u.call, &w, r);
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        const char *msg;
+        statuses[i] = client_cas_batch_status(&u, &blobs[i].digest, &msg);
+        if (messages) (void)snprintf(messages[i], CLIENT_MESSAGE_MAX, "%s", msg);
+    }
+    client_unary_deinit(&u);
+    return rc;
+}
+
 int client_sync_put_fd(struct client_sync *s, int fd, const struct client_digest *d, bool zstd,
                        struct client_result *r)
 {

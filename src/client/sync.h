@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "client/call.h"
+#include "client/cas.h"
 #include "client/client.h"
 #include "client/conn.h"
 #include "client/digest.h"
@@ -62,6 +63,15 @@ MUST_CHECK int client_sync_capabilities(struct client_sync *s, struct client_una
 /* FindMissingBlobs of <count> digests: sets missing[i] for each. */
 MUST_CHECK int client_sync_find_missing(struct client_sync *s, const struct client_digest *digests,
                                         size_t count, bool *missing, struct client_result *r);
+
+/*
+ * BatchUpdateBlobs of <count> blobs: statuses[i] receives each blob's gRPC status (0 OK) and
+ * messages[i] (may be NULL) its message, copied into CLIENT_MESSAGE_MAX bytes.
+ */
+MUST_CHECK int client_sync_batch_update(struct client_sync *s,
+                                        const struct client_batch_blob *blobs, size_t count,
+                                        int *statuses, char (*messages)[CLIENT_MESSAGE_MAX],
+                                        struct client_result *r);
 
 /* Uploads the file open on <fd> whose digest is <d> (hashed by the caller). */
 MUST_CHECK int client_sync_put_fd(struct client_sync *s, int fd, const struct client_digest *d,

@@ -268,9 +268,11 @@ class RoundTrips(ClientTestCase):
         path = write_blob(self.tmp, "in-%d" % size, size, seed)
         want = digest_file(path)
         flags = ["--compress"] if compress else []
-        p, _ = self.cli("put", *flags, path)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stdout.decode(), want + "\n")
+        # ByteStream.Write, then (for small files) BatchUpdateBlobs as well.
+        for batch in (["--batch-max", "0"], ["--batch-max", "256KiB"]):
+            p, _ = self.cli("put", "--force", *batch, *flags, path)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stdout.decode(), want + "\n")
         out = os.path.join(self.tmp, "out-%d" % size)
         p, _ = self.cli("get", *flags, want, "-o", out)
         self.assertEqual(p.returncode, 0, p.stderr)

@@ -25,10 +25,11 @@
 #include "proto/bytestream.h"
 #include "proto/frame.h"
 #include "proto/google/bytestream/bytestream.pb-c.h"
+#include "proto/google/rpc/status.pb-c.h"
 #include "proto/resource.h"
 #include "proto/wire.h"
 
-#define FAKE_BLOBS_MAX 16
+#define FAKE_BLOBS_MAX 64
 
 struct fake_blob {
     uint8_t hash[32];
@@ -393,6 +394,73 @@ static void handle_find(struct fake_server *f, struct fstream *st)
     build__bazel__remote__execution__v2__find_missing_blobs_request__free_unpacked(req, NULL);
 }
 
+static void batch_message(const uint8_t *m, size_t len, void *arg)
+{
+    *(Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest **)arg =
+        build__bazel__remote__execution__v2__batch_update_blobs_request__unpack(NULL, len, m);
+}
+
+/* Stores one blob of a batch; returns its gRPC status. */
+static int batch_one(struct fake_server *f,
+                     const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *q)
+{
+    uint8_t h[32];
+    const Build__Bazel__Remote__Execution__V2__Digest *d = q->digest;
+    if (!d || strlen(d->hash) != 64 || proto_hex_decode(d->hash, 64, h) < 0) return 3;
+    size_t size = (size_t)d->size_bytes;
+    uint8_t *plain = malloc(size + 1);
+    size_t n = q->data.len;
+    if (q->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD) {
+        n = ZSTD_decompress(plain, size, q->data.data, q->data.len);
+        if (ZSTD_isError(n)) n = size + 1;
+    } else if (n <= size && n > 0) {
+        memcpy(plain, q->data.data, n);
+    }
+    uint8_t got[32];
+    sha256(plain, n <= size ? n : 0, got);
+    int status = n == size && memcmp(got, h, 32) == 0 ? 0 : 3;
+    if (status == 0) fake_add_blob(f, plain, n);
+    free(plain);
+    return status;
+}
+
+static void handle_batch(struct fake_server *f, struct fstream *st)
+{
+    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req = NULL;
+    if (f->cfg.no_batch || each_message(st, batch_message, &req) != 1 || !req) {
+        trailers_only(f, st, f->cfg.no_batch ? 12 : 3);
+        if (req)
+            build__bazel__remote__execution__v2__batch_update_blobs_request__free_unpacked(req,
+                                                                                           NULL);
+        return;
+    }
+    size_t n = req->n_requests;
+    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse resp;
+    build__bazel__remote__execution__v2__batch_update_blobs_response__init(&resp);
+    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response *rs =
+        calloc(n + 1, sizeof(*rs));
+    Google__Rpc__Status *ss = calloc(n + 1, sizeof(*ss));
+    resp.responses = calloc(n + 1, sizeof(void *));
+    for (size_t i = 0; i < n; i++) {
+        build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(&rs[i]);
+        google__rpc__status__init(&ss[i]);
+        ss[i].code = batch_one(f, req->requests[i]);
+        if (ss[i].code)
+            ss[i].message = "digest mismatch";
+        else
+            atomic_fetch_add(&f->stats.batch_blobs, 1);
+        rs[i].digest = req->requests[i]->digest;
+        rs[i].status = &ss[i];
+        resp.responses[resp.n_responses++] = &rs[i];
+    }
+    atomic_fetch_add(&f->stats.batch_calls, 1);
+    respond_message(f, st, &resp.base);
+    free(resp.responses);
+    free(ss);
+    free(rs);
+    build__bazel__remote__execution__v2__batch_update_blobs_request__free_unpacked(req, NULL);
+}
+
 static void handle_caps(struct fake_server *f, struct fstream *st)
 {
     Build__Bazel__Remote__Execution__V2__DigestFunction__Value fns[] = {
@@ -418,6 +486,8 @@ static void handle(struct fake_server *f, struct fstream *st)
         handle_write(f, st);
     } else if (strcmp(st->path, "/google.bytestream.ByteStream/Read") == 0) {
         handle_read(f, st);
+    } else if (strstr(st->path, "BatchUpdateBlobs")) {
+        handle_batch(f, st);
     } else if (strstr(st->path, "FindMissingBlobs")) {
         handle_find(f, st);
     } else if (strstr(st->path, "GetCapabilities")) {

@@ -33,6 +33,7 @@ struct fake_config {
     int status;           /* > 0: answer every call with this gRPC status */
     bool write_early_ok;  /* answer a Write as soon as its first message arrives */
     bool no_answer;       /* read requests, never answer */
+    bool no_batch;        /* answer BatchUpdateBlobs with UNIMPLEMENTED */
 };
 
 struct fake_stats {
@@ -46,6 +47,8 @@ struct fake_stats {
     _Atomic uint64_t reads;           /* Read calls answered with data */
     _Atomic uint64_t read_bytes;      /* response data bytes sent by Read */
     _Atomic uint64_t timeout_headers; /* requests that carried grpc-timeout */
+    _Atomic uint64_t batch_calls;     /* BatchUpdateBlobs answered */
+    _Atomic uint64_t batch_blobs;     /* blobs stored by them */
 };
 
 struct fake_server;

@@ -85,6 +85,74 @@ Test(client_cli, unreachable_server_is_unavailable)
     cr_assert(eq(int, client_cli_stat(&o), CLIENT_EXIT_UNAVAILABLE));
 }
 
+/* Writes <n> files of distinct small contents into /tmp; their paths go to <paths>. */
+static void small_files(char paths[][64], size_t n, size_t size0)
+{
+    for (size_t i = 0; i < n; i++) {
+        snprintf(paths[i], 64, "/tmp/ringcas-cli-batch-XXXXXX");
+        int fd = mkstemp(paths[i]);
+        static char buf[8192];
+        size_t len = size0 + i * 37;
+        cr_assert(lt(sz, len, sizeof(buf)));
+        for (size_t k = 0; k < len; k++)
+            buf[k] = (char)('a' + (k * 7 + i) % 26);
+        cr_assert(eq(sz, (size_t)write(fd, buf, len), len));
+        close(fd);
+    }
+}
+
+Test(client_cli, small_files_go_in_batches_and_large_ones_stream)
+{
+    for (int compress = 0; compress < 2; compress++) {
+        struct fake_server *f = fake_start(NULL);
+        struct client_cli_options o = opts(fake_port(f));
+        o.compress = compress;
+
+        enum {
+            N = 20
+        };
+
+        static char paths[N + 1][64];
+        small_files(paths, N, 100);
+        /* One large file streams (over PUT_BATCH_BLOB_MAX). */
+        snprintf(paths[N], 64, "/tmp/ringcas-cli-big-XXXXXX");
+        int fd = mkstemp(paths[N]);
+        cr_assert(eq(int, ftruncate(fd, 300 * 1024), 0));
+        close(fd);
+        char *files[N + 1];
+        for (int i = 0; i <= N; i++)
+            files[i] = paths[i];
+        cr_assert(eq(int, client_cli_put(&o, files, N + 1), CLIENT_EXIT_OK));
+        cr_assert(eq(u64, atomic_load(&fake_stats(f)->batch_calls), 1));
+        cr_assert(eq(u64, atomic_load(&fake_stats(f)->batch_blobs), N));
+        cr_assert(eq(u64, atomic_load(&fake_stats(f)->write_committed), 1));
+        for (int i = 0; i <= N; i++)
+            unlink(paths[i]);
+        fake_stop(f);
+    }
+}
+
+Test(client_cli, batches_fall_back_to_streams_without_the_method)
+{
+    struct fake_config cfg = { .no_batch = true };
+    struct fake_server *f = fake_start(&cfg);
+    struct client_cli_options o = opts(fake_port(f));
+
+    enum {
+        N = 3
+    };
+
+    static char paths[N][64];
+    small_files(paths, N, 10);
+    char *files[N] = { paths[0], paths[1], paths[2] };
+    cr_assert(eq(int, client_cli_put(&o, files, N), CLIENT_EXIT_OK));
+    cr_assert(eq(u64, atomic_load(&fake_stats(f)->batch_blobs), 0));
+    cr_assert(eq(u64, atomic_load(&fake_stats(f)->write_committed), N));
+    for (int i = 0; i < N; i++)
+        unlink(paths[i]);
+    fake_stop(f);
+}
+
 Test(client_cli, round_trip_through_the_fake_server)
 {
     struct fake_server *f = fake_start(NULL);
