@@ -120,7 +120,8 @@ static int session_open(const char *cmd, struct client_sync **s, const struct cl
 
 struct put_item {
     const char *path;       /* as given */
-    int fd;                 /* open while hashed; -1 otherwise */
+    bool hashed;            /* it could be read and hashed (it is closed in between: a long
+                               file list must not hold a descriptor per file) */
     struct client_digest d; /* its digest */
     bool missing;           /* the server lacks it (or --force) */
     bool done;              /* uploaded (or failed) by a batch */
@@ -144,20 +145,29 @@ static const char *file_err_str(int err)
     }
 }
 
-/* Opens and hashes every file; returns the exit status so far. */
+/* Opens <it>'s file for reading; the descriptor, or -errno after reporting it. */
+static int put_open(struct put_item *it)
+{
+    int fd = open(it->path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    int err = -errno;
+    (void)fprintf(stderr, "ringcas put: %s: %s\n", it->path, file_err_str(err));
+    return err;
+}
+
+/* Hashes every file; returns the exit status so far. */
 static int put_hash_all(struct put_item *items, char *const *files, size_t count)
 {
     int status = CLIENT_EXIT_OK;
     for (size_t i = 0; i < count; i++) {
         items[i].path = files[i];
         items[i].missing = true;
-        items[i].fd = open(files[i], O_RDONLY | O_CLOEXEC);
-        int rc = items[i].fd == -1 ? -errno : client_digest_fd(items[i].fd, &items[i].d);
+        int fd = put_open(&items[i]);
+        int rc = fd < 0 ? fd : client_digest_fd(fd, &items[i].d);
+        if (fd >= 0) (void)close(fd);
+        items[i].hashed = rc == 0;
         if (rc == 0) continue;
-        const char *why = file_err_str(rc);
-        (void)fprintf(stderr, "ringcas put: %s: %s\n", files[i], why);
-        if (items[i].fd >= 0) (void)close(items[i].fd);
-        items[i].fd = -1;
+        if (fd >= 0) (void)fprintf(stderr, "ringcas put: %s: %s\n", files[i], file_err_str(rc));
         status = CLIENT_EXIT_USAGE;
     }
     return status;
@@ -178,7 +188,7 @@ static int put_find_missing(struct client_sync *s, struct put_item *items, size_
         goto out;
     }
     for (size_t i = 0; i < count; i++) {
-        if (items[i].fd < 0) continue;
+        if (!items[i].hashed) continue;
         ds[n] = items[i].d;
         idx[n++] = i;
     }
@@ -203,13 +213,13 @@ out:
     return status;
 }
 
-/* Reads the whole small file of <it> into <buf> (d.size bytes); 0 or -errno. */
-static int put_read_small(const struct put_item *it, uint8_t *buf)
+/* Reads the whole small file <fd> of <it> into <buf> (d.size bytes); 0 or -errno. */
+static int put_read_small(const struct put_item *it, int fd, uint8_t *buf)
 {
     size_t got = 0;
     /* Bounded: each read makes progress or ends the loop. */
     while (got < it->d.size) {
-        ssize_t n = pread(it->fd, buf + got, it->d.size - got, (off_t)got);
+        ssize_t n = pread(fd, buf + got, it->d.size - got, (off_t)got);
         if (n == -1 && errno == EINTR) continue;
         if (n == -1) return -errno;
         if (n == 0) return -EILSEQ; /* shorter than when it was hashed */
@@ -238,14 +248,16 @@ static void put_batch_add(struct put_batch *b, struct put_item *items, size_t i,
 {
     struct put_item *it = &items[i];
     uint8_t *raw = b->raw + b->bytes;
-    int rc = put_read_small(it, raw);
+    int fd = open(it->path, O_RDONLY | O_CLOEXEC);
+    int rc = fd == -1 ? -errno : put_read_small(it, fd, raw);
+    if (fd >= 0) (void)close(fd);
     struct client_digest now;
     if (rc == 0) client_digest_buf(raw, (size_t)it->d.size, &now);
     if (rc == 0 && !client_digest_equal(&now, &it->d)) rc = -EILSEQ;
     it->done = rc < 0;
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas put: %s: %s\n", it->path,
-                      rc == -EILSEQ ? "content changed since it was hashed" : base_err_str(rc));
+                      rc == -EILSEQ ? "content changed since it was hashed" : file_err_str(rc));
         it->status = rc == -EILSEQ ? CLIENT_EXIT_INTEGRITY : CLIENT_EXIT_USAGE;
         return;
     }
@@ -311,7 +323,7 @@ static void put_batches(struct client_sync *s, struct put_item *items, size_t co
     bool ok = b->raw && (!o->compress || b->z);
     for (size_t i = 0; ok && i < count; i++) {
         struct put_item *it = &items[i];
-        if (it->fd < 0 || !it->missing || it->d.size > o->batch_max) continue;
+        if (!it->hashed || !it->missing || it->d.size > o->batch_max) continue;
         if (b->bytes + it->d.size > PUT_BATCH_BYTES || b->count == PUT_BATCH_COUNT) {
             put_batch_send(s, b, items, o);
         }
@@ -338,23 +350,29 @@ int client_cli_put(const struct client_cli_options *o, char *const *files, size_
     int rc = session_open("put", &s, o);
     if (rc != CLIENT_EXIT_OK) {
         status = rc;
-        goto out_close;
+        goto out_free;
     }
     rc = o->force ? CLIENT_EXIT_OK : put_find_missing(s, items, count, o);
     if (rc == CLIENT_EXIT_OK) put_batches(s, items, count, o);
     for (size_t i = 0; i < count && rc == CLIENT_EXIT_OK; i++) {
         struct put_item *it = &items[i];
-        if (it->fd < 0 || it->done || !it->missing) continue;
+        if (!it->hashed || it->done || !it->missing) continue;
         struct client_result r = { 0 };
         it->done = true;
-        if (client_sync_put_fd(s, it->fd, &it->d, o->compress, &r) < 0) {
+        int fd = put_open(it);
+        if (fd < 0) {
+            it->status = CLIENT_EXIT_USAGE;
+            continue;
+        }
+        if (client_sync_put_fd(s, fd, &it->d, o->compress, &r) < 0) {
             report("put", it->path, &r, o);
             it->status = client_cli_exit_code(r.err);
         }
+        (void)close(fd);
     }
     /* The digests, in the order given, of every file that is on the server now. */
     for (size_t i = 0; i < count && rc == CLIENT_EXIT_OK; i++) {
-        if (items[i].fd < 0) continue;
+        if (!items[i].hashed) continue;
         if (items[i].status != CLIENT_EXIT_OK) {
             if (status == CLIENT_EXIT_OK) status = items[i].status;
             continue;
@@ -365,10 +383,7 @@ int client_cli_put(const struct client_cli_options *o, char *const *files, size_
     }
     if (rc != CLIENT_EXIT_OK && status == CLIENT_EXIT_OK) status = rc;
     client_sync_destroy(s);
-out_close:
-    for (size_t i = 0; i < count; i++) {
-        if (items[i].fd >= 0) (void)close(items[i].fd);
-    }
+out_free:
     free(items);
     if (fflush(stdout) != 0 && status == CLIENT_EXIT_OK) status = CLIENT_EXIT_FAILURE;
     return status;
