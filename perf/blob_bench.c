@@ -385,6 +385,20 @@ static void slot_done(void *ctx, int res)
     s->busy = false;
 }
 
+static void slot_commit(struct slot *s)
+{
+    int rc = blob_upload_commit(s->u, slot_done, s);
+    if (rc < 0) die("commit", rc);
+}
+
+/* The append waited for room (a segment being sealed and the next one opened). */
+static void slot_appended(void *ctx, int res)
+{
+    struct slot *s = ctx;
+    if (res < 0) die("append", res);
+    slot_commit(s);
+}
+
 static uint64_t rng_state = 88172645463325252ULL;
 
 static uint64_t rng(void)
@@ -408,11 +422,11 @@ static void slot_start(struct blob_core *bc, struct slot *s)
     blob_key_cas(&k, h, s->len);
     int rc = blob_upload_begin(bc, &k, BLOB_ENCODING_IDENTITY, &s->u);
     if (rc < 0) die("begin", rc);
-    rc = blob_upload_append(s->u, s->data, s->len, NULL, NULL);
-    if (rc < 0) die("append (small blobs never wait)", rc);
     s->busy = true;
-    rc = blob_upload_commit(s->u, slot_done, s);
-    if (rc < 0) die("commit", rc);
+    rc = blob_upload_append(s->u, s->data, s->len, slot_appended, s);
+    if (rc == -EINPROGRESS) return;
+    if (rc < 0) die("append", rc);
+    slot_commit(s);
 }
 
 static int cmd_commits(char **argv)

@@ -15,17 +15,25 @@ bin=build/release/perf/blob_bench
 mkdir -p "$dir"
 fresh() { rm -rf "$dir"/seg-* "$dir"/*.bad; }
 
+field() { # FILE KEY: the values of KEY=..., one per line, sorted
+    sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1" | sort -n
+}
+
+median() { # FILE KEY
+    n=$(field "$1" "$2" | wc -l)
+    field "$1" "$2" | sed -n "$(( (n + 1) / 2 ))p"
+}
+
 median_ingest() { # CORES BLOBS CORPUS DIRECT CHUNK_KIB LEVEL STREAMS
+    out=$(mktemp)
     for i in $(seq "$reps"); do
         fresh
-        "$bin" ingest "$dir" "$1" "$2" 64 "$3" "$4" "$5" "$6" "$7" 2>/dev/null
-    done | awk -v cores="$1" '
-        { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-          ing[NR] = v["ingest_mbps"]; raw[NR] = v["raw_mbps"]; rat[NR] = v["ratio"];
-          st = v["stored_ratio"]; line = $0 }
-        END { n = asort(ing); asort(raw); asort(rat); m = int((n + 1) / 2);
-              printf "cores=%s ingest_mbps_per_core=%s raw_mbps=%s ratio=%s stored_ratio=%s (median of %d core-runs) | %s\n",
-                     cores, ing[m], raw[m], rat[m], st, n, line }'
+        "$bin" ingest "$dir" "$1" "$2" 64 "$3" "$4" "$5" "$6" "$7" 2>/dev/null >>"$out"
+    done
+    printf 'cores=%s corpus=%s direct=%s chunk_kib=%s level=%s: ingest_mbps_per_core=%s raw_mbps=%s ratio=%s stored_ratio=%s (medians of %s core-runs)\n' \
+        "$1" "$3" "$4" "$5" "$6" "$(median "$out" ingest_mbps)" "$(median "$out" raw_mbps)" \
+        "$(median "$out" ratio)" "$(median "$out" stored_ratio)" "$(wc -l <"$out")"
+    rm -f "$out"
 }
 
 echo "## ingest, 64 MiB blobs, --sync=group, 256 KiB chunks, zstd -1"

@@ -3,10 +3,12 @@
  * here with their environment twins; the work is done by the module that owns it.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/flags.h"
 #include "blob/fsck.h"
+#include "client/cli.h"
 #include "rpc/server.h"
 
 #ifndef RINGCAS_VERSION
@@ -23,6 +25,10 @@ static void usage(FILE *out)
              "\n"
              "commands:\n"
              "  serve        run the node (default 127.0.0.1:8980, data in ./ringcas-data)\n"
+             "  put FILE...  upload files to a server's CAS; prints hash/size for each\n"
+             "  get HASH/SIZE [-o FILE]\n"
+             "               download a blob (to stdout by default), verified\n"
+             "  stat         a server's capabilities and counters\n"
              "  fsck         check every record and blob of a data folder (offline)\n"
              "  --help       this text; `ringcas COMMAND --help` lists a command's flags\n"
              "  --version    print the version\n"
@@ -70,6 +76,117 @@ static int cmd_serve(int argc, char **argv)
     return rpc_server_run(&o);
 }
 
+/* Writes the flags put, get and stat share into <f> (room for 4); returns how many. */
+static size_t client_flags(struct base_flag *f, struct client_cli_options *o)
+{
+    f[0] =
+        (struct base_flag){ "server", BASE_FLAG_STRING, &o->server, "server address", "HOST:PORT" };
+    f[1] = (struct base_flag){ "instance", BASE_FLAG_STRING, &o->instance, "REAPI instance name",
+                               "NAME" };
+    f[2] = (struct base_flag){ "timeout", BASE_FLAG_DURATION_MS, &o->timeout_ms,
+                               "fail when a connect, read or write makes no progress for this "
+                               "long",
+                               NULL };
+    f[3] =
+        (struct base_flag){ "deadline", BASE_FLAG_DURATION_MS, &o->deadline_ms,
+                            "fail a call that takes longer than this in all (0: no limit)", NULL };
+    return 4;
+}
+
+static void client_usage(const char *cmd, const char *args, const struct base_flag *flags,
+                         size_t nflags)
+{
+    printf("usage: ringcas %s [FLAGS] %s\n\nflags:\n", cmd, args);
+    base_flags_print_help(flags, nflags, stdout);
+    printf("\nExit status: 0 ok, 1 failure, 2 usage, 3 not found, 4 timed out, 5 server\n"
+           "unavailable, 6 data does not match its digest (docs/cli.md).\n");
+}
+
+static int cmd_put(int argc, char **argv)
+{
+    struct client_cli_options o;
+    client_cli_options_default(&o);
+    bool help = false;
+    struct base_flag flags[8];
+    size_t nflags = client_flags(flags, &o);
+    flags[nflags++] = (struct base_flag){ "compress", BASE_FLAG_BOOL, &o.compress,
+                                          "upload zstd-compressed (compressed-blobs)", "" };
+    flags[nflags++] = (struct base_flag){ "force", BASE_FLAG_BOOL, &o.force,
+                                          "upload even when the server has the blob", "" };
+    flags[nflags++] = (struct base_flag){ "batch-max", BASE_FLAG_SIZE, &o.batch_max,
+                                          "files up to this size go in BatchUpdateBlobs "
+                                          "(0: stream every file)",
+                                          NULL };
+    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
+    char **files = calloc((size_t)argc + 1, sizeof(*files));
+    if (!files) return 1;
+    struct base_flags_rest rest = { .args = files, .size = (size_t)argc, .count = 0 };
+    int status;
+    if (base_flags_parse(flags, nflags, argc, argv, &rest, stderr) < 0) {
+        status = 2;
+    } else if (help) {
+        client_usage("put", "FILE...", flags, nflags);
+        status = 0;
+    } else {
+        status = client_cli_put(&o, files, rest.count);
+    }
+    free(files);
+    return status;
+}
+
+/* Accepts -o FILE as --output FILE: rewrites argv in place (same count, static strings). */
+static void short_output_flag(int argc, char **argv)
+{
+    static char output_flag[] = "--output";
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) return;
+        if (strcmp(argv[i], "-o") == 0) argv[i] = output_flag;
+    }
+}
+
+static int cmd_get(int argc, char **argv)
+{
+    struct client_cli_options o;
+    client_cli_options_default(&o);
+    bool help = false;
+    struct base_flag flags[8];
+    size_t nflags = client_flags(flags, &o);
+    flags[nflags++] = (struct base_flag){ "compress", BASE_FLAG_BOOL, &o.compress,
+                                          "download zstd-compressed (compressed-blobs)", "" };
+    flags[nflags++] = (struct base_flag){ "output", BASE_FLAG_STRING, &o.output,
+                                          "write to FILE instead of stdout (also -o)", "FILE" };
+    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
+    short_output_flag(argc, argv);
+    char *args[2];
+    struct base_flags_rest rest = { .args = args, .size = 2, .count = 0 };
+    if (base_flags_parse(flags, nflags, argc, argv, &rest, stderr) < 0) return 2;
+    if (help) {
+        client_usage("get", "HASH/SIZE [-o FILE]", flags, nflags);
+        return 0;
+    }
+    if (rest.count != 1) {
+        (void)fprintf(stderr, "ringcas get: expected one HASH/SIZE (see ringcas get --help)\n");
+        return 2;
+    }
+    return client_cli_get(&o, args[0]);
+}
+
+static int cmd_stat(int argc, char **argv)
+{
+    struct client_cli_options o;
+    client_cli_options_default(&o);
+    bool help = false;
+    struct base_flag flags[8];
+    size_t nflags = client_flags(flags, &o);
+    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
+    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
+    if (help) {
+        client_usage("stat", "", flags, nflags);
+        return 0;
+    }
+    return client_cli_stat(&o);
+}
+
 static int cmd_fsck(int argc, char **argv)
 {
     const char *dir = "./ringcas-data";
@@ -105,6 +222,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "put") == 0) return cmd_put(argc - 2, argv + 2);
+    if (strcmp(cmd, "get") == 0) return cmd_get(argc - 2, argv + 2);
+    if (strcmp(cmd, "stat") == 0) return cmd_stat(argc - 2, argv + 2);
     if (strcmp(cmd, "fsck") == 0) return cmd_fsck(argc - 2, argv + 2);
     (void)fprintf(stderr, "ringcas: unknown command '%s' (see ringcas --help)\n", cmd);
     return 2;

@@ -116,9 +116,8 @@ static void slot_place(uint32_t *slots, uint32_t size, const uint8_t *hash, uint
     slots[pos] = value;
 }
 
-static int stripe_grow_slots(struct stripe *st)
+static int stripe_resize_slots(struct stripe *st, uint32_t size)
 {
-    uint32_t size = st->slots_size ? st->slots_size * 2 : SLOTS_MIN;
     uint32_t *slots = calloc(size, sizeof(*slots));
     if (!slots) return -ENOMEM;
     for (uint32_t i = 0; i < st->count; i++) {
@@ -130,6 +129,11 @@ static int stripe_grow_slots(struct stripe *st)
     st->slots = slots;
     st->slots_size = size;
     return 0;
+}
+
+static int stripe_grow_slots(struct stripe *st)
+{
+    return stripe_resize_slots(st, st->slots_size ? st->slots_size * 2 : SLOTS_MIN);
 }
 
 static int stripe_add_block(struct stripe *st)
@@ -339,6 +343,30 @@ bool blob_index_remove_at(struct blob_index *idx, const struct blob_key *k, uint
     }
     pthread_mutex_unlock(&st->lock);
     return removed;
+}
+
+int blob_index_reserve(struct blob_index *idx, uint64_t total)
+{
+    uint64_t per = total / STRIPES + total / STRIPES / 16 + 16; /* stripes are not all equal */
+    uint64_t want = SLOTS_MIN;
+    /* The smallest power of two that keeps the load at or under 7/8. */
+    while (want * 7 < per * 8 && want < (1ULL << 26)) {
+        want *= 2;
+    }
+    int rc = 0;
+    for (uint32_t i = 0; i < STRIPES; i++) {
+        struct stripe *st = &idx->stripes[i];
+        pthread_mutex_lock(&st->lock);
+        if (st->slots_size < want && rc == 0) rc = stripe_resize_slots(st, (uint32_t)want);
+        pthread_mutex_unlock(&st->lock);
+    }
+    return rc;
+}
+
+void blob_index_prefetch(struct blob_index *idx, const struct blob_key *k)
+{
+    const struct stripe *st = stripe_of(idx, k->hash);
+    if (st->slots_size > 0) __builtin_prefetch(&st->slots[home_of(k->hash, st->slots_size - 1)], 1);
 }
 
 uint64_t blob_index_count(struct blob_index *idx)

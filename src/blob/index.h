@@ -73,6 +73,18 @@ bool blob_index_move(struct blob_index *idx, const struct blob_key *k, const str
 bool blob_index_remove_at(struct blob_index *idx, const struct blob_key *k, uint32_t seg,
                           uint32_t off8);
 
+/*
+ * Sizes every stripe's slot table for <total> entries in all, so that a bulk load (recovery)
+ * does not rehash on its way. Returns 0 or -ENOMEM (the index stays usable). Any thread.
+ */
+MUST_CHECK int blob_index_reserve(struct blob_index *idx, uint64_t total);
+
+/*
+ * Hints that <k> is about to be looked up or put: fetches its slot's cache line. Only for a
+ * single-threaded bulk load (recovery), when no other thread uses the index.
+ */
+void blob_index_prefetch(struct blob_index *idx, const struct blob_key *k);
+
 /* Entries in the index. Any thread (a sum of per-stripe counts, not a snapshot). */
 uint64_t blob_index_count(struct blob_index *idx);
 

@@ -248,6 +248,7 @@ struct blob_core {
     uint32_t readers_len;          /* open readers (admission) */
     uint32_t refreshes_len;        /* refreshes in progress */
     uint32_t disk_reads;           /* reads in flight (admission) */
+    uint64_t read_buf_bytes;       /* bytes of readers' buffers (bounded: read_buffer_max) */
     bool quiescing;                /* no new uploads */
 };
 
@@ -279,6 +280,11 @@ bool blob_store_lookup(struct blob_store *s, const struct blob_key *k,
 /* Internal copy-mode upload of stored records (refresh): no hashing, index_move at the end. */
 MUST_CHECK int blob_upload_begin_copy(struct blob_core *bc, const struct blob_key *k,
                                       const struct blob_loc *from, struct blob_upload **out);
+/*
+ * Gives a copy-mode upload the commit number of the copy it replaces: a refresh must not
+ * make an old AC value newer than one written since (recovery picks the highest).
+ */
+void blob_upload_set_commit_seq(struct blob_upload *u, uint64_t commit_seq);
 /* Appends one stored chunk record (header + payload) as is; -EINPROGRESS with <cb> later. */
 MUST_CHECK int blob_upload_append_record(struct blob_upload *u, const uint8_t *rec, uint32_t len,
                                          blob_done_fn *cb, void *ctx);
@@ -287,6 +293,8 @@ void blob_upload_fail_segment(struct blob_core *bc, uint64_t seq, int err);
 
 /* ---- readers (reader.c) ---- */
 
+/* The commit number of the blob being read (0 until its commit record was read). */
+uint64_t blob_reader_commit_seq(const struct blob_reader *r);
 /* Opens a reader that yields stored chunk records (header + payload) as they are. */
 MUST_CHECK int blob_read_open_records(struct blob_core *bc, const struct blob_key *k,
                                       struct blob_reader **out);

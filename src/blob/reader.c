@@ -35,6 +35,7 @@ struct blob_reader {
     uint8_t *obuf;               /* decoded chunk */
     uint32_t rbuf_size;          /* capacity of rbuf */
     uint32_t obuf_size;          /* capacity of obuf */
+    uint64_t buf_bytes;          /* what rbuf and obuf count against the core budget */
     struct blob_seg *seg;        /* segment of the read in flight (a reference) */
     struct blob_aio aio;         /* the read in flight */
     struct blob_io_req req;      /* kept to resubmit after -EAGAIN */
@@ -64,6 +65,8 @@ static void reader_free(struct blob_reader *r)
     free(r->commit);
     free(r->rbuf);
     free(r->obuf);
+    ASSERT(bc->read_buf_bytes >= r->buf_bytes);
+    bc->read_buf_bytes -= r->buf_bytes;
     free(r);
     bc->readers_len--;
     base_counter_dec(&bc->counters.readers);
@@ -79,7 +82,7 @@ static void deliver_task(struct ring_task *t)
 
 static void deliver_later(struct blob_reader *r, int res, const uint8_t *p, size_t n)
 {
-    if (res < 0) r->err = res;
+    if (res < 0 && res != -EAGAIN) r->err = res; /* EAGAIN: try again later */
     r->out_res = res;
     r->out = p;
     r->out_len = n;
@@ -90,7 +93,7 @@ static void deliver_now(struct blob_reader *r, int res, const uint8_t *p, size_t
 {
     ASSERT(r->busy);
     r->busy = false;
-    if (res < 0) r->err = res;
+    if (res < 0 && res != -EAGAIN) r->err = res; /* EAGAIN: try again later */
     if (res == 0) base_counter_add(&r->bc->counters.read_bytes, n);
     r->cb(r->ctx, res, p, n);
 }
@@ -149,6 +152,14 @@ int blob_read_open_records(struct blob_core *bc, const struct blob_key *k, struc
         (*out)->key.size = v.size;
     }
     return rc;
+}
+
+uint64_t blob_reader_commit_seq(const struct blob_reader *r)
+{
+    if (!r->commit_ok) return 0;
+    const struct blob_commit *c =
+        (const struct blob_commit *)(const void *)(r->commit + sizeof(struct blob_record_header));
+    return c->commit_seq;
 }
 
 uint64_t blob_reader_size(const struct blob_reader *r)
@@ -251,11 +262,23 @@ static uint64_t chunk_bytes(const struct blob_reader *r)
     return 1ULL << commit_of(r)->chunk_shift;
 }
 
+/*
+ * Allocates the reader's buffers (one chunk record, one decoded chunk) within the core's
+ * read buffer budget: past it the read answers -EAGAIN (retry later) instead of growing.
+ */
 static int ensure_buffers(struct blob_reader *r)
 {
     uint64_t chunk = chunk_bytes(r);
     uint32_t raw = (uint32_t)(r->key.size < chunk ? r->key.size : chunk);
     uint32_t rsize = blob_chunk_record_bound(raw);
+    if (r->rbuf) return 0;
+    uint64_t need = (uint64_t)rsize + (r->mode != MODE_RECORDS ? raw : 0);
+    if (r->bc->read_buf_bytes + need > r->bc->s->opts.read_buffer_max) {
+        base_counter_inc(&r->bc->counters.queue_full);
+        return -EAGAIN;
+    }
+    r->bc->read_buf_bytes += need;
+    r->buf_bytes = need;
     if (!r->rbuf) {
         r->rbuf = malloc(rsize);
         if (!r->rbuf) return -ENOMEM;

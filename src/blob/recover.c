@@ -114,7 +114,7 @@ static int scan_segment(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn,
 
 /* Reads a sealed segment's footer; returns 0, 1 (no valid footer: scan) or -errno. */
 static int read_footer(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn, void *ctx,
-                       uint64_t *end)
+                       uint64_t *end, bool *sealed_now)
 {
     if (sc->size < 2ULL * BLOB_BLOCK_SIZE || sc->size % BLOB_BLOCK_SIZE != 0) return 1;
     struct blob_seg_trailer t;
@@ -134,6 +134,7 @@ static int read_footer(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn, 
     }
     if (rc == 0) {
         const struct blob_footer_entry *e = (const void *)(buf + sizeof(*h));
+        *sealed_now = true;
         for (uint64_t i = 0; i < t.count; i++) {
             fn(ctx, &e[i]);
         }
@@ -153,8 +154,7 @@ int blob_recover_visit(struct blob_visit *v)
     if (rc < 0) return rc;
     if (blob_format_check_seg_header(&h) < 0 || h.seq != v->seq) return -EBADMSG;
     struct scan sc = { .io = v->io, .fd = v->fd, .size = v->size };
-    rc = read_footer(&sc, v->seq, v->fn, v->ctx, &v->end);
-    v->sealed = rc == 0;
+    rc = read_footer(&sc, v->seq, v->fn, v->ctx, &v->end, &v->sealed);
     if (rc <= 0) return rc;
     sc.win = malloc(SCAN_WINDOW);
     if (!sc.win) return -ENOMEM;
@@ -172,18 +172,38 @@ struct ac_seen {
 };
 
 struct recover {
-    struct blob_store *s;              /* the store */
-    uint64_t seq;                      /* segment being visited */
-    struct ac_seen *ac;                /* open-addressing table of AC keys */
-    uint64_t ac_size;                  /* power of two */
-    uint64_t ac_len;                   /* used */
-    uint64_t max_commit;               /* highest commit_seq seen */
-    uint64_t blobs;                    /* entries visited */
-    int err;                           /* first index failure */
-    struct blob_footer_entry *entries; /* of the segment being sealed */
-    uint64_t entries_len;              /* used */
-    uint64_t entries_size;             /* capacity */
+    struct blob_store *s;                   /* the store */
+    uint64_t seq;                           /* segment being visited */
+    struct ac_seen *ac;                     /* open-addressing table of AC keys */
+    uint64_t ac_size;                       /* power of two */
+    uint64_t ac_len;                        /* used */
+    uint64_t max_commit;                    /* highest commit_seq seen */
+    uint64_t blobs;                         /* entries visited */
+    int err;                                /* first index failure */
+    struct blob_footer_entry *entries;      /* of the segment being sealed */
+    uint64_t entries_len;                   /* used */
+    uint64_t entries_size;                  /* capacity */
+    struct blob_visit *visit;               /* the visit in progress (sealed: nothing to collect) */
+    struct blob_key batch_keys[32];         /* puts waiting for their prefetch */
+    struct blob_index_value batch_vals[32]; /* their values */
+    uint32_t batch_len;                     /* used */
 };
+
+/* Puts the batch: prefetch every slot first, so the cache misses overlap. */
+static void batch_flush(struct recover *r)
+{
+    for (uint32_t i = 0; i < r->batch_len; i++) {
+        blob_index_prefetch(r->s->index, &r->batch_keys[i]);
+    }
+    for (uint32_t i = 0; i < r->batch_len; i++) {
+        int rc =
+            blob_index_put(r->s->index, &r->batch_keys[i], &r->batch_vals[i], BLOB_INDEX_REPLACE);
+        if (rc < 0 && r->err == 0) {
+            r->err = rc;
+        }
+    }
+    r->batch_len = 0;
+}
 
 static int ac_grow(struct recover *r)
 {
@@ -226,34 +246,41 @@ static bool ac_is_newest(struct recover *r, const struct blob_footer_entry *e)
     return true;
 }
 
+/* Keeps <e> for the footer of a scanned segment; 0 or -ENOMEM. */
+static int collect_entry(struct recover *r, const struct blob_footer_entry *e)
+{
+    if (r->entries_len == r->entries_size) {
+        uint64_t size = r->entries_size * 2;
+        struct blob_footer_entry *n = realloc(r->entries, size * sizeof(*n));
+        if (!n) {
+            return -ENOMEM;
+        }
+        r->entries = n;
+        r->entries_size = size;
+    }
+    r->entries[r->entries_len++] = *e;
+    return 0;
+}
+
 static void recover_entry(void *ctx, const struct blob_footer_entry *e)
 {
     struct recover *r = ctx;
     if (e->kind != BLOB_KIND_CAS && e->kind != BLOB_KIND_AC) return;
     if (e->commit_seq > r->max_commit) r->max_commit = e->commit_seq;
     r->blobs++;
-    if (r->entries) {
-        if (r->entries_len == r->entries_size) {
-            uint64_t size = r->entries_size * 2;
-            struct blob_footer_entry *n = realloc(r->entries, size * sizeof(*n));
-            if (!n) {
-                r->err = -ENOMEM;
-                return;
-            }
-            r->entries = n;
-            r->entries_size = size;
-        }
-        r->entries[r->entries_len++] = *e;
+    if (!r->visit->sealed && collect_entry(r, e) < 0) {
+        r->err = -ENOMEM;
+        return;
     }
     if (e->kind == BLOB_KIND_AC && !ac_is_newest(r, e)) return;
-    struct blob_key k = { .kind = e->kind, .digest_fn = e->digest_fn, .size = e->size };
-    memcpy(k.hash, e->hash, BLOB_HASH_SIZE);
-    struct blob_index_value v = {
+    struct blob_key *k = &r->batch_keys[r->batch_len];
+    *k = (struct blob_key){ .kind = e->kind, .digest_fn = e->digest_fn, .size = e->size };
+    memcpy(k->hash, e->hash, BLOB_HASH_SIZE);
+    r->batch_vals[r->batch_len] = (struct blob_index_value){
         .loc = { .seg = (uint32_t)r->seq, .off8 = e->off8, .span = e->span },
         .size = e->size,
     };
-    int rc = blob_index_put(r->s->index, &k, &v, BLOB_INDEX_REPLACE);
-    if (rc < 0 && r->err == 0) r->err = rc;
+    if (++r->batch_len == 32) batch_flush(r);
 }
 
 /* ---- sealing a scanned segment ---- */
@@ -351,7 +378,10 @@ static int recover_one(struct blob_store *s, struct recover *r, uint64_t seq)
     struct blob_visit v = {
         .io = s->io, .fd = fd, .seq = seq, .size = size, .fn = recover_entry, .ctx = r
     };
+    r->visit = &v;
     if (rc == 0) rc = blob_recover_visit(&v);
+    batch_flush(r); /* this segment's entries go in before the next segment's */
+    r->visit = NULL;
     uint64_t end = v.end;
     bool sealed = v.sealed;
     if (rc == -EBADMSG) {
@@ -376,6 +406,27 @@ static int recover_one(struct blob_store *s, struct recover *r, uint64_t seq)
     return 0;
 }
 
+/* Sums the entry counts of the valid trailers, to size the index once (0 when unknown). */
+static uint64_t count_hint(struct blob_store *s, const uint64_t *seqs, size_t len)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < len; i++) {
+        char name[32];
+        blob_format_seg_name(seqs[i], name, sizeof(name));
+        int fd;
+        if (s->io->ops->open(s->io, name, O_RDONLY, &fd) < 0) continue;
+        uint64_t size = 0;
+        struct blob_seg_trailer t;
+        if (s->io->ops->fsize(s->io, fd, &size) == 0 && size >= sizeof(t) &&
+            blob_io_pread_full(s->io, fd, &t, sizeof(t), size - sizeof(t)) == 0 &&
+            blob_format_check_trailer(&t, seqs[i], size) == 0) {
+            total += t.count;
+        }
+        (void)s->io->ops->close(s->io, fd);
+    }
+    return total;
+}
+
 int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
 {
     struct seq_list l = { 0 };
@@ -387,6 +438,9 @@ int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
         return rc;
     }
     if (l.len > 1) qsort(l.seqs, l.len, sizeof(*l.seqs), cmp_u64);
+    if (blob_index_reserve(s->index, count_hint(s, l.seqs, l.len)) < 0) {
+        LOG_WARN("cannot size the index ahead; it grows as it loads");
+    }
     struct recover r = { .s = s, .entries_size = 1024 };
     r.entries = malloc(r.entries_size * sizeof(*r.entries));
     rc = r.entries ? 0 : -ENOMEM;

@@ -106,6 +106,7 @@ void blob_store_options_default(struct blob_store_options *o)
     o->uploads_max = 1024;
     o->readers_max = 4096;
     o->disk_queue_max = 512;
+    o->read_buffer_max = 256ULL << 20;
     o->write_buffer_size = 2U << 20;
     o->cores_max = 1;
     o->direct_io = true;
@@ -149,7 +150,8 @@ static int check_options(const struct blob_store_options *o, char *why, size_t w
                        o->write_buffer_size);
         return -EINVAL;
     }
-    if (o->uploads_max == 0 || o->readers_max == 0 || o->disk_queue_max == 0 || o->cores_max == 0) {
+    if (o->uploads_max == 0 || o->readers_max == 0 || o->disk_queue_max == 0 || o->cores_max == 0 ||
+        o->read_buffer_max < 2ULL * blob_chunk_record_bound(c)) {
         (void)snprintf(why, why_size, "queue limits must be positive");
         return -EINVAL;
     }

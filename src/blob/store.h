@@ -102,14 +102,17 @@ struct blob_store_options {
     uint32_t uploads_max;       /* per core: open uploads (admission) */
     uint32_t readers_max;       /* per core: open readers (admission) */
     uint32_t disk_queue_max;    /* per core: disk reads in flight + waiting (admission) */
-    uint32_t write_buffer_size; /* per core: bytes of one of the two write buffers */
-    uint32_t cores_max;         /* cores that will call blob_core_init */
+    uint64_t read_buffer_max;   /* per core: bytes of readers' chunk buffers (admission) */
+    uint32_t write_buffer_size; /* per core: bytes of each of the writer's 4 buffers */
+    uint32_t cores_max;         /* cores that will call blob_core_init (the budget keeps one
+                                   segment per core free) */
     bool direct_io;             /* O_DIRECT segment writes (falls back when refused) */
     bool evict_thread;          /* evict in a background thread (false: tests evict inline) */
     struct blob_io *io;         /* the I/O seam; NULL: the real file system and rings */
 };
 
-/* Fills the defaults: 10 GiB, 256 MiB segments, 256 KiB chunks, zstd 1, group commit. */
+/* Fills the defaults: 10 GiB, 256 MiB segments, 256 KiB chunks, zstd 1, group commit,
+ * 1 core, 4 x 2 MiB write buffers, O_DIRECT, an evictor thread. */
 void blob_store_options_default(struct blob_store_options *o);
 
 /*
@@ -136,10 +139,11 @@ void blob_store_close(struct blob_store *s);
 MUST_CHECK int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_core **out);
 
 /*
- * Server hook core_quiesce: flushes and syncs what is buffered, seals nothing, stops taking
- * new uploads (-ECANCELED). Every upload and reader must be finished or aborted by the caller
- * first; the engine's own ops (flush, fsync, refresh) complete in the background and the
- * loop must run until ring ops are zero. Core thread.
+ * Server hook core_quiesce: flushes and syncs what is buffered (whatever the sync policy),
+ * seals nothing, stops taking new uploads (-ECANCELED) and refreshes. Every upload and reader
+ * must be finished or aborted by the caller first; the engine's own ops (flush, fsync, a
+ * refresh already reading) complete in the background: the loop must run until the ring's
+ * ops are zero (blob_core_is_idle() tells). Core thread.
  */
 void blob_core_quiesce(struct blob_core *bc);
 
@@ -156,15 +160,14 @@ void blob_core_deinit(struct blob_core *bc);
 /* ---- lookups ---- */
 
 struct blob_info {
-    uint64_t size;       /* uncompressed bytes */
-    uint64_t commit_seq; /* store-wide commit order (AC: higher is newer) */
-    bool cold;           /* stored in the oldest part of the log (would be refreshed) */
+    uint64_t size; /* uncompressed bytes */
+    bool cold;     /* stored in the oldest part of the log (would be refreshed) */
 };
 
 /*
  * True when <k> is present (exact, in memory, no I/O). With <refresh>, a present blob that
  * sits in the oldest part of the log is rewritten to this core's head in the background so
- * eviction keeps it (at most uploads_max refreshes queue per core; past that it is skipped).
+ * eviction keeps it (at most 16 refreshes run per core; past that it is skipped).
  * The empty CAS blob is always present. Core thread.
  */
 bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
@@ -227,9 +230,10 @@ MUST_CHECK int blob_upload_append(struct blob_upload *u, const void *data, size_
  * Ends the upload: verifies the size and (CAS) the digest, writes the commit record and makes
  * the blob visible once the record is durable per the sync policy. Returns 0 and <cb> runs
  * later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
- * -EIO/-ENOSPC (the disk failed); in every case <u> is freed by the engine just after <cb>
- * returns and nothing is visible on failure. Returns -EBUSY (and keeps <u>) when an append is
- * still pending. Core thread.
+ * -EIO/-ENOSPC (the disk failed), -EBADMSG (a zstd upload's stream did not end); in every
+ * case the engine owns <u> from this call on and has freed it by the time <cb> runs, and
+ * nothing is visible on failure. With 0 the blob is visible to every core when <cb> runs.
+ * Returns -EBUSY (and <u> stays the caller's) when an append is still pending. Core thread.
  */
 MUST_CHECK int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void *ctx);
 
@@ -253,7 +257,8 @@ uint64_t blob_upload_bytes_decoded(const struct blob_upload *u);
  * blob_read_next or blob_read_close; <res> 0 with <len> 0 is the end; <res> -EBADMSG means a
  * stored chunk was corrupt: the blob was dropped from the index and counted, and no byte of
  * the corrupt chunk was given out; -EIO a disk error; -ENOENT the blob was evicted while
- * open. Runs on the core's thread, never inside blob_read_next.
+ * open; -EAGAIN a per-core limit (disk queue, read buffers) was full: the reader is intact,
+ * call blob_read_next again later. Runs on the core's thread, never inside blob_read_next.
  */
 typedef void blob_data_fn(void *ctx, int res, const uint8_t *data, size_t len);
 
@@ -277,8 +282,8 @@ uint64_t blob_reader_size(const struct blob_reader *r);
 
 /*
  * Asks for the next piece; <cb> runs once, later. Returns 0, -EBUSY when a piece is already
- * pending, -EAGAIN when the core's disk queue is full (retry later), or the error the reader
- * already ended with. Core thread.
+ * pending, -EAGAIN when the core's disk queue or read buffer budget is full (retry later), or
+ * the error the reader already ended with. Core thread.
  */
 MUST_CHECK int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx);
 
@@ -298,7 +303,7 @@ void blob_read_close(struct blob_reader *r);
     X(uploads, gauge, "uploads open")                                                              \
     X(readers, gauge, "readers open")                                                              \
     X(refreshes_open, gauge, "refresh copies in progress")                                         \
-    X(bufs, gauge, "engine buffers held (chunk, read and zstd buffers)")                           \
+    X(bufs, gauge, "upload and read buffers held (not the writer's fixed ones)")                   \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
     X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
     X(blobs_committed, counter, "uploads committed and acknowledged")                              \

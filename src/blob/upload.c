@@ -36,6 +36,7 @@ struct blob_upload {
     uint8_t enc;                 /* enum blob_encoding of the incoming bytes */
     bool copy;                   /* refresh copy of stored records */
     struct blob_loc from;        /* copy: the location being replaced */
+    uint64_t copy_seq;           /* copy: the commit number it keeps */
     struct blob_digest digest;   /* running hash of decoded bytes */
     ZSTD_DCtx *dstream;          /* zstd uploads: the decoder */
     bool frame_done;             /* zstd: the last frame ended */
@@ -445,6 +446,13 @@ static void commit_durable(struct blob_pending *p, int res)
 {
     struct blob_upload *u = BASE_CONTAINER_OF(p, struct blob_upload, pending);
     struct blob_store *s = u->bc->s;
+    /* An upload slower than the log: its first chunks' segment was evicted meanwhile. The
+     * blob would be missing the moment it is visible, so it is not acknowledged. */
+    uint32_t oldest = u->new_loc.seg - u->new_loc.span;
+    if (res == 0 && !blob_segment_is_alive(&s->segs, oldest)) {
+        base_counter_inc(&u->bc->counters.full);
+        res = -ENOSPC;
+    }
     if (res == 0 && u->copy) {
         if (blob_index_move(s->index, &u->key, &u->from, &u->new_loc)) {
             base_counter_inc(&u->bc->counters.refreshes);
@@ -491,7 +499,7 @@ static int commit_record(struct blob_upload *u)
     c->chunk_shift = (uint8_t)bc->s->chunk_shift;
     c->chunk_count = u->refs_len;
     c->size = u->key.size;
-    c->commit_seq = atomic_fetch_add(&bc->s->commit_seq, 1);
+    c->commit_seq = u->copy ? u->copy_seq : atomic_fetch_add(&bc->s->commit_seq, 1);
     memcpy(c->hash, u->key.hash, BLOB_HASH_SIZE);
     if (u->refs_len > 0) memcpy(c + 1, u->refs, (size_t)u->refs_len * sizeof(*u->refs));
     blob_format_record_header((struct blob_record_header *)(void *)p, BLOB_RECORD_COMMIT, 0, c,
@@ -578,6 +586,12 @@ void blob_upload_abort(struct blob_upload *u)
     ASSERT(u->state != UP_DURABLE);
     if (!u->copy) base_counter_inc(&u->bc->counters.uploads_aborted);
     upload_free(u);
+}
+
+void blob_upload_set_commit_seq(struct blob_upload *u, uint64_t commit_seq)
+{
+    ASSERT(u->copy);
+    u->copy_seq = commit_seq;
 }
 
 uint64_t blob_upload_bytes_in(const struct blob_upload *u)

@@ -430,7 +430,8 @@ static void open_failed(struct blob_writer *w, int err)
     w->wfd = -1;
     w->rfd = -1;
     w->state = BLOB_W_NONE;
-    w->err = err;
+    /* Waiters hear of it now; with none, the next reservation does (once). */
+    w->err = base_list_is_empty(&w->waiters) ? err : 0;
     waiters_wake(w, err);
 }
 
@@ -666,11 +667,9 @@ int blob_writer_init(struct blob_writer *w, struct blob_core *bc, uint32_t buf_s
         if (!w->bufs[i].mem) {
             for (uint32_t j = 0; j < i; j++) {
                 free(w->bufs[j].mem);
-                base_counter_dec(&bc->counters.bufs);
             }
             return -ENOMEM;
         }
-        base_counter_inc(&bc->counters.bufs);
     }
     writer_reset_buffers(w);
     return 0;
@@ -694,7 +693,6 @@ void blob_writer_deinit(struct blob_writer *w)
     ring_task_cancel(&w->kick_task);
     for (uint32_t i = 0; i < BLOB_WBUFS; i++) {
         free(w->bufs[i].mem);
-        base_counter_dec(&w->bc->counters.bufs);
     }
     free(w->foot);
     free(w->footer_buf);

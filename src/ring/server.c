@@ -408,9 +408,13 @@ int ring_server_stop(struct ring_server *srv)
     }
     for (uint32_t i = 0; i < srv->core_count; i++) {
         struct server_core *sc = &srv->cores[i];
-        if (!sc->thread_started) continue;
-        pthread_join(sc->thread, NULL);
-        if (!sc->core) continue; /* it failed to start and cleaned up after itself */
+        if (sc->thread_started) pthread_join(sc->thread, NULL);
+    }
+    /* Only now that every loop has ended: until then another core may be reading this one's
+     * counters (GET /metrics renders every core). */
+    for (uint32_t i = 0; i < srv->core_count; i++) {
+        struct server_core *sc = &srv->cores[i];
+        if (!sc->thread_started || !sc->core) continue; /* a failed start cleaned up itself */
         if (sc->status < 0) {
             /* Its loop failed with ops in flight: their memory cannot be reclaimed safely. */
             result = -EIO;

@@ -1,13 +1,14 @@
 /*
  * HTTP/1.1 on a connection: request heads, bodies, responses, keep-alive and pipelining.
  *
- * One request at a time. Received buffers queue up in in[] (at most RPC_H1_IN_MAX, then the
+ * One request at a time. Received buffers queue up in in[] (at most H1_IN_MAX, then the
  * receive pauses: backpressure) and are consumed in place: heads are parsed in the receive
  * buffer, and only a head cut across receives is copied into <carry>. Requests behind the
  * current one wait in the queue, so responses leave in request order (pipelining).
  *
- * A request: head -> route -> body (streamed into a sink: the engine, or discarded) -> the
- * handler responds -> the response is sent -> the next request. The connection stays open
+ * A request: head -> route -> body (streamed into a sink: the cache handler of
+ * src/rpc/h1_cache.c, or dropped) -> the handler answers, or streams its response piece by
+ * piece (src/rpc/h1.h) -> the response is sent -> the next request. The connection stays open
  * (keep-alive) unless the client or an error says otherwise, or the server drains. A close
  * after a response shuts our side down first and discards what the client still sends until
  * it closes too (lingering close), so a response is never lost to a TCP reset.
@@ -16,9 +17,11 @@
  * conn). While the server itself works on a request (the handler or a send), is_busy tells
  * the ring that the client's silence is expected.
  *
- * Sections: state, input queue, responses, requests and bodies, operations endpoints, ring
- * callbacks.
+ * Sections: state, input queue, responses, operations endpoints, requests and bodies, the
+ * handler's side, ring callbacks.
  */
+#include "rpc/h1.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@
 #include "base/log.h"
 #include "ring/buf.h"
 #include "ring/timer.h"
+#include "rpc/h1_cache.h"
 #include "rpc/h1_chunked.h"
 #include "rpc/h1_parse.h"
 #include "rpc/h1_route.h"
@@ -53,7 +57,9 @@ enum h1_state {
 };
 
 enum h1_sink {
-    H1_SINK_DISCARD = 0, /* bytes are counted and dropped */
+    H1_SINK_DISCARD = 0, /* bytes are counted and dropped, up to H1_DISCARD_MAX */
+    H1_SINK_DROP,        /* bytes are dropped, however many (the answer needs no body) */
+    H1_SINK_CACHE,       /* bytes go to rpc_h1_cache_body */
 };
 
 struct h1_in {
@@ -62,7 +68,7 @@ struct h1_in {
     uint32_t len; /* unconsumed bytes from off */
 };
 
-struct h1 {
+struct rpc_h1_conn {
     struct rpc_conn *c;  /* the connection (owns this state through c->proto) */
     enum h1_state state; /* see enum h1_state */
     /* input */
@@ -87,6 +93,9 @@ struct h1 {
     int pending_status;            /* the status to answer once a discarded body is read */
     const char *pending_desc;      /* its body */
     char fields[64];               /* extra response fields of a refusal (Allow) */
+    bool sink_busy;                /* rpc_h1_cache_body returned -EINPROGRESS */
+    uint32_t sink_hold;            /* input bytes to consume when it resumes */
+    struct rpc_h1_cache cache;     /* the cache routes' state */
     /* response */
     int status;                       /* the response's status, 0 before one is chosen */
     uint64_t bytes_out;               /* response body bytes */
@@ -99,42 +108,49 @@ struct h1 {
     const void *body;                 /* response body in memory, or NULL */
     size_t body_len;                  /* its bytes */
     void *body_owned;                 /* freed once sent (the /metrics text) */
+    bool streaming;                   /* the response is streamed (rpc_h1_stream_begin) */
+    bool stream_chunked;              /* in chunked coding (zstd frames) */
+    bool stream_ended;                /* the end of the stream is in the send, or sent */
+    bool head_sent;                   /* the streamed response's head went out */
+    uint64_t stream_length;           /* Content-Length of a streamed identity response */
+    char chunk_line[24];              /* "<hex size>\r\n" of the chunk in the send */
     struct ring_timer linger;         /* bounds the lingering close */
     struct ring_task run_task;        /* continues run() after the loop's batch */
+    struct ring_task done_task;       /* ends a streamed response that has nothing left */
 };
 
-static void run(struct h1 *h);
-static void send_response(struct h1 *h);
+static void run(struct rpc_h1_conn *h);
+static void send_response(struct rpc_h1_conn *h);
 
-static struct h1 *h1_of(struct ring_conn *rc)
+static struct rpc_h1_conn *h1_of(struct ring_conn *rc)
 {
     return ((struct rpc_conn *)rc)->proto;
 }
 
-static struct ring_core *core_of(const struct h1 *h)
+static struct ring_core *core_of(const struct rpc_h1_conn *h)
 {
     return h->c->conn.core;
 }
 
-static bool is_closing(const struct h1 *h)
+static bool is_closing(const struct rpc_h1_conn *h)
 {
     return h->c->conn.closing;
 }
 
 /* ---- input queue ---- */
 
-static struct h1_in *in_front(struct h1 *h)
+static struct h1_in *in_front(struct rpc_h1_conn *h)
 {
     return h->in_count ? &h->in[h->in_first] : NULL;
 }
 
-static const uint8_t *in_data(struct h1 *h, const struct h1_in *e)
+static const uint8_t *in_data(struct rpc_h1_conn *h, const struct h1_in *e)
 {
     return ring_buf_data(core_of(h), e->bid) + e->off;
 }
 
 /* Consumes <n> bytes of the oldest entry, releasing its buffer when it is used up. */
-static void in_consume(struct h1 *h, uint32_t n)
+static void in_consume(struct rpc_h1_conn *h, uint32_t n)
 {
     struct h1_in *e = in_front(h);
     ASSERT(e);
@@ -147,7 +163,7 @@ static void in_consume(struct h1 *h, uint32_t n)
     h->in_count--;
 }
 
-static void in_push(struct h1 *h, uint16_t bid, uint32_t len)
+static void in_push(struct rpc_h1_conn *h, uint16_t bid, uint32_t len)
 {
     ASSERT(h->in_count < H1_IN_MAX);
     struct h1_in *e = &h->in[(h->in_first + h->in_count) % H1_IN_MAX];
@@ -155,7 +171,7 @@ static void in_push(struct h1 *h, uint16_t bid, uint32_t len)
     h->in_count++;
 }
 
-static void in_release_all(struct h1 *h)
+static void in_release_all(struct rpc_h1_conn *h)
 {
     /* Bounded by H1_IN_MAX entries. */
     while (h->in_count > 0) {
@@ -167,7 +183,7 @@ static void in_release_all(struct h1 *h)
  * Receive only while the queue has room for what the receive in flight may bring: one entry
  * is kept free for it, because a pause takes effect only after that receive completes.
  */
-static void flow_control(struct h1 *h)
+static void flow_control(struct rpc_h1_conn *h)
 {
     if (is_closing(h)) return;
     if (h->in_count >= H1_IN_MAX - 1) {
@@ -233,7 +249,7 @@ static const char *date_now(void)
 }
 
 /* The Connection field this response needs, if any. */
-static const char *connection_field(const struct h1 *h)
+static const char *connection_field(const struct rpc_h1_conn *h)
 {
     if (!h->keep_alive) return "Connection: close\r\n";
     if (h->head.version_minor == 0) return "Connection: keep-alive\r\n";
@@ -251,7 +267,7 @@ struct resp_fields {
 };
 
 /* Appends <text> to the response head; the head is sized so that every head fits. */
-static void head_add(struct h1 *h, const char *text)
+static void head_add(struct rpc_h1_conn *h, const char *text)
 {
     size_t n = strlen(text);
     ASSERT(n < sizeof(h->resp_head) - h->resp_head_len);
@@ -260,7 +276,7 @@ static void head_add(struct h1 *h, const char *text)
 }
 
 /* Appends the decimal digits of <v>. */
-static void head_add_u64(struct h1 *h, uint64_t v)
+static void head_add_u64(struct rpc_h1_conn *h, uint64_t v)
 {
     char digits[24];
     size_t i = sizeof(digits);
@@ -272,7 +288,7 @@ static void head_add_u64(struct h1 *h, uint64_t v)
     head_add(h, digits + i);
 }
 
-static void format_head(struct h1 *h, const struct resp_fields *f)
+static void format_head(struct rpc_h1_conn *h, const struct resp_fields *f)
 {
     ASSERT(f->status >= 100 && f->status <= 999);
     h->resp_head_len = 0;
@@ -309,7 +325,8 @@ static void format_head(struct h1 *h, const struct resp_fields *f)
  * until sent, or owned when <owned> is set: freed once sent). A HEAD request gets the head
  * only.
  */
-static void respond(struct h1 *h, const struct resp_fields *f, const void *body, void *owned)
+static void respond(struct rpc_h1_conn *h, const struct resp_fields *f, const void *body,
+                    void *owned)
 {
     ASSERT(h->status == 0);
     ASSERT(!h->body_owned);
@@ -329,7 +346,7 @@ static void respond(struct h1 *h, const struct resp_fields *f, const void *body,
 }
 
 /* Answers with a one-line text body: <text> and a newline; <fields> as in resp_fields. */
-static void respond_text(struct h1 *h, int status, const char *text, const char *fields)
+static void respond_text(struct rpc_h1_conn *h, int status, const char *text, const char *fields)
 {
     int n = snprintf(h->text, sizeof(h->text), "%s\n", text);
     ASSERT(n > 0);
@@ -343,7 +360,7 @@ static void respond_text(struct h1 *h, int status, const char *text, const char 
     respond(h, &f, h->text, NULL);
 }
 
-static void send_response(struct h1 *h)
+static void send_response(struct rpc_h1_conn *h)
 {
     struct iovec iov[2] = { { h->resp_head, h->resp_head_len } };
     unsigned count = 1;
@@ -361,9 +378,22 @@ static void send_response(struct h1 *h)
     h->sending = true;
 }
 
+static void send_continue(struct rpc_h1_conn *h)
+{
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    struct iovec iov = { (void *)(uintptr_t)line, sizeof(line) - 1 };
+    int rc = ring_conn_send(&h->c->conn, &iov, 1);
+    if (rc < 0) {
+        ring_conn_close(&h->c->conn, rc);
+        return;
+    }
+    h->sending = true;
+    h->continue_sent = true;
+}
+
 static void linger_expired(struct ring_timer *timer)
 {
-    struct h1 *h = timer->ctx;
+    struct rpc_h1_conn *h = timer->ctx;
     if (!is_closing(h)) ring_conn_close(&h->c->conn, 0);
 }
 
@@ -371,7 +401,7 @@ static void linger_expired(struct ring_timer *timer)
  * Closes after a response: shut our side (the client reads everything we sent, then EOF),
  * discard what it still sends, close at its FIN or after H1_LINGER_MS.
  */
-static void start_linger(struct h1 *h)
+static void start_linger(struct rpc_h1_conn *h)
 {
     h->state = H1_LINGER;
     if (h->eof || shutdown(h->c->conn.fd, SHUT_WR) == -1 ||
@@ -383,7 +413,7 @@ static void start_linger(struct h1 *h)
 }
 
 /* Counts the finished request and resets the per-request state. */
-static void end_request(struct h1 *h, int status)
+static void end_request(struct rpc_h1_conn *h, int status)
 {
     if (h->in_request) {
         uint64_t ns = base_clock_now_ns() - h->t0_ns;
@@ -403,10 +433,19 @@ static void end_request(struct h1 *h, int status)
     h->pending_status = 0;
     h->pending_desc = NULL;
     h->fields[0] = '\0';
+    h->sink_busy = false;
+    h->sink_hold = 0;
+    h->sink = H1_SINK_DISCARD;
+    h->streaming = false;
+    h->stream_chunked = false;
+    h->stream_ended = false;
+    h->head_sent = false;
+    h->stream_length = 0;
+    rpc_h1_cache_close(&h->cache);
     memset(&h->req, 0, sizeof(h->req));
 }
 
-static void response_sent(struct h1 *h)
+static void response_sent(struct rpc_h1_conn *h)
 {
     end_request(h, h->status);
     if (!h->keep_alive || h->draining) {
@@ -419,7 +458,7 @@ static void response_sent(struct h1 *h)
 
 /* ---- operations endpoints ---- */
 
-static void serve_metrics(struct h1 *h)
+static void serve_metrics(struct rpc_h1_conn *h)
 {
     char *text;
     size_t len;
@@ -435,7 +474,7 @@ static void serve_metrics(struct h1 *h)
     respond(h, &f, text, text);
 }
 
-static void serve(struct h1 *h)
+static void serve(struct rpc_h1_conn *h)
 {
     switch (h->route.target) {
     case RPC_H1_TARGET_METRICS:
@@ -454,8 +493,6 @@ static void serve(struct h1 *h)
     case RPC_H1_TARGET_CAS:
     case RPC_H1_TARGET_AC:
     case RPC_H1_TARGET_KV:
-        respond_text(h, 503, "store not available", NULL);
-        return;
     case RPC_H1_TARGET_NONE:
         break;
     }
@@ -464,22 +501,30 @@ static void serve(struct h1 *h)
 
 /* ---- requests and bodies ---- */
 
-static bool has_body(const struct h1 *h)
+static bool has_body(const struct rpc_h1_conn *h)
 {
     return h->req.chunked || h->body_left > 0;
 }
 
-static bool body_is_complete(const struct h1 *h)
+static bool body_is_complete(const struct rpc_h1_conn *h)
 {
     return h->req.chunked ? rpc_h1_chunked_is_done(&h->chunked) : h->body_left == 0;
 }
 
 /* The body was read: answer the request. */
-static void body_done(struct h1 *h)
+static void body_done(struct rpc_h1_conn *h)
 {
     h->state = H1_HANDLE;
+    if (h->pending_status && !h->pending_desc) {
+        rpc_h1_answer_empty(h, h->pending_status);
+        return;
+    }
     if (h->pending_status) {
         respond_text(h, h->pending_status, h->pending_desc, h->fields);
+        return;
+    }
+    if (h->sink == H1_SINK_CACHE) {
+        rpc_h1_cache_body_end(&h->cache);
         return;
     }
     serve(h);
@@ -490,7 +535,7 @@ static void body_done(struct h1 *h)
  * dropped first so the connection can stay open; otherwise (a large or chunked body, or a
  * client waiting for 100 Continue) the answer goes out now and the connection closes.
  */
-static void refuse(struct h1 *h, int status, const char *desc)
+static void refuse(struct rpc_h1_conn *h, int status, const char *desc)
 {
     h->fields[0] = '\0';
     if (status == 405 && h->route.allow) {
@@ -510,7 +555,7 @@ static void refuse(struct h1 *h, int status, const char *desc)
     respond_text(h, status, desc, h->fields);
 }
 
-static void begin_request(struct h1 *h, enum rpc_route metric)
+static void begin_request(struct rpc_h1_conn *h, enum rpc_route metric)
 {
     h->t0_ns = base_clock_now_ns();
     h->route.metric = metric;
@@ -519,7 +564,7 @@ static void begin_request(struct h1 *h, enum rpc_route metric)
 }
 
 /* The head is parsed: route the request and start reading its body. */
-static void handle_head(struct h1 *h)
+static void handle_head(struct rpc_h1_conn *h)
 {
     const char *desc = NULL;
     int rc = rpc_h1_parse_request(&h->head, &h->req, &desc);
@@ -541,6 +586,16 @@ static void handle_head(struct h1 *h)
         refuse(h, h->route.status, h->route.err_desc);
         return;
     }
+    if (h->route.target >= RPC_H1_TARGET_CAS) {
+        /* zstd responses are chunked, which HTTP/1.0 lacks. */
+        if (h->head.version_minor == 0) h->req.accept_zstd = false;
+        h->state = H1_HANDLE;
+        struct rpc_core *core = h->c->rc;
+        /* The engine takes blobs up to a quarter of its budget. */
+        uint64_t max_blob = core->cfg->opts.max_size / 4;
+        rpc_h1_cache_start(&h->cache, core->blob, &h->req, &h->route, max_blob);
+        return;
+    }
     /* The operations endpoints take no body: a small one is read and dropped. */
     if (has_body(h) && (h->body_left > H1_DISCARD_MAX || h->req.expect_continue)) {
         refuse(h, 413, "this resource takes no request body");
@@ -550,7 +605,7 @@ static void handle_head(struct h1 *h)
     h->state = H1_READ_BODY;
 }
 
-static void head_error(struct h1 *h, int err, const char *desc)
+static void head_error(struct rpc_h1_conn *h, int err, const char *desc)
 {
     memset(&h->route, 0, sizeof(h->route));
     memset(&h->req, 0, sizeof(h->req));
@@ -562,7 +617,7 @@ static void head_error(struct h1 *h, int err, const char *desc)
 }
 
 /* Parses a head straight from the oldest receive buffer. Returns true on progress. */
-static bool read_head_in_place(struct h1 *h, struct h1_in *e)
+static bool read_head_in_place(struct rpc_h1_conn *h, struct h1_in *e)
 {
     const char *data = (const char *)in_data(h, e);
     const char *desc = "";
@@ -593,7 +648,7 @@ static bool read_head_in_place(struct h1 *h, struct h1_in *e)
 }
 
 /* Appends the oldest buffer to carry and parses again. Returns true on progress. */
-static bool read_head_carried(struct h1 *h, struct h1_in *e)
+static bool read_head_carried(struct rpc_h1_conn *h, struct h1_in *e)
 {
     uint32_t old = h->carry_len;
     uint32_t n = e->len;
@@ -619,7 +674,7 @@ static bool read_head_carried(struct h1 *h, struct h1_in *e)
     return true;
 }
 
-static bool read_head(struct h1 *h)
+static bool read_head(struct rpc_h1_conn *h)
 {
     struct h1_in *e = in_front(h);
     if (!e) {
@@ -632,10 +687,19 @@ static bool read_head(struct h1 *h)
 }
 
 /* Hands <n> decoded body bytes at <data> to the sink; <consumed> input bytes carry them. */
-static void sink_write(struct h1 *h, const uint8_t *data, size_t n, uint32_t consumed)
+static void sink_write(struct rpc_h1_conn *h, const uint8_t *data, size_t n, uint32_t consumed)
 {
-    (void)data;
     h->body_in += n;
+    if (h->sink == H1_SINK_CACHE && n > 0) {
+        int rc = rpc_h1_cache_body(&h->cache, data, n);
+        if (rc == -EINPROGRESS) {
+            /* The engine reads <data> later: keep the buffer until it resumes. */
+            h->sink_busy = true;
+            h->sink_hold = consumed;
+            return;
+        }
+        if (rc < 0) return; /* answered; the unread rest closes the connection */
+    }
     in_consume(h, consumed);
     if (h->sink == H1_SINK_DISCARD && h->body_in > H1_DISCARD_MAX) {
         /* Too much to drop: answer now (the refusal's own status, or 413) and close. */
@@ -647,8 +711,16 @@ static void sink_write(struct h1 *h, const uint8_t *data, size_t n, uint32_t con
     }
 }
 
-static bool read_body(struct h1 *h)
+/* Sends "100 Continue" when the client waits for it before sending the body (RFC 9110 §10.1.1). */
+static bool wants_continue(const struct rpc_h1_conn *h)
 {
+    return h->req.expect_continue && h->head.version_minor >= 1 && !h->continue_sent &&
+           h->sink == H1_SINK_CACHE && h->body_in == 0 && !h->sending;
+}
+
+static bool read_body(struct rpc_h1_conn *h)
+{
+    if (h->sink_busy) return false;
     if (body_is_complete(h)) {
         body_done(h);
         return true;
@@ -656,7 +728,11 @@ static bool read_body(struct h1 *h)
     struct h1_in *e = in_front(h);
     if (!e) {
         /* At EOF the body is shorter than announced: nothing is stored. */
-        if (h->eof) ring_conn_close(&h->c->conn, -EPROTO);
+        if (h->eof) {
+            ring_conn_close(&h->c->conn, -EPROTO);
+        } else if (wants_continue(h)) {
+            send_continue(h);
+        }
         return false;
     }
     if (h->req.chunked) {
@@ -681,14 +757,14 @@ static bool read_body(struct h1 *h)
 }
 
 /* Lingering close: drop everything until the client's FIN. */
-static bool read_linger(struct h1 *h)
+static bool read_linger(struct rpc_h1_conn *h)
 {
     in_release_all(h);
     if (h->eof) ring_conn_close(&h->c->conn, 0);
     return false;
 }
 
-static bool step(struct h1 *h)
+static bool step(struct rpc_h1_conn *h)
 {
     switch (h->state) {
     case H1_READ_HEAD:
@@ -704,7 +780,7 @@ static bool step(struct h1 *h)
     UNREACHABLE();
 }
 
-static void run(struct h1 *h)
+static void run(struct rpc_h1_conn *h)
 {
     for (uint32_t i = 0; i < H1_RUN_STEPS_MAX; i++) {
         if (is_closing(h)) return;
@@ -720,15 +796,183 @@ static void run(struct h1 *h)
 
 static void run_task(struct ring_task *task)
 {
-    struct h1 *h = BASE_CONTAINER_OF(task, struct h1, run_task);
+    struct rpc_h1_conn *h = BASE_CONTAINER_OF(task, struct rpc_h1_conn, run_task);
     run(h);
+}
+
+/* ---- the handler's side (src/rpc/h1.h) ---- */
+
+struct ring_owner *rpc_h1_owner(struct rpc_h1_conn *h)
+{
+    return &h->c->conn.owner;
+}
+
+void rpc_h1_body_accept(struct rpc_h1_conn *h)
+{
+    ASSERT(h->state == H1_HANDLE);
+    h->sink = H1_SINK_CACHE;
+    h->state = H1_READ_BODY;
+}
+
+void rpc_h1_body_discard(struct rpc_h1_conn *h, int status)
+{
+    ASSERT(h->state == H1_HANDLE);
+    if (has_body(h) && h->req.expect_continue) {
+        /* The client waits for our word before sending: no body will come. */
+        h->keep_alive = false;
+        rpc_h1_answer_empty(h, status);
+        return;
+    }
+    h->sink = H1_SINK_DROP;
+    h->pending_status = status;
+    h->pending_desc = NULL;
+    h->state = H1_READ_BODY;
+}
+
+void rpc_h1_body_resume(struct rpc_h1_conn *h)
+{
+    ASSERT(h->sink_busy);
+    h->sink_busy = false;
+    in_consume(h, h->sink_hold);
+    h->sink_hold = 0;
+    /* Not from inside the engine's callback: the loop continues after its batch. */
+    ring_task_defer(core_of(h), &h->run_task);
+}
+
+/* The body has not been read to its end: the connection cannot carry another request. */
+static void give_up_body(struct rpc_h1_conn *h)
+{
+    h->sink_busy = false; /* the handler gave the held input up */
+    if (has_body(h) && !body_is_complete(h)) h->keep_alive = false;
+}
+
+void rpc_h1_answer(struct rpc_h1_conn *h, int status, const char *text)
+{
+    give_up_body(h);
+    h->state = H1_HANDLE;
+    respond_text(h, status, text, NULL);
+}
+
+void rpc_h1_answer_empty(struct rpc_h1_conn *h, int status)
+{
+    give_up_body(h);
+    struct resp_fields f = { .status = status, .length = 0 };
+    h->state = H1_HANDLE;
+    respond(h, &f, NULL, NULL);
+}
+
+void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length)
+{
+    ASSERT(h->req.method == RPC_H1_METHOD_HEAD);
+    give_up_body(h);
+    struct resp_fields f = {
+        .status = 200,
+        .ctype = "application/octet-stream",
+        .length = length,
+    };
+    h->state = H1_HANDLE;
+    respond(h, &f, NULL, NULL);
+}
+
+void rpc_h1_stream_begin(struct rpc_h1_conn *h, uint64_t length, bool zstd)
+{
+    ASSERT(!h->streaming);
+    ASSERT(h->status == 0);
+    h->streaming = true;
+    h->stream_chunked = zstd;
+    h->stream_length = length;
+    h->head_sent = false;
+    h->stream_ended = false;
+    h->state = H1_RESPOND;
+}
+
+/* Formats the streamed response's head once, before its first bytes go out. */
+static void stream_head(struct rpc_h1_conn *h, struct iovec *iov, unsigned *count)
+{
+    if (h->head_sent) return;
+    give_up_body(h);
+    if (h->draining) h->keep_alive = false;
+    h->status = 200;
+    struct resp_fields f = {
+        .status = 200,
+        .ctype = "application/octet-stream",
+        .encoding = h->stream_chunked ? "zstd" : NULL,
+        .chunked = h->stream_chunked,
+        .length = h->stream_length,
+    };
+    format_head(h, &f);
+    iov[(*count)++] = (struct iovec){ h->resp_head, h->resp_head_len };
+    h->head_sent = true;
+}
+
+static void stream_send(struct rpc_h1_conn *h, const struct iovec *iov, unsigned count)
+{
+    int rc = ring_conn_send(&h->c->conn, iov, count);
+    if (rc < 0) {
+        ring_conn_close(&h->c->conn, rc);
+        return;
+    }
+    h->sending = true;
+}
+
+void rpc_h1_stream_piece(struct rpc_h1_conn *h, const void *data, size_t len)
+{
+    ASSERT(h->streaming && !h->stream_ended);
+    ASSERT(len > 0);
+    struct iovec iov[4];
+    unsigned count = 0;
+    stream_head(h, iov, &count);
+    if (h->stream_chunked) {
+        int n = snprintf(h->chunk_line, sizeof(h->chunk_line), "%zx\r\n", len);
+        ASSERT(n > 0 && (size_t)n < sizeof(h->chunk_line));
+        iov[count++] = (struct iovec){ h->chunk_line, (size_t)n };
+    }
+    iov[count++] = (struct iovec){ (void *)(uintptr_t)data, len };
+    if (h->stream_chunked) iov[count++] = (struct iovec){ (void *)(uintptr_t) "\r\n", 2 };
+    h->bytes_out += len;
+    stream_send(h, iov, count);
+}
+
+static void done_task(struct ring_task *task)
+{
+    struct rpc_h1_conn *h = BASE_CONTAINER_OF(task, struct rpc_h1_conn, done_task);
+    if (!is_closing(h)) response_sent(h);
+}
+
+void rpc_h1_stream_end(struct rpc_h1_conn *h)
+{
+    ASSERT(h->streaming && !h->stream_ended);
+    h->stream_ended = true;
+    struct iovec iov[2];
+    unsigned count = 0;
+    stream_head(h, iov, &count);
+    if (h->stream_chunked) iov[count++] = (struct iovec){ (void *)(uintptr_t) "0\r\n\r\n", 5 };
+    if (count > 0) {
+        stream_send(h, iov, count);
+        return;
+    }
+    /* Every byte went out already; finish after the engine's callback returns. */
+    ring_task_defer(core_of(h), &h->done_task);
+}
+
+void rpc_h1_stream_fail(struct rpc_h1_conn *h, int status, const char *text)
+{
+    ASSERT(h->streaming);
+    if (!h->head_sent) {
+        h->streaming = false;
+        rpc_h1_answer(h, status, text);
+        return;
+    }
+    /* The client reads a body shorter than announced, or no final chunk. */
+    LOG_WARN("http: fd %d: response cut short: %s", h->c->conn.fd, text);
+    ring_conn_close(&h->c->conn, -EIO);
 }
 
 /* ---- ring callbacks ---- */
 
 static void h1_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
-    struct h1 *h = h1_of(rc);
+    struct rpc_h1_conn *h = h1_of(rc);
     if (len == 0) {
         h->eof = true;
     } else if (h->state == H1_LINGER) {
@@ -742,7 +986,7 @@ static void h1_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 
 static void h1_on_sent(struct ring_conn *rc)
 {
-    struct h1 *h = h1_of(rc);
+    struct rpc_h1_conn *h = h1_of(rc);
     ASSERT(h->sending);
     h->sending = false;
     if (h->state != H1_RESPOND) {
@@ -755,14 +999,21 @@ static void h1_on_sent(struct ring_conn *rc)
         send_response(h);
         return;
     }
+    if (h->streaming && !h->stream_ended) {
+        rpc_h1_cache_piece_sent(&h->cache);
+        return;
+    }
     response_sent(h);
 }
 
 static void h1_on_close(struct ring_conn *rc, int reason)
 {
-    struct h1 *h = h1_of(rc);
+    struct rpc_h1_conn *h = h1_of(rc);
     (void)reason;
     ring_task_cancel(&h->run_task);
+    ring_task_cancel(&h->done_task);
+    /* The engine lets go of borrowed input before the buffers go back. */
+    rpc_h1_cache_close(&h->cache);
     in_release_all(h);
     /* A request cut short by the close counts with the status it was getting, or 499 (the
      * client went away first, as nginx counts it). */
@@ -775,13 +1026,13 @@ static void h1_on_close(struct ring_conn *rc, int reason)
 
 static bool h1_is_busy(const struct ring_conn *rc)
 {
-    const struct h1 *h = ((const struct rpc_conn *)rc)->proto;
-    return h->state == H1_HANDLE || h->state == H1_RESPOND;
+    const struct rpc_h1_conn *h = ((const struct rpc_conn *)rc)->proto;
+    return h->state == H1_HANDLE || h->state == H1_RESPOND || h->sink_busy;
 }
 
 static void h1_on_drain(struct ring_conn *rc)
 {
-    struct h1 *h = h1_of(rc);
+    struct rpc_h1_conn *h = h1_of(rc);
     h->draining = true;
     /* Between requests with nothing of the next one received: close now. Otherwise the
      * request in progress finishes and its response says Connection: close. */
@@ -800,7 +1051,7 @@ void rpc_h1_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
                   uint32_t len)
 {
     ASSERT(prefix_len <= RPC_H2_PREFACE_LEN);
-    struct h1 *h = calloc(1, sizeof(*h));
+    struct rpc_h1_conn *h = calloc(1, sizeof(*h));
     if (h && prefix_len > 0) {
         h->carry = malloc(RPC_H1_HEAD_MAX);
         if (h->carry) {
@@ -819,6 +1070,8 @@ void rpc_h1_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
     h->state = H1_READ_HEAD;
     ring_timer_init(&h->linger, linger_expired, h);
     ring_task_init(&h->run_task, run_task);
+    ring_task_init(&h->done_task, done_task);
+    rpc_h1_cache_init(&h->cache, h);
     c->proto = h;
     c->conn.ops = &h1_ops;
     h->draining = c->conn.draining;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "blob/store.h"
 #include "ring/server.h"
 
 #define OPS_METRICS_FIRST (64u << 10)
@@ -58,5 +59,73 @@ out_free:
 
 bool rpc_ops_is_ready(const struct rpc_core *rc)
 {
-    return !ring_server_core_is_draining(rc->ring);
+    return rc->blob != NULL && !ring_server_core_is_draining(rc->ring);
+}
+
+/* ---- the engine's counters ---- */
+
+#define BLOB_NAME(name, kind, help) "blob_" #name,
+#define BLOB_KIND(name, kind, help) #kind,
+#define BLOB_HELP(name, kind, help) help,
+static const char *const blob_names[] = { BLOB_COUNTERS(BLOB_NAME) };
+static const char *const blob_kinds[] = { BLOB_COUNTERS(BLOB_KIND) };
+static const char *const blob_helps[] = { BLOB_COUNTERS(BLOB_HELP) };
+
+STATIC_ASSERT(sizeof(struct blob_counters) == ARRAY_LEN(blob_names) * sizeof(struct base_counter),
+              "the engine's counters are an array of base_counter");
+
+static uint64_t blob_read(void *ctx, uint32_t core, size_t index)
+{
+    const struct rpc_config *cfg = ctx;
+    struct rpc_core *rc = __atomic_load_n(&cfg->cores[core], __ATOMIC_ACQUIRE);
+    struct blob_core *bc = rc ? __atomic_load_n(&rc->blob, __ATOMIC_ACQUIRE) : NULL;
+    if (!bc) return 0;
+    const struct base_counter *first = (const void *)blob_core_counters(bc);
+    return base_counter_get(&first[index]);
+}
+
+/* Store-wide figures, shown on core 0 only so that sums over cores stay right. */
+static const char *const store_names[] = {
+    "store_blobs",           "store_index_bytes",      "store_disk_bytes",
+    "store_segments",        "store_evicted_segments", "store_evicted_blobs",
+    "store_dropped_corrupt",
+};
+static const char *const store_kinds[] = { "gauge",   "gauge",   "gauge",  "gauge",
+                                           "counter", "counter", "counter" };
+static const char *const store_helps[] = {
+    "blobs in the index (store-wide, on core 0)",
+    "memory held by the index, bytes (store-wide, on core 0)",
+    "bytes of every segment on disk (store-wide, on core 0)",
+    "segment files (store-wide, on core 0)",
+    "segments deleted by eviction since start (store-wide, on core 0)",
+    "index entries dropped by eviction since start (store-wide, on core 0)",
+    "index entries dropped because a stored record was corrupt (store-wide, on core 0)",
+};
+
+static uint64_t store_read(void *ctx, uint32_t core, size_t index)
+{
+    const struct rpc_config *cfg = ctx;
+    if (core != 0 || !cfg->store) return 0;
+    struct blob_store_stats st;
+    blob_store_stats(cfg->store, &st);
+    const uint64_t values[] = { st.blobs,          st.index_bytes,      st.disk_bytes,
+                                st.segments,       st.evicted_segments, st.evicted_blobs,
+                                st.dropped_corrupt };
+    STATIC_ASSERT(ARRAY_LEN(values) == ARRAY_LEN(store_names), "one value per name");
+    return index < ARRAY_LEN(values) ? values[index] : 0;
+}
+
+size_t rpc_ops_sources(const struct rpc_config *cfg, struct rpc_metrics_source *out, size_t max)
+{
+    const struct rpc_metrics_source sources[] = {
+        { blob_names, blob_kinds, blob_helps, ARRAY_LEN(blob_names), blob_read,
+          (void *)(uintptr_t)cfg },
+        { store_names, store_kinds, store_helps, ARRAY_LEN(store_names), store_read,
+          (void *)(uintptr_t)cfg },
+    };
+    size_t n = ARRAY_LEN(sources) < max ? ARRAY_LEN(sources) : max;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = sources[i];
+    }
+    return n;
 }

@@ -5,6 +5,7 @@
 #include "rpc/server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "ring/server.h"
 #include "rpc/call.h"
 #include "rpc/internal.h"
+#include "rpc/ops.h"
 #include "rpc/svc.h"
 
 void rpc_server_options_default(struct rpc_server_options *opts)
@@ -99,7 +101,10 @@ static void core_deinit(struct ring_core *core, void *arg)
     ASSERT(pb_bytes == 0);
     rpc_call_pool_drain(rc);
     rpc_svc_bytestream_deinit(rc);
-    blob_core_deinit(rc->blob);
+    /* GET /metrics on another core reads the engine's counters: unpublish it first. */
+    struct blob_core *bc = rc->blob;
+    __atomic_store_n(&rc->blob, NULL, __ATOMIC_RELEASE);
+    blob_core_deinit(bc);
     ring_core_set_app(core, NULL);
     /* Freed by free_cores once every core has stopped: another core may still be rendering
      * GET /metrics over this one's counters. */
@@ -177,8 +182,25 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     return 0;
 }
 
+/*
+ * Keeps freed memory in the process. glibc otherwise hands buffers of 128 KiB and more back
+ * to the kernel when they are freed (mmap threshold, arena trimming), and the next request
+ * faults fresh zeroed pages in again: perf showed page faults and clear_page taking about
+ * half of the CPU of a 64 KiB GET (the engine's per-reader buffers). Per-core pools are the
+ * lasting fix; this bounds the damage for every module meanwhile.
+ */
+static void keep_freed_memory(void)
+{
+    /* Called before any thread starts (mallopt is not thread-safe). Sanitizer allocators
+     * refuse both, harmlessly. */
+    bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;   /* NOLINT(concurrency-mt-unsafe) */
+    ok = mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 && ok; /* NOLINT(concurrency-mt-unsafe) */
+    if (!ok) LOG_DEBUG("mallopt: thresholds not set; freed memory goes back to the kernel");
+}
+
 int rpc_server_run(const struct rpc_server_options *opts)
 {
+    keep_freed_memory();
     enum base_log_level level;
     if (base_log_parse_level(opts->log_level, &level) < 0) {
         (void)fprintf(stderr, "ringcas: --log-level %s: expected error, warn, info or debug\n",
@@ -215,8 +237,10 @@ int rpc_server_run(const struct rpc_server_options *opts)
         return 1;
     }
     /* GET /metrics renders the rpc layer's counters with the ring's and the routes'. */
-    struct rpc_metrics_source sources[4];
+    struct rpc_metrics_source sources[8];
     cfg.source_count = rpc_counters_sources(&cfg, sources, ARRAY_LEN(sources));
+    cfg.source_count +=
+        rpc_ops_sources(&cfg, sources + cfg.source_count, ARRAY_LEN(sources) - cfg.source_count);
     cfg.sources = sources;
     struct blob_store_options bo;
     if (store_options(opts, cfg.core_count, &bo) < 0) {

@@ -1,7 +1,7 @@
 /*
- * The main() of a fuzz target in builds without libFuzzer: runs LLVMFuzzerTestOneInput once
- * per file of the corpus folders (or files) named on the command line, so every build,
- * gcc's included, replays the committed corpora as a test.
+ * main() for fuzz targets in builds without libFuzzer: runs LLVMFuzzerTestOneInput once on
+ * every regular file of the folders (or files) named on the command line, so the committed
+ * corpus is replayed by ctest on every build. Exits non-zero when no input was found.
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -12,86 +12,59 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Runs one file; returns 1 when it was run, 0 when skipped, -1 on an I/O error. */
 static int run_file(const char *path)
 {
+    struct stat st;
+    if (stat(path, &st) == -1 || !S_ISREG(st.st_mode)) return 0;
     FILE *f = fopen(path, "rb");
-    if (!f) {
-        (void)fprintf(stderr, "replay: cannot open %s\n", path);
-        return -1;
-    }
-    size_t cap = 1 << 16;
-    size_t len = 0;
-    uint8_t *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += n;
-        if (len == cap) {
-            cap *= 2;
-            uint8_t *b = realloc(buf, cap);
-            if (!b) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = b;
-        }
-    }
+    if (!f) return -1;
+    size_t size = (size_t)st.st_size;
+    uint8_t *data = malloc(size ? size : 1);
+    size_t got = data ? fread(data, 1, size, f) : 0;
     (void)fclose(f);
-    if (!buf) return -1;
-    /* An exact-size copy so ASan catches a read one past the input. */
-    uint8_t *exact = malloc(len ? len : 1);
-    if (!exact) {
-        free(buf);
+    if (!data || got != size) {
+        free(data);
         return -1;
     }
-    memcpy(exact, buf, len);
-    free(buf);
-    (void)LLVMFuzzerTestOneInput(exact, len);
-    free(exact);
-    return 0;
+    /* Exactly <size> bytes, so ASan sees any read past the input. */
+    (void)LLVMFuzzerTestOneInput(data, size);
+    free(data);
+    return 1;
 }
 
-static int compare(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int run_dir(const char *dir, int *count)
+static int run_dir(const char *dir, size_t *count)
 {
     DIR *d = opendir(dir);
-    if (!d) return run_file(dir) == 0 ? (++*count, 0) : -1;
-    char **names = NULL;
-    size_t n = 0;
+    if (!d) {
+        int rc = run_file(dir);
+        if (rc > 0) (*count)++;
+        return rc < 0 ? -1 : 0;
+    }
     struct dirent *e;
-    while ((e = readdir(d))) {
+    char path[4096];
+    while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
-        char **nn = realloc(names, (n + 1) * sizeof(*names));
-        if (!nn) break;
-        names = nn;
-        size_t len = strlen(dir) + strlen(e->d_name) + 2;
-        names[n] = malloc(len);
-        if (!names[n]) break;
-        (void)snprintf(names[n], len, "%s/%s", dir, e->d_name);
-        n++;
+        (void)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        int rc = run_file(path);
+        if (rc < 0) {
+            (void)fprintf(stderr, "replay: cannot read %s\n", path);
+            (void)closedir(d);
+            return -1;
+        }
+        *count += (size_t)rc;
     }
     (void)closedir(d);
-    qsort(names, n, sizeof(*names), compare);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (run_file(names[i]) < 0) rc = -1;
-        (*count)++;
-        free(names[i]);
-    }
-    free(names);
-    return rc;
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    int count = 0;
-    int rc = 0;
+    size_t count = 0;
     for (int i = 1; i < argc; i++) {
-        if (run_dir(argv[i], &count) < 0) rc = 1;
+        if (argv[i][0] == '-') continue; /* libFuzzer flags */
+        if (run_dir(argv[i], &count) < 0) return 1;
     }
-    printf("replayed %d inputs\n", count);
-    return count == 0 ? 1 : rc;
+    (void)printf("replay: %zu inputs\n", count);
+    return count > 0 ? 0 : 1;
 }

@@ -143,3 +143,37 @@ Test(blob_chunk, counting_allocator_counts_up_and_down)
     m.customFree(m.opaque, NULL);
     cr_assert(eq(u64, base_counter_get(&g), 0));
 }
+
+Test(blob_chunk, a_damaged_raw_frame_does_not_decode)
+{
+    struct blob_chunk_ctx z;
+    cr_assert(eq(int, blob_chunk_ctx_init(&z, 1, &mem), 0));
+    static uint8_t raw[200000];
+    th_fill(raw, sizeof(raw), 5, false);
+    static uint8_t rec[200100];
+    uint32_t len = blob_chunk_encode(&z, raw, sizeof(raw), rec);
+    struct blob_record_header h;
+    memcpy(&h, rec, sizeof(h));
+    static uint8_t out[200000];
+    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), 0));
+    /* The second raw block's header claims a wrong size: the frame no longer adds up. */
+    uint8_t *block2 = rec + sizeof(h) + BLOB_RAW_FRAME_HEADER + 3 + BLOB_ZSTD_BLOCK_MAX;
+    if (h.enc == BLOB_CHUNK_RAW) {
+        block2[1] ^= 0x10;
+        cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), -EBADMSG));
+    }
+    /* A frame cut short does not decode either. */
+    h.payload_len = len - (uint32_t)sizeof(h) - 10;
+    cr_assert(eq(int, blob_chunk_decode(&z, &h, rec + sizeof(h), out, sizeof(out)), -EBADMSG));
+    blob_chunk_ctx_deinit(&z);
+}
+
+Test(blob_chunk, fast_negative_levels_work_too)
+{
+    struct blob_chunk_ctx z;
+    cr_assert(eq(int, blob_chunk_ctx_init(&z, -5, &mem), 0));
+    encode_decode(&z, 65536, true, BLOB_CHUNK_ZSTD);
+    encode_decode(&z, 65536, false, BLOB_CHUNK_RAW);
+    blob_chunk_ctx_deinit(&z);
+    cr_assert(eq(u64, base_counter_get(&mem), 0));
+}

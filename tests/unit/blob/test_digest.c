@@ -65,3 +65,32 @@ Test(blob_digest, unknown_functions_are_refused)
     blob_digest_deinit(&d); /* safe after a failed init */
     blob_digest_deinit(&d);
 }
+
+Test(blob_digest, large_inputs_hash_like_openssl_says)
+{
+    /* FIPS 180-2: one million 'a' characters. */
+    static uint8_t a[1000000];
+    memset(a, 'a', sizeof(a));
+    uint8_t h[32];
+    cr_assert(eq(int, blob_digest_oneshot(BLOB_DIGEST_SHA256, a, sizeof(a), h), 0));
+    char s[65];
+    hex(h, s);
+    cr_assert(eq(str, s, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"));
+}
+
+Test(blob_digest, a_digest_can_be_started_again_after_it_ended)
+{
+    struct blob_digest d;
+    uint8_t a[32];
+    uint8_t b[32];
+    for (int round = 0; round < 3; round++) {
+        cr_assert(eq(int, blob_digest_init(&d, BLOB_DIGEST_SHA256), 0));
+        blob_digest_update(&d, "abc", 3);
+        blob_digest_final(&d, round ? b : a);
+        blob_digest_deinit(&d);
+    }
+    cr_assert(memcmp(a, b, 32) == 0);
+    char s[65];
+    hex(a, s);
+    cr_assert(eq(str, s, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+}

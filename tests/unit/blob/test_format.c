@@ -159,3 +159,55 @@ Test(blob_format, sizes_and_alignment_helpers)
     cr_assert(eq(u64, blob_format_sum("abc", 3), blob_format_sum("abc", 3)));
     cr_assert(ne(u64, blob_format_sum("abc", 3), blob_format_sum("abd", 3)));
 }
+
+static uint64_t rnd(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+Test(blob_format, random_bytes_never_pass_a_validator)
+{
+    uint64_t x = 0x1234567;
+    for (int i = 0; i < 20000; i++) {
+        uint64_t buf[8];
+        for (int j = 0; j < 8; j++)
+            buf[j] = rnd(&x);
+        /* Half of them with the right magic, to get past the first test. */
+        if (i % 2) {
+            uint32_t m = BLOB_RECORD_MAGIC;
+            memcpy(buf, &m, 4);
+        }
+        struct blob_record_header h;
+        memcpy(&h, buf, sizeof(h));
+        cr_assert(eq(int, blob_format_check_record_header(&h, 1 << 20), -EBADMSG));
+        struct blob_seg_header sh;
+        memcpy(&sh, buf, sizeof(sh));
+        if (i % 2) sh.magic = BLOB_SEG_MAGIC;
+        cr_assert(eq(int, blob_format_check_seg_header(&sh), -EBADMSG));
+        struct blob_seg_trailer t;
+        memcpy(&t, buf, sizeof(t));
+        if (i % 2) t.magic = BLOB_TRAILER_MAGIC;
+        cr_assert(eq(int, blob_format_check_trailer(&t, t.seq, t.file_size), -EBADMSG));
+    }
+}
+
+Test(blob_format, a_valid_record_with_a_wrong_payload_is_caught)
+{
+    uint64_t x = 99;
+    for (int i = 0; i < 1000; i++) {
+        uint8_t payload[64];
+        for (size_t j = 0; j < sizeof(payload); j++)
+            payload[j] = (uint8_t)rnd(&x);
+        struct blob_record_header h;
+        uint32_t len = (uint32_t)(rnd(&x) % sizeof(payload));
+        blob_format_record_header(&h, BLOB_RECORD_COMMIT, 0, payload, len, 0);
+        cr_assert(eq(int, blob_format_check_record_header(&h, len), 0));
+        cr_assert(eq(int, blob_format_check_payload(&h, payload), 0));
+        if (len == 0) continue;
+        payload[rnd(&x) % len] ^= (uint8_t)(1u << (rnd(&x) % 8));
+        cr_assert(eq(int, blob_format_check_payload(&h, payload), -EBADMSG));
+    }
+}

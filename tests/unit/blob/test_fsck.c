@@ -12,6 +12,8 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "blob/chunk.h"
+#include "blob/format.h"
 #include "blob/fsck.h"
 #include "blob/io_sim.h"
 #include "harness.h"
@@ -118,4 +120,93 @@ Test(blob_fsck, a_footer_that_disagrees_with_its_records_is_reported)
     cr_assert(gt(u64, r.bad_segments, 0));
     cr_assert(eq(int, th_open_store(&t), 0));
     th_close(&t);
+}
+
+/* Writes a segment by hand whose only commit record names a digest its chunk does not have. */
+static void write_lying_segment(struct blob_io *io)
+{
+    int fd;
+    cr_assert(eq(int, io->ops->open(io, "seg-0000000000000001.rcs", O_CREAT | O_WRONLY, &fd), 0));
+    static uint8_t seg[8192];
+    memset(seg, 0, sizeof(seg));
+    struct blob_seg_header h;
+    blob_format_seg_header(&h, 1, 0);
+    memcpy(seg, &h, sizeof(h));
+    struct base_counter mem = { 0 };
+    struct blob_chunk_ctx z;
+    cr_assert(eq(int, blob_chunk_ctx_init(&z, 1, &mem), 0));
+    uint8_t data[100];
+    memset(data, 'x', sizeof(data));
+    uint32_t used = blob_chunk_encode(&z, data, sizeof(data), seg + 4096);
+    blob_chunk_ctx_deinit(&z);
+    uint64_t commit_off = 4096 + blob_align8(used);
+    uint8_t *p = seg + commit_off;
+    struct blob_commit c;
+    memset(&c, 0, sizeof(c));
+    c.kind = BLOB_KIND_CAS;
+    c.digest_fn = BLOB_DIGEST_SHA256;
+    c.chunk_shift = 12;
+    c.chunk_count = 1;
+    c.size = sizeof(data);
+    c.commit_seq = 1;
+    memset(c.hash, 0x42, sizeof(c.hash)); /* not the SHA-256 of the data */
+    struct blob_chunk_ref ref = { .seg = 1, .off8 = 4096 / 8, .stored = used - 32 };
+    memcpy(p + 32, &c, sizeof(c));
+    memcpy(p + 32 + sizeof(c), &ref, sizeof(ref));
+    struct blob_record_header rh;
+    blob_format_record_header(&rh, BLOB_RECORD_COMMIT, 0, p + 32, sizeof(c) + sizeof(ref), 0);
+    memcpy(p, &rh, sizeof(rh));
+    cr_assert(eq(int, blob_io_pwrite_full(io, fd, seg, sizeof(seg), 0), 0));
+    cr_assert(eq(int, io->ops->fdatasync(io, fd), 0));
+    cr_assert(eq(int, io->ops->close(io, fd), 0));
+}
+
+Test(blob_fsck, a_blob_whose_bytes_do_not_hash_to_its_name_is_reported)
+{
+    struct blob_io *io = blob_io_sim_create(7);
+    write_lying_segment(io);
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(io, &r, NULL), 0));
+    cr_assert(eq(u64, r.bad_blobs, 1));
+    cr_assert(eq(u64, r.blobs_ok, 0));
+    cr_assert(eq(u64, r.records, 2));
+    blob_io_sim_destroy(io);
+}
+
+Test(blob_fsck, a_segment_with_a_bad_header_is_a_bad_segment)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 8);
+    fill_store(&t, 2);
+    th_close_store(&t);
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", 8, 1), 0));
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+    cr_assert(eq(u64, r.bad_segments, 1));
+    cr_assert(eq(u64, r.blobs_ok, 0), "nothing in it is checked once the header is bad");
+    blob_io_sim_destroy(t.io);
+}
+
+Test(blob_fsck, an_empty_folder_is_clean)
+{
+    struct blob_io *io = blob_io_sim_create(9);
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(io, &r, NULL), 0));
+    cr_assert(eq(u64, r.segments, 0));
+    char line[512];
+    FILE *f = fmemopen(line, sizeof(line), "w");
+    blob_fsck_print(&r, "empty", f);
+    fclose(f);
+    cr_assert(ne(ptr, strstr(line, ": ok:"), NULL), "%s", line);
+    blob_io_sim_destroy(io);
+}
+
+Test(blob_fsck, a_listing_error_is_reported)
+{
+    struct blob_io *io = blob_io_sim_create(10);
+    blob_io_sim_power_loss(io); /* every operation fails now */
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(io, &r, NULL), -EIO));
+    blob_io_sim_restart(io);
+    blob_io_sim_destroy(io);
 }

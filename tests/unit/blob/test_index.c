@@ -298,3 +298,159 @@ Test(blob_index, destroy_accepts_null)
 {
     blob_index_destroy(NULL);
 }
+
+Test(blob_index, reserve_sizes_the_tables_and_keeps_the_budget)
+{
+    struct blob_index *idx = blob_index_create();
+    uint64_t before = blob_index_memory(idx);
+    cr_assert(eq(int, blob_index_reserve(idx, 300000), 0));
+    uint64_t reserved = blob_index_memory(idx);
+    cr_assert(gt(u64, reserved, before));
+    /* Filling to the reserved count does not grow the slot tables further. */
+    for (uint64_t i = 0; i < 300000; i++) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        blob_index_prefetch(idx, &k);
+        struct blob_index_value v = val(1, (uint32_t)i, k.size);
+        cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_REPLACE), 1));
+    }
+    double per = (double)blob_index_memory(idx) / 300000.0;
+    cr_assert(le(dbl, per, 64.0), "%.1f bytes per blob after a reserve", per);
+    cr_assert(eq(int, blob_index_reserve(idx, 1000), 0), "a smaller reserve changes nothing");
+    for (uint64_t i = 0; i < 300000; i += 1000) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        struct blob_index_value out;
+        cr_assert(blob_index_get(idx, &k, &out));
+        cr_assert(eq(u32, out.loc.off8, (uint32_t)i));
+    }
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, cas_and_ac_with_the_same_bytes_are_different_keys)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key cas;
+    key_n(&cas, 3, BLOB_KIND_CAS);
+    struct blob_key ac = cas;
+    ac.kind = BLOB_KIND_AC;
+    struct blob_index_value v1 = val(1, 1, cas.size);
+    struct blob_index_value v2 = val(2, 2, 5);
+    cr_assert(eq(int, blob_index_put(idx, &cas, &v1, BLOB_INDEX_KEEP), 1));
+    cr_assert(eq(int, blob_index_put(idx, &ac, &v2, BLOB_INDEX_REPLACE), 1));
+    cr_assert(eq(u64, blob_index_count(idx), 2));
+    struct blob_index_value out;
+    cr_assert(blob_index_get(idx, &cas, &out));
+    cr_assert(eq(u32, out.loc.seg, 1));
+    cr_assert(blob_index_get(idx, &ac, &out));
+    cr_assert(eq(u32, out.loc.seg, 2));
+    cr_assert(blob_index_remove_at(idx, &ac, 2, UINT32_MAX));
+    cr_assert(blob_index_get(idx, &cas, &out), "removing the AC key left the CAS one");
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, removing_what_is_absent_changes_nothing)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 1, BLOB_KIND_CAS);
+    cr_assert(not(blob_index_remove_at(idx, &k, 1, UINT32_MAX)), "empty index");
+    struct blob_loc a = { .seg = 1 };
+    cr_assert(not(blob_index_move(idx, &k, &a, &a)));
+    struct blob_index_value v = val(1, 1, k.size);
+    cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    struct blob_key other;
+    key_n(&other, 2, BLOB_KIND_CAS);
+    cr_assert(not(blob_index_remove_at(idx, &other, 1, UINT32_MAX)));
+    cr_assert(eq(u64, blob_index_count(idx), 1));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, churn_in_one_stripe_keeps_every_entry_findable)
+{
+    /* Keys that share the first hash byte land in one stripe: long clusters, many moves. */
+    struct blob_index *idx = blob_index_create();
+
+    enum {
+        N = 5000
+    };
+    static struct blob_key keys[N];
+    static bool in[N];
+    for (int i = 0; i < N; i++) {
+        key_n(&keys[i], (uint64_t)i, BLOB_KIND_CAS);
+        keys[i].hash[0] = 7;
+    }
+    uint64_t x = 5;
+    for (int op = 0; op < 60000; op++) {
+        x = mix(x);
+        int i = (int)(x % N);
+        if (in[i]) {
+            cr_assert(blob_index_remove_at(idx, &keys[i], 1, UINT32_MAX));
+            in[i] = false;
+        } else {
+            struct blob_index_value v = val(1, (uint32_t)i, keys[i].size);
+            cr_assert(eq(int, blob_index_put(idx, &keys[i], &v, BLOB_INDEX_KEEP), 1));
+            in[i] = true;
+        }
+    }
+    uint64_t count = 0;
+    for (int i = 0; i < N; i++) {
+        struct blob_index_value out;
+        cr_assert(eq(int, blob_index_get(idx, &keys[i], &out), in[i]), "key %d", i);
+        if (in[i]) {
+            cr_assert(eq(u32, out.loc.off8, (uint32_t)i));
+            count++;
+        }
+    }
+    cr_assert(eq(u64, blob_index_count(idx), count));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, the_digest_function_is_part_of_a_cas_key)
+{
+    struct blob_index *idx = blob_index_create();
+    struct blob_key k;
+    key_n(&k, 8, BLOB_KIND_CAS);
+    struct blob_index_value v = val(1, 1, k.size);
+    cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    struct blob_key other = k;
+    other.digest_fn = 7; /* a function not built in, but the index does not care */
+    struct blob_index_value out;
+    cr_assert(not(blob_index_get(idx, &other, &out)));
+    /* For AC keys the digest function is not part of the key. */
+    struct blob_key ac;
+    key_n(&ac, 9, BLOB_KIND_AC);
+    cr_assert(eq(int, blob_index_put(idx, &ac, &v, BLOB_INDEX_REPLACE), 1));
+    ac.digest_fn = 7;
+    cr_assert(blob_index_get(idx, &ac, &out));
+    blob_index_destroy(idx);
+}
+
+Test(blob_index, memory_goes_back_down_as_entries_leave)
+{
+    struct blob_index *idx = blob_index_create();
+    uint64_t empty = blob_index_memory(idx);
+
+    enum {
+        N = 200000
+    };
+
+    for (uint64_t i = 0; i < N; i++) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        struct blob_index_value v = val(3, (uint32_t)i, k.size);
+        cr_assert(eq(int, blob_index_put(idx, &k, &v, BLOB_INDEX_KEEP), 1));
+    }
+    uint64_t full = blob_index_memory(idx);
+    for (uint64_t i = 0; i < N; i++) {
+        struct blob_key k;
+        key_n(&k, i, BLOB_KIND_CAS);
+        cr_assert(blob_index_remove_at(idx, &k, 3, (uint32_t)i));
+    }
+    uint64_t after = blob_index_memory(idx);
+    cr_assert(eq(u64, blob_index_count(idx), 0));
+    /* Entry blocks are given back (the slot tables keep their size for the next fill). */
+    cr_assert(lt(u64, after, full - (uint64_t)N * 40));
+    cr_assert(gt(u64, after, empty));
+    blob_index_destroy(idx);
+}

@@ -185,3 +185,33 @@ Test(blob_io, a_cancelled_read_of_a_pipe_completes_with_ecanceled)
     ring_core_destroy(core);
     drop_dir();
 }
+
+Test(blob_io, fallocate_reserves_without_growing_the_file)
+{
+    make_dir();
+    struct ring_core_options o;
+    ring_core_options_default(&o);
+    o.recv_buf_count = 16;
+    o.recv_buf_size = 4096;
+    struct ring_core *core;
+    char why[256];
+    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
+    struct blob_io *io;
+    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    struct done d = { 0 };
+    struct blob_aio a = { .fn = done_cb, .ctx = &d };
+    struct blob_io_req op = { .op = BLOB_IO_OPEN, .name = "f", .flags = O_CREAT | O_RDWR };
+    int fd = run(core, io, &a, &op);
+    cr_assert(ge(int, fd, 0));
+    struct blob_io_req fa = { .op = BLOB_IO_FALLOCATE, .fd = fd, .off = 1 << 20 };
+    int res = run(core, io, &a, &fa);
+    cr_assert(res == 0 || res == -EOPNOTSUPP, "fallocate: %d", res);
+    uint64_t size;
+    cr_assert(eq(int, io->ops->fsize(io, fd, &size), 0));
+    cr_assert(eq(u64, size, 0), "KEEP_SIZE: the size stays");
+    struct blob_io_req c = { .op = BLOB_IO_CLOSE, .fd = fd };
+    cr_assert(eq(int, run(core, io, &a, &c), 0));
+    blob_io_real_destroy(io);
+    ring_core_destroy(core);
+    drop_dir();
+}

@@ -258,3 +258,176 @@ Test(blob_reader, the_disk_queue_is_bounded)
     }
     th_close(&t);
 }
+
+Test(blob_reader, many_readers_of_one_blob_interleave)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 17);
+    static uint8_t buf[5 * 4096 + 1];
+    th_fill(buf, sizeof(buf), 8, true);
+    struct blob_key k;
+    th_key_of(&k, buf, sizeof(buf));
+    cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 0, 0), 0));
+
+    enum {
+        R = 8
+    };
+    struct blob_reader *r[R];
+    struct frames f[R];
+    memset(f, 0, sizeof(f));
+    for (int i = 0; i < R; i++)
+        cr_assert(eq(int, blob_read_open(t.bc, &k, (uint64_t)i * 1000, i % 2, &r[i]), 0));
+    /* Round-robin: one piece each per round until every stream ended. */
+    bool ended[R] = { false };
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < R; i++) {
+            if (ended[i]) continue;
+            size_t before = f[i].len;
+            f[i].done = false;
+            cr_assert(eq(int, blob_read_next(r[i], frames_cb, &f[i]), 0));
+            cr_assert(th_run_until(&t, &f[i].done));
+            cr_assert(eq(int, f[i].res, 0));
+            ended[i] = f[i].len == before;
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        cr_assert(ended[i]);
+        size_t off = (size_t)i * 1000;
+        if (i % 2 == 0) {
+            cr_assert(eq(sz, f[i].len, sizeof(buf) - off));
+            cr_assert(memcmp(f[i].buf, buf + off, f[i].len) == 0, "reader %d", i);
+        } else {
+            uint8_t *dec = malloc(sizeof(buf));
+            size_t d = ZSTD_decompress(dec, sizeof(buf), f[i].buf, f[i].len);
+            cr_assert(eq(sz, d, sizeof(buf) - off));
+            cr_assert(memcmp(dec, buf + off, d) == 0, "reader %d", i);
+            free(dec);
+        }
+        blob_read_close(r[i]);
+        free(f[i].buf);
+    }
+    th_close(&t);
+}
+
+Test(blob_reader, a_read_that_fails_on_the_disk_reports_eio_and_keeps_the_blob)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 18);
+    static uint8_t buf[3000];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 9, true, &k);
+    blob_io_sim_fail_at(t.io, 1, -EIO);
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), -EIO));
+    cr_assert(blob_exists(t.bc, &k, false), "a disk error is not corruption");
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 0));
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(memcmp(out, buf, n) == 0);
+    free(out);
+    th_close(&t);
+}
+
+Test(blob_reader, a_commit_record_read_past_the_end_of_its_file_still_reads)
+{
+    /* The first read of a commit record guesses its length from the current chunk size; a
+     * store reopened with a smaller chunk size guesses long, possibly past the file's end. */
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.chunk_size = 64 * 1024;
+    t.o.segment_size = 1 << 20;
+    t.o.write_buffer_size = 1 << 20;
+    th_open_sim(&t, 19);
+    static uint8_t buf[100000];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 10, true, &k);
+    th_close_store(&t);
+    t.o.chunk_size = 4096;
+    cr_assert(eq(int, th_open_store(&t), 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(buf)));
+    cr_assert(memcmp(out, buf, n) == 0);
+    free(out);
+    /* And the other way: a larger chunk size now, a short guess, a second read. */
+    th_close_store(&t);
+    t.o.chunk_size = 256 * 1024;
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(eq(int, th_get(&t, &k, 5, 1, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(buf) - 5));
+    cr_assert(memcmp(out, buf + 5, n) == 0);
+    free(out);
+    th_close(&t);
+}
+
+Test(blob_reader, an_empty_ac_value_reads_as_nothing_in_both_encodings)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 20);
+    uint8_t key[BLOB_HASH_SIZE] = { 0xee };
+    struct blob_key k;
+    blob_key_ac(&k, key, 0);
+    cr_assert(eq(int, th_put(&t, &k, "", 0, 0, 0), 0));
+    for (int enc = 0; enc <= 1; enc++) {
+        struct blob_reader *r;
+        cr_assert(eq(int, blob_read_open(t.bc, &k, 0, enc, &r), 0));
+        cr_assert(eq(u64, blob_reader_size(r), 0));
+        struct frames f = { 0 };
+        cr_assert(eq(int, blob_read_next(r, frames_cb, &f), 0));
+        cr_assert(th_run_until(&t, &f.done));
+        cr_assert(eq(int, f.res, 0));
+        cr_assert(eq(sz, f.len, 0));
+        blob_read_close(r);
+    }
+    th_close(&t);
+}
+
+Test(blob_reader, read_buffers_are_bounded_per_core)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.read_buffer_max = 10000; /* one reader's buffers of a 4 KiB chunk, not two */
+    th_open_sim(&t, 21);
+    static uint8_t buf[20000];
+    struct blob_key k;
+    put_one(&t, buf, sizeof(buf), 11, true, &k);
+    struct blob_reader *a;
+    struct blob_reader *b;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &a), 0));
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &b), 0));
+    struct frames fa = { 0 };
+    struct frames fb = { 0 };
+    /* Each reads its commit record first, then wants its chunk buffers. */
+    cr_assert(eq(int, blob_read_next(a, frames_cb, &fa), 0));
+    cr_assert(eq(int, blob_read_next(b, frames_cb, &fb), 0));
+    th_settle(&t);
+    cr_assert(fa.done && fb.done);
+    int again = (fa.res == -EAGAIN) + (fb.res == -EAGAIN);
+    cr_assert(eq(int, again, 1), "one of the two must have been refused (%d, %d)", fa.res, fb.res);
+    cr_assert(ge(u64, th_counters(&t).queue_full, 1));
+    /* The refused one is intact: once the other is closed it reads on. */
+    struct blob_reader *refused = fa.res == -EAGAIN ? a : b;
+    struct frames *fr = fa.res == -EAGAIN ? &fa : &fb;
+    blob_read_close(refused == a ? b : a);
+    fr->done = false;
+    cr_assert(eq(int, blob_read_next(refused, frames_cb, fr), 0));
+    cr_assert(th_run_until(&t, &fr->done));
+    cr_assert(eq(int, fr->res, 0));
+    cr_assert(eq(sz, fr->len, 4096));
+    blob_read_close(refused);
+    free(fa.buf);
+    free(fb.buf);
+    /* With the first gone, a new reader reads the whole blob. */
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(buf)));
+    free(out);
+    t.o.read_buffer_max = 100; /* too small for one chunk: refused at open */
+    th_close_store(&t);
+    cr_assert(eq(int, th_open_store(&t), -EINVAL));
+    t.o.read_buffer_max = 1 << 20;
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}

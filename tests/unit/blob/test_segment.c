@@ -99,3 +99,65 @@ Test(blob_segment, the_cold_line_covers_the_oldest_bytes)
     blob_segment_table_deinit(&t, io);
     blob_io_sim_destroy(io);
 }
+
+Test(blob_segment, abandoned_segments_are_evicted_like_sealed_ones)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 16), 0));
+    struct blob_io *io = blob_io_sim_create(4);
+    struct blob_seg *a = blob_segment_add(&t, 3, -1, 10, BLOB_SEG_ACTIVE);
+    struct blob_seg *b = blob_segment_add(&t, 4, -1, 10, BLOB_SEG_SEALED);
+    blob_segment_set(&t, a, BLOB_SEG_ABANDONED, 20);
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 30));
+    struct blob_seg *old = blob_segment_take_oldest(&t);
+    cr_assert(eq(ptr, old, a), "the abandoned one is older");
+    blob_segment_put(&t, old);
+    old = blob_segment_take_oldest(&t);
+    cr_assert(eq(ptr, old, b));
+    blob_segment_put(&t, old);
+    cr_assert(eq(ptr, blob_segment_take_oldest(&t), NULL));
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 0));
+    blob_segment_table_deinit(&t, io);
+    blob_io_sim_destroy(io);
+}
+
+Test(blob_segment, a_dead_segment_keeps_its_size_out_of_the_budget)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 16), 0));
+    struct blob_io *io = blob_io_sim_create(5);
+    struct blob_seg *a = blob_segment_add(&t, 1, -1, 100, BLOB_SEG_ACTIVE);
+    struct blob_seg *r = blob_segment_get(&t, 1);
+    blob_segment_kill(&t, a);
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 0));
+    /* Later size updates or state changes of a dead segment change nothing. */
+    blob_segment_set_bytes(&t, a, 500);
+    cr_assert(eq(u64, atomic_load(&t.disk_bytes), 0));
+    blob_segment_put(&t, r);
+    blob_segment_bury(&t, io);
+    blob_segment_table_deinit(&t, io);
+    blob_io_sim_destroy(io);
+}
+
+Test(blob_segment, a_reader_keeps_a_killed_segment_open_until_it_lets_go)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 16), 0));
+    struct blob_io *io = blob_io_sim_create(6);
+    struct blob_seg *s = blob_segment_add(&t, 5, open_fd(io, "five"), 10, BLOB_SEG_SEALED);
+    struct blob_seg *r1 = blob_segment_get(&t, 5);
+    struct blob_seg *r2 = blob_segment_get(&t, 5);
+    cr_assert(eq(ptr, r1, s));
+    cr_assert(eq(ptr, r2, s));
+    blob_segment_kill(&t, s);
+    cr_assert(eq(ptr, blob_segment_get(&t, 5), NULL), "no new reference to a dead one");
+    blob_segment_put(&t, r1);
+    blob_segment_bury(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 1), "one reader still holds it");
+    blob_segment_put(&t, r2);
+    blob_segment_bury(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 0));
+    blob_segment_put(&t, NULL);
+    blob_segment_table_deinit(&t, io);
+    blob_io_sim_destroy(io);
+}

@@ -4,6 +4,7 @@
  * abort, AC overwrite, existence checks, admission, counters back to zero.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -513,4 +514,202 @@ Test(blob_store, refuses_options_that_cannot_work)
     o.max_size = o.segment_size;
     cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -EINVAL));
     cr_assert(ne(ptr, strstr(why, "max-size"), NULL));
+}
+
+/* Every 97th offset of a blob with a compressed and a raw chunk, both encodings. */
+Test(blob_store, reads_from_any_offset_inside_chunks_are_exact)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 30);
+    size_t len = 3 * CHUNK + 333;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 31, true);
+    th_fill(data + CHUNK, CHUNK, 32, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, 0), 0));
+    for (size_t off = 0; off <= len; off += 97) {
+        for (int enc = 0; enc <= 1; enc++) {
+            uint8_t *out = NULL;
+            size_t n = 0;
+            cr_assert(eq(int, th_get(&t, &k, off, enc, &out, &n), 0), "offset %zu", off);
+            cr_assert(eq(sz, n, len - off));
+            cr_assert(n == 0 || memcmp(out, data + off, n) == 0, "offset %zu enc %d", off, enc);
+            free(out);
+        }
+    }
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_store, ac_values_upload_as_zstd_and_read_both_ways)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 33);
+    uint8_t key[BLOB_HASH_SIZE] = { 0x3c };
+    size_t len = 2 * CHUNK + 10;
+    uint8_t *v = malloc(len);
+    th_fill(v, len, 34, true);
+    struct blob_key k;
+    blob_key_ac(&k, key, len);
+    cr_assert(eq(int, th_put(&t, &k, v, len, 100, BLOB_ENCODING_ZSTD), 0));
+    blob_key_ac(&k, key, 0);
+    for (int enc = 0; enc <= 1; enc++) {
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, th_get(&t, &k, 5, enc, &out, &n), 0));
+        cr_assert(eq(sz, n, len - 5));
+        cr_assert(memcmp(out, v + 5, n) == 0);
+        free(out);
+    }
+    /* An AC key is not a CAS key with the same bytes. */
+    struct blob_key cas;
+    blob_key_cas(&cas, key, len);
+    cr_assert(not(blob_exists(t.bc, &cas, false)));
+    free(v);
+    th_close(&t);
+}
+
+Test(blob_store, exists_many_mixes_kinds_and_the_empty_blob)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 35);
+    struct blob_key keys[4];
+    blob_key_cas(&keys[0], blob_empty_sha256, 0);
+    uint8_t key[BLOB_HASH_SIZE] = { 0x11 };
+    blob_key_ac(&keys[1], key, 3);
+    cr_assert(eq(int, th_put(&t, &keys[1], "abc", 3, 0, 0), 0));
+    blob_key_ac(&keys[1], key, 0);
+    uint8_t other[BLOB_HASH_SIZE] = { 0x12 };
+    blob_key_ac(&keys[2], other, 0);
+    keys[3] = keys[0];
+    keys[3].kind = 7; /* unknown kinds are never present */
+    bool present[4];
+    cr_assert(eq(sz, blob_exists_many(t.bc, keys, 4, true, present), 2));
+    cr_assert(present[0]);
+    cr_assert(present[1]);
+    cr_assert(not(present[2]));
+    cr_assert(not(present[3]));
+    cr_assert(eq(sz, blob_exists_many(t.bc, keys, 0, false, present), 0));
+    th_close(&t);
+}
+
+Test(blob_store, a_finished_reader_keeps_answering_the_end)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 36);
+    static uint8_t data[100];
+    th_fill(data, sizeof(data), 37, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r), 0));
+    int calls = 0;
+    for (int i = 0; i < 3; i++) {
+        cr_assert(eq(int, blob_read_next(r, count_cb, &calls), 0));
+        th_settle(&t);
+    }
+    cr_assert(eq(int, calls, 3), "the data, then the end twice");
+    blob_read_close(r);
+    th_close(&t);
+}
+
+Test(blob_store, counters_are_summed_and_stats_follow_the_store)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 38);
+    static uint8_t data[3000];
+    for (int i = 0; i < 5; i++) {
+        th_fill(data, sizeof(data), 40 + (uint64_t)i, true);
+        struct blob_key k;
+        th_key_of(&k, data, sizeof(data));
+        cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    }
+    struct blob_counters_snapshot a = { 0 };
+    blob_counters_add_to(blob_core_counters(t.bc), &a);
+    blob_counters_add_to(blob_core_counters(t.bc), &a);
+    cr_assert(eq(u64, a.blobs_committed, 10), "two cores' worth, summed");
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.blobs, 5));
+    cr_assert(gt(u64, st.index_bytes, 0));
+    cr_assert(gt(u64, st.disk_bytes, 0));
+    cr_assert(eq(u64, st.segments, 1));
+    cr_assert(eq(u64, st.evicted_segments, 0));
+    cr_assert(eq(u64, st.dropped_corrupt, 0));
+    th_close(&t);
+}
+
+Test(blob_store, a_folder_without_o_direct_falls_back_to_buffered_writes)
+{
+    /* tmpfs refuses O_DIRECT: the writer opens its segments buffered and goes on. */
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    struct ring_core_options ro;
+    ring_core_options_default(&ro);
+    ro.recv_buf_count = 16;
+    ro.recv_buf_size = 4096;
+    char why[256] = "";
+    cr_assert(eq(int, ring_core_create(&ro, 0, &t.ring, why, sizeof(why)), 0), "%s", why);
+    snprintf(t.dir, sizeof(t.dir), "/dev/shm/blobtest.XXXXXX");
+    if (!mkdtemp(t.dir)) {
+        ring_core_destroy(t.ring);
+        cr_skip_test("no /dev/shm here");
+    }
+    cr_assert(eq(int, th_open_store(&t), 0));
+    for (size_t len = 1; len < 100000; len = len * 3 + 7) {
+        round_trip(&t, len, len % 2, 0);
+    }
+    th_reopen(&t);
+    round_trip(&t, 5000, true, 0);
+    th_close(&t);
+}
+
+Test(blob_store, key_helpers_fill_every_field)
+{
+    uint8_t h[BLOB_HASH_SIZE];
+    memset(h, 9, sizeof(h));
+    struct blob_key k;
+    memset(&k, 0xff, sizeof(k));
+    blob_key_cas(&k, h, 42);
+    cr_assert(eq(u8, k.kind, BLOB_KIND_CAS));
+    cr_assert(eq(u8, k.digest_fn, BLOB_DIGEST_SHA256));
+    cr_assert(eq(u64, k.size, 42));
+    cr_assert(memcmp(k.hash, h, sizeof(h)) == 0);
+    cr_assert(not(blob_key_is_empty(&k)));
+    blob_key_ac(&k, h, 7);
+    cr_assert(eq(u8, k.kind, BLOB_KIND_AC));
+    cr_assert(eq(u64, k.size, 7));
+    cr_assert(not(blob_key_is_empty(&k)));
+    blob_key_ac(&k, blob_empty_sha256, 0);
+    cr_assert(not(blob_key_is_empty(&k)), "an AC key is never the empty blob");
+}
+
+Test(blob_store, default_options_open_a_real_store)
+{
+    struct blob_store_options o;
+    blob_store_options_default(&o);
+    cr_assert(eq(u64, o.max_size, 10ULL << 30));
+    cr_assert(eq(u32, o.chunk_size, 256U << 10));
+    cr_assert(eq(int, o.sync, BLOB_SYNC_GROUP));
+    cr_assert(o.direct_io);
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/blobdef.XXXXXX");
+    cr_assert(ne(ptr, mkdtemp(dir), NULL));
+    o.dir = dir;
+    o.evict_thread = true;
+    struct blob_store *s;
+    char why[256];
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    struct blob_store_stats st;
+    blob_store_stats(s, &st);
+    cr_assert(eq(u64, st.blobs, 0));
+    blob_store_close(s);
+    blob_store_close(NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert(eq(int, system(cmd), 0)); /* NOLINT(cert-env33-c) */
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -ENOENT), "the folder is gone");
+    cr_assert(ne(sz, strlen(why), 0));
 }

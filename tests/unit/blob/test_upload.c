@@ -286,3 +286,160 @@ Test(blob_upload, counters_follow_the_bytes)
     cr_assert(eq(u64, c.uploads, 0));
     th_close(&t);
 }
+
+Test(blob_upload, empty_appends_are_harmless_and_errors_stick)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 9);
+    th_settle(&t);
+    static uint8_t data[3000];
+    th_fill(data, sizeof(data), 10, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 0, NULL, NULL), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, sizeof(data), NULL, NULL), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 0, NULL, NULL), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 1, NULL, NULL), -EMSGSIZE));
+    cr_assert(eq(int, blob_upload_append(u, data, 1, NULL, NULL), -EMSGSIZE), "it sticks");
+    struct pending c = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, -EMSGSIZE), "the commit reports the upload's error");
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    th_close(&t);
+}
+
+Test(blob_upload, identity_counts_bytes_in_and_decoded_alike)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 11);
+    th_settle(&t);
+    static uint8_t data[9000];
+    th_fill(data, sizeof(data), 12, false);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), 0));
+    cr_assert(eq(u64, blob_upload_bytes_in(u), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, 4000, NULL, NULL), 0));
+    cr_assert(eq(u64, blob_upload_bytes_in(u), 4000));
+    cr_assert(eq(u64, blob_upload_bytes_decoded(u), 4000));
+    blob_upload_abort(u);
+    blob_upload_abort(NULL);
+    th_close(&t);
+}
+
+Test(blob_upload, a_chunk_that_fits_is_taken_without_a_copy)
+{
+    /* Whole-chunk appends go straight from the caller's memory: the chunk buffer stays
+     * empty, so an abort right after leaves nothing half-taken. */
+    struct th t = { 0 };
+    th_open_sim(&t, 13);
+    th_settle(&t);
+    size_t len = 8 * 4096;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 14, true);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 4096, 0), 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, len));
+    cr_assert(memcmp(out, data, len) == 0);
+    free(out);
+    /* And misaligned pieces around whole chunks. */
+    th_fill(data, len, 15, true);
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 4096 * 3 + 1, 0), 0));
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+    cr_assert(memcmp(out, data, len) == 0);
+    free(out);
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, a_large_zstd_upload_streams_with_backpressure)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.segment_size = 1 << 20;
+    t.o.max_size = 64 << 20;
+    th_open_sim(&t, 16);
+    size_t len = 2 << 20;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 17, true);
+    th_fill(data + len / 2, len / 4, 18, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    size_t cap = ZSTD_compressBound(len);
+    uint8_t *z = malloc(cap);
+    size_t zl = ZSTD_compress(z, cap, data, len, 1);
+    cr_assert(not(ZSTD_isError(zl)));
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    int waited = 0;
+    for (size_t off = 0; off < zl; off += 65536) {
+        size_t n = zl - off < 65536 ? zl - off : 65536;
+        struct pending p = { 0 };
+        int rc = blob_upload_append(u, z + off, n, pending_cb, &p);
+        if (rc == -EINPROGRESS) {
+            waited++;
+            cr_assert(th_run_until(&t, &p.done));
+            rc = p.res;
+        }
+        cr_assert(eq(int, rc, 0));
+    }
+    cr_assert(gt(int, waited, 0), "a 2 MiB blob never met a full buffer");
+    struct pending c = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, 0));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 12345, 1, &out, &n), 0));
+    cr_assert(eq(sz, n, len - 12345));
+    cr_assert(memcmp(out, data + 12345, n) == 0);
+    free(out);
+    free(z);
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, the_upload_limit_frees_up_as_uploads_end)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.uploads_max = 3;
+    th_open_sim(&t, 17);
+    th_settle(&t);
+    for (int round = 0; round < 5; round++) {
+        struct blob_upload *u[3];
+        struct blob_key k[3];
+        static uint8_t d[3][100];
+        for (int i = 0; i < 3; i++) {
+            th_fill(d[i], 100, (uint64_t)(round * 10 + i), true);
+            th_key_of(&k[i], d[i], 100);
+            cr_assert(eq(int, blob_upload_begin(t.bc, &k[i], 0, &u[i]), 0));
+        }
+        struct blob_upload *extra;
+        cr_assert(eq(int, blob_upload_begin(t.bc, &k[0], 0, &extra), -EAGAIN));
+        /* One commits, one aborts, one commits with a wrong size. */
+        cr_assert(eq(int, blob_upload_append(u[0], d[0], 100, NULL, NULL), 0));
+        struct pending c0 = { 0 };
+        cr_assert(eq(int, blob_upload_commit(u[0], pending_cb, &c0), 0));
+        blob_upload_abort(u[1]);
+        struct pending c2 = { 0 };
+        cr_assert(eq(int, blob_upload_commit(u[2], pending_cb, &c2), 0));
+        cr_assert(th_run_until(&t, &c0.done));
+        cr_assert(th_run_until(&t, &c2.done));
+        cr_assert(eq(int, c0.res, 0));
+        cr_assert(eq(int, c2.res, -EMSGSIZE));
+        th_settle(&t);
+        cr_assert(eq(u64, th_counters(&t).uploads, 0));
+    }
+    th_close(&t);
+}

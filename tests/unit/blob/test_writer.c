@@ -297,3 +297,200 @@ Test(blob_writer, eagain_from_the_disk_is_retried_not_failed)
     assert_reads(&t, data, sizeof(data), &k);
     th_close(&t);
 }
+
+/* Fills the active segment until one more put makes it seal; returns the puts made. */
+static int fill_to_seal(struct th *t, uint64_t seed, struct blob_key *keys, int max)
+{
+    static uint8_t data[6000];
+    int n = 0;
+    uint64_t sealed = th_counters(t).segments_sealed;
+    while (n < max && th_counters(t).segments_sealed == sealed) {
+        blob_n(data, sizeof(data), seed + (uint64_t)n, &keys[n]);
+        cr_assert(eq(int, th_put(t, &keys[n], data, sizeof(data), 0, 0), 0));
+        n++;
+    }
+    return n;
+}
+
+Test(blob_writer, a_failure_at_any_step_of_a_seal_keeps_what_was_acknowledged)
+{
+    /* The seal's steps: flush, fdatasync of the records, footer write, fdatasync, close. */
+    for (uint64_t nth = 1; nth <= 8; nth++) {
+        struct th t = { 0 };
+        th_open_sim(&t, 180 + nth);
+        th_settle(&t);
+        static struct blob_key keys[40];
+        int n = fill_to_seal(&t, 1000 * nth, keys, 39);
+        (void)n;
+        /* Now fill the next segment and fail the nth operation of its seal. */
+        static struct blob_key more[40];
+        static uint8_t data[6000];
+        int acked = 0;
+        int m = 0;
+        uint64_t sealed = th_counters(&t).segments_sealed;
+        bool armed = false;
+        for (; m < 39 && th_counters(&t).segments_sealed == sealed; m++) {
+            blob_n(data, sizeof(data), 5000 * nth + (uint64_t)m, &more[m]);
+            if (!armed && m >= 7) {
+                blob_io_sim_fail_at(t.io, nth, -EIO);
+                armed = true;
+            }
+            int rc = th_put(&t, &more[m], data, sizeof(data), 0, 0);
+            cr_assert(rc == 0 || rc == -EIO, "put: %d", rc);
+            acked += rc == 0;
+            if (rc < 0) break;
+        }
+        blob_io_sim_fail_at(t.io, 0, 0);
+        th_reopen(&t);
+        for (int i = 0; i < n; i++)
+            cr_assert(blob_exists(t.bc, &keys[i], false), "sealed blob %d lost (fault %llu)", i,
+                      (unsigned long long)nth);
+        for (int i = 0; i < m; i++) {
+            uint8_t *out;
+            size_t got;
+            int rc = th_get(&t, &more[i], 0, 0, &out, &got);
+            cr_assert(rc == 0 || rc == -ENOENT, "blob %d: %d", i, rc);
+            if (rc == 0) free(out);
+        }
+        cr_assert(gt(int, acked, 0));
+        th_close(&t);
+    }
+}
+
+Test(blob_writer, quiesce_syncs_even_without_a_sync_policy)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.sync = BLOB_SYNC_NONE;
+    th_open_sim(&t, 190);
+    static uint8_t data[2000];
+    struct blob_key k;
+    blob_n(data, sizeof(data), 31, &k);
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    cr_assert(eq(u64, th_counters(&t).fsyncs, 0));
+    blob_core_quiesce(t.bc);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).fsyncs, 1), "a clean shutdown leaves nothing unsynced");
+    /* So a power cut right after shutdown keeps the blob. */
+    th_close_store(&t);
+    blob_io_sim_power_loss(t.io);
+    blob_io_sim_restart(t.io);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    assert_reads(&t, data, sizeof(data), &k);
+    th_close(&t);
+}
+
+Test(blob_writer, an_idle_writer_is_idle_and_a_busy_one_is_not)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 191);
+    th_settle(&t);
+    cr_assert(blob_core_is_idle(t.bc));
+    static uint8_t data[2000];
+    struct blob_key k;
+    blob_n(data, sizeof(data), 32, &k);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, data, sizeof(data), NULL, NULL), 0));
+
+    struct done {
+        bool done;
+        int res;
+    } d = { 0 };
+
+    cr_assert(eq(int, blob_upload_commit(u, cb, &d), 0));
+    cr_assert(not(blob_core_is_idle(t.bc)), "a commit waits for its write and fsync");
+    cr_assert(th_run_until(&t, &d.done));
+    th_settle(&t);
+    cr_assert(blob_core_is_idle(t.bc));
+    th_close(&t);
+}
+
+struct order {
+    int seen[16];
+    int len;
+};
+
+struct waiting_upload {
+    struct blob_upload *u;
+    int id;
+    struct order *order;
+    bool done;
+};
+
+static void order_cb(void *ctx, int res)
+{
+    struct waiting_upload *w = ctx;
+    cr_assert(eq(int, res, 0));
+    w->order->seen[w->order->len++] = w->id;
+    w->done = true;
+}
+
+Test(blob_writer, uploads_waiting_for_room_are_all_served)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 200);
+    th_settle(&t);
+
+    /* Four uploads each bigger than all buffers together: each waits at least once. */
+    enum {
+        N = 4
+    };
+
+    size_t len = 5 * 64 * 1024;
+    static uint8_t *data[N];
+    static struct blob_key keys[N];
+    struct order order = { 0 };
+    static struct waiting_upload w[N];
+    for (int i = 0; i < N; i++) {
+        data[i] = malloc(len);
+        th_fill(data[i], len, 300 + (uint64_t)i, false);
+        th_key_of(&keys[i], data[i], len);
+        w[i] = (struct waiting_upload){ .id = i, .order = &order };
+        cr_assert(eq(int, blob_upload_begin(t.bc, &keys[i], 0, &w[i].u), 0));
+    }
+    for (int i = 0; i < N; i++) {
+        int rc = blob_upload_append(w[i].u, data[i], len, order_cb, &w[i]);
+        cr_assert(eq(int, rc, -EINPROGRESS), "upload %d did not wait", i);
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert(th_run_until(&t, &w[i].done));
+    cr_assert(eq(int, order.len, N));
+    for (int i = 0; i < N; i++) {
+        struct done {
+            bool done;
+            int res;
+        } d = { 0 };
+
+        cr_assert(eq(int, blob_upload_commit(w[i].u, cb, &d), 0));
+        cr_assert(th_run_until(&t, &d.done));
+        cr_assert(eq(int, d.res, 0));
+        assert_reads(&t, data[i], len, &keys[i]);
+        free(data[i]);
+    }
+    th_close(&t);
+}
+
+Test(blob_writer, records_never_straddle_the_end_of_a_segment)
+{
+    /* Fill many segments with uneven sizes; every sealed file stays within its size and
+     * every blob reads back, so no record was cut by a seal. */
+    struct th t = { 0 };
+    th_open_sim(&t, 201);
+    static uint8_t data[20000];
+    static struct blob_key keys[80];
+    for (int i = 0; i < 80; i++) {
+        size_t n = 500 + (size_t)(i * 7919) % 19000;
+        th_fill(data, n, 400 + (uint64_t)i, i % 3 == 0);
+        th_key_of(&keys[i], data, n);
+        cr_assert(eq(int, th_put(&t, &keys[i], data, n, 0, 0), 0));
+    }
+    cr_assert(ge(u64, th_counters(&t).segments_sealed, 5));
+    th_reopen(&t);
+    for (int i = 0; i < 80; i++) {
+        size_t n = 500 + (size_t)(i * 7919) % 19000;
+        th_fill(data, n, 400 + (uint64_t)i, i % 3 == 0);
+        assert_reads(&t, data, n, &keys[i]);
+    }
+    th_close(&t);
+}

@@ -3,6 +3,7 @@
  * bytes; extensions and trailers are skipped; malformed framing and oversize lines fail.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -167,4 +168,79 @@ Test(rpc_h1_chunked, sixteen_digit_sizes_decode)
     cr_assert(eq(int, rc, (int)strlen(in)));
     cr_assert(eq(sz, n, 3));
     cr_assert(not(rpc_h1_chunked_is_done(&d)));
+}
+
+/* xorshift64*: deterministic pseudo-random numbers for the property tests. */
+static uint64_t rnd_state = 88172645463325252ULL;
+
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state >> 12;
+    rnd_state ^= rnd_state << 25;
+    rnd_state ^= rnd_state >> 27;
+    return rnd_state * 2685821657736338717ULL;
+}
+
+/* Encodes <body> in random chunks with random extensions and trailers into <out>. */
+static size_t encode_random(const uint8_t *data, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+    size_t i = 0;
+    while (i < len) {
+        size_t c = 1 + rnd() % 700;
+        if (c > len - i) c = len - i;
+        bool upper = rnd() % 2;
+        n += (size_t)snprintf(out + n, size - n, upper ? "%zX" : "%zx", c);
+        if (rnd() % 4 == 0) n += (size_t)snprintf(out + n, size - n, ";name=value%u", 7u);
+        n += (size_t)snprintf(out + n, size - n, "\r\n");
+        memcpy(out + n, data + i, c);
+        n += c;
+        n += (size_t)snprintf(out + n, size - n, "\r\n");
+        i += c;
+    }
+    n += (size_t)snprintf(out + n, size - n, "0\r\n");
+    if (rnd() % 2) n += (size_t)snprintf(out + n, size - n, "X-Checksum: abc\r\n");
+    n += (size_t)snprintf(out + n, size - n, "\r\n");
+    return n;
+}
+
+Test(rpc_h1_chunked, random_encodings_decode_at_random_cuts)
+{
+    static uint8_t data[3000];
+    static char wire[8192];
+    for (int round = 0; round < 300; round++) {
+        size_t len = (size_t)(rnd() % sizeof(data));
+        for (size_t i = 0; i < len; i++)
+            data[i] = (uint8_t)rnd();
+        size_t n = encode_random(data, len, wire, sizeof(wire));
+        cr_assert(lt(sz, n, sizeof(wire)));
+        struct result r;
+        decode(wire, n, 1 + (size_t)(rnd() % 97), &r);
+        cr_assert(eq(int, r.err, 0), "round %d", round);
+        cr_assert(r.done, "round %d", round);
+        cr_assert(eq(sz, r.len, len));
+        cr_assert(eq(sz, r.consumed, n));
+        cr_assert(eq(int, memcmp(r.body, data, len), 0), "round %d", round);
+    }
+}
+
+Test(rpc_h1_chunked, any_corrupted_byte_of_the_framing_is_refused_or_changes_nothing)
+{
+    /* Flipping a framing byte either fails the decode or, for bytes inside an extension or a
+     * trailer value, leaves the body as it was; it never yields other body bytes silently. */
+    const char *wire = "5;a=b\r\nhello\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\n";
+    size_t n = strlen(wire);
+    static char copy[64];
+    for (size_t i = 0; i < n; i++) {
+        bool in_data = (i >= 7 && i < 12) || (i >= 17 && i < 20);
+        if (in_data) continue;
+        memcpy(copy, wire, n);
+        copy[i] = copy[i] == 'z' ? 'y' : 'z';
+        struct result r;
+        decode(copy, n, 3, &r);
+        if (r.err == 0 && r.done) {
+            cr_assert(eq(sz, r.len, 8), "byte %zu", i);
+            cr_assert(eq(int, memcmp(r.body, "helloabc", 8), 0), "byte %zu", i);
+        }
+    }
 }

@@ -1,0 +1,608 @@
+/*
+ * ringcas put, get and stat: argument checks, files, output, and one line per error, on top
+ * of the synchronous helpers (client/sync.h). Exit statuses in client/cli.h and docs/cli.md.
+ *
+ * Sections: common, put, get, stat.
+ */
+#include "client/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "base/err.h"
+#include "client/cas.h"
+#include "client/resource.h"
+#include "client/sync.h"
+#include "proto/build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "proto/status.h"
+
+/* ---- common ---- */
+
+/* Files up to --batch-max (at most PUT_BATCH_BLOB_MAX) go in BatchUpdateBlobs requests of up
+ * to PUT_BATCH_BYTES, well under the 4 MiB servers usually allow. */
+#define PUT_BATCH_BLOB_MAX (256u << 10)
+#define PUT_BATCH_BYTES    (1u << 20)
+#define PUT_BATCH_COUNT    1000u
+
+void client_cli_options_default(struct client_cli_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->server = "127.0.0.1:8980";
+    o->instance = "";
+    o->timeout_ms = 30000;
+    o->deadline_ms = 0;
+    o->batch_max = PUT_BATCH_BLOB_MAX;
+}
+
+int client_cli_exit_code(int err)
+{
+    switch (err) {
+    case 0:
+        return CLIENT_EXIT_OK;
+    case -ENOENT:
+        return CLIENT_EXIT_NOT_FOUND;
+    case -ETIMEDOUT:
+        return CLIENT_EXIT_TIMEOUT;
+    case -ECONNREFUSED:
+    case -EHOSTUNREACH:
+    case -ENETUNREACH:
+    case -ECONNRESET:
+        return CLIENT_EXIT_UNAVAILABLE;
+    case -EBADMSG:
+    case -EILSEQ:
+        return CLIENT_EXIT_INTEGRITY;
+    default:
+        return CLIENT_EXIT_FAILURE;
+    }
+}
+
+/* Prints "ringcas CMD: WHAT: message [STATUS]" for a failed call. */
+static void report(const char *cmd, const char *what, const struct client_result *r,
+                   const struct client_cli_options *o)
+{
+    const char *msg = r->message[0] ? r->message : client_err_str(r->err);
+    char status[48] = "";
+    /* Only the server's own status: a local one (a timeout, a dead output) would confuse. */
+    if (r->status_received && r->status > 0 && r->status < PROTO_STATUS_COUNT) {
+        (void)snprintf(status, sizeof(status), " [%s]", proto_status_name(r->status));
+    }
+    if (client_cli_exit_code(r->err) == CLIENT_EXIT_UNAVAILABLE) {
+        (void)fprintf(stderr, "ringcas %s: %s: %s%s (server %s)\n", cmd, what, msg, status,
+                      o->server);
+        return;
+    }
+    (void)fprintf(stderr, "ringcas %s: %s: %s%s\n", cmd, what, msg, status);
+}
+
+static int check_options(const char *cmd, const struct client_cli_options *o)
+{
+    const char *why;
+    if (client_resource_check_instance(o->instance, &why) < 0) {
+        (void)fprintf(stderr, "ringcas %s: --instance '%s': %s\n", cmd, o->instance, why);
+        return CLIENT_EXIT_USAGE;
+    }
+    if (o->timeout_ms == 0 || o->timeout_ms > UINT32_MAX || o->deadline_ms > UINT32_MAX) {
+        (void)fprintf(stderr, "ringcas %s: --timeout must be > 0 and both at most 49 days\n", cmd);
+        return CLIENT_EXIT_USAGE;
+    }
+    if (o->batch_max > PUT_BATCH_BLOB_MAX) {
+        (void)fprintf(stderr, "ringcas %s: --batch-max is at most 256KiB\n", cmd);
+        return CLIENT_EXIT_USAGE;
+    }
+    return CLIENT_EXIT_OK;
+}
+
+static int session_open(const char *cmd, struct client_sync **s, const struct client_cli_options *o)
+{
+    struct client_sync_options so = {
+        .server = o->server,
+        .instance = o->instance,
+        .timeout_ms = (uint32_t)o->timeout_ms,
+        .deadline_ms = (uint32_t)o->deadline_ms,
+    };
+    char why[256];
+    int rc = client_sync_create(&so, s, why, sizeof(why));
+    if (rc == 0) return CLIENT_EXIT_OK;
+    (void)fprintf(stderr, "ringcas %s: %s\n", cmd, why);
+    if (rc == -EINVAL) return CLIENT_EXIT_USAGE;
+    return rc == -EHOSTUNREACH ? CLIENT_EXIT_UNAVAILABLE : CLIENT_EXIT_FAILURE;
+}
+
+/* ---- put ---- */
+
+struct put_item {
+    const char *path;       /* as given */
+    bool hashed;            /* it could be read and hashed (it is closed in between: a long
+                               file list must not hold a descriptor per file) */
+    struct client_digest d; /* its digest */
+    bool missing;           /* the server lacks it (or --force) */
+    bool done;              /* uploaded (or failed) by a batch */
+    int status;             /* its exit status once done */
+};
+
+/* What went wrong with a local file, for a user. */
+static const char *file_err_str(int err)
+{
+    switch (err) {
+    case -ENOENT:
+        return "no such file";
+    case -EACCES:
+        return "permission denied";
+    case -EISDIR:
+        return "is a directory";
+    case -EINVAL:
+        return "not a regular file";
+    default:
+        return base_err_str(err);
+    }
+}
+
+/* Opens <it>'s file for reading; the descriptor, or -errno after reporting it. */
+static int put_open(struct put_item *it)
+{
+    int fd = open(it->path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    int err = -errno;
+    (void)fprintf(stderr, "ringcas put: %s: %s\n", it->path, file_err_str(err));
+    return err;
+}
+
+/* Hashes every file; returns the exit status so far. */
+static int put_hash_all(struct put_item *items, char *const *files, size_t count)
+{
+    int status = CLIENT_EXIT_OK;
+    for (size_t i = 0; i < count; i++) {
+        items[i].path = files[i];
+        items[i].missing = true;
+        int fd = put_open(&items[i]);
+        int rc = fd < 0 ? fd : client_digest_fd(fd, &items[i].d);
+        if (fd >= 0) (void)close(fd);
+        items[i].hashed = rc == 0;
+        if (rc == 0) continue;
+        if (fd >= 0) (void)fprintf(stderr, "ringcas put: %s: %s\n", files[i], file_err_str(rc));
+        status = CLIENT_EXIT_USAGE;
+    }
+    return status;
+}
+
+/* Asks the server which of the hashed files it lacks; 0 or the exit status of a failure. */
+static int put_find_missing(struct client_sync *s, struct put_item *items, size_t count,
+                            const struct client_cli_options *o)
+{
+    struct client_digest *ds = calloc(count, sizeof(*ds));
+    size_t *idx = calloc(count, sizeof(*idx));
+    bool *missing = calloc(count, sizeof(*missing));
+    int status = CLIENT_EXIT_OK;
+    size_t n = 0;
+    if (!ds || !idx || !missing) {
+        (void)fprintf(stderr, "ringcas put: out of memory\n");
+        status = CLIENT_EXIT_FAILURE;
+        goto out;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (!items[i].hashed) continue;
+        ds[n] = items[i].d;
+        idx[n++] = i;
+    }
+    /* Batches within the request limit; bounded by <n>. */
+    for (size_t at = 0; at < n && status == CLIENT_EXIT_OK; at += CLIENT_CAS_FIND_MAX) {
+        size_t k = n - at < CLIENT_CAS_FIND_MAX ? n - at : CLIENT_CAS_FIND_MAX;
+        struct client_result r;
+        int rc = client_sync_find_missing(s, ds + at, k, missing + at, &r);
+        if (rc == -ENOSYS) break; /* a server without FindMissingBlobs: upload everything */
+        if (rc < 0) {
+            report("put", "FindMissingBlobs", &r, o);
+            status = client_cli_exit_code(rc);
+        }
+    }
+    for (size_t j = 0; j < n && status == CLIENT_EXIT_OK; j++) {
+        items[idx[j]].missing = missing[j];
+    }
+out:
+    free(ds);
+    free(idx);
+    free(missing);
+    return status;
+}
+
+/* Reads the whole small file <fd> of <it> into <buf> (d.size bytes); 0 or -errno. */
+static int put_read_small(const struct put_item *it, int fd, uint8_t *buf)
+{
+    size_t got = 0;
+    /* Bounded: each read makes progress or ends the loop. */
+    while (got < it->d.size) {
+        ssize_t n = pread(fd, buf + got, it->d.size - got, (off_t)got);
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1) return -errno;
+        if (n == 0) return -EILSEQ; /* shorter than when it was hashed */
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* The batch being built: blobs, their bytes, and which item each is. */
+struct put_batch {
+    struct client_batch_blob blobs[PUT_BATCH_COUNT];
+    size_t items[PUT_BATCH_COUNT];
+    int statuses[PUT_BATCH_COUNT];
+    char messages[PUT_BATCH_COUNT][CLIENT_MESSAGE_MAX];
+    size_t count;
+    size_t bytes;
+    uint8_t *raw;  /* PUT_BATCH_BYTES of file bytes */
+    uint8_t *z;    /* their zstd frames (--compress) */
+    size_t z_used; /* bytes of z used */
+    size_t z_size; /* capacity of z */
+};
+
+/* Adds item <i> to <b> (its bytes read, checked and, with --compress, compressed). */
+static void put_batch_add(struct put_batch *b, struct put_item *items, size_t i,
+                          const struct client_cli_options *o)
+{
+    struct put_item *it = &items[i];
+    uint8_t *raw = b->raw + b->bytes;
+    int fd = open(it->path, O_RDONLY | O_CLOEXEC);
+    int rc = fd == -1 ? -errno : put_read_small(it, fd, raw);
+    if (fd >= 0) (void)close(fd);
+    struct client_digest now;
+    if (rc == 0) client_digest_buf(raw, (size_t)it->d.size, &now);
+    if (rc == 0 && !client_digest_equal(&now, &it->d)) rc = -EILSEQ;
+    it->done = rc < 0;
+    if (rc < 0) {
+        (void)fprintf(stderr, "ringcas put: %s: %s\n", it->path,
+                      rc == -EILSEQ ? "content changed since it was hashed" : file_err_str(rc));
+        it->status = rc == -EILSEQ ? CLIENT_EXIT_INTEGRITY : CLIENT_EXIT_USAGE;
+        return;
+    }
+    struct client_batch_blob *bb = &b->blobs[b->count];
+    bb->digest = it->d;
+    bb->data = raw;
+    bb->len = (size_t)it->d.size;
+    bb->zstd = false;
+    if (o->compress) {
+        size_t z = ZSTD_compress(b->z + b->z_used, b->z_size - b->z_used, raw, bb->len,
+                                 ZSTD_CLEVEL_DEFAULT);
+        if (!ZSTD_isError(z)) {
+            bb->data = b->z + b->z_used;
+            bb->len = z;
+            bb->zstd = true;
+            b->z_used += z;
+        }
+    }
+    b->items[b->count++] = i;
+    b->bytes += (size_t)it->d.size;
+}
+
+/* Sends <b>; marks its items done with their outcome unless the server lacks the method. */
+static void put_batch_send(struct client_sync *s, struct put_batch *b, struct put_item *items,
+                           const struct client_cli_options *o)
+{
+    struct client_result r = { 0 };
+    int rc = client_sync_batch_update(s, b->blobs, b->count, b->statuses, b->messages, &r);
+    for (size_t k = 0; rc != -ENOSYS && k < b->count; k++) {
+        struct put_item *it = &items[b->items[k]];
+        it->done = true;
+        if (rc < 0) {
+            report("put", it->path, &r, o);
+            it->status = client_cli_exit_code(rc);
+        } else if (b->statuses[k] != 0) {
+            struct client_result one = { .err = client_status_errno(b->statuses[k]),
+                                         .status = b->statuses[k],
+                                         .status_received = true };
+            (void)snprintf(one.message, sizeof(one.message), "%s", b->messages[k]);
+            report("put", it->path, &one, o);
+            it->status = client_cli_exit_code(one.err);
+        }
+    }
+    b->count = 0;
+    b->bytes = 0;
+    b->z_used = 0;
+}
+
+/*
+ * Uploads the missing small files in BatchUpdateBlobs requests. Their bytes are read again
+ * and checked against the digest (a file that changed is not sent). A server without the
+ * method (UNIMPLEMENTED) leaves them to the streaming upload.
+ */
+static void put_batches(struct client_sync *s, struct put_item *items, size_t count,
+                        const struct client_cli_options *o)
+{
+    struct put_batch *b = calloc(1, sizeof(*b));
+    if (!b) return;
+    b->raw = malloc(PUT_BATCH_BYTES);
+    /* Each blob is its own frame: the bound of the whole plus a frame header per blob. */
+    b->z_size = ZSTD_compressBound(PUT_BATCH_BYTES) + (size_t)PUT_BATCH_COUNT * 64;
+    b->z = o->compress ? malloc(b->z_size) : NULL;
+    bool ok = b->raw && (!o->compress || b->z);
+    for (size_t i = 0; ok && i < count; i++) {
+        struct put_item *it = &items[i];
+        if (!it->hashed || !it->missing || it->d.size > o->batch_max) continue;
+        if (b->bytes + it->d.size > PUT_BATCH_BYTES || b->count == PUT_BATCH_COUNT) {
+            put_batch_send(s, b, items, o);
+        }
+        put_batch_add(b, items, i, o);
+    }
+    if (ok && b->count > 0) put_batch_send(s, b, items, o);
+    free(b->z);
+    free(b->raw);
+    free(b);
+}
+
+int client_cli_put(const struct client_cli_options *o, char *const *files, size_t count)
+{
+    if (count == 0) {
+        (void)fprintf(stderr, "ringcas put: no FILE given (see ringcas put --help)\n");
+        return CLIENT_EXIT_USAGE;
+    }
+    int status = check_options("put", o);
+    if (status != CLIENT_EXIT_OK) return status;
+    struct put_item *items = calloc(count, sizeof(*items));
+    if (!items) return CLIENT_EXIT_FAILURE;
+    status = put_hash_all(items, files, count);
+    struct client_sync *s = NULL;
+    int rc = session_open("put", &s, o);
+    if (rc != CLIENT_EXIT_OK) {
+        status = rc;
+        goto out_free;
+    }
+    rc = o->force ? CLIENT_EXIT_OK : put_find_missing(s, items, count, o);
+    if (rc == CLIENT_EXIT_OK) put_batches(s, items, count, o);
+    for (size_t i = 0; i < count && rc == CLIENT_EXIT_OK; i++) {
+        struct put_item *it = &items[i];
+        if (!it->hashed || it->done || !it->missing) continue;
+        struct client_result r = { 0 };
+        it->done = true;
+        int fd = put_open(it);
+        if (fd < 0) {
+            it->status = CLIENT_EXIT_USAGE;
+            continue;
+        }
+        if (client_sync_put_fd(s, fd, &it->d, o->compress, &r) < 0) {
+            report("put", it->path, &r, o);
+            it->status = client_cli_exit_code(r.err);
+        }
+        (void)close(fd);
+    }
+    /* The digests, in the order given, of every file that is on the server now. */
+    for (size_t i = 0; i < count && rc == CLIENT_EXIT_OK; i++) {
+        if (!items[i].hashed) continue;
+        if (items[i].status != CLIENT_EXIT_OK) {
+            if (status == CLIENT_EXIT_OK) status = items[i].status;
+            continue;
+        }
+        char text[CLIENT_DIGEST_TEXT_MAX];
+        client_digest_format(&items[i].d, text);
+        printf("%s\n", text);
+    }
+    if (rc != CLIENT_EXIT_OK && status == CLIENT_EXIT_OK) status = rc;
+    client_sync_destroy(s);
+out_free:
+    free(items);
+    if (fflush(stdout) != 0 && status == CLIENT_EXIT_OK) status = CLIENT_EXIT_FAILURE;
+    return status;
+}
+
+/* ---- get ---- */
+
+/* Opens a new file beside <path> to write into; its name goes to <tmp>. */
+static int open_temp(const char *path, char *tmp, size_t size)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) r = (uint32_t)getpid();
+    int n = snprintf(tmp, size, "%s.ringcas-%u-%08x", path, (unsigned)getpid(), r);
+    if (n < 0 || (size_t)n >= size) return -ENAMETOOLONG;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    return fd == -1 ? -errno : fd;
+}
+
+static int get_run(struct client_sync *s, const struct client_digest *d, int fd, const char *what,
+                   const struct client_cli_options *o)
+{
+    struct client_result r = { 0 };
+    int rc = client_sync_get_fd(s, d, o->compress, fd, &r);
+    if (rc == 0) return CLIENT_EXIT_OK;
+    report("get", what, &r, o);
+    return client_cli_exit_code(rc);
+}
+
+int client_cli_get(const struct client_cli_options *o, const char *digest)
+{
+    struct client_digest d;
+    const char *why;
+    if (client_digest_parse(digest, &d, &why) < 0) {
+        (void)fprintf(stderr, "ringcas get: '%s': %s\n", digest, why);
+        return CLIENT_EXIT_USAGE;
+    }
+    int status = check_options("get", o);
+    if (status != CLIENT_EXIT_OK) return status;
+    /*
+     * A reader that goes away (get ... | head) must end the download with RST_STREAM(CANCEL),
+     * which cancels the server's reads, not kill the process mid-stream: the write reports
+     * EPIPE instead.
+     */
+    (void)signal(SIGPIPE, SIG_IGN);
+    bool to_file = o->output && strcmp(o->output, "-") != 0;
+    char tmp[4096];
+    int fd = STDOUT_FILENO;
+    if (to_file) {
+        fd = open_temp(o->output, tmp, sizeof(tmp));
+        if (fd < 0) {
+            (void)fprintf(stderr, "ringcas get: %s: %s\n", o->output, base_err_str(fd));
+            return CLIENT_EXIT_USAGE;
+        }
+    }
+    struct client_sync *s = NULL;
+    status = session_open("get", &s, o);
+    if (status == CLIENT_EXIT_OK) {
+        status = get_run(s, &d, fd, digest, o);
+        client_sync_destroy(s);
+    }
+    if (!to_file) return status;
+    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
+        (void)fprintf(stderr, "ringcas get: %s: %s\n", o->output, base_err_str(-errno));
+        status = CLIENT_EXIT_FAILURE;
+    }
+    if (status == CLIENT_EXIT_OK && rename(tmp, o->output) == -1) {
+        (void)fprintf(stderr, "ringcas get: %s: %s\n", o->output, base_err_str(-errno));
+        status = CLIENT_EXIT_FAILURE;
+    }
+    if (status != CLIENT_EXIT_OK) (void)unlink(tmp);
+    return status;
+}
+
+/* ---- stat ---- */
+
+static const char *enum_name(const ProtobufCEnumDescriptor *desc, int value)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(desc, value);
+    return v ? v->name : "?";
+}
+
+static void print_compressors(const char *label, size_t n, const int *values)
+{
+    printf("%s:", label);
+    for (size_t i = 0; i < n; i++) {
+        printf(" %s", enum_name(&build__bazel__remote__execution__v2__compressor__value__descriptor,
+                                values[i]));
+    }
+    printf("%s\n", n == 0 ? " none" : "");
+}
+
+static void print_capabilities(const Build__Bazel__Remote__Execution__V2__ServerCapabilities *c)
+{
+    const Build__Bazel__Semver__SemVer *lo = c->low_api_version;
+    const Build__Bazel__Semver__SemVer *hi = c->high_api_version;
+    if (lo && hi) {
+        printf("api versions: %d.%d to %d.%d\n", lo->major, lo->minor, hi->major, hi->minor);
+    }
+    const Build__Bazel__Remote__Execution__V2__CacheCapabilities *cc = c->cache_capabilities;
+    if (!cc) {
+        printf("cache: not served\n");
+        return;
+    }
+    printf("digest functions:");
+    for (size_t i = 0; i < cc->n_digest_functions; i++) {
+        printf(" %s",
+               enum_name(&build__bazel__remote__execution__v2__digest_function__value__descriptor,
+                         (int)cc->digest_functions[i]));
+    }
+    printf("\n");
+    print_compressors("compressors (ByteStream)", cc->n_supported_compressors,
+                      (const int *)cc->supported_compressors);
+    print_compressors("compressors (batch updates)", cc->n_supported_batch_update_compressors,
+                      (const int *)cc->supported_batch_update_compressors);
+    printf("max batch size: %lld bytes\n", (long long)cc->max_batch_total_size_bytes);
+    bool ac = cc->action_cache_update_capabilities &&
+              cc->action_cache_update_capabilities->update_enabled;
+    printf("action cache updates: %s\n", ac ? "enabled" : "disabled");
+    printf("execution: %s\n", c->execution_capabilities ? "served" : "not served");
+}
+
+bool client_cli_metric_sum(const char *text, size_t len, const char *name, double *sum)
+{
+    size_t nlen = strlen(name);
+    bool found = false;
+    *sum = 0;
+    /* Bounded by the text's lines. */
+    for (const char *line = text; line < text + len;) {
+        const char *eol = memchr(line, '\n', (size_t)(text + len - line));
+        if (!eol) eol = text + len;
+        size_t llen = (size_t)(eol - line);
+        bool match = llen > nlen && memcmp(line, name, nlen) == 0 &&
+                     (line[nlen] == ' ' || line[nlen] == '{');
+        const char *sp = match ? memrchr(line, ' ', llen) : NULL;
+        if (sp) {
+            char num[64];
+            size_t vlen = (size_t)(eol - sp - 1);
+            if (vlen > 0 && vlen < sizeof(num)) {
+                memcpy(num, sp + 1, vlen);
+                num[vlen] = '\0';
+                *sum += strtod(num, NULL);
+                found = true;
+            }
+        }
+        line = eol + 1;
+    }
+    return found;
+}
+
+static void print_counters(const char *text, size_t len)
+{
+    static const char *const rows[][2] = {
+        { "ringcas_conns", "connections open" },
+        { "ringcas_conns_accepted", "connections accepted" },
+        { "ringcas_requests_total", "requests finished" },
+        { "ringcas_requests_in_flight", "requests in flight" },
+        { "ringcas_bytes_in", "bytes received" },
+        { "ringcas_bytes_out", "bytes sent" },
+        { "ringcas_ops_in_flight", "io_uring ops in flight" },
+        { "ringcas_bufs_out", "receive buffers held" },
+        { "ringcas_timeouts", "I/O timeouts" },
+        { "ringcas_cancels", "cancels" },
+        { "ringcas_h2_streams", "HTTP/2 streams open" },
+        { "ringcas_grpc_calls", "gRPC calls alive" },
+        { "ringcas_bs_readers", "ByteStream readers" },
+        { "ringcas_bs_uploads", "ByteStream uploads" },
+    };
+    printf("counters (GET /metrics, summed over cores):\n");
+    for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
+        double v;
+        if (client_cli_metric_sum(text, len, rows[i][0], &v)) {
+            printf("  %-24s %.0f\n", rows[i][1], v);
+        }
+    }
+}
+
+/* Reads GET /metrics and prints the summary; returns <status>, or the failure's. */
+static int stat_metrics(struct client_sync *s, int status)
+{
+    struct client_http h;
+    memset(&h, 0, sizeof(h));
+    int rc = client_sync_http_get(s, "/metrics", &h);
+    if (rc < 0 || h.status != 200) {
+        (void)fprintf(stderr, "ringcas stat: GET /metrics: %s\n",
+                      rc < 0 ? client_err_str(rc) : "unexpected HTTP status");
+        if (status == CLIENT_EXIT_OK) {
+            status = rc < 0 ? client_cli_exit_code(rc) : CLIENT_EXIT_FAILURE;
+        }
+    } else {
+        print_counters(h.body, h.body_len);
+    }
+    client_http_deinit(&h);
+    return status;
+}
+
+int client_cli_stat(const struct client_cli_options *o)
+{
+    int status = check_options("stat", o);
+    if (status != CLIENT_EXIT_OK) return status;
+    struct client_sync *s = NULL;
+    status = session_open("stat", &s, o);
+    if (status != CLIENT_EXIT_OK) return status;
+    struct client_unary u;
+    client_unary_init(&u, &s->cl);
+    struct client_result r = { 0 };
+    printf("server: %s\n", o->server);
+    bool reached = true;
+    if (client_sync_capabilities(s, &u, &r) < 0) {
+        report("stat", "GetCapabilities", &r, o);
+        status = client_cli_exit_code(r.err);
+        /* A server that cannot be reached or does not answer will not serve /metrics either. */
+        reached = status != CLIENT_EXIT_UNAVAILABLE && status != CLIENT_EXIT_TIMEOUT;
+    } else {
+        print_capabilities(
+            (const Build__Bazel__Remote__Execution__V2__ServerCapabilities *)u.response);
+    }
+    client_unary_deinit(&u);
+    if (reached) status = stat_metrics(s, status);
+    client_sync_destroy(s);
+    if (fflush(stdout) != 0 && status == CLIENT_EXIT_OK) status = CLIENT_EXIT_FAILURE;
+    return status;
+}

@@ -1,0 +1,79 @@
+/*
+ * The HTTP/1.1 connection as a request handler sees it (src/rpc/h1_cache.c is the handler of
+ * the cache routes): how it takes the request body, answers, and streams a response.
+ *
+ * Every function runs on the connection's core, for the request being handled, and only
+ * before the connection began to close: rpc_h1_cache_close() tells the handler when that
+ * happens, and nothing here may be called after it.
+ */
+#ifndef RINGCAS_RPC_H1_H
+#define RINGCAS_RPC_H1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rpc_h1_conn;
+struct ring_owner;
+
+/* The connection's owner: ops of the handler (timers) that must end before it is freed. */
+struct ring_owner *rpc_h1_owner(struct rpc_h1_conn *h);
+
+/* ---- the request body ---- */
+
+/*
+ * Streams the body into rpc_h1_cache_body(), then calls rpc_h1_cache_body_end(). Sends
+ * "100 Continue" first when the client waits for it. An empty body goes straight to
+ * rpc_h1_cache_body_end().
+ */
+void rpc_h1_body_accept(struct rpc_h1_conn *h);
+
+/*
+ * Reads and drops the whole body, then answers <status> with no content: the request needs
+ * no body (a CAS upload of a blob already present). A client waiting for "100 Continue" is
+ * answered at once instead, and the connection closes after the answer.
+ */
+void rpc_h1_body_discard(struct rpc_h1_conn *h, int status);
+
+/* A call of rpc_h1_cache_body that returned -EINPROGRESS finished: its bytes are consumed. */
+void rpc_h1_body_resume(struct rpc_h1_conn *h);
+
+/* ---- answers ---- */
+
+/*
+ * Answers <status> with the one-line text body <text> (static). If the request body is not
+ * read completely, the connection closes after the answer (any pending rpc_h1_cache_body
+ * input is given up: the handler must not touch it any more).
+ */
+void rpc_h1_answer(struct rpc_h1_conn *h, int status, const char *text);
+
+/* Answers <status> with no content (a PUT that stored its body). */
+void rpc_h1_answer_empty(struct rpc_h1_conn *h, int status);
+
+/* Answers a HEAD request: 200 with a Content-Length of <length> and no content. */
+void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length);
+
+/* ---- streamed responses ---- */
+
+/*
+ * Starts a 200 response of <length> bytes, or of zstd frames (Content-Encoding: zstd, sent
+ * chunked, <length> ignored) when <zstd>. Nothing is sent before the first piece or the end.
+ */
+void rpc_h1_stream_begin(struct rpc_h1_conn *h, uint64_t length, bool zstd);
+
+/*
+ * Sends the next <len> > 0 bytes at <data>, borrowed until rpc_h1_cache_piece_sent() runs,
+ * which asks for the next piece.
+ */
+void rpc_h1_stream_piece(struct rpc_h1_conn *h, const void *data, size_t len);
+
+/* Ends the response (the pieces added up to its length). */
+void rpc_h1_stream_end(struct rpc_h1_conn *h);
+
+/*
+ * The response cannot be completed: before any byte went out it becomes an error answer
+ * (<status>, <text>); after, the connection closes so the client sees a truncated body.
+ */
+void rpc_h1_stream_fail(struct rpc_h1_conn *h, int status, const char *text);
+
+#endif /* RINGCAS_RPC_H1_H */

@@ -1,0 +1,100 @@
+/*
+ * The cache routes of HTTP/1.1: GET, HEAD and PUT of CAS blobs, action cache entries and plain
+ * keys, over the core's storage engine (src/blob/store.h).
+ *
+ * Uploads with a Content-Length and identity coding stream into the engine as they arrive,
+ * with the engine's backpressure pausing the connection's receive. The engine needs a blob's
+ * size before its first byte, so a body whose decoded size is not known in advance (chunked,
+ * or Content-Encoding: zstd) is held in memory up to RPC_H1_SPOOL_MAX bytes first (docs/http.md
+ * explains the bound). Downloads stream piece by piece: identity bytes with Content-Length, or
+ * the stored zstd frames as they are (Accept-Encoding: zstd) in chunked coding.
+ *
+ * Statuses: 404 missing, 413 over the size limit, 503 admission full or draining, 507 store
+ * full, 400 digest or size mismatch or malformed zstd (rpc_h1_cache_status).
+ */
+#ifndef RINGCAS_RPC_H1_CACHE_H
+#define RINGCAS_RPC_H1_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ring/timer.h"
+#include "rpc/h1.h"
+#include "rpc/h1_parse.h"
+#include "rpc/h1_route.h"
+
+#define RPC_H1_SPOOL_MAX      (64ULL << 20)  /* bytes held for one body of unknown size */
+#define RPC_H1_SPOOL_CORE_MAX (256ULL << 20) /* bytes held per core for such bodies */
+#define RPC_H1_AC_MAX         (64ULL << 20)  /* largest AC or plain-key value (the engine's) */
+
+struct blob_core;
+struct blob_upload;
+struct blob_reader;
+
+/* What follows the write of a CAS blob's size map entry. */
+enum rpc_h1_then {
+    RPC_H1_THEN_CREATED, /* answer 201: the blob was stored */
+    RPC_H1_THEN_PRESENT, /* answer 200: it was present, its body is read */
+    RPC_H1_THEN_DISCARD, /* it was present: drop its body, then answer 200 */
+};
+
+/* One request's state, inside the connection's memory. */
+struct rpc_h1_cache {
+    struct rpc_h1_conn *h;            /* the connection */
+    struct blob_core *bc;             /* the core's engine */
+    const struct rpc_h1_request *req; /* the request (the connection's memory) */
+    const struct rpc_h1_route *route; /* its route */
+    uint64_t max_blob;                /* largest CAS blob the store takes, bytes */
+    struct blob_upload *upload;       /* the upload in progress, or NULL */
+    struct blob_reader *reader;       /* the read in progress, or NULL */
+    bool reading;                     /* a blob_read_next callback is pending */
+    bool sent_any;                    /* a piece of the response went out */
+    bool existed;                     /* the entry was present when the PUT began */
+    bool zstd_out;                    /* the response is the stored zstd frames */
+    bool spooling;                    /* the body goes to the spool first */
+    uint8_t *spool;                   /* a body of unknown size, or NULL */
+    size_t spool_len;                 /* bytes in spool */
+    size_t spool_size;                /* its capacity */
+    struct ring_timer retry;          /* retries a read refused with -EAGAIN */
+    uint32_t retries;                 /* of the current read */
+    uint64_t size;                    /* CAS: the blob's size, once known */
+    uint8_t map_buf[8];               /* the size map entry's value (little-endian size) */
+    uint8_t then;                     /* enum rpc_h1_then: after the size map's write */
+};
+
+/* Prepares <cr> for connection <h>; once per connection. */
+void rpc_h1_cache_init(struct rpc_h1_cache *cr, struct rpc_h1_conn *h);
+
+/*
+ * Serves a request routed to RPC_H1_TARGET_CAS, _AC or _KV on engine <bc> (NULL: no store,
+ * 503). <req> and <route> stay valid until the request ends. <max_blob> bounds CAS uploads
+ * (413 past it). Answers at once or later, or accepts the body (rpc_h1_body_accept).
+ */
+void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
+                        const struct rpc_h1_request *req, const struct rpc_h1_route *route,
+                        uint64_t max_blob);
+
+/*
+ * The next <len> decoded body bytes at <data>. Returns 0 when they were consumed,
+ * -EINPROGRESS when they must stay unchanged until rpc_h1_body_resume(), or -ECANCELED when
+ * the request was answered (an error) and no more body is wanted.
+ */
+int rpc_h1_cache_body(struct rpc_h1_cache *cr, const uint8_t *data, size_t len);
+
+/* The body is complete: commit and answer. */
+void rpc_h1_cache_body_end(struct rpc_h1_cache *cr);
+
+/* A streamed piece went out: send the next one or end. */
+void rpc_h1_cache_piece_sent(struct rpc_h1_cache *cr);
+
+/* The request ended or the connection closes: release engine objects. Idempotent. */
+void rpc_h1_cache_close(struct rpc_h1_cache *cr);
+
+/*
+ * The HTTP status for engine error <err> (a negative errno of src/blob/store.h) of a read,
+ * or of an upload when <upload>.
+ */
+int rpc_h1_cache_status(int err, bool upload);
+
+#endif /* RINGCAS_RPC_H1_CACHE_H */

@@ -1,0 +1,375 @@
+"""The HTTP/1.1 cache routes against the real server: CAS, action cache and plain keys with
+curl and raw sockets; every status; zstd both ways; chunked uploads; 100-continue; short
+bodies; slow senders; admission; a drain during a download. Every scenario ends with the
+server's connections, buffers, ops, uploads and readers back to zero."""
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import zstandard
+
+import harness
+from http1 import Raw, chunked, request
+
+EMPTY = hashlib.sha256(b"").hexdigest()
+QUIET = ("blob_uploads", "blob_readers")
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def curl(*args, data=None):
+    """Runs curl; returns (status, body bytes)."""
+    cmd = ["curl", "-s", "-S", "-o", "-", "-w", "\n%{http_code}", "--max-time", "60"] + list(args)
+    r = subprocess.run(cmd, input=data, capture_output=True, timeout=90)
+    body, _, code = r.stdout.rpartition(b"\n")
+    return int(code or 0), body
+
+
+def unzstd(data):
+    """Decompresses every frame of <data> (a stream of several frames)."""
+    out = b""
+    while data:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        out += d.decompress(data)
+        data = d.unused_data
+    return out
+
+
+def compressible(n, seed=0):
+    """Bytes that look like build output: text with repeats."""
+    line = b"".join(b"obj_%d_%d: .quad %d\n" % (seed, i, i * 7) for i in range(64))
+    return (line * (n // len(line) + 1))[:n]
+
+
+class CacheRoutes(harness.ServerTestCase):
+    server_args = ("--max-size", "1GiB")
+
+    def url(self, path):
+        return self.server.url + path
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=QUIET)
+
+    def put(self, path, data, *extra):
+        return curl("-X", "PUT", "--data-binary", "@-", *extra, self.url(path), data=data)[0]
+
+    def test_cas_round_trips_at_every_size(self):
+        for n in (0, 1, 1000, 256 * 1024, 256 * 1024 + 1, 5 << 20):
+            data = os.urandom(n) if n % 2 else compressible(n, n)
+            h = sha(data)
+            want_put = 200 if n == 0 else 201  # the empty blob is always present
+            self.assertEqual(self.put("/bazel/cas/" + h, data), want_put, n)
+            # The CAS is shared by every prefix, and upper-case hex names the same blob.
+            for prefix in ("/bazel", "", "/other/instance"):
+                status, body = curl(self.url(prefix + "/cas/" + h))
+                self.assertEqual(status, 200)
+                self.assertEqual(body, data, n)
+            status, body = curl(self.url("/cas/" + h.upper()))
+            self.assertEqual((status, body == data), (200, True))
+            with Raw(self.server.port) as c:
+                c.send(request("HEAD", "/cas/" + h))
+                r = c.read_response(head_request=True)
+                self.assertEqual((r.status, r.header("content-length")), (200, str(n)))
+            self.assertEqual(self.put("/bazel/cas/" + h, data), 200)  # present: not stored again
+
+    def test_cas_digest_mismatch_is_400_and_stores_nothing(self):
+        data = os.urandom(10000)
+        wrong = sha(b"something else")
+        self.assertEqual(self.put("/cas/" + wrong, data), 400)
+        self.assertEqual(curl(self.url("/cas/" + wrong))[0], 404)
+        self.assertEqual(curl("-I", self.url("/cas/" + wrong))[0], 404)
+        self.assertGreaterEqual(self.server.metric("ringcas_blob_digest_mismatches"), 1)
+
+    def test_action_cache_is_scoped_by_prefix_and_newest_wins(self):
+        key = sha(b"action")
+        self.assertEqual(self.put("/bazel/ac/" + key, b"result one"), 201)
+        self.assertEqual(curl(self.url("/bazel/ac/" + key)), (200, b"result one"))
+        self.assertEqual(curl(self.url("/other/ac/" + key))[0], 404)
+        self.assertEqual(curl(self.url("/ac/" + key))[0], 404)
+        self.assertEqual(self.put("/bazel/ac/" + key, b"result two, longer"), 200)
+        self.assertEqual(curl(self.url("/bazel/ac/" + key)), (200, b"result two, longer"))
+        # AC bodies are stored as given: no digest check.
+        self.assertEqual(self.put("/ac/" + key, b"anything"), 201)
+        self.assertEqual(curl(self.url("/ac/" + key)), (200, b"anything"))
+
+    def test_plain_keys(self):
+        self.assertEqual(curl(self.url("/ccache/ab/cdef0123"))[0], 404)
+        self.assertEqual(self.put("/ccache/ab/cdef0123", b"ccache entry"), 201)
+        self.assertEqual(curl(self.url("/ccache/ab/cdef0123")), (200, b"ccache entry"))
+        self.assertEqual(curl(self.url("/ccache/ab/cdef0123?ignored=1")), (200, b"ccache entry"))
+        self.assertEqual(curl(self.url("/ccache/ab/cdef0124"))[0], 404)
+        self.assertEqual(self.put("/gradle/cache/5f2c", b""), 201)  # empty values are values
+        self.assertEqual(curl(self.url("/gradle/cache/5f2c")), (200, b""))
+        self.assertEqual(curl("-I", self.url("/gradle/cache/5f2c"))[0], 200)
+
+    def test_zstd_download_is_the_stored_frames(self):
+        data = compressible(3 << 20, 7)
+        h = sha(data)
+        self.assertEqual(self.put("/cas/" + h, data), 201)
+        with Raw(self.server.port) as c:
+            c.send(request("GET", "/cas/" + h, headers=["Accept-Encoding: gzip, zstd"]))
+            r = c.read_response()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.header("content-encoding"), "zstd")
+            self.assertEqual(r.header("transfer-encoding"), "chunked")
+            self.assertLess(len(r.body), len(data) // 3)
+            self.assertEqual(unzstd(r.body), data)
+            # q=0 refuses zstd: identity with a length.
+            c.send(request("GET", "/cas/" + h, headers=["Accept-Encoding: zstd;q=0"]))
+            r = c.read_response()
+            self.assertIsNone(r.header("content-encoding"))
+            self.assertEqual(r.body, data)
+        status, body = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + EMPTY))
+        self.assertEqual(status, 200)
+        self.assertEqual(unzstd(body), b"")
+
+    def test_zstd_upload_is_verified_after_decompression(self):
+        data = compressible(1 << 20, 3)
+        h = sha(data)
+        frames = zstandard.ZstdCompressor(level=3).compress(data)
+        enc = ("-H", "Content-Encoding: zstd")
+        self.assertEqual(self.put("/cas/" + sha(b"x"), frames, *enc), 400)  # wrong name
+        self.assertEqual(self.put("/cas/" + h, b"not zstd at all", *enc), 400)
+        self.assertEqual(curl(self.url("/cas/" + h))[0], 404)
+        self.assertEqual(self.put("/cas/" + h, frames, *enc), 201)
+        self.assertEqual(curl(self.url("/cas/" + h)), (200, data))
+        # Frames without a declared size (streamed), and several frames in a row.
+        cobj = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+        data2 = compressible(700000, 4)
+        streamed = cobj.compress(data2[:300000]) + cobj.flush()
+        streamed += zstandard.ZstdCompressor().compress(data2[300000:])
+        self.assertEqual(self.put("/bazel/ac/" + sha(b"k2"), streamed, *enc), 201)
+        self.assertEqual(curl(self.url("/bazel/ac/" + sha(b"k2"))), (200, data2))
+        self.assertEqual(self.put("/x", b"x", "-H", "Content-Encoding: br"), 415)
+
+    def test_chunked_uploads_over_a_raw_socket(self):
+        data = os.urandom(200000)
+        h = sha(data)
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/cas/" + h, headers=["Transfer-Encoding: chunked"],
+                           body=chunked(data, [1, 10, 100, 1000, 65536])) +
+                   request("GET", "/cas/" + h) +
+                   request("PUT", "/k/chunked", headers=["Transfer-Encoding: chunked"],
+                           body=b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n") +
+                   request("GET", "/k/chunked"))
+            self.assertEqual(c.read_response().status, 201)
+            r = c.read_response()
+            self.assertEqual((r.status, r.body == data), (200, True))
+            self.assertEqual(c.read_response().status, 201)
+            self.assertEqual(c.read_response().body, b"hello")
+        # Cut into tiny pieces on the wire too.
+        data = compressible(100000, 9)
+        body = chunked(data, [7] * 50)
+        with Raw(self.server.port) as c:
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.send(request("PUT", "/cas/" + sha(data), headers=["Transfer-Encoding: chunked"]))
+            for i in range(0, len(body), 4099):
+                c.send(body[i:i + 4099])
+            self.assertEqual(c.read_response().status, 201)
+        self.assertEqual(curl(self.url("/cas/" + sha(data))), (200, data))
+
+    def test_malformed_chunked_body_stores_nothing(self):
+        h = sha(b"hello")
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/cas/" + h, headers=["Transfer-Encoding: chunked"],
+                           body=b"5\r\nhelloXX0\r\n\r\n"))
+            r = c.read_response()
+            self.assertEqual(r.status, 400)
+            self.assertTrue(c.is_closed())
+        self.assertEqual(curl(self.url("/cas/" + h))[0], 404)
+
+    def test_expect_100_continue(self):
+        data = os.urandom(300000)
+        h = sha(data)
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/cas/" + h, headers=["Content-Length: %d" % len(data),
+                                                        "Expect: 100-continue"]))
+            r = c.read_response()
+            self.assertEqual(r.status, 100)
+            c.send(data)
+            self.assertEqual(c.read_response().status, 201)
+            # The blob is present now: the final status comes at once, no 100, then close.
+            c.send(request("PUT", "/cas/" + h, headers=["Content-Length: %d" % len(data),
+                                                        "Expect: 100-continue"]))
+            r = c.read_response()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.header("connection"), "close")
+            self.assertTrue(c.is_closed())
+        # curl waits for 100 Continue on large bodies.
+        data = os.urandom(3 << 20)
+        self.assertEqual(self.put("/cas/" + sha(data), data, "-H", "Expect: 100-continue"), 201)
+
+    def test_short_body_stores_nothing(self):
+        data = os.urandom(100000)
+        h = sha(data)
+        for key in ("/cas/" + h, "/bazel/ac/" + h, "/plain/short"):
+            with Raw(self.server.port) as c:
+                c.send(request("PUT", key, headers=["Content-Length: %d" % len(data)]) +
+                       data[:60000])
+                c.sock.shutdown(socket.SHUT_WR)
+                self.assertTrue(c.is_closed())
+                self.assertEqual(c.buf, b"")
+            self.assertEqual(curl(self.url(key))[0], 404, key)
+        self.server.wait_quiet(extra=QUIET)
+        self.assertGreaterEqual(self.server.metric("ringcas_blob_uploads_aborted"), 3)
+
+    def test_size_limits_are_413(self):
+        # --max-size 1GiB: CAS blobs up to 256 MiB, AC values and plain keys up to 64 MiB.
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/cas/" + sha(b"big"), headers=["Content-Length: %d" % (300 << 20)]))
+            r = c.read_response()
+            self.assertEqual(r.status, 413)
+            self.assertEqual(r.header("connection"), "close")
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/k/big", headers=["Content-Length: %d" % ((64 << 20) + 1)]))
+            self.assertEqual(c.read_response().status, 413)
+        with Raw(self.server.port) as c:  # chunked: the limit applies as the body arrives
+            c.send(request("PUT", "/ac/" + sha(b"c"), headers=["Transfer-Encoding: chunked"]))
+            piece = b"%x\r\n" % (1 << 20) + b"z" * (1 << 20) + b"\r\n"
+            status = None
+            try:
+                for _ in range(70):
+                    c.send(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            status = c.read_response().status
+            self.assertEqual(status, 413)
+
+    def test_other_methods(self):
+        self.assertEqual(curl("-X", "DELETE", self.url("/cas/" + EMPTY))[0], 405)
+        self.assertEqual(curl("-X", "POST", self.url("/k"))[0], 405)
+        self.assertEqual(curl("-X", "FROB", self.url("/k"))[0], 501)
+
+
+class Restart(unittest.TestCase):
+    def test_blobs_are_found_after_a_restart(self):
+        # Sizes of CAS blobs are cached per core; after a restart GET and HEAD find them in
+        # the store alone.
+        with harness.Server(args=("--max-size", "1GiB")) as srv:
+            blobs = [os.urandom(n) for n in (1, 5000, 300000)]
+            for b in blobs:
+                self.assertEqual(curl("-X", "PUT", "--data-binary", "@-",
+                                      srv.url + "/bazel/cas/" + sha(b), data=b)[0], 201)
+            self.assertEqual(curl("-X", "PUT", "--data-binary", "@-",
+                                  srv.url + "/bazel/ac/" + sha(b"a"), data=b"ac value")[0], 201)
+            srv.restart()
+            for b in blobs:
+                self.assertEqual(curl(srv.url + "/cas/" + sha(b)), (200, b))
+                with Raw(srv.port) as c:
+                    c.send(request("HEAD", "/cas/" + sha(b)))
+                    r = c.read_response(head_request=True)
+                    self.assertEqual((r.status, r.header("content-length")), (200, str(len(b))))
+            self.assertEqual(curl(srv.url + "/bazel/ac/" + sha(b"a")), (200, b"ac value"))
+            self.assertEqual(curl(srv.url + "/cas/" + sha(b"never stored"))[0], 404)
+            srv.wait_quiet(extra=QUIET)
+
+
+class SlowSender(harness.ServerTestCase):
+    server_args = ("--max-size", "1GiB", "--read-timeout", "1s")
+
+    def test_upload_that_stalls_is_closed_and_stores_nothing(self):
+        before = self.server.metric("ringcas_read_timeouts")
+        h = sha(b"never finished")
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/cas/" + h, headers=["Content-Length: 1000"]) + b"x" * 100)
+            self.assertTrue(c.is_closed(timeout=15))
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/k/slow", headers=["Transfer-Encoding: chunked"]) + b"10\r\nab")
+            self.assertTrue(c.is_closed(timeout=15))
+        harness.wait_for(lambda: self.server.metric("ringcas_read_timeouts") >= before + 2,
+                         what="read timeouts")
+        self.server.wait_quiet(extra=QUIET)
+        self.assertEqual(curl(self.server.url + "/cas/" + h)[0], 404)
+        self.assertEqual(curl(self.server.url + "/k/slow")[0], 404)
+
+    def test_quiet_client_waiting_for_a_large_response_is_not_cut_off(self):
+        # The client reads slowly: the server sends (write progress) and the read timeout
+        # must not close a connection whose response is pending.
+        data = os.urandom(20 << 20)
+        h = sha(data)
+        self.assertEqual(curl("-X", "PUT", "--data-binary", "@-", self.server.url + "/cas/" + h,
+                              data=data)[0], 201)
+        with Raw(self.server.port) as c:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            c.send(request("GET", "/cas/" + h))
+            time.sleep(2.5)  # longer than the read timeout
+            r = c.read_response()
+            self.assertEqual((r.status, r.body == data), (200, True))
+        self.server.wait_quiet(extra=QUIET)
+
+
+class Admission(unittest.TestCase):
+    def test_full_upload_admission_is_503(self):
+        # The engine admits 1024 uploads per core; the next one is refused at once.
+        with harness.Server(args=("--max-size", "1GiB"), cores=1) as srv:
+            conns = []
+            try:
+                for i in range(1024):
+                    c = Raw(srv.port)
+                    c.send(request("PUT", "/k/%d" % i, headers=["Content-Length: 10"]) + b"12345")
+                    conns.append(c)
+                harness.wait_for(lambda: srv.metric("ringcas_blob_uploads") == 1024,
+                                 timeout=60, what="1024 open uploads")
+                with Raw(srv.port) as c:
+                    c.send(request("PUT", "/k/one-more", headers=["Content-Length: 10"]))
+                    r = c.read_response()
+                    self.assertEqual(r.status, 503)
+                self.assertGreaterEqual(srv.metric("ringcas_blob_queue_full"), 1)
+            finally:
+                for c in conns:
+                    c.close()
+            srv.wait_quiet(timeout=60, extra=QUIET)
+
+
+class StoreCannotFit(unittest.TestCase):
+    def test_blob_the_store_cannot_fit_is_507(self):
+        # With 4 KiB chunks a 1 GiB blob needs a chunk table larger than the engine's write
+        # buffer: within the size limit (max-size / 4) but impossible to store, so the engine
+        # answers -ENOSPC at once and nothing of the body is read.
+        with harness.Server(args=("--max-size", "4GiB", "--chunk-size", "4KiB"), cores=1) as srv:
+            with Raw(srv.port) as c:
+                c.send(request("PUT", "/cas/" + sha(b"x"),
+                               headers=["Content-Length: %d" % (1 << 30)]))
+                r = c.read_response()
+                self.assertEqual(r.status, 507)
+                self.assertEqual(r.header("connection"), "close")
+            self.assertGreaterEqual(srv.metric("ringcas_blob_full"), 1)
+            srv.wait_quiet(extra=QUIET)
+
+
+class DrainDuringDownload(unittest.TestCase):
+    def test_sigterm_during_a_download_lets_it_complete(self):
+        srv = harness.Server(args=("--max-size", "1GiB"), cores=1).start()
+        try:
+            data = os.urandom(32 << 20)
+            h = sha(data)
+            self.assertEqual(curl("-X", "PUT", "--data-binary", "@-", srv.url + "/cas/" + h,
+                                  data=data)[0], 201)
+            with Raw(srv.port) as c:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                c.send(request("GET", "/cas/" + h))
+                head = c._read_until(b"\r\n\r\n")
+                self.assertIn(b"200 OK", head)
+                srv.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                body = c._read_exact(len(data))
+                self.assertEqual(body, data)
+                self.assertTrue(c.is_closed())
+            self.assertEqual(srv.proc.wait(timeout=60), 0)
+            srv.proc.stdout.close()
+            srv.log.close()
+            srv.proc = None
+        finally:
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

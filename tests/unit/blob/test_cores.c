@@ -1,0 +1,403 @@
+/*
+ * Several cores on one store: the index and the segment table are shared, everything else is
+ * per core. On the simulated disk two engines run from one thread (deterministic); on a real
+ * folder two threads, each with its own io_uring and engine, upload and read at once, with
+ * the evictor thread running.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "harness.h"
+
+/* ---- two engines, one thread, the simulated disk ---- */
+
+struct two {
+    struct th t;           /* t.bc is core 0 */
+    struct blob_core *bc1; /* core 1 */
+};
+
+static void two_open(struct two *w, uint64_t seed)
+{
+    th_options_small(&w->t.o);
+    w->t.o.cores_max = 2;
+    w->t.o.max_size = 32ULL << 20;
+    th_open_sim(&w->t, seed);
+    cr_assert(eq(int, blob_core_init(w->t.s, NULL, &w->bc1), 0));
+    th_settle(&w->t);
+}
+
+static void two_close(struct two *w)
+{
+    th_settle(&w->t);
+    blob_core_quiesce(w->bc1);
+    th_settle(&w->t);
+    blob_core_deinit(w->bc1);
+    w->bc1 = NULL;
+    th_close(&w->t);
+}
+
+/* Puts through core <bc> by swapping it into the harness. */
+static int put_on(struct two *w, struct blob_core *bc, const struct blob_key *k, const void *d,
+                  size_t n)
+{
+    struct blob_core *saved = w->t.bc;
+    w->t.bc = bc;
+    int rc = th_put(&w->t, k, d, n, 0, 0);
+    w->t.bc = saved;
+    return rc;
+}
+
+static int get_on(struct two *w, struct blob_core *bc, const struct blob_key *k, uint8_t **out,
+                  size_t *n)
+{
+    struct blob_core *saved = w->t.bc;
+    w->t.bc = bc;
+    int rc = th_get(&w->t, k, 0, 0, out, n);
+    w->t.bc = saved;
+    return rc;
+}
+
+Test(blob_cores, a_blob_written_on_one_core_is_read_on_the_other)
+{
+    struct two w = { 0 };
+    two_open(&w, 1);
+    static uint8_t data[20000];
+    th_fill(data, sizeof(data), 1, true);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    cr_assert(eq(int, put_on(&w, w.t.bc, &k, data, sizeof(data)), 0));
+    cr_assert(blob_exists(w.bc1, &k, false));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, get_on(&w, w.bc1, &k, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(data)));
+    cr_assert(memcmp(out, data, n) == 0);
+    free(out);
+    /* The other core sees it present for uploads too. */
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(w.bc1, &k, 0, &u), -EEXIST));
+    two_close(&w);
+}
+
+Test(blob_cores, each_core_appends_to_its_own_segment)
+{
+    struct two w = { 0 };
+    two_open(&w, 2);
+    cr_assert(eq(u64, blob_core_counters(w.t.bc)->segments_created.value, 1));
+    cr_assert(eq(u64, blob_core_counters(w.bc1)->segments_created.value, 1));
+    struct blob_store_stats st;
+    blob_store_stats(w.t.s, &st);
+    cr_assert(eq(u64, st.segments, 2));
+    static uint8_t a[5000];
+    static uint8_t b[5000];
+    th_fill(a, sizeof(a), 2, false);
+    th_fill(b, sizeof(b), 3, false);
+    struct blob_key ka;
+    struct blob_key kb;
+    th_key_of(&ka, a, sizeof(a));
+    th_key_of(&kb, b, sizeof(b));
+    cr_assert(eq(int, put_on(&w, w.t.bc, &ka, a, sizeof(a)), 0));
+    cr_assert(eq(int, put_on(&w, w.bc1, &kb, b, sizeof(b)), 0));
+    cr_assert(gt(u64, blob_core_counters(w.t.bc)->bytes_stored.value, 0));
+    cr_assert(gt(u64, blob_core_counters(w.bc1)->bytes_stored.value, 0));
+    two_close(&w);
+}
+
+Test(blob_cores, the_last_ac_commit_wins_across_cores_and_restarts)
+{
+    struct two w = { 0 };
+    two_open(&w, 3);
+    uint8_t key[BLOB_HASH_SIZE] = { 0x77 };
+    struct blob_key k;
+    for (int round = 0; round < 6; round++) {
+        char v[32];
+        int n = snprintf(v, sizeof(v), "value %d", round);
+        blob_key_ac(&k, key, (uint64_t)n);
+        struct blob_core *bc = round % 2 ? w.bc1 : w.t.bc;
+        cr_assert(eq(int, put_on(&w, bc, &k, v, (size_t)n), 0));
+    }
+    blob_key_ac(&k, key, 0);
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, get_on(&w, w.t.bc, &k, &out, &n), 0));
+    cr_assert(eq(sz, n, 7));
+    cr_assert(memcmp(out, "value 5", 7) == 0);
+    free(out);
+    /* After a restart the highest commit number decides, whatever segment it is in. */
+    th_settle(&w.t);
+    blob_core_quiesce(w.bc1);
+    th_settle(&w.t);
+    blob_core_deinit(w.bc1);
+    th_close_store(&w.t);
+    cr_assert(eq(int, th_open_store(&w.t), 0));
+    cr_assert(eq(int, blob_core_init(w.t.s, NULL, &w.bc1), 0));
+    cr_assert(eq(int, get_on(&w, w.bc1, &k, &out, &n), 0));
+    cr_assert(memcmp(out, "value 5", 7) == 0);
+    free(out);
+    two_close(&w);
+}
+
+Test(blob_cores, a_refresh_on_one_core_keeps_a_blob_written_on_the_other)
+{
+    struct two w = { 0 };
+    th_options_small(&w.t.o);
+    w.t.o.cores_max = 2;
+    w.t.o.max_size = 2ULL << 20;
+    th_open_sim(&w.t, 4);
+    cr_assert(eq(int, blob_core_init(w.t.s, NULL, &w.bc1), 0));
+    static uint8_t buf[8000];
+    th_fill(buf, sizeof(buf), 4, false);
+    struct blob_key hot;
+    th_key_of(&hot, buf, sizeof(buf));
+    cr_assert(eq(int, put_on(&w, w.t.bc, &hot, buf, sizeof(buf)), 0));
+    for (uint64_t n = 0; n < 600; n++) {
+        th_fill(buf, sizeof(buf), 100 + n, false);
+        struct blob_key k;
+        th_key_of(&k, buf, sizeof(buf));
+        cr_assert(eq(int, put_on(&w, n % 2 ? w.bc1 : w.t.bc, &k, buf, sizeof(buf)), 0));
+        if (n % 20 == 0) {
+            cr_assert(blob_exists(w.bc1, &hot, true), "lost after %llu", (unsigned long long)n);
+            th_settle(&w.t);
+        }
+    }
+    struct blob_store_stats st;
+    blob_store_stats(w.t.s, &st);
+    cr_assert(gt(u64, st.evicted_segments, 5));
+    cr_assert(blob_exists(w.t.bc, &hot, false));
+    cr_assert(gt(u64, blob_core_counters(w.bc1)->refreshes.value, 0));
+    two_close(&w);
+}
+
+/* ---- two threads, two rings, a real folder, the evictor thread ---- */
+
+struct worker {
+    struct blob_store *s;
+    uint32_t index;
+    int blobs;
+    int errors;
+    struct blob_key keys[64];
+    pthread_barrier_t *start;
+};
+
+struct wait {
+    bool done;
+    int res;
+};
+
+static void wait_cb(void *ctx, int res)
+{
+    struct wait *w = ctx;
+    w->done = true;
+    w->res = res;
+}
+
+static void tick_until(struct ring_core *core, const bool *flag)
+{
+    for (int i = 0; i < 100000 && !*flag; i++) {
+        if (ring_core_tick(core, 10) < 0) return;
+    }
+}
+
+static int thread_put(struct ring_core *core, struct blob_core *bc, const struct blob_key *k,
+                      const uint8_t *d, size_t n)
+{
+    struct blob_upload *u;
+    int rc = blob_upload_begin(bc, k, 0, &u);
+    if (rc < 0) return rc;
+    struct wait a = { 0 };
+    rc = blob_upload_append(u, d, n, wait_cb, &a);
+    if (rc == -EINPROGRESS) {
+        tick_until(core, &a.done);
+        rc = a.res;
+    }
+    if (rc < 0) {
+        blob_upload_abort(u);
+        return rc;
+    }
+    struct wait c = { 0 };
+    rc = blob_upload_commit(u, wait_cb, &c);
+    if (rc < 0) return rc;
+    tick_until(core, &c.done);
+    return c.res;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *wk = arg;
+    struct ring_core_options ro;
+    ring_core_options_default(&ro);
+    ro.recv_buf_count = 16;
+    ro.recv_buf_size = 4096;
+    struct ring_core *core;
+    char why[256];
+    if (ring_core_create(&ro, wk->index, &core, why, sizeof(why)) < 0) {
+        wk->errors++;
+        return NULL;
+    }
+    struct blob_core *bc;
+    if (blob_core_init(wk->s, core, &bc) < 0) {
+        wk->errors++;
+        ring_core_destroy(core);
+        return NULL;
+    }
+    pthread_barrier_wait(wk->start);
+    uint8_t *buf = malloc(30000);
+    for (int i = 0; i < wk->blobs; i++) {
+        size_t n = 1000 + (size_t)i * 400;
+        th_fill(buf, n, wk->index * 1000 + (uint64_t)i, i % 2);
+        th_key_of(&wk->keys[i], buf, n);
+        if (thread_put(core, bc, &wk->keys[i], buf, n) != 0) wk->errors++;
+        if (!blob_exists(bc, &wk->keys[i], false)) wk->errors++;
+    }
+    free(buf);
+    blob_core_quiesce(bc);
+    for (int i = 0; i < 1000 && !blob_core_is_idle(bc); i++) {
+        if (ring_core_tick(core, 10) < 0) break;
+    }
+    blob_core_deinit(bc);
+    ring_core_destroy(core);
+    return NULL;
+}
+
+Test(blob_cores, two_threads_share_the_index_and_the_segment_table, .timeout = 120)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/blobcores.XXXXXX");
+    cr_assert(ne(ptr, mkdtemp(dir), NULL));
+    struct blob_store_options o;
+    th_options_small(&o);
+    o.dir = dir;
+    o.cores_max = 2;
+    o.max_size = 64ULL << 20;
+    o.evict_thread = true;
+    struct blob_store *s;
+    char why[256];
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2);
+    static struct worker wk[2];
+    pthread_t th[2];
+    for (uint32_t i = 0; i < 2; i++) {
+        wk[i] = (struct worker){ .s = s, .index = i, .blobs = 60, .start = &start };
+        cr_assert(eq(int, pthread_create(&th[i], NULL, worker_main, &wk[i]), 0));
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    cr_assert(eq(int, wk[0].errors + wk[1].errors, 0));
+    struct blob_store_stats st;
+    blob_store_stats(s, &st);
+    cr_assert(eq(u64, st.blobs, 120));
+    blob_store_close(s);
+    /* And all of it comes back. */
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    blob_store_stats(s, &st);
+    cr_assert(eq(u64, st.blobs, 120));
+    blob_store_close(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert(eq(int, system(cmd), 0)); /* NOLINT(cert-env33-c) */
+}
+
+Test(blob_cores, the_evictor_thread_keeps_a_real_store_within_budget, .timeout = 120)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1ULL << 20;
+    t.o.evict_thread = true;
+    th_open_real(&t);
+    static uint8_t buf[8000];
+    for (uint64_t n = 0; n < 400; n++) {
+        th_fill(buf, sizeof(buf), n, false);
+        struct blob_key k;
+        th_key_of(&k, buf, sizeof(buf));
+        int rc = th_put(&t, &k, buf, sizeof(buf), 0, 0);
+        /* The evictor runs beside: a put may find the store full for a moment. */
+        cr_assert(rc == 0 || rc == -ENOSPC, "put %llu: %d", (unsigned long long)n, rc);
+        if (rc == -ENOSPC) usleep(1000);
+    }
+    struct blob_store_stats st;
+    /* Up to 10 s: the evictor is a thread of its own, and CI machines are shared. */
+    for (int i = 0; i < 2000; i++) {
+        blob_store_stats(t.s, &st);
+        if (st.disk_bytes <= t.o.max_size) break;
+        usleep(5000);
+    }
+    cr_assert(le(u64, st.disk_bytes, t.o.max_size));
+    cr_assert(gt(u64, st.evicted_segments, 0));
+    th_close(&t);
+}
+
+Test(blob_cores, readers_on_both_cores_of_blobs_from_both_cores)
+{
+    struct two w = { 0 };
+    two_open(&w, 5);
+    static uint8_t a[30000];
+    static uint8_t b[30000];
+    th_fill(a, sizeof(a), 50, true);
+    th_fill(b, sizeof(b), 51, false);
+    struct blob_key ka;
+    struct blob_key kb;
+    th_key_of(&ka, a, sizeof(a));
+    th_key_of(&kb, b, sizeof(b));
+    cr_assert(eq(int, put_on(&w, w.t.bc, &ka, a, sizeof(a)), 0));
+    cr_assert(eq(int, put_on(&w, w.bc1, &kb, b, sizeof(b)), 0));
+    struct blob_core *cores[2] = { w.t.bc, w.bc1 };
+    for (int c = 0; c < 2; c++) {
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, get_on(&w, cores[c], &ka, &out, &n), 0));
+        cr_assert(memcmp(out, a, n) == 0);
+        free(out);
+        cr_assert(eq(int, get_on(&w, cores[c], &kb, &out, &n), 0));
+        cr_assert(memcmp(out, b, n) == 0);
+        free(out);
+    }
+    /* Readers count on the core that opened them. */
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(w.bc1, &ka, 0, 0, &r), 0));
+    cr_assert(eq(u64, blob_core_counters(w.bc1)->readers.value, 1));
+    cr_assert(eq(u64, blob_core_counters(w.t.bc)->readers.value, 0));
+    blob_read_close(r);
+    two_close(&w);
+}
+
+Test(blob_cores, uploads_of_the_same_blob_on_both_cores_both_succeed)
+{
+    struct two w = { 0 };
+    two_open(&w, 6);
+    static uint8_t d[12000];
+    th_fill(d, sizeof(d), 60, true);
+    struct blob_key k;
+    th_key_of(&k, d, sizeof(d));
+    /* Both begin before either commits: no -EEXIST, both commit, one entry. */
+    struct blob_upload *u0;
+    struct blob_upload *u1;
+    cr_assert(eq(int, blob_upload_begin(w.t.bc, &k, 0, &u0), 0));
+    cr_assert(eq(int, blob_upload_begin(w.bc1, &k, 0, &u1), 0));
+    struct wait c0 = { 0 };
+    struct wait c1 = { 0 };
+    struct wait a0 = { 0 };
+    struct wait a1 = { 0 };
+    int rc = blob_upload_append(u0, d, sizeof(d), wait_cb, &a0);
+    if (rc == -EINPROGRESS) cr_assert(th_run_until(&w.t, &a0.done));
+    rc = blob_upload_append(u1, d, sizeof(d), wait_cb, &a1);
+    if (rc == -EINPROGRESS) cr_assert(th_run_until(&w.t, &a1.done));
+    cr_assert(eq(int, blob_upload_commit(u0, wait_cb, &c0), 0));
+    cr_assert(eq(int, blob_upload_commit(u1, wait_cb, &c1), 0));
+    cr_assert(th_run_until(&w.t, &c0.done));
+    cr_assert(th_run_until(&w.t, &c1.done));
+    cr_assert(eq(int, c0.res, 0));
+    cr_assert(eq(int, c1.res, 0));
+    struct blob_store_stats st;
+    blob_store_stats(w.t.s, &st);
+    cr_assert(eq(u64, st.blobs, 1));
+    two_close(&w);
+}

@@ -1,0 +1,219 @@
+/*
+ * Refresh on read: a cold blob is copied to the head by the record (no recompression), the
+ * index moves only if it still points at the old copy, a refresh that fails leaves the old
+ * copy indexed, and nothing is refreshed on a quiescing core or for a hot blob.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "blob/internal.h"
+#include "harness.h"
+
+static void put_n(struct th *t, uint64_t n, size_t len, bool comp, struct blob_key *k)
+{
+    static uint8_t buf[40000];
+    th_fill(buf, len, n, comp);
+    th_key_of(k, buf, len);
+    cr_assert(eq(int, th_put(t, k, buf, len, 0, 0), 0));
+}
+
+static void open_small(struct th *t, uint64_t seed)
+{
+    th_options_small(&t->o);
+    t->o.max_size = 1 << 20;
+    th_open_sim(t, seed);
+}
+
+/* Writes filler until <k> is in the cold part of the log. */
+static void make_cold(struct th *t, const struct blob_key *k)
+{
+    struct blob_info info = { 0 };
+    struct blob_key f;
+    for (uint64_t n = 0; n < 1000; n++) {
+        put_n(t, 50000 + n, 8000, false, &f);
+        cr_assert(eq(int, blob_stat(t->bc, k, &info), 0), "evicted before it was cold");
+        if (info.cold) return;
+    }
+    cr_assert(0, "never cold");
+}
+
+static void check(struct th *t, uint64_t n, size_t len, bool comp, const struct blob_key *k)
+{
+    static uint8_t want[40000];
+    th_fill(want, len, n, comp);
+    for (int enc = 0; enc <= 1; enc++) {
+        uint8_t *out;
+        size_t got;
+        cr_assert(eq(int, th_get(t, k, 0, enc, &out, &got), 0));
+        cr_assert(eq(sz, got, len));
+        cr_assert(memcmp(out, want, len) == 0);
+        free(out);
+    }
+}
+
+Test(blob_refresh, a_cold_blob_is_copied_by_the_record_and_stays_exact)
+{
+    struct th t = { 0 };
+    open_small(&t, 1);
+    struct blob_key k;
+    put_n(&t, 1, 30000, true, &k); /* several chunks, compressed */
+    make_cold(&t, &k);
+    uint64_t stored = th_counters(&t).bytes_stored;
+    cr_assert(blob_exists(t.bc, &k, true));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 1));
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0));
+    cr_assert(not(info.cold));
+    /* The copy took about the blob's stored size: the frames were copied, not re-made. */
+    uint64_t copied = th_counters(&t).bytes_stored - stored;
+    cr_assert(lt(u64, copied, 30000), "copied %llu bytes of a compressible blob",
+              (unsigned long long)copied);
+    check(&t, 1, 30000, true, &k);
+    th_reopen(&t);
+    check(&t, 1, 30000, true, &k);
+    cr_assert(not(blob_stat(t.bc, &k, &info) == 0 && info.cold));
+    th_close(&t);
+}
+
+Test(blob_refresh, reading_a_cold_blob_refreshes_it)
+{
+    struct th t = { 0 };
+    open_small(&t, 2);
+    struct blob_key k;
+    put_n(&t, 2, 5000, false, &k);
+    make_cold(&t, &k);
+    check(&t, 2, 5000, false, &k);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0));
+    cr_assert(not(info.cold));
+    th_close(&t);
+}
+
+Test(blob_refresh, a_hot_blob_is_not_copied)
+{
+    struct th t = { 0 };
+    open_small(&t, 3);
+    struct blob_key k;
+    put_n(&t, 3, 5000, false, &k);
+    uint64_t stored = th_counters(&t).bytes_stored;
+    for (int i = 0; i < 10; i++)
+        cr_assert(blob_exists(t.bc, &k, true));
+    check(&t, 3, 5000, false, &k);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 0));
+    cr_assert(eq(u64, th_counters(&t).bytes_stored, stored));
+    th_close(&t);
+}
+
+Test(blob_refresh, a_newer_ac_value_is_not_overwritten_by_a_refresh_of_the_old_one)
+{
+    struct th t = { 0 };
+    open_small(&t, 4);
+    uint8_t key[BLOB_HASH_SIZE] = { 0x5a };
+    static uint8_t v1[6000];
+    memset(v1, 1, sizeof(v1));
+    struct blob_key k;
+    blob_key_ac(&k, key, sizeof(v1));
+    cr_assert(eq(int, th_put(&t, &k, v1, sizeof(v1), 0, 0), 0));
+    struct blob_key look;
+    blob_key_ac(&look, key, 0);
+    make_cold(&t, &look);
+    /* The refresh of v1 is queued; before it runs, v2 is committed. */
+    cr_assert(blob_exists(t.bc, &look, true));
+    static uint8_t v2[100];
+    memset(v2, 2, sizeof(v2));
+    blob_key_ac(&k, key, sizeof(v2));
+    cr_assert(eq(int, th_put(&t, &k, v2, sizeof(v2), 0, 0), 0));
+    th_settle(&t);
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &look, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(v2)), "the refresh of the old value won");
+    cr_assert(eq(u8, out[0], 2));
+    free(out);
+    th_reopen(&t);
+    cr_assert(eq(int, th_get(&t, &look, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(v2)), "the old value came back after a restart");
+    free(out);
+    th_close(&t);
+}
+
+Test(blob_refresh, a_refresh_that_meets_corruption_leaves_nothing_wrong_behind)
+{
+    struct th t = { 0 };
+    open_small(&t, 5);
+    struct blob_key k;
+    put_n(&t, 5, 5000, false, &k);
+    make_cold(&t, &k);
+    /* Flip the blob's first chunk: the refresh reads it, sees the flip, stops. */
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", 4096 + 100, 4), 0));
+    cr_assert(blob_exists(t.bc, &k, true));
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 0));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+    cr_assert(not(blob_exists(t.bc, &k, false)), "a corrupt blob is dropped, not copied");
+    th_close(&t);
+}
+
+Test(blob_refresh, a_quiescing_core_starts_no_refresh)
+{
+    struct th t = { 0 };
+    open_small(&t, 6);
+    struct blob_key k;
+    put_n(&t, 6, 5000, false, &k);
+    make_cold(&t, &k);
+    blob_core_quiesce(t.bc);
+    cr_assert(blob_exists(t.bc, &k, true));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    th_close(&t);
+}
+
+Test(blob_refresh, refreshes_queued_then_quiesced_are_dropped_cleanly)
+{
+    struct th t = { 0 };
+    open_small(&t, 7);
+    struct blob_key keys[8];
+    for (uint64_t i = 0; i < 8; i++)
+        put_n(&t, 70 + i, 3000, false, &keys[i]);
+    make_cold(&t, &keys[7]);
+    for (int i = 0; i < 8; i++) {
+        if (blob_exists(t.bc, &keys[i], false)) cr_assert(blob_exists(t.bc, &keys[i], true));
+    }
+    cr_assert(gt(u64, th_counters(&t).refreshes_open, 0));
+    /* Quiesce before the deferred starts ran: they end without I/O. */
+    blob_core_quiesce(t.bc);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    cr_assert(eq(u64, th_counters(&t).uploads, 0));
+    cr_assert(eq(u64, th_counters(&t).readers, 0));
+    th_close(&t);
+}
+
+Test(blob_refresh, an_empty_ac_value_is_refreshed_too)
+{
+    struct th t = { 0 };
+    open_small(&t, 8);
+    uint8_t key[BLOB_HASH_SIZE] = { 0xe0 };
+    struct blob_key k;
+    blob_key_ac(&k, key, 0);
+    cr_assert(eq(int, th_put(&t, &k, "", 0, 0, 0), 0));
+    make_cold(&t, &k);
+    cr_assert(blob_exists(t.bc, &k, true));
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0));
+    cr_assert(eq(u64, info.size, 0));
+    cr_assert(not(info.cold));
+    th_close(&t);
+}
