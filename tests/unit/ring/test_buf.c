@@ -60,8 +60,7 @@ static uint16_t recv_one(struct ring_core *core, int fd, struct got *g)
     for (int i = 0; i < 500 && !g->done; i++)
         cr_assert(ge(int, ring_core_tick(core, 10), 0));
     cr_assert(g->done);
-    if (g->res < 0)
-        return UINT16_MAX;
+    if (g->res < 0) return UINT16_MAX;
     cr_assert(ne(u32, g->flags & IORING_CQE_F_BUFFER, 0));
     uint16_t bid = (uint16_t)(g->flags >> IORING_CQE_BUFFER_SHIFT);
     ring_buf_take(core, bid);
@@ -167,8 +166,10 @@ Test(ring_buf, connections_wait_for_buffers_when_the_pool_runs_dry, .timeout = 6
 {
     /* Two 1 KiB buffers for eight connections sending 3000-byte messages: receives keep
      * finding the pool empty, wait for a buffer to come back, and every echo is still exact. */
-    struct echo_config cfg = { .read_timeout_ms = 10000, .write_timeout_ms = 10000,
-                               .recv_buf_count = 2, .recv_buf_size = 1024 };
+    struct echo_config cfg = { .read_timeout_ms = 10000,
+                               .write_timeout_ms = 10000,
+                               .recv_buf_count = 2,
+                               .recv_buf_size = 1024 };
     struct ring_server *srv = echo_server_start(1, &cfg);
     struct pusher ps[8];
     pthread_t threads[8];

@@ -32,8 +32,7 @@ Test(ring_listen, opens_ipv4_ipv6_and_localhost)
     cr_assert(ge(int, fd, 0));
     close(fd);
     fd = ring_listen_open("[::1]", 0, 16, &port);
-    if (fd == -EADDRNOTAVAIL || fd == -EAFNOSUPPORT)
-        cr_skip_test("no IPv6 loopback here");
+    if (fd == -EADDRNOTAVAIL || fd == -EAFNOSUPPORT) cr_skip_test("no IPv6 loopback here");
     cr_assert(ge(int, fd, 0), "[::1]: %d", fd);
     close(fd);
     fd = ring_listen_open("::1", 0, 16, &port);
@@ -87,8 +86,7 @@ Test(ring_listen, accepting_resumes_after_running_out_of_descriptors, .timeout =
     int nhog = 0;
     while (nhog < 4096) {
         int fd = dup(0);
-        if (fd < 0)
-            break;
+        if (fd < 0) break;
         hog[nhog++] = fd;
     }
     cr_assert(gt(int, nhog, 0));

@@ -31,6 +31,7 @@ static int fail_on_second_core(struct ring_core *core, void *arg)
 }
 
 static int deinits;
+
 static void count_deinit(struct ring_core *core, void *arg)
 {
     (void)core;
@@ -86,7 +87,8 @@ Test(ring_server, the_drain_deadline_closes_what_does_not_finish, .timeout = 60)
 {
     /* A client that stopped reading in the middle of a 64 MiB send would hold the drain
      * forever; the drain deadline (300 ms) closes it instead, long before the write timeout. */
-    struct echo_config cfg = { .read_timeout_ms = 60000, .write_timeout_ms = 60000,
+    struct echo_config cfg = { .read_timeout_ms = 60000,
+                               .write_timeout_ms = 60000,
                                .drain_timeout_ms = 300 };
     struct ring_server *srv = echo_server_start(1, &cfg);
     int fd = echo_connect(ring_server_port(srv));
