@@ -7,6 +7,7 @@
  * Markdown table of round trips per second and latency percentiles.
  *
  *   ring_pingpong [--seconds S] [--conns N,N,...]
+ *   ring_pingpong --stream [--seconds S]    64 MiB transfers: sendmsg vs sendmsg_zc
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -198,6 +199,39 @@ static void blocking_stop(struct blocking_server *s)
     close(s->listen_fd);
 }
 
+/* ---- stream: one 64 MiB transfer per round, plain sends vs zero-copy sends ---- */
+
+static double stream_mb_per_s(uint32_t send_zc_min, double seconds)
+{
+    struct echo_config cfg = { .read_timeout_ms = 60000,
+                               .write_timeout_ms = 30000,
+                               .send_zc_min = send_zc_min };
+    struct ring_server *srv;
+    char why[256];
+    if (echo_server_open(1, &cfg, &srv, why, sizeof(why)) != 0) {
+        (void)fprintf(stderr, "ring server: %s\n", why);
+        exit(1);
+    }
+    int fd = connect_to(ring_server_port(srv));
+    static char buf[1 << 20];
+    uint64_t bytes = 0;
+    uint64_t start = base_clock_now_ns();
+    uint64_t end = start + (uint64_t)(seconds * 1e9);
+    while (base_clock_now_ns() < end) {
+        if (send(fd, "BLAST", 5, MSG_NOSIGNAL) != 5) exit(1);
+        for (uint64_t got = 0; got < ECHO_BLAST_BYTES;) {
+            ssize_t n = recv(fd, buf, sizeof(buf), 0);
+            if (n <= 0) exit(1);
+            got += (uint64_t)n;
+        }
+        bytes += ECHO_BLAST_BYTES;
+    }
+    double elapsed = (double)(base_clock_now_ns() - start) / 1e9;
+    close(fd);
+    if (ring_server_stop(srv) != 0) (void)fprintf(stderr, "ring server did not stop cleanly\n");
+    return (double)bytes / elapsed / 1e6;
+}
+
 /* ---- main ---- */
 
 static void print_row(const char *server, uint32_t conns, struct result r, double baseline)
@@ -228,11 +262,14 @@ static struct result ring_run(uint32_t cores, bool timeouts, uint32_t conns, dou
 int main(int argc, char **argv)
 {
     double seconds = 3;
+    bool stream = false;
     uint32_t conn_list[8] = { 1, 2, 16 };
     uint32_t conn_count = 3;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
             seconds = strtod(argv[++i], NULL);
+        } else if (strcmp(argv[i], "--stream") == 0) {
+            stream = true;
         } else if (strcmp(argv[i], "--conns") == 0 && i + 1 < argc) {
             conn_count = 0;
             char *save = NULL;
@@ -243,6 +280,12 @@ int main(int argc, char **argv)
             (void)fprintf(stderr, "usage: ring_pingpong [--seconds S] [--conns N,N,...]\n");
             return 2;
         }
+    }
+    if (stream) {
+        printf("| 64 MiB transfers, 1 core | MB/s |\n|---|---|\n");
+        printf("| sendmsg | %.0f |\n", stream_mb_per_s(0, seconds));
+        printf("| sendmsg_zc (≥ 64 KiB) | %.0f |\n", stream_mb_per_s(64 * 1024, seconds));
+        return 0;
     }
     printf("| server | conns | round trips/s | p50 µs | p99 µs | × blocking |\n");
     printf("|---|---|---|---|---|---|\n");

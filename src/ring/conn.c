@@ -180,12 +180,28 @@ static void send_advance(struct ring_conn *c, uint64_t n)
     c->msg.msg_iovlen = count;
 }
 
+/*
+ * A zero-copy send completes twice: its result (with IORING_CQE_F_MORE) and, once the kernel
+ * let go of the pages, a notification (IORING_CQE_F_NOTIF). The memory is the caller's again
+ * only after the second, so the result waits in op->arg until then.
+ */
+static bool send_zc_pending(struct ring_op *op, int32_t *res, uint32_t flags)
+{
+    if (op->opcode != IORING_OP_SENDMSG_ZC) return false;
+    if (flags & IORING_CQE_F_MORE) {
+        op->arg = (uint64_t)(uint32_t)*res;
+        return true;
+    }
+    if (flags & IORING_CQE_F_NOTIF) *res = (int32_t)(uint32_t)op->arg;
+    return false;
+}
+
 static void send_done(struct ring_op *op, int32_t res, uint32_t flags)
 {
-    (void)flags;
     struct ring_conn *c = op->ctx;
     struct ring_core *core = c->core;
     ASSERT(c->send_op == op);
+    if (send_zc_pending(op, &res, flags)) return;
     c->send_op = NULL;
     if (c->closing) return;
     if (res > 0) {
@@ -231,10 +247,19 @@ static int send_arm(struct ring_conn *c)
     if (!op) return -EAGAIN;
     send_check_poison(c);
     struct io_uring_sqe *sqe = ring_op_sqe(op, c->write_timeout_ms);
-    io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+    if (c->send_zc_min && c->send_left >= c->send_zc_min) {
+        io_uring_prep_sendmsg_zc(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+    } else {
+        io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+    }
     ring_op_commit(op, sqe);
     c->send_op = op;
     return 0;
+}
+
+void ring_conn_set_send_zc(struct ring_conn *c, uint32_t min_bytes)
+{
+    c->send_zc_min = min_bytes;
 }
 
 int ring_conn_send(struct ring_conn *c, const struct iovec *iov, unsigned count)

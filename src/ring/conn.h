@@ -72,6 +72,7 @@ struct ring_conn {
     struct msghdr msg;                   /* describes the rest of the current send */
     struct iovec iov[RING_CONN_IOV_MAX]; /* the rest of the current send */
     uint64_t send_left;                  /* bytes of the current send not yet confirmed */
+    uint32_t send_zc_min;                /* sends this large use SENDMSG_ZC; 0: never */
 };
 
 /*
@@ -98,6 +99,14 @@ void ring_conn_recv_resume(struct ring_conn *c);
  * RING_CONN_IOV_MAX, -EPIPE when closing, or -EAGAIN when the op table is full.
  */
 MUST_CHECK int ring_conn_send(struct ring_conn *c, const struct iovec *iov, unsigned count);
+
+/*
+ * Sends of at least <min_bytes> (0: none) use IORING_OP_SENDMSG_ZC: the kernel sends from
+ * the caller's pages instead of copying them, and on_sent runs only after its notification
+ * says the pages are free. Worth it for large payloads to real NICs; on loopback the kernel
+ * copies anyway (perf/RESULTS.md has the measurement).
+ */
+void ring_conn_set_send_zc(struct ring_conn *c, uint32_t min_bytes);
 
 /* True while a send is in flight. */
 static inline bool ring_conn_is_sending(const struct ring_conn *c)

@@ -123,6 +123,7 @@ static void echo_accept(struct ring_core *core, int fd, void *arg)
     }
     ring_conn_init(&e->conn, core, fd, &echo_ops, echo_cfg.read_timeout_ms,
                    echo_cfg.write_timeout_ms);
+    ring_conn_set_send_zc(&e->conn, echo_cfg.send_zc_min);
     if (ring_conn_recv_start(&e->conn) < 0) ring_conn_close(&e->conn, -EAGAIN);
 }
 

@@ -22,6 +22,7 @@ struct echo_config {
     uint32_t recv_buf_count;   /* receive buffers per core; 0: 256 */
     uint32_t recv_buf_size;    /* bytes per receive buffer; 0: 16 KiB */
     uint64_t drain_timeout_ms; /* 0: 5 s */
+    uint32_t send_zc_min;      /* sends this large use SENDMSG_ZC; 0: never */
 };
 
 /* Starts a server of <cores> cores on 127.0.0.1 speaking the echo protocol. */
