@@ -39,7 +39,7 @@ struct opts {
     bool provided; /* recv into a provided buffer */
 };
 
-static void die(const char *what, int err)
+static _Noreturn void die(const char *what, int err)
 {
     (void)fprintf(stderr, "uring_micro: %s: %s\n", what, strerror(err < 0 ? -err : err));
     exit(1);
@@ -221,7 +221,7 @@ static double read_run(int fd, size_t size, bool fixed_buf, long ops, off_t file
             io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)size, off, 0);
         else
             io_uring_prep_read(sqe, fd, buf, (unsigned)size, off);
-        struct io_uring_cqe *cqe;
+        struct io_uring_cqe *cqe = NULL;
         int rc = io_uring_submit_and_wait(&ring, 1);
         if (rc < 0 || io_uring_peek_cqe(&ring, &cqe) != 0)
             die("read", rc);
