@@ -41,7 +41,7 @@ void blob_key_ac(struct blob_key *k, const uint8_t key[BLOB_HASH_SIZE], uint64_t
 
 bool blob_key_is_empty(const struct blob_key *k)
 {
-    return k->kind == BLOB_KIND_CAS && k->size == 0 &&
+    return k->kind == BLOB_KIND_CAS && (k->size == 0 || k->size == BLOB_SIZE_ANY) &&
            memcmp(k->hash, blob_empty_sha256, BLOB_HASH_SIZE) == 0;
 }
 
@@ -373,6 +373,7 @@ void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err)
 
 bool blob_store_lookup(struct blob_store *s, const struct blob_key *k, struct blob_index_value *out)
 {
+    if (k->kind == BLOB_KIND_CAS && k->size == BLOB_SIZE_UNKNOWN) return false;
     if (!blob_index_get(s->index, k, out)) return false;
     /* Entries of evicted segments are removed by the evictor; until then (and for chunks
      * in an older segment than the commit) liveness is checked here. */

@@ -58,9 +58,25 @@ struct blob_key {
     uint8_t kind;                 /* enum blob_kind */
     uint8_t digest_fn;            /* enum blob_digest_fn (CAS); BLOB_DIGEST_SHA256 for AC */
     uint8_t hash[BLOB_HASH_SIZE]; /* CAS: the digest's hash; AC: the caller's opaque key */
-    uint64_t size;                /* CAS: blob size (part of the key); AC: value size on put,
-                                     ignored by lookups */
+    uint64_t size;                /* CAS: blob size (part of the key; BLOB_SIZE_ANY in
+                                     lookups by hash); AC: value size on put, ignored by
+                                     lookups; BLOB_SIZE_UNKNOWN: an upload sized at commit */
 };
+
+/*
+ * A CAS key's size for lookups by hash alone (HTTP names blobs without their size):
+ * blob_stat, blob_exists, blob_exists_many and blob_read_open accept it and find the blob
+ * whatever its size; blob_stat and blob_reader_size then tell the size. Uploads refuse it
+ * (-EINVAL). AC lookups ignore the size anyway.
+ */
+#define BLOB_SIZE_ANY UINT64_MAX
+
+/*
+ * A key's size for an upload whose size is known only when it ends (an HTTP chunked or
+ * zstd-encoded body): blob_upload_begin accepts it for CAS and AC keys and the size is fixed
+ * at commit (see blob_upload_begin). Lookups refuse it (not found).
+ */
+#define BLOB_SIZE_UNKNOWN (UINT64_MAX - 1)
 
 /* The SHA-256 of the empty string: CAS (sha256, e3b0c442..., 0) is always present. */
 extern const uint8_t blob_empty_sha256[BLOB_HASH_SIZE];
@@ -71,7 +87,7 @@ void blob_key_cas(struct blob_key *k, const uint8_t hash[BLOB_HASH_SIZE], uint64
 /* Fills <k> as an AC key; <size> is the size of the value about to be put (0 for lookups). */
 void blob_key_ac(struct blob_key *k, const uint8_t key[BLOB_HASH_SIZE], uint64_t size);
 
-/* True for the empty CAS blob, which never needs the disk. */
+/* True for the empty CAS blob (size 0 or BLOB_SIZE_ANY), which never needs the disk. */
 bool blob_key_is_empty(const struct blob_key *k);
 
 /*
@@ -165,7 +181,8 @@ struct blob_info {
 };
 
 /*
- * True when <k> is present (exact, in memory, no I/O). With <refresh>, a present blob that
+ * True when <k> is present (exact, in memory, no I/O; a CAS key with BLOB_SIZE_ANY matches
+ * the blob of that hash at whatever size). With <refresh>, a present blob that
  * sits in the oldest part of the log is rewritten to this core's head in the background so
  * eviction keeps it (at most 16 refreshes run per core; past that it is skipped).
  * The empty CAS blob is always present. Core thread.
@@ -179,7 +196,10 @@ bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
 size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
                         bool refresh, bool *present);
 
-/* Fills <out> for <k>; returns 0 or -ENOENT. In memory, no I/O. Core thread. */
+/*
+ * Fills <out> for <k>; returns 0 or -ENOENT. A CAS key with BLOB_SIZE_ANY finds the blob by
+ * its hash and <out>->size tells its size. In memory, no I/O. Core thread.
+ */
 MUST_CHECK int blob_stat(struct blob_core *bc, const struct blob_key *k, struct blob_info *out);
 
 /* ---- uploads ---- */
@@ -270,6 +290,8 @@ typedef void blob_data_fn(void *ctx, int res, const uint8_t *data, size_t len);
  *             chunks stored raw are zstd raw-block frames on disk). When <offset> is not on a
  *             chunk boundary, the first piece is a raw-block frame holding the rest of that
  *             chunk (one chunk decompressed, nothing recompressed).
+ * A CAS key with BLOB_SIZE_ANY reads the blob of that hash whatever its size
+ * (blob_reader_size tells it).
  * Returns 0 and *<out> (release with blob_read_close), or -ENOENT, -ERANGE (<offset> past
  * the size), -EAGAIN (readers_max readers open), -EINVAL. A read of a blob in the oldest part
  * of the log also queues its refresh. Core thread.

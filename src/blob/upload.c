@@ -138,6 +138,7 @@ int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_
     if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
     if (!blob_digest_is_supported(k->digest_fn)) return -EINVAL;
     if (incoming != BLOB_ENCODING_IDENTITY && incoming != BLOB_ENCODING_ZSTD) return -EINVAL;
+    if (k->size == BLOB_SIZE_ANY) return -EINVAL; /* a lookup's size, not a blob's */
     if (k->kind == BLOB_KIND_AC && k->size > AC_SIZE_MAX) return -EINVAL;
     if (k->kind == BLOB_KIND_CAS && blob_exists(bc, k, true)) {
         base_counter_inc(&bc->counters.uploads_present);
