@@ -32,13 +32,6 @@ struct blob_core;
 struct blob_upload;
 struct blob_reader;
 
-/* What follows the write of a CAS blob's size map entry. */
-enum rpc_h1_then {
-    RPC_H1_THEN_CREATED, /* answer 201: the blob was stored */
-    RPC_H1_THEN_PRESENT, /* answer 200: it was present, its body is read */
-    RPC_H1_THEN_DISCARD, /* it was present: drop its body, then answer 200 */
-};
-
 /* One request's state, inside the connection's memory. */
 struct rpc_h1_cache {
     struct rpc_h1_conn *h;            /* the connection */
@@ -58,9 +51,6 @@ struct rpc_h1_cache {
     size_t spool_size;                /* its capacity */
     struct ring_timer retry;          /* retries a read refused with -EAGAIN */
     uint32_t retries;                 /* of the current read */
-    uint64_t size;                    /* CAS: the blob's size, once known */
-    uint8_t map_buf[8];               /* the size map entry's value (little-endian size) */
-    uint8_t then;                     /* enum rpc_h1_then: after the size map's write */
 };
 
 /* Prepares <cr> for connection <h>; once per connection. */
