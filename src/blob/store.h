@@ -224,8 +224,17 @@ typedef void blob_done_fn(void *ctx, int res);
  *   -EAGAIN  uploads_max uploads are open on this core;
  *   -ENOSPC  the blob cannot fit in the size budget;
  *   -ECANCELED the core is quiescing;
- *   -EINVAL  a malformed key (kind, digest function), or an AC value larger than 64 MiB.
+ *   -EINVAL  a malformed key (kind, digest function, BLOB_SIZE_ANY), or an AC value larger
+ *            than 64 MiB.
  * AC uploads never answer -EEXIST: a new value replaces the old one on commit.
+ *
+ * With k->size == BLOB_SIZE_UNKNOWN the size is what arrives, fixed at commit: a CAS blob of
+ * that hash at any size answers -EEXIST at once; the bytes stream into the segment as they
+ * arrive (nothing is held back but the last, partial chunk); an append that takes the upload
+ * past the largest blob the store takes (a quarter of max_size, a chunk table that fits a
+ * write buffer; AC: 64 MiB) answers -EMSGSIZE, and one whose chunk finds the store over its
+ * budget -ENOSPC: either ends the upload (abort it). The commit then verifies the digest of
+ * exactly what arrived; nothing is visible before.
  */
 MUST_CHECK int blob_upload_begin(struct blob_core *bc, const struct blob_key *k,
                                  enum blob_encoding incoming, struct blob_upload **out);
@@ -238,7 +247,10 @@ MUST_CHECK int blob_upload_begin(struct blob_core *bc, const struct blob_key *k,
  *   -EINPROGRESS the write buffer is full (backpressure): <data> must stay valid and
  *                unchanged until <cb>(<ctx>, res) runs, with 0 once all of it was consumed or
  *                -errno; no other call on <u> but abort is allowed meanwhile.
- *   -EMSGSIZE    more bytes than k->size (identity) or a decoded size past it (zstd);
+ *   -EMSGSIZE    more bytes than k->size (identity) or a decoded size past it (zstd); for
+ *                BLOB_SIZE_UNKNOWN, past the largest blob the store takes, or compressed
+ *                bytes past twice that (a zstd stream that decodes to nothing);
+ *   -ENOSPC      BLOB_SIZE_UNKNOWN: the store is over its budget (eviction is behind);
  *   -EBADMSG     the zstd stream is malformed;
  *   -EIO/-ENOSPC a write of this upload failed: the upload is dead, abort it.
  * Core thread.
@@ -248,7 +260,8 @@ MUST_CHECK int blob_upload_append(struct blob_upload *u, const void *data, size_
 
 /*
  * Ends the upload: verifies the size and (CAS) the digest, writes the commit record and makes
- * the blob visible once the record is durable per the sync policy. Returns 0 and <cb> runs
+ * the blob visible once the record is durable per the sync policy. An upload begun with
+ * BLOB_SIZE_UNKNOWN takes the size of what arrived (blob_upload_bytes_decoded). Returns 0 and <cb> runs
  * later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
  * -EIO/-ENOSPC (the disk failed), -EBADMSG (a zstd upload's stream did not end); in every
  * case the engine owns <u> from this call on and has freed it by the time <cb> runs, and
