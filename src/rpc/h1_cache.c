@@ -7,7 +7,12 @@
  * uploaded (HTTP or gRPC). The empty blob is size 0, always present. AC and plain-key entries
  * use the route's derived 32-byte key (src/rpc/keys.c).
  *
- * Sections: keys and statuses, reads (GET, HEAD), uploads (PUT), the spool.
+ * Uploads stream into the engine as they arrive, whatever their framing: a body with a
+ * Content-Length and no content coding is an upload of that size; a chunked or zstd-encoded
+ * body is an upload whose size the engine fixes at commit (BLOB_SIZE_UNKNOWN), bounded by the
+ * engine as the bytes arrive. No body is held in memory.
+ *
+ * Sections: keys and statuses, reads (GET, HEAD), uploads (PUT).
  */
 #include "rpc/h1_cache.h"
 
@@ -15,17 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <zstd.h>
-
 #include "blob/store.h"
 #include "rpc/keys.h"
 
-#define READ_RETRY_MS       1    /* after blob_read_next answered -EAGAIN */
-#define READ_RETRY_MAX      2000 /* then 503 */
-#define ZSTD_WINDOW_LOG_MAX 27   /* as the engine accepts */
-
-/* Bytes spooled on this core (one thread per core). */
-static _Thread_local uint64_t spool_core_bytes;
+#define READ_RETRY_MS  1    /* after blob_read_next answered -EAGAIN */
+#define READ_RETRY_MAX 2000 /* then 503 */
 
 /* ---- keys and statuses ---- */
 
@@ -220,6 +219,11 @@ static void upload_fail(struct rpc_h1_cache *cr, int err)
         blob_upload_abort(cr->upload);
         cr->upload = NULL;
     }
+    if (err == -EMSGSIZE && cr->unsized) {
+        /* A body without a declared size grew past the largest entry the store takes. */
+        rpc_h1_answer(cr->h, 413, "body over the size limit");
+        return;
+    }
     int status = upload_status(err);
     rpc_h1_answer(cr->h, status, status_text(status, err));
 }
@@ -265,22 +269,18 @@ static void start_put(struct rpc_h1_cache *cr)
 {
     const struct rpc_h1_request *req = cr->req;
     bool identity = req->encoding == RPC_H1_CODING_IDENTITY;
-    uint64_t limit = identity ? size_limit(cr) : RPC_H1_SPOOL_MAX;
+    /* A zstd body may be a little larger than what it decodes to; the engine takes up to
+     * twice its limit of compressed bytes (store.h), and refuses past that as they arrive. */
+    uint64_t limit = identity ? size_limit(cr) : 2 * size_limit(cr) + (1ULL << 20);
     if (req->has_length && req->content_length > limit) {
         rpc_h1_answer(cr->h, 413, "body over the size limit");
         return;
     }
-    if (!req->has_length || !identity) {
-        /* The decoded size is known only at the end: spool the body (see the spool). */
-        if (spool_core_bytes >= RPC_H1_SPOOL_CORE_MAX) {
-            rpc_h1_answer(cr->h, 503, "busy, retry later");
-            return;
-        }
-        cr->spooling = true;
-        rpc_h1_body_accept(cr->h);
-        return;
-    }
-    int rc = begin_upload(cr, req->content_length, BLOB_ENCODING_IDENTITY);
+    /* Without a length, or zstd-encoded, the decoded size is known only at the end: the
+     * engine fixes it at commit. */
+    cr->unsized = !req->has_length || !identity;
+    uint64_t size = cr->unsized ? BLOB_SIZE_UNKNOWN : req->content_length;
+    int rc = begin_upload(cr, size, identity ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD);
     if (rc == -EEXIST) {
         rpc_h1_body_discard(cr->h, 200); /* present: the body is not needed */
         return;
@@ -302,11 +302,8 @@ static void appended(void *ctx, int res)
     rpc_h1_body_resume(cr->h);
 }
 
-static int spool_add(struct rpc_h1_cache *cr, const uint8_t *data, size_t len);
-
 int rpc_h1_cache_body(struct rpc_h1_cache *cr, const uint8_t *data, size_t len)
 {
-    if (cr->spooling) return spool_add(cr, data, len);
     ASSERT(cr->upload);
     int rc = blob_upload_append(cr->upload, data, len, appended, cr);
     if (rc == 0 || rc == -EINPROGRESS) return rc;
@@ -314,144 +311,8 @@ int rpc_h1_cache_body(struct rpc_h1_cache *cr, const uint8_t *data, size_t len)
     return -ECANCELED;
 }
 
-static void spool_finish(struct rpc_h1_cache *cr);
-
 void rpc_h1_cache_body_end(struct rpc_h1_cache *cr)
 {
-    if (cr->spooling) {
-        spool_finish(cr);
-        return;
-    }
-    commit(cr);
-}
-
-/* ---- the spool ---- */
-
-/*
- * A body whose decoded size the engine cannot be told in advance (chunked, or zstd-encoded)
- * is held here, bounded per request (RPC_H1_SPOOL_MAX) and per core (RPC_H1_SPOOL_CORE_MAX),
- * then uploaded once its size is known.
- */
-static void spool_free(struct rpc_h1_cache *cr)
-{
-    ASSERT(spool_core_bytes >= cr->spool_size);
-    spool_core_bytes -= cr->spool_size;
-    free(cr->spool);
-    cr->spool = NULL;
-    cr->spool_len = 0;
-    cr->spool_size = 0;
-}
-
-static int spool_add(struct rpc_h1_cache *cr, const uint8_t *data, size_t len)
-{
-    size_t need = cr->spool_len + len;
-    uint64_t limit =
-        cr->req->encoding == RPC_H1_CODING_IDENTITY ? size_limit(cr) : RPC_H1_SPOOL_MAX;
-    if (need > limit || need > RPC_H1_SPOOL_MAX) {
-        rpc_h1_answer(cr->h, 413,
-                      "body over the size limit (bodies without Content-Length "
-                      "or zstd-encoded: 64 MiB)");
-        return -ECANCELED;
-    }
-    if (need > cr->spool_size) {
-        size_t size = cr->spool_size ? cr->spool_size : (size_t)64 * 1024;
-        /* Bounded: doubles up to RPC_H1_SPOOL_MAX. */
-        while (size < need) {
-            size *= 2;
-        }
-        uint8_t *p = NULL;
-        if (spool_core_bytes - cr->spool_size + size <= RPC_H1_SPOOL_CORE_MAX) {
-            p = realloc(cr->spool, size);
-        }
-        if (!p) {
-            rpc_h1_answer(cr->h, 503, "busy, retry later");
-            return -ECANCELED;
-        }
-        spool_core_bytes += size - cr->spool_size;
-        cr->spool = p;
-        cr->spool_size = size;
-    }
-    if (len > 0) memcpy(cr->spool + cr->spool_len, data, len);
-    cr->spool_len = need;
-    return 0;
-}
-
-/* The decoded size of the zstd frames in <p>; -EBADMSG when malformed, -EMSGSIZE past <limit>. */
-static int zstd_decoded_size(const uint8_t *p, size_t len, uint64_t limit, uint64_t *out)
-{
-    unsigned long long n = ZSTD_findDecompressedSize(p, len);
-    if (n == ZSTD_CONTENTSIZE_ERROR) return -EBADMSG;
-    if (n != ZSTD_CONTENTSIZE_UNKNOWN) {
-        *out = n;
-        return n > limit ? -EMSGSIZE : 0;
-    }
-    /* Some frame does not declare its size: decompress into scratch space to count. */
-    ZSTD_DCtx *d = ZSTD_createDCtx();
-    uint8_t *scratch = malloc(ZSTD_DStreamOutSize());
-    int rc = d && scratch ? 0 : -ENOMEM;
-    if (rc == 0 &&
-        ZSTD_isError(ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX))) {
-        rc = -ENOMEM;
-    }
-    ZSTD_inBuffer in = { p, len, 0 };
-    uint64_t total = 0;
-    size_t ret = 1;
-    /* Bounded: each pass consumes input or produces output, and output stops at <limit>. */
-    while (rc == 0 && (in.pos < in.size || ret != 0)) {
-        ZSTD_outBuffer o = { scratch, ZSTD_DStreamOutSize(), 0 };
-        ret = ZSTD_decompressStream(d, &o, &in);
-        if (ZSTD_isError(ret) || (o.pos == 0 && in.pos == in.size && ret != 0)) rc = -EBADMSG;
-        total += o.pos;
-        if (total > limit) rc = -EMSGSIZE;
-    }
-    free(scratch);
-    ZSTD_freeDCtx(d);
-    *out = total;
-    return rc;
-}
-
-static void spool_appended(void *ctx, int res)
-{
-    struct rpc_h1_cache *cr = ctx;
-    if (res < 0) {
-        upload_fail(cr, res);
-        return;
-    }
-    spool_free(cr);
-    commit(cr);
-}
-
-static void spool_finish(struct rpc_h1_cache *cr)
-{
-    bool zstd = cr->req->encoding == RPC_H1_CODING_ZSTD;
-    uint64_t size = cr->spool_len;
-    if (zstd) {
-        int rc = zstd_decoded_size(cr->spool, cr->spool_len, size_limit(cr), &size);
-        if (rc < 0) {
-            rpc_h1_answer(cr->h, rc == -EMSGSIZE ? 413 : 400,
-                          rc == -EMSGSIZE ? "body over the size limit" : "malformed zstd body");
-            return;
-        }
-    }
-    int rc = begin_upload(cr, size, zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY);
-    if (rc == -EEXIST) {
-        spool_free(cr);
-        rpc_h1_answer_empty(cr->h, 200);
-        return;
-    }
-    if (rc < 0) {
-        upload_fail(cr, rc);
-        return;
-    }
-    rc = cr->spool_len
-             ? blob_upload_append(cr->upload, cr->spool, cr->spool_len, spool_appended, cr)
-             : 0;
-    if (rc == -EINPROGRESS) return;
-    if (rc < 0) {
-        upload_fail(cr, rc);
-        return;
-    }
-    spool_free(cr);
     commit(cr);
 }
 
@@ -470,7 +331,6 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
 {
     ASSERT(!cr->upload);
     ASSERT(!cr->reader);
-    ASSERT(!cr->spool);
     cr->bc = bc;
     cr->req = req;
     cr->route = route;
@@ -478,7 +338,7 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
     cr->reading = false;
     cr->existed = false;
     cr->zstd_out = false;
-    cr->spooling = false;
+    cr->unsized = false;
     cr->retries = 0;
     if (!bc) {
         rpc_h1_answer(cr->h, 503, "store not available");
@@ -510,6 +370,5 @@ void rpc_h1_cache_close(struct rpc_h1_cache *cr)
     }
     cr->reading = false;
     if (ring_timer_is_armed(&cr->retry)) ring_timer_stop(ring_core_current(), &cr->retry);
-    if (cr->spool) spool_free(cr);
-    cr->spooling = false;
+    cr->unsized = false;
 }

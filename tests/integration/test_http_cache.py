@@ -306,6 +306,86 @@ class SlowSender(harness.ServerTestCase):
         self.server.wait_quiet(extra=QUIET)
 
 
+def vm_kib(pid, field):
+    """A VmRSS/VmHWM figure of process <pid> in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+class StreamedBodies(unittest.TestCase):
+    """Chunked and zstd-encoded bodies stream into the engine like sized ones: a 100 MiB body
+    does not grow the server's memory by anything like 100 MiB, and is verified at its end."""
+
+    def send_chunked(self, port, path, data, piece=1 << 20):
+        with Raw(port, timeout=120) as c:
+            c.send(request("PUT", path, headers=["Transfer-Encoding: chunked"]))
+            for off in range(0, len(data), piece):
+                part = data[off:off + piece]
+                c.send(b"%x\r\n" % len(part) + part + b"\r\n")
+            c.send(b"0\r\n\r\n")
+            return c.read_response().status
+
+    def test_a_100_mib_chunked_or_zstd_body_streams_into_the_engine(self):
+        # 64 receive buffers (4 MiB): a body touches the whole fixed pool as it streams, so a
+        # small pool keeps its pages apart from what this test looks for.
+        args = ("--max-size", "2GiB", "--recv-buffers", "64")
+        with harness.Server(args=args, cores=1) as srv:
+            # Warm up: the engine's write buffers and the receive pool are allocated once.
+            warm = os.urandom(8 << 20)
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(warm), warm), 201)
+            pid = srv.proc.pid
+            rss0, hwm0 = vm_kib(pid, "VmRSS"), vm_kib(pid, "VmHWM")
+            data = os.urandom(100 << 20)
+            h = sha(data)
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + h, data), 201)
+            hwm1 = vm_kib(pid, "VmHWM")
+            # A zstd body of 100 MiB (random bytes: stored raw by zstd), with a length.
+            data2 = os.urandom(100 << 20)
+            z = zstandard.ZstdCompressor(level=1).compress(data2)
+            self.assertGreater(len(z), 100 << 20)
+            with Raw(srv.port, timeout=120) as c:
+                c.send(request("PUT", "/cas/" + sha(data2),
+                               headers=["Content-Length: %d" % len(z), "Content-Encoding: zstd"]))
+                for off in range(0, len(z), 1 << 20):
+                    c.send(z[off:off + (1 << 20)])
+                self.assertEqual(c.read_response().status, 201)
+            hwm2 = vm_kib(pid, "VmHWM")
+            grew = max(hwm1, hwm2) - max(hwm0, rss0)
+            self.assertLess(grew, 16 << 10, "the server grew by %d KiB for 100 MiB bodies" % grew)
+            # Stored exactly; a present blob's chunked PUT is 200 without storing it again.
+            got = subprocess.run(["curl", "-s", srv.url + "/cas/" + h], capture_output=True)
+            self.assertEqual(sha(got.stdout), h)
+            got = subprocess.run(["curl", "-s", srv.url + "/cas/" + sha(data2)],
+                                 capture_output=True)
+            self.assertEqual(sha(got.stdout), sha(data2))
+            committed = srv.metric("ringcas_blob_blobs_committed")
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(warm), warm), 200)
+            self.assertEqual(srv.metric("ringcas_blob_blobs_committed"), committed)
+            srv.wait_quiet(extra=QUIET)
+
+    def test_a_chunked_body_that_fails_its_digest_stores_nothing(self):
+        with harness.Server(args=("--max-size", "1GiB"), cores=1) as srv:
+            data = os.urandom(3 << 20)
+            wrong = sha(data[:-1])
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + wrong, data, 100000), 400)
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(data), data[:-1]), 400)
+            self.assertEqual(curl(srv.url + "/cas/" + wrong)[0], 404)
+            self.assertEqual(curl(srv.url + "/cas/" + sha(data))[0], 404)
+            self.assertEqual(srv.metric("ringcas_blob_digest_mismatches"), 2)
+            # zstd the same: verified after decompression, nothing stored on a mismatch.
+            z = zstandard.ZstdCompressor().compress(data)
+            status = curl("-X", "PUT", "--data-binary", "@-", "-H", "Content-Encoding: zstd",
+                          "-H", "Transfer-Encoding: chunked", srv.url + "/cas/" + wrong,
+                          data=z)[0]
+            self.assertEqual(status, 400)
+            self.assertEqual(curl(srv.url + "/cas/" + wrong)[0], 404)
+            self.assertEqual(srv.metric("ringcas_blob_blobs_committed"), 0)
+            srv.wait_quiet(extra=QUIET)
+
+
 class AcrossProtocols(unittest.TestCase):
     """HTTP names CAS blobs by hash alone: a blob uploaded over gRPC (`ringcas put`: ByteStream
     or BatchUpdateBlobs; grpcio's BatchUpdateBlobs) is served at GET /cas/<hash> at once, and a
