@@ -10,6 +10,10 @@
 #include <string.h>
 
 #include <xxhash.h>
+#ifdef RC_XXH3_DISPATCH
+/* Replaces XXH3_64bits with libxxhash's runtime dispatcher (AVX2/AVX-512; same values). */
+#    include <xxh_x86dispatch.h>
+#endif
 
 #include "base/clock.h"
 #include "blob/store.h"
