@@ -82,8 +82,7 @@ static void upload_free(struct blob_upload *u)
     blob_writer_unwait(&bc->writer, &u->waiter);
     blob_digest_deinit(&u->digest);
     if (u->dstream) ZSTD_freeDCtx(u->dstream);
-    if (u->chunk) base_counter_dec(&bc->counters.bufs);
-    free(u->chunk);
+    blob_pool_put(&bc->pool, u->chunk, u->chunk_size);
     free(u->refs);
     free(u);
     ASSERT(bc->uploads_len > 0);
@@ -110,12 +109,11 @@ static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_
     u->chunk_size = (uint32_t)(k->size < chunk ? k->size : chunk);
     u->limit = k->size;
     if (u->chunk_size > 0 && !u->copy) {
-        u->chunk = malloc(u->chunk_size);
+        u->chunk = blob_pool_get(&bc->pool, u->chunk_size);
         if (!u->chunk) {
             free(u);
             return NULL;
         }
-        base_counter_inc(&bc->counters.bufs);
     }
     base_list_add_tail(&bc->uploads, &u->link);
     bc->uploads_len++;
