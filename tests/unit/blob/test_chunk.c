@@ -248,3 +248,41 @@ Test(blob_chunk, raw_spans_refuse_frames_they_did_not_write)
     free(good);
     free(bad);
 }
+
+Test(blob_chunk, the_first_32_kib_decide_whether_a_chunk_is_compressed)
+{
+    struct blob_chunk_ctx z;
+    cr_assert(eq(int, blob_chunk_ctx_init(&z, 1, &mem), 0));
+    uint32_t n = 256 << 10;
+    uint8_t *raw = malloc(n);
+    uint8_t *rec = malloc(blob_chunk_record_bound(n));
+    uint8_t *out = malloc(n);
+    const struct blob_record_header *h = (const void *)rec;
+    /* A random start, then text: the sample says no, and the rest is never tried. */
+    th_fill(raw, 32 << 10, 1, false);
+    th_fill(raw + (32 << 10), n - (32 << 10), 2, true);
+    blob_chunk_encode(&z, raw, n, rec);
+    cr_assert(eq(u8, h->enc, BLOB_CHUNK_RAW));
+    /* Text, then random: the sample says yes and the frame goes on; it shrinks. */
+    th_fill(raw, 64 << 10, 3, true);
+    th_fill(raw + (64 << 10), n - (64 << 10), 4, false);
+    uint32_t len = blob_chunk_encode(&z, raw, n, rec);
+    cr_assert(eq(u8, h->enc, BLOB_CHUNK_ZSTD));
+    cr_assert(lt(u32, len, n - (32 << 10)));
+    cr_assert(eq(int, blob_chunk_decode(&z, h, rec + sizeof(*h), out, n), 0));
+    cr_assert(memcmp(out, raw, n) == 0);
+    /* Random bytes throughout: stored raw, and the context is ready for the next chunk. */
+    th_fill(raw, n, 5, false);
+    blob_chunk_encode(&z, raw, n, rec);
+    cr_assert(eq(u8, h->enc, BLOB_CHUNK_RAW));
+    th_fill(raw, n, 7, true);
+    len = blob_chunk_encode(&z, raw, n, rec);
+    cr_assert(eq(u8, h->enc, BLOB_CHUNK_ZSTD));
+    cr_assert(eq(u64, ZSTD_getFrameContentSize(rec + sizeof(*h), h->payload_len), n));
+    cr_assert(eq(sz, ZSTD_decompress(out, n, rec + sizeof(*h), len - sizeof(*h)), n));
+    cr_assert(memcmp(out, raw, n) == 0);
+    free(raw);
+    free(rec);
+    free(out);
+    blob_chunk_ctx_deinit(&z);
+}
