@@ -15,11 +15,11 @@
 #define MEM_PREFIX 16U
 /*
  * zstd -1 spends as long failing on a random 128 KiB block as SHA-256 takes to hash it. A
- * chunk's first SAMPLE_BYTES are compressed first (and the frame goes on from there, so a
+ * chunk.s first SAMPLE_BYTES are compressed first (and the frame goes on from there, so a
  * compressible chunk pays nothing extra); when they do not shrink by SAMPLE_GAIN_MIN the
  * chunk is stored raw without compressing the rest (perf/RESULTS.md).
  */
-#define SAMPLE_BYTES    (32U * 1024U)
+#define SAMPLE_BYTES    (16U * 1024U)
 #define SAMPLE_GAIN_MIN (SAMPLE_BYTES / 32U)
 
 static void *mem_alloc(void *opaque, size_t size)
