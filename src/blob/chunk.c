@@ -19,7 +19,7 @@
  * compressible chunk pays nothing extra); when they do not shrink by SAMPLE_GAIN_MIN the
  * chunk is stored raw without compressing the rest (perf/RESULTS.md).
  */
-#define SAMPLE_BYTES    (16U * 1024U)
+#define SAMPLE_BYTES    ((size_t)16 * 1024)
 #define SAMPLE_GAIN_MIN (SAMPLE_BYTES / 32U)
 
 static void *mem_alloc(void *opaque, size_t size)
@@ -122,8 +122,8 @@ static uint64_t get_le(const uint8_t *p, int bytes)
     return v;
 }
 
-int64_t blob_chunk_raw_span(const struct blob_record_header *h, const uint8_t *payload,
-                            uint32_t at, const uint8_t **data)
+int64_t blob_chunk_raw_span(const struct blob_record_header *h, const uint8_t *payload, uint32_t at,
+                            const uint8_t **data)
 {
     ASSERT(h->enc == BLOB_CHUNK_RAW);
     ASSERT(at < h->raw_len);
@@ -161,14 +161,16 @@ int64_t blob_chunk_raw_span(const struct blob_record_header *h, const uint8_t *p
  * Returns the frame's length, or 0 when the sample or the whole does not shrink (the context
  * is then reset for the next frame).
  */
-static size_t compress_sampled(struct blob_chunk_ctx *z, uint8_t *dst, size_t cap,
-                               const void *raw, uint32_t n)
+static size_t compress_sampled(struct blob_chunk_ctx *z,
+                               uint8_t *dst, /* NOLINT(readability-non-const-parameter): zstd */
+                               size_t cap, const void *raw, uint32_t n)
 {
     ZSTD_CCtx *c = z->cctx;
     ZSTD_outBuffer out = { dst, cap, 0 };
     ZSTD_inBuffer in = { raw, n <= SAMPLE_BYTES ? n : SAMPLE_BYTES, 0 };
     size_t rc = ZSTD_CCtx_setPledgedSrcSize(c, n);
-    ASSERT(!ZSTD_isError(rc)); /* a finished or reset frame */
+    bool pledged = !ZSTD_isError(rc);
+    ASSERT(pledged); /* a finished or reset frame */
     if (n > SAMPLE_BYTES) {
         rc = ZSTD_compressStream2(c, &out, &in, ZSTD_e_flush);
         if (ZSTD_isError(rc) || rc != 0 || out.pos + SAMPLE_GAIN_MIN > SAMPLE_BYTES) goto err_reset;
@@ -180,7 +182,8 @@ static size_t compress_sampled(struct blob_chunk_ctx *z, uint8_t *dst, size_t ca
 
 err_reset:
     rc = ZSTD_CCtx_reset(c, ZSTD_reset_session_only);
-    ASSERT(!ZSTD_isError(rc));
+    bool reset = !ZSTD_isError(rc);
+    ASSERT(reset);
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include "blob/pool.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,12 +93,6 @@ static int class_index(const struct blob_pool *p, size_t size)
     return -1;
 }
 
-static struct blob_pool_class *class_of(struct blob_pool *p, size_t size)
-{
-    int i = class_index(p, size);
-    return i < 0 ? NULL : &p->classes[i];
-}
-
 size_t blob_pool_class_size(const struct blob_pool *p, size_t size)
 {
     ASSERT(size > 0);
@@ -105,17 +100,24 @@ size_t blob_pool_class_size(const struct blob_pool *p, size_t size)
     return i < 0 ? align_up(size) : p->classes[i].size;
 }
 
+/* An idle buffer of class <i>, or NULL when there is none. */
+static void *idle_take(struct blob_pool *p, int i)
+{
+    if (i < 0 || p->classes[i].len == 0) return NULL;
+    struct blob_pool_class *c = &p->classes[i];
+    void *buf = c->idle[--c->len];
+    p->idle_bytes -= c->size;
+    base_counter_add(p->idle_gauge, (uint64_t)0 - c->size);
+    UNPOISON(buf, c->size);
+    return buf;
+}
+
 void *blob_pool_get(struct blob_pool *p, size_t size)
 {
-    struct blob_pool_class *c = class_of(p, size);
-    void *buf;
-    if (c && c->len > 0) {
-        buf = c->idle[--c->len];
-        p->idle_bytes -= c->size;
-        base_counter_add(p->idle_gauge, (uint64_t)0 - c->size);
-        UNPOISON(buf, c->size);
-    } else {
-        buf = aligned_alloc(POOL_ALIGN, c ? c->size : align_up(size));
+    int i = class_index(p, size);
+    void *buf = idle_take(p, i);
+    if (!buf) {
+        buf = aligned_alloc(POOL_ALIGN, blob_pool_class_size(p, size));
         if (!buf) return NULL;
     }
     base_counter_inc(p->taken_gauge);
@@ -126,11 +128,14 @@ void blob_pool_put(struct blob_pool *p, void *buf, size_t size)
 {
     if (!buf) return;
     base_counter_dec(p->taken_gauge);
-    struct blob_pool_class *c = class_of(p, size);
-    if (!c || c->len == c->cap || p->idle_bytes + c->size > p->idle_max) {
+    int i = class_index(p, size);
+    bool keep = i >= 0 && p->classes[i].len < p->classes[i].cap &&
+                p->idle_bytes + p->classes[i].size <= p->idle_max;
+    if (!keep) {
         free(buf);
         return;
     }
+    struct blob_pool_class *c = &p->classes[i];
     POISON(buf, c->size);
     c->idle[c->len++] = buf;
     p->idle_bytes += c->size;

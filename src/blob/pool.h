@@ -7,9 +7,10 @@
  * Buffers come in size classes: powers of two from 4 KiB up to the chunk size, and one class
  * for the largest chunk record (a raw frame of a whole chunk and its header). Every buffer is
  * 4096-aligned (O_DIRECT-ready). A size past the largest class (data written with a larger
- * chunk size than the store's now) is allocated and freed as it comes. Idle buffers are kept per class up to <idle_max> bytes in all
- * (a gauge counts them); past that a released buffer is freed. Under ASan idle buffers are
- * poisoned, so a use after release is caught as it would be after free.
+ * chunk size than the store's now) is allocated and freed as it comes. Idle buffers are kept
+ * per class up to <idle_max> bytes in all (a gauge counts them); past that a released buffer
+ * is freed. Under ASan idle buffers are poisoned, so a use after release is caught as it
+ * would be after free.
  *
  * One core's thread only; no lock.
  */

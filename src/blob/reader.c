@@ -281,7 +281,8 @@ static int ensure_buffers(struct blob_reader *r)
     uint32_t raw = (uint32_t)(r->key.size < chunk ? r->key.size : chunk);
     uint32_t rsize = blob_chunk_record_bound(raw);
     uint32_t osize = r->mode != MODE_RECORDS ? raw : 0;
-    uint64_t need = blob_pool_class_size(pool, rsize) + (osize ? blob_pool_class_size(pool, osize) : 0);
+    uint64_t need =
+        blob_pool_class_size(pool, rsize) + (osize ? blob_pool_class_size(pool, osize) : 0);
     if (r->bc->read_buf_bytes + need > r->bc->s->opts.read_buffer_max) {
         base_counter_inc(&r->bc->counters.queue_full);
         return -EAGAIN;

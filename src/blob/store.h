@@ -261,8 +261,8 @@ MUST_CHECK int blob_upload_append(struct blob_upload *u, const void *data, size_
 /*
  * Ends the upload: verifies the size and (CAS) the digest, writes the commit record and makes
  * the blob visible once the record is durable per the sync policy. An upload begun with
- * BLOB_SIZE_UNKNOWN takes the size of what arrived (blob_upload_bytes_decoded). Returns 0 and <cb> runs
- * later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
+ * BLOB_SIZE_UNKNOWN takes the size of what arrived (blob_upload_bytes_decoded). Returns 0 and <cb>
+ * runs later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
  * -EIO/-ENOSPC (the disk failed), -EBADMSG (a zstd upload's stream did not end); in every
  * case the engine owns <u> from this call on and has freed it by the time <cb> runs, and
  * nothing is visible on failure. With 0 the blob is visible to every core when <cb> runs.

@@ -127,8 +127,8 @@ static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_
  */
 static uint64_t upload_limit(const struct blob_store *s, uint8_t kind)
 {
-    uint64_t fixed = sizeof(struct blob_record_header) + sizeof(struct blob_commit) +
-                     2ULL * BLOB_BLOCK_SIZE;
+    uint64_t fixed =
+        sizeof(struct blob_record_header) + sizeof(struct blob_commit) + 2ULL * BLOB_BLOCK_SIZE;
     uint64_t chunks = (s->opts.write_buffer_size - fixed) / sizeof(struct blob_chunk_ref);
     uint64_t limit = chunks * s->opts.chunk_size;
     if (limit > s->opts.max_size / 4) limit = s->opts.max_size / 4;

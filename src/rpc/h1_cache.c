@@ -210,7 +210,6 @@ static void start_read(struct rpc_h1_cache *cr)
     }
 }
 
-
 /* ---- uploads ---- */
 
 static void upload_fail(struct rpc_h1_cache *cr, int err)

@@ -188,8 +188,9 @@ Test(blob_chunk, raw_spans_point_into_the_frame_at_every_block)
     blob_format_record_header(h, BLOB_RECORD_CHUNK, BLOB_CHUNK_RAW, rec + sizeof(*h),
                               len - sizeof(*h), n);
     const uint8_t *payload = rec + sizeof(*h);
-    uint32_t ats[] = { 0, 1, BLOB_ZSTD_BLOCK_MAX - 1, BLOB_ZSTD_BLOCK_MAX,
-                       2 * BLOB_ZSTD_BLOCK_MAX + 5, n - 1 };
+    uint32_t ats[] = {
+        0, 1, BLOB_ZSTD_BLOCK_MAX - 1, BLOB_ZSTD_BLOCK_MAX, 2 * BLOB_ZSTD_BLOCK_MAX + 5, n - 1
+    };
     for (size_t i = 0; i < sizeof(ats) / sizeof(ats[0]); i++) {
         const uint8_t *p = NULL;
         int64_t span = blob_chunk_raw_span(h, payload, ats[i], &p);

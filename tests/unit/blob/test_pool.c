@@ -21,8 +21,8 @@ static void open_pool(struct blob_pool *p, uint64_t idle_max)
     memset(&idle, 0, sizeof(idle));
     memset(&taken, 0, sizeof(taken));
     uint32_t chunk = 256 << 10;
-    cr_assert(eq(int, blob_pool_init(p, chunk, blob_chunk_record_bound(chunk), idle_max, &idle,
-                                     &taken), 0));
+    cr_assert(eq(
+        int, blob_pool_init(p, chunk, blob_chunk_record_bound(chunk), idle_max, &idle, &taken), 0));
 }
 
 Test(blob_pool, sizes_fall_into_power_of_two_classes_and_the_record_class)

@@ -610,8 +610,7 @@ Test(blob_upload, unknown_size_zstd_uploads_are_verified_after_decoding)
 }
 
 /* Appends <len> bytes at <data> to <u> in pieces of <piece>; returns the first error. */
-static int feed(struct th *t, struct blob_upload *u, const uint8_t *data, size_t len,
-                size_t piece)
+static int feed(struct th *t, struct blob_upload *u, const uint8_t *data, size_t len, size_t piece)
 {
     for (size_t off = 0; off < len; off += piece) {
         size_t n = len - off < piece ? len - off : piece;
