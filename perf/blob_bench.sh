@@ -30,9 +30,10 @@ median_ingest() { # CORES BLOBS CORPUS DIRECT CHUNK_KIB LEVEL STREAMS
         fresh
         "$bin" ingest "$dir" "$1" "$2" 64 "$3" "$4" "$5" "$6" "$7" 2>/dev/null >>"$out"
     done
-    printf 'cores=%s corpus=%s direct=%s chunk_kib=%s level=%s: ingest_mbps_per_core=%s raw_mbps=%s ratio=%s stored_ratio=%s (medians of %s core-runs)\n' \
+    printf 'cores=%s corpus=%s direct=%s chunk_kib=%s level=%s: ingest_mbps_per_core=%s raw_mbps=%s ratio=%s stored_ratio=%s sha_mbps=%s sha_ratio=%s cpu_ratio=%s (medians of %s core-runs)\n' \
         "$1" "$3" "$4" "$5" "$6" "$(median "$out" ingest_mbps)" "$(median "$out" raw_mbps)" \
-        "$(median "$out" ratio)" "$(median "$out" stored_ratio)" "$(wc -l <"$out")"
+        "$(median "$out" ratio)" "$(median "$out" stored_ratio)" "$(median "$out" sha_mbps)" \
+        "$(median "$out" sha_ratio)" "$(median "$out" cpu_ratio)" "$(wc -l <"$out")"
     rm -f "$out"
 }
 

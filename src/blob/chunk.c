@@ -7,11 +7,20 @@
 #include "blob/chunk.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* A size prefix lets the free hook know how much to subtract. */
 #define MEM_PREFIX 16U
+/*
+ * zstd -1 spends as long failing on a random 128 KiB block as SHA-256 takes to hash it. A
+ * chunk.s first SAMPLE_BYTES are compressed first (and the frame goes on from there, so a
+ * compressible chunk pays nothing extra); when they do not shrink by SAMPLE_GAIN_MIN the
+ * chunk is stored raw without compressing the rest (perf/RESULTS.md).
+ */
+#define SAMPLE_BYTES    ((size_t)16 * 1024)
+#define SAMPLE_GAIN_MIN (SAMPLE_BYTES / 32U)
 
 static void *mem_alloc(void *opaque, size_t size)
 {
@@ -53,6 +62,10 @@ int blob_chunk_ctx_init(struct blob_chunk_ctx *z, int level, struct base_counter
      * frame checksum. */
     if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_contentSizeFlag, 1))) goto err_free;
     if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_checksumFlag, 0))) goto err_free;
+    /* The input and the output stay in place for the whole frame (blob_chunk_encode): zstd
+     * reads the chunk where it is and writes straight into the record, no internal copies. */
+    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_stableInBuffer, 1))) goto err_free;
+    if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_stableOutBuffer, 1))) goto err_free;
     return 0;
 
 err_free:
@@ -100,6 +113,80 @@ uint32_t blob_chunk_raw_frame(const void *raw, uint32_t n, uint8_t *dst)
     return out;
 }
 
+static uint64_t get_le(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) {
+        v |= (uint64_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+int64_t blob_chunk_raw_span(const struct blob_record_header *h, const uint8_t *payload, uint32_t at,
+                            const uint8_t **data)
+{
+    ASSERT(h->enc == BLOB_CHUNK_RAW);
+    ASSERT(at < h->raw_len);
+    uint32_t len = h->payload_len;
+    /* Disk bytes: checked, never asserted (their checksum only says they are what was
+     * written, not who wrote them). */
+    if (len < BLOB_RAW_FRAME_HEADER || get_le(payload, 4) != ZSTD_MAGICNUMBER ||
+        payload[4] != 0xE0 || get_le(payload + 5, 8) != h->raw_len) {
+        return -EBADMSG;
+    }
+    uint32_t pos = BLOB_RAW_FRAME_HEADER;
+    uint32_t done = 0;
+    /* Bounded: each block holds at least one byte and the payload is finite. */
+    while (pos + 3 <= len) {
+        uint32_t bh = (uint32_t)get_le(payload + pos, 3);
+        uint32_t size = bh >> 3;
+        bool last = (bh & 1) != 0;
+        if (((bh >> 1) & 3) != 0 || size == 0 || size > BLOB_ZSTD_BLOCK_MAX ||
+            size > len - pos - 3 || size > h->raw_len - done) {
+            return -EBADMSG;
+        }
+        if (at < done + size) {
+            *data = payload + pos + 3 + (at - done);
+            return (int64_t)(done + size - at);
+        }
+        done += size;
+        pos += 3 + size;
+        if (last) break;
+    }
+    return -EBADMSG;
+}
+
+/*
+ * Compresses <n> bytes at <raw> into <dst> (room for <cap>) as one frame, sample first.
+ * Returns the frame's length, or 0 when the sample or the whole does not shrink (the context
+ * is then reset for the next frame).
+ */
+static size_t compress_sampled(struct blob_chunk_ctx *z,
+                               uint8_t *dst, /* NOLINT(readability-non-const-parameter): zstd */
+                               size_t cap, const void *raw, uint32_t n)
+{
+    ZSTD_CCtx *c = z->cctx;
+    ZSTD_outBuffer out = { dst, cap, 0 };
+    ZSTD_inBuffer in = { raw, n <= SAMPLE_BYTES ? n : SAMPLE_BYTES, 0 };
+    size_t rc = ZSTD_CCtx_setPledgedSrcSize(c, n);
+    bool pledged = !ZSTD_isError(rc);
+    ASSERT(pledged); /* a finished or reset frame */
+    if (n > SAMPLE_BYTES) {
+        rc = ZSTD_compressStream2(c, &out, &in, ZSTD_e_flush);
+        if (ZSTD_isError(rc) || rc != 0 || out.pos + SAMPLE_GAIN_MIN > SAMPLE_BYTES) goto err_reset;
+        in.size = n; /* stableInBuffer lets the same input grow */
+    }
+    rc = ZSTD_compressStream2(c, &out, &in, ZSTD_e_end);
+    if (ZSTD_isError(rc) || rc != 0) goto err_reset; /* the output filled up: it does not shrink */
+    return out.pos;
+
+err_reset:
+    rc = ZSTD_CCtx_reset(c, ZSTD_reset_session_only);
+    bool reset = !ZSTD_isError(rc);
+    ASSERT(reset);
+    return 0;
+}
+
 uint32_t blob_chunk_encode(struct blob_chunk_ctx *z, const void *raw, uint32_t n, uint8_t *dst)
 {
     ASSERT(n > 0);
@@ -108,10 +195,13 @@ uint32_t blob_chunk_encode(struct blob_chunk_ctx *z, const void *raw, uint32_t n
     uint32_t raw_frame = blob_chunk_raw_frame_size(n);
     /* A frame as large as the raw frame gains nothing: cap the output so zstd gives up
      * early on incompressible data (dstSize_tooSmall) and store raw. */
-    size_t c = ZSTD_compress2(z->cctx, payload, raw_frame - 1, raw, n);
+    size_t c = compress_sampled(z, payload, raw_frame - 1, raw, n);
     uint32_t len;
     uint8_t enc;
-    if (ZSTD_isError(c)) {
+    /* A zstd frame no smaller than the data itself is zstd's own raw blocks (a shorter
+     * content-size field makes it a few bytes smaller than ours): store our raw frame, whose
+     * blocks identity reads hand out in place (blob_chunk_raw_span) instead of decoding. */
+    if (c == 0 || c >= n) {
         len = blob_chunk_raw_frame(raw, n, payload);
         enc = BLOB_CHUNK_RAW;
     } else {

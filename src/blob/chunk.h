@@ -61,6 +61,16 @@ uint32_t blob_chunk_raw_frame(const void *raw, uint32_t n, uint8_t *dst);
 uint32_t blob_chunk_encode(struct blob_chunk_ctx *z, const void *raw, uint32_t n, uint8_t *dst);
 
 /*
+ * Finds byte <at> (< h->raw_len) of a chunk stored as a raw-block frame (h->enc ==
+ * BLOB_CHUNK_RAW, checksums passed) without copying: checks the frame's structure (magic,
+ * descriptor, content size, raw blocks that add up to raw_len within the payload), sets
+ * *<data> to that byte inside <payload> and returns how many bytes follow it in its block
+ * (> 0). Returns -EBADMSG when the frame is not the layout blob_chunk_raw_frame writes.
+ */
+MUST_CHECK int64_t blob_chunk_raw_span(const struct blob_record_header *h, const uint8_t *payload,
+                                       uint32_t at, const uint8_t **data);
+
+/*
  * Decodes a chunk record whose header and payload checksums passed: writes h->raw_len bytes
  * to <out> (room for <out_size>). Returns 0, or -EBADMSG when the frame does not decode to
  * exactly raw_len bytes.

@@ -197,7 +197,7 @@ bool blob_index_get(struct blob_index *idx, const struct blob_key *k, struct blo
     pthread_mutex_lock(&st->lock);
     bool found = false;
     if (st->slots_size > 0) {
-        uint32_t pos = find_slot(st, k, true);
+        uint32_t pos = find_slot(st, k, k->size != BLOB_SIZE_ANY);
         if (pos != UINT32_MAX) {
             value_of(entry_at(st, (st->slots[pos] & 0xffffffU) - 1), out);
             found = true;

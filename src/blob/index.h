@@ -46,7 +46,8 @@ struct blob_index *blob_index_create(void);
 void blob_index_destroy(struct blob_index *idx);
 
 /*
- * Looks <k> up: CAS keys match kind, digest function, hash and size; AC keys kind and hash.
+ * Looks <k> up: CAS keys match kind, digest function, hash and size (any size when k->size
+ * is BLOB_SIZE_ANY); AC keys kind and hash.
  * Fills <out> when found. Any thread.
  */
 bool blob_index_get(struct blob_index *idx, const struct blob_key *k, struct blob_index_value *out);

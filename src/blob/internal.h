@@ -24,6 +24,7 @@
 #include "blob/format.h"
 #include "blob/index.h"
 #include "blob/io.h"
+#include "blob/pool.h"
 #include "blob/store.h"
 #include "ring/core.h"
 
@@ -240,6 +241,7 @@ struct blob_core {
     uint32_t index;                /* core number */
     struct blob_counters counters; /* per core */
     struct blob_chunk_ctx zctx;    /* compression */
+    struct blob_pool pool;         /* uploads' and readers' large buffers */
     struct blob_writer writer;     /* the active segment */
     struct base_list uploads;      /* struct blob_upload.link */
     struct base_list readers;      /* struct blob_reader.link */

@@ -8,6 +8,12 @@
  * cancels it (ASYNC_CANCEL) and frees the reader when the completion comes back. Pieces are
  * handed out from the completion or, when no I/O is needed, from a deferred task: a callback
  * never runs inside blob_read_next.
+ *
+ * No copies where none is needed: compressed reads hand out the stored frames where they were
+ * read, and identity reads of chunks stored raw hand out each raw block of the frame in place
+ * (a piece per block, up to 128 KiB; the chunk stays "held" in the record buffer until its last
+ * block went out). Only zstd-compressed chunks are decoded, into a second buffer taken when
+ * first needed. Buffers come from the core's pool (pool.h) within the read buffer budget.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -31,11 +37,13 @@ struct blob_reader {
     uint8_t *commit;             /* the commit record (header + payload) once read */
     uint32_t commit_len;         /* its length */
     bool commit_ok;              /* the commit record was read and checked */
-    uint8_t *rbuf;               /* read buffer: one chunk record */
-    uint8_t *obuf;               /* decoded chunk */
-    uint32_t rbuf_size;          /* capacity of rbuf */
-    uint32_t obuf_size;          /* capacity of obuf */
+    uint8_t *rbuf;               /* read buffer: one chunk record (pooled) */
+    uint8_t *obuf;               /* decoded chunk (pooled), taken when first needed */
+    uint32_t rbuf_size;          /* bytes asked of the pool for rbuf */
+    uint32_t obuf_size;          /* bytes asked of the pool for obuf (reserved before taken) */
     uint64_t buf_bytes;          /* what rbuf and obuf count against the core budget */
+    uint64_t held_start;         /* a raw chunk held in rbuf covers [held_start, held_end) */
+    uint64_t held_end;           /* == held_start when nothing is held */
     struct blob_seg *seg;        /* segment of the read in flight (a reference) */
     struct blob_aio aio;         /* the read in flight */
     struct blob_io_req req;      /* kept to resubmit after -EAGAIN */
@@ -60,11 +68,9 @@ static void reader_free(struct blob_reader *r)
     blob_segment_put(&bc->s->segs, r->seg);
     base_list_del(&r->link);
     ring_task_cancel(&r->task);
-    if (r->rbuf) base_counter_dec(&bc->counters.bufs);
-    if (r->obuf) base_counter_dec(&bc->counters.bufs);
     free(r->commit);
-    free(r->rbuf);
-    free(r->obuf);
+    blob_pool_put(&bc->pool, r->rbuf, r->rbuf_size);
+    blob_pool_put(&bc->pool, r->obuf, r->obuf_size);
     ASSERT(bc->read_buf_bytes >= r->buf_bytes);
     bc->read_buf_bytes -= r->buf_bytes;
     free(r);
@@ -263,35 +269,39 @@ static uint64_t chunk_bytes(const struct blob_reader *r)
 }
 
 /*
- * Allocates the reader's buffers (one chunk record, one decoded chunk) within the core's
- * read buffer budget: past it the read answers -EAGAIN (retry later) instead of growing.
+ * Takes the reader's record buffer from the core's pool and reserves its decode buffer, both
+ * within the core's read buffer budget: past it the read answers -EAGAIN (retry later)
+ * instead of growing.
  */
 static int ensure_buffers(struct blob_reader *r)
 {
+    if (r->rbuf) return 0;
+    struct blob_pool *pool = &r->bc->pool;
     uint64_t chunk = chunk_bytes(r);
     uint32_t raw = (uint32_t)(r->key.size < chunk ? r->key.size : chunk);
     uint32_t rsize = blob_chunk_record_bound(raw);
-    if (r->rbuf) return 0;
-    uint64_t need = (uint64_t)rsize + (r->mode != MODE_RECORDS ? raw : 0);
+    uint32_t osize = r->mode != MODE_RECORDS ? raw : 0;
+    uint64_t need =
+        blob_pool_class_size(pool, rsize) + (osize ? blob_pool_class_size(pool, osize) : 0);
     if (r->bc->read_buf_bytes + need > r->bc->s->opts.read_buffer_max) {
         base_counter_inc(&r->bc->counters.queue_full);
         return -EAGAIN;
     }
+    r->rbuf = blob_pool_get(pool, rsize);
+    if (!r->rbuf) return -ENOMEM;
+    r->rbuf_size = rsize;
+    r->obuf_size = osize;
     r->bc->read_buf_bytes += need;
     r->buf_bytes = need;
-    if (!r->rbuf) {
-        r->rbuf = malloc(rsize);
-        if (!r->rbuf) return -ENOMEM;
-        r->rbuf_size = rsize;
-        base_counter_inc(&r->bc->counters.bufs);
-    }
-    if (!r->obuf && r->mode != MODE_RECORDS) {
-        r->obuf = malloc(raw);
-        if (!r->obuf) return -ENOMEM;
-        r->obuf_size = raw;
-        base_counter_inc(&r->bc->counters.bufs);
-    }
     return 0;
+}
+
+/* The decode buffer, taken from the pool the first time a chunk must be decoded. */
+static uint8_t *decode_buffer(struct blob_reader *r)
+{
+    ASSERT(r->obuf_size > 0);
+    if (!r->obuf) r->obuf = blob_pool_get(&r->bc->pool, r->obuf_size);
+    return r->obuf;
 }
 
 /* Starts the read of the chunk holding r->offset. */
@@ -304,6 +314,29 @@ static int read_chunk(struct blob_reader *r)
     uint32_t len = (uint32_t)sizeof(struct blob_record_header) + ref->stored;
     if (len > r->rbuf_size) return -EBADMSG;
     return reader_submit(r, (uint32_t)ref->seg, (uint64_t)ref->off8 * 8, r->rbuf, len);
+}
+
+/*
+ * The next piece of the raw chunk held in rbuf: from r->offset to the end of its raw block.
+ * Advances r->offset and drops the hold after the last block. 0 or -EBADMSG.
+ */
+static int held_piece(struct blob_reader *r, const uint8_t **p, size_t *n)
+{
+    ASSERT(r->offset >= r->held_start);
+    ASSERT(r->offset < r->held_end);
+    const struct blob_record_header *h = (const void *)r->rbuf;
+    const uint8_t *payload = r->rbuf + sizeof(*h);
+    int64_t span = blob_chunk_raw_span(h, payload, (uint32_t)(r->offset - r->held_start), p);
+    if (span < 0) return (int)span;
+    *n = (size_t)span;
+    r->offset += *n;
+    if (r->offset >= r->held_end) r->held_start = r->held_end = 0;
+    return 0;
+}
+
+static bool is_held(const struct blob_reader *r)
+{
+    return r->held_end > r->held_start && r->offset >= r->held_start && r->offset < r->held_end;
 }
 
 /* Hands out the chunk now in r->rbuf, checked. */
@@ -332,7 +365,25 @@ static void chunk_arrived(struct blob_reader *r)
         deliver_now(r, 0, payload, h->payload_len);
         return;
     }
-    if (blob_chunk_decode(&r->bc->zctx, h, payload, r->obuf, r->obuf_size) < 0) {
+    if (r->mode == MODE_IDENTITY && h->enc == BLOB_CHUNK_RAW) {
+        /* Its bytes are in the frame already: hand them out block by block, in place. */
+        r->held_start = start;
+        r->held_end = start + raw;
+        const uint8_t *p;
+        size_t n;
+        if (held_piece(r, &p, &n) < 0) {
+            reader_corrupt(r);
+            return;
+        }
+        deliver_now(r, 0, p, n);
+        return;
+    }
+    uint8_t *obuf = decode_buffer(r);
+    if (!obuf) {
+        deliver_now(r, -ENOMEM, NULL, 0);
+        return;
+    }
+    if (blob_chunk_decode(&r->bc->zctx, h, payload, obuf, r->obuf_size) < 0) {
         reader_corrupt(r);
         return;
     }
@@ -419,6 +470,21 @@ int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx)
     r->busy = true;
     if (r->offset >= r->key.size) {
         deliver_later(r, 0, NULL, 0);
+        return 0;
+    }
+    if (is_held(r)) {
+        /* The next raw block of the chunk read last time: no I/O. */
+        const uint8_t *p;
+        size_t n;
+        if (held_piece(r, &p, &n) == 0) {
+            base_counter_add(&r->bc->counters.read_bytes, n);
+            deliver_later(r, 0, p, n);
+            return 0;
+        }
+        base_counter_inc(&r->bc->counters.corrupt_chunks);
+        blob_store_drop_corrupt(r->bc->s, &r->key, &r->val.loc);
+        deliver_later(r, -EBADMSG, NULL, 0);
+        r->err = -EBADMSG;
         return 0;
     }
     int rc = r->commit_ok ? read_chunk(r) : read_commit(r, commit_guess(r));

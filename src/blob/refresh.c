@@ -109,7 +109,6 @@ static void refresh_start(struct ring_task *t)
 void blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
                         const struct blob_index_value *v)
 {
-    (void)v;
     if (bc->refreshes_len >= REFRESH_MAX || bc->quiescing) return;
     BASE_LIST_FOR_EACH(it, &bc->refreshes)
     {
@@ -120,6 +119,9 @@ void blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
     if (!f) return;
     f->bc = bc;
     f->key = *k;
+    /* A lookup by hash alone found the blob: the copy names it by its real size, which the
+     * index's conditional move matches exactly. */
+    if (k->kind == BLOB_KIND_CAS) f->key.size = v->size;
     base_list_init(&f->link);
     ring_task_init(&f->task, refresh_start);
     base_list_add_tail(&bc->refreshes, &f->link);

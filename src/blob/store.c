@@ -41,7 +41,7 @@ void blob_key_ac(struct blob_key *k, const uint8_t key[BLOB_HASH_SIZE], uint64_t
 
 bool blob_key_is_empty(const struct blob_key *k)
 {
-    return k->kind == BLOB_KIND_CAS && k->size == 0 &&
+    return k->kind == BLOB_KIND_CAS && (k->size == 0 || k->size == BLOB_SIZE_ANY) &&
            memcmp(k->hash, blob_empty_sha256, BLOB_HASH_SIZE) == 0;
 }
 
@@ -150,8 +150,10 @@ static int check_options(const struct blob_store_options *o, char *why, size_t w
                        o->write_buffer_size);
         return -EINVAL;
     }
+    /* One reader of a whole chunk: its record and decode buffers, as the pool sizes them. */
+    uint64_t one_reader = blob_align_block(blob_chunk_record_bound(c)) + c;
     if (o->uploads_max == 0 || o->readers_max == 0 || o->disk_queue_max == 0 || o->cores_max == 0 ||
-        o->read_buffer_max < 2ULL * blob_chunk_record_bound(c)) {
+        o->read_buffer_max < one_reader) {
         (void)snprintf(why, why_size, "queue limits must be positive");
         return -EINVAL;
     }
@@ -306,6 +308,16 @@ void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
 
 /* ---- cores ---- */
 
+/*
+ * Idle bytes a core's buffer pool keeps: an eighth of the read buffer budget (32 MiB by
+ * default), and at least two whole chunks with their records.
+ */
+static uint64_t pool_idle_max(const struct blob_store_options *o)
+{
+    uint64_t least = 2ULL * (o->chunk_size + blob_chunk_record_bound(o->chunk_size));
+    return o->read_buffer_max / 8 > least ? o->read_buffer_max / 8 : least;
+}
+
 int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_core **out)
 {
     *out = NULL;
@@ -319,14 +331,20 @@ int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_cor
     base_list_init(&bc->refreshes);
     int rc = blob_chunk_ctx_init(&bc->zctx, s->opts.zstd_level, &bc->counters.zstd_bytes);
     if (rc < 0) goto err_free;
-    rc = blob_writer_init(&bc->writer, bc, s->opts.write_buffer_size);
+    uint32_t chunk = s->opts.chunk_size;
+    rc = blob_pool_init(&bc->pool, chunk, blob_chunk_record_bound(chunk), pool_idle_max(&s->opts),
+                        &bc->counters.pool_bytes, &bc->counters.bufs);
     if (rc < 0) goto err_zstd;
+    rc = blob_writer_init(&bc->writer, bc, s->opts.write_buffer_size);
+    if (rc < 0) goto err_pool;
     uint32_t n = atomic_fetch_add(&s->cores, 1);
     ASSERT(n < s->opts.cores_max);
     blob_writer_start(&bc->writer);
     *out = bc;
     return 0;
 
+err_pool:
+    blob_pool_deinit(&bc->pool);
 err_zstd:
     blob_chunk_ctx_deinit(&bc->zctx);
 err_free:
@@ -357,6 +375,9 @@ void blob_core_deinit(struct blob_core *bc)
     ASSERT(no_readers);
     ASSERT(no_refreshes);
     blob_writer_deinit(&bc->writer);
+    uint64_t taken = base_counter_get(&bc->counters.bufs);
+    ASSERT(taken == 0);
+    blob_pool_deinit(&bc->pool);
     blob_chunk_ctx_deinit(&bc->zctx);
     uint64_t zstd_left = base_counter_get(&bc->counters.zstd_bytes);
     ASSERT(zstd_left == 0);
@@ -373,6 +394,7 @@ void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err)
 
 bool blob_store_lookup(struct blob_store *s, const struct blob_key *k, struct blob_index_value *out)
 {
+    if (k->kind == BLOB_KIND_CAS && k->size == BLOB_SIZE_UNKNOWN) return false;
     if (!blob_index_get(s->index, k, out)) return false;
     /* Entries of evicted segments are removed by the evictor; until then (and for chunks
      * in an older segment than the commit) liveness is checked here. */

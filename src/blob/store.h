@@ -58,9 +58,25 @@ struct blob_key {
     uint8_t kind;                 /* enum blob_kind */
     uint8_t digest_fn;            /* enum blob_digest_fn (CAS); BLOB_DIGEST_SHA256 for AC */
     uint8_t hash[BLOB_HASH_SIZE]; /* CAS: the digest's hash; AC: the caller's opaque key */
-    uint64_t size;                /* CAS: blob size (part of the key); AC: value size on put,
-                                     ignored by lookups */
+    uint64_t size;                /* CAS: blob size (part of the key; BLOB_SIZE_ANY in
+                                     lookups by hash); AC: value size on put, ignored by
+                                     lookups; BLOB_SIZE_UNKNOWN: an upload sized at commit */
 };
+
+/*
+ * A CAS key's size for lookups by hash alone (HTTP names blobs without their size):
+ * blob_stat, blob_exists, blob_exists_many and blob_read_open accept it and find the blob
+ * whatever its size; blob_stat and blob_reader_size then tell the size. Uploads refuse it
+ * (-EINVAL). AC lookups ignore the size anyway.
+ */
+#define BLOB_SIZE_ANY UINT64_MAX
+
+/*
+ * A key's size for an upload whose size is known only when it ends (an HTTP chunked or
+ * zstd-encoded body): blob_upload_begin accepts it for CAS and AC keys and the size is fixed
+ * at commit (see blob_upload_begin). Lookups refuse it (not found).
+ */
+#define BLOB_SIZE_UNKNOWN (UINT64_MAX - 1)
 
 /* The SHA-256 of the empty string: CAS (sha256, e3b0c442..., 0) is always present. */
 extern const uint8_t blob_empty_sha256[BLOB_HASH_SIZE];
@@ -71,7 +87,7 @@ void blob_key_cas(struct blob_key *k, const uint8_t hash[BLOB_HASH_SIZE], uint64
 /* Fills <k> as an AC key; <size> is the size of the value about to be put (0 for lookups). */
 void blob_key_ac(struct blob_key *k, const uint8_t key[BLOB_HASH_SIZE], uint64_t size);
 
-/* True for the empty CAS blob, which never needs the disk. */
+/* True for the empty CAS blob (size 0 or BLOB_SIZE_ANY), which never needs the disk. */
 bool blob_key_is_empty(const struct blob_key *k);
 
 /*
@@ -165,7 +181,8 @@ struct blob_info {
 };
 
 /*
- * True when <k> is present (exact, in memory, no I/O). With <refresh>, a present blob that
+ * True when <k> is present (exact, in memory, no I/O; a CAS key with BLOB_SIZE_ANY matches
+ * the blob of that hash at whatever size). With <refresh>, a present blob that
  * sits in the oldest part of the log is rewritten to this core's head in the background so
  * eviction keeps it (at most 16 refreshes run per core; past that it is skipped).
  * The empty CAS blob is always present. Core thread.
@@ -179,7 +196,10 @@ bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
 size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
                         bool refresh, bool *present);
 
-/* Fills <out> for <k>; returns 0 or -ENOENT. In memory, no I/O. Core thread. */
+/*
+ * Fills <out> for <k>; returns 0 or -ENOENT. A CAS key with BLOB_SIZE_ANY finds the blob by
+ * its hash and <out>->size tells its size. In memory, no I/O. Core thread.
+ */
 MUST_CHECK int blob_stat(struct blob_core *bc, const struct blob_key *k, struct blob_info *out);
 
 /* ---- uploads ---- */
@@ -204,8 +224,17 @@ typedef void blob_done_fn(void *ctx, int res);
  *   -EAGAIN  uploads_max uploads are open on this core;
  *   -ENOSPC  the blob cannot fit in the size budget;
  *   -ECANCELED the core is quiescing;
- *   -EINVAL  a malformed key (kind, digest function), or an AC value larger than 64 MiB.
+ *   -EINVAL  a malformed key (kind, digest function, BLOB_SIZE_ANY), or an AC value larger
+ *            than 64 MiB.
  * AC uploads never answer -EEXIST: a new value replaces the old one on commit.
+ *
+ * With k->size == BLOB_SIZE_UNKNOWN the size is what arrives, fixed at commit: a CAS blob of
+ * that hash at any size answers -EEXIST at once; the bytes stream into the segment as they
+ * arrive (nothing is held back but the last, partial chunk); an append that takes the upload
+ * past the largest blob the store takes (a quarter of max_size, a chunk table that fits a
+ * write buffer; AC: 64 MiB) answers -EMSGSIZE, and one whose chunk finds the store over its
+ * budget -ENOSPC: either ends the upload (abort it). The commit then verifies the digest of
+ * exactly what arrived; nothing is visible before.
  */
 MUST_CHECK int blob_upload_begin(struct blob_core *bc, const struct blob_key *k,
                                  enum blob_encoding incoming, struct blob_upload **out);
@@ -218,7 +247,10 @@ MUST_CHECK int blob_upload_begin(struct blob_core *bc, const struct blob_key *k,
  *   -EINPROGRESS the write buffer is full (backpressure): <data> must stay valid and
  *                unchanged until <cb>(<ctx>, res) runs, with 0 once all of it was consumed or
  *                -errno; no other call on <u> but abort is allowed meanwhile.
- *   -EMSGSIZE    more bytes than k->size (identity) or a decoded size past it (zstd);
+ *   -EMSGSIZE    more bytes than k->size (identity) or a decoded size past it (zstd); for
+ *                BLOB_SIZE_UNKNOWN, past the largest blob the store takes, or compressed
+ *                bytes past twice that (a zstd stream that decodes to nothing);
+ *   -ENOSPC      BLOB_SIZE_UNKNOWN: the store is over its budget (eviction is behind);
  *   -EBADMSG     the zstd stream is malformed;
  *   -EIO/-ENOSPC a write of this upload failed: the upload is dead, abort it.
  * Core thread.
@@ -228,8 +260,9 @@ MUST_CHECK int blob_upload_append(struct blob_upload *u, const void *data, size_
 
 /*
  * Ends the upload: verifies the size and (CAS) the digest, writes the commit record and makes
- * the blob visible once the record is durable per the sync policy. Returns 0 and <cb> runs
- * later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
+ * the blob visible once the record is durable per the sync policy. An upload begun with
+ * BLOB_SIZE_UNKNOWN takes the size of what arrived (blob_upload_bytes_decoded). Returns 0 and <cb>
+ * runs later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
  * -EIO/-ENOSPC (the disk failed), -EBADMSG (a zstd upload's stream did not end); in every
  * case the engine owns <u> from this call on and has freed it by the time <cb> runs, and
  * nothing is visible on failure. With 0 the blob is visible to every core when <cb> runs.
@@ -270,6 +303,8 @@ typedef void blob_data_fn(void *ctx, int res, const uint8_t *data, size_t len);
  *             chunks stored raw are zstd raw-block frames on disk). When <offset> is not on a
  *             chunk boundary, the first piece is a raw-block frame holding the rest of that
  *             chunk (one chunk decompressed, nothing recompressed).
+ * A CAS key with BLOB_SIZE_ANY reads the blob of that hash whatever its size
+ * (blob_reader_size tells it).
  * Returns 0 and *<out> (release with blob_read_close), or -ENOENT, -ERANGE (<offset> past
  * the size), -EAGAIN (readers_max readers open), -EINVAL. A read of a blob in the oldest part
  * of the log also queues its refresh. Core thread.
@@ -304,6 +339,7 @@ void blob_read_close(struct blob_reader *r);
     X(readers, gauge, "readers open")                                                              \
     X(refreshes_open, gauge, "refresh copies in progress")                                         \
     X(bufs, gauge, "upload and read buffers held (not the writer's fixed ones)")                   \
+    X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most read_buffer_max / 8)")         \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
     X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
     X(blobs_committed, counter, "uploads committed and acknowledged")                              \

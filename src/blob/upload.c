@@ -9,6 +9,12 @@
  * room for the last chunk or the commit record), DURABLE (the record waits for its fsync).
  * The copy mode (refresh) appends stored chunk records as they are and moves the index entry
  * instead of inserting one.
+ *
+ * Uploads of unknown size (BLOB_SIZE_UNKNOWN) stream the same way: full chunks go out as they
+ * fill, the last (short) one at commit, where the size is fixed, checked and written into the
+ * commit record. Until then the upload's bound is the largest blob the store takes
+ * (upload_limit): past it, and whenever the store is over its budget when a chunk goes out,
+ * the upload fails mid-stream; nothing is visible before the commit record is durable.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -20,6 +26,9 @@
 
 #define AC_SIZE_MAX         (64ULL << 20)
 #define ZSTD_WINDOW_LOG_MAX 27 /* 128 MiB: what zstd -19 --long may use; memory is counted */
+/* Compressed bytes an unknown-size zstd upload may feed per decoded byte of its limit (plus a
+ * MiB): bounds a stream of skippable or empty frames that never decodes to anything. */
+#define ZSTD_IN_PER_OUT_MAX 2ULL
 
 enum upload_state {
     UP_OPEN = 1,
@@ -35,6 +44,8 @@ struct blob_upload {
     uint8_t state;               /* enum upload_state */
     uint8_t enc;                 /* enum blob_encoding of the incoming bytes */
     bool copy;                   /* refresh copy of stored records */
+    bool unsized;                /* begun with BLOB_SIZE_UNKNOWN: key.size is fixed at commit */
+    uint64_t limit;              /* decoded bytes expected (key.size) or, unsized, allowed */
     struct blob_loc from;        /* copy: the location being replaced */
     uint64_t copy_seq;           /* copy: the commit number it keeps */
     struct blob_digest digest;   /* running hash of decoded bytes */
@@ -71,8 +82,7 @@ static void upload_free(struct blob_upload *u)
     blob_writer_unwait(&bc->writer, &u->waiter);
     blob_digest_deinit(&u->digest);
     if (u->dstream) ZSTD_freeDCtx(u->dstream);
-    if (u->chunk) base_counter_dec(&bc->counters.bufs);
-    free(u->chunk);
+    blob_pool_put(&bc->pool, u->chunk, u->chunk_size);
     free(u->refs);
     free(u);
     ASSERT(bc->uploads_len > 0);
@@ -97,13 +107,13 @@ static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_
     ring_task_init(&u->task, NULL);
     uint64_t chunk = bc->s->opts.chunk_size;
     u->chunk_size = (uint32_t)(k->size < chunk ? k->size : chunk);
+    u->limit = k->size;
     if (u->chunk_size > 0 && !u->copy) {
-        u->chunk = malloc(u->chunk_size);
+        u->chunk = blob_pool_get(&bc->pool, u->chunk_size);
         if (!u->chunk) {
             free(u);
             return NULL;
         }
-        base_counter_inc(&bc->counters.bufs);
     }
     base_list_add_tail(&bc->uploads, &u->link);
     bc->uploads_len++;
@@ -111,7 +121,27 @@ static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_
     return u;
 }
 
-/* Admission and budget checks shared by both kinds of upload. */
+/*
+ * The largest blob of <kind> the store takes: a quarter of the budget, what the index can
+ * hold, and a chunk table that fits in one write buffer with its record (AC: 64 MiB).
+ */
+static uint64_t upload_limit(const struct blob_store *s, uint8_t kind)
+{
+    uint64_t fixed =
+        sizeof(struct blob_record_header) + sizeof(struct blob_commit) + 2ULL * BLOB_BLOCK_SIZE;
+    uint64_t chunks = (s->opts.write_buffer_size - fixed) / sizeof(struct blob_chunk_ref);
+    uint64_t limit = chunks * s->opts.chunk_size;
+    if (limit > s->opts.max_size / 4) limit = s->opts.max_size / 4;
+    if (kind == BLOB_KIND_AC && limit > AC_SIZE_MAX) limit = AC_SIZE_MAX;
+    return limit < BLOB_SIZE_MAX ? limit : BLOB_SIZE_MAX;
+}
+
+static bool over_budget(const struct blob_store *s)
+{
+    return atomic_load(&s->segs.disk_bytes) > s->opts.max_size;
+}
+
+/* Admission and budget checks shared by every kind of upload. */
 static int upload_admit(struct blob_core *bc, const struct blob_key *k)
 {
     struct blob_store *s = bc->s;
@@ -120,11 +150,10 @@ static int upload_admit(struct blob_core *bc, const struct blob_key *k)
         base_counter_inc(&bc->counters.queue_full);
         return -EAGAIN;
     }
-    uint64_t chunks = (k->size + s->opts.chunk_size - 1) / s->opts.chunk_size;
-    bool too_big = k->size > s->opts.max_size / 4 || k->size > BLOB_SIZE_MAX ||
-                   blob_record_size(blob_commit_payload_len(chunks)) + 2ULL * BLOB_BLOCK_SIZE >
-                       s->opts.write_buffer_size;
-    if (too_big || atomic_load(&s->segs.disk_bytes) > s->opts.max_size) {
+    bool unsized = k->size == BLOB_SIZE_UNKNOWN;
+    STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 16, "upload_limit counts 16-byte refs");
+    bool too_big = !unsized && k->size > upload_limit(s, BLOB_KIND_CAS);
+    if (too_big || over_budget(s)) {
         base_counter_inc(&bc->counters.full);
         return -ENOSPC;
     }
@@ -138,8 +167,12 @@ int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_
     if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
     if (!blob_digest_is_supported(k->digest_fn)) return -EINVAL;
     if (incoming != BLOB_ENCODING_IDENTITY && incoming != BLOB_ENCODING_ZSTD) return -EINVAL;
-    if (k->kind == BLOB_KIND_AC && k->size > AC_SIZE_MAX) return -EINVAL;
-    if (k->kind == BLOB_KIND_CAS && blob_exists(bc, k, true)) {
+    if (k->size == BLOB_SIZE_ANY) return -EINVAL; /* a lookup's size, not a blob's */
+    bool unsized = k->size == BLOB_SIZE_UNKNOWN;
+    if (k->kind == BLOB_KIND_AC && k->size > AC_SIZE_MAX && !unsized) return -EINVAL;
+    struct blob_key present = *k;
+    if (unsized) present.size = BLOB_SIZE_ANY; /* a CAS blob is present at any size */
+    if (k->kind == BLOB_KIND_CAS && blob_exists(bc, &present, true)) {
         base_counter_inc(&bc->counters.uploads_present);
         return -EEXIST;
     }
@@ -148,6 +181,10 @@ int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_
     struct blob_upload *u = upload_alloc(bc, k);
     if (!u) return -ENOMEM;
     u->enc = (uint8_t)incoming;
+    if (unsized) {
+        u->unsized = true;
+        u->limit = upload_limit(bc->s, k->kind);
+    }
     rc = blob_digest_init(&u->digest, k->digest_fn);
     if (rc == 0 && incoming == BLOB_ENCODING_ZSTD) {
         u->dstream = ZSTD_createDCtx_advanced(bc->zctx.mem);
@@ -206,6 +243,11 @@ static int refs_push(struct blob_upload *u, uint64_t seq, uint64_t off, uint32_t
 static int upload_emit_from(struct blob_upload *u, const uint8_t *src, uint32_t n, bool hash)
 {
     struct blob_writer *w = &u->bc->writer;
+    if (u->unsized && over_budget(u->bc->s)) {
+        /* Admitted without a size: the budget is checked again as the data arrives. */
+        base_counter_inc(&u->bc->counters.full);
+        return -ENOSPC;
+    }
     uint64_t off;
     uint64_t seq;
     int err;
@@ -235,9 +277,11 @@ static int upload_emit(struct blob_upload *u)
  */
 static int take_direct(struct blob_upload *u)
 {
-    uint64_t left = u->key.size - u->decoded;
+    uint64_t left = u->limit - u->decoded;
     uint64_t want = left < u->chunk_size ? left : u->chunk_size;
-    if (u->chunk_len != 0 || want == 0 || u->in_len < want) return 0;
+    /* Unsized, a short chunk may not be the last: it goes through the chunk buffer. */
+    if (u->unsized) want = u->chunk_size;
+    if (u->chunk_len != 0 || want == 0 || u->in_len < want || want > left) return 0;
     int rc = upload_emit_from(u, u->in, (uint32_t)want, true);
     if (rc < 0) return rc;
     u->decoded += want;
@@ -249,8 +293,8 @@ static int take_direct(struct blob_upload *u)
 /* The chunk is full: the last one is shorter than chunk_size. */
 static bool chunk_is_full(const struct blob_upload *u)
 {
-    uint64_t left = u->key.size - u->emitted;
-    uint64_t want = left < u->chunk_size ? left : u->chunk_size;
+    uint64_t left = u->limit - u->emitted;
+    uint64_t want = left < u->chunk_size && !u->unsized ? left : u->chunk_size;
     return u->chunk_len > 0 && u->chunk_len == want;
 }
 
@@ -258,7 +302,7 @@ static bool chunk_is_full(const struct blob_upload *u)
 static int64_t take_identity(struct blob_upload *u)
 {
     uint64_t room = u->chunk_size - u->chunk_len;
-    uint64_t left = u->key.size - u->decoded;
+    uint64_t left = u->limit - u->decoded;
     if (left == 0) return -EMSGSIZE;
     uint64_t n = u->in_len < room ? u->in_len : room;
     n = n < left ? n : left;
@@ -276,11 +320,11 @@ static int take_zstd(struct blob_upload *u)
 {
     uint8_t spare;
     uint64_t room = u->chunk ? u->chunk_size - u->chunk_len : 0;
-    uint64_t left = u->key.size - u->decoded;
-    /* Never decode past the declared size: the spare byte below detects more. */
+    uint64_t left = u->limit - u->decoded;
+    /* Never decode past the declared size (or the limit): the spare byte below detects more. */
     ZSTD_outBuffer out = { u->chunk ? u->chunk + u->chunk_len : &spare, room < left ? room : left,
                            0 };
-    if (u->decoded == u->key.size) {
+    if (u->decoded == u->limit) {
         /* Everything expected arrived: any further output is too much. */
         out.dst = &spare;
         out.size = 1;
@@ -288,7 +332,7 @@ static int take_zstd(struct blob_upload *u)
     ZSTD_inBuffer in = { u->in, u->in_len, 0 };
     size_t rc = ZSTD_decompressStream(u->dstream, &out, &in);
     if (ZSTD_isError(rc)) return -EBADMSG;
-    if (u->decoded == u->key.size && out.pos > 0) return -EMSGSIZE;
+    if (u->decoded == u->limit && out.pos > 0) return -EMSGSIZE;
     u->frame_done = rc == 0;
     if (out.dst != &spare) {
         blob_digest_update(&u->digest, u->chunk + u->chunk_len, out.pos);
@@ -361,7 +405,12 @@ int blob_upload_append(struct blob_upload *u, const void *data, size_t len, blob
     u->in = data;
     u->in_len = len;
     u->bytes_in += len;
-    int rc = upload_pump(u);
+    int rc = 0;
+    if (u->unsized && u->enc == BLOB_ENCODING_ZSTD &&
+        u->bytes_in > ZSTD_IN_PER_OUT_MAX * u->limit + (1ULL << 20)) {
+        rc = -EMSGSIZE;
+    }
+    if (rc == 0) rc = upload_pump(u);
     if (rc == -EINPROGRESS) {
         append_wait(u, cb, ctx);
         return -EINPROGRESS;
@@ -469,7 +518,8 @@ static void commit_durable(struct blob_pending *p, int res)
 static int commit_check(struct blob_upload *u)
 {
     if (u->decoded != u->key.size && !u->copy) return -EMSGSIZE;
-    if (u->enc == BLOB_ENCODING_ZSTD && !u->frame_done && u->key.size > 0) return -EBADMSG;
+    bool ended = u->frame_done || (u->unsized ? u->bytes_in == 0 : u->key.size == 0);
+    if (u->enc == BLOB_ENCODING_ZSTD && !ended) return -EBADMSG;
     if (u->copy || u->key.kind != BLOB_KIND_CAS) return 0;
     uint8_t hash[BLOB_HASH_SIZE];
     blob_digest_final(&u->digest, hash);
@@ -570,6 +620,12 @@ int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void *ctx)
     u->cb = cb;
     u->ctx = ctx;
     u->state = UP_COMMIT;
+    if (u->unsized) {
+        /* The size is what arrived (within the limit, checked as it arrived). */
+        ASSERT(u->decoded <= u->limit);
+        u->key.size = u->decoded;
+        u->limit = u->decoded;
+    }
     if (u->copy) {
         blob_digest_deinit(&u->digest);
     } else if (u->key.size == 0 && u->digest.ctx) {

@@ -2,14 +2,17 @@
  * Cache routes over the storage engine. One request at a time per connection, so the state
  * lives in the connection (struct rpc_h1_cache) and is reset per request.
  *
- * Keys: a CAS blob is (SHA-256, size) in the engine, but HTTP names it by hash alone. With an
- * engine that looks CAS blobs up at any size (BLOB_SIZE_ANY), that is all; until then every
- * HTTP upload also records the blob's size in a size map entry (an AC entry under
- * rpc_keys_cas_size, 8 bytes little-endian), which GET and HEAD read first, with a per-core
- * cache of recent sizes in front. The empty blob is size 0, always present. AC and plain-key
- * entries use the route's derived 32-byte key (src/rpc/keys.c).
+ * Keys: a CAS blob is (SHA-256, size) in the engine, but HTTP names it by hash alone: GET and
+ * HEAD look it up with BLOB_SIZE_ANY, which finds it whatever its size and however it was
+ * uploaded (HTTP or gRPC). The empty blob is size 0, always present. AC and plain-key entries
+ * use the route's derived 32-byte key (src/rpc/keys.c).
  *
- * Sections: keys and statuses, CAS sizes, reads (GET, HEAD), uploads (PUT), the spool.
+ * Uploads stream into the engine as they arrive, whatever their framing: a body with a
+ * Content-Length and no content coding is an upload of that size; a chunked or zstd-encoded
+ * body is an upload whose size the engine fixes at commit (BLOB_SIZE_UNKNOWN), bounded by the
+ * engine as the bytes arrive. No body is held in memory.
+ *
+ * Sections: keys and statuses, reads (GET, HEAD), uploads (PUT).
  */
 #include "rpc/h1_cache.h"
 
@@ -17,31 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <zstd.h>
-
 #include "blob/store.h"
 #include "rpc/keys.h"
 
-/*
- * Whether the engine looks CAS blobs up by hash at any size. The engine says so by defining
- * BLOB_SIZE_ANY; until it does, HTTP keeps its own size map (docs/http.md).
- */
-#ifdef BLOB_SIZE_ANY
-#    define ENGINE_ANY_SIZE true
-#    define CAS_SIZE_ANY    BLOB_SIZE_ANY
-#else
-#    define ENGINE_ANY_SIZE false
-#    define CAS_SIZE_ANY    UINT64_MAX
-#endif
-
-#define SIZE_CACHE_SLOTS 4096 /* per core, direct-mapped by the hash's first bytes */
-
-#define READ_RETRY_MS       1    /* after blob_read_next answered -EAGAIN */
-#define READ_RETRY_MAX      2000 /* then 503 */
-#define ZSTD_WINDOW_LOG_MAX 27   /* as the engine accepts */
-
-/* Bytes spooled on this core (one thread per core). */
-static _Thread_local uint64_t spool_core_bytes;
+#define READ_RETRY_MS  1    /* after blob_read_next answered -EAGAIN */
+#define READ_RETRY_MAX 2000 /* then 503 */
 
 /* ---- keys and statuses ---- */
 
@@ -50,14 +33,14 @@ static bool is_cas(const struct rpc_h1_cache *cr)
     return cr->route->target == RPC_H1_TARGET_CAS;
 }
 
-/* The key to look the entry up with; a CAS blob's size must be known (cr->size). */
+/* The key to look the entry up with: a CAS blob by its hash alone. */
 static void lookup_key(const struct rpc_h1_cache *cr, struct blob_key *k)
 {
     if (!is_cas(cr)) {
         blob_key_ac(k, cr->route->key, 0);
         return;
     }
-    blob_key_cas(k, cr->route->key, cr->size);
+    blob_key_cas(k, cr->route->key, BLOB_SIZE_ANY);
 }
 
 static void upload_key(const struct rpc_h1_cache *cr, struct blob_key *k, uint64_t size)
@@ -127,78 +110,6 @@ static const char *status_text(int status, int err)
     if (err == -EMSGSIZE) return "size mismatch";
     if (err == -EBADMSG) return "malformed zstd body";
     return "storage error";
-}
-
-/* ---- CAS sizes ---- */
-
-struct size_slot {
-    uint8_t hash[BLOB_HASH_SIZE]; /* the blob's SHA-256 */
-    uint64_t size_plus_one;       /* its size + 1; 0: empty slot */
-};
-
-/* Recent CAS sizes of this core (one thread per core); a stale slot only costs a miss. */
-static _Thread_local struct size_slot size_cache[SIZE_CACHE_SLOTS];
-
-static struct size_slot *size_slot_of(const uint8_t *hash)
-{
-    return &size_cache[(hash[0] | (uint32_t)hash[1] << 8) & (SIZE_CACHE_SLOTS - 1)];
-}
-
-static void size_cache_put(const uint8_t *hash, uint64_t size)
-{
-    struct size_slot *slot = size_slot_of(hash);
-    memcpy(slot->hash, hash, BLOB_HASH_SIZE);
-    slot->size_plus_one = size + 1;
-}
-
-static bool size_cache_get(const uint8_t *hash, uint64_t *size)
-{
-    const struct size_slot *slot = size_slot_of(hash);
-    if (slot->size_plus_one == 0 || memcmp(slot->hash, hash, BLOB_HASH_SIZE) != 0) return false;
-    *size = slot->size_plus_one - 1;
-    return true;
-}
-
-static void size_map_key(const struct rpc_h1_cache *cr, struct blob_key *k, uint64_t size)
-{
-    uint8_t key[RPC_KEY_SIZE];
-    rpc_keys_cas_size(cr->route->key, key);
-    blob_key_ac(k, key, size);
-}
-
-enum size_lookup {
-    SIZE_KNOWN,   /* cr->size is set */
-    SIZE_MISSING, /* no such blob */
-    SIZE_ASK_MAP, /* read the size map */
-};
-
-/* The CAS blob's size without I/O: the empty blob, the engine, or this core's cache. */
-static enum size_lookup cas_size(struct rpc_h1_cache *cr)
-{
-    if (memcmp(cr->route->key, blob_empty_sha256, BLOB_HASH_SIZE) == 0) {
-        cr->size = 0;
-        return SIZE_KNOWN;
-    }
-    if (ENGINE_ANY_SIZE) {
-        struct blob_key k;
-        struct blob_info info;
-        blob_key_cas(&k, cr->route->key, CAS_SIZE_ANY);
-        if (blob_stat(cr->bc, &k, &info) < 0) return SIZE_MISSING;
-        cr->size = info.size;
-        return SIZE_KNOWN;
-    }
-    return size_cache_get(cr->route->key, &cr->size) ? SIZE_KNOWN : SIZE_ASK_MAP;
-}
-
-/* True when GET and HEAD will find <size> for the CAS blob without this upload's help. */
-static bool size_is_recorded(const struct rpc_h1_cache *cr, uint64_t size)
-{
-    uint64_t cached;
-    if (ENGINE_ANY_SIZE || size == 0) return true;
-    if (size_cache_get(cr->route->key, &cached) && cached == size) return true;
-    struct blob_key k;
-    size_map_key(cr, &k, 0);
-    return blob_exists(cr->bc, &k, false);
 }
 
 /* ---- reads ---- */
@@ -290,76 +201,13 @@ void rpc_h1_cache_piece_sent(struct rpc_h1_cache *cr)
     read_next(cr);
 }
 
-/* GET or HEAD once the key is complete. */
-static void read_known(struct rpc_h1_cache *cr)
+static void start_read(struct rpc_h1_cache *cr)
 {
     if (cr->req->method == RPC_H1_METHOD_HEAD) {
         start_head(cr);
     } else {
         start_get(cr);
     }
-}
-
-static void map_read_done(void *ctx, int res, const uint8_t *data, size_t len)
-{
-    struct rpc_h1_cache *cr = ctx;
-    ASSERT(cr->reading);
-    cr->reading = false;
-    uint64_t size = 0;
-    bool ok = res == 0 && len == sizeof(cr->map_buf);
-    for (size_t i = 0; ok && i < sizeof(cr->map_buf); i++) {
-        size |= (uint64_t)data[i] << (8 * i);
-    }
-    /* <data> is the engine's until the close. */
-    blob_read_close(cr->reader);
-    cr->reader = NULL;
-    if (!ok) {
-        /* A size map entry is one 8-byte piece; anything else is as good as missing. */
-        int status = res < 0 ? read_status(res) : 404;
-        rpc_h1_answer(cr->h, status, status_text(status, res));
-        return;
-    }
-    size_cache_put(cr->route->key, size);
-    cr->size = size;
-    read_known(cr);
-}
-
-/* Reads the CAS blob's size from its size map entry, then serves the GET or HEAD. */
-static void map_read(struct rpc_h1_cache *cr)
-{
-    struct blob_key k;
-    size_map_key(cr, &k, 0);
-    int rc = blob_read_open(cr->bc, &k, 0, BLOB_ENCODING_IDENTITY, &cr->reader);
-    if (rc == 0) {
-        rc = blob_read_next(cr->reader, map_read_done, cr);
-        if (rc < 0) {
-            blob_read_close(cr->reader);
-        }
-    }
-    if (rc < 0) {
-        cr->reader = NULL;
-        int status = read_status(rc);
-        rpc_h1_answer(cr->h, status, status_text(status, rc));
-        return;
-    }
-    cr->reading = true;
-}
-
-static void start_read(struct rpc_h1_cache *cr)
-{
-    if (is_cas(cr)) {
-        switch (cas_size(cr)) {
-        case SIZE_KNOWN:
-            break;
-        case SIZE_MISSING:
-            rpc_h1_answer(cr->h, 404, "not found");
-            return;
-        case SIZE_ASK_MAP:
-            map_read(cr);
-            return;
-        }
-    }
-    read_known(cr);
 }
 
 /* ---- uploads ---- */
@@ -370,72 +218,13 @@ static void upload_fail(struct rpc_h1_cache *cr, int err)
         blob_upload_abort(cr->upload);
         cr->upload = NULL;
     }
+    if (err == -EMSGSIZE && cr->unsized) {
+        /* A body without a declared size grew past the largest entry the store takes. */
+        rpc_h1_answer(cr->h, 413, "body over the size limit");
+        return;
+    }
     int status = upload_status(err);
     rpc_h1_answer(cr->h, status, status_text(status, err));
-}
-
-/* What follows the size map's write. */
-static void map_written(struct rpc_h1_cache *cr)
-{
-    size_cache_put(cr->route->key, cr->size);
-    switch ((enum rpc_h1_then)cr->then) {
-    case RPC_H1_THEN_CREATED:
-        rpc_h1_answer_empty(cr->h, 201);
-        return;
-    case RPC_H1_THEN_PRESENT:
-        rpc_h1_answer_empty(cr->h, 200);
-        return;
-    case RPC_H1_THEN_DISCARD:
-        rpc_h1_body_discard(cr->h, 200);
-        return;
-    }
-    UNREACHABLE();
-}
-
-static void map_committed(void *ctx, int res)
-{
-    struct rpc_h1_cache *cr = ctx;
-    cr->upload = NULL; /* the engine frees it after this callback */
-    if (res < 0) {
-        upload_fail(cr, res);
-        return;
-    }
-    map_written(cr);
-}
-
-static void map_appended(void *ctx, int res)
-{
-    struct rpc_h1_cache *cr = ctx;
-    if (res == 0) res = blob_upload_commit(cr->upload, map_committed, cr);
-    if (res < 0) upload_fail(cr, res);
-}
-
-/*
- * Records the CAS blob's size (cr->size) in its size map entry unless GET and HEAD can find it
- * already, then goes on as <then> says. A failure fails the request: an acknowledged blob must
- * be readable.
- */
-static void map_write(struct rpc_h1_cache *cr, enum rpc_h1_then then)
-{
-    cr->then = (uint8_t)then;
-    if (size_is_recorded(cr, cr->size)) {
-        map_written(cr);
-        return;
-    }
-    for (size_t i = 0; i < sizeof(cr->map_buf); i++) {
-        cr->map_buf[i] = (uint8_t)(cr->size >> (8 * i));
-    }
-    struct blob_key k;
-    size_map_key(cr, &k, sizeof(cr->map_buf));
-    int rc = blob_upload_begin(cr->bc, &k, BLOB_ENCODING_IDENTITY, &cr->upload);
-    if (rc < 0) {
-        cr->upload = NULL;
-        upload_fail(cr, rc);
-        return;
-    }
-    rc = blob_upload_append(cr->upload, cr->map_buf, sizeof(cr->map_buf), map_appended, cr);
-    if (rc == -EINPROGRESS) return;
-    map_appended(cr, rc);
 }
 
 static void committed(void *ctx, int res)
@@ -444,10 +233,6 @@ static void committed(void *ctx, int res)
     cr->upload = NULL; /* the engine frees it after this callback */
     if (res < 0) {
         upload_fail(cr, res);
-        return;
-    }
-    if (is_cas(cr)) {
-        map_write(cr, RPC_H1_THEN_CREATED);
         return;
     }
     rpc_h1_answer_empty(cr->h, cr->existed ? 200 : 201);
@@ -463,7 +248,6 @@ static void commit(struct rpc_h1_cache *cr)
 static int begin_upload(struct rpc_h1_cache *cr, uint64_t size, enum blob_encoding enc)
 {
     struct blob_key k;
-    cr->size = size;
     if (!is_cas(cr)) {
         struct blob_info info;
         lookup_key(cr, &k);
@@ -484,26 +268,20 @@ static void start_put(struct rpc_h1_cache *cr)
 {
     const struct rpc_h1_request *req = cr->req;
     bool identity = req->encoding == RPC_H1_CODING_IDENTITY;
-    uint64_t limit = identity ? size_limit(cr) : RPC_H1_SPOOL_MAX;
+    /* A zstd body may be a little larger than what it decodes to; the engine takes up to
+     * twice its limit of compressed bytes (store.h), and refuses past that as they arrive. */
+    uint64_t limit = identity ? size_limit(cr) : 2 * size_limit(cr) + (1ULL << 20);
     if (req->has_length && req->content_length > limit) {
         rpc_h1_answer(cr->h, 413, "body over the size limit");
         return;
     }
-    if (!req->has_length || !identity) {
-        /* The decoded size is known only at the end: spool the body (see the spool). */
-        if (spool_core_bytes >= RPC_H1_SPOOL_CORE_MAX) {
-            rpc_h1_answer(cr->h, 503, "busy, retry later");
-            return;
-        }
-        cr->spooling = true;
-        rpc_h1_body_accept(cr->h);
-        return;
-    }
-    int rc = begin_upload(cr, req->content_length, BLOB_ENCODING_IDENTITY);
+    /* Without a length, or zstd-encoded, the decoded size is known only at the end: the
+     * engine fixes it at commit. */
+    cr->unsized = !req->has_length || !identity;
+    uint64_t size = cr->unsized ? BLOB_SIZE_UNKNOWN : req->content_length;
+    int rc = begin_upload(cr, size, identity ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD);
     if (rc == -EEXIST) {
-        /* Present (maybe uploaded over gRPC): make sure HTTP can find its size, then drop
-         * the body. */
-        map_write(cr, RPC_H1_THEN_DISCARD);
+        rpc_h1_body_discard(cr->h, 200); /* present: the body is not needed */
         return;
     }
     if (rc < 0) {
@@ -523,11 +301,8 @@ static void appended(void *ctx, int res)
     rpc_h1_body_resume(cr->h);
 }
 
-static int spool_add(struct rpc_h1_cache *cr, const uint8_t *data, size_t len);
-
 int rpc_h1_cache_body(struct rpc_h1_cache *cr, const uint8_t *data, size_t len)
 {
-    if (cr->spooling) return spool_add(cr, data, len);
     ASSERT(cr->upload);
     int rc = blob_upload_append(cr->upload, data, len, appended, cr);
     if (rc == 0 || rc == -EINPROGRESS) return rc;
@@ -535,144 +310,8 @@ int rpc_h1_cache_body(struct rpc_h1_cache *cr, const uint8_t *data, size_t len)
     return -ECANCELED;
 }
 
-static void spool_finish(struct rpc_h1_cache *cr);
-
 void rpc_h1_cache_body_end(struct rpc_h1_cache *cr)
 {
-    if (cr->spooling) {
-        spool_finish(cr);
-        return;
-    }
-    commit(cr);
-}
-
-/* ---- the spool ---- */
-
-/*
- * A body whose decoded size the engine cannot be told in advance (chunked, or zstd-encoded)
- * is held here, bounded per request (RPC_H1_SPOOL_MAX) and per core (RPC_H1_SPOOL_CORE_MAX),
- * then uploaded once its size is known.
- */
-static void spool_free(struct rpc_h1_cache *cr)
-{
-    ASSERT(spool_core_bytes >= cr->spool_size);
-    spool_core_bytes -= cr->spool_size;
-    free(cr->spool);
-    cr->spool = NULL;
-    cr->spool_len = 0;
-    cr->spool_size = 0;
-}
-
-static int spool_add(struct rpc_h1_cache *cr, const uint8_t *data, size_t len)
-{
-    size_t need = cr->spool_len + len;
-    uint64_t limit =
-        cr->req->encoding == RPC_H1_CODING_IDENTITY ? size_limit(cr) : RPC_H1_SPOOL_MAX;
-    if (need > limit || need > RPC_H1_SPOOL_MAX) {
-        rpc_h1_answer(cr->h, 413,
-                      "body over the size limit (bodies without Content-Length "
-                      "or zstd-encoded: 64 MiB)");
-        return -ECANCELED;
-    }
-    if (need > cr->spool_size) {
-        size_t size = cr->spool_size ? cr->spool_size : (size_t)64 * 1024;
-        /* Bounded: doubles up to RPC_H1_SPOOL_MAX. */
-        while (size < need) {
-            size *= 2;
-        }
-        uint8_t *p = NULL;
-        if (spool_core_bytes - cr->spool_size + size <= RPC_H1_SPOOL_CORE_MAX) {
-            p = realloc(cr->spool, size);
-        }
-        if (!p) {
-            rpc_h1_answer(cr->h, 503, "busy, retry later");
-            return -ECANCELED;
-        }
-        spool_core_bytes += size - cr->spool_size;
-        cr->spool = p;
-        cr->spool_size = size;
-    }
-    if (len > 0) memcpy(cr->spool + cr->spool_len, data, len);
-    cr->spool_len = need;
-    return 0;
-}
-
-/* The decoded size of the zstd frames in <p>; -EBADMSG when malformed, -EMSGSIZE past <limit>. */
-static int zstd_decoded_size(const uint8_t *p, size_t len, uint64_t limit, uint64_t *out)
-{
-    unsigned long long n = ZSTD_findDecompressedSize(p, len);
-    if (n == ZSTD_CONTENTSIZE_ERROR) return -EBADMSG;
-    if (n != ZSTD_CONTENTSIZE_UNKNOWN) {
-        *out = n;
-        return n > limit ? -EMSGSIZE : 0;
-    }
-    /* Some frame does not declare its size: decompress into scratch space to count. */
-    ZSTD_DCtx *d = ZSTD_createDCtx();
-    uint8_t *scratch = malloc(ZSTD_DStreamOutSize());
-    int rc = d && scratch ? 0 : -ENOMEM;
-    if (rc == 0 &&
-        ZSTD_isError(ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX))) {
-        rc = -ENOMEM;
-    }
-    ZSTD_inBuffer in = { p, len, 0 };
-    uint64_t total = 0;
-    size_t ret = 1;
-    /* Bounded: each pass consumes input or produces output, and output stops at <limit>. */
-    while (rc == 0 && (in.pos < in.size || ret != 0)) {
-        ZSTD_outBuffer o = { scratch, ZSTD_DStreamOutSize(), 0 };
-        ret = ZSTD_decompressStream(d, &o, &in);
-        if (ZSTD_isError(ret) || (o.pos == 0 && in.pos == in.size && ret != 0)) rc = -EBADMSG;
-        total += o.pos;
-        if (total > limit) rc = -EMSGSIZE;
-    }
-    free(scratch);
-    ZSTD_freeDCtx(d);
-    *out = total;
-    return rc;
-}
-
-static void spool_appended(void *ctx, int res)
-{
-    struct rpc_h1_cache *cr = ctx;
-    if (res < 0) {
-        upload_fail(cr, res);
-        return;
-    }
-    spool_free(cr);
-    commit(cr);
-}
-
-static void spool_finish(struct rpc_h1_cache *cr)
-{
-    bool zstd = cr->req->encoding == RPC_H1_CODING_ZSTD;
-    uint64_t size = cr->spool_len;
-    if (zstd) {
-        int rc = zstd_decoded_size(cr->spool, cr->spool_len, size_limit(cr), &size);
-        if (rc < 0) {
-            rpc_h1_answer(cr->h, rc == -EMSGSIZE ? 413 : 400,
-                          rc == -EMSGSIZE ? "body over the size limit" : "malformed zstd body");
-            return;
-        }
-    }
-    int rc = begin_upload(cr, size, zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY);
-    if (rc == -EEXIST) {
-        spool_free(cr);
-        map_write(cr, RPC_H1_THEN_PRESENT);
-        return;
-    }
-    if (rc < 0) {
-        upload_fail(cr, rc);
-        return;
-    }
-    rc = cr->spool_len
-             ? blob_upload_append(cr->upload, cr->spool, cr->spool_len, spool_appended, cr)
-             : 0;
-    if (rc == -EINPROGRESS) return;
-    if (rc < 0) {
-        upload_fail(cr, rc);
-        return;
-    }
-    spool_free(cr);
     commit(cr);
 }
 
@@ -691,7 +330,6 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
 {
     ASSERT(!cr->upload);
     ASSERT(!cr->reader);
-    ASSERT(!cr->spool);
     cr->bc = bc;
     cr->req = req;
     cr->route = route;
@@ -699,7 +337,7 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
     cr->reading = false;
     cr->existed = false;
     cr->zstd_out = false;
-    cr->spooling = false;
+    cr->unsized = false;
     cr->retries = 0;
     if (!bc) {
         rpc_h1_answer(cr->h, 503, "store not available");
@@ -731,6 +369,5 @@ void rpc_h1_cache_close(struct rpc_h1_cache *cr)
     }
     cr->reading = false;
     if (ring_timer_is_armed(&cr->retry)) ring_timer_stop(ring_core_current(), &cr->retry);
-    if (cr->spool) spool_free(cr);
-    cr->spooling = false;
+    cr->unsized = false;
 }

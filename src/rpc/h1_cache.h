@@ -2,12 +2,12 @@
  * The cache routes of HTTP/1.1: GET, HEAD and PUT of CAS blobs, action cache entries and plain
  * keys, over the core's storage engine (src/blob/store.h).
  *
- * Uploads with a Content-Length and identity coding stream into the engine as they arrive,
- * with the engine's backpressure pausing the connection's receive. The engine needs a blob's
- * size before its first byte, so a body whose decoded size is not known in advance (chunked,
- * or Content-Encoding: zstd) is held in memory up to RPC_H1_SPOOL_MAX bytes first (docs/http.md
- * explains the bound). Downloads stream piece by piece: identity bytes with Content-Length, or
- * the stored zstd frames as they are (Accept-Encoding: zstd) in chunked coding.
+ * Uploads stream into the engine as they arrive, with the engine's backpressure pausing the
+ * connection's receive: a body with a Content-Length and identity coding is an upload of that
+ * size; a body whose decoded size is not known in advance (chunked, or Content-Encoding: zstd)
+ * is an upload whose size the engine fixes at commit (BLOB_SIZE_UNKNOWN). Nothing is held in
+ * memory. Downloads stream piece by piece: identity bytes with Content-Length, or the stored
+ * zstd frames as they are (Accept-Encoding: zstd) in chunked coding.
  *
  * Statuses: 404 missing, 413 over the size limit, 503 admission full or draining, 507 store
  * full, 400 digest or size mismatch or malformed zstd (rpc_h1_cache_status).
@@ -24,20 +24,11 @@
 #include "rpc/h1_parse.h"
 #include "rpc/h1_route.h"
 
-#define RPC_H1_SPOOL_MAX      (64ULL << 20)  /* bytes held for one body of unknown size */
-#define RPC_H1_SPOOL_CORE_MAX (256ULL << 20) /* bytes held per core for such bodies */
-#define RPC_H1_AC_MAX         (64ULL << 20)  /* largest AC or plain-key value (the engine's) */
+#define RPC_H1_AC_MAX (64ULL << 20) /* largest AC or plain-key value (the engine's) */
 
 struct blob_core;
 struct blob_upload;
 struct blob_reader;
-
-/* What follows the write of a CAS blob's size map entry. */
-enum rpc_h1_then {
-    RPC_H1_THEN_CREATED, /* answer 201: the blob was stored */
-    RPC_H1_THEN_PRESENT, /* answer 200: it was present, its body is read */
-    RPC_H1_THEN_DISCARD, /* it was present: drop its body, then answer 200 */
-};
 
 /* One request's state, inside the connection's memory. */
 struct rpc_h1_cache {
@@ -52,15 +43,9 @@ struct rpc_h1_cache {
     bool sent_any;                    /* a piece of the response went out */
     bool existed;                     /* the entry was present when the PUT began */
     bool zstd_out;                    /* the response is the stored zstd frames */
-    bool spooling;                    /* the body goes to the spool first */
-    uint8_t *spool;                   /* a body of unknown size, or NULL */
-    size_t spool_len;                 /* bytes in spool */
-    size_t spool_size;                /* its capacity */
+    bool unsized;                     /* the upload's size is fixed at commit */
     struct ring_timer retry;          /* retries a read refused with -EAGAIN */
     uint32_t retries;                 /* of the current read */
-    uint64_t size;                    /* CAS: the blob's size, once known */
-    uint8_t map_buf[8];               /* the size map entry's value (little-endian size) */
-    uint8_t then;                     /* enum rpc_h1_then: after the size map's write */
 };
 
 /* Prepares <cr> for connection <h>; once per connection. */

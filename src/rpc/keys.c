@@ -10,9 +10,8 @@
 
 #include "base/assert.h"
 
-#define AC_DOMAIN   "ringcas/ac"       /* followed by its NUL */
-#define HTTP_DOMAIN "ringcas/http"     /* followed by its NUL */
-#define SIZE_DOMAIN "ringcas/cas-size" /* followed by its NUL */
+#define AC_DOMAIN   "ringcas/ac"   /* followed by its NUL */
+#define HTTP_DOMAIN "ringcas/http" /* followed by its NUL */
 
 static void sha256(const uint8_t *data, size_t len, uint8_t out[RPC_KEY_SIZE])
 {
@@ -46,12 +45,4 @@ void rpc_keys_http(const char *path, size_t path_len, uint8_t out[RPC_KEY_SIZE])
     memcpy(buf, HTTP_DOMAIN, sizeof(HTTP_DOMAIN));
     if (path_len > 0) memcpy(buf + sizeof(HTTP_DOMAIN), path, path_len);
     sha256(buf, sizeof(HTTP_DOMAIN) + path_len, out);
-}
-
-void rpc_keys_cas_size(const uint8_t hash[RPC_KEY_SIZE], uint8_t out[RPC_KEY_SIZE])
-{
-    uint8_t buf[sizeof(SIZE_DOMAIN) + RPC_KEY_SIZE];
-    memcpy(buf, SIZE_DOMAIN, sizeof(SIZE_DOMAIN));
-    memcpy(buf + sizeof(SIZE_DOMAIN), hash, RPC_KEY_SIZE);
-    sha256(buf, sizeof(buf), out);
 }

@@ -5,7 +5,6 @@
  *
  *   action cache    SHA-256("ringcas/ac\0" || instance || "\0" || action hash (32 bytes))
  *   HTTP plain key  SHA-256("ringcas/http\0" || path)
- *   CAS size map    SHA-256("ringcas/cas-size\0" || blob hash (32 bytes))
  *
  * The action cache key is the one gRPC's ActionCache and HTTP's <prefix>/ac/<hash> share, so
  * an entry written through one protocol under instance "x" is read through the other with
@@ -27,13 +26,6 @@
  */
 void rpc_keys_ac(const char *instance, size_t instance_len, const uint8_t hash[RPC_KEY_SIZE],
                  uint8_t out[RPC_KEY_SIZE]);
-
-/*
- * Writes the key of the size map entry of CAS blob <hash> into <out>:
- * SHA-256("ringcas/cas-size" NUL hash). HTTP names CAS blobs by hash alone; until the engine
- * looks blobs up by hash alone, HTTP uploads record each blob's size there (src/rpc/h1_cache.c).
- */
-void rpc_keys_cas_size(const uint8_t hash[RPC_KEY_SIZE], uint8_t out[RPC_KEY_SIZE]);
 
 /* Writes the key of HTTP path <path> (<path_len> <= RPC_KEY_PATH_MAX bytes) into <out>. */
 void rpc_keys_http(const char *path, size_t path_len, uint8_t out[RPC_KEY_SIZE]);

@@ -5,7 +5,6 @@
 #include "rpc/server.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,25 +181,8 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     return 0;
 }
 
-/*
- * Keeps freed memory in the process. glibc otherwise hands buffers of 128 KiB and more back
- * to the kernel when they are freed (mmap threshold, arena trimming), and the next request
- * faults fresh zeroed pages in again: perf showed page faults and clear_page taking about
- * half of the CPU of a 64 KiB GET (the engine's per-reader buffers). Per-core pools are the
- * lasting fix; this bounds the damage for every module meanwhile.
- */
-static void keep_freed_memory(void)
-{
-    /* Called before any thread starts (mallopt is not thread-safe). Sanitizer allocators
-     * refuse both, harmlessly. */
-    bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;   /* NOLINT(concurrency-mt-unsafe) */
-    ok = mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 && ok; /* NOLINT(concurrency-mt-unsafe) */
-    if (!ok) LOG_DEBUG("mallopt: thresholds not set; freed memory goes back to the kernel");
-}
-
 int rpc_server_run(const struct rpc_server_options *opts)
 {
-    keep_freed_memory();
     enum base_log_level level;
     if (base_log_parse_level(opts->log_level, &level) < 0) {
         (void)fprintf(stderr, "ringcas: --log-level %s: expected error, warn, info or debug\n",

@@ -306,6 +306,151 @@ class SlowSender(harness.ServerTestCase):
         self.server.wait_quiet(extra=QUIET)
 
 
+def vm_kib(pid, field):
+    """A VmRSS/VmHWM figure of process <pid> in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+class StreamedBodies(unittest.TestCase):
+    """Chunked and zstd-encoded bodies stream into the engine like sized ones: a 100 MiB body
+    does not grow the server's memory by anything like 100 MiB, and is verified at its end."""
+
+    def send_chunked(self, port, path, data, piece=1 << 20):
+        with Raw(port, timeout=120) as c:
+            c.send(request("PUT", path, headers=["Transfer-Encoding: chunked"]))
+            for off in range(0, len(data), piece):
+                part = data[off:off + piece]
+                c.send(b"%x\r\n" % len(part) + part + b"\r\n")
+            c.send(b"0\r\n\r\n")
+            return c.read_response().status
+
+    def test_a_100_mib_chunked_or_zstd_body_streams_into_the_engine(self):
+        # 64 receive buffers (4 MiB): a body touches the whole fixed pool as it streams, so a
+        # small pool keeps its pages apart from what this test looks for.
+        args = ("--max-size", "2GiB", "--recv-buffers", "64")
+        with harness.Server(args=args, cores=1) as srv:
+            # Warm up: the engine's write buffers and the receive pool are allocated once.
+            warm = os.urandom(8 << 20)
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(warm), warm), 201)
+            pid = srv.proc.pid
+            rss0, hwm0 = vm_kib(pid, "VmRSS"), vm_kib(pid, "VmHWM")
+            data = os.urandom(100 << 20)
+            h = sha(data)
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + h, data), 201)
+            hwm1 = vm_kib(pid, "VmHWM")
+            # A zstd body of 100 MiB (random bytes: stored raw by zstd), with a length.
+            data2 = os.urandom(100 << 20)
+            z = zstandard.ZstdCompressor(level=1).compress(data2)
+            self.assertGreater(len(z), 100 << 20)
+            with Raw(srv.port, timeout=120) as c:
+                c.send(request("PUT", "/cas/" + sha(data2),
+                               headers=["Content-Length: %d" % len(z), "Content-Encoding: zstd"]))
+                for off in range(0, len(z), 1 << 20):
+                    c.send(z[off:off + (1 << 20)])
+                self.assertEqual(c.read_response().status, 201)
+            hwm2 = vm_kib(pid, "VmHWM")
+            grew = max(hwm1, hwm2) - max(hwm0, rss0)
+            self.assertLess(grew, 16 << 10, "the server grew by %d KiB for 100 MiB bodies" % grew)
+            # Stored exactly; a present blob's chunked PUT is 200 without storing it again.
+            got = subprocess.run(["curl", "-s", srv.url + "/cas/" + h], capture_output=True)
+            self.assertEqual(sha(got.stdout), h)
+            got = subprocess.run(["curl", "-s", srv.url + "/cas/" + sha(data2)],
+                                 capture_output=True)
+            self.assertEqual(sha(got.stdout), sha(data2))
+            committed = srv.metric("ringcas_blob_blobs_committed")
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(warm), warm), 200)
+            self.assertEqual(srv.metric("ringcas_blob_blobs_committed"), committed)
+            srv.wait_quiet(extra=QUIET)
+
+    def test_a_chunked_body_that_fails_its_digest_stores_nothing(self):
+        with harness.Server(args=("--max-size", "1GiB"), cores=1) as srv:
+            data = os.urandom(3 << 20)
+            wrong = sha(data[:-1])
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + wrong, data, 100000), 400)
+            self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(data), data[:-1]), 400)
+            self.assertEqual(curl(srv.url + "/cas/" + wrong)[0], 404)
+            self.assertEqual(curl(srv.url + "/cas/" + sha(data))[0], 404)
+            self.assertEqual(srv.metric("ringcas_blob_digest_mismatches"), 2)
+            # zstd the same: verified after decompression, nothing stored on a mismatch.
+            z = zstandard.ZstdCompressor().compress(data)
+            status = curl("-X", "PUT", "--data-binary", "@-", "-H", "Content-Encoding: zstd",
+                          "-H", "Transfer-Encoding: chunked", srv.url + "/cas/" + wrong,
+                          data=z)[0]
+            self.assertEqual(status, 400)
+            self.assertEqual(curl(srv.url + "/cas/" + wrong)[0], 404)
+            self.assertEqual(srv.metric("ringcas_blob_blobs_committed"), 0)
+            srv.wait_quiet(extra=QUIET)
+
+
+class AcrossProtocols(unittest.TestCase):
+    """HTTP names CAS blobs by hash alone: a blob uploaded over gRPC (`ringcas put`: ByteStream
+    or BatchUpdateBlobs; grpcio's BatchUpdateBlobs) is served at GET /cas/<hash> at once, and a
+    blob uploaded over HTTP is read over gRPC by (hash, size)."""
+
+    def put_grpc(self, srv, path):
+        p = subprocess.run([harness.binary(), "put", "--server", srv.address, path],
+                           capture_output=True, timeout=120)
+        if p.returncode != 0 and b"not available in this build" in p.stderr:
+            self.skipTest("gRPC storage services not in this build: %s" % p.stderr.decode().strip())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.decode().split()[0]
+
+    def test_a_blob_uploaded_over_grpc_is_read_over_http(self):
+        with harness.Server(args=("--max-size", "1GiB")) as srv:
+            with tempfile.TemporaryDirectory() as tmp:
+                for size in (1, 3000, 5 << 20):
+                    data = os.urandom(size // 2) + compressible(size - size // 2, size)
+                    path = os.path.join(tmp, "blob-%d" % size)
+                    with open(path, "wb") as f:
+                        f.write(data)
+                    self.assertEqual(self.put_grpc(srv, path), "%s/%d" % (sha(data), size))
+                    url = srv.url + "/cas/" + sha(data)
+                    self.assertEqual(curl(url), (200, data))
+                    self.assertEqual(curl("-H", "Accept-Encoding: zstd", url)[0], 200)
+                    self.assertEqual(unzstd(curl("-H", "Accept-Encoding: zstd", url)[1]), data)
+                    head = subprocess.run(["curl", "-s", "-I", url], capture_output=True).stdout
+                    self.assertIn(b"Content-Length: %d" % size, head)
+                    # Present already: an HTTP PUT of it is 200, nothing stored twice.
+                    self.assertEqual(curl("-X", "PUT", "--data-binary", "@-", url, data=data)[0],
+                                     200)
+            # And the other way: HTTP upload, gRPC read by (hash, size).
+            data = os.urandom(100000)
+            self.assertEqual(curl("-X", "PUT", "--data-binary", "@-",
+                                  srv.url + "/cas/" + sha(data), data=data)[0], 201)
+            p = subprocess.run([harness.binary(), "get", "--server", srv.address,
+                                "%s/%d" % (sha(data), len(data))], capture_output=True,
+                               timeout=60)
+            self.assertEqual((p.returncode, p.stdout == data), (0, True), p.stderr)
+            srv.wait_quiet(extra=QUIET)
+
+    def test_grpcio_batch_update_then_http_get(self):
+        import reapi
+        with harness.Server(args=("--max-size", "1GiB")) as srv:
+            client = reapi.Client(srv.address)
+            try:
+                data = compressible(70000, 77)
+                req = reapi.msg("BatchUpdateBlobsRequest")
+                r = req.requests.add()
+                r.digest.hash = sha(data)
+                r.digest.size_bytes = len(data)
+                r.data = data
+                try:
+                    resp = client.BatchUpdateBlobs(req, timeout=30)
+                except reapi.grpc.RpcError as e:
+                    if e.code() == reapi.grpc.StatusCode.UNAVAILABLE:
+                        self.skipTest("gRPC storage services not in this build: %s" % e.details())
+                    raise
+                self.assertEqual(resp.responses[0].status.code, 0)
+            finally:
+                client.close()
+            self.assertEqual(curl(srv.url + "/cas/" + sha(data)), (200, data))
+            srv.wait_quiet(extra=QUIET)
+
+
 class Admission(unittest.TestCase):
     def test_full_upload_admission_is_503(self):
         # The engine admits 1024 uploads per core; the next one is refused at once.

@@ -387,7 +387,7 @@ Test(blob_reader, read_buffers_are_bounded_per_core)
 {
     struct th t = { 0 };
     th_options_small(&t.o);
-    t.o.read_buffer_max = 10000; /* one reader's buffers of a 4 KiB chunk, not two */
+    t.o.read_buffer_max = 16000; /* one reader's buffers of a 4 KiB chunk (12 KiB), not two */
     th_open_sim(&t, 21);
     static uint8_t buf[20000];
     struct blob_key k;
@@ -429,5 +429,97 @@ Test(blob_reader, read_buffers_are_bounded_per_core)
     cr_assert(eq(int, th_open_store(&t), -EINVAL));
     t.o.read_buffer_max = 1 << 20;
     cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+struct piece_log {
+    bool done;
+    int res;
+    size_t lens[64];
+    int count;
+    uint8_t *out;
+    size_t len;
+    uint64_t bufs; /* the core's buffer gauge while the piece was handed out */
+    struct th *t;
+};
+
+static void piece_log_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct piece_log *l = ctx;
+    l->done = true;
+    l->res = res;
+    if (res != 0 || len == 0) return;
+    cr_assert(lt(int, l->count, 64));
+    l->lens[l->count++] = len;
+    memcpy(l->out + l->len, data, len);
+    l->len += len;
+    uint64_t b = th_counters(l->t).bufs;
+    if (b > l->bufs) l->bufs = b;
+}
+
+/* Reads <k> from <off> piece by piece into <l>. */
+static void read_pieces(struct th *t, const struct blob_key *k, uint64_t off, struct piece_log *l)
+{
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t->bc, k, off, BLOB_ENCODING_IDENTITY, &r), 0));
+    for (int guard = 0; guard < 100; guard++) {
+        l->done = false;
+        cr_assert(eq(int, blob_read_next(r, piece_log_cb, l), 0));
+        cr_assert(not(l->done), "never inside blob_read_next");
+        cr_assert(th_run_until(t, &l->done));
+        cr_assert(eq(int, l->res, 0));
+        if (l->len == blob_reader_size(r) - off) break;
+    }
+    blob_read_close(r);
+}
+
+Test(blob_reader, identity_reads_of_raw_chunks_hand_out_each_block_in_place)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.chunk_size = 256 << 10; /* production chunks: two 128 KiB raw blocks each */
+    t.o.segment_size = 4 << 20;
+    t.o.write_buffer_size = 2 << 20;
+    t.o.max_size = 64 << 20;
+    th_open_sim(&t, 31);
+    size_t len = (512 << 10) + 1000; /* raw, raw, and a short raw chunk */
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 31, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, 0), 0));
+    struct piece_log l = { .t = &t, .out = malloc(len) };
+    read_pieces(&t, &k, 0, &l);
+    cr_assert(eq(sz, l.len, len));
+    cr_assert(memcmp(l.out, data, len) == 0);
+    cr_assert(eq(int, l.count, 5), "a piece per raw block");
+    cr_assert(eq(sz, l.lens[0], 128 << 10));
+    cr_assert(eq(sz, l.lens[4], 1000));
+    cr_assert(eq(u64, l.bufs, 1), "only the record buffer: nothing was decoded or copied");
+    /* From inside the second block of the second chunk: the rest of that block first. */
+    memset(&l, 0, sizeof(l));
+    l.t = &t;
+    l.out = malloc(len);
+    uint64_t off = (256 << 10) + (128 << 10) + 77;
+    read_pieces(&t, &k, off, &l);
+    cr_assert(eq(sz, l.len, len - off));
+    cr_assert(memcmp(l.out, data + off, l.len) == 0);
+    cr_assert(eq(sz, l.lens[0], (128 << 10) - 77));
+    free(l.out);
+    /* A compressible blob is decoded: the decode buffer is taken then, and only then. */
+    th_fill(data, len, 32, true);
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, 0), 0));
+    memset(&l, 0, sizeof(l));
+    l.t = &t;
+    l.out = malloc(len);
+    read_pieces(&t, &k, 0, &l);
+    cr_assert(eq(sz, l.len, len));
+    cr_assert(memcmp(l.out, data, len) == 0);
+    cr_assert(eq(int, l.count, 3), "a piece per decoded chunk");
+    cr_assert(eq(u64, l.bufs, 2));
+    free(l.out);
+    free(data);
+    cr_assert(gt(u64, th_counters(&t).pool_bytes, 0), "the buffers went back to the pool");
     th_close(&t);
 }

@@ -217,3 +217,23 @@ Test(blob_refresh, an_empty_ac_value_is_refreshed_too)
     cr_assert(not(info.cold));
     th_close(&t);
 }
+
+Test(blob_refresh, a_cold_blob_found_by_hash_alone_is_refreshed_at_its_size)
+{
+    struct th t = { 0 };
+    open_small(&t, 9);
+    struct blob_key k;
+    put_n(&t, 9, 20000, false, &k);
+    make_cold(&t, &k);
+    struct blob_key any;
+    blob_key_cas(&any, k.hash, BLOB_SIZE_ANY);
+    cr_assert(blob_exists(t.bc, &any, true));
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1), "the index moved to the copy");
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &any, &info), 0));
+    cr_assert(not(info.cold));
+    cr_assert(eq(u64, info.size, 20000));
+    check(&t, 9, 20000, false, &any);
+    th_close(&t);
+}

@@ -713,3 +713,88 @@ Test(blob_store, default_options_open_a_real_store)
     cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -ENOENT), "the folder is gone");
     cr_assert(ne(sz, strlen(why), 0));
 }
+
+Test(blob_store, lookups_by_hash_alone_find_a_blob_at_its_size)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 41);
+    size_t len = 3 * CHUNK + 17;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 41, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    struct blob_key any;
+    blob_key_cas(&any, k.hash, BLOB_SIZE_ANY);
+    cr_assert(blob_exists(t.bc, &any, false));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &any, &info), 0));
+    cr_assert(eq(u64, info.size, len));
+    for (int enc = 0; enc <= 1; enc++) {
+        uint8_t *out = NULL;
+        size_t n = 0;
+        cr_assert(eq(int, th_get(&t, &any, 0, enc, &out, &n), 0));
+        cr_assert(eq(sz, n, len));
+        cr_assert(memcmp(out, data, len) == 0);
+        free(out);
+        cr_assert(eq(int, th_get(&t, &any, CHUNK + 5, enc, &out, &n), 0));
+        cr_assert(eq(sz, n, len - CHUNK - 5));
+        cr_assert(memcmp(out, data + CHUNK + 5, n) == 0);
+        free(out);
+    }
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &any, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    cr_assert(eq(u64, blob_reader_size(r), len));
+    blob_read_close(r);
+    cr_assert(eq(int, blob_read_open(t.bc, &any, len + 1, BLOB_ENCODING_IDENTITY, &r), -ERANGE));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_store, lookups_by_hash_alone_stay_exact_about_hashes)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 42);
+    size_t len = CHUNK + 3;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 42, true);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    struct blob_key any;
+    blob_key_cas(&any, k.hash, BLOB_SIZE_ANY);
+    struct blob_info info;
+    struct blob_reader *r;
+
+    /* An exact size is still exact; an absent hash is absent at any size. */
+    struct blob_key keys[3] = { any, k, any };
+    keys[1].size = len + 1;
+    keys[2].hash[0] ^= 1;
+    bool present[3];
+    cr_assert(eq(sz, blob_exists_many(t.bc, keys, 3, false, present), 1));
+    cr_assert(present[0]);
+    cr_assert(not(present[1]));
+    cr_assert(not(present[2]));
+    cr_assert(eq(int, blob_stat(t.bc, &keys[2], &info), -ENOENT));
+    cr_assert(eq(int, blob_read_open(t.bc, &keys[2], 0, 0, &r), -ENOENT));
+
+    /* The empty blob by its hash alone: present, size 0, reads as nothing. */
+    struct blob_key empty;
+    blob_key_cas(&empty, blob_empty_sha256, BLOB_SIZE_ANY);
+    cr_assert(blob_exists(t.bc, &empty, false));
+    cr_assert(eq(int, blob_stat(t.bc, &empty, &info), 0));
+    cr_assert(eq(u64, info.size, 0));
+    uint8_t *out = NULL;
+    size_t n = 1;
+    cr_assert(eq(int, th_get(&t, &empty, 0, BLOB_ENCODING_IDENTITY, &out, &n), 0));
+    cr_assert(eq(sz, n, 0));
+    free(out);
+
+    /* Lookups only: an upload must name a size (or BLOB_SIZE_UNKNOWN). */
+    struct blob_upload *u;
+    blob_key_cas(&any, k.hash, BLOB_SIZE_ANY);
+    any.hash[0] ^= 1;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &any, BLOB_ENCODING_IDENTITY, &u), -EINVAL));
+    free(data);
+    th_close(&t);
+}

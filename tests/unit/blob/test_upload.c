@@ -12,6 +12,7 @@
 #include <criterion/new/assert.h>
 #include <zstd.h>
 
+#include "blob/internal.h"
 #include "harness.h"
 
 Test(blob_upload, any_cut_of_the_input_gives_the_same_blob)
@@ -442,4 +443,312 @@ Test(blob_upload, the_upload_limit_frees_up_as_uploads_end)
         cr_assert(eq(u64, th_counters(&t).uploads, 0));
     }
     th_close(&t);
+}
+
+/* ---- uploads of unknown size (BLOB_SIZE_UNKNOWN) ---- */
+
+static void unsized_key(struct blob_key *k, const uint8_t *data, size_t len)
+{
+    th_key_of(k, data, len);
+    k->size = BLOB_SIZE_UNKNOWN;
+}
+
+static void check_blob(struct th *t, const uint8_t *data, size_t len)
+{
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t->bc, &k, &info), 0), "found at its exact size %zu", len);
+    cr_assert(eq(u64, info.size, len));
+    for (int enc = 0; enc <= 1; enc++) {
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, th_get(t, &k, 0, enc, &out, &n), 0));
+        cr_assert(eq(sz, n, len));
+        cr_assert(len == 0 || memcmp(out, data, len) == 0, "bytes of %zu", len);
+        free(out);
+    }
+}
+
+Test(blob_upload, unknown_size_uploads_take_the_size_that_arrived)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 20);
+    size_t sizes[] = { 1, 4095, 4096, 4097, 2 * 4096, 3 * 4096 + 17, 70000 };
+    size_t pieces[] = { 0, 1, 1000, 4096, 9000 };
+    uint8_t *data = malloc(70000);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        size_t len = sizes[i];
+        size_t piece = pieces[i % 5];
+        th_fill(data, len, 2000 + i, i % 2 == 0);
+        struct blob_key k;
+        unsized_key(&k, data, len);
+        cr_assert(eq(int, th_put(&t, &k, data, len, piece, BLOB_ENCODING_IDENTITY), 0),
+                  "%zu bytes in pieces of %zu", len, piece);
+        check_blob(&t, data, len);
+        /* Present now, at its size: a second unknown-size upload of it ends at once. */
+        struct blob_upload *u;
+        cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), -EEXIST));
+    }
+    cr_assert(eq(u64, th_counters(&t).blobs_committed, sizeof(sizes) / sizeof(sizes[0])));
+    th_reopen(&t); /* the commit records hold the final sizes */
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        th_fill(data, sizes[i], 2000 + i, i % 2 == 0);
+        check_blob(&t, data, sizes[i]);
+    }
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, unknown_size_ac_values_and_the_empty_blob)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 21);
+    uint8_t key[BLOB_HASH_SIZE] = { 0xac, 21 };
+    struct blob_key k;
+    blob_key_ac(&k, key, BLOB_SIZE_UNKNOWN);
+    static uint8_t data[9000];
+    th_fill(data, sizeof(data), 21, true);
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 1234, BLOB_ENCODING_IDENTITY), 0));
+    cr_assert(eq(int, th_put(&t, &k, data, 0, 0, BLOB_ENCODING_IDENTITY), 0), "an empty value");
+    blob_key_ac(&k, key, 0);
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0));
+    cr_assert(eq(u64, info.size, 0), "the newest value is the empty one");
+    /* The empty blob is always present, at any size. */
+    struct blob_key e;
+    blob_key_cas(&e, blob_empty_sha256, BLOB_SIZE_UNKNOWN);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &e, BLOB_ENCODING_IDENTITY, &u), -EEXIST));
+    /* Nothing arrived for a blob that is not empty: a digest mismatch. */
+    unsized_key(&e, data, 10);
+    cr_assert(eq(int, th_put(&t, &e, data, 0, 0, BLOB_ENCODING_IDENTITY), -EILSEQ));
+    th_close(&t);
+}
+
+Test(blob_upload, unknown_size_digest_mismatch_stores_nothing)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 22);
+    size_t len = 30000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 22, false);
+    struct blob_key k;
+    unsized_key(&k, data, len);
+    uint64_t stored = th_counters(&t).bytes_stored;
+    data[len - 1] ^= 1;
+    cr_assert(eq(int, th_put(&t, &k, data, len, 5000, BLOB_ENCODING_IDENTITY), -EILSEQ));
+    data[len - 1] ^= 1;
+    k.size = BLOB_SIZE_ANY;
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    /* One byte short or over is another blob, and refused the same way. */
+    k.size = BLOB_SIZE_UNKNOWN;
+    cr_assert(eq(int, th_put(&t, &k, data, len - 1, 0, BLOB_ENCODING_IDENTITY), -EILSEQ));
+    k.size = BLOB_SIZE_ANY;
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    cr_assert(eq(u64, th_counters(&t).digest_mismatches, 2));
+    cr_assert(gt(u64, th_counters(&t).bytes_stored, stored), "the chunks streamed to disk");
+    th_reopen(&t); /* and recovery finds no commit either */
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, unknown_size_zstd_uploads_are_verified_after_decoding)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 23);
+    size_t len = 50000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 23, true);
+    /* Two frames, the first without a declared size, fed in odd pieces. */
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    static uint8_t z[120000];
+    ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 0);
+    ZSTD_outBuffer o = { z, sizeof(z), 0 };
+    ZSTD_inBuffer in = { data, 20000, 0 };
+    cr_assert(eq(sz, ZSTD_compressStream2(c, &o, &in, ZSTD_e_end), 0));
+    size_t zl = o.pos + ZSTD_compress(z + o.pos, sizeof(z) - o.pos, data + 20000, len - 20000, 3);
+    ZSTD_freeCCtx(c);
+    struct blob_key k;
+    unsized_key(&k, data, len);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    for (size_t off = 0; off < zl; off += 333) {
+        size_t n = zl - off < 333 ? zl - off : 333;
+        struct pending p = { 0 };
+        int rc = blob_upload_append(u, z + off, n, pending_cb, &p);
+        if (rc == -EINPROGRESS) {
+            cr_assert(th_run_until(&t, &p.done));
+            rc = p.res;
+        }
+        cr_assert(eq(int, rc, 0));
+    }
+    cr_assert(eq(u64, blob_upload_bytes_in(u), zl));
+    cr_assert(eq(u64, blob_upload_bytes_decoded(u), len));
+    struct pending p = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &p), 0));
+    cr_assert(th_run_until(&t, &p.done));
+    cr_assert(eq(int, p.res, 0));
+    check_blob(&t, data, len);
+    /* A truncated stream never ends its frame; a stream of another blob fails its digest. */
+    uint8_t key[BLOB_HASH_SIZE] = { 0xac, 23 };
+    struct blob_key ac;
+    blob_key_ac(&ac, key, BLOB_SIZE_UNKNOWN);
+    cr_assert(eq(int, blob_upload_begin(t.bc, &ac, BLOB_ENCODING_ZSTD, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, z, zl - 5, NULL, NULL), 0));
+    p.done = false;
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &p), 0));
+    cr_assert(th_run_until(&t, &p.done));
+    cr_assert(eq(int, p.res, -EBADMSG));
+    blob_key_ac(&ac, key, 0);
+    cr_assert(not(blob_exists(t.bc, &ac, false)));
+    k.hash[0] ^= 1;
+    cr_assert(eq(int, th_put(&t, &k, data, len, 4000, BLOB_ENCODING_ZSTD), -EILSEQ));
+    free(data);
+    th_close(&t);
+}
+
+/* Appends <len> bytes at <data> to <u> in pieces of <piece>; returns the first error. */
+static int feed(struct th *t, struct blob_upload *u, const uint8_t *data, size_t len, size_t piece)
+{
+    for (size_t off = 0; off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        struct pending p = { 0 };
+        int rc = blob_upload_append(u, data + off, n, pending_cb, &p);
+        if (rc == -EINPROGRESS) {
+            cr_assert(th_run_until(t, &p.done));
+            rc = p.res;
+        }
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+Test(blob_upload, unknown_size_uploads_stop_at_the_largest_blob_the_store_takes)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1 << 20; /* blobs up to 256 KiB */
+    th_open_sim(&t, 24);
+    size_t limit = 256 << 10;
+    uint8_t *data = malloc(limit + 1);
+    th_fill(data, limit + 1, 24, false);
+    struct blob_key k;
+    unsized_key(&k, data, limit);
+    cr_assert(eq(int, th_put(&t, &k, data, limit, 10000, BLOB_ENCODING_IDENTITY), 0));
+    check_blob(&t, data, limit);
+    unsized_key(&k, data, limit + 1);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), 0));
+    cr_assert(eq(int, feed(&t, u, data, limit + 1, 10000), -EMSGSIZE));
+    cr_assert(eq(int, blob_upload_append(u, data, 1, NULL, NULL), -EMSGSIZE), "the error sticks");
+    blob_upload_abort(u);
+    /* AC values the same; and as zstd, the decoded bytes count. */
+    uint8_t key[BLOB_HASH_SIZE] = { 0xac, 24 };
+    struct blob_key ac;
+    blob_key_ac(&ac, key, BLOB_SIZE_UNKNOWN);
+    cr_assert(eq(int, blob_upload_begin(t.bc, &ac, BLOB_ENCODING_IDENTITY, &u), 0));
+    cr_assert(eq(int, feed(&t, u, data, limit + 1, 4096), -EMSGSIZE));
+    blob_upload_abort(u);
+    size_t zb = ZSTD_compressBound(limit + 1);
+    uint8_t *z = malloc(zb);
+    size_t zl = ZSTD_compress(z, zb, data, limit + 1, 1);
+    cr_assert(eq(int, blob_upload_begin(t.bc, &ac, BLOB_ENCODING_ZSTD, &u), 0));
+    cr_assert(eq(int, feed(&t, u, z, zl, 7000), -EMSGSIZE));
+    blob_upload_abort(u);
+    blob_key_ac(&ac, key, 0);
+    cr_assert(not(blob_exists(t.bc, &ac, false)));
+    free(z);
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, unknown_size_zstd_input_is_bounded_even_when_it_decodes_to_nothing)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1 << 20; /* blobs up to 256 KiB: compressed input up to 1.5 MiB */
+    th_open_sim(&t, 25);
+    /* Skippable frames (RFC 8878 §3.1.2): valid zstd that decodes to no byte at all. */
+    static uint8_t skip[8 + 65536];
+    uint32_t magic = 0x184D2A50;
+    uint32_t n = 65536;
+    memcpy(skip, &magic, 4);
+    memcpy(skip + 4, &n, 4);
+    uint8_t key[BLOB_HASH_SIZE] = { 0xac, 25 };
+    struct blob_key ac;
+    blob_key_ac(&ac, key, BLOB_SIZE_UNKNOWN);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &ac, BLOB_ENCODING_ZSTD, &u), 0));
+    int rc = 0;
+    int frames = 0;
+    for (; frames < 100 && rc == 0; frames++)
+        rc = blob_upload_append(u, skip, sizeof(skip), NULL, NULL);
+    cr_assert(eq(int, rc, -EMSGSIZE));
+    cr_assert(eq(int, frames, 24), "stopped past 1.5 MiB of input, not before");
+    cr_assert(eq(u64, blob_upload_bytes_decoded(u), 0));
+    blob_upload_abort(u);
+    th_close(&t);
+}
+
+Test(blob_upload, unknown_size_uploads_meet_the_budget_as_data_arrives)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 26);
+    size_t len = 40000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 26, false);
+    struct blob_key k;
+    unsized_key(&k, data, len);
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), 0));
+    cr_assert(eq(int, feed(&t, u, data, 10000, 10000), 0));
+    /* Eviction falls behind: the store is over its budget while the upload streams. */
+    uint64_t real = atomic_load(&t.s->segs.disk_bytes);
+    atomic_store(&t.s->segs.disk_bytes, t.o.max_size + 1);
+    uint64_t full = th_counters(&t).full;
+    cr_assert(eq(int, feed(&t, u, data + 10000, len - 10000, 10000), -ENOSPC));
+    cr_assert(eq(u64, th_counters(&t).full, full + 1));
+    blob_upload_abort(u);
+    /* A new upload of unknown size is refused at once, as any other. */
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), -ENOSPC));
+    atomic_store(&t.s->segs.disk_bytes, real);
+    k.size = BLOB_SIZE_ANY;
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    k.size = BLOB_SIZE_UNKNOWN;
+    cr_assert(eq(int, th_put(&t, &k, data, len, 7000, BLOB_ENCODING_IDENTITY), 0));
+    check_blob(&t, data, len);
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_upload, an_aborted_unknown_size_upload_releases_everything)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 27);
+    size_t len = 30000;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 27, true);
+    struct blob_key k;
+    unsized_key(&k, data, len);
+    for (int enc = 0; enc <= 1; enc++) {
+        struct blob_upload *u;
+        cr_assert(eq(int, blob_upload_begin(t.bc, &k, enc, &u), 0));
+        const uint8_t *feed_data = data;
+        size_t feed_len = len;
+        static uint8_t z[40000];
+        if (enc == BLOB_ENCODING_ZSTD) {
+            feed_len = ZSTD_compress(z, sizeof(z), data, len, 1) / 2;
+            feed_data = z;
+        }
+        cr_assert(eq(int, feed(&t, u, feed_data, feed_len, 5000), 0));
+        cr_assert(eq(u64, th_counters(&t).uploads, 1));
+        blob_upload_abort(u);
+    }
+    k.size = BLOB_SIZE_ANY;
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    cr_assert(eq(u64, th_counters(&t).uploads_aborted, 2));
+    free(data);
+    th_close(&t); /* uploads, buffers, zstd memory and I/O back to zero */
 }

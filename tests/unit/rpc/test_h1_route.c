@@ -145,15 +145,3 @@ Test(rpc_h1_route, malformed_digests_and_methods)
     route(RPC_H1_METHOD_OTHER, "OPTIONS", "*");
     cr_assert(eq(int, r.status, 400));
 }
-
-Test(rpc_h1_route, cas_size_map_key)
-{
-    /* Known answer: SHA-256("ringcas/cas-size\0" || hash). */
-    uint8_t hash[32];
-    uint8_t want[32];
-    uint8_t got[32];
-    from_hex(HASH, hash);
-    from_hex("a6a8078320f98df10e502ff6d353f268ab6e12151e5c9f34a72676737ecc094a", want);
-    rpc_keys_cas_size(hash, got);
-    cr_assert(eq(int, memcmp(got, want, 32), 0));
-}
