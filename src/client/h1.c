@@ -207,15 +207,20 @@ static int64_t take_body(struct client_h1 *h, size_t len)
 /* One step of the chunked framing's lines; returns the bytes taken or -EPROTO. */
 static int64_t take_chunk_line(struct client_h1 *h, const uint8_t *p, size_t len)
 {
+    if (h->pstate == CLIENT_H1_P_CHUNK_CRLF) {
+        /* Exactly CRLF after the data, checked byte by byte. */
+        char want = h->line_len == 0 ? '\r' : '\n';
+        if ((char)p[0] != want) return -EPROTO;
+        if (++h->line_len == 2) {
+            h->line_len = 0;
+            h->pstate = CLIENT_H1_P_CHUNK_SIZE;
+        }
+        return 1;
+    }
     bool complete = false;
     int64_t n = take_line(h, p, len, &complete);
     if (n < 0 || !complete) return n;
     if (h->pstate == CLIENT_H1_P_CHUNK_SIZE) return chunk_size(h) < 0 ? -EPROTO : n;
-    if (h->pstate == CLIENT_H1_P_CHUNK_CRLF) {
-        if (h->line_len != 0) return -EPROTO;
-        h->pstate = CLIENT_H1_P_CHUNK_SIZE;
-        return n;
-    }
     ASSERT(h->pstate == CLIENT_H1_P_TRAILER);
     if (h->line_len == 0) h->pstate = CLIENT_H1_P_DONE; /* trailer fields are ignored */
     h->line_len = 0;

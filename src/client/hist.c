@@ -79,6 +79,7 @@ uint64_t client_hist_quantile(const struct client_hist *h, uint32_t q_ppm)
     for (size_t i = 0; i < CLIENT_HIST_BUCKETS; i++) {
         seen += h->buckets[i];
         if (seen >= rank) {
+            if (i == CLIENT_HIST_BUCKETS - 1) return h->max; /* the clamped bucket */
             uint64_t v = client_hist_highest(i);
             return v < h->max ? v : h->max;
         }

@@ -14,8 +14,8 @@
 #include "proto/frame.h"
 #include "proto/wire.h"
 
-#define T(x) Build__Bazel__Remote__Execution__V2__##x
-#define F(x) build__bazel__remote__execution__v2__##x
+#define T(x)       Build__Bazel__Remote__Execution__V2__##x
+#define F(x)       build__bazel__remote__execution__v2__##x
 #define PB_INIT(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 
 static void digest_of(struct client_digest *d, uint8_t seed, uint64_t size)
@@ -33,8 +33,7 @@ static const uint8_t *payload(const struct bench_buf *b, size_t *len)
     return b->p + PROTO_FRAME_HEADER_SIZE;
 }
 
-static void check_digest(const T(Digest) * m,
-                         const struct client_digest *d)
+static void check_digest(const T(Digest) * m, const struct client_digest *d)
 {
     char hex[65];
     proto_hex_encode(d->hash, 32, hex);
@@ -135,7 +134,7 @@ Test(client_bench_req, reads_answers)
     dg[1].hash = h0;
     dg[1].size_bytes = 4;
     T(FindMissingBlobsResponse) fr = PB_INIT(FIND_MISSING_BLOBS_RESPONSE__INIT);
-    T(Digest) *dp[2] = { &dg[0], &dg[1] };
+    T(Digest) * dp[2] = { &dg[0], &dg[1] };
     fr.n_missing_blob_digests = 2;
     fr.missing_blob_digests = dp;
     size_t len;
@@ -143,8 +142,9 @@ Test(client_bench_req, reads_answers)
     cr_assert(eq(i64, bench_req_count_missing(p, len), 2));
     free(p);
 
-    T(BatchReadBlobsResponse__Response) e[2] = { PB_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE__INIT),
-                                                   PB_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE__INIT) };
+    T(BatchReadBlobsResponse__Response)
+    e[2] = { PB_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE__INIT),
+             PB_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE__INIT) };
     uint8_t bytes[4] = { 1, 2, 3, 4 };
     e[0].digest = &dg[0];
     e[0].data.data = bytes;
@@ -153,7 +153,7 @@ Test(client_bench_req, reads_answers)
     nf.code = 5;
     e[1].digest = &dg[1];
     e[1].status = &nf;
-    T(BatchReadBlobsResponse__Response) *ep[2] = { &e[0], &e[1] };
+    T(BatchReadBlobsResponse__Response) * ep[2] = { &e[0], &e[1] };
     T(BatchReadBlobsResponse) rr = PB_INIT(BATCH_READ_BLOBS_RESPONSE__INIT);
     rr.n_responses = 2;
     rr.responses = ep;

@@ -87,16 +87,15 @@ Test(client_h1, rejects_malformed_responses)
 {
     cr_assert(eq(i64, feed("HTTP/2 200 OK\r\n\r\n", CLIENT_H1_GET, 64), -EPROTO));
     cr_assert(eq(i64, feed("HTTP/1.1 2x0 OK\r\n\r\n", CLIENT_H1_GET, 64), -EPROTO));
-    cr_assert(eq(i64, feed("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", CLIENT_H1_GET, 64),
-                 -EPROTO));
-    cr_assert(eq(i64,
-                 feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", CLIENT_H1_GET,
-                      64),
-                 -EPROTO));
-    cr_assert(eq(i64,
-                 feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXY", CLIENT_H1_GET,
-                      64),
-                 -EPROTO));
+    cr_assert(
+        eq(i64, feed("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", CLIENT_H1_GET, 64), -EPROTO));
+    cr_assert(eq(
+        i64, feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", CLIENT_H1_GET, 64),
+        -EPROTO));
+    cr_assert(
+        eq(i64,
+           feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXY", CLIENT_H1_GET, 64),
+           -EPROTO));
     /* A head that never ends is refused once it fills the buffer. */
     char *big = malloc(CLIENT_H1_HEAD_MAX + 64);
     memset(big, 'a', CLIENT_H1_HEAD_MAX + 63);
@@ -197,8 +196,11 @@ Test(client_h1, live_requests_share_one_connection)
     cr_assert(eq(u64, h->result.body_len, 3));
     static uint8_t body[100000];
     memset(body, 'x', sizeof(body));
-    struct client_h1_request put = { .method = CLIENT_H1_PUT, .path = "/b", .body = body,
-                                     .body_len = sizeof(body), .done = live_done };
+    struct client_h1_request put = { .method = CLIENT_H1_PUT,
+                                     .path = "/b",
+                                     .body = body,
+                                     .body_len = sizeof(body),
+                                     .done = live_done };
     cr_assert(eq(int, client_h1_request_start(h, &put), 0));
     wait_dones(t, &l, 2);
     cr_assert(eq(int, h->result.status, 201));
