@@ -16,6 +16,7 @@
 #include "rpc/call.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +33,34 @@
 #define CALL_ARENA_MAX   (1u << 20)
 
 static void finish_with(struct rpc_call *c, int status, const char *message, int http_status);
+static void unary_release(struct rpc_call *c);
 
 /* ---- life ---- */
 
 static void deadline_fired(struct ring_timer *timer);
 
-void rpc_call_init(struct rpc_call *c, struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id)
+/*
+ * Free calls kept per core: enough for a busy connection's worth of streams. Sanitizer builds
+ * keep none, so ASan sees every call's lifetime (RC_POOL_PASSTHROUGH, STYLE.md §10).
+ */
+#ifdef RC_POOL_PASSTHROUGH
+#    define CALL_POOL_MAX 0
+#else
+#    define CALL_POOL_MAX 512
+#endif
+
+struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id)
 {
+    struct rpc_call *c = rc->call_pool;
+    if (c) {
+        rc->call_pool = c->pool_next;
+        rc->call_pool_count--;
+        /* Only the header needs clearing: svc_mem is handed out by svc_used. */
+        memset(c, 0, offsetof(struct rpc_call, svc_mem));
+    } else {
+        c = calloc(1, sizeof(*c));
+        if (!c) return NULL;
+    }
     c->h2 = h2;
     c->rc = rc;
     c->stream_id = stream_id;
@@ -48,10 +70,36 @@ void rpc_call_init(struct rpc_call *c, struct rpc_core *rc, struct rpc_h2 *h2, i
     c->encoding_ok = true;
     c->route = RPC_ROUTE_GRPC_UNKNOWN;
     c->held_bid = RING_CONN_NO_BUF;
+    c->in_bid = RING_CONN_NO_BUF;
+    c->msg_bid = RING_CONN_NO_BUF;
     ring_owner_init(&c->owner);
     ring_timer_init(&c->deadline, deadline_fired, c);
     base_arena_init(&c->arena, CALL_ARENA_BLOCK, CALL_ARENA_MAX);
     base_counter_inc(&rc->counters.grpc_calls);
+    return c;
+}
+
+void rpc_call_delete(struct rpc_call *c)
+{
+    struct rpc_core *rc = c->rc;
+    if (rc->call_pool_count + 1 > CALL_POOL_MAX) {
+        free(c);
+        return;
+    }
+    c->pool_next = rc->call_pool;
+    rc->call_pool = c;
+    rc->call_pool_count++;
+}
+
+void rpc_call_pool_drain(struct rpc_core *rc)
+{
+    /* Bounded by CALL_POOL_MAX. */
+    while (rc->call_pool) {
+        struct rpc_call *c = rc->call_pool;
+        rc->call_pool = c->pool_next;
+        rc->call_pool_count--;
+        free(c);
+    }
 }
 
 struct ring_core *rpc_call_core(const struct rpc_call *c)
@@ -66,6 +114,13 @@ struct blob_core *rpc_call_blob(const struct rpc_call *c)
 
 void *rpc_call_alloc(struct rpc_call *c, size_t size)
 {
+    size_t aligned = (size + 15) & ~(size_t)15;
+    if (aligned <= sizeof(c->svc_mem) - c->svc_used) {
+        void *p = c->svc_mem + c->svc_used;
+        c->svc_used += aligned;
+        memset(p, 0, size);
+        return p;
+    }
     return base_arena_calloc(&c->arena, 1, size);
 }
 
@@ -86,7 +141,7 @@ static void call_idle(struct ring_core *core, void *ctx)
     ASSERT(c->segs_in_send == 0);
     ASSERT(c->pins == 0);
     ASSERT(!c->input_held);
-    proto_alloc_free(&c->rc->pb_mem, c->msg);
+    unary_release(c);
     base_arena_deinit(&c->arena);
     base_counter_dec(&c->rc->counters.grpc_calls);
     rpc_h2_call_free(c);
@@ -146,6 +201,7 @@ static void cancel(struct rpc_call *c, int status, const char *message)
 {
     if (rpc_call_is_over(c)) return;
     c->cancelled = true;
+    c->cancel_status = status;
     if (c->method && c->method->on_cancel) c->method->on_cancel(c);
     /* Whole messages already started still go out; the rest is dropped. */
     rpc_h2_drop_output(c, true);
@@ -182,7 +238,7 @@ void rpc_call_on_conn_close(struct rpc_call *c)
     }
     if (!rpc_call_is_over(c)) {
         base_counter_inc(&c->rc->counters.grpc_cancels);
-        cancel(c, PROTO_STATUS_CANCELLED, "connection closed");
+        cancel(c, PROTO_STATUS_UNAVAILABLE, "connection closed");
     }
     /* No send is in flight once the connection closed: everything is released now. */
     rpc_h2_drop_output(c, false);
@@ -263,17 +319,49 @@ static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
     return 0;
 }
 
-static int unary_end(struct rpc_call *c)
+/* Forgets the unary request (after dispatch, or when the call ends first). */
+static void unary_release(struct rpc_call *c)
 {
-    const uint8_t *msg = c->msg_direct ? c->msg_direct : c->msg;
-    uint32_t len = c->deframer.msg_len;
-    c->messages++;
-    c->method->on_message(c, msg ? msg : (const uint8_t *)"", len);
     proto_alloc_free(&c->rc->pb_mem, c->msg);
+    if (c->msg_bid != RING_CONN_NO_BUF) ring_buf_unref(c->rc->ring, c->msg_bid);
     c->msg = NULL;
     c->msg_direct = NULL;
     c->msg_got = 0;
-    return rpc_call_is_over(c) ? -1 : 0;
+    c->msg_bid = RING_CONN_NO_BUF;
+    c->msg_ready = false;
+}
+
+static void unary_dispatch(struct rpc_call *c)
+{
+    const uint8_t *msg = c->msg_direct ? c->msg_direct : c->msg;
+    c->msg_ready = false;
+    c->method->on_message(c, msg ? msg : (const uint8_t *)"", c->msg_len);
+    unary_release(c);
+}
+
+/*
+ * A unary request is complete. It is handed over with the end of the stream (a second
+ * message must be refused first); until then a message lying in a receive buffer keeps that
+ * buffer (one reference), or is copied when it lies elsewhere.
+ */
+static int unary_end(struct rpc_call *c)
+{
+    c->messages++;
+    c->msg_len = c->deframer.msg_len;
+    c->msg_ready = true;
+    if (c->msg_direct && c->in_bid != RING_CONN_NO_BUF) {
+        ring_buf_ref(c->rc->ring, c->in_bid);
+        c->msg_bid = c->in_bid;
+    } else if (c->msg_direct) {
+        c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
+        if (!c->msg) {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a message");
+            return -1;
+        }
+        memcpy(c->msg, c->msg_direct, c->msg_len);
+        c->msg_direct = NULL;
+    }
+    return 0;
 }
 
 /* One deframer event: 0 to go on, RPC_HELD, or -1 when the call ended. */
@@ -357,6 +445,7 @@ static bool process(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t b
                     struct rpc_slice *owner)
 {
     size_t done = 0;
+    c->in_bid = bid;
     /* Bounded: each event takes bytes or changes the deframer's state (frame.c). */
     for (;;) {
         struct proto_frame_event ev;
@@ -400,7 +489,9 @@ static void deliver_half_close(struct rpc_call *c)
     }
     if (c->messages == 0) {
         rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "missing request message");
+        return;
     }
+    if (c->msg_ready) unary_dispatch(c);
 }
 
 void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
@@ -441,6 +532,12 @@ void rpc_call_resume_input(struct rpc_call *c)
         c->held_slice = NULL;
         c->held_len = 0;
     }
+    /*
+     * Events the deframer still owes for bytes already taken (the END of a message whose
+     * last bytes were held) come first: they need no input.
+     */
+    static const uint8_t none[1];
+    if (!rpc_call_is_over(c)) (void)process(c, none, 0, RING_CONN_NO_BUF, NULL);
     /* Bounded by the queue, which the flow-control window bounds. */
     while (!c->input_held && !rpc_call_is_over(c) && !base_list_is_empty(&c->in)) {
         struct rpc_slice *s = BASE_CONTAINER_OF(base_list_pop_head(&c->in), struct rpc_slice, link);
@@ -515,6 +612,40 @@ int rpc_call_send_message(struct rpc_call *c, const ProtobufCMessage *m)
     return 0;
 }
 
+struct owned_seg {
+    struct rpc_seg seg;    /* first: release casts back */
+    struct proto_alloc *a; /* where both came from */
+    uint8_t *buf;          /* the caller's buffer */
+};
+
+static void owned_seg_release(struct rpc_seg *seg)
+{
+    struct owned_seg *os = (struct owned_seg *)seg;
+    proto_alloc_free(os->a, os->buf);
+    proto_alloc_free(os->a, os);
+}
+
+void rpc_call_send_owned(struct rpc_call *c, uint8_t *buf, size_t len)
+{
+    struct owned_seg *os = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*os));
+    if (!os) {
+        /* No memory for the envelope: fall back to a copy, or give up on the call. */
+        if (rpc_call_send_copy(c, buf, len) < 0) {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        }
+        proto_alloc_free(&c->rc->pb_mem, buf);
+        return;
+    }
+    memset(&os->seg, 0, sizeof(os->seg));
+    os->a = &c->rc->pb_mem;
+    os->buf = buf;
+    os->seg.data = buf;
+    os->seg.len = len;
+    os->seg.release = owned_seg_release;
+    os->seg.msg_start = true;
+    rpc_call_send(c, &os->seg);
+}
+
 int rpc_call_send_copy(struct rpc_call *c, const uint8_t *p, size_t len)
 {
     struct copy_seg *cs = copy_seg_new(c, len);
@@ -553,6 +684,7 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
                         c->bytes_in, c->bytes_out);
     }
     input_release_all(c);
+    unary_release(c);
     if (c->h2 && !c->stream_closed) {
         if (!c->provider) {
             rpc_h2_respond_trailers_only(c, http_status);

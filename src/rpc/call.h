@@ -55,6 +55,9 @@ struct rpc_seg;
 /* Longest grpc-message sent, after percent-encoding. */
 #define RPC_CALL_MESSAGE_MAX 512
 
+/* Bytes of service state kept inside each call (a ByteStream read's fits). */
+#define RPC_CALL_SVC_INLINE 256
+
 /* Returned by rpc_method.on_bytes: the service handed the bytes to the engine and must wait. */
 #define RPC_HELD 1
 
@@ -152,14 +155,22 @@ struct rpc_call {
     void *svc;                          /* the service's state (in <arena>) */
     struct ring_owner owner;            /* the deadline timer's op */
     struct ring_timer deadline;         /* grpc-timeout */
-    struct base_arena arena;            /* the service's per-call memory */
+    struct base_arena arena;            /* the service's per-call memory past svc_mem */
+    struct rpc_call *pool_next;         /* next free call in the core's pool */
+    size_t svc_used;                    /* bytes of svc_mem handed out */
     struct proto_deframer deframer;     /* request messages */
     enum rpc_route route;               /* for metrics */
     int status;                         /* the final gRPC status */
+    int cancel_status;                  /* why on_cancel ran: CANCELLED (client reset),
+                                           DEADLINE_EXCEEDED, UNAVAILABLE (conn closed) */
     uint32_t msg_got;                   /* bytes in <msg> */
     uint32_t messages;                  /* request messages completed */
     uint32_t pins;                      /* uncancellable service work in progress */
+    uint32_t msg_len;                   /* length of the unary request */
     uint16_t held_bid;                  /* buffer of the held bytes, or RING_CONN_NO_BUF */
+    uint16_t in_bid;                    /* buffer of the bytes being processed */
+    uint16_t msg_bid;                   /* buffer a waiting direct unary request lies in */
+    bool msg_ready;                     /* the unary request waits for the end of the stream */
     bool metrics_begun;                 /* rpc_metrics_begin was called */
     bool finished;                      /* the status is decided */
     bool cancelled;                     /* on_cancel ran (or is running) */
@@ -167,6 +178,8 @@ struct rpc_call {
     bool half_closed;                   /* the end of the request was delivered to the service */
     bool input_held;                    /* the service holds input bytes (RPC_HELD) */
     char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded */
+    /* Small service state lives here, so most calls need no allocation of their own. */
+    _Alignas(16) uint8_t svc_mem[RPC_CALL_SVC_INLINE];
 };
 
 /* ---- for services ---- */
@@ -193,6 +206,12 @@ void rpc_call_send(struct rpc_call *c, struct rpc_seg *seg);
  * (the caller finishes with RESOURCE_EXHAUSTED).
  */
 MUST_CHECK int rpc_call_send_message(struct rpc_call *c, const ProtobufCMessage *m);
+
+/*
+ * Queues <buf>/<len>, whole gRPC messages already framed, in counted memory (pb_mem) that
+ * the call takes over and frees once sent. Never fails.
+ */
+void rpc_call_send_owned(struct rpc_call *c, uint8_t *buf, size_t len);
 
 /* Queues the already framed message bytes <p>/<len> as a copy. Returns 0 or -ENOMEM. */
 MUST_CHECK int rpc_call_send_copy(struct rpc_call *c, const uint8_t *p, size_t len);
@@ -229,8 +248,16 @@ static inline bool rpc_call_is_over(const struct rpc_call *c)
 
 /* ---- for the transport (h2.c) ---- */
 
-/* A new stream: the call is created by h2.c and initialised here. */
-void rpc_call_init(struct rpc_call *c, struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id);
+/*
+ * A new stream's call, from the core's pool of free calls (malloc when it is empty), zeroed
+ * and initialised; NULL when memory is short. rpc_h2_call_free gives it back through
+ * rpc_call_delete.
+ */
+struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t stream_id);
+void rpc_call_delete(struct rpc_call *c);
+
+/* Frees the core's pool of free calls (server hook core_deinit). */
+void rpc_call_pool_drain(struct rpc_core *rc);
 
 /* The request headers are complete: validate and dispatch. */
 void rpc_call_on_headers(struct rpc_call *c);

@@ -24,6 +24,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "base/clock.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "proto/timeout.h"
 #include "ring/buf.h"
@@ -237,10 +238,13 @@ static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
     struct rpc_h2 *h2 = h2_of(rc);
     if (len == 0) {
-        /* The client closed its side: finish what it asked for, then close. */
+        /*
+         * The client closed the connection. HTTP/2 has no half-close of the connection: a
+         * client that stops sending is gone, so every call is cancelled (readers' disk reads
+         * included) rather than left waiting for request bytes that cannot come.
+         */
         h2->peer_eof = true;
-        ring_conn_recv_pause(rc);
-        schedule_flush(h2);
+        ring_conn_close(rc, 0);
         return;
     }
     feed(h2, ring_buf_data(rc->core, bid), len, bid);
@@ -527,6 +531,10 @@ static ssize_t read_length(nghttp2_session *s, uint8_t frame_type, int32_t strea
     (void)ud;
     int64_t n = session_window < stream_window ? session_window : stream_window;
     if ((int64_t)max_frame < n) n = max_frame;
+    /* nghttp2 grows its frame buffer to the largest length returned here, even for NO_COPY
+     * frames it never copies into: a peer advertising 4 MiB frames would cost 4 MiB a
+     * connection. 64 KiB keeps frame overhead under 0.02% at a 64 KiB buffer. */
+    if (n > (int64_t)RPC_H2_DATA_FRAME_MAX) n = RPC_H2_DATA_FRAME_MAX;
     return n > 0 ? (ssize_t)n : 1;
 }
 
@@ -605,12 +613,11 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
         refuse(h2, frame->hd.stream_id);
         return 0;
     }
-    struct rpc_call *c = calloc(1, sizeof(*c));
+    struct rpc_call *c = rpc_call_new(h2->rc, h2, frame->hd.stream_id);
     if (!c) {
         refuse(h2, frame->hd.stream_id);
         return 0;
     }
-    rpc_call_init(c, h2->rc, h2, frame->hd.stream_id);
     base_list_add_tail(&h2->calls, &c->link);
     h2->calls_count++;
     base_counter_inc(&h2->rc->counters.h2_streams);
@@ -869,7 +876,7 @@ void rpc_h2_call_free(struct rpc_call *c)
         }
         if (h2->draining || h2->peer_eof) schedule_flush(h2);
     }
-    free(c);
+    rpc_call_delete(c);
 }
 
 /* ---- drain and close ---- */
@@ -918,7 +925,7 @@ static void h2_on_close(struct ring_conn *rc, int reason)
     struct rpc_conn *conn = (struct rpc_conn *)rc;
     struct rpc_h2 *h2 = conn->proto;
     if (reason < 0 && reason != -ETIMEDOUT) {
-        LOG_DEBUG("http2 connection fd closed: %s", nghttp2_strerror(reason));
+        LOG_DEBUG("http2 connection closed: %s", base_err_str(reason));
     }
     if (h2) {
         ring_task_cancel(&h2->flush_task);

@@ -23,17 +23,18 @@
 
 #include "rpc/call.h"
 
-#define RPC_H2_MAX_STREAMS   128u                      /* SETTINGS_MAX_CONCURRENT_STREAMS */
-#define RPC_H2_CALLS_MAX     (2u * RPC_H2_MAX_STREAMS) /* live calls, reset ones included */
-#define RPC_H2_HEADERS_MAX   (16u << 10) /* request header list, RFC 9113 §6.5.2 size */
-#define RPC_H2_STREAM_WINDOW (1u << 20)  /* SETTINGS_INITIAL_WINDOW_SIZE */
-#define RPC_H2_CONN_WINDOW   (8u << 20)  /* connection receive window */
-#define RPC_H2_MAX_FRAME     (64u << 10) /* SETTINGS_MAX_FRAME_SIZE we accept */
-#define RPC_H2_RESET_BURST   1000u       /* incoming RST_STREAM: burst ... */
-#define RPC_H2_RESET_RATE    100u        /* ... and sustained rate per second */
-#define RPC_H2_CONTINUATIONS 8u          /* CONTINUATION frames per header block */
-#define RPC_H2_GLITCH_BURST  1000u       /* invalid frames tolerated at once ... */
-#define RPC_H2_GLITCH_RATE   330u        /* ... and per second after */
+#define RPC_H2_MAX_STREAMS    128u                      /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define RPC_H2_CALLS_MAX      (2u * RPC_H2_MAX_STREAMS) /* live calls, reset ones included */
+#define RPC_H2_HEADERS_MAX    (16u << 10) /* request header list, RFC 9113 §6.5.2 size */
+#define RPC_H2_STREAM_WINDOW  (1u << 20)  /* SETTINGS_INITIAL_WINDOW_SIZE */
+#define RPC_H2_CONN_WINDOW    (8u << 20)  /* connection receive window */
+#define RPC_H2_MAX_FRAME      (64u << 10) /* SETTINGS_MAX_FRAME_SIZE we accept */
+#define RPC_H2_DATA_FRAME_MAX (64u << 10) /* largest DATA frame we send */
+#define RPC_H2_RESET_BURST    1000u       /* incoming RST_STREAM: burst ... */
+#define RPC_H2_RESET_RATE     100u        /* ... and sustained rate per second */
+#define RPC_H2_CONTINUATIONS  8u          /* CONTINUATION frames per header block */
+#define RPC_H2_GLITCH_BURST   1000u       /* invalid frames tolerated at once ... */
+#define RPC_H2_GLITCH_RATE    330u        /* ... and per second after */
 
 /* Output buffer per connection: nghttp2's frames are copied here, payload is not. */
 #define RPC_H2_OUT_SIZE (32u << 10)

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "base/counter.h"
+#include "base/list.h"
 #include "blob/store.h"
 #include "proto/alloc.h"
 #include "ring/conn.h"
@@ -18,6 +19,7 @@
 #include "rpc/server.h"
 
 struct blob_core;
+struct rpc_call;
 
 /*
  * Live counters of the HTTP/2 and gRPC layer, per core (X-macro as RING_COUNTERS): gauges
@@ -76,6 +78,8 @@ struct rpc_core {
     ProtobufCAllocator pb;        /* protobuf-c's allocator over pb_mem */
     struct blob_core *blob;       /* this core's storage engine; NULL without a store */
     void *bytestream;             /* ByteStream's per-core state (parked uploads) */
+    struct rpc_call *call_pool;   /* free calls for reuse (rpc_call.pool_next) */
+    uint32_t call_pool_count;     /* entries in call_pool */
 };
 
 /*

@@ -16,8 +16,10 @@
 #include "base/log.h"
 #include "base/parse.h"
 #include "ring/server.h"
+#include "rpc/call.h"
 #include "rpc/internal.h"
 #include "rpc/ops.h"
+#include "rpc/svc.h"
 
 void rpc_server_options_default(struct rpc_server_options *opts)
 {
@@ -82,6 +84,8 @@ static void core_quiesce(struct ring_core *core, void *arg)
 {
     (void)arg;
     struct rpc_core *rc = ring_core_app(core);
+    /* Uploads kept for resumption are the rpc layer's: they go before the engine quiesces. */
+    rpc_svc_bytestream_quiesce(rc);
     blob_core_quiesce(rc->blob);
 }
 
@@ -95,6 +99,8 @@ static void core_deinit(struct ring_core *core, void *arg)
     uint64_t pb_bytes = base_counter_get(&rc->pb_mem.bytes);
     ASSERT(h2_bytes == 0);
     ASSERT(pb_bytes == 0);
+    rpc_call_pool_drain(rc);
+    rpc_svc_bytestream_deinit(rc);
     /* GET /metrics on another core reads the engine's counters: unpublish it first. */
     struct blob_core *bc = rc->blob;
     __atomic_store_n(&rc->blob, NULL, __ATOMIC_RELEASE);

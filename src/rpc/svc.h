@@ -25,4 +25,12 @@ extern const struct rpc_method rpc_svc_bs_read;
 extern const struct rpc_method rpc_svc_bs_write;
 extern const struct rpc_method rpc_svc_bs_query;
 
+struct rpc_core;
+
+/* Server hook core_quiesce: aborts the uploads kept for resumption and stops their sweep. */
+void rpc_svc_bytestream_quiesce(struct rpc_core *rc);
+
+/* Server hook core_deinit: frees ByteStream's per-core state. */
+void rpc_svc_bytestream_deinit(struct rpc_core *rc);
+
 #endif /* RINGCAS_RPC_SVC_H */

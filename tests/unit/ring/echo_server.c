@@ -134,9 +134,9 @@ int echo_server_open(uint32_t cores, const struct echo_config *cfg, struct ring_
     ring_server_options_default(&o);
     o.cores = cores;
     o.port = cfg->port;
-    o.drain_timeout_ms = 5000;
-    o.core.recv_buf_count = 256;
-    o.core.recv_buf_size = 16384;
+    o.drain_timeout_ms = cfg->drain_timeout_ms ? cfg->drain_timeout_ms : 5000;
+    o.core.recv_buf_count = cfg->recv_buf_count ? cfg->recv_buf_count : 256;
+    o.core.recv_buf_size = cfg->recv_buf_size ? cfg->recv_buf_size : 16384;
     o.hooks.on_accept = echo_accept;
     return ring_server_start(&o, out, why, why_size);
 }

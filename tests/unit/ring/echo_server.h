@@ -19,6 +19,9 @@ struct echo_config {
     uint32_t read_timeout_ms;  /* 0: receives carry no linked timeout */
     uint32_t write_timeout_ms; /* 0: sends carry no linked timeout */
     uint16_t port;             /* 0: a free port */
+    uint32_t recv_buf_count;   /* receive buffers per core; 0: 256 */
+    uint32_t recv_buf_size;    /* bytes per receive buffer; 0: 16 KiB */
+    uint64_t drain_timeout_ms; /* 0: 5 s */
 };
 
 /* Starts a server of <cores> cores on 127.0.0.1 speaking the echo protocol. */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,6 +15,8 @@
 
 #include "base/clock.h"
 #include "echo.h"
+#include "ring/buf.h"
+#include "ring/conn.h"
 
 static bool has_read_timeout(const struct ring_counters_snapshot *s)
 {
@@ -168,8 +171,8 @@ Test(ring_conn, ten_thousand_connect_close_cycles_leak_nothing, .timeout = 240)
 
 struct talker {
     uint16_t port;
-    int exchanges; /* completed round trips */
-    bool saw_eof;  /* the server closed after draining */
+    _Atomic int exchanges; /* completed round trips; the test thread polls it */
+    bool saw_eof;          /* the server closed after draining */
 };
 
 static void *talk_until_closed(void *arg)
@@ -208,14 +211,174 @@ Test(ring_server, sigterm_during_traffic_drains_and_stops_cleanly, .timeout = 60
         talkers[i] = (struct talker){ .port = ring_server_port(srv) };
         cr_assert(eq(int, pthread_create(&threads[i], NULL, talk_until_closed, &talkers[i]), 0));
     }
-    struct timespec nap = { .tv_nsec = 300 * 1000 * 1000 };
-    nanosleep(&nap, NULL);
+    /* Traffic first: every talker has finished an exchange before the signal. */
+    struct timespec nap = { .tv_nsec = 2 * 1000 * 1000 };
+    for (int i = 0; i < 8; i++) {
+        for (int waited = 0; atomic_load(&talkers[i].exchanges) == 0; waited++) {
+            cr_assert(lt(int, waited, 10000), "talker %d made no exchange", i);
+            nanosleep(&nap, NULL);
+        }
+    }
     cr_assert(eq(int, kill(getpid(), SIGTERM), 0));
     cr_assert(eq(int, ring_server_wait_signals(srv), SIGTERM));
     cr_assert(eq(int, ring_server_stop(srv), 0));
     for (int i = 0; i < 8; i++) {
         pthread_join(threads[i], NULL);
-        cr_assert(gt(int, talkers[i].exchanges, 0));
+        cr_assert(gt(int, atomic_load(&talkers[i].exchanges), 0));
         cr_assert(talkers[i].saw_eof, "talker %d saw a cut echo", i);
     }
+}
+
+static bool blast_sent(const struct ring_counters_snapshot *s)
+{
+    return s->bytes_out == ECHO_BLAST_BYTES;
+}
+
+Test(ring_conn, a_large_send_to_a_slow_reader_arrives_whole, .timeout = 120)
+{
+    /* The write timeout bounds progress, not the transfer: a reader that keeps reading,
+     * however slowly, gets all 64 MiB through many partial sends. */
+    struct echo_config cfg = { .read_timeout_ms = 60000, .write_timeout_ms = 500 };
+    struct ring_server *srv = echo_server_start(1, &cfg);
+    int fd = echo_connect(ring_server_port(srv));
+    int small = 16384;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    echo_write_all(fd, "BLAST", 5);
+    static char buf[1 << 20];
+    uint64_t got = 0;
+    uint64_t start = base_clock_now_ns();
+    struct timespec nap = { .tv_nsec = 1000 * 1000 };
+    while (got < ECHO_BLAST_BYTES) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        cr_assert(gt(sz, (size_t)(n > 0 ? n : 0), 0), "recv %zd after %lu bytes", n, got);
+        for (ssize_t i = 0; i < n; i += 4096)
+            cr_assert(eq(chr, buf[i], 'b'));
+        got += (uint64_t)n;
+        if (base_clock_now_ns() - start < 2 * BASE_NS_PER_S)
+            nanosleep(&nap, NULL); /* slow for the first seconds: many partial sends */
+    }
+    cr_assert(eq(u64, got, ECHO_BLAST_BYTES));
+    /* The client can hold the last bytes before the server has handled their send's CQE. */
+    struct ring_counters_snapshot s;
+    cr_assert(echo_wait_counters(srv, 5000, blast_sent, &s), "bytes_out %lu", s.bytes_out);
+    cr_assert(eq(u64, s.write_timeouts, 0));
+    close(fd);
+    cr_assert(echo_wait_counters(srv, 5000, echo_is_quiet, &s));
+    cr_assert(eq(int, ring_server_stop(srv), 0));
+}
+
+/* A bare protocol for API checks on a socketpair, driven tick by tick. */
+struct bare {
+    struct ring_conn conn;
+    int sent;
+    int closed;
+    int reason;
+    uint32_t received;
+};
+
+static void bare_recv(struct ring_conn *c, uint16_t bid, uint32_t len)
+{
+    struct bare *b = (struct bare *)c;
+    b->received += len;
+    if (len > 0) ring_buf_unref(c->core, bid);
+}
+
+static void bare_sent(struct ring_conn *c)
+{
+    ((struct bare *)c)->sent++;
+}
+
+static void bare_close(struct ring_conn *c, int reason)
+{
+    struct bare *b = (struct bare *)c;
+    b->closed++;
+    b->reason = reason;
+}
+
+static const struct ring_conn_ops bare_ops = {
+    .on_recv = bare_recv,
+    .on_sent = bare_sent,
+    .on_close = bare_close,
+};
+
+static struct ring_core *bare_core(void)
+{
+    struct ring_core_options o;
+    ring_core_options_default(&o);
+    o.ops_max = 64;
+    o.recv_buf_count = 8;
+    o.recv_buf_size = 4096;
+    struct ring_core *core = NULL;
+    char why[256] = "";
+    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
+    return core;
+}
+
+Test(ring_conn, send_refuses_what_it_cannot_take)
+{
+    struct ring_core *core = bare_core();
+    int sv[2];
+    cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
+    struct bare b = { 0 };
+    ring_conn_init(&b.conn, core, sv[0], &bare_ops, 0, 1000);
+    struct iovec many[RING_CONN_IOV_MAX + 1];
+    for (int i = 0; i <= RING_CONN_IOV_MAX; i++)
+        many[i] = (struct iovec){ "x", 1 };
+    cr_assert(eq(int, ring_conn_send(&b.conn, many, RING_CONN_IOV_MAX + 1), -EINVAL));
+    cr_assert(eq(int, ring_conn_send(&b.conn, many, 0), -EINVAL));
+    struct iovec empty = { "", 0 };
+    cr_assert(eq(int, ring_conn_send(&b.conn, &empty, 1), -EINVAL));
+    cr_assert(eq(int, ring_conn_send(&b.conn, many, 3), 0));
+    cr_assert(ring_conn_is_sending(&b.conn));
+    cr_assert(eq(int, ring_conn_send(&b.conn, many, 1), -EBUSY), "one send at a time");
+    for (int i = 0; i < 100 && b.sent == 0; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(int, b.sent, 1));
+    char got[3];
+    cr_assert(eq(sz, (size_t)read(sv[1], got, 3), 3));
+    /* The first close reason wins; later closes change nothing; sends are refused. */
+    ring_conn_close(&b.conn, -ETIMEDOUT);
+    ring_conn_close(&b.conn, 0);
+    cr_assert(eq(int, ring_conn_send(&b.conn, many, 1), -EPIPE));
+    for (int i = 0; i < 100 && b.closed == 0; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(int, b.closed, 1));
+    cr_assert(eq(int, b.reason, -ETIMEDOUT));
+    cr_assert(eq(int, b.conn.fd, -1));
+    close(sv[1]);
+    ring_core_destroy(core);
+}
+
+Test(ring_conn, a_paused_connection_receives_nothing_until_resumed)
+{
+    struct ring_core *core = bare_core();
+    int sv[2];
+    cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
+    struct bare b = { 0 };
+    ring_conn_init(&b.conn, core, sv[0], &bare_ops, 0, 0);
+    cr_assert(eq(int, ring_conn_recv_start(&b.conn), 0));
+    cr_assert(eq(sz, (size_t)write(sv[1], "one", 3), 3));
+    for (int i = 0; i < 100 && b.received == 0; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(u32, b.received, 3));
+    ring_conn_recv_pause(&b.conn);
+    /* The receive re-armed after "one" completes with "two"; nothing after that. */
+    cr_assert(eq(sz, (size_t)write(sv[1], "two", 3), 3));
+    for (int i = 0; i < 20; i++)
+        cr_assert(ge(int, ring_core_tick(core, 5), 0));
+    cr_assert(eq(u32, b.received, 6));
+    cr_assert(eq(sz, (size_t)write(sv[1], "three", 5), 5));
+    for (int i = 0; i < 20; i++)
+        cr_assert(ge(int, ring_core_tick(core, 5), 0));
+    cr_assert(eq(u32, b.received, 6), "paused: the bytes wait in the socket");
+    ring_conn_recv_resume(&b.conn);
+    for (int i = 0; i < 100 && b.received < 11; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(u32, b.received, 11));
+    ring_conn_close(&b.conn, 0);
+    for (int i = 0; i < 100 && b.closed == 0; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(u64, base_counter_get(&ring_core_counters(core)->ops_in_flight), 0));
+    close(sv[1]);
+    ring_core_destroy(core);
 }

@@ -339,3 +339,56 @@ Test(ring_core, setup_failures_name_cause_and_fix)
     expect_setup_failure(-ENOMEM, "RLIMIT_MEMLOCK");
     expect_setup_failure(-EMFILE, "ulimit -n");
 }
+
+struct timed_owner {
+    struct ring_owner owner;
+    struct ring_timer timer;
+    bool fired;
+    bool idle;
+};
+
+static void owner_timer_fired(struct ring_timer *t)
+{
+    ((struct timed_owner *)t->ctx)->fired = true;
+}
+
+static void timed_owner_idle(struct ring_core *core, void *ctx)
+{
+    (void)core;
+    struct timed_owner *t = ctx;
+    ring_owner_deinit(&t->owner);
+    t->idle = true;
+}
+
+Test(ring_core, closing_an_owner_cancels_its_timer_without_firing_it)
+{
+    struct ring_core *core = make_core(0);
+    struct timed_owner t = { 0 };
+    ring_owner_init(&t.owner);
+    ring_timer_init(&t.timer, owner_timer_fired, &t);
+    cr_assert(eq(int, ring_timer_start(core, &t.timer, &t.owner, 10000), 0));
+    cr_assert(eq(u32, t.owner.ops_in_flight, 1));
+    ring_owner_close(core, &t.owner, timed_owner_idle, &t);
+    run_until(core, &t.idle);
+    cr_assert(not(t.fired));
+    cr_assert(not(ring_timer_is_armed(&t.timer)));
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}
+
+Test(ring_core, a_fired_timer_can_be_armed_again)
+{
+    struct ring_core *core = make_core(0);
+    struct tick k = { 0 };
+    ring_timer_init(&k.timer, tick_fired, &k);
+    for (int round = 1; round <= 3; round++) {
+        k.done = false;
+        cr_assert(eq(int, ring_timer_start(core, &k.timer, NULL, 5), 0));
+        run_until(core, &k.done);
+        cr_assert(eq(int, k.fired, round));
+        for (int i = 0; i < 10 && ring_timer_is_armed(&k.timer); i++)
+            cr_assert(ge(int, ring_core_tick(core, 1), 0));
+    }
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}

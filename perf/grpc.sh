@@ -1,0 +1,141 @@
+#!/bin/sh
+# gRPC benchmarks (issue 4), each beside its anchor in the same run:
+#   1. ByteStream.Read of a 1 KiB blob with h2load (gRPC-framed ReadRequest posted with -d)
+#      beside nghttpd serving the same 1 KiB as a static file;
+#   2. ByteStream.Read of a 256 MiB random blob on one stream beside iperf3's single stream;
+#   3. FindMissingBlobs with 1000 digests per call (500 present), digests/s.
+# h2load counts any HTTP 200 as a success, so the DATA bytes it reports are checked against
+# the exact bytes every successful call returns.
+#
+# usage: perf/grpc.sh [--seconds N] [--cores N]   (RINGCAS_BIN: default build/release)
+#   N1K / NFIND: requests of the 1 KiB and FindMissingBlobs runs (fixed counts, so the DATA
+#   bytes h2load reports can be checked exactly); ROUNDS: alternations of each comparison
+#   (medians reported); --seconds is iperf3's run.
+# needs: nghttp2-client (h2load), nghttp2-server (nghttpd), iperf3, python3-grpcio
+set -eu
+cd "$(dirname "$0")/.."
+SECONDS_RUN=10
+CORES=2
+N1K=${N1K:-400000}
+ROUNDS=${ROUNDS:-3}
+NFIND=${NFIND:-20000}
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --seconds) SECONDS_RUN=$2; shift 2 ;;
+    --cores) CORES=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds N] [--cores N]" >&2; exit 2 ;;
+    esac
+done
+BIN=${RINGCAS_BIN:-build/release/src/ringcas}
+[ -x "$BIN" ] || { echo "build the release binary first: make release" >&2; exit 1; }
+for t in h2load nghttpd iperf3; do
+    command -v $t >/dev/null || { echo "missing $t: ./scripts/deps.sh perf" >&2; exit 1; }
+done
+TMP=$(mktemp -d /tmp/ringcas-perf.XXXXXX)
+PIDS=""
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+PORT=$(free_port)
+"$BIN" serve --listen 127.0.0.1:$PORT --dir "$TMP/data" --cores "$CORES" --log-level warn \
+    >"$TMP/ringcas.out" 2>"$TMP/ringcas.log" &
+RPID=$!
+PIDS="$PIDS $RPID"
+for i in $(seq 1 100); do grep -q listening "$TMP/ringcas.out" 2>/dev/null && break; sleep 0.1; done
+/usr/bin/python3 perf/grpc_bodies.py 127.0.0.1:$PORT "$TMP/bodies"
+read E1K E256M EFIND <"$TMP/bodies/expect"
+
+NPORT=$(free_port)
+mkdir -p "$TMP/docroot" && cp "$TMP/bodies/blob1k" "$TMP/docroot/blob1k"
+nghttpd -n "$CORES" --no-tls -d "$TMP/docroot" $NPORT >/dev/null 2>&1 &
+NPID=$!
+PIDS="$PIDS $NPID"
+sleep 0.5
+
+GRPC="-H content-type:application/grpc -H te:trailers"
+# h2load's summary as "req/s succeeded data-bytes seconds".
+summary() {
+    python3 - "$1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+secs = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", t)
+s = float(secs.group(1)) / (1000 if secs.group(2) == "ms" else 1)
+ok = re.search(r"requests: .* (\d+) succeeded", t).group(1)
+data = re.search(r"\((\d+)\) data", t).group(1)
+print(secs.group(3), ok, data, s)
+PY
+}
+
+run_h2load() { # name, output file, h2load args...
+    name=$1; out=$2; shift 2
+    h2load "$@" >"$out" 2>&1 || { cat "$out"; exit 1; }
+}
+
+# CPU time (user + system) a process has used, in microseconds: robust to a busy machine
+# where req/s is not.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
+
+median() { tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { echo "$1 $2" | awk '{printf "%.2f", $1/$2}'; }
+check() { # data-bytes calls bytes-per-call what
+    [ "$1" = "$(( $2 * $3 ))" ] || { echo "BYTES MISMATCH ($4): $1 data bytes for $2 calls of $3" >&2; exit 1; }
+}
+
+# The machine may be shared: each comparison alternates its two sides ROUNDS times and
+# reports the medians (and every round, so the spread shows).
+echo "== 1 KiB reads, h2load -n $N1K -c64 -m16 -t2, $ROUNDS rounds"
+NS=""; RS=""; NC=""; RC=""
+for i in $(seq 1 "$ROUNDS"); do
+    c0=$(cpu_us $NPID)
+    run_h2load nghttpd "$TMP/n.txt" -n "$N1K" -c64 -m16 -t2 http://127.0.0.1:$NPORT/blob1k
+    c1=$(cpu_us $NPID)
+    NC="$NC $(echo "$c0 $c1 $N1K" | awk '{printf "%.2f", ($2-$1)/$3}')"
+    c0=$(cpu_us $RPID)
+    run_h2load ringcas "$TMP/r.txt" -n "$N1K" -c64 -m16 -t2 $GRPC \
+        -d "$TMP/bodies/read1k.body" http://127.0.0.1:$PORT/google.bytestream.ByteStream/Read
+    c1=$(cpu_us $RPID)
+    RC="$RC $(echo "$c0 $c1 $N1K" | awk '{printf "%.2f", ($2-$1)/$3}')"
+    set -- $(summary "$TMP/n.txt"); NS="$NS $1"
+    set -- $(summary "$TMP/r.txt"); RS="$RS $1"; check "$3" "$2" "$E1K" "1 KiB read"
+    [ "$2" = "$N1K" ] || { echo "only $2 of $N1K reads succeeded" >&2; exit 1; }
+done
+N_RPS=$(echo $NS | median); R_RPS=$(echo $RS | median)
+echo "rounds nghttpd:$NS"
+echo "rounds ringcas:$RS"
+printf "nghttpd static 1 KiB      %10.0f req/s (median)\n" "$N_RPS"
+printf "ringcas ByteStream.Read   %10.0f req/s (median)   %sx nghttpd\n" "$R_RPS" "$(ratio "$R_RPS" "$N_RPS")"
+echo "bytes check: ok ($N1K calls x $E1K B each round)"
+echo "server CPU µs per request, nghttpd:$NC (median $(echo $NC | median)); ringcas:$RC (median $(echo $RC | median))"
+
+echo "== 256 MiB read, one stream, beside iperf3 (one stream), $ROUNDS rounds"
+IS=""; BS=""
+for i in $(seq 1 "$ROUNDS"); do
+    IPORT=$(free_port)
+    iperf3 -s -p $IPORT -1 >/dev/null 2>&1 &
+    sleep 0.3
+    I=$(iperf3 -c 127.0.0.1 -p $IPORT -t "$SECONDS_RUN" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8)')
+    IS="$IS $I"
+    run_h2load ringcas "$TMP/big.txt" -n 4 -c1 -m1 -t1 $GRPC -d "$TMP/bodies/read256m.body" \
+        http://127.0.0.1:$PORT/google.bytestream.ByteStream/Read
+    set -- $(summary "$TMP/big.txt"); check "$3" "$2" "$E256M" "256 MiB read"
+    [ "$2" = 4 ] || { echo "only $2 of 4 large reads succeeded" >&2; exit 1; }
+    BS="$BS $(echo "$3 $4" | awk '{print $1/$2}')"
+done
+IPERF=$(echo $IS | median); BIG_BPS=$(echo $BS | median)
+echo "rounds iperf3 GB/s:$(for x in $IS; do echo $x | awk '{printf " %.2f", $1/1e9}'; done)"
+echo "rounds ringcas GB/s:$(for x in $BS; do echo $x | awk '{printf " %.2f", $1/1e9}'; done)"
+printf "iperf3 loopback, 1 stream %10.2f GB/s (median)\n" "$(echo "$IPERF" | awk '{print $1/1e9}')"
+printf "ringcas Read 256 MiB      %10.2f GB/s (median)   %sx iperf3\n" "$(echo "$BIG_BPS" | awk '{print $1/1e9}')" "$(ratio "$BIG_BPS" "$IPERF")"
+echo "bytes check: ok (4 calls x $E256M B each round)"
+
+echo "== FindMissingBlobs, 1000 digests per call, h2load -n $NFIND -c8 -m8 -t2"
+run_h2load ringcas "$TMP/f.txt" -n "$NFIND" -c8 -m8 -t2 $GRPC \
+    -d "$TMP/bodies/find1000.body" \
+    http://127.0.0.1:$PORT/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs
+set -- $(summary "$TMP/f.txt"); F_RPS=$1; F_OK=$2; F_DATA=$3
+check "$F_DATA" "$F_OK" "$EFIND" "FindMissingBlobs"
+printf "ringcas FindMissingBlobs  %10.0f calls/s = %.2f M digests/s\n" "$F_RPS" \
+    "$(echo "$F_RPS" | awk '{print $1*1000/1e6}')"
+echo "bytes check: ok ($F_OK calls x $EFIND B)"

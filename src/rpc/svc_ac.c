@@ -1,0 +1,474 @@
+/*
+ * build.bazel.remote.execution.v2.ActionCache, scoped by instance name: the engine key of an
+ * action result is derived from (instance name, action hash) with a domain-separated SHA-256
+ * (rpc/keys.h, shared with HTTP's <instance>/ac/<hash>), so tenants never see each other's
+ * results while the CAS stays shared.
+ *
+ * UpdateActionResult stores the ActionResult bytes exactly as the client sent them (no
+ * re-encoding: fields this server does not know are kept) and echoes them back.
+ *
+ * GetActionResult answers only complete results (DESIGN.md): every blob the result names is
+ * present, and refreshed so eviction keeps it, before the result is returned: output files,
+ * stdout and stderr, each output directory's Tree blob and every file in it, and for
+ * directories given as a root Directory digest, every directory and file under it.
+ * Otherwise NOT_FOUND, so a cache hit never points at an evicted output.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "proto/frame.h"
+#include "proto/wire.h"
+#include "rpc/digest.h"
+#include "rpc/fetch.h"
+#include "rpc/internal.h"
+#include "rpc/status.h"
+#include "rpc/svc.h"
+#include "rpc/walk.h"
+
+#define AC_VALUE_MAX (4u << 20) /* largest ActionResult stored or returned */
+#define AC_TREE_MAX  (4u << 20) /* largest Tree message read for the completeness check */
+
+typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest;
+typedef Build__Bazel__Remote__Execution__V2__ActionResult reapi_result;
+typedef Build__Bazel__Remote__Execution__V2__Directory reapi_dir;
+
+/* ---- GetActionResult ---- */
+
+struct ac_get {
+    struct rpc_call *c;    /* the call */
+    struct rpc_fetch f;    /* the stored result, then each output directory's Tree */
+    uint8_t *value;        /* the stored result, framed: 5 free bytes, then the message */
+    size_t value_len;      /* bytes of the message */
+    reapi_result *ar;      /* decoded */
+    struct blob_key *keys; /* blobs that must be present (counted memory) */
+    size_t n_keys;         /* entries */
+    size_t cap_keys;       /* capacity */
+    size_t dir;            /* next output directory to expand */
+    struct rpc_walk w;     /* a root Directory's subtree */
+    bool fetching;         /* f is reading */
+    bool walking;          /* w is walking */
+    bool incomplete;       /* something referenced is missing or malformed */
+};
+
+static struct proto_alloc *ac_mem(const struct ac_get *g)
+{
+    return &g->c->rc->pb_mem;
+}
+
+static void ac_get_free(struct ac_get *g)
+{
+    if (g->fetching) rpc_fetch_cancel(&g->f);
+    g->fetching = false;
+    if (g->walking) rpc_walk_stop(&g->w);
+    g->walking = false;
+    if (g->f.call) rpc_fetch_release(&g->f);
+    if (g->ar) {
+        build__bazel__remote__execution__v2__action_result__free_unpacked(
+            g->ar, rpc_call_pb_allocator(g->c));
+    }
+    g->ar = NULL;
+    proto_alloc_free(ac_mem(g), g->value);
+    g->value = NULL;
+    proto_alloc_free(ac_mem(g), g->keys);
+    g->keys = NULL;
+}
+
+/* Adds the CAS key of <d> (NULL: nothing); a malformed digest makes the result incomplete. */
+static int need(struct ac_get *g, const reapi_digest *d)
+{
+    if (!d) return 0;
+    if (g->n_keys == g->cap_keys) {
+        size_t cap = g->cap_keys ? 2 * g->cap_keys : 64;
+        struct blob_key *k = proto_alloc_realloc(ac_mem(g), g->keys, cap * sizeof(*k));
+        if (!k) return -ENOMEM;
+        g->keys = k;
+        g->cap_keys = cap;
+    }
+    if (rpc_digest_cas_key(d, &g->keys[g->n_keys]) < 0) {
+        g->incomplete = true;
+        return 0;
+    }
+    g->n_keys++;
+    return 0;
+}
+
+static int need_dir_files(struct ac_get *g, const reapi_dir *d)
+{
+    int rc = 0;
+    for (size_t i = 0; d && rc == 0 && i < d->n_files; i++) {
+        rc = need(g, d->files[i]->digest);
+    }
+    return rc;
+}
+
+static void ac_get_answer(struct ac_get *g)
+{
+    struct rpc_call *c = g->c;
+    bool complete = !g->incomplete;
+    if (complete && g->n_keys > 0) {
+        bool *present = proto_alloc_calloc(ac_mem(g), g->n_keys, sizeof(*present));
+        if (!present) {
+            ac_get_free(g);
+            rpc_call_finish_err(c, -ENOMEM, NULL);
+            return;
+        }
+        /* Refreshes what is present, so the outputs outlive the hit. */
+        size_t n = blob_exists_many(rpc_call_blob(c), g->keys, g->n_keys, true, present);
+        complete = n == g->n_keys;
+        proto_alloc_free(ac_mem(g), present);
+    }
+    if (!complete) {
+        ac_get_free(g);
+        rpc_call_finish(c, PROTO_STATUS_NOT_FOUND,
+                        "action result found, but some of its outputs are not in the CAS");
+        return;
+    }
+    uint8_t *value = g->value;
+    size_t len = g->value_len;
+    g->value = NULL;
+    ac_get_free(g);
+    proto_frame_header_put(value, (uint32_t)len);
+    rpc_call_send_owned(c, value, PROTO_FRAME_HEADER_SIZE + len);
+    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+}
+
+static void expand_next(struct ac_get *g);
+
+static void tree_fetched(struct rpc_fetch *f, int res)
+{
+    struct ac_get *g = f->ctx;
+    g->fetching = false;
+    int rc = 0;
+    if (res < 0) {
+        g->incomplete = true; /* the Tree blob itself is missing */
+    } else {
+        ProtobufCAllocator *a = rpc_call_pb_allocator(g->c);
+        Build__Bazel__Remote__Execution__V2__Tree *t =
+            build__bazel__remote__execution__v2__tree__unpack(a, f->len, f->buf);
+        if (!t) g->incomplete = true;
+        if (t) rc = need_dir_files(g, t->root);
+        for (size_t i = 0; t && rc == 0 && i < t->n_children; i++) {
+            rc = need_dir_files(g, t->children[i]);
+        }
+        if (t) build__bazel__remote__execution__v2__tree__free_unpacked(t, a);
+    }
+    rpc_fetch_release(f);
+    if (rc < 0) {
+        ac_get_free(g);
+        rpc_call_finish_err(g->c, rc, NULL);
+        return;
+    }
+    expand_next(g);
+}
+
+static int walk_dir(struct rpc_walk *w, const uint8_t *dir, size_t len, const reapi_dir *d)
+{
+    (void)dir;
+    (void)len;
+    return need_dir_files(w->ctx, d);
+}
+
+static void walk_end(struct rpc_walk *w, int res)
+{
+    struct ac_get *g = w->ctx;
+    g->walking = false;
+    if (res < 0 || w->missing > 0) g->incomplete = true;
+    if (res == -ENOMEM) {
+        ac_get_free(g);
+        rpc_call_finish_err(g->c, res, NULL);
+        return;
+    }
+    expand_next(g);
+}
+
+/* Starts the check of output directory <od>: 0 (a callback follows), 1 (nothing to read). */
+static int expand_one(struct ac_get *g,
+                      const Build__Bazel__Remote__Execution__V2__OutputDirectory *od)
+{
+    struct blob_key k;
+    if (od->tree_digest) {
+        if (rpc_digest_cas_key(od->tree_digest, &k) < 0) {
+            g->incomplete = true;
+            return 1;
+        }
+        g->f =
+            (struct rpc_fetch){ .call = g->c, .max = AC_TREE_MAX, .done = tree_fetched, .ctx = g };
+        if (rpc_fetch_start(&g->f, &k, BLOB_ENCODING_IDENTITY) < 0) {
+            g->incomplete = true;
+            return 1;
+        }
+        g->fetching = true;
+        return 0;
+    }
+    if (!od->root_directory_digest || rpc_digest_cas_key(od->root_directory_digest, &k) < 0) {
+        g->incomplete = true;
+        return 1;
+    }
+    struct walk_digest root;
+    memcpy(root.hash, k.hash, BLOB_HASH_SIZE);
+    root.size = k.size;
+    g->w = (struct rpc_walk){ .call = g->c,
+                              .on_dir = walk_dir,
+                              .on_end = walk_end,
+                              .ctx = g,
+                              .dir_max = AC_TREE_MAX,
+                              .visit_max = 1u << 20 };
+    if (rpc_walk_start(&g->w, &root) < 0) {
+        g->incomplete = true;
+        return 1;
+    }
+    g->walking = true;
+    return 0;
+}
+
+/* Expands the output directories one at a time, then answers. */
+static void expand_next(struct ac_get *g)
+{
+    /* Bounded by the result's output directories. */
+    while (!g->incomplete && g->dir < g->ar->n_output_directories) {
+        const Build__Bazel__Remote__Execution__V2__OutputDirectory *od =
+            g->ar->output_directories[g->dir++];
+        if (od->tree_digest && need(g, od->tree_digest) < 0) break;
+        if (expand_one(g, od) == 0) return;
+    }
+    ac_get_answer(g);
+}
+
+static void value_fetched(struct rpc_fetch *f, int res)
+{
+    struct ac_get *g = f->ctx;
+    struct rpc_call *c = g->c;
+    g->fetching = false;
+    if (res < 0) {
+        const char *message;
+        int status = rpc_status_from_read_err(res, &message);
+        ac_get_free(g);
+        rpc_call_finish(c, status, res == -ENOENT ? "no action result for this action" : message);
+        return;
+    }
+    g->value_len = f->len;
+    g->value = rpc_fetch_take(f);
+    g->ar = build__bazel__remote__execution__v2__action_result__unpack(
+        rpc_call_pb_allocator(c), g->value_len, g->value + PROTO_FRAME_HEADER_SIZE);
+    int rc = g->ar ? 0 : -EBADMSG;
+    for (size_t i = 0; rc == 0 && i < g->ar->n_output_files; i++) {
+        rc = need(g, g->ar->output_files[i]->digest);
+    }
+    if (rc == 0) rc = need(g, g->ar->stdout_digest);
+    if (rc == 0) rc = need(g, g->ar->stderr_digest);
+    if (rc < 0) {
+        ac_get_free(g);
+        /* An undecodable stored value is not a result: the client recomputes (NOT_FOUND). */
+        rpc_call_finish(c,
+                        rc == -EBADMSG ? PROTO_STATUS_NOT_FOUND : PROTO_STATUS_RESOURCE_EXHAUSTED,
+                        rc == -EBADMSG ? "stored action result is undecodable" : "out of memory");
+        return;
+    }
+    expand_next(g);
+}
+
+static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
+{
+    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req =
+        build__bazel__remote__execution__v2__get_action_result_request__unpack(a, len, msg);
+    struct ac_get *g = rpc_call_alloc(c, sizeof(*g));
+    if (!req || !g) {
+        if (req) {
+            build__bazel__remote__execution__v2__get_action_result_request__free_unpacked(req, a);
+        }
+        rpc_call_finish(c, g ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
+                        g ? "undecodable GetActionResultRequest" : "out of memory");
+        return;
+    }
+    g->c = c;
+    c->svc = g;
+    struct blob_key k;
+    int rc = rpc_digest_ac_key(req->instance_name, req->action_digest, &k);
+    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
+    build__bazel__remote__execution__v2__get_action_result_request__free_unpacked(req, a);
+    if (rc < 0) {
+        rpc_call_finish_err(c, rc, "action_digest");
+        return;
+    }
+    g->f = (struct rpc_fetch){ .call = c,
+                               .reserve = PROTO_FRAME_HEADER_SIZE,
+                               .max = AC_VALUE_MAX,
+                               .done = value_fetched,
+                               .ctx = g };
+    rc = rpc_fetch_start(&g->f, &k, BLOB_ENCODING_IDENTITY);
+    if (rc < 0) {
+        const char *message;
+        int status = rpc_status_from_read_err(rc, &message);
+        rpc_call_finish(c, status, rc == -ENOENT ? "no action result for this action" : message);
+        return;
+    }
+    g->fetching = true;
+}
+
+static void get_on_cancel(struct rpc_call *c)
+{
+    struct ac_get *g = c->svc;
+    if (g) ac_get_free(g);
+}
+
+const struct rpc_method rpc_svc_ac_get = {
+    .path = "/build.bazel.remote.execution.v2.ActionCache/GetActionResult",
+    .route = RPC_ROUTE_GRPC_GET_ACTION_RESULT,
+    .on_message = get_on_message,
+    .on_cancel = get_on_cancel,
+};
+
+/* ---- UpdateActionResult ---- */
+
+struct ac_put {
+    struct rpc_call *c;    /* the call */
+    struct blob_upload *u; /* the engine's upload */
+    uint8_t *value;        /* framed: 5 free bytes, then the ActionResult as sent */
+    size_t value_len;      /* bytes of the ActionResult */
+    bool committing;       /* the commit is pending (pinned) */
+};
+
+/* The bytes of field 3 (action_result) of an UpdateActionResultRequest, as sent. */
+static int find_result(const uint8_t *msg, size_t len, const uint8_t **p, size_t *n)
+{
+    struct proto_wire_reader r;
+    proto_wire_reader_init(&r, msg, len);
+    struct proto_wire_field f;
+    int rc;
+    *p = NULL;
+    *n = 0;
+    /* Bounded: each field takes at least one byte. */
+    while ((rc = proto_wire_next(&r, &f)) > 0) {
+        if (f.number == 3 && f.type == PROTO_WIRE_LEN) {
+            *p = f.data;
+            *n = f.len;
+        }
+    }
+    return rc;
+}
+
+static void put_free(struct ac_put *p)
+{
+    if (p->u && !p->committing) {
+        blob_upload_abort(p->u);
+        base_counter_dec(&p->c->rc->counters.bs_uploads);
+    }
+    p->u = NULL;
+    proto_alloc_free(&p->c->rc->pb_mem, p->value);
+    p->value = NULL;
+}
+
+static void put_commit_done(void *ctx, int res)
+{
+    struct ac_put *p = ctx;
+    struct rpc_call *c = p->c;
+    p->u = NULL;
+    p->committing = false;
+    base_counter_dec(&c->rc->counters.bs_uploads);
+    if (rpc_call_is_over(c)) {
+        put_free(p);
+    } else if (res < 0) {
+        put_free(p);
+        rpc_call_finish_err(c, res, "UpdateActionResult");
+    } else {
+        /* The response is the result as stored: the same bytes, framed. */
+        uint8_t *value = p->value;
+        p->value = NULL;
+        proto_frame_header_put(value, (uint32_t)p->value_len);
+        rpc_call_send_owned(c, value, PROTO_FRAME_HEADER_SIZE + p->value_len);
+        rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+    }
+    rpc_call_unpin(c); /* may free the call: last */
+}
+
+static void put_commit(struct ac_put *p)
+{
+    int rc = blob_upload_commit(p->u, put_commit_done, p);
+    if (rc < 0) {
+        put_free(p);
+        rpc_call_finish_err(p->c, rc, "UpdateActionResult");
+        return;
+    }
+    p->committing = true;
+    rpc_call_pin(p->c);
+}
+
+static void put_append_done(void *ctx, int res)
+{
+    struct ac_put *p = ctx;
+    if (res < 0) {
+        put_free(p);
+        rpc_call_finish_err(p->c, res, "UpdateActionResult");
+        return;
+    }
+    put_commit(p);
+}
+
+static int put_begin(struct ac_put *p, const char *instance, const reapi_digest *action,
+                     const uint8_t *result, size_t len)
+{
+    struct rpc_call *c = p->c;
+    struct blob_key k;
+    int rc = rpc_digest_ac_key(instance, action, &k);
+    if (rc < 0) return rc;
+    uint8_t key[BLOB_HASH_SIZE];
+    memcpy(key, k.hash, BLOB_HASH_SIZE); /* blob_key_ac clears <k> before it copies */
+    blob_key_ac(&k, key, len);
+    p->value = proto_alloc_malloc(&c->rc->pb_mem, PROTO_FRAME_HEADER_SIZE + len);
+    if (!p->value) return -ENOMEM;
+    if (len > 0) memcpy(p->value + PROTO_FRAME_HEADER_SIZE, result, len);
+    p->value_len = len;
+    struct blob_core *bc = rpc_call_blob(c);
+    rc = bc ? blob_upload_begin(bc, &k, BLOB_ENCODING_IDENTITY, &p->u) : -ENOSYS;
+    if (rc < 0) return rc;
+    base_counter_inc(&c->rc->counters.bs_uploads);
+    rc = blob_upload_append(p->u, p->value + PROTO_FRAME_HEADER_SIZE, len, put_append_done, p);
+    if (rc == -EINPROGRESS) return 0;
+    if (rc < 0) return rc;
+    put_commit(p);
+    return 0;
+}
+
+static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
+{
+    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req =
+        build__bazel__remote__execution__v2__update_action_result_request__unpack(a, len, msg);
+    struct ac_put *p = rpc_call_alloc(c, sizeof(*p));
+    const uint8_t *result;
+    size_t result_len;
+    if (!req || !p || find_result(msg, len, &result, &result_len) < 0) {
+        if (req) {
+            build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req,
+                                                                                             a);
+        }
+        rpc_call_finish(c, p ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
+                        p ? "undecodable UpdateActionResultRequest" : "out of memory");
+        return;
+    }
+    p->c = c;
+    c->svc = p;
+    int rc = req->action_result ? 0 : -EINVAL;
+    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
+    if (rc == 0 && result_len > AC_VALUE_MAX) rc = -EMSGSIZE;
+    if (rc == 0) rc = put_begin(p, req->instance_name, req->action_digest, result, result_len);
+    build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req, a);
+    if (rc < 0) {
+        put_free(p);
+        rpc_call_finish_err(c, rc, "UpdateActionResult");
+    }
+}
+
+static void update_on_cancel(struct rpc_call *c)
+{
+    struct ac_put *p = c->svc;
+    if (p && !p->committing) put_free(p);
+}
+
+const struct rpc_method rpc_svc_ac_update = {
+    .path = "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult",
+    .route = RPC_ROUTE_GRPC_UPDATE_ACTION_RESULT,
+    .on_message = update_on_message,
+    .on_cancel = update_on_cancel,
+};

@@ -1,0 +1,718 @@
+/*
+ * google.bytestream.ByteStream for the CAS (REAPI v2 resource names, rpc/proto resource.h).
+ *
+ * Read streams a blob as ReadResponse messages without copying it: each engine piece goes out
+ * as a hand-written message header plus the engine's own buffer, and the next piece is asked
+ * for once that one has been sent (the engine's piece is valid until the next read).
+ *
+ * Write decodes WriteRequest as a stream (proto/bytestream.h): the data bytes go to the engine
+ * straight from the receive buffer; when the engine must wait (-EINPROGRESS) the call holds
+ * the input, so the HTTP/2 window closes behind the upload (backpressure). A blob that exists
+ * ends the upload early (committed_size = size, or -1 for compressed uploads). A stream that
+ * ends without finish_write, or whose connection drops, leaves its upload parked for
+ * resumption, keyed by (uuid, digest, encoding), on this core; QueryWriteStatus reports it.
+ * A client that cancels (RST_STREAM) or runs out of deadline aborts the upload: nothing is
+ * visible. docs/grpc.md has the details.
+ *
+ * Sections: resource names, Read, Write (parking, the stream, the end), QueryWriteStatus.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "blob/store.h"
+#include "proto/bytestream.h"
+#include "proto/google/bytestream/bytestream.pb-c.h"
+#include "proto/resource.h"
+#include "ring/server.h"
+#include "rpc/internal.h"
+#include "rpc/status.h"
+#include "rpc/svc.h"
+
+/* Uploads kept for resumption per core, and how long one waits for its client. */
+#define PARKED_MAX      64u
+#define PARKED_IDLE_MS  60000u
+#define PARKED_SWEEP_MS 5000u
+/*
+ * A read refused because the core's disk queue is full (-EAGAIN) waits in a FIFO and is
+ * retried as soon as another read's piece completes on the core (a slot came free); a timer
+ * every WAKE_MS retries all of them in case slots free up elsewhere, and a read that waited
+ * WAIT_MAX_MS ends with RESOURCE_EXHAUSTED.
+ */
+#define WAKE_MS     5u
+#define WAIT_MAX_MS 10000u
+
+/* ---- resource names ---- */
+
+static enum blob_encoding encoding_of(const struct proto_resource *r)
+{
+    return r->compressor == PROTO_COMPRESSOR_ZSTD ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY;
+}
+
+static void finish_bad_name(struct rpc_call *c, const char *why)
+{
+    char msg[160];
+    (void)snprintf(msg, sizeof(msg), "resource name: %s", why);
+    rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, msg);
+}
+
+/* ---- per-core state: parked uploads and reads waiting for the disk queue ---- */
+
+#define UUID_MAX 128 /* longest uuid segment kept for resumption */
+
+struct bs_parked {
+    struct base_list link;        /* on bs_core.parked, oldest first */
+    struct blob_upload *u;        /* the engine's upload, no append pending */
+    uint8_t hash[BLOB_HASH_SIZE]; /* the blob's digest ... */
+    uint64_t size;                /* ... and size */
+    uint8_t enc;                  /* enum blob_encoding of the bytes received */
+    uint8_t uuid_len;             /* bytes of uuid */
+    char uuid[UUID_MAX];          /* the client's upload id */
+    uint64_t expires_ns;          /* aborted after this */
+};
+
+struct bs_core {
+    struct rpc_core *rc;           /* the core */
+    struct base_list parked;       /* struct bs_parked.link */
+    uint32_t count;                /* entries in <parked> */
+    bool quiescing;                /* no more parking */
+    struct ring_owner owner;       /* the timers' ops */
+    struct ring_timer sweep;       /* aborts expired uploads */
+    struct base_list read_waiters; /* struct bs_read.wait_link, oldest first */
+    struct ring_timer wake;        /* retries the waiting reads */
+};
+
+static void sweep_fired(struct ring_timer *t);
+static void wake_fired(struct ring_timer *t);
+
+static struct bs_core *bs_core_get(struct rpc_core *rc)
+{
+    struct bs_core *bs = rc->bytestream;
+    if (bs) return bs;
+    bs = calloc(1, sizeof(*bs));
+    if (!bs) return NULL;
+    bs->rc = rc;
+    base_list_init(&bs->parked);
+    base_list_init(&bs->read_waiters);
+    ring_owner_init(&bs->owner);
+    ring_timer_init(&bs->sweep, sweep_fired, bs);
+    ring_timer_init(&bs->wake, wake_fired, bs);
+    rc->bytestream = bs;
+    return bs;
+}
+
+/* ---- Read ---- */
+
+struct bs_read {
+    struct rpc_call *c;         /* the call */
+    struct blob_reader *r;      /* the engine's reader; NULL once closed */
+    uint64_t left;              /* bytes still to send (read_limit or the rest of the blob) */
+    bool identity;              /* identity read (left counts); zstd reads run to the end */
+    bool piece_out;             /* a piece is queued or in a send: the reader must wait */
+    bool done;                  /* the status is decided: close at the piece's release */
+    struct base_list wait_link; /* on bs_core.read_waiters while waiting for the disk queue */
+    uint64_t wait_since_ns;     /* when it began waiting (0: not waiting) */
+    struct rpc_seg hdr;         /* the piece's message header */
+    struct rpc_seg data;        /* the piece itself, in the engine's buffer */
+    uint8_t hdr_bytes[PROTO_READ_RESPONSE_HEADER_MAX];
+};
+
+static void read_close(struct bs_read *st)
+{
+    if (!st->r) return;
+    blob_read_close(st->r);
+    st->r = NULL;
+    base_counter_dec(&st->c->rc->counters.bs_readers);
+}
+
+static void read_next(struct bs_read *st);
+
+/* A piece completed on this core: the oldest read waiting for the disk queue goes again. */
+static void wake_one(struct rpc_core *rc)
+{
+    struct bs_core *bs = rc->bytestream;
+    struct base_list *node = bs ? base_list_pop_head(&bs->read_waiters) : NULL;
+    if (!node) return;
+    struct bs_read *st = BASE_CONTAINER_OF(node, struct bs_read, wait_link);
+    read_next(st);
+}
+
+static void wake_fired(struct ring_timer *t)
+{
+    struct bs_core *bs = t->ctx;
+    struct base_list waiting;
+    base_list_init(&waiting);
+    /* Retry each read waiting now once; those refused again queue up anew. */
+    while (!base_list_is_empty(&bs->read_waiters)) {
+        struct base_list *node = base_list_pop_head(&bs->read_waiters);
+        base_list_add_tail(&waiting, node);
+    }
+    struct base_list *node;
+    while ((node = base_list_pop_head(&waiting))) {
+        read_next(BASE_CONTAINER_OF(node, struct bs_read, wait_link));
+    }
+    /* A read refused again above may have armed the timer already. */
+    if (!base_list_is_empty(&bs->read_waiters) && !bs->quiescing &&
+        !ring_timer_is_armed(&bs->wake) &&
+        ring_timer_start(bs->rc->ring, &bs->wake, &bs->owner, WAKE_MS) < 0) {
+        LOG_WARN("bytestream: cannot arm the read wake-up timer (op table full)");
+    }
+}
+
+/* The disk queue is full: wait for a slot (FIFO), or give up after WAIT_MAX_MS. */
+static int read_wait(struct bs_read *st)
+{
+    struct bs_core *bs = bs_core_get(st->c->rc);
+    uint64_t now = base_clock_now_ns();
+    if (!bs || bs->quiescing) return -EAGAIN;
+    if (st->wait_since_ns == 0) st->wait_since_ns = now;
+    if (now - st->wait_since_ns > (uint64_t)WAIT_MAX_MS * BASE_NS_PER_MS) return -EAGAIN;
+    base_list_add_tail(&bs->read_waiters, &st->wait_link);
+    if (!ring_timer_is_armed(&bs->wake) &&
+        ring_timer_start(bs->rc->ring, &bs->wake, &bs->owner, WAKE_MS) < 0) {
+        base_list_del(&st->wait_link);
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+static void hdr_release(struct rpc_seg *seg)
+{
+    (void)seg;
+}
+
+/* The piece left (or was dropped): ask for the next one, or close. */
+static void data_release(struct rpc_seg *seg)
+{
+    struct bs_read *st = seg->ctx;
+    st->piece_out = false;
+    if (st->done || rpc_call_is_over(st->c)) {
+        read_close(st);
+        return;
+    }
+    read_next(st);
+}
+
+static void read_fail(struct bs_read *st, int err)
+{
+    const char *message;
+    int status = rpc_status_from_read_err(err, &message);
+    st->done = true;
+    read_close(st);
+    rpc_call_finish(st->c, status, message);
+}
+
+static void on_piece(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct bs_read *st = ctx;
+    struct rpc_call *c = st->c;
+    wake_one(c->rc);
+    if (res < 0) {
+        read_fail(st, res);
+        return;
+    }
+    if (len == 0) {
+        st->done = true;
+        read_close(st);
+        rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+        return;
+    }
+    if (st->identity && len > st->left) len = (size_t)st->left;
+    if (st->identity) st->left -= len;
+    /* A piece is at most one engine chunk (<= 1 MiB): one message each. */
+    size_t n = proto_bytestream_read_response_header(st->hdr_bytes, (uint32_t)len);
+    st->hdr = (struct rpc_seg){
+        .data = st->hdr_bytes, .len = n, .release = hdr_release, .ctx = st, .msg_start = true
+    };
+    st->data = (struct rpc_seg){ .data = data, .len = len, .release = data_release, .ctx = st };
+    st->piece_out = true;
+    bool last = st->identity && st->left == 0;
+    if (last) st->done = true;
+    rpc_call_send(c, &st->hdr);
+    rpc_call_send(c, &st->data);
+    /* The last identity piece: the status goes out after it, the reader closes on release. */
+    if (last) rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+}
+
+static void read_next(struct bs_read *st)
+{
+    int rc = blob_read_next(st->r, on_piece, st);
+    if (rc == -EAGAIN) rc = read_wait(st);
+    if (rc < 0) {
+        read_fail(st, rc);
+        return;
+    }
+    if (base_list_is_linked(&st->wait_link)) return;
+    st->wait_since_ns = 0;
+}
+
+static int read_check(struct rpc_call *c, const struct proto_read_request *req,
+                      const struct proto_resource *res)
+{
+    if (req->read_offset < 0) {
+        rpc_call_finish(c, PROTO_STATUS_OUT_OF_RANGE, "negative read_offset");
+        return -1;
+    }
+    if (req->read_limit < 0) {
+        rpc_call_finish(c, PROTO_STATUS_OUT_OF_RANGE, "negative read_limit");
+        return -1;
+    }
+    if (res->compressor != PROTO_COMPRESSOR_IDENTITY && req->read_limit != 0) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT,
+                        "read_limit must be 0 for compressed-blobs reads");
+        return -1;
+    }
+    if ((uint64_t)req->read_offset > res->size) {
+        rpc_call_finish(c, PROTO_STATUS_OUT_OF_RANGE, "read_offset past the end of the blob");
+        return -1;
+    }
+    return 0;
+}
+
+static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
+{
+    struct proto_read_request req;
+    if (proto_bytestream_read_request(msg, len, &req) < 0) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "undecodable ReadRequest");
+        return;
+    }
+    struct proto_resource res;
+    const char *why;
+    if (proto_resource_parse(req.resource_name, req.resource_name_len, false, &res, &why) < 0) {
+        finish_bad_name(c, why);
+        return;
+    }
+    if (read_check(c, &req, &res) < 0) return;
+    struct bs_read *st = rpc_call_alloc(c, sizeof(*st));
+    struct blob_core *bc = rpc_call_blob(c);
+    if (!st || !bc) {
+        rpc_call_finish_err(c, st ? -ENOSYS : -ENOMEM, NULL);
+        return;
+    }
+    st->c = c;
+    c->svc = st;
+    base_list_init(&st->wait_link);
+    struct blob_key k;
+    blob_key_cas(&k, res.hash, res.size);
+    int rc = blob_read_open(bc, &k, (uint64_t)req.read_offset, encoding_of(&res), &st->r);
+    if (rc < 0) {
+        read_fail(st, rc);
+        return;
+    }
+    base_counter_inc(&c->rc->counters.bs_readers);
+    st->identity = res.compressor == PROTO_COMPRESSOR_IDENTITY;
+    st->left = res.size - (uint64_t)req.read_offset;
+    if (req.read_limit > 0 && (uint64_t)req.read_limit < st->left) {
+        st->left = (uint64_t)req.read_limit;
+    }
+    if (st->identity && st->left == 0) {
+        st->done = true;
+        read_close(st);
+        rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+        return;
+    }
+    read_next(st);
+}
+
+static void read_on_cancel(struct rpc_call *c)
+{
+    struct bs_read *st = c->svc;
+    if (!st) return;
+    st->done = true;
+    if (base_list_is_linked(&st->wait_link)) base_list_del(&st->wait_link);
+    /* A piece in a send keeps the reader (its buffer) until it is released. */
+    if (!st->piece_out) read_close(st);
+}
+
+const struct rpc_method rpc_svc_bs_read = {
+    .path = "/google.bytestream.ByteStream/Read",
+    .route = RPC_ROUTE_GRPC_BS_READ,
+    .on_message = read_on_message,
+    .on_cancel = read_on_cancel,
+};
+
+static void upload_abort(struct rpc_core *rc, struct blob_upload *u)
+{
+    blob_upload_abort(u);
+    base_counter_dec(&rc->counters.bs_uploads);
+}
+
+static void parked_drop(struct bs_core *bs, struct bs_parked *p, bool abort)
+{
+    base_list_del(&p->link);
+    bs->count--;
+    base_counter_dec(&bs->rc->counters.bs_uploads_parked);
+    if (abort) upload_abort(bs->rc, p->u);
+    free(p);
+}
+
+static void sweep_arm(struct bs_core *bs)
+{
+    if (bs->count == 0 || bs->quiescing || ring_timer_is_armed(&bs->sweep)) return;
+    if (ring_timer_start(bs->rc->ring, &bs->sweep, &bs->owner, PARKED_SWEEP_MS) < 0) {
+        LOG_WARN("bytestream: cannot arm the parked-upload sweep (op table full)");
+    }
+}
+
+static void sweep_fired(struct ring_timer *t)
+{
+    struct bs_core *bs = t->ctx;
+    uint64_t now = base_clock_now_ns();
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->parked)
+    {
+        struct bs_parked *p = BASE_CONTAINER_OF(it, struct bs_parked, link);
+        if (p->expires_ns <= now) parked_drop(bs, p, true);
+    }
+    sweep_arm(bs);
+}
+
+/* Keeps <u> for resumption; aborts it when it cannot be kept. Takes <u> over either way. */
+static void park(struct rpc_core *rc, struct blob_upload *u, const struct proto_resource *res)
+{
+    struct bs_core *bs = bs_core_get(rc);
+    struct bs_parked *p = NULL;
+    if (bs && !bs->quiescing && res->uuid_len <= UUID_MAX) p = calloc(1, sizeof(*p));
+    if (!p) {
+        upload_abort(rc, u);
+        return;
+    }
+    if (bs->count == PARKED_MAX) {
+        parked_drop(bs, BASE_CONTAINER_OF(bs->parked.next, struct bs_parked, link), true);
+    }
+    p->u = u;
+    memcpy(p->hash, res->hash, BLOB_HASH_SIZE);
+    p->size = res->size;
+    p->enc = (uint8_t)encoding_of(res);
+    p->uuid_len = (uint8_t)res->uuid_len;
+    memcpy(p->uuid, res->uuid, res->uuid_len);
+    p->expires_ns = base_clock_now_ns() + (uint64_t)PARKED_IDLE_MS * BASE_NS_PER_MS;
+    base_list_add_tail(&bs->parked, &p->link);
+    bs->count++;
+    base_counter_inc(&rc->counters.bs_uploads_parked);
+    sweep_arm(bs);
+}
+
+/* The parked upload of <res>, or NULL; it stays parked. */
+static struct bs_parked *parked_find(struct rpc_core *rc, const struct proto_resource *res)
+{
+    struct bs_core *bs = rc->bytestream;
+    if (!bs) return NULL;
+    BASE_LIST_FOR_EACH(it, &bs->parked)
+    {
+        struct bs_parked *p = BASE_CONTAINER_OF(it, struct bs_parked, link);
+        if (p->uuid_len == res->uuid_len && memcmp(p->uuid, res->uuid, res->uuid_len) == 0 &&
+            p->size == res->size && p->enc == (uint8_t)encoding_of(res) &&
+            memcmp(p->hash, res->hash, BLOB_HASH_SIZE) == 0) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+void rpc_svc_bytestream_quiesce(struct rpc_core *rc)
+{
+    struct bs_core *bs = rc->bytestream;
+    if (!bs) return;
+    bs->quiescing = true;
+    if (ring_timer_is_armed(&bs->sweep)) ring_timer_stop(rc->ring, &bs->sweep);
+    if (ring_timer_is_armed(&bs->wake)) ring_timer_stop(rc->ring, &bs->wake);
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->parked)
+    {
+        parked_drop(bs, BASE_CONTAINER_OF(it, struct bs_parked, link), true);
+    }
+}
+
+void rpc_svc_bytestream_deinit(struct rpc_core *rc)
+{
+    struct bs_core *bs = rc->bytestream;
+    if (!bs) return;
+    ASSERT(bs->count == 0);
+    ring_owner_deinit(&bs->owner);
+    free(bs);
+    rc->bytestream = NULL;
+}
+
+/* ---- Write: the stream ---- */
+
+struct bs_write {
+    struct rpc_call *c;           /* the call */
+    struct blob_upload *u;        /* the engine's upload; NULL before begin and after the end */
+    struct proto_write_request w; /* the message being decoded */
+    struct proto_resource res;    /* the first message's resource name (spans into name) */
+    char name[PROTO_RESOURCE_NAME_MAX]; /* its bytes */
+    uint32_t name_len;                  /* bytes in name */
+    uint64_t next_offset;               /* the write_offset the next message must carry */
+    uint64_t bytes_in;                  /* bytes received when the commit began */
+    const uint8_t *rest;                /* bytes of the current input span not decoded yet */
+    size_t rest_len;                    /* their count */
+    bool begun;                         /* the upload is known (begun, resumed or present) */
+    bool msg_checked;                   /* this message's fields before data were checked */
+    bool appending;                     /* an append is pending: the engine holds the input */
+    bool committing;                    /* the commit is pending (the call is pinned) */
+};
+
+/* Ends the stream with <err>; an upload not yet committing is aborted (nothing visible). */
+static int write_fail(struct bs_write *st, int err, const char *what)
+{
+    if (st->u && !st->committing) {
+        upload_abort(st->c->rc, st->u);
+        st->u = NULL;
+    }
+    rpc_call_finish_err(st->c, err, what);
+    return -1;
+}
+
+static int write_respond(struct bs_write *st, int64_t committed)
+{
+    Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
+    resp.committed_size = committed;
+    if (rpc_call_send_message(st->c, &resp.base) < 0) return write_fail(st, -ENOMEM, NULL);
+    rpc_call_finish(st->c, PROTO_STATUS_OK, NULL);
+    return -1;
+}
+
+static int begin_upload(struct bs_write *st, uint64_t offset)
+{
+    struct rpc_call *c = st->c;
+    struct bs_parked *p = parked_find(c->rc, &st->res);
+    if (p && blob_upload_bytes_in(p->u) == offset) {
+        st->u = p->u;
+        st->next_offset = offset;
+        parked_drop(c->rc->bytestream, p, false);
+        return 0;
+    }
+    if (p) parked_drop(c->rc->bytestream, p, true);
+    if (offset != 0) {
+        return write_fail(st, -EINVAL, "write_offset does not match the committed size");
+    }
+    struct blob_key k;
+    blob_key_cas(&k, st->res.hash, st->res.size);
+    struct blob_core *bc = rpc_call_blob(c);
+    int rc = bc ? blob_upload_begin(bc, &k, encoding_of(&st->res), &st->u) : -ENOSYS;
+    if (rc == -EEXIST) {
+        /* REAPI: an upload of a present blob ends at once, without error. */
+        bool identity = st->res.compressor == PROTO_COMPRESSOR_IDENTITY;
+        return write_respond(st, identity ? (int64_t)st->res.size : -1);
+    }
+    if (rc < 0) return write_fail(st, rc, "upload");
+    base_counter_inc(&c->rc->counters.bs_uploads);
+    st->next_offset = 0;
+    return 0;
+}
+
+/* The fields that precede data are known: check them against the stream. */
+static int check_message(struct bs_write *st)
+{
+    const struct proto_write_request *w = &st->w;
+    st->msg_checked = true;
+    if (st->begun) {
+        if (w->has_name &&
+            (w->name_len != st->name_len || memcmp(w->name, st->name, st->name_len) != 0)) {
+            return write_fail(st, -EINVAL, "resource_name changed within the stream");
+        }
+        if (w->write_offset < 0 || (uint64_t)w->write_offset != st->next_offset) {
+            return write_fail(st, -EINVAL, "write_offset does not follow the bytes sent");
+        }
+        return 0;
+    }
+    if (!w->has_name) return write_fail(st, -EINVAL, "the first WriteRequest has no resource_name");
+    memcpy(st->name, w->name, w->name_len);
+    st->name_len = w->name_len;
+    const char *why;
+    if (proto_resource_parse(st->name, st->name_len, true, &st->res, &why) < 0) {
+        finish_bad_name(st->c, why);
+        return -1;
+    }
+    if (w->write_offset < 0) return write_fail(st, -EINVAL, "negative write_offset");
+    st->begun = true;
+    return begin_upload(st, (uint64_t)w->write_offset);
+}
+
+static void append_done(void *ctx, int res);
+
+/* Decodes st->rest and feeds data to the engine: 0 when all taken, RPC_HELD, or -1. */
+static int write_pump(struct bs_write *st)
+{
+    /* Bounded: every step takes at least one byte of rest. */
+    while (st->rest_len > 0) {
+        const uint8_t *data;
+        size_t len;
+        int n = proto_write_request_feed(&st->w, st->rest, st->rest_len, &data, &len);
+        if (n < 0) return write_fail(st, n == -ENAMETOOLONG ? n : -EBADMSG, "WriteRequest");
+        st->rest += n;
+        st->rest_len -= (size_t)n;
+        if (len == 0) continue;
+        if (!st->msg_checked && check_message(st) < 0) return -1;
+        int rc = blob_upload_append(st->u, data, len, append_done, st);
+        if (rc == -EINPROGRESS) {
+            st->appending = true;
+            return RPC_HELD;
+        }
+        if (rc < 0) return write_fail(st, rc, "upload");
+    }
+    return 0;
+}
+
+static void append_done(void *ctx, int res)
+{
+    struct bs_write *st = ctx;
+    st->appending = false;
+    if (res < 0) {
+        (void)write_fail(st, res, "upload");
+        return;
+    }
+    if (write_pump(st) == 0) rpc_call_resume_input(st->c);
+}
+
+static int write_on_msg_begin(struct rpc_call *c, uint32_t len)
+{
+    struct bs_write *st = c->svc;
+    if (!st) {
+        st = rpc_call_alloc(c, sizeof(*st));
+        if (!st) {
+            rpc_call_finish_err(c, -ENOMEM, NULL);
+            return -1;
+        }
+        st->c = c;
+        c->svc = st;
+    }
+    proto_write_request_begin(&st->w, len);
+    st->msg_checked = false;
+    return 0;
+}
+
+static int write_on_bytes(struct rpc_call *c, const uint8_t *p, size_t len)
+{
+    struct bs_write *st = c->svc;
+    st->rest = p;
+    st->rest_len = len;
+    return write_pump(st);
+}
+
+static void commit_done(void *ctx, int res)
+{
+    struct bs_write *st = ctx;
+    struct rpc_call *c = st->c;
+    st->u = NULL; /* freed by the engine after this callback */
+    st->committing = false;
+    base_counter_dec(&c->rc->counters.bs_uploads);
+    if (!rpc_call_is_over(c)) {
+        if (res < 0) {
+            (void)write_fail(st, res, "commit");
+        } else {
+            bool identity = st->res.compressor == PROTO_COMPRESSOR_IDENTITY;
+            (void)write_respond(st, identity ? (int64_t)st->res.size : (int64_t)st->bytes_in);
+        }
+    }
+    rpc_call_unpin(c); /* may free the call: last */
+}
+
+static int write_on_msg_end(struct rpc_call *c)
+{
+    struct bs_write *st = c->svc;
+    if (proto_write_request_end(&st->w) < 0) return write_fail(st, -EBADMSG, "WriteRequest");
+    if (!st->msg_checked && check_message(st) < 0) return -1;
+    st->next_offset += st->w.data_len;
+    if (!st->w.finish_write) return 0;
+    st->bytes_in = blob_upload_bytes_in(st->u);
+    int rc = blob_upload_commit(st->u, commit_done, st);
+    if (rc < 0) return write_fail(st, rc, "commit");
+    st->committing = true;
+    rpc_call_pin(c);
+    return 0;
+}
+
+static void write_on_half_close(struct rpc_call *c)
+{
+    struct bs_write *st = c->svc;
+    if (!st || !st->begun) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "no WriteRequest");
+        return;
+    }
+    if (st->committing || !st->u) return;
+    /* Ended without finish_write: keep the upload for a resumed Write. */
+    uint64_t committed = blob_upload_bytes_in(st->u);
+    park(c->rc, st->u, &st->res);
+    st->u = NULL;
+    (void)write_respond(st, (int64_t)committed);
+}
+
+static void write_on_cancel(struct rpc_call *c)
+{
+    struct bs_write *st = c->svc;
+    if (!st || !st->u || st->committing) return;
+    /* A dropped connection may come back to resume; a reset or a deadline means "stop". */
+    if (c->cancel_status == PROTO_STATUS_UNAVAILABLE && !st->appending) {
+        park(c->rc, st->u, &st->res);
+    } else {
+        upload_abort(c->rc, st->u);
+    }
+    st->u = NULL;
+}
+
+const struct rpc_method rpc_svc_bs_write = {
+    .path = "/google.bytestream.ByteStream/Write",
+    .route = RPC_ROUTE_GRPC_BS_WRITE,
+    .streamed = true,
+    .on_msg_begin = write_on_msg_begin,
+    .on_bytes = write_on_bytes,
+    .on_msg_end = write_on_msg_end,
+    .on_half_close = write_on_half_close,
+    .on_cancel = write_on_cancel,
+};
+
+/* ---- QueryWriteStatus ---- */
+
+static void query_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
+{
+    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    Google__Bytestream__QueryWriteStatusRequest *req =
+        google__bytestream__query_write_status_request__unpack(a, len, msg);
+    if (!req) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "undecodable QueryWriteStatusRequest");
+        return;
+    }
+    struct proto_resource res;
+    const char *why;
+    int rc = proto_resource_parse(req->resource_name, strlen(req->resource_name), true, &res, &why);
+    Google__Bytestream__QueryWriteStatusResponse resp =
+        GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_RESPONSE__INIT;
+    bool found = false;
+    if (rc == 0) {
+        struct bs_parked *p = parked_find(c->rc, &res);
+        struct blob_key k;
+        blob_key_cas(&k, res.hash, res.size);
+        struct blob_core *bc = rpc_call_blob(c);
+        if (p) {
+            resp.committed_size = (int64_t)blob_upload_bytes_in(p->u);
+            found = true;
+        } else if (bc && blob_exists(bc, &k, false)) {
+            resp.committed_size = (int64_t)res.size;
+            resp.complete = true;
+            found = true;
+        }
+    }
+    google__bytestream__query_write_status_request__free_unpacked(req, a);
+    if (rc < 0) {
+        finish_bad_name(c, why);
+        return;
+    }
+    if (!found) {
+        rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "no upload of this resource on this server");
+        return;
+    }
+    if (rpc_call_send_message(c, &resp.base) < 0) {
+        rpc_call_finish_err(c, -ENOMEM, NULL);
+        return;
+    }
+    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+}
+
+const struct rpc_method rpc_svc_bs_query = {
+    .path = "/google.bytestream.ByteStream/QueryWriteStatus",
+    .route = RPC_ROUTE_GRPC_BS_QUERY,
+    .on_message = query_on_message,
+};

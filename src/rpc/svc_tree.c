@@ -1,0 +1,211 @@
+/*
+ * ContentAddressableStorage/GetTree: the directories under a root, breadth first, each once,
+ * streamed as GetTreeResponse pages of at most page_size directories (default and cap below)
+ * and about 2 MiB. Every page carries the token of the position after it, empty on the last
+ * one; a call stops after TREE_CALL_MAX directories with a non-empty token, and the token
+ * (the count of directories already returned, in decimal) resumes the walk where it left
+ * off. Missing directories below the root are skipped (REAPI: "return the portion present");
+ * a missing root is NOT_FOUND.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proto/frame.h"
+#include "proto/wire.h"
+#include "rpc/digest.h"
+#include "rpc/internal.h"
+#include "rpc/status.h"
+#include "rpc/svc.h"
+#include "rpc/walk.h"
+
+#define TREE_PAGE_DEFAULT 1000u      /* directories per page when page_size is 0 */
+#define TREE_PAGE_MAX     10000u     /* page_size is clamped to this */
+#define TREE_PAGE_BYTES   (2u << 20) /* a page is sent once it holds this many bytes */
+#define TREE_CALL_MAX     100000u    /* directories one call returns at most */
+#define TREE_DIR_MAX      (4u << 20) /* largest Directory message read */
+
+struct tree {
+    struct rpc_call *c;  /* the call */
+    struct rpc_walk w;   /* the walk */
+    uint64_t skip;       /* directories to pass over (page_token) */
+    uint64_t sent;       /* directories returned by this call */
+    uint32_t page_size;  /* directories per page */
+    uint32_t page_count; /* directories in the page being built */
+    uint8_t *page;       /* the page: gRPC prefix, then GetTreeResponse fields */
+    size_t page_len;     /* bytes used */
+    size_t page_cap;     /* bytes allocated */
+};
+
+static int page_reserve(struct tree *t, size_t more)
+{
+    if (t->page_len + more <= t->page_cap) return 0;
+    size_t cap = t->page_cap ? t->page_cap : 64u << 10;
+    while (cap < t->page_len + more) {
+        cap *= 2;
+    }
+    uint8_t *p = proto_alloc_realloc(&t->c->rc->pb_mem, t->page, cap);
+    if (!p) return -ENOMEM;
+    t->page = p;
+    t->page_cap = cap;
+    if (t->page_len == 0) t->page_len = PROTO_FRAME_HEADER_SIZE;
+    return 0;
+}
+
+/* Appends a length-delimited field <field> of <len> bytes at <p>. */
+static int page_add(struct tree *t, uint32_t field, const uint8_t *p, size_t len)
+{
+    int rc = page_reserve(t, 1 + PROTO_WIRE_VARINT_MAX + len);
+    if (rc < 0) return rc;
+    t->page[t->page_len++] = (uint8_t)proto_wire_key(field, PROTO_WIRE_LEN);
+    t->page_len += proto_wire_varint_put(t->page + t->page_len, len);
+    memcpy(t->page + t->page_len, p, len);
+    t->page_len += len;
+    return 0;
+}
+
+/* Sends the page with <token> as next_page_token ("" on the last page). */
+static int page_send(struct tree *t, const char *token)
+{
+    int rc = page_reserve(t, 0);
+    if (rc == 0 && token[0]) rc = page_add(t, 2, (const uint8_t *)token, strlen(token));
+    if (rc < 0) return rc;
+    proto_frame_header_put(t->page, (uint32_t)(t->page_len - PROTO_FRAME_HEADER_SIZE));
+    rc = rpc_call_send_copy(t->c, t->page, t->page_len);
+    t->page_len = PROTO_FRAME_HEADER_SIZE;
+    t->page_count = 0;
+    return rc;
+}
+
+static void tree_free(struct tree *t)
+{
+    proto_alloc_free(&t->c->rc->pb_mem, t->page);
+    t->page = NULL;
+    t->page_cap = 0;
+    t->page_len = 0;
+}
+
+static int on_dir(struct rpc_walk *w, const uint8_t *dir, size_t len,
+                  const Build__Bazel__Remote__Execution__V2__Directory *d)
+{
+    (void)d;
+    struct tree *t = w->ctx;
+    uint64_t index = rpc_walk_visited(w) - 1;
+    if (index < t->skip) return 0;
+    int rc = page_add(t, 1, dir, len);
+    if (rc < 0) return rc;
+    t->sent++;
+    t->page_count++;
+    if (t->page_count < t->page_size && t->page_len < TREE_PAGE_BYTES) return 0;
+    char token[24];
+    (void)snprintf(token, sizeof(token), "%" PRIu64, index + 1);
+    rc = page_send(t, token);
+    if (rc < 0) return rc;
+    if (t->sent >= TREE_CALL_MAX) return -E2BIG; /* the client continues with the token */
+    return rpc_call_is_writable(t->c) ? 0 : 1;
+}
+
+static void on_end(struct rpc_walk *w, int res)
+{
+    struct tree *t = w->ctx;
+    struct rpc_call *c = t->c;
+    int rc = res;
+    if (res == 0 && (t->page_count > 0 || t->sent == 0)) {
+        rc = page_send(t, "");
+    } else if (res == -E2BIG) {
+        /* The call's budget ran out: the last page tells the client where to go on. */
+        char token[24];
+        (void)snprintf(token, sizeof(token), "%" PRIu64, t->skip + t->sent);
+        rc = t->page_count > 0 ? page_send(t, token) : 0;
+    }
+    tree_free(t);
+    if (res == -ENOENT) {
+        rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "root directory not found");
+        return;
+    }
+    if (rc < 0) {
+        rpc_call_finish_err(c, rc, "GetTree");
+        return;
+    }
+    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+}
+
+static int parse_token(const char *token, uint64_t *skip)
+{
+    *skip = 0;
+    size_t n = strlen(token);
+    if (n > 19) return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (token[i] < '0' || token[i] > '9') return -EINVAL;
+        *skip = *skip * 10 + (uint64_t)(token[i] - '0');
+    }
+    return 0;
+}
+
+static int tree_begin(struct tree *t,
+                      const Build__Bazel__Remote__Execution__V2__GetTreeRequest *req)
+{
+    struct blob_key k;
+    int rc = rpc_digest_cas_key(req->root_digest, &k);
+    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
+    if (rc == 0) rc = parse_token(req->page_token, &t->skip);
+    if (rc < 0) return rc;
+    uint32_t ps = req->page_size > 0 ? (uint32_t)req->page_size : TREE_PAGE_DEFAULT;
+    t->page_size = ps < TREE_PAGE_MAX ? ps : TREE_PAGE_MAX;
+    struct walk_digest root;
+    memcpy(root.hash, k.hash, BLOB_HASH_SIZE);
+    root.size = k.size;
+    t->w.call = t->c;
+    t->w.on_dir = on_dir;
+    t->w.on_end = on_end;
+    t->w.ctx = t;
+    t->w.dir_max = TREE_DIR_MAX;
+    t->w.visit_max = t->skip + TREE_CALL_MAX + 1;
+    return rpc_walk_start(&t->w, &root);
+}
+
+static void get_tree_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
+{
+    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    Build__Bazel__Remote__Execution__V2__GetTreeRequest *req =
+        build__bazel__remote__execution__v2__get_tree_request__unpack(a, len, msg);
+    struct tree *t = rpc_call_alloc(c, sizeof(*t));
+    if (!req || !t) {
+        if (req) build__bazel__remote__execution__v2__get_tree_request__free_unpacked(req, a);
+        rpc_call_finish(c, t ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
+                        t ? "undecodable GetTreeRequest" : "out of memory");
+        return;
+    }
+    t->c = c;
+    c->svc = t;
+    int rc = tree_begin(t, req);
+    build__bazel__remote__execution__v2__get_tree_request__free_unpacked(req, a);
+    if (rc == -ENOENT) {
+        rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "root directory not found");
+        return;
+    }
+    if (rc < 0) rpc_call_finish_err(c, rc, "GetTree");
+}
+
+static void get_tree_on_writable(struct rpc_call *c)
+{
+    struct tree *t = c->svc;
+    rpc_walk_resume(&t->w);
+}
+
+static void get_tree_on_cancel(struct rpc_call *c)
+{
+    struct tree *t = c->svc;
+    if (!t) return;
+    rpc_walk_stop(&t->w);
+    tree_free(t);
+}
+
+const struct rpc_method rpc_svc_cas_get_tree = {
+    .path = "/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree",
+    .route = RPC_ROUTE_GRPC_GET_TREE,
+    .on_message = get_tree_on_message,
+    .on_writable = get_tree_on_writable,
+    .on_cancel = get_tree_on_cancel,
+};

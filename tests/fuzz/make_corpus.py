@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""Writes the seed inputs of the fuzz targets' corpora (tests/fuzz/corpus/<target>/seed-*).
+Seeds are built from the same definitions the servers and clients use (the descriptor set
+for protobuf messages, h2raw for HTTP/2 frames). Run from the repository root after a build;
+fuzzing adds its own finds beside the seeds (minimized with -merge=1 before committing)."""
+
+import os
+import struct
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+import h2raw  # noqa: E402
+import reapi  # noqa: E402
+
+H = reapi.EMPTY_SHA256
+H2 = "a" * 64
+
+
+def out(target, name, data):
+    d = os.path.join(ROOT, "tests", "fuzz", "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def frames_seeds():
+    g = h2raw.grpc_message
+    out("grpc_frame", "one", b"\x00" + g(b"hello"))
+    out("grpc_frame", "several", b"\x03" + g(b"") + g(b"abc") + g(b"x" * 300))
+    out("grpc_frame", "split", b"\x01" + g(b"0123456789")[:7])
+    out("grpc_frame", "oversize", b"\x05" + b"\x00\x00\x01\x00\x01")
+    out("grpc_frame", "compressed", b"\x02" + b"\x01\x00\x00\x00\x01x")
+
+
+def proto_seeds():
+    wr = reapi.cls("google.bytestream.WriteRequest")
+    name = "inst/uploads/u1/blobs/%s/5" % H2
+    out("proto_decode", "write", b"\x03" + wr(resource_name=name, write_offset=0,
+                                              finish_write=True, data=b"hello").SerializeToString())
+    out("proto_decode", "write-tail", b"\x01" + wr(write_offset=5, data=b"x" * 100).SerializeToString())
+    out("proto_decode", "write-unknown", b"\x02" + b"\x20\x01\x29" + b"\x00" * 8 + b"\x52\x01z")
+    rr = reapi.cls("google.bytestream.ReadRequest")
+    out("proto_decode", "read", b"\x00" + rr(resource_name="compressed-blobs/zstd/%s/5" % H2,
+                                             read_offset=2, read_limit=0).SerializeToString())
+    d = reapi.msg("Digest", hash=H2, size_bytes=5)
+    out("proto_decode", "find", b"\x00" + reapi.msg("FindMissingBlobsRequest", instance_name="i",
+                                                    blob_digests=[d, d]).SerializeToString())
+    req = reapi.msg("BatchUpdateBlobsRequest")
+    r = req.requests.add()
+    r.digest.CopyFrom(d)
+    r.data = b"hello"
+    r.compressor = 1
+    out("proto_decode", "batch-update", b"\x00" + req.SerializeToString())
+    ar = reapi.msg("ActionResult", exit_code=1)
+    f = ar.output_files.add()
+    f.path = "out"
+    f.digest.CopyFrom(d)
+    od = ar.output_directories.add()
+    od.path = "dir"
+    od.tree_digest.CopyFrom(d)
+    ar.stdout_digest.CopyFrom(d)
+    out("proto_decode", "action-result", b"\x00" + ar.SerializeToString())
+    upd = reapi.msg("UpdateActionResultRequest", instance_name="x")
+    upd.action_digest.CopyFrom(d)
+    upd.action_result.CopyFrom(ar)
+    out("proto_decode", "update-ac", b"\x00" + upd.SerializeToString())
+    tree = reapi.msg("Tree")
+    tree.root.files.add(name="a", digest=d)
+    tree.root.directories.add(name="sub", digest=d)
+    tree.children.add().files.add(name="b", digest=d)
+    out("proto_decode", "tree", b"\x00" + tree.SerializeToString())
+    out("proto_decode", "resource", b"\x00" + ("a/b/blobs/%s/123" % H).encode())
+    out("proto_decode", "resource-up", b"\x00" + ("uploads/x/compressed-blobs/zstd/%s/1/m" % H).encode())
+    out("proto_decode", "timeout", b"\x00" + b"99999999H")
+
+
+def h2_seeds():
+    c = h2raw.Conn.frame
+    settings = c(h2raw.SETTINGS, 0, 0, struct.pack(">HI", 4, 1 << 20))
+    ack = c(h2raw.SETTINGS, h2raw.ACK, 0)
+
+    def req(stream, path, body, end=True, extra=()):
+        hs = h2raw.hpack(h2raw.grpc_headers(path, extra=extra))
+        return c(h2raw.HEADERS, h2raw.END_HEADERS, stream, hs) + \
+            (c(h2raw.DATA, h2raw.END_STREAM if end else 0, stream, body) if body is not None else b"")
+
+    health = "/grpc.health.v1.Health/Check"
+    g = h2raw.grpc_message
+    out("h2_session", "health", b"\x00" + settings + ack + req(1, health, g(b"")))
+    msg = g(b"\x0a\x03abc")
+    split = settings + c(h2raw.HEADERS, h2raw.END_HEADERS, 1, h2raw.hpack(h2raw.grpc_headers(health)))
+    for i in range(0, len(msg), 3):
+        split += c(h2raw.DATA, 0, 1, msg[i:i + 3])
+    split += c(h2raw.DATA, h2raw.END_STREAM, 1, b"")
+    out("h2_session", "split", b"\x01" + split)
+    out("h2_session", "two-msgs", b"\x02" + settings + req(1, health, g(b"") + g(b"")))
+    caps = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"
+    out("h2_session", "caps", b"\x03" + settings + req(1, caps, g(b"\x0a\x01x")) + req(3, health, g(b"")))
+    out("h2_session", "unknown", b"\x00" + settings + req(1, "/x.Y/Z", g(b"")))
+    wr = reapi.cls("google.bytestream.WriteRequest")
+    w1 = wr(resource_name="uploads/u/blobs/%s/10" % H2, write_offset=0, data=b"01234").SerializeToString()
+    w2 = wr(write_offset=5, finish_write=True, data=b"56789").SerializeToString()
+    out("h2_session", "write", b"\x04" + settings + req(1, "/google.bytestream.ByteStream/Write", g(w1) + g(w2)))
+    rr = reapi.cls("google.bytestream.ReadRequest")
+    read = rr(resource_name="blobs/%s/0" % H).SerializeToString()
+    out("h2_session", "read", b"\x05" + settings + req(1, "/google.bytestream.ByteStream/Read", g(read)))
+    out("h2_session", "reset", b"\x06" + settings + req(1, health, None) +
+        c(h2raw.RST_STREAM, 0, 1, struct.pack(">I", 8)) + req(3, health, g(b"")))
+    out("h2_session", "control", b"\x07" + settings + c(h2raw.PING, 0, 0, b"12345678") +
+        c(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", 1000)) +
+        c(h2raw.PRIORITY, 0, 1, b"\x00\x00\x00\x00\x10") + req(1, health, g(b"")) +
+        c(h2raw.GOAWAY, 0, 0, struct.pack(">II", 1, 0)))
+    hs = h2raw.hpack(h2raw.grpc_headers(health))
+    cont = settings + c(h2raw.HEADERS, 0, 1, hs[:5]) + c(h2raw.CONTINUATION, 0, 1, hs[5:10]) + \
+        c(h2raw.CONTINUATION, h2raw.END_HEADERS, 1, hs[10:]) + c(h2raw.DATA, h2raw.END_STREAM, 1, g(b""))
+    out("h2_session", "continuation", b"\x08" + cont)
+    out("h2_session", "bad-frames", b"\x09" + settings + c(h2raw.DATA, 0, 0, b"x") +
+        c(h2raw.WINDOW_UPDATE, 0, 1, b"\x00\x00\x00\x00") + b"\xff\xff\xff\x00\x00\x00\x00\x00\x01")
+    out("h2_session", "timeout", b"\x0a" + settings + req(1, health, None, extra=[("grpc-timeout", "1m")]))
+    out("h2_session", "ctype", b"\x0b" + settings + req(1, health, g(b""), extra=[("content-type", "text/plain")]))
+    big = [("x-big%d" % i, "v" * 4000) for i in range(5)]
+    out("h2_session", "big-headers", b"\x0c" + settings + req(1, health, g(b""), extra=big))
+
+
+if __name__ == "__main__":
+    frames_seeds()
+    proto_seeds()
+    h2_seeds()

@@ -1,0 +1,162 @@
+"""A raw HTTP/2 client for tests of the server's limits: it writes frames byte by byte as a
+misbehaving client would (floods, resets, oversized headers) and reads back frame types and
+error codes. Header blocks are encoded as HPACK literals without indexing (RFC 7541 §6.2.2),
+which every decoder accepts; responses' header blocks are not decoded (grpcio and nghttp
+check those), but DATA payloads and RST_STREAM/GOAWAY codes are."""
+
+import socket
+import struct
+import time
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
+    CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS, PADDED, PRIO = 0x1, 0x1, 0x4, 0x8, 0x20
+
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, SETTINGS_TIMEOUT, \
+    STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, \
+    CONNECT_ERROR, ENHANCE_YOUR_CALM = range(12)
+
+
+def _int(value, prefix_bits, first=0):
+    """HPACK integer (RFC 7541 §5.1)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = [first | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7f) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def hpack(headers):
+    out = b""
+    for name, value in headers:
+        name = name.encode() if isinstance(name, str) else name
+        value = value.encode() if isinstance(value, str) else value
+        out += b"\x00" + _int(len(name), 7) + name + _int(len(value), 7) + value
+    return out
+
+
+def grpc_headers(path, extra=(), timeout=None, content_type="application/grpc"):
+    h = [(":method", "POST"), (":scheme", "http"), (":path", path),
+         (":authority", "localhost"), ("content-type", content_type), ("te", "trailers")]
+    if timeout:
+        h.append(("grpc-timeout", timeout))
+    return h + list(extra)
+
+
+def grpc_message(payload):
+    return b"\x00" + struct.pack(">I", len(payload)) + payload
+
+
+class Conn:
+    def __init__(self, port, settings=(), window=None, timeout=10.0, ack=True):
+        self.ack = ack
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.closed = False
+        payload = b"".join(struct.pack(">HI", k, v) for k, v in settings)
+        self.send_raw(PREFACE + self.frame(SETTINGS, 0, 0, payload))
+        if window:
+            self.send_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", window))
+
+    @staticmethod
+    def frame(ftype, flags, stream, payload=b""):
+        return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+            struct.pack(">I", stream) + payload
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send_frame(self, ftype, flags, stream, payload=b""):
+        self.send_raw(self.frame(ftype, flags, stream, payload))
+
+    def headers(self, stream, headers, end_stream=False, max_frame=16384):
+        """HEADERS, and CONTINUATION frames when the block is over <max_frame> bytes."""
+        block = hpack(headers)
+        first, rest = block[:max_frame], block[max_frame:]
+        flags = (END_STREAM if end_stream else 0) | (0 if rest else END_HEADERS)
+        out = self.frame(HEADERS, flags, stream, first)
+        while rest:
+            piece, rest = rest[:max_frame], rest[max_frame:]
+            out += self.frame(CONTINUATION, 0 if rest else END_HEADERS, stream, piece)
+        self.send_raw(out)
+
+    def data(self, stream, payload, end_stream=False, max_frame=16384):
+        """DATA frames of at most <max_frame> bytes (the default SETTINGS_MAX_FRAME_SIZE)."""
+        out = b""
+        while True:
+            piece, payload = payload[:max_frame], payload[max_frame:]
+            last = not payload
+            out += self.frame(DATA, END_STREAM if (end_stream and last) else 0, stream, piece)
+            if last:
+                break
+        self.send_raw(out)
+
+    def rst(self, stream, code=CANCEL):
+        self.send_frame(RST_STREAM, 0, stream, struct.pack(">I", code))
+
+    def read_frame(self, timeout=10.0):
+        """The next frame as (type, flags, stream, payload), or None once the peer closed.
+        SETTINGS and PINGs are acknowledged on the way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) >= 9 + n:
+                    ftype, flags = self.buf[3], self.buf[4]
+                    stream = int.from_bytes(self.buf[5:9], "big") & 0x7fffffff
+                    payload = self.buf[9:9 + n]
+                    self.buf = self.buf[9 + n:]
+                    try:
+                        if ftype == SETTINGS and not flags & ACK and self.ack:
+                            self.send_frame(SETTINGS, ACK, 0)
+                        if ftype == PING and not flags & ACK:
+                            self.send_frame(PING, ACK, 0, payload)
+                    except OSError:
+                        pass  # the peer is closing; what it sent is still read
+                    return ftype, flags, stream, payload
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame within %.1fs" % timeout)
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                return None
+            self.buf += chunk
+
+    def frames_until(self, pred, timeout=10.0):
+        """Reads frames until pred(frame) holds (returns the frames read) or the peer closes."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            f = self.read_frame(max(0.01, deadline - time.monotonic()))
+            if f is None:
+                return seen
+            seen.append(f)
+            if pred(f):
+                return seen
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def rst_code(frame):
+    return int.from_bytes(frame[3][:4], "big")
+
+
+def goaway_code(frame):
+    return int.from_bytes(frame[3][4:8], "big")

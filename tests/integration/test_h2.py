@@ -1,0 +1,387 @@
+"""HTTP/2 and gRPC on the real server, with grpcio, nghttp and a raw frame client: Health and
+Capabilities, gRPC framing and errors, and every limit (streams, header bytes, message size,
+rapid resets, CONTINUATION floods, idle connections, drain). Every scenario ends with the
+server's stream, call and memory counters back to zero."""
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import unittest
+
+import grpc
+
+import h2raw
+import harness
+import reapi
+
+GAUGES = ("h2_streams", "grpc_calls", "grpc_segs", "grpc_slices", "grpc_pins", "pb_mem_bytes",
+          "bs_readers", "bs_uploads")
+HEALTH = "/grpc.health.v1.Health/Check"
+# HealthCheckResponse{status: SERVING}, framed: what a successful Check sends back.
+SERVING = h2raw.grpc_message(b"\x08\x01")
+
+
+class H2Case(harness.ServerTestCase):
+    def setUp(self):
+        self.client = reapi.Client(self.server.address)
+
+    def tearDown(self):
+        self.client.close()
+        self.server.wait_quiet(extra=GAUGES + ("h2_conns",))
+
+    def check(self, service=""):
+        return self.client.Check(reapi.msg("grpc.health.v1.HealthCheckRequest", service=service),
+                                 timeout=10)
+
+    def code_of(self, fn, *args, **kw):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(*args, **kw)
+        return cm.exception.code(), cm.exception.details()
+
+
+class Services(H2Case):
+    def test_health_serving_for_the_server_and_each_service(self):
+        for name in ("", "grpc.health.v1.Health", "google.bytestream.ByteStream",
+                     "build.bazel.remote.execution.v2.ContentAddressableStorage",
+                     "build.bazel.remote.execution.v2.ActionCache",
+                     "build.bazel.remote.execution.v2.Capabilities"):
+            self.assertEqual(self.check(name).status, 1, name)
+        code, _ = self.code_of(self.check, "no.such.Service")
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+
+    def test_capabilities(self):
+        caps = self.client.GetCapabilities(reapi.msg("GetCapabilitiesRequest", instance_name="a/b"),
+                                           timeout=10)
+        cc = caps.cache_capabilities
+        self.assertEqual(list(cc.digest_functions), [1])          # SHA256
+        self.assertEqual(list(cc.supported_compressors), [1])     # ZSTD
+        self.assertEqual(list(cc.supported_batch_update_compressors), [1])
+        self.assertEqual(cc.max_batch_total_size_bytes, 4 << 20)
+        self.assertTrue(cc.action_cache_update_capabilities.update_enabled)
+        self.assertEqual((caps.low_api_version.major, caps.low_api_version.minor), (2, 0))
+        self.assertEqual((caps.high_api_version.major, caps.high_api_version.minor), (2, 3))
+        self.assertFalse(caps.HasField("execution_capabilities"))
+
+    def test_metrics_count_calls_by_route_and_status(self):
+        before = self.server.metric("ringcas_requests_total", route="grpc.health.v1.Health/Check",
+                                    status="0")
+        for _ in range(3):
+            self.check()
+        after = self.server.metric("ringcas_requests_total", route="grpc.health.v1.Health/Check",
+                                   status="0")
+        self.assertEqual(after - before, 3)
+
+
+class Errors(H2Case):
+    def test_unknown_method_is_unimplemented(self):
+        code, _ = self.code_of(self.client.raw("/no.Such/Method"), b"", timeout=10)
+        self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)
+        code, _ = self.code_of(self.client.raw("/grpc.health.v1.Health/Watch"), b"", timeout=10)
+        self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_undecodable_message_is_invalid_argument(self):
+        code, details = self.code_of(self.client.raw(HEALTH), b"\xff\xff\xff", timeout=10)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("undecodable", details)
+
+    def test_unary_needs_exactly_one_message(self):
+        two = self.client.raw(HEALTH, "su")
+        code, _ = self.code_of(two, iter([b"", b""]), timeout=10)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code, _ = self.code_of(two, iter([]), timeout=10)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_message_over_the_limit_is_resource_exhausted(self):
+        big = b"\x0a" + b"\x80\x80\x80\x03" + b"x" * (5 << 20)  # service = 6 MiB string
+        before = self.server.metric("ringcas_grpc_oversize")
+        code, _ = self.code_of(self.client.raw(HEALTH), big, timeout=30)
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertEqual(self.server.metric("ringcas_grpc_oversize") - before, 1)
+        # A message just under the limit is taken (and is a fine, if odd, service name).
+        ok = b"\x0a" + b"\x80\x80\x80\x02" + b"x" * (4 << 20)
+        code, _ = self.code_of(self.client.raw(HEALTH), ok, timeout=30)
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+
+    def test_compressed_messages_are_refused(self):
+        code, details = self.code_of(self.client.Check,
+                                     reapi.msg("grpc.health.v1.HealthCheckRequest", service="x" * 100),
+                                     timeout=10, compression=grpc.Compression.Gzip)
+        self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)
+        self.assertIn("grpc-encoding", details)
+
+    def nghttp(self, *args):
+        if not shutil.which("nghttp"):
+            self.skipTest("nghttp (nghttp2-client) not installed")
+        body = os.path.join(self.server.dir, "body")
+        with open(body, "wb") as f:
+            f.write(h2raw.grpc_message(b""))
+        r = subprocess.run(["nghttp", "-nv", "-d", body] + list(args) +
+                           ["http://%s%s" % (self.server.address, HEALTH)],
+                           capture_output=True, text=True, timeout=30)
+        return r.stdout
+
+    def test_content_type_must_be_grpc(self):
+        out = self.nghttp("-H", "content-type: text/plain")
+        self.assertIn(":status: 415", out)
+        out = self.nghttp("-H", "content-type: application/grpc+proto", "-H", "te: trailers")
+        self.assertIn(":status: 200", out)
+        self.assertIn("grpc-status: 0", out)
+
+    def test_malformed_grpc_timeout_and_zero_timeout(self):
+        out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-timeout: 10x")
+        self.assertIn("grpc-status: 3", out)
+        out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-timeout: 0m")
+        self.assertIn("grpc-status: 4", out)
+        # Trailers-only: the status comes in the one HEADERS frame, no DATA.
+        self.assertNotIn("recv DATA", out)
+
+
+class Framing(H2Case):
+    def raw_check(self, pieces, flags_last=h2raw.END_STREAM):
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            for i, p in enumerate(pieces):
+                c.data(1, p, end_stream=(i == len(pieces) - 1))
+            got = b""
+            for f in c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM):
+                if f[0] == h2raw.DATA and f[2] == 1:
+                    got += f[3]
+            return got
+        finally:
+            c.close()
+
+    def test_message_split_byte_by_byte_across_frames(self):
+        msg = h2raw.grpc_message(b"")
+        self.assertEqual(self.raw_check([msg[i:i + 1] for i in range(len(msg))]), SERVING)
+        msg = h2raw.grpc_message(b"\x0a\x15grpc.health.v1.Health")
+        self.assertEqual(self.raw_check([msg[:3], msg[3:11], msg[11:], b""]), SERVING)
+
+    def test_two_messages_in_one_frame_is_an_error_for_unary(self):
+        got = self.raw_check([h2raw.grpc_message(b"") * 2])
+        self.assertEqual(got, b"")  # trailers-only INVALID_ARGUMENT: no DATA
+
+    def test_truncated_message_at_end_of_stream(self):
+        got = self.raw_check([h2raw.grpc_message(b"\x0a\x01x")[:6]])
+        self.assertEqual(got, b"")
+
+    def test_many_calls_on_one_connection_share_sends(self):
+        c = h2raw.Conn(self.server.port, window=1 << 24)
+        try:
+            for i in range(100):
+                c.headers(2 * i + 1, h2raw.grpc_headers(HEALTH))
+                c.data(2 * i + 1, h2raw.grpc_message(b""), end_stream=True)
+            done = set()
+            body = {}
+            while len(done) < 100:
+                f = c.read_frame(20)
+                self.assertIsNotNone(f)
+                if f[0] == h2raw.DATA:
+                    body[f[2]] = body.get(f[2], b"") + f[3]
+                if f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM:
+                    done.add(f[2])
+            self.assertEqual(len(done), 100)
+            self.assertTrue(all(b == SERVING for b in body.values()) and len(body) == 100)
+        finally:
+            c.close()
+
+    def test_200_concurrent_calls(self):
+        errors = []
+        clients = [reapi.Client(self.server.address) for _ in range(4)]
+
+        def worker(cl, n):
+            try:
+                futs = [cl.Check.future(reapi.msg("grpc.health.v1.HealthCheckRequest"), timeout=30)
+                        for _ in range(n)]
+                for f in futs:
+                    if f.result().status != 1:
+                        errors.append("not serving")
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=worker, args=(cl, 50)) for cl in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for cl in clients:
+            cl.close()
+        self.assertEqual(errors, [])
+
+
+class Limits(H2Case):
+    def test_max_concurrent_streams_is_advertised_and_enforced(self):
+        # Before the client acknowledges SETTINGS, a stream past the limit is refused alone.
+        c = h2raw.Conn(self.server.port, ack=False)
+        try:
+            frames = c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            settings = frames[-1][3]
+            values = {int.from_bytes(settings[i:i + 2], "big"):
+                      int.from_bytes(settings[i + 2:i + 6], "big") for i in range(0, len(settings), 6)}
+            self.assertEqual(values.get(3), 128)  # SETTINGS_MAX_CONCURRENT_STREAMS
+            for i in range(129):
+                c.headers(2 * i + 1, h2raw.grpc_headers(HEALTH))
+            frames = c.frames_until(lambda f: f[0] == h2raw.RST_STREAM)
+            rst = [f for f in frames if f[0] == h2raw.RST_STREAM]
+            self.assertEqual([(f[2], h2raw.rst_code(f)) for f in rst],
+                             [(2 * 128 + 1, h2raw.REFUSED_STREAM)])
+        finally:
+            c.close()
+        # After it, exceeding the limit is a connection error (nghttp2: GOAWAY PROTOCOL_ERROR).
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            for i in range(129):
+                c.headers(2 * i + 1, h2raw.grpc_headers(HEALTH))
+            frames = c.frames_until(lambda f: f[0] in (h2raw.GOAWAY, h2raw.RST_STREAM))
+            self.assertTrue(frames and frames[-1][0] in (h2raw.GOAWAY, h2raw.RST_STREAM))
+        finally:
+            c.close()
+
+    def test_header_list_over_the_limit_resets_the_stream(self):
+        before = self.server.metric("ringcas_h2_header_overflows")
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH, extra=[("x-big", "v" * 8000), ("x-big2", "w" * 9000)]))
+            frames = c.frames_until(lambda f: f[0] == h2raw.RST_STREAM)
+            self.assertEqual(frames[-1][0], h2raw.RST_STREAM)
+            # The connection lives on.
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[0] == h2raw.DATA and f[2] == 3)
+            self.assertEqual(frames[-1][3], SERVING)
+        finally:
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_h2_header_overflows") - before, 1)
+
+    def test_rapid_reset_gets_goaway(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            batch = b""
+            for i in range(3000):
+                s = 2 * i + 1
+                batch += c.frame(h2raw.HEADERS, h2raw.END_HEADERS, s,
+                                 h2raw.hpack(h2raw.grpc_headers(HEALTH)))
+                batch += c.frame(h2raw.RST_STREAM, 0, s, struct.pack(">I", h2raw.CANCEL))
+            try:
+                c.send_raw(batch)
+            except OSError:
+                pass
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            goaway = [f for f in frames if f[0] == h2raw.GOAWAY]
+            self.assertTrue(goaway, "no GOAWAY after 3000 rapid resets")
+            self.assertNotEqual(h2raw.goaway_code(goaway[0]), h2raw.NO_ERROR)
+        finally:
+            c.close()
+
+    def test_continuation_flood_gets_goaway(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            # A header block dribbled out one byte per CONTINUATION frame: nghttp2 allows 8.
+            block = h2raw.hpack(h2raw.grpc_headers(HEALTH))
+            flood = c.frame(h2raw.HEADERS, 0, 1, block[:4])
+            for i in range(4, len(block)):
+                flood += c.frame(h2raw.CONTINUATION, 0, 1, block[i:i + 1])
+            try:
+                c.send_raw(flood)
+            except OSError:
+                pass
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            self.assertTrue(any(f[0] == h2raw.GOAWAY for f in frames) or c.closed)
+        finally:
+            c.close()
+
+    def test_invalid_frames_past_the_budget_get_goaway(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            # WINDOW_UPDATE with a zero increment on an idle... stream is a PROTOCOL_ERROR
+            # stream error; each one is an invalid frame ("glitch").
+            batch = b""
+            for i in range(1500):
+                s = 2 * i + 1
+                batch += c.frame(h2raw.HEADERS, h2raw.END_HEADERS, s,
+                                 h2raw.hpack(h2raw.grpc_headers(HEALTH)))
+                batch += c.frame(h2raw.WINDOW_UPDATE, 0, s, struct.pack(">I", 0))
+            try:
+                c.send_raw(batch)
+            except OSError:
+                pass
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            self.assertTrue(any(f[0] == h2raw.GOAWAY for f in frames) or c.closed)
+        finally:
+            c.close()
+        self.assertGreater(self.server.metric("ringcas_h2_glitches"), 0)
+
+
+class Idle(harness.ServerTestCase):
+    server_args = ("--read-timeout", "1s")
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=GAUGES + ("h2_conns",))
+
+    def test_idle_connection_is_closed(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            start = time.monotonic()
+            c.frames_until(lambda f: False, timeout=10)
+            self.assertTrue(c.closed)
+            self.assertLess(time.monotonic() - start, 5)
+        finally:
+            c.close()
+
+    def test_open_stream_waiting_for_the_client_does_not_keep_it_open(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH))  # the request never ends
+            c.frames_until(lambda f: False, timeout=10)
+            self.assertTrue(c.closed)
+        finally:
+            c.close()
+
+    def test_active_connection_is_not_closed(self):
+        client = reapi.Client(self.server.address)
+        try:
+            for _ in range(8):
+                client.Check(reapi.msg("grpc.health.v1.HealthCheckRequest"), timeout=5)
+                time.sleep(0.3)
+        finally:
+            client.close()
+
+
+class Drain(unittest.TestCase):
+    def test_sigterm_sends_goaway_and_finishes_calls(self):
+        srv = harness.Server(cores=1)
+        srv.start()
+        try:
+            c = h2raw.Conn(srv.port)
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            srv.proc.send_signal(signal.SIGTERM)
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            goaway = [f for f in frames if f[0] == h2raw.GOAWAY]
+            self.assertTrue(goaway)
+            self.assertEqual(h2raw.goaway_code(goaway[0]), h2raw.NO_ERROR)
+            last = int.from_bytes(goaway[0][3][:4], "big") & 0x7fffffff
+            self.assertEqual(last, 1)
+            # The call started before the GOAWAY still completes (and says the server is
+            # draining: NOT_SERVING).
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[0] == h2raw.DATA and f[2] == 1)
+            self.assertEqual(frames[-1][3], h2raw.grpc_message(b"\x08\x02"))
+            c.frames_until(lambda f: False, timeout=20)
+            self.assertTrue(c.closed)
+            self.assertEqual(srv.proc.wait(timeout=30), 0)
+            srv.proc.stdout.close()
+            srv.proc = None
+            srv.log.close()
+        finally:
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()

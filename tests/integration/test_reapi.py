@@ -1,0 +1,552 @@
+"""The REAPI storage services and ByteStream on the real server, with grpcio: every method,
+every error code the services promise (docs/grpc.md), compressed reads and writes,
+resumable uploads, deadlines, cancellation mid-read and mid-write, 200 concurrent calls.
+Every scenario ends with the server's calls, pieces, readers and uploads back to zero."""
+
+import hashlib
+import io
+import os
+import threading
+import time
+import unittest
+import uuid
+
+import grpc
+import zstandard
+
+import h2raw
+import harness
+import reapi
+
+GAUGES = ("h2_streams", "grpc_calls", "grpc_segs", "grpc_slices", "grpc_pins", "pb_mem_bytes",
+          "bs_readers", "bs_uploads")
+SC = grpc.StatusCode
+
+
+def digest(data):
+    return reapi.msg("Digest", hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+
+
+def blob_name(data, instance="", compressed=False, upload=None):
+    d = digest(data)
+    parts = [instance] if instance else []
+    if upload:
+        parts += ["uploads", upload]
+    parts += ["compressed-blobs", "zstd"] if compressed else ["blobs"]
+    parts += [d.hash, str(d.size_bytes)]
+    return "/".join(parts)
+
+
+def unzstd(data):
+    """Decompresses a zstd stream of any number of frames."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    return reader.read()
+
+
+def write_reqs(name, data, chunk=64 << 10, offset=0, finish=True):
+    reqs = []
+    pos = 0
+    while True:
+        piece = data[pos:pos + chunk]
+        last = pos + chunk >= len(data)
+        r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset + pos, data=piece,
+                      finish_write=finish and last)
+        if pos == 0:
+            r.resource_name = name
+        reqs.append(r)
+        pos += chunk
+        if last:
+            return reqs
+
+
+def wait_zero(server, names, timeout=10.0):
+    """Waits until the gauges <names> (ringcas_ prefix omitted) are zero on every core, while
+    connections may stay open."""
+    def zero():
+        samples = harness.parse_metrics(server.metrics_text())
+        left = {n: sum(v for m, _, v in samples if m == "ringcas_" + n) for n in names}
+        return all(v == 0 for v in left.values()) or None
+    harness.wait_for(zero, timeout=timeout, what="gauges %s to return to zero" % (names,))
+
+
+class ReapiCase(harness.ServerTestCase):
+    def setUp(self):
+        self.c = reapi.Client(self.server.address)
+
+    def tearDown(self):
+        self.c.close()
+        self.server.wait_quiet(extra=GAUGES + ("h2_conns",))
+
+    def code(self, fn, *args, **kw):
+        kw.setdefault("timeout", 30)
+        with self.assertRaises(grpc.RpcError) as cm:
+            r = fn(*args, **kw)
+            if hasattr(r, "__iter__") and not isinstance(r, (bytes, str)):
+                list(r)
+        return cm.exception.code(), cm.exception.details()
+
+    def write(self, data, compressed=False, instance="", chunk=64 << 10):
+        body = zstandard.ZstdCompressor().compress(data) if compressed else data
+        name = blob_name(data, instance, compressed, upload=str(uuid.uuid4()))
+        return self.c.Write(iter(write_reqs(name, body, chunk)), timeout=60).committed_size
+
+    def read(self, data, compressed=False, offset=0, limit=0, instance=""):
+        name = blob_name(data, instance, compressed)
+        req = reapi.msg("google.bytestream.ReadRequest", resource_name=name, read_offset=offset,
+                        read_limit=limit)
+        out = b"".join(r.data for r in self.c.Read(req, timeout=60))
+        return unzstd(out) if compressed else out
+
+    def missing(self, blobs, instance=""):
+        req = reapi.msg("FindMissingBlobsRequest", instance_name=instance,
+                        blob_digests=[digest(b) for b in blobs])
+        resp = self.c.FindMissingBlobs(req, timeout=30)
+        return [(d.hash, d.size_bytes) for d in resp.missing_blob_digests]
+
+    def batch_update(self, blobs, zstd=False):
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for b in blobs:
+            r = req.requests.add()
+            r.digest.CopyFrom(digest(b))
+            r.data = zstandard.ZstdCompressor().compress(b) if zstd else b
+            r.compressor = 1 if zstd else 0
+        return self.c.BatchUpdateBlobs(req, timeout=30).responses
+
+
+class Cas(ReapiCase):
+    def test_find_missing_is_exact_and_knows_the_empty_blob(self):
+        a, b = os.urandom(100), os.urandom(200)
+        self.assertEqual(self.missing([b"", a, b]), [(digest(a).hash, 100), (digest(b).hash, 200)])
+        self.write(a)
+        self.assertEqual(self.missing([b"", a, b]), [(digest(b).hash, 200)])
+        # The size is part of the key.
+        req = reapi.msg("FindMissingBlobsRequest",
+                        blob_digests=[reapi.msg("Digest", hash=digest(a).hash, size_bytes=101)])
+        self.assertEqual(len(self.c.FindMissingBlobs(req, timeout=30).missing_blob_digests), 1)
+
+    def test_find_missing_refuses_malformed_digests(self):
+        for d in (reapi.msg("Digest", hash="zz" * 32, size_bytes=1),
+                  reapi.msg("Digest", hash="ab", size_bytes=1),
+                  reapi.msg("Digest", hash=reapi.EMPTY_SHA256, size_bytes=-1)):
+            req = reapi.msg("FindMissingBlobsRequest", blob_digests=[d])
+            code, _ = self.code(self.c.FindMissingBlobs, req)
+            self.assertEqual(code, SC.INVALID_ARGUMENT)
+        req = reapi.msg("FindMissingBlobsRequest", digest_function=9)  # BLAKE3
+        self.assertEqual(self.code(self.c.FindMissingBlobs, req)[0], SC.INVALID_ARGUMENT)
+
+    def test_find_missing_with_a_thousand_digests(self):
+        blobs = [os.urandom(32) for _ in range(1000)]
+        self.batch_update(blobs[:500])
+        missing = self.missing(blobs)
+        self.assertEqual(len(missing), 500)
+        self.assertEqual(set(missing), {(digest(b).hash, 32) for b in blobs[500:]})
+
+    def test_batch_update_answers_per_blob(self):
+        good, zstd_one = os.urandom(1000), b"z" * 5000
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for data, d, comp in ((good, digest(good), 0),
+                              (b"liar", digest(b"lies"), 0),
+                              (zstandard.ZstdCompressor().compress(zstd_one), digest(zstd_one), 1),
+                              (b"x", reapi.msg("Digest", hash="nothex", size_bytes=1), 0),
+                              (b"y", digest(b"y"), 2)):  # DEFLATE: not supported
+            r = req.requests.add()
+            r.digest.CopyFrom(d)
+            r.data = data
+            r.compressor = comp
+        resp = self.c.BatchUpdateBlobs(req, timeout=30).responses
+        self.assertEqual([r.status.code for r in resp], [0, 3, 0, 3, 3])
+        self.assertIn("digest", resp[1].status.message)
+        self.assertEqual(self.missing([good, zstd_one, b"liar", b"lies"]),
+                         [(digest(b"liar").hash, 4), (digest(b"lies").hash, 4)])
+        # Present blobs are fine to upload again.
+        self.assertEqual([r.status.code for r in self.batch_update([good, b""])], [0, 0])
+
+    def test_batch_read_per_blob_and_zstd(self):
+        a, b = os.urandom(3000), b"compressible " * 1000
+        self.batch_update([a, b])
+        req = reapi.msg("BatchReadBlobsRequest", digests=[digest(a), digest(b"nope"), digest(b),
+                                                          digest(b"")])
+        resp = self.c.BatchReadBlobs(req, timeout=30).responses
+        self.assertEqual([r.status.code for r in resp], [0, 5, 0, 0])
+        self.assertEqual(resp[0].data, a)
+        self.assertEqual(resp[2].data, b)
+        self.assertEqual(resp[3].data, b"")
+        req.acceptable_compressors.append(1)
+        resp = self.c.BatchReadBlobs(req, timeout=30).responses
+        self.assertEqual(resp[2].compressor, 1)
+        self.assertEqual(unzstd(resp[2].data), b)
+        self.assertEqual(unzstd(resp[0].data), a)
+
+    def test_batch_read_over_the_limit(self):
+        big = reapi.msg("Digest", hash="ab" * 32, size_bytes=3 << 20)
+        req = reapi.msg("BatchReadBlobsRequest", digests=[big, big])
+        self.assertEqual(self.code(self.c.BatchReadBlobs, req)[0], SC.INVALID_ARGUMENT)
+
+
+class ByteStream(ReapiCase):
+    def test_write_then_read_small_and_large(self):
+        for size in (0, 1, 1000, 300_000, 5 << 20):
+            data = os.urandom(size)
+            self.assertEqual(self.write(data), size)
+            self.assertEqual(self.read(data), data)
+
+    def test_compressed_write_and_reads_both_ways(self):
+        data = (b"build output " * 40000) + os.urandom(70000)
+        self.assertEqual(self.write(data, compressed=True),
+                         len(zstandard.ZstdCompressor().compress(data)))
+        self.assertEqual(self.read(data), data)
+        self.assertEqual(self.read(data, compressed=True), data)
+        self.assertEqual(self.read(data, compressed=True, offset=300_001), data[300_001:])
+        other = os.urandom(100_000)
+        self.write(other)
+        self.assertEqual(self.read(other, compressed=True), other)
+
+    def test_read_offset_and_limit(self):
+        data = os.urandom(600_000)
+        self.write(data)
+        self.assertEqual(self.read(data, offset=1000), data[1000:])
+        self.assertEqual(self.read(data, offset=1000, limit=10), data[1000:1010])
+        self.assertEqual(self.read(data, offset=299_990, limit=300_000), data[299_990:599_990])
+        self.assertEqual(self.read(data, offset=600_000), b"")
+        for off, lim in ((600_001, 0), (-1, 0), (0, -1)):
+            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data),
+                            read_offset=off, read_limit=lim)
+            self.assertEqual(self.code(self.c.Read, req)[0], SC.OUT_OF_RANGE, (off, lim))
+        req = reapi.msg("google.bytestream.ReadRequest",
+                        resource_name=blob_name(data, compressed=True), read_limit=5)
+        self.assertEqual(self.code(self.c.Read, req)[0], SC.INVALID_ARGUMENT)
+
+    def test_read_errors(self):
+        req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(b"never stored"))
+        self.assertEqual(self.code(self.c.Read, req)[0], SC.NOT_FOUND)
+        for name in ("blobs/xyz/1", "blobs/%s" % reapi.EMPTY_SHA256, "nothing",
+                     "blobs/sha1/%s/0" % ("a" * 40), "compressed-blobs/brotli/%s/0" % reapi.EMPTY_SHA256,
+                     "uploads/u/blobs/%s/0" % reapi.EMPTY_SHA256):
+            req = reapi.msg("google.bytestream.ReadRequest", resource_name=name)
+            self.assertEqual(self.code(self.c.Read, req)[0], SC.INVALID_ARGUMENT, name)
+
+    def test_write_of_a_present_blob_ends_early(self):
+        data = os.urandom(200_000)
+        self.write(data)
+        name = blob_name(data, upload="u1")
+        self.assertEqual(self.c.Write(iter(write_reqs(name, data)), timeout=30).committed_size,
+                         len(data))
+        zname = blob_name(data, compressed=True, upload="u2")
+        body = zstandard.ZstdCompressor().compress(data)
+        self.assertEqual(self.c.Write(iter(write_reqs(zname, body)), timeout=30).committed_size, -1)
+
+    def test_write_errors_leave_nothing_visible(self):
+        data = os.urandom(50_000)
+        name = blob_name(b"something else" + data, upload="u")
+        self.assertEqual(self.code(self.c.Write, iter(write_reqs(name, data)))[0],
+                         SC.INVALID_ARGUMENT)  # size mismatch
+        name = blob_name(data, upload="u")
+        wrong = bytearray(data)
+        wrong[100] ^= 1
+        code, details = self.code(self.c.Write, iter(write_reqs(name, bytes(wrong))))
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertIn("digest", details)
+        self.assertEqual(len(self.missing([data])), 1)
+        # Malformed names, offsets that do not follow, no resource name at all.
+        for bad in ("blobs/%s/%d" % (digest(data).hash, len(data)),
+                    "uploads/u/blobs/nothex/1", "uploads//blobs/%s/1" % digest(data).hash):
+            self.assertEqual(self.code(self.c.Write, iter(write_reqs(bad, data)))[0],
+                             SC.INVALID_ARGUMENT, bad)
+        reqs = write_reqs(name, data, chunk=10_000)
+        reqs[2].write_offset += 1
+        self.assertEqual(self.code(self.c.Write, iter(reqs))[0], SC.INVALID_ARGUMENT)
+        reqs = write_reqs(name, data)
+        reqs[0].resource_name = ""
+        self.assertEqual(self.code(self.c.Write, iter(reqs))[0], SC.INVALID_ARGUMENT)
+        bad_zstd = blob_name(data, compressed=True, upload="z")
+        self.assertEqual(self.code(self.c.Write, iter(write_reqs(bad_zstd, b"not zstd at all")))[0],
+                         SC.INVALID_ARGUMENT)
+        self.assertEqual(len(self.missing([data])), 1)
+
+    def test_resumable_upload(self):
+        data = os.urandom(400_000)
+        name = blob_name(data, upload=str(uuid.uuid4()))
+        first = write_reqs(name, data[:150_000], chunk=50_000, finish=False)
+        self.assertEqual(self.c.Write(iter(first), timeout=30).committed_size, 150_000)
+        q = reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=name)
+        st = self.c.QueryWriteStatus(q, timeout=30)
+        self.assertEqual((st.committed_size, st.complete), (150_000, False))
+        self.assertEqual(self.server.metric("ringcas_bs_uploads_parked"), 1)
+        rest = write_reqs(name, data[150_000:], offset=150_000)
+        self.assertEqual(self.c.Write(iter(rest), timeout=30).committed_size, len(data))
+        st = self.c.QueryWriteStatus(q, timeout=30)
+        self.assertEqual((st.committed_size, st.complete), (len(data), True))
+        self.assertEqual(self.read(data), data)
+        # Unknown uploads, and a resume at the wrong offset.
+        q2 = reapi.msg("google.bytestream.QueryWriteStatusRequest",
+                       resource_name=blob_name(b"unknown", upload="x"))
+        self.assertEqual(self.code(self.c.QueryWriteStatus, q2)[0], SC.NOT_FOUND)
+        other = os.urandom(100_000)
+        oname = blob_name(other, upload="y")
+        self.c.Write(iter(write_reqs(oname, other[:40_000], finish=False)), timeout=30)
+        bad = write_reqs(oname, other[50_000:], offset=50_000)
+        self.assertEqual(self.code(self.c.Write, iter(bad))[0], SC.INVALID_ARGUMENT)
+        self.assertEqual(self.server.metric("ringcas_bs_uploads_parked"), 0)
+
+    def test_malformed_write_request_bytes(self):
+        raw = self.c.raw("/google.bytestream.ByteStream/Write", "su")
+        self.assertEqual(self.code(raw, iter([b"\x0a\xff\xff"]))[0], SC.INVALID_ARGUMENT)
+        self.assertEqual(self.code(raw, iter([b"\x52\x01a\x52\x01b"]))[0], SC.INVALID_ARGUMENT)
+        self.assertEqual(self.code(raw, iter([]))[0], SC.INVALID_ARGUMENT)
+
+
+class ActionCache(ReapiCase):
+    def result_with(self, files=(), tree=None, root_dir=None, stdout=None):
+        ar = reapi.msg("ActionResult", exit_code=0)
+        for i, f in enumerate(files):
+            ar.output_files.add(path="out%d" % i, digest=digest(f))
+        if tree is not None:
+            od = ar.output_directories.add(path="dir")
+            od.tree_digest.CopyFrom(digest(tree))
+        if root_dir is not None:
+            od = ar.output_directories.add(path="rdir")
+            od.root_directory_digest.CopyFrom(digest(root_dir))
+        if stdout is not None:
+            ar.stdout_digest.CopyFrom(digest(stdout))
+        return ar
+
+    def update(self, action, ar, instance="", timeout=30):
+        req = reapi.msg("UpdateActionResultRequest", instance_name=instance)
+        req.action_digest.CopyFrom(digest(action))
+        req.action_result.CopyFrom(ar)
+        return self.c.UpdateActionResult(req, timeout=timeout)
+
+    def get(self, action, instance="", timeout=30):
+        req = reapi.msg("GetActionResultRequest", instance_name=instance)
+        req.action_digest.CopyFrom(digest(action))
+        return self.c.GetActionResult(req, timeout=timeout)
+
+    def test_update_and_get_scoped_by_instance(self):
+        out, log = os.urandom(1000), b"stdout text"
+        self.batch_update([out, log])
+        ar = self.result_with(files=[out], stdout=log)
+        action = os.urandom(32)
+        self.assertEqual(self.update(action, ar, instance="team-a"), ar)
+        self.assertEqual(self.get(action, instance="team-a"), ar)
+        code, _ = self.code(self.get, action, instance="team-b")
+        self.assertEqual(code, SC.NOT_FOUND)
+        code, _ = self.code(self.get, action)
+        self.assertEqual(code, SC.NOT_FOUND)
+        # The newest write wins.
+        ar2 = self.result_with(files=[out])
+        ar2.exit_code = 3
+        self.update(action, ar2, instance="team-a")
+        self.assertEqual(self.get(action, instance="team-a").exit_code, 3)
+
+    def test_result_with_a_missing_output_is_not_found(self):
+        present, absent = os.urandom(100), os.urandom(100)
+        self.batch_update([present])
+        action = os.urandom(32)
+        self.update(action, self.result_with(files=[present, absent]))
+        code, details = self.code(self.get, action)
+        self.assertEqual(code, SC.NOT_FOUND)
+        self.assertIn("outputs", details)
+        self.batch_update([absent])
+        self.assertEqual(len(self.get(action).output_files), 2)
+
+    def test_tree_outputs_are_checked_file_by_file(self):
+        f1, f2 = os.urandom(500), os.urandom(600)
+        tree = reapi.msg("Tree")
+        tree.root.files.add(name="a", digest=digest(f1))
+        sub = tree.children.add()
+        sub.files.add(name="b", digest=digest(f2))
+        tree.root.directories.add(name="sub", digest=digest(sub.SerializeToString()))
+        tb = tree.SerializeToString()
+        action = os.urandom(32)
+        self.update(action, self.result_with(tree=tb))
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # no Tree blob
+        self.batch_update([tb, f1])
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # f2 missing
+        self.batch_update([f2])
+        self.assertEqual(self.get(action).output_directories[0].path, "dir")
+
+    def test_root_directory_outputs_are_walked(self):
+        f1, f2 = os.urandom(50), os.urandom(60)
+        leaf = reapi.msg("Directory")
+        leaf.files.add(name="f2", digest=digest(f2))
+        lb = leaf.SerializeToString()
+        root = reapi.msg("Directory")
+        root.files.add(name="f1", digest=digest(f1))
+        root.directories.add(name="leaf", digest=digest(lb))
+        rb = root.SerializeToString()
+        action = os.urandom(32)
+        self.update(action, self.result_with(root_dir=rb))
+        self.batch_update([rb, f1, f2])
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # leaf missing
+        self.batch_update([lb])
+        self.get(action)
+
+    def test_bad_requests(self):
+        req = reapi.msg("UpdateActionResultRequest")
+        req.action_digest.CopyFrom(digest(b"x"))
+        self.assertEqual(self.code(self.c.UpdateActionResult, req)[0], SC.INVALID_ARGUMENT)
+        req = reapi.msg("GetActionResultRequest")
+        req.action_digest.hash = "short"
+        self.assertEqual(self.code(self.c.GetActionResult, req)[0], SC.INVALID_ARGUMENT)
+
+
+class Tree(ReapiCase):
+    def test_get_tree_pages_breadth_first(self):
+        leaves = []
+        for i in range(5):
+            d = reapi.msg("Directory")
+            d.files.add(name="f%d" % i, digest=digest(b"%d" % i))
+            leaves.append(d.SerializeToString())
+        mid = reapi.msg("Directory")
+        for i, lb in enumerate(leaves):
+            mid.directories.add(name="l%d" % i, digest=digest(lb))
+        mb = mid.SerializeToString()
+        root = reapi.msg("Directory")
+        root.directories.add(name="m", digest=digest(mb))
+        root.directories.add(name="m2", digest=digest(mb))  # the same directory twice
+        root.directories.add(name="gone", digest=digest(b"missing dir"))
+        rb = root.SerializeToString()
+        self.batch_update([rb, mb] + leaves)
+        req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_size=2)
+        pages = list(self.c.GetTree(req, timeout=30))
+        dirs = [d.SerializeToString() for p in pages for d in p.directories]
+        self.assertEqual(dirs, [rb, mb] + leaves)
+        self.assertEqual([len(p.directories) for p in pages], [2, 2, 2, 1])
+        # Tokens are breadth-first positions (the missing directory has one too).
+        self.assertEqual([p.next_page_token for p in pages], ["2", "5", "7", ""])
+        req.page_token = "5"
+        again = [d.SerializeToString() for p in self.c.GetTree(req, timeout=30) for d in p.directories]
+        self.assertEqual(again, leaves[2:])
+        req = reapi.msg("GetTreeRequest", root_digest=digest(b"no such root"))
+        self.assertEqual(self.code(self.c.GetTree, req)[0], SC.NOT_FOUND)
+        req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token="x")
+        self.assertEqual(self.code(self.c.GetTree, req)[0], SC.INVALID_ARGUMENT)
+
+
+class Cancellation(ReapiCase):
+    def test_deadline_mid_write_aborts_the_upload(self):
+        data = os.urandom(300_000)
+        name = blob_name(data, upload="slow")
+        before = self.server.metric("ringcas_grpc_deadlines")
+
+        def slow():
+            yield write_reqs(name, data, finish=False)[0]
+            time.sleep(1.5)
+            yield from write_reqs(name, data)[1:]
+
+        code, _ = self.code(self.c.Write, slow(), timeout=0.5)
+        self.assertEqual(code, SC.DEADLINE_EXCEEDED)
+        harness.wait_for(lambda: self.server.metric("ringcas_grpc_deadlines") > before or
+                         self.server.metric("ringcas_grpc_cancels") > 0, what="the deadline")
+        wait_zero(self.server, GAUGES + ("bs_uploads_parked",))
+        self.assertEqual(len(self.missing([data])), 1)
+
+    def test_cancel_mid_read_stops_the_reader(self):
+        data = os.urandom(24 << 20)
+        self.write(data, chunk=1 << 20)
+        req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
+        call = self.c.Read(req, timeout=60)
+        first = next(call)
+        self.assertGreater(len(first.data), 0)
+        call.cancel()
+        harness.wait_for(lambda: self.server.metric("ringcas_grpc_cancels") > 0, what="cancel")
+        wait_zero(self.server, GAUGES)
+
+    def test_cancel_mid_write_leaves_nothing(self):
+        data = os.urandom(2 << 20)
+        name = blob_name(data, upload="cancelled")
+        gate = threading.Event()
+
+        def gen():
+            reqs = write_reqs(name, data, chunk=256 << 10)
+            yield from reqs[:3]
+            gate.set()
+            time.sleep(30)
+            yield from reqs[3:]
+
+        fut = self.c.Write.future(gen(), timeout=60)
+        gate.wait(10)
+        time.sleep(0.3)
+        fut.cancel()
+        wait_zero(self.server, GAUGES + ("bs_uploads_parked",))
+        self.assertEqual(len(self.missing([data])), 1)
+
+    def test_two_hundred_concurrent_calls(self):
+        blobs = [os.urandom(1000 + i) for i in range(50)]
+        self.batch_update(blobs)
+        futures = []
+        for i in range(200):
+            b = blobs[i % 50]
+            if i % 4 == 0:
+                futures.append((self.c.FindMissingBlobs.future(
+                    reapi.msg("FindMissingBlobsRequest", blob_digests=[digest(b)]), timeout=60), None))
+            elif i % 4 == 1:
+                futures.append((self.c.BatchReadBlobs.future(
+                    reapi.msg("BatchReadBlobsRequest", digests=[digest(b)]), timeout=60), b))
+            elif i % 4 == 2:
+                futures.append((self.c.Check.future(
+                    reapi.msg("grpc.health.v1.HealthCheckRequest"), timeout=60), None))
+            else:
+                name = blob_name(b, upload=str(i))
+                futures.append((self.c.Write.future(iter(write_reqs(name, b)), timeout=60), None))
+        for f, expect in futures:
+            r = f.result()
+            if expect is not None:
+                self.assertEqual(r.responses[0].data, expect)
+
+
+class DroppedConnection(harness.ServerTestCase):
+    """One core, so a new connection finds what the old one left on its core."""
+
+    server_cores = 1
+
+    def test_a_dropped_upload_is_parked_and_resumed(self):
+        data = os.urandom(100_000)
+        name = blob_name(data, upload="dropped")
+        first = write_reqs(name, data[:30_000], finish=False)[0]
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Write"))
+            c.data(1, h2raw.grpc_message(first.SerializeToString()))
+            harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") == 1,
+                             what="the upload to begin")
+        finally:
+            c.close()  # no RST_STREAM, no END_STREAM: the client vanished
+        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads_parked") == 1,
+                         what="the upload to be parked")
+        client = reapi.Client(self.server.address)
+        try:
+            q = reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=name)
+            self.assertEqual(client.QueryWriteStatus(q, timeout=30).committed_size, 30_000)
+            rest = write_reqs(name, data[30_000:], offset=30_000)
+            self.assertEqual(client.Write(iter(rest), timeout=30).committed_size, len(data))
+            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
+            self.assertEqual(b"".join(r.data for r in client.Read(req, timeout=30)), data)
+            # Park another one and leave it: the drain at tearDownClass must abort it cleanly
+            # (exit status 0, no leak) before the engine quiesces.
+            other = os.urandom(10_000)
+            oname = blob_name(other, upload="left")
+            client.Write(iter(write_reqs(oname, other[:5000], finish=False)), timeout=30)
+            self.assertEqual(self.server.metric("ringcas_bs_uploads_parked"), 1)
+        finally:
+            client.close()
+
+
+class Full(unittest.TestCase):
+    def test_store_full_is_resource_exhausted(self):
+        with harness.Server(args=("--max-size", "8MiB"), cores=1) as srv:
+            c = reapi.Client(srv.address)
+            try:
+                data = os.urandom(16 << 20)
+                name = blob_name(data, upload="big")
+                with self.assertRaises(grpc.RpcError) as cm:
+                    c.Write(iter(write_reqs(name, data)), timeout=60)
+                self.assertEqual(cm.exception.code(), SC.RESOURCE_EXHAUSTED)
+                self.assertIn("full", cm.exception.details())
+            finally:
+                c.close()
+            srv.wait_quiet(extra=GAUGES)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,139 @@
+/*
+ * The server: start-up failures leave nothing behind, the drain deadline closes what will
+ * not finish, counters add up across cores.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "base/clock.h"
+#include "echo.h"
+#include "ring/conn.h"
+#include "ring/server.h"
+
+static void never_called(struct ring_core *core, int fd, void *arg)
+{
+    (void)core;
+    (void)arg;
+    close(fd);
+}
+
+static int fail_on_second_core(struct ring_core *core, void *arg)
+{
+    (void)arg;
+    return ring_core_index(core) == 1 ? -ENOMEM : 0;
+}
+
+static int deinits;
+
+static void count_deinit(struct ring_core *core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    deinits++;
+}
+
+Test(ring_server, a_core_that_fails_to_start_stops_the_others)
+{
+    int fds_before = echo_fd_count();
+    struct ring_server_options o;
+    ring_server_options_default(&o);
+    o.cores = 2;
+    o.port = 0;
+    o.hooks.on_accept = never_called;
+    o.hooks.core_init = fail_on_second_core;
+    o.hooks.core_deinit = count_deinit;
+    struct ring_server *srv = NULL;
+    char why[256] = "";
+    int rc = ring_server_start(&o, &srv, why, sizeof(why));
+    cr_assert(eq(int, rc, -ENOMEM));
+    cr_assert(eq(ptr, srv, NULL));
+    cr_assert(ne(ptr, strstr(why, "core 1"), NULL), "why: %s", why);
+    cr_assert(eq(int, deinits, 1), "core 0 started and was stopped");
+    cr_assert(eq(int, echo_fd_count(), fds_before), "listeners and rings all closed");
+}
+
+Test(ring_server, a_busy_port_is_named)
+{
+    struct echo_config cfg = { .read_timeout_ms = 1000, .write_timeout_ms = 1000 };
+    struct ring_server *first = echo_server_start(1, &cfg);
+    int plain = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    cr_assert(eq(int, bind(plain, (struct sockaddr *)&a, sizeof(a)), 0));
+    cr_assert(eq(int, listen(plain, 4), 0));
+    cr_assert(eq(int, getsockname(plain, (struct sockaddr *)&a, &len), 0));
+    struct ring_server_options o;
+    ring_server_options_default(&o);
+    o.cores = 1;
+    o.port = ntohs(a.sin_port);
+    o.hooks.on_accept = never_called;
+    struct ring_server *srv = NULL;
+    char why[256] = "";
+    cr_assert(eq(int, ring_server_start(&o, &srv, why, sizeof(why)), -EADDRINUSE));
+    cr_assert(ne(ptr, strstr(why, "address already in use"), NULL), "why: %s", why);
+    close(plain);
+    cr_assert(eq(int, ring_server_stop(first), 0));
+}
+
+Test(ring_server, the_drain_deadline_closes_what_does_not_finish, .timeout = 60)
+{
+    /* A client that stopped reading in the middle of a 64 MiB send would hold the drain
+     * forever; the drain deadline (300 ms) closes it instead, long before the write timeout. */
+    struct echo_config cfg = { .read_timeout_ms = 60000,
+                               .write_timeout_ms = 60000,
+                               .drain_timeout_ms = 300 };
+    struct ring_server *srv = echo_server_start(1, &cfg);
+    int fd = echo_connect(ring_server_port(srv));
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    echo_write_all(fd, "BLAST", 5);
+    char buf[4096];
+    echo_read_exact(fd, buf, sizeof(buf));
+    uint64_t start = base_clock_now_ns();
+    cr_assert(eq(int, ring_server_stop(srv), 0));
+    uint64_t took_ms = (base_clock_now_ns() - start) / BASE_NS_PER_MS;
+    cr_assert(ge(u64, took_ms, 250));
+    cr_assert(lt(u64, took_ms, 10000));
+    close(fd);
+}
+
+Test(ring_server, counters_add_up_across_cores, .timeout = 60)
+{
+    struct echo_config cfg = { .read_timeout_ms = 10000, .write_timeout_ms = 10000 };
+    struct ring_server *srv = echo_server_start(2, &cfg);
+    cr_assert(eq(u32, ring_server_core_count(srv), 2));
+    int fds[20];
+    for (int i = 0; i < 20; i++) {
+        fds[i] = echo_connect(ring_server_port(srv));
+        echo_write_all(fds[i], "hello", 5);
+        char in[5];
+        echo_read_exact(fds[i], in, 5);
+    }
+    struct ring_counters_snapshot total;
+    ring_server_counters(srv, &total);
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < 2; i++)
+        sum += base_counter_get(&ring_core_counters(ring_server_core(srv, i))->conns_accepted);
+    cr_assert(eq(u64, total.conns_accepted, 20));
+    cr_assert(eq(u64, sum, 20));
+    cr_assert(eq(u64, total.conns, 20));
+    cr_assert(eq(u64, total.bytes_in, 100));
+    for (int i = 0; i < 20; i++)
+        close(fds[i]);
+    cr_assert(eq(int, ring_server_stop(srv), 0));
+}
+
+Test(ring_server, counts_the_cpus_it_may_run_on)
+{
+    uint32_t n = ring_server_cpu_count();
+    cr_assert(ge(u32, n, 1));
+    cr_assert(le(u32, n, (uint32_t)sysconf(_SC_NPROCESSORS_CONF)));
+}

@@ -1,0 +1,54 @@
+/* The one error-to-status mapping: every errno the engine and parsers use has its status. */
+#include <errno.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "proto/status.h"
+#include "rpc/status.h"
+
+static int map(int err)
+{
+    const char *message = NULL;
+    int status = rpc_status_from_err(err, &message);
+    cr_assert(ne(ptr, (void *)message, NULL));
+    return status;
+}
+
+Test(rpc_status, engine_errors)
+{
+    cr_assert(eq(int, map(0), PROTO_STATUS_OK));
+    cr_assert(eq(int, map(-EILSEQ), PROTO_STATUS_INVALID_ARGUMENT));
+    cr_assert(eq(int, map(-EINVAL), PROTO_STATUS_INVALID_ARGUMENT));
+    cr_assert(eq(int, map(-EMSGSIZE), PROTO_STATUS_INVALID_ARGUMENT));
+    cr_assert(eq(int, map(-EBADMSG), PROTO_STATUS_INVALID_ARGUMENT));
+    cr_assert(eq(int, map(-ENOTSUP), PROTO_STATUS_INVALID_ARGUMENT));
+    cr_assert(eq(int, map(-ENOENT), PROTO_STATUS_NOT_FOUND));
+    cr_assert(eq(int, map(-ERANGE), PROTO_STATUS_OUT_OF_RANGE));
+    cr_assert(eq(int, map(-EAGAIN), PROTO_STATUS_RESOURCE_EXHAUSTED));
+    cr_assert(eq(int, map(-ENOSPC), PROTO_STATUS_RESOURCE_EXHAUSTED));
+    cr_assert(eq(int, map(-ENOMEM), PROTO_STATUS_RESOURCE_EXHAUSTED));
+    cr_assert(eq(int, map(-ETIMEDOUT), PROTO_STATUS_DEADLINE_EXCEEDED));
+    cr_assert(eq(int, map(-ECANCELED), PROTO_STATUS_UNAVAILABLE));
+    cr_assert(eq(int, map(-EEXIST), PROTO_STATUS_ALREADY_EXISTS));
+    cr_assert(eq(int, map(-ENOSYS), PROTO_STATUS_UNIMPLEMENTED));
+    cr_assert(eq(int, map(-EIO), PROTO_STATUS_INTERNAL));
+    cr_assert(eq(int, map(-EXDEV), PROTO_STATUS_INTERNAL));
+}
+
+Test(rpc_status, budget_full_says_so)
+{
+    const char *message;
+    (void)rpc_status_from_err(-ENOSPC, &message);
+    cr_assert(ne(ptr, strstr(message, "full"), NULL));
+}
+
+Test(rpc_status, corrupt_stored_blob_reads_as_not_found)
+{
+    const char *message;
+    cr_assert(eq(int, rpc_status_from_read_err(-EBADMSG, &message), PROTO_STATUS_NOT_FOUND));
+    cr_assert(ne(ptr, strstr(message, "corrupt"), NULL));
+    cr_assert(eq(int, rpc_status_from_read_err(-ENOENT, &message), PROTO_STATUS_NOT_FOUND));
+    cr_assert(eq(int, rpc_status_from_read_err(-EIO, &message), PROTO_STATUS_INTERNAL));
+}
