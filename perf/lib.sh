@@ -205,3 +205,19 @@ metric_sum() {
     curl -s "http://127.0.0.1:$1/metrics" |
         awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f\n", s }'
 }
+
+# h2load_sum FILE: "req/s succeeded data-bytes seconds" of an h2load run.
+h2load_sum() {
+    /usr/bin/python3 - "$1" <<'PY'
+import re, sys
+try:
+    t = open(sys.argv[1]).read()
+    m = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", t)
+    s = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    ok = re.search(r"requests: .* (\d+) succeeded", t).group(1)
+    data = re.search(r"\((\d+)\) data", t).group(1)
+    print(m.group(3), ok, data, s)
+except (AttributeError, OSError, ValueError):
+    print(0, 0, 0, 1)  # h2load did not finish: the server went away
+PY
+}

@@ -174,21 +174,6 @@ msg = b"\x0a" + varint(len(name)) + name.encode()
 open(out, "wb").write(b"\x00" + struct.pack(">I", len(msg)) + msg)
 PY
 }
-# h2load_sum FILE: "req/s succeeded data-bytes seconds" of an h2load run.
-h2load_sum() {
-    /usr/bin/python3 - "$1" <<'PY'
-import re, sys
-try:
-    t = open(sys.argv[1]).read()
-    m = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", t)
-    s = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-    ok = re.search(r"requests: .* (\d+) succeeded", t).group(1)
-    data = re.search(r"\((\d+)\) data", t).group(1)
-    print(m.group(3), ok, data, s)
-except (AttributeError, OSError, ValueError):
-    print(0, 0, 0, 1)  # h2load did not finish: the server went away
-PY
-}
 GRPC_H="-H content-type:application/grpc -H te:trailers"
 GRPC_READ=/google.bytestream.ByteStream/Read
 
@@ -340,86 +325,65 @@ PY
 
 # ---- gRPC ----
 
-grpc_small() {
-    say "gRPC: ByteStream.Read 1 KiB beside nghttpd (h2load -c64 -m16), and ringcas bench"
-    make_blob g1k 1024 random
-    put_blob "$rc_port" g1k || return
-    mkdir -p "$work/h2root"
-    cp "$work/blobs/g1k" "$work/h2root/g1k"
-    nghttpd_start "$work/h2root" 2
-    read_body g1k "$work/read1k.body"
-    E1K=1032 # one ReadResponse: 5-byte prefix, key, 2-byte length, 1024 bytes
-    NS=""; RS=""; NCS=""; RCS=""
-    for _ in $(seq "$ROUNDS"); do
-        t0=$(cpu_ticks "$nghttpd_pid")
-        h2load -D "$S" -c64 -m16 -t2 "http://127.0.0.1:$nghttpd_port/g1k" >"$work/n1k.txt" 2>&1
-        t1=$(cpu_ticks "$nghttpd_pid")
-        set -- $(h2load_sum "$work/n1k.txt")
-        NS="$NS $(printf %.0f "$1")"
-        NCS="$NCS $(awk -v c="$(ticks_to_s "$t0" "$t1")" -v n="$2" 'BEGIN { printf "%.2f", c * 1e6 / n }')"
-        t0=$(cpu_ticks "$rc_pid")
-        h2load -D "$S" -c64 -m16 -t2 $GRPC_H -d "$work/read1k.body" \
-            "http://127.0.0.1:$rc_port$GRPC_READ" >"$work/r1k.txt" 2>&1
-        t1=$(cpu_ticks "$rc_pid")
-        set -- $(h2load_sum "$work/r1k.txt")
-        RS="$RS $(printf %.0f "$1")"
-        RCS="$RCS $(awk -v c="$(ticks_to_s "$t0" "$t1")" -v n="$2" 'BEGIN { printf "%.2f", c * 1e6 / n }')"
-        [ "$3" = "$(($2 * E1K))" ] || note "h2load 1 KiB reads: $3 DATA bytes for $2 calls (not every call answered a ReadResponse)"
-    done
-    perf_stop "$nghttpd_pid"
-    H2_N=$(echo $NS | median); H2_R=$(echo $RS | median)
-    bench "$work/gb1k.json" --server "127.0.0.1:$rc_port" --workload bs-read --size 1KiB \
-        --blobs 1024 --threads 2 --conns 4 --concurrency 256 --duration "${S}s" --warmup 1s
-    BS1K=$(jget "$work/gb1k.json" 'r["requests_per_s"]' 2>/dev/null || echo 0)
-    BS1K_P99=$(jget "$work/gb1k.json" '"%.2f" % (r["latency_ns"]["p99"] / 1e6)' 2>/dev/null || echo -)
+grpc_script() {
+    say "gRPC: perf/grpc.sh (h2load beside nghttpd, one 256 MiB stream beside iperf3)"
+    n1k=$([ "$QUICK" = 1 ] && echo 200000 || echo 400000)
+    nfind=$([ "$QUICK" = 1 ] && echo 5000 || echo 20000)
+    N1K=$n1k NFIND=$nfind ROUNDS=$ROUNDS perf/grpc.sh --seconds "$S" --cores 2 >"$work/grpc.txt" \
+        2>"$work/grpc.err" || note "perf/grpc.sh failed: $(tail -3 "$work/grpc.err" | tr '\n' ' ')"
+    val() { sed -n "s/^$1 *\([0-9.]*\) .*/\1/p" "$work/grpc.txt" | head -1; }
+    H2_N=$(val "nghttpd static 1 KiB"); H2_R=$(val "ringcas ByteStream.Read")
+    IPERF_GBS=$(val "iperf3 loopback, 1 stream"); BIG_GBS=$(val "ringcas Read 256 MiB")
+    FIND_H2=$(val "ringcas FindMissingBlobs")
+    : "${H2_N:=0}" "${H2_R:=0}" "${IPERF_GBS:=0}" "${BIG_GBS:=0}" "${FIND_H2:=0}"
+    IPERF_1S=$(awk -v v="$IPERF_GBS" 'BEGIN { print v * 1e9 }')
+    BIG=$(awk -v v="$BIG_GBS" 'BEGIN { print v * 1e9 }')
     {
         echo "## gRPC beside nghttpd and iperf3"
         echo
-        echo "### ByteStream.Read of 1 KiB beside nghttpd serving the same 1 KiB file"
+        echo "### perf/grpc.sh (\`N1K=$n1k NFIND=$nfind ROUNDS=$ROUNDS perf/grpc.sh --seconds $S --cores 2\`)"
         echo
-        echo "h2load \`-D $S -c64 -m16 -t2\` (posting a gRPC-framed ReadRequest to ringcas), $ROUNDS round(s),"
-        echo "medians; every round checks h2load's DATA bytes = calls × 1032 (a ReadResponse each)."
-        echo "ringcas adds a trailer HEADERS frame and a protobuf message per call."
+        echo "ByteStream.Read of 1 KiB with h2load \`-c64 -m16 -t2\` posting a gRPC-framed ReadRequest, beside"
+        echo "nghttpd (\`-n 2\`) serving the same 1 KiB as a static file (ringcas adds a trailer HEADERS"
+        echo "frame and a protobuf message per call); one 256 MiB random blob read on one stream"
+        echo "(h2load \`-n4 -c1 -m1\`) beside iperf3's one stream; FindMissingBlobs of 1000 digests. Each"
+        echo "comparison alternates its two sides; h2load's DATA bytes are checked against every call."
         echo
-        echo "| server | req/s (rounds) | median | × nghttpd | server CPU µs/req |"
-        echo "|---|---|---|---|---|"
-        echo "| nghttpd -n 2, static file |$NS | $(printf %.0f "$H2_N") | 1.00 |$NCS |"
-        echo "| ringcas --cores 2, ByteStream.Read |$RS | $(printf %.0f "$H2_R") | $(ratio "$H2_R" "$H2_N") |$RCS |"
-        echo
-        echo "ringcas bench \`bs-read --size 1KiB --threads 2 --conns 4 --concurrency 256\`: $(printf %.0f "$BS1K") req/s, p99 $BS1K_P99 ms"
-        echo "($(ratio "$BS1K" "$H2_N") × nghttpd's h2load figure)."
+        echo '```'
+        cat "$work/grpc.txt"
+        echo '```'
         echo
     } >"$MD/30-grpc.md"
 }
 
-grpc_large() {
-    say "gRPC: one 256 MiB stream beside iperf3, compressed-blobs reads, FindMissingBlobs"
-    make_blob r256 268435456 random
-    put_blob "$rc_port" r256 || return
-    read_body r256 "$work/read256.body"
-    E256=$((268435456 + 1024 * 9)) # a ReadResponse per 256 KiB chunk: 5 + 1 + 3 bytes each
-    iport=$(free_port)
-    iperf3 -s -p "$iport" >/dev/null 2>&1 &
-    ipid=$!
-    perf_track $ipid
-    sleep 0.3
-    IS=""; BS=""
-    for _ in $(seq "$ROUNDS"); do
-        I=$(iperf3 -c 127.0.0.1 -p "$iport" -t "$S" -J |
-            /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8)')
-        IS="$IS $I"
-        h2load -n 4 -c1 -m1 -t1 $GRPC_H -d "$work/read256.body" \
-            "http://127.0.0.1:$rc_port$GRPC_READ" >"$work/r256.txt" 2>&1
-        set -- $(h2load_sum "$work/r256.txt")
-        [ "$3" = "$(($2 * E256))" ] || note "h2load 256 MiB reads: $3 DATA bytes for $2 calls"
-        BS="$BS $(awk -v d="$3" -v s="$4" 'BEGIN { printf "%.0f", d / s }')"
-    done
-    perf_stop $ipid
-    IPERF_1S=$(echo $IS | median); BIG=$(echo $BS | median)
+grpc_bench() {
+    say "gRPC: ringcas bench as the load generator (1 KiB, 256 MiB, FindMissingBlobs)"
+    bench "$work/gb1k.json" --server "127.0.0.1:$rc_port" --workload bs-read --size 1KiB \
+        --blobs 1024 --threads 2 --conns 4 --concurrency 256 --duration "${S}s" --warmup 1s
     bench "$work/gb256.json" --server "127.0.0.1:$rc_port" --workload bs-read --size 256MiB \
         --blobs 1 --threads 1 --conns 1 --concurrency 1 --duration "${S}s" --warmup 1s
-    BIG_B=$(jget "$work/gb256.json" 'r["mb_per_s"] * 1e6' 2>/dev/null || echo 0)
-    # The same size of build-output bytes, stored compressed: read compressed (no recompression).
+    bench "$work/find.json" --server "127.0.0.1:$rc_port" --workload find-missing --batch 1000 \
+        --blobs 1000 --threads 2 --conns 2 --concurrency 8 --duration "${S}s" --warmup 1s
+    BS1K=$(jget "$work/gb1k.json" 'r["requests_per_s"]' 2>/dev/null || echo 0)
+    {
+        echo "### ringcas bench as the load generator"
+        echo
+        echo "Against the suite's server (\`--cores 2\`), ${S} s after 1 s of warm-up, closed loop."
+        echo
+        echo "| load | req/s | MB/s | p50 | p99 | p99.9 | max | errors |"
+        echo "|---|---|---|---|---|---|---|---|"
+    } >>"$MD/30-grpc.md"
+    for spec in "gb1k:Read 1 KiB, 2 threads × 4 connections, 512 in flight" \
+        "gb256:Read 256 MiB, one at a time" "find:FindMissingBlobs 1000 digests (half present), 16 in flight"; do
+        f=${spec%%:*}; label=${spec#*:}
+        jget "$work/$f.json" '"| %s | %.0f | %.1f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %d |" % ("'"$label"'", r["requests_per_s"], r["mb_per_s"], r["latency_ns"]["p50"] / 1e6, r["latency_ns"]["p99"] / 1e6, r["latency_ns"]["p999"] / 1e6, r["latency_ns"]["max"] / 1e6, r["errors"])' \
+            >>"$MD/30-grpc.md" 2>/dev/null || echo "| $label | failed | | | | | | |" >>"$MD/30-grpc.md"
+    done
+    echo >>"$MD/30-grpc.md"
+}
+
+grpc_compressed() {
+    say "gRPC: compressed-blobs reads of a blob stored compressed (server profile, counters)"
     make_blob b256 268435456 build
     put_blob "$rc_port" b256 || return
     read_body b256 "$work/readz.body" compressed
@@ -454,25 +418,11 @@ grpc_large() {
     perf_top "$rc_pid" "$PROF_S" "$work/prof-readb.txt"
     wait $hp
     BSHARE=$(awk '/libzstd/ { s += $1 } END { printf "%.2f", s + 0 }' "$work/prof-readb.txt.dso")
-    bench "$work/find.json" --server "127.0.0.1:$rc_port" --workload find-missing --batch 1000 \
-        --blobs 1000 --threads 2 --conns 2 --concurrency 8 --duration "${S}s" --warmup 1s
-    FIND=$(jget "$work/find.json" 'r["requests_per_s"]' 2>/dev/null || echo 0)
     {
-        echo "### One 256 MiB stream beside iperf3's one stream"
-        echo
-        echo "A random (incompressible) 256 MiB blob, h2load \`-n4 -c1 -m1\` (one stream at a time; DATA"
-        echo "bytes checked), $ROUNDS round(s) alternating with iperf3 \`-t $S\` (one stream)."
-        echo
-        echo "| what | rounds GB/s | median GB/s | × iperf3 |"
-        echo "|---|---|---|---|"
-        echo "| iperf3, one stream | $(for x in $IS; do awk -v v="$x" 'BEGIN { printf " %.2f", v / 1e9 }'; done) | $(awk -v v="$IPERF_1S" 'BEGIN { printf "%.2f", v / 1e9 }') | 1.00 |"
-        echo "| ringcas ByteStream.Read 256 MiB (h2load) | $(for x in $BS; do awk -v v="$x" 'BEGIN { printf " %.2f", v / 1e9 }'; done) | $(awk -v v="$BIG" 'BEGIN { printf "%.2f", v / 1e9 }') | $(ratio "$BIG" "$IPERF_1S") |"
-        echo "| ringcas bench bs-read 256 MiB, one at a time | | $(awk -v v="$BIG_B" 'BEGIN { printf "%.2f", v / 1e9 }') | $(ratio "$BIG_B" "$IPERF_1S") |"
-        echo
         echo "### compressed-blobs reads of a blob stored compressed"
         echo
         echo "256 MiB of build-output bytes (files under /usr/lib/x86_64-linux-gnu and /usr/include),"
-        echo "uploaded once; h2load \`-n4 -c1 -m1\`."
+        echo "uploaded once (stored as zstd frames); h2load \`-n4 -c1 -m1\` (one stream)."
         echo
         echo "| read | calls OK | blob bytes/s | wire bytes / blob bytes |"
         echo "|---|---|---|---|"
@@ -493,11 +443,6 @@ grpc_large() {
         echo '```'
         cat "$work/prof-readb.txt"
         echo '```'
-        echo
-        echo "### FindMissingBlobs"
-        echo
-        echo "ringcas bench \`find-missing --batch 1000\` (half present), 2 threads × 8 calls in flight:"
-        echo "$(printf %.0f "$FIND") calls/s = $(awk -v f="$FIND" 'BEGIN { printf "%.2f", f * 1000 / 1e6 }') M digests/s."
         echo
     } >>"$MD/30-grpc.md"
 }
@@ -730,10 +675,11 @@ profiles() {
 
 # ---- the run ----
 
-# PERF_ONLY="grpc_large uploads" runs only those sections (debugging the suite).
+# PERF_ONLY="grpc_bench uploads" runs only those sections (debugging the suite).
 only() { [ -z "${PERF_ONLY:-}" ] || echo " $PERF_ONLY " | grep -q " $1 "; }
 only limits && limits
 only http_wrk && http_wrk
+only grpc_script && grpc_script
 nginx_start
 ringcas_start rc "$work/rc" --cores 2 --max-size 16GiB
 only http_bench && http_bench
@@ -746,10 +692,10 @@ if ! "$RC" bench $BENCH_BASE --server "127.0.0.1:$rc_port" --workload bs-write -
     say "the server does not serve ByteStream: gRPC, upload and mix sections skipped ($(tail -1 "$work/probe.err"))"
 fi
 if [ "$GRPC_OK" = 1 ]; then
-    only grpc_small && grpc_small
-    rc_check grpc_small
-    only grpc_large && grpc_large
-    rc_check grpc_large
+    only grpc_bench && grpc_bench
+    rc_check grpc_bench
+    only grpc_compressed && grpc_compressed
+    rc_check grpc_compressed
     only uploads && uploads
     rc_check uploads
     only mix && mix
@@ -782,9 +728,9 @@ t_put=$(ratio "${WRK_PUT64K_R:-0}" "${WRK_PUT64K_N:-0}")
 target "HTTP/1.1 PUT 64 KiB, MB/s (wrk; verified, compressed, group commit)" "nginx WebDAV $(mk "${WRK_PUT64K_N:-}")" "$(mk "${WRK_PUT64K_R:-}")" "$t_put" "≥ 1.0" "$(met "$t_put" 1.0)" "ringcas bench: ${BPUT64K:--}×"
 if [ "$GRPC_OK" = 1 ]; then
     t_1k=$(ratio "$H2_R" "$H2_N")
-    target "gRPC ByteStream.Read 1 KiB, h2load -c64 -m16, req/s" "nghttpd $(printf %.0f "$H2_N")" "$(printf %.0f "$H2_R")" "$t_1k" "≥ 1.0" "$(met "$t_1k" 1.0)" "ringcas bench: $(printf %.0f "$BS1K") req/s"
+    target "gRPC ByteStream.Read 1 KiB, h2load -c64 -m16, req/s (perf/grpc.sh)" "nghttpd $(printf %.0f "$H2_N")" "$(printf %.0f "$H2_R")" "$t_1k" "≥ 1.0" "$(met "$t_1k" 1.0)" "ringcas bench: $(printf %.0f "$BS1K") req/s"
     t_256=$(ratio "$BIG" "$IPERF_1S")
-    target "ByteStream.Read 256 MiB random, one stream" "iperf3 $(awk -v v="$IPERF_1S" 'BEGIN { printf "%.2f GB/s", v / 1e9 }')" "$(awk -v v="$BIG" 'BEGIN { printf "%.2f GB/s", v / 1e9 }')" "$t_256" "≥ 0.7" "$(met "$t_256" 0.7)" ""
+    target "ByteStream.Read 256 MiB random, one stream (perf/grpc.sh)" "iperf3 $(awk -v v="$IPERF_1S" 'BEGIN { printf "%.2f GB/s", v / 1e9 }')" "$(awk -v v="$BIG" 'BEGIN { printf "%.2f GB/s", v / 1e9 }')" "$t_256" "≥ 0.7" "$(met "$t_256" 0.7)" ""
     zc=$(met "${ZSHARE:--}" 0.5 le)
     target "compressed-blobs read of a blob stored compressed: no recompression" "-" "libzstd ${ZSHARE:-?} % of server samples (identity read: ${BSHARE:-?} %)" "-" "≈ 0 %" "$zc" "wire/blob bytes ${Z_RATIO:--}, bytes stored +${d_st:-?}"
     target "upload 64 MiB build-output blobs, MB per server CPU-s" "SHA-256+zstd $SHAZ_BUILD MB/s" "$UP_build" "$UPR_build" "≥ 0.8" "$(met "$UPR_build" 0.8)" ""
