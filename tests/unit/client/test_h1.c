@@ -41,8 +41,8 @@ Test(client_h1, parses_every_framing_in_every_split)
 {
     static const char *const ok[] = {
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=1\r\nlo\r\n0\r\n"
-        "Trailer: x\r\n\r\n",
+        ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=1\r\nlo\r\n0\r\n"
+         "Trailer: x\r\n\r\n"),
         "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhello",
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
