@@ -7,13 +7,15 @@
 #              fio with io_uring (the disk)
 #   HTTP/1.1   perf/http.sh (wrk, beside nginx: GET 1 KiB/64 KiB/4 MiB, WebDAV PUT), and the
 #              same loads from ringcas bench
-#   gRPC       ByteStream.Read 1 KiB with h2load -c64 -m16 beside nghttpd serving the same
-#              bytes, and with ringcas bench; one 256 MiB stream beside iperf3's one stream;
-#              compressed-blobs reads of a blob stored compressed with the server's profile
-#              (no recompression); FindMissingBlobs of 1000 digests
+#   gRPC       perf/grpc.sh (ByteStream.Read 1 KiB with h2load -c64 -m16 beside nghttpd
+#              serving the same bytes; one 256 MiB stream beside iperf3's one stream;
+#              FindMissingBlobs), the same loads from ringcas bench, and compressed-blobs
+#              reads of a blob stored compressed with the server's profile and the engine's
+#              counters (no recompression)
 #   uploads    64 MiB build-output-like and random blobs: MB per server CPU-second beside
 #              raw SHA-256 + zstd / raw SHA-256 of the same bytes on one core
 #   build mix  peak rate (closed loop), then open loop at 50 % of it: p99 of small blobs
+#              (full run: also 10 % of peak, and 50 % with hits only, to locate the tail)
 #   memory     resident bytes per indexed blob with 10M blobs (1M with --quick)
 #   ring       perf/ring.sh (the linked-timeout cost); engine: perf/blob_bench.sh (full only)
 #   scaling    --cores LIST: server core counts (counts above this machine's CPUs are listed
@@ -22,6 +24,8 @@
 #
 # usage: perf/run.sh [--quick] [--cores 1,2,...] [--out FILE] [--no-build]
 #   --quick: shorter runs, one round, 1M blobs for memory, no engine suite (< 5 minutes)
+#   env: RINGCAS_BIN (the binary, default build/release/src/ringcas), PERF_KEEP=1 (keep the
+#   scratch folder), PERF_ONLY="sections" (run only those; for debugging the suite)
 set -u
 cd "$(dirname "$0")/.."
 COMMAND="perf/run.sh $*"
@@ -489,7 +493,16 @@ mix() {
     [ "$HALF" -ge 2 ] || HALF=2
     bench "$work/mix-half.json" $m --concurrency 128 --rate "$HALF" --duration "$((S * 2))s" --warmup 2s
     MIX_P99=$(jget "$work/mix-half.json" '"%.2f" % (r["small_latency_ns"]["p99"] / 1e6)' 2>/dev/null || echo -)
-    /usr/bin/python3 - "$work/mix-peak.json" "$work/mix-half.json" "$PEAK" >"$MD/50-mix.md" <<'PY'
+    # Where the tail comes from (full run): a lighter load, and the same load without writes.
+    extra=""
+    if [ "$QUICK" = 0 ]; then
+        tenth=$(awk -v p="$PEAK" 'BEGIN { v = p / 10; printf "%.0f", v < 2 ? 2 : v }')
+        bench "$work/mix-tenth.json" $m --concurrency 128 --rate "$tenth" --duration "${S}s" --warmup 2s
+        bench "$work/mix-hits.json" $m --mix-hit 100 --concurrency 128 --rate "$HALF" \
+            --duration "${S}s" --warmup 2s
+        extra="$work/mix-tenth.json $work/mix-hits.json"
+    fi
+    /usr/bin/python3 - "$work/mix-peak.json" "$work/mix-half.json" "$PEAK" $extra >"$MD/50-mix.md" <<'PY'
 import json, sys
 print("## Build mix")
 print()
@@ -506,22 +519,30 @@ print("the peak rate, latency from each action's due time (no coordinated omissi
 print()
 print("| run | actions/s | late arrivals | errors | small-blob requests | p50 | p99 | p99.9 | max |")
 print("|---|---|---|---|---|---|---|---|---|")
-for name, r in (("peak (closed loop)", peak), ("50 %% of peak (open loop, %.0f/s)" % (rate / 2), half)):
+runs = [("peak (closed loop)", peak), ("50 %% of peak (open loop, %.0f/s)" % (rate / 2), half)]
+if len(sys.argv) > 5:
+    try:
+        runs.append(("10 %% of peak (open loop, %.0f/s)" % (rate / 10), json.load(open(sys.argv[4]))))
+        runs.append(("50 %% of peak, hits only: no writes (open loop)", json.load(open(sys.argv[5]))))
+    except (OSError, ValueError):
+        pass
+for name, r in runs:
     s = r["small_latency_ns"]
     print("| %s | %.0f | %d | %d | %d | %.2f ms | %.2f ms | %.2f ms | %.2f ms |" % (
         name, r["arrivals_per_s"], r["arrivals_late"], r["errors"], s["count"], s["p50"] / 1e6,
         s["p99"] / 1e6, s["p999"] / 1e6, s["max"] / 1e6))
 print()
-print("Per request kind at 50 % of peak:")
-print()
-print("| request | ok/s | MB/s | p50 | p99 | p99.9 | max |")
-print("|---|---|---|---|---|---|---|")
-for k, o in half["ops"].items():
-    l = o["latency_ns"]
-    print("| %s | %.0f | %.1f | %.2f ms | %.2f ms | %.2f ms | %.2f ms |" % (
-        k, o["requests_per_s"], o["mb_per_s"], l["p50"] / 1e6, l["p99"] / 1e6, l["p999"] / 1e6,
-        l["max"] / 1e6))
-print()
+for name, r in runs[1:]:
+    print("Per request kind, %s:" % name)
+    print()
+    print("| request | ok/s | MB/s | p50 | p99 | p99.9 | max |")
+    print("|---|---|---|---|---|---|---|")
+    for k, o in r["ops"].items():
+        l = o["latency_ns"]
+        print("| %s | %.0f | %.1f | %.2f ms | %.2f ms | %.2f ms | %.2f ms |" % (
+            k, o["requests_per_s"], o["mb_per_s"], l["p50"] / 1e6, l["p99"] / 1e6,
+            l["p999"] / 1e6, l["max"] / 1e6))
+    print()
 PY
 }
 
@@ -635,10 +656,16 @@ scaling() {
 profile_load() { # NAME TITLE BENCH-ARGS...: the server's hottest symbols under a load
     _n=$1; _t=$2
     shift 2
-    "$RC" bench --no-histogram --server "127.0.0.1:$rc_port" --warmup 0s \
-        --duration "$((PROF_S + 2))s" "$@" >/dev/null 2>&1 &
+    "$RC" bench --no-histogram --server "127.0.0.1:$rc_port" --warmup 1s \
+        --duration "$((PROF_S + 1))s" "$@" >/dev/null 2>"$work/prof-$_n.err" &
     _b=$!
-    sleep 1.5
+    # Past the seeding and the warm-up: record the load itself.
+    for _ in $(seq 6000); do
+        grep -q " for .* s after a " "$work/prof-$_n.err" 2>/dev/null && break
+        kill -0 $_b 2>/dev/null || break
+        sleep 0.01
+    done
+    sleep 1.2
     perf_top "$rc_pid" "$PROF_S" "$work/prof-$_n.txt"
     wait $_b
     {
@@ -671,6 +698,11 @@ profiles() {
         --workload bs-read --size 1KiB --threads 2 --conns 4 --concurrency 256
     profile_load uprandom "ByteStream.Write of 64 MiB random blobs" --workload bs-write \
         --size 64MiB --data random --threads 1 --concurrency 2
+    profile_load upbuild "ByteStream.Write of 64 MiB build-output blobs" --workload bs-write \
+        --size 64MiB --data build --threads 1 --concurrency 2
+    [ "$HALF" -gt 0 ] && profile_load mix "Build mix at 50 % of peak ($HALF actions/s, open loop)" \
+        --workload mix --data build --mix-actions "$MIX_ACTIONS" --threads 2 --conns 2 \
+        --concurrency 128 --rate "$HALF"
 }
 
 # ---- the run ----
