@@ -26,47 +26,28 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--seconds N] [--cores N]" >&2; exit 2 ;;
     esac
 done
-BIN=${RINGCAS_BIN:-build/release/src/ringcas}
-[ -x "$BIN" ] || { echo "build the release binary first: make release" >&2; exit 1; }
+. perf/lib.sh
+[ -x "$PERF_BIN" ] || { echo "build the release binary first: make release" >&2; exit 1; }
 for t in h2load nghttpd iperf3; do
     command -v $t >/dev/null || { echo "missing $t: ./scripts/deps.sh perf" >&2; exit 1; }
 done
-TMP=$(mktemp -d /tmp/ringcas-perf.XXXXXX)
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
-trap cleanup EXIT
+perf_init
+TMP=$work
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-PORT=$(free_port)
-"$BIN" serve --listen 127.0.0.1:$PORT --dir "$TMP/data" --cores "$CORES" --log-level warn \
-    >"$TMP/ringcas.out" 2>"$TMP/ringcas.log" &
-RPID=$!
-PIDS="$PIDS $RPID"
-for i in $(seq 1 100); do grep -q listening "$TMP/ringcas.out" 2>/dev/null && break; sleep 0.1; done
+ringcas_start ringcas "$TMP/data" --cores "$CORES"
+PORT=$ringcas_port
+RPID=$ringcas_pid
 /usr/bin/python3 perf/grpc_bodies.py 127.0.0.1:$PORT "$TMP/bodies"
 read E1K E256M EFIND <"$TMP/bodies/expect"
 
-NPORT=$(free_port)
 mkdir -p "$TMP/docroot" && cp "$TMP/bodies/blob1k" "$TMP/docroot/blob1k"
-nghttpd -n "$CORES" --no-tls -d "$TMP/docroot" $NPORT >/dev/null 2>&1 &
-NPID=$!
-PIDS="$PIDS $NPID"
-sleep 0.5
+nghttpd_start "$TMP/docroot" "$CORES"
+NPORT=$nghttpd_port
+NPID=$nghttpd_pid
 
 GRPC="-H content-type:application/grpc -H te:trailers"
-# h2load's summary as "req/s succeeded data-bytes seconds".
-summary() {
-    python3 - "$1" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-secs = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", t)
-s = float(secs.group(1)) / (1000 if secs.group(2) == "ms" else 1)
-ok = re.search(r"requests: .* (\d+) succeeded", t).group(1)
-data = re.search(r"\((\d+)\) data", t).group(1)
-print(secs.group(3), ok, data, s)
-PY
-}
+# h2load's summary as "req/s succeeded data-bytes seconds" (perf/lib.sh).
+summary() { h2load_sum "$1"; }
 
 run_h2load() { # name, output file, h2load args...
     name=$1; out=$2; shift 2
@@ -77,8 +58,6 @@ run_h2load() { # name, output file, h2load args...
 # where req/s is not.
 cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
 
-median() { tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { echo "$1 $2" | awk '{printf "%.2f", $1/$2}'; }
 check() { # data-bytes calls bytes-per-call what
     [ "$1" = "$(( $2 * $3 ))" ] || { echo "BYTES MISMATCH ($4): $1 data bytes for $2 calls of $3" >&2; exit 1; }
 }
@@ -114,6 +93,7 @@ IS=""; BS=""
 for i in $(seq 1 "$ROUNDS"); do
     IPORT=$(free_port)
     iperf3 -s -p $IPORT -1 >/dev/null 2>&1 &
+    perf_track $!
     sleep 0.3
     I=$(iperf3 -c 127.0.0.1 -p $IPORT -t "$SECONDS_RUN" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8)')
     IS="$IS $I"

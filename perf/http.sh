@@ -24,70 +24,10 @@ done
 cmake --preset release >/dev/null
 cmake --build build/release -j"$(nproc)" --target ringcas >/dev/null
 
-work=$(mktemp -d /tmp/ringcas-perf.XXXXXX)
-nginx_pid=""
-ringcas_pid=""
-cleanup() {
-    [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null
-    [ -n "$ringcas_pid" ] && kill "$ringcas_pid" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# nginx-light, 2 workers, static files and WebDAV PUT.
-mkdir -p "$work/www/dav" "$work/tmp" "$work/data"
-# nginx's workers drop to an unprivileged user when started as root: let them read and write.
-chmod 755 "$work" "$work/www"
-chmod 777 "$work/www/dav" "$work/tmp"
-nginx_port=$(free_port)
-cat >"$work/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/tmp;
-    proxy_temp_path $work/tmp;
-    fastcgi_temp_path $work/tmp;
-    uwsgi_temp_path $work/tmp;
-    scgi_temp_path $work/tmp;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        root $work/www;
-        location /dav/ {
-            dav_methods PUT;
-            create_full_put_path on;
-            client_max_body_size 0;
-            client_body_buffer_size 1m;
-        }
-    }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work" &
-nginx_pid=$!
-
-ringcas_port=$(free_port)
-./build/release/src/ringcas serve --listen "127.0.0.1:$ringcas_port" --dir "$work/data" \
-    --cores 2 --max-size 8GiB --sync "$sync" --log-level warn >"$work/ringcas.out" \
-    2>"$work/ringcas.log" &
-ringcas_pid=$!
-for _ in $(seq 100); do
-    if curl -s -o /dev/null "http://127.0.0.1:$ringcas_port/readyz" &&
-        curl -s -o /dev/null "http://127.0.0.1:$nginx_port/"; then
-        break
-    fi
-    sleep 0.1
-done
+. perf/lib.sh
+perf_init
+nginx_start
+ringcas_start ringcas "$work/data" --cores 2 --max-size 8GiB --sync "$sync"
 
 # The same random bytes for both servers.
 for spec in 1k:1024 64k:65536 4m:4194304; do
@@ -101,17 +41,6 @@ for spec in 1k:1024 64k:65536 4m:4194304; do
         "http://127.0.0.1:$ringcas_port/cas/$hash")
     [ "$code" = 201 ] || { echo "upload of $name to ringcas: $code" >&2; exit 1; }
 done
-
-# CPU ticks (utime + stime) of a server: the process and its children (nginx's workers).
-cpu_ticks() {
-    t=0
-    for p in $1 $(pgrep -P "$1"); do
-        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        t=$((t + v))
-    done
-    echo "$t"
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # run PID ARGS... -> "req/s server-CPU-µs-per-request" for one wrk run.
 run() {

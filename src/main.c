@@ -8,6 +8,7 @@
 
 #include "base/flags.h"
 #include "blob/fsck.h"
+#include "client/bench.h"
 #include "client/cli.h"
 #include "rpc/server.h"
 
@@ -30,6 +31,7 @@ static void usage(FILE *out)
              "               download a blob (to stdout by default), verified\n"
              "  stat         a server's capabilities and counters\n"
              "  fsck         check every record and blob of a data folder (offline)\n"
+             "  bench        the load generator: REAPI and HTTP workloads, a build mix\n"
              "  --help       this text; `ringcas COMMAND --help` lists a command's flags\n"
              "  --version    print the version\n"
              "\n"
@@ -187,6 +189,94 @@ static int cmd_stat(int argc, char **argv)
     return client_cli_stat(&o);
 }
 
+/* The flags of ringcas bench but --help, written into <f> (room for 40); returns how many. */
+static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
+{
+    size_t n = 0;
+    f[n++] =
+        (struct base_flag){ "server", BASE_FLAG_STRING, &o->server, "server address", "HOST:PORT" };
+    f[n++] = (struct base_flag){ "workload", BASE_FLAG_STRING, &o->workload,
+                                 "what to send (see workloads below)", "NAME" };
+    f[n++] = (struct base_flag){ "instance", BASE_FLAG_STRING, &o->instance, "REAPI instance name",
+                                 "NAME" };
+    f[n++] = (struct base_flag){ "threads", BASE_FLAG_U64, &o->threads,
+                                 "worker threads, one io_uring ring each", NULL };
+    f[n++] = (struct base_flag){ "conns", BASE_FLAG_U64, &o->conns,
+                                 "HTTP/2 connections per thread (HTTP/1.1: one per slot)", NULL };
+    f[n++] = (struct base_flag){ "concurrency", BASE_FLAG_U64, &o->concurrency,
+                                 "requests (or actions) in flight per thread", NULL };
+    f[n++] = (struct base_flag){ "duration", BASE_FLAG_DURATION_MS, &o->duration_ms,
+                                 "measured window", NULL };
+    f[n++] = (struct base_flag){ "warmup", BASE_FLAG_DURATION_MS, &o->warmup_ms,
+                                 "load before the window, not counted", NULL };
+    f[n++] = (struct base_flag){ "rate", BASE_FLAG_U64, &o->rate,
+                                 "open loop: arrivals per second, all threads together; latency "
+                                 "counts from each arrival's due time (0: closed loop)",
+                                 NULL };
+    f[n++] = (struct base_flag){ "size", BASE_FLAG_SIZE, &o->size, "blob size", NULL };
+    f[n++] = (struct base_flag){ "blobs", BASE_FLAG_U64, &o->blobs,
+                                 "distinct blobs seeded for the read workloads", NULL };
+    f[n++] = (struct base_flag){ "batch", BASE_FLAG_U64, &o->batch,
+                                 "blobs per batch call, digests per FindMissingBlobs", NULL };
+    f[n++] = (struct base_flag){ "data", BASE_FLAG_STRING, &o->data,
+                                 "blob bytes: random (incompressible) or build (files of --corpus)",
+                                 "random|build" };
+    f[n++] = (struct base_flag){ "corpus", BASE_FLAG_STRING, &o->corpus,
+                                 "folders --data build reads, colon-separated", "DIRS" };
+    f[n++] = (struct base_flag){ "compress", BASE_FLAG_BOOL, &o->compress,
+                                 "zstd transfers: compressed-blobs, batch compressors, "
+                                 "Accept-Encoding: zstd",
+                                 "" };
+    f[n++] = (struct base_flag){ "verify", BASE_FLAG_BOOL, &o->verify,
+                                 "hash every blob read (gRPC; the size is always checked)", "" };
+    f[n++] = (struct base_flag){ "path", BASE_FLAG_STRING, &o->path,
+                                 "http-get: GET this path; http-put: PUT under it (other servers)",
+                                 "PATH" };
+    f[n++] = (struct base_flag){ "timeout", BASE_FLAG_DURATION_MS, &o->timeout_ms,
+                                 "fail when a connect, read or write makes no progress this long",
+                                 NULL };
+    f[n++] = (struct base_flag){ "deadline", BASE_FLAG_DURATION_MS, &o->deadline_ms,
+                                 "gRPC: each call's deadline (0: none)", NULL };
+    f[n++] = (struct base_flag){ "seed", BASE_FLAG_U64, &o->seed,
+                                 "random seed for sizes and choices (0: from the clock)", NULL };
+    f[n++] = (struct base_flag){ "mix-hit", BASE_FLAG_U64, &o->mix_hit,
+                                 "mix: action-cache hits, percent", NULL };
+    f[n++] = (struct base_flag){ "mix-actions", BASE_FLAG_U64, &o->mix_actions,
+                                 "mix, ac-get: actions of earlier builds seeded", NULL };
+    f[n++] = (struct base_flag){ "mix-max-size", BASE_FLAG_SIZE, &o->mix_max_size,
+                                 "mix, ac-get: largest blob drawn", NULL };
+    f[n++] = (struct base_flag){ "mix-batch-max", BASE_FLAG_SIZE, &o->mix_batch_max,
+                                 "mix: blobs up to this go in batch calls", NULL };
+    f[n++] = (struct base_flag){ "json", BASE_FLAG_BOOL, &o->json, "print the report as JSON", "" };
+    f[n++] = (struct base_flag){ "histogram", BASE_FLAG_BOOL, &o->histogram,
+                                 "text report: latency histograms (--no-histogram: none)", "" };
+    return n;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    struct client_bench_options o;
+    client_bench_options_default(&o);
+    bool help = false;
+    struct base_flag flags[40];
+    size_t nflags = bench_flags(flags, &o);
+    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
+    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
+    if (help) {
+        printf("usage: ringcas bench [FLAGS]\n\n"
+               "Load generator: one io_uring ring per thread, closed or open loop; seeds what\n"
+               "it reads; reports throughput, latency p50/p99/p99.9/max with a histogram per\n"
+               "request kind, and errors by status (docs/bench.md).\n\nflags:\n");
+        base_flags_print_help(flags, nflags, stdout);
+        printf("\n");
+        client_bench_print_workloads(stdout);
+        printf("\nExit status: 0 every request succeeded, 1 some failed (or seeding failed),\n"
+               "2 usage, 5 server unavailable.\n");
+        return 0;
+    }
+    return client_bench_main(&o, stdout, stderr);
+}
+
 static int cmd_fsck(int argc, char **argv)
 {
     const char *dir = "./ringcas-data";
@@ -226,6 +316,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "get") == 0) return cmd_get(argc - 2, argv + 2);
     if (strcmp(cmd, "stat") == 0) return cmd_stat(argc - 2, argv + 2);
     if (strcmp(cmd, "fsck") == 0) return cmd_fsck(argc - 2, argv + 2);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
     (void)fprintf(stderr, "ringcas: unknown command '%s' (see ringcas --help)\n", cmd);
     return 2;
 }

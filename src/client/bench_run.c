@@ -1,0 +1,496 @@
+/*
+ * One worker thread of ringcas bench: its ring, its connections, its slots, the open-loop
+ * pacing and the recording of results.
+ *
+ * Life of a thread: create the ring and open the connections; seed its share of the blobs
+ * (seed jobs j with j % threads == index); barrier; barrier (the main thread sets the times
+ * in between); run: closed loop starts every slot at once and each restarts itself, open
+ * loop starts a slot per due arrival; at the end, cancel what is in flight, close, drain.
+ *
+ * Invariants: a slot is busy exactly while its unit is in progress; busy_count counts them;
+ * in open loop an idle slot is on the idle stack exactly while the run phase lasts and it
+ * is not busy; a result is recorded only when its request finished inside the measured
+ * window [warm_end_ns, end_ns].
+ *
+ * Sections: statistics, connections, pacing, units, phases, the thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/err.h"
+#include "client/bench_internal.h"
+
+/* ---- statistics ---- */
+
+void bench_stats_reset(struct bench_stats *s)
+{
+    memset(s, 0, sizeof(*s));
+    for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
+        client_hist_reset(&s->ops[i].lat);
+    }
+    client_hist_reset(&s->small);
+}
+
+/* Adds <count> errors of <kind>/<code>. */
+static void stats_error_add(struct bench_stats *s, uint8_t kind, int32_t code, uint64_t count)
+{
+    for (uint32_t i = 0; i < s->err_count; i++) {
+        if (s->errs[i].kind == kind && s->errs[i].code == code) {
+            s->errs[i].count += count;
+            return;
+        }
+    }
+    if (s->err_count == BENCH_ERR_KEYS) {
+        s->err_other += count;
+        return;
+    }
+    s->errs[s->err_count++] = (struct bench_err){ .kind = kind, .code = code, .count = count };
+}
+
+void bench_stats_error(struct bench_stats *s, uint8_t kind, int32_t code, const char *what)
+{
+    if (s->first_error[0] == '\0' && what) {
+        (void)snprintf(s->first_error, sizeof(s->first_error), "%s", what);
+    }
+    stats_error_add(s, kind, code, 1);
+}
+
+void bench_stats_merge(struct bench_stats *into, const struct bench_stats *from)
+{
+    for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
+        struct bench_op_stats *a = &into->ops[i];
+        const struct bench_op_stats *b = &from->ops[i];
+        client_hist_merge(&a->lat, &b->lat);
+        a->ok += b->ok;
+        a->errors += b->errors;
+        a->bytes += b->bytes;
+        a->expected += b->expected;
+    }
+    client_hist_merge(&into->small, &from->small);
+    for (uint32_t i = 0; i < from->err_count; i++) {
+        stats_error_add(into, from->errs[i].kind, from->errs[i].code, from->errs[i].count);
+    }
+    if (into->first_error[0] == '\0') {
+        (void)snprintf(into->first_error, sizeof(into->first_error), "%s", from->first_error);
+    }
+    into->err_other += from->err_other;
+    into->arrivals += from->arrivals;
+    into->arrivals_late += from->arrivals_late;
+    into->hits += from->hits;
+    into->misses += from->misses;
+}
+
+static bool in_window(const struct bench_thread *t, uint64_t now)
+{
+    const struct bench_plan *p = t->plan;
+    return t->running && now >= p->warm_end_ns && now <= p->end_ns;
+}
+
+void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bool expected,
+                            const char *what)
+{
+    struct bench_thread *t = s->t;
+    s->in_call = false;
+    bool ok = kind == 0 && code == 0;
+    if (s->step == BENCH_STEP_SEED) {
+        if (!ok) {
+            t->seed_errors++;
+            bench_stats_error(&t->stats, kind, code, what);
+        }
+        return;
+    }
+    uint64_t now = base_clock_now_ns();
+    if (!in_window(t, now)) return;
+    struct bench_op_stats *o = &t->stats.ops[s->op];
+    if (ok) {
+        uint64_t lat = now - s->req_ns;
+        client_hist_record(&o->lat, lat);
+        if (s->op_small) client_hist_record(&t->stats.small, lat);
+        o->ok++;
+        o->bytes += s->op_bytes;
+    } else if (expected) {
+        o->expected++;
+    } else {
+        o->errors++;
+        bench_stats_error(&t->stats, kind, code, what);
+    }
+}
+
+void bench_run_fatal(struct bench_thread *t, int err, const char *what)
+{
+    if (t->fatal == 0) {
+        t->fatal = err < 0 ? err : -EIO;
+        (void)snprintf(t->fatal_text, sizeof(t->fatal_text), "%s: %s", what, base_err_str(err));
+    }
+    t->stopping = true;
+}
+
+/* ---- connections ---- */
+
+static void conn_reopen_fire(struct ring_timer *timer);
+static void conn_closed(struct client_conn *conn, int reason);
+
+static int conn_open(struct bench_thread *t, uint32_t i)
+{
+    struct client_conn_options co;
+    client_conn_options_default(&co);
+    co.connect_timeout_ms = (uint32_t)t->plan->o.timeout_ms;
+    co.io_timeout_ms = (uint32_t)t->plan->o.timeout_ms;
+    t->conns[i].user = t;
+    return client_conn_open(&t->conns[i], &t->cl, &t->plan->addr, &co, conn_closed);
+}
+
+/* Resumes the slots parked while no connection was usable. */
+static void unpark_all(struct bench_thread *t)
+{
+    for (uint32_t i = 0; i < t->slot_count && !t->stopping; i++) {
+        struct bench_slot *s = &t->slots[i];
+        if (!s->parked) continue;
+        s->parked = false;
+        bench_step_resume(s);
+    }
+}
+
+static void conn_closed(struct client_conn *conn, int reason)
+{
+    struct bench_thread *t = conn->user;
+    (void)reason;
+    if (t->stopping) return;
+    uint32_t i = (uint32_t)(conn - t->conns);
+    /* Not at once: a server that refuses connections would make this spin. */
+    if (ring_timer_start(t->core, &t->conn_reopen[i], NULL, 10) < 0) {
+        bench_run_fatal(t, -EAGAIN, "reopening a connection");
+    }
+}
+
+static void conn_reopen_fire(struct ring_timer *timer)
+{
+    struct bench_thread *t = timer->ctx;
+    if (t->stopping) return;
+    uint32_t i = (uint32_t)(timer - t->conn_reopen);
+    int rc = conn_open(t, i);
+    if (rc < 0) {
+        bench_run_fatal(t, rc, "reopening a connection");
+        return;
+    }
+    unpark_all(t);
+}
+
+struct client_conn *bench_run_conn(struct bench_slot *s)
+{
+    struct bench_thread *t = s->t;
+    /* Bounded by the connection count: try the slot's own, then the others. */
+    for (uint32_t k = 0; k < t->conn_count; k++) {
+        struct client_conn *c = &t->conns[(s->index + k) % t->conn_count];
+        if (client_conn_is_usable(c)) return c;
+        if (c->state == CLIENT_CONN_OPEN) client_conn_close(c); /* GOAWAY: start afresh */
+    }
+    s->parked = true;
+    return NULL;
+}
+
+/* ---- pacing (open loop) ---- */
+
+static uint64_t arrival_ns(const struct bench_thread *t, uint64_t k)
+{
+    return t->plan->start_ns + t->phase_ns + k * t->interval_ns;
+}
+
+static void pace(struct bench_thread *t);
+
+static void pace_fired(struct ring_op *op, int32_t res, uint32_t flags)
+{
+    (void)res;
+    (void)flags;
+    struct bench_thread *t = op->ctx;
+    t->pace_op = NULL;
+    pace(t);
+}
+
+static void pace_arm(struct bench_thread *t, uint64_t at_ns)
+{
+    struct ring_op *op = ring_op_get(t->core, NULL, pace_fired, t);
+    if (!op) {
+        bench_run_fatal(t, -EAGAIN, "arming the pacing timer");
+        return;
+    }
+    t->pace_ts.tv_sec = (long long)(at_ns / BASE_NS_PER_S);
+    t->pace_ts.tv_nsec = (long long)(at_ns % BASE_NS_PER_S);
+    struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
+    io_uring_prep_timeout(sqe, &t->pace_ts, 0, IORING_TIMEOUT_ABS);
+    ring_op_commit(op, sqe);
+    t->pace_op = op;
+}
+
+/* Starts every due arrival an idle slot can take; arms the timer for the next one. */
+static void pace(struct bench_thread *t)
+{
+    if (!t->running || t->stopping) return;
+    uint64_t now = base_clock_now_ns();
+    /* Bounded by the idle slots. */
+    while (t->idle_count > 0) {
+        uint64_t due = arrival_ns(t, t->arrival_next);
+        if (due > now) break;
+        struct bench_slot *s = &t->slots[t->idle[--t->idle_count]];
+        t->arrival_next++;
+        s->unit_ns = due;
+        s->busy = true;
+        t->busy_count++;
+        bench_step_begin(s);
+        if (t->stopping) return;
+    }
+    if (t->idle_count > 0 && !t->pace_op) pace_arm(t, arrival_ns(t, t->arrival_next));
+}
+
+/* ---- units ---- */
+
+/* Takes the next seed job for <s>, if any is left. */
+static bool seed_next(struct bench_slot *s)
+{
+    struct bench_thread *t = s->t;
+    uint64_t job = t->seed_next;
+    if (job >= t->seed_total) return false;
+    t->seed_next += t->plan->thread_count;
+    s->seed_job = job;
+    s->step = BENCH_STEP_SEED;
+    return true;
+}
+
+static void unit_start(struct bench_slot *s)
+{
+    struct bench_thread *t = s->t;
+    s->busy = true;
+    t->busy_count++;
+    s->unit_ns = base_clock_now_ns();
+    bench_step_begin(s);
+}
+
+void bench_run_unit_done(struct bench_slot *s)
+{
+    struct bench_thread *t = s->t;
+    ASSERT(s->busy);
+    ASSERT(t->busy_count > 0);
+    s->busy = false;
+    t->busy_count--;
+    if (t->stopping) return;
+    if (t->seeding) {
+        if (seed_next(s)) unit_start(s);
+        return;
+    }
+    if (!t->running) return;
+    if (in_window(t, base_clock_now_ns())) t->stats.arrivals++;
+    if (t->plan->o.rate == 0) {
+        unit_start(s);
+        return;
+    }
+    t->idle[t->idle_count++] = s->index;
+    pace(t);
+}
+
+/* ---- phases ---- */
+
+/* Ticks the ring until <t> has no busy slot (or stops). */
+static int drive_until_idle(struct bench_thread *t)
+{
+    /* Bounded by the requests' timeouts: every op carries one. */
+    while (t->busy_count > 0 && !t->stopping) {
+        int rc = ring_core_tick(t->core, RING_WAIT_FOREVER);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static int seed_phase(struct bench_thread *t)
+{
+    t->seeding = true;
+    t->seed_total = bench_step_seed_jobs(t->plan);
+    t->seed_next = t->index;
+    for (uint32_t i = 0; i < t->slot_count && !t->stopping; i++) {
+        if (!seed_next(&t->slots[i])) break;
+        unit_start(&t->slots[i]);
+    }
+    int rc = drive_until_idle(t);
+    t->seeding = false;
+    return rc;
+}
+
+static void end_fired(struct ring_timer *timer)
+{
+    struct bench_thread *t = timer->ctx;
+    t->stopping = true;
+}
+
+static int run_phase(struct bench_thread *t)
+{
+    const struct bench_plan *p = t->plan;
+    uint64_t now = base_clock_now_ns();
+    if (p->start_ns > now) {
+        struct timespec ts = { .tv_sec = (time_t)((p->start_ns - now) / BASE_NS_PER_S),
+                               .tv_nsec = (long)((p->start_ns - now) % BASE_NS_PER_S) };
+        (void)nanosleep(&ts, NULL);
+    }
+    t->running = true;
+    now = base_clock_now_ns();
+    uint64_t ms = p->end_ns > now ? (p->end_ns - now) / BASE_NS_PER_MS + 1 : 1;
+    ring_timer_init(&t->end_timer, end_fired, t);
+    int rc = ring_timer_start(t->core, &t->end_timer, NULL, ms);
+    if (rc < 0) return rc;
+    if (p->o.rate == 0) {
+        for (uint32_t i = 0; i < t->slot_count && !t->stopping; i++) {
+            unit_start(&t->slots[i]);
+        }
+    } else {
+        for (uint32_t i = 0; i < t->slot_count; i++) {
+            t->idle[t->idle_count++] = t->slot_count - 1 - i;
+        }
+        pace(t);
+    }
+    /* Bounded by the end timer. */
+    while (!t->stopping) {
+        rc = ring_core_tick(t->core, RING_WAIT_FOREVER);
+        if (rc < 0) return rc;
+    }
+    if (p->o.rate > 0) {
+        uint64_t due = 0;
+        if (p->end_ns > p->start_ns + t->phase_ns) {
+            due = (p->end_ns - p->start_ns - t->phase_ns) / t->interval_ns + 1;
+        }
+        if (due > t->arrival_next) t->stats.arrivals_late = due - t->arrival_next;
+    }
+    return 0;
+}
+
+/* Cancels everything, closes every connection and ticks until no op is in flight. */
+static int shut_down(struct bench_thread *t)
+{
+    t->stopping = true;
+    if (t->pace_op) ring_op_cancel(t->pace_op);
+    if (ring_timer_is_armed(&t->end_timer)) ring_timer_stop(t->core, &t->end_timer);
+    for (uint32_t i = 0; i < t->slot_count; i++) {
+        struct bench_slot *s = &t->slots[i];
+        if (s->in_call) bench_step_cancel(s);
+        if (ring_timer_is_armed(&s->reopen)) ring_timer_stop(t->core, &s->reopen);
+        if (t->plan->http) client_h1_close(&s->h1);
+    }
+    for (uint32_t i = 0; i < t->conn_count; i++) {
+        if (ring_timer_is_armed(&t->conn_reopen[i])) ring_timer_stop(t->core, &t->conn_reopen[i]);
+        client_conn_close(&t->conns[i]);
+    }
+    struct ring_counters *rc = ring_core_counters(t->core);
+    /* Bounded: every op was cancelled or carries a timeout. */
+    while (!client_is_idle(&t->cl) || base_counter_get(&rc->ops_in_flight) > 0) {
+        int err = ring_core_tick(t->core, RING_WAIT_FOREVER);
+        if (err < 0) return err;
+    }
+    return 0;
+}
+
+/* ---- the thread ---- */
+
+struct bench_thread *bench_run_create(struct bench_plan *plan, uint32_t index)
+{
+    struct bench_thread *t = calloc(1, sizeof(*t));
+    if (!t) return NULL;
+    t->plan = plan;
+    t->index = index;
+    t->rng = plan->o.seed * 0x9E3779B97F4A7C15ULL + index + 1;
+    t->slot_count = (uint32_t)plan->o.concurrency;
+    t->conn_count = plan->http ? 0 : (uint32_t)plan->o.conns;
+    t->slots = calloc(t->slot_count, sizeof(*t->slots));
+    t->idle = calloc(t->slot_count, sizeof(*t->idle));
+    t->conns = calloc(t->conn_count ? t->conn_count : 1, sizeof(*t->conns));
+    t->conn_reopen = calloc(t->conn_count ? t->conn_count : 1, sizeof(*t->conn_reopen));
+    if (!t->slots || !t->idle || !t->conns || !t->conn_reopen) {
+        bench_run_destroy(t);
+        return NULL;
+    }
+    bench_stats_reset(&t->stats);
+    if (plan->o.rate > 0) {
+        uint64_t per_thread = plan->o.rate / plan->thread_count;
+        t->interval_ns = BASE_NS_PER_S / (per_thread ? per_thread : 1);
+        if (t->interval_ns == 0) t->interval_ns = 1;
+        t->phase_ns = t->interval_ns * index / plan->thread_count;
+    }
+    return t;
+}
+
+void bench_run_destroy(struct bench_thread *t)
+{
+    if (!t) return;
+    free(t->slots);
+    free(t->idle);
+    free(t->conns);
+    free(t->conn_reopen);
+    free(t);
+}
+
+/* Creates the ring, the client, the slots and the connections. */
+static int set_up(struct bench_thread *t)
+{
+    const struct bench_plan *p = t->plan;
+    struct ring_core_options ro;
+    client_core_options(&ro);
+    uint32_t conns = p->http ? t->slot_count : t->conn_count;
+    ro.sq_entries = 1024;
+    ro.cq_entries = 16384;
+    ro.ops_max = 4 * t->slot_count + 4 * conns + 256;
+    if (ro.ops_max < 4096) ro.ops_max = 4096;
+    ro.recv_buf_count = 256;
+    /* Bounded: doubles up to 4096. */
+    while (ro.recv_buf_count < 4 * conns && ro.recv_buf_count < 4096) {
+        ro.recv_buf_count *= 2;
+    }
+    char why[200];
+    int rc = ring_core_create(&ro, t->index, &t->core, why, sizeof(why));
+    if (rc < 0) {
+        (void)snprintf(t->fatal_text, sizeof(t->fatal_text), "%s", why);
+        t->fatal = rc;
+        return rc;
+    }
+    client_init(&t->cl, t->core);
+    for (uint32_t i = 0; i < t->slot_count; i++) {
+        rc = bench_step_init(&t->slots[i], t, i);
+        if (rc < 0) return rc;
+    }
+    for (uint32_t i = 0; i < t->conn_count; i++) {
+        ring_timer_init(&t->conn_reopen[i], conn_reopen_fire, t);
+        rc = conn_open(t, i);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void tear_down(struct bench_thread *t)
+{
+    if (!t->core) return;
+    int rc = shut_down(t);
+    if (rc < 0 && t->fatal == 0) bench_run_fatal(t, rc, "io_uring_enter");
+    for (uint32_t i = 0; i < t->slot_count; i++) {
+        bench_step_deinit(&t->slots[i]);
+    }
+    client_deinit(&t->cl);
+    ring_core_destroy(t->core);
+    t->core = NULL;
+}
+
+void *bench_run_thread(void *arg)
+{
+    struct bench_thread *t = arg;
+    int rc = set_up(t);
+    if (rc < 0 && t->fatal == 0) bench_run_fatal(t, rc, "setting up the thread");
+    if (t->fatal == 0) {
+        rc = seed_phase(t);
+        if (rc < 0) bench_run_fatal(t, rc, "seeding");
+    }
+    (void)pthread_barrier_wait(&t->plan->barrier); /* seeded */
+    (void)pthread_barrier_wait(&t->plan->barrier); /* the main thread set the times */
+    if (t->fatal == 0 && !t->plan->abort) {
+        rc = run_phase(t);
+        if (rc < 0) bench_run_fatal(t, rc, "running");
+    }
+    tear_down(t);
+    return NULL;
+}

@@ -1,0 +1,190 @@
+"""ringcas bench against the real `ringcas serve`: each workload runs for a couple of seconds
+and must report zero errors and consistent numbers (not timings): requests > 0, bytes equal to
+requests x blob bytes, percentiles in order, histogram counts adding up, the JSON parsing.
+
+Workloads whose gRPC services the server in this build does not serve yet (it answers
+UNAVAILABLE "storage engine not available in this build", or UNIMPLEMENTED) are skipped with
+that reason; the HTTP/1.1 ones always run. Also: --help documents every workload and flag
+with its RINGCAS_* twin, flags have environment twins, the text report, open loop at a fixed
+rate, and an unreachable server (exit status 5).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import unittest
+
+import harness
+
+SIZE = 4096
+BATCH = 8
+NOT_SERVED = ("storage engine not available", "UNIMPLEMENTED")
+WORKLOADS = ("bs-read", "bs-write", "batch-read", "batch-update", "find-missing", "ac-get",
+             "http-get", "http-put", "mix")
+# Gauges of the server that must be back to zero after every run.
+QUIET = ("grpc_calls", "h2_streams", "bs_readers", "bs_uploads", "grpc_pins")
+
+
+def bench(server, *args, env=None, timeout=300):
+    """Runs `ringcas bench` against <server>; returns (exit status, stdout, stderr)."""
+    cmd = [harness.binary(), "bench", "--server", server, "--duration", "2s", "--warmup", "300ms",
+           "--threads", "2", "--conns", "2", "--concurrency", "8", "--size", str(SIZE),
+           "--blobs", "32", "--batch", str(BATCH), "--mix-actions", "40", "--mix-max-size",
+           "2MiB", "--timeout", "20s"] + list(args)
+    full_env = dict(os.environ, **(env or {}))
+    full_env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1:exitcode=66")
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                       env=full_env)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def check_latency(tc, lat, what):
+    """Percentiles in order and the histogram adding up to the count."""
+    tc.assertGreater(lat["count"], 0, what)
+    order = [lat[k] for k in ("min", "p50", "p90", "p99", "p999", "max")]
+    tc.assertEqual(order, sorted(order), "%s: percentiles out of order: %r" % (what, lat))
+    tc.assertGreater(lat["max"], 0, what)
+    tc.assertLessEqual(lat["min"], lat["mean"], what)
+    tc.assertLessEqual(lat["mean"], lat["max"], what)
+    tc.assertEqual(sum(c for _, c in lat["histogram"]), lat["count"], what)
+    bounds = [b for b, _ in lat["histogram"]]
+    tc.assertEqual(bounds, sorted(bounds), what)
+
+
+class BenchTest(harness.ServerTestCase):
+    server_args = ("--max-size", "4GiB")
+
+    def run_json(self, workload, *args):
+        rc, out, err = bench(self.server.address, "--workload", workload, "--json", *args)
+        if rc != 0 and any(s in err + out for s in NOT_SERVED):
+            self.skipTest("%s: not served by this build (%s)" % (workload, err.strip()[-200:]))
+        self.assertEqual(rc, 0, "%s: exit %d\n%s\n%s" % (workload, rc, out, err))
+        r = json.loads(out)
+        self.assertEqual(r["workload"], workload)
+        self.assertEqual(r["errors"], 0, r["errors_by_status"])
+        self.assertEqual(r["errors_by_status"], {})
+        self.assertGreater(r["requests"], 0)
+        self.assertGreater(r["requests_per_s"], 0)
+        check_latency(self, r["latency_ns"], workload)
+        for name, op in r["ops"].items():
+            self.assertEqual(op["errors"], 0, name)
+            if op["ok"]:
+                check_latency(self, op["latency_ns"], "%s %s" % (workload, name))
+                self.assertEqual(op["latency_ns"]["count"], op["ok"], name)
+        self.server.wait_quiet(extra=QUIET)
+        return r
+
+    def check_single(self, workload, op, per_request):
+        r = self.run_json(workload)
+        self.assertEqual(list(r["ops"]), [op])
+        self.assertEqual(r["bytes"], r["requests"] * per_request)
+        self.assertEqual(r["ops"][op]["bytes"], r["ops"][op]["ok"] * per_request)
+        self.assertEqual(r["arrivals"], r["requests"])
+        return r
+
+    def test_bs_read(self):
+        r = self.check_single("bs-read", "ByteStream.Read", SIZE)
+        self.assertEqual(r["blobs_seeded"], 32)
+
+    def test_bs_write(self):
+        self.check_single("bs-write", "ByteStream.Write", SIZE)
+
+    def test_batch_read(self):
+        self.check_single("batch-read", "BatchReadBlobs", SIZE * BATCH)
+
+    def test_batch_update(self):
+        self.check_single("batch-update", "BatchUpdateBlobs", SIZE * BATCH)
+
+    def test_find_missing(self):
+        self.check_single("find-missing", "FindMissingBlobs", 0)
+
+    def test_ac_get(self):
+        r = self.check_single("ac-get", "GetActionResult", 0)
+        self.assertEqual(r["actions_seeded"], 40)
+
+    def test_http_get(self):
+        self.check_single("http-get", "HTTP GET", SIZE)
+
+    def test_http_put(self):
+        self.check_single("http-put", "HTTP PUT", SIZE)
+
+    def test_mix(self):
+        r = self.run_json("mix", "--mix-hit", "50", "--data", "build")
+        self.assertGreater(r["hits"], 0)
+        self.assertGreater(r["misses"], 0)
+        self.assertGreater(r["arrivals"], 0)
+        ops = r["ops"]
+        # Every action starts with a lookup; misses answered NOT_FOUND are expected, not errors.
+        self.assertIn("GetActionResult", ops)
+        self.assertGreater(ops["GetActionResult"]["expected"], 0)
+        self.assertIn("FindMissingBlobs", ops)
+        self.assertIn("UpdateActionResult", ops)
+        self.assertTrue("BatchReadBlobs" in ops or "ByteStream.Read" in ops, list(ops))
+        check_latency(self, r["small_latency_ns"], "mix small blobs")
+
+    def test_open_loop_runs_at_the_rate(self):
+        rc, out, err = bench(self.server.address, "--workload", "http-get", "--json",
+                             "--rate", "200")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["mode"], "open")
+        self.assertEqual(r["errors"], 0)
+        # 200 arrivals/s over a 2 s window: about 400 (the window's edges cut one or two).
+        self.assertGreater(r["arrivals"], 200)
+        self.assertLessEqual(r["arrivals"], 420)
+        self.assertEqual(r["arrivals_late"], 0)
+        check_latency(self, r["latency_ns"], "open loop")
+        self.server.wait_quiet(extra=QUIET)
+
+    def test_text_report_and_environment_twins(self):
+        rc, out, err = bench(self.server.address, env={"RINGCAS_WORKLOAD": "http-put",
+                                                       "RINGCAS_SIZE": "1KiB"})
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("ringcas bench: http-put", out)
+        self.assertIn("HTTP PUT", out)
+        for word in ("p50", "p99", "p99.9", "max", "latency histogram"):
+            self.assertIn(word, out)
+        self.assertNotIn("errors by status", out)
+        self.server.wait_quiet(extra=QUIET)
+
+
+class BenchCliTest(unittest.TestCase):
+    def test_help_documents_every_workload_and_flag(self):
+        p = subprocess.run([harness.binary(), "bench", "--help"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        self.assertEqual(p.returncode, 0)
+        text = p.stdout.decode()
+        for w in WORKLOADS:
+            self.assertIn("  %s " % w, text)
+        flags = [l.split()[0] for l in text.splitlines() if l.startswith("  --")]
+        self.assertGreater(len(flags), 20)
+        for line in text.splitlines():
+            if line.startswith("  --") and not line.startswith("  --help"):
+                self.assertIn("RINGCAS_", line, line)
+        for f in ("--rate", "--concurrency", "--threads", "--conns", "--json", "--workload"):
+            self.assertIn(f, flags)
+
+    def test_bad_flags_are_usage_errors(self):
+        for args in (["--workload", "nope"], ["--threads", "0"], ["--data", "zeros"],
+                     ["--workload", "bs-read", "--path", "/x"]):
+            p = subprocess.run([harness.binary(), "bench"] + args, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn("ringcas bench:", p.stderr.decode())
+
+    def test_unreachable_server_is_exit_5(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        rc, out, err = bench("127.0.0.1:%d" % port, "--workload", "http-put", "--duration", "1s",
+                             "--warmup", "0s")
+        self.assertEqual(rc, 5, out + err)
+        rc, out, err = bench("127.0.0.1:%d" % port, "--workload", "http-get", "--duration", "1s")
+        self.assertEqual(rc, 5, out + err)
+        self.assertIn("seeding failed", err)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
