@@ -18,6 +18,8 @@
 #              (full run: also 10 % of peak, and 50 % with hits only, to locate the tail)
 #   memory     resident bytes per indexed blob with 10M blobs (1M with --quick)
 #   ring       perf/ring.sh (the linked-timeout cost); engine: perf/blob_bench.sh (full only)
+#   choices    perf/uring_micro (fixed files, linked timeouts, provided and registered buffers,
+#              O_DIRECT reads, per op) and ring_pingpong --stream (SEND_ZC against sendmsg)
 #   scaling    --cores LIST: server core counts (counts above this machine's CPUs are listed
 #              as not run)
 #   profiles   perf record of the server under the loads that decide the targets
@@ -64,7 +66,7 @@ note() {
 if [ "$BUILD" = 1 ]; then
     ./scripts/deps.sh perf || exit 1
     cmake --preset release >/dev/null || exit 1
-    cmake --build build/release -j"$NCPU" --target ringcas cpu_raw ring_pingpong blob_bench \
+    cmake --build build/release -j"$NCPU" --target ringcas cpu_raw ring_pingpong uring_micro blob_bench \
         >/dev/null || exit 1
 fi
 for t in nginx nghttpd h2load wrk iperf3 fio curl; do
@@ -599,6 +601,34 @@ ring() {
     } >"$MD/70-ring.md"
 }
 
+# What each io_uring choice costs (fixed files, linked timeouts, provided and registered
+# buffers, O_DIRECT reads) and zero-copy sends against plain ones on loopback.
+choices() {
+    say "choices: uring_micro (per-op costs), ring_pingpong --stream (SEND_ZC)"
+    ops=$([ "$QUICK" = 1 ] && echo 20000 || echo 100000)
+    secs=$([ "$QUICK" = 1 ] && echo 1 || echo 3)
+    build/release/perf/uring_micro --ops "$ops" --file "$work/uring_micro.dat" \
+        >"$work/micro.txt" 2>&1 || note "uring_micro failed: $(tail -1 "$work/micro.txt")"
+    rm -f "$work/uring_micro.dat"
+    build/release/perf/ring_pingpong --stream --seconds "$secs" >"$work/zc.txt" 2>&1 ||
+        note "ring_pingpong --stream failed: $(tail -1 "$work/zc.txt")"
+    {
+        echo "## io_uring choices: what each costs per operation"
+        echo
+        echo "\`build/release/perf/uring_micro --ops $ops\` (one thread, one ring with a core's flags;"
+        echo "medians of 5). Registered buffers, fixed files and provided-buffer receives have no server"
+        echo "flag, so they are measured here, op by op."
+        echo
+        grep '^|' "$work/micro.txt"
+        echo
+        echo "\`build/release/perf/ring_pingpong --stream --seconds $secs\` (one core; SEND_ZC for sends of"
+        echo "64 KiB and more against plain sendmsg, 64 MiB transfers on loopback)."
+        echo
+        grep '^|' "$work/zc.txt"
+        echo
+    } >"$MD/72-choices.md"
+}
+
 engine() {
     [ "$QUICK" = 1 ] && return
     say "engine: perf/blob_bench.sh (ingest vs raw, O_DIRECT, chunk size, zstd level, commits)"
@@ -746,6 +776,7 @@ rc_check profiles
 perf_stop "$rc_pid"
 only memory && memory
 only ring && ring
+only choices && choices
 only engine && engine
 only scaling && scaling
 
@@ -800,11 +831,11 @@ T1=$(date +%s)
     for f in "$MD"/*.md; do
         cat "$f"
     done
-    echo "## Choices this run does not switch"
+    echo "## Where the choices are measured"
     echo
-    echo "Registered buffers and fixed files, SEND_ZC for large sends and provided-buffer rings for"
-    echo "receives have no server flag in this build, so this run cannot measure them on and off; the"
-    echo "linked-timeout cost is measured above (perf/ring.sh), O_DIRECT versus buffered writes, chunk"
-    echo "size and zstd level by the engine suite (full run)."
+    echo "The linked-timeout cost: the ring section (perf/ring.sh) and uring_micro; registered"
+    echo "buffers, fixed files, provided-buffer receives and O_DIRECT reads: uring_micro; SEND_ZC:"
+    echo "ring_pingpong --stream; O_DIRECT versus buffered segment writes, chunk size and zstd level:"
+    echo "the engine suite (full run only). What each measurement decided is in docs/performance.md."
 } >"$OUT"
 say "wrote $OUT in $((T1 - T0)) s"
