@@ -132,10 +132,47 @@ static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct 
 /* ---- scanning ---- */
 
 struct seg_scan {
-    uint64_t commits;   /* commit records seen */
-    uint64_t end;       /* end of the valid records */
-    bool stopped_early; /* an invalid record before the end */
+    uint64_t commits;                  /* commit records seen */
+    uint64_t end;                      /* end of the valid records */
+    bool stopped_early;                /* an invalid record before the end */
+    bool footer_seen;                  /* the scan stopped at a valid footer record header */
+    struct blob_footer_entry *entries; /* what a footer must list, one per commit, in order */
+    size_t entries_len;                /* used */
+    size_t entries_size;               /* capacity */
 };
+
+/* The footer entry a commit record at <off> of segment <seq> must have (as the writer makes). */
+static void expected_entry(const struct blob_commit *c, uint64_t seq, uint64_t off,
+                           struct blob_footer_entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->kind = c->kind;
+    e->digest_fn = c->digest_fn;
+    uint64_t oldest = seq;
+    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
+    for (uint32_t i = 0; i < c->chunk_count; i++) {
+        if (refs[i].seg < oldest) oldest = refs[i].seg;
+    }
+    e->span = (uint16_t)(seq - oldest > UINT16_MAX ? UINT16_MAX : seq - oldest);
+    e->off8 = (uint32_t)(off / 8);
+    e->size = c->size;
+    e->commit_seq = c->commit_seq;
+    memcpy(e->hash, c->hash, BLOB_HASH_SIZE);
+}
+
+/* Remembers the entry of a valid commit; false when out of memory. */
+static bool keep_entry(struct seg_scan *sc, const struct blob_footer_entry *e)
+{
+    if (sc->entries_len == sc->entries_size) {
+        size_t size = sc->entries_size ? sc->entries_size * 2 : 64;
+        struct blob_footer_entry *n = realloc(sc->entries, size * sizeof(*n));
+        if (!n) return false;
+        sc->entries = n;
+        sc->entries_size = size;
+    }
+    sc->entries[sc->entries_len++] = *e;
+    return true;
+}
 
 static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, struct seg_scan *out)
 {
@@ -150,7 +187,10 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
             blob_format_check_record_header(&h, limit - off - sizeof(h)) < 0) {
             break;
         }
-        if (h.type == BLOB_RECORD_FOOTER) break;
+        if (h.type == BLOB_RECORD_FOOTER) {
+            out->footer_seen = true;
+            break;
+        }
         if (h.payload_len > buf_size) {
             uint8_t *n = realloc(buf, h.payload_len);
             if (!n) break;
@@ -169,6 +209,9 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
                 f->r->bad_blobs++;
                 problem(f, s->seq, off, "malformed commit");
             } else {
+                struct blob_footer_entry e;
+                expected_entry(c, s->seq, off, &e);
+                if (!keep_entry(out, &e)) break;
                 check_blob(f, s->seq, off, c);
             }
         }
@@ -186,6 +229,76 @@ static bool read_trailer(struct fsck *f, struct fsck_seg *s, struct blob_seg_tra
     if (s->size < 2ULL * BLOB_BLOCK_SIZE || s->size % BLOB_BLOCK_SIZE != 0) return false;
     if (blob_io_pread_full(f->io, s->fd, t, sizeof(*t), s->size - sizeof(*t)) < 0) return false;
     return blob_format_check_trailer(t, s->seq, s->size) == 0;
+}
+
+/* True when <len> bytes at <off> are all zero (the padding around a footer). */
+static bool zeros_at(struct fsck *f, struct fsck_seg *s, uint64_t off, uint64_t len)
+{
+    uint8_t buf[4096];
+    while (len > 0) {
+        size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+        if (blob_io_pread_full(f->io, s->fd, buf, n, off) < 0) return false;
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i] != 0) return false;
+        }
+        off += n;
+        len -= n;
+    }
+    return true;
+}
+
+/*
+ * Checks a sealed segment's footer record against the commit records the scan found: its
+ * checksum, one entry per commit with the same place, key and size, and zeros before it
+ * and after it up to the trailer. Recovery trusts a valid footer without reading the records,
+ * so a footer that lies is corruption even when every record is sound. Returns the problem.
+ */
+static const char *footer_problem(struct fsck *f, struct fsck_seg *s,
+                                  const struct blob_seg_trailer *t, const struct seg_scan *sc)
+{
+    uint64_t payload = t->count * sizeof(struct blob_footer_entry);
+    uint64_t len = sizeof(struct blob_record_header) + payload;
+    uint64_t trailer_off = s->size - sizeof(*t);
+    if (t->footer_off < t->records_end || t->footer_off + len > trailer_off) {
+        return "footer out of place";
+    }
+    if (sc->entries_len != t->count) return "footer does not list the commit records";
+    uint8_t *buf = malloc(len);
+    if (!buf) return "out of memory reading the footer";
+    const char *why = NULL;
+    const struct blob_record_header *h = (const void *)buf;
+    if (blob_io_pread_full(f->io, s->fd, buf, len, t->footer_off) < 0 ||
+        blob_format_check_record_header(h, payload) < 0 || h->type != BLOB_RECORD_FOOTER ||
+        h->payload_len != payload || blob_format_check_payload(h, buf + sizeof(*h)) < 0) {
+        why = "footer record fails its checksum";
+    } else if (payload > 0 && memcmp(buf + sizeof(*h), sc->entries, payload) != 0) {
+        why = "footer entries disagree with the commit records";
+    } else if (!zeros_at(f, s, t->records_end, t->footer_off - t->records_end) ||
+               !zeros_at(f, s, t->footer_off + blob_record_size(payload),
+                         trailer_off - t->footer_off - blob_record_size(payload))) {
+        why = "bytes other than zeros around the footer";
+    }
+    free(buf);
+    return why;
+}
+
+/* True when the last 64 bytes of a block-sized file are not all zero: a trailer was written. */
+static bool trailer_written(struct fsck *f, struct fsck_seg *s)
+{
+    if (s->size < 2ULL * BLOB_BLOCK_SIZE || s->size % BLOB_BLOCK_SIZE != 0) return false;
+    return !zeros_at(f, s, s->size - sizeof(struct blob_seg_trailer),
+                     sizeof(struct blob_seg_trailer));
+}
+
+/* True when a footer record header sits at the first block boundary after <end>. */
+static bool footer_after(struct fsck *f, struct fsck_seg *s, uint64_t end)
+{
+    struct blob_record_header h;
+    uint64_t off = blob_align_block(end);
+    if (off + sizeof(h) > s->size) return false;
+    if (blob_io_pread_full(f->io, s->fd, &h, sizeof(h), off) < 0) return false;
+    return blob_format_check_record_header(&h, s->size - off - sizeof(h)) == 0 &&
+           h.type == BLOB_RECORD_FOOTER;
 }
 
 static void check_segment(struct fsck *f, struct fsck_seg *s)
@@ -206,19 +319,27 @@ static void check_segment(struct fsck *f, struct fsck_seg *s)
     bool sealed = read_trailer(f, s, &t);
     struct seg_scan sc = { 0 };
     (void)scan_records(f, s, sealed ? t.records_end : s->size, &sc);
-    if (!sealed) {
-        f->r->torn_tails += sc.stopped_early ? 1 : 0;
-        return;
-    }
-    f->r->sealed++;
-    if (sc.stopped_early || sc.end != t.records_end) {
-        f->r->corrupt_records++;
-        problem(f, s->seq, sc.end, "corrupt record");
-    }
-    if (sc.commits != t.count) {
+    if (!sealed && trailer_written(f, s) && (sc.footer_seen || footer_after(f, s, sc.end))) {
+        /* Records end in a footer and a trailer was written whole (it is the last 64 bytes
+         * of a sector, so a torn seal leaves none): the segment was sealed, its trailer is
+         * damaged. Without a trailer it is a seal a crash interrupted, as a torn tail. */
         f->r->bad_segments++;
-        problem(f, s->seq, t.footer_off, "footer does not list the commit records");
+        problem(f, s->seq, s->size - sizeof(t), "sealed segment with a damaged trailer");
+    } else if (!sealed) {
+        f->r->torn_tails += sc.stopped_early ? 1 : 0;
+    } else {
+        f->r->sealed++;
+        if (sc.stopped_early || sc.end != t.records_end) {
+            f->r->corrupt_records++;
+            problem(f, s->seq, sc.end, "corrupt record");
+        }
+        const char *why = footer_problem(f, s, &t, &sc);
+        if (why) {
+            f->r->bad_segments++;
+            problem(f, s->seq, t.footer_off, why);
+        }
     }
+    free(sc.entries);
 }
 
 int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)

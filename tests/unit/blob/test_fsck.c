@@ -210,3 +210,107 @@ Test(blob_fsck, a_listing_error_is_reported)
     blob_io_sim_restart(io);
     blob_io_sim_destroy(io);
 }
+
+/* Reads the trailer of the first segment of a store closed after fill_store. */
+static void first_trailer(struct th *t, struct blob_seg_trailer *tr)
+{
+    int fd;
+    cr_assert(eq(int, t->io->ops->open(t->io, "seg-0000000000000001.rcs", O_RDONLY, &fd), 0));
+    uint64_t size;
+    cr_assert(eq(int, t->io->ops->fsize(t->io, fd, &size), 0));
+    cr_assert(eq(int, blob_io_pread_full(t->io, fd, tr, sizeof(*tr), size - sizeof(*tr)), 0));
+    cr_assert(eq(int, t->io->ops->close(t->io, fd), 0));
+    cr_assert(eq(int, blob_format_check_trailer(tr, 1, size), 0), "segment 1 is sealed");
+}
+
+static struct blob_fsck_report fsck_sim(struct th *t)
+{
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(t->io, &r, NULL), 0));
+    return r;
+}
+
+Test(blob_fsck, a_flipped_footer_entry_is_reported)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 4);
+    fill_store(&t, 12);
+    th_close_store(&t);
+    struct blob_seg_trailer tr;
+    first_trailer(&t, &tr);
+    cr_assert(gt(u64, tr.count, 0));
+    uint64_t at = tr.footer_off + sizeof(struct blob_record_header) + 8; /* entry 0's size */
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", at, 0x01), 0));
+    struct blob_fsck_report r = fsck_sim(&t);
+    cr_assert(eq(u64, r.corrupt_records, 0), "the records themselves are sound");
+    cr_assert(eq(u64, r.bad_segments, 1));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+Test(blob_fsck, a_footer_with_a_valid_checksum_that_lies_is_reported)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 4);
+    fill_store(&t, 12);
+    th_close_store(&t);
+    struct blob_seg_trailer tr;
+    first_trailer(&t, &tr);
+    uint64_t payload = tr.count * sizeof(struct blob_footer_entry);
+    uint64_t len = sizeof(struct blob_record_header) + payload;
+    uint8_t *buf = malloc(len);
+    cr_assert(not(eq(ptr, buf, NULL)));
+    int fd;
+    cr_assert(eq(int, t.io->ops->open(t.io, "seg-0000000000000001.rcs", O_RDWR, &fd), 0));
+    cr_assert(eq(int, blob_io_pread_full(t.io, fd, buf, len, tr.footer_off), 0));
+    struct blob_footer_entry *e = (void *)(buf + sizeof(struct blob_record_header));
+    e[0].size += 1; /* a footer that names a size its commit record does not */
+    struct blob_record_header h;
+    blob_format_record_header(&h, BLOB_RECORD_FOOTER, 0, e, (uint32_t)payload, 0);
+    memcpy(buf, &h, sizeof(h));
+    cr_assert(eq(int, blob_io_pwrite_full(t.io, fd, buf, len, tr.footer_off), 0));
+    cr_assert(eq(int, t.io->ops->fdatasync(t.io, fd), 0));
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    free(buf);
+    struct blob_fsck_report r = fsck_sim(&t);
+    cr_assert(eq(u64, r.corrupt_records, 0));
+    cr_assert(eq(u64, r.bad_segments, 1));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+Test(blob_fsck, a_sealed_segment_with_a_flipped_trailer_is_reported)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 4);
+    fill_store(&t, 12);
+    th_close_store(&t);
+    struct blob_seg_trailer tr;
+    first_trailer(&t, &tr);
+    struct blob_fsck_report before = fsck_sim(&t);
+    cr_assert(eq(u64, before.bad_segments, 0));
+    uint64_t at = tr.file_size - sizeof(tr) + 24; /* records_end */
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", at, 0x10), 0));
+    struct blob_fsck_report r = fsck_sim(&t);
+    cr_assert(eq(u64, r.bad_segments, 1), "not taken for an unsealed tail");
+    cr_assert(eq(u64, r.torn_tails, before.torn_tails));
+    cr_assert(eq(int, th_open_store(&t), 0), "recovery copes: it scans the segment");
+    th_close(&t);
+}
+
+Test(blob_fsck, a_byte_in_the_padding_before_the_footer_is_reported)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 4);
+    fill_store(&t, 12);
+    th_close_store(&t);
+    struct blob_seg_trailer tr;
+    first_trailer(&t, &tr);
+    cr_assert(lt(u64, tr.records_end, tr.footer_off), "the footer starts on the next block");
+    cr_assert(
+        eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", tr.footer_off - 1, 0x5a), 0));
+    struct blob_fsck_report r = fsck_sim(&t);
+    cr_assert(eq(u64, r.bad_segments, 1));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
