@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -121,14 +122,25 @@ class Server:
         self.stop()
         return self.start(self.port)
 
-    def cleanup(self):
+    def cleanup(self, keep_log=False):
+        """Kills a running server, removes its data folder (if ours) and, unless a failure
+        wants it kept for reading, its log."""
         if self.proc:
             self.proc.kill()
             self.proc.wait()
             self.proc.stdout.close()
             self.proc = None
+        if self.log and not self.log.closed:
+            self.log.close()
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if keep_log:
+            sys.stderr.write("ringcas server log kept: %s\n" % self.log_path)
+        else:
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self.start()
@@ -137,8 +149,10 @@ class Server:
         try:
             if self.proc and exc_type is None:
                 self.stop()
-        finally:
-            self.cleanup()
+        except BaseException:
+            self.cleanup(keep_log=True)
+            raise
+        self.cleanup(keep_log=exc_type is not None)
         return False
 
     def log_tail(self, lines=40):
