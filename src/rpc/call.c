@@ -399,8 +399,14 @@ static void frame_error(struct rpc_call *c, int err)
     rpc_call_finish(c, PROTO_STATUS_INTERNAL, "compressed messages are not accepted");
 }
 
-/* Queues <p>/<len> to be processed after resume; a copy unless it is in a receive buffer. */
-static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
+/*
+ * Queues <p>/<len> to be processed after resume; a copy unless it is in a receive buffer.
+ * <front>: the rest of a slice being processed, which comes before everything queued after
+ * it (at the tail it would be fed after them and the deframer would read the stream out of
+ * order).
+ */
+static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid,
+                        bool front)
 {
     size_t extra = bid == RING_CONN_NO_BUF ? len : 0;
     struct rpc_slice *s = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*s) + extra);
@@ -419,7 +425,11 @@ static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16
         s->p = p;
     }
     base_counter_inc(&c->rc->counters.grpc_slices);
-    base_list_add_tail(&c->in, &s->link);
+    if (front) {
+        base_list_add_head(&c->in, &s->link);
+    } else {
+        base_list_add_tail(&c->in, &s->link);
+    }
 }
 
 /* The service holds <len> bytes of <bid> / <owner>; they are consumed on resume. */
@@ -464,7 +474,7 @@ static bool process(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t b
         if (r == RPC_HELD) {
             size_t held = ev.type == PROTO_FRAME_DATA ? (size_t)n : 0;
             rpc_h2_consume(c, done - held);
-            if (done < len) queue_slice(c, p + done, len - done, bid);
+            if (done < len) queue_slice(c, p + done, len - done, bid, true);
             bool keep = owner && held > 0;
             hold(c, held, bid, keep ? owner : NULL);
             return keep;
@@ -503,7 +513,7 @@ void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t
     }
     if (c->input_held || !base_list_is_empty(&c->in) || bid == RING_CONN_NO_BUF) {
         /* Behind held input, or not in a receive buffer (a copy then keeps it). */
-        queue_slice(c, p, len, bid);
+        queue_slice(c, p, len, bid, false);
         if (!c->input_held) rpc_call_resume_input(c);
         return;
     }
