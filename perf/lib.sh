@@ -17,11 +17,12 @@ perf_init() {
 }
 
 perf_cleanup() {
+    # `|| true`: scripts run under set -e, and a tracked process may have exited already.
     for p in $PERF_PIDS; do
-        kill "$p" 2>/dev/null
+        kill "$p" 2>/dev/null || true
     done
     for p in $PERF_PIDS; do
-        wait "$p" 2>/dev/null
+        wait "$p" 2>/dev/null || true
     done
     PERF_PIDS=""
     # PERF_KEEP=1 keeps the scratch folder (servers' logs, JSON reports) for a post-mortem.
@@ -37,8 +38,8 @@ perf_track() { PERF_PIDS="$PERF_PIDS $1"; }
 
 # Stops one process started by the helpers and forgets it.
 perf_stop() {
-    kill "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
     PERF_PIDS=$(echo "$PERF_PIDS" | tr ' ' '\n' | grep -vx "$1" | tr '\n' ' ')
 }
 
