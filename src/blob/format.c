@@ -109,6 +109,24 @@ int blob_format_check_commit(const struct blob_commit *c, uint64_t len)
     return 0;
 }
 
+void blob_format_footer_entry(const struct blob_commit *c, uint64_t seq, uint64_t off,
+                              struct blob_footer_entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->kind = c->kind;
+    e->digest_fn = c->digest_fn;
+    uint64_t oldest = seq;
+    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
+    for (uint32_t i = 0; i < c->chunk_count; i++) {
+        if (refs[i].seg < oldest) oldest = refs[i].seg;
+    }
+    e->span = (uint16_t)(seq - oldest > UINT16_MAX ? UINT16_MAX : seq - oldest);
+    e->off8 = (uint32_t)(off / 8);
+    e->size = c->size;
+    e->commit_seq = c->commit_seq;
+    memcpy(e->hash, c->hash, BLOB_HASH_SIZE);
+}
+
 void blob_format_trailer(struct blob_seg_trailer *t, uint64_t seq, uint64_t footer_off,
                          uint64_t records_end, uint64_t count, uint64_t file_size)
 {

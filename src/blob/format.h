@@ -171,6 +171,11 @@ MUST_CHECK int blob_format_check_payload(const struct blob_record_header *h, con
  */
 MUST_CHECK int blob_format_check_commit(const struct blob_commit *c, uint64_t len);
 
+/* The footer entry of a (checked) commit record <c> at <off> of segment <seq>: what the
+ * writer lists in the footer, what recovery indexes from a scan and what fsck compares. */
+void blob_format_footer_entry(const struct blob_commit *c, uint64_t seq, uint64_t off,
+                              struct blob_footer_entry *e);
+
 /* Fills a trailer and its checksum. */
 void blob_format_trailer(struct blob_seg_trailer *t, uint64_t seq, uint64_t footer_off,
                          uint64_t records_end, uint64_t count, uint64_t file_size);

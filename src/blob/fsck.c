@@ -141,25 +141,6 @@ struct seg_scan {
     size_t entries_size;               /* capacity */
 };
 
-/* The footer entry a commit record at <off> of segment <seq> must have (as the writer makes). */
-static void expected_entry(const struct blob_commit *c, uint64_t seq, uint64_t off,
-                           struct blob_footer_entry *e)
-{
-    memset(e, 0, sizeof(*e));
-    e->kind = c->kind;
-    e->digest_fn = c->digest_fn;
-    uint64_t oldest = seq;
-    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
-    for (uint32_t i = 0; i < c->chunk_count; i++) {
-        if (refs[i].seg < oldest) oldest = refs[i].seg;
-    }
-    e->span = (uint16_t)(seq - oldest > UINT16_MAX ? UINT16_MAX : seq - oldest);
-    e->off8 = (uint32_t)(off / 8);
-    e->size = c->size;
-    e->commit_seq = c->commit_seq;
-    memcpy(e->hash, c->hash, BLOB_HASH_SIZE);
-}
-
 /* Remembers the entry of a valid commit; false when out of memory. */
 static bool keep_entry(struct seg_scan *sc, const struct blob_footer_entry *e)
 {
@@ -210,7 +191,7 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
                 problem(f, s->seq, off, "malformed commit");
             } else {
                 struct blob_footer_entry e;
-                expected_entry(c, s->seq, off, &e);
+                blob_format_footer_entry(c, s->seq, off, &e);
                 if (!keep_entry(out, &e)) break;
                 check_blob(f, s->seq, off, c);
             }

@@ -53,24 +53,6 @@ static const uint8_t *scan_at(struct scan *sc, uint64_t off, uint64_t len, int *
     return sc->win;
 }
 
-static void entry_from_commit(const struct blob_commit *c, uint64_t seq, uint64_t off,
-                              struct blob_footer_entry *e)
-{
-    memset(e, 0, sizeof(*e));
-    e->kind = c->kind;
-    e->digest_fn = c->digest_fn;
-    uint64_t oldest = seq;
-    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
-    for (uint32_t i = 0; i < c->chunk_count; i++) {
-        if (refs[i].seg < oldest) oldest = refs[i].seg;
-    }
-    e->span = (uint16_t)(seq - oldest > UINT16_MAX ? UINT16_MAX : seq - oldest);
-    e->off8 = (uint32_t)(off / 8);
-    e->size = c->size;
-    e->commit_seq = c->commit_seq;
-    memcpy(e->hash, c->hash, BLOB_HASH_SIZE);
-}
-
 /* Checks the record at <off>; returns its payload or NULL (invalid: the scan stops). */
 static const uint8_t *scan_record(struct scan *sc, uint64_t off,
                                   const struct blob_record_header **hp, int *err)
@@ -103,7 +85,7 @@ static int scan_segment(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn,
             const struct blob_commit *c = (const void *)payload;
             if (blob_format_check_commit(c, h->payload_len) < 0) break;
             struct blob_footer_entry e;
-            entry_from_commit(c, seq, off, &e);
+            blob_format_footer_entry(c, seq, off, &e);
             fn(ctx, &e);
         }
         off += blob_record_size(h->payload_len);
