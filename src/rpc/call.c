@@ -405,8 +405,7 @@ static void frame_error(struct rpc_call *c, int err)
  * it (at the tail it would be fed after them and the deframer would read the stream out of
  * order).
  */
-static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid,
-                        bool front)
+static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid, bool front)
 {
     size_t extra = bid == RING_CONN_NO_BUF ? len : 0;
     struct rpc_slice *s = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*s) + extra);
