@@ -2,6 +2,7 @@
 failures that name their cause and fix, and a clean drain on SIGTERM."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +11,13 @@ import time
 import unittest
 
 import harness
+
+
+def tmpdir(tc):
+    """A data folder removed when test case <tc> ends (a server preallocates its segments)."""
+    d = tempfile.mkdtemp(prefix="ringcas-serve-")
+    tc.addCleanup(shutil.rmtree, d, ignore_errors=True)
+    return d
 
 
 def run(args, env=None, timeout=30):
@@ -53,7 +61,7 @@ class CommandLine(unittest.TestCase):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        d = tempfile.mkdtemp()
+        d = tmpdir(self)
         env = dict(os.environ, RINGCAS_LISTEN="127.0.0.1:%d" % port, RINGCAS_DIR=d)
         p = subprocess.Popen([harness.binary(), "serve"], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, env=env)
@@ -71,7 +79,7 @@ class CommandLine(unittest.TestCase):
             s.bind(("127.0.0.1", 0))
             s.listen()
             r = run(["serve", "--listen", "127.0.0.1:%d" % s.getsockname()[1],
-                     "--dir", tempfile.mkdtemp()])
+                     "--dir", tmpdir(self)])
             self.assertEqual(r.returncode, 1)
             self.assertIn("address already in use", r.stderr)
 
@@ -80,7 +88,7 @@ class CommandLine(unittest.TestCase):
 class NoIoUring(unittest.TestCase):
     def check(self, err, needle):
         r = subprocess.run([os.environ["NO_URING_BIN"], err, harness.binary(), "serve",
-                            "--listen", "127.0.0.1:0", "--dir", tempfile.mkdtemp()],
+                            "--listen", "127.0.0.1:0", "--dir", tmpdir(self)],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 1, r.stderr)
         lines = [l for l in r.stderr.splitlines() if l.startswith("ringcas:")]
