@@ -175,6 +175,12 @@ static int session_create(struct rpc_h2 *h2)
     /* Windows reopen only as the engine takes the bytes: real backpressure (docs/grpc.md). */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    /*
+     * Closed streams are kept only to place later RFC 7540 PRIORITY frames in the dependency
+     * tree, which gRPC never uses: with SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218 §2.1) below,
+     * nghttp2 schedules streams by urgency alone and a closed stream is freed at once.
+     */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     set_flood_limits(opt);
     nghttp2_mem mem = {
         .mem_user_data = h2->rc,
@@ -193,6 +199,7 @@ static int session_create(struct rpc_h2 *h2)
         { NGHTTP2_SETTINGS_MAX_FRAME_SIZE, RPC_H2_MAX_FRAME },
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, RPC_H2_HEADERS_MAX },
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+        { NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
     };
     rv = nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, settings, ARRAY_LEN(settings));
     if (rv == 0) {
