@@ -49,6 +49,7 @@ struct blob_reader {
     struct blob_io_req req;      /* kept to resubmit after -EAGAIN */
     uint32_t retries;            /* resubmissions of the read in flight */
     uint32_t want_len;           /* bytes the read asked for */
+    uint32_t window_pre;         /* the commit read began this many bytes early (small blob) */
     int err;                     /* the error the stream ended with */
     bool closing;                /* close was called while a read was in flight */
     bool busy;                   /* a piece was asked for and not yet delivered */
@@ -216,13 +217,49 @@ static uint32_t commit_guess(const struct blob_reader *r)
     return (uint32_t)(sizeof(struct blob_record_header) + blob_commit_payload_len(chunks));
 }
 
-static int read_commit(struct blob_reader *r, uint32_t len)
+/*
+ * A blob of one small chunk is usually written in one piece with its commit record, its chunk
+ * record just before it: the first read then starts that far early, so one disk read brings
+ * both (commit_arrived), and a read costs one trip through the ring instead of two.
+ */
+#define WINDOW_RAW_MAX (64u << 10)
+
+static uint32_t window_pre(const struct blob_reader *r, uint64_t off)
 {
+    if (r->key.size == 0 || r->key.size > WINDOW_RAW_MAX) return 0;
+    if (r->key.size > r->bc->s->opts.chunk_size) return 0;
+    uint64_t pre = (blob_chunk_record_bound((uint32_t)r->key.size) + 7u) & ~(uint64_t)7;
+    return (uint32_t)(pre < off ? pre : off);
+}
+
+static int take_buffers(struct blob_reader *r, uint32_t raw, uint32_t rsize);
+
+/*
+ * Reads the commit record (<len> bytes), the first time with the window in front of it: then
+ * into the record buffer, where the chunk record is wanted (commit_arrived copies the commit
+ * record out). Without room in the read buffer budget the window is skipped.
+ */
+static int read_commit(struct blob_reader *r, uint32_t len, bool first)
+{
+    uint64_t off = (uint64_t)r->val.loc.off8 * 8;
+    uint32_t pre = first ? window_pre(r, off) : 0;
     free(r->commit);
     r->commit = malloc(len);
     if (!r->commit) return -ENOMEM;
     r->commit_len = len;
-    return reader_submit(r, r->val.loc.seg, (uint64_t)r->val.loc.off8 * 8, r->commit, len);
+    r->window_pre = 0;
+    uint8_t *buf = r->commit;
+    if (pre > 0 && !r->rbuf) {
+        uint32_t raw = (uint32_t)r->key.size;
+        uint32_t bound = blob_chunk_record_bound(raw);
+        (void)take_buffers(r, raw, pre + len > bound ? pre + len : bound);
+    }
+    /* A retry after -EAGAIN finds the buffer taken the first time. */
+    if (pre > 0 && r->rbuf && r->rbuf_size >= pre + len) {
+        r->window_pre = pre;
+        buf = r->rbuf;
+    }
+    return reader_submit(r, r->val.loc.seg, off - r->window_pre, buf, r->window_pre + len);
 }
 
 static const struct blob_commit *commit_of(const struct blob_reader *r)
@@ -269,24 +306,18 @@ static uint64_t chunk_bytes(const struct blob_reader *r)
 }
 
 /*
- * Takes the reader's record buffer from the core's pool and reserves its decode buffer, both
- * within the core's read buffer budget: past it the read answers -EAGAIN (retry later)
- * instead of growing.
+ * Takes the reader's record buffer (<rsize> bytes) from the core's pool and reserves its
+ * decode buffer (<raw> bytes), both within the core's read buffer budget: past it the read
+ * answers -EAGAIN (retry later) instead of growing.
  */
-static int ensure_buffers(struct blob_reader *r)
+static int take_buffers(struct blob_reader *r, uint32_t raw, uint32_t rsize)
 {
-    if (r->rbuf) return 0;
+    ASSERT(r->rbuf == NULL);
     struct blob_pool *pool = &r->bc->pool;
-    uint64_t chunk = chunk_bytes(r);
-    uint32_t raw = (uint32_t)(r->key.size < chunk ? r->key.size : chunk);
-    uint32_t rsize = blob_chunk_record_bound(raw);
     uint32_t osize = r->mode != MODE_RECORDS ? raw : 0;
     uint64_t need =
         blob_pool_class_size(pool, rsize) + (osize ? blob_pool_class_size(pool, osize) : 0);
-    if (r->bc->read_buf_bytes + need > r->bc->s->opts.read_buffer_max) {
-        base_counter_inc(&r->bc->counters.queue_full);
-        return -EAGAIN;
-    }
+    if (r->bc->read_buf_bytes + need > r->bc->s->opts.read_buffer_max) return -EAGAIN;
     r->rbuf = blob_pool_get(pool, rsize);
     if (!r->rbuf) return -ENOMEM;
     r->rbuf_size = rsize;
@@ -294,6 +325,17 @@ static int ensure_buffers(struct blob_reader *r)
     r->bc->read_buf_bytes += need;
     r->buf_bytes = need;
     return 0;
+}
+
+/* The buffers for the blob's chunks (take_buffers), unless a window read took them. */
+static int ensure_buffers(struct blob_reader *r)
+{
+    if (r->rbuf) return 0;
+    uint64_t chunk = chunk_bytes(r);
+    uint32_t raw = (uint32_t)(r->key.size < chunk ? r->key.size : chunk);
+    int rc = take_buffers(r, raw, blob_chunk_record_bound(raw));
+    if (rc == -EAGAIN) base_counter_inc(&r->bc->counters.queue_full);
+    return rc;
 }
 
 /* The decode buffer, taken from the pool the first time a chunk must be decoded. */
@@ -399,6 +441,60 @@ static void chunk_arrived(struct blob_reader *r)
 
 static void reader_step(struct blob_reader *r);
 
+/*
+ * The window before a checked commit record (<pre> bytes at the start of rbuf, read from the
+ * commit's offset - <pre>): when the blob's one chunk record lies wholly inside it, moves it
+ * to the start of rbuf as if read_chunk had read it. chunk_arrived checks its checksums.
+ */
+static bool window_take_chunk(struct blob_reader *r, uint32_t pre)
+{
+    if (commit_of(r)->chunk_count != 1) return false;
+    const struct blob_chunk_ref *ref = ref_of(r, 0);
+    uint64_t commit_off = (uint64_t)r->val.loc.off8 * 8;
+    uint64_t start = commit_off - pre;
+    uint64_t off = (uint64_t)ref->off8 * 8;
+    uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref->stored;
+    if ((uint32_t)ref->seg != r->val.loc.seg || off < start || off + len > commit_off) {
+        return false; /* written apart from its commit (a streamed upload): read it alone */
+    }
+    /* A raw chunk fills the window exactly; a compressed one ends just before the commit. */
+    if (off > start) memmove(r->rbuf, r->rbuf + (off - start), (size_t)len);
+    r->want_len = (uint32_t)len;
+    return true;
+}
+
+/* The first read (<got> bytes, window included) or a longer re-read of the commit record. */
+static void commit_arrived(struct blob_reader *r, uint32_t got)
+{
+    uint32_t pre = r->window_pre;
+    r->window_pre = 0;
+    if (got < pre + sizeof(struct blob_record_header)) {
+        /* Not even a record header where the index points: torn or cut. */
+        reader_corrupt(r);
+        return;
+    }
+    /* The guessed length may run past the file's end. */
+    r->commit_len = got - pre;
+    if (pre > 0) memcpy(r->commit, r->rbuf + pre, r->commit_len);
+    int rc = check_commit(r);
+    if (rc < 0) {
+        reader_corrupt(r);
+        return;
+    }
+    if (rc == 1) {
+        const struct blob_record_header *h = (const void *)r->commit;
+        rc = read_commit(r, (uint32_t)sizeof(*h) + h->payload_len, false);
+        if (rc < 0) deliver_now(r, rc, NULL, 0);
+        return;
+    }
+    r->commit_ok = true;
+    if (pre > 0 && window_take_chunk(r, pre)) {
+        chunk_arrived(r);
+        return;
+    }
+    reader_step(r);
+}
+
 static void read_done(struct blob_aio *a, int32_t res)
 {
     struct blob_reader *r = a->ctx;
@@ -420,27 +516,13 @@ static void read_done(struct blob_aio *a, int32_t res)
         deliver_now(r, res == -ECANCELED ? -ECANCELED : -EIO, NULL, 0);
         return;
     }
-    if (!r->commit_ok && (uint32_t)res >= sizeof(struct blob_record_header)) {
-        r->commit_len = (uint32_t)res; /* the guessed length may run past the file's end */
-    } else if ((uint32_t)res != r->want_len) {
-        /* A record that runs past the end of its file: torn or cut. */
-        reader_corrupt(r);
+    if (!r->commit_ok) {
+        commit_arrived(r, (uint32_t)res);
         return;
     }
-    if (!r->commit_ok) {
-        int rc = check_commit(r);
-        if (rc < 0) {
-            reader_corrupt(r);
-            return;
-        }
-        if (rc == 1) {
-            const struct blob_record_header *h = (const void *)r->commit;
-            rc = read_commit(r, (uint32_t)sizeof(*h) + h->payload_len);
-            if (rc < 0) deliver_now(r, rc, NULL, 0);
-            return;
-        }
-        r->commit_ok = true;
-        reader_step(r);
+    if ((uint32_t)res != r->want_len) {
+        /* A record that runs past the end of its file: torn or cut. */
+        reader_corrupt(r);
         return;
     }
     chunk_arrived(r);
@@ -487,7 +569,7 @@ int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx)
         r->err = -EBADMSG;
         return 0;
     }
-    int rc = r->commit_ok ? read_chunk(r) : read_commit(r, commit_guess(r));
+    int rc = r->commit_ok ? read_chunk(r) : read_commit(r, commit_guess(r), true);
     if (rc == -EBADMSG) {
         base_counter_inc(&r->bc->counters.corrupt_chunks);
         blob_store_drop_corrupt(r->bc->s, &r->key, &r->val.loc);

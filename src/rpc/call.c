@@ -55,8 +55,12 @@ struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t st
     if (c) {
         rc->call_pool = c->pool_next;
         rc->call_pool_count--;
-        /* Only the header needs clearing: svc_mem is handed out by svc_used. */
-        memset(c, 0, offsetof(struct rpc_call, svc_mem));
+        /*
+         * Only the fields before the message need clearing: the message is a C string and
+         * svc_mem is handed out by svc_used.
+         */
+        memset(c, 0, offsetof(struct rpc_call, message));
+        c->message[0] = '\0';
     } else {
         c = calloc(1, sizeof(*c));
         if (!c) return NULL;

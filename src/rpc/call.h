@@ -177,7 +177,8 @@ struct rpc_call {
     bool freeing;                       /* the owner is closing; memory goes soon */
     bool half_closed;                   /* the end of the request was delivered to the service */
     bool input_held;                    /* the service holds input bytes (RPC_HELD) */
-    char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded */
+    char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded; from here on a
+                                           reused call is not cleared (rpc_call_new) */
     /* Small service state lives here, so most calls need no allocation of their own. */
     _Alignas(16) uint8_t svc_mem[RPC_CALL_SVC_INLINE];
 };

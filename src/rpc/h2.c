@@ -52,6 +52,9 @@ struct rpc_h2 {
     struct base_list sent;               /* struct rpc_seg whose last bytes are in the send */
     uint64_t glitch_tokens;              /* invalid-frame budget, in thousandths of a frame */
     uint64_t glitch_ns;                  /* when the budget was last refilled */
+    int32_t last_sid;                    /* the stream call_of found last (0: none) ... */
+    struct rpc_call *last_call;          /* ... and its call: a request's callbacks come in a
+                                            row, and nghttp2's lookup is a hash probe each */
     struct iovec iov[RING_CONN_IOV_MAX]; /* the send being built */
     uint8_t out[RPC_H2_OUT_SIZE];        /* copies of nghttp2's frames and of small pieces */
 };
@@ -175,6 +178,12 @@ static int session_create(struct rpc_h2 *h2)
     /* Windows reopen only as the engine takes the bytes: real backpressure (docs/grpc.md). */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    /*
+     * Closed streams are kept only to place later RFC 7540 PRIORITY frames in the dependency
+     * tree, which gRPC never uses: with SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218 §2.1) below,
+     * nghttp2 schedules streams by urgency alone and a closed stream is freed at once.
+     */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     set_flood_limits(opt);
     nghttp2_mem mem = {
         .mem_user_data = h2->rc,
@@ -193,6 +202,7 @@ static int session_create(struct rpc_h2 *h2)
         { NGHTTP2_SETTINGS_MAX_FRAME_SIZE, RPC_H2_MAX_FRAME },
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, RPC_H2_HEADERS_MAX },
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+        { NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
     };
     rv = nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, settings, ARRAY_LEN(settings));
     if (rv == 0) {
@@ -554,10 +564,20 @@ static size_t frame_length(const struct rpc_call *c, size_t length)
     return n;
 }
 
+/* <status> in decimal into <buf> (12 bytes); the 17 gRPC codes without snprintf. */
+static const char *status_text(int status, char *buf)
+{
+    static const char *const codes[] = { "0", "1",  "2",  "3",  "4",  "5",  "6",  "7", "8",
+                                         "9", "10", "11", "12", "13", "14", "15", "16" };
+    if (status >= 0 && (size_t)status < ARRAY_LEN(codes)) return codes[status];
+    (void)snprintf(buf, 12, "%d", status);
+    return buf;
+}
+
 static int submit_trailers(struct rpc_h2 *h2, struct rpc_call *c)
 {
-    char code[12];
-    (void)snprintf(code, sizeof(code), "%d", c->status);
+    char buf[12];
+    const char *code = status_text(c->status, buf);
     nghttp2_nv nva[2] = { make_nv("grpc-status", code), make_nv("grpc-message", c->message) };
     size_t n = c->message[0] ? 2 : 1;
     return nghttp2_submit_trailer(h2->session, c->stream_id, nva, n);
@@ -589,9 +609,22 @@ static ssize_t provider_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf
 
 /* ---- nghttp2 callbacks ---- */
 
-static struct rpc_call *call_of(nghttp2_session *s, int32_t stream_id)
+static struct rpc_call *call_of(struct rpc_h2 *h2, int32_t stream_id)
 {
-    return nghttp2_session_get_stream_user_data(s, stream_id);
+    if (stream_id == h2->last_sid) return h2->last_call;
+    struct rpc_call *c = nghttp2_session_get_stream_user_data(h2->session, stream_id);
+    h2->last_sid = stream_id;
+    h2->last_call = c;
+    return c;
+}
+
+/* <stream_id> has no call any more (closed or detached): forget it. */
+static void call_forget(struct rpc_h2 *h2, int32_t stream_id)
+{
+    if (h2->last_sid == stream_id) {
+        h2->last_sid = 0;
+        h2->last_call = NULL;
+    }
 }
 
 static void refuse(struct rpc_h2 *h2, int32_t stream_id)
@@ -622,6 +655,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     h2->calls_count++;
     base_counter_inc(&h2->rc->counters.h2_streams);
     if (nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, c) != 0) UNREACHABLE();
+    h2->last_sid = frame->hd.stream_id;
+    h2->last_call = c;
     return 0;
 }
 
@@ -664,9 +699,10 @@ static void record_header(struct rpc_call *c, const uint8_t *name, size_t namele
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
+    (void)s;
     (void)flags;
     struct rpc_h2 *h2 = ud;
-    struct rpc_call *c = call_of(s, frame->hd.stream_id);
+    struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     if (!c || frame->hd.type != NGHTTP2_HEADERS) return 0;
     /* nghttp2 stores SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it: we do. */
     c->header_bytes += (uint32_t)(namelen + valuelen + 32);
@@ -682,9 +718,10 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
-    (void)ud;
+    (void)s;
+    struct rpc_h2 *h2 = ud;
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
-    struct rpc_call *c = call_of(s, frame->hd.stream_id);
+    struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     if (!c) return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         rpc_call_on_headers(c);
@@ -698,7 +735,7 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_
 {
     (void)flags;
     struct rpc_h2 *h2 = ud;
-    struct rpc_call *c = call_of(s, stream_id);
+    struct rpc_call *c = call_of(h2, stream_id);
     if (!c) {
         /* A refused or finished stream: give the window back at once. */
         (void)nghttp2_session_consume(s, stream_id, len);
@@ -714,8 +751,10 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_
 
 static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud)
 {
+    (void)s;
     struct rpc_h2 *h2 = ud;
-    struct rpc_call *c = call_of(s, stream_id);
+    struct rpc_call *c = call_of(h2, stream_id);
+    call_forget(h2, stream_id);
     if (!c) return 0;
     base_counter_dec(&h2->rc->counters.h2_streams);
     rpc_call_on_stream_close(c, error_code);
@@ -724,10 +763,10 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
-    (void)ud;
+    struct rpc_h2 *h2 = ud;
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
-    struct rpc_call *c = call_of(s, frame->hd.stream_id);
+    struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     /*
      * The response is complete while the client is still sending (an early error, an upload
      * that ended early): RFC 9113 §8.1 lets the server ask it to stop with RST_STREAM
@@ -874,6 +913,7 @@ void rpc_h2_call_free(struct rpc_call *c)
         if (h2->session && !c->stream_closed) {
             (void)nghttp2_session_set_stream_user_data(h2->session, c->stream_id, NULL);
         }
+        call_forget(h2, c->stream_id);
         if (h2->draining || h2->peer_eof) schedule_flush(h2);
     }
     rpc_call_delete(c);

@@ -66,6 +66,9 @@ struct rpc_config {
     size_t source_count;                      /* entries in sources */
 };
 
+/* Freed small blocks each core's nghttp2 and message allocators keep for reuse (bytes). */
+#define RPC_MEM_IDLE_MAX (2u << 20)
+
 /* One core's protocol state; created by the core_init hook on the core's thread. */
 struct rpc_core {
     struct ring_core *ring;       /* this core's loop */

@@ -66,6 +66,9 @@ static int core_init(struct ring_core *core, void *arg)
     rc->cfg = cfg;
     proto_alloc_init(&rc->h2_mem);
     proto_alloc_init(&rc->pb_mem);
+    /* nghttp2 and the calls free and allocate the same small objects for every stream. */
+    proto_alloc_cache(&rc->h2_mem, RPC_MEM_IDLE_MAX);
+    proto_alloc_cache(&rc->pb_mem, RPC_MEM_IDLE_MAX);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
     int err = blob_core_init(cfg->store, core, &rc->blob);
     if (err < 0) {
@@ -98,6 +101,8 @@ static void core_deinit(struct ring_core *core, void *arg)
     uint64_t pb_bytes = base_counter_get(&rc->pb_mem.bytes);
     ASSERT(h2_bytes == 0);
     ASSERT(pb_bytes == 0);
+    proto_alloc_deinit(&rc->h2_mem);
+    proto_alloc_deinit(&rc->pb_mem);
     rpc_call_pool_drain(rc);
     rpc_svc_bytestream_deinit(rc);
     /* GET /metrics on another core reads the engine's counters: unpublish it first. */

@@ -214,6 +214,33 @@ class Framing(H2Case):
         self.assertEqual(errors, [])
 
 
+    def test_rfc7540_priorities_are_off_and_priority_frames_are_harmless(self):
+        # RFC 9218 §2.1: the server says it ignores RFC 7540 priorities (nghttp2 then keeps
+        # no closed streams for the dependency tree); PRIORITY frames, on finished streams
+        # and in HEADERS, change nothing.
+        c = h2raw.Conn(self.server.port, window=1 << 24)
+        try:
+            frames = c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            settings = frames[-1][3]
+            values = {int.from_bytes(settings[i:i + 2], "big"):
+                      int.from_bytes(settings[i + 2:i + 6], "big") for i in range(0, len(settings), 6)}
+            self.assertEqual(values.get(9), 1)  # SETTINGS_NO_RFC7540_PRIORITIES
+            done = set()
+            for i in range(20):
+                sid = 2 * i + 1
+                if i > 0:
+                    # Depend on the stream before, which has finished: exclusive, weight 200.
+                    c.send_frame(h2raw.PRIORITY, 0, sid, struct.pack(">IB", (sid - 2) | 1 << 31, 200))
+                c.headers(sid, h2raw.grpc_headers(HEALTH))
+                c.data(sid, h2raw.grpc_message(b""), end_stream=True)
+                frames = c.frames_until(lambda f: f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM)
+                self.assertFalse([f for f in frames if f[0] in (h2raw.RST_STREAM, h2raw.GOAWAY)])
+                done.add(frames[-1][2])
+            self.assertEqual(done, {2 * i + 1 for i in range(20)})
+        finally:
+            c.close()
+
+
 class Limits(H2Case):
     def test_max_concurrent_streams_is_advertised_and_enforced(self):
         # Before the client acknowledges SETTINGS, a stream past the limit is refused alone.

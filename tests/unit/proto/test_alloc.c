@@ -73,3 +73,45 @@ Test(proto_alloc, protobuf_unpack_sweep_frees_everything)
     cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
     cr_assert(gt(u64, base_counter_get(&a.failed), 0));
 }
+
+Test(proto_alloc, a_kept_class_reuses_freed_blocks_within_its_budget)
+{
+    struct proto_alloc a;
+    proto_alloc_init(&a);
+    /* 8 classes, 2 blocks of the 64-byte class fit its share: (2 * 8) * (16 + 64) bytes. */
+    proto_alloc_cache(&a, 2 * 8 * (16 + 64));
+    void *p = proto_alloc_malloc(&a, 40);
+    void *q = proto_alloc_malloc(&a, 64);
+    void *r = proto_alloc_malloc(&a, 50);
+    cr_assert(ne(ptr, p, NULL));
+    cr_assert(ne(ptr, q, NULL));
+    cr_assert(ne(ptr, r, NULL));
+    proto_alloc_free(&a, p);
+    proto_alloc_free(&a, q);
+    proto_alloc_free(&a, r); /* over the class's share: freed */
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
+    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    cr_assert(eq(u32, a.idle_len[1], 2));
+    /* The last block kept comes back first, for any size of its class. */
+    void *s = proto_alloc_malloc(&a, 33);
+    cr_assert(eq(ptr, s, q));
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 33));
+    /* Growing within the class keeps the block; past it, the bytes move. */
+    memset(s, 7, 33);
+    cr_assert(eq(ptr, proto_alloc_realloc(&a, s, 64), s));
+    uint8_t *t = proto_alloc_realloc(&a, s, 1000);
+    cr_assert(ne(ptr, t, NULL));
+    cr_assert(eq(u8, t[32], 7));
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 1000));
+    cr_assert(eq(u32, a.idle_len[1], 2), "the old block went back to its class");
+    /* Large blocks are never kept. */
+    void *big = proto_alloc_malloc(&a, 5000);
+    cr_assert(ne(ptr, big, NULL));
+    proto_alloc_free(&a, big);
+    proto_alloc_free(&a, t);
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
+    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    proto_alloc_deinit(&a);
+    cr_assert(eq(u32, a.idle_len[1], 0));
+    cr_assert(eq(u32, a.idle_len[5], 0));
+}
