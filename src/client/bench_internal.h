@@ -202,6 +202,7 @@ struct bench_slot {
     bool op_small;                  /* it moves only blobs under 64 KiB */
     uint64_t unit_ns;               /* the unit's latency origin (its due time in open loop) */
     uint64_t req_ns;                /* the request's latency origin */
+    uint64_t done_ns;               /* when its last request ended (0: none yet) */
     uint64_t op_bytes;              /* blob bytes the request moves */
     uint64_t op_expect;             /* what its answer must show (blobs, missing digests) */
     uint64_t seed_job;              /* BENCH_STEP_SEED: which */

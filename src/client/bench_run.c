@@ -103,6 +103,7 @@ void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bo
         return;
     }
     uint64_t now = base_clock_now_ns();
+    s->done_ns = now;
     if (!in_window(t, now)) return;
     struct bench_op_stats *o = &t->stats.ops[s->op];
     if (ok) {
@@ -281,7 +282,11 @@ void bench_run_unit_done(struct bench_slot *s)
         return;
     }
     if (!t->running) return;
-    if (in_window(t, base_clock_now_ns())) t->stats.arrivals++;
+    /* The unit counts when its last request did: one clock reading decides both, so a
+     * request that ends at the window's edge cannot count in one and not the other. */
+    uint64_t end = s->done_ns ? s->done_ns : base_clock_now_ns();
+    s->done_ns = 0;
+    if (in_window(t, end)) t->stats.arrivals++;
     if (t->plan->o.rate == 0) {
         unit_start(s);
         return;
