@@ -77,8 +77,10 @@ def main():
     resp = c.FindMissingBlobs(find, timeout=60)
     assert len(resp.missing_blob_digests) == 500
     find_bytes = 5 + len(resp.SerializeToString())
-    chunks = -(-(256 << 20) // (256 << 10))  # one message per 256 KiB stored chunk
-    read256m = (256 << 20) + chunks * (5 + 1 + 3)
+    # One message per piece the engine hands out: random chunks are stored raw, and an
+    # identity read hands out each 128 KiB raw block in place (docs/storage.md).
+    pieces = -(-(256 << 20) // (128 << 10))
+    read256m = (256 << 20) + pieces * (5 + 1 + 3)
     with open(os.path.join(out, "expect"), "w") as f:
         f.write("%d %d %d\n" % (read1k, read256m, find_bytes))
     c.close()
