@@ -50,7 +50,7 @@ struct reader_slot {
     uint8_t *buf;        /* one chunk record (pooled; kept while the reader lives) */
     uint8_t *obuf;       /* decoded chunk (pooled), taken when first needed */
     uint32_t chunk;      /* index of the chunk it holds (not FREE) */
-    int32_t res;         /* READY: the read's result */
+    int32_t res;         /* READY: the read's result, -EBADMSG when its check failed */
     uint8_t state;       /* enum slot_state */
     bool done;           /* OPEN: every piece of the chunk was handed out */
     uint32_t held;       /* pieces handed out and not released yet */
@@ -483,12 +483,25 @@ static int held_piece(struct blob_reader *r, const struct reader_slot *s, const 
     return 0;
 }
 
-/* Checks the chunk record read into <s>: 0 or -EBADMSG. */
-static int slot_check(const struct reader_slot *s, uint64_t raw)
+/* The uncompressed bytes of chunk <chunk>. */
+static uint64_t chunk_raw(const struct blob_reader *r, uint32_t chunk)
+{
+    uint64_t size = chunk_bytes(r);
+    uint64_t start = (uint64_t)chunk * size;
+    return r->key.size - start < size ? r->key.size - start : size;
+}
+
+/*
+ * Checks the chunk record of <res> bytes just read into <s> (header and payload checksums):
+ * 0 or -EBADMSG. It runs as the read completes, while the bytes are still in this core's
+ * cache, not when the chunk's first piece is handed out, which may be a while later.
+ */
+static int slot_check(const struct blob_reader *r, const struct reader_slot *s, int32_t res)
 {
     const struct blob_record_header *h = (const void *)s->buf;
     uint32_t want = s->io.want_len;
-    if ((uint32_t)s->res != want) return -EBADMSG; /* runs past the end of its file: torn */
+    uint64_t raw = chunk_raw(r, s->chunk);
+    if ((uint32_t)res != want) return -EBADMSG; /* runs past the end of its file: torn */
     if (blob_format_check_record_header(h, want - sizeof(*h)) < 0 || h->type != BLOB_RECORD_CHUNK ||
         h->raw_len != raw || h->payload_len != want - sizeof(*h) ||
         blob_format_check_payload(h, s->buf + sizeof(*h)) < 0) {
@@ -497,14 +510,13 @@ static int slot_check(const struct reader_slot *s, uint64_t raw)
     return 0;
 }
 
-/* The first piece of the chunk just read into <s> (checked here). 0 or -errno. */
+/* The first piece of the chunk read into <s> (checked by then). 0 or -errno. */
 static int open_piece(struct blob_reader *r, struct reader_slot *s, const uint8_t **p, size_t *n)
 {
+    if (s->res == -EBADMSG) return -EBADMSG; /* slot_check failed */
     if (s->res < 0) return s->res == -ECANCELED ? -ECANCELED : -EIO;
-    uint64_t chunk = chunk_bytes(r);
-    uint64_t start = (uint64_t)s->chunk * chunk;
-    uint64_t raw = r->key.size - start < chunk ? r->key.size - start : chunk;
-    if (slot_check(s, raw) < 0) return -EBADMSG;
+    uint64_t start = (uint64_t)s->chunk * chunk_bytes(r);
+    uint64_t raw = chunk_raw(r, s->chunk);
     s->state = SLOT_OPEN;
     const struct blob_record_header *h = (const void *)s->buf;
     const uint8_t *payload = s->buf + sizeof(*h);
@@ -645,7 +657,7 @@ static void read_done(struct blob_aio *a, int32_t res)
     struct reader_slot *s = BASE_CONTAINER_OF(io, struct reader_slot, io);
     ASSERT(s->state == SLOT_READING);
     s->state = SLOT_READY;
-    s->res = res;
+    s->res = res >= 0 && slot_check(r, s, res) < 0 ? -EBADMSG : res;
     if (r->waiting && s->chunk == head_chunk(r)) {
         r->waiting = false;
         slot_piece(r, s, true);
