@@ -21,6 +21,16 @@
 
 #include "blob/internal.h"
 
+/*
+ * Reads ahead take buffers only while the core's read buffers are under this share of the
+ * budget (4 MiB of the default 256 MiB, about eight chunk sets). One stream gains from four
+ * chunks ahead (its sends carry several pieces: 35 % less CPU per byte on a 256 MiB
+ * ByteStream read); dozens of concurrent readers keep the disk and the network busy without
+ * it, and their extra buffers only push each other out of the CPU cache (64 concurrent 4 MiB
+ * GETs took 17 % more CPU per GET with four chunks ahead each than with one).
+ */
+#define READ_AHEAD_SHARE 64u
+
 enum reader_mode {
     MODE_IDENTITY = 0, /* decoded bytes */
     MODE_ZSTD = 1,     /* stored frames */
@@ -393,8 +403,9 @@ static uint8_t *decode_buffer(struct blob_reader *r, struct reader_slot *s)
 
 /*
  * Starts the read of <chunk> into the next free slot. <ahead>: a read ahead, which takes
- * only what a reader that needs its next piece would leave over (half the core's disk queue
- * and read buffers), and fails quietly. Returns 0, -ENOBUFS (every slot is used), -EAGAIN,
+ * only what readers that need their next piece leave over (half the core's disk queue, and
+ * buffers only while the core's read buffers are under 1/READ_AHEAD_SHARE of the budget),
+ * and fails quietly. Returns 0, -ENOBUFS (every slot is used), -EAGAIN,
  * -ENOMEM, -ENOENT or -EBADMSG (a chunk reference that cannot be right).
  */
 static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead)
@@ -405,7 +416,7 @@ static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead)
     if (ahead && bc->disk_reads >= o->disk_queue_max / 2) return -EAGAIN;
     struct reader_slot *s = &r->slots[(r->first + r->used) % r->depth];
     ASSERT(s->state == SLOT_FREE);
-    uint64_t limit = ahead ? o->read_buffer_max / 2 : o->read_buffer_max;
+    uint64_t limit = ahead ? o->read_buffer_max / READ_AHEAD_SHARE : o->read_buffer_max;
     int rc = slot_buffers(r, s, limit);
     if (rc == -EAGAIN && !ahead) base_counter_inc(&bc->counters.queue_full);
     if (rc < 0) return rc;
@@ -589,12 +600,16 @@ static int reader_step(struct blob_reader *r, bool now)
     if (!s) {
         /* Slots are read in chunk order: the head's is the next one. */
         ASSERT(r->used == 0 || r->next_chunk == chunk);
-        int rc = slot_read(r, chunk, false);
+        /* A caller that still holds pieces (in its send) reads ahead of them: limited as any
+         * read ahead, and told to release first (-ENOBUFS) past the limits. */
+        bool ahead = r->held > 0;
+        int rc = slot_read(r, chunk, ahead);
         if (rc == -EBADMSG) {
             mark_corrupt(r);
             deliver_later(r, -EBADMSG, NULL, 0);
             return 0;
         }
+        if (rc == -EAGAIN && ahead) return -ENOBUFS;
         if (rc < 0) return rc;
     }
     r->waiting = true;

@@ -322,14 +322,16 @@ uint64_t blob_reader_size(const struct blob_reader *r);
 /*
  * Asks for the next piece; <cb> runs once, later. Returns 0, -EBUSY when a piece is already
  * pending, -EAGAIN when the core's disk queue or read buffer budget is full (retry later),
- * -ENOBUFS (blob_read_hold only) when every read-ahead slot holds pieces not yet released
- * (release one, then ask again), or the error the reader already ended with. Core thread.
+ * -ENOBUFS (blob_read_hold only) when the next piece needs a chunk buffer and pieces are
+ * held: every slot holds some, or the read-ahead limits below are reached (release them,
+ * then ask again), or the error the reader already ended with. Core thread.
  *
  * Read-ahead: while pieces of one chunk are handed out, the reads of the next chunks (up to
  * blob_store_options.read_ahead chunks in all) are in flight or done, each into a buffer of
  * its own, so the disk works while the caller sends. Reads ahead take at most half of the
- * core's disk queue and read buffer budget, leaving the rest to readers' next pieces; each is
- * checked (checksums) when its first piece is handed out, as any other.
+ * core's disk queue, and new buffers only while the core's read buffers are under 1/64 of
+ * read_buffer_max (many concurrent readers read one chunk at a time); each is
+ * checked (checksums) as its read completes, and handed out only if it passed.
  */
 MUST_CHECK int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx);
 
