@@ -77,27 +77,27 @@ struct blob_reader {
     uint32_t commit_len;         /* its length */
     bool commit_ok;              /* the commit record was read and checked */
     struct reader_io cio;        /* the commit record's read */
-    struct reader_slot slots[BLOB_READ_AHEAD_MAX]; /* a ring of <depth> */
-    uint32_t depth;        /* slots in use: chunks read ahead or held, >= 1 */
-    uint32_t first;        /* the oldest used slot */
-    uint32_t used;         /* used slots (not FREE), from <first> on */
-    uint32_t next_chunk;   /* the chunk the next slot will read */
-    uint32_t inflight;     /* disk reads in flight (the commit's and the slots') */
-    uint32_t held;         /* pieces handed out and not released */
-    bool hold;             /* pieces stay valid until blob_read_release */
-    bool waiting;          /* busy, and the piece waits for the head slot's read */
-    uint32_t rbuf_size;    /* bytes asked of the pool for each slot's buf */
-    uint32_t obuf_size;    /* bytes asked of the pool for each slot's obuf */
-    uint64_t buf_bytes;    /* what the slots' buffers count against the core budget */
-    int err;               /* the error the stream ended with */
-    bool closing;          /* close was called while reads were in flight */
-    bool busy;             /* a piece was asked for and not yet delivered */
-    blob_data_fn *cb;      /* the caller's callback */
-    void *ctx;             /* its argument */
-    const uint8_t *out;    /* deferred piece */
-    size_t out_len;        /* its length */
-    int out_res;           /* its result */
-    struct ring_task task; /* delivers a piece that needed no I/O */
+    uint32_t depth;              /* slots: chunks read ahead or held, 1 .. read_ahead */
+    uint32_t first;              /* the oldest used slot */
+    uint32_t used;               /* used slots (not FREE), from <first> on */
+    uint32_t next_chunk;         /* the chunk the next slot will read */
+    uint32_t inflight;           /* disk reads in flight (the commit's and the slots') */
+    uint32_t held;               /* pieces handed out and not released */
+    bool hold;                   /* pieces stay valid until blob_read_release */
+    bool waiting;                /* busy, and the piece waits for the head slot's read */
+    uint32_t rbuf_size;          /* bytes asked of the pool for each slot's buf */
+    uint32_t obuf_size;          /* bytes asked of the pool for each slot's obuf */
+    uint64_t buf_bytes;          /* what the slots' buffers count against the core budget */
+    int err;                     /* the error the stream ended with */
+    bool closing;                /* close was called while reads were in flight */
+    bool busy;                   /* a piece was asked for and not yet delivered */
+    blob_data_fn *cb;            /* the caller's callback */
+    void *ctx;                   /* its argument */
+    const uint8_t *out;          /* deferred piece */
+    size_t out_len;              /* its length */
+    int out_res;                 /* its result */
+    struct ring_task task;       /* delivers a piece that needed no I/O */
+    struct reader_slot slots[];  /* a ring of <depth>, allocated with the reader */
 };
 
 static void reader_free(struct blob_reader *r)
@@ -148,21 +148,31 @@ static void deliver_now(struct blob_reader *r, int res, const uint8_t *p, size_t
     r->cb(r->ctx, res, p, n);
 }
 
-static int reader_open_common(struct blob_core *bc, const struct blob_key *k, uint8_t mode,
-                              struct blob_reader **out)
+/* Slots a reader of a <size>-byte blob can use: read_ahead, or fewer for a smaller blob. */
+static uint32_t reader_depth(const struct blob_store_options *o, uint64_t size)
+{
+    uint64_t chunks = (size + o->chunk_size - 1) / o->chunk_size;
+    uint32_t depth = chunks < o->read_ahead ? (uint32_t)chunks : o->read_ahead;
+    return depth > 0 ? depth : 1;
+}
+
+static int reader_open_common(struct blob_core *bc, const struct blob_key *k, uint64_t size,
+                              uint8_t mode, struct blob_reader **out)
 {
     *out = NULL;
     if (bc->readers_len >= bc->s->opts.readers_max) {
         base_counter_inc(&bc->counters.queue_full);
         return -EAGAIN;
     }
-    struct blob_reader *r = calloc(1, sizeof(*r));
+    /* A blob of one chunk (most of them) gets one slot: small reads stay small. */
+    uint32_t depth = reader_depth(&bc->s->opts, size);
+    ASSERT(depth >= 1 && depth <= BLOB_READ_AHEAD_MAX);
+    struct blob_reader *r = calloc(1, sizeof(*r) + depth * sizeof(r->slots[0]));
     if (!r) return -ENOMEM;
     r->bc = bc;
     r->key = *k;
     r->mode = mode;
-    r->depth = bc->s->opts.read_ahead;
-    ASSERT(r->depth >= 1 && r->depth <= BLOB_READ_AHEAD_MAX);
+    r->depth = depth;
     r->cio.r = r;
     /* Bounded by BLOB_READ_AHEAD_MAX. */
     for (uint32_t i = 0; i < r->depth; i++) {
@@ -189,7 +199,8 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
     if (!empty && !blob_store_lookup(bc->s, k, &v)) return -ENOENT;
     if (offset > v.size) return -ERANGE;
     struct blob_reader *r;
-    int rc = reader_open_common(bc, k, want == BLOB_ENCODING_ZSTD ? MODE_ZSTD : MODE_IDENTITY, &r);
+    uint8_t mode = want == BLOB_ENCODING_ZSTD ? MODE_ZSTD : MODE_IDENTITY;
+    int rc = reader_open_common(bc, k, v.size, mode, &r);
     if (rc < 0) return rc;
     r->val = v;
     r->key.size = v.size;
@@ -203,7 +214,7 @@ int blob_read_open_records(struct blob_core *bc, const struct blob_key *k, struc
 {
     struct blob_index_value v;
     if (!blob_store_lookup(bc->s, k, &v)) return -ENOENT;
-    int rc = reader_open_common(bc, k, MODE_RECORDS, out);
+    int rc = reader_open_common(bc, k, v.size, MODE_RECORDS, out);
     if (rc == 0) {
         (*out)->val = v;
         (*out)->key.size = v.size;

@@ -112,8 +112,9 @@ static struct bs_core *bs_core_get(struct rpc_core *rc)
  * blob_read_hold), so one send carries up to READ_OUT_MAX bytes of the blob while the engine
  * reads the next chunks ahead.
  */
-#define READ_PIECES_MAX 8u         /* pieces of one read queued or in a send */
-#define READ_OUT_MAX    (1u << 20) /* their bytes: no new piece is asked for past this */
+#define READ_PIECES_MAX  8u           /* pieces of one read queued or in a send */
+#define READ_OUT_MAX     (1u << 20)   /* their bytes: no new piece is asked for past this */
+#define READ_PIECE_BYTES (128u << 10) /* an engine piece of a raw chunk: one raw block */
 
 struct bs_read;
 
@@ -139,8 +140,16 @@ struct bs_read {
     uint64_t out_bytes;         /* their bytes */
     struct base_list wait_link; /* on bs_core.read_waiters while waiting for the disk queue */
     uint64_t wait_since_ns;     /* when it began waiting (0: not waiting) */
-    struct bs_piece pieces[READ_PIECES_MAX]; /* the messages, in_use or free */
+    uint32_t pieces_max;        /* room in <pieces>: 1 .. READ_PIECES_MAX */
+    struct bs_piece pieces[];   /* the messages, in_use or free (allocated with the read) */
 };
+
+/* Pieces a read of <left> bytes may keep out: one for a small blob, so small reads stay small. */
+static uint32_t pieces_for(uint64_t left)
+{
+    uint64_t n = 1 + left / READ_PIECE_BYTES;
+    return n < READ_PIECES_MAX ? (uint32_t)n : READ_PIECES_MAX;
+}
 
 static void read_close(struct bs_read *st)
 {
@@ -242,7 +251,7 @@ static void read_fail(struct bs_read *st, int err)
 static struct bs_piece *piece_free(struct bs_read *st)
 {
     /* Bounded by READ_PIECES_MAX. */
-    for (uint32_t i = 0; i < READ_PIECES_MAX; i++) {
+    for (uint32_t i = 0; i < st->pieces_max; i++) {
         if (!st->pieces[i].in_use) return &st->pieces[i];
     }
     UNREACHABLE(); /* read_next asks for a piece only while one is free */
@@ -304,7 +313,7 @@ static void on_piece(void *ctx, int res, const uint8_t *data, size_t len)
 
 static void read_next(struct bs_read *st)
 {
-    if (st->reading || st->out >= READ_PIECES_MAX || st->out_bytes >= READ_OUT_MAX) return;
+    if (st->reading || st->out >= st->pieces_max || st->out_bytes >= READ_OUT_MAX) return;
     int rc = blob_read_next(st->r, on_piece, st);
     if (rc == -ENOBUFS) return; /* the engine's slots hold pieces out: a release asks again */
     if (rc == -EAGAIN) rc = read_wait(st);
@@ -354,13 +363,17 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     if (read_check(c, &req, &res) < 0) return;
-    struct bs_read *st = rpc_call_alloc(c, sizeof(*st));
+    uint64_t left = res.size - (uint64_t)req.read_offset;
+    if (req.read_limit > 0 && (uint64_t)req.read_limit < left) left = (uint64_t)req.read_limit;
+    uint32_t pieces = pieces_for(left);
+    struct bs_read *st = rpc_call_alloc(c, sizeof(*st) + pieces * sizeof(st->pieces[0]));
     struct blob_core *bc = rpc_call_blob(c);
     if (!st || !bc) {
         rpc_call_finish_err(c, st ? -ENOSYS : -ENOMEM, NULL);
         return;
     }
     st->c = c;
+    st->pieces_max = pieces;
     c->svc = st;
     base_list_init(&st->wait_link);
     struct blob_key k;
@@ -373,10 +386,7 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     blob_read_hold(st->r);
     base_counter_inc(&c->rc->counters.bs_readers);
     st->identity = res.compressor == PROTO_COMPRESSOR_IDENTITY;
-    st->left = res.size - (uint64_t)req.read_offset;
-    if (req.read_limit > 0 && (uint64_t)req.read_limit < st->left) {
-        st->left = (uint64_t)req.read_limit;
-    }
+    st->left = left;
     if (st->identity && st->left == 0) {
         st->done = true;
         read_close(st);
