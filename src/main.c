@@ -65,6 +65,8 @@ static int cmd_serve(int argc, char **argv)
         { "chunk-size", BASE_FLAG_SIZE, &o.chunk_size,
           "logical chunk of stored blobs (power of two, 4KiB..1MiB)", NULL },
         { "zstd-level", BASE_FLAG_U64, &o.zstd_level, "compression level of stored chunks", NULL },
+        { "read-ahead", BASE_FLAG_U64, &o.read_ahead,
+          "chunks a large read keeps read ahead or in a send (1..8)", NULL },
         { "direct-io", BASE_FLAG_BOOL, &o.direct_io, "O_DIRECT segment writes", "" },
         { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
     };

@@ -107,6 +107,7 @@ void blob_store_options_default(struct blob_store_options *o)
     o->readers_max = 4096;
     o->disk_queue_max = 512;
     o->read_buffer_max = 256ULL << 20;
+    o->read_ahead = 4;
     o->write_buffer_size = 2U << 20;
     o->cores_max = 1;
     o->direct_io = true;
@@ -155,6 +156,11 @@ static int check_options(const struct blob_store_options *o, char *why, size_t w
     if (o->uploads_max == 0 || o->readers_max == 0 || o->disk_queue_max == 0 || o->cores_max == 0 ||
         o->read_buffer_max < one_reader) {
         (void)snprintf(why, why_size, "queue limits must be positive");
+        return -EINVAL;
+    }
+    if (o->read_ahead == 0 || o->read_ahead > BLOB_READ_AHEAD_MAX) {
+        (void)snprintf(why, why_size, "read-ahead %u: expected 1..%u chunks", o->read_ahead,
+                       BLOB_READ_AHEAD_MAX);
         return -EINVAL;
     }
     return 0;

@@ -108,6 +108,8 @@ enum blob_sync {
 /* Parses "group", "always" or "none"; returns 0 or -EINVAL. */
 MUST_CHECK int blob_sync_parse(const char *name, enum blob_sync *out);
 
+#define BLOB_READ_AHEAD_MAX 8 /* the bound of blob_store_options.read_ahead */
+
 struct blob_store_options {
     const char *dir;            /* data folder (must exist); borrowed until open returns */
     uint64_t max_size;          /* size budget in bytes: segments past it are evicted */
@@ -119,6 +121,8 @@ struct blob_store_options {
     uint32_t readers_max;       /* per core: open readers (admission) */
     uint32_t disk_queue_max;    /* per core: disk reads in flight + waiting (admission) */
     uint64_t read_buffer_max;   /* per core: bytes of readers' chunk buffers (admission) */
+    uint32_t read_ahead;        /* chunks a reader reads ahead or holds, 1 (none ahead) ..
+                                   BLOB_READ_AHEAD_MAX */
     uint32_t write_buffer_size; /* per core: bytes of each of the writer's 4 buffers */
     uint32_t cores_max;         /* cores that will call blob_core_init (the budget keeps one
                                    segment per core free) */
@@ -317,13 +321,36 @@ uint64_t blob_reader_size(const struct blob_reader *r);
 
 /*
  * Asks for the next piece; <cb> runs once, later. Returns 0, -EBUSY when a piece is already
- * pending, -EAGAIN when the core's disk queue or read buffer budget is full (retry later), or
- * the error the reader already ended with. Core thread.
+ * pending, -EAGAIN when the core's disk queue or read buffer budget is full (retry later),
+ * -ENOBUFS (blob_read_hold only) when the next piece needs a chunk buffer and pieces are
+ * held: every slot holds some, or the read-ahead limits below are reached (release them,
+ * then ask again), or the error the reader already ended with. Core thread.
+ *
+ * Read-ahead: while pieces of one chunk are handed out, the reads of the next chunks (up to
+ * blob_store_options.read_ahead chunks in all) are in flight or done, each into a buffer of
+ * its own, so the disk works while the caller sends. Reads ahead take at most half of the
+ * core's disk queue, and new buffers only while the core's read buffers are under 1/64 of
+ * read_buffer_max (many concurrent readers read one chunk at a time); each is
+ * checked (checksums) as its read completes, and handed out only if it passed.
  */
 MUST_CHECK int blob_read_next(struct blob_reader *r, blob_data_fn *cb, void *ctx);
 
 /*
- * Ends the read: a pending disk read is cancelled (ASYNC_CANCEL) and no callback runs any
+ * From now on every piece <r> hands out stays valid until blob_read_release releases it or
+ * the reader is closed, instead of until the next
+ * blob_read_next: a caller may send several pieces at once. Call before the first
+ * blob_read_next. Core thread.
+ */
+void blob_read_hold(struct blob_reader *r);
+
+/*
+ * Releases the held piece that starts at <data> (as handed out), in any order; its buffer
+ * goes back to the read-ahead once every piece of its chunk is released. Core thread.
+ */
+void blob_read_release(struct blob_reader *r, const uint8_t *data);
+
+/*
+ * Ends the read: pending disk reads are cancelled (ASYNC_CANCEL) and no callback runs any
  * more; memory is freed after the last completion. NULL is accepted. Core thread.
  */
 void blob_read_close(struct blob_reader *r);

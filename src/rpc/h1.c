@@ -915,22 +915,30 @@ static void stream_send(struct rpc_h1_conn *h, const struct iovec *iov, unsigned
     h->sending = true;
 }
 
-void rpc_h1_stream_piece(struct rpc_h1_conn *h, const void *data, size_t len)
+void rpc_h1_stream_pieces(struct rpc_h1_conn *h, const struct iovec *pieces, unsigned count)
 {
     ASSERT(h->streaming && !h->stream_ended);
-    ASSERT(len > 0);
-    struct iovec iov[4];
-    unsigned count = 0;
-    stream_head(h, iov, &count);
-    if (h->stream_chunked) {
-        int n = snprintf(h->chunk_line, sizeof(h->chunk_line), "%zx\r\n", len);
-        ASSERT(n > 0 && (size_t)n < sizeof(h->chunk_line));
-        iov[count++] = (struct iovec){ h->chunk_line, (size_t)n };
+    ASSERT(count > 0 && count <= RPC_H1_STREAM_PIECES_MAX);
+    STATIC_ASSERT(RPC_H1_STREAM_PIECES_MAX + 3 <= RING_CONN_IOV_MAX, "head, chunk line, CRLF");
+    struct iovec iov[RPC_H1_STREAM_PIECES_MAX + 3];
+    unsigned n = 0;
+    stream_head(h, iov, &n);
+    size_t len = 0;
+    for (unsigned i = 0; i < count; i++) { /* bounded by RPC_H1_STREAM_PIECES_MAX */
+        len += pieces[i].iov_len;
     }
-    iov[count++] = (struct iovec){ (void *)(uintptr_t)data, len };
-    if (h->stream_chunked) iov[count++] = (struct iovec){ (void *)(uintptr_t) "\r\n", 2 };
+    ASSERT(len > 0);
+    if (h->stream_chunked) {
+        /* One chunk for the whole send: chunk boundaries carry no meaning (RFC 9112 §7.1). */
+        int k = snprintf(h->chunk_line, sizeof(h->chunk_line), "%zx\r\n", len);
+        ASSERT(k > 0 && (size_t)k < sizeof(h->chunk_line));
+        iov[n++] = (struct iovec){ h->chunk_line, (size_t)k };
+    }
+    memcpy(&iov[n], pieces, count * sizeof(*pieces));
+    n += count;
+    if (h->stream_chunked) iov[n++] = (struct iovec){ (void *)(uintptr_t) "\r\n", 2 };
     h->bytes_out += len;
-    stream_send(h, iov, count);
+    stream_send(h, iov, n);
 }
 
 static void done_task(struct ring_task *task)

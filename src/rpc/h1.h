@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct rpc_h1_conn;
 struct ring_owner;
@@ -61,11 +62,14 @@ void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length);
  */
 void rpc_h1_stream_begin(struct rpc_h1_conn *h, uint64_t length, bool zstd);
 
+#define RPC_H1_STREAM_PIECES_MAX 16u /* pieces one rpc_h1_stream_pieces call sends */
+
 /*
- * Sends the next <len> > 0 bytes at <data>, borrowed until rpc_h1_cache_piece_sent() runs,
- * which asks for the next piece.
+ * Sends the next <count> (1 .. RPC_H1_STREAM_PIECES_MAX) pieces at <pieces>, in one send:
+ * their bytes (more than 0 in all) are borrowed until rpc_h1_cache_piece_sent() runs; the
+ * array itself is copied.
  */
-void rpc_h1_stream_piece(struct rpc_h1_conn *h, const void *data, size_t len);
+void rpc_h1_stream_pieces(struct rpc_h1_conn *h, const struct iovec *pieces, unsigned count);
 
 /* Ends the response (the pieces added up to its length). */
 void rpc_h1_stream_end(struct rpc_h1_conn *h);

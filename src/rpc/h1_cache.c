@@ -114,14 +114,46 @@ static const char *status_text(int status, int err)
 
 /* ---- reads ---- */
 
+#define READ_OUT_MAX (2u << 20) /* bytes of pieces queued or in a send: no more asked past it */
+
 static void read_next(struct rpc_h1_cache *cr);
 
-static void read_fail(struct rpc_h1_cache *cr, int err)
+static void read_close(struct rpc_h1_cache *cr)
 {
     blob_read_close(cr->reader);
     cr->reader = NULL;
+    cr->queued_count = 0;
+    cr->sent_count = 0;
+    cr->out_bytes = 0;
+}
+
+static void read_fail(struct rpc_h1_cache *cr, int err)
+{
+    /* Pieces in a send stay the engine's until the send's completion: the connection's close
+     * (which a failed stream leads to) releases the reader then. */
+    if (!cr->sending) read_close(cr);
     int status = read_status(err);
     rpc_h1_stream_fail(cr->h, status, status_text(status, err));
+}
+
+/* Sends the pieces that arrived, in one send. */
+static void send_queued(struct rpc_h1_cache *cr)
+{
+    ASSERT(!cr->sending);
+    ASSERT(cr->sent_count == 0);
+    ASSERT(cr->queued_count > 0);
+    memcpy(cr->in_send, cr->queued, cr->queued_count * sizeof(cr->queued[0]));
+    cr->sent_count = cr->queued_count;
+    cr->queued_count = 0;
+    cr->sending = true;
+    rpc_h1_stream_pieces(cr->h, cr->in_send, cr->sent_count);
+}
+
+/* Every piece went out: close the reader and end the response. */
+static void read_finish(struct rpc_h1_cache *cr)
+{
+    read_close(cr);
+    rpc_h1_stream_end(cr->h);
 }
 
 static void read_done(void *ctx, int res, const uint8_t *data, size_t len)
@@ -134,13 +166,17 @@ static void read_done(void *ctx, int res, const uint8_t *data, size_t len)
         return;
     }
     if (len == 0) {
-        blob_read_close(cr->reader);
-        cr->reader = NULL;
-        rpc_h1_stream_end(cr->h);
+        cr->read_ended = true;
+        if (!cr->sending) read_finish(cr);
         return;
     }
     cr->retries = 0;
-    rpc_h1_stream_piece(cr->h, data, len);
+    ASSERT(cr->queued_count < RPC_H1_STREAM_PIECES_MAX);
+    cr->queued[cr->queued_count++] = (struct iovec){ (void *)(uintptr_t)data, len };
+    cr->out_bytes += len;
+    if (!cr->sending) send_queued(cr);
+    /* The send may have failed and closed the connection: then the reader is gone. */
+    if (cr->reader) read_next(cr);
 }
 
 static void retry_fired(struct ring_timer *timer)
@@ -151,17 +187,25 @@ static void retry_fired(struct ring_timer *timer)
 
 static void read_next(struct rpc_h1_cache *cr)
 {
+    uint32_t out = cr->queued_count + cr->sent_count;
+    if (cr->reading || cr->read_ended || out == RPC_H1_STREAM_PIECES_MAX ||
+        cr->out_bytes >= READ_OUT_MAX) {
+        return;
+    }
     int rc = blob_read_next(cr->reader, read_done, cr);
     if (rc == 0) {
         cr->reading = true;
         return;
     }
+    /* Every engine buffer holds a piece in the send: its completion asks again. */
+    if (rc == -ENOBUFS && cr->sending) return;
     /* The core's disk queue is full: try again shortly, a bounded number of times. */
     if (rc == -EAGAIN && cr->retries < READ_RETRY_MAX && !ring_timer_is_armed(&cr->retry)) {
         cr->retries++;
         struct ring_core *core = ring_core_current();
         if (ring_timer_start(core, &cr->retry, rpc_h1_owner(cr->h), READ_RETRY_MS) == 0) return;
     }
+    if (rc == -EAGAIN && ring_timer_is_armed(&cr->retry)) return;
     read_fail(cr, rc);
 }
 
@@ -177,6 +221,7 @@ static void start_get(struct rpc_h1_cache *cr)
         rpc_h1_answer(cr->h, status, status_text(status, rc));
         return;
     }
+    blob_read_hold(cr->reader);
     cr->zstd_out = want == BLOB_ENCODING_ZSTD;
     rpc_h1_stream_begin(cr->h, blob_reader_size(cr->reader), cr->zstd_out);
     read_next(cr);
@@ -198,7 +243,22 @@ static void start_head(struct rpc_h1_cache *cr)
 void rpc_h1_cache_piece_sent(struct rpc_h1_cache *cr)
 {
     ASSERT(cr->reader);
-    read_next(cr);
+    ASSERT(cr->sending);
+    cr->sending = false;
+    /* Bounded by RPC_H1_STREAM_PIECES_MAX. */
+    for (uint32_t i = 0; i < cr->sent_count; i++) {
+        ASSERT(cr->out_bytes >= cr->in_send[i].iov_len);
+        cr->out_bytes -= cr->in_send[i].iov_len;
+        blob_read_release(cr->reader, cr->in_send[i].iov_base);
+    }
+    cr->sent_count = 0;
+    if (cr->queued_count > 0) {
+        send_queued(cr);
+    } else if (cr->read_ended) {
+        read_finish(cr);
+        return;
+    }
+    if (cr->reader) read_next(cr);
 }
 
 static void start_read(struct rpc_h1_cache *cr)
@@ -335,6 +395,8 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
     cr->route = route;
     cr->max_blob = max_blob;
     cr->reading = false;
+    cr->read_ended = false;
+    cr->sending = false;
     cr->existed = false;
     cr->zstd_out = false;
     cr->unsized = false;
@@ -363,11 +425,10 @@ void rpc_h1_cache_close(struct rpc_h1_cache *cr)
         blob_upload_abort(cr->upload);
         cr->upload = NULL;
     }
-    if (cr->reader) {
-        blob_read_close(cr->reader);
-        cr->reader = NULL;
-    }
+    if (cr->reader) read_close(cr);
     cr->reading = false;
+    cr->read_ended = false;
+    cr->sending = false;
     if (ring_timer_is_armed(&cr->retry)) ring_timer_stop(ring_core_current(), &cr->retry);
     cr->unsized = false;
 }

@@ -6,8 +6,10 @@
  * connection's receive: a body with a Content-Length and identity coding is an upload of that
  * size; a body whose decoded size is not known in advance (chunked, or Content-Encoding: zstd)
  * is an upload whose size the engine fixes at commit (BLOB_SIZE_UNKNOWN). Nothing is held in
- * memory. Downloads stream piece by piece: identity bytes with Content-Length, or the stored
- * zstd frames as they are (Accept-Encoding: zstd) in chunked coding.
+ * memory. Downloads stream the engine's pieces from its buffers: identity bytes with
+ * Content-Length, or the stored zstd frames as they are (Accept-Encoding: zstd) in chunked
+ * coding. The engine holds the pieces until they are sent, so the pieces that arrived while a
+ * send was in flight go out together in the next one.
  *
  * Statuses: 404 missing, 413 over the size limit, 503 admission full or draining, 507 store
  * full, 400 digest or size mismatch or malformed zstd (rpc_h1_cache_status).
@@ -32,20 +34,26 @@ struct blob_reader;
 
 /* One request's state, inside the connection's memory. */
 struct rpc_h1_cache {
-    struct rpc_h1_conn *h;            /* the connection */
-    struct blob_core *bc;             /* the core's engine */
-    const struct rpc_h1_request *req; /* the request (the connection's memory) */
-    const struct rpc_h1_route *route; /* its route */
-    uint64_t max_blob;                /* largest CAS blob the store takes, bytes */
-    struct blob_upload *upload;       /* the upload in progress, or NULL */
-    struct blob_reader *reader;       /* the read in progress, or NULL */
-    bool reading;                     /* a blob_read_next callback is pending */
-    bool sent_any;                    /* a piece of the response went out */
-    bool existed;                     /* the entry was present when the PUT began */
-    bool zstd_out;                    /* the response is the stored zstd frames */
-    bool unsized;                     /* the upload's size is fixed at commit */
-    struct ring_timer retry;          /* retries a read refused with -EAGAIN */
-    uint32_t retries;                 /* of the current read */
+    struct rpc_h1_conn *h;                         /* the connection */
+    struct blob_core *bc;                          /* the core's engine */
+    const struct rpc_h1_request *req;              /* the request (the connection's memory) */
+    const struct rpc_h1_route *route;              /* its route */
+    uint64_t max_blob;                             /* largest CAS blob the store takes, bytes */
+    struct blob_upload *upload;                    /* the upload in progress, or NULL */
+    struct blob_reader *reader;                    /* the read in progress, or NULL */
+    bool reading;                                  /* a blob_read_next callback is pending */
+    bool read_ended;                               /* the reader handed out its last piece */
+    bool sending;                                  /* pieces are in a send (rpc_h1_stream_pieces) */
+    uint32_t queued_count;                         /* pieces arrived, not yet sent */
+    uint32_t sent_count;                           /* pieces in the send in flight */
+    uint64_t out_bytes;                            /* bytes of both, held by the engine */
+    struct iovec queued[RPC_H1_STREAM_PIECES_MAX]; /* the pieces not yet sent */
+    struct iovec in_send[RPC_H1_STREAM_PIECES_MAX]; /* the pieces in the send */
+    bool existed;                                   /* the entry was present when the PUT began */
+    bool zstd_out;                                  /* the response is the stored zstd frames */
+    bool unsized;                                   /* the upload's size is fixed at commit */
+    struct ring_timer retry;                        /* retries a read refused with -EAGAIN */
+    uint32_t retries;                               /* of the current read */
 };
 
 /* Prepares <cr> for connection <h>; once per connection. */

@@ -36,6 +36,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->log_level = "info";
     opts->segment_size = 0;
     opts->chunk_size = 256ULL * 1024;
+    opts->read_ahead = 4;
     opts->zstd_level = 1;
     opts->direct_io = true;
 }
@@ -131,6 +132,7 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     bo->max_size = opts->max_size;
     bo->cores_max = cores;
     bo->chunk_size = (uint32_t)opts->chunk_size;
+    bo->read_ahead = opts->read_ahead <= BLOB_READ_AHEAD_MAX ? (uint32_t)opts->read_ahead : 0;
     bo->zstd_level = (int)opts->zstd_level;
     bo->direct_io = opts->direct_io;
     bo->segment_size = opts->segment_size;

@@ -24,6 +24,7 @@ struct rpc_server_options {
     const char *log_level;     /* error | warn | info | debug */
     uint64_t segment_size;     /* segment size, bytes; 0: picked from max_size and cores */
     uint64_t chunk_size;       /* logical chunk of stored blobs, bytes */
+    uint64_t read_ahead;       /* chunks a reader reads ahead or holds (1..8) */
     uint64_t zstd_level;       /* compression level of stored chunks */
     bool direct_io;            /* O_DIRECT segment writes */
 };

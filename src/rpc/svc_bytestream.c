@@ -2,8 +2,9 @@
  * google.bytestream.ByteStream for the CAS (REAPI v2 resource names, rpc/proto resource.h).
  *
  * Read streams a blob as ReadResponse messages without copying it: each engine piece goes out
- * as a hand-written message header plus the engine's own buffer, and the next piece is asked
- * for once that one has been sent (the engine's piece is valid until the next read).
+ * as a hand-written message header plus the engine's own buffer. The engine holds the pieces
+ * until they are sent (blob_read_hold), so several are queued at once (up to READ_OUT_MAX
+ * bytes) and go out in one send, while the engine reads the next chunks ahead.
  *
  * Write decodes WriteRequest as a stream (proto/bytestream.h): the data bytes go to the engine
  * straight from the receive buffer; when the engine must wait (-EINPROGRESS) the call holds
@@ -106,19 +107,49 @@ static struct bs_core *bs_core_get(struct rpc_core *rc)
 
 /* ---- Read ---- */
 
+/*
+ * A read keeps several pieces queued or in a send at once (the engine holds them,
+ * blob_read_hold), so one send carries up to READ_OUT_MAX bytes of the blob while the engine
+ * reads the next chunks ahead.
+ */
+#define READ_PIECES_MAX  8u           /* pieces of one read queued or in a send */
+#define READ_OUT_MAX     (1u << 20)   /* their bytes: no new piece is asked for past this */
+#define READ_PIECE_BYTES (128u << 10) /* an engine piece of a raw chunk: one raw block */
+
+struct bs_read;
+
+/* One ReadResponse: its hand-written header and the engine's piece. */
+struct bs_piece {
+    struct bs_read *st;   /* the read */
+    struct rpc_seg hdr;   /* the message header */
+    struct rpc_seg data;  /* the piece, in the engine's buffer */
+    const uint8_t *piece; /* the piece as the engine handed it out (to release it) */
+    size_t len;           /* its bytes in the message */
+    bool in_use;          /* queued or in a send */
+    uint8_t hdr_bytes[PROTO_READ_RESPONSE_HEADER_MAX];
+};
+
 struct bs_read {
     struct rpc_call *c;         /* the call */
     struct blob_reader *r;      /* the engine's reader; NULL once closed */
     uint64_t left;              /* bytes still to send (read_limit or the rest of the blob) */
     bool identity;              /* identity read (left counts); zstd reads run to the end */
-    bool piece_out;             /* a piece is queued or in a send: the reader must wait */
-    bool done;                  /* the status is decided: close at the piece's release */
+    bool reading;               /* a piece was asked for and has not come yet */
+    bool done;                  /* the status is decided: close once no piece is out */
+    uint32_t out;               /* pieces queued or in a send */
+    uint64_t out_bytes;         /* their bytes */
     struct base_list wait_link; /* on bs_core.read_waiters while waiting for the disk queue */
     uint64_t wait_since_ns;     /* when it began waiting (0: not waiting) */
-    struct rpc_seg hdr;         /* the piece's message header */
-    struct rpc_seg data;        /* the piece itself, in the engine's buffer */
-    uint8_t hdr_bytes[PROTO_READ_RESPONSE_HEADER_MAX];
+    uint32_t pieces_max;        /* room in <pieces>: 1 .. READ_PIECES_MAX */
+    struct bs_piece pieces[];   /* the messages, in_use or free (allocated with the read) */
 };
+
+/* Pieces a read of <left> bytes may keep out: one for a small blob, so small reads stay small. */
+static uint32_t pieces_for(uint64_t left)
+{
+    uint64_t n = 1 + left / READ_PIECE_BYTES;
+    return n < READ_PIECES_MAX ? (uint32_t)n : READ_PIECES_MAX;
+}
 
 static void read_close(struct bs_read *st)
 {
@@ -126,6 +157,13 @@ static void read_close(struct bs_read *st)
     blob_read_close(st->r);
     st->r = NULL;
     base_counter_dec(&st->c->rc->counters.bs_readers);
+}
+
+/* The status is decided: the reader closes now, or when the last piece out is released. */
+static void read_end(struct bs_read *st)
+{
+    st->done = true;
+    if (st->out == 0) read_close(st);
 }
 
 static void read_next(struct bs_read *st);
@@ -184,62 +222,100 @@ static void hdr_release(struct rpc_seg *seg)
     (void)seg;
 }
 
-/* The piece left (or was dropped): ask for the next one, or close. */
+/* A piece left (or was dropped, in any order): give it back, ask for more, or close. */
 static void data_release(struct rpc_seg *seg)
 {
-    struct bs_read *st = seg->ctx;
-    st->piece_out = false;
+    struct bs_piece *p = BASE_CONTAINER_OF(seg, struct bs_piece, data);
+    struct bs_read *st = p->st;
+    ASSERT(p->in_use);
+    ASSERT(st->out > 0);
+    p->in_use = false;
+    st->out--;
+    st->out_bytes -= p->len;
+    if (st->r) blob_read_release(st->r, p->piece);
     if (st->done || rpc_call_is_over(st->c)) {
-        read_close(st);
+        read_end(st);
         return;
     }
-    read_next(st);
+    if (!base_list_is_linked(&st->wait_link)) read_next(st);
 }
 
 static void read_fail(struct bs_read *st, int err)
 {
     const char *message;
     int status = rpc_status_from_read_err(err, &message);
-    st->done = true;
-    read_close(st);
+    read_end(st);
     rpc_call_finish(st->c, status, message);
+}
+
+static struct bs_piece *piece_free(struct bs_read *st)
+{
+    /* Bounded by READ_PIECES_MAX. */
+    for (uint32_t i = 0; i < st->pieces_max; i++) {
+        if (!st->pieces[i].in_use) return &st->pieces[i];
+    }
+    UNREACHABLE(); /* read_next asks for a piece only while one is free */
+}
+
+/* Queues <data> (<len> bytes of engine piece <piece>) as one ReadResponse. */
+static void piece_send(struct bs_read *st, const uint8_t *piece, size_t len)
+{
+    struct bs_piece *p = piece_free(st);
+    /* A piece is at most one engine chunk (<= 1 MiB): one message each. */
+    size_t n = proto_bytestream_read_response_header(p->hdr_bytes, (uint32_t)len);
+    p->st = st;
+    p->piece = piece;
+    p->len = len;
+    p->in_use = true;
+    p->hdr = (struct rpc_seg){
+        .data = p->hdr_bytes, .len = n, .release = hdr_release, .ctx = st, .msg_start = true
+    };
+    p->data = (struct rpc_seg){ .data = piece, .len = len, .release = data_release, .ctx = st };
+    st->out++;
+    st->out_bytes += len;
+    rpc_call_send(st->c, &p->hdr);
+    rpc_call_send(st->c, &p->data);
 }
 
 static void on_piece(void *ctx, int res, const uint8_t *data, size_t len)
 {
     struct bs_read *st = ctx;
     struct rpc_call *c = st->c;
+    st->reading = false;
     wake_one(c->rc);
+    if (st->done) {
+        /* Cancelled while the piece was on its way. */
+        if (res == 0 && len > 0) blob_read_release(st->r, data);
+        read_end(st);
+        return;
+    }
     if (res < 0) {
         read_fail(st, res);
         return;
     }
     if (len == 0) {
-        st->done = true;
-        read_close(st);
+        read_end(st);
         rpc_call_finish(c, PROTO_STATUS_OK, NULL);
         return;
     }
-    if (st->identity && len > st->left) len = (size_t)st->left;
-    if (st->identity) st->left -= len;
-    /* A piece is at most one engine chunk (<= 1 MiB): one message each. */
-    size_t n = proto_bytestream_read_response_header(st->hdr_bytes, (uint32_t)len);
-    st->hdr = (struct rpc_seg){
-        .data = st->hdr_bytes, .len = n, .release = hdr_release, .ctx = st, .msg_start = true
-    };
-    st->data = (struct rpc_seg){ .data = data, .len = len, .release = data_release, .ctx = st };
-    st->piece_out = true;
+    size_t n = st->identity && len > st->left ? (size_t)st->left : len;
+    if (st->identity) st->left -= n;
     bool last = st->identity && st->left == 0;
     if (last) st->done = true;
-    rpc_call_send(c, &st->hdr);
-    rpc_call_send(c, &st->data);
+    piece_send(st, data, n);
     /* The last identity piece: the status goes out after it, the reader closes on release. */
-    if (last) rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+    if (last) {
+        rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+        return;
+    }
+    if (!st->done && !rpc_call_is_over(c)) read_next(st);
 }
 
 static void read_next(struct bs_read *st)
 {
+    if (st->reading || st->out >= st->pieces_max || st->out_bytes >= READ_OUT_MAX) return;
     int rc = blob_read_next(st->r, on_piece, st);
+    if (rc == -ENOBUFS) return; /* the engine's slots hold pieces out: a release asks again */
     if (rc == -EAGAIN) rc = read_wait(st);
     if (rc < 0) {
         read_fail(st, rc);
@@ -247,6 +323,7 @@ static void read_next(struct bs_read *st)
     }
     if (base_list_is_linked(&st->wait_link)) return;
     st->wait_since_ns = 0;
+    st->reading = true;
 }
 
 static int read_check(struct rpc_call *c, const struct proto_read_request *req,
@@ -286,13 +363,17 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     if (read_check(c, &req, &res) < 0) return;
-    struct bs_read *st = rpc_call_alloc(c, sizeof(*st));
+    uint64_t left = res.size - (uint64_t)req.read_offset;
+    if (req.read_limit > 0 && (uint64_t)req.read_limit < left) left = (uint64_t)req.read_limit;
+    uint32_t pieces = pieces_for(left);
+    struct bs_read *st = rpc_call_alloc(c, sizeof(*st) + pieces * sizeof(st->pieces[0]));
     struct blob_core *bc = rpc_call_blob(c);
     if (!st || !bc) {
         rpc_call_finish_err(c, st ? -ENOSYS : -ENOMEM, NULL);
         return;
     }
     st->c = c;
+    st->pieces_max = pieces;
     c->svc = st;
     base_list_init(&st->wait_link);
     struct blob_key k;
@@ -302,12 +383,10 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         read_fail(st, rc);
         return;
     }
+    blob_read_hold(st->r);
     base_counter_inc(&c->rc->counters.bs_readers);
     st->identity = res.compressor == PROTO_COMPRESSOR_IDENTITY;
-    st->left = res.size - (uint64_t)req.read_offset;
-    if (req.read_limit > 0 && (uint64_t)req.read_limit < st->left) {
-        st->left = (uint64_t)req.read_limit;
-    }
+    st->left = left;
     if (st->identity && st->left == 0) {
         st->done = true;
         read_close(st);
@@ -321,10 +400,9 @@ static void read_on_cancel(struct rpc_call *c)
 {
     struct bs_read *st = c->svc;
     if (!st) return;
-    st->done = true;
     if (base_list_is_linked(&st->wait_link)) base_list_del(&st->wait_link);
-    /* A piece in a send keeps the reader (its buffer) until it is released. */
-    if (!st->piece_out) read_close(st);
+    /* Pieces in a send keep the reader (their buffers) until they are released. */
+    read_end(st);
 }
 
 const struct rpc_method rpc_svc_bs_read = {

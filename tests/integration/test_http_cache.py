@@ -305,6 +305,26 @@ class SlowSender(harness.ServerTestCase):
             self.assertEqual((r.status, r.body == data), (200, True))
         self.server.wait_quiet(extra=QUIET)
 
+    def test_a_client_gone_mid_download_releases_the_read_ahead(self):
+        # Several pieces are in the send and several chunks read ahead when the client goes:
+        # the close cancels and releases all of them.
+        data = os.urandom(16 << 20)
+        h = sha(data)
+        self.assertEqual(curl("-X", "PUT", "--data-binary", "@-", self.server.url + "/cas/" + h,
+                              data=data)[0], 201)
+        for _ in range(3):
+            with Raw(self.server.port) as c:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                c.send(request("GET", "/cas/" + h))
+                got = 0
+                while got < (1 << 20):
+                    got += len(c.sock.recv(65536))
+        self.server.wait_quiet(extra=QUIET + ("blob_bufs", "blob_io_in_flight"))
+        # The same blob whole, identity and zstd: every piece in its place.
+        self.assertEqual(curl(self.server.url + "/cas/" + h), (200, data))
+        status, body = curl("-H", "Accept-Encoding: zstd", self.server.url + "/cas/" + h)
+        self.assertEqual((status, unzstd(body) == data), (200, True))
+
 
 def vm_kib(pid, field):
     """A VmRSS/VmHWM figure of process <pid> in KiB."""

@@ -216,6 +216,22 @@ class ByteStream(ReapiCase):
                         resource_name=blob_name(data, compressed=True), read_limit=5)
         self.assertEqual(self.code(self.c.Read, req)[0], SC.INVALID_ARGUMENT)
 
+    def test_reads_at_every_piece_boundary_are_exact(self):
+        # Random chunks go out a 128 KiB raw block per message, several messages per send,
+        # read ahead: every offset near a block or chunk boundary gives the exact bytes.
+        data = os.urandom((1 << 20) + 5000)
+        self.write(data)
+        for k in range(0, 10):
+            for d in (-1, 0, 1):
+                off = k * (128 << 10) + d
+                if off < 0 or off > len(data):
+                    continue
+                self.assertEqual(self.read(data, offset=off), data[off:], off)
+                self.assertEqual(self.read(data, offset=off, limit=200_000),
+                                 data[off:off + 200_000], off)
+                self.assertEqual(self.read(data, compressed=True, offset=off), data[off:], off)
+        wait_zero(self.server, GAUGES)
+
     def test_read_errors(self):
         req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(b"never stored"))
         self.assertEqual(self.code(self.c.Read, req)[0], SC.NOT_FOUND)

@@ -481,6 +481,7 @@ Test(blob_reader, identity_reads_of_raw_chunks_hand_out_each_block_in_place)
     t.o.segment_size = 4 << 20;
     t.o.write_buffer_size = 2 << 20;
     t.o.max_size = 64 << 20;
+    t.o.read_ahead = 1; /* one chunk at a time: the buffer counts below are exact */
     th_open_sim(&t, 31);
     size_t len = (512 << 10) + 1000; /* raw, raw, and a short raw chunk */
     uint8_t *data = malloc(len);
@@ -524,44 +525,189 @@ Test(blob_reader, identity_reads_of_raw_chunks_hand_out_each_block_in_place)
     th_close(&t);
 }
 
-Test(blob_reader, a_small_blob_is_read_with_one_disk_read_and_still_checked)
+/* ---- read-ahead ---- */
+
+struct held_log {
+    bool done;
+    int res;
+    const uint8_t *data;
+    size_t len;
+    uint64_t in_flight; /* the core's disk reads in flight while the piece was handed out */
+    struct th *t;
+};
+
+static void held_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct held_log *l = ctx;
+    l->done = true;
+    l->res = res;
+    l->data = data;
+    l->len = len;
+    l->in_flight = th_counters(l->t).io_in_flight;
+}
+
+/* A 10-chunk random blob (stored raw) of 4 KiB chunks, read ahead 4 chunks. */
+static uint8_t *put_chunks(struct th *t, size_t len, uint64_t seed, struct blob_key *k)
+{
+    th_options_small(&t->o);
+    t->o.read_ahead = 4;
+    th_open_sim(t, seed);
+    uint8_t *data = malloc(len);
+    th_fill(data, len, seed, false);
+    th_key_of(k, data, len);
+    cr_assert(eq(int, th_put(t, k, data, len, 0, 0), 0));
+    return data;
+}
+
+static void next_piece(struct th *t, struct blob_reader *r, struct held_log *l)
+{
+    l->done = false;
+    cr_assert(eq(int, blob_read_next(r, held_cb, l), 0));
+    cr_assert(not(l->done), "never inside blob_read_next");
+    cr_assert(th_run_until(t, &l->done));
+    cr_assert(eq(int, l->res, 0));
+}
+
+Test(blob_reader, reads_ahead_the_next_chunks_and_a_close_cancels_them_all)
 {
     struct th t = { 0 };
-    th_open_sim(&t, 21);
-    static uint8_t small[1000];
-    static uint8_t raw[3000];
-    static uint8_t two[5000];
-    struct blob_key ks;
-    struct blob_key kr;
-    struct blob_key kt;
-    put_one(&t, small, sizeof(small), 31, true, &ks);
-    put_one(&t, raw, sizeof(raw), 32, false, &kr);
-    put_one(&t, two, sizeof(two), 33, true, &kt);
-    const struct blob_key *keys[3] = { &ks, &kr, &kt };
-    const uint8_t *bufs[3] = { small, raw, two };
-    const size_t lens[3] = { sizeof(small), sizeof(raw), sizeof(two) };
-    /* One chunk: the commit record and the chunk record in one read; two chunks: three. */
-    const uint64_t reads[3] = { 1, 1, 3 };
-    for (int i = 0; i < 3; i++) {
-        for (int enc = 0; enc <= 1; enc++) {
-            uint64_t before = blob_io_sim_ops(t.io);
-            uint8_t *out = NULL;
-            size_t n = 0;
-            cr_assert(eq(int, th_get(&t, keys[i], 7, enc, &out, &n), 0));
-            cr_assert(eq(u64, blob_io_sim_ops(t.io) - before, reads[i]));
-            if (enc == 0) {
-                cr_assert(eq(sz, n, lens[i] - 7));
-                cr_assert(memcmp(out, bufs[i] + 7, n) == 0);
+    struct blob_key k;
+    size_t len = 10 * 4096;
+    uint8_t *data = put_chunks(&t, len, 41, &k);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    struct held_log l = { .t = &t };
+    next_piece(&t, r, &l);
+    cr_assert(eq(sz, l.len, 4096));
+    cr_assert(memcmp(l.data, data, l.len) == 0);
+    /* The first chunk is handed out while the next three are read (or were). */
+    cr_assert(eq(u64, th_counters(&t).bufs, 4), "a record buffer per chunk read ahead");
+    /* The next piece frees the first chunk's slot, which reads chunk 4 at once. */
+    l.done = false;
+    cr_assert(eq(int, blob_read_next(r, held_cb, &l), 0));
+    uint64_t in_flight = th_counters(&t).io_in_flight;
+    cr_assert(ge(u64, in_flight, 1));
+    /* Closed with reads in flight: each is cancelled, the memory goes after the last. */
+    blob_read_close(r);
+    cr_assert(eq(u64, th_counters(&t).readers, 1), "freed only after the completions");
+    th_settle(&t);
+    cr_assert(not(l.done), "no callback after close");
+    struct blob_counters_snapshot c = th_counters(&t);
+    cr_assert(eq(u64, c.readers, 0));
+    cr_assert(eq(u64, c.io_in_flight, 0));
+    cr_assert(eq(u64, c.bufs, 0));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_reader, reads_from_every_chunk_boundary_are_byte_identical)
+{
+    for (int comp = 0; comp <= 1; comp++) {
+        struct th t = { 0 };
+        th_options_small(&t.o);
+        t.o.read_ahead = 3;
+        th_open_sim(&t, 42 + (uint64_t)comp);
+        size_t len = 7 * 4096 + 123;
+        uint8_t *data = malloc(len);
+        th_fill(data, len, 42, comp != 0);
+        struct blob_key k;
+        th_key_of(&k, data, len);
+        cr_assert(eq(int, th_put(&t, &k, data, len, 0, 0), 0));
+        for (uint64_t b = 0; b <= len / 4096; b++) {
+            for (int d = -1; d <= 1; d++) {
+                int64_t off = (int64_t)(b * 4096) + d;
+                if (off < 0 || (uint64_t)off > len) continue;
+                for (int enc = 0; enc <= 1; enc++) {
+                    uint8_t *out = NULL;
+                    size_t n = 0;
+                    cr_assert(eq(int, th_get(&t, &k, (uint64_t)off, enc, &out, &n), 0));
+                    cr_assert(eq(sz, n, len - (size_t)off), "offset %lld enc %d", (long long)off,
+                              enc);
+                    cr_assert(n == 0 || memcmp(out, data + off, n) == 0, "offset %lld enc %d",
+                              (long long)off, enc);
+                    free(out);
+                }
             }
-            free(out);
         }
+        free(data);
+        th_close(&t);
     }
-    /* The chunk that came with the commit record is still checked: a flipped byte is found. */
-    cr_assert(eq(int, blob_io_sim_corrupt(t.io, first_segment, 4096 + 40, 0x20), 0));
-    uint8_t *out = NULL;
-    size_t n = 0;
-    cr_assert(eq(int, th_get(&t, &ks, 0, 0, &out, &n), -EBADMSG));
-    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
-    cr_assert(not(blob_exists(t.bc, &ks, false)));
+}
+
+Test(blob_reader, held_pieces_stay_valid_until_released_in_any_order)
+{
+    struct th t = { 0 };
+    struct blob_key k;
+    size_t len = 10 * 4096;
+    uint8_t *data = put_chunks(&t, len, 43, &k);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    blob_read_hold(r);
+    const uint8_t *held[4];
+    size_t got = 0;
+    struct held_log l = { .t = &t };
+    /* Four chunks' slots: four pieces held, then the reader needs one back. */
+    for (int i = 0; i < 4; i++) {
+        next_piece(&t, r, &l);
+        cr_assert(eq(sz, l.len, 4096));
+        held[i] = l.data;
+        got += l.len;
+    }
+    cr_assert(eq(int, blob_read_next(r, held_cb, &l), -ENOBUFS));
+    th_settle(&t);
+    for (int i = 0; i < 4; i++) {
+        cr_assert(memcmp(held[i], data + (size_t)i * 4096, 4096) == 0, "piece %d intact", i);
+    }
+    /* Released out of order: the slots come back once the oldest is released too. */
+    blob_read_release(r, held[2]);
+    blob_read_release(r, held[1]);
+    cr_assert(eq(int, blob_read_next(r, held_cb, &l), -ENOBUFS), "the oldest is still held");
+    blob_read_release(r, held[0]);
+    blob_read_release(r, held[3]);
+    /* Bounded by the blob's chunks. */
+    while (got < len) {
+        next_piece(&t, r, &l);
+        cr_assert(memcmp(l.data, data + got, l.len) == 0, "at %zu", got);
+        got += l.len;
+        blob_read_release(r, l.data);
+    }
+    next_piece(&t, r, &l);
+    cr_assert(eq(sz, l.len, 0), "the end");
+    blob_read_close(r);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).bufs, 0));
+    free(data);
+    th_close(&t);
+}
+
+Test(blob_reader, read_ahead_stays_within_a_share_of_the_read_buffer_budget)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.read_ahead = 8;
+    t.o.read_buffer_max = 64 * 18432; /* a reader's set is 12 KiB: ahead only to 18 KiB */
+    th_open_sim(&t, 44);
+    size_t len = 10 * 4096;
+    uint8_t *data = malloc(len);
+    th_fill(data, len, 44, false);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    cr_assert(eq(int, th_put(&t, &k, data, len, 0, 0), 0));
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    struct held_log l = { .t = &t };
+    next_piece(&t, r, &l);
+    cr_assert(eq(u64, th_counters(&t).bufs, 1), "no set ahead fits under 1/64 of the budget");
+    cr_assert(eq(u64, l.in_flight, 0));
+    /* A second reader still gets its buffers. */
+    struct blob_reader *r2;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r2), 0));
+    struct held_log l2 = { .t = &t };
+    next_piece(&t, r2, &l2);
+    cr_assert(memcmp(l2.data, data, l2.len) == 0);
+    blob_read_close(r);
+    blob_read_close(r2);
+    th_settle(&t);
+    free(data);
     th_close(&t);
 }
