@@ -86,6 +86,9 @@ void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t 
 struct blob_seg *blob_segment_take_oldest(struct blob_segs *t);
 /* Marks a live segment dead (a corrupt or unreadable one) and drops the table's reference. */
 void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg);
+
+/* One more reference to <seg>, which the caller already holds one of (it may be dead). */
+void blob_segment_ref(struct blob_seg *seg);
 /* Closes the fds of the graveyard (blocking; off the cores). */
 void blob_segment_bury(struct blob_segs *t, struct blob_io *io);
 /* Recomputes cold_below so that the oldest <cold_bytes> of sealed data count as cold. */

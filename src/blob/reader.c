@@ -88,6 +88,9 @@ struct blob_reader {
     uint32_t rbuf_size;          /* bytes asked of the pool for each slot's buf */
     uint32_t obuf_size;          /* bytes asked of the pool for each slot's obuf */
     uint64_t buf_bytes;          /* what the slots' buffers count against the core budget */
+    struct blob_seg **pins;      /* the segments its chunks may be in, referenced at open */
+    uint32_t pins_lo;            /* seq of pins[0]: the commit's segment minus its span */
+    uint32_t pins_len;           /* span + 1 (0 for the empty blob) */
     int err;                     /* the error the stream ended with */
     bool closing;                /* close was called while reads were in flight */
     bool busy;                   /* a piece was asked for and not yet delivered */
@@ -118,6 +121,11 @@ static void reader_free(struct blob_reader *r)
     }
     ASSERT(bc->read_buf_bytes >= r->buf_bytes);
     bc->read_buf_bytes -= r->buf_bytes;
+    /* Bounded by the blob's span. */
+    for (uint32_t i = 0; i < r->pins_len; i++) {
+        blob_segment_put(&bc->s->segs, r->pins[i]);
+    }
+    free(r->pins);
     free(r);
     bc->readers_len--;
     base_counter_dec(&bc->counters.readers);
@@ -188,6 +196,35 @@ static int reader_open_common(struct blob_core *bc, const struct blob_key *k, ui
     return 0;
 }
 
+/*
+ * References every segment the blob's chunks may be in (its commit's segment and the <span>
+ * before it), so that eviction cannot take a chunk away from an open read: a killed segment
+ * keeps its file open until the last reference goes (the disk space comes back then). A
+ * segment already dead is left out: a chunk in it reads as -ENOENT, as before. Returns 0,
+ * -ENOENT (the commit's segment is gone: so is the blob) or -ENOMEM.
+ */
+static int reader_pin(struct blob_reader *r)
+{
+    struct blob_segs *segs = &r->bc->s->segs;
+    uint32_t len = (uint32_t)r->val.loc.span + 1;
+    r->pins = calloc(len, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
+    if (!r->pins) return -ENOMEM;
+    r->pins_lo = r->val.loc.seg - r->val.loc.span;
+    r->pins_len = len;
+    /* Bounded by the span (at most UINT16_MAX + 1). */
+    for (uint32_t i = 0; i < len; i++) {
+        r->pins[i] = blob_segment_get(segs, r->pins_lo + i);
+    }
+    return r->pins[len - 1] ? 0 : -ENOENT;
+}
+
+/* The pinned segment <seg32>, or NULL (outside the blob's span, or dead at open). */
+static struct blob_seg *reader_pinned(const struct blob_reader *r, uint32_t seg32)
+{
+    uint32_t i = seg32 - r->pins_lo;
+    return i < r->pins_len ? r->pins[i] : NULL;
+}
+
 int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offset,
                    enum blob_encoding want, struct blob_reader **out)
 {
@@ -205,6 +242,11 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
     r->val = v;
     r->key.size = v.size;
     r->offset = offset;
+    rc = empty ? 0 : reader_pin(r);
+    if (rc < 0) {
+        reader_free(r);
+        return rc;
+    }
     if (!empty && blob_store_is_cold(bc->s, &v)) blob_refresh_queue(bc, &r->key, &v);
     *out = r;
     return 0;
@@ -215,9 +257,13 @@ int blob_read_open_records(struct blob_core *bc, const struct blob_key *k, struc
     struct blob_index_value v;
     if (!blob_store_lookup(bc->s, k, &v)) return -ENOENT;
     int rc = reader_open_common(bc, k, v.size, MODE_RECORDS, out);
-    if (rc == 0) {
-        (*out)->val = v;
-        (*out)->key.size = v.size;
+    if (rc < 0) return rc;
+    (*out)->val = v;
+    (*out)->key.size = v.size;
+    rc = reader_pin(*out);
+    if (rc < 0) {
+        reader_free(*out);
+        *out = NULL;
     }
     return rc;
 }
@@ -250,8 +296,9 @@ reader_submit(struct reader_io *io, uint32_t seg32, uint64_t off,
         base_counter_inc(&bc->counters.queue_full);
         return -EAGAIN;
     }
-    struct blob_seg *seg = blob_segment_get(&bc->s->segs, seg32);
+    struct blob_seg *seg = reader_pinned(r, seg32);
     if (!seg) return -ENOENT;
+    blob_segment_ref(seg);
     struct blob_io_req req = {
         .op = BLOB_IO_READ, .fd = seg->fd, .buf = buf, .len = len, .off = off
     };

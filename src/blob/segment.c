@@ -120,6 +120,12 @@ struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32)
     return seg;
 }
 
+void blob_segment_ref(struct blob_seg *seg)
+{
+    uint32_t before = atomic_fetch_add(&seg->refs, 1);
+    ASSERT(before > 0); /* the caller's reference keeps it from the graveyard */
+}
+
 void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
 {
     if (!seg) return;
