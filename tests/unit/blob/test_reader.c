@@ -711,3 +711,45 @@ Test(blob_reader, read_ahead_stays_within_a_share_of_the_read_buffer_budget)
     free(data);
     th_close(&t);
 }
+
+Test(blob_reader, a_small_blob_is_read_with_one_disk_read_and_still_checked)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 21);
+    static uint8_t small[1000];
+    static uint8_t raw[3000];
+    static uint8_t two[5000];
+    struct blob_key ks;
+    struct blob_key kr;
+    struct blob_key kt;
+    put_one(&t, small, sizeof(small), 31, true, &ks);
+    put_one(&t, raw, sizeof(raw), 32, false, &kr);
+    put_one(&t, two, sizeof(two), 33, true, &kt);
+    const struct blob_key *keys[3] = { &ks, &kr, &kt };
+    const uint8_t *bufs[3] = { small, raw, two };
+    const size_t lens[3] = { sizeof(small), sizeof(raw), sizeof(two) };
+    /* One chunk: the commit record and the chunk record in one read; two chunks: three. */
+    const uint64_t reads[3] = { 1, 1, 3 };
+    for (int i = 0; i < 3; i++) {
+        for (int enc = 0; enc <= 1; enc++) {
+            uint64_t before = blob_io_sim_ops(t.io);
+            uint8_t *out = NULL;
+            size_t n = 0;
+            cr_assert(eq(int, th_get(&t, keys[i], 7, enc, &out, &n), 0));
+            cr_assert(eq(u64, blob_io_sim_ops(t.io) - before, reads[i]));
+            if (enc == 0) {
+                cr_assert(eq(sz, n, lens[i] - 7));
+                cr_assert(memcmp(out, bufs[i] + 7, n) == 0);
+            }
+            free(out);
+        }
+    }
+    /* The chunk that came with the commit record is still checked: a flipped byte is found. */
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, first_segment, 4096 + 40, 0x20), 0));
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &ks, 0, 0, &out, &n), -EBADMSG));
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+    cr_assert(not(blob_exists(t.bc, &ks, false)));
+    th_close(&t);
+}
