@@ -498,6 +498,7 @@ Test(blob_reader, identity_reads_of_raw_chunks_hand_out_each_block_in_place)
     cr_assert(eq(sz, l.lens[4], 1000));
     cr_assert(eq(u64, l.bufs, 1), "only the record buffer: nothing was decoded or copied");
     /* From inside the second block of the second chunk: the rest of that block first. */
+    free(l.out);
     memset(&l, 0, sizeof(l));
     l.t = &t;
     l.out = malloc(len);
