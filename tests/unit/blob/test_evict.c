@@ -188,7 +188,7 @@ static void collect_cb(void *ctx, int res, const uint8_t *data, size_t len)
     struct collect *c = ctx;
     c->done = true;
     c->res = res;
-    if (res == 0) {
+    if (res == 0 && len > 0) { /* an empty piece may come with no pointer */
         memcpy(c->out + c->len, data, len);
         c->len += len;
     }
