@@ -212,8 +212,13 @@ class Server:
             ok = (state["conns"] <= 1 and state["bufs_out"] <= 1 and
                   state["ops_in_flight"] <= self.cores + 2 and
                   all(state[n] == 0 for n in extra))
+            seen[0] = state
             return ok or None
-        return wait_for(quiet, timeout=timeout, what="server to become quiet")
+        seen = [None]
+        try:
+            return wait_for(quiet, timeout=timeout, what="server to become quiet")
+        except AssertionError as e:
+            raise AssertionError("%s; gauges: %r" % (e, seen[0])) from None
 
 
 class ServerTestCase(unittest.TestCase):
