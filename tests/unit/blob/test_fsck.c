@@ -223,6 +223,15 @@ static void first_trailer(struct th *t, struct blob_seg_trailer *tr)
     cr_assert(eq(int, blob_format_check_trailer(tr, 1, size), 0), "segment 1 is sealed");
 }
 
+/* A closed store of several sealed segments; <tr>: the first one's trailer. */
+static void sealed_store(struct th *t, struct blob_seg_trailer *tr)
+{
+    th_open_sim(t, 4);
+    fill_store(t, 12);
+    th_close_store(t);
+    first_trailer(t, tr);
+}
+
 static struct blob_fsck_report fsck_sim(struct th *t)
 {
     struct blob_fsck_report r;
@@ -233,11 +242,8 @@ static struct blob_fsck_report fsck_sim(struct th *t)
 Test(blob_fsck, a_flipped_footer_entry_is_reported)
 {
     struct th t = { 0 };
-    th_open_sim(&t, 4);
-    fill_store(&t, 12);
-    th_close_store(&t);
     struct blob_seg_trailer tr;
-    first_trailer(&t, &tr);
+    sealed_store(&t, &tr);
     cr_assert(gt(u64, tr.count, 0));
     uint64_t at = tr.footer_off + sizeof(struct blob_record_header) + 8; /* entry 0's size */
     cr_assert(eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", at, 0x01), 0));
@@ -251,11 +257,8 @@ Test(blob_fsck, a_flipped_footer_entry_is_reported)
 Test(blob_fsck, a_footer_with_a_valid_checksum_that_lies_is_reported)
 {
     struct th t = { 0 };
-    th_open_sim(&t, 4);
-    fill_store(&t, 12);
-    th_close_store(&t);
     struct blob_seg_trailer tr;
-    first_trailer(&t, &tr);
+    sealed_store(&t, &tr);
     uint64_t payload = tr.count * sizeof(struct blob_footer_entry);
     uint64_t len = sizeof(struct blob_record_header) + payload;
     uint8_t *buf = malloc(len);
@@ -282,11 +285,8 @@ Test(blob_fsck, a_footer_with_a_valid_checksum_that_lies_is_reported)
 Test(blob_fsck, a_sealed_segment_with_a_flipped_trailer_is_reported)
 {
     struct th t = { 0 };
-    th_open_sim(&t, 4);
-    fill_store(&t, 12);
-    th_close_store(&t);
     struct blob_seg_trailer tr;
-    first_trailer(&t, &tr);
+    sealed_store(&t, &tr);
     struct blob_fsck_report before = fsck_sim(&t);
     cr_assert(eq(u64, before.bad_segments, 0));
     uint64_t at = tr.file_size - sizeof(tr) + 24; /* records_end */
@@ -301,11 +301,8 @@ Test(blob_fsck, a_sealed_segment_with_a_flipped_trailer_is_reported)
 Test(blob_fsck, a_byte_in_the_padding_before_the_footer_is_reported)
 {
     struct th t = { 0 };
-    th_open_sim(&t, 4);
-    fill_store(&t, 12);
-    th_close_store(&t);
     struct blob_seg_trailer tr;
-    first_trailer(&t, &tr);
+    sealed_store(&t, &tr);
     cr_assert(lt(u64, tr.records_end, tr.footer_off), "the footer starts on the next block");
     cr_assert(
         eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", tr.footer_off - 1, 0x5a), 0));
