@@ -117,12 +117,12 @@ struct core_job {
     int level;
     uint8_t **data; /* the blobs' bytes, prepared before timing */
     struct blob_key *keys;
-    double ingest_s; /* wall time of the uploads */
+    double ingest_s;     /* wall time of the uploads */
     double ingest_cpu_s; /* the core thread's CPU time during the uploads */
     double raw_cpu_s;    /* its CPU time during the raw SHA-256 + zstd */
-    double raw_s;    /* wall time of SHA-256 + zstd on the same bytes */
-    double sha_s;    /* wall time of SHA-256 alone on the same bytes */
-    uint64_t stored; /* bytes written */
+    double raw_s;        /* wall time of SHA-256 + zstd on the same bytes */
+    double sha_s;        /* wall time of SHA-256 alone on the same bytes */
+    uint64_t stored;     /* bytes written */
 };
 
 struct wait {
@@ -384,8 +384,8 @@ static int cmd_ingest(char **argv)
                "ingest_mbps=%.0f raw_mbps=%.0f ratio=%.2f stored_ratio=%.3f sha_mbps=%.0f "
                "sha_ratio=%.2f cpu_ratio=%.2f\n",
                c, streams, kind, direct, chunk >> 10, level, blobs, len >> 20, mb / j->ingest_s,
-               mb / j->raw_s, j->raw_s / j->ingest_s, (double)j->stored / (mb * 1e6),
-               mb / j->sha_s, j->sha_s / j->ingest_s, j->raw_cpu_s / j->ingest_cpu_s);
+               mb / j->raw_s, j->raw_s / j->ingest_s, (double)j->stored / (mb * 1e6), mb / j->sha_s,
+               j->sha_s / j->ingest_s, j->raw_cpu_s / j->ingest_cpu_s);
         for (uint32_t b = 0; b < blobs; b++)
             free(j->data[b]);
         free(j->data);

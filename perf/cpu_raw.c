@@ -10,13 +10,13 @@
  *   cpu_raw [MiB] [build|random|both] [chunk KiB] [zstd level]
  */
 #include <inttypes.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zstd.h>
-
 #include <time.h>
+
+#include <openssl/evp.h>
+#include <zstd.h>
 
 #include "client/bench.h"
 
@@ -48,8 +48,8 @@ static uint64_t time_sha(const uint8_t *p, size_t len)
 }
 
 /* zstd of each <chunk>-byte piece into a hot buffer; returns ns, writes the stored bytes. */
-static uint64_t time_zstd(ZSTD_CCtx *cctx, const uint8_t *p, size_t len, size_t chunk,
-                          uint8_t *out, size_t out_size, size_t *stored)
+static uint64_t time_zstd(ZSTD_CCtx *cctx, const uint8_t *p, size_t len, size_t chunk, uint8_t *out,
+                          size_t out_size, size_t *stored)
 {
     *stored = 0;
     uint64_t t0 = cpu_ns();

@@ -277,7 +277,8 @@ int main(int argc, char **argv)
                  p = strtok_r(NULL, ",", &save))
                 conn_list[conn_count++] = (uint32_t)strtoul(p, NULL, 10);
         } else {
-            (void)fprintf(stderr, "usage: ring_pingpong [--seconds S] [--conns N,N,...] [--stream]\n");
+            (void)fprintf(stderr,
+                          "usage: ring_pingpong [--seconds S] [--conns N,N,...] [--stream]\n");
             return 2;
         }
     }

@@ -53,8 +53,7 @@ static void ring_init(struct io_uring *ring)
               IORING_SETUP_CQSIZE;
     p.cq_entries = 1024;
     int rc = io_uring_queue_init_params(256, ring, &p);
-    if (rc < 0)
-        die("io_uring_queue_init_params", rc);
+    if (rc < 0) die("io_uring_queue_init_params", rc);
 }
 
 /* A connected TCP loopback pair. */
@@ -68,8 +67,7 @@ static void tcp_pair(int fds[2])
         getsockname(l, (struct sockaddr *)&a, &len))
         die("listen", errno);
     fds[0] = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fds[0], (struct sockaddr *)&a, sizeof(a)))
-        die("connect", errno);
+    if (connect(fds[0], (struct sockaddr *)&a, sizeof(a))) die("connect", errno);
     fds[1] = accept(l, NULL, NULL);
     close(l);
     int one = 1;
@@ -81,8 +79,7 @@ static struct __kernel_timespec ts = { .tv_sec = 30 };
 
 static void add_timeout(struct io_uring *ring, struct io_uring_sqe *sqe, const struct opts *o)
 {
-    if (!o->timeout)
-        return;
+    if (!o->timeout) return;
     sqe->flags |= IOSQE_IO_LINK;
     struct io_uring_sqe *t = io_uring_get_sqe(ring);
     io_uring_prep_link_timeout(t, &ts, 0);
@@ -94,8 +91,7 @@ static void prep_send(struct io_uring *ring, int fd, const char *buf, const stru
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     io_uring_prep_send(sqe, fd, buf, MSG, MSG_NOSIGNAL);
-    if (o->fixed)
-        sqe->flags |= IOSQE_FIXED_FILE;
+    if (o->fixed) sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, 1);
     add_timeout(ring, sqe, o);
 }
@@ -110,8 +106,7 @@ static void prep_recv(struct io_uring *ring, int fd, char *buf, const struct opt
     } else {
         io_uring_prep_recv(sqe, fd, buf, MSG, 0);
     }
-    if (o->fixed)
-        sqe->flags |= IOSQE_FIXED_FILE;
+    if (o->fixed) sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, 2);
     add_timeout(ring, sqe, o);
 }
@@ -123,15 +118,13 @@ static void reap_hop(struct io_uring *ring, struct io_uring_buf_ring *br, char *
     while (seen < 2) {
         struct io_uring_cqe *cqe;
         int rc = io_uring_submit_and_wait(ring, 1);
-        if (rc < 0)
-            die("submit_and_wait", rc);
+        if (rc < 0) die("submit_and_wait", rc);
         while (io_uring_peek_cqe(ring, &cqe) == 0) {
             if (cqe->user_data == 0) {
                 io_uring_cqe_seen(ring, cqe);
                 continue;
             }
-            if (cqe->res <= 0)
-                die("op", cqe->res);
+            if (cqe->res <= 0) die("op", cqe->res);
             if (cqe->flags & IORING_CQE_F_BUFFER) {
                 int bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
                 io_uring_buf_ring_add(br, bufs + bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
@@ -149,11 +142,11 @@ static struct io_uring_buf_ring *setup_bufs(struct io_uring *ring, char **bufs)
     void *br = mmap(NULL, NBUF * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
                     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     *bufs = aligned_alloc(4096, NBUF * BUF_SIZE);
-    struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = NBUF,
+    struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br,
+                                    .ring_entries = NBUF,
                                     .bgid = BGID };
     int rc = io_uring_register_buf_ring(ring, &reg, 0);
-    if (rc < 0)
-        die("register_buf_ring", rc);
+    if (rc < 0) die("register_buf_ring", rc);
     io_uring_buf_ring_init(br);
     for (int i = 0; i < NBUF; i++)
         io_uring_buf_ring_add(br, *bufs + i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
@@ -172,8 +165,7 @@ static double socket_run(const struct opts *o, long ops)
     int use[2] = { fds[0], fds[1] };
     if (o->fixed) {
         int rc = io_uring_register_files(&ring, fds, 2);
-        if (rc < 0)
-            die("register_files", rc);
+        if (rc < 0) die("register_files", rc);
         use[0] = 0;
         use[1] = 1;
     }
@@ -209,8 +201,7 @@ static double read_run(int fd, size_t size, bool fixed_buf, long ops, off_t file
     if (fixed_buf) {
         struct iovec v = { buf, size };
         int rc = io_uring_register_buffers(&ring, &v, 1);
-        if (rc < 0)
-            die("register_buffers", rc);
+        if (rc < 0) die("register_buffers", rc);
     }
     long slots = (long)(file_size / (off_t)size);
     uint64_t t0 = base_clock_now_ns();
@@ -223,10 +214,8 @@ static double read_run(int fd, size_t size, bool fixed_buf, long ops, off_t file
             io_uring_prep_read(sqe, fd, buf, (unsigned)size, off);
         struct io_uring_cqe *cqe = NULL;
         int rc = io_uring_submit_and_wait(&ring, 1);
-        if (rc < 0 || io_uring_peek_cqe(&ring, &cqe) != 0)
-            die("read", rc);
-        if (cqe->res != (int)size)
-            die("short read", cqe->res < 0 ? cqe->res : EIO);
+        if (rc < 0 || io_uring_peek_cqe(&ring, &cqe) != 0) die("read", rc);
+        if (cqe->res != (int)size) die("short read", cqe->res < 0 ? cqe->res : EIO);
         io_uring_cqe_seen(&ring, cqe);
     }
     double ns = (double)(base_clock_now_ns() - t0) / (double)ops;
@@ -304,13 +293,11 @@ int main(int argc, char **argv)
     /* A 64 MiB file: cached reads for the 4 KiB rows, O_DIRECT vs buffered for 1 MiB. */
     off_t fs = 64 << 20;
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0)
-        die(path, errno);
+    if (fd < 0) die(path, errno);
     char *chunk = malloc(1 << 20);
     memset(chunk, 'f', 1 << 20);
     for (off_t off = 0; off < fs; off += 1 << 20)
-        if (pwrite(fd, chunk, 1 << 20, off) != 1 << 20)
-            die("pwrite", errno);
+        if (pwrite(fd, chunk, 1 << 20, off) != 1 << 20) die("pwrite", errno);
     fsync(fd);
     free(chunk);
     double rb = read_row("read 4 KiB, page cache, plain buffer", fd, 4096, false, ops, fs, 0);
@@ -319,8 +306,7 @@ int main(int argc, char **argv)
     int dfd = open(path, O_RDONLY | O_DIRECT);
     if (dfd >= 0) {
         read_row("read 1 MiB, O_DIRECT", dfd, 1 << 20, false, ops / 100, fs, b1);
-        read_row("read 1 MiB, O_DIRECT, registered buffer", dfd, 1 << 20, true, ops / 100, fs,
-                 b1);
+        read_row("read 1 MiB, O_DIRECT, registered buffer", dfd, 1 << 20, true, ops / 100, fs, b1);
         close(dfd);
     }
     close(fd);

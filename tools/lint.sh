@@ -1,10 +1,11 @@
 #!/bin/sh
 # make lint: clang-format, clang-tidy (warnings are errors) and tools/tidy.sh over the tracked
-# C files. $1 is a build folder with compile_commands.json (the clang build).
+# C files (clang-format also over perf/). $1 is a build folder with compile_commands.json
+# (the clang build).
 set -eu
 cd "$(dirname "$0")/.."
 build=${1:-build/clang}
-files=$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' | grep -v -e generated -e '\.pb-c\.')
+files=$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' 'perf/*.c' | grep -v -e generated -e '\.pb-c\.')
 
 echo "lint: clang-format"
 clang-format --dry-run --Werror $files
