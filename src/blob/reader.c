@@ -101,6 +101,7 @@ struct blob_reader {
     struct blob_seg **pins;      /* the segments its chunks may be in, referenced at open */
     uint32_t pins_lo;            /* seq of pins[0]: the commit's segment minus its span */
     uint32_t pins_len;           /* span + 1 (0 for the empty blob) */
+    struct blob_seg *pin_one;    /* pins[] of a blob in one segment (most): no allocation */
     int err;                     /* the error the stream ended with */
     bool closing;                /* close was called while reads were in flight */
     bool busy;                   /* a piece was asked for and not yet delivered */
@@ -135,7 +136,7 @@ static void reader_free(struct blob_reader *r)
     for (uint32_t i = 0; i < r->pins_len; i++) {
         blob_segment_put(&bc->s->segs, r->pins[i]);
     }
-    free(r->pins);
+    if (r->pins != &r->pin_one) free(r->pins);
     free(r);
     bc->readers_len--;
     base_counter_dec(&bc->counters.readers);
@@ -217,7 +218,9 @@ static int reader_pin(struct blob_reader *r)
 {
     struct blob_segs *segs = &r->bc->s->segs;
     uint32_t len = (uint32_t)r->val.loc.span + 1;
-    r->pins = calloc(len, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
+    r->pins = len == 1
+                  ? &r->pin_one
+                  : calloc(len, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
     if (!r->pins) return -ENOMEM;
     r->pins_lo = r->val.loc.seg - r->val.loc.span;
     r->pins_len = len;
