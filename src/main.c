@@ -68,6 +68,8 @@ static int cmd_serve(int argc, char **argv)
         { "read-ahead", BASE_FLAG_U64, &o.read_ahead,
           "chunks a large read keeps read ahead or in a send (1..8)", NULL },
         { "direct-io", BASE_FLAG_BOOL, &o.direct_io, "O_DIRECT segment writes", "" },
+        { "map-reads", BASE_FLAG_BOOL, &o.map_reads,
+          "read records already in the page cache in place, through a mapping", "" },
         { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
     };
     size_t nflags = sizeof(flags) / sizeof(flags[0]);

@@ -40,6 +40,7 @@ enum blob_seg_state {
 struct blob_seg {
     uint64_t seq;           /* store-wide number */
     int fd;                 /* buffered read-only fd, closed with the last reference */
+    const uint8_t *map;     /* the file mapped read-only (map_len bytes), or NULL */
     _Atomic uint64_t bytes; /* bytes on disk */
     _Atomic uint32_t refs;  /* the table's reference + readers' */
     uint8_t state;          /* enum blob_seg_state, under the table lock */
@@ -56,6 +57,8 @@ struct blob_segs {
     _Atomic uint64_t disk_bytes; /* bytes of every live segment */
     _Atomic uint64_t cold_below; /* segments with a lower seq are in the cold (oldest) part */
     struct base_list graveyard;  /* dead segments whose fd waits to be closed off the cores */
+    uint64_t map_len;            /* bytes of each segment to map for reads in place; 0: none */
+    uint64_t map_page;           /* the page size mincore(2) reports in */
 };
 
 MUST_CHECK int blob_segment_table_init(struct blob_segs *t, uint32_t cap);
@@ -89,6 +92,19 @@ void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg);
 
 /* One more reference to <seg>, which the caller already holds one of (it may be dead). */
 void blob_segment_ref(struct blob_seg *seg);
+/*
+ * Maps every segment added from now on (<len> bytes of it, read-only, shared) so that records
+ * in the page cache can be read in place (blob_segment_mapped). Before the first add.
+ */
+void blob_segment_table_map(struct blob_segs *t, uint64_t len);
+/*
+ * <len> bytes at <off> of <seg>'s mapping when every page of them is in the page cache (the
+ * reader checks them in place and hands them out: no disk read and no copy), else NULL: not
+ * mapped, outside the mapping, or some page would have to be read from the disk, which a
+ * core must not wait for. Core thread; one mincore(2) per 64 pages.
+ */
+const uint8_t *blob_segment_mapped(const struct blob_segs *t, const struct blob_seg *seg,
+                                   uint64_t off, uint32_t len);
 /* Closes the fds of the graveyard (blocking; off the cores). */
 void blob_segment_bury(struct blob_segs *t, struct blob_io *io);
 /* Recomputes cold_below so that the oldest <cold_bytes> of sealed data count as cold. */

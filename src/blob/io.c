@@ -212,6 +212,7 @@ int blob_io_real_create(const char *dir, struct blob_io **out)
     }
     r->io.ops = &real_ops;
     r->io.direct_ok = true;
+    r->io.map_ok = true;
     *out = &r->io;
     return 0;
 }

@@ -89,6 +89,7 @@ struct blob_io_ops {
 struct blob_io {
     const struct blob_io_ops *ops; /* the backend */
     bool direct_ok;                /* O_DIRECT is available for segment writes */
+    bool map_ok;                   /* its fds are real files that mmap(2) can map */
 };
 
 /*

@@ -544,6 +544,7 @@ struct blob_io *blob_io_sim_create(uint64_t seed)
     if (!s) return NULL;
     s->io.ops = &sim_ops;
     s->io.direct_ok = false;
+    s->io.map_ok = false;
     s->rng = seed;
     base_list_init(&s->deferred);
     return &s->io;

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "blob/internal.h"
 
@@ -33,8 +35,12 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
     return 0;
 }
 
-static void seg_free(struct blob_seg *seg, struct blob_io *io)
+/* Pages mincore(2) reports per call in blob_segment_mapped. */
+#define MINCORE_PAGES 64u
+
+static void seg_free(struct blob_seg *seg, struct blob_io *io, uint64_t map_len)
 {
+    if (seg->map) (void)munmap((void *)(uintptr_t)seg->map, map_len);
     if (seg->fd >= 0) (void)io->ops->close(io, seg->fd);
     free(seg);
 }
@@ -46,7 +52,7 @@ void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io)
         struct blob_seg *seg = t->slots[i];
         if (!seg) continue;
         ASSERT(atomic_load(&seg->refs) == 1); /* readers are gone */
-        seg_free(seg, io);
+        seg_free(seg, io, t->map_len);
     }
     free(t->slots);
     free((void *)(uintptr_t)t->alive);
@@ -84,6 +90,11 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     if (!seg) return NULL;
     seg->seq = seq;
     seg->fd = fd;
+    if (t->map_len > 0) {
+        /* A failed map only means this segment's reads go through the ring. */
+        void *m = mmap(NULL, t->map_len, PROT_READ, MAP_SHARED, fd, 0);
+        seg->map = m != MAP_FAILED ? m : NULL;
+    }
     seg->state = (uint8_t)state;
     atomic_store(&seg->bytes, bytes);
     atomic_store(&seg->refs, 1);
@@ -92,6 +103,7 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     uint32_t slot = (uint32_t)(seq & (t->cap - 1));
     if (t->slots[slot]) {
         pthread_mutex_unlock(&t->lock);
+        if (seg->map) (void)munmap((void *)(uintptr_t)seg->map, t->map_len);
         free(seg);
         return NULL;
     }
@@ -118,6 +130,34 @@ struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32)
     if (seg) atomic_fetch_add(&seg->refs, 1);
     pthread_mutex_unlock(&t->lock);
     return seg;
+}
+
+void blob_segment_table_map(struct blob_segs *t, uint64_t len)
+{
+    ASSERT(t->count == 0);
+    long page = sysconf(_SC_PAGESIZE);
+    t->map_page = page > 0 ? (uint64_t)page : 4096;
+    t->map_len = len;
+}
+
+const uint8_t *blob_segment_mapped(const struct blob_segs *t, const struct blob_seg *seg,
+                                   uint64_t off, uint32_t len)
+{
+    if (!seg->map || len == 0 || off >= t->map_len || len > t->map_len - off) return NULL;
+    uint64_t end = off + len;
+    uint64_t page = t->map_page;
+    uint64_t step = (uint64_t)MINCORE_PAGES * page;
+    unsigned char vec[MINCORE_PAGES];
+    /* Bounded by len / step: one call for a 256 KiB chunk. */
+    for (uint64_t p = off & ~(page - 1); p < end; p += step) {
+        uint64_t n = end - p < step ? end - p : step;
+        if (mincore((void *)(uintptr_t)(seg->map + p), n, vec) < 0) return NULL;
+        uint64_t pages = (n + page - 1) / page;
+        for (uint64_t i = 0; i < pages; i++) { /* bounded by MINCORE_PAGES */
+            if (!(vec[i] & 1)) return NULL;
+        }
+    }
+    return seg->map + off;
 }
 
 void blob_segment_ref(struct blob_seg *seg)
@@ -215,7 +255,7 @@ void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
     }
     pthread_mutex_unlock(&t->lock);
     while ((node = base_list_pop_head(&dead)) != NULL) {
-        seg_free(BASE_CONTAINER_OF(node, struct blob_seg, link), io);
+        seg_free(BASE_CONTAINER_OF(node, struct blob_seg, link), io, t->map_len);
     }
 }
 

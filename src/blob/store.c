@@ -111,6 +111,7 @@ void blob_store_options_default(struct blob_store_options *o)
     o->write_buffer_size = 2U << 20;
     o->cores_max = 1;
     o->direct_io = true;
+    o->map_reads = true;
     o->evict_thread = true;
     o->io = NULL;
 }
@@ -227,6 +228,11 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
         (void)snprintf(why, why_size, "out of memory for the index");
         rc = -ENOMEM;
         goto err_index;
+    }
+    if (o->map_reads && s->io->map_ok) {
+        /* A sealed segment runs past segment_size by its last record and footer at most. */
+        uint64_t len = 2 * o->segment_size;
+        blob_segment_table_map(&s->segs, len < BLOB_SEG_SIZE_MAX ? len : BLOB_SEG_SIZE_MAX);
     }
     rc = blob_recover_run(s, why, why_size);
     if (rc < 0) goto err_segs;

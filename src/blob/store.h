@@ -127,12 +127,14 @@ struct blob_store_options {
     uint32_t cores_max;         /* cores that will call blob_core_init (the budget keeps one
                                    segment per core free) */
     bool direct_io;             /* O_DIRECT segment writes (falls back when refused) */
+    bool map_reads;             /* records already in the page cache are read in place through
+                                   a read-only mapping of their segment (no disk read, no copy) */
     bool evict_thread;          /* evict in a background thread (false: tests evict inline) */
     struct blob_io *io;         /* the I/O seam; NULL: the real file system and rings */
 };
 
 /* Fills the defaults: 10 GiB, 256 MiB segments, 256 KiB chunks, zstd 1, group commit,
- * 1 core, 4 x 2 MiB write buffers, O_DIRECT, an evictor thread. */
+ * 1 core, 4 x 2 MiB write buffers, O_DIRECT, mapped reads, an evictor thread. */
 void blob_store_options_default(struct blob_store_options *o);
 
 /*
@@ -379,6 +381,7 @@ void blob_read_close(struct blob_reader *r);
     X(full, counter, "uploads refused because the budget was full (-ENOSPC)")                      \
     X(reads, counter, "readers opened")                                                            \
     X(read_bytes, counter, "bytes given to readers")                                               \
+    X(mapped_reads, counter, "records read in place from the page cache (no disk read)")           \
     X(refreshes, counter, "blobs rewritten to the head (refresh on read)")                         \
     X(corrupt_chunks, counter, "stored records whose checksum failed on read")                     \
     X(writes, counter, "segment writes")                                                           \

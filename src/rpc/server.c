@@ -39,6 +39,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->read_ahead = 4;
     opts->zstd_level = 1;
     opts->direct_io = true;
+    opts->map_reads = true;
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -135,6 +136,7 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     bo->read_ahead = opts->read_ahead <= BLOB_READ_AHEAD_MAX ? (uint32_t)opts->read_ahead : 0;
     bo->zstd_level = (int)opts->zstd_level;
     bo->direct_io = opts->direct_io;
+    bo->map_reads = opts->map_reads;
     bo->segment_size = opts->segment_size;
     if (bo->segment_size == 0) {
         uint64_t seg = opts->max_size / (8ULL * cores);

@@ -27,6 +27,7 @@ struct rpc_server_options {
     uint64_t read_ahead;       /* chunks a reader reads ahead or holds (1..8) */
     uint64_t zstd_level;       /* compression level of stored chunks */
     bool direct_io;            /* O_DIRECT segment writes */
+    bool map_reads;            /* read records in the page cache in place (mapped segments) */
 };
 
 void rpc_server_options_default(struct rpc_server_options *opts);

@@ -1,0 +1,252 @@
+/*
+ * Reads in place: chunk records whose pages are in the page cache are checked and handed out
+ * from a read-only mapping of their segment, without a read by the ring. Real files and a
+ * real ring: the bytes are the same as read by the ring, in every encoding and from any
+ * offset; a record changed in the page cache is caught by its checksum there; a read opened
+ * before eviction finishes from the mapping; --no-map-reads never maps.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "harness.h"
+
+#define CHUNK (256u << 10)
+
+/* A real store with 256 KiB chunks (records past the in-place threshold). */
+static void open_big(struct th *t, bool map)
+{
+    th_options_small(&t->o);
+    t->o.chunk_size = CHUNK;
+    t->o.segment_size = 4ULL << 20;
+    t->o.max_size = 64ULL << 20;
+    t->o.write_buffer_size = 1U << 20;
+    t->o.map_reads = map;
+    th_open_real(t);
+}
+
+/* Chunks half random, half zeros: stored compressed, yet each record is over 64 KiB. */
+static void fill_half(uint8_t *buf, size_t len, uint64_t seed)
+{
+    th_fill(buf, len, seed, false);
+    for (size_t off = 0; off < len; off += CHUNK) {
+        size_t half = off + CHUNK / 2;
+        size_t end = off + CHUNK < len ? off + CHUNK : len;
+        if (half < end) memset(buf + half, 0, end - half);
+    }
+}
+
+static uint64_t mapped(struct th *t)
+{
+    return th_counters(t).mapped_reads;
+}
+
+/* Reads <k> from <off> as <enc> and checks the bytes against <want> (<len> in all). */
+static void read_equal(struct th *t, const struct blob_key *k, uint64_t off, enum blob_encoding enc,
+                       const uint8_t *want, size_t len)
+{
+    uint8_t *got = NULL;
+    size_t n = 0;
+    int rc = th_get(t, k, off, enc, &got, &n);
+    cr_assert(eq(int, rc, 0));
+    cr_assert(eq(sz, n, len - off));
+    cr_assert(memcmp(got, want + off, n) == 0, "bytes differ (offset %llu, encoding %d)",
+              (unsigned long long)off, (int)enc);
+    free(got);
+}
+
+Test(blob_mapread, a_cached_raw_blob_is_read_in_place_byte_for_byte)
+{
+    struct th t = { 0 };
+    open_big(&t, true);
+    size_t len = 8 * CHUNK + 1000; /* 9 chunks, the last one short */
+    uint8_t *want = malloc(len);
+    th_fill(want, len, 11, false);
+    struct blob_key k;
+    th_key_of(&k, want, len);
+    cr_assert(eq(int, th_put(&t, &k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    /* The first read brings the pages into the page cache (the writer bypasses it). */
+    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    uint64_t before = mapped(&t);
+    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    /* Eight full chunks in place; the last (1000 bytes) is below the threshold. */
+    cr_assert(eq(u64, mapped(&t) - before, 8));
+    before = mapped(&t);
+    read_equal(&t, &k, 3 * CHUNK + 77, BLOB_ENCODING_IDENTITY, want, len);
+    cr_assert(eq(u64, mapped(&t) - before, 5));
+    read_equal(&t, &k, 0, BLOB_ENCODING_ZSTD, want, len);
+    free(want);
+    th_close(&t);
+}
+
+Test(blob_mapread, compressed_chunks_decode_and_pass_through_from_the_mapping)
+{
+    struct th t = { 0 };
+    open_big(&t, true);
+    size_t len = 6 * CHUNK;
+    uint8_t *want = malloc(len);
+    fill_half(want, len, 12);
+    struct blob_key k;
+    th_key_of(&k, want, len);
+    cr_assert(eq(int, th_put(&t, &k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    uint64_t before = mapped(&t);
+    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    cr_assert(eq(u64, mapped(&t) - before, 6), "decoded from the mapping");
+    before = mapped(&t);
+    read_equal(&t, &k, 0, BLOB_ENCODING_ZSTD, want, len);
+    cr_assert(eq(u64, mapped(&t) - before, 6), "stored frames handed out from the mapping");
+    /* From inside chunk 1: its raw frame is built in a buffer (read by the ring), the rest
+     * are the stored frames in place. */
+    before = mapped(&t);
+    read_equal(&t, &k, CHUNK + 5, BLOB_ENCODING_ZSTD, want, len);
+    cr_assert(eq(u64, mapped(&t) - before, 4));
+    free(want);
+    th_close(&t);
+}
+
+/* Flips one byte of the first segment file that holds <needle> (16 bytes), through the page
+ * cache. Returns true when it found it. */
+static bool flip_in_segment(const char *dir, const uint8_t *needle)
+{
+    DIR *d = opendir(dir);
+    cr_assert(ne(ptr, d, NULL));
+    bool done = false;
+    struct dirent *e;
+    while (!done && (e = readdir(d)) != NULL) {
+        char path[512];
+        (void)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        int fd = open(path, O_RDWR);
+        if (fd < 0) continue;
+        off_t size = lseek(fd, 0, SEEK_END);
+        uint8_t *all = size > 0 ? malloc((size_t)size) : NULL;
+        bool got = all && pread(fd, all, (size_t)size, 0) == size;
+        const uint8_t *at = got ? memmem(all, (size_t)size, needle, 16) : NULL;
+        if (at) {
+            uint8_t b = (uint8_t)(*at ^ 0x40);
+            done = pwrite(fd, &b, 1, at - all) == 1;
+        }
+        free(all);
+        close(fd);
+    }
+    closedir(d);
+    return done;
+}
+
+Test(blob_mapread, a_record_changed_in_the_page_cache_is_caught_in_place)
+{
+    struct th t = { 0 };
+    open_big(&t, true);
+    size_t len = 4 * CHUNK;
+    uint8_t *want = malloc(len);
+    th_fill(want, len, 13, false);
+    struct blob_key k;
+    th_key_of(&k, want, len);
+    cr_assert(eq(int, th_put(&t, &k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    cr_assert(flip_in_segment(t.dir, want + 2 * CHUNK + 5000), "chunk 2's bytes not found");
+    uint64_t before = mapped(&t);
+    uint8_t *got = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &got, &n), -EBADMSG));
+    free(got);
+    cr_assert(eq(u64, mapped(&t) - before, 3), "chunks 0-2 were read in place");
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+    cr_assert(not(blob_exists(t.bc, &k, false)), "a corrupt blob is dropped");
+    free(want);
+    th_close(&t);
+}
+
+Test(blob_mapread, without_map_reads_every_record_is_read_by_the_ring)
+{
+    struct th t = { 0 };
+    open_big(&t, false);
+    size_t len = 4 * CHUNK;
+    uint8_t *want = malloc(len);
+    th_fill(want, len, 14, false);
+    struct blob_key k;
+    th_key_of(&k, want, len);
+    cr_assert(eq(int, th_put(&t, &k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    cr_assert(eq(u64, mapped(&t), 0));
+    free(want);
+    th_close(&t);
+}
+
+struct collect {
+    uint8_t *out;
+    size_t len;
+    bool done;
+    bool end;
+    int res;
+};
+
+static void collect_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct collect *c = ctx;
+    c->done = true;
+    c->res = res;
+    c->end = res == 0 && len == 0;
+    if (res == 0 && len > 0) {
+        memcpy(c->out + c->len, data, len);
+        c->len += len;
+    }
+}
+
+Test(blob_mapread, a_read_in_place_finishes_after_its_segments_are_evicted)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.chunk_size = 64u << 10;
+    t.o.segment_size = 256u << 10;
+    t.o.max_size = 2u << 20;
+    t.o.write_buffer_size = 256u << 10;
+    th_open_real(&t);
+    /* 300 KB: chunks in two segments. */
+    size_t len = 300000;
+    uint8_t *want = malloc(len);
+    uint8_t *got = malloc(len);
+    th_fill(want, len, 15, false);
+    struct blob_key kb;
+    th_key_of(&kb, want, len);
+    cr_assert(eq(int, th_put(&t, &kb, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    read_equal(&t, &kb, 0, BLOB_ENCODING_IDENTITY, want, len);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &kb, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    struct collect c = { .out = got };
+    cr_assert(eq(int, blob_read_next(r, collect_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, 0));
+    uint64_t before = mapped(&t);
+    cr_assert(gt(u64, before, 0), "the first chunk was read in place");
+    static uint8_t buf[50000];
+    bool gone = false;
+    for (uint64_t i = 0; i < 200 && !gone; i++) {
+        th_fill(buf, sizeof(buf), 900 + i, false);
+        struct blob_key k;
+        th_key_of(&k, buf, sizeof(buf));
+        cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 0, BLOB_ENCODING_IDENTITY), 0));
+        gone = !blob_exists(t.bc, &kb, false);
+    }
+    cr_assert(gone, "the blob's segments were never evicted");
+    for (int i = 0; i < 100 && !c.end; i++) { /* bounded: 5 chunks */
+        c.done = false;
+        cr_assert(eq(int, blob_read_next(r, collect_cb, &c), 0));
+        cr_assert(th_run_until(&t, &c.done));
+        cr_assert(eq(int, c.res, 0), "after %zu bytes", c.len);
+    }
+    cr_assert(eq(sz, c.len, len));
+    cr_assert(memcmp(got, want, len) == 0);
+    cr_assert(gt(u64, mapped(&t), before), "later chunks came from the evicted segments' maps");
+    blob_read_close(r);
+    free(want);
+    free(got);
+    th_close(&t);
+}
