@@ -243,6 +243,27 @@ int th_put(struct th *t, const struct blob_key *k, const void *data, size_t len,
     return d.res;
 }
 
+static void collect_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct th_collect *c = ctx;
+    c->done = true;
+    c->res = res;
+    c->end = res == 0 && len == 0;
+    if (res == 0 && len > 0) {
+        memcpy(c->out + c->len, data, len);
+        c->len += len;
+    }
+}
+
+int th_collect_next(struct th *t, struct blob_reader *r, struct th_collect *c)
+{
+    c->done = false;
+    int rc = blob_read_next(r, collect_cb, c);
+    cr_assert(eq(int, rc, 0));
+    cr_assert(th_run_until(t, &c->done), "the piece never came");
+    return c->res;
+}
+
 struct piece {
     bool done;
     int res;

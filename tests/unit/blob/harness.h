@@ -64,6 +64,17 @@ int th_put(struct th *t, const struct blob_key *k, const void *data, size_t len,
 int th_get(struct th *t, const struct blob_key *k, uint64_t off, enum blob_encoding enc,
            uint8_t **out, size_t *len);
 
+/* Pieces of one reader gathered into <out> (room for the whole blob), one at a time. */
+struct th_collect {
+    bool done;    /* the last piece asked for came */
+    int res;      /* its result */
+    bool end;     /* the empty piece that ends the stream came */
+    uint8_t *out; /* room for the whole blob */
+    size_t len;   /* bytes gathered */
+};
+
+/* Asks <r> for its next piece into <c> and runs the loop until it comes; returns its result. */
+int th_collect_next(struct th *t, struct blob_reader *r, struct th_collect *c);
 /* Sum of this core's counters. */
 struct blob_counters_snapshot th_counters(struct th *t);
 

@@ -61,18 +61,28 @@ static void read_equal(struct th *t, const struct blob_key *k, uint64_t off, enu
     free(got);
 }
 
+/*
+ * Uploads <len> random bytes (seed <seed>) as *<k> and reads them once, which brings their
+ * pages into the page cache (the writer bypasses it). Returns the bytes (free them).
+ */
+static uint8_t *put_warm(struct th *t, size_t len, uint64_t seed, struct blob_key *k)
+{
+    uint8_t *want = malloc(len);
+    cr_assert(ne(ptr, want, NULL));
+    th_fill(want, len, seed, false);
+    th_key_of(k, want, len);
+    cr_assert(eq(int, th_put(t, k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    read_equal(t, k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    return want;
+}
+
 Test(blob_mapread, a_cached_raw_blob_is_read_in_place_byte_for_byte)
 {
     struct th t = { 0 };
     open_big(&t, true);
     size_t len = 8 * CHUNK + 1000; /* 9 chunks, the last one short */
-    uint8_t *want = malloc(len);
-    th_fill(want, len, 11, false);
     struct blob_key k;
-    th_key_of(&k, want, len);
-    cr_assert(eq(int, th_put(&t, &k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
-    /* The first read brings the pages into the page cache (the writer bypasses it). */
-    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    uint8_t *want = put_warm(&t, len, 11, &k);
     uint64_t before = mapped(&t);
     read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
     /* Eight full chunks in place; the last (1000 bytes) is below the threshold. */
@@ -144,12 +154,8 @@ Test(blob_mapread, a_record_changed_in_the_page_cache_is_caught_in_place)
     struct th t = { 0 };
     open_big(&t, true);
     size_t len = 4 * CHUNK;
-    uint8_t *want = malloc(len);
-    th_fill(want, len, 13, false);
     struct blob_key k;
-    th_key_of(&k, want, len);
-    cr_assert(eq(int, th_put(&t, &k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
-    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    uint8_t *want = put_warm(&t, len, 13, &k);
     cr_assert(flip_in_segment(t.dir, want + 2 * CHUNK + 5000), "chunk 2's bytes not found");
     uint64_t before = mapped(&t);
     uint8_t *got = NULL;
@@ -168,36 +174,12 @@ Test(blob_mapread, without_map_reads_every_record_is_read_by_the_ring)
     struct th t = { 0 };
     open_big(&t, false);
     size_t len = 4 * CHUNK;
-    uint8_t *want = malloc(len);
-    th_fill(want, len, 14, false);
     struct blob_key k;
-    th_key_of(&k, want, len);
-    cr_assert(eq(int, th_put(&t, &k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
-    read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
+    uint8_t *want = put_warm(&t, len, 14, &k);
     read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, want, len);
     cr_assert(eq(u64, mapped(&t), 0));
     free(want);
     th_close(&t);
-}
-
-struct collect {
-    uint8_t *out;
-    size_t len;
-    bool done;
-    bool end;
-    int res;
-};
-
-static void collect_cb(void *ctx, int res, const uint8_t *data, size_t len)
-{
-    struct collect *c = ctx;
-    c->done = true;
-    c->res = res;
-    c->end = res == 0 && len == 0;
-    if (res == 0 && len > 0) {
-        memcpy(c->out + c->len, data, len);
-        c->len += len;
-    }
 }
 
 Test(blob_mapread, a_read_in_place_finishes_after_its_segments_are_evicted)
@@ -211,19 +193,13 @@ Test(blob_mapread, a_read_in_place_finishes_after_its_segments_are_evicted)
     th_open_real(&t);
     /* 300 KB: chunks in two segments. */
     size_t len = 300000;
-    uint8_t *want = malloc(len);
-    uint8_t *got = malloc(len);
-    th_fill(want, len, 15, false);
     struct blob_key kb;
-    th_key_of(&kb, want, len);
-    cr_assert(eq(int, th_put(&t, &kb, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
-    read_equal(&t, &kb, 0, BLOB_ENCODING_IDENTITY, want, len);
+    uint8_t *want = put_warm(&t, len, 15, &kb);
+    uint8_t *got = malloc(len);
     struct blob_reader *r;
     cr_assert(eq(int, blob_read_open(t.bc, &kb, 0, BLOB_ENCODING_IDENTITY, &r), 0));
-    struct collect c = { .out = got };
-    cr_assert(eq(int, blob_read_next(r, collect_cb, &c), 0));
-    cr_assert(th_run_until(&t, &c.done));
-    cr_assert(eq(int, c.res, 0));
+    struct th_collect c = { .out = got };
+    cr_assert(eq(int, th_collect_next(&t, r, &c), 0));
     uint64_t before = mapped(&t);
     cr_assert(gt(u64, before, 0), "the first chunk was read in place");
     static uint8_t buf[50000];
@@ -237,10 +213,7 @@ Test(blob_mapread, a_read_in_place_finishes_after_its_segments_are_evicted)
     }
     cr_assert(gone, "the blob's segments were never evicted");
     for (int i = 0; i < 100 && !c.end; i++) { /* bounded: 5 chunks */
-        c.done = false;
-        cr_assert(eq(int, blob_read_next(r, collect_cb, &c), 0));
-        cr_assert(th_run_until(&t, &c.done));
-        cr_assert(eq(int, c.res, 0), "after %zu bytes", c.len);
+        cr_assert(eq(int, th_collect_next(&t, r, &c), 0), "after %zu bytes", c.len);
     }
     cr_assert(eq(sz, c.len, len));
     cr_assert(memcmp(got, want, len) == 0);
