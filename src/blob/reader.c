@@ -51,6 +51,13 @@
  */
 #define MAP_MIN (64u << 10)
 
+/*
+ * A blob of one chunk from this size up to WINDOW_RAW_MAX is read in place, commit record and
+ * chunk record with one mincore(2), when its window is in the page cache (window_map): the
+ * chunk is then checked and sent from the mapping instead of copied by the ring's read.
+ */
+#define MAP_WINDOW_MIN (16u << 10)
+
 enum reader_mode {
     MODE_IDENTITY = 0, /* decoded bytes */
     MODE_ZSTD = 1,     /* stored frames */
@@ -97,6 +104,7 @@ struct blob_reader {
     uint8_t *commit;             /* the commit record (header + payload) once read */
     uint32_t commit_len;         /* its length */
     uint32_t window_pre;         /* the commit read in flight began this many bytes early */
+    const uint8_t *window;       /* that window in the segment's mapping (window_map), or NULL */
     bool commit_ok;              /* the commit record was read and checked */
     struct reader_io cio;        /* the commit record's read */
     uint32_t depth;              /* slots: chunks read ahead or held, 1 .. read_ahead */
@@ -124,8 +132,11 @@ struct blob_reader {
     size_t out_len;              /* its length */
     int out_res;                 /* its result */
     struct ring_task task;       /* delivers a piece that needed no I/O */
+    struct ring_task ctask;      /* checks a window read in place (commit_done) */
     struct reader_slot slots[];  /* a ring of <depth>, allocated with the reader */
 };
+
+static void commit_task(struct ring_task *t);
 
 static void reader_free(struct blob_reader *r)
 {
@@ -135,6 +146,7 @@ static void reader_free(struct blob_reader *r)
     ASSERT(!commit_busy);
     base_list_del(&r->link);
     ring_task_cancel(&r->task);
+    ring_task_cancel(&r->ctask);
     free(r->commit);
     /* Bounded by BLOB_READ_AHEAD_MAX. */
     for (uint32_t i = 0; i < r->depth; i++) {
@@ -212,6 +224,7 @@ static int reader_open_common(struct blob_core *bc, const struct blob_key *k, ui
     }
     base_list_init(&r->link);
     ring_task_init(&r->task, deliver_task);
+    ring_task_init(&r->ctask, commit_task);
     base_list_add_tail(&bc->readers, &r->link);
     bc->readers_len++;
     base_counter_inc(&bc->counters.readers);
@@ -769,15 +782,28 @@ static int reader_step(struct blob_reader *r, bool now)
  * slot 0's record buffer taken for it, or 0: not a blob of one small chunk, or no room in the
  * read buffer budget (the chunk is then read alone, and its read asks for the buffer).
  */
-static uint32_t window_open(struct blob_reader *r, uint64_t off, uint32_t len)
+static uint32_t window_pre(const struct blob_reader *r, uint64_t off)
 {
     uint64_t size = r->key.size;
     if (r->depth != 1 || size == 0 || size > WINDOW_RAW_MAX) return 0;
     if (size > r->bc->s->opts.chunk_size) return 0;
     uint32_t bound = blob_chunk_record_bound((uint32_t)size);
     uint64_t pre = ((uint64_t)bound + 7u) & ~(uint64_t)7; /* records start on 8 bytes */
-    if (pre > off) pre = off;                             /* the segment's first record */
-    uint32_t want = (uint32_t)pre + len;
+    return (uint32_t)(pre < off ? pre : off);             /* the segment's first record */
+}
+
+/*
+ * The bytes the first read of the commit record at <off> (<len> bytes) starts early, with
+ * slot 0's record buffer taken for it, or 0: not a blob of one small chunk, or no room in the
+ * read buffer budget (the chunk is then read alone, and its read asks for the buffer).
+ */
+static uint32_t window_open(struct blob_reader *r, uint64_t off, uint32_t len)
+{
+    uint64_t size = r->key.size;
+    uint32_t pre = window_pre(r, off);
+    if (pre == 0) return 0;
+    uint32_t bound = blob_chunk_record_bound((uint32_t)size);
+    uint32_t want = pre + len;
     struct reader_slot *s = &r->slots[0];
     ASSERT(s->state == SLOT_FREE);
     /* A retry after -EAGAIN (disk queue full) finds the buffer taken the first time. */
@@ -785,7 +811,37 @@ static uint32_t window_open(struct blob_reader *r, uint64_t off, uint32_t len)
         uint32_t rsize = want > bound ? want : bound;
         if (slot_take(r, s, (uint32_t)size, rsize, r->bc->s->opts.read_buffer_max) < 0) return 0;
     }
-    return r->rbuf_size >= want ? (uint32_t)pre : 0;
+    return r->rbuf_size >= want ? pre : 0;
+}
+
+static void commit_done(struct blob_reader *r, int32_t res);
+
+static void commit_task(struct ring_task *t)
+{
+    struct blob_reader *r = BASE_CONTAINER_OF(t, struct blob_reader, ctask);
+    commit_done(r, (int32_t)(r->window_pre + r->commit_len));
+}
+
+/*
+ * For a blob of one chunk of MAP_WINDOW_MIN bytes or more: when the window of the first read
+ * of its commit record (<len> bytes at <off>) is all in the page cache, takes it in place
+ * from the segment's mapping (r->window) and lets commit_done check it from a deferred task,
+ * as if the read had completed (a callback never runs inside blob_read_next). A compressed
+ * read from inside the chunk and refresh copies keep the ring's read (they need <buf>).
+ */
+static bool window_map(struct blob_reader *r, uint64_t off, uint32_t len)
+{
+    if (r->key.size < MAP_WINDOW_MIN || r->mode == MODE_RECORDS) return false;
+    if (r->mode == MODE_ZSTD && r->offset > 0) return false;
+    uint32_t pre = window_pre(r, off);
+    struct blob_seg *seg = pre > 0 ? reader_pinned(r, r->val.loc.seg) : NULL;
+    const uint8_t *p = seg ? blob_segment_mapped(&r->bc->s->segs, seg, off - pre, pre + len) : NULL;
+    if (!p) return false;
+    r->window = p;
+    r->window_pre = pre;
+    base_counter_inc(&r->bc->counters.mapped_reads);
+    blob_core_defer(r->bc, &r->ctask);
+    return true;
 }
 
 /*
@@ -800,6 +856,8 @@ static int read_commit(struct blob_reader *r, uint32_t len, bool first)
     r->commit = malloc(len);
     if (!r->commit) return -ENOMEM;
     r->commit_len = len;
+    r->window = NULL;
+    if (first && window_map(r, off, len)) return 0;
     r->window_pre = first ? window_open(r, off, len) : 0;
     uint8_t *buf = r->window_pre > 0 ? r->slots[0].buf : r->commit;
     return reader_submit(&r->cio, r->val.loc.seg, off - r->window_pre, buf, r->window_pre + len);
@@ -825,9 +883,19 @@ static bool window_chunk(struct blob_reader *r, uint32_t pre)
     uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref->stored;
     if (ref->seg != r->val.loc.seg || off < start || off + len > commit_off) return false;
     struct reader_slot *s = &r->slots[0];
-    /* A raw chunk fills the window exactly; a compressed one ends just before the commit. */
-    if (off > start) memmove(s->buf, s->buf + (off - start), (size_t)len);
-    s->rec = s->buf;
+    if (r->window) {
+        /* In place: a compressed chunk still needs its decode buffer, as for a read. */
+        const struct blob_record_header *h = (const void *)(r->window + (off - start));
+        if (r->mode == MODE_IDENTITY && h->enc != BLOB_CHUNK_RAW &&
+            slot_buffers(r, s, r->bc->s->opts.read_buffer_max) < 0) {
+            return false;
+        }
+        s->rec = (const uint8_t *)h;
+    } else {
+        /* A raw chunk fills the window exactly; a compressed one ends just before the commit. */
+        if (off > start) memmove(s->buf, s->buf + (off - start), (size_t)len);
+        s->rec = s->buf;
+    }
     s->io.want_len = (uint32_t)len;
     s->chunk = 0;
     s->held = 0;
@@ -852,7 +920,7 @@ static void commit_done(struct blob_reader *r, int32_t res)
         return;
     }
     r->commit_len = (uint32_t)res - pre; /* the guessed length may run past the file's end */
-    if (pre > 0) memcpy(r->commit, r->slots[0].buf + pre, r->commit_len);
+    if (pre > 0) memcpy(r->commit, (r->window ? r->window : r->slots[0].buf) + pre, r->commit_len);
     int rc = check_commit(r);
     if (rc < 0) {
         reader_corrupt(r);
@@ -969,6 +1037,7 @@ void blob_read_close(struct blob_reader *r)
     }
     r->closing = true;
     ring_task_cancel(&r->task);
+    ring_task_cancel(&r->ctask);
     struct blob_io *io = r->bc->s->io;
     if (blob_aio_is_busy(&r->cio.aio)) io->ops->cancel(io, &r->cio.aio);
     /* Bounded by BLOB_READ_AHEAD_MAX; each completion comes back, the last one frees. */

@@ -223,3 +223,55 @@ Test(blob_mapread, a_read_in_place_finishes_after_its_segments_are_evicted)
     free(got);
     th_close(&t);
 }
+
+/* Uploads <want> (<len> bytes) as *<k> and reads it once (into the page cache). */
+static void put_bytes_warm(struct th *t, const uint8_t *want, size_t len, struct blob_key *k)
+{
+    th_key_of(k, want, len);
+    cr_assert(eq(int, th_put(t, k, want, len, 0, BLOB_ENCODING_IDENTITY), 0));
+    read_equal(t, k, 0, BLOB_ENCODING_IDENTITY, want, len);
+}
+
+Test(blob_mapread, a_blob_of_one_mid_size_chunk_is_read_in_place_with_its_commit_record)
+{
+    struct th t = { 0 };
+    open_big(&t, true);
+    static uint8_t raw[20000];
+    static uint8_t half[60000];
+    static uint8_t tiny[1000];
+    th_fill(raw, sizeof(raw), 21, false);
+    th_fill(half, sizeof(half) / 2, 22, false); /* the rest zeros: stored compressed */
+    th_fill(tiny, sizeof(tiny), 23, false);
+
+    struct {
+        const uint8_t *data;
+        size_t len;
+        uint64_t in_place; /* records read in place by one read from offset 0 */
+    } cases[] = { { raw, sizeof(raw), 1 }, { half, sizeof(half), 1 }, { tiny, sizeof(tiny), 0 } };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct blob_key k;
+        put_bytes_warm(&t, cases[i].data, cases[i].len, &k);
+        uint64_t before = mapped(&t);
+        read_equal(&t, &k, 0, BLOB_ENCODING_IDENTITY, cases[i].data, cases[i].len);
+        read_equal(&t, &k, 0, BLOB_ENCODING_ZSTD, cases[i].data, cases[i].len);
+        cr_assert(eq(u64, mapped(&t) - before, 2 * cases[i].in_place), "case %zu", i);
+        /* From inside the chunk: identity in place, compressed read by the ring. */
+        before = mapped(&t);
+        read_equal(&t, &k, 100, BLOB_ENCODING_IDENTITY, cases[i].data, cases[i].len);
+        read_equal(&t, &k, 100, BLOB_ENCODING_ZSTD, cases[i].data, cases[i].len);
+        cr_assert(eq(u64, mapped(&t) - before, cases[i].in_place), "case %zu", i);
+    }
+    /* A byte changed in the page cache is caught in place too. */
+    struct blob_key k;
+    th_key_of(&k, raw, sizeof(raw));
+    cr_assert(flip_in_segment(t.dir, raw + 9000));
+    uint64_t before = mapped(&t);
+    uint8_t *got = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &got, &n), -EBADMSG));
+    free(got);
+    cr_assert(eq(u64, mapped(&t) - before, 1));
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+    th_close(&t);
+}
