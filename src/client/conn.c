@@ -45,10 +45,8 @@
 /* HTTP/2 frames carry a 9-byte header (RFC 9113 §4.1). */
 #define CONN_FRAME_HEADER_SIZE 9u
 
-STATIC_ASSERT(2 * CONN_FRAME_SEGS_MAX + 4 <= RING_CONN_IOV_MAX, "a frame always fits a send");
-STATIC_ASSERT(CONN_FRAME_HEADER_SIZE + CONN_FRAME_SEGS_MAX * CONN_COPY_MAX <
-                  RING_GATHER_OUT_SIZE - CONN_CHUNK_MAX,
-              "a frame's copies always fit an empty output buffer");
+RING_GATHER_LIMITS_CHECK(CONN_CHUNK_MAX, CONN_COPY_MAX, CONN_FRAME_HEADER_SIZE,
+                         CONN_FRAME_SEGS_MAX);
 
 static const struct ring_gather_limits gather_limits = {
     .chunk_bytes_max = CONN_CHUNK_MAX,

@@ -23,6 +23,16 @@ static size_t out_room(const struct ring_gather *g)
     return RING_GATHER_OUT_SIZE - g->out_len;
 }
 
+/* Forgets the send being built; out[] and iov[] are overwritten, not cleared. */
+static void clear_send(struct ring_gather *g)
+{
+    g->iov_count = 0;
+    g->last_iov_out = false;
+    g->out_len = 0;
+    g->send_bytes = 0;
+    g->ref_bytes = 0;
+}
+
 void ring_gather_init(struct ring_gather *g, const struct ring_gather_limits *limits)
 {
     ASSERT(limits->chunk_bytes_max < RING_GATHER_OUT_SIZE);
@@ -35,22 +45,14 @@ void ring_gather_init(struct ring_gather *g, const struct ring_gather_limits *li
     g->limits = limits;
     g->send_gen = 0;
     g->inflight_gen = 0;
-    g->iov_count = 0;
-    g->last_iov_out = false;
-    g->out_len = 0;
-    g->send_bytes = 0;
-    g->ref_bytes = 0;
+    clear_send(g);
 }
 
 void ring_gather_begin(struct ring_gather *g)
 {
     g->send_gen++;
     ASSERT(g->send_gen != 0);
-    g->iov_count = 0;
-    g->last_iov_out = false;
-    g->out_len = 0;
-    g->send_bytes = 0;
-    g->ref_bytes = 0;
+    clear_send(g);
 }
 
 void ring_gather_copy(struct ring_gather *g, const void *p, size_t n)

@@ -47,6 +47,16 @@ struct ring_gather_limits {
     unsigned frame_pieces_max; /* pieces one frame may span */
 };
 
+/*
+ * ring_gather_init's checks at compile time, for limits made of constants: a frame of
+ * <pieces> pieces fits an empty send's iovecs, and its copies (<head> bytes, and up to
+ * <copy> of each piece) leave <chunk> bytes of room.
+ */
+#define RING_GATHER_LIMITS_CHECK(chunk, copy, head, pieces)                                        \
+    STATIC_ASSERT(2 * (pieces) + 4 <= RING_CONN_IOV_MAX, "a frame always fits a send");            \
+    STATIC_ASSERT((head) + (pieces) * (copy) < RING_GATHER_OUT_SIZE - (chunk),                     \
+                  "a frame's copies always fit an empty send")
+
 struct ring_gather {
     /* private: */
     const struct ring_gather_limits *limits; /* borrowed */

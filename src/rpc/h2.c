@@ -57,10 +57,8 @@ struct rpc_h2 {
 /* HTTP/2 frames carry a 9-byte header (RFC 9113 §4.1). */
 #define H2_FRAME_HEADER_SIZE 9u
 
-STATIC_ASSERT(2 * RPC_H2_FRAME_SEGS_MAX + 4 <= RING_CONN_IOV_MAX, "a frame always fits a send");
-STATIC_ASSERT(H2_FRAME_HEADER_SIZE + RPC_H2_FRAME_SEGS_MAX * RPC_H2_COPY_MAX <
-                  RING_GATHER_OUT_SIZE - RPC_H2_CHUNK_MAX,
-              "a frame's copies always fit an empty output buffer");
+RING_GATHER_LIMITS_CHECK(RPC_H2_CHUNK_MAX, RPC_H2_COPY_MAX, H2_FRAME_HEADER_SIZE,
+                         RPC_H2_FRAME_SEGS_MAX);
 
 static const struct ring_gather_limits gather_limits = {
     .chunk_bytes_max = RPC_H2_CHUNK_MAX,

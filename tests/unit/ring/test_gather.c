@@ -24,15 +24,6 @@ static const struct ring_gather_limits limits = {
     .frame_pieces_max = 4,
 };
 
-/* The same with no limit on a send's bytes, for the limits on room. */
-static const struct ring_gather_limits roomy = {
-    .chunk_bytes_max = 1000,
-    .send_bytes_max = 1u << 30,
-    .copy_bytes_max = 16,
-    .head_bytes_max = 9,
-    .frame_pieces_max = 4,
-};
-
 static struct ring_gather *gather_new(const struct ring_gather_limits *lim)
 {
     struct ring_gather *g = malloc(sizeof(*g));
@@ -113,37 +104,36 @@ static ssize_t pull(void *ctx, const uint8_t **chunk)
     return (ssize_t)p->size;
 }
 
+/* Fills a new send from <left> chunks of <size> bytes: expects <pulls> pulls and <bytes>. */
+static void check_fill(const struct ring_gather_limits *lim, size_t size, int left, int pulls,
+                       size_t bytes)
+{
+    struct ring_gather *g = gather_new(lim);
+    struct puller p = { .size = size, .left = left };
+    cr_assert(eq(int, ring_gather_fill(g, pull, &p), 0));
+    cr_assert(eq(int, p.pulls, pulls));
+    cr_assert(eq(sz, g->send_bytes, bytes));
+    cr_assert(eq(sz, g->out_len, bytes), "every chunk copied");
+    cr_assert(eq(u32, g->iov_count, 1), "into one iovec");
+    free(g);
+}
+
 Test(ring_gather, fill_copies_until_the_pull_runs_dry)
 {
-    struct ring_gather *g = gather_new(&limits);
-    struct puller p = { .size = 100, .left = 3 };
-    cr_assert(eq(int, ring_gather_fill(g, pull, &p), 0));
-    cr_assert(eq(int, p.pulls, 4), "three chunks and the empty answer");
-    cr_assert(eq(u32, g->iov_count, 1));
-    cr_assert(eq(sz, g->send_bytes, 300));
-    free(g);
+    check_fill(&limits, 100, 3, 4, 300); /* three chunks and the empty answer */
 }
 
 Test(ring_gather, fill_stops_at_the_bytes_of_a_send)
 {
-    struct ring_gather *g = gather_new(&limits);
-    struct puller p = { .size = 500, .left = 1000 };
-    cr_assert(eq(int, ring_gather_fill(g, pull, &p), 0));
-    cr_assert(eq(int, p.pulls, 8), "4000 bytes in 500-byte chunks");
-    cr_assert(eq(sz, g->send_bytes, 4000));
-    free(g);
+    check_fill(&limits, 500, 1000, 8, 4000);
 }
 
 Test(ring_gather, fill_keeps_room_for_a_chunk)
 {
-    struct ring_gather *g = gather_new(&roomy);
-    struct puller p = { .size = 500, .left = 1000 };
-    cr_assert(eq(int, ring_gather_fill(g, pull, &p), 0));
     /* 64 chunks leave 768 bytes of 32 KiB: less than a chunk, so no 65th pull. */
-    cr_assert(eq(int, p.pulls, 64));
-    cr_assert(eq(sz, g->out_len, 32000));
-    cr_assert(ge(sz, RING_GATHER_OUT_SIZE - g->out_len + 1000, 1000));
-    free(g);
+    struct ring_gather_limits roomy = limits;
+    roomy.send_bytes_max = 1u << 30; /* no limit on a send's bytes */
+    check_fill(&roomy, 500, 1000, 64, 32000);
 }
 
 Test(ring_gather, fill_keeps_two_iovecs_free)
@@ -166,13 +156,9 @@ Test(ring_gather, fill_keeps_two_iovecs_free)
 
 Test(ring_gather, fill_reports_errors_and_chunks_over_the_room)
 {
-    static const struct ring_gather_limits small_chunks = {
-        .chunk_bytes_max = 500,
-        .send_bytes_max = 1u << 30,
-        .copy_bytes_max = 16,
-        .head_bytes_max = 9,
-        .frame_pieces_max = 4,
-    };
+    struct ring_gather_limits small_chunks = limits;
+    small_chunks.chunk_bytes_max = 500;
+    small_chunks.send_bytes_max = 1u << 30;
     struct ring_gather *g = gather_new(&small_chunks);
     struct puller p = { .size = 100, .left = 1, .err = -EPROTO };
     cr_assert(eq(int, ring_gather_fill(g, pull, &p), -EPROTO));
@@ -190,10 +176,11 @@ struct piece {
     uint8_t bytes[4000];
 };
 
-/* Queues pieces of the given sizes on <queue>; their bytes count up from <seed>. */
-static void queue_pieces(struct base_list *queue, struct piece *pieces, const size_t *sizes, int n,
-                         uint8_t seed)
+/* Queues pieces of the given sizes on <queue>, bytes counting up from <seed>; <sent> empty. */
+static void queue_pieces(struct base_list *queue, struct base_list *sent, struct piece *pieces,
+                         const size_t *sizes, int n, uint8_t seed)
 {
+    base_list_init(sent);
     base_list_init(queue);
     for (int i = 0; i < n; i++) {
         struct piece *p = &pieces[i];
@@ -220,17 +207,13 @@ Test(ring_gather, frame_length_stops_at_length_and_at_frame_pieces_max)
     static struct piece pieces[6];
     const size_t sizes[] = { 10, 100, 5, 3000, 7, 7 };
     struct base_list queue;
-    queue_pieces(&queue, pieces, sizes, 6, 0);
+    struct base_list sent;
+    queue_pieces(&queue, &sent, pieces, sizes, 6, 0);
     cr_assert(eq(sz, ring_gather_frame_length(g, &queue, 50), 50));
     cr_assert(eq(sz, ring_gather_frame_length(g, &queue, 110), 110));
     cr_assert(eq(sz, ring_gather_frame_length(g, &queue, 100000), 3115), "four pieces at most");
-    static const struct ring_gather_limits two = {
-        .chunk_bytes_max = 1000,
-        .send_bytes_max = 4000,
-        .copy_bytes_max = 16,
-        .head_bytes_max = 9,
-        .frame_pieces_max = 2,
-    };
+    struct ring_gather_limits two = limits;
+    two.frame_pieces_max = 2;
     g->limits = &two;
     cr_assert(eq(sz, ring_gather_frame_length(g, &queue, 100000), 110));
     free(g);
@@ -243,8 +226,7 @@ Test(ring_gather, frame_copies_short_runs_and_borrows_long_ones)
     const size_t sizes[] = { 10, 100, 16, 3000 }; /* 16: copy_bytes_max */
     struct base_list queue;
     struct base_list sent;
-    base_list_init(&sent);
-    queue_pieces(&queue, pieces, sizes, 4, 7);
+    queue_pieces(&queue, &sent, pieces, sizes, 4, 7);
     size_t length = ring_gather_frame_length(g, &queue, 100000);
     cr_assert(eq(int, ring_gather_frame(g, "HEAD12345", 9, &queue, length, &sent), 4));
     /* head + 10 copied, 100 borrowed, 16 copied, 3000 borrowed. */
@@ -280,8 +262,7 @@ Test(ring_gather, frame_takes_part_of_a_piece_and_leaves_the_rest_queued)
     const size_t sizes[] = { 3000 };
     struct base_list queue;
     struct base_list sent;
-    base_list_init(&sent);
-    queue_pieces(&queue, pieces, sizes, 1, 0);
+    queue_pieces(&queue, &sent, pieces, sizes, 1, 0);
     cr_assert(not(ring_gather_piece_is_started(&pieces[0].gp)));
     cr_assert(eq(int, ring_gather_frame(g, "h", 1, &queue, 2000, &sent), 0));
     cr_assert(ring_gather_piece_is_started(&pieces[0].gp));
@@ -299,13 +280,14 @@ Test(ring_gather, frame_takes_part_of_a_piece_and_leaves_the_rest_queued)
 
 Test(ring_gather, frame_waits_when_the_send_is_full)
 {
+    struct ring_gather_limits roomy = limits;
+    roomy.send_bytes_max = 1u << 30; /* no limit on a send's bytes */
     struct ring_gather *g = gather_new(&roomy);
     static struct piece pieces[2];
     const size_t sizes[] = { 8, 2000 };
     struct base_list queue;
     struct base_list sent;
-    base_list_init(&sent);
-    queue_pieces(&queue, pieces, sizes, 2, 0);
+    queue_pieces(&queue, &sent, pieces, sizes, 2, 0);
 
     /* Not enough room left for the head, the copies and one more chunk. */
     static uint8_t fill[RING_GATHER_OUT_SIZE - 1016];
@@ -330,8 +312,7 @@ Test(ring_gather, frame_waits_for_iovecs_and_for_the_bytes_of_a_send)
     const size_t sizes[] = { 2000 };
     struct base_list queue;
     struct base_list sent;
-    base_list_init(&sent);
-    queue_pieces(&queue, pieces, sizes, 1, 0);
+    queue_pieces(&queue, &sent, pieces, sizes, 1, 0);
     /* One borrowed run needs 2 * 1 + 4 iovecs free: 59 used is one too many. */
     for (int i = 0; i < RING_CONN_IOV_MAX - 5; i++)
         ring_gather_ref(g, big, 1);
@@ -401,8 +382,7 @@ Test(ring_gather, a_send_carries_the_frames_and_marks_its_pieces_in_flight)
     const size_t sizes[] = { 12, 1500 };
     struct base_list queue;
     struct base_list sent;
-    base_list_init(&sent);
-    queue_pieces(&queue, pieces, sizes, 2, 3);
+    queue_pieces(&queue, &sent, pieces, sizes, 2, 3);
     cr_assert(eq(int, ring_gather_frame(g, "HEAD", 4, &queue, 1512, &sent), 2));
     cr_assert(not(ring_gather_piece_is_in_flight(g, &pieces[1].gp)), "not sent yet");
     cr_assert(eq(int, ring_gather_send(g, &s.conn), 0));
