@@ -267,7 +267,7 @@ Test(ring_gather, frame_takes_part_of_a_piece_and_leaves_the_rest_queued)
     cr_assert(eq(int, ring_gather_frame(g, "h", 1, &queue, 2000, &sent), 0));
     cr_assert(ring_gather_piece_is_started(&pieces[0].gp));
     cr_assert(eq(sz, pieces[0].gp.len, 1000));
-    cr_assert(eq(ptr, pieces[0].gp.data, pieces[0].bytes + 2000));
+    cr_assert(eq(ptr, (void *)(uintptr_t)pieces[0].gp.data, pieces[0].bytes + 2000));
     cr_assert(eq(sz, list_len(&queue), 1));
     cr_assert(base_list_is_empty(&sent));
     /* The rest, in a frame of its own: the head joins no iovec of borrowed bytes. */
