@@ -45,16 +45,8 @@
 /* HTTP/2 frames carry a 9-byte header (RFC 9113 §4.1). */
 #define CONN_FRAME_HEADER_SIZE 9u
 
-RING_GATHER_LIMITS_CHECK(CONN_CHUNK_MAX, CONN_COPY_MAX, CONN_FRAME_HEADER_SIZE,
-                         CONN_FRAME_SEGS_MAX);
-
-static const struct ring_gather_limits gather_limits = {
-    .chunk_bytes_max = CONN_CHUNK_MAX,
-    .send_bytes_max = CONN_SEND_MAX,
-    .copy_bytes_max = CONN_COPY_MAX,
-    .head_bytes_max = CONN_FRAME_HEADER_SIZE,
-    .frame_pieces_max = CONN_FRAME_SEGS_MAX,
-};
+RING_GATHER_LIMITS_DEFINE(gather_limits, CONN_CHUNK_MAX, CONN_SEND_MAX, CONN_COPY_MAX,
+                          CONN_FRAME_HEADER_SIZE, CONN_FRAME_SEGS_MAX);
 
 static void conn_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len);
 static void conn_on_sent(struct ring_conn *rc);

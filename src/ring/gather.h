@@ -48,14 +48,16 @@ struct ring_gather_limits {
 };
 
 /*
- * ring_gather_init's checks at compile time, for limits made of constants: a frame of
- * <pieces> pieces fits an empty send's iovecs, and its copies (<head> bytes, and up to
- * <copy> of each piece) leave <chunk> bytes of room.
+ * Defines <name>, a static const struct ring_gather_limits of constants, in the order of its
+ * fields, with ring_gather_init's checks done at compile time: a frame of <pieces> pieces
+ * fits an empty send's iovecs, and its copies (<head> bytes, and up to <copy> of each piece)
+ * leave <chunk> bytes of room.
  */
-#define RING_GATHER_LIMITS_CHECK(chunk, copy, head, pieces)                                        \
+#define RING_GATHER_LIMITS_DEFINE(name, chunk, send, copy, head, pieces)                           \
     STATIC_ASSERT(2 * (pieces) + 4 <= RING_CONN_IOV_MAX, "a frame always fits a send");            \
     STATIC_ASSERT((head) + (pieces) * (copy) < RING_GATHER_OUT_SIZE - (chunk),                     \
-                  "a frame's copies always fit an empty send")
+                  "a frame's copies always fit an empty send");                                    \
+    static const struct ring_gather_limits name = { (chunk), (send), (copy), (head), (pieces) }
 
 struct ring_gather {
     /* private: */

@@ -57,16 +57,8 @@ struct rpc_h2 {
 /* HTTP/2 frames carry a 9-byte header (RFC 9113 §4.1). */
 #define H2_FRAME_HEADER_SIZE 9u
 
-RING_GATHER_LIMITS_CHECK(RPC_H2_CHUNK_MAX, RPC_H2_COPY_MAX, H2_FRAME_HEADER_SIZE,
-                         RPC_H2_FRAME_SEGS_MAX);
-
-static const struct ring_gather_limits gather_limits = {
-    .chunk_bytes_max = RPC_H2_CHUNK_MAX,
-    .send_bytes_max = RPC_H2_SEND_MAX,
-    .copy_bytes_max = RPC_H2_COPY_MAX,
-    .head_bytes_max = H2_FRAME_HEADER_SIZE,
-    .frame_pieces_max = RPC_H2_FRAME_SEGS_MAX,
-};
+RING_GATHER_LIMITS_DEFINE(gather_limits, RPC_H2_CHUNK_MAX, RPC_H2_SEND_MAX, RPC_H2_COPY_MAX,
+                          H2_FRAME_HEADER_SIZE, RPC_H2_FRAME_SEGS_MAX);
 
 static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len);
 static void h2_on_sent(struct ring_conn *rc);
