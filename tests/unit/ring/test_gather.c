@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "echo.h"
 #include "ring/conn.h"
 #include "ring/core.h"
 #include "ring/gather.h"
@@ -176,12 +177,15 @@ struct piece {
     uint8_t bytes[4000];
 };
 
+/* A frame test's queue of pieces, and the list of those taken whole. */
+static struct base_list queue;
+static struct base_list sent;
+
 /* Queues pieces of the given sizes on <queue>, bytes counting up from <seed>; <sent> empty. */
-static void queue_pieces(struct base_list *queue, struct base_list *sent, struct piece *pieces,
-                         const size_t *sizes, int n, uint8_t seed)
+static void queue_pieces(struct piece *pieces, const size_t *sizes, int n, uint8_t seed)
 {
-    base_list_init(sent);
-    base_list_init(queue);
+    base_list_init(&sent);
+    base_list_init(&queue);
     for (int i = 0; i < n; i++) {
         struct piece *p = &pieces[i];
         for (size_t k = 0; k < sizes[i]; k++)
@@ -189,7 +193,7 @@ static void queue_pieces(struct base_list *queue, struct base_list *sent, struct
         p->gp.data = p->bytes;
         p->gp.len = sizes[i];
         p->gp.send_gen = 0;
-        base_list_add_tail(queue, &p->gp.link);
+        base_list_add_tail(&queue, &p->gp.link);
     }
 }
 
@@ -206,9 +210,7 @@ Test(ring_gather, frame_length_stops_at_length_and_at_frame_pieces_max)
     struct ring_gather *g = gather_new(&limits);
     static struct piece pieces[6];
     const size_t sizes[] = { 10, 100, 5, 3000, 7, 7 };
-    struct base_list queue;
-    struct base_list sent;
-    queue_pieces(&queue, &sent, pieces, sizes, 6, 0);
+    queue_pieces(pieces, sizes, 6, 0);
     cr_assert(eq(sz, ring_gather_frame_length(g, &queue, 50), 50));
     cr_assert(eq(sz, ring_gather_frame_length(g, &queue, 110), 110));
     cr_assert(eq(sz, ring_gather_frame_length(g, &queue, 100000), 3115), "four pieces at most");
@@ -224,9 +226,7 @@ Test(ring_gather, frame_copies_short_runs_and_borrows_long_ones)
     struct ring_gather *g = gather_new(&limits);
     static struct piece pieces[4];
     const size_t sizes[] = { 10, 100, 16, 3000 }; /* 16: copy_bytes_max */
-    struct base_list queue;
-    struct base_list sent;
-    queue_pieces(&queue, &sent, pieces, sizes, 4, 7);
+    queue_pieces(pieces, sizes, 4, 7);
     size_t length = ring_gather_frame_length(g, &queue, 100000);
     cr_assert(eq(int, ring_gather_frame(g, "HEAD12345", 9, &queue, length, &sent), 4));
     /* head + 10 copied, 100 borrowed, 16 copied, 3000 borrowed. */
@@ -260,9 +260,7 @@ Test(ring_gather, frame_takes_part_of_a_piece_and_leaves_the_rest_queued)
     struct ring_gather *g = gather_new(&limits);
     static struct piece pieces[1];
     const size_t sizes[] = { 3000 };
-    struct base_list queue;
-    struct base_list sent;
-    queue_pieces(&queue, &sent, pieces, sizes, 1, 0);
+    queue_pieces(pieces, sizes, 1, 0);
     cr_assert(not(ring_gather_piece_is_started(&pieces[0].gp)));
     cr_assert(eq(int, ring_gather_frame(g, "h", 1, &queue, 2000, &sent), 0));
     cr_assert(ring_gather_piece_is_started(&pieces[0].gp));
@@ -285,9 +283,7 @@ Test(ring_gather, frame_waits_when_the_send_is_full)
     struct ring_gather *g = gather_new(&roomy);
     static struct piece pieces[2];
     const size_t sizes[] = { 8, 2000 };
-    struct base_list queue;
-    struct base_list sent;
-    queue_pieces(&queue, &sent, pieces, sizes, 2, 0);
+    queue_pieces(pieces, sizes, 2, 0);
 
     /* Not enough room left for the head, the copies and one more chunk. */
     static uint8_t fill[RING_GATHER_OUT_SIZE - 1016];
@@ -310,9 +306,7 @@ Test(ring_gather, frame_waits_for_iovecs_and_for_the_bytes_of_a_send)
     static uint8_t big[4000];
     static struct piece pieces[1];
     const size_t sizes[] = { 2000 };
-    struct base_list queue;
-    struct base_list sent;
-    queue_pieces(&queue, &sent, pieces, sizes, 1, 0);
+    queue_pieces(pieces, sizes, 1, 0);
     /* One borrowed run needs 2 * 1 + 4 iovecs free: 59 used is one too many. */
     for (int i = 0; i < RING_CONN_IOV_MAX - 5; i++)
         ring_gather_ref(g, big, 1);
@@ -332,65 +326,26 @@ Test(ring_gather, frame_waits_for_iovecs_and_for_the_bytes_of_a_send)
     free(g);
 }
 
-struct sender {
-    struct ring_conn conn;
-    bool sent;
-    bool closed;
-};
-
-static void on_recv(struct ring_conn *c, uint16_t bid, uint32_t len)
-{
-    (void)c;
-    (void)bid;
-    (void)len;
-}
-
-static void on_sent(struct ring_conn *c)
-{
-    ((struct sender *)c)->sent = true;
-}
-
-static void on_close(struct ring_conn *c, int reason)
-{
-    (void)reason;
-    ((struct sender *)c)->closed = true;
-}
-
-static const struct ring_conn_ops sender_ops = {
-    .on_recv = on_recv,
-    .on_sent = on_sent,
-    .on_close = on_close,
-};
-
 Test(ring_gather, a_send_carries_the_frames_and_marks_its_pieces_in_flight)
 {
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.ops_max = 64;
-    o.recv_buf_count = 4;
-    o.recv_buf_size = 4096;
-    struct ring_core *core = NULL;
-    char why[256] = "";
-    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
+    struct ring_core *core = echo_core_create(0, 4, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
-    static struct sender s;
-    ring_conn_init(&s.conn, core, sv[0], &sender_ops, 0, 5000);
+    static struct echo_bare s;
+    ring_conn_init(&s.conn, core, sv[0], &echo_bare_ops, 0, 5000);
 
     struct ring_gather *g = gather_new(&limits);
     static struct piece pieces[2];
     const size_t sizes[] = { 12, 1500 };
-    struct base_list queue;
-    struct base_list sent;
-    queue_pieces(&queue, &sent, pieces, sizes, 2, 3);
+    queue_pieces(pieces, sizes, 2, 3);
     cr_assert(eq(int, ring_gather_frame(g, "HEAD", 4, &queue, 1512, &sent), 2));
     cr_assert(not(ring_gather_piece_is_in_flight(g, &pieces[1].gp)), "not sent yet");
     cr_assert(eq(int, ring_gather_send(g, &s.conn), 0));
     cr_assert(ring_gather_piece_is_in_flight(g, &pieces[0].gp));
     cr_assert(ring_gather_piece_is_in_flight(g, &pieces[1].gp));
-    for (int i = 0; i < 500 && !s.sent; i++)
+    for (int i = 0; i < 500 && s.sent == 0; i++)
         cr_assert(ge(int, ring_core_tick(core, 10), 0));
-    cr_assert(s.sent);
+    cr_assert(eq(int, s.sent, 1));
     ring_gather_send_done(g);
     cr_assert(not(ring_gather_piece_is_in_flight(g, &pieces[1].gp)));
 
@@ -406,9 +361,9 @@ Test(ring_gather, a_send_carries_the_frames_and_marks_its_pieces_in_flight)
     cr_assert(eq(int, memcmp(got + 16, pieces[1].bytes, 1500), 0));
 
     ring_conn_close(&s.conn, 0);
-    for (int i = 0; i < 500 && !s.closed; i++)
+    for (int i = 0; i < 500 && s.closed == 0; i++)
         cr_assert(ge(int, ring_core_tick(core, 10), 0));
-    cr_assert(s.closed);
+    cr_assert(eq(int, s.closed, 1));
     cr_assert(eq(u64, base_counter_get(&ring_core_counters(core)->ops_in_flight), 0));
     close(sv[1]);
     ring_core_destroy(core);
