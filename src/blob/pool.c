@@ -10,14 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef RC_ASAN
-#    include <sanitizer/asan_interface.h>
-#    define POISON(p, n)   __asan_poison_memory_region((p), (n))
-#    define UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
-#else
-#    define POISON(p, n)   ((void)(p), (void)(n))
-#    define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
+#include "base/asan.h"
 
 #define POOL_ALIGN     4096U
 #define POOL_CLASS_MIN 4096U
@@ -71,7 +64,7 @@ void blob_pool_deinit(struct blob_pool *p)
     for (uint32_t i = 0; i < p->class_count; i++) {
         struct blob_pool_class *c = &p->classes[i];
         for (uint32_t j = 0; j < c->len; j++) {
-            UNPOISON(c->idle[j], c->size);
+            base_asan_unpoison(c->idle[j], c->size);
             free(c->idle[j]);
         }
         base_counter_add(p->idle_gauge, (uint64_t)0 - (uint64_t)c->len * c->size);
@@ -108,7 +101,7 @@ static void *idle_take(struct blob_pool *p, int i)
     void *buf = c->idle[--c->len];
     p->idle_bytes -= c->size;
     base_counter_add(p->idle_gauge, (uint64_t)0 - c->size);
-    UNPOISON(buf, c->size);
+    base_asan_unpoison(buf, c->size);
     return buf;
 }
 
@@ -136,7 +129,7 @@ void blob_pool_put(struct blob_pool *p, void *buf, size_t size)
         return;
     }
     struct blob_pool_class *c = &p->classes[i];
-    POISON(buf, c->size);
+    base_asan_poison(buf, c->size);
     c->idle[c->len++] = buf;
     p->idle_bytes += c->size;
     base_counter_add(p->idle_gauge, c->size);

@@ -159,11 +159,11 @@ void client_call_queue(struct client_call *c, struct client_seg *seg)
     /* Typed calls queue only while the stream can still end normally. */
     ASSERT(!c->ended);
     seg->call = c;
-    seg->send_gen = 0;
-    base_list_add_tail(&c->out, &seg->link);
-    c->out_bytes += seg->len;
-    c->timing.bytes_sent += seg->len;
-    base_counter_add(&c->cl->counters.bytes_sent, seg->len);
+    seg->piece.send_gen = 0;
+    base_list_add_tail(&c->out, &seg->piece.link);
+    c->out_bytes += seg->piece.len;
+    c->timing.bytes_sent += seg->piece.len;
+    base_counter_add(&c->cl->counters.bytes_sent, seg->piece.len);
     client_conn_resume_data(c->conn, c);
 }
 
@@ -460,7 +460,7 @@ static void end_stream(struct client_call *c)
     struct base_list *node;
     /* Bounded by the queue's length. */
     while ((node = c->out.next) != &c->out) {
-        client_conn_drop_seg(c->conn, BASE_CONTAINER_OF(node, struct client_seg, link));
+        client_conn_drop_seg(c->conn, BASE_CONTAINER_OF(node, struct client_seg, piece.link));
     }
     /* The task offers what the deframer still holds (a message end) before finishing. */
     ring_task_defer(c->cl->core, &c->task);

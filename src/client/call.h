@@ -32,6 +32,7 @@
 #include "base/list.h"
 #include "proto/frame.h"
 #include "ring/core.h"
+#include "ring/gather.h"
 #include "ring/timer.h"
 
 struct client;
@@ -64,12 +65,10 @@ typedef void client_call_done_fn(struct client_call *call);
 /* A piece of request bytes in the caller's memory, queued on a call (internal to typed
  * calls; see client/internal.h). */
 struct client_seg {
-    struct base_list link;    /* on the call's queue, then the connection's sent list */
-    struct client_call *call; /* owner */
-    const uint8_t *data;      /* next byte to send */
-    size_t len;               /* bytes left to hand to HTTP/2 */
-    uint64_t send_gen;        /* send that carries its latest bytes */
-    uint32_t tag;             /* the typed call's (which buffer) */
+    struct ring_gather_piece piece; /* data/len: the bytes left to hand to HTTP/2; link: on
+                                       the call's queue, then the connection's sent list */
+    struct client_call *call;       /* owner */
+    uint32_t tag;                   /* the typed call's (which buffer) */
 };
 
 struct client_call_ops;

@@ -6,9 +6,10 @@
  * Invariants:
  * - nghttp2 is never re-entered: mem_recv and mem_send run only from ring callbacks and the
  *   deferred flush, never from inside an nghttp2 callback (in_session);
- * - out[] and iov[] describe exactly the send being built or in flight, and are reset only
- *   after that send completed (on_sent) or the socket closed;
- * - a seg whose bytes are in the send in flight is released only after that send completed;
+ * - the gather describes exactly the send being built or in flight, and begins a new one
+ *   only after that send completed (on_sent) or the socket closed;
+ * - a seg whose bytes are in the send in flight (ring_gather_piece_is_in_flight) is released
+ *   only after that send completed;
  * - on_close runs once, after the socket's last op, every call's done, and the session's
  *   deletion.
  *
@@ -27,12 +28,13 @@
 #include "base/log.h"
 #include "client/internal.h"
 #include "ring/buf.h"
+#include "ring/gather.h"
 
 /* Room kept free before each nghttp2_session_mem_send (its largest chunk is one frame). */
 #define CONN_CHUNK_MAX ((16u << 10) + 64u)
 /* A flush stops adding DATA past this many bytes (the next flush continues). */
 #define CONN_SEND_MAX (2u << 20)
-/* A piece shorter than this is copied into out[] instead of taking an iovec. */
+/* A piece shorter than this is copied instead of taking an iovec. */
 #define CONN_COPY_MAX 512u
 /* Pieces one DATA frame may span. */
 #define CONN_FRAME_SEGS_MAX 24u
@@ -40,9 +42,11 @@
 #define CONN_MAX_FRAME   (64u << 10)
 #define CONN_HEADERS_MAX (64u << 10)
 
-STATIC_ASSERT(2 * CONN_FRAME_SEGS_MAX + 4 <= RING_CONN_IOV_MAX, "a frame always fits a send");
-STATIC_ASSERT(9 + CONN_FRAME_SEGS_MAX * CONN_COPY_MAX < CLIENT_CONN_OUT_SIZE - CONN_CHUNK_MAX,
-              "a frame's copies always fit an empty output buffer");
+/* HTTP/2 frames carry a 9-byte header (RFC 9113 §4.1). */
+#define CONN_FRAME_HEADER_SIZE 9u
+
+RING_GATHER_LIMITS_DEFINE(gather_limits, CONN_CHUNK_MAX, CONN_SEND_MAX, CONN_COPY_MAX,
+                          CONN_FRAME_HEADER_SIZE, CONN_FRAME_SEGS_MAX);
 
 static void conn_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len);
 static void conn_on_sent(struct ring_conn *rc);
@@ -179,13 +183,15 @@ static int conn_setup(struct client_conn *conn, struct client *cl,
     ASSERT(opts->conn_window > 0 && opts->conn_window <= NGHTTP2_MAX_WINDOW_SIZE);
     ASSERT(on_close);
     void *user = conn->user;
-    memset(conn, 0, offsetof(struct client_conn, out));
+    /* Not the gather's buffers: 33 KiB that every send overwrites anyway. */
+    memset(conn, 0, offsetof(struct client_conn, gather));
     conn->user = user;
     conn->cl = cl;
     conn->opts = *opts;
     conn->on_close = on_close;
     base_list_init(&conn->calls);
     base_list_init(&conn->sent);
+    ring_gather_init(&conn->gather, &gather_limits);
     ring_task_init(&conn->flush_task, flush_task);
     ring_task_init(&conn->close_task, close_task);
     ring_owner_init(&conn->connect.owner);
@@ -323,83 +329,27 @@ static void schedule_flush(struct client_conn *conn)
     if (conn->state == CLIENT_CONN_OPEN) ring_task_defer(conn->cl->core, &conn->flush_task);
 }
 
-static size_t out_room(const struct client_conn *conn)
+/* Hands ring_gather_fill nghttp2's next chunk of serialized frames. */
+static ssize_t pull(void *ctx, const uint8_t **chunk)
 {
-    return CLIENT_CONN_OUT_SIZE - conn->out_len;
-}
-
-/* Copies <p>/<n> into out[], growing the last iovec when it is out[]'s. */
-static void out_append(struct client_conn *conn, const void *p, size_t n)
-{
-    size_t room = out_room(conn);
-    ASSERT(n <= room);
-    uint8_t *dst = conn->out + conn->out_len;
-    memcpy(dst, p, n);
-    conn->out_len += n;
-    conn->send_bytes += n;
-    if (conn->last_iov_out) {
-        conn->iov[conn->iov_count - 1].iov_len += n;
-        return;
-    }
-    ASSERT(conn->iov_count < RING_CONN_IOV_MAX);
-    conn->iov[conn->iov_count].iov_base = dst;
-    conn->iov[conn->iov_count].iov_len = n;
-    conn->iov_count++;
-    conn->last_iov_out = true;
-}
-
-/* Adds <p>/<n> of a call's memory as an iovec of its own. */
-static void out_add_iov(struct client_conn *conn, const uint8_t *p, size_t n)
-{
-    ASSERT(conn->iov_count < RING_CONN_IOV_MAX);
-    conn->iov[conn->iov_count].iov_base = (void *)(uintptr_t)p;
-    conn->iov[conn->iov_count].iov_len = n;
-    conn->iov_count++;
-    conn->last_iov_out = false;
-    conn->send_bytes += n;
-}
-
-static void send_begin(struct client_conn *conn)
-{
-    conn->send_gen++;
-    conn->iov_count = 0;
-    conn->out_len = 0;
-    conn->send_bytes = 0;
-    conn->last_iov_out = false;
-}
-
-/* Pulls frames out of nghttp2 into the send being built; -errno on a fatal error. */
-static int fill(struct client_conn *conn)
-{
-    /* Bounded: each step takes a frame, and out[], iov[] and the byte budget are finite. */
-    for (int i = 0; i < 4096; i++) {
-        if (out_room(conn) < CONN_CHUNK_MAX || conn->iov_count + 2 >= RING_CONN_IOV_MAX ||
-            conn->send_bytes >= CONN_SEND_MAX) {
-            return 0;
-        }
-        const uint8_t *p;
-        conn->in_session = true;
-        ssize_t n = nghttp2_session_mem_send(conn->session, &p);
-        conn->in_session = false;
-        if (n < 0) return -EPROTO;
-        if (n == 0) return 0;
-        if ((size_t)n > out_room(conn)) return -EMSGSIZE;
-        out_append(conn, p, (size_t)n);
-    }
-    return 0;
+    struct client_conn *conn = ctx;
+    conn->in_session = true;
+    ssize_t n = nghttp2_session_mem_send(conn->session, chunk);
+    conn->in_session = false;
+    return n < 0 ? -EPROTO : n;
 }
 
 static void flush(struct client_conn *conn)
 {
     if (conn->state != CLIENT_CONN_OPEN || ring_conn_is_sending(&conn->rc)) return;
     ASSERT(!conn->in_session);
-    send_begin(conn);
-    int rc = fill(conn);
+    ring_gather_begin(&conn->gather);
+    int rc = ring_gather_fill(&conn->gather, pull, conn);
     if (rc < 0) {
         fail(conn, rc, "nghttp2_session_mem_send failed");
         return;
     }
-    if (conn->iov_count == 0) {
+    if (ring_gather_is_empty(&conn->gather)) {
         /* After a GOAWAY with every stream done the session has nothing left to do. */
         if (!nghttp2_session_want_read(conn->session) &&
             !nghttp2_session_want_write(conn->session)) {
@@ -407,12 +357,8 @@ static void flush(struct client_conn *conn)
         }
         return;
     }
-    rc = ring_conn_send(&conn->rc, conn->iov, conn->iov_count);
-    if (rc < 0) {
-        fail(conn, rc, "ring_conn_send failed");
-        return;
-    }
-    conn->inflight_gen = conn->send_gen;
+    rc = ring_gather_send(&conn->gather, &conn->rc);
+    if (rc < 0) fail(conn, rc, "ring_conn_send failed");
 }
 
 static void flush_task(struct ring_task *task)
@@ -426,32 +372,16 @@ static void release_sent(struct client_conn *conn)
     struct base_list *node;
     /* Bounded by the segs one send holds. */
     while ((node = base_list_pop_head(&conn->sent))) {
-        client_call_seg_release(BASE_CONTAINER_OF(node, struct client_seg, link));
+        client_call_seg_release(BASE_CONTAINER_OF(node, struct client_seg, piece.link));
     }
 }
 
 static void conn_on_sent(struct ring_conn *rc)
 {
     struct client_conn *conn = conn_of(rc);
-    conn->inflight_gen = 0;
+    ring_gather_send_done(&conn->gather);
     release_sent(conn);
     flush(conn);
-}
-
-/* Bytes of <c>'s queue the next frame may carry: up to <length>, over few enough segs. */
-static size_t frame_length(const struct client_call *c, size_t length)
-{
-    size_t n = 0;
-    unsigned segs = 0;
-    BASE_LIST_FOR_EACH(it, &c->out)
-    {
-        if (n == length || segs == CONN_FRAME_SEGS_MAX) break;
-        const struct client_seg *seg = BASE_CONTAINER_OF(it, struct client_seg, link);
-        size_t k = seg->len < length - n ? seg->len : length - n;
-        n += k;
-        segs++;
-    }
-    return n;
 }
 
 /* nghttp2's callback type fixes the parameter list (and <buf>'s constness). */
@@ -462,11 +392,12 @@ static ssize_t provider_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf
     (void)s;
     (void)stream_id;
     (void)buf;
-    (void)ud;
+    struct client_conn *conn = ud;
     struct client_call *c = source->ptr;
     if (c->out_bytes > 0) {
+        /* Sent by send_data from the segs themselves, across few enough of them. */
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-        return (ssize_t)frame_length(c, length);
+        return (ssize_t)ring_gather_frame_length(&conn->gather, &c->out, length);
     }
     if (c->out_done) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -474,55 +405,6 @@ static ssize_t provider_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf
     }
     c->deferred = true;
     return NGHTTP2_ERR_DEFERRED;
-}
-
-/* Bytes of the pieces at the head of <c>'s queue that a frame of <length> copies. */
-static void plan_frame(const struct client_call *c, size_t length, size_t *copy_bytes,
-                       unsigned *iovs)
-{
-    *copy_bytes = 0;
-    *iovs = 0;
-    /* Bounded: frame_length limited the frame to CONN_FRAME_SEGS_MAX segs. */
-    BASE_LIST_FOR_EACH(it, &c->out)
-    {
-        if (length == 0) break;
-        const struct client_seg *seg = BASE_CONTAINER_OF(it, struct client_seg, link);
-        size_t k = seg->len < length ? seg->len : length;
-        if (k <= CONN_COPY_MAX) {
-            *copy_bytes += k;
-        } else {
-            (*iovs)++;
-        }
-        length -= k;
-    }
-}
-
-/* Moves <length> bytes of <c>'s queue into the send being built. */
-static void take(struct client_conn *conn, struct client_call *c, size_t length)
-{
-    /* Bounded by the frame's segs. */
-    while (length > 0) {
-        bool empty = base_list_is_empty(&c->out);
-        ASSERT(!empty);
-        struct client_seg *seg = BASE_CONTAINER_OF(c->out.next, struct client_seg, link);
-        size_t k = seg->len < length ? seg->len : length;
-        if (k <= CONN_COPY_MAX) {
-            out_append(conn, seg->data, k);
-        } else {
-            out_add_iov(conn, seg->data, k);
-        }
-        seg->data += k;
-        seg->len -= k;
-        seg->send_gen = conn->send_gen;
-        c->out_bytes -= k;
-        length -= k;
-        if (seg->len == 0) {
-            base_list_del(&seg->link);
-            base_list_add_tail(&conn->sent, &seg->link);
-            c->segs_in_send++;
-            base_counter_inc(&conn->cl->counters.segs_in_send);
-        }
-    }
 }
 
 static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
@@ -533,20 +415,13 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     struct client_call *c = source->ptr;
     ASSERT(frame->data.padlen == 0); /* no select_padding callback: never padded */
     ASSERT(length <= c->out_bytes);
-    size_t copy_bytes;
-    unsigned iovs;
-    plan_frame(c, length, &copy_bytes, &iovs);
-    /*
-     * Room for the frame, and still for one more chunk of mem_send. Copied runs and iovecs
-     * alternate: at most 2 * iovs + 1 entries. An empty send always has room (the
-     * STATIC_ASSERTs above), so every flush makes progress.
-     */
-    bool fits = out_room(conn) >= 9 + copy_bytes + CONN_CHUNK_MAX &&
-                conn->iov_count + 2 * iovs + 4 <= RING_CONN_IOV_MAX;
-    bool empty = conn->iov_count == 0;
-    if (!empty && (!fits || conn->send_bytes >= CONN_SEND_MAX)) return NGHTTP2_ERR_WOULDBLOCK;
-    out_append(conn, framehd, 9);
-    take(conn, c, length);
+    /* The frame waits for the next send when this one is full; an empty one always has room. */
+    int moved = ring_gather_frame(&conn->gather, framehd, CONN_FRAME_HEADER_SIZE, &c->out, length,
+                                  &conn->sent);
+    if (moved < 0) return NGHTTP2_ERR_WOULDBLOCK;
+    c->out_bytes -= length;
+    c->segs_in_send += (uint32_t)moved;
+    base_counter_add(&conn->cl->counters.segs_in_send, (uint64_t)moved);
     return 0;
 }
 
@@ -743,11 +618,11 @@ void client_conn_consume(struct client_conn *conn, struct client_call *c, size_t
 void client_conn_drop_seg(struct client_conn *conn, struct client_seg *seg)
 {
     struct client_call *c = seg->call;
-    base_list_del(&seg->link);
-    c->out_bytes -= seg->len;
-    if (conn && conn->inflight_gen != 0 && seg->send_gen == conn->inflight_gen) {
+    base_list_del(&seg->piece.link);
+    c->out_bytes -= seg->piece.len;
+    if (conn && ring_gather_piece_is_in_flight(&conn->gather, &seg->piece)) {
         /* Some of its bytes are in the send in flight: released when it completes. */
-        base_list_add_tail(&conn->sent, &seg->link);
+        base_list_add_tail(&conn->sent, &seg->piece.link);
         c->segs_in_send++;
         base_counter_inc(&conn->cl->counters.segs_in_send);
         return;
@@ -775,7 +650,7 @@ static void conn_closed(struct client_conn *conn, int reason)
 {
     ASSERT(conn->state == CLIENT_CONN_CLOSING);
     conn->close_reason = reason;
-    conn->inflight_gen = 0;
+    ring_gather_send_done(&conn->gather);
     ring_task_cancel(&conn->flush_task);
     release_sent(conn);
     BASE_LIST_FOR_EACH(it, &conn->calls)

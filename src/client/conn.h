@@ -32,11 +32,10 @@
 #include "client/client.h"
 #include "client/connect.h"
 #include "ring/conn.h"
+#include "ring/gather.h"
 
 /* nghttp2_session, without including nghttp2 in every caller. */
 struct nghttp2_session;
-
-#define CLIENT_CONN_OUT_SIZE (32u << 10)
 
 struct client_conn_options {
     uint32_t connect_timeout_ms; /* > 0 */
@@ -84,17 +83,12 @@ struct client_conn {
     bool ring_live;                       /* rc was initialised and its close not reported */
     bool in_session;                      /* inside mem_recv or mem_send */
     bool goaway;                          /* the server sent GOAWAY: no new calls */
-    bool last_iov_out;                    /* the last iovec points into out[] */
     int close_reason;                     /* first reason recorded */
     uint64_t busy_since_ns;               /* when the first of the current calls started */
     char authority[CLIENT_AUTHORITY_MAX]; /* :authority of every request */
-    uint64_t send_gen;                    /* number of the send being built */
-    uint64_t inflight_gen;                /* number of the send in flight; 0: none */
-    unsigned iov_count;                   /* iovecs of the send being built */
-    size_t out_len;                       /* bytes of out[] used */
-    size_t send_bytes;                    /* bytes of the send being built */
-    struct iovec iov[RING_CONN_IOV_MAX];  /* the send being built */
-    uint8_t out[CLIENT_CONN_OUT_SIZE];    /* copies of nghttp2's frames and small pieces */
+    struct ring_gather gather;            /* last, not cleared on open: the send, copies of
+                                             nghttp2's frames and small pieces, iovecs of the
+                                             others */
 };
 
 /*

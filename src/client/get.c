@@ -288,8 +288,8 @@ int client_get_start(struct client_get *g, struct client_conn *conn,
     g->frame_done = false;
     uint8_t scratch[CLIENT_HASH_SIZE];
     client_sha256_final(&g->sha, scratch); /* start the hash afresh */
-    g->req_seg.data = g->req;
-    g->req_seg.len = client_bytestream_read_request(g->req, g->name, (size_t)n, 0, 0);
+    g->req_seg.piece.data = g->req;
+    g->req_seg.piece.len = client_bytestream_read_request(g->req, g->name, (size_t)n, 0, 0);
     g->req_seg.tag = 0;
     int rc =
         client_call_start(&g->call, conn, "/google.bytestream.ByteStream/Read", &o->call, &get_ops);

@@ -146,13 +146,13 @@ static void put_queue(struct client_put *p, struct client_put_slot *s, const uin
     p->free_slots--;
     p->next_slot = (p->next_slot + 1) % p->slot_count;
     s->segs_out = len > 0 ? 2 : 1;
-    s->hdr_seg.data = hdr;
-    s->hdr_seg.len = hlen;
+    s->hdr_seg.piece.data = hdr;
+    s->hdr_seg.piece.len = hlen;
     s->hdr_seg.tag = tag;
     client_call_queue(&p->call, &s->hdr_seg);
     if (len > 0) {
-        s->data_seg.data = data;
-        s->data_seg.len = len;
+        s->data_seg.piece.data = data;
+        s->data_seg.piece.len = len;
         s->data_seg.tag = tag;
         client_call_queue(&p->call, &s->data_seg);
     }

@@ -92,8 +92,8 @@ int client_raw_start(struct client_raw *r, struct client_conn *conn,
     r->response_len = 0;
     r->got = false;
     r->resp_len = 0;
-    r->seg.data = o->request;
-    r->seg.len = o->request_len;
+    r->seg.piece.data = o->request;
+    r->seg.piece.len = o->request_len;
     r->seg.tag = 0;
     int rc = client_call_start(&r->call, conn, o->path, &o->call, &raw_ops);
     if (rc < 0) return rc;

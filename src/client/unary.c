@@ -108,8 +108,8 @@ int client_unary_start(struct client_unary *u, struct client_conn *conn,
     u->desc = o->response_desc;
     u->got = false;
     u->resp_len = 0;
-    u->seg.data = u->req;
-    u->seg.len = PROTO_FRAME_HEADER_SIZE + len;
+    u->seg.piece.data = u->req;
+    u->seg.piece.len = PROTO_FRAME_HEADER_SIZE + len;
     u->seg.tag = 0;
     rc = client_call_start(&u->call, conn, o->path, &o->call, &unary_ops);
     if (rc < 0) return rc;

@@ -10,16 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/asan.h"
 #include "base/assert.h"
-
-#ifdef RC_ASAN
-#    include <sanitizer/asan_interface.h>
-#    define POISON(p, n)   __asan_poison_memory_region((p), (n))
-#    define UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
-#else
-#    define POISON(p, n)   ((void)(p), (void)(n))
-#    define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 #define CLASS_MIN_SHIFT 5 /* the smallest class holds 32 bytes */
 
@@ -65,7 +57,7 @@ static struct header *block_get(struct proto_alloc *a, size_t size)
         h = a->idle[k];
         a->idle[k] = h->next;
         a->idle_len[k]--;
-        UNPOISON(h + 1, class_size((size_t)k));
+        base_asan_unpoison(h + 1, class_size((size_t)k));
     } else {
         h = malloc(sizeof(*h) + class_size((size_t)k));
         if (!h) return NULL;
@@ -73,7 +65,7 @@ static struct header *block_get(struct proto_alloc *a, size_t size)
     }
     h->size = size;
     /* The class's slack past <size> stays poisoned: ASan sees overruns as with malloc. */
-    if (h->cls > 0) POISON((uint8_t *)(h + 1) + size, class_size(h->cls - 1) - size);
+    if (h->cls > 0) base_asan_poison((uint8_t *)(h + 1) + size, class_size(h->cls - 1) - size);
     return h;
 }
 
@@ -82,11 +74,11 @@ static void block_put(struct proto_alloc *a, struct header *h)
 {
     size_t k = h->cls - 1;
     if (h->cls == 0 || a->idle_len[k] >= a->idle_cap[k]) {
-        if (h->cls > 0) UNPOISON(h + 1, class_size(k));
+        if (h->cls > 0) base_asan_unpoison(h + 1, class_size(k));
         free(h);
         return;
     }
-    POISON(h + 1, class_size(k));
+    base_asan_poison(h + 1, class_size(k));
     h->next = a->idle[k];
     a->idle[k] = h;
     a->idle_len[k]++;
@@ -114,7 +106,7 @@ void proto_alloc_deinit(struct proto_alloc *a)
         while (a->idle[k]) {
             struct header *h = a->idle[k];
             a->idle[k] = h->next;
-            UNPOISON(h + 1, class_size(k));
+            base_asan_unpoison(h + 1, class_size(k));
             free(h);
         }
         a->idle_len[k] = 0;
@@ -187,9 +179,9 @@ void *proto_alloc_realloc(struct proto_alloc *a, void *p, size_t size)
     } else if (size <= class_size(old->cls - 1)) {
         /* It still fits the block's class: only the poisoned slack moves. */
         h = old;
-        UNPOISON(h + 1, class_size(h->cls - 1));
+        base_asan_unpoison(h + 1, class_size(h->cls - 1));
         h->size = size;
-        POISON((uint8_t *)(h + 1) + size, class_size(h->cls - 1) - size);
+        base_asan_poison((uint8_t *)(h + 1) + size, class_size(h->cls - 1) - size);
     } else {
         h = block_get(a, size);
         if (!h) return NULL;

@@ -12,22 +12,14 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "base/asan.h"
 #include "base/counter.h"
 #include "ring/internal.h"
-
-#ifdef RC_ASAN
-#    include <sanitizer/asan_interface.h>
-#    define POISON(p, n)   __asan_poison_memory_region((p), (n))
-#    define UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
-#else
-#    define POISON(p, n)   ((void)(p), (void)(n))
-#    define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 static void give_back(struct ring_buf_pool *pool, uint16_t bid, int offset)
 {
     uint8_t *data = pool->mem + (size_t)bid * pool->size;
-    POISON(data, pool->size);
+    base_asan_poison(data, pool->size);
     io_uring_buf_ring_add(pool->br, data, pool->size, bid, (int)pool->ring_mask, offset);
 }
 
@@ -88,7 +80,7 @@ void ring_buf_pool_deinit(struct ring_buf_pool *pool, struct io_uring *ring)
         ASSERT(pool->refs[i] == 0);
     }
     if (pool->registered) io_uring_unregister_buf_ring(ring, RING_BUF_GROUP);
-    UNPOISON(pool->mem, (size_t)pool->count * pool->size);
+    base_asan_unpoison(pool->mem, (size_t)pool->count * pool->size);
     munmap(pool->mem, (size_t)pool->count * pool->size);
     munmap(pool->br, (size_t)pool->count * sizeof(struct io_uring_buf));
     free(pool->refs);
@@ -101,7 +93,7 @@ void ring_buf_take(struct ring_core *core, uint16_t bid)
     ASSERT(bid < pool->count);
     ASSERT(pool->refs[bid] == 0);
     pool->refs[bid] = 1;
-    UNPOISON(pool->mem + (size_t)bid * pool->size, pool->size);
+    base_asan_unpoison(pool->mem + (size_t)bid * pool->size, pool->size);
     base_counter_inc(&core->counters.bufs_out);
 }
 

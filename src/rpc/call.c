@@ -572,17 +572,16 @@ void rpc_call_resume_input(struct rpc_call *c)
 void rpc_call_send(struct rpc_call *c, struct rpc_seg *seg)
 {
     seg->call = c;
-    seg->started = false;
-    seg->send_gen = 0;
+    seg->piece.send_gen = 0;
     base_counter_inc(&c->rc->counters.grpc_segs);
     if (c->finished || c->stream_closed || !c->h2) {
         base_counter_dec(&c->rc->counters.grpc_segs);
         seg->release(seg);
         return;
     }
-    base_list_add_tail(&c->out, &seg->link);
-    c->out_bytes += seg->len;
-    c->bytes_out += seg->len;
+    base_list_add_tail(&c->out, &seg->piece.link);
+    c->out_bytes += seg->piece.len;
+    c->bytes_out += seg->piece.len;
     if (!c->provider) rpc_h2_respond(c);
     rpc_h2_wake(c);
 }
@@ -605,8 +604,8 @@ static struct copy_seg *copy_seg_new(struct rpc_call *c, size_t len)
     if (!cs) return NULL;
     memset(&cs->seg, 0, sizeof(cs->seg));
     cs->a = &c->rc->pb_mem;
-    cs->seg.data = cs->data;
-    cs->seg.len = len;
+    cs->seg.piece.data = cs->data;
+    cs->seg.piece.len = len;
     cs->seg.release = copy_seg_release;
     cs->seg.msg_start = true;
     return cs;
@@ -652,8 +651,8 @@ void rpc_call_send_owned(struct rpc_call *c, uint8_t *buf, size_t len)
     memset(&os->seg, 0, sizeof(os->seg));
     os->a = &c->rc->pb_mem;
     os->buf = buf;
-    os->seg.data = buf;
-    os->seg.len = len;
+    os->seg.piece.data = buf;
+    os->seg.piece.len = len;
     os->seg.release = owned_seg_release;
     os->seg.msg_start = true;
     rpc_call_send(c, &os->seg);

@@ -35,6 +35,7 @@
 #include "proto/frame.h"
 #include "proto/status.h"
 #include "ring/core.h"
+#include "ring/gather.h"
 #include "ring/timer.h"
 #include "rpc/metrics.h"
 
@@ -66,15 +67,12 @@ typedef void rpc_seg_fn(struct rpc_seg *seg);
 
 /* A piece of a response body, sent from the service's memory without copying. */
 struct rpc_seg {
-    struct base_list link; /* on the call's queue, then on the connection's sent list */
-    const uint8_t *data;   /* next byte not yet handed to a send */
-    size_t len;            /* bytes not yet handed to a send */
-    rpc_seg_fn *release;   /* the service's release callback */
-    void *ctx;             /* for the service */
-    struct rpc_call *call; /* set by rpc_call_send */
-    uint64_t send_gen;     /* the send that took its last bytes (0: none yet) */
-    bool msg_start;        /* first piece of a gRPC message (may be dropped on abort) */
-    bool started;          /* some bytes went into a send */
+    struct ring_gather_piece piece; /* data/len: the bytes; link: on the call's queue, then on
+                                       the connection's sent list */
+    rpc_seg_fn *release;            /* the service's release callback */
+    void *ctx;                      /* for the service */
+    struct rpc_call *call;          /* set by rpc_call_send */
+    bool msg_start;                 /* first piece of a gRPC message (may be dropped on abort) */
 };
 
 /* One method of a service. Only the callbacks a method needs are set. */

@@ -5,10 +5,10 @@
  * Invariants:
  * - nghttp2 is never re-entered: mem_recv and mem_send run only from the ring's callbacks and
  *   the deferred flush task, never from inside an nghttp2 callback (in_session);
- * - the output buffer and iovecs describe exactly the send being built or in flight, and are
- *   reset only when that send completed (on_sent) or the connection closed;
- * - a response piece whose bytes are in the send in flight (send_gen == inflight_gen) is
- *   released only after that send's completion;
+ * - the gather describes exactly the send being built or in flight, and begins a new one
+ *   only when that send completed (on_sent) or the connection closed;
+ * - a response piece whose bytes are in the send in flight (ring_gather_piece_is_in_flight)
+ *   is released only after that send's completion;
  * - every request byte nghttp2 delivers is consumed exactly once (call.c or here).
  *
  * Sections: memory and setup, receive, the send path, nghttp2 callbacks, transport calls for
@@ -29,39 +29,36 @@
 #include "proto/timeout.h"
 #include "ring/buf.h"
 #include "ring/conn.h"
+#include "ring/gather.h"
 #include "rpc/internal.h"
 
 struct rpc_h2 {
-    struct rpc_conn *conn;               /* the connection; conn->proto points back here */
-    struct rpc_core *rc;                 /* the core's protocol state */
-    nghttp2_session *session;            /* the server session */
-    struct base_list calls;              /* struct rpc_call.link, attached calls */
-    uint32_t calls_count;                /* entries in <calls> */
-    struct ring_task flush_task;         /* the deferred flush */
-    uint16_t cur_bid;                    /* buffer being fed to mem_recv, or RING_CONN_NO_BUF */
-    bool in_session;                     /* inside mem_recv or mem_send */
-    bool draining;                       /* GOAWAY sent: close once the last call is done */
-    bool peer_eof;                       /* the client closed its side: likewise */
-    bool close_after_send;               /* a connection error: close once the output is out */
-    bool last_iov_out;                   /* the last iovec points into out[] and may grow */
-    uint64_t send_gen;                   /* number of the send being built */
-    uint64_t inflight_gen;               /* number of the send in flight, 0: none */
-    unsigned iov_count;                  /* iovecs of the send being built */
-    size_t out_len;                      /* bytes of out[] used */
-    size_t send_bytes;                   /* bytes of the send being built */
-    struct base_list sent;               /* struct rpc_seg whose last bytes are in the send */
-    uint64_t glitch_tokens;              /* invalid-frame budget, in thousandths of a frame */
-    uint64_t glitch_ns;                  /* when the budget was last refilled */
-    int32_t last_sid;                    /* the stream call_of found last (0: none) ... */
-    struct rpc_call *last_call;          /* ... and its call: a request's callbacks come in a
-                                            row, and nghttp2's lookup is a hash probe each */
-    struct iovec iov[RING_CONN_IOV_MAX]; /* the send being built */
-    uint8_t out[RPC_H2_OUT_SIZE];        /* copies of nghttp2's frames and of small pieces */
+    struct rpc_conn *conn;       /* the connection; conn->proto points back here */
+    struct rpc_core *rc;         /* the core's protocol state */
+    nghttp2_session *session;    /* the server session */
+    struct base_list calls;      /* struct rpc_call.link, attached calls */
+    uint32_t calls_count;        /* entries in <calls> */
+    struct ring_task flush_task; /* the deferred flush */
+    uint16_t cur_bid;            /* buffer being fed to mem_recv, or RING_CONN_NO_BUF */
+    bool in_session;             /* inside mem_recv or mem_send */
+    bool draining;               /* GOAWAY sent: close once the last call is done */
+    bool peer_eof;               /* the client closed its side: likewise */
+    bool close_after_send;       /* a connection error: close once the output is out */
+    struct base_list sent;       /* struct rpc_seg whose last bytes are in the send */
+    uint64_t glitch_tokens;      /* invalid-frame budget, in thousandths of a frame */
+    uint64_t glitch_ns;          /* when the budget was last refilled */
+    int32_t last_sid;            /* the stream call_of found last (0: none) ... */
+    struct rpc_call *last_call;  /* ... and its call: a request's callbacks come in a
+                                    row, and nghttp2's lookup is a hash probe each */
+    struct ring_gather gather;   /* the send: copies of nghttp2's frames and of small
+                                    pieces, iovecs of the others */
 };
 
-STATIC_ASSERT(2 * RPC_H2_FRAME_SEGS_MAX + 4 <= RING_CONN_IOV_MAX, "a frame always fits a send");
-STATIC_ASSERT(9 + RPC_H2_FRAME_SEGS_MAX * RPC_H2_COPY_MAX < RPC_H2_OUT_SIZE - RPC_H2_CHUNK_MAX,
-              "a frame's copies always fit an empty output buffer");
+/* HTTP/2 frames carry a 9-byte header (RFC 9113 §4.1). */
+#define H2_FRAME_HEADER_SIZE 9u
+
+RING_GATHER_LIMITS_DEFINE(gather_limits, RPC_H2_CHUNK_MAX, RPC_H2_SEND_MAX, RPC_H2_COPY_MAX,
+                          H2_FRAME_HEADER_SIZE, RPC_H2_FRAME_SEGS_MAX);
 
 static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len);
 static void h2_on_sent(struct ring_conn *rc);
@@ -282,6 +279,7 @@ void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
     h2->glitch_ns = base_clock_now_ns();
     base_list_init(&h2->calls);
     base_list_init(&h2->sent);
+    ring_gather_init(&h2->gather, &gather_limits);
     ring_task_init(&h2->flush_task, flush_task);
     base_counter_inc(&rc->counters.h2_conns);
     if (session_create(h2) < 0) {
@@ -304,52 +302,6 @@ static void schedule_flush(struct rpc_h2 *h2)
     ring_task_defer(h2_core(h2), &h2->flush_task);
 }
 
-static size_t out_room(const struct rpc_h2 *h2)
-{
-    return RPC_H2_OUT_SIZE - h2->out_len;
-}
-
-/* Copies <p>/<n> into the output buffer, growing the last iovec when it is the buffer's. */
-static void out_append(struct rpc_h2 *h2, const void *p, size_t n)
-{
-    size_t room = out_room(h2);
-    ASSERT(n <= room);
-    uint8_t *dst = h2->out + h2->out_len;
-    memcpy(dst, p, n);
-    h2->out_len += n;
-    h2->send_bytes += n;
-    if (h2->last_iov_out) {
-        h2->iov[h2->iov_count - 1].iov_len += n;
-        return;
-    }
-    ASSERT(h2->iov_count < RING_CONN_IOV_MAX);
-    h2->iov[h2->iov_count].iov_base = dst;
-    h2->iov[h2->iov_count].iov_len = n;
-    h2->iov_count++;
-    h2->last_iov_out = true;
-}
-
-/* Adds <p>/<n> of a call's memory as an iovec of its own. */
-static void out_add_iov(struct rpc_h2 *h2, const uint8_t *p, size_t n)
-{
-    ASSERT(h2->iov_count < RING_CONN_IOV_MAX);
-    h2->iov[h2->iov_count].iov_base = (void *)(uintptr_t)p;
-    h2->iov[h2->iov_count].iov_len = n;
-    h2->iov_count++;
-    h2->last_iov_out = false;
-    h2->send_bytes += n;
-    base_counter_add(&h2->rc->counters.grpc_bytes_zero_copy, n);
-}
-
-static void send_begin(struct rpc_h2 *h2)
-{
-    h2->send_gen++;
-    h2->iov_count = 0;
-    h2->out_len = 0;
-    h2->send_bytes = 0;
-    h2->last_iov_out = false;
-}
-
 /* The connection has nothing left to do for anybody: close it. */
 static bool should_close(struct rpc_h2 *h2)
 {
@@ -360,32 +312,29 @@ static bool should_close(struct rpc_h2 *h2)
     return (h2->draining || h2->peer_eof) && h2->calls_count == 0;
 }
 
+/* Hands ring_gather_fill nghttp2's next chunk of serialized frames. */
+static ssize_t pull(void *ctx, const uint8_t **chunk)
+{
+    struct rpc_h2 *h2 = ctx;
+    h2->in_session = true;
+    ssize_t n = nghttp2_session_mem_send(h2->session, chunk);
+    h2->in_session = false;
+    if (n < 0) {
+        LOG_WARN("http2 connection fd %d: %s", h2->conn->conn.fd, nghttp2_strerror((int)n));
+        return -EPROTO;
+    }
+    return n;
+}
+
 /* Pulls frames out of nghttp2 into the send being built; returns -errno on a fatal error. */
 static int fill(struct rpc_h2 *h2)
 {
-    /* Bounded: each step takes a frame and the buffer, iovecs and byte budget are finite. */
-    for (int i = 0; i < 4096; i++) {
-        if (out_room(h2) < RPC_H2_CHUNK_MAX || h2->iov_count + 2 >= RING_CONN_IOV_MAX ||
-            h2->send_bytes >= RPC_H2_SEND_MAX) {
-            return 0;
-        }
-        const uint8_t *p;
-        h2->in_session = true;
-        ssize_t n = nghttp2_session_mem_send(h2->session, &p);
-        h2->in_session = false;
-        if (n < 0) {
-            LOG_WARN("http2 connection fd %d: %s", h2->conn->conn.fd, nghttp2_strerror((int)n));
-            return -EPROTO;
-        }
-        if (n == 0) return 0;
-        if ((size_t)n > out_room(h2)) {
-            LOG_ERROR("http2 connection fd %d: frame of %zd bytes over the output buffer",
-                      h2->conn->conn.fd, n);
-            return -EMSGSIZE;
-        }
-        out_append(h2, p, (size_t)n);
+    int rc = ring_gather_fill(&h2->gather, pull, h2);
+    base_counter_add(&h2->rc->counters.grpc_bytes_zero_copy, ring_gather_ref_bytes(&h2->gather));
+    if (rc == -EMSGSIZE) {
+        LOG_ERROR("http2 connection fd %d: a frame over the output buffer", h2->conn->conn.fd);
     }
-    return 0;
+    return rc;
 }
 
 static void flush(struct rpc_h2 *h2)
@@ -393,23 +342,22 @@ static void flush(struct rpc_h2 *h2)
     struct ring_conn *conn = &h2->conn->conn;
     if (conn->closing || ring_conn_is_sending(conn)) return;
     ASSERT(!h2->in_session);
-    send_begin(h2);
+    ring_gather_begin(&h2->gather);
     int rc = fill(h2);
     if (rc < 0) {
         base_counter_inc(&h2->rc->counters.h2_protocol_errors);
         ring_conn_close(conn, rc);
         return;
     }
-    if (h2->iov_count == 0) {
+    if (ring_gather_is_empty(&h2->gather)) {
         if (should_close(h2)) ring_conn_close(conn, 0);
         return;
     }
-    rc = ring_conn_send(conn, h2->iov, h2->iov_count);
+    rc = ring_gather_send(&h2->gather, conn);
     if (rc < 0) {
         ring_conn_close(conn, rc);
         return;
     }
-    h2->inflight_gen = h2->send_gen;
     base_counter_inc(&h2->rc->counters.grpc_flushes);
 }
 
@@ -424,7 +372,7 @@ static void release_sent(struct rpc_h2 *h2)
     struct base_list *node;
     /* Bounded by the pieces one send holds. */
     while ((node = base_list_pop_head(&h2->sent))) {
-        struct rpc_seg *seg = BASE_CONTAINER_OF(node, struct rpc_seg, link);
+        struct rpc_seg *seg = BASE_CONTAINER_OF(node, struct rpc_seg, piece.link);
         struct rpc_call *c = seg->call;
         ASSERT(c->segs_in_send > 0);
         c->segs_in_send--;
@@ -446,62 +394,10 @@ static void wake_writers(struct rpc_h2 *h2)
 static void h2_on_sent(struct ring_conn *rc)
 {
     struct rpc_h2 *h2 = h2_of(rc);
-    h2->inflight_gen = 0;
+    ring_gather_send_done(&h2->gather);
     release_sent(h2);
     wake_writers(h2);
     flush(h2);
-}
-
-/* The DATA frame of <length> bytes starting at the head of <c>'s queue. */
-struct frame_plan {
-    size_t copy_bytes; /* bytes of pieces small enough to copy */
-    unsigned iovs;     /* pieces that need their own iovec */
-};
-
-static void plan_frame(const struct rpc_call *c, size_t length, struct frame_plan *plan)
-{
-    plan->copy_bytes = 0;
-    plan->iovs = 0;
-    /* Bounded: read_length limited the frame to RPC_H2_FRAME_SEGS_MAX pieces. */
-    BASE_LIST_FOR_EACH(it, &c->out)
-    {
-        if (length == 0) break;
-        const struct rpc_seg *seg = BASE_CONTAINER_OF(it, struct rpc_seg, link);
-        size_t k = seg->len < length ? seg->len : length;
-        if (k <= RPC_H2_COPY_MAX) {
-            plan->copy_bytes += k;
-        } else {
-            plan->iovs++;
-        }
-        length -= k;
-    }
-}
-
-/* Moves <length> bytes of <c>'s queue into the send being built. */
-static void take(struct rpc_h2 *h2, struct rpc_call *c, size_t length)
-{
-    /* Bounded by the frame's pieces. */
-    while (length > 0) {
-        ASSERT(c->out.next != &c->out);
-        struct rpc_seg *seg = BASE_CONTAINER_OF(c->out.next, struct rpc_seg, link);
-        size_t k = seg->len < length ? seg->len : length;
-        if (k <= RPC_H2_COPY_MAX) {
-            out_append(h2, seg->data, k);
-        } else {
-            out_add_iov(h2, seg->data, k);
-        }
-        seg->data += k;
-        seg->len -= k;
-        seg->started = true;
-        seg->send_gen = h2->send_gen;
-        c->out_bytes -= k;
-        length -= k;
-        if (seg->len == 0) {
-            base_list_del(&seg->link);
-            base_list_add_tail(&h2->sent, &seg->link);
-            c->segs_in_send++;
-        }
-    }
 }
 
 static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
@@ -512,19 +408,12 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     struct rpc_call *c = source->ptr;
     ASSERT(frame->data.padlen == 0); /* no select_padding callback: never padded */
     ASSERT(length <= c->out_bytes);
-    struct frame_plan plan;
-    plan_frame(c, length, &plan);
-    /*
-     * Room for the frame, and still for one more chunk of mem_send: it may serialize another
-     * frame before it returns. Copied runs and iovecs alternate: at most 2 * iovs + 1 entries.
-     * An empty send always has room (STATIC_ASSERTs above), so every flush makes progress.
-     */
-    bool fits = out_room(h2) >= 9 + plan.copy_bytes + RPC_H2_CHUNK_MAX &&
-                h2->iov_count + 2 * plan.iovs + 4 <= RING_CONN_IOV_MAX;
-    bool empty = h2->iov_count == 0;
-    if (!empty && (!fits || h2->send_bytes >= RPC_H2_SEND_MAX)) return NGHTTP2_ERR_WOULDBLOCK;
-    out_append(h2, framehd, 9);
-    take(h2, c, length);
+    /* The frame waits for the next send when this one is full; an empty one always has room. */
+    int moved =
+        ring_gather_frame(&h2->gather, framehd, H2_FRAME_HEADER_SIZE, &c->out, length, &h2->sent);
+    if (moved < 0) return NGHTTP2_ERR_WOULDBLOCK;
+    c->out_bytes -= length;
+    c->segs_in_send += (uint32_t)moved;
     return 0;
 }
 
@@ -546,22 +435,6 @@ static ssize_t read_length(nghttp2_session *s, uint8_t frame_type, int32_t strea
      * connection. 64 KiB keeps frame overhead under 0.02% at a 64 KiB buffer. */
     if (n > (int64_t)RPC_H2_DATA_FRAME_MAX) n = RPC_H2_DATA_FRAME_MAX;
     return n > 0 ? (ssize_t)n : 1;
-}
-
-/* Bytes of the queue the next frame may carry: up to <length>, across few enough pieces. */
-static size_t frame_length(const struct rpc_call *c, size_t length)
-{
-    size_t n = 0;
-    unsigned segs = 0;
-    BASE_LIST_FOR_EACH(it, &c->out)
-    {
-        if (n == length || segs == RPC_H2_FRAME_SEGS_MAX) break;
-        const struct rpc_seg *seg = BASE_CONTAINER_OF(it, struct rpc_seg, link);
-        size_t k = seg->len < length - n ? seg->len : length - n;
-        n += k;
-        segs++;
-    }
-    return n;
 }
 
 /* <status> in decimal into <buf> (12 bytes); the 17 gRPC codes without snprintf. */
@@ -594,8 +467,9 @@ static ssize_t provider_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf
     struct rpc_h2 *h2 = ud;
     struct rpc_call *c = source->ptr;
     if (c->out_bytes > 0) {
+        /* Sent by send_data from the pieces themselves, across few enough of them. */
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-        return (ssize_t)frame_length(c, length);
+        return (ssize_t)ring_gather_frame_length(&h2->gather, &c->out, length);
     }
     if (!c->trailers_due) {
         c->deferred = true;
@@ -872,11 +746,11 @@ void rpc_h2_consume(struct rpc_call *c, size_t len)
 /* Releases <seg> now, or after the send in flight when some of its bytes are in it. */
 static void drop_seg(struct rpc_call *c, struct rpc_seg *seg)
 {
-    base_list_del(&seg->link);
-    c->out_bytes -= seg->len;
+    base_list_del(&seg->piece.link);
+    c->out_bytes -= seg->piece.len;
     struct rpc_h2 *h2 = c->h2;
-    if (h2 && h2->inflight_gen != 0 && seg->send_gen == h2->inflight_gen) {
-        base_list_add_tail(&h2->sent, &seg->link);
+    if (h2 && ring_gather_piece_is_in_flight(&h2->gather, &seg->piece)) {
+        base_list_add_tail(&h2->sent, &seg->piece.link);
         c->segs_in_send++;
         return;
     }
@@ -890,15 +764,15 @@ void rpc_h2_drop_output(struct rpc_call *c, bool keep_started)
     struct base_list *from = c->out.next;
     if (keep_started) {
         while (from != &c->out) {
-            struct rpc_seg *seg = BASE_CONTAINER_OF(from, struct rpc_seg, link);
-            if (seg->msg_start && !seg->started) break;
+            struct rpc_seg *seg = BASE_CONTAINER_OF(from, struct rpc_seg, piece.link);
+            if (seg->msg_start && !ring_gather_piece_is_started(&seg->piece)) break;
             from = from->next;
         }
     }
     /* Bounded by the queue's length. */
     while (from != &c->out) {
         struct base_list *next = from->next;
-        drop_seg(c, BASE_CONTAINER_OF(from, struct rpc_seg, link));
+        drop_seg(c, BASE_CONTAINER_OF(from, struct rpc_seg, piece.link));
         from = next;
     }
 }
@@ -970,7 +844,7 @@ static void h2_on_close(struct ring_conn *rc, int reason)
     if (h2) {
         ring_task_cancel(&h2->flush_task);
         /* No op of the connection is in flight any more: its sends are over. */
-        h2->inflight_gen = 0;
+        ring_gather_send_done(&h2->gather);
         release_sent(h2);
         struct base_list *node;
         /* Bounded by calls_count. */

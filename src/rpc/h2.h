@@ -36,8 +36,7 @@
 #define RPC_H2_GLITCH_BURST   1000u       /* invalid frames tolerated at once ... */
 #define RPC_H2_GLITCH_RATE    330u        /* ... and per second after */
 
-/* Output buffer per connection: nghttp2's frames are copied here, payload is not. */
-#define RPC_H2_OUT_SIZE (32u << 10)
+/* The send path (ring/gather.h): nghttp2's frames are copied, payload is not. */
 /* Room kept free before each nghttp2_session_mem_send (its largest chunk is one frame). */
 #define RPC_H2_CHUNK_MAX ((16u << 10) + 64u)
 /* A flush stops adding DATA past this many bytes (the next flush continues). */

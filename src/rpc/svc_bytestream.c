@@ -267,10 +267,13 @@ static void piece_send(struct bs_read *st, const uint8_t *piece, size_t len)
     p->piece = piece;
     p->len = len;
     p->in_use = true;
-    p->hdr = (struct rpc_seg){
-        .data = p->hdr_bytes, .len = n, .release = hdr_release, .ctx = st, .msg_start = true
-    };
-    p->data = (struct rpc_seg){ .data = piece, .len = len, .release = data_release, .ctx = st };
+    p->hdr = (struct rpc_seg){ .piece = { .data = p->hdr_bytes, .len = n },
+                               .release = hdr_release,
+                               .ctx = st,
+                               .msg_start = true };
+    p->data = (struct rpc_seg){ .piece = { .data = piece, .len = len },
+                                .release = data_release,
+                                .ctx = st };
     st->out++;
     st->out_bytes += len;
     rpc_call_send(st->c, &p->hdr);

@@ -30,6 +30,45 @@ struct ring_server *echo_server_start(uint32_t cores, const struct echo_config *
     return srv;
 }
 
+struct ring_core *echo_core_create(uint32_t index, uint32_t bufs, uint32_t buf_size)
+{
+    struct ring_core_options o;
+    ring_core_options_default(&o);
+    o.ops_max = 64;
+    o.recv_buf_count = bufs;
+    o.recv_buf_size = buf_size;
+    struct ring_core *core = NULL;
+    char why[256] = "";
+    int rc = ring_core_create(&o, index, &core, why, sizeof(why));
+    cr_assert(rc == 0, "core: %d %s", rc, why);
+    return core;
+}
+
+static void bare_recv(struct ring_conn *c, uint16_t bid, uint32_t len)
+{
+    struct echo_bare *b = (struct echo_bare *)c;
+    b->received += len;
+    if (len > 0) ring_buf_unref(c->core, bid);
+}
+
+static void bare_sent(struct ring_conn *c)
+{
+    ((struct echo_bare *)c)->sent++;
+}
+
+static void bare_close(struct ring_conn *c, int reason)
+{
+    struct echo_bare *b = (struct echo_bare *)c;
+    b->closed++;
+    b->reason = reason;
+}
+
+const struct ring_conn_ops echo_bare_ops = {
+    .on_recv = bare_recv,
+    .on_sent = bare_sent,
+    .on_close = bare_close,
+};
+
 int echo_connect(uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -8,10 +8,30 @@
 #include <stdint.h>
 
 #include "echo_server.h"
+#include "ring/conn.h"
 #include "ring/server.h"
 
 /* Starts the echo server (echo_server_open) or fails the test. */
 struct ring_server *echo_server_start(uint32_t cores, const struct echo_config *cfg);
+
+/*
+ * A core of the test's own, not started by a server: 64 ops, <bufs> receive buffers of
+ * <buf_size> bytes, core index <index>. Fails the test when it cannot be created; release it
+ * with ring_core_destroy.
+ */
+struct ring_core *echo_core_create(uint32_t index, uint32_t bufs, uint32_t buf_size);
+
+/* A bare protocol for API checks on a socketpair, driven tick by tick: it counts. */
+struct echo_bare {
+    struct ring_conn conn; /* first: the callbacks cast back */
+    int sent;              /* on_sent calls */
+    int closed;            /* on_close calls */
+    int reason;            /* the last close reason */
+    uint32_t received;     /* bytes received (their buffers released at once) */
+};
+
+/* The callbacks of struct echo_bare. */
+extern const struct ring_conn_ops echo_bare_ops;
 
 /* Connects to 127.0.0.1:<port> with a 20 s receive timeout and TCP_NODELAY. */
 int echo_connect(uint16_t port);

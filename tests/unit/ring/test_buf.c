@@ -14,20 +14,6 @@
 #include "ring/buf.h"
 #include "ring/core.h"
 
-static struct ring_core *make_core(uint32_t bufs, uint32_t size)
-{
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.ops_max = 64;
-    o.recv_buf_count = bufs;
-    o.recv_buf_size = size;
-    struct ring_core *core = NULL;
-    char why[256] = "";
-    int rc = ring_core_create(&o, 0, &core, why, sizeof(why));
-    cr_assert(eq(int, rc, 0), "%s", why);
-    return core;
-}
-
 static uint64_t bufs_out(struct ring_core *core)
 {
     return base_counter_get(&ring_core_counters(core)->bufs_out);
@@ -69,7 +55,7 @@ static uint16_t recv_one(struct ring_core *core, int fd, struct got *g)
 
 Test(ring_buf, references_keep_a_buffer_until_the_last_drop)
 {
-    struct ring_core *core = make_core(4, 4096);
+    struct ring_core *core = echo_core_create(0, 4, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
     cr_assert(eq(sz, (size_t)write(sv[1], "abc", 3), 3));
@@ -90,7 +76,7 @@ Test(ring_buf, references_keep_a_buffer_until_the_last_drop)
 
 Test(ring_buf, contains_checks_both_ends)
 {
-    struct ring_core *core = make_core(4, 4096);
+    struct ring_core *core = echo_core_create(0, 4, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
     cr_assert(eq(sz, (size_t)write(sv[1], "x", 1), 1));
@@ -112,7 +98,7 @@ Test(ring_buf, contains_checks_both_ends)
 
 Test(ring_buf, an_empty_pool_answers_enobufs_and_loses_no_data)
 {
-    struct ring_core *core = make_core(1, 4096);
+    struct ring_core *core = echo_core_create(0, 1, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
     cr_assert(eq(sz, (size_t)write(sv[1], "first", 5), 5));

@@ -322,60 +322,13 @@ Test(ring_conn, closing_during_a_zero_copy_send_waits_for_its_notification)
     cr_assert(eq(int, ring_server_stop(srv), 0));
 }
 
-/* A bare protocol for API checks on a socketpair, driven tick by tick. */
-struct bare {
-    struct ring_conn conn;
-    int sent;
-    int closed;
-    int reason;
-    uint32_t received;
-};
-
-static void bare_recv(struct ring_conn *c, uint16_t bid, uint32_t len)
-{
-    struct bare *b = (struct bare *)c;
-    b->received += len;
-    if (len > 0) ring_buf_unref(c->core, bid);
-}
-
-static void bare_sent(struct ring_conn *c)
-{
-    ((struct bare *)c)->sent++;
-}
-
-static void bare_close(struct ring_conn *c, int reason)
-{
-    struct bare *b = (struct bare *)c;
-    b->closed++;
-    b->reason = reason;
-}
-
-static const struct ring_conn_ops bare_ops = {
-    .on_recv = bare_recv,
-    .on_sent = bare_sent,
-    .on_close = bare_close,
-};
-
-static struct ring_core *bare_core(void)
-{
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.ops_max = 64;
-    o.recv_buf_count = 8;
-    o.recv_buf_size = 4096;
-    struct ring_core *core = NULL;
-    char why[256] = "";
-    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
-    return core;
-}
-
 Test(ring_conn, send_refuses_what_it_cannot_take)
 {
-    struct ring_core *core = bare_core();
+    struct ring_core *core = echo_core_create(0, 8, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
-    struct bare b = { 0 };
-    ring_conn_init(&b.conn, core, sv[0], &bare_ops, 0, 1000);
+    struct echo_bare b = { 0 };
+    ring_conn_init(&b.conn, core, sv[0], &echo_bare_ops, 0, 1000);
     struct iovec many[RING_CONN_IOV_MAX + 1];
     for (int i = 0; i <= RING_CONN_IOV_MAX; i++)
         many[i] = (struct iovec){ "x", 1 };
@@ -406,11 +359,11 @@ Test(ring_conn, send_refuses_what_it_cannot_take)
 
 Test(ring_conn, a_paused_connection_receives_nothing_until_resumed)
 {
-    struct ring_core *core = bare_core();
+    struct ring_core *core = echo_core_create(0, 8, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
-    struct bare b = { 0 };
-    ring_conn_init(&b.conn, core, sv[0], &bare_ops, 0, 0);
+    struct echo_bare b = { 0 };
+    ring_conn_init(&b.conn, core, sv[0], &echo_bare_ops, 0, 0);
     cr_assert(eq(int, ring_conn_recv_start(&b.conn), 0));
     cr_assert(eq(sz, (size_t)write(sv[1], "one", 3), 3));
     for (int i = 0; i < 100 && b.received == 0; i++)

@@ -11,22 +11,9 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "echo.h"
 #include "ring/core.h"
 #include "ring/timer.h"
-
-static struct ring_core *make_core(uint32_t index)
-{
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.ops_max = 64;
-    o.recv_buf_count = 16;
-    o.recv_buf_size = 4096;
-    struct ring_core *core = NULL;
-    char why[256] = "";
-    int rc = ring_core_create(&o, index, &core, why, sizeof(why));
-    cr_assert(eq(int, rc, 0), "%s", why);
-    return core;
-}
 
 static uint64_t in_flight(struct ring_core *core)
 {
@@ -60,7 +47,7 @@ static void record_cqe(struct ring_op *op, int32_t res, uint32_t flags)
 
 Test(ring_core, nop_completes_once_and_releases_its_slot)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     struct record r = { 0 };
     struct ring_op *op = ring_op_get(core, NULL, record_cqe, &r);
     cr_assert(ne(ptr, op, NULL));
@@ -83,7 +70,7 @@ Test(ring_core, nop_completes_once_and_releases_its_slot)
 
 Test(ring_core, full_table_refuses_instead_of_growing)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     struct ring_op *ops[64];
     struct record r = { 0 };
     for (int i = 0; i < 64; i++) {
@@ -109,7 +96,7 @@ static void submit_recv(struct ring_core *core, struct ring_owner *owner, int fd
 
 Test(ring_core, linked_timeout_fires_on_a_silent_socket)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
     char buf[16];
@@ -149,7 +136,7 @@ static void closer_idle(struct ring_core *core, void *ctx)
 
 Test(ring_core, owner_close_cancels_every_op_then_goes_idle)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     int sv[2];
     cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
     struct closer c = { 0 };
@@ -179,7 +166,7 @@ Test(ring_core, owner_close_cancels_every_op_then_goes_idle)
 
 Test(ring_core, closing_an_idle_owner_defers_its_callback)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     struct closer c = { 0 };
     ring_owner_init(&c.owner);
     c.in_close_call = true;
@@ -205,7 +192,7 @@ static void tick_fired(struct ring_timer *t)
 
 Test(ring_core, timers_fire_and_stopped_timers_do_not)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     struct tick a = { 0 };
     struct tick b = { 0 };
     ring_timer_init(&a.timer, tick_fired, &a);
@@ -235,7 +222,7 @@ static void count_run(struct ring_task *t)
 
 Test(ring_core, deferred_task_runs_once_per_queueing)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     struct counted_task t = { 0 };
     ring_task_init(&t.task, count_run);
     ring_task_defer(core, &t.task);
@@ -268,7 +255,7 @@ static void peer_got(struct ring_core *core, void *arg)
 static void *peer_main(void *arg)
 {
     struct peer *p = arg;
-    struct ring_core *core = make_core(1);
+    struct ring_core *core = echo_core_create(1, 16, 4096);
     pthread_mutex_lock(&p->lock);
     p->core = core;
     p->ready = true;
@@ -289,7 +276,7 @@ Test(ring_core, msg_ring_reaches_another_core)
         pthread_cond_wait(&p.cond, &p.lock);
     pthread_mutex_unlock(&p.lock);
     /* From another core's ring... */
-    struct ring_core *self = make_core(0);
+    struct ring_core *self = echo_core_create(0, 16, 4096);
     struct ring_msg m1 = { .fn = peer_got, .arg = &p };
     cr_assert(eq(int, ring_core_post(self, p.core, &m1), 0));
     cr_assert(ge(int, ring_core_tick(self, 0), 0));
@@ -362,7 +349,7 @@ static void timed_owner_idle(struct ring_core *core, void *ctx)
 
 Test(ring_core, closing_an_owner_cancels_its_timer_without_firing_it)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     struct timed_owner t = { 0 };
     ring_owner_init(&t.owner);
     ring_timer_init(&t.timer, owner_timer_fired, &t);
@@ -378,7 +365,7 @@ Test(ring_core, closing_an_owner_cancels_its_timer_without_firing_it)
 
 Test(ring_core, a_fired_timer_can_be_armed_again)
 {
-    struct ring_core *core = make_core(0);
+    struct ring_core *core = echo_core_create(0, 16, 4096);
     struct tick k = { 0 };
     ring_timer_init(&k.timer, tick_fired, &k);
     for (int round = 1; round <= 3; round++) {
