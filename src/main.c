@@ -38,11 +38,52 @@ static void usage(FILE *out)
              "Every flag has an environment twin: --max-size is RINGCAS_MAX_SIZE.\n");
 }
 
+/* Room for a command's flags and --help; bench has the most (26). */
+#define CMD_FLAGS_MAX 40
+
+/* Prints what a command's help shows after its flag list. */
+typedef void cmd_help_fn(FILE *out);
+
+/* What one subcommand states: the rest (--help, usage errors, the help text) is cmd_parse's. */
+struct cmd_spec {
+    const char *usage;             /* the help's text before the flag list, "flags:\n" included */
+    const struct base_flag *flags; /* the command's own flags; may be NULL when <flag_count> is 0 */
+    size_t flag_count;             /* entries in <flags>, below CMD_FLAGS_MAX */
+    struct base_flags_rest *rest;  /* receives the arguments that are not flags; NULL: none */
+    cmd_help_fn *help_end;         /* prints what follows the flag list; NULL: nothing */
+};
+
+/* cmd_parse's answer when the command should go on and run. */
+#define CMD_RUN (-1)
+
+/*
+ * Parses <argc>/<argv> against <s>'s flags and --help (always last). Returns CMD_RUN, or the
+ * exit status the command ends with: 2 after a usage error (named on stderr), 0 after the help
+ * is printed on stdout.
+ */
+static int cmd_parse(const struct cmd_spec *s, int argc, char **argv)
+{
+    ASSERT(s->flag_count < CMD_FLAGS_MAX);
+    bool help = false;
+    struct base_flag flags[CMD_FLAGS_MAX];
+    size_t n = 0;
+    /* Bounded by CMD_FLAGS_MAX; a loop, not memcpy, because <flags> may be NULL. */
+    for (; n < s->flag_count; n++) {
+        flags[n] = s->flags[n];
+    }
+    flags[n++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
+    if (base_flags_parse(flags, n, argc, argv, s->rest, stderr) < 0) return 2;
+    if (!help) return CMD_RUN;
+    (void)fputs(s->usage, stdout);
+    base_flags_print_help(flags, n, stdout);
+    if (s->help_end) s->help_end(stdout);
+    return 0;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     struct rpc_server_options o;
     rpc_server_options_default(&o);
-    bool help = false;
     const struct base_flag flags[] = {
         { "listen", BASE_FLAG_STRING, &o.listen, "address to serve on", "HOST:PORT" },
         { "dir", BASE_FLAG_STRING, &o.dir, "data folder", "DIR" },
@@ -70,16 +111,12 @@ static int cmd_serve(int argc, char **argv)
         { "direct-io", BASE_FLAG_BOOL, &o.direct_io, "O_DIRECT segment writes", "" },
         { "map-reads", BASE_FLAG_BOOL, &o.map_reads,
           "read records already in the page cache in place, through a mapping", "" },
-        { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
     };
-    size_t nflags = sizeof(flags) / sizeof(flags[0]);
-    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
-    if (help) {
-        printf("usage: ringcas serve [FLAGS]\n\nflags:\n");
-        base_flags_print_help(flags, nflags, stdout);
-        return 0;
-    }
-    return rpc_server_run(&o);
+    const struct cmd_spec spec = { .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",
+                                   .flags = flags,
+                                   .flag_count = ARRAY_LEN(flags) };
+    int status = cmd_parse(&spec, argc, argv);
+    return status == CMD_RUN ? rpc_server_run(&o) : status;
 }
 
 /* Writes the flags put, get and stat share into <f> (room for 4); returns how many. */
@@ -99,43 +136,51 @@ static size_t client_flags(struct base_flag *f, struct client_cli_options *o)
     return 4;
 }
 
-static void client_usage(const char *cmd, const char *args, const struct base_flag *flags,
-                         size_t nflags)
+static void client_help_end(FILE *out)
 {
-    printf("usage: ringcas %s [FLAGS] %s\n\nflags:\n", cmd, args);
-    base_flags_print_help(flags, nflags, stdout);
-    printf("\nExit status: 0 ok, 1 failure, 2 usage, 3 not found, 4 timed out, 5 server\n"
-           "unavailable, 6 data does not match its digest (docs/cli.md).\n");
+    (void)fputs("\nExit status: 0 ok, 1 failure, 2 usage, 3 not found, 4 timed out, 5 server\n"
+                "unavailable, 6 data does not match its digest (docs/cli.md).\n",
+                out);
+}
+
+/* cmd_parse for put, get and stat: the flags they share into <o>, then <s>'s, then --help. */
+static int client_cmd_parse(const struct cmd_spec *s, struct client_cli_options *o, int argc,
+                            char **argv)
+{
+    struct base_flag flags[CMD_FLAGS_MAX];
+    size_t n = client_flags(flags, o);
+    ASSERT(n + s->flag_count < CMD_FLAGS_MAX);
+    /* Bounded by the assert above; a loop, not memcpy, because <s->flags> may be NULL. */
+    for (size_t i = 0; i < s->flag_count; i++) {
+        flags[n++] = s->flags[i];
+    }
+    struct cmd_spec all = *s;
+    all.flags = flags;
+    all.flag_count = n;
+    all.help_end = client_help_end;
+    return cmd_parse(&all, argc, argv);
 }
 
 static int cmd_put(int argc, char **argv)
 {
     struct client_cli_options o;
     client_cli_options_default(&o);
-    bool help = false;
-    struct base_flag flags[8];
-    size_t nflags = client_flags(flags, &o);
-    flags[nflags++] = (struct base_flag){ "compress", BASE_FLAG_BOOL, &o.compress,
-                                          "upload zstd-compressed (compressed-blobs)", "" };
-    flags[nflags++] = (struct base_flag){ "force", BASE_FLAG_BOOL, &o.force,
-                                          "upload even when the server has the blob", "" };
-    flags[nflags++] = (struct base_flag){ "batch-max", BASE_FLAG_SIZE, &o.batch_max,
-                                          "files up to this size go in BatchUpdateBlobs "
-                                          "(0: stream every file)",
-                                          NULL };
-    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
+    const struct base_flag flags[] = {
+        { "compress", BASE_FLAG_BOOL, &o.compress, "upload zstd-compressed (compressed-blobs)",
+          "" },
+        { "force", BASE_FLAG_BOOL, &o.force, "upload even when the server has the blob", "" },
+        { "batch-max", BASE_FLAG_SIZE, &o.batch_max,
+          "files up to this size go in BatchUpdateBlobs (0: stream every file)", NULL },
+    };
     char **files = calloc((size_t)argc + 1, sizeof(*files));
     if (!files) return 1;
     struct base_flags_rest rest = { .args = files, .size = (size_t)argc, .count = 0 };
-    int status;
-    if (base_flags_parse(flags, nflags, argc, argv, &rest, stderr) < 0) {
-        status = 2;
-    } else if (help) {
-        client_usage("put", "FILE...", flags, nflags);
-        status = 0;
-    } else {
-        status = client_cli_put(&o, files, rest.count);
-    }
+    const struct cmd_spec spec = { .usage = "usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
+                                   .flags = flags,
+                                   .flag_count = ARRAY_LEN(flags),
+                                   .rest = &rest };
+    int status = client_cmd_parse(&spec, &o, argc, argv);
+    if (status == CMD_RUN) status = client_cli_put(&o, files, rest.count);
     free(files);
     return status;
 }
@@ -154,22 +199,23 @@ static int cmd_get(int argc, char **argv)
 {
     struct client_cli_options o;
     client_cli_options_default(&o);
-    bool help = false;
-    struct base_flag flags[8];
-    size_t nflags = client_flags(flags, &o);
-    flags[nflags++] = (struct base_flag){ "compress", BASE_FLAG_BOOL, &o.compress,
-                                          "download zstd-compressed (compressed-blobs)", "" };
-    flags[nflags++] = (struct base_flag){ "output", BASE_FLAG_STRING, &o.output,
-                                          "write to FILE instead of stdout (also -o)", "FILE" };
-    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
+    const struct base_flag flags[] = {
+        { "compress", BASE_FLAG_BOOL, &o.compress, "download zstd-compressed (compressed-blobs)",
+          "" },
+        { "output", BASE_FLAG_STRING, &o.output, "write to FILE instead of stdout (also -o)",
+          "FILE" },
+    };
     short_output_flag(argc, argv);
     char *args[2];
     struct base_flags_rest rest = { .args = args, .size = 2, .count = 0 };
-    if (base_flags_parse(flags, nflags, argc, argv, &rest, stderr) < 0) return 2;
-    if (help) {
-        client_usage("get", "HASH/SIZE [-o FILE]", flags, nflags);
-        return 0;
-    }
+    const struct cmd_spec spec = {
+        .usage = "usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
+        .flags = flags,
+        .flag_count = ARRAY_LEN(flags),
+        .rest = &rest,
+    };
+    int status = client_cmd_parse(&spec, &o, argc, argv);
+    if (status != CMD_RUN) return status;
     if (rest.count != 1) {
         (void)fprintf(stderr, "ringcas get: expected one HASH/SIZE (see ringcas get --help)\n");
         return 2;
@@ -181,16 +227,10 @@ static int cmd_stat(int argc, char **argv)
 {
     struct client_cli_options o;
     client_cli_options_default(&o);
-    bool help = false;
-    struct base_flag flags[8];
-    size_t nflags = client_flags(flags, &o);
-    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
-    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
-    if (help) {
-        client_usage("stat", "", flags, nflags);
-        return 0;
-    }
-    return client_cli_stat(&o);
+    /* No flags but the shared ones; the usage line keeps its space before the arguments. */
+    const struct cmd_spec spec = { .usage = "usage: ringcas stat [FLAGS] \n\nflags:\n" };
+    int status = client_cmd_parse(&spec, &o, argc, argv);
+    return status == CMD_RUN ? client_cli_stat(&o) : status;
 }
 
 /* The flags of ringcas bench but --help, written into <f> (room for 40); returns how many. */
@@ -257,47 +297,47 @@ static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
     return n;
 }
 
+static void bench_help_end(FILE *out)
+{
+    (void)fputs("\n", out);
+    client_bench_print_workloads(out);
+    (void)fputs("\nExit status: 0 every request succeeded, 1 some failed (or seeding failed),\n"
+                "2 usage, 5 server unavailable.\n",
+                out);
+}
+
 static int cmd_bench(int argc, char **argv)
 {
     struct client_bench_options o;
     client_bench_options_default(&o);
-    bool help = false;
-    struct base_flag flags[40];
-    size_t nflags = bench_flags(flags, &o);
-    flags[nflags++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
-    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
-    if (help) {
-        printf("usage: ringcas bench [FLAGS]\n\n"
-               "Load generator: one io_uring ring per thread, closed or open loop; seeds what\n"
-               "it reads; reports throughput, latency p50/p99/p99.9/max with a histogram per\n"
-               "request kind, and errors by status (docs/bench.md).\n\nflags:\n");
-        base_flags_print_help(flags, nflags, stdout);
-        printf("\n");
-        client_bench_print_workloads(stdout);
-        printf("\nExit status: 0 every request succeeded, 1 some failed (or seeding failed),\n"
-               "2 usage, 5 server unavailable.\n");
-        return 0;
-    }
-    return client_bench_main(&o, stdout, stderr);
+    struct base_flag flags[CMD_FLAGS_MAX];
+    const struct cmd_spec spec = {
+        .usage = "usage: ringcas bench [FLAGS]\n\n"
+                 "Load generator: one io_uring ring per thread, closed or open loop; seeds what\n"
+                 "it reads; reports throughput, latency p50/p99/p99.9/max with a histogram per\n"
+                 "request kind, and errors by status (docs/bench.md).\n\nflags:\n",
+        .flags = flags,
+        .flag_count = bench_flags(flags, &o),
+        .help_end = bench_help_end,
+    };
+    int status = cmd_parse(&spec, argc, argv);
+    return status == CMD_RUN ? client_bench_main(&o, stdout, stderr) : status;
 }
 
 static int cmd_fsck(int argc, char **argv)
 {
     const char *dir = "./ringcas-data";
-    bool help = false;
     const struct base_flag flags[] = {
         { "dir", BASE_FLAG_STRING, &dir, "data folder to check", "DIR" },
-        { "help", BASE_FLAG_BOOL, &help, "show this help", "" },
     };
-    size_t nflags = sizeof(flags) / sizeof(flags[0]);
-    if (base_flags_parse(flags, nflags, argc, argv, NULL, stderr) < 0) return 2;
-    if (help) {
-        printf("usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
-               "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n");
-        base_flags_print_help(flags, nflags, stdout);
-        return 0;
-    }
-    return blob_fsck_main(dir, stdout);
+    const struct cmd_spec spec = {
+        .usage = "usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
+                 "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
+        .flags = flags,
+        .flag_count = ARRAY_LEN(flags),
+    };
+    int status = cmd_parse(&spec, argc, argv);
+    return status == CMD_RUN ? blob_fsck_main(dir, stdout) : status;
 }
 
 int main(int argc, char **argv)

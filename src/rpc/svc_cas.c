@@ -6,7 +6,7 @@
  * run up to BATCH_PARALLEL blobs at once so their commits share the engine's group commit,
  * and answer per blob; a request over the advertised 4 MiB batch limit is INVALID_ARGUMENT.
  *
- * Sections: FindMissingBlobs, BatchUpdateBlobs, BatchReadBlobs.
+ * Sections: FindMissingBlobs, batch answers (shared), BatchUpdateBlobs, BatchReadBlobs.
  */
 #include <errno.h>
 #include <string.h>
@@ -155,6 +155,63 @@ const struct rpc_method rpc_svc_cas_find_missing = {
     .on_message = find_missing_on_message,
 };
 
+/* ---- Batch answers ---- */
+
+/*
+ * The arrays a BatchUpdateBlobs or BatchReadBlobs answer points into: a response per blob, a
+ * pointer to each, and a status per response. The two methods' response types differ, so the
+ * arrays are held untyped here and each method fills them through its own typed pointers.
+ */
+struct batch_answer {
+    void *responses;         /* n responses of the method's type (calloc'd: zero) */
+    void *ptrs;              /* n pointers to them, the repeated field's array */
+    Google__Rpc__Status *st; /* n statuses, one per response */
+};
+
+/*
+ * Allocates <a>'s arrays for <n> responses of <response_size> bytes: 0 or -ENOMEM. Either way,
+ * batch_answer_end releases them.
+ */
+static int batch_answer_alloc(struct rpc_call *c, size_t n, size_t response_size,
+                              struct batch_answer *a)
+{
+    struct proto_alloc *mem = &c->rc->pb_mem;
+    size_t count = n ? n : 1;
+    a->responses = proto_alloc_calloc(mem, count, response_size);
+    a->ptrs = proto_alloc_calloc(mem, count, sizeof(void *));
+    a->st = proto_alloc_calloc(mem, count, sizeof(*a->st));
+    return a->responses && a->ptrs && a->st ? 0 : -ENOMEM;
+}
+
+/* Sets <st> to <code> with the static <message>; returns <st> for the response to point at. */
+static Google__Rpc__Status *batch_answer_status(Google__Rpc__Status *st, int32_t code,
+                                                const char *message)
+{
+    google__rpc__status__init(st);
+    st->code = code;
+    st->message = (char *)(uintptr_t)message; /* protobuf-c's field is not const; only read */
+    return st;
+}
+
+/*
+ * Sends <resp> when <rc> is 0, releases <a>'s arrays, and finishes the call: OK once sent, else
+ * with <rc>'s status.
+ */
+static void batch_answer_end(struct rpc_call *c, struct batch_answer *a,
+                             const ProtobufCMessage *resp, int rc)
+{
+    struct proto_alloc *mem = &c->rc->pb_mem;
+    if (rc == 0) rc = rpc_call_send_message(c, resp);
+    proto_alloc_free(mem, a->responses);
+    proto_alloc_free(mem, a->ptrs);
+    proto_alloc_free(mem, a->st);
+    if (rc < 0) {
+        rpc_call_finish_err(c, rc, NULL);
+        return;
+    }
+    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+}
+
 /* ---- BatchUpdateBlobs ---- */
 
 enum item_stage {
@@ -205,38 +262,26 @@ static void item_done(struct update_item *it, int err)
 
 static void update_answer(struct batch_update *b)
 {
-    struct rpc_call *c = b->c;
     size_t n = b->req->n_requests;
-    struct proto_alloc *mem = &c->rc->pb_mem;
-    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response *rs =
-        proto_alloc_calloc(mem, n ? n : 1, sizeof(*rs));
-    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response **ptrs =
-        proto_alloc_calloc(mem, n ? n : 1, sizeof(*ptrs)); // NOLINT(bugprone-sizeof-expression)
-    Google__Rpc__Status *st = proto_alloc_calloc(mem, n ? n : 1, sizeof(*st));
-    int rc = rs && ptrs && st ? 0 : -ENOMEM;
+    struct batch_answer a;
+    int rc = batch_answer_alloc(
+        b->c, n, sizeof(Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response),
+        &a);
+    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response *rs = a.responses;
+    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response **ptrs = a.ptrs;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *message;
+        int code = rpc_status_from_err(b->items[i].err, &message);
         build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(&rs[i]);
-        google__rpc__status__init(&st[i]);
-        st[i].code = rpc_status_from_err(b->items[i].err, &message);
-        st[i].message = (char *)(uintptr_t)message;
         rs[i].digest = b->req->requests[i]->digest;
-        rs[i].status = &st[i];
+        rs[i].status = batch_answer_status(&a.st[i], code, message);
         ptrs[i] = &rs[i];
     }
     Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse resp =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_RESPONSE__INIT;
     resp.n_responses = n;
     resp.responses = ptrs;
-    if (rc == 0) rc = rpc_call_send_message(c, &resp.base);
-    proto_alloc_free(mem, rs);
-    proto_alloc_free(mem, ptrs);
-    proto_alloc_free(mem, st);
-    if (rc < 0) {
-        rpc_call_finish_err(c, rc, NULL);
-        return;
-    }
-    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+    batch_answer_end(b->c, &a, &resp.base, rc);
 }
 
 /* Every item is done (or the call was cancelled and nothing is pinned any more). */
@@ -430,20 +475,18 @@ static void read_free(struct batch_read *b)
     b->req = NULL;
 }
 
-static int
-read_answer_fill(struct batch_read *b,
-                 Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *rs,
-                 Google__Rpc__Status *st)
+/* Points the responses of <a> at each digest's status and (when read) its bytes. */
+static void read_answer_fill(struct batch_read *b, struct batch_answer *a)
 {
+    Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *rs = a->responses;
+    Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response **ptrs = a->ptrs;
     for (size_t i = 0; i < b->req->n_digests; i++) {
         const struct read_item *it = &b->items[i];
         const char *message;
+        int code = rpc_status_from_read_err(it->err, &message);
         build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(&rs[i]);
-        google__rpc__status__init(&st[i]);
-        st[i].code = rpc_status_from_read_err(it->err, &message);
-        st[i].message = (char *)(uintptr_t)message;
         rs[i].digest = b->req->digests[i];
-        rs[i].status = &st[i];
+        rs[i].status = batch_answer_status(&a->st[i], code, message);
         if (it->err == 0) {
             rs[i].data.data = it->f.buf;
             rs[i].data.len = it->f.len;
@@ -451,37 +494,22 @@ read_answer_fill(struct batch_read *b,
                 rs[i].compressor = BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD;
             }
         }
+        ptrs[i] = &rs[i];
     }
-    return 0;
 }
 
 static void read_answer(struct batch_read *b)
 {
-    struct rpc_call *c = b->c;
     size_t n = b->req->n_digests;
-    struct proto_alloc *mem = &c->rc->pb_mem;
-    Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *rs =
-        proto_alloc_calloc(mem, n ? n : 1, sizeof(*rs));
-    Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response **ptrs =
-        proto_alloc_calloc(mem, n ? n : 1, sizeof(*ptrs)); // NOLINT(bugprone-sizeof-expression)
-    Google__Rpc__Status *st = proto_alloc_calloc(mem, n ? n : 1, sizeof(*st));
-    int rc = rs && ptrs && st ? read_answer_fill(b, rs, st) : -ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        ptrs[i] = &rs[i];
-    }
+    struct batch_answer a;
+    int rc = batch_answer_alloc(
+        b->c, n, sizeof(Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response), &a);
+    if (rc == 0) read_answer_fill(b, &a);
     Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse resp =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_RESPONSE__INIT;
     resp.n_responses = n;
-    resp.responses = ptrs;
-    if (rc == 0) rc = rpc_call_send_message(c, &resp.base);
-    proto_alloc_free(mem, rs);
-    proto_alloc_free(mem, ptrs);
-    proto_alloc_free(mem, st);
-    if (rc < 0) {
-        rpc_call_finish_err(c, rc, NULL);
-        return;
-    }
-    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+    resp.responses = a.ptrs;
+    batch_answer_end(b->c, &a, &resp.base, rc);
 }
 
 static void read_maybe_end(struct batch_read *b)

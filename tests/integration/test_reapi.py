@@ -177,6 +177,33 @@ class Cas(ReapiCase):
         self.assertEqual(unzstd(resp[2].data), b)
         self.assertEqual(unzstd(resp[0].data), a)
 
+    def test_batch_answers_echo_each_digest_in_order(self):
+        # Empty batches answer OK with no responses.
+        self.assertEqual(list(self.batch_update([])), [])
+        resp = self.c.BatchReadBlobs(reapi.msg("BatchReadBlobsRequest"), timeout=30).responses
+        self.assertEqual(list(resp), [])
+        blobs = [os.urandom(100 + i) for i in range(5)]
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for i, b in enumerate(blobs):
+            r = req.requests.add()
+            r.digest.CopyFrom(digest(b))
+            r.data = b if i != 2 else b"wrong"
+        resp = self.c.BatchUpdateBlobs(req, timeout=30).responses
+        self.assertEqual([(r.digest.hash, r.digest.size_bytes) for r in resp],
+                         [(d.digest.hash, d.digest.size_bytes) for d in req.requests])
+        self.assertEqual([(r.status.code, r.status.message == "") for r in resp],
+                         [(0, True), (0, True), (3, False), (0, True), (0, True)])
+        digests = [digest(b) for b in blobs]
+        req = reapi.msg("BatchReadBlobsRequest", digests=digests, acceptable_compressors=[1])
+        resp = self.c.BatchReadBlobs(req, timeout=30).responses
+        self.assertEqual([(r.digest.hash, r.digest.size_bytes) for r in resp],
+                         [(d.hash, d.size_bytes) for d in digests])
+        self.assertEqual([(r.status.code, r.status.message == "", r.compressor) for r in resp],
+                         [(0, True, 1), (0, True, 1), (5, False, 0), (0, True, 1), (0, True, 1)])
+        self.assertEqual(resp[2].data, b"")
+        self.assertEqual([unzstd(r.data) for i, r in enumerate(resp) if i != 2],
+                         [b for i, b in enumerate(blobs) if i != 2])
+
     def test_batch_read_over_the_limit(self):
         big = reapi.msg("Digest", hash="ab" * 32, size_bytes=3 << 20)
         req = reapi.msg("BatchReadBlobsRequest", digests=[big, big])

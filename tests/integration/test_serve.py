@@ -43,6 +43,54 @@ class CommandLine(unittest.TestCase):
             self.assertIn(flag, r.stdout)
             self.assertIn(env, r.stdout)
 
+    def test_every_command_prints_its_help_the_same_way(self):
+        client = ["--server", "--instance", "--timeout", "--deadline"]
+        client_end = ("\nExit status: 0 ok, 1 failure, 2 usage, 3 not found, 4 timed out, 5 server\n"
+                      "unavailable, 6 data does not match its digest (docs/cli.md).\n")
+        cases = {
+            "serve": ("usage: ringcas serve [FLAGS]\n\nflags:\n",
+                      ["--listen", "--dir", "--cores", "--max-size", "--sync", "--read-timeout",
+                       "--write-timeout", "--drain-timeout", "--recv-buffers",
+                       "--recv-buffer-size", "--log-level", "--segment-size", "--chunk-size",
+                       "--zstd-level", "--read-ahead", "--direct-io", "--map-reads"], ""),
+            "put": ("usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
+                    client + ["--compress", "--force", "--batch-max"], client_end),
+            "get": ("usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
+                    client + ["--compress", "--output"], client_end),
+            "stat": ("usage: ringcas stat [FLAGS] \n\nflags:\n", client, client_end),
+            "fsck": ("usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
+                     "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
+                     ["--dir"], ""),
+        }
+        for cmd, (head, flags, end) in cases.items():
+            r = run([cmd, "--help"])
+            self.assertEqual((r.returncode, r.stderr), (0, ""), cmd)
+            self.assertTrue(r.stdout.startswith(head), (cmd, r.stdout))
+            self.assertTrue(r.stdout.endswith(end), (cmd, r.stdout))
+            lines = r.stdout[len(head):len(r.stdout) - len(end)].splitlines()
+            self.assertEqual([l.split()[0] for l in lines], flags + ["--help"], cmd)
+            self.assertIn("show this help [RINGCAS_HELP]", lines[-1])
+            # The environment twin asks for the same text.
+            self.assertEqual(run([cmd], env={"RINGCAS_HELP": "1"}).stdout, r.stdout, cmd)
+        r = run(["bench", "--help"])
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertIn("\n  --histogram ", r.stdout)
+        self.assertIn("\n  --help ", r.stdout.split("\n  --histogram ")[1])
+        self.assertTrue(r.stdout.endswith("\n2 usage, 5 server unavailable.\n"))
+
+    def test_help_with_a_bad_flag_is_a_usage_error(self):
+        for cmd in ("serve", "put", "get", "stat", "bench", "fsck"):
+            for args, named in ((["--help", "--bogus"], "--bogus"),
+                                (["--bogus", "--help"], "--bogus"), (["--help=maybe"], "--help")):
+                r = run([cmd] + args)
+                self.assertEqual((r.returncode, r.stdout), (2, ""), (cmd, args))
+                self.assertIn(named, r.stderr)
+        r = run(["stat", "--help", "extra"])
+        self.assertEqual((r.returncode, r.stdout), (2, ""))
+        r = run(["get", "--help", "a", "b"])  # get takes up to two arguments, then --help wins
+        self.assertEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.startswith("usage: ringcas get "))
+
     def test_bad_flags_are_named(self):
         r = run(["serve", "--no-such-flag"])
         self.assertEqual(r.returncode, 2)
