@@ -59,6 +59,7 @@ struct blob_segs {
     struct base_list graveyard;  /* dead segments whose fd waits to be closed off the cores */
     uint64_t map_len;            /* bytes of each segment to map for reads in place; 0: none */
     uint64_t map_page;           /* the page size mincore(2) reports in */
+    bool map_trust;              /* tests: every page counts as cached (no mincore) */
 };
 
 MUST_CHECK int blob_segment_table_init(struct blob_segs *t, uint32_t cap);
@@ -105,6 +106,23 @@ void blob_segment_table_map(struct blob_segs *t, uint64_t len);
  */
 const uint8_t *blob_segment_mapped(const struct blob_segs *t, const struct blob_seg *seg,
                                    uint64_t off, uint32_t len);
+/* Tests only: blob_segment_mapped skips mincore, as if every page were cached, so a read in
+ * place can meet a page that is not there (the SIGBUS path). */
+void blob_segment_table_trust_cache(struct blob_segs *t);
+
+/*
+ * Reads through a segment's mapping that may meet a page the kernel cannot read back (a disk
+ * error after the page left the page cache), which raises SIGBUS: blob_map_guarded runs
+ * <fn>(<arg>) and returns its result, or -EIO when such a page was met. Outside a guarded
+ * read the SIGBUS handler stops the process with a message. blob_map_guard_install installs
+ * the handler (once; blob_segment_table_map does). Core thread; not nested.
+ */
+typedef int blob_map_fn(void *arg);
+void blob_map_guard_install(void);
+MUST_CHECK int blob_map_guarded(blob_map_fn *fn, void *arg);
+/* memcpy from a mapping, guarded: 0 or -EIO. */
+MUST_CHECK int blob_map_copy(void *dst, const void *src, size_t n);
+
 /* Closes the fds of the graveyard (blocking; off the cores). */
 void blob_segment_bury(struct blob_segs *t, struct blob_io *io);
 /* Recomputes cold_below so that the oldest <cold_bytes> of sealed data count as cold. */

@@ -504,6 +504,28 @@ static uint8_t *decode_buffer(struct blob_reader *r, struct reader_slot *s)
 
 static int slot_check(const struct blob_reader *r, const struct reader_slot *s, int32_t res);
 
+struct check_arg {
+    const struct blob_reader *r;
+    const struct reader_slot *s;
+    int32_t len;
+};
+
+static int check_fn(void *arg)
+{
+    const struct check_arg *a = arg;
+    return slot_check(a->r, a->s, a->len) < 0 ? -EBADMSG : 0;
+}
+
+/*
+ * slot_check of <s>'s record in a segment's mapping: 0, -EBADMSG, or -EIO when a page of it
+ * could not be read back from the disk (SIGBUS, blob_map_guarded).
+ */
+static int slot_check_mapped(const struct blob_reader *r, const struct reader_slot *s, int32_t len)
+{
+    struct check_arg a = { r, s, len };
+    return blob_map_guarded(check_fn, &a);
+}
+
 /* Puts <chunk> into the next free slot <s>, in <state>. */
 static void slot_claim(struct blob_reader *r, struct reader_slot *s, uint32_t chunk, uint8_t state)
 {
@@ -535,16 +557,19 @@ static bool slot_map(struct blob_reader *r, struct reader_slot *s, uint32_t chun
     if (!rec) return false;
     uint64_t start = (uint64_t)chunk << commit_of(r)->chunk_shift;
     if (r->mode == MODE_ZSTD && r->offset > start) return false;
-    /* A compressed chunk decodes into <obuf>, within the read buffer budget as for a read. */
-    const struct blob_record_header *h = (const void *)rec;
-    if (r->mode == MODE_IDENTITY && h->enc != BLOB_CHUNK_RAW &&
-        slot_buffers(r, s, r->bc->s->opts.read_buffer_max) < 0) {
-        return false;
-    }
     s->rec = rec;
     s->io.want_len = len;
+    s->chunk = chunk;
+    int rc = slot_check_mapped(r, s, (int32_t)len);
+    /* A compressed chunk decodes into <obuf>, within the read buffer budget as for a read. */
+    const struct blob_record_header *h = (const void *)rec;
+    if (rc == 0 && r->mode == MODE_IDENTITY && h->enc != BLOB_CHUNK_RAW &&
+        slot_buffers(r, s, r->bc->s->opts.read_buffer_max) < 0) {
+        s->rec = NULL;
+        return false;
+    }
     slot_claim(r, s, chunk, SLOT_READY);
-    s->res = slot_check(r, s, (int32_t)len) < 0 ? -EBADMSG : (int32_t)len;
+    s->res = rc < 0 ? rc : (int32_t)len;
     base_counter_inc(&r->bc->counters.mapped_reads);
     return true;
 }
@@ -672,6 +697,35 @@ static int slot_check(const struct blob_reader *r, const struct reader_slot *s, 
     return 0;
 }
 
+/* Decodes the chunk record <h> (payload <payload>) into <obuf>: 0 or -EBADMSG. */
+static int decode(struct blob_reader *r, const struct blob_record_header *h, const uint8_t *payload,
+                  uint8_t *obuf)
+{
+    return blob_chunk_decode(&r->bc->zctx, h, payload, obuf, r->obuf_size) < 0 ? -EBADMSG : 0;
+}
+
+struct decode_arg {
+    struct blob_reader *r;
+    const struct blob_record_header *h;
+    const uint8_t *payload;
+    uint8_t *obuf;
+};
+
+static int decode_fn(void *arg)
+{
+    const struct decode_arg *a = arg;
+    return decode(a->r, a->h, a->payload, a->obuf);
+}
+
+/* decode from a segment's mapping: 0, -EBADMSG, or -EIO (a page could not be read back). */
+static int decode_mapped(struct blob_reader *r, const struct blob_record_header *h,
+                         const uint8_t *payload,
+                         uint8_t *obuf) /* NOLINT(readability-non-const-parameter): decoded into */
+{
+    struct decode_arg a = { r, h, payload, obuf };
+    return blob_map_guarded(decode_fn, &a);
+}
+
 /* The first piece of the chunk read into <s> (checked by then). 0 or -errno. */
 static int open_piece(struct blob_reader *r, struct reader_slot *s, const uint8_t **p, size_t *n)
 {
@@ -693,7 +747,8 @@ static int open_piece(struct blob_reader *r, struct reader_slot *s, const uint8_
     if (r->mode == MODE_IDENTITY && h->enc == BLOB_CHUNK_RAW) return held_piece(r, s, p, n);
     uint8_t *obuf = decode_buffer(r, s);
     if (!obuf) return -ENOMEM;
-    if (blob_chunk_decode(&r->bc->zctx, h, payload, obuf, r->obuf_size) < 0) return -EBADMSG;
+    int rc = s->rec == s->buf ? decode(r, h, payload, obuf) : decode_mapped(r, h, payload, obuf);
+    if (rc < 0) return rc;
     r->offset = start + raw;
     if (r->mode == MODE_IDENTITY) {
         *p = obuf + skip;
@@ -883,25 +938,29 @@ static bool window_chunk(struct blob_reader *r, uint32_t pre)
     uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref->stored;
     if (ref->seg != r->val.loc.seg || off < start || off + len > commit_off) return false;
     struct reader_slot *s = &r->slots[0];
+    s->io.want_len = (uint32_t)len;
+    s->chunk = 0;
+    int rc;
     if (r->window) {
+        s->rec = r->window + (off - start);
+        rc = slot_check_mapped(r, s, (int32_t)len);
         /* In place: a compressed chunk still needs its decode buffer, as for a read. */
-        const struct blob_record_header *h = (const void *)(r->window + (off - start));
-        if (r->mode == MODE_IDENTITY && h->enc != BLOB_CHUNK_RAW &&
+        const struct blob_record_header *h = (const void *)s->rec;
+        if (rc == 0 && r->mode == MODE_IDENTITY && h->enc != BLOB_CHUNK_RAW &&
             slot_buffers(r, s, r->bc->s->opts.read_buffer_max) < 0) {
+            s->rec = NULL;
             return false;
         }
-        s->rec = (const uint8_t *)h;
     } else {
         /* A raw chunk fills the window exactly; a compressed one ends just before the commit. */
         if (off > start) memmove(s->buf, s->buf + (off - start), (size_t)len);
         s->rec = s->buf;
+        rc = slot_check(r, s, (int32_t)len) < 0 ? -EBADMSG : 0;
     }
-    s->io.want_len = (uint32_t)len;
-    s->chunk = 0;
     s->held = 0;
     s->done = false;
     s->state = SLOT_READY;
-    s->res = slot_check(r, s, (int32_t)len) < 0 ? -EBADMSG : (int32_t)len;
+    s->res = rc < 0 ? rc : (int32_t)len;
     r->used = 1;
     r->next_chunk = 1;
     return true;
@@ -920,7 +979,11 @@ static void commit_done(struct blob_reader *r, int32_t res)
         return;
     }
     r->commit_len = (uint32_t)res - pre; /* the guessed length may run past the file's end */
-    if (pre > 0) memcpy(r->commit, (r->window ? r->window : r->slots[0].buf) + pre, r->commit_len);
+    if (r->window && blob_map_copy(r->commit, r->window + pre, r->commit_len) < 0) {
+        deliver_now(r, -EIO, NULL, 0); /* a page of the window could not be read back */
+        return;
+    }
+    if (pre > 0 && !r->window) memcpy(r->commit, r->slots[0].buf + pre, r->commit_len);
     int rc = check_commit(r);
     if (rc < 0) {
         reader_corrupt(r);

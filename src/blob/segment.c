@@ -9,6 +9,8 @@
  * closed by blob_segment_bury() once refs reached 0, never on a core.
  */
 #include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -132,9 +134,91 @@ struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32)
     return seg;
 }
 
+/* ---- reads through the mappings: SIGBUS ---- */
+
+/* The guarded read running on this thread (blob_map_guarded), or NULL. */
+static _Thread_local sigjmp_buf *map_guard;
+static pthread_once_t map_guard_once = PTHREAD_ONCE_INIT;
+
+/*
+ * A page of a mapping that the kernel had dropped from the page cache after mincore(2) saw it
+ * and could not read back raises SIGBUS on the access. Inside blob_map_guarded the read ends
+ * with -EIO; anywhere else the process stops, with a line that says why, instead of serving
+ * bytes it could not read.
+ */
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    sigjmp_buf *jb = map_guard;
+    if (jb) {
+        map_guard = NULL;
+        /* The guarded code is ours and reentrant: it only reads the mapping. */
+        siglongjmp(*jb, 1); /* NOLINT(bugprone-signal-handler) */
+    }
+    static const char msg[] = "ringcas: SIGBUS: a read through a segment's mapping failed (a "
+                              "disk error on a page the kernel had dropped); stopping\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    /* Back to the default action: the access runs again and the process ends with SIGBUS. */
+    (void)signal(SIGBUS, SIG_DFL);
+}
+
+static void map_guard_install_once(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_sigbus;
+    /* NODEFER: a guarded read leaves by siglongjmp without restoring the signal mask. */
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    (void)sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGBUS, &sa, NULL);
+}
+
+void blob_map_guard_install(void)
+{
+    (void)pthread_once(&map_guard_once, map_guard_install_once);
+}
+
+int blob_map_guarded(blob_map_fn *fn, void *arg)
+{
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0) != 0) return -EIO; /* the handler cleared map_guard */
+    map_guard = &jb;
+    int rc = fn(arg);
+    map_guard = NULL;
+    return rc;
+}
+
+struct map_copy {
+    void *dst;
+    const void *src;
+    size_t n;
+};
+
+static int map_copy_fn(void *arg)
+{
+    struct map_copy *c = arg;
+    memcpy(c->dst, c->src, c->n);
+    return 0;
+}
+
+int blob_map_copy(void *dst, const void *src, size_t n)
+{
+    struct map_copy c = { dst, src, n };
+    return blob_map_guarded(map_copy_fn, &c);
+}
+
+void blob_segment_table_trust_cache(struct blob_segs *t)
+{
+    t->map_trust = true;
+}
+
 void blob_segment_table_map(struct blob_segs *t, uint64_t len)
 {
     ASSERT(t->count == 0);
+    blob_map_guard_install();
     long page = sysconf(_SC_PAGESIZE);
     t->map_page = page > 0 ? (uint64_t)page : 4096;
     t->map_len = len;
@@ -144,6 +228,7 @@ const uint8_t *blob_segment_mapped(const struct blob_segs *t, const struct blob_
                                    uint64_t off, uint32_t len)
 {
     if (!seg->map || len == 0 || off >= t->map_len || len > t->map_len - off) return NULL;
+    if (t->map_trust) return seg->map + off;
     uint64_t end = off + len;
     uint64_t page = t->map_page;
     uint64_t step = (uint64_t)MINCORE_PAGES * page;

@@ -7,17 +7,35 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "blob/internal.h"
 #include "harness.h"
 
 #define CHUNK (256u << 10)
+
+/*
+ * ThreadSanitizer runs a synchronous signal's handler through its own wrapper and does not
+ * support leaving it with siglongjmp: the SIGBUS tests run in the other builds only.
+ */
+#if defined(__SANITIZE_THREAD__)
+#    define UNDER_TSAN 1
+#elif defined(__has_feature)
+#    if __has_feature(thread_sanitizer)
+#        define UNDER_TSAN 1
+#    endif
+#endif
+#ifndef UNDER_TSAN
+#    define UNDER_TSAN 0
+#endif
 
 /* A real store with 256 KiB chunks (records past the in-place threshold). */
 static void open_big(struct th *t, bool map)
@@ -121,9 +139,12 @@ Test(blob_mapread, compressed_chunks_decode_and_pass_through_from_the_mapping)
     th_close(&t);
 }
 
-/* Flips one byte of the first segment file that holds <needle> (16 bytes), through the page
- * cache. Returns true when it found it. */
-static bool flip_in_segment(const char *dir, const uint8_t *needle)
+/*
+ * In the segment file under <dir> that holds <needle> (16 bytes): flips the needle's first
+ * byte through the page cache (<cut> false), or cuts the file at the page that holds it
+ * (<cut> true). Returns true when it found it.
+ */
+static bool change_segment(const char *dir, const uint8_t *needle, bool cut)
 {
     DIR *d = opendir(dir);
     cr_assert(ne(ptr, d, NULL));
@@ -138,7 +159,9 @@ static bool flip_in_segment(const char *dir, const uint8_t *needle)
         uint8_t *all = size > 0 ? malloc((size_t)size) : NULL;
         bool got = all && pread(fd, all, (size_t)size, 0) == size;
         const uint8_t *at = got ? memmem(all, (size_t)size, needle, 16) : NULL;
-        if (at) {
+        if (at && cut) {
+            done = ftruncate(fd, (at - all) & ~(off_t)4095) == 0;
+        } else if (at) {
             uint8_t b = (uint8_t)(*at ^ 0x40);
             done = pwrite(fd, &b, 1, at - all) == 1;
         }
@@ -147,6 +170,11 @@ static bool flip_in_segment(const char *dir, const uint8_t *needle)
     }
     closedir(d);
     return done;
+}
+
+static bool flip_in_segment(const char *dir, const uint8_t *needle)
+{
+    return change_segment(dir, needle, false);
 }
 
 Test(blob_mapread, a_record_changed_in_the_page_cache_is_caught_in_place)
@@ -275,3 +303,67 @@ Test(blob_mapread, a_blob_of_one_mid_size_chunk_is_read_in_place_with_its_commit
     cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
     th_close(&t);
 }
+
+/*
+ * A page that mincore saw cached but the kernel can no longer give back (here: cut off the
+ * file; in production, a disk error after the page left the cache) raises SIGBUS in the
+ * read in place: the read ends with -EIO, the blob stays (not corrupt), nothing crashes.
+ */
+Test(blob_mapread, a_page_that_cannot_be_read_back_ends_the_read_with_eio)
+{
+    if (UNDER_TSAN) cr_skip_test("SIGBUS handling under ThreadSanitizer");
+    struct th t = { 0 };
+    open_big(&t, true);
+    blob_segment_table_trust_cache(&t.s->segs);
+    size_t len = 4 * CHUNK;
+    struct blob_key k;
+    uint8_t *want = put_warm(&t, len, 31, &k);
+    uint8_t *got = malloc(len);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    struct th_collect c = { .out = got };
+    cr_assert(eq(int, th_collect_next(&t, r, &c), 0), "the commit record is read first");
+    cr_assert(change_segment(t.dir, want + 2 * CHUNK + 8192, true));
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0 && !c.end; i++) { /* bounded: 4 chunks */
+        rc = th_collect_next(&t, r, &c);
+    }
+    cr_assert(eq(int, rc, -EIO));
+    cr_assert(eq(sz, c.len, 2 * CHUNK), "chunks 0 and 1 came whole");
+    cr_assert(memcmp(got, want, c.len) == 0);
+    blob_read_close(r);
+    /* One chunk with its commit record in one window: the commit record's copy fails. */
+    static uint8_t small[20000];
+    th_fill(small, sizeof(small), 32, false);
+    struct blob_key ks;
+    put_bytes_warm(&t, small, sizeof(small), &ks);
+    cr_assert(change_segment(t.dir, small, true));
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &ks, 0, BLOB_ENCODING_IDENTITY, &out, &n), -EIO));
+    free(out);
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 0), "a disk error is not corruption");
+    cr_assert(blob_exists(t.bc, &k, false));
+    cr_assert(blob_exists(t.bc, &ks, false));
+    free(want);
+    free(got);
+    th_close(&t);
+}
+
+#if !UNDER_TSAN
+/* Outside a guarded read, SIGBUS stops the process (with a message) rather than go on. */
+Test(blob_mapread, sigbus_outside_a_guarded_read_stops_the_process, .signal = SIGBUS)
+{
+    char path[] = "/tmp/blobmap.XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(ge(int, fd, 0));
+    (void)unlink(path);
+    cr_assert(eq(int, ftruncate(fd, 8192), 0));
+    const volatile uint8_t *m = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0);
+    cr_assert(ne(ptr, (void *)(uintptr_t)m, MAP_FAILED));
+    cr_assert(eq(int, ftruncate(fd, 0), 0));
+    blob_map_guard_install();
+    uint8_t b = m[4096]; /* beyond the end of the file: SIGBUS */
+    cr_assert(0, "read %u past the end of the file", b);
+}
+#endif
