@@ -86,12 +86,14 @@ struct reader_slot {
     struct reader_io io; /* its read */
     uint8_t *buf;        /* one chunk record (pooled; kept while the reader lives) */
     const uint8_t *rec;  /* not FREE: its chunk record, in <buf> or in the segment's mapping */
-    uint8_t *obuf;       /* decoded chunk (pooled), taken when first needed */
-    uint32_t chunk;      /* index of the chunk it holds (not FREE) */
-    int32_t res;         /* READY: the read's result, -EBADMSG when its check failed */
-    uint8_t state;       /* enum slot_state */
-    bool done;           /* OPEN: every piece of the chunk was handed out */
-    uint32_t held;       /* pieces handed out and not released yet */
+    struct blob_record_header hdr; /* checked: the record's header as it was checked (pieces
+                                      never read it again: a mapped page may change) */
+    uint8_t *obuf;                 /* decoded chunk (pooled), taken when first needed */
+    uint32_t chunk;                /* index of the chunk it holds (not FREE) */
+    int32_t res;                   /* READY: the read's result, -EBADMSG when its check failed */
+    uint8_t state;                 /* enum slot_state */
+    bool done;                     /* OPEN: every piece of the chunk was handed out */
+    uint32_t held;                 /* pieces handed out and not released yet */
 };
 
 struct blob_reader {
@@ -504,23 +506,35 @@ static uint8_t *decode_buffer(struct blob_reader *r, struct reader_slot *s)
 
 static int slot_check(const struct blob_reader *r, const struct reader_slot *s, int32_t res);
 
+/*
+ * slot_check, and on success <s> keeps the record's header as checked: pieces handed out
+ * later never read it again (in a mapping, the page may have been dropped and read back).
+ * 0 or -EBADMSG.
+ */
+static int slot_check_keep(const struct blob_reader *r, struct reader_slot *s, int32_t len)
+{
+    if (slot_check(r, s, len) < 0) return -EBADMSG;
+    memcpy(&s->hdr, s->rec, sizeof(s->hdr));
+    return 0;
+}
+
 struct check_arg {
     const struct blob_reader *r;
-    const struct reader_slot *s;
+    struct reader_slot *s;
     int32_t len;
 };
 
 static int check_fn(void *arg)
 {
     const struct check_arg *a = arg;
-    return slot_check(a->r, a->s, a->len) < 0 ? -EBADMSG : 0;
+    return slot_check_keep(a->r, a->s, a->len);
 }
 
 /*
- * slot_check of <s>'s record in a segment's mapping: 0, -EBADMSG, or -EIO when a page of it
- * could not be read back from the disk (SIGBUS, blob_map_guarded).
+ * slot_check_keep of <s>'s record in a segment's mapping: 0, -EBADMSG, or -EIO when a page
+ * of it could not be read back from the disk (SIGBUS, blob_map_guarded).
  */
-static int slot_check_mapped(const struct blob_reader *r, const struct reader_slot *s, int32_t len)
+static int slot_check_mapped(const struct blob_reader *r, struct reader_slot *s, int32_t len)
 {
     struct check_arg a = { r, s, len };
     return blob_map_guarded(check_fn, &a);
@@ -545,7 +559,8 @@ static void slot_claim(struct blob_reader *r, struct reader_slot *s, uint32_t ch
  * compressed read from inside a chunk, whose raw frame is built in <buf>. True when it did:
  * <s> is READY with its check's result.
  */
-static bool slot_map(struct blob_reader *r, struct reader_slot *s, uint32_t chunk, uint32_t len)
+static bool slot_map(struct blob_reader *r, struct reader_slot *s, uint32_t chunk, uint32_t len,
+                     uint64_t limit)
 {
     if (len < MAP_MIN || r->mode == MODE_RECORDS) return false;
     const struct blob_chunk_ref *ref = ref_of(r, chunk);
@@ -562,9 +577,8 @@ static bool slot_map(struct blob_reader *r, struct reader_slot *s, uint32_t chun
     s->chunk = chunk;
     int rc = slot_check_mapped(r, s, (int32_t)len);
     /* A compressed chunk decodes into <obuf>, within the read buffer budget as for a read. */
-    const struct blob_record_header *h = (const void *)rec;
-    if (rc == 0 && r->mode == MODE_IDENTITY && h->enc != BLOB_CHUNK_RAW &&
-        slot_buffers(r, s, r->bc->s->opts.read_buffer_max) < 0) {
+    if (rc == 0 && r->mode == MODE_IDENTITY && s->hdr.enc != BLOB_CHUNK_RAW &&
+        slot_buffers(r, s, limit) < 0) {
         s->rec = NULL;
         return false;
     }
@@ -595,9 +609,9 @@ static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead, bool map
     uint64_t chunk_size = chunk_bytes(r);
     uint32_t raw = (uint32_t)(r->key.size < chunk_size ? r->key.size : chunk_size);
     if (len > blob_chunk_record_bound(raw)) return -EBADMSG;
-    if (map && slot_map(r, s, chunk, len)) return 0;
-    if (ahead && bc->disk_reads >= o->disk_queue_max / 2) return -EAGAIN;
     uint64_t limit = ahead ? o->read_buffer_max / READ_AHEAD_SHARE : o->read_buffer_max;
+    if (map && slot_map(r, s, chunk, len, limit)) return 0;
+    if (ahead && bc->disk_reads >= o->disk_queue_max / 2) return -EAGAIN;
     int rc = slot_buffers(r, s, limit);
     if (rc == -EAGAIN && !ahead) base_counter_inc(&bc->counters.queue_full);
     if (rc < 0) return rc;
@@ -661,7 +675,7 @@ static int held_piece(struct blob_reader *r, const struct reader_slot *s, const 
 {
     uint64_t start = (uint64_t)s->chunk << commit_of(r)->chunk_shift;
     ASSERT(r->offset >= start);
-    const struct blob_record_header *h = (const void *)s->rec;
+    const struct blob_record_header *h = &s->hdr;
     const uint8_t *payload = s->rec + sizeof(*h);
     int64_t span = blob_chunk_raw_span(h, payload, (uint32_t)(r->offset - start), p);
     if (span < 0) return (int)span;
@@ -734,7 +748,7 @@ static int open_piece(struct blob_reader *r, struct reader_slot *s, const uint8_
     uint64_t start = (uint64_t)s->chunk * chunk_bytes(r);
     uint64_t raw = chunk_raw(r, s->chunk);
     s->state = SLOT_OPEN;
-    const struct blob_record_header *h = (const void *)s->rec;
+    const struct blob_record_header *h = &s->hdr;
     const uint8_t *payload = s->rec + sizeof(*h);
     uint64_t skip = r->offset - start;
     if (r->mode == MODE_RECORDS || (r->mode == MODE_ZSTD && skip == 0)) {
@@ -945,8 +959,7 @@ static bool window_chunk(struct blob_reader *r, uint32_t pre)
         s->rec = r->window + (off - start);
         rc = slot_check_mapped(r, s, (int32_t)len);
         /* In place: a compressed chunk still needs its decode buffer, as for a read. */
-        const struct blob_record_header *h = (const void *)s->rec;
-        if (rc == 0 && r->mode == MODE_IDENTITY && h->enc != BLOB_CHUNK_RAW &&
+        if (rc == 0 && r->mode == MODE_IDENTITY && s->hdr.enc != BLOB_CHUNK_RAW &&
             slot_buffers(r, s, r->bc->s->opts.read_buffer_max) < 0) {
             s->rec = NULL;
             return false;
@@ -955,7 +968,7 @@ static bool window_chunk(struct blob_reader *r, uint32_t pre)
         /* A raw chunk fills the window exactly; a compressed one ends just before the commit. */
         if (off > start) memmove(s->buf, s->buf + (off - start), (size_t)len);
         s->rec = s->buf;
-        rc = slot_check(r, s, (int32_t)len) < 0 ? -EBADMSG : 0;
+        rc = slot_check_keep(r, s, (int32_t)len);
     }
     s->held = 0;
     s->done = false;
@@ -1033,7 +1046,7 @@ static void read_done(struct blob_aio *a, int32_t res)
     struct reader_slot *s = BASE_CONTAINER_OF(io, struct reader_slot, io);
     ASSERT(s->state == SLOT_READING);
     s->state = SLOT_READY;
-    s->res = res >= 0 && slot_check(r, s, res) < 0 ? -EBADMSG : res;
+    s->res = res >= 0 && slot_check_keep(r, s, res) < 0 ? -EBADMSG : res;
     if (r->waiting && s->chunk == head_chunk(r)) {
         r->waiting = false;
         slot_piece(r, s, true);

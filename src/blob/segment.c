@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "blob/internal.h"
@@ -38,7 +39,7 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
 }
 
 /* Pages mincore(2) reports per call in blob_segment_mapped. */
-#define MINCORE_PAGES 64u
+#define MINCORE_PAGES 128u
 
 static void seg_free(struct blob_seg *seg, struct blob_io *io, uint64_t map_len)
 {
@@ -84,6 +85,23 @@ void blob_segment_seen_seq(struct blob_segs *t, uint64_t seq)
     pthread_mutex_unlock(&t->lock);
 }
 
+/*
+ * True when mincore(2) tells the truth about <fd>'s page cache through <map>: to a process
+ * that neither owns the file nor may write it, the kernel reports every page resident
+ * (mm/mincore.c can_do_mincore), pages past the end of the file included. Probed on the
+ * mapping's last page, past the end of any segment that fits the mapping (never cached).
+ */
+static bool map_honest(const struct blob_segs *t, const uint8_t *map, int fd)
+{
+    struct stat st;
+    if (t->map_len <= t->map_page || fstat(fd, &st) < 0) return false;
+    uint64_t last = (t->map_len - 1) & ~(t->map_page - 1); /* the mapping's last page */
+    if ((uint64_t)st.st_size > last) return false;
+    unsigned char v = 1;
+    if (mincore((void *)(uintptr_t)(map + last), t->map_page, &v) < 0) return false;
+    return (v & 1) == 0;
+}
+
 struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uint64_t bytes,
                                   enum blob_seg_state state)
 {
@@ -96,6 +114,10 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
         /* A failed map only means this segment's reads go through the ring. */
         void *m = mmap(NULL, t->map_len, PROT_READ, MAP_SHARED, fd, 0);
         seg->map = m != MAP_FAILED ? m : NULL;
+        if (seg->map && !map_honest(t, seg->map, fd)) {
+            (void)munmap(m, t->map_len);
+            seg->map = NULL;
+        }
     }
     seg->state = (uint8_t)state;
     atomic_store(&seg->bytes, bytes);
@@ -233,7 +255,7 @@ const uint8_t *blob_segment_mapped(const struct blob_segs *t, const struct blob_
     uint64_t page = t->map_page;
     uint64_t step = (uint64_t)MINCORE_PAGES * page;
     unsigned char vec[MINCORE_PAGES];
-    /* Bounded by len / step: one call for a 256 KiB chunk. */
+    /* Bounded by len / step: one call for a record up to 512 KiB (a 256 KiB chunk). */
     for (uint64_t p = off & ~(page - 1); p < end; p += step) {
         uint64_t n = end - p < step ? end - p : step;
         if (mincore((void *)(uintptr_t)(seg->map + p), n, vec) < 0) return NULL;

@@ -4,12 +4,16 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
 #include "blob/internal.h"
+#include "blob/io.h"
 #include "blob/io_sim.h"
 
 static int open_fd(struct blob_io *io, const char *name)
@@ -160,4 +164,44 @@ Test(blob_segment, a_reader_keeps_a_killed_segment_open_until_it_lets_go)
     blob_segment_put(&t, NULL);
     blob_segment_table_deinit(&t, io);
     blob_io_sim_destroy(io);
+}
+
+/*
+ * mincore(2) tells the truth about a file's page cache only to a process that owns the file or
+ * may write it; to any other it reports every page resident, even pages past the end of the
+ * file (mm/mincore.c can_do_mincore). A segment served by another uid than the one that wrote
+ * it (a changed runAsUser, a restored data folder) must then not be read in place: a page past
+ * the end raises SIGBUS, and an uncached page is read from the disk by the core itself.
+ */
+Test(blob_segment, a_page_past_the_end_is_never_mapped_even_when_mincore_cannot_tell)
+{
+    if (geteuid() != 0) cr_skip_test("needs root to hand the file to another uid");
+    char dir[] = "/tmp/rc-mincore-XXXXXX";
+    cr_assert(ne(ptr, mkdtemp(dir), NULL));
+    cr_assert(eq(int, chmod(dir, 0755), 0));
+    char path[64];
+    (void)snprintf(path, sizeof(path), "%s/seg", dir);
+    int wfd = open(path, O_CREAT | O_WRONLY, 0644); /* root's, read-only to others */
+    cr_assert(ge(int, wfd, 0));
+    static uint8_t page[4096];
+    memset(page, 7, sizeof(page));
+    cr_assert(eq(sz, (size_t)write(wfd, page, sizeof(page)), sizeof(page)));
+    close(wfd);
+    /* Serve it as another user (this test runs in its own process). */
+    cr_assert(eq(int, setresgid(65534, 65534, 65534), 0));
+    cr_assert(eq(int, setresuid(65534, 65534, 65534), 0));
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 4), 0));
+    blob_segment_table_map(&t, 1u << 20);
+    struct blob_io *io;
+    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    int fd = open(path, O_RDONLY);
+    cr_assert(ge(int, fd, 0));
+    struct blob_seg *seg = blob_segment_add(&t, 1, fd, sizeof(page), BLOB_SEG_SEALED);
+    cr_assert(ne(ptr, seg, NULL));
+    /* Pages 2 and 3 of the mapping lie past the end of the 1-page file. */
+    cr_assert(eq(ptr, (void *)blob_segment_mapped(&t, seg, 8192, 4096), NULL),
+              "a page past the end of the file was handed out: touching it raises SIGBUS");
+    blob_segment_table_deinit(&t, io);
+    blob_io_real_destroy(io);
 }
