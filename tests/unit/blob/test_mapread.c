@@ -140,46 +140,11 @@ Test(blob_mapread, compressed_chunks_decode_and_pass_through_from_the_mapping)
 }
 
 /*
- * In the segment file under <dir> that holds <needle> (16 bytes): flips the needle's first
- * byte through the page cache (<cut> false), or cuts the file at the page that holds it
- * (<cut> true). Returns true when it found it.
+ * In the segment file under <dir> that holds <needle> (16 bytes), at <delta> bytes from it:
+ * flips that byte through the page cache (<cut> false), or cuts the file at the page that
+ * holds it (<cut> true). Returns true when it found the needle.
  */
-static bool change_segment(const char *dir, const uint8_t *needle, bool cut)
-{
-    DIR *d = opendir(dir);
-    cr_assert(ne(ptr, d, NULL));
-    bool done = false;
-    struct dirent *e;
-    while (!done && (e = readdir(d)) != NULL) {
-        char path[512];
-        (void)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        int fd = open(path, O_RDWR);
-        if (fd < 0) continue;
-        off_t size = lseek(fd, 0, SEEK_END);
-        uint8_t *all = size > 0 ? malloc((size_t)size) : NULL;
-        bool got = all && pread(fd, all, (size_t)size, 0) == size;
-        const uint8_t *at = got ? memmem(all, (size_t)size, needle, 16) : NULL;
-        if (at && cut) {
-            done = ftruncate(fd, (at - all) & ~(off_t)4095) == 0;
-        } else if (at) {
-            uint8_t b = (uint8_t)(*at ^ 0x40);
-            done = pwrite(fd, &b, 1, at - all) == 1;
-        }
-        free(all);
-        close(fd);
-    }
-    closedir(d);
-    return done;
-}
-
-static bool flip_in_segment(const char *dir, const uint8_t *needle)
-{
-    return change_segment(dir, needle, false);
-}
-
-/* Flips the byte <delta> bytes from where <needle> (16 bytes) is in a segment file under
- * <dir>, through the page cache. Returns true when it found the needle. */
-static bool change_segment_at(const char *dir, const uint8_t *needle, int64_t delta)
+static bool change_segment(const char *dir, const uint8_t *needle, int64_t delta, bool cut)
 {
     DIR *d = opendir(dir);
     cr_assert(ne(ptr, d, NULL));
@@ -195,7 +160,9 @@ static bool change_segment_at(const char *dir, const uint8_t *needle, int64_t de
         bool got = all && pread(fd, all, (size_t)size, 0) == size;
         const uint8_t *at = got ? memmem(all, (size_t)size, needle, 16) : NULL;
         off_t where = at ? (off_t)(at - all) + (off_t)delta : -1;
-        if (where >= 0 && where < size) {
+        if (where >= 0 && where < size && cut) {
+            done = ftruncate(fd, where & ~(off_t)4095) == 0;
+        } else if (where >= 0 && where < size) {
             uint8_t b = (uint8_t)(all[where] ^ 0x40);
             done = pwrite(fd, &b, 1, where) == 1;
         }
@@ -204,6 +171,11 @@ static bool change_segment_at(const char *dir, const uint8_t *needle, int64_t de
     }
     closedir(d);
     return done;
+}
+
+static bool flip_in_segment(const char *dir, const uint8_t *needle)
+{
+    return change_segment(dir, needle, 0, false);
 }
 
 Test(blob_mapread, a_record_changed_in_the_page_cache_is_caught_in_place)
@@ -352,7 +324,7 @@ Test(blob_mapread, a_page_that_cannot_be_read_back_ends_the_read_with_eio)
     cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r), 0));
     struct th_collect c = { .out = got };
     cr_assert(eq(int, th_collect_next(&t, r, &c), 0), "the commit record is read first");
-    cr_assert(change_segment(t.dir, want + 2 * CHUNK + 8192, true));
+    cr_assert(change_segment(t.dir, want + 2 * CHUNK + 8192, 0, true));
     int rc = 0;
     for (int i = 0; i < 100 && rc == 0 && !c.end; i++) { /* bounded: 4 chunks */
         rc = th_collect_next(&t, r, &c);
@@ -366,7 +338,7 @@ Test(blob_mapread, a_page_that_cannot_be_read_back_ends_the_read_with_eio)
     th_fill(small, sizeof(small), 32, false);
     struct blob_key ks;
     put_bytes_warm(&t, small, sizeof(small), &ks);
-    cr_assert(change_segment(t.dir, small, true));
+    cr_assert(change_segment(t.dir, small, 0, true));
     uint8_t *out = NULL;
     size_t n = 0;
     cr_assert(eq(int, th_get(&t, &ks, 0, BLOB_ENCODING_IDENTITY, &out, &n), -EIO));
@@ -402,7 +374,7 @@ static void later_change(bool map, int64_t delta, bool must_match)
     struct th_collect c = { .out = got };
     cr_assert(eq(int, th_collect_next(&t, r, &c), 0));
     cr_assert(lt(sz, c.len, (size_t)CHUNK), "chunk 0 is handed out over several pieces");
-    cr_assert(change_segment_at(t.dir, want + c.len, delta));
+    cr_assert(change_segment(t.dir, want + c.len, delta, false));
     int res = 0;
     for (int i = 0; i < 100 && !c.end && res == 0; i++) { /* bounded: 4 blocks */
         res = th_collect_next(&t, r, &c);
