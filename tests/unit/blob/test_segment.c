@@ -187,16 +187,20 @@ Test(blob_segment, a_page_past_the_end_is_never_mapped_even_when_mincore_cannot_
     memset(page, 7, sizeof(page));
     cr_assert(eq(sz, (size_t)write(wfd, page, sizeof(page)), sizeof(page)));
     close(wfd);
-    /* Serve it as another user (this test runs in its own process). */
+    struct blob_io *io;
+    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    int fd = open(path, O_RDONLY);
+    cr_assert(ge(int, fd, 0));
+    /* Nothing is left behind: the open fds keep the file while the test runs. */
+    cr_assert(eq(int, unlink(path), 0));
+    cr_assert(eq(int, rmdir(dir), 0));
+    /* Serve it as another user (this test runs in its own process): mincore(2) judges the
+     * caller's credentials when it is called. */
     cr_assert(eq(int, setresgid(65534, 65534, 65534), 0));
     cr_assert(eq(int, setresuid(65534, 65534, 65534), 0));
     struct blob_segs t;
     cr_assert(eq(int, blob_segment_table_init(&t, 4), 0));
     blob_segment_table_map(&t, 1u << 20);
-    struct blob_io *io;
-    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
-    int fd = open(path, O_RDONLY);
-    cr_assert(ge(int, fd, 0));
     struct blob_seg *seg = blob_segment_add(&t, 1, fd, sizeof(page), BLOB_SEG_SEALED);
     cr_assert(ne(ptr, seg, NULL));
     /* Pages 2 and 3 of the mapping lie past the end of the 1-page file. */
