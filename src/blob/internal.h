@@ -102,7 +102,7 @@ void blob_segment_table_map(struct blob_segs *t, uint64_t len);
  * <len> bytes at <off> of <seg>'s mapping when every page of them is in the page cache (the
  * reader checks them in place and hands them out: no disk read and no copy), else NULL: not
  * mapped, outside the mapping, or some page would have to be read from the disk, which a
- * core must not wait for. Core thread; one mincore(2) per 64 pages.
+ * core must not wait for. Core thread; one mincore(2) per 128 pages.
  */
 const uint8_t *blob_segment_mapped(const struct blob_segs *t, const struct blob_seg *seg,
                                    uint64_t off, uint32_t len);

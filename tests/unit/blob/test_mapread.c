@@ -305,6 +305,38 @@ Test(blob_mapread, a_blob_of_one_mid_size_chunk_is_read_in_place_with_its_commit
     th_close(&t);
 }
 
+static void never_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    (void)res;
+    (void)data;
+    (void)len;
+    *(bool *)ctx = true;
+}
+
+/*
+ * A read in place of a small blob checks its window from a deferred task: a reader closed
+ * before the task runs is freed with the task taken off the loop, and its callback never runs.
+ */
+Test(blob_mapread, a_reader_closed_before_its_window_is_checked_never_calls_back)
+{
+    struct th t = { 0 };
+    open_big(&t, true);
+    static uint8_t data[20000];
+    th_fill(data, sizeof(data), 41, false);
+    struct blob_key k;
+    put_bytes_warm(&t, data, sizeof(data), &k);
+    uint64_t before = mapped(&t);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    bool called = false;
+    cr_assert(eq(int, blob_read_next(r, never_cb, &called), 0));
+    cr_assert(eq(u64, mapped(&t) - before, 1), "the window was taken in place");
+    blob_read_close(r);
+    th_settle(&t);
+    cr_assert(not(called), "a closed reader called back");
+    th_close(&t);
+}
+
 /*
  * A page that mincore saw cached but the kernel can no longer give back (here: cut off the
  * file; in production, a disk error after the page left the cache) raises SIGBUS in the
