@@ -48,6 +48,26 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
     return -EINVAL;
 }
 
+int ring_listen_probe(const char *host, uint16_t port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int rc = resolve(host, port, &ss, &len);
+    if (rc < 0) return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) return -errno;
+    /* SO_REUSEADDR alone: a TIME_WAIT left by our own last run does not count as a user,
+     * while any listener, with SO_REUSEPORT or not, does. */
+    int one = 1;
+    rc = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        bind(fd, (struct sockaddr *)&ss, len) == -1) {
+        rc = -errno;
+    }
+    (void)close(fd);
+    return rc;
+}
+
 int ring_listen_open(const char *host, uint16_t port, int backlog, uint16_t *port_out)
 {
     struct sockaddr_storage ss;

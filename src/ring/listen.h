@@ -29,6 +29,14 @@ struct ring_listener {
 };
 
 /*
+ * Fails with -EADDRINUSE when a socket of any process is bound to <host>:<port> (port > 0).
+ * Call it before ring_listen_open: the kernel lets a socket with SO_REUSEPORT join another
+ * process's SO_REUSEPORT listeners of the same user, which would split the connections
+ * between two servers without an error. Returns 0 or -errno. Any thread.
+ */
+MUST_CHECK int ring_listen_probe(const char *host, uint16_t port);
+
+/*
  * Opens a TCP listening socket on <host>:<port> (an IPv4 or IPv6 literal, or "localhost")
  * with SO_REUSEADDR and SO_REUSEPORT. Port 0 picks a free port; pass the port it reports in
  * *<port_out> to open the other cores' sockets. Returns the fd or -errno. Any thread.

@@ -246,16 +246,21 @@ static void *core_main(void *arg)
 static int open_listeners(struct ring_server *srv, char *why, size_t why_size)
 {
     uint16_t port = srv->opts.port;
-    for (uint32_t i = 0; i < srv->core_count; i++) {
+    /* Port 0 is safe without a probe: the kernel never picks a port that has listeners. */
+    int rc = port ? ring_listen_probe(srv->opts.host, port) : 0;
+    for (uint32_t i = 0; rc == 0 && i < srv->core_count; i++) {
         int fd = ring_listen_open(srv->opts.host, port, srv->opts.backlog, &port);
-        if (fd < 0) {
-            (void)snprintf(why, why_size, "cannot listen on %s:%u: %s%s", srv->opts.host,
-                           (unsigned)srv->opts.port, base_err_str(fd),
-                           fd == -EADDRINUSE ? " (another server uses the port; pick --listen)"
-                                             : "");
-            return fd;
+        if (fd >= 0) {
+            srv->cores[i].listen_fd = fd;
+        } else {
+            rc = fd;
         }
-        srv->cores[i].listen_fd = fd;
+    }
+    if (rc < 0) {
+        (void)snprintf(why, why_size, "cannot listen on %s:%u: %s%s", srv->opts.host,
+                       (unsigned)srv->opts.port, base_err_str(rc),
+                       rc == -EADDRINUSE ? " (another server uses the port; pick --listen)" : "");
+        return rc; /* the caller closes the sockets opened so far */
     }
     srv->port = port;
     return 0;

@@ -131,6 +131,29 @@ class CommandLine(unittest.TestCase):
             self.assertEqual(r.returncode, 1)
             self.assertIn("address already in use", r.stderr)
 
+    def test_port_of_another_reuseport_server_is_refused(self):
+        # The kernel lets a SO_REUSEPORT socket of the same user join another process's
+        # SO_REUSEPORT listeners, and would then split the connections between the two
+        # servers. A second server on a port taken that way must fail, not share it.
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            r = run(["serve", "--listen", "127.0.0.1:%d" % s.getsockname()[1],
+                     "--dir", tmpdir(self)])
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("address already in use", r.stderr)
+            self.assertIn("another server uses the port", r.stderr)
+        # Two ringcas servers: the second one started on the first one's port is refused,
+        # and the first one still answers alone.
+        with harness.Server(cores=2) as srv:
+            r = run(["serve", "--listen", "127.0.0.1:%d" % srv.port, "--dir", tmpdir(self)])
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("address already in use", r.stderr)
+            for _ in range(8):  # fresh connections, each answered by the first server
+                self.assertIn("ringcas_", srv.metrics_text())
+
 
 @unittest.skipUnless(os.environ.get("NO_URING_BIN"), "needs the no_uring helper (ctest sets it)")
 class NoIoUring(unittest.TestCase):
