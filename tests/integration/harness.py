@@ -7,6 +7,7 @@ $RINGCAS_BIN (ctest sets it), else build/asan, build/debug or build/release.
 
 import http.client
 import os
+import random
 import re
 import shutil
 import signal
@@ -61,6 +62,21 @@ def parse_metrics(text):
     return out
 
 
+class PortInUse(AssertionError):
+    pass
+
+
+def pick_port():
+    """A random port below the kernel's ephemeral range (which autobind and outgoing
+    connections draw from), or 0 when that range leaves no room below it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return random.randrange(10000, low) if low > 12000 else 0
+
+
 class Server:
     """One ringcas process. Use as a context manager, or call start()/stop()."""
 
@@ -80,15 +96,35 @@ class Server:
     # -- lifecycle --
 
     def start(self, port=0):
+        """Starts on <port>, else on the port of the last start, else on a free port outside
+        the kernel's ephemeral range: a test that restarts its server on the same port must
+        not find it taken by another test's server or by a client's connection meanwhile."""
+        port = port or self.port
+        if port:
+            return self._start(port)
+        for _ in range(50):
+            try:
+                return self._start(pick_port())
+            except PortInUse:
+                continue
+        raise AssertionError("no free port for the server\n%s" % self.log_tail())
+
+    def _start(self, port):
         self.log = open(self.log_path, "ab")
-        cmd = [binary(), "serve", "--listen", "127.0.0.1:%d" % (port or self.port or 0),
+        cmd = [binary(), "serve", "--listen", "127.0.0.1:%d" % port,
                "--dir", self.dir, "--cores", str(self.cores)] + self.args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         line = self.proc.stdout.readline().decode()
         m = re.match(r"ringcas listening on ([0-9.]+):(\d+)", line)
         if not m:
             self.proc.wait(timeout=10)
-            raise AssertionError("server did not start (exit %s): %s\n%s" % (self.proc.returncode, line, self.log_tail()))
+            self.proc.stdout.close()
+            rc, self.proc = self.proc.returncode, None
+            self.log.close()
+            tail = self.log_tail()
+            if port and "cannot listen on 127.0.0.1:%d: address already in use" % port in tail:
+                raise PortInUse("port %d in use\n%s" % (port, tail))
+            raise AssertionError("server did not start (exit %s): %s\n%s" % (rc, line, tail))
         self.port = int(m.group(2))
         return self
 
