@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/err.h"
@@ -26,6 +27,9 @@
 #include "ring/conn.h"
 #include "ring/internal.h"
 #include "ring/timer.h"
+
+#define PROBE_WAIT_MS 2000 /* how long a port in use is waited for */
+#define PROBE_STEP_MS 50
 
 struct server_core {
     struct ring_server *srv;       /* back pointer */
@@ -243,11 +247,28 @@ static void *core_main(void *arg)
 
 /* ---- the main thread ---- */
 
+/*
+ * Probes <port> until it is free, for up to PROBE_WAIT_MS: after a crash the kernel closes
+ * the dead process's listeners only when it has torn its rings down, a few milliseconds
+ * later, and a supervisor may restart the server on the same port at once.
+ */
+static int probe_port(const char *host, uint16_t port)
+{
+    int rc = ring_listen_probe(host, port);
+    for (int waited = 0; rc == -EADDRINUSE && waited < PROBE_WAIT_MS; waited += PROBE_STEP_MS) {
+        if (waited == 0) LOG_WARN("%s:%u is in use; waiting for it to be freed", host, port);
+        const struct timespec step = { 0, PROBE_STEP_MS * 1000000L };
+        (void)nanosleep(&step, NULL);
+        rc = ring_listen_probe(host, port);
+    }
+    return rc;
+}
+
 static int open_listeners(struct ring_server *srv, char *why, size_t why_size)
 {
     uint16_t port = srv->opts.port;
     /* Port 0 is safe without a probe: the kernel never picks a port that has listeners. */
-    int rc = port ? ring_listen_probe(srv->opts.host, port) : 0;
+    int rc = port ? probe_port(srv->opts.host, port) : 0;
     for (uint32_t i = 0; rc == 0 && i < srv->core_count; i++) {
         int fd = ring_listen_open(srv->opts.host, port, srv->opts.backlog, &port);
         if (fd >= 0) {

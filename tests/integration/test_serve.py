@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -130,6 +131,29 @@ class CommandLine(unittest.TestCase):
                      "--dir", tmpdir(self)])
             self.assertEqual(r.returncode, 1)
             self.assertIn("address already in use", r.stderr)
+
+    def test_a_port_freed_within_two_seconds_is_waited_for(self):
+        # After a crash the kernel frees the dead server's port only once it has torn its
+        # rings down; a supervisor's immediate restart on the same port must not fail then.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        timer = threading.Timer(0.5, s.close)
+        timer.start()
+        p = subprocess.Popen([harness.binary(), "serve", "--listen", "127.0.0.1:%d" % port,
+                              "--dir", tmpdir(self)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            line = p.stdout.readline()
+            self.assertEqual(line.strip(), "ringcas listening on 127.0.0.1:%d" % port)
+        finally:
+            timer.join()
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("is in use; waiting for it to be freed", err)
 
     def test_port_of_another_reuseport_server_is_refused(self):
         # The kernel lets a SO_REUSEPORT socket of the same user join another process's
