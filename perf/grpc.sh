@@ -58,6 +58,14 @@ run_h2load() { # name, output file, h2load args...
 # where req/s is not.
 cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
 
+# CPU time (user + system) of this shell's finished children (h2load) in microseconds, from
+# FILE, where the `times` builtin's second line ("0m1.20s 0m0.80s") was written. `times` must
+# run in this shell: a command substitution's subshell has no finished children.
+times_us() {
+    sed -n 2p "$1" | awk '{ split($1, u, "m"); split($2, s, "m");
+        printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000000 }'
+}
+
 check() { # data-bytes calls bytes-per-call what
     [ "$1" = "$(( $2 * $3 ))" ] || { echo "BYTES MISMATCH ($4): $1 data bytes for $2 calls of $3" >&2; exit 1; }
 }
@@ -65,17 +73,18 @@ check() { # data-bytes calls bytes-per-call what
 # The machine may be shared: each comparison alternates its two sides ROUNDS times and
 # reports the medians (and every round, so the spread shows).
 echo "== 1 KiB reads, h2load -n $N1K -c64 -m16 -t2, $ROUNDS rounds"
-NS=""; RS=""; NC=""; RC=""
+NS=""; RS=""; NC=""; RC=""; NH=""; RH=""
+per_req() { echo "$1 $2 $N1K" | awk '{printf "%.2f", ($2-$1)/$3}'; }
 for i in $(seq 1 "$ROUNDS"); do
-    c0=$(cpu_us $NPID)
+    times >"$TMP/times"; c0=$(cpu_us $NPID); h0=$(times_us "$TMP/times")
     run_h2load nghttpd "$TMP/n.txt" -n "$N1K" -c64 -m16 -t2 http://127.0.0.1:$NPORT/blob1k
-    c1=$(cpu_us $NPID)
-    NC="$NC $(echo "$c0 $c1 $N1K" | awk '{printf "%.2f", ($2-$1)/$3}')"
-    c0=$(cpu_us $RPID)
+    times >"$TMP/times"; c1=$(cpu_us $NPID); h1=$(times_us "$TMP/times")
+    NC="$NC $(per_req "$c0" "$c1")"; NH="$NH $(per_req "$h0" "$h1")"
+    times >"$TMP/times"; c0=$(cpu_us $RPID); h0=$(times_us "$TMP/times")
     run_h2load ringcas "$TMP/r.txt" -n "$N1K" -c64 -m16 -t2 $GRPC \
         -d "$TMP/bodies/read1k.body" http://127.0.0.1:$PORT/google.bytestream.ByteStream/Read
-    c1=$(cpu_us $RPID)
-    RC="$RC $(echo "$c0 $c1 $N1K" | awk '{printf "%.2f", ($2-$1)/$3}')"
+    times >"$TMP/times"; c1=$(cpu_us $RPID); h1=$(times_us "$TMP/times")
+    RC="$RC $(per_req "$c0" "$c1")"; RH="$RH $(per_req "$h0" "$h1")"
     set -- $(summary "$TMP/n.txt"); NS="$NS $1"
     set -- $(summary "$TMP/r.txt"); RS="$RS $1"; check "$3" "$2" "$E1K" "1 KiB read"
     [ "$2" = "$N1K" ] || { echo "only $2 of $N1K reads succeeded" >&2; exit 1; }
@@ -87,6 +96,9 @@ printf "nghttpd static 1 KiB      %10.0f req/s (median)\n" "$N_RPS"
 printf "ringcas ByteStream.Read   %10.0f req/s (median)   %sx nghttpd\n" "$R_RPS" "$(ratio "$R_RPS" "$N_RPS")"
 echo "bytes check: ok ($N1K calls x $E1K B each round)"
 echo "server CPU µs per request, nghttpd:$NC (median $(echo $NC | median)); ringcas:$RC (median $(echo $RC | median))"
+# Both servers share the 2 CPUs with h2load, whose own cost per call differs: a gRPC call is
+# a POST with a DATA frame out and a trailer HEADERS frame back where a static GET is neither.
+echo "h2load CPU µs per request, against nghttpd:$NH (median $(echo $NH | median)); against ringcas:$RH (median $(echo $RH | median))"
 
 echo "== 256 MiB read, one stream, beside iperf3 (one stream), $ROUNDS rounds"
 IS=""; BS=""
