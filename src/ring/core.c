@@ -18,9 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "ring/internal.h"
+
+#define RING_LONG_TICK_NS BASE_NS_PER_MS /* a loop iteration this long counts in long_ticks */
 
 static _Thread_local struct ring_core *current_core;
 static ring_setup_fn *setup_hook;
@@ -520,7 +523,12 @@ static void dispatch(struct ring_core *core, const struct io_uring_cqe *cqe)
 int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
 {
     ASSERT(current_core == core);
-    core_run_tasks(core);
+    uint64_t busy = 0; /* the work between two waits: what the core's other connections wait for */
+    if (!base_list_is_empty(&core->deferred)) {
+        uint64_t t = base_clock_now_ns();
+        core_run_tasks(core);
+        busy = base_clock_now_ns() - t;
+    }
     int rc;
     struct io_uring_cqe *cqe = NULL;
     if (wait_ms == 0 || !base_list_is_empty(&core->deferred)) {
@@ -536,6 +544,7 @@ int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
         rc = io_uring_submit_and_wait_timeout(&core->ring, &cqe, 1, &ts, NULL);
     }
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) return rc;
+    uint64_t start = base_clock_now_ns();
     base_counter_inc(&core->counters.loops);
     int handled = 0;
     /* Bounded: at most RING_CQE_BATCH_MAX CQEs before deferred work runs again. */
@@ -548,6 +557,9 @@ int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
     }
     base_counter_add(&core->counters.cqes, (uint64_t)handled);
     core_run_tasks(core);
+    busy += base_clock_now_ns() - start;
+    base_counter_add(&core->counters.busy_ns, busy);
+    if (busy >= RING_LONG_TICK_NS) base_counter_inc(&core->counters.long_ticks);
     return handled;
 }
 

@@ -101,7 +101,9 @@ struct ring_op {
     X(bytes_in, counter, "bytes received from sockets")                                            \
     X(bytes_out, counter, "bytes sent to sockets")                                                 \
     X(loops, counter, "event loop iterations")                                                     \
-    X(cqes, counter, "completions handled")
+    X(cqes, counter, "completions handled")                                                        \
+    X(busy_ns, counter, "nanoseconds the event loop spent handling completions and tasks")         \
+    X(long_ticks, counter, "loop iterations that worked 1 ms or more, delaying the core's others")
 
 #define RING_COUNTER_FIELD(name, kind, help) struct base_counter name;
 

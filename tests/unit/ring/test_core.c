@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "base/clock.h"
 #include "echo.h"
 #include "ring/core.h"
 #include "ring/timer.h"
@@ -233,6 +234,32 @@ Test(ring_core, deferred_task_runs_once_per_queueing)
     ring_task_cancel(&t.task);
     cr_assert(ge(int, ring_core_tick(core, 0), 0));
     cr_assert(eq(int, t.runs, 1));
+    ring_core_destroy(core);
+}
+
+/* Keeps the loop busy for 3 ms, as a handler compressing a large chunk would. */
+static void spin_3ms(struct ring_task *t)
+{
+    (void)t;
+    uint64_t until = base_clock_now_ns() + 3 * BASE_NS_PER_MS;
+    while (base_clock_now_ns() < until) {
+    }
+}
+
+Test(ring_core, busy_time_and_long_iterations_are_counted)
+{
+    struct ring_core *core = echo_core_create(0, 16, 4096);
+    const struct ring_counters *c = ring_core_counters(core);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    uint64_t busy = base_counter_get(&c->busy_ns);
+    cr_assert(eq(u64, base_counter_get(&c->long_ticks), 0)); /* nothing to do: short */
+    struct ring_task t;
+    ring_task_init(&t, spin_3ms);
+    ring_task_defer(core, &t);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    uint64_t grew = base_counter_get(&c->busy_ns) - busy;
+    cr_assert(ge(u64, grew, 3 * BASE_NS_PER_MS), "busy_ns grew by %llu", (unsigned long long)grew);
+    cr_assert(eq(u64, base_counter_get(&c->long_ticks), 1));
     ring_core_destroy(core);
 }
 
