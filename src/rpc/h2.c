@@ -842,7 +842,6 @@ static void h2_on_close(struct ring_conn *rc, int reason)
         LOG_DEBUG("http2 connection closed: %s", base_err_str(reason));
     }
     if (h2) {
-        ring_task_cancel(&h2->flush_task);
         /* No op of the connection is in flight any more: its sends are over. */
         ring_gather_send_done(&h2->gather);
         release_sent(h2);
@@ -855,6 +854,9 @@ static void h2_on_close(struct ring_conn *rc, int reason)
         }
         ASSERT(h2->calls_count == 0);
         if (h2->session) nghttp2_session_del(h2->session);
+        /* Last: closing the calls gives their held input back to the windows, which queues
+         * a flush (rpc_h2_consume); the task must not stay queued in freed memory. */
+        ring_task_cancel(&h2->flush_task);
         base_counter_dec(&h2->rc->counters.h2_conns);
         proto_alloc_free(&h2->rc->h2_mem, h2);
     }

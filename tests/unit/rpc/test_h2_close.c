@@ -1,0 +1,269 @@
+/*
+ * An HTTP/2 connection that goes away while a ByteStream.Write holds input the engine has
+ * not taken yet: everything is given back, and nothing the close queues outlives the
+ * connection. The real ring core and rpc stack serve one end of a socketpair; the test
+ * speaks HTTP/2 on the other with nghttp2's client. The store runs on the simulated disk,
+ * whose writes complete only when the test lets them: its write buffers fill, and the
+ * engine holds the rest of the upload's input.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <nghttp2/nghttp2.h>
+
+#include "blob/io_sim.h"
+#include "blob/store.h"
+#include "ring/core.h"
+#include "rpc/internal.h"
+#include "rpc/svc.h"
+
+#define DATA_LEN (4u << 20) /* more than the stream window: the client waits for the server */
+
+struct env {
+    struct ring_core *core;
+    struct rpc_core *rc;
+    struct rpc_config cfg;
+    struct blob_io *io;
+    struct blob_store *store;
+};
+
+__attribute__((noinline)) static void env_open(struct env *e)
+{
+    struct ring_core_options o;
+    ring_core_options_default(&o);
+    /* 4 MiB of receive buffers, more than the stream's window the engine can hold: a
+     * receive stays armed, so the server sees the client's reset at once. */
+    o.recv_buf_count = 256;
+    o.recv_buf_size = 16 * 1024;
+    char why[256];
+    cr_assert(eq(int, ring_core_create(&o, 0, &e->core, why, sizeof(why)), 0), "%s", why);
+    e->cfg.read_timeout_ms = 200;
+    e->cfg.write_timeout_ms = 200;
+    e->cfg.core_count = 1;
+    e->rc = calloc(1, sizeof(*e->rc));
+    cr_assert(ne(ptr, e->rc, NULL));
+    e->rc->ring = e->core;
+    e->rc->cfg = &e->cfg;
+    proto_alloc_init(&e->rc->h2_mem);
+    proto_alloc_init(&e->rc->pb_mem);
+    proto_alloc_protobuf(&e->rc->pb_mem, &e->rc->pb);
+    ring_core_set_app(e->core, e->rc);
+    e->io = blob_io_sim_create(11);
+    cr_assert(ne(ptr, e->io, NULL));
+    struct blob_store_options bo;
+    blob_store_options_default(&bo);
+    bo.dir = "sim";
+    bo.io = e->io;
+    bo.chunk_size = 4096;
+    bo.segment_size = 1 << 20;
+    bo.max_size = 64ULL << 20;
+    bo.write_buffer_size = 64 * 1024; /* four of them fill after 256 KiB */
+    bo.sync = BLOB_SYNC_NONE;
+    bo.evict_thread = false;
+    cr_assert(eq(int, blob_store_open(&bo, &e->store, why, sizeof(why)), 0), "%s", why);
+    cr_assert(eq(int, blob_core_init(e->store, e->core, &e->rc->blob), 0));
+}
+
+static void env_close(struct env *e)
+{
+    blob_core_deinit(e->rc->blob);
+    blob_store_close(e->store);
+    blob_io_sim_destroy(e->io);
+    ring_core_destroy(e->core);
+    free(e->rc);
+}
+
+struct client {
+    int fd;
+    nghttp2_session *session;
+    uint8_t *body; /* the gRPC-framed WriteRequest */
+    size_t body_len;
+    size_t body_off; /* bytes handed to nghttp2 */
+};
+
+static ssize_t client_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
+                           void *arg)
+{
+    (void)s;
+    (void)flags;
+    struct client *cl = arg;
+    ssize_t n = send(cl->fd, data, len, MSG_NOSIGNAL);
+    if (n < 0) return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
+    return n;
+}
+
+static ssize_t client_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
+                           uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+    (void)s;
+    (void)sid;
+    (void)src;
+    struct client *cl = arg;
+    size_t n = cl->body_len - cl->body_off < len ? cl->body_len - cl->body_off : len;
+    memcpy(buf, cl->body + cl->body_off, n);
+    cl->body_off += n;
+    if (cl->body_off == cl->body_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* One WriteRequest {resource_name, data} with DATA_LEN bytes, framed for gRPC. */
+static void make_body(struct client *cl)
+{
+    static const char name[] = "uploads/5b0c0d6e-0000-4000-8000-000000000001/blobs/"
+                               "ab00000000000000000000000000000000000000000000000000000000000000/"
+                               "4194304";
+    cl->body = malloc(DATA_LEN + 256); /* the prefix, the name and the fields' tags */
+    cr_assert(ne(ptr, cl->body, NULL));
+    uint8_t *m = cl->body + 5;
+    size_t n = 0;
+    m[n++] = 0x0a; /* resource_name = 1 */
+    n += put_varint(m + n, sizeof(name) - 1);
+    memcpy(m + n, name, sizeof(name) - 1);
+    n += sizeof(name) - 1;
+    m[n++] = 0x52; /* data = 10 */
+    n += put_varint(m + n, DATA_LEN);
+    uint64_t x = 0x9e3779b97f4a7c15ULL; /* incompressible: every chunk is stored raw */
+    for (size_t i = 0; i < DATA_LEN; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(m + n + i, &x, 8);
+    }
+    n += DATA_LEN;
+    cl->body[0] = 0;
+    cl->body[1] = (uint8_t)(n >> 24);
+    cl->body[2] = (uint8_t)(n >> 16);
+    cl->body[3] = (uint8_t)(n >> 8);
+    cl->body[4] = (uint8_t)n;
+    cl->body_len = n + 5;
+}
+
+static nghttp2_nv nv(const char *name, const char *value)
+{
+    nghttp2_nv v = { (uint8_t *)(uintptr_t)name, (uint8_t *)(uintptr_t)value, strlen(name),
+                     strlen(value), NGHTTP2_NV_FLAG_NONE };
+    return v;
+}
+
+__attribute__((noinline)) static void client_start(struct client *cl, int fd)
+{
+    cl->fd = fd;
+    make_body(cl);
+    nghttp2_session_callbacks *cbs;
+    cr_assert(eq(int, nghttp2_session_callbacks_new(&cbs), 0));
+    nghttp2_session_callbacks_set_send_callback(cbs, client_send);
+    cr_assert(eq(int, nghttp2_session_client_new(&cl->session, cbs, cl), 0));
+    nghttp2_session_callbacks_del(cbs);
+    cr_assert(eq(int, nghttp2_submit_settings(cl->session, NGHTTP2_FLAG_NONE, NULL, 0), 0));
+    const nghttp2_nv hdrs[] = { nv(":method", "POST"),
+                                nv(":scheme", "http"),
+                                nv(":path", "/google.bytestream.ByteStream/Write"),
+                                nv(":authority", "test"),
+                                nv("content-type", "application/grpc"),
+                                nv("te", "trailers") };
+    nghttp2_data_provider dp = { .read_callback = client_read };
+    cr_assert(gt(int, nghttp2_submit_request(cl->session, NULL, hdrs, 6, &dp, NULL), 0));
+}
+
+/* Sends what the windows allow, lets the server run, and reads its frames. */
+__attribute__((noinline)) static void turn(struct env *e, struct client *cl)
+{
+    cr_assert(eq(int, nghttp2_session_send(cl->session), 0));
+    cr_assert(ge(int, ring_core_tick(e->core, 1), 0));
+    static uint8_t buf[16384];
+    ssize_t n;
+    /* Bounded by what the server sent; the socket is non-blocking. */
+    while ((n = recv(cl->fd, buf, sizeof(buf), 0)) > 0) {
+        cr_assert(eq(sz, (size_t)nghttp2_session_mem_recv(cl->session, buf, (size_t)n), (size_t)n));
+    }
+}
+
+/* A TCP connection on 127.0.0.1: sv[0] the server's end, sv[1] the client's (non-blocking). */
+__attribute__((noinline)) static void tcp_pair(int sv[2])
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert(ge(int, l, 0));
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    cr_assert(eq(int, bind(l, (struct sockaddr *)&a, sizeof(a)), 0));
+    cr_assert(eq(int, listen(l, 1), 0));
+    cr_assert(eq(int, getsockname(l, (struct sockaddr *)&a, &len), 0));
+    sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert(eq(int, connect(sv[1], (struct sockaddr *)&a, sizeof(a)), 0));
+    sv[0] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    cr_assert(ge(int, sv[0], 0));
+    (void)close(l);
+    cr_assert(eq(int, fcntl(sv[1], F_SETFL, O_NONBLOCK), 0));
+}
+
+Test(rpc_h2_close, a_connection_gone_while_the_engine_holds_input_frees_everything)
+{
+    static struct env e;
+    env_open(&e);
+    int sv[2];
+    tcp_pair(sv);
+    rpc_conn_accept(e.core, sv[0], NULL);
+    static struct client cl;
+    /* nghttp2's client sends the connection preface first, which selects HTTP/2. */
+    client_start(&cl, sv[1]);
+    size_t sent = 0;
+    /* Until the client stops getting window back: the engine holds the rest. */
+    for (int i = 0, still = 0; i < 2000 && still < 50; i++) {
+        turn(&e, &cl);
+        still = cl.body_off == sent ? still + 1 : 0;
+        sent = cl.body_off;
+    }
+    const struct blob_counters *bcnt = blob_core_counters(e.rc->blob);
+    cr_assert(lt(sz, cl.body_off, cl.body_len), "the server took every byte");
+    cr_assert(eq(u64, base_counter_get(&bcnt->uploads), 1));
+    cr_assert(gt(u64, base_counter_get(&bcnt->io_in_flight), 0), "no write waits on the disk");
+    /* The client vanishes (a reset, as from a killed process). The server closes the
+     * connection at once; closing the call gives its held input back to the windows. */
+    nghttp2_session_del(cl.session);
+    struct linger reset = { 1, 0 };
+    cr_assert(eq(int, setsockopt(sv[1], SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0));
+    (void)close(sv[1]);
+    for (int i = 0; i < 500 && e.rc->conns_open > 0; i++) {
+        cr_assert(ge(int, ring_core_tick(e.core, 10), 0));
+    }
+    cr_assert(eq(u32, e.rc->conns_open, 0));
+    /* The loop runs on after the close: nothing of the connection may be left queued. */
+    for (int i = 0; i < 10; i++) {
+        cr_assert(ge(int, ring_core_tick(e.core, 0), 0));
+    }
+    rpc_svc_bytestream_quiesce(e.rc);
+    /* Bounded: the disk's writes complete, then the engine is idle. */
+    for (int i = 0; i < 100 && !blob_core_is_idle(e.rc->blob); i++) {
+        (void)blob_io_sim_run(e.io, 1000);
+        cr_assert(ge(int, ring_core_tick(e.core, 0), 0));
+    }
+    cr_assert(blob_core_is_idle(e.rc->blob));
+    rpc_svc_bytestream_deinit(e.rc);
+    cr_assert(eq(u64, base_counter_get(&bcnt->uploads), 0));
+    cr_assert(eq(u64, base_counter_get(&e.rc->counters.h2_conns), 0));
+    cr_assert(eq(u64, base_counter_get(&e.rc->counters.grpc_calls), 0));
+    cr_assert(eq(u64, base_counter_get(&e.rc->counters.grpc_slices), 0));
+    cr_assert(eq(u64, base_counter_get(&e.rc->h2_mem.bytes), 0));
+    cr_assert(eq(u64, base_counter_get(&e.rc->pb_mem.bytes), 0));
+    free(cl.body);
+    env_close(&e);
+}
