@@ -1018,14 +1018,15 @@ static void h1_on_close(struct ring_conn *rc, int reason)
 {
     struct rpc_h1_conn *h = h1_of(rc);
     (void)reason;
-    ring_task_cancel(&h->run_task);
-    ring_task_cancel(&h->done_task);
     /* The engine lets go of borrowed input before the buffers go back. */
     rpc_h1_cache_close(&h->cache);
     in_release_all(h);
     /* A request cut short by the close counts with the status it was getting, or 499 (the
      * client went away first, as nginx counts it). */
     end_request(h, h->status ? h->status : 499);
+    /* Last, so that nothing the steps above queued stays queued in freed memory. */
+    ring_task_cancel(&h->run_task);
+    ring_task_cancel(&h->done_task);
     free(h->carry);
     struct rpc_conn *c = h->c;
     free(h);
