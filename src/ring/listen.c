@@ -48,7 +48,11 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
     return -EINVAL;
 }
 
-int ring_listen_probe(const char *host, uint16_t port)
+/*
+ * A TCP socket bound to <host>:<port> with SO_REUSEADDR, and SO_REUSEPORT when <reuseport>.
+ * Returns the fd or -errno.
+ */
+static int bound_socket(const char *host, uint16_t port, bool reuseport)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -56,33 +60,33 @@ int ring_listen_probe(const char *host, uint16_t port)
     if (rc < 0) return rc;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) return -errno;
-    /* SO_REUSEADDR alone: a TIME_WAIT left by our own last run does not count as a user,
-     * while any listener, with SO_REUSEPORT or not, does. */
     int one = 1;
-    rc = 0;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) ||
         bind(fd, (struct sockaddr *)&ss, len) == -1) {
         rc = -errno;
+        (void)close(fd);
+        return rc;
     }
+    return fd;
+}
+
+int ring_listen_probe(const char *host, uint16_t port)
+{
+    /* Without SO_REUSEPORT: a TIME_WAIT left by our own last run does not count as a user,
+     * while any listener, with SO_REUSEPORT or not, does. */
+    int fd = bound_socket(host, port, false);
+    if (fd < 0) return fd;
     (void)close(fd);
-    return rc;
+    return 0;
 }
 
 int ring_listen_open(const char *host, uint16_t port, int backlog, uint16_t *port_out)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int rc = resolve(host, port, &ss, &len);
-    if (rc < 0) return rc;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1) return -errno;
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
-        rc = -errno;
-        goto err_close;
-    }
-    if (bind(fd, (struct sockaddr *)&ss, len) == -1 || listen(fd, backlog) == -1) {
+    int fd = bound_socket(host, port, true);
+    if (fd < 0) return fd;
+    int rc;
+    if (listen(fd, backlog) == -1) {
         rc = -errno;
         goto err_close;
     }

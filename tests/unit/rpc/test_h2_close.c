@@ -21,6 +21,7 @@
 
 #include "blob/io_sim.h"
 #include "blob/store.h"
+#include "proto/wire.h"
 #include "ring/core.h"
 #include "rpc/internal.h"
 #include "rpc/svc.h"
@@ -114,17 +115,6 @@ static ssize_t client_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t
     return (ssize_t)n;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 /* One WriteRequest {resource_name, data} with DATA_LEN bytes, framed for gRPC. */
 static void make_body(struct client *cl)
 {
@@ -136,11 +126,11 @@ static void make_body(struct client *cl)
     uint8_t *m = cl->body + 5;
     size_t n = 0;
     m[n++] = 0x0a; /* resource_name = 1 */
-    n += put_varint(m + n, sizeof(name) - 1);
+    n += proto_wire_varint_put(m + n, sizeof(name) - 1);
     memcpy(m + n, name, sizeof(name) - 1);
     n += sizeof(name) - 1;
     m[n++] = 0x52; /* data = 10 */
-    n += put_varint(m + n, DATA_LEN);
+    n += proto_wire_varint_put(m + n, DATA_LEN);
     uint64_t x = 0x9e3779b97f4a7c15ULL; /* incompressible: every chunk is stored raw */
     for (size_t i = 0; i < DATA_LEN; i += 8) {
         x ^= x << 13;
