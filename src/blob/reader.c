@@ -540,6 +540,25 @@ static int slot_check_mapped(const struct blob_reader *r, struct reader_slot *s,
     return blob_map_guarded(check_fn, &a);
 }
 
+/*
+ * Checks the chunk record of <s> (s->io.want_len bytes) at <rec>, in a segment's mapping. A
+ * compressed chunk read as identity bytes then takes its decode buffer as a read would,
+ * within <limit>. Returns the check's result (0, -EBADMSG, or -EIO when a page could not be
+ * read back), or -ENOBUFS when that buffer was not to be had: <s> then keeps no record.
+ */
+static int slot_check_in_place(struct blob_reader *r, struct reader_slot *s, const uint8_t *rec,
+                               uint64_t limit)
+{
+    s->rec = rec;
+    int rc = slot_check_mapped(r, s, (int32_t)s->io.want_len);
+    if (rc == 0 && r->mode == MODE_IDENTITY && s->hdr.enc != BLOB_CHUNK_RAW &&
+        slot_buffers(r, s, limit) < 0) {
+        s->rec = NULL;
+        return -ENOBUFS;
+    }
+    return rc;
+}
+
 /* Puts <chunk> into the next free slot <s>, in <state>. */
 static void slot_claim(struct blob_reader *r, struct reader_slot *s, uint32_t chunk, uint8_t state)
 {
@@ -572,16 +591,10 @@ static bool slot_map(struct blob_reader *r, struct reader_slot *s, uint32_t chun
     if (!rec) return false;
     uint64_t start = (uint64_t)chunk << commit_of(r)->chunk_shift;
     if (r->mode == MODE_ZSTD && r->offset > start) return false;
-    s->rec = rec;
     s->io.want_len = len;
     s->chunk = chunk;
-    int rc = slot_check_mapped(r, s, (int32_t)len);
-    /* A compressed chunk decodes into <obuf>, within the read buffer budget as for a read. */
-    if (rc == 0 && r->mode == MODE_IDENTITY && s->hdr.enc != BLOB_CHUNK_RAW &&
-        slot_buffers(r, s, limit) < 0) {
-        s->rec = NULL;
-        return false;
-    }
+    int rc = slot_check_in_place(r, s, rec, limit);
+    if (rc == -ENOBUFS) return false;
     slot_claim(r, s, chunk, SLOT_READY);
     s->res = rc < 0 ? rc : (int32_t)len;
     base_counter_inc(&r->bc->counters.mapped_reads);
@@ -956,26 +969,16 @@ static bool window_chunk(struct blob_reader *r, uint32_t pre)
     s->chunk = 0;
     int rc;
     if (r->window) {
-        s->rec = r->window + (off - start);
-        rc = slot_check_mapped(r, s, (int32_t)len);
-        /* In place: a compressed chunk still needs its decode buffer, as for a read. */
-        if (rc == 0 && r->mode == MODE_IDENTITY && s->hdr.enc != BLOB_CHUNK_RAW &&
-            slot_buffers(r, s, r->bc->s->opts.read_buffer_max) < 0) {
-            s->rec = NULL;
-            return false;
-        }
+        rc = slot_check_in_place(r, s, r->window + (off - start), r->bc->s->opts.read_buffer_max);
+        if (rc == -ENOBUFS) return false;
     } else {
         /* A raw chunk fills the window exactly; a compressed one ends just before the commit. */
         if (off > start) memmove(s->buf, s->buf + (off - start), (size_t)len);
         s->rec = s->buf;
         rc = slot_check_keep(r, s, (int32_t)len);
     }
-    s->held = 0;
-    s->done = false;
-    s->state = SLOT_READY;
+    slot_claim(r, s, 0, SLOT_READY);
     s->res = rc < 0 ? rc : (int32_t)len;
-    r->used = 1;
-    r->next_chunk = 1;
     return true;
 }
 
