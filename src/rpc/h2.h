@@ -36,8 +36,10 @@
 #define RPC_H2_GLITCH_BURST   1000u       /* invalid frames tolerated at once ... */
 #define RPC_H2_GLITCH_RATE    330u        /* ... and per second after */
 
-/* The send path (ring/gather.h): nghttp2's frames are copied, payload is not. */
-/* Room kept free before each nghttp2_session_mem_send (its largest chunk is one frame). */
+/*
+ * The send path's limits (ring/gather.h: nghttp2's frames are copied, payload is not). Room
+ * kept free before each nghttp2_session_mem_send (its largest chunk is one frame):
+ */
 #define RPC_H2_CHUNK_MAX ((16u << 10) + 64u)
 /* A flush stops adding DATA past this many bytes (the next flush continues). */
 #define RPC_H2_SEND_MAX (2u << 20)
