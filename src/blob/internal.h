@@ -37,29 +37,35 @@ enum blob_seg_state {
     BLOB_SEG_DEAD = 4,      /* evicted or dropped: unlinked, waiting for its last reference */
 };
 
+/*
+ * A segment's struct is type-stable: once allocated it is only ever reused for another
+ * segment (from the table's spare list), never freed before the table, so that
+ * blob_segment_get can take a reference without the lock (see there).
+ */
 struct blob_seg {
-    uint64_t seq;           /* store-wide number */
+    _Atomic uint64_t seq;   /* store-wide number; read without the lock by blob_segment_get */
     int fd;                 /* buffered read-only fd, closed with the last reference */
     const uint8_t *map;     /* the file mapped read-only (map_len bytes), or NULL */
     _Atomic uint64_t bytes; /* bytes on disk */
     _Atomic uint32_t refs;  /* the table's reference + readers' */
     uint8_t state;          /* enum blob_seg_state, under the table lock */
-    struct base_list link;  /* graveyard link once dead and unreferenced */
+    struct base_list link;  /* graveyard or spare list link once dead and unreferenced */
 };
 
 struct blob_segs {
-    pthread_mutex_t lock;        /* slots, states, graveyard, next_seq */
-    struct blob_seg **slots;     /* by seq & (cap - 1) */
-    _Atomic uint64_t *alive;     /* seq of the live segment in each slot, 0 when none */
-    uint32_t cap;                /* power of two */
-    uint32_t count;              /* live segments */
-    uint64_t next_seq;           /* next seq to hand out */
-    _Atomic uint64_t disk_bytes; /* bytes of every live segment */
-    _Atomic uint64_t cold_below; /* segments with a lower seq are in the cold (oldest) part */
-    struct base_list graveyard;  /* dead segments whose fd waits to be closed off the cores */
-    uint64_t map_len;            /* bytes of each segment to map for reads in place; 0: none */
-    uint64_t map_page;           /* the page size mincore(2) reports in */
-    bool map_trust;              /* tests: every page counts as cached (no mincore) */
+    pthread_mutex_t lock;              /* writes of slots, states, graveyard, spares, next_seq */
+    _Atomic(struct blob_seg *) *slots; /* by seq & (cap - 1); read without the lock */
+    _Atomic uint64_t *alive;           /* seq of the live segment in each slot, 0 when none */
+    uint32_t cap;                      /* power of two */
+    uint32_t count;                    /* live segments */
+    uint64_t next_seq;                 /* next seq to hand out */
+    _Atomic uint64_t disk_bytes;       /* bytes of every live segment */
+    _Atomic uint64_t cold_below;       /* segments with a lower seq are in the cold (oldest) part */
+    struct base_list graveyard;        /* dead segments whose fd waits to be closed off the cores */
+    struct base_list spares;           /* buried segments' structs, for the next add */
+    uint64_t map_len;  /* bytes of each segment to map for reads in place; 0: none */
+    uint64_t map_page; /* the page size mincore(2) reports in */
+    bool map_trust;    /* tests: every page counts as cached (no mincore) */
 };
 
 MUST_CHECK int blob_segment_table_init(struct blob_segs *t, uint32_t cap);

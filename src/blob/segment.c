@@ -7,6 +7,11 @@
  * Invariants (under the lock): slots[seq & mask] holds a segment exactly when alive[...] holds
  * its seq and its state is not DEAD; refs >= 1 while it is in a slot; a dead segment's fd is
  * closed by blob_segment_bury() once refs reached 0, never on a core.
+ *
+ * References are taken and dropped without the lock (every read takes one, on every core):
+ * blob_segment_get increments refs only while it is not 0, and a struct whose refs reached 0
+ * is never freed, only reused for a later segment, so a reference taken on a struct that has
+ * moved on since it was read from its slot is noticed by its seq and given back.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -23,16 +28,17 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
 {
     ASSERT(cap > 0 && (cap & (cap - 1)) == 0);
     memset(t, 0, sizeof(*t));
-    t->slots = calloc(cap, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
+    t->slots = calloc(cap, sizeof(*t->slots));
     t->alive = calloc(cap, sizeof(*t->alive));
     if (!t->slots || !t->alive) {
-        free(t->slots);
+        free((void *)(uintptr_t)t->slots);
         free((void *)(uintptr_t)t->alive);
         return -ENOMEM;
     }
     t->cap = cap;
     t->next_seq = 1;
     base_list_init(&t->graveyard);
+    base_list_init(&t->spares);
     int rc = pthread_mutex_init(&t->lock, NULL);
     ASSERT(rc == 0);
     return 0;
@@ -41,23 +47,32 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
 /* Pages mincore(2) reports per call in blob_segment_mapped. */
 #define MINCORE_PAGES 128u
 
-static void seg_free(struct blob_seg *seg, struct blob_io *io, uint64_t map_len)
+/* Unmaps and closes <seg>'s file; the struct stays (type-stable, see the top). */
+static void seg_close(struct blob_seg *seg, struct blob_io *io, uint64_t map_len)
 {
     if (seg->map) (void)munmap((void *)(uintptr_t)seg->map, map_len);
     if (seg->fd >= 0) (void)io->ops->close(io, seg->fd);
-    free(seg);
+    seg->map = NULL;
+    seg->fd = -1;
 }
 
 void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io)
 {
     blob_segment_bury(t, io);
     for (uint32_t i = 0; i < t->cap; i++) {
-        struct blob_seg *seg = t->slots[i];
+        struct blob_seg *seg = atomic_load(&t->slots[i]);
         if (!seg) continue;
         ASSERT(atomic_load(&seg->refs) == 1); /* readers are gone */
-        seg_free(seg, io, t->map_len);
+        seg_close(seg, io, t->map_len);
+        free(seg);
     }
-    free(t->slots);
+    /* Bounded by the spare list's length. */
+    for (struct base_list *node = t->spares.next, *next; node != &t->spares; node = next) {
+        next = node->next;
+        free(BASE_CONTAINER_OF(node, struct blob_seg, link));
+    }
+    base_list_init(&t->spares);
+    free((void *)(uintptr_t)t->slots);
     free((void *)(uintptr_t)t->alive);
     pthread_mutex_destroy(&t->lock);
 }
@@ -69,7 +84,7 @@ uint64_t blob_segment_next_seq(struct blob_segs *t)
     /* Bounded: a slot frees up within cap tries unless the table is full. */
     for (uint32_t n = 0; n < t->cap; n++) {
         uint64_t s = t->next_seq++;
-        if (!t->slots[s & (t->cap - 1)] && (uint32_t)s != 0) {
+        if (!atomic_load(&t->slots[s & (t->cap - 1)]) && (uint32_t)s != 0) {
             seq = s;
             break;
         }
@@ -106,32 +121,40 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
                                   enum blob_seg_state state)
 {
     ASSERT(state != BLOB_SEG_DEAD);
-    struct blob_seg *seg = calloc(1, sizeof(*seg));
-    if (!seg) return NULL;
-    seg->seq = seq;
-    seg->fd = fd;
+    const uint8_t *map = NULL;
     if (t->map_len > 0) {
         /* A failed map only means this segment's reads go through the ring. */
         void *m = mmap(NULL, t->map_len, PROT_READ, MAP_SHARED, fd, 0);
-        seg->map = m != MAP_FAILED ? m : NULL;
-        if (seg->map && !map_honest(t, seg->map, fd)) {
+        map = m != MAP_FAILED ? m : NULL;
+        if (map && !map_honest(t, map, fd)) {
             (void)munmap(m, t->map_len);
-            seg->map = NULL;
+            map = NULL;
         }
     }
-    seg->state = (uint8_t)state;
-    atomic_store(&seg->bytes, bytes);
-    atomic_store(&seg->refs, 1);
-    base_list_init(&seg->link);
     pthread_mutex_lock(&t->lock);
     uint32_t slot = (uint32_t)(seq & (t->cap - 1));
-    if (t->slots[slot]) {
+    struct blob_seg *seg = NULL;
+    if (!atomic_load(&t->slots[slot])) {
+        struct base_list *spare = base_list_pop_head(&t->spares);
+        seg = spare ? BASE_CONTAINER_OF(spare, struct blob_seg, link) : calloc(1, sizeof(*seg));
+    }
+    if (!seg) {
         pthread_mutex_unlock(&t->lock);
-        if (seg->map) (void)munmap((void *)(uintptr_t)seg->map, t->map_len);
-        free(seg);
+        if (map) (void)munmap((void *)(uintptr_t)map, t->map_len);
         return NULL;
     }
-    t->slots[slot] = seg;
+    /*
+     * A reused struct may meet a blob_segment_get that read it from its old slot: that one
+     * can only take a reference once refs is 1 again, stored last, and then sees this seq.
+     */
+    atomic_store(&seg->seq, seq);
+    seg->fd = fd;
+    seg->map = map;
+    seg->state = (uint8_t)state;
+    atomic_store(&seg->bytes, bytes);
+    base_list_init(&seg->link);
+    atomic_store(&seg->refs, 1);
+    atomic_store(&t->slots[slot], seg);
     t->count++;
     atomic_store(&t->alive[slot], seq);
     atomic_fetch_add(&t->disk_bytes, bytes);
@@ -146,10 +169,42 @@ bool blob_segment_is_alive(struct blob_segs *t, uint32_t seg32)
     return v != 0 && (uint32_t)v == seg32;
 }
 
+/*
+ * Lock-free: a reference on what the slot holds, unless its refs already reached 0 (dead, and
+ * maybe reused since), kept when the struct still is segment <seg32> and alive. Anything else
+ * (the slot changed under us) goes to the locked lookup below.
+ */
+static struct blob_seg *seg_get_fast(struct blob_segs *t, uint32_t seg32, bool *sure)
+{
+    struct blob_seg *seg =
+        atomic_load_explicit(&t->slots[seg32 & (t->cap - 1)], memory_order_acquire);
+    *sure = true;
+    if (!seg) return NULL;
+    uint32_t refs = atomic_load_explicit(&seg->refs, memory_order_relaxed);
+    /* Bounded by the references taken and dropped meanwhile by other threads. */
+    do {
+        if (refs == 0) {
+            *sure = false;
+            return NULL;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&seg->refs, &refs, refs + 1,
+                                                    memory_order_acquire, memory_order_relaxed));
+    if ((uint32_t)atomic_load_explicit(&seg->seq, memory_order_relaxed) == seg32 &&
+        blob_segment_is_alive(t, seg32)) {
+        return seg;
+    }
+    blob_segment_put(t, seg);
+    *sure = false;
+    return NULL;
+}
+
 struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32)
 {
+    bool sure;
+    struct blob_seg *fast = seg_get_fast(t, seg32, &sure);
+    if (fast || sure) return fast;
     pthread_mutex_lock(&t->lock);
-    struct blob_seg *seg = t->slots[seg32 & (t->cap - 1)];
+    struct blob_seg *seg = atomic_load(&t->slots[seg32 & (t->cap - 1)]);
     if (seg && ((uint32_t)seg->seq != seg32 || seg->state == BLOB_SEG_DEAD)) seg = NULL;
     if (seg) atomic_fetch_add(&seg->refs, 1);
     pthread_mutex_unlock(&t->lock);
@@ -276,12 +331,11 @@ void blob_segment_ref(struct blob_seg *seg)
 void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
 {
     if (!seg) return;
+    /* Only a dead segment can reach 0: the table's own reference goes when it dies. */
+    if (atomic_fetch_sub_explicit(&seg->refs, 1, memory_order_acq_rel) != 1) return;
     pthread_mutex_lock(&t->lock);
-    uint32_t left = atomic_fetch_sub(&seg->refs, 1) - 1;
-    if (left == 0) {
-        ASSERT(seg->state == BLOB_SEG_DEAD);
-        base_list_add_tail(&t->graveyard, &seg->link);
-    }
+    ASSERT(seg->state == BLOB_SEG_DEAD);
+    base_list_add_tail(&t->graveyard, &seg->link);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -316,9 +370,9 @@ static void seg_kill_locked(struct blob_segs *t, struct blob_seg *seg)
 {
     ASSERT(seg->state != BLOB_SEG_DEAD);
     uint32_t slot = (uint32_t)(seg->seq & (t->cap - 1));
-    ASSERT(t->slots[slot] == seg);
+    ASSERT(atomic_load(&t->slots[slot]) == seg);
     atomic_store(&t->alive[slot], 0);
-    t->slots[slot] = NULL;
+    atomic_store(&t->slots[slot], NULL);
     t->count--;
     seg->state = BLOB_SEG_DEAD;
     atomic_fetch_sub(&t->disk_bytes, atomic_load(&seg->bytes));
@@ -329,7 +383,7 @@ struct blob_seg *blob_segment_take_oldest(struct blob_segs *t)
     pthread_mutex_lock(&t->lock);
     struct blob_seg *best = NULL;
     for (uint32_t i = 0; i < t->cap; i++) {
-        struct blob_seg *seg = t->slots[i];
+        struct blob_seg *seg = atomic_load(&t->slots[i]);
         if (!seg || seg->state == BLOB_SEG_ACTIVE) continue;
         if (!best || seg->seq < best->seq) best = seg;
     }
@@ -361,9 +415,16 @@ void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
         base_list_add_tail(&dead, node);
     }
     pthread_mutex_unlock(&t->lock);
-    while ((node = base_list_pop_head(&dead)) != NULL) {
-        seg_free(BASE_CONTAINER_OF(node, struct blob_seg, link), io, t->map_len);
+    if (base_list_is_empty(&dead)) return;
+    /* Bounded by the graveyard's length. */
+    for (node = dead.next; node != &dead; node = node->next) {
+        seg_close(BASE_CONTAINER_OF(node, struct blob_seg, link), io, t->map_len);
     }
+    pthread_mutex_lock(&t->lock);
+    while ((node = base_list_pop_head(&dead)) != NULL) {
+        base_list_add_tail(&t->spares, node);
+    }
+    pthread_mutex_unlock(&t->lock);
 }
 
 void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes)
@@ -375,7 +436,7 @@ void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes)
     for (;;) {
         struct blob_seg *next = NULL;
         for (uint32_t i = 0; i < t->cap; i++) {
-            struct blob_seg *seg = t->slots[i];
+            struct blob_seg *seg = atomic_load(&t->slots[i]);
             if (seg && seg->state != BLOB_SEG_ACTIVE && seg->seq >= below &&
                 (!next || seg->seq < next->seq)) {
                 next = seg;

@@ -4,6 +4,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -208,4 +210,105 @@ Test(blob_segment, a_page_past_the_end_is_never_mapped_even_when_mincore_cannot_
               "a page past the end of the file was handed out: touching it raises SIGBUS");
     blob_segment_table_deinit(&t, io);
     blob_io_real_destroy(io);
+}
+
+Test(blob_segment, a_buried_segments_struct_is_reused_and_a_stale_lookup_misses)
+{
+    struct blob_segs t;
+    cr_assert(eq(int, blob_segment_table_init(&t, 8), 0));
+    struct blob_io *io = blob_io_sim_create(7);
+    struct blob_seg *s1 = blob_segment_add(&t, 1, open_fd(io, "one"), 10, BLOB_SEG_SEALED);
+    blob_segment_kill(&t, s1);
+    blob_segment_bury(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 0), "closed when buried");
+    /* Seq 9 lands in seq 1's slot and gets its struct back. */
+    struct blob_seg *s9 = blob_segment_add(&t, 9, open_fd(io, "nine"), 20, BLOB_SEG_SEALED);
+    cr_assert(eq(ptr, s9, s1), "the struct is reused, never freed");
+    cr_assert(eq(u64, atomic_load(&s9->seq), 9));
+    /* A lookup of 1 reads the reused struct from the slot, takes a reference, sees seq 9 and
+     * gives the reference back. */
+    cr_assert(eq(ptr, blob_segment_get(&t, 1), NULL));
+    cr_assert(eq(u32, atomic_load(&s9->refs), 1));
+    struct blob_seg *r = blob_segment_get(&t, 9);
+    cr_assert(eq(ptr, r, s9));
+    cr_assert(eq(u32, atomic_load(&s9->refs), 2));
+    blob_segment_put(&t, r);
+    blob_segment_table_deinit(&t, io);
+    cr_assert(eq(u32, blob_io_sim_open_fds(io), 0));
+    blob_io_sim_destroy(io);
+}
+
+/* ---- references taken on every core while the evictor kills and reuses segments ---- */
+
+#define CHURN_SEGS    20000u   /* segments added and killed at least */
+#define CHURN_MAX     2000000u /* and at most, until the readers took CHURN_HITS references */
+#define CHURN_HITS    10000u
+#define CHURN_LIVE    3u /* segments alive at once */
+#define CHURN_READERS 3
+
+struct churn {
+    struct blob_segs t;
+    struct blob_io *io;
+    _Atomic uint64_t newest; /* the seq added last */
+    _Atomic bool done;
+    _Atomic int started;
+    _Atomic uint64_t hits;
+    _Atomic uint64_t wrong; /* references to another segment than asked for, or a dead one */
+};
+
+static void *churn_reader(void *arg)
+{
+    struct churn *c = arg;
+    uint64_t x = (uint64_t)(uintptr_t)&x;
+    atomic_fetch_add(&c->started, 1);
+    while (!atomic_load(&c->done)) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t want = atomic_load(&c->newest) - (x >> 60) % (CHURN_LIVE + 2);
+        struct blob_seg *seg = blob_segment_get(&c->t, (uint32_t)want);
+        if (!seg) continue;
+        if (atomic_load(&seg->seq) != want || atomic_load(&seg->refs) < 1) {
+            atomic_fetch_add(&c->wrong, 1);
+        }
+        atomic_fetch_add(&c->hits, 1);
+        blob_segment_put(&c->t, seg);
+    }
+    return NULL;
+}
+
+Test(blob_segment, lock_free_references_stay_right_while_segments_die_and_are_reused)
+{
+    static struct churn c;
+    cr_assert(eq(int, blob_segment_table_init(&c.t, 8), 0));
+    c.io = blob_io_sim_create(8);
+    pthread_t readers[CHURN_READERS];
+    for (int i = 0; i < CHURN_READERS; i++) {
+        cr_assert(eq(int, pthread_create(&readers[i], NULL, churn_reader, &c), 0));
+    }
+    while (atomic_load(&c.started) < CHURN_READERS)
+        sched_yield();
+    struct blob_seg *live[CHURN_LIVE + 1] = { 0 }; /* by seq % (CHURN_LIVE + 1) */
+    /* Bounded by CHURN_MAX. */
+    for (uint64_t s = 1; s <= CHURN_MAX; s++) {
+        if (s > CHURN_SEGS && atomic_load(&c.hits) >= CHURN_HITS) break;
+        struct blob_seg *seg = blob_segment_add(&c.t, s, -1, 1, BLOB_SEG_SEALED);
+        cr_assert(ne(ptr, seg, NULL));
+        live[s % (CHURN_LIVE + 1)] = seg;
+        atomic_store(&c.newest, s);
+        if (s > CHURN_LIVE) blob_segment_kill(&c.t, live[(s - CHURN_LIVE) % (CHURN_LIVE + 1)]);
+        blob_segment_bury(&c.t, c.io);
+    }
+    atomic_store(&c.done, true);
+    for (int i = 0; i < CHURN_READERS; i++)
+        pthread_join(readers[i], NULL);
+    blob_segment_bury(&c.t, c.io);
+    cr_assert(eq(u64, atomic_load(&c.wrong), 0));
+    cr_assert(ge(u64, atomic_load(&c.hits), CHURN_HITS));
+    /* Reuse keeps the structs to the few alive or waiting at once, not one per segment. */
+    size_t spares = 0;
+    for (struct base_list *n = c.t.spares.next; n != &c.t.spares; n = n->next)
+        spares++;
+    cr_assert(le(sz, spares, (size_t)(CHURN_LIVE + CHURN_READERS + 2)), "%zu spare structs",
+              spares);
+    blob_segment_table_deinit(&c.t, c.io);
+    blob_io_sim_destroy(c.io);
 }
