@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define FILES_MAX 4096U
 #define FDS_MAX   1024U
@@ -55,6 +56,8 @@ struct sim_io {
     uint64_t ops;                     /* operations performed */
     uint64_t fail_at;                 /* ops value that fails, 0: none */
     int fault;                        /* -EIO, -ENOSPC or BLOB_IO_SIM_SHORT */
+    uint8_t slow_op;                  /* requests of this type complete late (blob_io_sim_slow) */
+    uint64_t slow_ns;                 /* by this much real time */
     bool dead;                        /* power is off */
 };
 
@@ -396,6 +399,11 @@ uint32_t blob_io_sim_run(struct blob_io *io, uint32_t max_steps)
         } else if (s->dead && r->req.op != BLOB_IO_CLOSE) {
             res = -EIO;
         } else {
+            if (s->slow_ns > 0 && r->req.op == s->slow_op) {
+                struct timespec ts = { .tv_sec = (time_t)(s->slow_ns / 1000000000u),
+                                       .tv_nsec = (long)(s->slow_ns % 1000000000u) };
+                (void)nanosleep(&ts, NULL);
+            }
             res = sim_perform(s, &r->req);
         }
         struct blob_aio *a = r->aio;
@@ -412,6 +420,13 @@ bool blob_io_sim_is_idle(const struct blob_io *io)
 {
     const struct sim_io *s = (const struct sim_io *)(const void *)io;
     return s->queue_len == 0 && base_list_is_empty(&s->deferred);
+}
+
+void blob_io_sim_slow(struct blob_io *io, uint8_t op, uint64_t ns)
+{
+    struct sim_io *s = sim_of(io);
+    s->slow_op = op;
+    s->slow_ns = ns;
 }
 
 void blob_io_sim_fail_at(struct blob_io *io, uint64_t nth, int fault)

@@ -388,6 +388,10 @@ void blob_read_close(struct blob_reader *r);
     X(write_errors, counter, "segment writes that failed or were short")                           \
     X(fsyncs, counter, "fdatasync calls")                                                          \
     X(fsync_errors, counter, "fdatasync calls that failed")                                        \
+    X(fsync_ns, counter, "nanoseconds from each fdatasync's submission to its completion")         \
+    X(fsync_slow, counter, "fdatasync calls that took 10 ms or more")                              \
+    X(write_ns, counter, "nanoseconds from each segment write's submission to its completion")     \
+    X(write_slow, counter, "segment writes that took 10 ms or more")                               \
     X(segments_created, counter, "segments created by this core")                                  \
     X(segments_sealed, counter, "segments sealed by this core")                                    \
     X(segments_abandoned, counter, "segments given up after a failed write or fsync")

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "blob/internal.h"
 
 /* A write goes out once this much is buffered even if nobody waits for it. */
@@ -119,6 +120,20 @@ static void pendings_written(struct blob_writer *w)
     }
 }
 
+/*
+ * A disk operation that takes this long delays every commit behind it far past a request's
+ * budget: counted, so an operator sees a stalling disk in the metrics.
+ */
+#define DISK_SLOW_NS (10 * BASE_NS_PER_MS)
+
+/* Adds the time since <t0> to <ns>, and counts it in <slow> when it was slow. */
+static void disk_timed(uint64_t t0, struct base_counter *ns, struct base_counter *slow)
+{
+    uint64_t took = base_clock_now_ns() - t0;
+    base_counter_add(ns, took);
+    if (took >= DISK_SLOW_NS) base_counter_inc(slow);
+}
+
 static void write_done(struct blob_aio *a, int32_t res)
 {
     struct blob_wbuf *b = a->ctx;
@@ -134,6 +149,7 @@ static void write_done(struct blob_aio *a, int32_t res)
     ASSERT(w->flights > 0);
     w->flights--;
     b->state = BLOB_WBUF_DONE;
+    disk_timed(b->t0, &bc->counters.write_ns, &bc->counters.write_slow);
     base_counter_dec(&bc->counters.io_in_flight);
     if (res < 0 || (uint32_t)res != b->wlen) {
         base_counter_inc(&bc->counters.write_errors);
@@ -184,6 +200,7 @@ static bool writer_issue_write(struct blob_writer *w, bool tail)
         .off = b->base,
     };
     b->retries = 0;
+    b->t0 = base_clock_now_ns();
     b->aio.fn = write_done;
     b->aio.ctx = b;
     if (blob_core_submit(w->bc, &b->aio, &b->req) < 0) {
@@ -214,6 +231,7 @@ static void sync_done(struct blob_aio *a, int32_t res)
     ASSERT(w->sync_busy);
     w->sync_busy = false;
     base_counter_dec(&w->bc->counters.io_in_flight);
+    disk_timed(w->sync_t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
     if (res < 0) {
         base_counter_inc(&w->bc->counters.fsync_errors);
         pendings_finish(&w->syncing, res);
@@ -230,6 +248,7 @@ static void writer_issue_sync(struct blob_writer *w)
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
     w->sync_aio.fn = sync_done;
     w->sync_aio.ctx = w;
+    w->sync_t0 = base_clock_now_ns();
     if (blob_core_submit(w->bc, &w->sync_aio, &req) < 0) return;
     base_counter_inc(&w->bc->counters.io_in_flight);
     base_counter_inc(&w->bc->counters.fsyncs);
@@ -255,6 +274,7 @@ static void seal_synced(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
     base_counter_dec(&w->bc->counters.io_in_flight);
+    disk_timed(w->ctl_t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
     if (res < 0) {
         base_counter_inc(&w->bc->counters.fsync_errors);
         writer_fail(w, res);
@@ -268,6 +288,7 @@ static void seal_footer_written(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
     base_counter_dec(&w->bc->counters.io_in_flight);
+    disk_timed(w->ctl_t0, &w->bc->counters.write_ns, &w->bc->counters.write_slow);
     free(w->footer_buf);
     w->footer_buf = NULL;
     if (res < 0 || (uint32_t)res != w->ctl_len) {
@@ -278,6 +299,7 @@ static void seal_footer_written(struct blob_aio *a, int32_t res)
     base_counter_add(&w->bc->counters.bytes_stored, w->ctl_len);
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
     w->ctl_aio.fn = seal_synced;
+    w->ctl_t0 = base_clock_now_ns();
     if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
         writer_fail(w, -EAGAIN);
         return;
@@ -315,6 +337,7 @@ static void seal_records_synced(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
     base_counter_dec(&w->bc->counters.io_in_flight);
+    disk_timed(w->ctl_t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
     if (res < 0) {
         base_counter_inc(&w->bc->counters.fsync_errors);
         writer_fail(w, res);
@@ -329,6 +352,7 @@ static void writer_seal_sync_records(struct blob_writer *w)
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
     w->ctl_aio.fn = seal_records_synced;
     w->ctl_aio.ctx = w;
+    w->ctl_t0 = base_clock_now_ns();
     w->sealing_synced = true;
     if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
         writer_fail(w, -EAGAIN);
@@ -350,6 +374,7 @@ static void writer_seal_footer(struct blob_writer *w)
         .off = footer_off,
     };
     w->ctl_aio.fn = seal_footer_written;
+    w->ctl_t0 = base_clock_now_ns();
     w->ctl_aio.ctx = w;
     w->ctl_len = len;
     w->end = footer_off + len; /* nothing is appended after the footer */

@@ -13,6 +13,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "base/clock.h"
 #include "harness.h"
 
 static void blob_n(uint8_t *buf, size_t len, uint64_t n, struct blob_key *k)
@@ -492,5 +493,40 @@ Test(blob_writer, records_never_straddle_the_end_of_a_segment)
         th_fill(data, n, 400 + (uint64_t)i, i % 3 == 0);
         assert_reads(&t, data, n, &keys[i]);
     }
+    th_close(&t);
+}
+
+Test(blob_writer, slow_writes_and_fsyncs_are_timed_and_counted)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 192);
+    static uint8_t data[2000];
+    struct blob_key k;
+    blob_n(data, sizeof(data), 40, &k);
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    struct blob_counters_snapshot c = th_counters(&t);
+    cr_assert(gt(u64, c.fsyncs, 0));
+    cr_assert(eq(u64, c.fsync_slow, 0), "the simulated disk answers at once");
+    cr_assert(eq(u64, c.write_slow, 0));
+    /* Each fdatasync now takes 12 ms. */
+    blob_io_sim_slow(t.io, BLOB_IO_FDATASYNC, 12 * BASE_NS_PER_MS);
+    blob_n(data, sizeof(data), 41, &k);
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    struct blob_counters_snapshot s = th_counters(&t);
+    uint64_t syncs = s.fsyncs - c.fsyncs;
+    cr_assert(gt(u64, syncs, 0));
+    cr_assert(eq(u64, s.fsync_slow - c.fsync_slow, syncs), "every slow fdatasync is counted");
+    cr_assert(ge(u64, s.fsync_ns - c.fsync_ns, syncs * 12 * BASE_NS_PER_MS));
+    cr_assert(eq(u64, s.write_slow, 0));
+    /* Then each segment write. */
+    blob_io_sim_slow(t.io, BLOB_IO_WRITE, 12 * BASE_NS_PER_MS);
+    blob_n(data, sizeof(data), 42, &k);
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+    struct blob_counters_snapshot w = th_counters(&t);
+    cr_assert(gt(u64, w.writes, s.writes));
+    cr_assert(eq(u64, w.write_slow - s.write_slow, w.writes - s.writes));
+    cr_assert(ge(u64, w.write_ns - s.write_ns, (w.writes - s.writes) * 12 * BASE_NS_PER_MS));
+    cr_assert(eq(u64, w.fsync_slow - s.fsync_slow, 0), "fdatasync is fast again");
+    blob_io_sim_slow(t.io, 0, 0);
     th_close(&t);
 }
