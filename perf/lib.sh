@@ -127,6 +127,18 @@ nghttpd_start() {
     done
 }
 
+# bench_wait_window ERRFILE PID: returns once ringcas bench (pid PID, its stderr in ERRFILE)
+# says its load starts (after its seeding; its warm-up starts 20 ms later), or once it exited,
+# or after 60 s.
+bench_wait_window() {
+    for _ in $(seq 6000); do
+        grep -q " for .* s after a " "$1" 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.01
+    done
+    return 1
+}
+
 # CPU clock ticks (user + system) of a process and its children (nginx's workers).
 cpu_ticks() {
     _t=0

@@ -134,11 +134,7 @@ bench_cpu() {
     shift 4
     "$RC" bench $BENCH_BASE --warmup "${_warm}s" --duration "${_dur}s" "$@" >"$_out" 2>"$_out.err" &
     _b=$!
-    for _ in $(seq 6000); do
-        grep -q " for .* s after a " "$_out.err" 2>/dev/null && break
-        kill -0 $_b 2>/dev/null || break
-        sleep 0.01
-    done
+    bench_wait_window "$_out.err" $_b || true
     sleep "$_warm"
     sleep 0.02
     _t0=$(cpu_ticks "$_pid")
@@ -676,11 +672,7 @@ profile_load() { # NAME TITLE BENCH-ARGS...: the server's hottest symbols under 
         --duration "$((PROF_S + 1))s" "$@" >/dev/null 2>"$work/prof-$_n.err" &
     _b=$!
     # Past the seeding and the warm-up: record the load itself.
-    for _ in $(seq 6000); do
-        grep -q " for .* s after a " "$work/prof-$_n.err" 2>/dev/null && break
-        kill -0 $_b 2>/dev/null || break
-        sleep 0.01
-    done
+    bench_wait_window "$work/prof-$_n.err" $_b || true
     sleep 1.2
     perf_top "$rc_pid" "$PROF_S" "$work/prof-$_n.txt"
     wait $_b

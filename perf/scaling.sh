@@ -38,6 +38,7 @@ while [ $# -gt 0 ]; do
        exit 2 ;;
     esac
 done
+. perf/lib.sh
 NCPU=$(nproc)
 TICK=$(getconf CLK_TCK)
 PY=$(command -v python3 || true)
@@ -84,11 +85,6 @@ sample() { # FILE: wall time, the server's and bench's CPU ticks, each core's ri
         echo "cli $(cpu_ticks "$bpid")"
         metrics "$port" | sed -n 's/^ringcas_busy_ns{core="\([0-9]*\)"} /core \1 /p' | sort -n -k2
     } >"$1"
-}
-
-cpu_ticks() { # PID: user + system clock ticks of the process so far
-    # Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
-    sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
 # Starts the server on CPUs 0..N-1; sets srv (pid) and port.
@@ -154,13 +150,10 @@ for wl in $WORKLOADS; do
             --blobs 1024 --threads "$threads" $extra --duration "${S}s" --warmup 1s --json \
             >"$json" 2>"$work/bench.err" &
         bpid=$!
-        # The window opens when bench says so (after seeding and warm-up); the server's and
-        # the client's CPU are sampled inside it.
-        for _ in $(seq 3000); do
-            grep -q " for .* s after a " "$work/bench.err" 2>/dev/null && break
-            kill -0 $bpid 2>/dev/null || break
-            sleep 0.01
-        done
+        # The load starts when bench says so, after its seeding; the server's and the
+        # client's CPU are sampled inside the measured window, after the warm-up.
+        bench_wait_window "$work/bench.err" $bpid || true
+        sleep 1.05
         sample "$work/s0"
         sleep "$(awk -v s="$S" 'BEGIN { print (s > 1 ? s - 0.5 : s / 2) }')"
         sample "$work/s1"
