@@ -105,6 +105,13 @@ uint8_t *ring_buf_data(struct ring_core *core, uint16_t bid)
     return pool->mem + (size_t)bid * pool->size;
 }
 
+bool ring_buf_is_low(const struct ring_core *core)
+{
+    uint64_t out = base_counter_get(&core->counters.bufs_out);
+    uint64_t count = core->bufs.count;
+    return out > count ? true : (count - out) * 4 < count;
+}
+
 void ring_buf_ref(struct ring_core *core, uint16_t bid)
 {
     struct ring_buf_pool *pool = &core->bufs;

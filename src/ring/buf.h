@@ -56,6 +56,12 @@ void ring_buf_ref(struct ring_core *core, uint16_t bid);
 /* Drops a reference; the last one gives the buffer back to the kernel. */
 void ring_buf_unref(struct ring_core *core, uint16_t bid);
 
+/*
+ * True when fewer than a quarter of <core>'s buffers are with the kernel. A connection whose
+ * input waits for the engine stops receiving then, so that the core's others still can.
+ */
+bool ring_buf_is_low(const struct ring_core *core);
+
 /* Bytes in each buffer of <core>'s pool. */
 uint32_t ring_buf_size(const struct ring_core *core);
 

@@ -44,6 +44,7 @@ struct rpc_h2 {
     bool draining;               /* GOAWAY sent: close once the last call is done */
     bool peer_eof;               /* the client closed its side: likewise */
     bool close_after_send;       /* a connection error: close once the output is out */
+    bool bufs_yielded;           /* receiving paused to leave buffers to others (yield_bufs) */
     struct base_list sent;       /* struct rpc_seg whose last bytes are in the send */
     uint64_t glitch_tokens;      /* invalid-frame budget, in thousandths of a frame */
     uint64_t glitch_ns;          /* when the budget was last refilled */
@@ -223,6 +224,42 @@ static void fail_after_send(struct rpc_h2 *h2, const char *why)
     schedule_flush(h2);
 }
 
+/* True when a call holds input in receive buffers that the engine has not taken yet. */
+static bool holds_input(const struct rpc_h2 *h2)
+{
+    BASE_LIST_FOR_EACH(it, &h2->calls)
+    {
+        const struct rpc_call *c = BASE_CONTAINER_OF(it, const struct rpc_call, link);
+        if (c->input_held || !base_list_is_empty(&c->in)) return true;
+    }
+    return false;
+}
+
+/*
+ * The receive buffers are the core's, and input the engine has not taken yet stays in them
+ * (zero copy), up to the connection's flow-control window. So when the pool runs low, a
+ * connection that holds such input stops receiving (the kernel holds the client's next bytes,
+ * and TCP pushes back) until the engine takes it: uploads faster than the disk cannot take
+ * every buffer from the core's other connections. Nothing it holds waits for more input:
+ * the engine gives it back as the disk completes writes (or when the call ends).
+ */
+static void yield_bufs(struct rpc_h2 *h2)
+{
+    if (h2->bufs_yielded || h2->close_after_send || !ring_buf_is_low(h2_core(h2))) return;
+    if (!holds_input(h2)) return;
+    h2->bufs_yielded = true;
+    base_counter_inc(&h2->rc->counters.h2_recv_yields);
+    ring_conn_recv_pause(&h2->conn->conn);
+}
+
+static void unyield_bufs(struct rpc_h2 *h2)
+{
+    if (!h2->bufs_yielded) return;
+    if (ring_buf_is_low(h2_core(h2)) && holds_input(h2)) return;
+    h2->bufs_yielded = false;
+    if (!h2->close_after_send) ring_conn_recv_resume(&h2->conn->conn);
+}
+
 static void feed(struct rpc_h2 *h2, const uint8_t *p, size_t len, uint16_t bid)
 {
     if (len == 0 || h2->close_after_send) return;
@@ -256,6 +293,7 @@ static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
     }
     feed(h2, ring_buf_data(rc->core, bid), len, bid);
     ring_buf_unref(rc->core, bid);
+    yield_bufs(h2);
     schedule_flush(h2);
 }
 
@@ -363,7 +401,10 @@ static void flush(struct rpc_h2 *h2)
 
 static void flush_task(struct ring_task *task)
 {
-    flush(BASE_CONTAINER_OF(task, struct rpc_h2, flush_task));
+    struct rpc_h2 *h2 = BASE_CONTAINER_OF(task, struct rpc_h2, flush_task);
+    /* Input given back to the windows (rpc_h2_consume) queues this task. */
+    unyield_bufs(h2);
+    flush(h2);
 }
 
 /* Releases the pieces whose bytes were in the send that just completed (or never will be). */

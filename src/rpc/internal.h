@@ -41,6 +41,7 @@ struct rpc_call;
     X(h2_glitches, counter, "invalid frames received")                                             \
     X(h2_goaways, counter, "connections sent GOAWAY (drain or error)")                             \
     X(h2_protocol_errors, counter, "connections closed on an HTTP/2 error")                        \
+    X(h2_recv_yields, counter, "receives paused: input held for the engine, buffers low")          \
     X(grpc_oversize, counter, "messages refused over the size limit")                              \
     X(grpc_deadlines, counter, "calls ended by their grpc-timeout")                                \
     X(grpc_cancels, counter, "calls cancelled by the client or a closed connection")               \
