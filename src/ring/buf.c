@@ -105,11 +105,30 @@ uint8_t *ring_buf_data(struct ring_core *core, uint16_t bid)
     return pool->mem + (size_t)bid * pool->size;
 }
 
-bool ring_buf_is_low(const struct ring_core *core)
+/* Buffers with the kernel. */
+static uint64_t bufs_free(const struct ring_core *core)
 {
     uint64_t out = base_counter_get(&core->counters.bufs_out);
-    uint64_t count = core->bufs.count;
-    return out > count ? true : (count - out) * 4 < count;
+    return out > core->bufs.count ? 0 : core->bufs.count - out;
+}
+
+bool ring_buf_is_low(const struct ring_core *core)
+{
+    return bufs_free(core) * 4 < core->bufs.count;
+}
+
+bool ring_buf_is_plenty(const struct ring_core *core)
+{
+    return bufs_free(core) * 2 >= core->bufs.count;
+}
+
+void ring_buf_wait_plenty(struct ring_core *core, struct ring_task *task)
+{
+    if (ring_buf_is_plenty(core)) {
+        ring_task_defer(core, task);
+        return;
+    }
+    if (!base_list_is_linked(&task->link)) base_list_add_tail(&core->plenty_waiters, &task->link);
 }
 
 void ring_buf_ref(struct ring_core *core, uint16_t bid)
@@ -134,6 +153,11 @@ void ring_buf_unref(struct ring_core *core, uint16_t bid)
     if (node) {
         struct ring_task *task = BASE_CONTAINER_OF(node, struct ring_task, link);
         ring_task_defer(core, task);
+    }
+    if (base_list_is_empty(&core->plenty_waiters) || !ring_buf_is_plenty(core)) return;
+    /* Bounded by the waiters (one per paused connection). */
+    while ((node = base_list_pop_head(&core->plenty_waiters)) != NULL) {
+        ring_task_defer(core, BASE_CONTAINER_OF(node, struct ring_task, link));
     }
 }
 

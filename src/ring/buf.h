@@ -23,6 +23,7 @@
 #define RING_BUF_GROUP 0
 
 struct ring_core;
+struct ring_task;
 
 struct ring_buf_pool {
     struct io_uring_buf_ring *br; /* shared with the kernel; page aligned */
@@ -61,6 +62,16 @@ void ring_buf_unref(struct ring_core *core, uint16_t bid);
  * input waits for the engine stops receiving then, so that the core's others still can.
  */
 bool ring_buf_is_low(const struct ring_core *core);
+
+/* True when at least half of <core>'s buffers are with the kernel. */
+bool ring_buf_is_plenty(const struct ring_core *core);
+
+/*
+ * Runs <task> (deferred) once at least half of the buffers are with the kernel again: at the
+ * next give-back that gets there, or at once when they already are. Cancel with
+ * ring_task_cancel. One list per core, woken all together.
+ */
+void ring_buf_wait_plenty(struct ring_core *core, struct ring_task *task);
 
 /* Bytes in each buffer of <core>'s pool. */
 uint32_t ring_buf_size(const struct ring_core *core);

@@ -143,6 +143,7 @@ int ring_core_create(const struct ring_core_options *opts, uint32_t index, struc
     core->index = index;
     base_list_init(&core->deferred);
     base_list_init(&core->buf_waiters);
+    base_list_init(&core->plenty_waiters);
     base_list_init(&core->conns);
     int rc = core_setup_ring(core, opts, why, why_size);
     if (rc < 0) goto err_free_core;

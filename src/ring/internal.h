@@ -27,19 +27,20 @@
 #define RING_TASK_BATCH_MAX 4096
 
 struct ring_core {
-    struct io_uring ring;          /* created and used by this core's thread only */
-    int ring_fd;                   /* ring.ring_fd, fixed at creation: other rings send here */
-    uint32_t index;                /* 0-based core number */
-    bool stopped;                  /* ring_core_stop() was called */
-    struct ring_op *ops;           /* op table, ops_max slots */
-    uint32_t *free_slots;          /* stack of free slot indices */
-    uint32_t free_count;           /* entries in free_slots */
-    uint32_t ops_max;              /* slots in the op table */
-    struct ring_buf_pool bufs;     /* provided receive buffers */
-    struct base_list deferred;     /* struct ring_task.link, run after each CQE batch */
-    struct base_list buf_waiters;  /* struct ring_task.link, run when a buffer comes back */
-    struct ring_counters counters; /* live counters, readable from any thread */
-    struct base_list conns;        /* struct ring_conn.link, open connections */
+    struct io_uring ring;            /* created and used by this core's thread only */
+    int ring_fd;                     /* ring.ring_fd, fixed at creation: other rings send here */
+    uint32_t index;                  /* 0-based core number */
+    bool stopped;                    /* ring_core_stop() was called */
+    struct ring_op *ops;             /* op table, ops_max slots */
+    uint32_t *free_slots;            /* stack of free slot indices */
+    uint32_t free_count;             /* entries in free_slots */
+    uint32_t ops_max;                /* slots in the op table */
+    struct ring_buf_pool bufs;       /* provided receive buffers */
+    struct base_list deferred;       /* struct ring_task.link, run after each CQE batch */
+    struct base_list buf_waiters;    /* struct ring_task.link, run when a buffer comes back */
+    struct base_list plenty_waiters; /* struct ring_task.link, run when half the pool is free */
+    struct ring_counters counters;   /* live counters, readable from any thread */
+    struct base_list conns;          /* struct ring_conn.link, open connections */
     void (*on_conn_closed)(struct ring_core *core); /* the server's drain watcher, or NULL */
     void *server;                                   /* the server's per-core state, or NULL */
     void *app;                                      /* upper layers' per-core state */

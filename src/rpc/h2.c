@@ -45,6 +45,7 @@ struct rpc_h2 {
     bool peer_eof;               /* the client closed its side: likewise */
     bool close_after_send;       /* a connection error: close once the output is out */
     bool bufs_yielded;           /* receiving paused to leave buffers to others (yield_bufs) */
+    struct ring_task yield_task; /* checks whether to receive again */
     struct base_list sent;       /* struct rpc_seg whose last bytes are in the send */
     uint64_t glitch_tokens;      /* invalid-frame budget, in thousandths of a frame */
     uint64_t glitch_ns;          /* when the budget was last refilled */
@@ -237,11 +238,13 @@ static bool holds_input(const struct rpc_h2 *h2)
 
 /*
  * The receive buffers are the core's, and input the engine has not taken yet stays in them
- * (zero copy), up to the connection's flow-control window. So when the pool runs low, a
- * connection that holds such input stops receiving (the kernel holds the client's next bytes,
- * and TCP pushes back) until the engine takes it: uploads faster than the disk cannot take
- * every buffer from the core's other connections. Nothing it holds waits for more input:
- * the engine gives it back as the disk completes writes (or when the call ends).
+ * (zero copy), up to the connection's flow-control window. So when fewer than a quarter of
+ * them are free, a connection that holds such input stops receiving (the kernel holds the
+ * client's next bytes, and TCP pushes back): uploads faster than the disk cannot take every
+ * buffer from the core's other connections. It receives again once the engine took its input
+ * (rpc_h2_consume) or half of the buffers are free again (ring_buf_wait_plenty). Nothing it
+ * holds waits for more input: the engine gives it back as the disk completes writes, or when
+ * the call ends.
  */
 static void yield_bufs(struct rpc_h2 *h2)
 {
@@ -250,12 +253,17 @@ static void yield_bufs(struct rpc_h2 *h2)
     h2->bufs_yielded = true;
     base_counter_inc(&h2->rc->counters.h2_recv_yields);
     ring_conn_recv_pause(&h2->conn->conn);
+    ring_buf_wait_plenty(h2_core(h2), &h2->yield_task);
 }
 
-static void unyield_bufs(struct rpc_h2 *h2)
+static void yield_task(struct ring_task *task)
 {
+    struct rpc_h2 *h2 = BASE_CONTAINER_OF(task, struct rpc_h2, yield_task);
     if (!h2->bufs_yielded) return;
-    if (ring_buf_is_low(h2_core(h2)) && holds_input(h2)) return;
+    if (holds_input(h2) && !ring_buf_is_plenty(h2_core(h2))) {
+        ring_buf_wait_plenty(h2_core(h2), &h2->yield_task);
+        return;
+    }
     h2->bufs_yielded = false;
     if (!h2->close_after_send) ring_conn_recv_resume(&h2->conn->conn);
 }
@@ -319,6 +327,7 @@ void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
     base_list_init(&h2->sent);
     ring_gather_init(&h2->gather, &gather_limits);
     ring_task_init(&h2->flush_task, flush_task);
+    ring_task_init(&h2->yield_task, yield_task);
     base_counter_inc(&rc->counters.h2_conns);
     if (session_create(h2) < 0) {
         if (len > 0) ring_buf_unref(core, bid);
@@ -401,10 +410,7 @@ static void flush(struct rpc_h2 *h2)
 
 static void flush_task(struct ring_task *task)
 {
-    struct rpc_h2 *h2 = BASE_CONTAINER_OF(task, struct rpc_h2, flush_task);
-    /* Input given back to the windows (rpc_h2_consume) queues this task. */
-    unyield_bufs(h2);
-    flush(h2);
+    flush(BASE_CONTAINER_OF(task, struct rpc_h2, flush_task));
 }
 
 /* Releases the pieces whose bytes were in the send that just completed (or never will be). */
@@ -778,6 +784,12 @@ void rpc_h2_reset(struct rpc_call *c, uint32_t error_code)
 
 void rpc_h2_consume(struct rpc_call *c, size_t len)
 {
+    if (c->h2 && c->h2->bufs_yielded) {
+        /* The input went to the engine or the call ended: maybe receive again. Also from
+         * inside the session (a stream closed while sending), which queues no flush. */
+        ring_task_cancel(&c->h2->yield_task);
+        ring_task_defer(h2_core(c->h2), &c->h2->yield_task);
+    }
     if (!c->h2 || !c->h2->session || len == 0) return;
     /* Works for closed streams too: then only the connection window reopens. */
     (void)nghttp2_session_consume(c->h2->session, c->stream_id, len);
@@ -898,6 +910,7 @@ static void h2_on_close(struct ring_conn *rc, int reason)
         /* Last: closing the calls gives their held input back to the windows, which queues
          * a flush (rpc_h2_consume); the task must not stay queued in freed memory. */
         ring_task_cancel(&h2->flush_task);
+        ring_task_cancel(&h2->yield_task);
         base_counter_dec(&h2->rc->counters.h2_conns);
         proto_alloc_free(&h2->rc->h2_mem, h2);
     }

@@ -120,6 +120,65 @@ Test(ring_buf, an_empty_pool_answers_enobufs_and_loses_no_data)
     ring_core_destroy(core);
 }
 
+struct counted_task {
+    struct ring_task task;
+    int runs;
+};
+
+static void count_run(struct ring_task *task)
+{
+    BASE_CONTAINER_OF(task, struct counted_task, task)->runs++;
+}
+
+Test(ring_buf, a_task_waits_until_half_the_pool_is_free)
+{
+    struct ring_core *core = echo_core_create(0, 8, 4096);
+    int sv[2];
+    cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
+    uint16_t bids[7];
+    for (int i = 0; i < 7; i++) {
+        cr_assert(eq(sz, (size_t)write(sv[1], "x", 1), 1));
+        struct got g = { 0 };
+        bids[i] = recv_one(core, sv[0], &g);
+        cr_assert(eq(int, g.res, 1));
+        /* Low below a quarter free (2 of 8), plenty from half (4 of 8). */
+        cr_assert(eq(int, ring_buf_is_low(core), i >= 6), "after %d taken", i + 1);
+        cr_assert(eq(int, ring_buf_is_plenty(core), i < 4), "after %d taken", i + 1);
+    }
+    static struct counted_task t;
+    ring_task_init(&t.task, count_run);
+    ring_buf_wait_plenty(core, &t.task);
+    ring_buf_wait_plenty(core, &t.task); /* once is enough */
+    /* Giving back 1, 2, then 3 buffers (2, 3, then 4 free). */
+    for (int i = 0; i < 3; i++) {
+        ring_buf_unref(core, bids[i]);
+        cr_assert(ge(int, ring_core_tick(core, 0), 0));
+        cr_assert(eq(int, t.runs, i == 2 ? 1 : 0), "after %d given back", i + 1);
+    }
+    /* Already plenty: the task runs at the next turn. */
+    ring_buf_wait_plenty(core, &t.task);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, t.runs, 2));
+    /* A cancelled waiter does not run. */
+    for (int i = 3; i < 7; i++)
+        ring_buf_unref(core, bids[i]);
+    struct got g = { 0 };
+    for (int i = 0; i < 7; i++) {
+        cr_assert(eq(sz, (size_t)write(sv[1], "y", 1), 1));
+        memset(&g, 0, sizeof(g));
+        bids[i] = recv_one(core, sv[0], &g);
+    }
+    ring_buf_wait_plenty(core, &t.task);
+    ring_task_cancel(&t.task);
+    for (int i = 0; i < 7; i++)
+        ring_buf_unref(core, bids[i]);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, t.runs, 2));
+    close(sv[0]);
+    close(sv[1]);
+    ring_core_destroy(core);
+}
+
 struct pusher {
     uint16_t port;
     int rounds;
