@@ -40,7 +40,9 @@ enum blob_seg_state {
 /*
  * A segment's struct is type-stable: once allocated it is only ever reused for another
  * segment (from the table's spare list), never freed before the table, so that
- * blob_segment_get can take a reference without the lock (see there).
+ * blob_segment_get can take a reference without the lock (see there). A pointer kept without
+ * a reference (the writer's to its active segment, which is never evicted) is valid only
+ * while that segment lives.
  */
 struct blob_seg {
     _Atomic uint64_t seq;   /* store-wide number; read without the lock by blob_segment_get */
@@ -94,7 +96,11 @@ void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t 
  * returns it with a reference, or NULL.
  */
 struct blob_seg *blob_segment_take_oldest(struct blob_segs *t);
-/* Marks a live segment dead (a corrupt or unreadable one) and drops the table's reference. */
+/*
+ * Marks a live segment dead (a corrupt or unreadable one) and drops the table's reference.
+ * The caller holds a reference of its own: once buried, the struct is reused for a later
+ * segment, which a second kill through a stale pointer would kill instead.
+ */
 void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg);
 
 /* One more reference to <seg>, which the caller already holds one of (it may be dead). */

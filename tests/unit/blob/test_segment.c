@@ -80,7 +80,7 @@ Test(blob_segment, liveness_references_and_the_graveyard)
     blob_segment_set_bytes(&t, s2, 250);
     cr_assert(eq(u64, atomic_load(&t.disk_bytes), 250));
     blob_segment_kill(&t, s2);
-    blob_segment_kill(&t, s2); /* twice is harmless */
+    blob_segment_kill(&t, s2); /* twice is harmless until the struct is buried and reused */
     cr_assert(not(blob_segment_is_alive(&t, 2)));
     cr_assert(eq(u64, atomic_load(&t.disk_bytes), 0));
     blob_segment_table_deinit(&t, io);
