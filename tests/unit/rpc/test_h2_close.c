@@ -266,26 +266,34 @@ __attribute__((noinline)) static void tcp_pair(int sv[2])
     cr_assert(eq(int, fcntl(sv[1], F_SETFL, O_NONBLOCK), 0));
 }
 
+/* Connects <cl> and starts a call of <path> on it; returns the client's socket. */
+__attribute__((noinline)) static int client_connect(struct env *e, struct client *cl,
+                                                    const char *path)
+{
+    int sv[2];
+    tcp_pair(sv);
+    rpc_conn_accept(e->core, sv[0], NULL);
+    /* nghttp2's client sends the connection preface first, which selects HTTP/2. */
+    client_start(cl, sv[1], path);
+    return sv[1];
+}
+
 Test(rpc_h2_close, a_connection_gone_while_the_engine_holds_input_frees_everything)
 {
     static struct env e;
     /* 4 MiB of receive buffers, more than the stream's window the engine can hold: a
      * receive stays armed, so the server sees the client's reset at once. */
     env_open(&e, 256);
-    int sv[2];
-    tcp_pair(sv);
-    rpc_conn_accept(e.core, sv[0], NULL);
     static struct client cl;
-    /* nghttp2's client sends the connection preface first, which selects HTTP/2. */
     make_body(&cl);
-    client_start(&cl, sv[1], "/google.bytestream.ByteStream/Write");
+    int fd = client_connect(&e, &cl, "/google.bytestream.ByteStream/Write");
     stall(&e, &cl);
     /* The client vanishes (a reset, as from a killed process). The server closes the
      * connection at once; closing the call gives its held input back to the windows. */
     nghttp2_session_del(cl.session);
     struct linger reset = { 1, 0 };
-    cr_assert(eq(int, setsockopt(sv[1], SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0));
-    (void)close(sv[1]);
+    cr_assert(eq(int, setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0));
+    (void)close(fd);
     settle(&e);
     free(cl.body);
     env_close(&e);
@@ -296,24 +304,18 @@ Test(rpc_h2_close, an_upload_the_disk_holds_leaves_receive_buffers_to_other_conn
     static struct env e;
     /* 512 KiB of receive buffers: half of what one stream's window lets the upload hold. */
     env_open(&e, 32);
-    int up[2];
-    tcp_pair(up);
-    rpc_conn_accept(e.core, up[0], NULL);
     static struct client w;
     make_body(&w);
-    client_start(&w, up[1], "/google.bytestream.ByteStream/Write");
+    int up = client_connect(&e, &w, "/google.bytestream.ByteStream/Write");
     stall(&e, &w);
     cr_assert(gt(u64, base_counter_get(&e.rc->counters.h2_recv_yields), 0),
               "the upload kept receiving into the last buffers");
     /* Another client's health check is answered while the disk still holds the upload. */
-    int hc[2];
-    tcp_pair(hc);
-    rpc_conn_accept(e.core, hc[0], NULL);
     static struct client h;
     h.body = calloc(1, 5); /* an empty HealthCheckRequest */
     cr_assert(ne(ptr, h.body, NULL));
     h.body_len = 5;
-    client_start(&h, hc[1], "/grpc.health.v1.Health/Check");
+    int hc = client_connect(&e, &h, "/grpc.health.v1.Health/Check");
     for (int i = 0; i < 200 && !h.closed; i++)
         turn(&e, &w, &h);
     cr_assert(h.closed, "the health check waited for the upload's disk");
@@ -329,8 +331,8 @@ Test(rpc_h2_close, an_upload_the_disk_holds_leaves_receive_buffers_to_other_conn
     cr_assert(eq(sz, w.body_off, w.body_len), "the upload did not send everything");
     nghttp2_session_del(w.session);
     nghttp2_session_del(h.session);
-    (void)close(up[1]);
-    (void)close(hc[1]);
+    (void)close(up);
+    (void)close(hc);
     settle(&e);
     free(w.body);
     free(h.body);
