@@ -216,7 +216,6 @@ struct blob_wbuf {
     uint32_t wlen;          /* bytes of its write (whole blocks) */
     uint64_t end;           /* logical end its write covers */
     uint32_t retries;       /* resubmissions after -EAGAIN */
-    uint64_t t0;            /* when its write was submitted (monotonic ns) */
     struct blob_aio aio;    /* the write */
     struct blob_io_req req; /* kept to resubmit */
     struct blob_writer *w;  /* owner */
@@ -243,9 +242,7 @@ struct blob_writer {
     uint32_t ctl_len;                  /* length of the footer write */
     bool sync_busy;                    /* an fdatasync is in flight */
     struct blob_aio sync_aio;          /* the fdatasync */
-    uint64_t sync_t0;                  /* when it was submitted (monotonic ns) */
     struct blob_aio ctl_aio;           /* open, folder fsync, footer write, close */
-    uint64_t ctl_t0;                   /* when the ctl fdatasync or footer write was submitted */
     uint8_t *footer_buf;               /* the footer being written at seal */
     bool sealing_synced;               /* the seal's first fdatasync (of the records) went out */
     struct base_list wait_write;       /* pendings whose record is not written yet */

@@ -43,6 +43,7 @@ typedef void blob_aio_fn(struct blob_aio *a, int32_t res);
 struct blob_aio {
     blob_aio_fn *fn; /* completion */
     void *ctx;       /* the caller's object */
+    uint64_t t0;     /* the caller's: when it was submitted (the writer's disk timings) */
     /* private: */
     void *handle; /* the backend's op while in flight, else NULL */
 };

@@ -134,6 +134,25 @@ static void disk_timed(uint64_t t0, struct base_counter *ns, struct base_counter
     if (took >= DISK_SLOW_NS) base_counter_inc(slow);
 }
 
+/*
+ * Submits <req> on <a>, completing in <fn>(<ctx>): stamps the submission for disk_timed and
+ * counts the op in flight, and a write or an fdatasync in writes or fsyncs. Returns 0, or
+ * -errno when the op table is full (nothing counted).
+ */
+static int writer_submit(struct blob_writer *w, struct blob_aio *a, blob_aio_fn *fn, void *ctx,
+                         const struct blob_io_req *req)
+{
+    a->fn = fn;
+    a->ctx = ctx;
+    a->t0 = base_clock_now_ns();
+    int rc = blob_core_submit(w->bc, a, req);
+    if (rc < 0) return rc;
+    base_counter_inc(&w->bc->counters.io_in_flight);
+    if (req->op == BLOB_IO_WRITE) base_counter_inc(&w->bc->counters.writes);
+    if (req->op == BLOB_IO_FDATASYNC) base_counter_inc(&w->bc->counters.fsyncs);
+    return 0;
+}
+
 static void write_done(struct blob_aio *a, int32_t res)
 {
     struct blob_wbuf *b = a->ctx;
@@ -149,7 +168,7 @@ static void write_done(struct blob_aio *a, int32_t res)
     ASSERT(w->flights > 0);
     w->flights--;
     b->state = BLOB_WBUF_DONE;
-    disk_timed(b->t0, &bc->counters.write_ns, &bc->counters.write_slow);
+    disk_timed(a->t0, &bc->counters.write_ns, &bc->counters.write_slow);
     base_counter_dec(&bc->counters.io_in_flight);
     if (res < 0 || (uint32_t)res != b->wlen) {
         base_counter_inc(&bc->counters.write_errors);
@@ -200,14 +219,9 @@ static bool writer_issue_write(struct blob_writer *w, bool tail)
         .off = b->base,
     };
     b->retries = 0;
-    b->t0 = base_clock_now_ns();
-    b->aio.fn = write_done;
-    b->aio.ctx = b;
-    if (blob_core_submit(w->bc, &b->aio, &b->req) < 0) {
+    if (writer_submit(w, &b->aio, write_done, b, &b->req) < 0) {
         return false; /* the op table is full: the next kick tries again */
     }
-    base_counter_inc(&w->bc->counters.io_in_flight);
-    base_counter_inc(&w->bc->counters.writes);
     w->flights++;
     b->state = BLOB_WBUF_FLIGHT;
     b->wlen = wlen;
@@ -231,7 +245,7 @@ static void sync_done(struct blob_aio *a, int32_t res)
     ASSERT(w->sync_busy);
     w->sync_busy = false;
     base_counter_dec(&w->bc->counters.io_in_flight);
-    disk_timed(w->sync_t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
+    disk_timed(a->t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
     if (res < 0) {
         base_counter_inc(&w->bc->counters.fsync_errors);
         pendings_finish(&w->syncing, res);
@@ -246,12 +260,7 @@ static void writer_issue_sync(struct blob_writer *w)
 {
     ASSERT(!w->sync_busy);
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
-    w->sync_aio.fn = sync_done;
-    w->sync_aio.ctx = w;
-    w->sync_t0 = base_clock_now_ns();
-    if (blob_core_submit(w->bc, &w->sync_aio, &req) < 0) return;
-    base_counter_inc(&w->bc->counters.io_in_flight);
-    base_counter_inc(&w->bc->counters.fsyncs);
+    if (writer_submit(w, &w->sync_aio, sync_done, w, &req) < 0) return;
     w->sync_busy = true;
     w->want_sync = false;
     if (store_of(w)->opts.sync == BLOB_SYNC_ALWAYS) {
@@ -274,7 +283,7 @@ static void seal_synced(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
     base_counter_dec(&w->bc->counters.io_in_flight);
-    disk_timed(w->ctl_t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
+    disk_timed(a->t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
     if (res < 0) {
         base_counter_inc(&w->bc->counters.fsync_errors);
         writer_fail(w, res);
@@ -288,7 +297,7 @@ static void seal_footer_written(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
     base_counter_dec(&w->bc->counters.io_in_flight);
-    disk_timed(w->ctl_t0, &w->bc->counters.write_ns, &w->bc->counters.write_slow);
+    disk_timed(a->t0, &w->bc->counters.write_ns, &w->bc->counters.write_slow);
     free(w->footer_buf);
     w->footer_buf = NULL;
     if (res < 0 || (uint32_t)res != w->ctl_len) {
@@ -298,14 +307,7 @@ static void seal_footer_written(struct blob_aio *a, int32_t res)
     }
     base_counter_add(&w->bc->counters.bytes_stored, w->ctl_len);
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
-    w->ctl_aio.fn = seal_synced;
-    w->ctl_t0 = base_clock_now_ns();
-    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
-        writer_fail(w, -EAGAIN);
-        return;
-    }
-    base_counter_inc(&w->bc->counters.io_in_flight);
-    base_counter_inc(&w->bc->counters.fsyncs);
+    if (writer_submit(w, &w->ctl_aio, seal_synced, w, &req) < 0) writer_fail(w, -EAGAIN);
 }
 
 /* Builds footer record + trailer in an aligned buffer; returns its length. */
@@ -337,7 +339,7 @@ static void seal_records_synced(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
     base_counter_dec(&w->bc->counters.io_in_flight);
-    disk_timed(w->ctl_t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
+    disk_timed(a->t0, &w->bc->counters.fsync_ns, &w->bc->counters.fsync_slow);
     if (res < 0) {
         base_counter_inc(&w->bc->counters.fsync_errors);
         writer_fail(w, res);
@@ -350,16 +352,8 @@ static void seal_records_synced(struct blob_aio *a, int32_t res)
 static void writer_seal_sync_records(struct blob_writer *w)
 {
     struct blob_io_req req = { .op = BLOB_IO_FDATASYNC, .fd = w->wfd };
-    w->ctl_aio.fn = seal_records_synced;
-    w->ctl_aio.ctx = w;
-    w->ctl_t0 = base_clock_now_ns();
     w->sealing_synced = true;
-    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
-        writer_fail(w, -EAGAIN);
-        return;
-    }
-    base_counter_inc(&w->bc->counters.io_in_flight);
-    base_counter_inc(&w->bc->counters.fsyncs);
+    if (writer_submit(w, &w->ctl_aio, seal_records_synced, w, &req) < 0) writer_fail(w, -EAGAIN);
 }
 
 static void writer_seal_footer(struct blob_writer *w)
@@ -373,20 +367,14 @@ static void writer_seal_footer(struct blob_writer *w)
         .len = len,
         .off = footer_off,
     };
-    w->ctl_aio.fn = seal_footer_written;
-    w->ctl_t0 = base_clock_now_ns();
-    w->ctl_aio.ctx = w;
     w->ctl_len = len;
     w->end = footer_off + len; /* nothing is appended after the footer */
     w->flushed = w->end;
-    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
+    if (writer_submit(w, &w->ctl_aio, seal_footer_written, w, &req) < 0) {
         free(w->footer_buf);
         w->footer_buf = NULL;
         writer_fail(w, -EAGAIN);
-        return;
     }
-    base_counter_inc(&w->bc->counters.io_in_flight);
-    base_counter_inc(&w->bc->counters.writes);
 }
 
 static void close_done(struct blob_aio *a, int32_t res)
@@ -404,18 +392,14 @@ static void close_done(struct blob_aio *a, int32_t res)
 static void writer_close_segment(struct blob_writer *w)
 {
     struct blob_io_req req = { .op = BLOB_IO_CLOSE, .fd = w->wfd };
-    w->ctl_aio.fn = close_done;
-    w->ctl_aio.ctx = w;
     w->seg = NULL; /* the table keeps its reference */
     w->foot_len = 0;
-    if (blob_core_submit(w->bc, &w->ctl_aio, &req) < 0) {
+    if (writer_submit(w, &w->ctl_aio, close_done, w, &req) < 0) {
         /* No op slot: close(2) of a regular file does not touch the disk. */
         (void)store_of(w)->io->ops->close(store_of(w)->io, w->wfd);
         w->state = BLOB_W_NONE;
         w->wfd = -1;
-        return;
     }
-    base_counter_inc(&w->bc->counters.io_in_flight);
 }
 
 static void seal_finish(struct blob_writer *w)
@@ -440,11 +424,7 @@ static void open_done(struct blob_aio *a, int32_t res)
 
 static int open_submit(struct blob_writer *w, const struct blob_io_req *req)
 {
-    w->ctl_aio.fn = open_done;
-    w->ctl_aio.ctx = w;
-    int rc = blob_core_submit(w->bc, &w->ctl_aio, req);
-    if (rc == 0) base_counter_inc(&w->bc->counters.io_in_flight);
-    return rc;
+    return writer_submit(w, &w->ctl_aio, open_done, w, req);
 }
 
 static void open_failed(struct blob_writer *w, int err)
