@@ -169,42 +169,37 @@ bool blob_segment_is_alive(struct blob_segs *t, uint32_t seg32)
     return v != 0 && (uint32_t)v == seg32;
 }
 
-/*
- * Lock-free: a reference on what the slot holds, unless its refs already reached 0 (dead, and
- * maybe reused since), kept when the struct still is segment <seg32> and alive. Anything else
- * (the slot changed under us) goes to the locked lookup below.
- */
-static struct blob_seg *seg_get_fast(struct blob_segs *t, uint32_t seg32, bool *sure)
+/* Takes a reference on <seg> unless its count already reached 0 (dead, maybe reused since). */
+static bool seg_try_ref(struct blob_seg *seg)
 {
-    struct blob_seg *seg =
-        atomic_load_explicit(&t->slots[seg32 & (t->cap - 1)], memory_order_acquire);
-    *sure = true;
-    if (!seg) return NULL;
     uint32_t refs = atomic_load_explicit(&seg->refs, memory_order_relaxed);
     /* Bounded by the references taken and dropped meanwhile by other threads. */
     do {
-        if (refs == 0) {
-            *sure = false;
-            return NULL;
-        }
+        if (refs == 0) return false;
     } while (!atomic_compare_exchange_weak_explicit(&seg->refs, &refs, refs + 1,
                                                     memory_order_acquire, memory_order_relaxed));
-    if ((uint32_t)atomic_load_explicit(&seg->seq, memory_order_relaxed) == seg32 &&
-        blob_segment_is_alive(t, seg32)) {
-        return seg;
-    }
-    blob_segment_put(t, seg);
-    *sure = false;
-    return NULL;
+    return true;
 }
 
+/*
+ * Lock-free: a reference on what the slot holds, kept when the struct still is segment
+ * <seg32> and alive. When the slot changed under us (a struct dead or reused meanwhile), the
+ * lookup is done again under the lock.
+ */
 struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32)
 {
-    bool sure;
-    struct blob_seg *fast = seg_get_fast(t, seg32, &sure);
-    if (fast || sure) return fast;
+    uint32_t slot = seg32 & (t->cap - 1);
+    struct blob_seg *seg = atomic_load_explicit(&t->slots[slot], memory_order_acquire);
+    if (!seg) return NULL;
+    if (seg_try_ref(seg)) {
+        if ((uint32_t)atomic_load_explicit(&seg->seq, memory_order_relaxed) == seg32 &&
+            blob_segment_is_alive(t, seg32)) {
+            return seg;
+        }
+        blob_segment_put(t, seg);
+    }
     pthread_mutex_lock(&t->lock);
-    struct blob_seg *seg = atomic_load(&t->slots[seg32 & (t->cap - 1)]);
+    seg = atomic_load(&t->slots[slot]);
     if (seg && ((uint32_t)seg->seq != seg32 || seg->state == BLOB_SEG_DEAD)) seg = NULL;
     if (seg) atomic_fetch_add(&seg->refs, 1);
     pthread_mutex_unlock(&t->lock);
