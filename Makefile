@@ -4,7 +4,8 @@
 #                with ./ringcas-data
 #   make test    install what is missing, build with ASan+UBSan, run every test (ctest),
 #                then the TSan build of the ring and blob tests (`make tsan`) and `make lint`
-#   make lint    clang build (warnings are errors), clang-format, clang-tidy, tools/tidy.sh
+#   make lint    clang build and gcc -O3 build (warnings are errors), clang-format,
+#                clang-tidy, tools/tidy.sh
 #   make release build the release binary only (build/release/src/ringcas)
 
 JOBS   ?= $(shell nproc)
@@ -50,6 +51,10 @@ tsan-ring: tsan
 lint: deps-test
 	cmake --preset clang >/dev/null
 	cmake --build build/clang -j$(JOBS)
+	# CMake's plain Release build (-O3) is what a packager runs: gcc warns there about
+	# things the presets' -O1/-O2 builds never see.
+	cmake --preset gcc-o3 >/dev/null
+	cmake --build build/gcc-o3 -j$(JOBS)
 	./tools/lint.sh build/clang
 
 format:

@@ -95,7 +95,7 @@ static void call_outcome(const struct client_call *c, uint8_t *kind, int32_t *co
 static bool finish_request(struct bench_slot *s, uint8_t kind, int32_t code, bool expected,
                            const char *detail)
 {
-    char what[160];
+    char what[CLIENT_MESSAGE_MAX + 96]; /* op, status name, code and the whole message */
     if (kind != 0 || code != 0) {
         const char *name = kind == BENCH_ERR_GRPC   ? proto_status_name(code)
                            : kind == BENCH_ERR_HTTP ? "HTTP"
