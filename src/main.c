@@ -87,7 +87,8 @@ static int cmd_serve(int argc, char **argv)
     const struct base_flag flags[] = {
         { "listen", BASE_FLAG_STRING, &o.listen, "address to serve on", "HOST:PORT" },
         { "dir", BASE_FLAG_STRING, &o.dir, "data folder", "DIR" },
-        { "cores", BASE_FLAG_U64, &o.cores, "threads, one per core (0: every CPU)", NULL },
+        { "cores", BASE_FLAG_U64, &o.cores,
+          "threads, one per core (0: one per CPU, fewer under a cgroup CPU limit)", NULL },
         { "max-size", BASE_FLAG_SIZE, &o.max_size, "size budget of the store", NULL },
         { "sync", BASE_FLAG_STRING, &o.sync, "when writes reach the disk", "group|always|none" },
         { "read-timeout", BASE_FLAG_DURATION_MS, &o.read_timeout_ms,

@@ -25,6 +25,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "ring/conn.h"
+#include "ring/cpus.h"
 #include "ring/internal.h"
 #include "ring/timer.h"
 
@@ -71,15 +72,6 @@ void ring_server_options_default(struct ring_server_options *opts)
     opts->backlog = 4096;
     opts->drain_timeout_ms = 30000;
     opts->pin = true;
-}
-
-uint32_t ring_server_cpu_count(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof(set), &set) == -1) return 1;
-    int n = CPU_COUNT(&set);
-    return n > 0 ? (uint32_t)n : 1;
 }
 
 /* Returns the <i>-th CPU of the affinity mask, wrapping around; -1 when unknown. */
@@ -343,7 +335,13 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
     struct ring_server *srv = calloc(1, sizeof(*srv));
     if (!srv) return -ENOMEM;
     srv->opts = *opts;
-    srv->core_count = opts->cores ? opts->cores : ring_server_cpu_count();
+    uint32_t allowed = ring_cpus_allowed();
+    srv->core_count = opts->cores ? opts->cores : allowed;
+    /* Pinned when every allowed CPU gets a thread of its own: then pinning only keeps each
+     * core's ring and caches on one CPU. With fewer threads than CPUs (a CPU limit below the
+     * cpuset, --cores below the machine) pinning would stack them on the first CPUs of a
+     * shared machine, where the scheduler would have moved them to idle ones. */
+    bool pin = opts->pin && srv->core_count >= allowed;
     srv->cores = calloc(srv->core_count, sizeof(*srv->cores));
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
@@ -358,7 +356,7 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
         srv->cores[i].srv = srv;
         srv->cores[i].index = i;
         srv->cores[i].listen_fd = -1;
-        srv->cores[i].cpu = opts->pin ? nth_cpu(i) : -1;
+        srv->cores[i].cpu = pin ? nth_cpu(i) : -1;
     }
     block_signals();
     rc = open_listeners(srv, why, why_size);
@@ -377,6 +375,11 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
             }
             return rc;
         }
+    }
+    if (pin) {
+        LOG_INFO("%u cores, each pinned to a CPU of its own", srv->core_count);
+    } else {
+        LOG_INFO("%u cores, not pinned (%u CPUs allowed)", srv->core_count, allowed);
     }
     *out = srv;
     return 0;

@@ -37,20 +37,17 @@ struct ring_server_hooks {
 };
 
 struct ring_server_options {
-    struct ring_core_options core;  /* per-core table sizes */
-    uint32_t cores;                 /* threads; 0: one per CPU the process may run on */
-    const char *host;               /* listen address */
-    uint16_t port;                  /* listen port; 0 picks a free one */
-    int backlog;                    /* listen(2) backlog per core */
-    uint64_t drain_timeout_ms;      /* how long connections may take to finish on shutdown */
-    bool pin;                       /* pin core i to the i-th allowed CPU */
+    struct ring_core_options core; /* per-core table sizes */
+    uint32_t cores;                /* threads; 0: one per CPU the process may run on */
+    const char *host;              /* listen address */
+    uint16_t port;                 /* listen port; 0 picks a free one */
+    int backlog;                   /* listen(2) backlog per core */
+    uint64_t drain_timeout_ms;     /* how long connections may take to finish on shutdown */
+    bool pin; /* pin core i to the i-th allowed CPU, when every one gets a core */
     struct ring_server_hooks hooks; /* upper layers */
 };
 
 void ring_server_options_default(struct ring_server_options *opts);
-
-/* The number of CPUs this process may run on (sched_getaffinity), at least 1. */
-uint32_t ring_server_cpu_count(void);
 
 /*
  * Opens the listeners and starts the cores; returns when every core is serving. On failure

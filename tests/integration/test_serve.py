@@ -202,6 +202,115 @@ class NoIoUring(unittest.TestCase):
         self.check("EINVAL", "Linux 6.1")
 
 
+def cpu_cgroup(tc, quota_us, period_us=100000):
+    """A new cgroup whose CPU limit is <quota_us> per <period_us> (v2 cpu.max, or v1's
+    cpu.cfs_quota_us), removed when test case <tc> ends. Returns its cgroup.procs file, which a
+    child writes its pid into; skips <tc> when this machine cannot make one (not root, no cpu
+    controller, a read-only cgroupfs)."""
+    mounts = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, point, fstype, opts = line.split()[:4]
+            if fstype == "cgroup2" and "v2" not in mounts:
+                mounts["v2"] = point
+            if fstype == "cgroup" and "cpu" in opts.split(",") and "v1" not in mounts:
+                mounts["v1"] = point
+    why = []
+    for kind in ("v2", "v1"):
+        base = mounts.get(kind)
+        if not base:
+            continue
+        d = os.path.join(base, "ringcas-test-%d" % os.getpid())
+        try:
+            if kind == "v2":
+                with open(os.path.join(base, "cgroup.controllers")) as f:
+                    if "cpu" not in f.read().split():
+                        why.append("v2 without the cpu controller")
+                        continue
+                with open(os.path.join(base, "cgroup.subtree_control"), "w") as f:
+                    f.write("+cpu")
+            os.mkdir(d)
+            tc.addCleanup(os.rmdir, d)
+            if kind == "v2":
+                with open(os.path.join(d, "cpu.max"), "w") as f:
+                    f.write("%d %d" % (quota_us, period_us))
+            else:
+                with open(os.path.join(d, "cpu.cfs_period_us"), "w") as f:
+                    f.write(str(period_us))
+                with open(os.path.join(d, "cpu.cfs_quota_us"), "w") as f:
+                    f.write(str(quota_us))
+            return os.path.join(d, "cgroup.procs")
+        except OSError as e:
+            why.append("%s: %s" % (kind, e))
+    tc.skipTest("cannot make a cgroup with a CPU limit here: %s" % ("; ".join(why) or "no cgroupfs"))
+
+
+class CpuLimit(unittest.TestCase):
+    """A container's CPU limit is a cgroup quota, not a CPU set: without --cores the server
+    starts as many cores as the limit pays for, not one per CPU it may run on, and does not
+    pin them to the first CPUs of the machine."""
+
+    def threads(self, pid):
+        """{tid: name} of <pid>'s threads; an io_uring worker carries its core's name for a
+        moment after it starts, and may be gone by the time its name is read."""
+        names = {}
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                    names[tid] = f.read().strip()
+            except FileNotFoundError:
+                pass
+        return names
+
+    def cpus_of(self, path):
+        with open(path) as f:
+            return [l.split()[1] for l in f if l.startswith("Cpus_allowed_list")][0]
+
+    def test_default_cores_follow_the_cgroup_cpu_limit(self):
+        if len(os.sched_getaffinity(0)) < 2:
+            self.skipTest("one CPU: the limit and the CPU count give the same core count")
+        procs = cpu_cgroup(self, 50000)  # half a CPU
+        d = tmpdir(self)
+        # The shell moves itself into the cgroup, then becomes the server (same pid).
+        p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, harness.binary(),
+                              "serve", "--listen", "127.0.0.1:0", "--dir", d],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            listening = p.stdout.readline()
+            names = self.threads(p.pid)
+            cores = [tid for tid, name in names.items() if name.startswith("ringcas-c")]
+            process = self.cpus_of("/proc/%d/status" % p.pid)
+            mine = self.cpus_of("/proc/%d/task/%s/status" % (p.pid, cores[0])) if cores else None
+        finally:
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("listening on", listening, err)
+        self.assertEqual(len({names[t] for t in cores}), 1, "%s\n%s" % (names, err))
+        self.assertEqual(mine, process)  # not pinned to one CPU
+        self.assertIn("--cores not given: 1, for a cgroup CPU limit of 0.500 CPUs", err)
+        self.assertIn("1 cores, not pinned", err)
+
+    def test_a_core_per_allowed_cpu_is_pinned(self):
+        n = len(os.sched_getaffinity(0))
+        with harness.Server(cores=n) as srv:
+            names = self.threads(srv.proc.pid)
+            pinned = {}
+            for tid, name in names.items():
+                if not name.startswith("ringcas-c"):
+                    continue
+                try:
+                    cpus = self.cpus_of("/proc/%d/task/%s/status" % (srv.proc.pid, tid))
+                except FileNotFoundError:
+                    continue
+                if cpus.isdigit():  # not a worker that shares the name for a moment
+                    pinned[name] = cpus
+            # Every core on one CPU of its own.
+            self.assertEqual(len(pinned), n, names)
+            self.assertEqual(len(set(pinned.values())), n, pinned)
+            self.assertIn("%d cores, each pinned to a CPU of its own" % n, srv.log_tail())
+
+
 class Lifecycle(unittest.TestCase):
     def test_sigterm_with_idle_connections_exits_zero(self):
         with harness.Server(cores=2) as srv:

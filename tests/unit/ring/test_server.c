@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "echo.h"
 #include "ring/conn.h"
+#include "ring/cpus.h"
 #include "ring/server.h"
 
 static void never_called(struct ring_core *core, int fd, void *arg)
@@ -133,7 +134,7 @@ Test(ring_server, counters_add_up_across_cores, .timeout = 60)
 
 Test(ring_server, counts_the_cpus_it_may_run_on)
 {
-    uint32_t n = ring_server_cpu_count();
+    uint32_t n = ring_cpus_allowed();
     cr_assert(ge(u32, n, 1));
     cr_assert(le(u32, n, (uint32_t)sysconf(_SC_NPROCESSORS_CONF)));
 }

@@ -1,0 +1,243 @@
+/*
+ * The CPUs and the CPU limit of this process (cpus.h). Read once at startup, so plain stdio.
+ *
+ * The cgroup's folder: /proc/self/cgroup names the process's cgroup as a path from the root of
+ * its hierarchy ("0::/kubepods/pod1/c1" for v2; "4:cpu,cpuacct:/docker/abc" for v1), and
+ * /proc/self/mountinfo says where that hierarchy is mounted and which of its folders the mount
+ * shows (a container sees its own cgroup as the mount's root). The limit of every ancestor
+ * applies as well, so the walk goes up to the mount point and keeps the smallest.
+ */
+#include "ring/cpus.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PATH_BYTES 1024 /* a Kubernetes container's cgroup path is about 150 */
+/* Lines of /proc/self/cgroup and /proc/self/mountinfo looked at: a bound, not a limit seen. */
+#define LINES_MAX 100000
+
+uint32_t ring_cpus_allowed(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == -1) return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? (uint32_t)n : 1;
+}
+
+uint32_t ring_cpus_default_cores(uint32_t allowed, uint64_t limit_milli)
+{
+    if (allowed == 0) allowed = 1;
+    if (limit_milli == 0) return allowed;
+    uint64_t cpus = (limit_milli + 999) / 1000;
+    return cpus < allowed ? (uint32_t)cpus : allowed;
+}
+
+/* The hierarchy looked for: v2's unified one, or v1's with the cpu controller. */
+enum hier {
+    HIER_V2,
+    HIER_V1_CPU
+};
+
+/* Whether the comma-separated <list> holds <word>. */
+static bool list_has(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    const char *p = list;
+    /* Bounded by the list's length. */
+    while (p && *p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && memcmp(p, word, n) == 0) return true;
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+static FILE *open_under(const char *root, const char *path)
+{
+    char full[PATH_BYTES];
+    int n = snprintf(full, sizeof(full), "%s%s", root, path);
+    if (n < 0 || (size_t)n >= sizeof(full)) return NULL;
+    return fopen(full, "re");
+}
+
+/* Copies the cgroup path of <h> from /proc/self/cgroup into <out>. 0 or -ENOENT. */
+static int cgroup_path(const char *root, enum hier h, char *out, size_t out_size)
+{
+    FILE *f = open_under(root, "/proc/self/cgroup");
+    if (!f) return -ENOENT;
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = -ENOENT;
+    for (int i = 0; i < LINES_MAX && getline(&line, &cap, f) > 0; i++) {
+        line[strcspn(line, "\n")] = '\0';
+        char *ctl = strchr(line, ':');
+        char *path = ctl ? strchr(ctl + 1, ':') : NULL;
+        if (!path) continue;
+        *ctl++ = '\0';
+        *path++ = '\0';
+        bool match = h == HIER_V2 ? strcmp(line, "0") == 0 && ctl[0] == '\0' : list_has(ctl, "cpu");
+        if (!match || path[0] != '/' || strlen(path) >= out_size) continue;
+        memcpy(out, path, strlen(path) + 1);
+        rc = 0;
+        break;
+    }
+    free(line);
+    (void)fclose(f);
+    return rc;
+}
+
+/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape(char *s)
+{
+    char *w = s;
+    /* Bounded by the string. */
+    for (const char *r = s; *r; w++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w = (char)(((r[1] - '0') << 6) | ((r[2] - '0') << 3) | (r[3] - '0'));
+            r += 4;
+        } else {
+            *w = *r++;
+        }
+    }
+    *w = '\0';
+}
+
+/*
+ * Finds the mount of <h> whose root holds <cg>; writes its mount point and the rest of <cg>
+ * below the mount's root into <dir> (mount point + relative path). 0 or -ENOENT.
+ */
+static int cgroup_dir(const char *root, enum hier h, const char *cg, char *dir, size_t dir_size,
+                      size_t *mount_len)
+{
+    FILE *f = open_under(root, "/proc/self/mountinfo");
+    if (!f) return -ENOENT;
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = -ENOENT;
+    for (int i = 0; i < LINES_MAX && getline(&line, &cap, f) > 0; i++) {
+        line[strcspn(line, "\n")] = '\0';
+        /* id parent major:minor root mountpoint options [optional...] - fstype source super */
+        char *fields[6];
+        char *save = NULL;
+        char *tok = strtok_r(line, " ", &save);
+        int n = 0;
+        for (; tok && n < 6; n++, tok = strtok_r(NULL, " ", &save)) {
+            fields[n] = tok;
+        }
+        while (tok && strcmp(tok, "-") != 0) {
+            tok = strtok_r(NULL, " ", &save);
+        }
+        char *fstype = tok ? strtok_r(NULL, " ", &save) : NULL;
+        char *source = fstype ? strtok_r(NULL, " ", &save) : NULL;
+        char *super = source ? strtok_r(NULL, " ", &save) : NULL;
+        if (n < 6 || !super) continue;
+        bool match = h == HIER_V2 ? strcmp(fstype, "cgroup2") == 0
+                                  : strcmp(fstype, "cgroup") == 0 && list_has(super, "cpu");
+        if (!match) continue;
+        char *mroot = fields[3];
+        char *mpoint = fields[4];
+        unescape(mroot);
+        unescape(mpoint);
+        /* The part of the cgroup's path below the mount's root; a path outside it (a cgroup
+         * namespace's "/.." paths) is read at the mount point itself. */
+        const char *rel = "";
+        size_t rl = strlen(mroot);
+        if (strcmp(mroot, "/") == 0) {
+            rel = cg;
+        } else if (strncmp(cg, mroot, rl) == 0 && (cg[rl] == '/' || cg[rl] == '\0')) {
+            rel = cg + rl;
+        }
+        if (strcmp(rel, "/") == 0) rel = "";
+        int w = snprintf(dir, dir_size, "%s%s%s", root, mpoint, rel);
+        if (w < 0 || (size_t)w >= dir_size) continue;
+        *mount_len = strlen(root) + strlen(mpoint);
+        rc = 0;
+        break;
+    }
+    free(line);
+    (void)fclose(f);
+    return rc;
+}
+
+/* Reads the first line of <dir>/<name> into <buf>. 0 or -errno. */
+static int read_line(const char *dir, const char *name, char *buf, size_t size)
+{
+    char path[PATH_BYTES];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof(path)) return -ENAMETOOLONG;
+    FILE *f = fopen(path, "re");
+    if (!f) return -errno;
+    bool ok = fgets(buf, (int)size, f) != NULL;
+    (void)fclose(f);
+    if (!ok) return -EIO;
+    buf[strcspn(buf, "\n")] = '\0';
+    return 0;
+}
+
+static bool parse_u64(const char *s, char **end, uint64_t *out)
+{
+    if (*s < '0' || *s > '9') return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, end, 10);
+    if (errno != 0) return false;
+    *out = v;
+    return true;
+}
+
+/* The limit set in <dir> itself, in thousandths of a CPU; 0 when none. */
+static uint64_t limit_at(const char *dir, enum hier h)
+{
+    char a[64];
+    char b[64];
+    uint64_t quota;
+    uint64_t period;
+    char *end;
+    if (h == HIER_V2) {
+        /* cpu.max: "max 100000" or "150000 100000" */
+        if (read_line(dir, "cpu.max", a, sizeof(a)) < 0) return 0;
+        if (!parse_u64(a, &end, &quota) || *end != ' ') return 0;
+        if (!parse_u64(end + 1, &end, &period) || *end != '\0') return 0;
+    } else {
+        /* cpu.cfs_quota_us: -1 when unlimited */
+        if (read_line(dir, "cpu.cfs_quota_us", a, sizeof(a)) < 0) return 0;
+        if (read_line(dir, "cpu.cfs_period_us", b, sizeof(b)) < 0) return 0;
+        if (!parse_u64(a, &end, &quota) || *end != '\0') return 0;
+        if (!parse_u64(b, &end, &period) || *end != '\0') return 0;
+    }
+    if (period == 0 || quota == 0 || quota > UINT64_MAX / 1000) return 0;
+    return (quota * 1000 + period - 1) / period;
+}
+
+/* The smallest limit from <h>'s folder up to its mount point; 0 when none. */
+static uint64_t limit_of(const char *root, enum hier h)
+{
+    char cg[PATH_BYTES];
+    char dir[PATH_BYTES];
+    size_t mount_len = 0;
+    if (cgroup_path(root, h, cg, sizeof(cg)) < 0) return 0;
+    if (cgroup_dir(root, h, cg, dir, sizeof(dir), &mount_len) < 0) return 0;
+    uint64_t best = 0;
+    /* Bounded: each pass drops one component of <dir>, down to the mount point. */
+    for (;;) {
+        uint64_t l = limit_at(dir, h);
+        if (l != 0 && (best == 0 || l < best)) best = l;
+        char *slash = strrchr(dir, '/');
+        if (strlen(dir) <= mount_len || !slash || (size_t)(slash - dir) < mount_len) break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+uint64_t ring_cpus_limit_milli(const char *root)
+{
+    uint64_t l = limit_of(root, HIER_V2);
+    if (l == 0) l = limit_of(root, HIER_V1_CPU);
+    return l;
+}
