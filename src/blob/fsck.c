@@ -372,6 +372,13 @@ int blob_fsck_main(const char *dir, FILE *out)
 {
     struct blob_io *io;
     int rc = blob_io_real_create(dir, &io);
+    if (rc == -EBUSY) {
+        (void)fprintf(out,
+                      "fsck %s: the folder is in use by another ringcas process: fsck checks a "
+                      "stopped server's folder\n",
+                      dir);
+        return 2;
+    }
     if (rc < 0) {
         (void)fprintf(out, "fsck %s: cannot open the folder: %s\n", dir, base_err_str(rc));
         return 2;

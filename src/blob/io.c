@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -204,8 +205,15 @@ int blob_io_real_create(const char *dir, struct blob_io **out)
     if (!r) return -ENOMEM;
     r->dir = strdup(dir);
     r->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
     if (!r->dir || r->dir_fd == -1) {
-        int rc = r->dir ? -errno : -ENOMEM;
+        rc = r->dir ? -errno : -ENOMEM;
+    } else if (flock(r->dir_fd, LOCK_EX | LOCK_NB) == -1) {
+        /* Released when dir_fd is closed, also by a crash. */
+        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+    }
+    if (rc < 0) {
+        if (r->dir_fd >= 0) close(r->dir_fd);
         free(r->dir);
         free(r);
         return rc;

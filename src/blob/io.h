@@ -94,8 +94,10 @@ struct blob_io {
 };
 
 /*
- * Opens the real backend on folder <dir> (which must exist). Returns 0 and *<out> (release
- * with blob_io_real_destroy), or -errno.
+ * Opens the real backend on folder <dir> (which must exist) and locks the folder (flock on
+ * it, exclusive) for as long as the backend lives: two processes in one data folder would
+ * each recover, seal and delete the other's active segments. Returns 0 and *<out> (release
+ * with blob_io_real_destroy), -EBUSY when another process holds the folder, or -errno.
  */
 MUST_CHECK int blob_io_real_create(const char *dir, struct blob_io **out);
 

@@ -216,6 +216,13 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
     s->io = o->io;
     if (!s->io) {
         rc = s->dir ? blob_io_real_create(s->dir, &s->io) : -ENOMEM;
+        if (rc == -EBUSY) {
+            (void)snprintf(why, why_size,
+                           "data folder %s is in use by another ringcas process (a server or "
+                           "fsck): stop it, or give this one its own --dir",
+                           s->dir);
+            goto err_free;
+        }
         if (rc < 0) {
             (void)snprintf(why, why_size, "cannot open data folder %s: %s", s->dir,
                            base_err_str(rc));

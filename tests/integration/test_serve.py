@@ -1,6 +1,8 @@
 """The ringcas binary as an operator meets it: flags and their environment twins, start-up
 failures that name their cause and fix, and a clean drain on SIGTERM."""
 
+import hashlib
+import http.client
 import os
 import shutil
 import signal
@@ -243,6 +245,38 @@ def cpu_cgroup(tc, quota_us, period_us=100000):
         except OSError as e:
             why.append("%s: %s" % (kind, e))
     tc.skipTest("cannot make a cgroup with a CPU limit here: %s" % ("; ".join(why) or "no cgroupfs"))
+
+
+class DataFolder(unittest.TestCase):
+    """One process per data folder: a second server would recover, seal and delete the
+    first one's active segments (an acknowledged upload lost at the next restart)."""
+
+    def test_a_second_server_and_fsck_are_refused_a_live_folder(self):
+        with harness.Server(cores=1) as srv:
+            r = run(["serve", "--listen", "127.0.0.1:0", "--dir", srv.dir, "--cores", "1"])
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("data folder %s is in use by another ringcas process" % srv.dir,
+                          r.stderr)
+            r = run(["fsck", "--dir", srv.dir])
+            self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+            self.assertIn("in use by another ringcas process", r.stdout + r.stderr)
+            # The first server lost nothing: its active segments are still its own.
+            body = b"kept" * 1000
+            digest = hashlib.sha256(body).hexdigest()
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.request("PUT", "/cas/" + digest, body=body)
+            self.assertEqual(conn.getresponse().status, 201)
+            conn.close()
+            srv.stop()
+            srv.start()
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.request("GET", "/cas/" + digest)
+            got = conn.getresponse()
+            self.assertEqual((got.status, got.read()), (200, body))
+            conn.close()
+            srv.stop()
+            r = run(["fsck", "--dir", srv.dir])  # a stopped server's folder
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
 class CpuLimit(unittest.TestCase):

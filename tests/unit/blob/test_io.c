@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -76,6 +77,30 @@ Test(blob_io, blocking_calls_work_relative_to_the_folder)
     blob_io_real_destroy(NULL);
     drop_dir();
     cr_assert(eq(int, blob_io_real_create("/nonexistent/x", &io), -ENOENT));
+}
+
+Test(blob_io, a_folder_is_used_by_one_backend_at_a_time)
+{
+    make_dir();
+    struct blob_io *a;
+    struct blob_io *b;
+    cr_assert(eq(int, blob_io_real_create(dir, &a), 0));
+    cr_assert(eq(int, blob_io_real_create(dir, &b), -EBUSY));
+    /* Another process too: flock belongs to the open folder, and the child opens its own. */
+    pid_t pid = fork();
+    cr_assert(ge(int, pid, 0));
+    if (pid == 0) {
+        struct blob_io *c;
+        _exit(blob_io_real_create(dir, &c) == -EBUSY ? 0 : 1);
+    }
+    int status = 0;
+    cr_assert(eq(int, waitpid(pid, &status, 0), pid));
+    bool refused = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    cr_assert(refused, "the child could open the folder");
+    blob_io_real_destroy(a);
+    cr_assert(eq(int, blob_io_real_create(dir, &b), 0), "free again once the first is closed");
+    blob_io_real_destroy(b);
+    drop_dir();
 }
 
 struct done {
