@@ -1,11 +1,11 @@
 /*
  * ContentAddressableStorage/GetTree: the directories under a root, breadth first, each once,
  * streamed as GetTreeResponse pages of at most page_size directories (default and cap below)
- * and about 2 MiB. Every page carries the token of the position after it, empty on the last
- * one; a call stops after TREE_CALL_MAX directories with a non-empty token, and the token
- * (the count of directories already returned, in decimal) resumes the walk where it left
- * off. Missing directories below the root are skipped (REAPI: "return the portion present");
- * a missing root is NOT_FOUND.
+ * and about 2 MiB. Every page carries the token of the next directory's position, empty on
+ * the last one; a call stops after TREE_CALL_MAX directories with a non-empty token, and the
+ * token (a breadth-first position, missing directories counted, in decimal) resumes the walk
+ * where it left off. Missing directories below the root are skipped (REAPI: "return the portion
+ * present"); a missing root is NOT_FOUND.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,7 +40,7 @@ struct tree {
 
 static int page_reserve(struct tree *t, size_t more)
 {
-    if (t->page_len + more <= t->page_cap) return 0;
+    if (t->page && t->page_len + more <= t->page_cap) return 0;
     size_t cap = t->page_cap ? t->page_cap : 64u << 10;
     while (cap < t->page_len + more) {
         cap *= 2;
@@ -86,6 +86,11 @@ static void tree_free(struct tree *t)
     t->page_len = 0;
 }
 
+static bool page_is_full(const struct tree *t)
+{
+    return t->page_count >= t->page_size || t->page_len >= TREE_PAGE_BYTES;
+}
+
 static int on_dir(struct rpc_walk *w, const uint8_t *dir, size_t len,
                   const Build__Bazel__Remote__Execution__V2__Directory *d)
 {
@@ -93,17 +98,22 @@ static int on_dir(struct rpc_walk *w, const uint8_t *dir, size_t len,
     struct tree *t = w->ctx;
     uint64_t index = rpc_walk_visited(w) - 1;
     if (index < t->skip) return 0;
+    /* A full page goes out once another directory shows that more follow, so the last page
+     * of the tree is sent by on_end with an empty token, never with a token past the end. */
+    bool sent_page = false;
+    if (page_is_full(t)) {
+        char token[24];
+        (void)snprintf(token, sizeof(token), "%" PRIu64, index);
+        int rc = page_send(t, token);
+        if (rc < 0) return rc;
+        if (t->sent >= TREE_CALL_MAX) return -E2BIG; /* the client continues with the token */
+        sent_page = true;
+    }
     int rc = page_add(t, 1, dir, len);
     if (rc < 0) return rc;
     t->sent++;
     t->page_count++;
-    if (t->page_count < t->page_size && t->page_len < TREE_PAGE_BYTES) return 0;
-    char token[24];
-    (void)snprintf(token, sizeof(token), "%" PRIu64, index + 1);
-    rc = page_send(t, token);
-    if (rc < 0) return rc;
-    if (t->sent >= TREE_CALL_MAX) return -E2BIG; /* the client continues with the token */
-    return rpc_call_is_writable(t->c) ? 0 : 1;
+    return sent_page && !rpc_call_is_writable(t->c) ? 1 : 0;
 }
 
 static void on_end(struct rpc_walk *w, int res)
@@ -111,13 +121,11 @@ static void on_end(struct rpc_walk *w, int res)
     struct tree *t = w->ctx;
     struct rpc_call *c = t->c;
     int rc = res;
-    if (res == 0 && (t->page_count > 0 || t->sent == 0)) {
+    if (res == 0) {
+        /* The last page, possibly empty (a token at or past the end). */
         rc = page_send(t, "");
     } else if (res == -E2BIG) {
-        /* The call's budget ran out: the last page tells the client where to go on. */
-        char token[24];
-        (void)snprintf(token, sizeof(token), "%" PRIu64, t->skip + t->sent);
-        rc = t->page_count > 0 ? page_send(t, token) : 0;
+        rc = 0; /* the page with the token to go on with is out */
     }
     tree_free(t);
     if (res == -ENOENT) {

@@ -455,8 +455,9 @@ class Tree(ReapiCase):
         dirs = [d.SerializeToString() for p in pages for d in p.directories]
         self.assertEqual(dirs, [rb, mb] + leaves)
         self.assertEqual([len(p.directories) for p in pages], [2, 2, 2, 1])
-        # Tokens are breadth-first positions (the missing directory has one too).
-        self.assertEqual([p.next_page_token for p in pages], ["2", "5", "7", ""])
+        # Tokens are breadth-first positions of the next directory returned (the missing
+        # directory, position 2, has one too).
+        self.assertEqual([p.next_page_token for p in pages], ["3", "5", "7", ""])
         req.page_token = "5"
         again = [d.SerializeToString() for p in self.c.GetTree(req, timeout=30) for d in p.directories]
         self.assertEqual(again, leaves[2:])
@@ -464,6 +465,29 @@ class Tree(ReapiCase):
         self.assertEqual(self.code(self.c.GetTree, req)[0], SC.NOT_FOUND)
         req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token="x")
         self.assertEqual(self.code(self.c.GetTree, req)[0], SC.INVALID_ARGUMENT)
+
+    def test_get_tree_last_page_has_no_token_and_a_token_past_the_end_is_empty(self):
+        sub = reapi.msg("Directory").SerializeToString()  # the empty Directory: the empty blob
+        root = reapi.msg("Directory")
+        root.directories.add(name="sub", digest=digest(sub))
+        rb = root.SerializeToString()
+        self.batch_update([rb])
+        # Pages that end exactly at the end of the tree: the last one says so (no token).
+        req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_size=1)
+        pages = list(self.c.GetTree(req, timeout=30))
+        self.assertEqual([p.next_page_token for p in pages], ["1", ""])
+        self.assertEqual([d.SerializeToString() for p in pages for d in p.directories], [rb, sub])
+        # A token at or past the end (a client that kept an old token) is one empty page.
+        for token in ("2", "3", "1000"):
+            req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token=token)
+            pages = list(self.c.GetTree(req, timeout=30))
+            self.assertEqual([(len(p.directories), p.next_page_token) for p in pages], [(0, "")])
+        req = reapi.msg("GetTreeRequest", root_digest=digest(sub), page_token="1")
+        pages = list(self.c.GetTree(req, timeout=30))
+        self.assertEqual([(len(p.directories), p.next_page_token) for p in pages], [(0, "")])
+        # The server is still serving.
+        self.assertEqual(len(list(self.c.GetTree(reapi.msg("GetTreeRequest", root_digest=digest(rb)),
+                                                 timeout=30))[0].directories), 2)
 
 
 class Cancellation(ReapiCase):
