@@ -392,15 +392,17 @@ static int on_event(struct rpc_call *c, const struct proto_frame_event *ev)
     }
 }
 
+/* The request's framing is wrong: the method is told to stop (an upload it began is
+ * aborted) and the call ends with the error. */
 static void frame_error(struct rpc_call *c, int err)
 {
     if (err == -EMSGSIZE) {
         base_counter_inc(&c->rc->counters.grpc_oversize);
-        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        "message larger than the limit (4 MiB + 64 KiB)");
+        cancel(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+               "message larger than the limit (4 MiB + 64 KiB)");
         return;
     }
-    rpc_call_finish(c, PROTO_STATUS_INTERNAL, "compressed messages are not accepted");
+    cancel(c, PROTO_STATUS_INTERNAL, "compressed messages are not accepted");
 }
 
 /*
@@ -415,7 +417,7 @@ static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16
     struct rpc_slice *s = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*s) + extra);
     if (!s) {
         rpc_h2_consume(c, len);
-        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for input");
+        cancel(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for input");
         return;
     }
     s->len = len;
@@ -493,7 +495,7 @@ static void deliver_half_close(struct rpc_call *c)
     if (c->half_closed || rpc_call_is_over(c) || !c->method) return;
     c->half_closed = true;
     if (!proto_deframer_is_idle(&c->deframer)) {
-        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "request ended inside a message");
+        cancel(c, PROTO_STATUS_INVALID_ARGUMENT, "request ended inside a message");
         return;
     }
     if (c->method->streamed) {

@@ -660,6 +660,11 @@ static int write_on_msg_begin(struct rpc_call *c, uint32_t len)
         st->c = c;
         c->svc = st;
     }
+    if (st->committing) {
+        /* google.bytestream: a WriteRequest after finish_write is an error (the commit goes
+         * on; the blob is stored). */
+        return write_fail(st, -EINVAL, "a WriteRequest after the one with finish_write");
+    }
     proto_write_request_begin(&st->w, len);
     st->msg_checked = false;
     return 0;

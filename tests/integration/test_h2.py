@@ -3,6 +3,7 @@ Capabilities, gRPC framing and errors, and every limit (streams, header bytes, m
 rapid resets, CONTINUATION floods, idle connections, drain). Every scenario ends with the
 server's stream, call and memory counters back to zero."""
 
+import hashlib
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import threading
 import time
 import unittest
+import uuid
 
 import grpc
 
@@ -239,6 +241,83 @@ class Framing(H2Case):
             self.assertEqual(done, {2 * i + 1 for i in range(20)})
         finally:
             c.close()
+
+
+class WriteFraming(H2Case):
+    """ByteStream.Write calls whose gRPC framing goes wrong after their upload began: each ends
+    with its error and its upload is aborted (bs_uploads back to zero in tearDown, nothing
+    stored); a WriteRequest after finish_write is INVALID_ARGUMENT."""
+
+    WRITE = "/google.bytestream.ByteStream/Write"
+    ROUTE = "google.bytestream.ByteStream/Write"
+
+    def setUp(self):
+        super().setUp()
+        self.data = os.urandom(1000)
+        self.hash = hashlib.sha256(self.data).hexdigest()
+        self.name = "uploads/%s/blobs/%s/1000" % (uuid.uuid4(), self.hash)
+
+    def request(self, offset, data, finish=False, name=False):
+        r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset, data=data,
+                      finish_write=finish)
+        if name:
+            r.resource_name = self.name
+        return h2raw.grpc_message(r.SerializeToString())
+
+    def statuses(self):
+        return {s: self.server.metric("ringcas_requests_total", route=self.ROUTE, status=s)
+                for s in ("0", "3", "8", "13")}
+
+    def write_raw(self, body):
+        """Sends <body> as the Write's DATA, ending the stream; returns the status counted."""
+        before = self.statuses()
+        c = h2raw.Conn(self.server.port, window=1 << 22)
+        try:
+            c.headers(1, h2raw.grpc_headers(self.WRITE))
+            c.data(1, body, end_stream=True)
+            c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM)
+        finally:
+            c.close()
+        after = self.statuses()
+        moved = [s for s in after if after[s] != before[s]]
+        self.assertEqual(len(moved), 1, (before, after))
+        return moved[0]
+
+    def assert_missing(self):
+        req = reapi.msg("FindMissingBlobsRequest")
+        req.blob_digests.add(hash=self.hash, size_bytes=1000)
+        self.assertEqual(len(self.client.FindMissingBlobs(req, timeout=10).missing_blob_digests), 1)
+
+    def test_message_cut_short_at_the_end_of_the_stream(self):
+        rest = self.request(500, self.data[500:], finish=True)
+        status = self.write_raw(self.request(0, self.data[:500], name=True) + rest[:100])
+        self.assertEqual(status, "3")  # INVALID_ARGUMENT: the request ended inside a message
+        self.assert_missing()
+
+    def test_compressed_message_after_the_first(self):
+        rest = bytearray(self.request(500, self.data[500:], finish=True))
+        rest[0] = 1  # the compressed flag, with no grpc-encoding
+        status = self.write_raw(self.request(0, self.data[:500], name=True) + bytes(rest))
+        self.assertEqual(status, "13")
+        self.assert_missing()
+
+    def test_oversize_message_after_the_first(self):
+        header = b"\x00" + struct.pack(">I", (4 << 20) + (64 << 10) + 1)
+        status = self.write_raw(self.request(0, self.data[:500], name=True) + header + b"x" * 100)
+        self.assertEqual(status, "8")  # RESOURCE_EXHAUSTED
+        self.assert_missing()
+
+    def test_request_after_finish_write(self):
+        body = (self.request(0, self.data, finish=True, name=True) +
+                self.request(1000, b"zz"))
+        status = self.write_raw(body)
+        self.assertEqual(status, "3")  # INVALID_ARGUMENT, not INTERNAL
+        # The commit had begun: the blob is stored.
+        def stored():
+            req = reapi.msg("FindMissingBlobsRequest")
+            req.blob_digests.add(hash=self.hash, size_bytes=1000)
+            return not self.client.FindMissingBlobs(req, timeout=10).missing_blob_digests
+        harness.wait_for(stored, what="the committed blob")
 
 
 class Limits(H2Case):
