@@ -236,6 +236,11 @@ static bool holds_input(const struct rpc_h2 *h2)
     return false;
 }
 
+bool rpc_h2_holds_input(const struct rpc_call *c)
+{
+    return c->h2 && (c->h2->bufs_yielded || holds_input(c->h2));
+}
+
 /*
  * The receive buffers are the core's, and input the engine has not taken yet stays in them
  * (zero copy), up to the connection's flow-control window. So when fewer than a quarter of

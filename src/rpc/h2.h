@@ -67,6 +67,13 @@ void rpc_h2_respond_trailers_only(struct rpc_call *c, int http_status);
 /* Resets the stream with <error_code> (RFC 9113 §7). */
 void rpc_h2_reset(struct rpc_call *c, uint32_t error_code);
 
+/*
+ * True when the server, not the client, holds up the call's input: its connection paused
+ * receiving, or one of the connection's calls holds input the engine has not taken (the
+ * connection's flow-control window may be full of it). False for a detached call.
+ */
+bool rpc_h2_holds_input(const struct rpc_call *c);
+
 /* Gives <len> request bytes back to the flow-control windows (nghttp2_session_consume). */
 void rpc_h2_consume(struct rpc_call *c, size_t len);
 

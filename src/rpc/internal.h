@@ -36,6 +36,7 @@ struct rpc_call;
     X(bs_uploads_parked, gauge, "ByteStream uploads kept for resumption")                          \
     X(bs_readers, gauge, "ByteStream and batch readers open")                                      \
     X(bs_uploads, gauge, "ByteStream and batch uploads open")                                      \
+    X(bs_write_stalls, counter, "ByteStream Writes ended: no request data within --read-timeout")  \
     X(h2_refused_streams, counter, "streams refused: too many calls alive on the connection")      \
     X(h2_header_overflows, counter, "streams reset: request headers over the limit")               \
     X(h2_glitches, counter, "invalid frames received")                                             \

@@ -458,6 +458,74 @@ class Idle(harness.ServerTestCase):
         finally:
             client.close()
 
+    def write_message(self, name, offset, data, finish=False):
+        r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset, data=data,
+                      finish_write=finish)
+        if offset == 0:
+            r.resource_name = name
+        return h2raw.grpc_message(r.SerializeToString())
+
+    def upload_name(self, data):
+        return "uploads/%s/blobs/%s/%d" % (uuid.uuid4(), hashlib.sha256(data).hexdigest(),
+                                           len(data))
+
+    def stream_end(self, c, timeout):
+        """Reads frames for <timeout> s: True once stream 1 ended."""
+        try:
+            frames = c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM,
+                                    timeout=timeout)
+        except TimeoutError:
+            return False
+        return any(f[2] == 1 and f[1] & h2raw.END_STREAM for f in frames)
+
+    def test_pings_keep_the_connection_but_not_a_stalled_upload(self):
+        data = os.urandom(1000)
+        route = "google.bytestream.ByteStream/Write"
+        stalls = self.server.metric("ringcas_bs_write_stalls")
+        deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Write"))
+            c.data(1, self.write_message(self.upload_name(data), 0, data[:500]))
+            start = time.monotonic()
+            ended = None
+            # Keepalive PINGs every 0.3 s (a gRPC client's keepalive does the same).
+            while ended is None and time.monotonic() - start < 8:
+                c.send_frame(h2raw.PING, 0, 0, b"keepaliv")
+                if self.stream_end(c, 0.3):
+                    ended = time.monotonic() - start
+            self.assertIsNotNone(ended, "the stalled upload was kept")
+            self.assertGreaterEqual(ended, 0.9)
+            self.assertFalse(c.closed)  # the connection itself is alive
+        finally:
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_bs_write_stalls") - stalls, 1)
+        self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
+                         deadline_exceeded, 1)
+
+    def test_a_slow_upload_that_keeps_sending_completes(self):
+        data = os.urandom(1000)
+        name = self.upload_name(data)
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Write"))
+            for i in range(8):  # 2.4 s in all, longer than --read-timeout, 0.3 s per piece
+                piece = data[i * 125:(i + 1) * 125]
+                c.data(1, self.write_message(name, i * 125, piece, finish=i == 7),
+                       end_stream=i == 7)
+                if i < 7:
+                    self.assertFalse(self.stream_end(c, 0.3), "ended after %d pieces" % (i + 1))
+            self.assertTrue(self.stream_end(c, 10))
+        finally:
+            c.close()
+        client = reapi.Client(self.server.address)
+        try:
+            req = reapi.msg("FindMissingBlobsRequest")
+            req.blob_digests.add(hash=hashlib.sha256(data).hexdigest(), size_bytes=1000)
+            self.assertEqual(len(client.FindMissingBlobs(req, timeout=10).missing_blob_digests), 0)
+        finally:
+            client.close()
+
 
 class Drain(unittest.TestCase):
     def test_sigterm_sends_goaway_and_finishes_calls(self):
