@@ -552,13 +552,15 @@ struct bs_write {
  * ended with DEADLINE_EXCEEDED and its upload aborted: HTTP/2 PINGs and other streams keep a
  * connection alive (the ring's receive timeout), not an upload. Time the server itself holds
  * the input (the engine waits for the disk, the connection paused its receives) does not
- * count. Checked every quarter of the timeout.
+ * count. Checked every quarter of the timeout, at least once a second, while uploads run.
  */
 static void stall_arm(struct bs_core *bs)
 {
+    /* A second at most, so the timer's op ends soon after the last upload did. */
     uint64_t ms = bs->rc->cfg->read_timeout_ms / 4;
+    ms = ms < 10 ? 10 : ms > 1000 ? 1000 : ms;
     if (base_list_is_empty(&bs->writes) || bs->quiescing || ring_timer_is_armed(&bs->stall)) return;
-    if (ring_timer_start(bs->rc->ring, &bs->stall, &bs->owner, ms > 10 ? ms : 10) < 0) {
+    if (ring_timer_start(bs->rc->ring, &bs->stall, &bs->owner, ms) < 0) {
         LOG_WARN("bytestream: cannot arm the stalled-upload check (op table full)");
     }
 }
