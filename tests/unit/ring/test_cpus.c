@@ -14,6 +14,8 @@
 
 #include "ring/cpus.h"
 
+/* The folder standing for "/" (each test makes its own: Criterion's .init is not in every
+ * runner this suite uses). */
 static char root[64];
 
 static void setup(void)
@@ -49,10 +51,9 @@ static void put(const char *path, const char *text)
 #define MOUNT_V2_HYBR "35 31 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
 #define MOUNT_OTHER   "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
 
-TestSuite(ring_cpus, .init = setup, .fini = teardown);
-
 Test(ring_cpus, v2_takes_the_smallest_limit_up_to_the_mount)
 {
+    setup();
     put("/proc/self/cgroup", "0::/kubepods/pod1/c1\n");
     put("/proc/self/mountinfo", MOUNT_OTHER MOUNT_V2);
     put("/sys/fs/cgroup/kubepods/pod1/c1/cpu.max", "max 100000\n");
@@ -62,10 +63,12 @@ Test(ring_cpus, v2_takes_the_smallest_limit_up_to_the_mount)
     /* The container's own limit below its pod's counts too. */
     put("/sys/fs/cgroup/kubepods/pod1/c1/cpu.max", "150000 100000\n");
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 1500));
+    teardown();
 }
 
 Test(ring_cpus, v2_in_a_cgroup_namespace_reads_the_mount_point)
 {
+    setup();
     put("/proc/self/cgroup", "0::/\n");
     put("/proc/self/mountinfo", MOUNT_V2);
     put("/sys/fs/cgroup/cpu.max", "50000 100000\n");
@@ -74,10 +77,12 @@ Test(ring_cpus, v2_in_a_cgroup_namespace_reads_the_mount_point)
     put("/proc/self/cgroup", "0::/../other\n");
     put("/proc/self/mountinfo", "30 23 0:26 /ctr /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 500));
+    teardown();
 }
 
 Test(ring_cpus, v1_docker_mount_shows_the_containers_folder)
 {
+    setup();
     /* Hybrid: a v2 mount without the cpu controller, then v1's cpu,cpuacct whose root is the
      * container's cgroup. */
     put("/proc/self/cgroup", "5:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n0::/docker/abc\n");
@@ -91,10 +96,12 @@ Test(ring_cpus, v1_docker_mount_shows_the_containers_folder)
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 3000));
     put("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 0));
+    teardown();
 }
 
 Test(ring_cpus, v1_walks_up_from_a_nested_cgroup)
 {
+    setup();
     put("/proc/self/cgroup", "1:cpu:/batch/job\n");
     put("/proc/self/mountinfo",
         "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n");
@@ -105,18 +112,22 @@ Test(ring_cpus, v1_walks_up_from_a_nested_cgroup)
     put("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1\n");
     put("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n");
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 124)); /* rounded up, never to 0 */
+    teardown();
 }
 
 Test(ring_cpus, an_escaped_mount_point_is_found)
 {
+    setup();
     put("/proc/self/cgroup", "0::/a\n");
     put("/proc/self/mountinfo", "30 23 0:26 / /cg\\040root rw - cgroup2 cgroup2 rw\n");
     put("/cg root/a/cpu.max", "200000 50000\n");
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 4000));
+    teardown();
 }
 
 Test(ring_cpus, no_limit_or_unreadable_files_mean_none)
 {
+    setup();
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 0)); /* no /proc at all */
     put("/proc/self/cgroup", "0::/a\n");
     put("/proc/self/mountinfo", MOUNT_V2);
@@ -134,6 +145,7 @@ Test(ring_cpus, no_limit_or_unreadable_files_mean_none)
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 0));
     put("/proc/self/mountinfo", MOUNT_V2);
     cr_assert(eq(u64, ring_cpus_limit_milli(root), 1000));
+    teardown();
 }
 
 Test(ring_cpus, default_cores_follow_the_limit)
