@@ -407,11 +407,14 @@ static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
         }
         p += skip;
         if (skip) {
-            const char *slash = memchr(p, '/', (size_t)(e - p));
-            if (slash == p || memchr(p, '?', (size_t)(e - p)) == p) {
-                return -EPROTO; /* empty authority */
+            /* RFC 3986 §3.2: the authority ends at the first "/", "?" or "#", so the query
+             * of "http://h?/x" is "/x" and its path is empty ("/"). */
+            const char *a_end = p;
+            while (a_end < e && *a_end != '/' && *a_end != '?' && *a_end != '#') {
+                a_end++;
             }
-            p = slash ? slash : e;
+            if (a_end == p) return -EPROTO; /* empty authority */
+            p = a_end;
         }
     }
     const char *query = memchr(p, '?', (size_t)(e - p));

@@ -410,6 +410,22 @@ Test(rpc_h1_parse, absolute_and_asterisk_forms)
     cr_assert(span_eq(&req.path, "/"));
 }
 
+Test(rpc_h1_parse, absolute_form_authority_ends_at_the_query)
+{
+    /* The authority ends at "?" as well as "/": a slash in the query is not the path. */
+    cr_assert(eq(int, request("GET http://h?x HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/"));
+    cr_assert(eq(int,
+                 request("GET http://h?/i/ac/"
+                         "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                         " HTTP/1.1\r\nHost: h\r\n\r\n"),
+                 0));
+    cr_assert(span_eq(&req.path, "/"));
+    cr_assert(eq(int, request("GET https://h:8/a?/b HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/a"));
+    cr_assert(eq(int, request("GET http://?/x HTTP/1.1\r\nHost: h\r\n\r\n"), -EPROTO));
+}
+
 Test(rpc_h1_parse, accept_encoding_weights)
 {
     static const struct {
