@@ -1,10 +1,11 @@
 /*
  * HTTP/1.1 request heads: the tri-state parser and the interpretation of the fields.
  *
- * The parser first looks for the end of the head (CRLFCRLF) in the new bytes only, then parses
- * the complete head in one pass. Because a head is parsed only once it is complete, the result
- * does not depend on how the input was cut, and feeding a head byte by byte costs O(n), not
- * O(n^2). Every scan is bounded by the head's CRLFCRLF, so no byte past it is read.
+ * The parser first looks for the end of the head (CRLFCRLF) in the new bytes only, refusing a
+ * bare LF or CR as soon as it arrives, then parses the complete head in one pass. Because a head
+ * is parsed only once it is complete, the result does not depend on how the input was cut, and
+ * feeding a head byte by byte costs O(n), not O(n^2). Every scan is bounded by the head's
+ * CRLFCRLF, so no byte past it is read.
  *
  * Sections: character classes, the head, the fields (request semantics), statuses.
  */
@@ -54,16 +55,30 @@ static int fail(const char **err_desc, const char *desc, int err)
 
 /* ---- the head ---- */
 
-/* Finds the end of the head; returns its length, 0 when absent so far, or -EMSGSIZE. */
-static int find_end(const char *buf, size_t len, size_t last_len, size_t start)
+/*
+ * Finds the end of the head (CRLFCRLF from <start>); returns its length, 0 when absent so far,
+ * -EPROTO at a bare LF or CR before it, or -EMSGSIZE. A head whose lines end in bare LF has
+ * no CRLFCRLF: without this check it would wait for more bytes until the read timeout.
+ */
+static int find_end(const char *buf, size_t len, size_t last_len, size_t start,
+                    const char **err_desc)
 {
     size_t limit = len < RPC_H1_HEAD_MAX ? len : RPC_H1_HEAD_MAX;
     /* CRLFCRLF may straddle the old and the new bytes: look 3 bytes back. */
     size_t from = last_len > 3 ? last_len - 3 : 0;
     if (from < start) from = start;
-    const char *end = NULL;
-    if (limit > from) end = memmem(buf + from, limit - from, "\r\n\r\n", 4);
-    if (end) return (int)(end - buf) + 4;
+    /* Bounded by RPC_H1_HEAD_MAX; each call looks at the new bytes (and 3 old ones) only. */
+    for (size_t i = from; i < limit; i++) {
+        if (buf[i] == '\r') {
+            if (i + 1 == len) break; /* the next byte decides */
+            if (buf[i + 1] != '\n') return fail(err_desc, "bare CR in the head", -EPROTO);
+        } else if (buf[i] == '\n') {
+            if (i == 0 || buf[i - 1] != '\r') {
+                return fail(err_desc, "line ends in a bare LF, not CRLF", -EPROTO);
+            }
+            if (i >= start + 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r') return (int)i + 1;
+        }
+    }
     return len >= RPC_H1_HEAD_MAX ? -EMSGSIZE : 0;
 }
 
@@ -186,9 +201,9 @@ int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h
     while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') {
         start += 2;
     }
-    int head_len = find_end(buf, len, last_len, start);
+    int head_len = find_end(buf, len, last_len, start, err_desc);
     if (head_len == -EMSGSIZE) return fail(err_desc, "request head too large", -EMSGSIZE);
-    if (head_len == 0) return 0;
+    if (head_len <= 0) return head_len;
     const char *e = buf + head_len; /* e[-4..-1] is CRLFCRLF */
     int err = 0;
     const char *p = parse_request_line(buf + start, e, head, &err, err_desc);

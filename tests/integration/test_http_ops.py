@@ -197,6 +197,7 @@ class BadInput(harness.ServerTestCase):
     def test_malformed_request_lines(self):
         for data in (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
                      b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+                     b"GET /healthz HTTP/1.1\nHost: a\n\n",  # never a CRLFCRLF: no waiting
                      b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
                      b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
                      b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",

@@ -140,6 +140,39 @@ struct bad_case {
     int err;
 };
 
+Test(rpc_h1_parse, bare_lf_or_cr_is_refused_without_waiting_for_crlfcrlf)
+{
+    /* Heads that never contain CRLFCRLF: refused as soon as the bad line end arrives. */
+    static const struct {
+        const char *input;
+        size_t bad_at; /* the byte whose arrival makes the head malformed */
+    } cases[] = {
+        { "GET /healthz HTTP/1.1\nHost: x\n\n", 21 },
+        { "GET / HTTP/1.1\r\nHost: x\n\n", 23 },
+        { "GET / HTTP/1.1\r\nHost: x\r\n\n", 25 },
+        { "\nGET / HTTP/1.1\r\n", 0 },
+        { "\r\n\nGET / HTTP/1.1\r\n", 2 },
+        { "GET / HTTP/1.1\rHost: x\r\r", 15 }, /* bare CR: decided by the byte after it */
+    };
+
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        const char *s = cases[i].input;
+        size_t len = strlen(s);
+        /* Byte by byte, as a connection feeds it: more is asked for up to the bad byte. */
+        for (size_t n = 1; n <= cases[i].bad_at + 1; n++) {
+            const char *desc = NULL;
+            int rc = rpc_h1_parse_head(s, n, n - 1, &head, &desc);
+            int want = n <= cases[i].bad_at ? 0 : -EPROTO;
+            cr_assert(eq(int, rc, want), "case %zu at %zu", i, n);
+            if (rc < 0) cr_assert(ne(ptr, (void *)desc, NULL));
+        }
+        /* Every longer prefix, from scratch, is refused as well. */
+        for (size_t n = cases[i].bad_at + 1; n <= len; n++) {
+            cr_assert(eq(int, rpc_h1_parse_head(s, n, 0, &head, NULL), -EPROTO), "case %zu", i);
+        }
+    }
+}
+
 Test(rpc_h1_parse, rejects_every_malformed_case)
 {
     static const struct bad_case cases[] = {
