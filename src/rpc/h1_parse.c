@@ -323,6 +323,7 @@ static int parse_length(const struct rpc_h1_span *v, uint64_t *out)
 struct field_counts {
     uint32_t host; /* Host fields */
     uint32_t te;   /* Transfer-Encoding fields */
+    uint32_t zstd; /* zstd codings in every Content-Encoding field together */
 };
 
 static int read_length(const struct rpc_h1_span *v, struct rpc_h1_request *req,
@@ -362,13 +363,21 @@ static void read_accept_encoding(struct rpc_h1_span v, struct rpc_h1_request *re
     }
 }
 
-static int read_content_encoding(const struct rpc_h1_span *v, struct rpc_h1_request *req,
+/*
+ * Counts the codings of one Content-Encoding field. Repeated fields are one list, in order
+ * (RFC 9110 §5.3), so "zstd" twice is "zstd, zstd": the caller refuses more than one zstd.
+ * "identity" (no coding) and empty elements add nothing.
+ */
+static int read_content_encoding(struct rpc_h1_span v, struct field_counts *n,
                                  const char **err_desc)
 {
-    if (span_is_nocase(v, "zstd")) {
-        req->encoding = RPC_H1_CODING_ZSTD;
-    } else if (!span_is_nocase(v, "identity")) {
-        return fail(err_desc, "unsupported Content-Encoding", -EMEDIUMTYPE);
+    struct rpc_h1_span el;
+    while (next_element(&v, &el)) {
+        if (span_is_nocase(&el, "zstd")) {
+            n->zstd++;
+        } else if (!span_is_nocase(&el, "identity")) {
+            return fail(err_desc, "unsupported Content-Encoding", -EMEDIUMTYPE);
+        }
     }
     return 0;
 }
@@ -399,7 +408,7 @@ static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
     } else if (span_is_nocase(name, "accept-encoding")) {
         read_accept_encoding(f->value, req);
     } else if (span_is_nocase(name, "content-encoding")) {
-        return read_content_encoding(&f->value, req, err_desc);
+        return read_content_encoding(f->value, n, err_desc);
     }
     return 0;
 }
@@ -477,6 +486,9 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
     if (req->chunked && head->version_minor == 0) {
         return fail(err_desc, "Transfer-Encoding in HTTP/1.0", -EPROTO);
     }
+    /* One zstd layer is decoded; a body compressed twice is a coding we do not implement. */
+    if (n.zstd > 1) return fail(err_desc, "unsupported Content-Encoding", -EMEDIUMTYPE);
+    if (n.zstd == 1) req->encoding = RPC_H1_CODING_ZSTD;
     req->keep_alive = head->version_minor >= 1 ? !close : keep && !close;
     return 0;
 }

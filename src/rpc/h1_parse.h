@@ -93,7 +93,8 @@ struct rpc_h1_request {
  *   -EPROTO        a missing or repeated Host in HTTP/1.1, a bad or conflicting Content-Length,
  *                  Transfer-Encoding with Content-Length or in HTTP/1.0, a bad target (400);
  *   -EOPNOTSUPP    a transfer coding other than chunked (501);
- *   -EMEDIUMTYPE   a content coding other than identity or zstd (415);
+ *   -EMEDIUMTYPE   a content coding other than identity or zstd, or zstd more than once
+ *                  (repeated Content-Encoding fields are one list) (415);
  *   -EBADE         an Expect other than 100-continue (417).
  * <err_desc> (may be NULL) names the problem. The spans in <req> point where <head>'s do.
  */

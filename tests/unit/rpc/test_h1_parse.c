@@ -431,6 +431,39 @@ Test(rpc_h1_parse, framing_rules)
     cr_assert(eq(u64, req.content_length, 0));
 }
 
+Test(rpc_h1_parse, repeated_content_encoding_fields_are_one_list)
+{
+    /* RFC 9110 §5.3: two fields are the list of both; zstd twice is not a coding we decode. */
+    static const struct bad_case cases[] = {
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd\r\n"
+          "Content-Encoding: zstd\r\n\r\n",
+          -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd, ZSTD\r\n\r\n", -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd\r\n"
+          "Content-Encoding: gzip\r\n\r\n",
+          -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: identity, br\r\n\r\n", -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd;q=1\r\n\r\n", -EMEDIUMTYPE },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++)
+        cr_assert(eq(int, request(cases[i].input), cases[i].err), "case %zu", i);
+    static const char *const zstd_once[] = {
+        ("PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: identity\r\n"
+         "Content-Encoding: zstd\r\n\r\n"),
+        "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd, identity\r\n\r\n",
+        "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: , zstd ,\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(zstd_once); i++) {
+        cr_assert(eq(int, request(zstd_once[i]), 0), "%s", zstd_once[i]);
+        cr_assert(eq(int, req.encoding, RPC_H1_CODING_ZSTD), "%s", zstd_once[i]);
+    }
+    cr_assert(eq(int,
+                 request("PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: identity\r\n"
+                         "Content-Encoding: identity\r\n\r\n"),
+                 0));
+    cr_assert(eq(int, req.encoding, RPC_H1_CODING_IDENTITY));
+}
+
 Test(rpc_h1_parse, absolute_and_asterisk_forms)
 {
     cr_assert(eq(int, request("GET http://h:1/a/b?c HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
