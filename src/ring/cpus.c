@@ -194,8 +194,10 @@ static bool parse_u64(const char *s, char **end, uint64_t *out)
 /* The limit set in <dir> itself, in thousandths of a CPU; 0 when none. */
 static uint64_t limit_at(const char *dir, enum hier h)
 {
-    char a[64];
-    char b[64];
+    /* Initialised: clang-analyzer assumes a failed fopen() may leave errno 0, read_line()
+     * then "succeeds" without writing, and parse_u64() reads garbage. */
+    char a[64] = "";
+    char b[64] = "";
     uint64_t quota;
     uint64_t period;
     char *end;

@@ -474,6 +474,18 @@ static void serve_metrics(struct rpc_h1_conn *h)
     respond(h, &f, text, text);
 }
 
+/* Starts the cache handler (src/rpc/h1_cache.c) on the request. */
+static void start_cache(struct rpc_h1_conn *h)
+{
+    /* zstd responses are chunked, which HTTP/1.0 lacks. */
+    if (h->head.version_minor == 0) h->req.accept_zstd = false;
+    h->state = H1_HANDLE;
+    struct rpc_core *core = h->c->rc;
+    /* The engine takes blobs up to a quarter of its budget. */
+    uint64_t max_blob = core->cfg->opts.max_size / 4;
+    rpc_h1_cache_start(&h->cache, core->blob, &h->req, &h->route, max_blob);
+}
+
 static void serve(struct rpc_h1_conn *h)
 {
     switch (h->route.target) {
@@ -493,6 +505,8 @@ static void serve(struct rpc_h1_conn *h)
     case RPC_H1_TARGET_CAS:
     case RPC_H1_TARGET_AC:
     case RPC_H1_TARGET_KV:
+        start_cache(h);
+        return;
     case RPC_H1_TARGET_NONE:
         break;
     }
@@ -586,17 +600,13 @@ static void handle_head(struct rpc_h1_conn *h)
         refuse(h, h->route.status, h->route.err_desc);
         return;
     }
-    if (h->route.target >= RPC_H1_TARGET_CAS) {
-        /* zstd responses are chunked, which HTTP/1.0 lacks. */
-        if (h->head.version_minor == 0) h->req.accept_zstd = false;
-        h->state = H1_HANDLE;
-        struct rpc_core *core = h->c->rc;
-        /* The engine takes blobs up to a quarter of its budget. */
-        uint64_t max_blob = core->cfg->opts.max_size / 4;
-        rpc_h1_cache_start(&h->cache, core->blob, &h->req, &h->route, max_blob);
+    if (h->route.target >= RPC_H1_TARGET_CAS && h->req.method == RPC_H1_METHOD_PUT) {
+        start_cache(h); /* the handler takes the body, or refuses it */
         return;
     }
-    /* The operations endpoints take no body: a small one is read and dropped. */
+    /* GET and HEAD take no body, on the operations endpoints and the cache routes alike: a
+     * small one is read and dropped before the request is served (body_done), so the
+     * connection can carry the next request; a larger one is refused. */
     if (has_body(h) && (h->body_left > H1_DISCARD_MAX || h->req.expect_continue)) {
         refuse(h, 413, "this resource takes no request body");
         return;
@@ -848,6 +858,15 @@ static void give_up_body(struct rpc_h1_conn *h)
 
 void rpc_h1_answer(struct rpc_h1_conn *h, int status, const char *text)
 {
+    /* Refused before any of its body was read (the handler has not taken it: the state is
+     * still H1_HANDLE): a small body is read and dropped first, as for every refusal. */
+    if (h->state == H1_HANDLE && has_body(h) && !body_is_complete(h) && h->body_in == 0) {
+        refuse(h, status, text);
+        /* From the request's own step the loop goes on; from an engine callback it must be
+         * started again, after the callback's batch. */
+        if (h->state == H1_READ_BODY) ring_task_defer(core_of(h), &h->run_task);
+        return;
+    }
     give_up_body(h);
     h->state = H1_HANDLE;
     respond_text(h, status, text, NULL);

@@ -42,9 +42,11 @@ void rpc_h1_body_resume(struct rpc_h1_conn *h);
 /* ---- answers ---- */
 
 /*
- * Answers <status> with the one-line text body <text> (static). If the request body is not
- * read completely, the connection closes after the answer (any pending rpc_h1_cache_body
- * input is given up: the handler must not touch it any more).
+ * Answers <status> with the one-line text body <text> (static). Before the handler took the
+ * body (no rpc_h1_body_accept), a small body (64 KiB or less, not awaited with 100-continue)
+ * is read and dropped first and the connection stays; a larger one, or a body read only in
+ * part, is not read on: the connection closes after the answer (any pending
+ * rpc_h1_cache_body input is given up: the handler must not touch it any more).
  */
 void rpc_h1_answer(struct rpc_h1_conn *h, int status, const char *text);
 

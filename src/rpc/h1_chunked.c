@@ -6,24 +6,35 @@
  *   chunked-body = *chunk last-chunk trailer-section CRLF
  *   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
  *   last-chunk   = 1*("0") [ chunk-ext ] CRLF
+ *   trailer-section = *( field-line CRLF ), field-line = field-name ":" OWS field-value OWS
  */
 #include "rpc/h1_chunked.h"
 
 #include <errno.h>
 #include <string.h>
 
+/* The size line's states come first and the trailer's last: count_line relies on the order. */
 enum state {
-    ST_SIZE = 0,     /* reading hex digits of a chunk size */
-    ST_EXT,          /* after the size: extensions up to CR */
-    ST_SIZE_LF,      /* CR of the size line seen */
-    ST_DATA,         /* inside chunk data */
-    ST_DATA_CR,      /* expecting CR after chunk data */
-    ST_DATA_LF,      /* expecting LF after chunk data */
-    ST_TRAILER,      /* at the start of a trailer line (or of the final CRLF) */
-    ST_TRAILER_LINE, /* inside a trailer field line */
-    ST_TRAILER_LF,   /* CR of a trailer line seen */
-    ST_FINAL_LF,     /* CR of the final empty line seen */
-    ST_DONE,         /* the body is complete */
+    ST_SIZE = 0,       /* reading hex digits of a chunk size */
+    ST_EXT_BWS,        /* whitespace after the size or an extension: ";" must follow */
+    ST_EXT_NAME_START, /* after ";": BWS, then the first character of a name */
+    ST_EXT_NAME,       /* inside an extension name (a token) */
+    ST_EXT_NAME_BWS,   /* whitespace after a name: "=" or ";" must follow */
+    ST_EXT_VALUE,      /* after "=": BWS, then a token or a quoted-string */
+    ST_EXT_TOKEN,      /* inside a token value */
+    ST_EXT_QUOTED,     /* inside a quoted-string value */
+    ST_EXT_QUOTED_BS,  /* after a backslash in a quoted-string */
+    ST_EXT_QUOTED_END, /* after the closing quote: CR, ";" or BWS must follow */
+    ST_SIZE_LF,        /* CR of the size line seen */
+    ST_DATA,           /* inside chunk data */
+    ST_DATA_CR,        /* expecting CR after chunk data */
+    ST_DATA_LF,        /* expecting LF after chunk data */
+    ST_TRAILER,        /* at the start of a trailer line (or of the final CRLF) */
+    ST_TRAILER_NAME,   /* inside a trailer field name, up to its colon */
+    ST_TRAILER_VALUE,  /* inside a trailer field value */
+    ST_TRAILER_LF,     /* CR of a trailer line seen */
+    ST_FINAL_LF,       /* CR of the final empty line seen */
+    ST_DONE,           /* the body is complete */
 };
 
 static int fail(const char **err_desc, const char *desc, int err)
@@ -40,10 +51,22 @@ static int hex_value(uint8_t c)
     return -1;
 }
 
-/* A character allowed inside extensions and trailer lines: field-value characters. */
+/* A character allowed in trailer field values: VCHAR, obs-text, SP, HTAB (RFC 9110 §5.5). */
 static bool is_text(uint8_t c)
 {
     return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* tchar (RFC 9110 §5.6.2): the characters of extension names, token values, field names. */
+static bool is_tchar(uint8_t c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static bool is_ws(uint8_t c)
+{
+    return c == ' ' || c == '\t';
 }
 
 void rpc_h1_chunked_init(struct rpc_h1_chunked *d)
@@ -69,11 +92,77 @@ static int step_size(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
     if (d->digits == 0) return fail(err_desc, "malformed chunk size", -EPROTO);
     if (c == '\r') {
         d->state = ST_SIZE_LF;
-    } else if (c == ';' || c == ' ' || c == '\t') {
-        d->state = ST_EXT; /* BWS ";" chunk-ext */
+    } else if (c == ';') {
+        d->state = ST_EXT_NAME_START;
+    } else if (is_ws(c)) {
+        d->state = ST_EXT_BWS; /* BWS ";" chunk-ext */
     } else {
         return fail(err_desc, "malformed chunk size", -EPROTO);
     }
+    return 0;
+}
+
+/* Where <c> leads at the end of an extension's name or value: CR, ";" or BWS; else -1. */
+static int ext_end(uint8_t c)
+{
+    if (c == '\r') return ST_SIZE_LF;
+    if (c == ';') return ST_EXT_NAME_START;
+    if (is_ws(c)) return ST_EXT_BWS;
+    return -1;
+}
+
+/*
+ * One byte of the chunk extensions (RFC 9112 §7.1.1), which are checked, then ignored:
+ *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ *   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+ */
+static int step_ext(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
+{
+    int next = -1;
+    switch (d->state) {
+    case ST_EXT_BWS:
+        if (is_ws(c)) return 0;
+        if (c == ';') next = ST_EXT_NAME_START;
+        break;
+    case ST_EXT_NAME_START:
+        if (is_ws(c)) return 0;
+        if (is_tchar(c)) next = ST_EXT_NAME;
+        break;
+    case ST_EXT_NAME:
+        if (is_tchar(c)) return 0;
+        next = is_ws(c) ? ST_EXT_NAME_BWS : ext_end(c);
+        if (c == '=') next = ST_EXT_VALUE;
+        break;
+    case ST_EXT_NAME_BWS:
+        if (is_ws(c)) return 0;
+        if (c == '=') next = ST_EXT_VALUE;
+        if (c == ';') next = ST_EXT_NAME_START;
+        break;
+    case ST_EXT_VALUE:
+        if (is_ws(c)) return 0;
+        if (c == '"') next = ST_EXT_QUOTED;
+        if (is_tchar(c)) next = ST_EXT_TOKEN;
+        break;
+    case ST_EXT_TOKEN:
+        if (is_tchar(c)) return 0;
+        next = ext_end(c);
+        break;
+    case ST_EXT_QUOTED_END:
+        next = ext_end(c);
+        break;
+    case ST_EXT_QUOTED: /* qdtext = HTAB / SP / VCHAR except '"' and '\\' / obs-text */
+        if (c == '"') next = ST_EXT_QUOTED_END;
+        if (c == '\\') next = ST_EXT_QUOTED_BS;
+        if (c != '"' && c != '\\' && is_text(c)) return 0;
+        break;
+    case ST_EXT_QUOTED_BS: /* quoted-pair = "\\" ( HTAB / SP / VCHAR / obs-text ) */
+        if (is_text(c)) next = ST_EXT_QUOTED;
+        break;
+    default:
+        UNREACHABLE();
+    }
+    if (next < 0) return fail(err_desc, "malformed chunk extension", -EPROTO);
+    d->state = (uint8_t)next;
     return 0;
 }
 
@@ -83,13 +172,16 @@ static int step(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
     switch (d->state) {
     case ST_SIZE:
         return step_size(d, c, err_desc);
-    case ST_EXT:
-        if (c == '\r') {
-            d->state = ST_SIZE_LF;
-        } else if (!is_text(c)) {
-            return fail(err_desc, "malformed chunk extension", -EPROTO);
-        }
-        return 0;
+    case ST_EXT_BWS:
+    case ST_EXT_NAME_START:
+    case ST_EXT_NAME:
+    case ST_EXT_NAME_BWS:
+    case ST_EXT_VALUE:
+    case ST_EXT_TOKEN:
+    case ST_EXT_QUOTED:
+    case ST_EXT_QUOTED_BS:
+    case ST_EXT_QUOTED_END:
+        return step_ext(d, c, err_desc);
     case ST_SIZE_LF:
         if (c != '\n') return fail(err_desc, "chunk size line does not end in CRLF", -EPROTO);
         d->state = d->left == 0 ? ST_TRAILER : ST_DATA;
@@ -104,15 +196,23 @@ static int step(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
         rpc_h1_chunked_init(d);
         return 0;
     case ST_TRAILER:
+        /* A field line as in a head: token ":" value, no whitespace before the colon. */
         if (c == '\r') {
             d->state = ST_FINAL_LF;
-        } else if (c == ' ' || c == '\t' || c == ':' || !is_text(c)) {
-            return fail(err_desc, "malformed trailer field", -EPROTO);
+        } else if (is_tchar(c)) {
+            d->state = ST_TRAILER_NAME;
         } else {
-            d->state = ST_TRAILER_LINE;
+            return fail(err_desc, "malformed trailer field", -EPROTO);
         }
         return 0;
-    case ST_TRAILER_LINE:
+    case ST_TRAILER_NAME:
+        if (c == ':') {
+            d->state = ST_TRAILER_VALUE;
+        } else if (!is_tchar(c)) {
+            return fail(err_desc, "malformed trailer field", -EPROTO);
+        }
+        return 0;
+    case ST_TRAILER_VALUE:
         if (c == '\r') {
             d->state = ST_TRAILER_LF;
         } else if (!is_text(c)) {

@@ -1,10 +1,11 @@
 /*
  * HTTP/1.1 request heads: the tri-state parser and the interpretation of the fields.
  *
- * The parser first looks for the end of the head (CRLFCRLF) in the new bytes only, then parses
- * the complete head in one pass. Because a head is parsed only once it is complete, the result
- * does not depend on how the input was cut, and feeding a head byte by byte costs O(n), not
- * O(n^2). Every scan is bounded by the head's CRLFCRLF, so no byte past it is read.
+ * The parser first looks for the end of the head (CRLFCRLF) in the new bytes only, refusing a
+ * bare LF or CR as soon as it arrives, then parses the complete head in one pass. Because a head
+ * is parsed only once it is complete, the result does not depend on how the input was cut, and
+ * feeding a head byte by byte costs O(n), not O(n^2). Every scan is bounded by the head's
+ * CRLFCRLF, so no byte past it is read.
  *
  * Sections: character classes, the head, the fields (request semantics), statuses.
  */
@@ -54,16 +55,30 @@ static int fail(const char **err_desc, const char *desc, int err)
 
 /* ---- the head ---- */
 
-/* Finds the end of the head; returns its length, 0 when absent so far, or -EMSGSIZE. */
-static int find_end(const char *buf, size_t len, size_t last_len, size_t start)
+/*
+ * Finds the end of the head (CRLFCRLF from <start>); returns its length, 0 when absent so far,
+ * -EPROTO at a bare LF or CR before it, or -EMSGSIZE. A head whose lines end in bare LF has
+ * no CRLFCRLF: without this check it would wait for more bytes until the read timeout.
+ */
+static int find_end(const char *buf, size_t len, size_t last_len, size_t start,
+                    const char **err_desc)
 {
     size_t limit = len < RPC_H1_HEAD_MAX ? len : RPC_H1_HEAD_MAX;
     /* CRLFCRLF may straddle the old and the new bytes: look 3 bytes back. */
     size_t from = last_len > 3 ? last_len - 3 : 0;
     if (from < start) from = start;
-    const char *end = NULL;
-    if (limit > from) end = memmem(buf + from, limit - from, "\r\n\r\n", 4);
-    if (end) return (int)(end - buf) + 4;
+    /* Bounded by RPC_H1_HEAD_MAX; each call looks at the new bytes (and 3 old ones) only. */
+    for (size_t i = from; i < limit; i++) {
+        if (buf[i] == '\r') {
+            if (i + 1 == len) break; /* the next byte decides */
+            if (buf[i + 1] != '\n') return fail(err_desc, "bare CR in the head", -EPROTO);
+        } else if (buf[i] == '\n') {
+            if (i == 0 || buf[i - 1] != '\r') {
+                return fail(err_desc, "line ends in a bare LF, not CRLF", -EPROTO);
+            }
+            if (i >= start + 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r') return (int)i + 1;
+        }
+    }
     return len >= RPC_H1_HEAD_MAX ? -EMSGSIZE : 0;
 }
 
@@ -186,9 +201,9 @@ int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h
     while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') {
         start += 2;
     }
-    int head_len = find_end(buf, len, last_len, start);
+    int head_len = find_end(buf, len, last_len, start, err_desc);
     if (head_len == -EMSGSIZE) return fail(err_desc, "request head too large", -EMSGSIZE);
-    if (head_len == 0) return 0;
+    if (head_len <= 0) return head_len;
     const char *e = buf + head_len; /* e[-4..-1] is CRLFCRLF */
     int err = 0;
     const char *p = parse_request_line(buf + start, e, head, &err, err_desc);
@@ -308,6 +323,7 @@ static int parse_length(const struct rpc_h1_span *v, uint64_t *out)
 struct field_counts {
     uint32_t host; /* Host fields */
     uint32_t te;   /* Transfer-Encoding fields */
+    uint32_t zstd; /* zstd codings in every Content-Encoding field together */
 };
 
 static int read_length(const struct rpc_h1_span *v, struct rpc_h1_request *req,
@@ -347,13 +363,21 @@ static void read_accept_encoding(struct rpc_h1_span v, struct rpc_h1_request *re
     }
 }
 
-static int read_content_encoding(const struct rpc_h1_span *v, struct rpc_h1_request *req,
+/*
+ * Counts the codings of one Content-Encoding field. Repeated fields are one list, in order
+ * (RFC 9110 §5.3), so "zstd" twice is "zstd, zstd": the caller refuses more than one zstd.
+ * "identity" (no coding) and empty elements add nothing.
+ */
+static int read_content_encoding(struct rpc_h1_span v, struct field_counts *n,
                                  const char **err_desc)
 {
-    if (span_is_nocase(v, "zstd")) {
-        req->encoding = RPC_H1_CODING_ZSTD;
-    } else if (!span_is_nocase(v, "identity")) {
-        return fail(err_desc, "unsupported Content-Encoding", -EMEDIUMTYPE);
+    struct rpc_h1_span el;
+    while (next_element(&v, &el)) {
+        if (span_is_nocase(&el, "zstd")) {
+            n->zstd++;
+        } else if (!span_is_nocase(&el, "identity")) {
+            return fail(err_desc, "unsupported Content-Encoding", -EMEDIUMTYPE);
+        }
     }
     return 0;
 }
@@ -384,7 +408,7 @@ static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
     } else if (span_is_nocase(name, "accept-encoding")) {
         read_accept_encoding(f->value, req);
     } else if (span_is_nocase(name, "content-encoding")) {
-        return read_content_encoding(&f->value, req, err_desc);
+        return read_content_encoding(f->value, n, err_desc);
     }
     return 0;
 }
@@ -407,11 +431,14 @@ static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
         }
         p += skip;
         if (skip) {
-            const char *slash = memchr(p, '/', (size_t)(e - p));
-            if (slash == p || memchr(p, '?', (size_t)(e - p)) == p) {
-                return -EPROTO; /* empty authority */
+            /* RFC 3986 §3.2: the authority ends at the first "/", "?" or "#", so the query
+             * of "http://h?/x" is "/x" and its path is empty ("/"). */
+            const char *a_end = p;
+            while (a_end < e && *a_end != '/' && *a_end != '?' && *a_end != '#') {
+                a_end++;
             }
-            p = slash ? slash : e;
+            if (a_end == p) return -EPROTO; /* empty authority */
+            p = a_end;
         }
     }
     const char *query = memchr(p, '?', (size_t)(e - p));
@@ -459,6 +486,9 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
     if (req->chunked && head->version_minor == 0) {
         return fail(err_desc, "Transfer-Encoding in HTTP/1.0", -EPROTO);
     }
+    /* One zstd layer is decoded; a body compressed twice is a coding we do not implement. */
+    if (n.zstd > 1) return fail(err_desc, "unsupported Content-Encoding", -EMEDIUMTYPE);
+    if (n.zstd == 1) req->encoding = RPC_H1_CODING_ZSTD;
     req->keep_alive = head->version_minor >= 1 ? !close : keep && !close;
     return 0;
 }

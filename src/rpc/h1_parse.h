@@ -52,7 +52,8 @@ struct rpc_h1_head {
  * to the previous call for the same head (0 for the first). Returns:
  *   > 0                the head's length, CRLFCRLF included; <head> is filled;
  *   0                  a valid prefix: call again with more bytes;
- *   -EPROTO            malformed (400);
+ *   -EPROTO            malformed (400); a bare LF or CR is refused as soon as it arrives,
+ *                      before the head is complete (such a head never ends in CRLFCRLF);
  *   -EMSGSIZE          longer than RPC_H1_HEAD_MAX or more than RPC_H1_FIELDS_MAX fields (431);
  *   -ENAMETOOLONG      a request-target longer than RPC_H1_TARGET_MAX (414);
  *   -EPROTONOSUPPORT   an HTTP version other than 1.x (505).
@@ -92,7 +93,8 @@ struct rpc_h1_request {
  *   -EPROTO        a missing or repeated Host in HTTP/1.1, a bad or conflicting Content-Length,
  *                  Transfer-Encoding with Content-Length or in HTTP/1.0, a bad target (400);
  *   -EOPNOTSUPP    a transfer coding other than chunked (501);
- *   -EMEDIUMTYPE   a content coding other than identity or zstd (415);
+ *   -EMEDIUMTYPE   a content coding other than identity or zstd, or zstd more than once
+ *                  (repeated Content-Encoding fields are one list) (415);
  *   -EBADE         an Expect other than 100-continue (417).
  * <err_desc> (may be NULL) names the problem. The spans in <req> point where <head>'s do.
  */

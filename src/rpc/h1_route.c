@@ -150,8 +150,10 @@ void rpc_h1_route(enum rpc_h1_method method, const struct rpc_h1_span *name,
     ASSERT(path->len <= RPC_KEY_PATH_MAX);
     memset(out, 0, sizeof(*out));
     if (path->ptr[0] != '/') {
-        /* Asterisk-form ("*") addresses the server, not a resource (RFC 9110 §9.3.7). */
-        if (method == RPC_H1_METHOD_OTHER && !span_is(name, "OPTIONS")) {
+        /* Asterisk-form ("*") addresses the server, not a resource (RFC 9110 §9.3.7): OPTIONS
+         * and the other methods HTTP defines get 405 with what the server serves, like on any
+         * path; GET, HEAD and PUT have nothing to act on. */
+        if (method == RPC_H1_METHOD_OTHER) {
             refuse_method(out, method, name, ALLOW_CACHE);
         } else {
             refuse(out, 400, "no resource for this request-target");

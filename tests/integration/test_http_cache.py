@@ -256,6 +256,42 @@ class CacheRoutes(harness.ServerTestCase):
             status = c.read_response().status
             self.assertEqual(status, 413)
 
+    def test_small_bodies_on_reads_and_refusals_are_dropped_and_the_connection_kept(self):
+        data = os.urandom(3000)
+        self.assertEqual(self.put("/cas/" + sha(data), data), 201)
+        missing = "0" * 64
+        small = b"0123456789"
+        with Raw(self.server.port) as c:
+            # Each request carries a small body; the next one is pipelined right behind it.
+            c.send(request("GET", "/cas/" + sha(data), body=small) +
+                   request("HEAD", "/cas/" + sha(data), body=small) +
+                   request("GET", "/cas/" + missing, body=b"x" * 1000) +
+                   request("HEAD", "/bazel/ac/" + missing, body=small) +
+                   request("GET", "/some/key", headers=["Transfer-Encoding: chunked"],
+                           body=chunked(b"y" * 5000, [1, 2, 3])) +
+                   request("DELETE", "/cas/" + missing, body=small) +
+                   request("GET", "/healthz"))
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, data))
+            r = c.read_response(head_request=True)
+            self.assertEqual((r.status, r.header("content-length")), (200, "3000"))
+            self.assertEqual(c.read_response().status, 404)
+            self.assertEqual(c.read_response(head_request=True).status, 404)
+            self.assertEqual(c.read_response().status, 404)
+            r = c.read_response()
+            self.assertEqual((r.status, r.header("allow")), (405, "GET, HEAD, PUT"))
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, b"ok\n"))
+            self.assertIsNone(r.header("connection"))
+        # A larger body, or one the client holds back for 100 Continue, is refused: 413, close.
+        for headers, body in ((["Content-Length: %d" % (1 << 20)], b""),
+                              (["Content-Length: 10", "Expect: 100-continue"], b"")):
+            with Raw(self.server.port) as c:
+                c.send(request("GET", "/cas/" + sha(data), headers=headers, body=body))
+                r = c.read_response()
+                self.assertEqual((r.status, r.header("connection")), (413, "close"))
+                self.assertTrue(c.is_closed())
+
     def test_other_methods(self):
         self.assertEqual(curl("-X", "DELETE", self.url("/cas/" + EMPTY))[0], 405)
         self.assertEqual(curl("-X", "POST", self.url("/k"))[0], 405)
@@ -496,10 +532,20 @@ class Admission(unittest.TestCase):
                     conns.append(c)
                 harness.wait_for(lambda: srv.metric("ringcas_blob_uploads") == 1024,
                                  timeout=60, what="1024 open uploads")
+                # A client waiting for 100 Continue gets the 503 at once, and the close.
                 with Raw(srv.port) as c:
-                    c.send(request("PUT", "/k/one-more", headers=["Content-Length: 10"]))
+                    c.send(request("PUT", "/k/one-more", headers=["Content-Length: 10",
+                                                                  "Expect: 100-continue"]))
                     r = c.read_response()
-                    self.assertEqual(r.status, 503)
+                    self.assertEqual((r.status, r.header("connection")), (503, "close"))
+                # Refused before its body was read: a small body is dropped, the connection
+                # carries the next request.
+                with Raw(srv.port) as c:
+                    c.send(request("PUT", "/k/one-more", body=b"0123456789") +
+                           request("GET", "/healthz"))
+                    r = c.read_response()
+                    self.assertEqual((r.status, r.header("connection")), (503, None))
+                    self.assertEqual(c.read_response().status, 200)
                 self.assertGreaterEqual(srv.metric("ringcas_blob_queue_full"), 1)
             finally:
                 for c in conns:

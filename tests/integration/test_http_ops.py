@@ -62,6 +62,23 @@ class OpsEndpoints(harness.ServerTestCase):
         status, headers, _ = self.get("/metrics")
         self.assertEqual(headers["Content-Type"], "text/plain; version=0.0.4; charset=utf-8")
 
+    def test_metrics_count_415_and_499_under_their_own_status(self):
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/k", headers=["Content-Encoding: gzip"], body=b"x"))
+            self.assertEqual(c.read_response().status, 415)
+        with Raw(self.server.port) as c:  # the client goes away in the middle of the body
+            c.send(request("GET", "/healthz", headers=["Content-Length: 50"]) + b"x" * 10)
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertTrue(c.is_closed())
+        harness.wait_for(lambda: self.server.metric("ringcas_requests_total", route="GET /healthz",
+                                                    status="499") >= 1, what="a 499")
+        self.assertGreaterEqual(self.server.metric("ringcas_requests_total", route="other",
+                                                   status="415"), 1)
+        # Neither lands in the slot of statuses without one of their own.
+        for route in ("other", "GET /healthz"):
+            self.assertEqual(self.server.metric("ringcas_requests_total", route=route,
+                                                status="other"), 0)
+
     def test_methods_and_statuses(self):
         with Raw(self.server.port) as c:
             c.send(request("PUT", "/metrics", body=b"x"))
@@ -197,6 +214,7 @@ class BadInput(harness.ServerTestCase):
     def test_malformed_request_lines(self):
         for data in (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
                      b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+                     b"GET /healthz HTTP/1.1\nHost: a\n\n",  # never a CRLFCRLF: no waiting
                      b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
                      b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
                      b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",

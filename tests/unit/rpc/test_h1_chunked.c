@@ -131,6 +131,47 @@ Test(rpc_h1_chunked, rejects_malformed_framing)
     }
 }
 
+Test(rpc_h1_chunked, extensions_and_trailer_lines_follow_their_grammar)
+{
+    /* RFC 9112 §7.1.1: BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ]. */
+    static const char *const bad[] = {
+        "5 x\r\nhello\r\n0\r\n\r\n",          /* whitespace, then no extension */
+        "5 \r\nhello\r\n0\r\n\r\n",           /* whitespace, then CRLF */
+        "5;\r\nhello\r\n0\r\n\r\n",           /* no name */
+        "5;=v\r\nhello\r\n0\r\n\r\n",         /* no name before "=" */
+        "5;a=\r\nhello\r\n0\r\n\r\n",         /* "=" without a value */
+        "5;a b\r\nhello\r\n0\r\n\r\n",        /* two names */
+        "5;a=b c\r\nhello\r\n0\r\n\r\n",      /* text after a value */
+        "5;a=\"b\r\nhello\r\n0\r\n\r\n",      /* an unterminated quoted-string */
+        "5;a=\"b\"c\r\nhello\r\n0\r\n\r\n",   /* text after a quoted-string */
+        "5;a=(b)\r\nhello\r\n0\r\n\r\n",      /* not a token */
+        "5;a=\"\x01\"\r\nhello\r\n0\r\n\r\n", /* CTL in a quoted-string */
+        "5\r\nhello\r\n0\r\nNoColon\r\n\r\n", /* a trailer line without a colon */
+        "5\r\nhello\r\n0\r\nX : y\r\n\r\n",   /* whitespace before the colon */
+        "5\r\nhello\r\n0\r\nX(: y\r\n\r\n",   /* not a token */
+    };
+    static struct result r; /* 4 KiB: not on the stack */
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        decode(bad[i], strlen(bad[i]), 0, &r);
+        cr_assert(eq(int, r.err, -EPROTO), "case %zu", i);
+        decode(bad[i], strlen(bad[i]), 1, &r);
+        cr_assert(eq(int, r.err, -EPROTO), "case %zu byte by byte", i);
+    }
+    static const char *const good[] = {
+        "5;a\r\nhello\r\n0\r\n\r\n",
+        "5 ; a = b ;c\r\nhello\r\n0\r\n\r\n",
+        "5\t;a=\"q \\\" ;\\x\";b=1\r\nhello\r\n0;last\r\n\r\n",
+        "5;a=\"\"\r\nhello\r\n0\r\nX:\r\nY: a b\t\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+        decode(good[i], strlen(good[i]), 1, &r);
+        cr_assert(eq(int, r.err, 0), "case %zu", i);
+        cr_assert(r.done, "case %zu", i);
+        cr_assert(eq(sz, r.len, 5));
+        cr_assert(eq(int, memcmp(r.body, "hello", 5), 0));
+    }
+}
+
 Test(rpc_h1_chunked, bounds_size_lines_and_trailers)
 {
     static char in[RPC_H1_TRAILER_MAX + 64];

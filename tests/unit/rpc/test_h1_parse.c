@@ -140,6 +140,39 @@ struct bad_case {
     int err;
 };
 
+Test(rpc_h1_parse, bare_lf_or_cr_is_refused_without_waiting_for_crlfcrlf)
+{
+    /* Heads that never contain CRLFCRLF: refused as soon as the bad line end arrives. */
+    static const struct {
+        const char *input;
+        size_t bad_at; /* the byte whose arrival makes the head malformed */
+    } cases[] = {
+        { "GET /healthz HTTP/1.1\nHost: x\n\n", 21 },
+        { "GET / HTTP/1.1\r\nHost: x\n\n", 23 },
+        { "GET / HTTP/1.1\r\nHost: x\r\n\n", 25 },
+        { "\nGET / HTTP/1.1\r\n", 0 },
+        { "\r\n\nGET / HTTP/1.1\r\n", 2 },
+        { "GET / HTTP/1.1\rHost: x\r\r", 15 }, /* bare CR: decided by the byte after it */
+    };
+
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        const char *s = cases[i].input;
+        size_t len = strlen(s);
+        /* Byte by byte, as a connection feeds it: more is asked for up to the bad byte. */
+        for (size_t n = 1; n <= cases[i].bad_at + 1; n++) {
+            const char *desc = NULL;
+            int rc = rpc_h1_parse_head(s, n, n - 1, &head, &desc);
+            int want = n <= cases[i].bad_at ? 0 : -EPROTO;
+            cr_assert(eq(int, rc, want), "case %zu at %zu", i, n);
+            if (rc < 0) cr_assert(ne(ptr, (void *)desc, NULL));
+        }
+        /* Every longer prefix, from scratch, is refused as well. */
+        for (size_t n = cases[i].bad_at + 1; n <= len; n++) {
+            cr_assert(eq(int, rpc_h1_parse_head(s, n, 0, &head, NULL), -EPROTO), "case %zu", i);
+        }
+    }
+}
+
 Test(rpc_h1_parse, rejects_every_malformed_case)
 {
     static const struct bad_case cases[] = {
@@ -398,6 +431,39 @@ Test(rpc_h1_parse, framing_rules)
     cr_assert(eq(u64, req.content_length, 0));
 }
 
+Test(rpc_h1_parse, repeated_content_encoding_fields_are_one_list)
+{
+    /* RFC 9110 §5.3: two fields are the list of both; zstd twice is not a coding we decode. */
+    static const struct bad_case cases[] = {
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd\r\n"
+          "Content-Encoding: zstd\r\n\r\n",
+          -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd, ZSTD\r\n\r\n", -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd\r\n"
+          "Content-Encoding: gzip\r\n\r\n",
+          -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: identity, br\r\n\r\n", -EMEDIUMTYPE },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd;q=1\r\n\r\n", -EMEDIUMTYPE },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++)
+        cr_assert(eq(int, request(cases[i].input), cases[i].err), "case %zu", i);
+    static const char *const zstd_once[] = {
+        ("PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: identity\r\n"
+         "Content-Encoding: zstd\r\n\r\n"),
+        "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: zstd, identity\r\n\r\n",
+        "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: , zstd ,\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(zstd_once); i++) {
+        cr_assert(eq(int, request(zstd_once[i]), 0), "%s", zstd_once[i]);
+        cr_assert(eq(int, req.encoding, RPC_H1_CODING_ZSTD), "%s", zstd_once[i]);
+    }
+    cr_assert(eq(int,
+                 request("PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: identity\r\n"
+                         "Content-Encoding: identity\r\n\r\n"),
+                 0));
+    cr_assert(eq(int, req.encoding, RPC_H1_CODING_IDENTITY));
+}
+
 Test(rpc_h1_parse, absolute_and_asterisk_forms)
 {
     cr_assert(eq(int, request("GET http://h:1/a/b?c HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
@@ -408,6 +474,22 @@ Test(rpc_h1_parse, absolute_and_asterisk_forms)
     cr_assert(span_eq(&req.path, "*"));
     cr_assert(eq(int, request("GET /?only-query HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
     cr_assert(span_eq(&req.path, "/"));
+}
+
+Test(rpc_h1_parse, absolute_form_authority_ends_at_the_query)
+{
+    /* The authority ends at "?" as well as "/": a slash in the query is not the path. */
+    cr_assert(eq(int, request("GET http://h?x HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/"));
+    cr_assert(eq(int,
+                 request("GET http://h?/i/ac/"
+                         "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                         " HTTP/1.1\r\nHost: h\r\n\r\n"),
+                 0));
+    cr_assert(span_eq(&req.path, "/"));
+    cr_assert(eq(int, request("GET https://h:8/a?/b HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/a"));
+    cr_assert(eq(int, request("GET http://?/x HTTP/1.1\r\nHost: h\r\n\r\n"), -EPROTO));
 }
 
 Test(rpc_h1_parse, accept_encoding_weights)

@@ -79,3 +79,26 @@ Test(rpc_metrics, renders_counts_latency_and_sources)
     cr_assert(eq(int, rpc_metrics_render(buf, 100, &view), -EMSGSIZE));
     free(buf);
 }
+
+Test(rpc_metrics, http_415_and_499_have_their_own_status_labels)
+{
+    static struct rpc_metrics m;
+    static const int statuses[] = { 415, 499, 499, 418 };
+    for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
+        rpc_metrics_begin(&m, RPC_ROUTE_HTTP_OTHER);
+        rpc_metrics_end(&m, RPC_ROUTE_HTTP_OTHER, statuses[i], 1000, 0, 0);
+    }
+    struct rpc_metrics *ms[] = { &m };
+    static struct ring_counters r;
+    struct ring_counters *rs[] = { &r };
+    char *buf = malloc(1 << 20);
+    struct rpc_metrics_view view = { 1, ms, rs, NULL, 0 };
+    cr_assert(gt(int, rpc_metrics_render(buf, 1 << 20, &view), 0));
+    static const char *const want[] = {
+        "route=\"other\",status=\"415\"} 1\n", "route=\"other\",status=\"499\"} 2\n",
+        "route=\"other\",status=\"other\"} 1\n", /* 418: no slot of its own */
+    };
+    for (size_t i = 0; i < ARRAY_LEN(want); i++)
+        cr_assert(ne(ptr, strstr(buf, want[i]), NULL), "%s", want[i]);
+    free(buf);
+}
