@@ -173,7 +173,7 @@ static int read_line(const char *dir, const char *name, char *buf, size_t size)
     int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
     if (n < 0 || (size_t)n >= sizeof(path)) return -ENAMETOOLONG;
     FILE *f = fopen(path, "re");
-    if (!f) return -errno;
+    if (!f) return errno ? -errno : -EIO;
     bool ok = fgets(buf, (int)size, f) != NULL;
     (void)fclose(f);
     if (!ok) return -EIO;
