@@ -46,6 +46,7 @@ typedef void cmd_help_fn(FILE *out);
 
 /* What one subcommand states: the rest (--help, usage errors, the help text) is cmd_parse's. */
 struct cmd_spec {
+    const char *prog;              /* "ringcas serve": starts each usage error line */
     const char *usage;             /* the help's text before the flag list, "flags:\n" included */
     const struct base_flag *flags; /* the command's own flags; may be NULL when <flag_count> is 0 */
     size_t flag_count;             /* entries in <flags>, below CMD_FLAGS_MAX */
@@ -72,7 +73,8 @@ static int cmd_parse(const struct cmd_spec *s, int argc, char **argv)
         flags[n] = s->flags[n];
     }
     flags[n++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
-    if (base_flags_parse(flags, n, argc, argv, s->rest, stderr) < 0) return 2;
+    const struct base_flags_err err = { .out = stderr, .prog = s->prog };
+    if (base_flags_parse(flags, n, argc, argv, s->rest, &err) < 0) return 2;
     if (!help) return CMD_RUN;
     (void)fputs(s->usage, stdout);
     base_flags_print_help(flags, n, stdout);
@@ -113,7 +115,8 @@ static int cmd_serve(int argc, char **argv)
         { "map-reads", BASE_FLAG_BOOL, &o.map_reads,
           "read records already in the page cache in place, through a mapping", "" },
     };
-    const struct cmd_spec spec = { .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",
+    const struct cmd_spec spec = { .prog = "ringcas serve",
+                                   .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",
                                    .flags = flags,
                                    .flag_count = ARRAY_LEN(flags) };
     int status = cmd_parse(&spec, argc, argv);
@@ -176,7 +179,8 @@ static int cmd_put(int argc, char **argv)
     char **files = calloc((size_t)argc + 1, sizeof(*files));
     if (!files) return 1;
     struct base_flags_rest rest = { .args = files, .size = (size_t)argc, .count = 0 };
-    const struct cmd_spec spec = { .usage = "usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
+    const struct cmd_spec spec = { .prog = "ringcas put",
+                                   .usage = "usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
                                    .flags = flags,
                                    .flag_count = ARRAY_LEN(flags),
                                    .rest = &rest };
@@ -210,6 +214,7 @@ static int cmd_get(int argc, char **argv)
     char *args[2];
     struct base_flags_rest rest = { .args = args, .size = 2, .count = 0 };
     const struct cmd_spec spec = {
+        .prog = "ringcas get",
         .usage = "usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
         .flags = flags,
         .flag_count = ARRAY_LEN(flags),
@@ -229,7 +234,8 @@ static int cmd_stat(int argc, char **argv)
     struct client_cli_options o;
     client_cli_options_default(&o);
     /* No flags but the shared ones; the usage line keeps its space before the arguments. */
-    const struct cmd_spec spec = { .usage = "usage: ringcas stat [FLAGS] \n\nflags:\n" };
+    const struct cmd_spec spec = { .prog = "ringcas stat",
+                                   .usage = "usage: ringcas stat [FLAGS] \n\nflags:\n" };
     int status = client_cmd_parse(&spec, &o, argc, argv);
     return status == CMD_RUN ? client_cli_stat(&o) : status;
 }
@@ -313,6 +319,7 @@ static int cmd_bench(int argc, char **argv)
     client_bench_options_default(&o);
     struct base_flag flags[CMD_FLAGS_MAX];
     const struct cmd_spec spec = {
+        .prog = "ringcas bench",
         .usage = "usage: ringcas bench [FLAGS]\n\n"
                  "Load generator: one io_uring ring per thread, closed or open loop; seeds what\n"
                  "it reads; reports throughput, latency p50/p99/p99.9/max with a histogram per\n"
@@ -332,6 +339,7 @@ static int cmd_fsck(int argc, char **argv)
         { "dir", BASE_FLAG_STRING, &dir, "data folder to check", "DIR" },
     };
     const struct cmd_spec spec = {
+        .prog = "ringcas fsck",
         .usage = "usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
                  "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
         .flags = flags,

@@ -73,7 +73,7 @@ static int set_value(const struct base_flag *f, const char *s)
     return -EINVAL;
 }
 
-static int apply_env(const struct base_flag *flags, size_t count, FILE *err)
+static int apply_env(const struct base_flag *flags, size_t count, const struct base_flags_err *err)
 {
     for (size_t i = 0; i < count; i++) {
         char env[96];
@@ -82,7 +82,8 @@ static int apply_env(const struct base_flag *flags, size_t count, FILE *err)
         const char *v = getenv(env); /* NOLINT(concurrency-mt-unsafe) */
         if (!v) continue;
         if (set_value(&flags[i], v) < 0) {
-            (void)fprintf(err, "ringcas: %s=%s: expected %s\n", env, v, type_hint(flags[i].type));
+            (void)fprintf(err->out, "%s: %s=%s: expected %s\n", err->prog, env, v,
+                          type_hint(flags[i].type));
             return -EINVAL;
         }
     }
@@ -102,7 +103,7 @@ static const struct base_flag *find(const struct base_flag *flags, size_t count,
 
 /* Parses argv[*i] as a flag, consuming a value argument if needed. */
 static int parse_one(const struct base_flag *flags, size_t count, int argc, char **argv, int *i,
-                     FILE *err)
+                     const struct base_flags_err *err)
 {
     const char *arg = argv[*i] + 2;
     const char *eq = strchr(arg, '=');
@@ -115,7 +116,7 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
         if (!negated) f = NULL;
     }
     if (!f) {
-        (void)fprintf(err, "ringcas: unknown flag --%.*s (see --help)\n", (int)len, arg);
+        (void)fprintf(err->out, "%s: unknown flag --%.*s (see --help)\n", err->prog, (int)len, arg);
         return -EINVAL;
     }
     const char *value = eq ? eq + 1 : NULL;
@@ -125,20 +126,21 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
     }
     if (!value) {
         if (*i + 1 >= argc) {
-            (void)fprintf(err, "ringcas: --%s needs %s\n", f->name, type_hint(f->type));
+            (void)fprintf(err->out, "%s: --%s needs %s\n", err->prog, f->name, type_hint(f->type));
             return -EINVAL;
         }
         value = argv[++*i];
     }
     if (set_value(f, value) < 0) {
-        (void)fprintf(err, "ringcas: --%s %s: expected %s\n", f->name, value, type_hint(f->type));
+        (void)fprintf(err->out, "%s: --%s %s: expected %s\n", err->prog, f->name, value,
+                      type_hint(f->type));
         return -EINVAL;
     }
     return 0;
 }
 
 int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
-                     struct base_flags_rest *rest, FILE *err)
+                     struct base_flags_rest *rest, const struct base_flags_err *err)
 {
     int rc = apply_env(flags, count, err);
     if (rc < 0) return rc;
@@ -156,7 +158,7 @@ int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char
             continue;
         }
         if (!rest || nrest >= rest->size) {
-            (void)fprintf(err, "ringcas: unexpected argument %s\n", a);
+            (void)fprintf(err->out, "%s: unexpected argument %s\n", err->prog, a);
             return -EINVAL;
         }
         rest->args[nrest++] = argv[i];

@@ -33,6 +33,12 @@ struct base_flag {
     const char *metavar;      /* shown in help: "HOST:PORT"; NULL for a default by type */
 };
 
+/* Where parse errors go, one line each: "<prog>: unknown flag --x (see --help)". */
+struct base_flags_err {
+    FILE *out;        /* the stream (stderr) */
+    const char *prog; /* starts each line: "ringcas serve" */
+};
+
 /* Where the arguments that are not flags go. */
 struct base_flags_rest {
     char **args;  /* receives pointers into argv */
@@ -46,7 +52,7 @@ struct base_flags_rest {
  * accepted); "--" ends the flags. Returns 0, or -EINVAL with one line written to <err>.
  */
 MUST_CHECK int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
-                                struct base_flags_rest *rest, FILE *err);
+                                struct base_flags_rest *rest, const struct base_flags_err *err);
 
 /* Prints one line per flag: "--name METAVAR  help (env RINGCAS_NAME)". */
 void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *out);

@@ -88,6 +88,8 @@ class CommandLine(unittest.TestCase):
                 r = run([cmd] + args)
                 self.assertEqual((r.returncode, r.stdout), (2, ""), (cmd, args))
                 self.assertIn(named, r.stderr)
+                # Each error line names the subcommand, as docs/cli.md says.
+                self.assertTrue(r.stderr.startswith("ringcas %s: " % cmd), (cmd, r.stderr))
         r = run(["stat", "--help", "extra"])
         self.assertEqual((r.returncode, r.stdout), (2, ""))
         r = run(["get", "--help", "a", "b"])  # get takes up to two arguments, then --help wins
@@ -104,6 +106,7 @@ class CommandLine(unittest.TestCase):
         r = run(["serve", "--listen", "nowhere"])
         self.assertEqual(r.returncode, 1)
         self.assertIn("HOST:PORT", r.stderr)
+        self.assertTrue(r.stderr.startswith("ringcas serve: --listen nowhere: "), r.stderr)
         r = run(["frobnicate"])
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
@@ -188,7 +191,7 @@ class NoIoUring(unittest.TestCase):
                             "--listen", "127.0.0.1:0", "--dir", tmpdir(self)],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 1, r.stderr)
-        lines = [l for l in r.stderr.splitlines() if l.startswith("ringcas:")]
+        lines = [l for l in r.stderr.splitlines() if l.startswith("ringcas serve:")]
         self.assertEqual(len(lines), 1, r.stderr)
         self.assertIn(needle, lines[0])
         self.assertIn("fix:", lines[0])
