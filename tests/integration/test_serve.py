@@ -55,11 +55,12 @@ class CommandLine(unittest.TestCase):
                       ["--listen", "--dir", "--cores", "--max-size", "--sync", "--read-timeout",
                        "--write-timeout", "--drain-timeout", "--recv-buffers",
                        "--recv-buffer-size", "--log-level", "--segment-size", "--chunk-size",
-                       "--zstd-level", "--read-ahead", "--direct-io", "--map-reads"], ""),
+                       "--zstd-level", "--read-ahead", "--[no-]direct-io", "--[no-]map-reads"],
+                      ""),
             "put": ("usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
-                    client + ["--compress", "--force", "--batch-max"], client_end),
+                    client + ["--[no-]compress", "--[no-]force", "--batch-max"], client_end),
             "get": ("usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
-                    client + ["--compress", "--output"], client_end),
+                    client + ["--[no-]compress", "--output"], client_end),
             "stat": ("usage: ringcas stat [FLAGS] \n\nflags:\n", client, client_end),
             "fsck": ("usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
                      "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
@@ -72,14 +73,39 @@ class CommandLine(unittest.TestCase):
             self.assertTrue(r.stdout.endswith(end), (cmd, r.stdout))
             lines = r.stdout[len(head):len(r.stdout) - len(end)].splitlines()
             self.assertEqual([l.split()[0] for l in lines], flags + ["--help"], cmd)
-            self.assertIn("show this help [RINGCAS_HELP]", lines[-1])
-            # The environment twin asks for the same text.
-            self.assertEqual(run([cmd], env={"RINGCAS_HELP": "1"}).stdout, r.stdout, cmd)
+            # --help asks, it sets nothing: no default, no environment twin.
+            self.assertEqual(lines[-1].split(), ["--help", "show", "this", "help"], cmd)
+            for line in lines[:-1]:
+                self.assertRegex(line, r" \[RINGCAS_[A-Z_]+\]$", cmd)
         r = run(["bench", "--help"])
         self.assertEqual((r.returncode, r.stderr), (0, ""))
-        self.assertIn("\n  --histogram ", r.stdout)
-        self.assertIn("\n  --help ", r.stdout.split("\n  --histogram ")[1])
+        self.assertIn("\n  --[no-]histogram ", r.stdout)
+        self.assertIn("\n  --help ", r.stdout.split("\n  --[no-]histogram ")[1])
         self.assertTrue(r.stdout.endswith("\n2 usage, 5 server unavailable.\n"))
+
+    def test_help_shows_each_flag_default(self):
+        r = run(["serve", "--help"], env={"RINGCAS_MAX_SIZE": "5G", "RINGCAS_DIRECT_IO": "0"})
+        self.assertEqual(r.returncode, 0)
+        lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.startswith("  --")}
+        # Defaults, whatever the environment or the command line set.
+        for flag, default in (("--listen", "127.0.0.1:8980"), ("--dir", "./ringcas-data"),
+                              ("--max-size", "10GiB"), ("--read-timeout", "1m"),
+                              ("--write-timeout", "30s"), ("--recv-buffer-size", "64KiB"),
+                              ("--chunk-size", "256KiB"), ("--cores", "0"),
+                              ("--[no-]direct-io", "on"), ("--[no-]map-reads", "on")):
+            self.assertIn("(default %s) [" % default, lines[flag], flag)
+        r = run(["get", "--help"])
+        lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.startswith("  --")}
+        self.assertIn("(default off) [RINGCAS_COMPRESS]", lines["--[no-]compress"])
+        self.assertIn("REAPI instance name [RINGCAS_INSTANCE]", lines["--instance"])  # empty: none shown
+        self.assertIn("(default 30s) [RINGCAS_TIMEOUT]", lines["--timeout"])
+
+    def test_help_has_no_environment_twin(self):
+        # A RINGCAS_HELP left in the environment does not turn a command into its help.
+        r = run(["fsck", "--dir", "/nonexistent/ringcas"], env={"RINGCAS_HELP": "1"})
+        self.assertEqual(r.returncode, 2, r.stdout)
+        self.assertNotIn("usage:", r.stdout)
+        self.assertIn("cannot open the folder", r.stdout)
 
     def test_help_with_a_bad_flag_is_a_usage_error(self):
         for cmd in ("serve", "put", "get", "stat", "bench", "fsck"):

@@ -109,3 +109,56 @@ Test(base_flags, errors_name_the_subcommand)
     cr_assert(eq(int, parse_err(f, n, 1, stray, out, sizeof(out)), -EINVAL));
     cr_assert(eq(str, out, "ringcas serve: unexpected argument stray\n"));
 }
+
+static void help_text(const struct base_flag *f, size_t n, char *out, size_t out_size)
+{
+    FILE *m = fmemopen(out, out_size, "w");
+    base_flags_print_help(f, n, m);
+    fclose(m);
+}
+
+Test(base_flags, help_shows_defaults_by_type_and_negatable_booleans)
+{
+    struct opts o = { "127.0.0.1:8980", 10ULL << 30, 60000, true };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    char out[1024] = "";
+    help_text(f, n, out, sizeof(out));
+    cr_assert(
+        eq(str, out,
+           "  --listen STR                   where (default 127.0.0.1:8980) [RINGCAS_LISTEN]\n"
+           "  --max-size SIZE                budget (default 10GiB) [RINGCAS_MAX_SIZE]\n"
+           "  --read-timeout DURATION        t (default 1m) [RINGCAS_READ_TIMEOUT]\n"
+           "  --[no-]verbose                 v (default on) [RINGCAS_VERBOSE]\n"));
+    struct opts odd = { NULL, 4096 + 1, 1500, false };
+    n = make_flags(&odd, f);
+    help_text(f, n, out, sizeof(out));
+    cr_assert(ne(ptr, strstr(out, "where [RINGCAS_LISTEN]"), NULL), "no string: no default\n%s",
+              out);
+    cr_assert(ne(ptr, strstr(out, "(default 4097)"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "(default 1500ms)"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "(default off)"), NULL), "%s", out);
+    struct opts zero = { "", 0, 30000, false };
+    n = make_flags(&zero, f);
+    help_text(f, n, out, sizeof(out));
+    cr_assert(ne(ptr, strstr(out, "where [RINGCAS_LISTEN]"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "budget (default 0)"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "(default 30s)"), NULL), "%s", out);
+}
+
+Test(base_flags, help_has_no_environment_twin)
+{
+    bool help = false;
+    const struct base_flag f[] = { { "help", BASE_FLAG_BOOL, &help, "show this help", "" } };
+    setenv("RINGCAS_HELP", "1", 1);
+    const struct base_flags_err err = { stderr, "ringcas test" };
+    cr_assert(eq(int, base_flags_parse(f, 1, 0, NULL, NULL, &err), 0));
+    cr_assert(not(help), "RINGCAS_HELP must not turn a command into its help");
+    unsetenv("RINGCAS_HELP");
+    char *argv[] = { "--help" };
+    cr_assert(eq(int, base_flags_parse(f, 1, 1, argv, NULL, &err), 0));
+    cr_assert(help);
+    char out[256] = "";
+    help_text(f, 1, out, sizeof(out));
+    cr_assert(eq(str, out, "  --help                         show this help\n"));
+}
