@@ -5,6 +5,7 @@
 #include "rpc/server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,9 +149,22 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     return blob_sync_parse(opts->sync, &bo->sync);
 }
 
+/* Creates <dir> and its missing parents (as mkdir -p does), 0755; 0 when <dir> is a folder. */
 static int make_dir(const char *dir)
 {
-    if (mkdir(dir, 0755) == -1 && errno != EEXIST) return -errno;
+    char path[PATH_MAX];
+    size_t len = strlen(dir);
+    if (len == 0) return -ENOENT;
+    if (len >= sizeof(path)) return -ENAMETOOLONG;
+    memcpy(path, dir, len + 1);
+    /* Bounded by <len>: each parent in turn, then the folder itself. */
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) == -1 && errno != EEXIST) return -errno;
+        path[i] = c;
+    }
     struct stat st;
     if (stat(dir, &st) == -1) return -errno;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;

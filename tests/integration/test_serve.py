@@ -308,6 +308,24 @@ class DataFolder(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
+class DataFolderCreation(unittest.TestCase):
+    def test_missing_parents_are_created(self):
+        d = os.path.join(tmpdir(self), "a", "b", "c")
+        with harness.Server(cores=1, data_dir=d) as srv:
+            self.assertTrue(os.path.isdir(d))
+            srv.stop()
+        self.assertTrue(any(n.startswith("seg-") for n in os.listdir(d)))
+
+    def test_a_file_in_the_path_is_named(self):
+        parent = tmpdir(self)
+        with open(os.path.join(parent, "file"), "w"):
+            pass
+        d = os.path.join(parent, "file", "data")
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--cores", "1"])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("ringcas serve: cannot use data folder %s: " % d, r.stderr)
+
+
 class Fsck(unittest.TestCase):
     """fsck on a stopped server's folder: a clean SIGTERM leaves the active segments unsealed
     (the next start seals them), which is no torn tail; bytes after the last record are."""
