@@ -223,6 +223,21 @@ static uint32_t default_cores(void)
     return n;
 }
 
+/*
+ * --cores as given. More cores than CPUs to run on is allowed (a test may want it), but each
+ * core is a thread that polls its ring: the extra ones only take turns on the same CPUs.
+ */
+static uint32_t given_cores(uint64_t cores)
+{
+    uint32_t allowed = ring_cpus_allowed();
+    if (cores > allowed) {
+        LOG_WARN("--cores %llu is more than the %u CPUs this process may run on: the cores will "
+                 "take turns on them (0 picks one per CPU)",
+                 (unsigned long long)cores, allowed);
+    }
+    return (uint32_t)cores;
+}
+
 int rpc_server_run(const struct rpc_server_options *opts)
 {
     enum base_log_level level;
@@ -254,7 +269,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
         .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
     };
-    cfg.core_count = so.cores ? so.cores : default_cores();
+    cfg.core_count = so.cores ? given_cores(opts->cores) : default_cores();
     so.cores = cfg.core_count;
     cfg.cores = calloc(cfg.core_count, sizeof(struct rpc_core *));
     if (!cfg.cores) {

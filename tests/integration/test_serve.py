@@ -425,6 +425,14 @@ class CpuLimit(unittest.TestCase):
         self.assertIn("--cores not given: 1, for a cgroup CPU limit of 0.500 CPUs", err)
         self.assertIn("1 cores, not pinned", err)
 
+    def test_more_cores_than_cpus_is_warned_about(self):
+        n = len(os.sched_getaffinity(0))
+        with harness.Server(cores=n + 1) as srv:
+            self.assertIn("--cores %d is more than the %d CPUs this process may run on"
+                          % (n + 1, n), srv.log_tail())
+        with harness.Server(cores=n) as srv:
+            self.assertNotIn("--cores", srv.log_tail())
+
     def test_a_core_per_allowed_cpu_is_pinned(self):
         n = len(os.sched_getaffinity(0))
         with harness.Server(cores=n) as srv:
