@@ -35,7 +35,7 @@ static void usage(FILE *out)
              "  --help       this text; `ringcas COMMAND --help` lists a command's flags\n"
              "  --version    print the version\n"
              "\n"
-             "Every flag has an environment twin: --max-size is RINGCAS_MAX_SIZE.\n");
+             "Every flag but --help has an environment twin: --max-size is RINGCAS_MAX_SIZE.\n");
 }
 
 /* Room for a command's flags and --help; bench has the most (26). */
@@ -46,12 +46,40 @@ typedef void cmd_help_fn(FILE *out);
 
 /* What one subcommand states: the rest (--help, usage errors, the help text) is cmd_parse's. */
 struct cmd_spec {
+    const char *prog;              /* "ringcas serve": starts each usage error line */
     const char *usage;             /* the help's text before the flag list, "flags:\n" included */
     const struct base_flag *flags; /* the command's own flags; may be NULL when <flag_count> is 0 */
     size_t flag_count;             /* entries in <flags>, below CMD_FLAGS_MAX */
     struct base_flags_rest *rest;  /* receives the arguments that are not flags; NULL: none */
     cmd_help_fn *help_end;         /* prints what follows the flag list; NULL: nothing */
 };
+
+/* A flag's value before parsing: what its help line shows as the default. */
+union cmd_default {
+    const char *str; /* BASE_FLAG_STRING */
+    uint64_t u64;    /* BASE_FLAG_U64, _SIZE, _DURATION_MS */
+    bool on;         /* BASE_FLAG_BOOL */
+};
+
+/* Copies <f> into <out> with its value pointing at a copy of the value in <d>. */
+static void cmd_default_keep(const struct base_flag *f, union cmd_default *d, struct base_flag *out)
+{
+    switch (f->type) {
+    case BASE_FLAG_STRING:
+        d->str = *(const char *const *)f->value;
+        break;
+    case BASE_FLAG_BOOL:
+        d->on = *(const bool *)f->value;
+        break;
+    case BASE_FLAG_U64:
+    case BASE_FLAG_SIZE:
+    case BASE_FLAG_DURATION_MS:
+        d->u64 = *(const uint64_t *)f->value;
+        break;
+    }
+    *out = *f;
+    out->value = d;
+}
 
 /* cmd_parse's answer when the command should go on and run. */
 #define CMD_RUN (-1)
@@ -72,10 +100,17 @@ static int cmd_parse(const struct cmd_spec *s, int argc, char **argv)
         flags[n] = s->flags[n];
     }
     flags[n++] = (struct base_flag){ "help", BASE_FLAG_BOOL, &help, "show this help", "" };
-    if (base_flags_parse(flags, n, argc, argv, s->rest, stderr) < 0) return 2;
+    /* The help shows the defaults, not what the environment or argv set: keep them. */
+    union cmd_default defaults[CMD_FLAGS_MAX];
+    struct base_flag shown[CMD_FLAGS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        cmd_default_keep(&flags[i], &defaults[i], &shown[i]);
+    }
+    const struct base_flags_err err = { .out = stderr, .prog = s->prog };
+    if (base_flags_parse(flags, n, argc, argv, s->rest, &err) < 0) return 2;
     if (!help) return CMD_RUN;
     (void)fputs(s->usage, stdout);
-    base_flags_print_help(flags, n, stdout);
+    base_flags_print_help(shown, n, stdout);
     if (s->help_end) s->help_end(stdout);
     return 0;
 }
@@ -88,7 +123,7 @@ static int cmd_serve(int argc, char **argv)
         { "listen", BASE_FLAG_STRING, &o.listen, "address to serve on", "HOST:PORT" },
         { "dir", BASE_FLAG_STRING, &o.dir, "data folder", "DIR" },
         { "cores", BASE_FLAG_U64, &o.cores,
-          "threads, one per core (0: one per CPU, fewer under a cgroup CPU limit)", NULL },
+          "threads, one per core; 0: one per CPU, fewer under a cgroup CPU limit", NULL },
         { "max-size", BASE_FLAG_SIZE, &o.max_size, "size budget of the store", NULL },
         { "sync", BASE_FLAG_STRING, &o.sync, "when writes reach the disk", "group|always|none" },
         { "read-timeout", BASE_FLAG_DURATION_MS, &o.read_timeout_ms,
@@ -97,23 +132,24 @@ static int cmd_serve(int argc, char **argv)
           "close a connection whose send makes no progress for this long", NULL },
         { "drain-timeout", BASE_FLAG_DURATION_MS, &o.drain_timeout_ms,
           "on SIGTERM, how long requests may take to finish", NULL },
-        { "recv-buffers", BASE_FLAG_U64, &o.recv_buffers, "receive buffers per core (power of two)",
-          NULL },
+        { "recv-buffers", BASE_FLAG_U64, &o.recv_buffers,
+          "receive buffers per core, a power of two", NULL },
         { "recv-buffer-size", BASE_FLAG_SIZE, &o.recv_buffer_size, "bytes per receive buffer",
           NULL },
         { "log-level", BASE_FLAG_STRING, &o.log_level, "error, warn, info or debug", "LEVEL" },
         { "segment-size", BASE_FLAG_SIZE, &o.segment_size,
-          "segment file size (0: max-size / 8 per core, at most 256MiB)", NULL },
+          "segment file size; 0: max-size / 8 per core, at most 256MiB", NULL },
         { "chunk-size", BASE_FLAG_SIZE, &o.chunk_size,
-          "logical chunk of stored blobs (power of two, 4KiB..1MiB)", NULL },
+          "logical chunk of stored blobs, a power of two, 4KiB..1MiB", NULL },
         { "zstd-level", BASE_FLAG_U64, &o.zstd_level, "compression level of stored chunks", NULL },
         { "read-ahead", BASE_FLAG_U64, &o.read_ahead,
-          "chunks a large read keeps read ahead or in a send (1..8)", NULL },
+          "chunks a large read keeps read ahead or in a send, 1..8", NULL },
         { "direct-io", BASE_FLAG_BOOL, &o.direct_io, "O_DIRECT segment writes", "" },
         { "map-reads", BASE_FLAG_BOOL, &o.map_reads,
           "read records already in the page cache in place, through a mapping", "" },
     };
-    const struct cmd_spec spec = { .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",
+    const struct cmd_spec spec = { .prog = "ringcas serve",
+                                   .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",
                                    .flags = flags,
                                    .flag_count = ARRAY_LEN(flags) };
     int status = cmd_parse(&spec, argc, argv);
@@ -133,7 +169,7 @@ static size_t client_flags(struct base_flag *f, struct client_cli_options *o)
                                NULL };
     f[3] =
         (struct base_flag){ "deadline", BASE_FLAG_DURATION_MS, &o->deadline_ms,
-                            "fail a call that takes longer than this in all (0: no limit)", NULL };
+                            "fail a call that takes longer than this in all; 0: no limit", NULL };
     return 4;
 }
 
@@ -171,12 +207,13 @@ static int cmd_put(int argc, char **argv)
           "" },
         { "force", BASE_FLAG_BOOL, &o.force, "upload even when the server has the blob", "" },
         { "batch-max", BASE_FLAG_SIZE, &o.batch_max,
-          "files up to this size go in BatchUpdateBlobs (0: stream every file)", NULL },
+          "files up to this size go in BatchUpdateBlobs; 0: stream every file", NULL },
     };
     char **files = calloc((size_t)argc + 1, sizeof(*files));
     if (!files) return 1;
     struct base_flags_rest rest = { .args = files, .size = (size_t)argc, .count = 0 };
-    const struct cmd_spec spec = { .usage = "usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
+    const struct cmd_spec spec = { .prog = "ringcas put",
+                                   .usage = "usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
                                    .flags = flags,
                                    .flag_count = ARRAY_LEN(flags),
                                    .rest = &rest };
@@ -210,6 +247,7 @@ static int cmd_get(int argc, char **argv)
     char *args[2];
     struct base_flags_rest rest = { .args = args, .size = 2, .count = 0 };
     const struct cmd_spec spec = {
+        .prog = "ringcas get",
         .usage = "usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
         .flags = flags,
         .flag_count = ARRAY_LEN(flags),
@@ -229,7 +267,8 @@ static int cmd_stat(int argc, char **argv)
     struct client_cli_options o;
     client_cli_options_default(&o);
     /* No flags but the shared ones; the usage line keeps its space before the arguments. */
-    const struct cmd_spec spec = { .usage = "usage: ringcas stat [FLAGS] \n\nflags:\n" };
+    const struct cmd_spec spec = { .prog = "ringcas stat",
+                                   .usage = "usage: ringcas stat [FLAGS] \n\nflags:\n" };
     int status = client_cmd_parse(&spec, &o, argc, argv);
     return status == CMD_RUN ? client_cli_stat(&o) : status;
 }
@@ -256,7 +295,7 @@ static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
                                  "load before the window, not counted", NULL };
     f[n++] = (struct base_flag){ "rate", BASE_FLAG_U64, &o->rate,
                                  "open loop: arrivals per second, all threads together; latency "
-                                 "counts from each arrival's due time (0: closed loop)",
+                                 "counts from each arrival's due time; 0: closed loop",
                                  NULL };
     f[n++] = (struct base_flag){ "size", BASE_FLAG_SIZE, &o->size, "blob size", NULL };
     f[n++] = (struct base_flag){ "blobs", BASE_FLAG_U64, &o->blobs,
@@ -281,9 +320,9 @@ static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
                                  "fail when a connect, read or write makes no progress this long",
                                  NULL };
     f[n++] = (struct base_flag){ "deadline", BASE_FLAG_DURATION_MS, &o->deadline_ms,
-                                 "gRPC: each call's deadline (0: none)", NULL };
+                                 "gRPC: each call's deadline; 0: none", NULL };
     f[n++] = (struct base_flag){ "seed", BASE_FLAG_U64, &o->seed,
-                                 "random seed for sizes and choices (0: from the clock)", NULL };
+                                 "random seed for sizes and choices; 0: from the clock", NULL };
     f[n++] = (struct base_flag){ "mix-hit", BASE_FLAG_U64, &o->mix_hit,
                                  "mix: action-cache hits, percent", NULL };
     f[n++] = (struct base_flag){ "mix-actions", BASE_FLAG_U64, &o->mix_actions,
@@ -294,7 +333,7 @@ static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
                                  "mix: blobs up to this go in batch calls", NULL };
     f[n++] = (struct base_flag){ "json", BASE_FLAG_BOOL, &o->json, "print the report as JSON", "" };
     f[n++] = (struct base_flag){ "histogram", BASE_FLAG_BOOL, &o->histogram,
-                                 "text report: latency histograms (--no-histogram: none)", "" };
+                                 "text report: latency histograms", "" };
     return n;
 }
 
@@ -313,6 +352,7 @@ static int cmd_bench(int argc, char **argv)
     client_bench_options_default(&o);
     struct base_flag flags[CMD_FLAGS_MAX];
     const struct cmd_spec spec = {
+        .prog = "ringcas bench",
         .usage = "usage: ringcas bench [FLAGS]\n\n"
                  "Load generator: one io_uring ring per thread, closed or open loop; seeds what\n"
                  "it reads; reports throughput, latency p50/p99/p99.9/max with a histogram per\n"
@@ -332,6 +372,7 @@ static int cmd_fsck(int argc, char **argv)
         { "dir", BASE_FLAG_STRING, &dir, "data folder to check", "DIR" },
     };
     const struct cmd_spec spec = {
+        .prog = "ringcas fsck",
         .usage = "usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
                  "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
         .flags = flags,

@@ -1,6 +1,8 @@
 /*
  * Flags and their RINGCAS_* environment twins. Environment first, argv second, so the
  * command line wins. No allocation: string values point into argv or the environment.
+ *
+ * Sections: values, parsing, help.
  */
 #include "base/flags.h"
 
@@ -19,6 +21,14 @@ void base_flags_env_name(const char *flag_name, char *out, size_t out_size)
         out[n++] = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
     }
     out[n] = '\0';
+}
+
+/* ---- values ---- */
+
+/* --help is a request, not a setting: it has no environment twin (flags.h). */
+static bool has_env_twin(const struct base_flag *f)
+{
+    return strcmp(f->name, "help") != 0;
 }
 
 static int parse_bool(const char *s, bool *out)
@@ -73,16 +83,20 @@ static int set_value(const struct base_flag *f, const char *s)
     return -EINVAL;
 }
 
-static int apply_env(const struct base_flag *flags, size_t count, FILE *err)
+/* ---- parsing ---- */
+
+static int apply_env(const struct base_flag *flags, size_t count, const struct base_flags_err *err)
 {
     for (size_t i = 0; i < count; i++) {
+        if (!has_env_twin(&flags[i])) continue;
         char env[96];
         base_flags_env_name(flags[i].name, env, sizeof(env));
         /* Read once at start-up, before any thread exists, so getenv is safe here. */
         const char *v = getenv(env); /* NOLINT(concurrency-mt-unsafe) */
         if (!v) continue;
         if (set_value(&flags[i], v) < 0) {
-            (void)fprintf(err, "ringcas: %s=%s: expected %s\n", env, v, type_hint(flags[i].type));
+            (void)fprintf(err->out, "%s: %s=%s: expected %s\n", err->prog, env, v,
+                          type_hint(flags[i].type));
             return -EINVAL;
         }
     }
@@ -102,7 +116,7 @@ static const struct base_flag *find(const struct base_flag *flags, size_t count,
 
 /* Parses argv[*i] as a flag, consuming a value argument if needed. */
 static int parse_one(const struct base_flag *flags, size_t count, int argc, char **argv, int *i,
-                     FILE *err)
+                     const struct base_flags_err *err)
 {
     const char *arg = argv[*i] + 2;
     const char *eq = strchr(arg, '=');
@@ -115,7 +129,7 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
         if (!negated) f = NULL;
     }
     if (!f) {
-        (void)fprintf(err, "ringcas: unknown flag --%.*s (see --help)\n", (int)len, arg);
+        (void)fprintf(err->out, "%s: unknown flag --%.*s (see --help)\n", err->prog, (int)len, arg);
         return -EINVAL;
     }
     const char *value = eq ? eq + 1 : NULL;
@@ -125,20 +139,21 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
     }
     if (!value) {
         if (*i + 1 >= argc) {
-            (void)fprintf(err, "ringcas: --%s needs %s\n", f->name, type_hint(f->type));
+            (void)fprintf(err->out, "%s: --%s needs %s\n", err->prog, f->name, type_hint(f->type));
             return -EINVAL;
         }
         value = argv[++*i];
     }
     if (set_value(f, value) < 0) {
-        (void)fprintf(err, "ringcas: --%s %s: expected %s\n", f->name, value, type_hint(f->type));
+        (void)fprintf(err->out, "%s: --%s %s: expected %s\n", err->prog, f->name, value,
+                      type_hint(f->type));
         return -EINVAL;
     }
     return 0;
 }
 
 int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
-                     struct base_flags_rest *rest, FILE *err)
+                     struct base_flags_rest *rest, const struct base_flags_err *err)
 {
     int rc = apply_env(flags, count, err);
     if (rc < 0) return rc;
@@ -156,7 +171,7 @@ int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char
             continue;
         }
         if (!rest || nrest >= rest->size) {
-            (void)fprintf(err, "ringcas: unexpected argument %s\n", a);
+            (void)fprintf(err->out, "%s: unexpected argument %s\n", err->prog, a);
             return -EINVAL;
         }
         rest->args[nrest++] = argv[i];
@@ -165,19 +180,89 @@ int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char
     return 0;
 }
 
+/* ---- help ---- */
+
+/* Writes <bytes> in the largest binary unit that divides it: 65536 -> "64KiB". */
+static void format_size(uint64_t bytes, char *out, size_t out_size)
+{
+    static const char *const units[] = { "TiB", "GiB", "MiB", "KiB" };
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+        uint64_t unit = 1ULL << (10 * (ARRAY_LEN(units) - i));
+        if (bytes != 0 && bytes % unit == 0) {
+            (void)snprintf(out, out_size, "%llu%s", (unsigned long long)(bytes / unit), units[i]);
+            return;
+        }
+    }
+    (void)snprintf(out, out_size, "%llu", (unsigned long long)bytes);
+}
+
+/* Writes <ms> in the largest unit base_parse_duration_ms takes that divides it: "30s". */
+static void format_duration(uint64_t ms, char *out, size_t out_size)
+{
+    static const struct {
+        const char *name; /* suffix */
+        uint64_t ms;      /* milliseconds per unit */
+    } units[] = { { "h", 3600ULL * 1000 }, { "m", 60ULL * 1000 }, { "s", 1000 } };
+
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            (void)snprintf(out, out_size, "%llu%s", (unsigned long long)(ms / units[i].ms),
+                           units[i].name);
+            return;
+        }
+    }
+    (void)snprintf(out, out_size, "%llu%s", (unsigned long long)ms, ms == 0 ? "" : "ms");
+}
+
+/* Writes " (default X)" for <f>'s current value, or "" when there is none to show. */
+static void format_default(const struct base_flag *f, char *out, size_t out_size)
+{
+    char v[64] = "";
+    switch (f->type) {
+    case BASE_FLAG_STRING: {
+        const char *s = *(const char *const *)f->value;
+        if (s) (void)snprintf(v, sizeof(v), "%s", s);
+        break;
+    }
+    case BASE_FLAG_U64:
+        (void)snprintf(v, sizeof(v), "%llu", (unsigned long long)*(const uint64_t *)f->value);
+        break;
+    case BASE_FLAG_SIZE:
+        format_size(*(const uint64_t *)f->value, v, sizeof(v));
+        break;
+    case BASE_FLAG_DURATION_MS:
+        format_duration(*(const uint64_t *)f->value, v, sizeof(v));
+        break;
+    case BASE_FLAG_BOOL:
+        (void)snprintf(v, sizeof(v), "%s", *(const bool *)f->value ? "on" : "off");
+        break;
+    }
+    out[0] = '\0';
+    if (v[0] != '\0' && has_env_twin(f)) (void)snprintf(out, out_size, " (default %s)", v);
+}
+
 void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *out)
 {
     for (size_t i = 0; i < count; i++) {
         const struct base_flag *f = &flags[i];
-        char env[96];
-        base_flags_env_name(f->name, env, sizeof(env));
+        char env[96] = "";
+        if (has_env_twin(f)) {
+            char name[80];
+            base_flags_env_name(f->name, name, sizeof(name));
+            (void)snprintf(env, sizeof(env), " [%s]", name);
+        }
         const char *meta = f->metavar;
         if (!meta) {
             static const char *const metas[] = { "STR", "N", "SIZE", "DURATION", "" };
             meta = metas[f->type];
         }
+        /* A boolean takes --no-name too; --help only asks. */
+        bool negatable = f->type == BASE_FLAG_BOOL && has_env_twin(f);
         char left[64];
-        (void)snprintf(left, sizeof(left), "--%s %s", f->name, meta);
-        (void)fprintf(out, "  %-30s %s [%s]\n", left, f->help, env);
+        (void)snprintf(left, sizeof(left), "--%s%s%s%s", negatable ? "[no-]" : "", f->name,
+                       meta[0] ? " " : "", meta);
+        char def[96];
+        format_default(f, def, sizeof(def));
+        (void)fprintf(out, "  %-30s %s%s%s\n", left, f->help, def, env);
     }
 }

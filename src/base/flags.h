@@ -5,7 +5,8 @@
  * are parsed; an error names the flag (or variable) and what was expected.
  *
  * Accepted forms: --name value, --name=value, and for booleans --name / --no-name (variables:
- * 1/0, true/false, yes/no).
+ * 1/0, true/false, yes/no, on/off). Every flag but --help has an environment twin: a
+ * RINGCAS_HELP left in an environment must not turn every command into its help.
  */
 #ifndef RINGCAS_BASE_FLAGS_H
 #define RINGCAS_BASE_FLAGS_H
@@ -33,6 +34,12 @@ struct base_flag {
     const char *metavar;      /* shown in help: "HOST:PORT"; NULL for a default by type */
 };
 
+/* Where parse errors go, one line each: "<prog>: unknown flag --x (see --help)". */
+struct base_flags_err {
+    FILE *out;        /* the stream (stderr) */
+    const char *prog; /* starts each line: "ringcas serve" */
+};
+
 /* Where the arguments that are not flags go. */
 struct base_flags_rest {
     char **args;  /* receives pointers into argv */
@@ -46,9 +53,14 @@ struct base_flags_rest {
  * accepted); "--" ends the flags. Returns 0, or -EINVAL with one line written to <err>.
  */
 MUST_CHECK int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
-                                struct base_flags_rest *rest, FILE *err);
+                                struct base_flags_rest *rest, const struct base_flags_err *err);
 
-/* Prints one line per flag: "--name METAVAR  help (env RINGCAS_NAME)". */
+/*
+ * Prints one line per flag, "  --name METAVAR  help (default D) [RINGCAS_NAME]", the default
+ * read from the flag's value (call it before parsing): a size as 64KiB, a duration as 30s, a
+ * boolean as on/off, shown as "--[no-]name"; a string default that is empty or NULL is left
+ * out. --help shows neither default nor variable.
+ */
 void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *out);
 
 /* Writes the environment variable name of <flag_name> ("max-size" -> "RINGCAS_MAX_SIZE"). */

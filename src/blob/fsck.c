@@ -134,7 +134,7 @@ static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct 
 struct seg_scan {
     uint64_t commits;                  /* commit records seen */
     uint64_t end;                      /* end of the valid records */
-    bool stopped_early;                /* an invalid record before the end */
+    bool stopped_early;                /* an invalid record before <end> of the scan */
     bool footer_seen;                  /* the scan stopped at a valid footer record header */
     struct blob_footer_entry *entries; /* what a footer must list, one per commit, in order */
     size_t entries_len;                /* used */
@@ -282,12 +282,32 @@ static bool footer_after(struct fsck *f, struct fsck_seg *s, uint64_t end)
            h.type == BLOB_RECORD_FOOTER;
 }
 
+/*
+ * Counts an unsealed segment whose valid records end at <end>. Only zeros after them (the
+ * padding of the last block written, or nothing) is how a server leaves its active segment
+ * when it stops cleanly: recovery seals it at the next start. Any other byte there is a
+ * record a crash tore, or a seal it interrupted: recovery cuts it, so it is no corruption
+ * either, but it is reported.
+ */
+static void count_unsealed(struct fsck *f, struct fsck_seg *s, uint64_t end)
+{
+    ASSERT(end <= s->size);
+    if (zeros_at(f, s, end, s->size - end)) {
+        f->r->active++;
+        return;
+    }
+    f->r->torn_tails++;
+    problem(f, s->seq, end, "torn tail: bytes after the last valid record (recovery cuts them)");
+}
+
 static void check_segment(struct fsck *f, struct fsck_seg *s)
 {
     struct blob_seg_header h;
     f->r->bytes += s->size;
     if (s->size < BLOB_SEG_HEADER_SIZE) {
-        f->r->torn_tails++; /* created, never written: recovery deletes it */
+        /* Created and not written yet (the header goes out with the first write), or a
+         * header a crash tore: recovery deletes the file either way. */
+        count_unsealed(f, s, 0);
         return;
     }
     if (blob_io_pread_full(f->io, s->fd, &h, sizeof(h), 0) < 0 ||
@@ -307,7 +327,7 @@ static void check_segment(struct fsck *f, struct fsck_seg *s)
         f->r->bad_segments++;
         problem(f, s->seq, s->size - sizeof(t), "sealed segment with a damaged trailer");
     } else if (!sealed) {
-        f->r->torn_tails += sc.stopped_early ? 1 : 0;
+        count_unsealed(f, s, sc.end);
     } else {
         f->r->sealed++;
         if (sc.stopped_early || sc.end != t.records_end) {
@@ -359,13 +379,13 @@ int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
 void blob_fsck_print(const struct blob_fsck_report *r, const char *dir, FILE *out)
 {
     bool bad = r->corrupt_records || r->bad_blobs || r->bad_segments;
-    (void)fprintf(out,
-                  "fsck %s: %s: %" PRIu64 " segments (%" PRIu64 " sealed, %" PRIu64
-                  " bytes), %" PRIu64 " records, %" PRIu64 " blobs ok, %" PRIu64
-                  " corrupt records, %" PRIu64 " bad blobs, %" PRIu64 " bad segments, %" PRIu64
-                  " torn tails\n",
-                  dir, bad ? "CORRUPT" : "ok", r->segments, r->sealed, r->bytes, r->records,
-                  r->blobs_ok, r->corrupt_records, r->bad_blobs, r->bad_segments, r->torn_tails);
+    (void)fprintf(
+        out,
+        "fsck %s: %s: %" PRIu64 " segments (%" PRIu64 " sealed, %" PRIu64 " active, %" PRIu64
+        " bytes), %" PRIu64 " records, %" PRIu64 " blobs ok, %" PRIu64 " corrupt records, %" PRIu64
+        " bad blobs, %" PRIu64 " bad segments, %" PRIu64 " torn tails\n",
+        dir, bad ? "CORRUPT" : "ok", r->segments, r->sealed, r->active, r->bytes, r->records,
+        r->blobs_ok, r->corrupt_records, r->bad_blobs, r->bad_segments, r->torn_tails);
 }
 
 int blob_fsck_main(const char *dir, FILE *out)

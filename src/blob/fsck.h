@@ -3,6 +3,11 @@
  * is read and its checksums verified (the footer is not trusted: records are scanned from the
  * header), every committed blob is read back chunk by chunk, decoded and hashed against its
  * digest, and every sealed segment's footer is compared with its records. Nothing is changed.
+ *
+ * An unsealed segment is no corruption: a server leaves its active segments unsealed when it
+ * stops, and the next start seals them from a scan. One whose valid records are followed by
+ * zeros only (or an empty file) counts as active; one with other bytes there, a record or a
+ * seal that a crash tore, counts as a torn tail, which recovery cuts.
  */
 #ifndef RINGCAS_BLOB_FSCK_H
 #define RINGCAS_BLOB_FSCK_H
@@ -21,7 +26,8 @@ struct blob_fsck_report {
     uint64_t corrupt_records; /* records with a bad checksum inside the valid part */
     uint64_t bad_blobs;       /* commits whose chunks are missing, corrupt or mismatch */
     uint64_t bad_segments;    /* unreadable headers, footers that disagree with records */
-    uint64_t torn_tails;      /* unsealed segments whose tail stops early (not corruption) */
+    uint64_t active;          /* unsealed, valid records then only zeros (a clean stop) */
+    uint64_t torn_tails;      /* unsealed, other bytes after the records (a crash; not corrupt) */
     uint64_t bytes;           /* bytes of segment files */
 };
 

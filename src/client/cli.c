@@ -391,6 +391,32 @@ out_free:
 
 /* ---- get ---- */
 
+/*
+ * What went wrong writing the output file, for a user: the folder it goes in is what is
+ * missing when the open fails with ENOENT, and "not found" would read like a missing blob.
+ */
+static const char *output_err_str(int err)
+{
+    switch (err) {
+    case -ENOENT:
+        return "no such folder";
+    case -ENOTDIR:
+        return "a part of the path is not a folder";
+    case -EISDIR:
+        return "is a directory";
+    case -EACCES:
+        return "permission denied";
+    default:
+        return base_err_str(err);
+    }
+}
+
+/* Reports that the output file <path> cannot be written. */
+static void output_report(const char *path, int err)
+{
+    (void)fprintf(stderr, "ringcas get: cannot write %s: %s\n", path, output_err_str(err));
+}
+
 /* Opens a new file beside <path> to write into; its name goes to <tmp>. */
 static int open_temp(const char *path, char *tmp, size_t size)
 {
@@ -434,7 +460,7 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
     if (to_file) {
         fd = open_temp(o->output, tmp, sizeof(tmp));
         if (fd < 0) {
-            (void)fprintf(stderr, "ringcas get: %s: %s\n", o->output, base_err_str(fd));
+            output_report(o->output, fd);
             return CLIENT_EXIT_USAGE;
         }
     }
@@ -446,11 +472,11 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
     }
     if (!to_file) return status;
     if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
-        (void)fprintf(stderr, "ringcas get: %s: %s\n", o->output, base_err_str(-errno));
+        output_report(o->output, -errno);
         status = CLIENT_EXIT_FAILURE;
     }
     if (status == CLIENT_EXIT_OK && rename(tmp, o->output) == -1) {
-        (void)fprintf(stderr, "ringcas get: %s: %s\n", o->output, base_err_str(-errno));
+        output_report(o->output, -errno);
         status = CLIENT_EXIT_FAILURE;
     }
     if (status != CLIENT_EXIT_OK) (void)unlink(tmp);

@@ -5,6 +5,7 @@
 #include "rpc/server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,9 +149,22 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     return blob_sync_parse(opts->sync, &bo->sync);
 }
 
+/* Creates <dir> and its missing parents (as mkdir -p does), 0755; 0 when <dir> is a folder. */
 static int make_dir(const char *dir)
 {
-    if (mkdir(dir, 0755) == -1 && errno != EEXIST) return -errno;
+    char path[PATH_MAX];
+    size_t len = strlen(dir);
+    if (len == 0) return -ENOENT;
+    if (len >= sizeof(path)) return -ENAMETOOLONG;
+    memcpy(path, dir, len + 1);
+    /* Bounded by <len>: each parent in turn, then the folder itself. */
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) == -1 && errno != EEXIST) return -errno;
+        path[i] = c;
+    }
     struct stat st;
     if (stat(dir, &st) == -1) return -errno;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
@@ -160,31 +174,34 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
                          uint16_t *port)
 {
     if (split_listen(opts->listen, host, host_size, port) < 0) {
-        (void)fprintf(stderr, "ringcas: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",
+        (void)fprintf(stderr,
+                      "ringcas serve: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",
                       opts->listen);
         return -EINVAL;
     }
     if (strcmp(opts->sync, "group") != 0 && strcmp(opts->sync, "always") != 0 &&
         strcmp(opts->sync, "none") != 0) {
-        (void)fprintf(stderr, "ringcas: --sync %s: expected group, always or none\n", opts->sync);
+        (void)fprintf(stderr, "ringcas serve: --sync %s: expected group, always or none\n",
+                      opts->sync);
         return -EINVAL;
     }
     uint64_t n = opts->recv_buffers;
     if (n == 0 || n > 32768 || (n & (n - 1)) != 0) {
-        (void)fprintf(stderr, "ringcas: --recv-buffers %llu: expected a power of two up to 32768\n",
+        (void)fprintf(stderr,
+                      "ringcas serve: --recv-buffers %llu: expected a power of two up to 32768\n",
                       (unsigned long long)n);
         return -EINVAL;
     }
     if (opts->recv_buffer_size < 4096 || opts->recv_buffer_size > (1U << 24)) {
-        (void)fprintf(stderr, "ringcas: --recv-buffer-size: expected 4KiB to 16MiB\n");
+        (void)fprintf(stderr, "ringcas serve: --recv-buffer-size: expected 4KiB to 16MiB\n");
         return -EINVAL;
     }
     if (opts->read_timeout_ms > UINT32_MAX || opts->write_timeout_ms > UINT32_MAX) {
-        (void)fprintf(stderr, "ringcas: --read-timeout/--write-timeout: at most 49 days\n");
+        (void)fprintf(stderr, "ringcas serve: --read-timeout/--write-timeout: at most 49 days\n");
         return -EINVAL;
     }
     if (opts->cores > 1024) {
-        (void)fprintf(stderr, "ringcas: --cores %llu: at most 1024\n",
+        (void)fprintf(stderr, "ringcas serve: --cores %llu: at most 1024\n",
                       (unsigned long long)opts->cores);
         return -EINVAL;
     }
@@ -206,11 +223,27 @@ static uint32_t default_cores(void)
     return n;
 }
 
+/*
+ * --cores as given. More cores than CPUs to run on is allowed (a test may want it), but each
+ * core is a thread that polls its ring: the extra ones only take turns on the same CPUs.
+ */
+static uint32_t given_cores(uint64_t cores)
+{
+    uint32_t allowed = ring_cpus_allowed();
+    if (cores > allowed) {
+        LOG_WARN("--cores %llu is more than the %u CPUs this process may run on: the cores will "
+                 "take turns on them (0 picks one per CPU)",
+                 (unsigned long long)cores, allowed);
+    }
+    return (uint32_t)cores;
+}
+
 int rpc_server_run(const struct rpc_server_options *opts)
 {
     enum base_log_level level;
     if (base_log_parse_level(opts->log_level, &level) < 0) {
-        (void)fprintf(stderr, "ringcas: --log-level %s: expected error, warn, info or debug\n",
+        (void)fprintf(stderr,
+                      "ringcas serve: --log-level %s: expected error, warn, info or debug\n",
                       opts->log_level);
         return 1;
     }
@@ -221,7 +254,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     if (check_options(opts, host, sizeof(host), &so.port) < 0) return 1;
     int rc = make_dir(opts->dir);
     if (rc < 0) {
-        (void)fprintf(stderr, "ringcas: cannot use data folder %s: %s\n", opts->dir,
+        (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s\n", opts->dir,
                       base_err_str(rc));
         return 1;
     }
@@ -236,11 +269,11 @@ int rpc_server_run(const struct rpc_server_options *opts)
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
         .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
     };
-    cfg.core_count = so.cores ? so.cores : default_cores();
+    cfg.core_count = so.cores ? given_cores(opts->cores) : default_cores();
     so.cores = cfg.core_count;
     cfg.cores = calloc(cfg.core_count, sizeof(struct rpc_core *));
     if (!cfg.cores) {
-        (void)fprintf(stderr, "ringcas: out of memory\n");
+        (void)fprintf(stderr, "ringcas serve: out of memory\n");
         return 1;
     }
     /* GET /metrics renders the rpc layer's counters with the ring's and the routes'. */
@@ -256,7 +289,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     }
     rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
     if (rc < 0) {
-        (void)fprintf(stderr, "ringcas: cannot open the store: %s\n",
+        (void)fprintf(stderr, "ringcas serve: cannot open the store: %s\n",
                       why[0] ? why : base_err_str(rc));
         free_cores(&cfg);
         return 1;
@@ -269,7 +302,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     struct ring_server *srv;
     rc = ring_server_start(&so, &srv, why, sizeof(why));
     if (rc < 0) {
-        (void)fprintf(stderr, "ringcas: %s\n", why[0] ? why : base_err_str(rc));
+        (void)fprintf(stderr, "ringcas serve: %s\n", why[0] ? why : base_err_str(rc));
         free_cores(&cfg);
         blob_store_close(cfg.store);
         return 1;

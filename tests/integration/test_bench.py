@@ -182,7 +182,8 @@ class BenchCliTest(unittest.TestCase):
         text = p.stdout.decode()
         for w in WORKLOADS:
             self.assertIn("  %s " % w, text)
-        flags = [l.split()[0] for l in text.splitlines() if l.startswith("  --")]
+        flags = [l.split()[0].replace("[no-]", "") for l in text.splitlines()
+                 if l.startswith("  --")]
         self.assertGreater(len(flags), 20)
         for line in text.splitlines():
             if line.startswith("  --") and not line.startswith("  --help"):

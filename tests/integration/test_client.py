@@ -172,6 +172,17 @@ class BadInput(ClientTestCase):
         p, _ = self.cli("put", self.tmp)
         self.assert_fails(p, EXIT_USAGE, "is a directory")
 
+    def test_output_in_a_missing_folder(self):
+        # Not "not found", which reads like a blob the server lacks (exit status 3).
+        out = os.path.join(self.tmp, "nodir", "x")
+        p, _ = self.cli("get", EMPTY, "-o", out)
+        self.assert_fails(p, EXIT_USAGE, "ringcas get: cannot write %s: no such folder" % out)
+        with open(os.path.join(self.tmp, "file"), "w"):
+            pass
+        out = os.path.join(self.tmp, "file", "x")
+        p, _ = self.cli("get", EMPTY, "-o", out)
+        self.assert_fails(p, EXIT_USAGE, "cannot write %s: a part of the path is not a folder" % out)
+
     def test_usage_errors(self):
         p, _ = self.cli("get")
         self.assert_fails(p, EXIT_USAGE, "expected one HASH/SIZE")

@@ -300,6 +300,37 @@ class Drain(unittest.TestCase):
         finally:
             srv.cleanup()
 
+    def test_new_connections_are_refused_and_pipelined_requests_dropped(self):
+        """What a load balancer sees of a drain (docs/operations.md): the listener closes at
+        once, so new connections (readiness probes included) are refused; a request under
+        way finishes with Connection: close, and what is pipelined behind it is not served."""
+        srv = harness.Server(cores=1, args=["--drain-timeout", "30s"]).start()
+        try:
+            with Raw(srv.port) as busy:
+                busy.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+                time.sleep(0.2)
+                srv.proc.send_signal(signal.SIGTERM)
+
+                def refused():
+                    try:
+                        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+                        return False
+                    except ConnectionRefusedError:
+                        return True
+                harness.wait_for(refused, what="the listener closed")
+                busy.send(b"\r\n" + request("GET", "/readyz"))
+                r = busy.read_response()
+                self.assertEqual((r.status, r.body), (200, b"ok\n"))
+                self.assertEqual(r.header("connection"), "close")
+                self.assertTrue(busy.is_closed())
+                self.assertEqual(busy.buf, b"", "the pipelined /readyz is not answered")
+            self.assertEqual(srv.proc.wait(timeout=30), 0)
+            srv.proc.stdout.close()
+            srv.log.close()
+            srv.proc = None
+        finally:
+            srv.cleanup()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -55,11 +55,12 @@ class CommandLine(unittest.TestCase):
                       ["--listen", "--dir", "--cores", "--max-size", "--sync", "--read-timeout",
                        "--write-timeout", "--drain-timeout", "--recv-buffers",
                        "--recv-buffer-size", "--log-level", "--segment-size", "--chunk-size",
-                       "--zstd-level", "--read-ahead", "--direct-io", "--map-reads"], ""),
+                       "--zstd-level", "--read-ahead", "--[no-]direct-io", "--[no-]map-reads"],
+                      ""),
             "put": ("usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
-                    client + ["--compress", "--force", "--batch-max"], client_end),
+                    client + ["--[no-]compress", "--[no-]force", "--batch-max"], client_end),
             "get": ("usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
-                    client + ["--compress", "--output"], client_end),
+                    client + ["--[no-]compress", "--output"], client_end),
             "stat": ("usage: ringcas stat [FLAGS] \n\nflags:\n", client, client_end),
             "fsck": ("usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
                      "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
@@ -72,14 +73,39 @@ class CommandLine(unittest.TestCase):
             self.assertTrue(r.stdout.endswith(end), (cmd, r.stdout))
             lines = r.stdout[len(head):len(r.stdout) - len(end)].splitlines()
             self.assertEqual([l.split()[0] for l in lines], flags + ["--help"], cmd)
-            self.assertIn("show this help [RINGCAS_HELP]", lines[-1])
-            # The environment twin asks for the same text.
-            self.assertEqual(run([cmd], env={"RINGCAS_HELP": "1"}).stdout, r.stdout, cmd)
+            # --help asks, it sets nothing: no default, no environment twin.
+            self.assertEqual(lines[-1].split(), ["--help", "show", "this", "help"], cmd)
+            for line in lines[:-1]:
+                self.assertRegex(line, r" \[RINGCAS_[A-Z_]+\]$", cmd)
         r = run(["bench", "--help"])
         self.assertEqual((r.returncode, r.stderr), (0, ""))
-        self.assertIn("\n  --histogram ", r.stdout)
-        self.assertIn("\n  --help ", r.stdout.split("\n  --histogram ")[1])
+        self.assertIn("\n  --[no-]histogram ", r.stdout)
+        self.assertIn("\n  --help ", r.stdout.split("\n  --[no-]histogram ")[1])
         self.assertTrue(r.stdout.endswith("\n2 usage, 5 server unavailable.\n"))
+
+    def test_help_shows_each_flag_default(self):
+        r = run(["serve", "--help"], env={"RINGCAS_MAX_SIZE": "5G", "RINGCAS_DIRECT_IO": "0"})
+        self.assertEqual(r.returncode, 0)
+        lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.startswith("  --")}
+        # Defaults, whatever the environment or the command line set.
+        for flag, default in (("--listen", "127.0.0.1:8980"), ("--dir", "./ringcas-data"),
+                              ("--max-size", "10GiB"), ("--read-timeout", "1m"),
+                              ("--write-timeout", "30s"), ("--recv-buffer-size", "64KiB"),
+                              ("--chunk-size", "256KiB"), ("--cores", "0"),
+                              ("--[no-]direct-io", "on"), ("--[no-]map-reads", "on")):
+            self.assertIn("(default %s) [" % default, lines[flag], flag)
+        r = run(["get", "--help"])
+        lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.startswith("  --")}
+        self.assertIn("(default off) [RINGCAS_COMPRESS]", lines["--[no-]compress"])
+        self.assertIn("REAPI instance name [RINGCAS_INSTANCE]", lines["--instance"])  # empty: none shown
+        self.assertIn("(default 30s) [RINGCAS_TIMEOUT]", lines["--timeout"])
+
+    def test_help_has_no_environment_twin(self):
+        # A RINGCAS_HELP left in the environment does not turn a command into its help.
+        r = run(["fsck", "--dir", "/nonexistent/ringcas"], env={"RINGCAS_HELP": "1"})
+        self.assertEqual(r.returncode, 2, r.stdout)
+        self.assertNotIn("usage:", r.stdout)
+        self.assertIn("cannot open the folder", r.stdout)
 
     def test_help_with_a_bad_flag_is_a_usage_error(self):
         for cmd in ("serve", "put", "get", "stat", "bench", "fsck"):
@@ -88,6 +114,8 @@ class CommandLine(unittest.TestCase):
                 r = run([cmd] + args)
                 self.assertEqual((r.returncode, r.stdout), (2, ""), (cmd, args))
                 self.assertIn(named, r.stderr)
+                # Each error line names the subcommand, as docs/cli.md says.
+                self.assertTrue(r.stderr.startswith("ringcas %s: " % cmd), (cmd, r.stderr))
         r = run(["stat", "--help", "extra"])
         self.assertEqual((r.returncode, r.stdout), (2, ""))
         r = run(["get", "--help", "a", "b"])  # get takes up to two arguments, then --help wins
@@ -104,6 +132,7 @@ class CommandLine(unittest.TestCase):
         r = run(["serve", "--listen", "nowhere"])
         self.assertEqual(r.returncode, 1)
         self.assertIn("HOST:PORT", r.stderr)
+        self.assertTrue(r.stderr.startswith("ringcas serve: --listen nowhere: "), r.stderr)
         r = run(["frobnicate"])
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
@@ -188,7 +217,7 @@ class NoIoUring(unittest.TestCase):
                             "--listen", "127.0.0.1:0", "--dir", tmpdir(self)],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 1, r.stderr)
-        lines = [l for l in r.stderr.splitlines() if l.startswith("ringcas:")]
+        lines = [l for l in r.stderr.splitlines() if l.startswith("ringcas serve:")]
         self.assertEqual(len(lines), 1, r.stderr)
         self.assertIn(needle, lines[0])
         self.assertIn("fix:", lines[0])
@@ -279,6 +308,77 @@ class DataFolder(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
+class DataFolderCreation(unittest.TestCase):
+    def test_missing_parents_are_created(self):
+        d = os.path.join(tmpdir(self), "a", "b", "c")
+        with harness.Server(cores=1, data_dir=d) as srv:
+            self.assertTrue(os.path.isdir(d))
+            srv.stop()
+        self.assertTrue(any(n.startswith("seg-") for n in os.listdir(d)))
+
+    def test_a_file_in_the_path_is_named(self):
+        parent = tmpdir(self)
+        with open(os.path.join(parent, "file"), "w"):
+            pass
+        d = os.path.join(parent, "file", "data")
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--cores", "1"])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("ringcas serve: cannot use data folder %s: " % d, r.stderr)
+
+
+class Fsck(unittest.TestCase):
+    """fsck on a stopped server's folder: a clean SIGTERM leaves the active segments unsealed
+    (the next start seals them), which is no torn tail; bytes after the last record are."""
+
+    def put(self, srv, body):
+        digest = hashlib.sha256(body).hexdigest()
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("PUT", "/cas/" + digest, body=body)
+        self.assertEqual(conn.getresponse().status, 201)
+        conn.close()
+        return digest
+
+    def fsck(self, d, status):
+        r = run(["fsck", "--dir", d])
+        self.assertEqual(r.returncode, status, r.stdout + r.stderr)
+        self.assertEqual(r.stderr, "")
+        return r.stdout
+
+    def test_a_clean_stop_leaves_active_segments_not_torn_tails(self):
+        with harness.Server(cores=2) as srv:
+            body = b"fsck" * 1000
+            digest = self.put(srv, body)
+            srv.stop()
+            out = self.fsck(srv.dir, 0)
+            self.assertRegex(out, r": ok: 2 segments \(0 sealed, 2 active, \d+ bytes\), ")
+            self.assertIn(" 1 blobs ok, ", out)
+            self.assertTrue(out.endswith(" 0 torn tails\n"), out)
+            # A crash's torn write: bytes after the last record of the segment holding it.
+            segs = sorted(n for n in os.listdir(srv.dir) if n.startswith("seg-"))
+            written = [n for n in segs if os.path.getsize(os.path.join(srv.dir, n)) > 4096]
+            self.assertEqual(len(written), 1, segs)
+            with open(os.path.join(srv.dir, written[0]), "r+b") as f:
+                f.seek(-16, os.SEEK_END)
+                f.write(b"\xde\xad\xbe\xef" * 4)
+            out = self.fsck(srv.dir, 0)  # a torn tail is no corruption: recovery cuts it
+            self.assertIn(": ok: 2 segments (0 sealed, 1 active, ", out)
+            self.assertIn("torn tail", out.splitlines()[0])
+            self.assertTrue(out.endswith(" 1 blobs ok, 0 corrupt records, 0 bad blobs, "
+                                         "0 bad segments, 1 torn tails\n"), out)
+            srv.start()
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.request("GET", "/cas/" + digest)
+            got = conn.getresponse()
+            self.assertEqual((got.status, got.read()), (200, body))
+            conn.close()
+            srv.stop()
+            # Recovery sealed the torn segment at its last record and deleted the one
+            # without records; the restarted server's own are active again.
+            out = self.fsck(srv.dir, 0)
+            self.assertTrue(out.endswith(" 0 torn tails\n"), out)
+            self.assertRegex(out, r"\(1 sealed, \d+ active, ")
+
+
 class CpuLimit(unittest.TestCase):
     """A container's CPU limit is a cgroup quota, not a CPU set: without --cores the server
     starts as many cores as the limit pays for, not one per CPU it may run on, and does not
@@ -324,6 +424,14 @@ class CpuLimit(unittest.TestCase):
         self.assertEqual(mine, process)  # not pinned to one CPU
         self.assertIn("--cores not given: 1, for a cgroup CPU limit of 0.500 CPUs", err)
         self.assertIn("1 cores, not pinned", err)
+
+    def test_more_cores_than_cpus_is_warned_about(self):
+        n = len(os.sched_getaffinity(0))
+        with harness.Server(cores=n + 1) as srv:
+            self.assertIn("--cores %d is more than the %d CPUs this process may run on"
+                          % (n + 1, n), srv.log_tail())
+        with harness.Server(cores=n) as srv:
+            self.assertNotIn("--cores", srv.log_tail())
 
     def test_a_core_per_allowed_cpu_is_pinned(self):
         n = len(os.sched_getaffinity(0))

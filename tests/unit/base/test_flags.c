@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -34,7 +35,8 @@ Test(base_flags, argv_wins_over_environment)
                      "--not-a-flag" };
     char *args[4];
     struct base_flags_rest rest = { args, 4, 0 };
-    cr_assert(eq(int, base_flags_parse(f, n, 7, argv, &rest, stderr), 0));
+    const struct base_flags_err err = { stderr, "ringcas test" };
+    cr_assert(eq(int, base_flags_parse(f, n, 7, argv, &rest, &err), 0));
     cr_assert(eq(str, (char *)o.listen, "0.0.0.0:1"));
     cr_assert(eq(u64, o.max_size, 2ULL << 30));
     cr_assert(eq(u64, o.timeout_ms, 250));
@@ -52,19 +54,20 @@ Test(base_flags, rejects_unknown_and_malformed)
     struct base_flag f[4];
     size_t n = make_flags(&o, f);
     FILE *sink = fopen("/dev/null", "w");
+    const struct base_flags_err err = { sink, "ringcas test" };
     char *bad1[] = { "--nope" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, bad1, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad1, NULL, &err), -EINVAL));
     char *bad2[] = { "--max-size", "lots" };
-    cr_assert(eq(int, base_flags_parse(f, n, 2, bad2, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 2, bad2, NULL, &err), -EINVAL));
     char *bad3[] = { "--read-timeout" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, bad3, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad3, NULL, &err), -EINVAL));
     char *bad4[] = { "stray" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, bad4, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, bad4, NULL, &err), -EINVAL));
     char *neg[] = { "--no-verbose" };
-    cr_assert(eq(int, base_flags_parse(f, n, 1, neg, NULL, sink), 0));
+    cr_assert(eq(int, base_flags_parse(f, n, 1, neg, NULL, &err), 0));
     cr_assert(not(o.verbose));
     setenv("RINGCAS_MAX_SIZE", "huge", 1);
-    cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, sink), -EINVAL));
+    cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, &err), -EINVAL));
     unsetenv("RINGCAS_MAX_SIZE");
     fclose(sink);
 }
@@ -74,4 +77,88 @@ Test(base_flags, env_names_are_upper_snake)
     char name[64];
     base_flags_env_name("max-size", name, sizeof(name));
     cr_assert(eq(str, name, "RINGCAS_MAX_SIZE"));
+}
+
+/* Parses <argv> with errors into a buffer; returns the result, the text in <out>. */
+static int parse_err(const struct base_flag *f, size_t n, int argc, char **argv, char *out,
+                     size_t out_size)
+{
+    FILE *m = fmemopen(out, out_size, "w");
+    const struct base_flags_err err = { m, "ringcas serve" };
+    int rc = base_flags_parse(f, n, argc, argv, NULL, &err);
+    fclose(m);
+    return rc;
+}
+
+Test(base_flags, errors_name_the_subcommand)
+{
+    unsetenv("RINGCAS_MAX_SIZE");
+    struct opts o = { NULL, 0, 0, false };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    char out[256] = "";
+    char *bogus[] = { "--bogus" };
+    cr_assert(eq(int, parse_err(f, n, 1, bogus, out, sizeof(out)), -EINVAL));
+    cr_assert(eq(str, out, "ringcas serve: unknown flag --bogus (see --help)\n"));
+    char *bad[] = { "--max-size", "lots" };
+    cr_assert(eq(int, parse_err(f, n, 2, bad, out, sizeof(out)), -EINVAL));
+    cr_assert(eq(str, out,
+                 "ringcas serve: --max-size lots: expected a size such as 4096, 64KiB "
+                 "or 10G\n"));
+    char *stray[] = { "stray" };
+    cr_assert(eq(int, parse_err(f, n, 1, stray, out, sizeof(out)), -EINVAL));
+    cr_assert(eq(str, out, "ringcas serve: unexpected argument stray\n"));
+}
+
+static void help_text(const struct base_flag *f, size_t n, char *out, size_t out_size)
+{
+    FILE *m = fmemopen(out, out_size, "w");
+    base_flags_print_help(f, n, m);
+    fclose(m);
+}
+
+Test(base_flags, help_shows_defaults_by_type_and_negatable_booleans)
+{
+    struct opts o = { "127.0.0.1:8980", 10ULL << 30, 60000, true };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    char out[1024] = "";
+    help_text(f, n, out, sizeof(out));
+    cr_assert(
+        eq(str, out,
+           "  --listen STR                   where (default 127.0.0.1:8980) [RINGCAS_LISTEN]\n"
+           "  --max-size SIZE                budget (default 10GiB) [RINGCAS_MAX_SIZE]\n"
+           "  --read-timeout DURATION        t (default 1m) [RINGCAS_READ_TIMEOUT]\n"
+           "  --[no-]verbose                 v (default on) [RINGCAS_VERBOSE]\n"));
+    struct opts odd = { NULL, 4096 + 1, 1500, false };
+    n = make_flags(&odd, f);
+    help_text(f, n, out, sizeof(out));
+    cr_assert(ne(ptr, strstr(out, "where [RINGCAS_LISTEN]"), NULL), "no string: no default\n%s",
+              out);
+    cr_assert(ne(ptr, strstr(out, "(default 4097)"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "(default 1500ms)"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "(default off)"), NULL), "%s", out);
+    struct opts zero = { "", 0, 30000, false };
+    n = make_flags(&zero, f);
+    help_text(f, n, out, sizeof(out));
+    cr_assert(ne(ptr, strstr(out, "where [RINGCAS_LISTEN]"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "budget (default 0)"), NULL), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "(default 30s)"), NULL), "%s", out);
+}
+
+Test(base_flags, help_has_no_environment_twin)
+{
+    bool help = false;
+    const struct base_flag f[] = { { "help", BASE_FLAG_BOOL, &help, "show this help", "" } };
+    setenv("RINGCAS_HELP", "1", 1);
+    const struct base_flags_err err = { stderr, "ringcas test" };
+    cr_assert(eq(int, base_flags_parse(f, 1, 0, NULL, NULL, &err), 0));
+    cr_assert(not(help), "RINGCAS_HELP must not turn a command into its help");
+    unsetenv("RINGCAS_HELP");
+    char *argv[] = { "--help" };
+    cr_assert(eq(int, base_flags_parse(f, 1, 1, argv, NULL, &err), 0));
+    cr_assert(help);
+    char out[256] = "";
+    help_text(f, 1, out, sizeof(out));
+    cr_assert(eq(str, out, "  --help                         show this help\n"));
 }
