@@ -146,6 +146,15 @@ class Server:
             raise AssertionError("server exited %d\n%s" % (rc, self.log_tail()))
         return rc
 
+    def wait_exit(self, timeout=30):
+        """After a signal the test sent itself: waits for the exit and expects status 0."""
+        rc = self.proc.wait(timeout=timeout)
+        self.proc.stdout.close()
+        self.proc = None
+        self.log.close()
+        if rc != 0:
+            raise AssertionError("server exited %d\n%s" % (rc, self.log_tail()))
+
     def kill(self):
         """SIGKILL: no drain, no flush (crash tests)."""
         self.proc.kill()

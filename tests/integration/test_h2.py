@@ -549,10 +549,7 @@ class Drain(unittest.TestCase):
             self.assertEqual(frames[-1][3], h2raw.grpc_message(b"\x08\x02"))
             c.frames_until(lambda f: False, timeout=20)
             self.assertTrue(c.closed)
-            self.assertEqual(srv.proc.wait(timeout=30), 0)
-            srv.proc.stdout.close()
-            srv.proc = None
-            srv.log.close()
+            srv.wait_exit(30)
         finally:
             srv.cleanup()
 

@@ -587,10 +587,7 @@ class DrainDuringDownload(unittest.TestCase):
                 body = c._read_exact(len(data))
                 self.assertEqual(body, data)
                 self.assertTrue(c.is_closed())
-            self.assertEqual(srv.proc.wait(timeout=60), 0)
-            srv.proc.stdout.close()
-            srv.log.close()
-            srv.proc = None
+            srv.wait_exit(60)
         finally:
             srv.cleanup()
 

@@ -293,10 +293,7 @@ class Drain(unittest.TestCase):
                 self.assertEqual(r.body, b"draining\n")
                 self.assertEqual(r.header("connection"), "close")
                 self.assertTrue(busy.is_closed())
-            self.assertEqual(srv.proc.wait(timeout=30), 0)
-            srv.proc.stdout.close()
-            srv.log.close()
-            srv.proc = None
+            srv.wait_exit(30)
         finally:
             srv.cleanup()
 
@@ -324,10 +321,7 @@ class Drain(unittest.TestCase):
                 self.assertEqual(r.header("connection"), "close")
                 self.assertTrue(busy.is_closed())
                 self.assertEqual(busy.buf, b"", "the pipelined /readyz is not answered")
-            self.assertEqual(srv.proc.wait(timeout=30), 0)
-            srv.proc.stdout.close()
-            srv.log.close()
-            srv.proc = None
+            srv.wait_exit(30)
         finally:
             srv.cleanup()
 

@@ -233,6 +233,17 @@ class NoIoUring(unittest.TestCase):
         self.check("EINVAL", "Linux 6.1")
 
 
+def cas_get(port, digest):
+    """GET /cas/<digest>: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/cas/" + digest)
+        got = conn.getresponse()
+        return got.status, got.read()
+    finally:
+        conn.close()
+
+
 def cpu_cgroup(tc, quota_us, period_us=100000):
     """A new cgroup whose CPU limit is <quota_us> per <period_us> (v2 cpu.max, or v1's
     cpu.cfs_quota_us), removed when test case <tc> ends. Returns its cgroup.procs file, which a
@@ -298,11 +309,7 @@ class DataFolder(unittest.TestCase):
             conn.close()
             srv.stop()
             srv.start()
-            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
-            conn.request("GET", "/cas/" + digest)
-            got = conn.getresponse()
-            self.assertEqual((got.status, got.read()), (200, body))
-            conn.close()
+            self.assertEqual(cas_get(srv.port, digest), (200, body))
             srv.stop()
             r = run(["fsck", "--dir", srv.dir])  # a stopped server's folder
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -366,11 +373,7 @@ class Fsck(unittest.TestCase):
             self.assertTrue(out.endswith(" 1 blobs ok, 0 corrupt records, 0 bad blobs, "
                                          "0 bad segments, 1 torn tails\n"), out)
             srv.start()
-            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
-            conn.request("GET", "/cas/" + digest)
-            got = conn.getresponse()
-            self.assertEqual((got.status, got.read()), (200, body))
-            conn.close()
+            self.assertEqual(cas_get(srv.port, digest), (200, body))
             srv.stop()
             # Recovery sealed the torn segment at its last record and deleted the one
             # without records; the restarted server's own are active again.
@@ -468,9 +471,7 @@ class Lifecycle(unittest.TestCase):
         srv = harness.Server(cores=1).start()
         try:
             srv.proc.send_signal(signal.SIGINT)
-            self.assertEqual(srv.proc.wait(timeout=30), 0)
-            srv.proc.stdout.close()
-            srv.proc = None
+            srv.wait_exit(30)
         finally:
             srv.cleanup()
 
