@@ -58,38 +58,53 @@ static bool list_has(const char *list, const char *word)
     return false;
 }
 
-static FILE *open_under(const char *root, const char *path)
+/* What a line matcher is given and fills in: the hierarchy looked for, and its results. */
+struct scan {
+    enum hier h;
+    const char *root; /* prefix of every path */
+    const char *cg;   /* the cgroup's path (cgroup_dir) */
+    char *out;        /* the result */
+    size_t out_size;  /* room in out */
+    size_t mount_len; /* cgroup_dir: bytes of out up to the mount point */
+};
+
+/*
+ * Calls <match> on each line of <root><path>, newline removed, until it returns true. 0 when
+ * a line matched, -ENOENT when none did or the file cannot be read.
+ */
+static int scan_lines(const char *path, bool (*match)(char *line, struct scan *sc), struct scan *sc)
 {
     char full[PATH_BYTES];
-    int n = snprintf(full, sizeof(full), "%s%s", root, path);
-    if (n < 0 || (size_t)n >= sizeof(full)) return NULL;
-    return fopen(full, "re");
-}
-
-/* Copies the cgroup path of <h> from /proc/self/cgroup into <out>. 0 or -ENOENT. */
-static int cgroup_path(const char *root, enum hier h, char *out, size_t out_size)
-{
-    FILE *f = open_under(root, "/proc/self/cgroup");
+    int n = snprintf(full, sizeof(full), "%s%s", sc->root, path);
+    FILE *f = n < 0 || (size_t)n >= sizeof(full) ? NULL : fopen(full, "re");
     if (!f) return -ENOENT;
     char *line = NULL;
     size_t cap = 0;
     int rc = -ENOENT;
     for (int i = 0; i < LINES_MAX && getline(&line, &cap, f) > 0; i++) {
         line[strcspn(line, "\n")] = '\0';
-        char *ctl = strchr(line, ':');
-        char *path = ctl ? strchr(ctl + 1, ':') : NULL;
-        if (!path) continue;
-        *ctl++ = '\0';
-        *path++ = '\0';
-        bool match = h == HIER_V2 ? strcmp(line, "0") == 0 && ctl[0] == '\0' : list_has(ctl, "cpu");
-        if (!match || path[0] != '/' || strlen(path) >= out_size) continue;
-        memcpy(out, path, strlen(path) + 1);
-        rc = 0;
-        break;
+        if (match(line, sc)) {
+            rc = 0;
+            break;
+        }
     }
     free(line);
     (void)fclose(f);
     return rc;
+}
+
+/* A /proc/self/cgroup line of the hierarchy: its path goes to sc->out. */
+static bool match_cgroup(char *line, struct scan *sc)
+{
+    char *ctl = strchr(line, ':');
+    char *path = ctl ? strchr(ctl + 1, ':') : NULL;
+    if (!path) return false;
+    *ctl++ = '\0';
+    *path++ = '\0';
+    bool match = sc->h == HIER_V2 ? strcmp(line, "0") == 0 && ctl[0] == '\0' : list_has(ctl, "cpu");
+    if (!match || path[0] != '/' || strlen(path) >= sc->out_size) return false;
+    memcpy(sc->out, path, strlen(path) + 1);
+    return true;
 }
 
 /* Undoes mountinfo's octal escapes (\040 for a space) in place. */
@@ -110,60 +125,48 @@ static void unescape(char *s)
 }
 
 /*
- * Finds the mount of <h> whose root holds <cg>; writes its mount point and the rest of <cg>
- * below the mount's root into <dir> (mount point + relative path). 0 or -ENOENT.
+ * A /proc/self/mountinfo line of the hierarchy's mount: its mount point and the rest of sc->cg
+ * below the mount's root go to sc->out (mount point + relative path).
  */
-static int cgroup_dir(const char *root, enum hier h, const char *cg, char *dir, size_t dir_size,
-                      size_t *mount_len)
+static bool match_mount(char *line, struct scan *sc)
 {
-    FILE *f = open_under(root, "/proc/self/mountinfo");
-    if (!f) return -ENOENT;
-    char *line = NULL;
-    size_t cap = 0;
-    int rc = -ENOENT;
-    for (int i = 0; i < LINES_MAX && getline(&line, &cap, f) > 0; i++) {
-        line[strcspn(line, "\n")] = '\0';
-        /* id parent major:minor root mountpoint options [optional...] - fstype source super */
-        char *fields[6];
-        char *save = NULL;
-        char *tok = strtok_r(line, " ", &save);
-        int n = 0;
-        for (; tok && n < 6; n++, tok = strtok_r(NULL, " ", &save)) {
-            fields[n] = tok;
-        }
-        while (tok && strcmp(tok, "-") != 0) {
-            tok = strtok_r(NULL, " ", &save);
-        }
-        char *fstype = tok ? strtok_r(NULL, " ", &save) : NULL;
-        char *source = fstype ? strtok_r(NULL, " ", &save) : NULL;
-        char *super = source ? strtok_r(NULL, " ", &save) : NULL;
-        if (n < 6 || !super) continue;
-        bool match = h == HIER_V2 ? strcmp(fstype, "cgroup2") == 0
-                                  : strcmp(fstype, "cgroup") == 0 && list_has(super, "cpu");
-        if (!match) continue;
-        char *mroot = fields[3];
-        char *mpoint = fields[4];
-        unescape(mroot);
-        unescape(mpoint);
-        /* The part of the cgroup's path below the mount's root; a path outside it (a cgroup
-         * namespace's "/.." paths) is read at the mount point itself. */
-        const char *rel = "";
-        size_t rl = strlen(mroot);
-        if (strcmp(mroot, "/") == 0) {
-            rel = cg;
-        } else if (strncmp(cg, mroot, rl) == 0 && (cg[rl] == '/' || cg[rl] == '\0')) {
-            rel = cg + rl;
-        }
-        if (strcmp(rel, "/") == 0) rel = "";
-        int w = snprintf(dir, dir_size, "%s%s%s", root, mpoint, rel);
-        if (w < 0 || (size_t)w >= dir_size) continue;
-        *mount_len = strlen(root) + strlen(mpoint);
-        rc = 0;
-        break;
+    /* id parent major:minor root mountpoint options [optional...] - fstype source super */
+    char *fields[6];
+    char *save = NULL;
+    char *tok = strtok_r(line, " ", &save);
+    int n = 0;
+    for (; tok && n < 6; n++, tok = strtok_r(NULL, " ", &save)) {
+        fields[n] = tok;
     }
-    free(line);
-    (void)fclose(f);
-    return rc;
+    while (tok && strcmp(tok, "-") != 0) {
+        tok = strtok_r(NULL, " ", &save);
+    }
+    char *fstype = tok ? strtok_r(NULL, " ", &save) : NULL;
+    char *source = fstype ? strtok_r(NULL, " ", &save) : NULL;
+    char *super = source ? strtok_r(NULL, " ", &save) : NULL;
+    if (n < 6 || !super) return false;
+    bool match = sc->h == HIER_V2 ? strcmp(fstype, "cgroup2") == 0
+                                  : strcmp(fstype, "cgroup") == 0 && list_has(super, "cpu");
+    if (!match) return false;
+    char *mroot = fields[3];
+    char *mpoint = fields[4];
+    unescape(mroot);
+    unescape(mpoint);
+    /* The part of the cgroup's path below the mount's root; a path outside it (a cgroup
+     * namespace's "/.." paths) is read at the mount point itself. */
+    const char *cg = sc->cg;
+    const char *rel = "";
+    size_t rl = strlen(mroot);
+    if (strcmp(mroot, "/") == 0) {
+        rel = cg;
+    } else if (strncmp(cg, mroot, rl) == 0 && (cg[rl] == '/' || cg[rl] == '\0')) {
+        rel = cg + rl;
+    }
+    if (strcmp(rel, "/") == 0) rel = "";
+    int w = snprintf(sc->out, sc->out_size, "%s%s%s", sc->root, mpoint, rel);
+    if (w < 0 || (size_t)w >= sc->out_size) return false;
+    sc->mount_len = strlen(sc->root) + strlen(mpoint);
+    return true;
 }
 
 /* Reads the first line of <dir>/<name> into <buf>. 0 or -errno. */
@@ -222,9 +225,13 @@ static uint64_t limit_of(const char *root, enum hier h)
 {
     char cg[PATH_BYTES];
     char dir[PATH_BYTES];
-    size_t mount_len = 0;
-    if (cgroup_path(root, h, cg, sizeof(cg)) < 0) return 0;
-    if (cgroup_dir(root, h, cg, dir, sizeof(dir), &mount_len) < 0) return 0;
+    struct scan sc = { .h = h, .root = root, .out = cg, .out_size = sizeof(cg) };
+    if (scan_lines("/proc/self/cgroup", match_cgroup, &sc) < 0) return 0;
+    sc.cg = cg;
+    sc.out = dir;
+    sc.out_size = sizeof(dir);
+    if (scan_lines("/proc/self/mountinfo", match_mount, &sc) < 0) return 0;
+    size_t mount_len = sc.mount_len;
     uint64_t best = 0;
     /* Bounded: each pass drops one component of <dir>, down to the mount point. */
     for (;;) {
