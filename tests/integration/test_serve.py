@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
@@ -171,18 +170,25 @@ class CommandLine(unittest.TestCase):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        timer = threading.Timer(0.5, s.close)
-        timer.start()
         p = subprocess.Popen([harness.binary(), "serve", "--listen", "127.0.0.1:%d" % port,
                               "--dir", tmpdir(self)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
+        err = ""
         try:
+            # The port is freed once the server says it waits (not after a fixed time: a slow
+            # start on a busy machine would find it free already).
+            for line in p.stderr:
+                err += line
+                if "is in use; waiting for it to be freed" in line:
+                    break
+            s.close()
             line = p.stdout.readline()
-            self.assertEqual(line.strip(), "ringcas listening on 127.0.0.1:%d" % port)
+            self.assertEqual(line.strip(), "ringcas listening on 127.0.0.1:%d" % port, err)
         finally:
-            timer.join()
+            s.close()
             p.send_signal(signal.SIGTERM)
-            _, err = p.communicate(timeout=30)
+            _, rest = p.communicate(timeout=30)
+            err += rest
         self.assertEqual(p.returncode, 0, err)
         self.assertIn("is in use; waiting for it to be freed", err)
 
