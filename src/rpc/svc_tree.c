@@ -31,6 +31,7 @@ struct tree {
     struct rpc_walk w;   /* the walk */
     uint64_t skip;       /* directories to pass over (page_token) */
     uint64_t sent;       /* directories returned by this call */
+    uint64_t next;       /* position after the last directory put in a page */
     uint32_t page_size;  /* directories per page */
     uint32_t page_count; /* directories in the page being built */
     uint8_t *page;       /* the page: gRPC prefix, then GetTreeResponse fields */
@@ -113,6 +114,7 @@ static int on_dir(struct rpc_walk *w, const uint8_t *dir, size_t len,
     if (rc < 0) return rc;
     t->sent++;
     t->page_count++;
+    t->next = index + 1;
     return sent_page && !rpc_call_is_writable(t->c) ? 1 : 0;
 }
 
@@ -124,12 +126,24 @@ static void on_end(struct rpc_walk *w, int res)
     if (res == 0) {
         /* The last page, possibly empty (a token at or past the end). */
         rc = page_send(t, "");
-    } else if (res == -E2BIG) {
-        rc = 0; /* the page with the token to go on with is out */
+    } else if (res == -E2BIG && t->page_count > 0) {
+        /* The walk's queue is full (a wide tree): the page built so far goes out with the
+         * position after its last directory, where the next call goes on. */
+        char token[24];
+        (void)snprintf(token, sizeof(token), "%" PRIu64, t->next);
+        rc = page_send(t, token);
+    } else if (res == -E2BIG && t->sent > 0) {
+        rc = 0; /* the page with the token to go on with is out (TREE_CALL_MAX) */
     }
     tree_free(t);
     if (res == -ENOENT) {
         rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "root directory not found");
+        return;
+    }
+    if (res == -E2BIG && t->sent == 0) {
+        /* Not one directory before the queue filled: a token could not move on. */
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+                        "tree too wide: 100000 directories queued before one could be returned");
         return;
     }
     if (rc < 0) {

@@ -466,6 +466,62 @@ class Tree(ReapiCase):
         req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token="x")
         self.assertEqual(self.code(self.c.GetTree, req)[0], SC.INVALID_ARGUMENT)
 
+    def test_get_tree_of_a_wide_tree_returns_every_directory(self):
+        # 500 directories under the root, each naming 200 distinct missing ones: the walk's
+        # queue (100,001 per call) fills before a page does, so calls end on a full queue.
+        mids = []
+        for i in range(500):
+            d = reapi.msg("Directory")
+            for j in range(200):
+                d.directories.add(name="l%d" % j, digest=digest(b"missing %d %d" % (i, j)))
+            mids.append(d.SerializeToString())
+        root = reapi.msg("Directory")
+        for i, mb in enumerate(mids):
+            root.directories.add(name="m%d" % i, digest=digest(mb))
+        rb = root.SerializeToString()
+        for i in range(0, len(mids), 100):
+            self.batch_update(mids[i:i + 100])
+        self.batch_update([rb])
+        got, token, calls = [], "", 0
+        while True:
+            calls += 1
+            self.assertLess(calls, 50, "no progress")
+            req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token=token)
+            pages = list(self.c.GetTree(req, timeout=60))
+            got += [d.SerializeToString() for p in pages for d in p.directories]
+            token = pages[-1].next_page_token if pages else ""
+            if not token:
+                break
+        self.assertEqual(len(got), 501)
+        self.assertEqual(sorted(got), sorted([rb] + mids))
+
+    def test_get_tree_too_wide_to_go_on_is_resource_exhausted(self):
+        # Three directories of 40,000 missing children each: a call resumed at the third one
+        # fills its queue (100,001 directories) before it can return that one.
+        mids = []
+        for i in range(3):
+            d = reapi.msg("Directory")
+            for j in range(40000):
+                d.directories.add(name="%d" % j, digest=digest(b"gone %d %d" % (i, j)))
+            mids.append(d.SerializeToString())
+        root = reapi.msg("Directory")
+        for i, mb in enumerate(mids):
+            root.directories.add(name="m%d" % i, digest=digest(mb))
+        rb = root.SerializeToString()
+        for mb in mids:
+            self.batch_update([mb])
+        self.batch_update([rb])
+        req = reapi.msg("GetTreeRequest", root_digest=digest(rb))
+        pages = list(self.c.GetTree(req, timeout=60))
+        self.assertEqual([d.SerializeToString() for p in pages for d in p.directories],
+                         [rb] + mids[:2])
+        self.assertEqual(pages[-1].next_page_token, "3")
+        # Not an empty, final-looking answer: the client learns the tree was not all returned.
+        req.page_token = "3"
+        code, details = self.code(self.c.GetTree, req)
+        self.assertEqual(code, SC.RESOURCE_EXHAUSTED, details)
+        self.assertIn("tree too wide", details)
+
     def test_get_tree_last_page_has_no_token_and_a_token_past_the_end_is_empty(self):
         sub = reapi.msg("Directory").SerializeToString()  # the empty Directory: the empty blob
         root = reapi.msg("Directory")
