@@ -17,6 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/err.h"
+#include "base/log.h"
+
 struct real_io {
     struct blob_io io; /* first: the seam */
     int dir_fd;        /* the store's folder */
@@ -209,8 +212,16 @@ int blob_io_real_create(const char *dir, struct blob_io **out)
     if (!r->dir || r->dir_fd == -1) {
         rc = r->dir ? -errno : -ENOMEM;
     } else if (flock(r->dir_fd, LOCK_EX | LOCK_NB) == -1) {
-        /* Released when dir_fd is closed, also by a crash. */
-        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        /* Released when dir_fd is closed, also by a crash. A file system without locks (NFS
+         * emulates flock with write locks, which a read-only fd cannot take; some FUSE file
+         * systems have none) must not stop the server: it runs unguarded, and says so. */
+        if (errno == EWOULDBLOCK) {
+            rc = -EBUSY;
+        } else {
+            LOG_WARN("data folder %s cannot be locked (%s): a second ringcas started on it "
+                     "would not be refused",
+                     dir, base_err_str(-errno));
+        }
     }
     if (rc < 0) {
         if (r->dir_fd >= 0) close(r->dir_fd);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +78,33 @@ Test(blob_io, blocking_calls_work_relative_to_the_folder)
     blob_io_real_destroy(NULL);
     drop_dir();
     cr_assert(eq(int, blob_io_real_create("/nonexistent/x", &io), -ENOENT));
+}
+
+/* Nonzero: flock() fails with this errno, as on a file system without locks. This file's flock
+ * is the one the store calls (an executable's symbol comes before libc's). */
+static int flock_errno;
+
+int flock(int fd, int op)
+{
+    if (flock_errno) {
+        errno = flock_errno;
+        return -1;
+    }
+    return (int)syscall(SYS_flock, fd, op);
+}
+
+Test(blob_io, a_folder_that_cannot_be_locked_is_used_unguarded)
+{
+    make_dir();
+    struct blob_io *a;
+    struct blob_io *b;
+    flock_errno = ENOLCK;
+    cr_assert(eq(int, blob_io_real_create(dir, &a), 0), "refused on a file system without locks");
+    cr_assert(eq(int, blob_io_real_create(dir, &b), 0));
+    flock_errno = 0;
+    blob_io_real_destroy(a);
+    blob_io_real_destroy(b);
+    drop_dir();
 }
 
 Test(blob_io, a_folder_is_used_by_one_backend_at_a_time)
