@@ -466,22 +466,27 @@ class Tree(ReapiCase):
         req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token="x")
         self.assertEqual(self.code(self.c.GetTree, req)[0], SC.INVALID_ARGUMENT)
 
-    def test_get_tree_of_a_wide_tree_returns_every_directory(self):
-        # 500 directories under the root, each naming 200 distinct missing ones: the walk's
-        # queue (100,001 per call) fills before a page does, so calls end on a full queue.
+    def wide_tree(self, width, children, per_call):
+        """Uploads a root of <width> directories, each naming <children> distinct missing
+        directories (<per_call> per BatchUpdateBlobs); returns the root's bytes and theirs."""
         mids = []
-        for i in range(500):
+        for i in range(width):
             d = reapi.msg("Directory")
-            for j in range(200):
+            for j in range(children):
                 d.directories.add(name="l%d" % j, digest=digest(b"missing %d %d" % (i, j)))
             mids.append(d.SerializeToString())
         root = reapi.msg("Directory")
         for i, mb in enumerate(mids):
             root.directories.add(name="m%d" % i, digest=digest(mb))
-        rb = root.SerializeToString()
-        for i in range(0, len(mids), 100):
-            self.batch_update(mids[i:i + 100])
-        self.batch_update([rb])
+        for i in range(0, len(mids), per_call):
+            self.batch_update(mids[i:i + per_call])
+        self.batch_update([root.SerializeToString()])
+        return root.SerializeToString(), mids
+
+    def test_get_tree_of_a_wide_tree_returns_every_directory(self):
+        # 500 directories under the root, each naming 200 distinct missing ones: the walk's
+        # queue (100,001 per call) fills before a page does, so calls end on a full queue.
+        rb, mids = self.wide_tree(500, 200, per_call=100)
         got, token, calls = [], "", 0
         while True:
             calls += 1
@@ -498,19 +503,7 @@ class Tree(ReapiCase):
     def test_get_tree_too_wide_to_go_on_is_resource_exhausted(self):
         # Three directories of 40,000 missing children each: a call resumed at the third one
         # fills its queue (100,001 directories) before it can return that one.
-        mids = []
-        for i in range(3):
-            d = reapi.msg("Directory")
-            for j in range(40000):
-                d.directories.add(name="%d" % j, digest=digest(b"gone %d %d" % (i, j)))
-            mids.append(d.SerializeToString())
-        root = reapi.msg("Directory")
-        for i, mb in enumerate(mids):
-            root.directories.add(name="m%d" % i, digest=digest(mb))
-        rb = root.SerializeToString()
-        for mb in mids:
-            self.batch_update([mb])
-        self.batch_update([rb])
+        rb, mids = self.wide_tree(3, 40000, per_call=1)
         req = reapi.msg("GetTreeRequest", root_digest=digest(rb))
         pages = list(self.c.GetTree(req, timeout=60))
         self.assertEqual([d.SerializeToString() for p in pages for d in p.directories],
