@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "rpc/h1_parse.h"
+
 /* The size line's states come first and the trailer's last: count_line relies on the order. */
 enum state {
     ST_SIZE = 0,       /* reading hex digits of a chunk size */
@@ -49,19 +51,6 @@ static int hex_value(uint8_t c)
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
-}
-
-/* A character allowed in trailer field values: VCHAR, obs-text, SP, HTAB (RFC 9110 §5.5). */
-static bool is_text(uint8_t c)
-{
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-/* tchar (RFC 9110 §5.6.2): the characters of extension names, token values, field names. */
-static bool is_tchar(uint8_t c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
 static bool is_ws(uint8_t c)
@@ -126,10 +115,10 @@ static int step_ext(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
         break;
     case ST_EXT_NAME_START:
         if (is_ws(c)) return 0;
-        if (is_tchar(c)) next = ST_EXT_NAME;
+        if (rpc_h1_is_tchar(c)) next = ST_EXT_NAME;
         break;
     case ST_EXT_NAME:
-        if (is_tchar(c)) return 0;
+        if (rpc_h1_is_tchar(c)) return 0;
         next = is_ws(c) ? ST_EXT_NAME_BWS : ext_end(c);
         if (c == '=') next = ST_EXT_VALUE;
         break;
@@ -141,10 +130,10 @@ static int step_ext(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
     case ST_EXT_VALUE:
         if (is_ws(c)) return 0;
         if (c == '"') next = ST_EXT_QUOTED;
-        if (is_tchar(c)) next = ST_EXT_TOKEN;
+        if (rpc_h1_is_tchar(c)) next = ST_EXT_TOKEN;
         break;
     case ST_EXT_TOKEN:
-        if (is_tchar(c)) return 0;
+        if (rpc_h1_is_tchar(c)) return 0;
         next = ext_end(c);
         break;
     case ST_EXT_QUOTED_END:
@@ -153,10 +142,10 @@ static int step_ext(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
     case ST_EXT_QUOTED: /* qdtext = HTAB / SP / VCHAR except '"' and '\\' / obs-text */
         if (c == '"') next = ST_EXT_QUOTED_END;
         if (c == '\\') next = ST_EXT_QUOTED_BS;
-        if (c != '"' && c != '\\' && is_text(c)) return 0;
+        if (c != '"' && c != '\\' && rpc_h1_is_value_char(c)) return 0;
         break;
     case ST_EXT_QUOTED_BS: /* quoted-pair = "\\" ( HTAB / SP / VCHAR / obs-text ) */
-        if (is_text(c)) next = ST_EXT_QUOTED;
+        if (rpc_h1_is_value_char(c)) next = ST_EXT_QUOTED;
         break;
     default:
         UNREACHABLE();
@@ -199,7 +188,7 @@ static int step(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
         /* A field line as in a head: token ":" value, no whitespace before the colon. */
         if (c == '\r') {
             d->state = ST_FINAL_LF;
-        } else if (is_tchar(c)) {
+        } else if (rpc_h1_is_tchar(c)) {
             d->state = ST_TRAILER_NAME;
         } else {
             return fail(err_desc, "malformed trailer field", -EPROTO);
@@ -208,14 +197,14 @@ static int step(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
     case ST_TRAILER_NAME:
         if (c == ':') {
             d->state = ST_TRAILER_VALUE;
-        } else if (!is_tchar(c)) {
+        } else if (!rpc_h1_is_tchar(c)) {
             return fail(err_desc, "malformed trailer field", -EPROTO);
         }
         return 0;
     case ST_TRAILER_VALUE:
         if (c == '\r') {
             d->state = ST_TRAILER_LF;
-        } else if (!is_text(c)) {
+        } else if (!rpc_h1_is_value_char(c)) {
             return fail(err_desc, "malformed trailer field", -EPROTO);
         }
         return 0;

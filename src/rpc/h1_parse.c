@@ -47,6 +47,16 @@ static bool is_class(char c, uint8_t cls)
     return (char_class[(uint8_t)c] & cls) != 0;
 }
 
+bool rpc_h1_is_tchar(uint8_t c)
+{
+    return (char_class[c] & CLASS_TCHAR) != 0;
+}
+
+bool rpc_h1_is_value_char(uint8_t c)
+{
+    return (char_class[c] & CLASS_VALUE) != 0;
+}
+
 static int fail(const char **err_desc, const char *desc, int err)
 {
     if (err_desc) *err_desc = desc;

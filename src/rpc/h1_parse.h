@@ -47,6 +47,11 @@ struct rpc_h1_head {
     struct rpc_h1_field fields[RPC_H1_FIELDS_MAX]; /* in the order received */
 };
 
+/* RFC 9110 character classes, for the other HTTP/1.1 parsers (chunked framing): a token
+ * character (§5.6.2), and a field-value character: VCHAR, obs-text, SP, HTAB (§5.5). */
+bool rpc_h1_is_tchar(uint8_t c);
+bool rpc_h1_is_value_char(uint8_t c);
+
 /*
  * Parses the request head at the start of <buf> (<len> bytes). <last_len> is the length passed
  * to the previous call for the same head (0 for the first). Returns:
