@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
+
 #define PATH_BYTES 1024 /* a Kubernetes container's cgroup path is about 150 */
 /* Lines of /proc/self/cgroup and /proc/self/mountinfo looked at: a bound, not a limit seen. */
 #define LINES_MAX 100000
@@ -249,4 +251,18 @@ uint64_t ring_cpus_limit_milli(const char *root)
     uint64_t l = limit_of(root, HIER_V2);
     if (l == 0) l = limit_of(root, HIER_V1_CPU);
     return l;
+}
+
+uint32_t ring_cpus_cores(void)
+{
+    uint32_t allowed = ring_cpus_allowed();
+    uint64_t limit = ring_cpus_limit_milli("");
+    uint32_t n = ring_cpus_default_cores(allowed, limit);
+    if (n < allowed) {
+        LOG_INFO("--cores not given: %u, for a cgroup CPU limit of %llu.%03llu CPUs (%u CPUs "
+                 "allowed)",
+                 n, (unsigned long long)(limit / 1000), (unsigned long long)(limit % 1000),
+                 allowed);
+    }
+    return n;
 }

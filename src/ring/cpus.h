@@ -30,4 +30,7 @@ uint64_t ring_cpus_limit_milli(const char *root);
  */
 uint32_t ring_cpus_default_cores(uint32_t allowed, uint64_t limit_milli);
 
+/* The same for this process (its affinity mask and cgroups), logged when the limit lowers it. */
+uint32_t ring_cpus_cores(void);
+
 #endif /* RINGCAS_RING_CPUS_H */

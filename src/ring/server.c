@@ -336,7 +336,7 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
     if (!srv) return -ENOMEM;
     srv->opts = *opts;
     uint32_t allowed = ring_cpus_allowed();
-    srv->core_count = opts->cores ? opts->cores : allowed;
+    srv->core_count = opts->cores ? opts->cores : ring_cpus_cores();
     /* Pinned when every allowed CPU gets a thread of its own: then pinning only keeps each
      * core's ring and caches on one CPU. With fewer threads than CPUs (a CPU limit below the
      * cpuset, --cores below the machine) pinning would stack them on the first CPUs of a

@@ -208,21 +208,6 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     return 0;
 }
 
-/* One core per allowed CPU, or as many as the cgroup's CPU limit pays for (ring/cpus.h). */
-static uint32_t default_cores(void)
-{
-    uint32_t allowed = ring_cpus_allowed();
-    uint64_t limit = ring_cpus_limit_milli("");
-    uint32_t n = ring_cpus_default_cores(allowed, limit);
-    if (n < allowed) {
-        LOG_INFO("--cores not given: %u, for a cgroup CPU limit of %llu.%03llu CPUs (%u CPUs "
-                 "allowed)",
-                 n, (unsigned long long)(limit / 1000), (unsigned long long)(limit % 1000),
-                 allowed);
-    }
-    return n;
-}
-
 /*
  * --cores as given. More cores than CPUs to run on is allowed (a test may want it), but each
  * core is a thread that polls its ring: the extra ones only take turns on the same CPUs.
@@ -269,7 +254,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
         .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
     };
-    cfg.core_count = so.cores ? given_cores(opts->cores) : default_cores();
+    cfg.core_count = so.cores ? given_cores(opts->cores) : ring_cpus_cores();
     so.cores = cfg.core_count;
     cfg.cores = calloc(cfg.core_count, sizeof(struct rpc_core *));
     if (!cfg.cores) {
