@@ -1,6 +1,6 @@
 /*
- * The server: one pinned thread per core, each with its own ring, its own SO_REUSEPORT
- * listener and its own connections, and a graceful shutdown.
+ * The server: one thread per core (pinned when there is one per CPU), each with its own ring, its
+ * own SO_REUSEPORT listener and its own connections, and a graceful shutdown.
  *
  * Shutdown (ring_server_stop, or SIGTERM/SIGINT through ring_server_wait_signals): the main
  * thread sends each core a message over IORING_OP_MSG_RING. Each core stops accepting, asks
@@ -38,7 +38,7 @@ struct ring_server_hooks {
 
 struct ring_server_options {
     struct ring_core_options core; /* per-core table sizes */
-    uint32_t cores;                /* threads; 0: one per CPU the process may run on */
+    uint32_t cores;                /* threads; 0: ring_cpus_cores() (CPUs, CPU limit) */
     const char *host;              /* listen address */
     uint16_t port;                 /* listen port; 0 picks a free one */
     int backlog;                   /* listen(2) backlog per core */
