@@ -9,9 +9,12 @@
  * - every request byte handed to rpc_call_on_data is consumed exactly once: at once, when the
  *   service is done with it, or when the call ends;
  * - while input is held, bytes are queued in order and delivered in order after resume;
- * - the service sees no callback after finish or cancel.
+ * - the service sees no callback after finish or cancel;
+ * - a call is on rpc_core.receiving exactly while it is dispatched, not over and its client
+ *   has not ended the request (recv_untrack on every way out);
+ * - rpc_core's request memory counts each assembled unary request once, until it is released.
  *
- * Sections: life, input, output, status.
+ * Sections: life, stalled clients, input, output, status.
  */
 #include "rpc/call.h"
 
@@ -34,6 +37,7 @@
 
 static void finish_with(struct rpc_call *c, int status, const char *message, int http_status);
 static void unary_release(struct rpc_call *c);
+static void cancel(struct rpc_call *c, int status, const char *message);
 
 /* ---- life ---- */
 
@@ -145,6 +149,7 @@ static void call_idle(struct ring_core *core, void *ctx)
     ASSERT(c->segs_in_send == 0);
     ASSERT(c->pins == 0);
     ASSERT(!c->input_held);
+    ASSERT(!c->receiving);
     unary_release(c);
     base_arena_deinit(&c->arena);
     base_counter_dec(&c->rc->counters.grpc_calls);
@@ -251,6 +256,92 @@ void rpc_call_on_conn_close(struct rpc_call *c)
     rpc_call_check_free(c);
 }
 
+/* ---- stalled clients ---- */
+
+/*
+ * A call waits for request bytes from its dispatch until the client ends the request. One
+ * whose client sends nothing for --read-timeout while the server waits for it ends with
+ * DEADLINE_EXCEEDED (an upload it began is aborted through on_cancel): HTTP/2 PINGs and other
+ * streams keep a connection alive (the ring's receive timeout), not a call, and a request
+ * held incomplete keeps its memory (a unary message up to RPC_MESSAGE_MAX, an upload's slot
+ * and buffers). Time the server itself holds the input up (the engine waits for the disk, a
+ * commit is pending, the connection paused its receives) does not count. Checked every
+ * quarter of the timeout, at most a second apart, while any call waits.
+ */
+static void stall_fired(struct ring_timer *t);
+
+void rpc_call_core_init(struct rpc_core *rc)
+{
+    base_list_init(&rc->receiving);
+    ring_owner_init(&rc->owner);
+    ring_timer_init(&rc->stall, stall_fired, rc);
+}
+
+void rpc_call_core_quiesce(struct rpc_core *rc)
+{
+    rc->quiescing = true;
+    if (ring_timer_is_armed(&rc->stall)) ring_timer_stop(rc->ring, &rc->stall);
+}
+
+void rpc_call_core_deinit(struct rpc_core *rc)
+{
+    bool none = base_list_is_empty(&rc->receiving); /* no call in an ASSERT (clang-tidy) */
+    ASSERT(none);
+    ring_owner_deinit(&rc->owner);
+}
+
+static void stall_arm(struct rpc_core *rc)
+{
+    /* A second at most, so the timer's op ends soon after the last call stopped waiting. */
+    uint64_t ms = rc->cfg->read_timeout_ms / 4;
+    ms = ms < 10 ? 10 : ms > 1000 ? 1000 : ms;
+    if (base_list_is_empty(&rc->receiving) || rc->quiescing || ring_timer_is_armed(&rc->stall)) {
+        return;
+    }
+    if (ring_timer_start(rc->ring, &rc->stall, &rc->owner, ms) < 0) {
+        LOG_WARN("rpc: cannot arm the stalled-request check (op table full)");
+    }
+}
+
+static void recv_track(struct rpc_call *c)
+{
+    struct rpc_core *rc = c->rc;
+    if (c->receiving || rc->cfg->read_timeout_ms == 0) return;
+    c->receiving = true;
+    c->input_ns = base_clock_now_ns();
+    base_list_add_tail(&rc->receiving, &c->recv_link);
+    stall_arm(rc);
+}
+
+static void recv_untrack(struct rpc_call *c)
+{
+    if (!c->receiving) return;
+    c->receiving = false;
+    base_list_del(&c->recv_link);
+}
+
+static void stall_fired(struct ring_timer *t)
+{
+    struct rpc_core *rc = t->ctx;
+    uint64_t now = base_clock_now_ns();
+    uint64_t limit = (uint64_t)rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
+    /* Bounded by the calls alive on this core; cancel() takes <c> off the list. */
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &rc->receiving)
+    {
+        struct rpc_call *c = BASE_CONTAINER_OF(it, struct rpc_call, recv_link);
+        if (c->input_held || c->pins > 0 || rpc_h2_holds_input(c)) {
+            c->input_ns = now; /* the server holds it up: the client's time starts later */
+            continue;
+        }
+        if (now - c->input_ns < limit) continue;
+        base_counter_inc(&rc->counters.grpc_stalls);
+        LOG_DEBUG("call %s on stream %d: no request data within --read-timeout", c->path,
+                  c->stream_id);
+        cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "no request data within --read-timeout");
+    }
+    stall_arm(rc);
+}
+
 /* ---- input ---- */
 
 static bool header_error(struct rpc_call *c)
@@ -291,6 +382,7 @@ void rpc_call_on_headers(struct rpc_call *c)
     c->metrics_begun = true;
     if (header_error(c)) return;
     proto_deframer_init(&c->deframer, RPC_MESSAGE_MAX);
+    if (!c->peer_ended) recv_track(c);
     if (!c->has_timeout) return;
     if (c->timeout_ms == 0) {
         base_counter_inc(&c->rc->counters.grpc_deadlines);
@@ -302,6 +394,26 @@ void rpc_call_on_headers(struct rpc_call *c)
     }
 }
 
+/*
+ * Takes <len> more bytes of the core's request memory (--request-memory) for <c>'s unary
+ * message, as they arrive; false (the call ended RESOURCE_EXHAUSTED, which clients retry)
+ * when that would pass the limit. Without it any client could hold 128 streams x 4 MiB per
+ * connection, on as many connections as it likes.
+ */
+static bool request_mem_take(struct rpc_call *c, uint32_t len)
+{
+    struct base_counter *used = &c->rc->counters.grpc_request_bytes;
+    if (base_counter_get(used) + len > c->rc->cfg->opts.request_memory) {
+        base_counter_inc(&c->rc->counters.grpc_request_mem_refused);
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+                        "server busy: the memory for requests being received is taken, retry");
+        return false;
+    }
+    base_counter_add(used, len);
+    c->msg_reserved += len;
+    return true;
+}
+
 static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
 {
     uint32_t len = c->deframer.msg_len;
@@ -311,6 +423,7 @@ static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
         c->msg_got = len;
         return 0;
     }
+    if (!request_mem_take(c, (uint32_t)ev->len)) return -1;
     if (!c->msg) {
         c->msg = proto_alloc_malloc(&c->rc->pb_mem, len);
         if (!c->msg) {
@@ -328,6 +441,8 @@ static void unary_release(struct rpc_call *c)
 {
     proto_alloc_free(&c->rc->pb_mem, c->msg);
     if (c->msg_bid != RING_CONN_NO_BUF) ring_buf_unref(c->rc->ring, c->msg_bid);
+    base_counter_add(&c->rc->counters.grpc_request_bytes, -(uint64_t)c->msg_reserved);
+    c->msg_reserved = 0;
     c->msg = NULL;
     c->msg_direct = NULL;
     c->msg_got = 0;
@@ -357,6 +472,7 @@ static int unary_end(struct rpc_call *c)
         ring_buf_ref(c->rc->ring, c->in_bid);
         c->msg_bid = c->in_bid;
     } else if (c->msg_direct) {
+        if (!request_mem_take(c, c->msg_len)) return -1;
         c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
         if (!c->msg) {
             rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a message");
@@ -512,6 +628,7 @@ static void deliver_half_close(struct rpc_call *c)
 void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
 {
     c->bytes_in += len;
+    if (c->receiving) c->input_ns = base_clock_now_ns();
     if (rpc_call_is_over(c) || !c->method) {
         rpc_h2_consume(c, len);
         return;
@@ -528,6 +645,7 @@ void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t
 void rpc_call_on_end_stream(struct rpc_call *c)
 {
     c->peer_ended = true;
+    recv_untrack(c);
     if (c->input_held || !base_list_is_empty(&c->in)) return; /* delivered after the input */
     deliver_half_close(c);
 }
@@ -537,6 +655,7 @@ void rpc_call_resume_input(struct rpc_call *c)
     struct ring_core *core = c->rc->ring;
     if (c->input_held) {
         c->input_held = false;
+        if (c->receiving) c->input_ns = base_clock_now_ns(); /* the client's time starts now */
         rpc_h2_consume(c, c->held_len);
         if (c->held_bid != RING_CONN_NO_BUF) ring_buf_unref(core, c->held_bid);
         if (c->held_slice) {
@@ -689,6 +808,7 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
     if (c->finished) return;
     c->finished = true;
     c->status = status;
+    recv_untrack(c);
     if (message) {
         (void)proto_status_encode_message(message, strlen(message), c->message, sizeof(c->message));
     }

@@ -175,6 +175,10 @@ struct rpc_call {
     bool freeing;                       /* the owner is closing; memory goes soon */
     bool half_closed;                   /* the end of the request was delivered to the service */
     bool input_held;                    /* the service holds input bytes (RPC_HELD) */
+    bool receiving;                     /* on rpc_core.receiving (waits for request bytes) */
+    uint32_t msg_reserved;              /* bytes of the core's request memory <msg> takes */
+    uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
+    struct base_list recv_link;         /* on rpc_core.receiving */
     char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded; from here on a
                                            reused call is not cleared (rpc_call_new) */
     /* Small service state lives here, so most calls need no allocation of their own. */
@@ -257,6 +261,14 @@ void rpc_call_delete(struct rpc_call *c);
 
 /* Frees the core's pool of free calls (server hook core_deinit). */
 void rpc_call_pool_drain(struct rpc_core *rc);
+
+/*
+ * The core's watch over calls waiting for request bytes: init with the core, quiesce (stops
+ * the check) before the engine quiesces, deinit when the core stops.
+ */
+void rpc_call_core_init(struct rpc_core *rc);
+void rpc_call_core_quiesce(struct rpc_core *rc);
+void rpc_call_core_deinit(struct rpc_core *rc);
 
 /* The request headers are complete: validate and dispatch. */
 void rpc_call_on_headers(struct rpc_call *c);

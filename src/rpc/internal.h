@@ -15,6 +15,7 @@
 #include "proto/alloc.h"
 #include "ring/conn.h"
 #include "ring/core.h"
+#include "ring/timer.h"
 #include "rpc/metrics.h"
 #include "rpc/server.h"
 
@@ -36,7 +37,7 @@ struct rpc_call;
     X(bs_uploads_parked, gauge, "ByteStream uploads kept for resumption")                          \
     X(bs_readers, gauge, "ByteStream and batch readers open")                                      \
     X(bs_uploads, gauge, "ByteStream and batch uploads open")                                      \
-    X(bs_write_stalls, counter, "ByteStream Writes ended: no request data within --read-timeout")  \
+    X(grpc_request_bytes, gauge, "bytes taken by unary requests being received")                   \
     X(h2_refused_streams, counter, "streams refused: too many calls alive on the connection")      \
     X(h2_header_overflows, counter, "streams reset: request headers over the limit")               \
     X(h2_glitches, counter, "invalid frames received")                                             \
@@ -45,6 +46,8 @@ struct rpc_call;
     X(h2_recv_yields, counter, "receives paused: input held for the engine, buffers low")          \
     X(grpc_oversize, counter, "messages refused over the size limit")                              \
     X(grpc_deadlines, counter, "calls ended by their grpc-timeout")                                \
+    X(grpc_stalls, counter, "calls ended: no request data within --read-timeout")                  \
+    X(grpc_request_mem_refused, counter, "calls refused: the core's request memory was taken")     \
     X(grpc_cancels, counter, "calls cancelled by the client or a closed connection")               \
     X(grpc_flushes, counter, "sends of HTTP/2 output")                                             \
     X(grpc_bytes_zero_copy, counter, "response bytes sent from service memory without a copy")
@@ -85,6 +88,10 @@ struct rpc_core {
     void *bytestream;             /* ByteStream's per-core state (parked uploads) */
     struct rpc_call *call_pool;   /* free calls for reuse (rpc_call.pool_next) */
     uint32_t call_pool_count;     /* entries in call_pool */
+    struct base_list receiving;   /* struct rpc_call.recv_link: calls waiting for request bytes */
+    struct ring_owner owner;      /* the stall check's op */
+    struct ring_timer stall;      /* ends the calls whose client stopped sending */
+    bool quiescing;               /* the stall check is off */
 };
 
 /*

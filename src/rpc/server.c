@@ -42,6 +42,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->zstd_level = 1;
     opts->direct_io = true;
     opts->map_reads = true;
+    opts->request_memory = 256ULL << 20;
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -74,6 +75,7 @@ static int core_init(struct ring_core *core, void *arg)
     proto_alloc_cache(&rc->h2_mem, RPC_MEM_IDLE_MAX);
     proto_alloc_cache(&rc->pb_mem, RPC_MEM_IDLE_MAX);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
+    rpc_call_core_init(rc);
     int err = blob_core_init(cfg->store, core, &rc->blob);
     if (err < 0) {
         LOG_ERROR("core %u: blob_core_init: %s", ring_core_index(core), base_err_str(err));
@@ -92,6 +94,7 @@ static void core_quiesce(struct ring_core *core, void *arg)
     struct rpc_core *rc = ring_core_app(core);
     /* Uploads kept for resumption are the rpc layer's: they go before the engine quiesces. */
     rpc_svc_bytestream_quiesce(rc);
+    rpc_call_core_quiesce(rc);
     blob_core_quiesce(rc->blob);
 }
 
@@ -108,6 +111,7 @@ static void core_deinit(struct ring_core *core, void *arg)
     proto_alloc_deinit(&rc->h2_mem);
     proto_alloc_deinit(&rc->pb_mem);
     rpc_call_pool_drain(rc);
+    rpc_call_core_deinit(rc);
     rpc_svc_bytestream_deinit(rc);
     /* GET /metrics on another core reads the engine's counters: unpublish it first. */
     struct blob_core *bc = rc->blob;
@@ -198,6 +202,11 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     }
     if (opts->read_timeout_ms > UINT32_MAX || opts->write_timeout_ms > UINT32_MAX) {
         (void)fprintf(stderr, "ringcas serve: --read-timeout/--write-timeout: at most 49 days\n");
+        return -EINVAL;
+    }
+    if (opts->request_memory < RPC_MESSAGE_MAX) {
+        (void)fprintf(stderr,
+                      "ringcas serve: --request-memory: at least 4MiB+64KiB (one message)\n");
         return -EINVAL;
     }
     if (opts->cores > 1024) {

@@ -85,13 +85,10 @@ struct bs_core {
     struct ring_timer sweep;       /* aborts expired uploads */
     struct base_list read_waiters; /* struct bs_read.wait_link, oldest first */
     struct ring_timer wake;        /* retries the waiting reads */
-    struct base_list writes;       /* struct bs_write.stall_link: uploads waiting for data */
-    struct ring_timer stall;       /* ends the writes whose client stopped sending */
 };
 
 static void sweep_fired(struct ring_timer *t);
 static void wake_fired(struct ring_timer *t);
-static void stall_fired(struct ring_timer *t);
 
 static struct bs_core *bs_core_get(struct rpc_core *rc)
 {
@@ -102,11 +99,9 @@ static struct bs_core *bs_core_get(struct rpc_core *rc)
     bs->rc = rc;
     base_list_init(&bs->parked);
     base_list_init(&bs->read_waiters);
-    base_list_init(&bs->writes);
     ring_owner_init(&bs->owner);
     ring_timer_init(&bs->sweep, sweep_fired, bs);
     ring_timer_init(&bs->wake, wake_fired, bs);
-    ring_timer_init(&bs->stall, stall_fired, bs);
     rc->bytestream = bs;
     return bs;
 }
@@ -506,7 +501,6 @@ void rpc_svc_bytestream_quiesce(struct rpc_core *rc)
     bs->quiescing = true;
     if (ring_timer_is_armed(&bs->sweep)) ring_timer_stop(rc->ring, &bs->sweep);
     if (ring_timer_is_armed(&bs->wake)) ring_timer_stop(rc->ring, &bs->wake);
-    if (ring_timer_is_armed(&bs->stall)) ring_timer_stop(rc->ring, &bs->stall);
     BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->parked)
     {
         parked_drop(bs, BASE_CONTAINER_OF(it, struct bs_parked, link), true);
@@ -518,8 +512,6 @@ void rpc_svc_bytestream_deinit(struct rpc_core *rc)
     struct bs_core *bs = rc->bytestream;
     if (!bs) return;
     ASSERT(bs->count == 0);
-    bool writes_empty = base_list_is_empty(&bs->writes); /* no call in an ASSERT (clang-tidy) */
-    ASSERT(writes_empty);
     ring_owner_deinit(&bs->owner);
     free(bs);
     rc->bytestream = NULL;
@@ -542,72 +534,13 @@ struct bs_write {
     bool msg_checked;                   /* this message's fields before data were checked */
     bool appending;                     /* an append is pending: the engine holds the input */
     bool committing;                    /* the commit is pending (the call is pinned) */
-    bool tracked;                       /* on bs_core.writes */
-    struct base_list stall_link;        /* on bs_core.writes while the upload waits for data */
-    uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
 };
 
-/*
- * Stalled clients. An upload takes one of its core's upload slots and buffers, so a Write
- * whose client sends no request bytes for --read-timeout while the server waits for them is
- * ended with DEADLINE_EXCEEDED and its upload aborted: HTTP/2 PINGs and other streams keep a
- * connection alive (the ring's receive timeout), not an upload. Time the server itself holds
- * the input (the engine waits for the disk, the connection paused its receives) does not
- * count. Checked every quarter of the timeout, at least once a second, while uploads run.
- */
-static void stall_arm(struct bs_core *bs)
-{
-    /* A second at most, so the timer's op ends soon after the last upload did. */
-    uint64_t ms = bs->rc->cfg->read_timeout_ms / 4;
-    ms = ms < 10 ? 10 : ms > 1000 ? 1000 : ms;
-    if (base_list_is_empty(&bs->writes) || bs->quiescing || ring_timer_is_armed(&bs->stall)) return;
-    if (ring_timer_start(bs->rc->ring, &bs->stall, &bs->owner, ms) < 0) {
-        LOG_WARN("bytestream: cannot arm the stalled-upload check (op table full)");
-    }
-}
-
-static void write_track(struct bs_write *st)
-{
-    struct bs_core *bs = bs_core_get(st->c->rc);
-    if (!bs || st->tracked || st->c->rc->cfg->read_timeout_ms == 0) return;
-    st->tracked = true;
-    st->input_ns = base_clock_now_ns();
-    base_list_add_tail(&bs->writes, &st->stall_link);
-    stall_arm(bs);
-}
-
-static void write_untrack(struct bs_write *st)
-{
-    if (!st->tracked) return;
-    st->tracked = false;
-    base_list_del(&st->stall_link);
-}
-
 static int write_fail(struct bs_write *st, int err, const char *what);
-
-static void stall_fired(struct ring_timer *t)
-{
-    struct bs_core *bs = t->ctx;
-    uint64_t now = base_clock_now_ns();
-    uint64_t limit = (uint64_t)bs->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
-    BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->writes)
-    {
-        struct bs_write *st = BASE_CONTAINER_OF(it, struct bs_write, stall_link);
-        if (st->appending || rpc_h2_holds_input(st->c)) {
-            st->input_ns = now; /* the server holds it up: the client's time starts later */
-            continue;
-        }
-        if (now - st->input_ns < limit) continue;
-        base_counter_inc(&bs->rc->counters.bs_write_stalls);
-        (void)write_fail(st, -ETIMEDOUT, "no request data within --read-timeout");
-    }
-    stall_arm(bs);
-}
 
 /* Ends the stream with <err>; an upload not yet committing is aborted (nothing visible). */
 static int write_fail(struct bs_write *st, int err, const char *what)
 {
-    write_untrack(st);
     if (st->u && !st->committing) {
         upload_abort(st->c->rc, st->u);
         st->u = NULL;
@@ -633,7 +566,6 @@ static int begin_upload(struct bs_write *st, uint64_t offset)
         st->u = p->u;
         st->next_offset = offset;
         parked_drop(c->rc->bytestream, p, false);
-        write_track(st);
         return 0;
     }
     if (p) parked_drop(c->rc->bytestream, p, true);
@@ -652,7 +584,6 @@ static int begin_upload(struct bs_write *st, uint64_t offset)
     if (rc < 0) return write_fail(st, rc, "upload");
     base_counter_inc(&c->rc->counters.bs_uploads);
     st->next_offset = 0;
-    write_track(st);
     return 0;
 }
 
@@ -747,7 +678,6 @@ static int write_on_bytes(struct rpc_call *c, const uint8_t *p, size_t len)
     struct bs_write *st = c->svc;
     st->rest = p;
     st->rest_len = len;
-    if (st->tracked) st->input_ns = base_clock_now_ns();
     return write_pump(st);
 }
 
@@ -777,7 +707,6 @@ static int write_on_msg_end(struct rpc_call *c)
     st->next_offset += st->w.data_len;
     if (!st->w.finish_write) return 0;
     st->bytes_in = blob_upload_bytes_in(st->u);
-    write_untrack(st);
     int rc = blob_upload_commit(st->u, commit_done, st);
     if (rc < 0) return write_fail(st, rc, "commit");
     st->committing = true;
@@ -793,7 +722,6 @@ static void write_on_half_close(struct rpc_call *c)
         return;
     }
     if (st->committing || !st->u) return;
-    write_untrack(st);
     /* Ended without finish_write: keep the upload for a resumed Write. */
     uint64_t committed = blob_upload_bytes_in(st->u);
     park(c->rc, st->u, &st->res);
@@ -804,7 +732,6 @@ static void write_on_half_close(struct rpc_call *c)
 static void write_on_cancel(struct rpc_call *c)
 {
     struct bs_write *st = c->svc;
-    if (st) write_untrack(st);
     if (!st || !st->u || st->committing) return;
     /* A dropped connection may come back to resume; a reset or a deadline means "stop". */
     if (c->cancel_status == PROTO_STATUS_UNAVAILABLE && !st->appending) {

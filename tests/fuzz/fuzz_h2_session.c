@@ -20,6 +20,7 @@
 #include "base/assert.h"
 #include "blob/store.h"
 #include "ring/core.h"
+#include "rpc/call.h"
 #include "rpc/internal.h"
 #include "rpc/svc.h"
 
@@ -91,6 +92,7 @@ static void setup(void)
         (void)fprintf(stderr, "fuzz_h2_session: %s\n", why);
         abort();
     }
+    rpc_server_options_default(&cfg.opts);
     cfg.read_timeout_ms = 2000;
     cfg.write_timeout_ms = 2000;
     cfg.core_count = 1;
@@ -101,6 +103,7 @@ static void setup(void)
     proto_alloc_init(&rc->h2_mem);
     proto_alloc_init(&rc->pb_mem);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
+    rpc_call_core_init(rc);
     ring_core_set_app(core, rc);
     open_store();
     if (getenv("FUZZ_VERBOSE")) atexit(report);

@@ -61,6 +61,11 @@ class Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.closed = False
+        # The peer's flow-control windows, for data_flow (RFC 9113 §6.9).
+        self.conn_window = 65535
+        self.initial_window = 65535
+        self.windows = {}
+        self.seen = []  # frames data_flow read while it waited for a window
         payload = b"".join(struct.pack(">HI", k, v) for k, v in settings)
         self.send_raw(PREFACE + self.frame(SETTINGS, 0, 0, payload))
         if window:
@@ -99,6 +104,42 @@ class Conn:
                 break
         self.send_raw(out)
 
+    def _track_window(self, ftype, flags, stream, payload):
+        if ftype == WINDOW_UPDATE and len(payload) == 4:
+            inc = int.from_bytes(payload, "big") & 0x7fffffff
+            if stream == 0:
+                self.conn_window += inc
+            else:
+                self.windows[stream] = self.windows.get(stream, self.initial_window) + inc
+        elif ftype == SETTINGS and not flags & ACK:
+            for i in range(0, len(payload) - 5, 6):
+                key, value = struct.unpack(">HI", payload[i:i + 6])
+                if key == 4:  # SETTINGS_INITIAL_WINDOW_SIZE applies to open streams too
+                    for s in self.windows:
+                        self.windows[s] += value - self.initial_window
+                    self.initial_window = value
+
+    def data_flow(self, stream, payload, end_stream=False, timeout=20.0):
+        """DATA frames within the peer's windows, as a well-behaved client sends them: waits
+        for WINDOW_UPDATE where a window is spent. Frames read meanwhile go to self.seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            window = min(self.conn_window, self.windows.get(stream, self.initial_window))
+            n = min(len(payload), max(window, 0), 16384)
+            if n > 0 or not payload:
+                piece, payload = payload[:n], payload[n:]
+                self.conn_window -= n
+                self.windows[stream] = self.windows.get(stream, self.initial_window) - n
+                self.send_frame(DATA, END_STREAM if end_stream and not payload else 0, stream,
+                                piece)
+                if not payload:
+                    return
+                continue
+            f = self.read_frame(max(0.01, deadline - time.monotonic()))
+            if f is None:
+                raise ConnectionError("the peer closed while data waited for a window")
+            self.seen.append(f)
+
     def rst(self, stream, code=CANCEL):
         self.send_frame(RST_STREAM, 0, stream, struct.pack(">I", code))
 
@@ -114,6 +155,7 @@ class Conn:
                     stream = int.from_bytes(self.buf[5:9], "big") & 0x7fffffff
                     payload = self.buf[9:9 + n]
                     self.buf = self.buf[9 + n:]
+                    self._track_window(ftype, flags, stream, payload)
                     try:
                         if ftype == SETTINGS and not flags & ACK and self.ack:
                             self.send_frame(SETTINGS, ACK, 0)

@@ -22,7 +22,8 @@ import harness
 import reapi
 
 GAUGES = ("h2_streams", "grpc_calls", "grpc_segs", "grpc_slices", "grpc_pins", "pb_mem_bytes",
-          "bs_readers", "bs_uploads")
+          "bs_readers", "bs_uploads", "grpc_request_bytes")
+BATCH_UPDATE = "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs"
 HEALTH = "/grpc.health.v1.Health/Check"
 # HealthCheckResponse{status: SERVING}, framed: what a successful Check sends back.
 SERVING = h2raw.grpc_message(b"\x08\x01")
@@ -481,7 +482,7 @@ class Idle(harness.ServerTestCase):
     def test_pings_keep_the_connection_but_not_a_stalled_upload(self):
         data = os.urandom(1000)
         route = "google.bytestream.ByteStream/Write"
-        stalls = self.server.metric("ringcas_bs_write_stalls")
+        stalls = self.server.metric("ringcas_grpc_stalls")
         deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
         c = h2raw.Conn(self.server.port, window=1 << 20)
         try:
@@ -499,9 +500,45 @@ class Idle(harness.ServerTestCase):
             self.assertFalse(c.closed)  # the connection itself is alive
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_bs_write_stalls") - stalls, 1)
+        self.assertEqual(self.server.metric("ringcas_grpc_stalls") - stalls, 1)
         self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
                          deadline_exceeded, 1)
+
+    def test_pings_keep_the_connection_but_not_a_stalled_unary_request(self):
+        """A unary request the client stops sending holds a stream and, halfway through its
+        message, that message's memory: it ends like a stalled upload."""
+        route = BATCH_UPDATE[1:]
+        stalls = self.server.metric("ringcas_grpc_stalls")
+        deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        try:
+            # Stream 1: 5000 bytes of a 100000-byte message. Stream 3: a whole message, but
+            # the request never ends (no END_STREAM).
+            c.headers(1, h2raw.grpc_headers(BATCH_UPDATE))
+            c.data(1, b"\x00" + struct.pack(">I", 100000) + b"\x0a" * 5000)
+            c.headers(3, h2raw.grpc_headers(BATCH_UPDATE))
+            c.data(3, h2raw.grpc_message(b""))
+            harness.wait_for(lambda: self.server.metric("ringcas_grpc_request_bytes") == 5000,
+                             timeout=10, what="the partial message to be held")
+            start = time.monotonic()
+            ended = set()
+            while len(ended) < 2 and time.monotonic() - start < 8:
+                c.send_frame(h2raw.PING, 0, 0, b"keepaliv")
+                until = time.monotonic() + 0.3
+                while time.monotonic() < until and not c.closed:
+                    try:
+                        f = c.read_frame(max(0.01, until - time.monotonic()))
+                    except TimeoutError:
+                        break
+                    if f and f[2] in (1, 3) and f[1] & h2raw.END_STREAM:
+                        ended.add(f[2])
+            self.assertFalse(c.closed)  # the connection itself is alive
+        finally:
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_grpc_stalls") - stalls, 2)
+        self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
+                         deadline_exceeded, 2)
+        self.assertGreaterEqual(time.monotonic() - start, 0.9)
 
     def test_a_slow_upload_that_keeps_sending_completes(self):
         data = os.urandom(1000)
@@ -525,6 +562,66 @@ class Idle(harness.ServerTestCase):
             self.assertEqual(len(client.FindMissingBlobs(req, timeout=10).missing_blob_digests), 0)
         finally:
             client.close()
+
+
+class RequestMemory(harness.ServerTestCase):
+    """--request-memory bounds what unary requests being received hold on a core: a client
+    that opens many streams and sends most of a large message on each cannot take the
+    server's memory; past the bound a request is RESOURCE_EXHAUSTED (clients retry it)."""
+    server_args = ("--request-memory", "8MiB")
+    server_cores = 1  # the attacker's and the real client's connections share the core
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=GAUGES)
+
+    def batch(self, data):
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        r = req.requests.add()
+        r.digest.hash = hashlib.sha256(data).hexdigest()
+        r.digest.size_bytes = len(data)
+        r.data = data
+        return req
+
+    def test_partial_messages_are_bounded_and_released(self):
+        refused = self.server.metric("ringcas_grpc_request_mem_refused")
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        client = reapi.Client(self.server.address)
+        try:
+            # Two streams, each 3 MiB into a 4 MiB message: 6 of the 8 MiB.
+            for sid in (1, 3):
+                c.headers(sid, h2raw.grpc_headers(BATCH_UPDATE))
+                c.data_flow(sid, b"\x00" + struct.pack(">I", 4 << 20) + b"\x0a" * (3 << 20))
+            harness.wait_for(
+                lambda: self.server.metric("ringcas_grpc_request_bytes") == 6 << 20,
+                timeout=20, what="6 MiB of partial messages held")
+            # A real client's 3 MiB batch would pass the bound: refused, nothing stored.
+            data = os.urandom(3 << 20)
+            with self.assertRaises(grpc.RpcError) as cm:
+                client.BatchUpdateBlobs(self.batch(data), timeout=20)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("memory for requests being received", cm.exception.details())
+            self.assertEqual(self.server.metric("ringcas_grpc_request_mem_refused") - refused, 1)
+            # Small requests still pass (1 MiB left), and the memory comes back with a reset.
+            small = os.urandom(1000)
+            resp = client.BatchUpdateBlobs(self.batch(small), timeout=20)
+            self.assertEqual(resp.responses[0].status.code, 0)
+            c.rst(1)
+            harness.wait_for(
+                lambda: self.server.metric("ringcas_grpc_request_bytes") == 3 << 20,
+                timeout=10, what="the reset stream's memory to come back")
+            resp = client.BatchUpdateBlobs(self.batch(data), timeout=20)
+            self.assertEqual(resp.responses[0].status.code, 0)
+        finally:
+            client.close()
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_grpc_request_mem_refused") - refused, 1)
+
+    def test_the_bound_is_checked_at_startup(self):
+        proc = subprocess.run([harness.binary(), "serve", "--request-memory", "1MiB",
+                               "--listen", "127.0.0.1:1", "--dir", "/nonexistent/x"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("--request-memory: at least 4MiB+64KiB", proc.stderr)
 
 
 class Drain(unittest.TestCase):

@@ -24,6 +24,7 @@
 #include "blob/store.h"
 #include "proto/wire.h"
 #include "ring/core.h"
+#include "rpc/call.h"
 #include "rpc/internal.h"
 #include "rpc/svc.h"
 
@@ -46,6 +47,7 @@ __attribute__((noinline)) static void env_open(struct env *e, uint32_t bufs)
     o.recv_buf_size = 16 * 1024;
     char why[256];
     cr_assert(eq(int, ring_core_create(&o, 0, &e->core, why, sizeof(why)), 0), "%s", why);
+    rpc_server_options_default(&e->cfg.opts);
     e->cfg.read_timeout_ms = 200;
     e->cfg.write_timeout_ms = 200;
     e->cfg.core_count = 1;
@@ -56,6 +58,7 @@ __attribute__((noinline)) static void env_open(struct env *e, uint32_t bufs)
     proto_alloc_init(&e->rc->h2_mem);
     proto_alloc_init(&e->rc->pb_mem);
     proto_alloc_protobuf(&e->rc->pb_mem, &e->rc->pb);
+    rpc_call_core_init(e->rc);
     ring_core_set_app(e->core, e->rc);
     e->io = blob_io_sim_create(11);
     cr_assert(ne(ptr, e->io, NULL));
@@ -75,6 +78,11 @@ __attribute__((noinline)) static void env_open(struct env *e, uint32_t bufs)
 
 static void env_close(struct env *e)
 {
+    rpc_call_core_quiesce(e->rc);
+    for (int i = 0; i < 100 && e->rc->owner.ops_in_flight > 0; i++) {
+        cr_assert(ge(int, ring_core_tick(e->core, 10), 0));
+    }
+    rpc_call_core_deinit(e->rc);
     blob_core_deinit(e->rc->blob);
     blob_store_close(e->store);
     blob_io_sim_destroy(e->io);
