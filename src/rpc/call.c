@@ -10,8 +10,7 @@
  *   service is done with it, or when the call ends;
  * - while input is held, bytes are queued in order and delivered in order after resume;
  * - the service sees no callback after finish or cancel;
- * - a call is on rpc_core.receiving exactly while it is dispatched, not over and its client
- *   has not ended the request (recv_untrack on every way out);
+ * - a call is on rpc_core.watched from its dispatch until it is freed;
  * - rpc_core's request memory counts each assembled unary request once, until it is released.
  *
  * Sections: life, stalled clients, input, output, status.
@@ -23,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <nghttp2/nghttp2.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -38,6 +39,7 @@
 static void finish_with(struct rpc_call *c, int status, const char *message, int http_status);
 static void unary_release(struct rpc_call *c);
 static void cancel(struct rpc_call *c, int status, const char *message);
+static void unwatch(struct rpc_call *c);
 
 /* ---- life ---- */
 
@@ -90,6 +92,7 @@ struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t st
 void rpc_call_delete(struct rpc_call *c)
 {
     struct rpc_core *rc = c->rc;
+    unwatch(c);
     if (rc->call_pool_count + 1 > CALL_POOL_MAX) {
         free(c);
         return;
@@ -149,7 +152,6 @@ static void call_idle(struct ring_core *core, void *ctx)
     ASSERT(c->segs_in_send == 0);
     ASSERT(c->pins == 0);
     ASSERT(!c->input_held);
-    ASSERT(!c->receiving);
     unary_release(c);
     base_arena_deinit(&c->arena);
     base_counter_dec(&c->rc->counters.grpc_calls);
@@ -259,20 +261,25 @@ void rpc_call_on_conn_close(struct rpc_call *c)
 /* ---- stalled clients ---- */
 
 /*
- * A call waits for request bytes from its dispatch until the client ends the request. One
- * whose client sends nothing for --read-timeout while the server waits for it ends with
- * DEADLINE_EXCEEDED (an upload it began is aborted through on_cancel): HTTP/2 PINGs and other
- * streams keep a connection alive (the ring's receive timeout), not a call, and a request
- * held incomplete keeps its memory (a unary message up to RPC_MESSAGE_MAX, an upload's slot
- * and buffers). Time the server itself holds the input up (the engine waits for the disk, a
- * commit is pending, the connection paused its receives) does not count. Checked every
- * quarter of the timeout, at most a second apart, while any call waits.
+ * Every dispatched call is watched until it is freed, for two ways a client can hold a
+ * call's memory while its connection stays alive (HTTP/2 PINGs and other streams reset the
+ * ring's receive timeout, and a send that waits for a window is not a send in progress):
+ * - it stops sending its request: one that sends no request bytes for --read-timeout before
+ *   ending it ends with DEADLINE_EXCEEDED (an upload it began is aborted through on_cancel);
+ *   a request held incomplete keeps its memory (a unary message up to RPC_MESSAGE_MAX, an
+ *   upload's slot and buffers). Time the server itself holds the input up (the engine waits
+ *   for the disk, a commit is pending, the connection paused its receives) does not count;
+ * - it stops reading: a call whose queued response waits for the client's flow-control
+ *   window (the stream's or the connection's) and sends no byte for --write-timeout has its
+ *   stream reset (RST_STREAM CANCEL), which drops the response (a batch answer, a Read's
+ *   engine pieces).
+ * Checked every quarter of the shorter timeout, at most a second apart, while calls live.
  */
 static void stall_fired(struct ring_timer *t);
 
 void rpc_call_core_init(struct rpc_core *rc)
 {
-    base_list_init(&rc->receiving);
+    base_list_init(&rc->watched);
     ring_owner_init(&rc->owner);
     ring_timer_init(&rc->stall, stall_fired, rc);
 }
@@ -285,59 +292,100 @@ void rpc_call_core_quiesce(struct rpc_core *rc)
 
 void rpc_call_core_deinit(struct rpc_core *rc)
 {
-    bool none = base_list_is_empty(&rc->receiving); /* no call in an ASSERT (clang-tidy) */
+    bool none = base_list_is_empty(&rc->watched); /* no call in an ASSERT (clang-tidy) */
     ASSERT(none);
     ring_owner_deinit(&rc->owner);
 }
 
 static void stall_arm(struct rpc_core *rc)
 {
-    /* A second at most, so the timer's op ends soon after the last call stopped waiting. */
-    uint64_t ms = rc->cfg->read_timeout_ms / 4;
+    const struct rpc_config *cfg = rc->cfg;
+    uint64_t ms = cfg->read_timeout_ms;
+    if (ms == 0 || (cfg->write_timeout_ms > 0 && cfg->write_timeout_ms < ms)) {
+        ms = cfg->write_timeout_ms;
+    }
+    if (ms == 0) return; /* both timeouts off */
+    /* A second at most, so the timer's op ends soon after the last call went. */
+    ms /= 4;
     ms = ms < 10 ? 10 : ms > 1000 ? 1000 : ms;
-    if (base_list_is_empty(&rc->receiving) || rc->quiescing || ring_timer_is_armed(&rc->stall)) {
+    if (base_list_is_empty(&rc->watched) || rc->quiescing || ring_timer_is_armed(&rc->stall)) {
         return;
     }
     if (ring_timer_start(rc->ring, &rc->stall, &rc->owner, ms) < 0) {
-        LOG_WARN("rpc: cannot arm the stalled-request check (op table full)");
+        LOG_WARN("rpc: cannot arm the stalled-call check (op table full)");
     }
 }
 
-static void recv_track(struct rpc_call *c)
+static void watch(struct rpc_call *c)
 {
     struct rpc_core *rc = c->rc;
-    if (c->receiving || rc->cfg->read_timeout_ms == 0) return;
-    c->receiving = true;
+    c->watched = true;
     c->input_ns = base_clock_now_ns();
-    base_list_add_tail(&rc->receiving, &c->recv_link);
+    base_list_add_tail(&rc->watched, &c->watch_link);
     stall_arm(rc);
 }
 
-static void recv_untrack(struct rpc_call *c)
+static void unwatch(struct rpc_call *c)
 {
-    if (!c->receiving) return;
-    c->receiving = false;
-    base_list_del(&c->recv_link);
+    if (!c->watched) return;
+    c->watched = false;
+    base_list_del(&c->watch_link);
+}
+
+/* The request is still coming: dispatched, not over, not ended by the client. */
+static bool waits_for_request(const struct rpc_call *c)
+{
+    return c->method && !rpc_call_is_over(c) && !c->peer_ended && !c->stream_closed;
+}
+
+static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
+{
+    if (limit == 0 || !waits_for_request(c)) return;
+    if (c->input_held || c->pins > 0 || rpc_h2_holds_input(c)) {
+        c->input_ns = now; /* the server holds it up: the client's time starts later */
+        return;
+    }
+    if (now - c->input_ns < limit) return;
+    base_counter_inc(&c->rc->counters.grpc_stalls);
+    LOG_DEBUG("call %s on stream %d: no request data within --read-timeout", c->path, c->stream_id);
+    cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "no request data within --read-timeout");
+}
+
+static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
+{
+    if (limit == 0 || c->out_bytes == 0 || !rpc_h2_send_blocked(c)) {
+        c->blocked_ns = 0;
+        return;
+    }
+    /* A client that opens its window a little at a time is reading: time without any byte
+     * leaving counts, not time with the window closed. */
+    uint64_t sent = c->bytes_out - c->out_bytes;
+    if (c->blocked_ns == 0 || sent != c->blocked_sent) {
+        c->blocked_ns = now;
+        c->blocked_sent = sent;
+        return;
+    }
+    if (now - c->blocked_ns < limit) return;
+    c->blocked_ns = 0;
+    base_counter_inc(&c->rc->counters.grpc_send_stalls);
+    LOG_DEBUG("call %s on stream %d: the client's window stayed closed for --write-timeout",
+              c->path, c->stream_id);
+    rpc_h2_reset(c, NGHTTP2_CANCEL);
 }
 
 static void stall_fired(struct ring_timer *t)
 {
     struct rpc_core *rc = t->ctx;
     uint64_t now = base_clock_now_ns();
-    uint64_t limit = (uint64_t)rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
-    /* Bounded by the calls alive on this core; cancel() takes <c> off the list. */
-    BASE_LIST_FOR_EACH_SAFE(it, tmp, &rc->receiving)
+    uint64_t read_limit = (uint64_t)rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
+    uint64_t write_limit = (uint64_t)rc->cfg->write_timeout_ms * BASE_NS_PER_MS;
+    /* Bounded by the calls alive on this core; none is freed before the loop ends (the
+     * owner's idle callback is deferred). */
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &rc->watched)
     {
-        struct rpc_call *c = BASE_CONTAINER_OF(it, struct rpc_call, recv_link);
-        if (c->input_held || c->pins > 0 || rpc_h2_holds_input(c)) {
-            c->input_ns = now; /* the server holds it up: the client's time starts later */
-            continue;
-        }
-        if (now - c->input_ns < limit) continue;
-        base_counter_inc(&rc->counters.grpc_stalls);
-        LOG_DEBUG("call %s on stream %d: no request data within --read-timeout", c->path,
-                  c->stream_id);
-        cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "no request data within --read-timeout");
+        struct rpc_call *c = BASE_CONTAINER_OF(it, struct rpc_call, watch_link);
+        check_request(c, now, read_limit);
+        check_response(c, now, write_limit);
     }
     stall_arm(rc);
 }
@@ -376,13 +424,13 @@ void rpc_call_on_headers(struct rpc_call *c)
     if (c->headers_done) return;
     c->headers_done = true;
     c->start_ns = base_clock_now_ns();
+    watch(c);
     c->method = rpc_svc_lookup(c->path);
     c->route = c->method ? c->method->route : RPC_ROUTE_GRPC_UNKNOWN;
     rpc_metrics_begin(&c->rc->metrics, c->route);
     c->metrics_begun = true;
     if (header_error(c)) return;
     proto_deframer_init(&c->deframer, RPC_MESSAGE_MAX);
-    if (!c->peer_ended) recv_track(c);
     if (!c->has_timeout) return;
     if (c->timeout_ms == 0) {
         base_counter_inc(&c->rc->counters.grpc_deadlines);
@@ -628,7 +676,7 @@ static void deliver_half_close(struct rpc_call *c)
 void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
 {
     c->bytes_in += len;
-    if (c->receiving) c->input_ns = base_clock_now_ns();
+    c->input_ns = base_clock_now_ns();
     if (rpc_call_is_over(c) || !c->method) {
         rpc_h2_consume(c, len);
         return;
@@ -645,7 +693,6 @@ void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t
 void rpc_call_on_end_stream(struct rpc_call *c)
 {
     c->peer_ended = true;
-    recv_untrack(c);
     if (c->input_held || !base_list_is_empty(&c->in)) return; /* delivered after the input */
     deliver_half_close(c);
 }
@@ -655,7 +702,7 @@ void rpc_call_resume_input(struct rpc_call *c)
     struct ring_core *core = c->rc->ring;
     if (c->input_held) {
         c->input_held = false;
-        if (c->receiving) c->input_ns = base_clock_now_ns(); /* the client's time starts now */
+        c->input_ns = base_clock_now_ns(); /* the client's time starts now */
         rpc_h2_consume(c, c->held_len);
         if (c->held_bid != RING_CONN_NO_BUF) ring_buf_unref(core, c->held_bid);
         if (c->held_slice) {
@@ -808,7 +855,6 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
     if (c->finished) return;
     c->finished = true;
     c->status = status;
-    recv_untrack(c);
     if (message) {
         (void)proto_status_encode_message(message, strlen(message), c->message, sizeof(c->message));
     }

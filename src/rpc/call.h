@@ -175,10 +175,12 @@ struct rpc_call {
     bool freeing;                       /* the owner is closing; memory goes soon */
     bool half_closed;                   /* the end of the request was delivered to the service */
     bool input_held;                    /* the service holds input bytes (RPC_HELD) */
-    bool receiving;                     /* on rpc_core.receiving (waits for request bytes) */
+    bool watched;                       /* on rpc_core.watched */
     uint32_t msg_reserved;              /* bytes of the core's request memory <msg> takes */
     uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
-    struct base_list recv_link;         /* on rpc_core.receiving */
+    uint64_t blocked_ns;                /* since when the response waits for the client's window */
+    uint64_t blocked_sent;              /* response bytes sent by then */
+    struct base_list watch_link;        /* on rpc_core.watched */
     char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded; from here on a
                                            reused call is not cleared (rpc_call_new) */
     /* Small service state lives here, so most calls need no allocation of their own. */

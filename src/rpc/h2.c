@@ -780,6 +780,14 @@ void rpc_h2_wake(struct rpc_call *c)
     schedule_flush(c->h2);
 }
 
+bool rpc_h2_send_blocked(const struct rpc_call *c)
+{
+    if (!stream_usable(c)) return false;
+    nghttp2_session *s = c->h2->session;
+    return nghttp2_session_get_stream_remote_window_size(s, c->stream_id) <= 0 ||
+           nghttp2_session_get_remote_window_size(s) <= 0;
+}
+
 void rpc_h2_reset(struct rpc_call *c, uint32_t error_code)
 {
     if (!stream_usable(c)) return;

@@ -74,6 +74,10 @@ void rpc_h2_reset(struct rpc_call *c, uint32_t error_code);
  */
 bool rpc_h2_holds_input(const struct rpc_call *c);
 
+/* True when the call's stream is open and the client's window (stream or connection) is
+ * closed: its queued response cannot move until the client reads. */
+bool rpc_h2_send_blocked(const struct rpc_call *c);
+
 /* Gives <len> request bytes back to the flow-control windows (nghttp2_session_consume). */
 void rpc_h2_consume(struct rpc_call *c, size_t len);
 

@@ -47,6 +47,7 @@ struct rpc_call;
     X(grpc_oversize, counter, "messages refused over the size limit")                              \
     X(grpc_deadlines, counter, "calls ended by their grpc-timeout")                                \
     X(grpc_stalls, counter, "calls ended: no request data within --read-timeout")                  \
+    X(grpc_send_stalls, counter, "streams reset: the client's window closed for --write-timeout")  \
     X(grpc_request_mem_refused, counter, "calls refused: the core's request memory was taken")     \
     X(grpc_cancels, counter, "calls cancelled by the client or a closed connection")               \
     X(grpc_flushes, counter, "sends of HTTP/2 output")                                             \
@@ -88,9 +89,9 @@ struct rpc_core {
     void *bytestream;             /* ByteStream's per-core state (parked uploads) */
     struct rpc_call *call_pool;   /* free calls for reuse (rpc_call.pool_next) */
     uint32_t call_pool_count;     /* entries in call_pool */
-    struct base_list receiving;   /* struct rpc_call.recv_link: calls waiting for request bytes */
+    struct base_list watched;     /* struct rpc_call.watch_link: dispatched calls */
     struct ring_owner owner;      /* the stall check's op */
-    struct ring_timer stall;      /* ends the calls whose client stopped sending */
+    struct ring_timer stall;      /* ends the calls whose client stopped sending or reading */
     bool quiescing;               /* the stall check is off */
 };
 

@@ -624,6 +624,105 @@ class RequestMemory(harness.ServerTestCase):
         self.assertIn("--request-memory: at least 4MiB+64KiB", proc.stderr)
 
 
+class SlowReader(harness.ServerTestCase):
+    """A client that stops reading keeps its connection alive with PINGs and its responses
+    queued behind a closed flow-control window: each such stream is reset after
+    --write-timeout, which frees what its response held."""
+    server_args = ("--write-timeout", "1s")
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=GAUGES + ("h2_conns",))
+
+    def put(self, data):
+        client = reapi.Client(self.server.address)
+        try:
+            req = reapi.msg("BatchUpdateBlobsRequest")
+            r = req.requests.add()
+            r.digest.hash = hashlib.sha256(data).hexdigest()
+            r.digest.size_bytes = len(data)
+            r.data = data
+            self.assertEqual(client.BatchUpdateBlobs(req, timeout=20).responses[0].status.code,
+                             0)
+        finally:
+            client.close()
+        return r.digest
+
+    def pinged_frames(self, c, streams, seconds):
+        """PINGs every 0.3 s for up to <seconds>; returns {stream: RST_STREAM code}."""
+        resets = {}
+        start = time.monotonic()
+        while len(resets) < len(streams) and time.monotonic() - start < seconds:
+            c.send_frame(h2raw.PING, 0, 0, b"keepaliv")
+            until = time.monotonic() + 0.3
+            while time.monotonic() < until and not c.closed:
+                try:
+                    f = c.read_frame(max(0.01, until - time.monotonic()))
+                except TimeoutError:
+                    break
+                if f and f[0] == h2raw.RST_STREAM and f[2] in streams:
+                    resets[f[2]] = h2raw.rst_code(f)
+        return resets
+
+    def test_responses_behind_a_closed_window_are_dropped(self):
+        small = self.put(os.urandom(300000))
+        large = self.put(os.urandom(3 << 20))
+        stalls = self.server.metric("ringcas_grpc_send_stalls")
+        c = h2raw.Conn(self.server.port, settings=((4, 0),))  # our stream windows: 0 bytes
+        try:
+            for sid, d in ((1, small), (3, large)):
+                req = reapi.msg("BatchReadBlobsRequest")
+                req.digests.add().CopyFrom(d)
+                c.headers(sid, h2raw.grpc_headers(
+                    "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs"))
+                c.data(sid, h2raw.grpc_message(req.SerializeToString()), end_stream=True)
+            read = reapi.msg("google.bytestream.ReadRequest",
+                             resource_name="blobs/%s/%d" % (large.hash, large.size_bytes))
+            c.headers(5, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+            c.data(5, h2raw.grpc_message(read.SerializeToString()), end_stream=True)
+            harness.wait_for(lambda: self.server.metric("ringcas_pb_mem_bytes") > 3 << 20,
+                             timeout=10, what="the batch answers to be queued")
+            start = time.monotonic()
+            resets = self.pinged_frames(c, (1, 3, 5), 10)
+            self.assertEqual(resets, {1: h2raw.CANCEL, 3: h2raw.CANCEL, 5: h2raw.CANCEL})
+            self.assertGreaterEqual(time.monotonic() - start, 0.5)
+            self.assertFalse(c.closed)  # the connection itself stays
+            harness.wait_for(lambda: self.server.metric("ringcas_pb_mem_bytes") < 1 << 20,
+                             timeout=10, what="the answers' memory to come back")
+        finally:
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls") - stalls, 3)
+
+    def test_a_slow_reader_whose_window_moves_is_served(self):
+        data = os.urandom(200000)
+        d = self.put(data)
+        stalls = self.server.metric("ringcas_grpc_send_stalls")
+        c = h2raw.Conn(self.server.port, settings=((4, 40000),))
+        try:
+            read = reapi.msg("google.bytestream.ReadRequest",
+                             resource_name="blobs/%s/%d" % (d.hash, d.size_bytes))
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+            c.data(1, h2raw.grpc_message(read.SerializeToString()), end_stream=True)
+            got = 0
+            start = time.monotonic()
+            # 40000 bytes every 0.6 s: 3 s in all, longer than --write-timeout.
+            while time.monotonic() - start < 20:
+                f = c.read_frame(10)
+                self.assertIsNotNone(f)
+                self.assertNotEqual(f[0], h2raw.RST_STREAM)
+                if f[0] == h2raw.DATA and f[2] == 1:
+                    got += len(f[3])
+                    time.sleep(0.6)
+                    c.send_frame(h2raw.WINDOW_UPDATE, 0, 1, struct.pack(">I", len(f[3])))
+                    c.send_frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", len(f[3])))
+                if f[0] == h2raw.HEADERS and f[2] == 1 and f[1] & h2raw.END_STREAM:
+                    break
+            self.assertGreater(got, len(data))  # the blob and its message framing
+            self.assertGreater(time.monotonic() - start, 1.5)
+        finally:
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls") - stalls, 0)
+
+
 class Drain(unittest.TestCase):
     def test_sigterm_sends_goaway_and_finishes_calls(self):
         srv = harness.Server(cores=1)
