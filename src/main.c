@@ -147,8 +147,10 @@ static int cmd_serve(int argc, char **argv)
         { "direct-io", BASE_FLAG_BOOL, &o.direct_io, "O_DIRECT segment writes", "" },
         { "map-reads", BASE_FLAG_BOOL, &o.map_reads,
           "read records already in the page cache in place, through a mapping", "" },
-        { "request-memory", BASE_FLAG_SIZE, &o.request_memory,
-          "per core, memory for gRPC requests being received; past it a request is refused", NULL },
+        { "message-memory", BASE_FLAG_SIZE, &o.message_memory,
+          "per core, memory gRPC messages may hold (requests being received, answers being "
+          "sent); past it calls are refused, RESOURCE_EXHAUSTED",
+          NULL },
     };
     const struct cmd_spec spec = { .prog = "ringcas serve",
                                    .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",

@@ -119,8 +119,19 @@ void proto_alloc_fail_in(struct proto_alloc *a, uint64_t n)
     a->fail_in = n;
 }
 
-static bool should_fail(struct proto_alloc *a)
+void proto_alloc_limit(struct proto_alloc *a, uint64_t limit)
 {
+    a->limit = limit;
+}
+
+/* <grow> more live bytes are asked for: false when that is refused (injected or the limit). */
+static bool should_fail(struct proto_alloc *a, size_t grow)
+{
+    uint64_t live = base_counter_get(&a->bytes);
+    if (a->limit > 0 && grow > 0 && (grow > a->limit || live > a->limit - grow)) {
+        base_counter_inc(&a->failed);
+        return true;
+    }
     if (a->fail_in == 0) return false;
     a->fail_in--;
     if (a->fail_in > 0) return false;
@@ -137,7 +148,7 @@ static void count(struct proto_alloc *a, size_t size)
 
 void *proto_alloc_malloc(struct proto_alloc *a, size_t size)
 {
-    if (size > SIZE_MAX - sizeof(struct header) || should_fail(a)) return NULL;
+    if (size > SIZE_MAX - sizeof(struct header) || should_fail(a, size)) return NULL;
     struct header *h = block_get(a, size);
     if (!h) return NULL;
     count(a, size);
@@ -169,7 +180,8 @@ void *proto_alloc_realloc(struct proto_alloc *a, void *p, size_t size)
 {
     if (!p) return proto_alloc_malloc(a, size);
     struct header *old = (struct header *)p - 1;
-    if (size > SIZE_MAX - sizeof(struct header) || should_fail(a)) return NULL;
+    if (size > SIZE_MAX - sizeof(struct header)) return NULL;
+    if (should_fail(a, size > old->size ? size - old->size : 0)) return NULL;
     size_t old_size = old->size;
     struct header *h;
     if (old->cls == 0) {

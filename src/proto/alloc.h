@@ -28,8 +28,9 @@ struct proto_alloc {
     struct base_counter bytes;  /* live bytes handed out (gauge) */
     struct base_counter blocks; /* live allocations (gauge) */
     struct base_counter total;  /* allocations ever made (counter) */
-    struct base_counter failed; /* allocations refused (counter) */
+    struct base_counter failed; /* allocations refused: injected, or over <limit> (counter) */
     uint64_t fail_in;           /* test hook: the fail_in-th allocation from now fails; 0: off */
+    uint64_t limit;             /* live bytes past which allocations fail; 0: none */
     /* private: */
     void *idle[PROTO_ALLOC_CLASSES];        /* per class, a stack of idle blocks */
     uint32_t idle_len[PROTO_ALLOC_CLASSES]; /* blocks on each stack */
@@ -45,6 +46,12 @@ void proto_alloc_init(struct proto_alloc *a);
  * first allocation. Blocks of a kept class are allocated at the class's full size.
  */
 void proto_alloc_cache(struct proto_alloc *a, size_t idle_max);
+
+/*
+ * Makes allocations (and reallocations that grow) fail while they would take the live bytes
+ * past <limit>; 0 (the default) sets no limit. Refusals count in <failed>.
+ */
+void proto_alloc_limit(struct proto_alloc *a, uint64_t limit);
 
 /* Releases the idle blocks <a> kept. Its live blocks are the caller's business (counters). */
 void proto_alloc_deinit(struct proto_alloc *a);

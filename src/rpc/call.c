@@ -11,7 +11,6 @@
  * - while input is held, bytes are queued in order and delivered in order after resume;
  * - the service sees no callback after finish or cancel;
  * - a call is on rpc_core.watched from its dispatch until it is freed;
- * - rpc_core's request memory counts each assembled unary request once, until it is released.
  *
  * Sections: life, stalled clients, input, output, status.
  */
@@ -442,24 +441,29 @@ void rpc_call_on_headers(struct rpc_call *c)
     }
 }
 
+#define MEM_BUSY "server busy: the core's message memory (--message-memory) is taken, retry"
+
 /*
- * Takes <len> more bytes of the core's request memory (--request-memory) for <c>'s unary
- * message, as they arrive; false (the call ended RESOURCE_EXHAUSTED, which clients retry)
- * when that would pass the limit. Without it any client could hold 128 streams x 4 MiB per
- * connection, on as many connections as it likes.
+ * Room for <need> bytes of the unary message being assembled: grown by doubling from 64 KiB
+ * up to its declared length, so what a request holds follows what its client sent, not what
+ * it announced. Past --message-memory (the core's allocator limit) the call ends
+ * RESOURCE_EXHAUSTED, which clients retry.
  */
-static bool request_mem_take(struct rpc_call *c, uint32_t len)
+static int unary_grow(struct rpc_call *c, uint32_t need)
 {
-    struct base_counter *used = &c->rc->counters.grpc_request_bytes;
-    if (base_counter_get(used) + len > c->rc->cfg->opts.request_memory) {
-        base_counter_inc(&c->rc->counters.grpc_request_mem_refused);
-        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        "server busy: the memory for requests being received is taken, retry");
-        return false;
+    if (need <= c->msg_cap) return 0;
+    uint32_t len = c->deframer.msg_len;
+    uint32_t cap = c->msg_cap ? c->msg_cap * 2 : 64u << 10;
+    if (cap < need) cap = need;
+    if (cap > len) cap = len;
+    uint8_t *p = proto_alloc_realloc(&c->rc->pb_mem, c->msg, cap);
+    if (!p) {
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, MEM_BUSY);
+        return -1;
     }
-    base_counter_add(used, len);
-    c->msg_reserved += len;
-    return true;
+    c->msg = p;
+    c->msg_cap = cap;
+    return 0;
 }
 
 static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
@@ -471,14 +475,8 @@ static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
         c->msg_got = len;
         return 0;
     }
-    if (!request_mem_take(c, (uint32_t)ev->len)) return -1;
-    if (!c->msg) {
-        c->msg = proto_alloc_malloc(&c->rc->pb_mem, len);
-        if (!c->msg) {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a message");
-            return -1;
-        }
-    }
+    if (ev->len == 0) return 0;
+    if (unary_grow(c, c->msg_got + (uint32_t)ev->len) < 0) return -1;
     memcpy(c->msg + c->msg_got, ev->data, ev->len);
     c->msg_got += (uint32_t)ev->len;
     return 0;
@@ -489,8 +487,7 @@ static void unary_release(struct rpc_call *c)
 {
     proto_alloc_free(&c->rc->pb_mem, c->msg);
     if (c->msg_bid != RING_CONN_NO_BUF) ring_buf_unref(c->rc->ring, c->msg_bid);
-    base_counter_add(&c->rc->counters.grpc_request_bytes, -(uint64_t)c->msg_reserved);
-    c->msg_reserved = 0;
+    c->msg_cap = 0;
     c->msg = NULL;
     c->msg_direct = NULL;
     c->msg_got = 0;
@@ -520,10 +517,9 @@ static int unary_end(struct rpc_call *c)
         ring_buf_ref(c->rc->ring, c->in_bid);
         c->msg_bid = c->in_bid;
     } else if (c->msg_direct) {
-        if (!request_mem_take(c, c->msg_len)) return -1;
         c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
         if (!c->msg) {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a message");
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, MEM_BUSY);
             return -1;
         }
         memcpy(c->msg, c->msg_direct, c->msg_len);
@@ -879,6 +875,22 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
 void rpc_call_finish(struct rpc_call *c, int status, const char *message)
 {
     finish_with(c, status, message, 200);
+}
+
+uint64_t rpc_call_mem_refusals(const struct rpc_call *c)
+{
+    return base_counter_get(&c->rc->pb_mem.failed);
+}
+
+void rpc_call_finish_undecodable(struct rpc_call *c, uint64_t refusals, const char *what)
+{
+    if (rpc_call_mem_refusals(c) != refusals) {
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, MEM_BUSY);
+        return;
+    }
+    char buf[RPC_CALL_MESSAGE_MAX];
+    (void)snprintf(buf, sizeof(buf), "undecodable %s", what);
+    rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, buf);
 }
 
 void rpc_call_finish_err(struct rpc_call *c, int err, const char *what)

@@ -47,6 +47,11 @@ struct rpc_seg;
 
 /* Largest gRPC message accepted: 4 MiB (gRPC's default) plus room for a batch's framing. */
 #define RPC_MESSAGE_MAX ((4u << 20) + (64u << 10))
+/*
+ * Smallest --message-memory: a batch of the largest size with its decoded copy (protobuf-c
+ * copies bytes fields), or a batch answer being fetched and packed, twice over.
+ */
+#define RPC_MESSAGE_MEMORY_MIN (16ull << 20)
 /* Response bytes a call may queue before rpc_call_is_writable() turns false. */
 #define RPC_CALL_OUT_HIGH (1u << 20)
 /* ... and the level at which on_writable is called again. */
@@ -176,7 +181,7 @@ struct rpc_call {
     bool half_closed;                   /* the end of the request was delivered to the service */
     bool input_held;                    /* the service holds input bytes (RPC_HELD) */
     bool watched;                       /* on rpc_core.watched */
-    uint32_t msg_reserved;              /* bytes of the core's request memory <msg> takes */
+    uint32_t msg_cap;                   /* bytes allocated for <msg> */
     uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
     uint64_t blocked_ns;                /* since when the response waits for the client's window */
     uint64_t blocked_sent;              /* response bytes sent by then */
@@ -231,6 +236,15 @@ bool rpc_call_is_writable(struct rpc_call *c);
  * status wins.
  */
 void rpc_call_finish(struct rpc_call *c, int status, const char *message);
+
+/*
+ * Request messages that do not unpack: protobuf-c returns NULL both for bad bytes and for
+ * memory it could not get. Take rpc_call_mem_refusals() before the unpack; then
+ * rpc_call_finish_undecodable ends the call INVALID_ARGUMENT "undecodable <what>", or
+ * RESOURCE_EXHAUSTED (retryable) when the core's message memory refused an allocation since.
+ */
+uint64_t rpc_call_mem_refusals(const struct rpc_call *c);
+void rpc_call_finish_undecodable(struct rpc_call *c, uint64_t refusals, const char *what);
 
 /* rpc_call_finish with the status that engine error <err> maps to (rpc/status.h). */
 void rpc_call_finish_err(struct rpc_call *c, int err, const char *what);

@@ -16,11 +16,12 @@ static const char *const counter_helps[] = { RPC_COUNTERS(HELP) };
 STATIC_ASSERT(sizeof(struct rpc_counters) == ARRAY_LEN(counter_names) * sizeof(struct base_counter),
               "rpc counters are an array of base_counter");
 
-static const char *const mem_names[] = { "h2_mem_bytes", "pb_mem_bytes" };
-static const char *const mem_kinds[] = { "gauge", "gauge" };
+static const char *const mem_names[] = { "h2_mem_bytes", "pb_mem_bytes", "pb_mem_refused" };
+static const char *const mem_kinds[] = { "gauge", "gauge", "counter" };
 static const char *const mem_helps[] = {
     "bytes nghttp2 holds (sessions, streams, HPACK tables)",
     "bytes protobuf-c and gRPC message buffers hold",
+    "gRPC message allocations refused over --message-memory",
 };
 
 static uint64_t read_counter(void *ctx, uint32_t core, size_t index)
@@ -36,7 +37,8 @@ static uint64_t read_mem(void *ctx, uint32_t core, size_t index)
     const struct rpc_config *cfg = ctx;
     if (core >= cfg->core_count || !cfg->cores[core]) return 0;
     const struct rpc_core *rc = cfg->cores[core];
-    return base_counter_get(index == 0 ? &rc->h2_mem.bytes : &rc->pb_mem.bytes);
+    const struct base_counter *c[] = { &rc->h2_mem.bytes, &rc->pb_mem.bytes, &rc->pb_mem.failed };
+    return base_counter_get(c[index]);
 }
 
 size_t rpc_counters_sources(const struct rpc_config *cfg, struct rpc_metrics_source *out,

@@ -37,7 +37,6 @@ struct rpc_call;
     X(bs_uploads_parked, gauge, "ByteStream uploads kept for resumption")                          \
     X(bs_readers, gauge, "ByteStream and batch readers open")                                      \
     X(bs_uploads, gauge, "ByteStream and batch uploads open")                                      \
-    X(grpc_request_bytes, gauge, "bytes taken by unary requests being received")                   \
     X(h2_refused_streams, counter, "streams refused: too many calls alive on the connection")      \
     X(h2_header_overflows, counter, "streams reset: request headers over the limit")               \
     X(h2_glitches, counter, "invalid frames received")                                             \
@@ -48,7 +47,6 @@ struct rpc_call;
     X(grpc_deadlines, counter, "calls ended by their grpc-timeout")                                \
     X(grpc_stalls, counter, "calls ended: no request data within --read-timeout")                  \
     X(grpc_send_stalls, counter, "streams reset: the client's window closed for --write-timeout")  \
-    X(grpc_request_mem_refused, counter, "calls refused: the core's request memory was taken")     \
     X(grpc_cancels, counter, "calls cancelled by the client or a closed connection")               \
     X(grpc_flushes, counter, "sends of HTTP/2 output")                                             \
     X(grpc_bytes_zero_copy, counter, "response bytes sent from service memory without a copy")

@@ -42,7 +42,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->zstd_level = 1;
     opts->direct_io = true;
     opts->map_reads = true;
-    opts->request_memory = 256ULL << 20;
+    opts->message_memory = 256ULL << 20;
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -75,6 +75,8 @@ static int core_init(struct ring_core *core, void *arg)
     proto_alloc_cache(&rc->h2_mem, RPC_MEM_IDLE_MAX);
     proto_alloc_cache(&rc->pb_mem, RPC_MEM_IDLE_MAX);
     proto_alloc_protobuf(&rc->pb_mem, &rc->pb);
+    /* What any number of clients can make the core hold in messages (docs/grpc.md). */
+    proto_alloc_limit(&rc->pb_mem, cfg->opts.message_memory);
     rpc_call_core_init(rc);
     int err = blob_core_init(cfg->store, core, &rc->blob);
     if (err < 0) {
@@ -204,9 +206,8 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
         (void)fprintf(stderr, "ringcas serve: --read-timeout/--write-timeout: at most 49 days\n");
         return -EINVAL;
     }
-    if (opts->request_memory < RPC_MESSAGE_MAX) {
-        (void)fprintf(stderr,
-                      "ringcas serve: --request-memory: at least 4MiB+64KiB (one message)\n");
+    if (opts->message_memory < RPC_MESSAGE_MEMORY_MIN) {
+        (void)fprintf(stderr, "ringcas serve: --message-memory: at least 16MiB\n");
         return -EINVAL;
     }
     if (opts->cores > 1024) {

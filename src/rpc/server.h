@@ -28,7 +28,7 @@ struct rpc_server_options {
     uint64_t zstd_level;       /* compression level of stored chunks */
     bool direct_io;            /* O_DIRECT segment writes */
     bool map_reads;            /* read records in the page cache in place (mapped segments) */
-    uint64_t request_memory;   /* per core, bytes of unary gRPC requests being received */
+    uint64_t message_memory;   /* per core, bytes gRPC messages may hold (pb_mem's limit) */
 };
 
 void rpc_server_options_default(struct rpc_server_options *opts);

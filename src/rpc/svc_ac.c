@@ -270,6 +270,7 @@ static void value_fetched(struct rpc_fetch *f, int res)
 static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    uint64_t refusals = rpc_call_mem_refusals(c);
     Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req =
         build__bazel__remote__execution__v2__get_action_result_request__unpack(a, len, msg);
     struct ac_get *g = rpc_call_alloc(c, sizeof(*g));
@@ -277,8 +278,11 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         if (req) {
             build__bazel__remote__execution__v2__get_action_result_request__free_unpacked(req, a);
         }
-        rpc_call_finish(c, g ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        g ? "undecodable GetActionResultRequest" : "out of memory");
+        if (g) {
+            rpc_call_finish_undecodable(c, refusals, "GetActionResultRequest");
+        } else {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        }
         return;
     }
     g->c = c;
@@ -433,6 +437,7 @@ static int put_begin(struct ac_put *p, const char *instance, const reapi_digest 
 static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    uint64_t refusals = rpc_call_mem_refusals(c);
     Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req =
         build__bazel__remote__execution__v2__update_action_result_request__unpack(a, len, msg);
     struct ac_put *p = rpc_call_alloc(c, sizeof(*p));
@@ -443,8 +448,11 @@ static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len
             build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req,
                                                                                              a);
         }
-        rpc_call_finish(c, p ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        p ? "undecodable UpdateActionResultRequest" : "out of memory");
+        if (p) {
+            rpc_call_finish_undecodable(c, refusals, "UpdateActionResultRequest");
+        } else {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        }
         return;
     }
     p->c = c;

@@ -385,14 +385,18 @@ static void batch_update_on_message(struct rpc_call *c, const uint8_t *msg, size
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
     struct batch_update *b = rpc_call_alloc(c, sizeof(*b));
+    uint64_t refusals = rpc_call_mem_refusals(c);
     Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req =
         build__bazel__remote__execution__v2__batch_update_blobs_request__unpack(a, len, msg);
     if (!req || !b) {
         if (req) {
             build__bazel__remote__execution__v2__batch_update_blobs_request__free_unpacked(req, a);
         }
-        rpc_call_finish(c, b ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        b ? "undecodable BatchUpdateBlobsRequest" : "out of memory");
+        if (b) {
+            rpc_call_finish_undecodable(c, refusals, "BatchUpdateBlobsRequest");
+        } else {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        }
         return;
     }
     b->c = c;
@@ -590,14 +594,18 @@ static void batch_read_on_message(struct rpc_call *c, const uint8_t *msg, size_t
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
     struct batch_read *b = rpc_call_alloc(c, sizeof(*b));
+    uint64_t refusals = rpc_call_mem_refusals(c);
     Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest *req =
         build__bazel__remote__execution__v2__batch_read_blobs_request__unpack(a, len, msg);
     if (!req || !b) {
         if (req) {
             build__bazel__remote__execution__v2__batch_read_blobs_request__free_unpacked(req, a);
         }
-        rpc_call_finish(c, b ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        b ? "undecodable BatchReadBlobsRequest" : "out of memory");
+        if (b) {
+            rpc_call_finish_undecodable(c, refusals, "BatchReadBlobsRequest");
+        } else {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        }
         return;
     }
     b->c = c;

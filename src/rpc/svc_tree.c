@@ -190,13 +190,17 @@ static int tree_begin(struct tree *t,
 static void get_tree_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    uint64_t refusals = rpc_call_mem_refusals(c);
     Build__Bazel__Remote__Execution__V2__GetTreeRequest *req =
         build__bazel__remote__execution__v2__get_tree_request__unpack(a, len, msg);
     struct tree *t = rpc_call_alloc(c, sizeof(*t));
     if (!req || !t) {
         if (req) build__bazel__remote__execution__v2__get_tree_request__free_unpacked(req, a);
-        rpc_call_finish(c, t ? PROTO_STATUS_INVALID_ARGUMENT : PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        t ? "undecodable GetTreeRequest" : "out of memory");
+        if (t) {
+            rpc_call_finish_undecodable(c, refusals, "GetTreeRequest");
+        } else {
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        }
         return;
     }
     t->c = c;

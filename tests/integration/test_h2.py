@@ -22,7 +22,7 @@ import harness
 import reapi
 
 GAUGES = ("h2_streams", "grpc_calls", "grpc_segs", "grpc_slices", "grpc_pins", "pb_mem_bytes",
-          "bs_readers", "bs_uploads", "grpc_request_bytes")
+          "bs_readers", "bs_uploads")
 BATCH_UPDATE = "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs"
 HEALTH = "/grpc.health.v1.Health/Check"
 # HealthCheckResponse{status: SERVING}, framed: what a successful Check sends back.
@@ -518,7 +518,7 @@ class Idle(harness.ServerTestCase):
             c.data(1, b"\x00" + struct.pack(">I", 100000) + b"\x0a" * 5000)
             c.headers(3, h2raw.grpc_headers(BATCH_UPDATE))
             c.data(3, h2raw.grpc_message(b""))
-            harness.wait_for(lambda: self.server.metric("ringcas_grpc_request_bytes") == 5000,
+            harness.wait_for(lambda: self.server.metric("ringcas_pb_mem_bytes") >= 5000,
                              timeout=10, what="the partial message to be held")
             start = time.monotonic()
             ended = set()
@@ -564,11 +564,12 @@ class Idle(harness.ServerTestCase):
             client.close()
 
 
-class RequestMemory(harness.ServerTestCase):
-    """--request-memory bounds what unary requests being received hold on a core: a client
-    that opens many streams and sends most of a large message on each cannot take the
-    server's memory; past the bound a request is RESOURCE_EXHAUSTED (clients retry it)."""
-    server_args = ("--request-memory", "8MiB")
+class MessageMemory(harness.ServerTestCase):
+    """--message-memory bounds what gRPC messages hold on a core, requests being received and
+    answers waiting to be sent: a client that opens many streams and sends most of a large
+    message on each, or asks for large answers it does not read, cannot take the server's
+    memory; past the bound calls are RESOURCE_EXHAUSTED (clients retry them)."""
+    server_args = ("--message-memory", "16MiB")
     server_cores = 1  # the attacker's and the real client's connections share the core
 
     def tearDown(self):
@@ -582,46 +583,83 @@ class RequestMemory(harness.ServerTestCase):
         r.data = data
         return req
 
-    def test_partial_messages_are_bounded_and_released(self):
-        refused = self.server.metric("ringcas_grpc_request_mem_refused")
+    def test_partial_requests_are_bounded_and_released(self):
+        refused = self.server.metric("ringcas_pb_mem_refused")
         c = h2raw.Conn(self.server.port, window=1 << 20)
         client = reapi.Client(self.server.address)
         try:
-            # Two streams, each 3 MiB into a 4 MiB message: 6 of the 8 MiB.
-            for sid in (1, 3):
+            # Three streams, each 3.5 MiB into a 4 MiB message: 12 of the 16 MiB.
+            for sid in (1, 3, 5):
                 c.headers(sid, h2raw.grpc_headers(BATCH_UPDATE))
-                c.data_flow(sid, b"\x00" + struct.pack(">I", 4 << 20) + b"\x0a" * (3 << 20))
-            harness.wait_for(
-                lambda: self.server.metric("ringcas_grpc_request_bytes") == 6 << 20,
-                timeout=20, what="6 MiB of partial messages held")
-            # A real client's 3 MiB batch would pass the bound: refused, nothing stored.
+                c.data_flow(sid, b"\x00" + struct.pack(">I", 4 << 20) + b"\x0a" * (7 << 19))
+            harness.wait_for(lambda: self.server.metric("ringcas_pb_mem_bytes") >= 12 << 20,
+                             timeout=20, what="the partial messages to be held")
+            # A real client's 3 MiB batch (and its decoded copy) would pass the bound.
             data = os.urandom(3 << 20)
             with self.assertRaises(grpc.RpcError) as cm:
                 client.BatchUpdateBlobs(self.batch(data), timeout=20)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-            self.assertIn("memory for requests being received", cm.exception.details())
-            self.assertEqual(self.server.metric("ringcas_grpc_request_mem_refused") - refused, 1)
-            # Small requests still pass (1 MiB left), and the memory comes back with a reset.
-            small = os.urandom(1000)
-            resp = client.BatchUpdateBlobs(self.batch(small), timeout=20)
+            self.assertIn("message memory (--message-memory) is taken", cm.exception.details())
+            self.assertGreaterEqual(self.server.metric("ringcas_pb_mem_refused") - refused, 1)
+            # Small requests still pass, and a reset stream gives its memory back.
+            resp = client.BatchUpdateBlobs(self.batch(os.urandom(1000)), timeout=20)
             self.assertEqual(resp.responses[0].status.code, 0)
             c.rst(1)
-            harness.wait_for(
-                lambda: self.server.metric("ringcas_grpc_request_bytes") == 3 << 20,
-                timeout=10, what="the reset stream's memory to come back")
+            harness.wait_for(lambda: self.server.metric("ringcas_pb_mem_bytes") < 9 << 20,
+                             timeout=10, what="the reset stream's memory to come back")
             resp = client.BatchUpdateBlobs(self.batch(data), timeout=20)
             self.assertEqual(resp.responses[0].status.code, 0)
         finally:
             client.close()
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_request_mem_refused") - refused, 1)
+
+    def test_unread_answers_are_bounded(self):
+        data = os.urandom(3 << 20)
+        client = reapi.Client(self.server.address)
+        try:
+            self.assertEqual(
+                client.BatchUpdateBlobs(self.batch(data), timeout=20).responses[0].status.code, 0)
+            d = reapi.msg("Digest", hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+            refused = self.server.metric("ringcas_pb_mem_refused")
+            # A client that asks for 3 MiB answers on 16 streams and reads none of them.
+            c = h2raw.Conn(self.server.port, settings=((4, 0),))
+            try:
+                req = reapi.msg("BatchReadBlobsRequest")
+                req.digests.add().CopyFrom(d)
+                for sid in range(1, 33, 2):
+                    c.headers(sid, h2raw.grpc_headers(
+                        "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+                        "BatchReadBlobs"))
+                    c.data(sid, h2raw.grpc_message(req.SerializeToString()), end_stream=True)
+                harness.wait_for(
+                    lambda: self.server.metric("ringcas_pb_mem_refused") > refused,
+                    timeout=20, what="answers to be refused over the bound")
+                self.assertLessEqual(self.server.metric("ringcas_pb_mem_bytes"), 16 << 20)
+                # The real client's read meanwhile is refused (the whole call or the blob).
+                try:
+                    rs = client.BatchReadBlobs(reapi.msg("BatchReadBlobsRequest", digests=[d]),
+                                               timeout=20).responses
+                    self.assertEqual(rs[0].status.code, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            finally:
+                c.close()
+            # Once that client is gone, the answer goes out whole.
+            harness.wait_for(lambda: self.server.metric("ringcas_pb_mem_bytes") < 1 << 20,
+                             timeout=10, what="the unread answers' memory to come back")
+            rs = client.BatchReadBlobs(reapi.msg("BatchReadBlobsRequest", digests=[d]),
+                                       timeout=20).responses
+            self.assertEqual(rs[0].status.code, 0)
+            self.assertEqual(rs[0].data, data)
+        finally:
+            client.close()
 
     def test_the_bound_is_checked_at_startup(self):
-        proc = subprocess.run([harness.binary(), "serve", "--request-memory", "1MiB",
+        proc = subprocess.run([harness.binary(), "serve", "--message-memory", "8MiB",
                                "--listen", "127.0.0.1:1", "--dir", "/nonexistent/x"],
                               capture_output=True, text=True, timeout=30)
         self.assertEqual(proc.returncode, 1)
-        self.assertIn("--request-memory: at least 4MiB+64KiB", proc.stderr)
+        self.assertIn("--message-memory: at least 16MiB", proc.stderr)
 
 
 class SlowReader(harness.ServerTestCase):

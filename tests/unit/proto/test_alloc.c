@@ -46,6 +46,33 @@ Test(proto_alloc, injected_failure_hits_the_nth_allocation)
     cr_assert(eq(ptr, proto_alloc_calloc(&a, SIZE_MAX / 2, 4), NULL));
 }
 
+Test(proto_alloc, a_limit_refuses_what_would_pass_it_and_frees_make_room)
+{
+    struct proto_alloc a;
+    proto_alloc_init(&a);
+    proto_alloc_limit(&a, 1000);
+    void *p = proto_alloc_malloc(&a, 600);
+    cr_assert(ne(ptr, p, NULL));
+    cr_assert(eq(ptr, proto_alloc_malloc(&a, 401), NULL));
+    cr_assert(eq(u64, base_counter_get(&a.failed), 1));
+    void *q = proto_alloc_malloc(&a, 400); /* exactly at the limit */
+    cr_assert(ne(ptr, q, NULL));
+    /* Growing is refused; shrinking and freeing are not. */
+    cr_assert(eq(ptr, proto_alloc_realloc(&a, q, 401), NULL));
+    cr_assert(eq(u64, base_counter_get(&a.failed), 2));
+    q = proto_alloc_realloc(&a, q, 100);
+    cr_assert(ne(ptr, q, NULL));
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 700));
+    proto_alloc_free(&a, p);
+    void *r = proto_alloc_malloc(&a, 900);
+    cr_assert(ne(ptr, r, NULL));
+    cr_assert(eq(ptr, proto_alloc_malloc(&a, SIZE_MAX / 2), NULL));
+    proto_alloc_free(&a, q);
+    proto_alloc_free(&a, r);
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
+    cr_assert(eq(u64, base_counter_get(&a.failed), 3));
+}
+
 Test(proto_alloc, protobuf_unpack_sweep_frees_everything)
 {
     Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
