@@ -258,6 +258,8 @@ struct blob_writer {
     uint32_t foot_len;                 /* entries used */
     uint32_t foot_size;                /* capacity */
     bool want_sync;                    /* quiesce: sync what was written */
+    bool quiet_failures;               /* an empty segment's failure was logged: until a write
+                                        * succeeds, the next ones are not (a full disk) */
     int err;                           /* the last open failure, reported to waiters */
     struct ring_task kick_task;        /* end-of-iteration flush and group commit */
 };
