@@ -1,7 +1,8 @@
 /*
  * Eviction: while the store is over its budget (max_size less one segment per core, so every
- * active segment can still fill), the oldest sealed segment is deleted. Lookups miss it at once
- * (its liveness is cleared first); its index entries are removed from its footer (or a scan,
+ * active segment can still fill), the oldest sealed segment is deleted; an abandoned segment
+ * that holds no byte (a full disk refused its first write) is deleted at once. Lookups miss it at
+ * once (its liveness is cleared first); its index entries are removed from its footer (or a scan,
  * for an abandoned one), only where they still point into it, so a blob refreshed to the head
  * survives; then the file is unlinked. Readers holding it keep their fd until they finish.
  *
@@ -46,9 +47,28 @@ uint64_t blob_evict_segment(struct blob_store *s, struct blob_seg *seg)
     return c.removed;
 }
 
+/*
+ * Deletes the abandoned segments that hold nothing: on a full disk every new segment's first
+ * write fails, and kept, each would hold a file, an fd and a mapping, one more per refused
+ * upload, until the segment table was full and refused new segments after space came back.
+ */
+static void evict_empty(struct blob_store *s)
+{
+    struct blob_seg *seg;
+    /* Bounded by the number of segments. */
+    while ((seg = blob_segment_take_empty(&s->segs)) != NULL) {
+        char name[32];
+        blob_format_seg_name(seg->seq, name, sizeof(name));
+        int rc = s->io->ops->unlink(s->io, name);
+        if (rc < 0) LOG_WARN("unlink %s: %s", name, base_err_str(rc));
+        blob_segment_put(&s->segs, seg);
+    }
+}
+
 uint32_t blob_store_evict(struct blob_store *s)
 {
     uint32_t n = 0;
+    evict_empty(s);
     uint64_t limit = blob_store_limit(s);
     /* Bounded by the number of segments. */
     while (atomic_load(&s->segs.disk_bytes) > limit) {

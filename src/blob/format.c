@@ -180,3 +180,16 @@ int blob_format_parse_seg_name(const char *name, uint64_t *seq)
     *seq = v;
     return 0;
 }
+
+bool blob_format_commit_uses(const struct blob_commit *c, uint64_t seq, const uint64_t *offs,
+                             uint32_t len)
+{
+    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
+    /* Bounded by chunk_count (checked against the payload) times <len>. */
+    for (uint32_t i = 0; i < c->chunk_count; i++) {
+        for (uint32_t j = 0; j < len && refs[i].seg == seq; j++) {
+            if ((uint64_t)refs[i].off8 * 8 == offs[j]) return true;
+        }
+    }
+    return false;
+}

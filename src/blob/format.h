@@ -171,6 +171,17 @@ MUST_CHECK int blob_format_check_payload(const struct blob_record_header *h, con
  */
 MUST_CHECK int blob_format_check_commit(const struct blob_commit *c, uint64_t len);
 
+/* Damaged records a scan of one segment skips at most (recovery, fsck). */
+#define BLOB_SCAN_SKIPPED_MAX 64U
+
+/*
+ * True when a chunk of the (checked) commit <c> is the record at one of the <len> offsets
+ * <offs> of segment <seq>: recovery and fsck leave out the commits of the damaged records a
+ * scan skipped.
+ */
+bool blob_format_commit_uses(const struct blob_commit *c, uint64_t seq, const uint64_t *offs,
+                             uint32_t len);
+
 /* The footer entry of a (checked) commit record <c> at <off> of segment <seq>: what the
  * writer lists in the footer, what recovery indexes from a scan and what fsck compares. */
 void blob_format_footer_entry(const struct blob_commit *c, uint64_t seq, uint64_t off,

@@ -132,13 +132,15 @@ static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct 
 /* ---- scanning ---- */
 
 struct seg_scan {
-    uint64_t commits;                  /* commit records seen */
-    uint64_t end;                      /* end of the valid records */
-    bool stopped_early;                /* an invalid record before <end> of the scan */
-    bool footer_seen;                  /* the scan stopped at a valid footer record header */
-    struct blob_footer_entry *entries; /* what a footer must list, one per commit, in order */
-    size_t entries_len;                /* used */
-    size_t entries_size;               /* capacity */
+    uint64_t commits;                        /* commit records seen */
+    uint64_t end;                            /* end of the valid records */
+    bool stopped_early;                      /* an invalid record before <end> of the scan */
+    bool footer_seen;                        /* the scan stopped at a valid footer record header */
+    struct blob_footer_entry *entries;       /* what a footer must list, one per commit, in order */
+    size_t entries_len;                      /* used */
+    size_t entries_size;                     /* capacity */
+    uint64_t skipped[BLOB_SCAN_SKIPPED_MAX]; /* offsets of the damaged records skipped */
+    uint32_t skipped_len;                    /* used */
 };
 
 /* Remembers the entry of a valid commit; false when out of memory. */
@@ -153,6 +155,22 @@ static bool keep_entry(struct seg_scan *sc, const struct blob_footer_entry *e)
     }
     sc->entries[sc->entries_len++] = *e;
     return true;
+}
+
+/* True when a record at <off> (before <limit>) has a valid header and payload. */
+static bool record_valid_at(struct fsck *f, struct fsck_seg *s, uint64_t off, uint64_t limit)
+{
+    struct blob_record_header h;
+    if (off + sizeof(h) > limit || blob_io_pread_full(f->io, s->fd, &h, sizeof(h), off) < 0 ||
+        blob_format_check_record_header(&h, limit - off - sizeof(h)) < 0) {
+        return false;
+    }
+    uint8_t *buf = malloc(h.payload_len > 0 ? h.payload_len : 1);
+    if (!buf) return false;
+    bool ok = blob_io_pread_full(f->io, s->fd, buf, h.payload_len, off + sizeof(h)) == 0 &&
+              blob_format_check_payload(&h, buf) == 0;
+    free(buf);
+    return ok;
 }
 
 static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, struct seg_scan *out)
@@ -180,7 +198,15 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
         }
         if (blob_io_pread_full(f->io, s->fd, buf, h.payload_len, off + sizeof(h)) < 0 ||
             blob_format_check_payload(&h, buf) < 0) {
-            break;
+            /* A torn tail has nothing valid after it; a damaged record does, and recovery
+             * skips it (docs/format.md), so the scan goes on as recovery's does. */
+            if (out->skipped_len == BLOB_SCAN_SKIPPED_MAX) break;
+            if (!record_valid_at(f, s, off + blob_record_size(h.payload_len), limit)) break;
+            out->skipped[out->skipped_len++] = off;
+            f->r->corrupt_records++;
+            problem(f, s->seq, off, "corrupt record");
+            off += blob_record_size(h.payload_len);
+            continue;
         }
         f->r->records++;
         if (h.type == BLOB_RECORD_COMMIT) {
@@ -189,6 +215,10 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
             if (blob_format_check_commit(c, h.payload_len) < 0) {
                 f->r->bad_blobs++;
                 problem(f, s->seq, off, "malformed commit");
+            } else if (blob_format_commit_uses(c, s->seq, out->skipped, out->skipped_len)) {
+                /* Recovery leaves it out of the footer: its chunk is the damaged record. */
+                f->r->bad_blobs++;
+                problem(f, s->seq, off, "a chunk is missing or corrupt");
             } else {
                 struct blob_footer_entry e;
                 blob_format_footer_entry(c, s->seq, off, &e);

@@ -97,6 +97,11 @@ void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t 
  */
 struct blob_seg *blob_segment_take_oldest(struct blob_segs *t);
 /*
+ * Picks an abandoned segment that holds no byte (its first write failed: nothing in it was
+ * acknowledged), marks it dead and returns it with a reference, or NULL.
+ */
+struct blob_seg *blob_segment_take_empty(struct blob_segs *t);
+/*
  * Marks a live segment dead (a corrupt or unreadable one) and drops the table's reference.
  * The caller holds a reference of its own: once buried, the struct is reused for a later
  * segment, which a second kill through a stale pointer would kill instead.
@@ -253,6 +258,8 @@ struct blob_writer {
     uint32_t foot_len;                 /* entries used */
     uint32_t foot_size;                /* capacity */
     bool want_sync;                    /* quiesce: sync what was written */
+    bool quiet_failures;               /* an empty segment's failure was logged: until a write
+                                        * succeeds, the next ones are not (a full disk) */
     int err;                           /* the last open failure, reported to waiters */
     struct ring_task kick_task;        /* end-of-iteration flush and group commit */
 };

@@ -56,6 +56,7 @@ struct sim_io {
     uint64_t ops;                     /* operations performed */
     uint64_t fail_at;                 /* ops value that fails, 0: none */
     int fault;                        /* -EIO, -ENOSPC or BLOB_IO_SIM_SHORT */
+    bool full;                        /* writes and reservations fail -ENOSPC (blob_io_sim_full) */
     uint8_t slow_op;                  /* requests of this type complete late (blob_io_sim_slow) */
     uint64_t slow_ns;                 /* by this much real time */
     bool dead;                        /* power is off */
@@ -217,6 +218,7 @@ static int64_t sim_pwrite(struct blob_io *io, int fd, const void *buf, size_t le
     struct sim_io *s = sim_of(io);
     int fault = sim_tick(s);
     if (fault < 0) return fault;
+    if (s->full) return -ENOSPC;
     struct sim_file *f = file_of_fd(s, fd);
     if (!f) return -EBADF;
     if (fault == BLOB_IO_SIM_SHORT) len /= 2;
@@ -367,6 +369,7 @@ static int32_t sim_perform(struct sim_io *s, const struct blob_io_req *q)
     case BLOB_IO_FALLOCATE:
         /* Blocks reserved, nothing visible: only a fault can come of it. */
         rc = sim_tick(s);
+        if (rc == 0 && s->full) rc = -ENOSPC;
         return rc < 0 ? rc : 0;
     default:
         UNREACHABLE();
@@ -427,6 +430,11 @@ void blob_io_sim_slow(struct blob_io *io, uint8_t op, uint64_t ns)
     struct sim_io *s = sim_of(io);
     s->slow_op = op;
     s->slow_ns = ns;
+}
+
+void blob_io_sim_full(struct blob_io *io, bool full)
+{
+    sim_of(io)->full = full;
 }
 
 void blob_io_sim_fail_at(struct blob_io *io, uint64_t nth, int fault)

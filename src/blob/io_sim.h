@@ -43,6 +43,10 @@ bool blob_io_sim_is_idle(const struct blob_io *io);
  * (-EIO, -ENOSPC or BLOB_IO_SIM_SHORT). 0 clears it. */
 void blob_io_sim_fail_at(struct blob_io *io, uint64_t nth, int fault);
 
+/* While <full>, every write and block reservation fails with -ENOSPC, as on a full disk
+ * (creating a file still works). */
+void blob_io_sim_full(struct blob_io *io, bool full);
+
 /* Makes every later request of type <op> (enum blob_io_opcode) take <ns> more nanoseconds of
  * real time when it completes: a slow disk. 0 clears it. */
 void blob_io_sim_slow(struct blob_io *io, uint8_t op, uint64_t ns);

@@ -5,10 +5,12 @@
  * Sealed segments are read by their footer only (trailer -> footer record -> entries), so a
  * restart reads ~56 bytes per blob. A segment without a valid trailer (a core's active
  * segment at a crash, an abandoned one, a damaged footer) is scanned record by record from its
- * header; the scan stops at the first invalid record (a torn tail), and the segment is sealed
- * there: footer written after the last valid record, file cut, synced. Segments are visited in
- * seq order and a later copy of a CAS blob replaces an earlier one (a refresh copy is newer);
- * for AC keys the highest commit_seq wins, whatever the segment order.
+ * header; the scan stops at the first invalid record (a torn tail) unless it is a record with a
+ * valid header whose payload fails its checksum and a valid record follows it: that record is
+ * skipped with the commits of this segment that use it, and the scan goes on. The segment is
+ * sealed where the scan stopped: footer written after the last valid record, file cut, synced.
+ * Segments are visited in seq order and a later copy of a CAS blob replaces an earlier one (a
+ * refresh copy is newer); for AC keys the highest commit_seq wins, whatever the segment order.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,16 +55,22 @@ static const uint8_t *scan_at(struct scan *sc, uint64_t off, uint64_t len, int *
     return sc->win;
 }
 
-/* Checks the record at <off>; returns its payload or NULL (invalid: the scan stops). */
+/*
+ * Checks the record at <off>; returns its payload, or NULL when it is invalid. *<skip> is the
+ * record's size on disk when its header is valid (a payload that fails its checksum included),
+ * else 0: the length is unknown.
+ */
 static const uint8_t *scan_record(struct scan *sc, uint64_t off,
-                                  const struct blob_record_header **hp, int *err)
+                                  const struct blob_record_header **hp, uint64_t *skip, int *err)
 {
+    *skip = 0;
     const uint8_t *p = scan_at(sc, off, sizeof(struct blob_record_header), err);
     if (!p) return NULL;
     struct blob_record_header h;
     memcpy(&h, p, sizeof(h));
     uint64_t room = sc->size - off - sizeof(h);
     if (blob_format_check_record_header(&h, room) < 0) return NULL;
+    *skip = blob_record_size(h.payload_len);
     p = scan_at(sc, off, sizeof(h) + h.payload_len, err);
     if (!p) return NULL;
     *hp = (const struct blob_record_header *)(const void *)p;
@@ -70,23 +78,57 @@ static const uint8_t *scan_record(struct scan *sc, uint64_t off,
     return p + sizeof(h);
 }
 
+/*
+ * True when the record at <off> (after one whose payload failed its checksum) is valid. Then
+ * the bad record is damage, or a tear inside one write whose later sectors survived; cutting
+ * the segment there would drop every record after it, acknowledged ones included (a clean stop
+ * leaves active segments unsealed: every restart scans them).
+ */
+static bool scan_valid_after(struct scan *sc, uint64_t off, int *err)
+{
+    const struct blob_record_header *h;
+    uint64_t skip;
+    if (off + sizeof(struct blob_record_header) > sc->size) return false;
+    return scan_record(sc, off, &h, &skip, err) != NULL;
+}
+
+/* Damaged records one scan skips at most; past them the rest is cut as a torn tail. */
+#define SKIPPED_MAX BLOB_SCAN_SKIPPED_MAX
+
 static int scan_segment(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn, void *ctx,
                         uint64_t *end)
 {
+    uint64_t skipped[SKIPPED_MAX];
+    uint32_t skipped_len = 0;
     uint64_t off = BLOB_SEG_HEADER_SIZE;
     /* Bounded by the file size: every record advances by at least its header. */
     while (off + sizeof(struct blob_record_header) <= sc->size) {
         const struct blob_record_header *h;
+        uint64_t skip;
         int err;
-        const uint8_t *payload = scan_record(sc, off, &h, &err);
+        const uint8_t *payload = scan_record(sc, off, &h, &skip, &err);
         if (err < 0) return err;
+        if (!payload && skip > 0 && skipped_len < SKIPPED_MAX) {
+            bool valid_after = scan_valid_after(sc, off + skip, &err);
+            if (err < 0) return err;
+            if (!valid_after) break;
+            /* Not indexed, nor any commit of this segment whose chunk it is. */
+            LOG_WARN("segment %llu offset %llu: a record fails its checksum; skipped, the records "
+                     "after it are kept",
+                     (unsigned long long)seq, (unsigned long long)off);
+            skipped[skipped_len++] = off;
+            off += skip;
+            continue;
+        }
         if (!payload || h->type == BLOB_RECORD_FOOTER) break;
         if (h->type == BLOB_RECORD_COMMIT) {
             const struct blob_commit *c = (const void *)payload;
             if (blob_format_check_commit(c, h->payload_len) < 0) break;
-            struct blob_footer_entry e;
-            blob_format_footer_entry(c, seq, off, &e);
-            fn(ctx, &e);
+            if (!blob_format_commit_uses(c, seq, skipped, skipped_len)) {
+                struct blob_footer_entry e;
+                blob_format_footer_entry(c, seq, off, &e);
+                fn(ctx, &e);
+            }
         }
         off += blob_record_size(h->payload_len);
     }

@@ -387,6 +387,20 @@ struct blob_seg *blob_segment_take_oldest(struct blob_segs *t)
     return best;
 }
 
+struct blob_seg *blob_segment_take_empty(struct blob_segs *t)
+{
+    pthread_mutex_lock(&t->lock);
+    struct blob_seg *found = NULL;
+    /* Bounded by the table's capacity. */
+    for (uint32_t i = 0; i < t->cap && !found; i++) {
+        struct blob_seg *seg = atomic_load(&t->slots[i]);
+        if (seg && seg->state == BLOB_SEG_ABANDONED && atomic_load(&seg->bytes) == 0) found = seg;
+    }
+    if (found) seg_kill_locked(t, found);
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
 void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg)
 {
     pthread_mutex_lock(&t->lock);

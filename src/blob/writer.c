@@ -26,6 +26,8 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
 #include "blob/internal.h"
 
 /* A write goes out once this much is buffered even if nobody waits for it. */
@@ -98,6 +100,7 @@ static bool writes_retire(struct blob_writer *w)
     while (w->oldest != w->cur && w->bufs[w->oldest].state == BLOB_WBUF_DONE) {
         struct blob_wbuf *b = &w->bufs[w->oldest];
         w->written = b->end;
+        w->quiet_failures = false;
         b->state = BLOB_WBUF_FREE;
         w->oldest = wnext(w->oldest);
         moved = true;
@@ -568,6 +571,14 @@ static void writer_abandon(struct blob_writer *w, int err)
     bool syncing = !base_list_is_empty(&w->syncing);
     ASSERT(!syncing);
     base_counter_inc(&w->bc->counters.segments_abandoned);
+    /* A full disk fails every new segment's first write: one line until a write succeeds. */
+    bool empty = w->written == 0;
+    if (!empty || !w->quiet_failures) {
+        LOG_WARN("segment %llu: a write or fsync failed (%s): abandoned with %llu bytes%s",
+                 (unsigned long long)w->seq, base_err_str(err), (unsigned long long)w->written,
+                 empty ? "; further empty ones are not logged until a write succeeds" : "");
+    }
+    w->quiet_failures = w->quiet_failures || empty;
     blob_core_segment_failed(w->bc, w->seq, err);
     /* What was acknowledged in it stays readable; recovery seals it from a scan. */
     blob_segment_set(&s->segs, w->seg, BLOB_SEG_ABANDONED, w->written);

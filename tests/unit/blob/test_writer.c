@@ -530,3 +530,39 @@ Test(blob_writer, slow_writes_and_fsyncs_are_timed_and_counted)
     blob_io_sim_slow(t.io, 0, 0);
     th_close(&t);
 }
+
+Test(blob_writer, full_disk_leaves_no_empty_segments_behind)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 130);
+    static uint8_t before[2000];
+    struct blob_key kb;
+    blob_n(before, sizeof(before), 1, &kb);
+    cr_assert(eq(int, th_put(&t, &kb, before, sizeof(before), 0, 0), 0));
+    blob_io_sim_full(t.io, true);
+    /* Each refused upload opens a new segment whose first write fails: none may stay. */
+    for (uint64_t i = 0; i < 50; i++) {
+        static uint8_t data[2000];
+        struct blob_key k;
+        blob_n(data, sizeof(data), 10 + i, &k);
+        int rc = th_put(&t, &k, data, sizeof(data), 0, 0);
+        cr_assert(eq(int, rc, -ENOSPC), "put %llu", (unsigned long long)i);
+    }
+    th_settle(&t);
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(le(u64, st.segments, 2), "empty abandoned segments kept: %llu",
+              (unsigned long long)st.segments);
+    uint32_t fds = blob_io_sim_open_fds(t.io);
+    cr_assert(le(u32, fds, 2), "fds held: %u", fds);
+    blob_io_sim_full(t.io, false);
+    static uint8_t after[2000];
+    struct blob_key ka;
+    blob_n(after, sizeof(after), 2, &ka);
+    cr_assert(eq(int, th_put(&t, &ka, after, sizeof(after), 0, 0), 0));
+    assert_reads(&t, before, sizeof(before), &kb);
+    th_reopen(&t);
+    assert_reads(&t, before, sizeof(before), &kb);
+    assert_reads(&t, after, sizeof(after), &ka);
+    th_close(&t);
+}
