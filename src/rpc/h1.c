@@ -4,7 +4,10 @@
  * One request at a time. Received buffers queue up in in[] (at most H1_IN_MAX, then the
  * receive pauses: backpressure) and are consumed in place: heads are parsed in the receive
  * buffer, and only a head cut across receives is copied into <carry>. Requests behind the
- * current one wait in the queue, so responses leave in request order (pipelining).
+ * current one wait in the queue, so responses leave in request order (pipelining). While a
+ * request is handled or answered, nothing consumes input: the connection then reads ahead one
+ * receive at most and copies what it holds (up to H1_AHEAD_MAX bytes) out of the core's shared
+ * receive buffers, so that clients which send while their response waits cannot take the pool.
  *
  * A request: head -> route -> body (streamed into a sink: the cache handler of
  * src/rpc/h1_cache.c, or dropped) -> the handler answers, or streams its response piece by
@@ -45,6 +48,7 @@
 #define H1_DISCARD_MAX   (64u << 10) /* body bytes read and dropped to keep a connection */
 #define H1_LINGER_MS     2000        /* lingering close: how long to wait for the client's FIN */
 #define H1_RESP_HEAD_MAX 768         /* bytes of a response's status line and fields */
+#define H1_AHEAD_MAX     (16u << 10) /* input copied out of receive buffers while busy */
 
 /* ---- state ---- */
 
@@ -63,7 +67,8 @@ enum h1_sink {
 };
 
 struct h1_in {
-    uint16_t bid; /* the receive buffer */
+    uint8_t *mem; /* a copy of the bytes (owned, freed when consumed), or NULL: in <bid> */
+    uint16_t bid; /* the receive buffer, when mem is NULL */
     uint32_t off; /* first unconsumed byte */
     uint32_t len; /* unconsumed bytes from off */
 };
@@ -146,6 +151,7 @@ static struct h1_in *in_front(struct rpc_h1_conn *h)
 
 static const uint8_t *in_data(struct rpc_h1_conn *h, const struct h1_in *e)
 {
+    if (e->mem) return e->mem + e->off;
     return ring_buf_data(core_of(h), e->bid) + e->off;
 }
 
@@ -158,7 +164,12 @@ static void in_consume(struct rpc_h1_conn *h, uint32_t n)
     e->off += n;
     e->len -= n;
     if (e->len > 0) return;
-    ring_buf_unref(core_of(h), e->bid);
+    if (e->mem) {
+        free(e->mem);
+        e->mem = NULL;
+    } else {
+        ring_buf_unref(core_of(h), e->bid);
+    }
     h->in_first = (h->in_first + 1) % H1_IN_MAX;
     h->in_count--;
 }
@@ -179,14 +190,53 @@ static void in_release_all(struct rpc_h1_conn *h)
     }
 }
 
+/* True while the request is handled or answered: nothing consumes input until it ends. */
+static bool is_waiting(const struct rpc_h1_conn *h)
+{
+    return h->state == H1_HANDLE || h->state == H1_RESPOND;
+}
+
+/*
+ * Copies the unconsumed bytes of receive-buffer entries into memory of the connection's own,
+ * up to H1_AHEAD_MAX bytes in all, and gives the buffers back. Without it, a few hundred
+ * connections that send a few bytes at a time while their response waits (pipelined requests
+ * behind a download the client does not read) would hold every buffer of the core, and every
+ * other connection of the core would stop receiving. Only while waiting: then no borrowed
+ * pointer (the head's spans, the engine's input) points into the entries.
+ */
+static void in_copy_out(struct rpc_h1_conn *h)
+{
+    uint32_t copied = 0;
+    for (uint32_t i = 0; i < h->in_count; i++) { /* bounded by H1_IN_MAX */
+        struct h1_in *e = &h->in[(h->in_first + i) % H1_IN_MAX];
+        if (e->mem) {
+            copied += e->len;
+            continue;
+        }
+        if (e->len > H1_AHEAD_MAX - copied) return; /* kept as it is: the client sent that much */
+        uint8_t *mem = malloc(e->len);
+        if (!mem) return;
+        memcpy(mem, in_data(h, e), e->len);
+        ring_buf_unref(core_of(h), e->bid);
+        *e = (struct h1_in){ .mem = mem, .bid = RING_CONN_NO_BUF, .off = 0, .len = e->len };
+        copied += e->len;
+    }
+}
+
 /*
  * Receive only while the queue has room for what the receive in flight may bring: one entry
- * is kept free for it, because a pause takes effect only after that receive completes.
+ * is kept free for it, because a pause takes effect only after that receive completes. While
+ * a request is handled or answered, one entry is enough: it is read only after the response.
  */
 static void flow_control(struct rpc_h1_conn *h)
 {
     if (is_closing(h)) return;
-    if (h->in_count >= H1_IN_MAX - 1) {
+    uint32_t max = H1_IN_MAX - 1;
+    if (is_waiting(h)) {
+        in_copy_out(h);
+        max = 1;
+    }
+    if (h->in_count >= max) {
         ring_conn_recv_pause(&h->c->conn);
     } else if (!h->eof) {
         ring_conn_recv_resume(&h->c->conn);
