@@ -18,7 +18,9 @@
  *
  * Timeouts: every receive has the read timeout, every send the write-progress timeout (ring
  * conn). While the server itself works on a request (the handler or a send), is_busy tells
- * the ring that the client's silence is expected.
+ * the ring that the client's silence is expected. A client that does send, but slowly, is held
+ * to progress as well (too_slow): a head must be complete within a read timeout of its start,
+ * and a body must bring H1_BODY_MIN_RATE bytes a second over each read timeout.
  *
  * Sections: state, input queue, responses, operations endpoints, requests and bodies, the
  * handler's side, ring callbacks.
@@ -49,6 +51,7 @@
 #define H1_LINGER_MS     2000        /* lingering close: how long to wait for the client's FIN */
 #define H1_RESP_HEAD_MAX 768         /* bytes of a response's status line and fields */
 #define H1_AHEAD_MAX     (16u << 10) /* input copied out of receive buffers while busy */
+#define H1_BODY_MIN_RATE 1024        /* body bytes per second, over each read timeout */
 
 /* ---- state ---- */
 
@@ -84,6 +87,7 @@ struct rpc_h1_conn {
     bool draining;              /* the server drains: close after this request */
     char *carry;                /* a head cut across receives; RPC_H1_HEAD_MAX bytes */
     uint32_t carry_len;         /* bytes in carry */
+    uint64_t carry_t0_ns;       /* when carry began to hold the head's start */
     struct rpc_h1_head head;    /* the head being handled */
     /* request */
     struct rpc_h1_request req;     /* the request's fields */
@@ -94,6 +98,8 @@ struct rpc_h1_conn {
     struct rpc_h1_chunked chunked; /* body decoder when req.chunked */
     uint64_t body_left;            /* Content-Length bytes not yet read */
     uint64_t body_in;              /* body bytes received (decoded) */
+    uint64_t window_t0_ns;         /* start of the body's current rate window */
+    uint64_t window_mark;          /* body_in at that start */
     enum h1_sink sink;             /* where body bytes go */
     int pending_status;            /* the status to answer once a discarded body is read */
     const char *pending_desc;      /* its body */
@@ -622,6 +628,8 @@ static void refuse(struct rpc_h1_conn *h, int status, const char *desc)
 static void begin_request(struct rpc_h1_conn *h, enum rpc_route metric)
 {
     h->t0_ns = base_clock_now_ns();
+    h->window_t0_ns = h->t0_ns;
+    h->window_mark = 0;
     h->route.metric = metric;
     h->in_request = true;
     rpc_metrics_begin(&h->c->rc->metrics, metric);
@@ -703,6 +711,7 @@ static bool read_head_in_place(struct rpc_h1_conn *h, struct h1_in *e)
     ASSERT(e->len < RPC_H1_HEAD_MAX);
     memcpy(h->carry, data, e->len);
     h->carry_len = e->len;
+    h->carry_t0_ns = base_clock_now_ns();
     in_consume(h, e->len);
     return true;
 }
@@ -895,6 +904,9 @@ void rpc_h1_body_resume(struct rpc_h1_conn *h)
     h->sink_busy = false;
     in_consume(h, h->sink_hold);
     h->sink_hold = 0;
+    /* The engine held the input: the client could not send meanwhile. */
+    h->window_t0_ns = base_clock_now_ns();
+    h->window_mark = h->body_in;
     /* Not from inside the engine's callback: the loop continues after its batch. */
     ring_task_defer(core_of(h), &h->run_task);
 }
@@ -1047,9 +1059,41 @@ void rpc_h1_stream_fail(struct rpc_h1_conn *h, int status, const char *text)
 
 /* ---- ring callbacks ---- */
 
+/*
+ * True when the client, though it sends, is too slow to go on: a request head begun more than
+ * a read timeout ago and still not complete, or a body that brought fewer than
+ * H1_BODY_MIN_RATE bytes a second over the last read timeout. A byte now and then keeps every
+ * receive within its own timeout, so without this a client would hold a connection, and an
+ * upload slot of the engine, for as long as it likes. Checked as bytes arrive: a client that
+ * sends nothing is the read timeout's; a slow one is found within two read timeouts.
+ */
+static bool too_slow(struct rpc_h1_conn *h)
+{
+    uint64_t window_ns = (uint64_t)h->c->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
+    if (window_ns == 0) return false;
+    uint64_t now = base_clock_now_ns();
+    if (h->state == H1_READ_HEAD) return h->carry_len > 0 && now - h->carry_t0_ns > window_ns;
+    if (h->state != H1_READ_BODY || h->sink_busy || now - h->window_t0_ns < window_ns) {
+        return false;
+    }
+    uint64_t want = (uint64_t)h->c->rc->cfg->read_timeout_ms * H1_BODY_MIN_RATE / 1000;
+    if (h->body_in - h->window_mark < want) return true;
+    h->window_t0_ns = now;
+    h->window_mark = h->body_in;
+    return false;
+}
+
 static void h1_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
     struct rpc_h1_conn *h = h1_of(rc);
+    if (len > 0 && too_slow(h)) {
+        ring_buf_unref(rc->core, bid);
+        LOG_DEBUG("http: fd %d: client too slow: closing", rc->fd);
+        base_counter_inc(&ring_core_counters(rc->core)->read_timeouts);
+        h->status = 408; /* counted so; never sent */
+        ring_conn_close(rc, -ETIMEDOUT);
+        return;
+    }
     if (len == 0) {
         h->eof = true;
     } else if (h->state == H1_LINGER) {
@@ -1135,6 +1179,7 @@ void rpc_h1_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
         if (h->carry) {
             memcpy(h->carry, prefix, prefix_len);
             h->carry_len = prefix_len;
+            h->carry_t0_ns = base_clock_now_ns();
         }
     }
     if (!h || (prefix_len > 0 && !h->carry)) {

@@ -87,5 +87,62 @@ class ReadAhead(harness.ServerTestCase):
         self.server.wait_quiet(extra=("blob_readers",))
 
 
+def trickle(raw, data, gap, seconds):
+    """Sends <data> a byte every <gap> seconds for up to <seconds>; returns how long the
+    server let it go on (it stops at the server's close)."""
+    t0 = time.monotonic()
+    for b in data:
+        if time.monotonic() - t0 > seconds:
+            break
+        try:
+            raw.send(bytes([b]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        if raw.is_closed(timeout=gap):
+            break
+    return time.monotonic() - t0
+
+
+class SlowClients(harness.ServerTestCase):
+    """A client that sends, but too slowly, is closed even though each receive is in time."""
+
+    server_args = ("--read-timeout", "2s")
+    server_cores = 1
+
+    def test_slow_head_is_closed(self):
+        # A byte every half second keeps each receive within the 2 s read timeout; the head
+        # must still be complete within a read timeout of its start.
+        timeouts = self.server.metric("ringcas_read_timeouts")
+        with Raw(self.server.port) as raw:
+            raw.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+            took = trickle(raw, b"a" * 100, 0.5, 12)
+            self.assertLess(took, 8, "a head sent a byte at a time was not cut off")
+        self.assertGreater(self.server.metric("ringcas_read_timeouts"), timeouts)
+        self.server.wait_quiet()
+
+    def test_slow_upload_is_closed_and_frees_its_slot(self):
+        # 1 MiB announced, a byte every half second: under 1 KiB/s over each read timeout.
+        body = os.urandom(1 << 20)
+        path = "/cas/" + hashlib.sha256(body).hexdigest()
+        with Raw(self.server.port) as raw:
+            raw.send(request("PUT", path, headers=["Content-Length: %d" % len(body)]))
+            self.assertEqual(self.server.metric("ringcas_blob_uploads"), 1)
+            took = trickle(raw, body, 0.5, 12)
+            self.assertLess(took, 8, "a body sent a byte at a time was not cut off")
+        self.server.wait_quiet(extra=("blob_uploads",))
+        self.assertEqual(self.server.metric("ringcas_requests_total", status="408"), 1)
+
+    def test_upload_with_pauses_at_a_fair_rate_is_stored(self):
+        body = os.urandom(64 << 10)
+        path = "/cas/" + hashlib.sha256(body).hexdigest()
+        with Raw(self.server.port) as raw:
+            raw.send(request("PUT", path, body=body)[:-len(body)])
+            for i in range(0, len(body), 16 << 10):
+                raw.send(body[i:i + (16 << 10)])
+                time.sleep(1.5)
+            self.assertEqual(raw.read_response().status, 201)
+        self.server.wait_quiet(extra=("blob_uploads",))
+
+
 if __name__ == "__main__":
     unittest.main()
