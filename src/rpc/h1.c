@@ -71,23 +71,23 @@ enum h1_sink {
 
 struct h1_in {
     uint8_t *mem; /* a copy of the bytes (owned, freed when consumed), or NULL: in <bid> */
-    uint16_t bid; /* the receive buffer, when mem is NULL */
     uint32_t off; /* first unconsumed byte */
     uint32_t len; /* unconsumed bytes from off */
+    uint16_t bid; /* the receive buffer, when mem is NULL */
 };
 
 struct rpc_h1_conn {
-    struct rpc_conn *c;  /* the connection (owns this state through c->proto) */
-    enum h1_state state; /* see enum h1_state */
+    struct rpc_conn *c; /* the connection (owns this state through c->proto) */
     /* input */
     struct h1_in in[H1_IN_MAX]; /* received, not yet consumed; a ring */
+    enum h1_state state;        /* see enum h1_state */
     uint32_t in_first;          /* index of the oldest entry */
     uint32_t in_count;          /* entries queued */
+    uint32_t carry_len;         /* bytes in carry */
+    char *carry;                /* a head cut across receives; RPC_H1_HEAD_MAX bytes */
+    uint64_t carry_t0_ns;       /* when carry began to hold the head's start */
     bool eof;                   /* the client closed its side */
     bool draining;              /* the server drains: close after this request */
-    char *carry;                /* a head cut across receives; RPC_H1_HEAD_MAX bytes */
-    uint32_t carry_len;         /* bytes in carry */
-    uint64_t carry_t0_ns;       /* when carry began to hold the head's start */
     struct rpc_h1_head head;    /* the head being handled */
     /* request */
     struct rpc_h1_request req;     /* the request's fields */
@@ -184,7 +184,7 @@ static void in_push(struct rpc_h1_conn *h, uint16_t bid, uint32_t len)
 {
     ASSERT(h->in_count < H1_IN_MAX);
     struct h1_in *e = &h->in[(h->in_first + h->in_count) % H1_IN_MAX];
-    *e = (struct h1_in){ .bid = bid, .off = 0, .len = len };
+    *e = (struct h1_in){ .off = 0, .len = len, .bid = bid };
     h->in_count++;
 }
 
@@ -224,7 +224,7 @@ static void in_copy_out(struct rpc_h1_conn *h)
         if (!mem) return;
         memcpy(mem, in_data(h, e), e->len);
         ring_buf_unref(core_of(h), e->bid);
-        *e = (struct h1_in){ .mem = mem, .bid = RING_CONN_NO_BUF, .off = 0, .len = e->len };
+        *e = (struct h1_in){ .mem = mem, .off = 0, .len = e->len, .bid = RING_CONN_NO_BUF };
         copied += e->len;
     }
 }
