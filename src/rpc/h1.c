@@ -4,7 +4,10 @@
  * One request at a time. Received buffers queue up in in[] (at most H1_IN_MAX, then the
  * receive pauses: backpressure) and are consumed in place: heads are parsed in the receive
  * buffer, and only a head cut across receives is copied into <carry>. Requests behind the
- * current one wait in the queue, so responses leave in request order (pipelining).
+ * current one wait in the queue, so responses leave in request order (pipelining). While a
+ * request is handled or answered, nothing consumes input: the connection then reads ahead one
+ * receive at most and copies what it holds (up to H1_AHEAD_MAX bytes) out of the core's shared
+ * receive buffers, so that clients which send while their response waits cannot take the pool.
  *
  * A request: head -> route -> body (streamed into a sink: the cache handler of
  * src/rpc/h1_cache.c, or dropped) -> the handler answers, or streams its response piece by
@@ -15,7 +18,9 @@
  *
  * Timeouts: every receive has the read timeout, every send the write-progress timeout (ring
  * conn). While the server itself works on a request (the handler or a send), is_busy tells
- * the ring that the client's silence is expected.
+ * the ring that the client's silence is expected. A client that does send, but slowly, is held
+ * to progress as well (too_slow): a head must be complete within a read timeout of its start,
+ * and a body must bring H1_BODY_MIN_RATE bytes a second over each read timeout.
  *
  * Sections: state, input queue, responses, operations endpoints, requests and bodies, the
  * handler's side, ring callbacks.
@@ -45,6 +50,8 @@
 #define H1_DISCARD_MAX   (64u << 10) /* body bytes read and dropped to keep a connection */
 #define H1_LINGER_MS     2000        /* lingering close: how long to wait for the client's FIN */
 #define H1_RESP_HEAD_MAX 768         /* bytes of a response's status line and fields */
+#define H1_AHEAD_MAX     (16u << 10) /* input copied out of receive buffers while busy */
+#define H1_BODY_MIN_RATE 1024        /* body bytes per second, over each read timeout */
 
 /* ---- state ---- */
 
@@ -63,22 +70,24 @@ enum h1_sink {
 };
 
 struct h1_in {
-    uint16_t bid; /* the receive buffer */
+    uint8_t *mem; /* a copy of the bytes (owned, freed when consumed), or NULL: in <bid> */
     uint32_t off; /* first unconsumed byte */
     uint32_t len; /* unconsumed bytes from off */
+    uint16_t bid; /* the receive buffer, when mem is NULL */
 };
 
 struct rpc_h1_conn {
-    struct rpc_conn *c;  /* the connection (owns this state through c->proto) */
-    enum h1_state state; /* see enum h1_state */
+    struct rpc_conn *c; /* the connection (owns this state through c->proto) */
     /* input */
     struct h1_in in[H1_IN_MAX]; /* received, not yet consumed; a ring */
+    enum h1_state state;        /* see enum h1_state */
     uint32_t in_first;          /* index of the oldest entry */
     uint32_t in_count;          /* entries queued */
+    uint32_t carry_len;         /* bytes in carry */
+    char *carry;                /* a head cut across receives; RPC_H1_HEAD_MAX bytes */
+    uint64_t carry_t0_ns;       /* when carry began to hold the head's start */
     bool eof;                   /* the client closed its side */
     bool draining;              /* the server drains: close after this request */
-    char *carry;                /* a head cut across receives; RPC_H1_HEAD_MAX bytes */
-    uint32_t carry_len;         /* bytes in carry */
     struct rpc_h1_head head;    /* the head being handled */
     /* request */
     struct rpc_h1_request req;     /* the request's fields */
@@ -89,6 +98,8 @@ struct rpc_h1_conn {
     struct rpc_h1_chunked chunked; /* body decoder when req.chunked */
     uint64_t body_left;            /* Content-Length bytes not yet read */
     uint64_t body_in;              /* body bytes received (decoded) */
+    uint64_t window_t0_ns;         /* start of the body's current rate window */
+    uint64_t window_mark;          /* body_in at that start */
     enum h1_sink sink;             /* where body bytes go */
     int pending_status;            /* the status to answer once a discarded body is read */
     const char *pending_desc;      /* its body */
@@ -146,6 +157,7 @@ static struct h1_in *in_front(struct rpc_h1_conn *h)
 
 static const uint8_t *in_data(struct rpc_h1_conn *h, const struct h1_in *e)
 {
+    if (e->mem) return e->mem + e->off;
     return ring_buf_data(core_of(h), e->bid) + e->off;
 }
 
@@ -158,7 +170,12 @@ static void in_consume(struct rpc_h1_conn *h, uint32_t n)
     e->off += n;
     e->len -= n;
     if (e->len > 0) return;
-    ring_buf_unref(core_of(h), e->bid);
+    if (e->mem) {
+        free(e->mem);
+        e->mem = NULL;
+    } else {
+        ring_buf_unref(core_of(h), e->bid);
+    }
     h->in_first = (h->in_first + 1) % H1_IN_MAX;
     h->in_count--;
 }
@@ -167,7 +184,7 @@ static void in_push(struct rpc_h1_conn *h, uint16_t bid, uint32_t len)
 {
     ASSERT(h->in_count < H1_IN_MAX);
     struct h1_in *e = &h->in[(h->in_first + h->in_count) % H1_IN_MAX];
-    *e = (struct h1_in){ .bid = bid, .off = 0, .len = len };
+    *e = (struct h1_in){ .off = 0, .len = len, .bid = bid };
     h->in_count++;
 }
 
@@ -179,14 +196,53 @@ static void in_release_all(struct rpc_h1_conn *h)
     }
 }
 
+/* True while the request is handled or answered: nothing consumes input until it ends. */
+static bool is_waiting(const struct rpc_h1_conn *h)
+{
+    return h->state == H1_HANDLE || h->state == H1_RESPOND;
+}
+
+/*
+ * Copies the unconsumed bytes of receive-buffer entries into memory of the connection's own,
+ * up to H1_AHEAD_MAX bytes in all, and gives the buffers back. Without it, a few hundred
+ * connections that send a few bytes at a time while their response waits (pipelined requests
+ * behind a download the client does not read) would hold every buffer of the core, and every
+ * other connection of the core would stop receiving. Only while waiting: then no borrowed
+ * pointer (the head's spans, the engine's input) points into the entries.
+ */
+static void in_copy_out(struct rpc_h1_conn *h)
+{
+    uint32_t copied = 0;
+    for (uint32_t i = 0; i < h->in_count; i++) { /* bounded by H1_IN_MAX */
+        struct h1_in *e = &h->in[(h->in_first + i) % H1_IN_MAX];
+        if (e->mem) {
+            copied += e->len;
+            continue;
+        }
+        if (e->len > H1_AHEAD_MAX - copied) return; /* kept as it is: the client sent that much */
+        uint8_t *mem = malloc(e->len);
+        if (!mem) return;
+        memcpy(mem, in_data(h, e), e->len);
+        ring_buf_unref(core_of(h), e->bid);
+        *e = (struct h1_in){ .mem = mem, .off = 0, .len = e->len, .bid = RING_CONN_NO_BUF };
+        copied += e->len;
+    }
+}
+
 /*
  * Receive only while the queue has room for what the receive in flight may bring: one entry
- * is kept free for it, because a pause takes effect only after that receive completes.
+ * is kept free for it, because a pause takes effect only after that receive completes. While
+ * a request is handled or answered, one entry is enough: it is read only after the response.
  */
 static void flow_control(struct rpc_h1_conn *h)
 {
     if (is_closing(h)) return;
-    if (h->in_count >= H1_IN_MAX - 1) {
+    uint32_t max = H1_IN_MAX - 1;
+    if (is_waiting(h)) {
+        in_copy_out(h);
+        max = 1;
+    }
+    if (h->in_count >= max) {
         ring_conn_recv_pause(&h->c->conn);
     } else if (!h->eof) {
         ring_conn_recv_resume(&h->c->conn);
@@ -572,6 +628,8 @@ static void refuse(struct rpc_h1_conn *h, int status, const char *desc)
 static void begin_request(struct rpc_h1_conn *h, enum rpc_route metric)
 {
     h->t0_ns = base_clock_now_ns();
+    h->window_t0_ns = h->t0_ns;
+    h->window_mark = 0;
     h->route.metric = metric;
     h->in_request = true;
     rpc_metrics_begin(&h->c->rc->metrics, metric);
@@ -653,6 +711,7 @@ static bool read_head_in_place(struct rpc_h1_conn *h, struct h1_in *e)
     ASSERT(e->len < RPC_H1_HEAD_MAX);
     memcpy(h->carry, data, e->len);
     h->carry_len = e->len;
+    h->carry_t0_ns = base_clock_now_ns();
     in_consume(h, e->len);
     return true;
 }
@@ -845,6 +904,9 @@ void rpc_h1_body_resume(struct rpc_h1_conn *h)
     h->sink_busy = false;
     in_consume(h, h->sink_hold);
     h->sink_hold = 0;
+    /* The engine held the input: the client could not send meanwhile. */
+    h->window_t0_ns = base_clock_now_ns();
+    h->window_mark = h->body_in;
     /* Not from inside the engine's callback: the loop continues after its batch. */
     ring_task_defer(core_of(h), &h->run_task);
 }
@@ -997,9 +1059,41 @@ void rpc_h1_stream_fail(struct rpc_h1_conn *h, int status, const char *text)
 
 /* ---- ring callbacks ---- */
 
+/*
+ * True when the client, though it sends, is too slow to go on: a request head begun more than
+ * a read timeout ago and still not complete, or a body that brought fewer than
+ * H1_BODY_MIN_RATE bytes a second over the last read timeout. A byte now and then keeps every
+ * receive within its own timeout, so without this a client would hold a connection, and an
+ * upload slot of the engine, for as long as it likes. Checked as bytes arrive: a client that
+ * sends nothing is the read timeout's; a slow one is found within two read timeouts.
+ */
+static bool too_slow(struct rpc_h1_conn *h)
+{
+    uint64_t window_ns = (uint64_t)h->c->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
+    if (window_ns == 0) return false;
+    uint64_t now = base_clock_now_ns();
+    if (h->state == H1_READ_HEAD) return h->carry_len > 0 && now - h->carry_t0_ns > window_ns;
+    if (h->state != H1_READ_BODY || h->sink_busy || now - h->window_t0_ns < window_ns) {
+        return false;
+    }
+    uint64_t want = (uint64_t)h->c->rc->cfg->read_timeout_ms * H1_BODY_MIN_RATE / 1000;
+    if (h->body_in - h->window_mark < want) return true;
+    h->window_t0_ns = now;
+    h->window_mark = h->body_in;
+    return false;
+}
+
 static void h1_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
     struct rpc_h1_conn *h = h1_of(rc);
+    if (len > 0 && too_slow(h)) {
+        ring_buf_unref(rc->core, bid);
+        LOG_DEBUG("http: fd %d: client too slow: closing", rc->fd);
+        base_counter_inc(&ring_core_counters(rc->core)->read_timeouts);
+        h->status = 408; /* counted so; never sent */
+        ring_conn_close(rc, -ETIMEDOUT);
+        return;
+    }
     if (len == 0) {
         h->eof = true;
     } else if (h->state == H1_LINGER) {
@@ -1085,6 +1179,7 @@ void rpc_h1_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
         if (h->carry) {
             memcpy(h->carry, prefix, prefix_len);
             h->carry_len = prefix_len;
+            h->carry_t0_ns = base_clock_now_ns();
         }
     }
     if (!h || (prefix_len > 0 && !h->carry)) {

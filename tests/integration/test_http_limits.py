@@ -1,0 +1,148 @@
+"""What a hostile or broken HTTP/1.1 client can hold on the server, and for how long: input
+sent while its response waits, slow request heads, slow upload bodies (docs/http.md
+"Limits" and "Timeouts")."""
+
+import hashlib
+import http.client
+import os
+import socket
+import time
+import unittest
+
+import harness
+from http1 import Raw, request
+
+BIG = 16 << 20  # more than the kernel's socket buffers take: an unread GET of it stalls
+
+
+def put(port, path, body):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("PUT", path, body=body)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def stalled_get(port, path):
+    """A connection whose GET of a large blob the client does not read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request("GET", path))
+    return sock
+
+
+class ReadAhead(harness.ServerTestCase):
+    """Input that arrives while a response waits does not stay in the core's receive buffers."""
+
+    # A small pool, so that a few dozen connections would take it all.
+    server_args = ("--recv-buffers", "64", "--write-timeout", "60s")
+    server_cores = 1
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.blob = os.urandom(BIG)
+        cls.path = "/cas/" + hashlib.sha256(cls.blob).hexdigest()
+        assert put(cls.server.port, cls.path, cls.blob) == 201
+
+    def test_input_behind_a_stalled_response_leaves_the_pool(self):
+        # Each connection sends a few bytes three times while its download waits: before,
+        # each took a receive buffer per send (3 x 40 > 64) and the core stopped receiving.
+        socks = [stalled_get(self.server.port, self.path) for _ in range(40)]
+        try:
+            time.sleep(0.5)
+            for _ in range(3):
+                for s in socks:
+                    s.sendall(request("GET", "/healthz"))
+                time.sleep(0.2)
+            with Raw(self.server.port, timeout=5) as raw:
+                raw.send(request("GET", "/healthz"))
+                self.assertEqual(raw.read_response().status, 200)
+            self.assertLessEqual(self.server.metric("ringcas_bufs_out"), 2)
+            self.assertEqual(self.server.metric("ringcas_enobufs"), 0)
+        finally:
+            for s in socks:
+                s.close()
+        self.server.wait_quiet(extra=("blob_readers",))
+
+    def test_pipelined_requests_behind_a_stalled_response_are_answered(self):
+        # The copied input is served as it was sent, a head cut across sends included.
+        with Raw(self.server.port, timeout=30) as raw:
+            raw.send(request("GET", self.path))
+            time.sleep(0.3)
+            raw.send(request("GET", "/healthz"))
+            time.sleep(0.1)
+            raw.send(b"GET /healthz HTTP/1.1\r\nHo")
+            time.sleep(0.1)
+            raw.send(b"st: x\r\n\r\n" + request("GET", "/nope/key"))
+            time.sleep(0.2)
+            resp = raw.read_response()
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.body, self.blob)
+            self.assertEqual([raw.read_response().status for _ in range(3)], [200, 200, 404])
+        self.server.wait_quiet(extra=("blob_readers",))
+
+
+def trickle(raw, data, gap, seconds):
+    """Sends <data> a byte every <gap> seconds for up to <seconds>; returns how long the
+    server let it go on (it stops at the server's close)."""
+    t0 = time.monotonic()
+    for b in data:
+        if time.monotonic() - t0 > seconds:
+            break
+        try:
+            raw.send(bytes([b]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        if raw.is_closed(timeout=gap):
+            break
+    return time.monotonic() - t0
+
+
+class SlowClients(harness.ServerTestCase):
+    """A client that sends, but too slowly, is closed even though each receive is in time."""
+
+    server_args = ("--read-timeout", "2s")
+    server_cores = 1
+
+    def test_slow_head_is_closed(self):
+        # A byte every half second keeps each receive within the 2 s read timeout; the head
+        # must still be complete within a read timeout of its start.
+        timeouts = self.server.metric("ringcas_read_timeouts")
+        with Raw(self.server.port) as raw:
+            raw.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+            took = trickle(raw, b"a" * 100, 0.5, 12)
+            self.assertLess(took, 8, "a head sent a byte at a time was not cut off")
+        self.assertGreater(self.server.metric("ringcas_read_timeouts"), timeouts)
+        self.server.wait_quiet()
+
+    def test_slow_upload_is_closed_and_frees_its_slot(self):
+        # 1 MiB announced, a byte every half second: under 1 KiB/s over each read timeout.
+        body = os.urandom(1 << 20)
+        path = "/cas/" + hashlib.sha256(body).hexdigest()
+        with Raw(self.server.port) as raw:
+            raw.send(request("PUT", path, headers=["Content-Length: %d" % len(body)]))
+            self.assertEqual(self.server.metric("ringcas_blob_uploads"), 1)
+            took = trickle(raw, body, 0.5, 12)
+            self.assertLess(took, 8, "a body sent a byte at a time was not cut off")
+        self.server.wait_quiet(extra=("blob_uploads",))
+        self.assertEqual(self.server.metric("ringcas_requests_total", status="408"), 1)
+
+    def test_upload_with_pauses_at_a_fair_rate_is_stored(self):
+        body = os.urandom(64 << 10)
+        path = "/cas/" + hashlib.sha256(body).hexdigest()
+        with Raw(self.server.port) as raw:
+            raw.send(request("PUT", path, body=body)[:-len(body)])
+            for i in range(0, len(body), 16 << 10):
+                raw.send(body[i:i + (16 << 10)])
+                time.sleep(1.5)
+            self.assertEqual(raw.read_response().status, 201)
+        self.server.wait_quiet(extra=("blob_uploads",))
+
+
+if __name__ == "__main__":
+    unittest.main()
