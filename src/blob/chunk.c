@@ -47,6 +47,29 @@ ZSTD_customMem blob_chunk_zstd_mem(struct base_counter *gauge)
     return m;
 }
 
+static void *budget_alloc(void *opaque, size_t size)
+{
+    struct blob_zstd_budget *b = opaque;
+    uint64_t used = base_counter_get(b->gauge);
+    if (size > b->limit || used > b->limit - size) {
+        base_counter_inc(b->refused);
+        return NULL;
+    }
+    return mem_alloc(b->gauge, size);
+}
+
+static void budget_free(void *opaque, void *addr)
+{
+    struct blob_zstd_budget *b = opaque;
+    mem_free(b->gauge, addr);
+}
+
+ZSTD_customMem blob_chunk_zstd_budget_mem(struct blob_zstd_budget *b)
+{
+    ZSTD_customMem m = { budget_alloc, budget_free, b };
+    return m;
+}
+
 int blob_chunk_ctx_init(struct blob_chunk_ctx *z, int level, struct base_counter *gauge)
 {
     memset(z, 0, sizeof(*z));

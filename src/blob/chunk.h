@@ -32,6 +32,16 @@ struct blob_chunk_ctx {
 /* A counting ZSTD_customMem that adds to <gauge> (the single writer is the caller's thread). */
 ZSTD_customMem blob_chunk_zstd_mem(struct base_counter *gauge);
 
+/* A counting allocator that refuses what would take <gauge> past <limit>. */
+struct blob_zstd_budget {
+    struct base_counter *gauge;   /* counted here, with the other contexts of its owner */
+    struct base_counter *refused; /* allocations refused over <limit> */
+    uint64_t limit;               /* bytes <gauge> may reach */
+};
+
+/* A ZSTD_customMem over <b> (which must outlive the contexts made with it). */
+ZSTD_customMem blob_chunk_zstd_budget_mem(struct blob_zstd_budget *b);
+
 /* Creates the contexts at <level>. Returns 0 or -ENOMEM. */
 MUST_CHECK int blob_chunk_ctx_init(struct blob_chunk_ctx *z, int level, struct base_counter *gauge);
 

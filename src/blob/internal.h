@@ -292,22 +292,23 @@ bool blob_writer_is_idle(const struct blob_writer *w);
 /* ---- the per-core engine (store.c) ---- */
 
 struct blob_core {
-    struct blob_store *s;          /* the store */
-    struct ring_core *ring;        /* this core's loop (NULL with the simulator) */
-    uint32_t index;                /* core number */
-    struct blob_counters counters; /* per core */
-    struct blob_chunk_ctx zctx;    /* compression */
-    struct blob_pool pool;         /* uploads' and readers' large buffers */
-    struct blob_writer writer;     /* the active segment */
-    struct base_list uploads;      /* struct blob_upload.link */
-    struct base_list readers;      /* struct blob_reader.link */
-    struct base_list refreshes;    /* struct blob_refresh.link */
-    uint32_t uploads_len;          /* open uploads (admission) */
-    uint32_t readers_len;          /* open readers (admission) */
-    uint32_t refreshes_len;        /* refreshes in progress */
-    uint32_t disk_reads;           /* reads in flight (admission) */
-    uint64_t read_buf_bytes;       /* bytes of readers' buffers (bounded: read_buffer_max) */
-    bool quiescing;                /* no new uploads */
+    struct blob_store *s;            /* the store */
+    struct ring_core *ring;          /* this core's loop (NULL with the simulator) */
+    uint32_t index;                  /* core number */
+    struct blob_counters counters;   /* per core */
+    struct blob_chunk_ctx zctx;      /* compression */
+    struct blob_zstd_budget zbudget; /* zstd uploads' decoders: counted with zctx, limited */
+    struct blob_pool pool;           /* uploads' and readers' large buffers */
+    struct blob_writer writer;       /* the active segment */
+    struct base_list uploads;        /* struct blob_upload.link */
+    struct base_list readers;        /* struct blob_reader.link */
+    struct base_list refreshes;      /* struct blob_refresh.link */
+    uint32_t uploads_len;            /* open uploads (admission) */
+    uint32_t readers_len;            /* open readers (admission) */
+    uint32_t refreshes_len;          /* refreshes in progress */
+    uint32_t disk_reads;             /* reads in flight (admission) */
+    uint64_t read_buf_bytes;         /* bytes of readers' buffers (bounded: read_buffer_max) */
+    bool quiescing;                  /* no new uploads */
 };
 
 /* The engine's helpers for the seam. */

@@ -107,6 +107,7 @@ void blob_store_options_default(struct blob_store_options *o)
     o->readers_max = 4096;
     o->disk_queue_max = 512;
     o->read_buffer_max = 256ULL << 20;
+    o->zstd_memory_max = 256ULL << 20;
     o->read_ahead = 4;
     o->write_buffer_size = 2U << 20;
     o->cores_max = 1;
@@ -155,7 +156,7 @@ static int check_options(const struct blob_store_options *o, char *why, size_t w
     /* One reader of a whole chunk: its record and decode buffers, as the pool sizes them. */
     uint64_t one_reader = blob_align_block(blob_chunk_record_bound(c)) + c;
     if (o->uploads_max == 0 || o->readers_max == 0 || o->disk_queue_max == 0 || o->cores_max == 0 ||
-        o->read_buffer_max < one_reader) {
+        o->read_buffer_max < one_reader || o->zstd_memory_max == 0) {
         (void)snprintf(why, why_size, "queue limits must be positive");
         return -EINVAL;
     }
@@ -349,6 +350,9 @@ int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_cor
     base_list_init(&bc->readers);
     base_list_init(&bc->refreshes);
     int rc = blob_chunk_ctx_init(&bc->zctx, s->opts.zstd_level, &bc->counters.zstd_bytes);
+    bc->zbudget = (struct blob_zstd_budget){ .gauge = &bc->counters.zstd_bytes,
+                                             .refused = &bc->counters.zstd_refused,
+                                             .limit = s->opts.zstd_memory_max };
     if (rc < 0) goto err_free;
     uint32_t chunk = s->opts.chunk_size;
     rc = blob_pool_init(&bc->pool, chunk, blob_chunk_record_bound(chunk), pool_idle_max(&s->opts),

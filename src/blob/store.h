@@ -121,6 +121,9 @@ struct blob_store_options {
     uint32_t readers_max;       /* per core: open readers (admission) */
     uint32_t disk_queue_max;    /* per core: disk reads in flight + waiting (admission) */
     uint64_t read_buffer_max;   /* per core: bytes of readers' chunk buffers (admission) */
+    uint64_t zstd_memory_max;   /* per core: bytes zstd contexts may hold, the decoders of
+                                   compressed uploads included (their windows: up to 128 MiB
+                                   each); past it a zstd upload fails -ENOMEM */
     uint32_t read_ahead;        /* chunks a reader reads ahead or holds, 1 (none ahead) ..
                                    BLOB_READ_AHEAD_MAX */
     uint32_t write_buffer_size; /* per core: bytes of each of the writer's 4 buffers */
@@ -371,6 +374,7 @@ void blob_read_close(struct blob_reader *r);
     X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most read_buffer_max / 8)")         \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
     X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
+    X(zstd_refused, counter, "zstd allocations refused over the core's zstd memory limit")         \
     X(blobs_committed, counter, "uploads committed and acknowledged")                              \
     X(bytes_in, counter, "uncompressed bytes committed")                                           \
     X(bytes_stored, counter, "bytes written to segments (records, footers)")                       \

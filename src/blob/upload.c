@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "blob/internal.h"
 
@@ -187,7 +188,7 @@ int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_
     }
     rc = blob_digest_init(&u->digest, k->digest_fn);
     if (rc == 0 && incoming == BLOB_ENCODING_ZSTD) {
-        u->dstream = ZSTD_createDCtx_advanced(bc->zctx.mem);
+        u->dstream = ZSTD_createDCtx_advanced(blob_chunk_zstd_budget_mem(&bc->zbudget));
         if (!u->dstream || ZSTD_isError(ZSTD_DCtx_setParameter(u->dstream, ZSTD_d_windowLogMax,
                                                                ZSTD_WINDOW_LOG_MAX))) {
             rc = -ENOMEM;
@@ -315,7 +316,11 @@ static int64_t take_identity(struct blob_upload *u)
     return (int64_t)n;
 }
 
-/* Decodes zstd bytes from u->in into the chunk buffer. Returns 0 or -EBADMSG/-EMSGSIZE. */
+/*
+ * Decodes zstd bytes from u->in into the chunk buffer. Returns 0 or -EBADMSG/-EMSGSIZE, or
+ * -ENOMEM when the frame's window would take the core past its zstd memory limit (a frame
+ * may declare up to 128 MiB: a few KiB of input would make each upload hold that much).
+ */
 static int take_zstd(struct blob_upload *u)
 {
     uint8_t spare;
@@ -331,7 +336,9 @@ static int take_zstd(struct blob_upload *u)
     }
     ZSTD_inBuffer in = { u->in, u->in_len, 0 };
     size_t rc = ZSTD_decompressStream(u->dstream, &out, &in);
-    if (ZSTD_isError(rc)) return -EBADMSG;
+    if (ZSTD_isError(rc)) {
+        return ZSTD_getErrorCode(rc) == ZSTD_error_memory_allocation ? -ENOMEM : -EBADMSG;
+    }
     if (u->decoded == u->limit && out.pos > 0) return -EMSGSIZE;
     u->frame_done = rc == 0;
     if (out.dst != &spare) {

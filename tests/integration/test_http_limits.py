@@ -1,6 +1,6 @@
 """What a hostile or broken HTTP/1.1 client can hold on the server, and for how long: input
-sent while its response waits, slow request heads, slow upload bodies (docs/http.md
-"Limits" and "Timeouts")."""
+sent while its response waits, slow request heads, slow upload bodies, zstd windows
+(docs/http.md "Limits" and "Timeouts")."""
 
 import hashlib
 import http.client
@@ -10,6 +10,7 @@ import time
 import unittest
 
 import harness
+import zstandard
 from http1 import Raw, request
 
 BIG = 16 << 20  # more than the kernel's socket buffers take: an unread GET of it stalls
@@ -142,6 +143,56 @@ class SlowClients(harness.ServerTestCase):
                 time.sleep(1.5)
             self.assertEqual(raw.read_response().status, 201)
         self.server.wait_quiet(extra=("blob_uploads",))
+
+
+
+def zstd_wide_window(data, window_log):
+    """A zstd frame of <data> whose header asks the decoder for a 2^window_log window (no
+    content size, so the decoder cannot size it down)."""
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=window_log,
+                                                            write_content_size=False)
+    cctx = zstandard.ZstdCompressor(compression_params=params)
+    co = cctx.compressobj()
+    return co.compress(data[:len(data) // 2]) + co.compress(data[len(data) // 2:]) + co.flush()
+
+
+class ZstdWindows(harness.ServerTestCase):
+    """A zstd upload's decoder holds the window its frame declares, up to 128 MiB for a few
+    bytes of input: the core's zstd memory (256 MiB) bounds them, and an upload past it is
+    refused 503 (retry), not left to take the server's memory."""
+    server_cores = 1
+
+    def test_a_window_past_the_cores_zstd_memory_is_refused(self):
+        data = os.urandom(1000) * 100
+        frame = zstd_wide_window(data, 27)
+        path = "/cas/" + hashlib.sha256(data).hexdigest()
+        refused = self.server.metric("ringcas_blob_zstd_refused")
+        held = []
+        try:
+            # Three uploads of 128 MiB windows, the frames not finished: one fits.
+            statuses = []
+            for _ in range(3):
+                raw = Raw(self.server.port)
+                held.append(raw)
+                raw.send(request("PUT", path, headers=(
+                    "Content-Encoding: zstd", "Content-Length: %d" % len(frame))) + frame[:-4])
+                time.sleep(0.3)
+            harness.wait_for(lambda: self.server.metric("ringcas_blob_zstd_refused") > refused,
+                             timeout=10, what="a window to be refused")
+            self.assertLessEqual(self.server.metric("ringcas_blob_zstd_bytes"), 256 << 20)
+            for raw in held:
+                try:
+                    raw.send(frame[-4:])
+                except OSError:
+                    pass  # refused: the server may have closed already
+                statuses.append(raw.read_response().status)
+            self.assertIn(503, statuses)
+            self.assertIn(201, statuses)
+        finally:
+            for raw in held:
+                raw.close()
+        self.server.wait_quiet(extra=("blob_uploads",))
+        self.assertLess(self.server.metric("ringcas_blob_zstd_bytes"), 64 << 20)
 
 
 if __name__ == "__main__":

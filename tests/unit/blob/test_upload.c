@@ -162,6 +162,67 @@ Test(blob_upload, a_zstd_stream_that_decodes_to_too_much_or_too_little_is_refuse
     th_close(&t);
 }
 
+/* A zstd frame of <len> zero bytes with a window of 2^<wlog> and no content size. */
+static size_t zstd_window_frame(uint8_t *z, size_t cap, const uint8_t *data, size_t len, int wlog)
+{
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    cr_assert(ne(ptr, cc, NULL));
+    cr_assert(not(ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, wlog))));
+    cr_assert(not(ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0))));
+    ZSTD_outBuffer out = { z, cap, 0 };
+    /* Fed in two steps: given all of it at once, zstd would shrink the window to the data. */
+    ZSTD_inBuffer in = { data, len / 2, 0 };
+    cr_assert(not(ZSTD_isError(ZSTD_compressStream2(cc, &out, &in, ZSTD_e_continue))));
+    in = (ZSTD_inBuffer){ data, len, in.pos };
+    size_t left = ZSTD_compressStream2(cc, &out, &in, ZSTD_e_end);
+    cr_assert(eq(sz, left, 0));
+    ZSTD_freeCCtx(cc);
+    return out.pos;
+}
+
+Test(blob_upload, zstd_windows_are_bounded_by_the_cores_zstd_memory)
+{
+    /* A frame may declare a 128 MiB window in a few bytes: each upload's decoder would hold
+     * that much. The core's zstd memory limit refuses the window instead (-ENOMEM: retry). */
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.zstd_memory_max = 48ULL << 20;
+    th_open_sim(&t, 5);
+    th_settle(&t);
+    size_t len = 100000;
+    uint8_t *data = calloc(1, len);
+    static uint8_t big[4096];
+    static uint8_t small[4096];
+    size_t bl = zstd_window_frame(big, sizeof(big), data, len, 25); /* 32 MiB */
+    size_t sl = zstd_window_frame(small, sizeof(small), data, len, 17);
+    struct blob_key k;
+    th_key_of(&k, data, len);
+    struct blob_upload *u1;
+    struct blob_upload *u2;
+    struct blob_upload *u3;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u1), 0));
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u2), 0));
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u3), 0));
+    /* The first 32 MiB window fits, the second does not; a small window still does. */
+    cr_assert(eq(int, blob_upload_append(u1, big, bl - 1, NULL, NULL), 0));
+    const struct blob_counters *c = blob_core_counters(t.bc);
+    cr_assert(gt(u64, base_counter_get(&c->zstd_bytes), 32ULL << 20));
+    cr_assert(eq(int, blob_upload_append(u2, big, bl - 1, NULL, NULL), -ENOMEM));
+    cr_assert(eq(u64, base_counter_get(&c->zstd_refused), 1));
+    blob_upload_abort(u2);
+    cr_assert(eq(int, blob_upload_append(u3, small, sl, NULL, NULL), 0));
+    blob_upload_abort(u3);
+    /* The first goes on to the end and is stored. */
+    cr_assert(eq(int, blob_upload_append(u1, big + bl - 1, 1, NULL, NULL), 0));
+    struct pending p = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u1, pending_cb, &p), 0));
+    cr_assert(th_run_until(&t, &p.done));
+    cr_assert(eq(int, p.res, 0));
+    cr_assert(blob_exists(t.bc, &k, false));
+    free(data);
+    th_close(&t);
+}
+
 Test(blob_upload, ac_values_have_a_size_limit_and_kinds_are_checked)
 {
     struct th t = { 0 };
