@@ -261,6 +261,7 @@ struct blob_writer {
     bool quiet_failures;               /* an empty segment's failure was logged: until a write
                                         * succeeds, the next ones are not (a full disk) */
     int err;                           /* the last open failure, reported to waiters */
+    uint64_t open_err_log_ns;          /* when an open failure was last logged */
     struct ring_task kick_task;        /* end-of-iteration flush and group commit */
 };
 

@@ -433,6 +433,16 @@ static int open_submit(struct blob_writer *w, const struct blob_io_req *req)
 static void open_failed(struct blob_writer *w, int err)
 {
     struct blob_store *s = store_of(w);
+    /* Every upload of the core fails while segments cannot be opened: say why, once a
+     * second at most. */
+    uint64_t now = base_clock_now_ns();
+    if (w->open_err_log_ns == 0 || now - w->open_err_log_ns >= BASE_NS_PER_S) {
+        w->open_err_log_ns = now;
+        LOG_ERROR("cannot open segment %s: %s%s", w->name, base_err_str(err),
+                  err == -EMFILE || err == -ENFILE
+                      ? "; fix: raise the open files limit (`ulimit -n`, systemd LimitNOFILE)"
+                      : "");
+    }
     if (w->wfd >= 0) (void)s->io->ops->close(s->io, w->wfd);
     if (w->rfd >= 0) (void)s->io->ops->close(s->io, w->rfd);
     w->wfd = -1;

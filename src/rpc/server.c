@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -233,6 +234,38 @@ static uint32_t given_cores(uint64_t cores)
     return (uint32_t)cores;
 }
 
+/*
+ * Every connection and every segment file takes a descriptor, and the soft open-files limit
+ * is often 1024 (systemd's default) under a far higher hard one: a store of 1 TiB in 256 MiB
+ * segments alone needs 4096, and past the limit new segments cannot be opened and every
+ * upload fails. The soft limit is raised to the hard one, as Go's runtime and nginx's
+ * worker_rlimit_nofile do.
+ */
+#define NOFILE_LOW 4096
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            LOG_WARN("cannot raise the open files limit from %llu: %s", (unsigned long long)was,
+                     base_err_str(-errno));
+            rl.rlim_cur = was;
+        } else {
+            LOG_DEBUG("open files limit raised from %llu to %llu", (unsigned long long)was,
+                      (unsigned long long)rl.rlim_cur);
+        }
+    }
+    if (rl.rlim_cur < NOFILE_LOW) {
+        LOG_WARN("open files limit is %llu: each connection and each segment takes one; raise "
+                 "it (`ulimit -n`, systemd LimitNOFILE) to serve many clients or a large store",
+                 (unsigned long long)rl.rlim_cur);
+    }
+}
+
 int rpc_server_run(const struct rpc_server_options *opts)
 {
     enum base_log_level level;
@@ -247,6 +280,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     struct ring_server_options so;
     ring_server_options_default(&so);
     if (check_options(opts, host, sizeof(host), &so.port) < 0) return 1;
+    raise_nofile();
     int rc = make_dir(opts->dir);
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s\n", opts->dir,

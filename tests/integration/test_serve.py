@@ -4,6 +4,7 @@ failures that name their cause and fix, and a clean drain on SIGTERM."""
 import hashlib
 import http.client
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -320,6 +321,41 @@ class DataFolder(unittest.TestCase):
             srv.stop()
             r = run(["fsck", "--dir", srv.dir])  # a stopped server's folder
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
+class OpenFiles(unittest.TestCase):
+    """Each segment and connection takes a descriptor; under a low soft limit (systemd's
+    default is 1024) the server raises it to the hard limit, or its uploads would fail once
+    the segments outnumber it."""
+
+    def test_the_soft_limit_is_raised_and_many_segments_open(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 1024:
+            self.skipTest("hard open files limit %d" % hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))  # the server inherits it
+        try:
+            srv = harness.Server(cores=1, args=("--segment-size", "1MiB", "--max-size", "1GiB"))
+            srv.start()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            with open("/proc/%d/limits" % srv.proc.pid) as f:
+                line = next(l for l in f if l.startswith("Max open files"))
+            self.assertEqual(line.split()[3], line.split()[4], line)  # soft == hard
+            # 80 blobs of 1 MiB: a segment each, more than 64 descriptors.
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+            blobs = [os.urandom(1 << 20) for _ in range(80)]
+            for b in blobs:
+                conn.request("PUT", "/cas/" + hashlib.sha256(b).hexdigest(), body=b)
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 201)
+            conn.close()
+            for b in blobs[::10]:
+                self.assertEqual(cas_get(srv.port, hashlib.sha256(b).hexdigest()), (200, b))
+        finally:
+            srv.stop()
+            srv.cleanup()
 
 
 class DataFolderCreation(unittest.TestCase):
