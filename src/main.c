@@ -151,6 +151,8 @@ static int cmd_serve(int argc, char **argv)
           "per core, memory gRPC messages may hold (requests being received, answers being "
           "sent); past it calls are refused, RESOURCE_EXHAUSTED",
           NULL },
+        { "max-connections", BASE_FLAG_U64, &o.max_connections,
+          "per core, open connections; past it new ones are closed at once (at most 4096)", NULL },
     };
     const struct cmd_spec spec = { .prog = "ringcas serve",
                                    .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",

@@ -35,6 +35,7 @@ struct ring_core {
     uint32_t *free_slots;            /* stack of free slot indices */
     uint32_t free_count;             /* entries in free_slots */
     uint32_t ops_max;                /* slots in the op table */
+    uint64_t full_log_ns;            /* when "op table full" was last logged */
     struct ring_buf_pool bufs;       /* provided receive buffers */
     struct base_list deferred;       /* struct ring_task.link, run after each CQE batch */
     struct base_list buf_waiters;    /* struct ring_task.link, run when a buffer comes back */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "ring/buf.h"
 #include "rpc/internal.h"
@@ -33,6 +34,18 @@ void rpc_conn_accept(struct ring_core *core, int fd, void *arg)
 {
     (void)arg;
     struct rpc_core *rc = ring_core_app(core);
+    if (rc->conns_open >= rc->cfg->opts.max_connections) {
+        /* Closed at once: the client sees a reset and may retry, or go to another replica. */
+        base_counter_inc(&ring_core_counters(core)->conns_rejected);
+        (void)close(fd);
+        uint64_t now = base_clock_now_ns();
+        if (rc->refused_log_ns == 0 || now - rc->refused_log_ns >= BASE_NS_PER_S) {
+            rc->refused_log_ns = now;
+            LOG_WARN("core %u: %u connections open (--max-connections): closing new ones",
+                     ring_core_index(core), rc->conns_open);
+        }
+        return;
+    }
     struct rpc_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         base_counter_inc(&ring_core_counters(core)->conns_rejected);

@@ -91,6 +91,7 @@ struct rpc_core {
     struct ring_owner owner;      /* the stall check's op */
     struct ring_timer stall;      /* ends the calls whose client stopped sending or reading */
     bool quiescing;               /* the stall check is off */
+    uint64_t refused_log_ns;      /* when a refused connection was last logged */
 };
 
 /*

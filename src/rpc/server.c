@@ -44,6 +44,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->direct_io = true;
     opts->map_reads = true;
     opts->message_memory = 256ULL << 20;
+    opts->max_connections = RPC_CONNS_MAX;
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -209,6 +210,10 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     }
     if (opts->message_memory < RPC_MESSAGE_MEMORY_MIN) {
         (void)fprintf(stderr, "ringcas serve: --message-memory: at least 16MiB\n");
+        return -EINVAL;
+    }
+    if (opts->max_connections == 0 || opts->max_connections > RPC_CONNS_MAX) {
+        (void)fprintf(stderr, "ringcas serve: --max-connections: 1 to %u\n", RPC_CONNS_MAX);
         return -EINVAL;
     }
     if (opts->cores > 1024) {

@@ -29,7 +29,16 @@ struct rpc_server_options {
     bool direct_io;            /* O_DIRECT segment writes */
     bool map_reads;            /* read records in the page cache in place (mapped segments) */
     uint64_t message_memory;   /* per core, bytes gRPC messages may hold (pb_mem's limit) */
+    uint64_t max_connections;  /* per core, open connections; past it new ones are closed */
 };
+
+/*
+ * Most connections a core keeps (--max-connections): each holds an op of the core's table
+ * (16384 slots) for its receive, and one more while it sends; past a quarter of the table the
+ * ops that existing connections, the engine and the timers need would run out, and a flood of
+ * idle connections would close busy ones ("op table full").
+ */
+#define RPC_CONNS_MAX 4096u
 
 void rpc_server_options_default(struct rpc_server_options *opts);
 

@@ -5,6 +5,7 @@ sent while its response waits, slow request heads, slow upload bodies, zstd wind
 import hashlib
 import http.client
 import os
+import subprocess
 import socket
 import time
 import unittest
@@ -194,6 +195,51 @@ class ZstdWindows(harness.ServerTestCase):
         self.server.wait_quiet(extra=("blob_uploads",))
         self.assertLess(self.server.metric("ringcas_blob_zstd_bytes"), 64 << 20)
 
+
+
+class Connections(harness.ServerTestCase):
+    """--max-connections bounds a core's connections: each holds an op of the core's table,
+    and a flood of idle ones would otherwise take the ops busy connections need."""
+    server_args = ("--max-connections", "8")
+    server_cores = 1
+
+    def test_connections_past_the_limit_are_closed_at_once(self):
+        # No /metrics before: its connection might still be open when the others come.
+        held = [socket.create_connection(("127.0.0.1", self.server.port)) for _ in range(8)]
+        try:
+            # Each held connection answers: the server has accepted and counts every one.
+            for s in held:
+                s.sendall(request("GET", "/healthz"))
+                self.assertIn(b"200", s.recv(4096))
+            extra = socket.create_connection(("127.0.0.1", self.server.port))
+            extra.settimeout(5)
+            try:
+                extra.sendall(request("GET", "/healthz"))
+                self.assertIn(extra.recv(4096), (b"",))  # closed without an answer
+            except ConnectionResetError:
+                pass
+            finally:
+                extra.close()
+        finally:
+            for s in held:
+                s.close()
+        def closed():
+            try:  # refused too while the server has not seen the closes yet
+                return self.server.metric("ringcas_conns") <= 1
+            except ConnectionError:
+                return False
+        harness.wait_for(closed, timeout=10, what="the held connections to close")
+        self.assertGreaterEqual(self.server.metric("ringcas_conns_rejected"), 1)
+        status = put(self.server.port, "/cas/" + hashlib.sha256(b"after").hexdigest(), b"after")
+        self.assertEqual(status, 201)
+
+    def test_the_limit_is_checked_at_startup(self):
+
+        proc = subprocess.run([harness.binary(), "serve", "--max-connections", "5000",
+                               "--listen", "127.0.0.1:1", "--dir", "/nonexistent/x"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("--max-connections: 1 to 4096", proc.stderr)
 
 if __name__ == "__main__":
     unittest.main()

@@ -56,7 +56,7 @@ class CommandLine(unittest.TestCase):
                        "--write-timeout", "--drain-timeout", "--recv-buffers",
                        "--recv-buffer-size", "--log-level", "--segment-size", "--chunk-size",
                        "--zstd-level", "--read-ahead", "--[no-]direct-io", "--[no-]map-reads",
-                       "--message-memory"],
+                       "--message-memory", "--max-connections"],
                       ""),
             "put": ("usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
                     client + ["--[no-]compress", "--[no-]force", "--batch-max"], client_end),
