@@ -340,7 +340,7 @@ static bool waits_for_request(const struct rpc_call *c)
 static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
 {
     if (limit == 0 || !waits_for_request(c)) return;
-    if (c->input_held || c->pins > 0 || rpc_h2_holds_input(c)) {
+    if (c->input_held || c->pins > 0 || rpc_h2_holds_input(c, now)) {
         c->input_ns = now; /* the server holds it up: the client's time starts later */
         return;
     }

@@ -47,6 +47,8 @@ struct rpc_h2 {
     bool bufs_yielded;           /* receiving paused to leave buffers to others (yield_bufs) */
     struct ring_task yield_task; /* checks whether to receive again */
     struct base_list sent;       /* struct rpc_seg whose last bytes are in the send */
+    uint64_t held_check;         /* the stall check that computed <held> (its time) */
+    bool held;                   /* then: the server held this connection's input up */
     uint64_t glitch_tokens;      /* invalid-frame budget, in thousandths of a frame */
     uint64_t glitch_ns;          /* when the budget was last refilled */
     int32_t last_sid;            /* the stream call_of found last (0: none) ... */
@@ -236,9 +238,16 @@ static bool holds_input(const struct rpc_h2 *h2)
     return false;
 }
 
-bool rpc_h2_holds_input(const struct rpc_call *c)
+bool rpc_h2_holds_input(const struct rpc_call *c, uint64_t check)
 {
-    return c->h2 && (c->h2->bufs_yielded || holds_input(c->h2));
+    struct rpc_h2 *h2 = c->h2;
+    if (!h2) return false;
+    /* Once per connection and check: a connection's 128 calls would each walk the others. */
+    if (h2->held_check != check) {
+        h2->held_check = check;
+        h2->held = h2->bufs_yielded || holds_input(h2);
+    }
+    return h2->held;
 }
 
 /*

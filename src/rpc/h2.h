@@ -70,9 +70,11 @@ void rpc_h2_reset(struct rpc_call *c, uint32_t error_code);
 /*
  * True when the server, not the client, holds up the call's input: its connection paused
  * receiving, or one of the connection's calls holds input the engine has not taken (the
- * connection's flow-control window may be full of it). False for a detached call.
+ * connection's flow-control window may be full of it). False for a detached call. Computed
+ * once per connection for each <check> (a non-zero value that changes between checks: the
+ * stall check's time); within one check the answer is the first call's.
  */
-bool rpc_h2_holds_input(const struct rpc_call *c);
+bool rpc_h2_holds_input(const struct rpc_call *c, uint64_t check);
 
 /* True when the call's stream is open and the client's window (stream or connection) is
  * closed: its queued response cannot move until the client reads. */
