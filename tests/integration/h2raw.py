@@ -140,6 +140,21 @@ class Conn:
                 raise ConnectionError("the peer closed while data waited for a window")
             self.seen.append(f)
 
+    def keepalive_frames(self, seconds, done=lambda: False):
+        """Sends a PING every 0.3 s for up to <seconds>, as a client's keepalive does, and
+        yields the frames read meanwhile; stops early once done() holds or the peer closed."""
+        start = time.monotonic()
+        while time.monotonic() - start < seconds and not done() and not self.closed:
+            self.send_frame(PING, 0, 0, b"keepaliv")
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end and not self.closed:
+                try:
+                    f = self.read_frame(max(0.01, end - time.monotonic()))
+                except TimeoutError:
+                    break
+                if f:
+                    yield f
+
     def rst(self, stream, code=CANCEL):
         self.send_frame(RST_STREAM, 0, stream, struct.pack(">I", code))
 

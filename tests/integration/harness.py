@@ -31,6 +31,14 @@ def binary():
     raise RuntimeError("ringcas binary not found: set RINGCAS_BIN or build it")
 
 
+def run_serve(*args):
+    """`ringcas serve` with <args> expected to be refused before it binds or opens anything
+    (a flag out of range): the finished process, stderr as text."""
+    return subprocess.run([binary(), "serve", "--listen", "127.0.0.1:1", "--dir",
+                           "/nonexistent/ringcas-refused"] + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
     """Polls pred() until it returns a truthy value; returns it, or raises after timeout."""
     deadline = time.monotonic() + timeout

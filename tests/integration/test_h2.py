@@ -522,16 +522,10 @@ class Idle(harness.ServerTestCase):
                              timeout=10, what="the partial message to be held")
             start = time.monotonic()
             ended = set()
-            while len(ended) < 2 and time.monotonic() - start < 8:
-                c.send_frame(h2raw.PING, 0, 0, b"keepaliv")
-                until = time.monotonic() + 0.3
-                while time.monotonic() < until and not c.closed:
-                    try:
-                        f = c.read_frame(max(0.01, until - time.monotonic()))
-                    except TimeoutError:
-                        break
-                    if f and f[2] in (1, 3) and f[1] & h2raw.END_STREAM:
-                        ended.add(f[2])
+            for f in c.keepalive_frames(8, done=lambda: len(ended) == 2):
+                if f[2] in (1, 3) and f[1] & h2raw.END_STREAM:
+                    ended.add(f[2])
+            self.assertEqual(ended, {1, 3})
             self.assertFalse(c.closed)  # the connection itself is alive
         finally:
             c.close()
@@ -655,9 +649,7 @@ class MessageMemory(harness.ServerTestCase):
             client.close()
 
     def test_the_bound_is_checked_at_startup(self):
-        proc = subprocess.run([harness.binary(), "serve", "--message-memory", "8MiB",
-                               "--listen", "127.0.0.1:1", "--dir", "/nonexistent/x"],
-                              capture_output=True, text=True, timeout=30)
+        proc = harness.run_serve("--message-memory", "8MiB")
         self.assertEqual(proc.returncode, 1)
         self.assertIn("--message-memory: at least 16MiB", proc.stderr)
 
@@ -688,17 +680,9 @@ class SlowReader(harness.ServerTestCase):
     def pinged_frames(self, c, streams, seconds):
         """PINGs every 0.3 s for up to <seconds>; returns {stream: RST_STREAM code}."""
         resets = {}
-        start = time.monotonic()
-        while len(resets) < len(streams) and time.monotonic() - start < seconds:
-            c.send_frame(h2raw.PING, 0, 0, b"keepaliv")
-            until = time.monotonic() + 0.3
-            while time.monotonic() < until and not c.closed:
-                try:
-                    f = c.read_frame(max(0.01, until - time.monotonic()))
-                except TimeoutError:
-                    break
-                if f and f[0] == h2raw.RST_STREAM and f[2] in streams:
-                    resets[f[2]] = h2raw.rst_code(f)
+        for f in c.keepalive_frames(seconds, done=lambda: len(resets) == len(streams)):
+            if f[0] == h2raw.RST_STREAM and f[2] in streams:
+                resets[f[2]] = h2raw.rst_code(f)
         return resets
 
     def test_responses_behind_a_closed_window_are_dropped(self):
