@@ -61,7 +61,7 @@ static void ac_get_free(struct ac_get *g)
     g->fetching = false;
     if (g->walking) rpc_walk_stop(&g->w);
     g->walking = false;
-    if (g->f.call) rpc_fetch_release(&g->f);
+    if (g->f.rc) rpc_fetch_release(&g->f);
     if (g->ar) {
         build__bazel__remote__execution__v2__action_result__free_unpacked(
             g->ar, rpc_call_pb_allocator(g->c));
@@ -191,8 +191,9 @@ static int expand_one(struct ac_get *g,
             g->incomplete = true;
             return 1;
         }
-        g->f =
-            (struct rpc_fetch){ .call = g->c, .max = AC_TREE_MAX, .done = tree_fetched, .ctx = g };
+        g->f = (struct rpc_fetch){
+            .rc = g->c->rc, .max = AC_TREE_MAX, .done = tree_fetched, .ctx = g
+        };
         if (rpc_fetch_start(&g->f, &k, BLOB_ENCODING_IDENTITY) < 0) {
             g->incomplete = true;
             return 1;
@@ -207,7 +208,7 @@ static int expand_one(struct ac_get *g,
     struct walk_digest root;
     memcpy(root.hash, k.hash, BLOB_HASH_SIZE);
     root.size = k.size;
-    g->w = (struct rpc_walk){ .call = g->c,
+    g->w = (struct rpc_walk){ .rc = g->c->rc,
                               .on_dir = walk_dir,
                               .on_end = walk_end,
                               .ctx = g,
@@ -295,7 +296,7 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         rpc_call_finish_err(c, rc, "action_digest");
         return;
     }
-    g->f = (struct rpc_fetch){ .call = c,
+    g->f = (struct rpc_fetch){ .rc = c->rc,
                                .reserve = PROTO_FRAME_HEADER_SIZE,
                                .max = AC_VALUE_MAX,
                                .done = value_fetched,
