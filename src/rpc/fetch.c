@@ -7,19 +7,18 @@
 #include <errno.h>
 #include <string.h>
 
-#include "rpc/call.h"
 #include "rpc/internal.h"
 
 static struct proto_alloc *mem(const struct rpc_fetch *f)
 {
-    return &f->call->rc->pb_mem;
+    return &f->rc->pb_mem;
 }
 
 static void fetch_end(struct rpc_fetch *f, int res)
 {
     blob_read_close(f->r);
     f->r = NULL;
-    base_counter_dec(&f->call->rc->counters.bs_readers);
+    base_counter_dec(&f->rc->counters.bs_readers);
     f->done(f, res);
 }
 
@@ -64,16 +63,16 @@ static void on_piece(void *ctx, int res, const uint8_t *data, size_t len)
 
 int rpc_fetch_start(struct rpc_fetch *f, const struct blob_key *k, enum blob_encoding enc)
 {
-    ASSERT(f->call && f->done);
+    ASSERT(f->rc && f->done);
     f->r = NULL;
     f->buf = NULL;
     f->len = 0;
     f->cap = 0;
-    struct blob_core *bc = rpc_call_blob(f->call);
+    struct blob_core *bc = f->rc->blob;
     if (!bc) return -ENOSYS;
     int rc = blob_read_open(bc, k, 0, enc, &f->r);
     if (rc < 0) return rc;
-    base_counter_inc(&f->call->rc->counters.bs_readers);
+    base_counter_inc(&f->rc->counters.bs_readers);
     uint64_t size = blob_reader_size(f->r);
     rc = size > f->max ? -EMSGSIZE : 0;
     if (rc == 0) {
@@ -87,7 +86,7 @@ int rpc_fetch_start(struct rpc_fetch *f, const struct blob_key *k, enum blob_enc
     if (rc < 0) {
         blob_read_close(f->r);
         f->r = NULL;
-        base_counter_dec(&f->call->rc->counters.bs_readers);
+        base_counter_dec(&f->rc->counters.bs_readers);
         rpc_fetch_release(f);
         return rc;
     }
@@ -99,7 +98,7 @@ void rpc_fetch_cancel(struct rpc_fetch *f)
     if (!f->r) return;
     blob_read_close(f->r);
     f->r = NULL;
-    base_counter_dec(&f->call->rc->counters.bs_readers);
+    base_counter_dec(&f->rc->counters.bs_readers);
 }
 
 uint8_t *rpc_fetch_take(struct rpc_fetch *f)

@@ -13,14 +13,14 @@
 #include "base/assert.h"
 #include "blob/store.h"
 
-struct rpc_call;
+struct rpc_core;
 struct rpc_fetch;
 
 /* The fetch ended: <res> 0 (the bytes are in f->buf + f->reserve, f->len of them) or -errno. */
 typedef void rpc_fetch_fn(struct rpc_fetch *f, int res);
 
 struct rpc_fetch {
-    struct rpc_call *call; /* whose core and memory */
+    struct rpc_core *rc;   /* whose engine and memory (the core's) */
     struct blob_reader *r; /* the open reader, or NULL */
     uint8_t *buf;          /* counted memory: <reserve> bytes, then the blob; or NULL */
     size_t reserve;        /* free bytes kept in front of the blob */
@@ -34,7 +34,7 @@ struct rpc_fetch {
 /*
  * Starts reading <k> as <enc> (the zstd form's size is not known ahead: the buffer grows).
  * Returns 0 (<done> runs later, exactly once unless rpc_fetch_cancel), or -errno at once
- * (-ENOENT, -EAGAIN, -EMSGSIZE, -ENOMEM ...). f->call, reserve, max, done and ctx must be set.
+ * (-ENOENT, -EAGAIN, -EMSGSIZE, -ENOMEM ...). f->rc, reserve, max, done and ctx must be set.
  */
 MUST_CHECK int rpc_fetch_start(struct rpc_fetch *f, const struct blob_key *k,
                                enum blob_encoding enc);

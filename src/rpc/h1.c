@@ -539,7 +539,7 @@ static void start_cache(struct rpc_h1_conn *h)
     struct rpc_core *core = h->c->rc;
     /* The engine takes blobs up to a quarter of its budget. */
     uint64_t max_blob = core->cfg->opts.max_size / 4;
-    rpc_h1_cache_start(&h->cache, core->blob, &h->req, &h->route, max_blob);
+    rpc_h1_cache_start(&h->cache, core, &h->req, &h->route, max_blob);
 }
 
 static void serve(struct rpc_h1_conn *h)

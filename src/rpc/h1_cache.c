@@ -12,7 +12,14 @@
  * body is an upload whose size the engine fixes at commit (BLOB_SIZE_UNKNOWN), bounded by the
  * engine as the bytes arrive. No body is held in memory.
  *
- * Sections: keys and statuses, reads (GET, HEAD), uploads (PUT).
+ * Action results (GET and HEAD of <prefix>/ac/<hash>): the value is read as identity bytes and
+ * held unsent until its verdict. Its first piece is sniffed (rpc_ac_check_may_decode); an
+ * opaque value is then answered as stored, as any read. A value that may be an ActionResult
+ * is decoded in place when its first piece holds all of it, else gathered into message memory
+ * first (up to AC_GATHER_MAX); if it decodes, the completeness check (rpc/ac_check.h) decides
+ * between serving it and 404, as gRPC's GetActionResult does. docs/http.md says why.
+ *
+ * Sections: keys and statuses, reads (GET, HEAD), action results, uploads (PUT).
  */
 #include "rpc/h1_cache.h"
 
@@ -21,10 +28,12 @@
 #include <string.h>
 
 #include "blob/store.h"
+#include "rpc/internal.h"
 #include "rpc/keys.h"
 
-#define READ_RETRY_MS  1    /* after blob_read_next answered -EAGAIN */
-#define READ_RETRY_MAX 2000 /* then 503 */
+#define READ_RETRY_MS  1          /* after blob_read_next answered -EAGAIN */
+#define READ_RETRY_MAX 2000       /* then 503 */
+#define AC_GATHER_MAX  (4u << 20) /* largest /ac/ value decoded: gRPC's ActionResult limit */
 
 /* ---- keys and statuses ---- */
 
@@ -62,6 +71,7 @@ static int read_status(int err)
         return 416;
     case -EAGAIN:
     case -ECANCELED:
+    case -ENOMEM: /* the message memory an action result's check needs */
         return 503;
     case -EINVAL:
         return 400;
@@ -117,6 +127,8 @@ static const char *status_text(int status, int err)
 #define READ_OUT_MAX (2u << 20) /* bytes of pieces queued or in a send: no more asked past it */
 
 static void read_next(struct rpc_h1_cache *cr);
+static void ac_piece(struct rpc_h1_cache *cr, int res, const uint8_t *data, size_t len);
+static void ac_end(struct rpc_h1_cache *cr);
 
 static void read_close(struct rpc_h1_cache *cr)
 {
@@ -133,6 +145,12 @@ static void read_fail(struct rpc_h1_cache *cr, int err)
      * (which a failed stream leads to) releases the reader then. */
     if (!cr->sending) read_close(cr);
     int status = read_status(err);
+    if (cr->ac_pending) {
+        /* Nothing was answered yet: no stream began. */
+        ac_end(cr);
+        rpc_h1_answer(cr->h, status, status_text(status, err));
+        return;
+    }
     rpc_h1_stream_fail(cr->h, status, status_text(status, err));
 }
 
@@ -161,6 +179,10 @@ static void read_done(void *ctx, int res, const uint8_t *data, size_t len)
     struct rpc_h1_cache *cr = ctx;
     ASSERT(cr->reading);
     cr->reading = false;
+    if (cr->ac_pending) {
+        ac_piece(cr, res, data, len);
+        return;
+    }
     if (res < 0) {
         read_fail(cr, res);
         return;
@@ -242,6 +264,14 @@ static void start_head(struct rpc_h1_cache *cr)
 
 void rpc_h1_cache_piece_sent(struct rpc_h1_cache *cr)
 {
+    if (cr->ac_value) {
+        /* A gathered action result went out in one piece; its reader is closed. */
+        ASSERT(cr->sending);
+        cr->sending = false;
+        ac_end(cr);
+        rpc_h1_stream_end(cr->h);
+        return;
+    }
     ASSERT(cr->reader);
     ASSERT(cr->sending);
     cr->sending = false;
@@ -261,13 +291,174 @@ void rpc_h1_cache_piece_sent(struct rpc_h1_cache *cr)
     if (cr->reader) read_next(cr);
 }
 
+static void start_ac_read(struct rpc_h1_cache *cr);
+
 static void start_read(struct rpc_h1_cache *cr)
 {
-    if (cr->req->method == RPC_H1_METHOD_HEAD) {
+    if (cr->route->target == RPC_H1_TARGET_AC) {
+        start_ac_read(cr);
+    } else if (cr->req->method == RPC_H1_METHOD_HEAD) {
         start_head(cr);
     } else {
         start_get(cr);
     }
+}
+
+/* ---- action results ---- */
+
+/* Ends the /ac/ verdict's state: the check stops, the gathered value is freed. */
+static void ac_end(struct rpc_h1_cache *cr)
+{
+    cr->ac_pending = false;
+    rpc_ac_check_stop(&cr->ac_chk);
+    if (cr->ac_value) proto_alloc_free(&cr->rc->pb_mem, cr->ac_value);
+    cr->ac_value = NULL;
+    cr->ac_value_len = 0;
+}
+
+/* Answers with the value as read: an opaque value, or an ActionResult found complete. */
+static void ac_serve(struct rpc_h1_cache *cr)
+{
+    cr->ac_pending = false;
+    if (cr->req->method == RPC_H1_METHOD_HEAD) {
+        if (cr->reader) read_close(cr);
+        ac_end(cr);
+        rpc_h1_answer_head(cr->h, cr->ac_size);
+        return;
+    }
+    rpc_h1_stream_begin(cr->h, cr->ac_size, false);
+    if (cr->ac_value) {
+        /* Gathered: the reader is closed and the bytes go out in one piece. */
+        ASSERT(cr->ac_value_len > 0);
+        cr->in_send[0] = (struct iovec){ cr->ac_value, cr->ac_value_len };
+        cr->sending = true;
+        rpc_h1_stream_pieces(cr->h, cr->in_send, 1);
+        return;
+    }
+    /* In place: the held first piece (if any) goes out, the read goes on as any GET's. */
+    if (cr->queued_count > 0) send_queued(cr);
+    if (!cr->reader) return; /* the send failed and the connection closes */
+    if (cr->read_ended && !cr->sending) {
+        read_finish(cr);
+        return;
+    }
+    read_next(cr);
+}
+
+static void ac_checked(struct rpc_ac_check *chk, int res)
+{
+    struct rpc_h1_cache *cr = chk->ctx;
+    ASSERT(cr->ac_pending);
+    if (res == -ENOENT) {
+        if (cr->reader) read_close(cr);
+        ac_end(cr);
+        rpc_h1_answer(cr->h, 404,
+                      "action result found, but some of its outputs are not in the CAS");
+        return;
+    }
+    if (res < 0) {
+        read_fail(cr, res);
+        return;
+    }
+    ac_serve(cr);
+}
+
+/* The whole value is at <p>/<len>: check it if it is an ActionResult, else serve it. */
+static void ac_decide(struct rpc_h1_cache *cr, const uint8_t *p, size_t len)
+{
+    cr->ac_chk = (struct rpc_ac_check){ .rc = cr->rc, .done = ac_checked, .ctx = cr };
+    int rc = rpc_ac_check_start(&cr->ac_chk, p, len);
+    if (rc == -EBADMSG) {
+        ac_serve(cr); /* not an ActionResult: opaque, served as stored */
+        return;
+    }
+    if (rc < 0) read_fail(cr, rc);
+}
+
+/* A piece of a value that may be an ActionResult, read into one buffer to be decoded. */
+static void ac_gather(struct rpc_h1_cache *cr, const uint8_t *data, size_t len)
+{
+    if (!cr->ac_value) {
+        cr->ac_value = proto_alloc_malloc(&cr->rc->pb_mem, (size_t)cr->ac_size);
+        if (!cr->ac_value) {
+            read_fail(cr, -ENOMEM);
+            return;
+        }
+    }
+    if (len > cr->ac_size - cr->ac_value_len) {
+        read_fail(cr, -EIO); /* the engine gave more than the value's size */
+        return;
+    }
+    memcpy(cr->ac_value + cr->ac_value_len, data, len);
+    cr->ac_value_len += len;
+    blob_read_release(cr->reader, data);
+    read_next(cr);
+}
+
+static void ac_piece(struct rpc_h1_cache *cr, int res, const uint8_t *data, size_t len)
+{
+    if (res < 0) {
+        read_fail(cr, res);
+        return;
+    }
+    if (len == 0) {
+        cr->read_ended = true;
+        if (!cr->ac_value) {
+            ac_decide(cr, data, 0); /* the empty value: the empty ActionResult */
+        } else if (cr->ac_value_len != cr->ac_size) {
+            read_fail(cr, -EIO);
+        } else {
+            read_close(cr);
+            ac_decide(cr, cr->ac_value, cr->ac_value_len);
+        }
+        return;
+    }
+    cr->retries = 0;
+    if (cr->ac_value) {
+        ac_gather(cr, data, len);
+        return;
+    }
+    /* The first piece. */
+    if (!rpc_ac_check_may_decode(data, len, cr->ac_size)) {
+        cr->queued[cr->queued_count++] = (struct iovec){ (void *)(uintptr_t)data, len };
+        cr->out_bytes += len;
+        ac_serve(cr);
+        return;
+    }
+    if (len == cr->ac_size) {
+        /* All of it in one piece: decoded in place, held until the verdict. */
+        cr->queued[cr->queued_count++] = (struct iovec){ (void *)(uintptr_t)data, len };
+        cr->out_bytes += len;
+        ac_decide(cr, data, len);
+        return;
+    }
+    if (cr->ac_size > AC_GATHER_MAX) {
+        /* Too large to check within the memory bound: a false miss costs a rebuild, a false
+         * hit a broken build (docs/http.md). */
+        read_close(cr);
+        ac_end(cr);
+        rpc_h1_answer(cr->h, 404, "action result too large to check");
+        return;
+    }
+    ac_gather(cr, data, len);
+}
+
+static void start_ac_read(struct rpc_h1_cache *cr)
+{
+    struct blob_key k;
+    lookup_key(cr, &k);
+    /* Identity, whatever the client accepts: the verdict needs the value's bytes. */
+    int rc = blob_read_open(cr->bc, &k, 0, BLOB_ENCODING_IDENTITY, &cr->reader);
+    if (rc < 0) {
+        cr->reader = NULL;
+        int status = read_status(rc);
+        rpc_h1_answer(cr->h, status, status_text(status, rc));
+        return;
+    }
+    blob_read_hold(cr->reader);
+    cr->ac_pending = true;
+    cr->ac_size = blob_reader_size(cr->reader);
+    read_next(cr);
 }
 
 /* ---- uploads ---- */
@@ -384,12 +575,16 @@ void rpc_h1_cache_init(struct rpc_h1_cache *cr, struct rpc_h1_conn *h)
     ring_timer_init(&cr->retry, retry_fired, cr);
 }
 
-void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
+void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct rpc_core *rc,
                         const struct rpc_h1_request *req, const struct rpc_h1_route *route,
                         uint64_t max_blob)
 {
     ASSERT(!cr->upload);
     ASSERT(!cr->reader);
+    ASSERT(!cr->ac_pending);
+    ASSERT(!cr->ac_value);
+    struct blob_core *bc = rc->blob;
+    cr->rc = rc;
     cr->bc = bc;
     cr->req = req;
     cr->route = route;
@@ -426,6 +621,7 @@ void rpc_h1_cache_close(struct rpc_h1_cache *cr)
         cr->upload = NULL;
     }
     if (cr->reader) read_close(cr);
+    ac_end(cr);
     cr->reading = false;
     cr->read_ended = false;
     cr->sending = false;

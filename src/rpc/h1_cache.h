@@ -11,6 +11,10 @@
  * coding. The engine holds the pieces until they are sent, so the pieces that arrived while a
  * send was in flight go out together in the next one.
  *
+ * An /ac/ value is read whole before it is answered when it may be an ActionResult, and served
+ * only when the ActionResult's outputs are all present; an opaque value (ccache's) is told
+ * apart by its first bytes and streamed as before.
+ *
  * Statuses: 404 missing, 413 over the size limit, 503 admission full or draining, 507 store
  * full, 400 digest or size mismatch or malformed zstd (rpc_h1_cache_status).
  */
@@ -22,6 +26,7 @@
 #include <stdint.h>
 
 #include "ring/timer.h"
+#include "rpc/ac_check.h"
 #include "rpc/h1.h"
 #include "rpc/h1_parse.h"
 #include "rpc/h1_route.h"
@@ -30,11 +35,13 @@
 
 struct blob_core;
 struct blob_upload;
+struct rpc_core;
 struct blob_reader;
 
 /* One request's state, inside the connection's memory. */
 struct rpc_h1_cache {
     struct rpc_h1_conn *h;                         /* the connection */
+    struct rpc_core *rc;                           /* the core's protocol state */
     struct blob_core *bc;                          /* the core's engine */
     const struct rpc_h1_request *req;              /* the request (the connection's memory) */
     const struct rpc_h1_route *route;              /* its route */
@@ -54,17 +61,24 @@ struct rpc_h1_cache {
     bool unsized;                                   /* the upload's size is fixed at commit */
     struct ring_timer retry;                        /* retries a read refused with -EAGAIN */
     uint32_t retries;                               /* of the current read */
+    bool ac_pending;            /* an /ac/ read awaits its verdict: nothing answered yet */
+    uint64_t ac_size;           /* the /ac/ value's size, bytes */
+    uint8_t *ac_value;          /* the value gathered to be decoded (pb_mem), or NULL */
+    size_t ac_value_len;        /* bytes in ac_value */
+    struct rpc_ac_check ac_chk; /* the completeness check of an ActionResult */
 };
 
 /* Prepares <cr> for connection <h>; once per connection. */
 void rpc_h1_cache_init(struct rpc_h1_cache *cr, struct rpc_h1_conn *h);
 
 /*
- * Serves a request routed to RPC_H1_TARGET_CAS, _AC or _KV on engine <bc> (NULL: no store,
- * 503). <req> and <route> stay valid until the request ends. <max_blob> bounds CAS uploads
- * (413 past it). Answers at once or later, or accepts the body (rpc_h1_body_accept).
+ * Serves a request routed to RPC_H1_TARGET_CAS, _AC or _KV on core <rc>'s engine (none: 503).
+ * <req> and <route> stay valid until the request ends. <max_blob> bounds CAS uploads (413 past
+ * it). Answers at once or later, or accepts the body (rpc_h1_body_accept). A GET or HEAD of an
+ * /ac/ value that decodes as a REAPI ActionResult is answered 404 unless every blob it
+ * references is present (rpc/ac_check.h); other values are served as stored.
  */
-void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct blob_core *bc,
+void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct rpc_core *rc,
                         const struct rpc_h1_request *req, const struct rpc_h1_route *route,
                         uint64_t max_blob);
 

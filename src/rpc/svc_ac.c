@@ -8,119 +8,59 @@
  * re-encoding: fields this server does not know are kept) and echoes them back.
  *
  * GetActionResult answers only complete results (DESIGN.md): every blob the result names is
- * present, and refreshed so eviction keeps it, before the result is returned: output files,
- * stdout and stderr, each output directory's Tree blob and every file in it, and for
- * directories given as a root Directory digest, every directory and file under it.
- * Otherwise NOT_FOUND, so a cache hit never points at an evicted output.
+ * present, and refreshed so eviction keeps it, before the result is returned (the check is
+ * rpc/ac_check.h, shared with HTTP's GET <prefix>/ac/<hash>). Otherwise NOT_FOUND, so a cache
+ * hit never points at an evicted output.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "proto/frame.h"
 #include "proto/wire.h"
+#include "rpc/ac_check.h"
 #include "rpc/digest.h"
 #include "rpc/fetch.h"
 #include "rpc/internal.h"
 #include "rpc/status.h"
 #include "rpc/svc.h"
-#include "rpc/walk.h"
 
 #define AC_VALUE_MAX (4u << 20) /* largest ActionResult stored or returned */
-#define AC_TREE_MAX  (4u << 20) /* largest Tree message read for the completeness check */
 
 typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest;
-typedef Build__Bazel__Remote__Execution__V2__ActionResult reapi_result;
-typedef Build__Bazel__Remote__Execution__V2__Directory reapi_dir;
 
 /* ---- GetActionResult ---- */
 
 struct ac_get {
-    struct rpc_call *c;    /* the call */
-    struct rpc_fetch f;    /* the stored result, then each output directory's Tree */
-    uint8_t *value;        /* the stored result, framed: 5 free bytes, then the message */
-    size_t value_len;      /* bytes of the message */
-    reapi_result *ar;      /* decoded */
-    struct blob_key *keys; /* blobs that must be present (counted memory) */
-    size_t n_keys;         /* entries */
-    size_t cap_keys;       /* capacity */
-    size_t dir;            /* next output directory to expand */
-    struct rpc_walk w;     /* a root Directory's subtree */
-    bool fetching;         /* f is reading */
-    bool walking;          /* w is walking */
-    bool incomplete;       /* something referenced is missing or malformed */
+    struct rpc_call *c;      /* the call */
+    struct rpc_fetch f;      /* the stored result */
+    uint8_t *value;          /* the stored result, framed: 5 free bytes, then the message */
+    size_t value_len;        /* bytes of the message */
+    struct rpc_ac_check chk; /* the completeness check (rpc/ac_check.h) */
+    bool fetching;           /* f is reading */
 };
-
-static struct proto_alloc *ac_mem(const struct ac_get *g)
-{
-    return &g->c->rc->pb_mem;
-}
 
 static void ac_get_free(struct ac_get *g)
 {
     if (g->fetching) rpc_fetch_cancel(&g->f);
     g->fetching = false;
-    if (g->walking) rpc_walk_stop(&g->w);
-    g->walking = false;
-    if (g->f.call) rpc_fetch_release(&g->f);
-    if (g->ar) {
-        build__bazel__remote__execution__v2__action_result__free_unpacked(
-            g->ar, rpc_call_pb_allocator(g->c));
-    }
-    g->ar = NULL;
-    proto_alloc_free(ac_mem(g), g->value);
+    if (g->f.rc) rpc_fetch_release(&g->f);
+    rpc_ac_check_stop(&g->chk);
+    proto_alloc_free(&g->c->rc->pb_mem, g->value);
     g->value = NULL;
-    proto_alloc_free(ac_mem(g), g->keys);
-    g->keys = NULL;
 }
 
-/* Adds the CAS key of <d> (NULL: nothing); a malformed digest makes the result incomplete. */
-static int need(struct ac_get *g, const reapi_digest *d)
+static void checked(struct rpc_ac_check *chk, int res)
 {
-    if (!d) return 0;
-    if (g->n_keys == g->cap_keys) {
-        size_t cap = g->cap_keys ? 2 * g->cap_keys : 64;
-        struct blob_key *k = proto_alloc_realloc(ac_mem(g), g->keys, cap * sizeof(*k));
-        if (!k) return -ENOMEM;
-        g->keys = k;
-        g->cap_keys = cap;
-    }
-    if (rpc_digest_cas_key(d, &g->keys[g->n_keys]) < 0) {
-        g->incomplete = true;
-        return 0;
-    }
-    g->n_keys++;
-    return 0;
-}
-
-static int need_dir_files(struct ac_get *g, const reapi_dir *d)
-{
-    int rc = 0;
-    for (size_t i = 0; d && rc == 0 && i < d->n_files; i++) {
-        rc = need(g, d->files[i]->digest);
-    }
-    return rc;
-}
-
-static void ac_get_answer(struct ac_get *g)
-{
+    struct ac_get *g = chk->ctx;
     struct rpc_call *c = g->c;
-    bool complete = !g->incomplete;
-    if (complete && g->n_keys > 0) {
-        bool *present = proto_alloc_calloc(ac_mem(g), g->n_keys, sizeof(*present));
-        if (!present) {
-            ac_get_free(g);
-            rpc_call_finish_err(c, -ENOMEM, NULL);
-            return;
-        }
-        /* Refreshes what is present, so the outputs outlive the hit. */
-        size_t n = blob_exists_many(rpc_call_blob(c), g->keys, g->n_keys, true, present);
-        complete = n == g->n_keys;
-        proto_alloc_free(ac_mem(g), present);
-    }
-    if (!complete) {
+    if (res < 0) {
         ac_get_free(g);
-        rpc_call_finish(c, PROTO_STATUS_NOT_FOUND,
-                        "action result found, but some of its outputs are not in the CAS");
+        if (res == -ENOENT) {
+            rpc_call_finish(c, PROTO_STATUS_NOT_FOUND,
+                            "action result found, but some of its outputs are not in the CAS");
+        } else {
+            rpc_call_finish_err(c, res, NULL);
+        }
         return;
     }
     uint8_t *value = g->value;
@@ -130,108 +70,6 @@ static void ac_get_answer(struct ac_get *g)
     proto_frame_header_put(value, (uint32_t)len);
     rpc_call_send_owned(c, value, PROTO_FRAME_HEADER_SIZE + len);
     rpc_call_finish(c, PROTO_STATUS_OK, NULL);
-}
-
-static void expand_next(struct ac_get *g);
-
-static void tree_fetched(struct rpc_fetch *f, int res)
-{
-    struct ac_get *g = f->ctx;
-    g->fetching = false;
-    int rc = 0;
-    if (res < 0) {
-        g->incomplete = true; /* the Tree blob itself is missing */
-    } else {
-        ProtobufCAllocator *a = rpc_call_pb_allocator(g->c);
-        Build__Bazel__Remote__Execution__V2__Tree *t =
-            build__bazel__remote__execution__v2__tree__unpack(a, f->len, f->buf);
-        if (!t) g->incomplete = true;
-        if (t) rc = need_dir_files(g, t->root);
-        for (size_t i = 0; t && rc == 0 && i < t->n_children; i++) {
-            rc = need_dir_files(g, t->children[i]);
-        }
-        if (t) build__bazel__remote__execution__v2__tree__free_unpacked(t, a);
-    }
-    rpc_fetch_release(f);
-    if (rc < 0) {
-        ac_get_free(g);
-        rpc_call_finish_err(g->c, rc, NULL);
-        return;
-    }
-    expand_next(g);
-}
-
-static int walk_dir(struct rpc_walk *w, const uint8_t *dir, size_t len, const reapi_dir *d)
-{
-    (void)dir;
-    (void)len;
-    return need_dir_files(w->ctx, d);
-}
-
-static void walk_end(struct rpc_walk *w, int res)
-{
-    struct ac_get *g = w->ctx;
-    g->walking = false;
-    if (res < 0 || w->missing > 0) g->incomplete = true;
-    if (res == -ENOMEM) {
-        ac_get_free(g);
-        rpc_call_finish_err(g->c, res, NULL);
-        return;
-    }
-    expand_next(g);
-}
-
-/* Starts the check of output directory <od>: 0 (a callback follows), 1 (nothing to read). */
-static int expand_one(struct ac_get *g,
-                      const Build__Bazel__Remote__Execution__V2__OutputDirectory *od)
-{
-    struct blob_key k;
-    if (od->tree_digest) {
-        if (rpc_digest_cas_key(od->tree_digest, &k) < 0) {
-            g->incomplete = true;
-            return 1;
-        }
-        g->f =
-            (struct rpc_fetch){ .call = g->c, .max = AC_TREE_MAX, .done = tree_fetched, .ctx = g };
-        if (rpc_fetch_start(&g->f, &k, BLOB_ENCODING_IDENTITY) < 0) {
-            g->incomplete = true;
-            return 1;
-        }
-        g->fetching = true;
-        return 0;
-    }
-    if (!od->root_directory_digest || rpc_digest_cas_key(od->root_directory_digest, &k) < 0) {
-        g->incomplete = true;
-        return 1;
-    }
-    struct walk_digest root;
-    memcpy(root.hash, k.hash, BLOB_HASH_SIZE);
-    root.size = k.size;
-    g->w = (struct rpc_walk){ .call = g->c,
-                              .on_dir = walk_dir,
-                              .on_end = walk_end,
-                              .ctx = g,
-                              .dir_max = AC_TREE_MAX,
-                              .visit_max = 1u << 20 };
-    if (rpc_walk_start(&g->w, &root) < 0) {
-        g->incomplete = true;
-        return 1;
-    }
-    g->walking = true;
-    return 0;
-}
-
-/* Expands the output directories one at a time, then answers. */
-static void expand_next(struct ac_get *g)
-{
-    /* Bounded by the result's output directories. */
-    while (!g->incomplete && g->dir < g->ar->n_output_directories) {
-        const Build__Bazel__Remote__Execution__V2__OutputDirectory *od =
-            g->ar->output_directories[g->dir++];
-        if (od->tree_digest && need(g, od->tree_digest) < 0) break;
-        if (expand_one(g, od) == 0) return;
-    }
-    ac_get_answer(g);
 }
 
 static void value_fetched(struct rpc_fetch *f, int res)
@@ -248,23 +86,15 @@ static void value_fetched(struct rpc_fetch *f, int res)
     }
     g->value_len = f->len;
     g->value = rpc_fetch_take(f);
-    g->ar = build__bazel__remote__execution__v2__action_result__unpack(
-        rpc_call_pb_allocator(c), g->value_len, g->value + PROTO_FRAME_HEADER_SIZE);
-    int rc = g->ar ? 0 : -EBADMSG;
-    for (size_t i = 0; rc == 0 && i < g->ar->n_output_files; i++) {
-        rc = need(g, g->ar->output_files[i]->digest);
-    }
-    if (rc == 0) rc = need(g, g->ar->stdout_digest);
-    if (rc == 0) rc = need(g, g->ar->stderr_digest);
+    g->chk = (struct rpc_ac_check){ .rc = c->rc, .done = checked, .ctx = g };
+    int rc = rpc_ac_check_start(&g->chk, g->value + PROTO_FRAME_HEADER_SIZE, g->value_len);
     if (rc < 0) {
         ac_get_free(g);
         /* An undecodable stored value is not a result: the client recomputes (NOT_FOUND). */
         rpc_call_finish(c,
                         rc == -EBADMSG ? PROTO_STATUS_NOT_FOUND : PROTO_STATUS_RESOURCE_EXHAUSTED,
                         rc == -EBADMSG ? "stored action result is undecodable" : "out of memory");
-        return;
     }
-    expand_next(g);
 }
 
 static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
@@ -295,7 +125,7 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         rpc_call_finish_err(c, rc, "action_digest");
         return;
     }
-    g->f = (struct rpc_fetch){ .call = c,
+    g->f = (struct rpc_fetch){ .rc = c->rc,
                                .reserve = PROTO_FRAME_HEADER_SIZE,
                                .max = AC_VALUE_MAX,
                                .done = value_fetched,

@@ -470,7 +470,7 @@ static void read_free(struct batch_read *b)
     for (size_t i = 0; b->items && i < b->req->n_digests; i++) {
         struct read_item *it = &b->items[i];
         if (it->running) rpc_fetch_cancel(&it->f);
-        if (it->f.call) rpc_fetch_release(&it->f);
+        if (it->f.rc) rpc_fetch_release(&it->f);
     }
     proto_alloc_free(&b->c->rc->pb_mem, b->items);
     b->items = NULL;
@@ -542,7 +542,7 @@ static int read_item_start(struct batch_read *b, size_t i)
     struct blob_key k;
     int rc = rpc_digest_cas_key(b->req->digests[i], &k);
     it->b = b;
-    it->f.call = b->c;
+    it->f.rc = b->c->rc;
     it->f.max = BATCH_LIMIT;
     it->f.done = fetch_done;
     it->f.ctx = it;

@@ -178,7 +178,7 @@ static int tree_begin(struct tree *t,
     struct walk_digest root;
     memcpy(root.hash, k.hash, BLOB_HASH_SIZE);
     root.size = k.size;
-    t->w.call = t->c;
+    t->w.rc = t->c->rc;
     t->w.on_dir = on_dir;
     t->w.on_end = on_end;
     t->w.ctx = t;

@@ -9,12 +9,11 @@
 #include <string.h>
 
 #include "proto/wire.h"
-#include "rpc/call.h"
 #include "rpc/internal.h"
 
 static struct proto_alloc *mem(const struct rpc_walk *w)
 {
-    return &w->call->rc->pb_mem;
+    return &w->rc->pb_mem;
 }
 
 static uint64_t digest_hash(const struct walk_digest *d)
@@ -118,7 +117,7 @@ static int visit(struct rpc_walk *w, int res)
         w->missing++;
         return 0;
     }
-    ProtobufCAllocator *a = rpc_call_pb_allocator(w->call);
+    ProtobufCAllocator *a = &w->rc->pb;
     const uint8_t *p = w->f.buf;
     Build__Bazel__Remote__Execution__V2__Directory *d =
         build__bazel__remote__execution__v2__directory__unpack(a, w->f.len, p);
@@ -157,7 +156,7 @@ static void step(struct rpc_walk *w)
         const struct walk_digest *d = &w->queue[w->head];
         struct blob_key k;
         blob_key_cas(&k, d->hash, d->size);
-        w->f.call = w->call;
+        w->f.rc = w->rc;
         w->f.reserve = 0;
         w->f.max = w->dir_max;
         w->f.done = fetched;
@@ -182,7 +181,7 @@ static void step(struct rpc_walk *w)
 
 int rpc_walk_start(struct rpc_walk *w, const struct walk_digest *root)
 {
-    ASSERT(w->call && w->on_dir && w->on_end);
+    ASSERT(w->rc && w->on_dir && w->on_end);
     w->queue = NULL;
     w->set = NULL;
     w->head = 0;
@@ -194,8 +193,8 @@ int rpc_walk_start(struct rpc_walk *w, const struct walk_digest *root)
     w->paused = false;
     w->ended = false;
     memset(&w->f, 0, sizeof(w->f));
-    w->f.call = w->call;
-    if (!rpc_call_blob(w->call)) return -ENOSYS;
+    w->f.rc = w->rc;
+    if (!w->rc->blob) return -ENOSYS;
     int rc = enqueue(w, root);
     if (rc < 0) {
         free_all(w);
@@ -226,7 +225,7 @@ void rpc_walk_resume(struct rpc_walk *w)
 
 void rpc_walk_stop(struct rpc_walk *w)
 {
-    if (w->ended || !w->call || !w->f.call) return;
+    if (w->ended || !w->rc || !w->f.rc) return;
     w->ended = true;
     if (w->fetching) rpc_fetch_cancel(&w->f);
     w->fetching = false;

@@ -36,7 +36,7 @@ struct walk_digest {
 };
 
 struct rpc_walk {
-    struct rpc_call *call;   /* whose core, engine and memory */
+    struct rpc_core *rc;     /* whose engine and memory (the core's) */
     rpc_walk_dir_fn *on_dir; /* per directory */
     rpc_walk_end_fn *on_end; /* at the end */
     void *ctx;               /* for the caller */

@@ -1,0 +1,333 @@
+/*
+ * The completeness check of an ActionResult: collect the CAS keys it references (output
+ * files, stdout, stderr), expand its output directories one at a time (a Tree blob is read
+ * and its files collected; a root Directory digest is walked with rpc_walk), then look every
+ * key up at once with refresh (blob_exists_many). The first missing or malformed reference
+ * decides -ENOENT without reading further. The verdict always arrives from a read's
+ * completion or a deferred task, never inside rpc_ac_check_start.
+ *
+ * Sections: state, expanding output directories, the verdict, the public side, the sniff of
+ * opaque values.
+ */
+#include "rpc/ac_check.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "proto/wire.h"
+#include "rpc/digest.h"
+#include "rpc/internal.h"
+
+typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest;
+typedef Build__Bazel__Remote__Execution__V2__Directory reapi_dir;
+typedef Build__Bazel__Remote__Execution__V2__OutputDirectory reapi_out_dir;
+
+#define WALK_VISIT_MAX (1u << 20) /* directories walked under one root Directory */
+
+/* ---- state ---- */
+
+static struct proto_alloc *mem(const struct rpc_ac_check *chk)
+{
+    return &chk->rc->pb_mem;
+}
+
+static void free_all(struct rpc_ac_check *chk)
+{
+    if (!chk->rc) return;
+    if (chk->f.rc) rpc_fetch_release(&chk->f);
+    if (chk->ar) {
+        build__bazel__remote__execution__v2__action_result__free_unpacked(chk->ar, &chk->rc->pb);
+    }
+    chk->ar = NULL;
+    proto_alloc_free(mem(chk), chk->keys);
+    chk->keys = NULL;
+    chk->keys_len = 0;
+    chk->keys_size = 0;
+}
+
+static void finish(struct rpc_ac_check *chk, int res)
+{
+    free_all(chk);
+    chk->done(chk, res); /* may reuse <chk>: last */
+}
+
+/* Adds the CAS key of <d> (NULL: nothing); a malformed digest makes the result incomplete. */
+static int need(struct rpc_ac_check *chk, const reapi_digest *d)
+{
+    if (!d) return 0;
+    if (chk->keys_len == chk->keys_size) {
+        size_t size = chk->keys_size ? 2 * chk->keys_size : 64;
+        struct blob_key *k = proto_alloc_realloc(mem(chk), chk->keys, size * sizeof(*k));
+        if (!k) return -ENOMEM;
+        chk->keys = k;
+        chk->keys_size = size;
+    }
+    if (rpc_digest_cas_key(d, &chk->keys[chk->keys_len]) < 0) {
+        chk->incomplete = true;
+        return 0;
+    }
+    chk->keys_len++;
+    return 0;
+}
+
+static int need_dir_files(struct rpc_ac_check *chk, const reapi_dir *d)
+{
+    int rc = 0;
+    for (size_t i = 0; d && rc == 0 && i < d->n_files; i++) {
+        rc = need(chk, d->files[i]->digest);
+    }
+    return rc;
+}
+
+/* ---- the verdict ---- */
+
+static void answer(struct rpc_ac_check *chk)
+{
+    int res = chk->incomplete ? -ENOENT : chk->err;
+    if (res == 0 && chk->keys_len > 0) {
+        bool *present = proto_alloc_calloc(mem(chk), chk->keys_len, sizeof(*present));
+        if (!present) {
+            finish(chk, -ENOMEM);
+            return;
+        }
+        /* Refreshes what is present, so the outputs outlive the hit. */
+        size_t n = blob_exists_many(chk->rc->blob, chk->keys, chk->keys_len, true, present);
+        res = n == chk->keys_len ? 0 : -ENOENT;
+        proto_alloc_free(mem(chk), present);
+    }
+    finish(chk, res);
+}
+
+static void answer_task(struct ring_task *task)
+{
+    struct rpc_ac_check *chk = BASE_CONTAINER_OF(task, struct rpc_ac_check, answer);
+    chk->answering = false;
+    answer(chk);
+}
+
+/* ---- expanding output directories ---- */
+
+static bool expand_next(struct rpc_ac_check *chk);
+
+/* Expands the rest from a read's completion: answers when nothing more is read. */
+static void expand_rest(struct rpc_ac_check *chk)
+{
+    if (expand_next(chk)) answer(chk);
+}
+
+static void tree_fetched(struct rpc_fetch *f, int res)
+{
+    struct rpc_ac_check *chk = f->ctx;
+    chk->fetching = false;
+    int rc = 0;
+    if (res < 0) {
+        chk->incomplete = true; /* the Tree blob itself is missing */
+    } else {
+        ProtobufCAllocator *a = &chk->rc->pb;
+        Build__Bazel__Remote__Execution__V2__Tree *t =
+            build__bazel__remote__execution__v2__tree__unpack(a, f->len, f->buf);
+        if (!t) chk->incomplete = true;
+        if (t) rc = need_dir_files(chk, t->root);
+        for (size_t i = 0; t && rc == 0 && i < t->n_children; i++) {
+            rc = need_dir_files(chk, t->children[i]);
+        }
+        if (t) build__bazel__remote__execution__v2__tree__free_unpacked(t, a);
+    }
+    rpc_fetch_release(f);
+    if (rc < 0) {
+        finish(chk, rc);
+        return;
+    }
+    expand_rest(chk);
+}
+
+static int walk_dir(struct rpc_walk *w, const uint8_t *dir, size_t len, const reapi_dir *d)
+{
+    (void)dir;
+    (void)len;
+    return need_dir_files(w->ctx, d);
+}
+
+static void walk_end(struct rpc_walk *w, int res)
+{
+    struct rpc_ac_check *chk = w->ctx;
+    chk->walking = false;
+    if (res < 0 || w->missing > 0) chk->incomplete = true;
+    if (res == -ENOMEM) {
+        finish(chk, res);
+        return;
+    }
+    expand_rest(chk);
+}
+
+/* Starts the check of output directory <od>: 0 (a callback follows), 1 (nothing to read). */
+static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
+{
+    struct blob_key k;
+    if (od->tree_digest) {
+        if (rpc_digest_cas_key(od->tree_digest, &k) < 0) {
+            chk->incomplete = true;
+            return 1;
+        }
+        chk->f = (struct rpc_fetch){
+            .rc = chk->rc, .max = RPC_AC_CHECK_TREE_MAX, .done = tree_fetched, .ctx = chk
+        };
+        if (rpc_fetch_start(&chk->f, &k, BLOB_ENCODING_IDENTITY) < 0) {
+            chk->incomplete = true;
+            return 1;
+        }
+        chk->fetching = true;
+        return 0;
+    }
+    if (!od->root_directory_digest || rpc_digest_cas_key(od->root_directory_digest, &k) < 0) {
+        chk->incomplete = true;
+        return 1;
+    }
+    struct walk_digest root;
+    memcpy(root.hash, k.hash, BLOB_HASH_SIZE);
+    root.size = k.size;
+    chk->w = (struct rpc_walk){ .rc = chk->rc,
+                                .on_dir = walk_dir,
+                                .on_end = walk_end,
+                                .ctx = chk,
+                                .dir_max = RPC_AC_CHECK_TREE_MAX,
+                                .visit_max = WALK_VISIT_MAX };
+    if (rpc_walk_start(&chk->w, &root) < 0) {
+        chk->incomplete = true;
+        return 1;
+    }
+    chk->walking = true;
+    return 0;
+}
+
+/*
+ * Expands the output directories one at a time, from the next one. Returns true when nothing
+ * more is read (the verdict is due: every directory was expanded, or something is missing),
+ * false when a read's completion continues.
+ */
+static bool expand_next(struct rpc_ac_check *chk)
+{
+    /* Bounded by the result's output directories. */
+    while (!chk->incomplete && chk->err == 0 && chk->dir_index < chk->ar->n_output_directories) {
+        const reapi_out_dir *od = chk->ar->output_directories[chk->dir_index++];
+        if (od->tree_digest && need(chk, od->tree_digest) < 0) {
+            chk->err = -ENOMEM;
+            break;
+        }
+        if (expand_one(chk, od) == 0) return false;
+    }
+    return true;
+}
+
+/* ---- the public side ---- */
+
+int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t len)
+{
+    ASSERT(chk->rc);
+    ASSERT(chk->done);
+    ASSERT(chk->rc->blob);
+    chk->ar = NULL;
+    chk->keys = NULL;
+    chk->keys_len = 0;
+    chk->keys_size = 0;
+    chk->dir_index = 0;
+    memset(&chk->f, 0, sizeof(chk->f));
+    memset(&chk->w, 0, sizeof(chk->w));
+    ring_task_init(&chk->answer, answer_task);
+    chk->fetching = false;
+    chk->walking = false;
+    chk->answering = false;
+    chk->incomplete = false;
+    chk->err = 0;
+    uint64_t refusals = base_counter_get(&mem(chk)->failed);
+    chk->ar = build__bazel__remote__execution__v2__action_result__unpack(&chk->rc->pb, len, value);
+    if (!chk->ar) return base_counter_get(&mem(chk)->failed) != refusals ? -ENOMEM : -EBADMSG;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < chk->ar->n_output_files; i++) {
+        rc = need(chk, chk->ar->output_files[i]->digest);
+    }
+    if (rc == 0) rc = need(chk, chk->ar->stdout_digest);
+    if (rc == 0) rc = need(chk, chk->ar->stderr_digest);
+    if (rc < 0) {
+        free_all(chk);
+        return rc;
+    }
+    if (expand_next(chk)) {
+        chk->answering = true;
+        ring_task_defer(chk->rc->ring, &chk->answer);
+    }
+    return 0;
+}
+
+void rpc_ac_check_stop(struct rpc_ac_check *chk)
+{
+    if (chk->fetching) rpc_fetch_cancel(&chk->f);
+    chk->fetching = false;
+    if (chk->walking) rpc_walk_stop(&chk->w);
+    chk->walking = false;
+    if (chk->answering) ring_task_cancel(&chk->answer);
+    chk->answering = false;
+    free_all(chk);
+}
+
+/* ---- the sniff of opaque values ---- */
+
+/*
+ * A varint at <p>/<len>: the bytes it takes (1..10) with its low 64 bits in *<v>, 0 when <len>
+ * ends inside it, -1 past 10 bytes (protobuf-c refuses those).
+ */
+static int sniff_varint(const uint8_t *p, size_t len, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (size_t k = 0; k < PROTO_WIRE_VARINT_MAX; k++) {
+        if (k == len) return 0;
+        x |= (uint64_t)(p[k] & 0x7f) << (7 * k);
+        if ((p[k] & 0x80) == 0) {
+            *v = x;
+            return (int)k + 1;
+        }
+    }
+    return -1;
+}
+
+bool rpc_ac_check_may_decode(const uint8_t *p, size_t len, uint64_t total)
+{
+    ASSERT(len <= total);
+    size_t at = 0;
+    /* Bounded: each turn moves past at least one byte, or returns. */
+    while (at < len) {
+        uint64_t key;
+        int n = sniff_varint(p + at, len - at, &key);
+        if (n <= 0) return n == 0; /* cut by the end of <p>: cannot tell */
+        at += (size_t)n;
+        uint64_t left = total - at; /* bytes of the value after the key */
+        uint64_t skip;
+        switch (key & 7) {
+        case 0: /* varint */
+            n = sniff_varint(p + at, len - at, &skip);
+            if (n <= 0) return n == 0;
+            skip = (uint64_t)n;
+            break;
+        case 1: /* fixed 64 bits */
+            skip = 8;
+            break;
+        case 2: /* length-delimited */
+            n = sniff_varint(p + at, len - at, &skip);
+            if (n <= 0) return n == 0;
+            /* protobuf-c reads a length as 32 bits: a longer varint may wrap to a length that
+             * fits, so only a short one (< 2^28) is known to run past the end. */
+            if (n >= 5) return true;
+            skip += (uint64_t)n;
+            break;
+        case 5: /* fixed 32 bits */
+            skip = 4;
+            break;
+        default: /* groups (3, 4) and the unused 6, 7 */
+            return false;
+        }
+        if (skip > left) return false;
+        if (skip >= len - at) return true; /* the next key is past <p> */
+        at += (size_t)skip;
+    }
+    return true;
+}
