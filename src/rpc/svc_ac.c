@@ -139,13 +139,20 @@ static void tree_fetched(struct rpc_fetch *f, int res)
     struct ac_get *g = f->ctx;
     g->fetching = false;
     int rc = 0;
-    if (res < 0) {
+    if (res == -ENOMEM) {
+        rc = res; /* its memory was refused (--message-memory): not a missing Tree */
+    } else if (res < 0) {
         g->incomplete = true; /* the Tree blob itself is missing */
     } else {
         ProtobufCAllocator *a = rpc_call_pb_allocator(g->c);
+        uint64_t refusals = rpc_call_mem_refusals(g->c);
         Build__Bazel__Remote__Execution__V2__Tree *t =
             build__bazel__remote__execution__v2__tree__unpack(a, f->len, f->buf);
-        if (!t) g->incomplete = true;
+        if (!t && rpc_call_mem_refusals(g->c) != refusals) {
+            rc = -ENOMEM; /* not a malformed Tree: the memory was refused */
+        } else if (!t) {
+            g->incomplete = true;
+        }
         if (t) rc = need_dir_files(g, t->root);
         for (size_t i = 0; t && rc == 0 && i < t->n_children; i++) {
             rc = need_dir_files(g, t->children[i]);
@@ -248,9 +255,11 @@ static void value_fetched(struct rpc_fetch *f, int res)
     }
     g->value_len = f->len;
     g->value = rpc_fetch_take(f);
+    uint64_t refusals = rpc_call_mem_refusals(c);
     g->ar = build__bazel__remote__execution__v2__action_result__unpack(
         rpc_call_pb_allocator(c), g->value_len, g->value + PROTO_FRAME_HEADER_SIZE);
-    int rc = g->ar ? 0 : -EBADMSG;
+    /* protobuf-c returns NULL for bad bytes and for memory refused alike. */
+    int rc = g->ar ? 0 : rpc_call_mem_refusals(c) != refusals ? -ENOMEM : -EBADMSG;
     for (size_t i = 0; rc == 0 && i < g->ar->n_output_files; i++) {
         rc = need(g, g->ar->output_files[i]->digest);
     }
