@@ -128,5 +128,65 @@ class MemoryRefusalStatus(harness.ServerTestCase):
             client.close()
 
 
+class SlowLinkReader(harness.ServerTestCase):
+    """A client that reads steadily, but whose link (its connection window) is slower than the
+    server: every stream of the connection must be served, none reset as a stalled reader."""
+    server_args = ("--write-timeout", "1s")
+    server_cores = 1
+
+    def put(self, data):
+        client = reapi.Client(self.server.address)
+        try:
+            req = reapi.msg("BatchUpdateBlobsRequest")
+            r = req.requests.add()
+            r.digest.hash = hashlib.sha256(data).hexdigest()
+            r.digest.size_bytes = len(data)
+            r.data = data
+            self.assertEqual(client.BatchUpdateBlobs(req, timeout=20).responses[0].status.code,
+                             0)
+        finally:
+            client.close()
+        return r.digest
+
+    def test_two_reads_on_a_slow_link(self):
+        d = self.put(os.urandom(3 << 20))
+        stalls = self.server.metric("ringcas_grpc_send_stalls")
+        # Stream windows large; the connection window (65535) reopens as data is read, at
+        # about 1.3 MB/s: a slow link, but a client that reads all the time.
+        c = h2raw.Conn(self.server.port, settings=((4, 16 << 20),))
+        try:
+            read = reapi.msg("google.bytestream.ReadRequest",
+                             resource_name="blobs/%s/%d" % (d.hash, d.size_bytes))
+            for sid in (1, 3):
+                c.headers(sid, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+                c.data(sid, h2raw.grpc_message(read.SerializeToString()), end_stream=True)
+            got = {1: 0, 3: 0}
+            ended = set()
+            resets = {}
+            pending = 0
+            start = time.monotonic()
+            while len(ended) + len(resets) < 2 and time.monotonic() - start < 30:
+                f = c.read_frame(10)
+                self.assertIsNotNone(f)
+                if f[0] == h2raw.RST_STREAM:
+                    resets[f[2]] = (h2raw.rst_code(f), got[f[2]], time.monotonic() - start)
+                if f[0] == h2raw.DATA and f[2] in got:
+                    got[f[2]] += len(f[3])
+                    pending += len(f[3])
+                    if pending >= 32768:
+                        time.sleep(0.025)
+                        c.send_frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", pending))
+                        pending = 0
+                if f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM:
+                    ended.add(f[2])
+            print("got", got, "ended", ended, "resets", resets,
+                  "elapsed %.1f" % (time.monotonic() - start))
+            self.assertEqual(resets, {})
+            self.assertEqual(ended, {1, 3})
+        finally:
+            c.close()
+        print("send stalls", self.server.metric("ringcas_grpc_send_stalls") - stalls)
+
+
 if __name__ == "__main__":
     unittest.main()
