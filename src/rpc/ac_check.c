@@ -115,18 +115,36 @@ static void expand_rest(struct rpc_ac_check *chk)
     if (expand_next(chk)) answer(chk);
 }
 
+/*
+ * A read that failed because the server is short of something (memory refused by
+ * --message-memory, the core's readers or disk queue full, a drain) says nothing about the
+ * blob: the check fails with it (RESOURCE_EXHAUSTED / 503, retried) instead of calling the
+ * result incomplete, which would make the client rebuild.
+ */
+static bool is_busy(int err)
+{
+    return err == -ENOMEM || err == -EAGAIN || err == -ECANCELED;
+}
+
 static void tree_fetched(struct rpc_fetch *f, int res)
 {
     struct rpc_ac_check *chk = f->ctx;
     chk->fetching = false;
     int rc = 0;
-    if (res < 0) {
+    if (is_busy(res)) {
+        rc = res;
+    } else if (res < 0) {
         chk->incomplete = true; /* the Tree blob itself is missing */
     } else {
         ProtobufCAllocator *a = &chk->rc->pb;
+        uint64_t refusals = base_counter_get(&mem(chk)->failed);
         Build__Bazel__Remote__Execution__V2__Tree *t =
             build__bazel__remote__execution__v2__tree__unpack(a, f->len, f->buf);
-        if (!t) chk->incomplete = true;
+        if (!t && base_counter_get(&mem(chk)->failed) != refusals) {
+            rc = -ENOMEM; /* its memory was refused: not a malformed Tree */
+        } else if (!t) {
+            chk->incomplete = true;
+        }
         if (t) rc = need_dir_files(chk, t->root);
         for (size_t i = 0; t && rc == 0 && i < t->n_children; i++) {
             rc = need_dir_files(chk, t->children[i]);
@@ -152,11 +170,11 @@ static void walk_end(struct rpc_walk *w, int res)
 {
     struct rpc_ac_check *chk = w->ctx;
     chk->walking = false;
-    if (res < 0 || w->missing > 0) chk->incomplete = true;
-    if (res == -ENOMEM) {
+    if (is_busy(res)) {
         finish(chk, res);
         return;
     }
+    if (res < 0 || w->missing > 0) chk->incomplete = true;
     expand_rest(chk);
 }
 
@@ -172,8 +190,13 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
         chk->f = (struct rpc_fetch){
             .rc = chk->rc, .max = RPC_AC_CHECK_TREE_MAX, .done = tree_fetched, .ctx = chk
         };
-        if (rpc_fetch_start(&chk->f, &k, BLOB_ENCODING_IDENTITY) < 0) {
-            chk->incomplete = true;
+        int rc = rpc_fetch_start(&chk->f, &k, BLOB_ENCODING_IDENTITY);
+        if (rc < 0) {
+            if (is_busy(rc)) {
+                chk->err = rc;
+            } else {
+                chk->incomplete = true;
+            }
             return 1;
         }
         chk->fetching = true;
@@ -192,8 +215,13 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
                                 .ctx = chk,
                                 .dir_max = RPC_AC_CHECK_TREE_MAX,
                                 .visit_max = WALK_VISIT_MAX };
-    if (rpc_walk_start(&chk->w, &root) < 0) {
-        chk->incomplete = true;
+    int rc = rpc_walk_start(&chk->w, &root);
+    if (rc < 0) {
+        if (is_busy(rc)) {
+            chk->err = rc;
+        } else {
+            chk->incomplete = true;
+        }
         return 1;
     }
     chk->walking = true;

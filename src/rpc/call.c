@@ -357,8 +357,9 @@ static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
         return;
     }
     /* A client that opens its window a little at a time is reading: time without any byte
-     * leaving counts, not time with the window closed. */
-    uint64_t sent = c->bytes_out - c->out_bytes;
+     * leaving counts, not time with the window closed. Behind the connection's window, any
+     * stream's bytes count: the streams of a connection are served one after another. */
+    uint64_t sent = rpc_h2_send_progress(c);
     if (c->blocked_ns == 0 || sent != c->blocked_sent) {
         c->blocked_ns = now;
         c->blocked_sent = sent;

@@ -184,7 +184,7 @@ struct rpc_call {
     uint32_t msg_cap;                   /* bytes allocated for <msg> */
     uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
     uint64_t blocked_ns;                /* since when the response waits for the client's window */
-    uint64_t blocked_sent;              /* response bytes sent by then */
+    uint64_t blocked_sent;              /* rpc_h2_send_progress() by then */
     struct base_list watch_link;        /* on rpc_core.watched */
     char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded; from here on a
                                            reused call is not cleared (rpc_call_new) */

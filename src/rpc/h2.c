@@ -47,6 +47,7 @@ struct rpc_h2 {
     bool bufs_yielded;           /* receiving paused to leave buffers to others (yield_bufs) */
     struct ring_task yield_task; /* checks whether to receive again */
     struct base_list sent;       /* struct rpc_seg whose last bytes are in the send */
+    uint64_t data_sent;          /* DATA payload bytes put into sends, all streams */
     uint64_t held_check;         /* the stall check that computed <held> (its time) */
     bool held;                   /* then: the server held this connection's input up */
     uint64_t glitch_tokens;      /* invalid-frame budget, in thousandths of a frame */
@@ -475,6 +476,7 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     if (moved < 0) return NGHTTP2_ERR_WOULDBLOCK;
     c->out_bytes -= length;
     c->segs_in_send += (uint32_t)moved;
+    h2->data_sent += length;
     return 0;
 }
 
@@ -795,6 +797,20 @@ bool rpc_h2_send_blocked(const struct rpc_call *c)
     nghttp2_session *s = c->h2->session;
     return nghttp2_session_get_stream_remote_window_size(s, c->stream_id) <= 0 ||
            nghttp2_session_get_remote_window_size(s) <= 0;
+}
+
+uint64_t rpc_h2_send_progress(const struct rpc_call *c)
+{
+    if (!stream_usable(c)) return 0;
+    nghttp2_session *s = c->h2->session;
+    /* Its own window closed: only its own bytes show that the client reads this stream. */
+    if (nghttp2_session_get_stream_remote_window_size(s, c->stream_id) <= 0) {
+        return c->bytes_out - c->out_bytes;
+    }
+    /* The connection's window closed: nghttp2 serves the streams of one urgency one after
+     * another (RFC 9218 §4, non-incremental), so a stream may wait behind others for as long
+     * as the client's link is slow; the client reads while any stream's bytes leave. */
+    return c->h2->data_sent;
 }
 
 void rpc_h2_reset(struct rpc_call *c, uint32_t error_code)

@@ -80,6 +80,13 @@ bool rpc_h2_holds_input(const struct rpc_call *c, uint64_t check);
  * closed: its queued response cannot move until the client reads. */
 bool rpc_h2_send_blocked(const struct rpc_call *c);
 
+/*
+ * What shows that the client reads while rpc_h2_send_blocked(<c>): the call's response bytes
+ * sent when its stream's window is closed, the connection's DATA bytes sent when only the
+ * connection's is (a stream waits its turn behind the others). Changes while the client reads.
+ */
+uint64_t rpc_h2_send_progress(const struct rpc_call *c);
+
 /* Gives <len> request bytes back to the flow-control windows (nghttp2_session_consume). */
 void rpc_h2_consume(struct rpc_call *c, size_t len);
 

@@ -113,14 +113,18 @@ static int visit(struct rpc_walk *w, int res)
 {
     size_t index = w->head++;
     if (res < 0) {
-        if (index == 0) return res;
+        /* A directory whose memory was refused is not missing: the walk cannot go on. */
+        if (index == 0 || res == -ENOMEM) return res;
         w->missing++;
         return 0;
     }
     ProtobufCAllocator *a = &w->rc->pb;
     const uint8_t *p = w->f.buf;
+    uint64_t refusals = base_counter_get(&w->rc->pb_mem.failed);
     Build__Bazel__Remote__Execution__V2__Directory *d =
         build__bazel__remote__execution__v2__directory__unpack(a, w->f.len, p);
+    /* NULL for memory refused (--message-memory) is no malformed directory to skip. */
+    if (!d && base_counter_get(&w->rc->pb_mem.failed) != refusals) return -ENOMEM;
     if (!d) return index == 0 ? -EBADMSG : 0;
     int rc = queue_children(w, d);
     if (rc == 0) rc = w->on_dir(w, p, w->f.len, d);

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""The gRPC limits must not blame the client for the server's shortage: a message whose memory
+--message-memory refused is RESOURCE_EXHAUSTED (retried), not malformed or missing; a stream
+waiting behind others for the connection's window is not a stalled reader."""
+import hashlib
+import os
+import struct
+import time
+import unittest
+
+import grpc
+
+import h2raw
+import harness
+import reapi
+
+BATCH_UPDATE = "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs"
+LIMIT = 16 << 20
+
+
+def big_directory(n):
+    d = reapi.msg("Directory")
+    for i in range(n):
+        f = d.files.add()
+        f.name = "file%07d" % i
+        f.digest.hash = hashlib.sha256(b"%d" % i).hexdigest()
+        f.digest.size_bytes = i + 1
+    return d
+
+
+class MemoryRefusalStatus(harness.ServerTestCase):
+    """A stored message that cannot be unpacked because --message-memory is taken must be
+    RESOURCE_EXHAUSTED (retryable), not a malformed request or a cache miss."""
+    server_args = ("--message-memory", "16MiB")
+    server_cores = 1
+
+    def fill(self, c, headroom):
+        """Holds partial unary messages until pb_mem is LIMIT - headroom."""
+        sid = 1
+        while True:
+            used = int(self.server.metric("ringcas_pb_mem_bytes"))
+            want = int(LIMIT - headroom - used)
+            if want < 70000:
+                return used
+            n = min(want, 4 << 20)
+            c.headers(sid, h2raw.grpc_headers(BATCH_UPDATE))
+            c.data_flow(sid, b"\x00" + struct.pack(">I", n) + b"\x0a" * (n - 1))
+            harness.wait_for(lambda: self.server.metric("ringcas_pb_mem_bytes") >= used + n - 1,
+                             timeout=20, what="the partial message to be held")
+            sid += 2
+
+    def test_get_tree_root_refused_for_memory(self):
+        client = reapi.Client(self.server.address)
+        d = big_directory(12000)
+        data = d.SerializeToString()
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        r = req.requests.add()
+        r.digest.hash = hashlib.sha256(data).hexdigest()
+        r.digest.size_bytes = len(data)
+        r.data = data
+        self.assertEqual(client.BatchUpdateBlobs(req, timeout=20).responses[0].status.code, 0)
+        c = h2raw.Conn(self.server.port, window=1 << 24)
+        try:
+            used = self.fill(c, len(data) * 2)
+            print("pb_mem used", used, "directory", len(data))
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(client.GetTree(reapi.msg("GetTreeRequest", root_digest=r.digest),
+                                    timeout=20))
+            print("GetTree:", cm.exception.code(), cm.exception.details())
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        finally:
+            c.close()
+            client.close()
+
+    def test_get_tree_child_refused_for_memory(self):
+        client = reapi.Client(self.server.address)
+        child = big_directory(12000).SerializeToString()
+        root = reapi.msg("Directory")
+        n = root.directories.add()
+        n.name = "sub"
+        n.digest.hash = hashlib.sha256(child).hexdigest()
+        n.digest.size_bytes = len(child)
+        rootb = root.SerializeToString()
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for data in (child, rootb):
+            r = req.requests.add()
+            r.digest.hash = hashlib.sha256(data).hexdigest()
+            r.digest.size_bytes = len(data)
+            r.data = data
+        self.assertEqual([x.status.code for x in
+                          client.BatchUpdateBlobs(req, timeout=20).responses], [0, 0])
+        c = h2raw.Conn(self.server.port, window=1 << 24)
+        try:
+            self.fill(c, len(child) // 2)
+            try:
+                pages = list(client.GetTree(reapi.msg("GetTreeRequest", root_digest=r.digest),
+                                            timeout=20))
+                got = sum(len(p.directories) for p in pages)
+                self.fail("GetTree answered OK with %d of 2 directories" % got)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        finally:
+            c.close()
+            client.close()
+
+    def test_get_action_result_refused_for_memory(self):
+        client = reapi.Client(self.server.address)
+        ar = reapi.msg("ActionResult")
+        for i in range(12000):
+            f = ar.output_files.add()
+            f.path = "out/file%07d" % i
+            f.digest.hash = hashlib.sha256(b"%d" % i).hexdigest()
+            f.digest.size_bytes = i + 1
+        action = reapi.msg("Digest", hash=hashlib.sha256(b"action").hexdigest(), size_bytes=6)
+        client.UpdateActionResult(reapi.msg("UpdateActionResultRequest", action_digest=action,
+                                            action_result=ar), timeout=20)
+        size = len(ar.SerializeToString())
+        c = h2raw.Conn(self.server.port, window=1 << 24)
+        try:
+            used = self.fill(c, size * 2)
+            print("pb_mem used", used, "action result", size)
+            with self.assertRaises(grpc.RpcError) as cm:
+                client.GetActionResult(reapi.msg("GetActionResultRequest",
+                                                 action_digest=action), timeout=20)
+            print("GetActionResult:", cm.exception.code(), cm.exception.details())
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        finally:
+            c.close()
+            client.close()
+
+
+class SlowLinkReader(harness.ServerTestCase):
+    """A client that reads steadily, but whose link (its connection window) is slower than the
+    server: every stream of the connection must be served, none reset as a stalled reader."""
+    server_args = ("--write-timeout", "1s")
+    server_cores = 1
+
+    def put(self, data):
+        client = reapi.Client(self.server.address)
+        try:
+            req = reapi.msg("BatchUpdateBlobsRequest")
+            r = req.requests.add()
+            r.digest.hash = hashlib.sha256(data).hexdigest()
+            r.digest.size_bytes = len(data)
+            r.data = data
+            self.assertEqual(client.BatchUpdateBlobs(req, timeout=20).responses[0].status.code,
+                             0)
+        finally:
+            client.close()
+        return r.digest
+
+    def test_two_reads_on_a_slow_link(self):
+        d = self.put(os.urandom(3 << 20))
+        stalls = self.server.metric("ringcas_grpc_send_stalls")
+        # Stream windows large; the connection window (65535) reopens as data is read, at
+        # about 1.3 MB/s: a slow link, but a client that reads all the time.
+        c = h2raw.Conn(self.server.port, settings=((4, 16 << 20),))
+        try:
+            read = reapi.msg("google.bytestream.ReadRequest",
+                             resource_name="blobs/%s/%d" % (d.hash, d.size_bytes))
+            for sid in (1, 3):
+                c.headers(sid, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+                c.data(sid, h2raw.grpc_message(read.SerializeToString()), end_stream=True)
+            got = {1: 0, 3: 0}
+            ended = set()
+            resets = {}
+            pending = 0
+            start = time.monotonic()
+            while len(ended) + len(resets) < 2 and time.monotonic() - start < 30:
+                f = c.read_frame(10)
+                self.assertIsNotNone(f)
+                if f[0] == h2raw.RST_STREAM:
+                    resets[f[2]] = (h2raw.rst_code(f), got[f[2]], time.monotonic() - start)
+                if f[0] == h2raw.DATA and f[2] in got:
+                    got[f[2]] += len(f[3])
+                    pending += len(f[3])
+                    if pending >= 32768:
+                        time.sleep(0.025)
+                        c.send_frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", pending))
+                        pending = 0
+                if f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM:
+                    ended.add(f[2])
+            print("got", got, "ended", ended, "resets", resets,
+                  "elapsed %.1f" % (time.monotonic() - start))
+            self.assertEqual(resets, {})
+            self.assertEqual(ended, {1, 3})
+        finally:
+            c.close()
+        print("send stalls", self.server.metric("ringcas_grpc_send_stalls") - stalls)
+
+
+if __name__ == "__main__":
+    unittest.main()
