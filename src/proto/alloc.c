@@ -150,14 +150,20 @@ void *proto_alloc_malloc(struct proto_alloc *a, size_t size)
 {
     if (size > SIZE_MAX - sizeof(struct header) || should_fail(a, size)) return NULL;
     struct header *h = block_get(a, size);
-    if (!h) return NULL;
+    if (!h) {
+        base_counter_inc(&a->failed); /* malloc itself: a refusal all the same */
+        return NULL;
+    }
     count(a, size);
     return h + 1;
 }
 
 void *proto_alloc_calloc(struct proto_alloc *a, size_t count, size_t size)
 {
-    if (size != 0 && count > SIZE_MAX / size) return NULL;
+    if (size != 0 && count > SIZE_MAX / size) {
+        base_counter_inc(&a->failed);
+        return NULL;
+    }
     void *p = proto_alloc_malloc(a, count * size);
     if (p) memset(p, 0, count * size);
     return p;
@@ -186,7 +192,10 @@ void *proto_alloc_realloc(struct proto_alloc *a, void *p, size_t size)
     struct header *h;
     if (old->cls == 0) {
         h = realloc(old, sizeof(*h) + size);
-        if (!h) return NULL;
+        if (!h) {
+            base_counter_inc(&a->failed);
+            return NULL;
+        }
         h->size = size;
     } else if (size <= class_size(old->cls - 1)) {
         /* It still fits the block's class: only the poisoned slack moves. */
@@ -196,7 +205,10 @@ void *proto_alloc_realloc(struct proto_alloc *a, void *p, size_t size)
         base_asan_poison((uint8_t *)(h + 1) + size, class_size(h->cls - 1) - size);
     } else {
         h = block_get(a, size);
-        if (!h) return NULL;
+        if (!h) {
+            base_counter_inc(&a->failed);
+            return NULL;
+        }
         memcpy(h + 1, p, old_size);
         block_put(a, old);
     }

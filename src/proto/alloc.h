@@ -28,7 +28,7 @@ struct proto_alloc {
     struct base_counter bytes;  /* live bytes handed out (gauge) */
     struct base_counter blocks; /* live allocations (gauge) */
     struct base_counter total;  /* allocations ever made (counter) */
-    struct base_counter failed; /* allocations refused: injected, or over <limit> (counter) */
+    struct base_counter failed; /* allocations refused: injected, over <limit>, or malloc's */
     uint64_t fail_in;           /* test hook: the fail_in-th allocation from now fails; 0: off */
     uint64_t limit;             /* live bytes past which allocations fail; 0: none */
     /* private: */

@@ -370,6 +370,8 @@ static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
     base_counter_inc(&c->rc->counters.grpc_send_stalls);
     LOG_DEBUG("call %s on stream %d: the client's window stayed closed for --write-timeout",
               c->path, c->stream_id);
+    /* Ended here (its metrics say so), not as a client's reset when the stream closes. */
+    cancel(c, PROTO_STATUS_CANCELLED, "the client stopped reading (--write-timeout)");
     rpc_h2_reset(c, NGHTTP2_CANCEL);
 }
 

@@ -35,7 +35,8 @@ void rpc_conn_accept(struct ring_core *core, int fd, void *arg)
     (void)arg;
     struct rpc_core *rc = ring_core_app(core);
     if (rc->conns_open >= rc->cfg->opts.max_connections) {
-        /* Closed at once: the client sees a reset and may retry, or go to another replica. */
+        /* Closed at once: the client sees the connection end before any answer and may
+         * retry, or go to another replica. */
         base_counter_inc(&ring_core_counters(core)->conns_rejected);
         (void)close(fd);
         uint64_t now = base_clock_now_ns();

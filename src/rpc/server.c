@@ -248,13 +248,27 @@ static uint32_t given_cores(uint64_t cores)
  */
 #define NOFILE_LOW 4096
 
+/* The kernel's ceiling for RLIMIT_NOFILE (fs.nr_open): an unlimited hard limit means this. */
+static rlim_t nr_open(void)
+{
+    FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+    unsigned long long v = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1) v = 0;
+        (void)fclose(f);
+    }
+    return v > 0 ? (rlim_t)v : (rlim_t)1 << 20;
+}
+
 static void raise_nofile(void)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
-    if (rl.rlim_cur < rl.rlim_max) {
+    rlim_t want = rl.rlim_max;
+    if (want == RLIM_INFINITY || want > nr_open()) want = nr_open();
+    if (rl.rlim_cur < want) {
         rlim_t was = rl.rlim_cur;
-        rl.rlim_cur = rl.rlim_max;
+        rl.rlim_cur = want;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
             LOG_WARN("cannot raise the open files limit from %llu: %s", (unsigned long long)was,
                      base_err_str(-errno));

@@ -44,6 +44,8 @@ Test(proto_alloc, injected_failure_hits_the_nth_allocation)
     proto_alloc_free(&a, p);
     proto_alloc_free(&a, q);
     cr_assert(eq(ptr, proto_alloc_calloc(&a, SIZE_MAX / 2, 4), NULL));
+    /* Every refusal counts, so callers can tell memory from bad input after an unpack. */
+    cr_assert(eq(u64, base_counter_get(&a.failed), 2));
 }
 
 Test(proto_alloc, a_limit_refuses_what_would_pass_it_and_frees_make_room)
