@@ -43,6 +43,7 @@ static void unwatch(struct rpc_call *c);
 /* ---- life ---- */
 
 static void deadline_fired(struct ring_timer *timer);
+static void deadline_remove(struct rpc_call *c);
 
 /*
  * Free calls kept per core: enough for a busy connection's worth of streams. Sanitizer builds
@@ -82,7 +83,6 @@ struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t st
     c->in_bid = RING_CONN_NO_BUF;
     c->msg_bid = RING_CONN_NO_BUF;
     ring_owner_init(&c->owner);
-    ring_timer_init(&c->deadline, deadline_fired, c);
     base_arena_init(&c->arena, CALL_ARENA_BLOCK, CALL_ARENA_MAX);
     base_counter_inc(&rc->counters.grpc_calls);
     return c;
@@ -218,14 +218,6 @@ static void cancel(struct rpc_call *c, int status, const char *message)
     finish_with(c, status, message, 200);
 }
 
-static void deadline_fired(struct ring_timer *timer)
-{
-    struct rpc_call *c = timer->ctx;
-    if (rpc_call_is_over(c)) return;
-    base_counter_inc(&c->rc->counters.grpc_deadlines);
-    cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)");
-}
-
 void rpc_call_on_stream_close(struct rpc_call *c, uint32_t error_code)
 {
     c->stream_closed = true;
@@ -281,18 +273,24 @@ void rpc_call_core_init(struct rpc_core *rc)
     base_list_init(&rc->watched);
     ring_owner_init(&rc->owner);
     ring_timer_init(&rc->stall, stall_fired, rc);
+    ring_timer_init(&rc->deadline, deadline_fired, rc);
 }
 
 void rpc_call_core_quiesce(struct rpc_core *rc)
 {
     rc->quiescing = true;
     if (ring_timer_is_armed(&rc->stall)) ring_timer_stop(rc->ring, &rc->stall);
+    if (ring_timer_is_armed(&rc->deadline)) ring_timer_stop(rc->ring, &rc->deadline);
 }
 
 void rpc_call_core_deinit(struct rpc_core *rc)
 {
     bool none = base_list_is_empty(&rc->watched); /* no call in an ASSERT (clang-tidy) */
     ASSERT(none);
+    ASSERT(rc->deadlines_len == 0);
+    free(rc->deadlines);
+    rc->deadlines = NULL;
+    rc->deadlines_cap = 0;
     ring_owner_deinit(&rc->owner);
 }
 
@@ -392,6 +390,113 @@ static void stall_fired(struct ring_timer *t)
     stall_arm(rc);
 }
 
+/* ---- deadlines ---- */
+
+/*
+ * grpc-timeout deadlines live in one min-heap per core, behind one timer: a call costs no op
+ * of the core's table for its deadline (Bazel sends one with every call, and 128 streams on
+ * each of 128 connections would fill the table), nor a timeout and its removal per call. The
+ * timer is armed for the earliest deadline but at most DEADLINE_TICK_MS ahead, so a call
+ * arriving with an earlier deadline is ended at most that late.
+ */
+#define DEADLINE_TICK_MS 100u
+
+static bool deadline_before(const struct rpc_call *a, const struct rpc_call *b)
+{
+    return a->deadline_ns < b->deadline_ns;
+}
+
+static void heap_set(struct rpc_core *rc, uint32_t i, struct rpc_call *c)
+{
+    rc->deadlines[i] = c;
+    c->deadline_index = i;
+}
+
+/* Moves the entry at <i> up, then down, to its place. Bounded by the heap's depth. */
+static void heap_fix(struct rpc_core *rc, uint32_t i)
+{
+    struct rpc_call *c = rc->deadlines[i];
+    while (i > 0 && deadline_before(c, rc->deadlines[(i - 1) / 2])) {
+        heap_set(rc, i, rc->deadlines[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        uint32_t l = 2 * i + 1;
+        uint32_t m = l;
+        if (l >= rc->deadlines_len) break;
+        if (l + 1 < rc->deadlines_len && deadline_before(rc->deadlines[l + 1], rc->deadlines[l])) {
+            m = l + 1;
+        }
+        if (!deadline_before(rc->deadlines[m], c)) break;
+        heap_set(rc, i, rc->deadlines[m]);
+        i = m;
+    }
+    heap_set(rc, i, c);
+}
+
+static void deadline_arm(struct rpc_core *rc)
+{
+    if (rc->deadlines_len == 0 || rc->quiescing || ring_timer_is_armed(&rc->deadline)) return;
+    uint64_t now = base_clock_now_ns();
+    uint64_t first = rc->deadlines[0]->deadline_ns;
+    uint64_t ms = first > now ? (first - now + BASE_NS_PER_MS - 1) / BASE_NS_PER_MS : 0;
+    ms = ms < 1 ? 1 : ms > DEADLINE_TICK_MS ? DEADLINE_TICK_MS : ms;
+    if (ring_timer_start(rc->ring, &rc->deadline, &rc->owner, ms) < 0) {
+        /* Tried again with the next call that has a deadline. */
+        LOG_WARN("rpc: cannot arm the deadline timer (op table full)");
+    }
+}
+
+/* Queues <c>'s deadline; false when the heap cannot grow (out of memory). */
+static bool deadline_add(struct rpc_call *c)
+{
+    struct rpc_core *rc = c->rc;
+    if (rc->deadlines_len == rc->deadlines_cap) {
+        uint32_t cap = rc->deadlines_cap ? 2 * rc->deadlines_cap : 64;
+        struct rpc_call **p = realloc(rc->deadlines, cap * sizeof(*p));
+        if (!p) return false;
+        rc->deadlines = p;
+        rc->deadlines_cap = cap;
+    }
+    uint64_t now = base_clock_now_ns();
+    uint64_t span = c->timeout_ms;
+    c->deadline_ns =
+        span < (UINT64_MAX - now) / BASE_NS_PER_MS ? now + span * BASE_NS_PER_MS : UINT64_MAX;
+    c->deadline_queued = true;
+    heap_set(rc, rc->deadlines_len++, c);
+    heap_fix(rc, c->deadline_index);
+    deadline_arm(rc);
+    return true;
+}
+
+static void deadline_remove(struct rpc_call *c)
+{
+    if (!c->deadline_queued) return;
+    struct rpc_core *rc = c->rc;
+    uint32_t i = c->deadline_index;
+    ASSERT(i < rc->deadlines_len && rc->deadlines[i] == c);
+    c->deadline_queued = false;
+    struct rpc_call *last = rc->deadlines[--rc->deadlines_len];
+    if (last != c) {
+        heap_set(rc, i, last);
+        heap_fix(rc, i);
+    }
+}
+
+static void deadline_fired(struct ring_timer *timer)
+{
+    struct rpc_core *rc = timer->ctx;
+    uint64_t now = base_clock_now_ns();
+    /* Bounded by the calls queued; each pass takes one off. */
+    while (rc->deadlines_len > 0 && rc->deadlines[0]->deadline_ns <= now) {
+        struct rpc_call *c = rc->deadlines[0];
+        deadline_remove(c);
+        base_counter_inc(&rc->counters.grpc_deadlines);
+        cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)");
+    }
+    deadline_arm(rc);
+}
+
 /* ---- input ---- */
 
 static bool header_error(struct rpc_call *c)
@@ -439,8 +544,8 @@ void rpc_call_on_headers(struct rpc_call *c)
         finish_with(c, PROTO_STATUS_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)", 200);
         return;
     }
-    if (ring_timer_start(c->rc->ring, &c->deadline, &c->owner, c->timeout_ms) < 0) {
-        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "server busy (op table full)", 200);
+    if (!deadline_add(c)) {
+        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a deadline", 200);
     }
 }
 
@@ -857,7 +962,7 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
     if (message) {
         (void)proto_status_encode_message(message, strlen(message), c->message, sizeof(c->message));
     }
-    if (ring_timer_is_armed(&c->deadline)) ring_timer_stop(c->rc->ring, &c->deadline);
+    deadline_remove(c);
     if (c->metrics_begun) {
         rpc_metrics_end(&c->rc->metrics, c->route, status, base_clock_now_ns() - c->start_ns,
                         c->bytes_in, c->bytes_out);

@@ -9,7 +9,7 @@
  *
  * Lifetime. A call is freed once (1) its stream is closed, (2) it is finished or cancelled,
  * (3) no piece of its response is in a send in flight, (4) no uncancellable work of its
- * service is pending (rpc_call_pin) and (5) its deadline timer's op came back. A service never
+ * service is pending (rpc_call_pin). A service never
  * sees a callback after on_cancel or after it called rpc_call_finish, except the release
  * callbacks of its own response pieces.
  *
@@ -156,8 +156,7 @@ struct rpc_call {
     struct rpc_slice *held_slice;       /* the queued copy that holds the held bytes, or NULL */
     size_t held_len;                    /* held bytes to consume on resume */
     void *svc;                          /* the service's state (in <arena>) */
-    struct ring_owner owner;            /* the deadline timer's op */
-    struct ring_timer deadline;         /* grpc-timeout */
+    struct ring_owner owner;            /* closes the call (call_idle) once nothing is left */
     struct base_arena arena;            /* the service's per-call memory past svc_mem */
     struct rpc_call *pool_next;         /* next free call in the core's pool */
     size_t svc_used;                    /* bytes of svc_mem handed out */
@@ -186,6 +185,9 @@ struct rpc_call {
     uint64_t blocked_ns;                /* since when the response waits for the client's window */
     uint64_t blocked_sent;              /* rpc_h2_send_progress() by then */
     struct base_list watch_link;        /* on rpc_core.watched */
+    uint64_t deadline_ns;               /* grpc-timeout, as a clock time */
+    uint32_t deadline_index;            /* its place in rpc_core.deadlines while queued */
+    bool deadline_queued;               /* on rpc_core.deadlines */
     char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded; from here on a
                                            reused call is not cleared (rpc_call_new) */
     /* Small service state lives here, so most calls need no allocation of their own. */

@@ -90,7 +90,11 @@ struct rpc_core {
     struct base_list watched;     /* struct rpc_call.watch_link: dispatched calls */
     struct ring_owner owner;      /* the stall check's op */
     struct ring_timer stall;      /* ends the calls whose client stopped sending or reading */
-    bool quiescing;               /* the stall check is off */
+    bool quiescing;               /* the stall check and the deadlines are off */
+    struct rpc_call **deadlines;  /* calls with a grpc-timeout: a min-heap by deadline_ns */
+    uint32_t deadlines_len;       /* entries in <deadlines> */
+    uint32_t deadlines_cap;       /* its capacity */
+    struct ring_timer deadline;   /* fires for the earliest deadline, at most 100 ms ahead */
     uint64_t refused_log_ns;      /* when a refused connection was last logged */
 };
 
