@@ -453,7 +453,7 @@ static bool deadline_add(struct rpc_call *c)
     struct rpc_core *rc = c->rc;
     if (rc->deadlines_len == rc->deadlines_cap) {
         uint32_t cap = rc->deadlines_cap ? 2 * rc->deadlines_cap : 64;
-        struct rpc_call **p = realloc(rc->deadlines, cap * sizeof(*p));
+        struct rpc_call **p = realloc(rc->deadlines, cap * sizeof(struct rpc_call *));
         if (!p) return false;
         rc->deadlines = p;
         rc->deadlines_cap = cap;

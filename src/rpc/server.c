@@ -252,11 +252,14 @@ static uint32_t given_cores(uint64_t cores)
 static rlim_t nr_open(void)
 {
     FILE *f = fopen("/proc/sys/fs/nr_open", "re");
-    unsigned long long v = 0;
+    char line[32] = "";
+    uint64_t v = 0;
     if (f) {
-        if (fscanf(f, "%llu", &v) != 1) v = 0;
+        if (!fgets(line, sizeof(line), f)) line[0] = '\0';
         (void)fclose(f);
     }
+    line[strcspn(line, "\n")] = '\0';
+    if (base_parse_u64(line, &v) < 0) v = 0;
     return v > 0 ? (rlim_t)v : (rlim_t)1 << 20;
 }
 
