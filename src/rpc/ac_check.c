@@ -6,6 +6,11 @@
  * decides -ENOENT without reading further. The verdict always arrives from a read's
  * completion or a deferred task, never inside rpc_ac_check_start.
  *
+ * What one check reads is bounded in all, not per output directory: a stored result may name
+ * the same large Tree or deep root Directory thousands of times, and each GET would read it
+ * again. Past RPC_AC_CHECK_READ_MAX bytes or RPC_AC_CHECK_DIRS_MAX blobs the result counts as
+ * incomplete (a miss costs a rebuild; serving it unchecked could cost a broken build).
+ *
  * Sections: state, expanding output directories, the verdict, the public side, the sniff of
  * opaque values.
  */
@@ -21,8 +26,6 @@
 typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest;
 typedef Build__Bazel__Remote__Execution__V2__Directory reapi_dir;
 typedef Build__Bazel__Remote__Execution__V2__OutputDirectory reapi_out_dir;
-
-#define WALK_VISIT_MAX (1u << 20) /* directories walked under one root Directory */
 
 /* ---- state ---- */
 
@@ -136,6 +139,8 @@ static void tree_fetched(struct rpc_fetch *f, int res)
     } else if (res < 0) {
         chk->incomplete = true; /* the Tree blob itself is missing */
     } else {
+        ASSERT(f->len <= chk->read_left);
+        chk->read_left -= f->len;
         ProtobufCAllocator *a = &chk->rc->pb;
         uint64_t refusals = base_counter_get(&mem(chk)->failed);
         Build__Bazel__Remote__Execution__V2__Tree *t =
@@ -161,15 +166,21 @@ static void tree_fetched(struct rpc_fetch *f, int res)
 
 static int walk_dir(struct rpc_walk *w, const uint8_t *dir, size_t len, const reapi_dir *d)
 {
+    struct rpc_ac_check *chk = w->ctx;
     (void)dir;
-    (void)len;
-    return need_dir_files(w->ctx, d);
+    /* A directory already missing decides: the rest of the subtree need not be read. */
+    if (w->missing > 0) return -ENOENT;
+    if (len > chk->read_left) return -E2BIG;
+    chk->read_left -= len;
+    return need_dir_files(chk, d);
 }
 
 static void walk_end(struct rpc_walk *w, int res)
 {
     struct rpc_ac_check *chk = w->ctx;
     chk->walking = false;
+    size_t visited = rpc_walk_visited(w);
+    chk->dirs_left -= visited < chk->dirs_left ? visited : chk->dirs_left;
     if (is_busy(res)) {
         finish(chk, res);
         return;
@@ -182,14 +193,18 @@ static void walk_end(struct rpc_walk *w, int res)
 static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
 {
     struct blob_key k;
+    if (chk->dirs_left == 0 || chk->read_left == 0) {
+        chk->incomplete = true; /* more than one check reads */
+        return 1;
+    }
+    uint64_t max = chk->read_left < RPC_AC_CHECK_TREE_MAX ? chk->read_left : RPC_AC_CHECK_TREE_MAX;
     if (od->tree_digest) {
         if (rpc_digest_cas_key(od->tree_digest, &k) < 0) {
             chk->incomplete = true;
             return 1;
         }
-        chk->f = (struct rpc_fetch){
-            .rc = chk->rc, .max = RPC_AC_CHECK_TREE_MAX, .done = tree_fetched, .ctx = chk
-        };
+        chk->dirs_left--;
+        chk->f = (struct rpc_fetch){ .rc = chk->rc, .max = max, .done = tree_fetched, .ctx = chk };
         int rc = rpc_fetch_start(&chk->f, &k, BLOB_ENCODING_IDENTITY);
         if (rc < 0) {
             if (is_busy(rc)) {
@@ -213,8 +228,8 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
                                 .on_dir = walk_dir,
                                 .on_end = walk_end,
                                 .ctx = chk,
-                                .dir_max = RPC_AC_CHECK_TREE_MAX,
-                                .visit_max = WALK_VISIT_MAX };
+                                .dir_max = max,
+                                .visit_max = chk->dirs_left };
     int rc = rpc_walk_start(&chk->w, &root);
     if (rc < 0) {
         if (is_busy(rc)) {
@@ -267,6 +282,8 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
     chk->answering = false;
     chk->incomplete = false;
     chk->err = 0;
+    chk->read_left = RPC_AC_CHECK_READ_MAX;
+    chk->dirs_left = RPC_AC_CHECK_DIRS_MAX;
     uint64_t refusals = base_counter_get(&mem(chk)->failed);
     chk->ar = build__bazel__remote__execution__v2__action_result__unpack(&chk->rc->pb, len, value);
     if (!chk->ar) return base_counter_get(&mem(chk)->failed) != refusals ? -ENOMEM : -EBADMSG;

@@ -24,15 +24,19 @@
 #include "rpc/fetch.h"
 #include "rpc/walk.h"
 
-#define RPC_AC_CHECK_TREE_MAX (4u << 20) /* largest Tree or Directory blob read, bytes */
+#define RPC_AC_CHECK_TREE_MAX (4u << 20)  /* largest Tree or Directory blob read, bytes */
+#define RPC_AC_CHECK_READ_MAX (64u << 20) /* Tree and Directory bytes one check reads, in all */
+#define RPC_AC_CHECK_DIRS_MAX (1u << 20)  /* Trees and Directories one check reads, in all */
 
 struct rpc_ac_check;
 
 /*
  * The check ended: <res> 0 (every referenced blob is present, and was refreshed), -ENOENT
  * (something referenced is missing, or the result names a malformed digest, or a Tree or root
- * Directory that does not decode), or -ENOMEM (the core's message memory is taken). Runs once,
- * on the core's thread, never inside rpc_ac_check_start; the callee may reuse <chk>.
+ * Directory that does not decode, or its Trees and Directories are more than one check reads:
+ * RPC_AC_CHECK_READ_MAX bytes or RPC_AC_CHECK_DIRS_MAX blobs in all), or -ENOMEM (the core's
+ * message memory is taken). Runs once, on the core's thread, never inside rpc_ac_check_start; the
+ * callee may reuse <chk>.
  */
 typedef void rpc_ac_check_fn(struct rpc_ac_check *chk, int res);
 
@@ -54,6 +58,8 @@ struct rpc_ac_check {
     bool answering;          /* <answer> is queued */
     bool incomplete;         /* something referenced is missing or malformed */
     int err;                 /* 0, or -ENOMEM once memory ran out while expanding */
+    uint64_t read_left;      /* of RPC_AC_CHECK_READ_MAX: bytes still to be read */
+    uint64_t dirs_left;      /* of RPC_AC_CHECK_DIRS_MAX: blobs still to be read */
 };
 
 /*

@@ -156,6 +156,50 @@ class HttpActionCache(harness.ServerTestCase):
         path = self.put_ac(ar.SerializeToString())
         self.assertEqual(self.status(path), 404)
 
+    def reads(self):
+        return self.server.metric("ringcas_blob_reads")
+
+    def test_a_missing_directory_ends_the_walk(self):
+        # The first missing directory decides: the 200 present ones after it are not read.
+        kids = []
+        for i in range(200):
+            d = reapi.msg("Directory")
+            d.files.add(name="f%d" % i, digest=digest(b""))
+            kids.append(d.SerializeToString())
+        self.put_cas(*kids)
+        root = reapi.msg("Directory")
+        root.directories.add(name="gone", digest=digest(os.urandom(40)))
+        for i, k in enumerate(kids):
+            root.directories.add(name="d%d" % i, digest=digest(k))
+        rb = root.SerializeToString()
+        self.put_cas(rb)
+        path = self.put_ac(self.result(root_dir=rb))
+        before = self.reads()
+        self.assertEqual(self.call("GET", path).status, 404)
+        self.assertLess(self.reads() - before, 10)
+
+    def test_what_one_check_reads_is_bounded_in_all(self):
+        # One 4 MiB Tree named by 20 output directories: 80 MiB to read for one GET. The check
+        # stops at its budget (64 MiB) and calls the result incomplete rather than read on.
+        tree = reapi.msg("Tree")
+        for i in range(3800):
+            tree.root.directories.add(name="%04d" % i + "x" * 1000, digest=digest(b""))
+        tb = tree.SerializeToString()
+        self.assertGreater(len(tb), 4_000_000)
+        self.put_cas(tb)
+        ar = reapi.msg("ActionResult", exit_code=0)
+        for i in range(20):
+            ar.output_directories.add(path="dir%d" % i).tree_digest.CopyFrom(digest(tb))
+        value = ar.SerializeToString()
+        path = self.put_ac(value)
+        before = self.reads()
+        self.assertEqual(self.status(path), 404)
+        self.assertLessEqual(self.reads() - before, 2 * 18)  # GET and HEAD: 17 Trees, the value
+        # Under the budget the same Tree is read and the result served.
+        del ar.output_directories[10:]
+        value = ar.SerializeToString()
+        self.assertEqual(self.status(self.put_ac(value), value), 200)
+
     def test_zstd_accepted_still_gets_the_checked_identity_bytes(self):
         out = os.urandom(100)
         self.put_cas(out)
