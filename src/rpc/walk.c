@@ -113,8 +113,10 @@ static int visit(struct rpc_walk *w, int res)
 {
     size_t index = w->head++;
     if (res < 0) {
-        /* A directory whose memory was refused is not missing: the walk cannot go on. */
-        if (index == 0 || res == -ENOMEM) return res;
+        /* A directory the server had no room to read (memory refused by --message-memory,
+         * readers or the disk queue full, a drain) is not missing: the walk cannot go on
+         * (skipping it would answer part of a tree as the whole). */
+        if (index == 0 || res == -ENOMEM || res == -EAGAIN || res == -ECANCELED) return res;
         w->missing++;
         return 0;
     }

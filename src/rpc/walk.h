@@ -3,7 +3,9 @@
  * linked by DirectoryNode digests), for GetTree and for the action cache's completeness check
  * of output directories stored as root Directory digests. Each distinct directory is read
  * once (digests are deduplicated) and handed to the caller in BFS order; a missing
- * non-root directory is skipped and counted, as GetTree's "return the portion present" asks.
+ * non-root directory is skipped and counted, as GetTree's "return the portion present" asks,
+ * but one the server was too busy to read ends the walk with that error (-EAGAIN, -ENOMEM,
+ * -ECANCELED).
  */
 #ifndef RINGCAS_RPC_WALK_H
 #define RINGCAS_RPC_WALK_H

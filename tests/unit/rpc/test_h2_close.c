@@ -22,6 +22,7 @@
 
 #include "blob/io_sim.h"
 #include "blob/store.h"
+#include "env.h"
 #include "proto/wire.h"
 #include "ring/core.h"
 #include "rpc/call.h"
@@ -30,64 +31,11 @@
 
 #define DATA_LEN (4u << 20) /* more than the stream window: the client waits for the server */
 
-struct env {
-    struct ring_core *core;
-    struct rpc_core *rc;
-    struct rpc_config cfg;
-    struct blob_io *io;
-    struct blob_store *store;
-};
-
 /* <bufs> receive buffers of 16 KiB. */
-__attribute__((noinline)) static void env_open(struct env *e, uint32_t bufs)
+static void env_open(struct rpc_env *e, uint32_t bufs)
 {
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.recv_buf_count = bufs;
-    o.recv_buf_size = 16 * 1024;
-    char why[256];
-    cr_assert(eq(int, ring_core_create(&o, 0, &e->core, why, sizeof(why)), 0), "%s", why);
-    rpc_server_options_default(&e->cfg.opts);
-    e->cfg.read_timeout_ms = 200;
-    e->cfg.write_timeout_ms = 200;
-    e->cfg.core_count = 1;
-    e->rc = calloc(1, sizeof(*e->rc));
-    cr_assert(ne(ptr, e->rc, NULL));
-    e->rc->ring = e->core;
-    e->rc->cfg = &e->cfg;
-    proto_alloc_init(&e->rc->h2_mem);
-    proto_alloc_init(&e->rc->pb_mem);
-    proto_alloc_protobuf(&e->rc->pb_mem, &e->rc->pb);
-    rpc_call_core_init(e->rc);
-    ring_core_set_app(e->core, e->rc);
-    e->io = blob_io_sim_create(11);
-    cr_assert(ne(ptr, e->io, NULL));
-    struct blob_store_options bo;
-    blob_store_options_default(&bo);
-    bo.dir = "sim";
-    bo.io = e->io;
-    bo.chunk_size = 4096;
-    bo.segment_size = 1 << 20;
-    bo.max_size = 64ULL << 20;
-    bo.write_buffer_size = 64 * 1024; /* four of them fill after 256 KiB */
-    bo.sync = BLOB_SYNC_NONE;
-    bo.evict_thread = false;
-    cr_assert(eq(int, blob_store_open(&bo, &e->store, why, sizeof(why)), 0), "%s", why);
-    cr_assert(eq(int, blob_core_init(e->store, e->core, &e->rc->blob), 0));
-}
-
-static void env_close(struct env *e)
-{
-    rpc_call_core_quiesce(e->rc);
-    for (int i = 0; i < 100 && e->rc->owner.ops_in_flight > 0; i++) {
-        cr_assert(ge(int, ring_core_tick(e->core, 10), 0));
-    }
-    rpc_call_core_deinit(e->rc);
-    blob_core_deinit(e->rc->blob);
-    blob_store_close(e->store);
-    blob_io_sim_destroy(e->io);
-    ring_core_destroy(e->core);
-    free(e->rc);
+    rpc_env_defaults(e);
+    rpc_env_open(e, bufs);
 }
 
 struct client {
@@ -194,7 +142,7 @@ __attribute__((noinline)) static void client_start(struct client *cl, int fd, co
 }
 
 /* Sends what the windows allow, lets the server run, and reads its frames; <cl2> may be NULL. */
-__attribute__((noinline)) static void turn(struct env *e, struct client *cl, struct client *cl2)
+__attribute__((noinline)) static void turn(struct rpc_env *e, struct client *cl, struct client *cl2)
 {
     struct client *cls[2] = { cl, cl2 };
     for (int i = 0; i < 2; i++) {
@@ -213,7 +161,7 @@ __attribute__((noinline)) static void turn(struct env *e, struct client *cl, str
 }
 
 /* Turns until the upload stops getting window back: the engine holds the rest. */
-__attribute__((noinline)) static void stall(struct env *e, struct client *cl)
+__attribute__((noinline)) static void stall(struct rpc_env *e, struct client *cl)
 {
     size_t sent = 0;
     for (int i = 0, still = 0; i < 2000 && still < 50; i++) {
@@ -228,7 +176,7 @@ __attribute__((noinline)) static void stall(struct env *e, struct client *cl)
 }
 
 /* Every connection closed: the disk completes, the engine goes idle, everything is back. */
-__attribute__((noinline)) static void settle(struct env *e)
+__attribute__((noinline)) static void settle(struct rpc_env *e)
 {
     for (int i = 0; i < 500 && e->rc->conns_open > 0; i++) {
         cr_assert(ge(int, ring_core_tick(e->core, 10), 0));
@@ -275,7 +223,7 @@ __attribute__((noinline)) static void tcp_pair(int sv[2])
 }
 
 /* Connects <cl> and starts a call of <path> on it; returns the client's socket. */
-__attribute__((noinline)) static int client_connect(struct env *e, struct client *cl,
+__attribute__((noinline)) static int client_connect(struct rpc_env *e, struct client *cl,
                                                     const char *path)
 {
     int sv[2];
@@ -288,7 +236,7 @@ __attribute__((noinline)) static int client_connect(struct env *e, struct client
 
 Test(rpc_h2_close, a_connection_gone_while_the_engine_holds_input_frees_everything)
 {
-    static struct env e;
+    static struct rpc_env e;
     /* 4 MiB of receive buffers, more than the stream's window the engine can hold: a
      * receive stays armed, so the server sees the client's reset at once. */
     env_open(&e, 256);
@@ -304,12 +252,12 @@ Test(rpc_h2_close, a_connection_gone_while_the_engine_holds_input_frees_everythi
     (void)close(fd);
     settle(&e);
     free(cl.body);
-    env_close(&e);
+    rpc_env_close(&e);
 }
 
 Test(rpc_h2_close, an_upload_the_disk_holds_leaves_receive_buffers_to_other_connections)
 {
-    static struct env e;
+    static struct rpc_env e;
     /* 512 KiB of receive buffers: half of what one stream's window lets the upload hold. */
     env_open(&e, 32);
     static struct client w;
@@ -344,5 +292,5 @@ Test(rpc_h2_close, an_upload_the_disk_holds_leaves_receive_buffers_to_other_conn
     settle(&e);
     free(w.body);
     free(h.body);
-    env_close(&e);
+    rpc_env_close(&e);
 }
