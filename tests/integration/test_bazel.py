@@ -1,14 +1,18 @@
 """Bazel against the real server: Debian's bazel-bootstrap 4.2.3, offline, builds a workspace
 of genrules (a 5 MiB output, an empty one, a dependent action) with --remote_cache=grpc://…,
 throws its output base away (clean --expunge), and builds again: every cacheable action must
-be a remote cache hit and the outputs must be byte-identical. Bazel runs in batch mode with
-a private output root, so nothing outlives the test."""
+be a remote cache hit and the outputs must be byte-identical. Then, over --remote_cache=http://…,
+a cache entry whose output blob is gone must be a miss that Bazel runs again. Bazel runs in
+batch mode with a private output root, so nothing outlives the test."""
 
+import http.client
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import harness
@@ -23,6 +27,94 @@ genrule(name = "medium", outs = ["medium.bin"],
         cmd = "for i in $$(seq 1 20000); do echo line $$i; done > $@")
 '''
 TARGETS = ["//:small", "//:big", "//:empty", "//:dep", "//:medium"]
+BIG = 5 << 20
+
+
+class LosingProxy:
+    """An HTTP/1.1 proxy between Bazel and the server that forwards every request and records
+    (method, path, status), except a PUT of a /cas/ blob of <lose> bytes: it reads the body,
+    answers 200 and forwards nothing. The server then holds the ActionResult that names the
+    blob but not the blob, as when eviction took it; nothing in the server is touched."""
+
+    def __init__(self, upstream_port, lose):
+        self.log, self.lock, self.lose = [], threading.Lock(), lose
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def body(self):
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    data = b""
+                    while True:
+                        n = int(self.rfile.readline().split(b";")[0], 16)
+                        data += self.rfile.read(n)
+                        self.rfile.readline()
+                        if n == 0:
+                            return data
+                return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+            def forward(self):
+                body = self.body() if self.command == "PUT" else None
+                lost = self.command == "PUT" and "/cas/" in self.path and len(body) == proxy.lose
+                if lost:
+                    status, headers, data = 200, [], b""
+                else:
+                    if not hasattr(self, "up"):
+                        self.up = http.client.HTTPConnection("127.0.0.1", upstream_port,
+                                                             timeout=120)
+                    for retry in (False, True):  # once more on a kept-alive one closed
+                        try:
+                            self.up.request(self.command, self.path, body=body)
+                            r = self.up.getresponse()
+                            status, data = r.status, r.read()
+                            break
+                        except (http.client.HTTPException, ConnectionError):
+                            self.up.close()
+                            if retry:
+                                raise
+                    headers = [(k, v) for k, v in r.getheaders()
+                               if k.lower() in ("content-length", "content-type")]
+                with proxy.lock:
+                    proxy.log.append((self.command, self.path, "lost" if lost else status))
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                if not any(k.lower() == "content-length" for k, _ in headers):
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = forward
+
+            def finish(self):
+                super().finish()
+                if hasattr(self, "up"):
+                    self.up.close()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.httpd.server_address[1]
+
+    def requests(self, *statuses):
+        with self.lock:
+            return [(m, p, s) for m, p, s in self.log if not statuses or s in statuses]
 
 
 @unittest.skipUnless(shutil.which("bazel"), "bazel (bazel-bootstrap) not installed")
@@ -56,6 +148,15 @@ class Bazel(unittest.TestCase):
                 out[name] = f.read()
         return out
 
+    def processes(self, stderr):
+        """The counts of Bazel's summary line: "6 processes: 4 remote cache hit, 1 internal,
+        1 local." gives "4 remote cache hit, 1 internal, 1 local."."""
+        m = re.search(r"(\d+) processes?: (.*)", stderr)
+        self.assertIsNotNone(m, stderr[-2000:])
+        if os.environ.get("RC_VERBOSE"):
+            print(m.group(0))
+        return m.group(2)
+
     def test_second_build_is_all_remote_cache_hits(self):
         with harness.Server() as srv:
             flags = ["--remote_cache=grpc://" + srv.address, "--remote_instance_name=ci",
@@ -70,15 +171,81 @@ class Bazel(unittest.TestCase):
             second = self.bazel("build", *flags, *TARGETS)
             if os.environ.get("RC_VERBOSE"):
                 print(second)
-            m = re.search(r"(\d+) processes?: (.*)", second)
-            self.assertIsNotNone(m, second[-2000:])
-            self.assertIn("%d remote cache hit" % len(TARGETS), m.group(2), second[-2000:])
-            self.assertNotIn("linux-sandbox", m.group(2))
-            self.assertNotIn(" local", m.group(2))
+            procs = self.processes(second)
+            self.assertIn("%d remote cache hit" % len(TARGETS), procs, second[-2000:])
+            self.assertNotIn("linux-sandbox", procs)
+            self.assertNotIn(" local", procs)
             self.assertEqual(self.outputs(), built)
             srv.wait_quiet(extra=("h2_streams", "grpc_calls", "grpc_segs", "grpc_slices",
                                   "grpc_pins", "bs_readers", "bs_uploads", "h2_conns"))
 
+    def test_http_hit_whose_output_is_gone_is_run_again(self):
+        """--remote_cache=http://, through a LosingProxy that never lets big.bin's 5 MiB blob
+        reach the server: the server holds every ActionResult, big's included, but not that
+        blob, as when eviction took it. Its GET /ac/ must be 404 (the server checks that a
+        result's outputs are present, docs/http.md), so Bazel runs big again:
+
+        - after clean --expunge, a plain build: 4 remote cache hits, big run locally with the
+          right bytes, and the lost blob never asked for;
+        - after clean --expunge, with --remote_download_minimal, //:bigsum, which reads
+          big.bin: big and bigsum run locally and the build succeeds.
+
+        Against a server that served the result unchecked (7df698a, before a5f1549) Bazel
+        4.2.3 takes big's GET /ac/ 200 as a hit. In the plain build it then fetches the blob,
+        gets 404 and quietly runs big locally: same summary line, caught here only by that
+        GET /cas/ 404. With --remote_download_minimal it downloads nothing, so bigsum's
+        input is fetched when bigsum runs, and the build fails: "Failed to fetch file with
+        hash '…' because it does not exist remotely. --remote_download_outputs=minimal does
+        not work if your remote cache evicts files during builds"."""
+        with open(os.path.join(self.ws, "BUILD"), "a") as f:
+            f.write('genrule(name = "bigsum", srcs = [":big"], outs = ["bigsum.txt"], '
+                    'cmd = "wc -c < $< > $@")\n')
+        with harness.Server() as srv:
+            with LosingProxy(srv.port, BIG) as proxy:
+                flags = ["--remote_cache=" + proxy.url, "--remote_timeout=120",
+                         "--spawn_strategy=local", "--color=no", "--noshow_progress"]
+                first = self.bazel("build", *flags, *TARGETS)
+                built = self.outputs()
+                self.assertEqual(built["big.bin"], b"r" * BIG)
+                self.assertNotIn("remote cache hit", first)
+                lost = proxy.requests("lost")
+                self.assertEqual(len(lost), 1, proxy.requests())
+                results = [p for m, p, s in proxy.requests(201) if m == "PUT" and "/ac/" in p]
+                self.assertEqual(len(results), len(TARGETS), proxy.requests())
+                answers = []
+                for path in results:
+                    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+                    conn.request("GET", path)
+                    r = conn.getresponse()
+                    answers.append((r.status, r.read()))
+                    conn.close()
+                self.assertEqual(sorted(s for s, _ in answers),
+                                 [200] * (len(TARGETS) - 1) + [404])
+                self.assertIn(b"outputs are not in the CAS", max(answers)[1])
+
+                def again(*args):
+                    self.bazel("clean", "--expunge")
+                    seen = len(proxy.requests())
+                    out = self.bazel("build", *flags, *args)
+                    reqs = proxy.requests()[seen:]
+                    if os.environ.get("RC_VERBOSE"):
+                        print("\n".join("%s %s %s" % r for r in reqs))
+                    self.assertEqual([r for r in reqs if "/cas/" in r[1] and r[2] == 404], [],
+                                     "a hit was served whose output is gone")
+                    self.assertIn(("PUT", lost[0][1], "lost"), reqs)  # run and uploaded again
+                    return self.processes(out), out[-2000:]
+
+                procs, tail = again(*TARGETS)
+                self.assertIn("%d remote cache hit" % (len(TARGETS) - 1), procs, tail)
+                self.assertRegex(procs, r"\b1 (local|linux-sandbox)\b", tail)
+                self.assertEqual(self.outputs(), built)
+
+                procs, tail = again("--remote_download_minimal", "//:bigsum")
+                self.assertNotIn("remote cache hit", procs, tail)
+                self.assertRegex(procs, r"\b2 (local|linux-sandbox)\b", tail)
+                with open(os.path.join(self.ws, "bazel-bin", "bigsum.txt"), "rb") as f:
+                    self.assertEqual(f.read().strip(), str(BIG).encode())
+            srv.wait_quiet(extra=("blob_readers", "bs_readers", "pb_mem_bytes"))
 
 if __name__ == "__main__":
     unittest.main()
