@@ -189,6 +189,18 @@ static void walk_end(struct rpc_walk *w, int res)
     expand_rest(chk);
 }
 
+/* A read of an output directory could not start: the server is busy (an error), or the blob is
+ * not there (the result is incomplete). Returns 1: nothing to wait for. */
+static int start_failed(struct rpc_ac_check *chk, int err)
+{
+    if (is_busy(err)) {
+        chk->err = err;
+    } else {
+        chk->incomplete = true;
+    }
+    return 1;
+}
+
 /* Starts the check of output directory <od>: 0 (a callback follows), 1 (nothing to read). */
 static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
 {
@@ -206,14 +218,7 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
         chk->dirs_left--;
         chk->f = (struct rpc_fetch){ .rc = chk->rc, .max = max, .done = tree_fetched, .ctx = chk };
         int rc = rpc_fetch_start(&chk->f, &k, BLOB_ENCODING_IDENTITY);
-        if (rc < 0) {
-            if (is_busy(rc)) {
-                chk->err = rc;
-            } else {
-                chk->incomplete = true;
-            }
-            return 1;
-        }
+        if (rc < 0) return start_failed(chk, rc);
         chk->fetching = true;
         return 0;
     }
@@ -231,14 +236,7 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
                                 .dir_max = max,
                                 .visit_max = chk->dirs_left };
     int rc = rpc_walk_start(&chk->w, &root);
-    if (rc < 0) {
-        if (is_busy(rc)) {
-            chk->err = rc;
-        } else {
-            chk->incomplete = true;
-        }
-        return 1;
-    }
+    if (rc < 0) return start_failed(chk, rc);
     chk->walking = true;
     return 0;
 }

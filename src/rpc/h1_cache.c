@@ -231,19 +231,27 @@ static void read_next(struct rpc_h1_cache *cr)
     read_fail(cr, rc);
 }
 
-static void start_get(struct rpc_h1_cache *cr)
+/* Opens the reader of the request's key in <enc>, held (pieces released one by one); false
+ * when that failed and the answer is given. */
+static bool read_open(struct rpc_h1_cache *cr, enum blob_encoding enc)
 {
     struct blob_key k;
     lookup_key(cr, &k);
-    enum blob_encoding want = cr->req->accept_zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY;
-    int rc = blob_read_open(cr->bc, &k, 0, want, &cr->reader);
+    int rc = blob_read_open(cr->bc, &k, 0, enc, &cr->reader);
     if (rc < 0) {
         cr->reader = NULL;
         int status = read_status(rc);
         rpc_h1_answer(cr->h, status, status_text(status, rc));
-        return;
+        return false;
     }
     blob_read_hold(cr->reader);
+    return true;
+}
+
+static void start_get(struct rpc_h1_cache *cr)
+{
+    enum blob_encoding want = cr->req->accept_zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY;
+    if (!read_open(cr, want)) return;
     cr->zstd_out = want == BLOB_ENCODING_ZSTD;
     rpc_h1_stream_begin(cr->h, blob_reader_size(cr->reader), cr->zstd_out);
     read_next(cr);
@@ -445,17 +453,8 @@ static void ac_piece(struct rpc_h1_cache *cr, int res, const uint8_t *data, size
 
 static void start_ac_read(struct rpc_h1_cache *cr)
 {
-    struct blob_key k;
-    lookup_key(cr, &k);
     /* Identity, whatever the client accepts: the verdict needs the value's bytes. */
-    int rc = blob_read_open(cr->bc, &k, 0, BLOB_ENCODING_IDENTITY, &cr->reader);
-    if (rc < 0) {
-        cr->reader = NULL;
-        int status = read_status(rc);
-        rpc_h1_answer(cr->h, status, status_text(status, rc));
-        return;
-    }
-    blob_read_hold(cr->reader);
+    if (!read_open(cr, BLOB_ENCODING_IDENTITY)) return;
     cr->ac_pending = true;
     cr->ac_size = blob_reader_size(cr->reader);
     read_next(cr);
