@@ -291,6 +291,17 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
     }
     if (rc == 0) rc = need(chk, chk->ar->stdout_digest);
     if (rc == 0) rc = need(chk, chk->ar->stderr_digest);
+    if (rc == 0 && chk->keys_len > 0 && chk->ar->n_output_directories > 0) {
+        /* A missing file or stdout decides before any tree is read (not refreshed here:
+         * answer() refreshes every key of a complete result). */
+        bool *present = proto_alloc_calloc(mem(chk), chk->keys_len, sizeof(*present));
+        if (!present) rc = -ENOMEM;
+        if (present && blob_exists_many(chk->rc->blob, chk->keys, chk->keys_len, false, present) <
+                           chk->keys_len) {
+            chk->incomplete = true;
+        }
+        proto_alloc_free(mem(chk), present);
+    }
     if (rc < 0) {
         free_all(chk);
         return rc;

@@ -178,6 +178,23 @@ class HttpActionCache(harness.ServerTestCase):
         self.assertEqual(self.call("GET", path).status, 404)
         self.assertLess(self.reads() - before, 10)
 
+    def test_a_missing_output_file_decides_before_any_tree_is_read(self):
+        kids = []
+        for i in range(100):
+            d = reapi.msg("Directory")
+            d.files.add(name="f%d" % i, digest=digest(b""))
+            kids.append(d.SerializeToString())
+        self.put_cas(*kids)
+        root = reapi.msg("Directory")
+        for i, k in enumerate(kids):
+            root.directories.add(name="d%d" % i, digest=digest(k))
+        rb = root.SerializeToString()
+        self.put_cas(rb)
+        path = self.put_ac(self.result(files=[os.urandom(50)], root_dir=rb))
+        before = self.reads()
+        self.assertEqual(self.call("GET", path).status, 404)
+        self.assertLess(self.reads() - before, 5)  # the value itself, no directory
+
     def test_what_one_check_reads_is_bounded_in_all(self):
         # One 4 MiB Tree named by 20 output directories: 80 MiB to read for one GET. The check
         # stops at its budget (64 MiB) and calls the result incomplete rather than read on.
