@@ -442,19 +442,21 @@ static void deadline_arm(struct rpc_core *rc)
     uint64_t ms = first > now ? (first - now + BASE_NS_PER_MS - 1) / BASE_NS_PER_MS : 0;
     ms = ms < 1 ? 1 : ms > DEADLINE_TICK_MS ? DEADLINE_TICK_MS : ms;
     if (ring_timer_start(rc->ring, &rc->deadline, &rc->owner, ms) < 0) {
-        /* Tried again with the next call that has a deadline. */
+        /* Tried again when a call ends (finish_with), which gives ops back; a call that
+         * arrives meanwhile is refused (deadline_add): no deadline waits unarmed. */
         LOG_WARN("rpc: cannot arm the deadline timer (op table full)");
     }
 }
 
-/* Queues <c>'s deadline; false when the heap cannot grow (out of memory). */
-static bool deadline_add(struct rpc_call *c)
+/* Queues <c>'s deadline and arms the timer; -ENOMEM when the heap cannot grow, -EAGAIN when
+ * the timer cannot be armed (op table full), and then <c> is not queued. */
+static int deadline_add(struct rpc_call *c)
 {
     struct rpc_core *rc = c->rc;
     if (rc->deadlines_len == rc->deadlines_cap) {
         uint32_t cap = rc->deadlines_cap ? 2 * rc->deadlines_cap : 64;
         struct rpc_call **p = realloc(rc->deadlines, cap * sizeof(struct rpc_call *));
-        if (!p) return false;
+        if (!p) return -ENOMEM;
         rc->deadlines = p;
         rc->deadlines_cap = cap;
     }
@@ -466,7 +468,11 @@ static bool deadline_add(struct rpc_call *c)
     heap_set(rc, rc->deadlines_len++, c);
     heap_fix(rc, c->deadline_index);
     deadline_arm(rc);
-    return true;
+    if (!rc->quiescing && !ring_timer_is_armed(&rc->deadline)) {
+        deadline_remove(c);
+        return -EAGAIN;
+    }
+    return 0;
 }
 
 static void deadline_remove(struct rpc_call *c)
@@ -544,8 +550,11 @@ void rpc_call_on_headers(struct rpc_call *c)
         finish_with(c, PROTO_STATUS_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)", 200);
         return;
     }
-    if (!deadline_add(c)) {
+    int rc = deadline_add(c);
+    if (rc == -ENOMEM) {
         finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a deadline", 200);
+    } else if (rc < 0) {
+        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "server busy (op table full)", 200);
     }
 }
 
@@ -963,6 +972,7 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
         (void)proto_status_encode_message(message, strlen(message), c->message, sizeof(c->message));
     }
     deadline_remove(c);
+    deadline_arm(c->rc); /* armed again if an op table that was full refused it */
     if (c->metrics_begun) {
         rpc_metrics_end(&c->rc->metrics, c->route, status, base_clock_now_ns() - c->start_ns,
                         c->bytes_in, c->bytes_out);
