@@ -3,6 +3,7 @@ and python3-protobuf: the message classes come from the descriptor set the build
 from proto/ (protoc-c --descriptor_set_out; $RC_PROTO_DESC, else build/*/gen/ringcas.desc), and
 calls go through grpc's generic channel methods, so no generated stubs are needed."""
 
+import hashlib
 import os
 
 import grpc
@@ -111,3 +112,21 @@ class Client:
 
     def close(self):
         self.channel.close()
+
+
+def put_blob(address, data):
+    """Stores <data> with BatchUpdateBlobs on its own channel; returns its Digest (raises
+    AssertionError when the server's per-blob status is not OK)."""
+    client = Client(address)
+    try:
+        req = msg("BatchUpdateBlobsRequest")
+        r = req.requests.add()
+        r.digest.hash = hashlib.sha256(data).hexdigest()
+        r.digest.size_bytes = len(data)
+        r.data = data
+        status = client.BatchUpdateBlobs(req, timeout=20).responses[0].status
+        if status.code != 0:
+            raise AssertionError("BatchUpdateBlobs: %d %s" % (status.code, status.message))
+    finally:
+        client.close()
+    return r.digest

@@ -132,18 +132,7 @@ class SlowLinkReader(harness.ServerTestCase):
     server_cores = 1
 
     def put(self, data):
-        client = reapi.Client(self.server.address)
-        try:
-            req = reapi.msg("BatchUpdateBlobsRequest")
-            r = req.requests.add()
-            r.digest.hash = hashlib.sha256(data).hexdigest()
-            r.digest.size_bytes = len(data)
-            r.data = data
-            self.assertEqual(client.BatchUpdateBlobs(req, timeout=20).responses[0].status.code,
-                             0)
-        finally:
-            client.close()
-        return r.digest
+        return reapi.put_blob(self.server.address, data)
 
     def test_two_reads_on_a_slow_link(self):
         d = self.put(os.urandom(3 << 20))

@@ -669,18 +669,7 @@ class SlowReader(harness.ServerTestCase):
         self.server.wait_quiet(extra=GAUGES + ("h2_conns",))
 
     def put(self, data):
-        client = reapi.Client(self.server.address)
-        try:
-            req = reapi.msg("BatchUpdateBlobsRequest")
-            r = req.requests.add()
-            r.digest.hash = hashlib.sha256(data).hexdigest()
-            r.digest.size_bytes = len(data)
-            r.data = data
-            self.assertEqual(client.BatchUpdateBlobs(req, timeout=20).responses[0].status.code,
-                             0)
-        finally:
-            client.close()
-        return r.digest
+        return reapi.put_blob(self.server.address, data)
 
     def pinged_frames(self, c, streams, seconds):
         """PINGs every 0.3 s for up to <seconds>; returns {stream: RST_STREAM code}."""
