@@ -70,10 +70,12 @@ Test(rpc_deadline, fires_after_the_op_table_was_full_once)
     struct ring_op **ops = calloc(cap, sizeof(*ops));
     cr_assert(ne(ptr, ops, NULL));
     size_t n = 0;
-    while (n < cap && (ops[n] = ring_op_get(e.core, NULL, nop_done, NULL)) != NULL) n++;
+    while (n < cap && (ops[n] = ring_op_get(e.core, NULL, nop_done, NULL)) != NULL)
+        n++;
     cr_assert(lt(sz, n, cap));
     struct rpc_call *c = call_open(&e, 1, 50);
-    for (size_t i = 0; i < n; i++) ring_op_put(ops[i]);
+    for (size_t i = 0; i < n; i++)
+        ring_op_put(ops[i]);
     free(ops);
     /* The table has room again; no other call comes. The deadline must still fire. */
     run_ms(&e, 600);
@@ -95,12 +97,17 @@ Test(rpc_deadline, removals_in_any_order_keep_the_heap)
     rpc_env_open(&e, 8);
     e.cfg.read_timeout_ms = 0;
     e.cfg.write_timeout_ms = 0;
-    enum { N = 200 };
+
+    enum {
+        N = 200
+    };
     struct rpc_call *calls[N];
     srand(7);
-    for (int i = 0; i < N; i++) calls[i] = call_open(&e, 2 * i + 1, 100 + (uint64_t)(rand() % 400));
+    for (int i = 0; i < N; i++)
+        calls[i] = call_open(&e, 2 * i + 1, 100 + (uint64_t)(rand() % 400));
     /* Remove every third one (arbitrary indexes), then check the heap property. */
-    for (int i = 0; i < N; i += 3) rpc_call_finish(calls[i], PROTO_STATUS_CANCELLED, "test");
+    for (int i = 0; i < N; i += 3)
+        rpc_call_finish(calls[i], PROTO_STATUS_CANCELLED, "test");
     struct rpc_core *rc = e.rc;
     for (uint32_t i = 1; i < rc->deadlines_len; i++) {
         cr_assert(le(u64, rc->deadlines[(i - 1) / 2]->deadline_ns, rc->deadlines[i]->deadline_ns));
