@@ -5,6 +5,7 @@
  * calls that are removed from the heap in any order leave it a valid heap (every call still
  * ends at its deadline, in deadline order).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,7 @@ static struct rpc_call *call_open(struct rpc_env *e, int32_t sid, uint64_t timeo
     cr_assert(ne(ptr, c, NULL));
     c->method_post = true;
     c->content_grpc = true;
-    strcpy(c->path, BATCH_UPDATE);
+    (void)snprintf(c->path, sizeof(c->path), "%s", BATCH_UPDATE);
     c->has_timeout = true;
     c->timeout_ms = timeout_ms;
     rpc_call_on_headers(c);
@@ -102,12 +103,17 @@ Test(rpc_deadline, removals_in_any_order_keep_the_heap)
         N = 200
     };
     struct rpc_call *calls[N];
-    srand(7);
-    for (int i = 0; i < N; i++)
-        calls[i] = call_open(&e, 2 * i + 1, 100 + (uint64_t)(rand() % 400));
+    uint64_t x = 7; /* xorshift: arbitrary, repeatable timeouts */
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        calls[i] = call_open(&e, 2 * i + 1, 100 + x % 400);
+    }
     /* Remove every third one (arbitrary indexes), then check the heap property. */
-    for (int i = 0; i < N; i += 3)
+    for (int i = 0; i < N; i += 3) {
         rpc_call_finish(calls[i], PROTO_STATUS_CANCELLED, "test");
+    }
     struct rpc_core *rc = e.rc;
     for (uint32_t i = 1; i < rc->deadlines_len; i++) {
         cr_assert(le(u64, rc->deadlines[(i - 1) / 2]->deadline_ns, rc->deadlines[i]->deadline_ns));
