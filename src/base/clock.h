@@ -5,6 +5,7 @@
 #ifndef RINGCAS_BASE_CLOCK_H
 #define RINGCAS_BASE_CLOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -26,6 +27,18 @@ static inline uint64_t base_clock_wall_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * BASE_NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * True at most once per <period_ns> for the same *<last_ns> (0 before the first time), which
+ * it then sets: for logs a flood would repeat (one writer thread per *<last_ns>).
+ */
+static inline bool base_clock_every(uint64_t *last_ns, uint64_t period_ns)
+{
+    uint64_t now = base_clock_now_ns();
+    if (*last_ns != 0 && now - *last_ns < period_ns) return false;
+    *last_ns = now;
+    return true;
 }
 
 #endif /* RINGCAS_BASE_CLOCK_H */

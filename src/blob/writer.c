@@ -435,9 +435,7 @@ static void open_failed(struct blob_writer *w, int err)
     struct blob_store *s = store_of(w);
     /* Every upload of the core fails while segments cannot be opened: say why, once a
      * second at most. */
-    uint64_t now = base_clock_now_ns();
-    if (w->open_err_log_ns == 0 || now - w->open_err_log_ns >= BASE_NS_PER_S) {
-        w->open_err_log_ns = now;
+    if (base_clock_every(&w->open_err_log_ns, BASE_NS_PER_S)) {
         LOG_ERROR("cannot open segment %s: %s%s", w->name, base_err_str(err),
                   err == -EMFILE || err == -ENFILE
                       ? "; fix: raise the open files limit (`ulimit -n`, systemd LimitNOFILE)"

@@ -129,9 +129,7 @@ static void recv_arm(struct ring_conn *c)
     struct ring_op *op = ring_op_get(c->core, &c->owner, recv_done, c);
     if (!op) {
         /* Once a second at most: under a flood of connections this is every accept. */
-        uint64_t now = base_clock_now_ns();
-        if (c->core->full_log_ns == 0 || now - c->core->full_log_ns >= BASE_NS_PER_S) {
-            c->core->full_log_ns = now;
+        if (base_clock_every(&c->core->full_log_ns, BASE_NS_PER_S)) {
             LOG_WARN("op table full: closing connection fd %d", c->fd);
         }
         ring_conn_close(c, -EAGAIN);

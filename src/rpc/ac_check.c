@@ -328,7 +328,9 @@ void rpc_ac_check_stop(struct rpc_ac_check *chk)
 
 /*
  * A varint at <p>/<len>: the bytes it takes (1..10) with its low 64 bits in *<v>, 0 when <len>
- * ends inside it, -1 past 10 bytes (protobuf-c refuses those).
+ * ends inside it, -1 past 10 bytes (protobuf-c refuses those). Not proto_wire_varint: that one
+ * also refuses a tenth byte over 1, which protobuf-c accepts (keeping the low 64 bits), and the
+ * sniff must never call opaque what protobuf-c decodes.
  */
 static int sniff_varint(const uint8_t *p, size_t len, uint64_t *v)
 {

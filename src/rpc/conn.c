@@ -39,9 +39,7 @@ void rpc_conn_accept(struct ring_core *core, int fd, void *arg)
          * retry, or go to another replica. */
         base_counter_inc(&ring_core_counters(core)->conns_rejected);
         (void)close(fd);
-        uint64_t now = base_clock_now_ns();
-        if (rc->refused_log_ns == 0 || now - rc->refused_log_ns >= BASE_NS_PER_S) {
-            rc->refused_log_ns = now;
+        if (base_clock_every(&rc->refused_log_ns, BASE_NS_PER_S)) {
             LOG_WARN("core %u: %u connections open (--max-connections): closing new ones",
                      ring_core_index(core), rc->conns_open);
         }
