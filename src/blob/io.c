@@ -31,13 +31,25 @@ static struct real_io *real_of(struct blob_io *io)
     return (struct real_io *)(void *)io;
 }
 
+/*
+ * A read-only open asks for O_NOATIME: reads of a segment are the server's own business, and
+ * relatime would otherwise write the inode at a segment's first read after each write (a
+ * touch_atime check on every read). The kernel refuses it (EPERM) for files another user
+ * owns, such as a folder copied in by root: those are opened as before.
+ */
 static int real_open(struct blob_io *io, const char *name, int flags, int *fd)
 {
+    bool noatime = (flags & O_ACCMODE) == O_RDONLY;
     int f;
-    do {
-        f = openat(real_of(io)->dir_fd, name, flags | O_CLOEXEC, 0644);
-    } while (f == -1 && errno == EINTR);
-    if (f == -1) return -errno;
+    for (;;) {
+        f = openat(real_of(io)->dir_fd, name, flags | O_CLOEXEC | (noatime ? O_NOATIME : 0), 0644);
+        if (f != -1) break;
+        if (errno == EPERM && noatime) {
+            noatime = false;
+        } else if (errno != EINTR) {
+            return -errno;
+        }
+    }
     *fd = f;
     return 0;
 }
