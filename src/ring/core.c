@@ -521,14 +521,21 @@ static void dispatch(struct ring_core *core, const struct io_uring_cqe *cqe)
     if (!(flags & IORING_CQE_F_MORE)) op_release(op);
 }
 
+uint64_t ring_core_batch_ns(const struct ring_core *core)
+{
+    return core->batch_ns ? core->batch_ns : base_clock_now_ns();
+}
+
 int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
 {
     ASSERT(current_core == core);
     uint64_t busy = 0; /* the work between two waits: what the core's other connections wait for */
     if (!base_list_is_empty(&core->deferred)) {
         uint64_t t = base_clock_now_ns();
+        core->batch_ns = t;
         core_run_tasks(core);
         busy = base_clock_now_ns() - t;
+        core->batch_ns = 0;
     }
     int rc;
     struct io_uring_cqe *cqe = NULL;
@@ -546,6 +553,7 @@ int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
     }
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) return rc;
     uint64_t start = base_clock_now_ns();
+    core->batch_ns = start;
     base_counter_inc(&core->counters.loops);
     int handled = 0;
     /* Bounded: at most RING_CQE_BATCH_MAX CQEs before deferred work runs again. */
@@ -559,6 +567,7 @@ int ring_core_tick(struct ring_core *core, uint32_t wait_ms)
     base_counter_add(&core->counters.cqes, (uint64_t)handled);
     core_run_tasks(core);
     busy += base_clock_now_ns() - start;
+    core->batch_ns = 0;
     base_counter_add(&core->counters.busy_ns, busy);
     if (busy >= RING_LONG_TICK_NS) base_counter_inc(&core->counters.long_ticks);
     return handled;

@@ -173,6 +173,14 @@ bool ring_core_is_stopped(const struct ring_core *core);
 /* Returns the core of the calling thread, or NULL outside core threads. */
 struct ring_core *ring_core_current(void);
 
+/*
+ * CLOCK_MONOTONIC in nanoseconds when <core>'s current batch of completions (or of deferred
+ * tasks) began: no later than now and at most a batch old, and free to read. For what is
+ * timed in seconds (stalls) or counted from when a request arrived; the clock itself outside
+ * a batch.
+ */
+uint64_t ring_core_batch_ns(const struct ring_core *core);
+
 /* This core's index (0-based) and counters. The counters may be read from any thread. */
 uint32_t ring_core_index(const struct ring_core *core);
 struct ring_counters *ring_core_counters(struct ring_core *core);

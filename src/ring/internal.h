@@ -36,6 +36,7 @@ struct ring_core {
     uint32_t free_count;             /* entries in free_slots */
     uint32_t ops_max;                /* slots in the op table */
     uint64_t full_log_ns;            /* when "op table full" was last logged */
+    uint64_t batch_ns;               /* CLOCK_MONOTONIC when the current batch began, or 0 */
     struct ring_buf_pool bufs;       /* provided receive buffers */
     struct base_list deferred;       /* struct ring_task.link, run after each CQE batch */
     struct base_list buf_waiters;    /* struct ring_task.link, run when a buffer comes back */

@@ -317,7 +317,7 @@ static void watch(struct rpc_call *c)
 {
     struct rpc_core *rc = c->rc;
     c->watched = true;
-    c->input_ns = base_clock_now_ns();
+    c->input_ns = ring_core_batch_ns(rc->ring);
     base_list_add_tail(&rc->watched, &c->watch_link);
     stall_arm(rc);
 }
@@ -460,7 +460,8 @@ static int deadline_add(struct rpc_call *c)
         rc->deadlines = p;
         rc->deadlines_cap = cap;
     }
-    uint64_t now = base_clock_now_ns();
+    uint64_t now =
+        ring_core_batch_ns(rc->ring); /* the deadline counts from the request's arrival */
     uint64_t span = c->timeout_ms;
     c->deadline_ns =
         span < (UINT64_MAX - now) / BASE_NS_PER_MS ? now + span * BASE_NS_PER_MS : UINT64_MAX;
@@ -536,7 +537,7 @@ void rpc_call_on_headers(struct rpc_call *c)
 {
     if (c->headers_done) return;
     c->headers_done = true;
-    c->start_ns = base_clock_now_ns();
+    c->start_ns = ring_core_batch_ns(c->rc->ring); /* when its bytes were there */
     watch(c);
     c->method = rpc_svc_lookup(c->path);
     c->route = c->method ? c->method->route : RPC_ROUTE_GRPC_UNKNOWN;
@@ -789,7 +790,7 @@ static void deliver_half_close(struct rpc_call *c)
 void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t bid)
 {
     c->bytes_in += len;
-    c->input_ns = base_clock_now_ns();
+    c->input_ns = ring_core_batch_ns(c->rc->ring);
     if (rpc_call_is_over(c) || !c->method) {
         rpc_h2_consume(c, len);
         return;

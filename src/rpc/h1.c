@@ -627,7 +627,7 @@ static void refuse(struct rpc_h1_conn *h, int status, const char *desc)
 
 static void begin_request(struct rpc_h1_conn *h, enum rpc_route metric)
 {
-    h->t0_ns = base_clock_now_ns();
+    h->t0_ns = ring_core_batch_ns(h->c->rc->ring); /* when its bytes were there */
     h->window_t0_ns = h->t0_ns;
     h->window_mark = 0;
     h->route.metric = metric;

@@ -406,3 +406,50 @@ Test(ring_core, a_fired_timer_can_be_armed_again)
     cr_assert(eq(u64, in_flight(core), 0));
     ring_core_destroy(core);
 }
+
+struct stamp {
+    struct ring_core *core;
+    uint64_t batch_ns;
+    uint64_t clock_ns;
+    bool done;
+};
+
+static void stamp_cqe(struct ring_op *op, int32_t res, uint32_t flags)
+{
+    (void)res;
+    (void)flags;
+    struct stamp *s = op->ctx;
+    s->batch_ns = ring_core_batch_ns(s->core);
+    s->clock_ns = base_clock_now_ns();
+    s->done = true;
+    uint64_t until = s->clock_ns + 2 * BASE_NS_PER_MS; /* a slow handler */
+    while (base_clock_now_ns() < until) {
+    }
+}
+
+Test(ring_core, batch_clock_is_read_once_per_batch)
+{
+    struct ring_core *core = echo_core_create(0, 16, 4096);
+    struct stamp s[2] = { { .core = core }, { .core = core } };
+    for (int i = 0; i < 2; i++) {
+        struct ring_op *op = ring_op_get(core, NULL, stamp_cqe, &s[i]);
+        cr_assert(ne(ptr, op, NULL));
+        struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
+        io_uring_prep_nop(sqe);
+        ring_op_commit(op, sqe);
+    }
+    uint64_t before = base_clock_now_ns();
+    while (!s[1].done)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(s[0].done);
+    /* Both completions of the batch see when it began, not when each ran. */
+    cr_assert(eq(u64, s[1].batch_ns, s[0].batch_ns));
+    cr_assert(ge(u64, s[0].batch_ns, before));
+    cr_assert(le(u64, s[0].batch_ns, s[0].clock_ns));
+    cr_assert(ge(u64, s[1].clock_ns - s[1].batch_ns, 2 * BASE_NS_PER_MS));
+    /* Outside a batch it is the clock itself. */
+    uint64_t now = base_clock_now_ns();
+    cr_assert(ge(u64, ring_core_batch_ns(core), now));
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}
