@@ -3,7 +3,8 @@
 #   make run     install what is missing, build a release binary, serve on 127.0.0.1:8980
 #                with ./ringcas-data
 #   make test    install what is missing, build with ASan+UBSan, run every test (ctest),
-#                then the TSan build of the ring and blob tests (`make tsan`) and `make lint`
+#                then the TSan build of the ring and blob tests (`make tsan`), `make lint`
+#                and, from lint's clang build, the tests that need glibc's own allocator
 #   make lint    clang build and gcc -O3 build (warnings are errors), clang-format,
 #                clang-tidy, tools/tidy.sh
 #   make release build the release binary only (build/release/src/ringcas)
@@ -35,6 +36,8 @@ test: asan
 	cd build/asan && ctest --output-on-failure -j$(JOBS) --timeout 900
 	$(MAKE) tsan
 	$(MAKE) lint
+	# What needs the C library's own allocator (sanitizers replace it): from the clang build.
+	cd build/clang && ctest --output-on-failure -L '^plain$$' --timeout 600
 
 # Threads meet in the ring and in the storage engine (shared index and segment table, the
 # evictor thread): their tests run again under ThreadSanitizer, where any report fails the

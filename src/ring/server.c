@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "ring/conn.h"
@@ -410,18 +411,31 @@ void ring_server_counters(const struct ring_server *srv, struct ring_counters_sn
     }
 }
 
-int ring_server_wait_signals(struct ring_server *srv)
+int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)
 {
     (void)srv;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    int sig = 0;
-    while (sigwait(&set, &sig) != 0) {
-        ;
+    if (timeout_ms == RING_WAIT_FOREVER) {
+        int sig = 0;
+        while (sigwait(&set, &sig) != 0) {
+            ;
+        }
+        return sig;
     }
-    return sig;
+    uint64_t end = base_clock_now_ns() + (uint64_t)timeout_ms * BASE_NS_PER_MS;
+    for (;;) {
+        uint64_t now = base_clock_now_ns();
+        if (now >= end) return 0;
+        uint64_t left = end - now;
+        struct timespec ts = { .tv_sec = (time_t)(left / BASE_NS_PER_S),
+                               .tv_nsec = (long)(left % BASE_NS_PER_S) };
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig > 0) return sig;
+        if (errno == EAGAIN) return 0; /* else EINTR: another signal's handler ran */
+    }
 }
 
 int ring_server_stop(struct ring_server *srv)

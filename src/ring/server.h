@@ -67,8 +67,12 @@ struct ring_core *ring_server_core(const struct ring_server *srv, uint32_t i);
 /* Sums every core's counters. Any thread. */
 void ring_server_counters(const struct ring_server *srv, struct ring_counters_snapshot *out);
 
-/* Blocks until SIGTERM or SIGINT arrives; returns the signal number. */
-int ring_server_wait_signals(struct ring_server *srv);
+/*
+ * Blocks until SIGTERM or SIGINT arrives and returns the signal number, or returns 0 once
+ * <timeout_ms> passed without one (RING_WAIT_FOREVER: no limit), for the main thread's
+ * periodic housekeeping.
+ */
+int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms);
 
 /*
  * Drains and stops every core, joins the threads and frees <srv>. Returns 0 when every core

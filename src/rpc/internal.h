@@ -73,6 +73,11 @@ struct rpc_config {
 /* Freed small blocks each core's nghttp2 and message allocators keep for reuse (bytes). */
 #define RPC_MEM_IDLE_MAX (2u << 20)
 
+/* The main thread gives free heap memory back every RPC_HEAP_TRIM_PERIOD_MS once at least
+ * RPC_HEAP_TRIM_MIN bytes are free (src/rpc/server.c wait_signals). */
+#define RPC_HEAP_TRIM_PERIOD_MS 5000u
+#define RPC_HEAP_TRIM_MIN       (32u << 20)
+
 /* One core's protocol state; created by the core_init hook on the core's thread. */
 struct rpc_core {
     struct ring_core *ring;       /* this core's loop */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/err.h"
+#include "base/heap.h"
 #include "base/log.h"
 #include "base/parse.h"
 #include "ring/cpus.h"
@@ -288,6 +289,25 @@ static void raise_nofile(void)
     }
 }
 
+/*
+ * The main thread's wait for SIGTERM/SIGINT, and its housekeeping meanwhile: every few
+ * seconds it gives the memory the C library holds free back to the system once enough is
+ * (docs/operations.md "Memory"), so a burst's buffers do not stay resident for the life of
+ * the process.
+ */
+static int wait_signals(struct ring_server *srv)
+{
+    struct base_heap_trim trim = { 0 };
+    for (;;) {
+        int sig = ring_server_wait_signals(srv, RPC_HEAP_TRIM_PERIOD_MS);
+        if (sig != 0) return sig;
+        if (base_heap_trim(&trim, RPC_HEAP_TRIM_MIN)) {
+            LOG_DEBUG("returned free heap memory to the system (%zu MiB free in the arenas)",
+                      trim.free_after >> 20);
+        }
+    }
+}
+
 int rpc_server_run(const struct rpc_server_options *opts)
 {
     enum base_log_level level;
@@ -362,7 +382,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
              ring_server_core_count(srv), opts->dir);
     printf("ringcas listening on %s:%u\n", host, ring_server_port(srv));
     (void)fflush(stdout);
-    int sig = ring_server_wait_signals(srv);
+    int sig = wait_signals(srv);
     LOG_INFO("signal %d: draining (up to %llu ms)", sig,
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);
