@@ -558,6 +558,17 @@ static int write_respond(struct bs_write *st, int64_t committed)
     return -1;
 }
 
+/*
+ * REAPI: an upload of a blob that is already complete ends at once without error, "regardless
+ * of how much data was transmitted by the client": committed_size is the size for an identity
+ * upload, -1 for a compressed one.
+ */
+static int write_respond_present(struct bs_write *st)
+{
+    bool identity = st->res.compressor == PROTO_COMPRESSOR_IDENTITY;
+    return write_respond(st, identity ? (int64_t)st->res.size : -1);
+}
+
 static int begin_upload(struct bs_write *st, uint64_t offset)
 {
     struct rpc_call *c = st->c;
@@ -569,18 +580,16 @@ static int begin_upload(struct bs_write *st, uint64_t offset)
         return 0;
     }
     if (p) parked_drop(c->rc->bytestream, p, true);
-    if (offset != 0) {
-        return write_fail(st, -EINVAL, "write_offset does not match the committed size");
-    }
     struct blob_key k;
     blob_key_cas(&k, st->res.hash, st->res.size);
     struct blob_core *bc = rpc_call_blob(c);
-    int rc = bc ? blob_upload_begin(bc, &k, encoding_of(&st->res), &st->u) : -ENOSYS;
-    if (rc == -EEXIST) {
-        /* REAPI: an upload of a present blob ends at once, without error. */
-        bool identity = st->res.compressor == PROTO_COMPRESSOR_IDENTITY;
-        return write_respond(st, identity ? (int64_t)st->res.size : -1);
+    if (offset != 0) {
+        /* Nothing to resume here, but a complete blob still ends the upload early. */
+        if (bc && blob_exists(bc, &k, true)) return write_respond_present(st);
+        return write_fail(st, -EINVAL, "write_offset does not match the committed size");
     }
+    int rc = bc ? blob_upload_begin(bc, &k, encoding_of(&st->res), &st->u) : -ENOSYS;
+    if (rc == -EEXIST) return write_respond_present(st);
     if (rc < 0) return write_fail(st, rc, "upload");
     base_counter_inc(&c->rc->counters.bs_uploads);
     st->next_offset = 0;
