@@ -353,6 +353,25 @@ static int read_check(struct rpc_call *c, const struct proto_read_request *req,
     return 0;
 }
 
+/*
+ * Ends a read that has no blob bytes to send: an identity read with no messages; a compressed
+ * one with one empty zstd frame, since zero bytes are no zstd stream (REAPI: the answer is
+ * the blob from read_offset, compressed; strict decoders refuse an empty input).
+ */
+static void read_finish_empty(struct rpc_call *c, bool identity)
+{
+    if (!identity) {
+        uint8_t msg[PROTO_READ_RESPONSE_HEADER_MAX + RPC_ZSTD_EMPTY_FRAME_SIZE];
+        size_t n = proto_bytestream_read_response_header(msg, RPC_ZSTD_EMPTY_FRAME_SIZE);
+        memcpy(msg + n, rpc_zstd_empty_frame, RPC_ZSTD_EMPTY_FRAME_SIZE);
+        if (rpc_call_send_copy(c, msg, n + RPC_ZSTD_EMPTY_FRAME_SIZE) < 0) {
+            rpc_call_finish_err(c, -ENOMEM, NULL);
+            return;
+        }
+    }
+    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+}
+
 static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     struct proto_read_request req;
@@ -391,10 +410,11 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     base_counter_inc(&c->rc->counters.bs_readers);
     st->identity = res.compressor == PROTO_COMPRESSOR_IDENTITY;
     st->left = left;
-    if (st->identity && st->left == 0) {
+    bool nothing = st->identity ? st->left == 0 : (uint64_t)req.read_offset == res.size;
+    if (nothing) {
         st->done = true;
         read_close(st);
-        rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+        read_finish_empty(c, st->identity);
         return;
     }
     read_next(st);

@@ -8,7 +8,57 @@ import unittest
 
 import zstandard
 
-from test_reapi import ReapiCase, blob_name, write_reqs
+import reapi
+from test_reapi import ReapiCase, blob_name, digest, write_reqs
+
+
+def unzstd_strict(data):
+    """Decodes <data> as a complete zstd stream the way strict decoders do (the zstd CLI,
+    one-shot ZSTD_decompress): at least one whole frame, every frame finished."""
+    out = bytearray()
+    rest = data
+    if not rest:
+        raise ValueError("no zstd frame at all")
+    while rest:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        out += d.decompress(rest)
+        if not d.eof:
+            raise ValueError("zstd frame cut short")
+        rest = d.unused_data
+    return bytes(out)
+
+
+class CompressedNothing(ReapiCase):
+    """A compressed answer that carries no blob bytes (the empty blob, or a compressed read
+    that starts at the end) is still a valid zstd stream: one empty frame. Zero bytes are not
+    a zstd stream: `zstd -d` says "unexpected end of file", ZSTD_decompress fails."""
+
+    def test_batch_read_of_the_empty_blob_with_zstd_accepted(self):
+        req = reapi.msg("BatchReadBlobsRequest", digests=[digest(b"")], acceptable_compressors=[1])
+        r = self.c.BatchReadBlobs(req, timeout=30).responses[0]
+        self.assertEqual(r.status.code, 0)
+        if r.compressor == 1:
+            self.assertEqual(unzstd_strict(r.data), b"")
+        else:
+            self.assertEqual((r.compressor, r.data), (0, b""))
+
+    def test_compressed_read_of_the_empty_blob(self):
+        req = reapi.msg("google.bytestream.ReadRequest",
+                        resource_name=blob_name(b"", compressed=True))
+        out = b"".join(r.data for r in self.c.Read(req, timeout=30))
+        self.assertEqual(unzstd_strict(out), b"")
+
+    def test_compressed_read_from_the_end_of_a_blob(self):
+        data = os.urandom(5000)
+        self.write(data)
+        req = reapi.msg("google.bytestream.ReadRequest",
+                        resource_name=blob_name(data, compressed=True), read_offset=len(data))
+        out = b"".join(r.data for r in self.c.Read(req, timeout=30))
+        self.assertEqual(unzstd_strict(out), b"")
+        # Any other offset still gives the blob's frames from there.
+        req.read_offset = 4000
+        out = b"".join(r.data for r in self.c.Read(req, timeout=30))
+        self.assertEqual(unzstd_strict(out), data[4000:])
 
 
 class WriteOfPresentBlob(ReapiCase):
