@@ -10,6 +10,13 @@ static const struct rpc_method *const methods[] = {
     &rpc_svc_bs_write,         &rpc_svc_bs_query,
 };
 
+const uint8_t rpc_zstd_empty_frame[RPC_ZSTD_EMPTY_FRAME_SIZE] = {
+    0x28, 0xb5, 0x2f, 0xfd, /* magic */
+    0x20,                   /* Single_Segment_Flag, Frame_Content_Size 1 byte */
+    0x00,                   /* content size 0 */
+    0x01, 0x00, 0x00,       /* last block, raw, 0 bytes */
+};
+
 static const char *const services[] = {
     "grpc.health.v1.Health",
     "build.bazel.remote.execution.v2.Capabilities",

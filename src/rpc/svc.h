@@ -25,6 +25,14 @@ extern const struct rpc_method rpc_svc_bs_read;
 extern const struct rpc_method rpc_svc_bs_write;
 extern const struct rpc_method rpc_svc_bs_query;
 
+/*
+ * A zstd frame with no content (RFC 8878 §3.1.1: the magic number, a single-segment header
+ * whose 1-byte content size is 0, one empty last raw block). A compressed answer that holds
+ * no blob bytes sends it: zero bytes are no zstd stream (`zstd -d`: "unexpected end of file").
+ */
+#define RPC_ZSTD_EMPTY_FRAME_SIZE 9u
+extern const uint8_t rpc_zstd_empty_frame[RPC_ZSTD_EMPTY_FRAME_SIZE];
+
 struct rpc_core;
 
 /* Server hook core_quiesce: aborts the uploads kept for resumption and stops their sweep. */

@@ -353,6 +353,25 @@ static int read_check(struct rpc_call *c, const struct proto_read_request *req,
     return 0;
 }
 
+/*
+ * Ends a read that has no blob bytes to send: an identity read with no messages; a compressed
+ * one with one empty zstd frame, since zero bytes are no zstd stream (REAPI: the answer is
+ * the blob from read_offset, compressed; strict decoders refuse an empty input).
+ */
+static void read_finish_empty(struct rpc_call *c, bool identity)
+{
+    if (!identity) {
+        uint8_t msg[PROTO_READ_RESPONSE_HEADER_MAX + RPC_ZSTD_EMPTY_FRAME_SIZE];
+        size_t n = proto_bytestream_read_response_header(msg, RPC_ZSTD_EMPTY_FRAME_SIZE);
+        memcpy(msg + n, rpc_zstd_empty_frame, RPC_ZSTD_EMPTY_FRAME_SIZE);
+        if (rpc_call_send_copy(c, msg, n + RPC_ZSTD_EMPTY_FRAME_SIZE) < 0) {
+            rpc_call_finish_err(c, -ENOMEM, NULL);
+            return;
+        }
+    }
+    rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+}
+
 static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     struct proto_read_request req;
@@ -391,10 +410,11 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     base_counter_inc(&c->rc->counters.bs_readers);
     st->identity = res.compressor == PROTO_COMPRESSOR_IDENTITY;
     st->left = left;
-    if (st->identity && st->left == 0) {
+    bool nothing = st->identity ? st->left == 0 : (uint64_t)req.read_offset == res.size;
+    if (nothing) {
         st->done = true;
         read_close(st);
-        rpc_call_finish(c, PROTO_STATUS_OK, NULL);
+        read_finish_empty(c, st->identity);
         return;
     }
     read_next(st);
@@ -558,6 +578,17 @@ static int write_respond(struct bs_write *st, int64_t committed)
     return -1;
 }
 
+/*
+ * REAPI: an upload of a blob that is already complete ends at once without error, "regardless
+ * of how much data was transmitted by the client": committed_size is the size for an identity
+ * upload, -1 for a compressed one.
+ */
+static int write_respond_present(struct bs_write *st)
+{
+    bool identity = st->res.compressor == PROTO_COMPRESSOR_IDENTITY;
+    return write_respond(st, identity ? (int64_t)st->res.size : -1);
+}
+
 static int begin_upload(struct bs_write *st, uint64_t offset)
 {
     struct rpc_call *c = st->c;
@@ -569,18 +600,16 @@ static int begin_upload(struct bs_write *st, uint64_t offset)
         return 0;
     }
     if (p) parked_drop(c->rc->bytestream, p, true);
-    if (offset != 0) {
-        return write_fail(st, -EINVAL, "write_offset does not match the committed size");
-    }
     struct blob_key k;
     blob_key_cas(&k, st->res.hash, st->res.size);
     struct blob_core *bc = rpc_call_blob(c);
-    int rc = bc ? blob_upload_begin(bc, &k, encoding_of(&st->res), &st->u) : -ENOSYS;
-    if (rc == -EEXIST) {
-        /* REAPI: an upload of a present blob ends at once, without error. */
-        bool identity = st->res.compressor == PROTO_COMPRESSOR_IDENTITY;
-        return write_respond(st, identity ? (int64_t)st->res.size : -1);
+    if (offset != 0) {
+        /* Nothing to resume here, but a complete blob still ends the upload early. */
+        if (bc && blob_exists(bc, &k, true)) return write_respond_present(st);
+        return write_fail(st, -EINVAL, "write_offset does not match the committed size");
     }
+    int rc = bc ? blob_upload_begin(bc, &k, encoding_of(&st->res), &st->u) : -ENOSYS;
+    if (rc == -EEXIST) return write_respond_present(st);
     if (rc < 0) return write_fail(st, rc, "upload");
     base_counter_inc(&c->rc->counters.bs_uploads);
     st->next_offset = 0;

@@ -494,6 +494,11 @@ static void read_answer_fill(struct batch_read *b, struct batch_answer *a)
         if (it->err == 0) {
             rs[i].data.data = it->f.buf;
             rs[i].data.len = it->f.len;
+            if (b->zstd && it->f.len == 0) {
+                /* The empty blob has no stored frame; zero bytes are no zstd stream. */
+                rs[i].data.data = (uint8_t *)(uintptr_t)rpc_zstd_empty_frame; /* only read */
+                rs[i].data.len = RPC_ZSTD_EMPTY_FRAME_SIZE;
+            }
             if (b->zstd) {
                 rs[i].compressor = BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD;
             }
