@@ -252,7 +252,9 @@ static void start_get(struct rpc_h1_cache *cr)
 {
     enum blob_encoding want = cr->req->accept_zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY;
     if (!read_open(cr, want)) return;
-    cr->zstd_out = want == BLOB_ENCODING_ZSTD;
+    /* An empty value goes out as identity: zero bytes are no zstd stream, and strict
+     * decoders refuse a Content-Encoding: zstd body without a frame. */
+    cr->zstd_out = want == BLOB_ENCODING_ZSTD && blob_reader_size(cr->reader) > 0;
     rpc_h1_stream_begin(cr->h, blob_reader_size(cr->reader), cr->zstd_out);
     read_next(cr);
 }

@@ -143,6 +143,11 @@ class CacheRoutes(harness.ServerTestCase):
         status, body = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + EMPTY))
         self.assertEqual(status, 200)
         self.assertEqual(unzstd(body), b"")
+        # The empty blob is answered as identity: an empty zstd body is no zstd stream.
+        with Raw(self.server.port) as c:
+            c.send(request("GET", "/cas/" + EMPTY, headers=["Accept-Encoding: zstd"]))
+            r = c.read_response()
+            self.assertEqual((r.status, r.header("content-encoding"), r.body), (200, None, b""))
 
     def test_zstd_upload_is_verified_after_decompression(self):
         data = compressible(1 << 20, 3)
