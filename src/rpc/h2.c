@@ -771,9 +771,12 @@ void rpc_h2_respond_trailers_only(struct rpc_call *c, int http_status)
     char code[12];
     (void)snprintf(status, sizeof(status), "%d", http_status);
     (void)snprintf(code, sizeof(code), "%d", c->status);
-    nghttp2_nv nva[4] = { make_nv(":status", status), make_nv("content-type", "application/grpc"),
-                          make_nv("grpc-status", code), make_nv("grpc-message", c->message) };
-    size_t n = c->message[0] ? 4 : 3;
+    /* grpc-accept-encoding: what the server takes (gRPC compression.md asks for it with the
+     * UNIMPLEMENTED of an unsupported grpc-encoding; any answer may carry it). */
+    nghttp2_nv nva[5] = { make_nv(":status", status), make_nv("content-type", "application/grpc"),
+                          make_nv("grpc-accept-encoding", "identity"), make_nv("grpc-status", code),
+                          make_nv("grpc-message", c->message) };
+    size_t n = c->message[0] ? 5 : 4;
     c->provider = true; /* a response was submitted: nothing else may be */
     if (nghttp2_submit_response(h2->session, c->stream_id, nva, n, NULL) != 0) {
         rpc_h2_reset(c, NGHTTP2_INTERNAL_ERROR);

@@ -135,6 +135,13 @@ class Errors(H2Case):
         self.assertIn(":status: 200", out)
         self.assertIn("grpc-status: 0", out)
 
+    def test_unsupported_encoding_names_the_accepted_ones(self):
+        # gRPC compression.md: the UNIMPLEMENTED of an unknown grpc-encoding carries
+        # grpc-accept-encoding.
+        out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-encoding: gzip")
+        self.assertIn("grpc-status: 12", out)
+        self.assertIn("grpc-accept-encoding: identity", out)
+
     def test_malformed_grpc_timeout_and_zero_timeout(self):
         out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-timeout: 10x")
         self.assertIn("grpc-status: 3", out)
