@@ -211,6 +211,29 @@ Test(blob_refresh, a_quiescing_core_starts_no_refresh)
     th_close(&t);
 }
 
+/*
+ * A cache hit promises its blobs: one that is cold and cannot be refreshed (here the core is
+ * quiescing; in service, its refresh queue is full) is not kept, while a plain existence
+ * check still reports it present and a hot blob is kept without a refresh.
+ */
+Test(blob_refresh, a_cold_blob_that_cannot_be_refreshed_is_not_kept)
+{
+    struct th t = { 0 };
+    open_small(&t, 8);
+    struct blob_key k[2];
+    put_n(&t, 8, 5000, false, &k[0]);
+    make_cold(&t, &k[0]);
+    put_n(&t, 9, 5000, false, &k[1]);
+    bool present[2];
+    blob_core_quiesce(t.bc);
+    cr_assert(eq(sz, blob_keep_many(t.bc, k, 2, present), 1));
+    cr_assert(not(present[0]));
+    cr_assert(present[1]);
+    cr_assert(eq(sz, blob_exists_many(t.bc, k, 2, true, present), 2));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    th_close(&t);
+}
+
 Test(blob_refresh, refreshes_queued_then_quiesced_are_dropped_cleanly)
 {
     struct th t = { 0 };
