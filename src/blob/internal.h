@@ -292,6 +292,16 @@ bool blob_writer_is_idle(const struct blob_writer *w);
 
 /* ---- the per-core engine (store.c) ---- */
 
+/* Keys waiting for a refresh copy (refresh.c): a ring of keys, oldest first. */
+struct blob_refresh_queue {
+    struct blob_key *keys; /* <cap> slots, <len> keys from <head> */
+    uint32_t head;         /* the oldest key */
+    uint32_t len;          /* keys waiting */
+    uint32_t cap;          /* slots allocated (grows up to the bound) */
+    uint64_t *tags;        /* tags of keys waiting or copying, one per slot, 0: free */
+    struct ring_task pump; /* starts copies from the queue */
+};
+
 struct blob_core {
     struct blob_store *s;            /* the store */
     struct ring_core *ring;          /* this core's loop (NULL with the simulator) */
@@ -306,7 +316,8 @@ struct blob_core {
     struct base_list refreshes;      /* struct blob_refresh.link */
     uint32_t uploads_len;            /* open uploads (admission) */
     uint32_t readers_len;            /* open readers (admission) */
-    uint32_t refreshes_len;          /* refreshes in progress */
+    uint32_t refreshes_len;          /* refresh copies in progress */
+    struct blob_refresh_queue rq;    /* keys waiting for a refresh copy */
     uint32_t disk_reads;             /* reads in flight (admission) */
     uint64_t read_buf_bytes;         /* bytes of readers' buffers (bounded: read_buffer_max) */
     bool quiescing;                  /* no new uploads */
@@ -326,8 +337,11 @@ static inline void blob_core_defer(struct blob_core *bc, struct ring_task *t)
 
 /* A write or fsync of segment <seq> failed: uploads with chunks there fail with <err>. */
 void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err);
-/* Queues a refresh of <k> found at <v> (bounded; skipped when full or already queued). */
-void blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
+/*
+ * Queues a refresh of <k> found at <v>: true when a copy of it is queued or running (it was
+ * already, or now), false when the core's queue is full or the core is quiescing.
+ */
+bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
                         const struct blob_index_value *v);
 /* True when <v> lies in the cold part of the log. */
 bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v);
@@ -362,7 +376,11 @@ MUST_CHECK int blob_read_open_records(struct blob_core *bc, const struct blob_ke
 /* ---- refresh (refresh.c) ---- */
 
 struct blob_refresh;
+void blob_refresh_init(struct blob_core *bc);
+/* Drops the keys waiting (quiesce); running copies end with their I/O. */
 void blob_refresh_cancel_all(struct blob_core *bc);
+/* Frees the queue; nothing may wait. */
+void blob_refresh_deinit(struct blob_core *bc);
 
 /* ---- recovery and eviction (recover.c, evict.c) ---- */
 

@@ -288,7 +288,7 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
         reader_free(r);
         return rc;
     }
-    if (!empty && blob_store_is_cold(bc->s, &v)) blob_refresh_queue(bc, &r->key, &v);
+    if (!empty && blob_store_is_cold(bc->s, &v)) (void)blob_refresh_queue(bc, &r->key, &v);
     *out = r;
     return 0;
 }

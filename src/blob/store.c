@@ -349,6 +349,7 @@ int blob_core_init(struct blob_store *s, struct ring_core *core, struct blob_cor
     base_list_init(&bc->uploads);
     base_list_init(&bc->readers);
     base_list_init(&bc->refreshes);
+    blob_refresh_init(bc);
     int rc = blob_chunk_ctx_init(&bc->zctx, s->opts.zstd_level, &bc->counters.zstd_bytes);
     bc->zbudget = (struct blob_zstd_budget){ .gauge = &bc->counters.zstd_bytes,
                                              .refused = &bc->counters.zstd_refused,
@@ -385,7 +386,7 @@ void blob_core_quiesce(struct blob_core *bc)
 bool blob_core_is_idle(const struct blob_core *bc)
 {
     return blob_writer_is_idle(&bc->writer) && bc->disk_reads == 0 && bc->refreshes_len == 0 &&
-           base_counter_get(&bc->counters.io_in_flight) == 0;
+           bc->rq.len == 0 && base_counter_get(&bc->counters.io_in_flight) == 0;
 }
 
 void blob_core_deinit(struct blob_core *bc)
@@ -397,6 +398,7 @@ void blob_core_deinit(struct blob_core *bc)
     ASSERT(no_uploads);
     ASSERT(no_readers);
     ASSERT(no_refreshes);
+    blob_refresh_deinit(bc);
     blob_writer_deinit(&bc->writer);
     uint64_t taken = base_counter_get(&bc->counters.bufs);
     ASSERT(taken == 0);
@@ -432,25 +434,48 @@ bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v)
     return (uint64_t)oldest < below;
 }
 
-bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh)
+enum exists_mode {
+    EXISTS_PLAIN,   /* a lookup */
+    EXISTS_REFRESH, /* and a refresh of a cold blob, when one can be queued */
+    EXISTS_KEEP,    /* and a cold blob that cannot be refreshed counts as missing */
+};
+
+static bool exists(struct blob_core *bc, const struct blob_key *k, enum exists_mode mode)
 {
     if (blob_key_is_empty(k)) return true;
     if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return false;
     struct blob_index_value v;
     if (!blob_store_lookup(bc->s, k, &v)) return false;
-    if (refresh && blob_store_is_cold(bc->s, &v)) blob_refresh_queue(bc, k, &v);
-    return true;
+    if (mode == EXISTS_PLAIN || !blob_store_is_cold(bc->s, &v)) return true;
+    return blob_refresh_queue(bc, k, &v) || mode == EXISTS_REFRESH;
+}
+
+static size_t exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
+                          enum exists_mode mode, bool *present)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        present[i] = exists(bc, &keys[i], mode);
+        n += present[i] ? 1 : 0;
+    }
+    return n;
+}
+
+bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh)
+{
+    return exists(bc, k, refresh ? EXISTS_REFRESH : EXISTS_PLAIN);
 }
 
 size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
                         bool refresh, bool *present)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < count; i++) {
-        present[i] = blob_exists(bc, &keys[i], refresh);
-        n += present[i] ? 1 : 0;
-    }
-    return n;
+    return exists_many(bc, keys, count, refresh ? EXISTS_REFRESH : EXISTS_PLAIN, present);
+}
+
+size_t blob_keep_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
+                      bool *present)
+{
+    return exists_many(bc, keys, count, EXISTS_KEEP, present);
 }
 
 int blob_stat(struct blob_core *bc, const struct blob_key *k, struct blob_info *out)

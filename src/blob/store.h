@@ -193,7 +193,8 @@ struct blob_info {
  * True when <k> is present (exact, in memory, no I/O; a CAS key with BLOB_SIZE_ANY matches
  * the blob of that hash at whatever size). With <refresh>, a present blob that
  * sits in the oldest part of the log is rewritten to this core's head in the background so
- * eviction keeps it (at most 16 refreshes run per core; past that it is skipped).
+ * eviction keeps it (at most 16 copies run per core; up to 65536 keys wait their turn, past
+ * that the refresh is skipped and counted in `refreshes_dropped`).
  * The empty CAS blob is always present. Core thread.
  */
 bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
@@ -204,6 +205,15 @@ bool blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
  */
 size_t blob_exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
                         bool refresh, bool *present);
+
+/*
+ * blob_exists_many with refresh, for a cache hit that promises its blobs: a present blob in
+ * the oldest part of the log whose refresh cannot be queued (the core's queue is full, the
+ * core is quiescing) counts as missing, since eviction may take it next. Returns how many are
+ * present and kept. Core thread.
+ */
+size_t blob_keep_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
+                      bool *present);
 
 /*
  * Fills <out> for <k>; returns 0 or -ENOENT. A CAS key with BLOB_SIZE_ANY finds the blob by
@@ -369,7 +379,7 @@ void blob_read_close(struct blob_reader *r);
 #define BLOB_COUNTERS(X)                                                                           \
     X(uploads, gauge, "uploads open")                                                              \
     X(readers, gauge, "readers open")                                                              \
-    X(refreshes_open, gauge, "refresh copies in progress")                                         \
+    X(refreshes_open, gauge, "refreshes queued or copying")                                        \
     X(bufs, gauge, "upload and read buffers held (not the writer's fixed ones)")                   \
     X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most read_buffer_max / 8)")         \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
@@ -387,6 +397,7 @@ void blob_read_close(struct blob_reader *r);
     X(read_bytes, counter, "bytes given to readers")                                               \
     X(mapped_reads, counter, "records read in place from the page cache (no disk read)")           \
     X(refreshes, counter, "blobs rewritten to the head (refresh on read)")                         \
+    X(refreshes_dropped, counter, "refreshes not queued: the core's refresh queue was full")       \
     X(corrupt_chunks, counter, "stored records whose checksum failed on read")                     \
     X(writes, counter, "segment writes")                                                           \
     X(write_errors, counter, "segment writes that failed or were short")                           \

@@ -498,6 +498,21 @@ static void commit_end(struct blob_upload *u, int res)
     blob_core_defer(bc, &u->task);
 }
 
+/*
+ * Indexes a refresh's durable copy: the entry moves to it if it still points at the copied
+ * record. If eviction removed the entry meanwhile (the copy's reader kept the old segment's
+ * file open, so the copy is whole), the copy is inserted unless another entry came since: else
+ * the blob a hit just promised would be lost with a good copy of it on disk. A newer AC value
+ * written since is kept. True when the copy is indexed.
+ */
+static bool copy_index(struct blob_upload *u)
+{
+    struct blob_store *s = u->bc->s;
+    if (blob_index_move(s->index, &u->key, &u->from, &u->new_loc)) return true;
+    struct blob_index_value v = { .loc = u->new_loc, .size = u->key.size };
+    return blob_index_put(s->index, &u->key, &v, BLOB_INDEX_KEEP) == 1;
+}
+
 static void commit_durable(struct blob_pending *p, int res)
 {
     struct blob_upload *u = BASE_CONTAINER_OF(p, struct blob_upload, pending);
@@ -510,9 +525,7 @@ static void commit_durable(struct blob_pending *p, int res)
         res = -ENOSPC;
     }
     if (res == 0 && u->copy) {
-        if (blob_index_move(s->index, &u->key, &u->from, &u->new_loc)) {
-            base_counter_inc(&u->bc->counters.refreshes);
-        }
+        if (copy_index(u)) base_counter_inc(&u->bc->counters.refreshes);
     } else if (res == 0) {
         struct blob_index_value v = { .loc = u->new_loc, .size = u->key.size };
         bool ac = u->key.kind == BLOB_KIND_AC;

@@ -93,8 +93,9 @@ static void answer(struct rpc_ac_check *chk)
             finish(chk, -ENOMEM);
             return;
         }
-        /* Refreshes what is present, so the outputs outlive the hit. */
-        size_t n = blob_exists_many(chk->rc->blob, chk->keys, chk->keys_len, true, present);
+        /* Refreshes what is present, so the outputs outlive the hit; a cold one that cannot
+         * be refreshed (the core's queue is full) makes a miss, not a hit eviction takes. */
+        size_t n = blob_keep_many(chk->rc->blob, chk->keys, chk->keys_len, present);
         res = n == chk->keys_len ? 0 : -ENOENT;
         proto_alloc_free(mem(chk), present);
     }

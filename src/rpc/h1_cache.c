@@ -269,6 +269,9 @@ static void start_head(struct rpc_h1_cache *cr)
         rpc_h1_answer(cr->h, 404, "not found");
         return;
     }
+    /* A client that skips an upload because HEAD found the blob relies on it as on a
+     * FindMissingBlobs: a blob in the oldest part of the log is refreshed, as GET does. */
+    if (info.cold) (void)blob_exists(cr->bc, &k, true);
     rpc_h1_answer_head(cr->h, info.size);
 }
 

@@ -808,7 +808,9 @@ static void query_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         if (p) {
             resp.committed_size = (int64_t)blob_upload_bytes_in(p->u);
             found = true;
-        } else if (bc && blob_exists(bc, &k, false)) {
+        } else if (bc && blob_exists(bc, &k, true)) {
+            /* Complete: the client skips the upload, so the blob is refreshed as an upload
+             * that finds it present would. */
             resp.committed_size = (int64_t)res.size;
             resp.complete = true;
             found = true;

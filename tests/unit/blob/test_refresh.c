@@ -114,6 +114,39 @@ Test(blob_refresh, a_hot_blob_is_not_copied)
     th_close(&t);
 }
 
+/*
+ * Eviction takes the segment a refresh is copying from, between the copy's read and its
+ * commit: the copy holds the blob (its reader kept the file), so it is indexed. Before, the
+ * index entry the copy meant to move was gone, and the blob was lost with a good copy on disk.
+ */
+Test(blob_refresh, a_copy_outrun_by_eviction_of_its_source_keeps_the_blob)
+{
+    struct th t = { 0 };
+    open_small(&t, 5);
+    struct blob_key k;
+    put_n(&t, 5, 5000, false, &k);
+    make_cold(&t, &k);
+    cr_assert(blob_exists(t.bc, &k, true));
+    for (int i = 0; i < 1000 && t.bc->refreshes_len == 0; i++)
+        blob_io_sim_run(t.io, 1);
+    cr_assert(eq(u32, t.bc->refreshes_len, 1), "the copy did not start");
+    /* Every sealed segment goes, the source of the copy included. */
+    uint64_t max = t.s->opts.max_size;
+    t.s->opts.max_size = t.s->opts.segment_size;
+    cr_assert(gt(u32, blob_store_evict(t.s), 0));
+    t.s->opts.max_size = max;
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), -ENOENT), "evicted while copied");
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0), "the copy was not indexed");
+    cr_assert(not(info.cold));
+    check(&t, 5, 5000, false, &k);
+    th_reopen(&t);
+    check(&t, 5, 5000, false, &k);
+    th_close(&t);
+}
+
 Test(blob_refresh, a_newer_ac_value_is_not_overwritten_by_a_refresh_of_the_old_one)
 {
     struct th t = { 0 };
@@ -174,6 +207,29 @@ Test(blob_refresh, a_quiescing_core_starts_no_refresh)
     make_cold(&t, &k);
     blob_core_quiesce(t.bc);
     cr_assert(blob_exists(t.bc, &k, true));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    th_close(&t);
+}
+
+/*
+ * A cache hit promises its blobs: one that is cold and cannot be refreshed (here the core is
+ * quiescing; in service, its refresh queue is full) is not kept, while a plain existence
+ * check still reports it present and a hot blob is kept without a refresh.
+ */
+Test(blob_refresh, a_cold_blob_that_cannot_be_refreshed_is_not_kept)
+{
+    struct th t = { 0 };
+    open_small(&t, 8);
+    struct blob_key k[2];
+    put_n(&t, 8, 5000, false, &k[0]);
+    make_cold(&t, &k[0]);
+    put_n(&t, 9, 5000, false, &k[1]);
+    bool present[2];
+    blob_core_quiesce(t.bc);
+    cr_assert(eq(sz, blob_keep_many(t.bc, k, 2, present), 1));
+    cr_assert(not(present[0]));
+    cr_assert(present[1]);
+    cr_assert(eq(sz, blob_exists_many(t.bc, k, 2, true, present), 2));
     cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
     th_close(&t);
 }
