@@ -153,6 +153,16 @@ static int cmd_serve(int argc, char **argv)
           NULL },
         { "max-connections", BASE_FLAG_U64, &o.max_connections,
           "per core, open connections; past it new ones are closed at once (at most 4096)", NULL },
+        { "max-uploads", BASE_FLAG_U64, &o.max_uploads,
+          "per core, uploads open at once, each holding a chunk buffer; past it uploads are "
+          "refused (HTTP 503, RESOURCE_EXHAUSTED)",
+          NULL },
+        { "read-memory", BASE_FLAG_SIZE, &o.read_memory,
+          "per core, memory downloads' chunk buffers may hold; past it reads wait", NULL },
+        { "zstd-memory", BASE_FLAG_SIZE, &o.zstd_memory,
+          "per core, memory zstd contexts may hold (compressed uploads' windows); past it "
+          "uploads are refused (HTTP 503, RESOURCE_EXHAUSTED)",
+          NULL },
     };
     const struct cmd_spec spec = { .prog = "ringcas serve",
                                    .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",

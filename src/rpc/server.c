@@ -46,6 +46,9 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->map_reads = true;
     opts->message_memory = 256ULL << 20;
     opts->max_connections = RPC_CONNS_MAX;
+    opts->max_uploads = 1024;
+    opts->read_memory = 256ULL << 20;
+    opts->zstd_memory = 256ULL << 20;
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -149,6 +152,9 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     bo->direct_io = opts->direct_io;
     bo->map_reads = opts->map_reads;
     bo->segment_size = opts->segment_size;
+    bo->uploads_max = (uint32_t)opts->max_uploads;
+    bo->read_buffer_max = opts->read_memory;
+    bo->zstd_memory_max = opts->zstd_memory;
     if (bo->segment_size == 0) {
         uint64_t seg = opts->max_size / (8ULL * cores);
         seg = seg > (256ULL << 20) ? (256ULL << 20) : seg;
@@ -179,9 +185,28 @@ static int make_dir(const char *dir)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
+/* The engine's per-core bounds the operator sets: uploads, read buffers, zstd memory. */
+static int check_engine_limits(const struct rpc_server_options *opts)
+{
+    if (opts->max_uploads == 0 || opts->max_uploads > RPC_MAX_UPLOADS_MAX) {
+        (void)fprintf(stderr, "ringcas serve: --max-uploads: 1 to %u\n", RPC_MAX_UPLOADS_MAX);
+        return -EINVAL;
+    }
+    if (opts->read_memory < RPC_ENGINE_MEMORY_MIN) {
+        (void)fprintf(stderr, "ringcas serve: --read-memory: at least 16MiB\n");
+        return -EINVAL;
+    }
+    if (opts->zstd_memory < RPC_ENGINE_MEMORY_MIN) {
+        (void)fprintf(stderr, "ringcas serve: --zstd-memory: at least 16MiB\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int check_options(const struct rpc_server_options *opts, char *host, size_t host_size,
                          uint16_t *port)
 {
+    if (check_engine_limits(opts) < 0) return -EINVAL;
     if (split_listen(opts->listen, host, host_size, port) < 0) {
         (void)fprintf(stderr,
                       "ringcas serve: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",

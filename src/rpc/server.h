@@ -30,7 +30,14 @@ struct rpc_server_options {
     bool map_reads;            /* read records in the page cache in place (mapped segments) */
     uint64_t message_memory;   /* per core, bytes gRPC messages may hold (pb_mem's limit) */
     uint64_t max_connections;  /* per core, open connections; past it new ones are closed */
+    uint64_t max_uploads;      /* per core, open uploads (the engine's uploads_max) */
+    uint64_t read_memory;      /* per core, bytes of readers' chunk buffers (read_buffer_max) */
+    uint64_t zstd_memory;      /* per core, bytes zstd contexts may hold (zstd_memory_max) */
 };
+
+/* Bounds of the engine's per-core limits the operator sets (src/rpc/server.c checks them). */
+#define RPC_MAX_UPLOADS_MAX   65536u
+#define RPC_ENGINE_MEMORY_MIN (16ULL << 20)
 
 /*
  * Most connections a core keeps (--max-connections): each holds an op of the core's table

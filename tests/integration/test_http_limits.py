@@ -16,10 +16,10 @@ from http1 import Raw, request
 BIG = 16 << 20  # more than the kernel's socket buffers take: an unread GET of it stalls
 
 
-def put(port, path, body):
+def put(port, path, body, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("PUT", path, body=body)
+        conn.request("PUT", path, body=body, headers=headers or {})
         resp = conn.getresponse()
         resp.read()
         return resp.status
@@ -194,6 +194,60 @@ class ZstdWindows(harness.ServerTestCase):
         self.server.wait_quiet(extra=("blob_uploads",))
         self.assertLess(self.server.metric("ringcas_blob_zstd_bytes"), 64 << 20)
 
+
+
+class EngineLimits(harness.ServerTestCase):
+    """--max-uploads and --zstd-memory set the engine's per-core bounds (docs/operations.md
+    "Memory"): an operator sizing a container lowers them, and what is past them is refused
+    503 (retry) rather than taking memory."""
+    server_args = ("--max-uploads", "2", "--zstd-memory", "16MiB")
+    server_cores = 1
+
+    def test_uploads_past_max_uploads_are_refused(self):
+        body = os.urandom(4096)
+        path = "/cas/" + hashlib.sha256(body).hexdigest()
+        held = []
+        try:
+            for _ in range(2):  # two uploads open, their bodies not finished
+                raw = Raw(self.server.port)
+                held.append(raw)
+                raw.send(request("PUT", path, headers=("Content-Length: %d" % len(body),))
+                         + body[:100])
+            harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads") == 2,
+                             timeout=10, what="two uploads open")
+            other = os.urandom(4096)
+            self.assertEqual(put(self.server.port, "/cas/" + hashlib.sha256(other).hexdigest(),
+                                 other), 503)
+            for raw in held:
+                raw.send(body[100:])
+                self.assertEqual(raw.read_response().status, 201)
+        finally:
+            for raw in held:
+                raw.close()
+        self.server.wait_quiet(extra=("blob_uploads",))
+        other = os.urandom(4096)
+        self.assertEqual(put(self.server.port, "/cas/" + hashlib.sha256(other).hexdigest(),
+                             other), 201)
+
+    def test_a_window_past_zstd_memory_is_refused(self):
+        data = os.urandom(1000) * 100
+        path = "/cas/" + hashlib.sha256(data).hexdigest()
+        headers = {"Content-Encoding": "zstd"}
+        refused = self.server.metric("ringcas_blob_zstd_refused")
+        wide = zstd_wide_window(data, 25)  # a 32 MiB window, past 16 MiB
+        self.assertEqual(put(self.server.port, path, wide, headers), 503)
+        self.assertEqual(self.server.metric("ringcas_blob_zstd_refused"), refused + 1)
+        narrow = zstd_wide_window(data, 20)  # 1 MiB
+        self.assertEqual(put(self.server.port, path, narrow, headers), 201)
+        self.server.wait_quiet(extra=("blob_uploads",))
+
+    def test_bad_values_are_named(self):
+        for flag, value, said in (("--max-uploads", "0", "--max-uploads: 1 to 65536"),
+                                  ("--read-memory", "1MiB", "--read-memory: at least 16MiB"),
+                                  ("--zstd-memory", "1MiB", "--zstd-memory: at least 16MiB")):
+            proc = harness.run_serve(flag, value)
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            self.assertIn(said, proc.stderr)
 
 
 class Connections(harness.ServerTestCase):
