@@ -460,8 +460,8 @@ static int deadline_add(struct rpc_call *c)
         rc->deadlines = p;
         rc->deadlines_cap = cap;
     }
-    uint64_t now =
-        ring_core_batch_ns(rc->ring); /* the deadline counts from the request's arrival */
+    /* The deadline counts from the request's arrival. */
+    uint64_t now = ring_core_batch_ns(rc->ring);
     uint64_t span = c->timeout_ms;
     c->deadline_ns =
         span < (UINT64_MAX - now) / BASE_NS_PER_MS ? now + span * BASE_NS_PER_MS : UINT64_MAX;

@@ -185,19 +185,25 @@ static int make_dir(const char *dir)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
-/* The engine's per-core bounds the operator sets: uploads, read buffers, zstd memory. */
-static int check_engine_limits(const struct rpc_server_options *opts)
+/* A per-core memory bound of at least <min> bytes (a whole number of MiB), else named. */
+static int check_memory(const char *flag, uint64_t value, uint64_t min)
+{
+    if (value >= min) return 0;
+    (void)fprintf(stderr, "ringcas serve: --%s: at least %lluMiB\n", flag,
+                  (unsigned long long)(min >> 20));
+    return -EINVAL;
+}
+
+/* The per-core bounds the operator sets: uploads, and the memory of reads, zstd, messages. */
+static int check_core_limits(const struct rpc_server_options *opts)
 {
     if (opts->max_uploads == 0 || opts->max_uploads > RPC_MAX_UPLOADS_MAX) {
         (void)fprintf(stderr, "ringcas serve: --max-uploads: 1 to %u\n", RPC_MAX_UPLOADS_MAX);
         return -EINVAL;
     }
-    if (opts->read_memory < RPC_ENGINE_MEMORY_MIN) {
-        (void)fprintf(stderr, "ringcas serve: --read-memory: at least 16MiB\n");
-        return -EINVAL;
-    }
-    if (opts->zstd_memory < RPC_ENGINE_MEMORY_MIN) {
-        (void)fprintf(stderr, "ringcas serve: --zstd-memory: at least 16MiB\n");
+    if (check_memory("read-memory", opts->read_memory, RPC_ENGINE_MEMORY_MIN) < 0 ||
+        check_memory("zstd-memory", opts->zstd_memory, RPC_ENGINE_MEMORY_MIN) < 0 ||
+        check_memory("message-memory", opts->message_memory, RPC_MESSAGE_MEMORY_MIN) < 0) {
         return -EINVAL;
     }
     return 0;
@@ -206,7 +212,7 @@ static int check_engine_limits(const struct rpc_server_options *opts)
 static int check_options(const struct rpc_server_options *opts, char *host, size_t host_size,
                          uint16_t *port)
 {
-    if (check_engine_limits(opts) < 0) return -EINVAL;
+    if (check_core_limits(opts) < 0) return -EINVAL;
     if (split_listen(opts->listen, host, host_size, port) < 0) {
         (void)fprintf(stderr,
                       "ringcas serve: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",
@@ -232,10 +238,6 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     }
     if (opts->read_timeout_ms > UINT32_MAX || opts->write_timeout_ms > UINT32_MAX) {
         (void)fprintf(stderr, "ringcas serve: --read-timeout/--write-timeout: at most 49 days\n");
-        return -EINVAL;
-    }
-    if (opts->message_memory < RPC_MESSAGE_MEMORY_MIN) {
-        (void)fprintf(stderr, "ringcas serve: --message-memory: at least 16MiB\n");
         return -EINVAL;
     }
     if (opts->max_connections == 0 || opts->max_connections > RPC_CONNS_MAX) {
@@ -293,8 +295,8 @@ static void raise_nofile(void)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
-    rlim_t want = rl.rlim_max;
-    if (want == RLIM_INFINITY || want > nr_open()) want = nr_open();
+    rlim_t ceiling = nr_open();
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > ceiling ? ceiling : rl.rlim_max;
     if (rl.rlim_cur < want) {
         rlim_t was = rl.rlim_cur;
         rl.rlim_cur = want;
