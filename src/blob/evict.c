@@ -65,10 +65,49 @@ static void evict_empty(struct blob_store *s)
     }
 }
 
+/*
+ * Sets the budget: --max-size, or less when the folder's file system cannot hold that much:
+ * what the segments hold now plus what is free, less 1/64 of the file system for whatever
+ * else writes there. A budget past the disk would otherwise mean a full disk and every upload
+ * refused, for good, instead of eviction. Files that eviction unlinked but a reader still
+ * holds count as used until their reader ends: a pass then evicts up to that much more.
+ */
+static void update_budget(struct blob_store *s)
+{
+    uint64_t avail = 0;
+    uint64_t total = 0;
+    uint64_t budget = s->opts.max_size;
+    int rc = s->io->ops->space ? s->io->ops->space(s->io, &avail, &total) : -ENOTSUP;
+    if (rc == 0) {
+        uint64_t disk = atomic_load(&s->segs.disk_bytes);
+        uint64_t margin = total / 64;
+        uint64_t room = disk + avail > margin ? disk + avail - margin : 0;
+        if (room < budget) budget = room;
+    } else if (rc != -ENOTSUP) {
+        LOG_WARN("cannot tell the free space of %s: %s; the budget stays --max-size", s->dir,
+                 base_err_str(rc));
+    }
+    atomic_store(&s->budget, budget);
+    bool bound = budget < s->opts.max_size;
+    bool was = atomic_exchange(&s->disk_bound, bound);
+    if (bound && !was) {
+        LOG_WARN("the file system of %s holds less than --max-size (%llu MiB): the store keeps "
+                 "under %llu MiB (%llu MiB in segments, %llu MiB free) and evicts to stay there",
+                 s->dir, (unsigned long long)(s->opts.max_size >> 20),
+                 (unsigned long long)(budget >> 20),
+                 (unsigned long long)(atomic_load(&s->segs.disk_bytes) >> 20),
+                 (unsigned long long)(avail >> 20));
+    } else if (!bound && was) {
+        LOG_INFO("the file system of %s has room for --max-size (%llu MiB) again", s->dir,
+                 (unsigned long long)(s->opts.max_size >> 20));
+    }
+}
+
 uint32_t blob_store_evict(struct blob_store *s)
 {
     uint32_t n = 0;
     evict_empty(s);
+    update_budget(s);
     uint64_t limit = blob_store_limit(s);
     /* Bounded by the number of segments. */
     while (atomic_load(&s->segs.disk_bytes) > limit) {
@@ -87,7 +126,7 @@ uint32_t blob_store_evict(struct blob_store *s)
     blob_segment_bury(&s->segs, s->io);
     /* The cold part: what would be evicted if the store grew by a quarter of its budget. */
     uint64_t disk = atomic_load(&s->segs.disk_bytes);
-    uint64_t grow = s->opts.max_size / 4;
+    uint64_t grow = blob_store_budget(s) / 4;
     blob_segment_update_cold(&s->segs, disk + grow > limit ? disk + grow - limit : 0);
     return n;
 }

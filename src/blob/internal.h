@@ -163,6 +163,8 @@ struct blob_store {
     bool evict_kick;                   /* a segment was sealed or created */
     bool evict_running;                /* the thread exists */
     pthread_t evict_thread;            /* runs blob_store_evict */
+    _Atomic uint64_t budget;           /* max_size, or less while the disk holds less (evict.c) */
+    _Atomic bool disk_bound;           /* the disk set the budget at the last pass */
     _Atomic uint64_t evicted_segments; /* stats */
     _Atomic uint64_t evicted_blobs;    /* stats */
     _Atomic uint64_t dropped_corrupt;  /* stats */
@@ -170,7 +172,11 @@ struct blob_store {
 
 /* Tells the evictor the segment set changed (wakes the thread, or evicts inline). */
 void blob_store_changed(struct blob_store *s);
-/* Bytes the eviction keeps free: every core's active segment may still fill. */
+/* The size budget now: --max-size, or less while the folder's file system cannot hold that
+ * much (evict.c). Any thread. */
+uint64_t blob_store_budget(const struct blob_store *s);
+/* What eviction keeps the segments under: the budget less room for every core's active
+ * segment to fill. */
 uint64_t blob_store_limit(const struct blob_store *s);
 /* Drops <k> at <loc> from the index after a corrupt record was read. */
 void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,

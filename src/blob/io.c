@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "base/err.h"
@@ -118,6 +119,15 @@ static int real_fsync_dir(struct blob_io *io)
     return fsync(real_of(io)->dir_fd) == -1 ? -errno : 0;
 }
 
+static int real_space(struct blob_io *io, uint64_t *avail, uint64_t *total)
+{
+    struct statvfs st;
+    if (fstatvfs(real_of(io)->dir_fd, &st) == -1) return -errno;
+    *avail = (uint64_t)st.f_bavail * st.f_frsize;
+    *total = (uint64_t)st.f_blocks * st.f_frsize;
+    return 0;
+}
+
 static int real_list(struct blob_io *io, blob_io_name_fn *fn, void *ctx)
 {
     DIR *d = opendir(real_of(io)->dir);
@@ -209,6 +219,7 @@ static const struct blob_io_ops real_ops = {
     .rename = real_rename,
     .fsync_dir = real_fsync_dir,
     .list = real_list,
+    .space = real_space,
     .submit = real_submit,
     .cancel = real_cancel,
     .defer = real_defer,

@@ -74,6 +74,9 @@ struct blob_io_ops {
     int (*rename)(struct blob_io *io, const char *from, const char *to);
     int (*fsync_dir)(struct blob_io *io);
     int (*list)(struct blob_io *io, blob_io_name_fn *fn, void *ctx);
+    /* The folder's file system: bytes an unprivileged writer may still allocate (<avail>) and
+     * its size (<total>). -ENOTSUP when the backend cannot tell. */
+    int (*space)(struct blob_io *io, uint64_t *avail, uint64_t *total);
     /*
      * Asynchronous, on <core>'s thread (<core> is NULL with the simulated backend). Returns
      * 0 and a->fn runs later (never inside this call), or -EAGAIN when the core's op table

@@ -34,6 +34,7 @@ struct sim_file {
     uint64_t cur_size;         /* bytes in cur */
     uint8_t *dur;              /* what survives a power loss */
     uint64_t dur_size;         /* bytes in dur */
+    uint64_t alloc;            /* bytes reserved by fallocate (KEEP_SIZE) */
     struct sim_write *pending; /* writes since the last fdatasync */
     uint32_t pending_len;      /* used entries */
     uint32_t pending_size;     /* capacity */
@@ -57,6 +58,7 @@ struct sim_io {
     uint64_t fail_at;                 /* ops value that fails, 0: none */
     int fault;                        /* -EIO, -ENOSPC or BLOB_IO_SIM_SHORT */
     bool full;                        /* writes and reservations fail -ENOSPC (blob_io_sim_full) */
+    uint64_t capacity;                /* the disk's size (blob_io_sim_capacity), 0: unlimited */
     uint8_t slow_op;                  /* requests of this type complete late (blob_io_sim_slow) */
     uint64_t slow_ns;                 /* by this much real time */
     bool dead;                        /* power is off */
@@ -111,6 +113,32 @@ static struct sim_file *file_of_fd(struct sim_io *s, int fd)
     int i = fd - FD_BASE;
     if (i < 0 || (uint32_t)i >= FDS_MAX || s->fds[i] == 0) return NULL;
     return &s->files[s->fds[i] - 1];
+}
+
+/* Bytes file <f> takes on the simulated disk. */
+static uint64_t file_blocks(const struct sim_file *f)
+{
+    return f->cur_size > f->alloc ? f->cur_size : f->alloc;
+}
+
+/* Bytes every file takes, unlinked ones still open included. */
+static uint64_t disk_used(const struct sim_io *s)
+{
+    uint64_t used = 0;
+    for (uint32_t i = 0; i < FILES_MAX; i++) {
+        const struct sim_file *f = &s->files[i];
+        if (f->name[0] || f->orphan) used += file_blocks(f);
+    }
+    return used;
+}
+
+/* -ENOSPC when growing <f> to <end> bytes would pass the disk's capacity, else 0. */
+static int disk_room(const struct sim_io *s, const struct sim_file *f, uint64_t end)
+{
+    if (s->full) return -ENOSPC;
+    uint64_t have = file_blocks(f);
+    if (s->capacity == 0 || end <= have) return 0;
+    return disk_used(s) + (end - have) > s->capacity ? -ENOSPC : 0;
 }
 
 static void image_write(uint8_t **img, uint64_t *size, uint64_t off, const uint8_t *p, uint64_t len)
@@ -218,9 +246,10 @@ static int64_t sim_pwrite(struct blob_io *io, int fd, const void *buf, size_t le
     struct sim_io *s = sim_of(io);
     int fault = sim_tick(s);
     if (fault < 0) return fault;
-    if (s->full) return -ENOSPC;
     struct sim_file *f = file_of_fd(s, fd);
     if (!f) return -EBADF;
+    int rc = disk_room(s, f, off + len);
+    if (rc < 0) return rc;
     if (fault == BLOB_IO_SIM_SHORT) len /= 2;
     file_write(f, buf, len, off);
     return (int64_t)len;
@@ -244,7 +273,9 @@ static int sim_ftruncate(struct blob_io *io, int fd, uint64_t size)
     if (fault) return fault < 0 ? fault : -EIO;
     struct sim_file *f = file_of_fd(s, fd);
     if (!f) return -EBADF;
-    /* Simplification: a truncation is durable at once, with what was written before it. */
+    /* Simplification: a truncation is durable at once, with what was written before it. It
+     * frees the blocks reserved past <size>, as on a real file system. */
+    if (f->alloc > size) f->alloc = size;
     if (size < f->cur_size) {
         f->cur_size = size;
     } else {
@@ -366,11 +397,16 @@ static int32_t sim_perform(struct sim_io *s, const struct blob_io_req *q)
         return sim_close(io, q->fd);
     case BLOB_IO_FSYNC_DIR:
         return sim_fsync_dir(io);
-    case BLOB_IO_FALLOCATE:
-        /* Blocks reserved, nothing visible: only a fault can come of it. */
+    case BLOB_IO_FALLOCATE: {
+        /* Blocks reserved, nothing visible. */
         rc = sim_tick(s);
-        if (rc == 0 && s->full) rc = -ENOSPC;
-        return rc < 0 ? rc : 0;
+        if (rc < 0) return rc;
+        struct sim_file *f = file_of_fd(s, q->fd);
+        if (!f) return -EBADF;
+        rc = disk_room(s, f, q->off);
+        if (rc == 0 && q->off > f->alloc) f->alloc = q->off;
+        return rc;
+    }
     default:
         UNREACHABLE();
     }
@@ -435,6 +471,21 @@ void blob_io_sim_slow(struct blob_io *io, uint8_t op, uint64_t ns)
 void blob_io_sim_full(struct blob_io *io, bool full)
 {
     sim_of(io)->full = full;
+}
+
+void blob_io_sim_capacity(struct blob_io *io, uint64_t bytes)
+{
+    sim_of(io)->capacity = bytes;
+}
+
+static int sim_space(struct blob_io *io, uint64_t *avail, uint64_t *total)
+{
+    const struct sim_io *s = sim_of(io);
+    if (s->capacity == 0) return -ENOTSUP;
+    uint64_t used = disk_used(s);
+    *avail = used < s->capacity ? s->capacity - used : 0;
+    *total = s->capacity;
+    return 0;
 }
 
 void blob_io_sim_fail_at(struct blob_io *io, uint64_t nth, int fault)
@@ -556,6 +607,7 @@ static const struct blob_io_ops sim_ops = {
     .rename = sim_rename,
     .fsync_dir = sim_fsync_dir,
     .list = sim_list,
+    .space = sim_space,
     .submit = sim_submit,
     .cancel = sim_cancel,
     .defer = sim_defer,

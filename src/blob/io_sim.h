@@ -47,6 +47,11 @@ void blob_io_sim_fail_at(struct blob_io *io, uint64_t nth, int fault);
  * (creating a file still works). */
 void blob_io_sim_full(struct blob_io *io, bool full);
 
+/* Gives the simulated disk a size: writes and reservations that would pass it fail with
+ * -ENOSPC, and the space call answers what is left (files open after unlink included).
+ * 0 (the default): unlimited, and the space call answers -ENOTSUP. */
+void blob_io_sim_capacity(struct blob_io *io, uint64_t bytes);
+
 /* Makes every later request of type <op> (enum blob_io_opcode) take <ns> more nanoseconds of
  * real time when it completes: a slow disk. 0 clears it. */
 void blob_io_sim_slow(struct blob_io *io, uint8_t op, uint64_t ns);

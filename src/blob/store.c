@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "base/log.h"
@@ -119,10 +120,16 @@ void blob_store_options_default(struct blob_store_options *o)
 
 /* ---- the store ---- */
 
+uint64_t blob_store_budget(const struct blob_store *s)
+{
+    return atomic_load(&s->budget);
+}
+
 uint64_t blob_store_limit(const struct blob_store *s)
 {
     uint64_t reserve = (uint64_t)s->opts.cores_max * s->opts.segment_size;
-    return s->opts.max_size > reserve ? s->opts.max_size - reserve : 0;
+    uint64_t budget = blob_store_budget(s);
+    return budget > reserve ? budget - reserve : 0;
 }
 
 static int check_options(const struct blob_store_options *o, char *why, size_t why_size)
@@ -184,8 +191,15 @@ static int store_start_evictor(struct blob_store *s)
 {
     int rc = pthread_mutex_init(&s->evict_lock, NULL);
     ASSERT(rc == 0);
-    rc = pthread_cond_init(&s->evict_cond, NULL);
+    /* The evictor's period is timed on the monotonic clock. */
+    pthread_condattr_t ca;
+    rc = pthread_condattr_init(&ca);
     ASSERT(rc == 0);
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    ASSERT(rc == 0);
+    rc = pthread_cond_init(&s->evict_cond, &ca);
+    ASSERT(rc == 0);
+    pthread_condattr_destroy(&ca);
     if (!s->opts.evict_thread) return 0;
     /* The thread starts with every signal blocked: SIGTERM belongs to the main thread's
      * sigwait, and a thread that let it through would end the process instead. */
@@ -214,6 +228,7 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
     s->opts.dir = s->dir;
     s->chunk_shift = (uint32_t)__builtin_ctz(o->chunk_size);
     atomic_store(&s->commit_seq, 1);
+    atomic_store(&s->budget, o->max_size);
     s->io = o->io;
     if (!s->io) {
         rc = s->dir ? blob_io_real_create(s->dir, &s->io) : -ENOMEM;
@@ -296,17 +311,28 @@ void blob_store_changed(struct blob_store *s)
     pthread_mutex_unlock(&s->evict_lock);
 }
 
+/*
+ * The evictor also runs every EVICT_PERIOD_S seconds with no segment sealed: the file system
+ * may fill (or free) under an idle store when it is shared, and the budget follows it.
+ */
+#define EVICT_PERIOD_S 5
+
 static void *evictor_main(void *arg)
 {
     struct blob_store *s = arg;
     base_log_set_thread_name("evictor");
     pthread_mutex_lock(&s->evict_lock);
-    /* The evictor's loop: one pass per wake-up until close. */
+    struct timespec due;
+    clock_gettime(CLOCK_MONOTONIC, &due);
+    due.tv_sec += EVICT_PERIOD_S;
+    /* The evictor's loop: one pass per wake-up or period until close. */
     while (!s->evict_stop) {
         if (!s->evict_kick) {
-            pthread_cond_wait(&s->evict_cond, &s->evict_lock);
-            continue;
+            int rc = pthread_cond_timedwait(&s->evict_cond, &s->evict_lock, &due);
+            if (rc != ETIMEDOUT) continue;
         }
+        clock_gettime(CLOCK_MONOTONIC, &due);
+        due.tv_sec += EVICT_PERIOD_S;
         s->evict_kick = false;
         pthread_mutex_unlock(&s->evict_lock);
         blob_store_evict(s);
@@ -509,6 +535,7 @@ void blob_store_stats(struct blob_store *s, struct blob_store_stats *out)
     out->blobs = blob_index_count(s->index);
     out->index_bytes = blob_index_memory(s->index);
     out->disk_bytes = atomic_load(&s->segs.disk_bytes);
+    out->budget_bytes = blob_store_budget(s);
     pthread_mutex_lock(&s->segs.lock);
     out->segments = s->segs.count;
     pthread_mutex_unlock(&s->segs.lock);

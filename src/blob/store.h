@@ -428,6 +428,7 @@ struct blob_store_stats {
     uint64_t blobs;            /* entries in the index */
     uint64_t index_bytes;      /* memory held by the index */
     uint64_t disk_bytes;       /* bytes of every segment on disk */
+    uint64_t budget_bytes;     /* the size budget now: max_size, or less when the disk is */
     uint64_t segments;         /* segment files */
     uint64_t evicted_segments; /* segments deleted by eviction since open */
     uint64_t evicted_blobs;    /* index entries dropped by eviction since open */

@@ -132,14 +132,15 @@ static uint64_t upload_limit(const struct blob_store *s, uint8_t kind)
         sizeof(struct blob_record_header) + sizeof(struct blob_commit) + 2ULL * BLOB_BLOCK_SIZE;
     uint64_t chunks = (s->opts.write_buffer_size - fixed) / sizeof(struct blob_chunk_ref);
     uint64_t limit = chunks * s->opts.chunk_size;
-    if (limit > s->opts.max_size / 4) limit = s->opts.max_size / 4;
+    uint64_t quarter = blob_store_budget(s) / 4;
+    if (limit > quarter) limit = quarter;
     if (kind == BLOB_KIND_AC && limit > AC_SIZE_MAX) limit = AC_SIZE_MAX;
     return limit < BLOB_SIZE_MAX ? limit : BLOB_SIZE_MAX;
 }
 
 static bool over_budget(const struct blob_store *s)
 {
-    return atomic_load(&s->segs.disk_bytes) > s->opts.max_size;
+    return atomic_load(&s->segs.disk_bytes) > blob_store_budget(s);
 }
 
 /* Admission and budget checks shared by every kind of upload. */

@@ -88,8 +88,9 @@ def pick_port():
 class Server:
     """One ringcas process. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, args=(), cores=2, data_dir=None, env=None):
+    def __init__(self, args=(), cores=2, data_dir=None, env=None, prefix=()):
         self.args = list(args)
+        self.prefix = list(prefix)  # runs the server under a command (which must exec it)
         self.cores = cores
         self.own_dir = data_dir is None
         self.dir = data_dir or tempfile.mkdtemp(prefix="ringcas-test-")
@@ -119,7 +120,7 @@ class Server:
 
     def _start(self, port):
         self.log = open(self.log_path, "ab")
-        cmd = [binary(), "serve", "--listen", "127.0.0.1:%d" % port,
+        cmd = self.prefix + [binary(), "serve", "--listen", "127.0.0.1:%d" % port,
                "--dir", self.dir, "--cores", str(self.cores)] + self.args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         line = self.proc.stdout.readline().decode()
