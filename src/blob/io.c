@@ -123,6 +123,7 @@ static int real_space(struct blob_io *io, uint64_t *avail, uint64_t *total)
 {
     struct statvfs st;
     if (fstatvfs(real_of(io)->dir_fd, &st) == -1) return -errno;
+    if (st.f_blocks == 0) return -ENOTSUP; /* a file system that does not say (some FUSE ones) */
     *avail = (uint64_t)st.f_bavail * st.f_frsize;
     *total = (uint64_t)st.f_blocks * st.f_frsize;
     return 0;
