@@ -22,6 +22,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "client/bench_internal.h"
+#include "client/resource.h"
 #include "proto/wire.h"
 
 /* ---- names and defaults ---- */
@@ -225,6 +226,11 @@ static int check_options(const struct client_bench_options *o, FILE *err)
     const char *bad = options_problem(o, w);
     if (bad) {
         (void)fprintf(err, "ringcas bench: %s\n", bad);
+        return -EINVAL;
+    }
+    /* Here, not at the first request: every request would fail INVALID_ARGUMENT. */
+    if (client_resource_check_instance(o->instance, &bad) < 0) {
+        (void)fprintf(err, "ringcas bench: --instance '%s': %s\n", o->instance, bad);
         return -EINVAL;
     }
     return w;

@@ -193,7 +193,7 @@ class BenchCliTest(unittest.TestCase):
 
     def test_bad_flags_are_usage_errors(self):
         for args in (["--workload", "nope"], ["--threads", "0"], ["--data", "zeros"],
-                     ["--workload", "bs-read", "--path", "/x"]):
+                     ["--workload", "bs-read", "--path", "/x"], ["--instance", "a/blobs/b"]):
             p = subprocess.run([harness.binary(), "bench"] + args, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
             self.assertEqual(p.returncode, 2, args)
