@@ -211,6 +211,21 @@ class BenchCliTest(unittest.TestCase):
         self.assertEqual(rc, 5, out + err)
         self.assertIn("seeding failed", err)
 
+    def test_server_that_never_answers_is_a_failure(self):
+        # The kernel accepts the connections into the backlog; nothing ever answers. No
+        # request ends, well or badly, before --timeout (20 s): it used to exit 0.
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        try:
+            for workload in ("bs-write", "http-put"):
+                rc, out, err = bench("127.0.0.1:%d" % s.getsockname()[1], "--workload", workload,
+                                     "--duration", "1s", "--warmup", "0s")
+                self.assertEqual(rc, 1, out + err)
+                self.assertIn("no request finished in the measured window", err)
+        finally:
+            s.close()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
