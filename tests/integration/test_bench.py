@@ -210,6 +210,7 @@ class BenchCliTest(unittest.TestCase):
         rc, out, err = bench("127.0.0.1:%d" % port, "--workload", "http-get", "--duration", "1s")
         self.assertEqual(rc, 5, out + err)
         self.assertIn("seeding failed", err)
+        self.assertIn("HTTP PUT: ECONNREFUSED 111: connection refused", err)
 
     def test_server_that_never_answers_is_a_failure(self):
         # The kernel accepts the connections into the backlog; nothing ever answers. No
