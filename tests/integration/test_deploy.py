@@ -5,6 +5,8 @@
   variables serves the probes' paths and the scrape path;
 - the data folder, the port and the user agree between the image and the StatefulSet, and
   the grace period is longer than --drain-timeout;
+- the memory limit covers docs/operations.md's per-core bounds (section Memory) for the
+  cores the manifest gives the server;
 - the Docker build context (.dockerignore) leaves out local builds and data folders.
 """
 
@@ -23,6 +25,8 @@ DEPLOY = os.path.join(harness.ROOT, "deploy")
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "KB": 1 << 10, "M": 1 << 20,
          "MiB": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GiB": 1 << 30, "GB": 1 << 30,
          "T": 1 << 40, "TiB": 1 << 40, "TB": 1 << 40}
+K8S_UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
 def size(text, units=UNITS):
@@ -156,6 +160,22 @@ class Deploy(unittest.TestCase):
                     self.assertEqual(conn.getresponse().status, 200, path)
                 finally:
                     conn.close()
+
+    def test_memory_limit_covers_the_per_core_bounds(self):
+        # docs/operations.md, Memory: what each core may hold at worst, connections included.
+        per_core = (int(self.setting("recv-buffers")) * size(self.setting("recv-buffer-size")) +
+                    size(self.setting("read-memory")) +
+                    int(self.setting("max-uploads")) * size(self.setting("chunk-size")) +
+                    size(self.setting("zstd-memory")) + size(self.setting("message-memory")) +
+                    (8 << 20) + int(self.setting("max-connections")) * (250 << 10))
+        cores = self.env["RINGCAS_CORES"]
+        self.assertEqual(cores["valueFrom"]["resourceFieldRef"]["resource"], "requests.cpu")
+        cpus = self.ctr["resources"]["requests"]["cpu"]
+        count = -(-int(cpus[:-1]) // 1000) if cpus.endswith("m") else int(cpus)
+        limit = size(self.ctr["resources"]["limits"]["memory"], K8S_UNITS)
+        self.assertLessEqual(count * per_core, limit,
+                             "%d cores x %.2f GiB at worst > the %.2f GiB limit" %
+                             (count, per_core / 2**30, limit / 2**30))
 
     def test_build_context_leaves_out_builds_and_data(self):
         # `make run` leaves build/release (whose CMakeCache.txt names this folder: the image's
