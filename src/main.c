@@ -357,8 +357,8 @@ static void bench_help_end(FILE *out)
 {
     (void)fputs("\n", out);
     client_bench_print_workloads(out);
-    (void)fputs("\nExit status: 0 every request succeeded, 1 some failed (or seeding failed),\n"
-                "2 usage, 5 server unavailable.\n",
+    (void)fputs("\nExit status: 0 every request succeeded, 1 some failed, seeding failed or none\n"
+                "finished in the measured window, 2 usage, 5 server unavailable.\n",
                 out);
 }
 

@@ -22,6 +22,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "client/bench_internal.h"
+#include "client/resource.h"
 #include "proto/wire.h"
 
 /* ---- names and defaults ---- */
@@ -225,6 +226,11 @@ static int check_options(const struct client_bench_options *o, FILE *err)
     const char *bad = options_problem(o, w);
     if (bad) {
         (void)fprintf(err, "ringcas bench: %s\n", bad);
+        return -EINVAL;
+    }
+    /* Here, not at the first request: every request would fail INVALID_ARGUMENT. */
+    if (client_resource_check_instance(o->instance, &bad) < 0) {
+        (void)fprintf(err, "ringcas bench: --instance '%s': %s\n", o->instance, bad);
         return -EINVAL;
     }
     return w;
@@ -530,14 +536,25 @@ static int run_threads(struct bench_plan *p, struct bench_stats *s, FILE *err)
 
 /* ---- the entry point ---- */
 
-/* Exit status 5 when nothing got through because the server refused every connection. */
-static int exit_status(const struct bench_stats *s)
+/*
+ * Exit status 5 when nothing got through because the server refused every connection, 1
+ * when some request failed or none finished in the window (a server that never answers:
+ * its requests end neither well nor badly before --timeout, and are cut off at the end).
+ */
+static int exit_status(const struct bench_stats *s, FILE *err)
 {
     uint64_t ok = 0;
     uint64_t errors = 0;
+    uint64_t expected = 0;
     for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
         ok += s->ops[i].ok;
         errors += s->ops[i].errors;
+        expected += s->ops[i].expected;
+    }
+    if (ok + errors + expected == 0) {
+        (void)fprintf(err, "ringcas bench: no request finished in the measured window: the "
+                           "server did not answer\n");
+        return 1;
     }
     if (errors == 0) return 0;
     bool refused =
@@ -572,7 +589,7 @@ int client_bench_main(const struct client_bench_options *o, FILE *out, FILE *err
             status = 1;
         } else {
             bench_report(out, p, s, (double)o->duration_ms / 1e3);
-            status = exit_status(s);
+            status = exit_status(s, err);
         }
     }
     plan_free(p);

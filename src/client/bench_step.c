@@ -100,8 +100,12 @@ static bool finish_request(struct bench_slot *s, uint8_t kind, int32_t code, boo
         const char *name = kind == BENCH_ERR_GRPC   ? proto_status_name(code)
                            : kind == BENCH_ERR_HTTP ? "HTTP"
                                                     : base_err_name(code);
-        (void)snprintf(what, sizeof(what), "%s: %s %d: %s", bench_op_names[s->op], name, code,
-                       detail ? detail : "");
+        /* HTTP/1.1 answers and local failures come without a message: describe the errno. */
+        if (!detail || detail[0] == '\0') {
+            detail = kind == BENCH_ERR_LOCAL ? base_err_str(code) : "";
+        }
+        (void)snprintf(what, sizeof(what), "%s: %s %d%s%s", bench_op_names[s->op], name, code,
+                       detail[0] ? ": " : "", detail);
     }
     bench_run_request_done(s, kind, code, expected, kind || code ? what : NULL);
     return kind == 0 && code == 0;

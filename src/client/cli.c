@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zstd.h>
@@ -406,6 +407,8 @@ static const char *output_err_str(int err)
         return "is a directory";
     case -EACCES:
         return "permission denied";
+    case -EINVAL:
+        return "an empty file name";
     default:
         return base_err_str(err);
     }
@@ -415,6 +418,21 @@ static const char *output_err_str(int err)
 static void output_report(const char *path, int err)
 {
     (void)fprintf(stderr, "ringcas get: cannot write %s: %s\n", path, output_err_str(err));
+}
+
+/*
+ * Checks that <path> can become the blob's file before anything is downloaded: an empty
+ * name, a folder or a name ending in '/' would otherwise fail only at the rename, after the
+ * whole download. Returns 0 or -errno (-EINVAL: an empty name).
+ */
+static int output_check(const char *path)
+{
+    if (path[0] == '\0') return -EINVAL;
+    struct stat st;
+    if (stat(path, &st) == 0) return S_ISDIR(st.st_mode) ? -EISDIR : 0;
+    int err = -errno;
+    /* "x/" names a folder: x is missing (ENOENT) or a file (ENOTDIR). */
+    return path[strlen(path) - 1] == '/' ? err : 0;
 }
 
 /* Opens a new file beside <path> to write into; its name goes to <tmp>. */
@@ -458,7 +476,8 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
     char tmp[4096];
     int fd = STDOUT_FILENO;
     if (to_file) {
-        fd = open_temp(o->output, tmp, sizeof(tmp));
+        fd = output_check(o->output);
+        if (fd == 0) fd = open_temp(o->output, tmp, sizeof(tmp));
         if (fd < 0) {
             output_report(o->output, fd);
             return CLIENT_EXIT_USAGE;

@@ -193,7 +193,7 @@ class BenchCliTest(unittest.TestCase):
 
     def test_bad_flags_are_usage_errors(self):
         for args in (["--workload", "nope"], ["--threads", "0"], ["--data", "zeros"],
-                     ["--workload", "bs-read", "--path", "/x"]):
+                     ["--workload", "bs-read", "--path", "/x"], ["--instance", "a/blobs/b"]):
             p = subprocess.run([harness.binary(), "bench"] + args, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
             self.assertEqual(p.returncode, 2, args)
@@ -210,6 +210,22 @@ class BenchCliTest(unittest.TestCase):
         rc, out, err = bench("127.0.0.1:%d" % port, "--workload", "http-get", "--duration", "1s")
         self.assertEqual(rc, 5, out + err)
         self.assertIn("seeding failed", err)
+        self.assertIn("HTTP PUT: ECONNREFUSED 111: connection refused", err)
+
+    def test_server_that_never_answers_is_a_failure(self):
+        # The kernel accepts the connections into the backlog; nothing ever answers. No
+        # request ends, well or badly, before --timeout (20 s): it used to exit 0.
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        try:
+            for workload in ("bs-write", "http-put"):
+                rc, out, err = bench("127.0.0.1:%d" % s.getsockname()[1], "--workload", workload,
+                                     "--duration", "1s", "--warmup", "0s")
+                self.assertEqual(rc, 1, out + err)
+                self.assertIn("no request finished in the measured window", err)
+        finally:
+            s.close()
 
 
 if __name__ == "__main__":

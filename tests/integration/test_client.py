@@ -183,6 +183,15 @@ class BadInput(ClientTestCase):
         p, _ = self.cli("get", EMPTY, "-o", out)
         self.assert_fails(p, EXIT_USAGE, "cannot write %s: a part of the path is not a folder" % out)
 
+    def test_output_that_is_a_folder(self):
+        # Refused before the download (it used to fail only at the rename after it, exit 1).
+        for out in (self.tmp, self.tmp + "/"):
+            p, _ = self.cli("get", EMPTY, "-o", out)
+            self.assert_fails(p, EXIT_USAGE, "ringcas get: cannot write %s: is a directory" % out)
+        p, _ = self.cli("get", EMPTY, "-o", "")
+        self.assert_fails(p, EXIT_USAGE, "ringcas get: cannot write : an empty file name")
+        self.assertEqual(os.listdir(self.tmp), [])
+
     def test_usage_errors(self):
         p, _ = self.cli("get")
         self.assert_fails(p, EXIT_USAGE, "expected one HASH/SIZE")

@@ -83,7 +83,7 @@ class CommandLine(unittest.TestCase):
         self.assertEqual((r.returncode, r.stderr), (0, ""))
         self.assertIn("\n  --[no-]histogram ", r.stdout)
         self.assertIn("\n  --help ", r.stdout.split("\n  --[no-]histogram ")[1])
-        self.assertTrue(r.stdout.endswith("\n2 usage, 5 server unavailable.\n"))
+        self.assertTrue(r.stdout.endswith(" window, 2 usage, 5 server unavailable.\n"))
 
     def test_help_shows_each_flag_default(self):
         r = run(["serve", "--help"], env={"RINGCAS_MAX_SIZE": "5G", "RINGCAS_DIRECT_IO": "0"})
