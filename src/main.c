@@ -147,6 +147,10 @@ static int cmd_serve(int argc, char **argv)
         { "direct-io", BASE_FLAG_BOOL, &o.direct_io, "O_DIRECT segment writes", "" },
         { "map-reads", BASE_FLAG_BOOL, &o.map_reads,
           "read records already in the page cache in place, through a mapping", "" },
+        { "ac-check", BASE_FLAG_BOOL, &o.ac_check,
+          "answer an action result only when every output it names is in this server's CAS; "
+          "off for a shard behind a frontend that checks completeness itself",
+          "" },
         { "message-memory", BASE_FLAG_SIZE, &o.message_memory,
           "per core, memory gRPC messages may hold (requests being received, answers being "
           "sent); past it calls are refused, RESOURCE_EXHAUSTED",

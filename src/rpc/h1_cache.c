@@ -308,7 +308,8 @@ static void start_ac_read(struct rpc_h1_cache *cr);
 
 static void start_read(struct rpc_h1_cache *cr)
 {
-    if (cr->route->target == RPC_H1_TARGET_AC) {
+    /* --no-ac-check: action results are values like any other (served as stored). */
+    if (cr->route->target == RPC_H1_TARGET_AC && cr->rc->cfg->opts.ac_check) {
         start_ac_read(cr);
     } else if (cr->req->method == RPC_H1_METHOD_HEAD) {
         start_head(cr);

@@ -44,6 +44,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->zstd_level = 1;
     opts->direct_io = true;
     opts->map_reads = true;
+    opts->ac_check = true;
     opts->message_memory = 256ULL << 20;
     opts->max_connections = RPC_CONNS_MAX;
     opts->max_uploads = 1024;

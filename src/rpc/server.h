@@ -28,6 +28,7 @@ struct rpc_server_options {
     uint64_t zstd_level;       /* compression level of stored chunks */
     bool direct_io;            /* O_DIRECT segment writes */
     bool map_reads;            /* read records in the page cache in place (mapped segments) */
+    bool ac_check;             /* action results answered only with their outputs present */
     uint64_t message_memory;   /* per core, bytes gRPC messages may hold (pb_mem's limit) */
     uint64_t max_connections;  /* per core, open connections; past it new ones are closed */
     uint64_t max_uploads;      /* per core, open uploads (the engine's uploads_max) */

@@ -242,5 +242,30 @@ class HttpActionCache(harness.ServerTestCase):
         self.assertEqual(self.status(path, self.result(files=[out])), 200)
 
 
+class HttpShardActionCache(harness.ServerTestCase):
+    """--no-ac-check: results are served as stored, whatever their outputs (a shard behind a
+    frontend that checks completeness across every shard, bb-storage's completenessChecking)."""
+
+    server_args = ("--max-size", "1GiB", "--no-ac-check")
+    tearDown = HttpActionCache.tearDown
+    call = HttpActionCache.call
+    put_ac = HttpActionCache.put_ac
+    status = HttpActionCache.status
+    result = HttpActionCache.result
+
+    def test_a_result_missing_its_outputs_is_served(self):
+        absent, log, tree = os.urandom(100), os.urandom(50), os.urandom(70)
+        value = self.result(files=[absent], stdout=log, tree=tree)
+        path = self.put_ac(value)
+        self.assertEqual(self.status(path, value), 200)
+        self.assertEqual(self.status(path.replace("/bazel/", "/other/"), value), 404)
+
+    def test_a_result_too_large_to_check_is_served(self):
+        value = reapi.msg("ActionResult", exit_code=0,
+                          stdout_raw=os.urandom(5 << 20)).SerializeToString()
+        path = self.put_ac(value)
+        self.assertEqual(self.status(path, value), 200)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -56,7 +56,7 @@ class CommandLine(unittest.TestCase):
                        "--write-timeout", "--drain-timeout", "--recv-buffers",
                        "--recv-buffer-size", "--log-level", "--segment-size", "--chunk-size",
                        "--zstd-level", "--read-ahead", "--[no-]direct-io", "--[no-]map-reads",
-                       "--message-memory", "--max-connections", "--max-uploads",
+                       "--[no-]ac-check", "--message-memory", "--max-connections", "--max-uploads",
                        "--read-memory", "--zstd-memory"],
                       ""),
             "put": ("usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
