@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import unittest
@@ -22,15 +23,32 @@ from harness import Server, wait_for
 MIB = 1 << 20
 
 
-def namespace_prefix(mount, size_mib):
-    """A command that mounts a tmpfs of <size_mib> on <mount> in a mount namespace of its own,
-    makes <mount>/data and execs the rest of its arguments: the server's process is the test's
-    child, its files are reached through /proc/PID/root."""
+def unshare_command():
+    """The unshare(1) command that gives a child a mount namespace in which it may mount a
+    tmpfs: as root, a plain one; otherwise (or where root lacks CAP_SYS_ADMIN, as in a default
+    container) one inside a user namespace. None when this machine allows neither."""
+    base = ["unshare", "--mount", "--propagation", "private"]
+    tries = [base, base[:1] + ["--map-root-user"] + base[1:]]
+    if os.geteuid() != 0:
+        tries = tries[1:]
+    probe = tempfile.mkdtemp(prefix="ringcas-tmpfs-probe-")
+    try:
+        for ns in tries:
+            r = subprocess.run(ns + ["mount", "-t", "tmpfs", "-o", "size=1m", "probe", probe],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if r.returncode == 0:
+                return ns
+        return None
+    finally:
+        os.rmdir(probe)
+
+
+def namespace_prefix(ns, mount, size_mib):
+    """A command that mounts a tmpfs of <size_mib> on <mount> in a mount namespace of its own
+    (<ns>: unshare_command()), makes <mount>/data and execs the rest of its arguments: the
+    server's process is the test's child, its files are reached through /proc/PID/root."""
     script = ('mount -t tmpfs -o size=%dm ringcas-test "$0" && mkdir "$0/data" && exec "$@"'
               % size_mib)
-    ns = ["unshare", "--mount", "--propagation", "private"]
-    if os.geteuid() != 0:
-        ns.insert(1, "--map-root-user")
     return ns + ["sh", "-c", script, mount]
 
 
@@ -65,9 +83,16 @@ def get(server, data):
 
 
 class DiskRoom(unittest.TestCase):
-    def setUp(self):
+    @classmethod
+    def setUpClass(cls):
         if not shutil.which("unshare"):
-            self.fail("unshare (util-linux) is missing")
+            raise AssertionError("unshare (util-linux) is missing")
+        cls.ns = unshare_command()
+
+    def setUp(self):
+        if self.ns is None:
+            self.skipTest("this machine allows no mount namespace with a tmpfs (neither as "
+                          "root nor in a user namespace)")
         self.mount = tempfile.mkdtemp(prefix="ringcas-tmpfs-")
         self.server = None
 
@@ -83,7 +108,7 @@ class DiskRoom(unittest.TestCase):
 
     def start(self, size_mib, args):
         self.server = Server(args=args, cores=2, data_dir=os.path.join(self.mount, "data"),
-                             prefix=namespace_prefix(self.mount, size_mib))
+                             prefix=namespace_prefix(self.ns, self.mount, size_mib))
         self.server.start()
         return self.server
 
