@@ -88,6 +88,16 @@ static void update_budget(struct blob_store *s)
                  base_err_str(rc));
     }
     atomic_store(&s->budget, budget);
+    bool full = blob_store_limit(s) == 0;
+    if (full && !atomic_exchange(&s->no_room, true)) {
+        LOG_WARN("the budget (%llu MiB) leaves no room beside the active segments (%u cores x "
+                 "%llu MiB): eviction cannot make room and uploads are refused until the disk "
+                 "has more; a smaller --segment-size helps",
+                 (unsigned long long)(budget >> 20), s->opts.cores_max,
+                 (unsigned long long)(s->opts.segment_size >> 20));
+    } else if (!full) {
+        atomic_store(&s->no_room, false);
+    }
     bool bound = budget < s->opts.max_size;
     bool was = atomic_exchange(&s->disk_bound, bound);
     if (bound && !was) {

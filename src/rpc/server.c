@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "base/err.h"
@@ -139,6 +140,20 @@ static void free_cores(struct rpc_config *cfg)
     free(cfg->cores);
 }
 
+/*
+ * What the default segment size is cut from: --max-size, or the folder's file system when that
+ * is smaller. A segment is evicted whole and only once sealed, so segments sized from a
+ * budget the disk cannot hold (10 GiB of budget on a 64 MiB volume: 256 MiB each) would fill
+ * the disk before the first one sealed, leaving eviction nothing to delete.
+ */
+static uint64_t segment_budget(const struct rpc_server_options *opts)
+{
+    struct statvfs st;
+    if (statvfs(opts->dir, &st) == -1 || st.f_blocks == 0) return opts->max_size;
+    uint64_t fs = (uint64_t)st.f_blocks * st.f_frsize;
+    return fs < opts->max_size ? fs : opts->max_size;
+}
+
 /* Fills the engine's options from the operator's; segments shrink for small budgets. */
 static int store_options(const struct rpc_server_options *opts, uint32_t cores,
                          struct blob_store_options *bo)
@@ -157,7 +172,7 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     bo->read_buffer_max = opts->read_memory;
     bo->zstd_memory_max = opts->zstd_memory;
     if (bo->segment_size == 0) {
-        uint64_t seg = opts->max_size / (8ULL * cores);
+        uint64_t seg = segment_budget(opts) / (8ULL * cores);
         seg = seg > (256ULL << 20) ? (256ULL << 20) : seg;
         bo->segment_size = seg & ~(uint64_t)(1024 * 1024 - 1);
         if (bo->segment_size < 4ULL * bo->chunk_size) bo->segment_size = 4ULL * bo->chunk_size;

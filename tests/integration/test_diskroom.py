@@ -117,7 +117,8 @@ class DiskRoom(unittest.TestCase):
         return "/proc/%d/root%s" % (self.server.proc.pid, path)
 
     def test_a_budget_larger_than_the_disk_evicts_instead_of_refusing(self):
-        s = self.start(32, ["--max-size", "1GiB", "--segment-size", "1MiB"])
+        # The default segment size follows the disk too (2 MiB here, not 64 MiB).
+        s = self.start(32, ["--max-size", "1GiB"])
         blobs = [os.urandom(MIB) for _ in range(96)]  # three disks' worth
         refused = 0
         for i, b in enumerate(blobs):
