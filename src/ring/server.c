@@ -377,7 +377,11 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
             return rc;
         }
     }
-    if (pin) {
+    if (pin && srv->core_count > allowed) {
+        /* --cores past the CPUs: nth_cpu deals them out in turn. */
+        LOG_INFO("%u cores, pinned to %u CPUs, up to %u on each", srv->core_count, allowed,
+                 (srv->core_count + allowed - 1) / allowed);
+    } else if (pin) {
         LOG_INFO("%u cores, each pinned to a CPU of its own", srv->core_count);
     } else {
         LOG_INFO("%u cores, not pinned (%u CPUs allowed)", srv->core_count, allowed);

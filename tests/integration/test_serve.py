@@ -518,6 +518,9 @@ class CpuLimit(unittest.TestCase):
         with harness.Server(cores=n + 1) as srv:
             self.assertIn("--cores %d is more than the %d CPUs this process may run on"
                           % (n + 1, n), srv.log_tail())
+            # Not "a CPU of its own": two of them share one.
+            self.assertIn("%d cores, pinned to %d CPUs, up to 2 on each" % (n + 1, n),
+                          srv.log_tail())
         with harness.Server(cores=n) as srv:
             self.assertNotIn("--cores", srv.log_tail())
 
