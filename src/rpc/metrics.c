@@ -199,8 +199,10 @@ static void render_latency_route(struct out *o, uint32_t core, size_t r,
     }
     put(o, "ringcas_request_duration_seconds_sum{core=\"%u\",route=\"%s\"} %.6f\n", core,
         route_names[r], (double)base_counter_get(&rm->latency_sum_us) / 1e6);
+    /* The +Inf bucket's count, not <count>: the core may finish a request between the reads,
+     * and a histogram's _count must equal its +Inf bucket. */
     put(o, "ringcas_request_duration_seconds_count{core=\"%u\",route=\"%s\"} %llu\n", core,
-        route_names[r], (unsigned long long)count);
+        route_names[r], (unsigned long long)cumulative);
 }
 
 static void render_latency(struct out *o, const struct rpc_metrics_view *v)
