@@ -395,18 +395,18 @@ grpc_compressed() {
     h2load -n 4 -c1 -m1 -t1 $GRPC_H -d "$work/readb.body" \
         "http://127.0.0.1:$rc_port$GRPC_READ" >"$work/rb.txt" 2>&1
     set -- $(h2load_sum "$work/rb.txt"); IDENT_OK=$2; IDENT_BPS=$(awk -v s="$4" -v n="$2" 'BEGIN { printf "%.0f", n * 268435456 / s }')
-    m0_in=$(metric_sum "$rc_port" ringcas_blob_bytes_in)
-    m0_st=$(metric_sum "$rc_port" ringcas_blob_bytes_stored)
-    m0_rd=$(metric_sum "$rc_port" ringcas_blob_read_bytes)
+    m0_in=$(metric_sum "$rc_port" ringcas_blob_bytes_in_total)
+    m0_st=$(metric_sum "$rc_port" ringcas_blob_bytes_stored_total)
+    m0_rd=$(metric_sum "$rc_port" ringcas_blob_read_bytes_total)
     h2load -n 4 -c1 -m1 -t1 $GRPC_H -d "$work/readz.body" \
         "http://127.0.0.1:$rc_port$GRPC_READ" >"$work/rz.txt" 2>&1
     set -- $(h2load_sum "$work/rz.txt"); Z_OK=$2; Z_WIRE=$(awk -v d="$3" -v s="$4" 'BEGIN { printf "%.0f", d / s }')
     Z_BPS=$(awk -v s="$4" -v n="$2" 'BEGIN { printf "%.0f", n * 268435456 / s }')
     Z_RATIO=$(awk -v d="$3" -v n="$2" 'BEGIN { if (n) printf "%.3f", d / n / 268435456; else print "-" }')
     Z_DATA=$3
-    d_in=$(($(metric_sum "$rc_port" ringcas_blob_bytes_in) - m0_in))
-    d_st=$(($(metric_sum "$rc_port" ringcas_blob_bytes_stored) - m0_st))
-    d_rd=$(($(metric_sum "$rc_port" ringcas_blob_read_bytes) - m0_rd))
+    d_in=$(($(metric_sum "$rc_port" ringcas_blob_bytes_in_total) - m0_in))
+    d_st=$(($(metric_sum "$rc_port" ringcas_blob_bytes_stored_total) - m0_st))
+    d_rd=$(($(metric_sum "$rc_port" ringcas_blob_read_bytes_total) - m0_rd))
     # The server's profile while it serves compressed reads, and while it serves identity ones.
     ( h2load -D "$((PROF_S + 1))" -c1 -m1 -t1 $GRPC_H -d "$work/readz.body" \
         "http://127.0.0.1:$rc_port$GRPC_READ" >/dev/null 2>&1 ) &

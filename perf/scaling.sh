@@ -4,8 +4,8 @@
 # (one thread per CPU), and runs the read workloads against it. When N leaves fewer than
 # --min-client CPUs, the load generator shares all CPUs with the server instead, and the row
 # says so. Besides requests/s it reports what the server spent (its CPU time from /proc, and
-# its loops' busy time from ringcas_busy_ns), so that a row whose server was not saturated
-# shows it, and the server's CPU per request shows contention between cores directly.
+# its loops' busy time from ringcas_busy_seconds_total), so that a row whose server was not
+# saturated shows it, and the server's CPU per request shows contention between cores directly.
 #
 # Needs only the ringcas binary, a POSIX sh and python3 or curl (for /metrics); taskset, or
 # python3 for the pinning. Prints a markdown table; --json-dir keeps bench's reports.
@@ -78,12 +78,12 @@ sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv
     fi
 }
 
-sample() { # FILE: wall time, the server's and bench's CPU ticks, each core's ringcas_busy_ns
+sample() { # FILE: wall time, the server's and bench's CPU ticks, each core's ringcas_busy_seconds_total
     {
         echo "wall $(date +%s.%N)"
         echo "srv $(cpu_ticks "$srv")"
         echo "cli $(cpu_ticks "$bpid")"
-        metrics "$port" | sed -n 's/^ringcas_busy_ns{core="\([0-9]*\)"} /core \1 /p' | sort -n -k2
+        metrics "$port" | sed -n 's/^ringcas_busy_seconds_total{core="\([0-9]*\)"} /core \1 /p' | sort -n -k2
     } >"$1"
 }
 
@@ -173,8 +173,8 @@ for wl in $WORKLOADS; do
             END {
                 cpu = srv / tick / s; ccpu = cli / tick / s
                 printf "| %s | %s | %s | %.0f | %.1f | %.2f | %.2f | %.2f / %.2f–%.2f | %.2f | %.2f | %s |\n",
-                    n, c, w, r, m, (b > 0 ? r / b : 0), cpu, tot / 1e9 / s, lo / 1e9 / s,
-                    hi / 1e9 / s, (r > 0 ? cpu * 1e6 / r : 0), ccpu, e
+                    n, c, w, r, m, (b > 0 ? r / b : 0), cpu, tot / s, lo / s, hi / s,
+                    (r > 0 ? cpu * 1e6 / r : 0), ccpu, e
             }'
     done
 done

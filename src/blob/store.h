@@ -374,7 +374,8 @@ void blob_read_close(struct blob_reader *r);
 
 /*
  * Per-core counters, written by the core, read by any thread (metrics, tests). X(name, kind,
- * help); gauges return to zero when the core is idle.
+ * help); gauges return to zero when the core is idle. GET /metrics exports them as
+ * ringcas_blob_<name>, a counter with _total, and the _ns ones in seconds (rpc/metrics.h).
  */
 #define BLOB_COUNTERS(X)                                                                           \
     X(uploads, gauge, "uploads open")                                                              \
@@ -403,9 +404,9 @@ void blob_read_close(struct blob_reader *r);
     X(write_errors, counter, "segment writes that failed or were short")                           \
     X(fsyncs, counter, "fdatasync calls")                                                          \
     X(fsync_errors, counter, "fdatasync calls that failed")                                        \
-    X(fsync_ns, counter, "nanoseconds from each fdatasync's submission to its completion")         \
+    X(fsync_ns, counter, "time from each fdatasync's submission to its completion, summed")        \
     X(fsync_slow, counter, "fdatasync calls that took 10 ms or more")                              \
-    X(write_ns, counter, "nanoseconds from each segment write's submission to its completion")     \
+    X(write_ns, counter, "time from each segment write's submission to its completion, summed")    \
     X(write_slow, counter, "segment writes that took 10 ms or more")                               \
     X(segments_created, counter, "segments created by this core")                                  \
     X(segments_sealed, counter, "segments sealed by this core")                                    \

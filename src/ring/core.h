@@ -85,6 +85,7 @@ struct ring_op {
 /*
  * Live counters of one core, readable from any thread (tests, metrics). X(name, kind, help):
  * kind is "gauge" (goes up and down, returns to zero when idle) or "counter" (only grows).
+ * GET /metrics exports a counter as ringcas_<name>_total, busy_ns as busy_seconds_total.
  */
 #define RING_COUNTERS(X)                                                                           \
     X(ops_in_flight, gauge, "io_uring operations submitted and not yet completed")                 \
@@ -102,7 +103,7 @@ struct ring_op {
     X(bytes_out, counter, "bytes sent to sockets")                                                 \
     X(loops, counter, "event loop iterations")                                                     \
     X(cqes, counter, "completions handled")                                                        \
-    X(busy_ns, counter, "nanoseconds the event loop spent handling completions and tasks")         \
+    X(busy_ns, counter, "time the event loop spent handling completions and tasks")                \
     X(long_ticks, counter, "loop iterations that worked 1 ms or more, delaying the core's others")
 
 #define RING_COUNTER_FIELD(name, kind, help) struct base_counter name;

@@ -25,7 +25,7 @@ struct rpc_call;
 /*
  * Live counters of the HTTP/2 and gRPC layer, per core (X-macro as RING_COUNTERS): gauges
  * return to zero when the core is idle, which tests assert after every scenario. Rendered by
- * GET /metrics as ringcas_<name> through rpc_counters_sources().
+ * GET /metrics as ringcas_<name> (a counter with _total) through rpc_counters_sources().
  */
 #define RPC_COUNTERS(X)                                                                            \
     X(h2_conns, gauge, "HTTP/2 connections open")                                                  \

@@ -199,8 +199,10 @@ static void render_latency_route(struct out *o, uint32_t core, size_t r,
     }
     put(o, "ringcas_request_duration_seconds_sum{core=\"%u\",route=\"%s\"} %.6f\n", core,
         route_names[r], (double)base_counter_get(&rm->latency_sum_us) / 1e6);
+    /* The +Inf bucket's count, not <count>: the core may finish a request between the reads,
+     * and a histogram's _count must equal its +Inf bucket. */
     put(o, "ringcas_request_duration_seconds_count{core=\"%u\",route=\"%s\"} %llu\n", core,
-        route_names[r], (unsigned long long)count);
+        route_names[r], (unsigned long long)cumulative);
 }
 
 static void render_latency(struct out *o, const struct rpc_metrics_view *v)
@@ -221,14 +223,52 @@ static const char *const ring_names[] = { RING_COUNTERS(RING_NAME) };
 static const char *const ring_kinds[] = { RING_COUNTERS(RING_KIND) };
 static const char *const ring_helps[] = { RING_COUNTERS(RING_HELP) };
 
+/*
+ * A source's name as exported: ringcas_<stem><suffix>. Prometheus names a counter
+ * <name>_total and measures time in seconds, its base unit (promtool check metrics says so
+ * otherwise), so a counter is exported with _total, and one counted in nanoseconds (a name
+ * ending in _ns) as <stem>_seconds_total, its value in seconds.
+ */
+struct export_name {
+    int stem_len;       /* bytes of the source's name kept */
+    const char *suffix; /* appended to them */
+    bool ns;            /* the value counts nanoseconds; rendered in seconds */
+};
+
+static struct export_name export_name(const char *name, const char *kind)
+{
+    static const char ns_suffix[] = "_ns";
+    size_t len = strlen(name);
+    size_t ns_len = sizeof(ns_suffix) - 1;
+    bool counter = strcmp(kind, "counter") == 0;
+    bool ns = len > ns_len && strcmp(name + len - ns_len, ns_suffix) == 0;
+    size_t stem_len = ns ? len - ns_len : len;
+    ASSERT(stem_len < 256);
+    struct export_name e = { .stem_len = (int)stem_len, .suffix = "", .ns = ns };
+    if (ns) {
+        e.suffix = counter ? "_seconds_total" : "_seconds";
+    } else if (counter) {
+        e.suffix = "_total";
+    }
+    return e;
+}
+
 static void render_source(struct out *o, uint32_t cores, const struct rpc_metrics_source *src)
 {
     for (size_t i = 0; i < src->count; i++) {
-        put(o, "# HELP ringcas_%s %s\n# TYPE ringcas_%s %s\n", src->names[i], src->helps[i],
-            src->names[i], src->kinds[i]);
+        const char *name = src->names[i];
+        struct export_name e = export_name(name, src->kinds[i]);
+        put(o, "# HELP ringcas_%.*s%s %s\n# TYPE ringcas_%.*s%s %s\n", e.stem_len, name, e.suffix,
+            src->helps[i], e.stem_len, name, e.suffix, src->kinds[i]);
         for (uint32_t c = 0; c < cores; c++) {
-            put(o, "ringcas_%s{core=\"%u\"} %llu\n", src->names[i], c,
-                (unsigned long long)src->read(src->ctx, c, i));
+            unsigned long long v = src->read(src->ctx, c, i);
+            put(o, "ringcas_%.*s%s{core=\"%u\"} ", e.stem_len, name, e.suffix, c);
+            /* Exact decimal seconds: no rounding through a double. */
+            if (e.ns) {
+                put(o, "%llu.%09llu\n", v / 1000000000ull, v % 1000000000ull);
+            } else {
+                put(o, "%llu\n", v);
+            }
         }
     }
 }

@@ -116,11 +116,13 @@ void rpc_metrics_end(struct rpc_metrics *m, enum rpc_route route, int status, ui
 const char *rpc_route_name(enum rpc_route route);
 
 /*
- * Another module's counters, rendered as ringcas_<name> with a core label. <read> returns
- * core <core>'s value of counter <index> (0..count-1). Register before the server starts.
+ * Another module's counters, rendered with a core label as ringcas_<name> (a gauge),
+ * ringcas_<name>_total (a counter), or ringcas_<stem>_seconds_total in seconds (a counter of
+ * nanoseconds, named <stem>_ns), as Prometheus names them. <read> returns core <core>'s value
+ * of counter <index> (0..count-1). Register before the server starts.
  */
 struct rpc_metrics_source {
-    const char *const *names; /* counter names, without the ringcas_ prefix */
+    const char *const *names; /* without the ringcas_ prefix nor _total; see above */
     const char *const *kinds; /* "counter" or "gauge" per counter */
     const char *const *helps; /* one line each */
     size_t count;             /* entries in the arrays */

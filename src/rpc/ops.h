@@ -23,8 +23,9 @@ bool rpc_ops_is_ready(const struct rpc_core *rc);
 
 /*
  * The storage engine's counters as metrics sources: every core's BLOB_COUNTERS (as
- * ringcas_blob_<name>) and the store-wide figures (ringcas_store_<name>, on core 0). Writes at
- * most <max> sources into <out> and returns how many; they read <cfg> while the server runs.
+ * ringcas_blob_<name>, counters with _total: rpc/metrics.h) and the store-wide figures
+ * (ringcas_store_<name>, on core 0). Writes at most <max> sources into <out> and returns how
+ * many; they read <cfg> while the server runs.
  */
 size_t rpc_ops_sources(const struct rpc_config *cfg, struct rpc_metrics_source *out, size_t max);
 

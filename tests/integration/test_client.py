@@ -358,7 +358,7 @@ class RoundTrips(ClientTestCase):
         want = digest_file(path)
         p, _ = self.cli("put", path)
         self.assertEqual(p.returncode, 0, p.stderr)
-        cancels = self.server.metric("ringcas_grpc_cancels")
+        cancels = self.server.metric("ringcas_grpc_cancels_total")
         for flags in ([], ["--compress"]):
             cmd = [harness.binary(), "get", "--server", self.server.address] + flags + [want]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -371,9 +371,9 @@ class RoundTrips(ClientTestCase):
             self.assertEqual(rc, 1, err)
             self.assertIn("writing the output: broken pipe", err)
             # The reset reached the server: it cancelled the call and its pending reads.
-            harness.wait_for(lambda: self.server.metric("ringcas_grpc_cancels") > cancels,
+            harness.wait_for(lambda: self.server.metric("ringcas_grpc_cancels_total") > cancels,
                              timeout=10, what="the server to count the cancel")
-            cancels = self.server.metric("ringcas_grpc_cancels")
+            cancels = self.server.metric("ringcas_grpc_cancels_total")
             self.server.wait_quiet(timeout=20, extra=QUIET)
 
 

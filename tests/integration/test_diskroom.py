@@ -129,13 +129,13 @@ class DiskRoom(unittest.TestCase):
         budget = s.metric("ringcas_store_budget_bytes")
         self.assertLess(budget, 32 * MIB, "the budget follows the 32 MiB disk")
         self.assertLessEqual(s.metric("ringcas_store_disk_bytes"), budget)
-        self.assertGreater(s.metric("ringcas_store_evicted_segments"), 0)
+        self.assertGreater(s.metric("ringcas_store_evicted_segments_total"), 0)
         # The newest blobs read back whole.
         for b in blobs[-8:]:
             status, body = get(s, b)
             self.assertEqual(status, 200)
             self.assertEqual(body, b)
-        self.assertEqual(s.metric("ringcas_blob_segments_abandoned"), 0,
+        self.assertEqual(s.metric("ringcas_blob_segments_abandoned_total"), 0,
                          "no write found the disk full")
         self.assertIn("holds less than --max-size", s.log_tail(200))
         # Refusals while eviction catches up are retried, and rare: each upload after the
@@ -167,7 +167,7 @@ class DiskRoom(unittest.TestCase):
                              s.metric("ringcas_store_budget_bytes"))
         status, body = get(s, more[-1])
         self.assertEqual((status, body), (200, more[-1]))
-        self.assertEqual(s.metric("ringcas_blob_segments_abandoned"), 0)
+        self.assertEqual(s.metric("ringcas_blob_segments_abandoned_total"), 0)
         # The tenant leaves: the budget is --max-size again at the evictor's next look.
         os.unlink(filler)
         wait_for(lambda: s.metric("ringcas_store_budget_bytes") == 40 * MIB, timeout=20,

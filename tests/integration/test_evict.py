@@ -121,11 +121,11 @@ class Eviction(unittest.TestCase):
         self.fill(50 * MiB)
         self.assertEqual(self.get(action)[0], SC.OK)
         self.settled()
-        self.assertGreaterEqual(self.server.metric("ringcas_blob_refreshes"), 100)
+        self.assertGreaterEqual(self.server.metric("ringcas_blob_refreshes_total"), 100)
         self.fill(MAX // 4)
         self.assertEqual(self.missing(outs), 0)
         self.assertEqual(self.get(action)[0], SC.OK)
-        self.assertEqual(self.server.metric("ringcas_blob_refreshes_dropped"), 0)
+        self.assertEqual(self.server.metric("ringcas_blob_refreshes_dropped_total"), 0)
 
     def test_blobs_found_present_outlive_the_result_written_after_them(self):
         """Bazel's upload: FindMissingBlobs finds 100 cold outputs present, skips their upload
@@ -208,8 +208,9 @@ class Eviction(unittest.TestCase):
         touch()
         self.settled()
         self.assertEqual(self.missing(cold), len(cold))
-        self.assertGreater(self.server.metric("ringcas_store_evicted_segments"), 60)
-        self.assertGreaterEqual(self.server.metric("ringcas_store_evicted_blobs"), 2 * MAX // MiB)
+        self.assertGreater(self.server.metric("ringcas_store_evicted_segments_total"), 60)
+        self.assertGreaterEqual(self.server.metric("ringcas_store_evicted_blobs_total"),
+                                2 * MAX // MiB)
         self.assertLessEqual(self.server.metric("ringcas_store_disk_bytes"), MAX)
         self.c.close()
         self.server.wait_quiet(extra=GAUGES)

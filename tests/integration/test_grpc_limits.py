@@ -136,7 +136,7 @@ class SlowLinkReader(harness.ServerTestCase):
 
     def test_two_reads_on_a_slow_link(self):
         d = self.put(os.urandom(3 << 20))
-        stalls = self.server.metric("ringcas_grpc_send_stalls")
+        stalls = self.server.metric("ringcas_grpc_send_stalls_total")
         # Stream windows large; the connection window (65535) reopens as data is read, at
         # about 1.3 MB/s: a slow link, but a client that reads all the time.
         c = h2raw.Conn(self.server.port, settings=((4, 16 << 20),))
@@ -169,7 +169,7 @@ class SlowLinkReader(harness.ServerTestCase):
             self.assertEqual(ended, {1, 3})
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls"), stalls)
+        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls_total"), stalls)
 
 
 
@@ -193,7 +193,7 @@ class Deadlines(harness.ServerTestCase):
             harness.wait_for(lambda: self.server.metric("ringcas_grpc_calls") == 404,
                              timeout=10, what="404 calls")
             self.assertLess(self.server.metric("ringcas_ops_in_flight") - base, 20)
-            before = self.server.metric("ringcas_grpc_deadlines")
+            before = self.server.metric("ringcas_grpc_deadlines_total")
             start = time.monotonic()
             ended = set()
             for f in short.keepalive_frames(10, done=lambda: len(ended) == 4):
@@ -201,7 +201,7 @@ class Deadlines(harness.ServerTestCase):
                     ended.add(f[2])
             self.assertEqual(ended, set(range(201, 209, 2)))
             self.assertLess(time.monotonic() - start, 3)
-            self.assertEqual(self.server.metric("ringcas_grpc_deadlines") - before, 4)
+            self.assertEqual(self.server.metric("ringcas_grpc_deadlines_total") - before, 4)
             self.assertEqual(self.server.metric("ringcas_grpc_calls"), 400)
         finally:
             for c in conns:

@@ -101,10 +101,10 @@ class Errors(H2Case):
 
     def test_message_over_the_limit_is_resource_exhausted(self):
         big = b"\x0a" + b"\x80\x80\x80\x03" + b"x" * (5 << 20)  # service = 6 MiB string
-        before = self.server.metric("ringcas_grpc_oversize")
+        before = self.server.metric("ringcas_grpc_oversize_total")
         code, _ = self.code_of(self.client.raw(HEALTH), big, timeout=30)
         self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
-        self.assertEqual(self.server.metric("ringcas_grpc_oversize") - before, 1)
+        self.assertEqual(self.server.metric("ringcas_grpc_oversize_total") - before, 1)
         # A message just under the limit is taken (and is a fine, if odd, service name).
         ok = b"\x0a" + b"\x80\x80\x80\x02" + b"x" * (4 << 20)
         code, _ = self.code_of(self.client.raw(HEALTH), ok, timeout=30)
@@ -358,7 +358,7 @@ class Limits(H2Case):
             c.close()
 
     def test_header_list_over_the_limit_resets_the_stream(self):
-        before = self.server.metric("ringcas_h2_header_overflows")
+        before = self.server.metric("ringcas_h2_header_overflows_total")
         c = h2raw.Conn(self.server.port)
         try:
             c.headers(1, h2raw.grpc_headers(HEALTH, extra=[("x-big", "v" * 8000), ("x-big2", "w" * 9000)]))
@@ -371,7 +371,7 @@ class Limits(H2Case):
             self.assertEqual(frames[-1][3], SERVING)
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_h2_header_overflows") - before, 1)
+        self.assertEqual(self.server.metric("ringcas_h2_header_overflows_total") - before, 1)
 
     def test_rapid_reset_gets_goaway(self):
         c = h2raw.Conn(self.server.port)
@@ -429,7 +429,7 @@ class Limits(H2Case):
             self.assertTrue(any(f[0] == h2raw.GOAWAY for f in frames) or c.closed)
         finally:
             c.close()
-        self.assertGreater(self.server.metric("ringcas_h2_glitches"), 0)
+        self.assertGreater(self.server.metric("ringcas_h2_glitches_total"), 0)
 
 
 class Idle(harness.ServerTestCase):
@@ -489,7 +489,7 @@ class Idle(harness.ServerTestCase):
     def test_pings_keep_the_connection_but_not_a_stalled_upload(self):
         data = os.urandom(1000)
         route = "google.bytestream.ByteStream/Write"
-        stalls = self.server.metric("ringcas_grpc_stalls")
+        stalls = self.server.metric("ringcas_grpc_stalls_total")
         deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
         c = h2raw.Conn(self.server.port, window=1 << 20)
         try:
@@ -507,7 +507,7 @@ class Idle(harness.ServerTestCase):
             self.assertFalse(c.closed)  # the connection itself is alive
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_stalls") - stalls, 1)
+        self.assertEqual(self.server.metric("ringcas_grpc_stalls_total") - stalls, 1)
         self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
                          deadline_exceeded, 1)
 
@@ -515,7 +515,7 @@ class Idle(harness.ServerTestCase):
         """A unary request the client stops sending holds a stream and, halfway through its
         message, that message's memory: it ends like a stalled upload."""
         route = BATCH_UPDATE[1:]
-        stalls = self.server.metric("ringcas_grpc_stalls")
+        stalls = self.server.metric("ringcas_grpc_stalls_total")
         deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
         c = h2raw.Conn(self.server.port, window=1 << 20)
         try:
@@ -536,7 +536,7 @@ class Idle(harness.ServerTestCase):
             self.assertFalse(c.closed)  # the connection itself is alive
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_stalls") - stalls, 2)
+        self.assertEqual(self.server.metric("ringcas_grpc_stalls_total") - stalls, 2)
         self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
                          deadline_exceeded, 2)
         self.assertGreaterEqual(time.monotonic() - start, 0.9)
@@ -585,7 +585,7 @@ class MessageMemory(harness.ServerTestCase):
         return req
 
     def test_partial_requests_are_bounded_and_released(self):
-        refused = self.server.metric("ringcas_pb_mem_refused")
+        refused = self.server.metric("ringcas_pb_mem_refused_total")
         c = h2raw.Conn(self.server.port, window=1 << 20)
         client = reapi.Client(self.server.address)
         try:
@@ -601,7 +601,7 @@ class MessageMemory(harness.ServerTestCase):
                 client.BatchUpdateBlobs(self.batch(data), timeout=20)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
             self.assertIn("message memory (--message-memory) is taken", cm.exception.details())
-            self.assertGreaterEqual(self.server.metric("ringcas_pb_mem_refused") - refused, 1)
+            self.assertGreaterEqual(self.server.metric("ringcas_pb_mem_refused_total") - refused, 1)
             # Small requests still pass, and a reset stream gives its memory back.
             resp = client.BatchUpdateBlobs(self.batch(os.urandom(1000)), timeout=20)
             self.assertEqual(resp.responses[0].status.code, 0)
@@ -621,7 +621,7 @@ class MessageMemory(harness.ServerTestCase):
             self.assertEqual(
                 client.BatchUpdateBlobs(self.batch(data), timeout=20).responses[0].status.code, 0)
             d = reapi.msg("Digest", hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
-            refused = self.server.metric("ringcas_pb_mem_refused")
+            refused = self.server.metric("ringcas_pb_mem_refused_total")
             # A client that asks for 3 MiB answers on 16 streams and reads none of them.
             c = h2raw.Conn(self.server.port, settings=((4, 0),))
             try:
@@ -633,7 +633,7 @@ class MessageMemory(harness.ServerTestCase):
                         "BatchReadBlobs"))
                     c.data(sid, h2raw.grpc_message(req.SerializeToString()), end_stream=True)
                 harness.wait_for(
-                    lambda: self.server.metric("ringcas_pb_mem_refused") > refused,
+                    lambda: self.server.metric("ringcas_pb_mem_refused_total") > refused,
                     timeout=20, what="answers to be refused over the bound")
                 self.assertLessEqual(self.server.metric("ringcas_pb_mem_bytes"), 16 << 20)
                 # A real client's read meanwhile is served whole, or refused retryably (the
@@ -689,8 +689,8 @@ class SlowReader(harness.ServerTestCase):
     def test_responses_behind_a_closed_window_are_dropped(self):
         small = self.put(os.urandom(300000))
         large = self.put(os.urandom(3 << 20))
-        stalls = self.server.metric("ringcas_grpc_send_stalls")
-        cancels = self.server.metric("ringcas_grpc_cancels")
+        stalls = self.server.metric("ringcas_grpc_send_stalls_total")
+        cancels = self.server.metric("ringcas_grpc_cancels_total")
         read_cancelled = self.server.metric("ringcas_requests_total", status="1",
                                             route="google.bytestream.ByteStream/Read")
         c = h2raw.Conn(self.server.port, settings=((4, 0),))  # our stream windows: 0 bytes
@@ -716,10 +716,10 @@ class SlowReader(harness.ServerTestCase):
                              timeout=10, what="the answers' memory to come back")
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls") - stalls, 3)
+        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls_total") - stalls, 3)
         # Ended by the server, not counted as client resets: the Read, still sending, as
         # CANCELLED; the batch answers had their status (OK) when they were queued.
-        self.assertEqual(self.server.metric("ringcas_grpc_cancels"), cancels)
+        self.assertEqual(self.server.metric("ringcas_grpc_cancels_total"), cancels)
         self.assertEqual(self.server.metric("ringcas_requests_total", status="1",
                                             route="google.bytestream.ByteStream/Read") -
                          read_cancelled, 1)
@@ -727,7 +727,7 @@ class SlowReader(harness.ServerTestCase):
     def test_a_slow_reader_whose_window_moves_is_served(self):
         data = os.urandom(200000)
         d = self.put(data)
-        stalls = self.server.metric("ringcas_grpc_send_stalls")
+        stalls = self.server.metric("ringcas_grpc_send_stalls_total")
         c = h2raw.Conn(self.server.port, settings=((4, 40000),))
         try:
             read = reapi.msg("google.bytestream.ReadRequest",
@@ -752,7 +752,7 @@ class SlowReader(harness.ServerTestCase):
             self.assertGreater(time.monotonic() - start, 1.5)
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls") - stalls, 0)
+        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls_total") - stalls, 0)
 
 
 class Drain(unittest.TestCase):

@@ -157,7 +157,7 @@ class HttpActionCache(harness.ServerTestCase):
         self.assertEqual(self.status(path), 404)
 
     def reads(self):
-        return self.server.metric("ringcas_blob_reads")
+        return self.server.metric("ringcas_blob_reads_total")
 
     def test_a_missing_directory_ends_the_walk(self):
         # The first missing directory decides: the 200 present ones after it are not read.

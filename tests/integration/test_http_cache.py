@@ -83,7 +83,7 @@ class CacheRoutes(harness.ServerTestCase):
     def test_a_cached_large_blob_is_served_in_place_byte_for_byte(self):
         # Chunks in the page cache are checked and sent from the segment's mapping; the
         # bytes are the same as those read by the ring, raw and compressed chunks alike.
-        before = self.server.metric("ringcas_blob_mapped_reads")
+        before = self.server.metric("ringcas_blob_mapped_reads_total")
         for data in (os.urandom(5 << 20), compressible(5 << 20, 7)):
             h = sha(data)
             self.assertEqual(self.put("/cas/" + h, data), 201)
@@ -91,7 +91,7 @@ class CacheRoutes(harness.ServerTestCase):
                 self.assertEqual(curl(self.url("/cas/" + h)), (200, data))
             status, body = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + h))
             self.assertEqual((status, unzstd(body) == data), (200, True))
-        self.assertGreater(self.server.metric("ringcas_blob_mapped_reads"), before)
+        self.assertGreater(self.server.metric("ringcas_blob_mapped_reads_total"), before)
 
     def test_cas_digest_mismatch_is_400_and_stores_nothing(self):
         data = os.urandom(10000)
@@ -99,7 +99,7 @@ class CacheRoutes(harness.ServerTestCase):
         self.assertEqual(self.put("/cas/" + wrong, data), 400)
         self.assertEqual(curl(self.url("/cas/" + wrong))[0], 404)
         self.assertEqual(curl("-I", self.url("/cas/" + wrong))[0], 404)
-        self.assertGreaterEqual(self.server.metric("ringcas_blob_digest_mismatches"), 1)
+        self.assertGreaterEqual(self.server.metric("ringcas_blob_digest_mismatches_total"), 1)
 
     def test_action_cache_is_scoped_by_prefix_and_newest_wins(self):
         key = sha(b"action")
@@ -237,7 +237,7 @@ class CacheRoutes(harness.ServerTestCase):
                 self.assertEqual(c.buf, b"")
             self.assertEqual(curl(self.url(key))[0], 404, key)
         self.server.wait_quiet(extra=QUIET)
-        self.assertGreaterEqual(self.server.metric("ringcas_blob_uploads_aborted"), 3)
+        self.assertGreaterEqual(self.server.metric("ringcas_blob_uploads_aborted_total"), 3)
 
     def test_size_limits_are_413(self):
         # --max-size 1GiB: CAS blobs up to 256 MiB, AC values and plain keys up to 64 MiB.
@@ -330,7 +330,7 @@ class SlowSender(harness.ServerTestCase):
     server_args = ("--max-size", "1GiB", "--read-timeout", "1s")
 
     def test_upload_that_stalls_is_closed_and_stores_nothing(self):
-        before = self.server.metric("ringcas_read_timeouts")
+        before = self.server.metric("ringcas_read_timeouts_total")
         h = sha(b"never finished")
         with Raw(self.server.port) as c:
             c.send(request("PUT", "/cas/" + h, headers=["Content-Length: 1000"]) + b"x" * 100)
@@ -338,7 +338,7 @@ class SlowSender(harness.ServerTestCase):
         with Raw(self.server.port) as c:
             c.send(request("PUT", "/k/slow", headers=["Transfer-Encoding: chunked"]) + b"10\r\nab")
             self.assertTrue(c.is_closed(timeout=15))
-        harness.wait_for(lambda: self.server.metric("ringcas_read_timeouts") >= before + 2,
+        harness.wait_for(lambda: self.server.metric("ringcas_read_timeouts_total") >= before + 2,
                          what="read timeouts")
         self.server.wait_quiet(extra=QUIET)
         self.assertEqual(curl(self.server.url + "/cas/" + h)[0], 404)
@@ -435,9 +435,9 @@ class StreamedBodies(unittest.TestCase):
             got = subprocess.run(["curl", "-s", srv.url + "/cas/" + sha(data2)],
                                  capture_output=True)
             self.assertEqual(sha(got.stdout), sha(data2))
-            committed = srv.metric("ringcas_blob_blobs_committed")
+            committed = srv.metric("ringcas_blob_blobs_committed_total")
             self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(warm), warm), 200)
-            self.assertEqual(srv.metric("ringcas_blob_blobs_committed"), committed)
+            self.assertEqual(srv.metric("ringcas_blob_blobs_committed_total"), committed)
             srv.wait_quiet(extra=QUIET)
 
     def test_a_chunked_body_that_fails_its_digest_stores_nothing(self):
@@ -448,7 +448,7 @@ class StreamedBodies(unittest.TestCase):
             self.assertEqual(self.send_chunked(srv.port, "/cas/" + sha(data), data[:-1]), 400)
             self.assertEqual(curl(srv.url + "/cas/" + wrong)[0], 404)
             self.assertEqual(curl(srv.url + "/cas/" + sha(data))[0], 404)
-            self.assertEqual(srv.metric("ringcas_blob_digest_mismatches"), 2)
+            self.assertEqual(srv.metric("ringcas_blob_digest_mismatches_total"), 2)
             # zstd the same: verified after decompression, nothing stored on a mismatch.
             z = zstandard.ZstdCompressor().compress(data)
             status = curl("-X", "PUT", "--data-binary", "@-", "-H", "Content-Encoding: zstd",
@@ -456,7 +456,7 @@ class StreamedBodies(unittest.TestCase):
                           data=z)[0]
             self.assertEqual(status, 400)
             self.assertEqual(curl(srv.url + "/cas/" + wrong)[0], 404)
-            self.assertEqual(srv.metric("ringcas_blob_blobs_committed"), 0)
+            self.assertEqual(srv.metric("ringcas_blob_blobs_committed_total"), 0)
             srv.wait_quiet(extra=QUIET)
 
 
@@ -551,7 +551,7 @@ class Admission(unittest.TestCase):
                     r = c.read_response()
                     self.assertEqual((r.status, r.header("connection")), (503, None))
                     self.assertEqual(c.read_response().status, 200)
-                self.assertGreaterEqual(srv.metric("ringcas_blob_queue_full"), 1)
+                self.assertGreaterEqual(srv.metric("ringcas_blob_queue_full_total"), 1)
             finally:
                 for c in conns:
                     c.close()
@@ -570,7 +570,7 @@ class StoreCannotFit(unittest.TestCase):
                 r = c.read_response()
                 self.assertEqual(r.status, 507)
                 self.assertEqual(r.header("connection"), "close")
-            self.assertGreaterEqual(srv.metric("ringcas_blob_full"), 1)
+            self.assertGreaterEqual(srv.metric("ringcas_blob_full_total"), 1)
             srv.wait_quiet(extra=QUIET)
 
 

@@ -64,7 +64,7 @@ class ReadAhead(harness.ServerTestCase):
                 raw.send(request("GET", "/healthz"))
                 self.assertEqual(raw.read_response().status, 200)
             self.assertLessEqual(self.server.metric("ringcas_bufs_out"), 2)
-            self.assertEqual(self.server.metric("ringcas_enobufs"), 0)
+            self.assertEqual(self.server.metric("ringcas_enobufs_total"), 0)
         finally:
             for s in socks:
                 s.close()
@@ -113,12 +113,12 @@ class SlowClients(harness.ServerTestCase):
     def test_slow_head_is_closed(self):
         # A byte every half second keeps each receive within the 2 s read timeout; the head
         # must still be complete within a read timeout of its start.
-        timeouts = self.server.metric("ringcas_read_timeouts")
+        timeouts = self.server.metric("ringcas_read_timeouts_total")
         with Raw(self.server.port) as raw:
             raw.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
             took = trickle(raw, b"a" * 100, 0.5, 12)
             self.assertLess(took, 8, "a head sent a byte at a time was not cut off")
-        self.assertGreater(self.server.metric("ringcas_read_timeouts"), timeouts)
+        self.assertGreater(self.server.metric("ringcas_read_timeouts_total"), timeouts)
         self.server.wait_quiet()
 
     def test_slow_upload_is_closed_and_frees_its_slot(self):
@@ -166,7 +166,7 @@ class ZstdWindows(harness.ServerTestCase):
         data = os.urandom(1000) * 100
         frame = zstd_wide_window(data, 27)
         path = "/cas/" + hashlib.sha256(data).hexdigest()
-        refused = self.server.metric("ringcas_blob_zstd_refused")
+        refused = self.server.metric("ringcas_blob_zstd_refused_total")
         held = []
         try:
             # Three uploads of 128 MiB windows, the frames not finished: one fits.
@@ -177,8 +177,9 @@ class ZstdWindows(harness.ServerTestCase):
                 raw.send(request("PUT", path, headers=(
                     "Content-Encoding: zstd", "Content-Length: %d" % len(frame))) + frame[:-4])
                 time.sleep(0.3)
-            harness.wait_for(lambda: self.server.metric("ringcas_blob_zstd_refused") > refused,
-                             timeout=10, what="a window to be refused")
+            harness.wait_for(
+                lambda: self.server.metric("ringcas_blob_zstd_refused_total") > refused,
+                timeout=10, what="a window to be refused")
             self.assertLessEqual(self.server.metric("ringcas_blob_zstd_bytes"), 256 << 20)
             for raw in held:
                 try:
@@ -233,10 +234,10 @@ class EngineLimits(harness.ServerTestCase):
         data = os.urandom(1000) * 100
         path = "/cas/" + hashlib.sha256(data).hexdigest()
         headers = {"Content-Encoding": "zstd"}
-        refused = self.server.metric("ringcas_blob_zstd_refused")
+        refused = self.server.metric("ringcas_blob_zstd_refused_total")
         wide = zstd_wide_window(data, 25)  # a 32 MiB window, past 16 MiB
         self.assertEqual(put(self.server.port, path, wide, headers), 503)
-        self.assertEqual(self.server.metric("ringcas_blob_zstd_refused"), refused + 1)
+        self.assertEqual(self.server.metric("ringcas_blob_zstd_refused_total"), refused + 1)
         narrow = zstd_wide_window(data, 20)  # 1 MiB
         self.assertEqual(put(self.server.port, path, narrow, headers), 201)
         self.server.wait_quiet(extra=("blob_uploads",))
@@ -282,7 +283,7 @@ class Connections(harness.ServerTestCase):
             except ConnectionError:
                 return False
         harness.wait_for(closed, timeout=10, what="the held connections to close")
-        self.assertGreaterEqual(self.server.metric("ringcas_conns_rejected"), 1)
+        self.assertGreaterEqual(self.server.metric("ringcas_conns_rejected_total"), 1)
         status = put(self.server.port, "/cas/" + hashlib.sha256(b"after").hexdigest(), b"after")
         self.assertEqual(status, 201)
 

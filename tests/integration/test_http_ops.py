@@ -241,7 +241,7 @@ class BadInput(harness.ServerTestCase):
             self.assertTrue(c.is_closed())
 
     def test_slow_sender_is_closed_by_the_read_timeout(self):
-        before = self.server.metric("ringcas_read_timeouts")
+        before = self.server.metric("ringcas_read_timeouts_total")
         with Raw(self.server.port) as c:
             c.send(b"GET /healthz HTTP/1.1\r\nHo")
             start = time.monotonic()
@@ -250,7 +250,7 @@ class BadInput(harness.ServerTestCase):
         with Raw(self.server.port) as c:  # a body that stops coming
             c.send(request("PUT", "/healthz", headers=["Content-Length: 100"]) + b"x" * 10)
             self.assertTrue(c.is_closed(timeout=10))
-        harness.wait_for(lambda: self.server.metric("ringcas_read_timeouts") >= before + 2,
+        harness.wait_for(lambda: self.server.metric("ringcas_read_timeouts_total") >= before + 2,
                          what="two read timeouts")
 
     def test_peer_closing_mid_head_or_body(self):

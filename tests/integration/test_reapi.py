@@ -567,7 +567,7 @@ class Cancellation(ReapiCase):
     def test_deadline_mid_write_aborts_the_upload(self):
         data = os.urandom(300_000)
         name = blob_name(data, upload="slow")
-        before = self.server.metric("ringcas_grpc_deadlines")
+        before = self.server.metric("ringcas_grpc_deadlines_total")
 
         def slow():
             yield write_reqs(name, data, finish=False)[0]
@@ -576,8 +576,8 @@ class Cancellation(ReapiCase):
 
         code, _ = self.code(self.c.Write, slow(), timeout=0.5)
         self.assertEqual(code, SC.DEADLINE_EXCEEDED)
-        harness.wait_for(lambda: self.server.metric("ringcas_grpc_deadlines") > before or
-                         self.server.metric("ringcas_grpc_cancels") > 0, what="the deadline")
+        harness.wait_for(lambda: self.server.metric("ringcas_grpc_deadlines_total") > before or
+                         self.server.metric("ringcas_grpc_cancels_total") > 0, what="the deadline")
         wait_zero(self.server, GAUGES + ("bs_uploads_parked",))
         self.assertEqual(len(self.missing([data])), 1)
 
@@ -589,7 +589,7 @@ class Cancellation(ReapiCase):
         first = next(call)
         self.assertGreater(len(first.data), 0)
         call.cancel()
-        harness.wait_for(lambda: self.server.metric("ringcas_grpc_cancels") > 0, what="cancel")
+        harness.wait_for(lambda: self.server.metric("ringcas_grpc_cancels_total") > 0, what="cancel")
         wait_zero(self.server, GAUGES)
 
     def test_cancel_mid_write_leaves_nothing(self):

@@ -16,7 +16,7 @@ static struct ring_counters r1;
 static uint64_t read_extra(void *ctx, uint32_t core, size_t index)
 {
     (void)ctx;
-    return 100 * core + index;
+    return index == 2 ? 2500000001ull + core : 100 * core + index;
 }
 
 Test(rpc_metrics, renders_counts_latency_and_sources)
@@ -29,10 +29,10 @@ Test(rpc_metrics, renders_counts_latency_and_sources)
     rpc_metrics_end(&m1, RPC_ROUTE_HTTP_GET_CAS, 404, 1000, 0, 0);
     rpc_metrics_begin(&m1, RPC_ROUTE_HTTP_PUT_CAS); /* still in flight */
     base_counter_set(&r1.conns, 7);
-    static const char *const names[] = { "blobs", "evictions_total" };
-    static const char *const kinds[] = { "gauge", "counter" };
-    static const char *const helps[] = { "stored blobs", "evicted segments" };
-    struct rpc_metrics_source src = { names, kinds, helps, 2, read_extra, NULL };
+    static const char *const names[] = { "blobs", "evictions", "wait_ns" };
+    static const char *const kinds[] = { "gauge", "counter", "counter" };
+    static const char *const helps[] = { "stored blobs", "evicted segments", "time waited" };
+    struct rpc_metrics_source src = { names, kinds, helps, 3, read_extra, NULL };
     struct rpc_metrics *ms[] = { &m0, &m1 };
     struct ring_counters *rs[] = { &r0, &r1 };
     char *buf = malloc(1 << 20);
@@ -73,8 +73,16 @@ Test(rpc_metrics, renders_counts_latency_and_sources)
                              "\"google.bytestream.ByteStream/Read\"} 1024\n"),
                  NULL));
     cr_assert(ne(ptr, strstr(buf, "ringcas_conns{core=\"1\"} 7\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_conns_accepted_total{core=\"1\"} 0\n"), NULL));
+    /* Counters end in _total, and nanoseconds are exported as seconds (Prometheus names). */
+    cr_assert(ne(ptr, strstr(buf, "# TYPE ringcas_evictions_total counter\n"), NULL));
     cr_assert(ne(ptr, strstr(buf, "ringcas_evictions_total{core=\"1\"} 101\n"), NULL));
-    cr_assert(ne(ptr, strstr(buf, "# TYPE ringcas_blobs gauge\n"), NULL));
+    cr_assert(
+        ne(ptr, strstr(buf, "# TYPE ringcas_blobs gauge\nringcas_blobs{core=\"0\"} 0\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "# TYPE ringcas_wait_seconds_total counter\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_wait_seconds_total{core=\"1\"} 2.500000002\n"), NULL));
+    cr_assert(ne(ptr, strstr(buf, "# TYPE ringcas_busy_seconds_total counter\n"), NULL));
+    cr_assert(eq(ptr, strstr(buf, "_ns"), NULL));
     /* Too small a buffer fails as a whole. */
     cr_assert(eq(int, rpc_metrics_render(buf, 100, &view), -EMSGSIZE));
     free(buf);
