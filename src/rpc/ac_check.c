@@ -291,8 +291,8 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
     chk->ar = build__bazel__remote__execution__v2__action_result__unpack(&chk->rc->pb, len, value);
     if (!chk->ar) return base_counter_get(&mem(chk)->failed) != refusals ? -ENOMEM : -EBADMSG;
     if (!chk->rc->cfg->opts.ac_check) {
-        /* --no-ac-check: a shard behind a frontend that checks completeness itself, whose
-         * outputs live on other shards; decoded only to tell a result from opaque bytes. */
+        /* --no-ac-check (only gRPC gets here: HTTP serves /ac/ values as stored without
+         * asking): decoded still, so a stored value that is no ActionResult stays NOT_FOUND. */
         chk->answering = true;
         ring_task_defer(chk->rc->ring, &chk->answer);
         return 0;

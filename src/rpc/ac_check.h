@@ -66,7 +66,8 @@ struct rpc_ac_check {
  * Decodes <value>/<len> (borrowed during the call) as a REAPI ActionResult and starts
  * checking it. Returns 0 (<chk>->done runs later, exactly once, unless rpc_ac_check_stop),
  * -EBADMSG (the bytes are not an ActionResult: nothing started) or -ENOMEM (the core's message
- * memory is taken: nothing started). Core thread.
+ * memory is taken: nothing started). With --no-ac-check a decoded result is complete at once
+ * (nothing is looked up or refreshed). Core thread.
  */
 MUST_CHECK int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t len);
 
