@@ -63,6 +63,8 @@ struct blob_segs {
     uint32_t count;                    /* live segments */
     uint64_t next_seq;                 /* next seq to hand out */
     _Atomic uint64_t disk_bytes;       /* bytes of every live segment */
+    _Atomic uint64_t held_bytes;       /* bytes of dead segments still referenced: unlinked,
+                                        * their files stay on disk until the last reference */
     uint32_t pinned;                   /* segments pinned by refresh queues (pins > 0) */
     _Atomic uint64_t cold_below;       /* segments with a lower seq are in the cold (oldest) part */
     struct base_list graveyard;        /* dead segments whose fd waits to be closed off the cores */
@@ -190,6 +192,9 @@ uint64_t blob_store_budget(const struct blob_store *s);
 /* What eviction keeps the segments under: the budget less room for every core's active
  * segment to fill. */
 uint64_t blob_store_limit(const struct blob_store *s);
+/* The bytes the segment files take on disk: the live segments' and the dead ones' that are
+ * still open (evict.c). Any thread. */
+uint64_t blob_store_used(const struct blob_store *s);
 /* Drops <k> at <loc> from the index after a corrupt record was read. */
 void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
                              const struct blob_loc *loc);

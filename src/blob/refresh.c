@@ -18,9 +18,10 @@
  * copy_index keeps an entry that came since). Each core holds one reference and one
  * blob_segment_pin per segment, however many of its keys are there, until the last of them
  * ends; store-wide at most pin_max() segments are pinned (a quarter of the budget), and a key
- * whose segments cannot be pinned is refused as by a full queue (`refreshes_unpinned`). When
- * the copy starts, a key found elsewhere (another copy moved it, a newer AC value came) or no
- * longer cold is skipped.
+ * whose segments cannot be pinned is refused as by a full queue (`refreshes_unpinned`). The
+ * bytes of a pinned segment that eviction took count against the budget until then
+ * (blob_store_used). When the copy starts, a key found elsewhere (another copy moved it, a
+ * newer AC value came) or no longer cold is skipped.
  */
 #include <errno.h>
 #include <stdlib.h>

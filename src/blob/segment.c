@@ -6,8 +6,10 @@
  *
  * Invariants (under the lock): slots[seq & mask] holds a segment exactly when alive[...] holds
  * its seq and its state is not DEAD; refs >= 1 while it is in a slot; a dead segment's fd is
- * closed by blob_segment_bury() once refs reached 0, never on a core. pinned counts the segments
- * with pins > 0, each of which is referenced by every core that pins it.
+ * closed by blob_segment_bury() once refs reached 0, never on a core. disk_bytes sums the live
+ * segments' bytes, held_bytes the dead ones' not yet in the graveyard (their unlinked files
+ * still take the disk); pinned counts the segments with pins > 0, each of which is referenced
+ * by every core that pins it.
  *
  * References are taken and dropped without the lock (every read takes one, on every core):
  * blob_segment_get increments refs only while it is not 0, and a struct whose refs reached 0
@@ -75,6 +77,8 @@ void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io)
     }
     base_list_init(&t->spares);
     ASSERT(t->pinned == 0);
+    uint64_t held = atomic_load(&t->held_bytes);
+    ASSERT(held == 0);
     free((void *)(uintptr_t)t->slots);
     free((void *)(uintptr_t)t->alive);
     pthread_mutex_destroy(&t->lock);
@@ -335,6 +339,8 @@ void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
     pthread_mutex_lock(&t->lock);
     ASSERT(seg->state == BLOB_SEG_DEAD);
     ASSERT(seg->pins == 0);
+    /* Its file goes with the next bury, which the evictor runs before it measures. */
+    atomic_fetch_sub(&t->held_bytes, atomic_load(&seg->bytes));
     base_list_add_tail(&t->graveyard, &seg->link);
     pthread_mutex_unlock(&t->lock);
 }
@@ -402,6 +408,9 @@ static void seg_kill_locked(struct blob_segs *t, struct blob_seg *seg)
     atomic_store(&t->slots[slot], NULL);
     t->count--;
     seg->state = BLOB_SEG_DEAD;
+    /* Unlinked next, its file stays on disk while anyone holds it (blob_segment_put). Added
+     * before it is taken off: blob_store_used never reads less than the disk holds. */
+    atomic_fetch_add(&t->held_bytes, atomic_load(&seg->bytes));
     atomic_fetch_sub(&t->disk_bytes, atomic_load(&seg->bytes));
 }
 

@@ -429,7 +429,9 @@ struct blob_counters_snapshot {
 struct blob_store_stats {
     uint64_t blobs;            /* entries in the index */
     uint64_t index_bytes;      /* memory held by the index */
-    uint64_t disk_bytes;       /* bytes of every segment on disk */
+    uint64_t disk_bytes;       /* bytes of every live segment on disk */
+    uint64_t held_bytes;       /* bytes of evicted segments still open (reads, refresh copies):
+                                * on disk until they end; counted against the budget */
     uint64_t pinned_segments;  /* segments pinned by keys waiting for a refresh copy */
     uint64_t budget_bytes;     /* the size budget now: max_size, or less when the disk is */
     uint64_t segments;         /* segment files */

@@ -331,8 +331,9 @@ class HitAtTheTail(Clients, unittest.TestCase):
         self.assertEqual(self.missing(outs), 0, "outputs lost after an OK hit")
         self.assertEqual(self.get(action)[0], SC.OK)
         self.assertEqual(self.server.metric("ringcas_blob_refreshes_unpinned"), 0)
-        # The copies ended: their pins are gone.
+        # The copies ended: their pins, and the evicted files they held, are gone.
         self.assertEqual(self.server.metric("ringcas_store_pinned_segments"), 0)
+        self.assertEqual(self.server.metric("ringcas_store_held_bytes"), 0)
 
 
 if __name__ == "__main__":

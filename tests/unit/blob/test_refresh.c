@@ -329,10 +329,15 @@ Test(blob_refresh, keys_queued_before_their_segment_is_evicted_are_copied_from_i
     struct blob_info info;
     for (int i = 0; i < 8; i++)
         cr_assert(eq(int, blob_stat(t.bc, &keys[i], &info), -ENOENT), "key %d not evicted", i);
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(gt(u64, st.held_bytes, 0), "the pinned segments stay on disk, counted");
     th_settle(&t);
     cr_assert(eq(u64, th_counters(&t).refreshes, 8));
     cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
     cr_assert(eq(u32, blob_segment_pinned(&t.s->segs), 0), "the pins went with the copies");
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.held_bytes, 0), "and the evicted files with them");
     for (uint64_t i = 0; i < 8; i++) {
         cr_assert(eq(int, blob_stat(t.bc, &keys[i], &info), 0), "key %d lost", (int)i);
         cr_assert(not(info.cold));
@@ -373,7 +378,8 @@ Test(blob_refresh, a_queued_blob_spanning_segments_is_copied_after_they_are_evic
  * Pins are bounded store-wide (a quarter of the budget, in segments, and one per core): with
  * the budget spent, a cold key whose segment is not pinned yet is refused, so the hit counts
  * it missing rather than promise what eviction may take; keys in a segment already pinned
- * still come in. Eviction goes on meanwhile: it takes pinned segments too.
+ * still come in. Eviction goes on meanwhile: it takes pinned segments too, and their files
+ * count against the budget until the pins go.
  */
 Test(blob_refresh, past_the_pin_budget_a_cold_key_is_refused_and_eviction_goes_on)
 {
@@ -411,6 +417,7 @@ Test(blob_refresh, past_the_pin_budget_a_cold_key_is_refused_and_eviction_goes_o
     struct blob_store_stats st;
     blob_store_stats(t.s, &st);
     cr_assert(not(blob_exists(t.bc, &k[0], false)));
+    cr_assert(gt(u64, st.held_bytes, 0));
     cr_assert(lt(u64, st.disk_bytes, before.disk_bytes));
     cr_assert(eq(u64, st.pinned_segments, max), "a pin outlives its segment's eviction");
     for (uint32_t i = 0; i < n; i++) {
@@ -418,6 +425,7 @@ Test(blob_refresh, past_the_pin_budget_a_cold_key_is_refused_and_eviction_goes_o
         blob_segment_put(&t.s->segs, held[i]);
     }
     blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.held_bytes, 0));
     cr_assert(eq(u64, st.pinned_segments, 0));
     th_close(&t);
 }
