@@ -4,7 +4,9 @@
  * that holds no byte (a full disk refused its first write) is deleted at once. Lookups miss it at
  * once (its liveness is cleared first); its index entries are removed from its footer (or a scan,
  * for an abandoned one), only where they still point into it, so a blob refreshed to the head
- * survives; then the file is unlinked. Readers holding it keep their fd until they finish.
+ * survives; then the file is unlinked. Readers and refresh queues holding it keep their fd until
+ * they finish, and until then its bytes still count against the budget (blob_store_used): a
+ * pass evicts that much more, so what is on disk stays under the budget.
  *
  * Runs in the evictor thread (or inline in tests), never on a core: the blocking reads and the
  * unlink stay off the serving path.
@@ -69,8 +71,8 @@ static void evict_empty(struct blob_store *s)
  * Sets the budget: --max-size, or less when the folder's file system cannot hold that much:
  * what the segments hold now plus what is free, less 1/64 of the file system for whatever
  * else writes there. A budget past the disk would otherwise mean a full disk and every upload
- * refused, for good, instead of eviction. Files that eviction unlinked but a reader still
- * holds count as used until their reader ends: a pass then evicts up to that much more.
+ * refused, for good, instead of eviction. Files that eviction unlinked but someone still
+ * holds are not free, and count with the segments (blob_store_used).
  */
 static void update_budget(struct blob_store *s)
 {
@@ -79,7 +81,7 @@ static void update_budget(struct blob_store *s)
     uint64_t budget = s->opts.max_size;
     int rc = s->io->ops->space ? s->io->ops->space(s->io, &avail, &total) : -ENOTSUP;
     if (rc == 0) {
-        uint64_t disk = atomic_load(&s->segs.disk_bytes);
+        uint64_t disk = blob_store_used(s);
         uint64_t margin = total / 64;
         uint64_t room = disk + avail > margin ? disk + avail - margin : 0;
         if (room < budget) budget = room;
@@ -113,14 +115,23 @@ static void update_budget(struct blob_store *s)
     }
 }
 
+uint64_t blob_store_used(const struct blob_store *s)
+{
+    return atomic_load(&s->segs.disk_bytes) + atomic_load(&s->segs.held_bytes);
+}
+
 uint32_t blob_store_evict(struct blob_store *s)
 {
     uint32_t n = 0;
+    /* The files whose last holder went since the last pass are closed before the disk is
+     * measured: closed, their space is free. */
+    blob_segment_bury(&s->segs, s->io);
     evict_empty(s);
     update_budget(s);
     uint64_t limit = blob_store_limit(s);
-    /* Bounded by the number of segments. */
-    while (atomic_load(&s->segs.disk_bytes) > limit) {
+    /* Bounded by the number of segments: a segment still held after its kill keeps counting,
+     * and the next oldest goes in its place. */
+    while (blob_store_used(s) > limit) {
         struct blob_seg *seg = blob_segment_take_oldest(&s->segs);
         if (!seg) break;
         uint64_t removed = blob_evict_segment(s, seg);
@@ -135,7 +146,7 @@ uint32_t blob_store_evict(struct blob_store *s)
     }
     blob_segment_bury(&s->segs, s->io);
     /* The cold part: what would be evicted if the store grew by a quarter of its budget. */
-    uint64_t disk = atomic_load(&s->segs.disk_bytes);
+    uint64_t disk = blob_store_used(s);
     uint64_t grow = blob_store_budget(s) / 4;
     blob_segment_update_cold(&s->segs, disk + grow > limit ? disk + grow - limit : 0);
     return n;

@@ -49,7 +49,8 @@ struct blob_seg {
     int fd;                 /* buffered read-only fd, closed with the last reference */
     const uint8_t *map;     /* the file mapped read-only (map_len bytes), or NULL */
     _Atomic uint64_t bytes; /* bytes on disk */
-    _Atomic uint32_t refs;  /* the table's reference + readers' */
+    _Atomic uint32_t refs;  /* the table's reference + readers' + refresh queues' pins */
+    uint32_t pins;          /* cores whose refresh queue pins it, under the table lock */
     uint8_t state;          /* enum blob_seg_state, under the table lock */
     struct base_list link;  /* graveyard or spare list link once dead and unreferenced */
 };
@@ -62,6 +63,9 @@ struct blob_segs {
     uint32_t count;                    /* live segments */
     uint64_t next_seq;                 /* next seq to hand out */
     _Atomic uint64_t disk_bytes;       /* bytes of every live segment */
+    _Atomic uint64_t held_bytes;       /* bytes of dead segments still referenced: unlinked,
+                                        * their files stay on disk until the last reference */
+    uint32_t pinned;                   /* segments pinned by refresh queues (pins > 0) */
     _Atomic uint64_t cold_below;       /* segments with a lower seq are in the cold (oldest) part */
     struct base_list graveyard;        /* dead segments whose fd waits to be closed off the cores */
     struct base_list spares;           /* buried segments' structs, for the next add */
@@ -86,6 +90,16 @@ bool blob_segment_is_alive(struct blob_segs *t, uint32_t seg32);
 struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32);
 /* Drops a reference; the last one of a dead segment moves it to the graveyard. */
 void blob_segment_put(struct blob_segs *t, struct blob_seg *seg);
+/*
+ * Pins <seg> for a core's refresh queue, once per core: the caller holds a reference, which
+ * it keeps until blob_segment_unpin. True when it did; false when <seg> is pinned by no core
+ * yet and <max> segments are pinned already. Any thread.
+ */
+MUST_CHECK bool blob_segment_pin(struct blob_segs *t, struct blob_seg *seg, uint32_t max);
+/* Gives back a pin taken by blob_segment_pin. Any thread. */
+void blob_segment_unpin(struct blob_segs *t, struct blob_seg *seg);
+/* Segments pinned by refresh queues now. Any thread. */
+uint32_t blob_segment_pinned(struct blob_segs *t);
 /* Sets the state of a live segment and its size. */
 void blob_segment_set(struct blob_segs *t, struct blob_seg *seg, enum blob_seg_state state,
                       uint64_t bytes);
@@ -179,6 +193,9 @@ uint64_t blob_store_budget(const struct blob_store *s);
 /* What eviction keeps the segments under: the budget less room for every core's active
  * segment to fill. */
 uint64_t blob_store_limit(const struct blob_store *s);
+/* The bytes the segment files take on disk: the live segments' and the dead ones' that are
+ * still open (evict.c). Any thread. */
+uint64_t blob_store_used(const struct blob_store *s);
 /* Drops <k> at <loc> from the index after a corrupt record was read. */
 void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
                              const struct blob_loc *loc);
@@ -299,14 +316,30 @@ bool blob_writer_is_idle(const struct blob_writer *w);
 
 /* ---- the per-core engine (store.c) ---- */
 
+/* A key waiting for a refresh copy, and where its copy reads from. */
+struct blob_refresh_item {
+    struct blob_key key; /* the blob; size: its real size */
+    struct blob_loc loc; /* where it was found: the segments of this span are pinned */
+};
+
+/* A segment that keys waiting or copying need (refresh.c). */
+struct blob_refresh_pin {
+    struct blob_seg *seg; /* a reference, pinned (blob_segment_pin) */
+    uint32_t seg32;       /* its seq's low 32 bits */
+    uint32_t keys;        /* keys waiting or copying in it (>= 1) */
+};
+
 /* Keys waiting for a refresh copy (refresh.c): a ring of keys, oldest first. */
 struct blob_refresh_queue {
-    struct blob_key *keys; /* <cap> slots, <len> keys from <head> */
-    uint32_t head;         /* the oldest key */
-    uint32_t len;          /* keys waiting */
-    uint32_t cap;          /* slots allocated (grows up to the bound) */
-    uint64_t *tags;        /* tags of keys waiting or copying, one per slot, 0: free */
-    struct ring_task pump; /* starts copies from the queue */
+    struct blob_refresh_item *items; /* <cap> slots, <len> keys from <head> */
+    uint32_t head;                   /* the oldest key */
+    uint32_t len;                    /* keys waiting */
+    uint32_t cap;                    /* slots allocated (grows up to the bound) */
+    uint64_t *tags;                  /* tags of keys waiting or copying, one per slot, 0: free */
+    struct blob_refresh_pin *pins;   /* the segments they need, REFRESH_PINS_MAX slots */
+    uint32_t pins_len;               /* used */
+    uint32_t pin_last;               /* the pin found last (a hit's keys share a few) */
+    struct ring_task pump;           /* starts copies from the queue */
 };
 
 struct blob_core {
@@ -346,7 +379,9 @@ static inline void blob_core_defer(struct blob_core *bc, struct ring_task *t)
 void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err);
 /*
  * Queues a refresh of <k> found at <v>: true when a copy of it is queued or running (it was
- * already, or now), false when the core's queue is full or the core is quiescing.
+ * already, or now), false when the core's queue is full, the core is quiescing, or the
+ * segments of <v> cannot be pinned (dead by now, or the pin budget is spent). A key queued
+ * pins its segments until its copy ends: the copy reads <v> even after eviction.
  */
 bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
                         const struct blob_index_value *v);
@@ -376,8 +411,15 @@ void blob_upload_fail_segment(struct blob_core *bc, uint64_t seq, int err);
 
 /* The commit number of the blob being read (0 until its commit record was read). */
 uint64_t blob_reader_commit_seq(const struct blob_reader *r);
-/* Opens a reader that yields stored chunk records (header + payload) as they are. */
+/*
+ * Opens a reader that yields the stored chunk records (header + payload) of <k> (k->size: its
+ * real size) as they are, from its commit record at <loc>, which is not looked up: the index
+ * may have lost it to eviction since. <segs>[i] is segment loc->seg - loc->span + i, for i up
+ * to loc->span, each referenced by the caller, dead or alive; the reader takes references of
+ * its own. 0, -EAGAIN (the core's readers are all in use) or -ENOMEM.
+ */
 MUST_CHECK int blob_read_open_records(struct blob_core *bc, const struct blob_key *k,
+                                      const struct blob_loc *loc, struct blob_seg *const *segs,
                                       struct blob_reader **out);
 
 /* ---- refresh (refresh.c) ---- */

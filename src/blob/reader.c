@@ -235,6 +235,19 @@ static int reader_open_common(struct blob_core *bc, const struct blob_key *k, ui
     return 0;
 }
 
+/* Room for the references of every segment the blob's chunks may be in: 0 or -ENOMEM. */
+static int reader_pins_alloc(struct blob_reader *r)
+{
+    uint32_t len = (uint32_t)r->val.loc.span + 1;
+    r->pins = len == 1
+                  ? &r->pin_one
+                  : calloc(len, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
+    if (!r->pins) return -ENOMEM;
+    r->pins_lo = r->val.loc.seg - r->val.loc.span;
+    r->pins_len = len;
+    return 0;
+}
+
 /*
  * References every segment the blob's chunks may be in (its commit's segment and the <span>
  * before it), so that eviction cannot take a chunk away from an open read: a killed segment
@@ -244,19 +257,13 @@ static int reader_open_common(struct blob_core *bc, const struct blob_key *k, ui
  */
 static int reader_pin(struct blob_reader *r)
 {
-    struct blob_segs *segs = &r->bc->s->segs;
-    uint32_t len = (uint32_t)r->val.loc.span + 1;
-    r->pins = len == 1
-                  ? &r->pin_one
-                  : calloc(len, sizeof(struct blob_seg *)); /* NOLINT(bugprone-sizeof-expression) */
-    if (!r->pins) return -ENOMEM;
-    r->pins_lo = r->val.loc.seg - r->val.loc.span;
-    r->pins_len = len;
+    int rc = reader_pins_alloc(r);
+    if (rc < 0) return rc;
     /* Bounded by the span (at most UINT16_MAX + 1). */
-    for (uint32_t i = 0; i < len; i++) {
-        r->pins[i] = blob_segment_get(segs, r->pins_lo + i);
+    for (uint32_t i = 0; i < r->pins_len; i++) {
+        r->pins[i] = blob_segment_get(&r->bc->s->segs, r->pins_lo + i);
     }
-    return r->pins[len - 1] ? 0 : -ENOENT;
+    return r->pins[r->pins_len - 1] ? 0 : -ENOENT;
 }
 
 /* The pinned segment <seg32>, or NULL (outside the blob's span, or dead at open). */
@@ -293,20 +300,31 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
     return 0;
 }
 
-int blob_read_open_records(struct blob_core *bc, const struct blob_key *k, struct blob_reader **out)
+int blob_read_open_records(struct blob_core *bc, const struct blob_key *k,
+                           const struct blob_loc *loc, struct blob_seg *const *segs,
+                           struct blob_reader **out)
 {
-    struct blob_index_value v;
-    if (!blob_store_lookup(bc->s, k, &v)) return -ENOENT;
-    int rc = reader_open_common(bc, k, v.size, MODE_RECORDS, out);
+    ASSERT(k->size != BLOB_SIZE_ANY && k->size != BLOB_SIZE_UNKNOWN);
+    int rc = reader_open_common(bc, k, k->size, MODE_RECORDS, out);
     if (rc < 0) return rc;
-    (*out)->val = v;
-    (*out)->key.size = v.size;
-    rc = reader_pin(*out);
+    struct blob_reader *r = *out;
+    r->val.loc = *loc;
+    r->val.size = k->size;
+    rc = reader_pins_alloc(r);
     if (rc < 0) {
-        reader_free(*out);
+        reader_free(r);
         *out = NULL;
+        return rc;
     }
-    return rc;
+    /* The caller's references keep even a dead segment's file: one more each for the reader.
+     * Bounded by the span. */
+    for (uint32_t i = 0; i < r->pins_len; i++) {
+        ASSERT(segs[i] != NULL);
+        DEBUG_ASSERT((uint32_t)atomic_load(&segs[i]->seq) == r->pins_lo + i);
+        blob_segment_ref(segs[i]);
+        r->pins[i] = segs[i];
+    }
+    return 0;
 }
 
 uint64_t blob_reader_commit_seq(const struct blob_reader *r)

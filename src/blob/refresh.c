@@ -8,10 +8,20 @@
  * Keys wait in a per-core queue (at most REFRESH_QUEUE_MAX, oldest first) and at most
  * REFRESH_RUN_MAX copies run at once; a cache hit may name thousands of cold outputs, and each
  * must outlive the hit, so the queue is long and only the copies are few. A key already
- * waiting or copying is not queued again (a table of tags, one per slot, says so). When the
- * copy starts, a key no longer present or no longer cold (another copy moved it) is skipped.
- * A full queue refuses the key (blob_refresh_queue answers false, `refreshes_dropped`); a
- * refresh that fails leaves the old entry as it was.
+ * waiting or copying is not queued again (a table of tags, one per slot, says so). A full
+ * queue refuses the key (blob_refresh_queue answers false, `refreshes_dropped`); a refresh
+ * that fails leaves the old entry as it was.
+ *
+ * Pins: a queued key keeps where it was found and pins the segments its copy reads, so that
+ * eviction, which may take them while the key waits, cannot take the bytes: the copy reads the
+ * unlinked file through the pin and indexes the copy even though the entry is gone (upload.c
+ * copy_index keeps an entry that came since). Each core holds one reference and one
+ * blob_segment_pin per segment, however many of its keys are there, until the last of them
+ * ends; store-wide at most pin_max() segments are pinned (a quarter of the budget), and a key
+ * whose segments cannot be pinned is refused as by a full queue (`refreshes_unpinned`). The
+ * bytes of a pinned segment that eviction took count against the budget until then
+ * (blob_store_used). When the copy starts, a key found elsewhere (another copy moved it, a
+ * newer AC value came) or no longer cold is skipped.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -20,16 +30,19 @@
 #include "blob/internal.h"
 
 #define REFRESH_RUN_MAX   16U        /* copies running per core */
-#define REFRESH_QUEUE_MAX (1U << 16) /* keys waiting per core (48 bytes each) */
+#define REFRESH_QUEUE_MAX (1U << 16) /* keys waiting per core (64 bytes each) */
 #define REFRESH_QUEUE_MIN 64U        /* first allocation of the queue */
 #define REFRESH_TAG_SLOTS (1U << 14) /* the tags of keys waiting or copying */
+#define REFRESH_PINS_MAX  64U        /* segments one core's keys may pin */
+
+STATIC_ASSERT(sizeof(struct blob_refresh_item) == 64, "the queue's bound counts 64 bytes a key");
 
 struct blob_refresh {
-    struct blob_core *bc;  /* owner */
-    struct base_list link; /* on bc->refreshes */
-    struct blob_key key;   /* the blob */
-    struct blob_reader *r; /* reads the stored records */
-    struct blob_upload *u; /* appends them */
+    struct blob_core *bc;          /* owner */
+    struct base_list link;         /* on bc->refreshes */
+    struct blob_refresh_item item; /* the blob and where it is copied from (pinned) */
+    struct blob_reader *r;         /* reads the stored records */
+    struct blob_upload *u;         /* appends them */
 };
 
 /* ---- the tags of keys waiting or copying ---- */
@@ -60,6 +73,95 @@ static void tag_clear(struct blob_refresh_queue *q, const struct blob_key *k)
     if (tag_is_set(q, k)) q->tags[tag_slot(k)] = 0;
 }
 
+/* ---- pins: the segments keys waiting or copying read from ---- */
+
+/*
+ * Segments the refresh queues may pin, store-wide: a quarter of the budget, what the cold part
+ * of the log holds (only cold keys are queued), and one more per core, as the cold boundary
+ * moves a segment at a time. What eviction cannot free while they are pinned stays within it.
+ */
+static uint32_t pin_max(const struct blob_store *s)
+{
+    uint64_t n = blob_store_budget(s) / 4 / s->opts.segment_size + s->opts.cores_max;
+    return n < UINT32_MAX ? (uint32_t)n : UINT32_MAX;
+}
+
+static struct blob_refresh_pin *pin_find(struct blob_refresh_queue *q, uint32_t seg32)
+{
+    if (q->pin_last < q->pins_len && q->pins[q->pin_last].seg32 == seg32) {
+        return &q->pins[q->pin_last];
+    }
+    /* Bounded by REFRESH_PINS_MAX. */
+    for (uint32_t i = 0; i < q->pins_len; i++) {
+        if (q->pins[i].seg32 == seg32) {
+            q->pin_last = i;
+            return &q->pins[i];
+        }
+    }
+    return NULL;
+}
+
+/* One more key in segment <seg32>: false when it cannot be pinned (dead, or over the budget). */
+static bool pin_one(struct blob_core *bc, uint32_t seg32)
+{
+    struct blob_refresh_queue *q = &bc->rq;
+    struct blob_refresh_pin *p = pin_find(q, seg32);
+    if (p) {
+        p->keys++;
+        return true;
+    }
+    if (q->pins_len == REFRESH_PINS_MAX) return false;
+    struct blob_segs *segs = &bc->s->segs;
+    struct blob_seg *seg = blob_segment_get(segs, seg32);
+    if (!seg) return false; /* evicted since the key was looked up */
+    if (!blob_segment_pin(segs, seg, pin_max(bc->s))) {
+        blob_segment_put(segs, seg);
+        return false;
+    }
+    q->pin_last = q->pins_len;
+    q->pins[q->pins_len++] = (struct blob_refresh_pin){ .seg = seg, .seg32 = seg32, .keys = 1 };
+    return true;
+}
+
+/* One key fewer in segment <seg32>: the last one gives the pin and the reference back. */
+static void unpin_one(struct blob_core *bc, uint32_t seg32)
+{
+    struct blob_refresh_queue *q = &bc->rq;
+    struct blob_refresh_pin *p = pin_find(q, seg32);
+    ASSERT(p != NULL);
+    ASSERT(p->keys > 0);
+    if (--p->keys > 0) return;
+    blob_segment_unpin(&bc->s->segs, p->seg);
+    blob_segment_put(&bc->s->segs, p->seg);
+    *p = q->pins[--q->pins_len];
+}
+
+/* Pins the segments of <loc> (its commit's and the span before it): all of them, or none. */
+static bool pin_take(struct blob_core *bc, const struct blob_loc *loc)
+{
+    if (loc->span >= REFRESH_PINS_MAX) return false;
+    uint32_t lo = loc->seg - loc->span;
+    /* Bounded by the span. */
+    for (uint32_t i = 0; i <= loc->span; i++) {
+        if (pin_one(bc, lo + i)) continue;
+        /* Bounded by i. */
+        while (i-- > 0) {
+            unpin_one(bc, lo + i);
+        }
+        return false;
+    }
+    return true;
+}
+
+static void pin_drop(struct blob_core *bc, const struct blob_loc *loc)
+{
+    uint32_t lo = loc->seg - loc->span;
+    /* Bounded by the span (below REFRESH_PINS_MAX). */
+    for (uint32_t i = 0; i <= loc->span; i++) {
+        unpin_one(bc, lo + i);
+    }
+}
+
 /* ---- the queue ---- */
 
 /* Makes room for one more key; false when the queue is at its bound or memory is short. */
@@ -69,48 +171,53 @@ static bool queue_room(struct blob_refresh_queue *q)
         q->tags = calloc(REFRESH_TAG_SLOTS, sizeof(*q->tags));
         if (!q->tags) return false;
     }
+    if (!q->pins) {
+        q->pins = calloc(REFRESH_PINS_MAX, sizeof(*q->pins));
+        if (!q->pins) return false;
+    }
     if (q->len < q->cap) return true;
     if (q->cap == REFRESH_QUEUE_MAX) return false;
     uint32_t cap = q->cap ? 2 * q->cap : REFRESH_QUEUE_MIN;
-    struct blob_key *keys = malloc((size_t)cap * sizeof(*keys));
-    if (!keys) return false;
+    struct blob_refresh_item *items = malloc((size_t)cap * sizeof(*items));
+    if (!items) return false;
     /* Bounded by the queue's length: the ring is unwrapped into the new array (a queue with
      * no slots yet holds nothing). */
     for (uint32_t i = 0; q->cap > 0 && i < q->len; i++) {
-        keys[i] = q->keys[(q->head + i) % q->cap];
+        items[i] = q->items[(q->head + i) % q->cap];
     }
-    free(q->keys);
-    q->keys = keys;
+    free(q->items);
+    q->items = items;
     q->cap = cap;
     q->head = 0;
     return true;
 }
 
-static void queue_push(struct blob_refresh_queue *q, const struct blob_key *k)
+static void queue_push(struct blob_refresh_queue *q, const struct blob_refresh_item *it)
 {
-    q->keys[(q->head + q->len) % q->cap] = *k;
+    q->items[(q->head + q->len) % q->cap] = *it;
     q->len++;
 }
 
-static void queue_push_front(struct blob_refresh_queue *q, const struct blob_key *k)
+static void queue_push_front(struct blob_refresh_queue *q, const struct blob_refresh_item *it)
 {
     q->head = (q->head + q->cap - 1) % q->cap;
-    q->keys[q->head] = *k;
+    q->items[q->head] = *it;
     q->len++;
 }
 
-static struct blob_key queue_pop(struct blob_refresh_queue *q)
+static struct blob_refresh_item queue_pop(struct blob_refresh_queue *q)
 {
-    struct blob_key k = q->keys[q->head];
+    struct blob_refresh_item it = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
     q->len--;
-    return k;
+    return it;
 }
 
-/* A key leaves the queue without a copy (or its copy ended). */
-static void key_done(struct blob_core *bc, const struct blob_key *k)
+/* A key leaves the queue without a copy (or its copy ended): its pins go. */
+static void key_done(struct blob_core *bc, const struct blob_refresh_item *it)
 {
-    tag_clear(&bc->rq, k);
+    tag_clear(&bc->rq, &it->key);
+    pin_drop(bc, &it->loc);
     base_counter_dec(&bc->counters.refreshes_open);
 }
 
@@ -122,7 +229,7 @@ static void refresh_end(struct blob_refresh *f)
     blob_read_close(f->r);
     if (f->u) blob_upload_abort(f->u);
     base_list_del(&f->link);
-    key_done(bc, &f->key);
+    key_done(bc, &f->item);
     free(f);
     bc->refreshes_len--;
     if (bc->rq.len > 0 && !bc->quiescing) blob_core_defer(bc, &bc->rq.pump);
@@ -182,40 +289,71 @@ static bool is_copying(struct blob_core *bc, const struct blob_key *k)
     BASE_LIST_FOR_EACH(it, &bc->refreshes)
     {
         struct blob_refresh *f = BASE_CONTAINER_OF(it, struct blob_refresh, link);
-        if (f->key.kind == k->kind && memcmp(f->key.hash, k->hash, BLOB_HASH_SIZE) == 0) {
+        const struct blob_key *fk = &f->item.key;
+        if (fk->kind == k->kind && memcmp(fk->hash, k->hash, BLOB_HASH_SIZE) == 0) {
             return true;
         }
     }
     return false;
 }
 
+static bool loc_eq(const struct blob_loc *a, const struct blob_loc *b)
+{
+    return a->seg == b->seg && a->off8 == b->off8 && a->span == b->span;
+}
+
 /*
- * Starts the copy of <k>: 0 (started, or skipped: nothing to copy), -EAGAIN when the core is
- * short of readers or uploads right now (the key may wait for a running copy to end).
+ * Whether the key of <it> is to be copied now: still indexed where it was queued and cold, or
+ * gone with a segment eviction took while it waited (the pins kept the files). Not when it
+ * was found elsewhere (another copy moved it, a newer AC value came), is no longer cold, was
+ * dropped while its segments live (a read found it corrupt), or is being copied.
  */
-static int refresh_start(struct blob_core *bc, const struct blob_key *k)
+static bool refresh_wanted(struct blob_core *bc, const struct blob_refresh_item *it)
 {
     struct blob_index_value v;
-    if (!blob_store_lookup(bc->s, k, &v) || !blob_store_is_cold(bc->s, &v) || is_copying(bc, k)) {
-        key_done(bc, k);
+    struct blob_segs *segs = &bc->s->segs;
+    if (blob_store_lookup(bc->s, &it->key, &v)) {
+        if (!loc_eq(&v.loc, &it->loc) || !blob_store_is_cold(bc->s, &v)) return false;
+    } else if (blob_segment_is_alive(segs, it->loc.seg) &&
+               blob_segment_is_alive(segs, it->loc.seg - it->loc.span)) {
+        return false;
+    }
+    return !is_copying(bc, &it->key);
+}
+
+/*
+ * Starts the copy of <it>: 0 (started, or skipped: nothing to copy, refresh_wanted), -EAGAIN
+ * when the core is short of readers or uploads right now (the key may wait for a running copy
+ * to end). The copy reads where the key was queued, through its pins.
+ */
+static int refresh_start(struct blob_core *bc, const struct blob_refresh_item *it)
+{
+    if (!refresh_wanted(bc, it)) {
+        key_done(bc, it);
         return 0;
     }
     struct blob_refresh *f = calloc(1, sizeof(*f));
     if (!f) {
-        key_done(bc, k);
+        key_done(bc, it);
         return 0;
     }
-    int rc = blob_read_open_records(bc, k, &f->r);
-    struct blob_key copy = *k;
-    copy.size = v.size;
-    if (rc == 0) rc = blob_upload_begin_copy(bc, &copy, &v.loc, &f->u);
+    struct blob_seg *segs[REFRESH_PINS_MAX];
+    uint32_t lo = it->loc.seg - it->loc.span;
+    /* Bounded by the span (below REFRESH_PINS_MAX: pin_take). */
+    for (uint32_t i = 0; i <= it->loc.span; i++) {
+        struct blob_refresh_pin *p = pin_find(&bc->rq, lo + i);
+        ASSERT(p != NULL); /* the key's own */
+        segs[i] = p->seg;
+    }
+    int rc = blob_read_open_records(bc, &it->key, &it->loc, segs, &f->r);
+    if (rc == 0) rc = blob_upload_begin_copy(bc, &it->key, &it->loc, &f->u);
     if (rc == -EAGAIN && bc->refreshes_len > 0) {
         blob_read_close(f->r);
         free(f);
         return -EAGAIN;
     }
     f->bc = bc;
-    f->key = *k;
+    f->item = *it;
     base_list_add_tail(&bc->refreshes, &f->link);
     bc->refreshes_len++;
     if (rc < 0) {
@@ -232,9 +370,9 @@ static void refresh_pump(struct ring_task *t)
     struct blob_core *bc = BASE_CONTAINER_OF(t, struct blob_core, rq.pump);
     /* Bounded by the queue's length. */
     while (!bc->quiescing && bc->refreshes_len < REFRESH_RUN_MAX && bc->rq.len > 0) {
-        struct blob_key k = queue_pop(&bc->rq);
-        if (refresh_start(bc, &k) == -EAGAIN) {
-            queue_push_front(&bc->rq, &k); /* retried when a running copy ends */
+        struct blob_refresh_item it = queue_pop(&bc->rq);
+        if (refresh_start(bc, &it) == -EAGAIN) {
+            queue_push_front(&bc->rq, &it); /* retried when a running copy ends */
             return;
         }
     }
@@ -253,17 +391,21 @@ bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
 {
     struct blob_refresh_queue *q = &bc->rq;
     if (bc->quiescing) return false;
-    struct blob_key key = *k;
-    /* A lookup by hash alone found the blob: the copy names it by its real size, which the
-     * index's conditional move matches exactly. */
-    if (k->kind == BLOB_KIND_CAS) key.size = v->size;
-    if (tag_is_set(q, &key)) return true; /* waiting or copying */
+    struct blob_refresh_item it = { .key = *k, .loc = v->loc };
+    /* The copy names the blob by its real size (a lookup by hash alone has none, an AC
+     * lookup's is ignored), which the index's conditional move matches exactly. */
+    it.key.size = v->size;
+    if (tag_is_set(q, &it.key)) return true; /* waiting or copying */
     if (!queue_room(q)) {
         base_counter_inc(&bc->counters.refreshes_dropped);
         return false;
     }
-    queue_push(q, &key);
-    q->tags[tag_slot(&key)] = tag_of(&key);
+    if (!pin_take(bc, &it.loc)) {
+        base_counter_inc(&bc->counters.refreshes_unpinned);
+        return false;
+    }
+    queue_push(q, &it);
+    q->tags[tag_slot(&it.key)] = tag_of(&it.key);
     base_counter_inc(&bc->counters.refreshes_open);
     blob_core_defer(bc, &q->pump);
     return true;
@@ -271,20 +413,23 @@ bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
 
 void blob_refresh_cancel_all(struct blob_core *bc)
 {
-    /* The keys waiting are dropped; running copies end when their I/O completes (quiesce
-     * waits for them). */
+    /* The keys waiting are dropped with their pins; running copies end when their I/O
+     * completes (quiesce waits for them) and give theirs back then. */
     ring_task_cancel(&bc->rq.pump);
+    /* Bounded by the queue's length. */
     while (bc->rq.len > 0) {
-        struct blob_key k = queue_pop(&bc->rq);
-        key_done(bc, &k);
+        struct blob_refresh_item it = queue_pop(&bc->rq);
+        key_done(bc, &it);
     }
 }
 
 void blob_refresh_deinit(struct blob_core *bc)
 {
     ASSERT(bc->rq.len == 0);
+    ASSERT(bc->rq.pins_len == 0); /* every key ended, and its pins with it */
     ring_task_cancel(&bc->rq.pump);
-    free(bc->rq.keys);
+    free(bc->rq.items);
     free(bc->rq.tags);
+    free(bc->rq.pins);
     memset(&bc->rq, 0, sizeof(bc->rq));
 }

@@ -6,7 +6,10 @@
  *
  * Invariants (under the lock): slots[seq & mask] holds a segment exactly when alive[...] holds
  * its seq and its state is not DEAD; refs >= 1 while it is in a slot; a dead segment's fd is
- * closed by blob_segment_bury() once refs reached 0, never on a core.
+ * closed by blob_segment_bury() once refs reached 0, never on a core. disk_bytes sums the live
+ * segments' bytes, held_bytes the dead ones' not yet in the graveyard (their unlinked files
+ * still take the disk); pinned counts the segments with pins > 0, each of which is referenced
+ * by every core that pins it.
  *
  * References are taken and dropped without the lock (every read takes one, on every core):
  * blob_segment_get increments refs only while it is not 0, and a struct whose refs reached 0
@@ -63,6 +66,7 @@ void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io)
         struct blob_seg *seg = atomic_load(&t->slots[i]);
         if (!seg) continue;
         ASSERT(atomic_load(&seg->refs) == 1); /* readers are gone */
+        ASSERT(seg->pins == 0);
         seg_close(seg, io, t->map_len);
         free(seg);
     }
@@ -72,6 +76,9 @@ void blob_segment_table_deinit(struct blob_segs *t, struct blob_io *io)
         free(BASE_CONTAINER_OF(node, struct blob_seg, link));
     }
     base_list_init(&t->spares);
+    ASSERT(t->pinned == 0);
+    uint64_t held = atomic_load(&t->held_bytes);
+    ASSERT(held == 0);
     free((void *)(uintptr_t)t->slots);
     free((void *)(uintptr_t)t->alive);
     pthread_mutex_destroy(&t->lock);
@@ -150,6 +157,7 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     atomic_store(&seg->seq, seq);
     seg->fd = fd;
     seg->map = map;
+    ASSERT(seg->pins == 0); /* a spare's last pin went before its last reference */
     seg->state = (uint8_t)state;
     atomic_store(&seg->bytes, bytes);
     base_list_init(&seg->link);
@@ -330,8 +338,38 @@ void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
     if (atomic_fetch_sub_explicit(&seg->refs, 1, memory_order_acq_rel) != 1) return;
     pthread_mutex_lock(&t->lock);
     ASSERT(seg->state == BLOB_SEG_DEAD);
+    ASSERT(seg->pins == 0);
+    /* Its file goes with the next bury, which the evictor runs before it measures. */
+    atomic_fetch_sub(&t->held_bytes, atomic_load(&seg->bytes));
     base_list_add_tail(&t->graveyard, &seg->link);
     pthread_mutex_unlock(&t->lock);
+}
+
+bool blob_segment_pin(struct blob_segs *t, struct blob_seg *seg, uint32_t max)
+{
+    pthread_mutex_lock(&t->lock);
+    ASSERT(atomic_load(&seg->refs) > 1 || seg->state == BLOB_SEG_DEAD); /* the caller's */
+    bool ok = seg->pins > 0 || t->pinned < max;
+    if (ok && seg->pins++ == 0) t->pinned++;
+    pthread_mutex_unlock(&t->lock);
+    return ok;
+}
+
+void blob_segment_unpin(struct blob_segs *t, struct blob_seg *seg)
+{
+    pthread_mutex_lock(&t->lock);
+    ASSERT(seg->pins > 0);
+    ASSERT(t->pinned > 0);
+    if (--seg->pins == 0) t->pinned--;
+    pthread_mutex_unlock(&t->lock);
+}
+
+uint32_t blob_segment_pinned(struct blob_segs *t)
+{
+    pthread_mutex_lock(&t->lock);
+    uint32_t n = t->pinned;
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 static void seg_set_bytes_locked(struct blob_segs *t, struct blob_seg *seg, uint64_t bytes)
@@ -370,6 +408,9 @@ static void seg_kill_locked(struct blob_segs *t, struct blob_seg *seg)
     atomic_store(&t->slots[slot], NULL);
     t->count--;
     seg->state = BLOB_SEG_DEAD;
+    /* Unlinked next, its file stays on disk while anyone holds it (blob_segment_put). Added
+     * before it is taken off: blob_store_used never reads less than the disk holds. */
+    atomic_fetch_add(&t->held_bytes, atomic_load(&seg->bytes));
     atomic_fetch_sub(&t->disk_bytes, atomic_load(&seg->bytes));
 }
 

@@ -535,9 +535,11 @@ void blob_store_stats(struct blob_store *s, struct blob_store_stats *out)
     out->blobs = blob_index_count(s->index);
     out->index_bytes = blob_index_memory(s->index);
     out->disk_bytes = atomic_load(&s->segs.disk_bytes);
+    out->held_bytes = atomic_load(&s->segs.held_bytes);
     out->budget_bytes = blob_store_budget(s);
     pthread_mutex_lock(&s->segs.lock);
     out->segments = s->segs.count;
+    out->pinned_segments = s->segs.pinned;
     pthread_mutex_unlock(&s->segs.lock);
     out->evicted_segments = atomic_load(&s->evicted_segments);
     out->evicted_blobs = atomic_load(&s->evicted_blobs);

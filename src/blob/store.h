@@ -399,6 +399,8 @@ void blob_read_close(struct blob_reader *r);
     X(mapped_reads, counter, "records read in place from the page cache (no disk read)")           \
     X(refreshes, counter, "blobs rewritten to the head (refresh on read)")                         \
     X(refreshes_dropped, counter, "refreshes not queued: the core's refresh queue was full")       \
+    X(refreshes_unpinned, counter,                                                                 \
+      "refreshes not queued: their segments could not be pinned (pin budget spent, or evicted)")   \
     X(corrupt_chunks, counter, "stored records whose checksum failed on read")                     \
     X(writes, counter, "segment writes")                                                           \
     X(write_errors, counter, "segment writes that failed or were short")                           \
@@ -428,7 +430,10 @@ struct blob_counters_snapshot {
 struct blob_store_stats {
     uint64_t blobs;            /* entries in the index */
     uint64_t index_bytes;      /* memory held by the index */
-    uint64_t disk_bytes;       /* bytes of every segment on disk */
+    uint64_t disk_bytes;       /* bytes of every live segment on disk */
+    uint64_t held_bytes;       /* bytes of evicted segments still open (reads, refresh copies):
+                                * on disk until they end; counted against the budget */
+    uint64_t pinned_segments;  /* segments pinned by keys waiting for a refresh copy */
     uint64_t budget_bytes;     /* the size budget now: max_size, or less when the disk is */
     uint64_t segments;         /* segment files */
     uint64_t evicted_segments; /* segments deleted by eviction since open */

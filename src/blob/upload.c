@@ -501,10 +501,10 @@ static void commit_end(struct blob_upload *u, int res)
 
 /*
  * Indexes a refresh's durable copy: the entry moves to it if it still points at the copied
- * record. If eviction removed the entry meanwhile (the copy's reader kept the old segment's
- * file open, so the copy is whole), the copy is inserted unless another entry came since: else
- * the blob a hit just promised would be lost with a good copy of it on disk. A newer AC value
- * written since is kept. True when the copy is indexed.
+ * record. If eviction removed the entry meanwhile (the queued key's pins, then the copy's
+ * reader, kept the old segment's file open, so the copy is whole), the copy is inserted unless
+ * another entry came since: else the blob a hit just promised would be lost with a good copy
+ * of it on disk. A newer AC value written since is kept. True when the copy is indexed.
  */
 static bool copy_index(struct blob_upload *u)
 {

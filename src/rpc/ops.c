@@ -86,17 +86,22 @@ static uint64_t blob_read(void *ctx, uint32_t core, size_t index)
 
 /* Store-wide figures, shown on core 0 only so that sums over cores stay right. */
 static const char *const store_names[] = {
-    "store_blobs",    "store_index_bytes",      "store_disk_bytes",    "store_budget_bytes",
-    "store_segments", "store_evicted_segments", "store_evicted_blobs", "store_dropped_corrupt",
+    "store_blobs",           "store_index_bytes",      "store_disk_bytes",
+    "store_held_bytes",      "store_budget_bytes",     "store_segments",
+    "store_pinned_segments", "store_evicted_segments", "store_evicted_blobs",
+    "store_dropped_corrupt",
 };
-static const char *const store_kinds[] = { "gauge", "gauge",   "gauge",   "gauge",
-                                           "gauge", "counter", "counter", "counter" };
+static const char *const store_kinds[] = { "gauge", "gauge", "gauge",   "gauge",   "gauge",
+                                           "gauge", "gauge", "counter", "counter", "counter" };
 static const char *const store_helps[] = {
     "blobs in the index (store-wide, on core 0)",
     "memory held by the index, bytes (store-wide, on core 0)",
-    "bytes of every segment on disk (store-wide, on core 0)",
+    "bytes of every live segment on disk (store-wide, on core 0)",
+    ("bytes of evicted segments held open by reads or refresh copies, counted against the "
+     "budget (store-wide, on core 0)"),
     "size budget: --max-size, or less while the disk holds less (store-wide, on core 0)",
     "segment files (store-wide, on core 0)",
+    "segments pinned by keys waiting for a refresh copy (store-wide, on core 0)",
     "segments deleted by eviction since start (store-wide, on core 0)",
     "index entries dropped by eviction since start (store-wide, on core 0)",
     "index entries dropped because a stored record was corrupt (store-wide, on core 0)",
@@ -108,9 +113,10 @@ static uint64_t store_read(void *ctx, uint32_t core, size_t index)
     if (core != 0 || !cfg->store) return 0;
     struct blob_store_stats st;
     blob_store_stats(cfg->store, &st);
-    const uint64_t values[] = { st.blobs,         st.index_bytes,    st.disk_bytes,
-                                st.budget_bytes,  st.segments,       st.evicted_segments,
-                                st.evicted_blobs, st.dropped_corrupt };
+    const uint64_t values[] = { st.blobs,           st.index_bytes,      st.disk_bytes,
+                                st.held_bytes,      st.budget_bytes,     st.segments,
+                                st.pinned_segments, st.evicted_segments, st.evicted_blobs,
+                                st.dropped_corrupt };
     STATIC_ASSERT(ARRAY_LEN(values) == ARRAY_LEN(store_names), "one value per name");
     return index < ARRAY_LEN(values) ? values[index] : 0;
 }

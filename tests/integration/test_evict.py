@@ -9,6 +9,7 @@ server's refreshes, readers and uploads back to zero."""
 
 import hashlib
 import os
+import threading
 import unittest
 
 import grpc
@@ -32,9 +33,11 @@ def digest(data):
     return reapi.msg("Digest", hash=sha(data), size_bytes=len(data))
 
 
-class Eviction(unittest.TestCase):
+class Clients:
+    """What the tests ask of the server (self.c, self.server)."""
+
     def setUp(self):
-        self.server = harness.Server(args=ARGS, cores=2)
+        self.server = harness.Server(args=ARGS, cores=self.CORES)
         self.server.start()
         self.c = reapi.Client(self.server.address)
 
@@ -45,8 +48,6 @@ class Eviction(unittest.TestCase):
             self.server.stop()
         finally:
             self.server.cleanup()
-
-    # -- clients --
 
     def put(self, blobs):
         for i in range(0, len(blobs), 64):
@@ -91,9 +92,9 @@ class Eviction(unittest.TestCase):
             conn.send(request(method, path, headers=headers, body=body))
             return conn.read_response(head_request=method == "HEAD")
 
-    def settled(self):
+    def settled(self, timeout=10.0):
         harness.wait_for(lambda: self.server.metric("ringcas_blob_refreshes_open") == 0 or None,
-                         what="refreshes to finish")
+                         timeout=timeout, what="refreshes to finish")
 
     @staticmethod
     def result(files=(), tree=None, root=None, stdout=None):
@@ -107,6 +108,10 @@ class Eviction(unittest.TestCase):
         if stdout is not None:
             ar.stdout_digest.CopyFrom(digest(stdout))
         return ar
+
+
+class Eviction(Clients, unittest.TestCase):
+    CORES = 2
 
     # -- a hit keeps what it names --
 
@@ -265,6 +270,71 @@ class Eviction(unittest.TestCase):
             self.assertEqual(resp.status, 404, k)
             self.assertIn(b"outputs", resp.body)
             self.assertEqual(self.http("HEAD", "/ac/" + keys[k]).status, 404, k)
+
+
+class HitAtTheTail(Clients, unittest.TestCase):
+    """A hit on outputs at the very tail of the log while other clients write: every key the
+    hit queues pins its segment, so the copy reads it even after eviction took the segment
+    (docs/storage.md, "What survives how much writing after a hit")."""
+
+    CORES = 1
+    OUTS = 300
+    WRITERS = 2
+
+    def test_a_hit_on_outputs_at_the_tail_keeps_them_all_while_others_write(self):
+        """300 outputs of 32 KiB (about 2.4 MiB stored) are the oldest data of a store about
+        2.5 MiB short of eviction; two other clients start to upload 1 MiB blobs in a loop as
+        the hit comes. Every output survives the 16 MiB they write in all. Before, 52 to 208
+        of the 300 were lost: their segments were evicted while their keys waited for a
+        copy."""
+        outs = [os.urandom(8 << 10) * 4 for _ in range(self.OUTS)]  # compress about 4:1
+        self.put(outs)
+        action = os.urandom(32)
+        self.update(action, self.result(files=outs))
+        self.fill(57 * MiB)
+        self.assertEqual(self.server.metric("ringcas_store_evicted_segments_total"), 0)
+        written = [0] * self.WRITERS
+        stop = threading.Event()
+        go = threading.Barrier(self.WRITERS + 1, timeout=60)
+        errors = []
+
+        def writer(i):
+            c = reapi.Client(self.server.address)
+            try:
+                go.wait()
+                while not stop.is_set():
+                    b = os.urandom(MiB)
+                    req = reapi.msg("BatchUpdateBlobsRequest")
+                    r = req.requests.add()
+                    r.digest.CopyFrom(digest(b))
+                    r.data = b
+                    c.BatchUpdateBlobs(req, timeout=60)
+                    written[i] += 1
+            except Exception as e:  # reported by the test's thread
+                errors.append(e)
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(self.WRITERS)]
+        for t in threads:
+            t.start()
+        try:
+            go.wait()
+            self.assertEqual(self.get(action)[0], SC.OK)
+            harness.wait_for(lambda: sum(written) >= 16, timeout=120, what="16 MiB written")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(errors, [])
+        self.settled(timeout=60)
+        self.assertGreater(self.server.metric("ringcas_store_evicted_segments_total"), 0)
+        self.assertEqual(self.missing(outs), 0, "outputs lost after an OK hit")
+        self.assertEqual(self.get(action)[0], SC.OK)
+        self.assertEqual(self.server.metric("ringcas_blob_refreshes_unpinned_total"), 0)
+        # The copies ended: their pins, and the evicted files they held, are gone.
+        self.assertEqual(self.server.metric("ringcas_store_pinned_segments"), 0)
+        self.assertEqual(self.server.metric("ringcas_store_held_bytes"), 0)
 
 
 if __name__ == "__main__":

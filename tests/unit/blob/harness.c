@@ -141,6 +141,9 @@ void th_close(struct th *t)
     cr_assert(eq(u64, c.refreshes_open, 0));
     cr_assert(eq(u64, c.io_in_flight, 0));
     cr_assert(eq(u64, c.bufs, 0));
+    /* No key waits, so nothing is pinned; no reader is open, so no evicted file is held. */
+    cr_assert(eq(u32, blob_segment_pinned(&t->s->segs), 0));
+    cr_assert(eq(u64, atomic_load(&t->s->segs.held_bytes), 0));
     th_close_store(t);
     if (t->io) {
         cr_assert(eq(u32, blob_io_sim_open_fds(t->io), 0));

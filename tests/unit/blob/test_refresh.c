@@ -1,7 +1,8 @@
 /*
  * Refresh on read: a cold blob is copied to the head by the record (no recompression), the
  * index moves only if it still points at the old copy, a refresh that fails leaves the old
- * copy indexed, and nothing is refreshed on a quiescing core or for a hot blob.
+ * copy indexed, and nothing is refreshed on a quiescing core or for a hot blob. A queued key
+ * pins its segments: its copy outlives their eviction; pins are bounded and given back.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -291,5 +292,164 @@ Test(blob_refresh, a_cold_blob_found_by_hash_alone_is_refreshed_at_its_size)
     cr_assert(not(info.cold));
     cr_assert(eq(u64, info.size, 20000));
     check(&t, 9, 20000, false, &any);
+    th_close(&t);
+}
+
+/* Evicts every sealed segment now, as a store that other clients fill would. */
+static void evict_all_sealed(struct th *t)
+{
+    uint64_t max = t->s->opts.max_size;
+    t->s->opts.max_size = t->s->opts.segment_size;
+    cr_assert(gt(u32, blob_store_evict(t->s), 0));
+    t->s->opts.max_size = max;
+    cr_assert(eq(u32, blob_store_evict(t->s), 0)); /* the budget back at max_size */
+}
+
+/*
+ * A hit queues cold keys; before any copy starts, eviction takes their segment (other clients
+ * kept writing). The keys pinned it when they were queued, so every copy still reads the
+ * blob from the unlinked file and indexes it at the head: all are there, exact, also after a
+ * restart. Before, a copy starting later looked the key up, found nothing and skipped it: a
+ * hit answered OK had lost its outputs.
+ */
+Test(blob_refresh, keys_queued_before_their_segment_is_evicted_are_copied_from_it)
+{
+    struct th t = { 0 };
+    open_small(&t, 10);
+    struct blob_key keys[8];
+    for (uint64_t i = 0; i < 8; i++)
+        put_n(&t, 100 + i, 3000, i % 2 == 0, &keys[i]);
+    make_cold(&t, &keys[7]);
+    bool present[8];
+    cr_assert(eq(sz, blob_keep_many(t.bc, keys, 8, present), 8), "every key was cold and kept");
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 8));
+    cr_assert(eq(u32, t.bc->refreshes_len, 0), "nothing starts inside the call");
+    cr_assert(gt(u32, blob_segment_pinned(&t.s->segs), 0));
+    evict_all_sealed(&t);
+    struct blob_info info;
+    for (int i = 0; i < 8; i++)
+        cr_assert(eq(int, blob_stat(t.bc, &keys[i], &info), -ENOENT), "key %d not evicted", i);
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(gt(u64, st.held_bytes, 0), "the pinned segments stay on disk, counted");
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 8));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    cr_assert(eq(u32, blob_segment_pinned(&t.s->segs), 0), "the pins went with the copies");
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.held_bytes, 0), "and the evicted files with them");
+    for (uint64_t i = 0; i < 8; i++) {
+        cr_assert(eq(int, blob_stat(t.bc, &keys[i], &info), 0), "key %d lost", (int)i);
+        cr_assert(not(info.cold));
+        check(&t, 100 + i, 3000, i % 2 == 0, &keys[i]);
+    }
+    th_reopen(&t);
+    for (uint64_t i = 0; i < 8; i++)
+        check(&t, 100 + i, 3000, i % 2 == 0, &keys[i]);
+    th_close(&t);
+}
+
+/* The same for a blob whose chunks span segments: each of them is pinned. */
+Test(blob_refresh, a_queued_blob_spanning_segments_is_copied_after_they_are_evicted)
+{
+    struct th t = { 0 };
+    open_small(&t, 11);
+    static uint8_t want[100000]; /* random: chunks in two or more 64 KiB segments */
+    th_fill(want, sizeof(want), 11, false);
+    struct blob_key k;
+    th_key_of(&k, want, sizeof(want));
+    cr_assert(eq(int, th_put(&t, &k, want, sizeof(want), 0, 0), 0));
+    make_cold(&t, &k);
+    cr_assert(blob_exists(t.bc, &k, true));
+    cr_assert(ge(u32, blob_segment_pinned(&t.s->segs), 2));
+    evict_all_sealed(&t);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    uint8_t *out;
+    size_t n;
+    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0), "the spanning blob was lost");
+    cr_assert(eq(sz, n, sizeof(want)));
+    cr_assert(memcmp(out, want, n) == 0);
+    free(out);
+    th_close(&t);
+}
+
+/*
+ * Pins are bounded store-wide (a quarter of the budget, in segments, and one per core): with
+ * the budget spent, a cold key whose segment is not pinned yet is refused, so the hit counts
+ * it missing rather than promise what eviction may take; keys in a segment already pinned
+ * still come in. Eviction goes on meanwhile: it takes pinned segments too, and their files
+ * count against the budget until the pins go.
+ */
+Test(blob_refresh, past_the_pin_budget_a_cold_key_is_refused_and_eviction_goes_on)
+{
+    struct th t = { 0 };
+    open_small(&t, 12);
+    struct blob_key k[2];
+    put_n(&t, 12, 3000, false, &k[0]);
+    put_n(&t, 13, 3000, false, &k[1]);
+    make_cold(&t, &k[1]);
+    struct blob_index_value v;
+    cr_assert(blob_store_lookup(t.s, &k[0], &v));
+    uint32_t key_seg = v.loc.seg;
+    /* Another core's keys hold the budget: the newest sealed segments, pinned. */
+    uint32_t max = (uint32_t)(t.s->opts.max_size / 4 / t.s->opts.segment_size + 1);
+    struct blob_seg *held[16];
+    uint32_t n = 0;
+    uint32_t top = t.s->segs.next_seq > UINT32_MAX ? UINT32_MAX : (uint32_t)t.s->segs.next_seq;
+    for (uint32_t seq = top; seq > key_seg && n < max; seq--) {
+        struct blob_seg *seg = blob_segment_get(&t.s->segs, seq);
+        if (!seg) continue;
+        cr_assert(blob_segment_pin(&t.s->segs, seg, max));
+        held[n++] = seg;
+    }
+    cr_assert(eq(u32, n, max));
+    cr_assert(eq(u32, blob_segment_pinned(&t.s->segs), max));
+    bool present[2];
+    cr_assert(eq(sz, blob_keep_many(t.bc, k, 2, present), 0), "a key past the budget was kept");
+    cr_assert(eq(u64, th_counters(&t).refreshes_unpinned, 2));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    cr_assert(blob_exists(t.bc, &k[0], false), "refused, not dropped");
+    /* Eviction takes everything sealed, pinned or not; what is pinned stays on disk. */
+    struct blob_store_stats before;
+    blob_store_stats(t.s, &before);
+    evict_all_sealed(&t);
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(not(blob_exists(t.bc, &k[0], false)));
+    cr_assert(gt(u64, st.held_bytes, 0));
+    cr_assert(lt(u64, st.disk_bytes, before.disk_bytes));
+    cr_assert(eq(u64, st.pinned_segments, max), "a pin outlives its segment's eviction");
+    for (uint32_t i = 0; i < n; i++) {
+        blob_segment_unpin(&t.s->segs, held[i]);
+        blob_segment_put(&t.s->segs, held[i]);
+    }
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.held_bytes, 0));
+    cr_assert(eq(u64, st.pinned_segments, 0));
+    th_close(&t);
+}
+
+/* A key that cannot be copied (the core is short of readers) gives its pins back. */
+Test(blob_refresh, a_key_whose_copy_cannot_start_gives_its_pins_back)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1 << 20;
+    t.o.readers_max = 1;
+    th_open_sim(&t, 13);
+    struct blob_key k[2];
+    put_n(&t, 14, 3000, false, &k[0]);
+    put_n(&t, 15, 3000, false, &k[1]);
+    make_cold(&t, &k[1]);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k[0], 0, 0, &r), 0)); /* the one reader */
+    cr_assert(blob_exists(t.bc, &k[1], true));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 2));
+    th_settle(&t);
+    blob_read_close(r);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    cr_assert(eq(u32, blob_segment_pinned(&t.s->segs), 0));
     th_close(&t);
 }
