@@ -241,9 +241,15 @@ class Server:
             conn.close()
 
     def metric(self, name, **labels):
-        """Sum of every sample of <name> whose labels include <labels>."""
+        """Sum of every sample of <name> whose labels include <labels>. A name the server
+        does not declare (no # TYPE line for it or its histogram family) is an error, so a
+        renamed metric cannot turn an assertion into one that holds whatever happens."""
+        text = self.metrics_text()
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        if not re.search(r"^# TYPE (%s|%s) " % (re.escape(name), re.escape(family)), text, re.M):
+            raise AssertionError("the server exports no metric named %s" % name)
         total = 0.0
-        for n, l, v in parse_metrics(self.metrics_text()):
+        for n, l, v in parse_metrics(text):
             if n == name and all(l.get(k) == str(v2) for k, v2 in labels.items()):
                 total += v
         return total
