@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import unittest
 
 import harness
@@ -172,6 +173,20 @@ class BenchTest(harness.ServerTestCase):
             self.assertIn(word, out)
         self.assertNotIn("errors by status", out)
         self.server.wait_quiet(extra=QUIET_ACTIVE)
+
+    def test_long_corpus_is_read_to_its_end(self):
+        # Over 1024 characters of folders that do not exist, then one that does: the list
+        # used to be cut at 1024, and the run failed with "no readable file".
+        with tempfile.TemporaryDirectory(prefix="ringcas-corpus-") as d:
+            with open(os.path.join(d, "data"), "wb") as f:
+                f.write(os.urandom(4096) * 4)
+            corpus = ":".join("/nonexistent/%04d" % i for i in range(200)) + ":" + d
+            self.assertGreater(len(corpus), 2048)
+            rc, out, err = bench(self.server.address, "--workload", "http-put", "--data",
+                                 "build", "--corpus", corpus, "--duration", "500ms",
+                                 "--concurrency", "2", "--json")
+            self.assertEqual(rc, 0, out + err)
+            self.assertEqual(json.loads(out)["errors"], 0)
 
 
 class BenchCliTest(unittest.TestCase):
