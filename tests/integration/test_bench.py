@@ -243,5 +243,28 @@ class BenchCliTest(unittest.TestCase):
             s.close()
 
 
+class BenchRefusalsTest(harness.ServerTestCase):
+    """A server whose message memory is at its minimum (16 MiB a core) cannot hold the answers
+    of 16 batch reads of 4 MB at once: it refuses blobs with RESOURCE_EXHAUSTED in their own
+    responses (the call itself is OK), and the report shows the server's reason."""
+
+    server_args = ("--message-memory", "16MiB")
+
+    def test_batch_read_refusals_report_the_servers_message(self):
+        rc, out, err = bench(self.server.address, "--workload", "batch-read", "--compress",
+                             "--size", "500KiB", "--batch", "8", "--concurrency", "16",
+                             "--duration", "1s", "--json")
+        if rc != 0 and any(s in err + out for s in NOT_SERVED):
+            self.skipTest("batch-read: not served by this build (%s)" % err.strip()[-200:])
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["errors_by_status"].get("grpc RESOURCE_EXHAUSTED", 0), 0, out)
+        first = r["first_error"]
+        self.assertTrue(first.startswith("BatchReadBlobs: RESOURCE_EXHAUSTED 8: "), first)
+        self.assertIn("--message-memory", first)
+        self.assertIn("retry", first)
+        self.server.wait_quiet(extra=QUIET)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
