@@ -26,7 +26,7 @@ static void usage(FILE *out)
              "\n"
              "commands:\n"
              "  serve        run the node (default 127.0.0.1:8980, data in ./ringcas-data)\n"
-             "  put FILE...  upload files to a server's CAS; prints hash/size for each\n"
+             "  put FILE...  upload files (- is stdin) to a CAS; prints hash/size for each\n"
              "  get HASH/SIZE [-o FILE]\n"
              "               download a blob (to stdout by default), verified\n"
              "  stat         a server's capabilities and counters\n"
@@ -233,7 +233,10 @@ static int cmd_put(int argc, char **argv)
     if (!files) return 1;
     struct base_flags_rest rest = { .args = files, .size = (size_t)argc, .count = 0 };
     const struct cmd_spec spec = { .prog = "ringcas put",
-                                   .usage = "usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
+                                   .usage = "usage: ringcas put [FLAGS] FILE...\n\n"
+                                            "A FILE of - is standard input, copied to an unnamed "
+                                            "file in $TMPDIR\n(default /tmp) first; give it "
+                                            "once.\n\nflags:\n",
                                    .flags = flags,
                                    .flag_count = ARRAY_LEN(flags),
                                    .rest = &rest };

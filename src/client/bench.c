@@ -140,14 +140,16 @@ static int fill_build(uint8_t *pool, size_t size, const char *corpus)
     corpus_fill.pool = pool;
     corpus_fill.size = size;
     corpus_fill.len = 0;
-    char dirs[1024];
-    (void)snprintf(dirs, sizeof(dirs), "%s", corpus);
+    /* A copy of the whole list, however long (it was cut at 1024 characters once). */
+    char *dirs = strdup(corpus);
+    if (!dirs) return -ENOMEM;
     char *save = NULL;
     for (char *d = strtok_r(dirs, ":", &save); d && corpus_fill.len < size;
          d = strtok_r(NULL, ":", &save)) {
         /* Main thread only, before any worker starts (corpus_fill is its context). */
         (void)nftw(d, corpus_file, 32, FTW_PHYS); /* NOLINT(concurrency-mt-unsafe) */
     }
+    free(dirs);
     size_t have = corpus_fill.len;
     if (have == 0) return -ENOENT;
     /* A short corpus is repeated. Bounded: each copy doubles what is filled. */
@@ -431,6 +433,10 @@ static int plan_build(struct bench_plan *p, FILE *err)
     p->pool = malloc(p->pool_size);
     if (!p->pool) return -ENOMEM;
     rc = client_bench_pool_fill(p->pool, p->pool_size, p->o.data, p->o.corpus, p->o.seed);
+    if (rc == -ENOMEM) {
+        (void)fprintf(err, "ringcas bench: --corpus: out of memory\n");
+        return rc;
+    }
     if (rc < 0) {
         (void)fprintf(err, "ringcas bench: --data %s: no readable file under %s\n", p->o.data,
                       p->o.corpus);

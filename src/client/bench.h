@@ -66,7 +66,8 @@ void client_bench_print_workloads(FILE *out);
  * Fills <pool> (<size> bytes) with benchmark data: "random" (xorshift, incompressible) or
  * "build" (the files under the colon-separated folders of <corpus>, concatenated in a fixed
  * order, repeated if they are short). perf/cpu_raw measures SHA-256 and zstd on the same
- * bytes. Returns 0, or -EINVAL (unknown kind) or -ENOENT (no readable file in <corpus>).
+ * bytes. <corpus> may be of any length. Returns 0, or -EINVAL (unknown kind), -ENOENT (no
+ * readable file in <corpus>) or -ENOMEM.
  */
 MUST_CHECK int client_bench_pool_fill(uint8_t *pool, size_t size, const char *kind,
                                       const char *corpus, uint64_t seed);

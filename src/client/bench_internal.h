@@ -341,16 +341,24 @@ MUST_CHECK int bench_req_ac_update(struct bench_buf *b, const char *instance,
                                    const struct client_digest *action,
                                    const struct client_digest *const *outputs, size_t count);
 
+/* The first blob of a batch answer with a non-OK status. */
+struct bench_req_bad {
+    int status;             /* its google.rpc.Status code; 0 when every blob was OK */
+    const uint8_t *message; /* its message, borrowed from the answer; NULL when it has none */
+    size_t message_len;     /* bytes of <message> (not NUL-terminated) */
+};
+
 /*
  * Checks a response: the number of missing digests (FindMissingBlobs), of blobs answered OK
  * with the expected bytes (BatchReadBlobs; <zstd>: any length) or answered OK
- * (BatchUpdateBlobs). Each returns the count, or -EBADMSG for a malformed message; a blob
- * with a non-OK status is reported through *<bad_status> (its code; 0 when none).
+ * (BatchUpdateBlobs). Each returns the count, or -EBADMSG for a malformed message; the first
+ * blob with a non-OK status is reported through *<bad> (code and message: a server says
+ * there why it refused a blob, while the call itself is OK).
  */
 MUST_CHECK int64_t bench_req_count_missing(const uint8_t *p, size_t len);
-MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd, int *bad_status,
-                                        uint64_t *data_bytes);
-MUST_CHECK int64_t bench_req_count_updated(const uint8_t *p, size_t len, int *bad_status);
+MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd,
+                                        struct bench_req_bad *bad, uint64_t *data_bytes);
+MUST_CHECK int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad);
 
 /* ---- bench_mix.c: the build mix ---- */
 

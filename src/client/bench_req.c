@@ -235,28 +235,47 @@ int64_t bench_req_count_missing(const uint8_t *p, size_t len)
     return rc < 0 ? rc : missing;
 }
 
-/* The code of a google.rpc.Status message (field 1); 0 when absent. */
-static int status_code(const uint8_t *p, size_t len)
+/*
+ * Reads a google.rpc.Status message: its code (field 1; 0 when absent) and message (field 2)
+ * go to <bad> unless an earlier blob's did. 0 when the status is OK, 1 when not, -EBADMSG.
+ */
+static int status_read(const uint8_t *p, size_t len, struct bench_req_bad *bad)
 {
     struct proto_wire_reader r;
     proto_wire_reader_init(&r, p, len);
     struct proto_wire_field f;
+    int code = 0;
+    const uint8_t *message = NULL;
+    size_t message_len = 0;
     int rc;
+    /* Bounded by the message's length: every field takes at least one byte. */
     while ((rc = proto_wire_next(&r, &f)) > 0) {
-        if (f.number == 1 && f.type == PROTO_WIRE_VARINT) return (int)(int32_t)f.value;
+        if (f.number == 1 && f.type == PROTO_WIRE_VARINT) code = (int)(int32_t)f.value;
+        if (f.number == 2 && f.type == PROTO_WIRE_LEN) {
+            message = f.data;
+            message_len = f.len;
+        }
     }
-    return rc < 0 ? -EBADMSG : 0;
+    if (rc < 0) return -EBADMSG;
+    if (code == 0) return 0;
+    if (bad->status == 0) {
+        bad->status = code;
+        bad->message = message;
+        bad->message_len = message_len;
+    }
+    return 1;
 }
 
 /* One BatchReadBlobsResponse.Response: 1 OK with the right bytes, 0 not OK, or -EBADMSG. */
-static int read_entry(const uint8_t *p, size_t len, bool zstd, int *bad_status, uint64_t *bytes)
+static int read_entry(const uint8_t *p, size_t len, bool zstd, struct bench_req_bad *bad,
+                      uint64_t *bytes)
 {
     struct proto_wire_reader r;
     proto_wire_reader_init(&r, p, len);
     struct proto_wire_field f;
     int64_t size = -1;
     size_t data_len = 0;
-    int code = 0;
+    int not_ok = 0;
     uint64_t compressor = 0;
     int rc;
     while ((rc = proto_wire_next(&r, &f)) > 0) {
@@ -267,23 +286,20 @@ static int read_entry(const uint8_t *p, size_t len, bool zstd, int *bad_status, 
         } else if (f.number == 2 && f.type == PROTO_WIRE_LEN) {
             data_len = f.len;
         } else if (f.number == 3 && f.type == PROTO_WIRE_LEN) {
-            code = status_code(f.data, f.len);
+            not_ok = status_read(f.data, f.len, bad);
         } else if (f.number == 4 && f.type == PROTO_WIRE_VARINT) {
             compressor = f.value;
         }
     }
-    if (rc < 0 || code < 0) return -EBADMSG;
-    if (code != 0) {
-        *bad_status = code;
-        return 0;
-    }
+    if (rc < 0 || not_ok < 0) return -EBADMSG;
+    if (not_ok) return 0;
     bool compressed = zstd && compressor == 1;
     if (size < 0 || (!compressed && data_len != (size_t)size)) return -EBADMSG;
     *bytes += (uint64_t)size;
     return 1;
 }
 
-int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd, int *bad_status,
+int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd, struct bench_req_bad *bad,
                              uint64_t *data_bytes)
 {
     struct proto_wire_reader r;
@@ -291,41 +307,37 @@ int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd, int *bad_s
     struct proto_wire_field f;
     int64_t ok = 0;
     int rc;
-    *bad_status = 0;
+    *bad = (struct bench_req_bad){ 0 };
     *data_bytes = 0;
     while ((rc = proto_wire_next(&r, &f)) > 0) {
         if (f.number != 1 || f.type != PROTO_WIRE_LEN) continue;
-        int e = read_entry(f.data, f.len, zstd, bad_status, data_bytes);
+        int e = read_entry(f.data, f.len, zstd, bad, data_bytes);
         if (e < 0) return e;
         ok += e;
     }
     return rc < 0 ? rc : ok;
 }
 
-int64_t bench_req_count_updated(const uint8_t *p, size_t len, int *bad_status)
+int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad)
 {
     struct proto_wire_reader r;
     proto_wire_reader_init(&r, p, len);
     struct proto_wire_field f;
     int64_t ok = 0;
     int rc;
-    *bad_status = 0;
+    *bad = (struct bench_req_bad){ 0 };
     while ((rc = proto_wire_next(&r, &f)) > 0) {
         if (f.number != 1 || f.type != PROTO_WIRE_LEN) continue;
         struct proto_wire_reader e;
         proto_wire_reader_init(&e, f.data, f.len);
         struct proto_wire_field g;
-        int code = 0;
+        int not_ok = 0;
         int erc;
         while ((erc = proto_wire_next(&e, &g)) > 0) {
-            if (g.number == 2 && g.type == PROTO_WIRE_LEN) code = status_code(g.data, g.len);
+            if (g.number == 2 && g.type == PROTO_WIRE_LEN) not_ok = status_read(g.data, g.len, bad);
         }
-        if (erc < 0 || code < 0) return -EBADMSG;
-        if (code == 0) {
-            ok++;
-        } else {
-            *bad_status = code;
-        }
+        if (erc < 0 || not_ok < 0) return -EBADMSG;
+        if (!not_ok) ok++;
     }
     return rc < 0 ? rc : ok;
 }

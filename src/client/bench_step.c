@@ -257,12 +257,30 @@ static void put_done(struct client_call *c)
     after_request(s, finish_request(s, kind, code, false, c->result.message));
 }
 
-/* Checks a unary answer against what the request expects; 0 or a positive errno. */
-static int32_t check_raw(struct bench_slot *s)
+/* A batch's refused blob: its status negated, its message (printable bytes) into <detail>. */
+static int32_t raw_bad(const struct bench_req_bad *bad, char *detail, size_t size)
+{
+    size_t n = 0;
+    /* Bounded by <detail>'s size. */
+    for (size_t i = 0; i < bad->message_len && n + 1 < size; i++) {
+        uint8_t c = bad->message[i];
+        char printable = '?';
+        if (c >= 0x20 && c < 0x7f) printable = (char)c;
+        detail[n++] = printable;
+    }
+    detail[n] = '\0';
+    return -(int32_t)bad->status;
+}
+
+/*
+ * Checks a unary answer against what the request expects: 0, a positive errno, or a blob's
+ * gRPC status negated (its message, when it has one, goes to <detail>, <size> bytes).
+ */
+static int32_t check_raw(struct bench_slot *s, char *detail, size_t size)
 {
     const uint8_t *p = s->raw.response;
     size_t len = s->raw.response_len;
-    int bad = 0;
+    struct bench_req_bad bad = { 0 };
     uint64_t bytes = 0;
     int64_t n = 0;
     switch (s->op) {
@@ -272,11 +290,11 @@ static int32_t check_raw(struct bench_slot *s)
         return n == (int64_t)s->op_expect ? 0 : EBADMSG;
     case BENCH_OP_BATCH_READ:
         n = bench_req_count_read(p, len, plan_of(s)->o.compress, &bad, &bytes);
-        if (bad) return -bad; /* a gRPC status, negated */
+        if (n >= 0 && bad.status) return raw_bad(&bad, detail, size);
         return n == (int64_t)s->op_expect && bytes == s->op_bytes ? 0 : EBADMSG;
     case BENCH_OP_BATCH_UPDATE:
         n = bench_req_count_updated(p, len, &bad);
-        if (bad) return -bad;
+        if (n >= 0 && bad.status) return raw_bad(&bad, detail, size);
         return n == (int64_t)s->op_expect ? 0 : EBADMSG;
     default:
         return 0;
@@ -290,15 +308,18 @@ static void raw_done(struct client_call *c)
     int32_t code;
     call_outcome(c, &kind, &code);
     bool expected = false;
+    char blob_message[CLIENT_MESSAGE_MAX] = "";
+    const char *detail = c->result.message;
     if (kind == 0) {
-        int32_t r = check_raw(s);
+        int32_t r = check_raw(s, blob_message, sizeof(blob_message));
         kind = r == 0 ? 0 : r < 0 ? BENCH_ERR_GRPC : BENCH_ERR_LOCAL;
         code = r < 0 ? -r : r;
+        if (r < 0) detail = blob_message; /* the call was OK: the refused blob says why */
     } else if (s->step == BENCH_STEP_AC_GET && !s->action && kind == BENCH_ERR_GRPC &&
                code == PROTO_STATUS_NOT_FOUND) {
         expected = true; /* a miss: the action was never run before */
     }
-    bool ok = finish_request(s, kind, code, expected, c->result.message);
+    bool ok = finish_request(s, kind, code, expected, detail);
     after_request(s, ok || expected);
 }
 

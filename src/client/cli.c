@@ -120,7 +120,9 @@ static int session_open(const char *cmd, struct client_sync **s, const struct cl
 /* ---- put ---- */
 
 struct put_item {
-    const char *path;       /* as given */
+    const char *path;       /* as given ("-": standard input) */
+    int fd;                 /* "-": the copy of standard input (an unnamed temporary file);
+                               else -1 */
     bool hashed;            /* it could be read and hashed (it is closed in between: a long
                                file list must not hold a descriptor per file) */
     struct client_digest d; /* its digest */
@@ -146,29 +148,139 @@ static const char *file_err_str(int err)
     }
 }
 
+/* Opens <it>'s file (or a descriptor of stdin's copy) for reading: a descriptor, or -errno. */
+static int put_item_open(const struct put_item *it)
+{
+    int fd = it->fd >= 0 ? fcntl(it->fd, F_DUPFD_CLOEXEC, 0) : open(it->path, O_RDONLY | O_CLOEXEC);
+    return fd == -1 ? -errno : fd;
+}
+
 /* Opens <it>'s file for reading; the descriptor, or -errno after reporting it. */
 static int put_open(struct put_item *it)
 {
-    int fd = open(it->path, O_RDONLY | O_CLOEXEC);
+    int fd = put_item_open(it);
     if (fd >= 0) return fd;
-    int err = -errno;
-    (void)fprintf(stderr, "ringcas put: %s: %s\n", it->path, file_err_str(err));
-    return err;
+    (void)fprintf(stderr, "ringcas put: %s: %s\n", it->path, file_err_str(fd));
+    return fd;
+}
+
+/*
+ * An unnamed file in $TMPDIR (else /tmp), gone when closed: a descriptor or -errno. *<dir> is
+ * the folder tried.
+ */
+static int put_stdin_temp(const char **dir_out)
+{
+    /* Read before any thread exists (the session's ring starts later), so getenv is safe. */
+    const char *dir = getenv("TMPDIR"); /* NOLINT(concurrency-mt-unsafe) */
+    if (!dir || !dir[0]) dir = "/tmp";
+    *dir_out = dir;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) return fd;
+    /* A file system without O_TMPFILE: a named file, unlinked at once. */
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/ringcas-put-XXXXXX", dir);
+    if (n < 0 || (size_t)n >= sizeof(path)) return -ENAMETOOLONG;
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd == -1) return -errno;
+    (void)unlink(path);
+    return fd;
+}
+
+/* Writes <len> bytes of <buf> to <fd>: 0 or -errno. */
+static int put_write_all(int fd, const uint8_t *buf, size_t len)
+{
+    /* Bounded: each write makes progress or ends the loop. */
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1) return -errno;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/*
+ * Copies standard input to an unnamed temporary file (the digest must be known before the
+ * upload starts, and a pipe can be read once): its descriptor, or -errno after reporting it.
+ */
+static int put_stdin_copy(void)
+{
+    const char *dir;
+    int fd = put_stdin_temp(&dir);
+    if (fd < 0) {
+        (void)fprintf(stderr,
+                      "ringcas put: -: cannot create a temporary file in %s ($TMPDIR): %s\n", dir,
+                      file_err_str(fd));
+        return fd;
+    }
+    static uint8_t buf[64 << 10];
+    int rc = 0;
+    /* Bounded by stdin's length: each read makes progress or ends the loop. */
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1) {
+            rc = -errno;
+            (void)fprintf(stderr, "ringcas put: -: reading stdin: %s\n", base_err_str(rc));
+            break;
+        }
+        if (n == 0) break;
+        rc = put_write_all(fd, buf, (size_t)n);
+        if (rc < 0) {
+            (void)fprintf(stderr, "ringcas put: -: writing the temporary copy: %s\n",
+                          base_err_str(rc));
+            break;
+        }
+    }
+    if (rc == 0) return fd;
+    (void)close(fd);
+    return rc;
+}
+
+/*
+ * Sets every item's path and fd, copying stdin for the item "-": CLIENT_EXIT_USAGE when "-"
+ * is given more than once (stdin can be read once), else CLIENT_EXIT_OK. A copy that fails
+ * is reported here and leaves "-" with a negative fd (put_hash_all counts it as failed).
+ */
+static int put_stdin_prepare(struct put_item *items, char *const *files, size_t count)
+{
+    size_t dashes = 0;
+    for (size_t i = 0; i < count; i++) {
+        items[i].path = files[i];
+        items[i].fd = -1;
+        dashes += strcmp(files[i], "-") == 0;
+    }
+    if (dashes > 1) {
+        (void)fprintf(stderr, "ringcas put: stdin (-) can be given once\n");
+        return CLIENT_EXIT_USAGE;
+    }
+    if (dashes == 0) return CLIENT_EXIT_OK;
+    int fd = put_stdin_copy();
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(files[i], "-") == 0) items[i].fd = fd;
+    }
+    return CLIENT_EXIT_OK;
 }
 
 /* Hashes every file; returns the exit status so far. */
-static int put_hash_all(struct put_item *items, char *const *files, size_t count)
+static int put_hash_all(struct put_item *items, size_t count)
 {
     int status = CLIENT_EXIT_OK;
     for (size_t i = 0; i < count; i++) {
-        items[i].path = files[i];
         items[i].missing = true;
+        if (items[i].fd < -1) {
+            status = CLIENT_EXIT_USAGE; /* stdin could not be copied: reported */
+            continue;
+        }
         int fd = put_open(&items[i]);
         int rc = fd < 0 ? fd : client_digest_fd(fd, &items[i].d);
         if (fd >= 0) (void)close(fd);
         items[i].hashed = rc == 0;
         if (rc == 0) continue;
-        if (fd >= 0) (void)fprintf(stderr, "ringcas put: %s: %s\n", files[i], file_err_str(rc));
+        if (fd >= 0) {
+            (void)fprintf(stderr, "ringcas put: %s: %s\n", items[i].path, file_err_str(rc));
+        }
         status = CLIENT_EXIT_USAGE;
     }
     return status;
@@ -249,8 +361,8 @@ static void put_batch_add(struct put_batch *b, struct put_item *items, size_t i,
 {
     struct put_item *it = &items[i];
     uint8_t *raw = b->raw + b->bytes;
-    int fd = open(it->path, O_RDONLY | O_CLOEXEC);
-    int rc = fd == -1 ? -errno : put_read_small(it, fd, raw);
+    int fd = put_item_open(it);
+    int rc = fd < 0 ? fd : put_read_small(it, fd, raw);
     if (fd >= 0) (void)close(fd);
     struct client_digest now;
     if (rc == 0) client_digest_buf(raw, (size_t)it->d.size, &now);
@@ -346,7 +458,9 @@ int client_cli_put(const struct client_cli_options *o, char *const *files, size_
     if (status != CLIENT_EXIT_OK) return status;
     struct put_item *items = calloc(count, sizeof(*items));
     if (!items) return CLIENT_EXIT_FAILURE;
-    status = put_hash_all(items, files, count);
+    status = put_stdin_prepare(items, files, count);
+    if (status != CLIENT_EXIT_OK) goto out_free;
+    status = put_hash_all(items, count);
     struct client_sync *s = NULL;
     int rc = session_open("put", &s, o);
     if (rc != CLIENT_EXIT_OK) {
@@ -385,6 +499,9 @@ int client_cli_put(const struct client_cli_options *o, char *const *files, size_
     if (rc != CLIENT_EXIT_OK && status == CLIENT_EXIT_OK) status = rc;
     client_sync_destroy(s);
 out_free:
+    for (size_t i = 0; i < count; i++) {
+        if (items[i].fd >= 0) (void)close(items[i].fd);
+    }
     free(items);
     if (fflush(stdout) != 0 && status == CLIENT_EXIT_OK) status = CLIENT_EXIT_FAILURE;
     return status;

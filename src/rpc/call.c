@@ -553,13 +553,13 @@ void rpc_call_on_headers(struct rpc_call *c)
     }
     int rc = deadline_add(c);
     if (rc == -ENOMEM) {
-        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for a deadline", 200);
+        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+                    "server busy: out of memory for a deadline, retry later", 200);
     } else if (rc < 0) {
-        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "server busy (op table full)", 200);
+        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+                    "server busy: the core's op table is full, retry later", 200);
     }
 }
-
-#define MEM_BUSY "server busy: the core's message memory (--message-memory) is taken, retry"
 
 /*
  * Room for <need> bytes of the unary message being assembled: grown by doubling from 64 KiB
@@ -576,7 +576,7 @@ static int unary_grow(struct rpc_call *c, uint32_t need)
     if (cap > len) cap = len;
     uint8_t *p = proto_alloc_realloc(&c->rc->pb_mem, c->msg, cap);
     if (!p) {
-        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, MEM_BUSY);
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
         return -1;
     }
     c->msg = p;
@@ -637,7 +637,7 @@ static int unary_end(struct rpc_call *c)
     } else if (c->msg_direct) {
         c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
         if (!c->msg) {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, MEM_BUSY);
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
             return -1;
         }
         memcpy(c->msg, c->msg_direct, c->msg_len);
@@ -695,7 +695,7 @@ static void queue_slice(struct rpc_call *c, const uint8_t *p, size_t len, uint16
     struct rpc_slice *s = proto_alloc_malloc(&c->rc->pb_mem, sizeof(*s) + extra);
     if (!s) {
         rpc_h2_consume(c, len);
-        cancel(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory for input");
+        cancel(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
         return;
     }
     s->len = len;
@@ -925,7 +925,7 @@ void rpc_call_send_owned(struct rpc_call *c, uint8_t *buf, size_t len)
     if (!os) {
         /* No memory for the envelope: fall back to a copy, or give up on the call. */
         if (rpc_call_send_copy(c, buf, len) < 0) {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
         }
         proto_alloc_free(&c->rc->pb_mem, buf);
         return;
@@ -1004,7 +1004,7 @@ uint64_t rpc_call_mem_refusals(const struct rpc_call *c)
 void rpc_call_finish_undecodable(struct rpc_call *c, uint64_t refusals, const char *what)
 {
     if (rpc_call_mem_refusals(c) != refusals) {
-        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, MEM_BUSY);
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
         return;
     }
     char buf[RPC_CALL_MESSAGE_MAX];

@@ -60,6 +60,10 @@ struct rpc_seg;
 #define RPC_CALL_PATH_MAX 128
 /* Longest grpc-message sent, after percent-encoding. */
 #define RPC_CALL_MESSAGE_MAX 512
+/* The grpc-message of a call (or a batch's blob) refused because the core's counting
+ * allocator for messages (--message-memory) is at its limit. */
+#define RPC_CALL_MEM_BUSY                                                                          \
+    "server busy: the core's message memory (--message-memory) is taken, retry"
 
 /* Bytes of service state kept inside each call (a ByteStream read's fits). */
 #define RPC_CALL_SVC_INLINE 256

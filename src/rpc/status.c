@@ -23,10 +23,14 @@ static const struct mapping table[] = {
     { -ENAMETOOLONG, PROTO_STATUS_INVALID_ARGUMENT, "name too long" },
     { -ENOENT, PROTO_STATUS_NOT_FOUND, "not found" },
     { -ERANGE, PROTO_STATUS_OUT_OF_RANGE, "offset out of range" },
-    { -EAGAIN, PROTO_STATUS_RESOURCE_EXHAUSTED, "server busy: a queue is full, retry later" },
+    { -EAGAIN, PROTO_STATUS_RESOURCE_EXHAUSTED,
+      "server busy: a per-core queue is full (disk reads, read buffers, readers or uploads), "
+      "retry later" },
     { -ENOSPC, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "store full: the blob does not fit in the size budget" },
-    { -ENOMEM, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory" },
+    { -ENOMEM, PROTO_STATUS_RESOURCE_EXHAUSTED,
+      "server busy: out of memory for this call (--message-memory or --zstd-memory is taken), "
+      "retry later" },
     { -ETIMEDOUT, PROTO_STATUS_DEADLINE_EXCEEDED, "timed out" },
     { -ECANCELED, PROTO_STATUS_UNAVAILABLE, "server is shutting down: retry" },
     { -EEXIST, PROTO_STATUS_ALREADY_EXISTS, "already exists" },

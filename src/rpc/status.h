@@ -7,7 +7,8 @@
 
 /*
  * Returns the gRPC status (enum proto_status) for <err> (0 or -errno) and sets *<message> to
- * a static description for grpc-message:
+ * a static description for grpc-message, never empty but for OK; a refusal a client may
+ * retry (RESOURCE_EXHAUSTED, UNAVAILABLE) says what was full and that it may retry:
  *   0          OK
  *   -EINVAL, -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch), -EBADMSG (malformed
  *              upload or message), -EPROTO, -ENOTSUP, -ENAMETOOLONG   INVALID_ARGUMENT
@@ -15,7 +16,7 @@
  *   -ERANGE    OUT_OF_RANGE
  *   -EAGAIN    RESOURCE_EXHAUSTED (a bounded queue is full: retry)
  *   -ENOSPC    RESOURCE_EXHAUSTED (the store's size budget is full)
- *   -ENOMEM    RESOURCE_EXHAUSTED
+ *   -ENOMEM    RESOURCE_EXHAUSTED (memory for the call is taken: retry)
  *   -ETIMEDOUT DEADLINE_EXCEEDED
  *   -ECANCELED UNAVAILABLE (the server is draining: retry elsewhere)
  *   -EEXIST    ALREADY_EXISTS

@@ -91,9 +91,11 @@ static void value_fetched(struct rpc_fetch *f, int res)
     if (rc < 0) {
         ac_get_free(g);
         /* An undecodable stored value is not a result: the client recomputes (NOT_FOUND). */
-        rpc_call_finish(c,
-                        rc == -EBADMSG ? PROTO_STATUS_NOT_FOUND : PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        rc == -EBADMSG ? "stored action result is undecodable" : "out of memory");
+        if (rc == -EBADMSG) {
+            rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "stored action result is undecodable");
+        } else {
+            rpc_call_finish_err(c, rc, NULL);
+        }
     }
 }
 
@@ -111,7 +113,7 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         if (g) {
             rpc_call_finish_undecodable(c, refusals, "GetActionResultRequest");
         } else {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_call_finish_err(c, -ENOMEM, NULL);
         }
         return;
     }
@@ -281,7 +283,7 @@ static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len
         if (p) {
             rpc_call_finish_undecodable(c, refusals, "UpdateActionResultRequest");
         } else {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_call_finish_err(c, -ENOMEM, NULL);
         }
         return;
     }

@@ -205,6 +205,11 @@ static void batch_answer_end(struct rpc_call *c, struct batch_answer *a,
     proto_alloc_free(mem, a->responses);
     proto_alloc_free(mem, a->ptrs);
     proto_alloc_free(mem, a->st);
+    if (rc == -ENOMEM) {
+        /* The answer's arrays and its packed copy come from the core's message memory. */
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
+        return;
+    }
     if (rc < 0) {
         rpc_call_finish_err(c, rc, NULL);
         return;
@@ -395,7 +400,7 @@ static void batch_update_on_message(struct rpc_call *c, const uint8_t *msg, size
         if (b) {
             rpc_call_finish_undecodable(c, refusals, "BatchUpdateBlobsRequest");
         } else {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_call_finish_err(c, -ENOMEM, NULL);
         }
         return;
     }
@@ -488,6 +493,8 @@ static void read_answer_fill(struct batch_read *b, struct batch_answer *a)
         const struct read_item *it = &b->items[i];
         const char *message;
         int code = rpc_status_from_read_err(it->err, &message);
+        /* A fetch's buffer comes from the core's message memory (docs/grpc.md says so). */
+        if (it->err == -ENOMEM) message = RPC_CALL_MEM_BUSY;
         build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(&rs[i]);
         rs[i].digest = b->req->digests[i];
         rs[i].status = batch_answer_status(&a->st[i], code, message);
@@ -609,7 +616,7 @@ static void batch_read_on_message(struct rpc_call *c, const uint8_t *msg, size_t
         if (b) {
             rpc_call_finish_undecodable(c, refusals, "BatchReadBlobsRequest");
         } else {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_call_finish_err(c, -ENOMEM, NULL);
         }
         return;
     }

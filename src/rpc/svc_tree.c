@@ -199,7 +199,7 @@ static void get_tree_on_message(struct rpc_call *c, const uint8_t *msg, size_t l
         if (t) {
             rpc_call_finish_undecodable(c, refusals, "GetTreeRequest");
         } else {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_call_finish_err(c, -ENOMEM, NULL);
         }
         return;
     }

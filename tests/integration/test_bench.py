@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import unittest
 
 import harness
@@ -173,6 +174,20 @@ class BenchTest(harness.ServerTestCase):
         self.assertNotIn("errors by status", out)
         self.server.wait_quiet(extra=QUIET_ACTIVE)
 
+    def test_long_corpus_is_read_to_its_end(self):
+        # Over 1024 characters of folders that do not exist, then one that does: the list
+        # used to be cut at 1024, and the run failed with "no readable file".
+        with tempfile.TemporaryDirectory(prefix="ringcas-corpus-") as d:
+            with open(os.path.join(d, "data"), "wb") as f:
+                f.write(os.urandom(4096) * 4)
+            corpus = ":".join("/nonexistent/%04d" % i for i in range(200)) + ":" + d
+            self.assertGreater(len(corpus), 2048)
+            rc, out, err = bench(self.server.address, "--workload", "http-put", "--data",
+                                 "build", "--corpus", corpus, "--duration", "500ms",
+                                 "--concurrency", "2", "--json")
+            self.assertEqual(rc, 0, out + err)
+            self.assertEqual(json.loads(out)["errors"], 0)
+
 
 class BenchCliTest(unittest.TestCase):
     def test_help_documents_every_workload_and_flag(self):
@@ -226,6 +241,29 @@ class BenchCliTest(unittest.TestCase):
                 self.assertIn("no request finished in the measured window", err)
         finally:
             s.close()
+
+
+class BenchRefusalsTest(harness.ServerTestCase):
+    """A server whose message memory is at its minimum (16 MiB a core) cannot hold the answers
+    of 16 batch reads of 4 MB at once: it refuses blobs with RESOURCE_EXHAUSTED in their own
+    responses (the call itself is OK), and the report shows the server's reason."""
+
+    server_args = ("--message-memory", "16MiB")
+
+    def test_batch_read_refusals_report_the_servers_message(self):
+        rc, out, err = bench(self.server.address, "--workload", "batch-read", "--compress",
+                             "--size", "500KiB", "--batch", "8", "--concurrency", "16",
+                             "--duration", "1s", "--json")
+        if rc != 0 and any(s in err + out for s in NOT_SERVED):
+            self.skipTest("batch-read: not served by this build (%s)" % err.strip()[-200:])
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["errors_by_status"].get("grpc RESOURCE_EXHAUSTED", 0), 0, out)
+        first = r["first_error"]
+        self.assertTrue(first.startswith("BatchReadBlobs: RESOURCE_EXHAUSTED 8: "), first)
+        self.assertIn("--message-memory", first)
+        self.assertIn("retry", first)
+        self.server.wait_quiet(extra=QUIET)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 - bad input gives one clear line and its exit status (docs/cli.md);
 - a server that stops answering (SIGSTOP, or a socket that accepts and never replies) makes
   put, get and stat fail after --timeout instead of hanging;
+- `put -` reads the blob from stdin (a pipe), stdin given twice is a usage error;
 - put/get round trips of 0 B, 1 B and 64 MiB, identity and --compress, byte for byte; a reader
   that goes away mid-download cancels the server's reads (its gauges return to zero).
 
@@ -31,16 +32,17 @@ EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_UNAVAILABLE = 2, 3, 4, 5
 QUIET = ("grpc_calls", "h2_streams", "bs_readers", "bs_uploads", "grpc_pins")
 
 
-def run(args, server=None, timeout=120, stdout=subprocess.PIPE, env=None):
-    """Runs `ringcas ARGS` (with --server of <server> first when given); returns the
-    CompletedProcess with stdout as bytes and stderr as text, and the seconds it took."""
+def run(args, server=None, timeout=120, stdout=subprocess.PIPE, env=None, stdin_data=None):
+    """Runs `ringcas ARGS` (with --server of <server> first when given, <stdin_data> bytes
+    piped to its stdin when given); returns the CompletedProcess with stdout as bytes and
+    stderr as text, and the seconds it took."""
     cmd = [harness.binary()] + list(args[:1])
     if server is not None:
         cmd += ["--server", server]
     cmd += list(args[1:])
     start = time.monotonic()
     p = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout,
-                       env=dict(os.environ, **(env or {})))
+                       env=dict(os.environ, **(env or {})), input=stdin_data)
     p.stderr = p.stderr.decode(errors="replace")
     return p, time.monotonic() - start
 
@@ -335,6 +337,47 @@ class RoundTrips(ClientTestCase):
             p, _ = self.cli("put", *extra, *paths)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertEqual(p.stdout.decode().splitlines(), [digest_file(x) for x in paths])
+
+    def test_put_reads_stdin(self):
+        # `-` is standard input (as `get -o -` is stdout): piped bytes, small (batched) and
+        # large (streamed), identity and compressed, come back byte for byte.
+        text = b"ringcas reads blobs from a pipe\n" * 100
+        for data in (b"x", text, os.urandom(300 << 10) + text, os.urandom(5 << 20)):
+            for flags in ([], ["--compress"], ["--force", "--batch-max", "0"]):
+                p, _ = self.cli("put", *flags, "-", stdin_data=data)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                want = digest(data)
+                self.assertEqual(p.stdout.decode(), want + "\n")
+                p, _ = self.cli("get", want)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertTrue(p.stdout == data, "%s came back different" % want)
+        # Stdin among files keeps its place in the output.
+        path = write_blob(self.tmp, "beside-stdin", 1000, 40)
+        p, _ = self.cli("put", path, "-", path, stdin_data=text)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.decode().splitlines(),
+                         [digest_file(path), digest(text), digest_file(path)])
+
+    def test_put_empty_stdin_is_the_empty_blob(self):
+        p, _ = self.cli("put", "-", stdin_data=b"")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.decode(), EMPTY + "\n")
+        p, _ = self.cli("get", EMPTY)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"")
+
+    def test_put_stdin_twice_is_a_usage_error(self):
+        p, _ = self.cli("put", "-", "-", stdin_data=b"once")
+        self.assertEqual(p.returncode, EXIT_USAGE, p.stderr)
+        self.assertIn("stdin (-) can be given once", p.stderr)
+        self.assertEqual(p.stdout, b"")
+        # Where stdin cannot be copied, the other files are still uploaded.
+        path = write_blob(self.tmp, "beside-bad-tmpdir", 100, 41)
+        p, _ = self.cli("put", "-", path, stdin_data=b"lost",
+                        env={"TMPDIR": os.path.join(self.tmp, "missing")})
+        self.assertEqual(p.returncode, EXIT_USAGE, p.stderr)
+        self.assertIn("ringcas put: -: cannot create a temporary file in ", p.stderr)
+        self.assertEqual(p.stdout.decode(), digest_file(path) + "\n")
 
     def test_not_found(self):
         missing = digest(b"never stored %f" % time.time())

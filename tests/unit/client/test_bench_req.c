@@ -158,10 +158,11 @@ Test(client_bench_req, reads_answers)
     rr.n_responses = 2;
     rr.responses = ep;
     p = pack(&rr.base, &len);
-    int bad = 0;
+    struct bench_req_bad bad;
     uint64_t got = 0;
     cr_assert(eq(i64, bench_req_count_read(p, len, false, &bad, &got), 1));
-    cr_assert(eq(int, bad, 5));
+    cr_assert(eq(int, bad.status, 5));
+    cr_assert(eq(ptr, (void *)bad.message, NULL)); /* a status without a message */
     cr_assert(eq(u64, got, 3));
     free(p);
     e[0].data.len = 2; /* shorter than its digest says */
@@ -169,6 +170,63 @@ Test(client_bench_req, reads_answers)
     cr_assert(eq(i64, bench_req_count_read(p, len, false, &bad, &got), -EBADMSG));
     free(p);
     cr_assert(eq(i64, bench_req_count_missing((const uint8_t *)"\x12\x05", 2), -EBADMSG));
+}
+
+/* A batch whose call is OK but whose blobs were refused: the first refusal's code and message
+ * are what the report shows (they used to be a bare code). */
+Test(client_bench_req, refused_blobs_keep_the_servers_message)
+{
+    T(Digest) dg = PB_INIT(DIGEST__INIT);
+    char h0[] = "bb00000000000000000000000000000000000000000000000000000000000000";
+    dg.hash = h0;
+    dg.size_bytes = 3;
+    char busy[] = "server busy: the core's message memory (--message-memory) is taken, retry";
+    char other[] = "not this one";
+    Google__Rpc__Status st[2] = { GOOGLE__RPC__STATUS__INIT, GOOGLE__RPC__STATUS__INIT };
+    st[0].code = 8;
+    st[0].message = busy;
+    st[1].code = 14;
+    st[1].message = other;
+
+    T(BatchReadBlobsResponse__Response)
+    e[2] = { PB_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE__INIT),
+             PB_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE__INIT) };
+    T(BatchReadBlobsResponse__Response) * ep[2] = { &e[0], &e[1] };
+    for (int i = 0; i < 2; i++) {
+        e[i].digest = &dg;
+        e[i].status = &st[i];
+    }
+    T(BatchReadBlobsResponse) rr = PB_INIT(BATCH_READ_BLOBS_RESPONSE__INIT);
+    rr.n_responses = 2;
+    rr.responses = ep;
+    size_t len;
+    uint8_t *p = pack(&rr.base, &len);
+    struct bench_req_bad bad;
+    uint64_t got;
+    cr_assert(eq(i64, bench_req_count_read(p, len, true, &bad, &got), 0));
+    cr_assert(eq(int, bad.status, 8));
+    cr_assert(eq(sz, bad.message_len, strlen(busy)));
+    cr_assert(eq(int, memcmp(bad.message, busy, strlen(busy)), 0));
+    free(p);
+
+    T(BatchUpdateBlobsResponse__Response)
+    u[2] = { PB_INIT(BATCH_UPDATE_BLOBS_RESPONSE__RESPONSE__INIT),
+             PB_INIT(BATCH_UPDATE_BLOBS_RESPONSE__RESPONSE__INIT) };
+    T(BatchUpdateBlobsResponse__Response) * up[2] = { &u[0], &u[1] };
+    Google__Rpc__Status ok = GOOGLE__RPC__STATUS__INIT;
+    u[0].digest = &dg;
+    u[0].status = &ok;
+    u[1].digest = &dg;
+    u[1].status = &st[1];
+    T(BatchUpdateBlobsResponse) ur = PB_INIT(BATCH_UPDATE_BLOBS_RESPONSE__INIT);
+    ur.n_responses = 2;
+    ur.responses = up;
+    p = pack(&ur.base, &len);
+    cr_assert(eq(i64, bench_req_count_updated(p, len, &bad), 1));
+    cr_assert(eq(int, bad.status, 14));
+    cr_assert(eq(sz, bad.message_len, strlen(other)));
+    cr_assert(eq(int, memcmp(bad.message, other, strlen(other)), 0));
+    free(p);
 }
 
 Test(client_bench_mix, sizes_follow_the_model)

@@ -1,5 +1,6 @@
 /* The one error-to-status mapping: every errno the engine and parsers use has its status. */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -51,4 +52,39 @@ Test(rpc_status, corrupt_stored_blob_reads_as_not_found)
     cr_assert(ne(ptr, strstr(message, "corrupt"), NULL));
     cr_assert(eq(int, rpc_status_from_read_err(-ENOENT, &message), PROTO_STATUS_NOT_FOUND));
     cr_assert(eq(int, rpc_status_from_read_err(-EIO, &message), PROTO_STATUS_INTERNAL));
+}
+
+/*
+ * Every status but OK carries a message (an empty grpc-message leaves a client with a bare
+ * code), and every refusal a client may retry (RESOURCE_EXHAUSTED, UNAVAILABLE) says what was
+ * full or going away, and that a retry may succeed.
+ */
+Test(rpc_status, every_error_has_a_message_and_refusals_say_retry)
+{
+    /* Bounded: the errno values Linux defines (EHWPOISON is 133), and some past them. */
+    for (int e = 1; e <= 200; e++) {
+        for (int read = 0; read < 2; read++) {
+            const char *message = NULL;
+            int status =
+                read ? rpc_status_from_read_err(-e, &message) : rpc_status_from_err(-e, &message);
+            cr_assert(ne(int, status, PROTO_STATUS_OK), "errno %d", e);
+            cr_assert(ne(ptr, (void *)message, NULL), "errno %d", e);
+            cr_assert(gt(sz, strlen(message), 0), "errno %d", e);
+            /* A full size budget is not a busy server: budget_full_says_so checks it. */
+            bool retry =
+                status == PROTO_STATUS_RESOURCE_EXHAUSTED || status == PROTO_STATUS_UNAVAILABLE;
+            if (retry && e != ENOSPC) {
+                cr_assert(ne(ptr, strstr(message, "retry"), NULL), "errno %d: %s", e, message);
+            }
+        }
+    }
+}
+
+Test(rpc_status, full_queues_and_memory_name_what_was_full)
+{
+    const char *message;
+    (void)rpc_status_from_err(-EAGAIN, &message);
+    cr_assert(ne(ptr, strstr(message, "queue"), NULL), "%s", message);
+    (void)rpc_status_from_err(-ENOMEM, &message);
+    cr_assert(ne(ptr, strstr(message, "--message-memory"), NULL), "%s", message);
 }
