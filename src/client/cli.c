@@ -123,6 +123,7 @@ struct put_item {
     const char *path;       /* as given ("-": standard input) */
     int fd;                 /* "-": the copy of standard input (an unnamed temporary file);
                                else -1 */
+    bool stdin_failed;      /* "-" whose copy failed (reported) */
     bool hashed;            /* it could be read and hashed (it is closed in between: a long
                                file list must not hold a descriptor per file) */
     struct client_digest d; /* its digest */
@@ -241,7 +242,7 @@ static int put_stdin_copy(void)
 /*
  * Sets every item's path and fd, copying stdin for the item "-": CLIENT_EXIT_USAGE when "-"
  * is given more than once (stdin can be read once), else CLIENT_EXIT_OK. A copy that fails
- * is reported here and leaves "-" with a negative fd (put_hash_all counts it as failed).
+ * is reported here and marks "-" stdin_failed (put_hash_all counts it as failed).
  */
 static int put_stdin_prepare(struct put_item *items, char *const *files, size_t count)
 {
@@ -258,7 +259,9 @@ static int put_stdin_prepare(struct put_item *items, char *const *files, size_t 
     if (dashes == 0) return CLIENT_EXIT_OK;
     int fd = put_stdin_copy();
     for (size_t i = 0; i < count; i++) {
-        if (strcmp(files[i], "-") == 0) items[i].fd = fd;
+        if (strcmp(files[i], "-") != 0) continue;
+        items[i].fd = fd >= 0 ? fd : -1;
+        items[i].stdin_failed = fd < 0;
     }
     return CLIENT_EXIT_OK;
 }
@@ -269,7 +272,7 @@ static int put_hash_all(struct put_item *items, size_t count)
     int status = CLIENT_EXIT_OK;
     for (size_t i = 0; i < count; i++) {
         items[i].missing = true;
-        if (items[i].fd < -1) {
+        if (items[i].stdin_failed) {
             status = CLIENT_EXIT_USAGE; /* stdin could not be copied: reported */
             continue;
         }
