@@ -260,7 +260,8 @@ static void render_source(struct out *o, uint32_t cores, const struct rpc_metric
         struct export_name e = export_name(name, src->kinds[i]);
         put(o, "# HELP ringcas_%.*s%s %s\n# TYPE ringcas_%.*s%s %s\n", e.stem_len, name, e.suffix,
             src->helps[i], e.stem_len, name, e.suffix, src->kinds[i]);
-        for (uint32_t c = 0; c < cores; c++) {
+        uint32_t shown = src->core0_only && cores > 0 ? 1 : cores;
+        for (uint32_t c = 0; c < shown; c++) {
             unsigned long long v = src->read(src->ctx, c, i);
             put(o, "ringcas_%.*s%s{core=\"%u\"} ", e.stem_len, name, e.suffix, c);
             /* Exact decimal seconds: no rounding through a double. */

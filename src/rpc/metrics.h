@@ -11,6 +11,7 @@
 #ifndef RINGCAS_RPC_METRICS_H
 #define RINGCAS_RPC_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -119,7 +120,9 @@ const char *rpc_route_name(enum rpc_route route);
  * Another module's counters, rendered with a core label as ringcas_<name> (a gauge),
  * ringcas_<name>_total (a counter), or ringcas_<stem>_seconds_total in seconds (a counter of
  * nanoseconds, named <stem>_ns), as Prometheus names them. <read> returns core <core>'s value
- * of counter <index> (0..count-1). Register before the server starts.
+ * of counter <index> (0..count-1). A store-wide source sets <core0_only>: its figures are one
+ * series each, core="0", with no zero series on the other cores for a min() or an alert on a
+ * bare name to trip over. Register before the server starts.
  */
 struct rpc_metrics_source {
     const char *const *names; /* without the ringcas_ prefix nor _total; see above */
@@ -128,6 +131,7 @@ struct rpc_metrics_source {
     size_t count;             /* entries in the arrays */
     uint64_t (*read)(void *ctx, uint32_t core, size_t index);
     void *ctx;
+    bool core0_only; /* rendered for core 0 only (store-wide figures) */
 };
 
 /* What GET /metrics shows: <metrics>[i] and <ring_counters>[i] belong to core i. */

@@ -121,10 +121,15 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     c->svc = g;
     struct blob_key k;
     int rc = rpc_digest_ac_key(req->instance_name, req->action_digest, &k);
-    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
+    /* The message names the field at fault: a long instance name is not a bad digest. */
+    const char *field = rc == -ENAMETOOLONG ? "instance_name" : "action_digest";
+    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) {
+        rc = -ENOTSUP;
+        field = "digest_function";
+    }
     build__bazel__remote__execution__v2__get_action_result_request__free_unpacked(req, a);
     if (rc < 0) {
-        rpc_call_finish_err(c, rc, "action_digest");
+        rpc_call_finish_err(c, rc, field);
         return;
     }
     g->f = (struct rpc_fetch){ .rc = c->rc,
@@ -296,7 +301,7 @@ static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len
     build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req, a);
     if (rc < 0) {
         put_free(p);
-        rpc_call_finish_err(c, rc, "UpdateActionResult");
+        rpc_call_finish_err(c, rc, rc == -ENAMETOOLONG ? "instance_name" : "UpdateActionResult");
     }
 }
 

@@ -342,6 +342,18 @@ class PrometheusReads(harness.ServerTestCase):
             self.assertIn(want, statuses)
         self.check(text, "after traffic")
 
+    def test_store_figures_are_one_series_on_core_0(self):
+        """The store's figures are store-wide: one series each, core="0". A zero series per
+        other core made min(ringcas_store_budget_bytes), or an alert on the bare name, see a
+        budget of 0 (docs/operations.md "Live counters")."""
+        samples = harness.parse_metrics(self.server.metrics_text())
+        store = [(n, l.get("core")) for n, l, v in samples if n.startswith("ringcas_store_")]
+        self.assertIn(("ringcas_store_budget_bytes", "0"), store)
+        self.assertEqual([s for s in store if s[1] != "0"], [])
+        # Per-core engine counters keep a series per core.
+        cores = {l.get("core") for n, l, v in samples if n == "ringcas_blob_uploads"}
+        self.assertEqual(cores, {str(c) for c in range(self.server.cores)})
+
     def test_prometheus_scrapes_rates_and_quantiles(self):
         prom = Prometheus(self.server.address)
         stop = threading.Event()

@@ -381,6 +381,26 @@ class ActionCache(ReapiCase):
         self.update(action, ar2, instance="team-a")
         self.assertEqual(self.get(action, instance="team-a").exit_code, 3)
 
+    def test_a_long_instance_name_is_named_in_the_error(self):
+        """An instance name over 4096 bytes is INVALID_ARGUMENT "name too long" (docs/grpc.md),
+        and the message names instance_name: it used to say "action_digest: name too long",
+        sending the reader to a digest that is fine."""
+        action, long_name = os.urandom(32), "x" * 4097
+        code, details = self.code(self.get, action, instance=long_name)
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertEqual(details, "instance_name: name too long")
+        code, details = self.code(self.update, action, self.result_with(), instance=long_name)
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertEqual(details, "instance_name: name too long")
+        # 4096 bytes is a name like any other.
+        self.assertEqual(self.code(self.get, action, instance="x" * 4096)[0], SC.NOT_FOUND)
+        # A digest function other than SHA-256 is named as such, not as the digest.
+        req = reapi.msg("GetActionResultRequest", digest_function=2)  # SHA1
+        req.action_digest.CopyFrom(digest(action))
+        code, details = self.code(self.c.GetActionResult, req)
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertTrue(details.startswith("digest_function: "), details)
+
     def test_result_with_a_missing_output_is_not_found(self):
         present, absent = os.urandom(100), os.urandom(100)
         self.batch_update([present])

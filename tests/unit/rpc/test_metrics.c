@@ -32,7 +32,7 @@ Test(rpc_metrics, renders_counts_latency_and_sources)
     static const char *const names[] = { "blobs", "evictions", "wait_ns" };
     static const char *const kinds[] = { "gauge", "counter", "counter" };
     static const char *const helps[] = { "stored blobs", "evicted segments", "time waited" };
-    struct rpc_metrics_source src = { names, kinds, helps, 3, read_extra, NULL };
+    struct rpc_metrics_source src = { names, kinds, helps, 3, read_extra, NULL, false };
     struct rpc_metrics *ms[] = { &m0, &m1 };
     struct ring_counters *rs[] = { &r0, &r1 };
     char *buf = malloc(1 << 20);
@@ -108,5 +108,34 @@ Test(rpc_metrics, http_415_and_499_have_their_own_status_labels)
     };
     for (size_t i = 0; i < ARRAY_LEN(want); i++)
         cr_assert(ne(ptr, strstr(buf, want[i]), NULL), "%s", want[i]);
+    free(buf);
+}
+
+/* A store-wide source (core0_only) is one series per name, core="0": no zero series on the
+ * other cores for a min() or an alert on the bare name (ringcas_store_budget_bytes < X) to
+ * trip over. */
+Test(rpc_metrics, a_core0_only_source_has_no_series_on_other_cores)
+{
+    static const char *const names[] = { "store_budget_bytes" };
+    static const char *const kinds[] = { "gauge" };
+    static const char *const helps[] = { "size budget" };
+    struct rpc_metrics_source src = {
+        .names = names,
+        .kinds = kinds,
+        .helps = helps,
+        .count = 1,
+        .read = read_extra,
+        .core0_only = true,
+    };
+    struct rpc_metrics *ms[] = { &m0, &m1 };
+    struct ring_counters *rs[] = { &r0, &r1 };
+    char *buf = malloc(1 << 20);
+    struct rpc_metrics_view view = { 2, ms, rs, &src, 1 };
+    int n = rpc_metrics_render(buf, 1 << 20, &view);
+    cr_assert(gt(int, n, 0));
+    cr_assert(ne(ptr, strstr(buf, "ringcas_store_budget_bytes{core=\"0\"} 0\n"), NULL));
+    cr_assert(eq(ptr, strstr(buf, "ringcas_store_budget_bytes{core=\"1\"}"), NULL));
+    /* The ring's per-core counters still have every core. */
+    cr_assert(ne(ptr, strstr(buf, "ringcas_conns{core=\"1\"}"), NULL));
     free(buf);
 }
