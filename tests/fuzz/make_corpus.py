@@ -9,6 +9,8 @@ import os
 import struct
 import sys
 
+import zstandard
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
@@ -127,6 +129,42 @@ def h2_seeds():
     out("h2_session", "ctype", b"\x0b" + settings + req(1, health, g(b""), extra=[("content-type", "text/plain")]))
     big = [("x-big%d" % i, "v" * 4000) for i in range(5)]
     out("h2_session", "big-headers", b"\x0c" + settings + req(1, health, g(b""), extra=big))
+    # The CAS and action cache calls, so the fuzzer starts from each service's decoder.
+    cas = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+    ac = "/build.bazel.remote.execution.v2.ActionCache/"
+    hello = hashlib.sha256(b"hello").hexdigest()
+    dh = reapi.msg("Digest", hash=hello, size_bytes=5)
+    d2 = reapi.msg("Digest", hash=H2, size_bytes=3)
+    find = reapi.msg("FindMissingBlobsRequest", instance_name="i", blob_digests=[dh, d2])
+    upd = reapi.msg("BatchUpdateBlobsRequest", instance_name="i")
+    upd.requests.add(digest=dh, data=b"hello")
+    rd = reapi.msg("BatchReadBlobsRequest", digests=[dh, d2], acceptable_compressors=[0, 1])
+    out("h2_session", "cas-batches", b"\x0d" + settings +
+        req(1, cas + "FindMissingBlobs", g(find.SerializeToString())) +
+        req(3, cas + "BatchUpdateBlobs", g(upd.SerializeToString())) +
+        req(5, cas + "BatchReadBlobs", g(rd.SerializeToString())) +
+        req(7, cas + "FindMissingBlobs", g(find.SerializeToString())))
+    tree = reapi.msg("GetTreeRequest", instance_name="i", root_digest=dh, page_size=10)
+    out("h2_session", "get-tree", b"\x0e" + settings + req(1, cas + "GetTree", g(tree.SerializeToString())))
+    ar = reapi.msg("ActionResult", exit_code=0)
+    ar.output_files.add(path="out", digest=dh)
+    ar.output_directories.add(path="dir", tree_digest=d2)
+    ar.stdout_digest.CopyFrom(dh)
+    put = reapi.msg("UpdateActionResultRequest", instance_name="i", action_digest=d2, action_result=ar)
+    get = reapi.msg("GetActionResultRequest", instance_name="i", action_digest=d2)
+    out("h2_session", "ac", b"\x0f" + settings + req(1, cas + "BatchUpdateBlobs", g(upd.SerializeToString())) +
+        req(3, ac + "UpdateActionResult", g(put.SerializeToString())) +
+        req(5, ac + "GetActionResult", g(get.SerializeToString())))
+    qws = reapi.cls("google.bytestream.QueryWriteStatusRequest")(
+        resource_name="uploads/u/blobs/%s/10" % H2).SerializeToString()
+    wz = wr(resource_name="uploads/u2/compressed-blobs/zstd/%s/5" % hello, write_offset=0,
+            finish_write=True, data=zstandard.ZstdCompressor().compress(b"hello")).SerializeToString()
+    rz = rr(resource_name="compressed-blobs/zstd/%s/5" % hello).SerializeToString()
+    out("h2_session", "write-zstd", b"\x10" + settings +
+        req(1, "/google.bytestream.ByteStream/Write", g(w1)) +
+        req(3, "/google.bytestream.ByteStream/QueryWriteStatus", g(qws)) +
+        req(5, "/google.bytestream.ByteStream/Write", g(wz)) +
+        req(7, "/google.bytestream.ByteStream/Read", g(rz)))
 
 
 def h1_seeds():
