@@ -3,6 +3,8 @@
  *   - the streaming WriteRequest decoder must agree with itself whatever the cut, report data
  *     spans inside the input only, and, when it accepts a message, agree with protobuf-c;
  *   - ReadRequest, Digest, resource names and grpc-timeout never read outside the input;
+ *   - the hand-written field reader (FindMissingBlobs' digests) steps through the input, every
+ *     span inside it, and a Digest it and protobuf-c both accept has the same hash and size;
  *   - protobuf-c unpacks every request type the services take through the counting
  *     allocator, and gives every byte back (no leak on any input, accepted or not).
  */
@@ -105,6 +107,46 @@ static void check_protobuf_c(const uint8_t *p, size_t len, ProtobufCAllocator *p
     UNPACK(grpc__health__v1__health_check_request, p, len, pa);
 }
 
+/* Every field proto_wire_next gives lies inside the input, and each takes at least a byte. */
+static void check_wire(const uint8_t *p, size_t len)
+{
+    struct proto_wire_reader r;
+    proto_wire_reader_init(&r, p, len);
+    struct proto_wire_field f;
+    const uint8_t *before = r.p;
+    /* Bounded: each field takes at least one byte of <len>. */
+    while (proto_wire_next(&r, &f) > 0) {
+        ASSERT(r.p > before && r.p <= p + len);
+        ASSERT(f.number >= 1);
+        if (f.type == PROTO_WIRE_LEN && f.len > 0) {
+            ASSERT(f.data >= before && f.data + f.len <= r.p);
+        }
+        before = r.p;
+    }
+}
+
+/* What the hand decoder takes from a Digest that protobuf-c also accepts, protobuf-c agrees
+ * with: FindMissingBlobs (hand) and the other calls (protobuf-c) must name the same blob. */
+static void check_digest(const uint8_t *p, size_t len, ProtobufCAllocator *pa)
+{
+    const uint8_t *hash;
+    size_t hash_len;
+    int64_t size;
+    if (proto_wire_digest(p, len, &hash, &hash_len, &size) < 0) return;
+    if (hash) ASSERT(hash >= p && hash + hash_len <= p + len);
+    Build__Bazel__Remote__Execution__V2__Digest *d =
+        build__bazel__remote__execution__v2__digest__unpack(pa, len, p);
+    if (!d) return;
+    ASSERT(d->size_bytes == size);
+    size_t n = strlen(d->hash);
+    /* protobuf-c's string ends at a NUL: compare only hashes without one. */
+    if (!hash || memchr(hash, 0, hash_len) == NULL) {
+        ASSERT(n == hash_len);
+        ASSERT(n == 0 || memcmp(d->hash, hash, n) == 0);
+    }
+    build__bazel__remote__execution__v2__digest__free_unpacked(d, pa);
+}
+
 static void check_small_parsers(const uint8_t *p, size_t len)
 {
     struct proto_read_request rr;
@@ -143,6 +185,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_write(p, len, (size_t)data[0] % 13 + 1, &a, &pa);
     check_protobuf_c(p, len, &pa);
     check_small_parsers(p, len);
+    check_wire(p, len);
+    check_digest(p, len, &pa);
     ASSERT(base_counter_get(&a.bytes) == 0);
     ASSERT(base_counter_get(&a.blocks) == 0);
     return 0;

@@ -4,9 +4,12 @@ Seeds are built from the same definitions the servers and clients use (the descr
 for protobuf messages, h2raw for HTTP/2 frames). Run from the repository root after a build;
 fuzzing adds its own finds beside the seeds (minimized with -merge=1 before committing)."""
 
+import hashlib
 import os
 import struct
 import sys
+
+import zstandard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
@@ -62,6 +65,8 @@ def proto_seeds():
     od.tree_digest.CopyFrom(d)
     ar.stdout_digest.CopyFrom(d)
     out("proto_decode", "action-result", b"\x00" + ar.SerializeToString())
+    out("ac_sniff", "action-result", b"\x00" + ar.SerializeToString())
+    out("ac_sniff", "action-result-bytes", b"\x02" + ar.SerializeToString() + b"\x0a\x00")
     upd = reapi.msg("UpdateActionResultRequest", instance_name="x")
     upd.action_digest.CopyFrom(d)
     upd.action_result.CopyFrom(ar)
@@ -71,6 +76,8 @@ def proto_seeds():
     tree.root.directories.add(name="sub", digest=d)
     tree.children.add().files.add(name="b", digest=d)
     out("proto_decode", "tree", b"\x00" + tree.SerializeToString())
+    out("ac_sniff", "tree", b"\x01" + tree.SerializeToString())
+    out("ac_sniff", "opaque", b"\x03" + b"ccache\x00\x01 some opaque value")
     out("proto_decode", "resource", b"\x00" + ("a/b/blobs/%s/123" % H).encode())
     out("proto_decode", "resource-up", b"\x00" + ("uploads/x/compressed-blobs/zstd/%s/1/m" % H).encode())
     out("proto_decode", "timeout", b"\x00" + b"99999999H")
@@ -122,9 +129,82 @@ def h2_seeds():
     out("h2_session", "ctype", b"\x0b" + settings + req(1, health, g(b""), extra=[("content-type", "text/plain")]))
     big = [("x-big%d" % i, "v" * 4000) for i in range(5)]
     out("h2_session", "big-headers", b"\x0c" + settings + req(1, health, g(b""), extra=big))
+    # The CAS and action cache calls, so the fuzzer starts from each service's decoder.
+    cas = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+    ac = "/build.bazel.remote.execution.v2.ActionCache/"
+    hello = hashlib.sha256(b"hello").hexdigest()
+    dh = reapi.msg("Digest", hash=hello, size_bytes=5)
+    d2 = reapi.msg("Digest", hash=H2, size_bytes=3)
+    find = reapi.msg("FindMissingBlobsRequest", instance_name="i", blob_digests=[dh, d2])
+    upd = reapi.msg("BatchUpdateBlobsRequest", instance_name="i")
+    upd.requests.add(digest=dh, data=b"hello")
+    rd = reapi.msg("BatchReadBlobsRequest", digests=[dh, d2], acceptable_compressors=[0, 1])
+    out("h2_session", "cas-batches", b"\x0d" + settings +
+        req(1, cas + "FindMissingBlobs", g(find.SerializeToString())) +
+        req(3, cas + "BatchUpdateBlobs", g(upd.SerializeToString())) +
+        req(5, cas + "BatchReadBlobs", g(rd.SerializeToString())) +
+        req(7, cas + "FindMissingBlobs", g(find.SerializeToString())))
+    tree = reapi.msg("GetTreeRequest", instance_name="i", root_digest=dh, page_size=10)
+    out("h2_session", "get-tree", b"\x0e" + settings + req(1, cas + "GetTree", g(tree.SerializeToString())))
+    ar = reapi.msg("ActionResult", exit_code=0)
+    ar.output_files.add(path="out", digest=dh)
+    ar.output_directories.add(path="dir", tree_digest=d2)
+    ar.stdout_digest.CopyFrom(dh)
+    put = reapi.msg("UpdateActionResultRequest", instance_name="i", action_digest=d2, action_result=ar)
+    get = reapi.msg("GetActionResultRequest", instance_name="i", action_digest=d2)
+    out("h2_session", "ac", b"\x0f" + settings + req(1, cas + "BatchUpdateBlobs", g(upd.SerializeToString())) +
+        req(3, ac + "UpdateActionResult", g(put.SerializeToString())) +
+        req(5, ac + "GetActionResult", g(get.SerializeToString())))
+    qws = reapi.cls("google.bytestream.QueryWriteStatusRequest")(
+        resource_name="uploads/u/blobs/%s/10" % H2).SerializeToString()
+    wz = wr(resource_name="uploads/u2/compressed-blobs/zstd/%s/5" % hello, write_offset=0,
+            finish_write=True, data=zstandard.ZstdCompressor().compress(b"hello")).SerializeToString()
+    rz = rr(resource_name="compressed-blobs/zstd/%s/5" % hello).SerializeToString()
+    out("h2_session", "write-zstd", b"\x10" + settings +
+        req(1, "/google.bytestream.ByteStream/Write", g(w1)) +
+        req(3, "/google.bytestream.ByteStream/QueryWriteStatus", g(qws)) +
+        req(5, "/google.bytestream.ByteStream/Write", g(wz)) +
+        req(7, "/google.bytestream.ByteStream/Read", g(rz)))
+
+
+def h1_seeds():
+    hello = hashlib.sha256(b"hello").hexdigest()
+    d = reapi.msg("Digest", hash=hello, size_bytes=5)
+    ar = reapi.msg("ActionResult", exit_code=0)
+    ar.output_files.add(path="out", digest=d)
+    ar.stdout_digest.CopyFrom(d)
+    arb = ar.SerializeToString()
+    missing = reapi.msg("ActionResult")
+    missing.output_files.add(path="gone", digest=reapi.msg("Digest", hash=H2, size_bytes=3))
+    mb = missing.SerializeToString()
+
+    def put(path, body, extra=""):
+        return ("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n"
+                % (path, len(body), extra)).encode() + body
+
+    def get(path, method="GET", extra=""):
+        return ("%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (method, path, extra)).encode()
+
+    out("h1_session", "cas", b"\x00" + put("/cas/" + hello, b"hello") + get("/cas/" + hello) +
+        get("/cas/" + hello, "HEAD") + get("/cas/" + H2))
+    out("h1_session", "cas-bad-hash", b"\x01" + put("/i/cas/" + H2, b"hello") + get("/i/cas/" + H2))
+    out("h1_session", "ac", b"\x02" + put("/cas/" + hello, b"hello") + put("/ac/" + H2, arb) +
+        get("/ac/" + H2) + get("/ac/" + H2, "HEAD") + put("/i/ac/" + H2, mb) + get("/i/ac/" + H2))
+    out("h1_session", "ac-opaque", b"\x03" + put("/ccache/ac/" + H, b"\x01\x02opaque") +
+        get("/ccache/ac/" + H, extra="Accept-Encoding: zstd\r\n"))
+    chunked = ("PUT /key/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\n").encode()
+    out("h1_session", "chunked", b"\x04" + chunked + get("/key/a") + get("/key/b"))
+    out("h1_session", "status", b"\x05" + get("/metrics") + get("/healthz") + get("/readyz") +
+        get("/healthz", "POST") + b"GET /cas/zz HTTP/1.0\r\n\r\n")
+    out("h1_session", "continue", b"\x06" + put("/cas/" + hello, b"hello",
+                                                 "Expect: 100-continue\r\n") +
+        get("/cas/" + hello, extra="Range: bytes=1-2\r\nConnection: close\r\n"))
+    out("h1_session", "garbage", b"\x07" + b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
 
 
 if __name__ == "__main__":
     frames_seeds()
     proto_seeds()
     h2_seeds()
+    h1_seeds()
