@@ -73,8 +73,10 @@ static int step_size(struct rpc_h1_chunked *d, uint8_t c, const char **err_desc)
 {
     int v = hex_value(c);
     if (v >= 0) {
-        if (d->digits == 16) return fail(err_desc, "chunk size too large", -EMSGSIZE);
-        d->digits++;
+        /* 1*HEXDIG (RFC 9112 §7.1): leading zeros are allowed, bounded by the size line's
+         * bound; the value has at most 16 significant digits. */
+        if (d->left >> 60 != 0) return fail(err_desc, "chunk size too large", -EMSGSIZE);
+        d->digits = 1;
         d->left = (d->left << 4) | (uint64_t)v;
         return 0;
     }

@@ -110,16 +110,17 @@ Test(rpc_h1_chunked, rejects_malformed_framing)
         { "\r\n", -EPROTO },  /* no size */
         { "g\r\n", -EPROTO }, /* not hex */
         { "-1\r\n", -EPROTO },
-        { "4\nWiki\r\n0\r\n\r\n", -EPROTO },    /* bare LF after the size */
-        { "4\r\nWikiX\r\n", -EPROTO },          /* data longer than the size */
-        { "4\r\nWiki\n0\r\n\r\n", -EPROTO },    /* bare LF after data */
-        { "4\r\nWiki\r\n0\r\n\n", -EPROTO },    /* bare LF at the end */
-        { "4;a=\x01\r\n", -EPROTO },            /* CTL in an extension */
-        { "0\r\n X: y\r\n\r\n", -EPROTO },      /* folded trailer */
-        { "0\r\n:y\r\n\r\n", -EPROTO },         /* trailer without a name */
-        { "0\r\nX: \x7f\r\n\r\n", -EPROTO },    /* DEL in a trailer */
-        { "0\r\nX: y\rZ\r\n\r\n", -EPROTO },    /* bare CR in a trailer */
-        { "10000000000000000\r\n", -EMSGSIZE }, /* 17 hex digits */
+        { "4\nWiki\r\n0\r\n\r\n", -EPROTO },       /* bare LF after the size */
+        { "4\r\nWikiX\r\n", -EPROTO },             /* data longer than the size */
+        { "4\r\nWiki\n0\r\n\r\n", -EPROTO },       /* bare LF after data */
+        { "4\r\nWiki\r\n0\r\n\n", -EPROTO },       /* bare LF at the end */
+        { "4;a=\x01\r\n", -EPROTO },               /* CTL in an extension */
+        { "0\r\n X: y\r\n\r\n", -EPROTO },         /* folded trailer */
+        { "0\r\n:y\r\n\r\n", -EPROTO },            /* trailer without a name */
+        { "0\r\nX: \x7f\r\n\r\n", -EPROTO },       /* DEL in a trailer */
+        { "0\r\nX: y\rZ\r\n\r\n", -EPROTO },       /* bare CR in a trailer */
+        { "10000000000000000\r\n", -EMSGSIZE },    /* 17 hex digits */
+        { "00010000000000000000\r\n", -EMSGSIZE }, /* 17 significant digits */
     };
 
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -209,6 +210,31 @@ Test(rpc_h1_chunked, sixteen_digit_sizes_decode)
     cr_assert(eq(int, rc, (int)strlen(in)));
     cr_assert(eq(sz, n, 3));
     cr_assert(not(rpc_h1_chunked_is_done(&d)));
+}
+
+/* 1*HEXDIG has no length (RFC 9112 §7.1): zeros before a size are not digits of its value. */
+Test(rpc_h1_chunked, leading_zeros_do_not_count_against_the_size)
+{
+    struct result r;
+    static const char in[] = "000000000000000000000000000000004\r\nWiki\r\n"
+                             "0000000000000000000\r\n\r\n";
+    decode(in, strlen(in), 0, &r);
+    cr_assert(eq(int, r.err, 0));
+    cr_assert(r.done);
+    cr_assert(eq(sz, r.len, 4));
+    cr_assert(eq(int, memcmp(r.body, "Wiki", 4), 0));
+    decode(in, strlen(in), 1, &r);
+    cr_assert(eq(int, r.err, 0), "byte by byte");
+    cr_assert(r.done);
+
+    struct rpc_h1_chunked d;
+    rpc_h1_chunked_init(&d);
+    const uint8_t *data;
+    size_t n;
+    static const char max[] = "0ffffffffffffffff\r\nabc";
+    int rc = rpc_h1_chunked_decode(&d, (const uint8_t *)max, strlen(max), &data, &n, NULL);
+    cr_assert(eq(int, rc, (int)strlen(max)), "2^64 - 1 with a leading zero");
+    cr_assert(eq(sz, n, 3));
 }
 
 /* xorshift64*: deterministic pseudo-random numbers for the property tests. */
