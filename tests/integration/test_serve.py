@@ -59,7 +59,9 @@ class CommandLine(unittest.TestCase):
                        "--[no-]ac-check", "--message-memory", "--max-connections", "--max-uploads",
                        "--read-memory", "--zstd-memory"],
                       ""),
-            "put": ("usage: ringcas put [FLAGS] FILE...\n\nflags:\n",
+            "put": ("usage: ringcas put [FLAGS] FILE...\n\nA FILE of - is standard input, copied "
+                    "to an unnamed file in $TMPDIR\n(default /tmp) first; give it once.\n\n"
+                    "flags:\n",
                     client + ["--[no-]compress", "--[no-]force", "--batch-max"], client_end),
             "get": ("usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
                     client + ["--[no-]compress", "--output"], client_end),
