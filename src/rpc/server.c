@@ -163,7 +163,7 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     bo->max_size = opts->max_size;
     bo->cores_max = cores;
     bo->chunk_size = (uint32_t)opts->chunk_size;
-    bo->read_ahead = opts->read_ahead <= BLOB_READ_AHEAD_MAX ? (uint32_t)opts->read_ahead : 0;
+    bo->read_ahead = (uint32_t)opts->read_ahead; /* 1..BLOB_READ_AHEAD_MAX: check_core_limits */
     bo->zstd_level = (int)opts->zstd_level;
     bo->direct_io = opts->direct_io;
     bo->map_reads = opts->map_reads;
@@ -220,6 +220,11 @@ static int check_core_limits(const struct rpc_server_options *opts)
     if (check_memory("read-memory", opts->read_memory, RPC_ENGINE_MEMORY_MIN) < 0 ||
         check_memory("zstd-memory", opts->zstd_memory, RPC_ENGINE_MEMORY_MIN) < 0 ||
         check_memory("message-memory", opts->message_memory, RPC_MESSAGE_MEMORY_MIN) < 0) {
+        return -EINVAL;
+    }
+    /* Checked here, not only by the engine: the engine would name the value it was handed. */
+    if (opts->read_ahead == 0 || opts->read_ahead > BLOB_READ_AHEAD_MAX) {
+        (void)fprintf(stderr, "ringcas serve: --read-ahead: 1 to %u\n", BLOB_READ_AHEAD_MAX);
         return -EINVAL;
     }
     return 0;

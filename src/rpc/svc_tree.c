@@ -165,14 +165,21 @@ static int parse_token(const char *token, uint64_t *skip)
     return 0;
 }
 
+/* Starts the walk of <req>; on a malformed request, *<field> names the field at fault. */
 static int tree_begin(struct tree *t,
-                      const Build__Bazel__Remote__Execution__V2__GetTreeRequest *req)
+                      const Build__Bazel__Remote__Execution__V2__GetTreeRequest *req,
+                      const char **field)
 {
     struct blob_key k;
+    *field = "root_digest";
     int rc = rpc_digest_cas_key(req->root_digest, &k);
-    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
-    if (rc == 0) rc = parse_token(req->page_token, &t->skip);
     if (rc < 0) return rc;
+    *field = "digest_function";
+    if (!rpc_digest_fn_is_served((int)req->digest_function)) return -ENOTSUP;
+    *field = "page_token";
+    rc = parse_token(req->page_token, &t->skip);
+    if (rc < 0) return rc;
+    *field = "GetTree";
     uint32_t ps = req->page_size > 0 ? (uint32_t)req->page_size : TREE_PAGE_DEFAULT;
     t->page_size = ps < TREE_PAGE_MAX ? ps : TREE_PAGE_MAX;
     struct walk_digest root;
@@ -205,13 +212,14 @@ static void get_tree_on_message(struct rpc_call *c, const uint8_t *msg, size_t l
     }
     t->c = c;
     c->svc = t;
-    int rc = tree_begin(t, req);
+    const char *field = "GetTree";
+    int rc = tree_begin(t, req, &field);
     build__bazel__remote__execution__v2__get_tree_request__free_unpacked(req, a);
     if (rc == -ENOENT) {
         rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "root directory not found");
         return;
     }
-    if (rc < 0) rpc_call_finish_err(c, rc, "GetTree");
+    if (rc < 0) rpc_call_finish_err(c, rc, field);
 }
 
 static void get_tree_on_writable(struct rpc_call *c)

@@ -245,7 +245,11 @@ class EngineLimits(harness.ServerTestCase):
     def test_bad_values_are_named(self):
         for flag, value, said in (("--max-uploads", "0", "--max-uploads: 1 to 65536"),
                                   ("--read-memory", "1MiB", "--read-memory: at least 16MiB"),
-                                  ("--zstd-memory", "1MiB", "--zstd-memory: at least 16MiB")):
+                                  ("--zstd-memory", "1MiB", "--zstd-memory: at least 16MiB"),
+                                  # The engine used to refuse it as "read-ahead 0": the value
+                                  # it was handed in place of one out of range.
+                                  ("--read-ahead", "9", "--read-ahead: 1 to 8"),
+                                  ("--read-ahead", "0", "--read-ahead: 1 to 8")):
             proc = harness.run_serve(flag, value)
             self.assertEqual(proc.returncode, 1, proc.stderr)
             self.assertIn(said, proc.stderr)

@@ -582,6 +582,20 @@ class Tree(ReapiCase):
         self.assertEqual(len(list(self.c.GetTree(reapi.msg("GetTreeRequest", root_digest=digest(rb)),
                                                  timeout=30))[0].directories), 2)
 
+    def test_a_malformed_request_names_the_field_at_fault(self):
+        """GetTree's INVALID_ARGUMENT names the field, as ActionCache's do: every one used to
+        say "GetTree: invalid argument", a bad page_token as a bad root digest."""
+        rb = reapi.msg("Directory").SerializeToString()
+        for kw, said in ((dict(root_digest=digest(rb), page_token="abc"), "page_token: "),
+                         (dict(root_digest=digest(rb), page_token="-1"), "page_token: "),
+                         (dict(root_digest=reapi.msg("Digest", hash="ab", size_bytes=1)),
+                          "root_digest: "),
+                         (dict(root_digest=digest(rb), digest_function=2), "digest_function: ")):
+            req = reapi.msg("GetTreeRequest", **kw)
+            code, details = self.code(self.c.GetTree, req)
+            self.assertEqual(code, SC.INVALID_ARGUMENT, kw)
+            self.assertTrue(details.startswith(said), (kw, details))
+
 
 class Cancellation(ReapiCase):
     def test_deadline_mid_write_aborts_the_upload(self):
