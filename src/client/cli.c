@@ -177,7 +177,11 @@ static int put_stdin_temp(const char **dir_out)
     *dir_out = dir;
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) return fd;
-    /* A file system without O_TMPFILE: a named file, unlinked at once. */
+    /* Only a file system without O_TMPFILE (EOPNOTSUPP; EISDIR before Linux 3.11's support
+     * reached it) gets the fallback: any other error would repeat there. */
+    if (errno != EOPNOTSUPP && errno != EISDIR) return -errno;
+    /* The fallback: a named file, unlinked at once; mkostemp(3) replaces the template's six
+     * trailing X with a unique suffix. */
     char path[4096];
     int n = snprintf(path, sizeof(path), "%s/ringcas-put-XXXXXX", dir);
     if (n < 0 || (size_t)n >= sizeof(path)) return -ENAMETOOLONG;
