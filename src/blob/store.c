@@ -172,6 +172,12 @@ static int check_options(const struct blob_store_options *o, char *why, size_t w
                        BLOB_READ_AHEAD_MAX);
         return -EINVAL;
     }
+    if (o->zstd_level < BLOB_ZSTD_LEVEL_MIN || o->zstd_level > BLOB_ZSTD_LEVEL_MAX) {
+        /* zstd itself takes any level: it would clamp or reinterpret it without a word. */
+        (void)snprintf(why, why_size, "zstd level %d: expected %d..%d", o->zstd_level,
+                       BLOB_ZSTD_LEVEL_MIN, BLOB_ZSTD_LEVEL_MAX);
+        return -EINVAL;
+    }
     return 0;
 }
 

@@ -109,13 +109,22 @@ enum blob_sync {
 MUST_CHECK int blob_sync_parse(const char *name, enum blob_sync *out);
 
 #define BLOB_READ_AHEAD_MAX 8 /* the bound of blob_store_options.read_ahead */
+/*
+ * The bounds of blob_store_options.zstd_level: zstd's regular levels, 1 to ZSTD_maxCLevel()
+ * (22 in every libzstd since 1.0). Not 0, which zstd takes as its default level 3 (an
+ * operator who writes 0 may mean "no compression", which the engine has no way to do), nor
+ * zstd's negative (fast) levels, which --zstd-level (a count) cannot express.
+ */
+#define BLOB_ZSTD_LEVEL_MIN 1
+#define BLOB_ZSTD_LEVEL_MAX 22
 
 struct blob_store_options {
     const char *dir;            /* data folder (must exist); borrowed until open returns */
     uint64_t max_size;          /* size budget in bytes: segments past it are evicted */
     uint64_t segment_size;      /* a segment is sealed when it reaches this many bytes */
     uint32_t chunk_size;        /* logical chunk, power of two, 4 KiB .. 1 MiB */
-    int zstd_level;             /* compression level of stored chunks (1: fast) */
+    int zstd_level;             /* compression level of stored chunks (1: fast), within the
+                                   BLOB_ZSTD_LEVEL_ bounds */
     enum blob_sync sync;        /* durability of an acknowledgement */
     uint32_t uploads_max;       /* per core: open uploads (admission) */
     uint32_t readers_max;       /* per core: open readers (admission) */

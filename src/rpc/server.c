@@ -164,7 +164,7 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     bo->cores_max = cores;
     bo->chunk_size = (uint32_t)opts->chunk_size;
     bo->read_ahead = (uint32_t)opts->read_ahead; /* 1..BLOB_READ_AHEAD_MAX: check_core_limits */
-    bo->zstd_level = (int)opts->zstd_level;
+    bo->zstd_level = (int)opts->zstd_level;      /* BLOB_ZSTD_LEVEL_ bounds: check_options */
     bo->direct_io = opts->direct_io;
     bo->map_reads = opts->map_reads;
     bo->segment_size = opts->segment_size;
@@ -234,6 +234,12 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
                          uint16_t *port)
 {
     if (check_core_limits(opts) < 0) return -EINVAL;
+    /* Checked here, not only by the engine: the engine would name the (int) it was handed. */
+    if (opts->zstd_level < BLOB_ZSTD_LEVEL_MIN || opts->zstd_level > BLOB_ZSTD_LEVEL_MAX) {
+        (void)fprintf(stderr, "ringcas serve: --zstd-level: %d to %d\n", BLOB_ZSTD_LEVEL_MIN,
+                      BLOB_ZSTD_LEVEL_MAX);
+        return -EINVAL;
+    }
     if (split_listen(opts->listen, host, host_size, port) < 0) {
         (void)fprintf(stderr,
                       "ringcas serve: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",

@@ -26,8 +26,6 @@
 
 #define AC_VALUE_MAX (4u << 20) /* largest ActionResult stored or returned */
 
-typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest;
-
 /* ---- GetActionResult ---- */
 
 struct ac_get {
@@ -246,22 +244,39 @@ static void put_append_done(void *ctx, int res)
     put_commit(p);
 }
 
-static int put_begin(struct ac_put *p, const char *instance, const reapi_digest *action,
-                     const uint8_t *result, size_t len)
+/*
+ * Checks <req>, whose action_result is <len> bytes, and sets *<k> to its engine key; on a
+ * malformed request, *<field> names the field at fault (as GetActionResult's messages do).
+ */
+static int update_check(const Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req,
+                        size_t len, struct blob_key *k, const char **field)
+{
+    int rc = rpc_digest_ac_key(req->instance_name, req->action_digest, k);
+    /* A long instance name is not a bad digest. */
+    *field = rc == -ENAMETOOLONG ? "instance_name" : "action_digest";
+    if (rc < 0) return rc;
+    *field = "digest_function";
+    if (!rpc_digest_fn_is_served((int)req->digest_function)) return -ENOTSUP;
+    *field = "action_result";
+    if (!req->action_result) return -EINVAL;
+    if (len > AC_VALUE_MAX) return -EMSGSIZE;
+    *field = "UpdateActionResult";
+    uint8_t key[BLOB_HASH_SIZE];
+    memcpy(key, k->hash, BLOB_HASH_SIZE); /* blob_key_ac clears <k> before it copies */
+    blob_key_ac(k, key, len);
+    return 0;
+}
+
+/* Stores the <len> bytes at <result> under <k> (update_check's key). */
+static int put_begin(struct ac_put *p, const struct blob_key *k, const uint8_t *result, size_t len)
 {
     struct rpc_call *c = p->c;
-    struct blob_key k;
-    int rc = rpc_digest_ac_key(instance, action, &k);
-    if (rc < 0) return rc;
-    uint8_t key[BLOB_HASH_SIZE];
-    memcpy(key, k.hash, BLOB_HASH_SIZE); /* blob_key_ac clears <k> before it copies */
-    blob_key_ac(&k, key, len);
     p->value = proto_alloc_malloc(&c->rc->pb_mem, PROTO_FRAME_HEADER_SIZE + len);
     if (!p->value) return -ENOMEM;
     if (len > 0) memcpy(p->value + PROTO_FRAME_HEADER_SIZE, result, len);
     p->value_len = len;
     struct blob_core *bc = rpc_call_blob(c);
-    rc = bc ? blob_upload_begin(bc, &k, BLOB_ENCODING_IDENTITY, &p->u) : -ENOSYS;
+    int rc = bc ? blob_upload_begin(bc, k, BLOB_ENCODING_IDENTITY, &p->u) : -ENOSYS;
     if (rc < 0) return rc;
     base_counter_inc(&c->rc->counters.bs_uploads);
     rc = blob_upload_append(p->u, p->value + PROTO_FRAME_HEADER_SIZE, len, put_append_done, p);
@@ -294,14 +309,19 @@ static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len
     }
     p->c = c;
     c->svc = p;
-    int rc = req->action_result ? 0 : -EINVAL;
-    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) rc = -ENOTSUP;
-    if (rc == 0 && result_len > AC_VALUE_MAX) rc = -EMSGSIZE;
-    if (rc == 0) rc = put_begin(p, req->instance_name, req->action_digest, result, result_len);
+    struct blob_key k;
+    const char *field;
+    int rc = update_check(req, result_len, &k, &field);
     build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req, a);
+    if (rc == -EMSGSIZE) {
+        /* status.c's text for -EMSGSIZE is an upload's size mismatch: not this. */
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "action_result: larger than 4 MiB");
+        return;
+    }
+    if (rc == 0) rc = put_begin(p, &k, result, result_len);
     if (rc < 0) {
         put_free(p);
-        rpc_call_finish_err(c, rc, rc == -ENAMETOOLONG ? "instance_name" : "UpdateActionResult");
+        rpc_call_finish_err(c, rc, field);
     }
 }
 

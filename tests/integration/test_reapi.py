@@ -452,6 +452,34 @@ class ActionCache(ReapiCase):
         req.action_digest.hash = "short"
         self.assertEqual(self.code(self.c.GetActionResult, req)[0], SC.INVALID_ARGUMENT)
 
+    def test_bad_updates_name_the_field(self):
+        """Each refusal of UpdateActionResult names the field at fault, as GetActionResult's
+        do (docs/grpc.md): it used to say "UpdateActionResult: invalid argument" for all."""
+        def update_error(**fields):
+            req = reapi.msg("UpdateActionResultRequest", **fields)
+            code, details = self.code(self.c.UpdateActionResult, req)
+            self.assertEqual(code, SC.INVALID_ARGUMENT, details)
+            return details
+
+        action, ar = digest(os.urandom(32)), self.result_with()
+        self.assertEqual(update_error(action_result=ar), "action_digest: invalid argument")
+        short = reapi.msg("Digest", hash="short", size_bytes=32)
+        self.assertEqual(update_error(action_digest=short, action_result=ar),
+                         "action_digest: invalid argument")
+        negative = reapi.msg("Digest", hash=action.hash, size_bytes=-1)
+        self.assertEqual(update_error(action_digest=negative, action_result=ar),
+                         "action_digest: invalid argument")
+        self.assertEqual(update_error(action_digest=action), "action_result: invalid argument")
+        self.assertEqual(update_error(action_digest=action, action_result=ar, digest_function=2),
+                         "digest_function: not supported")  # SHA1
+        big = reapi.msg("ActionResult", stdout_raw=b"x" * ((4 << 20) + 1))
+        self.assertEqual(update_error(action_digest=action, action_result=big),
+                         "action_result: larger than 4 MiB")
+        # None of them stored anything: the action has no result.
+        code, _ = self.code(self.c.GetActionResult,
+                            reapi.msg("GetActionResultRequest", action_digest=action))
+        self.assertEqual(code, SC.NOT_FOUND)
+
 
 class ShardActionCache(ActionCache):
     """--no-ac-check: a shard behind a frontend that checks completeness across every shard

@@ -141,6 +141,29 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_zstd_level_out_of_range_is_refused(self):
+        """--zstd-level takes zstd's regular levels, 1 to 22 (docs/storage.md). It used to take
+        any count without a word: zstd clamped 30 to 22, took 0 as its default level 3, and a
+        count past 2^31 reached the engine as some other level (2^64 - 1 as -1)."""
+        for value in ("0", "23", "30", "4294967297", "18446744073709551615"):
+            r = harness.run_serve("--zstd-level", value)
+            self.assertEqual(r.returncode, 1, (value, r.stderr))
+            self.assertIn("ringcas serve: --zstd-level: 1 to 22", r.stderr)
+        r = run(["serve", "--listen", "127.0.0.1:1", "--dir", "/nonexistent/ringcas-refused"],
+                env={"RINGCAS_ZSTD_LEVEL": "23"})
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("--zstd-level: 1 to 22", r.stderr)
+        # Both ends of the range start, and store and serve a compressible blob.
+        body = b"".join(b"line %d of a build log\n" % i for i in range(40000))
+        digest = hashlib.sha256(body).hexdigest()
+        for level in ("1", "22"):
+            with harness.Server(args=("--zstd-level", level), cores=1) as srv:
+                conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+                conn.request("PUT", "/cas/" + digest, body=body)
+                self.assertEqual(conn.getresponse().status, 201, level)
+                conn.close()
+                self.assertEqual(cas_get(srv.port, digest), (200, body), level)
+
     def test_environment_twin_sets_the_listen_address(self):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -514,6 +514,14 @@ Test(blob_store, refuses_options_that_cannot_work)
     o.max_size = o.segment_size;
     cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -EINVAL));
     cr_assert(ne(ptr, strstr(why, "max-size"), NULL));
+    /* zstd would take these without a word: 0 as its level 3, 23 clamped to 22. */
+    int levels[] = { 0, -1, BLOB_ZSTD_LEVEL_MAX + 1 };
+    for (size_t i = 0; i < ARRAY_LEN(levels); i++) {
+        th_options_small(&o);
+        o.zstd_level = levels[i];
+        cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), -EINVAL));
+        cr_assert(ne(ptr, strstr(why, "zstd level"), NULL), "%s", why);
+    }
 }
 
 /* Every 97th offset of a blob with a compressed and a raw chunk, both encodings. */
