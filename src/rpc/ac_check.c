@@ -1,7 +1,8 @@
 /*
  * The completeness check of an ActionResult: collect the CAS keys it references (output
  * files, stdout, stderr), expand its output directories one at a time (a Tree blob is read
- * and its files collected; a root Directory digest is walked with rpc_walk), then look every
+ * piece by piece and the files of each of its Directories collected, rpc_tree_scan; a root
+ * Directory digest is walked with rpc_walk), then look every
  * key up at once with refresh (blob_exists_many). The first missing or malformed reference
  * decides -ENOENT without reading further. The verdict always arrives from a read's
  * completion or a deferred task, never inside rpc_ac_check_start.
@@ -38,10 +39,20 @@ static struct proto_alloc *mem(const struct rpc_ac_check *chk)
     return &chk->rc->pb_mem;
 }
 
+/* Ends the read of a Tree blob, if one is open: a pending piece is cancelled. */
+static void tree_close(struct rpc_ac_check *chk)
+{
+    if (!chk->tree) return;
+    blob_read_close(chk->tree);
+    chk->tree = NULL;
+    base_counter_dec(&chk->rc->counters.bs_readers);
+    rpc_tree_scan_free(&chk->scan);
+}
+
 static void free_all(struct rpc_ac_check *chk)
 {
     if (!chk->rc) return;
-    if (chk->f.rc) rpc_fetch_release(&chk->f);
+    tree_close(chk);
     if (chk->ar) {
         build__bazel__remote__execution__v2__action_result__free_unpacked(chk->ar, &chk->rc->pb);
     }
@@ -134,39 +145,80 @@ static bool is_busy(int err)
     return err == -ENOMEM || err == -EAGAIN || err == -ECANCELED;
 }
 
-static void tree_fetched(struct rpc_fetch *f, int res)
+/* A read of an output directory could not start: the server is busy (an error), or the blob is
+ * not there (the result is incomplete). Returns 1: nothing to wait for. */
+static int start_failed(struct rpc_ac_check *chk, int err)
 {
-    struct rpc_ac_check *chk = f->ctx;
-    chk->fetching = false;
-    int rc = 0;
-    if (is_busy(res)) {
-        rc = res;
-    } else if (res < 0) {
-        chk->incomplete = true; /* the Tree blob itself is missing */
+    if (is_busy(err)) {
+        chk->err = err;
     } else {
-        ASSERT(f->len <= chk->read_left);
-        chk->read_left -= f->len;
-        ProtobufCAllocator *a = &chk->rc->pb;
-        uint64_t refusals = base_counter_get(&mem(chk)->failed);
-        Build__Bazel__Remote__Execution__V2__Tree *t =
-            build__bazel__remote__execution__v2__tree__unpack(a, f->len, f->buf);
-        if (!t && base_counter_get(&mem(chk)->failed) != refusals) {
-            rc = -ENOMEM; /* its memory was refused: not a malformed Tree */
-        } else if (!t) {
-            chk->incomplete = true;
-        }
-        if (t) rc = need_dir_files(chk, t->root);
-        for (size_t i = 0; t && rc == 0 && i < t->n_children; i++) {
-            rc = need_dir_files(chk, t->children[i]);
-        }
-        if (t) build__bazel__remote__execution__v2__tree__free_unpacked(t, a);
+        chk->incomplete = true;
     }
-    rpc_fetch_release(f);
-    if (rc < 0) {
+    return 1;
+}
+
+/* A Directory of the Tree being read: its files are needed. */
+static int tree_dir(void *ctx, const uint8_t *dir, size_t len)
+{
+    struct rpc_ac_check *chk = ctx;
+    ProtobufCAllocator *a = &chk->rc->pb;
+    uint64_t refusals = base_counter_get(&mem(chk)->failed);
+    reapi_dir *d = build__bazel__remote__execution__v2__directory__unpack(a, len, dir);
+    if (!d) return base_counter_get(&mem(chk)->failed) != refusals ? -ENOMEM : -EBADMSG;
+    int rc = need_dir_files(chk, d);
+    build__bazel__remote__execution__v2__directory__free_unpacked(d, a);
+    return rc;
+}
+
+/* A piece of the Tree blob: scanned, then the next is asked for; at the end, the verdict on
+ * this output directory. */
+static void tree_piece(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct rpc_ac_check *chk = ctx;
+    int rc = res;
+    if (rc == 0 && len > 0) {
+        rc = rpc_tree_scan_feed(&chk->scan, data, len);
+        if (rc == 0) rc = blob_read_next(chk->tree, tree_piece, chk);
+        if (rc == 0) return;
+    } else if (rc == 0) {
+        rc = rpc_tree_scan_end(&chk->scan);
+    }
+    tree_close(chk);
+    if (is_busy(rc)) {
         finish(chk, rc);
         return;
     }
+    /* Missing, evicted while read, corrupt, not a Tree, or a Directory too large. */
+    if (rc < 0) chk->incomplete = true;
     expand_rest(chk);
+}
+
+/* Starts reading the Tree blob <k>: 0 (a callback follows), 1 (nothing to read). */
+static int tree_start(struct rpc_ac_check *chk, const struct blob_key *k)
+{
+    struct blob_reader *r;
+    int rc = blob_read_open(chk->rc->blob, k, 0, BLOB_ENCODING_IDENTITY, &r);
+    if (rc < 0) return start_failed(chk, rc);
+    uint64_t size = blob_reader_size(r);
+    if (size > chk->read_left) {
+        blob_read_close(r);
+        chk->incomplete = true; /* more than one check reads */
+        return 1;
+    }
+    chk->read_left -= size;
+    chk->tree = r;
+    base_counter_inc(&chk->rc->counters.bs_readers);
+    chk->scan = (struct rpc_tree_scan){
+        .mem = mem(chk), .on_dir = tree_dir, .ctx = chk, .dir_max = RPC_AC_CHECK_DIR_MAX
+    };
+    rpc_tree_scan_init(&chk->scan, size);
+    rc = size == 0 ? 0 : blob_read_next(r, tree_piece, chk);
+    if (size == 0 || rc < 0) {
+        /* An empty Tree is a Tree with nothing in it. */
+        tree_close(chk);
+        return rc < 0 ? start_failed(chk, rc) : 1;
+    }
+    return 0;
 }
 
 static int walk_dir(struct rpc_walk *w, const uint8_t *dir, size_t len, const reapi_dir *d)
@@ -194,18 +246,6 @@ static void walk_end(struct rpc_walk *w, int res)
     expand_rest(chk);
 }
 
-/* A read of an output directory could not start: the server is busy (an error), or the blob is
- * not there (the result is incomplete). Returns 1: nothing to wait for. */
-static int start_failed(struct rpc_ac_check *chk, int err)
-{
-    if (is_busy(err)) {
-        chk->err = err;
-    } else {
-        chk->incomplete = true;
-    }
-    return 1;
-}
-
 /* Starts the check of output directory <od>: 0 (a callback follows), 1 (nothing to read). */
 static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
 {
@@ -214,19 +254,15 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
         chk->incomplete = true; /* more than one check reads */
         return 1;
     }
-    uint64_t max = chk->read_left < RPC_AC_CHECK_TREE_MAX ? chk->read_left : RPC_AC_CHECK_TREE_MAX;
     if (od->tree_digest) {
         if (rpc_digest_cas_key(od->tree_digest, &k) < 0) {
             chk->incomplete = true;
             return 1;
         }
         chk->dirs_left--;
-        chk->f = (struct rpc_fetch){ .rc = chk->rc, .max = max, .done = tree_fetched, .ctx = chk };
-        int rc = rpc_fetch_start(&chk->f, &k, BLOB_ENCODING_IDENTITY);
-        if (rc < 0) return start_failed(chk, rc);
-        chk->fetching = true;
-        return 0;
+        return tree_start(chk, &k);
     }
+    uint64_t max = chk->read_left < RPC_AC_CHECK_DIR_MAX ? chk->read_left : RPC_AC_CHECK_DIR_MAX;
     if (!od->root_directory_digest || rpc_digest_cas_key(od->root_directory_digest, &k) < 0) {
         chk->incomplete = true;
         return 1;
@@ -277,10 +313,10 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
     chk->keys_len = 0;
     chk->keys_size = 0;
     chk->dir_index = 0;
-    memset(&chk->f, 0, sizeof(chk->f));
+    chk->tree = NULL;
+    memset(&chk->scan, 0, sizeof(chk->scan));
     memset(&chk->w, 0, sizeof(chk->w));
     ring_task_init(&chk->answer, answer_task);
-    chk->fetching = false;
     chk->walking = false;
     chk->answering = false;
     chk->incomplete = false;
@@ -327,8 +363,6 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
 
 void rpc_ac_check_stop(struct rpc_ac_check *chk)
 {
-    if (chk->fetching) rpc_fetch_cancel(&chk->f);
-    chk->fetching = false;
     if (chk->walking) rpc_walk_stop(&chk->w);
     chk->walking = false;
     if (chk->answering) ring_task_cancel(&chk->answer);

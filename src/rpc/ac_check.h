@@ -8,7 +8,9 @@
  * answer from its verdict.
  *
  * One check per struct, on the core that started it; it reads Tree and Directory blobs
- * through the core's engine and holds its memory in the core's message memory (pb_mem).
+ * through the core's engine and holds its memory in the core's message memory (pb_mem). A
+ * Tree blob is read piece by piece (rpc/tree_scan.h), one Directory message of it at a time,
+ * so its size is bounded only by what one check reads in all.
  */
 #ifndef RINGCAS_RPC_AC_CHECK_H
 #define RINGCAS_RPC_AC_CHECK_H
@@ -21,10 +23,10 @@
 #include "blob/store.h"
 #include "proto/build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "ring/core.h"
-#include "rpc/fetch.h"
+#include "rpc/tree_scan.h"
 #include "rpc/walk.h"
 
-#define RPC_AC_CHECK_TREE_MAX (4u << 20)  /* largest Tree or Directory blob read, bytes */
+#define RPC_AC_CHECK_DIR_MAX  (4u << 20)  /* largest Directory read (a blob, or in a Tree) */
 #define RPC_AC_CHECK_READ_MAX (64u << 20) /* Tree and Directory bytes one check reads, in all */
 #define RPC_AC_CHECK_DIRS_MAX (1u << 20)  /* Trees and Directories one check reads, in all */
 
@@ -33,8 +35,9 @@ struct rpc_ac_check;
 /*
  * The check ended: <res> 0 (every referenced blob is present, and was refreshed), -ENOENT
  * (something referenced is missing, or the result names a malformed digest, or a Tree or root
- * Directory that does not decode, or its Trees and Directories are more than one check reads:
- * RPC_AC_CHECK_READ_MAX bytes or RPC_AC_CHECK_DIRS_MAX blobs in all), or -ENOMEM (the core's
+ * Directory that does not decode, or a Directory over RPC_AC_CHECK_DIR_MAX bytes, or its Trees
+ * and Directories are more than one check reads: RPC_AC_CHECK_READ_MAX bytes or
+ * RPC_AC_CHECK_DIRS_MAX blobs in all), or -ENOMEM (the core's
  * message memory is taken). Runs once, on the core's thread, never inside rpc_ac_check_start; the
  * callee may reuse <chk>.
  */
@@ -50,10 +53,10 @@ struct rpc_ac_check {
     size_t keys_len;                                       /* entries used */
     size_t keys_size;                                      /* entries allocated */
     size_t dir_index;                                      /* next output directory to expand */
-    struct rpc_fetch f;                                    /* an output directory's Tree blob */
+    struct blob_reader *tree;                              /* an output directory's Tree blob */
+    struct rpc_tree_scan scan;                             /* of <tree>'s bytes */
     struct rpc_walk w;                                     /* a root Directory's subtree */
     struct ring_task answer; /* runs the verdict when nothing had to be read */
-    bool fetching;           /* f is reading */
     bool walking;            /* w is walking */
     bool answering;          /* <answer> is queued */
     bool incomplete;         /* something referenced is missing or malformed */

@@ -203,8 +203,44 @@ def h1_seeds():
     out("h1_session", "garbage", b"\x07" + b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
 
 
+def tree_seeds():
+    def file_node(name, data):
+        f = reapi.msg("FileNode")
+        f.name = name
+        f.digest.CopyFrom(reapi.msg("Digest", hash=hashlib.sha256(data).hexdigest(),
+                                    size_bytes=len(data)))
+        return f
+
+    tree = reapi.msg("Tree")
+    tree.root.files.extend([file_node("a", b"a"), file_node("b", b"bb")])
+    sub = tree.root.directories.add(name="sub")
+    sub.digest.hash, sub.digest.size_bytes = H2, 9
+    for i in range(3):
+        tree.children.add().files.extend([file_node("f%d" % i, b"x" * i)])
+    tb = tree.SerializeToString()
+    out("tree_scan", "tree", b"\x00\x00" + tb)
+    out("tree_scan", "tree-bytewise", b"\x01\x00" + tb)
+    out("tree_scan", "tree-cut-7", b"\x07\x00" + tb)
+    out("tree_scan", "tree-dir-max", b"\x03\x20" + tb)
+    # A root given twice (protobuf-c merges the two), unknown fields of every wire type, an
+    # empty Tree and an empty root.
+    r2 = reapi.msg("Directory", files=[file_node("c", b"c")]).SerializeToString()
+    twice = tb + b"\x0a" + bytes([len(r2)]) + r2
+    out("tree_scan", "root-twice", b"\x05\x00" + twice)
+    unknown = b"\x18\x96\x01" + b"\x21" + b"\x00" * 8 + b"\x2a\x03abc" + b"\x35" + b"\x00" * 4
+    out("tree_scan", "unknown-fields", b"\x02\x00" + unknown + tb)
+    out("tree_scan", "empty", b"\x00\x00")
+    out("tree_scan", "empty-root", b"\x00\x00\x0a\x00")
+    # Refused framings: a group, field 0, a root of wire type 0, a length past the end.
+    out("tree_scan", "group", b"\x00\x00\x0b\x0c")
+    out("tree_scan", "field-0", b"\x00\x00\x02\x00")
+    out("tree_scan", "root-varint", b"\x00\x00\x08\x01")
+    out("tree_scan", "past-end", b"\x04\x00\x12\x7f\x0a")
+
+
 if __name__ == "__main__":
     frames_seeds()
     proto_seeds()
     h2_seeds()
     h1_seeds()
+    tree_seeds()

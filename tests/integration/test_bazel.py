@@ -2,7 +2,8 @@
 of genrules (a 5 MiB output, an empty one, a dependent action) with --remote_cache=grpc://…,
 throws its output base away (clean --expunge), and builds again: every cacheable action must
 be a remote cache hit and the outputs must be byte-identical. Then, over --remote_cache=http://…,
-a cache entry whose output blob is gone must be a miss that Bazel runs again. Bazel runs in
+a cache entry whose output blob is gone must be a miss that Bazel runs again; and a tree
+artifact of 50,000 files (a Tree blob over 4 MiB) must be a hit too. Bazel runs in
 batch mode with a private output root, so nothing outlives the test."""
 
 import http.client
@@ -246,6 +247,57 @@ class Bazel(unittest.TestCase):
                 with open(os.path.join(self.ws, "bazel-bin", "bigsum.txt"), "rb") as f:
                     self.assertEqual(f.read().strip(), str(BIG).encode())
             srv.wait_quiet(extra=("blob_readers", "bs_readers", "pb_mem_bytes"))
+    def test_large_tree_artifact_is_a_remote_cache_hit(self):
+        """A tree artifact (ctx.actions.declare_directory) of 50,000 files in 250 folders:
+        Bazel uploads its Tree, a blob of about 5 MB naming every file, and the check behind a
+        hit reads all of it (docs/grpc.md, "ActionCache"). A check that read a Tree only up to
+        4 MiB (before d467330) called it missing, and the action ran again on every build."""
+        with open(os.path.join(self.ws, "tree.bzl"), "w") as f:
+            f.write(TREE_RULE)
+        with open(os.path.join(self.ws, "BUILD"), "w") as f:
+            f.write('load(":tree.bzl", "tree")\ntree(name = "many")\n')
+        with harness.Server() as srv:
+            flags = ["--remote_cache=grpc://" + srv.address, "--remote_timeout=120",
+                     "--spawn_strategy=local", "--color=no", "--noshow_progress"]
+            first = self.bazel("build", *flags, "//:many")
+            self.assertNotIn("remote cache hit", first)
+            built = self.tree_files()
+            self.assertEqual(len(built), 50000)
+            self.bazel("clean", "--expunge")
+            second = self.bazel("build", *flags, "//:many")
+            procs = self.processes(second)
+            self.assertIn("1 remote cache hit", procs, second[-2000:])
+            self.assertNotIn(" local", procs)
+            self.assertEqual(self.tree_files(), built)
+            srv.wait_quiet(extra=("blob_readers", "bs_readers", "pb_mem_bytes"))
+
+    def tree_files(self):
+        top = os.path.join(self.ws, "bazel-bin", "many")
+        out = {}
+        for d, _, files in os.walk(top):
+            for name in files:
+                with open(os.path.join(d, name), "rb") as f:
+                    out[os.path.relpath(os.path.join(d, name), top)] = f.read()
+        return out
+
+
+TREE_RULE = r'''
+def _tree(ctx):
+    out = ctx.actions.declare_directory(ctx.attr.name)
+    ctx.actions.run_shell(
+        outputs = [out],
+        arguments = [out.path],
+        command = """
+for d in $(seq 1 250); do
+  mkdir -p "$1/folder-$d"
+  for f in $(seq 1 200); do echo "content $((f % 100))" > "$1/folder-$d/output-file-$f.txt"; done
+done
+""",
+    )
+    return [DefaultInfo(files = depset([out]))]
+
+tree = rule(implementation = _tree)
+'''
 
 if __name__ == "__main__":
     unittest.main()
