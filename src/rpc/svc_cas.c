@@ -454,6 +454,7 @@ struct read_item {
     struct rpc_fetch f;   /* the read in progress or its bytes */
     bool running;         /* the fetch is in progress */
     bool done;            /* <err> and (when 0) f's bytes are its answer */
+    bool identity;        /* read as identity although the client accepts zstd */
     int err;              /* 0 or -errno */
 };
 
@@ -501,12 +502,13 @@ static void read_answer_fill(struct batch_read *b, struct batch_answer *a)
         if (it->err == 0) {
             rs[i].data.data = it->f.buf;
             rs[i].data.len = it->f.len;
-            if (b->zstd && it->f.len == 0) {
+            bool zstd = b->zstd && !it->identity;
+            if (zstd && it->f.len == 0) {
                 /* The empty blob has no stored frame; zero bytes are no zstd stream. */
                 rs[i].data.data = (uint8_t *)(uintptr_t)rpc_zstd_empty_frame; /* only read */
                 rs[i].data.len = RPC_ZSTD_EMPTY_FRAME_SIZE;
             }
-            if (b->zstd) {
+            if (zstd) {
                 rs[i].compressor = BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD;
             }
         }
@@ -535,10 +537,34 @@ static void read_maybe_end(struct batch_read *b)
     read_free(b);
 }
 
+static void fetch_done(struct rpc_fetch *f, int res);
+
+/*
+ * A blob's zstd form came out larger than the batch limit: incompressible chunks are stored
+ * as raw-block frames, a few bytes more per block, so a blob of exactly 4 MiB has a zstd form
+ * over 4 MiB. REAPI lets the server answer identity whatever the client accepts
+ * (Response.compressor), and the identity bytes fit: read again as identity. Returns 0 (the
+ * fetch runs again) or -errno.
+ */
+static int fetch_again_as_identity(struct read_item *it)
+{
+    struct batch_read *b = it->b;
+    struct blob_key k;
+    int rc = rpc_digest_cas_key(b->req->digests[it - b->items], &k);
+    if (rc < 0) return rc;
+    rpc_fetch_release(&it->f);
+    it->identity = true;
+    return rpc_fetch_start(&it->f, &k, BLOB_ENCODING_IDENTITY);
+}
+
 static void fetch_done(struct rpc_fetch *f, int res)
 {
     struct read_item *it = f->ctx;
     struct batch_read *b = it->b;
+    if (res == -EMSGSIZE && b->zstd && !it->identity) {
+        res = fetch_again_as_identity(it);
+        if (res == 0) return; /* still running */
+    }
     it->running = false;
     it->done = true;
     it->err = res;
