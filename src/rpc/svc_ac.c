@@ -70,16 +70,37 @@ static void checked(struct rpc_ac_check *chk, int res)
     rpc_call_finish(c, PROTO_STATUS_OK, NULL);
 }
 
+/*
+ * The stored value could not be read: none (NOT_FOUND), or one over 4 MiB, which only HTTP's
+ * PUT /ac/ stores (an opaque value, or a result no gRPC client could have sent): NOT_FOUND
+ * too, as HTTP's GET answers 404 for it, so the client runs the action instead of failing on
+ * an argument it did not get wrong. Other errors as mapped (busy, corrupt, disk).
+ */
+static void finish_unread(struct rpc_call *c, int err)
+{
+    if (err == -ENOENT) {
+        rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "no action result for this action");
+        return;
+    }
+    if (err == -EMSGSIZE) {
+        rpc_call_finish(c, PROTO_STATUS_NOT_FOUND,
+                        "stored action result is over 4 MiB (written over HTTP): too large "
+                        "for gRPC");
+        return;
+    }
+    const char *message;
+    int status = rpc_status_from_read_err(err, &message);
+    rpc_call_finish(c, status, message);
+}
+
 static void value_fetched(struct rpc_fetch *f, int res)
 {
     struct ac_get *g = f->ctx;
     struct rpc_call *c = g->c;
     g->fetching = false;
     if (res < 0) {
-        const char *message;
-        int status = rpc_status_from_read_err(res, &message);
         ac_get_free(g);
-        rpc_call_finish(c, status, res == -ENOENT ? "no action result for this action" : message);
+        finish_unread(c, res);
         return;
     }
     g->value_len = f->len;
@@ -137,9 +158,7 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
                                .ctx = g };
     rc = rpc_fetch_start(&g->f, &k, BLOB_ENCODING_IDENTITY);
     if (rc < 0) {
-        const char *message;
-        int status = rpc_status_from_read_err(rc, &message);
-        rpc_call_finish(c, status, rc == -ENOENT ? "no action result for this action" : message);
+        finish_unread(c, rc);
         return;
     }
     g->fetching = true;

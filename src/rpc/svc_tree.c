@@ -118,6 +118,13 @@ static int on_dir(struct rpc_walk *w, const uint8_t *dir, size_t len,
     return sent_page && !rpc_call_is_writable(t->c) ? 1 : 0;
 }
 
+/* The root is over TREE_DIR_MAX: no GetTreeResponse could carry it. */
+static void finish_root_too_large(struct rpc_call *c)
+{
+    rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+                    "root_digest: the root directory is over 4 MiB, more than an answer carries");
+}
+
 static void on_end(struct rpc_walk *w, int res)
 {
     struct tree *t = w->ctx;
@@ -138,6 +145,10 @@ static void on_end(struct rpc_walk *w, int res)
     tree_free(t);
     if (res == -ENOENT) {
         rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "root directory not found");
+        return;
+    }
+    if (res == -EMSGSIZE) {
+        finish_root_too_large(c);
         return;
     }
     if (res == -E2BIG && t->sent == 0) {
@@ -217,6 +228,10 @@ static void get_tree_on_message(struct rpc_call *c, const uint8_t *msg, size_t l
     build__bazel__remote__execution__v2__get_tree_request__free_unpacked(req, a);
     if (rc == -ENOENT) {
         rpc_call_finish(c, PROTO_STATUS_NOT_FOUND, "root directory not found");
+        return;
+    }
+    if (rc == -EMSGSIZE) {
+        finish_root_too_large(c);
         return;
     }
     if (rc < 0) rpc_call_finish_err(c, rc, field);

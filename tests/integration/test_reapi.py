@@ -5,6 +5,7 @@ Every scenario ends with the server's calls, pieces, readers and uploads back to
 
 import hashlib
 import io
+import http.client
 import os
 import threading
 import time
@@ -445,6 +446,20 @@ class ActionCache(ReapiCase):
         self.batch_update([f2])
         self.assertEqual(self.get(action).output_directories[0].path, "dir")
 
+    def test_a_result_over_4_mib_written_over_http_is_not_found(self):
+        """HTTP's PUT /ac/ stores values over 4 MiB (opaque ones, for ccache and the like).
+        GetActionResult of one is a miss, as HTTP's GET is (404): it was INVALID_ARGUMENT "size
+        mismatch: the data is not the named size", an error about an argument the client got
+        right."""
+        action = os.urandom(32)
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        conn.request("PUT", "/ac/" + digest(action).hash, body=os.urandom(5 << 20))
+        self.assertEqual(conn.getresponse().status, 201)
+        conn.close()
+        code, details = self.code(self.get, action)
+        self.assertEqual(code, SC.NOT_FOUND)
+        self.assertIn("over 4 MiB", details)
+
     def test_a_tree_over_4_mib_is_checked_file_by_file(self):
         """A Tree blob is read piece by piece, one Directory at a time: an output directory of
         36,000 files (a 6 MB Tree, as Bazel uploads for a large tree artifact) is a hit when
@@ -601,6 +616,21 @@ class Tree(ReapiCase):
         self.assertEqual(self.code(self.c.GetTree, req)[0], SC.NOT_FOUND)
         req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token="x")
         self.assertEqual(self.code(self.c.GetTree, req)[0], SC.INVALID_ARGUMENT)
+
+    def test_a_root_over_4_mib_is_named(self):
+        """A root Directory over 4 MiB cannot go out in a GetTreeResponse: RESOURCE_EXHAUSTED
+        naming root_digest (gRPC's own code for a message over the limit). It was
+        INVALID_ARGUMENT "GetTree: size mismatch: the data is not the named size"."""
+        root = reapi.msg("Directory")
+        for j in range(25000):
+            root.files.add(name="%05d-" % j + "w" * 90, digest=digest(b"%d" % j))
+        rb = root.SerializeToString()
+        self.assertGreater(len(rb), 4 << 20)
+        self.write(rb)
+        req = reapi.msg("GetTreeRequest", root_digest=digest(rb))
+        code, details = self.code(self.c.GetTree, req)
+        self.assertEqual(code, SC.RESOURCE_EXHAUSTED, details)
+        self.assertTrue(details.startswith("root_digest: "), details)
 
     def wide_tree(self, width, children, per_call):
         """Uploads a root of <width> directories, each naming <children> distinct missing
