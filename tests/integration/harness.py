@@ -33,9 +33,11 @@ def binary():
 
 def run_serve(*args):
     """`ringcas serve` with <args> expected to be refused before it binds or opens anything
-    (a flag out of range): the finished process, stderr as text."""
+    (a flag out of range): the finished process, stderr as text. The folder lies under
+    /dev/null, so a binary that wrongly accepts the flag fails at once instead of creating
+    it (tests run as root) and serving until the timeout."""
     return subprocess.run([binary(), "serve", "--listen", "127.0.0.1:1", "--dir",
-                           "/nonexistent/ringcas-refused"] + list(args),
+                           "/dev/null/ringcas-refused"] + list(args),
                           capture_output=True, text=True, timeout=30)
 
 

@@ -149,7 +149,7 @@ class CommandLine(unittest.TestCase):
             r = harness.run_serve("--zstd-level", value)
             self.assertEqual(r.returncode, 1, (value, r.stderr))
             self.assertIn("ringcas serve: --zstd-level: 1 to 22", r.stderr)
-        r = run(["serve", "--listen", "127.0.0.1:1", "--dir", "/nonexistent/ringcas-refused"],
+        r = run(["serve", "--listen", "127.0.0.1:1", "--dir", "/dev/null/ringcas-refused"],
                 env={"RINGCAS_ZSTD_LEVEL": "23"})
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("--zstd-level: 1 to 22", r.stderr)
