@@ -2,10 +2,16 @@
  * The completeness check of an ActionResult: collect the CAS keys it references (output
  * files, stdout, stderr), expand its output directories one at a time (a Tree blob is read
  * piece by piece and the files of each of its Directories collected, rpc_tree_scan; a root
- * Directory digest is walked with rpc_walk), then look every
- * key up at once with refresh (blob_exists_many). The first missing or malformed reference
- * decides -ENOENT without reading further. The verdict always arrives from a read's
- * completion or a deferred task, never inside rpc_ac_check_start.
+ * Directory digest is walked with rpc_walk), then look every key up at once with refresh
+ * (blob_keep_many). The first missing or malformed reference decides -ENOENT without reading
+ * further. The verdict always arrives from a read's completion or a deferred task, never
+ * inside rpc_ac_check_start.
+ *
+ * The keys are held until the verdict, 48 bytes each in the core's message memory: a Tree of
+ * 64 MiB names up to about 800,000 files, 37 MiB of keys (more while the array grows).
+ * A check refused memory fails busy (RESOURCE_EXHAUSTED / 503, retried), never as a miss. A
+ * piece the engine cannot read yet (-EAGAIN: the core's disk queue or read buffers are full)
+ * fails the check busy the same way.
  *
  * What one check reads is bounded in all, not per output directory: a stored result may name
  * the same large Tree or deep root Directory thousands of times, and each GET would read it

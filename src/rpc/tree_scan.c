@@ -71,7 +71,7 @@ static int parse_head(const uint8_t *p, size_t n, struct head *h)
     uint64_t key;
     int k = varint(p, n, KEY_MAX, &key);
     if (k <= 0) return k;
-    h->tag = (uint32_t)(key >> 3); /* protobuf-c keeps the low 32 bits */
+    h->tag = (uint32_t)(key >> 3); /* 5 bytes carry 32 bits of tag, as in protobuf-c */
     h->wire = (unsigned)(key & 7);
     uint64_t v = 0;
     int m = 0;

@@ -12,7 +12,10 @@
  * 2^31 and fits in what is left of the Tree, fields 1 and 2 length-delimited. So a Tree the
  * scan accepts, whose Directories each decode, is a Tree protobuf-c decodes, with the same
  * Directories (a root given twice is merged by protobuf-c: the same files in all); and the
- * other way round (tests/fuzz/fuzz_tree_scan.c holds both to it).
+ * other way round (tests/fuzz/fuzz_tree_scan.c holds both to it). One difference is the
+ * order of the errors: protobuf-c checks the framing of the whole Tree before it decodes a
+ * Directory, the scan hands Directories over as they come, so a Tree broken further on may
+ * first end in on_dir's error (memory refused while one is decoded, say) instead of -EBADMSG.
  */
 #ifndef RINGCAS_RPC_TREE_SCAN_H
 #define RINGCAS_RPC_TREE_SCAN_H
@@ -23,7 +26,10 @@
 #include "base/assert.h"
 #include "proto/alloc.h"
 
-/* A Directory's bytes <dir>/<len>, valid during the call. Returns 0, or -errno to stop. */
+/*
+ * A Directory's bytes <dir>/<len>, valid during the call; runs inside rpc_tree_scan_feed, once
+ * per Directory, in order. Returns 0, or -errno to stop.
+ */
 typedef int rpc_tree_dir_fn(void *ctx, const uint8_t *dir, size_t len);
 
 #define RPC_TREE_SCAN_HEAD_MAX 15 /* a key (5 bytes) and a varint value (10) */

@@ -6,7 +6,8 @@
  *   Tree, and then both see the same files (count, and an order-free sum of their digests:
  *   protobuf-c merges a root given twice);
  * - the verdict and the files do not depend on where the pieces are cut;
- * - a Directory is gathered in counted memory only when it is cut, and nothing is kept.
+ * - a Directory is gathered in counted memory only when it is cut, and nothing is kept;
+ * - memory refused (a small limit) ends a scan as -ENOMEM, never as another verdict.
  *
  * Input layout: byte 0 picks the piece size (1 to 64, or all at once), byte 1 the largest
  * Directory allowed (0: no limit; else 1 to 255 bytes, which must make the scan say -E2BIG
@@ -48,14 +49,17 @@ static void add_dir(struct files *f, const reapi_dir *d)
 
 struct run {
     ProtobufCAllocator *pa;
+    struct proto_alloc *a;
     struct files files;
 };
 
 static int on_dir(void *ctx, const uint8_t *dir, size_t len)
 {
     struct run *r = ctx;
+    uint64_t refusals = base_counter_get(&r->a->failed);
     reapi_dir *d = build__bazel__remote__execution__v2__directory__unpack(r->pa, len, dir);
-    if (!d) return -EBADMSG;
+    /* As the completeness check tells them apart: memory refused is not a malformed one. */
+    if (!d) return base_counter_get(&r->a->failed) != refusals ? -ENOMEM : -EBADMSG;
     add_dir(&r->files, d);
     build__bazel__remote__execution__v2__directory__free_unpacked(d, r->pa);
     return 0;
@@ -98,10 +102,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t step = data[0] % 65 ? data[0] % 65 : (len ? len : 1);
     uint64_t dir_max = data[1] ? data[1] : UINT64_MAX;
 
-    struct run whole = { .pa = &pa };
+    struct run whole = { .pa = &pa, .a = &a };
     int whole_rc = scan(p, len, len ? len : 1, UINT64_MAX, &a, &whole);
-    ASSERT(whole_rc == 0 || whole_rc == -EBADMSG);
-    struct run cut = { .pa = &pa };
+    ASSERT(whole_rc == 0 || whole_rc == -EBADMSG); /* no limit on memory or Directories */
+    struct run cut = { .pa = &pa, .a = &a };
     int cut_rc = scan(p, len, step, dir_max, &a, &cut);
     ASSERT(base_counter_get(&a.bytes) == 0);
     if (cut_rc == -E2BIG) {
@@ -113,6 +117,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ASSERT(cut.files.count == whole.files.count && cut.files.sum == whole.files.sum);
         }
     }
+
+    /* With little memory (a limit from byte 1's value): refused memory ends the scan as
+     * -ENOMEM, never as another verdict, and nothing is kept. */
+    struct run poor = { .pa = &pa, .a = &a };
+    proto_alloc_limit(&a, 64 + (uint64_t)data[1] * 16);
+    int poor_rc = scan(p, len, step, UINT64_MAX, &a, &poor);
+    proto_alloc_limit(&a, 0);
+    ASSERT(base_counter_get(&a.bytes) == 0);
+    ASSERT(poor_rc == whole_rc || poor_rc == -ENOMEM);
+    if (poor_rc == 0)
+        ASSERT(poor.files.count == whole.files.count && poor.files.sum == whole.files.sum);
 
     Build__Bazel__Remote__Execution__V2__Tree *t =
         build__bazel__remote__execution__v2__tree__unpack(&pa, len, p);

@@ -236,6 +236,23 @@ def tree_seeds():
     out("tree_scan", "field-0", b"\x00\x00\x02\x00")
     out("tree_scan", "root-varint", b"\x00\x00\x08\x01")
     out("tree_scan", "past-end", b"\x04\x00\x12\x7f\x0a")
+    # Edge encodings both accept or both refuse (the review's list): a key longer than it
+    # needs, field 0 in a 2-byte key, a 5-byte length, a tag of 2^31 and more, varints of 10
+    # and 11 bytes, a length of INT_MAX, a root twice and then a bad one.
+    edges = {
+        "long-key": b"\x8a\x00\x00",
+        "field-0-long-key": b"\x80\x00\x00",
+        "length-5-bytes": b"\x0a\x80\x80\x80\x80\x00",
+        "tag-2-31": b"\xf8\xff\xff\xff\x0f\x00",
+        "varint-10": b"\x18" + b"\x80" * 9 + b"\x01",
+        "varint-11": b"\x18" + b"\x80" * 10 + b"\x01",
+        "length-int-max": b"\x1a\xff\xff\xff\xff\x07",
+        "roots-then-bad": b"\x0a\x00\x0a\x00\x0a\x01\xff",
+    }
+    for i, (name, data) in enumerate(sorted(edges.items())):
+        out("tree_scan", name, bytes([i % 5 + 1, 0]) + data)
+    # Little memory (byte 1 sets the fuzz target's limit): the Tree above, cut in 3-byte pieces.
+    out("tree_scan", "tree-little-memory", b"\x03\x01" + tb)
 
 
 if __name__ == "__main__":

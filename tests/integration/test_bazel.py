@@ -6,6 +6,7 @@ a cache entry whose output blob is gone must be a miss that Bazel runs again; an
 artifact of 50,000 files (a Tree blob over 4 MiB) must be a hit too. Bazel runs in
 batch mode with a private output root, so nothing outlives the test."""
 
+import hashlib
 import http.client
 import http.server
 import os
@@ -17,6 +18,7 @@ import threading
 import unittest
 
 import harness
+import reapi
 
 BUILD = r'''
 genrule(name = "small", outs = ["small.txt"], cmd = "echo hello ringcas > $@")
@@ -247,6 +249,7 @@ class Bazel(unittest.TestCase):
                 with open(os.path.join(self.ws, "bazel-bin", "bigsum.txt"), "rb") as f:
                     self.assertEqual(f.read().strip(), str(BIG).encode())
             srv.wait_quiet(extra=("blob_readers", "bs_readers", "pb_mem_bytes"))
+
     def test_large_tree_artifact_is_a_remote_cache_hit(self):
         """A tree artifact (ctx.actions.declare_directory) of 50,000 files in 250 folders:
         Bazel uploads its Tree, a blob of about 5 MB naming every file, and the check behind a
@@ -263,6 +266,9 @@ class Bazel(unittest.TestCase):
             self.assertNotIn("remote cache hit", first)
             built = self.tree_files()
             self.assertEqual(len(built), 50000)
+            # Every folder's names differ, so its Directory does: Bazel's Tree holds 251
+            # distinct Directories whatever it deduplicates, and is over 4 MiB.
+            self.assertGreater(self.tree_size_at_least(), 4 << 20)
             self.bazel("clean", "--expunge")
             second = self.bazel("build", *flags, "//:many")
             procs = self.processes(second)
@@ -270,6 +276,23 @@ class Bazel(unittest.TestCase):
             self.assertNotIn(" local", procs)
             self.assertEqual(self.tree_files(), built)
             srv.wait_quiet(extra=("blob_readers", "bs_readers", "pb_mem_bytes"))
+
+    def tree_size_at_least(self):
+        """The bytes of the distinct Directory messages of bazel-bin/many, as REAPI builds
+        them (files sorted by name, digests of their contents): a lower bound on the size of
+        the Tree Bazel uploads, which holds each distinct Directory at least once."""
+        top = os.path.join(self.ws, "bazel-bin", "many")
+        dirs = set()
+        for d, _, files in os.walk(top):
+            msg = reapi.msg("Directory")
+            for name in sorted(files):
+                with open(os.path.join(d, name), "rb") as f:
+                    data = f.read()
+                node = msg.files.add(name=name)
+                node.digest.hash = hashlib.sha256(data).hexdigest()
+                node.digest.size_bytes = len(data)
+            dirs.add(msg.SerializeToString())
+        return sum(len(b) for b in dirs)
 
     def tree_files(self):
         top = os.path.join(self.ws, "bazel-bin", "many")
@@ -290,7 +313,7 @@ def _tree(ctx):
         command = """
 for d in $(seq 1 250); do
   mkdir -p "$1/folder-$d"
-  for f in $(seq 1 200); do echo "content $((f % 100))" > "$1/folder-$d/output-file-$f.txt"; done
+  for f in $(seq 1 200); do echo "content $((f % 100))" > "$1/folder-$d/output-$d-$f.txt"; done
 done
 """,
     )

@@ -492,7 +492,7 @@ class ActionCache(ReapiCase):
                 self.get(action, timeout=ms / 1000)
             except grpc.RpcError as e:
                 self.assertEqual(e.code(), SC.DEADLINE_EXCEEDED)
-        wait_zero(self.server, GAUGES + ("pb_mem_bytes",))
+        wait_zero(self.server, GAUGES)
         # One Directory over 4 MiB is more than the check reads (docs/grpc.md).
         wide = reapi.msg("Tree")
         for j in range(25000):

@@ -3,9 +3,10 @@
  * in place when they lie in one piece, the framing checked as protobuf-c checks it.
  * tests/fuzz/fuzz_tree_scan.c holds it to protobuf-c on arbitrary bytes.
  */
-#include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
+
+#include <criterion/criterion.h>
 
 #include "proto/alloc.h"
 #include "rpc/tree_scan.h"
@@ -88,6 +89,23 @@ Test(rpc_tree_scan, a_directory_over_the_limit_is_refused_before_it_is_gathered)
     struct seen s = { 0 };
     cr_assert_eq(scan(tree, sizeof(tree), 1, 5, &s), -E2BIG);
     cr_assert_eq(s.dirs, 1, "the root (5 bytes) passed, the first child (6) did not");
+    /* With the child cut after its head and no memory to gather it in, the limit still
+     * decides: nothing was allocated for a Directory it refuses. */
+    proto_alloc_limit(&mem, 1);
+    struct seen cut = { 0 };
+    struct rpc_tree_scan sc = { .mem = &mem, .on_dir = on_dir, .ctx = &cut, .dir_max = 5 };
+    rpc_tree_scan_init(&sc, sizeof(tree));
+    cr_assert_eq(rpc_tree_scan_feed(&sc, tree, 13), -E2BIG);
+    cr_assert_eq(base_counter_get(&mem.failed), 0);
+    rpc_tree_scan_free(&sc);
+    /* A child within the limit but cut, without memory: -ENOMEM. */
+    struct seen busy = { 0 };
+    sc = (struct rpc_tree_scan){ .mem = &mem, .on_dir = on_dir, .ctx = &busy, .dir_max = 64 };
+    rpc_tree_scan_init(&sc, sizeof(tree));
+    cr_assert_eq(rpc_tree_scan_feed(&sc, tree, 13), -ENOMEM);
+    cr_assert_eq(busy.dirs, 1);
+    rpc_tree_scan_free(&sc);
+    proto_alloc_limit(&mem, 0);
 }
 
 Test(rpc_tree_scan, framings_protobuf_c_refuses_are_refused)
@@ -110,6 +128,7 @@ Test(rpc_tree_scan, framings_protobuf_c_refuses_are_refused)
         { "a fixed64 past the end", { 0x19, 0, 0, 0 }, 4 },
         { "a Directory past the end", { 0x12, 0x7f, 0x0a }, 3 },
     };
+
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         for (size_t step = 1; step <= bad[i].len; step++) {
             struct seen s = { 0 };
