@@ -485,6 +485,12 @@ class ActionCache(ReapiCase):
         self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)
         self.batch_update([absent])
         self.assertEqual(self.get(action).output_directories[0].path, "dir")
+        # HTTP's GET /ac/ runs the same check.
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        conn.request("GET", "/ac/" + digest(action).hash)
+        r = conn.getresponse()
+        self.assertEqual((r.status, r.read()), (200, self.result_with(tree=tb).SerializeToString()))
+        conn.close()
         # Deadlines that end the check while the Tree is read close the read and free its
         # memory.
         for ms in range(1, 30, 2):
