@@ -23,6 +23,21 @@ int proto_wire_varint(const uint8_t *p, size_t len, uint64_t *out)
     return len < PROTO_WIRE_VARINT_MAX ? 0 : -EBADMSG;
 }
 
+int proto_wire_varint_pbc(const uint8_t *p, size_t len, size_t max, uint64_t *out)
+{
+    ASSERT(max >= 1 && max <= PROTO_WIRE_VARINT_MAX);
+    uint64_t v = 0;
+    for (size_t i = 0; i < max; i++) {
+        if (i == len) return 0;
+        v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if ((p[i] & 0x80) == 0) {
+            *out = v;
+            return (int)(i + 1);
+        }
+    }
+    return -EBADMSG;
+}
+
 size_t proto_wire_varint_put(uint8_t *out, uint64_t v)
 {
     size_t n = 0;

@@ -32,6 +32,15 @@ enum proto_wire_type {
  */
 MUST_CHECK int proto_wire_varint(const uint8_t *p, size_t len, uint64_t *out);
 
+/*
+ * A varint of at most <max> bytes (1 to PROTO_WIRE_VARINT_MAX) at <p>/<len>, read as protobuf-c
+ * 1.4 reads one: the bytes it takes with its low 64 bits in *<out>, 0 when <len> ends inside
+ * it, -EBADMSG when it runs past <max> bytes. Unlike proto_wire_varint, a tenth byte over 1 is
+ * accepted (protobuf-c keeps the low 64 bits): for code that must agree with protobuf-c on
+ * what decodes (the action cache's sniff and Tree scan).
+ */
+MUST_CHECK int proto_wire_varint_pbc(const uint8_t *p, size_t len, size_t max, uint64_t *out);
+
 /* Writes <v> as a varint into <out> (room for PROTO_WIRE_VARINT_MAX bytes); returns its size. */
 size_t proto_wire_varint_put(uint8_t *out, uint64_t v);
 

@@ -378,24 +378,10 @@ void rpc_ac_check_stop(struct rpc_ac_check *chk)
 
 /* ---- the sniff of opaque values ---- */
 
-/*
- * A varint at <p>/<len>: the bytes it takes (1..10) with its low 64 bits in *<v>, 0 when <len>
- * ends inside it, -1 past 10 bytes (protobuf-c refuses those). Not proto_wire_varint: that one
- * also refuses a tenth byte over 1, which protobuf-c accepts (keeping the low 64 bits), and the
- * sniff must never call opaque what protobuf-c decodes.
- */
+/* A varint as protobuf-c reads it: the sniff must never call opaque what protobuf-c decodes. */
 static int sniff_varint(const uint8_t *p, size_t len, uint64_t *v)
 {
-    uint64_t x = 0;
-    for (size_t k = 0; k < PROTO_WIRE_VARINT_MAX; k++) {
-        if (k == len) return 0;
-        x |= (uint64_t)(p[k] & 0x7f) << (7 * k);
-        if ((p[k] & 0x80) == 0) {
-            *v = x;
-            return (int)k + 1;
-        }
-    }
-    return -1;
+    return proto_wire_varint_pbc(p, len, PROTO_WIRE_VARINT_MAX, v);
 }
 
 bool rpc_ac_check_may_decode(const uint8_t *p, size_t len, uint64_t total)

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "proto/wire.h"
+
 enum {
     SCAN_HEAD,
     SCAN_GATHER,
@@ -40,22 +42,6 @@ static size_t min_size(size_t a, uint64_t b)
     return b < a ? (size_t)b : a;
 }
 
-/* A varint of at most <max> bytes at <p>/<n>: the bytes it takes with its value in *<v>, 0 when
- * <n> ends inside it, -EBADMSG when it runs past <max> bytes. */
-static int varint(const uint8_t *p, size_t n, size_t max, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t k = 0; k < max; k++) {
-        if (k == n) return 0;
-        x |= (uint64_t)(p[k] & 0x7f) << (7 * k);
-        if ((p[k] & 0x80) == 0) {
-            *v = x;
-            return (int)k + 1;
-        }
-    }
-    return -EBADMSG;
-}
-
 struct head {
     uint32_t tag;  /* the field number */
     unsigned wire; /* its wire type */
@@ -69,7 +55,7 @@ static int parse_head(const uint8_t *p, size_t n, struct head *h)
     /* protobuf-c refuses field 0 by the key's first byte alone. */
     if ((p[0] & 0xf8) == 0) return -EBADMSG;
     uint64_t key;
-    int k = varint(p, n, KEY_MAX, &key);
+    int k = proto_wire_varint_pbc(p, n, KEY_MAX, &key);
     if (k <= 0) return k;
     h->tag = (uint32_t)(key >> 3); /* 5 bytes carry 32 bits of tag, as in protobuf-c */
     h->wire = (unsigned)(key & 7);
@@ -77,14 +63,14 @@ static int parse_head(const uint8_t *p, size_t n, struct head *h)
     int m = 0;
     switch (h->wire) {
     case WIRE_VARINT:
-        m = varint(p + k, n - (size_t)k, VALUE_MAX, &v);
+        m = proto_wire_varint_pbc(p + k, n - (size_t)k, VALUE_MAX, &v);
         h->len = 0;
         break;
     case WIRE_64BIT:
         h->len = 8;
         break;
     case WIRE_LEN:
-        m = varint(p + k, n - (size_t)k, LENGTH_MAX, &v);
+        m = proto_wire_varint_pbc(p + k, n - (size_t)k, LENGTH_MAX, &v);
         if (m > 0 && v > LENGTH_TOP) return -EBADMSG;
         h->len = v;
         break;

@@ -45,6 +45,29 @@ Test(proto_wire, overlong_and_overflowing_varints_are_refused)
     guard_free_all();
 }
 
+Test(proto_wire, varints_as_protobuf_c_reads_them)
+{
+    /* A tenth byte over 1: refused by proto_wire_varint, kept to 64 bits by protobuf-c. */
+    uint8_t over[10];
+    memset(over, 0xff, 9);
+    over[9] = 0x7f;
+    uint64_t v = 0;
+    cr_assert(eq(int, proto_wire_varint_pbc(guard_copy(over, 10), 10, 10, &v), 10));
+    cr_assert(eq(u64, v, UINT64_MAX));
+    /* <max> bounds the bytes: a 5-byte key or length, at its sixth byte. */
+    uint8_t six[6] = { 0x80, 0x80, 0x80, 0x80, 0x80, 0x00 };
+    cr_assert(eq(int, proto_wire_varint_pbc(guard_copy(six, 6), 6, 5, &v), -EBADMSG));
+    cr_assert(eq(int, proto_wire_varint_pbc(guard_copy(six, 6), 6, 6, &v), 6));
+    cr_assert(eq(u64, v, 0));
+    /* Cut before its end (or before <max>): asks for more. */
+    cr_assert(eq(int, proto_wire_varint_pbc(guard_copy(six, 4), 4, 5, &v), 0));
+    cr_assert(eq(int, proto_wire_varint_pbc(guard_copy(six, 0), 0, 5, &v), 0));
+    uint8_t one[1] = { 0x2a };
+    cr_assert(eq(int, proto_wire_varint_pbc(guard_copy(one, 1), 1, 1, &v), 1));
+    cr_assert(eq(u64, v, 42));
+    guard_free_all();
+}
+
 static int walk(const uint8_t *p, size_t len, int *fields)
 {
     struct proto_wire_reader r;
