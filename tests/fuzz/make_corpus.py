@@ -201,6 +201,18 @@ def h1_seeds():
                                                  "Expect: 100-continue\r\n") +
         get("/cas/" + hello, extra="Range: bytes=1-2\r\nConnection: close\r\n"))
     out("h1_session", "garbage", b"\x07" + b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    # A result whose output directory is a Tree: GET /ac/ reads the Tree through the scan.
+    tree = reapi.msg("Tree")
+    for i in range(3):
+        tree.children.add().files.add(name="f%d" % i).digest.CopyFrom(d)
+    tree.root.files.add(name="top").digest.CopyFrom(d)
+    tb = tree.SerializeToString()
+    th = hashlib.sha256(tb).hexdigest()
+    tr = reapi.msg("ActionResult")
+    od = tr.output_directories.add(path="dir")
+    od.tree_digest.hash, od.tree_digest.size_bytes = th, len(tb)
+    out("h1_session", "ac-tree", b"\x08" + put("/cas/" + hello, b"hello") + put("/cas/" + th, tb) +
+        put("/ac/" + H2, tr.SerializeToString()) + get("/ac/" + H2))
 
 
 def tree_seeds():
