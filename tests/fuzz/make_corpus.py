@@ -155,6 +155,28 @@ def h2_seeds():
     out("h2_session", "ac", b"\x0f" + settings + req(1, cas + "BatchUpdateBlobs", g(upd.SerializeToString())) +
         req(3, ac + "UpdateActionResult", g(put.SerializeToString())) +
         req(5, ac + "GetActionResult", g(get.SerializeToString())))
+    # A result whose Tree is stored: GetActionResult reads it through the Tree scan.
+    t = reapi.msg("Tree")
+    t.root.files.add(name="top").digest.CopyFrom(dh)
+    for i in range(3):
+        t.children.add().files.add(name="f%d" % i).digest.CopyFrom(dh)
+    tb = t.SerializeToString()
+    dt = reapi.msg("Digest", hash=hashlib.sha256(tb).hexdigest(), size_bytes=len(tb))
+    tupd = reapi.msg("BatchUpdateBlobsRequest", instance_name="i")
+    tupd.requests.add(digest=dh, data=b"hello")
+    tupd.requests.add(digest=dt, data=tb)
+    tar = reapi.msg("ActionResult", exit_code=0)
+    tar.output_directories.add(path="dir", tree_digest=dt)
+    tput = reapi.msg("UpdateActionResultRequest", instance_name="i", action_digest=d2,
+                     action_result=tar)
+    # 64-byte writes with the server's loop run between them, and PINGs to wait for the
+    # blobs and the result to be stored before the lookup, and for the lookup's check before
+    # the connection's end cancels it.
+    pings = b"".join(c(h2raw.PING, 0, 0, b"%08d" % i) for i in range(150))
+    out("h2_session", "ac-tree", b"\x00" + settings +
+        req(1, cas + "BatchUpdateBlobs", g(tupd.SerializeToString())) + pings +
+        req(3, ac + "UpdateActionResult", g(tput.SerializeToString())) + pings +
+        req(5, ac + "GetActionResult", g(get.SerializeToString())) + pings)
     qws = reapi.cls("google.bytestream.QueryWriteStatusRequest")(
         resource_name="uploads/u/blobs/%s/10" % H2).SerializeToString()
     wz = wr(resource_name="uploads/u2/compressed-blobs/zstd/%s/5" % hello, write_offset=0,
