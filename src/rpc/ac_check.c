@@ -7,8 +7,12 @@
  * further. The verdict always arrives from a read's completion or a deferred task, never
  * inside rpc_ac_check_start.
  *
- * The keys are held until the verdict, 48 bytes each in the core's message memory: a Tree of
- * 64 MiB names up to about 800,000 files, 37 MiB of keys (more while the array grows).
+ * While a Tree is read, its files' keys are looked up and refreshed RPC_AC_CHECK_KEYS_BATCH at
+ * a time (after the Directory that fills a batch): the first batch with a missing file ends
+ * the read, so a miss on a large Tree costs the bytes up to it, and the keys' memory (48 bytes
+ * each, in the core's message memory) stays a batch and one Directory's files, where a Tree of
+ * 64 MiB names up to about 800,000. The keys of a result that turns out incomplete may have
+ * been refreshed in part; a complete one's all are, as before the verdict.
  * A check refused memory fails busy (RESOURCE_EXHAUSTED / 503, retried), never as a miss. A
  * piece the engine cannot read yet (-EAGAIN: the core's disk queue or read buffers are full)
  * fails the check busy the same way.
@@ -105,21 +109,28 @@ static int need_dir_files(struct rpc_ac_check *chk, const reapi_dir *d)
 
 /* ---- the verdict ---- */
 
+/*
+ * Looks the keys collected so far up with refresh, and forgets them: 0 (every one is present
+ * and kept), -ENOENT (one is missing: the result is incomplete) or -ENOMEM.
+ */
+static int keep_keys(struct rpc_ac_check *chk)
+{
+    if (chk->keys_len == 0) return 0;
+    bool *present = proto_alloc_calloc(mem(chk), chk->keys_len, sizeof(*present));
+    if (!present) return -ENOMEM;
+    /* Refreshes what is present, so the outputs outlive the hit; a cold one that cannot be
+     * refreshed (the core's queue is full) makes a miss, not a hit eviction takes. */
+    size_t n = blob_keep_many(chk->rc->blob, chk->keys, chk->keys_len, present);
+    proto_alloc_free(mem(chk), present);
+    int rc = n == chk->keys_len ? 0 : -ENOENT;
+    chk->keys_len = 0;
+    return rc;
+}
+
 static void answer(struct rpc_ac_check *chk)
 {
     int res = chk->incomplete ? -ENOENT : chk->err;
-    if (res == 0 && chk->keys_len > 0) {
-        bool *present = proto_alloc_calloc(mem(chk), chk->keys_len, sizeof(*present));
-        if (!present) {
-            finish(chk, -ENOMEM);
-            return;
-        }
-        /* Refreshes what is present, so the outputs outlive the hit; a cold one that cannot
-         * be refreshed (the core's queue is full) makes a miss, not a hit eviction takes. */
-        size_t n = blob_keep_many(chk->rc->blob, chk->keys, chk->keys_len, present);
-        res = n == chk->keys_len ? 0 : -ENOENT;
-        proto_alloc_free(mem(chk), present);
-    }
+    if (res == 0) res = keep_keys(chk);
     finish(chk, res);
 }
 
@@ -173,6 +184,12 @@ static int tree_dir(void *ctx, const uint8_t *dir, size_t len)
     if (!d) return base_counter_get(&mem(chk)->failed) != refusals ? -ENOMEM : -EBADMSG;
     int rc = need_dir_files(chk, d);
     build__bazel__remote__execution__v2__directory__free_unpacked(d, a);
+    /* A large Tree's keys are kept a batch at a time: the first missing file ends the read,
+     * and the keys' memory stays a batch and one Directory's files. */
+    if (rc == 0 && chk->keys_len >= RPC_AC_CHECK_KEYS_BATCH) {
+        rc = keep_keys(chk);
+        if (rc == -ENOENT) chk->incomplete = true;
+    }
     return rc;
 }
 

@@ -26,9 +26,10 @@
 #include "rpc/tree_scan.h"
 #include "rpc/walk.h"
 
-#define RPC_AC_CHECK_DIR_MAX  (4u << 20)  /* largest Directory read (a blob, or in a Tree) */
-#define RPC_AC_CHECK_READ_MAX (64u << 20) /* Tree and Directory bytes one check reads, in all */
-#define RPC_AC_CHECK_DIRS_MAX (1u << 20)  /* Trees and Directories one check reads, in all */
+#define RPC_AC_CHECK_DIR_MAX    (4u << 20)  /* largest Directory read (a blob, or in a Tree) */
+#define RPC_AC_CHECK_READ_MAX   (64u << 20) /* Tree and Directory bytes one check reads, in all */
+#define RPC_AC_CHECK_DIRS_MAX   (1u << 20)  /* Trees and Directories one check reads, in all */
+#define RPC_AC_CHECK_KEYS_BATCH 4096        /* a Tree's keys looked up and kept at once */
 
 struct rpc_ac_check;
 
