@@ -3,13 +3,12 @@
  * place: the decoder walks the framing byte by byte and hands back each run of body bytes as a
  * pointer into the caller's buffer, so a body is never copied.
  *
- * Strictness: chunk sizes are hex numbers below 2^64 (leading zeros allowed); lines end in CRLF;
- * chunk extensions and trailer fields are ignored, but must follow their grammar (extensions: BWS
- * ";" name
- * ["=" token or quoted-string], RFC 9112 §7.1.1; trailer lines: a token name, a colon with no
- * whitespace before it, a value without control characters other than HTAB); each size line
- * (with its extensions) is bounded by RPC_H1_CHUNK_LINE_MAX and the trailer section by
- * RPC_H1_TRAILER_MAX.
+ * Strictness: chunk sizes are hex numbers below 2^64 (leading zeros allowed); lines end in
+ * CRLF; chunk extensions and trailer fields are ignored, but must follow their grammar
+ * (extensions: BWS ";" name ["=" token or quoted-string], RFC 9112 §7.1.1; trailer lines: a
+ * token name, a colon with no whitespace before it, a value without control characters other
+ * than HTAB); each size line (with its extensions) is bounded by RPC_H1_CHUNK_LINE_MAX and the
+ * trailer section by RPC_H1_TRAILER_MAX.
  */
 #ifndef RINGCAS_RPC_H1_CHUNKED_H
 #define RINGCAS_RPC_H1_CHUNKED_H

@@ -234,7 +234,9 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
                          uint16_t *port)
 {
     if (check_core_limits(opts) < 0) return -EINVAL;
-    /* Checked here, not only by the engine: the engine would name the (int) it was handed. */
+    /* Checked here on the flag's own value, not only by the engine: the (int) the engine is
+     * handed wraps (2^32 + 1 would arrive as level 1), and its message would not name the
+     * flag. */
     if (opts->zstd_level < BLOB_ZSTD_LEVEL_MIN || opts->zstd_level > BLOB_ZSTD_LEVEL_MAX) {
         (void)fprintf(stderr, "ringcas serve: --zstd-level: %d to %d\n", BLOB_ZSTD_LEVEL_MIN,
                       BLOB_ZSTD_LEVEL_MAX);

@@ -60,5 +60,12 @@ int rpc_status_from_read_err(int err, const char **message)
         *message = "stored data was corrupt: the blob was dropped, upload it again";
         return PROTO_STATUS_NOT_FOUND;
     }
+    if (err == -EMSGSIZE) {
+        /* A read bounded by its call's message (a batch, an action result, a directory) met a
+         * larger blob: not an upload's size mismatch, and a retry would meet it again. REAPI
+         * answers a batch over its limit INVALID_ARGUMENT. */
+        *message = "too large for this call: over its 4 MiB message limit (ByteStream reads it)";
+        return PROTO_STATUS_INVALID_ARGUMENT;
+    }
     return rpc_status_from_err(err, message);
 }

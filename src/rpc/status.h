@@ -29,7 +29,11 @@
  */
 int rpc_status_from_err(int err, const char **message);
 
-/* As rpc_status_from_err, for errors of reading a stored blob (-EBADMSG is NOT_FOUND). */
+/*
+ * As rpc_status_from_err, for errors of reading a stored blob: -EBADMSG is NOT_FOUND, and
+ * -EMSGSIZE (the blob is over the bound of a read into one message) INVALID_ARGUMENT "too
+ * large for this call", not an upload's "size mismatch".
+ */
 int rpc_status_from_read_err(int err, const char **message);
 
 #endif /* RINGCAS_RPC_STATUS_H */

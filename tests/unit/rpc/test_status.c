@@ -54,6 +54,18 @@ Test(rpc_status, corrupt_stored_blob_reads_as_not_found)
     cr_assert(eq(int, rpc_status_from_read_err(-EIO, &message), PROTO_STATUS_INTERNAL));
 }
 
+Test(rpc_status, a_read_too_large_for_its_call_is_not_a_size_mismatch)
+{
+    const char *message;
+    cr_assert(
+        eq(int, rpc_status_from_read_err(-EMSGSIZE, &message), PROTO_STATUS_INVALID_ARGUMENT));
+    cr_assert(eq(ptr, strstr(message, "mismatch"), NULL), "%s", message);
+    cr_assert(ne(ptr, strstr(message, "too large"), NULL), "%s", message);
+    /* An upload's -EMSGSIZE is still the size mismatch it is. */
+    (void)rpc_status_from_err(-EMSGSIZE, &message);
+    cr_assert(ne(ptr, strstr(message, "mismatch"), NULL), "%s", message);
+}
+
 /*
  * Every status but OK carries a message (an empty grpc-message leaves a client with a bare
  * code), and every refusal a client may retry (RESOURCE_EXHAUSTED, UNAVAILABLE) says what was
