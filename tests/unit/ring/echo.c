@@ -88,6 +88,7 @@ void echo_write_all(int fd, const void *buf, size_t len)
     const char *p = buf;
     while (len > 0) {
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue; /* SO_SNDTIMEO or not, a signal may cut in */
         cr_assert(n > 0, "send: %zd errno %d", n, errno);
         p += n;
         len -= (size_t)n;
@@ -99,6 +100,8 @@ void echo_read_exact(int fd, void *buf, size_t len)
     char *p = buf;
     while (len > 0) {
         ssize_t n = recv(fd, p, len, 0);
+        /* With SO_RCVTIMEO a signal fails the call (EINTR) instead of restarting it. */
+        if (n < 0 && errno == EINTR) continue;
         cr_assert(n > 0, "recv: %zd errno %d", n, errno);
         p += n;
         len -= (size_t)n;
