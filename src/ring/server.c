@@ -21,9 +21,9 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,7 +290,8 @@ static int core_start(struct server_core *sc)
         goto err_deinit;
     }
     sc->listen_fd = -1; /* the listener owns it now */
-    atomic_store(&sc->adopts, true); /* after sc->core is set: other cores read it then */
+    /* After sc->core is set: a core that sees <adopts> reads it. */
+    atomic_store(&sc->adopts, true);
     return 0;
 
 err_deinit:
