@@ -290,9 +290,9 @@ static int cmd_stat(int argc, char **argv)
 {
     struct client_cli_options o;
     client_cli_options_default(&o);
-    /* No flags but the shared ones; the usage line keeps its space before the arguments. */
+    /* No flags but the shared ones, and no arguments. */
     const struct cmd_spec spec = { .prog = "ringcas stat",
-                                   .usage = "usage: ringcas stat [FLAGS] \n\nflags:\n" };
+                                   .usage = "usage: ringcas stat [FLAGS]\n\nflags:\n" };
     int status = client_cmd_parse(&spec, &o, argc, argv);
     return status == CMD_RUN ? client_cli_stat(&o) : status;
 }

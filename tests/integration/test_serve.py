@@ -65,7 +65,7 @@ class CommandLine(unittest.TestCase):
                     client + ["--[no-]compress", "--[no-]force", "--batch-max"], client_end),
             "get": ("usage: ringcas get [FLAGS] HASH/SIZE [-o FILE]\n\nflags:\n",
                     client + ["--[no-]compress", "--output"], client_end),
-            "stat": ("usage: ringcas stat [FLAGS] \n\nflags:\n", client, client_end),
+            "stat": ("usage: ringcas stat [FLAGS]\n\nflags:\n", client, client_end),
             "fsck": ("usage: ringcas fsck --dir DIR\n\nChecks every record's checksums and every "
                      "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
                      ["--dir"], ""),
@@ -73,6 +73,7 @@ class CommandLine(unittest.TestCase):
         for cmd, (head, flags, end) in cases.items():
             r = run([cmd, "--help"])
             self.assertEqual((r.returncode, r.stderr), (0, ""), cmd)
+            self.assertNotRegex(r.stdout, r"(?m) $", "%s: a line ends in a space" % cmd)
             self.assertTrue(r.stdout.startswith(head), (cmd, r.stdout))
             self.assertTrue(r.stdout.endswith(end), (cmd, r.stdout))
             lines = r.stdout[len(head):len(r.stdout) - len(end)].splitlines()
