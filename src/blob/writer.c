@@ -730,6 +730,23 @@ static bool segment_has_room(const struct blob_writer *w, uint64_t len, bool com
     return w->end + blob_align8(len) + footer_room(entries) <= store_of(w)->opts.segment_size;
 }
 
+/*
+ * Segments are evicted in the order they were opened, so what goes into the active segment is
+ * ordered by when the segment opened, not when it was written. A core that writes much less
+ * than the others (one that serves reads and refresh copies while another takes the uploads)
+ * would keep a segment opened long ago, and what it wrote lately would go first once the
+ * segment is sealed. So once the other cores have opened more than two segments each since
+ * this one opened, it is sealed before anything more goes in: what a core writes is never
+ * ordered more than that many segments early. Cores that write evenly open about one each
+ * while one fills, and never reach it.
+ */
+static bool segment_is_stale(const struct blob_writer *w)
+{
+    const struct blob_store *s = store_of(w);
+    uint64_t behind = atomic_load(&s->segs.newest) - w->seq;
+    return behind > 2ULL * s->opts.cores_max + 1;
+}
+
 uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, uint64_t *off,
                              uint64_t *seq, int *err)
 {
@@ -749,7 +766,7 @@ uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, u
         }
     }
     if (w->state != BLOB_W_READY) return NULL;
-    if (!segment_has_room(w, len, commit)) {
+    if (!segment_has_room(w, len, commit) || segment_is_stale(w)) {
         w->state = BLOB_W_SEALING;
         writer_kick(w);
         return NULL;
