@@ -282,6 +282,29 @@ static void writer_issue_sync(struct blob_writer *w)
 
 static void seal_finish(struct blob_writer *w);
 
+static void seal_trimmed(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    /* Only space is at stake: a kernel before 6.9 (-EINVAL) keeps the blocks until eviction. */
+    if (res < 0 && res != -EINVAL && base_clock_every(&w->open_err_log_ns, BASE_NS_PER_S)) {
+        LOG_WARN("segment %llu: its unused tail stays reserved: %s", (unsigned long long)w->seq,
+                 base_err_str(res));
+    }
+    seal_finish(w);
+}
+
+/*
+ * The segment was reserved whole when it opened (fallocate); a segment sealed before it
+ * filled (it fell behind, or a large record did not fit) gives the rest back, so the files'
+ * blocks stay what the budget counts.
+ */
+static void seal_trim(struct blob_writer *w)
+{
+    struct blob_io_req req = { .op = BLOB_IO_TRUNCATE, .fd = w->wfd, .off = w->end };
+    if (writer_submit(w, &w->ctl_aio, seal_trimmed, w, &req) < 0) seal_finish(w);
+}
+
 static void seal_synced(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
@@ -293,7 +316,7 @@ static void seal_synced(struct blob_aio *a, int32_t res)
         return;
     }
     pendings_finish(&w->wait_sync, 0);
-    seal_finish(w);
+    seal_trim(w);
 }
 
 static void seal_footer_written(struct blob_aio *a, int32_t res)

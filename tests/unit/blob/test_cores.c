@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "blob/format.h"
 #include "blob/internal.h"
 #include "harness.h"
 
@@ -144,6 +145,15 @@ Test(blob_cores, a_core_that_writes_little_writes_at_the_head_of_the_log)
     cr_assert(gt(u64, seg_of(&w, &k[9]), newest), "written behind core 0's segments");
     cr_assert(eq(u64, blob_core_counters(w.bc1)->segments_sealed.value, 1));
     cr_assert(eq(u64, blob_core_counters(w.bc1)->segments_created.value, 2));
+    /* Sealed before it filled, it gave back what it reserved past its end when it opened. */
+    char name[32];
+    blob_format_seg_name(seg_of(&w, &k[0]), name, sizeof(name));
+    uint64_t size;
+    uint64_t blocks;
+    cr_assert(eq(int, blob_io_sim_size(w.t.io, name, &size), 0));
+    cr_assert(eq(int, blob_io_sim_blocks(w.t.io, name, &blocks), 0));
+    cr_assert(lt(u64, size, 64 << 10));
+    cr_assert(eq(u64, blocks, size), "%llu bytes reserved", (unsigned long long)blocks);
     /* Both read back, the old segment sealed with its blob in it. */
     for (int i = 0; i < 10; i += 9) {
         uint8_t *out;
