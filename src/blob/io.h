@@ -34,6 +34,7 @@ enum blob_io_opcode {
     BLOB_IO_CLOSE,     /* res: 0 */
     BLOB_IO_FSYNC_DIR, /* res: 0: the folder's entries are durable */
     BLOB_IO_FALLOCATE, /* res: 0: [off, off + len) allocated, the size unchanged (KEEP_SIZE) */
+    BLOB_IO_TRUNCATE,  /* res: 0: the file cut to <off> bytes, blocks reserved past it freed */
 };
 
 /* Completion of an asynchronous request; runs on the core's thread. */
@@ -50,10 +51,11 @@ struct blob_aio {
 
 struct blob_io_req {
     uint8_t op;       /* enum blob_io_opcode */
-    int fd;           /* READ, WRITE, FDATASYNC, CLOSE, FALLOCATE */
+    int fd;           /* READ, WRITE, FDATASYNC, CLOSE, FALLOCATE, TRUNCATE */
     void *buf;        /* READ/WRITE memory: the backend's until completion */
     uint32_t len;     /* READ/WRITE bytes */
-    uint64_t off;     /* READ/WRITE file offset; FALLOCATE: the length to allocate */
+    uint64_t off;     /* READ/WRITE file offset; FALLOCATE: the length to allocate; TRUNCATE:
+                       * the length to keep */
     const char *name; /* OPEN: file name, valid until completion */
     int flags;        /* OPEN: open(2) flags */
 };

@@ -407,6 +407,8 @@ static int32_t sim_perform(struct sim_io *s, const struct blob_io_req *q)
         if (rc == 0 && q->off > f->alloc) f->alloc = q->off;
         return rc;
     }
+    case BLOB_IO_TRUNCATE:
+        return sim_ftruncate(io, q->fd, q->off);
     default:
         UNREACHABLE();
     }
@@ -582,6 +584,14 @@ int blob_io_sim_size(struct blob_io *io, const char *name, uint64_t *size)
     struct sim_file *f = file_find(sim_of(io), name);
     if (!f) return -ENOENT;
     *size = f->cur_size;
+    return 0;
+}
+
+int blob_io_sim_blocks(struct blob_io *io, const char *name, uint64_t *bytes)
+{
+    struct sim_file *f = file_find(sim_of(io), name);
+    if (!f) return -ENOENT;
+    *bytes = file_blocks(f);
     return 0;
 }
 

@@ -74,6 +74,8 @@ MUST_CHECK int blob_io_sim_corrupt(struct blob_io *io, const char *name, uint64_
 
 /* Size of file <name> now. Returns 0 or -ENOENT. */
 MUST_CHECK int blob_io_sim_size(struct blob_io *io, const char *name, uint64_t *size);
+/* The bytes <name> takes on the disk: its size, or more while fallocate reserves more. */
+MUST_CHECK int blob_io_sim_blocks(struct blob_io *io, const char *name, uint64_t *bytes);
 
 /* Open file descriptors (they must return to zero). */
 uint32_t blob_io_sim_open_fds(const struct blob_io *io);

@@ -40,6 +40,7 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
     }
     t->cap = cap;
     t->next_seq = 1;
+    atomic_store(&t->newest, 0);
     base_list_init(&t->graveyard);
     base_list_init(&t->spares);
     int rc = pthread_mutex_init(&t->lock, NULL);
@@ -96,6 +97,7 @@ uint64_t blob_segment_next_seq(struct blob_segs *t)
             break;
         }
     }
+    atomic_store(&t->newest, t->next_seq - 1);
     pthread_mutex_unlock(&t->lock);
     return seq;
 }
@@ -104,6 +106,7 @@ void blob_segment_seen_seq(struct blob_segs *t, uint64_t seq)
 {
     pthread_mutex_lock(&t->lock);
     if (seq >= t->next_seq) t->next_seq = seq + 1;
+    atomic_store(&t->newest, t->next_seq - 1);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -167,6 +170,7 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     atomic_store(&t->alive[slot], seq);
     atomic_fetch_add(&t->disk_bytes, bytes);
     if (seq >= t->next_seq) t->next_seq = seq + 1;
+    atomic_store(&t->newest, t->next_seq - 1);
     pthread_mutex_unlock(&t->lock);
     return seg;
 }

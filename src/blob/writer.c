@@ -282,6 +282,29 @@ static void writer_issue_sync(struct blob_writer *w)
 
 static void seal_finish(struct blob_writer *w);
 
+static void seal_trimmed(struct blob_aio *a, int32_t res)
+{
+    struct blob_writer *w = a->ctx;
+    base_counter_dec(&w->bc->counters.io_in_flight);
+    /* Only space is at stake: a kernel before 6.9 (-EINVAL) keeps the blocks until eviction. */
+    if (res < 0 && res != -EINVAL && base_clock_every(&w->open_err_log_ns, BASE_NS_PER_S)) {
+        LOG_WARN("segment %llu: its unused tail stays reserved: %s", (unsigned long long)w->seq,
+                 base_err_str(res));
+    }
+    seal_finish(w);
+}
+
+/*
+ * The segment was reserved whole when it opened (fallocate); a segment sealed before it
+ * filled (it fell behind, or a large record did not fit) gives the rest back, so the files'
+ * blocks stay what the budget counts.
+ */
+static void seal_trim(struct blob_writer *w)
+{
+    struct blob_io_req req = { .op = BLOB_IO_TRUNCATE, .fd = w->wfd, .off = w->end };
+    if (writer_submit(w, &w->ctl_aio, seal_trimmed, w, &req) < 0) seal_finish(w);
+}
+
 static void seal_synced(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
@@ -293,7 +316,7 @@ static void seal_synced(struct blob_aio *a, int32_t res)
         return;
     }
     pendings_finish(&w->wait_sync, 0);
-    seal_finish(w);
+    seal_trim(w);
 }
 
 static void seal_footer_written(struct blob_aio *a, int32_t res)
@@ -730,6 +753,23 @@ static bool segment_has_room(const struct blob_writer *w, uint64_t len, bool com
     return w->end + blob_align8(len) + footer_room(entries) <= store_of(w)->opts.segment_size;
 }
 
+/*
+ * Segments are evicted in the order they were opened, so what goes into the active segment is
+ * ordered by when the segment opened, not when it was written. A core that writes much less
+ * than the others (one that serves reads and refresh copies while another takes the uploads)
+ * would keep a segment opened long ago, and what it wrote lately would go first once the
+ * segment is sealed. So once the other cores have opened more than two segments each since
+ * this one opened, it is sealed before anything more goes in: what a core writes is never
+ * ordered more than that many segments early. Cores that write evenly open about one each
+ * while one fills, and never reach it.
+ */
+static bool segment_is_stale(const struct blob_writer *w)
+{
+    const struct blob_store *s = store_of(w);
+    uint64_t behind = atomic_load(&s->segs.newest) - w->seq;
+    return behind > 2ULL * s->opts.cores_max + 1;
+}
+
 uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, uint64_t *off,
                              uint64_t *seq, int *err)
 {
@@ -749,7 +789,7 @@ uint8_t *blob_writer_reserve(struct blob_writer *w, uint32_t len, bool commit, u
         }
     }
     if (w->state != BLOB_W_READY) return NULL;
-    if (!segment_has_room(w, len, commit)) {
+    if (!segment_has_room(w, len, commit) || segment_is_stale(w)) {
         w->state = BLOB_W_SEALING;
         writer_kick(w);
         return NULL;

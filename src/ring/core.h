@@ -92,6 +92,7 @@ struct ring_op {
     X(bufs_out, gauge, "provided receive buffers held by handlers")                                \
     X(conns, gauge, "open connections")                                                            \
     X(conns_accepted, counter, "connections accepted")                                             \
+    X(conns_handed_over, counter, "connections accepted here and handed to a core with fewer")     \
     X(conns_rejected, counter, "connections closed at once because the table was full")            \
     X(timeouts, counter, "linked timeouts that fired on socket reads and writes")                  \
     X(read_timeouts, counter, "read (idle) timeouts that closed a connection")                     \

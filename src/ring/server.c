@@ -8,7 +8,14 @@
  *
  * Stop, per core: shutdown message -> draining (listener stopping, connections asked to finish,
  * drain timer armed) -> no connection left and the listener closed -> quiesced (drain timer
- * stopped, hooks.core_quiesce) -> no op in flight -> the loop ends.
+ * stopped, hooks.core_quiesce) -> no op in flight and no connection on its way to the core ->
+ * the loop ends.
+ *
+ * New connections go to the core with the fewest. SO_REUSEPORT spreads them by a hash of
+ * their addresses, so a client with a few connections often has them all on one core (two
+ * connections on 2 cores: one time in two) while the others idle. A core that accepts a
+ * connection while another has fewer (counting those on their way to it) hands it over: a
+ * MSG_RING carrying the fd, which the other adopts as if it had accepted it.
  */
 #include "ring/server.h"
 
@@ -16,6 +23,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +54,8 @@ struct server_core {
     struct ring_owner owner;       /* the drain timer */
     struct ring_timer drain_timer; /* closes what is left after drain_timeout_ms */
     struct ring_msg shutdown_msg;  /* sent by the main thread */
+    atomic_bool adopts;            /* takes connections handed over: started, not draining */
+    atomic_uint incoming;          /* connections handed over to it and not yet adopted */
     bool draining;                 /* shutdown began */
     bool quiesced;                 /* connections are gone; waiting for the last op */
     int status;                    /* start result (0 or -errno), then loop result */
@@ -136,6 +146,7 @@ static void core_on_shutdown(struct ring_core *core, void *arg)
     struct server_core *sc = arg;
     if (sc->draining) return;
     sc->draining = true;
+    atomic_store(&sc->adopts, false); /* see hand_over */
     ring_listener_stop(&sc->listener, listener_stopped, sc);
     const struct ring_server_hooks *hooks = &sc->srv->opts.hooks;
     if (hooks->core_drain) hooks->core_drain(core, hooks->arg);
@@ -148,6 +159,88 @@ static void core_on_shutdown(struct ring_core *core, void *arg)
         drain_expired(&sc->drain_timer);
     }
     core_check_done(sc);
+}
+
+/* ---- spreading connections ---- */
+
+struct handover {
+    struct ring_msg msg;    /* posted to <to>'s core */
+    struct server_core *to; /* the core that adopts the connection */
+    int fd;                 /* the accepted socket */
+};
+
+/* Connections open on <sc> and on their way to it. Any core's thread. */
+static uint64_t core_load(struct server_core *sc)
+{
+    return base_counter_get(&sc->core->counters.conns) + atomic_load(&sc->incoming);
+}
+
+/* On the adopting core: the connection becomes one of its own, or is closed while it drains. */
+static void adopt(struct ring_core *core, void *arg)
+{
+    struct handover *h = arg;
+    struct server_core *sc = h->to;
+    int fd = h->fd;
+    free(h);
+    if (sc->draining) {
+        (void)close(fd);
+    } else {
+        const struct ring_server_hooks *hooks = &sc->srv->opts.hooks;
+        hooks->on_accept(core, fd, hooks->arg);
+    }
+    /* Last: the connection is counted in the core's gauge before it leaves <incoming>. */
+    atomic_fetch_sub(&sc->incoming, 1);
+}
+
+/*
+ * Posts <fd> to <to>. 0, or -errno with the fd still the caller's. Against <to>'s drain: the
+ * drain stops adoption, then its loop ends only once <incoming> is zero. Both sides write
+ * before they read (sequentially consistent), so either this side sees adoption stopped, or
+ * the drain sees the connection on its way and waits for it.
+ */
+static int hand_over(struct server_core *from, struct server_core *to, int fd)
+{
+    struct handover *h = malloc(sizeof(*h));
+    if (!h) return -ENOMEM;
+    atomic_fetch_add(&to->incoming, 1);
+    if (!atomic_load(&to->adopts)) {
+        atomic_fetch_sub(&to->incoming, 1);
+        free(h);
+        return -ESHUTDOWN;
+    }
+    h->msg.fn = adopt;
+    h->msg.arg = h;
+    h->to = to;
+    h->fd = fd;
+    int rc = ring_core_post(from->core, to->core, &h->msg);
+    if (rc < 0) {
+        atomic_fetch_sub(&to->incoming, 1);
+        free(h);
+        return rc;
+    }
+    base_counter_inc(&from->core->counters.conns_handed_over);
+    return 0;
+}
+
+/* The listener's callback: keeps the connection, or hands it to a core with fewer. */
+static void server_accept(struct ring_core *core, int fd, void *ctx)
+{
+    struct server_core *sc = ctx;
+    struct ring_server *srv = sc->srv;
+    struct server_core *to = NULL;
+    uint64_t best = core_load(sc);
+    /* Bounded by the core count. */
+    for (uint32_t i = 0; i < srv->core_count; i++) {
+        struct server_core *o = &srv->cores[i];
+        if (o == sc || !atomic_load(&o->adopts)) continue;
+        uint64_t load = core_load(o);
+        if (load < best) {
+            best = load;
+            to = o;
+        }
+    }
+    if (to && hand_over(sc, to, fd) == 0) return;
+    srv->opts.hooks.on_accept(core, fd, srv->opts.hooks.arg);
 }
 
 bool ring_server_core_is_draining(const struct ring_core *core)
@@ -190,13 +283,15 @@ static int core_start(struct server_core *sc)
             goto err_destroy;
         }
     }
-    rc = ring_listener_start(&sc->listener, sc->core, sc->listen_fd, hooks->on_accept, hooks->arg);
+    rc = ring_listener_start(&sc->listener, sc->core, sc->listen_fd, server_accept, sc);
     if (rc < 0) {
         (void)snprintf(sc->why, sizeof(sc->why), "core %u cannot accept: %s", sc->index,
                        base_err_str(rc));
         goto err_deinit;
     }
     sc->listen_fd = -1; /* the listener owns it now */
+    /* After sc->core is set: a core that sees <adopts> reads it. */
+    atomic_store(&sc->adopts, true);
     return 0;
 
 err_deinit:
@@ -221,10 +316,11 @@ static void *core_main(void *arg)
     struct ring_core *core = sc->core;
     /* The event loop: runs until the drain completed and the last op came back. */
     while (!(sc->quiesced && base_counter_get(&core->counters.ops_in_flight) == 0 &&
-             base_list_is_empty(&core->deferred))) {
+             base_list_is_empty(&core->deferred) && atomic_load(&sc->incoming) == 0)) {
         rc = ring_core_tick(core, RING_WAIT_FOREVER);
         if (rc < 0) {
             LOG_ERROR("core %u: io_uring_enter failed: %s", sc->index, base_err_str(rc));
+            atomic_store(&sc->adopts, false);
             sc->status = -EIO;
             return NULL;
         }

@@ -14,6 +14,8 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "blob/format.h"
+#include "blob/internal.h"
 #include "harness.h"
 
 /* ---- two engines, one thread, the simulated disk ---- */
@@ -107,6 +109,72 @@ Test(blob_cores, each_core_appends_to_its_own_segment)
     cr_assert(eq(int, put_on(&w, w.bc1, &kb, b, sizeof(b)), 0));
     cr_assert(gt(u64, blob_core_counters(w.t.bc)->bytes_stored.value, 0));
     cr_assert(gt(u64, blob_core_counters(w.bc1)->bytes_stored.value, 0));
+    two_close(&w);
+}
+
+static uint64_t seg_of(struct two *w, const struct blob_key *k)
+{
+    struct blob_index_value v;
+    cr_assert(blob_store_lookup(w->t.s, k, &v));
+    return v.loc.seg;
+}
+
+Test(blob_cores, a_core_that_writes_little_writes_at_the_head_of_the_log)
+{
+    /* Segments are evicted in the order they opened. Core 1 writes one blob into the segment
+     * it opened at start, then core 0 fills eight: what core 1 writes next must not go into
+     * its old segment, which eviction would take before all of core 0's. */
+    struct two w = { 0 };
+    two_open(&w, 9);
+    /* Core 1's two blobs fit its segment; each of core 0's takes one of 64 KiB. */
+    static uint8_t data[10][60000];
+    size_t len[10];
+    struct blob_key k[10];
+    for (int i = 0; i < 10; i++) {
+        len[i] = i == 0 || i == 9 ? 20000 : sizeof(data[i]);
+        th_fill(data[i], len[i], 100 + (uint64_t)i, false);
+        th_key_of(&k[i], data[i], len[i]);
+    }
+    cr_assert(eq(int, put_on(&w, w.bc1, &k[0], data[0], len[0]), 0));
+    for (int i = 1; i <= 8; i++)
+        cr_assert(eq(int, put_on(&w, w.t.bc, &k[i], data[i], len[i]), 0));
+    uint64_t newest = seg_of(&w, &k[8]);
+    cr_assert(lt(u64, seg_of(&w, &k[0]), seg_of(&w, &k[1])));
+    cr_assert(eq(u64, blob_core_counters(w.bc1)->segments_sealed.value, 0));
+    cr_assert(eq(int, put_on(&w, w.bc1, &k[9], data[9], len[9]), 0));
+    cr_assert(gt(u64, seg_of(&w, &k[9]), newest), "written behind core 0's segments");
+    cr_assert(eq(u64, blob_core_counters(w.bc1)->segments_sealed.value, 1));
+    cr_assert(eq(u64, blob_core_counters(w.bc1)->segments_created.value, 2));
+    /* Sealed before it filled, it gave back what it reserved past its end when it opened. */
+    char name[32];
+    blob_format_seg_name(seg_of(&w, &k[0]), name, sizeof(name));
+    uint64_t size;
+    uint64_t blocks;
+    cr_assert(eq(int, blob_io_sim_size(w.t.io, name, &size), 0));
+    cr_assert(eq(int, blob_io_sim_blocks(w.t.io, name, &blocks), 0));
+    cr_assert(lt(u64, size, 64 << 10));
+    cr_assert(eq(u64, blocks, size), "%llu bytes reserved", (unsigned long long)blocks);
+    /* Both read back, the old segment sealed with its blob in it. */
+    for (int i = 0; i < 10; i += 9) {
+        uint8_t *out;
+        size_t n;
+        cr_assert(eq(int, get_on(&w, w.bc1, &k[i], &out, &n), 0));
+        cr_assert(eq(sz, n, len[i]));
+        cr_assert(memcmp(out, data[i], n) == 0);
+        free(out);
+    }
+    /* Cores that write in turn do not seal early: a segment each, filled. */
+    uint64_t sealed0 = blob_core_counters(w.t.bc)->segments_sealed.value;
+    uint64_t sealed1 = blob_core_counters(w.bc1)->segments_sealed.value;
+    static uint8_t small[20][3000];
+    for (int i = 0; i < 20; i++) {
+        struct blob_key ks;
+        th_fill(small[i], sizeof(small[i]), 500 + (uint64_t)i, false);
+        th_key_of(&ks, small[i], sizeof(small[i]));
+        cr_assert(eq(int, put_on(&w, i % 2 ? w.bc1 : w.t.bc, &ks, small[i], sizeof(small[i])), 0));
+    }
+    cr_assert(eq(u64, blob_core_counters(w.t.bc)->segments_sealed.value, sealed0));
+    cr_assert(eq(u64, blob_core_counters(w.bc1)->segments_sealed.value, sealed1));
     two_close(&w);
 }
 
