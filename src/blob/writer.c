@@ -286,8 +286,9 @@ static void seal_trimmed(struct blob_aio *a, int32_t res)
 {
     struct blob_writer *w = a->ctx;
     base_counter_dec(&w->bc->counters.io_in_flight);
-    /* Only space is at stake: a kernel before 6.9 (-EINVAL) keeps the blocks until eviction. */
-    if (res < 0 && res != -EINVAL && base_clock_every(&w->open_err_log_ns, BASE_NS_PER_S)) {
+    /* Only space is at stake: a kernel before 6.9 (-EINVAL) keeps the blocks until eviction.
+     * Once per seal at most, so not rate-limited. */
+    if (res < 0 && res != -EINVAL) {
         LOG_WARN("segment %llu: its unused tail stays reserved: %s", (unsigned long long)w->seq,
                  base_err_str(res));
     }
@@ -758,10 +759,10 @@ static bool segment_has_room(const struct blob_writer *w, uint64_t len, bool com
  * ordered by when the segment opened, not when it was written. A core that writes much less
  * than the others (one that serves reads and refresh copies while another takes the uploads)
  * would keep a segment opened long ago, and what it wrote lately would go first once the
- * segment is sealed. So once the other cores have opened more than two segments each since
- * this one opened, it is sealed before anything more goes in: what a core writes is never
- * ordered more than that many segments early. Cores that write evenly open about one each
- * while one fills, and never reach it.
+ * segment is sealed. So once the store has opened more than 2 x cores + 1 segments since this
+ * one opened, it is sealed before anything more goes in: what a core writes is never ordered
+ * more than that many segments early. Cores that write evenly open about one each while one
+ * fills, and never reach it.
  */
 static bool segment_is_stale(const struct blob_writer *w)
 {

@@ -395,27 +395,22 @@ void rpc_ac_check_stop(struct rpc_ac_check *chk)
 
 /* ---- the sniff of opaque values ---- */
 
-/* A varint as protobuf-c reads it: the sniff must never call opaque what protobuf-c decodes. */
-static int sniff_varint(const uint8_t *p, size_t len, uint64_t *v)
-{
-    return proto_wire_varint_pbc(p, len, PROTO_WIRE_VARINT_MAX, v);
-}
-
 bool rpc_ac_check_may_decode(const uint8_t *p, size_t len, uint64_t total)
 {
     ASSERT(len <= total);
     size_t at = 0;
-    /* Bounded: each turn moves past at least one byte, or returns. */
+    /* Varints are read as protobuf-c reads them (proto_wire_varint_pbc): the sniff must never
+     * call opaque what protobuf-c decodes. Bounded: each turn moves past a byte, or returns. */
     while (at < len) {
         uint64_t key;
-        int n = sniff_varint(p + at, len - at, &key);
+        int n = proto_wire_varint_pbc(p + at, len - at, PROTO_WIRE_VARINT_MAX, &key);
         if (n <= 0) return n == 0; /* cut by the end of <p>: cannot tell */
         at += (size_t)n;
         uint64_t left = total - at; /* bytes of the value after the key */
         uint64_t skip;
         switch (key & 7) {
         case 0: /* varint */
-            n = sniff_varint(p + at, len - at, &skip);
+            n = proto_wire_varint_pbc(p + at, len - at, PROTO_WIRE_VARINT_MAX, &skip);
             if (n <= 0) return n == 0;
             skip = (uint64_t)n;
             break;
@@ -423,7 +418,7 @@ bool rpc_ac_check_may_decode(const uint8_t *p, size_t len, uint64_t total)
             skip = 8;
             break;
         case 2: /* length-delimited */
-            n = sniff_varint(p + at, len - at, &skip);
+            n = proto_wire_varint_pbc(p + at, len - at, PROTO_WIRE_VARINT_MAX, &skip);
             if (n <= 0) return n == 0;
             /* protobuf-c reads a length as 32 bits: a longer varint may wrap to a length that
              * fits, so only a short one (< 2^28) is known to run past the end. */

@@ -160,35 +160,35 @@ static void step(struct check_test *t)
     cr_assert(ge(int, ring_core_tick(t->e.core, 0), 0));
 }
 
-Test(rpc_ac_check_tree, a_tree_read_in_pieces_is_complete_when_every_file_is_present)
+/* Runs a whole check (start's arguments) and returns its verdict; the Tree's size in *<size>. */
+static int check_verdict(bool absent, bool empty_tree, uint64_t *size)
 {
     struct check_test t = { 0 };
-    uint64_t size;
-    start(&t, false, false, &size);
-    cr_assert(gt(u64, size, 8 * 4096), "a Tree of ten chunks");
+    start(&t, absent, empty_tree, size);
     rpc_env_run_until(&t.e, &t.done);
-    cr_assert(eq(int, t.res, 0));
+    cr_assert(t.done);
+    int res = t.res;
     finish(&t);
+    return res;
+}
+
+Test(rpc_ac_check_tree, a_tree_read_in_pieces_is_complete_when_every_file_is_present)
+{
+    uint64_t size;
+    cr_assert(eq(int, check_verdict(false, false, &size), 0));
+    cr_assert(gt(u64, size, 8 * 4096), "a Tree of ten chunks");
 }
 
 Test(rpc_ac_check_tree, a_file_missing_in_the_last_directory_makes_it_incomplete)
 {
-    struct check_test t = { 0 };
     uint64_t size;
-    start(&t, true, false, &size);
-    rpc_env_run_until(&t.e, &t.done);
-    cr_assert(eq(int, t.res, -ENOENT));
-    finish(&t);
+    cr_assert(eq(int, check_verdict(true, false, &size), -ENOENT));
 }
 
 Test(rpc_ac_check_tree, an_empty_tree_is_an_output_directory_with_nothing_in_it)
 {
-    struct check_test t = { 0 };
     uint64_t size;
-    start(&t, false, true, &size);
-    rpc_env_run_until(&t.e, &t.done);
-    cr_assert(eq(int, t.res, 0));
-    finish(&t);
+    cr_assert(eq(int, check_verdict(false, true, &size), 0));
 }
 
 Test(rpc_ac_check_tree, a_stop_while_a_directory_is_half_gathered_leaves_nothing)
