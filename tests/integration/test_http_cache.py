@@ -268,6 +268,20 @@ class CacheRoutes(harness.ServerTestCase):
             self.assertEqual(r.status, 200)
             self.assertEqual(r.header("connection"), "close")
             self.assertTrue(c.is_closed())
+        # In HTTP/1.0 the expectation is ignored (RFC 9110 §10.1.1): the body follows the
+        # head, is read (and dropped: the blob is present), and the connection carries on.
+        small = b"ten bytes!"
+        self.assertEqual(self.put("/cas/" + sha(small), small), 201)
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/cas/" + sha(small), version="HTTP/1.0",
+                           headers=["Connection: keep-alive", "Expect: 100-continue"],
+                           body=small) +
+                   request("GET", "/cas/" + sha(small), version="HTTP/1.0",
+                           headers=["Connection: keep-alive"]))
+            r = c.read_response()
+            self.assertEqual((r.status, r.header("connection")), (200, "keep-alive"))
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, small))
         # curl waits for 100 Continue on large bodies.
         data = os.urandom(3 << 20)
         self.assertEqual(self.put("/cas/" + sha(data), data, "-H", "Expect: 100-continue"), 201)
