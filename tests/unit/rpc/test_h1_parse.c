@@ -405,20 +405,8 @@ Test(rpc_h1_parse, host_values_are_checked)
         "",  "h%41st",       "a-b.c_d~e!$&'()*+,;=", "h:",
     };
     static const char *const bad[] = {
-        "a b",
-        "@@@",
-        "[::1",
-        "a\x80"
-        "b",
-        "u@h",
-        "h:8x",
-        "[]",
-        "h%4",
-        "h%zz",
-        "h/x",
-        "h?x",
-        "[::1]x",
-        "a:1:2",
+        "a b", "@@@",  "[::1", "a\200b", /* obs-text: a field value may hold it, a host may not */
+        "u@h", "h:8x", "[]",   "h%4",    "h%zz", "h/x", "h?x", "[::1]x", "a:1:2",
     };
     char s[256];
     for (size_t i = 0; i < ARRAY_LEN(good); i++) {
