@@ -60,7 +60,7 @@ static const char *type_hint(enum base_flag_type type)
     case BASE_FLAG_DURATION_MS:
         return "a duration such as 250ms, 30s or 2m";
     case BASE_FLAG_BOOL:
-        return "true or false";
+        return "1/0, true/false, yes/no or on/off";
     }
     return "a value";
 }

@@ -65,7 +65,7 @@ enum h1_state {
 
 enum h1_sink {
     H1_SINK_DISCARD = 0, /* bytes are counted and dropped, up to H1_DISCARD_MAX */
-    H1_SINK_DROP,        /* bytes are dropped, however many (the answer needs no body) */
+    H1_SINK_DROP,        /* bytes are dropped up to drop_max (the answer needs no body) */
     H1_SINK_CACHE,       /* bytes go to rpc_h1_cache_body */
 };
 
@@ -104,8 +104,9 @@ struct rpc_h1_conn {
     int pending_status;            /* the status to answer once a discarded body is read */
     const char *pending_desc;      /* its body */
     char fields[64];               /* extra response fields of a refusal (Allow) */
+    uint64_t drop_max;             /* H1_SINK_DROP: body bytes dropped before a 413 */
     bool sink_busy;                /* rpc_h1_cache_body returned -EINPROGRESS */
-    uint32_t sink_hold;            /* input bytes to consume when it resumes */
+    uint32_t sink_hold;            /* input bytes the engine holds, not yet consumed */
     struct rpc_h1_cache cache;     /* the cache routes' state */
     /* response */
     int status;                       /* the response's status, 0 before one is chosen */
@@ -491,6 +492,7 @@ static void end_request(struct rpc_h1_conn *h, int status)
     h->fields[0] = '\0';
     h->sink_busy = false;
     h->sink_hold = 0;
+    h->drop_max = 0;
     h->sink = H1_SINK_DISCARD;
     h->streaming = false;
     h->stream_chunked = false;
@@ -760,14 +762,18 @@ static void sink_write(struct rpc_h1_conn *h, const uint8_t *data, size_t n, uin
 {
     h->body_in += n;
     if (h->sink == H1_SINK_CACHE && n > 0) {
+        /* Held until the engine has taken <data>: an answer before that (a refusal from
+         * inside the call, or from its completion) finds the bytes still queued where the
+         * next request would start, and closes the connection (give_up_body). */
+        h->sink_hold = consumed;
         int rc = rpc_h1_cache_body(&h->cache, data, n);
         if (rc == -EINPROGRESS) {
             /* The engine reads <data> later: keep the buffer until it resumes. */
             h->sink_busy = true;
-            h->sink_hold = consumed;
             return;
         }
-        if (rc < 0) return; /* answered; the unread rest closes the connection */
+        if (rc < 0) return; /* answered and closing: the held bytes go with the connection */
+        h->sink_hold = 0;
     }
     in_consume(h, consumed);
     if (h->sink == H1_SINK_DISCARD && h->body_in > H1_DISCARD_MAX) {
@@ -777,6 +783,12 @@ static void sink_write(struct rpc_h1_conn *h, const uint8_t *data, size_t n, uin
         h->keep_alive = false;
         h->state = H1_HANDLE;
         respond_text(h, status, desc, h->fields);
+    } else if (h->sink == H1_SINK_DROP && h->body_in > h->drop_max) {
+        /* Not needed, and past what the request may carry (a chunked body has no length
+         * to refuse up front): the same 413 as when the body is wanted. */
+        h->keep_alive = false;
+        h->state = H1_HANDLE;
+        respond_text(h, 413, "body over the size limit", NULL);
     }
 }
 
@@ -883,7 +895,7 @@ void rpc_h1_body_accept(struct rpc_h1_conn *h)
     h->state = H1_READ_BODY;
 }
 
-void rpc_h1_body_discard(struct rpc_h1_conn *h, int status)
+void rpc_h1_body_discard(struct rpc_h1_conn *h, int status, uint64_t max)
 {
     ASSERT(h->state == H1_HANDLE);
     if (has_body(h) && h->req.expect_continue) {
@@ -893,6 +905,7 @@ void rpc_h1_body_discard(struct rpc_h1_conn *h, int status)
         return;
     }
     h->sink = H1_SINK_DROP;
+    h->drop_max = max;
     h->pending_status = status;
     h->pending_desc = NULL;
     h->state = H1_READ_BODY;
@@ -911,9 +924,16 @@ void rpc_h1_body_resume(struct rpc_h1_conn *h)
     ring_task_defer(core_of(h), &h->run_task);
 }
 
-/* The body has not been read to its end: the connection cannot carry another request. */
+/*
+ * The request is answered: if its body was not read to its end, or bytes of it the engine
+ * was given are still queued (held, not consumed: a refusal while the engine had them), the
+ * connection cannot carry another request. Those bytes are the body's, whatever the count
+ * of body_left says, and must never be parsed as a request (RFC 9112 §6.3; they would be
+ * smuggled past any proxy in front).
+ */
 static void give_up_body(struct rpc_h1_conn *h)
 {
+    if (h->sink_hold > 0) h->keep_alive = false;
     h->sink_busy = false; /* the handler gave the held input up */
     if (has_body(h) && !body_is_complete(h)) h->keep_alive = false;
 }

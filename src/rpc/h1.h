@@ -31,10 +31,12 @@ void rpc_h1_body_accept(struct rpc_h1_conn *h);
 
 /*
  * Reads and drops the whole body, then answers <status> with no content: the request needs
- * no body (a CAS upload of a blob already present). A client waiting for "100 Continue" is
- * answered at once instead, and the connection closes after the answer.
+ * no body (a CAS upload of a blob already present). A body past <max> bytes (a chunked one:
+ * a Content-Length past it is refused before) is answered 413 as soon as it passes, and the
+ * connection closes. A client waiting for "100 Continue" is answered at once instead, and the
+ * connection closes after the answer.
  */
-void rpc_h1_body_discard(struct rpc_h1_conn *h, int status);
+void rpc_h1_body_discard(struct rpc_h1_conn *h, int status, uint64_t max);
 
 /* A call of rpc_h1_cache_body that returned -EINPROGRESS finished: its bytes are consumed. */
 void rpc_h1_body_resume(struct rpc_h1_conn *h);

@@ -537,7 +537,7 @@ static void start_put(struct rpc_h1_cache *cr)
     uint64_t size = cr->unsized ? BLOB_SIZE_UNKNOWN : req->content_length;
     int rc = begin_upload(cr, size, identity ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD);
     if (rc == -EEXIST) {
-        rpc_h1_body_discard(cr->h, 200); /* present: the body is not needed */
+        rpc_h1_body_discard(cr->h, 200, limit); /* present: the body is not needed */
         return;
     }
     if (rc < 0) {

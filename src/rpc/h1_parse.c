@@ -92,6 +92,22 @@ static int find_end(const char *buf, size_t len, size_t last_len, size_t start,
     return len >= RPC_H1_HEAD_MAX ? -EMSGSIZE : 0;
 }
 
+#define LINE_METHOD_MAX 32 /* a longer first token is no method we could answer */
+
+/*
+ * True when the head limit cut the request line itself: a method and a space, then no line
+ * end in <len> bytes. Its target is what is too long (414, RFC 9112 §3), not the fields.
+ */
+static bool line_is_cut(const char *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len && i < LINE_METHOD_MAX && is_class(p[i], CLASS_TCHAR)) {
+        i++;
+    }
+    if (i == 0 || i == len || p[i] != ' ') return false;
+    return memchr(p, '\n', len) == NULL;
+}
+
 /* Parses "HTTP/1.x\r\n" at <p>, which has at least 10 bytes. */
 static int parse_version(const char *p, struct rpc_h1_head *head, const char **err_desc)
 {
@@ -212,6 +228,10 @@ int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h
         start += 2;
     }
     int head_len = find_end(buf, len, last_len, start, err_desc);
+    if (head_len == -EMSGSIZE && start < RPC_H1_HEAD_MAX &&
+        line_is_cut(buf + start, RPC_H1_HEAD_MAX - start)) {
+        return fail(err_desc, "request-target too long", -ENAMETOOLONG);
+    }
     if (head_len == -EMSGSIZE) return fail(err_desc, "request head too large", -EMSGSIZE);
     if (head_len <= 0) return head_len;
     const char *e = buf + head_len; /* e[-4..-1] is CRLFCRLF */
@@ -392,6 +412,51 @@ static int read_content_encoding(struct rpc_h1_span v, struct field_counts *n,
     return 0;
 }
 
+/* A reg-name's character (unreserved or sub-delims, RFC 3986 §3.2.2): a pchar other than
+ * ":", "@" and "%" (a percent-encoding is checked apart). */
+static bool is_host_char(char c)
+{
+    return is_class(c, CLASS_TARGET) && c != '/' && c != '?' && c != ':' && c != '@' && c != '%';
+}
+
+/*
+ * True when <v> is a Host field value (RFC 9112 §3.2: uri-host [ ":" port ], or empty): a
+ * reg-name or an IP-literal in brackets, then digits after a colon. Anything else is a 400,
+ * as a missing or repeated Host is: a proxy in front and ringcas must not read it apart.
+ */
+static bool host_is_valid(const struct rpc_h1_span *v)
+{
+    const char *p = v->ptr;
+    const char *e = p + v->len;
+    if (p < e && p[0] == '[') {
+        const char *close = memchr(p, ']', (size_t)(e - p));
+        if (!close || close == p + 1) return false;
+        /* Bounded by the field's length. */
+        for (p++; p < close; p++) {
+            if (!is_host_char(*p) && *p != ':') return false;
+        }
+        p++;
+    } else {
+        /* Bounded by the field's length. */
+        for (; p < e && *p != ':'; p++) {
+            if (*p != '%') {
+                if (!is_host_char(*p)) return false;
+            } else if (e - p < 3 || !is_class(p[1], CLASS_HEX) || !is_class(p[2], CLASS_HEX)) {
+                return false;
+            } else {
+                p += 2;
+            }
+        }
+    }
+    if (p == e) return true;
+    if (*p != ':') return false;
+    /* Bounded by the field's length. */
+    for (p++; p < e; p++) {
+        if (*p < '0' || *p > '9') return false;
+    }
+    return true;
+}
+
 /* Applies one field to <req>; returns 0 or -errno. */
 static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
                       struct field_counts *n, bool *close, bool *keep, const char **err_desc)
@@ -399,6 +464,7 @@ static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
     const struct rpc_h1_span *name = &f->name;
     if (span_is_nocase(name, "host")) {
         n->host++;
+        if (!host_is_valid(&f->value)) return fail(err_desc, "invalid Host", -EPROTO);
     } else if (span_is_nocase(name, "content-length")) {
         return read_length(&f->value, req, err_desc);
     } else if (span_is_nocase(name, "transfer-encoding")) {
@@ -448,6 +514,8 @@ static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
                 a_end++;
             }
             if (a_end == p) return -EPROTO; /* empty authority */
+            /* RFC 9110 §4.2.4: userinfo ("user@host") is an error in a request. */
+            if (memchr(p, '@', (size_t)(a_end - p))) return -EPROTO;
             p = a_end;
         }
     }
@@ -489,6 +557,9 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
     if (n.host > 1 || (n.host == 0 && head->version_minor >= 1)) {
         return fail(err_desc, "missing or repeated Host", -EPROTO);
     }
+    /* RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored (the
+     * body follows the head: a 1.0 client knows no 100). */
+    if (head->version_minor == 0) req->expect_continue = false;
     /* RFC 9112 §6.1 and §6.3: both framings at once, or chunked in 1.0, is faulty framing. */
     if (req->chunked && req->has_length) {
         return fail(err_desc, "Transfer-Encoding with Content-Length", -EPROTO);

@@ -204,6 +204,53 @@ class CacheRoutes(harness.ServerTestCase):
             self.assertTrue(c.is_closed())
         self.assertEqual(curl(self.url("/cas/" + h))[0], 404)
 
+    def test_a_body_refused_on_its_last_bytes_is_never_read_as_a_request(self):
+        # A zstd body that is not zstd, refused by the engine on the receive that completes
+        # it: its bytes are the body's (Content-Length frames it, RFC 9112 §6.3) even though
+        # they were never taken. They must not be parsed as a next request: a proxy in front
+        # would have passed one request and the server would run two (request smuggling).
+        inner = request("PUT", "/k/smuggled", headers=["Content-Length: 6"], body=b"PWNED!")
+        for path in ("/k/outer", "/cas/" + sha(b"outer")):
+            for split in (False, True):
+                head = request("PUT", path, headers=["Content-Encoding: zstd",
+                                                     "Content-Length: %d" % len(inner)])
+                with Raw(self.server.port) as c:
+                    if split:  # the body in a receive of its own
+                        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        c.send(head)
+                        time.sleep(0.05)
+                        c.send(inner)
+                    else:
+                        c.send(head + inner)
+                    r = c.read_response()
+                    self.assertEqual((r.status, r.body), (400, b"malformed zstd body\n"))
+                    self.assertEqual(r.header("connection"), "close", (path, split))
+                    self.assertTrue(c.is_closed(), (path, split))
+                    self.assertEqual(c.buf, b"", "a second response: %r" % c.buf)
+                self.assertEqual(curl(self.url("/k/smuggled"))[0], 404, (path, split))
+
+    def test_a_chunked_body_for_a_present_blob_stops_at_the_limit(self):
+        # The blob is present, so the body is read and dropped; a chunked body has no length
+        # to refuse up front, and is held to the same limit as one that is wanted.
+        data = b"present"
+        self.assertEqual(self.put("/cas/" + sha(data), data), 201)
+        limit = (1 << 30) // 4  # --max-size 1GiB: CAS blobs up to a quarter
+        piece = b"\0" * (1 << 20)
+        frame = b"%x\r\n" % len(piece) + piece + b"\r\n"
+        with Raw(self.server.port, timeout=60) as c:
+            c.send(request("PUT", "/cas/" + sha(data), headers=["Transfer-Encoding: chunked"]))
+            sent = 0
+            try:
+                while sent <= limit + (8 << 20):
+                    c.send(frame)
+                    sent += len(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (413, b"body over the size limit\n"))
+            self.assertEqual(r.header("connection"), "close")
+            self.assertGreater(sent, limit)
+
     def test_expect_100_continue(self):
         data = os.urandom(300000)
         h = sha(data)
@@ -221,6 +268,20 @@ class CacheRoutes(harness.ServerTestCase):
             self.assertEqual(r.status, 200)
             self.assertEqual(r.header("connection"), "close")
             self.assertTrue(c.is_closed())
+        # In HTTP/1.0 the expectation is ignored (RFC 9110 §10.1.1): the body follows the
+        # head, is read (and dropped: the blob is present), and the connection carries on.
+        small = b"ten bytes!"
+        self.assertEqual(self.put("/cas/" + sha(small), small), 201)
+        with Raw(self.server.port) as c:
+            c.send(request("PUT", "/cas/" + sha(small), version="HTTP/1.0",
+                           headers=["Connection: keep-alive", "Expect: 100-continue"],
+                           body=small) +
+                   request("GET", "/cas/" + sha(small), version="HTTP/1.0",
+                           headers=["Connection: keep-alive"]))
+            r = c.read_response()
+            self.assertEqual((r.status, r.header("connection")), (200, "keep-alive"))
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, small))
         # curl waits for 100 Continue on large bodies.
         data = os.urandom(3 << 20)
         self.assertEqual(self.put("/cas/" + sha(data), data, "-H", "Expect: 100-continue"), 201)

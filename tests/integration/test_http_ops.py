@@ -221,13 +221,18 @@ class BadInput(harness.ServerTestCase):
                      b"GET / HTTP/1.1\r\n\r\n",  # no Host
                      b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS hello
                      b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n"):
+                     b"Transfer-Encoding: chunked\r\n\r\n",
+                     b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",  # RFC 9112 §3.2
+                     b"GET /healthz HTTP/1.1\r\nHost: [::1\r\n\r\n",
+                     b"GET http://u@h/healthz HTTP/1.1\r\nHost: h\r\n\r\n"):  # userinfo
             self.expect_error(data, 400)
         self.expect_error(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505)
         self.expect_error(b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501)
         self.expect_error(request("GET", "/" + "a" * 5000), 414)
+        # A target longer than the whole head's limit is still a target too long.
+        self.expect_error(request("GET", "/" + "a" * 20000), 414)
         self.assertGreaterEqual(self.server.metric("ringcas_requests_total", route="other",
-                                                   status="400"), 8)
+                                                   status="400"), 11)
 
     def test_oversize_head_gets_431_and_close(self):
         r = self.expect_error(request("GET", "/healthz", headers=["X-Big: " + "b" * 20000]), 431)

@@ -493,6 +493,32 @@ class Fsck(unittest.TestCase):
             self.assertRegex(out, r"\(1 sealed, \d+ active, ")
 
 
+class RecoveryLog(unittest.TestCase):
+    """The start-up line after recovery counts records and the keys they leave: an action
+    result replaced once is two records and one entry (the ringcas_store_blobs gauge's
+    figure), so a user comparing the two is not left wondering which blobs went missing."""
+
+    def put(self, srv, path, body):
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("PUT", path, body=body)
+        self.assertIn(conn.getresponse().status, (200, 201))
+        conn.close()
+
+    def test_records_and_keys_are_told_apart(self):
+        with harness.Server(cores=1) as srv:
+            body = b"recovered" * 100
+            self.put(srv, "/cas/" + hashlib.sha256(body).hexdigest(), body)
+            key = "/ac/" + hashlib.sha256(b"an action").hexdigest()
+            self.put(srv, key, b"first result")
+            self.put(srv, key, b"second result")
+            srv.restart()
+            lines = [ln for ln in srv.log_tail(400).splitlines() if " recovered " in ln]
+            self.assertTrue(lines, srv.log_tail())
+            self.assertRegex(lines[-1], r"recovered 3 records from \d+ segments in .*: "
+                                        r"2 blobs and action results$")
+            self.assertEqual(srv.metric("ringcas_store_blobs"), 2)
+
+
 class CpuLimit(unittest.TestCase):
     """A container's CPU limit is a cgroup quota, not a CPU set: without --cores the server
     starts as many cores as the limit pays for, not one per CPU it may run on, and does not

@@ -108,6 +108,13 @@ Test(base_flags, errors_name_the_subcommand)
     char *stray[] = { "stray" };
     cr_assert(eq(int, parse_err(f, n, 1, stray, out, sizeof(out)), -EINVAL));
     cr_assert(eq(str, out, "ringcas serve: unexpected argument stray\n"));
+    /* A boolean's error lists every spelling it takes (docs/cli.md), not just two. */
+    setenv("RINGCAS_VERBOSE", "maybe", 1);
+    cr_assert(eq(int, parse_err(f, n, 0, NULL, out, sizeof(out)), -EINVAL));
+    unsetenv("RINGCAS_VERBOSE");
+    cr_assert(eq(str, out,
+                 "ringcas serve: RINGCAS_VERBOSE=maybe: expected 1/0, true/false, yes/no or "
+                 "on/off\n"));
 }
 
 static void help_text(const struct base_flag *f, size_t n, char *out, size_t out_size)

@@ -331,6 +331,13 @@ Test(rpc_h1_parse, enforces_the_limits)
     cr_assert(eq(int, rpc_h1_parse_head(s, RPC_H1_HEAD_MAX, 0, &head, NULL), -EMSGSIZE));
     cr_assert(eq(int, rpc_h1_parse_head(s, RPC_H1_HEAD_MAX - 1, 0, &head, NULL), 0));
     free(s);
+    /* A request line the head limit cuts is a target too long (414), not fields (431). */
+    s = make_head(RPC_H1_HEAD_MAX + 100, 0, 0);
+    cr_assert(eq(int, rpc_h1_parse_head(s, RPC_H1_HEAD_MAX, 0, &head, NULL), -ENAMETOOLONG));
+    cr_assert(eq(int, parse(s), -ENAMETOOLONG));
+    memset(s, 'x', RPC_H1_HEAD_MAX); /* no method and space: not a request line */
+    cr_assert(eq(int, rpc_h1_parse_head(s, RPC_H1_HEAD_MAX, 0, &head, NULL), -EMSGSIZE));
+    free(s);
 }
 
 /* ---- request semantics ---- */
@@ -388,6 +395,49 @@ Test(rpc_h1_parse, http_1_0_keep_alive_and_host)
     cr_assert(eq(int, request("GET / HTTP/1.9\r\nHost: a\r\n\r\n"), 0));
     cr_assert(eq(u8, head.version_minor, 1));
     cr_assert(req.keep_alive);
+}
+
+Test(rpc_h1_parse, host_values_are_checked)
+{
+    /* RFC 9112 §3.2: uri-host [ ":" port ], or empty; anything else is a 400. */
+    static const char *const good[] = {
+        "a", "example:8980", "127.0.0.1:0",          "[::1]:8980", "[v1.x]",
+        "",  "h%41st",       "a-b.c_d~e!$&'()*+,;=", "h:",
+    };
+    static const char *const bad[] = {
+        "a b", "@@@",  "[::1", "a\200b", /* obs-text: a field value may hold it, a host may not */
+        "u@h", "h:8x", "[]",   "h%4",    "h%zz", "h/x", "h?x", "[::1]x", "a:1:2",
+    };
+    char s[256];
+    for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+        (void)snprintf(s, sizeof(s), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        cr_assert(eq(int, request(s), 0), "Host: %s", good[i]);
+    }
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        (void)snprintf(s, sizeof(s), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        cr_assert(eq(int, request(s), -EPROTO), "Host: %s", bad[i]);
+    }
+    /* HTTP/1.0 needs none, but one it sends is checked the same. */
+    cr_assert(eq(int, request("GET / HTTP/1.0\r\nHost: a b\r\n\r\n"), -EPROTO));
+    /* Userinfo in an absolute-form target (RFC 9110 §4.2.4). */
+    cr_assert(eq(int, request("GET http://u@h/cas/x HTTP/1.1\r\nHost: h\r\n\r\n"), -EPROTO));
+    cr_assert(eq(int, request("GET http://h/a@b HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/a@b"));
+}
+
+Test(rpc_h1_parse, expect_100_continue_in_http_1_0_is_ignored)
+{
+    /* RFC 9110 §10.1.1: a 1.0 client knows no 100; its body follows the head. */
+    cr_assert(eq(int,
+                 request("PUT /k HTTP/1.0\r\nContent-Length: 1\r\n"
+                         "Expect: 100-continue\r\n\r\n"),
+                 0));
+    cr_assert(not(req.expect_continue));
+    cr_assert(eq(int,
+                 request("PUT /k HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+                         "Expect: 100-continue\r\n\r\n"),
+                 0));
+    cr_assert(req.expect_continue);
 }
 
 Test(rpc_h1_parse, framing_rules)
