@@ -161,6 +161,18 @@ class Cas(ReapiCase):
                          [(digest(b"liar").hash, 4), (digest(b"lies").hash, 4)])
         # Present blobs are fine to upload again.
         self.assertEqual([r.status.code for r in self.batch_update([good, b""])], [0, 0])
+        # Data of another length than the digest names is a size mismatch, whatever the
+        # size named: a huge one was "store full" (RESOURCE_EXHAUSTED, which clients retry).
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for size in (2 ** 62, 999, 1001):
+            r = req.requests.add()
+            r.digest.hash = digest(good).hash
+            r.digest.size_bytes = size
+            r.data = good
+        resp = self.c.BatchUpdateBlobs(req, timeout=30).responses
+        self.assertEqual([r.status.code for r in resp], [3, 3, 3])
+        self.assertEqual({r.status.message for r in resp},
+                         {"size mismatch: the data is not the named size"})
 
     def test_batch_read_per_blob_and_zstd(self):
         a, b = os.urandom(3000), b"compressible " * 1000
