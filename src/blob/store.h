@@ -305,6 +305,10 @@ MUST_CHECK int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void 
  */
 void blob_upload_abort(struct blob_upload *u);
 
+/* The largest CAS blob the store takes (uncompressed bytes): a quarter of the budget, less
+ * when a chunk table of more would not fit in one write buffer. Any thread. */
+uint64_t blob_cas_size_max(const struct blob_core *bc);
+
 /* Bytes the caller has fed so far (compressed bytes for a zstd upload). */
 uint64_t blob_upload_bytes_in(const struct blob_upload *u);
 

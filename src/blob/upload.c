@@ -138,6 +138,11 @@ static uint64_t upload_limit(const struct blob_store *s, uint8_t kind)
     return limit < BLOB_SIZE_MAX ? limit : BLOB_SIZE_MAX;
 }
 
+uint64_t blob_cas_size_max(const struct blob_core *bc)
+{
+    return upload_limit(bc->s, BLOB_KIND_CAS);
+}
+
 static bool over_budget(const struct blob_store *s)
 {
     return atomic_load(&s->segs.disk_bytes) > blob_store_budget(s);
