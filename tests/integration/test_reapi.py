@@ -883,6 +883,43 @@ class DroppedConnection(harness.ServerTestCase):
             client.close()
 
 
+class ParkedDecoders(unittest.TestCase):
+    """A parked zstd upload keeps its decoder, whose window a few bytes of frame header
+    declare; parked ones hold at most half of the core's --zstd-memory, so uploads whose
+    clients left cannot keep live ones from decoding (the oldest parked ones go first)."""
+
+    def test_parked_windows_leave_room_for_live_uploads(self):
+        with harness.Server(args=("--zstd-memory", "64MiB"), cores=1) as srv:
+            c = reapi.Client(srv.address)
+            try:
+                # Four uploads of nothing but a frame header declaring a 16 MiB window
+                # (Window_Descriptor exponent 24 - 10), each left unfinished: parked.
+                header = b"\x28\xb5\x2f\xfd" + bytes([0, (24 - 10) << 3])
+                for i in range(4):
+                    name = blob_name(os.urandom(1 << 20), compressed=True,
+                                     upload=str(uuid.uuid4()))
+                    c.Write(iter(write_reqs(name, header, finish=False)), timeout=30)
+                parked = srv.metric("ringcas_bs_uploads_parked")
+                self.assertGreaterEqual(parked, 1)
+                self.assertLessEqual(srv.metric("ringcas_blob_zstd_bytes"), 40 << 20)
+                # A live upload with a 16 MiB window of its own still decodes.
+                data = os.urandom(1 << 20)
+                params = zstandard.ZstdCompressionParameters(window_log=24,
+                                                             write_content_size=False)
+                cobj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+                frames = cobj.compress(data) + cobj.flush()  # streamed: the window stays
+                self.assertEqual(zstandard.get_frame_parameters(frames).window_size, 1 << 24)
+                name = blob_name(data, compressed=True, upload=str(uuid.uuid4()))
+                c.Write(iter(write_reqs(name, frames)), timeout=30)
+                self.assertEqual(self.missing(c, data), [])
+            finally:
+                c.close()
+
+    def missing(self, c, data):
+        req = reapi.msg("FindMissingBlobsRequest", blob_digests=[digest(data)])
+        return list(c.FindMissingBlobs(req, timeout=30).missing_blob_digests)
+
+
 class Full(unittest.TestCase):
     def test_store_full_is_resource_exhausted(self):
         with harness.Server(args=("--max-size", "8MiB"), cores=1) as srv:
