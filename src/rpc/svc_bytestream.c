@@ -496,15 +496,14 @@ static void park(struct rpc_core *rc, struct blob_upload *u, const struct proto_
         upload_abort(rc, u);
         return;
     }
-    /* The oldest zstd uploads make room for its decoder (bounded by PARKED_MAX). */
+    /* Room, oldest first: a slot when all PARKED_MAX are taken (the oldest goes), and the
+     * zstd memory of its decoder (the oldest compressed ones go). Bounded by PARKED_MAX. */
     BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->parked)
     {
-        if (bs->zbytes + zbytes <= zmax) break;
+        bool full = bs->count == PARKED_MAX;
+        if (!full && bs->zbytes + zbytes <= zmax) break;
         struct bs_parked *old = BASE_CONTAINER_OF(it, struct bs_parked, link);
-        if (old->zbytes > 0) parked_drop(bs, old, true);
-    }
-    if (bs->count == PARKED_MAX) {
-        parked_drop(bs, BASE_CONTAINER_OF(bs->parked.next, struct bs_parked, link), true);
+        if (full || old->zbytes > 0) parked_drop(bs, old, true);
     }
     p->u = u;
     p->zbytes = zbytes;
