@@ -305,6 +305,17 @@ MUST_CHECK int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void 
  */
 void blob_upload_abort(struct blob_upload *u);
 
+/* The largest CAS blob the store takes (uncompressed bytes): a quarter of the budget, less
+ * when a chunk table of more would not fit in one write buffer. Any thread. */
+uint64_t blob_cas_size_max(const struct blob_core *bc);
+
+/* Bytes of the core's zstd memory (store option zstd_memory_max) the upload's decoder holds:
+ * 0 for an identity upload. Core thread. */
+uint64_t blob_upload_zstd_bytes(const struct blob_upload *u);
+
+/* The core's zstd memory limit (store option zstd_memory_max). Any thread. */
+uint64_t blob_zstd_memory_max(const struct blob_core *bc);
+
 /* Bytes the caller has fed so far (compressed bytes for a zstd upload). */
 uint64_t blob_upload_bytes_in(const struct blob_upload *u);
 

@@ -98,11 +98,22 @@ static int need(struct rpc_ac_check *chk, const reapi_digest *d)
     return 0;
 }
 
+/* A file's digest, which REAPI requires (an empty file names the empty blob): a file without
+ * one is as malformed as a bad digest, and the result incomplete. */
+static int need_file(struct rpc_ac_check *chk, const reapi_digest *d)
+{
+    if (!d) {
+        chk->incomplete = true;
+        return 0;
+    }
+    return need(chk, d);
+}
+
 static int need_dir_files(struct rpc_ac_check *chk, const reapi_dir *d)
 {
     int rc = 0;
     for (size_t i = 0; d && rc == 0 && i < d->n_files; i++) {
-        rc = need(chk, d->files[i]->digest);
+        rc = need_file(chk, d->files[i]->digest);
     }
     return rc;
 }
@@ -358,7 +369,7 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
     }
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < chk->ar->n_output_files; i++) {
-        rc = need(chk, chk->ar->output_files[i]->digest);
+        rc = need_file(chk, chk->ar->output_files[i]->digest);
     }
     if (rc == 0) rc = need(chk, chk->ar->stdout_digest);
     if (rc == 0) rc = need(chk, chk->ar->stderr_digest);

@@ -38,6 +38,9 @@
 #define PARKED_MAX      64u
 #define PARKED_IDLE_MS  60000u
 #define PARKED_SWEEP_MS 5000u
+/* Parked zstd uploads' decoders hold at most 1/PARKED_ZSTD_SHARE of the core's zstd memory:
+ * a client gone for good must not keep live uploads from decoding. */
+#define PARKED_ZSTD_SHARE 2u
 /*
  * A read refused because the core's disk queue is full (-EAGAIN) waits in a FIFO and is
  * retried as soon as another read's piece completes on the core (a slot came free); a timer
@@ -74,12 +77,14 @@ struct bs_parked {
     uint8_t uuid_len;             /* bytes of uuid */
     char uuid[UUID_MAX];          /* the client's upload id */
     uint64_t expires_ns;          /* aborted after this */
+    uint64_t zbytes;              /* zstd memory its decoder holds */
 };
 
 struct bs_core {
     struct rpc_core *rc;           /* the core */
     struct base_list parked;       /* struct bs_parked.link */
     uint32_t count;                /* entries in <parked> */
+    uint64_t zbytes;               /* their decoders' zstd memory */
     bool quiescing;                /* no more parking */
     struct ring_owner owner;       /* the timers' ops */
     struct ring_timer sweep;       /* aborts expired uploads */
@@ -446,6 +451,7 @@ static void parked_drop(struct bs_core *bs, struct bs_parked *p, bool abort)
 {
     base_list_del(&p->link);
     bs->count--;
+    bs->zbytes -= p->zbytes;
     base_counter_dec(&bs->rc->counters.bs_uploads_parked);
     if (abort) upload_abort(bs->rc, p->u);
     free(p);
@@ -481,10 +487,27 @@ static void park(struct rpc_core *rc, struct blob_upload *u, const struct proto_
         upload_abort(rc, u);
         return;
     }
-    if (bs->count == PARKED_MAX) {
-        parked_drop(bs, BASE_CONTAINER_OF(bs->parked.next, struct bs_parked, link), true);
+    uint64_t zbytes = blob_upload_zstd_bytes(u);
+    uint64_t zmax = blob_zstd_memory_max(rc->blob) / PARKED_ZSTD_SHARE;
+    if (zbytes > zmax) {
+        /* Its window alone would take the parked share: a few bytes of frame header can
+         * declare 128 MiB, and parking keeps it after the client left. */
+        free(p);
+        upload_abort(rc, u);
+        return;
+    }
+    /* Room, oldest first: a slot when all PARKED_MAX are taken (the oldest goes), and the
+     * zstd memory of its decoder (the oldest compressed ones go). Bounded by PARKED_MAX. */
+    BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->parked)
+    {
+        bool full = bs->count == PARKED_MAX;
+        if (!full && bs->zbytes + zbytes <= zmax) break;
+        struct bs_parked *old = BASE_CONTAINER_OF(it, struct bs_parked, link);
+        if (full || old->zbytes > 0) parked_drop(bs, old, true);
     }
     p->u = u;
+    p->zbytes = zbytes;
+    bs->zbytes += zbytes;
     memcpy(p->hash, res->hash, BLOB_HASH_SIZE);
     p->size = res->size;
     p->enc = (uint8_t)encoding_of(res);

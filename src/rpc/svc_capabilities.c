@@ -1,7 +1,8 @@
 /*
  * build.bazel.remote.execution.v2.Capabilities/GetCapabilities, the same answer for every
  * instance name (DESIGN.md, "Spec decisions"): SHA-256; zstd for ByteStream and for batch
- * uploads; a 4 MiB batch limit; the action cache accepts updates; API versions 2.0 to 2.3.
+ * uploads; a 4 MiB batch limit; the largest CAS blob the store takes; the action cache
+ * accepts updates; API versions 2.0 to 2.3.
  * Execution is not served, so execution_capabilities is absent.
  */
 #include "proto/build/bazel/remote/execution/v2/remote_execution.pb-c.h"
@@ -38,6 +39,8 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     cache.digest_functions = digests;
     cache.action_cache_update_capabilities = &update;
     cache.max_batch_total_size_bytes = CAPABILITIES_BATCH_MAX;
+    /* REAPI 2.3: 0 would say "no limit", and a larger upload would fail only at its start. */
+    cache.max_cas_blob_size_bytes = (int64_t)blob_cas_size_max(rpc_call_blob(c));
     cache.symlink_absolute_path_strategy =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__ALLOWED;
     cache.n_supported_compressors = ARRAY_LEN(compressors);

@@ -353,6 +353,10 @@ static int item_start(struct batch_update *b, size_t i)
     int rc = rpc_digest_cas_key(r->digest, &k);
     bool zstd = r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD;
     if (rc == 0 && !zstd && r->compressor != 0) rc = -ENOTSUP;
+    /* Identity data of another length than its digest names can never match it: a size
+     * mismatch (INVALID_ARGUMENT), not whatever the engine says of the size named (a huge
+     * one is "store full", which a client would retry). */
+    if (rc == 0 && !zstd && r->data.len != k.size) rc = -EMSGSIZE;
     struct blob_core *bc = rpc_call_blob(b->c);
     if (rc == 0) {
         rc = blob_upload_begin(bc, &k, zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY, &it->u);

@@ -70,6 +70,28 @@ class Services(H2Case):
         self.assertEqual((caps.high_api_version.major, caps.high_api_version.minor), (2, 3))
         self.assertFalse(caps.HasField("execution_capabilities"))
 
+    def test_capabilities_name_the_largest_blob_the_store_takes(self):
+        # REAPI 2.3's max_cas_blob_size_bytes: 0 would say "no limit", where an upload past
+        # a quarter of --max-size is refused at its start.
+        with harness.Server(args=("--max-size", "4GiB"), cores=1) as srv:
+            c = reapi.Client(srv.address)
+            try:
+                caps = c.GetCapabilities(reapi.msg("GetCapabilitiesRequest"), timeout=10)
+                limit = caps.cache_capabilities.max_cas_blob_size_bytes
+                self.assertEqual(limit, 1 << 30)
+                codes = []
+                for size in (limit + 1, limit):
+                    name = "uploads/%s/blobs/%s/%d" % (uuid.uuid4(), "ab" * 32, size)
+                    req = reapi.msg("google.bytestream.WriteRequest", resource_name=name,
+                                    data=b"x", finish_write=True)
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        c.Write(iter([req]), timeout=10)
+                    codes.append(cm.exception.code())
+                self.assertEqual(codes, [grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                         grpc.StatusCode.INVALID_ARGUMENT])
+            finally:
+                c.close()
+
     def test_metrics_count_calls_by_route_and_status(self):
         before = self.server.metric("ringcas_requests_total", route="grpc.health.v1.Health/Check",
                                     status="0")

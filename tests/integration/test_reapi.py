@@ -161,6 +161,18 @@ class Cas(ReapiCase):
                          [(digest(b"liar").hash, 4), (digest(b"lies").hash, 4)])
         # Present blobs are fine to upload again.
         self.assertEqual([r.status.code for r in self.batch_update([good, b""])], [0, 0])
+        # Data of another length than the digest names is a size mismatch, whatever the
+        # size named: a huge one was "store full" (RESOURCE_EXHAUSTED, which clients retry).
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for size in (2 ** 62, 999, 1001):
+            r = req.requests.add()
+            r.digest.hash = digest(good).hash
+            r.digest.size_bytes = size
+            r.data = good
+        resp = self.c.BatchUpdateBlobs(req, timeout=30).responses
+        self.assertEqual([r.status.code for r in resp], [3, 3, 3])
+        self.assertEqual({r.status.message for r in resp},
+                         {"size mismatch: the data is not the named size"})
 
     def test_batch_read_per_blob_and_zstd(self):
         a, b = os.urandom(3000), b"compressible " * 1000
@@ -430,6 +442,26 @@ class ActionCache(ReapiCase):
         self.batch_update([absent])
         self.assertEqual(len(self.get(action).output_files), 2)
 
+    def test_a_file_without_a_digest_is_not_found(self):
+        # REAPI requires an OutputFile's digest (an empty file names the empty blob): a
+        # result with a file that names none cannot be restored, and is a miss, in
+        # output_files as in a Tree's Directory.
+        present = os.urandom(100)
+        self.batch_update([present])
+        ar = self.result_with(files=[present])
+        ar.output_files.add(path="nodigest")
+        action = os.urandom(32)
+        self.update(action, ar)
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)
+        tree = reapi.msg("Tree")
+        tree.root.files.add(name="a", digest=digest(present))
+        tree.root.files.add(name="b")
+        tb = tree.SerializeToString()
+        self.batch_update([tb])
+        action = os.urandom(32)
+        self.update(action, self.result_with(tree=tb))
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)
+
     def test_tree_outputs_are_checked_file_by_file(self):
         f1, f2 = os.urandom(500), os.urandom(600)
         tree = reapi.msg("Tree")
@@ -596,6 +628,9 @@ class ShardActionCache(ActionCache):
 
     def test_tree_outputs_are_checked_file_by_file(self):
         pass  # the check is off
+
+    def test_a_file_without_a_digest_is_not_found(self):
+        pass  # the check is off: the frontend's to make
 
     def test_a_tree_over_4_mib_is_checked_file_by_file(self):
         pass  # the check is off
@@ -846,6 +881,43 @@ class DroppedConnection(harness.ServerTestCase):
             self.assertEqual(self.server.metric("ringcas_bs_uploads_parked"), 1)
         finally:
             client.close()
+
+
+class ParkedDecoders(unittest.TestCase):
+    """A parked zstd upload keeps its decoder, whose window a few bytes of frame header
+    declare; parked ones hold at most half of the core's --zstd-memory, so uploads whose
+    clients left cannot keep live ones from decoding (the oldest parked ones go first)."""
+
+    def test_parked_windows_leave_room_for_live_uploads(self):
+        with harness.Server(args=("--zstd-memory", "64MiB"), cores=1) as srv:
+            c = reapi.Client(srv.address)
+            try:
+                # Four uploads of nothing but a frame header declaring a 16 MiB window
+                # (Window_Descriptor exponent 24 - 10), each left unfinished: parked.
+                header = b"\x28\xb5\x2f\xfd" + bytes([0, (24 - 10) << 3])
+                for i in range(4):
+                    name = blob_name(os.urandom(1 << 20), compressed=True,
+                                     upload=str(uuid.uuid4()))
+                    c.Write(iter(write_reqs(name, header, finish=False)), timeout=30)
+                parked = srv.metric("ringcas_bs_uploads_parked")
+                self.assertGreaterEqual(parked, 1)
+                self.assertLessEqual(srv.metric("ringcas_blob_zstd_bytes"), 40 << 20)
+                # A live upload with a 16 MiB window of its own still decodes.
+                data = os.urandom(1 << 20)
+                params = zstandard.ZstdCompressionParameters(window_log=24,
+                                                             write_content_size=False)
+                cobj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+                frames = cobj.compress(data) + cobj.flush()  # streamed: the window stays
+                self.assertEqual(zstandard.get_frame_parameters(frames).window_size, 1 << 24)
+                name = blob_name(data, compressed=True, upload=str(uuid.uuid4()))
+                c.Write(iter(write_reqs(name, frames)), timeout=30)
+                self.assertEqual(self.missing(c, data), [])
+            finally:
+                c.close()
+
+    def missing(self, c, data):
+        req = reapi.msg("FindMissingBlobsRequest", blob_digests=[digest(data)])
+        return list(c.FindMissingBlobs(req, timeout=30).missing_blob_digests)
 
 
 class Full(unittest.TestCase):
