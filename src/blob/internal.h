@@ -61,8 +61,7 @@ struct blob_segs {
     _Atomic uint64_t *alive;           /* seq of the live segment in each slot, 0 when none */
     uint32_t cap;                      /* power of two */
     uint32_t count;                    /* live segments */
-    uint64_t next_seq;                 /* next seq to hand out */
-    _Atomic uint64_t newest;           /* next_seq - 1, for reads without the lock */
+    _Atomic uint64_t next_seq;         /* next seq to hand out; written under the lock */
     _Atomic uint64_t disk_bytes;       /* bytes of every live segment */
     _Atomic uint64_t held_bytes;       /* bytes of dead segments still referenced: unlinked,
                                         * their files stay on disk until the last reference */

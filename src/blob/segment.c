@@ -39,8 +39,7 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
         return -ENOMEM;
     }
     t->cap = cap;
-    t->next_seq = 1;
-    atomic_store(&t->newest, 0);
+    atomic_store(&t->next_seq, 1);
     base_list_init(&t->graveyard);
     base_list_init(&t->spares);
     int rc = pthread_mutex_init(&t->lock, NULL);
@@ -97,7 +96,6 @@ uint64_t blob_segment_next_seq(struct blob_segs *t)
             break;
         }
     }
-    atomic_store(&t->newest, t->next_seq - 1);
     pthread_mutex_unlock(&t->lock);
     return seq;
 }
@@ -106,7 +104,6 @@ void blob_segment_seen_seq(struct blob_segs *t, uint64_t seq)
 {
     pthread_mutex_lock(&t->lock);
     if (seq >= t->next_seq) t->next_seq = seq + 1;
-    atomic_store(&t->newest, t->next_seq - 1);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -170,7 +167,6 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     atomic_store(&t->alive[slot], seq);
     atomic_fetch_add(&t->disk_bytes, bytes);
     if (seq >= t->next_seq) t->next_seq = seq + 1;
-    atomic_store(&t->newest, t->next_seq - 1);
     pthread_mutex_unlock(&t->lock);
     return seg;
 }

@@ -313,9 +313,6 @@ uint64_t blob_cas_size_max(const struct blob_core *bc);
  * 0 for an identity upload. Core thread. */
 uint64_t blob_upload_zstd_bytes(const struct blob_upload *u);
 
-/* The core's zstd memory limit (store option zstd_memory_max). Any thread. */
-uint64_t blob_zstd_memory_max(const struct blob_core *bc);
-
 /* Bytes the caller has fed so far (compressed bytes for a zstd upload). */
 uint64_t blob_upload_bytes_in(const struct blob_upload *u);
 

@@ -143,11 +143,6 @@ uint64_t blob_upload_zstd_bytes(const struct blob_upload *u)
     return u->dstream ? (uint64_t)ZSTD_sizeof_DCtx(u->dstream) : 0;
 }
 
-uint64_t blob_zstd_memory_max(const struct blob_core *bc)
-{
-    return bc->s->opts.zstd_memory_max;
-}
-
 uint64_t blob_cas_size_max(const struct blob_core *bc)
 {
     return upload_limit(bc->s, BLOB_KIND_CAS);

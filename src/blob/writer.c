@@ -767,7 +767,7 @@ static bool segment_has_room(const struct blob_writer *w, uint64_t len, bool com
 static bool segment_is_stale(const struct blob_writer *w)
 {
     const struct blob_store *s = store_of(w);
-    uint64_t behind = atomic_load(&s->segs.newest) - w->seq;
+    uint64_t behind = atomic_load(&s->segs.next_seq) - 1 - w->seq;
     return behind > 2ULL * s->opts.cores_max + 1;
 }
 

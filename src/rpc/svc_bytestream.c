@@ -488,7 +488,7 @@ static void park(struct rpc_core *rc, struct blob_upload *u, const struct proto_
         return;
     }
     uint64_t zbytes = blob_upload_zstd_bytes(u);
-    uint64_t zmax = blob_zstd_memory_max(rc->blob) / PARKED_ZSTD_SHARE;
+    uint64_t zmax = rc->cfg->opts.zstd_memory / PARKED_ZSTD_SHARE;
     if (zbytes > zmax) {
         /* Its window alone would take the parked share: a few bytes of frame header can
          * declare 128 MiB, and parking keeps it after the client left. */
