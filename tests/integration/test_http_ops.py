@@ -258,6 +258,46 @@ class BadInput(harness.ServerTestCase):
         harness.wait_for(lambda: self.server.metric("ringcas_read_timeouts_total") >= before + 2,
                          what="two read timeouts")
 
+    def test_a_connection_handed_to_another_core_keeps_its_read_timeout(self):
+        # A core that accepts a connection while it has more than another hands it over
+        # (docs/operations.md "Threads and cores"); the adopting core must arm the same
+        # deadlines. Connections are opened one at a time, each idle, until the counters say
+        # the last one was handed over; /metrics is read on one kept connection, so no other
+        # accept happens in between.
+        mc = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+
+        def counters():
+            mc.request("GET", "/metrics")
+            samples = harness.parse_metrics(mc.getresponse().read().decode())
+            return tuple(sum(v for n, _, v in samples if n == name)
+                         for name in ("ringcas_conns_accepted_total",
+                                      "ringcas_conns_handed_over_total",
+                                      "ringcas_read_timeouts_total"))
+
+        held = []
+        try:
+            accepted, handed, timeouts = counters()
+            adopted = None
+            for _ in range(32):  # a hand-over is a coin toss per connection
+                held.append(Raw(self.server.port))
+                harness.wait_for(lambda: counters()[0] > accepted, what="the accept")
+                accepted, now_handed, _ = counters()
+                if now_handed > handed:
+                    adopted = held[-1]
+                    break
+            self.assertIsNotNone(adopted, "no connection of 32 was handed over")
+            adopted.send(b"GET /healthz HTTP/1.1\r\nHo")  # a head that stops coming
+            start = time.monotonic()
+            self.assertTrue(adopted.is_closed(timeout=10))
+            self.assertGreater(time.monotonic() - start, 0.5)
+            mc.close()
+            harness.wait_for(lambda: self.server.metric("ringcas_read_timeouts_total")
+                             >= timeouts + len(held), what="a read timeout per connection")
+        finally:
+            mc.close()
+            for c in held:
+                c.close()
+
     def test_peer_closing_mid_head_or_body(self):
         with Raw(self.server.port) as c:
             c.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
