@@ -32,11 +32,12 @@ EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_UNAVAILABLE = 2, 3, 4, 5
 QUIET = ("grpc_calls", "h2_streams", "bs_readers", "bs_uploads", "grpc_pins")
 
 
-def run(args, server=None, timeout=120, stdout=subprocess.PIPE, env=None, stdin_data=None):
+def run(args, server=None, timeout=120, stdout=subprocess.PIPE, env=None, stdin_data=None,
+        prefix=()):
     """Runs `ringcas ARGS` (with --server of <server> first when given, <stdin_data> bytes
-    piped to its stdin when given); returns the CompletedProcess with stdout as bytes and
-    stderr as text, and the seconds it took."""
-    cmd = [harness.binary()] + list(args[:1])
+    piped to its stdin when given, under the wrapper command <prefix>); returns the
+    CompletedProcess with stdout as bytes and stderr as text, and the seconds it took."""
+    cmd = list(prefix) + [harness.binary()] + list(args[:1])
     if server is not None:
         cmd += ["--server", server]
     cmd += list(args[1:])
@@ -378,6 +379,27 @@ class RoundTrips(ClientTestCase):
         self.assertEqual(p.returncode, EXIT_USAGE, p.stderr)
         self.assertIn("ringcas put: -: cannot create a temporary file in ", p.stderr)
         self.assertEqual(p.stdout.decode(), digest_file(path) + "\n")
+
+    @unittest.skipUnless(os.environ.get("DENY_BIN"), "needs the deny helper (ctest sets it)")
+    def test_put_stdin_where_o_tmpfile_is_missing(self):
+        # A file system without O_TMPFILE answers EOPNOTSUPP: stdin is copied to a named
+        # file, unlinked at once. Any other error is reported (it would repeat there).
+        tmpdir = tempfile.mkdtemp(prefix="ringcas-tmpdir-")
+        self.addCleanup(os.rmdir, tmpdir)
+        data = os.urandom(300 << 10)
+        deny = [os.environ["DENY_BIN"], "tmpfile"]
+        p, _ = self.cli("put", "-", stdin_data=data, env={"TMPDIR": tmpdir},
+                        prefix=deny + ["EOPNOTSUPP"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.decode(), digest(data) + "\n")
+        self.assertEqual(os.listdir(tmpdir), [], "the named copy is unlinked")
+        p, _ = self.cli("get", digest(data))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(p.stdout == data, "the blob came back different")
+        p, _ = self.cli("put", "-", stdin_data=b"refused", env={"TMPDIR": tmpdir},
+                        prefix=deny + ["EPERM"])
+        self.assertEqual(p.returncode, EXIT_USAGE, p.stderr)
+        self.assertIn("cannot create a temporary file in %s ($TMPDIR): " % tmpdir, p.stderr)
 
     def test_not_found(self):
         missing = digest(b"never stored %f" % time.time())

@@ -245,10 +245,10 @@ class CommandLine(unittest.TestCase):
                 self.assertIn("ringcas_", srv.metrics_text())
 
 
-@unittest.skipUnless(os.environ.get("NO_URING_BIN"), "needs the no_uring helper (ctest sets it)")
+@unittest.skipUnless(os.environ.get("DENY_BIN"), "needs the deny helper (ctest sets it)")
 class NoIoUring(unittest.TestCase):
     def check(self, err, needle):
-        r = subprocess.run([os.environ["NO_URING_BIN"], err, harness.binary(), "serve",
+        r = subprocess.run([os.environ["DENY_BIN"], "io_uring", err, harness.binary(), "serve",
                             "--listen", "127.0.0.1:0", "--dir", tmpdir(self)],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 1, r.stderr)
