@@ -132,6 +132,7 @@ struct rpc_call {
     struct base_list link;        /* on the connection's call list while attached */
     struct base_list out;         /* struct rpc_seg queued, not entirely handed to a send */
     uint64_t out_bytes;           /* bytes left in <out> */
+    uint32_t frame_bytes;         /* the head of <out> a sized DATA frame nghttp2 holds covers */
     uint64_t timeout_ms;          /* grpc-timeout, rounded up */
     int32_t stream_id;            /* the HTTP/2 stream */
     uint32_t segs_in_send;        /* pieces of this call on the connection's sent list */

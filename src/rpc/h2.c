@@ -473,7 +473,8 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     /* The frame waits for the next send when this one is full; an empty one always has room. */
     int moved =
         ring_gather_frame(&h2->gather, framehd, H2_FRAME_HEADER_SIZE, &c->out, length, &h2->sent);
-    if (moved < 0) return NGHTTP2_ERR_WOULDBLOCK;
+    if (moved < 0) return NGHTTP2_ERR_WOULDBLOCK; /* retried with this length: frame_bytes */
+    c->frame_bytes = 0;
     c->out_bytes -= length;
     c->segs_in_send += (uint32_t)moved;
     h2->data_sent += length;
@@ -532,7 +533,9 @@ static ssize_t provider_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf
     if (c->out_bytes > 0) {
         /* Sent by send_data from the pieces themselves, across few enough of them. */
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-        return (ssize_t)ring_gather_frame_length(&h2->gather, &c->out, length);
+        size_t n = ring_gather_frame_length(&h2->gather, &c->out, length);
+        c->frame_bytes = (uint32_t)n; /* at most RPC_H2_DATA_FRAME_MAX (read_length) */
+        return (ssize_t)n;
     }
     if (!c->trailers_due) {
         c->deferred = true;
@@ -852,16 +855,26 @@ static void drop_seg(struct rpc_call *c, struct rpc_seg *seg)
     seg->release(seg);
 }
 
+/*
+ * With <keep_started>, the stream stays open and the output is cut at the first message start
+ * nothing of which was sent, and past the DATA frame nghttp2 has sized and holds: it retries
+ * that frame with the same length (send_data answered WOULDBLOCK), so the messages it covers
+ * count as started. Without, the stream or connection closed, and no frame is retried.
+ */
 void rpc_h2_drop_output(struct rpc_call *c, bool keep_started)
 {
-    /* With <keep_started>, skip to the first message start nothing of which was sent. */
     struct base_list *from = c->out.next;
     if (keep_started) {
+        uint64_t ahead = 0;
         while (from != &c->out) {
             struct rpc_seg *seg = BASE_CONTAINER_OF(from, struct rpc_seg, piece.link);
-            if (seg->msg_start && !ring_gather_piece_is_started(&seg->piece)) break;
+            bool started = ring_gather_piece_is_started(&seg->piece) || ahead < c->frame_bytes;
+            if (seg->msg_start && !started) break;
+            ahead += seg->piece.len;
             from = from->next;
         }
+    } else {
+        c->frame_bytes = 0;
     }
     /* Bounded by the queue's length. */
     while (from != &c->out) {

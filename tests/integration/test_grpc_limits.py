@@ -3,7 +3,9 @@
 --message-memory refused is RESOURCE_EXHAUSTED (retried), not malformed or missing; a stream
 waiting behind others for the connection's window is not a stalled reader."""
 import hashlib
+import http.client
 import os
+import socket
 import struct
 import time
 import unittest
@@ -207,6 +209,54 @@ class Deadlines(harness.ServerTestCase):
             for c in conns:
                 c.close()
         self.server.wait_quiet(extra=("grpc_calls",))
+
+    def test_deadlines_of_reads_whose_send_is_blocked(self):
+        # 64 Reads of a large blob on one connection with open windows, and a client that
+        # does not read: the core's send fills, nghttp2 holds a sized DATA frame it could
+        # not add to it, and every deadline fires meanwhile. A cancel drops the messages
+        # nothing of which was sent; the held frame's bytes must stay, or its retry asks for
+        # bytes no longer queued (the server aborted on an assertion, h2.c send_data).
+        blob = os.urandom(64 << 20)
+        digest = hashlib.sha256(blob).hexdigest()
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=60)
+        conn.request("PUT", "/cas/" + digest, body=blob)
+        self.assertEqual(conn.getresponse().status, 201)
+        conn.close()
+        name = ("blobs/%s/%d" % (digest, len(blob))).encode()
+        req = h2raw.grpc_message(b"\x0a" + bytes([len(name)]) + name)
+        read = "/google.bytestream.ByteStream/Read"
+        before = self.server.metric("ringcas_grpc_deadlines_total")
+        for round_ in range(8):  # the old server aborted in about half of the rounds
+            c = h2raw.Conn(self.server.port, settings=[(4, 0x7fffffff)], window=0x7fffffff - 65535)
+            try:
+                for i in range(64):
+                    c.headers(2 * i + 1, h2raw.grpc_headers(read, timeout="%dm" % (1500 + i)))
+                    c.data(2 * i + 1, req, end_stream=True)
+
+                def drain(seconds):  # bytes only: what the frames say is not checked
+                    stop = time.monotonic() + seconds
+                    while time.monotonic() < stop:
+                        c.sock.settimeout(0.05)
+                        try:
+                            if not c.sock.recv(1 << 20):
+                                return
+                        except socket.timeout:
+                            pass
+
+                # Not read: the socket fills and the reads queue their pieces. Then read for a
+                # while, so that sends complete and each fill finds more than it can take, and
+                # stop: the last send waits, a frame held beside it, when the deadlines fire.
+                time.sleep(0.6)
+                drain(0.4)
+                time.sleep(1.3)
+                drain(2)
+            finally:
+                c.close()
+            self.assertIsNone(self.server.proc.poll(), "round %d: %s" % (round_,
+                                                                         self.server.log_tail()))
+            self.assertIn("ringcas_", self.server.metrics_text())
+        self.assertGreaterEqual(self.server.metric("ringcas_grpc_deadlines_total") - before, 64)
+        self.server.wait_quiet(extra=("grpc_calls", "grpc_segs", "bs_readers"))
 
 
 if __name__ == "__main__":
