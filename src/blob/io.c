@@ -294,7 +294,5 @@ int blob_io_pread_full(struct blob_io *io, int fd, void *buf, size_t len, uint64
 
 int blob_io_pwrite_full(struct blob_io *io, int fd, const void *buf, size_t len, uint64_t off)
 {
-    int64_t n = io->ops->pwrite(io, fd, buf, len, off);
-    if (n < 0) return (int)n;
-    return (size_t)n == len ? 0 : -EIO;
+    return blob_io_write_err(io->ops->pwrite(io, fd, buf, len, off), len);
 }
