@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,8 @@
 
 struct fsck_seg {
     uint64_t seq;  /* segment number */
-    int fd;        /* open for reading */
+    int fd;        /* open for reading, -1 when it could not be */
+    int open_err;  /* why not (-errno), else 0 */
     uint64_t size; /* file size */
 };
 
@@ -333,6 +335,18 @@ static void count_unsealed(struct fsck *f, struct fsck_seg *s, uint64_t end)
 static void check_segment(struct fsck *f, struct fsck_seg *s)
 {
     struct blob_seg_header h;
+    if (s->open_err < 0) {
+        /* Recovery refuses to start on it: the same name, unreadable, is no empty segment. */
+        char why[128];
+        if (blob_io_not_regular(s->open_err)) {
+            (void)snprintf(why, sizeof(why), "not a regular file (a folder, FIFO or device)");
+        } else {
+            (void)snprintf(why, sizeof(why), "cannot be opened (%s)", base_err_str(s->open_err));
+        }
+        f->r->bad_segments++;
+        problem(f, s->seq, 0, why);
+        return;
+    }
     f->r->bytes += s->size;
     if (s->size < BLOB_SEG_HEADER_SIZE) {
         /* Created and not written yet (the header goes out with the first write), or a
@@ -387,8 +401,10 @@ int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
     for (size_t i = 0; i < f.segs_len && rc == 0; i++) {
         char name[32];
         blob_format_seg_name(f.segs[i].seq, name, sizeof(name));
-        if (io->ops->open(io, name, O_RDONLY, &f.segs[i].fd) < 0 ||
-            io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0) {
+        f.segs[i].open_err = io->ops->open(io, name, O_RDONLY, &f.segs[i].fd);
+        if (f.segs[i].open_err < 0) {
+            f.segs[i].fd = -1;
+        } else if (io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0) {
             f.segs[i].size = 0;
         }
     }

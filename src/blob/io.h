@@ -66,6 +66,8 @@ typedef void blob_io_name_fn(void *ctx, const char *name);
 
 struct blob_io_ops {
     /* Blocking; any thread but a core's. Return 0 / a count, or -errno. */
+    /* open refuses a name that is not a regular file, without waiting on it (a FIFO): -EISDIR
+     * for a folder, -ENODEV for anything else (blob_io_not_regular). */
     int (*open)(struct blob_io *io, const char *name, int flags, int *fd);
     int (*close)(struct blob_io *io, int fd);
     int64_t (*pread)(struct blob_io *io, int fd, void *buf, size_t len, uint64_t off);
@@ -131,6 +133,12 @@ static inline int blob_io_write_err(int64_t res, size_t len)
 {
     if (res < 0) return (int)res;
     return (uint64_t)res == len ? 0 : -ENOSPC;
+}
+
+/* True when <err> from blob_io_ops.open means the name is not a regular file. */
+static inline bool blob_io_not_regular(int err)
+{
+    return err == -EISDIR || err == -ENODEV;
 }
 
 static inline bool blob_aio_is_busy(const struct blob_aio *a)

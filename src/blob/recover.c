@@ -470,7 +470,15 @@ int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
     rc = r.entries ? 0 : -ENOMEM;
     for (size_t i = 0; i < l.len && rc == 0; i++) {
         rc = recover_one(s, &r, l.seqs[i]);
-        if (rc < 0) {
+        if (blob_io_not_regular(rc)) {
+            /* Not ours to delete or rename: someone put it there, and it may matter. */
+            char name[32];
+            blob_format_seg_name(l.seqs[i], name, sizeof(name));
+            (void)snprintf(why, why_size,
+                           "recovering segment %llu in %s: %s is not a regular file (a folder, "
+                           "FIFO or device): move it out of the data folder",
+                           (unsigned long long)l.seqs[i], s->dir, name);
+        } else if (rc < 0) {
             (void)snprintf(why, why_size, "recovering segment %llu in %s: %s",
                            (unsigned long long)l.seqs[i], s->dir, base_err_str(rc));
         }

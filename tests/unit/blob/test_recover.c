@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -160,6 +162,40 @@ Test(blob_recover, unknown_files_are_left_alone)
     cr_assert(eq(int, th_open_store(&t), 0));
     uint64_t size;
     cr_assert(eq(int, blob_io_sim_size(t.io, "README", &size), 0));
+    th_close(&t);
+}
+
+/* A FIFO named like a segment blocked a read-only open until a writer came: start-up hung
+ * forever with no line. Now the open refuses it at once, and so does the store, with a reason
+ * that names the file and what to do; a folder of that name is refused the same way. */
+Test(blob_recover, a_fifo_or_folder_named_like_a_segment_stops_the_open_with_a_reason,
+     .timeout = 30)
+{
+    struct th t = { 0 };
+    th_open_real(&t);
+    struct blob_key k;
+    put_n(&t, 1, 3000, &k);
+    th_close_store(&t);
+    char name[32];
+    seg_name(7, name);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", t.dir, name);
+    for (int kind = 0; kind < 2; kind++) {
+        cr_assert(eq(int, kind == 0 ? mkfifo(path, 0644) : mkdir(path, 0755), 0));
+        char why[256] = "";
+        t.o.io = NULL;
+        t.o.dir = t.dir;
+        struct blob_store *s;
+        int rc = blob_store_open(&t.o, &s, why, sizeof(why));
+        cr_assert(eq(int, rc, kind == 0 ? -ENODEV : -EISDIR));
+        cr_assert(ne(ptr, strstr(why, name), NULL), "%s", why);
+        cr_assert(ne(ptr, strstr(why, "not a regular file"), NULL), "%s", why);
+        struct stat st;
+        cr_assert(eq(int, stat(path, &st), 0), "left where it was");
+        cr_assert(eq(int, kind == 0 ? unlink(path) : rmdir(path), 0));
+    }
+    cr_assert(eq(int, th_open_store(&t), 0), "once it is gone, the store opens");
+    cr_assert(readable(&t, 1, 3000, &k));
     th_close(&t);
 }
 
