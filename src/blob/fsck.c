@@ -236,6 +236,43 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
     return 0;
 }
 
+/* True when the record header at <off> is a footer's: after the records, a seal that a crash
+ * interrupted before its trailer. */
+static bool footer_at(struct fsck *f, struct fsck_seg *s, uint64_t off)
+{
+    struct blob_record_header h;
+    return blob_io_pread_full(f->io, s->fd, &h, sizeof(h), off) == 0 &&
+           h.type == BLOB_RECORD_FOOTER;
+}
+
+/*
+ * Returns the offset of the first valid record (not a footer) at an 8-byte aligned offset
+ * after <off> (where
+ * the scan of an unsealed segment stopped), or 0 when none follows: recovery then cuts a torn
+ * tail; when one follows, it cuts records that may have been acknowledged (recover.c's
+ * scan_find_valid).
+ */
+static uint64_t valid_record_after(struct fsck *f, struct fsck_seg *s, uint64_t off)
+{
+    const size_t step = 1U << 20; /* f->raw's size, a multiple of 8 */
+    uint64_t at = off + BLOB_RECORD_ALIGN;
+    /* Bounded by the file size: every pass reads up to <step> bytes further. */
+    while (at + sizeof(struct blob_record_header) <= s->size) {
+        size_t n = s->size - at < step ? (size_t)(s->size - at) : step;
+        if (blob_io_pread_full(f->io, s->fd, f->raw, n, at) < 0) return 0;
+        for (size_t i = 0; i + sizeof(uint32_t) <= n; i += BLOB_RECORD_ALIGN) {
+            uint32_t magic;
+            memcpy(&magic, f->raw + i, sizeof(magic));
+            if (magic == BLOB_RECORD_MAGIC && record_valid_at(f, s, at + i, s->size) &&
+                !footer_at(f, s, at + i)) {
+                return at + i;
+            }
+        }
+        at += n;
+    }
+    return 0;
+}
+
 /* Reads the trailer; returns true with the records' end and the footer's count when valid. */
 static bool read_trailer(struct fsck *f, struct fsck_seg *s, struct blob_seg_trailer *t)
 {
@@ -364,12 +401,23 @@ static void check_segment(struct fsck *f, struct fsck_seg *s)
     bool sealed = read_trailer(f, s, &t);
     struct seg_scan sc = { 0 };
     (void)scan_records(f, s, sealed ? t.records_end : s->size, &sc);
+    uint64_t next = 0;
+    if (!sealed && sc.stopped_early && !sc.footer_seen) next = valid_record_after(f, s, sc.end);
     if (!sealed && trailer_written(f, s) && (sc.footer_seen || footer_after(f, s, sc.end))) {
         /* Records end in a footer and a trailer was written whole (it is the last 64 bytes
          * of a sector, so a torn seal leaves none): the segment was sealed, its trailer is
          * damaged. Without a trailer it is a seal a crash interrupted, as a torn tail. */
         f->r->bad_segments++;
         problem(f, s->seq, s->size - sizeof(t), "sealed segment with a damaged trailer");
+    } else if (next > 0) {
+        /* Not a torn tail: recovery cuts here and drops the valid records after it. */
+        char why[160];
+        (void)snprintf(why, sizeof(why),
+                       "damaged record: a valid record follows at offset %" PRIu64
+                       " (recovery cuts the %" PRIu64 " bytes from here)",
+                       next, s->size - sc.end);
+        f->r->corrupt_records++;
+        problem(f, s->seq, sc.end, why);
     } else if (!sealed) {
         count_unsealed(f, s, sc.end);
     } else {
