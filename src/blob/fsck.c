@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,8 @@
 
 struct fsck_seg {
     uint64_t seq;  /* segment number */
-    int fd;        /* open for reading */
+    int fd;        /* open for reading, -1 when it could not be */
+    int open_err;  /* why not (-errno), else 0 */
     uint64_t size; /* file size */
 };
 
@@ -234,6 +236,43 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
     return 0;
 }
 
+/* True when the record header at <off> is a footer's: after the records, a seal that a crash
+ * interrupted before its trailer. */
+static bool footer_at(struct fsck *f, struct fsck_seg *s, uint64_t off)
+{
+    struct blob_record_header h;
+    return blob_io_pread_full(f->io, s->fd, &h, sizeof(h), off) == 0 &&
+           h.type == BLOB_RECORD_FOOTER;
+}
+
+/*
+ * Returns the offset of the first valid record (not a footer) at an 8-byte aligned offset
+ * after <off> (where
+ * the scan of an unsealed segment stopped), or 0 when none follows: recovery then cuts a torn
+ * tail; when one follows, it cuts records that may have been acknowledged (recover.c's
+ * scan_find_valid).
+ */
+static uint64_t valid_record_after(struct fsck *f, struct fsck_seg *s, uint64_t off)
+{
+    const size_t step = 1U << 20; /* f->raw's size, a multiple of 8 */
+    uint64_t at = off + BLOB_RECORD_ALIGN;
+    /* Bounded by the file size: every pass reads up to <step> bytes further. */
+    while (at + sizeof(struct blob_record_header) <= s->size) {
+        size_t n = s->size - at < step ? (size_t)(s->size - at) : step;
+        if (blob_io_pread_full(f->io, s->fd, f->raw, n, at) < 0) return 0;
+        for (size_t i = 0; i + sizeof(uint32_t) <= n; i += BLOB_RECORD_ALIGN) {
+            uint32_t magic;
+            memcpy(&magic, f->raw + i, sizeof(magic));
+            if (magic == BLOB_RECORD_MAGIC && record_valid_at(f, s, at + i, s->size) &&
+                !footer_at(f, s, at + i)) {
+                return at + i;
+            }
+        }
+        at += n;
+    }
+    return 0;
+}
+
 /* Reads the trailer; returns true with the records' end and the footer's count when valid. */
 static bool read_trailer(struct fsck *f, struct fsck_seg *s, struct blob_seg_trailer *t)
 {
@@ -333,6 +372,18 @@ static void count_unsealed(struct fsck *f, struct fsck_seg *s, uint64_t end)
 static void check_segment(struct fsck *f, struct fsck_seg *s)
 {
     struct blob_seg_header h;
+    if (s->open_err < 0) {
+        /* Recovery refuses to start on it: the same name, unreadable, is no empty segment. */
+        char why[128];
+        if (blob_io_not_regular(s->open_err)) {
+            (void)snprintf(why, sizeof(why), "not a regular file (a folder, FIFO or device)");
+        } else {
+            (void)snprintf(why, sizeof(why), "cannot be opened (%s)", base_err_str(s->open_err));
+        }
+        f->r->bad_segments++;
+        problem(f, s->seq, 0, why);
+        return;
+    }
     f->r->bytes += s->size;
     if (s->size < BLOB_SEG_HEADER_SIZE) {
         /* Created and not written yet (the header goes out with the first write), or a
@@ -350,12 +401,23 @@ static void check_segment(struct fsck *f, struct fsck_seg *s)
     bool sealed = read_trailer(f, s, &t);
     struct seg_scan sc = { 0 };
     (void)scan_records(f, s, sealed ? t.records_end : s->size, &sc);
+    uint64_t next = 0;
+    if (!sealed && sc.stopped_early && !sc.footer_seen) next = valid_record_after(f, s, sc.end);
     if (!sealed && trailer_written(f, s) && (sc.footer_seen || footer_after(f, s, sc.end))) {
         /* Records end in a footer and a trailer was written whole (it is the last 64 bytes
          * of a sector, so a torn seal leaves none): the segment was sealed, its trailer is
          * damaged. Without a trailer it is a seal a crash interrupted, as a torn tail. */
         f->r->bad_segments++;
         problem(f, s->seq, s->size - sizeof(t), "sealed segment with a damaged trailer");
+    } else if (next > 0) {
+        /* Not a torn tail: recovery cuts here and drops the valid records after it. */
+        char why[160];
+        (void)snprintf(why, sizeof(why),
+                       "damaged record: a valid record follows at offset %" PRIu64
+                       " (recovery cuts the %" PRIu64 " bytes from here)",
+                       next, s->size - sc.end);
+        f->r->corrupt_records++;
+        problem(f, s->seq, sc.end, why);
     } else if (!sealed) {
         count_unsealed(f, s, sc.end);
     } else {
@@ -387,8 +449,10 @@ int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
     for (size_t i = 0; i < f.segs_len && rc == 0; i++) {
         char name[32];
         blob_format_seg_name(f.segs[i].seq, name, sizeof(name));
-        if (io->ops->open(io, name, O_RDONLY, &f.segs[i].fd) < 0 ||
-            io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0) {
+        f.segs[i].open_err = io->ops->open(io, name, O_RDONLY, &f.segs[i].fd);
+        if (f.segs[i].open_err < 0) {
+            f.segs[i].fd = -1;
+        } else if (io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0) {
             f.segs[i].size = 0;
         }
     }

@@ -183,6 +183,7 @@ struct blob_store {
     _Atomic uint64_t evicted_segments; /* stats */
     _Atomic uint64_t evicted_blobs;    /* stats */
     _Atomic uint64_t dropped_corrupt;  /* stats */
+    _Atomic uint64_t recovery_cuts;    /* stats: scans cut at damage with valid records after */
 };
 
 /* Tells the evictor the segment set changed (wakes the thread, or evicts inline). */
@@ -448,8 +449,11 @@ struct blob_visit {
     uint64_t size;            /* in: its size */
     blob_commit_visit_fn *fn; /* in: called per commit record */
     void *ctx;                /* in: fn's argument */
+    bool find_cut;            /* in: when a scan stops early, look past it for a valid record */
     uint64_t end;             /* out: just past the last valid record */
     bool sealed;              /* out: read from a valid footer (else scanned) */
+    uint64_t cut_next;        /* out (find_cut): offset of the first valid record after the
+                               * record the scan stopped at, 0 when none (a torn tail) */
 };
 
 /*

@@ -33,17 +33,43 @@ static struct real_io *real_of(struct blob_io *io)
 }
 
 /*
+ * Refuses an open file that is not a regular file (<f> is closed then): -EISDIR for a folder,
+ * -ENODEV for anything else. Else clears the O_NONBLOCK the open used: io_uring gives -EAGAIN
+ * back instead of waiting for a file marked O_NONBLOCK on some file systems.
+ */
+static int open_check_regular(int f)
+{
+    struct stat st;
+    int rc = 0;
+    if (fstat(f, &st) == -1) {
+        rc = -errno;
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = S_ISDIR(st.st_mode) ? -EISDIR : -ENODEV;
+    } else {
+        int fl = fcntl(f, F_GETFL);
+        if (fl == -1 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) == -1) rc = -errno;
+    }
+    if (rc < 0) (void)close(f);
+    return rc;
+}
+
+/*
  * A read-only open asks for O_NOATIME: reads of a segment are the server's own business, and
  * relatime would otherwise write the inode at a segment's first read after each write (a
  * touch_atime check on every read). The kernel refuses it (EPERM) for files another user
  * owns, such as a folder copied in by root: those are opened as before.
+ *
+ * Every open is O_NONBLOCK until the file is known to be regular: a FIFO named like a segment
+ * would otherwise block a read-only open until a writer came, and start-up or fsck with it,
+ * forever and without a word (a device would be read as a segment).
  */
 static int real_open(struct blob_io *io, const char *name, int flags, int *fd)
 {
     bool noatime = (flags & O_ACCMODE) == O_RDONLY;
     int f;
     for (;;) {
-        f = openat(real_of(io)->dir_fd, name, flags | O_CLOEXEC | (noatime ? O_NOATIME : 0), 0644);
+        int extra = O_CLOEXEC | O_NONBLOCK | (noatime ? O_NOATIME : 0);
+        f = openat(real_of(io)->dir_fd, name, flags | extra, 0644);
         if (f != -1) break;
         if (errno == EPERM && noatime) {
             noatime = false;
@@ -51,6 +77,8 @@ static int real_open(struct blob_io *io, const char *name, int flags, int *fd)
             return -errno;
         }
     }
+    int rc = open_check_regular(f);
+    if (rc < 0) return rc;
     *fd = f;
     return 0;
 }
@@ -294,7 +322,5 @@ int blob_io_pread_full(struct blob_io *io, int fd, void *buf, size_t len, uint64
 
 int blob_io_pwrite_full(struct blob_io *io, int fd, const void *buf, size_t len, uint64_t off)
 {
-    int64_t n = io->ops->pwrite(io, fd, buf, len, off);
-    if (n < 0) return (int)n;
-    return (size_t)n == len ? 0 : -EIO;
+    return blob_io_write_err(io->ops->pwrite(io, fd, buf, len, off), len);
 }

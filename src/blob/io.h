@@ -16,6 +16,7 @@
 #ifndef RINGCAS_BLOB_IO_H
 #define RINGCAS_BLOB_IO_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,7 +29,7 @@ struct blob_aio;
 
 enum blob_io_opcode {
     BLOB_IO_READ = 1,  /* res: bytes read */
-    BLOB_IO_WRITE,     /* res: bytes written (a short count is an error to the engine) */
+    BLOB_IO_WRITE,     /* res: bytes written (a short count is -ENOSPC to the engine) */
     BLOB_IO_FDATASYNC, /* res: 0 */
     BLOB_IO_OPEN,      /* res: the new fd */
     BLOB_IO_CLOSE,     /* res: 0 */
@@ -65,6 +66,8 @@ typedef void blob_io_name_fn(void *ctx, const char *name);
 
 struct blob_io_ops {
     /* Blocking; any thread but a core's. Return 0 / a count, or -errno. */
+    /* open refuses a name that is not a regular file, without waiting on it (a FIFO): -EISDIR
+     * for a folder, -ENODEV for anything else (blob_io_not_regular). */
     int (*open)(struct blob_io *io, const char *name, int flags, int *fd);
     int (*close)(struct blob_io *io, int fd);
     int64_t (*pread)(struct blob_io *io, int fd, void *buf, size_t len, uint64_t off);
@@ -118,6 +121,26 @@ static inline int blob_io_submit(struct blob_io *io, struct ring_core *core, str
     return io->ops->submit(io, core, a, req);
 }
 
+/*
+ * The error of a write of <len> bytes that returned <res>: 0 when it wrote them all, <res>
+ * when it failed, -ENOSPC when it came back short. A write to a regular file stops short only
+ * when the file system (or the user's quota) has no block left for the rest: the kernel writes
+ * what fits and keeps ENOSPC for the next call. It is a full disk, and must be answered as one
+ * (RESOURCE_EXHAUSTED / 507, which clients retry), not as a failing disk (-EIO, an internal
+ * error).
+ */
+static inline int blob_io_write_err(int64_t res, size_t len)
+{
+    if (res < 0) return (int)res;
+    return (uint64_t)res == len ? 0 : -ENOSPC;
+}
+
+/* True when <err> from blob_io_ops.open means the name is not a regular file. */
+static inline bool blob_io_not_regular(int err)
+{
+    return err == -EISDIR || err == -ENODEV;
+}
+
 static inline bool blob_aio_is_busy(const struct blob_aio *a)
 {
     return a->handle != NULL;
@@ -126,7 +149,7 @@ static inline bool blob_aio_is_busy(const struct blob_aio *a)
 /* Reads exactly <len> bytes at <off> (looping over short reads); -EIO when the file ends. */
 MUST_CHECK int blob_io_pread_full(struct blob_io *io, int fd, void *buf, size_t len, uint64_t off);
 
-/* Writes exactly <len> bytes at <off>; a short write is -EIO. */
+/* Writes exactly <len> bytes at <off>; a short write is -ENOSPC (blob_io_write_err). */
 MUST_CHECK int blob_io_pwrite_full(struct blob_io *io, int fd, const void *buf, size_t len,
                                    uint64_t off);
 

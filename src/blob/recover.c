@@ -8,7 +8,8 @@
  * header; the scan stops at the first invalid record (a torn tail) unless it is a record with a
  * valid header whose payload fails its checksum and a valid record follows it: that record is
  * skipped with the commits of this segment that use it, and the scan goes on. The segment is
- * sealed where the scan stopped: footer written after the last valid record, file cut, synced.
+ * sealed where the scan stopped: footer written after the last valid record, file cut, synced;
+ * a valid record further on (past a damaged header) is logged and counted, not salvaged.
  * Segments are visited in seq order and a later copy of a CAS blob replaces an earlier one (a
  * refresh copy is newer); for AC keys the highest commit_seq wins, whatever the segment order.
  */
@@ -92,12 +93,43 @@ static bool scan_valid_after(struct scan *sc, uint64_t off, int *err)
     return scan_record(sc, off, &h, &skip, err) != NULL;
 }
 
+/*
+ * Looks for a valid record (header and payload; not a footer) at an 8-byte aligned offset
+ * after <off>, where the scan stopped. Returns its offset, or 0 when none follows: then the
+ * cut is a torn tail, a crash's partial last write. One that follows means the cut drops
+ * records that may have been acknowledged: a damaged header (no length to skip by), or a tear
+ * inside one write whose later sectors survived. Reads the rest of the file once.
+ */
+static uint64_t scan_find_valid(struct scan *sc, uint64_t off, int *err)
+{
+    *err = 0;
+    /* Bounded by the file size: every pass advances 8 bytes. */
+    for (uint64_t at = off + BLOB_RECORD_ALIGN; at + sizeof(struct blob_record_header) <= sc->size;
+         at += BLOB_RECORD_ALIGN) {
+        const uint8_t *p = scan_at(sc, at, sizeof(struct blob_record_header), err);
+        if (!p) return 0;
+        uint32_t magic;
+        memcpy(&magic, p, sizeof(magic));
+        if (magic != BLOB_RECORD_MAGIC) continue; /* the cheap test first */
+        const struct blob_record_header *h;
+        uint64_t skip;
+        bool valid = scan_record(sc, at, &h, &skip, err) != NULL;
+        if (*err < 0) return 0;
+        /* A footer after the records is a seal a crash interrupted before its trailer. */
+        if (valid && h->type != BLOB_RECORD_FOOTER) return at;
+    }
+    return 0;
+}
+
 /* Damaged records one scan skips at most; past them the rest is cut as a torn tail. */
 #define SKIPPED_MAX BLOB_SCAN_SKIPPED_MAX
 
-static int scan_segment(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn, void *ctx,
-                        uint64_t *end)
+static int scan_segment(struct scan *sc, struct blob_visit *v)
 {
+    uint64_t seq = v->seq;
+    blob_commit_visit_fn *fn = v->fn;
+    void *ctx = v->ctx;
+    bool at_footer = false;
     uint64_t skipped[SKIPPED_MAX];
     uint32_t skipped_len = 0;
     uint64_t off = BLOB_SEG_HEADER_SIZE;
@@ -120,7 +152,11 @@ static int scan_segment(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn,
             off += skip;
             continue;
         }
-        if (!payload || h->type == BLOB_RECORD_FOOTER) break;
+        if (!payload) break;
+        if (h->type == BLOB_RECORD_FOOTER) {
+            at_footer = true; /* a seal a crash interrupted: nothing after it is a record */
+            break;
+        }
         if (h->type == BLOB_RECORD_COMMIT) {
             const struct blob_commit *c = (const void *)payload;
             if (blob_format_check_commit(c, h->payload_len) < 0) break;
@@ -132,7 +168,12 @@ static int scan_segment(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn,
         }
         off += blob_record_size(h->payload_len);
     }
-    *end = off;
+    v->end = off;
+    if (v->find_cut && !at_footer && off + sizeof(struct blob_record_header) <= sc->size) {
+        int err;
+        v->cut_next = scan_find_valid(sc, off, &err);
+        if (err < 0) return err;
+    }
     return 0;
 }
 
@@ -173,6 +214,7 @@ int blob_recover_visit(struct blob_visit *v)
     struct blob_seg_header h;
     v->sealed = false;
     v->end = 0;
+    v->cut_next = 0;
     if (v->size < sizeof(h)) return -EBADMSG;
     int rc = blob_io_pread_full(v->io, v->fd, &h, sizeof(h), 0);
     if (rc < 0) return rc;
@@ -182,7 +224,7 @@ int blob_recover_visit(struct blob_visit *v)
     if (rc <= 0) return rc;
     sc.win = malloc(SCAN_WINDOW);
     if (!sc.win) return -ENOMEM;
-    rc = scan_segment(&sc, v->seq, v->fn, v->ctx, &v->end);
+    rc = scan_segment(&sc, v);
     free(sc.win);
     return rc;
 }
@@ -399,15 +441,30 @@ static int recover_one(struct blob_store *s, struct recover *r, uint64_t seq)
     rc = s->io->ops->fsize(s->io, fd, &size);
     r->seq = seq;
     r->entries_len = 0;
-    struct blob_visit v = {
-        .io = s->io, .fd = fd, .seq = seq, .size = size, .fn = recover_entry, .ctx = r
-    };
+    struct blob_visit v = { .io = s->io,
+                            .fd = fd,
+                            .seq = seq,
+                            .size = size,
+                            .fn = recover_entry,
+                            .ctx = r,
+                            .find_cut = true };
     r->visit = &v;
     if (rc == 0) rc = blob_recover_visit(&v);
     batch_flush(r); /* this segment's entries go in before the next segment's */
     r->visit = NULL;
     uint64_t end = v.end;
     bool sealed = v.sealed;
+    if (rc == 0 && v.cut_next > 0) {
+        /* The records after the cut stay cut (a damaged header has no length to skip by,
+         * and what follows it cannot be told from a torn write's survivors); but they may
+         * have been acknowledged, so it is said, not passed off as a torn tail. */
+        LOG_WARN("segment %llu offset %llu: a damaged record, and a valid record follows at "
+                 "offset %llu: the segment is cut there, %llu bytes with the records after it "
+                 "are dropped (damage, or a write torn by a crash)",
+                 (unsigned long long)seq, (unsigned long long)end, (unsigned long long)v.cut_next,
+                 (unsigned long long)(size - end));
+        atomic_fetch_add(&s->recovery_cuts, 1);
+    }
     if (rc == -EBADMSG) {
         (void)s->io->ops->close(s->io, fd);
         set_aside(s, name, size);
@@ -470,7 +527,15 @@ int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
     rc = r.entries ? 0 : -ENOMEM;
     for (size_t i = 0; i < l.len && rc == 0; i++) {
         rc = recover_one(s, &r, l.seqs[i]);
-        if (rc < 0) {
+        if (blob_io_not_regular(rc)) {
+            /* Not ours to delete or rename: someone put it there, and it may matter. */
+            char name[32];
+            blob_format_seg_name(l.seqs[i], name, sizeof(name));
+            (void)snprintf(why, why_size,
+                           "recovering segment %llu in %s: %s is not a regular file (a folder, "
+                           "FIFO or device): move it out of the data folder",
+                           (unsigned long long)l.seqs[i], s->dir, name);
+        } else if (rc < 0) {
             (void)snprintf(why, why_size, "recovering segment %llu in %s: %s",
                            (unsigned long long)l.seqs[i], s->dir, base_err_str(rc));
         }

@@ -550,4 +550,5 @@ void blob_store_stats(struct blob_store *s, struct blob_store_stats *out)
     out->evicted_segments = atomic_load(&s->evicted_segments);
     out->evicted_blobs = atomic_load(&s->evicted_blobs);
     out->dropped_corrupt = atomic_load(&s->dropped_corrupt);
+    out->recovery_cuts = atomic_load(&s->recovery_cuts);
 }

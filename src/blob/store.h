@@ -456,6 +456,8 @@ struct blob_store_stats {
     uint64_t evicted_segments; /* segments deleted by eviction since open */
     uint64_t evicted_blobs;    /* index entries dropped by eviction since open */
     uint64_t dropped_corrupt;  /* index entries dropped because a record was corrupt */
+    uint64_t recovery_cuts;    /* unsealed segments that start-up cut at a damaged record with
+                                * valid records after it (logged; not a torn tail) */
 };
 
 /* The core's counters; any thread may read them. */

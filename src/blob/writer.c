@@ -14,9 +14,10 @@
  * Durability: a pending commit waits for the write that holds its record (wait_write), then
  * for an fdatasync (wait_sync -> syncing). Group commit issues one fdatasync at the end of a
  * loop iteration for everything written so far, only after those writes completed; commits
- * written while it runs wait for the next one. A failed or short write or a failed fsync is
- * never acknowledged: the segment is abandoned (kept for what was acknowledged before, never
- * written again, never trusted to a later fsync) and the next reservation opens a new one.
+ * written while it runs wait for the next one. A failed or short write (a full disk: -ENOSPC)
+ * or a failed fsync is never acknowledged: the segment is abandoned (kept for what was
+ * acknowledged before, never written again, never trusted to a later fsync) and the next
+ * reservation opens a new one.
  *
  * Sections: buffers, writes and syncs, sealing, opening, failure, the API.
  */
@@ -173,9 +174,10 @@ static void write_done(struct blob_aio *a, int32_t res)
     b->state = BLOB_WBUF_DONE;
     disk_timed(a->t0, &bc->counters.write_ns, &bc->counters.write_slow);
     base_counter_dec(&bc->counters.io_in_flight);
-    if (res < 0 || (uint32_t)res != b->wlen) {
+    int err = blob_io_write_err(res, b->wlen);
+    if (err < 0) {
         base_counter_inc(&bc->counters.write_errors);
-        writer_fail(w, res < 0 ? res : -EIO);
+        writer_fail(w, err);
         return;
     }
     base_counter_add(&bc->counters.bytes_stored, b->wlen);
@@ -327,9 +329,10 @@ static void seal_footer_written(struct blob_aio *a, int32_t res)
     disk_timed(a->t0, &w->bc->counters.write_ns, &w->bc->counters.write_slow);
     free(w->footer_buf);
     w->footer_buf = NULL;
-    if (res < 0 || (uint32_t)res != w->ctl_len) {
+    int err = blob_io_write_err(res, w->ctl_len);
+    if (err < 0) {
         base_counter_inc(&w->bc->counters.write_errors);
-        writer_fail(w, res < 0 ? res : -EIO);
+        writer_fail(w, err);
         return;
     }
     base_counter_add(&w->bc->counters.bytes_stored, w->ctl_len);

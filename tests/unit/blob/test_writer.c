@@ -46,8 +46,10 @@ static void fail_next_put(struct th *t, int fault, int expect)
 
 Test(blob_writer, failed_write_is_not_acknowledged_and_the_segment_is_abandoned)
 {
+    /* A short write is what a disk that fills mid-write gives: the upload is told -ENOSPC
+     * (507 / RESOURCE_EXHAUSTED, retried by clients), as for a write that fails with it. */
     int faults[] = { -EIO, -ENOSPC, BLOB_IO_SIM_SHORT };
-    int expect[] = { -EIO, -ENOSPC, -EIO };
+    int expect[] = { -EIO, -ENOSPC, -ENOSPC };
     for (int f = 0; f < 3; f++) {
         struct th t = { 0 };
         th_open_sim(&t, 100 + (uint64_t)f);
