@@ -24,7 +24,10 @@ struct fsck_seg {
     int fd;        /* open for reading, -1 when it could not be */
     int open_err;  /* why not (-errno), else 0 */
     uint64_t size; /* file size */
+    uint32_t core; /* the core that wrote it (its header), CORE_UNKNOWN when unreadable */
 };
+
+#define CORE_UNKNOWN UINT32_MAX
 
 struct fsck {
     struct blob_io *io;         /* the folder */
@@ -61,7 +64,7 @@ static void add_name(void *ctx, const char *name)
         f->segs = n;
         f->segs_size = size;
     }
-    f->segs[f->segs_len++] = (struct fsck_seg){ .seq = seq, .fd = -1 };
+    f->segs[f->segs_len++] = (struct fsck_seg){ .seq = seq, .fd = -1, .core = CORE_UNKNOWN };
 }
 
 static int cmp_seg(const void *a, const void *b)
@@ -79,15 +82,37 @@ static struct fsck_seg *seg_find(struct fsck *f, uint64_t seq)
 
 /* ---- blobs ---- */
 
-/* Reads, checks and decodes chunk <i> of commit <c>; feeds the digest. 0 or -EBADMSG. */
-static int check_chunk(struct fsck *f, const struct blob_commit *c, uint32_t i,
-                       struct blob_digest *d)
+/*
+ * Tells why segment <gone>, holding a chunk of a commit in segment <home>, is not in the
+ * folder: -ENOENT when eviction took it, -EBADMSG when it is a hole (damage). Eviction takes
+ * the segments that are not a core's active one, oldest first. A core's segment is never
+ * active once the same core has opened a newer one, and seqs grow across restarts; so a
+ * segment of the commit's core older than <gone> and still here was evictable when <gone>
+ * went, and would have gone first: <gone> is a hole. Without one, it was evicted. Other cores'
+ * older segments prove nothing: an idle core's active segment outlives newer evicted ones.
+ */
+static int chunk_gone(const struct fsck *f, const struct fsck_seg *home, uint64_t gone)
+{
+    /* Bounded by the segments; they are sorted by seq. */
+    for (size_t i = 0; i < f->segs_len && f->segs[i].seq < gone; i++) {
+        if (f->segs[i].core == home->core && home->core != CORE_UNKNOWN) return -EBADMSG;
+    }
+    return -ENOENT;
+}
+
+/*
+ * Reads, checks and decodes chunk <i> of commit <c> (in segment <home>); feeds the digest. 0,
+ * -ENOENT (its segment was evicted: chunk_gone) or -EBADMSG.
+ */
+static int check_chunk(struct fsck *f, const struct fsck_seg *home, const struct blob_commit *c,
+                       uint32_t i, struct blob_digest *d)
 {
     const struct blob_chunk_ref *ref = (const struct blob_chunk_ref *)(const void *)(c + 1) + i;
     struct fsck_seg *s = seg_find(f, ref->seg);
     uint64_t chunk = 1ULL << c->chunk_shift;
     uint64_t raw = c->size - (uint64_t)i * chunk < chunk ? c->size - (uint64_t)i * chunk : chunk;
     uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref->stored;
+    if (!s && ref->seg < home->seq) return chunk_gone(f, home, ref->seg);
     if (!s || s->fd < 0 || ref->stored > blob_chunk_raw_frame_size((uint32_t)chunk)) {
         return -EBADMSG;
     }
@@ -103,8 +128,10 @@ static int check_chunk(struct fsck *f, const struct blob_commit *c, uint32_t i,
     return 0;
 }
 
-static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct blob_commit *c)
+static void check_blob(struct fsck *f, const struct fsck_seg *home, uint64_t off,
+                       const struct blob_commit *c)
 {
+    uint64_t seq = home->seq;
     struct blob_digest d;
     if (blob_digest_init(&d, c->digest_fn) < 0) {
         f->r->bad_blobs++;
@@ -113,11 +140,16 @@ static void check_blob(struct fsck *f, uint64_t seq, uint64_t off, const struct 
     }
     int rc = 0;
     for (uint32_t i = 0; i < c->chunk_count && rc == 0; i++) {
-        rc = check_chunk(f, c, i, &d);
+        rc = check_chunk(f, home, c, i, &d);
     }
     uint8_t hash[BLOB_HASH_SIZE];
     blob_digest_final(&d, hash);
     blob_digest_deinit(&d);
+    if (rc == -ENOENT) {
+        /* As the server sees it: its lookups miss a blob whose oldest chunks were evicted. */
+        f->r->evicted_blobs++;
+        return;
+    }
     if (rc < 0) {
         f->r->bad_blobs++;
         problem(f, seq, off, "a chunk is missing or corrupt");
@@ -225,7 +257,7 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
                 struct blob_footer_entry e;
                 blob_format_footer_entry(c, s->seq, off, &e);
                 if (!keep_entry(out, &e)) break;
-                check_blob(f, s->seq, off, c);
+                check_blob(f, s, off, c);
             }
         }
         off += blob_record_size(h.payload_len);
@@ -435,6 +467,16 @@ static void check_segment(struct fsck *f, struct fsck_seg *s)
     free(sc.entries);
 }
 
+/* Notes the core that wrote <s> from its header, when the header is valid (chunk_gone). */
+static void read_core(struct fsck *f, struct fsck_seg *s)
+{
+    struct blob_seg_header h;
+    if (s->fd < 0 || s->size < sizeof(h)) return;
+    if (blob_io_pread_full(f->io, s->fd, &h, sizeof(h), 0) < 0) return;
+    if (blob_format_check_seg_header(&h) < 0 || h.seq != s->seq) return;
+    s->core = h.core;
+}
+
 int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
 {
     memset(out, 0, sizeof(*out));
@@ -455,6 +497,7 @@ int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
         } else if (io->ops->fsize(io, f.segs[i].fd, &f.segs[i].size) < 0) {
             f.segs[i].size = 0;
         }
+        read_core(&f, &f.segs[i]);
     }
     for (size_t i = 0; i < f.segs_len && rc == 0; i++) {
         out->segments++;
@@ -473,13 +516,14 @@ int blob_fsck_run(struct blob_io *io, struct blob_fsck_report *out, FILE *log)
 void blob_fsck_print(const struct blob_fsck_report *r, const char *dir, FILE *out)
 {
     bool bad = r->corrupt_records || r->bad_blobs || r->bad_segments;
-    (void)fprintf(
-        out,
-        "fsck %s: %s: %" PRIu64 " segments (%" PRIu64 " sealed, %" PRIu64 " active, %" PRIu64
-        " bytes), %" PRIu64 " records, %" PRIu64 " blobs ok, %" PRIu64 " corrupt records, %" PRIu64
-        " bad blobs, %" PRIu64 " bad segments, %" PRIu64 " torn tails\n",
-        dir, bad ? "CORRUPT" : "ok", r->segments, r->sealed, r->active, r->bytes, r->records,
-        r->blobs_ok, r->corrupt_records, r->bad_blobs, r->bad_segments, r->torn_tails);
+    (void)fprintf(out,
+                  "fsck %s: %s: %" PRIu64 " segments (%" PRIu64 " sealed, %" PRIu64
+                  " active, %" PRIu64 " bytes), %" PRIu64 " records, %" PRIu64
+                  " evicted blobs, %" PRIu64 " blobs ok, %" PRIu64 " corrupt records, %" PRIu64
+                  " bad blobs, %" PRIu64 " bad segments, %" PRIu64 " torn tails\n",
+                  dir, bad ? "CORRUPT" : "ok", r->segments, r->sealed, r->active, r->bytes,
+                  r->records, r->evicted_blobs, r->blobs_ok, r->corrupt_records, r->bad_blobs,
+                  r->bad_segments, r->torn_tails);
 }
 
 int blob_fsck_main(const char *dir, FILE *out)

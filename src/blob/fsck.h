@@ -8,6 +8,10 @@
  * stops, and the next start seals them from a scan. One whose valid records are followed by
  * zeros only (or an empty file) counts as active; one with other bytes there, a record or a
  * seal that a crash tore, counts as a torn tail, which recovery cuts.
+ *
+ * Neither is a commit whose first chunks were in a segment that eviction took (the server's
+ * lookups miss it): it is counted as evicted. A chunk in a segment missing where eviction
+ * cannot have taken it (a hole: lost, or set aside by recovery) makes a bad blob.
  */
 #ifndef RINGCAS_BLOB_FSCK_H
 #define RINGCAS_BLOB_FSCK_H
@@ -23,6 +27,7 @@ struct blob_fsck_report {
     uint64_t sealed;          /* with a valid trailer and footer */
     uint64_t records;         /* records whose checksums passed */
     uint64_t blobs_ok;        /* commit records whose blob decoded to its digest and size */
+    uint64_t evicted_blobs;   /* commits whose oldest chunks' segments were evicted (not bad) */
     uint64_t corrupt_records; /* records with a bad checksum inside the valid part */
     uint64_t bad_blobs;       /* commits whose chunks are missing, corrupt or mismatch */
     uint64_t bad_segments;    /* unreadable headers, footers that disagree with records */

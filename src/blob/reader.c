@@ -3,7 +3,8 @@
  * first (its checksum and key are checked), then one chunk record per step: its header and
  * payload checksums are checked before a byte of it is given out. A blob of one small chunk
  * has its chunk record read with the commit record, in one read (read_commit). A corrupt
- * record drops the blob from the index, moves a counter, and ends the stream with -EBADMSG.
+ * record drops the blob from the index, moves a counter, and ends the stream with -EBADMSG; so
+ * does a chunk in a segment missing from inside the blob's span (not one being evicted).
  *
  * Every disk read goes through the core's ring; closing a reader with a read in flight
  * cancels it (ASYNC_CANCEL) and frees the reader when the completion comes back. A chunk
@@ -340,6 +341,24 @@ uint64_t blob_reader_size(const struct blob_reader *r)
     return r->key.size;
 }
 
+/*
+ * Answers a chunk whose segment <seg32> was not there when the reader opened. Eviction takes
+ * the sealed segments oldest first, which is why blob_store_lookup checks only the commit's
+ * segment and the span's oldest: while the span's oldest segment is alive, no eviction has
+ * taken one newer than it (and it cannot come back: seqs are never reused). So a chunk's
+ * segment gone while the span's oldest is alive is a hole (a segment lost, or set aside by
+ * recovery): the blob can never be read whole, and -EBADMSG makes the caller drop it as a
+ * corrupt record, else it would stay present and refuse every upload that could repair it.
+ * Otherwise the blob is being evicted under the open (it passed the lookup just before the
+ * pins were taken): -ENOENT, as a lookup now answers. A reference outside the span is left
+ * as it was (-ENOENT): the span is capped at UINT16_MAX segments.
+ */
+static int reader_chunk_gone(const struct blob_reader *r, uint32_t seg32)
+{
+    if (seg32 - r->pins_lo >= r->pins_len) return -ENOENT;
+    return blob_segment_is_alive(&r->bc->s->segs, r->pins_lo) ? -EBADMSG : -ENOENT;
+}
+
 /* ---- reads ---- */
 
 static void read_done(struct blob_aio *a, int32_t res);
@@ -626,7 +645,8 @@ static bool slot_map(struct blob_reader *r, struct reader_slot *s, uint32_t chun
  * core's disk queue, and buffers only while the core's read buffers are under
  * 1/READ_AHEAD_SHARE of the budget), and fails quietly. Returns 0 (the slot is READY when
  * read in place, else READING), -ENOBUFS (every slot is used), -EAGAIN, -ENOMEM, -ENOENT or
- * -EBADMSG (a chunk reference that cannot be right).
+ * -EBADMSG (a chunk reference that cannot be right, or into a segment lost from the span:
+ * reader_chunk_gone).
  */
 static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead, bool map)
 {
@@ -636,6 +656,7 @@ static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead, bool map
     struct reader_slot *s = &r->slots[(r->first + r->used) % r->depth];
     ASSERT(s->state == SLOT_FREE);
     const struct blob_chunk_ref *ref = ref_of(r, chunk);
+    if (!reader_pinned(r, (uint32_t)ref->seg)) return reader_chunk_gone(r, (uint32_t)ref->seg);
     uint32_t len = (uint32_t)sizeof(struct blob_record_header) + ref->stored;
     uint64_t chunk_size = chunk_bytes(r);
     uint32_t raw = (uint32_t)(r->key.size < chunk_size ? r->key.size : chunk_size);

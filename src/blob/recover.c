@@ -12,6 +12,8 @@
  * a valid record further on (past a damaged header) is logged and counted, not salvaged.
  * Segments are visited in seq order and a later copy of a CAS blob replaces an earlier one (a
  * refresh copy is newer); for AC keys the highest commit_seq wins, whatever the segment order.
+ * A commit whose chunks are in a segment missing from inside its span (set aside, or gone from
+ * the folder) is not indexed: it could never be read whole (span_has_hole).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -328,6 +330,92 @@ static int collect_entry(struct recover *r, const struct blob_footer_entry *e)
     return 0;
 }
 
+/*
+ * Reads the commit record of <e> (in the segment being visited); true when one of its chunks
+ * is in a segment that is not in the table. Recovery trusts a footer without reading the
+ * records, and a footer's span only tells how far back the chunks go, so this reads the one
+ * record. A record that is not the commit <e> lists is as unreadable to a reader: true. A
+ * read error is not damage (a reader meets it, or not): false.
+ */
+static bool commit_misses_segment(struct recover *r, const struct blob_footer_entry *e)
+{
+    struct blob_visit *v = r->visit;
+    uint64_t off = (uint64_t)e->off8 * 8;
+    struct blob_record_header h;
+    if (off + sizeof(h) > v->size) return true;
+    if (blob_io_pread_full(v->io, v->fd, &h, sizeof(h), off) < 0) return false;
+    if (blob_format_check_record_header(&h, v->size - off - sizeof(h)) < 0 ||
+        h.type != BLOB_RECORD_COMMIT) {
+        return true;
+    }
+    uint8_t *buf = malloc(h.payload_len > 0 ? h.payload_len : 1);
+    if (!buf) {
+        r->err = -ENOMEM;
+        return false;
+    }
+    bool missing = true;
+    const struct blob_commit *c = (const void *)buf;
+    if (blob_io_pread_full(v->io, v->fd, buf, h.payload_len, off + sizeof(h)) < 0) {
+        missing = false;
+    } else if (blob_format_check_payload(&h, buf) == 0 &&
+               blob_format_check_commit(c, h.payload_len) == 0 &&
+               memcmp(c->hash, e->hash, BLOB_HASH_SIZE) == 0) {
+        missing = false;
+        const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
+        /* Bounded by chunk_count (checked against the payload). */
+        for (uint32_t i = 0; i < c->chunk_count && !missing; i++) {
+            missing =
+                refs[i].seg != r->seq && !blob_segment_is_alive(&r->s->segs, (uint32_t)refs[i].seg);
+        }
+    }
+    free(buf);
+    return missing;
+}
+
+/*
+ * True when <e>'s chunks reach a segment that is gone from inside its span: one that recovery
+ * set aside (a damaged header) or that is missing from the folder. Such a blob can never be
+ * read whole, and indexed, it would answer every lookup present and every upload "already
+ * present": it could never be stored again. The segments of the span were visited before
+ * this one (seq order), so the table holds those that are there. When the span's oldest
+ * segment is gone, the blob was evicted (eviction takes the oldest first) and lookups miss
+ * it anyway (blob_store_lookup). A segment missing inside the span may also be another
+ * core's that held nothing (deleted empty): only the commit's chunk table tells, so it is
+ * read for the few blobs whose span has a gap.
+ */
+static bool span_has_hole(struct recover *r, const struct blob_footer_entry *e)
+{
+    if (e->span == 0 || e->span > r->seq) return false;
+    uint64_t lo = r->seq - e->span;
+    if (!blob_segment_is_alive(&r->s->segs, (uint32_t)lo)) return false;
+    bool gap = false;
+    /* Bounded by the span (at most UINT16_MAX). */
+    for (uint64_t q = lo + 1; q < r->seq && !gap; q++) {
+        gap = !blob_segment_is_alive(&r->s->segs, (uint32_t)q);
+    }
+    return gap && commit_misses_segment(r, e);
+}
+
+/*
+ * Leaves out <e>, whose span has a hole. For an AC key it was the newest value: an older one
+ * already indexed goes too, else a restart would bring back a result the client replaced.
+ */
+static void leave_out(struct recover *r, const struct blob_footer_entry *e)
+{
+    LOG_WARN("segment %llu offset %llu: a blob whose chunks are in a segment that is missing or "
+             "was set aside; not indexed (it can be uploaded again)",
+             (unsigned long long)r->seq, (unsigned long long)e->off8 * 8);
+    atomic_fetch_add(&r->s->dropped_corrupt, 1);
+    if (e->kind != BLOB_KIND_AC) return;
+    batch_flush(r); /* an older value may wait in the batch */
+    struct blob_key k = { .kind = e->kind, .digest_fn = e->digest_fn, .size = 0 };
+    memcpy(k.hash, e->hash, BLOB_HASH_SIZE);
+    struct blob_index_value v;
+    if (blob_index_get(r->s->index, &k, &v)) {
+        (void)blob_index_remove_at(r->s->index, &k, v.loc.seg, v.loc.off8);
+    }
+}
+
 static void recover_entry(void *ctx, const struct blob_footer_entry *e)
 {
     struct recover *r = ctx;
@@ -339,6 +427,10 @@ static void recover_entry(void *ctx, const struct blob_footer_entry *e)
         return;
     }
     if (e->kind == BLOB_KIND_AC && !ac_is_newest(r, e)) return;
+    if (span_has_hole(r, e)) {
+        leave_out(r, e);
+        return;
+    }
     struct blob_key *k = &r->batch_keys[r->batch_len];
     *k = (struct blob_key){ .kind = e->kind, .digest_fn = e->digest_fn, .size = e->size };
     memcpy(k->hash, e->hash, BLOB_HASH_SIZE);

@@ -4,6 +4,8 @@ failures that name their cause and fix, and a clean drain on SIGTERM."""
 import hashlib
 import http.client
 import os
+import random
+import re
 import resource
 import shutil
 import signal
@@ -491,6 +493,73 @@ class Fsck(unittest.TestCase):
             out = self.fsck(srv.dir, 0)
             self.assertTrue(out.endswith(" 0 torn tails\n"), out)
             self.assertRegex(out, r"\(1 sealed, \d+ active, ")
+
+    def test_eviction_is_no_corruption_and_a_lost_segment_is(self):
+        """Ordinary eviction takes the oldest segment while a blob committed in the next one
+        has its first chunks there: the server answers 404 for it, and fsck counts it as
+        evicted (before, it said "a chunk is missing or corrupt" and exited 1 on a healthy
+        store). A segment missing from inside the present range is still damage."""
+        args = ("--max-size", "32MiB", "--segment-size", "2MiB")
+        with harness.Server(args=args, cores=1) as srv:
+            rnd = random.Random(5000)
+            for _ in range(40):  # 1.5 MB each: most of them span two segments
+                self.put(srv, rnd.randbytes(1500000))
+            evicted = "ringcas_store_evicted_segments_total"
+            deadline = time.monotonic() + 10
+            while srv.metric(evicted) == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertGreater(srv.metric(evicted), 0)
+            srv.stop()
+            out = self.fsck(srv.dir, 0)
+            self.assertIn(": ok: ", out)
+            self.assertIn(" 0 bad blobs, ", out)
+            m = re.search(r" (\d+) evicted blobs, ", out)
+            self.assertIsNotNone(m, out)
+            self.assertGreaterEqual(int(m.group(1)), 1, out)
+            segs = sorted(n for n in os.listdir(srv.dir)
+                          if n.startswith("seg-") and n.endswith(".rcs"))
+            self.assertGreater(len(segs), 3, segs)
+            os.unlink(os.path.join(srv.dir, segs[1]))  # older ones are there: a hole
+            out = self.fsck(srv.dir, 1)
+            self.assertIn("a chunk is missing or corrupt", out)
+            self.assertIn(": CORRUPT: ", out)
+
+
+class LostSegment(unittest.TestCase):
+    """A blob whose chunks span three segments, the middle one set aside at restart (its
+    header damaged): before, every GET answered 200 and closed at the hole, HEAD said 200,
+    and a re-upload ended as "already present", so no client could repair it."""
+
+    def request(self, srv, method, digest, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        try:
+            conn.request(method, "/cas/" + digest, body=body)
+            got = conn.getresponse()
+            return got.status, got.read()
+        finally:
+            conn.close()
+
+    def test_a_blob_with_a_hole_is_missing_and_can_be_stored_again(self):
+        body = random.Random(7).randbytes(2000000)
+        digest = hashlib.sha256(body).hexdigest()
+        with harness.Server(args=("--segment-size", "1MiB"), cores=1) as srv:
+            self.assertEqual(self.request(srv, "PUT", digest, body)[0], 201)
+            srv.stop()
+            segs = sorted(n for n in os.listdir(srv.dir)
+                          if n.startswith("seg-") and n.endswith(".rcs")
+                          and os.path.getsize(os.path.join(srv.dir, n)) > 4096)
+            self.assertEqual(len(segs), 3, segs)  # 3 chunks of 256 KiB fit a 1 MiB segment
+            with open(os.path.join(srv.dir, segs[1]), "r+b") as f:
+                f.seek(20)  # the seq field of the header: recovery sets the file aside
+                b = f.read(1)
+                f.seek(20)
+                f.write(bytes([b[0] ^ 1]))
+            srv.start()
+            self.assertTrue(os.path.exists(os.path.join(srv.dir, segs[1] + ".bad")))
+            self.assertEqual(self.request(srv, "HEAD", digest)[0], 404)
+            self.assertEqual(cas_get(srv.port, digest)[0], 404)
+            self.assertEqual(self.request(srv, "PUT", digest, body)[0], 201)
+            self.assertEqual(cas_get(srv.port, digest), (200, body))
 
 
 class RecoveryLog(unittest.TestCase):

@@ -1,6 +1,7 @@
 /*
  * fsck on a real folder: a clean store passes, a flipped byte fails with exit status 1, a
- * folder that cannot be read gives 2, and the summary line says what was found.
+ * folder that cannot be read gives 2, and the summary line says what was found. A blob whose
+ * first chunks were evicted is counted apart; a segment lost from inside a span is damage.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include "blob/chunk.h"
 #include "blob/format.h"
 #include "blob/fsck.h"
+#include "blob/internal.h"
 #include "blob/io_sim.h"
 #include "harness.h"
 
@@ -423,6 +425,85 @@ Test(blob_fsck, a_byte_in_the_padding_before_the_footer_is_reported)
         eq(int, blob_io_sim_corrupt(t.io, "seg-0000000000000001.rcs", tr.footer_off - 1, 0x5a), 0));
     struct blob_fsck_report r = fsck_sim(&t);
     cr_assert(eq(u64, r.bad_segments, 1));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+/*
+ * A closed store on the simulated disk holding a blob whose chunks span three segments or
+ * more, with <before> blobs of 20 KB before it and a small one after it; <v>: where the spanning
+ * blob's commit is.
+ */
+static void spanning_store(struct th *t, uint64_t seed, int before, struct blob_index_value *v)
+{
+    th_open_sim(t, seed);
+    fill_store(t, before);
+    static uint8_t big[200000];
+    th_fill(big, sizeof(big), 77, false);
+    struct blob_key k;
+    th_key_of(&k, big, sizeof(big));
+    cr_assert(eq(int, th_put(t, &k, big, sizeof(big), 0, 0), 0));
+    cr_assert(blob_store_lookup(t->s, &k, v));
+    cr_assert(ge(u16, v->loc.span, 2), "chunks in three segments or more");
+    static uint8_t small[3000];
+    th_fill(small, sizeof(small), 78, false);
+    th_key_of(&k, small, sizeof(small));
+    cr_assert(eq(int, th_put(t, &k, small, sizeof(small), 0, 0), 0));
+    th_close_store(t);
+}
+
+static void unlink_seg(struct th *t, uint64_t seq)
+{
+    char name[32];
+    blob_format_seg_name(seq, name, sizeof(name));
+    cr_assert(eq(int, t->io->ops->unlink(t->io, name), 0));
+}
+
+Test(blob_fsck, a_blob_whose_oldest_chunks_were_evicted_is_counted_apart)
+{
+    struct th t = { 0 };
+    struct blob_index_value v;
+    spanning_store(&t, 51, 2, &v);
+    /* Eviction takes the oldest segments first, up to the span's first one: the server's
+     * lookups miss the blob from then on, and that is no damage. */
+    for (uint64_t seq = 1; seq <= v.loc.seg - v.loc.span; seq++)
+        unlink_seg(&t, seq);
+    struct blob_fsck_report r = fsck_sim(&t);
+    cr_assert(eq(u64, r.evicted_blobs, 1));
+    cr_assert(eq(u64, r.bad_blobs, 0), "an evicted blob is not a bad one");
+    cr_assert(eq(u64, r.corrupt_records, 0));
+    cr_assert(eq(u64, r.bad_segments, 0));
+    cr_assert(ge(u64, r.blobs_ok, 1));
+    char line[512] = "";
+    FILE *f = fmemopen(line, sizeof(line), "w");
+    blob_fsck_print(&r, "sim", f);
+    fclose(f);
+    cr_assert(ne(ptr, strstr(line, ": ok: "), NULL), "%s", line);
+    cr_assert(ne(ptr, strstr(line, " 1 evicted blobs, "), NULL), "%s", line);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+Test(blob_fsck, a_segment_lost_from_inside_a_span_is_damage)
+{
+    struct th t = { 0 };
+    struct blob_index_value v;
+    spanning_store(&t, 52, 2, &v);
+    /* The middle of the span, with older segments of the same core still there: eviction
+     * would have taken those first, so this is a hole (what recovery sets aside). */
+    unlink_seg(&t, v.loc.seg - 1);
+    struct blob_fsck_report r = fsck_sim(&t);
+    cr_assert(eq(u64, r.bad_blobs, 1));
+    cr_assert(eq(u64, r.evicted_blobs, 0));
+    /* Also when the lost segment is the span's oldest and older ones are there. */
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+    spanning_store(&t, 53, 5, &v);
+    cr_assert(gt(u64, v.loc.seg - v.loc.span, 1), "segment 1 holds the blobs before it");
+    unlink_seg(&t, v.loc.seg - v.loc.span);
+    r = fsck_sim(&t);
+    cr_assert(eq(u64, r.bad_blobs, 1));
+    cr_assert(eq(u64, r.evicted_blobs, 0));
     cr_assert(eq(int, th_open_store(&t), 0));
     th_close(&t);
 }
