@@ -507,6 +507,8 @@ Test(blob_recover, a_damaged_record_header_inside_an_unsealed_segment_is_reporte
     cr_assert(eq(int, th_open_store(&t), 0));
     blob_store_stats(t.s, &st);
     cr_assert(eq(u64, st.recovery_cuts, 0));
+    th_close(&t);
+}
 
 /*
  * A blob whose chunks span segments, with its middle segment lost (header damaged: set aside;
