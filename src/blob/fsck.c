@@ -279,10 +279,10 @@ static bool footer_at(struct fsck *f, struct fsck_seg *s, uint64_t off)
 
 /*
  * Returns the offset of the first valid record (not a footer) at an 8-byte aligned offset
- * after <off> (where
- * the scan of an unsealed segment stopped), or 0 when none follows: recovery then cuts a torn
- * tail; when one follows, it cuts records that may have been acknowledged (recover.c's
- * scan_find_valid).
+ * after <off>, where the scan of an unsealed segment stopped, or 0 when none follows: recovery
+ * then cuts a torn tail; when one follows, it cuts records that may have been acknowledged.
+ * The same search as recover.c's scan_find_valid, over fsck's own reads (fsck checks records
+ * with its own scanner, record_valid_at, and does not share recovery's window).
  */
 static uint64_t valid_record_after(struct fsck *f, struct fsck_seg *s, uint64_t off)
 {
