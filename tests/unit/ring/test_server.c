@@ -40,7 +40,7 @@ static void count_deinit(struct ring_core *core, void *arg)
     deinits++;
 }
 
-Test(ring_server, a_core_that_fails_to_start_stops_the_others)
+Test(ring_server, a_core_that_fails_to_start_stops_the_others, .timeout = 60)
 {
     int fds_before = echo_fd_count();
     struct ring_server_options o;
@@ -60,7 +60,7 @@ Test(ring_server, a_core_that_fails_to_start_stops_the_others)
     cr_assert(eq(int, echo_fd_count(), fds_before), "listeners and rings all closed");
 }
 
-Test(ring_server, a_busy_port_is_named)
+Test(ring_server, a_busy_port_is_named, .timeout = 60)
 {
     struct echo_config cfg = { .read_timeout_ms = 1000, .write_timeout_ms = 1000 };
     struct ring_server *first = echo_server_start(1, &cfg);
@@ -198,7 +198,7 @@ Test(ring_server, a_stop_while_connections_are_handed_over_loses_none, .timeout 
     cr_assert(eq(int, echo_fd_count(), fds_before));
 }
 
-Test(ring_server, counts_the_cpus_it_may_run_on)
+Test(ring_server, counts_the_cpus_it_may_run_on, .timeout = 60)
 {
     uint32_t n = ring_cpus_allowed();
     cr_assert(ge(u32, n, 1));
