@@ -349,25 +349,37 @@ static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
     cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "no request data within --read-timeout");
 }
 
+/*
+ * A response waiting for the client's window must see RPC_SEND_MIN_RATE bytes a second
+ * leave, averaged over each --write-timeout (or all it has left, when less), as HTTP/1.1
+ * bodies must arrive (h1.c). Any progress was enough before: a client that opened its window
+ * by one byte every few seconds kept each of 256 queued 3 MiB answers, and every other
+ * BatchReadBlobs of the core was refused for memory, for as long as it liked.
+ */
+#define RPC_SEND_MIN_RATE 1024u
+
 static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
 {
     if (limit == 0 || c->out_bytes == 0 || !rpc_h2_send_blocked(c)) {
         c->blocked_ns = 0;
         return;
     }
-    /* A client that opens its window a little at a time is reading: time without any byte
-     * leaving counts, not time with the window closed. Behind the connection's window, any
-     * stream's bytes count: the streams of a connection are served one after another. */
+    /* A client that opens its window a little at a time is reading, if fast enough. Behind
+     * the connection's window, any stream's bytes count: the streams of a connection are
+     * served one after another. */
     uint64_t sent = rpc_h2_send_progress(c);
-    if (c->blocked_ns == 0 || sent != c->blocked_sent) {
+    if (c->blocked_ns == 0 || sent - c->blocked_sent >= c->blocked_want) {
+        uint64_t want = limit / BASE_NS_PER_MS * RPC_SEND_MIN_RATE / 1000;
         c->blocked_ns = now;
         c->blocked_sent = sent;
+        c->blocked_want = want < c->out_bytes ? want : c->out_bytes;
+        if (c->blocked_want == 0) c->blocked_want = 1;
         return;
     }
     if (now - c->blocked_ns < limit) return;
     c->blocked_ns = 0;
     base_counter_inc(&c->rc->counters.grpc_send_stalls);
-    LOG_DEBUG("call %s on stream %d: the client's window stayed closed for --write-timeout",
+    LOG_DEBUG("call %s on stream %d: the client's window let out too little in --write-timeout",
               c->path, c->stream_id);
     /* Ended here (its metrics say so), not as a client's reset when the stream closes. */
     cancel(c, PROTO_STATUS_CANCELLED, "the client stopped reading (--write-timeout)");

@@ -190,6 +190,7 @@ struct rpc_call {
     uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
     uint64_t blocked_ns;                /* since when the response waits for the client's window */
     uint64_t blocked_sent;              /* rpc_h2_send_progress() by then */
+    uint64_t blocked_want;              /* progress that starts a new period (check_response) */
     struct base_list watch_link;        /* on rpc_core.watched */
     struct base_list msg_link;          /* on rpc_core.msg_in_feed */
     uint64_t deadline_ns;               /* grpc-timeout, as a clock time */
