@@ -115,6 +115,32 @@ static void update_budget(struct blob_store *s)
     }
 }
 
+/*
+ * Someone deleted the data folder (rm -rf of a volume being reused, a cleanup job): the
+ * segments open stay readable and the active ones writable, but no new segment can be made
+ * and a restart finds nothing. It is said once, loudly, and /readyz turns 503 so that an
+ * orchestrator replaces the node rather than sending it traffic it will fail.
+ */
+static void check_folder(struct blob_store *s)
+{
+    if (!s->io->ops->folder_check || atomic_load(&s->folder_removed)) return;
+    int rc = s->io->ops->folder_check(s->io);
+    if (rc == -ENOENT) {
+        atomic_store(&s->folder_removed, true);
+        LOG_ERROR("the data folder %s was removed: what is open stays readable, but no new "
+                  "segment can be made and a restart starts empty; /readyz answers 503. "
+                  "Restart ringcas on a data folder",
+                  s->dir);
+    } else if (rc < 0) {
+        LOG_WARN("cannot check the data folder %s: %s", s->dir, base_err_str(rc));
+    }
+}
+
+bool blob_store_folder_removed(const struct blob_store *s)
+{
+    return atomic_load(&s->folder_removed);
+}
+
 uint64_t blob_store_used(const struct blob_store *s)
 {
     return atomic_load(&s->segs.disk_bytes) + atomic_load(&s->segs.held_bytes);
@@ -127,6 +153,7 @@ uint32_t blob_store_evict(struct blob_store *s)
      * measured: closed, their space is free. */
     blob_segment_bury(&s->segs, s->io);
     evict_empty(s);
+    check_folder(s);
     update_budget(s);
     uint64_t limit = blob_store_limit(s);
     /* Bounded by the number of segments: a segment still held after its kill keeps counting,
