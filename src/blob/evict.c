@@ -102,13 +102,27 @@ static void update_budget(struct blob_store *s)
     }
     bool bound = budget < s->opts.max_size;
     bool was = atomic_exchange(&s->disk_bound, bound);
+    uint64_t said = atomic_load(&s->budget_said);
     if (bound && !was) {
+        atomic_store(&s->budget_said, budget);
         LOG_WARN("the file system of %s holds less than --max-size (%llu MiB): the store keeps "
                  "under %llu MiB (%llu MiB in segments, %llu MiB free) and evicts to stay there",
                  s->dir, (unsigned long long)(s->opts.max_size >> 20),
                  (unsigned long long)(budget >> 20),
                  (unsigned long long)(atomic_load(&s->segs.disk_bytes) >> 20),
                  (unsigned long long)(avail >> 20));
+    } else if (bound && budget < said - said / 8) {
+        /* Something else is filling the file system: each further eighth lost is said, since
+         * the store evicts blobs for it (the first warning alone let another file take most of
+         * the store without a word). */
+        atomic_store(&s->budget_said, budget);
+        LOG_WARN("the file system of %s has less room: the budget fell from %llu MiB to %llu MiB "
+                 "(%llu MiB in segments, %llu MiB free), and the store evicts to stay under it",
+                 s->dir, (unsigned long long)(said >> 20), (unsigned long long)(budget >> 20),
+                 (unsigned long long)(atomic_load(&s->segs.disk_bytes) >> 20),
+                 (unsigned long long)(avail >> 20));
+    } else if (bound && budget > said) {
+        atomic_store(&s->budget_said, budget); /* room came back: a fall is measured from here */
     } else if (!bound && was) {
         LOG_INFO("the file system of %s has room for --max-size (%llu MiB) again", s->dir,
                  (unsigned long long)(s->opts.max_size >> 20));
