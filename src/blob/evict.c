@@ -102,17 +102,57 @@ static void update_budget(struct blob_store *s)
     }
     bool bound = budget < s->opts.max_size;
     bool was = atomic_exchange(&s->disk_bound, bound);
+    uint64_t said = atomic_load(&s->budget_said);
     if (bound && !was) {
+        atomic_store(&s->budget_said, budget);
         LOG_WARN("the file system of %s holds less than --max-size (%llu MiB): the store keeps "
                  "under %llu MiB (%llu MiB in segments, %llu MiB free) and evicts to stay there",
                  s->dir, (unsigned long long)(s->opts.max_size >> 20),
                  (unsigned long long)(budget >> 20),
                  (unsigned long long)(atomic_load(&s->segs.disk_bytes) >> 20),
                  (unsigned long long)(avail >> 20));
+    } else if (bound && budget < said - said / 8) {
+        /* Something else is filling the file system: each further eighth lost is said, since
+         * the store evicts blobs for it (the first warning alone let another file take most of
+         * the store without a word). */
+        atomic_store(&s->budget_said, budget);
+        LOG_WARN("the file system of %s has less room: the budget fell from %llu MiB to %llu MiB "
+                 "(%llu MiB in segments, %llu MiB free), and the store evicts to stay under it",
+                 s->dir, (unsigned long long)(said >> 20), (unsigned long long)(budget >> 20),
+                 (unsigned long long)(atomic_load(&s->segs.disk_bytes) >> 20),
+                 (unsigned long long)(avail >> 20));
+    } else if (bound && budget > said) {
+        atomic_store(&s->budget_said, budget); /* room came back: a fall is measured from here */
     } else if (!bound && was) {
         LOG_INFO("the file system of %s has room for --max-size (%llu MiB) again", s->dir,
                  (unsigned long long)(s->opts.max_size >> 20));
     }
+}
+
+/*
+ * Someone deleted the data folder (rm -rf of a volume being reused, a cleanup job): the
+ * segments open stay readable and the active ones writable, but no new segment can be made
+ * and a restart finds nothing. It is said once, loudly, and /readyz turns 503 so that an
+ * orchestrator replaces the node rather than sending it traffic it will fail.
+ */
+static void check_folder(struct blob_store *s)
+{
+    if (!s->io->ops->folder_check || atomic_load(&s->folder_removed)) return;
+    int rc = s->io->ops->folder_check(s->io);
+    if (rc == -ENOENT) {
+        atomic_store(&s->folder_removed, true);
+        LOG_ERROR("the data folder %s was removed: what is open stays readable, but no new "
+                  "segment can be made and a restart starts empty; /readyz answers 503. "
+                  "Restart ringcas on a data folder",
+                  s->dir);
+    } else if (rc < 0) {
+        LOG_WARN("cannot check the data folder %s: %s", s->dir, base_err_str(rc));
+    }
+}
+
+bool blob_store_folder_removed(const struct blob_store *s)
+{
+    return atomic_load(&s->folder_removed);
 }
 
 uint64_t blob_store_used(const struct blob_store *s)
@@ -127,6 +167,7 @@ uint32_t blob_store_evict(struct blob_store *s)
      * measured: closed, their space is free. */
     blob_segment_bury(&s->segs, s->io);
     evict_empty(s);
+    check_folder(s);
     update_budget(s);
     uint64_t limit = blob_store_limit(s);
     /* Bounded by the number of segments: a segment still held after its kill keeps counting,

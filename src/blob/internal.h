@@ -179,7 +179,9 @@ struct blob_store {
     pthread_t evict_thread;            /* runs blob_store_evict */
     _Atomic uint64_t budget;           /* max_size, or less while the disk holds less (evict.c) */
     _Atomic bool disk_bound;           /* the disk set the budget at the last pass */
+    _Atomic uint64_t budget_said;      /* the disk-bound budget last logged */
     _Atomic bool no_room;              /* the budget was all active segments (logged once) */
+    _Atomic bool folder_removed;       /* the data folder was deleted under us (logged once) */
     _Atomic uint64_t evicted_segments; /* stats */
     _Atomic uint64_t evicted_blobs;    /* stats */
     _Atomic uint64_t dropped_corrupt;  /* stats */

@@ -157,6 +157,13 @@ static int real_space(struct blob_io *io, uint64_t *avail, uint64_t *total)
     return 0;
 }
 
+static int real_folder_check(struct blob_io *io)
+{
+    struct stat st;
+    if (fstat(real_of(io)->dir_fd, &st) == -1) return -errno;
+    return st.st_nlink == 0 ? -ENOENT : 0;
+}
+
 static int real_list(struct blob_io *io, blob_io_name_fn *fn, void *ctx)
 {
     DIR *d = opendir(real_of(io)->dir);
@@ -259,6 +266,7 @@ static const struct blob_io_ops real_ops = {
     .fsync_dir = real_fsync_dir,
     .list = real_list,
     .space = real_space,
+    .folder_check = real_folder_check,
     .submit = real_submit,
     .cancel = real_cancel,
     .defer = real_defer,

@@ -82,6 +82,9 @@ struct blob_io_ops {
     /* The folder's file system: bytes an unprivileged writer may still allocate (<avail>) and
      * its size (<total>). -ENOTSUP when the backend cannot tell. */
     int (*space)(struct blob_io *io, uint64_t *avail, uint64_t *total);
+    /* 0 while the folder is there, -ENOENT once it was removed (its last name gone: no new
+     * file can be made in it), or -errno. NULL when the backend cannot tell. */
+    int (*folder_check)(struct blob_io *io);
     /*
      * Asynchronous, on <core>'s thread (<core> is NULL with the simulated backend). Returns
      * 0 and a->fn runs later (never inside this call), or -EAGAIN when the core's op table

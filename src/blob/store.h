@@ -469,6 +469,9 @@ void blob_counters_add_to(const struct blob_counters *c, struct blob_counters_sn
 /* Fills <out>. Any thread. */
 void blob_store_stats(struct blob_store *s, struct blob_store_stats *out);
 
+/* The data folder was removed while the store ran (found by the evictor's pass). Any thread. */
+bool blob_store_folder_removed(const struct blob_store *s);
+
 /* ---- maintenance ---- */
 
 /*

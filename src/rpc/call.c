@@ -81,7 +81,7 @@ struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t st
     c->route = RPC_ROUTE_GRPC_UNKNOWN;
     c->held_bid = RING_CONN_NO_BUF;
     c->in_bid = RING_CONN_NO_BUF;
-    c->msg_bid = RING_CONN_NO_BUF;
+    base_list_init(&c->msg_link);
     ring_owner_init(&c->owner);
     base_arena_init(&c->arena, CALL_ARENA_BLOCK, CALL_ARENA_MAX);
     base_counter_inc(&rc->counters.grpc_calls);
@@ -271,6 +271,7 @@ static void stall_fired(struct ring_timer *t);
 void rpc_call_core_init(struct rpc_core *rc)
 {
     base_list_init(&rc->watched);
+    base_list_init(&rc->msg_in_feed);
     ring_owner_init(&rc->owner);
     ring_timer_init(&rc->stall, stall_fired, rc);
     ring_timer_init(&rc->deadline, deadline_fired, rc);
@@ -348,25 +349,37 @@ static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
     cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "no request data within --read-timeout");
 }
 
+/*
+ * A response waiting for the client's window must see RPC_SEND_MIN_RATE bytes a second
+ * leave, averaged over each --write-timeout (or all it has left, when less), as HTTP/1.1
+ * bodies must arrive (h1.c). Any progress was enough before: a client that opened its window
+ * by one byte every few seconds kept each of 256 queued 3 MiB answers, and every other
+ * BatchReadBlobs of the core was refused for memory, for as long as it liked.
+ */
+#define RPC_SEND_MIN_RATE 1024u
+
 static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
 {
     if (limit == 0 || c->out_bytes == 0 || !rpc_h2_send_blocked(c)) {
         c->blocked_ns = 0;
         return;
     }
-    /* A client that opens its window a little at a time is reading: time without any byte
-     * leaving counts, not time with the window closed. Behind the connection's window, any
-     * stream's bytes count: the streams of a connection are served one after another. */
+    /* A client that opens its window a little at a time is reading, if fast enough. Behind
+     * the connection's window, any stream's bytes count: the streams of a connection are
+     * served one after another. */
     uint64_t sent = rpc_h2_send_progress(c);
-    if (c->blocked_ns == 0 || sent != c->blocked_sent) {
+    if (c->blocked_ns == 0 || sent - c->blocked_sent >= c->blocked_want) {
+        uint64_t want = limit / BASE_NS_PER_MS * RPC_SEND_MIN_RATE / 1000;
         c->blocked_ns = now;
         c->blocked_sent = sent;
+        c->blocked_want = want < c->out_bytes ? want : c->out_bytes;
+        if (c->blocked_want == 0) c->blocked_want = 1;
         return;
     }
     if (now - c->blocked_ns < limit) return;
     c->blocked_ns = 0;
     base_counter_inc(&c->rc->counters.grpc_send_stalls);
-    LOG_DEBUG("call %s on stream %d: the client's window stayed closed for --write-timeout",
+    LOG_DEBUG("call %s on stream %d: the client's window let out too little in --write-timeout",
               c->path, c->stream_id);
     /* Ended here (its metrics say so), not as a client's reset when the stream closes. */
     cancel(c, PROTO_STATUS_CANCELLED, "the client stopped reading (--write-timeout)");
@@ -604,12 +617,12 @@ static int unary_data(struct rpc_call *c, const struct proto_frame_event *ev)
 static void unary_release(struct rpc_call *c)
 {
     proto_alloc_free(&c->rc->pb_mem, c->msg);
-    if (c->msg_bid != RING_CONN_NO_BUF) ring_buf_unref(c->rc->ring, c->msg_bid);
+    if (c->msg_in_feed) base_list_del(&c->msg_link);
     c->msg_cap = 0;
     c->msg = NULL;
     c->msg_direct = NULL;
     c->msg_got = 0;
-    c->msg_bid = RING_CONN_NO_BUF;
+    c->msg_in_feed = false;
     c->msg_ready = false;
 }
 
@@ -621,29 +634,48 @@ static void unary_dispatch(struct rpc_call *c)
     unary_release(c);
 }
 
+/* Copies the waiting unary request into message memory; -1 when the call ended. */
+static int unary_copy(struct rpc_call *c)
+{
+    c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
+    if (!c->msg) {
+        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
+        return -1;
+    }
+    memcpy(c->msg, c->msg_direct, c->msg_len);
+    c->msg_direct = NULL;
+    return 0;
+}
+
 /*
  * A unary request is complete. It is handed over with the end of the stream (a second
- * message must be refused first); until then a message lying in a receive buffer keeps that
- * buffer (one reference), or is copied when it lies elsewhere.
+ * message must be refused first), which nghttp2 nearly always reports from the same receive
+ * buffer: until the buffer is done (rpc_call_feed_done) a message lying whole in it is used
+ * in place. One still waiting then is copied into message memory, where --message-memory
+ * counts it: a receive buffer kept for it would hold 64 KiB for a few bytes, counted nowhere,
+ * and clients that never end their streams would take every buffer of the core and stop it.
  */
 static int unary_end(struct rpc_call *c)
 {
     c->messages++;
     c->msg_len = c->deframer.msg_len;
     c->msg_ready = true;
-    if (c->msg_direct && c->in_bid != RING_CONN_NO_BUF) {
-        ring_buf_ref(c->rc->ring, c->in_bid);
-        c->msg_bid = c->in_bid;
-    } else if (c->msg_direct) {
-        c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
-        if (!c->msg) {
-            rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
-            return -1;
-        }
-        memcpy(c->msg, c->msg_direct, c->msg_len);
-        c->msg_direct = NULL;
-    }
+    if (!c->msg_direct) return 0;
+    if (!rpc_h2_is_feeding(c, c->in_bid)) return unary_copy(c); /* a queued copy: goes soon */
+    c->msg_in_feed = true;
+    base_list_add_tail(&c->rc->msg_in_feed, &c->msg_link);
     return 0;
+}
+
+void rpc_call_feed_done(struct rpc_core *rc)
+{
+    /* Bounded by the streams of the connection fed; each leaves the list. */
+    while (!base_list_is_empty(&rc->msg_in_feed)) {
+        struct rpc_call *c =
+            BASE_CONTAINER_OF(base_list_pop_head(&rc->msg_in_feed), struct rpc_call, msg_link);
+        c->msg_in_feed = false;
+        (void)unary_copy(c);
+    }
 }
 
 /* One deframer event: 0 to go on, RPC_HELD, or -1 when the call ended. */

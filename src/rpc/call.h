@@ -176,8 +176,9 @@ struct rpc_call {
     uint32_t msg_len;                   /* length of the unary request */
     uint16_t held_bid;                  /* buffer of the held bytes, or RING_CONN_NO_BUF */
     uint16_t in_bid;                    /* buffer of the bytes being processed */
-    uint16_t msg_bid;                   /* buffer a waiting direct unary request lies in */
     bool msg_ready;                     /* the unary request waits for the end of the stream */
+    bool msg_in_feed;                   /* on rpc_core.msg_in_feed (msg_direct is in the
+                                           receive buffer being fed) */
     bool metrics_begun;                 /* rpc_metrics_begin was called */
     bool finished;                      /* the status is decided */
     bool cancelled;                     /* on_cancel ran (or is running) */
@@ -189,7 +190,9 @@ struct rpc_call {
     uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
     uint64_t blocked_ns;                /* since when the response waits for the client's window */
     uint64_t blocked_sent;              /* rpc_h2_send_progress() by then */
+    uint64_t blocked_want;              /* progress that starts a new period (check_response) */
     struct base_list watch_link;        /* on rpc_core.watched */
+    struct base_list msg_link;          /* on rpc_core.msg_in_feed */
     uint64_t deadline_ns;               /* grpc-timeout, as a clock time */
     uint32_t deadline_index;            /* its place in rpc_core.deadlines while queued */
     bool deadline_queued;               /* on rpc_core.deadlines */
@@ -301,6 +304,12 @@ void rpc_call_on_data(struct rpc_call *c, const uint8_t *p, size_t len, uint16_t
 
 /* The client ended its side. */
 void rpc_call_on_end_stream(struct rpc_call *c);
+
+/*
+ * The receive buffer fed to nghttp2 goes back: unary requests lying in it that still wait
+ * for the end of their stream are copied out (see unary_end).
+ */
+void rpc_call_feed_done(struct rpc_core *rc);
 
 /* The stream closed (RST_STREAM from either side, or the response completed). */
 void rpc_call_on_stream_close(struct rpc_call *c, uint32_t error_code);

@@ -553,13 +553,11 @@ static void serve(struct rpc_h1_conn *h)
     case RPC_H1_TARGET_HEALTHZ:
         respond_text(h, 200, "ok", NULL);
         return;
-    case RPC_H1_TARGET_READYZ:
-        if (rpc_ops_is_ready(h->c->rc)) {
-            respond_text(h, 200, "ready", NULL);
-        } else {
-            respond_text(h, 503, "draining", NULL);
-        }
+    case RPC_H1_TARGET_READYZ: {
+        const char *why = rpc_ops_unready(h->c->rc);
+        respond_text(h, why ? 503 : 200, why ? why : "ready", NULL);
         return;
+    }
     case RPC_H1_TARGET_CAS:
     case RPC_H1_TARGET_AC:
     case RPC_H1_TARGET_KV:

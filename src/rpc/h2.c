@@ -239,6 +239,11 @@ static bool holds_input(const struct rpc_h2 *h2)
     return false;
 }
 
+bool rpc_h2_is_feeding(const struct rpc_call *c, uint16_t bid)
+{
+    return c->h2 && bid != RING_CONN_NO_BUF && c->h2->cur_bid == bid;
+}
+
 bool rpc_h2_holds_input(const struct rpc_call *c, uint64_t check)
 {
     struct rpc_h2 *h2 = c->h2;
@@ -292,6 +297,7 @@ static void feed(struct rpc_h2 *h2, const uint8_t *p, size_t len, uint16_t bid)
     ssize_t rv = nghttp2_session_mem_recv(h2->session, p, len);
     h2->cur_bid = RING_CONN_NO_BUF;
     h2->in_session = false;
+    rpc_call_feed_done(h2->rc); /* before the caller gives <bid> back */
     if (rv < 0) {
         /* Bad preface, flood, or a callback failure: nghttp2 queued GOAWAY where it could. */
         fail_after_send(h2, nghttp2_strerror((int)rv));

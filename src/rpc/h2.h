@@ -76,6 +76,9 @@ void rpc_h2_reset(struct rpc_call *c, uint32_t error_code);
  */
 bool rpc_h2_holds_input(const struct rpc_call *c, uint64_t check);
 
+/* <bid> is the receive buffer nghttp2 is being fed on <c>'s connection (it lives until then). */
+bool rpc_h2_is_feeding(const struct rpc_call *c, uint16_t bid);
+
 /* True when the call's stream is open and the client's window (stream or connection) is
  * closed: its queued response cannot move until the client reads. */
 bool rpc_h2_send_blocked(const struct rpc_call *c);

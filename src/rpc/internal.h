@@ -93,6 +93,8 @@ struct rpc_core {
     struct rpc_call *call_pool;   /* free calls for reuse (rpc_call.pool_next) */
     uint32_t call_pool_count;     /* entries in call_pool */
     struct base_list watched;     /* struct rpc_call.watch_link: dispatched calls */
+    struct base_list msg_in_feed; /* struct rpc_call.msg_link: unary requests lying in the
+                                     receive buffer being fed, waiting for END_STREAM */
     struct ring_owner owner;      /* the stall check's op */
     struct ring_timer stall;      /* ends the calls whose client stopped sending or reading */
     bool quiescing;               /* the stall check and the deadlines are off */

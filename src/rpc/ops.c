@@ -57,9 +57,14 @@ out_free:
     return rc;
 }
 
-bool rpc_ops_is_ready(const struct rpc_core *rc)
+const char *rpc_ops_unready(const struct rpc_core *rc)
 {
-    return rc->blob != NULL && !ring_server_core_is_draining(rc->ring);
+    if (ring_server_core_is_draining(rc->ring)) return "draining";
+    if (!rc->blob) return "no store";
+    if (rc->cfg->store && blob_store_folder_removed(rc->cfg->store)) {
+        return "data folder removed";
+    }
+    return NULL;
 }
 
 /* ---- the engine's counters ---- */

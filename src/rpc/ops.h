@@ -18,8 +18,11 @@
  */
 MUST_CHECK int rpc_ops_metrics(const struct rpc_config *cfg, char **out, size_t *len);
 
-/* True when core <rc> should take new work: the store is open and no drain has begun. */
-bool rpc_ops_is_ready(const struct rpc_core *rc);
+/*
+ * Why core <rc> should take no new work, for /readyz: NULL when it should (the store is open,
+ * its data folder is there and no drain has begun), else a short reason.
+ */
+const char *rpc_ops_unready(const struct rpc_core *rc);
 
 /*
  * The storage engine's counters as metrics sources: every core's BLOB_COUNTERS (as

@@ -1,13 +1,13 @@
 /*
  * grpc.health.v1.Health/Check (grpc/grpc doc/health-checking.md): SERVING for the server ("")
- * and each service it implements, NOT_SERVING while the server drains, NOT_FOUND for a
- * service it does not know.
+ * and each service it implements, NOT_SERVING when /readyz would say 503 (draining, or the
+ * data folder was removed), NOT_FOUND for a service it does not know.
  */
 #include <string.h>
 
 #include "proto/grpc/health/v1/health.pb-c.h"
-#include "ring/server.h"
 #include "rpc/internal.h"
+#include "rpc/ops.h"
 #include "rpc/svc.h"
 
 static void check_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
@@ -27,7 +27,7 @@ static void check_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    resp.status = ring_server_core_is_draining(rpc_call_core(c))
+    resp.status = rpc_ops_unready(c->rc)
                       ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
                       : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     if (rpc_call_send_message(c, &resp.base) < 0) {

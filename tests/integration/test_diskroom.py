@@ -174,6 +174,31 @@ class DiskRoom(unittest.TestCase):
                  what="the budget to come back")
         self.assertIn("has room for --max-size", s.log_tail(200))
 
+    def test_a_budget_already_set_by_the_disk_says_when_it_falls(self):
+        # --max-size past the disk: the budget is the disk's from the start (said once).
+        # Another file then takes a third of the disk and the store evicts for it: that is
+        # said too, with the budget before and after.
+        s = self.start(64, ["--max-size", "1GiB", "--segment-size", "1MiB"])
+        wait_for(lambda: "holds less than --max-size" in s.log_tail(200), timeout=10,
+                 what="the first warning")
+        blobs = [os.urandom(MIB) for _ in range(32)]
+        for b in blobs:
+            self.assertIn(put(s, b)[-1], (200, 201, 204))
+        before = s.metric("ringcas_store_budget_bytes")
+        filler = self.inside(os.path.join(self.mount, "filler"))
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                for _ in range(64):  # the rest of the disk, until it is full
+                    f.write(b"\0" * MIB)
+            except OSError:
+                pass
+        wait_for(lambda: s.metric("ringcas_store_budget_bytes") < before - 16 * MIB,
+                 timeout=20, what="the budget to follow the disk")
+        wait_for(lambda: "has less room: the budget fell from" in s.log_tail(200), timeout=10,
+                 what="the fall to be logged")
+        wait_for(lambda: s.metric("ringcas_store_evicted_segments_total") > 0, timeout=20,
+                 what="eviction for the smaller budget")
+
 
 if __name__ == "__main__":
     unittest.main()

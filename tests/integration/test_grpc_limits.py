@@ -175,6 +175,56 @@ class SlowLinkReader(harness.ServerTestCase):
 
 
 
+class UnaryRequestsWaitingForTheirEnd(harness.ServerTestCase):
+    """A unary request is handed to its method with the end of the stream. Requests whose
+    client sends the message and never ends the stream must cost message memory (bounded by
+    --message-memory), not the receive buffers they arrived in: 64 KiB each for a few bytes,
+    which 512 such streams took from the core (128 here), and it answered no one."""
+    server_args = ("--recv-buffers", "128")
+    server_cores = 1
+
+    def test_messages_waiting_for_end_stream_hold_no_receive_buffer(self):
+        find = "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs"
+        req = h2raw.grpc_message(b"\x0a\x08instance")
+        conns = [h2raw.Conn(self.server.port) for _ in range(4)]
+        try:
+            for c in conns:
+                for sid in range(1, 257, 2):
+                    # Each request in its own segment, read into its own buffer.
+                    c.send_raw(c.frame(h2raw.HEADERS, h2raw.END_HEADERS, sid,
+                                       h2raw.hpack(h2raw.grpc_headers(find))) +
+                               c.frame(h2raw.DATA, 0, sid, req))
+                    time.sleep(0.002)
+            harness.wait_for(lambda: self.server.metric("ringcas_grpc_calls") == 512,
+                             timeout=20, what="512 calls waiting for their end")
+            self.assertLessEqual(self.server.metric("ringcas_bufs_out"), 8)
+            # Others are served meanwhile.
+            client = reapi.Client(self.server.address)
+            try:
+                resp = client.FindMissingBlobs(reapi.msg("FindMissingBlobsRequest"), timeout=5)
+                self.assertEqual(len(resp.missing_blob_digests), 0)
+            finally:
+                client.close()
+            # The requests were kept: ending the streams answers every one.
+            c = conns[0]
+            for sid in range(1, 257, 2):
+                c.send_frame(h2raw.DATA, h2raw.END_STREAM, sid)
+            ended, answered = set(), set()
+            while len(ended) < 128:
+                f = c.read_frame(10)
+                self.assertIsNotNone(f)
+                if f[0] == h2raw.DATA and f[3]:
+                    answered.add(f[2])  # a FindMissingBlobsResponse (trailers follow)
+                if f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM:
+                    ended.add(f[2])
+            self.assertEqual(ended, set(range(1, 257, 2)))
+            self.assertEqual(answered, ended)
+        finally:
+            for c in conns:
+                c.close()
+        self.server.wait_quiet(extra=("grpc_calls",))
+
+
 class Deadlines(harness.ServerTestCase):
     """grpc-timeout deadlines share one timer per core: calls waiting with a deadline (Bazel
     sends one with every call) take no op of the core's table, which 128 streams on each of

@@ -746,6 +746,33 @@ class SlowReader(harness.ServerTestCase):
                                             route="google.bytestream.ByteStream/Read") -
                          read_cancelled, 1)
 
+    def test_a_window_opened_a_trickle_at_a_time_is_a_stalled_reader(self):
+        # 100 bytes of window every 0.3 s, PINGs between: the response moves, but below
+        # 1 KiB/s over --write-timeout, and holds its queued answer meanwhile.
+        d = self.put(os.urandom(1 << 20))
+        stalls = self.server.metric("ringcas_grpc_send_stalls_total")
+        c = h2raw.Conn(self.server.port, settings=((4, 0),))
+        try:
+            read = reapi.msg("google.bytestream.ReadRequest",
+                             resource_name="blobs/%s/%d" % (d.hash, d.size_bytes))
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+            c.data(1, h2raw.grpc_message(read.SerializeToString()), end_stream=True)
+            got, reset = 0, None
+            start = time.monotonic()
+            while reset is None and time.monotonic() - start < 10:
+                c.send_frame(h2raw.WINDOW_UPDATE, 0, 1, struct.pack(">I", 100))
+                for f in c.keepalive_frames(0.3):
+                    if f[0] == h2raw.DATA and f[2] == 1:
+                        got += len(f[3])
+                    if f[0] == h2raw.RST_STREAM and f[2] == 1:
+                        reset = h2raw.rst_code(f)
+            self.assertEqual(reset, h2raw.CANCEL)
+            self.assertGreater(got, 0)  # it was moving
+            self.assertFalse(c.closed)
+        finally:
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_grpc_send_stalls_total") - stalls, 1)
+
     def test_a_slow_reader_whose_window_moves_is_served(self):
         data = os.urandom(200000)
         d = self.put(data)

@@ -4,12 +4,15 @@ not need the store (malformed heads, oversize heads, slow senders, drain)."""
 
 import http.client
 import os
+import hashlib
+import shutil
 import signal
 import socket
 import time
 import unittest
 
 import harness
+import reapi
 from http1 import Raw, chunked, request
 
 
@@ -317,6 +320,48 @@ class BadInput(harness.ServerTestCase):
             self.assertEqual(c.read_response().body, b"ok\n")
             self.assertEqual(c.read_response().body, b"ready\n")
             self.assertTrue(c.is_closed())
+
+
+class FolderRemoved(unittest.TestCase):
+    def test_readyz_is_503_once_the_data_folder_is_removed(self):
+        # rm -rf of the data folder under a running server: what is open stays readable, but
+        # no segment can be made and a restart starts empty, so the node says it is unready
+        # (/readyz and the gRPC health check) for an orchestrator to replace it.
+        srv = harness.Server(cores=1).start()
+        try:
+            blob = os.urandom(5000)
+            digest = hashlib.sha256(blob).hexdigest()
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.request("PUT", "/cas/" + digest, body=blob)
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 201)
+            conn.request("GET", "/readyz")
+            r = conn.getresponse()
+            self.assertEqual((r.status, r.read()), (200, b"ready\n"))
+            shutil.rmtree(srv.dir)
+
+            def unready():
+                conn.request("GET", "/readyz")
+                r = conn.getresponse()
+                body = r.read()
+                return (r.status, body) if r.status != 200 else None
+            self.assertEqual(harness.wait_for(unready, timeout=15, what="/readyz 503"),
+                             (503, b"data folder removed\n"))
+            client = reapi.Client(srv.address)
+            try:
+                resp = client.Check(reapi.msg("grpc.health.v1.HealthCheckRequest"), timeout=10)
+                self.assertEqual(resp.status, 2)  # NOT_SERVING
+            finally:
+                client.close()
+            conn.request("GET", "/cas/" + digest)
+            r = conn.getresponse()
+            self.assertEqual((r.status, r.read()), (200, blob))  # what is open stays readable
+            conn.close()
+            self.assertIn("data folder %s was removed" % srv.dir, srv.log_tail())
+        finally:
+            srv.stop()
+            srv.cleanup()
 
 
 class Drain(unittest.TestCase):
