@@ -637,6 +637,7 @@ static void unary_dispatch(struct rpc_call *c)
 /* Copies the waiting unary request into message memory; -1 when the call ended. */
 static int unary_copy(struct rpc_call *c)
 {
+    ASSERT(c->msg_direct);
     c->msg = proto_alloc_malloc(&c->rc->pb_mem, c->msg_len ? c->msg_len : 1);
     if (!c->msg) {
         rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED, RPC_CALL_MEM_BUSY);
