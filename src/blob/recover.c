@@ -7,7 +7,7 @@
  * segment at a crash, an abandoned one, a damaged footer) is scanned record by record from its
  * header; the scan stops at the first invalid record (a torn tail) unless it is a record with a
  * valid header whose payload fails its checksum and a valid record follows it: that record is
- * skipped with the commits of this segment that use it, and the scan goes on. The segment is
+ * skipped with the CAS commits of this segment that use it, and the scan goes on. The segment is
  * sealed where the scan stopped: footer written after the last valid record, file cut, synced;
  * a valid record further on (past a damaged header) is logged and counted, not salvaged.
  * Segments are visited in seq order and a later copy of a CAS blob replaces an earlier one (a
@@ -146,7 +146,7 @@ static int scan_segment(struct scan *sc, struct blob_visit *v)
             bool valid_after = scan_valid_after(sc, off + skip, &err);
             if (err < 0) return err;
             if (!valid_after) break;
-            /* Not indexed, nor any commit of this segment whose chunk it is. */
+            /* Not indexed, nor any CAS commit of this segment whose chunk it is. */
             LOG_WARN("segment %llu offset %llu: a record fails its checksum; skipped, the records "
                      "after it are kept",
                      (unsigned long long)seq, (unsigned long long)off);
@@ -162,7 +162,10 @@ static int scan_segment(struct scan *sc, struct blob_visit *v)
         if (h->type == BLOB_RECORD_COMMIT) {
             const struct blob_commit *c = (const void *)payload;
             if (blob_format_check_commit(c, h->payload_len) < 0) break;
-            if (!blob_format_commit_uses(c, seq, skipped, skipped_len)) {
+            /* An AC value whose chunk is damaged stays listed: it is still the key's newest,
+             * and its first read drops the key (a miss), where leaving it out would bring
+             * back the value it replaced, as leave_out explains. */
+            if (c->kind == BLOB_KIND_AC || !blob_format_commit_uses(c, seq, skipped, skipped_len)) {
                 struct blob_footer_entry e;
                 blob_format_footer_entry(c, seq, off, &e);
                 fn(ctx, &e);

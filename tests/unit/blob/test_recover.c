@@ -590,3 +590,55 @@ Test(blob_recover, an_ac_value_with_a_lost_segment_does_not_bring_back_the_older
     cr_assert(not(blob_exists(t.bc, &look, false)), "the replaced value came back");
     th_close(&t);
 }
+
+Test(blob_recover, an_ac_value_with_a_damaged_chunk_does_not_bring_back_the_older_one)
+{
+    /* Both values in the unsealed active segment; the newer one's chunk is damaged. The key
+     * must read as a miss, never as the value the client replaced. */
+    struct th t = { 0 };
+    th_open_sim(&t, 35);
+    uint8_t key[BLOB_HASH_SIZE];
+    memset(key, 0x25, sizeof(key));
+    static uint8_t old[3000];
+    static uint8_t newer[3000];
+    th_fill(old, sizeof(old), 40, false); /* random bytes: stored raw, findable */
+    th_fill(newer, sizeof(newer), 42, false);
+    struct blob_key k;
+    blob_key_ac(&k, key, sizeof(old));
+    cr_assert(eq(int, th_put(&t, &k, old, sizeof(old), 0, 0), 0));
+    blob_key_ac(&k, key, sizeof(newer));
+    cr_assert(eq(int, th_put(&t, &k, newer, sizeof(newer), 0, 0), 0));
+    struct blob_key filler;
+    put_n(&t, 44, 3000, &filler); /* a valid record after the damage */
+    th_close_store(&t);
+    char name[32];
+    seg_name(1, name);
+    uint64_t size;
+    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), 0));
+    static uint8_t image[32768];
+    cr_assert(le(u64, size, sizeof(image)));
+    int fd;
+    cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDONLY, &fd), 0));
+    cr_assert(eq(int, blob_io_pread_full(t.io, fd, image, size, 0), 0));
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    const uint8_t *at = memmem(image, size, newer, sizeof(newer));
+    cr_assert(ne(ptr, (void *)(uintptr_t)at, NULL), "the newer value's chunk");
+    cr_assert(eq(int, blob_io_sim_corrupt(t.io, name, (uint64_t)(at - image) + 100, 0x20), 0));
+    struct blob_key look;
+    blob_key_ac(&look, key, 0);
+    for (int round = 0; round < 2; round++) { /* scanned, then from the footer it wrote */
+        cr_assert(eq(int, th_open_store(&t), 0));
+        uint8_t *out = NULL;
+        size_t n = 0;
+        int rc = th_get(&t, &look, 0, 0, &out, &n);
+        bool older = rc == 0 && n == sizeof(old) && memcmp(out, old, n) == 0;
+        free(out);
+        cr_assert(not(older), "round %d: the replaced value came back", round);
+        cr_assert(ne(int, rc, 0), "round %d: the damaged value read as a value", round);
+        cr_assert(not(blob_exists(t.bc, &look, false)), "round %d: a miss after the read", round);
+        cr_assert(readable(&t, 44, 3000, &filler));
+        th_close_store(&t);
+    }
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
