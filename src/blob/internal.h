@@ -334,15 +334,16 @@ struct blob_refresh_pin {
 
 /* Keys waiting for a refresh copy (refresh.c): a ring of keys, oldest first. */
 struct blob_refresh_queue {
-    struct blob_refresh_item *items; /* <cap> slots, <len> keys from <head> */
-    uint32_t head;                   /* the oldest key */
-    uint32_t len;                    /* keys waiting */
-    uint32_t cap;                    /* slots allocated (grows up to the bound) */
-    uint64_t *tags;                  /* tags of keys waiting or copying, one per slot, 0: free */
-    struct blob_refresh_pin *pins;   /* the segments they need, REFRESH_PINS_MAX slots */
-    uint32_t pins_len;               /* used */
-    uint32_t pin_last;               /* the pin found last (a hit's keys share a few) */
-    struct ring_task pump;           /* starts copies from the queue */
+    struct blob_refresh_item *items;   /* <cap> slots, <len> keys from <head> */
+    uint32_t head;                     /* the oldest key */
+    uint32_t len;                      /* keys waiting */
+    uint32_t cap;                      /* slots allocated (grows up to the bound) */
+    uint64_t *tags;                    /* tags of keys waiting or copying, one per slot, 0: free */
+    struct blob_index_value *tag_vals; /* where each tagged key is read from (its pins) */
+    struct blob_refresh_pin *pins;     /* the segments they need, REFRESH_PINS_MAX slots */
+    uint32_t pins_len;                 /* used */
+    uint32_t pin_last;                 /* the pin found last (a hit's keys share a few) */
+    struct ring_task pump;             /* starts copies from the queue */
 };
 
 struct blob_core {
@@ -393,6 +394,12 @@ bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v);
 /* Looks <k> up, checking that its segments are alive. */
 bool blob_store_lookup(struct blob_store *s, const struct blob_key *k,
                        struct blob_index_value *out);
+/*
+ * A lookup on core <bc>: the index, or where this core's refresh of <k> reads it when
+ * eviction took its segment meanwhile (blob_refresh_find; *<refreshing> says so).
+ */
+bool blob_core_lookup(struct blob_core *bc, const struct blob_key *k, struct blob_index_value *out,
+                      bool *refreshing);
 
 /* ---- uploads (upload.c) ---- */
 
@@ -431,6 +438,16 @@ struct blob_refresh;
 void blob_refresh_init(struct blob_core *bc);
 /* Drops the keys waiting (quiesce); running copies end with their I/O. */
 void blob_refresh_cancel_all(struct blob_core *bc);
+/*
+ * Where this core's refresh of <k> reads it, when eviction took its segments while the key
+ * waits or copies: true and *<out>. False while those segments live (the index dropped the
+ * key: a read found it corrupt), or when this core has no refresh of <k>.
+ */
+bool blob_refresh_find(struct blob_core *bc, const struct blob_key *k,
+                       struct blob_index_value *out);
+/* The segments of <loc> (found by blob_refresh_find), from seg - span up, as the refresh
+ * pins them: valid while the caller holds a reference on each. */
+void blob_refresh_segs(struct blob_core *bc, const struct blob_loc *loc, struct blob_seg **segs);
 /* Frees the queue; nothing may wait. */
 void blob_refresh_deinit(struct blob_core *bc);
 

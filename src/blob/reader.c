@@ -267,6 +267,23 @@ static int reader_pin(struct blob_reader *r)
     return r->pins[r->pins_len - 1] ? 0 : -ENOENT;
 }
 
+/*
+ * References the segments of a blob that eviction took while this core's refresh of it waits
+ * or copies (blob_core_lookup), through the refresh's own references: their files stay open
+ * until the last reader and the copy let go. Returns 0 or -ENOMEM.
+ */
+static int reader_pin_refreshing(struct blob_reader *r)
+{
+    int rc = reader_pins_alloc(r);
+    if (rc < 0) return rc;
+    blob_refresh_segs(r->bc, &r->val.loc, r->pins);
+    /* Bounded by the span (below REFRESH_PINS_MAX). */
+    for (uint32_t i = 0; i < r->pins_len; i++) {
+        blob_segment_ref(r->pins[i]);
+    }
+    return 0;
+}
+
 /* The pinned segment <seg32>, or NULL (outside the blob's span, or dead at open). */
 static struct blob_seg *reader_pinned(const struct blob_reader *r, uint32_t seg32)
 {
@@ -282,7 +299,8 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
     if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
     struct blob_index_value v = { 0 };
     bool empty = blob_key_is_empty(k);
-    if (!empty && !blob_store_lookup(bc->s, k, &v)) return -ENOENT;
+    bool refreshing = false;
+    if (!empty && !blob_core_lookup(bc, k, &v, &refreshing)) return -ENOENT;
     if (offset > v.size) return -ERANGE;
     struct blob_reader *r;
     uint8_t mode = want == BLOB_ENCODING_ZSTD ? MODE_ZSTD : MODE_IDENTITY;
@@ -291,12 +309,14 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
     r->val = v;
     r->key.size = v.size;
     r->offset = offset;
-    rc = empty ? 0 : reader_pin(r);
+    rc = empty ? 0 : refreshing ? reader_pin_refreshing(r) : reader_pin(r);
     if (rc < 0) {
         reader_free(r);
         return rc;
     }
-    if (!empty && blob_store_is_cold(bc->s, &v)) (void)blob_refresh_queue(bc, &r->key, &v);
+    if (!empty && !refreshing && blob_store_is_cold(bc->s, &v)) {
+        (void)blob_refresh_queue(bc, &r->key, &v);
+    }
     *out = r;
     return 0;
 }

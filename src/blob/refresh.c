@@ -33,6 +33,7 @@
 #define REFRESH_QUEUE_MAX (1U << 16) /* keys waiting per core (64 bytes each) */
 #define REFRESH_QUEUE_MIN 64U        /* first allocation of the queue */
 #define REFRESH_TAG_SLOTS (1U << 14) /* the tags of keys waiting or copying */
+#define REFRESH_TAG_PROBE 8U         /* slots a key's tag may take, from its home slot */
 #define REFRESH_PINS_MAX  64U        /* segments one core's keys may pin */
 
 STATIC_ASSERT(sizeof(struct blob_refresh_item) == 64, "the queue's bound counts 64 bytes a key");
@@ -62,15 +63,52 @@ static uint64_t tag_of(const struct blob_key *k)
     return x ? x : 1; /* 0 marks a free slot */
 }
 
+/* The slot holding <k>'s tag (one of REFRESH_TAG_PROBE from its home), or UINT32_MAX. */
+static uint32_t tag_find(const struct blob_refresh_queue *q, const struct blob_key *k)
+{
+    if (!q->tags) return UINT32_MAX;
+    uint32_t home = tag_slot(k);
+    uint64_t tag = tag_of(k);
+    /* Bounded by REFRESH_TAG_PROBE. */
+    for (uint32_t i = 0; i < REFRESH_TAG_PROBE; i++) {
+        uint32_t s = (home + i) & (REFRESH_TAG_SLOTS - 1);
+        if (q->tags[s] == tag) return s;
+    }
+    return UINT32_MAX;
+}
+
 static bool tag_is_set(const struct blob_refresh_queue *q, const struct blob_key *k)
 {
-    return q->tags && q->tags[tag_slot(k)] == tag_of(k);
+    return tag_find(q, k) != UINT32_MAX;
+}
+
+/*
+ * Tags <k>, found at <v>, in the first free slot from its home. With all of them taken the
+ * home slot's key loses its tag: it may be queued twice, and blob_refresh_find misses it.
+ * (One slot per key lost a few keys of every hit of a few hundred outputs to collisions.)
+ */
+static void tag_set(struct blob_refresh_queue *q, const struct blob_key *k,
+                    const struct blob_index_value *v)
+{
+    uint32_t home = tag_slot(k);
+    uint32_t s = home;
+    /* Bounded by REFRESH_TAG_PROBE. */
+    for (uint32_t i = 0; i < REFRESH_TAG_PROBE; i++) {
+        uint32_t at = (home + i) & (REFRESH_TAG_SLOTS - 1);
+        if (q->tags[at] == 0) {
+            s = at;
+            break;
+        }
+    }
+    q->tags[s] = tag_of(k);
+    q->tag_vals[s] = *v;
 }
 
 /* Clears <k>'s tag unless another key took its slot since. */
 static void tag_clear(struct blob_refresh_queue *q, const struct blob_key *k)
 {
-    if (tag_is_set(q, k)) q->tags[tag_slot(k)] = 0;
+    uint32_t s = tag_find(q, k);
+    if (s != UINT32_MAX) q->tags[s] = 0;
 }
 
 /* ---- pins: the segments keys waiting or copying read from ---- */
@@ -170,6 +208,10 @@ static bool queue_room(struct blob_refresh_queue *q)
     if (!q->tags) {
         q->tags = calloc(REFRESH_TAG_SLOTS, sizeof(*q->tags));
         if (!q->tags) return false;
+    }
+    if (!q->tag_vals) {
+        q->tag_vals = calloc(REFRESH_TAG_SLOTS, sizeof(*q->tag_vals));
+        if (!q->tag_vals) return false;
     }
     if (!q->pins) {
         q->pins = calloc(REFRESH_PINS_MAX, sizeof(*q->pins));
@@ -338,13 +380,7 @@ static int refresh_start(struct blob_core *bc, const struct blob_refresh_item *i
         return 0;
     }
     struct blob_seg *segs[REFRESH_PINS_MAX];
-    uint32_t lo = it->loc.seg - it->loc.span;
-    /* Bounded by the span (below REFRESH_PINS_MAX: pin_take). */
-    for (uint32_t i = 0; i <= it->loc.span; i++) {
-        struct blob_refresh_pin *p = pin_find(&bc->rq, lo + i);
-        ASSERT(p != NULL); /* the key's own */
-        segs[i] = p->seg;
-    }
+    blob_refresh_segs(bc, &it->loc, segs);
     int rc = blob_read_open_records(bc, &it->key, &it->loc, segs, &f->r);
     if (rc == 0) rc = blob_upload_begin_copy(bc, &it->key, &it->loc, &f->u);
     if (rc == -EAGAIN && bc->refreshes_len > 0) {
@@ -405,10 +441,46 @@ bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
         return false;
     }
     queue_push(q, &it);
-    q->tags[tag_slot(&it.key)] = tag_of(&it.key);
+    tag_set(q, &it.key, &(struct blob_index_value){ .loc = it.loc, .size = v->size });
     base_counter_inc(&bc->counters.refreshes_open);
     blob_core_defer(bc, &q->pump);
     return true;
+}
+
+/*
+ * Eviction may take a queued key's segment before its copy lands: the index entry goes with
+ * the segment, and the blob a client was just told is present (FindMissingBlobs, an AC hit's
+ * outputs) read NOT_FOUND for the milliseconds the copies take behind heavy writes (up to 40
+ * of 40 outputs, measured). The refresh still holds the files (its pins), so this core's
+ * lookups find the key where its copy reads it until the copy lands.
+ */
+bool blob_refresh_find(struct blob_core *bc, const struct blob_key *k, struct blob_index_value *out)
+{
+    struct blob_refresh_queue *q = &bc->rq;
+    uint32_t slot = tag_find(q, k);
+    if (slot == UINT32_MAX) return false;
+    const struct blob_index_value *v = &q->tag_vals[slot];
+    if (k->kind == BLOB_KIND_CAS && k->size != BLOB_SIZE_ANY && k->size != v->size) return false;
+    struct blob_segs *segs = &bc->s->segs;
+    uint32_t lo = v->loc.seg - v->loc.span;
+    if (blob_segment_is_alive(segs, v->loc.seg) && blob_segment_is_alive(segs, lo)) return false;
+    /* Bounded by the span (below REFRESH_PINS_MAX: pin_take). */
+    for (uint32_t i = 0; i <= v->loc.span; i++) {
+        if (!pin_find(q, lo + i)) return false; /* cannot be while the tag is the key's */
+    }
+    *out = *v;
+    return true;
+}
+
+void blob_refresh_segs(struct blob_core *bc, const struct blob_loc *loc, struct blob_seg **segs)
+{
+    uint32_t lo = loc->seg - loc->span;
+    /* Bounded by the span (below REFRESH_PINS_MAX: pin_take). */
+    for (uint32_t i = 0; i <= loc->span; i++) {
+        struct blob_refresh_pin *p = pin_find(&bc->rq, lo + i);
+        ASSERT(p != NULL); /* a key's own */
+        segs[i] = p->seg;
+    }
 }
 
 void blob_refresh_cancel_all(struct blob_core *bc)
@@ -430,6 +502,7 @@ void blob_refresh_deinit(struct blob_core *bc)
     ring_task_cancel(&bc->rq.pump);
     free(bc->rq.items);
     free(bc->rq.tags);
+    free(bc->rq.tag_vals);
     free(bc->rq.pins);
     memset(&bc->rq, 0, sizeof(bc->rq));
 }

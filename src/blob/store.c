@@ -459,6 +459,16 @@ bool blob_store_lookup(struct blob_store *s, const struct blob_key *k, struct bl
     return out->loc.span == 0 || blob_segment_is_alive(&s->segs, out->loc.seg - out->loc.span);
 }
 
+bool blob_core_lookup(struct blob_core *bc, const struct blob_key *k, struct blob_index_value *out,
+                      bool *refreshing)
+{
+    *refreshing = false;
+    if (blob_store_lookup(bc->s, k, out)) return true;
+    if (k->kind == BLOB_KIND_CAS && k->size == BLOB_SIZE_UNKNOWN) return false;
+    *refreshing = blob_refresh_find(bc, k, out);
+    return *refreshing;
+}
+
 bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v)
 {
     uint64_t below = atomic_load(&s->segs.cold_below);
@@ -477,8 +487,9 @@ static bool exists(struct blob_core *bc, const struct blob_key *k, enum exists_m
     if (blob_key_is_empty(k)) return true;
     if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return false;
     struct blob_index_value v;
-    if (!blob_store_lookup(bc->s, k, &v)) return false;
-    if (mode == EXISTS_PLAIN || !blob_store_is_cold(bc->s, &v)) return true;
+    bool refreshing;
+    if (!blob_core_lookup(bc, k, &v, &refreshing)) return false;
+    if (refreshing || mode == EXISTS_PLAIN || !blob_store_is_cold(bc->s, &v)) return true;
     return blob_refresh_queue(bc, k, &v) || mode == EXISTS_REFRESH;
 }
 
@@ -515,9 +526,10 @@ int blob_stat(struct blob_core *bc, const struct blob_key *k, struct blob_info *
     memset(out, 0, sizeof(*out));
     if (blob_key_is_empty(k)) return 0;
     struct blob_index_value v;
-    if (!blob_store_lookup(bc->s, k, &v)) return -ENOENT;
+    bool refreshing;
+    if (!blob_core_lookup(bc, k, &v, &refreshing)) return -ENOENT;
     out->size = v.size;
-    out->cold = blob_store_is_cold(bc->s, &v);
+    out->cold = refreshing || blob_store_is_cold(bc->s, &v);
     return 0;
 }
 
