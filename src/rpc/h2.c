@@ -52,6 +52,8 @@ struct rpc_h2 {
     bool held;                   /* then: the server held this connection's input up */
     uint64_t glitch_tokens;      /* invalid-frame budget, in thousandths of a frame */
     uint64_t glitch_ns;          /* when the budget was last refilled */
+    uint64_t reset_tokens;       /* RST_STREAM budget, in thousandths of a frame */
+    uint64_t reset_ns;           /* when the budget was last refilled */
     int32_t last_sid;            /* the stream call_of found last (0: none) ... */
     struct rpc_call *last_call;  /* ... and its call: a request's callbacks come in a
                                     row, and nghttp2's lookup is a hash probe each */
@@ -160,10 +162,14 @@ static void set_callbacks(nghttp2_session_callbacks *cbs)
  * Rapid-reset (CVE-2023-44487) and CONTINUATION-flood (CVE-2024-28182) limits: upstream
  * nghttp2 has these from 1.57/1.61; Debian 12's 1.52.0-1+deb12u2 and later backport both, and
  * CMake refuses a library without them (RC_NGHTTP2_* checks in src/rpc/CMakeLists.txt).
+ * We enforce the reset limit ourselves (on_frame_recv) and give nghttp2 twice the budget, as a
+ * backstop that never fires first: past it nghttp2 says GOAWAY INTERNAL_ERROR; ours says
+ * ENHANCE_YOUR_CALM, the code for an abusive peer.
  */
 static void set_flood_limits(nghttp2_option *opt)
 {
-    nghttp2_option_set_stream_reset_rate_limit(opt, RPC_H2_RESET_BURST, RPC_H2_RESET_RATE);
+    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * (uint64_t)RPC_H2_RESET_BURST,
+                                               2 * (uint64_t)RPC_H2_RESET_RATE);
     nghttp2_option_set_max_continuations(opt, RPC_H2_CONTINUATIONS);
 }
 
@@ -307,6 +313,8 @@ static void feed(struct rpc_h2 *h2, const uint8_t *p, size_t len, uint16_t bid)
     ASSERT((size_t)rv == len);
 }
 
+static bool bucket_take(uint64_t *tokens, uint64_t *ns, uint32_t burst, uint32_t rate);
+
 static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
     struct rpc_h2 *h2 = h2_of(rc);
@@ -344,6 +352,8 @@ void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
     h2->cur_bid = RING_CONN_NO_BUF;
     h2->glitch_tokens = (uint64_t)RPC_H2_GLITCH_BURST * 1000;
     h2->glitch_ns = base_clock_now_ns();
+    h2->reset_tokens = (uint64_t)RPC_H2_RESET_BURST * 1000;
+    h2->reset_ns = h2->glitch_ns;
     base_list_init(&h2->calls);
     base_list_init(&h2->sent);
     ring_gather_init(&h2->gather, &gather_limits);
@@ -662,10 +672,24 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     return 0;
 }
 
+/*
+ * Rapid reset (CVE-2023-44487): the client's RST_STREAM frames, a token bucket per connection.
+ * Past it, GOAWAY(ENHANCE_YOUR_CALM), the code that says the client is abusive; called before
+ * nghttp2 counts the frame against its own (looser) limit, which then sees the GOAWAY.
+ */
+static void count_reset(nghttp2_session *s, struct rpc_h2 *h2)
+{
+    if (bucket_take(&h2->reset_tokens, &h2->reset_ns, RPC_H2_RESET_BURST, RPC_H2_RESET_RATE)) {
+        return;
+    }
+    (void)nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+    fail_after_send(h2, "too many stream resets");
+}
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
-    (void)s;
     struct rpc_h2 *h2 = ud;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) count_reset(s, h2);
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     if (!c) return 0;
@@ -726,6 +750,28 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 }
 
 /*
+ * Takes one frame from a token bucket of <burst> frames refilled at <rate> a second (its
+ * <tokens> in thousandths of a frame, refilled last at <ns>); false when it is empty.
+ */
+static bool bucket_take(uint64_t *tokens, uint64_t *ns, uint32_t burst, uint32_t rate)
+{
+    uint64_t ms = (base_clock_now_ns() - *ns) / BASE_NS_PER_MS;
+    uint64_t cap = (uint64_t)burst * 1000;
+    uint64_t refill = ms * rate;
+    *tokens = *tokens + refill > cap ? cap : *tokens + refill;
+    /* Whole milliseconds only: frames less than 1 ms apart still refill the bucket. */
+    *ns += ms * BASE_NS_PER_MS;
+    if (*tokens < 1000) return false;
+    *tokens -= 1000;
+    return true;
+}
+
+static bool glitch_allowed(struct rpc_h2 *h2)
+{
+    return bucket_take(&h2->glitch_tokens, &h2->glitch_ns, RPC_H2_GLITCH_BURST, RPC_H2_GLITCH_RATE);
+}
+
+/*
  * Invalid frames ("glitches", the MadeYouReset class that nghttp2 1.52 does not limit): a
  * token bucket per connection; past it the connection gets GOAWAY(ENHANCE_YOUR_CALM).
  */
@@ -736,15 +782,7 @@ static int on_invalid_frame_recv(nghttp2_session *s, const nghttp2_frame *frame,
     (void)lib_error;
     struct rpc_h2 *h2 = ud;
     base_counter_inc(&h2->rc->counters.h2_glitches);
-    uint64_t now = base_clock_now_ns();
-    uint64_t refill = (now - h2->glitch_ns) / BASE_NS_PER_MS * RPC_H2_GLITCH_RATE;
-    uint64_t cap = (uint64_t)RPC_H2_GLITCH_BURST * 1000;
-    h2->glitch_tokens = h2->glitch_tokens + refill > cap ? cap : h2->glitch_tokens + refill;
-    h2->glitch_ns = now;
-    if (h2->glitch_tokens >= 1000) {
-        h2->glitch_tokens -= 1000;
-        return 0;
-    }
+    if (glitch_allowed(h2)) return 0;
     (void)nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
     fail_after_send(h2, "too many invalid frames");
     return 0;
