@@ -54,6 +54,7 @@ struct rpc_h2 {
     uint64_t glitch_ns;          /* when the budget was last refilled */
     uint64_t reset_tokens;       /* RST_STREAM budget, in thousandths of a frame */
     uint64_t reset_ns;           /* when the budget was last refilled */
+    int32_t max_client_sid;      /* the highest stream id the client's HEADERS named */
     int32_t last_sid;            /* the stream call_of found last (0: none) ... */
     struct rpc_call *last_call;  /* ... and its call: a request's callbacks come in a
                                     row, and nghttp2's lookup is a hash probe each */
@@ -128,6 +129,7 @@ static void *mem_realloc(void *p, size_t size, void *ud)
     return proto_alloc_realloc(&((struct rpc_core *)ud)->h2_mem, p, size);
 }
 
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud);
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud);
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
@@ -147,6 +149,7 @@ static ssize_t read_length(nghttp2_session *s, uint8_t frame_type, int32_t strea
 
 static void set_callbacks(nghttp2_session_callbacks *cbs)
 {
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -588,6 +591,29 @@ static void refuse(struct rpc_h2 *h2, int32_t stream_id)
     base_counter_inc(&h2->rc->counters.h2_refused_streams);
     (void)nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, stream_id,
                                     NGHTTP2_REFUSED_STREAM);
+}
+
+/*
+ * RFC 9113 §5.1.1: a client's new stream id is greater than every one it used before, and an
+ * id that is not is a connection error (PROTOCOL_ERROR). nghttp2 keeps no closed streams
+ * here (no_closed_streams, and no RFC 7540 dependency tree) and ignores HEADERS on an id it
+ * no longer knows; so the highest id is kept, and a HEADERS frame at or below it, on no
+ * stream nghttp2 still has (trailers come on those), ends the connection, as Go's and
+ * gRPC-Go's servers do. Called before nghttp2 processes the frame.
+ */
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud)
+{
+    struct rpc_h2 *h2 = ud;
+    /* Even ids are nghttp2's own connection error. */
+    if (hd->type != NGHTTP2_HEADERS || !(hd->stream_id & 1)) return 0;
+    if (hd->stream_id > h2->max_client_sid) {
+        h2->max_client_sid = hd->stream_id;
+        return 0;
+    }
+    if (nghttp2_session_find_stream(s, hd->stream_id)) return 0;
+    (void)nghttp2_session_terminate_session(s, NGHTTP2_PROTOCOL_ERROR);
+    fail_after_send(h2, "HEADERS on a stream id already used");
+    return 0;
 }
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)

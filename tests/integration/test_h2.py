@@ -456,6 +456,63 @@ class Limits(H2Case):
         self.assertGreater(self.server.metric("ringcas_h2_glitches_total"), 0)
 
 
+class StreamRules(H2Case):
+    """An RFC 9113 rule nghttp2 does not check with no closed streams kept: increasing
+    stream ids (§5.1.1)."""
+
+    def serve(self, c, sid):
+        c.headers(sid, h2raw.grpc_headers(HEALTH))
+        c.data(sid, h2raw.grpc_message(b""), end_stream=True)
+        frames = c.frames_until(lambda f: f[0] in (h2raw.GOAWAY, h2raw.RST_STREAM) or
+                                (f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM and f[2] == sid))
+        self.assertEqual(frames[-1][:3], (h2raw.HEADERS, h2raw.END_HEADERS | h2raw.END_STREAM, sid))
+        self.assertIn((h2raw.DATA, 0, sid, SERVING), frames)
+
+    def goaway_code(self, c):
+        frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY)
+        goaway = [f for f in frames if f[0] == h2raw.GOAWAY]
+        self.assertTrue(goaway, "closed without a GOAWAY")
+        # Then the server closes.
+        self.assertEqual(c.frames_until(lambda f: False), [])
+        return h2raw.goaway_code(goaway[0])
+
+    def test_reused_stream_id_is_a_connection_error(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            self.serve(c, 1)
+            self.serve(c, 3)
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            self.assertEqual(self.goaway_code(c), h2raw.PROTOCOL_ERROR)
+        finally:
+            c.close()
+
+    def test_lower_unused_stream_id_is_a_connection_error(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            self.serve(c, 7)
+            c.headers(5, h2raw.grpc_headers(HEALTH), end_stream=True)
+            self.assertEqual(self.goaway_code(c), h2raw.PROTOCOL_ERROR)
+        finally:
+            c.close()
+
+    def test_trailers_on_an_open_stream_are_no_reuse(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(1, h2raw.grpc_message(b""))
+            c.headers(1, [("x-trailer", "1")], end_stream=True)
+            frames = c.frames_until(lambda f: f[0] in (h2raw.GOAWAY, h2raw.RST_STREAM) or
+                                    (f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM))
+            self.assertEqual(frames[-1][:3], (h2raw.HEADERS, h2raw.END_HEADERS | h2raw.END_STREAM, 1))
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[0] in (h2raw.GOAWAY, h2raw.RST_STREAM) or
+                                    (f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM))
+            self.assertEqual(frames[-1][:3], (h2raw.HEADERS, h2raw.END_HEADERS | h2raw.END_STREAM, 3))
+        finally:
+            c.close()
+
+
 class Idle(harness.ServerTestCase):
     server_args = ("--read-timeout", "1s")
 
