@@ -833,15 +833,17 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     struct rpc_h2 *h2 = ud;
     struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     if (!c || frame->hd.type != NGHTTP2_HEADERS) return 0;
+    bool request = frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+    /* Over the limit already: the rest is decoded (HPACK state) but not kept. */
+    if (request && c->header_bytes > RPC_H2_HEADERS_MAX) return 0;
     /* nghttp2 stores SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it: we do. */
     c->header_bytes += (uint32_t)(namelen + valuelen + 32);
     if (c->header_bytes > RPC_H2_HEADERS_MAX) {
         base_counter_inc(&h2->rc->counters.h2_header_overflows);
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM(INTERNAL_ERROR) */
+        /* A request is answered (HTTP 431, rpc_call_on_headers); trailers reset the stream. */
+        return request ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        record_header(c, name, namelen, value, valuelen);
-    }
+    if (request) record_header(c, name, namelen, value, valuelen);
     return 0;
 }
 

@@ -164,6 +164,17 @@ class Errors(H2Case):
         self.assertIn("grpc-status: 12", out)
         self.assertIn("grpc-accept-encoding: identity", out)
 
+    def test_header_list_over_the_limit_is_431_resource_exhausted(self):
+        # RFC 9113 §10.5.1: HTTP 431, with a gRPC status that says which limit (trailers-only).
+        out = self.nghttp("-H", "content-type: application/grpc",
+                          "-H", "x-big: " + "v" * 8000, "-H", "x-big2: " + "w" * 9000)
+        out = "\n".join(line for line in out.splitlines() if "x-big" not in line)
+        self.assertIn(":status: 431", out)
+        self.assertIn("grpc-status: 8", out)  # RESOURCE_EXHAUSTED
+        self.assertIn("SETTINGS_MAX_HEADER_LIST_SIZE", out)
+        out = self.nghttp("-H", "content-type: application/grpc", "-H", "x-big: " + "v" * 15000)
+        self.assertIn("grpc-status: 0", out)  # under the limit
+
     def test_malformed_grpc_timeout_and_zero_timeout(self):
         out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-timeout: 10x")
         self.assertIn("grpc-status: 3", out)
@@ -379,13 +390,19 @@ class Limits(H2Case):
         finally:
             c.close()
 
-    def test_header_list_over_the_limit_resets_the_stream(self):
+    def test_header_list_over_the_limit_is_answered(self):
+        # A trailers-only answer (HTTP 431, test_header_list_over_the_limit_is_431_resource_
+        # exhausted), not a RST_STREAM with an error: the client learns which limit it hit.
         before = self.server.metric("ringcas_h2_header_overflows_total")
         c = h2raw.Conn(self.server.port)
         try:
             c.headers(1, h2raw.grpc_headers(HEALTH, extra=[("x-big", "v" * 8000), ("x-big2", "w" * 9000)]))
-            frames = c.frames_until(lambda f: f[0] == h2raw.RST_STREAM)
-            self.assertEqual(frames[-1][0], h2raw.RST_STREAM)
+            frames = c.frames_until(lambda f: f[0] in (h2raw.HEADERS, h2raw.RST_STREAM) and f[2] == 1)
+            self.assertEqual(frames[-1][0], h2raw.HEADERS)
+            self.assertTrue(frames[-1][1] & h2raw.END_STREAM)
+            # The client had not ended its side: the server asks it to stop (RFC 9113 §8.1).
+            frames = c.frames_until(lambda f: f[0] == h2raw.RST_STREAM and f[2] == 1)
+            self.assertEqual(h2raw.rst_code(frames[-1]), h2raw.NO_ERROR)
             # The connection lives on.
             c.headers(3, h2raw.grpc_headers(HEALTH))
             c.data(3, h2raw.grpc_message(b""), end_stream=True)
