@@ -521,6 +521,13 @@ static void deadline_fired(struct ring_timer *timer)
 
 static bool header_error(struct rpc_call *c)
 {
+    if (c->header_bytes > RPC_H2_HEADERS_MAX) {
+        /* First: the fields past the limit were not kept. RFC 9113 §10.5.1 names HTTP 431. */
+        finish_with(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
+                    "request header list over the 16 KiB limit (SETTINGS_MAX_HEADER_LIST_SIZE)",
+                    431);
+        return true;
+    }
     if (!c->method_post) {
         finish_with(c, PROTO_STATUS_UNIMPLEMENTED, "gRPC requires POST", 405);
         return true;

@@ -52,6 +52,15 @@ struct rpc_h2 {
     bool held;                   /* then: the server held this connection's input up */
     uint64_t glitch_tokens;      /* invalid-frame budget, in thousandths of a frame */
     uint64_t glitch_ns;          /* when the budget was last refilled */
+    uint64_t reset_tokens;       /* RST_STREAM budget, in thousandths of a frame */
+    uint64_t reset_ns;           /* when the budget was last refilled */
+    int32_t max_client_sid;      /* the highest stream id the client's HEADERS named */
+    uint32_t scan_skip;          /* input scan: bytes to pass before the next frame header */
+    uint8_t scan_head[14];       /* ... the frame header being read, then a PRIORITY frame's
+                                    5-byte payload */
+    uint8_t scan_have;           /* ... bytes in <scan_head> */
+    uint8_t scan_want;           /* ... bytes <scan_head> needs: 9, or 14 for a PRIORITY */
+    uint8_t scan_conts;          /* ... CONTINUATION frames in the header block being read */
     int32_t last_sid;            /* the stream call_of found last (0: none) ... */
     struct rpc_call *last_call;  /* ... and its call: a request's callbacks come in a
                                     row, and nghttp2's lookup is a hash probe each */
@@ -126,6 +135,7 @@ static void *mem_realloc(void *p, size_t size, void *ud)
     return proto_alloc_realloc(&((struct rpc_core *)ud)->h2_mem, p, size);
 }
 
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud);
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud);
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
@@ -145,6 +155,7 @@ static ssize_t read_length(nghttp2_session *s, uint8_t frame_type, int32_t strea
 
 static void set_callbacks(nghttp2_session_callbacks *cbs)
 {
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -160,11 +171,16 @@ static void set_callbacks(nghttp2_session_callbacks *cbs)
  * Rapid-reset (CVE-2023-44487) and CONTINUATION-flood (CVE-2024-28182) limits: upstream
  * nghttp2 has these from 1.57/1.61; Debian 12's 1.52.0-1+deb12u2 and later backport both, and
  * CMake refuses a library without them (RC_NGHTTP2_* checks in src/rpc/CMakeLists.txt).
+ * We enforce both ourselves (on_frame_recv, scan_frames) and give nghttp2 twice the budget,
+ * as a backstop that never fires first: past its reset limit nghttp2 says GOAWAY
+ * INTERNAL_ERROR, and past its CONTINUATION limit it drops the connection without a GOAWAY;
+ * ours say ENHANCE_YOUR_CALM (RFC 9113 §5.4.1: a GOAWAY before the close).
  */
 static void set_flood_limits(nghttp2_option *opt)
 {
-    nghttp2_option_set_stream_reset_rate_limit(opt, RPC_H2_RESET_BURST, RPC_H2_RESET_RATE);
-    nghttp2_option_set_max_continuations(opt, RPC_H2_CONTINUATIONS);
+    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * (uint64_t)RPC_H2_RESET_BURST,
+                                               2 * (uint64_t)RPC_H2_RESET_RATE);
+    nghttp2_option_set_max_continuations(opt, 2 * (size_t)RPC_H2_CONTINUATIONS);
 }
 
 static int session_create(struct rpc_h2 *h2)
@@ -307,6 +323,146 @@ static void feed(struct rpc_h2 *h2, const uint8_t *p, size_t len, uint16_t bid)
     ASSERT((size_t)rv == len);
 }
 
+/*
+ * With SETTINGS_NO_RFC7540_PRIORITIES, nghttp2 1.52 reads PRIORITY frames but neither checks
+ * them (RFC 9113 §5.3.1, §6.3) nor hands them to a callback, and past its CONTINUATION limit
+ * it drops the connection without a GOAWAY. So the input is walked frame header by frame
+ * header (a few bytes a frame; payloads are skipped), and cut where one of these needs a
+ * check: after a PRIORITY frame, and before the CONTINUATION frame that makes a header block
+ * too long. nghttp2 sees the same bytes in the same order, only in more calls.
+ */
+enum scan_event {
+    SCAN_NONE,
+    SCAN_PRIORITY,     /* a PRIORITY frame ends the piece; its header is in scan_head */
+    SCAN_CONTINUATIONS /* the piece ends before a CONTINUATION past the limit */
+};
+
+#define SCAN_PRIORITY_LEN 5u /* RFC 9113 §6.3 */
+
+static uint32_t scan_length(const struct rpc_h2 *h2)
+{
+    const uint8_t *h = h2->scan_head;
+    return (uint32_t)h[0] << 16 | (uint32_t)h[1] << 8 | h[2];
+}
+
+/* The frame header in <scan_head> is complete: what to read next, and the event it makes. */
+static enum scan_event scan_header(struct rpc_h2 *h2)
+{
+    uint32_t length = scan_length(h2);
+    uint8_t type = h2->scan_head[3];
+    bool end_headers = h2->scan_head[4] & NGHTTP2_FLAG_END_HEADERS;
+    if (type == NGHTTP2_PRIORITY && length == SCAN_PRIORITY_LEN) {
+        /* Read its payload before the check; another length is nghttp2's FRAME_SIZE_ERROR. */
+        h2->scan_want = H2_FRAME_HEADER_SIZE + SCAN_PRIORITY_LEN;
+        return SCAN_NONE;
+    }
+    h2->scan_have = 0;
+    h2->scan_skip = length;
+    if (type == NGHTTP2_HEADERS) h2->scan_conts = 0;
+    if (type != NGHTTP2_CONTINUATION) return SCAN_NONE;
+    if (end_headers) {
+        h2->scan_conts = 0;
+        return SCAN_NONE;
+    }
+    /* The RPC_H2_CONTINUATIONS-th without END_HEADERS: one more would have to follow. */
+    return ++h2->scan_conts >= RPC_H2_CONTINUATIONS ? SCAN_CONTINUATIONS : SCAN_NONE;
+}
+
+/* A PRIORITY frame is complete. */
+static enum scan_event scan_priority(struct rpc_h2 *h2)
+{
+    h2->scan_skip = 0;
+    h2->scan_have = 0;
+    h2->scan_want = H2_FRAME_HEADER_SIZE;
+    return SCAN_PRIORITY;
+}
+
+/* How many of the <len> bytes at <p> to feed before the event it sets in <ev>. */
+static size_t scan_frames(struct rpc_h2 *h2, const uint8_t *p, size_t len, enum scan_event *ev)
+{
+    size_t i = 0;
+    *ev = SCAN_NONE;
+    /* Bounded by <len>: each pass takes at least one byte or returns. */
+    while (i < len) {
+        if (h2->scan_skip > 0) {
+            size_t k = len - i < h2->scan_skip ? len - i : h2->scan_skip;
+            h2->scan_skip -= (uint32_t)k;
+            i += k;
+            continue;
+        }
+        size_t start = h2->scan_have == 0 ? i : 0; /* where this header began in <p> */
+        size_t take = (size_t)(h2->scan_want - h2->scan_have);
+        if (take > len - i) take = len - i;
+        memcpy(h2->scan_head + h2->scan_have, p + i, take);
+        h2->scan_have = (uint8_t)(h2->scan_have + take);
+        i += take;
+        if (h2->scan_have < h2->scan_want) return len;
+        if (h2->scan_want > H2_FRAME_HEADER_SIZE) {
+            *ev = scan_priority(h2);
+            return i;
+        }
+        *ev = scan_header(h2);
+        if (*ev == SCAN_CONTINUATIONS) return start; /* none of it: nghttp2 would drop us */
+        if (*ev == SCAN_PRIORITY) return i;
+    }
+    return len;
+}
+
+/* An invalid frame: true while the connection's budget of them lasts (on_invalid_frame_recv). */
+static bool glitch_allowed(struct rpc_h2 *h2);
+static bool bucket_take(uint64_t *tokens, uint64_t *ns, uint32_t burst, uint32_t rate);
+
+static void on_scan_priority(struct rpc_h2 *h2)
+{
+    const uint8_t *h = h2->scan_head;
+    int32_t sid =
+        (int32_t)(((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) &
+                  0x7fffffffu);
+    uint32_t dep =
+        ((uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 | h[12]) & 0x7fffffffu;
+    if (sid == 0) {
+        /* RFC 9113 §6.3: a connection error. */
+        (void)nghttp2_session_terminate_session(h2->session, NGHTTP2_PROTOCOL_ERROR);
+        fail_after_send(h2, "PRIORITY frame on stream 0");
+        return;
+    }
+    if (dep != (uint32_t)sid) return;
+    if (sid > h2->max_client_sid) {
+        /* RFC 9113 §5.3.1 asks for a stream error, but RST_STREAM must not name an idle stream
+         * (§5.1; nghttp2 drops it): a connection error (§5.4), as nghttp2's own check. */
+        (void)nghttp2_session_terminate_session(h2->session, NGHTTP2_PROTOCOL_ERROR);
+        fail_after_send(h2, "idle stream depends on itself");
+        return;
+    }
+    /* Each answers with a RST_STREAM: they count as invalid frames, which are limited. */
+    base_counter_inc(&h2->rc->counters.h2_glitches);
+    if (!glitch_allowed(h2)) {
+        (void)nghttp2_session_terminate_session(h2->session, NGHTTP2_ENHANCE_YOUR_CALM);
+        fail_after_send(h2, "too many invalid frames");
+        return;
+    }
+    (void)nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, sid, NGHTTP2_PROTOCOL_ERROR);
+}
+
+/* feed, in pieces cut where scan_frames finds something to check between them. */
+static void feed_scanned(struct rpc_h2 *h2, const uint8_t *p, size_t len, uint16_t bid)
+{
+    size_t off = 0;
+    /* Bounded by the frames in <len> bytes: each piece but the last ends one. */
+    while (off < len && !h2->close_after_send) {
+        enum scan_event ev;
+        size_t n = scan_frames(h2, p + off, len - off, &ev);
+        feed(h2, p + off, n, bid);
+        off += n;
+        if (h2->close_after_send) return;
+        if (ev == SCAN_PRIORITY) on_scan_priority(h2);
+        if (ev == SCAN_CONTINUATIONS) {
+            (void)nghttp2_session_terminate_session(h2->session, NGHTTP2_ENHANCE_YOUR_CALM);
+            fail_after_send(h2, "too many CONTINUATION frames");
+        }
+    }
+}
+
 static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
 {
     struct rpc_h2 *h2 = h2_of(rc);
@@ -320,7 +476,7 @@ static void h2_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
         ring_conn_close(rc, 0);
         return;
     }
-    feed(h2, ring_buf_data(rc->core, bid), len, bid);
+    feed_scanned(h2, ring_buf_data(rc->core, bid), len, bid);
     ring_buf_unref(rc->core, bid);
     yield_bufs(h2);
     schedule_flush(h2);
@@ -344,6 +500,10 @@ void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
     h2->cur_bid = RING_CONN_NO_BUF;
     h2->glitch_tokens = (uint64_t)RPC_H2_GLITCH_BURST * 1000;
     h2->glitch_ns = base_clock_now_ns();
+    h2->reset_tokens = (uint64_t)RPC_H2_RESET_BURST * 1000;
+    h2->reset_ns = h2->glitch_ns;
+    h2->scan_skip = RPC_H2_PREFACE_LEN; /* the client's preface, then frames */
+    h2->scan_want = H2_FRAME_HEADER_SIZE;
     base_list_init(&h2->calls);
     base_list_init(&h2->sent);
     ring_gather_init(&h2->gather, &gather_limits);
@@ -355,9 +515,9 @@ void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
         ring_conn_close(&c->conn, -ENOMEM);
         return;
     }
-    feed(h2, prefix, prefix_len, RING_CONN_NO_BUF);
+    feed_scanned(h2, prefix, prefix_len, RING_CONN_NO_BUF);
     if (len > 0) {
-        feed(h2, ring_buf_data(core, bid), len, bid);
+        feed_scanned(h2, ring_buf_data(core, bid), len, bid);
         ring_buf_unref(core, bid);
     }
     schedule_flush(h2);
@@ -580,6 +740,29 @@ static void refuse(struct rpc_h2 *h2, int32_t stream_id)
                                     NGHTTP2_REFUSED_STREAM);
 }
 
+/*
+ * RFC 9113 §5.1.1: a client's new stream id is greater than every one it used before, and an
+ * id that is not is a connection error (PROTOCOL_ERROR). nghttp2 keeps no closed streams
+ * here (no_closed_streams, and no RFC 7540 dependency tree) and ignores HEADERS on an id it
+ * no longer knows; so the highest id is kept, and a HEADERS frame at or below it, on no
+ * stream nghttp2 still has (trailers come on those), ends the connection, as Go's and
+ * gRPC-Go's servers do. Called before nghttp2 processes the frame.
+ */
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud)
+{
+    struct rpc_h2 *h2 = ud;
+    /* Even ids are nghttp2's own connection error. */
+    if (hd->type != NGHTTP2_HEADERS || !(hd->stream_id & 1)) return 0;
+    if (hd->stream_id > h2->max_client_sid) {
+        h2->max_client_sid = hd->stream_id;
+        return 0;
+    }
+    if (nghttp2_session_find_stream(s, hd->stream_id)) return 0;
+    (void)nghttp2_session_terminate_session(s, NGHTTP2_PROTOCOL_ERROR);
+    fail_after_send(h2, "HEADERS on a stream id already used");
+    return 0;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
     struct rpc_h2 *h2 = ud;
@@ -650,22 +833,38 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     struct rpc_h2 *h2 = ud;
     struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     if (!c || frame->hd.type != NGHTTP2_HEADERS) return 0;
+    bool request = frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+    /* Over the limit already: the rest is decoded (HPACK state) but not kept. */
+    if (request && c->header_bytes > RPC_H2_HEADERS_MAX) return 0;
     /* nghttp2 stores SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it: we do. */
     c->header_bytes += (uint32_t)(namelen + valuelen + 32);
     if (c->header_bytes > RPC_H2_HEADERS_MAX) {
         base_counter_inc(&h2->rc->counters.h2_header_overflows);
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM(INTERNAL_ERROR) */
+        /* A request is answered (HTTP 431, rpc_call_on_headers); trailers reset the stream. */
+        return request ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        record_header(c, name, namelen, value, valuelen);
-    }
+    if (request) record_header(c, name, namelen, value, valuelen);
     return 0;
+}
+
+/*
+ * Rapid reset (CVE-2023-44487): the client's RST_STREAM frames, a token bucket per connection.
+ * Past it, GOAWAY(ENHANCE_YOUR_CALM), the code that says the client is abusive; called before
+ * nghttp2 counts the frame against its own (looser) limit, which then sees the GOAWAY.
+ */
+static void count_reset(nghttp2_session *s, struct rpc_h2 *h2)
+{
+    if (bucket_take(&h2->reset_tokens, &h2->reset_ns, RPC_H2_RESET_BURST, RPC_H2_RESET_RATE)) {
+        return;
+    }
+    (void)nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+    fail_after_send(h2, "too many stream resets");
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
-    (void)s;
     struct rpc_h2 *h2 = ud;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) count_reset(s, h2);
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     if (!c) return 0;
@@ -726,6 +925,28 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 }
 
 /*
+ * Takes one frame from a token bucket of <burst> frames refilled at <rate> a second (its
+ * <tokens> in thousandths of a frame, refilled last at <ns>); false when it is empty.
+ */
+static bool bucket_take(uint64_t *tokens, uint64_t *ns, uint32_t burst, uint32_t rate)
+{
+    uint64_t ms = (base_clock_now_ns() - *ns) / BASE_NS_PER_MS;
+    uint64_t cap = (uint64_t)burst * 1000;
+    uint64_t refill = ms * rate;
+    *tokens = *tokens + refill > cap ? cap : *tokens + refill;
+    /* Whole milliseconds only: frames less than 1 ms apart still refill the bucket. */
+    *ns += ms * BASE_NS_PER_MS;
+    if (*tokens < 1000) return false;
+    *tokens -= 1000;
+    return true;
+}
+
+static bool glitch_allowed(struct rpc_h2 *h2)
+{
+    return bucket_take(&h2->glitch_tokens, &h2->glitch_ns, RPC_H2_GLITCH_BURST, RPC_H2_GLITCH_RATE);
+}
+
+/*
  * Invalid frames ("glitches", the MadeYouReset class that nghttp2 1.52 does not limit): a
  * token bucket per connection; past it the connection gets GOAWAY(ENHANCE_YOUR_CALM).
  */
@@ -736,15 +957,7 @@ static int on_invalid_frame_recv(nghttp2_session *s, const nghttp2_frame *frame,
     (void)lib_error;
     struct rpc_h2 *h2 = ud;
     base_counter_inc(&h2->rc->counters.h2_glitches);
-    uint64_t now = base_clock_now_ns();
-    uint64_t refill = (now - h2->glitch_ns) / BASE_NS_PER_MS * RPC_H2_GLITCH_RATE;
-    uint64_t cap = (uint64_t)RPC_H2_GLITCH_BURST * 1000;
-    h2->glitch_tokens = h2->glitch_tokens + refill > cap ? cap : h2->glitch_tokens + refill;
-    h2->glitch_ns = now;
-    if (h2->glitch_tokens >= 1000) {
-        h2->glitch_tokens -= 1000;
-        return 0;
-    }
+    if (glitch_allowed(h2)) return 0;
     (void)nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
     fail_after_send(h2, "too many invalid frames");
     return 0;

@@ -38,7 +38,7 @@ struct rpc_call;
     X(bs_readers, gauge, "ByteStream and batch readers open")                                      \
     X(bs_uploads, gauge, "ByteStream and batch uploads open")                                      \
     X(h2_refused_streams, counter, "streams refused: too many calls alive on the connection")      \
-    X(h2_header_overflows, counter, "streams reset: request headers over the limit")               \
+    X(h2_header_overflows, counter, "requests answered 431: headers over the limit")               \
     X(h2_glitches, counter, "invalid frames received")                                             \
     X(h2_goaways, counter, "connections sent GOAWAY (drain or error)")                             \
     X(h2_protocol_errors, counter, "connections closed on an HTTP/2 error")                        \

@@ -125,6 +125,17 @@ def h2_seeds():
     out("h2_session", "continuation", b"\x08" + cont)
     out("h2_session", "bad-frames", b"\x09" + settings + c(h2raw.DATA, 0, 0, b"x") +
         c(h2raw.WINDOW_UPDATE, 0, 1, b"\x00\x00\x00\x00") + b"\xff\xff\xff\x00\x00\x00\x00\x00\x01")
+    # RFC 9113 checks nghttp2 leaves to the server (src/rpc/h2.c scan_frames, on_begin_frame):
+    # PRIORITY on stream 0 and depending on itself, CONTINUATION past the limit, a reused id.
+    out("h2_session", "priority-checks", b"\x0d" + settings + req(1, health, None) +
+        c(h2raw.PRIORITY, 0, 1, struct.pack(">IB", 1, 16)) + req(3, health, g(b"")) +
+        c(h2raw.PRIORITY, 0, 0, struct.pack(">IB", 1, 16)))
+    flood = settings + c(h2raw.HEADERS, 0, 1, hs[:5])
+    for i in range(5, 15):
+        flood += c(h2raw.CONTINUATION, 0, 1, hs[i:i + 1])
+    out("h2_session", "continuation-flood", b"\x0e" + flood)
+    out("h2_session", "reused-id", b"\x0f" + settings + req(3, health, g(b"")) +
+        req(1, health, g(b"")))
     out("h2_session", "timeout", b"\x0a" + settings + req(1, health, None, extra=[("grpc-timeout", "1m")]))
     out("h2_session", "ctype", b"\x0b" + settings + req(1, health, g(b""), extra=[("content-type", "text/plain")]))
     big = [("x-big%d" % i, "v" * 4000) for i in range(5)]
