@@ -45,6 +45,24 @@ static void seg_name(uint64_t seq, char *name)
     blob_format_seg_name(seq, name, 32);
 }
 
+/* Flips a byte inside the stored copy of <want> (raw-stored bytes) in segment 1. */
+static void damage_bytes_of(struct th *t, const uint8_t *want, size_t len)
+{
+    char name[32];
+    seg_name(1, name);
+    uint64_t size;
+    cr_assert(eq(int, blob_io_sim_size(t->io, name, &size), 0));
+    static uint8_t image[32768];
+    cr_assert(le(u64, size, sizeof(image)));
+    int fd;
+    cr_assert(eq(int, t->io->ops->open(t->io, name, O_RDONLY, &fd), 0));
+    cr_assert(eq(int, blob_io_pread_full(t->io, fd, image, size, 0), 0));
+    cr_assert(eq(int, t->io->ops->close(t->io, fd), 0));
+    const uint8_t *at = memmem(image, size, want, len);
+    cr_assert(ne(ptr, (void *)(uintptr_t)at, NULL), "the bytes are not stored raw in segment 1");
+    cr_assert(eq(int, blob_io_sim_corrupt(t->io, name, (uint64_t)(at - image) + 100, 0x20), 0));
+}
+
 Test(blob_recover, sealed_segments_come_back_from_their_footers)
 {
     struct th t = { 0 };
@@ -428,21 +446,9 @@ Test(blob_recover, a_damaged_record_inside_an_unsealed_segment_keeps_the_records
     for (uint64_t i = 0; i < 4; i++)
         put_n(&t, 2 * i, 3000, &k[i]); /* even: random bytes, stored raw */
     th_close_store(&t);
-    char name[32];
-    seg_name(1, name);
-    uint64_t size;
-    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), 0));
-    static uint8_t image[32768];
-    cr_assert(le(u64, size, sizeof(image)));
-    int fd;
-    cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDONLY, &fd), 0));
-    cr_assert(eq(int, blob_io_pread_full(t.io, fd, image, size, 0), 0));
-    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
     static uint8_t want[3000];
     th_fill(want, sizeof(want), 2, false);
-    const uint8_t *at = memmem(image, size, want, sizeof(want));
-    cr_assert(ne(ptr, (void *)(uintptr_t)at, NULL), "the second blob's chunk");
-    cr_assert(eq(int, blob_io_sim_corrupt(t.io, name, (uint64_t)(at - image) + 100, 0x20), 0));
+    damage_bytes_of(&t, want, sizeof(want)); /* the second blob's chunk */
     struct blob_fsck_report r;
     cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
     cr_assert(eq(u64, r.corrupt_records, 1));
@@ -611,19 +617,7 @@ Test(blob_recover, an_ac_value_with_a_damaged_chunk_does_not_bring_back_the_olde
     struct blob_key filler;
     put_n(&t, 44, 3000, &filler); /* a valid record after the damage */
     th_close_store(&t);
-    char name[32];
-    seg_name(1, name);
-    uint64_t size;
-    cr_assert(eq(int, blob_io_sim_size(t.io, name, &size), 0));
-    static uint8_t image[32768];
-    cr_assert(le(u64, size, sizeof(image)));
-    int fd;
-    cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDONLY, &fd), 0));
-    cr_assert(eq(int, blob_io_pread_full(t.io, fd, image, size, 0), 0));
-    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
-    const uint8_t *at = memmem(image, size, newer, sizeof(newer));
-    cr_assert(ne(ptr, (void *)(uintptr_t)at, NULL), "the newer value's chunk");
-    cr_assert(eq(int, blob_io_sim_corrupt(t.io, name, (uint64_t)(at - image) + 100, 0x20), 0));
+    damage_bytes_of(&t, newer, sizeof(newer)); /* the newer value's chunk */
     struct blob_key look;
     blob_key_ac(&look, key, 0);
     for (int round = 0; round < 2; round++) { /* scanned, then from the footer it wrote */
