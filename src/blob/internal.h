@@ -45,14 +45,15 @@ enum blob_seg_state {
  * while that segment lives.
  */
 struct blob_seg {
-    _Atomic uint64_t seq;   /* store-wide number; read without the lock by blob_segment_get */
-    int fd;                 /* buffered read-only fd, closed with the last reference */
-    const uint8_t *map;     /* the file mapped read-only (map_len bytes), or NULL */
-    _Atomic uint64_t bytes; /* bytes on disk */
-    _Atomic uint32_t refs;  /* the table's reference + readers' + refresh queues' pins */
-    uint32_t pins;          /* cores whose refresh queue pins it, under the table lock */
-    uint8_t state;          /* enum blob_seg_state, under the table lock */
-    struct base_list link;  /* graveyard or spare list link once dead and unreferenced */
+    _Atomic uint64_t seq;      /* store-wide number; read without the lock by blob_segment_get */
+    int fd;                    /* buffered read-only fd, closed with the last reference */
+    const uint8_t *map;        /* the file mapped read-only (map_len bytes), or NULL */
+    _Atomic uint64_t bytes;    /* bytes on disk */
+    _Atomic uint32_t refs;     /* the table's reference + readers' + refresh queues' pins */
+    uint32_t pins;             /* cores whose refresh queue pins it, under the table lock */
+    uint8_t state;             /* enum blob_seg_state, under the table lock */
+    struct base_list link;     /* graveyard or spare list link once dead and unreferenced */
+    struct base_list pin_link; /* on the table's pinned list while pins > 0, under its lock */
 };
 
 struct blob_segs {
@@ -66,6 +67,7 @@ struct blob_segs {
     _Atomic uint64_t held_bytes;       /* bytes of dead segments still referenced: unlinked,
                                         * their files stay on disk until the last reference */
     uint32_t pinned;                   /* segments pinned by refresh queues (pins > 0) */
+    struct base_list pinned_list;      /* those segments, dead or alive (pin_link) */
     _Atomic uint64_t cold_below;       /* segments with a lower seq are in the cold (oldest) part */
     struct base_list graveyard;        /* dead segments whose fd waits to be closed off the cores */
     struct base_list spares;           /* buried segments' structs, for the next add */
@@ -88,6 +90,11 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
 bool blob_segment_is_alive(struct blob_segs *t, uint32_t seg32);
 /* Takes a reference to live segment <seg32>, or NULL. Any thread. */
 struct blob_seg *blob_segment_get(struct blob_segs *t, uint32_t seg32);
+/*
+ * Takes a reference to segment <seg32> while a refresh queue pins it, alive or dead (evicted
+ * after its keys were queued: its file stays open until the pins go), or NULL. Any thread.
+ */
+struct blob_seg *blob_segment_get_pinned(struct blob_segs *t, uint32_t seg32);
 /* Drops a reference; the last one of a dead segment moves it to the graveyard. */
 void blob_segment_put(struct blob_segs *t, struct blob_seg *seg);
 /*
@@ -161,6 +168,26 @@ void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes);
 
 /* ---- the store (store.c) ---- */
 
+/*
+ * Keys waiting for a refresh copy or copying, store-wide, and where each copy reads its key
+ * (refresh.c): every core's lookups find a key there once eviction has taken its segment,
+ * until its copy lands. Fixed: BLOB_REFRESH_KEYS entries in buckets, a lock per stripe.
+ */
+#define BLOB_REFRESH_KEYS    (1U << 16) /* entries, store-wide */
+#define BLOB_REFRESH_STRIPES 64U        /* locks */
+
+struct blob_refresh_entry {
+    struct blob_key key;           /* at its real size */
+    struct blob_index_value v;     /* where its copy reads it (pinned by <owner>) */
+    const struct blob_core *owner; /* the core whose queue holds it; NULL: a free entry */
+};
+
+struct blob_refresh_table {
+    struct blob_refresh_entry *entries;          /* BLOB_REFRESH_KEYS */
+    _Atomic uint32_t count;                      /* entries used: lookups skip an empty table */
+    pthread_mutex_t locks[BLOB_REFRESH_STRIPES]; /* a bucket's, by its number */
+};
+
 struct blob_store {
     struct blob_store_options opts;    /* as opened; dir points at <dir> */
     char *dir;                         /* owned copy */
@@ -186,6 +213,7 @@ struct blob_store {
     _Atomic uint64_t evicted_blobs;    /* stats */
     _Atomic uint64_t dropped_corrupt;  /* stats */
     _Atomic uint64_t recovery_cuts;    /* stats: scans cut at damage with valid records after */
+    struct blob_refresh_table refreshing; /* keys queued for a refresh copy, every core's */
 };
 
 /* Tells the evictor the segment set changed (wakes the thread, or evicts inline). */
@@ -334,16 +362,15 @@ struct blob_refresh_pin {
 
 /* Keys waiting for a refresh copy (refresh.c): a ring of keys, oldest first. */
 struct blob_refresh_queue {
-    struct blob_refresh_item *items;   /* <cap> slots, <len> keys from <head> */
-    uint32_t head;                     /* the oldest key */
-    uint32_t len;                      /* keys waiting */
-    uint32_t cap;                      /* slots allocated (grows up to the bound) */
-    uint64_t *tags;                    /* tags of keys waiting or copying, one per slot, 0: free */
-    struct blob_index_value *tag_vals; /* where each tagged key is read from (its pins) */
-    struct blob_refresh_pin *pins;     /* the segments they need, REFRESH_PINS_MAX slots */
-    uint32_t pins_len;                 /* used */
-    uint32_t pin_last;                 /* the pin found last (a hit's keys share a few) */
-    struct ring_task pump;             /* starts copies from the queue */
+    struct blob_refresh_item *items; /* <cap> slots, <len> keys from <head> */
+    uint32_t head;                   /* the oldest key */
+    uint32_t len;                    /* keys waiting */
+    uint32_t cap;                    /* slots allocated (grows up to the bound) */
+    uint64_t *tags;                  /* tags of keys waiting or copying, one per slot, 0: free */
+    struct blob_refresh_pin *pins;   /* the segments they need, REFRESH_PINS_MAX slots */
+    uint32_t pins_len;               /* used */
+    uint32_t pin_last;               /* the pin found last (a hit's keys share a few) */
+    struct ring_task pump;           /* starts copies from the queue */
 };
 
 struct blob_core {
@@ -395,7 +422,7 @@ bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v);
 bool blob_store_lookup(struct blob_store *s, const struct blob_key *k,
                        struct blob_index_value *out);
 /*
- * A lookup on core <bc>: the index, or where this core's refresh of <k> reads it when
+ * A lookup on core <bc>: the index, or where a refresh of <k> queued on any core reads it when
  * eviction took its segment meanwhile (blob_refresh_find; *<refreshing> says so).
  */
 bool blob_core_lookup(struct blob_core *bc, const struct blob_key *k, struct blob_index_value *out,
@@ -438,15 +465,20 @@ struct blob_refresh;
 void blob_refresh_init(struct blob_core *bc);
 /* Drops the keys waiting (quiesce); running copies end with their I/O. */
 void blob_refresh_cancel_all(struct blob_core *bc);
+/* Allocates the store-wide table of keys being refreshed (blob_store_open). */
+MUST_CHECK int blob_refresh_table_init(struct blob_store *s);
+/* Frees it; every core's keys ended. */
+void blob_refresh_table_deinit(struct blob_store *s);
 /*
- * Where this core's refresh of <k> reads it, when eviction took its segments while the key
- * waits or copies: true and *<out>. False while those segments live (the index dropped the
- * key: a read found it corrupt), or when this core has no refresh of <k>.
+ * Where a refresh of <k>, queued on any core, reads it, when eviction took its segments while
+ * the key waits or copies: true and *<out>; the segments stay open while the key is queued
+ * (blob_segment_get_pinned). False while those segments live (the index dropped the key: a
+ * read found it corrupt), or when no core has a refresh of <k>. Any core.
  */
-bool blob_refresh_find(struct blob_core *bc, const struct blob_key *k,
+bool blob_refresh_find(struct blob_store *s, const struct blob_key *k,
                        struct blob_index_value *out);
-/* The segments of <loc> (found by blob_refresh_find), from seg - span up, as the refresh
- * pins them: valid while the caller holds a reference on each. */
+/* The segments of <loc> (a key of this core's queue), from seg - span up, as its refresh pins
+ * them: valid while the caller holds a reference on each. */
 void blob_refresh_segs(struct blob_core *bc, const struct blob_loc *loc, struct blob_seg **segs);
 /* Frees the queue; nothing may wait. */
 void blob_refresh_deinit(struct blob_core *bc);

@@ -268,18 +268,21 @@ static int reader_pin(struct blob_reader *r)
 }
 
 /*
- * References the segments of a blob that eviction took while this core's refresh of it waits
- * or copies (blob_core_lookup), through the refresh's own references: their files stay open
- * until the last reader and the copy let go. Returns 0 or -ENOMEM.
+ * References the segments of a blob that eviction took while a refresh of it, queued on any
+ * core, waits or copies (blob_core_lookup): the refresh pins them, so their files stay open
+ * until the last reader and the copy let go. Returns 0, -ENOMEM, or -EAGAIN when the refresh
+ * ended since the lookup (its copy landed, or failed): the caller looks again.
  */
 static int reader_pin_refreshing(struct blob_reader *r)
 {
     int rc = reader_pins_alloc(r);
     if (rc < 0) return rc;
-    blob_refresh_segs(r->bc, &r->val.loc, r->pins);
+    struct blob_segs *segs = &r->bc->s->segs;
     /* Bounded by the span (below REFRESH_PINS_MAX). */
     for (uint32_t i = 0; i < r->pins_len; i++) {
-        blob_segment_ref(r->pins[i]);
+        r->pins[i] = blob_segment_get(segs, r->pins_lo + i);
+        if (!r->pins[i]) r->pins[i] = blob_segment_get_pinned(segs, r->pins_lo + i);
+        if (!r->pins[i]) return -EAGAIN;
     }
     return 0;
 }
@@ -300,19 +303,23 @@ int blob_read_open(struct blob_core *bc, const struct blob_key *k, uint64_t offs
     struct blob_index_value v = { 0 };
     bool empty = blob_key_is_empty(k);
     bool refreshing = false;
-    if (!empty && !blob_core_lookup(bc, k, &v, &refreshing)) return -ENOENT;
-    if (offset > v.size) return -ERANGE;
-    struct blob_reader *r;
+    struct blob_reader *r = NULL;
     uint8_t mode = want == BLOB_ENCODING_ZSTD ? MODE_ZSTD : MODE_IDENTITY;
-    int rc = reader_open_common(bc, k, v.size, mode, &r);
-    if (rc < 0) return rc;
-    r->val = v;
-    r->key.size = v.size;
-    r->offset = offset;
-    rc = empty ? 0 : refreshing ? reader_pin_refreshing(r) : reader_pin(r);
-    if (rc < 0) {
-        reader_free(r);
-        return rc;
+    int rc = -EAGAIN;
+    /* Twice at most: a refresh found by the first lookup that ended before its segments were
+     * referenced has moved the key (the index has the copy) or failed (the blob is gone). */
+    for (int tries = 0; rc == -EAGAIN; tries++) {
+        if (!empty && !blob_core_lookup(bc, k, &v, &refreshing)) return -ENOENT;
+        if (offset > v.size) return -ERANGE;
+        rc = reader_open_common(bc, k, v.size, mode, &r);
+        if (rc < 0) return rc;
+        r->val = v;
+        r->key.size = v.size;
+        r->offset = offset;
+        rc = empty ? 0 : refreshing ? reader_pin_refreshing(r) : reader_pin(r);
+        if (rc == -EAGAIN && tries > 0) rc = -ENOENT;
+        if (rc < 0) reader_free(r);
+        if (rc < 0 && rc != -EAGAIN) return rc;
     }
     if (!empty && !refreshing && blob_store_is_cold(bc->s, &v)) {
         (void)blob_refresh_queue(bc, &r->key, &v);

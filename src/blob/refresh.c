@@ -22,8 +22,16 @@
  * bytes of a pinned segment that eviction took count against the budget until then
  * (blob_store_used). When the copy starts, a key found elsewhere (another copy moved it, a
  * newer AC value came) or no longer cold is skipped.
+ *
+ * Found while queued: a queued key is also in the store's table of keys being refreshed
+ * (BLOB_REFRESH_KEYS entries, shared by the cores), with where its copy reads it, from when
+ * it is queued until its copy ends. Every core's lookups fall back to it when eviction took
+ * the key's segment: a blob just reported present reads the same on any core (a client's
+ * other connections land on other cores) until its copy lands. A key the table has no room
+ * for is refused as by a full queue.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +43,11 @@
 #define REFRESH_TAG_SLOTS (1U << 14) /* the tags of keys waiting or copying */
 #define REFRESH_TAG_PROBE 8U         /* slots a key's tag may take, from its home slot */
 #define REFRESH_PINS_MAX  64U        /* segments one core's keys may pin */
+#define TABLE_BUCKET      16U        /* entries a key may take, in either of its two buckets */
+#define TABLE_BUCKETS     (BLOB_REFRESH_KEYS / TABLE_BUCKET)
+
+STATIC_ASSERT(TABLE_BUCKETS % BLOB_REFRESH_STRIPES == 0, "a bucket has one lock");
+STATIC_ASSERT(sizeof(struct blob_refresh_entry) == 80, "docs/operations.md counts 80 bytes");
 
 STATIC_ASSERT(sizeof(struct blob_refresh_item) == 64, "the queue's bound counts 64 bytes a key");
 
@@ -83,12 +96,11 @@ static bool tag_is_set(const struct blob_refresh_queue *q, const struct blob_key
 }
 
 /*
- * Tags <k>, found at <v>, in the first free slot from its home. With all of them taken the
- * home slot's key loses its tag: it may be queued twice, and blob_refresh_find misses it.
- * (One slot per key lost a few keys of every hit of a few hundred outputs to collisions.)
+ * Tags <k> in the first free slot from its home. With all of them taken the home slot's key
+ * loses its tag: it may be queued twice (two copies; the second finds the key moved and is
+ * skipped). Lookups do not read the tags (the store's table of keys being refreshed).
  */
-static void tag_set(struct blob_refresh_queue *q, const struct blob_key *k,
-                    const struct blob_index_value *v)
+static void tag_set(struct blob_refresh_queue *q, const struct blob_key *k)
 {
     uint32_t home = tag_slot(k);
     uint32_t s = home;
@@ -101,7 +113,6 @@ static void tag_set(struct blob_refresh_queue *q, const struct blob_key *k,
         }
     }
     q->tags[s] = tag_of(k);
-    q->tag_vals[s] = *v;
 }
 
 /* Clears <k>'s tag unless another key took its slot since. */
@@ -200,6 +211,105 @@ static void pin_drop(struct blob_core *bc, const struct blob_loc *loc)
     }
 }
 
+/* ---- the store's table of keys being refreshed ---- */
+
+/*
+ * The <i>th (0 or 1) of <k>'s two buckets. Two choices: with one, a bucket overflowed once
+ * the table was a third full (0.45% of keys refused with 40,000 waiting); with a key in the
+ * first that has room, a refusal needs both full.
+ */
+static uint32_t table_bucket(const struct blob_key *k, uint32_t i)
+{
+    uint32_t x;
+    memcpy(&x, k->hash + 16 + (size_t)4 * i, sizeof(x));
+    return x % TABLE_BUCKETS;
+}
+
+static pthread_mutex_t *table_lock(struct blob_refresh_table *rt, uint32_t bucket)
+{
+    return &rt->locks[bucket % BLOB_REFRESH_STRIPES];
+}
+
+static bool same_blob(const struct blob_key *a, const struct blob_key *b)
+{
+    return a->kind == b->kind && a->digest_fn == b->digest_fn &&
+           memcmp(a->hash, b->hash, BLOB_HASH_SIZE) == 0;
+}
+
+int blob_refresh_table_init(struct blob_store *s)
+{
+    struct blob_refresh_table *rt = &s->refreshing;
+    rt->entries = calloc(BLOB_REFRESH_KEYS, sizeof(*rt->entries));
+    if (!rt->entries) return -ENOMEM;
+    atomic_store(&rt->count, 0);
+    /* Bounded by BLOB_REFRESH_STRIPES. */
+    for (uint32_t i = 0; i < BLOB_REFRESH_STRIPES; i++) {
+        int rc = pthread_mutex_init(&rt->locks[i], NULL);
+        ASSERT(rc == 0);
+    }
+    return 0;
+}
+
+void blob_refresh_table_deinit(struct blob_store *s)
+{
+    struct blob_refresh_table *rt = &s->refreshing;
+    if (!rt->entries) return;
+    ASSERT(atomic_load(&rt->count) == 0); /* every core's keys ended */
+    /* Bounded by BLOB_REFRESH_STRIPES. */
+    for (uint32_t i = 0; i < BLOB_REFRESH_STRIPES; i++) {
+        pthread_mutex_destroy(&rt->locks[i]);
+    }
+    free(rt->entries);
+    rt->entries = NULL;
+}
+
+/* Enters <k> (at its real size) found at <v>, queued on <bc>: false when its bucket is full. */
+static bool table_add(struct blob_core *bc, const struct blob_key *k,
+                      const struct blob_index_value *v)
+{
+    struct blob_refresh_table *rt = &bc->s->refreshing;
+    bool added = false;
+    /* Bounded by the two buckets of TABLE_BUCKET entries. */
+    for (uint32_t c = 0; c < 2 && !added; c++) {
+        uint32_t b = table_bucket(k, c);
+        struct blob_refresh_entry *e = &rt->entries[(size_t)b * TABLE_BUCKET];
+        pthread_mutex_lock(table_lock(rt, b));
+        for (uint32_t i = 0; i < TABLE_BUCKET; i++) {
+            if (e[i].owner) continue;
+            e[i] = (struct blob_refresh_entry){ .key = *k, .v = *v, .owner = bc };
+            atomic_fetch_add(&rt->count, 1);
+            added = true;
+            break;
+        }
+        pthread_mutex_unlock(table_lock(rt, b));
+    }
+    return added;
+}
+
+/* Takes out the entry of <k> at <loc> queued on <bc> (one, if it was queued twice). */
+static void table_del(struct blob_core *bc, const struct blob_key *k, const struct blob_loc *loc)
+{
+    struct blob_refresh_table *rt = &bc->s->refreshing;
+    bool found = false;
+    /* Bounded by the two buckets of TABLE_BUCKET entries. */
+    for (uint32_t c = 0; c < 2 && !found; c++) {
+        uint32_t b = table_bucket(k, c);
+        struct blob_refresh_entry *e = &rt->entries[(size_t)b * TABLE_BUCKET];
+        pthread_mutex_lock(table_lock(rt, b));
+        for (uint32_t i = 0; i < TABLE_BUCKET; i++) {
+            if (e[i].owner != bc || !same_blob(&e[i].key, k)) continue;
+            const struct blob_loc *at = &e[i].v.loc;
+            if (at->seg != loc->seg || at->off8 != loc->off8 || at->span != loc->span) continue;
+            e[i].owner = NULL;
+            atomic_fetch_sub(&rt->count, 1);
+            found = true;
+            break;
+        }
+        pthread_mutex_unlock(table_lock(rt, b));
+    }
+    ASSERT(found); /* entered when it was queued */
+}
+
 /* ---- the queue ---- */
 
 /* Makes room for one more key; false when the queue is at its bound or memory is short. */
@@ -208,10 +318,6 @@ static bool queue_room(struct blob_refresh_queue *q)
     if (!q->tags) {
         q->tags = calloc(REFRESH_TAG_SLOTS, sizeof(*q->tags));
         if (!q->tags) return false;
-    }
-    if (!q->tag_vals) {
-        q->tag_vals = calloc(REFRESH_TAG_SLOTS, sizeof(*q->tag_vals));
-        if (!q->tag_vals) return false;
     }
     if (!q->pins) {
         q->pins = calloc(REFRESH_PINS_MAX, sizeof(*q->pins));
@@ -259,6 +365,9 @@ static struct blob_refresh_item queue_pop(struct blob_refresh_queue *q)
 static void key_done(struct blob_core *bc, const struct blob_refresh_item *it)
 {
     tag_clear(&bc->rq, &it->key);
+    /* Out of the table before the pins go: a lookup that finds the entry finds its segments
+     * pinned (blob_segment_get_pinned), or looks again. */
+    table_del(bc, &it->key, &it->loc);
     pin_drop(bc, &it->loc);
     base_counter_dec(&bc->counters.refreshes_open);
 }
@@ -440,8 +549,13 @@ bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
         base_counter_inc(&bc->counters.refreshes_unpinned);
         return false;
     }
+    if (!table_add(bc, &it.key, &(struct blob_index_value){ .loc = it.loc, .size = v->size })) {
+        pin_drop(bc, &it.loc);
+        base_counter_inc(&bc->counters.refreshes_dropped);
+        return false;
+    }
     queue_push(q, &it);
-    tag_set(q, &it.key, &(struct blob_index_value){ .loc = it.loc, .size = v->size });
+    tag_set(q, &it.key);
     base_counter_inc(&bc->counters.refreshes_open);
     blob_core_defer(bc, &q->pump);
     return true;
@@ -451,25 +565,33 @@ bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
  * Eviction may take a queued key's segment before its copy lands: the index entry goes with
  * the segment, and the blob a client was just told is present (FindMissingBlobs, an AC hit's
  * outputs) read NOT_FOUND for the milliseconds the copies take behind heavy writes (up to 40
- * of 40 outputs, measured). The refresh still holds the files (its pins), so this core's
- * lookups find the key where its copy reads it until the copy lands.
+ * of 40 outputs, measured), on whichever core the client's next request landed. The refresh
+ * still holds the files (its pins), so every core's lookups find the key where its copy reads
+ * it until the copy lands.
  */
-bool blob_refresh_find(struct blob_core *bc, const struct blob_key *k, struct blob_index_value *out)
+bool blob_refresh_find(struct blob_store *s, const struct blob_key *k, struct blob_index_value *out)
 {
-    struct blob_refresh_queue *q = &bc->rq;
-    uint32_t slot = tag_find(q, k);
-    if (slot == UINT32_MAX) return false;
-    const struct blob_index_value *v = &q->tag_vals[slot];
-    if (k->kind == BLOB_KIND_CAS && k->size != BLOB_SIZE_ANY && k->size != v->size) return false;
-    struct blob_segs *segs = &bc->s->segs;
-    uint32_t lo = v->loc.seg - v->loc.span;
-    if (blob_segment_is_alive(segs, v->loc.seg) && blob_segment_is_alive(segs, lo)) return false;
-    /* Bounded by the span (below REFRESH_PINS_MAX: pin_take). */
-    for (uint32_t i = 0; i <= v->loc.span; i++) {
-        if (!pin_find(q, lo + i)) return false; /* cannot be while the tag is the key's */
+    struct blob_refresh_table *rt = &s->refreshing;
+    if (atomic_load_explicit(&rt->count, memory_order_acquire) == 0) return false;
+    bool sized = k->kind == BLOB_KIND_CAS && k->size != BLOB_SIZE_ANY;
+    bool found = false;
+    /* Bounded by the two buckets of TABLE_BUCKET entries. */
+    for (uint32_t c = 0; c < 2 && !found; c++) {
+        uint32_t b = table_bucket(k, c);
+        const struct blob_refresh_entry *e = &rt->entries[(size_t)b * TABLE_BUCKET];
+        pthread_mutex_lock(table_lock(rt, b));
+        for (uint32_t i = 0; i < TABLE_BUCKET && !found; i++) {
+            if (!e[i].owner || !same_blob(&e[i].key, k)) continue;
+            if (sized && k->size != e[i].v.size) continue;
+            *out = e[i].v;
+            found = true;
+        }
+        pthread_mutex_unlock(table_lock(rt, b));
     }
-    *out = *v;
-    return true;
+    if (!found) return false;
+    struct blob_segs *segs = &s->segs;
+    uint32_t lo = out->loc.seg - out->loc.span;
+    return !blob_segment_is_alive(segs, out->loc.seg) || !blob_segment_is_alive(segs, lo);
 }
 
 void blob_refresh_segs(struct blob_core *bc, const struct blob_loc *loc, struct blob_seg **segs)
@@ -502,7 +624,6 @@ void blob_refresh_deinit(struct blob_core *bc)
     ring_task_cancel(&bc->rq.pump);
     free(bc->rq.items);
     free(bc->rq.tags);
-    free(bc->rq.tag_vals);
     free(bc->rq.pins);
     memset(&bc->rq, 0, sizeof(bc->rq));
 }

@@ -42,6 +42,7 @@ int blob_segment_table_init(struct blob_segs *t, uint32_t cap)
     atomic_store(&t->next_seq, 1);
     base_list_init(&t->graveyard);
     base_list_init(&t->spares);
+    base_list_init(&t->pinned_list);
     int rc = pthread_mutex_init(&t->lock, NULL);
     ASSERT(rc == 0);
     return 0;
@@ -161,6 +162,7 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     seg->state = (uint8_t)state;
     atomic_store(&seg->bytes, bytes);
     base_list_init(&seg->link);
+    base_list_init(&seg->pin_link);
     atomic_store(&seg->refs, 1);
     atomic_store(&t->slots[slot], seg);
     t->count++;
@@ -350,7 +352,10 @@ bool blob_segment_pin(struct blob_segs *t, struct blob_seg *seg, uint32_t max)
     pthread_mutex_lock(&t->lock);
     ASSERT(atomic_load(&seg->refs) > 1 || seg->state == BLOB_SEG_DEAD); /* the caller's */
     bool ok = seg->pins > 0 || t->pinned < max;
-    if (ok && seg->pins++ == 0) t->pinned++;
+    if (ok && seg->pins++ == 0) {
+        t->pinned++;
+        base_list_add_tail(&t->pinned_list, &seg->pin_link);
+    }
     pthread_mutex_unlock(&t->lock);
     return ok;
 }
@@ -360,8 +365,34 @@ void blob_segment_unpin(struct blob_segs *t, struct blob_seg *seg)
     pthread_mutex_lock(&t->lock);
     ASSERT(seg->pins > 0);
     ASSERT(t->pinned > 0);
-    if (--seg->pins == 0) t->pinned--;
+    if (--seg->pins == 0) {
+        t->pinned--;
+        base_list_del(&seg->pin_link);
+    }
     pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * The pinned list, not the slots: eviction clears a segment's slot when it kills it, while the
+ * pins keep the struct (and its file) until the last queued key in it is copied. A pin holds
+ * a reference, so one more can be taken under the lock.
+ */
+struct blob_seg *blob_segment_get_pinned(struct blob_segs *t, uint32_t seg32)
+{
+    struct blob_seg *found = NULL;
+    pthread_mutex_lock(&t->lock);
+    /* Bounded by the pinned segments (pin_max in refresh.c). */
+    BASE_LIST_FOR_EACH(it, &t->pinned_list)
+    {
+        struct blob_seg *seg = BASE_CONTAINER_OF(it, struct blob_seg, pin_link);
+        if ((uint32_t)atomic_load(&seg->seq) == seg32) {
+            found = seg;
+            break;
+        }
+    }
+    if (found) blob_segment_ref(found);
+    pthread_mutex_unlock(&t->lock);
+    return found;
 }
 
 uint32_t blob_segment_pinned(struct blob_segs *t)

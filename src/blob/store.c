@@ -258,6 +258,11 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
         rc = -ENOMEM;
         goto err_index;
     }
+    if (blob_refresh_table_init(s) < 0) {
+        (void)snprintf(why, why_size, "out of memory for the refresh table");
+        rc = -ENOMEM;
+        goto err_segs;
+    }
     if (o->map_reads && s->io->map_ok) {
         /* A sealed segment runs past segment_size by its last record and footer at most. */
         uint64_t len = 2 * o->segment_size;
@@ -275,6 +280,7 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
     return 0;
 
 err_segs:
+    blob_refresh_table_deinit(s);
     blob_segment_table_deinit(&s->segs, s->io);
 err_index:
     blob_index_destroy(s->index);
@@ -298,6 +304,7 @@ void blob_store_close(struct blob_store *s)
     }
     pthread_cond_destroy(&s->evict_cond);
     pthread_mutex_destroy(&s->evict_lock);
+    blob_refresh_table_deinit(s);
     blob_segment_table_deinit(&s->segs, s->io);
     blob_index_destroy(s->index);
     if (s->io_owned) blob_io_real_destroy(s->io);
@@ -465,7 +472,7 @@ bool blob_core_lookup(struct blob_core *bc, const struct blob_key *k, struct blo
     *refreshing = false;
     if (blob_store_lookup(bc->s, k, out)) return true;
     if (k->kind == BLOB_KIND_CAS && k->size == BLOB_SIZE_UNKNOWN) return false;
-    *refreshing = blob_refresh_find(bc, k, out);
+    *refreshing = blob_refresh_find(bc->s, k, out);
     return *refreshing;
 }
 

@@ -511,3 +511,102 @@ Test(blob_refresh, a_key_whose_copy_cannot_start_gives_its_pins_back)
     cr_assert(eq(u32, blob_segment_pinned(&t.s->segs), 0));
     th_close(&t);
 }
+
+enum {
+    PRESENT_N = 8
+};
+
+/* Core <bc> (number <c>) finds every key, without running the loop, and opens a reader of
+ * each into <r>. */
+static void find_and_open_all(struct th *t, struct blob_core *bc, int c,
+                              const struct blob_key *keys, struct blob_reader **r)
+{
+    for (int i = 0; i < PRESENT_N; i++) {
+        struct blob_index_value v;
+        cr_assert(not(blob_store_lookup(t->s, &keys[i], &v)), "key %d not evicted", i);
+        struct blob_info info;
+        cr_assert(eq(int, blob_stat(bc, &keys[i], &info), 0), "core %d: key %d missing", c, i);
+        cr_assert(eq(u64, info.size, 3000));
+        cr_assert(blob_exists(bc, &keys[i], true), "core %d: key %d missing", c, i);
+        int rc = blob_read_open(bc, &keys[i], 0, BLOB_ENCODING_IDENTITY, &r[i]);
+        cr_assert(eq(int, rc, 0), "core %d: key %d not readable", c, i);
+    }
+    bool present[PRESENT_N];
+    cr_assert(eq(sz, blob_keep_many(bc, keys, PRESENT_N, present), PRESENT_N),
+              "core %d: a hit lost an output", c);
+}
+
+/* Reads each of <r> whole on core <bc>: the bytes put as blob 300 + i. */
+static void read_all(struct th *t, struct blob_core *bc, int c, struct blob_reader **r)
+{
+    static uint8_t want[3000];
+    static uint8_t got[3000];
+    struct blob_core *saved = t->bc;
+    t->bc = bc;
+    for (int i = 0; i < PRESENT_N; i++) {
+        th_fill(want, sizeof(want), 300 + (uint64_t)i, i % 2 == 0);
+        struct th_collect col = { .out = got };
+        for (int n = 0; n < 100 && !col.end; n++) { /* bounded: 3000 bytes in pieces */
+            cr_assert(eq(int, th_collect_next(t, r[i], &col), 0), "core %d key %d", c, i);
+        }
+        cr_assert(eq(sz, col.len, sizeof(want)));
+        cr_assert(memcmp(got, want, sizeof(want)) == 0, "core %d: key %d differs", c, i);
+        blob_read_close(r[i]);
+    }
+    t->bc = saved;
+}
+
+/*
+ * What FindMissingBlobs said present on one core stays readable on every core. A client's
+ * connections land on different cores (Bazel opens several; an HTTP cache client one per
+ * request): the keys below are found present and queued on core 0, eviction takes their
+ * segments before any copy starts, and core 1, where the client's BatchReadBlobs lands, still
+ * finds and reads every one of them, byte for byte, before the copies land and after. Before,
+ * only the core that queued a key found it where its copy reads it: core 1 answered NOT_FOUND
+ * for every one until the copies landed (the race probe's 40 of 40).
+ */
+Test(blob_refresh, a_blob_found_present_on_one_core_stays_readable_on_another_while_queued)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1 << 20;
+    t.o.cores_max = 2;
+    th_open_sim(&t, 15);
+    struct blob_core *cores[2] = { t.bc, NULL };
+    cr_assert(eq(int, blob_core_init(t.s, NULL, &cores[1]), 0));
+    th_settle(&t);
+    static struct blob_key keys[PRESENT_N];
+    for (uint64_t i = 0; i < PRESENT_N; i++)
+        put_n(&t, 300 + i, 3000, i % 2 == 0, &keys[i]);
+    make_cold(&t, &keys[PRESENT_N - 1]);
+    bool present[PRESENT_N];
+    cr_assert(eq(sz, blob_exists_many(cores[0], keys, PRESENT_N, true, present), PRESENT_N));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, PRESENT_N), "every key queued on core 0");
+    cr_assert(eq(u32, cores[0]->refreshes_len, 0), "nothing starts inside the call");
+    evict_all_sealed(&t);
+    /* Nothing runs from here until every reader is open: no copy can land meanwhile. */
+    static struct blob_reader *r[2][PRESENT_N];
+    find_and_open_all(&t, cores[1], 1, keys, r[1]);
+    find_and_open_all(&t, cores[0], 0, keys, r[0]);
+    cr_assert(eq(u64, base_counter_get(&blob_core_counters(cores[1])->refreshes_open), 0));
+    /* The bytes come from the evicted files, which the queued keys hold open. */
+    read_all(&t, cores[1], 1, r[1]);
+    read_all(&t, cores[0], 0, r[0]);
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, PRESENT_N));
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    for (int c = 1; c >= 0; c--) {
+        t.bc = cores[c];
+        for (uint64_t i = 0; i < PRESENT_N; i++) {
+            struct blob_info info;
+            cr_assert(eq(int, blob_stat(t.bc, &keys[i], &info), 0), "key %d lost", (int)i);
+            cr_assert(not(info.cold));
+            check(&t, 300 + i, 3000, i % 2 == 0, &keys[i]);
+        }
+    }
+    t.bc = cores[0];
+    blob_core_quiesce(cores[1]);
+    th_settle(&t);
+    blob_core_deinit(cores[1]);
+    th_close(&t);
+}
