@@ -587,6 +587,8 @@ static void gen_blob(struct seg_writer *w, struct blob_chunk_ctx *z, uint64_t n)
     if (w->len + 4096 > GEN_BUF) gen_flush(w);
     uint64_t chunk_off = w->file_off + w->len;
     uint32_t used = blob_chunk_encode(z, data, sizeof(data), w->buf + w->len);
+    struct blob_record_header chunk_h;
+    memcpy(&chunk_h, w->buf + w->len, sizeof(chunk_h));
     w->len += blob_align8(used);
     uint64_t commit_off = w->file_off + w->len;
     uint8_t *p = w->buf + w->len;
@@ -601,7 +603,8 @@ static void gen_blob(struct seg_writer *w, struct blob_chunk_ctx *z, uint64_t n)
     memcpy(c->hash, h, 32);
     struct blob_chunk_ref ref = { .seg = w->seq,
                                   .off8 = (uint32_t)(chunk_off / 8),
-                                  .stored = used - 32 };
+                                  .stored = used - 32,
+                                  .sum = chunk_h.payload_sum };
     memcpy(c + 1, &ref, sizeof(ref));
     uint32_t payload = (uint32_t)blob_commit_payload_len(1);
     blob_format_record_header((void *)p, BLOB_RECORD_COMMIT, 0, c, payload, 0);

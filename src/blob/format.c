@@ -71,7 +71,7 @@ void blob_format_record_header(struct blob_record_header *h, uint8_t type, uint8
     ASSERT(type >= BLOB_RECORD_CHUNK && type <= BLOB_RECORD_FOOTER);
     h->magic = BLOB_RECORD_MAGIC;
     h->type = type;
-    h->version = BLOB_FORMAT_VERSION;
+    h->version = type == BLOB_RECORD_COMMIT ? BLOB_COMMIT_VERSION : BLOB_FORMAT_VERSION;
     h->enc = enc;
     h->reserved = 0;
     h->payload_len = payload_len;
@@ -82,7 +82,12 @@ void blob_format_record_header(struct blob_record_header *h, uint8_t type, uint8
 
 int blob_format_check_record_header(const struct blob_record_header *h, uint64_t room)
 {
-    if (h->magic != BLOB_RECORD_MAGIC || h->version != BLOB_FORMAT_VERSION) return -EBADMSG;
+    if (h->magic != BLOB_RECORD_MAGIC) return -EBADMSG;
+    /* Commit records come in both versions (1: stores written before version 2). */
+    bool commit = h->type == BLOB_RECORD_COMMIT;
+    if (h->version != BLOB_FORMAT_VERSION && !(commit && h->version == BLOB_COMMIT_VERSION)) {
+        return -EBADMSG;
+    }
     if (h->header_sum != blob_format_sum(h, offsetof(struct blob_record_header, header_sum))) {
         return -EBADMSG;
     }
@@ -99,9 +104,12 @@ int blob_format_check_payload(const struct blob_record_header *h, const void *pa
     return blob_format_sum(payload, h->payload_len) == h->payload_sum ? 0 : -EBADMSG;
 }
 
-int blob_format_check_commit(const struct blob_commit *c, uint64_t len)
+int blob_format_check_commit(const struct blob_record_header *h, const struct blob_commit *c)
 {
-    if (len < sizeof(*c) || blob_commit_payload_len(c->chunk_count) != len) return -EBADMSG;
+    uint64_t len = h->payload_len;
+    if (len < sizeof(*c) || blob_commit_payload_len_of(h->version, c->chunk_count) != len) {
+        return -EBADMSG;
+    }
     if (c->kind != BLOB_KIND_CAS && c->kind != BLOB_KIND_AC) return -EBADMSG;
     if (c->chunk_shift < 12 || c->chunk_shift > 20 || c->size > BLOB_SIZE_MAX) return -EBADMSG;
     uint64_t chunk = 1ULL << c->chunk_shift;
@@ -109,16 +117,38 @@ int blob_format_check_commit(const struct blob_commit *c, uint64_t len)
     return 0;
 }
 
-void blob_format_footer_entry(const struct blob_commit *c, uint64_t seq, uint64_t off,
-                              struct blob_footer_entry *e)
+void blob_format_commit_ref(const struct blob_commit *c, uint8_t version, uint32_t i,
+                            struct blob_chunk_ref *out)
+{
+    ASSERT(i < c->chunk_count);
+    const uint8_t *p = (const uint8_t *)(c + 1) + (size_t)i * blob_chunk_ref_size(version);
+    if (blob_commit_binds_chunks(version)) {
+        memcpy(out, p, sizeof(*out));
+        return;
+    }
+    struct blob_chunk_ref_v1 v1;
+    memcpy(&v1, p, sizeof(v1));
+    *out = (struct blob_chunk_ref){ .seg = v1.seg, .off8 = v1.off8, .stored = v1.stored };
+}
+
+bool blob_format_chunk_is_ref(const struct blob_record_header *h, uint8_t version,
+                              const struct blob_chunk_ref *ref)
+{
+    if (h->payload_len != ref->stored) return false;
+    return !blob_commit_binds_chunks(version) || h->payload_sum == ref->sum;
+}
+
+void blob_format_footer_entry(const struct blob_commit *c, uint8_t version, uint64_t seq,
+                              uint64_t off, struct blob_footer_entry *e)
 {
     memset(e, 0, sizeof(*e));
     e->kind = c->kind;
     e->digest_fn = c->digest_fn;
     uint64_t oldest = seq;
-    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
     for (uint32_t i = 0; i < c->chunk_count; i++) {
-        if (refs[i].seg < oldest) oldest = refs[i].seg;
+        struct blob_chunk_ref ref;
+        blob_format_commit_ref(c, version, i, &ref);
+        if (ref.seg < oldest) oldest = ref.seg;
     }
     e->span = (uint16_t)(seq - oldest > UINT16_MAX ? UINT16_MAX : seq - oldest);
     e->off8 = (uint32_t)(off / 8);
@@ -181,14 +211,15 @@ int blob_format_parse_seg_name(const char *name, uint64_t *seq)
     return 0;
 }
 
-bool blob_format_commit_uses(const struct blob_commit *c, uint64_t seq, const uint64_t *offs,
-                             uint32_t len)
+bool blob_format_commit_uses(const struct blob_commit *c, uint8_t version, uint64_t seq,
+                             const uint64_t *offs, uint32_t len)
 {
-    const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
     /* Bounded by chunk_count (checked against the payload) times <len>. */
     for (uint32_t i = 0; i < c->chunk_count; i++) {
-        for (uint32_t j = 0; j < len && refs[i].seg == seq; j++) {
-            if ((uint64_t)refs[i].off8 * 8 == offs[j]) return true;
+        struct blob_chunk_ref ref;
+        blob_format_commit_ref(c, version, i, &ref);
+        for (uint32_t j = 0; j < len && ref.seg == seq; j++) {
+            if ((uint64_t)ref.off8 * 8 == offs[j]) return true;
         }
     }
     return false;

@@ -1,7 +1,10 @@
 /*
- * The on-disk layout of segment files, version 1 (docs/format.md is the grammar; this header
- * is its code). Every structure is little-endian, fixed-size and pinned by STATIC_ASSERTs;
- * every structure carries a checksum (XXH3-64) and every header a version number.
+ * The on-disk layout of segment files, version 2 (docs/format.md is the grammar; this header
+ * is its code). Version 2 changed only commit records: their chunk refs carry the payload_sum
+ * of the chunk record they name; every other structure is still version 1, and commit
+ * records of version 1 (16-byte refs) are still read. Every structure is little-endian, fixed-size
+ * and pinned by STATIC_ASSERTs; every structure carries a checksum (XXH3-64) and every header a
+ * version number.
  *
  *   segment  = header-block record* [footer-record pad trailer]
  *   record   = record-header payload pad-to-8
@@ -18,7 +21,15 @@
 
 #include "base/assert.h"
 
-#define BLOB_FORMAT_VERSION  1
+#define BLOB_FORMAT_VERSION 1 /* segment header, trailer, chunk and footer records */
+/*
+ * Commit records written now. Their chunk refs carry the payload_sum of the record they name
+ * (a checksum held by the parent, as ZFS's block pointers do): a valid chunk record that is
+ * not the one the commit wrote there (a misdirected write, another blob's record) fails the
+ * comparison, where its own checksums pass. Version 1 commit records (BLOB_FORMAT_VERSION)
+ * are read as before, without that check.
+ */
+#define BLOB_COMMIT_VERSION  2
 #define BLOB_BLOCK_SIZE      4096U           /* O_DIRECT alignment of offsets, lengths, memory */
 #define BLOB_SEG_HEADER_SIZE BLOB_BLOCK_SIZE /* records start here */
 #define BLOB_SEG_MAGIC       0x31534143474e4952ULL /* the bytes "RINGCAS1" */
@@ -69,14 +80,24 @@ struct blob_record_header {
 STATIC_ASSERT(sizeof(struct blob_record_header) == 32, "record header layout");
 STATIC_ASSERT(offsetof(struct blob_record_header, header_sum) == 24, "header checksum place");
 
-/* Where a chunk record lives: in the commit record's chunk table. */
+/* Where a chunk record lives, and what it holds: in a version-2 commit record's chunk table. */
 struct blob_chunk_ref {
+    uint64_t seg;    /* segment seq */
+    uint32_t off8;   /* record offset / 8 */
+    uint32_t stored; /* payload bytes (the frame) */
+    uint64_t sum;    /* the chunk record's payload_sum */
+};
+
+STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 24, "chunk ref layout");
+
+/* A chunk ref of a version-1 commit record: no payload_sum. */
+struct blob_chunk_ref_v1 {
     uint64_t seg;    /* segment seq */
     uint32_t off8;   /* record offset / 8 */
     uint32_t stored; /* payload bytes (the frame) */
 };
 
-STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 16, "chunk ref layout");
+STATIC_ASSERT(sizeof(struct blob_chunk_ref_v1) == 16, "version-1 chunk ref layout");
 
 /* The payload of a commit record; chunk_count refs follow it. */
 struct blob_commit {
@@ -137,10 +158,29 @@ static inline uint64_t blob_record_size(uint64_t payload_len)
     return blob_align8(sizeof(struct blob_record_header) + payload_len);
 }
 
-/* Bytes of a commit record's payload for <chunks> chunks. */
+/* Bytes of one chunk ref in a commit record of <version> (the record header's). */
+static inline uint64_t blob_chunk_ref_size(uint8_t version)
+{
+    return version == BLOB_COMMIT_VERSION ? sizeof(struct blob_chunk_ref)
+                                          : sizeof(struct blob_chunk_ref_v1);
+}
+
+/* Bytes of the payload of a commit record of <version> for <chunks> chunks. */
+static inline uint64_t blob_commit_payload_len_of(uint8_t version, uint64_t chunks)
+{
+    return sizeof(struct blob_commit) + chunks * blob_chunk_ref_size(version);
+}
+
+/* Bytes of the payload of a commit record written now for <chunks> chunks. */
 static inline uint64_t blob_commit_payload_len(uint64_t chunks)
 {
-    return sizeof(struct blob_commit) + chunks * sizeof(struct blob_chunk_ref);
+    return blob_commit_payload_len_of(BLOB_COMMIT_VERSION, chunks);
+}
+
+/* True when the refs of a commit record of <version> carry their chunk record's payload_sum. */
+static inline bool blob_commit_binds_chunks(uint8_t version)
+{
+    return version == BLOB_COMMIT_VERSION;
 }
 
 /* XXH3-64 of <len> bytes at <p>. */
@@ -166,26 +206,44 @@ MUST_CHECK int blob_format_check_record_header(const struct blob_record_header *
 MUST_CHECK int blob_format_check_payload(const struct blob_record_header *h, const void *payload);
 
 /*
- * Checks a commit payload of <len> bytes: the chunk count matches the length, the sizes agree
- * with the chunk shift. Returns 0 or -EBADMSG.
+ * Checks the payload <c> of a commit record whose (checked) header is <h>: the chunk count
+ * matches the length for the record's version, the sizes agree with the chunk shift. Returns
+ * 0 or -EBADMSG.
  */
-MUST_CHECK int blob_format_check_commit(const struct blob_commit *c, uint64_t len);
+MUST_CHECK int blob_format_check_commit(const struct blob_record_header *h,
+                                        const struct blob_commit *c);
+
+/*
+ * Chunk ref <i> of the (checked) commit <c> of a record of <version>, decoded into <out>; a
+ * version-1 ref has no sum (0: blob_commit_binds_chunks tells whether to compare it).
+ */
+void blob_format_commit_ref(const struct blob_commit *c, uint8_t version, uint32_t i,
+                            struct blob_chunk_ref *out);
+
+/*
+ * True when the chunk record whose (checked) header is <h> is the one <ref>, a ref of a
+ * commit record of <version>, names: its length, and for version 2 its payload_sum. Readers
+ * and fsck check it along with the record's own checksums.
+ */
+bool blob_format_chunk_is_ref(const struct blob_record_header *h, uint8_t version,
+                              const struct blob_chunk_ref *ref);
 
 /* Damaged records a scan of one segment skips at most (recovery, fsck). */
 #define BLOB_SCAN_SKIPPED_MAX 64U
 
 /*
- * True when a chunk of the (checked) commit <c> is the record at one of the <len> offsets
- * <offs> of segment <seq>: recovery and fsck leave out the commits of the damaged records a
- * scan skipped.
+ * True when a chunk of the (checked) commit <c>, of a record of <version>, is the record at
+ * one of the <len> offsets <offs> of segment <seq>: recovery and fsck leave out the commits
+ * of the damaged records a scan skipped.
  */
-bool blob_format_commit_uses(const struct blob_commit *c, uint64_t seq, const uint64_t *offs,
-                             uint32_t len);
+bool blob_format_commit_uses(const struct blob_commit *c, uint8_t version, uint64_t seq,
+                             const uint64_t *offs, uint32_t len);
 
-/* The footer entry of a (checked) commit record <c> at <off> of segment <seq>: what the
- * writer lists in the footer, what recovery indexes from a scan and what fsck compares. */
-void blob_format_footer_entry(const struct blob_commit *c, uint64_t seq, uint64_t off,
-                              struct blob_footer_entry *e);
+/* The footer entry of a (checked) commit <c> of a record of <version> at <off> of segment
+ * <seq>: what the writer lists in the footer, what recovery indexes from a scan and what fsck
+ * compares. */
+void blob_format_footer_entry(const struct blob_commit *c, uint8_t version, uint64_t seq,
+                              uint64_t off, struct blob_footer_entry *e);
 
 /* Fills a trailer and its checksum. */
 void blob_format_trailer(struct blob_seg_trailer *t, uint64_t seq, uint64_t footer_off,

@@ -101,13 +101,15 @@ static int chunk_gone(const struct fsck *f, const struct fsck_seg *home, uint64_
 }
 
 /*
- * Reads, checks and decodes chunk <i> of commit <c> (in segment <home>); feeds the digest. 0,
- * -ENOENT (its segment was evicted: chunk_gone) or -EBADMSG.
+ * Reads, checks and decodes chunk <i> of commit <c> (of a record of <version>, in segment
+ * <home>); feeds the digest. 0, -ENOENT (its segment was evicted: chunk_gone) or -EBADMSG.
  */
 static int check_chunk(struct fsck *f, const struct fsck_seg *home, const struct blob_commit *c,
-                       uint32_t i, struct blob_digest *d)
+                       uint8_t version, uint32_t i, struct blob_digest *d)
 {
-    const struct blob_chunk_ref *ref = (const struct blob_chunk_ref *)(const void *)(c + 1) + i;
+    struct blob_chunk_ref r;
+    blob_format_commit_ref(c, version, i, &r);
+    const struct blob_chunk_ref *ref = &r;
     struct fsck_seg *s = seg_find(f, ref->seg);
     uint64_t chunk = 1ULL << c->chunk_shift;
     uint64_t raw = c->size - (uint64_t)i * chunk < chunk ? c->size - (uint64_t)i * chunk : chunk;
@@ -123,13 +125,20 @@ static int check_chunk(struct fsck *f, const struct fsck_seg *home, const struct
         blob_format_check_payload(h, f->rec + sizeof(*h)) < 0) {
         return -EBADMSG;
     }
+    if (!blob_format_chunk_is_ref(h, version, ref)) {
+        /* A valid record, but not the one the commit wrote there: named where it is, since
+         * nothing else reports it (the record itself passes every scan). */
+        problem(f, ref->seg, (uint64_t)ref->off8 * 8,
+                "chunk record is not the one its commit names");
+        return -EBADMSG;
+    }
     if (blob_chunk_decode(&f->z, h, f->rec + sizeof(*h), f->raw, chunk) < 0) return -EBADMSG;
     blob_digest_update(d, f->raw, raw);
     return 0;
 }
 
 static void check_blob(struct fsck *f, const struct fsck_seg *home, uint64_t off,
-                       const struct blob_commit *c)
+                       const struct blob_commit *c, uint8_t version)
 {
     uint64_t seq = home->seq;
     struct blob_digest d;
@@ -140,7 +149,7 @@ static void check_blob(struct fsck *f, const struct fsck_seg *home, uint64_t off
     }
     int rc = 0;
     for (uint32_t i = 0; i < c->chunk_count && rc == 0; i++) {
-        rc = check_chunk(f, home, c, i, &d);
+        rc = check_chunk(f, home, c, version, i, &d);
     }
     uint8_t hash[BLOB_HASH_SIZE];
     blob_digest_final(&d, hash);
@@ -246,18 +255,19 @@ static int scan_records(struct fsck *f, struct fsck_seg *s, uint64_t limit, stru
         if (h.type == BLOB_RECORD_COMMIT) {
             out->commits++;
             const struct blob_commit *c = (const void *)buf;
-            if (blob_format_check_commit(c, h.payload_len) < 0) {
+            if (blob_format_check_commit(&h, c) < 0) {
                 f->r->bad_blobs++;
                 problem(f, s->seq, off, "malformed commit");
-            } else if (blob_format_commit_uses(c, s->seq, out->skipped, out->skipped_len)) {
+            } else if (blob_format_commit_uses(c, h.version, s->seq, out->skipped,
+                                               out->skipped_len)) {
                 /* Recovery leaves it out of the footer: its chunk is the damaged record. */
                 f->r->bad_blobs++;
                 problem(f, s->seq, off, "a chunk is missing or corrupt");
             } else {
                 struct blob_footer_entry e;
-                blob_format_footer_entry(c, s->seq, off, &e);
+                blob_format_footer_entry(c, h.version, s->seq, off, &e);
                 if (!keep_entry(out, &e)) break;
-                check_blob(f, s, off, c);
+                check_blob(f, s, off, c, h.version);
             }
         }
         off += blob_record_size(h.payload_len);

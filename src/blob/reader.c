@@ -438,9 +438,18 @@ static const struct blob_commit *commit_of(const struct blob_reader *r)
                                                       sizeof(struct blob_record_header));
 }
 
-static const struct blob_chunk_ref *ref_of(const struct blob_reader *r, uint32_t i)
+/* The version of the commit record read into r->commit: it says how its refs are laid out. */
+static uint8_t commit_version(const struct blob_reader *r)
 {
-    return (const struct blob_chunk_ref *)(const void *)(commit_of(r) + 1) + i;
+    return ((const struct blob_record_header *)(const void *)r->commit)->version;
+}
+
+/* Chunk ref <i> of the (checked) commit record. */
+static struct blob_chunk_ref ref_of(const struct blob_reader *r, uint32_t i)
+{
+    struct blob_chunk_ref ref;
+    blob_format_commit_ref(commit_of(r), commit_version(r), i, &ref);
+    return ref;
 }
 
 /* Counts a corrupt record and drops the blob: it is missing from now on. */
@@ -468,7 +477,7 @@ static int check_commit(struct blob_reader *r)
     if (need > r->commit_len) return 1;
     if (blob_format_check_payload(h, r->commit + sizeof(*h)) < 0) return -EBADMSG;
     const struct blob_commit *c = commit_of(r);
-    if (blob_format_check_commit(c, h->payload_len) < 0) return -EBADMSG;
+    if (blob_format_check_commit(h, c) < 0) return -EBADMSG;
     if (c->kind != r->key.kind || c->size != r->key.size ||
         memcmp(c->hash, r->key.hash, BLOB_HASH_SIZE) != 0) {
         return -EBADMSG;
@@ -646,10 +655,10 @@ static bool slot_map(struct blob_reader *r, struct reader_slot *s, uint32_t chun
                      uint64_t limit)
 {
     if (len < MAP_MIN || r->mode == MODE_RECORDS) return false;
-    const struct blob_chunk_ref *ref = ref_of(r, chunk);
-    struct blob_seg *seg = reader_pinned(r, (uint32_t)ref->seg);
+    struct blob_chunk_ref ref = ref_of(r, chunk);
+    struct blob_seg *seg = reader_pinned(r, (uint32_t)ref.seg);
     const uint8_t *rec =
-        seg ? blob_segment_mapped(&r->bc->s->segs, seg, (uint64_t)ref->off8 * 8, len) : NULL;
+        seg ? blob_segment_mapped(&r->bc->s->segs, seg, (uint64_t)ref.off8 * 8, len) : NULL;
     /* Whether the blob is in the page cache decides the reads ahead (read_ahead). */
     r->mapped = rec != NULL;
     if (!rec) return false;
@@ -682,9 +691,9 @@ static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead, bool map
     const struct blob_store_options *o = &bc->s->opts;
     struct reader_slot *s = &r->slots[(r->first + r->used) % r->depth];
     ASSERT(s->state == SLOT_FREE);
-    const struct blob_chunk_ref *ref = ref_of(r, chunk);
-    if (!reader_pinned(r, (uint32_t)ref->seg)) return reader_chunk_gone(r, (uint32_t)ref->seg);
-    uint32_t len = (uint32_t)sizeof(struct blob_record_header) + ref->stored;
+    struct blob_chunk_ref ref = ref_of(r, chunk);
+    if (!reader_pinned(r, (uint32_t)ref.seg)) return reader_chunk_gone(r, (uint32_t)ref.seg);
+    uint32_t len = (uint32_t)sizeof(struct blob_record_header) + ref.stored;
     uint64_t chunk_size = chunk_bytes(r);
     uint32_t raw = (uint32_t)(r->key.size < chunk_size ? r->key.size : chunk_size);
     if (len > blob_chunk_record_bound(raw)) return -EBADMSG;
@@ -694,7 +703,7 @@ static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead, bool map
     int rc = slot_buffers(r, s, limit);
     if (rc == -EAGAIN && !ahead) base_counter_inc(&bc->counters.queue_full);
     if (rc < 0) return rc;
-    rc = reader_submit(&s->io, (uint32_t)ref->seg, (uint64_t)ref->off8 * 8, s->buf, len);
+    rc = reader_submit(&s->io, (uint32_t)ref.seg, (uint64_t)ref.off8 * 8, s->buf, len);
     if (rc < 0) return rc;
     s->rec = s->buf;
     slot_claim(r, s, chunk, SLOT_READING);
@@ -772,18 +781,22 @@ static uint64_t chunk_raw(const struct blob_reader *r, uint32_t chunk)
 }
 
 /*
- * Checks the chunk record of <res> bytes just read into <s> (header and payload checksums):
- * 0 or -EBADMSG. It runs as the read completes, while the bytes are still in this core's
- * cache, not when the chunk's first piece is handed out, which may be a while later.
+ * Checks the chunk record of <res> bytes just read into <s> (header and payload checksums,
+ * and that it is the record its commit names: the payload_sum the commit's ref holds, so a
+ * valid record of another chunk or blob found there is not served): 0 or -EBADMSG. It runs as
+ * the read completes, while the bytes are still in this core's cache, not when the chunk's
+ * first piece is handed out, which may be a while later. No hashing beyond the payload's own.
  */
 static int slot_check(const struct blob_reader *r, const struct reader_slot *s, int32_t res)
 {
     const struct blob_record_header *h = (const void *)s->rec;
     uint32_t want = s->io.want_len;
     uint64_t raw = chunk_raw(r, s->chunk);
+    struct blob_chunk_ref ref = ref_of(r, s->chunk);
     if ((uint32_t)res != want) return -EBADMSG; /* runs past the end of its file: torn */
     if (blob_format_check_record_header(h, want - sizeof(*h)) < 0 || h->type != BLOB_RECORD_CHUNK ||
         h->raw_len != raw || h->payload_len != want - sizeof(*h) ||
+        !blob_format_chunk_is_ref(h, commit_version(r), &ref) ||
         blob_format_check_payload(h, s->rec + sizeof(*h)) < 0) {
         return -EBADMSG;
     }
@@ -1024,12 +1037,12 @@ static bool window_chunk(struct blob_reader *r, uint32_t pre)
     if (commit_of(r)->chunk_count != 1) return false;
     uint32_t head = head_chunk(r);
     ASSERT(head == 0); /* a read from the blob's end reads no commit record */
-    const struct blob_chunk_ref *ref = ref_of(r, 0);
+    struct blob_chunk_ref ref = ref_of(r, 0);
     uint64_t commit_off = (uint64_t)r->val.loc.off8 * 8;
     uint64_t start = commit_off - pre;
-    uint64_t off = (uint64_t)ref->off8 * 8;
-    uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref->stored;
-    if (ref->seg != r->val.loc.seg || off < start || off + len > commit_off) return false;
+    uint64_t off = (uint64_t)ref.off8 * 8;
+    uint64_t len = sizeof(struct blob_record_header) + (uint64_t)ref.stored;
+    if (ref.seg != r->val.loc.seg || off < start || off + len > commit_off) return false;
     struct reader_slot *s = &r->slots[0];
     s->io.want_len = (uint32_t)len;
     s->chunk = 0;

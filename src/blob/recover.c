@@ -161,13 +161,14 @@ static int scan_segment(struct scan *sc, struct blob_visit *v)
         }
         if (h->type == BLOB_RECORD_COMMIT) {
             const struct blob_commit *c = (const void *)payload;
-            if (blob_format_check_commit(c, h->payload_len) < 0) break;
+            if (blob_format_check_commit(h, c) < 0) break;
             /* An AC value whose chunk is damaged stays listed: it is still the key's newest,
              * and its first read drops the key (a miss), where leaving it out would bring
              * back the value it replaced, as leave_out explains. */
-            if (c->kind == BLOB_KIND_AC || !blob_format_commit_uses(c, seq, skipped, skipped_len)) {
+            if (c->kind == BLOB_KIND_AC ||
+                !blob_format_commit_uses(c, h->version, seq, skipped, skipped_len)) {
                 struct blob_footer_entry e;
-                blob_format_footer_entry(c, seq, off, &e);
+                blob_format_footer_entry(c, h->version, seq, off, &e);
                 fn(ctx, &e);
             }
         }
@@ -360,15 +361,14 @@ static bool commit_misses_segment(struct recover *r, const struct blob_footer_en
     const struct blob_commit *c = (const void *)buf;
     if (blob_io_pread_full(v->io, v->fd, buf, h.payload_len, off + sizeof(h)) < 0) {
         missing = false;
-    } else if (blob_format_check_payload(&h, buf) == 0 &&
-               blob_format_check_commit(c, h.payload_len) == 0 &&
+    } else if (blob_format_check_payload(&h, buf) == 0 && blob_format_check_commit(&h, c) == 0 &&
                memcmp(c->hash, e->hash, BLOB_HASH_SIZE) == 0) {
         missing = false;
-        const struct blob_chunk_ref *refs = (const struct blob_chunk_ref *)(const void *)(c + 1);
         /* Bounded by chunk_count (checked against the payload). */
         for (uint32_t i = 0; i < c->chunk_count && !missing; i++) {
-            missing =
-                refs[i].seg != r->seq && !blob_segment_is_alive(&r->s->segs, (uint32_t)refs[i].seg);
+            struct blob_chunk_ref ref;
+            blob_format_commit_ref(c, h.version, i, &ref);
+            missing = ref.seg != r->seq && !blob_segment_is_alive(&r->s->segs, (uint32_t)ref.seg);
         }
     }
     free(buf);

@@ -163,7 +163,7 @@ static int upload_admit(struct blob_core *bc, const struct blob_key *k)
         return -EAGAIN;
     }
     bool unsized = k->size == BLOB_SIZE_UNKNOWN;
-    STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 16, "upload_limit counts 16-byte refs");
+    STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 24, "upload_limit counts version-2 refs");
     bool too_big = !unsized && k->size > upload_limit(s, BLOB_KIND_CAS);
     if (too_big || over_budget(s)) {
         base_counter_inc(&bc->counters.full);
@@ -230,7 +230,9 @@ int blob_upload_begin_copy(struct blob_core *bc, const struct blob_key *k,
     return 0;
 }
 
-static int refs_push(struct blob_upload *u, uint64_t seq, uint64_t off, uint32_t stored)
+/* Adds the chunk record whose header is <h>, written at <off> of segment <seq>, to the table. */
+static int refs_push(struct blob_upload *u, uint64_t seq, uint64_t off,
+                     const struct blob_record_header *h)
 {
     if (u->refs_len == u->refs_size) {
         uint32_t size = u->refs_size ? u->refs_size * 2 : 4;
@@ -242,7 +244,8 @@ static int refs_push(struct blob_upload *u, uint64_t seq, uint64_t off, uint32_t
     struct blob_chunk_ref *r = &u->refs[u->refs_len++];
     r->seg = seq;
     r->off8 = (uint32_t)(off / 8);
-    r->stored = stored;
+    r->stored = h->payload_len;
+    r->sum = h->payload_sum; /* binds the record to this blob and place (format.h) */
     if (seq < u->oldest_seq) u->oldest_seq = seq;
     return 0;
 }
@@ -267,8 +270,10 @@ static int upload_emit_from(struct blob_upload *u, const uint8_t *src, uint32_t 
     if (!p) return err;
     if (hash) blob_digest_update(&u->digest, src, n);
     uint32_t used = blob_chunk_encode(&u->bc->zctx, src, n, p);
+    struct blob_record_header h;
+    memcpy(&h, p, sizeof(h)); /* before the commit, which may start the buffer's write */
     blob_writer_commit(w, used);
-    int rc = refs_push(u, seq, off, used - (uint32_t)sizeof(struct blob_record_header));
+    int rc = refs_push(u, seq, off, &h);
     if (rc < 0) return rc;
     u->emitted += n;
     return 0;
@@ -401,7 +406,7 @@ static int append_record(struct blob_upload *u)
     if (!p) return err;
     memcpy(p, u->in, u->rec_len);
     blob_writer_commit(w, u->rec_len);
-    int rc = refs_push(u, seq, off, u->rec_len - (uint32_t)sizeof(struct blob_record_header));
+    int rc = refs_push(u, seq, off, (const struct blob_record_header *)(const void *)u->in);
     u->in_len = 0;
     return rc;
 }

@@ -10,6 +10,7 @@ import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -560,6 +561,123 @@ class LostSegment(unittest.TestCase):
             self.assertEqual(cas_get(srv.port, digest)[0], 404)
             self.assertEqual(self.request(srv, "PUT", digest, body)[0], 201)
             self.assertEqual(cas_get(srv.port, digest), (200, body))
+
+
+class MisplacedChunks(unittest.TestCase):
+    """Two chunk records of a blob swapped in its segment file (a misdirected write), each
+    still a valid record with its own checksums: before, every read served the blob with its
+    chunks in the wrong order as a complete success, HTTP 200 and gRPC OK. A commit record's
+    refs now hold each chunk record's payload_sum: the blob is found corrupt and dropped, and
+    no read completes with the wrong bytes; what a client did get is a prefix of the blob."""
+
+    CHUNK = 256 << 10  # the default chunk size
+
+    @staticmethod
+    def records(data):
+        """(offset, type, length with padding) of the records of a segment file's bytes."""
+        out = []
+        off = 4096
+        while off + 32 <= len(data):
+            magic, kind, plen = struct.unpack_from("<IB3xI", data, off)
+            if magic != 0x44524352:  # "RCRD": zeros after the last record
+                break
+            size = (32 + plen + 7) & ~7
+            out.append((off, kind, size))
+            off += size
+        return out
+
+    def swap_middle_chunks(self, folder):
+        """Swaps chunk records 1 and 2 of every blob of four chunks; returns how many."""
+        swapped = 0
+        for name in sorted(os.listdir(folder)):
+            if not (name.startswith("seg-") and name.endswith(".rcs")):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                data = bytearray(f.read())
+            chunks = []
+            for off, kind, size in self.records(data):
+                if kind == 1:
+                    chunks.append((off, size))
+                    continue
+                if kind == 2 and len(chunks) == 4:
+                    (a, la), (b, lb) = chunks[1], chunks[2]
+                    self.assertEqual(la, lb)  # random bytes: stored raw, equally long
+                    data[a:a + la], data[b:b + lb] = data[b:b + lb], data[a:a + la]
+                    swapped += 1
+                chunks = []
+            with open(path, "r+b") as f:
+                f.write(data)
+        return swapped
+
+    def http_get(self, port, digest):
+        """GET /cas/<digest>: (status, the bytes that came, whether the body came whole)."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/cas/" + digest)
+            got = conn.getresponse()
+            try:
+                return got.status, got.read(), True
+            except http.client.IncompleteRead as e:
+                return got.status, e.partial, False
+            except ConnectionError:
+                return got.status, b"", False
+        finally:
+            conn.close()
+
+    def test_swapped_chunks_are_never_served_as_the_blob(self):
+        import grpc  # pylint: disable=import-outside-toplevel
+        import reapi  # pylint: disable=import-outside-toplevel
+
+        rnd = random.Random(11)
+        blobs = [rnd.randbytes(4 * self.CHUNK) for _ in range(3)]
+        digests = [hashlib.sha256(b).hexdigest() for b in blobs]
+        with harness.Server(cores=1) as srv:
+            for body, digest in zip(blobs, digests):
+                conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+                conn.request("PUT", "/cas/" + digest, body=body)
+                self.assertEqual(conn.getresponse().status, 201)
+                conn.close()
+            srv.stop()
+            self.assertEqual(self.swap_middle_chunks(srv.dir), 3)
+            srv.start()
+
+            # HTTP: a 404, or a 200 whose body is cut before its length; never the swapped blob.
+            status, got, whole = self.http_get(srv.port, digests[0])
+            self.assertFalse(status == 200 and whole, "the swapped blob was served whole")
+            self.assertIn(status, (200, 404))
+            self.assertTrue(blobs[0].startswith(got), "bytes that are not the blob's were sent")
+            self.assertEqual(self.http_get(srv.port, digests[0])[0], 404, "dropped as corrupt")
+
+            client = reapi.Client(srv.address)
+            try:
+                # ByteStream.Read: an error status, not OK.
+                name = "blobs/%s/%d" % (digests[1], len(blobs[1]))
+                req = reapi.msg("google.bytestream.ReadRequest", resource_name=name)
+                got = b""
+                with self.assertRaises(grpc.RpcError):
+                    for r in client.Read(req, timeout=30):
+                        got += r.data
+                self.assertTrue(blobs[1].startswith(got), "bytes that are not the blob's came")
+                with self.assertRaises(grpc.RpcError) as cm:
+                    list(client.Read(req, timeout=30))
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+                # BatchReadBlobs: the blob's own status is not OK and carries no data.
+                d = reapi.msg("Digest", hash=digests[2], size_bytes=len(blobs[2]))
+                req = reapi.msg("BatchReadBlobsRequest", digests=[d])
+                try:
+                    resp = client.BatchReadBlobs(req, timeout=30).responses
+                    self.assertEqual(len(resp), 1)
+                    self.assertNotEqual(resp[0].status.code, 0, "served as OK")
+                    self.assertEqual(resp[0].data, b"")
+                except grpc.RpcError as e:
+                    self.assertNotEqual(e.code(), grpc.StatusCode.OK)
+                resp = client.BatchReadBlobs(req, timeout=30).responses
+                self.assertEqual(resp[0].status.code, grpc.StatusCode.NOT_FOUND.value[0])
+            finally:
+                client.close()
+            self.assertEqual(srv.metric("ringcas_store_dropped_corrupt_total"), 3)
 
 
 class RecoveryLog(unittest.TestCase):

@@ -4,6 +4,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <zstd.h>
 
 #include "blob/digest.h"
+#include "blob/format.h"
 #include "blob/internal.h"
 
 void th_options_small(struct blob_store_options *o)
@@ -340,4 +342,68 @@ int th_get(struct th *t, const struct blob_key *k, uint64_t off, enum blob_encod
     *out = p.buf;
     *len = p.len;
     return 0;
+}
+
+/* The disk of <t> (a closed store's): the simulated one, or the real folder's, opened here. */
+static struct blob_io *disk_of(struct th *t)
+{
+    if (t->io) return t->io;
+    struct blob_io *io;
+    cr_assert(eq(int, blob_io_real_create(t->dir, &io), 0), "%s", t->dir);
+    return io;
+}
+
+static void disk_done(struct th *t, struct blob_io *io)
+{
+    if (io != t->io) blob_io_real_destroy(io);
+}
+
+uint32_t th_chunk_records(struct th *t, uint64_t seq, struct th_record *out, uint32_t max)
+{
+    struct blob_io *io = disk_of(t);
+    char name[32];
+    blob_format_seg_name(seq, name, sizeof(name));
+    int fd;
+    cr_assert(eq(int, io->ops->open(io, name, O_RDONLY, &fd), 0), "%s", name);
+    uint64_t size;
+    cr_assert(eq(int, io->ops->fsize(io, fd, &size), 0));
+    uint32_t n = 0;
+    uint64_t off = BLOB_SEG_HEADER_SIZE;
+    /* Bounded by the file: every record advances at least its header. */
+    while (n < max && off + sizeof(struct blob_record_header) <= size) {
+        struct blob_record_header h;
+        cr_assert(eq(int, blob_io_pread_full(io, fd, &h, sizeof(h), off), 0));
+        if (blob_format_check_record_header(&h, size - off - sizeof(h)) < 0) break;
+        if (h.type == BLOB_RECORD_CHUNK) {
+            out[n++] = (struct th_record){ off, blob_record_size(h.payload_len) };
+        }
+        off += blob_record_size(h.payload_len);
+    }
+    cr_assert(eq(int, io->ops->close(io, fd), 0));
+    disk_done(t, io);
+    return n;
+}
+
+void th_swap_records(struct th *t, uint64_t seq, const struct th_record *a,
+                     const struct th_record *b)
+{
+    cr_assert(eq(u64, a->len, b->len), "records of equal length");
+    struct blob_io *io = disk_of(t);
+    char name[32];
+    blob_format_seg_name(seq, name, sizeof(name));
+    int fd;
+    cr_assert(eq(int, io->ops->open(io, name, O_RDWR, &fd), 0), "%s", name);
+    uint8_t *x = malloc(a->len);
+    uint8_t *y = malloc(b->len);
+    cr_assert(x && y);
+    cr_assert(eq(int, blob_io_pread_full(io, fd, x, a->len, a->off), 0));
+    cr_assert(eq(int, blob_io_pread_full(io, fd, y, b->len, b->off), 0));
+    cr_assert(memcmp(x, y, a->len) != 0, "two different records");
+    cr_assert(eq(int, blob_io_pwrite_full(io, fd, y, b->len, a->off), 0));
+    cr_assert(eq(int, blob_io_pwrite_full(io, fd, x, a->len, b->off), 0));
+    cr_assert(eq(int, io->ops->fdatasync(io, fd), 0));
+    cr_assert(eq(int, io->ops->close(io, fd), 0));
+    disk_done(t, io);
+    free(x);
+    free(y);
 }

@@ -78,4 +78,19 @@ int th_collect_next(struct th *t, struct blob_reader *r, struct th_collect *c);
 /* Sum of this core's counters. */
 struct blob_counters_snapshot th_counters(struct th *t);
 
+/* A record of a segment file: its offset and its length, padding included. */
+struct th_record {
+    uint64_t off;
+    uint64_t len;
+};
+
+/* The chunk records of segment <seq> of a closed store (simulated disk or real folder), in file
+ * order, up to <max> of them (the scan stops at the first invalid record). Returns how many. */
+uint32_t th_chunk_records(struct th *t, uint64_t seq, struct th_record *out, uint32_t max);
+
+/* Swaps the records <a> and <b> (of equal length) of segment <seq> of a closed store: a
+ * misdirected write, which leaves each a valid record. */
+void th_swap_records(struct th *t, uint64_t seq, const struct th_record *a,
+                     const struct th_record *b);
+
 #endif /* RINGCAS_TESTS_BLOB_HARNESS_H */

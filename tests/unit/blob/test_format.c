@@ -64,6 +64,22 @@ Test(blob_format, zeros_are_not_a_record)
     cr_assert(eq(int, blob_format_check_record_header(&h, 1 << 20), -EBADMSG));
 }
 
+/* Header fields of a commit record of <version> with <len> bytes of payload (checksums aside). */
+static struct blob_record_header commit_header(uint8_t version, uint64_t len)
+{
+    struct blob_record_header h = { .magic = BLOB_RECORD_MAGIC,
+                                    .type = BLOB_RECORD_COMMIT,
+                                    .version = version,
+                                    .payload_len = (uint32_t)len };
+    return h;
+}
+
+static int check_commit(const struct blob_commit *c, uint64_t len)
+{
+    struct blob_record_header h = commit_header(BLOB_COMMIT_VERSION, len);
+    return blob_format_check_commit(&h, c);
+}
+
 Test(blob_format, commit_payload_must_agree_with_its_sizes)
 {
     uint64_t buf[(sizeof(struct blob_commit) + 3 * sizeof(struct blob_chunk_ref)) / 8];
@@ -74,23 +90,23 @@ Test(blob_format, commit_payload_must_agree_with_its_sizes)
     c->chunk_shift = 12;
     c->chunk_count = 3;
     c->size = 3 * 4096 - 5;
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), 0));
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf) - 1), -EBADMSG));
+    cr_assert(eq(int, check_commit(c, sizeof(buf)), 0));
+    cr_assert(eq(int, check_commit(c, sizeof(buf) - 1), -EBADMSG));
     c->size = 3 * 4096 + 1;
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG), "4 chunks needed");
+    cr_assert(eq(int, check_commit(c, sizeof(buf)), -EBADMSG), "4 chunks needed");
     c->size = 2 * 4096;
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG), "2 chunks needed");
+    cr_assert(eq(int, check_commit(c, sizeof(buf)), -EBADMSG), "2 chunks needed");
     c->size = 3 * 4096;
     c->kind = 5;
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG));
+    cr_assert(eq(int, check_commit(c, sizeof(buf)), -EBADMSG));
     c->kind = BLOB_KIND_AC;
     c->chunk_shift = 11;
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG));
+    cr_assert(eq(int, check_commit(c, sizeof(buf)), -EBADMSG));
     c->chunk_shift = 21;
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), -EBADMSG));
+    cr_assert(eq(int, check_commit(c, sizeof(buf)), -EBADMSG));
     c->chunk_shift = 12;
-    cr_assert(eq(int, blob_format_check_commit(c, sizeof(buf)), 0));
-    cr_assert(eq(int, blob_format_check_commit(c, 10), -EBADMSG));
+    cr_assert(eq(int, check_commit(c, sizeof(buf)), 0));
+    cr_assert(eq(int, check_commit(c, 10), -EBADMSG));
 }
 
 Test(blob_format, empty_commit_has_no_chunks)
@@ -100,7 +116,89 @@ Test(blob_format, empty_commit_has_no_chunks)
     c.kind = BLOB_KIND_AC;
     c.digest_fn = BLOB_DIGEST_SHA256;
     c.chunk_shift = 18;
-    cr_assert(eq(int, blob_format_check_commit(&c, sizeof(c)), 0));
+    cr_assert(eq(int, check_commit(&c, sizeof(c)), 0));
+}
+
+Test(blob_format, commit_records_are_version_2_and_version_1_ones_still_pass)
+{
+    uint8_t payload[8] = { 0 };
+    struct blob_record_header h;
+    blob_format_record_header(&h, BLOB_RECORD_COMMIT, 0, payload, 8, 0);
+    cr_assert(eq(u8, h.version, BLOB_COMMIT_VERSION));
+    cr_assert(eq(u8, h.version, 2));
+    /* A store written before version 2 holds version-1 commit records. */
+    h.version = BLOB_FORMAT_VERSION;
+    h.header_sum = blob_format_sum(&h, offsetof(struct blob_record_header, header_sum));
+    cr_assert(eq(int, blob_format_check_record_header(&h, 8), 0));
+    h.version = 3;
+    h.header_sum = blob_format_sum(&h, offsetof(struct blob_record_header, header_sum));
+    cr_assert(eq(int, blob_format_check_record_header(&h, 8), -EBADMSG), "an unknown version");
+    /* Only commit records changed: a chunk or footer record of version 2 is refused. */
+    blob_format_record_header(&h, BLOB_RECORD_CHUNK, BLOB_CHUNK_RAW, payload, 8, 8);
+    cr_assert(eq(u8, h.version, BLOB_FORMAT_VERSION));
+    h.version = 2;
+    h.header_sum = blob_format_sum(&h, offsetof(struct blob_record_header, header_sum));
+    cr_assert(eq(int, blob_format_check_record_header(&h, 8), -EBADMSG));
+    blob_format_record_header(&h, BLOB_RECORD_FOOTER, 0, payload, 8, 0);
+    h.version = 2;
+    h.header_sum = blob_format_sum(&h, offsetof(struct blob_record_header, header_sum));
+    cr_assert(eq(int, blob_format_check_record_header(&h, 8), -EBADMSG));
+}
+
+Test(blob_format, refs_are_read_in_the_layout_of_their_commit_version)
+{
+    uint64_t buf[(sizeof(struct blob_commit) + 2 * sizeof(struct blob_chunk_ref)) / 8];
+    memset(buf, 0, sizeof(buf));
+    struct blob_commit *c = (struct blob_commit *)(void *)buf;
+    c->kind = BLOB_KIND_CAS;
+    c->chunk_shift = 12;
+    c->chunk_count = 2;
+    c->size = 2 * 4096;
+    struct blob_chunk_ref v2[2] = { { 7, 512, 100, 0x1111 }, { 8, 1024, 200, 0x2222 } };
+    memcpy(c + 1, v2, sizeof(v2));
+    struct blob_record_header h = commit_header(2, blob_commit_payload_len_of(2, 2));
+    cr_assert(eq(int, blob_format_check_commit(&h, c), 0));
+    h = commit_header(1, blob_commit_payload_len_of(2, 2));
+    cr_assert(eq(int, blob_format_check_commit(&h, c), -EBADMSG), "24-byte refs in version 1");
+    struct blob_chunk_ref r;
+    blob_format_commit_ref(c, 2, 1, &r);
+    cr_assert(eq(u64, r.seg, 8));
+    cr_assert(eq(u32, r.off8, 1024));
+    cr_assert(eq(u32, r.stored, 200));
+    cr_assert(eq(u64, r.sum, 0x2222));
+
+    struct blob_chunk_ref_v1 v1[2] = { { 7, 512, 100 }, { 8, 1024, 200 } };
+    memcpy(c + 1, v1, sizeof(v1));
+    h = commit_header(1, blob_commit_payload_len_of(1, 2));
+    cr_assert(eq(int, blob_format_check_commit(&h, c), 0));
+    h = commit_header(2, blob_commit_payload_len_of(1, 2));
+    cr_assert(eq(int, blob_format_check_commit(&h, c), -EBADMSG), "16-byte refs in version 2");
+    blob_format_commit_ref(c, 1, 1, &r);
+    cr_assert(eq(u64, r.seg, 8));
+    cr_assert(eq(u32, r.off8, 1024));
+    cr_assert(eq(u32, r.stored, 200));
+    cr_assert(eq(u64, r.sum, 0));
+}
+
+Test(blob_format, a_chunk_record_is_the_ref_only_with_the_sum_the_ref_holds)
+{
+    uint8_t a[64];
+    uint8_t b[64];
+    memset(a, 'a', sizeof(a));
+    memset(b, 'b', sizeof(b));
+    struct blob_record_header ha;
+    struct blob_record_header hb;
+    blob_format_record_header(&ha, BLOB_RECORD_CHUNK, BLOB_CHUNK_RAW, a, sizeof(a), 51);
+    blob_format_record_header(&hb, BLOB_RECORD_CHUNK, BLOB_CHUNK_RAW, b, sizeof(b), 51);
+    struct blob_chunk_ref ref = { .seg = 1, .off8 = 512, .stored = 64, .sum = ha.payload_sum };
+    cr_assert(blob_format_chunk_is_ref(&ha, BLOB_COMMIT_VERSION, &ref));
+    cr_assert(not(blob_format_chunk_is_ref(&hb, BLOB_COMMIT_VERSION, &ref)),
+              "a valid record of the same length, but another one");
+    ref.stored = 65;
+    cr_assert(not(blob_format_chunk_is_ref(&ha, BLOB_COMMIT_VERSION, &ref)));
+    /* Version 1 refs hold no sum: only the length is compared (what they cannot detect). */
+    struct blob_chunk_ref v1 = { .seg = 1, .off8 = 512, .stored = 64 };
+    cr_assert(blob_format_chunk_is_ref(&hb, BLOB_FORMAT_VERSION, &v1));
 }
 
 Test(blob_format, trailer_names_its_segment_and_size)
@@ -155,7 +253,8 @@ Test(blob_format, sizes_and_alignment_helpers)
     cr_assert(eq(u64, blob_record_size(0), 32));
     cr_assert(eq(u64, blob_record_size(1), 40));
     cr_assert(eq(u64, blob_commit_payload_len(0), 56));
-    cr_assert(eq(u64, blob_commit_payload_len(2), 88));
+    cr_assert(eq(u64, blob_commit_payload_len(2), 104), "version 2: 24-byte refs");
+    cr_assert(eq(u64, blob_commit_payload_len_of(BLOB_FORMAT_VERSION, 2), 88), "version 1");
     cr_assert(eq(u64, blob_format_sum("abc", 3), blob_format_sum("abc", 3)));
     cr_assert(ne(u64, blob_format_sum("abc", 3), blob_format_sum("abd", 3)));
 }

@@ -246,7 +246,11 @@ static void write_lying_segment(struct blob_io *io)
     c.size = sizeof(data);
     c.commit_seq = 1;
     memset(c.hash, 0x42, sizeof(c.hash)); /* not the SHA-256 of the data */
-    struct blob_chunk_ref ref = { .seg = 1, .off8 = 4096 / 8, .stored = used - 32 };
+    struct blob_record_header chunk_h;
+    memcpy(&chunk_h, seg + 4096, sizeof(chunk_h));
+    struct blob_chunk_ref ref = {
+        .seg = 1, .off8 = 4096 / 8, .stored = used - 32, .sum = chunk_h.payload_sum
+    };
     memcpy(p + 32, &c, sizeof(c));
     memcpy(p + 32 + sizeof(c), &ref, sizeof(ref));
     struct blob_record_header rh;
@@ -267,6 +271,42 @@ Test(blob_fsck, a_blob_whose_bytes_do_not_hash_to_its_name_is_reported)
     cr_assert(eq(u64, r.blobs_ok, 0));
     cr_assert(eq(u64, r.records, 2));
     blob_io_sim_destroy(io);
+}
+
+/*
+ * Two chunk records of a blob trade places (a misdirected write): each is still a valid
+ * record, and an AC value has no digest to catch it. The commits' refs hold each record's
+ * payload_sum: both blobs are bad, fsck names the misplaced records and exits 1.
+ */
+Test(blob_fsck, swapped_chunk_records_make_bad_blobs_even_without_a_digest)
+{
+    struct th t = { 0 };
+    th_open_real(&t);
+    static uint8_t buf[4 * 4096];
+    th_fill(buf, sizeof(buf), 21, false); /* raw chunks: records of equal length */
+    struct blob_key cas;
+    th_key_of(&cas, buf, sizeof(buf));
+    cr_assert(eq(int, th_put(&t, &cas, buf, sizeof(buf), 0, 0), 0));
+    th_fill(buf, sizeof(buf), 22, false);
+    struct blob_key ac = { .kind = BLOB_KIND_AC, .digest_fn = BLOB_DIGEST_SHA256 };
+    memset(ac.hash, 0x5a, sizeof(ac.hash));
+    ac.size = sizeof(buf);
+    cr_assert(eq(int, th_put(&t, &ac, buf, sizeof(buf), 0, 0), 0));
+    th_close_store(&t);
+    char out[4096] = "";
+    cr_assert(eq(int, run_fsck(t.dir, out, sizeof(out)), 0), "%s", out);
+    struct th_record rec[16];
+    cr_assert(eq(u32, th_chunk_records(&t, 1, rec, 16), 8));
+    th_swap_records(&t, 1, &rec[1], &rec[2]); /* the CAS blob's */
+    th_swap_records(&t, 1, &rec[4], &rec[7]); /* the AC value's */
+    cr_assert(eq(int, run_fsck(t.dir, out, sizeof(out)), 1), "%s", out);
+    cr_assert(ne(ptr, strstr(out, "0 blobs ok, 0 corrupt records, 2 bad blobs"), NULL), "%s", out);
+    char want[96];
+    snprintf(want, sizeof(want), "segment 1 offset %llu: chunk record is not the one",
+             (unsigned long long)rec[4].off);
+    cr_assert(ne(ptr, strstr(out, want), NULL), "%s", out);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
 }
 
 Test(blob_fsck, a_segment_with_a_bad_header_is_a_bad_segment)

@@ -543,3 +543,32 @@ Test(blob_mapread, sigbus_outside_a_guarded_read_stops_the_process, .signal = SI
     cr_assert(0, "read %u past the end of the file", b);
 }
 #endif
+
+/*
+ * Two chunk records of one blob swapped in the file, each still valid, and in the page cache:
+ * the check in place compares each record's payload_sum with the one its commit's ref holds,
+ * as the ring's read does, so the swapped bytes are not sent from the mapping either.
+ */
+Test(blob_mapread, swapped_chunk_records_are_not_served_in_place)
+{
+    struct th t = { 0 };
+    open_big(&t, true);
+    static uint8_t buf[4 * CHUNK];
+    th_fill(buf, sizeof(buf), 71, false); /* raw chunks: four records of one length */
+    struct blob_key k;
+    th_key_of(&k, buf, sizeof(buf));
+    cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 0, 0), 0));
+    th_close_store(&t);
+    struct th_record rec[8];
+    cr_assert(eq(u32, th_chunk_records(&t, 1, rec, 8), 4));
+    th_swap_records(&t, 1, &rec[1], &rec[2]);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    warm_files(&t);
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n), -EBADMSG));
+    cr_assert(ge(u64, mapped(&t), 2), "the chunks were checked in place");
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    th_close(&t);
+}

@@ -15,6 +15,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "blob/chunk.h"
 #include "blob/format.h"
 #include "blob/fsck.h"
 #include "blob/internal.h"
@@ -632,6 +633,100 @@ Test(blob_recover, an_ac_value_with_a_damaged_chunk_does_not_bring_back_the_olde
         cr_assert(not(blob_exists(t.bc, &look, false)), "round %d: a miss after the read", round);
         cr_assert(readable(&t, 44, 3000, &filler));
         th_close_store(&t);
+    }
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+/*
+ * Writes segment <seq> by hand as a build before format version 2 did: the chunk records of
+ * <len> bytes of <data> (4 KiB chunks), then a version-1 commit record of CAS blob <k>, whose
+ * refs are 16 bytes (no payload_sum). Unsealed, as a server leaves its active segment.
+ */
+static void write_v1_segment(struct blob_io *io, uint64_t seq, const uint8_t *data, size_t len,
+                             const struct blob_key *k)
+{
+    static uint8_t seg[64 * 1024];
+    memset(seg, 0, sizeof(seg));
+    struct blob_seg_header sh;
+    blob_format_seg_header(&sh, seq, 0);
+    memcpy(seg, &sh, sizeof(sh));
+    struct base_counter mem = { 0 };
+    struct blob_chunk_ctx z;
+    cr_assert(eq(int, blob_chunk_ctx_init(&z, 1, &mem), 0));
+    struct blob_chunk_ref_v1 refs[8];
+    uint32_t chunks = 0;
+    uint64_t off = BLOB_SEG_HEADER_SIZE;
+    for (size_t at = 0; at < len; at += 4096) {
+        uint32_t n = (uint32_t)(len - at < 4096 ? len - at : 4096);
+        cr_assert(lt(u32, chunks, 8));
+        cr_assert(le(u64, off + blob_chunk_record_bound(n), sizeof(seg) / 2));
+        uint32_t used = blob_chunk_encode(&z, data + at, n, seg + off);
+        refs[chunks++] = (struct blob_chunk_ref_v1){ seq, (uint32_t)(off / 8), used - 32 };
+        off += blob_align8(used);
+    }
+    blob_chunk_ctx_deinit(&z);
+    struct blob_commit c = { .kind = k->kind,
+                             .digest_fn = k->digest_fn,
+                             .chunk_shift = 12,
+                             .chunk_count = chunks,
+                             .size = len,
+                             .commit_seq = 1 };
+    memcpy(c.hash, k->hash, sizeof(c.hash));
+    uint8_t *p = seg + off;
+    uint32_t plen = (uint32_t)(sizeof(c) + chunks * sizeof(refs[0]));
+    cr_assert(eq(u64, plen, blob_commit_payload_len_of(BLOB_FORMAT_VERSION, chunks)));
+    memcpy(p + 32, &c, sizeof(c));
+    memcpy(p + 32 + sizeof(c), refs, chunks * sizeof(refs[0]));
+    struct blob_record_header rh;
+    blob_format_record_header(&rh, BLOB_RECORD_COMMIT, 0, p + 32, plen, 0);
+    rh.version = 1; /* what every record header said before version 2 */
+    rh.header_sum = blob_format_sum(&rh, offsetof(struct blob_record_header, header_sum));
+    memcpy(p, &rh, sizeof(rh));
+    off += blob_record_size(plen);
+    char name[32];
+    blob_format_seg_name(seq, name, sizeof(name));
+    int fd;
+    cr_assert(eq(int, io->ops->open(io, name, O_CREAT | O_WRONLY, &fd), 0));
+    cr_assert(eq(int, blob_io_pwrite_full(io, fd, seg, blob_align_block(off), 0), 0));
+    cr_assert(eq(int, io->ops->fdatasync(io, fd), 0));
+    cr_assert(eq(int, io->ops->close(io, fd), 0));
+}
+
+/*
+ * A store written before format version 2 (commit records of version 1, refs without the
+ * chunk records' payload_sum) opens, reads in both encodings, passes fsck, and takes new
+ * (version 2) commits beside it: scanned the first time, then from the footer recovery wrote.
+ */
+Test(blob_recover, a_store_with_version_1_commit_records_still_reads)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.io = blob_io_sim_create(61);
+    snprintf(t.dir, sizeof(t.dir), "sim");
+    static uint8_t old[3 * 4096 - 100];
+    th_fill(old, sizeof(old), 61, false);
+    struct blob_key k;
+    th_key_of(&k, old, sizeof(old));
+    write_v1_segment(t.io, 1, old, sizeof(old), &k);
+    struct blob_key fresh;
+    for (int round = 0; round < 2; round++) {
+        cr_assert(eq(int, th_open_store(&t), 0), "round %d", round);
+        for (int enc = 0; enc <= 1; enc++) {
+            uint8_t *out = NULL;
+            size_t n = 0;
+            cr_assert(eq(int, th_get(&t, &k, 0, enc, &out, &n), 0), "round %d enc %d", round, enc);
+            cr_assert(eq(u64, n, sizeof(old)));
+            cr_assert(memcmp(out, old, n) == 0);
+            free(out);
+        }
+        if (round == 0) put_n(&t, 62, 9000, &fresh);
+        cr_assert(readable(&t, 62, 9000, &fresh));
+        th_close_store(&t);
+        struct blob_fsck_report r;
+        cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+        cr_assert(eq(u64, r.blobs_ok, 2), "round %d", round);
+        cr_assert(eq(u64, r.bad_blobs + r.corrupt_records + r.bad_segments, 0));
     }
     cr_assert(eq(int, th_open_store(&t), 0));
     th_close(&t);
