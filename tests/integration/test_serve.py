@@ -7,6 +7,7 @@ import os
 import random
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -147,6 +148,16 @@ class CommandLine(unittest.TestCase):
         r = run(["frobnicate"])
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
+
+    def test_make_run_passes_a_folder_with_a_space_whole(self):
+        """The README's `make run DIR=...`: the Makefile's command line, as sh splits it."""
+        r = subprocess.run(["make", "-s", "-n", "-o", "release", "run", "DIR=/srv/ring cas",
+                            "LISTEN=127.0.0.1:0"], cwd=harness.ROOT, capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        args = shlex.split(r.stdout.strip().splitlines()[-1])
+        self.assertEqual(args[args.index("--dir") + 1], "/srv/ring cas", r.stdout)
+        self.assertEqual(args[args.index("--listen") + 1], "127.0.0.1:0", r.stdout)
 
     def test_a_store_too_small_for_its_segments_is_a_usage_error(self):
         d = tmpdir(self)
@@ -764,9 +775,24 @@ class RecoveryLog(unittest.TestCase):
             srv.restart()
             lines = [ln for ln in srv.log_tail(400).splitlines() if " recovered " in ln]
             self.assertTrue(lines, srv.log_tail())
-            self.assertRegex(lines[-1], r"recovered 3 records from \d+ segments in .*: "
+            self.assertRegex(lines[-1], r"recovered 3 commit records from \d+ segments in .*: "
                                         r"2 blobs and action results$")
             self.assertEqual(srv.metric("ringcas_store_blobs"), 2)
+
+
+class LogThreads(unittest.TestCase):
+    """docs/operations.md "Logs": each line names its thread as `main` or `coreN`."""
+
+    def test_lines_name_their_thread_as_documented(self):
+        with harness.Server(cores=1, args=("--log-level", "debug")) as srv:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                s.sendall(b"NOT A REQUEST\r\n\r\n")
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 400 "))
+            harness.wait_for(lambda: "ringcas[core0] debug: " in srv.log_tail(),
+                             what="a debug line of core 0")
+            threads = set(re.findall(r"^\S+ ringcas\[([^\]]*)\] ", srv.log_tail(), re.M))
+            self.assertLessEqual(threads, {"main", "core0", "evictor"})
+            self.assertIn("main", threads)
 
 
 class CpuLimit(unittest.TestCase):
