@@ -16,7 +16,7 @@ DIR    ?= ./ringcas-data
 .PHONY: run test lint release asan tsan tsan-ring format deps deps-test clean
 
 run: release
-	./build/release/src/ringcas serve --listen $(LISTEN) --dir $(DIR)
+	./build/release/src/ringcas serve --listen '$(LISTEN)' --dir '$(DIR)'
 
 deps:
 	@./scripts/deps.sh build

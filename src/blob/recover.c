@@ -638,9 +638,11 @@ int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
     }
     if (rc == 0) rc = s->io->ops->fsync_dir(s->io);
     atomic_store(&s->commit_seq, r.max_commit + 1);
-    /* Records count every stored copy (a refreshed blob, a replaced action result); the
-     * index holds each key once, as the ringcas_store_blobs gauge does. */
-    LOG_INFO("recovered %llu records from %zu segments in %s: %llu blobs and action results",
+    /* Commit records, one per stored copy (a refreshed blob, a replaced action result), not
+     * fsck's "records", which also counts chunk records; the index holds each key once, as
+     * the ringcas_store_blobs gauge does. */
+    LOG_INFO("recovered %llu commit records from %zu segments in %s: %llu blobs and action "
+             "results",
              (unsigned long long)r.blobs, l.len, s->dir,
              (unsigned long long)blob_index_count(s->index));
     free(r.entries);

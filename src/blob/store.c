@@ -132,25 +132,29 @@ uint64_t blob_store_limit(const struct blob_store *s)
     return budget > reserve ? budget - reserve : 0;
 }
 
-static int check_options(const struct blob_store_options *o, char *why, size_t why_size)
+int blob_store_options_check(const struct blob_store_options *o, char *why, size_t why_size)
 {
     uint32_t c = o->chunk_size;
     if (c < 4096 || c > (1U << 20) || (c & (c - 1)) != 0) {
-        (void)snprintf(why, why_size, "chunk size %u: expected a power of two, 4KiB to 1MiB", c);
+        (void)snprintf(why, why_size, "--chunk-size %u: expected a power of two, 4KiB to 1MiB", c);
         return -EINVAL;
     }
     if (o->segment_size < 16ULL * BLOB_BLOCK_SIZE || o->segment_size > BLOB_SEG_SIZE_MAX ||
         o->segment_size < 4ULL * c) {
-        (void)snprintf(why, why_size, "segment size %llu: expected 64KiB..32GiB and >= 4 chunks",
-                       (unsigned long long)o->segment_size);
+        (void)snprintf(why, why_size,
+                       "--segment-size %llu: expected 64KiB..32GiB and at least 4 chunks "
+                       "(--chunk-size %u)",
+                       (unsigned long long)o->segment_size, c);
         return -EINVAL;
     }
     uint64_t least = 4 * o->segment_size * (o->cores_max ? o->cores_max : 1);
     if (o->max_size < least) {
         (void)snprintf(why, why_size,
-                       "--max-size %llu is below 4 segments per core (%llu): raise --max-size or "
-                       "lower --segment-size",
-                       (unsigned long long)o->max_size, (unsigned long long)least);
+                       "--max-size %llu is below 4 segments of %llu bytes per core (%llu): raise "
+                       "--max-size, or lower --cores or --segment-size (at least 4 chunks: "
+                       "lower --chunk-size with it)",
+                       (unsigned long long)o->max_size, (unsigned long long)o->segment_size,
+                       (unsigned long long)least);
         return -EINVAL;
     }
     if (o->write_buffer_size % BLOB_BLOCK_SIZE != 0 ||
@@ -225,7 +229,7 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
 {
     *out = NULL;
     if (why_size > 0) why[0] = '\0';
-    int rc = check_options(o, why, why_size);
+    int rc = blob_store_options_check(o, why, why_size);
     if (rc < 0) return rc;
     struct blob_store *s = calloc(1, sizeof(*s));
     if (!s) return -ENOMEM;

@@ -150,6 +150,13 @@ struct blob_store_options {
 void blob_store_options_default(struct blob_store_options *o);
 
 /*
+ * Checks the sizes and bounds of <o> without touching the folder: 0, or -EINVAL with one line
+ * naming the flag at fault and its fix in <why>. blob_store_open checks them too.
+ */
+MUST_CHECK int blob_store_options_check(const struct blob_store_options *o, char *why,
+                                        size_t why_size);
+
+/*
  * Opens the store in o->dir: reads every sealed segment's footer, scans unsealed tails (a
  * torn tail is cut at the last valid record and the segment sealed), builds the index and
  * starts the evictor. Main thread, before any core calls blob_core_init; blocking I/O.

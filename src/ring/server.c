@@ -306,7 +306,7 @@ static void *core_main(void *arg)
 {
     struct server_core *sc = arg;
     char name[16];
-    (void)snprintf(name, sizeof(name), "core %u", sc->index);
+    (void)snprintf(name, sizeof(name), "core%u", sc->index);
     base_log_set_thread_name(name);
     (void)snprintf(name, sizeof(name), "ringcas-c%u", sc->index);
     (void)pthread_setname_np(pthread_self(), name);

@@ -180,7 +180,10 @@ static int store_options(const struct rpc_server_options *opts, uint32_t cores,
     return blob_sync_parse(opts->sync, &bo->sync);
 }
 
-/* Creates <dir> and its missing parents (as mkdir -p does), 0755; 0 when <dir> is a folder. */
+/*
+ * Creates <dir> and its missing parents (as mkdir -p does), 0755; 0 when <dir> is a folder
+ * this process may write to.
+ */
 static int make_dir(const char *dir)
 {
     char path[PATH_MAX];
@@ -198,7 +201,13 @@ static int make_dir(const char *dir)
     }
     struct stat st;
     if (stat(dir, &st) == -1) return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
+    /* The server writes its segments there. Checked now, not by the first upload: a folder
+     * the server may not write to (owned by another user, a read-only mount, chattr +i) would
+     * otherwise start, answer /readyz 200 and fail every upload with 500. Root passes the
+     * permission bits, not EROFS or the immutable flag. */
+    if (access(dir, W_OK | X_OK) == -1) return -errno;
+    return 0;
 }
 
 /* A per-core memory bound of at least <min> bytes (a whole number of MiB), else named. */
@@ -271,6 +280,13 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     }
     if (opts->max_connections == 0 || opts->max_connections > RPC_CONNS_MAX) {
         (void)fprintf(stderr, "ringcas serve: --max-connections: 1 to %u\n", RPC_CONNS_MAX);
+        return -EINVAL;
+    }
+    if (opts->chunk_size > UINT32_MAX) { /* the engine's field: it checks the rest */
+        (void)fprintf(stderr,
+                      "ringcas serve: --chunk-size %llu: expected a power of two, 4KiB "
+                      "to 1MiB\n",
+                      (unsigned long long)opts->chunk_size);
         return -EINVAL;
     }
     if (opts->cores > 1024) {
@@ -371,18 +387,23 @@ int rpc_server_run(const struct rpc_server_options *opts)
         (void)fprintf(stderr,
                       "ringcas serve: --log-level %s: expected error, warn, info or debug\n",
                       opts->log_level);
-        return 1;
+        return 2;
     }
     base_log_set_level(level);
     char host[128];
     struct ring_server_options so;
     ring_server_options_default(&so);
-    if (check_options(opts, host, sizeof(host), &so.port) < 0) return 1;
+    /* A flag value refused is a usage error, as one the parser refuses (docs/cli.md). */
+    if (check_options(opts, host, sizeof(host), &so.port) < 0) return 2;
     raise_nofile();
     int rc = make_dir(opts->dir);
     if (rc < 0) {
-        (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s\n", opts->dir,
-                      base_err_str(rc));
+        (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s%s\n", opts->dir,
+                      base_err_str(rc),
+                      rc == -EACCES || rc == -EROFS || rc == -EPERM
+                          ? " (the server writes its segments there: give the user it runs as "
+                            "write access, or choose another --dir)"
+                          : "");
         return 1;
     }
     so.host = host;
@@ -413,6 +434,11 @@ int rpc_server_run(const struct rpc_server_options *opts)
     if (store_options(opts, cfg.core_count, &bo) < 0) {
         free_cores(&cfg);
         return 1;
+    }
+    if (blob_store_options_check(&bo, why, sizeof(why)) < 0) {
+        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        free_cores(&cfg);
+        return 2; /* sizes that do not fit together: a usage error */
     }
     rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
     if (rc < 0) {

@@ -52,7 +52,8 @@ void rpc_server_options_default(struct rpc_server_options *opts);
 
 /*
  * Runs the server until SIGTERM or SIGINT and a drain. Returns the process exit status: 0
- * after a clean drain, 1 when the server could not start (one line on stderr says why).
+ * after a clean drain, 2 for a flag value it refuses, 1 when the server could not start
+ * otherwise or a core failed (one line on stderr says why).
  */
 int rpc_server_run(const struct rpc_server_options *opts);
 

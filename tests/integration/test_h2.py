@@ -842,7 +842,7 @@ class MessageMemory(harness.ServerTestCase):
 
     def test_the_bound_is_checked_at_startup(self):
         proc = harness.run_serve("--message-memory", "8MiB")
-        self.assertEqual(proc.returncode, 1)
+        self.assertEqual(proc.returncode, 2)
         self.assertIn("--message-memory: at least 16MiB", proc.stderr)
 
 

@@ -251,7 +251,7 @@ class EngineLimits(harness.ServerTestCase):
                                   ("--read-ahead", "9", "--read-ahead: 1 to 8"),
                                   ("--read-ahead", "0", "--read-ahead: 1 to 8")):
             proc = harness.run_serve(flag, value)
-            self.assertEqual(proc.returncode, 1, proc.stderr)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
             self.assertIn(said, proc.stderr)
 
 
@@ -294,7 +294,7 @@ class Connections(harness.ServerTestCase):
     def test_the_limit_is_checked_at_startup(self):
 
         proc = harness.run_serve("--max-connections", "5000")
-        self.assertEqual(proc.returncode, 1)
+        self.assertEqual(proc.returncode, 2)
         self.assertIn("--max-connections: 1 to 4096", proc.stderr)
 
 if __name__ == "__main__":

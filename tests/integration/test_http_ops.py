@@ -82,6 +82,25 @@ class OpsEndpoints(harness.ServerTestCase):
             self.assertEqual(self.server.metric("ringcas_requests_total", route=route,
                                                 status="other"), 0)
 
+    def test_a_download_cut_short_counts_with_the_status_it_was_sent(self):
+        """docs/http.md "Metrics": 499 is for a client gone before the status line; an
+        abandoned download's 200 went out, and counts as 200 (as nginx logs it)."""
+        body = os.urandom(8 << 20)
+        digest = hashlib.sha256(body).hexdigest()
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        conn.request("PUT", "/cas/" + digest, body=body)
+        self.assertEqual(conn.getresponse().status, 201)
+        conn.close()
+        ok = self.server.metric("ringcas_requests_total", route="GET /cas", status="200")
+        with Raw(self.server.port) as c:
+            c.send(request("GET", "/cas/" + digest))
+            self.assertTrue(c.sock.recv(4096).startswith(b"HTTP/1.1 200 "))
+        harness.wait_for(lambda: self.server.metric("ringcas_requests_total", route="GET /cas",
+                                                    status="200") == ok + 1,
+                         what="the abandoned download counted")
+        self.assertEqual(self.server.metric("ringcas_requests_total", route="GET /cas",
+                                            status="499"), 0)
+
     def test_methods_and_statuses(self):
         with Raw(self.server.port) as c:
             c.send(request("PUT", "/metrics", body=b"x"))

@@ -7,6 +7,7 @@ import os
 import random
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -138,12 +139,45 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--max-size lots", r.stderr)
         r = run(["serve", "--listen", "nowhere"])
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 2)
         self.assertIn("HOST:PORT", r.stderr)
         self.assertTrue(r.stderr.startswith("ringcas serve: --listen nowhere: "), r.stderr)
+        r = run(["serve", "--log-level", "loud"])
+        self.assertEqual(r.returncode, 2)
+        self.assertTrue(r.stderr.startswith("ringcas serve: --log-level loud: "), r.stderr)
         r = run(["frobnicate"])
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
+
+    def test_make_run_passes_a_folder_with_a_space_whole(self):
+        """The README's `make run DIR=...`: the Makefile's command line, as sh splits it."""
+        r = subprocess.run(["make", "-s", "-n", "-o", "release", "run", "DIR=/srv/ring cas",
+                            "LISTEN=127.0.0.1:0"], cwd=harness.ROOT, capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        args = shlex.split(r.stdout.strip().splitlines()[-1])
+        self.assertEqual(args[args.index("--dir") + 1], "/srv/ring cas", r.stdout)
+        self.assertEqual(args[args.index("--listen") + 1], "127.0.0.1:0", r.stdout)
+
+    def test_a_store_too_small_for_its_segments_is_a_usage_error(self):
+        d = tmpdir(self)
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--cores", "2",
+                 "--max-size", "4MiB"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertTrue(r.stderr.startswith("ringcas serve: --max-size 4194304 is below 4 "
+                                            "segments of "), r.stderr)
+        # The segment size was not given: the hint names every flag that lowers it.
+        for flag in ("--cores", "--segment-size", "--chunk-size"):
+            self.assertIn(flag, r.stderr)
+        self.assertEqual(os.listdir(d), [])
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--chunk-size", "3000"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("ringcas serve: --chunk-size 3000: expected a power of two", r.stderr)
+        # 4 GiB + 4 KiB is no 4 KiB chunk size (the engine's field is 32 bits).
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--chunk-size", "4294971392"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("ringcas serve: --chunk-size 4294971392: expected a power of two",
+                      r.stderr)
 
     def test_zstd_level_out_of_range_is_refused(self):
         """--zstd-level takes zstd's regular levels, 1 to 22 (docs/storage.md). It used to take
@@ -151,11 +185,11 @@ class CommandLine(unittest.TestCase):
         count past 2^31 reached the engine as some other level (2^64 - 1 as -1)."""
         for value in ("0", "23", "30", "4294967297", "18446744073709551615"):
             r = harness.run_serve("--zstd-level", value)
-            self.assertEqual(r.returncode, 1, (value, r.stderr))
+            self.assertEqual(r.returncode, 2, (value, r.stderr))
             self.assertIn("ringcas serve: --zstd-level: 1 to 22", r.stderr)
         r = run(["serve", "--listen", "127.0.0.1:1", "--dir", "/dev/null/ringcas-refused"],
                 env={"RINGCAS_ZSTD_LEVEL": "23"})
-        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("--zstd-level: 1 to 22", r.stderr)
         # Both ends of the range start, and store and serve a compressible blob.
         body = b"".join(b"line %d of a build log\n" % i for i in range(40000))
@@ -447,6 +481,46 @@ class DataFolderCreation(unittest.TestCase):
         self.assertIn("ringcas serve: cannot use data folder %s: " % d, r.stderr)
 
 
+class UnwritableDataFolder(unittest.TestCase):
+    """A folder the server may not write to is refused at start. It used to start, answer
+    /readyz 200, and fail every upload with 500 (the first segment could not be created)."""
+
+    def serve(self, d, prefix=()):
+        return subprocess.run(list(prefix) + [harness.binary(), "serve", "--listen",
+                                              "127.0.0.1:0", "--dir", d, "--cores", "1"],
+                              capture_output=True, text=True, timeout=30)
+
+    def check_refused(self, r, d, why):
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("ringcas serve: cannot use data folder %s: %s" % (d, why), r.stderr)
+        self.assertIn("the server writes its segments there", r.stderr)
+        self.assertNotIn("listening", r.stdout)
+        self.assertEqual(os.listdir(d), [])
+
+    def test_a_folder_without_write_permission_is_refused(self):
+        d = tmpdir(self)
+        os.chmod(d, 0o555)
+        prefix = ()
+        if os.geteuid() == 0:
+            # Root passes permission bits: run as nobody, who may read the folder only.
+            prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+            probe = subprocess.run(list(prefix) + [harness.binary(), "--version"],
+                                   capture_output=True, text=True, timeout=30)
+            if probe.returncode != 0:
+                self.skipTest("the binary cannot run as nobody here: %s" % probe.stderr)
+        self.check_refused(self.serve(d, prefix), d, "permission denied")
+
+    def test_an_immutable_folder_is_refused_also_for_root(self):
+        if os.geteuid() != 0:
+            self.skipTest("chattr +i needs root")
+        d = tmpdir(self)
+        r = subprocess.run(["chattr", "+i", d], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("this file system has no immutable flag: %s" % r.stderr)
+        self.addCleanup(subprocess.run, ["chattr", "-i", d])
+        self.check_refused(self.serve(d), d, "operation not permitted")
+
+
 class Fsck(unittest.TestCase):
     """fsck on a stopped server's folder: a clean SIGTERM leaves the active segments unsealed
     (the next start seals them), which is no torn tail; bytes after the last record are."""
@@ -701,9 +775,24 @@ class RecoveryLog(unittest.TestCase):
             srv.restart()
             lines = [ln for ln in srv.log_tail(400).splitlines() if " recovered " in ln]
             self.assertTrue(lines, srv.log_tail())
-            self.assertRegex(lines[-1], r"recovered 3 records from \d+ segments in .*: "
+            self.assertRegex(lines[-1], r"recovered 3 commit records from \d+ segments in .*: "
                                         r"2 blobs and action results$")
             self.assertEqual(srv.metric("ringcas_store_blobs"), 2)
+
+
+class LogThreads(unittest.TestCase):
+    """docs/operations.md "Logs": each line names its thread as `main` or `coreN`."""
+
+    def test_lines_name_their_thread_as_documented(self):
+        with harness.Server(cores=1, args=("--log-level", "debug")) as srv:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                s.sendall(b"NOT A REQUEST\r\n\r\n")
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 400 "))
+            harness.wait_for(lambda: "ringcas[core0] debug: " in srv.log_tail(),
+                             what="a debug line of core 0")
+            threads = set(re.findall(r"^\S+ ringcas\[([^\]]*)\] ", srv.log_tail(), re.M))
+            self.assertLessEqual(threads, {"main", "core0", "evictor"})
+            self.assertIn("main", threads)
 
 
 class CpuLimit(unittest.TestCase):

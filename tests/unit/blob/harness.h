@@ -75,6 +75,8 @@ struct th_collect {
 
 /* Asks <r> for its next piece into <c> and runs the loop until it comes; returns its result. */
 int th_collect_next(struct th *t, struct blob_reader *r, struct th_collect *c);
+/* The same, also when blob_read_next fails at once: then its error (c->done stays false). */
+int th_collect_try(struct th *t, struct blob_reader *r, struct th_collect *c);
 /* Sum of this core's counters. */
 struct blob_counters_snapshot th_counters(struct th *t);
 

@@ -880,27 +880,6 @@ Test(blob_reader, a_chunk_in_a_segment_lost_inside_the_span_drops_the_blob)
     th_close(&t);
 }
 
-/* Pieces gathered until the stream ends or fails, whether in the callback or at once. */
-struct gone_collect {
-    bool done;    /* the piece asked for came */
-    int res;      /* its result */
-    bool end;     /* the stream ended */
-    uint8_t *out; /* room for the whole blob */
-    size_t len;   /* bytes gathered */
-};
-
-static void gone_cb(void *ctx, int res, const uint8_t *data, size_t len)
-{
-    struct gone_collect *c = ctx;
-    c->done = true;
-    c->res = res;
-    c->end = res == 0 && len == 0;
-    if (res == 0 && len > 0) {
-        memcpy(c->out + c->len, data, len);
-        c->len += len;
-    }
-}
-
 Test(blob_reader, a_chunk_gone_with_the_oldest_segment_of_the_span_is_an_eviction)
 {
     struct th t = { 0 };
@@ -918,15 +897,10 @@ Test(blob_reader, a_chunk_gone_with_the_oldest_segment_of_the_span_is_an_evictio
     cr_assert(eq(int, blob_read_open(t.bc, &k, 0, 0, &r), 0));
     lose_segment(&t, oldest);
     static uint8_t got[200000];
-    struct gone_collect c = { .out = got };
+    struct th_collect c = { .out = got };
     int rc = 0;
     for (int i = 0; i < 1000 && rc == 0 && !c.end; i++) { /* bounded: pieces of 1 KiB or more */
-        c.done = false;
-        rc = blob_read_next(r, gone_cb, &c);
-        if (rc == 0) {
-            cr_assert(th_run_until(&t, &c.done), "the piece never came");
-            rc = c.res;
-        }
+        rc = th_collect_try(&t, r, &c);
     }
     cr_assert(eq(int, rc, -ENOENT), "the blob is being evicted, not corrupt");
     cr_assert(gt(sz, c.len, 0), "the chunks of the pinned oldest segment came");
