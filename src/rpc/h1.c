@@ -891,6 +891,8 @@ void rpc_h1_body_accept(struct rpc_h1_conn *h)
     ASSERT(h->state == H1_HANDLE);
     h->sink = H1_SINK_CACHE;
     h->state = H1_READ_BODY;
+    /* Also when the handler decided later (a PUT that waited): the input it held is read. */
+    ring_task_defer(core_of(h), &h->run_task);
 }
 
 void rpc_h1_body_discard(struct rpc_h1_conn *h, int status, uint64_t max)
@@ -907,6 +909,7 @@ void rpc_h1_body_discard(struct rpc_h1_conn *h, int status, uint64_t max)
     h->pending_status = status;
     h->pending_desc = NULL;
     h->state = H1_READ_BODY;
+    ring_task_defer(core_of(h), &h->run_task); /* as rpc_h1_body_accept */
 }
 
 void rpc_h1_body_resume(struct rpc_h1_conn *h)
