@@ -757,5 +757,50 @@ class SameBlobAtOnce(harness.ServerTestCase):
             self.assertEqual(curl(self.url_of("/cas/" + sha(data)))[1], data)
 
 
+
+class SameBlobSlowFirst(harness.ServerTestCase):
+    """A first upload as slow as --read-timeout allows (1 KiB/s) does not hold the others for
+    ever: after a read timeout of waiting they write their own copy. The wait is the server's
+    time: the body's rate window starts when the body is taken, or a client that waits for
+    100 Continue was closed as too slow the moment it began to send."""
+
+    server_args = ("--read-timeout", "2s")
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=QUIET)
+
+    def test_a_put_behind_a_slow_first_upload_writes_its_own_copy(self):
+        data = os.urandom(1 << 20)
+        path = "/cas/" + sha(data)
+        slow = Raw(self.server.port, timeout=30)
+        slow.send(request("PUT", path, headers=["Content-Length: %d" % len(data)],
+                          body=data[:4096]))
+        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads") >= 1,
+                         what="the slow upload under way")
+        waiting = Raw(self.server.port, timeout=30)
+        waiting.send(request("PUT", path, headers=["Content-Length: %d" % len(data),
+                                                   "Expect: 100-continue"]))
+        t0 = time.monotonic()
+        sent = 4096
+        got = b""
+        while b"\r\n\r\n" not in got:  # the slow client keeps to 4 KiB/s meanwhile
+            slow.send(data[sent:sent + 1024])
+            sent += 1024
+            waiting.sock.settimeout(0.25)
+            try:
+                got += waiting.sock.recv(4096)
+            except socket.timeout:
+                pass
+            self.assertLess(time.monotonic() - t0, 15, "the second PUT waited for ever")
+        self.assertTrue(got.startswith(b"HTTP/1.1 100 Continue"), got)
+        self.assertGreater(time.monotonic() - t0, 1.5, "it waited for the first upload")
+        waiting.sock.settimeout(30)
+        waiting.send(data)
+        self.assertEqual(waiting.read_response().status, 201)
+        waiting.close()
+        slow.close()
+        self.assertEqual(curl(self.server.url + path)[1], data)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
