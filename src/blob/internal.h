@@ -188,6 +188,38 @@ struct blob_refresh_table {
     pthread_mutex_t locks[BLOB_REFRESH_STRIPES]; /* a bucket's, by its number */
 };
 
+/*
+ * CAS blobs being uploaded, every core's (uploading.c): a second upload of one is told to
+ * wait (blob_upload_begin_shared). Fixed: BLOB_UPLOADING_KEYS entries in buckets, a lock per
+ * stripe.
+ */
+#define BLOB_UPLOADING_KEYS    (1U << 14) /* entries, store-wide */
+#define BLOB_UPLOADING_STRIPES 64U        /* locks */
+
+struct blob_uploading_entry {
+    uint8_t hash[BLOB_HASH_SIZE]; /* the blob's digest */
+    uint8_t digest_fn;            /* enum blob_digest_fn */
+    uint32_t count;               /* its uploads under way; 0: a free entry */
+};
+
+struct blob_uploading {
+    struct blob_uploading_entry *entries;          /* BLOB_UPLOADING_KEYS */
+    pthread_mutex_t locks[BLOB_UPLOADING_STRIPES]; /* a bucket's, by its number */
+};
+
+/* Allocates the table (blob_store_open): 0 or -ENOMEM. */
+MUST_CHECK int blob_uploading_init(struct blob_uploading *t);
+/* Frees it: every upload ended. */
+void blob_uploading_deinit(struct blob_uploading *t);
+/*
+ * Enters an upload of CAS blob <k>: 1 (entered), -EALREADY when another is under way and not
+ * <alone>, or 0 when the table has no room for it (not entered: nothing to leave). Any core.
+ * Two cores entering one key at once may, rarely, both get an entry: a missed wait, no more.
+ */
+MUST_CHECK int blob_uploading_enter(struct blob_uploading *t, const struct blob_key *k, bool alone);
+/* Leaves what blob_uploading_enter entered (it answered 1). */
+void blob_uploading_leave(struct blob_uploading *t, const struct blob_key *k);
+
 struct blob_store {
     struct blob_store_options opts;    /* as opened; dir points at <dir> */
     char *dir;                         /* owned copy */
@@ -214,6 +246,7 @@ struct blob_store {
     _Atomic uint64_t dropped_corrupt;  /* stats */
     _Atomic uint64_t recovery_cuts;    /* stats: scans cut at damage with valid records after */
     struct blob_refresh_table refreshing; /* keys queued for a refresh copy, every core's */
+    struct blob_uploading uploading;      /* CAS blobs being uploaded, every core's */
 };
 
 /* Tells the evictor the segment set changed (wakes the thread, or evicts inline). */

@@ -262,8 +262,8 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
         rc = -ENOMEM;
         goto err_index;
     }
-    if (blob_refresh_table_init(s) < 0) {
-        (void)snprintf(why, why_size, "out of memory for the refresh table");
+    if (blob_refresh_table_init(s) < 0 || blob_uploading_init(&s->uploading) < 0) {
+        (void)snprintf(why, why_size, "out of memory for the refresh and upload tables");
         rc = -ENOMEM;
         goto err_segs;
     }
@@ -284,6 +284,7 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
     return 0;
 
 err_segs:
+    blob_uploading_deinit(&s->uploading);
     blob_refresh_table_deinit(s);
     blob_segment_table_deinit(&s->segs, s->io);
 err_index:
@@ -308,6 +309,7 @@ void blob_store_close(struct blob_store *s)
     }
     pthread_cond_destroy(&s->evict_cond);
     pthread_mutex_destroy(&s->evict_lock);
+    blob_uploading_deinit(&s->uploading);
     blob_refresh_table_deinit(s);
     blob_segment_table_deinit(&s->segs, s->io);
     blob_index_destroy(s->index);

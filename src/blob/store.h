@@ -275,6 +275,17 @@ MUST_CHECK int blob_upload_begin(struct blob_core *bc, const struct blob_key *k,
                                  enum blob_encoding incoming, struct blob_upload **out);
 
 /*
+ * blob_upload_begin for a caller that can wait: a CAS blob that another upload (on any core)
+ * is writing answers -EALREADY, and nothing is begun. The caller holds its client's bytes and
+ * asks again later: -EEXIST once that upload committed (the bytes are not needed), 0 once it
+ * failed (this one writes the blob). Concurrent uploads of one blob (CI runners building the
+ * same commit) then store it once. A caller that waited long enough (a first upload as slow
+ * as its client may be) calls blob_upload_begin, which never waits.
+ */
+MUST_CHECK int blob_upload_begin_shared(struct blob_core *bc, const struct blob_key *k,
+                                        enum blob_encoding incoming, struct blob_upload **out);
+
+/*
  * Feeds the next <len> bytes of the upload. The engine hashes them (after decoding zstd),
  * cuts them into chunks, compresses each chunk into the core's write buffer and writes it to
  * the active segment as the buffer fills. <data> is borrowed:
@@ -415,6 +426,7 @@ void blob_read_close(struct blob_reader *r);
     X(bytes_stored, counter, "bytes written to segments (records, footers)")                       \
     X(uploads_present, counter, "uploads refused because the blob was present (-EEXIST)")          \
     X(uploads_aborted, counter, "uploads aborted by the caller")                                   \
+    X(uploads_waiting, counter, "uploads told to wait: one of the same blob was under way")        \
     X(digest_mismatches, counter, "commits refused: digest or size mismatch")                      \
     X(queue_full, counter, "requests refused because a per-core queue was full (-EAGAIN)")         \
     X(full, counter, "uploads refused because the budget was full (-ENOSPC)")                      \

@@ -46,6 +46,7 @@ struct blob_upload {
     uint8_t enc;                 /* enum blob_encoding of the incoming bytes */
     bool copy;                   /* refresh copy of stored records */
     bool unsized;                /* begun with BLOB_SIZE_UNKNOWN: key.size is fixed at commit */
+    bool entered;                /* in the store's table of blobs being uploaded */
     uint64_t limit;              /* decoded bytes expected (key.size) or, unsized, allowed */
     struct blob_loc from;        /* copy: the location being replaced */
     uint64_t copy_seq;           /* copy: the commit number it keeps */
@@ -78,6 +79,8 @@ struct blob_upload {
 static void upload_free(struct blob_upload *u)
 {
     struct blob_core *bc = u->bc;
+    /* After the commit indexed the blob: an upload that waited for this one finds it. */
+    if (u->entered) blob_uploading_leave(&bc->s->uploading, &u->key);
     base_list_del(&u->link);
     ring_task_cancel(&u->task);
     blob_writer_unwait(&bc->writer, &u->waiter);
@@ -172,8 +175,8 @@ static int upload_admit(struct blob_core *bc, const struct blob_key *k)
     return 0;
 }
 
-int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_encoding incoming,
-                      struct blob_upload **out)
+static int upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_encoding incoming,
+                        bool shared, struct blob_upload **out)
 {
     *out = NULL;
     if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
@@ -190,8 +193,27 @@ int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_
     }
     int rc = upload_admit(bc, k);
     if (rc < 0) return rc;
+    int entered = 0;
+    if (k->kind == BLOB_KIND_CAS) {
+        entered = blob_uploading_enter(&bc->s->uploading, k, !shared);
+        if (entered == -EALREADY) {
+            base_counter_inc(&bc->counters.uploads_waiting);
+            return -EALREADY;
+        }
+        /* The upload waited for may have been indexed and left between the look above and
+         * the entry: its blob is present. */
+        if (entered == 1 && shared && blob_exists(bc, &present, false)) {
+            blob_uploading_leave(&bc->s->uploading, k);
+            base_counter_inc(&bc->counters.uploads_present);
+            return -EEXIST;
+        }
+    }
     struct blob_upload *u = upload_alloc(bc, k);
-    if (!u) return -ENOMEM;
+    if (!u) {
+        if (entered == 1) blob_uploading_leave(&bc->s->uploading, k);
+        return -ENOMEM;
+    }
+    u->entered = entered == 1;
     u->enc = (uint8_t)incoming;
     if (unsized) {
         u->unsized = true;
@@ -211,6 +233,18 @@ int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_
     }
     *out = u;
     return 0;
+}
+
+int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_encoding incoming,
+                      struct blob_upload **out)
+{
+    return upload_begin(bc, k, incoming, false, out);
+}
+
+int blob_upload_begin_shared(struct blob_core *bc, const struct blob_key *k,
+                             enum blob_encoding incoming, struct blob_upload **out)
+{
+    return upload_begin(bc, k, incoming, true, out);
 }
 
 int blob_upload_begin_copy(struct blob_core *bc, const struct blob_key *k,

@@ -886,11 +886,25 @@ struct ring_owner *rpc_h1_owner(struct rpc_h1_conn *h)
     return &h->c->conn.owner;
 }
 
+/*
+ * The body's rate window starts when the body is taken: the time a handler took to decide
+ * (a PUT that waited for another upload of its blob, the client held back) is the server's,
+ * not the client's.
+ */
+static void body_window_restart(struct rpc_h1_conn *h)
+{
+    h->window_t0_ns = base_clock_now_ns();
+    h->window_mark = h->body_in;
+}
+
 void rpc_h1_body_accept(struct rpc_h1_conn *h)
 {
     ASSERT(h->state == H1_HANDLE);
     h->sink = H1_SINK_CACHE;
     h->state = H1_READ_BODY;
+    body_window_restart(h);
+    /* Also when the handler decided later (a PUT that waited): the input it held is read. */
+    ring_task_defer(core_of(h), &h->run_task);
 }
 
 void rpc_h1_body_discard(struct rpc_h1_conn *h, int status, uint64_t max)
@@ -907,6 +921,8 @@ void rpc_h1_body_discard(struct rpc_h1_conn *h, int status, uint64_t max)
     h->pending_status = status;
     h->pending_desc = NULL;
     h->state = H1_READ_BODY;
+    body_window_restart(h);
+    ring_task_defer(core_of(h), &h->run_task); /* as rpc_h1_body_accept */
 }
 
 void rpc_h1_body_resume(struct rpc_h1_conn *h)
@@ -916,8 +932,7 @@ void rpc_h1_body_resume(struct rpc_h1_conn *h)
     in_consume(h, h->sink_hold);
     h->sink_hold = 0;
     /* The engine held the input: the client could not send meanwhile. */
-    h->window_t0_ns = base_clock_now_ns();
-    h->window_mark = h->body_in;
+    body_window_restart(h);
     /* Not from inside the engine's callback: the loop continues after its batch. */
     ring_task_defer(core_of(h), &h->run_task);
 }

@@ -27,13 +27,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "blob/store.h"
 #include "rpc/internal.h"
 #include "rpc/keys.h"
 
-#define READ_RETRY_MS  1          /* after blob_read_next answered -EAGAIN */
-#define READ_RETRY_MAX 2000       /* then 503 */
-#define AC_GATHER_MAX  (4u << 20) /* largest /ac/ value decoded: gRPC's ActionResult limit */
+#define READ_RETRY_MS   1          /* after blob_read_next answered -EAGAIN */
+#define READ_RETRY_MAX  2000       /* then 503 */
+#define AC_GATHER_MAX   (4u << 20) /* largest /ac/ value decoded: gRPC's ActionResult limit */
+#define PUT_WAIT_MS     5          /* a PUT's first wait for another upload of its blob */
+#define PUT_WAIT_MAX_MS 100        /* its longest, doubling from PUT_WAIT_MS */
 
 /* ---- keys and statuses ---- */
 
@@ -201,9 +204,15 @@ static void read_done(void *ctx, int res, const uint8_t *data, size_t len)
     if (cr->reader) read_next(cr);
 }
 
+static void put_retry(struct rpc_h1_cache *cr);
+
 static void retry_fired(struct ring_timer *timer)
 {
     struct rpc_h1_cache *cr = timer->ctx;
+    if (cr->put_waiting) {
+        put_retry(cr);
+        return;
+    }
     if (cr->reader) read_next(cr);
 }
 
@@ -500,8 +509,11 @@ static void commit(struct rpc_h1_cache *cr)
     if (rc < 0) upload_fail(cr, rc);
 }
 
-/* Begins the engine's upload of <size> decoded bytes arriving as <enc>. */
-static int begin_upload(struct rpc_h1_cache *cr, uint64_t size, enum blob_encoding enc)
+/*
+ * Begins the engine's upload of <size> decoded bytes arriving as <enc>; with <shared>, a CAS
+ * blob another upload is writing answers -EALREADY (blob_upload_begin_shared).
+ */
+static int begin_upload(struct rpc_h1_cache *cr, uint64_t size, enum blob_encoding enc, bool shared)
 {
     struct blob_key k;
     if (!is_cas(cr)) {
@@ -510,7 +522,8 @@ static int begin_upload(struct rpc_h1_cache *cr, uint64_t size, enum blob_encodi
         cr->existed = blob_stat(cr->bc, &k, &info) == 0;
     }
     upload_key(cr, &k, size);
-    int rc = blob_upload_begin(cr->bc, &k, enc, &cr->upload);
+    int rc = shared && is_cas(cr) ? blob_upload_begin_shared(cr->bc, &k, enc, &cr->upload)
+                                  : blob_upload_begin(cr->bc, &k, enc, &cr->upload);
     if (rc < 0) cr->upload = NULL;
     return rc;
 }
@@ -519,6 +532,8 @@ static uint64_t size_limit(const struct rpc_h1_cache *cr)
 {
     return is_cas(cr) ? cr->max_blob : RPC_H1_AC_MAX;
 }
+
+static void put_begin(struct rpc_h1_cache *cr, bool shared);
 
 static void start_put(struct rpc_h1_cache *cr)
 {
@@ -534,10 +549,38 @@ static void start_put(struct rpc_h1_cache *cr)
     /* Without a length, or zstd-encoded, the decoded size is known only at the end: the
      * engine fixes it at commit. */
     cr->unsized = !req->has_length || !identity;
-    uint64_t size = cr->unsized ? BLOB_SIZE_UNKNOWN : req->content_length;
-    int rc = begin_upload(cr, size, identity ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD);
+    cr->put_size = cr->unsized ? BLOB_SIZE_UNKNOWN : req->content_length;
+    cr->put_limit = limit;
+    cr->put_enc = (uint8_t)(identity ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD);
+    cr->put_wait_t0_ns = base_clock_now_ns();
+    cr->put_wait_ms = PUT_WAIT_MS;
+    put_begin(cr, true);
+}
+
+/*
+ * Begins the PUT's upload, or waits while another upload of its blob is under way (on any
+ * core): its body stays unread (the connection is busy, not idle) and the engine is asked
+ * again, a little later each time. When that upload commits, this one's body is not needed;
+ * when it fails, this one writes the blob. After a read timeout of waiting (a first upload as
+ * slow as its client may be), this one writes its own copy.
+ */
+static void put_begin(struct rpc_h1_cache *cr, bool shared)
+{
+    int rc = begin_upload(cr, cr->put_size, cr->put_enc, shared);
+    if (rc == -EALREADY) {
+        cr->put_waiting = true;
+        struct ring_core *core = ring_core_current();
+        if (ring_timer_start(core, &cr->retry, rpc_h1_owner(cr->h), cr->put_wait_ms) == 0) {
+            cr->put_wait_ms =
+                cr->put_wait_ms * 2 > PUT_WAIT_MAX_MS ? PUT_WAIT_MAX_MS : cr->put_wait_ms * 2;
+            return;
+        }
+        cr->put_waiting = false;
+        rc = begin_upload(cr, cr->put_size, cr->put_enc, false); /* no timer: do not wait */
+    }
+    cr->put_waiting = false;
     if (rc == -EEXIST) {
-        rpc_h1_body_discard(cr->h, 200, limit); /* present: the body is not needed */
+        rpc_h1_body_discard(cr->h, 200, cr->put_limit); /* present: the body is not needed */
         return;
     }
     if (rc < 0) {
@@ -545,6 +588,13 @@ static void start_put(struct rpc_h1_cache *cr)
         return;
     }
     rpc_h1_body_accept(cr->h);
+}
+
+static void put_retry(struct rpc_h1_cache *cr)
+{
+    uint64_t waited_ns = base_clock_now_ns() - cr->put_wait_t0_ns;
+    uint64_t max_ns = (uint64_t)cr->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
+    put_begin(cr, max_ns == 0 || waited_ns < max_ns);
 }
 
 static void appended(void *ctx, int res)
@@ -601,6 +651,7 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct rpc_core *rc,
     cr->zstd_out = false;
     cr->unsized = false;
     cr->retries = 0;
+    cr->put_waiting = false;
     if (!bc) {
         rpc_h1_answer(cr->h, 503, "store not available");
         return;
@@ -632,4 +683,5 @@ void rpc_h1_cache_close(struct rpc_h1_cache *cr)
     cr->sending = false;
     if (ring_timer_is_armed(&cr->retry)) ring_timer_stop(ring_core_current(), &cr->retry);
     cr->unsized = false;
+    cr->put_waiting = false;
 }

@@ -59,8 +59,15 @@ struct rpc_h1_cache {
     bool existed;                                   /* the entry was present when the PUT began */
     bool zstd_out;                                  /* the response is the stored zstd frames */
     bool unsized;                                   /* the upload's size is fixed at commit */
-    struct ring_timer retry;                        /* retries a read refused with -EAGAIN */
+    struct ring_timer retry;                        /* retries a read refused with -EAGAIN,
+                                                     * or a PUT waiting for another upload */
     uint32_t retries;                               /* of the current read */
+    bool put_waiting;                               /* the PUT waits: its blob is uploaded */
+    uint64_t put_size;                              /* the waiting PUT's key size */
+    uint64_t put_limit;                             /* its body's bound */
+    uint8_t put_enc;                                /* its body's enum blob_encoding */
+    uint64_t put_wait_t0_ns;                        /* when it began waiting */
+    uint32_t put_wait_ms;                           /* its next wait */
     bool ac_pending;            /* an /ac/ read awaits its verdict: nothing answered yet */
     uint64_t ac_size;           /* the /ac/ value's size, bytes */
     uint8_t *ac_value;          /* the value gathered to be decoded (pb_mem), or NULL */

@@ -81,15 +81,16 @@ struct bs_parked {
 };
 
 struct bs_core {
-    struct rpc_core *rc;           /* the core */
-    struct base_list parked;       /* struct bs_parked.link */
-    uint32_t count;                /* entries in <parked> */
-    uint64_t zbytes;               /* their decoders' zstd memory */
-    bool quiescing;                /* no more parking */
-    struct ring_owner owner;       /* the timers' ops */
-    struct ring_timer sweep;       /* aborts expired uploads */
-    struct base_list read_waiters; /* struct bs_read.wait_link, oldest first */
-    struct ring_timer wake;        /* retries the waiting reads */
+    struct rpc_core *rc;            /* the core */
+    struct base_list parked;        /* struct bs_parked.link */
+    uint32_t count;                 /* entries in <parked> */
+    uint64_t zbytes;                /* their decoders' zstd memory */
+    bool quiescing;                 /* no more parking */
+    struct ring_owner owner;        /* the timers' ops */
+    struct ring_timer sweep;        /* aborts expired uploads */
+    struct base_list read_waiters;  /* struct bs_read.wait_link, oldest first */
+    struct base_list write_waiters; /* struct bs_write.wait_link: another upload of the blob */
+    struct ring_timer wake;         /* retries the waiting reads */
 };
 
 static void sweep_fired(struct ring_timer *t);
@@ -104,6 +105,7 @@ static struct bs_core *bs_core_get(struct rpc_core *rc)
     bs->rc = rc;
     base_list_init(&bs->parked);
     base_list_init(&bs->read_waiters);
+    base_list_init(&bs->write_waiters);
     ring_owner_init(&bs->owner);
     ring_timer_init(&bs->sweep, sweep_fired, bs);
     ring_timer_init(&bs->wake, wake_fired, bs);
@@ -173,6 +175,7 @@ static void read_end(struct bs_read *st)
 }
 
 static void read_next(struct bs_read *st);
+static void write_wake_all(struct bs_core *bs);
 
 /* A piece completed on this core: the oldest read waiting for the disk queue goes again. */
 static void wake_one(struct rpc_core *rc)
@@ -198,6 +201,7 @@ static void wake_fired(struct ring_timer *t)
     while ((node = base_list_pop_head(&waiting))) {
         read_next(BASE_CONTAINER_OF(node, struct bs_read, wait_link));
     }
+    write_wake_all(bs); /* those waiting again arm the timer (write_wait) */
     /* A read refused again above may have armed the timer already. */
     if (!base_list_is_empty(&bs->read_waiters) && !bs->quiescing &&
         !ring_timer_is_armed(&bs->wake) &&
@@ -577,6 +581,11 @@ struct bs_write {
     bool msg_checked;                   /* this message's fields before data were checked */
     bool appending;                     /* an append is pending: the engine holds the input */
     bool committing;                    /* the commit is pending (the call is pinned) */
+    struct base_list wait_link;         /* on bs_core.write_waiters while another upload of
+                                         * the blob is under way: the input is held */
+    const uint8_t *wait_data;           /* the data of the message that began it */
+    size_t wait_len;                    /* its length */
+    uint64_t wait_since_ns;             /* when it began waiting */
 };
 
 static int write_fail(struct bs_write *st, int err, const char *what);
@@ -612,7 +621,13 @@ static int write_respond_present(struct bs_write *st)
     return write_respond(st, identity ? (int64_t)st->res.size : -1);
 }
 
-static int begin_upload(struct bs_write *st, uint64_t offset)
+/*
+ * Begins (or resumes) the upload at <offset>: 0, -1 after the call was finished (the blob is
+ * present, or an error), or 1 when another upload of the blob is under way and this one may
+ * wait (<can_wait>): blob_upload_begin_shared. After a read timeout of waiting, it no longer
+ * waits: a first upload may be as slow as its client.
+ */
+static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
 {
     struct rpc_call *c = st->c;
     struct bs_parked *p = parked_find(c->rc, &st->res);
@@ -631,7 +646,15 @@ static int begin_upload(struct bs_write *st, uint64_t offset)
         if (bc && blob_exists(bc, &k, true)) return write_respond_present(st);
         return write_fail(st, -EINVAL, "write_offset does not match the committed size");
     }
-    int rc = bc ? blob_upload_begin(bc, &k, encoding_of(&st->res), &st->u) : -ENOSYS;
+    if (can_wait && st->wait_since_ns != 0) {
+        uint64_t max_ns = (uint64_t)c->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
+        can_wait = max_ns == 0 || base_clock_now_ns() - st->wait_since_ns < max_ns;
+    }
+    enum blob_encoding enc = encoding_of(&st->res);
+    int rc = !bc        ? -ENOSYS
+             : can_wait ? blob_upload_begin_shared(bc, &k, enc, &st->u)
+                        : blob_upload_begin(bc, &k, enc, &st->u);
+    if (rc == -EALREADY) return 1;
     if (rc == -EEXIST) return write_respond_present(st);
     if (rc < 0) return write_fail(st, rc, "upload");
     base_counter_inc(&c->rc->counters.bs_uploads);
@@ -639,8 +662,9 @@ static int begin_upload(struct bs_write *st, uint64_t offset)
     return 0;
 }
 
-/* The fields that precede data are known: check them against the stream. */
-static int check_message(struct bs_write *st)
+/* The fields that precede data are known: check them against the stream. 0, -1 after the
+ * call was finished, or 1: the upload waits (begin_upload). */
+static int check_message(struct bs_write *st, bool can_wait)
 {
     const struct proto_write_request *w = &st->w;
     st->msg_checked = true;
@@ -664,7 +688,29 @@ static int check_message(struct bs_write *st)
     }
     if (w->write_offset < 0) return write_fail(st, -EINVAL, "negative write_offset");
     st->begun = true;
-    return begin_upload(st, (uint64_t)w->write_offset);
+    return begin_upload(st, (uint64_t)w->write_offset, can_wait);
+}
+
+/*
+ * Another upload of the blob is under way: hold the input (the data of the first message
+ * included) and ask the engine again at each wake-up (WAKE_MS) until that upload ends. If it
+ * committed, this call ends at once as for a present blob (the client stops sending); if it
+ * failed, this one uploads.
+ */
+static int write_wait(struct bs_write *st, const uint8_t *data, size_t len)
+{
+    struct bs_core *bs = bs_core_get(st->c->rc);
+    if (!bs || bs->quiescing) return write_fail(st, -ECANCELED, "upload");
+    st->wait_data = data;
+    st->wait_len = len;
+    if (st->wait_since_ns == 0) st->wait_since_ns = base_clock_now_ns();
+    base_list_add_tail(&bs->write_waiters, &st->wait_link);
+    if (!ring_timer_is_armed(&bs->wake) &&
+        ring_timer_start(bs->rc->ring, &bs->wake, &bs->owner, WAKE_MS) < 0) {
+        base_list_del(&st->wait_link);
+        return write_fail(st, -EAGAIN, "upload");
+    }
+    return RPC_HELD;
 }
 
 static void append_done(void *ctx, int res);
@@ -681,7 +727,11 @@ static int write_pump(struct bs_write *st)
         st->rest += n;
         st->rest_len -= (size_t)n;
         if (len == 0) continue;
-        if (!st->msg_checked && check_message(st) < 0) return -1;
+        if (!st->msg_checked) {
+            int checked = check_message(st, true);
+            if (checked < 0) return -1;
+            if (checked == 1) return write_wait(st, data, len);
+        }
         int rc = blob_upload_append(st->u, data, len, append_done, st);
         if (rc == -EINPROGRESS) {
             st->appending = true;
@@ -690,6 +740,42 @@ static int write_pump(struct bs_write *st)
         if (rc < 0) return write_fail(st, rc, "upload");
     }
     return 0;
+}
+
+/* A wake-up of a write waiting for another upload of its blob (wake_fired). */
+static void write_retry(struct bs_write *st)
+{
+    int rc = begin_upload(st, 0, true);
+    if (rc < 0) return; /* finished: present, or failed */
+    if (rc == 1) {
+        (void)write_wait(st, st->wait_data, st->wait_len);
+        return;
+    }
+    rc = blob_upload_append(st->u, st->wait_data, st->wait_len, append_done, st);
+    if (rc == -EINPROGRESS) {
+        st->appending = true;
+        return;
+    }
+    if (rc < 0) {
+        (void)write_fail(st, rc, "upload");
+        return;
+    }
+    if (write_pump(st) == 0) rpc_call_resume_input(st->c);
+}
+
+/* Each write waiting for another upload of its blob asks the engine again; those told to wait
+ * again queue up anew. */
+static void write_wake_all(struct bs_core *bs)
+{
+    struct base_list waiting;
+    base_list_init(&waiting);
+    while (!base_list_is_empty(&bs->write_waiters)) {
+        base_list_add_tail(&waiting, base_list_pop_head(&bs->write_waiters));
+    }
+    struct base_list *node;
+    while ((node = base_list_pop_head(&waiting))) {
+        write_retry(BASE_CONTAINER_OF(node, struct bs_write, wait_link));
+    }
 }
 
 static void append_done(void *ctx, int res)
@@ -713,6 +799,7 @@ static int write_on_msg_begin(struct rpc_call *c, uint32_t len)
             return -1;
         }
         st->c = c;
+        base_list_init(&st->wait_link);
         c->svc = st;
     }
     if (st->committing) {
@@ -755,7 +842,8 @@ static int write_on_msg_end(struct rpc_call *c)
 {
     struct bs_write *st = c->svc;
     if (proto_write_request_end(&st->w) < 0) return write_fail(st, -EBADMSG, "WriteRequest");
-    if (!st->msg_checked && check_message(st) < 0) return -1;
+    /* A message without data: nothing to hold while waiting, so it does not wait. */
+    if (!st->msg_checked && check_message(st, false) < 0) return -1;
     st->next_offset += st->w.data_len;
     if (!st->w.finish_write) return 0;
     st->bytes_in = blob_upload_bytes_in(st->u);
@@ -784,6 +872,7 @@ static void write_on_half_close(struct rpc_call *c)
 static void write_on_cancel(struct rpc_call *c)
 {
     struct bs_write *st = c->svc;
+    if (st && base_list_is_linked(&st->wait_link)) base_list_del(&st->wait_link);
     if (!st || !st->u || st->committing) return;
     /* A dropped connection may come back to resume; a reset or a deadline means "stop". */
     if (c->cancel_status == PROTO_STATUS_UNAVAILABLE && !st->appending) {

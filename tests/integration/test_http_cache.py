@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
+import uuid
 
 import zstandard
 
@@ -656,6 +658,148 @@ class DrainDuringDownload(unittest.TestCase):
             srv.wait_exit(60)
         finally:
             srv.cleanup()
+
+
+class SameBlobAtOnce(harness.ServerTestCase):
+    """CI runners building one commit upload the same outputs at once. While one upload of a
+    blob is under way, the others wait for it, over HTTP and ByteStream alike, and on any core:
+    when it commits they answer at once without writing (the blob is stored once); when it
+    fails, one of them writes the blob. Before, each wrote a whole copy (16 PUTs of one 50 MB
+    blob stored 800 MB), and the copies pushed the acknowledged one's segments out."""
+
+    server_args = ("--max-size", "1GiB", "--cores", "2")
+    SIZE = 8 << 20
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=QUIET)
+
+    def stored(self):
+        return self.server.metric("ringcas_blob_bytes_stored_total")
+
+    def leader(self, data):
+        """A PUT of <data> whose client sent half its body and waits: (connection, rest)."""
+        c = Raw(self.server.port, timeout=60)
+        half = len(data) // 2
+        c.send(request("PUT", "/cas/" + sha(data), headers=["Content-Length: %d" % len(data)],
+                       body=data[:half]))
+        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads") >= 1,
+                         what="the first upload under way")
+        return c, data[half:]
+
+    def start(self, fn, *args):
+        out = {}
+
+        def run():
+            try:
+                out["result"] = fn(*args)
+            except Exception as e:  # pylint: disable=broad-except
+                out["error"] = e
+        t = threading.Thread(target=run)
+        t.start()
+        return t, out
+
+    def http_put(self, data):
+        return curl("-X", "PUT", "--data-binary", "@-", "-H", "Expect:",
+                    self.url_of("/cas/" + sha(data)), data=data)[0]
+
+    def url_of(self, path):
+        return self.server.url + path
+
+    def bs_write(self, data):
+        import reapi  # pylint: disable=import-outside-toplevel
+        client = reapi.Client("127.0.0.1:%d" % self.server.port)
+        try:
+            name = "uploads/%s/blobs/%s/%d" % (uuid.uuid4(), sha(data), len(data))
+            reqs = []
+            for pos in range(0, len(data), 1 << 20):
+                r = reapi.msg("google.bytestream.WriteRequest", write_offset=pos,
+                              data=data[pos:pos + (1 << 20)],
+                              finish_write=pos + (1 << 20) >= len(data))
+                if pos == 0:
+                    r.resource_name = name
+                reqs.append(r)
+            return client.Write(iter(reqs), timeout=60).committed_size
+        finally:
+            client.close()
+
+    def test_uploads_of_a_blob_under_way_wait_and_store_it_once(self):
+        data = os.urandom(self.SIZE)
+        before = self.stored()
+        c, rest = self.leader(data)
+        waiting = [self.start(self.http_put, data) for _ in range(3)]
+        waiting += [self.start(self.bs_write, data) for _ in range(3)]
+        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads_waiting_total") >= 6,
+                         what="the other uploads told to wait")
+        time.sleep(0.3)
+        self.assertTrue(all(t.is_alive() for t, _ in waiting), "they wait for the first")
+        c.send(rest)
+        self.assertEqual(c.read_response().status, 201)
+        c.close()
+        for t, out in waiting:
+            t.join(60)
+            self.assertNotIn("error", out)
+        self.assertEqual([out["result"] for _, out in waiting[:3]], [200] * 3)
+        self.assertEqual([out["result"] for _, out in waiting[3:]], [self.SIZE] * 3)
+        self.assertLess(self.stored() - before, 1.5 * self.SIZE, "stored once")
+        self.assertEqual(curl(self.url_of("/cas/" + sha(data)))[1], data)
+
+    def test_when_the_first_upload_fails_a_waiting_one_stores_the_blob(self):
+        for follower in (self.http_put, self.bs_write):
+            data = os.urandom(self.SIZE)
+            c, _ = self.leader(data)
+            t, out = self.start(follower, data)
+            harness.wait_for(lambda: t.is_alive() and self.server.metric(
+                "ringcas_blob_uploads_waiting_total") >= 1, what="the second upload waiting")
+            c.close()  # the first client goes away: its upload is aborted
+            t.join(60)
+            self.assertNotIn("error", out)
+            self.assertIn(out["result"], (201, self.SIZE), follower.__name__)
+            self.assertEqual(curl(self.url_of("/cas/" + sha(data)))[1], data)
+
+
+
+class SameBlobSlowFirst(harness.ServerTestCase):
+    """A first upload as slow as --read-timeout allows (1 KiB/s) does not hold the others for
+    ever: after a read timeout of waiting they write their own copy. The wait is the server's
+    time: the body's rate window starts when the body is taken, or a client that waits for
+    100 Continue was closed as too slow the moment it began to send."""
+
+    server_args = ("--read-timeout", "2s")
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=QUIET)
+
+    def test_a_put_behind_a_slow_first_upload_writes_its_own_copy(self):
+        data = os.urandom(1 << 20)
+        path = "/cas/" + sha(data)
+        slow = Raw(self.server.port, timeout=30)
+        slow.send(request("PUT", path, headers=["Content-Length: %d" % len(data)],
+                          body=data[:4096]))
+        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads") >= 1,
+                         what="the slow upload under way")
+        waiting = Raw(self.server.port, timeout=30)
+        waiting.send(request("PUT", path, headers=["Content-Length: %d" % len(data),
+                                                   "Expect: 100-continue"]))
+        t0 = time.monotonic()
+        sent = 4096
+        got = b""
+        while b"\r\n\r\n" not in got:  # the slow client keeps to 4 KiB/s meanwhile
+            slow.send(data[sent:sent + 1024])
+            sent += 1024
+            waiting.sock.settimeout(0.25)
+            try:
+                got += waiting.sock.recv(4096)
+            except socket.timeout:
+                pass
+            self.assertLess(time.monotonic() - t0, 15, "the second PUT waited for ever")
+        self.assertTrue(got.startswith(b"HTTP/1.1 100 Continue"), got)
+        self.assertGreater(time.monotonic() - t0, 1.5, "it waited for the first upload")
+        waiting.sock.settimeout(30)
+        waiting.send(data)
+        self.assertEqual(waiting.read_response().status, 201)
+        waiting.close()
+        slow.close()
+        self.assertEqual(curl(self.server.url + path)[1], data)
 
 
 if __name__ == "__main__":

@@ -163,25 +163,25 @@ class ZstdWindows(harness.ServerTestCase):
     server_cores = 1
 
     def test_a_window_past_the_cores_zstd_memory_is_refused(self):
-        data = os.urandom(1000) * 100
-        frame = zstd_wide_window(data, 27)
-        path = "/cas/" + hashlib.sha256(data).hexdigest()
+        # Three blobs: uploads of one blob would wait for each other, not decode at once.
+        datas = [os.urandom(1000) * 100 for _ in range(3)]
+        frames = [zstd_wide_window(data, 27) for data in datas]
         refused = self.server.metric("ringcas_blob_zstd_refused_total")
         held = []
         try:
             # Three uploads of 128 MiB windows, the frames not finished: one fits.
             statuses = []
-            for _ in range(3):
+            for data, frame in zip(datas, frames):
                 raw = Raw(self.server.port)
                 held.append(raw)
-                raw.send(request("PUT", path, headers=(
+                raw.send(request("PUT", "/cas/" + hashlib.sha256(data).hexdigest(), headers=(
                     "Content-Encoding: zstd", "Content-Length: %d" % len(frame))) + frame[:-4])
                 time.sleep(0.3)
             harness.wait_for(
                 lambda: self.server.metric("ringcas_blob_zstd_refused_total") > refused,
                 timeout=10, what="a window to be refused")
             self.assertLessEqual(self.server.metric("ringcas_blob_zstd_bytes"), 256 << 20)
-            for raw in held:
+            for raw, frame in zip(held, frames):
                 try:
                     raw.send(frame[-4:])
                 except OSError:
@@ -205,21 +205,20 @@ class EngineLimits(harness.ServerTestCase):
     server_cores = 1
 
     def test_uploads_past_max_uploads_are_refused(self):
-        body = os.urandom(4096)
-        path = "/cas/" + hashlib.sha256(body).hexdigest()
+        bodies = [os.urandom(4096) for _ in range(2)]  # two blobs: one would wait for itself
         held = []
         try:
-            for _ in range(2):  # two uploads open, their bodies not finished
+            for body in bodies:  # two uploads open, their bodies not finished
                 raw = Raw(self.server.port)
                 held.append(raw)
-                raw.send(request("PUT", path, headers=("Content-Length: %d" % len(body),))
-                         + body[:100])
+                raw.send(request("PUT", "/cas/" + hashlib.sha256(body).hexdigest(),
+                                 headers=("Content-Length: %d" % len(body),)) + body[:100])
             harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads") == 2,
                              timeout=10, what="two uploads open")
             other = os.urandom(4096)
             self.assertEqual(put(self.server.port, "/cas/" + hashlib.sha256(other).hexdigest(),
                                  other), 503)
-            for raw in held:
+            for raw, body in zip(held, bodies):
                 raw.send(body[100:])
                 self.assertEqual(raw.read_response().status, 201)
         finally:

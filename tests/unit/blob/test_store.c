@@ -806,3 +806,66 @@ Test(blob_store, lookups_by_hash_alone_stay_exact_about_hashes)
     free(data);
     th_close(&t);
 }
+
+/*
+ * Concurrent uploads of one CAS blob (CI runners building the same commit): while one is
+ * under way, on any core, blob_upload_begin_shared tells the others to wait (-EALREADY); once
+ * it committed they find the blob present (-EEXIST), and if it failed the next one writes the
+ * blob. blob_upload_begin never waits. Before, each wrote a whole copy of the blob.
+ */
+Test(blob_store, a_second_shared_upload_of_a_blob_waits_for_the_first)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.cores_max = 2;
+    th_open_sim(&t, 21);
+    struct blob_core *other;
+    cr_assert(eq(int, blob_core_init(t.s, NULL, &other), 0));
+    static uint8_t data[50000];
+    th_fill(data, sizeof(data), 22, false);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    struct blob_upload *first;
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &first), 0));
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), -EALREADY));
+    cr_assert(eq(int, blob_upload_begin_shared(other, &k, BLOB_ENCODING_IDENTITY, &u), -EALREADY),
+              "another core's upload of the blob waits too");
+    cr_assert(eq(u64, th_counters(&t).uploads_waiting, 1));
+    /* An upload of unknown size is the same blob. */
+    struct blob_key unsized = k;
+    unsized.size = BLOB_SIZE_UNKNOWN;
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &unsized, BLOB_ENCODING_ZSTD, &u), -EALREADY));
+    /* A caller that cannot wait still begins. */
+    cr_assert(eq(int, blob_upload_begin(other, &k, BLOB_ENCODING_IDENTITY, &u), 0));
+    blob_upload_abort(u);
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), -EALREADY),
+              "the first is still under way");
+
+    /* The first fails: the next one writes the blob. */
+    blob_upload_abort(first);
+    cr_assert(eq(int, blob_upload_begin_shared(other, &k, BLOB_ENCODING_IDENTITY, &first), 0));
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), -EALREADY));
+    blob_upload_abort(first);
+
+    /* The first commits: the others find the blob present, and it was written once. */
+    uint64_t stored = th_counters(&t).bytes_stored;
+    cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 7000, BLOB_ENCODING_IDENTITY), 0));
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), -EEXIST));
+    cr_assert(eq(int, blob_upload_begin_shared(other, &k, BLOB_ENCODING_IDENTITY, &u), -EEXIST));
+    cr_assert(lt(u64, th_counters(&t).bytes_stored - stored, 2 * sizeof(data)));
+
+    /* Action results are values that replace each other: never told to wait. */
+    struct blob_key ac;
+    blob_key_ac(&ac, k.hash, 10);
+    struct blob_upload *a1;
+    struct blob_upload *a2;
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &ac, BLOB_ENCODING_IDENTITY, &a1), 0));
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &ac, BLOB_ENCODING_IDENTITY, &a2), 0));
+    blob_upload_abort(a1);
+    blob_upload_abort(a2);
+    blob_core_quiesce(other);
+    th_settle(&t);
+    blob_core_deinit(other);
+    th_close(&t);
+}
