@@ -610,3 +610,41 @@ Test(blob_refresh, a_blob_found_present_on_one_core_stays_readable_on_another_wh
     blob_core_deinit(cores[1]);
     th_close(&t);
 }
+
+/*
+ * docs/storage.md: `--chunk-size` "Existing data keeps the chunk size it was written with."
+ * A blob written with 4 KiB chunks, read after a restart with 8 KiB chunks, reads as it was
+ * written (the reader takes the commit's chunk_shift). Once it turns cold its refresh copies
+ * the stored chunk records as they are (4 KiB of raw bytes each); the copy's commit record
+ * must name the chunk size those records hold, or the copy the index then points at reads as
+ * a corrupt record and the blob a client just read is dropped.
+ */
+Test(blob_refresh, a_copy_keeps_the_chunk_size_its_blob_was_written_with)
+{
+    struct th t = { 0 };
+    open_small(&t, 33);
+    struct blob_key k;
+    put_n(&t, 33, 30000, true, &k); /* 8 chunks of 4 KiB */
+    check(&t, 33, 30000, true, &k);
+    th_close_store(&t);
+    t.o.chunk_size = 8192; /* the operator changes --chunk-size; the store keeps its data */
+    cr_assert(eq(int, th_open_store(&t), 0));
+    check(&t, 33, 30000, true, &k);
+    make_cold(&t, &k);
+    cr_assert(blob_exists(t.bc, &k, true));
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0));
+    cr_assert(not(info.cold), "the copy is at the head");
+    uint64_t corrupt = th_counters(&t).corrupt_chunks;
+    uint8_t *out = NULL;
+    size_t n = 0;
+    int rc = th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n);
+    free(out);
+    cr_assert(eq(int, rc, 0),
+              "the refreshed copy reads as corrupt: %d (corrupt_chunks %llu -> %llu)", rc,
+              (unsigned long long)corrupt, (unsigned long long)th_counters(&t).corrupt_chunks);
+    check(&t, 33, 30000, true, &k);
+    th_close(&t);
+}
