@@ -438,6 +438,11 @@ static const struct blob_commit *commit_of(const struct blob_reader *r)
                                                       sizeof(struct blob_record_header));
 }
 
+uint8_t blob_reader_chunk_shift(const struct blob_reader *r)
+{
+    return r->commit_ok ? commit_of(r)->chunk_shift : 0;
+}
+
 /* The version of the commit record read into r->commit: it says how its refs are laid out. */
 static uint8_t commit_version(const struct blob_reader *r)
 {

@@ -416,6 +416,7 @@ static void refresh_piece(void *ctx, int res, const uint8_t *data, size_t len)
     if (len == 0) {
         struct blob_upload *u = f->u;
         blob_upload_set_commit_seq(u, blob_reader_commit_seq(f->r));
+        blob_upload_set_chunk_shift(u, blob_reader_chunk_shift(f->r));
         if (blob_upload_commit(u, refresh_committed, f) < 0) refresh_end(f);
         return;
     }
