@@ -449,6 +449,16 @@ static uint8_t commit_version(const struct blob_reader *r)
     return ((const struct blob_record_header *)(const void *)r->commit)->version;
 }
 
+uint32_t blob_reader_chunk_count(const struct blob_reader *r)
+{
+    return r->commit_ok ? commit_of(r)->chunk_count : 0;
+}
+
+uint8_t blob_reader_commit_version(const struct blob_reader *r)
+{
+    return r->commit_ok ? commit_version(r) : 0;
+}
+
 /* Chunk ref <i> of the (checked) commit record. */
 static struct blob_chunk_ref ref_of(const struct blob_reader *r, uint32_t i)
 {

@@ -568,6 +568,8 @@ static int commit_record(struct blob_upload *u)
 {
     struct blob_core *bc = u->bc;
     struct blob_writer *w = &bc->writer;
+    /* Checked by the refresh before it copies (blob_upload_copy_fits); the writer asserts. */
+    if (!blob_upload_copy_fits(u, u->refs_len)) return -EMSGSIZE;
     uint32_t payload = (uint32_t)blob_commit_payload_len(u->refs_len);
     uint32_t len = (uint32_t)sizeof(struct blob_record_header) + payload;
     uint64_t off;
@@ -681,6 +683,12 @@ void blob_upload_abort(struct blob_upload *u)
     ASSERT(u->state != UP_DURABLE);
     if (!u->copy) base_counter_inc(&u->bc->counters.uploads_aborted);
     upload_free(u);
+}
+
+bool blob_upload_copy_fits(const struct blob_upload *u, uint32_t chunks)
+{
+    uint64_t len = sizeof(struct blob_record_header) + blob_commit_payload_len(chunks);
+    return len + 2ULL * BLOB_BLOCK_SIZE <= u->bc->s->opts.write_buffer_size;
 }
 
 void blob_upload_set_commit_seq(struct blob_upload *u, uint64_t commit_seq)

@@ -845,5 +845,7 @@ Test(blob_recover, a_refresh_does_not_bind_a_version_1_blobs_misplaced_chunk_rec
               "rewritten by its refresh (%llu copies), the blob still reads the "
               "misplaced records' bytes, now under a version-2 commit",
               (unsigned long long)th_counters(&t).refreshes);
+    cr_assert(eq(int, rc, -ENOENT), "its copy found the bytes do not hash to the digest");
+    cr_assert(eq(u64, th_counters(&t).refreshes, 0));
     th_close(&t);
 }
