@@ -471,6 +471,17 @@ MUST_CHECK int blob_upload_begin_copy(struct blob_core *bc, const struct blob_ke
  * make an old AC value newer than one written since (recovery picks the highest).
  */
 void blob_upload_set_commit_seq(struct blob_upload *u, uint64_t commit_seq);
+/*
+ * Gives a copy-mode upload the chunk shift of the blob it copies: its records keep the chunk
+ * size they were written with, which --chunk-size may have changed since.
+ */
+void blob_upload_set_chunk_shift(struct blob_upload *u, uint8_t chunk_shift);
+/*
+ * True when a copy of <chunks> records can be committed: its commit record fits one write
+ * buffer (records cut at an older, smaller --chunk-size may be more than the store now counts
+ * for its largest blob).
+ */
+bool blob_upload_copy_fits(const struct blob_upload *u, uint32_t chunks);
 /* Appends one stored chunk record (header + payload) as is; -EINPROGRESS with <cb> later. */
 MUST_CHECK int blob_upload_append_record(struct blob_upload *u, const uint8_t *rec, uint32_t len,
                                          blob_done_fn *cb, void *ctx);
@@ -481,6 +492,12 @@ void blob_upload_fail_segment(struct blob_core *bc, uint64_t seq, int err);
 
 /* The commit number of the blob being read (0 until its commit record was read). */
 uint64_t blob_reader_commit_seq(const struct blob_reader *r);
+/* The chunk shift of the blob being read (0 until its commit record was read). */
+uint8_t blob_reader_chunk_shift(const struct blob_reader *r);
+/* The version of its commit record (0 until it was read). */
+uint8_t blob_reader_commit_version(const struct blob_reader *r);
+/* Its chunk records (0 until its commit record was read). */
+uint32_t blob_reader_chunk_count(const struct blob_reader *r);
 /*
  * Opens a reader that yields the stored chunk records (header + payload) of <k> (k->size: its
  * real size) as they are, from its commit record at <loc>, which is not looked up: the index

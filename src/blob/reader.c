@@ -438,10 +438,25 @@ static const struct blob_commit *commit_of(const struct blob_reader *r)
                                                       sizeof(struct blob_record_header));
 }
 
+uint8_t blob_reader_chunk_shift(const struct blob_reader *r)
+{
+    return r->commit_ok ? commit_of(r)->chunk_shift : 0;
+}
+
 /* The version of the commit record read into r->commit: it says how its refs are laid out. */
 static uint8_t commit_version(const struct blob_reader *r)
 {
     return ((const struct blob_record_header *)(const void *)r->commit)->version;
+}
+
+uint32_t blob_reader_chunk_count(const struct blob_reader *r)
+{
+    return r->commit_ok ? commit_of(r)->chunk_count : 0;
+}
+
+uint8_t blob_reader_commit_version(const struct blob_reader *r)
+{
+    return r->commit_ok ? commit_version(r) : 0;
 }
 
 /* Chunk ref <i> of the (checked) commit record. */

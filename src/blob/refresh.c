@@ -57,6 +57,11 @@ struct blob_refresh {
     struct blob_refresh_item item; /* the blob and where it is copied from (pinned) */
     struct blob_reader *r;         /* reads the stored records */
     struct blob_upload *u;         /* appends them */
+    bool checked;                  /* the first record came: <verify> is decided */
+    bool verify;                   /* a version-1 CAS commit: the copy is hashed (below) */
+    struct blob_digest digest;     /* the decoded bytes copied so far, when <verify> */
+    uint8_t *raw;                  /* a decoded chunk, when <verify> */
+    uint32_t raw_cap;              /* its room */
 };
 
 /* ---- the tags of keys waiting or copying ---- */
@@ -377,6 +382,8 @@ static void key_done(struct blob_core *bc, const struct blob_refresh_item *it)
 static void refresh_end(struct blob_refresh *f)
 {
     struct blob_core *bc = f->bc;
+    if (f->verify) blob_digest_deinit(&f->digest);
+    free(f->raw);
     blob_read_close(f->r);
     if (f->u) blob_upload_abort(f->u);
     base_list_del(&f->link);
@@ -406,6 +413,50 @@ static void refresh_appended(void *ctx, int res)
     refresh_next(f);
 }
 
+/*
+ * A version-1 commit names its chunk records by place and length only, so a misplaced record
+ * of the same length (a misdirected write) reads as the blob's. Its copy would be a version-2
+ * commit binding that record's sum: served wrong for good, and no longer found by anything
+ * but fsck. So the copy of a version-1 CAS blob decodes and hashes what it copies, and is not
+ * committed unless the bytes hash to the digest; else the blob is dropped as corrupt. (An AC
+ * value has no digest: copied as is.)
+ * 0, or -EBADMSG / -ENOMEM: the copy ends.
+ */
+static int refresh_verify(struct blob_refresh *f, const uint8_t *rec, size_t len)
+{
+    if (!f->checked) {
+        f->checked = true;
+        f->verify = blob_reader_commit_version(f->r) == 1 && f->item.key.kind == BLOB_KIND_CAS;
+        if (f->verify && blob_digest_init(&f->digest, f->item.key.digest_fn) < 0) {
+            f->verify = false;
+            return -ENOMEM;
+        }
+    }
+    if (!f->verify) return 0;
+    struct blob_record_header h;
+    if (len < sizeof(h)) return -EBADMSG;
+    memcpy(&h, rec, sizeof(h));
+    if (h.raw_len > f->raw_cap) {
+        uint8_t *raw = realloc(f->raw, h.raw_len);
+        if (!raw) return -ENOMEM;
+        f->raw = raw;
+        f->raw_cap = h.raw_len;
+    }
+    int rc = blob_chunk_decode(&f->bc->zctx, &h, rec + sizeof(h), f->raw, f->raw_cap);
+    if (rc < 0) return rc;
+    blob_digest_update(&f->digest, f->raw, h.raw_len);
+    return 0;
+}
+
+/* True when the copy may be committed: not verified, or hashing to its digest. */
+static bool refresh_verified(struct blob_refresh *f)
+{
+    if (!f->verify) return true;
+    uint8_t hash[BLOB_HASH_SIZE];
+    blob_digest_final(&f->digest, hash);
+    return memcmp(hash, f->item.key.hash, BLOB_HASH_SIZE) == 0;
+}
+
 static void refresh_piece(void *ctx, int res, const uint8_t *data, size_t len)
 {
     struct blob_refresh *f = ctx;
@@ -413,9 +464,27 @@ static void refresh_piece(void *ctx, int res, const uint8_t *data, size_t len)
         refresh_end(f);
         return;
     }
+    /* Before the first record is written: a copy that cannot be committed writes nothing
+     * (its records would only push older segments out). */
+    if (len > 0 && !f->checked && !blob_upload_copy_fits(f->u, blob_reader_chunk_count(f->r))) {
+        refresh_end(f);
+        return;
+    }
+    if (len > 0 && refresh_verify(f, data, len) < 0) {
+        refresh_end(f);
+        return;
+    }
+    if (len == 0 && !refresh_verified(f)) {
+        /* The stored blob is not what its digest says: it is corrupt, as a read finds it. */
+        base_counter_inc(&f->bc->counters.corrupt_chunks);
+        blob_store_drop_corrupt(f->bc->s, &f->item.key, &f->item.loc);
+        refresh_end(f);
+        return;
+    }
     if (len == 0) {
         struct blob_upload *u = f->u;
         blob_upload_set_commit_seq(u, blob_reader_commit_seq(f->r));
+        blob_upload_set_chunk_shift(u, blob_reader_chunk_shift(f->r));
         if (blob_upload_commit(u, refresh_committed, f) < 0) refresh_end(f);
         return;
     }

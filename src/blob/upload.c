@@ -50,6 +50,7 @@ struct blob_upload {
     uint64_t limit;              /* decoded bytes expected (key.size) or, unsized, allowed */
     struct blob_loc from;        /* copy: the location being replaced */
     uint64_t copy_seq;           /* copy: the commit number it keeps */
+    uint8_t copy_shift;          /* copy: the chunk shift of the records it copies */
     struct blob_digest digest;   /* running hash of decoded bytes */
     ZSTD_DCtx *dstream;          /* zstd uploads: the decoder */
     bool frame_done;             /* zstd: the last frame ended */
@@ -601,6 +602,8 @@ static int commit_record(struct blob_upload *u)
 {
     struct blob_core *bc = u->bc;
     struct blob_writer *w = &bc->writer;
+    /* Checked by the refresh before it copies (blob_upload_copy_fits); the writer asserts. */
+    if (!blob_upload_copy_fits(u, u->refs_len)) return -EMSGSIZE;
     uint32_t payload = (uint32_t)blob_commit_payload_len(u->refs_len);
     uint32_t len = (uint32_t)sizeof(struct blob_record_header) + payload;
     uint64_t off;
@@ -616,7 +619,9 @@ static int commit_record(struct blob_upload *u)
     memset(c, 0, sizeof(*c));
     c->kind = u->key.kind;
     c->digest_fn = u->key.digest_fn;
-    c->chunk_shift = (uint8_t)bc->s->chunk_shift;
+    /* A copy's records keep the chunk size they were written with (--chunk-size may have
+     * changed since): its commit names that one, or every read of the copy fails its checks. */
+    c->chunk_shift = u->copy ? u->copy_shift : (uint8_t)bc->s->chunk_shift;
     c->chunk_count = u->refs_len;
     c->size = u->key.size;
     c->commit_seq = u->copy ? u->copy_seq : atomic_fetch_add(&bc->s->commit_seq, 1);
@@ -714,10 +719,22 @@ void blob_upload_abort(struct blob_upload *u)
     upload_free(u);
 }
 
+bool blob_upload_copy_fits(const struct blob_upload *u, uint32_t chunks)
+{
+    uint64_t len = sizeof(struct blob_record_header) + blob_commit_payload_len(chunks);
+    return len + 2ULL * BLOB_BLOCK_SIZE <= u->bc->s->opts.write_buffer_size;
+}
+
 void blob_upload_set_commit_seq(struct blob_upload *u, uint64_t commit_seq)
 {
     ASSERT(u->copy);
     u->copy_seq = commit_seq;
+}
+
+void blob_upload_set_chunk_shift(struct blob_upload *u, uint8_t chunk_shift)
+{
+    ASSERT(u->copy);
+    u->copy_shift = chunk_shift;
 }
 
 uint64_t blob_upload_bytes_in(const struct blob_upload *u)

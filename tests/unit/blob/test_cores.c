@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,4 +469,253 @@ Test(blob_cores, uploads_of_the_same_blob_on_both_cores_both_succeed)
     blob_store_stats(w.t.s, &st);
     cr_assert(eq(u64, st.blobs, 1));
     two_close(&w);
+}
+
+/* ---- two threads refresh and read each other's keys while the evictor runs ---- */
+
+enum {
+    HOT_N = 24,     /* keys both threads find present (refresh) and read */
+    HOT_LEN = 3000, /* bytes each */
+    STRESS_ROUNDS = 3000,
+};
+
+struct piece_wait {
+    bool done;
+    int res;
+    const uint8_t *data;
+    size_t len;
+};
+
+static void piece_cb(void *ctx, int res, const uint8_t *data, size_t len)
+{
+    struct piece_wait *p = ctx;
+    p->done = true;
+    p->res = res;
+    p->data = data;
+    p->len = len;
+}
+
+/* Reads <k> whole on <bc> into <out> (room for <room> bytes): 0 and *<n>, or the error. */
+static int thread_get(struct ring_core *core, struct blob_core *bc, const struct blob_key *k,
+                      uint8_t *out, size_t room, size_t *n)
+{
+    struct blob_reader *r;
+    int rc = blob_read_open(bc, k, 0, BLOB_ENCODING_IDENTITY, &r);
+    if (rc < 0) return rc;
+    *n = 0;
+    for (int i = 0; i < 10000; i++) { /* bounded: a few pieces, and -EAGAIN retries */
+        struct piece_wait p = { 0 };
+        rc = blob_read_next(r, piece_cb, &p);
+        if (rc == -EAGAIN) {
+            if (ring_core_tick(core, 1) < 0) break;
+            continue;
+        }
+        if (rc < 0) break;
+        tick_until(core, &p.done);
+        if (!p.done) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        if (p.res == -EAGAIN) continue;
+        rc = p.res == -ENOENT ? -ENODATA : p.res; /* evicted while open */
+        if (rc < 0 || p.len == 0) break;
+        if (*n + p.len > room) {
+            rc = -EOVERFLOW;
+            break;
+        }
+        memcpy(out + *n, p.data, p.len);
+        *n += p.len;
+    }
+    blob_read_close(r);
+    return rc;
+}
+
+struct hot_worker {
+    struct blob_store *s;
+    uint32_t index;
+    const struct blob_key *hot; /* HOT_N keys, both threads' */
+    int errors;                 /* wrong bytes, corrupt reads, failed puts */
+    int missing;                /* reads of a key just found present that found nothing */
+    int reads;                  /* reads that returned the blob whole */
+    uint64_t refreshes;         /* this core's copies that landed */
+    uint64_t full;              /* uploads and copies refused: over budget */
+    uint64_t dropped;           /* refreshes not queued */
+    uint64_t unpinned;          /* refreshes not pinned */
+    int via_table;              /* reads opened while only a queued refresh found the key */
+    pthread_barrier_t *start;
+    _Atomic bool *writer_done; /* the other thread has finished its rounds */
+    int missing_open;          /* of those, the ones that opened and lost the blob after */
+    int err_line;              /* where the last error was counted */
+    int err_rc;                /* and its result */
+};
+
+static void hot_fill(uint8_t *buf, uint32_t i)
+{
+    th_fill(buf, HOT_LEN, 7000 + i, i % 2 == 0);
+}
+
+#define HOT_ERR(wk, rc) ((wk)->errors++, (wk)->err_line = __LINE__, (wk)->err_rc = (rc))
+
+static void *hot_main(void *arg)
+{
+    struct hot_worker *wk = arg;
+    struct ring_core_options ro;
+    ring_core_options_default(&ro);
+    ro.recv_buf_count = 16;
+    ro.recv_buf_size = 4096;
+    struct ring_core *core;
+    char why[256];
+    if (ring_core_create(&ro, wk->index, &core, why, sizeof(why)) < 0) {
+        HOT_ERR(wk, -1);
+        atomic_store(wk->writer_done, true); /* the other thread stops too */
+        return NULL;
+    }
+    struct blob_core *bc;
+    if (blob_core_init(wk->s, core, &bc) < 0) {
+        HOT_ERR(wk, -3);
+        atomic_store(wk->writer_done, true);
+        ring_core_destroy(core);
+        return NULL;
+    }
+    pthread_barrier_wait(wk->start);
+    static _Thread_local uint8_t buf[8000];
+    static _Thread_local uint8_t want[HOT_LEN];
+    static _Thread_local uint8_t got[HOT_LEN + 100];
+    uint64_t fills = 0;
+    for (int round = 0; round < STRESS_ROUNDS; round++) {
+        /* Filler pushes the hot keys into the cold part, and eviction after it. */
+        th_fill(buf, sizeof(buf), 100000 * (wk->index + 1) + fills++, false);
+        struct blob_key f;
+        th_key_of(&f, buf, sizeof(buf));
+        int rc = thread_put(core, bc, &f, buf, sizeof(buf));
+        if (rc != 0 && rc != -ENOSPC) HOT_ERR(wk, rc);
+        /* A hit: the keys found present are queued for a copy on this core. */
+        bool present[HOT_N];
+        (void)blob_exists_many(bc, wk->hot, HOT_N, wk->index == 0, present);
+        if (wk->index == 0) {
+            /* A busy core: its queued copies wait while the other core writes on, the
+             * evictor takes their segments, and the other core reads them. */
+            usleep(10000 + (unsigned)(fills % 7) * 2000);
+            for (int i = 0; i < 20; i++) {
+                if (ring_core_tick(core, 0) < 0) HOT_ERR(wk, -4);
+            }
+            if (atomic_load(wk->writer_done)) break;
+            round = 0; /* until the other thread is done */
+            continue;
+        }
+        for (int extra = 0; extra < 6; extra++) {
+            th_fill(buf, sizeof(buf), 900000 + 1000 * (uint64_t)round + (uint64_t)extra, false);
+            th_key_of(&f, buf, sizeof(buf));
+            rc = thread_put(core, bc, &f, buf, sizeof(buf));
+            if (rc != 0 && rc != -ENOSPC) HOT_ERR(wk, rc);
+        }
+        usleep(300);
+        (void)blob_exists_many(bc, wk->hot, HOT_N, false, present);
+        for (uint32_t i = 0; i < HOT_N; i++) {
+            if (present[i]) continue;
+            hot_fill(want, i);
+            rc = thread_put(core, bc, &wk->hot[i], want, HOT_LEN);
+            if (rc != 0 && rc != -ENOSPC && rc != -EEXIST) HOT_ERR(wk, rc);
+        }
+        /* Read those that only the other core's queued copies still find (the index lost
+         * them with their segment): a read of one the index finds would refresh it here. */
+        for (uint32_t i = 0; i < HOT_N; i++) {
+            struct blob_index_value v;
+            struct blob_info info;
+            if (!present[i] || blob_store_lookup(wk->s, &wk->hot[i], &v)) continue;
+            if (blob_stat(bc, &wk->hot[i], &info) != 0) continue; /* not queued: may go */
+            wk->via_table++;
+            size_t n = 0;
+            rc = thread_get(core, bc, &wk->hot[i], got, sizeof(got), &n);
+            hot_fill(want, i);
+            if (rc == -ENOENT || rc == -ENODATA) {
+                wk->missing++;
+                if (rc == -ENODATA) wk->missing_open++;
+            } else if (rc != 0 || n != HOT_LEN || memcmp(got, want, HOT_LEN) != 0) {
+                HOT_ERR(wk, rc);
+            } else {
+                wk->reads++;
+            }
+        }
+        if (ring_core_tick(core, 0) < 0) HOT_ERR(wk, rc);
+    }
+    if (wk->index == 1) atomic_store(wk->writer_done, true);
+    blob_core_quiesce(bc);
+    for (int i = 0; i < 10000 && !blob_core_is_idle(bc); i++) {
+        if (ring_core_tick(core, 10) < 0) break;
+    }
+    if (!blob_core_is_idle(bc)) HOT_ERR(wk, -2);
+    wk->refreshes = blob_core_counters(bc)->refreshes.value;
+    wk->full = blob_core_counters(bc)->full.value;
+    wk->dropped = blob_core_counters(bc)->refreshes_dropped.value;
+    wk->unpinned = blob_core_counters(bc)->refreshes_unpinned.value;
+    blob_core_deinit(bc);
+    ring_core_destroy(core);
+    return NULL;
+}
+
+/*
+ * Refresh on read across threads: thread 0 finds the cold keys present (queueing their copies
+ * on its core) and then stays busy for a while, as a loaded core does; thread 1 writes on, the
+ * evictor thread takes the keys' segments, and thread 1 reads every key that only thread 0's
+ * queued copies still find (the store's table of keys being refreshed, and the segments those
+ * copies pin), while thread 0's copies run and land and eviction goes on. Every such read
+ * returns the exact bytes (ASan, TSan); both stop with keys still queued (quiesce) and the
+ * store closes with no pin and the table empty. About 500 reads go through the table.
+ */
+Test(blob_cores, two_threads_refresh_and_read_the_same_cold_keys_while_evicting, .timeout = 240)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/blobhot.XXXXXX");
+    cr_assert(ne(ptr, mkdtemp(dir), NULL));
+    struct blob_store_options o;
+    th_options_small(&o);
+    o.dir = dir;
+    o.cores_max = 2;
+    o.max_size = 1ULL << 20;
+    o.evict_thread = true;
+    o.sync = BLOB_SYNC_NONE;
+    struct blob_store *s;
+    char why[256];
+    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    static struct blob_key hot[HOT_N];
+    static uint8_t d[HOT_LEN];
+    for (uint32_t i = 0; i < HOT_N; i++) {
+        hot_fill(d, i);
+        th_key_of(&hot[i], d, HOT_LEN);
+    }
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2);
+    static struct hot_worker wk[2];
+    static _Atomic bool writer_done;
+    atomic_store(&writer_done, false);
+    pthread_t th[2];
+    for (uint32_t i = 0; i < 2; i++) {
+        wk[i] = (struct hot_worker){
+            .s = s, .index = i, .hot = hot, .start = &start, .writer_done = &writer_done
+        };
+        cr_assert(eq(int, pthread_create(&th[i], NULL, hot_main, &wk[i]), 0));
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    fprintf(stderr, "reads %d/%d, missing %d/%d, refreshes %llu/%llu\n", wk[0].reads, wk[1].reads,
+            wk[0].missing, wk[1].missing, (unsigned long long)wk[0].refreshes,
+            (unsigned long long)wk[1].refreshes);
+    fprintf(stderr, "errors %d (line %d rc %d) / %d (line %d rc %d)\n", wk[0].errors,
+            wk[0].err_line, wk[0].err_rc, wk[1].errors, wk[1].err_line, wk[1].err_rc);
+    fprintf(stderr, "missing after open %d; core 0: full %llu dropped %llu unpinned %llu\n",
+            wk[1].missing_open, (unsigned long long)wk[0].full, (unsigned long long)wk[0].dropped,
+            (unsigned long long)wk[0].unpinned);
+    fprintf(stderr, "found only through the refresh table: %d/%d\n", wk[0].via_table,
+            wk[1].via_table);
+    cr_assert(eq(int, wk[0].errors + wk[1].errors, 0));
+    struct blob_store_stats st;
+    blob_store_stats(s, &st);
+    cr_assert(eq(u32, st.pinned_segments, 0));
+    cr_assert(gt(u64, st.evicted_segments, 0));
+    blob_store_close(s); /* asserts the table of keys being refreshed is empty */
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert(eq(int, system(cmd), 0)); /* NOLINT(cert-env33-c) */
 }

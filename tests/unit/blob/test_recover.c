@@ -731,3 +731,121 @@ Test(blob_recover, a_store_with_version_1_commit_records_still_reads)
     cr_assert(eq(int, th_open_store(&t), 0));
     th_close(&t);
 }
+
+/* Writes filler through <t> until <k> is in the cold part of the log (a read refreshes it). */
+static void make_cold_v1(struct th *t, const struct blob_key *k)
+{
+    struct blob_info info = { 0 };
+    struct blob_key f;
+    for (uint64_t n = 0; n < 1000; n++) {
+        put_n(t, 80000 + 2 * n, 8000, &f); /* even: incompressible */
+        cr_assert(eq(int, blob_stat(t->bc, k, &info), 0), "evicted before it was cold");
+        if (info.cold) return;
+    }
+    cr_assert(0, "never cold");
+}
+
+/* The record header of the commit record of the blob indexed as <k>, read from its segment. */
+static struct blob_record_header commit_header_of(struct th *t, const struct blob_key *k)
+{
+    struct blob_index_value v;
+    cr_assert(blob_store_lookup(t->s, k, &v));
+    struct blob_seg *seg = blob_segment_get(&t->s->segs, v.loc.seg);
+    cr_assert(ne(ptr, seg, NULL));
+    struct blob_record_header h;
+    cr_assert(
+        eq(int, blob_io_pread_full(t->s->io, seg->fd, &h, sizeof(h), (uint64_t)v.loc.off8 * 8), 0));
+    blob_segment_put(&t->s->segs, seg);
+    return h;
+}
+
+/*
+ * A blob of a store written before format version 2 that turns cold is copied to the head
+ * like any other: the copy is a version-2 commit record whose refs hold the sums of the
+ * chunk records it copied, reads the same in both encodings, also once the old segment is
+ * gone, and passes fsck.
+ */
+Test(blob_recover, a_version_1_blob_refreshed_is_written_as_a_version_2_commit)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1 << 20;
+    t.io = blob_io_sim_create(63);
+    snprintf(t.dir, sizeof(t.dir), "sim");
+    static uint8_t old[3 * 4096 - 100];
+    th_fill(old, sizeof(old), 63, true);
+    struct blob_key k;
+    th_key_of(&k, old, sizeof(old));
+    write_v1_segment(t.io, 1, old, sizeof(old), &k);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(eq(u8, commit_header_of(&t, &k).version, 1));
+    make_cold_v1(&t, &k);
+    cr_assert(blob_exists(t.bc, &k, true));
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    struct blob_index_value v;
+    cr_assert(blob_store_lookup(t.s, &k, &v));
+    cr_assert(gt(u32, v.loc.seg, 1), "the copy is at the head");
+    cr_assert(eq(u8, commit_header_of(&t, &k).version, BLOB_COMMIT_VERSION));
+    for (int enc = 0; enc <= 1; enc++) {
+        uint8_t *out = NULL;
+        size_t n = 0;
+        cr_assert(eq(int, th_get(&t, &k, 0, enc, &out, &n), 0), "enc %d", enc);
+        cr_assert(eq(u64, n, sizeof(old)));
+        cr_assert(memcmp(out, old, n) == 0);
+        free(out);
+    }
+    th_close_store(&t);
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+    cr_assert(eq(u64, r.bad_blobs + r.corrupt_records + r.bad_segments, 0));
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(eq(u8, commit_header_of(&t, &k).version, BLOB_COMMIT_VERSION));
+    th_close(&t);
+}
+
+/*
+ * docs/format.md: a version-1 commit cannot tell a misplaced chunk record of the same length,
+ * so its blob "is served with the wrong bytes, as before, until fsck finds it or a refresh
+ * rewrites it". The refresh copies the records it finds (their own checksums pass) and writes
+ * a version-2 commit whose refs hold the misplaced records' sums: the wrong bytes are now
+ * bound as if they were the blob's, and still served. A copy of a version-1 blob is the one
+ * chance to check what the new refs bind (a CAS blob's digest): it must not serve the wrong
+ * bytes once it has been rewritten.
+ */
+Test(blob_recover, a_refresh_does_not_bind_a_version_1_blobs_misplaced_chunk_records)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1 << 20;
+    t.io = blob_io_sim_create(64);
+    snprintf(t.dir, sizeof(t.dir), "sim");
+    static uint8_t old[3 * 4096 - 100];
+    th_fill(old, sizeof(old), 64, false); /* raw chunks: the first two records are as long */
+    struct blob_key k;
+    th_key_of(&k, old, sizeof(old));
+    write_v1_segment(t.io, 1, old, sizeof(old), &k);
+    struct th_record rec[4];
+    cr_assert(eq(u32, th_chunk_records(&t, 1, rec, 4), 3));
+    th_swap_records(&t, 1, &rec[0], &rec[1]); /* a misdirected write */
+    cr_assert(eq(int, th_open_store(&t), 0));
+    make_cold_v1(&t, &k);
+    cr_assert(blob_exists(t.bc, &k, true));
+    th_settle(&t);
+    struct blob_index_value v;
+    if (blob_store_lookup(t.s, &k, &v) && v.loc.seg > 1) {
+        cr_assert(eq(u8, commit_header_of(&t, &k).version, BLOB_COMMIT_VERSION));
+    }
+    uint8_t *out = NULL;
+    size_t n = 0;
+    int rc = th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n);
+    bool wrong = rc == 0 && (n != sizeof(old) || memcmp(out, old, n) != 0);
+    free(out);
+    cr_assert(not(wrong),
+              "rewritten by its refresh (%llu copies), the blob still reads the "
+              "misplaced records' bytes, now under a version-2 commit",
+              (unsigned long long)th_counters(&t).refreshes);
+    cr_assert(eq(int, rc, -ENOENT), "its copy found the bytes do not hash to the digest");
+    cr_assert(eq(u64, th_counters(&t).refreshes, 0));
+    th_close(&t);
+}

@@ -610,3 +610,88 @@ Test(blob_refresh, a_blob_found_present_on_one_core_stays_readable_on_another_wh
     blob_core_deinit(cores[1]);
     th_close(&t);
 }
+
+/*
+ * docs/storage.md: `--chunk-size` "Existing data keeps the chunk size it was written with."
+ * A blob written with 4 KiB chunks, read after a restart with 8 KiB chunks, reads as it was
+ * written (the reader takes the commit's chunk_shift). Once it turns cold its refresh copies
+ * the stored chunk records as they are (4 KiB of raw bytes each); the copy's commit record
+ * must name the chunk size those records hold, or the copy the index then points at reads as
+ * a corrupt record and the blob a client just read is dropped.
+ */
+Test(blob_refresh, a_copy_keeps_the_chunk_size_its_blob_was_written_with)
+{
+    struct th t = { 0 };
+    open_small(&t, 33);
+    struct blob_key k;
+    put_n(&t, 33, 30000, true, &k); /* 8 chunks of 4 KiB */
+    check(&t, 33, 30000, true, &k);
+    th_close_store(&t);
+    t.o.chunk_size = 8192; /* the operator changes --chunk-size; the store keeps its data */
+    cr_assert(eq(int, th_open_store(&t), 0));
+    check(&t, 33, 30000, true, &k);
+    make_cold(&t, &k);
+    cr_assert(blob_exists(t.bc, &k, true));
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0));
+    cr_assert(not(info.cold), "the copy is at the head");
+    uint64_t corrupt = th_counters(&t).corrupt_chunks;
+    uint8_t *out = NULL;
+    size_t n = 0;
+    int rc = th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n);
+    free(out);
+    cr_assert(eq(int, rc, 0),
+              "the refreshed copy reads as corrupt: %d (corrupt_chunks %llu -> %llu)", rc,
+              (unsigned long long)corrupt, (unsigned long long)th_counters(&t).corrupt_chunks);
+    check(&t, 33, 30000, true, &k);
+    th_close(&t);
+}
+
+/*
+ * A copy carries the refs of the records it copies, cut at the chunk size the blob was
+ * written with: more of them than the store now counts for its largest blob when that was
+ * smaller (an older --chunk-size, or 16-byte refs of version 1 becoming 24). A commit record
+ * past one write buffer tripped the writer's assertion and stopped the server; the copy now
+ * fails, and the blob stays where it is.
+ */
+Test(blob_refresh, a_copy_whose_commit_outgrows_the_write_buffer_fails_alone)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.segment_size = 1 << 20;
+    t.o.max_size = 32 << 20;
+    th_open_sim(&t, 41);
+    static uint8_t buf[2000 * 4096];
+    th_fill(buf, sizeof(buf), 41, false);
+    struct blob_key k;
+    th_key_of(&k, buf, sizeof(buf));
+    cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 0, 0), 0)); /* 2000 refs: 47 KiB */
+    th_close_store(&t);
+    /* 16 KiB chunks now: the store takes such a blob (500 refs), its copy has 2000 refs. */
+    t.o.chunk_size = 16 << 10;
+    t.o.write_buffer_size = 52 << 10; /* the smallest for 16 KiB chunks */
+    cr_assert(eq(int, th_open_store(&t), 0));
+    static uint8_t filler[200000];
+    struct blob_info info = { 0 };
+    for (uint64_t i = 0; i < 300 && !info.cold; i++) { /* bounded: 60 MB of filler at most */
+        struct blob_key f;
+        th_fill(filler, sizeof(filler), 4100 + i, false);
+        th_key_of(&f, filler, sizeof(filler));
+        cr_assert(eq(int, th_put(&t, &f, filler, sizeof(filler), 0, 0), 0));
+        cr_assert(eq(int, blob_stat(t.bc, &k, &info), 0), "evicted before it was cold");
+    }
+    cr_assert(info.cold);
+    cr_assert(blob_exists(t.bc, &k, true)); /* queues its copy */
+    th_settle(&t);
+    cr_assert(eq(u64, th_counters(&t).refreshes_open, 0));
+    cr_assert(eq(u64, th_counters(&t).refreshes, 0), "the copy cannot be committed");
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(buf)));
+    cr_assert(memcmp(out, buf, n) == 0);
+    free(out);
+    th_close(&t);
+}
