@@ -137,3 +137,15 @@ int echo_fd_count(void)
     closedir(d);
     return n;
 }
+
+int echo_fd_count_settled(int want)
+{
+    /* Another thread of the process (the sanitizers' own) may hold a file for a moment:
+     * count again for up to 2 s before reporting a different count. */
+    int n = echo_fd_count();
+    for (int i = 0; i < 200 && n != want; i++) { /* bounded: 2 s */
+        usleep(10000);
+        n = echo_fd_count();
+    }
+    return n;
+}

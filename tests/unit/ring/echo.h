@@ -50,5 +50,7 @@ bool echo_is_quiet(const struct ring_counters_snapshot *s);
 
 /* Number of open file descriptors of this process. */
 int echo_fd_count(void);
+/* The count once it equals <want>, or after 2 s of it differing (then as counted last). */
+int echo_fd_count_settled(int want);
 
 #endif /* RINGCAS_TESTS_RING_ECHO_H */
