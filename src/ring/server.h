@@ -50,6 +50,16 @@ struct ring_server_options {
 void ring_server_options_default(struct ring_server_options *opts);
 
 /*
+ * Checks that <host>:<port> is free (a bind without SO_REUSEPORT, see ring_listen_probe),
+ * waiting up to 2 s for a port held by a predecessor that just died. Port 0 always passes.
+ * Call it before start-up work that a refused start must not do (opening a data folder):
+ * ring_server_start probes again just before its listeners open, since the port may be
+ * taken in between. Returns 0, or -errno with one line in <why>, the one ring_server_start
+ * would give. Main thread; it may sleep.
+ */
+MUST_CHECK int ring_server_probe(const char *host, uint16_t port, char *why, size_t why_size);
+
+/*
  * Opens the listeners and starts the cores; returns when every core is serving. On failure
  * returns -errno with one line in <why> naming the cause and the fix; nothing is left running.
  * SIGTERM, SIGINT and SIGPIPE are blocked in the calling thread (and so in the cores).

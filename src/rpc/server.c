@@ -210,6 +210,33 @@ static int make_dir(const char *dir)
     return 0;
 }
 
+/*
+ * Checks that the port is free, then makes the data folder: a port that is taken fails the
+ * start before the folder is touched, since opening the store recovers it (seconds with
+ * millions of blobs) and seals and rewrites segments. Returns 0, or -errno after printing
+ * the reason.
+ */
+static int claim_port_and_dir(const struct rpc_server_options *opts, const char *host,
+                              uint16_t port)
+{
+    char why[256] = "";
+    int rc = ring_server_probe(host, port, why, sizeof(why));
+    if (rc < 0) {
+        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        return rc;
+    }
+    rc = make_dir(opts->dir);
+    if (rc < 0) {
+        (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s%s\n", opts->dir,
+                      base_err_str(rc),
+                      rc == -EACCES || rc == -EROFS || rc == -EPERM
+                          ? " (the server writes its segments there: give the user it runs as "
+                            "write access, or choose another --dir)"
+                          : "");
+    }
+    return rc;
+}
+
 /* A per-core memory bound of at least <min> bytes (a whole number of MiB), else named. */
 static int check_memory(const char *flag, uint64_t value, uint64_t min)
 {
@@ -396,16 +423,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     /* A flag value refused is a usage error, as one the parser refuses (docs/cli.md). */
     if (check_options(opts, host, sizeof(host), &so.port) < 0) return 2;
     raise_nofile();
-    int rc = make_dir(opts->dir);
-    if (rc < 0) {
-        (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s%s\n", opts->dir,
-                      base_err_str(rc),
-                      rc == -EACCES || rc == -EROFS || rc == -EPERM
-                          ? " (the server writes its segments there: give the user it runs as "
-                            "write access, or choose another --dir)"
-                          : "");
-        return 1;
-    }
+    if (claim_port_and_dir(opts, host, so.port) < 0) return 1;
     so.host = host;
     so.cores = (uint32_t)opts->cores;
     so.drain_timeout_ms = opts->drain_timeout_ms;
@@ -440,7 +458,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         free_cores(&cfg);
         return 2; /* sizes that do not fit together: a usage error */
     }
-    rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
+    int rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas serve: cannot open the store: %s\n",
                       why[0] ? why : base_err_str(rc));

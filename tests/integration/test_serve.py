@@ -282,6 +282,37 @@ class CommandLine(unittest.TestCase):
                 self.assertIn("ringcas_", srv.metrics_text())
 
 
+    def test_a_port_in_use_leaves_the_data_folder_untouched(self):
+        # Opening the store recovers it (seconds with millions of blobs) and seals and
+        # rewrites the segments a server left active: a start that fails on its port must
+        # fail before any of that.
+        d = tmpdir(self)
+        with harness.Server(cores=2, data_dir=d) as srv:
+            body = b"left by an earlier run\n" * 500
+            digest = hashlib.sha256(body).hexdigest()
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.request("PUT", "/cas/" + digest, body=body)
+            self.assertEqual(conn.getresponse().status, 201)
+            conn.close()
+
+        def snapshot():
+            out = {}
+            for name in sorted(os.listdir(d)):
+                with open(os.path.join(d, name), "rb") as f:
+                    data = f.read()
+                out[name] = (len(data), hashlib.sha256(data).hexdigest())
+            return out
+        before = snapshot()
+        self.assertTrue(any(n.startswith("seg-") for n in before), before)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            r = run(["serve", "--listen", "127.0.0.1:%d" % s.getsockname()[1], "--dir", d,
+                     "--cores", "2"])
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("address already in use", r.stderr)
+        self.assertEqual(snapshot(), before)
+
 @unittest.skipUnless(os.environ.get("DENY_BIN"), "needs the deny helper (ctest sets it)")
 class NoIoUring(unittest.TestCase):
     def check(self, err, needle):
