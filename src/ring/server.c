@@ -396,6 +396,9 @@ static void block_signals(void)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    /* The terminal closing, or a supervisor's hang-up: its default action would kill the
+     * process at once, with no drain and no log line. */
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
@@ -532,6 +535,7 @@ int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     if (timeout_ms == RING_WAIT_FOREVER) {
         int sig = 0;
         while (sigwait(&set, &sig) != 0) {

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,7 +390,7 @@ static void raise_nofile(void)
 }
 
 /*
- * The main thread's wait for SIGTERM/SIGINT, and its housekeeping meanwhile: every few
+ * The main thread's wait for SIGTERM/SIGINT/SIGHUP, and its housekeeping meanwhile: every few
  * seconds it gives the memory the C library holds free back to the system once enough is
  * (docs/operations.md "Memory"), so a burst's buffers do not stay resident for the life of
  * the process.
@@ -404,6 +405,21 @@ static int wait_signals(struct ring_server *srv)
             LOG_DEBUG("returned free heap memory to the system (%zu MiB free in the arenas)",
                       trim.free_after >> 20);
         }
+    }
+}
+
+/* The name of a signal ring_server_wait_signals returns, for the drain's log line. */
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGHUP:
+        return "SIGHUP";
+    default:
+        return "signal";
     }
 }
 
@@ -483,7 +499,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     printf("ringcas listening on %s:%u\n", host, ring_server_port(srv));
     (void)fflush(stdout);
     int sig = wait_signals(srv);
-    LOG_INFO("signal %d: draining (up to %llu ms)", sig,
+    LOG_INFO("%s (signal %d): draining (up to %llu ms)", signal_name(sig), sig,
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);
     free_cores(&cfg);

@@ -923,5 +923,18 @@ class Lifecycle(unittest.TestCase):
             srv.cleanup()
 
 
+    def test_sighup_also_drains(self):
+        # The terminal closing sends SIGHUP: a drain like SIGTERM's, not a kill (status 129).
+        srv = harness.Server(cores=2).start()
+        try:
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            srv.proc.send_signal(signal.SIGHUP)
+            srv.wait_exit(30)
+            self.assertEqual(sock.recv(1), b"")  # the idle connection was closed
+            sock.close()
+            self.assertIn("SIGHUP (signal 1): draining", srv.log_tail())
+        finally:
+            srv.cleanup()
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
