@@ -149,6 +149,17 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_a_negated_flag_with_a_value_is_named(self):
+        # --[no-]direct-io exists: "unknown flag --no-direct-io" would send the user looking
+        # for a flag that is there.
+        r = harness.run_serve("--no-direct-io=1")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr, "ringcas serve: --no-direct-io takes no value: use "
+                                   "--direct-io=false (or --no-direct-io alone)\n")
+        r = harness.run_serve("--no-listen=x")  # not a boolean: no --no- form at all
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("unknown flag --no-listen", r.stderr)
+
     def test_make_run_passes_a_folder_with_a_space_whole(self):
         """The README's `make run DIR=...`: the Makefile's command line, as sh splits it."""
         r = subprocess.run(["make", "-s", "-n", "-o", "release", "run", "DIR=/srv/ring cas",
