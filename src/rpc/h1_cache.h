@@ -57,14 +57,15 @@ struct rpc_h1_cache {
     struct iovec queued[RPC_H1_STREAM_PIECES_MAX]; /* the pieces not yet sent */
     struct iovec in_send[RPC_H1_STREAM_PIECES_MAX]; /* the pieces in the send */
     bool existed;                                   /* the entry was present when the PUT began */
-    bool zstd_out;                                  /* the response is the stored zstd frames */
-    bool unsized;                                   /* the upload's size is fixed at commit */
-    struct ring_timer retry;                        /* retries a read refused with -EAGAIN */
-    uint32_t retries;                               /* of the current read */
-    bool ac_pending;            /* an /ac/ read awaits its verdict: nothing answered yet */
-    uint64_t ac_size;           /* the /ac/ value's size, bytes */
-    uint8_t *ac_value;          /* the value gathered to be decoded (pb_mem), or NULL */
-    size_t ac_value_len;        /* bytes in ac_value */
+    char refusal[224];       /* a refusal's text that names sizes (the answer keeps the pointer) */
+    bool zstd_out;           /* the response is the stored zstd frames */
+    bool unsized;            /* the upload's size is fixed at commit */
+    struct ring_timer retry; /* retries a read refused with -EAGAIN */
+    uint32_t retries;        /* of the current read */
+    bool ac_pending;         /* an /ac/ read awaits its verdict: nothing answered yet */
+    uint64_t ac_size;        /* the /ac/ value's size, bytes */
+    uint8_t *ac_value;       /* the value gathered to be decoded (pb_mem), or NULL */
+    size_t ac_value_len;     /* bytes in ac_value */
     struct rpc_ac_check ac_chk; /* the completeness check of an ActionResult */
 };
 

@@ -914,6 +914,52 @@ class CpuLimit(unittest.TestCase):
             self.assertIn("%d cores, each pinned to a CPU of its own" % n, srv.log_tail())
 
 
+class BlobOverTheLimit(unittest.TestCase):
+    """A blob larger than the store takes (a quarter of --max-size) on an empty store: the
+    answer names the blob's size and the limit, not "store full" (which reads as "evict or
+    retry later"), over HTTP (the status body), gRPC (grpc-message) and the CLI; the status
+    codes stay 413 and RESOURCE_EXHAUSTED."""
+
+    LIMIT = 16 << 20  # --max-size 64MiB / 4
+    SIZE = LIMIT + 4096
+
+    def test_the_answer_names_the_limit(self):
+        want = ("blob of %d bytes is larger than this store takes (a quarter of --max-size: "
+                "%d bytes)" % (self.SIZE, self.LIMIT))
+        with harness.Server(args=("--max-size", "64MiB", "--segment-size", "2MiB"),
+                            cores=1) as srv:
+            body = b"z" * self.SIZE
+            digest = hashlib.sha256(body).hexdigest()
+            # HTTP: refused from its Content-Length, before the body is read.
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                s.sendall(("PUT /cas/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                           % (digest, self.SIZE)).encode())
+                got = b""
+                while b"\r\n\r\n" not in got or not got.endswith(b"\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            head, _, text = got.decode().partition("\r\n\r\n")
+            self.assertTrue(head.startswith("HTTP/1.1 413 "), head)
+            self.assertEqual(text.strip(), want)
+            # gRPC (ByteStream.Write, through the CLI): grpc-message, RESOURCE_EXHAUSTED.
+            d = tmpdir(self)
+            path = os.path.join(d, "big")
+            with open(path, "wb") as f:
+                f.write(body)
+            r = subprocess.run([harness.binary(), "put", "--server", srv.address, path],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertEqual(r.stderr, "ringcas put: %s: %s [RESOURCE_EXHAUSTED]\n" % (path, want))
+            # The store took nothing, and a blob at the limit still goes in.
+            self.assertEqual(cas_get(srv.port, digest)[0], 404)
+            with open(path, "wb") as f:
+                f.write(b"y" * self.LIMIT)
+            r = subprocess.run([harness.binary(), "put", "--server", srv.address, path],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
 class Lifecycle(unittest.TestCase):
     def test_sigterm_with_idle_connections_exits_zero(self):
         with harness.Server(cores=2) as srv:
