@@ -123,10 +123,16 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
     const struct base_flag *f = find(flags, count, arg, len);
     bool negated = false;
-    if (!f && len > 3 && strncmp(arg, "no-", 3) == 0 && !eq) {
+    if (!f && len > 3 && strncmp(arg, "no-", 3) == 0) {
         f = find(flags, count, arg + 3, len - 3);
         negated = f && f->type == BASE_FLAG_BOOL;
         if (!negated) f = NULL;
+        if (negated && eq) {
+            /* "--no-direct-io=1": the flag exists, so "unknown flag" would mislead. */
+            (void)fprintf(err->out, "%s: --%.*s takes no value: use --%s=false (or --%.*s alone)\n",
+                          err->prog, (int)len, arg, f->name, (int)len, arg);
+            return -EINVAL;
+        }
     }
     if (!f) {
         (void)fprintf(err->out, "%s: unknown flag --%.*s (see --help)\n", err->prog, (int)len, arg);

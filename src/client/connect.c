@@ -66,12 +66,70 @@ int client_addr_parse(const char *hostport, struct client_addr *out, char *why, 
         (void)snprintf(why, why_size, "cannot resolve '%s': %s", host, gai_strerror(rc));
         return -EHOSTUNREACH;
     }
-    ASSERT(res->ai_addrlen <= sizeof(out->ss));
-    memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-    out->len = res->ai_addrlen;
+    /* Bounded by CLIENT_ADDR_MAX: a name with more addresses keeps its first ones. */
+    for (struct addrinfo *ai = res; ai && out->count < CLIENT_ADDR_MAX; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+        ASSERT(ai->ai_addrlen <= sizeof(out->addrs[0]));
+        memcpy(&out->addrs[out->count], ai->ai_addr, ai->ai_addrlen);
+        out->lens[out->count] = ai->ai_addrlen;
+        out->count++;
+    }
     freeaddrinfo(res);
+    if (out->count == 0) {
+        (void)snprintf(why, why_size, "cannot resolve '%s': no IPv4 or IPv6 address", host);
+        return -EHOSTUNREACH;
+    }
     (void)snprintf(out->authority, sizeof(out->authority), "%s", hostport);
     return 0;
+}
+
+/* True for a connect error after which the next address of the name is worth a try. */
+static bool error_moves_on(int err)
+{
+    switch (err) {
+    case -ECONNREFUSED:
+    case -ENETUNREACH:
+    case -EHOSTUNREACH:
+    case -EADDRNOTAVAIL:
+    case -ENETDOWN:
+    case -EAFNOSUPPORT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void connect_done(struct ring_op *op, int32_t res, uint32_t flags);
+
+/*
+ * Submits the connect to <cc>'s addresses from <cc->index> on: an address whose socket
+ * cannot be made for a reason error_moves_on names (no IPv6 on this host) is skipped.
+ * Returns 0 once a connect is in flight, or the -errno of the last address tried.
+ */
+static int attempt(struct client_connect *cc)
+{
+    ASSERT(cc->fd == -1);
+    int rc = -EHOSTUNREACH;
+    for (; cc->index < cc->addr.count; cc->index++) {
+        const union client_sockaddr *sa = &cc->addr.addrs[cc->index];
+        cc->fd = socket(sa->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (cc->fd == -1) {
+            rc = -errno;
+            if (error_moves_on(rc)) continue;
+            return rc;
+        }
+        struct ring_op *op = ring_op_get(cc->core, &cc->owner, connect_done, cc);
+        if (!op) {
+            (void)close(cc->fd);
+            cc->fd = -1;
+            return -EAGAIN;
+        }
+        struct io_uring_sqe *sqe = ring_op_sqe(op, cc->timeout_ms);
+        io_uring_prep_connect(sqe, cc->fd, &sa->sa, cc->addr.lens[cc->index]);
+        ring_op_commit(op, sqe);
+        return 0;
+    }
+    return rc;
 }
 
 static void connect_done(struct ring_op *op, int32_t res, uint32_t flags)
@@ -92,6 +150,14 @@ static void connect_done(struct ring_op *op, int32_t res, uint32_t flags)
         result = fd;
     }
     if (result < 0) (void)close(fd);
+    if (result < 0 && !cc->cancelled && error_moves_on(result) && cc->index + 1 < cc->addr.count) {
+        /* The next address of the name; this op is released after we return. */
+        cc->index++;
+        int rc = attempt(cc);
+        if (rc == 0) return;
+        /* Every address left failed at once: report what the last one said. */
+        result = rc;
+    }
     cc->fn(cc, result);
 }
 
@@ -100,23 +166,16 @@ int client_connect_start(struct client_connect *cc, struct ring_core *core,
 {
     ASSERT(timeout_ms > 0);
     ASSERT(fn);
+    ASSERT(addr->count > 0 && addr->count <= CLIENT_ADDR_MAX);
     cc->core = core;
     cc->fn = fn;
     cc->cancelled = false;
     cc->addr = *addr;
+    cc->index = 0;
+    cc->timeout_ms = timeout_ms;
+    cc->fd = -1;
     ring_owner_init(&cc->owner);
-    cc->fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (cc->fd == -1) return -errno;
-    struct ring_op *op = ring_op_get(core, &cc->owner, connect_done, cc);
-    if (!op) {
-        (void)close(cc->fd);
-        cc->fd = -1;
-        return -EAGAIN;
-    }
-    struct io_uring_sqe *sqe = ring_op_sqe(op, timeout_ms);
-    io_uring_prep_connect(sqe, cc->fd, (const struct sockaddr *)&cc->addr.ss, cc->addr.len);
-    ring_op_commit(op, sqe);
-    return 0;
+    return attempt(cc);
 }
 
 void client_connect_cancel(struct client_connect *cc)

@@ -353,11 +353,27 @@ static int probe_port(const char *host, uint16_t port)
     return rc;
 }
 
+/* The start-up line for a port that cannot be listened on. */
+static void listen_failed(const char *host, uint16_t port, int rc, char *why, size_t why_size)
+{
+    (void)snprintf(why, why_size, "cannot listen on %s:%u: %s%s", host, (unsigned)port,
+                   base_err_str(rc),
+                   rc == -EADDRINUSE ? " (another server uses the port; pick --listen)" : "");
+}
+
+int ring_server_probe(const char *host, uint16_t port, char *why, size_t why_size)
+{
+    /* Port 0 is safe without a probe: the kernel never picks a port that has listeners. */
+    int rc = port ? probe_port(host, port) : 0;
+    if (rc < 0) listen_failed(host, port, rc, why, why_size);
+    return rc;
+}
+
 static int open_listeners(struct ring_server *srv, char *why, size_t why_size)
 {
     uint16_t port = srv->opts.port;
-    /* Port 0 is safe without a probe: the kernel never picks a port that has listeners. */
-    int rc = port ? probe_port(srv->opts.host, port) : 0;
+    int rc = ring_server_probe(srv->opts.host, port, why, why_size);
+    if (rc < 0) return rc;
     for (uint32_t i = 0; rc == 0 && i < srv->core_count; i++) {
         int fd = ring_listen_open(srv->opts.host, port, srv->opts.backlog, &port);
         if (fd >= 0) {
@@ -367,9 +383,7 @@ static int open_listeners(struct ring_server *srv, char *why, size_t why_size)
         }
     }
     if (rc < 0) {
-        (void)snprintf(why, why_size, "cannot listen on %s:%u: %s%s", srv->opts.host,
-                       (unsigned)srv->opts.port, base_err_str(rc),
-                       rc == -EADDRINUSE ? " (another server uses the port; pick --listen)" : "");
+        listen_failed(srv->opts.host, srv->opts.port, rc, why, why_size);
         return rc; /* the caller closes the sockets opened so far */
     }
     srv->port = port;
@@ -382,6 +396,9 @@ static void block_signals(void)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    /* The terminal closing, or a supervisor's hang-up: its default action would kill the
+     * process at once, with no drain and no log line. */
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
@@ -518,6 +535,7 @@ int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     if (timeout_ms == RING_WAIT_FOREVER) {
         int sig = 0;
         while (sigwait(&set, &sig) != 0) {

@@ -2,8 +2,8 @@
  * The server: one thread per core (pinned when there is one per CPU), each with its own ring, its
  * own SO_REUSEPORT listener and its own connections, and a graceful shutdown.
  *
- * Shutdown (ring_server_stop, or SIGTERM/SIGINT through ring_server_wait_signals): the main
- * thread sends each core a message over IORING_OP_MSG_RING. Each core stops accepting, asks
+ * Shutdown (ring_server_stop, or SIGTERM/SIGINT/SIGHUP through ring_server_wait_signals): the
+ * main thread sends each core a message over IORING_OP_MSG_RING. Each core stops accepting, asks
  * every connection to finish (ring_conn_ops.on_drain), and waits up to drain_timeout_ms for
  * them to close; then it closes the rest, lets upper layers quiesce (hooks.core_quiesce),
  * waits for its last op to complete, and exits its loop.
@@ -50,9 +50,19 @@ struct ring_server_options {
 void ring_server_options_default(struct ring_server_options *opts);
 
 /*
+ * Checks that <host>:<port> is free (a bind without SO_REUSEPORT, see ring_listen_probe),
+ * waiting up to 2 s for a port held by a predecessor that just died. Port 0 always passes.
+ * Call it before start-up work that a refused start must not do (opening a data folder):
+ * ring_server_start probes again just before its listeners open, since the port may be
+ * taken in between. Returns 0, or -errno with one line in <why>, the one ring_server_start
+ * would give. Main thread; it may sleep.
+ */
+MUST_CHECK int ring_server_probe(const char *host, uint16_t port, char *why, size_t why_size);
+
+/*
  * Opens the listeners and starts the cores; returns when every core is serving. On failure
  * returns -errno with one line in <why> naming the cause and the fix; nothing is left running.
- * SIGTERM, SIGINT and SIGPIPE are blocked in the calling thread (and so in the cores).
+ * SIGTERM, SIGINT, SIGHUP and SIGPIPE are blocked in the calling thread (and so in the cores).
  */
 MUST_CHECK int ring_server_start(const struct ring_server_options *opts, struct ring_server **out,
                                  char *why, size_t why_size);
@@ -68,7 +78,7 @@ struct ring_core *ring_server_core(const struct ring_server *srv, uint32_t i);
 void ring_server_counters(const struct ring_server *srv, struct ring_counters_snapshot *out);
 
 /*
- * Blocks until SIGTERM or SIGINT arrives and returns the signal number, or returns 0 once
+ * Blocks until SIGTERM, SIGINT or SIGHUP arrives and returns the signal number, or returns 0 once
  * <timeout_ms> passed without one (RING_WAIT_FOREVER: no limit), for the main thread's
  * periodic housekeeping.
  */

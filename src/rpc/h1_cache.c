@@ -31,6 +31,7 @@
 #include "blob/store.h"
 #include "rpc/internal.h"
 #include "rpc/keys.h"
+#include "rpc/status.h"
 
 #define READ_RETRY_MS   1          /* after blob_read_next answered -EAGAIN */
 #define READ_RETRY_MAX  2000       /* then 503 */
@@ -477,6 +478,16 @@ static void start_ac_read(struct rpc_h1_cache *cr)
 
 /* ---- uploads ---- */
 
+/*
+ * Answers <status> for a CAS blob of <size> bytes (UINT64_MAX: not known) larger than the
+ * store takes, <limit> bytes, naming both: "store full" would mislead on an empty store.
+ */
+static void answer_too_large(struct rpc_h1_cache *cr, int status, uint64_t size, uint64_t limit)
+{
+    rpc_status_too_large(cr->refusal, sizeof(cr->refusal), size, limit, cr->max_blob * 4);
+    rpc_h1_answer(cr->h, status, cr->refusal);
+}
+
 static void upload_fail(struct rpc_h1_cache *cr, int err)
 {
     if (cr->upload) {
@@ -485,7 +496,11 @@ static void upload_fail(struct rpc_h1_cache *cr, int err)
     }
     if (err == -EMSGSIZE && cr->unsized) {
         /* A body without a declared size grew past the largest entry the store takes. */
-        rpc_h1_answer(cr->h, 413, "body over the size limit");
+        if (is_cas(cr)) {
+            answer_too_large(cr, 413, UINT64_MAX, blob_cas_size_max(cr->bc));
+        } else {
+            rpc_h1_answer(cr->h, 413, "body over the size limit");
+        }
         return;
     }
     int status = upload_status(err);
@@ -543,7 +558,11 @@ static void start_put(struct rpc_h1_cache *cr)
      * twice its limit of compressed bytes (store.h), and refuses past that as they arrive. */
     uint64_t limit = identity ? size_limit(cr) : 2 * size_limit(cr) + (1ULL << 20);
     if (req->has_length && req->content_length > limit) {
-        rpc_h1_answer(cr->h, 413, "body over the size limit");
+        if (is_cas(cr)) {
+            answer_too_large(cr, 413, identity ? req->content_length : UINT64_MAX, cr->max_blob);
+        } else {
+            rpc_h1_answer(cr->h, 413, "body over the size limit");
+        }
         return;
     }
     /* Without a length, or zstd-encoded, the decoded size is known only at the end: the
@@ -579,6 +598,11 @@ static void put_begin(struct rpc_h1_cache *cr, bool shared)
         rc = begin_upload(cr, cr->put_size, cr->put_enc, false); /* no timer: do not wait */
     }
     cr->put_waiting = false;
+    if (is_cas(cr) && rpc_status_upload_err(cr->bc, cr->put_size, rc) == -EFBIG) {
+        /* Within --max-size/4 but over what the engine takes now: 507, as before. */
+        answer_too_large(cr, upload_status(-ENOSPC), cr->put_size, blob_cas_size_max(cr->bc));
+        return;
+    }
     if (rc == -EEXIST) {
         rpc_h1_body_discard(cr->h, 200, cr->put_limit); /* present: the body is not needed */
         return;

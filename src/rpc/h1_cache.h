@@ -57,6 +57,7 @@ struct rpc_h1_cache {
     struct iovec queued[RPC_H1_STREAM_PIECES_MAX]; /* the pieces not yet sent */
     struct iovec in_send[RPC_H1_STREAM_PIECES_MAX]; /* the pieces in the send */
     bool existed;                                   /* the entry was present when the PUT began */
+    char refusal[224];                              /* a refusal's text that names sizes */
     bool zstd_out;                                  /* the response is the stored zstd frames */
     bool unsized;                                   /* the upload's size is fixed at commit */
     struct ring_timer retry;                        /* retries a read refused with -EAGAIN,

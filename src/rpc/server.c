@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +211,33 @@ static int make_dir(const char *dir)
     return 0;
 }
 
+/*
+ * Checks that the port is free, then makes the data folder: a port that is taken fails the
+ * start before the folder is touched, since opening the store recovers it (seconds with
+ * millions of blobs) and seals and rewrites segments. Returns 0, or -errno after printing
+ * the reason.
+ */
+static int claim_port_and_dir(const struct rpc_server_options *opts, const char *host,
+                              uint16_t port)
+{
+    char why[256] = "";
+    int rc = ring_server_probe(host, port, why, sizeof(why));
+    if (rc < 0) {
+        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        return rc;
+    }
+    rc = make_dir(opts->dir);
+    if (rc < 0) {
+        (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s%s\n", opts->dir,
+                      base_err_str(rc),
+                      rc == -EACCES || rc == -EROFS || rc == -EPERM
+                          ? " (the server writes its segments there: give the user it runs as "
+                            "write access, or choose another --dir)"
+                          : "");
+    }
+    return rc;
+}
+
 /* A per-core memory bound of at least <min> bytes (a whole number of MiB), else named. */
 static int check_memory(const char *flag, uint64_t value, uint64_t min)
 {
@@ -362,7 +390,7 @@ static void raise_nofile(void)
 }
 
 /*
- * The main thread's wait for SIGTERM/SIGINT, and its housekeeping meanwhile: every few
+ * The main thread's wait for SIGTERM/SIGINT/SIGHUP, and its housekeeping meanwhile: every few
  * seconds it gives the memory the C library holds free back to the system once enough is
  * (docs/operations.md "Memory"), so a burst's buffers do not stay resident for the life of
  * the process.
@@ -377,6 +405,21 @@ static int wait_signals(struct ring_server *srv)
             LOG_DEBUG("returned free heap memory to the system (%zu MiB free in the arenas)",
                       trim.free_after >> 20);
         }
+    }
+}
+
+/* The name of a signal ring_server_wait_signals returns, for the drain's log line. */
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGHUP:
+        return "SIGHUP";
+    default:
+        return "signal";
     }
 }
 
@@ -396,16 +439,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     /* A flag value refused is a usage error, as one the parser refuses (docs/cli.md). */
     if (check_options(opts, host, sizeof(host), &so.port) < 0) return 2;
     raise_nofile();
-    int rc = make_dir(opts->dir);
-    if (rc < 0) {
-        (void)fprintf(stderr, "ringcas serve: cannot use data folder %s: %s%s\n", opts->dir,
-                      base_err_str(rc),
-                      rc == -EACCES || rc == -EROFS || rc == -EPERM
-                          ? " (the server writes its segments there: give the user it runs as "
-                            "write access, or choose another --dir)"
-                          : "");
-        return 1;
-    }
+    if (claim_port_and_dir(opts, host, so.port) < 0) return 1;
     so.host = host;
     so.cores = (uint32_t)opts->cores;
     so.drain_timeout_ms = opts->drain_timeout_ms;
@@ -440,7 +474,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         free_cores(&cfg);
         return 2; /* sizes that do not fit together: a usage error */
     }
-    rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
+    int rc = blob_store_open(&bo, &cfg.store, why, sizeof(why));
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas serve: cannot open the store: %s\n",
                       why[0] ? why : base_err_str(rc));
@@ -465,7 +499,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
     printf("ringcas listening on %s:%u\n", host, ring_server_port(srv));
     (void)fflush(stdout);
     int sig = wait_signals(srv);
-    LOG_INFO("signal %d: draining (up to %llu ms)", sig,
+    LOG_INFO("%s (signal %d): draining (up to %llu ms)", signal_name(sig), sig,
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);
     free_cores(&cfg);

@@ -2,8 +2,10 @@
 #include "rpc/status.h"
 
 #include <errno.h>
+#include <stdio.h>
 
 #include "base/assert.h"
+#include "blob/store.h"
 #include "proto/status.h"
 
 struct mapping {
@@ -28,6 +30,9 @@ static const struct mapping table[] = {
       "retry later" },
     { -ENOSPC, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "store full: the blob does not fit in the size budget" },
+    /* Where the sizes are at hand the answer names them (rpc_status_too_large). */
+    { -EFBIG, PROTO_STATUS_RESOURCE_EXHAUSTED,
+      "blob larger than this store takes (a quarter of --max-size)" },
     { -ENOMEM, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "server busy: out of memory for this call (--message-memory or --zstd-memory is taken), "
       "retry later" },
@@ -68,4 +73,32 @@ int rpc_status_from_read_err(int err, const char **message)
         return PROTO_STATUS_INVALID_ARGUMENT;
     }
     return rpc_status_from_err(err, message);
+}
+
+int rpc_status_upload_err(const struct blob_core *bc, uint64_t size, int err)
+{
+    if (err != -ENOSPC || !bc || size == BLOB_SIZE_UNKNOWN) return err;
+    return size > blob_cas_size_max(bc) ? -EFBIG : err;
+}
+
+void rpc_status_too_large(char *buf, size_t buf_size, uint64_t size, uint64_t limit,
+                          uint64_t max_size_bytes)
+{
+    char what[64] = "the blob";
+    if (size != UINT64_MAX) {
+        (void)snprintf(what, sizeof(what), "blob of %llu bytes", (unsigned long long)size);
+    }
+    if (limit == max_size_bytes / 4) {
+        (void)snprintf(buf, buf_size,
+                       "%s is larger than this store takes (a quarter of --max-size: %llu bytes)",
+                       what, (unsigned long long)limit);
+        return;
+    }
+    /* Less than a quarter of --max-size: the disk holds less than --max-size now (the budget
+     * follows it), or a chunk table for more would not fit in the engine's write buffer. */
+    (void)snprintf(buf, buf_size,
+                   "%s is larger than this store takes (%llu bytes: a quarter of its size budget, "
+                   "less when the disk holds less than --max-size or the chunk table would not "
+                   "fit)",
+                   what, (unsigned long long)limit);
 }

@@ -5,6 +5,11 @@
 #ifndef RINGCAS_RPC_STATUS_H
 #define RINGCAS_RPC_STATUS_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+struct blob_core;
+
 /*
  * Returns the gRPC status (enum proto_status) for <err> (0 or -errno) and sets *<message> to
  * a static description for grpc-message, never empty but for OK; a refusal a client may
@@ -16,6 +21,8 @@
  *   -ERANGE    OUT_OF_RANGE
  *   -EAGAIN    RESOURCE_EXHAUSTED (a bounded queue is full: retry)
  *   -ENOSPC    RESOURCE_EXHAUSTED (the store's size budget is full)
+ *   -EFBIG     RESOURCE_EXHAUSTED (the blob is larger than the store takes: see
+ *              rpc_status_upload_err)
  *   -ENOMEM    RESOURCE_EXHAUSTED (memory for the call is taken: retry)
  *   -ETIMEDOUT DEADLINE_EXCEEDED
  *   -ECANCELED UNAVAILABLE (the server is draining: retry elsewhere)
@@ -35,5 +42,22 @@ int rpc_status_from_err(int err, const char **message);
  * large for this call", not an upload's "size mismatch".
  */
 int rpc_status_from_read_err(int err, const char **message);
+
+/*
+ * The engine answers -ENOSPC both for a store over its budget (retry later) and for a blob
+ * larger than it ever takes (blob_cas_size_max: a quarter of --max-size): this returns
+ * -EFBIG for the second, <err> otherwise. <size> is the upload's size (BLOB_SIZE_UNKNOWN: not
+ * known yet, <err> is kept); <bc> may be NULL. Core thread.
+ */
+int rpc_status_upload_err(const struct blob_core *bc, uint64_t size, int err);
+
+/*
+ * Writes into <buf> (<buf_size> bytes) why a blob of <size> bytes (UINT64_MAX: of a size not
+ * known yet) is refused: "blob of N bytes is larger than this store takes (a quarter of
+ * --max-size: M bytes)", where M is <limit> (blob_cas_size_max); when <limit> is not a
+ * quarter of <max_size_bytes> the line says what else bounds it.
+ */
+void rpc_status_too_large(char *buf, size_t buf_size, uint64_t size, uint64_t limit,
+                          uint64_t max_size_bytes);
 
 #endif /* RINGCAS_RPC_STATUS_H */

@@ -656,6 +656,15 @@ static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
                         : blob_upload_begin(bc, &k, enc, &st->u);
     if (rc == -EALREADY) return 1;
     if (rc == -EEXIST) return write_respond_present(st);
+    rc = rpc_status_upload_err(bc, k.size, rc);
+    if (rc == -EFBIG) {
+        /* Not "store full": a retry, or an empty store, would not take it either. */
+        char message[RPC_CALL_MESSAGE_MAX];
+        rpc_status_too_large(message, sizeof(message), k.size, blob_cas_size_max(bc),
+                             st->c->rc->cfg->opts.max_size);
+        rpc_call_finish(st->c, PROTO_STATUS_RESOURCE_EXHAUSTED, message);
+        return -1;
+    }
     if (rc < 0) return write_fail(st, rc, "upload");
     base_counter_inc(&c->rc->counters.bs_uploads);
     st->next_offset = 0;

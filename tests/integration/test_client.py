@@ -270,6 +270,84 @@ class Timeouts(ClientTestCase):
             peer.close()
 
 
+class NameWithSeveralAddresses(ClientTestCase):
+    """A name that resolves to ::1 first and then 127.0.0.1, as `localhost` does on a stock
+    Debian /etc/hosts, while the server listens on 127.0.0.1 only: the client tries each
+    address in turn, so put, get, stat and bench reach the server. The name comes from a
+    hosts file bind-mounted over /etc/hosts in a private mount namespace (unshare -m) around
+    the client alone; the test is skipped where that is not permitted."""
+
+    NAME = "ringcas-dual-stack.test"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hosts_dir = tempfile.mkdtemp(prefix="ringcas-hosts-")
+        cls.hosts = os.path.join(cls.hosts_dir, "hosts")
+        with open(cls.hosts, "w") as f:
+            f.write("::1 %s\n127.0.0.1 %s\n" % (cls.NAME, cls.NAME))
+        cls.prefix = ("unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+                      cls.hosts)
+        try:
+            p = subprocess.run(list(cls.prefix) + ["getent", "ahosts", cls.NAME],
+                               capture_output=True, text=True, timeout=30)
+        except OSError as e:
+            p = None
+            why = str(e)
+        if p is None or p.returncode != 0:
+            why = p.stderr.strip() if p is not None else why
+            os.unlink(cls.hosts)
+            os.rmdir(cls.hosts_dir)
+            raise unittest.SkipTest("cannot bind-mount a hosts file under unshare -m: " + why)
+        # The premise: getaddrinfo gives ::1 before 127.0.0.1.
+        first = p.stdout.split()[0]
+        if first != "::1":
+            raise AssertionError("getaddrinfo gave %s first:\n%s" % (first, p.stdout))
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        os.unlink(cls.hosts)
+        os.rmdir(cls.hosts_dir)
+
+    def dual(self, args, port=None):
+        server = "%s:%d" % (self.NAME, port or self.server.port)
+        p, _ = run(args, server=server, prefix=self.prefix)
+        return p
+
+    def test_stat_put_get_reach_the_second_address(self):
+        p = self.dual(["stat"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("server: %s:%d" % (self.NAME, self.server.port), p.stdout.decode())
+        path = write_blob(self.tmp, "blob", 100 << 10, 7)
+        p = self.dual(["put", path])
+        ok, why = p.returncode == 0, p.stderr
+        if not ok and "not available in this build" in why:
+            self.skipTest("ByteStream/CAS not served by this build: " + why.strip())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.decode(), digest_file(path) + "\n")
+        out = os.path.join(self.tmp, "out")
+        p = self.dual(["get", digest_file(path), "-o", out])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(digest_file(out), digest_file(path))
+
+    def test_bench_reaches_the_second_address(self):
+        p = self.dual(["bench", "--duration", "1s", "--warmup", "100ms", "--threads", "1",
+                       "--conns", "2", "--concurrency", "4", "--size", "4KiB", "--blobs", "8",
+                       "--timeout", "20s"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_every_address_refused_names_the_last_error(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now, on either address
+        p = self.dual(["stat"], port=port)
+        self.assertEqual(p.returncode, EXIT_UNAVAILABLE, p.stderr)
+        self.assertIn("connection refused", p.stderr)
+        self.assertIn("%s:%d" % (self.NAME, port), p.stderr)
+
+
 def storage_available(server):
     """True when the server serves ByteStream/CAS (FindMissingBlobs answers)."""
     p, _ = run(["put", __file__], server=server.address, timeout=60)

@@ -149,6 +149,17 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_a_negated_flag_with_a_value_is_named(self):
+        # --[no-]direct-io exists: "unknown flag --no-direct-io" would send the user looking
+        # for a flag that is there.
+        r = harness.run_serve("--no-direct-io=1")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr, "ringcas serve: --no-direct-io takes no value: use "
+                                   "--direct-io=false (or --no-direct-io alone)\n")
+        r = harness.run_serve("--no-listen=x")  # not a boolean: no --no- form at all
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("unknown flag --no-listen", r.stderr)
+
     def test_make_run_passes_a_folder_with_a_space_whole(self):
         """The README's `make run DIR=...`: the Makefile's command line, as sh splits it."""
         r = subprocess.run(["make", "-s", "-n", "-o", "release", "run", "DIR=/srv/ring cas",
@@ -281,6 +292,37 @@ class CommandLine(unittest.TestCase):
             for _ in range(8):  # fresh connections, each answered by the first server
                 self.assertIn("ringcas_", srv.metrics_text())
 
+
+    def test_a_port_in_use_leaves_the_data_folder_untouched(self):
+        # Opening the store recovers it (seconds with millions of blobs) and seals and
+        # rewrites the segments a server left active: a start that fails on its port must
+        # fail before any of that.
+        d = tmpdir(self)
+        with harness.Server(cores=2, data_dir=d) as srv:
+            body = b"left by an earlier run\n" * 500
+            digest = hashlib.sha256(body).hexdigest()
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.request("PUT", "/cas/" + digest, body=body)
+            self.assertEqual(conn.getresponse().status, 201)
+            conn.close()
+
+        def snapshot():
+            out = {}
+            for name in sorted(os.listdir(d)):
+                with open(os.path.join(d, name), "rb") as f:
+                    data = f.read()
+                out[name] = (len(data), hashlib.sha256(data).hexdigest())
+            return out
+        before = snapshot()
+        self.assertTrue(any(n.startswith("seg-") for n in before), before)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            r = run(["serve", "--listen", "127.0.0.1:%d" % s.getsockname()[1], "--dir", d,
+                     "--cores", "2"])
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("address already in use", r.stderr)
+        self.assertEqual(snapshot(), before)
 
 @unittest.skipUnless(os.environ.get("DENY_BIN"), "needs the deny helper (ctest sets it)")
 class NoIoUring(unittest.TestCase):
@@ -872,6 +914,52 @@ class CpuLimit(unittest.TestCase):
             self.assertIn("%d cores, each pinned to a CPU of its own" % n, srv.log_tail())
 
 
+class BlobOverTheLimit(unittest.TestCase):
+    """A blob larger than the store takes (a quarter of --max-size) on an empty store: the
+    answer names the blob's size and the limit, not "store full" (which reads as "evict or
+    retry later"), over HTTP (the status body), gRPC (grpc-message) and the CLI; the status
+    codes stay 413 and RESOURCE_EXHAUSTED."""
+
+    LIMIT = 16 << 20  # --max-size 64MiB / 4
+    SIZE = LIMIT + 4096
+
+    def test_the_answer_names_the_limit(self):
+        want = ("blob of %d bytes is larger than this store takes (a quarter of --max-size: "
+                "%d bytes)" % (self.SIZE, self.LIMIT))
+        with harness.Server(args=("--max-size", "64MiB", "--segment-size", "2MiB"),
+                            cores=1) as srv:
+            body = b"z" * self.SIZE
+            digest = hashlib.sha256(body).hexdigest()
+            # HTTP: refused from its Content-Length, before the body is read.
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                s.sendall(("PUT /cas/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                           % (digest, self.SIZE)).encode())
+                got = b""
+                while b"\r\n\r\n" not in got or not got.endswith(b"\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            head, _, text = got.decode().partition("\r\n\r\n")
+            self.assertTrue(head.startswith("HTTP/1.1 413 "), head)
+            self.assertEqual(text.strip(), want)
+            # gRPC (ByteStream.Write, through the CLI): grpc-message, RESOURCE_EXHAUSTED.
+            d = tmpdir(self)
+            path = os.path.join(d, "big")
+            with open(path, "wb") as f:
+                f.write(body)
+            r = subprocess.run([harness.binary(), "put", "--server", srv.address, path],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertEqual(r.stderr, "ringcas put: %s: %s [RESOURCE_EXHAUSTED]\n" % (path, want))
+            # The store took nothing, and a blob at the limit still goes in.
+            self.assertEqual(cas_get(srv.port, digest)[0], 404)
+            with open(path, "wb") as f:
+                f.write(b"y" * self.LIMIT)
+            r = subprocess.run([harness.binary(), "put", "--server", srv.address, path],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
 class Lifecycle(unittest.TestCase):
     def test_sigterm_with_idle_connections_exits_zero(self):
         with harness.Server(cores=2) as srv:
@@ -891,6 +979,19 @@ class Lifecycle(unittest.TestCase):
         finally:
             srv.cleanup()
 
+
+    def test_sighup_also_drains(self):
+        # The terminal closing sends SIGHUP: a drain like SIGTERM's, not a kill (status 129).
+        srv = harness.Server(cores=2).start()
+        try:
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            srv.proc.send_signal(signal.SIGHUP)
+            srv.wait_exit(30)
+            self.assertEqual(sock.recv(1), b"")  # the idle connection was closed
+            sock.close()
+            self.assertIn("SIGHUP (signal 1): draining", srv.log_tail())
+        finally:
+            srv.cleanup()
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -66,10 +66,35 @@ Test(base_flags, rejects_unknown_and_malformed)
     char *neg[] = { "--no-verbose" };
     cr_assert(eq(int, base_flags_parse(f, n, 1, neg, NULL, &err), 0));
     cr_assert(not(o.verbose));
+    o.verbose = true;
+    char *neg_value[] = { "--no-verbose=1" };
+    cr_assert(eq(int, base_flags_parse(f, n, 1, neg_value, NULL, &err), -EINVAL));
+    cr_assert(o.verbose);
     setenv("RINGCAS_MAX_SIZE", "huge", 1);
     cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, &err), -EINVAL));
     unsetenv("RINGCAS_MAX_SIZE");
     fclose(sink);
+}
+
+Test(base_flags, a_negated_boolean_with_a_value_is_named)
+{
+    struct opts o = { NULL, 0, 0, true };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    FILE *out = tmpfile();
+    cr_assert(out != NULL);
+    const struct base_flags_err err = { out, "ringcas test" };
+    char *argv[] = { "--no-verbose=1" };
+    cr_assert(eq(int, base_flags_parse(f, n, 1, argv, NULL, &err), -EINVAL));
+    rewind(out);
+    char buf[256] = "";
+    size_t got = fread(buf, 1, sizeof(buf) - 1, out);
+    cr_assert(gt(sz, got, 0));
+    fclose(out);
+    cr_assert(eq(str, buf,
+                 "ringcas test: --no-verbose takes no value: use --verbose=false (or "
+                 "--no-verbose alone)\n"));
+    cr_assert(o.verbose);
 }
 
 Test(base_flags, env_names_are_upper_snake)

@@ -136,6 +136,60 @@ Test(client_conn, close_fails_calls_in_flight_before_reporting)
     fake_stop(f);
 }
 
+/* A name with several addresses (localhost: ::1, then 127.0.0.1): the first one refuses, the
+ * connect moves on to the next, and the call goes through. */
+Test(client_conn, refused_address_moves_on_to_the_next)
+{
+    struct fake_server *f = fake_start(NULL);
+    uint16_t refused;
+    close(fake_silent_listener(&refused)); /* nothing listens there any more */
+    struct client_addr addr;
+    struct client_addr good;
+    fake_addr(refused, &addr);
+    fake_addr(fake_port(f), &good);
+    cr_assert(eq(u32, addr.count, 1));
+    addr.addrs[1] = good.addrs[0];
+    addr.lens[1] = good.lens[0];
+    addr.count = 2;
+    struct tctx *t = tctx_new();
+    struct client_conn_options co;
+    client_conn_options_default(&co);
+    t->conn.user = t;
+    t->conn_closed = false;
+    cr_assert(eq(int, client_conn_open(&t->conn, &t->cl, &addr, &co, tctx_conn_closed), 0));
+    struct client_unary u;
+    client_unary_init(&u, &t->cl);
+    struct done_flag d = { 0 };
+    struct client_call_options o = opts(&d, 5000);
+    cr_assert(eq(int, client_cas_capabilities_start(&u, &t->conn, "", &o), 0));
+    tctx_wait(t, &d.done, 5000);
+    cr_assert(eq(int, u.call.result.err, 0), "%s", u.call.result.message);
+    client_unary_deinit(&u);
+    tctx_close(t);
+    fake_stop(f);
+}
+
+/* Every address refuses: the connect fails with the last one's error. */
+Test(client_conn, every_address_refused_fails_with_the_last_error)
+{
+    uint16_t refused;
+    close(fake_silent_listener(&refused));
+    struct client_addr addr;
+    fake_addr(refused, &addr);
+    addr.addrs[1] = addr.addrs[0];
+    addr.lens[1] = addr.lens[0];
+    addr.count = 2;
+    struct tctx *t = tctx_new();
+    struct client_conn_options co;
+    client_conn_options_default(&co);
+    t->conn.user = t;
+    t->conn_closed = false;
+    cr_assert(eq(int, client_conn_open(&t->conn, &t->cl, &addr, &co, tctx_conn_closed), 0));
+    tctx_wait(t, &t->conn_closed, 5000);
+    cr_assert(eq(int, t->conn_reason, -ECONNREFUSED));
+    tctx_close(t);
+}
+
 Test(client_conn, server_going_away_fails_its_calls)
 {
     struct fake_config cfg = { .no_answer = true };

@@ -1,6 +1,7 @@
 /* The one error-to-status mapping: every errno the engine and parsers use has its status. */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -45,6 +46,31 @@ Test(rpc_status, budget_full_says_so)
     cr_assert(ne(ptr, strstr(message, "full"), NULL));
 }
 
+/* Not "store full", which an empty store answering it would contradict. */
+Test(rpc_status, a_blob_over_the_limit_names_it)
+{
+    const char *message;
+    cr_assert(eq(int, rpc_status_from_err(-EFBIG, &message), PROTO_STATUS_RESOURCE_EXHAUSTED));
+    cr_assert(eq(ptr, strstr(message, "full"), NULL), "%s", message);
+    cr_assert(ne(ptr, strstr(message, "--max-size"), NULL), "%s", message);
+    char buf[256];
+    rpc_status_too_large(buf, sizeof(buf), 17000000, 16u << 20, 64u << 20);
+    cr_assert(eq(str, buf,
+                 "blob of 17000000 bytes is larger than this store takes (a quarter of "
+                 "--max-size: 16777216 bytes)"));
+    rpc_status_too_large(buf, sizeof(buf), UINT64_MAX, 16u << 20, (64u << 20) + 3);
+    cr_assert(eq(str, buf,
+                 "the blob is larger than this store takes (a quarter of --max-size: 16777216 "
+                 "bytes)"));
+    /* A budget below --max-size (a small disk): the limit is not a quarter of the flag. */
+    rpc_status_too_large(buf, sizeof(buf), 17000000, 8u << 20, 64u << 20);
+    cr_assert(ne(ptr,
+                 strstr(buf, "blob of 17000000 bytes is larger than this store takes (8388608 "
+                             "bytes: "),
+                 NULL),
+              "%s", buf);
+}
+
 Test(rpc_status, corrupt_stored_blob_reads_as_not_found)
 {
     const char *message;
@@ -82,10 +108,11 @@ Test(rpc_status, every_error_has_a_message_and_refusals_say_retry)
             cr_assert(ne(int, status, PROTO_STATUS_OK), "errno %d", e);
             cr_assert(ne(ptr, (void *)message, NULL), "errno %d", e);
             cr_assert(gt(sz, strlen(message), 0), "errno %d", e);
-            /* A full size budget is not a busy server: budget_full_says_so checks it. */
+            /* A full size budget is not a busy server (budget_full_says_so checks it), and a
+             * blob larger than the store takes never fits (a_blob_over_the_limit_names_it). */
             bool retry =
                 status == PROTO_STATUS_RESOURCE_EXHAUSTED || status == PROTO_STATUS_UNAVAILABLE;
-            if (retry && e != ENOSPC) {
+            if (retry && e != ENOSPC && e != EFBIG) {
                 cr_assert(ne(ptr, strstr(message, "retry"), NULL), "errno %d: %s", e, message);
             }
         }
