@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/list.h"
 #include "blob/chunk.h"
@@ -187,6 +188,20 @@ struct blob_refresh_table {
     _Atomic uint32_t count;                      /* entries used: lookups skip an empty table */
     pthread_mutex_t locks[BLOB_REFRESH_STRIPES]; /* a bucket's, by its number */
 };
+
+/*
+ * The <i>th (0 or 1) of <k>'s two buckets among <buckets>, from the 4 bytes of its hash at
+ * <at> + 4 i (refresh table 16, upload table 8: each its own bytes). Two choices:
+ * with one, a bucket overflowed once a table was a third full (0.45% of keys refused with
+ * 40,000 waiting); with a key in the first that has room, a refusal needs both full.
+ */
+static inline uint32_t blob_key_bucket(const struct blob_key *k, uint32_t at, uint32_t i,
+                                       uint32_t buckets)
+{
+    uint32_t x;
+    memcpy(&x, k->hash + at + (size_t)4 * i, sizeof(x));
+    return x % buckets;
+}
 
 /*
  * CAS blobs being uploaded, every core's (uploading.c): a second upload of one is told to

@@ -218,16 +218,10 @@ static void pin_drop(struct blob_core *bc, const struct blob_loc *loc)
 
 /* ---- the store's table of keys being refreshed ---- */
 
-/*
- * The <i>th (0 or 1) of <k>'s two buckets. Two choices: with one, a bucket overflowed once
- * the table was a third full (0.45% of keys refused with 40,000 waiting); with a key in the
- * first that has room, a refusal needs both full.
- */
+/* The <i>th (0 or 1) of <k>'s two buckets (blob_key_bucket). */
 static uint32_t table_bucket(const struct blob_key *k, uint32_t i)
 {
-    uint32_t x;
-    memcpy(&x, k->hash + 16 + (size_t)4 * i, sizeof(x));
-    return x % TABLE_BUCKETS;
+    return blob_key_bucket(k, 16, i, TABLE_BUCKETS);
 }
 
 static pthread_mutex_t *table_lock(struct blob_refresh_table *rt, uint32_t bucket)

@@ -22,12 +22,10 @@
 
 STATIC_ASSERT(UPLOADING_BUCKETS % BLOB_UPLOADING_STRIPES == 0, "a bucket has one lock");
 
-/* The <i>th (0 or 1) of <k>'s two buckets, from bytes of the hash the other tables don't use. */
+/* The <i>th (0 or 1) of <k>'s two buckets (blob_key_bucket). */
 static uint32_t bucket_of(const struct blob_key *k, uint32_t i)
 {
-    uint32_t x;
-    memcpy(&x, k->hash + 8 + (size_t)4 * i, sizeof(x));
-    return x % UPLOADING_BUCKETS;
+    return blob_key_bucket(k, 8, i, UPLOADING_BUCKETS);
 }
 
 static pthread_mutex_t *lock_of(struct blob_uploading *t, uint32_t bucket)

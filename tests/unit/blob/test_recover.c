@@ -759,6 +759,20 @@ static struct blob_record_header commit_header_of(struct th *t, const struct blo
     return h;
 }
 
+/* A simulated store (1 MiB budget) holding one version-1 blob of <len> bytes at <data>, filled
+ * from <seed>; not opened. */
+static void v1_store(struct th *t, uint64_t seed, uint8_t *data, size_t len, bool compressible,
+                     struct blob_key *k)
+{
+    th_options_small(&t->o);
+    t->o.max_size = 1 << 20;
+    t->io = blob_io_sim_create(seed);
+    snprintf(t->dir, sizeof(t->dir), "sim");
+    th_fill(data, len, seed, compressible);
+    th_key_of(k, data, len);
+    write_v1_segment(t->io, 1, data, len, k);
+}
+
 /*
  * A blob of a store written before format version 2 that turns cold is copied to the head
  * like any other: the copy is a version-2 commit record whose refs hold the sums of the
@@ -768,15 +782,9 @@ static struct blob_record_header commit_header_of(struct th *t, const struct blo
 Test(blob_recover, a_version_1_blob_refreshed_is_written_as_a_version_2_commit)
 {
     struct th t = { 0 };
-    th_options_small(&t.o);
-    t.o.max_size = 1 << 20;
-    t.io = blob_io_sim_create(63);
-    snprintf(t.dir, sizeof(t.dir), "sim");
     static uint8_t old[3 * 4096 - 100];
-    th_fill(old, sizeof(old), 63, true);
     struct blob_key k;
-    th_key_of(&k, old, sizeof(old));
-    write_v1_segment(t.io, 1, old, sizeof(old), &k);
+    v1_store(&t, 63, old, sizeof(old), true, &k);
     cr_assert(eq(int, th_open_store(&t), 0));
     cr_assert(eq(u8, commit_header_of(&t, &k).version, 1));
     make_cold_v1(&t, &k);
@@ -816,15 +824,9 @@ Test(blob_recover, a_version_1_blob_refreshed_is_written_as_a_version_2_commit)
 Test(blob_recover, a_refresh_does_not_bind_a_version_1_blobs_misplaced_chunk_records)
 {
     struct th t = { 0 };
-    th_options_small(&t.o);
-    t.o.max_size = 1 << 20;
-    t.io = blob_io_sim_create(64);
-    snprintf(t.dir, sizeof(t.dir), "sim");
     static uint8_t old[3 * 4096 - 100];
-    th_fill(old, sizeof(old), 64, false); /* raw chunks: the first two records are as long */
     struct blob_key k;
-    th_key_of(&k, old, sizeof(old));
-    write_v1_segment(t.io, 1, old, sizeof(old), &k);
+    v1_store(&t, 64, old, sizeof(old), false, &k); /* raw chunks: the first two are as long */
     struct th_record rec[4];
     cr_assert(eq(u32, th_chunk_records(&t, 1, rec, 4), 3));
     th_swap_records(&t, 1, &rec[0], &rec[1]); /* a misdirected write */
