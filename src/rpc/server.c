@@ -438,6 +438,18 @@ int rpc_server_run(const struct rpc_server_options *opts)
     ring_server_options_default(&so);
     /* A flag value refused is a usage error, as one the parser refuses (docs/cli.md). */
     if (check_options(opts, host, sizeof(host), &so.port) < 0) return 2;
+    uint32_t cores = opts->cores ? given_cores(opts->cores) : ring_cpus_cores();
+    char why[512] = "";
+    struct blob_store_options bo;
+    /* Sizes that do not fit together are refused before the folder is made. The segment size
+     * follows the folder's file system once it exists (store_options): below, the check is
+     * made again, and a smaller file system only makes smaller segments, which fit more
+     * easily. */
+    if (store_options(opts, cores, &bo) < 0) return 1;
+    if (blob_store_options_check(&bo, why, sizeof(why)) < 0) {
+        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        return 2; /* a usage error */
+    }
     raise_nofile();
     if (claim_port_and_dir(opts, host, so.port) < 0) return 1;
     so.host = host;
@@ -445,13 +457,12 @@ int rpc_server_run(const struct rpc_server_options *opts)
     so.drain_timeout_ms = opts->drain_timeout_ms;
     so.core.recv_buf_count = (uint32_t)opts->recv_buffers;
     so.core.recv_buf_size = (uint32_t)opts->recv_buffer_size;
-    char why[512] = "";
     struct rpc_config cfg = {
         .opts = *opts,
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
         .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
     };
-    cfg.core_count = so.cores ? given_cores(opts->cores) : ring_cpus_cores();
+    cfg.core_count = cores;
     so.cores = cfg.core_count;
     cfg.cores = calloc(cfg.core_count, sizeof(struct rpc_core *));
     if (!cfg.cores) {
@@ -464,7 +475,6 @@ int rpc_server_run(const struct rpc_server_options *opts)
     cfg.source_count +=
         rpc_ops_sources(&cfg, sources + cfg.source_count, ARRAY_LEN(sources) - cfg.source_count);
     cfg.sources = sources;
-    struct blob_store_options bo;
     if (store_options(opts, cfg.core_count, &bo) < 0) {
         free_cores(&cfg);
         return 1;

@@ -181,6 +181,12 @@ class CommandLine(unittest.TestCase):
         for flag in ("--cores", "--segment-size", "--chunk-size"):
             self.assertIn(flag, r.stderr)
         self.assertEqual(os.listdir(d), [])
+        # Refused before the folder is made.
+        nested = os.path.join(d, "not", "made")
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", nested, "--cores", "2",
+                 "--max-size", "4MiB"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(os.listdir(d), [])
         r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--chunk-size", "3000"])
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("ringcas serve: --chunk-size 3000: expected a power of two", r.stderr)
