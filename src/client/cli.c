@@ -758,14 +758,18 @@ int client_cli_stat(const struct client_cli_options *o)
     struct client_unary u;
     client_unary_init(&u, &s->cl);
     struct client_result r = { 0 };
-    printf("server: %s\n", o->server);
     bool reached = true;
-    if (client_sync_capabilities(s, &u, &r) < 0) {
+    bool answered = client_sync_capabilities(s, &u, &r) == 0;
+    if (!answered) {
         report("stat", "GetCapabilities", &r, o);
         status = client_cli_exit_code(r.err);
         /* A server that cannot be reached or does not answer will not serve /metrics either. */
         reached = status != CLIENT_EXIT_UNAVAILABLE && status != CLIENT_EXIT_TIMEOUT;
-    } else {
+    }
+    /* Only for a server that answered: one that could not be reached gets one line on stderr
+     * and nothing on stdout (no half report for a script to read). */
+    if (reached) printf("server: %s\n", o->server);
+    if (answered) {
         print_capabilities(
             (const Build__Bazel__Remote__Execution__V2__ServerCapabilities *)u.response);
     }

@@ -218,6 +218,8 @@ class BadInput(ClientTestCase):
             p, took = run(args, server="127.0.0.1:%d" % port)
             self.assert_fails(p, EXIT_UNAVAILABLE, "127.0.0.1:%d" % port)
             self.assertLess(took, 10)
+            # Nothing on stdout: a script reading it gets no half report.
+            self.assertEqual(p.stdout, b"", args)
         p, _ = run(["stat"], server="name.invalid:8980")
         self.assert_fails(p, EXIT_UNAVAILABLE, "name.invalid")
 
