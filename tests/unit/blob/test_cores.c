@@ -335,20 +335,41 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Options of a two-core store with its evictor thread in a new folder made from <tmpl>
+ * (<dir>: 64 bytes; real_remove removes it). */
+static void real_options(char *dir, const char *tmpl, uint64_t max_size,
+                         struct blob_store_options *o)
+{
+    snprintf(dir, 64, "%s", tmpl);
+    cr_assert(ne(ptr, mkdtemp(dir), NULL));
+    th_options_small(o);
+    o->dir = dir;
+    o->cores_max = 2;
+    o->max_size = max_size;
+    o->evict_thread = true;
+}
+
+static struct blob_store *real_open(const struct blob_store_options *o)
+{
+    struct blob_store *s;
+    char why[256];
+    cr_assert(eq(int, blob_store_open(o, &s, why, sizeof(why)), 0), "%s", why);
+    return s;
+}
+
+static void real_remove(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert(eq(int, system(cmd), 0)); /* NOLINT(cert-env33-c): the test's own folder */
+}
+
 Test(blob_cores, two_threads_share_the_index_and_the_segment_table, .timeout = 120)
 {
     char dir[64];
-    snprintf(dir, sizeof(dir), "/tmp/blobcores.XXXXXX");
-    cr_assert(ne(ptr, mkdtemp(dir), NULL));
     struct blob_store_options o;
-    th_options_small(&o);
-    o.dir = dir;
-    o.cores_max = 2;
-    o.max_size = 64ULL << 20;
-    o.evict_thread = true;
-    struct blob_store *s;
-    char why[256];
-    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    real_options(dir, "/tmp/blobcores.XXXXXX", 64ULL << 20, &o);
+    struct blob_store *s = real_open(&o);
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, 2);
     static struct worker wk[2];
@@ -366,13 +387,11 @@ Test(blob_cores, two_threads_share_the_index_and_the_segment_table, .timeout = 1
     cr_assert(eq(u64, st.blobs, 120));
     blob_store_close(s);
     /* And all of it comes back. */
-    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    s = real_open(&o);
     blob_store_stats(s, &st);
     cr_assert(eq(u64, st.blobs, 120));
     blob_store_close(s);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    cr_assert(eq(int, system(cmd), 0)); /* NOLINT(cert-env33-c) */
+    real_remove(dir);
 }
 
 Test(blob_cores, the_evictor_thread_keeps_a_real_store_within_budget, .timeout = 120)
@@ -666,18 +685,10 @@ static void *hot_main(void *arg)
 Test(blob_cores, two_threads_refresh_and_read_the_same_cold_keys_while_evicting, .timeout = 240)
 {
     char dir[64];
-    snprintf(dir, sizeof(dir), "/tmp/blobhot.XXXXXX");
-    cr_assert(ne(ptr, mkdtemp(dir), NULL));
     struct blob_store_options o;
-    th_options_small(&o);
-    o.dir = dir;
-    o.cores_max = 2;
-    o.max_size = 1ULL << 20;
-    o.evict_thread = true;
+    real_options(dir, "/tmp/blobhot.XXXXXX", 1ULL << 20, &o);
     o.sync = BLOB_SYNC_NONE;
-    struct blob_store *s;
-    char why[256];
-    cr_assert(eq(int, blob_store_open(&o, &s, why, sizeof(why)), 0), "%s", why);
+    struct blob_store *s = real_open(&o);
     static struct blob_key hot[HOT_N];
     static uint8_t d[HOT_LEN];
     for (uint32_t i = 0; i < HOT_N; i++) {
@@ -715,7 +726,5 @@ Test(blob_cores, two_threads_refresh_and_read_the_same_cold_keys_while_evicting,
     cr_assert(eq(u32, st.pinned_segments, 0));
     cr_assert(gt(u64, st.evicted_segments, 0));
     blob_store_close(s); /* asserts the table of keys being refreshed is empty */
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    cr_assert(eq(int, system(cmd), 0)); /* NOLINT(cert-env33-c) */
+    real_remove(dir);
 }
