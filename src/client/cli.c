@@ -516,15 +516,30 @@ out_free:
 
 /* ---- get ---- */
 
+/* True when the folder <path> goes in exists ("x" goes in "."). */
+static bool parent_exists(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = !slash          ? strdup(".")
+                : slash == path ? strdup("/")
+                                : strndup(path, (size_t)(slash - path));
+    if (!dir) return false;
+    struct stat st;
+    bool is_dir = stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+    free(dir);
+    return is_dir;
+}
+
 /*
- * What went wrong writing the output file, for a user: the folder it goes in is what is
- * missing when the open fails with ENOENT, and "not found" would read like a missing blob.
+ * What went wrong writing the output file <path>, for a user: the folder it goes in is what
+ * is missing when the open fails with ENOENT, and "not found" would read like a missing blob;
+ * a folder that exists but takes no new files (/proc, /sys) answers ENOENT too.
  */
-static const char *output_err_str(int err)
+static const char *output_err_str(const char *path, int err)
 {
     switch (err) {
     case -ENOENT:
-        return "no such folder";
+        return parent_exists(path) ? "no new file can be made in that folder" : "no such folder";
     case -ENOTDIR:
         return "a part of the path is not a folder";
     case -EISDIR:
@@ -541,7 +556,7 @@ static const char *output_err_str(int err)
 /* Reports that the output file <path> cannot be written. */
 static void output_report(const char *path, int err)
 {
-    (void)fprintf(stderr, "ringcas get: cannot write %s: %s\n", path, output_err_str(err));
+    (void)fprintf(stderr, "ringcas get: cannot write %s: %s\n", path, output_err_str(path, err));
 }
 
 /*

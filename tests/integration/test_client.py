@@ -185,6 +185,10 @@ class BadInput(ClientTestCase):
         out = os.path.join(self.tmp, "file", "x")
         p, _ = self.cli("get", EMPTY, "-o", out)
         self.assert_fails(p, EXIT_USAGE, "cannot write %s: a part of the path is not a folder" % out)
+        # A folder that is there but takes no new files (proc refuses them with ENOENT).
+        p, _ = self.cli("get", EMPTY, "-o", "/proc/version")
+        self.assert_fails(p, EXIT_USAGE, "cannot write /proc/version: no new file can be made "
+                                         "in that folder")
 
     def test_output_that_is_a_folder(self):
         # Refused before the download (it used to fail only at the rename after it, exit 1).
