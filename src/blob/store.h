@@ -257,7 +257,9 @@ typedef void blob_done_fn(void *ctx, int res);
  *   -EEXIST  a CAS blob with this key is present (the caller ends the upload early; for CAS
  *            the caller reports committed_size = size for identity, -1 for zstd uploads);
  *   -EAGAIN  uploads_max uploads are open on this core;
- *   -ENOSPC  the blob cannot fit in the size budget;
+ *   -EFBIG   the blob is larger than the store takes (blob_cas_size_max: a quarter of the
+ *            budget, less for a chunk table past one write buffer);
+ *   -ENOSPC  the store is over its size budget now;
  *   -ECANCELED the core is quiescing;
  *   -EINVAL  a malformed key (kind, digest function, BLOB_SIZE_ANY), or an AC value larger
  *            than 64 MiB.

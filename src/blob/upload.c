@@ -168,8 +168,11 @@ static int upload_admit(struct blob_core *bc, const struct blob_key *k)
     }
     bool unsized = k->size == BLOB_SIZE_UNKNOWN;
     STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 24, "upload_limit counts version-2 refs");
-    bool too_big = !unsized && k->size > upload_limit(s, BLOB_KIND_CAS);
-    if (too_big || over_budget(s)) {
+    if (!unsized && k->size > upload_limit(s, BLOB_KIND_CAS)) {
+        base_counter_inc(&bc->counters.full);
+        return -EFBIG; /* never fits: not a full store a retry could find emptier */
+    }
+    if (over_budget(s)) {
         base_counter_inc(&bc->counters.full);
         return -ENOSPC;
     }

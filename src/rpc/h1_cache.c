@@ -97,6 +97,7 @@ static int upload_status(int err)
     case -ENOMEM:
         return 503;
     case -ENOSPC:
+    case -EFBIG: /* a CAS blob over the limit is answered with the sizes (put_begin) */
         return 507;
     default:
         return 500;
@@ -550,13 +551,28 @@ static uint64_t size_limit(const struct rpc_h1_cache *cr)
 
 static void put_begin(struct rpc_h1_cache *cr, bool shared);
 
+/*
+ * The most body bytes a PUT may send: a zstd body may be a little larger than what it decodes
+ * to; the engine takes up to twice its limit of compressed bytes (store.h), and refuses past
+ * that as they arrive.
+ */
+static uint64_t body_limit(const struct rpc_h1_cache *cr)
+{
+    bool identity = cr->req->encoding == RPC_H1_CODING_IDENTITY;
+    return identity ? size_limit(cr) : 2 * size_limit(cr) + (1ULL << 20);
+}
+
+/* The PUT's upload size: BLOB_SIZE_UNKNOWN (cr->unsized) when fixed at commit. */
+static uint64_t put_size(const struct rpc_h1_cache *cr)
+{
+    return cr->unsized ? BLOB_SIZE_UNKNOWN : cr->req->content_length;
+}
+
 static void start_put(struct rpc_h1_cache *cr)
 {
     const struct rpc_h1_request *req = cr->req;
     bool identity = req->encoding == RPC_H1_CODING_IDENTITY;
-    /* A zstd body may be a little larger than what it decodes to; the engine takes up to
-     * twice its limit of compressed bytes (store.h), and refuses past that as they arrive. */
-    uint64_t limit = identity ? size_limit(cr) : 2 * size_limit(cr) + (1ULL << 20);
+    uint64_t limit = body_limit(cr);
     if (req->has_length && req->content_length > limit) {
         if (is_cas(cr)) {
             answer_too_large(cr, 413, identity ? req->content_length : UINT64_MAX, cr->max_blob);
@@ -568,9 +584,6 @@ static void start_put(struct rpc_h1_cache *cr)
     /* Without a length, or zstd-encoded, the decoded size is known only at the end: the
      * engine fixes it at commit. */
     cr->unsized = !req->has_length || !identity;
-    cr->put_size = cr->unsized ? BLOB_SIZE_UNKNOWN : req->content_length;
-    cr->put_limit = limit;
-    cr->put_enc = (uint8_t)(identity ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD);
     cr->put_wait_t0_ns = base_clock_now_ns();
     cr->put_wait_ms = PUT_WAIT_MS;
     put_begin(cr, true);
@@ -585,7 +598,9 @@ static void start_put(struct rpc_h1_cache *cr)
  */
 static void put_begin(struct rpc_h1_cache *cr, bool shared)
 {
-    int rc = begin_upload(cr, cr->put_size, cr->put_enc, shared);
+    enum blob_encoding enc =
+        cr->req->encoding == RPC_H1_CODING_IDENTITY ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD;
+    int rc = begin_upload(cr, put_size(cr), enc, shared);
     if (rc == -EALREADY) {
         cr->put_waiting = true;
         struct ring_core *core = ring_core_current();
@@ -595,16 +610,16 @@ static void put_begin(struct rpc_h1_cache *cr, bool shared)
             return;
         }
         cr->put_waiting = false;
-        rc = begin_upload(cr, cr->put_size, cr->put_enc, false); /* no timer: do not wait */
+        rc = begin_upload(cr, put_size(cr), enc, false); /* no timer: do not wait */
     }
     cr->put_waiting = false;
-    if (is_cas(cr) && rpc_status_upload_err(cr->bc, cr->put_size, rc) == -EFBIG) {
+    if (is_cas(cr) && rc == -EFBIG) {
         /* Within --max-size/4 but over what the engine takes now: 507, as before. */
-        answer_too_large(cr, upload_status(-ENOSPC), cr->put_size, blob_cas_size_max(cr->bc));
+        answer_too_large(cr, upload_status(rc), put_size(cr), blob_cas_size_max(cr->bc));
         return;
     }
     if (rc == -EEXIST) {
-        rpc_h1_body_discard(cr->h, 200, cr->put_limit); /* present: the body is not needed */
+        rpc_h1_body_discard(cr->h, 200, body_limit(cr)); /* present: the body is not needed */
         return;
     }
     if (rc < 0) {

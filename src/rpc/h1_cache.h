@@ -64,9 +64,6 @@ struct rpc_h1_cache {
                                                      * or a PUT waiting for another upload */
     uint32_t retries;                               /* of the current read */
     bool put_waiting;                               /* the PUT waits: its blob is uploaded */
-    uint64_t put_size;                              /* the waiting PUT's key size */
-    uint64_t put_limit;                             /* its body's bound */
-    uint8_t put_enc;                                /* its body's enum blob_encoding */
     uint64_t put_wait_t0_ns;                        /* when it began waiting */
     uint32_t put_wait_ms;                           /* its next wait */
     bool ac_pending;            /* an /ac/ read awaits its verdict: nothing answered yet */

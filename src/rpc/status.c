@@ -5,7 +5,6 @@
 #include <stdio.h>
 
 #include "base/assert.h"
-#include "blob/store.h"
 #include "proto/status.h"
 
 struct mapping {
@@ -73,12 +72,6 @@ int rpc_status_from_read_err(int err, const char **message)
         return PROTO_STATUS_INVALID_ARGUMENT;
     }
     return rpc_status_from_err(err, message);
-}
-
-int rpc_status_upload_err(const struct blob_core *bc, uint64_t size, int err)
-{
-    if (err != -ENOSPC || !bc || size == BLOB_SIZE_UNKNOWN) return err;
-    return size > blob_cas_size_max(bc) ? -EFBIG : err;
 }
 
 void rpc_status_too_large(char *buf, size_t buf_size, uint64_t size, uint64_t limit,

@@ -21,8 +21,8 @@ struct blob_core;
  *   -ERANGE    OUT_OF_RANGE
  *   -EAGAIN    RESOURCE_EXHAUSTED (a bounded queue is full: retry)
  *   -ENOSPC    RESOURCE_EXHAUSTED (the store's size budget is full)
- *   -EFBIG     RESOURCE_EXHAUSTED (the blob is larger than the store takes: see
- *              rpc_status_upload_err)
+ *   -EFBIG     RESOURCE_EXHAUSTED (the blob is larger than the store takes: the engine's
+ *              blob_upload_begin)
  *   -ENOMEM    RESOURCE_EXHAUSTED (memory for the call is taken: retry)
  *   -ETIMEDOUT DEADLINE_EXCEEDED
  *   -ECANCELED UNAVAILABLE (the server is draining: retry elsewhere)
@@ -42,14 +42,6 @@ int rpc_status_from_err(int err, const char **message);
  * large for this call", not an upload's "size mismatch".
  */
 int rpc_status_from_read_err(int err, const char **message);
-
-/*
- * The engine answers -ENOSPC both for a store over its budget (retry later) and for a blob
- * larger than it ever takes (blob_cas_size_max: a quarter of --max-size): this returns
- * -EFBIG for the second, <err> otherwise. <size> is the upload's size (BLOB_SIZE_UNKNOWN: not
- * known yet, <err> is kept); <bc> may be NULL. Core thread.
- */
-int rpc_status_upload_err(const struct blob_core *bc, uint64_t size, int err);
 
 /*
  * Writes into <buf> (<buf_size> bytes) why a blob of <size> bytes (UINT64_MAX: of a size not

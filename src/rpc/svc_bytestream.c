@@ -656,7 +656,6 @@ static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
                         : blob_upload_begin(bc, &k, enc, &st->u);
     if (rc == -EALREADY) return 1;
     if (rc == -EEXIST) return write_respond_present(st);
-    rc = rpc_status_upload_err(bc, k.size, rc);
     if (rc == -EFBIG) {
         /* Not "store full": a retry, or an empty store, would not take it either. */
         char message[RPC_CALL_MESSAGE_MAX];

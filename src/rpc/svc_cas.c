@@ -360,7 +360,6 @@ static int item_start(struct batch_update *b, size_t i)
     struct blob_core *bc = rpc_call_blob(b->c);
     if (rc == 0) {
         rc = blob_upload_begin(bc, &k, zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY, &it->u);
-        rc = rpc_status_upload_err(bc, k.size, rc);
     }
     if (rc == -EAGAIN && b->in_flight > 0) return -EAGAIN;
     if (rc < 0) {

@@ -348,7 +348,7 @@ Test(blob_store, full_upload_queue_answers_eagain)
     th_close(&t);
 }
 
-Test(blob_store, too_big_for_the_budget_answers_enospc)
+Test(blob_store, too_big_for_the_budget_answers_efbig)
 {
     struct th t = { 0 };
     th_open_sim(&t, 11);
@@ -356,7 +356,7 @@ Test(blob_store, too_big_for_the_budget_answers_enospc)
     uint8_t h[BLOB_HASH_SIZE] = { 1 };
     blob_key_cas(&k, h, t.o.max_size);
     struct blob_upload *u;
-    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -ENOSPC));
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -EFBIG));
     cr_assert(eq(u64, th_counters(&t).full, 1));
     k.kind = 9;
     cr_assert(eq(int, blob_upload_begin(t.bc, &k, 0, &u), -EINVAL));
