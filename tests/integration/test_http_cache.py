@@ -757,6 +757,38 @@ class SameBlobAtOnce(harness.ServerTestCase):
             self.assertEqual(curl(self.url_of("/cas/" + sha(data)))[1], data)
 
 
+    def test_a_waiting_upload_whose_client_leaves_lets_go_of_everything(self):
+        """A waiting PUT holds its request's timer, a waiting Write a place on the core's
+        list: a client gone while waiting frees both (ASan: no use after free when the
+        timer or the wake-up fires), and the first upload completes as before."""
+        import reapi  # pylint: disable=import-outside-toplevel
+        data = os.urandom(self.SIZE)
+        c, rest = self.leader(data)
+        put = Raw(self.server.port, timeout=30)
+        put.send(request("PUT", "/cas/" + sha(data), headers=["Content-Length: %d" % len(data)],
+                         body=data[:1000]))
+        client = reapi.Client("127.0.0.1:%d" % self.server.port)
+        name = "uploads/%s/blobs/%s/%d" % (uuid.uuid4(), sha(data), len(data))
+        first = reapi.msg("google.bytestream.WriteRequest", resource_name=name,
+                          write_offset=0, data=data[:1 << 20])
+        held = threading.Event()
+
+        def requests():
+            yield first
+            held.wait(30)  # the stream stays open until the client cancels
+        call = client.Write.future(requests(), timeout=60)
+        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads_waiting_total") >= 2,
+                         what="both told to wait")
+        put.close()
+        call.cancel()
+        held.set()
+        time.sleep(0.2)  # several wake-ups and timer runs with the two gone
+        c.send(rest)
+        self.assertEqual(c.read_response().status, 201)
+        c.close()
+        client.close()
+        self.assertEqual(curl(self.url_of("/cas/" + sha(data)))[1], data)
+
 
 class SameBlobSlowFirst(harness.ServerTestCase):
     """A first upload as slow as --read-timeout allows (1 KiB/s) does not hold the others for
