@@ -617,7 +617,9 @@ static int read_check(const Build__Bazel__Remote__Execution__V2__BatchReadBlobsR
                       bool *zstd)
 {
     uint64_t total = 0;
-    for (size_t i = 0; i < req->n_digests; i++) {
+    /* Bounded by the request's digests; stops past the limit, before the sum can wrap (two
+     * sizes near 2^63 added up to a few bytes and passed). */
+    for (size_t i = 0; i < req->n_digests && total <= BATCH_LIMIT; i++) {
         int64_t size = req->digests[i] ? req->digests[i]->size_bytes : 0;
         if (size > 0) total += (uint64_t)size;
     }
