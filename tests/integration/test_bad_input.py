@@ -298,6 +298,63 @@ class CompressedWrongDigest(harness.ServerTestCase):
         self.server.wait_quiet(extra=GAUGES + UPLOADS + ("h2_conns",))
 
 
+class MalformedFields(harness.ServerTestCase):
+    """Each CAS method's refusal of a malformed field names the field, as ActionCache's and
+    GetTree's do: batch entries said a bare "invalid argument" (or "not supported"), and a
+    digest function other than SHA-256 was "not supported" or "FindMissingBlobsRequest: not
+    supported". QueryWriteStatus's malformed names are refused before any lookup."""
+
+    def test_refusals_name_the_field_at_fault(self):
+        c = reapi.Client(self.server.address)
+        try:
+            stored = os.urandom(3000)
+            self.assertEqual(batch_update(c, [stored]), [(0, "")])
+            malformed = "digest: malformed (a hash of 64 hex digits and a size of 0 or more)"
+            sha1 = "digest: not supported (SHA-256 only: 64 hex digits)"
+            bad = [reapi.msg("Digest", hash="nothex", size_bytes=1),
+                   reapi.msg("Digest", hash=sha(stored), size_bytes=-1),
+                   reapi.msg("Digest", hash="ab" * 20, size_bytes=1),  # SHA-1's length
+                   digest(stored)]
+            req = reapi.msg("BatchReadBlobsRequest", digests=bad)
+            self.assertEqual([(r.status.code, r.status.message, r.data)
+                              for r in c.BatchReadBlobs(req, timeout=30).responses],
+                             [(3, malformed, b""), (3, malformed, b""), (3, sha1, b""),
+                              (0, "", stored)])
+            req = reapi.msg("BatchUpdateBlobsRequest")
+            for d in bad[:3]:
+                req.requests.add(digest=d, data=b"x")
+            req.requests.add(digest=digest(b"y"), data=b"y", compressor=2)  # DEFLATE
+            self.assertEqual([(r.status.code, r.status.message)
+                              for r in c.BatchUpdateBlobs(req, timeout=30).responses],
+                             [(3, malformed), (3, malformed), (3, sha1),
+                              (3, "compressor: not supported (IDENTITY or ZSTD)")])
+            for method in ("FindMissingBlobs", "BatchUpdateBlobs", "BatchReadBlobs"):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    getattr(c, method)(reapi.msg(method + "Request", digest_function=2),
+                                       timeout=30)  # SHA1
+                self.assertEqual((cm.exception.code(), cm.exception.details()),
+                                 (SC.INVALID_ARGUMENT, "digest_function: not supported"), method)
+            h = "ab" * 32
+            for name, said in (
+                    ("", "resource name: empty segment or too many segments"),
+                    ("blobs/%s/1" % h, "resource name: expected uploads/{uuid}/"),
+                    ("uploads/u/blobs/nothex/1", "resource name: malformed hash"),
+                    ("uploads/u/blobs/%s/-1" % h, "resource name: malformed size"),
+                    ("uploads/u/compressed-blobs/brotli/%s/1" % h,
+                     "resource name: compressor not supported (only zstd)")):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    c.QueryWriteStatus(reapi.msg("google.bytestream.QueryWriteStatusRequest",
+                                                 resource_name=name), timeout=30)
+                self.assertEqual((cm.exception.code(), cm.exception.details()),
+                                 (SC.INVALID_ARGUMENT, said), name)
+            # Nothing was stored, and what was is whole.
+            self.assertEqual(missing(c, [b"x", b"y"]), [sha(b"x"), sha(b"y")])
+            self.assertEqual(read_blob(c, stored), stored)
+        finally:
+            c.close()
+        self.server.wait_quiet(extra=GAUGES + UPLOADS + ("h2_conns",))
+
+
 class VanishedHttpClient(harness.ServerTestCase):
     """Answers built in the server's memory rather than streamed from a blob: an /ac/ value
     that decodes as an ActionResult larger than a chunk is gathered into the core's message
