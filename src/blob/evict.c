@@ -79,16 +79,22 @@ static void update_budget(struct blob_store *s)
     uint64_t avail = 0;
     uint64_t total = 0;
     uint64_t budget = s->opts.max_size;
+    uint64_t ceiling = s->opts.max_size;
     int rc = s->io->ops->space ? s->io->ops->space(s->io, &avail, &total) : -ENOTSUP;
     if (rc == 0) {
         uint64_t disk = blob_store_used(s);
         uint64_t margin = total / 64;
         uint64_t room = disk + avail > margin ? disk + avail - margin : 0;
         if (room < budget) budget = room;
+        /* What the file system could give the store if it were all ours: other files come
+         * and go (they set the budget, and a full disk is a retry later), its size does not. */
+        uint64_t whole = total > margin ? total - margin : 0;
+        if (whole < ceiling) ceiling = whole;
     } else if (rc != -ENOTSUP) {
         LOG_WARN("cannot tell the free space of %s: %s; the budget stays --max-size", s->dir,
                  base_err_str(rc));
     }
+    atomic_store(&s->ceiling, ceiling);
     atomic_store(&s->budget, budget);
     bool full = blob_store_limit(s) == 0;
     if (full && !atomic_exchange(&s->no_room, true)) {

@@ -252,6 +252,8 @@ struct blob_store {
     bool evict_running;                /* the thread exists */
     pthread_t evict_thread;            /* runs blob_store_evict */
     _Atomic uint64_t budget;           /* max_size, or less while the disk holds less (evict.c) */
+    _Atomic uint64_t ceiling;          /* the budget with the whole file system free: max_size,
+                                        * or less on a smaller one; what a blob never exceeds */
     _Atomic bool disk_bound;           /* the disk set the budget at the last pass */
     _Atomic uint64_t budget_said;      /* the disk-bound budget last logged */
     _Atomic bool no_room;              /* the budget was all active segments (logged once) */

@@ -59,6 +59,7 @@ struct sim_io {
     int fault;                        /* -EIO, -ENOSPC or BLOB_IO_SIM_SHORT */
     bool full;                        /* writes and reservations fail -ENOSPC (blob_io_sim_full) */
     uint64_t capacity;                /* the disk's size (blob_io_sim_capacity), 0: unlimited */
+    uint64_t others;                  /* bytes other files take (blob_io_sim_others) */
     uint8_t slow_op;                  /* requests of this type complete late (blob_io_sim_slow) */
     uint64_t slow_ns;                 /* by this much real time */
     bool dead;                        /* power is off */
@@ -124,7 +125,7 @@ static uint64_t file_blocks(const struct sim_file *f)
 /* Bytes every file takes, unlinked ones still open included. */
 static uint64_t disk_used(const struct sim_io *s)
 {
-    uint64_t used = 0;
+    uint64_t used = s->others;
     for (uint32_t i = 0; i < FILES_MAX; i++) {
         const struct sim_file *f = &s->files[i];
         if (f->name[0] || f->orphan) used += file_blocks(f);
@@ -478,6 +479,11 @@ void blob_io_sim_full(struct blob_io *io, bool full)
 void blob_io_sim_capacity(struct blob_io *io, uint64_t bytes)
 {
     sim_of(io)->capacity = bytes;
+}
+
+void blob_io_sim_others(struct blob_io *io, uint64_t bytes)
+{
+    sim_of(io)->others = bytes;
 }
 
 static int sim_space(struct blob_io *io, uint64_t *avail, uint64_t *total)

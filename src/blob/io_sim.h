@@ -52,6 +52,10 @@ void blob_io_sim_full(struct blob_io *io, bool full);
  * 0 (the default): unlimited, and the space call answers -ENOTSUP. */
 void blob_io_sim_capacity(struct blob_io *io, uint64_t bytes);
 
+/* Other files take <bytes> of the disk (blob_io_sim_capacity): what is free shrinks, the
+ * disk's size does not, as when another tenant fills a shared volume. */
+void blob_io_sim_others(struct blob_io *io, uint64_t bytes);
+
 /* Makes every later request of type <op> (enum blob_io_opcode) take <ns> more nanoseconds of
  * real time when it completes: a slow disk. 0 clears it. */
 void blob_io_sim_slow(struct blob_io *io, uint8_t op, uint64_t ns);

@@ -239,6 +239,7 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
     s->chunk_shift = (uint32_t)__builtin_ctz(o->chunk_size);
     atomic_store(&s->commit_seq, 1);
     atomic_store(&s->budget, o->max_size);
+    atomic_store(&s->ceiling, o->max_size);
     s->io = o->io;
     if (!s->io) {
         rc = s->dir ? blob_io_real_create(s->dir, &s->io) : -ENOMEM;

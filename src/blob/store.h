@@ -258,8 +258,10 @@ typedef void blob_done_fn(void *ctx, int res);
  *            the caller reports committed_size = size for identity, -1 for zstd uploads);
  *   -EAGAIN  uploads_max uploads are open on this core;
  *   -EFBIG   the blob is larger than the store takes (blob_cas_size_max: a quarter of the
- *            budget, less for a chunk table past one write buffer);
- *   -ENOSPC  the store is over its size budget now;
+ *            budget with the whole file system free, less for a chunk table past one write
+ *            buffer): a retry never stores it;
+ *   -ENOSPC  the store is over its size budget now, or the blob is over a quarter of it
+ *            (other files fill the disk): a retry may store it;
  *   -ECANCELED the core is quiescing;
  *   -EINVAL  a malformed key (kind, digest function, BLOB_SIZE_ANY), or an AC value larger
  *            than 64 MiB.
@@ -325,7 +327,8 @@ MUST_CHECK int blob_upload_commit(struct blob_upload *u, blob_done_fn *cb, void 
  */
 void blob_upload_abort(struct blob_upload *u);
 
-/* The largest CAS blob the store takes (uncompressed bytes): a quarter of the budget, less
+/* The largest CAS blob the store takes (uncompressed bytes): a quarter of the budget with the
+ * whole file system free (--max-size, or less on a smaller volume), less
  * when a chunk table of more would not fit in one write buffer. Any thread. */
 uint64_t blob_cas_size_max(const struct blob_core *bc);
 

@@ -127,8 +127,11 @@ static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_
 }
 
 /*
- * The largest blob of <kind> the store takes: a quarter of the budget, what the index can
- * hold, and a chunk table that fits in one write buffer with its record (AC: 64 MiB).
+ * The largest blob of <kind> the store takes: a quarter of its ceiling (the budget with the
+ * whole file system free), what the index can hold, and a chunk table that fits in one write
+ * buffer with its record (AC: 64 MiB). Not a quarter of the budget now: that falls to nothing
+ * while other files fill the disk, and a blob refused as larger than the store takes is one a
+ * retry would not store either.
  */
 static uint64_t upload_limit(const struct blob_store *s, uint8_t kind)
 {
@@ -136,7 +139,7 @@ static uint64_t upload_limit(const struct blob_store *s, uint8_t kind)
         sizeof(struct blob_record_header) + sizeof(struct blob_commit) + 2ULL * BLOB_BLOCK_SIZE;
     uint64_t chunks = (s->opts.write_buffer_size - fixed) / sizeof(struct blob_chunk_ref);
     uint64_t limit = chunks * s->opts.chunk_size;
-    uint64_t quarter = blob_store_budget(s) / 4;
+    uint64_t quarter = atomic_load(&s->ceiling) / 4;
     if (limit > quarter) limit = quarter;
     if (kind == BLOB_KIND_AC && limit > AC_SIZE_MAX) limit = AC_SIZE_MAX;
     return limit < BLOB_SIZE_MAX ? limit : BLOB_SIZE_MAX;
@@ -172,7 +175,9 @@ static int upload_admit(struct blob_core *bc, const struct blob_key *k)
         base_counter_inc(&bc->counters.full);
         return -EFBIG; /* never fits: not a full store a retry could find emptier */
     }
-    if (over_budget(s)) {
+    /* Over a quarter of the budget now, not of the ceiling: the disk is full of other files
+     * (or of ours, eviction behind), and a retry once it has room stores the blob. */
+    if (over_budget(s) || (!unsized && k->size > blob_store_budget(s) / 4)) {
         base_counter_inc(&bc->counters.full);
         return -ENOSPC;
     }

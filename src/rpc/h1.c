@@ -115,7 +115,8 @@ struct rpc_h1_conn {
     bool continue_sent;               /* "100 Continue" was sent for this request */
     bool resp_queued;                 /* the response waits for the 100 Continue's send */
     char resp_head[H1_RESP_HEAD_MAX]; /* status line and fields */
-    char text[128];                   /* a one-line text body */
+    char text[256];                   /* a one-line text body: a refusal that names sizes
+                                       * (rpc_h1_cache's refusal) and its newline fit */
     uint32_t resp_head_len;           /* bytes in resp_head */
     const void *body;                 /* response body in memory, or NULL */
     size_t body_len;                  /* its bytes */
@@ -130,6 +131,9 @@ struct rpc_h1_conn {
     struct ring_task run_task;        /* continues run() after the loop's batch */
     struct ring_task done_task;       /* ends a streamed response that has nothing left */
 };
+
+STATIC_ASSERT(sizeof(((struct rpc_h1_conn *)0)->text) > sizeof(((struct rpc_h1_cache *)0)->refusal),
+              "a refusal and its newline fit in the text body");
 
 static void run(struct rpc_h1_conn *h);
 static void send_response(struct rpc_h1_conn *h);

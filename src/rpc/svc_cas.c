@@ -27,6 +27,23 @@
 
 typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest;
 
+/*
+ * The status message of a batch entry refused for its own fields, naming the field as the
+ * other services' refusals do (a bare "invalid argument" left the client to guess); NULL when
+ * <err> is not about them.
+ */
+static const char *entry_field_message(int err)
+{
+    switch (err) {
+    case -EINVAL:
+        return "digest: malformed (a hash of 64 hex digits and a size of 0 or more)";
+    case -ENOTSUP:
+        return "digest: not supported (SHA-256 only: 64 hex digits)";
+    default:
+        return NULL;
+    }
+}
+
 /* ---- FindMissingBlobs ---- */
 
 /*
@@ -120,7 +137,8 @@ static void find_missing_on_message(struct rpc_call *c, const uint8_t *msg, size
     struct blob_core *bc = rpc_call_blob(c);
     int n = find_missing_count(msg, len);
     if (n < 0 || !bc) {
-        rpc_call_finish_err(c, n < 0 ? n : -ENOSYS, "FindMissingBlobsRequest");
+        const char *what = n == -ENOTSUP ? "digest_function" : "FindMissingBlobsRequest";
+        rpc_call_finish_err(c, n < 0 ? n : -ENOSYS, what);
         return;
     }
     struct proto_alloc *mem = &c->rc->pb_mem;
@@ -231,6 +249,7 @@ struct update_item {
     struct blob_upload *u;  /* while APPEND or COMMIT */
     uint8_t stage;          /* enum item_stage */
     int err;                /* DONE: 0 or -errno */
+    const char *why;        /* DONE: a static message naming the entry's field at fault, or NULL */
 };
 
 struct batch_update {
@@ -277,6 +296,7 @@ static void update_answer(struct batch_update *b)
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *message;
         int code = rpc_status_from_err(b->items[i].err, &message);
+        if (b->items[i].why) message = b->items[i].why;
         build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(&rs[i]);
         rs[i].digest = b->req->requests[i]->digest;
         rs[i].status = batch_answer_status(&a.st[i], code, message);
@@ -351,8 +371,12 @@ static int item_start(struct batch_update *b, size_t i)
         b->req->requests[i];
     struct blob_key k;
     int rc = rpc_digest_cas_key(r->digest, &k);
+    it->why = entry_field_message(rc);
     bool zstd = r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD;
-    if (rc == 0 && !zstd && r->compressor != 0) rc = -ENOTSUP;
+    if (rc == 0 && !zstd && r->compressor != 0) {
+        rc = -ENOTSUP;
+        it->why = "compressor: not supported (IDENTITY or ZSTD)";
+    }
     /* Identity data of another length than its digest names can never match it: a size
      * mismatch (INVALID_ARGUMENT), not whatever the engine says of the size named (a huge
      * one is "store full", which a client would retry). */
@@ -418,7 +442,7 @@ static void batch_update_on_message(struct rpc_call *c, const uint8_t *msg, size
     if (rc == 0 && !rpc_call_blob(c)) rc = -ENOSYS;
     if (rc < 0) {
         update_free(b);
-        rpc_call_finish_err(c, rc, NULL);
+        rpc_call_finish_err(c, rc, rc == -ENOTSUP ? "digest_function" : NULL);
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -459,6 +483,7 @@ struct read_item {
     bool running;         /* the fetch is in progress */
     bool done;            /* <err> and (when 0) f's bytes are its answer */
     bool identity;        /* read as identity although the client accepts zstd */
+    bool malformed;       /* <err> is its digest's own (entry_field_message) */
     int err;              /* 0 or -errno */
 };
 
@@ -500,6 +525,7 @@ static void read_answer_fill(struct batch_read *b, struct batch_answer *a)
         int code = rpc_status_from_read_err(it->err, &message);
         /* A fetch's buffer comes from the core's message memory (docs/grpc.md says so). */
         if (it->err == -ENOMEM) message = RPC_CALL_MEM_BUSY;
+        if (it->malformed && entry_field_message(it->err)) message = entry_field_message(it->err);
         build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(&rs[i]);
         rs[i].digest = b->req->digests[i];
         rs[i].status = batch_answer_status(&a->st[i], code, message);
@@ -583,6 +609,7 @@ static int read_item_start(struct batch_read *b, size_t i)
     struct read_item *it = &b->items[i];
     struct blob_key k;
     int rc = rpc_digest_cas_key(b->req->digests[i], &k);
+    it->malformed = rc < 0;
     it->b = b;
     it->f.rc = b->c->rc;
     it->f.max = BATCH_LIMIT;
@@ -617,7 +644,9 @@ static int read_check(const Build__Bazel__Remote__Execution__V2__BatchReadBlobsR
                       bool *zstd)
 {
     uint64_t total = 0;
-    for (size_t i = 0; i < req->n_digests; i++) {
+    /* Bounded by the request's digests; stops past the limit, before the sum can wrap (two
+     * sizes near 2^63 added up to a few bytes and passed). */
+    for (size_t i = 0; i < req->n_digests && total <= BATCH_LIMIT; i++) {
         int64_t size = req->digests[i] ? req->digests[i]->size_bytes : 0;
         if (size > 0) total += (uint64_t)size;
     }
@@ -662,7 +691,10 @@ static void batch_read_on_message(struct rpc_call *c, const uint8_t *msg, size_t
     if (rc == 0 && !rpc_call_blob(c)) rc = -ENOSYS;
     if (rc < 0) {
         read_free(b);
-        rpc_call_finish_err(c, rc, rc == -EINVAL ? "digests exceed the 4 MiB batch limit" : NULL);
+        const char *what = rc == -EINVAL    ? "digests exceed the 4 MiB batch limit"
+                           : rc == -ENOTSUP ? "digest_function"
+                                            : NULL;
+        rpc_call_finish_err(c, rc, what);
         return;
     }
     read_pump(b);

@@ -5,6 +5,7 @@ server's connections, buffers, ops, uploads and readers back to zero."""
 
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -633,6 +634,16 @@ class StoreCannotFit(unittest.TestCase):
                 r = c.read_response()
                 self.assertEqual(r.status, 507)
                 self.assertEqual(r.header("connection"), "close")
+            # The answer names both sizes, whole: the text body was cut at 127 bytes, in the
+            # middle of "--max-size" and without its newline.
+            limit = int(re.match(rb"blob of 1073741824 bytes is larger than this store takes "
+                                 rb"\((\d+) bytes: ", r.body).group(1))
+            self.assertLess(limit, 1 << 30)
+            self.assertEqual(r.body.decode(), "blob of 1073741824 bytes is larger than this store "
+                             "takes (%d bytes: a quarter of its size budget, less when the disk "
+                             "holds less than --max-size or the chunk table would not fit)\n"
+                             % limit)
+            self.assertEqual(int(r.header("content-length")), len(r.body))
             self.assertGreaterEqual(srv.metric("ringcas_blob_full_total"), 1)
             srv.wait_quiet(extra=QUIET)
 

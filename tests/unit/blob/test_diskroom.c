@@ -83,6 +83,45 @@ Test(blob_diskroom, the_budget_comes_back_when_the_disk_has_room)
     th_close(&t);
 }
 
+/*
+ * Another tenant fills the disk: the budget falls to nothing, and every upload is refused as
+ * a full store (-ENOSPC, retry later), not as a blob larger than the store takes (-EFBIG,
+ * which a retry never stores). The largest blob the store takes follows the disk's size, not
+ * what is free on it, so Capabilities say the same before, during and after.
+ */
+Test(blob_diskroom, a_disk_full_of_other_files_is_a_full_store_not_a_blob_too_large)
+{
+    struct th t = { 0 };
+    open_budget(&t, 4, 16ULL << 20);
+    blob_io_sim_capacity(t.io, 4ULL << 20);
+    struct blob_key k;
+    cr_assert(eq(int, put_n(&t, 1, &k), 0));
+    blob_store_evict(t.s);
+    uint64_t largest = blob_cas_size_max(t.bc);
+    cr_assert(eq(u64, largest, ((4ULL << 20) - (4ULL << 20) / 64) / 4), "a quarter of the disk");
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    blob_io_sim_others(t.io, (4ULL << 20) - st.disk_bytes);
+    blob_store_evict(t.s);
+    cr_assert(lt(u64, budget_of(&t), 100000), "the budget followed the full disk");
+    cr_assert(eq(u64, blob_cas_size_max(t.bc), largest));
+    struct blob_key big = k;
+    big.size = 100000;
+    big.hash[0] ^= 1;
+    struct blob_upload *u = NULL;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &big, 0, &u), -ENOSPC));
+    cr_assert(eq(int, put_n(&t, 2, &k), -ENOSPC));
+    /* Room again: the same upload begins. */
+    blob_io_sim_others(t.io, 0);
+    blob_store_evict(t.s);
+    cr_assert(eq(int, blob_upload_begin(t.bc, &big, 0, &u), 0));
+    blob_upload_abort(u);
+    cr_assert(eq(int, put_n(&t, 2, &k), 0));
+    big.size = largest + 1;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &big, 0, &u), -EFBIG), "past the disk's quarter");
+    th_close(&t);
+}
+
 Test(blob_diskroom, uploads_past_the_disks_budget_are_refused_until_eviction_catches_up)
 {
     struct th t = { 0 };
