@@ -290,6 +290,26 @@ MUST_CHECK int blob_upload_begin_shared(struct blob_core *bc, const struct blob_
                                         enum blob_encoding incoming, struct blob_upload **out);
 
 /*
+ * Takes <u> out of the store's table of blobs being uploaded: other uploads of its blob no
+ * longer wait for it (blob_upload_begin_shared begins them). For an upload whose client left
+ * and that is kept for a resumption that may never come (a parked ByteStream upload): a
+ * client that left must not hold back those still here. <u> stays the caller's and may go on
+ * (append, commit, abort) as before; if another upload commits the blob meanwhile, <u>'s
+ * commit still succeeds and the index keeps the first copy. No-op for an upload not in the
+ * table (AC, refresh copies, a key the table had no room for, or unshared already). Core
+ * thread.
+ */
+void blob_upload_unshare(struct blob_upload *u);
+
+/*
+ * Puts <u> back in the table after blob_upload_unshare (a parked upload resumed): uploads of
+ * its blob that begin from now on wait for it again. It never waits itself (its client's
+ * bytes are half in the log already); with no room in the table it stays out. No-op for an
+ * upload in the table already, or one that never was (AC, refresh copies). Core thread.
+ */
+void blob_upload_reshare(struct blob_upload *u);
+
+/*
  * Feeds the next <len> bytes of the upload. The engine hashes them (after decoding zstd),
  * cuts them into chunks, compresses each chunk into the core's write buffer and writes it to
  * the active segment as the buffer fills. <data> is borrowed:

@@ -47,6 +47,7 @@ struct blob_upload {
     bool copy;                   /* refresh copy of stored records */
     bool unsized;                /* begun with BLOB_SIZE_UNKNOWN: key.size is fixed at commit */
     bool entered;                /* in the store's table of blobs being uploaded */
+    bool unshared;               /* taken out of it (blob_upload_unshare): may go back */
     uint64_t limit;              /* decoded bytes expected (key.size) or, unsized, allowed */
     struct blob_loc from;        /* copy: the location being replaced */
     uint64_t copy_seq;           /* copy: the commit number it keeps */
@@ -254,6 +255,28 @@ int blob_upload_begin_shared(struct blob_core *bc, const struct blob_key *k,
                              enum blob_encoding incoming, struct blob_upload **out)
 {
     return upload_begin(bc, k, incoming, true, out);
+}
+
+void blob_upload_unshare(struct blob_upload *u)
+{
+    ASSERT(!u->copy || !u->entered);
+    if (!u->entered) return;
+    blob_uploading_leave(&u->bc->s->uploading, &u->key);
+    u->entered = false;
+    u->unshared = true;
+}
+
+void blob_upload_reshare(struct blob_upload *u)
+{
+    ASSERT(u->state == UP_OPEN);
+    if (!u->unshared) return; /* in the table, or never was (AC, copies, no room) */
+    ASSERT(!u->entered);
+    ASSERT(u->key.kind == BLOB_KIND_CAS);
+    /* Alone: it never waits, and counts as one more upload under way. */
+    int rc = blob_uploading_enter(&u->bc->s->uploading, &u->key, true);
+    ASSERT(rc == 0 || rc == 1);
+    u->entered = rc == 1;
+    u->unshared = !u->entered;
 }
 
 int blob_upload_begin_copy(struct blob_core *bc, const struct blob_key *k,

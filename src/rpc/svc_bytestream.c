@@ -481,9 +481,15 @@ static void sweep_fired(struct ring_timer *t)
     sweep_arm(bs);
 }
 
-/* Keeps <u> for resumption; aborts it when it cannot be kept. Takes <u> over either way. */
+/*
+ * Keeps <u> for resumption; aborts it when it cannot be kept. Takes <u> over either way. A
+ * parked upload leaves the store's table of blobs being uploaded: its client left, and other
+ * uploads of the blob (another client, or this one restarting on a connection that lands on
+ * another core) must not wait for a resumption that may never come.
+ */
 static void park(struct rpc_core *rc, struct blob_upload *u, const struct proto_resource *res)
 {
+    blob_upload_unshare(u);
     struct bs_core *bs = bs_core_get(rc);
     struct bs_parked *p = NULL;
     if (bs && !bs->quiescing && res->uuid_len <= UUID_MAX) p = calloc(1, sizeof(*p));
@@ -630,17 +636,24 @@ static int write_respond_present(struct bs_write *st)
 static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
 {
     struct rpc_call *c = st->c;
+    struct blob_key k;
+    blob_key_cas(&k, st->res.hash, st->res.size);
+    struct blob_core *bc = rpc_call_blob(c);
     struct bs_parked *p = parked_find(c->rc, &st->res);
+    /* Parked uploads do not hold others back (park): another client may have stored the
+     * blob meanwhile. Then the rest of this one's bytes are not needed. */
+    if (p && bc && blob_exists(bc, &k, true)) {
+        parked_drop(c->rc->bytestream, p, true);
+        return write_respond_present(st);
+    }
     if (p && blob_upload_bytes_in(p->u) == offset) {
         st->u = p->u;
         st->next_offset = offset;
         parked_drop(c->rc->bytestream, p, false);
+        blob_upload_reshare(st->u); /* under way again: new uploads of the blob wait for it */
         return 0;
     }
     if (p) parked_drop(c->rc->bytestream, p, true);
-    struct blob_key k;
-    blob_key_cas(&k, st->res.hash, st->res.size);
-    struct blob_core *bc = rpc_call_blob(c);
     if (offset != 0) {
         /* Nothing to resume here, but a complete blob still ends the upload early. */
         if (bc && blob_exists(bc, &k, true)) return write_respond_present(st);
@@ -925,14 +938,16 @@ static void query_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         struct blob_key k;
         blob_key_cas(&k, res.hash, res.size);
         struct blob_core *bc = rpc_call_blob(c);
-        if (p) {
-            resp.committed_size = (int64_t)blob_upload_bytes_in(p->u);
-            found = true;
-        } else if (bc && blob_exists(bc, &k, true)) {
+        if (bc && blob_exists(bc, &k, true)) {
             /* Complete: the client skips the upload, so the blob is refreshed as an upload
-             * that finds it present would. */
+             * that finds it present would. A parked upload of it (another client stored the
+             * blob while this one's was parked) is of no use any more. */
+            if (p) parked_drop(c->rc->bytestream, p, true);
             resp.committed_size = (int64_t)res.size;
             resp.complete = true;
+            found = true;
+        } else if (p) {
+            resp.committed_size = (int64_t)blob_upload_bytes_in(p->u);
             found = true;
         }
     }

@@ -801,6 +801,209 @@ class SameBlobAtOnce(harness.ServerTestCase):
         self.assertEqual(curl(self.url_of("/cas/" + sha(data)))[1], data)
 
 
+class ParkedUploadOfABlob(harness.ServerTestCase):
+    """A ByteStream upload whose client left (its connection dropped, or its stream ended
+    without finish_write) is parked for 60 s for a resumption that may never come. Other
+    uploads of its blob (another client, Bazel retrying on a new connection) must not wait
+    for it: before, they waited until the park expired or their own --read-timeout (30 s
+    here) passed, so a 10 s deadline ran out. A parked upload resumed after another client
+    stored the blob ends at once as for a present blob; resumed before, it is under way again
+    and new uploads of the blob wait for it, as for any other."""
+
+    server_args = ("--max-size", "1GiB", "--read-timeout", "30s")
+    server_cores = 1  # a resumption or QueryWriteStatus finds the parked upload on its core
+    SIZE = 1 << 20
+    DEADLINE = 10  # seconds: well below --read-timeout
+
+    def tearDown(self):
+        self.server.wait_quiet(extra=QUIET + ("bs_uploads_parked",))
+
+    def parked(self):
+        return self.server.metric("ringcas_bs_uploads_parked")
+
+    @staticmethod
+    def name_of(data, upload):
+        return "uploads/%s/blobs/%s/%d" % (upload, sha(data), len(data))
+
+    @staticmethod
+    def reqs(name, data, offset=0, finish=True, piece=256 << 10):
+        import reapi  # pylint: disable=import-outside-toplevel
+        out = []
+        for pos in range(0, len(data), piece):
+            last = pos + piece >= len(data)
+            r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset + pos,
+                          data=data[pos:pos + piece], finish_write=finish and last)
+            if pos == 0:
+                r.resource_name = name
+            out.append(r)
+        return out
+
+    def park_dropped(self, data, first):
+        """Sends <first> (the start of <data>) as the first message of a Write on a raw
+        connection, then drops the connection (no RST_STREAM, no END_STREAM): the upload is
+        parked. Returns its resource name. A drop while the engine held the bytes back (an
+        append waiting for the write buffer, rare) aborts instead: then again, with a new
+        uuid."""
+        import h2raw  # pylint: disable=import-outside-toplevel
+        for _ in range(5):
+            name = self.name_of(data, uuid.uuid4())
+            msg = self.reqs(name, first, finish=False, piece=len(first))[0]
+            before = self.parked()
+            c = h2raw.Conn(self.server.port, window=1 << 20)
+            try:
+                c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Write"))
+                c.data_flow(1, h2raw.grpc_message(msg.SerializeToString()))
+                harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") > before,
+                                 what="the upload to begin")
+            finally:
+                c.close()
+            # Parked, or aborted: the upload is no longer live either way.
+            harness.wait_for(lambda: self.parked() == before + 1 or
+                             self.server.metric("ringcas_bs_uploads") == before,
+                             what="the upload to be parked")
+            if self.parked() == before + 1:
+                return name
+        self.fail("the dropped upload was never parked")
+
+    def committed(self, client, name):
+        import reapi  # pylint: disable=import-outside-toplevel
+        q = reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=name)
+        st = client.QueryWriteStatus(q, timeout=30)
+        return st.committed_size, st.complete
+
+    def test_a_write_does_not_wait_for_a_parked_upload_of_its_blob(self):
+        import reapi  # pylint: disable=import-outside-toplevel
+        data = os.urandom(self.SIZE)
+        parked = self.park_dropped(data, data[:self.SIZE // 2])
+        client = reapi.Client(self.server.address)
+        try:
+            offset, complete = self.committed(client, parked)
+            self.assertFalse(complete)
+            self.assertGreater(offset, 0)
+            waited = self.server.metric("ringcas_blob_uploads_waiting_total")
+            # Another client's Write of the whole blob, with a deadline below --read-timeout.
+            other = self.name_of(data, uuid.uuid4())
+            resp = client.Write(iter(self.reqs(other, data)), timeout=self.DEADLINE)
+            self.assertEqual(resp.committed_size, self.SIZE)
+            self.assertEqual(self.server.metric("ringcas_blob_uploads_waiting_total"), waited,
+                             "not told to wait")
+            # The parked upload resumes after all: the blob is present, so it ends at once.
+            self.assertEqual(self.parked(), 1)
+            rest = self.reqs(parked, data[offset:], offset=offset)
+            self.assertEqual(client.Write(iter(rest), timeout=30).committed_size, self.SIZE)
+            self.assertEqual(self.parked(), 0, "the parked upload was dropped")
+            self.assertEqual(curl(self.server.url + "/cas/" + sha(data))[1], data)
+        finally:
+            client.close()
+
+    def test_a_put_does_not_wait_for_a_parked_upload_of_its_blob(self):
+        import reapi  # pylint: disable=import-outside-toplevel
+        data = os.urandom(self.SIZE)
+        parked = self.name_of(data, uuid.uuid4())
+        client = reapi.Client(self.server.address)
+        try:
+            # A stream that ends without finish_write: answered with the bytes so far, parked.
+            first = self.reqs(parked, data[:self.SIZE // 2], finish=False)
+            self.assertEqual(client.Write(iter(first), timeout=30).committed_size,
+                             self.SIZE // 2)
+            self.assertEqual(self.parked(), 1)
+            status, _ = curl("-X", "PUT", "--data-binary", "@-", "-H", "Expect:",
+                             "--max-time", str(self.DEADLINE),
+                             self.server.url + "/cas/" + sha(data), data=data)
+            self.assertEqual(status, 201, "stored, without waiting for the parked upload")
+            # QueryWriteStatus of the parked upload: the blob is complete; the parked upload,
+            # of no use any more, is dropped.
+            self.assertEqual(self.committed(client, parked), (self.SIZE, True))
+            self.assertEqual(self.parked(), 0)
+            self.assertEqual(curl(self.server.url + "/cas/" + sha(data))[1], data)
+        finally:
+            client.close()
+
+    def test_a_resumed_upload_is_waited_for_again(self):
+        import reapi  # pylint: disable=import-outside-toplevel
+        data = os.urandom(self.SIZE)
+        before = self.server.metric("ringcas_blob_bytes_stored_total")
+        parked = self.name_of(data, uuid.uuid4())
+        quarter = self.SIZE // 4
+        client = reapi.Client(self.server.address)
+        try:
+            first = self.reqs(parked, data[:quarter], finish=False)
+            self.assertEqual(client.Write(iter(first), timeout=30).committed_size, quarter)
+            held = threading.Event()
+
+            def resume():
+                yield self.reqs(parked, data[quarter:2 * quarter], offset=quarter,
+                                finish=False)[0]
+                held.wait(30)
+                yield from self.reqs(parked, data[2 * quarter:], offset=2 * quarter)
+            call = client.Write.future(resume(), timeout=60)
+            harness.wait_for(lambda: self.parked() == 0, what="the parked upload resumed")
+            waited = self.server.metric("ringcas_blob_uploads_waiting_total")
+            out = {}
+
+            def other():
+                c2 = reapi.Client(self.server.address)
+                try:
+                    name = self.name_of(data, uuid.uuid4())
+                    out["committed"] = c2.Write(iter(self.reqs(name, data)),
+                                                timeout=60).committed_size
+                finally:
+                    c2.close()
+            t = threading.Thread(target=other)
+            t.start()
+            harness.wait_for(lambda: self.server.metric(
+                "ringcas_blob_uploads_waiting_total") > waited, what="the other upload waiting")
+            held.set()
+            self.assertEqual(call.result(timeout=60).committed_size, self.SIZE)
+            t.join(60)
+            self.assertEqual(out.get("committed"), self.SIZE)
+            self.assertLess(self.server.metric("ringcas_blob_bytes_stored_total") - before,
+                            1.5 * self.SIZE, "stored once")
+            self.assertEqual(curl(self.server.url + "/cas/" + sha(data))[1], data)
+        finally:
+            client.close()
+
+
+class ParkedUploadOnAnotherCore(ParkedUploadOfABlob):
+    """Bazel's retry after a dropped connection: the new connection lands on another core,
+    where QueryWriteStatus answers NOT_FOUND (the upload is parked on the first core), so it
+    restarts at offset 0 with the same uuid. It must not wait for the parked upload."""
+
+    server_cores = 2
+    test_a_write_does_not_wait_for_a_parked_upload_of_its_blob = None
+    test_a_put_does_not_wait_for_a_parked_upload_of_its_blob = None
+    test_a_resumed_upload_is_waited_for_again = None
+
+    def tearDown(self):
+        # The parked upload stays on its core until it expires or the server drains.
+        self.server.wait_quiet(extra=("blob_readers",))
+
+    def test_a_restart_on_another_core_does_not_wait(self):
+        import grpc  # pylint: disable=import-outside-toplevel
+        import reapi  # pylint: disable=import-outside-toplevel
+        data = os.urandom(self.SIZE)
+        name = self.park_dropped(data, data[:self.SIZE // 2])
+        # New connections until one lands on the other core (each does with odds 1/2).
+        client = None
+        for _ in range(40):
+            c = reapi.Client(self.server.address, options=[("grpc.use_local_subchannel_pool", 1)])
+            try:
+                self.committed(c, name)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    client = c
+                    break
+            c.close()
+        self.assertIsNotNone(client, "no connection landed on the other core")
+        try:
+            resp = client.Write(iter(self.reqs(name, data)), timeout=self.DEADLINE)
+            self.assertEqual(resp.committed_size, self.SIZE)
+            self.assertEqual(curl(self.server.url + "/cas/" + sha(data))[1], data)
+            self.assertEqual(self.server.metric("ringcas_blob_uploads"), self.parked())
+        finally:
+            client.close()
+
+
 class SameBlobSlowFirst(harness.ServerTestCase):
     """A first upload as slow as --read-timeout allows (1 KiB/s) does not hold the others for
     ever: after a read timeout of waiting they write their own copy. The wait is the server's

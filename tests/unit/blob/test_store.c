@@ -869,3 +869,146 @@ Test(blob_store, a_second_shared_upload_of_a_blob_waits_for_the_first)
     blob_core_deinit(other);
     th_close(&t);
 }
+
+struct share_done {
+    bool done;
+    int res;
+};
+
+static void share_done_cb(void *ctx, int res)
+{
+    struct share_done *d = ctx;
+    d->done = true;
+    d->res = res;
+}
+
+/* Feeds <len> bytes of <data> to <u> and waits out any backpressure; the append's result. */
+static int share_append(struct th *t, struct blob_upload *u, const uint8_t *data, size_t len)
+{
+    struct share_done d = { 0 };
+    int rc = blob_upload_append(u, data, len, share_done_cb, &d);
+    if (rc != -EINPROGRESS) return rc;
+    cr_assert(th_run_until(t, &d.done), "append never completed");
+    return d.res;
+}
+
+/* Commits <u> and waits: the commit's result. */
+static int share_commit(struct th *t, struct blob_upload *u)
+{
+    struct share_done d = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, share_done_cb, &d), 0));
+    cr_assert(th_run_until(t, &d.done), "commit never completed");
+    return d.res;
+}
+
+/*
+ * An upload whose client left and that is kept for a resumption (a parked ByteStream upload)
+ * leaves the table (blob_upload_unshare): others of its blob begin at once instead of waiting
+ * for a client that may never come back. Resumed, it goes back in (blob_upload_reshare) and
+ * new uploads wait for it again; if another upload stored the blob meanwhile, its commit still
+ * succeeds and the store keeps one copy, also after a restart. Before, a parked upload held
+ * every other upload of its blob back until its park expired.
+ */
+Test(blob_store, an_unshared_upload_no_longer_holds_others_of_its_blob_back)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.cores_max = 2;
+    th_open_sim(&t, 23);
+    struct blob_core *other;
+    cr_assert(eq(int, blob_core_init(t.s, NULL, &other), 0));
+    static uint8_t data[50000];
+    th_fill(data, sizeof(data), 24, false);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    struct blob_upload *parked;
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &parked), 0));
+    cr_assert(eq(int, share_append(&t, parked, data, 20000), 0));
+    cr_assert(eq(int, blob_upload_begin_shared(other, &k, BLOB_ENCODING_IDENTITY, &u), -EALREADY));
+
+    /* Its client left: the others go ahead, on any core. */
+    blob_upload_unshare(parked);
+    blob_upload_unshare(parked); /* once is enough: no second leave */
+    cr_assert(eq(int, blob_upload_begin_shared(other, &k, BLOB_ENCODING_IDENTITY, &u), 0),
+              "an unshared upload does not make others wait");
+    blob_upload_abort(u);
+
+    /* Resumed, it is under way again: new uploads of the blob wait for it. */
+    blob_upload_reshare(parked);
+    blob_upload_reshare(parked); /* once is enough: no second entry */
+    cr_assert(eq(int, blob_upload_begin_shared(other, &k, BLOB_ENCODING_IDENTITY, &u), -EALREADY));
+
+    /* Parked again, and another client stores the blob meanwhile. */
+    blob_upload_unshare(parked);
+    struct blob_store_stats before;
+    blob_store_stats(t.s, &before);
+    struct blob_upload *second;
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &second), 0));
+    cr_assert(eq(int, share_append(&t, second, data, sizeof(data)), 0));
+    cr_assert(eq(int, share_commit(&t, second), 0));
+    cr_assert(eq(int, blob_upload_begin_shared(other, &k, BLOB_ENCODING_IDENTITY, &u), -EEXIST));
+
+    /* The parked one resumes after all and ends well: the blob is there, once. */
+    blob_upload_reshare(parked);
+    cr_assert(eq(int, share_append(&t, parked, data + 20000, sizeof(data) - 20000), 0));
+    cr_assert(eq(int, share_commit(&t, parked), 0));
+    struct blob_store_stats after;
+    blob_store_stats(t.s, &after);
+    cr_assert(eq(u64, after.blobs, before.blobs + 1), "one index entry for the blob");
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(data)));
+    cr_assert(eq(int, memcmp(out, data, n), 0));
+    free(out);
+    /* A restart finds one entry for the blob (two commit records of it are in the log). */
+    blob_core_quiesce(other);
+    th_settle(&t);
+    blob_core_deinit(other);
+    th_reopen(&t);
+    cr_assert(eq(int, th_get(&t, &k, 0, BLOB_ENCODING_IDENTITY, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(data)), "one copy after recovery, whole");
+    cr_assert(eq(int, memcmp(out, data, n), 0));
+    free(out);
+    blob_store_stats(t.s, &after);
+    cr_assert(eq(u64, after.blobs, before.blobs + 1));
+    th_close(&t);
+}
+
+/*
+ * Unshared, parked, then dropped (expiry, a restart at offset 0, shutdown): the abort leaves
+ * nothing behind in the table. Action results and uploads the table had no room for were
+ * never in it: unshare and reshare leave them alone.
+ */
+Test(blob_store, an_unshared_upload_aborts_cleanly_and_ac_uploads_are_untouched)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    th_open_sim(&t, 25);
+    static uint8_t data[30000];
+    th_fill(data, sizeof(data), 26, false);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data));
+    struct blob_upload *parked;
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &parked), 0));
+    blob_upload_unshare(parked);
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), 0));
+    blob_upload_abort(parked); /* the parked one expires while the other is under way */
+    cr_assert(
+        eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &parked), -EALREADY),
+        "the other is still in the table");
+    blob_upload_abort(u);
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &k, BLOB_ENCODING_IDENTITY, &u), 0));
+    blob_upload_abort(u);
+
+    struct blob_key ac;
+    blob_key_ac(&ac, k.hash, 10);
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &ac, BLOB_ENCODING_IDENTITY, &u), 0));
+    blob_upload_unshare(u);
+    blob_upload_reshare(u);
+    cr_assert(eq(int, share_append(&t, u, data, 10), 0));
+    cr_assert(eq(int, share_commit(&t, u), 0));
+    th_close(&t); /* the table's deinit asserts every entry is free */
+}
