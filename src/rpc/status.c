@@ -31,7 +31,7 @@ static const struct mapping table[] = {
       "store full: the blob does not fit in the size budget" },
     /* Where the sizes are at hand the answer names them (rpc_status_too_large). */
     { -EFBIG, PROTO_STATUS_RESOURCE_EXHAUSTED,
-      "blob larger than this store takes (a quarter of --max-size)" },
+      "blob larger than this store takes (a quarter of --max-size or of the volume)" },
     { -ENOMEM, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "server busy: out of memory for this call (--message-memory or --zstd-memory is taken), "
       "retry later" },
@@ -87,11 +87,11 @@ void rpc_status_too_large(char *buf, size_t buf_size, uint64_t size, uint64_t li
                        what, (unsigned long long)limit);
         return;
     }
-    /* Less than a quarter of --max-size: the disk holds less than --max-size now (the budget
-     * follows it), or a chunk table for more would not fit in the engine's write buffer. */
+    /* Less than a quarter of --max-size: the volume is smaller than --max-size (the limit
+     * follows its size, not its free space), or a chunk table for more would not fit in the
+     * engine's write buffer. */
     (void)snprintf(buf, buf_size,
-                   "%s is larger than this store takes (%llu bytes: a quarter of its size budget, "
-                   "less when the disk holds less than --max-size or the chunk table would not "
-                   "fit)",
+                   "%s is larger than this store takes (%llu bytes: a quarter of --max-size or of "
+                   "the volume, whichever is smaller, less when the chunk table would not fit)",
                    what, (unsigned long long)limit);
 }

@@ -640,8 +640,8 @@ class StoreCannotFit(unittest.TestCase):
                                  rb"\((\d+) bytes: ", r.body).group(1))
             self.assertLess(limit, 1 << 30)
             self.assertEqual(r.body.decode(), "blob of 1073741824 bytes is larger than this store "
-                             "takes (%d bytes: a quarter of its size budget, less when the disk "
-                             "holds less than --max-size or the chunk table would not fit)\n"
+                             "takes (%d bytes: a quarter of --max-size or of the volume, "
+                             "whichever is smaller, less when the chunk table would not fit)\n"
                              % limit)
             self.assertEqual(int(r.header("content-length")), len(r.body))
             self.assertGreaterEqual(srv.metric("ringcas_blob_full_total"), 1)
