@@ -412,12 +412,21 @@ Test(blob_cores, the_evictor_thread_keeps_a_real_store_within_budget, .timeout =
         if (rc == -ENOSPC) usleep(1000);
     }
     struct blob_store_stats st;
-    /* Up to 10 s: the evictor is a thread of its own, and CI machines are shared. */
+    /* Up to 10 s: the evictor is a thread of its own, and CI machines are shared. Until its
+     * passes are over, not only until the disk is under --max-size: a pass goes on to its own
+     * limit, below --max-size, and a segment it killed but has not let go of yet counts as
+     * held, which th_close finds (a CI run failed so, with 61440 bytes held). The last puts
+     * may leave the store over that limit without sealing a segment, which would wait for the
+     * evictor's period (5 s): it is woken as a seal wakes it. Within the limit with nothing
+     * held, no pass kills again, since nothing is written. */
     for (int i = 0; i < 2000; i++) {
         blob_store_stats(t.s, &st);
-        if (st.disk_bytes <= t.o.max_size) break;
+        bool over = blob_store_used(t.s) > blob_store_limit(t.s);
+        if (st.disk_bytes <= t.o.max_size && st.held_bytes == 0 && !over) break;
+        if (over) blob_store_changed(t.s);
         usleep(5000);
     }
+    cr_assert(eq(u64, st.held_bytes, 0));
     cr_assert(le(u64, st.disk_bytes, t.o.max_size));
     cr_assert(gt(u64, st.evicted_segments, 0));
     th_close(&t);
