@@ -187,7 +187,10 @@ struct client_conn *bench_run_conn(struct bench_slot *s)
     for (uint32_t k = 0; k < t->conn_count; k++) {
         struct client_conn *c = &t->conns[(s->index + k) % t->conn_count];
         if (client_conn_is_usable(c)) return c;
-        if (c->state == CLIENT_CONN_OPEN) client_conn_close(c); /* GOAWAY: start afresh */
+        /* GOAWAY: start afresh, but only once the calls the server took have ended; closing
+         * now would cancel what a draining server is still finishing. With calls left, the
+         * session ends by itself after the last one, and conn_closed reopens it. */
+        if (c->state == CLIENT_CONN_OPEN && client_conn_calls(c) == 0) client_conn_close(c);
     }
     s->parked = true;
     return NULL;

@@ -390,7 +390,7 @@ static int open_listeners(struct ring_server *srv, char *why, size_t why_size)
     return 0;
 }
 
-static void block_signals(void)
+void ring_server_block_signals(void)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -472,7 +472,7 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
         srv->cores[i].listen_fd = -1;
         srv->cores[i].cpu = pin ? nth_cpu(i) : -1;
     }
-    block_signals();
+    ring_server_block_signals();
     rc = open_listeners(srv, why, why_size);
     if (rc < 0) {
         server_free(srv);
@@ -526,6 +526,18 @@ void ring_server_counters(const struct ring_server *srv, struct ring_counters_sn
         struct ring_core *core = srv->cores[i].core;
         if (core) ring_counters_add_to(ring_core_counters(core), out);
     }
+}
+
+int ring_server_take_signal(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    const struct timespec now = { 0 };
+    int sig = sigtimedwait(&set, NULL, &now);
+    return sig > 0 ? sig : 0;
 }
 
 int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)

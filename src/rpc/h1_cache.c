@@ -116,8 +116,9 @@ static const char *status_text(int status, int err)
         return "not found";
     case 503:
         return err == -ECANCELED ? "draining" : "busy, retry later";
-    case 507:
-        return "the store cannot fit this blob";
+    case 507: /* -ENOSPC passes, -EFBIG (an AC or plain value over the limit) does not */
+        return err == -ENOSPC ? "the store is full now, retry later"
+                              : "the store cannot fit this blob";
     default:
         break;
     }

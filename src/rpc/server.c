@@ -423,6 +423,24 @@ static const char *signal_name(int sig)
     }
 }
 
+/*
+ * A signal held back while the server started: a port's wait and the store's recovery take
+ * seconds, and Kubernetes may stop a pod that is still starting (the signal's default action
+ * ended the process there, status 143 and no line). Stops before any listener opens, so no
+ * client meets a port that accepts and then closes, and closes the store as after a drain.
+ * True when it did.
+ */
+static bool stopped_before_serving(struct rpc_config *cfg)
+{
+    int sig = ring_server_take_signal();
+    if (sig == 0) return false;
+    LOG_INFO("%s (signal %d) during start-up: stopping before serving", signal_name(sig), sig);
+    free_cores(cfg);
+    blob_store_close(cfg->store);
+    LOG_INFO("stopped");
+    return true;
+}
+
 int rpc_server_run(const struct rpc_server_options *opts)
 {
     enum base_log_level level;
@@ -451,6 +469,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         return 2; /* a usage error */
     }
     raise_nofile();
+    ring_server_block_signals(); /* until stopped_before_serving or wait_signals */
     if (claim_port_and_dir(opts, host, so.port) < 0) return 1;
     so.host = host;
     so.cores = (uint32_t)opts->cores;
@@ -491,6 +510,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         free_cores(&cfg);
         return 1;
     }
+    if (stopped_before_serving(&cfg)) return 0;
     so.hooks.core_init = core_init;
     so.hooks.core_quiesce = core_quiesce;
     so.hooks.core_deinit = core_deinit;

@@ -27,8 +27,11 @@ static const struct mapping table[] = {
     { -EAGAIN, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "server busy: a per-core queue is full (disk reads, read buffers, readers or uploads), "
       "retry later" },
+    /* Transient, as -EAGAIN is: "the blob does not fit" read as a blob too large, which is
+     * -EFBIG's answer (docs/storage.md "Uploads in flight share the budget"). */
     { -ENOSPC, PROTO_STATUS_RESOURCE_EXHAUSTED,
-      "store full: the blob does not fit in the size budget" },
+      "store full: no room in the size budget now (eviction catching up, the disk full, or "
+      "uploads in flight near --max-size), retry later" },
     /* Where the sizes are at hand the answer names them (rpc_status_too_large). */
     { -EFBIG, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "blob larger than this store takes (a quarter of --max-size or of the volume)" },

@@ -489,12 +489,13 @@ class FullDisk(unittest.TestCase):
                              srv.metric("ringcas_store_disk_bytes"), timeout=20,
                              what="the budget to follow the full disk")
             full = srv.metric("ringcas_blob_full_total")
-            store_full = "store full: the blob does not fit in the size budget"
+            store_full = ("store full: no room in the size budget now (eviction catching up, "
+                          "the disk full, or uploads in flight near --max-size), retry later")
             got, vals = self.uploads(c, b"full")
             self.assertEqual(got, {
-                "PUT /cas/": (507, b"the store cannot fit this blob\n"),
-                "PUT /ac/": (507, b"the store cannot fit this blob\n"),
-                "PUT plain": (507, b"the store cannot fit this blob\n"),
+                "PUT /cas/": (507, b"the store is full now, retry later\n"),
+                "PUT /ac/": (507, b"the store is full now, retry later\n"),
+                "PUT plain": (507, b"the store is full now, retry later\n"),
                 "BatchUpdateBlobs": (SC.RESOURCE_EXHAUSTED.value[0], store_full),
                 "UpdateActionResult": (SC.RESOURCE_EXHAUSTED.value[0],
                                        "UpdateActionResult: " + store_full),

@@ -354,6 +354,20 @@ class PrometheusReads(harness.ServerTestCase):
         cores = {l.get("core") for n, l, v in samples if n == "ringcas_blob_uploads"}
         self.assertEqual(cores, {str(c) for c in range(self.server.cores)})
 
+    def test_every_store_figure_is_documented(self):
+        """An operator sizing --max-size watches the store's figures: how many blobs, how much
+        memory the index takes, and above all how fast eviction deletes segments and blobs.
+        docs/operations.md named only the size gauges and the damage counters, so an operator
+        had no documented way to see evictions (ringcas_store_evicted_*_total)."""
+        doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                           "operations.md")
+        with open(doc) as f:
+            text = f.read()
+        names = sorted({n for n, _, _ in harness.parse_metrics(self.server.metrics_text())
+                        if n.startswith("ringcas_store_")})
+        self.assertGreater(len(names), 5)
+        self.assertEqual([n for n in names if "`%s`" % n not in text], [])
+
     def test_prometheus_scrapes_rates_and_quantiles(self):
         prom = Prometheus(self.server.address)
         stop = threading.Event()
