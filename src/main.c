@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/flags.h"
+#include "base/log.h"
 #include "blob/fsck.h"
 #include "client/bench.h"
 #include "client/cli.h"
@@ -408,6 +409,8 @@ static int cmd_fsck(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Before anything opens a file or a socket that could take a standard descriptor. */
+    if (base_log_std_fds() < 0) return 1;
     if (argc < 2) {
         usage(stderr);
         return 2;

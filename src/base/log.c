@@ -5,6 +5,7 @@
 #include "base/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -65,4 +66,19 @@ void base_log(enum base_log_level level, const char *fmt, ...)
     line[n++] = '\n';
     ssize_t rc = write(STDERR_FILENO, line, n);
     (void)rc; /* a log line that cannot be written has nowhere else to go */
+}
+
+int base_log_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+        /* open returns the lowest free descriptor: this one, since those below are open. */
+        int got = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (got < 0) return -errno;
+        if (got != fd) {
+            (void)close(got);
+            return -EBADF;
+        }
+    }
+    return 0;
 }

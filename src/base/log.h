@@ -24,6 +24,14 @@ int base_log_parse_level(const char *name, enum base_log_level *out);
 /* True when <level> would be printed. */
 bool base_log_enabled(enum base_log_level level);
 
+/*
+ * Opens /dev/null on each of descriptors 0, 1 and 2 that is closed (a process started with
+ * `1>&- 2>&-`): else the first files and sockets the process opens take them, and log lines,
+ * or `get`'s blob bytes, would be written into a data file or a client's connection. Call
+ * first thing in main. Returns 0, or the -errno of an open that failed.
+ */
+int base_log_std_fds(void);
+
 /* Names the calling thread in its log lines ("main", "core 3"); <name> is copied. */
 void base_log_set_thread_name(const char *name);
 

@@ -353,6 +353,51 @@ class NoIoUring(unittest.TestCase):
         self.check("EINVAL", "Linux 6.1")
 
 
+class ClosedStandardFiles(unittest.TestCase):
+    """A server started with its standard output and error closed (`1>&- 2>&-`, as some
+    init scripts and `nohup` lines do): the first files and sockets it opened took
+    descriptors 1 and 2, so every log line was written into them (the ring's descriptor or the
+    listening socket here; a segment file or a client's connection as easily)."""
+
+    def test_closed_standard_descriptors_are_dev_null(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        d = tmpdir(self)
+        # exec so that the server itself is the process whose descriptors are closed.
+        p = subprocess.Popen(["/bin/sh", "-c", 'exec "$0" serve --listen 127.0.0.1:%d --dir '
+                              '"$1" --cores 1 --log-level debug 1>&- 2>&-' % port,
+                              harness.binary(), d], stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    self.assertIsNone(p.poll(), "the server exited: %s" % p.returncode)
+                    self.assertLess(time.monotonic(), deadline, "the server never listened")
+                    time.sleep(0.05)
+            for fd in (1, 2):
+                self.assertEqual(os.readlink("/proc/%d/fd/%d" % (p.pid, fd)), "/dev/null")
+            # Log lines at debug level go to descriptor 2 for each request; the server and
+            # its answers are whole.
+            blob = os.urandom(300000)
+            digest = hashlib.sha256(blob).hexdigest()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("PUT", "/cas/" + digest, body=blob)
+            r = conn.getresponse()
+            r.read()
+            conn.close()
+            self.assertEqual(r.status, 201)
+            for _ in range(3):
+                self.assertEqual(cas_get(port, digest), (200, blob))
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=30), 0)
+
+
 def cas_get(port, digest):
     """GET /cas/<digest>: (status, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
