@@ -390,15 +390,21 @@ static int open_listeners(struct ring_server *srv, char *why, size_t why_size)
     return 0;
 }
 
+/* The signals that stop the server: SIGTERM, SIGINT, and SIGHUP (the terminal closing, or a
+ * supervisor's hang-up), whose default action would kill the process at once, with no drain
+ * and no log line. */
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
 void ring_server_block_signals(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    /* The terminal closing, or a supervisor's hang-up: its default action would kill the
-     * process at once, with no drain and no log line. */
-    sigaddset(&set, SIGHUP);
+    stop_signals(&set);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
@@ -531,10 +537,7 @@ void ring_server_counters(const struct ring_server *srv, struct ring_counters_sn
 int ring_server_take_signal(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
+    stop_signals(&set);
     const struct timespec now = { 0 };
     int sig = sigtimedwait(&set, NULL, &now);
     return sig > 0 ? sig : 0;
@@ -544,10 +547,7 @@ int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)
 {
     (void)srv;
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
+    stop_signals(&set);
     if (timeout_ms == RING_WAIT_FOREVER) {
         int sig = 0;
         while (sigwait(&set, &sig) != 0) {

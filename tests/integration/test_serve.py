@@ -248,11 +248,7 @@ class CommandLine(unittest.TestCase):
     def test_a_port_freed_within_two_seconds_is_waited_for(self):
         # After a crash the kernel frees the dead server's port only once it has torn its
         # rings down; a supervisor's immediate restart on the same port must not fail then.
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
+        s, port = held_port()
         p = subprocess.Popen([harness.binary(), "serve", "--listen", "127.0.0.1:%d" % port,
                               "--dir", tmpdir(self)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -396,6 +392,16 @@ class ClosedStandardFiles(unittest.TestCase):
         finally:
             p.send_signal(signal.SIGTERM)
             self.assertEqual(p.wait(timeout=30), 0)
+
+
+def held_port():
+    """A listening socket on a free port of 127.0.0.1 and that port: a port in use, which a
+    server starting on it waits for (close the socket to free it)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s, s.getsockname()[1]
 
 
 def cas_get(port, digest):
@@ -1038,11 +1044,7 @@ class Lifecycle(unittest.TestCase):
         # exit 0, and say why, without opening its listeners. The wait for a port in use is
         # the start-up step the test can hold the server in; recovery comes after it, under
         # the same signal mask.
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
+        s, port = held_port()
         d = tmpdir(self)
         p = subprocess.Popen([harness.binary(), "serve", "--listen", "127.0.0.1:%d" % port,
                               "--dir", d], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
