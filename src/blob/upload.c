@@ -128,6 +128,18 @@ static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_
 }
 
 /*
+ * The most chunk refs a commit record may hold: the record, with a block of room on either
+ * side, fits in one write buffer (the writer asserts it does). The one rule behind the largest
+ * blob the store takes and the refresh copies it can commit (blob_upload_copy_fits).
+ */
+static uint64_t commit_refs_max(const struct blob_store *s)
+{
+    uint64_t fixed =
+        sizeof(struct blob_record_header) + blob_commit_payload_len(0) + 2ULL * BLOB_BLOCK_SIZE;
+    return (s->opts.write_buffer_size - fixed) / blob_chunk_ref_size(BLOB_COMMIT_VERSION);
+}
+
+/*
  * The largest blob of <kind> the store takes: a quarter of its ceiling (the budget with the
  * whole file system free), what the index can hold, and a chunk table that fits in one write
  * buffer with its record (AC: 64 MiB). Not a quarter of the budget now: that falls to nothing
@@ -136,10 +148,7 @@ static struct blob_upload *upload_alloc(struct blob_core *bc, const struct blob_
  */
 static uint64_t upload_limit(const struct blob_store *s, uint8_t kind)
 {
-    uint64_t fixed =
-        sizeof(struct blob_record_header) + sizeof(struct blob_commit) + 2ULL * BLOB_BLOCK_SIZE;
-    uint64_t chunks = (s->opts.write_buffer_size - fixed) / sizeof(struct blob_chunk_ref);
-    uint64_t limit = chunks * s->opts.chunk_size;
+    uint64_t limit = commit_refs_max(s) * s->opts.chunk_size;
     uint64_t quarter = atomic_load(&s->ceiling) / 4;
     if (limit > quarter) limit = quarter;
     if (kind == BLOB_KIND_AC && limit > AC_SIZE_MAX) limit = AC_SIZE_MAX;
@@ -171,7 +180,6 @@ static int upload_admit(struct blob_core *bc, const struct blob_key *k)
         return -EAGAIN;
     }
     bool unsized = k->size == BLOB_SIZE_UNKNOWN;
-    STATIC_ASSERT(sizeof(struct blob_chunk_ref) == 24, "upload_limit counts version-2 refs");
     if (!unsized && k->size > upload_limit(s, BLOB_KIND_CAS)) {
         base_counter_inc(&bc->counters.full);
         return -EFBIG; /* never fits: not a full store a retry could find emptier */
@@ -752,8 +760,7 @@ void blob_upload_abort(struct blob_upload *u)
 
 bool blob_upload_copy_fits(const struct blob_upload *u, uint32_t chunks)
 {
-    uint64_t len = sizeof(struct blob_record_header) + blob_commit_payload_len(chunks);
-    return len + 2ULL * BLOB_BLOCK_SIZE <= u->bc->s->opts.write_buffer_size;
+    return chunks <= commit_refs_max(u->bc->s);
 }
 
 void blob_upload_set_commit_seq(struct blob_upload *u, uint64_t commit_seq)

@@ -8,8 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct blob_core;
-
 /*
  * Returns the gRPC status (enum proto_status) for <err> (0 or -errno) and sets *<message> to
  * a static description for grpc-message, never empty but for OK; a refusal a client may

@@ -483,7 +483,7 @@ struct read_item {
     bool running;         /* the fetch is in progress */
     bool done;            /* <err> and (when 0) f's bytes are its answer */
     bool identity;        /* read as identity although the client accepts zstd */
-    bool malformed;       /* <err> is its digest's own (entry_field_message) */
+    const char *why;      /* a static message naming its digest's fault, or NULL */
     int err;              /* 0 or -errno */
 };
 
@@ -525,7 +525,7 @@ static void read_answer_fill(struct batch_read *b, struct batch_answer *a)
         int code = rpc_status_from_read_err(it->err, &message);
         /* A fetch's buffer comes from the core's message memory (docs/grpc.md says so). */
         if (it->err == -ENOMEM) message = RPC_CALL_MEM_BUSY;
-        if (it->malformed && entry_field_message(it->err)) message = entry_field_message(it->err);
+        if (it->why) message = it->why;
         build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(&rs[i]);
         rs[i].digest = b->req->digests[i];
         rs[i].status = batch_answer_status(&a->st[i], code, message);
@@ -609,7 +609,7 @@ static int read_item_start(struct batch_read *b, size_t i)
     struct read_item *it = &b->items[i];
     struct blob_key k;
     int rc = rpc_digest_cas_key(b->req->digests[i], &k);
-    it->malformed = rc < 0;
+    it->why = entry_field_message(rc);
     it->b = b;
     it->f.rc = b->c->rc;
     it->f.max = BATCH_LIMIT;
