@@ -297,16 +297,23 @@ static int thread_put(struct ring_core *core, struct blob_core *bc, const struct
     return c.res;
 }
 
-static void *worker_main(void *arg)
+/* A small ring of its own for a worker thread (core <index>), or NULL. */
+static struct ring_core *thread_ring(uint32_t index)
 {
-    struct worker *wk = arg;
     struct ring_core_options ro;
     ring_core_options_default(&ro);
     ro.recv_buf_count = 16;
     ro.recv_buf_size = 4096;
     struct ring_core *core;
     char why[256];
-    if (ring_core_create(&ro, wk->index, &core, why, sizeof(why)) < 0) {
+    return ring_core_create(&ro, index, &core, why, sizeof(why)) < 0 ? NULL : core;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *wk = arg;
+    struct ring_core *core = thread_ring(wk->index);
+    if (!core) {
         wk->errors++;
         return NULL;
     }
@@ -587,13 +594,8 @@ static void hot_fill(uint8_t *buf, uint32_t i)
 static void *hot_main(void *arg)
 {
     struct hot_worker *wk = arg;
-    struct ring_core_options ro;
-    ring_core_options_default(&ro);
-    ro.recv_buf_count = 16;
-    ro.recv_buf_size = 4096;
-    struct ring_core *core;
-    char why[256];
-    if (ring_core_create(&ro, wk->index, &core, why, sizeof(why)) < 0) {
+    struct ring_core *core = thread_ring(wk->index);
+    if (!core) {
         HOT_ERR(wk, -1);
         atomic_store(wk->writer_done, true); /* the other thread stops too */
         return NULL;

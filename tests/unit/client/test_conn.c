@@ -136,6 +136,18 @@ Test(client_conn, close_fails_calls_in_flight_before_reporting)
     fake_stop(f);
 }
 
+/* <out>: a name that resolved to 127.0.0.1:<first>, then 127.0.0.1:<second>. */
+static void two_addrs(uint16_t first, uint16_t second, struct client_addr *out)
+{
+    struct client_addr next;
+    fake_addr(first, out);
+    fake_addr(second, &next);
+    cr_assert(eq(u32, out->count, 1));
+    out->addrs[1] = next.addrs[0];
+    out->lens[1] = next.lens[0];
+    out->count = 2;
+}
+
 /* A name with several addresses (localhost: ::1, then 127.0.0.1): the first one refuses, the
  * connect moves on to the next, and the call goes through. */
 Test(client_conn, refused_address_moves_on_to_the_next)
@@ -144,19 +156,8 @@ Test(client_conn, refused_address_moves_on_to_the_next)
     uint16_t refused;
     close(fake_silent_listener(&refused)); /* nothing listens there any more */
     struct client_addr addr;
-    struct client_addr good;
-    fake_addr(refused, &addr);
-    fake_addr(fake_port(f), &good);
-    cr_assert(eq(u32, addr.count, 1));
-    addr.addrs[1] = good.addrs[0];
-    addr.lens[1] = good.lens[0];
-    addr.count = 2;
-    struct tctx *t = tctx_new();
-    struct client_conn_options co;
-    client_conn_options_default(&co);
-    t->conn.user = t;
-    t->conn_closed = false;
-    cr_assert(eq(int, client_conn_open(&t->conn, &t->cl, &addr, &co, tctx_conn_closed), 0));
+    two_addrs(refused, fake_port(f), &addr);
+    struct tctx *t = tctx_open_addr(&addr, 5000);
     struct client_unary u;
     client_unary_init(&u, &t->cl);
     struct done_flag d = { 0 };
@@ -175,16 +176,8 @@ Test(client_conn, every_address_refused_fails_with_the_last_error)
     uint16_t refused;
     close(fake_silent_listener(&refused));
     struct client_addr addr;
-    fake_addr(refused, &addr);
-    addr.addrs[1] = addr.addrs[0];
-    addr.lens[1] = addr.lens[0];
-    addr.count = 2;
-    struct tctx *t = tctx_new();
-    struct client_conn_options co;
-    client_conn_options_default(&co);
-    t->conn.user = t;
-    t->conn_closed = false;
-    cr_assert(eq(int, client_conn_open(&t->conn, &t->cl, &addr, &co, tctx_conn_closed), 0));
+    two_addrs(refused, refused, &addr);
+    struct tctx *t = tctx_open_addr(&addr, 5000);
     tctx_wait(t, &t->conn_closed, 5000);
     cr_assert(eq(int, t->conn_reason, -ECONNREFUSED));
     tctx_close(t);

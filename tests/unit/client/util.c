@@ -30,19 +30,24 @@ struct tctx *tctx_new(void)
     return t;
 }
 
-struct tctx *tctx_open(uint16_t port, uint32_t io_timeout_ms)
+struct tctx *tctx_open_addr(const struct client_addr *addr, uint32_t io_timeout_ms)
 {
     struct tctx *t = tctx_new();
-    struct client_addr addr;
-    fake_addr(port, &addr);
     struct client_conn_options co;
     client_conn_options_default(&co);
     co.io_timeout_ms = io_timeout_ms;
     co.connect_timeout_ms = io_timeout_ms;
     t->conn.user = t;
     t->conn_closed = false;
-    cr_assert(eq(int, client_conn_open(&t->conn, &t->cl, &addr, &co, tctx_conn_closed), 0));
+    cr_assert(eq(int, client_conn_open(&t->conn, &t->cl, addr, &co, tctx_conn_closed), 0));
     return t;
+}
+
+struct tctx *tctx_open(uint16_t port, uint32_t io_timeout_ms)
+{
+    struct client_addr addr;
+    fake_addr(port, &addr);
+    return tctx_open_addr(&addr, io_timeout_ms);
 }
 
 void tctx_wait(struct tctx *t, const bool *flag, uint32_t ms)

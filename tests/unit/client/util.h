@@ -26,6 +26,9 @@ struct tctx {
 /* Creates the ring and client and opens the connection to 127.0.0.1:<port>. */
 struct tctx *tctx_open(uint16_t port, uint32_t io_timeout_ms);
 
+/* Like tctx_open, to every address of <addr> in turn. */
+struct tctx *tctx_open_addr(const struct client_addr *addr, uint32_t io_timeout_ms);
+
 /* Like tctx_open without a connection. */
 struct tctx *tctx_new(void);
 
