@@ -71,6 +71,9 @@ extern const char *const bench_op_names[BENCH_OP_COUNT];
 #define BENCH_ERR_LOCAL 3 /* a local -errno (timeout, reset, a response that did not check) */
 #define BENCH_ERR_KEYS  32
 
+/* The longest --duration and --warmup: 720 hours. */
+#define BENCH_DURATION_MAX_MS (720ull * 3600 * 1000)
+
 struct bench_err {
     uint8_t kind;   /* BENCH_ERR_* */
     int32_t code;   /* status or positive errno */

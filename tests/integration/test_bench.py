@@ -215,6 +215,16 @@ class BenchCliTest(unittest.TestCase):
             self.assertEqual(p.returncode, 2, args)
             self.assertIn("ringcas bench:", p.stderr.decode())
 
+    def test_huge_durations_and_rates_are_usage_errors(self):
+        # Nanoseconds past 64 bits: a run that never ended, or ended at once.
+        for args, what in ((["--duration", "99999999999h"], "--duration: at most 720h"),
+                           (["--warmup", "721h"], "--warmup: at most 720h"),
+                           (["--rate", "1000000001"], "--rate: at most 1000000000")):
+            p = subprocess.run([harness.binary(), "bench", "--server", "127.0.0.1:1"] + args,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(what, p.stderr.decode())
+
     def test_unreachable_server_is_exit_5(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
