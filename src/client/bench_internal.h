@@ -256,9 +256,7 @@ struct bench_thread {
     uint64_t large_next;              /* build mix: next prepared large blob */
     struct ring_op *pace_op;          /* open loop: the pacing timeout in flight */
     struct __kernel_timespec pace_ts; /* its absolute time (read at submit) */
-    uint64_t arrival_next;            /* open loop: index of the next arrival */
-    uint64_t interval_ns;             /* ... this thread's interval between arrivals */
-    uint64_t phase_ns;                /* ... its offset from the others' */
+    uint64_t arrival_next;            /* open loop: index of this thread's next arrival */
     struct ring_timer end_timer;      /* ends the run phase */
     int fatal;                        /* a set-up or local error that stopped the thread */
     char fatal_text[200];

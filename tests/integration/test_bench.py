@@ -164,6 +164,19 @@ class BenchTest(harness.ServerTestCase):
         check_latency(self, r["latency_ns"], "open loop")
         self.server.wait_quiet(extra=QUIET_ACTIVE)
 
+    def test_open_loop_rate_is_kept_when_threads_do_not_divide_it(self):
+        # Each thread paced itself at rate / threads rounded down: 15 over 8 threads sent 8
+        # a second. One schedule dealt to the threads keeps 15.
+        rc, out, err = bench(self.server.address, "--workload", "http-get", "--json",
+                             "--rate", "15", "--threads", "8", "--concurrency", "2")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        # 15 arrivals/s over a 2 s window: 30 (the window's edges cut one or two).
+        self.assertGreaterEqual(r["arrivals"], 27, out)
+        self.assertLessEqual(r["arrivals"], 31, out)
+        self.assertEqual(r["arrivals_late"], 0, out)
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
+
     def test_text_report_and_environment_twins(self):
         rc, out, err = bench(self.server.address, env={"RINGCAS_WORKLOAD": "http-put",
                                                        "RINGCAS_SIZE": "1KiB"})
