@@ -9,12 +9,14 @@ with its RINGCAS_* twin, flags have environment twins, the text report, open loo
 rate, and an unreachable server (exit status 5).
 """
 
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import harness
@@ -238,6 +240,38 @@ class BenchCliTest(unittest.TestCase):
             self.assertEqual(p.returncode, 2, args)
             self.assertIn(what, p.stderr.decode())
 
+    def test_http_error_reports_the_bodys_reason_whole(self):
+        # Any HTTP server (--path): each answer is a 503 whose body says why, at more length
+        # than the 160 bytes the first error used to keep. The report said "HTTP 503" only.
+        reason = "busy: " + "the reason, " * 30 + "end"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = (reason + "\n").encode()
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload", "http-get",
+                                 "--path", "/x", "--threads", "1", "--concurrency", "2",
+                                 "--duration", "500ms", "--json")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["errors_by_status"].get("http 503", 0), 0, out)
+        self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + reason[:255])
+
     def test_unreachable_server_is_exit_5(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -295,6 +329,25 @@ class BenchDrainTest(unittest.TestCase):
         r = json.loads(out)
         self.assertGreater(r["ops"]["ByteStream.Write"]["ok"], 0, out)
         self.assertNotIn("local ECANCELED", r["errors_by_status"], err)
+
+
+class BenchSmallStoreTest(harness.ServerTestCase):
+    """A store too small for the blobs: uploads are refused, each with the server's reason, by
+    gRPC (RESOURCE_EXHAUSTED) and HTTP (413) alike. HTTP said only "HTTP 413"."""
+
+    server_args = ("--max-size", "8MiB")
+
+    def test_uploads_larger_than_the_store_takes_say_so(self):
+        for workload, status in (("bs-write", "grpc RESOURCE_EXHAUSTED"), ("http-put", "http 413")):
+            rc, out, err = bench(self.server.address, "--workload", workload, "--size", "4MiB",
+                                 "--threads", "1", "--concurrency", "2", "--duration", "500ms",
+                                 "--json")
+            self.assertEqual(rc, 1, out + err)
+            r = json.loads(out)
+            self.assertEqual(r["requests"], 0, out)
+            self.assertEqual(list(r["errors_by_status"]), [status], out)
+            self.assertIn("larger than this store takes", r["first_error"])
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
 
 
 class BenchRefusalsTest(harness.ServerTestCase):
