@@ -30,6 +30,7 @@ WORKLOADS = ("bs-read", "bs-write", "batch-read", "batch-update", "find-missing"
 QUIET = ("grpc_calls", "h2_streams", "bs_readers", "bs_uploads", "grpc_pins")
 # The same while uploads may be parked (a run that ends with a write in flight, as the mix can).
 QUIET_ACTIVE = tuple(g for g in QUIET if g != "bs_uploads")
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
 
 
 def bench(server, *args, env=None, timeout=300):
@@ -221,6 +222,11 @@ class BenchCliTest(unittest.TestCase):
                 self.assertIn("RINGCAS_", line, line)
         for f in ("--rate", "--concurrency", "--threads", "--conns", "--json", "--workload"):
             self.assertIn(f, flags)
+        # docs/bench.md's flag table has every flag (--instance and --workload were missing).
+        with open(os.path.join(DOCS, "bench.md")) as f:
+            doc = f.read()
+        for flag in flags:
+            self.assertIn("| `%s" % flag, doc, "%s is not in docs/bench.md's flag table" % flag)
 
     def test_bad_flags_are_usage_errors(self):
         for args in (["--workload", "nope"], ["--threads", "0"], ["--data", "zeros"],
