@@ -197,6 +197,10 @@ static const char *options_problem(const struct client_bench_options *o, int w)
     if (o->conns < 1 || o->conns > 1024) return "--conns: 1 to 1024";
     if (o->concurrency < 1 || o->concurrency > 4096) return "--concurrency: 1 to 4096";
     if (o->duration_ms == 0) return "--duration: must be more than 0";
+    /* The run's times are nanoseconds in 64 bits: longer windows overflowed into a run that
+     * never ended (99999999999h) or ended at once. A month is past any benchmark. */
+    if (o->duration_ms > BENCH_DURATION_MAX_MS) return "--duration: at most 720h";
+    if (o->warmup_ms > BENCH_DURATION_MAX_MS) return "--warmup: at most 720h";
     if (o->size > (1ull << 30)) return "--size: at most 1GiB";
     if (o->batch < 1 || o->batch > 10000) return "--batch: 1 to 10000";
     if (o->blobs < 1 || o->blobs > 10000000) return "--blobs: 1 to 10000000";
@@ -209,6 +213,9 @@ static const char *options_problem(const struct client_bench_options *o, int w)
     if (o->timeout_ms == 0 || o->timeout_ms > UINT32_MAX) return "--timeout: more than 0";
     if (o->deadline_ms > UINT32_MAX) return "--deadline: too long";
     if (o->rate > 0 && o->rate < o->threads) return "--rate: at least one per thread";
+    /* One arrival a nanosecond, the clock's unit (and what keeps the schedule's arithmetic
+     * in 64 bits, bench_run.c). */
+    if (o->rate > BASE_NS_PER_S) return "--rate: at most 1000000000";
     if (o->path && (o->path[0] != '/' || strlen(o->path) > 1024)) return "--path: /...";
     if (o->path && !is_http((enum bench_workload)w)) return "--path: HTTP workloads only";
     bool batch = w == BENCH_W_BATCH_READ || w == BENCH_W_BATCH_UPDATE;

@@ -70,6 +70,12 @@ extern const char *const bench_op_names[BENCH_OP_COUNT];
 #define BENCH_ERR_HTTP  2 /* an HTTP status other than 2xx */
 #define BENCH_ERR_LOCAL 3 /* a local -errno (timeout, reset, a response that did not check) */
 #define BENCH_ERR_KEYS  32
+/* An error's description: the op, the status's name and code, and the server's whole message
+ * (its grpc-message, or an HTTP answer's body). */
+#define BENCH_ERROR_TEXT_MAX (CLIENT_MESSAGE_MAX + 96)
+
+/* The longest --duration and --warmup: 720 hours. */
+#define BENCH_DURATION_MAX_MS (720ull * 3600 * 1000)
 
 struct bench_err {
     uint8_t kind;   /* BENCH_ERR_* */
@@ -90,14 +96,14 @@ struct bench_stats {
     struct bench_op_stats ops[BENCH_OP_COUNT];
     struct client_hist small; /* requests that moved only blobs < 64 KiB */
     struct bench_err errs[BENCH_ERR_KEYS];
-    uint32_t err_count;     /* entries of errs[] used */
-    uint64_t err_other;     /* errors past BENCH_ERR_KEYS distinct keys */
-    uint64_t arrivals;      /* work units (requests or actions) completed */
-    uint64_t arrivals_late; /* open loop: arrivals due before the end, never
-                               started (the server fell behind) */
-    uint64_t hits;          /* build mix: action-cache hits */
-    uint64_t misses;        /* build mix: misses */
-    char first_error[160];  /* the first error's description */
+    uint32_t err_count;                     /* entries of errs[] used */
+    uint64_t err_other;                     /* errors past BENCH_ERR_KEYS distinct keys */
+    uint64_t arrivals;                      /* work units (requests or actions) completed */
+    uint64_t arrivals_late;                 /* open loop: arrivals due before the end, never
+                                               started (the server fell behind) */
+    uint64_t hits;                          /* build mix: action-cache hits */
+    uint64_t misses;                        /* build mix: misses */
+    char first_error[BENCH_ERROR_TEXT_MAX]; /* the first error's description, whole */
 };
 
 /* A blob of the seeded set (or of the data pool): where its bytes are, and its digest. */
@@ -253,9 +259,7 @@ struct bench_thread {
     uint64_t large_next;              /* build mix: next prepared large blob */
     struct ring_op *pace_op;          /* open loop: the pacing timeout in flight */
     struct __kernel_timespec pace_ts; /* its absolute time (read at submit) */
-    uint64_t arrival_next;            /* open loop: index of the next arrival */
-    uint64_t interval_ns;             /* ... this thread's interval between arrivals */
-    uint64_t phase_ns;                /* ... its offset from the others' */
+    uint64_t arrival_next;            /* open loop: index of this thread's next arrival */
     struct ring_timer end_timer;      /* ends the run phase */
     int fatal;                        /* a set-up or local error that stopped the thread */
     char fatal_text[200];

@@ -198,9 +198,33 @@ struct client_conn *bench_run_conn(struct bench_slot *s)
 
 /* ---- pacing (open loop) ---- */
 
+/*
+ * The arrivals of all threads form one schedule: arrival j is due j / rate seconds after the
+ * start, and thread <index> takes j = k * threads + index. Each thread used to pace itself
+ * at rate / threads a second, rounded down: --rate 7 --threads 4 sent 4 a second, and the
+ * report said 7. Split in whole seconds and the rest so that nothing overflows
+ * (rate <= 1e9, checked in bench.c).
+ */
+static uint64_t schedule_ns(uint64_t rate, uint64_t j)
+{
+    return j / rate * BASE_NS_PER_S + j % rate * BASE_NS_PER_S / rate;
+}
+
+/* How many arrivals of the schedule are due at or before <offset_ns> after the start. */
+static uint64_t schedule_due(uint64_t rate, uint64_t offset_ns)
+{
+    uint64_t secs = offset_ns / BASE_NS_PER_S;
+    uint64_t rest = offset_ns % BASE_NS_PER_S;
+    /* Arrival secs * rate + m is due when floor(m * 1e9 / rate) <= rest, that is when
+     * m * 1e9 < (rest + 1) * rate: a ceiling division, at most one second's worth. */
+    uint64_t m = ((rest + 1) * rate + BASE_NS_PER_S - 1) / BASE_NS_PER_S;
+    return secs * rate + (m < rate ? m : rate);
+}
+
 static uint64_t arrival_ns(const struct bench_thread *t, uint64_t k)
 {
-    return t->plan->start_ns + t->phase_ns + k * t->interval_ns;
+    uint64_t j = k * t->plan->thread_count + t->index;
+    return t->plan->start_ns + schedule_ns(t->plan->o.rate, j);
 }
 
 static void pace(struct bench_thread *t);
@@ -362,10 +386,9 @@ static int run_phase(struct bench_thread *t)
         if (rc < 0) return rc;
     }
     if (p->o.rate > 0) {
-        uint64_t due = 0;
-        if (p->end_ns > p->start_ns + t->phase_ns) {
-            due = (p->end_ns - p->start_ns - t->phase_ns) / t->interval_ns + 1;
-        }
+        /* This thread's share of the arrivals due by the end: j % threads == index. */
+        uint64_t all = schedule_due(p->o.rate, p->end_ns - p->start_ns);
+        uint64_t due = all > t->index ? (all - t->index - 1) / p->thread_count + 1 : 0;
         if (due > t->arrival_next) t->stats.arrivals_late = due - t->arrival_next;
     }
     return 0;
@@ -416,12 +439,6 @@ struct bench_thread *bench_run_create(struct bench_plan *plan, uint32_t index)
         return NULL;
     }
     bench_stats_reset(&t->stats);
-    if (plan->o.rate > 0) {
-        uint64_t per_thread = plan->o.rate / plan->thread_count;
-        t->interval_ns = BASE_NS_PER_S / (per_thread ? per_thread : 1);
-        if (t->interval_ns == 0) t->interval_ns = 1;
-        t->phase_ns = t->interval_ns * index / plan->thread_count;
-    }
     return t;
 }
 

@@ -95,7 +95,7 @@ static void call_outcome(const struct client_call *c, uint8_t *kind, int32_t *co
 static bool finish_request(struct bench_slot *s, uint8_t kind, int32_t code, bool expected,
                            const char *detail)
 {
-    char what[CLIENT_MESSAGE_MAX + 96]; /* op, status name, code and the whole message */
+    char what[BENCH_ERROR_TEXT_MAX];
     if (kind != 0 || code != 0) {
         const char *name = kind == BENCH_ERR_GRPC   ? proto_status_name(code)
                            : kind == BENCH_ERR_HTTP ? "HTTP"
@@ -342,7 +342,10 @@ static void h1_done(struct client_h1 *h)
             code = EBADMSG;
         }
     }
-    after_request(s, finish_request(s, kind, code, false, NULL));
+    /* An error answer's body is the server's reason (ringcas: "blob of N bytes is larger
+     * than this store takes ..."), as a gRPC status's message is. */
+    after_request(
+        s, finish_request(s, kind, code, false, kind == BENCH_ERR_HTTP ? h->result.message : NULL));
 }
 
 /* ---- the build mix ---- */

@@ -42,6 +42,7 @@ void client_h1_parse_reset(struct client_h1 *h, uint8_t method)
     h->keep_alive = true;
     h->result.status = 0;
     h->result.body_len = 0;
+    h->result.message[0] = '\0';
 }
 
 /* The value of field <name> in the head's field lines [p, end), or NULL. */
@@ -188,14 +189,36 @@ static int chunk_size(struct client_h1 *h)
     return 0;
 }
 
+/*
+ * Keeps the start of an error answer's body: a load generator counts bodies, it does not
+ * store them, but a 413 or 507 says why in its body, and "HTTP 507" alone does not. Line
+ * breaks become spaces and other control bytes '?', so the reason prints on one line.
+ */
+static void keep_message(struct client_h1 *h, const uint8_t *p, size_t len)
+{
+    if (h->result.status >= 200 && h->result.status <= 299) return;
+    char *m = h->result.message;
+    size_t have = strlen(m);
+    /* Bounded by the room left. */
+    for (size_t i = 0; i < len && have + 1 < CLIENT_H1_MESSAGE_MAX; i++) {
+        char c = (char)p[i];
+        if (c == '\r' || c == '\n' || c == '\t') c = ' ';
+        if ((unsigned char)c < 0x20 || c == 0x7f) c = '?';
+        m[have++] = c;
+    }
+    m[have] = '\0';
+}
+
 /* Body bytes of a Content-Length body, a chunk or an until-close body. */
-static int64_t take_body(struct client_h1 *h, size_t len)
+static int64_t take_body(struct client_h1 *h, const uint8_t *p, size_t len)
 {
     if (h->pstate == CLIENT_H1_P_UNTIL_EOF) {
+        keep_message(h, p, len);
         h->result.body_len += len;
         return (int64_t)len;
     }
     size_t n = h->body_left < len ? (size_t)h->body_left : len;
+    keep_message(h, p, n);
     h->body_left -= n;
     h->result.body_len += n;
     if (h->body_left == 0) {
@@ -240,7 +263,7 @@ int64_t client_h1_parse(struct client_h1 *h, const uint8_t *p, size_t len)
         case CLIENT_H1_P_LENGTH:
         case CLIENT_H1_P_CHUNK_DATA:
         case CLIENT_H1_P_UNTIL_EOF:
-            n = take_body(h, len - used);
+            n = take_body(h, p + used, len - used);
             break;
         default:
             n = take_chunk_line(h, p + used, len - used);
@@ -298,6 +321,11 @@ static void h1_finish(struct client_h1 *h)
     ASSERT(h->active);
     h->active = false;
     h->timing.end_ns = base_clock_now_ns();
+    /* The body's trailing line break is no part of the reason. Bounded by its length. */
+    size_t len = strlen(h->result.message);
+    while (len > 0 && h->result.message[len - 1] == ' ') {
+        h->result.message[--len] = '\0';
+    }
     h->done(h);
 }
 

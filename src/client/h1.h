@@ -33,9 +33,10 @@
 #include "client/connect.h"
 #include "ring/conn.h"
 
-#define CLIENT_H1_PATH_MAX  2048u       /* request-target bytes */
-#define CLIENT_H1_EXTRA_MAX 512u        /* extra header field lines */
-#define CLIENT_H1_HEAD_MAX  (16u << 10) /* response head (status line and fields) */
+#define CLIENT_H1_PATH_MAX    2048u       /* request-target bytes */
+#define CLIENT_H1_EXTRA_MAX   512u        /* extra header field lines */
+#define CLIENT_H1_HEAD_MAX    (16u << 10) /* response head (status line and fields) */
+#define CLIENT_H1_MESSAGE_MAX 256u        /* an error answer's body kept, NUL included */
 
 enum client_h1_method {
     CLIENT_H1_GET = 0,
@@ -74,6 +75,9 @@ struct client_h1_result {
                           (malformed response), -ECANCELED (client_h1_close) */
     int status;        /* the HTTP status code; 0 when no response head arrived */
     uint64_t body_len; /* body bytes received (decoded when chunked) */
+    /* A status other than 2xx: the start of its body, the server's reason ("blob of N bytes
+     * is larger than this store takes ..."), on one line, NUL-terminated; "" otherwise. */
+    char message[CLIENT_H1_MESSAGE_MAX];
 };
 
 struct client_h1_timing {

@@ -9,12 +9,14 @@ with its RINGCAS_* twin, flags have environment twins, the text report, open loo
 rate, and an unreachable server (exit status 5).
 """
 
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import harness
@@ -28,6 +30,7 @@ WORKLOADS = ("bs-read", "bs-write", "batch-read", "batch-update", "find-missing"
 QUIET = ("grpc_calls", "h2_streams", "bs_readers", "bs_uploads", "grpc_pins")
 # The same while uploads may be parked (a run that ends with a write in flight, as the mix can).
 QUIET_ACTIVE = tuple(g for g in QUIET if g != "bs_uploads")
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
 
 
 def bench(server, *args, env=None, timeout=300):
@@ -164,6 +167,19 @@ class BenchTest(harness.ServerTestCase):
         check_latency(self, r["latency_ns"], "open loop")
         self.server.wait_quiet(extra=QUIET_ACTIVE)
 
+    def test_open_loop_rate_is_kept_when_threads_do_not_divide_it(self):
+        # Each thread paced itself at rate / threads rounded down: 15 over 8 threads sent 8
+        # a second. One schedule dealt to the threads keeps 15.
+        rc, out, err = bench(self.server.address, "--workload", "http-get", "--json",
+                             "--rate", "15", "--threads", "8", "--concurrency", "2")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        # 15 arrivals/s over a 2 s window: 30 (the window's edges cut one or two).
+        self.assertGreaterEqual(r["arrivals"], 27, out)
+        self.assertLessEqual(r["arrivals"], 31, out)
+        self.assertEqual(r["arrivals_late"], 0, out)
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
+
     def test_text_report_and_environment_twins(self):
         rc, out, err = bench(self.server.address, env={"RINGCAS_WORKLOAD": "http-put",
                                                        "RINGCAS_SIZE": "1KiB"})
@@ -206,6 +222,11 @@ class BenchCliTest(unittest.TestCase):
                 self.assertIn("RINGCAS_", line, line)
         for f in ("--rate", "--concurrency", "--threads", "--conns", "--json", "--workload"):
             self.assertIn(f, flags)
+        # docs/bench.md's flag table has every flag (--instance and --workload were missing).
+        with open(os.path.join(DOCS, "bench.md")) as f:
+            doc = f.read()
+        for flag in flags:
+            self.assertIn("| `%s" % flag, doc, "%s is not in docs/bench.md's flag table" % flag)
 
     def test_bad_flags_are_usage_errors(self):
         for args in (["--workload", "nope"], ["--threads", "0"], ["--data", "zeros"],
@@ -214,6 +235,48 @@ class BenchCliTest(unittest.TestCase):
                                stderr=subprocess.PIPE)
             self.assertEqual(p.returncode, 2, args)
             self.assertIn("ringcas bench:", p.stderr.decode())
+
+    def test_huge_durations_and_rates_are_usage_errors(self):
+        # Nanoseconds past 64 bits: a run that never ended, or ended at once.
+        for args, what in ((["--duration", "99999999999h"], "--duration: at most 720h"),
+                           (["--warmup", "721h"], "--warmup: at most 720h"),
+                           (["--rate", "1000000001"], "--rate: at most 1000000000")):
+            p = subprocess.run([harness.binary(), "bench", "--server", "127.0.0.1:1"] + args,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(what, p.stderr.decode())
+
+    def test_http_error_reports_the_bodys_reason_whole(self):
+        # Any HTTP server (--path): each answer is a 503 whose body says why, at more length
+        # than the 160 bytes the first error used to keep. The report said "HTTP 503" only.
+        reason = "busy: " + "the reason, " * 30 + "end"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = (reason + "\n").encode()
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload", "http-get",
+                                 "--path", "/x", "--threads", "1", "--concurrency", "2",
+                                 "--duration", "500ms", "--json")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["errors_by_status"].get("http 503", 0), 0, out)
+        self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + reason[:255])
 
     def test_unreachable_server_is_exit_5(self):
         s = socket.socket()
@@ -272,6 +335,25 @@ class BenchDrainTest(unittest.TestCase):
         r = json.loads(out)
         self.assertGreater(r["ops"]["ByteStream.Write"]["ok"], 0, out)
         self.assertNotIn("local ECANCELED", r["errors_by_status"], err)
+
+
+class BenchSmallStoreTest(harness.ServerTestCase):
+    """A store too small for the blobs: uploads are refused, each with the server's reason, by
+    gRPC (RESOURCE_EXHAUSTED) and HTTP (413) alike. HTTP said only "HTTP 413"."""
+
+    server_args = ("--max-size", "8MiB")
+
+    def test_uploads_larger_than_the_store_takes_say_so(self):
+        for workload, status in (("bs-write", "grpc RESOURCE_EXHAUSTED"), ("http-put", "http 413")):
+            rc, out, err = bench(self.server.address, "--workload", workload, "--size", "4MiB",
+                                 "--threads", "1", "--concurrency", "2", "--duration", "500ms",
+                                 "--json")
+            self.assertEqual(rc, 1, out + err)
+            r = json.loads(out)
+            self.assertEqual(r["requests"], 0, out)
+            self.assertEqual(list(r["errors_by_status"]), [status], out)
+            self.assertIn("larger than this store takes", r["first_error"])
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
 
 
 class BenchRefusalsTest(harness.ServerTestCase):

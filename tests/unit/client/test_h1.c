@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -55,6 +56,33 @@ Test(client_h1, parses_every_framing_in_every_split)
         }
     }
     cr_assert(eq(int, ph.result.status, 201));
+}
+
+Test(client_h1, an_error_answers_body_is_kept_as_its_reason)
+{
+    /* ringcas bench reported "HTTP 413" without the server's reason, which is in the body. */
+    static const char *const errs[] = {
+        "HTTP/1.1 413 Content Too Large\r\nContent-Length: 18\r\n\r\nblob is\ttoo large\n",
+        ("HTTP/1.1 507 Insufficient Storage\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nblob is\t\r\n"
+         "b\r\ntoo large\r\n\r\n0\r\n\r\n"),
+    };
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+        for (size_t step = 1; step <= strlen(errs[i]); step++) {
+            cr_assert(eq(i64, feed(errs[i], CLIENT_H1_PUT, step), (int64_t)strlen(errs[i])));
+            /* Line breaks and tabs are spaces (the trailing ones go when the request ends). */
+            cr_assert(eq(str, ph.result.message, i ? "blob is too large  " : "blob is too large "),
+                      "case %zu step %zu: '%s'", i, step, ph.result.message);
+        }
+    }
+    /* A long body is cut to the room; a 2xx body is never kept. */
+    static char big[1200];
+    int n = snprintf(big, sizeof(big), "HTTP/1.1 503 Busy\r\nContent-Length: 1000\r\n\r\n");
+    memset(big + n, 'x', 1000);
+    cr_assert(eq(i64, feed(big, CLIENT_H1_GET, 7), (int64_t)strlen(big)));
+    cr_assert(eq(sz, strlen(ph.result.message), CLIENT_H1_MESSAGE_MAX - 1));
+    cr_assert(
+        eq(i64, feed("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", CLIENT_H1_GET, 1), 40));
+    cr_assert(eq(str, ph.result.message, ""));
 }
 
 Test(client_h1, keep_alive_and_close)
