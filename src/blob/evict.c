@@ -82,7 +82,10 @@ static void update_budget(struct blob_store *s)
     uint64_t ceiling = s->opts.max_size;
     int rc = s->io->ops->space ? s->io->ops->space(s->io, &avail, &total) : -ENOTSUP;
     if (rc == 0) {
-        uint64_t disk = blob_store_used(s);
+        /* The active segments' reserved tails are not free, nor in the segments' bytes: left
+         * out, they came off the budget, and the limit then took the active segments' room
+         * off again (a segment per core less kept than the disk holds). */
+        uint64_t disk = blob_store_used(s) + blob_segment_unwritten(&s->segs);
         uint64_t margin = total / 64;
         uint64_t room = disk + avail > margin ? disk + avail - margin : 0;
         if (room < budget) budget = room;

@@ -50,6 +50,8 @@ struct blob_seg {
     int fd;                    /* buffered read-only fd, closed with the last reference */
     const uint8_t *map;        /* the file mapped read-only (map_len bytes), or NULL */
     _Atomic uint64_t bytes;    /* bytes on disk */
+    _Atomic uint64_t reserved; /* blocks fallocate reserved (the file takes the larger of this
+                                * and <bytes>); 0 once the seal gave the unused tail back */
     _Atomic uint32_t refs;     /* the table's reference + readers' + refresh queues' pins */
     uint32_t pins;             /* cores whose refresh queue pins it, under the table lock */
     uint8_t state;             /* enum blob_seg_state, under the table lock */
@@ -113,6 +115,14 @@ void blob_segment_set(struct blob_segs *t, struct blob_seg *seg, enum blob_seg_s
                       uint64_t bytes);
 /* Updates a live segment's size. */
 void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t bytes);
+/* Records the blocks fallocate reserved for <seg> (0: none, or given back by the seal). */
+void blob_segment_set_reserved(struct blob_seg *seg, uint64_t reserved);
+/*
+ * Blocks the live segments' files take past their bytes: the unwritten tail of a segment
+ * reserved whole when it opened (the active ones; sealed ones on a kernel that cannot give it
+ * back). Neither free on the disk nor in disk_bytes. Takes the lock; the evictor's.
+ */
+uint64_t blob_segment_unwritten(struct blob_segs *t);
 /*
  * Picks the oldest sealed or abandoned segment, marks it dead (lookups miss at once) and
  * returns it with a reference, or NULL.
@@ -339,6 +349,7 @@ struct blob_writer {
     int wfd;                           /* write fd (O_DIRECT when possible), -1 when none */
     int rfd;                           /* read fd handed to the table */
     bool direct;                       /* wfd has O_DIRECT */
+    bool reserved;                     /* the opening's fallocate reserved the whole segment */
     char name[32];                     /* file name being opened */
     uint8_t open_step;                 /* where the opening sequence is (writer.c open_step) */
     uint64_t end;                      /* logical end: where the next record goes */

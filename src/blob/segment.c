@@ -161,6 +161,7 @@ struct blob_seg *blob_segment_add(struct blob_segs *t, uint64_t seq, int fd, uin
     ASSERT(seg->pins == 0); /* a spare's last pin went before its last reference */
     seg->state = (uint8_t)state;
     atomic_store(&seg->bytes, bytes);
+    atomic_store(&seg->reserved, 0);
     base_list_init(&seg->link);
     base_list_init(&seg->pin_link);
     atomic_store(&seg->refs, 1);
@@ -427,6 +428,27 @@ void blob_segment_set_bytes(struct blob_segs *t, struct blob_seg *seg, uint64_t 
     pthread_mutex_lock(&t->lock);
     if (seg->state != BLOB_SEG_DEAD) seg_set_bytes_locked(t, seg, bytes);
     pthread_mutex_unlock(&t->lock);
+}
+
+void blob_segment_set_reserved(struct blob_seg *seg, uint64_t reserved)
+{
+    atomic_store(&seg->reserved, reserved);
+}
+
+uint64_t blob_segment_unwritten(struct blob_segs *t)
+{
+    uint64_t sum = 0;
+    pthread_mutex_lock(&t->lock);
+    /* Bounded by the table's capacity, as blob_segment_take_oldest. */
+    for (uint32_t i = 0; i < t->cap; i++) {
+        struct blob_seg *seg = atomic_load(&t->slots[i]);
+        if (!seg) continue;
+        uint64_t reserved = atomic_load(&seg->reserved);
+        uint64_t bytes = atomic_load(&seg->bytes);
+        if (reserved > bytes) sum += reserved - bytes;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return sum;
 }
 
 /* Marks <seg> dead under the lock; the caller owns the table's reference afterwards. */

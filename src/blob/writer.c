@@ -294,6 +294,7 @@ static void seal_trimmed(struct blob_aio *a, int32_t res)
         LOG_WARN("segment %llu: its unused tail stays reserved: %s", (unsigned long long)w->seq,
                  base_err_str(res));
     }
+    if (res == 0) blob_segment_set_reserved(w->seg, 0);
     seal_finish(w);
 }
 
@@ -502,6 +503,7 @@ static void open_ready(struct blob_writer *w)
         return;
     }
     w->rfd = -1; /* the table owns it now */
+    blob_segment_set_reserved(w->seg, w->reserved ? s->opts.segment_size : 0);
     /* The header block is the first thing the next write sends. */
     struct blob_seg_header h;
     blob_format_seg_header(&h, w->seq, w->bc->index);
@@ -553,7 +555,8 @@ static void open_step(struct blob_writer *w, int32_t res)
                                     .off = store_of(w)->opts.segment_size };
         w->open_step = 2;
         break;
-    case 2: /* the reservation, whatever came of it */
+    case 2: /* the reservation, whatever came of it (the budget counts what it took) */
+        w->reserved = res == 0;
         /* No atime updates on reads (see real_open): the server created the file, so the
          * kernel allows O_NOATIME. */
         req.flags = O_RDONLY | O_NOATIME;

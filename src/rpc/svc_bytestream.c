@@ -28,6 +28,7 @@
 #include "proto/bytestream.h"
 #include "proto/google/bytestream/bytestream.pb-c.h"
 #include "proto/resource.h"
+#include "ring/buf.h"
 #include "ring/server.h"
 #include "rpc/h2.h"
 #include "rpc/internal.h"
@@ -663,6 +664,14 @@ static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
         uint64_t max_ns = (uint64_t)c->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
         can_wait = max_ns == 0 || base_clock_now_ns() - st->wait_since_ns < max_ns;
     }
+    /*
+     * A waiting Write holds its client's bytes in the core's receive buffers. Once they run
+     * low, a connection holding input stops receiving (h2.c yield_bufs) until the engine takes
+     * it, and the upload waited for may be on that very connection (a client uploading a blob
+     * twice, clients behind one HTTP/2 proxy) or need a buffer itself: each would wait for the
+     * other. So then the Write stops waiting and uploads its own copy.
+     */
+    if (can_wait && c->rc->ring && ring_buf_is_low(c->rc->ring)) can_wait = false;
     enum blob_encoding enc = encoding_of(&st->res);
     int rc = !bc        ? -ENOSYS
              : can_wait ? blob_upload_begin_shared(bc, &k, enc, &st->u)

@@ -892,6 +892,69 @@ class DroppedConnection(harness.ServerTestCase):
             client.close()
 
 
+class WaitOnOneConnection(harness.ServerTestCase):
+    """A Write waiting for another upload of its blob holds its first message, and the bytes
+    its client sends after it, in receive buffers. When the core's buffers run low, a
+    connection whose calls hold input stops receiving until the engine takes it; but what a
+    waiting Write holds waits for the other upload, which may be on the same connection (one
+    client uploading a blob twice, or many clients behind one HTTP/2 proxy). Before, the
+    connection stopped, the upload waited for could not receive its next byte, and the two
+    waited for each other: forever with --read-timeout 0 (else for a read timeout, when the
+    Write gave up waiting), every other stream of the connection with them. Now a Write stops
+    waiting once the buffers run low, and uploads its own copy."""
+
+    server_cores = 1
+    server_args = ("--read-timeout", "0", "--recv-buffers", "64", "--recv-buffer-size", "16KiB")
+
+    @staticmethod
+    def message(data, offset, finish, name=None):
+        r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset, data=data,
+                      finish_write=finish)
+        if name:
+            r.resource_name = name
+        return h2raw.grpc_message(r.SerializeToString())
+
+    def test_an_upload_waited_for_on_the_same_connection_goes_on(self):
+        write = "/google.bytestream.ByteStream/Write"
+        data = os.urandom(1_000_000)
+        c = h2raw.Conn(self.server.port, window=1 << 22)
+        try:
+            c.frames_until(lambda f: f[0] == 4 and not f[1] & 1, timeout=10)  # its SETTINGS
+            waited = self.server.metric("ringcas_blob_uploads_waiting_total")
+            c.headers(1, h2raw.grpc_headers(write))
+            c.data_flow(1, self.message(data[:20_000], 0, False, blob_name(data, upload="a")))
+            harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") == 1,
+                             what="the first upload to begin")
+            c.headers(3, h2raw.grpc_headers(write))
+            c.data_flow(3, self.message(data[:20_000], 0, False, blob_name(data, upload="b")))
+            harness.wait_for(lambda: self.server.metric(
+                "ringcas_blob_uploads_waiting_total") > waited, what="the second one waiting")
+            # The waiting Write's client sends on, up to its stream's window: held as well,
+            # and more than three quarters of the core's 64 receive buffers.
+            for off in range(20_000, 950_000, 10_000):
+                c.send_frame(h2raw.DATA, 0, 3, self.message(data[off:off + 10_000], off, False))
+            # The first upload's rest, on the same connection: it must get there and commit.
+            c.data_flow(1, self.message(data[20_000:], 20_000, True), end_stream=True,
+                        timeout=30)
+            ends = [f for f in c.seen if f[0] == h2raw.HEADERS and f[1] & 1 and f[2] == 1]
+            if not ends:
+                ends = c.frames_until(lambda f: f[0] == h2raw.HEADERS and f[1] & 1 and f[2] == 1,
+                                      timeout=30)
+            self.assertTrue(ends, "the first upload was never answered")
+        finally:
+            c.close()
+        client = reapi.Client(self.server.address)
+        try:
+            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
+            self.assertEqual(b"".join(r.data for r in client.Read(req, timeout=30)), data)
+        finally:
+            client.close()
+        # The second one, cut off with its connection, is parked (the blob is there now).
+        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads")
+                         == self.server.metric("ringcas_bs_uploads_parked"),
+                         what="no upload left but a parked one")
+
+
 class ParkedDecoders(unittest.TestCase):
     """A parked zstd upload keeps its decoder, whose window a few bytes of frame header
     declare; parked ones hold at most half of the core's --zstd-memory, so uploads whose
