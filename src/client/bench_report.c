@@ -59,6 +59,17 @@ static void fmt_ns(char *out, size_t size, uint64_t ns)
     }
 }
 
+/* A latency of <h> for the text table: "-" when <h> holds no request (every one of its kind
+ * failed), where 0ns would read as a measured time. */
+static void fmt_lat(char *out, size_t size, const struct client_hist *h, uint64_t ns)
+{
+    if (h->count == 0) {
+        (void)snprintf(out, size, "-");
+    } else {
+        fmt_ns(out, size, ns);
+    }
+}
+
 static void err_name(const struct bench_err *e, char *out, size_t size)
 {
     if (e->kind == BENCH_ERR_GRPC) {
@@ -116,11 +127,11 @@ static void text_row(FILE *out, const char *name, const struct bench_op_stats *o
     char p999[16];
     char max[16];
     char mean[16];
-    fmt_ns(p50, sizeof(p50), client_hist_quantile(h, 500000));
-    fmt_ns(p99, sizeof(p99), client_hist_quantile(h, 990000));
-    fmt_ns(p999, sizeof(p999), client_hist_quantile(h, 999000));
-    fmt_ns(max, sizeof(max), h->max);
-    fmt_ns(mean, sizeof(mean), client_hist_mean(h));
+    fmt_lat(p50, sizeof(p50), h, client_hist_quantile(h, 500000));
+    fmt_lat(p99, sizeof(p99), h, client_hist_quantile(h, 990000));
+    fmt_lat(p999, sizeof(p999), h, client_hist_quantile(h, 999000));
+    fmt_lat(max, sizeof(max), h, h->max);
+    fmt_lat(mean, sizeof(mean), h, client_hist_mean(h));
     (void)fprintf(out, "%-19s %9" PRIu64 " %7" PRIu64 " %10.1f %9.1f %9s %9s %9s %9s %9s\n", name,
                   o ? o->ok : h->count, o ? o->errors : 0, (double)(o ? o->ok : h->count) / secs,
                   o ? (double)o->bytes / secs / 1e6 : 0.0, p50, p99, p999, max, mean);

@@ -353,6 +353,17 @@ class BenchSmallStoreTest(harness.ServerTestCase):
             self.assertEqual(r["requests"], 0, out)
             self.assertEqual(list(r["errors_by_status"]), [status], out)
             self.assertIn("larger than this store takes", r["first_error"])
+        # The text table: a kind whose every request failed has no latency, and prints "-"
+        # where it printed 0ns, which reads as a measured time.
+        rc, out, err = bench(self.server.address, "--workload", "http-put", "--size", "4MiB",
+                             "--threads", "1", "--concurrency", "2", "--duration", "500ms")
+        self.assertEqual(rc, 1, out + err)
+        row = [line for line in out.splitlines() if line.startswith("HTTP PUT")]
+        self.assertEqual(len(row), 1, out)
+        fields = row[0].split()  # HTTP PUT, ok, errors, req/s, MB/s, 5 latencies
+        self.assertEqual(fields[2], "0", out)
+        self.assertEqual(fields[-5:], ["-"] * 5, out)
+        self.assertNotIn("0ns", out, out)
         self.server.wait_quiet(extra=QUIET_ACTIVE)
 
 
