@@ -1,7 +1,8 @@
 /*
  * Timers: one IORING_OP_TIMEOUT per armed timer. Expiry completes with -ETIME; removal with
  * -ECANCELED. A removal that races with expiry may still see -ETIME: the stopped flag keeps
- * the callback from running then.
+ * the callback from running then. A timer stopped and started again before its removal came
+ * back (a connection's next request) leaves the old op detached: its completion only ends it.
  */
 #include "ring/timer.h"
 
@@ -13,6 +14,7 @@ static void timer_done(struct ring_op *op, int32_t res, uint32_t flags)
 {
     (void)flags;
     struct ring_timer *timer = op->ctx;
+    if (!timer) return; /* stopped, then started again before this removal came back */
     ASSERT(timer->op == op);
     timer->op = NULL;
     if (timer->stopped) return;
@@ -30,9 +32,14 @@ void ring_timer_init(struct ring_timer *timer, ring_timer_fn *fn, void *ctx)
 int ring_timer_start(struct ring_core *core, struct ring_timer *timer, struct ring_owner *owner,
                      uint64_t ms)
 {
-    ASSERT(!timer->op);
+    ASSERT(!timer->op || timer->stopped);
     struct ring_op *op = ring_op_get(core, owner, timer_done, timer);
     if (!op) return -EAGAIN;
+    if (timer->op) {
+        /* Stopped, its removal not yet back: that op goes on alone (its owner still waits
+         * for it) and no longer names the timer, so the timer is free for the new one. */
+        timer->op->ctx = NULL;
+    }
     struct io_uring_sqe *sqe = ring_op_sqe(op, 0);
     op->ts.tv_sec = (long long)(ms / 1000);
     op->ts.tv_nsec = (long long)(ms % 1000) * 1000000;

@@ -29,8 +29,8 @@ void ring_timer_init(struct ring_timer *timer, ring_timer_fn *fn, void *ctx);
 
 /*
  * Arms <timer> to fire in <ms> milliseconds, as an op of <owner> (may be NULL). The timer
- * must be disarmed (never armed, fired, or its stop completed). Returns 0 or -EAGAIN when the
- * op table is full.
+ * must not be pending (ring_timer_is_pending): never armed, fired, or stopped (its removal
+ * may still be in flight). Returns 0 or -EAGAIN when the op table is full.
  */
 MUST_CHECK int ring_timer_start(struct ring_core *core, struct ring_timer *timer,
                                 struct ring_owner *owner, uint64_t ms);
@@ -45,6 +45,12 @@ void ring_timer_stop(struct ring_core *core, struct ring_timer *timer);
 static inline bool ring_timer_is_armed(const struct ring_timer *timer)
 {
     return timer->op != NULL;
+}
+
+/* True while the timer's callback is still to run: armed and not stopped. */
+static inline bool ring_timer_is_pending(const struct ring_timer *timer)
+{
+    return timer->op != NULL && !timer->stopped;
 }
 
 #endif /* RINGCAS_RING_TIMER_H */

@@ -234,12 +234,12 @@ static void read_next(struct rpc_h1_cache *cr)
     /* Every engine buffer holds a piece in the send: its completion asks again. */
     if (rc == -ENOBUFS && cr->sending) return;
     /* The core's disk queue is full: try again shortly, a bounded number of times. */
-    if (rc == -EAGAIN && cr->retries < READ_RETRY_MAX && !ring_timer_is_armed(&cr->retry)) {
+    if (rc == -EAGAIN && cr->retries < READ_RETRY_MAX && !ring_timer_is_pending(&cr->retry)) {
         cr->retries++;
         struct ring_core *core = ring_core_current();
         if (ring_timer_start(core, &cr->retry, rpc_h1_owner(cr->h), READ_RETRY_MS) == 0) return;
     }
-    if (rc == -EAGAIN && ring_timer_is_armed(&cr->retry)) return;
+    if (rc == -EAGAIN && ring_timer_is_pending(&cr->retry)) return;
     read_fail(cr, rc);
 }
 

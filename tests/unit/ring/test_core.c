@@ -211,6 +211,35 @@ Test(ring_core, timers_fire_and_stopped_timers_do_not)
     ring_core_destroy(core);
 }
 
+/*
+ * A connection's request stops its retry timer when it ends; the next request, handled in the
+ * same batch, may need the timer at once, before the kernel confirmed the removal. Starting it
+ * again then aborted (the timer still held the old op), and a request that only checked
+ * whether the timer was armed waited for a callback that never ran.
+ */
+Test(ring_core, a_stopped_timer_starts_again_before_its_removal_is_back)
+{
+    struct ring_core *core = echo_core_create(0, 16, 4096);
+    struct tick k = { 0 };
+    ring_timer_init(&k.timer, tick_fired, &k);
+    cr_assert(eq(int, ring_timer_start(core, &k.timer, NULL, 10000), 0));
+    cr_assert(ring_timer_is_pending(&k.timer));
+    ring_timer_stop(core, &k.timer);
+    cr_assert(ring_timer_is_armed(&k.timer), "the removal is not back yet");
+    cr_assert(not(ring_timer_is_pending(&k.timer)), "a stopped timer's callback never runs");
+    cr_assert(eq(int, ring_timer_start(core, &k.timer, NULL, 5), 0));
+    cr_assert(ring_timer_is_pending(&k.timer));
+    cr_assert(eq(u64, in_flight(core), 2));
+    run_until(core, &k.done);
+    cr_assert(eq(int, k.fired, 1));
+    for (int i = 0; i < 20 && in_flight(core) > 0; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(int, k.fired, 1), "the first, stopped timer did not fire");
+    cr_assert(not(ring_timer_is_armed(&k.timer)));
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}
+
 struct counted_task {
     struct ring_task task;
     int runs;
