@@ -274,8 +274,10 @@ static int sim_ftruncate(struct blob_io *io, int fd, uint64_t size)
     if (fault) return fault < 0 ? fault : -EIO;
     struct sim_file *f = file_of_fd(s, fd);
     if (!f) return -EBADF;
-    /* Simplification: a truncation is durable at once, with what was written before it. It
-     * frees the blocks reserved past <size>, as on a real file system. */
+    /* Simplification: the new size is durable at once (a journaled metadata change), but
+     * not the data written before it: ftruncate(2) syncs nothing, so writes not yet synced
+     * stay exposed to a power cut (only what lay past <size> is gone). It frees the blocks
+     * reserved past <size>, as on a real file system. */
     if (f->alloc > size) f->alloc = size;
     if (size < f->cur_size) {
         f->cur_size = size;
@@ -283,7 +285,21 @@ static int sim_ftruncate(struct blob_io *io, int fd, uint64_t size)
         uint8_t zero = 0;
         if (size > f->cur_size) image_write(&f->cur, &f->cur_size, size - 1, &zero, 1);
     }
-    file_sync(f);
+    if (size < f->dur_size) {
+        f->dur_size = size;
+    } else {
+        uint8_t zero = 0;
+        if (size > f->dur_size) image_write(&f->dur, &f->dur_size, size - 1, &zero, 1);
+    }
+    /* Bounded by the pending writes: those past <size> are cut to it. */
+    for (uint32_t i = 0; i < f->pending_len; i++) {
+        struct sim_write *w = &f->pending[i];
+        if (w->off >= size) {
+            w->len = 0;
+        } else if (w->off + w->len > size) {
+            w->len = (uint32_t)(size - w->off);
+        }
+    }
     return 0;
 }
 
@@ -526,6 +542,7 @@ static void file_power_loss(struct sim_io *s, struct sim_file *f)
 {
     for (uint32_t i = 0; i < f->pending_len; i++) {
         struct sim_write *w = &f->pending[i];
+        if (w->len == 0) continue; /* cut off by a truncation */
         uint64_t r = blob_io_sim_rand(&s->io) % 3;
         if (r == 0) {
             image_write(&f->dur, &f->dur_size, w->off, w->data, w->len);

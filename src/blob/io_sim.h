@@ -6,7 +6,9 @@
  * of its file makes the two equal. blob_io_sim_power_loss() plays a power cut: for each
  * unsynced write, in order, it keeps it, drops it, or tears it (each 512-byte sector kept or
  * lost on its own, the atomic unit real disks promise); files whose creation no directory
- * fsync covered may vanish. Every choice comes from one seed, so a run replays exactly.
+ * fsync covered may vanish. A truncation's new size is durable at once, the writes before it
+ * are not (ftruncate(2) syncs nothing). Every choice comes from one seed, so a run replays
+ * exactly.
  *
  * Asynchronous requests queue until blob_io_sim_run() completes them in a seeded random
  * order, then runs deferred tasks, as a core's loop would. Any operation can be made to fail:

@@ -467,8 +467,14 @@ static int seal_scanned(struct blob_store *s, const char *name, struct recover *
     blob_format_trailer(&t, seq, footer_off, end, r->entries_len, footer_off + len);
     memcpy(buf + len - sizeof(t), &t, sizeof(t));
     /* Cut the torn tail first, so the zeros between the last record and the footer are
-     * zeros, then write the footer and make both durable. */
+     * zeros. The scanned records may be in the page cache only (a write whose fdatasync
+     * failed, a process killed before its fsync), and the next start trusts a valid footer
+     * without reading them: they are made durable before the footer is written (as the
+     * writer's seal does), else a power cut could keep the footer and take the records, and
+     * blobs never acknowledged would be listed present with nothing behind them. Then the
+     * footer, made durable in turn. */
     rc = s->io->ops->ftruncate(s->io, fd, end);
+    if (rc == 0) rc = s->io->ops->fdatasync(s->io, fd);
     if (rc == 0) rc = blob_io_pwrite_full(s->io, fd, buf, len, footer_off);
     if (rc == 0) rc = s->io->ops->ftruncate(s->io, fd, footer_off + len);
     if (rc == 0) rc = s->io->ops->fdatasync(s->io, fd);
