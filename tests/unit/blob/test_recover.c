@@ -85,6 +85,105 @@ Test(blob_recover, sealed_segments_come_back_from_their_footers)
     th_close(&t);
 }
 
+/*
+ * A footer whose checksum is valid and whose entry names a size no commit record can have
+ * (past 2^40 - 1, what a scan refuses): the index asserted on it and the store could not
+ * start. The footer is damaged however valid its checksum: the segment is scanned and sealed
+ * again, and every blob reads back.
+ */
+Test(blob_recover, a_footer_entry_with_an_impossible_size_falls_back_to_a_scan)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 41);
+    struct blob_key k[30];
+    for (uint64_t i = 0; i < 30; i++)
+        put_n(&t, 300 + i, 5000, &k[i]);
+    cr_assert(ge(u64, th_counters(&t).segments_sealed, 1));
+    th_close_store(&t);
+    char name[32];
+    seg_name(1, name);
+    int fd;
+    cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDWR, &fd), 0));
+    uint64_t size;
+    cr_assert(eq(int, t.io->ops->fsize(t.io, fd, &size), 0));
+    struct blob_seg_trailer tr;
+    cr_assert(eq(int, blob_io_pread_full(t.io, fd, &tr, sizeof(tr), size - sizeof(tr)), 0));
+    cr_assert(eq(int, blob_format_check_trailer(&tr, 1, size), 0), "segment 1 is sealed");
+    cr_assert(gt(u64, tr.count, 0));
+    uint64_t payload = tr.count * sizeof(struct blob_footer_entry);
+    uint8_t *buf = malloc(sizeof(struct blob_record_header) + payload);
+    cr_assert(ne(ptr, buf, NULL));
+    cr_assert(eq(int, blob_io_pread_full(t.io, fd, buf, 32 + payload, tr.footer_off), 0));
+    struct blob_footer_entry *e = (void *)(buf + 32);
+    e[0].size |= 1ULL << 48;
+    blob_format_record_header((struct blob_record_header *)(void *)buf, BLOB_RECORD_FOOTER, 0, e,
+                              (uint32_t)payload, 0);
+    cr_assert(eq(int, blob_io_pwrite_full(t.io, fd, buf, 32 + payload, tr.footer_off), 0));
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    free(buf);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    for (uint64_t i = 0; i < 30; i++)
+        cr_assert(readable(&t, 300 + i, 5000, &k[i]), "blob %llu", (unsigned long long)i);
+    th_close_store(&t);
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+    cr_assert(eq(u64, r.bad_segments + r.corrupt_records + r.bad_blobs, 0),
+              "the segment was sealed again from its records");
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+/*
+ * A trailer with a valid checksum whose entry count does not fit the file: recovery read as
+ * many entries as it says from a footer of the length the count gave, which wraps past 2^64
+ * for 2^61 more entries (the entries were read past the buffer's end), and sized the index
+ * for the count (64 GiB of slots) before any footer was read. Such a trailer is damaged: the
+ * segment is scanned and sealed again, and every blob reads back.
+ */
+Test(blob_recover, a_trailer_whose_count_does_not_fit_the_file_falls_back_to_a_scan)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        struct th t = { 0 };
+        th_open_sim(&t, 43 + (uint64_t)mode);
+        struct blob_key k[30];
+        for (uint64_t i = 0; i < 30; i++)
+            put_n(&t, 400 + i, 5000, &k[i]);
+        cr_assert(ge(u64, th_counters(&t).segments_sealed, 1));
+        th_close_store(&t);
+        char name[32];
+        seg_name(1, name);
+        int fd;
+        cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDWR, &fd), 0));
+        uint64_t size;
+        cr_assert(eq(int, t.io->ops->fsize(t.io, fd, &size), 0));
+        struct blob_seg_trailer tr;
+        cr_assert(eq(int, blob_io_pread_full(t.io, fd, &tr, sizeof(tr), size - sizeof(tr)), 0));
+        cr_assert(eq(int, blob_format_check_trailer(&tr, 1, size), 0), "segment 1 is sealed");
+        /* 2^61 more entries take 56 * 2^61 = 7 * 2^64 more bytes: the same length, wrapped. */
+        uint64_t count = mode == 0 ? tr.count + (1ULL << 61) : 1ULL << 40;
+        blob_format_trailer(&tr, 1, tr.footer_off, tr.records_end, count, size);
+        cr_assert(eq(int, blob_io_pwrite_full(t.io, fd, &tr, sizeof(tr), size - sizeof(tr)), 0));
+        cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+        cr_assert(eq(int, th_open_store(&t), 0));
+        struct blob_store_stats st;
+        blob_store_stats(t.s, &st);
+        cr_assert(lt(u64, st.index_bytes, 64ULL << 20),
+                  "mode %d: the index is sized by the "
+                  "blobs, not by the count",
+                  mode);
+        for (uint64_t i = 0; i < 30; i++)
+            cr_assert(readable(&t, 400 + i, 5000, &k[i]), "mode %d: blob %llu", mode,
+                      (unsigned long long)i);
+        th_close_store(&t);
+        struct blob_fsck_report r;
+        cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+        cr_assert(eq(u64, r.bad_segments + r.corrupt_records + r.bad_blobs, 0),
+                  "mode %d: the segment was sealed again from its records", mode);
+        cr_assert(eq(int, th_open_store(&t), 0));
+        th_close(&t);
+    }
+}
+
 Test(blob_recover, a_torn_tail_is_cut_at_the_last_valid_record)
 {
     struct th t = { 0 };
