@@ -180,6 +180,14 @@ int blob_format_check_trailer(const struct blob_seg_trailer *t, uint64_t seq, ui
     if (t->seq != seq || t->file_size != file_size) return -EBADMSG;
     if (t->footer_off < BLOB_SEG_HEADER_SIZE || t->footer_off >= file_size) return -EBADMSG;
     if (t->records_end > t->footer_off || t->footer_off % BLOB_RECORD_ALIGN != 0) return -EBADMSG;
+    /* The footer it names fits between footer_off and the trailer. A count past that (a
+     * trailer damaged or written wrongly, its checksum valid) made start-up size the index
+     * for it (up to 64 GiB of slots), and a count whose length wraps past 2^64 passed for a
+     * short footer whose entries were then read past its end. */
+    uint64_t room = file_size - t->footer_off;
+    if (room < sizeof(*t) + sizeof(struct blob_record_header)) return -EBADMSG;
+    room -= sizeof(*t) + sizeof(struct blob_record_header);
+    if (t->count > room / sizeof(struct blob_footer_entry)) return -EBADMSG;
     return 0;
 }
 

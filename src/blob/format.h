@@ -249,7 +249,8 @@ void blob_format_footer_entry(const struct blob_commit *c, uint8_t version, uint
 void blob_format_trailer(struct blob_seg_trailer *t, uint64_t seq, uint64_t footer_off,
                          uint64_t records_end, uint64_t count, uint64_t file_size);
 
-/* Checks a trailer read from the end of a file of <file_size> bytes for segment <seq>. */
+/* Checks a trailer read from the end of a file of <file_size> bytes for segment <seq>: its
+ * checksum, and that the footer it names fits between its footer_off and the trailer. */
 MUST_CHECK int blob_format_check_trailer(const struct blob_seg_trailer *t, uint64_t seq,
                                          uint64_t file_size);
 

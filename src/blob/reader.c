@@ -377,12 +377,23 @@ uint64_t blob_reader_size(const struct blob_reader *r)
  * recovery): the blob can never be read whole, and -EBADMSG makes the caller drop it as a
  * corrupt record, else it would stay present and refuse every upload that could repair it.
  * Otherwise the blob is being evicted under the open (it passed the lookup just before the
- * pins were taken): -ENOENT, as a lookup now answers. A reference outside the span is left
- * as it was (-ENOENT): the span is capped at UINT16_MAX segments.
+ * pins were taken): -ENOENT, as a lookup now answers.
+ *
+ * A reference outside the span cannot be right, but where the span is capped (UINT16_MAX
+ * segments: one before it may be there): chunks precede their commit record in the log, and
+ * the span reaches the oldest of them. So a commit record or a footer entry was written
+ * wrongly, checksums valid: as corrupt as a record that fails them, -EBADMSG. Answered
+ * -ENOENT, the blob stayed present, every read of it failed, and every upload that could
+ * repair it was told it was there.
  */
-static int reader_chunk_gone(const struct blob_reader *r, uint32_t seg32)
+static int reader_chunk_gone(const struct blob_reader *r, uint64_t seg)
 {
-    if (seg32 - r->pins_lo >= r->pins_len) return -ENOENT;
+    /* The commit's segment is pinned while the reader is open: its seq stays. */
+    if (seg > atomic_load(&r->pins[r->pins_len - 1]->seq)) return -EBADMSG;
+    uint32_t seg32 = (uint32_t)seg;
+    if (seg32 - r->pins_lo >= r->pins_len) {
+        return r->val.loc.span < UINT16_MAX ? -EBADMSG : -ENOENT;
+    }
     return blob_segment_is_alive(&r->bc->s->segs, r->pins_lo) ? -EBADMSG : -ENOENT;
 }
 
@@ -707,7 +718,7 @@ static int slot_read(struct blob_reader *r, uint32_t chunk, bool ahead, bool map
     struct reader_slot *s = &r->slots[(r->first + r->used) % r->depth];
     ASSERT(s->state == SLOT_FREE);
     struct blob_chunk_ref ref = ref_of(r, chunk);
-    if (!reader_pinned(r, (uint32_t)ref.seg)) return reader_chunk_gone(r, (uint32_t)ref.seg);
+    if (!reader_pinned(r, (uint32_t)ref.seg)) return reader_chunk_gone(r, ref.seg);
     uint32_t len = (uint32_t)sizeof(struct blob_record_header) + ref.stored;
     uint64_t chunk_size = chunk_bytes(r);
     uint32_t raw = (uint32_t)(r->key.size < chunk_size ? r->key.size : chunk_size);

@@ -203,8 +203,14 @@ static int read_footer(struct scan *sc, uint64_t seq, blob_commit_visit_fn *fn, 
                     blob_format_check_payload(h, buf + sizeof(*h)) < 0)) {
         rc = 1;
     }
+    const struct blob_footer_entry *e = (const void *)(buf + sizeof(*h));
+    /* Bounded by the footer's entries. */
+    for (uint64_t i = 0; rc == 0 && i < t.count; i++) {
+        /* A size no commit record can have (a scan refuses it: blob_format_check_commit):
+         * the footer is damaged, however valid its checksum. The records are the truth. */
+        if (e[i].size > BLOB_SIZE_MAX) rc = 1;
+    }
     if (rc == 0) {
-        const struct blob_footer_entry *e = (const void *)(buf + sizeof(*h));
         *sealed_now = true;
         for (uint64_t i = 0; i < t.count; i++) {
             fn(ctx, &e[i]);

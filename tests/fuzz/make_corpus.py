@@ -300,9 +300,49 @@ def tree_seeds():
     out("tree_scan", "tree-little-memory", b"\x03\x01" + tb)
 
 
+def recover_seeds():
+    """Structured inputs of fuzz_recover (its header lists the operations): segments a writer
+    builds, then damaged as a crash, a misdirected write or an older or buggy writer would.
+    The target writes the seeds of segments the engine itself wrote (FUZZ_RECOVER_SEEDS)."""
+    flags = 0x0E  # structured, mapped reads, zstd and mid-blob reads, fsck
+
+    def blob(f, n, seed, key=0):
+        return bytes([0, f]) + struct.pack("<H", n) + bytes([seed, key])
+
+    cas, ac, v1, raw, big, text, older, defer = 0, 1, 2, 4, 8, 16, 32, 64
+    seal, hole, footer_lie, torn_seal, trailer_lie = 1, 2, 4, 8, 16
+    mixed = blob(cas | text, 10000, 1) + blob(cas | raw, 5000, 2) + blob(ac | text, 3000, 3, 7)
+    seeds = {
+        "sealed-then-open": mixed + bytes([2, seal]) + blob(cas | big, 20000, 4),
+        "version-1": blob(v1 | text, 9000, 5) + blob(v1 | ac, 100, 6, 1) + bytes([2, seal])
+        + blob(v1 | raw, 4096, 7),
+        "span": blob(cas | defer, 12000, 8) + bytes([2, seal]) + bytes([1]),
+        "span-hole": blob(cas | defer, 12000, 9) + bytes([2, seal | hole, 2, seal]) + bytes([1]),
+        "footer-lie": mixed + bytes([2, seal | footer_lie, 1, 4, 3]),
+        "trailer-lie": mixed + bytes([2, seal | trailer_lie, 24, 8]),
+        "torn-seal": mixed + bytes([2, seal | torn_seal]),
+        "misdirected": blob(cas | raw, 4096, 10) + blob(cas | raw, 4096, 11) + bytes([4, 0, 2, 0]),
+        "ref-past-end": blob(cas | raw, 8192, 12) + bytes([8, 4, 1, 100]),
+        "ref-other-segment": blob(cas, 8192, 13) + bytes([8, 3, 0, 1]),
+        "size-edit": blob(cas | text, 9000, 14) + bytes([8, 0, 0, 200]),
+        "torn-tail": mixed + bytes([6]) + struct.pack("<H", 300),
+        "damaged-then-valid": mixed + bytes([5, 1, 100, 0, 0x40, 0]),
+        "header-zeroed": mixed + bytes([7, 1, 1]),
+        "ac-replaced": blob(ac, 500, 15, 9) + blob(ac | text, 700, 16, 9) + bytes([2, seal])
+        + blob(ac | older, 900, 17, 9),
+        "duplicate": mixed + bytes([4, 3, 0, 1]),
+        "chunk-wrong-size": bytes([3, 0, 1, 2]) + struct.pack("<H", 4096) + bytes([8]) + b"x" * 32
+        + blob(cas, 3000, 18),
+        "garbage-after": mixed + bytes([9, 200, 0x55]),
+    }
+    for name, ops in sorted(seeds.items()):
+        out("recover", name, bytes([flags, 0]) + ops)
+
+
 if __name__ == "__main__":
     frames_seeds()
     proto_seeds()
     h2_seeds()
     h1_seeds()
     tree_seeds()
+    recover_seeds()

@@ -85,6 +85,238 @@ Test(blob_recover, sealed_segments_come_back_from_their_footers)
     th_close(&t);
 }
 
+/*
+ * A footer whose checksum is valid and whose entry names a size no commit record can have
+ * (past 2^40 - 1, what a scan refuses): the index asserted on it and the store could not
+ * start. The footer is damaged however valid its checksum: the segment is scanned and sealed
+ * again, and every blob reads back.
+ */
+Test(blob_recover, a_footer_entry_with_an_impossible_size_falls_back_to_a_scan)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 41);
+    struct blob_key k[30];
+    for (uint64_t i = 0; i < 30; i++)
+        put_n(&t, 300 + i, 5000, &k[i]);
+    cr_assert(ge(u64, th_counters(&t).segments_sealed, 1));
+    th_close_store(&t);
+    char name[32];
+    seg_name(1, name);
+    int fd;
+    cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDWR, &fd), 0));
+    uint64_t size;
+    cr_assert(eq(int, t.io->ops->fsize(t.io, fd, &size), 0));
+    struct blob_seg_trailer tr;
+    cr_assert(eq(int, blob_io_pread_full(t.io, fd, &tr, sizeof(tr), size - sizeof(tr)), 0));
+    cr_assert(eq(int, blob_format_check_trailer(&tr, 1, size), 0), "segment 1 is sealed");
+    cr_assert(gt(u64, tr.count, 0));
+    uint64_t payload = tr.count * sizeof(struct blob_footer_entry);
+    uint8_t *buf = malloc(sizeof(struct blob_record_header) + payload);
+    cr_assert(ne(ptr, buf, NULL));
+    cr_assert(eq(int, blob_io_pread_full(t.io, fd, buf, 32 + payload, tr.footer_off), 0));
+    struct blob_footer_entry *e = (void *)(buf + 32);
+    e[0].size |= 1ULL << 48;
+    blob_format_record_header((struct blob_record_header *)(void *)buf, BLOB_RECORD_FOOTER, 0, e,
+                              (uint32_t)payload, 0);
+    cr_assert(eq(int, blob_io_pwrite_full(t.io, fd, buf, 32 + payload, tr.footer_off), 0));
+    cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+    free(buf);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    for (uint64_t i = 0; i < 30; i++)
+        cr_assert(readable(&t, 300 + i, 5000, &k[i]), "blob %llu", (unsigned long long)i);
+    th_close_store(&t);
+    struct blob_fsck_report r;
+    cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+    cr_assert(eq(u64, r.bad_segments + r.corrupt_records + r.bad_blobs, 0),
+              "the segment was sealed again from its records");
+    cr_assert(eq(int, th_open_store(&t), 0));
+    th_close(&t);
+}
+
+/*
+ * A trailer with a valid checksum whose entry count does not fit the file: recovery read as
+ * many entries as it says from a footer of the length the count gave, which wraps past 2^64
+ * for 2^61 more entries (the entries were read past the buffer's end), and sized the index
+ * for the count (64 GiB of slots) before any footer was read. Such a trailer is damaged: the
+ * segment is scanned and sealed again, and every blob reads back.
+ */
+Test(blob_recover, a_trailer_whose_count_does_not_fit_the_file_falls_back_to_a_scan)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        struct th t = { 0 };
+        th_open_sim(&t, 43 + (uint64_t)mode);
+        struct blob_key k[30];
+        for (uint64_t i = 0; i < 30; i++)
+            put_n(&t, 400 + i, 5000, &k[i]);
+        cr_assert(ge(u64, th_counters(&t).segments_sealed, 1));
+        th_close_store(&t);
+        char name[32];
+        seg_name(1, name);
+        int fd;
+        cr_assert(eq(int, t.io->ops->open(t.io, name, O_RDWR, &fd), 0));
+        uint64_t size;
+        cr_assert(eq(int, t.io->ops->fsize(t.io, fd, &size), 0));
+        struct blob_seg_trailer tr;
+        cr_assert(eq(int, blob_io_pread_full(t.io, fd, &tr, sizeof(tr), size - sizeof(tr)), 0));
+        cr_assert(eq(int, blob_format_check_trailer(&tr, 1, size), 0), "segment 1 is sealed");
+        /* 2^61 more entries take 56 * 2^61 = 7 * 2^64 more bytes: the same length, wrapped. */
+        uint64_t count = mode == 0 ? tr.count + (1ULL << 61) : 1ULL << 40;
+        blob_format_trailer(&tr, 1, tr.footer_off, tr.records_end, count, size);
+        cr_assert(eq(int, blob_io_pwrite_full(t.io, fd, &tr, sizeof(tr), size - sizeof(tr)), 0));
+        cr_assert(eq(int, t.io->ops->close(t.io, fd), 0));
+        cr_assert(eq(int, th_open_store(&t), 0));
+        struct blob_store_stats st;
+        blob_store_stats(t.s, &st);
+        cr_assert(lt(u64, st.index_bytes, 64ULL << 20),
+                  "mode %d: the index is sized by the "
+                  "blobs, not by the count",
+                  mode);
+        for (uint64_t i = 0; i < 30; i++)
+            cr_assert(readable(&t, 400 + i, 5000, &k[i]), "mode %d: blob %llu", mode,
+                      (unsigned long long)i);
+        th_close_store(&t);
+        struct blob_fsck_report r;
+        cr_assert(eq(int, blob_fsck_run(t.io, &r, NULL), 0));
+        cr_assert(eq(u64, r.bad_segments + r.corrupt_records + r.bad_blobs, 0),
+                  "mode %d: the segment was sealed again from its records", mode);
+        cr_assert(eq(int, th_open_store(&t), 0));
+        th_close(&t);
+    }
+}
+
+/* Points the first chunk ref of the first commit record of segment <seq> (of a closed store)
+ * at segment <to>, with fresh checksums: a commit record written wrongly. */
+__attribute__((noinline)) static void retarget_first_ref(struct th *t, uint64_t seq, uint64_t to)
+{
+    char name[32];
+    seg_name(seq, name);
+    int fd;
+    cr_assert(eq(int, t->io->ops->open(t->io, name, O_RDWR, &fd), 0));
+    uint64_t size;
+    cr_assert(eq(int, t->io->ops->fsize(t->io, fd, &size), 0));
+    static uint8_t image[65536];
+    cr_assert(le(u64, size, sizeof(image)));
+    cr_assert(eq(int, blob_io_pread_full(t->io, fd, image, size, 0), 0));
+    uint64_t off = BLOB_SEG_HEADER_SIZE;
+    struct blob_record_header *h = (void *)(image + off);
+    /* Bounded by the file: every record advances at least its header. */
+    while (h->type != BLOB_RECORD_COMMIT) {
+        cr_assert(eq(int, blob_format_check_record_header(h, size - off - sizeof(*h)), 0));
+        off += blob_record_size(h->payload_len);
+        h = (void *)(image + off);
+    }
+    struct blob_commit *c = (void *)(h + 1);
+    cr_assert(eq(u8, h->version, BLOB_COMMIT_VERSION));
+    struct blob_chunk_ref *ref = (void *)(c + 1);
+    ref->seg = to;
+    blob_format_record_header(h, BLOB_RECORD_COMMIT, 0, c, h->payload_len, 0);
+    cr_assert(eq(int, blob_io_pwrite_full(t->io, fd, image, size, 0), 0));
+    cr_assert(eq(int, t->io->ops->close(t->io, fd), 0));
+}
+
+/*
+ * A commit record, checksums valid, whose chunk ref names a segment after its own (chunks
+ * precede their commit in the log: a writer's bug, or a misdirected update of the ref): each
+ * read ended -ENOENT and the blob stayed present, so every upload that could repair it was
+ * told it was there. It is corrupt: the first read drops it, and it can be stored again.
+ */
+Test(blob_recover, a_commit_whose_chunk_is_in_a_later_segment_is_dropped_on_read)
+{
+    for (int later_exists = 0; later_exists < 2; later_exists++) {
+        struct th t = { 0 };
+        th_open_sim(&t, 45 + (uint64_t)later_exists);
+        static uint8_t data[3000];
+        th_fill(data, sizeof(data), 500, false);
+        struct blob_key k;
+        th_key_of(&k, data, sizeof(data));
+        cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
+        th_close_store(&t);
+        /* Segment 1 holds the blob; the next start creates segment 2. */
+        retarget_first_ref(&t, 1, later_exists ? 2 : 9);
+        cr_assert(eq(int, th_open_store(&t), 0));
+        cr_assert(blob_exists(t.bc, &k, false), "recovery lists the commit");
+        uint8_t *out = NULL;
+        size_t n = 0;
+        cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), -EBADMSG), "case %d", later_exists);
+        cr_assert(not(blob_exists(t.bc, &k, false)), "case %d: dropped", later_exists);
+        cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 1));
+        cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0), "stored again");
+        cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+        cr_assert(eq(sz, n, sizeof(data)));
+        cr_assert(memcmp(out, data, n) == 0);
+        free(out);
+        th_close(&t);
+    }
+}
+
+/* Sets the span of the footer entry at <off8> of sealed segment <seq> (of a closed store) to
+ * <span>, with a valid footer checksum: a footer written wrongly. */
+__attribute__((noinline)) static void footer_span_lie(struct th *t, uint64_t seq, uint32_t off8,
+                                                      uint16_t span)
+{
+    char name[32];
+    seg_name(seq, name);
+    int fd;
+    cr_assert(eq(int, t->io->ops->open(t->io, name, O_RDWR, &fd), 0));
+    uint64_t size;
+    cr_assert(eq(int, t->io->ops->fsize(t->io, fd, &size), 0));
+    struct blob_seg_trailer tr;
+    cr_assert(eq(int, blob_io_pread_full(t->io, fd, &tr, sizeof(tr), size - sizeof(tr)), 0));
+    cr_assert(eq(int, blob_format_check_trailer(&tr, seq, size), 0), "segment %llu is sealed",
+              (unsigned long long)seq);
+    uint64_t payload = tr.count * sizeof(struct blob_footer_entry);
+    uint8_t *buf = malloc(32 + payload);
+    cr_assert(ne(ptr, buf, NULL));
+    cr_assert(eq(int, blob_io_pread_full(t->io, fd, buf, 32 + payload, tr.footer_off), 0));
+    struct blob_footer_entry *e = (void *)(buf + 32);
+    uint64_t i = 0;
+    while (i < tr.count && e[i].off8 != off8)
+        i++;
+    cr_assert(lt(u64, i, tr.count), "the footer lists the commit");
+    e[i].span = span;
+    blob_format_record_header((struct blob_record_header *)(void *)buf, BLOB_RECORD_FOOTER, 0, e,
+                              (uint32_t)payload, 0);
+    cr_assert(eq(int, blob_io_pwrite_full(t->io, fd, buf, 32 + payload, tr.footer_off), 0));
+    cr_assert(eq(int, t->io->ops->close(t->io, fd), 0));
+    free(buf);
+}
+
+/*
+ * A footer, checksum valid, that gives a blob a shorter span than its chunks have: the reads
+ * of its chunks before the span ended -ENOENT and the blob stayed present for good. As with
+ * a ref to a later segment, the listing is corrupt: the read drops the blob.
+ */
+Test(blob_recover, a_footer_span_shorter_than_the_chunks_is_dropped_on_read)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 47);
+    static uint8_t big[100000];
+    th_fill(big, sizeof(big), 501, false);
+    struct blob_key kb;
+    th_key_of(&kb, big, sizeof(big));
+    cr_assert(eq(int, th_put(&t, &kb, big, sizeof(big), 0, 0), 0));
+    struct blob_index_value v;
+    cr_assert(blob_store_lookup(t.s, &kb, &v));
+    cr_assert(ge(u16, v.loc.span, 1), "chunks in two segments or more");
+    struct blob_key k[16];
+    for (uint64_t i = 0; i < 16; i++) /* seal the commit's segment */
+        put_n(&t, 600 + i, 5000, &k[i]);
+    th_close_store(&t);
+    footer_span_lie(&t, v.loc.seg, v.loc.off8, 0);
+    cr_assert(eq(int, th_open_store(&t), 0));
+    cr_assert(blob_exists(t.bc, &kb, false), "recovery lists the commit");
+    uint8_t *out = NULL;
+    size_t n = 0;
+    cr_assert(eq(int, th_get(&t, &kb, 0, 0, &out, &n), -EBADMSG));
+    cr_assert(not(blob_exists(t.bc, &kb, false)), "dropped");
+    cr_assert(eq(int, th_put(&t, &kb, big, sizeof(big), 0, 0), 0), "stored again");
+    cr_assert(eq(int, th_get(&t, &kb, 0, 0, &out, &n), 0));
+    cr_assert(eq(sz, n, sizeof(big)));
+    cr_assert(memcmp(out, big, n) == 0);
+    free(out);
+    th_close(&t);
+}
+
 Test(blob_recover, a_torn_tail_is_cut_at_the_last_valid_record)
 {
     struct th t = { 0 };
