@@ -397,12 +397,15 @@ class VanishedHttpClient(harness.ServerTestCase):
 
 
 class FullDisk(unittest.TestCase):
-    """The server on a 32 MiB tmpfs of its own (test_diskroom.py's mount namespace) that
+    """The server on a 128 MiB tmpfs of its own (test_diskroom.py's mount namespace) that
     another file fills to the last byte. The store holds one small blob and one action
     result, in its active segment (eviction deletes only sealed ones), so once the budget has
     followed the disk nothing can be evicted to make room: every upload is refused, retryably,
     by every entry point; what was stored stays readable; uploads work again as soon as the
-    disk has room."""
+    disk has room. The budget counts the active segment's reserved, unwritten tail as the
+    store's (under 1 MiB here) and keeps 1/64 of the volume for other writers (2 MiB of
+    128): with the disk full, that leaves the store less than it holds. (On a 32 MiB volume
+    the tail outweighs the 512 KiB kept back, and small uploads go into it.)"""
 
     @classmethod
     def setUpClass(cls):
@@ -417,7 +420,7 @@ class FullDisk(unittest.TestCase):
         self.server = harness.Server(
             args=["--max-size", "1GiB", "--segment-size", "1MiB"], cores=1,
             data_dir=os.path.join(self.mount, "data"),
-            prefix=namespace_prefix(self.ns, self.mount, 32))
+            prefix=namespace_prefix(self.ns, self.mount, 128))
         self.server.start()
 
     def tearDown(self):
@@ -435,7 +438,7 @@ class FullDisk(unittest.TestCase):
         path = "/proc/%d/root%s/filler" % (self.server.proc.pid, self.mount)
         with open(path, "wb", buffering=0) as f:
             try:
-                for _ in range(64):
+                for _ in range(160):
                     f.write(b"\0" * MIB)
             except OSError:
                 pass
@@ -512,7 +515,7 @@ class FullDisk(unittest.TestCase):
                                                timeout=30), kept_ar)
             self.assertEqual(http(srv.port, "GET", "/readyz"), (200, b"ready\n"))
             wait_zero(srv, GAUGES + UPLOADS)
-            # Room again: the budget comes back (to the 32 MiB disk's) at the evictor's next
+            # Room again: the budget comes back (to the 128 MiB disk's) at the evictor's next
             # look, and every entry point stores what it is given.
             os.unlink(filler)
             harness.wait_for(lambda: srv.metric("ringcas_store_budget_bytes") > 16 * MIB,
