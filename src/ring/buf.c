@@ -112,6 +112,13 @@ static uint64_t bufs_free(const struct ring_core *core)
     return out > core->bufs.count ? 0 : core->bufs.count - out;
 }
 
+void ring_buf_wake_one(struct ring_core *core)
+{
+    if (bufs_free(core) == 0) return;
+    struct base_list *node = base_list_pop_head(&core->buf_waiters);
+    if (node) ring_task_defer(core, BASE_CONTAINER_OF(node, struct ring_task, link));
+}
+
 bool ring_buf_is_low(const struct ring_core *core)
 {
     return bufs_free(core) * 4 < core->bufs.count;
@@ -149,12 +156,9 @@ void ring_buf_unref(struct ring_core *core, uint16_t bid)
     io_uring_buf_ring_advance(pool->br, 1);
     base_counter_dec(&core->counters.bufs_out);
     /* Receives that found the ring empty retry now that a buffer is back. */
-    struct base_list *node = base_list_pop_head(&core->buf_waiters);
-    if (node) {
-        struct ring_task *task = BASE_CONTAINER_OF(node, struct ring_task, link);
-        ring_task_defer(core, task);
-    }
+    ring_buf_wake_one(core);
     if (base_list_is_empty(&core->plenty_waiters) || !ring_buf_is_plenty(core)) return;
+    struct base_list *node;
     /* Bounded by the waiters (one per paused connection). */
     while ((node = base_list_pop_head(&core->plenty_waiters)) != NULL) {
         ring_task_defer(core, BASE_CONTAINER_OF(node, struct ring_task, link));

@@ -7,7 +7,11 @@
  * - send_op is non-NULL exactly while a send op is in flight;
  * - once closing, no callback but on_close runs, and on_close runs once, after the owner's
  *   last op completed and the fd was closed;
- * - a buffer reported by a CQE is always taken, and released at once if nobody wants it.
+ * - a buffer reported by a CQE is always taken, and released at once if nobody wants it;
+ * - only a connection with bytes (or its peer's FIN) to read waits for a buffer, and a
+ *   give-back's wake-up is never lost: the connection it woke takes the buffer or passes the
+ *   wake-up on (ring_buf_wake_one). A waiting connection has no receive armed, so no read
+ *   timeout: one left waiting while buffers lie with the kernel would wait forever.
  */
 #include "ring/conn.h"
 
@@ -51,6 +55,12 @@ static void recv_retry_task(struct ring_task *task)
     struct ring_conn *c = BASE_CONTAINER_OF(task, struct ring_conn, recv_retry);
     c->recv_wait_buf = false;
     if (!c->closing && !c->recv_paused && !c->recv_armed) recv_arm(c);
+    if (c->recv_armed) {
+        c->recv_woken = true;
+    } else {
+        /* Paused since it began waiting, or closing: the buffer is for the next in line. */
+        ring_buf_wake_one(c->core);
+    }
 }
 
 void ring_conn_init(struct ring_conn *c, struct ring_core *core, int fd,
@@ -87,7 +97,12 @@ static void recv_done(struct ring_op *op, int32_t res, uint32_t flags)
     if (flags & IORING_CQE_F_BUFFER) {
         bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
         ring_buf_take(core, bid);
+        c->recv_poll_first = false;
     }
+    /* Woken for a buffer it did not take (the FIN, an error, a cancel): the next in line may.
+     * Another -ENOBUFS means another receive took it first: its give-back wakes again. */
+    if (c->recv_woken && bid == RING_CONN_NO_BUF && res != -ENOBUFS) ring_buf_wake_one(core);
+    c->recv_woken = false;
     if (c->closing || res <= 0) {
         if (bid != RING_CONN_NO_BUF) ring_buf_unref(core, bid);
     }
@@ -105,6 +120,18 @@ static void recv_done(struct ring_op *op, int32_t res, uint32_t flags)
     }
     if (res == -ENOBUFS) {
         base_counter_inc(&core->counters.enobufs);
+        if (!c->recv_poll_first) {
+            /*
+             * A receive picks its buffer before it looks for bytes, so an idle connection
+             * gets -ENOBUFS too. Waiting, it would take a give-back's wake-up and then receive
+             * nothing (its receive holds no buffer while it waits for bytes), and a connection
+             * behind it whose bytes are there would never be woken. So it receives again,
+             * looking for bytes first: only a connection that has some waits for a buffer.
+             */
+            c->recv_poll_first = true;
+            if (!c->recv_paused) recv_arm(c);
+            return;
+        }
         c->recv_wait_buf = true;
         ring_core_wait_for_buf(core, &c->recv_retry);
         return;
@@ -137,6 +164,7 @@ static void recv_arm(struct ring_conn *c)
     }
     struct io_uring_sqe *sqe = ring_op_sqe(op, c->read_timeout_ms);
     io_uring_prep_recv(sqe, c->fd, NULL, ring_buf_size(c->core), 0);
+    if (c->recv_poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RING_BUF_GROUP;
     ring_op_commit(op, sqe);
@@ -290,6 +318,8 @@ void ring_conn_close(struct ring_conn *c, int reason)
     c->closing = true;
     c->close_reason = reason;
     ring_task_cancel(&c->recv_retry);
+    /* Its retry may have been woken already (queued to run): pass the wake-up on. */
+    if (c->recv_wait_buf) ring_buf_wake_one(c->core);
     c->recv_wait_buf = false;
     ring_owner_close(c->core, &c->owner, conn_idle, c);
 }

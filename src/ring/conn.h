@@ -64,6 +64,8 @@ struct ring_conn {
     bool recv_armed;                     /* a receive is in flight */
     bool recv_paused;                    /* the protocol asked for no receive (backpressure) */
     bool recv_wait_buf;                  /* waiting for a buffer after -ENOBUFS */
+    bool recv_poll_first;                /* receive only once bytes are there (after -ENOBUFS) */
+    bool recv_woken;                     /* the receive in flight was woken by a give-back */
     bool closing;                        /* ring_conn_close() was called */
     bool draining;                       /* the server asked this connection to finish */
     int close_reason;                    /* reason handed to on_close */

@@ -75,6 +75,13 @@ struct io_uring_sqe *ring_core_sqe_ignored(struct ring_core *core);
 /* Queues <task> to run when a receive buffer is returned (after -ENOBUFS). */
 void ring_core_wait_for_buf(struct ring_core *core, struct ring_task *task);
 
+/*
+ * Wakes the first receive waiting for a buffer (ring_core_wait_for_buf), if any, when a buffer
+ * is with the kernel: each give-back wakes one, and one woken that does not take it (paused,
+ * closed, or it had only the peer's FIN to read) passes the wake-up on with this.
+ */
+void ring_buf_wake_one(struct ring_core *core);
+
 /* Writes the one-line explanation of an io_uring setup failure <err> into <why>. */
 void ring_setup_explain(int err, const char *step, char *why, size_t why_size);
 

@@ -165,6 +165,25 @@ void rpc_call_check_free(struct rpc_call *c)
     ring_owner_close(c->rc->ring, &c->owner, call_idle, c);
 }
 
+bool rpc_call_may_wait(const struct rpc_call *c)
+{
+    return c->waiting || rpc_h2_may_wait(c);
+}
+
+void rpc_call_wait_begin(struct rpc_call *c)
+{
+    if (c->waiting) return;
+    c->waiting = true;
+    rpc_h2_wait_begin(c);
+}
+
+void rpc_call_wait_end(struct rpc_call *c)
+{
+    if (!c->waiting) return;
+    c->waiting = false;
+    rpc_h2_wait_end(c);
+}
+
 void rpc_call_pin(struct rpc_call *c)
 {
     c->pins++;
@@ -245,6 +264,7 @@ void rpc_call_on_conn_close(struct rpc_call *c)
     /* No send is in flight once the connection closed: everything is released now. */
     rpc_h2_drop_output(c, false);
     input_release_all(c);
+    rpc_call_wait_end(c);
     c->h2 = NULL;
     rpc_call_check_free(c);
 }
@@ -1020,6 +1040,7 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
     }
     input_release_all(c);
     unary_release(c);
+    rpc_call_wait_end(c);
     if (c->h2 && !c->stream_closed) {
         if (!c->provider) {
             rpc_h2_respond_trailers_only(c, http_status);

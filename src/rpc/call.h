@@ -186,6 +186,7 @@ struct rpc_call {
     bool half_closed;                   /* the end of the request was delivered to the service */
     bool input_held;                    /* the service holds input bytes (RPC_HELD) */
     bool watched;                       /* on rpc_core.watched */
+    bool waiting;                       /* rpc_call_wait_begin: holds input while it waits */
     uint32_t msg_cap;                   /* bytes allocated for <msg> */
     uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
     uint64_t blocked_ns;                /* since when the response waits for the client's window */
@@ -264,6 +265,18 @@ void rpc_call_finish_err(struct rpc_call *c, int err, const char *what);
  * and continue feeding queued input. May run the method's callbacks before it returns.
  */
 void rpc_call_resume_input(struct rpc_call *c);
+
+/*
+ * Streamed requests that wait for something other than the engine's progress (a Write
+ * waiting for another upload of its blob) hold their input, unconsumed, and with it a share
+ * of the connection's flow-control window: only a few calls of a connection may
+ * (RPC_H2_WAITING_MAX), or the others, the upload waited for among them, could not receive.
+ * rpc_call_may_wait says whether this one may; rpc_call_wait_begin counts it until
+ * rpc_call_wait_end, or the end of the call.
+ */
+bool rpc_call_may_wait(const struct rpc_call *c);
+void rpc_call_wait_begin(struct rpc_call *c);
+void rpc_call_wait_end(struct rpc_call *c);
 
 /* Keeps the call alive across service work that cannot be cancelled (an engine commit). */
 void rpc_call_pin(struct rpc_call *c);

@@ -45,6 +45,7 @@ struct rpc_h2 {
     bool peer_eof;               /* the client closed its side: likewise */
     bool close_after_send;       /* a connection error: close once the output is out */
     bool bufs_yielded;           /* receiving paused to leave buffers to others (yield_bufs) */
+    uint32_t waiting;            /* calls holding input while they wait (rpc_h2_wait_begin) */
     struct ring_task yield_task; /* checks whether to receive again */
     struct base_list sent;       /* struct rpc_seg whose last bytes are in the send */
     uint64_t data_sent;          /* DATA payload bytes put into sends, all streams */
@@ -1043,6 +1044,23 @@ void rpc_h2_reset(struct rpc_call *c, uint32_t error_code)
     if (!stream_usable(c)) return;
     (void)nghttp2_submit_rst_stream(c->h2->session, NGHTTP2_FLAG_NONE, c->stream_id, error_code);
     schedule_flush(c->h2);
+}
+
+bool rpc_h2_may_wait(const struct rpc_call *c)
+{
+    return c->h2 && c->h2->waiting < RPC_H2_WAITING_MAX;
+}
+
+void rpc_h2_wait_begin(struct rpc_call *c)
+{
+    if (c->h2) c->h2->waiting++;
+}
+
+void rpc_h2_wait_end(struct rpc_call *c)
+{
+    if (!c->h2) return;
+    ASSERT(c->h2->waiting > 0);
+    c->h2->waiting--;
 }
 
 void rpc_h2_consume(struct rpc_call *c, size_t len)

@@ -48,6 +48,16 @@
 /* Pieces one DATA frame may span (each may need an iovec). */
 #define RPC_H2_FRAME_SEGS_MAX 24u
 
+/*
+ * Calls of one connection that may hold their input while they wait for something other than
+ * the engine's progress (a Write waiting for another upload of its blob, which may be on the
+ * same connection): each may hold a stream's window of it, unconsumed, and nghttp2 reopens
+ * the connection's window only once half of it was consumed, so together they must leave
+ * more than half of it to the connection's other streams.
+ */
+#define RPC_H2_WAITING_MAX (RPC_H2_CONN_WINDOW / 2 / RPC_H2_STREAM_WINDOW - 1)
+STATIC_ASSERT(RPC_H2_WAITING_MAX >= 1, "the connection window leaves room for one waiting call");
+
 struct rpc_conn;
 
 /*
@@ -89,6 +99,14 @@ bool rpc_h2_send_blocked(const struct rpc_call *c);
  * connection's is (a stream waits its turn behind the others). Changes while the client reads.
  */
 uint64_t rpc_h2_send_progress(const struct rpc_call *c);
+
+/*
+ * Calls that hold their input while they wait (RPC_H2_WAITING_MAX): whether one more of <c>'s
+ * connection may (false for a detached call), and the count of those that do.
+ */
+bool rpc_h2_may_wait(const struct rpc_call *c);
+void rpc_h2_wait_begin(struct rpc_call *c);
+void rpc_h2_wait_end(struct rpc_call *c);
 
 /* Gives <len> request bytes back to the flow-control windows (nghttp2_session_consume). */
 void rpc_h2_consume(struct rpc_call *c, size_t len);

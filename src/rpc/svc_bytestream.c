@@ -672,6 +672,10 @@ static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
      * other. So then the Write stops waiting and uploads its own copy.
      */
     if (can_wait && c->rc->ring && ring_buf_is_low(c->rc->ring)) can_wait = false;
+    /* Likewise with the connection's flow-control window: a few waiting Writes of one
+     * connection can hold so much of it that the others, the upload waited for among them,
+     * cannot receive (rpc_call_may_wait). */
+    if (can_wait && !rpc_call_may_wait(c)) can_wait = false;
     enum blob_encoding enc = encoding_of(&st->res);
     int rc = !bc        ? -ENOSYS
              : can_wait ? blob_upload_begin_shared(bc, &k, enc, &st->u)
@@ -740,6 +744,7 @@ static int write_wait(struct bs_write *st, const uint8_t *data, size_t len)
         base_list_del(&st->wait_link);
         return write_fail(st, -EAGAIN, "upload");
     }
+    rpc_call_wait_begin(st->c);
     return RPC_HELD;
 }
 
@@ -775,6 +780,7 @@ static int write_pump(struct bs_write *st)
 /* A wake-up of a write waiting for another upload of its blob (wake_fired). */
 static void write_retry(struct bs_write *st)
 {
+    rpc_call_wait_end(st->c); /* counted again if it waits again */
     int rc = begin_upload(st, 0, true);
     if (rc < 0) return; /* finished: present, or failed */
     if (rc == 1) {
@@ -903,6 +909,7 @@ static void write_on_cancel(struct rpc_call *c)
 {
     struct bs_write *st = c->svc;
     if (st && base_list_is_linked(&st->wait_link)) base_list_del(&st->wait_link);
+    rpc_call_wait_end(c);
     if (!st || !st->u || st->committing) return;
     /* A dropped connection may come back to resume; a reset or a deadline means "stop". */
     if (c->cancel_status == PROTO_STATUS_UNAVAILABLE && !st->appending) {

@@ -955,6 +955,80 @@ class WaitOnOneConnection(harness.ServerTestCase):
                          what="no upload left but a parked one")
 
 
+
+class WaitersOnOneConnection(harness.ServerTestCase):
+    """Each Write waiting for another upload of its blob holds what its client sends, up to its
+    stream's window (1 MiB), unconsumed: the connection's window (8 MiB) as well. nghttp2
+    reopens that window only once half of it was consumed, so five waiting Writes on one
+    connection (many clients behind one HTTP/2 proxy uploading the same output) left too
+    little of it for the upload they waited for, on the same connection, to reopen it: the
+    upload stopped, and the waiting ones with it, forever with --read-timeout 0 (else for a
+    read timeout, after which each uploaded its own copy), every other upload of the
+    connection with them. Now at most three Writes of a connection wait; the others upload
+    their own copies."""
+
+    server_cores = 1
+    server_args = ("--read-timeout", "0")
+
+    message = staticmethod(WaitOnOneConnection.message)
+
+    def test_an_upload_waited_for_by_many_on_its_connection_goes_on(self):
+        write = "/google.bytestream.ByteStream/Write"
+        data = os.urandom(8 << 20)
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.frames_until(lambda f: f[0] == 4 and not f[1] & 1, timeout=10)  # its SETTINGS
+            c.headers(1, h2raw.grpc_headers(write))
+            c.data_flow(1, self.message(data[:20_000], 0, False, blob_name(data, upload="a")))
+            harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") == 1,
+                             what="the first upload to begin")
+            waited = self.server.metric("ringcas_blob_uploads_waiting_total")
+            for i, sid in enumerate(range(3, 13, 2)):
+                c.headers(sid, h2raw.grpc_headers(write))
+                c.data_flow(sid, self.message(data[:20_000], 0, False,
+                                              blob_name(data, upload="w%d" % i)))
+                harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads_waiting_total")
+                                 + self.server.metric("ringcas_bs_uploads") > waited + 1 + i,
+                                 what="Write %d to wait or begin" % i)
+                # Its client sends on, up to its stream's window.
+                off = 20_000
+                while off < 1_000_000:
+                    c.data_flow(sid, self.message(data[off:off + 60_000], off, False))
+                    off += 60_000
+            # The first upload's rest, on the same connection: it must get there and commit.
+            off = 20_000
+            while off < len(data):
+                piece = data[off:off + (1 << 20)]
+                c.data_flow(1, self.message(piece, off, off + len(piece) == len(data)),
+                            end_stream=off + len(piece) == len(data), timeout=30)
+                off += len(piece)
+            # It is answered, and the three that waited end as for a present blob.
+            ended = set()
+
+            def note(f):
+                if f[0] == h2raw.HEADERS and f[1] & h2raw.END_STREAM:
+                    ended.add(f[2])
+                return {1, 3, 5, 7} <= ended
+
+            for f in c.seen:
+                note(f)
+            if not {1, 3, 5, 7} <= ended:
+                c.frames_until(note, timeout=30)
+            self.assertLessEqual({1, 3, 5, 7}, ended)
+        finally:
+            c.close()
+        client = reapi.Client(self.server.address)
+        try:
+            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
+            self.assertEqual(b"".join(r.data for r in client.Read(req, timeout=30)), data)
+        finally:
+            client.close()
+        # The two that did not wait, cut off with their connection, are parked.
+        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads")
+                         == self.server.metric("ringcas_bs_uploads_parked"),
+                         what="no upload left but parked ones")
+
+
 class ParkedDecoders(unittest.TestCase):
     """A parked zstd upload keeps its decoder, whose window a few bytes of frame header
     declare; parked ones hold at most half of the core's --zstd-memory, so uploads whose

@@ -232,3 +232,184 @@ Test(ring_buf, connections_wait_for_buffers_when_the_pool_runs_dry, .timeout = 6
     cr_assert(eq(u64, s.bytes_in, 8ULL * 50 * 3000));
     cr_assert(eq(int, ring_server_stop(srv), 0));
 }
+
+/*
+ * Receives that found the pool empty wait for a buffer, and each buffer given back wakes one
+ * of them. The one woken must then take the buffer, or pass the wake-up on: a connection
+ * still waiting while the buffer lies with the kernel has no receive armed (so no read
+ * timeout either), and no later give-back may ever come to wake it.
+ */
+
+/* A protocol that keeps the buffer of its first receive and then stops receiving. */
+struct holder {
+    struct ring_conn conn; /* first: the callbacks cast back */
+    uint16_t bid;          /* the buffer held, or RING_CONN_NO_BUF */
+    bool pause;            /* stop receiving once it holds one */
+    bool closed;           /* on_close ran */
+};
+
+static void holder_recv(struct ring_conn *c, uint16_t bid, uint32_t len)
+{
+    struct holder *h = (struct holder *)c;
+    if (len > 0 && h->bid == RING_CONN_NO_BUF) {
+        h->bid = bid;
+        if (h->pause) ring_conn_recv_pause(c);
+        return;
+    }
+    if (len > 0) ring_buf_unref(c->core, bid);
+}
+
+static void holder_sent(struct ring_conn *c)
+{
+    (void)c;
+}
+
+static void holder_close(struct ring_conn *c, int reason)
+{
+    (void)reason;
+    ((struct holder *)c)->closed = true;
+}
+
+static const struct ring_conn_ops holder_ops = {
+    .on_recv = holder_recv,
+    .on_sent = holder_sent,
+    .on_close = holder_close,
+};
+
+/* Lets the completions of what was just submitted come in. */
+static void settle(struct ring_core *core)
+{
+    for (int i = 0; i < 10; i++)
+        cr_assert(ge(int, ring_core_tick(core, 5), 0));
+}
+
+struct waiters {
+    struct ring_core *core; /* one receive buffer */
+    struct holder x;        /* holds it */
+    struct echo_bare a;     /* first in line */
+    struct echo_bare b;     /* second in line */
+    int peers[3];           /* the other ends of x, a, b */
+};
+
+/* <w>'s connections, <x> holding the pool's only buffer (and receiving on unless <pause>). */
+static void waiters_open(struct waiters *w, bool pause)
+{
+    memset(w, 0, sizeof(*w));
+    w->core = echo_core_create(0, 1, 4096);
+    w->x.bid = RING_CONN_NO_BUF;
+    w->x.pause = pause;
+    struct ring_conn *conns[3] = { &w->x.conn, &w->a.conn, &w->b.conn };
+    const struct ring_conn_ops *ops[3] = { &holder_ops, &echo_bare_ops, &echo_bare_ops };
+    for (int i = 0; i < 3; i++) {
+        int sv[2];
+        cr_assert(eq(int, socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0));
+        ring_conn_init(conns[i], w->core, sv[0], ops[i], 0, 0);
+        w->peers[i] = sv[1];
+    }
+    cr_assert(eq(int, ring_conn_recv_start(&w->x.conn), 0));
+    cr_assert(eq(sz, (size_t)write(w->peers[0], "x", 1), 1));
+    for (int i = 0; i < 100 && w->x.bid == RING_CONN_NO_BUF; i++)
+        cr_assert(ge(int, ring_core_tick(w->core, 10), 0));
+    cr_assert(ne(u32, w->x.bid, RING_CONN_NO_BUF));
+    settle(w->core);
+}
+
+/* <c> starts receiving after its peer sent a byte (or closed, with <eof>): it waits. */
+static void waiters_line_up(struct waiters *w, struct echo_bare *c, int peer, bool eof)
+{
+    if (eof) {
+        cr_assert(eq(int, shutdown(peer, SHUT_WR), 0));
+    } else {
+        cr_assert(eq(sz, (size_t)write(peer, "y", 1), 1));
+    }
+    cr_assert(eq(int, ring_conn_recv_start(&c->conn), 0));
+    settle(w->core);
+    cr_assert(eq(u32, c->received, 0), "the pool is empty");
+}
+
+/* <x> gives its buffer back. */
+static void waiters_give_back(struct waiters *w)
+{
+    ring_buf_unref(w->core, w->x.bid);
+    w->x.bid = RING_CONN_NO_BUF;
+}
+
+/* Ticks until <b> received its byte; false when it never does. */
+static bool waiters_b_receives(struct waiters *w)
+{
+    for (int i = 0; i < 100 && w->b.received == 0; i++)
+        cr_assert(ge(int, ring_core_tick(w->core, 10), 0));
+    return w->b.received == 1;
+}
+
+static void waiters_close(struct waiters *w)
+{
+    ring_conn_close(&w->x.conn, 0);
+    ring_conn_close(&w->a.conn, 0);
+    ring_conn_close(&w->b.conn, 0);
+    for (int i = 0; i < 100 && !(w->x.closed && w->a.closed && w->b.closed); i++)
+        cr_assert(ge(int, ring_core_tick(w->core, 10), 0));
+    cr_assert(w->x.closed && w->a.closed == 1 && w->b.closed == 1);
+    cr_assert(eq(u64, base_counter_get(&ring_core_counters(w->core)->ops_in_flight), 0));
+    cr_assert(eq(u64, bufs_out(w->core), 0));
+    for (int i = 0; i < 3; i++)
+        close(w->peers[i]);
+    ring_core_destroy(w->core);
+}
+
+Test(ring_buf, a_receive_with_bytes_gets_the_buffer_before_an_idle_one)
+{
+    /* An idle connection whose receive re-armed while the pool was empty must not take the
+     * wake-up of a buffer it has nothing to put in: <x> has sent nothing more, <b> has. */
+    struct waiters w;
+    waiters_open(&w, false);
+    waiters_line_up(&w, &w.b, w.peers[2], false);
+    waiters_give_back(&w);
+    cr_assert(waiters_b_receives(&w), "the buffer went back, yet the bytes were never read");
+    waiters_close(&w);
+}
+
+Test(ring_buf, a_buffer_woken_for_a_paused_receive_goes_to_the_next_in_line)
+{
+    /* The connection woken was paused by its protocol meanwhile (backpressure). */
+    struct waiters w;
+    waiters_open(&w, true);
+    waiters_line_up(&w, &w.a, w.peers[1], false);
+    waiters_line_up(&w, &w.b, w.peers[2], false);
+    ring_conn_recv_pause(&w.a.conn);
+    waiters_give_back(&w);
+    cr_assert(waiters_b_receives(&w), "the buffer went back, yet the bytes were never read");
+    cr_assert(eq(u32, w.a.received, 0), "paused");
+    ring_conn_recv_resume(&w.a.conn);
+    for (int i = 0; i < 100 && w.a.received == 0; i++)
+        cr_assert(ge(int, ring_core_tick(w.core, 10), 0));
+    cr_assert(eq(u32, w.a.received, 1));
+    waiters_close(&w);
+}
+
+Test(ring_buf, a_buffer_woken_for_a_closing_receive_goes_to_the_next_in_line)
+{
+    /* The connection woken closes before its retry runs (another completion of the same
+     * batch ended it). */
+    struct waiters w;
+    waiters_open(&w, true);
+    waiters_line_up(&w, &w.a, w.peers[1], false);
+    waiters_line_up(&w, &w.b, w.peers[2], false);
+    waiters_give_back(&w);
+    ring_conn_close(&w.a.conn, 0);
+    cr_assert(waiters_b_receives(&w), "the buffer went back, yet the bytes were never read");
+    waiters_close(&w);
+}
+
+Test(ring_buf, a_buffer_woken_for_an_end_of_stream_goes_to_the_next_in_line)
+{
+    /* The connection woken had only its peer's FIN to read: its receive takes no buffer. */
+    struct waiters w;
+    waiters_open(&w, true);
+    waiters_line_up(&w, &w.a, w.peers[1], true);
+    waiters_line_up(&w, &w.b, w.peers[2], false);
+    waiters_give_back(&w);
+    cr_assert(waiters_b_receives(&w), "the buffer went back, yet the bytes were never read");
+    cr_assert(eq(int, w.a.closed, 0), "echo_bare closes only when asked");
+    waiters_close(&w);
+}
