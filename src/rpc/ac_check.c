@@ -259,8 +259,9 @@ static int walk_dir(struct rpc_walk *w, const uint8_t *dir, size_t len, const re
 {
     struct rpc_ac_check *chk = w->ctx;
     (void)dir;
-    /* A directory already missing decides: the rest of the subtree need not be read. */
-    if (w->missing > 0) return -ENOENT;
+    /* A directory already missing or unreadable decides: the rest of the subtree need not
+     * be read. */
+    if (w->missing > 0 || w->malformed > 0) return -ENOENT;
     if (len > chk->read_left) return -E2BIG;
     chk->read_left -= len;
     return need_dir_files(chk, d);
@@ -276,7 +277,10 @@ static void walk_end(struct rpc_walk *w, int res)
         finish(chk, res);
         return;
     }
-    if (res < 0 || w->missing > 0) chk->incomplete = true;
+    /* A directory the client cannot read back (not a Directory, or named by a malformed
+     * digest) leaves the output as unusable as a missing one: a Tree's undecodable Directory
+     * makes the result incomplete too. */
+    if (res < 0 || w->missing > 0 || w->malformed > 0) chk->incomplete = true;
     expand_rest(chk);
 }
 

@@ -36,8 +36,9 @@ struct rpc_ac_check;
 /*
  * The check ended: <res> 0 (every referenced blob is present, and was refreshed), -ENOENT
  * (something referenced is missing, or the result names a malformed digest, or a Tree or root
- * Directory that does not decode, or a Directory over RPC_AC_CHECK_DIR_MAX bytes, or its Trees
- * and Directories are more than one check reads: RPC_AC_CHECK_READ_MAX bytes or
+ * Directory that does not decode, or a root Directory's subtree holds a directory that does not
+ * decode or names one by a malformed digest, or a Directory over RPC_AC_CHECK_DIR_MAX bytes, or its
+ * Trees and Directories are more than one check reads: RPC_AC_CHECK_READ_MAX bytes or
  * RPC_AC_CHECK_DIRS_MAX blobs in all), or -ENOMEM (the core's
  * message memory is taken). Runs once, on the core's thread, never inside rpc_ac_check_start; the
  * callee may reuse <chk>.

@@ -97,7 +97,8 @@ static int queue_children(struct rpc_walk *w,
         if (!cd || !cd->hash || strlen(cd->hash) != (size_t)2 * BLOB_HASH_SIZE ||
             cd->size_bytes < 0 ||
             proto_hex_decode(cd->hash, (size_t)2 * BLOB_HASH_SIZE, wd.hash) < 0) {
-            continue; /* a malformed child is not followed */
+            w->malformed++; /* not followed */
+            continue;
         }
         wd.size = (uint64_t)cd->size_bytes;
         int rc = enqueue(w, &wd);
@@ -127,6 +128,7 @@ static int visit(struct rpc_walk *w, int res)
         build__bazel__remote__execution__v2__directory__unpack(a, w->f.len, p);
     /* NULL for memory refused (--message-memory) is no malformed directory to skip. */
     if (!d && base_counter_get(&w->rc->pb_mem.failed) != refusals) return -ENOMEM;
+    if (!d && index > 0) w->malformed++;
     if (!d) return index == 0 ? -EBADMSG : 0;
     int rc = queue_children(w, d);
     if (rc == 0) rc = w->on_dir(w, p, w->f.len, d);
@@ -195,6 +197,7 @@ int rpc_walk_start(struct rpc_walk *w, const struct walk_digest *root)
     w->cap = 0;
     w->set_cap = 0;
     w->missing = 0;
+    w->malformed = 0;
     w->fetching = false;
     w->paused = false;
     w->ended = false;

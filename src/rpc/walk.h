@@ -53,6 +53,10 @@ struct rpc_walk {
     uint32_t *set;             /* open-addressing table of queue indexes + 1 (0: empty) */
     size_t set_cap;            /* slots, a power of two */
     uint64_t missing;          /* directories that were not found (root excluded) */
+    uint64_t malformed;        /* directories skipped as unreadable: present but no Directory
+                                  (root excluded: it fails the walk), or named by a malformed
+                                  or absent digest. GetTree returns the rest; the action
+                                  cache's check counts them as missing */
     bool fetching;             /* a read is in progress */
     bool paused;               /* the caller paused the walk */
     bool ended;                /* the end callback ran or the walk was cancelled */

@@ -581,6 +581,40 @@ class ActionCache(ReapiCase):
         self.batch_update([lb])
         self.get(action)
 
+    def test_root_directory_subtree_that_cannot_be_read_is_not_found(self):
+        """A directory under a root Directory output that the client cannot read back makes
+        the result incomplete, as a Tree's undecodable Directory does: the walk used to skip
+        a child that is present but no Directory, or is named by a malformed digest, and the
+        result was a hit whose outputs could not be laid out."""
+        f1 = os.urandom(50)
+        self.batch_update([f1])
+        junk = b"\x0a\xff\xff"  # present in the CAS, but no Directory
+        self.batch_update([junk])
+        root = reapi.msg("Directory")
+        root.files.add(name="f1", digest=digest(f1))
+        root.directories.add(name="junk", digest=digest(junk))
+        rb = root.SerializeToString()
+        self.batch_update([rb])
+        action = os.urandom(32)
+        self.update(action, self.result_with(root_dir=rb))
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)
+        root2 = reapi.msg("Directory")
+        root2.files.add(name="f1", digest=digest(f1))
+        root2.directories.add(name="bad", digest=reapi.msg("Digest", hash="short", size_bytes=3))
+        r2b = root2.SerializeToString()
+        self.batch_update([r2b])
+        action2 = os.urandom(32)
+        self.update(action2, self.result_with(root_dir=r2b))
+        self.assertEqual(self.code(self.get, action2)[0], SC.NOT_FOUND)
+        # Still a hit once every directory under the root reads back.
+        ok = reapi.msg("Directory")
+        ok.files.add(name="f1", digest=digest(f1))
+        okb = ok.SerializeToString()
+        self.batch_update([okb])
+        action3 = os.urandom(32)
+        self.update(action3, self.result_with(root_dir=okb))
+        self.get(action3)
+
     def test_bad_requests(self):
         req = reapi.msg("UpdateActionResultRequest")
         req.action_digest.CopyFrom(digest(b"x"))
@@ -645,6 +679,9 @@ class ShardActionCache(ActionCache):
         pass  # the check is off
 
     def test_root_directory_outputs_are_walked(self):
+        pass  # the check is off
+
+    def test_root_directory_subtree_that_cannot_be_read_is_not_found(self):
         pass  # the check is off
 
 
