@@ -40,6 +40,7 @@
 
 #define PROBE_WAIT_MS 2000 /* how long a port in use is waited for */
 #define PROBE_STEP_MS 50
+#define STOP_POLL_MS  100 /* how often the stop looks for a second signal while cores drain */
 
 struct server_core {
     struct ring_server *srv;       /* back pointer */
@@ -54,6 +55,7 @@ struct server_core {
     struct ring_owner owner;       /* the drain timer */
     struct ring_timer drain_timer; /* closes what is left after drain_timeout_ms */
     struct ring_msg shutdown_msg;  /* sent by the main thread */
+    struct ring_msg force_msg;     /* sent by the main thread at a second stop signal */
     atomic_bool adopts;            /* takes connections handed over: started, not draining */
     atomic_uint incoming;          /* connections handed over to it and not yet adopted */
     bool draining;                 /* shutdown began */
@@ -130,15 +132,21 @@ static void listener_stopped(struct ring_core *core, void *ctx)
     core_check_done(sc);
 }
 
-static void drain_expired(struct ring_timer *timer)
+/* Closes the connections a drain left; requests still under way end with them. */
+static void close_left(struct server_core *sc)
 {
-    struct server_core *sc = timer->ctx;
-    LOG_WARN("drain timeout: closing the connections left on core %u", sc->index);
     BASE_LIST_FOR_EACH_SAFE(it, tmp, &sc->core->conns)
     {
         struct ring_conn *c = BASE_CONTAINER_OF(it, struct ring_conn, link);
         ring_conn_close(c, -ESHUTDOWN);
     }
+}
+
+static void drain_expired(struct ring_timer *timer)
+{
+    struct server_core *sc = timer->ctx;
+    LOG_WARN("drain timeout: closing the connections left on core %u", sc->index);
+    close_left(sc);
 }
 
 static void core_on_shutdown(struct ring_core *core, void *arg)
@@ -159,6 +167,18 @@ static void core_on_shutdown(struct ring_core *core, void *arg)
         drain_expired(&sc->drain_timer);
     }
     core_check_done(sc);
+}
+
+static void core_on_shutdown(struct ring_core *core, void *arg);
+
+/* A second stop signal: the drain ends now, as when --drain-timeout runs out. */
+static void core_on_force(struct ring_core *core, void *arg)
+{
+    struct server_core *sc = arg;
+    if (!sc->draining) core_on_shutdown(core, arg);
+    if (sc->quiesced || base_list_is_empty(&core->conns)) return;
+    LOG_WARN("second stop signal: closing the connections left on core %u", sc->index);
+    close_left(sc);
 }
 
 /* ---- spreading connections ---- */
@@ -273,6 +293,8 @@ static int core_start(struct server_core *sc)
     ring_timer_init(&sc->drain_timer, drain_expired, sc);
     sc->shutdown_msg.fn = core_on_shutdown;
     sc->shutdown_msg.arg = sc;
+    sc->force_msg.fn = core_on_force;
+    sc->force_msg.arg = sc;
     if (hooks->core_init) {
         rc = hooks->core_init(sc->core, hooks->arg);
         if (rc < 0) {
@@ -568,6 +590,17 @@ int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)
     }
 }
 
+/* Sends every core still running the second signal's message (core_on_force). */
+static void force_cores(struct ring_server *srv)
+{
+    for (uint32_t i = 0; i < srv->core_count; i++) {
+        struct server_core *sc = &srv->cores[i];
+        if (!sc->thread_started || !sc->core || sc->status != 0) continue;
+        int rc = ring_msg_send_from(&srv->msg_ring, sc->core, &sc->force_msg);
+        if (rc < 0) LOG_ERROR("cannot tell core %u to stop now: %s", i, base_err_str(rc));
+    }
+}
+
 int ring_server_stop(struct ring_server *srv)
 {
     int result = 0;
@@ -579,9 +612,31 @@ int ring_server_stop(struct ring_server *srv)
             if (rc < 0) LOG_ERROR("cannot signal core %u to stop: %s", i, base_err_str(rc));
         }
     }
+    /*
+     * Bounded by the drain timeout (each core closes what is left when it runs out). A second
+     * stop signal meanwhile (Ctrl-C pressed again, a supervisor that will not wait) ends the
+     * drain at once: the cores close their connections and stop as after the timeout.
+     */
+    bool forced = false;
     for (uint32_t i = 0; i < srv->core_count; i++) {
         struct server_core *sc = &srv->cores[i];
-        if (sc->thread_started) pthread_join(sc->thread, NULL);
+        if (!sc->thread_started) continue;
+        for (;;) {
+            struct timespec until;
+            (void)clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += STOP_POLL_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_timedjoin_np(sc->thread, NULL, &until) == 0) break;
+            int sig = forced ? 0 : ring_server_take_signal();
+            if (sig > 0) {
+                forced = true;
+                LOG_WARN("signal %d during the drain: closing the connections left now", sig);
+                force_cores(srv);
+            }
+        }
     }
     /* Only now that every loop has ended: until then another core may be reading this one's
      * counters (GET /metrics renders every core). */

@@ -98,8 +98,10 @@ int ring_server_take_signal(void);
 int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms);
 
 /*
- * Drains and stops every core, joins the threads and frees <srv>. Returns 0 when every core
- * ended cleanly, -EIO when a core's loop failed.
+ * Drains and stops every core, joins the threads and frees <srv>. A stop signal that arrives
+ * meanwhile (the second: SIGTERM, SIGINT or SIGHUP, blocked by ring_server_block_signals)
+ * ends the drain at once, as its timeout would. Returns 0 when every core ended cleanly, -EIO
+ * when a core's loop failed.
  */
 MUST_CHECK int ring_server_stop(struct ring_server *srv);
 

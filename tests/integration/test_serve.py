@@ -1071,6 +1071,39 @@ class Lifecycle(unittest.TestCase):
         with harness.Server(cores=1, data_dir=d) as srv:
             self.assertIn("ringcas_", srv.metrics_text())
 
+    def test_a_second_signal_ends_the_drain_at_once(self):
+        # A drain waits up to --drain-timeout for requests under way. Ctrl-C pressed again, or
+        # a supervisor that will not wait, must not have to wait too: the second signal was
+        # ignored (left pending while the main thread joined the cores), and the server sat
+        # out the whole timeout.
+        srv = harness.Server(cores=2, args=["--drain-timeout", "120s"]).start()
+        try:
+            body = os.urandom(4096)
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            sock.sendall(("PUT /cas/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                          % (hashlib.sha256(body).hexdigest(), 1 << 20)).encode() + body)
+            harness.wait_for(lambda: srv.metric("ringcas_blob_uploads") == 1, timeout=10,
+                             what="the upload to be under way")
+            srv.proc.send_signal(signal.SIGINT)
+            harness.wait_for(lambda: "SIGINT (signal 2): draining" in srv.log_tail(),
+                             timeout=10, what="the drain to begin")
+            time.sleep(0.5)
+            self.assertIsNone(srv.proc.poll(), "the drain waits for the upload under way")
+            start = time.monotonic()
+            srv.proc.send_signal(signal.SIGINT)
+            srv.wait_exit(20)
+            self.assertLess(time.monotonic() - start, 10)
+            self.assertIn("signal 2 during the drain: closing the connections left now",
+                          srv.log_tail())
+            sock.settimeout(10)
+            try:
+                self.assertEqual(sock.recv(1), b"")  # closed, the upload dropped
+            except ConnectionResetError:
+                pass
+            sock.close()
+        finally:
+            srv.cleanup()
+
     def test_sighup_also_drains(self):
         # The terminal closing sends SIGHUP: a drain like SIGTERM's, not a kill (status 129).
         srv = harness.Server(cores=2).start()
