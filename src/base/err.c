@@ -21,6 +21,7 @@ static const struct err_entry err_table[] = {
     { EINTR, "EINTR", "interrupted" },
     { EIO, "EIO", "input/output error" },
     { EBADF, "EBADF", "bad file descriptor" },
+    { EBADFD, "EBADFD", "file descriptor in bad state" },
     { EAGAIN, "EAGAIN", "queue full, try again" },
     { ENOMEM, "ENOMEM", "out of memory" },
     { EACCES, "EACCES", "permission denied" },
@@ -60,6 +61,7 @@ static const struct err_entry err_table[] = {
     { ENOTSUP, "ENOTSUP", "not supported" },
     { ESHUTDOWN, "ESHUTDOWN", "shutting down" },
     { EDQUOT, "EDQUOT", "disk quota exceeded" },
+    { EOWNERDEAD, "EOWNERDEAD", "its owner has gone" }, /* io_uring: a ring whose task exits */
 };
 
 static const struct err_entry *err_find(int err)

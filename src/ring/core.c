@@ -447,7 +447,7 @@ static int core_run_tasks(struct ring_core *core)
 static void prep_msg(struct io_uring_sqe *sqe, struct ring_core *to, struct ring_msg *msg)
 {
     uint64_t data = (uint64_t)(uintptr_t)msg;
-    ASSERT((data & RING_UD_MSG) == 0);
+    ASSERT((data & (RING_UD_MSG | RING_UD_MSG_BACK)) == 0);
     int fd = to->ring_fd;
     /* Everything this thread did before, reads of <to> included, precedes the handler. */
     RING_TSAN_RELEASE(msg);
@@ -462,6 +462,10 @@ int ring_core_post(struct ring_core *from, struct ring_core *to, struct ring_msg
     ASSERT(msg->fn);
     struct io_uring_sqe *sqe = ring_core_sqe_ignored(from);
     prep_msg(sqe, to, msg);
+    /* Only a failure completes on this side (SKIP_SUCCESS): it brings <msg> back. */
+    if (msg->failed) {
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)msg | RING_UD_MSG | RING_UD_MSG_BACK);
+    }
     return 0;
 }
 
@@ -501,7 +505,14 @@ static void dispatch(struct ring_core *core, const struct io_uring_cqe *cqe)
         return;
     }
     if (ud & RING_UD_MSG) {
-        struct ring_msg *msg = (struct ring_msg *)(uintptr_t)(ud & ~RING_UD_MSG);
+        struct ring_msg *msg =
+            (struct ring_msg *)(uintptr_t)(ud & ~(RING_UD_MSG | RING_UD_MSG_BACK));
+        if (ud & RING_UD_MSG_BACK) {
+            /* Our own post, which the kernel could not deliver: the message is ours again. */
+            LOG_WARN("a message to another core was not delivered: %s", base_err_str(cqe->res));
+            msg->failed(core, msg->arg);
+            return;
+        }
         RING_TSAN_ACQUIRE(msg);
         RING_TSAN_ACQUIRE(core);
         msg->fn(core, msg->arg);

@@ -207,11 +207,15 @@ void ring_task_cancel(struct ring_task *task);
  * Cross-core messages over IORING_OP_MSG_RING. <msg> must stay valid until <fn> runs on the
  * target core, which then owns it. ring_core_post() is called on the sending core's thread;
  * ring_msg_send_from() sends from any thread through a ring of the caller's own (the main
- * thread uses it for shutdown). Both return 0 or -errno.
+ * thread uses it for shutdown). Both return 0 or -errno. A post the kernel could not deliver
+ * (the target ring gone or unable to take a completion) fails after the call returned: then
+ * <failed>, when set, runs on the sending core instead of <fn> on the target, and owns <msg>;
+ * unset, the failure is logged and the message is lost.
  */
 struct ring_msg {
-    ring_msg_fn *fn; /* runs on the target core */
-    void *arg;       /* its argument */
+    ring_msg_fn *fn;     /* runs on the target core */
+    ring_msg_fn *failed; /* runs on the sending core when the post failed; may be NULL */
+    void *arg;           /* the argument of either */
 };
 
 MUST_CHECK int ring_core_post(struct ring_core *from, struct ring_core *to, struct ring_msg *msg);

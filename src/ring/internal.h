@@ -18,6 +18,9 @@
 #define RING_UD_IGNORE 0ULL
 /* user_data bit of cross-core messages: the rest is a struct ring_msg pointer. */
 #define RING_UD_MSG (1ULL << 63)
+/* With RING_UD_MSG, on the sender's own SQE: the post failed (SKIP_SUCCESS hides success).
+ * Free in a message's user_data, whose pointer stays below bit 48. */
+#define RING_UD_MSG_BACK (1ULL << 62)
 /* Generations live in bits 32..62; 0 is never used so user_data 0 is never an op. */
 #define RING_GEN_MASK 0x7fffffffU
 

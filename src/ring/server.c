@@ -213,6 +213,27 @@ static void adopt(struct ring_core *core, void *arg)
 }
 
 /*
+ * On the handing core, when the kernel could not deliver the hand-over (the other core's ring
+ * could not take the message): the connection stays here, or is closed if this core drains,
+ * and leaves the other's <incoming>, or the other's drain would wait for it for good.
+ */
+static void handover_failed(struct ring_core *core, void *arg)
+{
+    struct handover *h = arg;
+    struct server_core *sc = core->server;
+    int fd = h->fd;
+    struct server_core *to = h->to;
+    free(h);
+    if (sc->draining) {
+        (void)close(fd);
+    } else {
+        const struct ring_server_hooks *hooks = &sc->srv->opts.hooks;
+        hooks->on_accept(core, fd, hooks->arg);
+    }
+    atomic_fetch_sub(&to->incoming, 1);
+}
+
+/*
  * Posts <fd> to <to>. 0, or -errno with the fd still the caller's. Against <to>'s drain: the
  * drain stops adoption, then its loop ends only once <incoming> is zero. Both sides write
  * before they read (sequentially consistent), so either this side sees adoption stopped, or
@@ -229,6 +250,7 @@ static int hand_over(struct server_core *from, struct server_core *to, int fd)
         return -ESHUTDOWN;
     }
     h->msg.fn = adopt;
+    h->msg.failed = handover_failed;
     h->msg.arg = h;
     h->to = to;
     h->fd = fd;

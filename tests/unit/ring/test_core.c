@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "echo.h"
 #include "ring/core.h"
+#include "ring/internal.h"
 #include "ring/timer.h"
 
 static uint64_t in_flight(struct ring_core *core)
@@ -345,6 +346,53 @@ Test(ring_core, msg_ring_reaches_another_core)
     cr_assert(eq(int, p.received, 2));
     io_uring_queue_exit(&plain);
     ring_core_destroy(self);
+}
+
+struct back {
+    struct ring_core *core;
+    int count;
+};
+
+static void never_delivered(struct ring_core *core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    cr_assert(false, "a message the kernel refused ran on its target");
+}
+
+static void came_back(struct ring_core *core, void *arg)
+{
+    struct back *b = arg;
+    b->core = core;
+    b->count++;
+}
+
+/*
+ * A post the kernel cannot deliver fails after ring_core_post returned: its failure used to be
+ * a debug line, and the message (a connection handed to another core) was lost with whatever
+ * it carried; the server's drain then waited for that connection for good.
+ */
+Test(ring_core, a_post_the_kernel_cannot_deliver_comes_back_to_its_sender)
+{
+    struct ring_core *other = echo_core_create(1, 16, 4096);
+    struct ring_core *self = echo_core_create(0, 16, 4096); /* this thread's core */
+    int pipe_fds[2];
+    cr_assert(eq(int, pipe(pipe_fds), 0));
+    int ring_fd = other->ring_fd;
+    other->ring_fd = pipe_fds[0]; /* no io_uring: MSG_RING fails with -EBADFD */
+    struct back b = { 0 };
+    struct ring_msg m = { .fn = never_delivered, .failed = came_back, .arg = &b };
+    cr_assert(eq(int, ring_core_post(self, other, &m), 0));
+    for (int i = 0; i < 100 && b.count == 0; i++)
+        cr_assert(ge(int, ring_core_tick(self, 10), 0));
+    other->ring_fd = ring_fd;
+    cr_assert(eq(int, b.count, 1));
+    cr_assert(eq(ptr, b.core, self), "the failure runs on the sending core");
+    cr_assert(eq(u64, in_flight(self), 0));
+    (void)close(pipe_fds[0]);
+    (void)close(pipe_fds[1]);
+    ring_core_destroy(self);
+    ring_core_destroy(other);
 }
 
 static int inject_err;
