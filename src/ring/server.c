@@ -195,34 +195,15 @@ static uint64_t core_load(struct server_core *sc)
     return base_counter_get(&sc->core->counters.conns) + atomic_load(&sc->incoming);
 }
 
-/* On the adopting core: the connection becomes one of its own, or is closed while it drains. */
-static void adopt(struct ring_core *core, void *arg)
-{
-    struct handover *h = arg;
-    struct server_core *sc = h->to;
-    int fd = h->fd;
-    free(h);
-    if (sc->draining) {
-        (void)close(fd);
-    } else {
-        const struct ring_server_hooks *hooks = &sc->srv->opts.hooks;
-        hooks->on_accept(core, fd, hooks->arg);
-    }
-    /* Last: the connection is counted in the core's gauge before it leaves <incoming>. */
-    atomic_fetch_sub(&sc->incoming, 1);
-}
-
 /*
- * On the handing core, when the kernel could not deliver the hand-over (the other core's ring
- * could not take the message): the connection stays here, or is closed if this core drains,
- * and leaves the other's <incoming>, or the other's drain would wait for it for good.
+ * A handed-over connection lands on <core> (<sc>): it becomes one of the core's own, or is
+ * closed while the core drains; then it leaves <to>'s count of connections on their way. Last:
+ * the connection is counted in the core's gauge before it leaves <incoming>.
  */
-static void handover_failed(struct ring_core *core, void *arg)
+static void land(struct ring_core *core, struct server_core *sc, struct handover *h)
 {
-    struct handover *h = arg;
-    struct server_core *sc = core->server;
-    int fd = h->fd;
     struct server_core *to = h->to;
+    int fd = h->fd;
     free(h);
     if (sc->draining) {
         (void)close(fd);
@@ -231,6 +212,23 @@ static void handover_failed(struct ring_core *core, void *arg)
         hooks->on_accept(core, fd, hooks->arg);
     }
     atomic_fetch_sub(&to->incoming, 1);
+}
+
+/* On the adopting core. */
+static void adopt(struct ring_core *core, void *arg)
+{
+    struct handover *h = arg;
+    land(core, h->to, h);
+}
+
+/*
+ * On the handing core, when the kernel could not deliver the hand-over (the other core's ring
+ * could not take the message): the connection stays here, and leaves the other's <incoming>,
+ * or the other's drain would wait for it for good.
+ */
+static void handover_failed(struct ring_core *core, void *arg)
+{
+    land(core, core->server, arg);
 }
 
 /*
