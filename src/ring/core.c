@@ -460,10 +460,12 @@ static void prep_msg(struct io_uring_sqe *sqe, struct ring_core *to, struct ring
 int ring_core_post(struct ring_core *from, struct ring_core *to, struct ring_msg *msg)
 {
     ASSERT(msg->fn);
+    /* Read before prep_msg hands <msg> over (its release for TSan): the target may free it. */
+    bool back = msg->failed != NULL;
     struct io_uring_sqe *sqe = ring_core_sqe_ignored(from);
     prep_msg(sqe, to, msg);
     /* Only a failure completes on this side (SKIP_SUCCESS): it brings <msg> back. */
-    if (msg->failed) {
+    if (back) {
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)msg | RING_UD_MSG | RING_UD_MSG_BACK);
     }
     return 0;
