@@ -169,8 +169,6 @@ static void core_on_shutdown(struct ring_core *core, void *arg)
     core_check_done(sc);
 }
 
-static void core_on_shutdown(struct ring_core *core, void *arg);
-
 /* A second stop signal: the drain ends now, as when --drain-timeout runs out. */
 static void core_on_force(struct ring_core *core, void *arg)
 {
@@ -621,6 +619,27 @@ static void force_cores(struct ring_server *srv)
     }
 }
 
+/*
+ * Joins <sc>'s thread. Bounded by the drain timeout (each core closes what is left when it
+ * runs out). A second stop signal meanwhile (Ctrl-C pressed again, a supervisor that will not
+ * wait) ends every core's drain at once, as the timeout would; <forced> says it came.
+ */
+static void join_core(struct ring_server *srv, struct server_core *sc, bool *forced)
+{
+    for (;;) {
+        uint64_t until_ns = base_clock_wall_ns() + STOP_POLL_MS * BASE_NS_PER_MS;
+        const struct timespec until = { .tv_sec = (time_t)(until_ns / BASE_NS_PER_S),
+                                        .tv_nsec = (long)(until_ns % BASE_NS_PER_S) };
+        if (pthread_timedjoin_np(sc->thread, NULL, &until) == 0) return;
+        int sig = *forced ? 0 : ring_server_take_signal();
+        if (sig > 0) {
+            *forced = true;
+            LOG_WARN("signal %d during the drain: closing the connections left now", sig);
+            force_cores(srv);
+        }
+    }
+}
+
 int ring_server_stop(struct ring_server *srv)
 {
     int result = 0;
@@ -632,31 +651,9 @@ int ring_server_stop(struct ring_server *srv)
             if (rc < 0) LOG_ERROR("cannot signal core %u to stop: %s", i, base_err_str(rc));
         }
     }
-    /*
-     * Bounded by the drain timeout (each core closes what is left when it runs out). A second
-     * stop signal meanwhile (Ctrl-C pressed again, a supervisor that will not wait) ends the
-     * drain at once: the cores close their connections and stop as after the timeout.
-     */
     bool forced = false;
     for (uint32_t i = 0; i < srv->core_count; i++) {
-        struct server_core *sc = &srv->cores[i];
-        if (!sc->thread_started) continue;
-        for (;;) {
-            struct timespec until;
-            (void)clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += STOP_POLL_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            if (pthread_timedjoin_np(sc->thread, NULL, &until) == 0) break;
-            int sig = forced ? 0 : ring_server_take_signal();
-            if (sig > 0) {
-                forced = true;
-                LOG_WARN("signal %d during the drain: closing the connections left now", sig);
-                force_cores(srv);
-            }
-        }
+        if (srv->cores[i].thread_started) join_core(srv, &srv->cores[i], &forced);
     }
     /* Only now that every loop has ended: until then another core may be reading this one's
      * counters (GET /metrics renders every core). */

@@ -951,6 +951,18 @@ class WaitOnOneConnection(harness.ServerTestCase):
             r.resource_name = name
         return h2raw.grpc_message(r.SerializeToString())
 
+    def stored_and_the_rest_parked(self, data, what):
+        """The blob reads back whole, and the uploads left (cut off with their connection)
+        are parked ones: <what> says which."""
+        client = reapi.Client(self.server.address)
+        try:
+            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
+            self.assertEqual(b"".join(r.data for r in client.Read(req, timeout=30)), data)
+        finally:
+            client.close()
+        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads")
+                         == self.server.metric("ringcas_bs_uploads_parked"), what=what)
+
     def test_an_upload_waited_for_on_the_same_connection_goes_on(self):
         write = "/google.bytestream.ByteStream/Write"
         data = os.urandom(1_000_000)
@@ -980,16 +992,8 @@ class WaitOnOneConnection(harness.ServerTestCase):
             self.assertTrue(ends, "the first upload was never answered")
         finally:
             c.close()
-        client = reapi.Client(self.server.address)
-        try:
-            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
-            self.assertEqual(b"".join(r.data for r in client.Read(req, timeout=30)), data)
-        finally:
-            client.close()
         # The second one, cut off with its connection, is parked (the blob is there now).
-        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads")
-                         == self.server.metric("ringcas_bs_uploads_parked"),
-                         what="no upload left but a parked one")
+        self.stored_and_the_rest_parked(data, "no upload left but a parked one")
 
 
 
@@ -1008,6 +1012,7 @@ class WaitersOnOneConnection(harness.ServerTestCase):
     server_args = ("--read-timeout", "0")
 
     message = staticmethod(WaitOnOneConnection.message)
+    stored_and_the_rest_parked = WaitOnOneConnection.stored_and_the_rest_parked
 
     def test_an_upload_waited_for_by_many_on_its_connection_goes_on(self):
         write = "/google.bytestream.ByteStream/Write"
@@ -1054,16 +1059,8 @@ class WaitersOnOneConnection(harness.ServerTestCase):
             self.assertLessEqual({1, 3, 5, 7}, ended)
         finally:
             c.close()
-        client = reapi.Client(self.server.address)
-        try:
-            req = reapi.msg("google.bytestream.ReadRequest", resource_name=blob_name(data))
-            self.assertEqual(b"".join(r.data for r in client.Read(req, timeout=30)), data)
-        finally:
-            client.close()
         # The two that did not wait, cut off with their connection, are parked.
-        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads")
-                         == self.server.metric("ringcas_bs_uploads_parked"),
-                         what="no upload left but parked ones")
+        self.stored_and_the_rest_parked(data, "no upload left but parked ones")
 
 
 class ParkedDecoders(unittest.TestCase):

@@ -249,17 +249,8 @@ class CommandLine(unittest.TestCase):
         # After a crash the kernel frees the dead server's port only once it has torn its
         # rings down; a supervisor's immediate restart on the same port must not fail then.
         s, port = held_port()
-        p = subprocess.Popen([harness.binary(), "serve", "--listen", "127.0.0.1:%d" % port,
-                              "--dir", tmpdir(self)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        err = ""
+        p, err = serve_waiting_for(port, tmpdir(self))
         try:
-            # The port is freed once the server says it waits (not after a fixed time: a slow
-            # start on a busy machine would find it free already).
-            for line in p.stderr:
-                err += line
-                if "is in use; waiting for it to be freed" in line:
-                    break
             s.close()
             line = p.stdout.readline()
             self.assertEqual(line.strip(), "ringcas listening on 127.0.0.1:%d" % port, err)
@@ -402,6 +393,21 @@ def held_port():
     s.bind(("127.0.0.1", 0))
     s.listen()
     return s, s.getsockname()[1]
+
+
+def serve_waiting_for(port, data_dir):
+    """`ringcas serve` started on <port>, held by held_port(), once it says it waits for the
+    port (not after a fixed time: a slow start on a busy machine would find it free already):
+    (the process, what it wrote on stderr so far)."""
+    p = subprocess.Popen([harness.binary(), "serve", "--listen", "127.0.0.1:%d" % port,
+                          "--dir", data_dir], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    err = ""
+    for line in p.stderr:
+        err += line
+        if "is in use; waiting for it to be freed" in line:
+            break
+    return p, err
 
 
 def cas_get(port, digest):
@@ -1046,15 +1052,8 @@ class Lifecycle(unittest.TestCase):
         # the same signal mask.
         s, port = held_port()
         d = tmpdir(self)
-        p = subprocess.Popen([harness.binary(), "serve", "--listen", "127.0.0.1:%d" % port,
-                              "--dir", d], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        err = ""
+        p, err = serve_waiting_for(port, d)
         try:
-            for line in p.stderr:
-                err += line
-                if "is in use; waiting for it to be freed" in line:
-                    break
             p.send_signal(signal.SIGTERM)
             s.close()  # the wait ends, the store is opened, then the signal is seen
             out, rest = p.communicate(timeout=30)
