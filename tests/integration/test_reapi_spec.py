@@ -182,5 +182,42 @@ class BatchDuplicates(ReapiCase):
                           self.c.BatchReadBlobs(req, timeout=30).responses], [(0, b), (0, b)])
 
 
+class BatchFraming(ReapiCase):
+    """max_batch_total_size_bytes (4 MiB) counts blob bytes; a request message may be 4 MiB +
+    64 KiB, room for the framing of about 800 entries (docs/grpc.md). A batch at the limit in
+    a few blobs is taken; the same bytes in 1024 blobs are a larger message, refused whole
+    before any of it is stored."""
+
+    def batch(self, blobs):
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for b in blobs:
+            r = req.requests.add()
+            r.digest.CopyFrom(digest(b))
+            r.data = b
+        return req
+
+    def test_the_batch_limit_in_blob_bytes_and_the_message_limit(self):
+        caps = self.c.GetCapabilities(reapi.msg("GetCapabilitiesRequest"), timeout=30)
+        limit = caps.cache_capabilities.max_batch_total_size_bytes
+        self.assertEqual(limit, 4 << 20)
+        few = [os.urandom(limit // 4) for _ in range(4)]
+        req = self.batch(few)
+        self.assertGreater(req.ByteSize(), limit)
+        resp = self.c.BatchUpdateBlobs(req, timeout=60).responses
+        self.assertEqual([r.status.code for r in resp], [0] * 4)
+        many = [os.urandom(4096) for _ in range(limit // 4096)]
+        req = self.batch(many)
+        self.assertEqual(req.ByteSize(), 4_273_152)
+        code, details = self.code(self.c.BatchUpdateBlobs, req)
+        self.assertEqual(code.name, "RESOURCE_EXHAUSTED")
+        self.assertIn("4 MiB + 64 KiB", details)
+        self.assertEqual(len(self.missing(many[:10])), 10)
+        # The same bytes in batches whose encoded size is within 4 MiB are taken.
+        for half in (many[:512], many[512:]):
+            resp = self.c.BatchUpdateBlobs(self.batch(half), timeout=60).responses
+            self.assertEqual({r.status.code for r in resp}, {0})
+        self.assertEqual(self.missing(many), [])
+
+
 if __name__ == "__main__":
     unittest.main()
