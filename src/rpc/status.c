@@ -32,8 +32,11 @@ static const struct mapping table[] = {
     { -ENOSPC, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "store full: no room in the size budget now (eviction catching up, the disk full, or "
       "uploads in flight near --max-size), retry later" },
-    /* Where the sizes are at hand the answer names them (rpc_status_too_large). */
-    { -EFBIG, PROTO_STATUS_RESOURCE_EXHAUSTED,
+    /* Where the sizes are at hand the answer names them (rpc_status_too_large). Not
+     * RESOURCE_EXHAUSTED: REAPI's max_cas_blob_size_bytes says a server SHOULD refuse an
+     * upload over it with INVALID_ARGUMENT, and Bazel retries RESOURCE_EXHAUSTED, which can
+     * never succeed here (the store takes no larger blob when empty either). */
+    { -EFBIG, PROTO_STATUS_INVALID_ARGUMENT,
       "blob larger than this store takes (a quarter of --max-size or of the volume)" },
     { -ENOMEM, PROTO_STATUS_RESOURCE_EXHAUSTED,
       "server busy: out of memory for this call (--message-memory or --zstd-memory is taken), "

@@ -19,8 +19,9 @@
  *   -ERANGE    OUT_OF_RANGE
  *   -EAGAIN    RESOURCE_EXHAUSTED (a bounded queue is full: retry)
  *   -ENOSPC    RESOURCE_EXHAUSTED (the store's size budget is full)
- *   -EFBIG     RESOURCE_EXHAUSTED (the blob is larger than the store takes: the engine's
- *              blob_upload_begin)
+ *   -EFBIG     INVALID_ARGUMENT (the blob is larger than the store takes, advertised as
+ *              max_cas_blob_size_bytes: REAPI names INVALID_ARGUMENT, and a retry never
+ *              succeeds; the engine's blob_upload_begin)
  *   -ENOMEM    RESOURCE_EXHAUSTED (memory for the call is taken: retry)
  *   -ETIMEDOUT DEADLINE_EXCEEDED
  *   -ECANCELED UNAVAILABLE (the server is draining: retry elsewhere)

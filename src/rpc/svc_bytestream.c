@@ -683,11 +683,12 @@ static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
     if (rc == -EALREADY) return 1;
     if (rc == -EEXIST) return write_respond_present(st);
     if (rc == -EFBIG) {
-        /* Not "store full": a retry, or an empty store, would not take it either. */
+        /* Not "store full": a retry, or an empty store, would not take it either; so not
+         * RESOURCE_EXHAUSTED, which clients retry (rpc_status_from_err). */
         char message[RPC_CALL_MESSAGE_MAX];
         rpc_status_too_large(message, sizeof(message), k.size, blob_cas_size_max(bc),
                              st->c->rc->cfg->opts.max_size);
-        rpc_call_finish(st->c, PROTO_STATUS_RESOURCE_EXHAUSTED, message);
+        rpc_call_finish(st->c, PROTO_STATUS_INVALID_ARGUMENT, message);
         return -1;
     }
     if (rc < 0) return write_fail(st, rc, "upload");

@@ -339,12 +339,12 @@ class BenchDrainTest(unittest.TestCase):
 
 class BenchSmallStoreTest(harness.ServerTestCase):
     """A store too small for the blobs: uploads are refused, each with the server's reason, by
-    gRPC (RESOURCE_EXHAUSTED) and HTTP (413) alike. HTTP said only "HTTP 413"."""
+    gRPC (INVALID_ARGUMENT) and HTTP (413) alike. HTTP said only "HTTP 413"."""
 
     server_args = ("--max-size", "8MiB")
 
     def test_uploads_larger_than_the_store_takes_say_so(self):
-        for workload, status in (("bs-write", "grpc RESOURCE_EXHAUSTED"), ("http-put", "http 413")):
+        for workload, status in (("bs-write", "grpc INVALID_ARGUMENT"), ("http-put", "http 413")):
             rc, out, err = bench(self.server.address, "--workload", workload, "--size", "4MiB",
                                  "--threads", "1", "--concurrency", "2", "--duration", "500ms",
                                  "--json")

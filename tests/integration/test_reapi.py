@@ -1101,20 +1101,37 @@ class ParkedDecoders(unittest.TestCase):
 
 
 class Full(unittest.TestCase):
-    def test_a_blob_over_the_limit_is_resource_exhausted(self):
-        # Larger than the store takes (a quarter of --max-size), on an empty store: the
-        # message names the sizes, not "store full" (docs/grpc.md).
+    def test_a_blob_over_the_limit_is_invalid_argument(self):
+        """Larger than the store takes (a quarter of --max-size, the max_cas_blob_size_bytes
+        advertised), on an empty store: the message names the sizes, not "store full"
+        (docs/grpc.md), and the code is INVALID_ARGUMENT, as REAPI's max_cas_blob_size_bytes
+        says. It was RESOURCE_EXHAUSTED, which Bazel retries (--remote_retries) though no
+        retry can succeed."""
         with harness.Server(args=("--max-size", "8MiB"), cores=1) as srv:
             c = reapi.Client(srv.address)
             try:
+                caps = c.GetCapabilities(reapi.msg("GetCapabilitiesRequest"), timeout=30)
+                self.assertEqual(caps.cache_capabilities.max_cas_blob_size_bytes, 2 << 20)
                 data = os.urandom(16 << 20)
                 name = blob_name(data, upload="big")
                 with self.assertRaises(grpc.RpcError) as cm:
                     c.Write(iter(write_reqs(name, data)), timeout=60)
-                self.assertEqual(cm.exception.code(), SC.RESOURCE_EXHAUSTED)
+                self.assertEqual(cm.exception.code(), SC.INVALID_ARGUMENT)
                 self.assertEqual(cm.exception.details(),
                                  "blob of 16777216 bytes is larger than this store takes "
                                  "(a quarter of --max-size: 2097152 bytes)")
+                # A batch entry over the limit fails alone, with the same code.
+                big, small = os.urandom((2 << 20) + 1), os.urandom(100)
+                req = reapi.msg("BatchUpdateBlobsRequest")
+                for b in (big, small):
+                    r = req.requests.add()
+                    r.digest.CopyFrom(digest(b))
+                    r.data = b
+                resp = c.BatchUpdateBlobs(req, timeout=60).responses
+                self.assertEqual([(r.status.code, r.status.message) for r in resp],
+                                 [(SC.INVALID_ARGUMENT.value[0],
+                                   "blob larger than this store takes (a quarter of --max-size "
+                                   "or of the volume)"), (0, "")])
             finally:
                 c.close()
             srv.wait_quiet(extra=GAUGES)

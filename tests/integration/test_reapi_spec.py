@@ -87,5 +87,137 @@ class WriteOfPresentBlob(ReapiCase):
         self.assertEqual(len(self.missing([data])), 1)
 
 
+def write_req(name=None, offset=0, data=b"", finish=False):
+    r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset, data=data,
+                  finish_write=finish)
+    if name:
+        r.resource_name = name
+    return r
+
+
+class WriteStreamRules(ReapiCase):
+    """google.bytestream's rules for one Write stream: resource_name "must be set on the first
+    WriteRequest"; "if it is set on subsequent calls, it must match the value of the first
+    request"; the first write_offset "must be equal to the committed_size that a call to
+    QueryWriteStatus() would return", and a request may carry finish_write alone."""
+
+    def test_a_resource_name_that_changes_within_the_stream_is_refused(self):
+        data = os.urandom(100_000)
+        name, other = blob_name(data, upload="a"), blob_name(data, upload="b")
+        reqs = [write_req(name, 0, data[:50_000]), write_req(other, 50_000, data[50_000:], True)]
+        code, details = self.code(self.c.Write, iter(reqs))
+        self.assertEqual(code.name, "INVALID_ARGUMENT")
+        self.assertIn("resource_name", details)
+        self.assertEqual(len(self.missing([data])), 1)
+        # The same name repeated is fine.
+        reqs = [write_req(name, 0, data[:50_000]), write_req(name, 50_000, data[50_000:], True)]
+        self.assertEqual(self.c.Write(iter(reqs), timeout=30).committed_size, len(data))
+        self.assertEqual(self.missing([data]), [])
+
+    def test_a_finish_alone_at_the_committed_size_completes_a_parked_upload(self):
+        """A client that sent every byte but lost the answer to its finish_write asks
+        QueryWriteStatus (committed_size = all, complete false) and resumes there with
+        finish_write and no data: the blob is stored. Identity and zstd alike; a zstd
+        upload's offsets count compressed bytes (docs/grpc.md)."""
+        q = lambda n: reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=n)
+        for compressed in (False, True):
+            data = os.urandom(200_000)
+            body = zstandard.ZstdCompressor().compress(data) if compressed else data
+            name = blob_name(data, compressed=compressed, upload="all-sent")
+            sent = write_reqs(name, body, finish=False)
+            self.assertEqual(self.c.Write(iter(sent), timeout=30).committed_size, len(body))
+            st = self.c.QueryWriteStatus(q(name), timeout=30)
+            self.assertEqual((st.committed_size, st.complete), (len(body), False))
+            done = self.c.Write(iter([write_req(name, len(body), b"", True)]), timeout=30)
+            self.assertEqual(done.committed_size, len(body))
+            st = self.c.QueryWriteStatus(q(name), timeout=30)
+            self.assertEqual((st.committed_size, st.complete), (len(data), True))
+            self.assertEqual(self.missing([data]), [])
+            self.assertEqual(self.read(data), data)
+
+    def test_parked_uploads_are_kept_per_uuid_and_encoding(self):
+        """A uuid may be reused for other blobs (REAPI: "Clients MAY reuse the same uuid"), and
+        an identity and a zstd upload of one blob are different resources: QueryWriteStatus
+        answers each for its own name only."""
+        q = lambda n: reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=n)
+        a, b = os.urandom(100_000), os.urandom(100_000)
+        for data, n in ((a, 10_000), (b, 20_000)):
+            name = blob_name(data, upload="same")
+            self.c.Write(iter(write_reqs(name, data[:n], finish=False)), timeout=30)
+        self.assertEqual(self.c.QueryWriteStatus(q(blob_name(a, upload="same")),
+                                                 timeout=30).committed_size, 10_000)
+        self.assertEqual(self.c.QueryWriteStatus(q(blob_name(b, upload="same")),
+                                                 timeout=30).committed_size, 20_000)
+        for other in (blob_name(a, upload="another"),
+                      blob_name(a, compressed=True, upload="same")):
+            self.assertEqual(self.code(self.c.QueryWriteStatus, q(other))[0].name, "NOT_FOUND")
+        for data, n in ((a, 10_000), (b, 20_000)):
+            rest = write_reqs(blob_name(data, upload="same"), data[n:], offset=n)
+            self.assertEqual(self.c.Write(iter(rest), timeout=30).committed_size, len(data))
+        self.assertEqual(self.missing([a, b]), [])
+
+
+class BatchDuplicates(ReapiCase):
+    """REAPI: BatchUpdateBlobs "is equivalent to calling a Bytestream Write request on each
+    individual blob, in parallel. The requests may succeed or fail independently": one digest
+    named several times, some with the wrong bytes, gets one answer per entry, in order, and
+    the blob is stored by the good ones."""
+
+    def test_each_entry_of_a_repeated_digest_is_answered_alone(self):
+        b = os.urandom(500)
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        # The wrong entries are of another size: identity data whose size is not the one
+        # named is refused whether or not the blob is present by then (a same-size entry
+        # after a good one may find it stored, and is answered OK without hashing).
+        for data in (b"wrong", b, b, b + b"x"):
+            r = req.requests.add()
+            r.digest.CopyFrom(digest(b))
+            r.data = data
+        resp = self.c.BatchUpdateBlobs(req, timeout=30).responses
+        self.assertEqual([(r.digest.hash, r.status.code) for r in resp],
+                         [(digest(b).hash, c) for c in (3, 0, 0, 3)])
+        self.assertEqual(self.missing([b]), [])
+        req = reapi.msg("BatchReadBlobsRequest", digests=[digest(b), digest(b)])
+        self.assertEqual([(r.status.code, r.data) for r in
+                          self.c.BatchReadBlobs(req, timeout=30).responses], [(0, b), (0, b)])
+
+
+class BatchFraming(ReapiCase):
+    """max_batch_total_size_bytes (4 MiB) counts blob bytes; a request message may be 4 MiB +
+    64 KiB, room for the framing of about 800 entries (docs/grpc.md). A batch at the limit in
+    a few blobs is taken; the same bytes in 1024 blobs are a larger message, refused whole
+    before any of it is stored."""
+
+    def batch(self, blobs):
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        for b in blobs:
+            r = req.requests.add()
+            r.digest.CopyFrom(digest(b))
+            r.data = b
+        return req
+
+    def test_the_batch_limit_in_blob_bytes_and_the_message_limit(self):
+        caps = self.c.GetCapabilities(reapi.msg("GetCapabilitiesRequest"), timeout=30)
+        limit = caps.cache_capabilities.max_batch_total_size_bytes
+        self.assertEqual(limit, 4 << 20)
+        few = [os.urandom(limit // 4) for _ in range(4)]
+        req = self.batch(few)
+        self.assertGreater(req.ByteSize(), limit)
+        resp = self.c.BatchUpdateBlobs(req, timeout=60).responses
+        self.assertEqual([r.status.code for r in resp], [0] * 4)
+        many = [os.urandom(4096) for _ in range(limit // 4096)]
+        req = self.batch(many)
+        self.assertEqual(req.ByteSize(), 4_273_152)
+        code, details = self.code(self.c.BatchUpdateBlobs, req)
+        self.assertEqual(code.name, "RESOURCE_EXHAUSTED")
+        self.assertIn("4 MiB + 64 KiB", details)
+        self.assertEqual(len(self.missing(many[:10])), 10)
+        # The same bytes in batches whose encoded size is within 4 MiB are taken.
+        for half in (many[:512], many[512:]):
+            resp = self.c.BatchUpdateBlobs(self.batch(half), timeout=60).responses
+            self.assertEqual({r.status.code for r in resp}, {0})
+        self.assertEqual(self.missing(many), [])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -981,7 +981,7 @@ class BlobOverTheLimit(unittest.TestCase):
     """A blob larger than the store takes (a quarter of --max-size) on an empty store: the
     answer names the blob's size and the limit, not "store full" (which reads as "evict or
     retry later"), over HTTP (the status body), gRPC (grpc-message) and the CLI; the status
-    codes stay 413 and RESOURCE_EXHAUSTED."""
+    codes are 413 and INVALID_ARGUMENT (REAPI's max_cas_blob_size_bytes)."""
 
     LIMIT = 16 << 20  # --max-size 64MiB / 4
     SIZE = LIMIT + 4096
@@ -1006,7 +1006,7 @@ class BlobOverTheLimit(unittest.TestCase):
             head, _, text = got.decode().partition("\r\n\r\n")
             self.assertTrue(head.startswith("HTTP/1.1 413 "), head)
             self.assertEqual(text.strip(), want)
-            # gRPC (ByteStream.Write, through the CLI): grpc-message, RESOURCE_EXHAUSTED.
+            # gRPC (ByteStream.Write, through the CLI): grpc-message, INVALID_ARGUMENT.
             d = tmpdir(self)
             path = os.path.join(d, "big")
             with open(path, "wb") as f:
@@ -1014,7 +1014,7 @@ class BlobOverTheLimit(unittest.TestCase):
             r = subprocess.run([harness.binary(), "put", "--server", srv.address, path],
                                capture_output=True, text=True, timeout=120)
             self.assertEqual(r.returncode, 1, r.stderr)
-            self.assertEqual(r.stderr, "ringcas put: %s: %s [RESOURCE_EXHAUSTED]\n" % (path, want))
+            self.assertEqual(r.stderr, "ringcas put: %s: %s [INVALID_ARGUMENT]\n" % (path, want))
             # The store took nothing, and a blob at the limit still goes in.
             self.assertEqual(cas_get(srv.port, digest)[0], 404)
             with open(path, "wb") as f:
