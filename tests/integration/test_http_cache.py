@@ -152,6 +152,30 @@ class CacheRoutes(harness.ServerTestCase):
             r = c.read_response()
             self.assertEqual((r.status, r.header("content-encoding"), r.body), (200, None, b""))
 
+    def test_answers_chosen_by_accept_encoding_say_vary(self):
+        # One URL, two representations (the stored zstd frames, or identity bytes), chosen
+        # by Accept-Encoding: a shared cache in front (nginx proxy_cache, a CDN) keys its
+        # entries by URL and the fields Vary names (RFC 9110 §12.5.5, RFC 9111 §4.1).
+        # Without Vary, nginx served the zstd frames one client asked for to the next client
+        # that did not (curl, Bazel), which stores them as the blob: a corrupt output.
+        data = compressible(1 << 20, 9)
+        h = sha(data)
+        self.assertEqual(self.put("/cas/" + h, data), 201)
+        self.assertEqual(self.put("/gradle/vary", data), 201)
+        for path in ("/cas/" + h, "/cas/" + EMPTY, "/gradle/vary"):
+            for accept in ((), ("-H", "Accept-Encoding: zstd"), ("-H", "Accept-Encoding: gzip")):
+                for method in (("-o", "/dev/null"), ("-I",)):  # GET, HEAD
+                    out = subprocess.run(["curl", "-s", "-S", "-D", "-", *method, *accept,
+                                          self.url(path)], capture_output=True, timeout=60)
+                    head = out.stdout.decode("latin-1").lower()
+                    what = (path, accept, method)
+                    self.assertTrue(head.startswith("http/1.1 200 "), (what, head))
+                    vary = re.findall(r"^vary:(.*)$", head, re.M)
+                    self.assertIn("accept-encoding", ",".join(vary), (what, head))
+        # A miss is the same for every Accept-Encoding: nothing to say.
+        status, _ = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + sha(b"absent")))
+        self.assertEqual(status, 404)
+
     def test_zstd_upload_is_verified_after_decompression(self):
         data = compressible(1 << 20, 3)
         h = sha(data)
