@@ -176,6 +176,41 @@ class CacheRoutes(harness.ServerTestCase):
         status, _ = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + sha(b"absent")))
         self.assertEqual(status, 404)
 
+    def test_only_a_cas_blob_may_be_kept_by_a_cache_in_front(self):
+        # A CAS blob never changes under its name; everything else does: an /ac/ entry (the
+        # newest write wins, and a hit depends on its outputs being in the CAS now), a plain
+        # key, a miss (the blob is uploaded next), the operations endpoints. A shared cache
+        # in front (nginx proxy_cache_valid, Varnish's default TTL) keeps any 200 or 404
+        # that says nothing against it (RFC 9111 §4.2.2): before, nginx served an /ac/ miss
+        # after the entry was written, and a hit after its outputs were evicted, the false hit
+        # the action-result check exists to prevent.
+        data = compressible(100000, 11)
+        h = sha(data)
+        self.assertEqual(self.put("/cas/" + h, data), 201)
+        self.assertEqual(self.put("/gradle/cc", data), 201)
+        self.assertEqual(self.put("/ccache/ac/" + h, b"cCopaque"), 201)
+
+        def head_of(*args):
+            out = subprocess.run(["curl", "-s", "-S", "-D", "-", "-o", "/dev/null", *args],
+                                 capture_output=True, timeout=60)
+            return out.stdout.decode("latin-1").lower()
+
+        for method in ((), ("-I",)):
+            for path in ("/cas/" + h, "/cas/" + h.upper(), "/cas/" + EMPTY):
+                head = head_of(*method, self.url(path))
+                self.assertTrue(head.startswith("http/1.1 200 "), (path, head))
+                self.assertNotIn("no-cache", head, (path, head))
+            for path, status in (("/ccache/ac/" + h, 200), ("/ccache/ac/" + sha(b"x"), 404),
+                                 ("/gradle/cc", 200), ("/gradle/none", 404),
+                                 ("/cas/" + sha(b"absent"), 404), ("/healthz", 200),
+                                 ("/readyz", 200), ("/metrics", 200)):
+                head = head_of(*method, self.url(path))
+                self.assertTrue(head.startswith("http/1.1 %d " % status), (path, head))
+                self.assertRegex(head, r"(?m)^cache-control: no-cache\r$", (path, head))
+        head = head_of("-X", "DELETE", self.url("/gradle/cc"))
+        self.assertTrue(head.startswith("http/1.1 405 "), head)
+        self.assertRegex(head, r"(?m)^cache-control: no-cache\r$", head)
+
     def test_zstd_upload_is_verified_after_decompression(self):
         data = compressible(1 << 20, 3)
         h = sha(data)
