@@ -4,6 +4,7 @@ bodies; slow senders; admission; a drain during a download. Every scenario ends 
 server's connections, buffers, ops, uploads and readers back to zero."""
 
 import hashlib
+import itertools
 import os
 import re
 import signal
@@ -255,6 +256,32 @@ class CacheRoutes(harness.ServerTestCase):
                 c.send(body[i:i + 4099])
             self.assertEqual(c.read_response().status, 201)
         self.assertEqual(curl(self.url("/cas/" + sha(data))), (200, data))
+
+    def test_pipelined_uploads_cut_at_every_byte(self):
+        # Two uploads and their reads in one send, cut in two at every byte: a head, a
+        # Content-Length body awaited with 100-continue, a chunk-size line with extensions, a
+        # trailer or the last CRLF across two receives give the same answers, in order.
+        for cut in itertools.count(1):
+            blob, value = os.urandom(40), os.urandom(30)
+            key = "/k/cut%d" % cut
+            data = (request("PUT", "/cas/" + sha(blob), headers=["Expect: 100-continue"],
+                            body=blob) +
+                    request("PUT", key, headers=["Transfer-Encoding: chunked"],
+                            body=b"7;a=\"b;c\"\r\n" + value[:7] + b"\r\n17 ; x\r\n" + value[7:] +
+                            b"\r\n0\r\nT: 1\r\n\r\n") +
+                    request("GET", key) + request("GET", "/cas/" + sha(blob)))
+            if cut >= len(data):
+                break
+            with Raw(self.server.port) as c:
+                c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                c.send(data[:cut])
+                time.sleep(0.001)
+                c.send(data[cut:])
+                got = [c.read_response() for _ in range(4)]
+                if got[0].status == 100:  # the cut fell after the first head: asked for, sent
+                    got = got[1:] + [c.read_response()]
+                self.assertEqual([r.status for r in got], [201, 201, 200, 200], cut)
+                self.assertEqual((got[2].body, got[3].body), (value, blob), cut)
 
     def test_malformed_chunked_body_stores_nothing(self):
         h = sha(b"hello")
