@@ -539,6 +539,51 @@ def vm_kib(pid, field):
     raise AssertionError("no %s in /proc/%d/status" % (field, pid))
 
 
+class StalledReader(harness.ServerTestCase):
+    """A client that asks for a large blob and stops reading it, its connection still open."""
+
+    server_args = ("--max-size", "1GiB", "--write-timeout", "1s")
+
+    def test_a_download_nobody_reads_is_closed_by_the_write_timeout(self):
+        # The send makes no progress: --write-timeout closes the connection and frees what
+        # the download held (its reader, read-ahead buffers, the connection), while the
+        # client still holds its socket open. A request pipelined behind it is never
+        # answered. The 200 went out, so it counts as 200 (docs/http.md, Metrics).
+        data = os.urandom(32 << 20)
+        h = sha(data)
+        self.assertEqual(curl("-X", "PUT", "--data-binary", "@-", self.server.url + "/cas/" + h,
+                              data=data)[0], 201)
+        timeouts = self.server.metric("ringcas_write_timeouts_total")
+        ok = self.server.metric("ringcas_requests_total", route="GET /cas", status="200")
+        with Raw(self.server.port) as c:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            c.send(request("GET", "/cas/" + h) + request("GET", "/healthz"))
+            got = 0
+            while got < (1 << 20):
+                got += len(c.sock.recv(65536))
+            harness.wait_for(
+                lambda: self.server.metric("ringcas_write_timeouts_total") > timeouts,
+                timeout=30, what="the write timeout")
+            self.server.wait_quiet(extra=QUIET + ("blob_bufs", "blob_io_in_flight"))
+            # What the kernel still held arrives, then the close: never the whole blob, and
+            # never the answer to the request behind it.
+            c.sock.settimeout(10)
+            rest = b""
+            try:
+                while True:
+                    chunk = c.sock.recv(1 << 20)
+                    if not chunk:
+                        break
+                    rest += chunk
+            except ConnectionResetError:
+                pass
+            self.assertLess(got + len(rest), len(data))
+            self.assertNotIn(b"HTTP/1.1 200 OK\r\nServer", rest)
+        self.assertEqual(self.server.metric("ringcas_requests_total", route="GET /cas",
+                                            status="200"), ok + 1)
+        self.assertEqual(curl(self.server.url + "/cas/" + h), (200, data))
+
+
 class StreamedBodies(unittest.TestCase):
     """Chunked and zstd-encoded bodies stream into the engine like sized ones: a 100 MiB body
     does not grow the server's memory by anything like 100 MiB, and is verified at its end."""
