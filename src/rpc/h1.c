@@ -113,6 +113,8 @@ struct rpc_h1_conn {
     uint64_t bytes_out;               /* response body bytes */
     bool sending;                     /* a send of this connection is in flight */
     bool continue_sent;               /* "100 Continue" was sent for this request */
+    bool vary_encoding;               /* its 200 says Vary: Accept-Encoding */
+    bool immutable;                   /* its 200 may be kept by a cache (a CAS blob) */
     bool resp_queued;                 /* the response waits for the 100 Continue's send */
     char resp_head[H1_RESP_HEAD_MAX]; /* status line and fields */
     char text[256];                   /* a one-line text body: a refusal that names sizes
@@ -325,6 +327,7 @@ struct resp_fields {
     bool chunked;         /* Transfer-Encoding: chunked instead of Content-Length */
     uint64_t length;      /* Content-Length when not chunked */
     const char *extra;    /* more fields, each ending in CRLF, or NULL */
+    bool vary;            /* Vary: Accept-Encoding (the representation was chosen by it) */
 };
 
 /* Appends <text> to the response head; the head is sized so that every head fits. */
@@ -376,6 +379,11 @@ static void format_head(struct rpc_h1_conn *h, const struct resp_fields *f)
         head_add(h, f->encoding);
         head_add(h, "\r\n");
     }
+    if (f->vary) head_add(h, "Vary: Accept-Encoding\r\n");
+    /* Without it a shared cache in front may keep a 200 or 404 for a while (RFC 9111
+     * §4.2.2, nginx's proxy_cache_valid, Varnish's default TTL) and serve an action result
+     * after its outputs were evicted, or a miss after the upload. */
+    if (f->status != 200 || !h->immutable) head_add(h, "Cache-Control: no-cache\r\n");
     if (f->extra) head_add(h, f->extra);
     head_add(h, connection_field(h));
     head_add(h, "\r\n");
@@ -490,6 +498,8 @@ static void end_request(struct rpc_h1_conn *h, int status)
     h->body_in = 0;
     h->body_left = 0;
     h->continue_sent = false;
+    h->vary_encoding = false;
+    h->immutable = false;
     h->resp_queued = false;
     h->pending_status = 0;
     h->pending_desc = NULL;
@@ -987,9 +997,20 @@ void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length)
         .status = 200,
         .ctype = "application/octet-stream",
         .length = length,
+        .vary = h->vary_encoding,
     };
     h->state = H1_HANDLE;
     respond(h, &f, NULL, NULL);
+}
+
+void rpc_h1_vary_encoding(struct rpc_h1_conn *h)
+{
+    h->vary_encoding = true;
+}
+
+void rpc_h1_immutable(struct rpc_h1_conn *h)
+{
+    h->immutable = true;
 }
 
 void rpc_h1_stream_begin(struct rpc_h1_conn *h, uint64_t length, bool zstd)
@@ -1017,6 +1038,7 @@ static void stream_head(struct rpc_h1_conn *h, struct iovec *iov, unsigned *coun
         .encoding = h->stream_chunked ? "zstd" : NULL,
         .chunked = h->stream_chunked,
         .length = h->stream_length,
+        .vary = h->vary_encoding,
     };
     format_head(h, &f);
     iov[(*count)++] = (struct iovec){ h->resp_head, h->resp_head_len };

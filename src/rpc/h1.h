@@ -58,6 +58,21 @@ void rpc_h1_answer_empty(struct rpc_h1_conn *h, int status);
 /* Answers a HEAD request: 200 with a Content-Length of <length> and no content. */
 void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length);
 
+/*
+ * The 200 of this request, streamed or HEAD, was chosen by its Accept-Encoding (the stored
+ * zstd frames or identity bytes at one URL): it says "Vary: Accept-Encoding", so that a
+ * shared cache in front serves each client the representation it asked for.
+ */
+void rpc_h1_vary_encoding(struct rpc_h1_conn *h);
+
+/*
+ * The 200 of this request is a CAS blob, which never changes under its name: it is the one
+ * answer that does not say "Cache-Control: no-cache". Every other answer (an action result,
+ * a plain key, a miss, the operations endpoints, a refusal) may change, and a shared cache in
+ * front must not keep it.
+ */
+void rpc_h1_immutable(struct rpc_h1_conn *h);
+
 /* ---- streamed responses ---- */
 
 /*

@@ -264,6 +264,11 @@ static void start_get(struct rpc_h1_cache *cr)
 {
     enum blob_encoding want = cr->req->accept_zstd ? BLOB_ENCODING_ZSTD : BLOB_ENCODING_IDENTITY;
     if (!read_open(cr, want)) return;
+    /* Chosen by Accept-Encoding, also when the answer is identity (not asked for, HTTP/1.0,
+     * the empty value): a cache in front must not give these bytes to a client that asks
+     * otherwise. */
+    rpc_h1_vary_encoding(cr->h);
+    if (is_cas(cr)) rpc_h1_immutable(cr->h);
     /* An empty value goes out as identity: zero bytes are no zstd stream, and strict
      * decoders refuse a Content-Encoding: zstd body without a frame. */
     cr->zstd_out = want == BLOB_ENCODING_ZSTD && blob_reader_size(cr->reader) > 0;
@@ -284,6 +289,9 @@ static void start_head(struct rpc_h1_cache *cr)
     /* A client that skips an upload because HEAD found the blob relies on it as on a
      * FindMissingBlobs: a blob in the oldest part of the log is refreshed, as GET does. */
     if (info.cold) (void)blob_exists(cr->bc, &k, true);
+    /* The same fields as its GET (RFC 9110 §9.3.2). */
+    rpc_h1_vary_encoding(cr->h);
+    if (is_cas(cr)) rpc_h1_immutable(cr->h);
     rpc_h1_answer_head(cr->h, info.size);
 }
 

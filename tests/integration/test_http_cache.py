@@ -4,6 +4,7 @@ bodies; slow senders; admission; a drain during a download. Every scenario ends 
 server's connections, buffers, ops, uploads and readers back to zero."""
 
 import hashlib
+import itertools
 import os
 import re
 import signal
@@ -152,6 +153,65 @@ class CacheRoutes(harness.ServerTestCase):
             r = c.read_response()
             self.assertEqual((r.status, r.header("content-encoding"), r.body), (200, None, b""))
 
+    def test_answers_chosen_by_accept_encoding_say_vary(self):
+        # One URL, two representations (the stored zstd frames, or identity bytes), chosen
+        # by Accept-Encoding: a shared cache in front (nginx proxy_cache, a CDN) keys its
+        # entries by URL and the fields Vary names (RFC 9110 §12.5.5, RFC 9111 §4.1).
+        # Without Vary, nginx served the zstd frames one client asked for to the next client
+        # that did not (curl, Bazel), which stores them as the blob: a corrupt output.
+        data = compressible(1 << 20, 9)
+        h = sha(data)
+        self.assertEqual(self.put("/cas/" + h, data), 201)
+        self.assertEqual(self.put("/gradle/vary", data), 201)
+        for path in ("/cas/" + h, "/cas/" + EMPTY, "/gradle/vary"):
+            for accept in ((), ("-H", "Accept-Encoding: zstd"), ("-H", "Accept-Encoding: gzip")):
+                for method in (("-o", "/dev/null"), ("-I",)):  # GET, HEAD
+                    out = subprocess.run(["curl", "-s", "-S", "-D", "-", *method, *accept,
+                                          self.url(path)], capture_output=True, timeout=60)
+                    head = out.stdout.decode("latin-1").lower()
+                    what = (path, accept, method)
+                    self.assertTrue(head.startswith("http/1.1 200 "), (what, head))
+                    vary = re.findall(r"^vary:(.*)$", head, re.M)
+                    self.assertIn("accept-encoding", ",".join(vary), (what, head))
+        # A miss is the same for every Accept-Encoding: nothing to say.
+        status, _ = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + sha(b"absent")))
+        self.assertEqual(status, 404)
+
+    def test_only_a_cas_blob_may_be_kept_by_a_cache_in_front(self):
+        # A CAS blob never changes under its name; everything else does: an /ac/ entry (the
+        # newest write wins, and a hit depends on its outputs being in the CAS now), a plain
+        # key, a miss (the blob is uploaded next), the operations endpoints. A shared cache
+        # in front (nginx proxy_cache_valid, Varnish's default TTL) keeps any 200 or 404
+        # that says nothing against it (RFC 9111 §4.2.2): before, nginx served an /ac/ miss
+        # after the entry was written, and a hit after its outputs were evicted, the false hit
+        # the action-result check exists to prevent.
+        data = compressible(100000, 11)
+        h = sha(data)
+        self.assertEqual(self.put("/cas/" + h, data), 201)
+        self.assertEqual(self.put("/gradle/cc", data), 201)
+        self.assertEqual(self.put("/ccache/ac/" + h, b"cCopaque"), 201)
+
+        def head_of(*args):
+            out = subprocess.run(["curl", "-s", "-S", "-D", "-", "-o", "/dev/null", *args],
+                                 capture_output=True, timeout=60)
+            return out.stdout.decode("latin-1").lower()
+
+        for method in ((), ("-I",)):
+            for path in ("/cas/" + h, "/cas/" + h.upper(), "/cas/" + EMPTY):
+                head = head_of(*method, self.url(path))
+                self.assertTrue(head.startswith("http/1.1 200 "), (path, head))
+                self.assertNotIn("no-cache", head, (path, head))
+            for path, status in (("/ccache/ac/" + h, 200), ("/ccache/ac/" + sha(b"x"), 404),
+                                 ("/gradle/cc", 200), ("/gradle/none", 404),
+                                 ("/cas/" + sha(b"absent"), 404), ("/healthz", 200),
+                                 ("/readyz", 200), ("/metrics", 200)):
+                head = head_of(*method, self.url(path))
+                self.assertTrue(head.startswith("http/1.1 %d " % status), (path, head))
+                self.assertRegex(head, r"(?m)^cache-control: no-cache\r$", (path, head))
+        head = head_of("-X", "DELETE", self.url("/gradle/cc"))
+        self.assertTrue(head.startswith("http/1.1 405 "), head)
+        self.assertRegex(head, r"(?m)^cache-control: no-cache\r$", head)
+
     def test_zstd_upload_is_verified_after_decompression(self):
         data = compressible(1 << 20, 3)
         h = sha(data)
@@ -196,6 +256,32 @@ class CacheRoutes(harness.ServerTestCase):
                 c.send(body[i:i + 4099])
             self.assertEqual(c.read_response().status, 201)
         self.assertEqual(curl(self.url("/cas/" + sha(data))), (200, data))
+
+    def test_pipelined_uploads_cut_at_every_byte(self):
+        # Two uploads and their reads in one send, cut in two at every byte: a head, a
+        # Content-Length body awaited with 100-continue, a chunk-size line with extensions, a
+        # trailer or the last CRLF across two receives give the same answers, in order.
+        for cut in itertools.count(1):
+            blob, value = os.urandom(40), os.urandom(30)
+            key = "/k/cut%d" % cut
+            data = (request("PUT", "/cas/" + sha(blob), headers=["Expect: 100-continue"],
+                            body=blob) +
+                    request("PUT", key, headers=["Transfer-Encoding: chunked"],
+                            body=b"7;a=\"b;c\"\r\n" + value[:7] + b"\r\n17 ; x\r\n" + value[7:] +
+                            b"\r\n0\r\nT: 1\r\n\r\n") +
+                    request("GET", key) + request("GET", "/cas/" + sha(blob)))
+            if cut >= len(data):
+                break
+            with Raw(self.server.port) as c:
+                c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                c.send(data[:cut])
+                time.sleep(0.001)
+                c.send(data[cut:])
+                got = [c.read_response() for _ in range(4)]
+                if got[0].status == 100:  # the cut fell after the first head: asked for, sent
+                    got = got[1:] + [c.read_response()]
+                self.assertEqual([r.status for r in got], [201, 201, 200, 200], cut)
+                self.assertEqual((got[2].body, got[3].body), (value, blob), cut)
 
     def test_malformed_chunked_body_stores_nothing(self):
         h = sha(b"hello")
@@ -451,6 +537,51 @@ def vm_kib(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+class StalledReader(harness.ServerTestCase):
+    """A client that asks for a large blob and stops reading it, its connection still open."""
+
+    server_args = ("--max-size", "1GiB", "--write-timeout", "1s")
+
+    def test_a_download_nobody_reads_is_closed_by_the_write_timeout(self):
+        # The send makes no progress: --write-timeout closes the connection and frees what
+        # the download held (its reader, read-ahead buffers, the connection), while the
+        # client still holds its socket open. A request pipelined behind it is never
+        # answered. The 200 went out, so it counts as 200 (docs/http.md, Metrics).
+        data = os.urandom(32 << 20)
+        h = sha(data)
+        self.assertEqual(curl("-X", "PUT", "--data-binary", "@-", self.server.url + "/cas/" + h,
+                              data=data)[0], 201)
+        timeouts = self.server.metric("ringcas_write_timeouts_total")
+        ok = self.server.metric("ringcas_requests_total", route="GET /cas", status="200")
+        with Raw(self.server.port) as c:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            c.send(request("GET", "/cas/" + h) + request("GET", "/healthz"))
+            got = 0
+            while got < (1 << 20):
+                got += len(c.sock.recv(65536))
+            harness.wait_for(
+                lambda: self.server.metric("ringcas_write_timeouts_total") > timeouts,
+                timeout=30, what="the write timeout")
+            self.server.wait_quiet(extra=QUIET + ("blob_bufs", "blob_io_in_flight"))
+            # What the kernel still held arrives, then the close: never the whole blob, and
+            # never the answer to the request behind it.
+            c.sock.settimeout(10)
+            rest = b""
+            try:
+                while True:
+                    chunk = c.sock.recv(1 << 20)
+                    if not chunk:
+                        break
+                    rest += chunk
+            except ConnectionResetError:
+                pass
+            self.assertLess(got + len(rest), len(data))
+            self.assertNotIn(b"HTTP/1.1 200 OK\r\nServer", rest)
+        self.assertEqual(self.server.metric("ringcas_requests_total", route="GET /cas",
+                                            status="200"), ok + 1)
+        self.assertEqual(curl(self.server.url + "/cas/" + h), (200, data))
 
 
 class StreamedBodies(unittest.TestCase):
