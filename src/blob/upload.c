@@ -27,8 +27,10 @@
 
 #define AC_SIZE_MAX         (64ULL << 20)
 #define ZSTD_WINDOW_LOG_MAX 27 /* 128 MiB: what zstd -19 --long may use; memory is counted */
-/* Compressed bytes an unknown-size zstd upload may feed per decoded byte of its limit (plus a
- * MiB): bounds a stream of skippable or empty frames that never decodes to anything. */
+/* Compressed bytes a zstd upload may feed per decoded byte of its limit (the named size, or for
+ * an unknown size the largest value the store takes), plus a MiB: bounds a stream of skippable
+ * or empty frames that never decodes to anything. Real streams stay far below it: zstd's worst
+ * case is the data plus 3 bytes per 128 KiB block and some 18 bytes per frame. */
 #define ZSTD_IN_PER_OUT_MAX 2ULL
 
 enum upload_state {
@@ -503,7 +505,7 @@ int blob_upload_append(struct blob_upload *u, const void *data, size_t len, blob
     u->in_len = len;
     u->bytes_in += len;
     int rc = 0;
-    if (u->unsized && u->enc == BLOB_ENCODING_ZSTD &&
+    if (u->enc == BLOB_ENCODING_ZSTD &&
         u->bytes_in > ZSTD_IN_PER_OUT_MAX * u->limit + (1ULL << 20)) {
         rc = -EMSGSIZE;
     }
