@@ -629,9 +629,13 @@ static void commit_durable(struct blob_pending *p, int res)
 
 static int commit_check(struct blob_upload *u)
 {
-    if (u->decoded != u->key.size && !u->copy) return -EMSGSIZE;
+    /* A zstd stream whose last frame did not end is malformed, whatever it decoded to so far:
+     * said first, since its decoded bytes fall short of the size only because it was cut (a
+     * client that never flushed its compressor), and "size mismatch" would send its author to
+     * the wrong place. */
     bool ended = u->frame_done || (u->unsized ? u->bytes_in == 0 : u->key.size == 0);
     if (u->enc == BLOB_ENCODING_ZSTD && !ended) return -EBADMSG;
+    if (u->decoded != u->key.size && !u->copy) return -EMSGSIZE;
     if (u->copy || u->key.kind != BLOB_KIND_CAS) return 0;
     uint8_t hash[BLOB_HASH_SIZE];
     blob_digest_final(&u->digest, hash);

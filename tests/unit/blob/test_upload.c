@@ -149,14 +149,26 @@ Test(blob_upload, a_zstd_stream_that_decodes_to_too_much_or_too_little_is_refuse
     cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
     cr_assert(eq(int, blob_upload_append(u, z, zl, NULL, NULL), -EMSGSIZE));
     blob_upload_abort(u);
-    /* A truncated stream: the frame never ends. */
+    /* A truncated stream: the frame never ends. It is malformed (-EBADMSG), not a size
+     * mismatch, although it decoded fewer bytes than the size: it was cut (a client that
+     * never flushed its compressor), and "size mismatch" names the wrong fault. */
     th_key_of(&k, data, len);
     cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
     cr_assert(eq(int, blob_upload_append(u, z, zl / 2, NULL, NULL), 0));
     struct pending c = { 0 };
     cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
     cr_assert(th_run_until(&t, &c.done));
-    cr_assert(lt(int, c.res, 0));
+    cr_assert(eq(int, c.res, -EBADMSG));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    /* A whole frame of fewer bytes is the size mismatch. */
+    th_key_of(&k, data, len);
+    k.size = len + 1;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, z, zl, NULL, NULL), 0));
+    c = (struct pending){ 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, -EMSGSIZE));
     cr_assert(not(blob_exists(t.bc, &k, false)));
     free(data);
     th_close(&t);
