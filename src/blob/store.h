@@ -318,8 +318,9 @@ void blob_upload_reshare(struct blob_upload *u);
  *                unchanged until <cb>(<ctx>, res) runs, with 0 once all of it was consumed or
  *                -errno; no other call on <u> but abort is allowed meanwhile.
  *   -EMSGSIZE    more bytes than k->size (identity) or a decoded size past it (zstd); for
- *                BLOB_SIZE_UNKNOWN, past the largest blob the store takes, or compressed
- *                bytes past twice that (a zstd stream that decodes to nothing);
+ *                BLOB_SIZE_UNKNOWN, past the largest blob the store takes; zstd: compressed
+ *                bytes past twice the size (or that largest blob) plus 1 MiB (a stream of
+ *                skippable or empty frames that decodes to nothing);
  *   -ENOSPC      BLOB_SIZE_UNKNOWN: the store is over its budget (eviction is behind);
  *   -EBADMSG     the zstd stream is malformed;
  *   -EIO/-ENOSPC a write of this upload failed: the upload is dead, abort it.

@@ -27,8 +27,10 @@
 
 #define AC_SIZE_MAX         (64ULL << 20)
 #define ZSTD_WINDOW_LOG_MAX 27 /* 128 MiB: what zstd -19 --long may use; memory is counted */
-/* Compressed bytes an unknown-size zstd upload may feed per decoded byte of its limit (plus a
- * MiB): bounds a stream of skippable or empty frames that never decodes to anything. */
+/* Compressed bytes a zstd upload may feed per decoded byte of its limit (the named size, or for
+ * an unknown size the largest value the store takes), plus a MiB: bounds a stream of skippable
+ * or empty frames that never decodes to anything. Real streams stay far below it: zstd's worst
+ * case is the data plus 3 bytes per 128 KiB block and some 18 bytes per frame. */
 #define ZSTD_IN_PER_OUT_MAX 2ULL
 
 enum upload_state {
@@ -503,7 +505,7 @@ int blob_upload_append(struct blob_upload *u, const void *data, size_t len, blob
     u->in_len = len;
     u->bytes_in += len;
     int rc = 0;
-    if (u->unsized && u->enc == BLOB_ENCODING_ZSTD &&
+    if (u->enc == BLOB_ENCODING_ZSTD &&
         u->bytes_in > ZSTD_IN_PER_OUT_MAX * u->limit + (1ULL << 20)) {
         rc = -EMSGSIZE;
     }
@@ -627,9 +629,13 @@ static void commit_durable(struct blob_pending *p, int res)
 
 static int commit_check(struct blob_upload *u)
 {
-    if (u->decoded != u->key.size && !u->copy) return -EMSGSIZE;
+    /* A zstd stream whose last frame did not end is malformed, whatever it decoded to so far:
+     * said first, since its decoded bytes fall short of the size only because it was cut (a
+     * client that never flushed its compressor), and "size mismatch" would send its author to
+     * the wrong place. */
     bool ended = u->frame_done || (u->unsized ? u->bytes_in == 0 : u->key.size == 0);
     if (u->enc == BLOB_ENCODING_ZSTD && !ended) return -EBADMSG;
+    if (u->decoded != u->key.size && !u->copy) return -EMSGSIZE;
     if (u->copy || u->key.kind != BLOB_KIND_CAS) return 0;
     uint8_t hash[BLOB_HASH_SIZE];
     blob_digest_final(&u->digest, hash);

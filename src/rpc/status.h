@@ -36,6 +36,13 @@
 int rpc_status_from_err(int err, const char **message);
 
 /*
+ * The message of -EBADMSG from a zstd upload (a batch entry, a compressed-blobs Write): the
+ * table's "malformed data" does not say that the bytes at fault are the zstd stream, which is
+ * what a client has to look at (HTTP says "malformed zstd body").
+ */
+#define RPC_STATUS_ZSTD_MALFORMED "malformed zstd stream (corrupt, or its last frame cut short)"
+
+/*
  * As rpc_status_from_err, for errors of reading a stored blob: -EBADMSG is NOT_FOUND, and
  * -EMSGSIZE (the blob is over the bound of a read into one message) INVALID_ARGUMENT "too
  * large for this call", not an upload's "size mismatch".

@@ -604,6 +604,13 @@ static int write_fail(struct bs_write *st, int err, const char *what)
         upload_abort(st->c->rc, st->u);
         st->u = NULL;
     }
+    /* -EBADMSG of the upload or its commit is the engine's: the zstd stream is malformed. */
+    if (err == -EBADMSG && what && strcmp(what, "WriteRequest") != 0) {
+        char message[RPC_CALL_MESSAGE_MAX];
+        (void)snprintf(message, sizeof(message), "%s: %s", what, RPC_STATUS_ZSTD_MALFORMED);
+        rpc_call_finish(st->c, PROTO_STATUS_INVALID_ARGUMENT, message);
+        return -1;
+    }
     rpc_call_finish_err(st->c, err, what);
     return -1;
 }

@@ -280,6 +280,8 @@ static void item_done(struct update_item *it, int err)
     if (it->stage == ITEM_APPEND || it->stage == ITEM_COMMIT) b->in_flight--;
     it->stage = ITEM_DONE;
     it->err = err;
+    /* The digest's own faults are -EINVAL/-ENOTSUP; -EBADMSG is the engine's of a zstd entry. */
+    if (err == -EBADMSG && !it->why) it->why = RPC_STATUS_ZSTD_MALFORMED;
     it->u = NULL;
     b->done++;
 }

@@ -6,7 +6,11 @@ bad input, and names the test for each): the cases no other file covered.
 - An HTTP/1.1 client that vanishes mid-response on the routes whose answers are built, not
   streamed from a blob: a checked /ac/ result gathered from several pieces, and /metrics.
 - A full disk under every write entry point (HTTP PUT of /cas/, /ac/ and a plain key;
-  BatchUpdateBlobs, UpdateActionResult, ByteStream.Write), on a tmpfs of the server's own.
+  BatchUpdateBlobs, UpdateActionResult, ByteStream.Write; zstd bodies and entries too), on a
+  tmpfs of the server's own.
+- Every kind of bad zstd stream through every entry point that takes zstd: cut short, a
+  wrong Frame_Content_Size, bytes after the frame, a bomb past the named size, skippable
+  frames that decode to nothing.
 
 Each asserts the exact status and message, that nothing became visible and nothing stored
 before was lost (it reads back byte for byte), that the server's gauges return to zero, and
@@ -298,6 +302,146 @@ class CompressedWrongDigest(harness.ServerTestCase):
         self.server.wait_quiet(extra=GAUGES + UPLOADS + ("h2_conns",))
 
 
+def fcs_patched(frame, size):
+    """<frame> (one zstd frame with a declared content size) with the Frame_Content_Size field
+    (RFC 8878 §3.1.1.1.4) rewritten to <size>, of the field's own width; everything else, the
+    content checksum included, as it was."""
+    fhd = frame[4]
+    flag, single, did = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+    assert flag or single, "no content size"
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[did]
+    width = (1, 2, 4, 8)[flag]
+    return frame[:at] + (size - (256 if width == 2 else 0)).to_bytes(width, "little") + \
+        frame[at + width:]
+
+
+SKIPPABLE = b"\x50\x2a\x4d\x18" + (64 << 10).to_bytes(4, "little") + b"\0" * (64 << 10)
+
+
+class CompressedBadStreams(harness.ServerTestCase):
+    """The zstd column of the matrix, through each entry point that takes zstd (a
+    BatchUpdateBlobs entry, a compressed-blobs ByteStream.Write, an HTTP PUT with
+    Content-Encoding: zstd to /cas/ and /ac/): bytes that are not zstd, a frame cut short
+    (inside a block, in its header, in its checksum), a Frame_Content_Size that is not what
+    the frame holds (one more, one less), a valid frame followed by bytes that are not zstd, a
+    frame that decodes past the named size (a bomb), and skippable frames that decode to
+    nothing, a few bytes or a flood. Each is refused with the documented status and a message
+    that names the fault; nothing becomes visible, the /ac/ value stored before is intact,
+    every gauge returns to zero, and the same blob uploaded correctly afterwards through the
+    same entry point is stored whole. A client gone mid-way through a zstd body leaves
+    nothing either."""
+
+    server_args = ("--max-size", "1GiB")
+    server_cores = 1
+
+    MALFORMED = "malformed zstd stream (corrupt, or its last frame cut short)"
+    SIZE = "size mismatch: the data is not the named size"
+
+    def bad_streams(self, data):
+        """{case: (body, where gRPC's Write finds the fault, gRPC message)}."""
+        good = zstandard.ZstdCompressor(write_checksum=True).compress(data)
+        bomb = zstandard.ZstdCompressor().compress(data + b"\0" * (8 * MIB))
+        return {
+            "not zstd at all": (b"not zstd at all", "upload", self.MALFORMED),
+            "cut in a block": (good[:len(good) // 2], "commit", self.MALFORMED),
+            "cut in the header": (good[:6], "commit", self.MALFORMED),
+            "cut in the checksum": (good[:-1], "commit", self.MALFORMED),
+            "content size one more": (fcs_patched(good, len(data) + 1), "upload", self.MALFORMED),
+            "content size one less": (fcs_patched(good, len(data) - 1), "upload", self.MALFORMED),
+            "bytes after the frame": (good + b"junk", "upload", self.MALFORMED),
+            "decodes past the size": (bomb, "upload", self.SIZE),
+            "skippable frames only": (SKIPPABLE, "commit", self.SIZE),
+        }
+
+    def test_every_bad_zstd_stream_is_named_and_stores_nothing(self):
+        self.maxDiff = None
+        srv = self.server
+        c = reapi.Client(srv.address)
+        try:
+            # One blob per entry point, so each one's correct upload at the end is its own.
+            blobs = {k: (os.urandom(1000) * 300)[:300000] for k in ("batch", "write", "http")}
+            before = os.urandom(3000)
+            ac_key = "/i/ac/" + sha(b"zstd action")
+            self.assertEqual(http(srv.port, "PUT", ac_key, before)[0], 201)
+            got, want = {}, {}
+            for case, (body, where, said) in self.bad_streams(blobs["batch"]).items():
+                req = reapi.msg("BatchUpdateBlobsRequest")
+                req.requests.add(digest=digest(blobs["batch"]), data=body, compressor=1)
+                r = c.BatchUpdateBlobs(req, timeout=30).responses[0]
+                got["batch", case] = (r.status.code, r.status.message)
+                want["batch", case] = (SC.INVALID_ARGUMENT.value[0], said)
+            for case, (body, where, said) in self.bad_streams(blobs["write"]).items():
+                d = blobs["write"]
+                name = "uploads/%s/compressed-blobs/zstd/%s/%d" % (uuid.uuid4(), sha(d), len(d))
+                try:
+                    got["write", case] = c.Write(iter(write_reqs(name, body)),
+                                                 timeout=30).committed_size
+                except grpc.RpcError as e:
+                    got["write", case] = (e.code(), e.details())
+                want["write", case] = (SC.INVALID_ARGUMENT, where + ": " + said)
+            for case, (body, where, said) in self.bad_streams(blobs["http"]).items():
+                zstd = ["Content-Encoding: zstd"]
+                got["cas", case] = http(srv.port, "PUT", "/cas/" + sha(blobs["http"]), body,
+                                        headers=zstd)
+                want["cas", case] = (400, b"malformed zstd body\n" if said == self.MALFORMED
+                                     else b"digest mismatch: body does not hash to the name\n")
+                if said == self.MALFORMED:  # the others are values an /ac/ entry may hold
+                    got["ac", case] = http(srv.port, "PUT", ac_key, body, headers=zstd)
+                    want["ac", case] = (400, b"malformed zstd body\n")
+            # A compressed Write of skippable frames past twice the size plus 1 MiB ends as
+            # they arrive, not when its client stops sending.
+            d = blobs["write"]
+            name = "uploads/%s/compressed-blobs/zstd/%s/%d" % (uuid.uuid4(), sha(d), len(d))
+            flood = (reapi.msg("google.bytestream.WriteRequest", resource_name=name if i == 0
+                               else "", write_offset=i * len(SKIPPABLE), data=SKIPPABLE)
+                     for i in range(200 * MIB // len(SKIPPABLE)))
+            try:
+                got["write", "a flood of skippable frames"] = c.Write(flood, timeout=60)
+            except grpc.RpcError as e:
+                got["write", "a flood of skippable frames"] = (e.code(), e.details())
+            want["write", "a flood of skippable frames"] = (SC.INVALID_ARGUMENT,
+                                                            "upload: " + self.SIZE)
+            self.assertEqual(got, want)
+            # A client gone mid-way through a zstd body: closed, or reset.
+            body = zstandard.ZstdCompressor().compress(blobs["http"])
+            for reset in (False, True):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                if reset:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.sendall(request("PUT", "/cas/" + sha(blobs["http"]), headers=[
+                    "Content-Encoding: zstd", "Content-Length: %d" % len(body)]) +
+                    body[:len(body) // 2])
+                harness.wait_for(lambda: srv.metric("ringcas_blob_uploads") == 1,
+                                 what="the upload under way")
+                s.close()
+            # Nothing became visible; the /ac/ value is the one stored before.
+            wait_zero(srv, GAUGES + UPLOADS)
+            self.assertEqual(missing(c, list(blobs.values())),
+                             [sha(b) for b in blobs.values()])
+            self.assertEqual(http(srv.port, "GET", "/cas/" + sha(blobs["http"]))[0], 404)
+            self.assertEqual(http(srv.port, "GET", ac_key), (200, before))
+            # The same blobs, uploaded correctly through the same entry points.
+            cz = zstandard.ZstdCompressor(write_checksum=True)
+            req = reapi.msg("BatchUpdateBlobsRequest")
+            req.requests.add(digest=digest(blobs["batch"]), data=cz.compress(blobs["batch"]),
+                             compressor=1)
+            self.assertEqual(c.BatchUpdateBlobs(req, timeout=30).responses[0].status.code, 0)
+            d = blobs["write"]
+            name = "uploads/%s/compressed-blobs/zstd/%s/%d" % (uuid.uuid4(), sha(d), len(d))
+            z = cz.compress(d)
+            self.assertEqual(c.Write(iter(write_reqs(name, z)), timeout=30).committed_size,
+                             len(z))
+            self.assertEqual(http(srv.port, "PUT", "/cas/" + sha(blobs["http"]),
+                                  cz.compress(blobs["http"]),
+                                  headers=["Content-Encoding: zstd"]), (201, b""))
+            self.assertEqual(missing(c, list(blobs.values())), [])
+            for b in blobs.values():
+                self.assertEqual(read_blob(c, b), b)
+        finally:
+            c.close()
+        srv.wait_quiet(extra=GAUGES + UPLOADS + ("h2_conns",))
+
+
 class MalformedFields(harness.ServerTestCase):
     """Each CAS method's refusal of a malformed field names the field, as ActionCache's and
     GetTree's do: batch entries said a bare "invalid argument" (or "not supported"), and a
@@ -454,12 +598,19 @@ class FullDisk(unittest.TestCase):
         {entry point: (status, message)} and the values, by entry point."""
         srv = self.server
         vals = {k: os.urandom(1000) + tag for k in
-                ("cas", "ac", "plain", "batch", "update", "write")}
+                ("cas", "ac", "plain", "batch", "update", "write", "cas z", "batch z", "write z")}
+        z = zstandard.ZstdCompressor().compress
         got = {}
         got["PUT /cas/"] = http(srv.port, "PUT", "/cas/" + sha(vals["cas"]), vals["cas"])
+        got["PUT /cas/ zstd"] = http(srv.port, "PUT", "/cas/" + sha(vals["cas z"]),
+                                     z(vals["cas z"]), headers=["Content-Encoding: zstd"])
         got["PUT /ac/"] = http(srv.port, "PUT", "/i/ac/" + sha(tag), vals["ac"])
         got["PUT plain"] = http(srv.port, "PUT", "/plain/" + sha(tag), vals["plain"])
         got["BatchUpdateBlobs"] = batch_update(c, [vals["batch"]])[0]
+        req = reapi.msg("BatchUpdateBlobsRequest")
+        req.requests.add(digest=digest(vals["batch z"]), data=z(vals["batch z"]), compressor=1)
+        r = c.BatchUpdateBlobs(req, timeout=30).responses[0]
+        got["BatchUpdateBlobs zstd"] = (r.status.code, r.status.message)
         req = reapi.msg("UpdateActionResultRequest", action_digest=digest(tag),
                         action_result=reapi.msg("ActionResult", exit_code=7))
         try:
@@ -473,6 +624,13 @@ class FullDisk(unittest.TestCase):
             got["ByteStream.Write"] = (0, "")
         except grpc.RpcError as e:
             got["ByteStream.Write"] = (e.code().value[0], e.details())
+        d = vals["write z"]
+        name = "uploads/%s/compressed-blobs/zstd/%s/%d" % (uuid.uuid4(), sha(d), len(d))
+        try:
+            c.Write(iter(write_reqs(name, z(d))), timeout=30)
+            got["ByteStream.Write zstd"] = (0, "")
+        except grpc.RpcError as e:
+            got["ByteStream.Write zstd"] = (e.code().value[0], e.details())
         return got, vals
 
     def test_every_upload_is_refused_while_the_disk_is_full_and_nothing_is_lost(self):
@@ -497,16 +655,20 @@ class FullDisk(unittest.TestCase):
             got, vals = self.uploads(c, b"full")
             self.assertEqual(got, {
                 "PUT /cas/": (507, b"the store is full now, retry later\n"),
+                "PUT /cas/ zstd": (507, b"the store is full now, retry later\n"),
                 "PUT /ac/": (507, b"the store is full now, retry later\n"),
                 "PUT plain": (507, b"the store is full now, retry later\n"),
                 "BatchUpdateBlobs": (SC.RESOURCE_EXHAUSTED.value[0], store_full),
+                "BatchUpdateBlobs zstd": (SC.RESOURCE_EXHAUSTED.value[0], store_full),
                 "UpdateActionResult": (SC.RESOURCE_EXHAUSTED.value[0],
                                        "UpdateActionResult: " + store_full),
-                "ByteStream.Write": (SC.RESOURCE_EXHAUSTED.value[0], "upload: " + store_full)})
-            self.assertGreaterEqual(srv.metric("ringcas_blob_full_total") - full, 6)
+                "ByteStream.Write": (SC.RESOURCE_EXHAUSTED.value[0], "upload: " + store_full),
+                "ByteStream.Write zstd": (SC.RESOURCE_EXHAUSTED.value[0],
+                                          "upload: " + store_full)})
+            self.assertGreaterEqual(srv.metric("ringcas_blob_full_total") - full, 9)
             # Nothing of them is visible; what was stored before is whole and still a hit.
-            self.assertEqual(missing(c, [vals["batch"], vals["write"], vals["cas"]]),
-                             [sha(vals["batch"]), sha(vals["write"]), sha(vals["cas"])])
+            blobs = [vals[k] for k in ("batch", "write", "cas", "cas z", "batch z", "write z")]
+            self.assertEqual(missing(c, blobs), [sha(b) for b in blobs])
             self.assertEqual(http(srv.port, "GET", "/i/ac/" + sha(b"full"))[0], 404)
             self.assertEqual(http(srv.port, "GET", "/plain/" + sha(b"full"))[0], 404)
             self.assertEqual(http(srv.port, "GET", "/cas/" + sha(kept)), (200, kept))
@@ -523,8 +685,11 @@ class FullDisk(unittest.TestCase):
             got, vals = self.uploads(c, b"room")
             self.assertEqual(got, {"PUT /cas/": (201, b""), "PUT /ac/": (201, b""),
                                    "PUT plain": (201, b""), "BatchUpdateBlobs": (0, ""),
-                                   "UpdateActionResult": (0, ""), "ByteStream.Write": (0, "")})
-            self.assertEqual(missing(c, [vals["batch"], vals["write"], vals["cas"], kept]), [])
+                                   "UpdateActionResult": (0, ""), "ByteStream.Write": (0, ""),
+                                   "PUT /cas/ zstd": (201, b""), "BatchUpdateBlobs zstd": (0, ""),
+                                   "ByteStream.Write zstd": (0, "")})
+            blobs = [vals[k] for k in ("batch", "write", "cas", "cas z", "batch z", "write z")]
+            self.assertEqual(missing(c, blobs + [kept]), [])
             self.assertEqual(http(srv.port, "GET", "/plain/" + sha(b"room")), (200, vals["plain"]))
             self.assertEqual(http(srv.port, "GET", "/cas/" + sha(kept)), (200, kept))
         finally:

@@ -149,14 +149,26 @@ Test(blob_upload, a_zstd_stream_that_decodes_to_too_much_or_too_little_is_refuse
     cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
     cr_assert(eq(int, blob_upload_append(u, z, zl, NULL, NULL), -EMSGSIZE));
     blob_upload_abort(u);
-    /* A truncated stream: the frame never ends. */
+    /* A truncated stream: the frame never ends. It is malformed (-EBADMSG), not a size
+     * mismatch, although it decoded fewer bytes than the size: it was cut (a client that
+     * never flushed its compressor), and "size mismatch" names the wrong fault. */
     th_key_of(&k, data, len);
     cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
     cr_assert(eq(int, blob_upload_append(u, z, zl / 2, NULL, NULL), 0));
     struct pending c = { 0 };
     cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
     cr_assert(th_run_until(&t, &c.done));
-    cr_assert(lt(int, c.res, 0));
+    cr_assert(eq(int, c.res, -EBADMSG));
+    cr_assert(not(blob_exists(t.bc, &k, false)));
+    /* A whole frame of fewer bytes is the size mismatch. */
+    th_key_of(&k, data, len);
+    k.size = len + 1;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, z, zl, NULL, NULL), 0));
+    c = (struct pending){ 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, -EMSGSIZE));
     cr_assert(not(blob_exists(t.bc, &k, false)));
     free(data);
     th_close(&t);
@@ -750,6 +762,51 @@ Test(blob_upload, unknown_size_zstd_input_is_bounded_even_when_it_decodes_to_not
     cr_assert(eq(int, frames, 24), "stopped past 1.5 MiB of input, not before");
     cr_assert(eq(u64, blob_upload_bytes_decoded(u), 0));
     blob_upload_abort(u);
+    th_close(&t);
+}
+
+/*
+ * The same bound holds for an upload whose size is named (a ByteStream compressed-blobs
+ * Write): before, only unknown sizes were bounded, and a Write naming a 1000-byte blob took
+ * 200 MB of skippable frames, decoding to nothing, for as long as its client sent them.
+ */
+Test(blob_upload, sized_zstd_input_is_bounded_even_when_it_decodes_to_nothing)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 26);
+    th_settle(&t);
+    static uint8_t skip[8 + 65536];
+    uint32_t magic = 0x184D2A50;
+    uint32_t n = 65536;
+    memcpy(skip, &magic, 4);
+    memcpy(skip + 4, &n, 4);
+    uint8_t data[1000];
+    th_fill(data, sizeof(data), 26, false);
+    struct blob_key k;
+    th_key_of(&k, data, sizeof(data)); /* compressed input up to 2 * 1000 bytes + 1 MiB */
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    int rc = 0;
+    int frames = 0;
+    for (; frames < 100 && rc == 0; frames++)
+        rc = blob_upload_append(u, skip, sizeof(skip), NULL, NULL);
+    cr_assert(eq(int, rc, -EMSGSIZE));
+    cr_assert(eq(int, frames, 17), "stopped past 1 MiB + 2000 bytes of input, not before");
+    cr_assert(eq(u64, blob_upload_bytes_decoded(u), 0));
+    blob_upload_abort(u);
+    /* A real stream of the blob after skippable frames within the bound is taken. */
+    static uint8_t z[2048];
+    size_t zl = ZSTD_compress(z, sizeof(z), data, sizeof(data), 1);
+    cr_assert(not(ZSTD_isError(zl)));
+    cr_assert(eq(int, blob_upload_begin(t.bc, &k, BLOB_ENCODING_ZSTD, &u), 0));
+    for (int i = 0; i < 15; i++)
+        cr_assert(eq(int, blob_upload_append(u, skip, sizeof(skip), NULL, NULL), 0));
+    cr_assert(eq(int, blob_upload_append(u, z, zl, NULL, NULL), 0));
+    struct pending c = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, pending_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, 0));
+    cr_assert(blob_exists(t.bc, &k, false));
     th_close(&t);
 }
 
