@@ -133,6 +133,15 @@ Test(rpc_h1_route, malformed_digests_and_methods)
     cr_assert(eq(int, r.status, 400));
     route(RPC_H1_METHOD_GET, "GET", "/cas/");
     cr_assert(eq(int, r.status, 400));
+    /* A slash after the hash is a mistyped digest too, not a plain key stored unchecked. */
+    route(RPC_H1_METHOD_PUT, "PUT", "/cas/" HASH "/");
+    cr_assert(eq(int, r.target, RPC_H1_TARGET_NONE));
+    cr_assert(eq(int, r.status, 400));
+    route(RPC_H1_METHOD_GET, "GET", "/bazel/ac/" HASH "/");
+    cr_assert(eq(int, r.status, 400));
+    /* Only after a hash-like last segment: other paths ending in a slash stay plain keys. */
+    route(RPC_H1_METHOD_PUT, "PUT", "/x/cas/y/");
+    cr_assert(eq(int, r.target, RPC_H1_TARGET_KV));
     route(RPC_H1_METHOD_OTHER, "DELETE", "/cas/" HASH);
     cr_assert(eq(int, r.status, 405));
     cr_assert(eq(str, (char *)r.allow, "GET, HEAD, PUT"));
