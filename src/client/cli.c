@@ -417,6 +417,7 @@ static void put_batch_send(struct client_sync *s, struct put_batch *b, struct pu
                                          .status = b->statuses[k],
                                          .status_received = true };
             (void)snprintf(one.message, sizeof(one.message), "%s", b->messages[k]);
+            client_message_printable(one.message); /* the server's words: one line */
             report("put", it->path, &one, o);
             it->status = client_cli_exit_code(one.err);
         }

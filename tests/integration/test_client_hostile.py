@@ -367,6 +367,18 @@ class Hostile(unittest.TestCase):
                 time.sleep(0.5)
         self.assert_fails(answer, EXIT_TIMEOUT, "deadline", "--deadline", "2s")
 
+    # ---- what the server says is printed as one line ----
+
+    def test_grpc_message_is_one_printable_line(self):
+        def answer(c, s):
+            c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, s, h2raw.hpack(
+                [(":status", "200"), ("content-type", "application/grpc"),
+                 ("grpc-status", "13"),
+                 ("grpc-message", "first%0Aringcas get: fake line%1B[31mred%07")])))
+        err = self.assert_fails(answer, EXIT_FAILURE, "first")
+        self.assertNotIn("\x1b", err)
+        self.assertNotIn("\x07", err)
+
 
 if __name__ == "__main__":
     unittest.main()
