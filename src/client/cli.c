@@ -575,15 +575,70 @@ static int output_check(const char *path)
     return path[strlen(path) - 1] == '/' ? err : 0;
 }
 
-/* Opens a new file beside <path> to write into; its name goes to <tmp>. */
-static int open_temp(const char *path, char *tmp, size_t size)
+/*
+ * The temporary file a get writes into, while it exists: the handler of a signal that ends
+ * the process (Ctrl-C, kill, a closed terminal) removes it, so an interrupted download leaves
+ * nothing beside FILE. Only SIGKILL (which no process can catch) leaves FILE.ringcas-PID-*.
+ */
+static char get_tmp_path[4096];
+static volatile sig_atomic_t get_tmp_live; /* get_tmp_path names a file of ours */
+
+/* The signals whose default action ends the process that a user or a supervisor sends. */
+static const int get_signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+static void get_on_signal(int sig)
+{
+    /* unlink(2), signal(2) and raise(3) are async-signal-safe (signal-safety(7)). */
+    if (get_tmp_live) (void)unlink(get_tmp_path);
+    (void)signal(sig, SIG_DFL);
+    /* Delivered once this handler returns: the process ends as the signal's default says, so
+     * the shell sees the signal (status 130 after Ctrl-C), as it would without the handler. */
+    (void)raise(sig);
+}
+
+/*
+ * Installs get_on_signal for get_signals, keeping the old actions in <old>; a signal the
+ * process was started ignoring (nohup, a background job) stays ignored.
+ */
+static void get_signals_catch(struct sigaction *old)
+{
+    for (size_t i = 0; i < ARRAY_LEN(get_signals); i++) {
+        (void)sigaction(get_signals[i], NULL, &old[i]);
+        if (old[i].sa_handler == SIG_IGN) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = get_on_signal;
+        (void)sigemptyset(&sa.sa_mask);
+        (void)sigaction(get_signals[i], &sa, NULL);
+    }
+}
+
+static void get_signals_restore(const struct sigaction *old)
+{
+    for (size_t i = 0; i < ARRAY_LEN(get_signals); i++) {
+        (void)sigaction(get_signals[i], &old[i], NULL);
+    }
+}
+
+/* Opens a new file beside <path> to write into, named in get_tmp_path. */
+static int open_temp(const char *path)
 {
     uint32_t r = 0;
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) r = (uint32_t)getpid();
-    int n = snprintf(tmp, size, "%s.ringcas-%u-%08x", path, (unsigned)getpid(), r);
-    if (n < 0 || (size_t)n >= size) return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    return fd == -1 ? -errno : fd;
+    get_tmp_live = 0;
+    int n = snprintf(get_tmp_path, sizeof(get_tmp_path), "%s.ringcas-%u-%08x", path,
+                     (unsigned)getpid(), r);
+    if (n < 0 || (size_t)n >= sizeof(get_tmp_path)) return -ENAMETOOLONG;
+    /* Live before the file exists: a signal in between unlinks a name nobody has (the pid and
+     * the random part make it ours). */
+    get_tmp_live = 1;
+    int fd = open(get_tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd == -1) {
+        int err = -errno;
+        get_tmp_live = 0;
+        return err;
+    }
+    return fd;
 }
 
 static int get_run(struct client_sync *s, const struct client_digest *d, int fd, const char *what,
@@ -613,12 +668,14 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
      */
     (void)signal(SIGPIPE, SIG_IGN);
     bool to_file = o->output && strcmp(o->output, "-") != 0;
-    char tmp[4096];
+    struct sigaction old[ARRAY_LEN(get_signals)];
     int fd = STDOUT_FILENO;
     if (to_file) {
+        get_signals_catch(old);
         fd = output_check(o->output);
-        if (fd == 0) fd = open_temp(o->output, tmp, sizeof(tmp));
+        if (fd == 0) fd = open_temp(o->output);
         if (fd < 0) {
+            get_signals_restore(old);
             output_report(o->output, fd);
             return CLIENT_EXIT_USAGE;
         }
@@ -634,11 +691,14 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
         output_report(o->output, -errno);
         status = CLIENT_EXIT_FAILURE;
     }
-    if (status == CLIENT_EXIT_OK && rename(tmp, o->output) == -1) {
+    if (status == CLIENT_EXIT_OK && rename(get_tmp_path, o->output) == -1) {
         output_report(o->output, -errno);
         status = CLIENT_EXIT_FAILURE;
     }
-    if (status != CLIENT_EXIT_OK) (void)unlink(tmp);
+    if (status != CLIENT_EXIT_OK) (void)unlink(get_tmp_path);
+    /* After the rename a signal would unlink a name that is gone: harmless, but not needed. */
+    get_tmp_live = 0;
+    get_signals_restore(old);
     return status;
 }
 

@@ -380,5 +380,69 @@ class Hostile(unittest.TestCase):
         self.assertNotIn("\x07", err)
 
 
+class Interrupted(unittest.TestCase):
+    """A get into a file that is interrupted (Ctrl-C, kill) leaves nothing behind."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ringcas-hostile-")
+        self.out = os.path.join(self.tmp, "out.bin")
+
+    def tearDown(self):
+        for name in os.listdir(self.tmp):
+            os.unlink(os.path.join(self.tmp, name))
+        os.rmdir(self.tmp)
+
+    def interrupt(self, sig):
+        f = FakeServer(lambda c, s: c.sendall(response_headers(s)))  # then silence
+        try:
+            p = subprocess.Popen([harness.binary(), "get", "--server", f.address, BLOB_DIGEST,
+                                  "-o", self.out], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            harness.wait_for(lambda: os.listdir(self.tmp), what="the temporary file")
+            time.sleep(0.3)
+            p.send_signal(sig)
+            _, err = p.communicate(timeout=30)
+            err = err.decode(errors="replace")
+            self.assertEqual(p.returncode, -sig, err)
+            self.assertNotIn("AddressSanitizer", err)
+            self.assertEqual(os.listdir(self.tmp), [])
+        finally:
+            f.close()
+
+    def test_sigint(self):
+        import signal
+        self.interrupt(signal.SIGINT)
+
+    def test_sigterm(self):
+        import signal
+        self.interrupt(signal.SIGTERM)
+
+    def test_sighup(self):
+        import signal
+        self.interrupt(signal.SIGHUP)
+
+    def test_an_ignored_sighup_stays_ignored(self):
+        # nohup ringcas get ... -o FILE: a closed terminal must not end the download.
+        import signal
+        f = FakeServer(lambda c, s: c.sendall(response_headers(s)))  # then silence
+        try:
+            p = subprocess.Popen([harness.binary(), "get", "--server", f.address, BLOB_DIGEST,
+                                  "-o", self.out], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE,
+                                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+            harness.wait_for(lambda: os.listdir(self.tmp), what="the temporary file")
+            time.sleep(0.3)
+            p.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertIsNone(p.poll())
+            self.assertEqual(len(os.listdir(self.tmp)), 1)
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=30)
+            self.assertEqual(p.returncode, -signal.SIGINT, err)
+            self.assertEqual(os.listdir(self.tmp), [])
+        finally:
+            f.close()
+
+
 if __name__ == "__main__":
     unittest.main()
