@@ -277,7 +277,7 @@ static int put_hash_all(struct put_item *items, size_t count)
     for (size_t i = 0; i < count; i++) {
         items[i].missing = true;
         if (items[i].stdin_failed) {
-            status = CLIENT_EXIT_USAGE; /* stdin could not be copied: reported */
+            if (status == CLIENT_EXIT_OK) status = CLIENT_EXIT_USAGE; /* reported */
             continue;
         }
         int fd = put_open(&items[i]);
@@ -286,9 +286,14 @@ static int put_hash_all(struct put_item *items, size_t count)
         items[i].hashed = rc == 0;
         if (rc == 0) continue;
         if (fd >= 0) {
-            (void)fprintf(stderr, "ringcas put: %s: %s\n", items[i].path, file_err_str(rc));
+            (void)fprintf(stderr, "ringcas put: %s: %s\n", items[i].path,
+                          rc == -EILSEQ ? "file got shorter while it was hashed"
+                                        : file_err_str(rc));
         }
-        status = CLIENT_EXIT_USAGE;
+        /* A file that changed is an integrity failure, as it is during the upload. */
+        if (status == CLIENT_EXIT_OK) {
+            status = rc == -EILSEQ ? CLIENT_EXIT_INTEGRITY : CLIENT_EXIT_USAGE;
+        }
     }
     return status;
 }

@@ -444,5 +444,47 @@ class Interrupted(unittest.TestCase):
             f.close()
 
 
+class ChangingFiles(unittest.TestCase):
+    """`ringcas put` of a file that another process changes while put reads it."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ringcas-hostile-")
+
+    def tearDown(self):
+        for name in os.listdir(self.tmp):
+            os.unlink(os.path.join(self.tmp, name))
+        os.rmdir(self.tmp)
+
+    def test_file_truncated_while_it_is_hashed(self):
+        # A sparse 64 GiB file takes put tens of seconds to hash; it is cut to nothing as
+        # soon as put has it open. Through an mmap that was a SIGBUS (the process died).
+        path = os.path.join(self.tmp, "big.log")
+        with open(path, "wb") as f:
+            f.truncate(64 << 30)
+        silent = FakeServer(lambda c, s: None)
+        try:
+            p = subprocess.Popen([harness.binary(), "put", "--server", silent.address,
+                                  "--timeout", "2s", path],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+            def has_it_open():
+                fds = "/proc/%d/fd" % p.pid
+                try:
+                    return any(os.readlink(os.path.join(fds, n)) == path
+                               for n in os.listdir(fds))
+                except OSError:
+                    return False
+            harness.wait_for(has_it_open, timeout=30, interval=0.001, what="put opens the file")
+            os.truncate(path, 0)
+            out, err = p.communicate(timeout=120)
+        finally:
+            silent.close()
+        err = err.decode(errors="replace")
+        self.assertNotIn("AddressSanitizer", err)
+        self.assertEqual(p.returncode, EXIT_INTEGRITY, err)
+        self.assertIn("big.log: file got shorter while it was hashed", err)
+        self.assertEqual(out, b"")
+
+
 if __name__ == "__main__":
     unittest.main()
