@@ -568,13 +568,18 @@ static void output_report(const char *path, int err)
 /*
  * Checks that <path> can become the blob's file before anything is downloaded: an empty
  * name, a folder or a name ending in '/' would otherwise fail only at the rename, after the
- * whole download. Returns 0 or -errno (-EINVAL: an empty name).
+ * whole download. Returns 0 (a regular file or a new one: written beside and renamed), 1 (it
+ * is there and not a regular file, such as /dev/null or a FIFO: written in place, since a
+ * rename would replace the device node itself), or -errno (-EINVAL: an empty name).
  */
 static int output_check(const char *path)
 {
     if (path[0] == '\0') return -EINVAL;
     struct stat st;
-    if (stat(path, &st) == 0) return S_ISDIR(st.st_mode) ? -EISDIR : 0;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return -EISDIR;
+        return S_ISREG(st.st_mode) ? 0 : 1;
+    }
     int err = -errno;
     /* "x/" names a folder: x is missing (ENOENT) or a file (ENOTDIR). */
     return path[strlen(path) - 1] == '/' ? err : 0;
@@ -656,6 +661,67 @@ static int get_run(struct client_sync *s, const struct client_digest *d, int fd,
     return client_cli_exit_code(rc);
 }
 
+/* Downloads <d> into <fd> on a session of its own; the exit status. */
+static int get_session(const struct client_digest *d, int fd, const char *what,
+                       const struct client_cli_options *o)
+{
+    struct client_sync *s = NULL;
+    int status = session_open("get", &s, o);
+    if (status != CLIENT_EXIT_OK) return status;
+    status = get_run(s, d, fd, what, o);
+    client_sync_destroy(s);
+    return status;
+}
+
+/*
+ * Downloads into o->output that is there and not a regular file (/dev/null, a FIFO, a
+ * terminal): written as the bytes arrive, as stdout is. A FIFO's open waits for its reader,
+ * as a shell's redirection does.
+ */
+static int get_in_place(const struct client_digest *d, const char *what,
+                        const struct client_cli_options *o)
+{
+    int fd = open(o->output, O_WRONLY | O_CLOEXEC);
+    if (fd == -1) {
+        output_report(o->output, -errno);
+        return CLIENT_EXIT_USAGE;
+    }
+    int status = get_session(d, fd, what, o);
+    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
+        output_report(o->output, -errno);
+        status = CLIENT_EXIT_FAILURE;
+    }
+    return status;
+}
+
+/* Downloads into a temporary file beside o->output, renamed to it once verified. */
+static int get_to_file(const struct client_digest *d, const char *what,
+                       const struct client_cli_options *o)
+{
+    struct sigaction old[ARRAY_LEN(get_signals)];
+    get_signals_catch(old);
+    int fd = open_temp(o->output);
+    if (fd < 0) {
+        get_signals_restore(old);
+        output_report(o->output, fd);
+        return CLIENT_EXIT_USAGE;
+    }
+    int status = get_session(d, fd, what, o);
+    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
+        output_report(o->output, -errno);
+        status = CLIENT_EXIT_FAILURE;
+    }
+    if (status == CLIENT_EXIT_OK && rename(get_tmp_path, o->output) == -1) {
+        output_report(o->output, -errno);
+        status = CLIENT_EXIT_FAILURE;
+    }
+    if (status != CLIENT_EXIT_OK) (void)unlink(get_tmp_path);
+    /* After the rename a signal would unlink a name that is gone: harmless, but not needed. */
+    get_tmp_live = 0;
+    get_signals_restore(old);
+    return status;
+}
+
 int client_cli_get(const struct client_cli_options *o, const char *digest)
 {
     struct client_digest d;
@@ -672,39 +738,15 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
      * EPIPE instead.
      */
     (void)signal(SIGPIPE, SIG_IGN);
-    bool to_file = o->output && strcmp(o->output, "-") != 0;
-    struct sigaction old[ARRAY_LEN(get_signals)];
-    int fd = STDOUT_FILENO;
-    if (to_file) {
-        get_signals_catch(old);
-        fd = output_check(o->output);
-        if (fd == 0) fd = open_temp(o->output);
-        if (fd < 0) {
-            get_signals_restore(old);
-            output_report(o->output, fd);
-            return CLIENT_EXIT_USAGE;
-        }
+    if (!o->output || strcmp(o->output, "-") == 0) {
+        return get_session(&d, STDOUT_FILENO, digest, o);
     }
-    struct client_sync *s = NULL;
-    status = session_open("get", &s, o);
-    if (status == CLIENT_EXIT_OK) {
-        status = get_run(s, &d, fd, digest, o);
-        client_sync_destroy(s);
+    int rc = output_check(o->output);
+    if (rc < 0) {
+        output_report(o->output, rc);
+        return CLIENT_EXIT_USAGE;
     }
-    if (!to_file) return status;
-    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
-        output_report(o->output, -errno);
-        status = CLIENT_EXIT_FAILURE;
-    }
-    if (status == CLIENT_EXIT_OK && rename(get_tmp_path, o->output) == -1) {
-        output_report(o->output, -errno);
-        status = CLIENT_EXIT_FAILURE;
-    }
-    if (status != CLIENT_EXIT_OK) (void)unlink(get_tmp_path);
-    /* After the rename a signal would unlink a name that is gone: harmless, but not needed. */
-    get_tmp_live = 0;
-    get_signals_restore(old);
-    return status;
+    return rc == 1 ? get_in_place(&d, digest, o) : get_to_file(&d, digest, o);
 }
 
 /* ---- stat ---- */

@@ -486,5 +486,80 @@ class ChangingFiles(unittest.TestCase):
         self.assertEqual(out, b"")
 
 
+class OutputsThatAreNotFiles(unittest.TestCase):
+    """`get -o PATH` where PATH is a device or a FIFO: written in place, never replaced (a
+    rename over /dev/null, as root, made it a regular file holding the blob)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ringcas-hostile-")
+
+        def answer(c, s):
+            c.sendall(response_headers(s) +
+                      data(s, h2raw.grpc_message(read_response(BLOB))) + trailers(s))
+        self.fake = FakeServer(answer)
+
+    def tearDown(self):
+        self.fake.close()
+        for name in os.listdir(self.tmp):
+            os.unlink(os.path.join(self.tmp, name))
+        os.rmdir(self.tmp)
+
+    def get(self, path):
+        p = subprocess.run([harness.binary(), "get", "--server", self.fake.address,
+                            BLOB_DIGEST, "-o", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        return p.returncode, p.stderr.decode(errors="replace")
+
+    def test_a_copy_of_dev_null_stays_a_device(self):
+        import stat
+        # Not /dev/null itself: a client without the fix, run as root, would replace it.
+        node = os.path.join(self.tmp, "null")
+        try:
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            self.skipTest("mknod needs CAP_MKNOD")
+        rc, err = self.get(node)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(stat.S_ISCHR(os.lstat(node).st_mode), "the device node was replaced")
+        self.assertEqual(os.listdir(self.tmp), ["null"])
+
+    def test_a_fifo_gets_the_bytes(self):
+        import stat
+        fifo = os.path.join(self.tmp, "fifo")
+        os.mkfifo(fifo)
+        got = []
+
+        def reader():
+            # O_NONBLOCK: a client that never opens the FIFO must not hang the test.
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            deadline = time.monotonic() + 30
+            opened = False
+            try:
+                while time.monotonic() < deadline:
+                    try:
+                        b = os.read(fd, 65536)
+                    except BlockingIOError:
+                        opened = True
+                        time.sleep(0.01)
+                        continue
+                    if b:
+                        got.append(b)
+                        opened = True
+                    elif opened and got:
+                        return  # the writer closed
+                    else:
+                        time.sleep(0.01)
+            finally:
+                os.close(fd)
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        rc, err = self.get(fifo)
+        t.join(40)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced")
+        self.assertEqual(b"".join(got), BLOB)
+        self.assertEqual(os.listdir(self.tmp), ["fifo"])
+
+
 if __name__ == "__main__":
     unittest.main()
