@@ -265,7 +265,24 @@ static int hex_value(uint8_t ch)
     return -1;
 }
 
-/* grpc-message is percent-encoded (PROTOCOL-HTTP2.md); a bad escape is kept as it is. */
+void client_message_printable(char *text)
+{
+    /* Bounded by the string's length. */
+    for (char *p = text; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '\r' || ch == '\n' || ch == '\t') {
+            *p = ' ';
+        } else if (ch < 0x20 || ch == 0x7f) {
+            *p = '?';
+        }
+    }
+}
+
+/*
+ * grpc-message is percent-encoded (PROTOCOL-HTTP2.md); a bad escape is kept as it is. What it
+ * decodes to is made printable: a server's %0A or %1B must not forge lines or drive the
+ * terminal of whoever reads the message (the CLI prints it on stderr, bench in its report).
+ */
 static void decode_message(const uint8_t *v, size_t len, char *out, size_t size)
 {
     size_t o = 0;
@@ -281,6 +298,7 @@ static void decode_message(const uint8_t *v, size_t len, char *out, size_t size)
         }
     }
     out[o] = '\0';
+    client_message_printable(out);
 }
 
 /* Parses a small decimal number; -1 when <v> is not one. */

@@ -136,6 +136,13 @@ static inline bool client_call_is_active(const struct client_call *call)
 const char *client_err_str(int err);
 
 /*
+ * Makes the NUL-terminated <text> (a server's words: a grpc-message, a batch entry's status
+ * message) safe to print on one line, in place: CR, LF and tab become spaces, other control
+ * bytes (ESC, BEL, DEL, ...) '?'. Bytes from 0x80 up are kept (UTF-8).
+ */
+void client_message_printable(char *text);
+
+/*
  * The -errno a gRPC <status> maps to (OK 0, NOT_FOUND -ENOENT, DEADLINE_EXCEEDED -ETIMEDOUT,
  * CANCELLED -ECANCELED, INVALID_ARGUMENT -EINVAL, RESOURCE_EXHAUSTED -EAGAIN, UNAVAILABLE
  * -ECONNREFUSED, UNIMPLEMENTED -ENOSYS, DATA_LOSS -EBADMSG, ...; docs/client.md lists all).

@@ -277,7 +277,7 @@ static int put_hash_all(struct put_item *items, size_t count)
     for (size_t i = 0; i < count; i++) {
         items[i].missing = true;
         if (items[i].stdin_failed) {
-            status = CLIENT_EXIT_USAGE; /* stdin could not be copied: reported */
+            if (status == CLIENT_EXIT_OK) status = CLIENT_EXIT_USAGE; /* reported */
             continue;
         }
         int fd = put_open(&items[i]);
@@ -286,9 +286,14 @@ static int put_hash_all(struct put_item *items, size_t count)
         items[i].hashed = rc == 0;
         if (rc == 0) continue;
         if (fd >= 0) {
-            (void)fprintf(stderr, "ringcas put: %s: %s\n", items[i].path, file_err_str(rc));
+            (void)fprintf(stderr, "ringcas put: %s: %s\n", items[i].path,
+                          rc == -EILSEQ ? "file got shorter while it was hashed"
+                                        : file_err_str(rc));
         }
-        status = CLIENT_EXIT_USAGE;
+        /* A file that changed is an integrity failure, as it is during the upload. */
+        if (status == CLIENT_EXIT_OK) {
+            status = rc == -EILSEQ ? CLIENT_EXIT_INTEGRITY : CLIENT_EXIT_USAGE;
+        }
     }
     return status;
 }
@@ -417,6 +422,7 @@ static void put_batch_send(struct client_sync *s, struct put_batch *b, struct pu
                                          .status = b->statuses[k],
                                          .status_received = true };
             (void)snprintf(one.message, sizeof(one.message), "%s", b->messages[k]);
+            client_message_printable(one.message); /* the server's words: one line */
             report("put", it->path, &one, o);
             it->status = client_cli_exit_code(one.err);
         }
@@ -562,27 +568,87 @@ static void output_report(const char *path, int err)
 /*
  * Checks that <path> can become the blob's file before anything is downloaded: an empty
  * name, a folder or a name ending in '/' would otherwise fail only at the rename, after the
- * whole download. Returns 0 or -errno (-EINVAL: an empty name).
+ * whole download. Returns 0 (a regular file or a new one: written beside and renamed), 1 (it
+ * is there and not a regular file, such as /dev/null or a FIFO: written in place, since a
+ * rename would replace the device node itself), or -errno (-EINVAL: an empty name).
  */
 static int output_check(const char *path)
 {
     if (path[0] == '\0') return -EINVAL;
     struct stat st;
-    if (stat(path, &st) == 0) return S_ISDIR(st.st_mode) ? -EISDIR : 0;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return -EISDIR;
+        return S_ISREG(st.st_mode) ? 0 : 1;
+    }
     int err = -errno;
     /* "x/" names a folder: x is missing (ENOENT) or a file (ENOTDIR). */
     return path[strlen(path) - 1] == '/' ? err : 0;
 }
 
-/* Opens a new file beside <path> to write into; its name goes to <tmp>. */
-static int open_temp(const char *path, char *tmp, size_t size)
+/*
+ * The temporary file a get writes into, while it exists: the handler of a signal that ends
+ * the process (Ctrl-C, kill, a closed terminal) removes it, so an interrupted download leaves
+ * nothing beside FILE. Only SIGKILL (which no process can catch) leaves FILE.ringcas-PID-*.
+ */
+static char get_tmp_path[4096];
+static volatile sig_atomic_t get_tmp_live; /* get_tmp_path names a file of ours */
+
+/* The signals whose default action ends the process that a user or a supervisor sends. */
+static const int get_signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+static void get_on_signal(int sig)
+{
+    /* unlink(2), signal(2) and raise(3) are async-signal-safe (signal-safety(7)). */
+    if (get_tmp_live) (void)unlink(get_tmp_path);
+    (void)signal(sig, SIG_DFL);
+    /* Delivered once this handler returns: the process ends as the signal's default says, so
+     * the shell sees the signal (status 130 after Ctrl-C), as it would without the handler. */
+    (void)raise(sig);
+}
+
+/*
+ * Installs get_on_signal for get_signals, keeping the old actions in <old>; a signal the
+ * process was started ignoring (nohup, a background job) stays ignored.
+ */
+static void get_signals_catch(struct sigaction *old)
+{
+    for (size_t i = 0; i < ARRAY_LEN(get_signals); i++) {
+        (void)sigaction(get_signals[i], NULL, &old[i]);
+        if (old[i].sa_handler == SIG_IGN) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = get_on_signal;
+        (void)sigemptyset(&sa.sa_mask);
+        (void)sigaction(get_signals[i], &sa, NULL);
+    }
+}
+
+static void get_signals_restore(const struct sigaction *old)
+{
+    for (size_t i = 0; i < ARRAY_LEN(get_signals); i++) {
+        (void)sigaction(get_signals[i], &old[i], NULL);
+    }
+}
+
+/* Opens a new file beside <path> to write into, named in get_tmp_path. */
+static int open_temp(const char *path)
 {
     uint32_t r = 0;
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) r = (uint32_t)getpid();
-    int n = snprintf(tmp, size, "%s.ringcas-%u-%08x", path, (unsigned)getpid(), r);
-    if (n < 0 || (size_t)n >= size) return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    return fd == -1 ? -errno : fd;
+    get_tmp_live = 0;
+    int n = snprintf(get_tmp_path, sizeof(get_tmp_path), "%s.ringcas-%u-%08x", path,
+                     (unsigned)getpid(), r);
+    if (n < 0 || (size_t)n >= sizeof(get_tmp_path)) return -ENAMETOOLONG;
+    /* Live before the file exists: a signal in between unlinks a name nobody has (the pid and
+     * the random part make it ours). */
+    get_tmp_live = 1;
+    int fd = open(get_tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd == -1) {
+        int err = -errno;
+        get_tmp_live = 0;
+        return err;
+    }
+    return fd;
 }
 
 static int get_run(struct client_sync *s, const struct client_digest *d, int fd, const char *what,
@@ -593,6 +659,67 @@ static int get_run(struct client_sync *s, const struct client_digest *d, int fd,
     if (rc == 0) return CLIENT_EXIT_OK;
     report("get", what, &r, o);
     return client_cli_exit_code(rc);
+}
+
+/* Downloads <d> into <fd> on a session of its own; the exit status. */
+static int get_session(const struct client_digest *d, int fd, const char *what,
+                       const struct client_cli_options *o)
+{
+    struct client_sync *s = NULL;
+    int status = session_open("get", &s, o);
+    if (status != CLIENT_EXIT_OK) return status;
+    status = get_run(s, d, fd, what, o);
+    client_sync_destroy(s);
+    return status;
+}
+
+/*
+ * Downloads into o->output that is there and not a regular file (/dev/null, a FIFO, a
+ * terminal): written as the bytes arrive, as stdout is. A FIFO's open waits for its reader,
+ * as a shell's redirection does.
+ */
+static int get_in_place(const struct client_digest *d, const char *what,
+                        const struct client_cli_options *o)
+{
+    int fd = open(o->output, O_WRONLY | O_CLOEXEC);
+    if (fd == -1) {
+        output_report(o->output, -errno);
+        return CLIENT_EXIT_USAGE;
+    }
+    int status = get_session(d, fd, what, o);
+    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
+        output_report(o->output, -errno);
+        status = CLIENT_EXIT_FAILURE;
+    }
+    return status;
+}
+
+/* Downloads into a temporary file beside o->output, renamed to it once verified. */
+static int get_to_file(const struct client_digest *d, const char *what,
+                       const struct client_cli_options *o)
+{
+    struct sigaction old[ARRAY_LEN(get_signals)];
+    get_signals_catch(old);
+    int fd = open_temp(o->output);
+    if (fd < 0) {
+        get_signals_restore(old);
+        output_report(o->output, fd);
+        return CLIENT_EXIT_USAGE;
+    }
+    int status = get_session(d, fd, what, o);
+    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
+        output_report(o->output, -errno);
+        status = CLIENT_EXIT_FAILURE;
+    }
+    if (status == CLIENT_EXIT_OK && rename(get_tmp_path, o->output) == -1) {
+        output_report(o->output, -errno);
+        status = CLIENT_EXIT_FAILURE;
+    }
+    if (status != CLIENT_EXIT_OK) (void)unlink(get_tmp_path);
+    /* After the rename a signal would unlink a name that is gone: harmless, but not needed. */
+    get_tmp_live = 0;
+    get_signals_restore(old);
+    return status;
 }
 
 int client_cli_get(const struct client_cli_options *o, const char *digest)
@@ -611,34 +738,15 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
      * EPIPE instead.
      */
     (void)signal(SIGPIPE, SIG_IGN);
-    bool to_file = o->output && strcmp(o->output, "-") != 0;
-    char tmp[4096];
-    int fd = STDOUT_FILENO;
-    if (to_file) {
-        fd = output_check(o->output);
-        if (fd == 0) fd = open_temp(o->output, tmp, sizeof(tmp));
-        if (fd < 0) {
-            output_report(o->output, fd);
-            return CLIENT_EXIT_USAGE;
-        }
+    if (!o->output || strcmp(o->output, "-") == 0) {
+        return get_session(&d, STDOUT_FILENO, digest, o);
     }
-    struct client_sync *s = NULL;
-    status = session_open("get", &s, o);
-    if (status == CLIENT_EXIT_OK) {
-        status = get_run(s, &d, fd, digest, o);
-        client_sync_destroy(s);
+    int rc = output_check(o->output);
+    if (rc < 0) {
+        output_report(o->output, rc);
+        return CLIENT_EXIT_USAGE;
     }
-    if (!to_file) return status;
-    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
-        output_report(o->output, -errno);
-        status = CLIENT_EXIT_FAILURE;
-    }
-    if (status == CLIENT_EXIT_OK && rename(tmp, o->output) == -1) {
-        output_report(o->output, -errno);
-        status = CLIENT_EXIT_FAILURE;
-    }
-    if (status != CLIENT_EXIT_OK) (void)unlink(tmp);
-    return status;
+    return rc == 1 ? get_in_place(&d, digest, o) : get_to_file(&d, digest, o);
 }
 
 /* ---- stat ---- */

@@ -5,15 +5,20 @@
 #include "client/digest.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include "base/parse.h"
 #include "proto/wire.h"
+
+/* Bytes of a file read (and hashed) at a time. */
+#define DIGEST_READ_SIZE (1u << 20)
 
 int client_digest_parse(const char *text, struct client_digest *out, const char **why)
 {
@@ -67,18 +72,39 @@ int client_digest_fd(int fd, struct client_digest *out)
     if (fstat(fd, &st) == -1) return -errno;
     if (S_ISDIR(st.st_mode)) return -EISDIR;
     if (!S_ISREG(st.st_mode)) return -EINVAL;
-    size_t size = (size_t)st.st_size;
-    if (size == 0) {
-        client_digest_buf("", 0, out);
-        return 0;
+    /*
+     * Read, not mmap: a file that another process truncates while it is hashed (a log
+     * rotated, a build output rewritten) must be an error to report, and through an mmap it
+     * is a SIGBUS that kills the command.
+     */
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    uint8_t *buf = malloc(DIGEST_READ_SIZE);
+    if (!buf) return -ENOMEM;
+    struct client_sha256 h = { NULL }; /* deinit takes it even when init failed */
+    int rc = client_sha256_init(&h);
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t off = 0;
+    /* Bounded by the size fstat gave: each read makes progress or ends the loop. */
+    while (rc == 0 && off < size) {
+        size_t want = size - off < DIGEST_READ_SIZE ? (size_t)(size - off) : DIGEST_READ_SIZE;
+        ssize_t n = pread(fd, buf, want, (off_t)off);
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1) {
+            rc = -errno;
+        } else if (n == 0) {
+            rc = -EILSEQ; /* shorter than fstat said: it changed while it was hashed */
+        } else {
+            client_sha256_update(&h, buf, (size_t)n);
+            off += (uint64_t)n;
+        }
     }
-    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) return -errno;
-    /* One sequential pass: tell the kernel to read ahead and drop behind. */
-    (void)madvise(p, size, MADV_SEQUENTIAL);
-    client_digest_buf(p, size, out);
-    (void)munmap(p, size);
-    return 0;
+    if (rc == 0) {
+        client_sha256_final(&h, out->hash);
+        out->size = size;
+    }
+    client_sha256_deinit(&h);
+    free(buf);
+    return rc;
 }
 
 int client_sha256_init(struct client_sha256 *h)

@@ -36,9 +36,10 @@ bool client_digest_equal(const struct client_digest *a, const struct client_dige
 void client_digest_buf(const void *p, size_t len, struct client_digest *out);
 
 /*
- * The digest of the regular file open on <fd>, read in one pass through an mmap of it (the
- * file's size is taken from fstat). Returns 0, -EISDIR / -EINVAL (not a regular file), or
- * the -errno of fstat or mmap.
+ * The digest of the regular file open on <fd>, read in one pass (the file's size is taken
+ * from fstat; bytes past it are not read). Returns 0, -EISDIR / -EINVAL (not a regular
+ * file), -EILSEQ (the file ended before that size: it got shorter while it was hashed),
+ * -ENOMEM, or the -errno of fstat or pread.
  */
 MUST_CHECK int client_digest_fd(int fd, struct client_digest *out);
 
