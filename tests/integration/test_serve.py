@@ -615,6 +615,30 @@ class UnwritableDataFolder(unittest.TestCase):
                 self.skipTest("the binary cannot run as nobody here: %s" % probe.stderr)
         self.check_refused(self.serve(d, prefix), d, "permission denied")
 
+    def test_segments_another_user_wrote_are_named_with_the_fix(self):
+        # A folder a server running as root wrote (`make run` as root, an image without
+        # USER), then started as the image's user, in a folder it may write: the segment left
+        # active cannot be reopened to be sealed. The refusal named only "permission denied".
+        if os.geteuid() != 0:
+            self.skipTest("needs root, to write as one user and start as another")
+        d = tmpdir(self)
+        with harness.Server(cores=1, data_dir=d) as srv:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            body = b"written by root"
+            conn.request("PUT", "/cas/" + hashlib.sha256(body).hexdigest(), body=body)
+            self.assertEqual(conn.getresponse().status, 201)
+            conn.close()
+            srv.stop()
+        (seg,) = [n for n in os.listdir(d) if n.startswith("seg-")]
+        os.chmod(d, 0o777)
+        nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+        r = self.serve(d, nobody)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("%s/%s: permission denied" % (d, seg), r.stderr)
+        self.assertIn("uid 65534, must own the segment files, e.g. chown -R 65534 %s" % d,
+                      r.stderr)
+        self.assertNotIn("listening", r.stdout)
+
     def test_an_immutable_folder_is_refused_also_for_root(self):
         if os.geteuid() != 0:
             self.skipTest("chattr +i needs root")
