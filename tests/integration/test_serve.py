@@ -149,6 +149,28 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_a_host_name_to_listen_on_is_a_usage_error(self):
+        # A name (ringcas-0.ringcas, the machine's host name) is not resolved: it failed at
+        # the bind, exit status 1, "cannot listen on myhost:8980: invalid argument".
+        for listen in ("myhost:8980", "ringcas-0.ringcas:8980", "RINGCAS_LISTEN"):
+            env = None
+            if listen == "RINGCAS_LISTEN":
+                env, listen = "myhost:8980", None
+            r = harness.run_serve(*(("--listen", listen) if listen else ()))
+            if env:
+                r = subprocess.run([harness.binary(), "serve", "--dir", "/dev/null/refused"],
+                                   capture_output=True, text=True, timeout=30,
+                                   env=dict(os.environ, RINGCAS_LISTEN=env))
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(r.stderr, "ringcas serve: --listen %s: HOST must be an IP address "
+                             "(0.0.0.0:8980, [::]:8980) or localhost; names are not resolved\n"
+                             % (listen or env))
+        # The forms it takes: IPv4, IPv6 in brackets, localhost (tests bind them elsewhere).
+        for listen in ("0.0.0.0:0", "[::1]:0", "localhost:0"):
+            r = harness.run_serve("--listen", listen, "--sync", "bogus")
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("--sync bogus", r.stderr)  # refused after the address passed
+
     def test_a_negated_flag_with_a_value_is_named(self):
         # --[no-]direct-io exists: "unknown flag --no-direct-io" would send the user looking
         # for a flag that is there.
