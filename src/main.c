@@ -158,7 +158,9 @@ static int cmd_serve(int argc, char **argv)
           "sent); past it calls are refused, RESOURCE_EXHAUSTED",
           NULL },
         { "max-connections", BASE_FLAG_U64, &o.max_connections,
-          "per core, open connections; past it new ones are closed at once (at most 4096)", NULL },
+          "per core, open connections; past it 16 more answer only /healthz, /readyz and "
+          "/metrics, then new ones are closed at once (at most 4096)",
+          NULL },
         { "max-uploads", BASE_FLAG_U64, &o.max_uploads,
           "per core, uploads open at once, each holding a chunk buffer; past it uploads are "
           "refused (HTTP 503, RESOURCE_EXHAUSTED)",

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/err.h"
 #include "base/log.h"
@@ -642,6 +643,19 @@ int blob_recover_run(struct blob_store *s, char *why, size_t why_size)
                            "recovering segment %llu in %s: %s is not a regular file (a folder, "
                            "FIFO or device): move it out of the data folder",
                            (unsigned long long)l.seqs[i], s->dir, name);
+        } else if (rc == -EACCES || rc == -EPERM) {
+            /* Most often a folder a server running as root wrote before (`make run` as
+             * root, an image without USER) and the image's user now opens: name the file
+             * and the fix, which the bare errno did not. */
+            char name[32];
+            blob_format_seg_name(l.seqs[i], name, sizeof(name));
+            unsigned uid = (unsigned)geteuid();
+            (void)snprintf(why, why_size,
+                           "recovering segment %llu in %s: %s/%s: %s (start-up reopens the "
+                           "segments a server left active to seal them: the user this one "
+                           "runs as, uid %u, must own the segment files, e.g. chown -R %u %s)",
+                           (unsigned long long)l.seqs[i], s->dir, s->dir, name, base_err_str(rc),
+                           uid, uid, s->dir);
         } else if (rc < 0) {
             (void)snprintf(why, why_size, "recovering segment %llu in %s: %s",
                            (unsigned long long)l.seqs[i], s->dir, base_err_str(rc));

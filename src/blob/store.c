@@ -224,6 +224,26 @@ static int store_start_evictor(struct blob_store *s)
     return 0;
 }
 
+/*
+ * The first eviction pass, before serving. A store over its budget at start is one whose
+ * --max-size was lowered (or mistyped: 90M for 90G) or whose disk shrank: the pass then
+ * deletes what would take the serving store hours of uploads to evict, so it is said in the
+ * log, where the operator who changed the flag looks, not only counted in /metrics.
+ */
+static void store_evict_at_open(struct blob_store *s)
+{
+    uint64_t used = blob_store_used(s);
+    uint64_t blobs = blob_index_count(s->index);
+    uint32_t segments = blob_store_evict(s);
+    if (segments == 0) return;
+    uint64_t evicted = atomic_load(&s->evicted_blobs);
+    LOG_WARN("the store held %llu MiB, over its limit of %llu MiB (--max-size, less a segment "
+             "per core; or the disk's room): evicted its %u oldest segments with %llu of its "
+             "%llu blobs and action results",
+             (unsigned long long)(used >> 20), (unsigned long long)(blob_store_limit(s) >> 20),
+             segments, (unsigned long long)evicted, (unsigned long long)blobs);
+}
+
 int blob_store_open(const struct blob_store_options *o, struct blob_store **out, char *why,
                     size_t why_size)
 {
@@ -275,7 +295,7 @@ int blob_store_open(const struct blob_store_options *o, struct blob_store **out,
     }
     rc = blob_recover_run(s, why, why_size);
     if (rc < 0) goto err_segs;
-    blob_store_evict(s);
+    store_evict_at_open(s);
     rc = store_start_evictor(s);
     if (rc < 0) {
         (void)snprintf(why, why_size, "cannot start the evictor thread: %s", base_err_str(rc));

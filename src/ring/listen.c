@@ -48,6 +48,13 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
     return -EINVAL;
 }
 
+bool ring_listen_host_is_valid(const char *host)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    return resolve(host, 0, &ss, &len) == 0;
+}
+
 /*
  * A TCP socket bound to <host>:<port> with SO_REUSEADDR, and SO_REUSEPORT when <reuseport>.
  * Returns the fd or -errno.

@@ -37,6 +37,12 @@ struct ring_listener {
 MUST_CHECK int ring_listen_probe(const char *host, uint16_t port);
 
 /*
+ * True when <host> is what ring_listen_open takes: an IPv4 literal, an IPv6 literal (in
+ * brackets or not) or "localhost". Other names are not resolved. Any thread.
+ */
+bool ring_listen_host_is_valid(const char *host);
+
+/*
  * Opens a TCP listening socket on <host>:<port> (an IPv4 or IPv6 literal, or "localhost")
  * with SO_REUSEADDR and SO_REUSEPORT. Port 0 picks a free port; pass the port it reports in
  * *<port_out> to open the other cores' sockets. Returns the fd or -errno. Any thread.

@@ -34,13 +34,15 @@ void rpc_conn_accept(struct ring_core *core, int fd, void *arg)
 {
     (void)arg;
     struct rpc_core *rc = ring_core_app(core);
-    if (rc->conns_open >= rc->cfg->opts.max_connections) {
+    uint64_t max = rc->cfg->opts.max_connections;
+    if (rc->conns_open >= max + RPC_CONNS_OPS_SLOTS) {
         /* Closed at once: the client sees the connection end before any answer and may
          * retry, or go to another replica. */
         base_counter_inc(&ring_core_counters(core)->conns_rejected);
         (void)close(fd);
         if (base_clock_every(&rc->refused_log_ns, BASE_NS_PER_S)) {
-            LOG_WARN("core %u: %u connections open (--max-connections): closing new ones",
+            LOG_WARN("core %u: %u connections open (--max-connections and the probes' slots): "
+                     "closing new ones",
                      ring_core_index(core), rc->conns_open);
         }
         return;
@@ -52,6 +54,14 @@ void rpc_conn_accept(struct ring_core *core, int fd, void *arg)
         return;
     }
     c->rc = rc;
+    /* Past the limit the connection may still be a health probe or a scrape: which one
+     * shows only in its request, so it is read, and anything else refused then. */
+    c->ops_only = rc->conns_open >= max;
+    if (c->ops_only && base_clock_every(&rc->refused_log_ns, BASE_NS_PER_S)) {
+        LOG_WARN("core %u: %u connections open (--max-connections): new ones get only "
+                 "/healthz, /readyz and /metrics",
+                 ring_core_index(core), rc->conns_open);
+    }
     rc->conns_open++;
     ring_conn_init(&c->conn, core, fd, &sniff_ops, rc->cfg->read_timeout_ms,
                    rc->cfg->write_timeout_ms);
@@ -77,6 +87,14 @@ static void sniff_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
     uint32_t n = len < want ? len : want;
     if (!matches_preface(data, n, c->sniff_len)) {
         rpc_h1_start(c, c->sniff, c->sniff_len, bid, len);
+        return;
+    }
+    if (n == want && c->ops_only) {
+        /* An HTTP/2 client past --max-connections: no probe speaks it, so the connection
+         * ends as it would have at the accept. */
+        base_counter_inc(&ring_core_counters(rc->core)->conns_rejected);
+        ring_buf_unref(rc->core, bid);
+        ring_conn_close(rc, -EAGAIN);
         return;
     }
     if (n == want) {

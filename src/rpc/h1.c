@@ -668,6 +668,15 @@ static void handle_head(struct rpc_h1_conn *h)
     h->keep_alive = h->req.keep_alive && !h->draining;
     h->body_left = h->req.has_length ? h->req.content_length : 0;
     if (h->req.chunked) rpc_h1_chunked_init(&h->chunked);
+    if (h->c->ops_only) {
+        /* A probe slot (rpc_conn_accept): one request, then the slot is free again. */
+        h->keep_alive = false;
+        if (h->route.target == RPC_H1_TARGET_NONE || h->route.target >= RPC_H1_TARGET_CAS) {
+            base_counter_inc(&ring_core_counters(h->c->conn.core)->conns_rejected);
+            refuse(h, 503, "too many connections (--max-connections): retry later");
+            return;
+        }
+    }
     if (h->route.target == RPC_H1_TARGET_NONE) {
         refuse(h, h->route.status, h->route.err_desc);
         return;

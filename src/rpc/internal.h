@@ -125,7 +125,19 @@ struct rpc_conn {
     void *proto;           /* the protocol's per-connection state */
     uint8_t sniff[24];     /* the first bytes, while fewer than the preface arrived */
     uint8_t sniff_len;     /* bytes in sniff[] */
+    bool ops_only;         /* accepted past --max-connections, into the probe slots: answers
+                              /healthz, /readyz and /metrics only (rpc_conn_accept) */
 };
+
+/*
+ * Connections a core accepts past --max-connections for the operations endpoints only: a
+ * kubelet's liveness probe on /healthz must be answered while clients hold every connection,
+ * or a busy pod is restarted for being busy (docs/operations.md "Connections"). Such a
+ * connection answers one request; anything but /healthz, /readyz or /metrics gets 503, and
+ * an HTTP/2 client is closed. Each takes an op of the table, as any connection does, so
+ * RPC_CONNS_MAX plus these stays well under a quarter of it.
+ */
+#define RPC_CONNS_OPS_SLOTS 16u
 
 #define RPC_H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define RPC_H2_PREFACE_LEN 24

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "base/parse.h"
 #include "ring/cpus.h"
+#include "ring/listen.h"
 #include "ring/server.h"
 #include "rpc/call.h"
 #include "rpc/internal.h"
@@ -282,6 +283,15 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     if (split_listen(opts->listen, host, host_size, port) < 0) {
         (void)fprintf(stderr,
                       "ringcas serve: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",
+                      opts->listen);
+        return -EINVAL;
+    }
+    if (!ring_listen_host_is_valid(host)) {
+        /* Before, a name failed at the bind as "cannot listen on ...: invalid argument", exit
+         * status 1, which named neither the flag's fault nor the forms it takes. */
+        (void)fprintf(stderr,
+                      "ringcas serve: --listen %s: HOST must be an IP address (0.0.0.0:8980, "
+                      "[::]:8980) or localhost; names are not resolved\n",
                       opts->listen);
         return -EINVAL;
     }

@@ -30,7 +30,8 @@ struct rpc_server_options {
     bool map_reads;            /* read records in the page cache in place (mapped segments) */
     bool ac_check;             /* action results answered only with their outputs present */
     uint64_t message_memory;   /* per core, bytes gRPC messages may hold (pb_mem's limit) */
-    uint64_t max_connections;  /* per core, open connections; past it new ones are closed */
+    uint64_t max_connections;  /* per core, open connections; past it RPC_CONNS_OPS_SLOTS serve
+                                  the probes only, then new ones are closed */
     uint64_t max_uploads;      /* per core, open uploads (the engine's uploads_max) */
     uint64_t read_memory;      /* per core, bytes of readers' chunk buffers (read_buffer_max) */
     uint64_t zstd_memory;      /* per core, bytes zstd contexts may hold (zstd_memory_max) */

@@ -346,5 +346,33 @@ class HitAtTheTail(Clients, unittest.TestCase):
         self.assertEqual(self.server.metric("ringcas_store_held_bytes"), 0)
 
 
+class SmallerBudgetAtStart(unittest.TestCase):
+    """A restart with a --max-size below what the store holds evicts at once, before serving,
+    and says so in the log: a typo (90M for 90G) empties a cache, and before, nothing but a
+    counter in /metrics told the operator who had changed the flag."""
+
+    def test_the_eviction_at_start_is_logged(self):
+        blobs = [os.urandom(256 << 10) for _ in range(40)]  # 10 MiB, incompressible
+        args = ["--segment-size", "1MiB"]
+        with harness.Server(args=args + ["--max-size", "64MiB"], cores=1) as srv:
+            for b in blobs:
+                reapi.put_blob(srv.address, b)
+            srv.stop()
+            srv.args = args + ["--max-size", "6MiB"]
+            srv.start()
+            segments = srv.metric("ringcas_store_evicted_segments_total")
+            evicted = srv.metric("ringcas_store_evicted_blobs_total")
+            self.assertGreater(segments, 0)
+            self.assertGreater(evicted, 0)
+            with open(srv.log_path) as f:
+                log = f.read()
+            line = [l for l in log.splitlines() if "over its limit of 5 MiB" in l]
+            self.assertEqual(len(line), 1, log)
+            self.assertIn(" warn: the store held ", line[0])
+            self.assertIn("evicted its %d oldest segments with %d of its 40 blobs" %
+                          (segments, evicted), line[0])
+            srv.stop()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -254,47 +254,95 @@ class EngineLimits(harness.ServerTestCase):
             self.assertIn(said, proc.stderr)
 
 
-class Connections(harness.ServerTestCase):
-    """--max-connections bounds a core's connections: each holds an op of the core's table,
-    and a flood of idle ones would otherwise take the ops busy connections need."""
+class HeldConnections:
+    """A server's connection table filled by the test (mixed into a ServerTestCase)."""
     server_args = ("--max-connections", "8")
     server_cores = 1
 
-    def test_connections_past_the_limit_are_closed_at_once(self):
+    def hold(self, count):
+        """<count> connections the server has accepted and counts (each answered once)."""
         # No /metrics before: its connection might still be open when the others come.
-        held = [socket.create_connection(("127.0.0.1", self.server.port)) for _ in range(8)]
-        try:
-            # Each held connection answers: the server has accepted and counts every one.
-            for s in held:
-                s.sendall(request("GET", "/healthz"))
-                self.assertIn(b"200", s.recv(4096))
-            extra = socket.create_connection(("127.0.0.1", self.server.port))
-            extra.settimeout(5)
-            try:
-                extra.sendall(request("GET", "/healthz"))
-                self.assertIn(extra.recv(4096), (b"",))  # closed without an answer
-            except ConnectionResetError:
-                pass
-            finally:
-                extra.close()
-        finally:
-            for s in held:
-                s.close()
+        held = [socket.create_connection(("127.0.0.1", self.server.port)) for _ in range(count)]
+        for s in held:
+            s.sendall(request("GET", "/healthz"))
+            self.assertIn(b"200", s.recv(4096))
+        return held
+
+    def release(self, held):
+        for s in held:
+            s.close()
         def closed():
             try:  # refused too while the server has not seen the closes yet
                 return self.server.metric("ringcas_conns") <= 1
             except ConnectionError:
                 return False
         harness.wait_for(closed, timeout=10, what="the held connections to close")
-        self.assertGreaterEqual(self.server.metric("ringcas_conns_rejected_total"), 1)
-        status = put(self.server.port, "/cas/" + hashlib.sha256(b"after").hexdigest(), b"after")
-        self.assertEqual(status, 201)
+
+    def ask(self, raw):
+        """Sends <raw> on a new connection; returns what comes back until the server closes."""
+        extra = socket.create_connection(("127.0.0.1", self.server.port))
+        extra.settimeout(10)
+        got = b""
+        try:
+            extra.sendall(raw)
+            while True:
+                part = extra.recv(65536)
+                if not part:
+                    return got
+                got += part
+        except ConnectionResetError:
+            return got
+        finally:
+            extra.close()
+
+
+class Connections(HeldConnections, harness.ServerTestCase):
+    """--max-connections bounds a core's connections: each holds an op of the core's table,
+    and a flood of idle ones would otherwise take the ops busy connections need. Past it a
+    few probe slots answer /healthz, /readyz and /metrics only, so that a liveness probe does
+    not restart a pod for being busy (docs/operations.md "Connections")."""
+
+    def test_requests_past_the_limit_are_refused(self):
+        held = self.hold(8)
+        try:
+            key = "/cas/" + hashlib.sha256(b"past").hexdigest()
+            got = self.ask(request("PUT", key, body=b"past"))
+            self.assertTrue(got.startswith(b"HTTP/1.1 503 "), got)
+            self.assertIn(b"--max-connections", got)
+            self.assertIn(b"Connection: close", got)
+            # An HTTP/2 client (Bazel, a frontend) is closed as before: no probe speaks it.
+            self.assertEqual(self.ask(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), b"")
+        finally:
+            self.release(held)
+        self.assertGreaterEqual(self.server.metric("ringcas_conns_rejected_total"), 2)
+        self.assertEqual(put(self.server.port, key, b"past"), 201)
 
     def test_the_limit_is_checked_at_startup(self):
-
         proc = harness.run_serve("--max-connections", "5000")
         self.assertEqual(proc.returncode, 2)
         self.assertIn("--max-connections: 1 to 4096", proc.stderr)
+
+
+class ConnectionsProbes(HeldConnections, harness.ServerTestCase):
+    """The probe slots, on a server of their own: a connection the test before used to read
+    /metrics may still count on the server when this one fills the table."""
+
+    def test_probes_and_scrapes_are_answered_at_the_limit(self):
+        # A kubelet's liveness probe (deploy/k8s/ringcas.yaml: /healthz, 3 failures) met a
+        # closed connection here, and restarted a pod whose clients held its connections.
+        held = self.hold(8)
+        try:
+            # More probes than the slots, one after the other: each frees its slot.
+            for _ in range(40):
+                got = self.ask(request("GET", "/healthz"))
+                self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got)
+            self.assertTrue(self.ask(request("GET", "/readyz")).startswith(b"HTTP/1.1 200 "))
+            got = self.ask(request("GET", "/metrics"))
+            self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:200])
+            self.assertIn(b"ringcas_conns_rejected_total", got)
+        finally:
+            self.release(held)
+
 
 if __name__ == "__main__":
     unittest.main()

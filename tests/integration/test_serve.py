@@ -149,6 +149,28 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_a_host_name_to_listen_on_is_a_usage_error(self):
+        # A name (ringcas-0.ringcas, the machine's host name) is not resolved: it failed at
+        # the bind, exit status 1, "cannot listen on myhost:8980: invalid argument".
+        for listen in ("myhost:8980", "ringcas-0.ringcas:8980", "RINGCAS_LISTEN"):
+            env = None
+            if listen == "RINGCAS_LISTEN":
+                env, listen = "myhost:8980", None
+            r = harness.run_serve(*(("--listen", listen) if listen else ()))
+            if env:
+                r = subprocess.run([harness.binary(), "serve", "--dir", "/dev/null/refused"],
+                                   capture_output=True, text=True, timeout=30,
+                                   env=dict(os.environ, RINGCAS_LISTEN=env))
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(r.stderr, "ringcas serve: --listen %s: HOST must be an IP address "
+                             "(0.0.0.0:8980, [::]:8980) or localhost; names are not resolved\n"
+                             % (listen or env))
+        # The forms it takes: IPv4, IPv6 in brackets, localhost (tests bind them elsewhere).
+        for listen in ("0.0.0.0:0", "[::1]:0", "localhost:0"):
+            r = harness.run_serve("--listen", listen, "--sync", "bogus")
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("--sync bogus", r.stderr)  # refused after the address passed
+
     def test_a_negated_flag_with_a_value_is_named(self):
         # --[no-]direct-io exists: "unknown flag --no-direct-io" would send the user looking
         # for a flag that is there.
@@ -614,6 +636,30 @@ class UnwritableDataFolder(unittest.TestCase):
             if probe.returncode != 0:
                 self.skipTest("the binary cannot run as nobody here: %s" % probe.stderr)
         self.check_refused(self.serve(d, prefix), d, "permission denied")
+
+    def test_segments_another_user_wrote_are_named_with_the_fix(self):
+        # A folder a server running as root wrote (`make run` as root, an image without
+        # USER), then started as the image's user, in a folder it may write: the segment left
+        # active cannot be reopened to be sealed. The refusal named only "permission denied".
+        if os.geteuid() != 0:
+            self.skipTest("needs root, to write as one user and start as another")
+        d = tmpdir(self)
+        with harness.Server(cores=1, data_dir=d) as srv:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            body = b"written by root"
+            conn.request("PUT", "/cas/" + hashlib.sha256(body).hexdigest(), body=body)
+            self.assertEqual(conn.getresponse().status, 201)
+            conn.close()
+            srv.stop()
+        (seg,) = [n for n in os.listdir(d) if n.startswith("seg-")]
+        os.chmod(d, 0o777)
+        nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+        r = self.serve(d, nobody)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("%s/%s: permission denied" % (d, seg), r.stderr)
+        self.assertIn("uid 65534, must own the segment files, e.g. chown -R 65534 %s" % d,
+                      r.stderr)
+        self.assertNotIn("listening", r.stdout)
 
     def test_an_immutable_folder_is_refused_also_for_root(self):
         if os.geteuid() != 0:
