@@ -15,8 +15,12 @@
  */
 #include "ring/conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -333,4 +337,29 @@ void ring_conn_drain(struct ring_conn *c)
     } else {
         ring_conn_close(c, 0);
     }
+}
+
+const char *ring_conn_peer(const struct ring_conn *c, char buf[RING_CONN_PEER_MAX])
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss)); /* AF_UNSPEC unless the kernel says */
+    socklen_t len = sizeof(ss);
+    char addr[INET6_ADDRSTRLEN];
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+            if (inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr))) {
+                (void)snprintf(buf, RING_CONN_PEER_MAX, "%s:%u", addr, ntohs(in->sin_port));
+                return buf;
+            }
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+            if (inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr))) {
+                (void)snprintf(buf, RING_CONN_PEER_MAX, "[%s]:%u", addr, ntohs(in6->sin6_port));
+                return buf;
+            }
+        }
+    }
+    (void)snprintf(buf, RING_CONN_PEER_MAX, "fd %d", c->fd);
+    return buf;
 }

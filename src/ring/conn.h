@@ -125,4 +125,14 @@ void ring_conn_drain(struct ring_conn *c);
 /* Begins closing with <reason> (see on_close). Idempotent; the first reason wins. */
 void ring_conn_close(struct ring_conn *c, int reason);
 
+/* Room for ring_conn_peer's text: "[" an IPv6 address "]:" a port, and a NUL. */
+#define RING_CONN_PEER_MAX 56
+
+/*
+ * Writes who is at the other end of <c> into <buf> for a log line: "127.0.0.1:40312",
+ * "[::1]:40312", or "fd N" when the socket cannot say (it was reset). Asks the kernel each
+ * time (getpeername): for warnings and errors, not for every request. Returns <buf>.
+ */
+const char *ring_conn_peer(const struct ring_conn *c, char buf[RING_CONN_PEER_MAX]);
+
 #endif /* RINGCAS_RING_CONN_H */

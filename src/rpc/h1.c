@@ -1121,7 +1121,8 @@ void rpc_h1_stream_fail(struct rpc_h1_conn *h, int status, const char *text)
         return;
     }
     /* The client reads a body shorter than announced, or no final chunk. */
-    LOG_WARN("http: fd %d: response cut short: %s", h->c->conn.fd, text);
+    char peer[RING_CONN_PEER_MAX];
+    LOG_WARN("http: %s: response cut short: %s", ring_conn_peer(&h->c->conn, peer), text);
     ring_conn_close(&h->c->conn, -EIO);
 }
 

@@ -549,7 +549,9 @@ static ssize_t pull(void *ctx, const uint8_t **chunk)
     ssize_t n = nghttp2_session_mem_send(h2->session, chunk);
     h2->in_session = false;
     if (n < 0) {
-        LOG_WARN("http2 connection fd %d: %s", h2->conn->conn.fd, nghttp2_strerror((int)n));
+        char peer[RING_CONN_PEER_MAX];
+        LOG_WARN("http2 connection %s: %s", ring_conn_peer(&h2->conn->conn, peer),
+                 nghttp2_strerror((int)n));
         return -EPROTO;
     }
     return n;
@@ -561,7 +563,9 @@ static int fill(struct rpc_h2 *h2)
     int rc = ring_gather_fill(&h2->gather, pull, h2);
     base_counter_add(&h2->rc->counters.grpc_bytes_zero_copy, ring_gather_ref_bytes(&h2->gather));
     if (rc == -EMSGSIZE) {
-        LOG_ERROR("http2 connection fd %d: a frame over the output buffer", h2->conn->conn.fd);
+        char peer[RING_CONN_PEER_MAX];
+        LOG_ERROR("http2 connection %s: a frame over the output buffer",
+                  ring_conn_peer(&h2->conn->conn, peer));
     }
     return rc;
 }
