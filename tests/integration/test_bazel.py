@@ -3,7 +3,9 @@ of genrules (a 5 MiB output, an empty one, a dependent action) with --remote_cac
 throws its output base away (clean --expunge), and builds again: every cacheable action must
 be a remote cache hit and the outputs must be byte-identical. Then, over --remote_cache=http://…,
 a cache entry whose output blob is gone must be a miss that Bazel runs again; and a tree
-artifact of 50,000 files (a Tree blob over 4 MiB) must be a hit too. Bazel runs in
+artifact of 50,000 files (a Tree blob over 4 MiB) must be a hit too; and with
+--remote_download_minimal across a server restart, an output never downloaded must be fetched
+when an action that reads it runs. Bazel runs in
 batch mode with a private output root, so nothing outlives the test."""
 
 import hashlib
@@ -30,6 +32,10 @@ genrule(name = "medium", outs = ["medium.bin"],
         cmd = "for i in $$(seq 1 20000); do echo line $$i; done > $@")
 '''
 TARGETS = ["//:small", "//:big", "//:empty", "//:dep", "//:medium"]
+# Reads big.bin: run locally, it needs the blob; with --remote_download_minimal it was never
+# downloaded, so Bazel fetches it then.
+BIGSUM = ('genrule(name = "bigsum", srcs = [":big"], outs = ["bigsum.txt"], '
+          'cmd = "sha256sum < $< > $@")\n')
 BIG = 5 << 20
 
 
@@ -248,6 +254,45 @@ class Bazel(unittest.TestCase):
                 self.assertRegex(procs, r"\b2 (local|linux-sandbox)\b", tail)
                 with open(os.path.join(self.ws, "bazel-bin", "bigsum.txt"), "rb") as f:
                     self.assertEqual(f.read().strip(), str(BIG).encode())
+            srv.wait_quiet(extra=("blob_readers", "bs_readers", "pb_mem_bytes"))
+
+    def test_minimal_across_a_restart_fetches_an_output_it_never_downloaded(self):
+        """--remote_cache=grpc:// with --remote_download_minimal, across a server restart on
+        the same data folder and port and a clean --expunge: //:big and //:bigsum (which
+        reads big.bin) are both remote cache hits and big.bin is never downloaded; then
+        bigsum's command changes, so it runs locally and Bazel fetches the 5 MiB input it
+        never had from the restarted server. The sum must be big's, and no read after the
+        restart may be NOT_FOUND: what the server acknowledged before its drain, results and
+        blobs, is what it serves after it (docs/grpc.md, "Bazel")."""
+        with open(os.path.join(self.ws, "BUILD"), "a") as f:
+            f.write(BIGSUM)
+        want = hashlib.sha256(b"r" * BIG).hexdigest().encode()
+        with harness.Server() as srv:
+            flags = ["--remote_cache=grpc://" + srv.address, "--remote_timeout=120",
+                     "--remote_download_minimal", "--spawn_strategy=local", "--color=no",
+                     "--noshow_progress"]
+            first = self.bazel("build", *flags, "//:bigsum")
+            self.assertRegex(self.processes(first), r"\b2 (local|linux-sandbox)\b")
+            srv.restart()
+            self.bazel("clean", "--expunge")
+            second = self.bazel("build", *flags, "//:bigsum")
+            procs = self.processes(second)
+            self.assertIn("2 remote cache hit", procs, second[-2000:])
+            self.assertNotIn(" local", procs)
+            self.assertFalse(os.path.exists(os.path.join(self.ws, "bazel-bin", "big.bin")))
+            with open(os.path.join(self.ws, "BUILD")) as f:
+                build = f.read()
+            with open(os.path.join(self.ws, "BUILD"), "w") as f:
+                f.write(build.replace("sha256sum < $< > $@", "sha256sum < $< > $@; true"))
+            third = self.bazel("build", *flags, "//:bigsum")
+            procs = self.processes(third)
+            self.assertIn("1 remote cache hit", procs, third[-2000:])
+            self.assertRegex(procs, r"\b1 (local|linux-sandbox)\b", third[-2000:])
+            with open(os.path.join(self.ws, "bazel-bin", "bigsum.txt"), "rb") as f:
+                self.assertEqual(f.read().split()[0], want)
+            read = "google.bytestream.ByteStream/Read"
+            self.assertGreaterEqual(srv.metric("ringcas_requests_total", route=read, status=0), 1)
+            self.assertEqual(srv.metric("ringcas_requests_total", route=read, status=5), 0)
             srv.wait_quiet(extra=("blob_readers", "bs_readers", "pb_mem_bytes"))
 
     def test_large_tree_artifact_is_a_remote_cache_hit(self):
