@@ -978,8 +978,12 @@ class Drain(unittest.TestCase):
             goaway = [f for f in frames if f[0] == h2raw.GOAWAY]
             self.assertTrue(goaway)
             self.assertEqual(h2raw.goaway_code(goaway[0]), h2raw.NO_ERROR)
-            last = int.from_bytes(goaway[0][3][:4], "big") & 0x7fffffff
-            self.assertEqual(last, 1)
+            self.assertEqual(goaway_last(goaway[0]), 2**31 - 1)  # the notice, then ...
+            # ... once the PING it came with is acknowledged (read_frame does), the final one.
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            self.assertEqual(frames[-1][0], h2raw.GOAWAY)
+            self.assertEqual(h2raw.goaway_code(frames[-1]), h2raw.NO_ERROR)
+            self.assertEqual(goaway_last(frames[-1]), 1)
             # The call started before the GOAWAY still completes (and says the server is
             # draining: NOT_SERVING).
             c.data(1, h2raw.grpc_message(b""), end_stream=True)
@@ -990,6 +994,76 @@ class Drain(unittest.TestCase):
             srv.wait_exit(30)
         finally:
             srv.cleanup()
+
+    def test_a_request_that_crossed_the_goaway_is_served(self):
+        """A client's request and the server's GOAWAY cross on the wire: the request was sent
+        before the client read the GOAWAY. gRPC's graceful GOAWAY (a first one naming stream
+        2^31-1, with a PING; the final one after its ACK) serves it. Before, the only GOAWAY
+        named the last stream already begun: this one was dropped unanswered (grpcio:
+        UNAVAILABLE "GOAWAY received"), or the connection closed with its bytes unread and
+        reset ("Socket closed"), which a client cannot tell from a call that was served."""
+        srv = harness.Server(cores=1)
+        srv.start()
+        try:
+            c = h2raw.Conn(srv.port)
+            c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            srv.proc.send_signal(signal.SIGTERM)
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            self.assertEqual(frames[-1][0], h2raw.GOAWAY)
+            # Sent as if before the GOAWAY arrived; the PING behind the GOAWAY is not read (nor
+            # acknowledged) yet, as a client that had not read the GOAWAY has not read it.
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            # Until the close: the answer and the final GOAWAY come in either order.
+            frames = c.frames_until(lambda f: False, timeout=20)
+            self.assertTrue(c.closed)
+            goaways = [goaway_last(f) for f in frames if f[0] == h2raw.GOAWAY]
+            self.assertEqual(goaways, [1])  # the final GOAWAY names it: it was served
+            data = [f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 1]
+            self.assertEqual(data, [h2raw.grpc_message(b"\x08\x02")])  # NOT_SERVING: draining
+            c.close()
+            srv.wait_exit(30)
+        finally:
+            srv.cleanup()
+
+    def test_a_client_that_does_not_answer_the_ping_still_gets_the_final_goaway(self):
+        srv = harness.Server(cores=1)
+        srv.start()
+        try:
+            c = h2raw.Conn(srv.port)
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            srv.proc.send_signal(signal.SIGTERM)
+            # Read without acknowledging PINGs: raw socket reads.
+            buf = b""
+            deadline = time.monotonic() + 20
+            goaways = []
+            while len(goaways) < 2 and time.monotonic() < deadline:
+                c.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = c.sock.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+                while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                    n = int.from_bytes(buf[:3], "big")
+                    if buf[3] == h2raw.GOAWAY:
+                        goaways.append(int.from_bytes(buf[9:13], "big") & 0x7fffffff)
+                    buf = buf[9 + n:]
+            self.assertEqual(goaways, [2**31 - 1, 1])
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM, timeout=20)
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 1],
+                             [h2raw.grpc_message(b"\x08\x02")])
+            c.frames_until(lambda f: False, timeout=20)
+            self.assertTrue(c.closed)
+            c.close()
+            srv.wait_exit(30)
+        finally:
+            srv.cleanup()
+
+
+def goaway_last(frame):
+    return int.from_bytes(frame[3][:4], "big") & 0x7fffffff
 
 
 if __name__ == "__main__":
