@@ -87,6 +87,7 @@ static void h2_on_sent(struct ring_conn *rc);
 static void h2_on_close(struct ring_conn *rc, int reason);
 static bool h2_is_busy(const struct ring_conn *rc);
 static void h2_on_drain(struct ring_conn *rc);
+static bool h2_on_idle(struct ring_conn *rc);
 static void flush_task(struct ring_task *task);
 static void schedule_flush(struct rpc_h2 *h2);
 static void notice_timer_fn(struct ring_timer *timer);
@@ -98,6 +99,7 @@ static const struct ring_conn_ops h2_ops = {
     .on_close = h2_on_close,
     .is_busy = h2_is_busy,
     .on_drain = h2_on_drain,
+    .on_idle = h2_on_idle,
 };
 
 static struct rpc_h2 *h2_of(const struct ring_conn *rc)
@@ -1190,7 +1192,7 @@ static bool h2_is_busy(const struct ring_conn *rc)
     return false;
 }
 
-/* The final GOAWAY of a drain: streams up to the last one begun are served, later ones are not
+/* The final GOAWAY (drain, idle): streams up to the last one begun are served, later ones are not
  * (the client retries them elsewhere), and the connection closes after its last call. */
 static void final_goaway(struct rpc_h2 *h2)
 {
@@ -1210,7 +1212,8 @@ static void notice_timer_fn(struct ring_timer *timer)
 }
 
 /*
- * A drain's GOAWAY comes in two (gRPC's graceful GOAWAY; RFC 9113 §6.8): first one that names
+ * A drain's GOAWAY, and an idle connection's, comes in two (gRPC's graceful GOAWAY; RFC 9113
+ * §6.8): first one that names
  * stream 2^31-1, then a PING, then, once the PING's ACK came back (or after RPC_H2_NOTICE_MS),
  * the final one naming the last stream begun. A request the client sent before it read the
  * first GOAWAY reaches the server before the ACK, so it is served; with a single GOAWAY it
@@ -1218,19 +1221,51 @@ static void notice_timer_fn(struct ring_timer *timer)
  * or the close found its bytes unread and reset the connection (UNAVAILABLE "Socket closed",
  * which a client cannot tell from a call that was served and may not retry).
  */
-static void h2_on_drain(struct ring_conn *rc)
+static void goaway_begin(struct rpc_h2 *h2)
 {
-    struct rpc_h2 *h2 = h2_of(rc);
-    if (!h2 || !h2->session || h2->draining || h2->noticed) return;
     h2->noticed = true;
     base_counter_inc(&h2->rc->counters.h2_goaways);
     /* The PING follows once the GOAWAY is out (on_frame_send). */
-    if (nghttp2_submit_shutdown_notice(h2->session) != 0 ||
-        ring_timer_start(h2_core(h2), &h2->notice, &rc->owner, RPC_H2_NOTICE_MS) < 0) {
+    if (nghttp2_submit_shutdown_notice(h2->session) != 0) {
         final_goaway(h2);
         return;
     }
     schedule_flush(h2);
+}
+
+/* A drain waits at most RPC_H2_NOTICE_MS for the PING's ACK (also after an idle notice). */
+static void h2_on_drain(struct ring_conn *rc)
+{
+    struct rpc_h2 *h2 = h2_of(rc);
+    if (!h2 || !h2->session || h2->draining) return;
+    if (!h2->noticed) goaway_begin(h2);
+    if (h2->draining || ring_timer_is_pending(&h2->notice)) return;
+    if (ring_timer_start(h2_core(h2), &h2->notice, &rc->owner, RPC_H2_NOTICE_MS) < 0) {
+        final_goaway(h2);
+    }
+}
+
+/*
+ * The client sent nothing for --read-timeout and no call works for it: the connection ends as
+ * a drain ends it, GOAWAY first (RFC 9113 §6.8: "Endpoints SHOULD always send a GOAWAY frame
+ * before closing a connection"). Closed without one, a connection that a client had just
+ * sent a request on (the request and the close crossed) reset, and the client could not tell
+ * whether the call had been served (UNAVAILABLE "Socket closed"). The final GOAWAY waits for
+ * the PING's ACK or the next timeout, not RPC_H2_NOTICE_MS: a client that reads nothing
+ * between its calls (grpcio's Python channels) sees the GOAWAY only with its next call, which
+ * is served if it comes before then; after the final GOAWAY the connection closes with its
+ * last call, or at the timeout after (when this answers false).
+ */
+static bool h2_on_idle(struct ring_conn *rc)
+{
+    struct rpc_h2 *h2 = h2_of(rc);
+    if (!h2 || !h2->session || h2->draining || h2->close_after_send) return false;
+    if (h2->noticed) {
+        final_goaway(h2);
+    } else {
+        goaway_begin(h2);
+    }
+    return true;
 }
 
 static void h2_on_close(struct ring_conn *rc, int reason)

@@ -631,6 +631,41 @@ class Idle(harness.ServerTestCase):
         finally:
             c.close()
 
+    def test_an_idle_connection_gets_goaway_and_a_request_crossing_it_is_served(self):
+        """RFC 9113 §6.8: a GOAWAY before the close. The idle connection was closed without
+        one, so a request sent just as it closed was reset with it (grpcio: UNAVAILABLE
+        "Socket closed"), served or not for all its client could tell."""
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM)
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=10)
+            self.assertTrue(frames and frames[-1][0] == h2raw.GOAWAY, frames)
+            self.assertEqual(h2raw.goaway_code(frames[-1]), h2raw.NO_ERROR)
+            self.assertEqual(goaway_last(frames[-1]), 2**31 - 1)
+            # Sent before the client read the GOAWAY (and the PING behind it).
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            # Until the close: the answer and the final GOAWAY come in either order.
+            frames = c.frames_until(lambda f: False, timeout=10)
+            self.assertTrue(c.closed)
+            self.assertEqual([goaway_last(f) for f in frames if f[0] == h2raw.GOAWAY], [3])
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 3],
+                             [SERVING])
+        finally:
+            c.close()
+
+    def test_an_idle_client_that_answers_nothing_is_closed_at_the_next_timeout(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            self.assertEqual(goaways_unanswered(c, 2, timeout=10), [2**31 - 1, 0])
+            c.sock.settimeout(10)
+            while c.sock.recv(1 << 16):
+                pass
+        finally:
+            c.close()
+
     def test_open_stream_waiting_for_the_client_does_not_keep_it_open(self):
         c = h2raw.Conn(self.server.port)
         try:
@@ -1034,22 +1069,7 @@ class Drain(unittest.TestCase):
             c.headers(1, h2raw.grpc_headers(HEALTH))
             c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
             srv.proc.send_signal(signal.SIGTERM)
-            # Read without acknowledging PINGs: raw socket reads.
-            buf = b""
-            deadline = time.monotonic() + 20
-            goaways = []
-            while len(goaways) < 2 and time.monotonic() < deadline:
-                c.sock.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = c.sock.recv(1 << 16)
-                if not chunk:
-                    break
-                buf += chunk
-                while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
-                    n = int.from_bytes(buf[:3], "big")
-                    if buf[3] == h2raw.GOAWAY:
-                        goaways.append(int.from_bytes(buf[9:13], "big") & 0x7fffffff)
-                    buf = buf[9 + n:]
-            self.assertEqual(goaways, [2**31 - 1, 1])
+            self.assertEqual(goaways_unanswered(c, 2, timeout=20), [2**31 - 1, 1])
             c.data(1, h2raw.grpc_message(b""), end_stream=True)
             frames = c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM, timeout=20)
             self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 1],
@@ -1061,9 +1081,45 @@ class Drain(unittest.TestCase):
         finally:
             srv.cleanup()
 
+    def test_a_drain_after_an_idle_goaway_sends_the_final_one_without_waiting(self):
+        # The idle connection's final GOAWAY waits for the next read timeout (60 s by default);
+        # a drain that begins meanwhile waits at most 1 s for the PING's ACK, as for any other.
+        srv = harness.Server(args=("--read-timeout", "5s"), cores=1)
+        srv.start()
+        try:
+            c = h2raw.Conn(srv.port)
+            self.assertEqual(goaways_unanswered(c, 1, timeout=10), [2**31 - 1])
+            srv.proc.send_signal(signal.SIGTERM)
+            # The final GOAWAY comes from the drain's 1 s wait, not the next read timeout (5 s).
+            self.assertEqual(goaways_unanswered(c, 1, timeout=3.5), [0])
+            c.close()
+            srv.wait_exit(30)
+        finally:
+            srv.cleanup()
+
 
 def goaway_last(frame):
     return int.from_bytes(frame[3][:4], "big") & 0x7fffffff
+
+
+def goaways_unanswered(c, count, timeout):
+    """Reads <c>'s socket as a client that answers nothing (no PING ACK) would, until <count>
+    GOAWAY frames came, the peer closed, or <timeout>; returns their last_stream_ids."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    goaways = []
+    while len(goaways) < count and time.monotonic() < deadline:
+        c.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = c.sock.recv(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            n = int.from_bytes(buf[:3], "big")
+            if buf[3] == h2raw.GOAWAY:
+                goaways.append(int.from_bytes(buf[9:13], "big") & 0x7fffffff)
+            buf = buf[9 + n:]
+    return goaways
 
 
 if __name__ == "__main__":
