@@ -364,6 +364,84 @@ class WriteFraming(H2Case):
         harness.wait_for(stored, what="the committed blob")
 
 
+class ClientSettings(H2Case):
+    """Settings a client changes while the server sends (RFC 9113 §6.5.2, §6.9.2)."""
+
+    def read_request(self, data):
+        d = reapi.put_blob(self.server.address, data)
+        r = reapi.msg("google.bytestream.ReadRequest",
+                      resource_name="blobs/%s/%d" % (d.hash, d.size_bytes))
+        return h2raw.grpc_message(r.SerializeToString())
+
+    @staticmethod
+    def read_data(frames):
+        """The blob bytes in stream 1's DATA frames (ReadResponse messages)."""
+        body = b"".join(f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 1)
+        out = b""
+        while body:
+            n = int.from_bytes(body[1:5], "big")
+            out += reapi.msg("google.bytestream.ReadResponse").FromString(body[5:5 + n]).data
+            body = body[5 + n:]
+        return out
+
+    def test_initial_window_set_to_zero_mid_stream_and_back_resumes_the_answer(self):
+        # SETTINGS_INITIAL_WINDOW_SIZE changes every open stream's window by the difference,
+        # down to below zero (§6.9.2); sends stop, and go on once it is positive again.
+        data = os.urandom(1 << 20)
+        c = h2raw.Conn(self.server.port, window=32 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+            c.data(1, self.read_request(data), end_stream=True)
+            frames = []
+            while sum(len(f[3]) for f in frames if f[0] == h2raw.DATA) < 65535:
+                frames.append(c.read_frame())  # the default stream window, all sent
+            c.send_frame(h2raw.SETTINGS, 0, 0, struct.pack(">HI", 4, 0))  # window: -65535
+            c.send_frame(h2raw.WINDOW_UPDATE, 0, 1, struct.pack(">I", 65535))  # 0: still shut
+            c.send_frame(h2raw.SETTINGS, 0, 0, struct.pack(">HI", 4, 2 << 20))  # 2 MiB
+            frames += c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM, timeout=20)
+            self.assertFalse([f for f in frames if f[0] in (h2raw.RST_STREAM, h2raw.GOAWAY)])
+            self.assertEqual(self.read_data(frames), data)
+        finally:
+            c.close()
+
+    def test_max_frame_size_bounds_data_frames_both_ways(self):
+        # 16384 (the minimum) is kept to; 16 MiB - 1 (the maximum) is capped at our 64 KiB.
+        data = os.urandom(1 << 20)
+        request = self.read_request(data)
+        for max_frame, largest in ((16384, 16384), ((1 << 24) - 1, 64 << 10)):
+            c = h2raw.Conn(self.server.port, settings=((5, max_frame), (4, 16 << 20)),
+                           window=32 << 20)
+            try:
+                c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+                c.data(1, request, end_stream=True)
+                frames = c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM,
+                                        timeout=20)
+                sizes = [len(f[3]) for f in frames if f[0] == h2raw.DATA]
+                self.assertEqual(max(sizes), largest)
+                self.assertEqual(self.read_data(frames), data)
+            finally:
+                c.close()
+
+    def test_window_update_past_2_31_minus_1_is_a_flow_control_error(self):
+        # §6.9.1: on a stream, a stream error; on the connection, a connection error.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.send_frame(h2raw.WINDOW_UPDATE, 0, 1, struct.pack(">I", 0x7fffffff))
+            frames = c.frames_until(lambda f: f[0] in (h2raw.RST_STREAM, h2raw.GOAWAY))
+            self.assertEqual((frames[-1][0], frames[-1][2], h2raw.rst_code(frames[-1])),
+                             (h2raw.RST_STREAM, 1, h2raw.FLOW_CONTROL_ERROR))
+            c.headers(3, h2raw.grpc_headers(HEALTH))  # the connection lives on
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 3 and f[1] & h2raw.END_STREAM)
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING])
+            c.send_frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7fffffff))
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY)
+            self.assertEqual(h2raw.goaway_code(frames[-1]), h2raw.FLOW_CONTROL_ERROR)
+        finally:
+            c.close()
+
+
 class Limits(H2Case):
     def test_max_concurrent_streams_is_advertised_and_enforced(self):
         # Before the client acknowledges SETTINGS, a stream past the limit is refused alone.
