@@ -166,6 +166,16 @@ class Errors(H2Case):
         out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-encoding: gzip")
         self.assertIn("grpc-status: 12", out)
         self.assertIn("grpc-accept-encoding: identity", out)
+        # grpcio asked to compress (it does only when asked) gets it, and does not fall back.
+        channel = grpc.insecure_channel(self.server.address, compression=grpc.Compression.Gzip)
+        try:
+            check = channel.unary_unary(HEALTH)
+            with self.assertRaises(grpc.RpcError) as cm:
+                check(b"", timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            self.assertEqual(cm.exception.details(), "grpc-encoding not supported (identity only)")
+        finally:
+            channel.close()
 
     def test_header_list_over_the_limit_is_431_resource_exhausted(self):
         # RFC 9113 §10.5.1: HTTP 431, with a gRPC status that says which limit (trailers-only).
@@ -183,6 +193,10 @@ class Errors(H2Case):
         self.assertIn("grpc-status: 3", out)
         out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-timeout: 0m")
         self.assertIn("grpc-status: 4", out)
+        # PROTOCOL-HTTP2.md: "positive integer as ASCII string of at most 8 digits".
+        out = self.nghttp("-H", "content-type: application/grpc", "-H",
+                          "grpc-timeout: 100000000m")
+        self.assertIn("grpc-status: 3", out)
         # Trailers-only: the status comes in the one HEADERS frame, no DATA.
         self.assertNotIn("recv DATA", out)
 
@@ -438,6 +452,52 @@ class ClientSettings(H2Case):
             c.send_frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7fffffff))
             frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY)
             self.assertEqual(h2raw.goaway_code(frames[-1]), h2raw.FLOW_CONTROL_ERROR)
+        finally:
+            c.close()
+
+
+class RequestHeaders(H2Case):
+    """Request headers real clients vary, on the raw client (gRPC over HTTP/2, RFC 9113 §8.2)."""
+
+    def health(self, headers):
+        """Stream 1 with <headers> and an empty Check request: its frames up to its end."""
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, headers)
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            return c.frames_until(lambda f: f[2] == 1 and (f[1] & h2raw.END_STREAM or
+                                                           f[0] == h2raw.RST_STREAM))
+        finally:
+            c.close()
+
+    def test_what_clients_send_differently_is_served(self):
+        base = [h for h in h2raw.grpc_headers(HEALTH) if h[0] != "te"]  # no te, no user-agent
+        variants = [
+            [], [("te", "trailers"), ("user-agent", "grpc-python/1.51.1")],
+            [("x-trace-bin", "AAEC")], [("x-trace-bin", "AAE=")], [("x-trace-bin", "AAE")],
+            [("x-trace-bin", "!not base64!")],  # -bin values are not decoded
+            [("m%d" % i, "v") for i in range(400)],  # 400 metadata entries, 14 KiB counted
+        ] + [[("grpc-timeout", t)] for t in
+             ("1H", "1M", "10S", "10000m", "10000000u", "99999999n", "99999999S", "00000010S")]
+        for extra in variants:
+            frames = self.health(base + extra)
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING], extra[:2])
+        for ct in ("application/grpc+proto", "application/grpc;charset=utf-8"):
+            frames = self.health(h2raw.grpc_headers(HEALTH, content_type=ct))
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING], ct)
+
+    def test_upper_case_header_names_reset_the_stream_only(self):
+        # RFC 9113 §8.2.1: a malformed request, a stream error PROTOCOL_ERROR.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH, extra=[("X-Upper", "1")]))
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 3 and f[1] & h2raw.END_STREAM)
+            self.assertEqual([(f[2], h2raw.rst_code(f)) for f in frames
+                              if f[0] == h2raw.RST_STREAM], [(1, h2raw.PROTOCOL_ERROR)])
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING])
         finally:
             c.close()
 
