@@ -147,6 +147,12 @@ static void recv_done(struct ring_op *op, int32_t res, uint32_t flags)
         }
         base_counter_inc(&core->counters.timeouts);
         base_counter_inc(&core->counters.read_timeouts);
+        if (c->ops->on_idle && c->ops->on_idle(c)) {
+            /* The protocol says goodbye first and closes when done; the next timeout at the
+             * latest (then on_idle answers false). */
+            if (!c->closing && !c->recv_paused) recv_arm(c);
+            return;
+        }
         ring_conn_close(c, -ETIMEDOUT);
         return;
     }

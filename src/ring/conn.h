@@ -5,9 +5,10 @@
  * Timeouts. Every receive carries an IORING_OP_LINK_TIMEOUT of read_timeout_ms: a peer that
  * sends nothing for that long is disconnected (-ETIMEDOUT, counted), unless the protocol says
  * the server itself is busy on the connection (ops->is_busy), in which case the receive is
- * re-armed. Every send carries write_timeout_ms: a send that makes no progress for that long
- * closes the connection (-ETIMEDOUT, counted). Partial sends continue with the rest and a
- * fresh timeout, so the write timeout bounds progress, not the whole transfer.
+ * re-armed, or takes its leave first (ops->on_idle). Every send carries write_timeout_ms: a send
+ * that makes no progress for that long closes the connection (-ETIMEDOUT, counted). Partial sends
+ * continue with the rest and a fresh timeout, so the write timeout bounds progress, not the whole
+ * transfer.
  *
  * Close. ring_conn_close() cancels the receive, the send and every other op of the connection's
  * owner, and only after the last CQE closes the fd and calls ops->on_close, where the protocol
@@ -51,6 +52,14 @@ struct ring_conn_ops {
     /* Optional: the server is draining; finish what is in progress, then close. NULL: the
      * connection is closed at once. */
     void (*on_drain)(struct ring_conn *c);
+    /*
+     * Optional: the peer sent nothing for read_timeout_ms and the connection is not busy.
+     * True: the protocol takes its leave first (an HTTP/2 GOAWAY) and closes the connection
+     * itself; the receive goes on, with its timeout, so a peer that sends nothing more is
+     * closed at the next one (-ETIMEDOUT), when on_idle should answer false. NULL or false:
+     * closed now (-ETIMEDOUT).
+     */
+    bool (*on_idle)(struct ring_conn *c);
 };
 
 struct ring_conn {

@@ -30,6 +30,7 @@
 #include "ring/buf.h"
 #include "ring/conn.h"
 #include "ring/gather.h"
+#include "ring/timer.h"
 #include "rpc/internal.h"
 
 struct rpc_h2 {
@@ -41,12 +42,14 @@ struct rpc_h2 {
     struct ring_task flush_task; /* the deferred flush */
     uint16_t cur_bid;            /* buffer being fed to mem_recv, or RING_CONN_NO_BUF */
     bool in_session;             /* inside mem_recv or mem_send */
-    bool draining;               /* GOAWAY sent: close once the last call is done */
+    bool noticed;                /* drain: GOAWAY(2^31-1) and PING sent, final GOAWAY due */
+    bool draining;               /* final GOAWAY sent: close once the last call is done */
     bool peer_eof;               /* the client closed its side: likewise */
     bool close_after_send;       /* a connection error: close once the output is out */
     bool bufs_yielded;           /* receiving paused to leave buffers to others (yield_bufs) */
     uint32_t waiting;            /* calls holding input while they wait (rpc_h2_wait_begin) */
     struct ring_task yield_task; /* checks whether to receive again */
+    struct ring_timer notice;    /* sends the final GOAWAY if the PING's ACK is late */
     struct base_list sent;       /* struct rpc_seg whose last bytes are in the send */
     uint64_t data_sent;          /* DATA payload bytes put into sends, all streams */
     uint64_t held_check;         /* the stall check that computed <held> (its time) */
@@ -69,6 +72,10 @@ struct rpc_h2 {
                                     pieces, iovecs of the others */
 };
 
+/* The PING after a drain's first GOAWAY: its ACK says the client's earlier streams are in
+ * and that it has read the GOAWAY (it opens no more streams). */
+static const uint8_t drain_ping[8] = { 'r', 'c', 'd', 'r', 'a', 'i', 'n', '!' };
+
 /* HTTP/2 frames carry a 9-byte header (RFC 9113 §4.1). */
 #define H2_FRAME_HEADER_SIZE 9u
 
@@ -80,8 +87,11 @@ static void h2_on_sent(struct ring_conn *rc);
 static void h2_on_close(struct ring_conn *rc, int reason);
 static bool h2_is_busy(const struct ring_conn *rc);
 static void h2_on_drain(struct ring_conn *rc);
+static bool h2_on_idle(struct ring_conn *rc);
 static void flush_task(struct ring_task *task);
 static void schedule_flush(struct rpc_h2 *h2);
+static void notice_timer_fn(struct ring_timer *timer);
+static void final_goaway(struct rpc_h2 *h2);
 
 static const struct ring_conn_ops h2_ops = {
     .on_recv = h2_on_recv,
@@ -89,6 +99,7 @@ static const struct ring_conn_ops h2_ops = {
     .on_close = h2_on_close,
     .is_busy = h2_is_busy,
     .on_drain = h2_on_drain,
+    .on_idle = h2_on_idle,
 };
 
 static struct rpc_h2 *h2_of(const struct ring_conn *rc)
@@ -510,6 +521,7 @@ void rpc_h2_start(struct rpc_conn *c, const uint8_t *prefix, uint32_t prefix_len
     ring_gather_init(&h2->gather, &gather_limits);
     ring_task_init(&h2->flush_task, flush_task);
     ring_task_init(&h2->yield_task, yield_task);
+    ring_timer_init(&h2->notice, notice_timer_fn, h2);
     base_counter_inc(&rc->counters.h2_conns);
     if (session_create(h2) < 0) {
         if (len > 0) ring_buf_unref(core, bid);
@@ -870,6 +882,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 {
     struct rpc_h2 *h2 = ud;
     if (frame->hd.type == NGHTTP2_RST_STREAM) count_reset(s, h2);
+    if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK) && h2->noticed &&
+        memcmp(frame->ping.opaque_data, drain_ping, sizeof(drain_ping)) == 0) {
+        final_goaway(h2);
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     struct rpc_call *c = call_of(h2, frame->hd.stream_id);
     if (!c) return 0;
@@ -914,6 +930,12 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
     struct rpc_h2 *h2 = ud;
+    if (frame->hd.type == NGHTTP2_GOAWAY && h2->noticed && !h2->draining) {
+        /* After the first GOAWAY, not with it: nghttp2 sends PINGs ahead of GOAWAY frames, and
+         * the client's ACK must say that it has read the GOAWAY. */
+        if (nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, drain_ping) != 0) final_goaway(h2);
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
     struct rpc_call *c = call_of(h2, frame->hd.stream_id);
@@ -1170,16 +1192,80 @@ static bool h2_is_busy(const struct ring_conn *rc)
     return false;
 }
 
+/* The final GOAWAY (drain, idle): streams up to the last one begun are served, later ones are not
+ * (the client retries them elsewhere), and the connection closes after its last call. */
+static void final_goaway(struct rpc_h2 *h2)
+{
+    if (h2->draining) return;
+    h2->draining = true;
+    ring_timer_stop(h2_core(h2), &h2->notice);
+    int32_t last = nghttp2_session_get_last_proc_stream_id(h2->session);
+    (void)nghttp2_submit_goaway(h2->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+    schedule_flush(h2);
+}
+
+static void notice_timer_fn(struct ring_timer *timer)
+{
+    struct rpc_h2 *h2 = timer->ctx;
+    if (h2->conn->conn.closing || !h2->session) return;
+    final_goaway(h2);
+}
+
+/*
+ * A drain's GOAWAY, and an idle connection's, comes in two (gRPC's graceful GOAWAY; RFC 9113
+ * §6.8): first one that names
+ * stream 2^31-1, then a PING, then, once the PING's ACK came back (or after RPC_H2_NOTICE_MS),
+ * the final one naming the last stream begun. A request the client sent before it read the
+ * first GOAWAY reaches the server before the ACK, so it is served; with a single GOAWAY it
+ * crossed the frame on the wire and was dropped unanswered (UNAVAILABLE "GOAWAY received"),
+ * or the close found its bytes unread and reset the connection (UNAVAILABLE "Socket closed",
+ * which a client cannot tell from a call that was served and may not retry).
+ */
+static void goaway_begin(struct rpc_h2 *h2)
+{
+    h2->noticed = true;
+    base_counter_inc(&h2->rc->counters.h2_goaways);
+    /* The PING follows once the GOAWAY is out (on_frame_send). */
+    if (nghttp2_submit_shutdown_notice(h2->session) != 0) {
+        final_goaway(h2);
+        return;
+    }
+    schedule_flush(h2);
+}
+
+/* A drain waits at most RPC_H2_NOTICE_MS for the PING's ACK (also after an idle notice). */
 static void h2_on_drain(struct ring_conn *rc)
 {
     struct rpc_h2 *h2 = h2_of(rc);
     if (!h2 || !h2->session || h2->draining) return;
-    h2->draining = true;
-    base_counter_inc(&h2->rc->counters.h2_goaways);
-    /* Streams up to the last one started are served; later ones are refused. */
-    int32_t last = nghttp2_session_get_last_proc_stream_id(h2->session);
-    (void)nghttp2_submit_goaway(h2->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
-    schedule_flush(h2);
+    if (!h2->noticed) goaway_begin(h2);
+    if (h2->draining || ring_timer_is_pending(&h2->notice)) return;
+    if (ring_timer_start(h2_core(h2), &h2->notice, &rc->owner, RPC_H2_NOTICE_MS) < 0) {
+        final_goaway(h2);
+    }
+}
+
+/*
+ * The client sent nothing for --read-timeout and no call works for it: the connection ends as
+ * a drain ends it, GOAWAY first (RFC 9113 §6.8: "Endpoints SHOULD always send a GOAWAY frame
+ * before closing a connection"). Closed without one, a connection that a client had just
+ * sent a request on (the request and the close crossed) reset, and the client could not tell
+ * whether the call had been served (UNAVAILABLE "Socket closed"). The final GOAWAY waits for
+ * the PING's ACK or the next timeout, not RPC_H2_NOTICE_MS: a client that reads nothing
+ * between its calls (grpcio's Python channels) sees the GOAWAY only with its next call, which
+ * is served if it comes before then; after the final GOAWAY the connection closes with its
+ * last call, or at the timeout after (when this answers false).
+ */
+static bool h2_on_idle(struct ring_conn *rc)
+{
+    struct rpc_h2 *h2 = h2_of(rc);
+    if (!h2 || !h2->session || h2->draining || h2->close_after_send) return false;
+    if (h2->noticed) {
+        final_goaway(h2);
+    } else {
+        goaway_begin(h2);
+    }
+    return true;
 }
 
 static void h2_on_close(struct ring_conn *rc, int reason)

@@ -25,6 +25,7 @@
 
 #define RPC_H2_MAX_STREAMS    128u                      /* SETTINGS_MAX_CONCURRENT_STREAMS */
 #define RPC_H2_CALLS_MAX      (2u * RPC_H2_MAX_STREAMS) /* live calls, reset ones included */
+#define RPC_H2_NOTICE_MS      1000u       /* drain: longest wait for the first GOAWAY's PING ACK */
 #define RPC_H2_HEADERS_MAX    (16u << 10) /* request header list, RFC 9113 §6.5.2 size */
 #define RPC_H2_STREAM_WINDOW  (1u << 20)  /* SETTINGS_INITIAL_WINDOW_SIZE */
 #define RPC_H2_CONN_WINDOW    (8u << 20)  /* connection receive window */

@@ -166,6 +166,16 @@ class Errors(H2Case):
         out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-encoding: gzip")
         self.assertIn("grpc-status: 12", out)
         self.assertIn("grpc-accept-encoding: identity", out)
+        # grpcio asked to compress (it does only when asked) gets it, and does not fall back.
+        channel = grpc.insecure_channel(self.server.address, compression=grpc.Compression.Gzip)
+        try:
+            check = channel.unary_unary(HEALTH)
+            with self.assertRaises(grpc.RpcError) as cm:
+                check(b"", timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            self.assertEqual(cm.exception.details(), "grpc-encoding not supported (identity only)")
+        finally:
+            channel.close()
 
     def test_header_list_over_the_limit_is_431_resource_exhausted(self):
         # RFC 9113 §10.5.1: HTTP 431, with a gRPC status that says which limit (trailers-only).
@@ -183,6 +193,10 @@ class Errors(H2Case):
         self.assertIn("grpc-status: 3", out)
         out = self.nghttp("-H", "content-type: application/grpc", "-H", "grpc-timeout: 0m")
         self.assertIn("grpc-status: 4", out)
+        # PROTOCOL-HTTP2.md: "positive integer as ASCII string of at most 8 digits".
+        out = self.nghttp("-H", "content-type: application/grpc", "-H",
+                          "grpc-timeout: 100000000m")
+        self.assertIn("grpc-status: 3", out)
         # Trailers-only: the status comes in the one HEADERS frame, no DATA.
         self.assertNotIn("recv DATA", out)
 
@@ -362,6 +376,130 @@ class WriteFraming(H2Case):
             req.blob_digests.add(hash=self.hash, size_bytes=1000)
             return not self.client.FindMissingBlobs(req, timeout=10).missing_blob_digests
         harness.wait_for(stored, what="the committed blob")
+
+
+class ClientSettings(H2Case):
+    """Settings a client changes while the server sends (RFC 9113 §6.5.2, §6.9.2)."""
+
+    def read_request(self, data):
+        d = reapi.put_blob(self.server.address, data)
+        r = reapi.msg("google.bytestream.ReadRequest",
+                      resource_name="blobs/%s/%d" % (d.hash, d.size_bytes))
+        return h2raw.grpc_message(r.SerializeToString())
+
+    @staticmethod
+    def read_data(frames):
+        """The blob bytes in stream 1's DATA frames (ReadResponse messages)."""
+        body = b"".join(f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 1)
+        out = b""
+        while body:
+            n = int.from_bytes(body[1:5], "big")
+            out += reapi.msg("google.bytestream.ReadResponse").FromString(body[5:5 + n]).data
+            body = body[5 + n:]
+        return out
+
+    def test_initial_window_set_to_zero_mid_stream_and_back_resumes_the_answer(self):
+        # SETTINGS_INITIAL_WINDOW_SIZE changes every open stream's window by the difference,
+        # down to below zero (§6.9.2); sends stop, and go on once it is positive again.
+        data = os.urandom(1 << 20)
+        c = h2raw.Conn(self.server.port, window=32 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+            c.data(1, self.read_request(data), end_stream=True)
+            frames = []
+            while sum(len(f[3]) for f in frames if f[0] == h2raw.DATA) < 65535:
+                frames.append(c.read_frame())  # the default stream window, all sent
+            c.send_frame(h2raw.SETTINGS, 0, 0, struct.pack(">HI", 4, 0))  # window: -65535
+            c.send_frame(h2raw.WINDOW_UPDATE, 0, 1, struct.pack(">I", 65535))  # 0: still shut
+            c.send_frame(h2raw.SETTINGS, 0, 0, struct.pack(">HI", 4, 2 << 20))  # 2 MiB
+            frames += c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM, timeout=20)
+            self.assertFalse([f for f in frames if f[0] in (h2raw.RST_STREAM, h2raw.GOAWAY)])
+            self.assertEqual(self.read_data(frames), data)
+        finally:
+            c.close()
+
+    def test_max_frame_size_bounds_data_frames_both_ways(self):
+        # 16384 (the minimum) is kept to; 16 MiB - 1 (the maximum) is capped at our 64 KiB.
+        data = os.urandom(1 << 20)
+        request = self.read_request(data)
+        for max_frame, largest in ((16384, 16384), ((1 << 24) - 1, 64 << 10)):
+            c = h2raw.Conn(self.server.port, settings=((5, max_frame), (4, 16 << 20)),
+                           window=32 << 20)
+            try:
+                c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
+                c.data(1, request, end_stream=True)
+                frames = c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM,
+                                        timeout=20)
+                sizes = [len(f[3]) for f in frames if f[0] == h2raw.DATA]
+                self.assertEqual(max(sizes), largest)
+                self.assertEqual(self.read_data(frames), data)
+            finally:
+                c.close()
+
+    def test_window_update_past_2_31_minus_1_is_a_flow_control_error(self):
+        # §6.9.1: on a stream, a stream error; on the connection, a connection error.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.send_frame(h2raw.WINDOW_UPDATE, 0, 1, struct.pack(">I", 0x7fffffff))
+            frames = c.frames_until(lambda f: f[0] in (h2raw.RST_STREAM, h2raw.GOAWAY))
+            self.assertEqual((frames[-1][0], frames[-1][2], h2raw.rst_code(frames[-1])),
+                             (h2raw.RST_STREAM, 1, h2raw.FLOW_CONTROL_ERROR))
+            c.headers(3, h2raw.grpc_headers(HEALTH))  # the connection lives on
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 3 and f[1] & h2raw.END_STREAM)
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING])
+            c.send_frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7fffffff))
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY)
+            self.assertEqual(h2raw.goaway_code(frames[-1]), h2raw.FLOW_CONTROL_ERROR)
+        finally:
+            c.close()
+
+
+class RequestHeaders(H2Case):
+    """Request headers real clients vary, on the raw client (gRPC over HTTP/2, RFC 9113 §8.2)."""
+
+    def health(self, headers):
+        """Stream 1 with <headers> and an empty Check request: its frames up to its end."""
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, headers)
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            return c.frames_until(lambda f: f[2] == 1 and (f[1] & h2raw.END_STREAM or
+                                                           f[0] == h2raw.RST_STREAM))
+        finally:
+            c.close()
+
+    def test_what_clients_send_differently_is_served(self):
+        base = [h for h in h2raw.grpc_headers(HEALTH) if h[0] != "te"]  # no te, no user-agent
+        variants = [
+            [], [("te", "trailers"), ("user-agent", "grpc-python/1.51.1")],
+            [("x-trace-bin", "AAEC")], [("x-trace-bin", "AAE=")], [("x-trace-bin", "AAE")],
+            [("x-trace-bin", "!not base64!")],  # -bin values are not decoded
+            [("m%d" % i, "v") for i in range(400)],  # 400 metadata entries, 14 KiB counted
+        ] + [[("grpc-timeout", t)] for t in
+             ("1H", "1M", "10S", "10000m", "10000000u", "99999999n", "99999999S", "00000010S")]
+        for extra in variants:
+            frames = self.health(base + extra)
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING], extra[:2])
+        for ct in ("application/grpc+proto", "application/grpc;charset=utf-8"):
+            frames = self.health(h2raw.grpc_headers(HEALTH, content_type=ct))
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING], ct)
+
+    def test_upper_case_header_names_reset_the_stream_only(self):
+        # RFC 9113 §8.2.1: a malformed request, a stream error PROTOCOL_ERROR.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH, extra=[("X-Upper", "1")]))
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 3 and f[1] & h2raw.END_STREAM)
+            self.assertEqual([(f[2], h2raw.rst_code(f)) for f in frames
+                              if f[0] == h2raw.RST_STREAM], [(1, h2raw.PROTOCOL_ERROR)])
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING])
+        finally:
+            c.close()
 
 
 class Limits(H2Case):
@@ -628,6 +766,41 @@ class Idle(harness.ServerTestCase):
             c.frames_until(lambda f: False, timeout=10)
             self.assertTrue(c.closed)
             self.assertLess(time.monotonic() - start, 5)
+        finally:
+            c.close()
+
+    def test_an_idle_connection_gets_goaway_and_a_request_crossing_it_is_served(self):
+        """RFC 9113 §6.8: a GOAWAY before the close. The idle connection was closed without
+        one, so a request sent just as it closed was reset with it (grpcio: UNAVAILABLE
+        "Socket closed"), served or not for all its client could tell."""
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM)
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=10)
+            self.assertTrue(frames and frames[-1][0] == h2raw.GOAWAY, frames)
+            self.assertEqual(h2raw.goaway_code(frames[-1]), h2raw.NO_ERROR)
+            self.assertEqual(goaway_last(frames[-1]), 2**31 - 1)
+            # Sent before the client read the GOAWAY (and the PING behind it).
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(3, h2raw.grpc_message(b""), end_stream=True)
+            # Until the close: the answer and the final GOAWAY come in either order.
+            frames = c.frames_until(lambda f: False, timeout=10)
+            self.assertTrue(c.closed)
+            self.assertEqual([goaway_last(f) for f in frames if f[0] == h2raw.GOAWAY], [3])
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 3],
+                             [SERVING])
+        finally:
+            c.close()
+
+    def test_an_idle_client_that_answers_nothing_is_closed_at_the_next_timeout(self):
+        c = h2raw.Conn(self.server.port)
+        try:
+            self.assertEqual(goaways_unanswered(c, 2, timeout=10), [2**31 - 1, 0])
+            c.sock.settimeout(10)
+            while c.sock.recv(1 << 16):
+                pass
         finally:
             c.close()
 
@@ -978,8 +1151,12 @@ class Drain(unittest.TestCase):
             goaway = [f for f in frames if f[0] == h2raw.GOAWAY]
             self.assertTrue(goaway)
             self.assertEqual(h2raw.goaway_code(goaway[0]), h2raw.NO_ERROR)
-            last = int.from_bytes(goaway[0][3][:4], "big") & 0x7fffffff
-            self.assertEqual(last, 1)
+            self.assertEqual(goaway_last(goaway[0]), 2**31 - 1)  # the notice, then ...
+            # ... once the PING it came with is acknowledged (read_frame does), the final one.
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            self.assertEqual(frames[-1][0], h2raw.GOAWAY)
+            self.assertEqual(h2raw.goaway_code(frames[-1]), h2raw.NO_ERROR)
+            self.assertEqual(goaway_last(frames[-1]), 1)
             # The call started before the GOAWAY still completes (and says the server is
             # draining: NOT_SERVING).
             c.data(1, h2raw.grpc_message(b""), end_stream=True)
@@ -990,6 +1167,97 @@ class Drain(unittest.TestCase):
             srv.wait_exit(30)
         finally:
             srv.cleanup()
+
+    def test_a_request_that_crossed_the_goaway_is_served(self):
+        """A client's request and the server's GOAWAY cross on the wire: the request was sent
+        before the client read the GOAWAY. gRPC's graceful GOAWAY (a first one naming stream
+        2^31-1, with a PING; the final one after its ACK) serves it. Before, the only GOAWAY
+        named the last stream already begun: this one was dropped unanswered (grpcio:
+        UNAVAILABLE "GOAWAY received"), or the connection closed with its bytes unread and
+        reset ("Socket closed"), which a client cannot tell from a call that was served."""
+        srv = harness.Server(cores=1)
+        srv.start()
+        try:
+            c = h2raw.Conn(srv.port)
+            c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            srv.proc.send_signal(signal.SIGTERM)
+            frames = c.frames_until(lambda f: f[0] == h2raw.GOAWAY, timeout=20)
+            self.assertEqual(frames[-1][0], h2raw.GOAWAY)
+            # Sent as if before the GOAWAY arrived; the PING behind the GOAWAY is not read (nor
+            # acknowledged) yet, as a client that had not read the GOAWAY has not read it.
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            # Until the close: the answer and the final GOAWAY come in either order.
+            frames = c.frames_until(lambda f: False, timeout=20)
+            self.assertTrue(c.closed)
+            goaways = [goaway_last(f) for f in frames if f[0] == h2raw.GOAWAY]
+            self.assertEqual(goaways, [1])  # the final GOAWAY names it: it was served
+            data = [f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 1]
+            self.assertEqual(data, [h2raw.grpc_message(b"\x08\x02")])  # NOT_SERVING: draining
+            c.close()
+            srv.wait_exit(30)
+        finally:
+            srv.cleanup()
+
+    def test_a_client_that_does_not_answer_the_ping_still_gets_the_final_goaway(self):
+        srv = harness.Server(cores=1)
+        srv.start()
+        try:
+            c = h2raw.Conn(srv.port)
+            c.headers(1, h2raw.grpc_headers(HEALTH))
+            c.frames_until(lambda f: f[0] == h2raw.SETTINGS and not f[1] & h2raw.ACK)
+            srv.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(goaways_unanswered(c, 2, timeout=20), [2**31 - 1, 1])
+            c.data(1, h2raw.grpc_message(b""), end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 1 and f[1] & h2raw.END_STREAM, timeout=20)
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA and f[2] == 1],
+                             [h2raw.grpc_message(b"\x08\x02")])
+            c.frames_until(lambda f: False, timeout=20)
+            self.assertTrue(c.closed)
+            c.close()
+            srv.wait_exit(30)
+        finally:
+            srv.cleanup()
+
+    def test_a_drain_after_an_idle_goaway_sends_the_final_one_without_waiting(self):
+        # The idle connection's final GOAWAY waits for the next read timeout (60 s by default);
+        # a drain that begins meanwhile waits at most 1 s for the PING's ACK, as for any other.
+        srv = harness.Server(args=("--read-timeout", "5s"), cores=1)
+        srv.start()
+        try:
+            c = h2raw.Conn(srv.port)
+            self.assertEqual(goaways_unanswered(c, 1, timeout=10), [2**31 - 1])
+            srv.proc.send_signal(signal.SIGTERM)
+            # The final GOAWAY comes from the drain's 1 s wait, not the next read timeout (5 s).
+            self.assertEqual(goaways_unanswered(c, 1, timeout=3.5), [0])
+            c.close()
+            srv.wait_exit(30)
+        finally:
+            srv.cleanup()
+
+
+def goaway_last(frame):
+    return int.from_bytes(frame[3][:4], "big") & 0x7fffffff
+
+
+def goaways_unanswered(c, count, timeout):
+    """Reads <c>'s socket as a client that answers nothing (no PING ACK) would, until <count>
+    GOAWAY frames came, the peer closed, or <timeout>; returns their last_stream_ids."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    goaways = []
+    while len(goaways) < count and time.monotonic() < deadline:
+        c.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = c.sock.recv(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            n = int.from_bytes(buf[:3], "big")
+            if buf[3] == h2raw.GOAWAY:
+                goaways.append(int.from_bytes(buf[9:13], "big") & 0x7fffffff)
+            buf = buf[9 + n:]
+    return goaways
 
 
 if __name__ == "__main__":
