@@ -204,6 +204,15 @@ class Conn:
             if pred(f):
                 return seen
 
+    def first_error(self, timeout=10.0):
+        """(type, stream, error code) of the next RST_STREAM or GOAWAY; None if the peer
+        closed first."""
+        frames = self.frames_until(lambda f: f[0] in (RST_STREAM, GOAWAY), timeout)
+        if not frames or frames[-1][0] not in (RST_STREAM, GOAWAY):
+            return None
+        f = frames[-1]
+        return f[0], f[2], rst_code(f) if f[0] == RST_STREAM else goaway_code(f)
+
     def close(self):
         try:
             self.sock.close()

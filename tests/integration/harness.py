@@ -13,7 +13,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
 import unittest
 
@@ -300,3 +302,43 @@ class ServerTestCase(unittest.TestCase):
             cls.server.stop()
         finally:
             cls.server.cleanup()
+
+
+class Listener:
+    """A fake server for client tests: listens on 127.0.0.1, and a thread accepts connections
+    and hands each to on_conn(sock), which keeps it by default (a peer that never answers).
+    close() stops accepting and closes every connection."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.conns = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        self.sock.settimeout(0.1)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(c)
+            self.on_conn(c)
+
+    def on_conn(self, c):
+        """Called on the accepting thread for each new connection."""
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()

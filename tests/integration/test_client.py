@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
@@ -84,34 +83,8 @@ def write_blob(directory, name, size, seed):
     return path
 
 
-class SilentPeer:
+class SilentPeer(harness.Listener):
     """A socket that accepts connections and never reads or answers (a hung server)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.stop = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        self.sock.settimeout(0.1)
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-                self.conns.append(c)
-            except OSError:
-                pass
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        for c in self.conns:
-            c.close()
-        self.sock.close()
 
 
 class ClientTestCase(harness.ServerTestCase):

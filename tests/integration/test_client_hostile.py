@@ -70,33 +70,18 @@ def data(stream, payload, end_stream=False):
             return out
 
 
-class FakeServer:
+class FakeServer(harness.Listener):
     """Accepts HTTP/2 connections; on each request's end calls answer(sock, stream) and then
     keeps reading (acknowledging SETTINGS and PINGs) until the client closes, or closes the
     connection itself when answer returns False."""
 
     def __init__(self, answer):
         self.answer = answer
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.address = "127.0.0.1:%d" % self.port
-        self.stop = False
-        self.conns = []
         self.errors = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _accept(self):
-        self.sock.settimeout(0.1)
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def on_conn(self, c):
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     @staticmethod
     def _read_exact(c, n, buf):
@@ -141,16 +126,6 @@ class FakeServer:
                 c.close()
             except OSError:
                 pass
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
-        self.sock.close()
 
 
 class Hostile(unittest.TestCase):
