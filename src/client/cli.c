@@ -568,17 +568,21 @@ static void output_report(const char *path, int err)
 /*
  * Checks that <path> can become the blob's file before anything is downloaded: an empty
  * name, a folder or a name ending in '/' would otherwise fail only at the rename, after the
- * whole download. Returns 0 (a regular file or a new one: written beside and renamed), 1 (it
- * is there and not a regular file, such as /dev/null or a FIFO: written in place, since a
- * rename would replace the device node itself), or -errno (-EINVAL: an empty name).
+ * whole download. Returns 0 (a regular file or a new one: written beside and renamed; *<mode>
+ * the existing file's st_mode, or 0 for a new one), 1 (it is there and not a regular file, such as
+ * /dev/null or a FIFO: written in place, since a rename would replace the device node
+ * itself), or -errno (-EINVAL: an empty name).
  */
-static int output_check(const char *path)
+static int output_check(const char *path, mode_t *mode)
 {
+    *mode = 0;
     if (path[0] == '\0') return -EINVAL;
     struct stat st;
     if (stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) return -EISDIR;
-        return S_ISREG(st.st_mode) ? 0 : 1;
+        if (!S_ISREG(st.st_mode)) return 1;
+        *mode = st.st_mode; /* with its S_IFREG bits: never 0 */
+        return 0;
     }
     int err = -errno;
     /* "x/" names a folder: x is missing (ENOENT) or a file (ENOTDIR). */
@@ -694,24 +698,29 @@ static int get_in_place(const struct client_digest *d, const char *what,
     return status;
 }
 
-/* Downloads into a temporary file beside o->output, renamed to it once verified. */
-static int get_to_file(const struct client_digest *d, const char *what,
-                       const struct client_cli_options *o)
+/*
+ * Downloads into a temporary file beside <target>, renamed to it once verified; <target> is
+ * o->output, or the file a symbolic link there names. An existing file's permissions (from its
+ * st_mode <mode>; 0: a new file) are the new one's, as a rewrite in place would keep them.
+ */
+static int get_to_file(const struct client_digest *d, const char *what, const char *target,
+                       mode_t mode, const struct client_cli_options *o)
 {
     struct sigaction old[ARRAY_LEN(get_signals)];
     get_signals_catch(old);
-    int fd = open_temp(o->output);
+    int fd = open_temp(target);
     if (fd < 0) {
         get_signals_restore(old);
         output_report(o->output, fd);
         return CLIENT_EXIT_USAGE;
     }
+    if (mode != 0) (void)fchmod(fd, mode & 07777); /* best effort: the bytes matter more */
     int status = get_session(d, fd, what, o);
     if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
         output_report(o->output, -errno);
         status = CLIENT_EXIT_FAILURE;
     }
-    if (status == CLIENT_EXIT_OK && rename(get_tmp_path, o->output) == -1) {
+    if (status == CLIENT_EXIT_OK && rename(get_tmp_path, target) == -1) {
         output_report(o->output, -errno);
         status = CLIENT_EXIT_FAILURE;
     }
@@ -741,12 +750,19 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
     if (!o->output || strcmp(o->output, "-") == 0) {
         return get_session(&d, STDOUT_FILENO, digest, o);
     }
-    int rc = output_check(o->output);
+    mode_t mode;
+    int rc = output_check(o->output, &mode);
     if (rc < 0) {
         output_report(o->output, rc);
         return CLIENT_EXIT_USAGE;
     }
-    return rc == 1 ? get_in_place(&d, digest, o) : get_to_file(&d, digest, o);
+    if (rc == 1) return get_in_place(&d, digest, o);
+    /* A symbolic link to a file is written through, as a shell's > or curl -o do: renamed
+     * over, the link itself would become the file and its target keep the old bytes. */
+    char *real = mode != 0 ? realpath(o->output, NULL) : NULL;
+    status = get_to_file(&d, digest, real ? real : o->output, mode, o);
+    free(real);
+    return status;
 }
 
 /* ---- stat ---- */

@@ -163,6 +163,24 @@ class BadInput(ClientTestCase):
         self.assert_fails(p, EXIT_USAGE, "cannot write /proc/version: no new file can be made "
                                          "in that folder")
 
+    def test_output_through_a_symlink_keeps_the_link_and_the_mode(self):
+        # Written through the link, as a shell's > or curl -o do; renamed over, the link
+        # became the file and its target kept the old bytes. An existing file keeps its mode.
+        target = os.path.join(self.tmp, "target")
+        with open(target, "wb") as f:
+            f.write(b"old bytes")
+        os.chmod(target, 0o640)
+        link = os.path.join(self.tmp, "link")
+        os.symlink("target", link)
+        p, _ = self.cli("get", EMPTY, "-o", link)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(os.readlink(link), "target")
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"")
+        self.assertEqual(os.stat(target).st_mode & 0o7777, 0o640)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["link", "target"])
+
     def test_output_that_is_a_folder(self):
         # Refused before the download (it used to fail only at the rename after it, exit 1).
         for out in (self.tmp, self.tmp + "/"):
