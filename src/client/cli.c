@@ -665,15 +665,23 @@ static int get_run(struct client_sync *s, const struct client_digest *d, int fd,
     return client_cli_exit_code(rc);
 }
 
-/* Downloads <d> into <fd> on a session of its own; the exit status. */
-static int get_session(const struct client_digest *d, int fd, const char *what,
+/*
+ * Downloads <d> into <fd> on a session of its own, then closes <fd> (a close that fails is
+ * a failed write: the bytes may not be there); the exit status. <path> names the output.
+ */
+static int get_session(const struct client_digest *d, int fd, const char *path, const char *what,
                        const struct client_cli_options *o)
 {
     struct client_sync *s = NULL;
     int status = session_open("get", &s, o);
-    if (status != CLIENT_EXIT_OK) return status;
-    status = get_run(s, d, fd, what, o);
-    client_sync_destroy(s);
+    if (status == CLIENT_EXIT_OK) {
+        status = get_run(s, d, fd, what, o);
+        client_sync_destroy(s);
+    }
+    if (fd != STDOUT_FILENO && close(fd) == -1 && status == CLIENT_EXIT_OK) {
+        output_report(path, -errno);
+        status = CLIENT_EXIT_FAILURE;
+    }
     return status;
 }
 
@@ -690,12 +698,7 @@ static int get_in_place(const struct client_digest *d, const char *what,
         output_report(o->output, -errno);
         return CLIENT_EXIT_USAGE;
     }
-    int status = get_session(d, fd, what, o);
-    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
-        output_report(o->output, -errno);
-        status = CLIENT_EXIT_FAILURE;
-    }
-    return status;
+    return get_session(d, fd, o->output, what, o);
 }
 
 /*
@@ -715,11 +718,7 @@ static int get_to_file(const struct client_digest *d, const char *what, const ch
         return CLIENT_EXIT_USAGE;
     }
     if (mode != 0) (void)fchmod(fd, mode & 07777); /* best effort: the bytes matter more */
-    int status = get_session(d, fd, what, o);
-    if (close(fd) == -1 && status == CLIENT_EXIT_OK) {
-        output_report(o->output, -errno);
-        status = CLIENT_EXIT_FAILURE;
-    }
+    int status = get_session(d, fd, o->output, what, o);
     if (status == CLIENT_EXIT_OK && rename(get_tmp_path, target) == -1) {
         output_report(o->output, -errno);
         status = CLIENT_EXIT_FAILURE;
@@ -748,7 +747,7 @@ int client_cli_get(const struct client_cli_options *o, const char *digest)
      */
     (void)signal(SIGPIPE, SIG_IGN);
     if (!o->output || strcmp(o->output, "-") == 0) {
-        return get_session(&d, STDOUT_FILENO, digest, o);
+        return get_session(&d, STDOUT_FILENO, "-", digest, o);
     }
     mode_t mode;
     int rc = output_check(o->output, &mode);

@@ -350,22 +350,25 @@ const char *ring_conn_peer(const struct ring_conn *c, char buf[RING_CONN_PEER_MA
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss)); /* AF_UNSPEC unless the kernel says */
     socklen_t len = sizeof(ss);
-    char addr[INET6_ADDRSTRLEN];
+    const void *ip = NULL;
+    unsigned port = 0;
     if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET) {
             const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-            if (inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr))) {
-                (void)snprintf(buf, RING_CONN_PEER_MAX, "%s:%u", addr, ntohs(in->sin_port));
-                return buf;
-            }
+            ip = &in->sin_addr;
+            port = ntohs(in->sin_port);
         } else if (ss.ss_family == AF_INET6) {
             const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-            if (inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr))) {
-                (void)snprintf(buf, RING_CONN_PEER_MAX, "[%s]:%u", addr, ntohs(in6->sin6_port));
-                return buf;
-            }
+            ip = &in6->sin6_addr;
+            port = ntohs(in6->sin6_port);
         }
     }
-    (void)snprintf(buf, RING_CONN_PEER_MAX, "fd %d", c->fd);
+    char addr[INET6_ADDRSTRLEN];
+    if (ip && inet_ntop(ss.ss_family, ip, addr, sizeof(addr))) {
+        bool v6 = ss.ss_family == AF_INET6;
+        (void)snprintf(buf, RING_CONN_PEER_MAX, v6 ? "[%s]:%u" : "%s:%u", addr, port);
+    } else {
+        (void)snprintf(buf, RING_CONN_PEER_MAX, "fd %d", c->fd);
+    }
     return buf;
 }

@@ -114,7 +114,6 @@ struct rpc_h1_conn {
     bool sending;                     /* a send of this connection is in flight */
     bool continue_sent;               /* "100 Continue" was sent for this request */
     bool vary_encoding;               /* its 200 says Vary: Accept-Encoding */
-    bool immutable;                   /* its 200 may be kept by a cache (a CAS blob) */
     bool resp_queued;                 /* the response waits for the 100 Continue's send */
     char resp_head[H1_RESP_HEAD_MAX]; /* status line and fields */
     char text[256];                   /* a one-line text body: a refusal that names sizes
@@ -383,7 +382,10 @@ static void format_head(struct rpc_h1_conn *h, const struct resp_fields *f)
     /* Without it a shared cache in front may keep a 200 or 404 for a while (RFC 9111
      * §4.2.2, nginx's proxy_cache_valid, Varnish's default TTL) and serve an action result
      * after its outputs were evicted, or a miss after the upload. */
-    if (f->status != 200 || !h->immutable) head_add(h, "Cache-Control: no-cache\r\n");
+    if (f->status != 200 || h->route.target != RPC_H1_TARGET_CAS) {
+        /* Only a CAS blob's 200 never changes under its name. */
+        head_add(h, "Cache-Control: no-cache\r\n");
+    }
     if (f->extra) head_add(h, f->extra);
     head_add(h, connection_field(h));
     head_add(h, "\r\n");
@@ -499,7 +501,6 @@ static void end_request(struct rpc_h1_conn *h, int status)
     h->body_left = 0;
     h->continue_sent = false;
     h->vary_encoding = false;
-    h->immutable = false;
     h->resp_queued = false;
     h->pending_status = 0;
     h->pending_desc = NULL;
@@ -1015,11 +1016,6 @@ void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length)
 void rpc_h1_vary_encoding(struct rpc_h1_conn *h)
 {
     h->vary_encoding = true;
-}
-
-void rpc_h1_immutable(struct rpc_h1_conn *h)
-{
-    h->immutable = true;
 }
 
 void rpc_h1_stream_begin(struct rpc_h1_conn *h, uint64_t length, bool zstd)

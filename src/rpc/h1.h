@@ -65,14 +65,6 @@ void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length);
  */
 void rpc_h1_vary_encoding(struct rpc_h1_conn *h);
 
-/*
- * The 200 of this request is a CAS blob, which never changes under its name: it is the one
- * answer that does not say "Cache-Control: no-cache". Every other answer (an action result,
- * a plain key, a miss, the operations endpoints, a refusal) may change, and a shared cache in
- * front must not keep it.
- */
-void rpc_h1_immutable(struct rpc_h1_conn *h);
-
 /* ---- streamed responses ---- */
 
 /*

@@ -268,7 +268,6 @@ static void start_get(struct rpc_h1_cache *cr)
      * the empty value): a cache in front must not give these bytes to a client that asks
      * otherwise. */
     rpc_h1_vary_encoding(cr->h);
-    if (is_cas(cr)) rpc_h1_immutable(cr->h);
     /* An empty value goes out as identity: zero bytes are no zstd stream, and strict
      * decoders refuse a Content-Encoding: zstd body without a frame. */
     cr->zstd_out = want == BLOB_ENCODING_ZSTD && blob_reader_size(cr->reader) > 0;
@@ -291,7 +290,6 @@ static void start_head(struct rpc_h1_cache *cr)
     if (info.cold) (void)blob_exists(cr->bc, &k, true);
     /* The same fields as its GET (RFC 9110 §9.3.2). */
     rpc_h1_vary_encoding(cr->h);
-    if (is_cas(cr)) rpc_h1_immutable(cr->h);
     rpc_h1_answer_head(cr->h, info.size);
 }
 

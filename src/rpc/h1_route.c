@@ -106,6 +106,12 @@ static bool route_ops(enum rpc_h1_method m, const struct rpc_h1_span *name,
     return false;
 }
 
+/* Whether the path segment <seg> of <len> bytes is "cas" or "ac". */
+static bool is_layout_segment(const char *seg, size_t len)
+{
+    return (len == 3 && memcmp(seg, "cas", 3) == 0) || (len == 2 && memcmp(seg, "ac", 2) == 0);
+}
+
 /* Routes <prefix>/cas/<hash> and <prefix>/ac/<hash>; false for any other path. */
 static bool route_layout(enum rpc_h1_method m, const struct rpc_h1_span *name,
                          const struct rpc_h1_span *path, struct rpc_h1_route *out)
@@ -116,23 +122,21 @@ static bool route_layout(enum rpc_h1_method m, const struct rpc_h1_span *name,
     const char *kind = memrchr(p, '/', (size_t)(last - p));
     if (!kind) return false;
     size_t kind_len = (size_t)(last - kind - 1);
-    bool cas = kind_len == 3 && memcmp(kind + 1, "cas", 3) == 0;
-    bool ac = kind_len == 2 && memcmp(kind + 1, "ac", 2) == 0;
     uint8_t digest[RPC_KEY_SIZE];
-    if (!cas && !ac) {
+    if (!is_layout_segment(kind + 1, kind_len)) {
         /* <prefix>/cas/<hash>/ is a mistyped digest as well: as a plain key its bytes would be
          * stored unchecked, and the client's later GET of the hash would miss. */
         if (last + 1 != p + path->len || kind == p) return false;
         const char *before = memrchr(p, '/', (size_t)(kind - p));
-        if (!before) return false;
-        size_t before_len = (size_t)(kind - before - 1);
-        bool layout = (before_len == 3 && memcmp(before + 1, "cas", 3) == 0) ||
-                      (before_len == 2 && memcmp(before + 1, "ac", 2) == 0);
-        if (!layout || !parse_sha256(kind + 1, kind_len, digest)) return false;
+        if (!before || !is_layout_segment(before + 1, (size_t)(kind - before - 1)) ||
+            !parse_sha256(kind + 1, kind_len, digest)) {
+            return false;
+        }
         refuse(out, 400,
                "expected 64 hex digits of a SHA-256 after /cas/ or /ac/, and no slash after them");
         return true;
     }
+    bool cas = kind_len == 3; /* "cas", else "ac" */
     const char *hash = last + 1;
     size_t hash_len = path->len - (size_t)(hash - p);
     if (!parse_sha256(hash, hash_len, digest)) {
