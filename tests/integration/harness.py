@@ -285,6 +285,23 @@ class Server:
             raise AssertionError("%s; gauges: %r" % (e, seen[0])) from None
 
 
+def needs(tool, package):
+    """A class decorator for tests of a client that scripts/deps.sh installs: where `tool` is
+    not on PATH the class fails, naming the Debian package, instead of being skipped, so a
+    green run cannot hide a missing install step."""
+    def wrap(cls):
+        set_up = cls.setUpClass.__func__
+
+        def checked(c):
+            if not shutil.which(tool):
+                raise AssertionError("%s not found: install Debian's %s (scripts/deps.sh test)"
+                                     % (tool, package))
+            set_up(c)
+        cls.setUpClass = classmethod(checked)
+        return cls
+    return wrap
+
+
 class ServerTestCase(unittest.TestCase):
     """A test case with one server for the whole class (args in server_args)."""
 

@@ -126,7 +126,7 @@ class LosingProxy:
             return [(m, p, s) for m, p, s in self.log if not statuses or s in statuses]
 
 
-@unittest.skipUnless(shutil.which("bazel"), "bazel (bazel-bootstrap) not installed")
+@harness.needs("bazel", "bazel-bootstrap")
 class Bazel(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ringcas-bazel-")

@@ -143,8 +143,7 @@ class Errors(H2Case):
         self.assertIn("grpc-encoding", details)
 
     def nghttp(self, *args):
-        if not shutil.which("nghttp"):
-            self.skipTest("nghttp (nghttp2-client) not installed")
+        self.assertTrue(shutil.which("nghttp"), "install Debian's nghttp2-client (scripts/deps.sh test)")
         body = os.path.join(self.server.dir, "body")
         with open(body, "wb") as f:
             f.write(h2raw.grpc_message(b""))

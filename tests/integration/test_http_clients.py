@@ -1,6 +1,7 @@
 """Real build tools against ringcas's HTTP/1.1 cache API: Bazel's HTTP remote cache (Debian's
-bazel-bootstrap 4.2.3, offline) and ccache's HTTP remote storage (Debian's ccache 4.7), with
-the default layout and with layout=bazel."""
+bazel-bootstrap 4.2.3, offline), ccache's HTTP remote storage (Debian's ccache 4.7), with
+the default layout and with layout=bazel, and Gradle's HTTP build cache (Debian's gradle
+4.4.1)."""
 
 import os
 import re
@@ -21,7 +22,7 @@ genrule(name = "dep", srcs = [":small", ":empty"], outs = ["dep.txt"],
 '''
 
 
-@unittest.skipUnless(shutil.which("bazel"), "needs Debian's bazel-bootstrap")
+@harness.needs("bazel", "bazel-bootstrap")
 class BazelHttpCache(harness.ServerTestCase):
     server_args = ("--max-size", "1GiB")
 
@@ -65,7 +66,7 @@ class BazelHttpCache(harness.ServerTestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-@unittest.skipUnless(shutil.which("ccache") and shutil.which("gcc"), "needs ccache and gcc")
+@harness.needs("ccache", "ccache")
 class CcacheRemote(harness.ServerTestCase):
     server_args = ("--max-size", "1GiB")
 
@@ -106,6 +107,87 @@ class CcacheRemote(harness.ServerTestCase):
         self.assertGreaterEqual(self.server.metric("ringcas_requests_total", route="GET /ac",
                                                    status="200"), 1)
         self.server.wait_quiet(extra=("blob_uploads", "blob_readers"))
+
+
+GRADLE_SETTINGS = """
+rootProject.name = 'ringcas-gradle'
+buildCache {
+    local(DirectoryBuildCache) { enabled = false }
+    remote(HttpBuildCache) {
+        url = '%s/gradle/'
+        push = true
+    }
+}
+"""
+
+# Two cacheable tasks: a 5 MiB file, and a folder with an empty file beside a small one.
+GRADLE_BUILD = """
+task big {
+    def out = file("$buildDir/big.bin")
+    inputs.property("size", 5242880)
+    outputs.file(out)
+    outputs.cacheIf { true }
+    doLast { out.bytes = ("x" * 5242880).bytes }
+}
+task tree {
+    def out = file("$buildDir/tree")
+    inputs.property("v", 1)
+    outputs.dir(out)
+    outputs.cacheIf { true }
+    doLast {
+        new File(out, "empty.txt").text = ""
+        new File(out, "small.txt").text = "hello\\n"
+    }
+}
+"""
+
+
+@harness.needs("gradle", "gradle")
+class GradleHttpCache(harness.ServerTestCase):
+    server_args = ("--max-size", "1GiB")
+
+    def gradle(self, tmp, proj):
+        # Not --offline: Gradle turns its remote cache off with it. The build needs nothing
+        # from the network; its user home is a fresh folder, and no daemon outlives the test.
+        env = dict(os.environ, GRADLE_USER_HOME=os.path.join(tmp, "home"), HOME=tmp)
+        r = subprocess.run(["gradle", "--no-daemon", "--build-cache", "--console=plain",
+                            "big", "tree"], cwd=proj, env=env, capture_output=True, text=True,
+                           timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        # Gradle turns a cache that fails off for the rest of the build, with a warning.
+        self.assertNotRegex(r.stdout + r.stderr, r"(?i)could not (load|store)|disabled", r.stdout)
+        return r.stdout
+
+    def test_second_build_after_clean_takes_every_task_from_the_cache(self):
+        tmp = tempfile.mkdtemp(prefix="ringcas-gradle-")
+        try:
+            proj = os.path.join(tmp, "proj")
+            os.makedirs(proj)
+            with open(os.path.join(proj, "settings.gradle"), "w") as f:
+                f.write(GRADLE_SETTINGS % self.server.url)
+            with open(os.path.join(proj, "build.gradle"), "w") as f:
+                f.write(GRADLE_BUILD)
+            out = self.gradle(tmp, proj)
+            self.assertRegex(out, r"2 actionable tasks: 2 executed", out)
+            self.assertGreaterEqual(self.server.metric("ringcas_requests_total", route="PUT /key",
+                                                       status="201"), 2)
+            shutil.rmtree(os.path.join(proj, "build"))
+            shutil.rmtree(os.path.join(proj, ".gradle"))
+            out = self.gradle(tmp, proj)
+            self.assertRegex(out, r":big FROM-CACHE", out)
+            self.assertRegex(out, r":tree FROM-CACHE", out)
+            self.assertRegex(out, r"2 actionable tasks: 2 from cache", out)
+            with open(os.path.join(proj, "build", "big.bin"), "rb") as f:
+                self.assertEqual(f.read(), b"x" * 5242880)
+            tree = os.path.join(proj, "build", "tree")
+            self.assertEqual(os.path.getsize(os.path.join(tree, "empty.txt")), 0)
+            with open(os.path.join(tree, "small.txt"), "rb") as f:
+                self.assertEqual(f.read(), b"hello\n")
+            self.assertGreaterEqual(self.server.metric("ringcas_requests_total", route="GET /key",
+                                                       status="200"), 2)
+            self.server.wait_quiet(extra=("blob_uploads", "blob_readers"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
