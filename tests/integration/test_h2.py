@@ -159,6 +159,19 @@ class Errors(H2Case):
         self.assertIn(":status: 200", out)
         self.assertIn("grpc-status: 0", out)
 
+    def test_http_routes_are_http1_only(self):
+        # An HTTP/2 connection carries gRPC only (docs/http.md): a cache GET there is a gRPC
+        # call with the wrong method, and an h2c upgrade request is answered in HTTP/1.1.
+        url = "%s/metrics" % self.server.url
+        r = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", "--http2-prior-knowledge",
+                            url], capture_output=True, text=True, timeout=30)
+        self.assertRegex(r.stdout, r"^HTTP/2 405", r.stdout)
+        self.assertIn("grpc-status: 12", r.stdout)
+        r = subprocess.run(["curl", "-s", "-D", "-", "--http2", url], capture_output=True,
+                           text=True, timeout=30)
+        self.assertRegex(r.stdout, r"^HTTP/1.1 200", r.stdout[:300])
+        self.assertIn("\nringcas_conns{", r.stdout)
+
     def test_unsupported_encoding_names_the_accepted_ones(self):
         # gRPC compression.md: the UNIMPLEMENTED of an unknown grpc-encoding carries
         # grpc-accept-encoding.
