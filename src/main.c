@@ -82,6 +82,17 @@ static void cmd_default_keep(const struct base_flag *f, union cmd_default *d, st
     out->value = d;
 }
 
+/*
+ * A command's exit <status>, after it ran: a usage error it found in the values (2) names the
+ * flag, so the variables that set flags are named too (base_flags_print_env_in_effect).
+ */
+static int cmd_ran(const struct cmd_spec *s, int argc, char **argv, int status)
+{
+    const struct base_flags_err err = { .out = stderr, .prog = s->prog };
+    if (status == 2) base_flags_print_env_in_effect(s->flags, s->flag_count, argc, argv, &err);
+    return status;
+}
+
 /* cmd_parse's answer when the command should go on and run. */
 #define CMD_RUN (-1)
 
@@ -177,7 +188,7 @@ static int cmd_serve(int argc, char **argv)
                                    .flags = flags,
                                    .flag_count = ARRAY_LEN(flags) };
     int status = cmd_parse(&spec, argc, argv);
-    return status == CMD_RUN ? rpc_server_run(&o) : status;
+    return status == CMD_RUN ? cmd_ran(&spec, argc, argv, rpc_server_run(&o)) : status;
 }
 
 /* Writes the flags put, get and stat share into <f> (room for 4); returns how many. */
@@ -389,7 +400,8 @@ static int cmd_bench(int argc, char **argv)
         .help_end = bench_help_end,
     };
     int status = cmd_parse(&spec, argc, argv);
-    return status == CMD_RUN ? client_bench_main(&o, stdout, stderr) : status;
+    return status == CMD_RUN ? cmd_ran(&spec, argc, argv, client_bench_main(&o, stdout, stderr))
+                             : status;
 }
 
 static int cmd_fsck(int argc, char **argv)

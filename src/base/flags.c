@@ -186,6 +186,39 @@ int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char
     return 0;
 }
 
+/* Whether <argv> gives flag <f> (--name, --name=value, --no-name), up to a "--". */
+static bool given_in_argv(const struct base_flag *f, int argc, char **argv)
+{
+    size_t len = strlen(f->name);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) return false;
+        if (a[0] != '-' || a[1] != '-') continue;
+        a += 2;
+        if (f->type == BASE_FLAG_BOOL && strncmp(a, "no-", 3) == 0) a += 3;
+        if (strncmp(a, f->name, len) == 0 && (a[len] == '\0' || a[len] == '=')) return true;
+    }
+    return false;
+}
+
+void base_flags_print_env_in_effect(const struct base_flag *flags, size_t count, int argc,
+                                    char **argv, const struct base_flags_err *err)
+{
+    bool first = true;
+    for (size_t i = 0; i < count; i++) {
+        if (!has_env_twin(&flags[i]) || given_in_argv(&flags[i], argc, argv)) continue;
+        char env[96];
+        base_flags_env_name(flags[i].name, env, sizeof(env));
+        /* Called before any thread exists, as apply_env is. */
+        const char *v = getenv(env); /* NOLINT(concurrency-mt-unsafe) */
+        if (!v) continue;
+        if (first) (void)fprintf(err->out, "%s: set from the environment: ", err->prog);
+        (void)fprintf(err->out, "%s%s=%s", first ? "" : ", ", env, v);
+        first = false;
+    }
+    if (!first) (void)fputc('\n', err->out);
+}
+
 /* ---- help ---- */
 
 /* Writes <bytes> in the largest binary unit that divides it: 65536 -> "64KiB". */

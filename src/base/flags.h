@@ -63,6 +63,17 @@ MUST_CHECK int base_flags_parse(const struct base_flag *flags, size_t count, int
  */
 void base_flags_print_help(const struct base_flag *flags, size_t count, FILE *out);
 
+/*
+ * After a usage error that a command found in values the parser took ("--chunk-size 3072:
+ * expected a power of two"), which names the flag: writes one line naming the variables that
+ * set flags, "<prog>: set from the environment: RINGCAS_CHUNK_SIZE=3KiB", so that a value
+ * that came from a manifest's env is not looked for on a command line that has none. Flags
+ * that <argv> gives are left out (argv wins); nothing is written when no variable is in
+ * effect.
+ */
+void base_flags_print_env_in_effect(const struct base_flag *flags, size_t count, int argc,
+                                    char **argv, const struct base_flags_err *err);
+
 /* Writes the environment variable name of <flag_name> ("max-size" -> "RINGCAS_MAX_SIZE"). */
 void base_flags_env_name(const char *flag_name, char *out, size_t out_size);
 

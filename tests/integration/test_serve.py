@@ -149,6 +149,20 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_a_value_refused_after_parsing_names_the_variable_that_set_it(self):
+        # A StatefulSet sets flags through env: an error that named only the flag sent its
+        # reader looking for a command-line flag that is not there.
+        d = tmpdir(self)
+        r = run(["serve", "--dir", d, "--max-size", "1GiB"],
+                env={"RINGCAS_CHUNK_SIZE": "3KiB", "RINGCAS_MAX_SIZE": "5G"})
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr, "ringcas serve: --chunk-size 3072: expected a power of two, "
+                         "4KiB to 1MiB\nringcas serve: set from the environment: "
+                         "RINGCAS_CHUNK_SIZE=3KiB\n")
+        r = run(["serve", "--dir", d, "--sync", "sometimes"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertNotIn("environment", r.stderr)
+
     def test_a_host_name_to_listen_on_is_a_usage_error(self):
         # A name (ringcas-0.ringcas, the machine's host name) is not resolved: it failed at
         # the bind, exit status 1, "cannot listen on myhost:8980: invalid argument".
@@ -164,7 +178,8 @@ class CommandLine(unittest.TestCase):
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertEqual(r.stderr, "ringcas serve: --listen %s: HOST must be an IP address "
                              "(0.0.0.0:8980, [::]:8980) or localhost; names are not resolved\n"
-                             % (listen or env))
+                             % (listen or env) + ("ringcas serve: set from the environment: "
+                                                  "RINGCAS_LISTEN=%s\n" % env if env else ""))
         # The forms it takes: IPv4, IPv6 in brackets, localhost (tests bind them elsewhere).
         for listen in ("0.0.0.0:0", "[::1]:0", "localhost:0"):
             r = harness.run_serve("--listen", listen, "--sync", "bogus")

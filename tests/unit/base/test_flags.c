@@ -194,3 +194,51 @@ Test(base_flags, help_has_no_environment_twin)
     help_text(f, 1, out, sizeof(out));
     cr_assert(eq(str, out, "  --help                         show this help\n"));
 }
+
+/* Writes base_flags_print_env_in_effect's line for <argv> into <out>. */
+static void env_in_effect(int argc, char **argv, char *out, size_t out_size)
+{
+    struct opts o = { NULL, 0, 0, false };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    memset(out, 0, out_size);
+    FILE *mem = fmemopen(out, out_size - 1, "w");
+    cr_assert_not_null(mem);
+    const struct base_flags_err err = { mem, "ringcas test" };
+    base_flags_print_env_in_effect(f, n, argc, argv, &err);
+    fclose(mem);
+}
+
+Test(base_flags, a_usage_error_names_the_variables_that_set_flags)
+{
+    char line[256];
+    unsetenv("RINGCAS_LISTEN");
+    unsetenv("RINGCAS_MAX_SIZE");
+    unsetenv("RINGCAS_READ_TIMEOUT");
+    unsetenv("RINGCAS_VERBOSE");
+    env_in_effect(0, NULL, line, sizeof(line));
+    cr_assert(eq(str, line, "")); /* none in effect: nothing */
+    setenv("RINGCAS_MAX_SIZE", "3KiB", 1);
+    setenv("RINGCAS_VERBOSE", "1", 1);
+    setenv("RINGCAS_LISTEN", "0.0.0.0:1", 1);
+    env_in_effect(0, NULL, line, sizeof(line));
+    cr_assert(eq(str, line,
+                 "ringcas test: set from the environment: RINGCAS_LISTEN=0.0.0.0:1, "
+                 "RINGCAS_MAX_SIZE=3KiB, RINGCAS_VERBOSE=1\n"));
+    /* What the command line gives, in any form, is its own: left out. */
+    char *argv[] = { "--listen", "127.0.0.1:2", "--no-verbose", "x", "--", "--max-size=1G" };
+    env_in_effect(6, argv, line, sizeof(line));
+    cr_assert(eq(str, line, "ringcas test: set from the environment: RINGCAS_MAX_SIZE=3KiB\n"));
+    char *argv2[] = { "--max-size=1G", "--listen=a", "--verbose" };
+    env_in_effect(3, argv2, line, sizeof(line));
+    cr_assert(eq(str, line, ""));
+    /* A flag whose name begins another's is not that one. */
+    char *argv3[] = { "--max-sizes", "--listener" };
+    env_in_effect(2, argv3, line, sizeof(line));
+    cr_assert(eq(str, line,
+                 "ringcas test: set from the environment: RINGCAS_LISTEN=0.0.0.0:1, "
+                 "RINGCAS_MAX_SIZE=3KiB, RINGCAS_VERBOSE=1\n"));
+    unsetenv("RINGCAS_LISTEN");
+    unsetenv("RINGCAS_MAX_SIZE");
+    unsetenv("RINGCAS_VERBOSE");
+}
