@@ -142,11 +142,18 @@ static void update_budget(struct blob_store *s)
  * Someone deleted the data folder (rm -rf of a volume being reused, a cleanup job): the
  * segments open stay readable and the active ones writable, but no new segment can be made
  * and a restart finds nothing. It is said once, loudly, and /readyz turns 503 so that an
- * orchestrator replaces the node rather than sending it traffic it will fail.
+ * orchestrator replaces the node rather than sending it traffic it will fail. A file system
+ * remounted read-only (by hand, or by the kernel after an error) fails every upload in the
+ * same way, and /readyz says so too; this pass is also what finds it writable again, since
+ * an unready node gets no upload that could.
  */
 static void check_folder(struct blob_store *s)
 {
-    if (!s->io->ops->folder_check || atomic_load(&s->folder_removed)) return;
+    if (atomic_load(&s->folder_removed)) return;
+    if (s->io->ops->folder_writable) {
+        blob_store_note_read_only(s, s->io->ops->folder_writable(s->io) == -EROFS);
+    }
+    if (!s->io->ops->folder_check) return;
     int rc = s->io->ops->folder_check(s->io);
     if (rc == -ENOENT) {
         atomic_store(&s->folder_removed, true);
@@ -162,6 +169,26 @@ static void check_folder(struct blob_store *s)
 bool blob_store_folder_removed(const struct blob_store *s)
 {
     return atomic_load(&s->folder_removed);
+}
+
+bool blob_store_folder_read_only(const struct blob_store *s)
+{
+    return atomic_load(&s->folder_read_only);
+}
+
+void blob_store_note_read_only(struct blob_store *s, bool read_only)
+{
+    if (atomic_exchange(&s->folder_read_only, read_only) == read_only) return;
+    if (read_only) {
+        LOG_ERROR("the file system of %s is read-only (mounted so, or remounted read-only after "
+                  "a disk or file system error: see the kernel log): nothing can be stored, "
+                  "uploads are refused and reads go on; /readyz answers 503 until it is "
+                  "writable again (repair it, then remount it read-write or restart on a "
+                  "good volume)",
+                  s->dir);
+    } else {
+        LOG_INFO("the file system of %s is writable again: uploads are taken", s->dir);
+    }
 }
 
 uint64_t blob_store_used(const struct blob_store *s)

@@ -268,6 +268,7 @@ struct blob_store {
     _Atomic uint64_t budget_said;      /* the disk-bound budget last logged */
     _Atomic bool no_room;              /* the budget was all active segments (logged once) */
     _Atomic bool folder_removed;       /* the data folder was deleted under us (logged once) */
+    _Atomic bool folder_read_only;     /* its file system refuses writes (evict.c) */
     _Atomic uint64_t evicted_segments; /* stats */
     _Atomic uint64_t evicted_blobs;    /* stats */
     _Atomic uint64_t dropped_corrupt;  /* stats */

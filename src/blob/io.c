@@ -164,6 +164,26 @@ static int real_folder_check(struct blob_io *io)
     return st.st_nlink == 0 ? -ENOENT : 0;
 }
 
+/*
+ * An unnamed file (O_TMPFILE), closed at once, so nothing is left in the folder. ext4's
+ * emergency read-only mode after an error leaves the mount's flags "rw" (statvfs says
+ * nothing), so the attempt is the test; where O_TMPFILE is not supported the mount's flags
+ * are all there is.
+ */
+static int real_folder_writable(struct blob_io *io)
+{
+    int dir = real_of(io)->dir_fd;
+    int fd = openat(dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        (void)close(fd);
+        return 0;
+    }
+    if (errno == EROFS) return -EROFS;
+    struct statvfs st;
+    if (fstatvfs(dir, &st) == 0 && (st.f_flag & ST_RDONLY)) return -EROFS;
+    return 0;
+}
+
 static int real_list(struct blob_io *io, blob_io_name_fn *fn, void *ctx)
 {
     DIR *d = opendir(real_of(io)->dir);
@@ -267,6 +287,7 @@ static const struct blob_io_ops real_ops = {
     .list = real_list,
     .space = real_space,
     .folder_check = real_folder_check,
+    .folder_writable = real_folder_writable,
     .submit = real_submit,
     .cancel = real_cancel,
     .defer = real_defer,

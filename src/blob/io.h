@@ -85,6 +85,11 @@ struct blob_io_ops {
     /* 0 while the folder is there, -ENOENT once it was removed (its last name gone: no new
      * file can be made in it), or -errno. NULL when the backend cannot tell. */
     int (*folder_check)(struct blob_io *io);
+    /* 0 while a file can be made in the folder, -EROFS while its file system refuses writes
+     * (mounted read-only, or remounted so after an error). Anything else (a full disk, no
+     * way to tell) is 0: only the file system's own word counts. NULL when the backend cannot
+     * tell. */
+    int (*folder_writable)(struct blob_io *io);
     /*
      * Asynchronous, on <core>'s thread (<core> is NULL with the simulated backend). Returns
      * 0 and a->fn runs later (never inside this call), or -EAGAIN when the core's op table

@@ -58,6 +58,7 @@ struct sim_io {
     uint64_t fail_at;                 /* ops value that fails, 0: none */
     int fault;                        /* -EIO, -ENOSPC or BLOB_IO_SIM_SHORT */
     bool full;                        /* writes and reservations fail -ENOSPC (blob_io_sim_full) */
+    bool read_only;                   /* every change fails -EROFS (blob_io_sim_read_only) */
     uint64_t capacity;                /* the disk's size (blob_io_sim_capacity), 0: unlimited */
     uint64_t others;                  /* bytes other files take (blob_io_sim_others) */
     uint8_t slow_op;                  /* requests of this type complete late (blob_io_sim_slow) */
@@ -136,6 +137,7 @@ static uint64_t disk_used(const struct sim_io *s)
 /* -ENOSPC when growing <f> to <end> bytes would pass the disk's capacity, else 0. */
 static int disk_room(const struct sim_io *s, const struct sim_file *f, uint64_t end)
 {
+    if (s->read_only) return -EROFS;
     if (s->full) return -ENOSPC;
     uint64_t have = file_blocks(f);
     if (s->capacity == 0 || end <= have) return 0;
@@ -190,6 +192,7 @@ static int sim_open(struct blob_io *io, const char *name, int flags, int *fd)
     struct sim_io *s = sim_of(io);
     int fault = sim_tick(s);
     if (fault) return fault < 0 ? fault : -EIO;
+    if (s->read_only && (flags & (O_CREAT | O_WRONLY | O_RDWR))) return -EROFS;
     struct sim_file *f = file_find(s, name);
     if (!f && !(flags & O_CREAT)) return -ENOENT;
     if (f && (flags & O_EXCL)) return -EEXIST;
@@ -272,6 +275,7 @@ static int sim_ftruncate(struct blob_io *io, int fd, uint64_t size)
     struct sim_io *s = sim_of(io);
     int fault = sim_tick(s);
     if (fault) return fault < 0 ? fault : -EIO;
+    if (s->read_only) return -EROFS;
     struct sim_file *f = file_of_fd(s, fd);
     if (!f) return -EBADF;
     /* Simplification: the new size is durable at once (a journaled metadata change), but
@@ -318,6 +322,7 @@ static int sim_unlink(struct blob_io *io, const char *name)
     struct sim_io *s = sim_of(io);
     int fault = sim_tick(s);
     if (fault) return fault < 0 ? fault : -EIO;
+    if (s->read_only) return -EROFS;
     struct sim_file *f = file_find(s, name);
     if (!f) return -ENOENT;
     /* An open file stays readable through its fds, like an unlinked inode. */
@@ -492,6 +497,16 @@ void blob_io_sim_full(struct blob_io *io, bool full)
     sim_of(io)->full = full;
 }
 
+void blob_io_sim_read_only(struct blob_io *io, bool read_only)
+{
+    sim_of(io)->read_only = read_only;
+}
+
+static int sim_folder_writable(struct blob_io *io)
+{
+    return sim_of(io)->read_only ? -EROFS : 0;
+}
+
 void blob_io_sim_capacity(struct blob_io *io, uint64_t bytes)
 {
     sim_of(io)->capacity = bytes;
@@ -641,6 +656,7 @@ static const struct blob_io_ops sim_ops = {
     .fsync_dir = sim_fsync_dir,
     .list = sim_list,
     .space = sim_space,
+    .folder_writable = sim_folder_writable,
     .submit = sim_submit,
     .cancel = sim_cancel,
     .defer = sim_defer,

@@ -49,6 +49,10 @@ void blob_io_sim_fail_at(struct blob_io *io, uint64_t nth, int fault);
  * (creating a file still works). */
 void blob_io_sim_full(struct blob_io *io, bool full);
 
+/* While <read_only>, every open for writing, write, reservation and unlink fails with -EROFS,
+ * and folder_writable says so, as a file system remounted read-only after an error. */
+void blob_io_sim_read_only(struct blob_io *io, bool read_only);
+
 /* Gives the simulated disk a size: writes and reservations that would pass it fail with
  * -ENOSPC, and the space call answers what is left (files open after unlink included).
  * 0 (the default): unlimited, and the space call answers -ENOTSUP. */

@@ -597,4 +597,5 @@ void blob_store_stats(struct blob_store *s, struct blob_store_stats *out)
     out->evicted_blobs = atomic_load(&s->evicted_blobs);
     out->dropped_corrupt = atomic_load(&s->dropped_corrupt);
     out->recovery_cuts = atomic_load(&s->recovery_cuts);
+    out->read_only = blob_store_folder_read_only(s);
 }

@@ -503,6 +503,7 @@ struct blob_store_stats {
     uint64_t dropped_corrupt;  /* index entries dropped because a record was corrupt */
     uint64_t recovery_cuts;    /* unsealed segments that start-up cut at a damaged record with
                                 * valid records after it (logged; not a torn tail) */
+    uint64_t read_only;        /* 1 while the folder's file system refuses writes */
 };
 
 /* The core's counters; any thread may read them. */
@@ -516,6 +517,17 @@ void blob_store_stats(struct blob_store *s, struct blob_store_stats *out);
 
 /* The data folder was removed while the store ran (found by the evictor's pass). Any thread. */
 bool blob_store_folder_removed(const struct blob_store *s);
+
+/*
+ * The data folder's file system refuses writes (-EROFS): found when a segment cannot be
+ * opened or written for it, or by the evictor's pass, which also finds it writable again.
+ * Uploads fail meanwhile (-EROFS), reads go on. Any thread.
+ */
+bool blob_store_folder_read_only(const struct blob_store *s);
+
+/* Records what a write or the evictor's probe found, and says so when it changes. Any
+ * thread. */
+void blob_store_note_read_only(struct blob_store *s, bool read_only);
 
 /* ---- maintenance ---- */
 

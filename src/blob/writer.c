@@ -469,6 +469,7 @@ static void open_failed(struct blob_writer *w, int err)
                       ? "; fix: raise the open files limit (`ulimit -n`, systemd LimitNOFILE)"
                       : "");
     }
+    if (err == -EROFS) blob_store_note_read_only(s, true);
     if (w->wfd >= 0) (void)s->io->ops->close(s->io, w->wfd);
     if (w->rfd >= 0) (void)s->io->ops->close(s->io, w->rfd);
     w->wfd = -1;
@@ -520,6 +521,7 @@ static void open_ready(struct blob_writer *w)
     w->err = 0;
     w->state = BLOB_W_READY;
     base_counter_inc(&w->bc->counters.segments_created);
+    blob_store_note_read_only(s, false); /* made, reserved and fsynced in the folder */
     blob_store_changed(s);
     waiters_wake(w, 0);
 }
@@ -611,6 +613,7 @@ static void writer_abandon(struct blob_writer *w, int err)
     bool syncing = !base_list_is_empty(&w->syncing);
     ASSERT(!syncing);
     base_counter_inc(&w->bc->counters.segments_abandoned);
+    if (err == -EROFS) blob_store_note_read_only(s, true);
     /* A full disk fails every new segment's first write: one line until a write succeeds. */
     bool empty = w->written == 0;
     if (!empty || !w->quiet_failures) {

@@ -95,6 +95,7 @@ static int upload_status(int err)
     case -EAGAIN:
     case -ECANCELED:
     case -ENOMEM:
+    case -EROFS: /* out of service for writes; /readyz says so */
         return 503;
     case -ENOSPC:
     case -EFBIG: /* a CAS blob over the limit is answered with the sizes (put_begin) */
@@ -115,6 +116,7 @@ static const char *status_text(int status, int err)
     case 404:
         return "not found";
     case 503:
+        if (err == -EROFS) return "the data folder is read-only: nothing can be stored now";
         return err == -ECANCELED ? "draining" : "busy, retry later";
     case 507: /* -ENOSPC passes, -EFBIG (an AC or plain value over the limit) does not */
         return err == -ENOSPC ? "the store is full now, retry later"

@@ -64,6 +64,9 @@ const char *rpc_ops_unready(const struct rpc_core *rc)
     if (rc->cfg->store && blob_store_folder_removed(rc->cfg->store)) {
         return "data folder removed";
     }
+    if (rc->cfg->store && blob_store_folder_read_only(rc->cfg->store)) {
+        return "data folder read-only";
+    }
     return NULL;
 }
 
@@ -95,11 +98,11 @@ static const char *const store_names[] = {
     "store_blobs",           "store_index_bytes",      "store_disk_bytes",
     "store_held_bytes",      "store_budget_bytes",     "store_segments",
     "store_pinned_segments", "store_evicted_segments", "store_evicted_blobs",
-    "store_dropped_corrupt", "store_recovery_cuts",
+    "store_dropped_corrupt", "store_recovery_cuts",    "store_read_only",
 };
-static const char *const store_kinds[] = { "gauge",   "gauge",   "gauge",  "gauge",
-                                           "gauge",   "gauge",   "gauge",  "counter",
-                                           "counter", "counter", "counter" };
+static const char *const store_kinds[] = { "gauge",   "gauge",   "gauge",   "gauge",
+                                           "gauge",   "gauge",   "gauge",   "counter",
+                                           "counter", "counter", "counter", "gauge" };
 static const char *const store_helps[] = {
     "blobs in the index (store-wide, on core 0)",
     "memory held by the index, bytes (store-wide, on core 0)",
@@ -114,6 +117,8 @@ static const char *const store_helps[] = {
     "index entries dropped because a stored record was corrupt (store-wide, on core 0)",
     ("unsealed segments that start-up cut at a damaged record with valid records after it "
      "(store-wide, on core 0)"),
+    ("1 while the data folder's file system refuses writes (read-only): uploads are refused "
+     "(store-wide, on core 0)"),
 };
 
 static uint64_t store_read(void *ctx, uint32_t core, size_t index)
@@ -125,7 +130,7 @@ static uint64_t store_read(void *ctx, uint32_t core, size_t index)
     const uint64_t values[] = { st.blobs,           st.index_bytes,      st.disk_bytes,
                                 st.held_bytes,      st.budget_bytes,     st.segments,
                                 st.pinned_segments, st.evicted_segments, st.evicted_blobs,
-                                st.dropped_corrupt, st.recovery_cuts };
+                                st.dropped_corrupt, st.recovery_cuts,    st.read_only };
     STATIC_ASSERT(ARRAY_LEN(values) == ARRAY_LEN(store_names), "one value per name");
     return index < ARRAY_LEN(values) ? values[index] : 0;
 }

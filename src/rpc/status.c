@@ -46,6 +46,11 @@ static const struct mapping table[] = {
     { -EEXIST, PROTO_STATUS_ALREADY_EXISTS, "already exists" },
     { -ENOSYS, PROTO_STATUS_UNIMPLEMENTED, "not implemented by this server" },
     { -EIO, PROTO_STATUS_INTERNAL, "disk error" },
+    /* UNAVAILABLE, as a draining server: the node is out of service (/readyz says so), and a
+     * client or a balancer tries another. */
+    { -EROFS, PROTO_STATUS_UNAVAILABLE,
+      "the data folder's file system is read-only: nothing can be stored until it is writable "
+      "again (reads go on)" },
 };
 
 int rpc_status_from_err(int err, const char **message)

@@ -20,6 +20,11 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.request
+import uuid
+
+import grpc
 
 import harness
 import reapi
@@ -157,6 +162,89 @@ class OnFileSystem:
         r = subprocess.run([harness.binary(), "fsck", "--dir", self.dir], capture_output=True,
                            text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
+class Ext4ErrorsRemountReadOnly(unittest.TestCase):
+    """ext4 mounted errors=remount-ro (Debian's default for its root file system) meets a
+    file system error: the kernel takes writes away under the running server. Uploads are
+    refused with a word that says so, reads go on, and /readyz turns 503. (That it comes back
+    when the volume is writable again is tests/unit/blob/test_writer.c's: an ext4 that
+    went read-only after an error is not remounted read-write while mounted.)"""
+
+    def setUp(self):
+        if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
+            self.skipTest("mounting a loop device needs root and /dev/loop-control")
+        self.root = tempfile.mkdtemp(prefix="ringcas-ext4-")
+        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+        image = os.path.join(self.root, "image")
+        self.mount = os.path.join(self.root, "mnt")
+        os.mkdir(self.mount)
+        with open(image, "wb") as f:
+            f.truncate(512 * MIB)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True,
+                       timeout=120)
+        r = subprocess.run(["mount", "-o", "loop,errors=remount-ro", "-t", "ext4", image,
+                            self.mount], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            self.skipTest("this machine cannot loop-mount ext4: %s" % r.stderr.strip())
+        self.addCleanup(subprocess.run, ["umount", self.mount], timeout=120)
+        dev = os.path.basename(subprocess.run(["findmnt", "-n", "-o", "SOURCE", self.mount],
+                                              capture_output=True, text=True).stdout.strip())
+        self.trigger = "/sys/fs/ext4/%s/trigger_fs_error" % dev
+        if not os.path.exists(self.trigger):
+            self.skipTest("this kernel has no %s" % self.trigger)
+
+    def test_uploads_are_refused_with_a_reason_and_reads_go_on(self):
+        server = harness.Server(cores=1, data_dir=os.path.join(self.mount, "data"))
+        server.start()
+        self.addCleanup(server.cleanup)
+        before = os.urandom(100000)
+        url = "%s/cas/%s" % (server.url, hashlib.sha256(before).hexdigest())
+        self.assertEqual(http_put(url, before)[0], 201)
+        self.assertEqual(server.metric("ringcas_store_read_only"), 0)
+        with open(self.trigger, "w") as f:
+            f.write("ringcas test")
+        data = os.urandom(100000)
+        status, body = http_put("%s/cas/%s" % (server.url, hashlib.sha256(data).hexdigest()),
+                                data)
+        self.assertEqual(status, 503, body)
+        self.assertIn(b"read-only", body)
+        c = reapi.Client(server.address)
+        try:
+            d = digest(data)
+            req = reapi.msg("google.bytestream.WriteRequest", write_offset=0, data=data,
+                            finish_write=True, resource_name="uploads/%s/blobs/%s/%d"
+                            % (uuid.uuid4(), d.hash, d.size_bytes))
+            with self.assertRaises(grpc.RpcError) as e:
+                c.Write(iter([req]), timeout=30)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("read-only", e.exception.details())
+        finally:
+            c.close()
+        self.assertEqual(http_get(url), (200, before))
+        self.assertEqual(http_get(server.url + "/readyz"), (503, b"data folder read-only\n"))
+        self.assertEqual(server.metric("ringcas_store_read_only"), 1)
+        server.stop()
+        with open(server.log_path) as f:
+            log = f.read()
+        self.assertEqual(log.count("is read-only (mounted so, or remounted read-only"), 1, log)
+
+
+def http_put(url, data):
+    req = urllib.request.Request(url, data=data, method="PUT")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def http_get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 class Xfs(OnFileSystem, unittest.TestCase):

@@ -568,3 +568,44 @@ Test(blob_writer, full_disk_leaves_no_empty_segments_behind)
     assert_reads(&t, after, sizeof(after), &ka);
     th_close(&t);
 }
+
+Test(blob_writer, a_read_only_file_system_refuses_uploads_until_it_is_writable_again)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 131);
+    static uint8_t before[2000];
+    struct blob_key kb;
+    blob_n(before, sizeof(before), 1, &kb);
+    cr_assert(eq(int, th_put(&t, &kb, before, sizeof(before), 0, 0), 0));
+    cr_assert(not(blob_store_folder_read_only(t.s)));
+    /* The kernel remounts the volume read-only after an error: the active segment's next
+     * write fails, then every new segment's open. */
+    blob_io_sim_read_only(t.io, true);
+    for (uint64_t i = 0; i < 3; i++) {
+        static uint8_t data[2000];
+        struct blob_key k;
+        blob_n(data, sizeof(data), 10 + i, &k);
+        cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), -EROFS), "put %llu",
+                  (unsigned long long)i);
+        cr_assert(blob_store_folder_read_only(t.s), "said at the first failed write");
+    }
+    struct blob_store_stats st;
+    blob_store_stats(t.s, &st);
+    cr_assert(eq(u64, st.read_only, 1));
+    assert_reads(&t, before, sizeof(before), &kb); /* reads go on */
+    /* The evictor's pass keeps finding it read-only... */
+    blob_store_evict(t.s);
+    cr_assert(blob_store_folder_read_only(t.s));
+    /* ...and finds it writable again, with no upload to tell (an unready node gets none). */
+    blob_io_sim_read_only(t.io, false);
+    blob_store_evict(t.s);
+    cr_assert(not(blob_store_folder_read_only(t.s)));
+    static uint8_t after[2000];
+    struct blob_key ka;
+    blob_n(after, sizeof(after), 2, &ka);
+    cr_assert(eq(int, th_put(&t, &ka, after, sizeof(after), 0, 0), 0));
+    th_reopen(&t);
+    assert_reads(&t, before, sizeof(before), &kb);
+    assert_reads(&t, after, sizeof(after), &ka);
+    th_close(&t);
+}
