@@ -344,7 +344,8 @@ static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
                                  "http-get: GET this path; http-put: PUT under it (other servers)",
                                  "PATH" };
     f[n++] = (struct base_flag){ "timeout", BASE_FLAG_DURATION_MS, &o->timeout_ms,
-                                 "fail when a connect, read or write makes no progress this long",
+                                 "fail when a connect, read or write makes no progress this "
+                                 "long; open loop: how long the end awaits the requests under way",
                                  NULL };
     f[n++] = (struct base_flag){ "deadline", BASE_FLAG_DURATION_MS, &o->deadline_ms,
                                  "gRPC: each call's deadline; 0: none", NULL };

@@ -252,6 +252,8 @@ struct bench_thread {
     uint32_t busy_count;              /* slots with a unit in progress */
     bool seeding;                     /* the seed phase runs */
     bool running;                     /* the run phase runs (arrivals are started) */
+    bool draining;                    /* open loop, after the window: no new arrival starts;
+                                         the units under way are awaited (--timeout) */
     bool stopping;                    /* no new unit starts; everything is closing */
     uint64_t seed_next;               /* next seed job to hand out */
     uint64_t seed_total;              /* seed jobs (over all threads) */
@@ -284,6 +286,12 @@ void bench_run_destroy(struct bench_thread *t);
  */
 void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bool expected,
                             const char *what);
+
+/*
+ * Whether a result of <s> that ends at <now> counts: closed loop, when it ends inside the
+ * measured window; open loop, when its unit was due inside it (docs/bench.md).
+ */
+bool bench_run_counts(const struct bench_slot *s, uint64_t now);
 
 /* <s>'s unit is over (successfully or not): the slot takes its next unit or waits. */
 void bench_run_unit_done(struct bench_slot *s);

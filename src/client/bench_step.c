@@ -350,13 +350,6 @@ static void h1_done(struct client_h1 *h)
 
 /* ---- the build mix ---- */
 
-static bool counting(const struct bench_slot *s)
-{
-    const struct bench_plan *p = plan_of(s);
-    uint64_t now = base_clock_now_ns();
-    return s->t->running && now >= p->warm_end_ns && now <= p->end_ns;
-}
-
 /* A fresh blob of <size> bytes in the slot's scratch at *<used>. */
 static void mix_fresh(struct bench_slot *s, struct bench_mix_blob *b, uint64_t size, size_t *used)
 {
@@ -417,7 +410,7 @@ static void mix_begin(struct bench_slot *s)
     s->step = BENCH_STEP_AC_GET;
     next_request(s, BENCH_OP_AC_GET, 0, false);
     bool hit = p->action_count > 0 && bench_rand_below(&t->rng, 100) < p->o.mix_hit;
-    if (counting(s)) {
+    if (bench_run_counts(s, base_clock_now_ns())) {
         if (hit) {
             t->stats.hits++;
         } else {

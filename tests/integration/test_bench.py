@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import harness
@@ -335,6 +336,71 @@ class BenchDrainTest(unittest.TestCase):
         r = json.loads(out)
         self.assertGreater(r["ops"]["ByteStream.Write"]["ok"], 0, out)
         self.assertNotIn("local ECANCELED", r["errors_by_status"], err)
+
+
+class BenchStallTest(unittest.TestCase):
+    """A server that stalls (SIGSTOP) during an open-loop run: the requests due meanwhile
+    count from their due time, so the stall shows in the latencies, wherever in the window
+    it falls. Margins are wide: a 1 s stall must show as at least 0.8 s."""
+
+    def stalled_run(self, stop_at, stop_for, *args):
+        """Runs http-get for a 3 s window after a 300 ms warm-up; SIGSTOPs the server
+        <stop_at> s after the run began, for <stop_for> s. Returns (exit status, report)."""
+        srv = harness.Server().start()
+        try:
+            cmd = [harness.binary(), "bench", "--server", srv.address, "--workload", "http-get",
+                   "--threads", "1", "--concurrency", "64", "--duration", "3s", "--warmup",
+                   "300ms", "--blobs", "16", "--size", "4KiB", "--json"] + list(args)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ,
+                                          ASAN_OPTIONS="abort_on_error=0:detect_leaks=1:exitcode=66"))
+            # The run begins (20 ms after) this line, once the blobs are seeded.
+            line = ""
+            while "for 3.0 s after" not in line:
+                line = p.stderr.readline()
+                self.assertTrue(line, "the bench ended before its run")
+            time.sleep(stop_at)
+            srv.proc.send_signal(signal.SIGSTOP)
+            time.sleep(stop_for)
+            srv.proc.send_signal(signal.SIGCONT)
+            out, err = p.communicate(timeout=120)
+            return p.returncode, out, err
+        finally:
+            if srv.proc:
+                srv.proc.send_signal(signal.SIGCONT)
+            srv.cleanup()
+
+    def test_open_loop_counts_a_stall_from_the_due_time(self):
+        rc, out, err = self.stalled_run(1.3, 1.0, "--rate", "100")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["errors"], 0, out)
+        lat = r["latency_ns"]
+        self.assertGreaterEqual(lat["max"], 800 * 10**6, out)
+        # A tenth of the window's arrivals were due during the stall: they waited for it.
+        self.assertGreaterEqual(lat["p99"], 500 * 10**6, out)
+        check_latency(self, lat, "open loop with a stall")
+
+    def test_a_stall_at_the_end_of_an_open_loop_run_is_counted(self):
+        # The server stops 1 s before the window ends and resumes 0.5 s after it. Counting
+        # what ended inside the window cancelled the requests due in that last second
+        # unanswered and left them out: max and p99 read as if the server never stopped,
+        # with no error and exit 0. They are awaited, and count from their due time.
+        rc, out, err = self.stalled_run(2.3, 1.5, "--rate", "100")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["errors"], 0, out)
+        self.assertGreaterEqual(r["latency_ns"]["max"], 800 * 10**6, out)
+        self.assertGreaterEqual(r["latency_ns"]["p99"], 500 * 10**6, out)
+
+    def test_requests_still_unanswered_after_the_timeout_are_errors(self):
+        # The server stops at the end and resumes 3 s later: past --timeout (1 s), what it
+        # held fails ETIMEDOUT, counted as errors, not dropped.
+        rc, out, err = self.stalled_run(2.3, 3.0, "--rate", "100", "--timeout", "1s")
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["errors_by_status"].get("local ETIMEDOUT", 0), 0, out)
+        self.assertEqual(r["errors"], r["errors_by_status"]["local ETIMEDOUT"], out)
 
 
 class BenchSmallStoreTest(harness.ServerTestCase):
