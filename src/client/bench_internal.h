@@ -26,6 +26,7 @@
 #include "client/client.h"
 #include "client/conn.h"
 #include "client/connect.h"
+#include "client/digest.h"
 #include "client/get.h"
 #include "client/h1.h"
 #include "client/hist.h"
@@ -227,6 +228,14 @@ struct bench_slot {
     struct bench_req_blob *entries; /* ... and its entries */
     const uint8_t *data;            /* bytes of the blob being written */
     char path[CLIENT_H1_PATH_MAX + 1];
+    /* HTTP GET of a seeded blob: its body as it arrives, decoded and checked */
+    struct client_sha256 body_sha; /* --verify: the decoded bytes' hash */
+    struct ZSTD_DCtx_s *body_dctx; /* Content-Encoding: zstd (created on first use) */
+    uint8_t *body_out;             /* ... its output buffer */
+    size_t body_out_size;          /* ... of ZSTD_DStreamOutSize() bytes */
+    uint64_t body_decoded;         /* decoded bytes */
+    bool body_corrupt;             /* the zstd stream did not decode */
+    bool body_frame_done;          /* the zstd frame ended */
     /* build mix */
     const struct bench_action *action; /* hit: the seeded action */
     struct client_digest key;          /* miss: the fresh action's key */

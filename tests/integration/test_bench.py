@@ -87,8 +87,8 @@ class BenchTest(harness.ServerTestCase):
                          self.server.metric("ringcas_bs_uploads_parked"))
         return r
 
-    def check_single(self, workload, op, per_request):
-        r = self.run_json(workload)
+    def check_single(self, workload, op, per_request, *args):
+        r = self.run_json(workload, *args)
         self.assertEqual(list(r["ops"]), [op])
         self.assertEqual(r["bytes"], r["requests"] * per_request)
         self.assertEqual(r["ops"][op]["bytes"], r["ops"][op]["ok"] * per_request)
@@ -136,6 +136,11 @@ class BenchTest(harness.ServerTestCase):
 
     def test_http_get(self):
         self.check_single("http-get", "HTTP GET", SIZE)
+
+    def test_http_get_compressed_and_verified(self):
+        # zstd answers are decoded and hashed: every one must check out.
+        self.check_single("http-get", "HTTP GET", SIZE, "--compress", "--verify", "--data",
+                          "build")
 
     def test_http_put(self):
         self.check_single("http-put", "HTTP PUT", SIZE)
@@ -278,6 +283,58 @@ class BenchCliTest(unittest.TestCase):
         r = json.loads(out)
         self.assertGreater(r["errors_by_status"].get("http 503", 0), 0, out)
         self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + reason[:255])
+
+    def test_http_get_checks_the_bytes_it_got(self):
+        # A server that takes the seeded blobs and answers each GET 200 with the wrong body.
+        # With --compress nothing was checked (a 4-byte body counted as a 4 KiB read), and
+        # --verify checked nothing over HTTP: both reported 0 errors, exit 0.
+        answers = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_PUT(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):
+                encoding, body = answers["get"]
+                self.send_response(200)
+                if encoding:
+                    self.send_header("Content-Encoding", encoding)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        cases = (
+            # (Content-Encoding, body, flags, the first error's reason)
+            ("zstd", b"oops", ["--compress"], "a zstd body that does not decode (4 bytes)"),
+            (None, b"oops", ["--compress"], "4 bytes for a blob of %d" % SIZE),
+            (None, b"x" * SIZE, ["--verify"], "the body's SHA-256 is not the blob's"),
+            ("gzip", b"x" * SIZE, [], "a Content-Encoding the request did not accept"),
+        )
+        try:
+            for encoding, body, flags, why in cases:
+                answers["get"] = (encoding, body)
+                rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload",
+                                     "http-get", "--threads", "1", "--concurrency", "2",
+                                     "--blobs", "4", "--duration", "500ms", "--json", *flags)
+                self.assertEqual(rc, 1, out + err)
+                r = json.loads(out)
+                self.assertEqual(r["requests"], 0, out)
+                self.assertEqual(r["bytes"], 0, out)
+                self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+                self.assertEqual(r["first_error"], "HTTP GET: EBADMSG 74: " + why)
+        finally:
+            srv.shutdown()
+            srv.server_close()
 
     def test_unreachable_server_is_exit_5(self):
         s = socket.socket()
