@@ -338,10 +338,10 @@ static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
                                  "zstd transfers: compressed-blobs, batch compressors, "
                                  "Accept-Encoding: zstd",
                                  "" };
-    f[n++] = (struct base_flag){
-        "verify", BASE_FLAG_BOOL, &o->verify,
-        "hash every blob read (gRPC, and http-get of seeded blobs; the size is always checked)", ""
-    };
+    f[n++] = (struct base_flag){ "verify", BASE_FLAG_BOOL, &o->verify,
+                                 "hash every blob read (ByteStream.Read, BatchReadBlobs, http-get "
+                                 "of seeded blobs; the size is always checked)",
+                                 "" };
     f[n++] = (struct base_flag){ "path", BASE_FLAG_STRING, &o->path,
                                  "http-get: GET this path; http-put: PUT under it (other servers)",
                                  "PATH" };

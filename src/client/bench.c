@@ -296,6 +296,9 @@ static int plan_request(struct bench_plan *p, size_t r, const struct client_dige
     int rc;
     if (read) {
         rc = bench_req_batch_read(&b, p->o.instance, ds, n, p->o.compress);
+        for (size_t i = 0; i < n; i++) {
+            q->sums += bench_digest_key(ds[i]->hash);
+        }
         q->expect = n;
         q->bytes = n * p->o.size;
         q->small = p->o.size < (64u << 10);
@@ -342,6 +345,7 @@ static int plan_action(struct bench_plan *p, struct bench_action *a, size_t inde
         if (size <= p->o.mix_batch_max) {
             small[small_count++] = outs[i];
             a->batch_read.bytes += size;
+            a->batch_read.sums += bench_digest_key(outs[i]->hash);
         }
     }
     a->batch_read.expect = small_count;

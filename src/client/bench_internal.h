@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "client/bench.h"
 #include "client/client.h"
@@ -120,8 +121,18 @@ struct bench_req {
     size_t len;      /* its bytes */
     uint64_t expect; /* what the answer must show: missing digests, blobs read */
     uint64_t bytes;  /* blob bytes it moves */
+    uint64_t sums;   /* batch read: bench_digest_key() of its digests, added up */
     bool small;      /* every blob it moves is under 64 KiB */
 };
+
+/* A digest's hash in 64 bits, to check cheaply that a batch answered the digests asked for
+ * (in any order): their keys add up to the request's. */
+static inline uint64_t bench_digest_key(const uint8_t hash[CLIENT_HASH_SIZE])
+{
+    uint64_t k;
+    memcpy(&k, hash, sizeof(k));
+    return k;
+}
 
 /* A seeded action of the build mix: its key and its outputs (indexes into plan.blobs). */
 #define BENCH_MIX_OUTPUTS_MAX 8
@@ -369,16 +380,24 @@ struct bench_req_bad {
     size_t message_len;     /* bytes of <message> (not NUL-terminated) */
 };
 
+/* How a BatchReadBlobs answer is checked, and what it showed. */
+struct bench_req_read {
+    bool zstd;     /* blobs may come zstd-compressed (then their length is free, unless verify) */
+    bool verify;   /* each blob's bytes (decompressed) must hash to its digest: --verify */
+    uint64_t size; /* out: bytes of the blobs answered OK, by their digests */
+    uint64_t sums; /* out: bench_digest_key() of their digests, added up */
+};
+
 /*
  * Checks a response: the number of missing digests (FindMissingBlobs), of blobs answered OK
- * with the expected bytes (BatchReadBlobs; <zstd>: any length) or answered OK
- * (BatchUpdateBlobs). Each returns the count, or -EBADMSG for a malformed message; the first
- * blob with a non-OK status is reported through *<bad> (code and message: a server says
- * there why it refused a blob, while the call itself is OK).
+ * with the expected bytes (BatchReadBlobs, as <rd> says) or answered OK (BatchUpdateBlobs).
+ * Each returns the count, or -EBADMSG for a malformed message or a blob whose bytes are not
+ * its digest's; the first blob with a non-OK status is reported through *<bad> (code and
+ * message: a server says there why it refused a blob, while the call itself is OK).
  */
 MUST_CHECK int64_t bench_req_count_missing(const uint8_t *p, size_t len);
-MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd,
-                                        struct bench_req_bad *bad, uint64_t *data_bytes);
+MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, struct bench_req_read *rd,
+                                        struct bench_req_bad *bad);
 MUST_CHECK int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad);
 
 /* ---- bench_mix.c: the build mix ---- */

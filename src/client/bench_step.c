@@ -384,17 +384,22 @@ static int32_t check_raw(struct bench_slot *s, char *detail, size_t size)
     const uint8_t *p = s->raw.response;
     size_t len = s->raw.response_len;
     struct bench_req_bad bad = { 0 };
-    uint64_t bytes = 0;
     int64_t n = 0;
     switch (s->op) {
     case BENCH_OP_FIND_MISSING:
         if (s->step == BENCH_STEP_FIND) return mix_mark_missing(s); /* the mix's own list */
         n = bench_req_count_missing(p, len);
         return n == (int64_t)s->op_expect ? 0 : EBADMSG;
-    case BENCH_OP_BATCH_READ:
-        n = bench_req_count_read(p, len, plan_of(s)->o.compress, &bad, &bytes);
+    case BENCH_OP_BATCH_READ: {
+        struct bench_req_read rd = { .zstd = plan_of(s)->o.compress,
+                                     .verify = plan_of(s)->o.verify };
+        n = bench_req_count_read(p, len, &rd, &bad);
         if (n >= 0 && bad.status) return raw_bad(&bad, detail, size);
-        return n == (int64_t)s->op_expect && bytes == s->op_bytes ? 0 : EBADMSG;
+        /* Every blob asked for, and no other: a batch read is always a shared request. */
+        bool same = n == (int64_t)s->op_expect && rd.size == s->op_bytes &&
+                    (!s->shared || rd.sums == s->shared->sums);
+        return same ? 0 : EBADMSG;
+    }
     case BENCH_OP_BATCH_UPDATE:
         n = bench_req_count_updated(p, len, &bad);
         if (n >= 0 && bad.status) return raw_bad(&bad, detail, size);

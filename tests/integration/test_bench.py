@@ -9,6 +9,7 @@ with its RINGCAS_* twin, flags have environment twins, the text report, open loo
 rate, and an unreachable server (exit status 5).
 """
 
+import hashlib
 import http.server
 import json
 import os
@@ -123,6 +124,11 @@ class BenchTest(harness.ServerTestCase):
 
     def test_batch_read(self):
         self.check_single("batch-read", "BatchReadBlobs", SIZE * BATCH)
+
+    def test_batch_read_compressed_and_verified(self):
+        # zstd blobs are decompressed and hashed: every one must check out.
+        self.check_single("batch-read", "BatchReadBlobs", SIZE * BATCH, "--compress", "--verify",
+                          "--data", "build")
 
     def test_batch_update(self):
         self.check_single("batch-update", "BatchUpdateBlobs", SIZE * BATCH)
@@ -363,6 +369,93 @@ class BenchCliTest(unittest.TestCase):
                 self.assertIn("no request finished in the measured window", err)
         finally:
             s.close()
+
+
+class FakeCas:
+    """A gRPC server (grpcio) that keeps what ByteStream.Write uploads and answers
+    BatchReadBlobs with answer(digests, blobs) -> [(digest, data)], every blob status OK."""
+
+    def __init__(self, answer):
+        import concurrent.futures
+
+        import grpc
+
+        import reapi
+        self.blobs = {}
+        re = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+
+        def write(requests, context):
+            data = b"".join(r.data for r in requests)
+            self.blobs[hashlib.sha256(data).hexdigest()] = data
+            return reapi.msg("google.bytestream.WriteResponse", committed_size=len(data))
+
+        def batch_read(request, context):
+            resp = reapi.msg("BatchReadBlobsResponse")
+            for d, data in answer(list(request.digests), self.blobs):
+                e = resp.responses.add()
+                e.digest.hash = d.hash
+                e.digest.size_bytes = d.size_bytes
+                e.data = data
+            return resp
+
+        def handler(kind, fn, req):
+            return kind(fn, request_deserializer=reapi.cls(req).FromString,
+                        response_serializer=lambda m: m.SerializeToString())
+
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+        self.server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler("google.bytestream.ByteStream", {
+                "Write": handler(grpc.stream_unary_rpc_method_handler, write,
+                                 "google.bytestream.WriteRequest")}),
+            grpc.method_handlers_generic_handler(
+                "build.bazel.remote.execution.v2.ContentAddressableStorage", {
+                    "BatchReadBlobs": handler(grpc.unary_unary_rpc_method_handler, batch_read,
+                                              "BatchReadBlobsRequest")}),
+        ))
+        self.address = "127.0.0.1:%d" % self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def close(self):
+        self.server.stop(None)
+
+
+class BenchBatchReadCheckTest(unittest.TestCase):
+    def batch_read(self, answer, *flags):
+        cas = FakeCas(answer)
+        try:
+            rc, out, err = bench(cas.address, "--workload", "batch-read", "--threads", "1",
+                                 "--concurrency", "2", "--duration", "500ms", "--json", *flags)
+        finally:
+            cas.close()
+        return rc, out, err
+
+    def test_batch_read_wrong_bytes_fail_verify(self):
+        # Each blob answered with bytes of its size that are not its bytes: --verify said
+        # nothing of batch reads, and this counted as throughput.
+        rc, out, err = self.batch_read(
+            lambda ds, blobs: [(d, b"x" * d.size_bytes) for d in ds], "--verify")
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["requests"], 0, out)
+        self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+
+    def test_batch_read_answering_other_blobs_is_an_error(self):
+        # Every digest asked for answered with the first one's blob (a real blob, the right
+        # count and sizes): it counted as reading them all.
+        rc, out, err = self.batch_read(
+            lambda ds, blobs: [(ds[0], blobs[ds[0].hash]) for _ in ds])
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["requests"], 0, out)
+        self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+
+    def test_batch_read_of_the_right_blobs_in_any_order_succeeds(self):
+        rc, out, err = self.batch_read(
+            lambda ds, blobs: [(d, blobs[d.hash]) for d in reversed(ds)], "--verify")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["requests"], 0, out)
+        self.assertEqual(r["bytes"], r["requests"] * SIZE * BATCH, out)
 
 
 class BenchDrainTest(unittest.TestCase):

@@ -159,15 +159,25 @@ Test(client_bench_req, reads_answers)
     rr.responses = ep;
     p = pack(&rr.base, &len);
     struct bench_req_bad bad;
-    uint64_t got = 0;
-    cr_assert(eq(i64, bench_req_count_read(p, len, false, &bad, &got), 1));
+    struct bench_req_read rd = { 0 };
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), 1));
     cr_assert(eq(int, bad.status, 5));
     cr_assert(eq(ptr, (void *)bad.message, NULL)); /* a status without a message */
-    cr_assert(eq(u64, got, 3));
+    cr_assert(eq(u64, rd.size, 3));
+    cr_assert(eq(u64, rd.sums, 0xaa)); /* the hash's first 8 bytes, little-endian */
+    /* --verify: the bytes are not h0's blob. They are this one's. */
+    rd.verify = true;
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), -EBADMSG));
+    free(p);
+    char h123[] = "039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81";
+    dg[0].hash = h123;
+    p = pack(&rr.base, &len);
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), 1));
     free(p);
     e[0].data.len = 2; /* shorter than its digest says */
     p = pack(&rr.base, &len);
-    cr_assert(eq(i64, bench_req_count_read(p, len, false, &bad, &got), -EBADMSG));
+    rd.verify = false;
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), -EBADMSG));
     free(p);
     cr_assert(eq(i64, bench_req_count_missing((const uint8_t *)"\x12\x05", 2), -EBADMSG));
 }
@@ -202,8 +212,8 @@ Test(client_bench_req, refused_blobs_keep_the_servers_message)
     size_t len;
     uint8_t *p = pack(&rr.base, &len);
     struct bench_req_bad bad;
-    uint64_t got;
-    cr_assert(eq(i64, bench_req_count_read(p, len, true, &bad, &got), 0));
+    struct bench_req_read rd = { .zstd = true };
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), 0));
     cr_assert(eq(int, bad.status, 8));
     cr_assert(eq(sz, bad.message_len, strlen(busy)));
     cr_assert(eq(int, memcmp(bad.message, busy, strlen(busy)), 0));
