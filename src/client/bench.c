@@ -208,6 +208,10 @@ static const char *options_problem(const struct client_bench_options *o, int w)
         return "--data: random or build";
     }
     if (o->mix_hit > 100) return "--mix-hit: a percentage, 0 to 100";
+    /* ac-get draws from the seeded actions (0 divided by zero), and the mix without any
+     * would miss every lookup whatever --mix-hit says (--mix-hit 0 is the cold cache). The
+     * top keeps the plan in memory: each action holds up to 8 blobs and 3 requests. */
+    if (o->mix_actions < 1 || o->mix_actions > 1000000) return "--mix-actions: 1 to 1000000";
     if (o->mix_max_size < 1 || o->mix_max_size > (1ull << 30)) return "--mix-max-size: 1 to 1GiB";
     if (o->mix_batch_max > (1u << 20)) return "--mix-batch-max: at most 1MiB";
     if (o->timeout_ms == 0 || o->timeout_ms > UINT32_MAX) return "--timeout: more than 0";

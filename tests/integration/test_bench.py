@@ -242,11 +242,16 @@ class BenchCliTest(unittest.TestCase):
 
     def test_bad_flags_are_usage_errors(self):
         for args in (["--workload", "nope"], ["--threads", "0"], ["--data", "zeros"],
-                     ["--workload", "bs-read", "--path", "/x"], ["--instance", "a/blobs/b"]):
+                     ["--workload", "bs-read", "--path", "/x"], ["--instance", "a/blobs/b"],
+                     # ac-get divided by zero actions (UBSan; SIGFPE in a release build)
+                     ["--workload", "ac-get", "--mix-actions", "0"],
+                     ["--workload", "mix", "--mix-actions", "0"],
+                     ["--mix-actions", "1000001"]):
             p = subprocess.run([harness.binary(), "bench"] + args, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
             self.assertEqual(p.returncode, 2, args)
             self.assertIn("ringcas bench:", p.stderr.decode())
+            self.assertNotIn("runtime error", p.stderr.decode(), args)
 
     def test_huge_durations_and_rates_are_usage_errors(self):
         # Nanoseconds past 64 bits: a run that never ended, or ended at once.
