@@ -295,6 +295,43 @@ class BenchCliTest(unittest.TestCase):
         self.assertGreater(r["errors_by_status"].get("http 503", 0), 0, out)
         self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + reason[:255])
 
+    def test_json_is_valid_whatever_bytes_the_servers_reason_has(self):
+        # The first error keeps the server's reason as bytes: invalid UTF-8, or a character
+        # cut at the 255-byte limit, went into the JSON as is, and the report did not parse.
+        reasons = {"/bad": b"busy \xff\xfe\xc3 end",
+                   "/cut": ("x" * 236).encode() + "\u00e9".encode() * 20}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = reasons[self.path]
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            for path, first in (("/bad", "busy \ufffd\ufffd\ufffd end"),
+                                ("/cut", "x" * 236 + "\u00e9" * 9 + "\ufffd")):
+                cmd = [harness.binary(), "bench", "--server",
+                       "127.0.0.1:%d" % srv.server_address[1], "--workload", "http-get",
+                       "--path", path, "--threads", "1", "--concurrency", "1", "--duration",
+                       "300ms", "--warmup", "0s", "--json"]
+                p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   timeout=60)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                r = json.loads(p.stdout.decode("utf-8"))  # strict: raises on invalid UTF-8
+                self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + first)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
     def test_http_get_checks_the_bytes_it_got(self):
         # A server that takes the seeded blobs and answers each GET 200 with the wrong body.
         # With --compress nothing was checked (a 4-byte body counted as a 4 KiB read), and
