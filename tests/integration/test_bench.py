@@ -332,6 +332,54 @@ class BenchCliTest(unittest.TestCase):
             srv.shutdown()
             srv.server_close()
 
+    def test_percentiles_of_injected_delays(self):
+        # A server that holds every 10th answer 300 ms: one slot, closed loop, so a tenth of
+        # the latencies are >= 300 ms and the rest are the server's quick answers. Checks
+        # the report against what was injected, with wide margins (no speed is asserted
+        # beyond a quick answer taking under 200 ms).
+        count = [0]
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # head and body leave at once, not 40 ms apart
+
+            def do_GET(self):
+                with lock:
+                    count[0] += 1
+                    slow = count[0] % 10 == 0
+                if slow:
+                    time.sleep(0.3)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload",
+                                 "http-get", "--path", "/x", "--threads", "1", "--concurrency",
+                                 "1", "--duration", "3s", "--json")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual(rc, 0, out + err)
+        lat = json.loads(out)["latency_ns"]
+        check_latency(self, lat, "injected delays")
+        slow = sum(c for bound, c in lat["histogram"] if bound >= 500 * 10**6)
+        quick = sum(c for bound, c in lat["histogram"] if bound <= 200 * 10**6)
+        self.assertEqual(slow + quick, lat["count"], out)
+        # A tenth were held: the window cuts at most one held answer at each edge.
+        self.assertLessEqual(abs(slow * 10 - lat["count"]), 20, out)
+        self.assertGreaterEqual(lat["max"], 300 * 10**6, out)
+        self.assertGreaterEqual(lat["p99"], 300 * 10**6, out)
+        self.assertLess(lat["p50"], 200 * 10**6, out)
+        self.assertGreaterEqual(lat["mean"], 25 * 10**6, out)  # at least a tenth of 300 ms, less the edges
+
     def test_http_get_checks_the_bytes_it_got(self):
         # A server that takes the seeded blobs and answers each GET 200 with the wrong body.
         # With --compress nothing was checked (a 4-byte body counted as a 4 KiB read), and
