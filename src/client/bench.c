@@ -290,6 +290,7 @@ static int plan_request(struct bench_plan *p, size_t r, const struct client_dige
             absent_digest(&absent[i], p->o.size, rng);
             ds[i] = &absent[i];
             q->expect++;
+            q->sums += bench_digest_key(absent[i].hash);
         } else {
             size_t k =
                 read ? (r * n + i) % p->blob_count : (size_t)bench_rand_below(rng, p->blob_count);

@@ -121,7 +121,8 @@ struct bench_req {
     size_t len;      /* its bytes */
     uint64_t expect; /* what the answer must show: missing digests, blobs read */
     uint64_t bytes;  /* blob bytes it moves */
-    uint64_t sums;   /* batch read: bench_digest_key() of its digests, added up */
+    uint64_t sums;   /* bench_digest_key() of the digests the answer must list (batch read:
+                        all; FindMissingBlobs: the absent ones), added up */
     bool small;      /* every blob it moves is under 64 KiB */
 };
 
@@ -389,13 +390,14 @@ struct bench_req_read {
 };
 
 /*
- * Checks a response: the number of missing digests (FindMissingBlobs), of blobs answered OK
+ * Checks a response: the number of missing digests (FindMissingBlobs, with the sum of
+ * their bench_digest_key() in *<sums>), of blobs answered OK
  * with the expected bytes (BatchReadBlobs, as <rd> says) or answered OK (BatchUpdateBlobs).
  * Each returns the count, or -EBADMSG for a malformed message or a blob whose bytes are not
  * its digest's; the first blob with a non-OK status is reported through *<bad> (code and
  * message: a server says there why it refused a blob, while the call itself is OK).
  */
-MUST_CHECK int64_t bench_req_count_missing(const uint8_t *p, size_t len);
+MUST_CHECK int64_t bench_req_count_missing(const uint8_t *p, size_t len, uint64_t *sums);
 MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, struct bench_req_read *rd,
                                         struct bench_req_bad *bad);
 MUST_CHECK int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad);

@@ -223,16 +223,26 @@ int bench_req_ac_update(struct bench_buf *b, const char *instance,
 
 /* ---- responses ---- */
 
-int64_t bench_req_count_missing(const uint8_t *p, size_t len)
+int64_t bench_req_count_missing(const uint8_t *p, size_t len, uint64_t *sums)
 {
     struct proto_wire_reader r;
     proto_wire_reader_init(&r, p, len);
     struct proto_wire_field f;
     int64_t missing = 0;
     int rc;
+    *sums = 0;
     /* Bounded by the message's length: every field takes at least one byte. */
     while ((rc = proto_wire_next(&r, &f)) > 0) {
-        if (f.number == 2 && f.type == PROTO_WIRE_LEN) missing++;
+        if (f.number != 2 || f.type != PROTO_WIRE_LEN) continue;
+        const uint8_t *hex;
+        size_t hex_len;
+        int64_t size;
+        uint8_t hash[CLIENT_HASH_SIZE];
+        if (proto_wire_digest(f.data, f.len, &hex, &hex_len, &size) < 0) return -EBADMSG;
+        if (hex_len != 2 * CLIENT_HASH_SIZE) return -EBADMSG;
+        if (proto_hex_decode((const char *)hex, hex_len, hash) < 0) return -EBADMSG;
+        *sums += bench_digest_key(hash);
+        missing++;
     }
     return rc < 0 ? rc : missing;
 }

@@ -386,10 +386,14 @@ static int32_t check_raw(struct bench_slot *s, char *detail, size_t size)
     struct bench_req_bad bad = { 0 };
     int64_t n = 0;
     switch (s->op) {
-    case BENCH_OP_FIND_MISSING:
+    case BENCH_OP_FIND_MISSING: {
         if (s->step == BENCH_STEP_FIND) return mix_mark_missing(s); /* the mix's own list */
-        n = bench_req_count_missing(p, len);
-        return n == (int64_t)s->op_expect ? 0 : EBADMSG;
+        uint64_t sums = 0;
+        n = bench_req_count_missing(p, len, &sums);
+        /* The absent half, and not the present one (a shared request: s->shared is set). */
+        bool same = n == (int64_t)s->op_expect && (!s->shared || sums == s->shared->sums);
+        return same ? 0 : EBADMSG;
+    }
     case BENCH_OP_BATCH_READ: {
         struct bench_req_read rd = { .zstd = plan_of(s)->o.compress,
                                      .verify = plan_of(s)->o.verify };

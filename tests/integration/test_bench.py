@@ -462,10 +462,11 @@ class BenchCliTest(unittest.TestCase):
 
 
 class FakeCas:
-    """A gRPC server (grpcio) that keeps what ByteStream.Write uploads and answers
-    BatchReadBlobs with answer(digests, blobs) -> [(digest, data)], every blob status OK."""
+    """A gRPC server (grpcio) that keeps what ByteStream.Write uploads, answers
+    BatchReadBlobs with answer(digests, blobs) -> [(digest, data)], every blob status OK, and
+    FindMissingBlobs with missing(digests, blobs) -> [digest]."""
 
-    def __init__(self, answer):
+    def __init__(self, answer=None, missing=None):
         import concurrent.futures
 
         import grpc
@@ -488,6 +489,12 @@ class FakeCas:
                 e.data = data
             return resp
 
+        def find_missing(request, context):
+            resp = reapi.msg("FindMissingBlobsResponse")
+            for d in missing(list(request.blob_digests), self.blobs):
+                resp.missing_blob_digests.add(hash=d.hash, size_bytes=d.size_bytes)
+            return resp
+
         def handler(kind, fn, req):
             return kind(fn, request_deserializer=reapi.cls(req).FromString,
                         response_serializer=lambda m: m.SerializeToString())
@@ -500,7 +507,9 @@ class FakeCas:
             grpc.method_handlers_generic_handler(
                 "build.bazel.remote.execution.v2.ContentAddressableStorage", {
                     "BatchReadBlobs": handler(grpc.unary_unary_rpc_method_handler, batch_read,
-                                              "BatchReadBlobsRequest")}),
+                                              "BatchReadBlobsRequest"),
+                    "FindMissingBlobs": handler(grpc.unary_unary_rpc_method_handler,
+                                                find_missing, "FindMissingBlobsRequest")}),
         ))
         self.address = "127.0.0.1:%d" % self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -509,15 +518,33 @@ class FakeCas:
         self.server.stop(None)
 
 
-class BenchBatchReadCheckTest(unittest.TestCase):
-    def batch_read(self, answer, *flags):
-        cas = FakeCas(answer)
+class BenchAnswerCheckTest(unittest.TestCase):
+    """A fake REAPI server whose answers have the right shape and counts but not the right
+    contents: reads and lookups must check what they got."""
+
+    def batch_read(self, answer, *flags, workload="batch-read", missing=None):
+        cas = FakeCas(answer, missing)
         try:
-            rc, out, err = bench(cas.address, "--workload", "batch-read", "--threads", "1",
+            rc, out, err = bench(cas.address, "--workload", workload, "--threads", "1",
                                  "--concurrency", "2", "--duration", "500ms", "--json", *flags)
         finally:
             cas.close()
         return rc, out, err
+
+    def test_find_missing_listing_the_present_half_is_an_error(self):
+        # Half of each request's digests were uploaded, half never were: a server that lists
+        # the present half as missing answered the right count, and that was a success.
+        for missing, ok in ((lambda ds, blobs: [d for d in ds if d.hash in blobs], False),
+                            (lambda ds, blobs: [d for d in ds if d.hash not in blobs], True)):
+            rc, out, err = self.batch_read(None, workload="find-missing", missing=missing)
+            r = json.loads(out)
+            if ok:
+                self.assertEqual(rc, 0, out + err)
+                self.assertGreater(r["requests"], 0, out)
+            else:
+                self.assertEqual(rc, 1, out + err)
+                self.assertEqual(r["requests"], 0, out)
+                self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
 
     def test_batch_read_wrong_bytes_fail_verify(self):
         # Each blob answered with bytes of its size that are not its bytes: --verify said
