@@ -361,6 +361,10 @@ static int plan_action(struct bench_plan *p, struct bench_action *a, size_t inde
     struct bench_buf b = { 0 };
     int rc = bench_req_ac_get(&b, p->o.instance, &a->key);
     req_take(&a->get, &b);
+    a->get.expect = a->output_count; /* the result must be the one seeded */
+    for (uint32_t i = 0; i < a->output_count; i++) {
+        a->get.sums += bench_digest_key(outs[i]->hash);
+    }
     if (rc == 0) rc = bench_req_ac_update(&b, p->o.instance, &a->key, outs, a->output_count);
     req_take(&a->update, &b);
     if (rc == 0 && small_count > 0) {

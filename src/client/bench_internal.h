@@ -122,7 +122,8 @@ struct bench_req {
     uint64_t expect; /* what the answer must show: missing digests, blobs read */
     uint64_t bytes;  /* blob bytes it moves */
     uint64_t sums;   /* bench_digest_key() of the digests the answer must list (batch read:
-                        all; FindMissingBlobs: the absent ones), added up */
+                        all; FindMissingBlobs: the absent ones; GetActionResult: the
+                        outputs), added up */
     bool small;      /* every blob it moves is under 64 KiB */
 };
 
@@ -400,6 +401,9 @@ struct bench_req_read {
 MUST_CHECK int64_t bench_req_count_missing(const uint8_t *p, size_t len, uint64_t *sums);
 MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, struct bench_req_read *rd,
                                         struct bench_req_bad *bad);
+/* The output files of an ActionResult (GetActionResult's answer), with the sum of their
+ * digests' bench_digest_key() in *<sums>; or -EBADMSG. */
+MUST_CHECK int64_t bench_req_count_outputs(const uint8_t *p, size_t len, uint64_t *sums);
 MUST_CHECK int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad);
 
 /* ---- bench_mix.c: the build mix ---- */

@@ -364,6 +364,40 @@ int64_t bench_req_count_read(const uint8_t *p, size_t len, struct bench_req_read
     return rc < 0 ? rc : ok;
 }
 
+int64_t bench_req_count_outputs(const uint8_t *p, size_t len, uint64_t *sums)
+{
+    struct proto_wire_reader r;
+    proto_wire_reader_init(&r, p, len);
+    struct proto_wire_field f;
+    int64_t files = 0;
+    int rc;
+    *sums = 0;
+    /* Bounded by the message's length: every field takes at least one byte. */
+    while ((rc = proto_wire_next(&r, &f)) > 0) {
+        if (f.number != 2 || f.type != PROTO_WIRE_LEN) continue; /* ActionResult.output_files */
+        struct proto_wire_reader e;
+        proto_wire_reader_init(&e, f.data, f.len);
+        struct proto_wire_field g;
+        int erc;
+        bool digest = false;
+        while ((erc = proto_wire_next(&e, &g)) > 0) {
+            if (g.number != 2 || g.type != PROTO_WIRE_LEN) continue; /* OutputFile.digest */
+            const uint8_t *hex;
+            size_t hex_len;
+            int64_t size;
+            uint8_t hash[CLIENT_HASH_SIZE];
+            if (proto_wire_digest(g.data, g.len, &hex, &hex_len, &size) < 0) return -EBADMSG;
+            if (hex_len != 2 * CLIENT_HASH_SIZE) return -EBADMSG;
+            if (proto_hex_decode((const char *)hex, hex_len, hash) < 0) return -EBADMSG;
+            *sums += bench_digest_key(hash);
+            digest = true;
+        }
+        if (erc < 0 || !digest) return -EBADMSG;
+        files++;
+    }
+    return rc < 0 ? rc : files;
+}
+
 int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad)
 {
     struct proto_wire_reader r;

@@ -404,6 +404,14 @@ static int32_t check_raw(struct bench_slot *s, char *detail, size_t size)
                     (!s->shared || rd.sums == s->shared->sums);
         return same ? 0 : EBADMSG;
     }
+    case BENCH_OP_AC_GET: {
+        if (!s->shared) return 0; /* a mix miss answered (a result nobody here recorded) */
+        uint64_t sums = 0;
+        n = bench_req_count_outputs(p, len, &sums);
+        /* The result seeded for this action: its outputs, no fewer, no others. */
+        bool same = n == (int64_t)s->shared->expect && sums == s->shared->sums;
+        return same ? 0 : EBADMSG;
+    }
     case BENCH_OP_BATCH_UPDATE:
         n = bench_req_count_updated(p, len, &bad);
         if (n >= 0 && bad.status) return raw_bad(&bad, detail, size);

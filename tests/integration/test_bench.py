@@ -464,9 +464,10 @@ class BenchCliTest(unittest.TestCase):
 class FakeCas:
     """A gRPC server (grpcio) that keeps what ByteStream.Write uploads, answers
     BatchReadBlobs with answer(digests, blobs) -> [(digest, data)], every blob status OK, and
-    FindMissingBlobs with missing(digests, blobs) -> [digest]."""
+    FindMissingBlobs with missing(digests, blobs) -> [digest], and GetActionResult with
+    result(the ActionResult UpdateActionResult stored for the key)."""
 
-    def __init__(self, answer=None, missing=None):
+    def __init__(self, answer=None, missing=None, result=None):
         import concurrent.futures
 
         import grpc
@@ -495,6 +496,15 @@ class FakeCas:
                 resp.missing_blob_digests.add(hash=d.hash, size_bytes=d.size_bytes)
             return resp
 
+        results = {}
+
+        def ac_update(request, context):
+            results[request.action_digest.hash] = request.action_result
+            return request.action_result
+
+        def ac_get(request, context):
+            return result(results[request.action_digest.hash])
+
         def handler(kind, fn, req):
             return kind(fn, request_deserializer=reapi.cls(req).FromString,
                         response_serializer=lambda m: m.SerializeToString())
@@ -510,6 +520,12 @@ class FakeCas:
                                               "BatchReadBlobsRequest"),
                     "FindMissingBlobs": handler(grpc.unary_unary_rpc_method_handler,
                                                 find_missing, "FindMissingBlobsRequest")}),
+            grpc.method_handlers_generic_handler(
+                "build.bazel.remote.execution.v2.ActionCache", {
+                    "UpdateActionResult": handler(grpc.unary_unary_rpc_method_handler,
+                                                  ac_update, "UpdateActionResultRequest"),
+                    "GetActionResult": handler(grpc.unary_unary_rpc_method_handler, ac_get,
+                                               "GetActionResultRequest")}),
         ))
         self.address = "127.0.0.1:%d" % self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -522,14 +538,30 @@ class BenchAnswerCheckTest(unittest.TestCase):
     """A fake REAPI server whose answers have the right shape and counts but not the right
     contents: reads and lookups must check what they got."""
 
-    def batch_read(self, answer, *flags, workload="batch-read", missing=None):
-        cas = FakeCas(answer, missing)
+    def batch_read(self, answer, *flags, workload="batch-read", missing=None, result=None):
+        cas = FakeCas(answer, missing, result)
         try:
             rc, out, err = bench(cas.address, "--workload", workload, "--threads", "1",
                                  "--concurrency", "2", "--duration", "500ms", "--json", *flags)
         finally:
             cas.close()
         return rc, out, err
+
+    def test_ac_get_checks_the_result_is_the_one_seeded(self):
+        # Any OK answer counted as a hit: a server answering an empty ActionResult for every
+        # key (or another action's) measured as a working action cache.
+        import reapi
+        for result, ok in ((lambda seeded: reapi.msg("ActionResult"), False),
+                           (lambda seeded: seeded, True)):
+            rc, out, err = self.batch_read(None, workload="ac-get", result=result)
+            r = json.loads(out)
+            if ok:
+                self.assertEqual(rc, 0, out + err)
+                self.assertGreater(r["requests"], 0, out)
+            else:
+                self.assertEqual(rc, 1, out + err)
+                self.assertEqual(r["requests"], 0, out)
+                self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
 
     def test_find_missing_listing_the_present_half_is_an_error(self):
         # Half of each request's digests were uploaded, half never were: a server that lists

@@ -266,3 +266,43 @@ Test(client_bench_mix, sizes_follow_the_model)
         cr_assert(le(u32, n, BENCH_MIX_OUTPUTS_MAX));
     }
 }
+
+/* GetActionResult's answer: its output files and their digests' keys, so that a hit checks
+ * it got the result seeded for the action (any OK answer used to count). */
+Test(client_bench_req, counts_an_action_results_outputs)
+{
+    T(Digest) dg[2] = { PB_INIT(DIGEST__INIT), PB_INIT(DIGEST__INIT) };
+    char h0[] = "0100000000000000000000000000000000000000000000000000000000000000";
+    char h1[] = "0200000000000000000000000000000000000000000000000000000000000000";
+    dg[0].hash = h0;
+    dg[0].size_bytes = 3;
+    dg[1].hash = h1;
+    dg[1].size_bytes = 4;
+    T(OutputFile) of[2] = { PB_INIT(OUTPUT_FILE__INIT), PB_INIT(OUTPUT_FILE__INIT) };
+    char path[] = "out/x";
+    of[0].path = path;
+    of[0].digest = &dg[0];
+    of[1].path = path;
+    of[1].digest = &dg[1];
+    T(OutputFile) * op[2] = { &of[0], &of[1] };
+    T(ActionResult) ar = PB_INIT(ACTION_RESULT__INIT);
+    ar.n_output_files = 2;
+    ar.output_files = op;
+    ar.exit_code = 0;
+    size_t len;
+    uint8_t *p = pack(&ar.base, &len);
+    uint64_t sums = 0;
+    cr_assert(eq(i64, bench_req_count_outputs(p, len, &sums), 2));
+    cr_assert(eq(u64, sums, 3)); /* 1 + 2: each hash's first 8 bytes, little-endian */
+    free(p);
+    ar.n_output_files = 0; /* an empty result */
+    p = pack(&ar.base, &len);
+    cr_assert(eq(i64, bench_req_count_outputs(p, len, &sums), 0));
+    cr_assert(eq(u64, sums, 0));
+    free(p);
+    of[0].digest = NULL; /* an output file without its digest */
+    ar.n_output_files = 1;
+    p = pack(&ar.base, &len);
+    cr_assert(eq(i64, bench_req_count_outputs(p, len, &sums), -EBADMSG));
+    free(p);
+}
