@@ -6,7 +6,9 @@ Workloads whose gRPC services the server in this build does not serve yet (it an
 UNAVAILABLE "storage engine not available in this build", or UNIMPLEMENTED) are skipped with
 that reason; the HTTP/1.1 ones always run. Also: --help documents every workload and flag
 with its RINGCAS_* twin, flags have environment twins, the text report, open loop at a fixed
-rate, and an unreachable server (exit status 5).
+rate, and an unreachable server (exit status 5); a server stalled by SIGSTOP in an open-loop
+run; percentiles against injected delays; fake servers (http.server, grpcio) whose answers
+have the right shape but the wrong contents, which must count as errors, not throughput.
 """
 
 import hashlib
