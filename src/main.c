@@ -350,12 +350,15 @@ static size_t bench_flags(struct base_flag *f, struct client_bench_options *o)
                                  "Accept-Encoding: zstd",
                                  "" };
     f[n++] = (struct base_flag){ "verify", BASE_FLAG_BOOL, &o->verify,
-                                 "hash every blob read (gRPC; the size is always checked)", "" };
+                                 "hash every blob read (ByteStream.Read, BatchReadBlobs, http-get "
+                                 "of seeded blobs; the size is always checked)",
+                                 "" };
     f[n++] = (struct base_flag){ "path", BASE_FLAG_STRING, &o->path,
                                  "http-get: GET this path; http-put: PUT under it (other servers)",
                                  "PATH" };
     f[n++] = (struct base_flag){ "timeout", BASE_FLAG_DURATION_MS, &o->timeout_ms,
-                                 "fail when a connect, read or write makes no progress this long",
+                                 "fail when a connect, read or write makes no progress this "
+                                 "long; open loop: how long the end awaits the requests under way",
                                  NULL };
     f[n++] = (struct base_flag){ "deadline", BASE_FLAG_DURATION_MS, &o->deadline_ms,
                                  "gRPC: each call's deadline; 0: none", NULL };

@@ -208,6 +208,10 @@ static const char *options_problem(const struct client_bench_options *o, int w)
         return "--data: random or build";
     }
     if (o->mix_hit > 100) return "--mix-hit: a percentage, 0 to 100";
+    /* ac-get draws from the seeded actions (0 divided by zero), and the mix without any
+     * would miss every lookup whatever --mix-hit says (--mix-hit 0 is the cold cache). The
+     * top keeps the plan in memory: each action holds up to 8 blobs and 3 requests. */
+    if (o->mix_actions < 1 || o->mix_actions > 1000000) return "--mix-actions: 1 to 1000000";
     if (o->mix_max_size < 1 || o->mix_max_size > (1ull << 30)) return "--mix-max-size: 1 to 1GiB";
     if (o->mix_batch_max > (1u << 20)) return "--mix-batch-max: at most 1MiB";
     if (o->timeout_ms == 0 || o->timeout_ms > UINT32_MAX) return "--timeout: more than 0";
@@ -286,6 +290,7 @@ static int plan_request(struct bench_plan *p, size_t r, const struct client_dige
             absent_digest(&absent[i], p->o.size, rng);
             ds[i] = &absent[i];
             q->expect++;
+            q->sums += bench_digest_key(absent[i].hash);
         } else {
             size_t k =
                 read ? (r * n + i) % p->blob_count : (size_t)bench_rand_below(rng, p->blob_count);
@@ -296,6 +301,9 @@ static int plan_request(struct bench_plan *p, size_t r, const struct client_dige
     int rc;
     if (read) {
         rc = bench_req_batch_read(&b, p->o.instance, ds, n, p->o.compress);
+        for (size_t i = 0; i < n; i++) {
+            q->sums += bench_digest_key(ds[i]->hash);
+        }
         q->expect = n;
         q->bytes = n * p->o.size;
         q->small = p->o.size < (64u << 10);
@@ -342,6 +350,7 @@ static int plan_action(struct bench_plan *p, struct bench_action *a, size_t inde
         if (size <= p->o.mix_batch_max) {
             small[small_count++] = outs[i];
             a->batch_read.bytes += size;
+            a->batch_read.sums += bench_digest_key(outs[i]->hash);
         }
     }
     a->batch_read.expect = small_count;
@@ -352,6 +361,10 @@ static int plan_action(struct bench_plan *p, struct bench_action *a, size_t inde
     struct bench_buf b = { 0 };
     int rc = bench_req_ac_get(&b, p->o.instance, &a->key);
     req_take(&a->get, &b);
+    a->get.expect = a->output_count; /* the result must be the one seeded */
+    for (uint32_t i = 0; i < a->output_count; i++) {
+        a->get.sums += bench_digest_key(outs[i]->hash);
+    }
     if (rc == 0) rc = bench_req_ac_update(&b, p->o.instance, &a->key, outs, a->output_count);
     req_take(&a->update, &b);
     if (rc == 0 && small_count > 0) {

@@ -21,11 +21,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "client/bench.h"
 #include "client/client.h"
 #include "client/conn.h"
 #include "client/connect.h"
+#include "client/digest.h"
 #include "client/get.h"
 #include "client/h1.h"
 #include "client/hist.h"
@@ -119,8 +121,20 @@ struct bench_req {
     size_t len;      /* its bytes */
     uint64_t expect; /* what the answer must show: missing digests, blobs read */
     uint64_t bytes;  /* blob bytes it moves */
+    uint64_t sums;   /* bench_digest_key() of the digests the answer must list (batch read:
+                        all; FindMissingBlobs: the absent ones; GetActionResult: the
+                        outputs), added up */
     bool small;      /* every blob it moves is under 64 KiB */
 };
+
+/* A digest's hash in 64 bits, to check cheaply that a batch answered the digests asked for
+ * (in any order): their keys add up to the request's. */
+static inline uint64_t bench_digest_key(const uint8_t hash[CLIENT_HASH_SIZE])
+{
+    uint64_t k;
+    memcpy(&k, hash, sizeof(k));
+    return k;
+}
 
 /* A seeded action of the build mix: its key and its outputs (indexes into plan.blobs). */
 #define BENCH_MIX_OUTPUTS_MAX 8
@@ -227,6 +241,14 @@ struct bench_slot {
     struct bench_req_blob *entries; /* ... and its entries */
     const uint8_t *data;            /* bytes of the blob being written */
     char path[CLIENT_H1_PATH_MAX + 1];
+    /* HTTP GET of a seeded blob: its body as it arrives, decoded and checked */
+    struct client_sha256 body_sha; /* --verify: the decoded bytes' hash */
+    struct ZSTD_DCtx_s *body_dctx; /* Content-Encoding: zstd (created on first use) */
+    uint8_t *body_out;             /* ... its output buffer */
+    size_t body_out_size;          /* ... of ZSTD_DStreamOutSize() bytes */
+    uint64_t body_decoded;         /* decoded bytes */
+    bool body_corrupt;             /* the zstd stream did not decode */
+    bool body_frame_done;          /* the zstd frame ended */
     /* build mix */
     const struct bench_action *action; /* hit: the seeded action */
     struct client_digest key;          /* miss: the fresh action's key */
@@ -252,6 +274,8 @@ struct bench_thread {
     uint32_t busy_count;              /* slots with a unit in progress */
     bool seeding;                     /* the seed phase runs */
     bool running;                     /* the run phase runs (arrivals are started) */
+    bool draining;                    /* open loop, after the window: no new arrival starts;
+                                         the units under way are awaited (--timeout) */
     bool stopping;                    /* no new unit starts; everything is closing */
     uint64_t seed_next;               /* next seed job to hand out */
     uint64_t seed_total;              /* seed jobs (over all threads) */
@@ -284,6 +308,12 @@ void bench_run_destroy(struct bench_thread *t);
  */
 void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bool expected,
                             const char *what);
+
+/*
+ * Whether a result of <s> that ends at <now> counts: closed loop, when it ends inside the
+ * measured window; open loop, when its unit was due inside it (docs/bench.md).
+ */
+bool bench_run_counts(const struct bench_slot *s, uint64_t now);
 
 /* <s>'s unit is over (successfully or not): the slot takes its next unit or waits. */
 void bench_run_unit_done(struct bench_slot *s);
@@ -352,16 +382,28 @@ struct bench_req_bad {
     size_t message_len;     /* bytes of <message> (not NUL-terminated) */
 };
 
+/* How a BatchReadBlobs answer is checked, and what it showed. */
+struct bench_req_read {
+    bool zstd;     /* blobs may come zstd-compressed (then their length is free, unless verify) */
+    bool verify;   /* each blob's bytes (decompressed) must hash to its digest: --verify */
+    uint64_t size; /* out: bytes of the blobs answered OK, by their digests */
+    uint64_t sums; /* out: bench_digest_key() of their digests, added up */
+};
+
 /*
- * Checks a response: the number of missing digests (FindMissingBlobs), of blobs answered OK
- * with the expected bytes (BatchReadBlobs; <zstd>: any length) or answered OK
- * (BatchUpdateBlobs). Each returns the count, or -EBADMSG for a malformed message; the first
- * blob with a non-OK status is reported through *<bad> (code and message: a server says
- * there why it refused a blob, while the call itself is OK).
+ * Checks a response: the number of missing digests (FindMissingBlobs, with the sum of
+ * their bench_digest_key() in *<sums>), of blobs answered OK
+ * with the expected bytes (BatchReadBlobs, as <rd> says) or answered OK (BatchUpdateBlobs).
+ * Each returns the count, or -EBADMSG for a malformed message or a blob whose bytes are not
+ * its digest's; the first blob with a non-OK status is reported through *<bad> (code and
+ * message: a server says there why it refused a blob, while the call itself is OK).
  */
-MUST_CHECK int64_t bench_req_count_missing(const uint8_t *p, size_t len);
-MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd,
-                                        struct bench_req_bad *bad, uint64_t *data_bytes);
+MUST_CHECK int64_t bench_req_count_missing(const uint8_t *p, size_t len, uint64_t *sums);
+MUST_CHECK int64_t bench_req_count_read(const uint8_t *p, size_t len, struct bench_req_read *rd,
+                                        struct bench_req_bad *bad);
+/* The output files of an ActionResult (GetActionResult's answer), with the sum of their
+ * digests' bench_digest_key() in *<sums>; or -EBADMSG. */
+MUST_CHECK int64_t bench_req_count_outputs(const uint8_t *p, size_t len, uint64_t *sums);
 MUST_CHECK int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad);
 
 /* ---- bench_mix.c: the build mix ---- */

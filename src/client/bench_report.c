@@ -206,16 +206,58 @@ static void report_text(FILE *out, const struct bench_plan *p, const struct benc
 
 /* ---- JSON ---- */
 
+/* The length of the well-formed UTF-8 sequence at <c> (RFC 3629: no overlong form, no
+ * surrogate, at most U+10FFFF), or 0. <c> is NUL-terminated: a NUL ends a sequence early. */
+static size_t utf8_seq(const unsigned char *c)
+{
+    size_t n;
+    uint32_t cp;
+    if (c[0] >= 0xc2 && c[0] <= 0xdf) {
+        n = 2;
+        cp = c[0] & 0x1fu;
+    } else if (c[0] >= 0xe0 && c[0] <= 0xef) {
+        n = 3;
+        cp = c[0] & 0x0fu;
+    } else if (c[0] >= 0xf0 && c[0] <= 0xf4) {
+        n = 4;
+        cp = c[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((c[i] & 0xc0u) != 0x80u) return 0;
+        cp = (cp << 6) | (c[i] & 0x3fu);
+    }
+    if (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) return 0;
+    if (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) return 0;
+    return n;
+}
+
+/*
+ * A JSON string. The server's reason (a grpc-message, an HTTP error body) is bytes, and the
+ * first error keeps at most 255 of them, which can cut a character in two: what is not
+ * well-formed UTF-8 is written as U+FFFD, or the report would not be JSON (RFC 8259).
+ */
 static void json_string(FILE *out, const char *v)
 {
     (void)fputc('"', out);
-    for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+    /* Bounded by the string's length: each step takes at least one byte. */
+    for (const unsigned char *c = (const unsigned char *)v; *c;) {
         if (*c == '"' || *c == '\\') {
-            (void)fprintf(out, "\\%c", *c);
+            (void)fprintf(out, "\\%c", *c++);
         } else if (*c < 0x20) {
-            (void)fprintf(out, "\\u%04x", *c);
+            (void)fprintf(out, "\\u%04x", *c++);
+        } else if (*c < 0x80) {
+            (void)fputc(*c++, out);
         } else {
-            (void)fputc(*c, out);
+            size_t n = utf8_seq(c);
+            if (n == 0) {
+                (void)fputs("\\ufffd", out);
+                c++;
+            } else {
+                (void)fwrite(c, 1, n, out);
+                c += n;
+            }
         }
     }
     (void)fputc('"', out);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zstd.h>
+
 #include "client/bench_internal.h"
 #include "proto/frame.h"
 #include "proto/wire.h"
@@ -221,16 +223,26 @@ int bench_req_ac_update(struct bench_buf *b, const char *instance,
 
 /* ---- responses ---- */
 
-int64_t bench_req_count_missing(const uint8_t *p, size_t len)
+int64_t bench_req_count_missing(const uint8_t *p, size_t len, uint64_t *sums)
 {
     struct proto_wire_reader r;
     proto_wire_reader_init(&r, p, len);
     struct proto_wire_field f;
     int64_t missing = 0;
     int rc;
+    *sums = 0;
     /* Bounded by the message's length: every field takes at least one byte. */
     while ((rc = proto_wire_next(&r, &f)) > 0) {
-        if (f.number == 2 && f.type == PROTO_WIRE_LEN) missing++;
+        if (f.number != 2 || f.type != PROTO_WIRE_LEN) continue;
+        const uint8_t *hex;
+        size_t hex_len;
+        int64_t size;
+        uint8_t hash[CLIENT_HASH_SIZE];
+        if (proto_wire_digest(f.data, f.len, &hex, &hex_len, &size) < 0) return -EBADMSG;
+        if (hex_len != 2 * CLIENT_HASH_SIZE) return -EBADMSG;
+        if (proto_hex_decode((const char *)hex, hex_len, hash) < 0) return -EBADMSG;
+        *sums += bench_digest_key(hash);
+        missing++;
     }
     return rc < 0 ? rc : missing;
 }
@@ -266,24 +278,53 @@ static int status_read(const uint8_t *p, size_t len, struct bench_req_bad *bad)
     return 1;
 }
 
+/* Whether <data>/<len> (zstd-compressed when <compressed>) is the blob of <hash>/<size>. */
+static bool entry_verified(const uint8_t *data, size_t len, bool compressed,
+                           const uint8_t hash[CLIENT_HASH_SIZE], uint64_t size)
+{
+    const uint8_t *blob = data;
+    uint8_t *plain = NULL;
+    if (compressed) {
+        plain = malloc(size ? (size_t)size : 1);
+        if (!plain) return false;
+        size_t n = ZSTD_decompress(plain, (size_t)size, data, len);
+        if (ZSTD_isError(n) || n != size) {
+            free(plain);
+            return false;
+        }
+        blob = plain;
+    } else if (len != size) {
+        return false;
+    }
+    struct client_digest d;
+    client_digest_buf(blob, (size_t)size, &d);
+    free(plain);
+    return memcmp(d.hash, hash, CLIENT_HASH_SIZE) == 0;
+}
+
 /* One BatchReadBlobsResponse.Response: 1 OK with the right bytes, 0 not OK, or -EBADMSG. */
-static int read_entry(const uint8_t *p, size_t len, bool zstd, struct bench_req_bad *bad,
-                      uint64_t *bytes)
+static int read_entry(const uint8_t *p, size_t len, struct bench_req_read *rd,
+                      struct bench_req_bad *bad)
 {
     struct proto_wire_reader r;
     proto_wire_reader_init(&r, p, len);
     struct proto_wire_field f;
     int64_t size = -1;
+    uint8_t hash[CLIENT_HASH_SIZE];
+    const uint8_t *data = NULL;
     size_t data_len = 0;
     int not_ok = 0;
     uint64_t compressor = 0;
     int rc;
     while ((rc = proto_wire_next(&r, &f)) > 0) {
         if (f.number == 1 && f.type == PROTO_WIRE_LEN) {
-            const uint8_t *hash;
-            size_t hash_len;
-            if (proto_wire_digest(f.data, f.len, &hash, &hash_len, &size) < 0) return -EBADMSG;
+            const uint8_t *hex;
+            size_t hex_len;
+            if (proto_wire_digest(f.data, f.len, &hex, &hex_len, &size) < 0) return -EBADMSG;
+            if (hex_len != 2 * CLIENT_HASH_SIZE) return -EBADMSG;
+            if (proto_hex_decode((const char *)hex, hex_len, hash) < 0) return -EBADMSG;
         } else if (f.number == 2 && f.type == PROTO_WIRE_LEN) {
+            data = f.data;
             data_len = f.len;
         } else if (f.number == 3 && f.type == PROTO_WIRE_LEN) {
             not_ok = status_read(f.data, f.len, bad);
@@ -293,14 +334,18 @@ static int read_entry(const uint8_t *p, size_t len, bool zstd, struct bench_req_
     }
     if (rc < 0 || not_ok < 0) return -EBADMSG;
     if (not_ok) return 0;
-    bool compressed = zstd && compressor == 1;
+    bool compressed = rd->zstd && compressor == 1;
     if (size < 0 || (!compressed && data_len != (size_t)size)) return -EBADMSG;
-    *bytes += (uint64_t)size;
+    if (rd->verify && !entry_verified(data, data_len, compressed, hash, (uint64_t)size)) {
+        return -EBADMSG;
+    }
+    rd->size += (uint64_t)size;
+    rd->sums += bench_digest_key(hash);
     return 1;
 }
 
-int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd, struct bench_req_bad *bad,
-                             uint64_t *data_bytes)
+int64_t bench_req_count_read(const uint8_t *p, size_t len, struct bench_req_read *rd,
+                             struct bench_req_bad *bad)
 {
     struct proto_wire_reader r;
     proto_wire_reader_init(&r, p, len);
@@ -308,14 +353,49 @@ int64_t bench_req_count_read(const uint8_t *p, size_t len, bool zstd, struct ben
     int64_t ok = 0;
     int rc;
     *bad = (struct bench_req_bad){ 0 };
-    *data_bytes = 0;
+    rd->size = 0;
+    rd->sums = 0;
     while ((rc = proto_wire_next(&r, &f)) > 0) {
         if (f.number != 1 || f.type != PROTO_WIRE_LEN) continue;
-        int e = read_entry(f.data, f.len, zstd, bad, data_bytes);
+        int e = read_entry(f.data, f.len, rd, bad);
         if (e < 0) return e;
         ok += e;
     }
     return rc < 0 ? rc : ok;
+}
+
+int64_t bench_req_count_outputs(const uint8_t *p, size_t len, uint64_t *sums)
+{
+    struct proto_wire_reader r;
+    proto_wire_reader_init(&r, p, len);
+    struct proto_wire_field f;
+    int64_t files = 0;
+    int rc;
+    *sums = 0;
+    /* Bounded by the message's length: every field takes at least one byte. */
+    while ((rc = proto_wire_next(&r, &f)) > 0) {
+        if (f.number != 2 || f.type != PROTO_WIRE_LEN) continue; /* ActionResult.output_files */
+        struct proto_wire_reader e;
+        proto_wire_reader_init(&e, f.data, f.len);
+        struct proto_wire_field g;
+        int erc;
+        bool digest = false;
+        while ((erc = proto_wire_next(&e, &g)) > 0) {
+            if (g.number != 2 || g.type != PROTO_WIRE_LEN) continue; /* OutputFile.digest */
+            const uint8_t *hex;
+            size_t hex_len;
+            int64_t size;
+            uint8_t hash[CLIENT_HASH_SIZE];
+            if (proto_wire_digest(g.data, g.len, &hex, &hex_len, &size) < 0) return -EBADMSG;
+            if (hex_len != 2 * CLIENT_HASH_SIZE) return -EBADMSG;
+            if (proto_hex_decode((const char *)hex, hex_len, hash) < 0) return -EBADMSG;
+            *sums += bench_digest_key(hash);
+            digest = true;
+        }
+        if (erc < 0 || !digest) return -EBADMSG;
+        files++;
+    }
+    return rc < 0 ? rc : files;
 }
 
 int64_t bench_req_count_updated(const uint8_t *p, size_t len, struct bench_req_bad *bad)

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zstd.h>
+
 #include "base/clock.h"
 #include "base/err.h"
 #include "client/bench_internal.h"
@@ -160,11 +162,111 @@ static int start_raw(struct bench_slot *s, struct client_conn *conn, const char 
     return client_raw_start(&s->raw, conn, &o);
 }
 
+/* Hashes (--verify) and counts <n> decoded bytes of a GET's body. */
+static void body_take(struct bench_slot *s, const uint8_t *p, size_t n)
+{
+    if (plan_of(s)->o.verify) client_sha256_update(&s->body_sha, p, n);
+    s->body_decoded += n;
+}
+
+/* A piece of a seeded blob's GET body: decoded (zstd) and counted as it arrives. */
+static void h1_body(struct client_h1 *h, const uint8_t *p, size_t n)
+{
+    struct bench_slot *s = h->user;
+    if (h->result.encoding == CLIENT_H1_ENC_IDENTITY) {
+        body_take(s, p, n);
+        return;
+    }
+    if (h->result.encoding != CLIENT_H1_ENC_ZSTD || s->body_corrupt || !s->body_dctx) return;
+    ZSTD_inBuffer in = { p, n, 0 };
+    bool full = true;
+    /* Bounded: each step consumes input or emits output; stops when neither happens. */
+    while (in.pos < in.size || full) {
+        ZSTD_outBuffer out = { s->body_out, s->body_out_size, 0 };
+        size_t before = in.pos;
+        size_t r = ZSTD_decompressStream(s->body_dctx, &out, &in);
+        if (ZSTD_isError(r)) {
+            s->body_corrupt = true;
+            return;
+        }
+        if (r == 0) {
+            s->body_frame_done = true;
+        } else if (in.pos > before || out.pos > 0) {
+            s->body_frame_done = false;
+        }
+        full = out.pos == out.size;
+        if (out.pos > 0) {
+            body_take(s, s->body_out, out.pos);
+        } else if (in.pos == in.size) {
+            break;
+        }
+    }
+}
+
+/* Prepares <s> to decode and check the body of the GET of blob s->d; 0 or -ENOMEM. */
+static int body_begin(struct bench_slot *s)
+{
+    s->body_decoded = 0;
+    s->body_corrupt = false;
+    s->body_frame_done = false;
+    uint8_t scratch[CLIENT_HASH_SIZE];
+    client_sha256_final(&s->body_sha, scratch); /* start the hash afresh */
+    if (!plan_of(s)->o.compress) return 0;
+    if (!s->body_dctx) s->body_dctx = ZSTD_createDCtx();
+    if (!s->body_out) {
+        s->body_out_size = ZSTD_DStreamOutSize();
+        s->body_out = malloc(s->body_out_size);
+    }
+    if (!s->body_dctx || !s->body_out) return -ENOMEM;
+    size_t r = ZSTD_DCtx_reset(s->body_dctx, ZSTD_reset_session_and_parameters);
+    return ZSTD_isError(r) ? -ENOMEM : 0;
+}
+
+/*
+ * Checks the body of a seeded blob's GET: it decodes (identity, or zstd when asked for) to
+ * the blob's size, and with --verify to its SHA-256. 0, or EBADMSG with the reason in
+ * <why> (<size> bytes). Unchecked, a 200 with any body counted as the blob's bytes.
+ */
+static int32_t body_check(struct bench_slot *s, const struct client_h1 *h, char *why, size_t size)
+{
+    const struct bench_plan *p = plan_of(s);
+    uint8_t enc = h->result.encoding;
+    if (enc == CLIENT_H1_ENC_OTHER || (enc == CLIENT_H1_ENC_ZSTD && !p->o.compress)) {
+        (void)snprintf(why, size, "a Content-Encoding the request did not accept");
+        return EBADMSG;
+    }
+    if (enc == CLIENT_H1_ENC_ZSTD && (s->body_corrupt || !s->body_frame_done)) {
+        (void)snprintf(why, size, "a zstd body that does not decode (%llu bytes)",
+                       (unsigned long long)h->result.body_len);
+        return EBADMSG;
+    }
+    if (s->body_decoded != s->d.size) {
+        (void)snprintf(why, size, "%llu bytes%s for a blob of %llu",
+                       (unsigned long long)s->body_decoded,
+                       enc == CLIENT_H1_ENC_ZSTD ? " decoded" : "", (unsigned long long)s->d.size);
+        return EBADMSG;
+    }
+    if (p->o.verify) {
+        uint8_t hash[CLIENT_HASH_SIZE];
+        client_sha256_final(&s->body_sha, hash);
+        if (memcmp(hash, s->d.hash, sizeof(hash)) != 0) {
+            (void)snprintf(why, size, "the body's SHA-256 is not the blob's");
+            return EBADMSG;
+        }
+    }
+    return 0;
+}
+
 static int start_h1(struct bench_slot *s, uint8_t method, const uint8_t *body, uint64_t len)
 {
     if (!client_h1_is_ready(&s->h1)) {
         s->parked = true; /* the connection is being reopened */
         return 0;
+    }
+    bool check = method == CLIENT_H1_GET && !plan_of(s)->o.path;
+    if (check) {
+        int rc = body_begin(s);
+        if (rc < 0) return rc;
     }
     struct client_h1_request r = {
         .method = method,
@@ -174,6 +276,7 @@ static int start_h1(struct bench_slot *s, uint8_t method, const uint8_t *body, u
         .body = body,
         .body_len = len,
         .done = h1_done,
+        .on_body = check ? h1_body : NULL,
     };
     return client_h1_request_start(&s->h1, &r);
 }
@@ -281,17 +384,34 @@ static int32_t check_raw(struct bench_slot *s, char *detail, size_t size)
     const uint8_t *p = s->raw.response;
     size_t len = s->raw.response_len;
     struct bench_req_bad bad = { 0 };
-    uint64_t bytes = 0;
     int64_t n = 0;
     switch (s->op) {
-    case BENCH_OP_FIND_MISSING:
+    case BENCH_OP_FIND_MISSING: {
         if (s->step == BENCH_STEP_FIND) return mix_mark_missing(s); /* the mix's own list */
-        n = bench_req_count_missing(p, len);
-        return n == (int64_t)s->op_expect ? 0 : EBADMSG;
-    case BENCH_OP_BATCH_READ:
-        n = bench_req_count_read(p, len, plan_of(s)->o.compress, &bad, &bytes);
+        uint64_t sums = 0;
+        n = bench_req_count_missing(p, len, &sums);
+        /* The absent half, and not the present one (a shared request: s->shared is set). */
+        bool same = n == (int64_t)s->op_expect && (!s->shared || sums == s->shared->sums);
+        return same ? 0 : EBADMSG;
+    }
+    case BENCH_OP_BATCH_READ: {
+        struct bench_req_read rd = { .zstd = plan_of(s)->o.compress,
+                                     .verify = plan_of(s)->o.verify };
+        n = bench_req_count_read(p, len, &rd, &bad);
         if (n >= 0 && bad.status) return raw_bad(&bad, detail, size);
-        return n == (int64_t)s->op_expect && bytes == s->op_bytes ? 0 : EBADMSG;
+        /* Every blob asked for, and no other: a batch read is always a shared request. */
+        bool same = n == (int64_t)s->op_expect && rd.size == s->op_bytes &&
+                    (!s->shared || rd.sums == s->shared->sums);
+        return same ? 0 : EBADMSG;
+    }
+    case BENCH_OP_AC_GET: {
+        if (!s->shared) return 0; /* a mix miss answered (a result nobody here recorded) */
+        uint64_t sums = 0;
+        n = bench_req_count_outputs(p, len, &sums);
+        /* The result seeded for this action: its outputs, no fewer, no others. */
+        bool same = n == (int64_t)s->shared->expect && sums == s->shared->sums;
+        return same ? 0 : EBADMSG;
+    }
     case BENCH_OP_BATCH_UPDATE:
         n = bench_req_count_updated(p, len, &bad);
         if (n >= 0 && bad.status) return raw_bad(&bad, detail, size);
@@ -328,6 +448,7 @@ static void h1_done(struct client_h1 *h)
     struct bench_slot *s = h->user;
     uint8_t kind = 0;
     int32_t code = 0;
+    char why[128] = "";
     if (h->result.err != 0) {
         kind = BENCH_ERR_LOCAL;
         code = -h->result.err;
@@ -337,25 +458,18 @@ static void h1_done(struct client_h1 *h)
     } else if (s->op == BENCH_OP_HTTP_GET) {
         if (plan_of(s)->o.path) {
             s->op_bytes = h->result.body_len;
-        } else if (!plan_of(s)->o.compress && h->result.body_len != s->d.size) {
-            kind = BENCH_ERR_LOCAL;
-            code = EBADMSG;
+        } else {
+            code = body_check(s, h, why, sizeof(why));
+            kind = code ? BENCH_ERR_LOCAL : 0;
         }
     }
     /* An error answer's body is the server's reason (ringcas: "blob of N bytes is larger
      * than this store takes ..."), as a gRPC status's message is. */
     after_request(
-        s, finish_request(s, kind, code, false, kind == BENCH_ERR_HTTP ? h->result.message : NULL));
+        s, finish_request(s, kind, code, false, kind == BENCH_ERR_HTTP ? h->result.message : why));
 }
 
 /* ---- the build mix ---- */
-
-static bool counting(const struct bench_slot *s)
-{
-    const struct bench_plan *p = plan_of(s);
-    uint64_t now = base_clock_now_ns();
-    return s->t->running && now >= p->warm_end_ns && now <= p->end_ns;
-}
 
 /* A fresh blob of <size> bytes in the slot's scratch at *<used>. */
 static void mix_fresh(struct bench_slot *s, struct bench_mix_blob *b, uint64_t size, size_t *used)
@@ -417,7 +531,7 @@ static void mix_begin(struct bench_slot *s)
     s->step = BENCH_STEP_AC_GET;
     next_request(s, BENCH_OP_AC_GET, 0, false);
     bool hit = p->action_count > 0 && bench_rand_below(&t->rng, 100) < p->o.mix_hit;
-    if (counting(s)) {
+    if (bench_run_counts(s, base_clock_now_ns())) {
         if (hit) {
             t->stats.hits++;
         } else {
@@ -819,6 +933,7 @@ int bench_step_init(struct bench_slot *s, struct bench_thread *t, uint32_t index
     s->index = index;
     int rc = client_get_init(&s->get, &t->cl);
     if (rc == 0) rc = client_put_init(&s->put, &t->cl);
+    if (rc == 0) rc = client_sha256_init(&s->body_sha);
     if (rc < 0) return rc;
     client_raw_init(&s->raw, &t->cl);
     ring_timer_init(&s->reopen, h1_reopen_fire, s);
@@ -833,6 +948,11 @@ void bench_step_deinit(struct bench_slot *s)
     client_put_deinit(&s->put);
     client_raw_deinit(&s->raw);
     bench_buf_free(&s->req);
+    client_sha256_deinit(&s->body_sha);
+    ZSTD_freeDCtx(s->body_dctx);
+    s->body_dctx = NULL;
+    free(s->body_out);
+    s->body_out = NULL;
     free(s->buf);
     free(s->digests);
     free(s->entries);

@@ -42,6 +42,7 @@ void client_h1_parse_reset(struct client_h1 *h, uint8_t method)
     h->keep_alive = true;
     h->result.status = 0;
     h->result.body_len = 0;
+    h->result.encoding = CLIENT_H1_ENC_IDENTITY;
     h->result.message[0] = '\0';
 }
 
@@ -109,6 +110,12 @@ static int head_done(struct client_h1 *h, size_t end)
         return 0;
     }
     h->result.status = code;
+    const char *ce = field_value(fields, fend, "Content-Encoding", &vlen);
+    if (ce && vlen == 4 && strncasecmp(ce, "zstd", 4) == 0) {
+        h->result.encoding = CLIENT_H1_ENC_ZSTD;
+    } else if (ce && vlen > 0 && !(vlen == 8 && strncasecmp(ce, "identity", 8) == 0)) {
+        h->result.encoding = CLIENT_H1_ENC_OTHER;
+    }
     if (h->method == CLIENT_H1_HEAD || code == 204 || code == 304) {
         h->pstate = CLIENT_H1_P_DONE;
         return 0;
@@ -212,13 +219,16 @@ static void keep_message(struct client_h1 *h, const uint8_t *p, size_t len)
 /* Body bytes of a Content-Length body, a chunk or an until-close body. */
 static int64_t take_body(struct client_h1 *h, const uint8_t *p, size_t len)
 {
+    bool ok = h->result.status >= 200 && h->result.status <= 299;
     if (h->pstate == CLIENT_H1_P_UNTIL_EOF) {
         keep_message(h, p, len);
+        if (ok && h->on_body) h->on_body(h, p, len);
         h->result.body_len += len;
         return (int64_t)len;
     }
     size_t n = h->body_left < len ? (size_t)h->body_left : len;
     keep_message(h, p, n);
+    if (ok && h->on_body && n > 0) h->on_body(h, p, n);
     h->body_left -= n;
     h->result.body_len += n;
     if (h->body_left == 0) {
@@ -512,6 +522,7 @@ int client_h1_request_start(struct client_h1 *h, const struct client_h1_request 
     h->result.err = 0;
     h->timing = (struct client_h1_timing){ .start_ns = base_clock_now_ns() };
     h->done = req->done;
+    h->on_body = req->on_body;
     h->sent = false;
     if (h->state == CLIENT_CONN_OPEN) {
         rc = h1_send(h);

@@ -49,6 +49,16 @@ struct client_h1;
 /* The request is over: h->result and h->timing are final. Runs on the ring's thread. */
 typedef void client_h1_done_fn(struct client_h1 *h);
 
+/* A piece of a 2xx response's body (chunked framing removed, Content-Encoding not). */
+typedef void client_h1_body_fn(struct client_h1 *h, const uint8_t *p, size_t len);
+
+/* A response's Content-Encoding. */
+enum client_h1_encoding {
+    CLIENT_H1_ENC_IDENTITY = 0, /* none, or "identity" */
+    CLIENT_H1_ENC_ZSTD,         /* "zstd" */
+    CLIENT_H1_ENC_OTHER,        /* anything else */
+};
+
 /*
  * The connection is closed and no request is left on it. <reason>: 0 after client_h1_close()
  * or the server's orderly close, -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EPROTO (a response
@@ -62,12 +72,15 @@ struct client_h1_options {
 };
 
 struct client_h1_request {
-    uint8_t method;            /* enum client_h1_method */
-    const char *path;          /* request-target, "/..."; copied at start */
-    const char *extra_headers; /* NULL, or complete "Name: value\r\n" lines; copied */
-    const uint8_t *body;       /* PUT: the body, unchanged until done */
-    uint64_t body_len;         /* PUT: its bytes (sent as Content-Length) */
-    client_h1_done_fn *done;   /* required */
+    uint8_t method;             /* enum client_h1_method */
+    const char *path;           /* request-target, "/..."; copied at start */
+    const char *extra_headers;  /* NULL, or complete "Name: value\r\n" lines; copied */
+    const uint8_t *body;        /* PUT: the body, unchanged until done */
+    uint64_t body_len;          /* PUT: its bytes (sent as Content-Length) */
+    client_h1_done_fn *done;    /* required */
+    client_h1_body_fn *on_body; /* NULL (the body is counted only), or sees every body
+                                   byte of a 2xx answer: a load generator checks what it
+                                   read */
 };
 
 struct client_h1_result {
@@ -75,6 +88,7 @@ struct client_h1_result {
                           (malformed response), -ECANCELED (client_h1_close) */
     int status;        /* the HTTP status code; 0 when no response head arrived */
     uint64_t body_len; /* body bytes received (decoded when chunked) */
+    uint8_t encoding;  /* enum client_h1_encoding: the answer's Content-Encoding */
     /* A status other than 2xx: the start of its body, the server's reason ("blob of N bytes
      * is larger than this store takes ..."), on one line, NUL-terminated; "" otherwise. */
     char message[CLIENT_H1_MESSAGE_MAX];
@@ -109,6 +123,7 @@ struct client_h1 {
     struct client_h1_options opts;   /* as opened */
     client_h1_close_fn *on_close;    /* called once when closed */
     client_h1_done_fn *done;         /* the request's */
+    client_h1_body_fn *on_body;      /* the request's, or NULL */
     struct client_connect connect;   /* the connect op */
     struct ring_task done_task;      /* runs done */
     struct ring_task close_task;     /* runs on_close */

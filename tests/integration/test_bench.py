@@ -6,9 +6,12 @@ Workloads whose gRPC services the server in this build does not serve yet (it an
 UNAVAILABLE "storage engine not available in this build", or UNIMPLEMENTED) are skipped with
 that reason; the HTTP/1.1 ones always run. Also: --help documents every workload and flag
 with its RINGCAS_* twin, flags have environment twins, the text report, open loop at a fixed
-rate, and an unreachable server (exit status 5).
+rate, and an unreachable server (exit status 5); a server stalled by SIGSTOP in an open-loop
+run; percentiles against injected delays; fake servers (http.server, grpcio) whose answers
+have the right shape but the wrong contents, which must count as errors, not throughput.
 """
 
+import hashlib
 import http.server
 import json
 import os
@@ -17,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import harness
@@ -86,8 +90,8 @@ class BenchTest(harness.ServerTestCase):
                          self.server.metric("ringcas_bs_uploads_parked"))
         return r
 
-    def check_single(self, workload, op, per_request):
-        r = self.run_json(workload)
+    def check_single(self, workload, op, per_request, *args):
+        r = self.run_json(workload, *args)
         self.assertEqual(list(r["ops"]), [op])
         self.assertEqual(r["bytes"], r["requests"] * per_request)
         self.assertEqual(r["ops"][op]["bytes"], r["ops"][op]["ok"] * per_request)
@@ -123,6 +127,11 @@ class BenchTest(harness.ServerTestCase):
     def test_batch_read(self):
         self.check_single("batch-read", "BatchReadBlobs", SIZE * BATCH)
 
+    def test_batch_read_compressed_and_verified(self):
+        # zstd blobs are decompressed and hashed: every one must check out.
+        self.check_single("batch-read", "BatchReadBlobs", SIZE * BATCH, "--compress", "--verify",
+                          "--data", "build")
+
     def test_batch_update(self):
         self.check_single("batch-update", "BatchUpdateBlobs", SIZE * BATCH)
 
@@ -135,6 +144,11 @@ class BenchTest(harness.ServerTestCase):
 
     def test_http_get(self):
         self.check_single("http-get", "HTTP GET", SIZE)
+
+    def test_http_get_compressed_and_verified(self):
+        # zstd answers are decoded and hashed: every one must check out.
+        self.check_single("http-get", "HTTP GET", SIZE, "--compress", "--verify", "--data",
+                          "build")
 
     def test_http_put(self):
         self.check_single("http-put", "HTTP PUT", SIZE)
@@ -230,11 +244,16 @@ class BenchCliTest(unittest.TestCase):
 
     def test_bad_flags_are_usage_errors(self):
         for args in (["--workload", "nope"], ["--threads", "0"], ["--data", "zeros"],
-                     ["--workload", "bs-read", "--path", "/x"], ["--instance", "a/blobs/b"]):
+                     ["--workload", "bs-read", "--path", "/x"], ["--instance", "a/blobs/b"],
+                     # ac-get divided by zero actions (UBSan; SIGFPE in a release build)
+                     ["--workload", "ac-get", "--mix-actions", "0"],
+                     ["--workload", "mix", "--mix-actions", "0"],
+                     ["--mix-actions", "1000001"]):
             p = subprocess.run([harness.binary(), "bench"] + args, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
             self.assertEqual(p.returncode, 2, args)
             self.assertIn("ringcas bench:", p.stderr.decode())
+            self.assertNotIn("runtime error", p.stderr.decode(), args)
 
     def test_huge_durations_and_rates_are_usage_errors(self):
         # Nanoseconds past 64 bits: a run that never ended, or ended at once.
@@ -278,6 +297,143 @@ class BenchCliTest(unittest.TestCase):
         self.assertGreater(r["errors_by_status"].get("http 503", 0), 0, out)
         self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + reason[:255])
 
+    def test_json_is_valid_whatever_bytes_the_servers_reason_has(self):
+        # The first error keeps the server's reason as bytes: invalid UTF-8, or a character
+        # cut at the 255-byte limit, went into the JSON as is, and the report did not parse.
+        reasons = {"/bad": b"busy \xff\xfe\xc3 end",
+                   "/cut": ("x" * 236).encode() + "\u00e9".encode() * 20}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = reasons[self.path]
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            for path, first in (("/bad", "busy \ufffd\ufffd\ufffd end"),
+                                ("/cut", "x" * 236 + "\u00e9" * 9 + "\ufffd")):
+                cmd = [harness.binary(), "bench", "--server",
+                       "127.0.0.1:%d" % srv.server_address[1], "--workload", "http-get",
+                       "--path", path, "--threads", "1", "--concurrency", "1", "--duration",
+                       "300ms", "--warmup", "0s", "--json"]
+                p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   timeout=60)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                r = json.loads(p.stdout.decode("utf-8"))  # strict: raises on invalid UTF-8
+                self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + first)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+    def test_percentiles_of_injected_delays(self):
+        # A server that holds every 10th answer 300 ms: one slot, closed loop, so a tenth of
+        # the latencies are >= 300 ms and the rest are the server's quick answers. Checks
+        # the report against what was injected, with wide margins (no speed is asserted
+        # beyond a quick answer taking under 200 ms).
+        count = [0]
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # head and body leave at once, not 40 ms apart
+
+            def do_GET(self):
+                with lock:
+                    count[0] += 1
+                    slow = count[0] % 10 == 0
+                if slow:
+                    time.sleep(0.3)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload",
+                                 "http-get", "--path", "/x", "--threads", "1", "--concurrency",
+                                 "1", "--duration", "3s", "--json")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual(rc, 0, out + err)
+        lat = json.loads(out)["latency_ns"]
+        check_latency(self, lat, "injected delays")
+        slow = sum(c for bound, c in lat["histogram"] if bound >= 500 * 10**6)
+        quick = sum(c for bound, c in lat["histogram"] if bound <= 200 * 10**6)
+        self.assertEqual(slow + quick, lat["count"], out)
+        # A tenth were held: the window cuts at most one held answer at each edge.
+        self.assertLessEqual(abs(slow * 10 - lat["count"]), 20, out)
+        self.assertGreaterEqual(lat["max"], 300 * 10**6, out)
+        self.assertGreaterEqual(lat["p99"], 300 * 10**6, out)
+        self.assertLess(lat["p50"], 200 * 10**6, out)
+        self.assertGreaterEqual(lat["mean"], 25 * 10**6, out)  # at least a tenth of 300 ms, less the edges
+
+    def test_http_get_checks_the_bytes_it_got(self):
+        # A server that takes the seeded blobs and answers each GET 200 with the wrong body.
+        # With --compress nothing was checked (a 4-byte body counted as a 4 KiB read), and
+        # --verify checked nothing over HTTP: both reported 0 errors, exit 0.
+        answers = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_PUT(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):
+                encoding, body = answers["get"]
+                self.send_response(200)
+                if encoding:
+                    self.send_header("Content-Encoding", encoding)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        cases = (
+            # (Content-Encoding, body, flags, the first error's reason)
+            ("zstd", b"oops", ["--compress"], "a zstd body that does not decode (4 bytes)"),
+            (None, b"oops", ["--compress"], "4 bytes for a blob of %d" % SIZE),
+            (None, b"x" * SIZE, ["--verify"], "the body's SHA-256 is not the blob's"),
+            ("gzip", b"x" * SIZE, [], "a Content-Encoding the request did not accept"),
+        )
+        try:
+            for encoding, body, flags, why in cases:
+                answers["get"] = (encoding, body)
+                rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload",
+                                     "http-get", "--threads", "1", "--concurrency", "2",
+                                     "--blobs", "4", "--duration", "500ms", "--json", *flags)
+                self.assertEqual(rc, 1, out + err)
+                r = json.loads(out)
+                self.assertEqual(r["requests"], 0, out)
+                self.assertEqual(r["bytes"], 0, out)
+                self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+                self.assertEqual(r["first_error"], "HTTP GET: EBADMSG 74: " + why)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
     def test_unreachable_server_is_exit_5(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -305,6 +461,152 @@ class BenchCliTest(unittest.TestCase):
                 self.assertIn("no request finished in the measured window", err)
         finally:
             s.close()
+
+
+class FakeCas:
+    """A gRPC server (grpcio) that keeps what ByteStream.Write uploads, answers
+    BatchReadBlobs with answer(digests, blobs) -> [(digest, data)], every blob status OK, and
+    FindMissingBlobs with missing(digests, blobs) -> [digest], and GetActionResult with
+    result(the ActionResult UpdateActionResult stored for the key)."""
+
+    def __init__(self, answer=None, missing=None, result=None):
+        import concurrent.futures
+
+        import grpc
+
+        import reapi
+        self.blobs = {}
+        re = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+
+        def write(requests, context):
+            data = b"".join(r.data for r in requests)
+            self.blobs[hashlib.sha256(data).hexdigest()] = data
+            return reapi.msg("google.bytestream.WriteResponse", committed_size=len(data))
+
+        def batch_read(request, context):
+            resp = reapi.msg("BatchReadBlobsResponse")
+            for d, data in answer(list(request.digests), self.blobs):
+                e = resp.responses.add()
+                e.digest.hash = d.hash
+                e.digest.size_bytes = d.size_bytes
+                e.data = data
+            return resp
+
+        def find_missing(request, context):
+            resp = reapi.msg("FindMissingBlobsResponse")
+            for d in missing(list(request.blob_digests), self.blobs):
+                resp.missing_blob_digests.add(hash=d.hash, size_bytes=d.size_bytes)
+            return resp
+
+        results = {}
+
+        def ac_update(request, context):
+            results[request.action_digest.hash] = request.action_result
+            return request.action_result
+
+        def ac_get(request, context):
+            return result(results[request.action_digest.hash])
+
+        def handler(kind, fn, req):
+            return kind(fn, request_deserializer=reapi.cls(req).FromString,
+                        response_serializer=lambda m: m.SerializeToString())
+
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+        self.server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler("google.bytestream.ByteStream", {
+                "Write": handler(grpc.stream_unary_rpc_method_handler, write,
+                                 "google.bytestream.WriteRequest")}),
+            grpc.method_handlers_generic_handler(
+                "build.bazel.remote.execution.v2.ContentAddressableStorage", {
+                    "BatchReadBlobs": handler(grpc.unary_unary_rpc_method_handler, batch_read,
+                                              "BatchReadBlobsRequest"),
+                    "FindMissingBlobs": handler(grpc.unary_unary_rpc_method_handler,
+                                                find_missing, "FindMissingBlobsRequest")}),
+            grpc.method_handlers_generic_handler(
+                "build.bazel.remote.execution.v2.ActionCache", {
+                    "UpdateActionResult": handler(grpc.unary_unary_rpc_method_handler,
+                                                  ac_update, "UpdateActionResultRequest"),
+                    "GetActionResult": handler(grpc.unary_unary_rpc_method_handler, ac_get,
+                                               "GetActionResultRequest")}),
+        ))
+        self.address = "127.0.0.1:%d" % self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def close(self):
+        self.server.stop(None)
+
+
+class BenchAnswerCheckTest(unittest.TestCase):
+    """A fake REAPI server whose answers have the right shape and counts but not the right
+    contents: reads and lookups must check what they got."""
+
+    def batch_read(self, answer, *flags, workload="batch-read", missing=None, result=None):
+        cas = FakeCas(answer, missing, result)
+        try:
+            rc, out, err = bench(cas.address, "--workload", workload, "--threads", "1",
+                                 "--concurrency", "2", "--duration", "500ms", "--json", *flags)
+        finally:
+            cas.close()
+        return rc, out, err
+
+    def test_ac_get_checks_the_result_is_the_one_seeded(self):
+        # Any OK answer counted as a hit: a server answering an empty ActionResult for every
+        # key (or another action's) measured as a working action cache.
+        import reapi
+        for result, ok in ((lambda seeded: reapi.msg("ActionResult"), False),
+                           (lambda seeded: seeded, True)):
+            rc, out, err = self.batch_read(None, workload="ac-get", result=result)
+            r = json.loads(out)
+            if ok:
+                self.assertEqual(rc, 0, out + err)
+                self.assertGreater(r["requests"], 0, out)
+            else:
+                self.assertEqual(rc, 1, out + err)
+                self.assertEqual(r["requests"], 0, out)
+                self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+
+    def test_find_missing_listing_the_present_half_is_an_error(self):
+        # Half of each request's digests were uploaded, half never were: a server that lists
+        # the present half as missing answered the right count, and that was a success.
+        for missing, ok in ((lambda ds, blobs: [d for d in ds if d.hash in blobs], False),
+                            (lambda ds, blobs: [d for d in ds if d.hash not in blobs], True)):
+            rc, out, err = self.batch_read(None, workload="find-missing", missing=missing)
+            r = json.loads(out)
+            if ok:
+                self.assertEqual(rc, 0, out + err)
+                self.assertGreater(r["requests"], 0, out)
+            else:
+                self.assertEqual(rc, 1, out + err)
+                self.assertEqual(r["requests"], 0, out)
+                self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+
+    def test_batch_read_wrong_bytes_fail_verify(self):
+        # Each blob answered with bytes of its size that are not its bytes: --verify said
+        # nothing of batch reads, and this counted as throughput.
+        rc, out, err = self.batch_read(
+            lambda ds, blobs: [(d, b"x" * d.size_bytes) for d in ds], "--verify")
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["requests"], 0, out)
+        self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+
+    def test_batch_read_answering_other_blobs_is_an_error(self):
+        # Every digest asked for answered with the first one's blob (a real blob, the right
+        # count and sizes): it counted as reading them all.
+        rc, out, err = self.batch_read(
+            lambda ds, blobs: [(ds[0], blobs[ds[0].hash]) for _ in ds])
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["requests"], 0, out)
+        self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
+
+    def test_batch_read_of_the_right_blobs_in_any_order_succeeds(self):
+        rc, out, err = self.batch_read(
+            lambda ds, blobs: [(d, blobs[d.hash]) for d in reversed(ds)], "--verify")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["requests"], 0, out)
+        self.assertEqual(r["bytes"], r["requests"] * SIZE * BATCH, out)
 
 
 class BenchDrainTest(unittest.TestCase):
@@ -335,6 +637,71 @@ class BenchDrainTest(unittest.TestCase):
         r = json.loads(out)
         self.assertGreater(r["ops"]["ByteStream.Write"]["ok"], 0, out)
         self.assertNotIn("local ECANCELED", r["errors_by_status"], err)
+
+
+class BenchStallTest(unittest.TestCase):
+    """A server that stalls (SIGSTOP) during an open-loop run: the requests due meanwhile
+    count from their due time, so the stall shows in the latencies, wherever in the window
+    it falls. Margins are wide: a 1 s stall must show as at least 0.8 s."""
+
+    def stalled_run(self, stop_at, stop_for, *args):
+        """Runs http-get for a 3 s window after a 300 ms warm-up; SIGSTOPs the server
+        <stop_at> s after the run began, for <stop_for> s. Returns (exit status, report)."""
+        srv = harness.Server().start()
+        try:
+            cmd = [harness.binary(), "bench", "--server", srv.address, "--workload", "http-get",
+                   "--threads", "1", "--concurrency", "64", "--duration", "3s", "--warmup",
+                   "300ms", "--blobs", "16", "--size", "4KiB", "--json"] + list(args)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ,
+                                          ASAN_OPTIONS="abort_on_error=0:detect_leaks=1:exitcode=66"))
+            # The run begins (20 ms after) this line, once the blobs are seeded.
+            line = ""
+            while "for 3.0 s after" not in line:
+                line = p.stderr.readline()
+                self.assertTrue(line, "the bench ended before its run")
+            time.sleep(stop_at)
+            srv.proc.send_signal(signal.SIGSTOP)
+            time.sleep(stop_for)
+            srv.proc.send_signal(signal.SIGCONT)
+            out, err = p.communicate(timeout=120)
+            return p.returncode, out, err
+        finally:
+            if srv.proc:
+                srv.proc.send_signal(signal.SIGCONT)
+            srv.cleanup()
+
+    def test_open_loop_counts_a_stall_from_the_due_time(self):
+        rc, out, err = self.stalled_run(1.3, 1.0, "--rate", "100")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["errors"], 0, out)
+        lat = r["latency_ns"]
+        self.assertGreaterEqual(lat["max"], 800 * 10**6, out)
+        # A tenth of the window's arrivals were due during the stall: they waited for it.
+        self.assertGreaterEqual(lat["p99"], 500 * 10**6, out)
+        check_latency(self, lat, "open loop with a stall")
+
+    def test_a_stall_at_the_end_of_an_open_loop_run_is_counted(self):
+        # The server stops 1 s before the window ends and resumes 0.5 s after it. Counting
+        # what ended inside the window cancelled the requests due in that last second
+        # unanswered and left them out: max and p99 read as if the server never stopped,
+        # with no error and exit 0. They are awaited, and count from their due time.
+        rc, out, err = self.stalled_run(2.3, 1.5, "--rate", "100")
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["errors"], 0, out)
+        self.assertGreaterEqual(r["latency_ns"]["max"], 800 * 10**6, out)
+        self.assertGreaterEqual(r["latency_ns"]["p99"], 500 * 10**6, out)
+
+    def test_requests_still_unanswered_after_the_timeout_are_errors(self):
+        # The server stops at the end and resumes 3 s later: past --timeout (1 s), what it
+        # held fails ETIMEDOUT, counted as errors, not dropped.
+        rc, out, err = self.stalled_run(2.3, 3.0, "--rate", "100", "--timeout", "1s")
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertGreater(r["errors_by_status"].get("local ETIMEDOUT", 0), 0, out)
+        self.assertEqual(r["errors"], r["errors_by_status"]["local ETIMEDOUT"], out)
 
 
 class BenchSmallStoreTest(harness.ServerTestCase):

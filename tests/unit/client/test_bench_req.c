@@ -139,7 +139,9 @@ Test(client_bench_req, reads_answers)
     fr.missing_blob_digests = dp;
     size_t len;
     uint8_t *p = pack(&fr.base, &len);
-    cr_assert(eq(i64, bench_req_count_missing(p, len), 2));
+    uint64_t sums = 0;
+    cr_assert(eq(i64, bench_req_count_missing(p, len, &sums), 2));
+    cr_assert(eq(u64, sums, 2 * 0xaa)); /* each hash's first 8 bytes, little-endian */
     free(p);
 
     T(BatchReadBlobsResponse__Response)
@@ -159,17 +161,27 @@ Test(client_bench_req, reads_answers)
     rr.responses = ep;
     p = pack(&rr.base, &len);
     struct bench_req_bad bad;
-    uint64_t got = 0;
-    cr_assert(eq(i64, bench_req_count_read(p, len, false, &bad, &got), 1));
+    struct bench_req_read rd = { 0 };
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), 1));
     cr_assert(eq(int, bad.status, 5));
     cr_assert(eq(ptr, (void *)bad.message, NULL)); /* a status without a message */
-    cr_assert(eq(u64, got, 3));
+    cr_assert(eq(u64, rd.size, 3));
+    cr_assert(eq(u64, rd.sums, 0xaa)); /* the hash's first 8 bytes, little-endian */
+    /* --verify: the bytes are not h0's blob. They are this one's. */
+    rd.verify = true;
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), -EBADMSG));
+    free(p);
+    char h123[] = "039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81";
+    dg[0].hash = h123;
+    p = pack(&rr.base, &len);
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), 1));
     free(p);
     e[0].data.len = 2; /* shorter than its digest says */
     p = pack(&rr.base, &len);
-    cr_assert(eq(i64, bench_req_count_read(p, len, false, &bad, &got), -EBADMSG));
+    rd.verify = false;
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), -EBADMSG));
     free(p);
-    cr_assert(eq(i64, bench_req_count_missing((const uint8_t *)"\x12\x05", 2), -EBADMSG));
+    cr_assert(eq(i64, bench_req_count_missing((const uint8_t *)"\x12\x05", 2, &sums), -EBADMSG));
 }
 
 /* A batch whose call is OK but whose blobs were refused: the first refusal's code and message
@@ -202,8 +214,8 @@ Test(client_bench_req, refused_blobs_keep_the_servers_message)
     size_t len;
     uint8_t *p = pack(&rr.base, &len);
     struct bench_req_bad bad;
-    uint64_t got;
-    cr_assert(eq(i64, bench_req_count_read(p, len, true, &bad, &got), 0));
+    struct bench_req_read rd = { .zstd = true };
+    cr_assert(eq(i64, bench_req_count_read(p, len, &rd, &bad), 0));
     cr_assert(eq(int, bad.status, 8));
     cr_assert(eq(sz, bad.message_len, strlen(busy)));
     cr_assert(eq(int, memcmp(bad.message, busy, strlen(busy)), 0));
@@ -253,4 +265,44 @@ Test(client_bench_mix, sizes_follow_the_model)
         cr_assert(ge(u32, n, 1));
         cr_assert(le(u32, n, BENCH_MIX_OUTPUTS_MAX));
     }
+}
+
+/* GetActionResult's answer: its output files and their digests' keys, so that a hit checks
+ * it got the result seeded for the action (any OK answer used to count). */
+Test(client_bench_req, counts_an_action_results_outputs)
+{
+    T(Digest) dg[2] = { PB_INIT(DIGEST__INIT), PB_INIT(DIGEST__INIT) };
+    char h0[] = "0100000000000000000000000000000000000000000000000000000000000000";
+    char h1[] = "0200000000000000000000000000000000000000000000000000000000000000";
+    dg[0].hash = h0;
+    dg[0].size_bytes = 3;
+    dg[1].hash = h1;
+    dg[1].size_bytes = 4;
+    T(OutputFile) of[2] = { PB_INIT(OUTPUT_FILE__INIT), PB_INIT(OUTPUT_FILE__INIT) };
+    char path[] = "out/x";
+    of[0].path = path;
+    of[0].digest = &dg[0];
+    of[1].path = path;
+    of[1].digest = &dg[1];
+    T(OutputFile) * op[2] = { &of[0], &of[1] };
+    T(ActionResult) ar = PB_INIT(ACTION_RESULT__INIT);
+    ar.n_output_files = 2;
+    ar.output_files = op;
+    ar.exit_code = 0;
+    size_t len;
+    uint8_t *p = pack(&ar.base, &len);
+    uint64_t sums = 0;
+    cr_assert(eq(i64, bench_req_count_outputs(p, len, &sums), 2));
+    cr_assert(eq(u64, sums, 3)); /* 1 + 2: each hash's first 8 bytes, little-endian */
+    free(p);
+    ar.n_output_files = 0; /* an empty result */
+    p = pack(&ar.base, &len);
+    cr_assert(eq(i64, bench_req_count_outputs(p, len, &sums), 0));
+    cr_assert(eq(u64, sums, 0));
+    free(p);
+    of[0].digest = NULL; /* an output file without its digest */
+    ar.n_output_files = 1;
+    p = pack(&ar.base, &len);
+    cr_assert(eq(i64, bench_req_count_outputs(p, len, &sums), -EBADMSG));
+    free(p);
 }

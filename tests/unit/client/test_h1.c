@@ -85,6 +85,52 @@ Test(client_h1, an_error_answers_body_is_kept_as_its_reason)
     cr_assert(eq(str, ph.result.message, ""));
 }
 
+/* What on_body saw of the last response. */
+static char seen[64];
+static size_t seen_len;
+
+static void collect(struct client_h1 *h, const uint8_t *p, size_t len)
+{
+    (void)h;
+    cr_assert(le(sz, seen_len + len, sizeof(seen)));
+    memcpy(seen + seen_len, p, len);
+    seen_len += len;
+}
+
+/* A load generator checks the body it got (ringcas bench's http-get): on_body sees every
+ * byte of a 2xx body, de-chunked, and the answer's Content-Encoding is reported. */
+Test(client_h1, body_pieces_and_content_encoding)
+{
+    static const struct {
+        const char *text;
+        uint8_t encoding;
+        const char *body; /* what on_body sees */
+    } cases[] = {
+        { "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", CLIENT_H1_ENC_IDENTITY, "hello" },
+        { ("HTTP/1.1 200 OK\r\nContent-Encoding: ZSTD\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"),
+          CLIENT_H1_ENC_ZSTD, "hello" },
+        { "HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: 2\r\n\r\nok",
+          CLIENT_H1_ENC_IDENTITY, "ok" },
+        { "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\nok",
+          CLIENT_H1_ENC_OTHER, "ok" },
+        { "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy", CLIENT_H1_ENC_IDENTITY, "" },
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (size_t step = 1; step <= strlen(cases[i].text); step++) {
+            seen_len = 0;
+            ph.on_body = collect;
+            cr_assert(
+                eq(i64, feed(cases[i].text, CLIENT_H1_GET, step), (int64_t)strlen(cases[i].text)));
+            cr_assert(eq(u8, ph.result.encoding, cases[i].encoding), "case %zu", i);
+            cr_assert(eq(sz, seen_len, strlen(cases[i].body)), "case %zu step %zu", i, step);
+            cr_assert(eq(int, memcmp(seen, cases[i].body, seen_len), 0));
+        }
+    }
+    ph.on_body = NULL;
+}
+
 Test(client_h1, keep_alive_and_close)
 {
     feed("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", CLIENT_H1_GET, 64);
