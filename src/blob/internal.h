@@ -288,9 +288,10 @@ uint64_t blob_store_limit(const struct blob_store *s);
 /* The bytes the segment files take on disk: the live segments' and the dead ones' that are
  * still open (evict.c). Any thread. */
 uint64_t blob_store_used(const struct blob_store *s);
-/* Drops <k> at <loc> from the index after a corrupt record was read. */
+/* Drops <k> at <loc> from the index after a read of its record found it corrupt (<err>
+ * -EBADMSG) or the disk failed it (-EIO). */
 void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
-                             const struct blob_loc *loc);
+                             const struct blob_loc *loc, int err);
 
 /* ---- the per-core writer (writer.c) ---- */
 

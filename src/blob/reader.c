@@ -482,7 +482,18 @@ static struct blob_chunk_ref ref_of(const struct blob_reader *r, uint32_t i)
 static void mark_corrupt(struct blob_reader *r)
 {
     base_counter_inc(&r->bc->counters.corrupt_chunks);
-    blob_store_drop_corrupt(r->bc->s, &r->key, &r->val.loc);
+    blob_store_drop_corrupt(r->bc->s, &r->key, &r->val.loc, -EBADMSG);
+}
+
+/*
+ * The disk failed a read of the blob's records (EIO: a bad sector, a volume going away). It
+ * is dropped as a corrupt one is: kept, every later read failed the same way, and an upload
+ * of it was told "present" and skipped, so a client could never store it again (Bazel ran
+ * the action locally on every build and its upload changed nothing).
+ */
+static void mark_unreadable(struct blob_reader *r)
+{
+    blob_store_drop_corrupt(r->bc->s, &r->key, &r->val.loc, -EIO);
 }
 
 static void reader_corrupt(struct blob_reader *r)
@@ -905,6 +916,8 @@ static void slot_piece(struct blob_reader *r, struct reader_slot *s, bool now)
     size_t n = 0;
     int rc = s->state == SLOT_OPEN ? held_piece(r, s, &p, &n) : open_piece(r, s, &p, &n);
     if (rc == -EBADMSG) mark_corrupt(r);
+    /* The disk's own -EIO, or a mapped page it could not read back (s->res was the length). */
+    if (rc == -EIO && (s->res == -EIO || s->res >= 0)) mark_unreadable(r);
     if (rc == 0) {
         s->held++;
         r->held++;
@@ -1090,6 +1103,7 @@ static bool window_chunk(struct blob_reader *r, uint32_t pre)
 static void commit_done(struct blob_reader *r, int32_t res)
 {
     if (res < 0) {
+        if (res == -EIO) mark_unreadable(r); /* not a retried EAGAIN: the disk said so */
         deliver_now(r, res == -ECANCELED ? -ECANCELED : -EIO, NULL, 0);
         return;
     }
@@ -1101,6 +1115,7 @@ static void commit_done(struct blob_reader *r, int32_t res)
     }
     r->commit_len = (uint32_t)res - pre; /* the guessed length may run past the file's end */
     if (r->window && blob_map_copy(r->commit, r->window + pre, r->commit_len) < 0) {
+        mark_unreadable(r);
         deliver_now(r, -EIO, NULL, 0); /* a page of the window could not be read back */
         return;
     }

@@ -471,7 +471,7 @@ static void refresh_piece(void *ctx, int res, const uint8_t *data, size_t len)
     if (len == 0 && !refresh_verified(f)) {
         /* The stored blob is not what its digest says: it is corrupt, as a read finds it. */
         base_counter_inc(&f->bc->counters.corrupt_chunks);
-        blob_store_drop_corrupt(f->bc->s, &f->item.key, &f->item.loc);
+        blob_store_drop_corrupt(f->bc->s, &f->item.key, &f->item.loc, -EBADMSG);
         refresh_end(f);
         return;
     }

@@ -383,10 +383,16 @@ static void *evictor_main(void *arg)
 }
 
 void blob_store_drop_corrupt(struct blob_store *s, const struct blob_key *k,
-                             const struct blob_loc *loc)
+                             const struct blob_loc *loc, int err)
 {
     if (blob_index_remove_at(s->index, k, loc->seg, loc->off8)) {
         atomic_fetch_add(&s->dropped_corrupt, 1);
+    }
+    if (err == -EIO) {
+        LOG_WARN("the disk failed a read of a blob in segment %u at %llu (input/output error): "
+                 "dropped from the index, so that it can be stored again; check the disk",
+                 loc->seg, (unsigned long long)loc->off8 * 8);
+        return;
     }
     LOG_WARN("corrupt record for a blob in segment %u at %llu: dropped from the index", loc->seg,
              (unsigned long long)loc->off8 * 8);

@@ -70,6 +70,7 @@ static int read_status(int err)
     switch (err) {
     case -ENOENT:
     case -EBADMSG: /* a corrupt chunk: the engine dropped the blob, it is missing now */
+    case -EIO:     /* the disk failed the read: dropped as well */
         return 404;
     case -ERANGE:
         return 416;

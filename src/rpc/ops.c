@@ -114,7 +114,8 @@ static const char *const store_helps[] = {
     "segments pinned by keys waiting for a refresh copy (store-wide, on core 0)",
     "segments deleted by eviction since start (store-wide, on core 0)",
     "index entries dropped by eviction since start (store-wide, on core 0)",
-    "index entries dropped because a stored record was corrupt (store-wide, on core 0)",
+    ("index entries dropped because a stored record was corrupt or the disk could not read it "
+     "(store-wide, on core 0)"),
     ("unsealed segments that start-up cut at a damaged record with valid records after it "
      "(store-wide, on core 0)"),
     ("1 while the data folder's file system refuses writes (read-only): uploads are refused "

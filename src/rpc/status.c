@@ -50,7 +50,7 @@ static const struct mapping table[] = {
      * client or a balancer tries another. */
     { -EROFS, PROTO_STATUS_UNAVAILABLE,
       "the data folder's file system is read-only: nothing can be stored until it is writable "
-      "again (reads go on)" },
+      "again, retry on another server (reads go on)" },
 };
 
 int rpc_status_from_err(int err, const char **message)
@@ -73,6 +73,13 @@ int rpc_status_from_read_err(int err, const char **message)
 {
     if (err == -EBADMSG) {
         *message = "stored data was corrupt: the blob was dropped, upload it again";
+        return PROTO_STATUS_NOT_FOUND;
+    }
+    if (err == -EIO) {
+        /* The engine dropped it (blob_store_drop_corrupt): a retry finds it missing, and the
+         * client's upload stores it again. */
+        *message = "stored data could not be read (a disk error): the blob was dropped, upload "
+                   "it again";
         return PROTO_STATUS_NOT_FOUND;
     }
     if (err == -EMSGSIZE) {

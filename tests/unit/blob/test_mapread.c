@@ -370,7 +370,8 @@ Test(blob_mapread, a_reader_closed_before_its_window_is_checked_never_calls_back
 /*
  * A page that mincore saw cached but the kernel can no longer give back (here: cut off the
  * file; in production, a disk error after the page left the cache) raises SIGBUS in the
- * read in place: the read ends with -EIO, the blob stays (not corrupt), nothing crashes.
+ * read in place: the read ends with -EIO, nothing crashes, and the blob is dropped as any
+ * blob the disk could not read back (not counted corrupt), so that it can be stored again.
  */
 Test(blob_mapread, a_page_that_cannot_be_read_back_ends_the_read_with_eio)
 {
@@ -406,8 +407,8 @@ Test(blob_mapread, a_page_that_cannot_be_read_back_ends_the_read_with_eio)
     cr_assert(eq(int, th_get(&t, &ks, 0, BLOB_ENCODING_IDENTITY, &out, &n), -EIO));
     free(out);
     cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 0), "a disk error is not corruption");
-    cr_assert(blob_exists(t.bc, &k, false));
-    cr_assert(blob_exists(t.bc, &ks, false));
+    cr_assert(not(blob_exists(t.bc, &k, false)), "dropped: it could not be read back");
+    cr_assert(not(blob_exists(t.bc, &ks, false)));
     free(want);
     free(got);
     th_close(&t);

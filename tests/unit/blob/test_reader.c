@@ -387,23 +387,39 @@ Test(blob_reader, many_readers_of_one_blob_interleave)
     th_close(&t);
 }
 
-Test(blob_reader, a_read_that_fails_on_the_disk_reports_eio_and_keeps_the_blob)
+/*
+ * A read the disk fails (-EIO) drops the blob: kept, a bad sector failed every later read, and
+ * every upload of the blob was told it was present, so no client could ever store it again.
+ */
+Test(blob_reader, a_read_that_fails_on_the_disk_reports_eio_and_drops_the_blob)
 {
-    struct th t = { 0 };
-    th_open_sim(&t, 18);
-    static uint8_t buf[3000];
-    struct blob_key k;
-    put_one(&t, buf, sizeof(buf), 9, true, &k);
-    blob_io_sim_fail_at(t.io, 1, -EIO);
-    uint8_t *out = NULL;
-    size_t n = 0;
-    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), -EIO));
-    cr_assert(blob_exists(t.bc, &k, false), "a disk error is not corruption");
-    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 0));
-    cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
-    cr_assert(memcmp(out, buf, n) == 0);
-    free(out);
-    th_close(&t);
+    for (int step = 0; step < 2; step++) { /* the commit record's read, then a chunk's */
+        struct th t = { 0 };
+        th_open_sim(&t, 18);
+        static uint8_t buf[600000];
+        th_fill(buf, sizeof(buf), 9, false);
+        struct blob_key k;
+        th_key_of(&k, buf, sizeof(buf));
+        cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 65536, 0), 0));
+        blob_io_sim_fail_at(t.io, 1 + (uint64_t)step, -EIO);
+        uint8_t *out = NULL;
+        size_t n = 0;
+        cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), -EIO), "step %d", step);
+        free(out);
+        out = NULL;
+        cr_assert(not(blob_exists(t.bc, &k, false)), "step %d: dropped", step);
+        cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 0), "not counted as corrupt");
+        struct blob_store_stats st;
+        blob_store_stats(t.s, &st);
+        cr_assert(eq(u64, st.dropped_corrupt, 1));
+        /* Stored again, it reads. */
+        cr_assert(eq(int, th_put(&t, &k, buf, sizeof(buf), 65536, 0), 0));
+        cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &n), 0));
+        cr_assert(eq(sz, n, sizeof(buf)));
+        cr_assert(memcmp(out, buf, n) == 0);
+        free(out);
+        th_close(&t);
+    }
 }
 
 Test(blob_reader, a_commit_record_read_past_the_end_of_its_file_still_reads)

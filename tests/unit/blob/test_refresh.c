@@ -195,7 +195,7 @@ Test(blob_refresh, a_dropped_blob_is_not_found_through_its_waiting_copy)
     struct blob_index_value v;
     cr_assert(blob_store_lookup(t.s, &k, &v));
     cr_assert(blob_exists(t.bc, &k, true));
-    blob_store_drop_corrupt(t.s, &k, &v.loc);
+    blob_store_drop_corrupt(t.s, &k, &v.loc, -EBADMSG);
     struct blob_info info;
     cr_assert(eq(int, blob_stat(t.bc, &k, &info), -ENOENT));
     cr_assert(not(blob_exists(t.bc, &k, false)));

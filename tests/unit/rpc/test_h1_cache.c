@@ -16,7 +16,8 @@ Test(rpc_h1_cache, read_errors)
     cr_assert(eq(int, rpc_h1_cache_status(-ECANCELED, false), 503));
     cr_assert(eq(int, rpc_h1_cache_status(-ERANGE, false), 416));
     cr_assert(eq(int, rpc_h1_cache_status(-EINVAL, false), 400));
-    cr_assert(eq(int, rpc_h1_cache_status(-EIO, false), 500));
+    cr_assert(eq(int, rpc_h1_cache_status(-EIO, false), 404)); /* unreadable: dropped */
+    cr_assert(eq(int, rpc_h1_cache_status(-EPERM, false), 500));
 }
 
 Test(rpc_h1_cache, upload_errors)
