@@ -443,7 +443,7 @@ void blob_read_close(struct blob_reader *r);
     X(readers, gauge, "readers open")                                                              \
     X(refreshes_open, gauge, "refreshes queued or copying")                                        \
     X(bufs, gauge, "upload and read buffers held (not the writer's fixed ones)")                   \
-    X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most read_buffer_max / 8)")         \
+    X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most --read-memory / 8)")           \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
     X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
     X(zstd_refused, counter, "zstd allocations refused over the core's zstd memory limit")         \

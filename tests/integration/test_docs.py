@@ -196,6 +196,20 @@ class Metrics(harness.ServerTestCase):
                      "ringcas_requests_in_flight", "ringcas_request_bytes_total"):
             self.assertIn(name, labels)
 
+    def test_help_lines_speak_the_operator_s_words(self):
+        """A # HELP line is the doc a dashboard shows: the flags it names exist, and it names
+        no field of the source (`ringcas_blob_pool_bytes` said "at most read_buffer_max / 8",
+        a name no flag or doc has; the flag is --read-memory)."""
+        text = self.server.metrics_text()
+        flags = set(help_flags("serve"))
+        helps = re.findall(r"^# HELP (\S+) (.*)$", text, re.M)
+        self.assertGreater(len(helps), 80)
+        for name, help_text in helps:
+            for flag in re.findall(r"--([a-z0-9-]+)", help_text):
+                self.assertIn(flag, flags, "%s: %s" % (name, help_text))
+            words = set(re.findall(r"\b[a-z0-9]+_[a-z0-9_]+\b", help_text)) - {"io_uring"}
+            self.assertEqual(words, set(), "%s: %s" % (name, help_text))
+
     def test_grpc_md_gives_each_metric_its_type(self):
         types, _ = self.exposed()
         text = section(read("docs/grpc.md"), "Metrics")
