@@ -455,7 +455,8 @@ void blob_read_close(struct blob_reader *r);
     X(uploads_waiting, counter, "uploads told to wait: one of the same blob was under way")        \
     X(digest_mismatches, counter, "commits refused: digest or size mismatch")                      \
     X(queue_full, counter, "requests refused because a per-core queue was full (-EAGAIN)")         \
-    X(full, counter, "uploads refused because the budget was full (-ENOSPC)")                      \
+    X(full, counter,                                                                               \
+      "uploads refused for room: larger than the store takes, or its budget full now")             \
     X(reads, counter, "readers opened")                                                            \
     X(read_bytes, counter, "bytes given to readers")                                               \
     X(mapped_reads, counter, "records read in place from the page cache (no disk read)")           \
