@@ -96,7 +96,7 @@ struct ring_op {
     X(conns_rejected, counter,                                                                     \
       "connections refused past the limit: closed at once, or answered 503 on a probe slot")       \
     X(timeouts, counter, "socket reads and writes whose linked timeout closed the connection")     \
-    X(read_timeouts, counter, "read (idle) timeouts that closed a connection")                     \
+    X(read_timeouts, counter, "connections closed idle, or for an HTTP/1.1 head or body too slow") \
     X(write_timeouts, counter, "write progress timeouts that closed a connection")                 \
     X(cancels, counter, "ASYNC_CANCEL requests submitted")                                         \
     X(enobufs, counter, "receives that found no free provided buffer")                             \
