@@ -14,8 +14,8 @@
 MUST_CHECK int base_parse_u64(const char *s, uint64_t *out);
 
 /*
- * Parses a size in bytes: digits with an optional suffix K, M, G, T (powers of 1024), also
- * written KiB, MiB, GiB, TiB, KB, MB, GB, TB (also powers of 1024, as operators mean them).
+ * Parses a size in bytes: digits with an optional suffix B, K, M, G, T (powers of 1024), also
+ * written KiB, KB or Ki and so on (also powers of 1024, as operators mean them), in any case.
  */
 MUST_CHECK int base_parse_size(const char *s, uint64_t *out);
 

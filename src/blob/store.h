@@ -443,7 +443,7 @@ void blob_read_close(struct blob_reader *r);
     X(readers, gauge, "readers open")                                                              \
     X(refreshes_open, gauge, "refreshes queued or copying")                                        \
     X(bufs, gauge, "upload and read buffers held (not the writer's fixed ones)")                   \
-    X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most read_buffer_max / 8)")         \
+    X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most --read-memory / 8)")           \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
     X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
     X(zstd_refused, counter, "zstd allocations refused over the core's zstd memory limit")         \
@@ -455,7 +455,8 @@ void blob_read_close(struct blob_reader *r);
     X(uploads_waiting, counter, "uploads told to wait: one of the same blob was under way")        \
     X(digest_mismatches, counter, "commits refused: digest or size mismatch")                      \
     X(queue_full, counter, "requests refused because a per-core queue was full (-EAGAIN)")         \
-    X(full, counter, "uploads refused because the budget was full (-ENOSPC)")                      \
+    X(full, counter,                                                                               \
+      "uploads refused for room: larger than the store takes, or its budget full now")             \
     X(reads, counter, "readers opened")                                                            \
     X(read_bytes, counter, "bytes given to readers")                                               \
     X(mapped_reads, counter, "records read in place from the page cache (no disk read)")           \

@@ -93,9 +93,10 @@ struct ring_op {
     X(conns, gauge, "open connections")                                                            \
     X(conns_accepted, counter, "connections accepted")                                             \
     X(conns_handed_over, counter, "connections accepted here and handed to a core with fewer")     \
-    X(conns_rejected, counter, "connections closed at once because the table was full")            \
-    X(timeouts, counter, "linked timeouts that fired on socket reads and writes")                  \
-    X(read_timeouts, counter, "read (idle) timeouts that closed a connection")                     \
+    X(conns_rejected, counter,                                                                     \
+      "connections refused past the limit: closed at once, or answered 503 on a probe slot")       \
+    X(timeouts, counter, "socket reads and writes whose linked timeout closed the connection")     \
+    X(read_timeouts, counter, "connections closed idle, or for an HTTP/1.1 head or body too slow") \
     X(write_timeouts, counter, "write progress timeouts that closed a connection")                 \
     X(cancels, counter, "ASYNC_CANCEL requests submitted")                                         \
     X(enobufs, counter, "receives that found no free provided buffer")                             \

@@ -37,6 +37,39 @@ Test(base_parse, sizes_take_binary_suffixes)
     cr_assert(eq(int, base_parse_size("G", &v), -EINVAL));
 }
 
+/*
+ * The units as operators write them elsewhere: nginx and the JVM take 64k and 10g (docs/cli.md
+ * says sizes read the way they do), Kubernetes sizes volumes in Gi. Each was a usage error, so a
+ * manifest that passed a PVC's "100Gi" to RINGCAS_MAX_SIZE never started.
+ */
+Test(base_parse, sizes_take_any_case_and_kubernetes_units)
+{
+    static const struct {
+        const char *text;
+        uint64_t bytes;
+    } cases[] = {
+        { "64k", 64ULL << 10 },    { "10g", 10ULL << 30 },
+        { "10gb", 10ULL << 30 },   { "10gib", 10ULL << 30 },
+        { "10GIB", 10ULL << 30 },  { "100Gi", 100ULL << 30 },
+        { "512Mi", 512ULL << 20 }, { "4Ki", 4ULL << 10 },
+        { "2Ti", 2ULL << 40 },     { "7b", 7 },
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t v = 0;
+        cr_assert(eq(int, base_parse_size(cases[i].text, &v), 0), "%s", cases[i].text);
+        cr_assert(eq(u64, v, cases[i].bytes), "%s", cases[i].text);
+    }
+    uint64_t v = 0;
+    /* Nothing else: no other letters, no space before or after the unit. */
+    cr_assert(eq(int, base_parse_size("1Gx", &v), -EINVAL));
+    cr_assert(eq(int, base_parse_size("1q", &v), -EINVAL));
+    cr_assert(eq(int, base_parse_size("1 G", &v), -EINVAL));
+    cr_assert(eq(int, base_parse_size("1Gib ", &v), -EINVAL));
+    /* Durations keep their case: m is minutes, and M is no duration. */
+    cr_assert(eq(int, base_parse_duration_ms("1M", &v), -EINVAL));
+}
+
 Test(base_parse, durations_are_milliseconds)
 {
     uint64_t v = 0;
