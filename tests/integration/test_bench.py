@@ -11,6 +11,7 @@ run; percentiles against injected delays; fake servers (http.server, grpcio) who
 have the right shape but the wrong contents, which must count as errors, not throughput.
 """
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -61,6 +62,35 @@ def check_latency(tc, lat, what):
     tc.assertEqual(sum(c for _, c in lat["histogram"]), lat["count"], what)
     bounds = [b for b, _ in lat["histogram"]]
     tc.assertEqual(bounds, sorted(bounds), what)
+
+
+@contextlib.contextmanager
+def http_server(answer):
+    """A throwaway HTTP/1.1 server on 127.0.0.1 whose every GET is answered by answer(path),
+    a (status, body) pair, sent at once (no Nagle delay between head and body). Yields its
+    HOST:PORT."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_GET(self):
+            status, body = answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield "127.0.0.1:%d" % srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 class BenchTest(harness.ServerTestCase):
@@ -269,29 +299,9 @@ class BenchCliTest(unittest.TestCase):
         # Any HTTP server (--path): each answer is a 503 whose body says why, at more length
         # than the 160 bytes the first error used to keep. The report said "HTTP 503" only.
         reason = "busy: " + "the reason, " * 30 + "end"
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                body = (reason + "\n").encode()
-                self.send_response(503)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        try:
-            rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload", "http-get",
-                                 "--path", "/x", "--threads", "1", "--concurrency", "2",
-                                 "--duration", "500ms", "--json")
-        finally:
-            srv.shutdown()
-            srv.server_close()
+        with http_server(lambda path: (503, (reason + "\n").encode())) as address:
+            rc, out, err = bench(address, "--workload", "http-get", "--path", "/x", "--threads",
+                                 "1", "--concurrency", "2", "--duration", "500ms", "--json")
         self.assertEqual(rc, 1, out + err)
         r = json.loads(out)
         self.assertGreater(r["errors_by_status"].get("http 503", 0), 0, out)
@@ -302,27 +312,10 @@ class BenchCliTest(unittest.TestCase):
         # cut at the 255-byte limit, went into the JSON as is, and the report did not parse.
         reasons = {"/bad": b"busy \xff\xfe\xc3 end",
                    "/cut": ("x" * 236).encode() + "\u00e9".encode() * 20}
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                body = reasons[self.path]
-                self.send_response(503)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        try:
+        with http_server(lambda path: (503, reasons[path])) as address:
             for path, first in (("/bad", "busy \ufffd\ufffd\ufffd end"),
                                 ("/cut", "x" * 236 + "\u00e9" * 9 + "\ufffd")):
-                cmd = [harness.binary(), "bench", "--server",
-                       "127.0.0.1:%d" % srv.server_address[1], "--workload", "http-get",
+                cmd = [harness.binary(), "bench", "--server", address, "--workload", "http-get",
                        "--path", path, "--threads", "1", "--concurrency", "1", "--duration",
                        "300ms", "--warmup", "0s", "--json"]
                 p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -330,9 +323,6 @@ class BenchCliTest(unittest.TestCase):
                 self.assertEqual(p.returncode, 1, p.stderr)
                 r = json.loads(p.stdout.decode("utf-8"))  # strict: raises on invalid UTF-8
                 self.assertEqual(r["first_error"], "HTTP GET: HTTP 503: " + first)
-        finally:
-            srv.shutdown()
-            srv.server_close()
 
     def test_percentiles_of_injected_delays(self):
         # A server that holds every 10th answer 300 ms: one slot, closed loop, so a tenth of
@@ -342,33 +332,17 @@ class BenchCliTest(unittest.TestCase):
         count = [0]
         lock = threading.Lock()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # head and body leave at once, not 40 ms apart
+        def answer(path):
+            with lock:
+                count[0] += 1
+                slow = count[0] % 10 == 0
+            if slow:
+                time.sleep(0.3)
+            return 200, b"ok"
 
-            def do_GET(self):
-                with lock:
-                    count[0] += 1
-                    slow = count[0] % 10 == 0
-                if slow:
-                    time.sleep(0.3)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        try:
-            rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload",
-                                 "http-get", "--path", "/x", "--threads", "1", "--concurrency",
-                                 "1", "--duration", "3s", "--json")
-        finally:
-            srv.shutdown()
-            srv.server_close()
+        with http_server(answer) as address:
+            rc, out, err = bench(address, "--workload", "http-get", "--path", "/x", "--threads",
+                                 "1", "--concurrency", "1", "--duration", "3s", "--json")
         self.assertEqual(rc, 0, out + err)
         lat = json.loads(out)["latency_ns"]
         check_latency(self, lat, "injected delays")

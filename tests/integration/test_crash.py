@@ -75,6 +75,24 @@ class Writer(threading.Thread):
             self.client.close()
 
 
+def kill_cycles(srv, rng, cycles, after_restart):
+    """<cycles> rounds of: a Writer uploads to the running <srv> for 0.2-0.9 s, the server is
+    killed (SIGKILL) and started again on its port, then after_restart(round_acked, acked)
+    checks. Returns every blob acknowledged in all rounds."""
+    acked = []
+    for _ in range(cycles):
+        w = Writer(srv.address, rng)
+        w.start()
+        time.sleep(rng.uniform(0.2, 0.9))
+        srv.kill()
+        w.stop = True
+        w.join(30)
+        srv.start(srv.port)
+        acked.extend(w.acked)
+        after_restart(w.acked, acked)
+    return acked
+
+
 class KillNine(unittest.TestCase):
     def verify(self, srv, blobs):
         c = reapi.Client(srv.address)
@@ -99,25 +117,16 @@ class KillNine(unittest.TestCase):
 
     def test_acknowledged_blobs_survive_sigkill(self):
         rng = random.Random(int(os.environ.get("RINGCAS_CRASH_SEED", "0")) or None)
-        acked = []
         srv = harness.Server(cores=2)
         srv.start()
         try:
-            for cycle in range(CYCLES):
-                w = Writer(srv.address, rng)
-                w.start()
-                time.sleep(rng.uniform(0.2, 0.9))
-                srv.kill()
-                w.stop = True
-                w.join(30)
-                srv.start(srv.port)
-                acked.extend(w.acked)
+            def check(round_acked, acked):
                 c = self.verify(srv, acked)
                 try:
-                    sample = w.acked + rng.sample(acked, min(len(acked), 20))
-                    self.read_back(c, sample)
+                    self.read_back(c, round_acked + rng.sample(acked, min(len(acked), 20)))
                 finally:
                     c.close()
+            acked = kill_cycles(srv, rng, CYCLES, check)
             c = self.verify(srv, acked)
             try:
                 self.read_back(c, acked)

@@ -18,7 +18,6 @@ import random
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 import urllib.error
 import urllib.request
@@ -28,7 +27,7 @@ import grpc
 
 import harness
 import reapi
-from test_crash import Writer, digest
+from test_crash import digest, kill_cycles
 
 MIB = 1 << 20
 IMAGE = 3 << 30  # sparse: only what the tests write takes room in /tmp
@@ -90,17 +89,8 @@ class OnFileSystem:
     def test_acknowledged_blobs_survive_sigkill(self):
         rng = random.Random(int(os.environ.get("RINGCAS_CRASH_SEED", "0")) or None)
         srv = self.serve()
-        acked = []
-        for _ in range(6):
-            w = Writer(srv.address, rng)
-            w.start()
-            time.sleep(rng.uniform(0.3, 0.9))
-            srv.kill()
-            w.stop = True
-            w.join(30)
-            srv.start(srv.port)
-            acked.extend(w.acked)
-            self.assertEqual(self.missing(acked), [], "acknowledged blobs lost after kill -9")
+        acked = kill_cycles(srv, rng, 6, lambda round_acked, acked: self.assertEqual(
+            self.missing(acked), [], "acknowledged blobs lost after kill -9"))
         self.assertGreater(len(acked), 6)
         c = reapi.Client(srv.address)
         try:
