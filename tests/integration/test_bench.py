@@ -450,7 +450,6 @@ class FakeCas:
 
         import reapi
         self.blobs = {}
-        re = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 
         def write(requests, context):
             data = b"".join(r.data for r in requests)

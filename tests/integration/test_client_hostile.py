@@ -10,7 +10,6 @@ report on stderr, which the checks below show).
 
 import hashlib
 import os
-import socket
 import struct
 import subprocess
 import tempfile

@@ -63,7 +63,7 @@ class MemoryRefusalStatus(harness.ServerTestCase):
         self.assertEqual(client.BatchUpdateBlobs(req, timeout=20).responses[0].status.code, 0)
         c = h2raw.Conn(self.server.port, window=1 << 24)
         try:
-            used = self.fill(c, len(data) * 2)
+            self.fill(c, len(data) * 2)
             with self.assertRaises(grpc.RpcError) as cm:
                 list(client.GetTree(reapi.msg("GetTreeRequest", root_digest=r.digest),
                                     timeout=20))
@@ -117,7 +117,7 @@ class MemoryRefusalStatus(harness.ServerTestCase):
         size = len(ar.SerializeToString())
         c = h2raw.Conn(self.server.port, window=1 << 24)
         try:
-            used = self.fill(c, size * 2)
+            self.fill(c, size * 2)
             with self.assertRaises(grpc.RpcError) as cm:
                 client.GetActionResult(reapi.msg("GetActionResultRequest",
                                                  action_digest=action), timeout=20)
