@@ -6,7 +6,7 @@ set -eu
 BUILD="cmake make gcc clang clang-format clang-tidy libclang-rt-14-dev pkg-config
 liburing-dev libzstd-dev libprotobuf-c-dev protobuf-c-compiler libxxhash-dev
 libcriterion-dev libnghttp2-dev libssl-dev"
-TEST="python3 python3-grpcio python3-protobuf python3-zstandard python3-yaml curl ccache
+TEST="python3 python3-grpcio python3-protobuf python3-zstandard python3-yaml python3-pyflakes curl ccache
 nghttp2-client bazel-bootstrap gradle procps psmisc prometheus xfsprogs btrfs-progs"
 PERF="nginx-light nghttp2-server nghttp2-client wrk iperf3 fio linux-perf liburcu-dev libck-dev"
 

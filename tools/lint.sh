@@ -1,7 +1,7 @@
 #!/bin/sh
 # make lint: clang-format, clang-tidy (warnings are errors) and tools/tidy.sh over the tracked
-# C files (clang-format also over perf/). $1 is a build folder with compile_commands.json
-# (the clang build).
+# C files (clang-format also over perf/), and pyflakes over the Python files. $1 is a build
+# folder with compile_commands.json (the clang build).
 set -eu
 cd "$(dirname "$0")/.."
 build=${1:-build/clang}
@@ -18,6 +18,11 @@ srcs=$(git ls-files 'src/*.c' | grep -v -e generated -e '\.pb-c\.')
 printf '%s\n' $srcs | xargs -P "$(nproc)" -n 1 clang-tidy -p "$build" --quiet 2>/dev/null >/tmp/lint-tidy.$$ || {
     cat /tmp/lint-tidy.$$; rm -f /tmp/lint-tidy.$$; echo "lint: clang-tidy failed"; exit 1; }
 rm -f /tmp/lint-tidy.$$
+
+echo "lint: pyflakes"
+# The tests and perf scripts: an unused import or variable, an undefined name (a typo in a
+# branch a run may not reach).
+/usr/bin/python3 -m pyflakes $(git ls-files '*.py')
 
 echo "lint: tidy.sh"
 ./tools/tidy.sh
