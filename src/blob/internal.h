@@ -275,6 +275,9 @@ struct blob_store {
     _Atomic uint64_t recovery_cuts;    /* stats: scans cut at damage with valid records after */
     struct blob_refresh_table refreshing; /* keys queued for a refresh copy, every core's */
     struct blob_uploading uploading;      /* CAS blobs being uploaded, every core's */
+
+    /* Deinitialised cores (blob_core.retired_next), kept for their counters; freed by close. */
+    _Atomic(struct blob_core *) retired;
 };
 
 /* Tells the evictor the segment set changed (wakes the thread, or evicts inline). */
@@ -455,6 +458,7 @@ struct blob_core {
     uint32_t disk_reads;             /* reads in flight (admission) */
     uint64_t read_buf_bytes;         /* bytes of readers' buffers (bounded: read_buffer_max) */
     bool quiescing;                  /* no new uploads */
+    struct blob_core *retired_next;  /* on the store's retired list once deinitialised */
 };
 
 /* The engine's helpers for the seam. */

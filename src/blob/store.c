@@ -321,6 +321,12 @@ void blob_store_close(struct blob_store *s)
 {
     if (!s) return;
     ASSERT(atomic_load(&s->cores) == 0);
+    /* Bounded: one per blob_core_deinit since open. */
+    for (struct blob_core *bc = atomic_load(&s->retired); bc;) {
+        struct blob_core *next = bc->retired_next;
+        free(bc);
+        bc = next;
+    }
     if (s->evict_running) {
         pthread_mutex_lock(&s->evict_lock);
         s->evict_stop = true;
@@ -478,8 +484,15 @@ void blob_core_deinit(struct blob_core *bc)
     blob_chunk_ctx_deinit(&bc->zctx);
     uint64_t zstd_left = base_counter_get(&bc->counters.zstd_bytes);
     ASSERT(zstd_left == 0);
-    atomic_fetch_sub(&bc->s->cores, 1);
-    free(bc);
+    struct blob_store *s = bc->s;
+    atomic_fetch_sub(&s->cores, 1);
+    /* Other threads read the counters at any time (GET /metrics on another core renders every
+     * core's) and nothing orders their last read before this: the struct stays until
+     * blob_store_close, which runs once every thread that could read it has been joined. */
+    struct blob_core *head = atomic_load(&s->retired);
+    do {
+        bc->retired_next = head;
+    } while (!atomic_compare_exchange_weak(&s->retired, &head, bc));
 }
 
 void blob_core_segment_failed(struct blob_core *bc, uint64_t seq, int err)

@@ -167,8 +167,9 @@ MUST_CHECK int blob_store_open(const struct blob_store_options *o, struct blob_s
                                char *why, size_t why_size);
 
 /*
- * Stops the evictor, closes the segments and frees the index. Every blob_core must have been
- * deinitialised. Main thread. NULL is accepted.
+ * Stops the evictor, closes the segments, frees the index and the deinitialised cores. Every
+ * blob_core must have been deinitialised, and no thread may still read their counters. Main
+ * thread. NULL is accepted.
  */
 void blob_store_close(struct blob_store *s);
 
@@ -192,9 +193,11 @@ void blob_core_quiesce(struct blob_core *bc);
 bool blob_core_is_idle(const struct blob_core *bc);
 
 /*
- * Frees the core's engine after its loop ended (server hook core_deinit): asserts that no
- * upload, reader or I/O is left. The active segment stays unsealed (recovery seals it).
- * Core thread. NULL is accepted.
+ * Releases the core's engine after its loop ended (server hook core_deinit): asserts that no
+ * upload, reader or I/O is left. The active segment stays unsealed (recovery seals it). Its
+ * counters (blob_core_counters) stay readable by any thread, with their last values, until
+ * blob_store_close frees what is left of <bc>: another core may be rendering GET /metrics
+ * over them at this very moment. Core thread. NULL is accepted.
  */
 void blob_core_deinit(struct blob_core *bc);
 
@@ -507,7 +510,8 @@ struct blob_store_stats {
     uint64_t read_only;        /* 1 while the folder's file system refuses writes */
 };
 
-/* The core's counters; any thread may read them. */
+/* The core's counters; any thread may read them until blob_store_close (even after
+ * blob_core_deinit). */
 const struct blob_counters *blob_core_counters(const struct blob_core *bc);
 
 /* Adds the core's counters into <out>. Any thread. */

@@ -60,7 +60,9 @@ struct server_core {
     atomic_uint incoming;          /* connections handed over to it and not yet adopted */
     bool draining;                 /* shutdown began */
     bool quiesced;                 /* connections are gone; waiting for the last op */
-    int status;                    /* start result (0 or -errno), then loop result */
+    atomic_int status;             /* start result (0 or -errno), then loop result; the main
+                                    * thread reads it while the core's thread may be ending
+                                    * (force_cores at a second stop signal) */
     char why[256];                 /* start failure, one line */
 };
 

@@ -24,19 +24,29 @@ static const char *const mem_helps[] = {
     "gRPC message allocations refused over --message-memory",
 };
 
+/*
+ * The core's table entry, or NULL while it starts: GET /metrics on a core already serving
+ * renders every core while later ones are still being set up (a fixed port is probed as soon
+ * as it accepts). The acquire pairs with the release that publishes the entry (server.c).
+ */
+static const struct rpc_core *core_of(const struct rpc_config *cfg, uint32_t core)
+{
+    if (core >= cfg->core_count) return NULL;
+    return __atomic_load_n(&cfg->cores[core], __ATOMIC_ACQUIRE);
+}
+
 static uint64_t read_counter(void *ctx, uint32_t core, size_t index)
 {
-    const struct rpc_config *cfg = ctx;
-    if (core >= cfg->core_count || !cfg->cores[core]) return 0;
-    const struct base_counter *first = (const struct base_counter *)&cfg->cores[core]->counters;
+    const struct rpc_core *rc = core_of(ctx, core);
+    if (!rc) return 0;
+    const struct base_counter *first = (const struct base_counter *)&rc->counters;
     return base_counter_get(&first[index]);
 }
 
 static uint64_t read_mem(void *ctx, uint32_t core, size_t index)
 {
-    const struct rpc_config *cfg = ctx;
-    if (core >= cfg->core_count || !cfg->cores[core]) return 0;
-    const struct rpc_core *rc = cfg->cores[core];
+    const struct rpc_core *rc = core_of(ctx, core);
+    if (!rc) return 0;
     const struct base_counter *c[] = { &rc->h2_mem.bytes, &rc->pb_mem.bytes, &rc->pb_mem.failed };
     return base_counter_get(c[index]);
 }

@@ -125,10 +125,10 @@ static void core_deinit(struct ring_core *core, void *arg)
     rpc_call_pool_drain(rc);
     rpc_call_core_deinit(rc);
     rpc_svc_bytestream_deinit(rc);
-    /* GET /metrics on another core reads the engine's counters: unpublish it first. */
-    struct blob_core *bc = rc->blob;
-    __atomic_store_n(&rc->blob, NULL, __ATOMIC_RELEASE);
-    blob_core_deinit(bc);
+    /* GET /metrics on another core may be reading the engine's counters right now: they stay
+     * (with their last values, so that a scrape during the drain sees no counter reset) until
+     * blob_store_close, after every core has stopped. <rc->blob> stays published for them. */
+    blob_core_deinit(rc->blob);
     ring_core_set_app(core, NULL);
     /* Freed by free_cores once every core has stopped: another core may still be rendering
      * GET /metrics over this one's counters. */

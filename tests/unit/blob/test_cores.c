@@ -439,6 +439,92 @@ Test(blob_cores, the_evictor_thread_keeps_a_real_store_within_budget, .timeout =
     th_close(&t);
 }
 
+/* ---- a core's counters outlive its engine ---- */
+
+struct counting {
+    struct blob_store *s;
+    _Atomic(struct blob_core *) bc; /* published by the owner once its engine runs */
+    atomic_bool deinited;           /* the owner's engine is deinitialised (relaxed: no order) */
+    uint64_t reads;                 /* the reader's passes */
+    int owner_errors;
+    int reader_errors;
+};
+
+/* The owner: a core that writes a blob, then stops its engine while the reader reads on. */
+static void *counting_owner(void *arg)
+{
+    struct counting *c = arg;
+    struct ring_core *core = thread_ring(0);
+    struct blob_core *bc;
+    if (!core || blob_core_init(c->s, core, &bc) < 0) {
+        c->owner_errors++;
+        if (core) ring_core_destroy(core);
+        atomic_store(&c->deinited, true);
+        return NULL;
+    }
+    static uint8_t buf[5000];
+    th_fill(buf, sizeof(buf), 7, false);
+    struct blob_key k;
+    th_key_of(&k, buf, sizeof(buf));
+    if (thread_put(core, bc, &k, buf, sizeof(buf)) != 0) c->owner_errors++;
+    atomic_store(&c->bc, bc);
+    blob_core_quiesce(bc);
+    for (int i = 0; i < 1000 && !blob_core_is_idle(bc); i++) {
+        if (ring_core_tick(core, 10) < 0) break;
+    }
+    blob_core_deinit(bc);
+    ring_core_destroy(core);
+    atomic_store_explicit(&c->deinited, true, memory_order_relaxed);
+    return NULL;
+}
+
+/* The reader: GET /metrics on another core, which sums every core's counters at any time. */
+static void *counting_reader(void *arg)
+{
+    struct counting *c = arg;
+    struct blob_core *bc;
+    while (!(bc = atomic_load(&c->bc)) && !atomic_load(&c->deinited)) {
+        usleep(100);
+    }
+    if (!bc) return NULL;
+    /* Bounded: the owner ends within its tick bound; then a few passes more. */
+    for (int after = 0; after < 100;) {
+        struct blob_counters_snapshot snap = { 0 };
+        blob_counters_add_to(blob_core_counters(bc), &snap);
+        if (snap.blobs_committed != 1) c->reader_errors++;
+        c->reads++;
+        if (atomic_load_explicit(&c->deinited, memory_order_relaxed)) after++;
+        usleep(50);
+    }
+    return NULL;
+}
+
+/*
+ * Another core reads a core's counters whenever it renders GET /metrics, with nothing that
+ * orders those reads before the core's shutdown: a core that deinitialises its engine while
+ * the other still serves a scrape must leave the counters readable (they were freed with the
+ * engine: a read after free, which ThreadSanitizer and AddressSanitizer both report).
+ */
+Test(blob_cores, a_cores_counters_stay_readable_after_its_engine_is_deinitialised, .timeout = 120)
+{
+    char dir[64];
+    struct blob_store_options o;
+    real_options(dir, "/tmp/blobcount.XXXXXX", 64ULL << 20, &o);
+    static struct counting c;
+    c = (struct counting){ .s = real_open(&o) };
+    pthread_t owner;
+    pthread_t reader;
+    cr_assert(eq(int, pthread_create(&reader, NULL, counting_reader, &c), 0));
+    cr_assert(eq(int, pthread_create(&owner, NULL, counting_owner, &c), 0));
+    pthread_join(owner, NULL);
+    pthread_join(reader, NULL);
+    cr_assert(eq(int, c.owner_errors, 0));
+    cr_assert(eq(int, c.reader_errors, 0));
+    cr_assert(gt(u64, c.reads, 0));
+    blob_store_close(c.s);
+    real_remove(dir);
+}
+
 Test(blob_cores, readers_on_both_cores_of_blobs_from_both_cores)
 {
     struct two w = { 0 };

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -197,6 +199,58 @@ Test(ring_server, a_stop_while_connections_are_handed_over_loses_none, .timeout 
     }
     cr_assert(gt(u64, handed, 0));
     cr_assert(eq(int, echo_fd_count_settled(fds_before), fds_before));
+}
+
+/* Sends the process SIGINT after 300 ms (the second stop signal of the test below). */
+static void *signal_later(void *arg)
+{
+    (void)arg;
+    usleep(300000);
+    kill(getpid(), SIGINT);
+    return NULL;
+}
+
+Test(ring_server, a_second_signal_after_one_core_ended_forces_the_others, .timeout = 60)
+{
+    /* Ctrl-C pressed twice: the stop waits on core 0, whose client stopped reading in the
+     * middle of a send, while core 1 (no connection) has already ended its loop. The second
+     * signal must end core 0's drain at once and leave core 1 alone: the stop reads what core
+     * 1's thread wrote as it ended (its status) without having joined it yet. */
+    ring_server_block_signals(); /* the signal waits for ring_server_take_signal */
+    struct echo_config cfg = { .read_timeout_ms = 60000,
+                               .write_timeout_ms = 60000,
+                               .drain_timeout_ms = 30000 };
+    struct ring_server *srv = echo_server_start(2, &cfg);
+    char in[5];
+    int fd = echo_connect(ring_server_port(srv));
+    echo_write_all(fd, "hello", 5);
+    echo_read_exact(fd, in, 5); /* answered: adopted by now */
+    if (conns_on(srv, 0) == 0) {
+        /* On core 1: the next goes to core 0, the one with fewer; this one goes away. */
+        int other = echo_connect(ring_server_port(srv));
+        echo_write_all(other, "hello", 5);
+        echo_read_exact(other, in, 5);
+        close(fd);
+        fd = other;
+        for (int i = 0; i < 500 && conns_on(srv, 1) > 0; i++)
+            usleep(10000);
+    }
+    cr_assert(eq(u64, conns_on(srv, 0), 1));
+    cr_assert(eq(u64, conns_on(srv, 1), 0));
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    echo_write_all(fd, "BLAST", 5);
+    char buf[4096];
+    echo_read_exact(fd, buf, sizeof(buf));
+    pthread_t later;
+    cr_assert(eq(int, pthread_create(&later, NULL, signal_later, NULL), 0));
+    uint64_t start = base_clock_now_ns();
+    cr_assert(eq(int, ring_server_stop(srv), 0));
+    uint64_t took_ms = (base_clock_now_ns() - start) / BASE_NS_PER_MS;
+    pthread_join(later, NULL);
+    cr_assert(lt(u64, took_ms, 20000), "the drain ran to its deadline: %llu ms",
+              (unsigned long long)took_ms);
+    close(fd);
 }
 
 Test(ring_server, counts_the_cpus_it_may_run_on, .timeout = 60)
