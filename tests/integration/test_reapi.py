@@ -1100,6 +1100,55 @@ class ParkedDecoders(unittest.TestCase):
         return list(c.FindMissingBlobs(req, timeout=30).missing_blob_digests)
 
 
+class ParkedBound(unittest.TestCase):
+    """What clients that leave their uploads behind can hold, over a long run (perf/SOAK.md):
+    at most 64 parked uploads per core, the oldest dropped first, and none past 60 s. A
+    server whose clients keep leaving (Bazel killed mid-build, CI runners that vanish) would
+    otherwise keep their chunk buffers and engine uploads for its whole life."""
+
+    PARKED_MAX = 64
+    EXTRA = 6
+
+    def query(self, c, name):
+        q = reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=name)
+        try:
+            st = c.QueryWriteStatus(q, timeout=30)
+            return st.committed_size
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), SC.NOT_FOUND)
+            return None
+
+    def test_parked_uploads_are_capped_per_core_and_expire(self):
+        with harness.Server(cores=1) as srv:
+            c = reapi.Client(srv.address)
+            try:
+                half = 100 << 10
+                names = []
+                for _ in range(self.PARKED_MAX + self.EXTRA):
+                    data = os.urandom(2 * half)
+                    name = blob_name(data, upload=str(uuid.uuid4()))
+                    # Half the blob and no finish_write: answered OK, then parked.
+                    r = c.Write(iter(write_reqs(name, data[:half], finish=False)), timeout=30)
+                    self.assertEqual(r.committed_size, half)
+                    names.append(name)
+                self.assertEqual(srv.metric("ringcas_bs_uploads_parked"), self.PARKED_MAX)
+                self.assertEqual(srv.metric("ringcas_bs_uploads"), self.PARKED_MAX)
+                self.assertEqual(srv.metric("ringcas_blob_uploads"), self.PARKED_MAX)
+                # The oldest went first; the rest can still be resumed.
+                for name in names[:self.EXTRA]:
+                    self.assertIsNone(self.query(c, name), name)
+                for name in names[self.EXTRA:]:
+                    self.assertEqual(self.query(c, name), half, name)
+                # 60 s after they were parked (swept every 5 s) none is left, nor what it held.
+                harness.wait_for(lambda: srv.metric("ringcas_bs_uploads_parked") == 0,
+                                 timeout=90, interval=1, what="the parked uploads to expire")
+                wait_zero(srv, ("bs_uploads", "blob_uploads", "blob_bufs"))
+                self.assertIsNone(self.query(c, names[-1]))
+            finally:
+                c.close()
+            srv.wait_quiet(extra=GAUGES)
+
+
 class Full(unittest.TestCase):
     def test_a_blob_over_the_limit_is_invalid_argument(self):
         """Larger than the store takes (a quarter of --max-size, the max_cas_blob_size_bytes
