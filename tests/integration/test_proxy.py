@@ -3,8 +3,9 @@ it: deploy/nginx/ringcas.conf, run by Debian's nginx as it is (only its paths un
 /etc/nginx/ringcas/, its listen port and its upstream port replaced), in front of the real
 server, with a CA and a server certificate made by openssl for the test, and real clients:
 
-- Bazel 4.2.3 over grpcs:// (build, clean --expunge, build: all remote cache hits) and over
-  https:// with the credentials in the URL (the same);
+- Bazel 4.2.3 over grpcs:// (build, clean --expunge, build: all remote cache hits; then the
+  read-only identity: all hits too) and over https:// with the credentials in the URL (the
+  same);
 - grpcio with TLS credentials and basic-auth metadata: a 50 MiB ByteStream Write and Read that
   nginx streams (no temp file, its worker's memory stays small), a cancelled Read and a Write
   past its deadline that leave nothing in flight in the server;
@@ -574,6 +575,21 @@ class Proxy(unittest.TestCase):
             self.assertIn(want, log)
             self.assertNotIn(" - - ", log)  # every request authenticated as ci
             bazel("clean", "--expunge")
+            if what == "grpcs":
+                # A developer's machine with the read-only identity: every hit is served by
+                # the read methods alone, and nothing is refused.
+                before = self.nginx.access_log()
+                dev = ["--remote_cache=grpcs://" + self.addr, "--tls_certificate=" + self.ca,
+                       "--remote_header=authorization=" + basic("dev"),
+                       "--noremote_upload_local_results"] + common
+                third = bazel("build", *dev, *TARGETS)
+                self.assertIn("%d processes: %d remote cache hit, 1 internal."
+                              % (len(TARGETS) + 1, len(TARGETS)), third, third[-2000:])
+                self.assertEqual(outputs(), built)
+                log = self.nginx.access_log()[len(before):]
+                self.assertIn(" - dev [", log)
+                self.assertNotIn("\" 401 ", log)
+                bazel("clean", "--expunge")
         self.settled()
 
 
