@@ -8,7 +8,7 @@ liburing-dev libzstd-dev libprotobuf-c-dev protobuf-c-compiler libxxhash-dev
 libcriterion-dev libnghttp2-dev libssl-dev"
 TEST="python3 python3-grpcio python3-protobuf python3-zstandard python3-yaml python3-pyflakes curl ccache
 nghttp2-client bazel-bootstrap gradle procps psmisc prometheus xfsprogs btrfs-progs
-nginx-light libnetty-tcnative-jni"
+nginx-light libnetty-tcnative-jni openssl"
 PERF="nghttp2-server nghttp2-client wrk iperf3 fio linux-perf liburcu-dev libck-dev"
 
 case "${1:-build}" in
