@@ -308,6 +308,7 @@ class Proxy(unittest.TestCase):
                                    timeout=120)
             self.assertEqual(resp.committed_size, len(data))
             self.assertEqual(self.read(digest, len(data), user="dev"), data)
+        self.assertGreater(watch.polls, 10)  # the watch ran during the transfers
         self.assertEqual(watch.seen, set())
         self.assertLess(self.nginx.worker_peak_kib(), WORKER_PEAK_KIB_MAX)
         self.settled()
@@ -491,6 +492,7 @@ class Proxy(unittest.TestCase):
             self.assertEqual(chunked.stdout, b"201", chunked.stderr)
         with open(got, "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest)
+        self.assertGreater(watch.polls, 10)  # the watch ran during the transfers
         self.assertEqual(watch.seen, set())
         self.assertLess(self.nginx.worker_peak_kib(), WORKER_PEAK_KIB_MAX)
         self.settled()
