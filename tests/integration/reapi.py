@@ -94,10 +94,14 @@ class Client:
                              "google.bytestream.QueryWriteStatusResponse", "uu"),
     }
 
-    def __init__(self, address, options=None):
+    def __init__(self, address, options=None, credentials=None):
+        """A plain channel, or a TLS one with <credentials> (grpc.ssl_channel_credentials)."""
         opts = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20)]
-        self.channel = grpc.insecure_channel(address, options=opts + list(options or []))
+                ("grpc.max_send_message_length", 64 << 20)] + list(options or [])
+        if credentials:
+            self.channel = grpc.secure_channel(address, credentials, options=opts)
+        else:
+            self.channel = grpc.insecure_channel(address, options=opts)
         for name, (path, req, resp, kind) in self.METHODS.items():
             factory = {"uu": self.channel.unary_unary, "us": self.channel.unary_stream,
                        "su": self.channel.stream_unary}[kind]
