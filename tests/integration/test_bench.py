@@ -67,16 +67,24 @@ def check_latency(tc, lat, what):
 @contextlib.contextmanager
 def http_server(answer):
     """A throwaway HTTP/1.1 server on 127.0.0.1 whose every GET is answered by answer(path),
-    a (status, body) pair, sent at once (no Nagle delay between head and body). Yields its
-    HOST:PORT."""
+    a (status, body) pair or (status, body, extra header pairs), sent at once (no Nagle delay
+    between head and body); every PUT is taken whole and answered 201. Yields its HOST:PORT."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
 
+        def do_PUT(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_GET(self):
-            status, body = answer(self.path)
+            status, body, *extra = answer(self.path)
             self.send_response(status)
+            for name, value in extra[0] if extra else ():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -362,29 +370,10 @@ class BenchCliTest(unittest.TestCase):
         # --verify checked nothing over HTTP: both reported 0 errors, exit 0.
         answers = {}
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def answer(path):
+            encoding, body = answers["get"]
+            return 200, body, [("Content-Encoding", encoding)] if encoding else []
 
-            def do_PUT(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self.send_response(201)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self):
-                encoding, body = answers["get"]
-                self.send_response(200)
-                if encoding:
-                    self.send_header("Content-Encoding", encoding)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
         cases = (
             # (Content-Encoding, body, flags, the first error's reason)
             ("zstd", b"oops", ["--compress"], "a zstd body that does not decode (4 bytes)"),
@@ -392,21 +381,18 @@ class BenchCliTest(unittest.TestCase):
             (None, b"x" * SIZE, ["--verify"], "the body's SHA-256 is not the blob's"),
             ("gzip", b"x" * SIZE, [], "a Content-Encoding the request did not accept"),
         )
-        try:
+        with http_server(answer) as address:
             for encoding, body, flags, why in cases:
                 answers["get"] = (encoding, body)
-                rc, out, err = bench("127.0.0.1:%d" % srv.server_address[1], "--workload",
-                                     "http-get", "--threads", "1", "--concurrency", "2",
-                                     "--blobs", "4", "--duration", "500ms", "--json", *flags)
+                rc, out, err = bench(address, "--workload", "http-get", "--threads", "1",
+                                     "--concurrency", "2", "--blobs", "4", "--duration",
+                                     "500ms", "--json", *flags)
                 self.assertEqual(rc, 1, out + err)
                 r = json.loads(out)
                 self.assertEqual(r["requests"], 0, out)
                 self.assertEqual(r["bytes"], 0, out)
                 self.assertEqual(list(r["errors_by_status"]), ["local EBADMSG"], out)
                 self.assertEqual(r["first_error"], "HTTP GET: EBADMSG 74: " + why)
-        finally:
-            srv.shutdown()
-            srv.server_close()
 
     def test_unreachable_server_is_exit_5(self):
         s = socket.socket()

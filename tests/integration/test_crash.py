@@ -93,19 +93,25 @@ def kill_cycles(srv, rng, cycles, after_restart):
     return acked
 
 
+def missing(address, blobs):
+    """The digests of <blobs> that the server at <address> reports missing."""
+    c = reapi.Client(address)
+    try:
+        out = []
+        for i in range(0, len(blobs), 500):
+            req = reapi.msg("FindMissingBlobsRequest",
+                            blob_digests=[digest(b) for b in blobs[i:i + 500]])
+            out += list(c.FindMissingBlobs(req, timeout=60).missing_blob_digests)
+        return out
+    finally:
+        c.close()
+
+
 class KillNine(unittest.TestCase):
     def verify(self, srv, blobs):
-        c = reapi.Client(srv.address)
-        try:
-            for i in range(0, len(blobs), 500):
-                req = reapi.msg("FindMissingBlobsRequest",
-                                blob_digests=[digest(b) for b in blobs[i:i + 500]])
-                missing = c.FindMissingBlobs(req, timeout=60).missing_blob_digests
-                self.assertEqual(list(missing), [], "acknowledged blobs lost after kill -9")
-            return c
-        except Exception:
-            c.close()
-            raise
+        """Every blob of <blobs> is present; returns a client for the reads that follow."""
+        self.assertEqual(missing(srv.address, blobs), [], "acknowledged blobs lost after kill -9")
+        return reapi.Client(srv.address)
 
     def read_back(self, c, blobs):
         for b in blobs:

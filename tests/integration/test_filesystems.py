@@ -27,7 +27,7 @@ import grpc
 
 import harness
 import reapi
-from test_crash import digest, kill_cycles
+from test_crash import digest, kill_cycles, missing
 
 MIB = 1 << 20
 IMAGE = 3 << 30  # sparse: only what the tests write takes room in /tmp
@@ -105,16 +105,7 @@ class OnFileSystem:
         srv.stop()
 
     def missing(self, blobs):
-        c = reapi.Client(self.server.address)
-        try:
-            out = []
-            for i in range(0, len(blobs), 500):
-                req = reapi.msg("FindMissingBlobsRequest",
-                                blob_digests=[digest(b) for b in blobs[i:i + 500]])
-                out += list(c.FindMissingBlobs(req, timeout=60).missing_blob_digests)
-            return out
-        finally:
-            c.close()
+        return missing(self.server.address, blobs)
 
     def segment_bytes(self):
         """Blocks the segment files take on disk, in bytes (st_blocks, not their length)."""
