@@ -583,6 +583,13 @@ static void start_put(struct rpc_h1_cache *cr)
     const struct rpc_h1_request *req = cr->req;
     bool identity = req->encoding == RPC_H1_CODING_IDENTITY;
     uint64_t limit = body_limit(cr);
+    /* Neither framing means no body (RFC 9112 §6.3), which is what `curl -X PUT URL` without
+     * data sends: stored, it would be an empty value, under /ac/ an empty ActionResult served
+     * as a hit with no outputs. A client that wants to store nothing says Content-Length: 0. */
+    if (!req->has_length && !req->chunked) {
+        rpc_h1_answer(cr->h, 411, "PUT needs Content-Length or Transfer-Encoding: chunked");
+        return;
+    }
     if (req->has_length && req->content_length > limit) {
         if (is_cas(cr)) {
             answer_too_large(cr, 413, identity ? req->content_length : UINT64_MAX, cr->max_blob);
@@ -591,9 +598,9 @@ static void start_put(struct rpc_h1_cache *cr)
         }
         return;
     }
-    /* Without a length, or zstd-encoded, the decoded size is known only at the end: the
-     * engine fixes it at commit. */
-    cr->unsized = !req->has_length || !identity;
+    /* Chunked, or zstd-encoded, the decoded size is known only at the end: the engine fixes
+     * it at commit. */
+    cr->unsized = req->chunked || !identity;
     cr->put_wait_t0_ns = base_clock_now_ns();
     cr->put_wait_ms = PUT_WAIT_MS;
     put_begin(cr, true);

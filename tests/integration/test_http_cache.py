@@ -293,6 +293,28 @@ class CacheRoutes(harness.ServerTestCase):
             self.assertTrue(c.is_closed())
         self.assertEqual(curl(self.url("/cas/" + h))[0], 404)
 
+    def test_a_put_without_framing_is_411_and_stores_nothing(self):
+        # A request with neither Content-Length nor chunked framing has no body (RFC 9112
+        # §6.3), and `curl -X PUT URL` without data sends just that. Stored, it would be an
+        # empty value: under /ac/ an empty ActionResult, served as a hit with no outputs.
+        # `Content-Length: 0` still stores an empty value (test_plain_keys).
+        key = "%064x" % 0x411
+        for path in ("/ccache/ab/unframed", "/bazel/ac/" + key, "/cas/" + sha(b"")):
+            for version in ("HTTP/1.1", "HTTP/1.0"):
+                with Raw(self.server.port) as c:
+                    c.send(request("PUT", path, version=version))
+                    r = c.read_response()
+                    self.assertEqual((r.status, r.body),
+                                     (411, b"PUT needs Content-Length or "
+                                           b"Transfer-Encoding: chunked\n"), (path, version))
+                    if version == "HTTP/1.1":  # no body was sent: the connection goes on
+                        c.send(request("GET", "/healthz"))
+                        self.assertEqual(c.read_response().status, 200, path)
+            if "/cas/" not in path:
+                self.assertEqual(curl(self.url(path))[0], 404, path)
+        self.assertEqual(self.server.metric("ringcas_requests_total", route="PUT /key",
+                                            status="411"), 2)
+
     def test_a_body_refused_on_its_last_bytes_is_never_read_as_a_request(self):
         # A zstd body that is not zstd, refused by the engine on the receive that completes
         # it: its bytes are the body's (Content-Length frames it, RFC 9112 §6.3) even though
