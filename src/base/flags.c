@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/parse.h"
 
@@ -31,16 +32,17 @@ static bool has_env_twin(const struct base_flag *f)
     return strcmp(f->name, "help") != 0;
 }
 
+/* Any case: a manifest's `value: "True"` means what it says (docs/cli.md). */
 static int parse_bool(const char *s, bool *out)
 {
     static const char *const yes[] = { "1", "true", "yes", "on" };
     static const char *const no[] = { "0", "false", "no", "off" };
     for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
-        if (strcmp(s, yes[i]) == 0) {
+        if (strcasecmp(s, yes[i]) == 0) {
             *out = true;
             return 0;
         }
-        if (strcmp(s, no[i]) == 0) {
+        if (strcasecmp(s, no[i]) == 0) {
             *out = false;
             return 0;
         }

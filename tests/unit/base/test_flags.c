@@ -97,6 +97,31 @@ Test(base_flags, a_negated_boolean_with_a_value_is_named)
     cr_assert(o.verbose);
 }
 
+/* A manifest's env: values are written by people and by YAML tools (`value: "True"`,
+ * `ON`): any case of the spellings docs/cli.md lists is taken, as sizes' units are. */
+Test(base_flags, booleans_take_any_case)
+{
+    static const char *const on[] = { "TRUE", "True", "ON", "Yes", "1" };
+    static const char *const off[] = { "FALSE", "False", "OFF", "No", "0" };
+    struct opts o = { NULL, 0, 0, false };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    const struct base_flags_err err = { stderr, "ringcas test" };
+    for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
+        setenv("RINGCAS_VERBOSE", on[i], 1);
+        o.verbose = false;
+        cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, &err), 0), "%s", on[i]);
+        cr_assert(o.verbose, "%s", on[i]);
+        setenv("RINGCAS_VERBOSE", off[i], 1);
+        cr_assert(eq(int, base_flags_parse(f, n, 0, NULL, NULL, &err), 0), "%s", off[i]);
+        cr_assert(not(o.verbose), "%s", off[i]);
+    }
+    unsetenv("RINGCAS_VERBOSE");
+    char *argv[] = { "--verbose=On" };
+    cr_assert(eq(int, base_flags_parse(f, n, 1, argv, NULL, &err), 0));
+    cr_assert(o.verbose);
+}
+
 Test(base_flags, env_names_are_upper_snake)
 {
     char name[64];
