@@ -806,6 +806,12 @@ static void print_capabilities(const Build__Bazel__Remote__Execution__V2__Server
     print_compressors("compressors (batch updates)", cc->n_supported_batch_update_compressors,
                       (const int *)cc->supported_batch_update_compressors);
     printf("max batch size: %lld bytes\n", (long long)cc->max_batch_total_size_bytes);
+    /* 0 is REAPI's "no limit"; ringcas always sends its own (a quarter of --max-size). */
+    if (cc->max_cas_blob_size_bytes > 0) {
+        printf("max blob size: %lld bytes\n", (long long)cc->max_cas_blob_size_bytes);
+    } else {
+        printf("max blob size: no limit\n");
+    }
     bool ac = cc->action_cache_update_capabilities &&
               cc->action_cache_update_capabilities->update_enabled;
     printf("action cache updates: %s\n", ac ? "enabled" : "disabled");

@@ -105,6 +105,8 @@ class ClientTestCase(harness.ServerTestCase):
 
 
 class Stat(ClientTestCase):
+    server_args = ("--max-size", "1GiB")
+
     def test_stat_prints_capabilities_and_counters(self):
         p, _ = self.cli("stat", "--timeout", "10s")
         out = p.stdout.decode()
@@ -114,6 +116,8 @@ class Stat(ClientTestCase):
         self.assertIn("digest functions: SHA256", out)
         self.assertIn("compressors (ByteStream): ZSTD", out)
         self.assertIn("max batch size: 4194304 bytes", out)
+        # A quarter of the server's --max-size, as GetCapabilities says.
+        self.assertIn("max blob size: 268435456 bytes", out)
         self.assertIn("counters (GET /metrics, summed over cores):", out)
         self.assertRegex(out, r"connections accepted +[1-9]")
         self.assertRegex(out, r"requests finished +[1-9]")
