@@ -199,6 +199,7 @@ uint64_t blob_store_used(const struct blob_store *s)
 uint32_t blob_store_evict(struct blob_store *s)
 {
     uint32_t n = 0;
+    atomic_fetch_add(&s->evict_begun, 1);
     /* The files whose last holder went since the last pass are closed before the disk is
      * measured: closed, their space is free. */
     blob_segment_bury(&s->segs, s->io);
@@ -226,5 +227,6 @@ uint32_t blob_store_evict(struct blob_store *s)
     uint64_t disk = blob_store_used(s);
     uint64_t grow = blob_store_budget(s) / 4;
     blob_segment_update_cold(&s->segs, disk + grow > limit ? disk + grow - limit : 0);
+    atomic_fetch_add(&s->evict_ended, 1);
     return n;
 }

@@ -258,9 +258,13 @@ struct blob_store {
     pthread_mutex_t evict_lock;        /* guards the evictor's flags */
     pthread_cond_t evict_cond;         /* wakes the evictor */
     bool evict_stop;                   /* the evictor must end */
-    bool evict_kick;                   /* a segment was sealed or created */
+    bool evict_kick;                   /* a segment was sealed or created, or found no room */
     bool evict_running;                /* the thread exists */
+    bool evict_held;                   /* tests: a kick only sets evict_kick, and the test runs
+                                        * the pass when it likes (an evictor lagging behind) */
     pthread_t evict_thread;            /* runs blob_store_evict */
+    _Atomic uint64_t evict_begun;      /* eviction passes begun (blob_store_evict) */
+    _Atomic uint64_t evict_ended;      /* and ended: a core waiting for room reads them */
     _Atomic uint64_t budget;           /* max_size, or less while the disk holds less (evict.c) */
     _Atomic uint64_t ceiling;          /* the budget with the whole file system free: max_size,
                                         * or less on a smaller one; what a blob never exceeds */
@@ -355,6 +359,9 @@ struct blob_writer {
     int rfd;                           /* read fd handed to the table */
     bool direct;                       /* wfd has O_DIRECT */
     bool reserved;                     /* the opening's fallocate reserved the whole segment */
+    bool room_waited;                  /* the opening found no room and waited for eviction */
+    uint32_t room_polls;               /* polls of the evictor in that wait */
+    uint64_t room_pass;                /* evict_ended once the pass it waits for has ended */
     char name[32];                     /* file name being opened */
     uint8_t open_step;                 /* where the opening sequence is (writer.c open_step) */
     uint64_t end;                      /* logical end: where the next record goes */

@@ -206,6 +206,8 @@ static void real_done(struct ring_op *op, int32_t res, uint32_t flags)
     struct blob_aio *a = op->ctx;
     ASSERT(a->handle == op);
     a->handle = NULL;
+    /* A timeout that ran its course completes with -ETIME: for a sleep, that is success. */
+    if (op->opcode == IORING_OP_TIMEOUT && res == -ETIME) res = 0;
     a->fn(a, res);
 }
 
@@ -247,6 +249,12 @@ static int real_submit(struct blob_io *io, struct ring_core *core, struct blob_a
         /* Cutting at the file's own size still frees what fallocate reserved past it (ext4,
          * XFS); a hole punched past the end would not on ext4. */
         io_uring_prep_rw(REAL_OP_FTRUNCATE, sqe, req->fd, NULL, 0, req->off);
+        break;
+    case BLOB_IO_SLEEP:
+        /* The op's own timespec: the kernel reads it when the SQE is submitted. */
+        op->ts.tv_sec = (long long)(req->off / 1000);
+        op->ts.tv_nsec = (long long)(req->off % 1000) * 1000000;
+        io_uring_prep_timeout(sqe, &op->ts, 0, 0);
         break;
     default:
         UNREACHABLE();

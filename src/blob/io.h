@@ -36,6 +36,7 @@ enum blob_io_opcode {
     BLOB_IO_FSYNC_DIR, /* res: 0: the folder's entries are durable */
     BLOB_IO_FALLOCATE, /* res: 0: [off, off + len) allocated, the size unchanged (KEEP_SIZE) */
     BLOB_IO_TRUNCATE,  /* res: 0: the file cut to <off> bytes, blocks reserved past it freed */
+    BLOB_IO_SLEEP,     /* res: 0 once <off> milliseconds passed (no file: a wait on the ring) */
 };
 
 /* Completion of an asynchronous request; runs on the core's thread. */
@@ -56,7 +57,7 @@ struct blob_io_req {
     void *buf;        /* READ/WRITE memory: the backend's until completion */
     uint32_t len;     /* READ/WRITE bytes */
     uint64_t off;     /* READ/WRITE file offset; FALLOCATE: the length to allocate; TRUNCATE:
-                       * the length to keep */
+                       * the length to keep; SLEEP: milliseconds */
     const char *name; /* OPEN: file name, valid until completion */
     int flags;        /* OPEN: open(2) flags */
 };

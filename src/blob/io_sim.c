@@ -431,6 +431,8 @@ static int32_t sim_perform(struct sim_io *s, const struct blob_io_req *q)
     }
     case BLOB_IO_TRUNCATE:
         return sim_ftruncate(io, q->fd, q->off);
+    case BLOB_IO_SLEEP:
+        return 0; /* no disk operation: simulated time passes as the queue is run */
     default:
         UNREACHABLE();
     }

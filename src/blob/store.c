@@ -347,7 +347,7 @@ void blob_store_close(struct blob_store *s)
 
 void blob_store_changed(struct blob_store *s)
 {
-    if (!s->opts.evict_thread) {
+    if (!s->opts.evict_thread && !s->evict_held) {
         blob_store_evict(s);
         return;
     }

@@ -478,7 +478,11 @@ void blob_read_close(struct blob_reader *r);
     X(write_slow, counter, "segment writes that took 10 ms or more")                               \
     X(segments_created, counter, "segments created by this core")                                  \
     X(segments_sealed, counter, "segments sealed by this core")                                    \
-    X(segments_abandoned, counter, "segments given up after a failed write or fsync")
+    X(segments_abandoned, counter, "segments given up after a failed write or fsync")              \
+    X(segment_room_waits, counter,                                                                 \
+      "new segments that found the disk full and waited for the evictor's pass")                   \
+    X(segments_no_room, counter,                                                                   \
+      "new segments given up: no room on the disk after the wait (uploads refused, store full)")
 
 #define BLOB_COUNTER_FIELD(name, kind, help) struct base_counter name;
 

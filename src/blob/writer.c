@@ -35,6 +35,10 @@
 #define FLUSH_BYTES (1024U * 1024U)
 /* Resubmissions of one write or read that came back -EAGAIN or -EINTR. */
 #define RETRIES_MAX 16U
+/* A new segment without room on the disk polls for the evictor's pass this often, this many
+ * times at most (a second in all: an upload waits that long rather than being refused). */
+#define ROOM_POLL_MS   5U
+#define ROOM_POLLS_MAX 200U
 
 static void writer_kick(struct blob_writer *w);
 static void writer_fail(struct blob_writer *w, int err);
@@ -464,10 +468,14 @@ static void open_failed(struct blob_writer *w, int err)
     /* Every upload of the core fails while segments cannot be opened: say why, once a
      * second at most. */
     if (base_clock_every(&w->open_err_log_ns, BASE_NS_PER_S)) {
-        LOG_ERROR("cannot open segment %s: %s%s", w->name, base_err_str(err),
-                  err == -EMFILE || err == -ENFILE
-                      ? "; fix: raise the open files limit (`ulimit -n`, systemd LimitNOFILE)"
-                      : "");
+        const char *why = "";
+        if (err == -EMFILE || err == -ENFILE) {
+            why = "; fix: raise the open files limit (`ulimit -n`, systemd LimitNOFILE)";
+        } else if (err == -ENOSPC) {
+            why = " for a whole segment, even after an eviction pass: uploads are refused as a "
+                  "full store (retry later) until the disk has room";
+        }
+        LOG_ERROR("cannot open segment %s: %s%s", w->name, base_err_str(err), why);
     }
     if (err == -EROFS) blob_store_note_read_only(s, true);
     if (w->wfd >= 0) (void)s->io->ops->close(s->io, w->wfd);
@@ -529,9 +537,13 @@ static void open_ready(struct blob_writer *w)
 /*
  * The opening sequence, one step per completion: write fd (O_DIRECT, or buffered when the
  * file system refuses it), block reservation for the whole segment (appending O_DIRECT writes
- * into allocated blocks skip the allocator; a file system without it is fine), read fd,
- * folder fsync (the new entry must be durable before any commit in it is acknowledged).
+ * into allocated blocks skip the allocator; a file system without it is fine; a full disk
+ * waits for eviction: open_no_room), read fd, folder fsync (the new entry must be durable
+ * before any commit in it is acknowledged).
  */
+static void open_no_room(struct blob_writer *w);
+static void open_room_poll(struct blob_writer *w);
+
 static void open_step(struct blob_writer *w, int32_t res)
 {
     ASSERT(w->state == BLOB_W_OPENING);
@@ -557,7 +569,12 @@ static void open_step(struct blob_writer *w, int32_t res)
                                     .off = store_of(w)->opts.segment_size };
         w->open_step = 2;
         break;
-    case 2: /* the reservation, whatever came of it (the budget counts what it took) */
+    case 2: /* the reservation; but for a full disk, whatever came of it (the budget counts
+             * what it took) */
+        if (res == -ENOSPC) {
+            open_no_room(w);
+            return;
+        }
         w->reserved = res == 0;
         /* No atime updates on reads (see real_open): the server created the file, so the
          * kernel allows O_NOATIME. */
@@ -573,6 +590,9 @@ static void open_step(struct blob_writer *w, int32_t res)
         req = (struct blob_io_req){ .op = BLOB_IO_FSYNC_DIR };
         w->open_step = 4;
         break;
+    case 5: /* a poll of the evictor while waiting for room */
+        open_room_poll(w);
+        return;
     default: /* the folder fsync */
         if (res < 0) {
             open_failed(w, res);
@@ -600,7 +620,69 @@ static void writer_open(struct blob_writer *w)
     w->rfd = -1;
     w->direct = s->opts.direct_io && s->io->direct_ok;
     w->open_step = 0;
+    w->room_waited = false;
     open_step(w, 0);
+}
+
+/* Gives the segment up: the file, empty, goes to the table as a segment that holds nothing,
+ * which the evictor deletes at once (evict_empty), off the core. */
+static void open_room_gone(struct blob_writer *w)
+{
+    struct blob_store *s = store_of(w);
+    base_counter_inc(&w->bc->counters.segments_no_room);
+    if (blob_segment_add(&s->segs, w->seq, w->wfd, 0, BLOB_SEG_ABANDONED)) {
+        w->wfd = -1; /* the table's now */
+        blob_store_changed(s);
+    }
+    open_failed(w, -ENOSPC);
+}
+
+/*
+ * No room on the disk for the new segment (its reservation: -ENOSPC). The evictor keeps room
+ * for every core's active segment, but as of its last pass: segments sealed since (it runs in
+ * its own thread, and lags on a loaded machine) or another file filling the disk took it.
+ * Opened anyway, the segment's first write failed: it was abandoned, counted and logged as a
+ * disk error, and the uploads in it were refused after they had been taken. So the opening
+ * wakes the evictor and waits for a pass that begins after this, then reserves again; with
+ * still no room (or no pass within ROOM_POLLS_MAX polls) the segment is given up and the
+ * uploads waiting for it are refused as a full store (-ENOSPC), which a retry passes once
+ * eviction made room. While it waits, the core's other uploads wait for the segment too.
+ */
+static void open_no_room(struct blob_writer *w)
+{
+    struct blob_store *s = store_of(w);
+    if (w->room_waited) {
+        open_room_gone(w);
+        return;
+    }
+    base_counter_inc(&w->bc->counters.segment_room_waits);
+    w->room_waited = true;
+    w->room_polls = 0;
+    /* A pass under way now may have measured the disk before the segments that filled it. */
+    w->room_pass = atomic_load(&s->evict_begun) + 1;
+    blob_store_changed(s);
+    open_room_poll(w);
+}
+
+/* The pass waited for has ended: reserve again; else poll once more, or give up. */
+static void open_room_poll(struct blob_writer *w)
+{
+    struct blob_store *s = store_of(w);
+    struct blob_io_req req;
+    if (atomic_load(&s->evict_ended) >= w->room_pass) {
+        req = (struct blob_io_req){ .op = BLOB_IO_FALLOCATE,
+                                    .fd = w->wfd,
+                                    .off = s->opts.segment_size };
+        w->open_step = 2;
+    } else if (w->room_polls < ROOM_POLLS_MAX) {
+        w->room_polls++;
+        req = (struct blob_io_req){ .op = BLOB_IO_SLEEP, .off = ROOM_POLL_MS };
+        w->open_step = 5;
+    } else {
+        open_room_gone(w);
+        return;
+    }
+    if (open_submit(w, &req) < 0) open_failed(w, -EAGAIN);
 }
 
 /* ---- failure ---- */

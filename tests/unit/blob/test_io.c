@@ -283,3 +283,30 @@ Test(blob_io, fallocate_reserves_without_growing_the_file)
     ring_core_destroy(core);
     drop_dir();
 }
+
+/*
+ * A sleep is an IORING_OP_TIMEOUT, which completes with -ETIME when it runs its course: the
+ * backend answers 0, the caller (a new segment polling the evictor) tells it from a failure.
+ */
+Test(blob_io, a_sleep_on_the_ring_completes_with_0)
+{
+    make_dir();
+    struct ring_core_options o;
+    ring_core_options_default(&o);
+    o.recv_buf_count = 16;
+    o.recv_buf_size = 4096;
+    struct ring_core *core;
+    char why[256];
+    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
+    struct blob_io *io;
+    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    struct done d = { 0 };
+    struct blob_aio a = { .fn = done_cb, .ctx = &d };
+    struct blob_io_req sl = { .op = BLOB_IO_SLEEP, .off = 20 };
+    cr_assert(eq(int, run(core, io, &a, &sl), 0));
+    cr_assert(not(blob_aio_is_busy(&a)));
+    cr_assert(eq(u64, base_counter_get(&ring_core_counters(core)->ops_in_flight), 0));
+    blob_io_real_destroy(io);
+    ring_core_destroy(core);
+    drop_dir();
+}
