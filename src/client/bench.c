@@ -68,7 +68,8 @@ static const char *const workload_help[BENCH_W_COUNT] = {
                          "                <slot>-<n> instead, e.g. an nginx WebDAV folder)",
     [BENCH_W_MIX] = "a build's cache traffic, one action per arrival: GetActionResult;\n"
                     "                on a hit (--mix-hit %) BatchReadBlobs of the small outputs\n"
-                    "                and ByteStream.Read of the large ones; on a miss\n"
+                    "                and ByteStream.Read of the large ones; on a miss (a new\n"
+                    "                action, or a seeded one the server evicted: NOT_FOUND)\n"
                     "                FindMissingBlobs of the outputs, Action and Command, then\n"
                     "                BatchUpdateBlobs / ByteStream.Write of the missing ones and\n"
                     "                UpdateActionResult. Sizes: the model below (docs/bench.md)",
@@ -335,8 +336,9 @@ static int plan_requests(struct bench_plan *p, uint64_t *rng)
 /* One seeded action: outputs from the size model, its requests encoded. */
 static int plan_action(struct bench_plan *p, struct bench_action *a, size_t index, uint64_t *rng)
 {
-    uint64_t key[4] = { p->nonce, index, 0x61637469, 0 };
-    client_digest_buf(key, sizeof(key), &a->key);
+    uint8_t action[BENCH_ACTION_MESSAGE_SIZE];
+    bench_action_message(p->nonce, index, action);
+    client_digest_buf(action, sizeof(action), &a->key);
     a->output_count = bench_mix_output_count(rng);
     const struct client_digest *outs[BENCH_MIX_OUTPUTS_MAX];
     const struct client_digest *small[BENCH_MIX_OUTPUTS_MAX];

@@ -104,7 +104,9 @@ struct bench_stats {
     uint64_t arrivals_late;                 /* open loop: arrivals due before the end, never
                                                started (the server fell behind) */
     uint64_t hits;                          /* build mix: action-cache hits */
-    uint64_t misses;                        /* build mix: misses */
+    uint64_t misses;                        /* build mix: misses, misses_evicted included */
+    uint64_t misses_evicted;                /* build mix: seeded actions looked up as hits
+                                               that the server no longer had (NOT_FOUND) */
     char first_error[BENCH_ERROR_TEXT_MAX]; /* the first error's description, whole */
 };
 
@@ -138,6 +140,8 @@ static inline uint64_t bench_digest_key(const uint8_t hash[CLIENT_HASH_SIZE])
 
 /* A seeded action of the build mix: its key and its outputs (indexes into plan.blobs). */
 #define BENCH_MIX_OUTPUTS_MAX 8
+/* Bytes of a seeded action's Action message (made up: servers do not parse it). */
+#define BENCH_ACTION_MESSAGE_SIZE 32
 
 struct bench_action {
     struct client_digest key;                /* the action digest */
@@ -251,6 +255,7 @@ struct bench_slot {
     bool body_frame_done;          /* the zstd frame ended */
     /* build mix */
     const struct bench_action *action; /* hit: the seeded action */
+    bool hit_counted;                  /* the hit is in the stats (begun in the window) */
     struct client_digest key;          /* miss: the fresh action's key */
     struct bench_mix_blob blobs[BENCH_MIX_BLOBS_MAX];
     uint32_t blob_count; /* entries of blobs[] */
@@ -429,6 +434,18 @@ static inline uint64_t bench_rand(uint64_t *s)
     x ^= x >> 27;
     *s = x;
     return x * 0x2545F4914F6CDD1DULL;
+}
+
+/*
+ * The Action message of seeded action <index> of the run with <nonce>, into <out>: the
+ * action's key is its digest, as in REAPI, so a client running the action again (after the
+ * server evicted it) uploads the very Action blob the key names.
+ */
+static inline void bench_action_message(uint64_t nonce, size_t index,
+                                        uint8_t out[BENCH_ACTION_MESSAGE_SIZE])
+{
+    const uint64_t words[4] = { nonce, (uint64_t)index, 0x61637469, 0 };
+    memcpy(out, words, sizeof(words));
 }
 
 /* A number in [0, n) (n > 0). */

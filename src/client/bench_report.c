@@ -167,6 +167,13 @@ static void text_histogram(FILE *out, const char *name, const struct client_hist
     }
 }
 
+/* Build mix: the share of actions (begun in the window) the action cache answered. */
+static double hit_rate(const struct bench_stats *s)
+{
+    uint64_t actions = s->hits + s->misses;
+    return actions ? (double)s->hits / (double)actions : 0.0;
+}
+
 static void report_text(FILE *out, const struct bench_plan *p, const struct bench_stats *s,
                         double secs)
 {
@@ -180,9 +187,10 @@ static void report_text(FILE *out, const struct bench_plan *p, const struct benc
         text_row(out, "blobs < 64 KiB", NULL, &s->small, secs);
         (void)fprintf(out,
                       "\nactions: %" PRIu64 " (%.1f/s), hits %" PRIu64 ", misses %" PRIu64
-                      " (action-cache misses answered NOT_FOUND: %" PRIu64 ")\n",
+                      " (seeded actions the server evicted: %" PRIu64 "), hit rate %.1f%%"
+                      " (action-cache lookups answered NOT_FOUND: %" PRIu64 ")\n",
                       s->arrivals, (double)s->arrivals / secs, s->hits, s->misses,
-                      s->ops[BENCH_OP_AC_GET].expected);
+                      s->misses_evicted, 100.0 * hit_rate(s), s->ops[BENCH_OP_AC_GET].expected);
     }
     if (p->o.rate) {
         (void)fprintf(out, "arrivals due but never started before the end: %" PRIu64 "%s\n",
@@ -327,10 +335,11 @@ static void report_json(FILE *out, const struct bench_plan *p, const struct benc
                   ", \"requests\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"bytes\": %" PRIu64
                   ", \"requests_per_s\": %.3f, \"mb_per_s\": %.3f, \"arrivals\": %" PRIu64
                   ", \"arrivals_per_s\": %.3f, \"arrivals_late\": %" PRIu64 ", \"hits\": %" PRIu64
-                  ", \"misses\": %" PRIu64 ", \"latency_ns\": ",
+                  ", \"misses\": %" PRIu64 ", \"misses_evicted\": %" PRIu64
+                  ", \"hit_rate\": %.4f, \"latency_ns\": ",
                   all->ok, all->errors, all->bytes, (double)all->ok / secs,
                   (double)all->bytes / secs / 1e6, s->arrivals, (double)s->arrivals / secs,
-                  s->arrivals_late, s->hits, s->misses);
+                  s->arrivals_late, s->hits, s->misses, s->misses_evicted, hit_rate(s));
     json_latency(out, &all->lat);
     (void)fprintf(out, ", \"small_latency_ns\": ");
     json_latency(out, &s->small);

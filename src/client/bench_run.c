@@ -81,6 +81,7 @@ void bench_stats_merge(struct bench_stats *into, const struct bench_stats *from)
     into->arrivals_late += from->arrivals_late;
     into->hits += from->hits;
     into->misses += from->misses;
+    into->misses_evicted += from->misses_evicted;
 }
 
 /*

@@ -144,6 +144,7 @@ int ring_core_create(const struct ring_core_options *opts, uint32_t index, struc
     base_list_init(&core->deferred);
     base_list_init(&core->buf_waiters);
     base_list_init(&core->plenty_waiters);
+    base_list_init(&core->op_waiters);
     base_list_init(&core->conns);
     int rc = core_setup_ring(core, opts, why, why_size);
     if (rc < 0) goto err_free_core;
@@ -276,6 +277,10 @@ static void op_release(struct ring_op *op)
     ASSERT(core->free_count < core->ops_max);
     core->free_slots[core->free_count++] = op->slot;
     base_counter_dec(&core->counters.ops_in_flight);
+    /* One waiter per slot given back (ring_op_wait_free): it runs after this batch, so an op
+     * taken meanwhile may leave it the table full again, and then it waits anew. */
+    struct base_list *node = base_list_pop_head(&core->op_waiters);
+    if (node) ring_task_defer(core, BASE_CONTAINER_OF(node, struct ring_task, link));
 }
 
 void ring_op_put(struct ring_op *op)
@@ -420,6 +425,16 @@ void ring_task_defer(struct ring_core *core, struct ring_task *task)
 void ring_task_cancel(struct ring_task *task)
 {
     base_list_del(&task->link);
+}
+
+void ring_op_wait_free(struct ring_core *core, struct ring_task *task)
+{
+    if (base_list_is_linked(&task->link)) return; /* waiting, or due to run already */
+    if (core->free_count > 0) {
+        ring_task_defer(core, task);
+        return;
+    }
+    base_list_add_tail(&core->op_waiters, &task->link);
 }
 
 void ring_core_wait_for_buf(struct ring_core *core, struct ring_task *task)

@@ -248,6 +248,17 @@ void ring_op_commit(struct ring_op *op, struct io_uring_sqe *sqe);
  */
 void ring_op_put(struct ring_op *op);
 
+/*
+ * Runs <task> on this core once an op slot is free: after the current loop iteration when
+ * one is free now, else after the iteration in which the next op is released (one waiting
+ * task per released op, oldest first). For what must not stay undone because the table was
+ * full at the moment it was tried, with nothing else to try it again: a periodic timer that
+ * could not be armed. The task may find the table full again (an op taken before it ran)
+ * and then calls this anew. A task already queued (here or deferred) stays as it is;
+ * ring_task_cancel() takes it off.
+ */
+void ring_op_wait_free(struct ring_core *core, struct ring_task *task);
+
 /* Submits IORING_OP_ASYNC_CANCEL for <op>, once; the op's own CQE still follows. */
 void ring_op_cancel(struct ring_op *op);
 

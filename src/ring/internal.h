@@ -44,6 +44,7 @@ struct ring_core {
     struct base_list deferred;       /* struct ring_task.link, run after each CQE batch */
     struct base_list buf_waiters;    /* struct ring_task.link, run when a buffer comes back */
     struct base_list plenty_waiters; /* struct ring_task.link, run when half the pool is free */
+    struct base_list op_waiters;     /* struct ring_task.link, run when an op slot is released */
     struct ring_counters counters;   /* live counters, readable from any thread */
     struct base_list conns;          /* struct ring_conn.link, open connections */
     void (*on_conn_closed)(struct ring_core *core); /* the server's drain watcher, or NULL */

@@ -64,6 +64,8 @@ struct rpc_config {
     struct blob_store *store;       /* the storage engine, shared by every core */
     uint32_t read_timeout_ms;       /* per connection receive */
     uint32_t write_timeout_ms;      /* per connection send progress */
+    uint32_t bs_parked_idle_ms;     /* a parked ByteStream upload waits this long for its
+                                       client (RPC_BS_PARKED_IDLE_MS; tests shorten it) */
     uint32_t core_count;            /* cores the server runs */
     struct rpc_core **cores;        /* core_count entries, each published (release store) by
                                        its core_init; other cores load them with acquire */

@@ -521,6 +521,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         .opts = *opts,
         .read_timeout_ms = (uint32_t)opts->read_timeout_ms,
         .write_timeout_ms = (uint32_t)opts->write_timeout_ms,
+        .bs_parked_idle_ms = RPC_BS_PARKED_IDLE_MS,
     };
     cfg.core_count = cores;
     so.cores = cfg.core_count;

@@ -35,6 +35,9 @@ extern const uint8_t rpc_zstd_empty_frame[RPC_ZSTD_EMPTY_FRAME_SIZE];
 
 struct rpc_core;
 
+/* How long an upload parked for resumption waits for its client (docs/grpc.md). */
+#define RPC_BS_PARKED_IDLE_MS 60000u
+
 /* Server hook core_quiesce: aborts the uploads kept for resumption and stops their sweep. */
 void rpc_svc_bytestream_quiesce(struct rpc_core *rc);
 

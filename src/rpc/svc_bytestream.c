@@ -35,9 +35,9 @@
 #include "rpc/status.h"
 #include "rpc/svc.h"
 
-/* Uploads kept for resumption per core, and how long one waits for its client. */
+/* Uploads kept for resumption per core; the sweep that ends those whose client did not come
+ * back within rpc_config.bs_parked_idle_ms runs every PARKED_SWEEP_MS (or that, if shorter). */
 #define PARKED_MAX      64u
-#define PARKED_IDLE_MS  60000u
 #define PARKED_SWEEP_MS 5000u
 /* Parked zstd uploads' decoders hold at most 1/PARKED_ZSTD_SHARE of the core's zstd memory:
  * a client gone for good must not keep live uploads from decoding. */
@@ -89,12 +89,14 @@ struct bs_core {
     bool quiescing;                 /* no more parking */
     struct ring_owner owner;        /* the timers' ops */
     struct ring_timer sweep;        /* aborts expired uploads */
+    struct ring_task sweep_retry;   /* arms <sweep> once an op is free (the table was full) */
     struct base_list read_waiters;  /* struct bs_read.wait_link, oldest first */
     struct base_list write_waiters; /* struct bs_write.wait_link: another upload of the blob */
     struct ring_timer wake;         /* retries the waiting reads */
 };
 
 static void sweep_fired(struct ring_timer *t);
+static void sweep_retry_run(struct ring_task *task);
 static void wake_fired(struct ring_timer *t);
 
 static struct bs_core *bs_core_get(struct rpc_core *rc)
@@ -109,6 +111,7 @@ static struct bs_core *bs_core_get(struct rpc_core *rc)
     base_list_init(&bs->write_waiters);
     ring_owner_init(&bs->owner);
     ring_timer_init(&bs->sweep, sweep_fired, bs);
+    ring_task_init(&bs->sweep_retry, sweep_retry_run);
     ring_timer_init(&bs->wake, wake_fired, bs);
     rc->bytestream = bs;
     return bs;
@@ -463,23 +466,53 @@ static void parked_drop(struct bs_core *bs, struct bs_parked *p, bool abort)
     free(p);
 }
 
+static uint64_t parked_idle_ms(const struct bs_core *bs)
+{
+    return bs->rc->cfg->bs_parked_idle_ms;
+}
+
+/*
+ * Arms the sweep while uploads are parked. When the op table is full it is armed as soon as
+ * an op comes back (ring_op_wait_free): waiting for the next upload to park, as it did, left
+ * the parked uploads of a core where none parked again (and their engine buffers and disk
+ * reservations) alive past their time indefinitely.
+ */
 static void sweep_arm(struct bs_core *bs)
 {
     if (bs->count == 0 || bs->quiescing || ring_timer_is_armed(&bs->sweep)) return;
-    if (ring_timer_start(bs->rc->ring, &bs->sweep, &bs->owner, PARKED_SWEEP_MS) < 0) {
-        LOG_WARN("bytestream: cannot arm the parked-upload sweep (op table full)");
+    uint64_t ms = parked_idle_ms(bs) < PARKED_SWEEP_MS ? parked_idle_ms(bs) : PARKED_SWEEP_MS;
+    if (ring_timer_start(bs->rc->ring, &bs->sweep, &bs->owner, ms) == 0) return;
+    if (!base_list_is_linked(&bs->sweep_retry.link)) {
+        LOG_WARN("bytestream: cannot arm the parked-upload sweep (op table full): armed when "
+                 "an operation completes");
     }
+    ring_op_wait_free(bs->rc->ring, &bs->sweep_retry);
 }
 
-static void sweep_fired(struct ring_timer *t)
+/* Aborts the parked uploads whose time is up. Bounded by PARKED_MAX. */
+static void sweep_expire(struct bs_core *bs)
 {
-    struct bs_core *bs = t->ctx;
     uint64_t now = base_clock_now_ns();
     BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->parked)
     {
         struct bs_parked *p = BASE_CONTAINER_OF(it, struct bs_parked, link);
         if (p->expires_ns <= now) parked_drop(bs, p, true);
     }
+}
+
+static void sweep_fired(struct ring_timer *t)
+{
+    struct bs_core *bs = t->ctx;
+    sweep_expire(bs);
+    sweep_arm(bs);
+}
+
+/* An op is free again after the sweep could not be armed: it may be overdue, so it runs now. */
+static void sweep_retry_run(struct ring_task *task)
+{
+    struct bs_core *bs = BASE_CONTAINER_OF(task, struct bs_core, sweep_retry);
+    if (bs->quiescing) return;
+    sweep_expire(bs);
     sweep_arm(bs);
 }
 
@@ -525,7 +558,7 @@ static void park(struct rpc_core *rc, struct blob_upload *u, const struct proto_
     p->enc = (uint8_t)encoding_of(res);
     p->uuid_len = (uint8_t)res->uuid_len;
     memcpy(p->uuid, res->uuid, res->uuid_len);
-    p->expires_ns = base_clock_now_ns() + (uint64_t)PARKED_IDLE_MS * BASE_NS_PER_MS;
+    p->expires_ns = base_clock_now_ns() + parked_idle_ms(bs) * BASE_NS_PER_MS;
     base_list_add_tail(&bs->parked, &p->link);
     bs->count++;
     base_counter_inc(&rc->counters.bs_uploads_parked);
@@ -554,6 +587,7 @@ void rpc_svc_bytestream_quiesce(struct rpc_core *rc)
     struct bs_core *bs = rc->bytestream;
     if (!bs) return;
     bs->quiescing = true;
+    ring_task_cancel(&bs->sweep_retry);
     if (ring_timer_is_armed(&bs->sweep)) ring_timer_stop(rc->ring, &bs->sweep);
     if (ring_timer_is_armed(&bs->wake)) ring_timer_stop(rc->ring, &bs->wake);
     BASE_LIST_FOR_EACH_SAFE(it, tmp, &bs->parked)
@@ -567,6 +601,8 @@ void rpc_svc_bytestream_deinit(struct rpc_core *rc)
     struct bs_core *bs = rc->bytestream;
     if (!bs) return;
     ASSERT(bs->count == 0);
+    bool retry_queued = base_list_is_linked(&bs->sweep_retry.link);
+    ASSERT(!retry_queued);
     ring_owner_deinit(&bs->owner);
     free(bs);
     rc->bytestream = NULL;

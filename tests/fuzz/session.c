@@ -102,6 +102,7 @@ static void setup(void)
     rpc_server_options_default(&cfg.opts);
     cfg.read_timeout_ms = 2000;
     cfg.write_timeout_ms = 2000;
+    cfg.bs_parked_idle_ms = RPC_BS_PARKED_IDLE_MS;
     cfg.core_count = 1;
     rc = calloc(1, sizeof(*rc));
     ASSERT(rc);

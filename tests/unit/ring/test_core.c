@@ -267,6 +267,77 @@ Test(ring_core, deferred_task_runs_once_per_queueing)
     ring_core_destroy(core);
 }
 
+/* A timer armed by a task that waited for a free op (ring_op_wait_free). */
+struct arming_task {
+    struct ring_task task;
+    struct ring_core *core;
+    struct tick tick;
+    int runs;
+};
+
+static void arm_run(struct ring_task *t)
+{
+    struct arming_task *a = (struct arming_task *)t;
+    a->runs++;
+    if (ring_timer_start(a->core, &a->tick.timer, NULL, 5) < 0) ring_op_wait_free(a->core, t);
+}
+
+/*
+ * A periodic timer that cannot be armed because the op table is full must be armed once an op
+ * comes back, not only when its caller happens to try again: the parked uploads' sweep waited
+ * for the next upload to park, and on a quiet core they outlived their 60 s indefinitely.
+ */
+Test(ring_core, a_task_waiting_for_a_free_op_runs_when_one_is_released)
+{
+    struct ring_core *core = echo_core_create(0, 16, 4096);
+    struct ring_op *ops[64];
+    struct record r = { 0 };
+    for (int i = 0; i < 64; i++) {
+        ops[i] = ring_op_get(core, NULL, record_cqe, &r);
+        cr_assert(ne(ptr, ops[i], NULL));
+    }
+    struct arming_task a[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&a[i], 0, sizeof(a[i]));
+        a[i].core = core;
+        ring_task_init(&a[i].task, arm_run);
+        ring_timer_init(&a[i].tick.timer, tick_fired, &a[i].tick);
+        ring_op_wait_free(core, &a[i].task);
+    }
+    ring_op_wait_free(core, &a[0].task); /* already waiting: no second wake-up */
+    for (int i = 0; i < 3; i++)
+        cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, a[0].runs + a[1].runs, 0), "ran with the table full");
+    /* A real completion releases one op: the first waiter runs and takes it for its timer. */
+    struct io_uring_sqe *sqe = ring_op_sqe(ops[0], 0);
+    io_uring_prep_nop(sqe);
+    ring_op_commit(ops[0], sqe);
+    run_until(core, &r.done);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, a[0].runs, 1));
+    cr_assert(ring_timer_is_armed(&a[0].tick.timer));
+    cr_assert(eq(int, a[1].runs, 0), "one waiter per released op");
+    /* The next op given back goes to the second. */
+    ring_op_put(ops[1]);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, a[1].runs, 1));
+    cr_assert(ring_timer_is_armed(&a[1].tick.timer));
+    for (int i = 2; i < 64; i++)
+        ring_op_put(ops[i]);
+    run_until(core, &a[0].tick.done);
+    run_until(core, &a[1].tick.done);
+    /* With a free op, a waiter runs after the iteration at once. */
+    a[0].tick.done = false;
+    ring_op_wait_free(core, &a[0].task);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, a[0].runs, 2));
+    run_until(core, &a[0].tick.done);
+    for (int i = 0; i < 20 && in_flight(core) > 0; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}
+
 /* Keeps the loop busy for 3 ms, as a handler compressing a large chunk would. */
 static void spin_3ms(struct ring_task *t)
 {

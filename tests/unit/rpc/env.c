@@ -10,6 +10,7 @@
 
 #include "blob/digest.h"
 #include "rpc/call.h"
+#include "rpc/svc.h"
 
 void rpc_env_defaults(struct rpc_env *e)
 {
@@ -36,6 +37,7 @@ __attribute__((noinline)) void rpc_env_open(struct rpc_env *e, uint32_t bufs)
     rpc_server_options_default(&e->cfg.opts);
     e->cfg.read_timeout_ms = 200;
     e->cfg.write_timeout_ms = 200;
+    e->cfg.bs_parked_idle_ms = RPC_BS_PARKED_IDLE_MS;
     e->cfg.core_count = 1;
     e->rc = calloc(1, sizeof(*e->rc));
     cr_assert(ne(ptr, e->rc, NULL));
