@@ -20,14 +20,21 @@
 
 #define FIELD_MAX RPC_ACCESS_LOG_FIELD_MAX
 
+/*
+ * One core's lines: a ring of RPC_ACCESS_LOG_BUF bytes with one writer (the core) and one
+ * reader (the log's thread), and no lock. The core copies a line in, then publishes <head>
+ * (release); the thread writes out what lies before <head>, then gives it back by publishing
+ * <tail> (release). A core never waits for the thread: a mutex would leave it asleep whenever
+ * the thread was preempted holding it, on a machine whose CPUs the cores keep busy.
+ */
 struct log_core {
-    pthread_mutex_t lock;     /* shared with the log's thread only */
-    char *buf;                /* lines not yet taken by the thread */
-    size_t used;              /* bytes in <buf> */
+    char *buf;                /* RPC_ACCESS_LOG_BUF bytes */
+    _Atomic uint64_t head;    /* bytes ever appended (the core's) */
+    _Atomic uint64_t tail;    /* bytes ever taken (the thread's) */
     _Atomic uint64_t lines;   /* lines appended */
     _Atomic uint64_t dropped; /* lines dropped: no room, or the write failed */
-    _Atomic bool wake_sent;   /* the thread was woken for this buffer's half */
-    uint64_t sec;             /* the wall-clock second <sec_text> shows */
+    _Atomic bool wake_sent;   /* the thread was woken for the lines it has not taken yet */
+    uint64_t sec;             /* the wall-clock second <sec_text> shows (the core's) */
     char sec_text[24];        /* "2026-11-29T13:05:01" */
 } __attribute__((aligned(64)));
 
@@ -36,7 +43,6 @@ struct rpc_access_log {
     int fd;                 /* the file, or 1 */
     uint32_t core_count;    /* entries in <cores> */
     struct log_core *cores; /* one per core */
-    char *spare;            /* the thread's buffer, swapped with a core's */
     pthread_t thread;       /* writes the lines */
     pthread_mutex_t lock;   /* guards the flags below */
     pthread_cond_t cond;    /* signalled when one of them is set */
@@ -172,23 +178,22 @@ void rpc_access_log_add(struct rpc_access_log *log, uint32_t core, const struct 
 {
     ASSERT(core < log->core_count);
     struct log_core *lc = &log->cores[core];
-    uint64_t now = base_clock_wall_ns();
-    bool half = false;
-    /* Formatted in place, under the lock the thread takes only to swap the buffer: room for
-     * the longest line is asked, whatever this one's length. */
-    pthread_mutex_lock(&lc->lock);
-    bool fits = RPC_ACCESS_LOG_BUF - lc->used >= RPC_ACCESS_LOG_LINE_MAX;
-    if (fits) {
-        lc->used += format_line(lc->buf + lc->used, lc, e, now, core);
-        half = lc->used >= RPC_ACCESS_LOG_BUF / 2;
-    }
-    pthread_mutex_unlock(&lc->lock);
-    if (!fits) {
+    char line[RPC_ACCESS_LOG_LINE_MAX];
+    size_t n = format_line(line, lc, e, base_clock_wall_ns(), core);
+    uint64_t head = atomic_load_explicit(&lc->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&lc->tail, memory_order_acquire);
+    if (RPC_ACCESS_LOG_BUF - (head - tail) < n) {
         atomic_fetch_add_explicit(&lc->dropped, 1, memory_order_relaxed);
         return;
     }
+    size_t at = (size_t)(head % RPC_ACCESS_LOG_BUF);
+    size_t first = n < RPC_ACCESS_LOG_BUF - at ? n : RPC_ACCESS_LOG_BUF - at;
+    memcpy(lc->buf + at, line, first);
+    memcpy(lc->buf, line + first, n - first); /* the rest at the start, when it wraps */
+    atomic_store_explicit(&lc->head, head + n, memory_order_release);
     atomic_fetch_add_explicit(&lc->lines, 1, memory_order_relaxed);
-    /* One wake per half buffer: the thread clears wake_sent when it takes the buffer. */
+    /* One wake per half buffer: the thread clears wake_sent when it takes the lines. */
+    bool half = head + n - tail >= RPC_ACCESS_LOG_BUF / 2;
     if (half && !atomic_exchange_explicit(&lc->wake_sent, true, memory_order_relaxed)) {
         pthread_mutex_lock(&log->lock);
         log->wake = true;
@@ -254,17 +259,21 @@ static void write_out(struct rpc_access_log *log, struct log_core *lc, const cha
     }
 }
 
+/* Writes out what core <lc> appended, in its order (two pieces when it wraps), and gives the
+ * room back. */
 static void flush_core(struct rpc_access_log *log, struct log_core *lc)
 {
-    pthread_mutex_lock(&lc->lock);
-    char *full = lc->buf;
-    size_t n = lc->used;
-    lc->buf = log->spare;
-    lc->used = 0;
     atomic_store_explicit(&lc->wake_sent, false, memory_order_relaxed);
-    pthread_mutex_unlock(&lc->lock);
-    log->spare = full;
-    if (n > 0) write_out(log, lc, full, n);
+    uint64_t tail = atomic_load_explicit(&lc->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&lc->head, memory_order_acquire);
+    while (tail < head) {
+        size_t at = (size_t)(tail % RPC_ACCESS_LOG_BUF);
+        size_t n = (size_t)(head - tail);
+        if (n > RPC_ACCESS_LOG_BUF - at) n = RPC_ACCESS_LOG_BUF - at;
+        write_out(log, lc, lc->buf + at, n);
+        tail += n;
+    }
+    atomic_store_explicit(&lc->tail, tail, memory_order_release);
 }
 
 static void *log_main(void *arg)
@@ -298,10 +307,8 @@ static void free_log(struct rpc_access_log *log)
 {
     for (uint32_t i = 0; log->cores && i < log->core_count; i++) {
         free(log->cores[i].buf);
-        pthread_mutex_destroy(&log->cores[i].lock);
     }
     free(log->cores);
-    free(log->spare);
     free(log->path);
     pthread_cond_destroy(&log->cond);
     pthread_mutex_destroy(&log->lock);
@@ -312,6 +319,7 @@ int rpc_access_log_open(const char *path, uint32_t cores, struct rpc_access_log 
                         size_t why_size)
 {
     *out = NULL;
+    if (why_size > 0) why[0] = '\0';
     struct rpc_access_log *log = calloc(1, sizeof(*log));
     if (!log) return -ENOMEM;
     pthread_mutex_init(&log->lock, NULL);
@@ -322,11 +330,9 @@ int rpc_access_log_open(const char *path, uint32_t cores, struct rpc_access_log 
     pthread_condattr_destroy(&ca);
     log->core_count = cores;
     log->cores = aligned_alloc(64, sizeof(struct log_core) * cores);
-    log->spare = malloc(RPC_ACCESS_LOG_BUF);
-    int rc = log->cores && log->spare ? 0 : -ENOMEM;
+    int rc = log->cores ? 0 : -ENOMEM;
     if (log->cores) memset(log->cores, 0, sizeof(struct log_core) * cores);
     for (uint32_t i = 0; rc == 0 && i < cores; i++) {
-        pthread_mutex_init(&log->cores[i].lock, NULL);
         log->cores[i].buf = malloc(RPC_ACCESS_LOG_BUF);
         if (!log->cores[i].buf) rc = -ENOMEM;
     }

@@ -3,10 +3,10 @@
  * who needs to know which client asked for what and what it got (docs/operations.md "Access
  * log"). Off unless --access-log names a file ("-": standard output).
  *
- * The cores never wait on the log's disk: each appends its lines to a buffer of its own under
- * a lock it shares only with the log's thread, which swaps the buffer out and writes it with
- * plain write(2) every RPC_ACCESS_LOG_FLUSH_MS, or sooner once a buffer is half full. A line
- * that does not fit (the thread fell behind a slow disk) is dropped and counted
+ * The cores never wait on the log's disk: each appends its lines to a ring of its own, with
+ * no lock, which the log's thread writes out with plain write(2) every
+ * RPC_ACCESS_LOG_FLUSH_MS, or sooner once a ring is half full. A line that does not fit (the
+ * thread fell behind a slow disk) is dropped and counted
  * (ringcas_access_log_dropped_lines_total), never waited for.
  */
 #ifndef RINGCAS_RPC_ACCESS_LOG_H
