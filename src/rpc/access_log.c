@@ -54,6 +54,15 @@ struct rpc_access_log {
 
 /* ---- formatting ---- */
 
+/* Appends the C string <s> without its NUL. */
+static char *put_str(char *p, const char *s)
+{
+    while (*s) {
+        *p++ = *s++;
+    }
+    return p;
+}
+
 /* Appends <s>/<len> as the inside of a JSON string, cut at FIELD_MAX bytes. Bytes outside
  * printable ASCII are written \u00XX: a client chooses them, and the line stays valid JSON
  * and one line. Returns the new end. */
@@ -68,26 +77,14 @@ static char *put_json(char *p, const char *s, size_t len)
             *p++ = '\\';
             *p++ = (char)ch;
         } else if (ch < 0x20 || ch >= 0x7f) {
-            memcpy(p, "\\u00", 4);
-            p[4] = hex[ch >> 4];
-            p[5] = hex[ch & 15];
-            p += 6;
+            p = put_str(p, "\\u00");
+            *p++ = hex[ch >> 4];
+            *p++ = hex[ch & 15];
         } else {
             *p++ = (char)ch;
         }
     }
-    if (cut) {
-        memcpy(p, "...", 3);
-        p += 3;
-    }
-    return p;
-}
-
-static char *put_str(char *p, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    return p + n;
+    return cut ? put_str(p, "...") : p;
 }
 
 static char *put_u64(char *p, uint64_t v)
@@ -98,8 +95,9 @@ static char *put_u64(char *p, uint64_t v)
         tmp[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    while (n)
+    while (n) {
         *p++ = tmp[--n];
+    }
     return p;
 }
 

@@ -162,6 +162,42 @@ static uint64_t read_access_log(void *ctx, uint32_t core, size_t index)
                       : rpc_access_log_dropped(cfg->access_log, core);
 }
 
+/* The access log's counters for /metrics, registered with or without --access-log (0). */
+static size_t access_log_sources(struct rpc_config *cfg, struct rpc_metrics_source *out, size_t max)
+{
+    if (max == 0) return 0;
+    out[0] = (struct rpc_metrics_source){
+        .names = access_log_names,
+        .kinds = access_log_kinds,
+        .helps = access_log_helps,
+        .count = ARRAY_LEN(access_log_names),
+        .read = read_access_log,
+        .ctx = cfg,
+    };
+    return 1;
+}
+
+/*
+ * What <cfg> needs besides the options: the other modules' counters, which GET /metrics
+ * renders with the ring's and the routes' (<sources>, <max> entries, which must outlive the
+ * server), and --access-log, opened before the store's recovery (which may take a while) so
+ * that a path that cannot be written is said at once, on stderr.
+ */
+static int config_extras(struct rpc_config *cfg, struct rpc_metrics_source *sources, size_t max)
+{
+    size_t n = rpc_counters_sources(cfg, sources, max);
+    n += rpc_ops_sources(cfg, sources + n, max - n);
+    n += access_log_sources(cfg, sources + n, max - n);
+    cfg->sources = sources;
+    cfg->source_count = n;
+    const char *path = cfg->opts.access_log;
+    if (path[0] == '\0') return 0;
+    char why[512];
+    int rc = rpc_access_log_open(path, cfg->core_count, &cfg->access_log, why, sizeof(why));
+    if (rc < 0) (void)fprintf(stderr, "ringcas serve: %s\n", why);
+    return rc;
+}
+
 /*
  * What the default segment size is cut from: --max-size, or the folder's file system when that
  * is smaller. A segment is evicted whole and only once sealed, so segments sized from a
@@ -530,33 +566,11 @@ int rpc_server_run(const struct rpc_server_options *opts)
         (void)fprintf(stderr, "ringcas serve: out of memory\n");
         return 1;
     }
-    /* Before the store's recovery, which may take a while: a path that cannot be written is
-     * said at once. */
-    if (opts->access_log[0] != '\0') {
-        int lrc = rpc_access_log_open(opts->access_log, cfg.core_count, &cfg.access_log, why,
-                                      sizeof(why));
-        if (lrc < 0) {
-            (void)fprintf(stderr, "ringcas serve: %s\n", why);
-            free_cores(&cfg);
-            return 1;
-        }
-    }
-    /* GET /metrics renders the rpc layer's counters with the ring's and the routes'. */
     struct rpc_metrics_source sources[8];
-    cfg.source_count = rpc_counters_sources(&cfg, sources, ARRAY_LEN(sources));
-    cfg.source_count +=
-        rpc_ops_sources(&cfg, sources + cfg.source_count, ARRAY_LEN(sources) - cfg.source_count);
-    if (cfg.source_count < ARRAY_LEN(sources)) {
-        sources[cfg.source_count++] = (struct rpc_metrics_source){
-            .names = access_log_names,
-            .kinds = access_log_kinds,
-            .helps = access_log_helps,
-            .count = ARRAY_LEN(access_log_names),
-            .read = read_access_log,
-            .ctx = &cfg,
-        };
+    if (config_extras(&cfg, sources, ARRAY_LEN(sources)) < 0) {
+        free_cores(&cfg);
+        return 1;
     }
-    cfg.sources = sources;
     if (store_options(opts, cfg.core_count, &bo) < 0) {
         free_cores(&cfg);
         return 1;
