@@ -41,14 +41,15 @@ test: asan
 	# What needs the C library's own allocator (sanitizers replace it): from the clang build.
 	cd build/clang && ctest --output-on-failure -L '^plain$$' --timeout 600
 
-# Threads meet in the ring and in the storage engine (shared index and segment table, the
-# evictor thread): their tests run again under ThreadSanitizer, where any report fails the
-# test (compat/tsan_report checks that; compat/criterion the stand-in's comparisons). One
-# test at a time: the ring tests want both cores.
+# Threads meet in the ring, in the storage engine (shared index and segment table, the
+# evictor thread) and in the access log's rings: their tests run again under
+# ThreadSanitizer, where any report fails the test (compat/tsan_report checks that;
+# compat/criterion the stand-in's comparisons). One test at a time: the ring tests want both
+# cores.
 tsan: deps-test
 	cmake --preset tsan >/dev/null
-	cmake --build build/tsan -j$(JOBS) --target ring_tests blob_tests compat_tests
-	cd build/tsan && ctest --output-on-failure -L '^(ring|blob|compat)$$' --timeout 600
+	cmake --build build/tsan -j$(JOBS) --target ring_tests blob_tests compat_tests rpc_thread_tests
+	cd build/tsan && ctest --output-on-failure -L '^(ring|blob|compat|threads)$$' --timeout 600
 
 # The whole server under ThreadSanitizer, driven by the integration tests that use two cores,
 # scrape /metrics and stop it (cores, the evictor, refresh copies, the metrics tables): a

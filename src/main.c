@@ -182,6 +182,10 @@ static int cmd_serve(int argc, char **argv)
           "per core, memory zstd contexts may hold (compressed uploads' windows); past it "
           "uploads are refused (HTTP 503, RESOURCE_EXHAUSTED)",
           NULL },
+        { "access-log", BASE_FLAG_STRING, &o.access_log,
+          "append a JSON line per request to this file (-: standard output; empty: none); "
+          "SIGUSR1 opens it again",
+          "FILE" },
     };
     const struct cmd_spec spec = { .prog = "ringcas serve",
                                    .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",

@@ -443,10 +443,18 @@ static void stop_signals(sigset_t *set)
     sigaddset(set, SIGHUP);
 }
 
+/* What ring_server_wait_signals returns: the stop signals, and SIGUSR1, whose default action
+ * would end the process too (an operator's `kill -USR1` to reopen logs, as for nginx). */
+static void wait_set(sigset_t *set)
+{
+    stop_signals(set);
+    sigaddset(set, SIGUSR1);
+}
+
 void ring_server_block_signals(void)
 {
     sigset_t set;
-    stop_signals(&set);
+    wait_set(&set);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
@@ -589,7 +597,7 @@ int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)
 {
     (void)srv;
     sigset_t set;
-    stop_signals(&set);
+    wait_set(&set);
     if (timeout_ms == RING_WAIT_FOREVER) {
         int sig = 0;
         while (sigwait(&set, &sig) != 0) {

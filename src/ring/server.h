@@ -78,8 +78,8 @@ struct ring_core *ring_server_core(const struct ring_server *srv, uint32_t i);
 void ring_server_counters(const struct ring_server *srv, struct ring_counters_snapshot *out);
 
 /*
- * Holds SIGTERM, SIGINT, SIGHUP and SIGPIPE back from the calling thread and from every thread
- * it starts afterwards: they then wait for ring_server_wait_signals or
+ * Holds SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGPIPE back from the calling thread and from
+ * every thread it starts afterwards: they then wait for ring_server_wait_signals or
  * ring_server_take_signal instead of ending the process by their default action. serve calls
  * it before the long steps of its start-up (a port's wait, the store's recovery);
  * ring_server_start calls it too.
@@ -91,9 +91,9 @@ void ring_server_block_signals(void);
 int ring_server_take_signal(void);
 
 /*
- * Blocks until SIGTERM, SIGINT or SIGHUP arrives and returns the signal number, or returns 0 once
- * <timeout_ms> passed without one (RING_WAIT_FOREVER: no limit), for the main thread's
- * periodic housekeeping.
+ * Blocks until SIGTERM, SIGINT, SIGHUP or SIGUSR1 (not a stop: the caller's to act on)
+ * arrives and returns the signal number, or returns 0 once <timeout_ms> passed without one
+ * (RING_WAIT_FOREVER: no limit), for the main thread's periodic housekeeping.
  */
 int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms);
 

@@ -67,6 +67,8 @@ struct rpc_call *rpc_call_new(struct rpc_core *rc, struct rpc_h2 *h2, int32_t st
          */
         memset(c, 0, offsetof(struct rpc_call, message));
         c->message[0] = '\0';
+        c->log_peer[0] = '\0';
+        c->log_target_len = 0;
     } else {
         c = calloc(1, sizeof(*c));
         if (!c) return NULL;
@@ -1024,6 +1026,32 @@ void rpc_call_on_drained(struct rpc_call *c)
 
 /* ---- status ---- */
 
+void rpc_call_log_target(struct rpc_call *c, const char *target, size_t len)
+{
+    if (!c->rc->cfg->access_log) return;
+    /* One byte past the log's field: it then marks the cut. */
+    if (len > RPC_ACCESS_LOG_FIELD_MAX + 1) len = RPC_ACCESS_LOG_FIELD_MAX + 1;
+    memcpy(c->log_target, target, len);
+    c->log_target_len = (uint16_t)len;
+}
+
+static void log_call(struct rpc_call *c, int status, uint64_t ns)
+{
+    const struct rpc_access_entry e = {
+        .peer = c->log_peer[0] ? c->log_peer : "-",
+        .route = c->method ? rpc_route_name(c->route) : c->path,
+        .target = c->log_target_len ? c->log_target : NULL,
+        .target_len = c->log_target_len,
+        .message = status != PROTO_STATUS_OK ? c->message : NULL,
+        .status = status,
+        .grpc = true,
+        .bytes_in = c->bytes_in,
+        .bytes_out = c->bytes_out,
+        .duration_ns = ns,
+    };
+    rpc_access_log_add(c->rc->cfg->access_log, ring_core_index(c->rc->ring), &e);
+}
+
 static void finish_with(struct rpc_call *c, int status, const char *message, int http_status)
 {
     if (c->finished) return;
@@ -1035,8 +1063,9 @@ static void finish_with(struct rpc_call *c, int status, const char *message, int
     deadline_remove(c);
     deadline_arm(c->rc); /* armed again if an op table that was full refused it */
     if (c->metrics_begun) {
-        rpc_metrics_end(&c->rc->metrics, c->route, status, base_clock_now_ns() - c->start_ns,
-                        c->bytes_in, c->bytes_out);
+        uint64_t ns = base_clock_now_ns() - c->start_ns;
+        rpc_metrics_end(&c->rc->metrics, c->route, status, ns, c->bytes_in, c->bytes_out);
+        if (c->rc->cfg->access_log) log_call(c, status, ns);
     }
     input_release_all(c);
     unary_release(c);

@@ -34,9 +34,11 @@
 #include "base/list.h"
 #include "proto/frame.h"
 #include "proto/status.h"
+#include "ring/conn.h"
 #include "ring/core.h"
 #include "ring/gather.h"
 #include "ring/timer.h"
+#include "rpc/access_log.h"
 #include "rpc/metrics.h"
 
 struct blob_core;
@@ -199,11 +201,19 @@ struct rpc_call {
     bool deadline_queued;               /* on rpc_core.deadlines */
     char message[RPC_CALL_MESSAGE_MAX]; /* grpc-message, percent-encoded; from here on a
                                            reused call is not cleared (rpc_call_new) */
+    /* For the access log (--access-log), set by rpc_call_new and rpc_call_log_target. */
+    char log_peer[RING_CONN_PEER_MAX];             /* the client; "" without the log */
+    uint16_t log_target_len;                       /* bytes in log_target; 0: none */
+    char log_target[RPC_ACCESS_LOG_FIELD_MAX + 1]; /* the call's resource, cut */
     /* Small service state lives here, so most calls need no allocation of their own. */
     _Alignas(16) uint8_t svc_mem[RPC_CALL_SVC_INLINE];
 };
 
 /* ---- for services ---- */
+
+/* Names what the call is about in its access log line (a ByteStream resource name, an action
+ * digest); a no-op without --access-log. The last one given is kept. */
+void rpc_call_log_target(struct rpc_call *c, const char *target, size_t len);
 
 /* The core this call runs on, and the engine of that core (NULL without a store). */
 struct ring_core *rpc_call_core(const struct rpc_call *c);

@@ -27,7 +27,18 @@ void rpc_conn_free(struct rpc_conn *c)
 {
     ASSERT(c->rc->conns_open > 0);
     c->rc->conns_open--;
+    free(c->log_peer);
     free(c);
+}
+
+const char *rpc_conn_log_peer(struct rpc_conn *c)
+{
+    if (!c->log_peer) {
+        c->log_peer = malloc(RING_CONN_PEER_MAX);
+        if (!c->log_peer) return "-";
+        (void)ring_conn_peer(&c->conn, c->log_peer);
+    }
+    return c->log_peer;
 }
 
 void rpc_conn_accept(struct ring_core *core, int fd, void *arg)

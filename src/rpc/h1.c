@@ -38,6 +38,7 @@
 #include "base/log.h"
 #include "ring/buf.h"
 #include "ring/timer.h"
+#include "rpc/access_log.h"
 #include "rpc/h1_cache.h"
 #include "rpc/h1_chunked.h"
 #include "rpc/h1_parse.h"
@@ -95,6 +96,9 @@ struct rpc_h1_conn {
     bool in_request;               /* rpc_metrics_begin was called for it */
     bool keep_alive;               /* another request may follow on this connection */
     uint64_t t0_ns;                /* when its head was parsed */
+    char *log_target;              /* the request's path for the access log (allocated the
+                                      first time, RPC_ACCESS_LOG_FIELD_MAX + 1 bytes), or NULL */
+    uint32_t log_target_len;       /* bytes of it for this request; 0: none */
     struct rpc_h1_chunked chunked; /* body decoder when req.chunked */
     uint64_t body_left;            /* Content-Length bytes not yet read */
     uint64_t body_in;              /* body bytes received (decoded) */
@@ -483,12 +487,42 @@ static void start_linger(struct rpc_h1_conn *h)
     run(h);
 }
 
+/* Keeps the request's path for its access log line: the head's buffer is gone by its end. */
+static void log_target_keep(struct rpc_h1_conn *h)
+{
+    h->log_target_len = 0;
+    if (!h->c->rc->cfg->access_log) return;
+    if (!h->log_target) h->log_target = malloc(RPC_ACCESS_LOG_FIELD_MAX + 1);
+    if (!h->log_target) return;
+    uint32_t n = h->req.path.len;
+    /* One byte past the log's field: it then marks the cut. */
+    if (n > RPC_ACCESS_LOG_FIELD_MAX + 1) n = RPC_ACCESS_LOG_FIELD_MAX + 1;
+    memcpy(h->log_target, h->req.path.ptr, n);
+    h->log_target_len = n;
+}
+
+static void log_request(struct rpc_h1_conn *h, int status, uint64_t ns)
+{
+    const struct rpc_access_entry e = {
+        .peer = rpc_conn_log_peer(h->c),
+        .route = rpc_route_name(h->route.metric),
+        .target = h->log_target_len ? h->log_target : NULL,
+        .target_len = h->log_target_len,
+        .status = status,
+        .bytes_in = h->body_in,
+        .bytes_out = h->bytes_out,
+        .duration_ns = ns,
+    };
+    rpc_access_log_add(h->c->rc->cfg->access_log, ring_core_index(core_of(h)), &e);
+}
+
 /* Counts the finished request and resets the per-request state. */
 static void end_request(struct rpc_h1_conn *h, int status)
 {
     if (h->in_request) {
         uint64_t ns = base_clock_now_ns() - h->t0_ns;
         rpc_metrics_end(&h->c->rc->metrics, h->route.metric, status, ns, h->body_in, h->bytes_out);
+        if (h->c->rc->cfg->access_log) log_request(h, status, ns);
     }
     free(h->body_owned);
     h->body_owned = NULL;
@@ -642,6 +676,7 @@ static void refuse(struct rpc_h1_conn *h, int status, const char *desc)
 
 static void begin_request(struct rpc_h1_conn *h, enum rpc_route metric)
 {
+    h->log_target_len = 0; /* a head refused before its route has no target to log */
     h->t0_ns = ring_core_batch_ns(h->c->rc->ring); /* when its bytes were there */
     h->window_t0_ns = h->t0_ns;
     h->window_mark = 0;
@@ -666,6 +701,7 @@ static void handle_head(struct rpc_h1_conn *h)
     }
     rpc_h1_route(h->req.method, &h->head.method, &h->req.path, &h->route);
     begin_request(h, h->route.metric);
+    log_target_keep(h);
     h->keep_alive = h->req.keep_alive && !h->draining;
     h->body_left = h->req.has_length ? h->req.content_length : 0;
     if (h->req.chunked) rpc_h1_chunked_init(&h->chunked);
@@ -1206,6 +1242,7 @@ static void h1_on_close(struct ring_conn *rc, int reason)
     ring_task_cancel(&h->run_task);
     ring_task_cancel(&h->done_task);
     free(h->carry);
+    free(h->log_target);
     struct rpc_conn *c = h->c;
     free(h);
     rpc_conn_free(c);

@@ -800,6 +800,10 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     base_list_add_tail(&h2->calls, &c->link);
     h2->calls_count++;
     base_counter_inc(&h2->rc->counters.h2_streams);
+    /* Copied: a call may end after its connection is gone (a cancel, a deadline). */
+    if (h2->rc->cfg->access_log) {
+        (void)snprintf(c->log_peer, sizeof(c->log_peer), "%s", rpc_conn_log_peer(h2->conn));
+    }
     if (nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, c) != 0) UNREACHABLE();
     h2->last_sid = frame->hd.stream_id;
     h2->last_call = c;

@@ -20,6 +20,7 @@
 #include "rpc/server.h"
 
 struct blob_core;
+struct rpc_access_log;
 struct rpc_call;
 
 /*
@@ -70,6 +71,7 @@ struct rpc_config {
                                        its core_init; other cores load them with acquire */
     const struct rpc_metrics_source *sources; /* other modules' counters for /metrics */
     size_t source_count;                      /* entries in sources */
+    struct rpc_access_log *access_log;        /* --access-log, or NULL */
 };
 
 /* Freed small blocks each core's nghttp2 and message allocators keep for reuse (bytes). */
@@ -129,7 +131,13 @@ struct rpc_conn {
     uint8_t sniff_len;     /* bytes in sniff[] */
     bool ops_only;         /* accepted past --max-connections, into the probe slots: answers
                               /healthz, /readyz and /metrics only (rpc_conn_accept) */
+    char *log_peer;        /* the client's address for the access log, read once; or NULL */
 };
+
+/* The client's address for the access log ("127.0.0.1:40312"), read from the socket the first
+ * time and kept for the connection's life: a request that ends with its connection closed is
+ * logged after the socket can no longer say. */
+const char *rpc_conn_log_peer(struct rpc_conn *c);
 
 /*
  * Connections a core accepts past --max-connections for the operations endpoints only: a

@@ -22,6 +22,7 @@
 #include "ring/cpus.h"
 #include "ring/listen.h"
 #include "ring/server.h"
+#include "rpc/access_log.h"
 #include "rpc/call.h"
 #include "rpc/internal.h"
 #include "rpc/ops.h"
@@ -53,6 +54,7 @@ void rpc_server_options_default(struct rpc_server_options *opts)
     opts->max_uploads = 1024;
     opts->read_memory = 256ULL << 20;
     opts->zstd_memory = 256ULL << 20;
+    opts->access_log = "";
 }
 
 /* Splits "HOST:PORT" ("[::1]:8980" for IPv6) into <host> and <port>. */
@@ -134,12 +136,66 @@ static void core_deinit(struct ring_core *core, void *arg)
      * GET /metrics over this one's counters. */
 }
 
+/* Frees the cores' state and closes the access log (its last lines written): after the cores
+ * stopped, or before they started. */
 static void free_cores(struct rpc_config *cfg)
 {
     for (uint32_t i = 0; i < cfg->core_count; i++) {
         free(cfg->cores[i]);
     }
     free(cfg->cores);
+    rpc_access_log_close(cfg->access_log);
+    cfg->access_log = NULL;
+}
+
+static const char *const access_log_names[] = { "access_log_lines", "access_log_dropped_lines" };
+static const char *const access_log_kinds[] = { "counter", "counter" };
+static const char *const access_log_helps[] = {
+    "Lines the access log took (--access-log; 0 without it).",
+    "Access log lines dropped: the log's thread fell a buffer behind, or the file refused them.",
+};
+
+static uint64_t read_access_log(void *ctx, uint32_t core, size_t index)
+{
+    const struct rpc_config *cfg = ctx;
+    return index == 0 ? rpc_access_log_lines(cfg->access_log, core)
+                      : rpc_access_log_dropped(cfg->access_log, core);
+}
+
+/* The access log's counters for /metrics, registered with or without --access-log (0). */
+static size_t access_log_sources(struct rpc_config *cfg, struct rpc_metrics_source *out, size_t max)
+{
+    if (max == 0) return 0;
+    out[0] = (struct rpc_metrics_source){
+        .names = access_log_names,
+        .kinds = access_log_kinds,
+        .helps = access_log_helps,
+        .count = ARRAY_LEN(access_log_names),
+        .read = read_access_log,
+        .ctx = cfg,
+    };
+    return 1;
+}
+
+/*
+ * What <cfg> needs besides the options: the other modules' counters, which GET /metrics
+ * renders with the ring's and the routes' (<sources>, <max> entries, which must outlive the
+ * server), and --access-log, opened before the store's recovery (which may take a while) so
+ * that a path that cannot be written is said at once, on stderr.
+ */
+static int config_extras(struct rpc_config *cfg, struct rpc_metrics_source *sources, size_t max)
+{
+    size_t n = rpc_counters_sources(cfg, sources, max);
+    n += rpc_ops_sources(cfg, sources + n, max - n);
+    n += access_log_sources(cfg, sources + n, max - n);
+    cfg->sources = sources;
+    cfg->source_count = n;
+    const char *path = cfg->opts.access_log;
+    if (path[0] == '\0') return 0;
+    char why[512];
+    int rc = rpc_access_log_open(path, cfg->core_count, &cfg->access_log, why, sizeof(why));
+    if (rc < 0) (void)fprintf(stderr, "ringcas serve: %s\n", why);
+    return rc;
 }
 
 /*
@@ -400,16 +456,27 @@ static void raise_nofile(void)
 }
 
 /*
- * The main thread's wait for SIGTERM/SIGINT/SIGHUP, and its housekeeping meanwhile: every few
+ * The main thread's wait for SIGTERM/SIGINT/SIGHUP, and its housekeeping meanwhile: SIGUSR1
+ * opens the access log again (after logrotate renamed it), and every few
  * seconds it gives the memory the C library holds free back to the system once enough is
  * (docs/operations.md "Memory"), so a burst's buffers do not stay resident for the life of
  * the process.
  */
-static int wait_signals(struct ring_server *srv)
+static int wait_signals(struct ring_server *srv, struct rpc_access_log *access_log)
 {
     struct base_heap_trim trim = { 0 };
     for (;;) {
         int sig = ring_server_wait_signals(srv, RPC_HEAP_TRIM_PERIOD_MS);
+        if (sig == SIGUSR1) {
+            /* logrotate's postrotate, as for nginx: the renamed file is closed once the
+             * lines already taken are in it. */
+            if (access_log) {
+                rpc_access_log_reopen(access_log);
+            } else {
+                LOG_INFO("SIGUSR1: no --access-log to open again");
+            }
+            continue;
+        }
         if (sig != 0) return sig;
         if (base_heap_trim(&trim, RPC_HEAP_TRIM_MIN)) {
             LOG_DEBUG("returned free heap memory to the system (%zu MiB free in the arenas)",
@@ -499,12 +566,11 @@ int rpc_server_run(const struct rpc_server_options *opts)
         (void)fprintf(stderr, "ringcas serve: out of memory\n");
         return 1;
     }
-    /* GET /metrics renders the rpc layer's counters with the ring's and the routes'. */
     struct rpc_metrics_source sources[8];
-    cfg.source_count = rpc_counters_sources(&cfg, sources, ARRAY_LEN(sources));
-    cfg.source_count +=
-        rpc_ops_sources(&cfg, sources + cfg.source_count, ARRAY_LEN(sources) - cfg.source_count);
-    cfg.sources = sources;
+    if (config_extras(&cfg, sources, ARRAY_LEN(sources)) < 0) {
+        free_cores(&cfg);
+        return 1;
+    }
     if (store_options(opts, cfg.core_count, &bo) < 0) {
         free_cores(&cfg);
         return 1;
@@ -539,7 +605,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
              ring_server_core_count(srv), opts->dir);
     printf("ringcas listening on %s:%u\n", host, ring_server_port(srv));
     (void)fflush(stdout);
-    int sig = wait_signals(srv);
+    int sig = wait_signals(srv, cfg.access_log);
     LOG_INFO("%s (signal %d): draining (up to %llu ms)", signal_name(sig), sig,
              (unsigned long long)opts->drain_timeout_ms);
     rc = ring_server_stop(srv);

@@ -35,6 +35,8 @@ struct rpc_server_options {
     uint64_t max_uploads;      /* per core, open uploads (the engine's uploads_max) */
     uint64_t read_memory;      /* per core, bytes of readers' chunk buffers (read_buffer_max) */
     uint64_t zstd_memory;      /* per core, bytes zstd contexts may hold (zstd_memory_max) */
+    const char *access_log;    /* a file to append a JSON line per request to; "-": standard
+                                  output; "": none */
 };
 
 /* Bounds of the engine's per-core limits the operator sets (src/rpc/server.c checks them). */

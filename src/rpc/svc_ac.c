@@ -13,6 +13,7 @@
  * hit never points at an evicted output.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "proto/frame.h"
@@ -25,6 +26,18 @@
 #include "rpc/svc.h"
 
 #define AC_VALUE_MAX (4u << 20) /* largest ActionResult stored or returned */
+
+/* The action in the access log: "<instance>/ac/<hash>/<size>", as HTTP's path names it. */
+static void log_action(struct rpc_call *c, const char *instance,
+                       const Build__Bazel__Remote__Execution__V2__Digest *d)
+{
+    if (!c->rc->cfg->access_log || !d || !d->hash) return;
+    char t[RPC_ACCESS_LOG_FIELD_MAX + 2];
+    bool named = instance && instance[0];
+    int n = snprintf(t, sizeof(t), "%s%sac/%s/%lld", named ? instance : "", named ? "/" : "",
+                     d->hash, (long long)d->size_bytes);
+    if (n > 0) rpc_call_log_target(c, t, (size_t)n < sizeof(t) ? (size_t)n : sizeof(t) - 1);
+}
 
 /* ---- GetActionResult ---- */
 
@@ -139,6 +152,7 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     g->c = c;
     c->svc = g;
     struct blob_key k;
+    log_action(c, req->instance_name, req->action_digest);
     int rc = rpc_digest_ac_key(req->instance_name, req->action_digest, &k);
     /* The message names the field at fault: a long instance name is not a bad digest. */
     const char *field = rc == -ENAMETOOLONG ? "instance_name" : "action_digest";
@@ -330,6 +344,7 @@ static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len
     c->svc = p;
     struct blob_key k;
     const char *field;
+    log_action(c, req->instance_name, req->action_digest);
     int rc = update_check(req, result_len, &k, &field);
     build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req, a);
     if (rc == -EMSGSIZE) {

@@ -392,6 +392,7 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
         rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "undecodable ReadRequest");
         return;
     }
+    rpc_call_log_target(c, req.resource_name, req.resource_name_len);
     struct proto_resource res;
     const char *why;
     if (proto_resource_parse(req.resource_name, req.resource_name_len, false, &res, &why) < 0) {
@@ -759,6 +760,7 @@ static int check_message(struct bs_write *st, bool can_wait)
     if (!w->has_name) return write_fail(st, -EINVAL, "the first WriteRequest has no resource_name");
     memcpy(st->name, w->name, w->name_len);
     st->name_len = w->name_len;
+    rpc_call_log_target(st->c, st->name, st->name_len);
     const char *why;
     if (proto_resource_parse(st->name, st->name_len, true, &st->res, &why) < 0) {
         finish_bad_name(st->c, why);
@@ -989,6 +991,7 @@ static void query_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     }
     struct proto_resource res;
     const char *why;
+    rpc_call_log_target(c, req->resource_name, strlen(req->resource_name));
     int rc = proto_resource_parse(req->resource_name, strlen(req->resource_name), true, &res, &why);
     Google__Bytestream__QueryWriteStatusResponse resp =
         GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_RESPONSE__INIT;

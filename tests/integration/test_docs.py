@@ -105,7 +105,9 @@ class Flags(unittest.TestCase):
         for cells in table_rows(text):
             m = re.fullmatch(r"`--(?:\[no-\])?([a-z0-9-]+)(?: ([^`]+))?`", cells[0])
             self.assertIsNotNone(m, cells)
-            documented[m.group(1)] = (m.group(2), cells[2].strip("`"), cells[1].strip("`"))
+            # "(none)": --help prints no default (an empty string, such as --access-log's).
+            default = None if cells[2] == "(none)" else cells[2].strip("`")
+            documented[m.group(1)] = (m.group(2), default, cells[1].strip("`"))
         self.assertEqual(sorted(set(flags) - set(documented)), [], "flags not in the table")
         self.assertEqual(sorted(set(documented) - set(flags)), [], "rows for no flag")
         for name, (metavar, default, twin) in flags.items():

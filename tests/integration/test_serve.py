@@ -62,7 +62,7 @@ class CommandLine(unittest.TestCase):
                        "--recv-buffer-size", "--log-level", "--segment-size", "--chunk-size",
                        "--zstd-level", "--read-ahead", "--[no-]direct-io", "--[no-]map-reads",
                        "--[no-]ac-check", "--message-memory", "--max-connections", "--max-uploads",
-                       "--read-memory", "--zstd-memory"],
+                       "--read-memory", "--zstd-memory", "--access-log"],
                       ""),
             "put": ("usage: ringcas put [FLAGS] FILE...\n\nA FILE of - is standard input, copied "
                     "to an unnamed file in $TMPDIR\n(default /tmp) first; give it once.\n\n"

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -32,6 +33,7 @@ __attribute__((noinline)) void rpc_env_open(struct rpc_env *e, uint32_t bufs)
     o.recv_buf_size = 16 * 1024;
     char why[256];
     cr_assert(eq(int, ring_core_create(&o, 0, &e->core, why, sizeof(why)), 0), "%s", why);
+    memset(&e->cfg, 0, sizeof(e->cfg)); /* no access log, no metrics sources */
     rpc_server_options_default(&e->cfg.opts);
     e->cfg.read_timeout_ms = 200;
     e->cfg.write_timeout_ms = 200;
