@@ -900,9 +900,14 @@ class SameBlobAtOnce(harness.ServerTestCase):
         data = os.urandom(self.SIZE)
         before = self.stored()
         c, rest = self.leader(data)
+        waits = self.waits()
         waiting = [self.start(self.http_put, data) for _ in range(3)]
         waiting += [self.start(self.bs_write, data) for _ in range(3)]
-        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads_waiting_total") >= 6,
+        # Not a count of 6 waits (earlier tests' waits count too, and one PUT's retries reach
+        # it): some told to wait, and the three Writes at the server, none of them uploading.
+        harness.wait_for(lambda: self.waits() > waits and
+                         self.server.metric("ringcas_grpc_calls") == 3 and
+                         self.server.metric("ringcas_bs_uploads") == 0,
                          what="the other uploads told to wait")
         time.sleep(0.3)
         self.assertTrue(all(t.is_alive() for t, _ in waiting), "they wait for the first")
