@@ -4,7 +4,7 @@
 #                with ./ringcas-data
 #   make test    install what is missing, build with ASan+UBSan, run every test (ctest),
 #                then the TSan build of the ring and blob tests (`make tsan`) and of the
-#                server under four integration suites (`make tsan-server`), `make lint`
+#                server under five integration suites (`make tsan-server`), `make lint`
 #                and, from lint's clang build, the tests that need glibc's own allocator
 #   make lint    clang build and gcc -O3 build (warnings are errors), clang-format,
 #                clang-tidy, tools/tidy.sh
@@ -59,7 +59,7 @@ tsan-server: deps-test
 	cmake --preset tsan >/dev/null
 	cmake --build build/tsan -j$(JOBS) --target ringcas deny
 	cd build/tsan && TSAN_OPTIONS=second_deadlock_stack=1 ctest --output-on-failure \
-		-R '^integration/(evict|reapi|h2|serve)$$' --timeout 900
+		-R '^integration/(evict|reapi|h2|http_cache|serve)$$' --timeout 900
 
 # The name this step had when it ran only the ring tests.
 tsan-ring: tsan

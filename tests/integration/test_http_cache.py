@@ -840,6 +840,16 @@ class SameBlobAtOnce(harness.ServerTestCase):
     def stored(self):
         return self.server.metric("ringcas_blob_bytes_stored_total")
 
+    def waits(self):
+        return self.server.metric("ringcas_blob_uploads_waiting_total")
+
+    def told_to_wait(self, before, what):
+        """Waits until the counter of waits passed <before>, read before <what> began. It
+        counts every retry of every waiting upload (a PUT alone passes 2 within 15 ms), so it
+        shows that <what> waits only where <what> is the one upload that can be told to wait
+        then: the first upload never is."""
+        harness.wait_for(lambda: self.waits() > before, what=what + " told to wait")
+
     def leader(self, data):
         """A PUT of <data> whose client sent half its body and waits: (connection, rest)."""
         c = Raw(self.server.port, timeout=60)
@@ -890,9 +900,14 @@ class SameBlobAtOnce(harness.ServerTestCase):
         data = os.urandom(self.SIZE)
         before = self.stored()
         c, rest = self.leader(data)
+        waits = self.waits()
         waiting = [self.start(self.http_put, data) for _ in range(3)]
         waiting += [self.start(self.bs_write, data) for _ in range(3)]
-        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads_waiting_total") >= 6,
+        # Not a count of 6 waits (earlier tests' waits count too, and one PUT's retries reach
+        # it): some told to wait, and the three Writes at the server, none of them uploading.
+        harness.wait_for(lambda: self.waits() > waits and
+                         self.server.metric("ringcas_grpc_calls") == 3 and
+                         self.server.metric("ringcas_bs_uploads") == 0,
                          what="the other uploads told to wait")
         time.sleep(0.3)
         self.assertTrue(all(t.is_alive() for t, _ in waiting), "they wait for the first")
@@ -911,9 +926,11 @@ class SameBlobAtOnce(harness.ServerTestCase):
         for follower in (self.http_put, self.bs_write):
             data = os.urandom(self.SIZE)
             c, _ = self.leader(data)
+            # Read now, not ">= 1": the first round's waits count too, and the Write's round
+            # would close the first upload before the Write reached the server.
+            before = self.waits()
             t, out = self.start(follower, data)
-            harness.wait_for(lambda: t.is_alive() and self.server.metric(
-                "ringcas_blob_uploads_waiting_total") >= 1, what="the second upload waiting")
+            self.told_to_wait(before, follower.__name__)
             c.close()  # the first client goes away: its upload is aborted
             t.join(60)
             self.assertNotIn("error", out)
@@ -922,15 +939,16 @@ class SameBlobAtOnce(harness.ServerTestCase):
 
 
     def test_a_waiting_upload_whose_client_leaves_lets_go_of_everything(self):
-        """A waiting PUT holds its request's timer, a waiting Write a place on the core's
-        list: a client gone while waiting frees both (ASan: no use after free when the
-        timer or the wake-up fires), and the first upload completes as before."""
+        """A waiting Write holds a place on the core's list, a waiting PUT its request's
+        timer: a client gone while waiting frees both (ASan: no use after free when the
+        wake-up or the timer fires), and the first upload completes as before. One waits at a
+        time, so that the counter of waits shows each one waiting (told_to_wait). Before, the
+        test took a count of 2 for both, which the PUT's own retries reach: a Write that gRPC
+        was still connecting (the TSan server is slow to answer) was cancelled before it was
+        sent, and the client kept that connection, half set up, open past the test's end."""
         import reapi  # pylint: disable=import-outside-toplevel
         data = os.urandom(self.SIZE)
         c, rest = self.leader(data)
-        put = Raw(self.server.port, timeout=30)
-        put.send(request("PUT", "/cas/" + sha(data), headers=["Content-Length: %d" % len(data)],
-                         body=data[:1000]))
         client = reapi.Client("127.0.0.1:%d" % self.server.port)
         name = "uploads/%s/blobs/%s/%d" % (uuid.uuid4(), sha(data), len(data))
         first = reapi.msg("google.bytestream.WriteRequest", resource_name=name,
@@ -940,12 +958,19 @@ class SameBlobAtOnce(harness.ServerTestCase):
         def requests():
             yield first
             held.wait(30)  # the stream stays open until the client cancels
+        before = self.waits()
         call = client.Write.future(requests(), timeout=60)
-        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads_waiting_total") >= 2,
-                         what="both told to wait")
-        put.close()
+        self.told_to_wait(before, "the Write")
         call.cancel()
         held.set()
+        harness.wait_for(lambda: self.server.metric("ringcas_grpc_calls") == 0,
+                         what="the cancelled Write gone")
+        before = self.waits()
+        put = Raw(self.server.port, timeout=30)
+        put.send(request("PUT", "/cas/" + sha(data), headers=["Content-Length: %d" % len(data)],
+                         body=data[:1000]))
+        self.told_to_wait(before, "the PUT")
+        put.close()
         time.sleep(0.2)  # several wake-ups and timer runs with the two gone
         c.send(rest)
         self.assertEqual(c.read_response().status, 201)
