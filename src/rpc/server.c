@@ -221,7 +221,7 @@ static int make_dir(const char *dir)
 static int claim_port_and_dir(const struct rpc_server_options *opts, const char *host,
                               uint16_t port)
 {
-    char why[256] = "";
+    char why[512] = ""; /* host (128) and the fix of listen_fix */
     int rc = ring_server_probe(host, port, why, sizeof(why));
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas serve: %s\n", why);

@@ -359,6 +359,43 @@ class CommandLine(unittest.TestCase):
             self.assertIn("address already in use", r.stderr)
         self.assertEqual(snapshot(), before)
 
+    def test_an_address_of_no_interface_names_the_fix(self):
+        # 192.0.2.1 is TEST-NET-1 (RFC 5737): no interface has it. The line said "address not
+        # available" and no more, which does not tell a user that the address is the fault.
+        d = os.path.join(tmpdir(self), "data")
+        r = run(["serve", "--listen", "192.0.2.1:8980", "--dir", d])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("ringcas serve: cannot listen on 192.0.2.1:8980: address not available "
+                      "(no network interface of this machine has that address; --listen "
+                      "0.0.0.0:PORT listens on all of them, 127.0.0.1:PORT on this machine "
+                      "only)\n", r.stderr)
+        self.assertFalse(os.path.exists(d))  # refused before the folder is made
+
+    def test_a_privileged_port_names_the_fix(self):
+        # A user who tries port 80 or 443 as themselves read "permission denied" and
+        # looked at the data folder's permissions.
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            if int(f.read()) <= 1:
+                self.skipTest("every port may be bound by anyone here")
+        prefix = ()
+        if os.geteuid() == 0:
+            prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                      "--inh-caps=-all", "--bounding-set=-all")
+            probe = subprocess.run(list(prefix) + [harness.binary(), "--version"],
+                                   capture_output=True, text=True, timeout=30)
+            if probe.returncode != 0:
+                self.skipTest("the binary cannot run as nobody here: %s" % probe.stderr)
+        d = os.path.join(tmpdir(self), "data")
+        os.chmod(os.path.dirname(d), 0o777)
+        r = subprocess.run(list(prefix) + [harness.binary(), "serve", "--listen", "127.0.0.1:1",
+                                           "--dir", d],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("ringcas serve: cannot listen on 127.0.0.1:1: permission denied (a port "
+                      "below 1024 needs root or CAP_NET_BIND_SERVICE; pick --listen with a port "
+                      "of 1024 or more)\n", r.stderr)
+        self.assertFalse(os.path.exists(d))
+
 @unittest.skipUnless(os.environ.get("DENY_BIN"), "needs the deny helper (ctest sets it)")
 class NoIoUring(unittest.TestCase):
     def check(self, err, needle):
