@@ -280,6 +280,15 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
                       BLOB_ZSTD_LEVEL_MAX);
         return -EINVAL;
     }
+    if (strstr(opts->listen, "://")) {
+        /* A client's URL copied into the flag (http://127.0.0.1:8980) was refused as a host
+         * name, "names are not resolved", which sent the user to look at DNS. */
+        (void)fprintf(stderr,
+                      "ringcas serve: --listen %s: expected HOST:PORT without a scheme "
+                      "(http://, grpc://: the port serves both), e.g. 127.0.0.1:8980\n",
+                      opts->listen);
+        return -EINVAL;
+    }
     if (split_listen(opts->listen, host, host_size, port) < 0) {
         (void)fprintf(stderr,
                       "ringcas serve: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:8980\n",

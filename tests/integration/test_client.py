@@ -204,6 +204,19 @@ class BadInput(ClientTestCase):
         p, _ = run(["stat", "--server", "no-port"])
         self.assert_fails(p, EXIT_USAGE, "HOST:PORT")
 
+    def test_a_url_as_server_names_the_scheme(self):
+        # Bazel's --remote_cache=grpc://HOST:PORT copied into --server was refused with
+        # "expected HOST:PORT" alone, which a URL with a port seems to be.
+        for url in ("grpc://127.0.0.1:8980", "http://127.0.0.1:8980/bazel"):
+            for cmd in (["stat"], ["get", EMPTY], ["put", __file__]):
+                p, _ = run(cmd, server=url)
+                self.assert_fails(p, EXIT_USAGE, "ringcas %s: bad server address '%s': expected "
+                                  "HOST:PORT without a scheme (grpc://, http://), e.g. "
+                                  "127.0.0.1:8980" % (cmd[0], url))
+        p, _ = run(["stat"], server="no-port")  # not a URL: no word of schemes
+        self.assert_fails(p, EXIT_USAGE, "bad server address 'no-port': expected HOST:PORT")
+        self.assertNotIn("scheme", p.stderr)
+
     def test_unreachable_server(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

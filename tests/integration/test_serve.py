@@ -187,6 +187,15 @@ class CommandLine(unittest.TestCase):
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn("--sync bogus", r.stderr)  # refused after the address passed
 
+    def test_a_url_to_listen_on_names_the_scheme(self):
+        # A client's URL copied into --listen was refused as a name that is not resolved.
+        for listen in ("http://127.0.0.1:8980", "grpc://0.0.0.0:8980/"):
+            r = harness.run_serve("--listen", listen)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(r.stderr, "ringcas serve: --listen %s: expected HOST:PORT without "
+                             "a scheme (http://, grpc://: the port serves both), e.g. "
+                             "127.0.0.1:8980\n" % listen)
+
     def test_a_negated_flag_with_a_value_is_named(self):
         # --[no-]direct-io exists: "unknown flag --no-direct-io" would send the user looking
         # for a flag that is there.
