@@ -150,6 +150,19 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_a_folder_without_dir_names_the_flag(self):
+        # "ringcas fsck ./data" (and serve) said only "unexpected argument ./data".
+        d = tmpdir(self)
+        for cmd in ("fsck", "serve"):
+            r = run([cmd, d])
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(r.stderr, "ringcas %s: unexpected argument %s: did you mean --dir "
+                             "%s? (see --help)\n" % (cmd, d, d))
+        self.assertEqual(os.listdir(d), [])
+        r = run(["stat", "extra"])  # no folder to name: the plain line
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr, "ringcas stat: unexpected argument extra\n")
+
     def test_a_value_refused_after_parsing_names_the_variable_that_set_it(self):
         # A StatefulSet sets flags through env: an error that named only the flag sent its
         # reader looking for a command-line flag that is not there.
