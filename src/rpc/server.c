@@ -239,6 +239,23 @@ static int claim_port_and_dir(const struct rpc_server_options *opts, const char 
     return rc;
 }
 
+/*
+ * Prints the engine's refusal <why> of the sizes in <opts>. A --max-size under 1 MiB is a
+ * unit left out (`--max-size 10` for 10 GiB), which "is below 4 segments of 1048576 bytes"
+ * did not say: a second line does.
+ */
+static void store_options_refused(const struct rpc_server_options *opts, const char *why)
+{
+    (void)fprintf(stderr, "ringcas serve: %s\n", why);
+    if (opts->max_size > 0 && opts->max_size < (1ULL << 20)) {
+        unsigned long long n = opts->max_size;
+        (void)fprintf(stderr,
+                      "ringcas serve: --max-size %llu is %llu bytes: a size without a unit is "
+                      "bytes; write --max-size %lluG for %llu GiB\n",
+                      n, n, n, n);
+    }
+}
+
 /* A per-core memory bound of at least <min> bytes (a whole number of MiB), else named. */
 static int check_memory(const char *flag, uint64_t value, uint64_t min)
 {
@@ -484,7 +501,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
      * easily. */
     if (store_options(opts, cores, &bo) < 0) return 1;
     if (blob_store_options_check(&bo, why, sizeof(why)) < 0) {
-        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        store_options_refused(opts, why);
         return 2; /* a usage error */
     }
     raise_nofile();
@@ -518,7 +535,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         return 1;
     }
     if (blob_store_options_check(&bo, why, sizeof(why)) < 0) {
-        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        store_options_refused(opts, why);
         free_cores(&cfg);
         return 2; /* sizes that do not fit together: a usage error */
     }

@@ -260,6 +260,24 @@ class CommandLine(unittest.TestCase):
         self.assertIn("ringcas serve: --chunk-size 4294971392: expected a power of two",
                       r.stderr)
 
+    def test_a_max_size_without_a_unit_says_it_is_bytes(self):
+        # `--max-size 10` meant as 10 GiB was refused as "below 4 segments of 1048576 bytes",
+        # which did not say that a count without a unit is bytes.
+        d = os.path.join(tmpdir(self), "data")
+        for args, env in ((["--max-size", "10"], None), ([], {"RINGCAS_MAX_SIZE": "500"})):
+            r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--cores", "1"] + args,
+                    env=env)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            n = args[1] if args else env["RINGCAS_MAX_SIZE"]
+            self.assertIn("ringcas serve: --max-size %s is %s bytes: a size without a unit is "
+                          "bytes; write --max-size %sG for %s GiB\n" % (n, n, n, n), r.stderr)
+            self.assertFalse(os.path.exists(d))
+        # A size with its unit, too small for other reasons, gets no word of units.
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--cores", "2",
+                 "--max-size", "4MiB"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertNotIn("without a unit", r.stderr)
+
     def test_zstd_level_out_of_range_is_refused(self):
         """--zstd-level takes zstd's regular levels, 1 to 22 (docs/storage.md). It used to take
         any count without a word: zstd clamped 30 to 22, took 0 as its default level 3, and a
