@@ -426,7 +426,13 @@ static int cmd_fsck(int argc, char **argv)
         .stray_flag = "dir",
     };
     int status = cmd_parse(&spec, argc, argv);
-    return status == CMD_RUN ? blob_fsck_main(dir, stdout) : status;
+    if (status != CMD_RUN) return status;
+    if (dir[0] == '\0') {
+        /* As serve's: "fsck : cannot open the folder: not found" named no flag. */
+        (void)fprintf(stderr, "ringcas fsck: --dir is empty: name the data folder to check\n");
+        return cmd_ran(&spec, argc, argv, 2);
+    }
+    return blob_fsck_main(dir, stdout);
 }
 
 int main(int argc, char **argv)

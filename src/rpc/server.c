@@ -297,6 +297,13 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
                       BLOB_ZSTD_LEVEL_MAX);
         return -EINVAL;
     }
+    if (opts->dir[0] == '\0') {
+        /* "--dir $DATA" with DATA unset, or an empty RINGCAS_DIR in a manifest: it failed as
+         * "cannot use data folder : not found". */
+        (void)fprintf(stderr, "ringcas serve: --dir is empty: name the data folder, e.g. "
+                              "--dir ./ringcas-data\n");
+        return -EINVAL;
+    }
     if (strstr(opts->listen, "://")) {
         /* A client's URL copied into the flag (http://127.0.0.1:8980) was refused as a host
          * name, "names are not resolved", which sent the user to look at DNS. */

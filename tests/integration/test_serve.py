@@ -163,6 +163,26 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertEqual(r.stderr, "ringcas stat: unexpected argument extra\n")
 
+    def test_an_empty_dir_is_a_usage_error(self):
+        # "--dir $DATA" with DATA unset, an empty RINGCAS_DIR: "cannot use data folder : not
+        # found" (exit status 1) and "fsck : cannot open the folder: not found". Refused
+        # before the port is looked at: serve without --listen binds nothing here.
+        cwd = tmpdir(self)
+        for cmd, line in (("serve", "ringcas serve: --dir is empty: name the data folder, e.g. "
+                           "--dir ./ringcas-data\n"),
+                          ("fsck", "ringcas fsck: --dir is empty: name the data folder to "
+                           "check\n")):
+            r = subprocess.run([harness.binary(), cmd, "--listen", "127.0.0.1:0", "--dir", ""]
+                               if cmd == "serve" else [harness.binary(), cmd, "--dir", ""],
+                               capture_output=True, text=True, timeout=30, cwd=cwd)
+            self.assertEqual((r.returncode, r.stderr), (2, line))
+            r = subprocess.run([harness.binary(), cmd], capture_output=True, text=True,
+                               timeout=30, cwd=cwd, env=dict(os.environ, RINGCAS_DIR=""))
+            self.assertEqual((r.returncode, r.stderr),
+                             (2, line + "ringcas %s: set from the environment: RINGCAS_DIR=\n"
+                              % cmd))
+        self.assertEqual(os.listdir(cwd), [])
+
     def test_a_value_refused_after_parsing_names_the_variable_that_set_it(self):
         # A StatefulSet sets flags through env: an error that named only the flag sent its
         # reader looking for a command-line flag that is not there.
