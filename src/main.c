@@ -53,6 +53,7 @@ struct cmd_spec {
     size_t flag_count;             /* entries in <flags>, below CMD_FLAGS_MAX */
     struct base_flags_rest *rest;  /* receives the arguments that are not flags; NULL: none */
     cmd_help_fn *help_end;         /* prints what follows the flag list; NULL: nothing */
+    const char *stray_flag;        /* base_flags_err's: "dir" for a command given a folder */
 };
 
 /* A flag's value before parsing: what its help line shows as the default. */
@@ -118,7 +119,9 @@ static int cmd_parse(const struct cmd_spec *s, int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         cmd_default_keep(&flags[i], &defaults[i], &shown[i]);
     }
-    const struct base_flags_err err = { .out = stderr, .prog = s->prog };
+    const struct base_flags_err err = { .out = stderr,
+                                        .prog = s->prog,
+                                        .stray_flag = s->stray_flag };
     if (base_flags_parse(flags, n, argc, argv, s->rest, &err) < 0) return 2;
     if (!help) return CMD_RUN;
     (void)fputs(s->usage, stdout);
@@ -190,7 +193,8 @@ static int cmd_serve(int argc, char **argv)
     const struct cmd_spec spec = { .prog = "ringcas serve",
                                    .usage = "usage: ringcas serve [FLAGS]\n\nflags:\n",
                                    .flags = flags,
-                                   .flag_count = ARRAY_LEN(flags) };
+                                   .flag_count = ARRAY_LEN(flags),
+                                   .stray_flag = "dir" };
     int status = cmd_parse(&spec, argc, argv);
     return status == CMD_RUN ? cmd_ran(&spec, argc, argv, rpc_server_run(&o)) : status;
 }
@@ -423,9 +427,16 @@ static int cmd_fsck(int argc, char **argv)
                  "blob's digest; exits 1 on corruption, 2 when it cannot run.\n\nflags:\n",
         .flags = flags,
         .flag_count = ARRAY_LEN(flags),
+        .stray_flag = "dir",
     };
     int status = cmd_parse(&spec, argc, argv);
-    return status == CMD_RUN ? blob_fsck_main(dir, stdout) : status;
+    if (status != CMD_RUN) return status;
+    if (dir[0] == '\0') {
+        /* As serve's: "fsck : cannot open the folder: not found" named no flag. */
+        (void)fprintf(stderr, "ringcas fsck: --dir is empty: name the data folder to check\n");
+        return cmd_ran(&spec, argc, argv, 2);
+    }
+    return blob_fsck_main(dir, stdout);
 }
 
 int main(int argc, char **argv)

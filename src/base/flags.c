@@ -160,6 +160,21 @@ static int parse_one(const struct base_flag *flags, size_t count, int argc, char
     return 0;
 }
 
+/*
+ * The line for argument <a>, which is not a flag and has no place in <rest>. "ringcas fsck
+ * ./data" said only "unexpected argument ./data": the command's likely flag is named.
+ */
+static void unexpected_argument(const char *a, const struct base_flags_rest *rest,
+                                const struct base_flags_err *err)
+{
+    if (!rest && err->stray_flag && a[0] != '-') {
+        (void)fprintf(err->out, "%s: unexpected argument %s: did you mean --%s %s? (see --help)\n",
+                      err->prog, a, err->stray_flag, a);
+        return;
+    }
+    (void)fprintf(err->out, "%s: unexpected argument %s\n", err->prog, a);
+}
+
 int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char **argv,
                      struct base_flags_rest *rest, const struct base_flags_err *err)
 {
@@ -179,7 +194,7 @@ int base_flags_parse(const struct base_flag *flags, size_t count, int argc, char
             continue;
         }
         if (!rest || nrest >= rest->size) {
-            (void)fprintf(err->out, "%s: unexpected argument %s\n", err->prog, a);
+            unexpected_argument(a, rest, err);
             return -EINVAL;
         }
         rest->args[nrest++] = argv[i];

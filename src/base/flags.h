@@ -36,8 +36,11 @@ struct base_flag {
 
 /* Where parse errors go, one line each: "<prog>: unknown flag --x (see --help)". */
 struct base_flags_err {
-    FILE *out;        /* the stream (stderr) */
-    const char *prog; /* starts each line: "ringcas serve" */
+    FILE *out;              /* the stream (stderr) */
+    const char *prog;       /* starts each line: "ringcas serve" */
+    const char *stray_flag; /* a flag an argument given where none is taken is likely the
+                               value of ("dir": "ringcas fsck DIR"), named in its error line;
+                               NULL: none */
 };
 
 /* Where the arguments that are not flags go. */

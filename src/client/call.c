@@ -504,6 +504,10 @@ void client_call_on_conn_gone(struct client_call *c, int reason)
                            c->conn->opts.io_timeout_ms);
         } else if (reason == 0) {
             (void)snprintf(msg, sizeof(msg), "connection closed");
+        } else if (reason == -EPROTONOSUPPORT) {
+            (void)snprintf(msg, sizeof(msg),
+                           "the server answered in HTTP/1.x, not HTTP/2 (gRPC): name the "
+                           "HOST:PORT of a ringcas or other REAPI server");
         } else {
             (void)snprintf(msg, sizeof(msg), "connection failed: %s", base_err_str(reason));
         }

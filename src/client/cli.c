@@ -880,8 +880,13 @@ static int stat_metrics(struct client_sync *s, int status)
     memset(&h, 0, sizeof(h));
     int rc = client_sync_http_get(s, "/metrics", &h);
     if (rc < 0 || h.status != 200) {
-        (void)fprintf(stderr, "ringcas stat: GET /metrics: %s\n",
-                      rc < 0 ? client_err_str(rc) : "unexpected HTTP status");
+        /* The status itself: "unexpected HTTP status" did not say which (a 404 from a server
+         * that is no ringcas, a 503 of one past --max-connections). */
+        if (rc < 0) {
+            (void)fprintf(stderr, "ringcas stat: GET /metrics: %s\n", client_err_str(rc));
+        } else {
+            (void)fprintf(stderr, "ringcas stat: GET /metrics: HTTP status %d\n", h.status);
+        }
         if (status == CLIENT_EXIT_OK) {
             status = rc < 0 ? client_cli_exit_code(rc) : CLIENT_EXIT_FAILURE;
         }

@@ -285,9 +285,20 @@ static void conn_on_recv(struct ring_conn *rc, uint16_t bid, uint32_t len)
         fail(conn, conn->calls_count > 0 ? -ECONNRESET : 0, "server closed the connection");
         return;
     }
+    const uint8_t *data = ring_buf_data(rc->core, bid);
+    if (!conn->received && len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        /* An HTTP/1.x server on the port (another service, a proxy without h2c) answered our
+         * preface with a status line. nghttp2 reads it as an oversized frame, and the user
+         * saw only "connection closed" or a reset. No HTTP/2 frame begins so: its first
+         * bytes would be a 4.5 MiB length, over any SETTINGS_MAX_FRAME_SIZE we allow. */
+        ring_buf_unref(rc->core, bid);
+        fail(conn, -EPROTONOSUPPORT, "the server answered in HTTP/1.x");
+        return;
+    }
+    conn->received = true;
     ASSERT(!conn->in_session);
     conn->in_session = true;
-    ssize_t rv = nghttp2_session_mem_recv(conn->session, ring_buf_data(rc->core, bid), len);
+    ssize_t rv = nghttp2_session_mem_recv(conn->session, data, len);
     conn->in_session = false;
     ring_buf_unref(rc->core, bid);
     if (rv < 0) {

@@ -83,6 +83,7 @@ struct client_conn {
     bool ring_live;                       /* rc was initialised and its close not reported */
     bool in_session;                      /* inside mem_recv or mem_send */
     bool goaway;                          /* the server sent GOAWAY: no new calls */
+    bool received;                        /* the server sent a byte: its first were looked at */
     int close_reason;                     /* first reason recorded */
     uint64_t busy_since_ns;               /* when the first of the current calls started */
     char authority[CLIENT_AUTHORITY_MAX]; /* :authority of every request */

@@ -52,7 +52,12 @@ int client_addr_parse(const char *hostport, struct client_addr *out, char *why, 
     if (strlen(hostport) >= sizeof(out->authority) ||
         split_hostport(hostport, host, sizeof(host), &port) < 0 ||
         base_parse_u64(port, &port_num) < 0 || port_num == 0 || port_num > 65535) {
-        (void)snprintf(why, why_size, "bad server address '%s': expected HOST:PORT", hostport);
+        /* A URL (the grpc://HOST:PORT of Bazel's --remote_cache) is the likely mistake: say
+         * what is wrong with it rather than only what is expected. */
+        (void)snprintf(why, why_size, "bad server address '%s': expected HOST:PORT%s", hostport,
+                       strstr(hostport, "://") ? " without a scheme (grpc://, http://), e.g. "
+                                                 "127.0.0.1:8980"
+                                               : "");
         return -EINVAL;
     }
     struct addrinfo hints;

@@ -395,12 +395,32 @@ static int probe_port(const char *host, uint16_t port)
     return rc;
 }
 
+/*
+ * What to do about a bind that failed with <rc>, for the errors a user's --listen can cause:
+ * "permission denied" alone did not say that the port number was the fault, nor "address not
+ * available" that the address is not one of this machine's.
+ */
+static const char *listen_fix(int rc)
+{
+    switch (rc) {
+    case -EADDRINUSE:
+        return " (another server uses the port; pick --listen)";
+    case -EACCES:
+        return " (a port below 1024 needs root or CAP_NET_BIND_SERVICE; pick --listen with a "
+               "port of 1024 or more)";
+    case -EADDRNOTAVAIL:
+        return " (no network interface of this machine has that address; --listen "
+               "0.0.0.0:PORT listens on all of them, 127.0.0.1:PORT on this machine only)";
+    default:
+        return "";
+    }
+}
+
 /* The start-up line for a port that cannot be listened on. */
 static void listen_failed(const char *host, uint16_t port, int rc, char *why, size_t why_size)
 {
     (void)snprintf(why, why_size, "cannot listen on %s:%u: %s%s", host, (unsigned)port,
-                   base_err_str(rc),
-                   rc == -EADDRINUSE ? " (another server uses the port; pick --listen)" : "");
+                   base_err_str(rc), listen_fix(rc));
 }
 
 int ring_server_probe(const char *host, uint16_t port, char *why, size_t why_size)

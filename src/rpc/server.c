@@ -277,7 +277,7 @@ static int make_dir(const char *dir)
 static int claim_port_and_dir(const struct rpc_server_options *opts, const char *host,
                               uint16_t port)
 {
-    char why[256] = "";
+    char why[512] = ""; /* host (128) and the fix of listen_fix */
     int rc = ring_server_probe(host, port, why, sizeof(why));
     if (rc < 0) {
         (void)fprintf(stderr, "ringcas serve: %s\n", why);
@@ -293,6 +293,23 @@ static int claim_port_and_dir(const struct rpc_server_options *opts, const char 
                           : "");
     }
     return rc;
+}
+
+/*
+ * Prints the engine's refusal <why> of the sizes in <opts>. A --max-size under 1 MiB is a
+ * unit left out (`--max-size 10` for 10 GiB), which "is below 4 segments of 1048576 bytes"
+ * did not say: a second line does.
+ */
+static void store_options_refused(const struct rpc_server_options *opts, const char *why)
+{
+    (void)fprintf(stderr, "ringcas serve: %s\n", why);
+    if (opts->max_size > 0 && opts->max_size < (1ULL << 20)) {
+        unsigned long long n = opts->max_size;
+        (void)fprintf(stderr,
+                      "ringcas serve: --max-size %llu is %llu bytes: a size without a unit is "
+                      "bytes; write --max-size %lluG for %llu GiB\n",
+                      n, n, n, n);
+    }
 }
 
 /* A per-core memory bound of at least <min> bytes (a whole number of MiB), else named. */
@@ -334,6 +351,22 @@ static int check_options(const struct rpc_server_options *opts, char *host, size
     if (opts->zstd_level < BLOB_ZSTD_LEVEL_MIN || opts->zstd_level > BLOB_ZSTD_LEVEL_MAX) {
         (void)fprintf(stderr, "ringcas serve: --zstd-level: %d to %d\n", BLOB_ZSTD_LEVEL_MIN,
                       BLOB_ZSTD_LEVEL_MAX);
+        return -EINVAL;
+    }
+    if (opts->dir[0] == '\0') {
+        /* "--dir $DATA" with DATA unset, or an empty RINGCAS_DIR in a manifest: it failed as
+         * "cannot use data folder : not found". */
+        (void)fprintf(stderr, "ringcas serve: --dir is empty: name the data folder, e.g. "
+                              "--dir ./ringcas-data\n");
+        return -EINVAL;
+    }
+    if (strstr(opts->listen, "://")) {
+        /* A client's URL copied into the flag (http://127.0.0.1:8980) was refused as a host
+         * name, "names are not resolved", which sent the user to look at DNS. */
+        (void)fprintf(stderr,
+                      "ringcas serve: --listen %s: expected HOST:PORT without a scheme "
+                      "(http://, grpc://: the port serves both), e.g. 127.0.0.1:8980\n",
+                      opts->listen);
         return -EINVAL;
     }
     if (split_listen(opts->listen, host, host_size, port) < 0) {
@@ -542,7 +575,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
      * easily. */
     if (store_options(opts, cores, &bo) < 0) return 1;
     if (blob_store_options_check(&bo, why, sizeof(why)) < 0) {
-        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        store_options_refused(opts, why);
         return 2; /* a usage error */
     }
     raise_nofile();
@@ -576,7 +609,7 @@ int rpc_server_run(const struct rpc_server_options *opts)
         return 1;
     }
     if (blob_store_options_check(&bo, why, sizeof(why)) < 0) {
-        (void)fprintf(stderr, "ringcas serve: %s\n", why);
+        store_options_refused(opts, why);
         free_cores(&cfg);
         return 2; /* sizes that do not fit together: a usage error */
     }

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -85,6 +86,33 @@ def write_blob(directory, name, size, seed):
 
 class SilentPeer(harness.Listener):
     """A socket that accepts connections and never reads or answers (a hung server)."""
+
+
+class Http1Peer(harness.Listener):
+    """A server of HTTP/1.1 only (another service on the port, a proxy without h2c): answers
+    the first bytes of each connection with 400 and closes, after reading what the client
+    still sends (<linger>, as nginx does) or at once (the client's bytes not read: a reset)."""
+
+    def __init__(self, linger):
+        self.linger = linger
+        super().__init__()
+
+    def on_conn(self, c):
+        threading.Thread(target=self._answer, args=(c,), daemon=True).start()
+
+    def _answer(self, c):
+        try:
+            c.settimeout(5)
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                      b"Connection: close\r\n\r\n")
+            if self.linger:
+                c.shutdown(socket.SHUT_WR)
+                while c.recv(65536):
+                    pass
+            c.close()
+        except OSError:
+            pass
 
 
 class ClientTestCase(harness.ServerTestCase):
@@ -207,6 +235,37 @@ class BadInput(ClientTestCase):
         self.assert_fails(p, EXIT_USAGE, "--instance")
         p, _ = run(["stat", "--server", "no-port"])
         self.assert_fails(p, EXIT_USAGE, "HOST:PORT")
+
+    def test_a_url_as_server_names_the_scheme(self):
+        # Bazel's --remote_cache=grpc://HOST:PORT copied into --server was refused with
+        # "expected HOST:PORT" alone, which a URL with a port seems to be.
+        for url in ("grpc://127.0.0.1:8980", "http://127.0.0.1:8980/bazel"):
+            for cmd in (["stat"], ["get", EMPTY], ["put", __file__]):
+                p, _ = run(cmd, server=url)
+                self.assert_fails(p, EXIT_USAGE, "ringcas %s: bad server address '%s': expected "
+                                  "HOST:PORT without a scheme (grpc://, http://), e.g. "
+                                  "127.0.0.1:8980" % (cmd[0], url))
+        p, _ = run(["stat"], server="no-port")  # not a URL: no word of schemes
+        self.assert_fails(p, EXIT_USAGE, "bad server address 'no-port': expected HOST:PORT")
+        self.assertNotIn("scheme", p.stderr)
+
+    def test_a_server_of_http1_only_is_named(self):
+        # --server naming another service's port, or a proxy that speaks HTTP/1.1 only: the
+        # line said "connection closed" or "connection reset by peer", depending on timing.
+        for linger in (True, False):
+            peer = Http1Peer(linger)
+            try:
+                for args in (["get", EMPTY], ["put", "--force", __file__], ["stat"]):
+                    p, _ = run(args[:1] + ["--timeout", "5s"] + args[1:], server=peer.address)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn("the server answered in HTTP/1.x, not HTTP/2 (gRPC): name "
+                                  "the HOST:PORT of a ringcas or other REAPI server",
+                                  p.stderr.splitlines()[0])
+                    if args[0] == "stat":  # /metrics is HTTP/1.1: its status is named
+                        self.assertIn("ringcas stat: GET /metrics: HTTP status 400",
+                                      p.stderr)
+            finally:
+                peer.close()
 
     def test_unreachable_server(self):
         s = socket.socket()

@@ -150,6 +150,39 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown command", r.stderr)
 
+    def test_a_folder_without_dir_names_the_flag(self):
+        # "ringcas fsck ./data" (and serve) said only "unexpected argument ./data".
+        d = tmpdir(self)
+        for cmd in ("fsck", "serve"):
+            r = run([cmd, d])
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(r.stderr, "ringcas %s: unexpected argument %s: did you mean --dir "
+                             "%s? (see --help)\n" % (cmd, d, d))
+        self.assertEqual(os.listdir(d), [])
+        r = run(["stat", "extra"])  # no folder to name: the plain line
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr, "ringcas stat: unexpected argument extra\n")
+
+    def test_an_empty_dir_is_a_usage_error(self):
+        # "--dir $DATA" with DATA unset, an empty RINGCAS_DIR: "cannot use data folder : not
+        # found" (exit status 1) and "fsck : cannot open the folder: not found". Refused
+        # before the port is looked at: serve without --listen binds nothing here.
+        cwd = tmpdir(self)
+        for cmd, line in (("serve", "ringcas serve: --dir is empty: name the data folder, e.g. "
+                           "--dir ./ringcas-data\n"),
+                          ("fsck", "ringcas fsck: --dir is empty: name the data folder to "
+                           "check\n")):
+            r = subprocess.run([harness.binary(), cmd, "--listen", "127.0.0.1:0", "--dir", ""]
+                               if cmd == "serve" else [harness.binary(), cmd, "--dir", ""],
+                               capture_output=True, text=True, timeout=30, cwd=cwd)
+            self.assertEqual((r.returncode, r.stderr), (2, line))
+            r = subprocess.run([harness.binary(), cmd], capture_output=True, text=True,
+                               timeout=30, cwd=cwd, env=dict(os.environ, RINGCAS_DIR=""))
+            self.assertEqual((r.returncode, r.stderr),
+                             (2, line + "ringcas %s: set from the environment: RINGCAS_DIR=\n"
+                              % cmd))
+        self.assertEqual(os.listdir(cwd), [])
+
     def test_a_value_refused_after_parsing_names_the_variable_that_set_it(self):
         # A StatefulSet sets flags through env: an error that named only the flag sent its
         # reader looking for a command-line flag that is not there.
@@ -186,6 +219,15 @@ class CommandLine(unittest.TestCase):
             r = harness.run_serve("--listen", listen, "--sync", "bogus")
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn("--sync bogus", r.stderr)  # refused after the address passed
+
+    def test_a_url_to_listen_on_names_the_scheme(self):
+        # A client's URL copied into --listen was refused as a name that is not resolved.
+        for listen in ("http://127.0.0.1:8980", "grpc://0.0.0.0:8980/"):
+            r = harness.run_serve("--listen", listen)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(r.stderr, "ringcas serve: --listen %s: expected HOST:PORT without "
+                             "a scheme (http://, grpc://: the port serves both), e.g. "
+                             "127.0.0.1:8980\n" % listen)
 
     def test_a_negated_flag_with_a_value_is_named(self):
         # --[no-]direct-io exists: "unknown flag --no-direct-io" would send the user looking
@@ -237,6 +279,24 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("ringcas serve: --chunk-size 4294971392: expected a power of two",
                       r.stderr)
+
+    def test_a_max_size_without_a_unit_says_it_is_bytes(self):
+        # `--max-size 10` meant as 10 GiB was refused as "below 4 segments of 1048576 bytes",
+        # which did not say that a count without a unit is bytes.
+        d = os.path.join(tmpdir(self), "data")
+        for args, env in ((["--max-size", "10"], None), ([], {"RINGCAS_MAX_SIZE": "500"})):
+            r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--cores", "1"] + args,
+                    env=env)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            n = args[1] if args else env["RINGCAS_MAX_SIZE"]
+            self.assertIn("ringcas serve: --max-size %s is %s bytes: a size without a unit is "
+                          "bytes; write --max-size %sG for %s GiB\n" % (n, n, n, n), r.stderr)
+            self.assertFalse(os.path.exists(d))
+        # A size with its unit, too small for other reasons, gets no word of units.
+        r = run(["serve", "--listen", "127.0.0.1:0", "--dir", d, "--cores", "2",
+                 "--max-size", "4MiB"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertNotIn("without a unit", r.stderr)
 
     def test_zstd_level_out_of_range_is_refused(self):
         """--zstd-level takes zstd's regular levels, 1 to 22 (docs/storage.md). It used to take
@@ -358,6 +418,43 @@ class CommandLine(unittest.TestCase):
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("address already in use", r.stderr)
         self.assertEqual(snapshot(), before)
+
+    def test_an_address_of_no_interface_names_the_fix(self):
+        # 192.0.2.1 is TEST-NET-1 (RFC 5737): no interface has it. The line said "address not
+        # available" and no more, which does not tell a user that the address is the fault.
+        d = os.path.join(tmpdir(self), "data")
+        r = run(["serve", "--listen", "192.0.2.1:8980", "--dir", d])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("ringcas serve: cannot listen on 192.0.2.1:8980: address not available "
+                      "(no network interface of this machine has that address; --listen "
+                      "0.0.0.0:PORT listens on all of them, 127.0.0.1:PORT on this machine "
+                      "only)\n", r.stderr)
+        self.assertFalse(os.path.exists(d))  # refused before the folder is made
+
+    def test_a_privileged_port_names_the_fix(self):
+        # A user who tries port 80 or 443 as themselves read "permission denied" and
+        # looked at the data folder's permissions.
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            if int(f.read()) <= 1:
+                self.skipTest("every port may be bound by anyone here")
+        prefix = ()
+        if os.geteuid() == 0:
+            prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                      "--inh-caps=-all", "--bounding-set=-all")
+            probe = subprocess.run(list(prefix) + [harness.binary(), "--version"],
+                                   capture_output=True, text=True, timeout=30)
+            if probe.returncode != 0:
+                self.skipTest("the binary cannot run as nobody here: %s" % probe.stderr)
+        d = os.path.join(tmpdir(self), "data")
+        os.chmod(os.path.dirname(d), 0o777)
+        r = subprocess.run(list(prefix) + [harness.binary(), "serve", "--listen", "127.0.0.1:1",
+                                           "--dir", d],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("ringcas serve: cannot listen on 127.0.0.1:1: permission denied (a port "
+                      "below 1024 needs root or CAP_NET_BIND_SERVICE; pick --listen with a port "
+                      "of 1024 or more)\n", r.stderr)
+        self.assertFalse(os.path.exists(d))
 
 @unittest.skipUnless(os.environ.get("DENY_BIN"), "needs the deny helper (ctest sets it)")
 class NoIoUring(unittest.TestCase):

@@ -35,7 +35,7 @@ Test(base_flags, argv_wins_over_environment)
                      "--not-a-flag" };
     char *args[4];
     struct base_flags_rest rest = { args, 4, 0 };
-    const struct base_flags_err err = { stderr, "ringcas test" };
+    const struct base_flags_err err = { stderr, "ringcas test", NULL };
     cr_assert(eq(int, base_flags_parse(f, n, 7, argv, &rest, &err), 0));
     cr_assert(eq(str, (char *)o.listen, "0.0.0.0:1"));
     cr_assert(eq(u64, o.max_size, 2ULL << 30));
@@ -54,7 +54,7 @@ Test(base_flags, rejects_unknown_and_malformed)
     struct base_flag f[4];
     size_t n = make_flags(&o, f);
     FILE *sink = fopen("/dev/null", "w");
-    const struct base_flags_err err = { sink, "ringcas test" };
+    const struct base_flags_err err = { sink, "ringcas test", NULL };
     char *bad1[] = { "--nope" };
     cr_assert(eq(int, base_flags_parse(f, n, 1, bad1, NULL, &err), -EINVAL));
     char *bad2[] = { "--max-size", "lots" };
@@ -83,7 +83,7 @@ Test(base_flags, a_negated_boolean_with_a_value_is_named)
     size_t n = make_flags(&o, f);
     FILE *out = tmpfile();
     cr_assert(out != NULL);
-    const struct base_flags_err err = { out, "ringcas test" };
+    const struct base_flags_err err = { out, "ringcas test", NULL };
     char *argv[] = { "--no-verbose=1" };
     cr_assert(eq(int, base_flags_parse(f, n, 1, argv, NULL, &err), -EINVAL));
     rewind(out);
@@ -134,10 +134,44 @@ static int parse_err(const struct base_flag *f, size_t n, int argc, char **argv,
                      size_t out_size)
 {
     FILE *m = fmemopen(out, out_size, "w");
-    const struct base_flags_err err = { m, "ringcas serve" };
+    const struct base_flags_err err = { m, "ringcas serve", NULL };
     int rc = base_flags_parse(f, n, argc, argv, NULL, &err);
     fclose(m);
     return rc;
+}
+
+/* Like parse_err, for a command whose stray arguments are likely values of <stray_flag>. */
+static int parse_stray(const struct base_flag *f, size_t n, int argc, char **argv,
+                       const char *stray_flag, char *out, size_t out_size)
+{
+    FILE *m = fmemopen(out, out_size, "w");
+    const struct base_flags_err err = { m, "ringcas fsck", stray_flag };
+    int rc = base_flags_parse(f, n, argc, argv, NULL, &err);
+    fclose(m);
+    return rc;
+}
+
+Test(base_flags, a_stray_argument_names_the_flag_it_is_likely_the_value_of)
+{
+    /* "ringcas fsck ./data" said only "unexpected argument ./data". */
+    unsetenv("RINGCAS_MAX_SIZE");
+    struct opts o = { NULL, 0, 0, false };
+    struct base_flag f[4];
+    size_t n = make_flags(&o, f);
+    char out[256] = "";
+    char *stray[] = { "--max-size", "1G", "./data" };
+    cr_assert(eq(int, parse_stray(f, n, 3, stray, "listen", out, sizeof(out)), -EINVAL));
+    cr_assert(eq(str, out,
+                 "ringcas fsck: unexpected argument ./data: did you mean --listen ./data? "
+                 "(see --help)\n"));
+    /* After "--" a word that looks like a flag is an argument too: no flag is suggested
+     * for it, since "--listen -x" would be read as two flags. */
+    char *dash[] = { "--", "-x" };
+    cr_assert(eq(int, parse_stray(f, n, 2, dash, "listen", out, sizeof(out)), -EINVAL));
+    cr_assert(eq(str, out, "ringcas fsck: unexpected argument -x\n"));
+    /* A command without a likely flag keeps the plain line. */
+    cr_assert(eq(int, parse_stray(f, n, 3, stray, NULL, out, sizeof(out)), -EINVAL));
+    cr_assert(eq(str, out, "ringcas fsck: unexpected argument ./data\n"));
 }
 
 Test(base_flags, errors_name_the_subcommand)
@@ -208,7 +242,7 @@ Test(base_flags, help_has_no_environment_twin)
     bool help = false;
     const struct base_flag f[] = { { "help", BASE_FLAG_BOOL, &help, "show this help", "" } };
     setenv("RINGCAS_HELP", "1", 1);
-    const struct base_flags_err err = { stderr, "ringcas test" };
+    const struct base_flags_err err = { stderr, "ringcas test", NULL };
     cr_assert(eq(int, base_flags_parse(f, 1, 0, NULL, NULL, &err), 0));
     cr_assert(not(help), "RINGCAS_HELP must not turn a command into its help");
     unsetenv("RINGCAS_HELP");
@@ -229,7 +263,7 @@ static void env_in_effect(int argc, char **argv, char *out, size_t out_size)
     memset(out, 0, out_size);
     FILE *mem = fmemopen(out, out_size - 1, "w");
     cr_assert_not_null(mem);
-    const struct base_flags_err err = { mem, "ringcas test" };
+    const struct base_flags_err err = { mem, "ringcas test", NULL };
     base_flags_print_env_in_effect(f, n, argc, argv, &err);
     fclose(mem);
 }
