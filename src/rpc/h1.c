@@ -677,6 +677,8 @@ static void refuse(struct rpc_h1_conn *h, int status, const char *desc)
 static void begin_request(struct rpc_h1_conn *h, enum rpc_route metric)
 {
     h->log_target_len = 0; /* a head refused before its route has no target to log */
+    /* Read now: a request cut short by its client is logged after the socket is closed. */
+    if (h->c->rc->cfg->access_log) (void)rpc_conn_log_peer(h->c);
     h->t0_ns = ring_core_batch_ns(h->c->rc->ring); /* when its bytes were there */
     h->window_t0_ns = h->t0_ns;
     h->window_mark = 0;

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import unittest
@@ -92,6 +93,21 @@ class AccessLog(unittest.TestCase):
                          (name, 0, "OK"))
         self.assertNotIn("message", read)
         self.assertGreaterEqual(read["bytes_out"], len(data))
+
+    def test_a_client_that_leaves_mid_body_is_named(self):
+        # 499, logged once the connection is closed: its peer was read while it was open.
+        with socket.create_connection(("127.0.0.1", self.server.port)) as s:
+            s.sendall(b"PUT /k/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+            harness.wait_for(lambda: self.server.metric("ringcas_requests_in_flight",
+                                                        route="PUT /key") == 1,
+                             what="the PUT under way")
+            local = "127.0.0.1:%d" % s.getsockname()[1]
+        harness.wait_for(lambda: self.server.metric("ringcas_requests_total", route="PUT /key",
+                                                    status="499") == 1,
+                         what="the PUT ended")
+        lines = [line for line in self.stop_and_read() if line["route"] == "PUT /key"]
+        self.assertEqual([(line["peer"], line["status"], line["bytes_in"]) for line in lines],
+                         [(local, 499, 3)])
 
     def test_logrotate_renames_then_sigusr1_opens_the_path_again(self):
         url = self.server.url
