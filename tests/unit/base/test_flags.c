@@ -106,7 +106,7 @@ Test(base_flags, booleans_take_any_case)
     struct opts o = { NULL, 0, 0, false };
     struct base_flag f[4];
     size_t n = make_flags(&o, f);
-    const struct base_flags_err err = { stderr, "ringcas test" };
+    const struct base_flags_err err = { stderr, "ringcas test", NULL };
     for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
         setenv("RINGCAS_VERBOSE", on[i], 1);
         o.verbose = false;
