@@ -287,8 +287,11 @@ void rpc_call_on_conn_close(struct rpc_call *c)
  *   stream reset (RST_STREAM CANCEL), which drops the response (a batch answer, a Read's
  *   engine pieces).
  * Checked every quarter of the shorter timeout, at most a second apart, while calls live.
+ * When the core's op table is full at the moment the check is to be armed, it runs and is
+ * armed as soon as an op is free (ring_op_wait_free), not when the next call is watched.
  */
 static void stall_fired(struct ring_timer *t);
+static void stall_retry_run(struct ring_task *task);
 
 void rpc_call_core_init(struct rpc_core *rc)
 {
@@ -296,12 +299,14 @@ void rpc_call_core_init(struct rpc_core *rc)
     base_list_init(&rc->msg_in_feed);
     ring_owner_init(&rc->owner);
     ring_timer_init(&rc->stall, stall_fired, rc);
+    ring_task_init(&rc->stall_retry, stall_retry_run);
     ring_timer_init(&rc->deadline, deadline_fired, rc);
 }
 
 void rpc_call_core_quiesce(struct rpc_core *rc)
 {
     rc->quiescing = true;
+    ring_task_cancel(&rc->stall_retry);
     if (ring_timer_is_armed(&rc->stall)) ring_timer_stop(rc->ring, &rc->stall);
     if (ring_timer_is_armed(&rc->deadline)) ring_timer_stop(rc->ring, &rc->deadline);
 }
@@ -310,6 +315,8 @@ void rpc_call_core_deinit(struct rpc_core *rc)
 {
     bool none = base_list_is_empty(&rc->watched); /* no call in an ASSERT (clang-tidy) */
     ASSERT(none);
+    bool retry_queued = base_list_is_linked(&rc->stall_retry.link);
+    ASSERT(!retry_queued);
     ASSERT(rc->deadlines_len == 0);
     free(rc->deadlines);
     rc->deadlines = NULL;
@@ -317,6 +324,11 @@ void rpc_call_core_deinit(struct rpc_core *rc)
     ring_owner_deinit(&rc->owner);
 }
 
+/*
+ * Arms the stalled-call check while calls live. When the op table is full it is armed as soon
+ * as an op comes back: waiting for the next call to be watched, as it did, left the calls of a
+ * core where none came (their queued answers, their held requests) unchecked indefinitely.
+ */
 static void stall_arm(struct rpc_core *rc)
 {
     const struct rpc_config *cfg = rc->cfg;
@@ -331,9 +343,12 @@ static void stall_arm(struct rpc_core *rc)
     if (base_list_is_empty(&rc->watched) || rc->quiescing || ring_timer_is_armed(&rc->stall)) {
         return;
     }
-    if (ring_timer_start(rc->ring, &rc->stall, &rc->owner, ms) < 0) {
-        LOG_WARN("rpc: cannot arm the stalled-call check (op table full)");
+    if (ring_timer_start(rc->ring, &rc->stall, &rc->owner, ms) == 0) return;
+    if (!base_list_is_linked(&rc->stall_retry.link)) {
+        LOG_WARN("rpc: cannot arm the stalled-call check (op table full): armed when an "
+                 "operation completes");
     }
+    ring_op_wait_free(rc->ring, &rc->stall_retry);
 }
 
 static void watch(struct rpc_call *c)
@@ -408,9 +423,9 @@ static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
     rpc_h2_reset(c, NGHTTP2_CANCEL);
 }
 
-static void stall_fired(struct ring_timer *t)
+/* Ends the calls whose client stopped sending or reading. */
+static void stall_check(struct rpc_core *rc)
 {
-    struct rpc_core *rc = t->ctx;
     uint64_t now = base_clock_now_ns();
     uint64_t read_limit = (uint64_t)rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
     uint64_t write_limit = (uint64_t)rc->cfg->write_timeout_ms * BASE_NS_PER_MS;
@@ -422,6 +437,21 @@ static void stall_fired(struct ring_timer *t)
         check_request(c, now, read_limit);
         check_response(c, now, write_limit);
     }
+}
+
+static void stall_fired(struct ring_timer *t)
+{
+    struct rpc_core *rc = t->ctx;
+    stall_check(rc);
+    stall_arm(rc);
+}
+
+/* An op is free again after the check could not be armed: it may be overdue, so it runs now. */
+static void stall_retry_run(struct ring_task *task)
+{
+    struct rpc_core *rc = BASE_CONTAINER_OF(task, struct rpc_core, stall_retry);
+    if (rc->quiescing) return;
+    stall_check(rc);
     stall_arm(rc);
 }
 

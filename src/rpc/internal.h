@@ -101,6 +101,7 @@ struct rpc_core {
                                      receive buffer being fed, waiting for END_STREAM */
     struct ring_owner owner;      /* the stall check's op */
     struct ring_timer stall;      /* ends the calls whose client stopped sending or reading */
+    struct ring_task stall_retry; /* arms <stall> once an op is free (the table was full) */
     bool quiescing;               /* the stall check and the deadlines are off */
     struct rpc_call **deadlines;  /* calls with a grpc-timeout: a min-heap by deadline_ns */
     uint32_t deadlines_len;       /* entries in <deadlines> */

@@ -3,12 +3,15 @@
  * table was full at the moment the sweep timer was to be armed. The real ring core and rpc
  * stack serve one end of a TCP connection on 127.0.0.1; the test speaks HTTP/2 on the other
  * with nghttp2's client: a Write whose stream ends without finish_write, as a client that
- * goes away half-way does. The store runs on the simulated disk.
+ * goes away half-way does. And a Read waiting for the core's disk queue is never left waiting
+ * with its wake-up timer unarmed (calls without a connection, the disk held still). The store
+ * runs on the simulated disk.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,8 +25,10 @@
 #include "blob/io_sim.h"
 #include "blob/store.h"
 #include "env.h"
+#include "proto/status.h"
 #include "proto/wire.h"
 #include "ring/core.h"
+#include "rpc/call.h"
 #include "rpc/internal.h"
 #include "rpc/svc.h"
 
@@ -209,4 +214,109 @@ Test(rpc_svc_bytestream, a_parked_upload_expires_after_the_op_table_was_full)
     cr_assert(eq(u64, base_counter_get(&e.rc->counters.bs_uploads), 0));
     cr_assert(eq(u64, base_counter_get(&e.rc->counters.grpc_calls), 0));
     rpc_env_close(&e);
+}
+
+/* A dispatched ByteStream Read of <k> with no connection: its pieces are let go as they are
+ * sent (nothing reads them), so it reads the whole blob. <req> must outlive the call. */
+static struct rpc_call *read_open(struct rpc_env *e, int32_t sid, const struct blob_key *k,
+                                  uint8_t *req, size_t cap)
+{
+    struct rpc_call *c = rpc_call_new(e->rc, NULL, sid);
+    cr_assert(ne(ptr, c, NULL));
+    c->method_post = true;
+    c->content_grpc = true;
+    (void)snprintf(c->path, sizeof(c->path), "%s", "/google.bytestream.ByteStream/Read");
+    rpc_call_on_headers(c);
+    char name[128];
+    size_t n = (size_t)snprintf(name, sizeof(name), "blobs/");
+    for (size_t i = 0; i < BLOB_HASH_SIZE; i++)
+        n += (size_t)snprintf(name + n, sizeof(name) - n, "%02x", k->hash[i]);
+    n += (size_t)snprintf(name + n, sizeof(name) - n, "/%llu", (unsigned long long)k->size);
+    cr_assert(lt(sz, n + 8, cap));
+    uint8_t *m = req + 5;
+    size_t len = 0;
+    m[len++] = 0x0a; /* resource_name = 1 */
+    len += proto_wire_varint_put(m + len, n);
+    memcpy(m + len, name, n);
+    len += n;
+    req[0] = 0;
+    req[1] = (uint8_t)(len >> 24);
+    req[2] = (uint8_t)(len >> 16);
+    req[3] = (uint8_t)(len >> 8);
+    req[4] = (uint8_t)len;
+    rpc_call_on_data(c, req, len + 5, RING_CONN_NO_BUF);
+    rpc_call_on_end_stream(c);
+    return c;
+}
+
+static void read_close_call(struct rpc_call *c)
+{
+    if (!rpc_call_is_over(c)) rpc_call_finish(c, PROTO_STATUS_CANCELLED, "test");
+    c->stream_closed = true;
+    rpc_call_check_free(c);
+}
+
+/*
+ * A Read refused by a full disk queue waits for the read wake-up timer (bs->wake). When that
+ * timer fires while the op table is full, it cannot arm itself again: the read must not be
+ * left waiting with nothing to retry it. It is not: read_wait adds a read to the waiters only
+ * with the timer armed, else the read ends at once, RESOURCE_EXHAUSTED (retry later).
+ */
+Test(rpc_svc_bytestream, a_read_waiting_for_the_disk_queue_is_not_left_unarmed)
+{
+    static struct rpc_env e;
+    rpc_env_defaults(&e);
+    e.bo.disk_queue_max = 1; /* one disk read in flight: the second read waits */
+    rpc_env_open(&e, 8);
+    static uint8_t blob[3 * 4096];
+    memset(blob, 'r', sizeof(blob));
+    struct blob_key k;
+    rpc_env_put(&e, blob, sizeof(blob), &k);
+    static uint8_t req[2][256];
+    struct rpc_call *a = read_open(&e, 1, &k, req[0], sizeof(req[0]));
+    struct rpc_call *b = read_open(&e, 3, &k, req[1], sizeof(req[1]));
+    const struct blob_counters *bcnt = blob_core_counters(e.rc->blob);
+    cr_assert(ge(u64, base_counter_get(&bcnt->queue_full), 1), "the disk queue was not full");
+    cr_assert(not(rpc_call_is_over(b)), "the second read did not wait");
+    /* Take every free op, then let the wake-up fire (every 5 ms) with the disk held still. */
+    size_t cap = 1 << 16;
+    struct ring_op **ops = calloc(cap, sizeof(*ops));
+    cr_assert(ne(ptr, ops, NULL));
+    size_t n = 0;
+    while (n < cap && (ops[n] = ring_op_get(e.core, NULL, nop_done, NULL)) != NULL)
+        n++;
+    cr_assert(lt(sz, n, cap));
+    uint64_t end = base_clock_now_ns() + 50 * BASE_NS_PER_MS;
+    while (base_clock_now_ns() < end)
+        cr_assert(ge(int, ring_core_tick(e.core, 5), 0));
+    bool b_over_full = rpc_call_is_over(b);
+    int b_status = b->status;
+    for (size_t i = 0; i < n; i++)
+        ring_op_put(ops[i]);
+    free(ops);
+    /* The table has room again; no other read comes. Both reads must end. */
+    end = base_clock_now_ns() + 2000 * BASE_NS_PER_MS;
+    while ((!rpc_call_is_over(a) || !rpc_call_is_over(b)) && base_clock_now_ns() < end) {
+        (void)blob_io_sim_run(e.io, 100);
+        cr_assert(ge(int, ring_core_tick(e.core, 5), 0));
+    }
+    bool a_over = rpc_call_is_over(a);
+    bool b_over = rpc_call_is_over(b);
+    int a_status = a->status;
+    int b_final = b->status;
+    read_close_call(a);
+    read_close_call(b);
+    rpc_svc_bytestream_quiesce(e.rc);
+    for (int i = 0; i < 100 && (i < 3 || !blob_core_is_idle(e.rc->blob)); i++) {
+        (void)blob_io_sim_run(e.io, 1000);
+        cr_assert(ge(int, ring_core_tick(e.core, 1), 0));
+    }
+    rpc_svc_bytestream_deinit(e.rc);
+    rpc_env_close(&e);
+    cr_assert(a_over, "the first read did not end in 2 s");
+    cr_assert(eq(int, a_status, PROTO_STATUS_OK));
+    cr_assert(b_over, "the waiting read was left waiting after the op table was full");
+    cr_log_info("the waiting read: %s while the table was full (status %d), then status %d",
+                b_over_full ? "ended" : "still waiting", b_status, b_final);
+    cr_assert(b_status == PROTO_STATUS_RESOURCE_EXHAUSTED || !b_over_full);
 }
