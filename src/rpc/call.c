@@ -292,6 +292,7 @@ void rpc_call_on_conn_close(struct rpc_call *c)
  */
 static void stall_fired(struct ring_timer *t);
 static void stall_retry_run(struct ring_task *task);
+static void deadline_retry_run(struct ring_task *task);
 
 void rpc_call_core_init(struct rpc_core *rc)
 {
@@ -301,12 +302,14 @@ void rpc_call_core_init(struct rpc_core *rc)
     ring_timer_init(&rc->stall, stall_fired, rc);
     ring_task_init(&rc->stall_retry, stall_retry_run);
     ring_timer_init(&rc->deadline, deadline_fired, rc);
+    ring_task_init(&rc->deadline_retry, deadline_retry_run);
 }
 
 void rpc_call_core_quiesce(struct rpc_core *rc)
 {
     rc->quiescing = true;
     ring_task_cancel(&rc->stall_retry);
+    ring_task_cancel(&rc->deadline_retry);
     if (ring_timer_is_armed(&rc->stall)) ring_timer_stop(rc->ring, &rc->stall);
     if (ring_timer_is_armed(&rc->deadline)) ring_timer_stop(rc->ring, &rc->deadline);
 }
@@ -315,7 +318,8 @@ void rpc_call_core_deinit(struct rpc_core *rc)
 {
     bool none = base_list_is_empty(&rc->watched); /* no call in an ASSERT (clang-tidy) */
     ASSERT(none);
-    bool retry_queued = base_list_is_linked(&rc->stall_retry.link);
+    bool retry_queued =
+        base_list_is_linked(&rc->stall_retry.link) || base_list_is_linked(&rc->deadline_retry.link);
     ASSERT(!retry_queued);
     ASSERT(rc->deadlines_len == 0);
     free(rc->deadlines);
@@ -506,11 +510,16 @@ static void deadline_arm(struct rpc_core *rc)
     uint64_t first = rc->deadlines[0]->deadline_ns;
     uint64_t ms = first > now ? (first - now + BASE_NS_PER_MS - 1) / BASE_NS_PER_MS : 0;
     ms = ms < 1 ? 1 : ms > DEADLINE_TICK_MS ? DEADLINE_TICK_MS : ms;
-    if (ring_timer_start(rc->ring, &rc->deadline, &rc->owner, ms) < 0) {
-        /* Tried again when a call ends (finish_with), which gives ops back; a call that
-         * arrives meanwhile is refused (deadline_add): no deadline waits unarmed. */
-        LOG_WARN("rpc: cannot arm the deadline timer (op table full)");
+    if (ring_timer_start(rc->ring, &rc->deadline, &rc->owner, ms) == 0) return;
+    /* Armed once an op is free (ring_op_wait_free). It fails when a call's deadline is added
+     * (that call is refused, deadline_add) or when the timer fired with the table full (its
+     * own op is given back only after it ran): trying again only when a call ended, as
+     * before, left the deadlines of a core where none ended unkept. */
+    if (!base_list_is_linked(&rc->deadline_retry.link)) {
+        LOG_WARN("rpc: cannot arm the deadline timer (op table full): armed when an operation "
+                 "completes");
     }
+    ring_op_wait_free(rc->ring, &rc->deadline_retry);
 }
 
 /* Queues <c>'s deadline and arms the timer; -ENOMEM when the heap cannot grow, -EAGAIN when
@@ -555,9 +564,9 @@ static void deadline_remove(struct rpc_call *c)
     }
 }
 
-static void deadline_fired(struct ring_timer *timer)
+/* Ends the calls whose deadline passed, and arms the timer for the next. */
+static void deadline_expire(struct rpc_core *rc)
 {
-    struct rpc_core *rc = timer->ctx;
     uint64_t now = base_clock_now_ns();
     /* Bounded by the calls queued; each pass takes one off. */
     while (rc->deadlines_len > 0 && rc->deadlines[0]->deadline_ns <= now) {
@@ -567,6 +576,19 @@ static void deadline_fired(struct ring_timer *timer)
         cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)");
     }
     deadline_arm(rc);
+}
+
+static void deadline_fired(struct ring_timer *timer)
+{
+    deadline_expire(timer->ctx);
+}
+
+/* An op is free again after the timer could not be armed: a deadline may be overdue. */
+static void deadline_retry_run(struct ring_task *task)
+{
+    struct rpc_core *rc = BASE_CONTAINER_OF(task, struct rpc_core, deadline_retry);
+    if (rc->quiescing) return;
+    deadline_expire(rc);
 }
 
 /* ---- input ---- */

@@ -84,30 +84,31 @@ struct rpc_config {
 
 /* One core's protocol state; created by the core_init hook on the core's thread. */
 struct rpc_core {
-    struct ring_core *ring;       /* this core's loop */
-    const struct rpc_config *cfg; /* shared, read-only */
-    uint32_t conns_open;          /* rpc connections alive on this core */
-    struct rpc_metrics metrics;   /* this core's request metrics */
-    struct rpc_counters counters; /* RPC_COUNTERS */
-    struct proto_alloc h2_mem;    /* nghttp2's memory (nghttp2_mem) */
-    struct proto_alloc pb_mem;    /* protobuf-c's memory and gRPC message buffers */
-    ProtobufCAllocator pb;        /* protobuf-c's allocator over pb_mem */
-    struct blob_core *blob;       /* this core's storage engine; NULL without a store */
-    void *bytestream;             /* ByteStream's per-core state (parked uploads) */
-    struct rpc_call *call_pool;   /* free calls for reuse (rpc_call.pool_next) */
-    uint32_t call_pool_count;     /* entries in call_pool */
-    struct base_list watched;     /* struct rpc_call.watch_link: dispatched calls */
-    struct base_list msg_in_feed; /* struct rpc_call.msg_link: unary requests lying in the
-                                     receive buffer being fed, waiting for END_STREAM */
-    struct ring_owner owner;      /* the stall check's op */
-    struct ring_timer stall;      /* ends the calls whose client stopped sending or reading */
-    struct ring_task stall_retry; /* arms <stall> once an op is free (the table was full) */
-    bool quiescing;               /* the stall check and the deadlines are off */
-    struct rpc_call **deadlines;  /* calls with a grpc-timeout: a min-heap by deadline_ns */
-    uint32_t deadlines_len;       /* entries in <deadlines> */
-    uint32_t deadlines_cap;       /* its capacity */
-    struct ring_timer deadline;   /* fires for the earliest deadline, at most 100 ms ahead */
-    uint64_t refused_log_ns;      /* when a refused connection was last logged */
+    struct ring_core *ring;          /* this core's loop */
+    const struct rpc_config *cfg;    /* shared, read-only */
+    uint32_t conns_open;             /* rpc connections alive on this core */
+    struct rpc_metrics metrics;      /* this core's request metrics */
+    struct rpc_counters counters;    /* RPC_COUNTERS */
+    struct proto_alloc h2_mem;       /* nghttp2's memory (nghttp2_mem) */
+    struct proto_alloc pb_mem;       /* protobuf-c's memory and gRPC message buffers */
+    ProtobufCAllocator pb;           /* protobuf-c's allocator over pb_mem */
+    struct blob_core *blob;          /* this core's storage engine; NULL without a store */
+    void *bytestream;                /* ByteStream's per-core state (parked uploads) */
+    struct rpc_call *call_pool;      /* free calls for reuse (rpc_call.pool_next) */
+    uint32_t call_pool_count;        /* entries in call_pool */
+    struct base_list watched;        /* struct rpc_call.watch_link: dispatched calls */
+    struct base_list msg_in_feed;    /* struct rpc_call.msg_link: unary requests lying in the
+                                        receive buffer being fed, waiting for END_STREAM */
+    struct ring_owner owner;         /* the stall check's op */
+    struct ring_timer stall;         /* ends the calls whose client stopped sending or reading */
+    struct ring_task stall_retry;    /* arms <stall> once an op is free (the table was full) */
+    bool quiescing;                  /* the stall check and the deadlines are off */
+    struct rpc_call **deadlines;     /* calls with a grpc-timeout: a min-heap by deadline_ns */
+    uint32_t deadlines_len;          /* entries in <deadlines> */
+    uint32_t deadlines_cap;          /* its capacity */
+    struct ring_timer deadline;      /* fires for the earliest deadline, at most 100 ms ahead */
+    struct ring_task deadline_retry; /* arms <deadline> once an op is free (the table was full) */
+    uint64_t refused_log_ns;         /* when a refused connection was last logged */
 };
 
 /*

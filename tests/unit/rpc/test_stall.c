@@ -1,7 +1,8 @@
 /*
- * The stalled-call check (call.c, one timer per core) still runs when the core's op table was
- * full at the moment it was to be armed or re-armed, with no new call arriving to try again:
- * a call whose client stopped sending its request ends after --read-timeout. The calls are
+ * The stalled-call check and the deadline timer (call.c, one each per core) still run when the
+ * core's op table was full at the moment they were to be armed or re-armed, with no new call
+ * arriving or ending to try again: a call whose client stopped sending its request ends after
+ * --read-timeout, and one with a grpc-timeout at its deadline. The calls are
  * real calls of the rpc layer on a real ring (no connection: their client is silent).
  */
 #include <stdio.h>
@@ -131,4 +132,47 @@ Test(rpc_stall, a_silent_call_ends_when_the_check_could_not_be_rearmed)
     ops_put_all(ops, n);
     free(ops);
     expect_stalled(e, c);
+}
+
+/* A call with a grpc-timeout of <ms>, dispatched: its deadline is queued and the deadline
+ * timer armed (at most 100 ms ahead). */
+static struct rpc_call *call_open_with_deadline(struct rpc_env *e, int32_t sid, uint64_t ms)
+{
+    struct rpc_call *c = rpc_call_new(e->rc, NULL, sid);
+    cr_assert(ne(ptr, c, NULL));
+    c->method_post = true;
+    c->content_grpc = true;
+    c->has_timeout = true;
+    c->timeout_ms = ms;
+    (void)snprintf(c->path, sizeof(c->path), "%s", BATCH_UPDATE);
+    rpc_call_on_headers(c);
+    cr_assert(not(rpc_call_is_over(c)));
+    return c;
+}
+
+/* The deadline timer fired (at its 100 ms tick) while the table was full, so it could not arm
+ * itself again (its own op is given back only after it ran), and no other call ended to try
+ * again: the call must still end at its deadline. */
+Test(rpc_stall, a_deadline_is_kept_when_its_timer_could_not_be_rearmed)
+{
+    struct rpc_env *e = env_open();
+    e->cfg.read_timeout_ms = 0; /* only the deadline may end the call */
+    struct rpc_call *c = call_open_with_deadline(e, 1, 300);
+    cr_assert(ring_timer_is_armed(&e->rc->deadline));
+    struct ring_op **ops = calloc(1u << 16, sizeof(*ops));
+    cr_assert(ne(ptr, ops, NULL));
+    size_t n = ops_take_all(e, ops);
+    run_ms(e, 150); /* the 100 ms tick fires with the table full */
+    ops_put_all(ops, n);
+    free(ops);
+    run_ms(e, 1000);
+    bool over = rpc_call_is_over(c);
+    int status = c->status;
+    uint64_t deadlines = base_counter_get(&e->rc->counters.grpc_deadlines);
+    call_close(c);
+    run_ms(e, 20);
+    rpc_env_close(e);
+    cr_assert(over, "a call 1.15 s old outlived its 300 ms deadline");
+    cr_assert(eq(int, status, PROTO_STATUS_DEADLINE_EXCEEDED));
+    cr_assert(eq(u64, deadlines, 1));
 }
