@@ -20,45 +20,6 @@
 #include "rpc/call.h"
 #include "rpc/internal.h"
 
-#define BATCH_UPDATE "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs"
-
-/* A dispatched BatchUpdateBlobs call with no connection, waiting for its request. */
-static struct rpc_call *call_open(struct rpc_env *e, int32_t sid, uint64_t timeout_ms)
-{
-    struct rpc_call *c = rpc_call_new(e->rc, NULL, sid);
-    cr_assert(ne(ptr, c, NULL));
-    c->method_post = true;
-    c->content_grpc = true;
-    (void)snprintf(c->path, sizeof(c->path), "%s", BATCH_UPDATE);
-    c->has_timeout = true;
-    c->timeout_ms = timeout_ms;
-    rpc_call_on_headers(c);
-    return c;
-}
-
-static void call_close(struct rpc_call *c)
-{
-    if (!rpc_call_is_over(c)) rpc_call_finish(c, PROTO_STATUS_CANCELLED, "test");
-    c->stream_closed = true;
-    rpc_call_check_free(c);
-}
-
-static void run_ms(struct rpc_env *e, uint64_t ms)
-{
-    uint64_t end = base_clock_now_ns() + ms * BASE_NS_PER_MS;
-    while (base_clock_now_ns() < end) {
-        (void)blob_io_sim_run(e->io, 100);
-        cr_assert(ge(int, ring_core_tick(e->core, 5), 0));
-    }
-}
-
-static void nop_done(struct ring_op *op, int32_t res, uint32_t flags)
-{
-    (void)op;
-    (void)res;
-    (void)flags;
-}
-
 Test(rpc_deadline, fires_after_the_op_table_was_full_once)
 {
     struct rpc_env e;
@@ -67,23 +28,16 @@ Test(rpc_deadline, fires_after_the_op_table_was_full_once)
     e.cfg.read_timeout_ms = 0; /* only the deadline may end the call */
     e.cfg.write_timeout_ms = 0;
     /* Take every free op of the table, so the deadline timer cannot be armed. */
-    size_t cap = 1 << 16;
-    struct ring_op **ops = calloc(cap, sizeof(*ops));
-    cr_assert(ne(ptr, ops, NULL));
-    size_t n = 0;
-    while (n < cap && (ops[n] = ring_op_get(e.core, NULL, nop_done, NULL)) != NULL)
-        n++;
-    cr_assert(lt(sz, n, cap));
-    struct rpc_call *c = call_open(&e, 1, 50);
-    for (size_t i = 0; i < n; i++)
-        ring_op_put(ops[i]);
-    free(ops);
+    size_t n;
+    struct ring_op **ops = rpc_env_ops_take_all(&e, &n);
+    struct rpc_call *c = rpc_env_call_open(&e, 1, 50);
+    rpc_env_ops_put_all(ops, n);
     /* The table has room again; no other call comes. The deadline must still fire. */
-    run_ms(&e, 600);
+    rpc_env_run_ms(&e, 600);
     bool over = rpc_call_is_over(c);
     int status = c->status;
-    call_close(c);
-    run_ms(&e, 20);
+    rpc_env_call_close(c);
+    rpc_env_run_ms(&e, 20);
     rpc_env_close(&e);
     cr_assert(over, "a 50 ms deadline did not fire in 600 ms");
     /* Refused at once (nothing would end it), or ended at its deadline. */
@@ -108,7 +62,7 @@ Test(rpc_deadline, removals_in_any_order_keep_the_heap)
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        calls[i] = call_open(&e, 2 * i + 1, 100 + x % 400);
+        calls[i] = rpc_env_call_open(&e, 2 * i + 1, 100 + x % 400);
     }
     /* Remove every third one (arbitrary indexes), then check the heap property. */
     for (int i = 0; i < N; i += 3) {
@@ -119,12 +73,12 @@ Test(rpc_deadline, removals_in_any_order_keep_the_heap)
         cr_assert(le(u64, rc->deadlines[(i - 1) / 2]->deadline_ns, rc->deadlines[i]->deadline_ns));
         cr_assert(eq(u32, rc->deadlines[i]->deadline_index, i));
     }
-    run_ms(&e, 800);
+    rpc_env_run_ms(&e, 800);
     cr_assert(eq(u32, rc->deadlines_len, 0));
     for (int i = 0; i < N; i++) {
         if (i % 3 != 0) cr_assert(eq(int, calls[i]->status, PROTO_STATUS_DEADLINE_EXCEEDED));
-        call_close(calls[i]);
+        rpc_env_call_close(calls[i]);
     }
-    run_ms(&e, 20);
+    rpc_env_run_ms(&e, 20);
     rpc_env_close(&e);
 }

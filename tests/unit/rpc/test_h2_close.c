@@ -7,10 +7,6 @@
  * whose writes complete only when the test lets them: its write buffers fill, and the engine
  * holds the rest of the upload's input.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,7 +19,6 @@
 #include "blob/io_sim.h"
 #include "blob/store.h"
 #include "env.h"
-#include "proto/wire.h"
 #include "ring/core.h"
 #include "rpc/call.h"
 #include "rpc/internal.h"
@@ -38,113 +33,29 @@ static void env_open(struct rpc_env *e, uint32_t bufs)
     rpc_env_open(e, bufs);
 }
 
-struct client {
-    int fd;
-    bool closed; /* the stream closed: the call is over */
-    nghttp2_session *session;
-    uint8_t *body; /* the gRPC-framed WriteRequest */
-    size_t body_len;
-    size_t body_off; /* bytes handed to nghttp2 */
-};
-
-static ssize_t client_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
-                           void *arg)
-{
-    (void)s;
-    (void)flags;
-    struct client *cl = arg;
-    ssize_t n = send(cl->fd, data, len, MSG_NOSIGNAL);
-    if (n < 0) return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
-    return n;
-}
-
-static int client_stream_closed(nghttp2_session *s, int32_t sid, uint32_t error, void *arg)
-{
-    (void)s;
-    (void)sid;
-    (void)error;
-    ((struct client *)arg)->closed = true;
-    return 0;
-}
-
-static ssize_t client_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
-                           uint32_t *flags, nghttp2_data_source *src, void *arg)
-{
-    (void)s;
-    (void)sid;
-    (void)src;
-    struct client *cl = arg;
-    size_t n = cl->body_len - cl->body_off < len ? cl->body_len - cl->body_off : len;
-    memcpy(buf, cl->body + cl->body_off, n);
-    cl->body_off += n;
-    if (cl->body_off == cl->body_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 /* One WriteRequest {resource_name, data} with DATA_LEN bytes, framed for gRPC. */
-static void make_body(struct client *cl)
+static void make_body(struct rpc_env_client *cl)
 {
     static const char name[] = "uploads/5b0c0d6e-0000-4000-8000-000000000001/blobs/"
                                "ab00000000000000000000000000000000000000000000000000000000000000/"
                                "4194304";
     cl->body = malloc(DATA_LEN + 256); /* the prefix, the name and the fields' tags */
     cr_assert(ne(ptr, cl->body, NULL));
-    uint8_t *m = cl->body + 5;
-    size_t n = 0;
-    m[n++] = 0x0a; /* resource_name = 1 */
-    n += proto_wire_varint_put(m + n, sizeof(name) - 1);
-    memcpy(m + n, name, sizeof(name) - 1);
-    n += sizeof(name) - 1;
-    m[n++] = 0x52; /* data = 10 */
-    n += proto_wire_varint_put(m + n, DATA_LEN);
+    uint8_t *m = cl->body + rpc_env_write_request(cl->body, name, DATA_LEN, &cl->body_len);
     uint64_t x = 0x9e3779b97f4a7c15ULL; /* incompressible: every chunk is stored raw */
     for (size_t i = 0; i < DATA_LEN; i += 8) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        memcpy(m + n + i, &x, 8);
+        memcpy(m + i, &x, 8);
     }
-    n += DATA_LEN;
-    cl->body[0] = 0;
-    cl->body[1] = (uint8_t)(n >> 24);
-    cl->body[2] = (uint8_t)(n >> 16);
-    cl->body[3] = (uint8_t)(n >> 8);
-    cl->body[4] = (uint8_t)n;
-    cl->body_len = n + 5;
-}
-
-static nghttp2_nv nv(const char *name, const char *value)
-{
-    nghttp2_nv v = { (uint8_t *)(uintptr_t)name, (uint8_t *)(uintptr_t)value, strlen(name),
-                     strlen(value), NGHTTP2_NV_FLAG_NONE };
-    return v;
-}
-
-/* Starts a call of <path> whose gRPC-framed request is <cl>'s body. */
-__attribute__((noinline)) static void client_start(struct client *cl, int fd, const char *path)
-{
-    cl->fd = fd;
-    nghttp2_session_callbacks *cbs;
-    cr_assert(eq(int, nghttp2_session_callbacks_new(&cbs), 0));
-    nghttp2_session_callbacks_set_send_callback(cbs, client_send);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, client_stream_closed);
-    cr_assert(eq(int, nghttp2_session_client_new(&cl->session, cbs, cl), 0));
-    nghttp2_session_callbacks_del(cbs);
-    cr_assert(eq(int, nghttp2_submit_settings(cl->session, NGHTTP2_FLAG_NONE, NULL, 0), 0));
-    const nghttp2_nv hdrs[] = { nv(":method", "POST"),
-                                nv(":scheme", "http"),
-                                nv(":path", path),
-                                nv(":authority", "test"),
-                                nv("content-type", "application/grpc"),
-                                nv("te", "trailers") };
-    nghttp2_data_provider dp = { .read_callback = client_read };
-    cr_assert(gt(int, nghttp2_submit_request(cl->session, NULL, hdrs, 6, &dp, NULL), 0));
 }
 
 /* Sends what the windows allow, lets the server run, and reads its frames; <cl2> may be NULL. */
-__attribute__((noinline)) static void turn(struct rpc_env *e, struct client *cl, struct client *cl2)
+__attribute__((noinline)) static void turn(struct rpc_env *e, struct rpc_env_client *cl,
+                                           struct rpc_env_client *cl2)
 {
-    struct client *cls[2] = { cl, cl2 };
+    struct rpc_env_client *cls[2] = { cl, cl2 };
     for (int i = 0; i < 2; i++) {
         if (cls[i]) cr_assert(eq(int, nghttp2_session_send(cls[i]->session), 0));
     }
@@ -161,7 +72,7 @@ __attribute__((noinline)) static void turn(struct rpc_env *e, struct client *cl,
 }
 
 /* Turns until the upload stops getting window back: the engine holds the rest. */
-__attribute__((noinline)) static void stall(struct rpc_env *e, struct client *cl)
+__attribute__((noinline)) static void stall(struct rpc_env *e, struct rpc_env_client *cl)
 {
     size_t sent = 0;
     for (int i = 0, still = 0; i < 2000 && still < 50; i++) {
@@ -204,34 +115,11 @@ __attribute__((noinline)) static void settle(struct rpc_env *e)
     cr_assert(eq(u64, base_counter_get(&e->rc->pb_mem.bytes), 0));
 }
 
-/* A TCP connection on 127.0.0.1: sv[0] the server's end, sv[1] the client's (non-blocking). */
-__attribute__((noinline)) static void tcp_pair(int sv[2])
-{
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(ge(int, l, 0));
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    cr_assert(eq(int, bind(l, (struct sockaddr *)&a, sizeof(a)), 0));
-    cr_assert(eq(int, listen(l, 1), 0));
-    cr_assert(eq(int, getsockname(l, (struct sockaddr *)&a, &len), 0));
-    sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(eq(int, connect(sv[1], (struct sockaddr *)&a, sizeof(a)), 0));
-    sv[0] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-    cr_assert(ge(int, sv[0], 0));
-    (void)close(l);
-    cr_assert(eq(int, fcntl(sv[1], F_SETFL, O_NONBLOCK), 0));
-}
-
 /* Connects <cl> and starts a call of <path> on it; returns the client's socket. */
-__attribute__((noinline)) static int client_connect(struct rpc_env *e, struct client *cl,
-                                                    const char *path)
+static int client_connect(struct rpc_env *e, struct rpc_env_client *cl, const char *path)
 {
-    int sv[2];
-    tcp_pair(sv);
-    rpc_conn_accept(e->core, sv[0], NULL);
-    /* nghttp2's client sends the connection preface first, which selects HTTP/2. */
-    client_start(cl, sv[1], path);
-    return sv[1];
+    rpc_env_client_connect(e, cl, path);
+    return cl->fd;
 }
 
 Test(rpc_h2_close, a_connection_gone_while_the_engine_holds_input_frees_everything)
@@ -240,7 +128,7 @@ Test(rpc_h2_close, a_connection_gone_while_the_engine_holds_input_frees_everythi
     /* 4 MiB of receive buffers, more than the stream's window the engine can hold: a
      * receive stays armed, so the server sees the client's reset at once. */
     env_open(&e, 256);
-    static struct client cl;
+    static struct rpc_env_client cl;
     make_body(&cl);
     int fd = client_connect(&e, &cl, "/google.bytestream.ByteStream/Write");
     stall(&e, &cl);
@@ -260,14 +148,14 @@ Test(rpc_h2_close, an_upload_the_disk_holds_leaves_receive_buffers_to_other_conn
     static struct rpc_env e;
     /* 512 KiB of receive buffers: half of what one stream's window lets the upload hold. */
     env_open(&e, 32);
-    static struct client w;
+    static struct rpc_env_client w;
     make_body(&w);
     int up = client_connect(&e, &w, "/google.bytestream.ByteStream/Write");
     stall(&e, &w);
     cr_assert(gt(u64, base_counter_get(&e.rc->counters.h2_recv_yields), 0),
               "the upload kept receiving into the last buffers");
     /* Another client's health check is answered while the disk still holds the upload. */
-    static struct client h;
+    static struct rpc_env_client h;
     h.body = calloc(1, 5); /* an empty HealthCheckRequest */
     cr_assert(ne(ptr, h.body, NULL));
     h.body_len = 5;

@@ -7,14 +7,9 @@
  * with its wake-up timer unarmed (calls without a connection, the disk held still). The store
  * runs on the simulated disk.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -35,119 +30,26 @@
 #define DATA_LEN 1024u /* of a blob of BLOB_LEN: the rest never comes */
 #define BLOB_LEN "8192"
 
-struct client {
-    int fd;
-    nghttp2_session *session;
-    uint8_t body[DATA_LEN + 256]; /* the gRPC-framed WriteRequest */
-    size_t body_len;
-    size_t body_off; /* bytes handed to nghttp2 */
-};
-
-static ssize_t client_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
-                           void *arg)
-{
-    (void)s;
-    (void)flags;
-    struct client *cl = arg;
-    ssize_t n = send(cl->fd, data, len, MSG_NOSIGNAL);
-    if (n < 0) return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
-    return n;
-}
-
-static ssize_t client_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
-                           uint32_t *flags, nghttp2_data_source *src, void *arg)
-{
-    (void)s;
-    (void)sid;
-    (void)src;
-    struct client *cl = arg;
-    size_t n = cl->body_len - cl->body_off < len ? cl->body_len - cl->body_off : len;
-    memcpy(buf, cl->body + cl->body_off, n);
-    cl->body_off += n;
-    if (cl->body_off == cl->body_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 /* One WriteRequest {resource_name, data} of DATA_LEN bytes without finish_write, framed. */
-static void make_body(struct client *cl)
+static void make_body(struct rpc_env_client *cl)
 {
-    static const char name[] = "uploads/5b0c0d6e-0000-4000-8000-000000000002/blobs/"
-                               "cd00000000000000000000000000000000000000000000000000000000000000/"
-                               "" BLOB_LEN;
-    uint8_t *m = cl->body + 5;
-    size_t n = 0;
-    m[n++] = 0x0a; /* resource_name = 1 */
-    n += proto_wire_varint_put(m + n, sizeof(name) - 1);
-    memcpy(m + n, name, sizeof(name) - 1);
-    n += sizeof(name) - 1;
-    m[n++] = 0x52; /* data = 10 */
-    n += proto_wire_varint_put(m + n, DATA_LEN);
-    memset(m + n, 'x', DATA_LEN);
-    n += DATA_LEN;
-    cl->body[0] = 0;
-    cl->body[1] = (uint8_t)(n >> 24);
-    cl->body[2] = (uint8_t)(n >> 16);
-    cl->body[3] = (uint8_t)(n >> 8);
-    cl->body[4] = (uint8_t)n;
-    cl->body_len = n + 5;
-}
-
-static nghttp2_nv nv(const char *name, const char *value)
-{
-    nghttp2_nv v = { (uint8_t *)(uintptr_t)name, (uint8_t *)(uintptr_t)value, strlen(name),
-                     strlen(value), NGHTTP2_NV_FLAG_NONE };
-    return v;
-}
-
-/* A TCP connection on 127.0.0.1: sv[0] the server's end, sv[1] the client's (non-blocking). */
-__attribute__((noinline)) static void tcp_pair(int sv[2])
-{
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(ge(int, l, 0));
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    cr_assert(eq(int, bind(l, (struct sockaddr *)&a, sizeof(a)), 0));
-    cr_assert(eq(int, listen(l, 1), 0));
-    cr_assert(eq(int, getsockname(l, (struct sockaddr *)&a, &len), 0));
-    sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(eq(int, connect(sv[1], (struct sockaddr *)&a, sizeof(a)), 0));
-    sv[0] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-    cr_assert(ge(int, sv[0], 0));
-    (void)close(l);
-    cr_assert(eq(int, fcntl(sv[1], F_SETFL, O_NONBLOCK), 0));
+    static uint8_t body[DATA_LEN + 256];
+    cl->body = body;
+    size_t at = rpc_env_write_request(cl->body,
+                                      "uploads/5b0c0d6e-0000-4000-8000-000000000002/blobs/"
+                                      "cd00000000000000000000000000000000000000000000000000000000"
+                                      "000000/" BLOB_LEN,
+                                      DATA_LEN, &cl->body_len);
+    memset(cl->body + at, 'x', DATA_LEN);
 }
 
 /* Connects <cl> and sends its whole Write, the stream's end included (nothing is read). */
-__attribute__((noinline)) static void client_write(struct rpc_env *e, struct client *cl)
+__attribute__((noinline)) static void client_write(struct rpc_env *e, struct rpc_env_client *cl)
 {
-    int sv[2];
-    tcp_pair(sv);
-    rpc_conn_accept(e->core, sv[0], NULL);
-    cl->fd = sv[1];
     make_body(cl);
-    nghttp2_session_callbacks *cbs;
-    cr_assert(eq(int, nghttp2_session_callbacks_new(&cbs), 0));
-    nghttp2_session_callbacks_set_send_callback(cbs, client_send);
-    cr_assert(eq(int, nghttp2_session_client_new(&cl->session, cbs, cl), 0));
-    nghttp2_session_callbacks_del(cbs);
-    cr_assert(eq(int, nghttp2_submit_settings(cl->session, NGHTTP2_FLAG_NONE, NULL, 0), 0));
-    const nghttp2_nv hdrs[] = { nv(":method", "POST"),
-                                nv(":scheme", "http"),
-                                nv(":path", "/google.bytestream.ByteStream/Write"),
-                                nv(":authority", "test"),
-                                nv("content-type", "application/grpc"),
-                                nv("te", "trailers") };
-    nghttp2_data_provider dp = { .read_callback = client_read };
-    cr_assert(gt(int, nghttp2_submit_request(cl->session, NULL, hdrs, 6, &dp, NULL), 0));
+    rpc_env_client_connect(e, cl, "/google.bytestream.ByteStream/Write");
     cr_assert(eq(int, nghttp2_session_send(cl->session), 0));
     cr_assert(eq(sz, cl->body_off, cl->body_len), "the client could not send its request");
-}
-
-static void nop_done(struct ring_op *op, int32_t res, uint32_t flags)
-{
-    (void)op;
-    (void)res;
-    (void)flags;
 }
 
 static uint64_t parked(const struct rpc_env *e)
@@ -177,22 +79,15 @@ Test(rpc_svc_bytestream, a_parked_upload_expires_after_the_op_table_was_full)
     rpc_env_defaults(&e);
     rpc_env_open(&e, 64);
     e.cfg.bs_parked_idle_ms = 200;
-    static struct client cl;
+    static struct rpc_env_client cl;
     client_write(&e, &cl);
     /* Take every free op: the connection's receive, prepared already, still completes. */
-    size_t cap = 1 << 16;
-    struct ring_op **ops = calloc(cap, sizeof(*ops));
-    cr_assert(ne(ptr, ops, NULL));
-    size_t n = 0;
-    while (n < cap && (ops[n] = ring_op_get(e.core, NULL, nop_done, NULL)) != NULL)
-        n++;
-    cr_assert(lt(sz, n, cap));
+    size_t n;
+    struct ring_op **ops = rpc_env_ops_take_all(&e, &n);
     run_until_parked(&e, 1, 2000);
     cr_assert(eq(u64, parked(&e), 1), "the stream's end did not park the upload");
     /* The table has room again; nothing else parks. */
-    for (size_t i = 0; i < n; i++)
-        ring_op_put(ops[i]);
-    free(ops);
+    rpc_env_ops_put_all(ops, n);
     nghttp2_session_del(cl.session);
     (void)close(cl.fd);
     run_until_parked(&e, 0, 3000);
@@ -249,13 +144,6 @@ static struct rpc_call *read_open(struct rpc_env *e, int32_t sid, const struct b
     return c;
 }
 
-static void read_close_call(struct rpc_call *c)
-{
-    if (!rpc_call_is_over(c)) rpc_call_finish(c, PROTO_STATUS_CANCELLED, "test");
-    c->stream_closed = true;
-    rpc_call_check_free(c);
-}
-
 /*
  * A Read refused by a full disk queue waits for the read wake-up timer (bs->wake). When that
  * timer fires while the op table is full, it cannot arm itself again: the read must not be
@@ -279,21 +167,14 @@ Test(rpc_svc_bytestream, a_read_waiting_for_the_disk_queue_is_not_left_unarmed)
     cr_assert(ge(u64, base_counter_get(&bcnt->queue_full), 1), "the disk queue was not full");
     cr_assert(not(rpc_call_is_over(b)), "the second read did not wait");
     /* Take every free op, then let the wake-up fire (every 5 ms) with the disk held still. */
-    size_t cap = 1 << 16;
-    struct ring_op **ops = calloc(cap, sizeof(*ops));
-    cr_assert(ne(ptr, ops, NULL));
-    size_t n = 0;
-    while (n < cap && (ops[n] = ring_op_get(e.core, NULL, nop_done, NULL)) != NULL)
-        n++;
-    cr_assert(lt(sz, n, cap));
+    size_t n;
+    struct ring_op **ops = rpc_env_ops_take_all(&e, &n);
     uint64_t end = base_clock_now_ns() + 50 * BASE_NS_PER_MS;
     while (base_clock_now_ns() < end)
         cr_assert(ge(int, ring_core_tick(e.core, 5), 0));
     bool b_over_full = rpc_call_is_over(b);
     int b_status = b->status;
-    for (size_t i = 0; i < n; i++)
-        ring_op_put(ops[i]);
-    free(ops);
+    rpc_env_ops_put_all(ops, n);
     /* The table has room again; no other read comes. Both reads must end. */
     end = base_clock_now_ns() + 2000 * BASE_NS_PER_MS;
     while ((!rpc_call_is_over(a) || !rpc_call_is_over(b)) && base_clock_now_ns() < end) {
@@ -304,8 +185,8 @@ Test(rpc_svc_bytestream, a_read_waiting_for_the_disk_queue_is_not_left_unarmed)
     bool b_over = rpc_call_is_over(b);
     int a_status = a->status;
     int b_final = b->status;
-    read_close_call(a);
-    read_close_call(b);
+    rpc_env_call_close(a);
+    rpc_env_call_close(b);
     rpc_svc_bytestream_quiesce(e.rc);
     for (int i = 0; i < 100 && (i < 3 || !blob_core_is_idle(e.rc->blob)); i++) {
         (void)blob_io_sim_run(e.io, 1000);
