@@ -8,6 +8,7 @@
 
 #include <errno.h>
 
+#include "base/log.h"
 #include "ring/internal.h"
 
 static void timer_done(struct ring_op *op, int32_t res, uint32_t flags)
@@ -48,6 +49,18 @@ int ring_timer_start(struct ring_core *core, struct ring_timer *timer, struct ri
     timer->op = op;
     timer->stopped = false;
     return 0;
+}
+
+int ring_timer_start_or_wait(struct ring_core *core, struct ring_timer *timer,
+                             struct ring_owner *owner, uint64_t ms, struct ring_task *retry,
+                             const char *what)
+{
+    if (ring_timer_start(core, timer, owner, ms) == 0) return 0;
+    if (!base_list_is_linked(&retry->link)) {
+        LOG_WARN("cannot arm %s (op table full): armed when an operation completes", what);
+    }
+    ring_op_wait_free(core, retry);
+    return -EAGAIN;
 }
 
 void ring_timer_stop(struct ring_core *core, struct ring_timer *timer)

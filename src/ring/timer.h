@@ -36,6 +36,18 @@ MUST_CHECK int ring_timer_start(struct ring_core *core, struct ring_timer *timer
                                 struct ring_owner *owner, uint64_t ms);
 
 /*
+ * ring_timer_start, or, when the op table is full, <retry> queued to run on this core once an
+ * op is free (ring_op_wait_free), with a warning naming <what> when it is first queued. For
+ * periodic work that must not stay undone because the table was full at the moment it was
+ * armed, with no later caller to try again (a timer re-armed from its own callback still
+ * holds its op then): <retry> does the work that is due and arms again. Returns 0 when armed,
+ * -EAGAIN when <retry> waits. Its owner cancels <retry> (ring_task_cancel) when it quiesces.
+ */
+int ring_timer_start_or_wait(struct ring_core *core, struct ring_timer *timer,
+                             struct ring_owner *owner, uint64_t ms, struct ring_task *retry,
+                             const char *what);
+
+/*
  * Disarms <timer>: its callback will not run. The op stays in flight until the kernel
  * confirms (IORING_OP_TIMEOUT_REMOVE), so the owner's memory waits for it as usual.
  */

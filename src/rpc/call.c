@@ -347,12 +347,8 @@ static void stall_arm(struct rpc_core *rc)
     if (base_list_is_empty(&rc->watched) || rc->quiescing || ring_timer_is_armed(&rc->stall)) {
         return;
     }
-    if (ring_timer_start(rc->ring, &rc->stall, &rc->owner, ms) == 0) return;
-    if (!base_list_is_linked(&rc->stall_retry.link)) {
-        LOG_WARN("rpc: cannot arm the stalled-call check (op table full): armed when an "
-                 "operation completes");
-    }
-    ring_op_wait_free(rc->ring, &rc->stall_retry);
+    (void)ring_timer_start_or_wait(rc->ring, &rc->stall, &rc->owner, ms, &rc->stall_retry,
+                                   "the stalled-call check");
 }
 
 static void watch(struct rpc_call *c)
@@ -510,16 +506,12 @@ static void deadline_arm(struct rpc_core *rc)
     uint64_t first = rc->deadlines[0]->deadline_ns;
     uint64_t ms = first > now ? (first - now + BASE_NS_PER_MS - 1) / BASE_NS_PER_MS : 0;
     ms = ms < 1 ? 1 : ms > DEADLINE_TICK_MS ? DEADLINE_TICK_MS : ms;
-    if (ring_timer_start(rc->ring, &rc->deadline, &rc->owner, ms) == 0) return;
-    /* Armed once an op is free (ring_op_wait_free). It fails when a call's deadline is added
-     * (that call is refused, deadline_add) or when the timer fired with the table full (its
-     * own op is given back only after it ran): trying again only when a call ended, as
-     * before, left the deadlines of a core where none ended unkept. */
-    if (!base_list_is_linked(&rc->deadline_retry.link)) {
-        LOG_WARN("rpc: cannot arm the deadline timer (op table full): armed when an operation "
-                 "completes");
-    }
-    ring_op_wait_free(rc->ring, &rc->deadline_retry);
+    /* It fails when a call's deadline is added (that call is refused, deadline_add) or when
+     * the timer fired with the table full (its own op is given back only after it ran):
+     * trying again only when a call ended, as before, left the deadlines of a core where none
+     * ended unkept. */
+    (void)ring_timer_start_or_wait(rc->ring, &rc->deadline, &rc->owner, ms, &rc->deadline_retry,
+                                   "the deadline timer");
 }
 
 /* Queues <c>'s deadline and arms the timer; -ENOMEM when the heap cannot grow, -EAGAIN when

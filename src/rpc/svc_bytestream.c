@@ -481,12 +481,8 @@ static void sweep_arm(struct bs_core *bs)
 {
     if (bs->count == 0 || bs->quiescing || ring_timer_is_armed(&bs->sweep)) return;
     uint64_t ms = parked_idle_ms(bs) < PARKED_SWEEP_MS ? parked_idle_ms(bs) : PARKED_SWEEP_MS;
-    if (ring_timer_start(bs->rc->ring, &bs->sweep, &bs->owner, ms) == 0) return;
-    if (!base_list_is_linked(&bs->sweep_retry.link)) {
-        LOG_WARN("bytestream: cannot arm the parked-upload sweep (op table full): armed when "
-                 "an operation completes");
-    }
-    ring_op_wait_free(bs->rc->ring, &bs->sweep_retry);
+    (void)ring_timer_start_or_wait(bs->rc->ring, &bs->sweep, &bs->owner, ms, &bs->sweep_retry,
+                                   "the parked-upload sweep");
 }
 
 /* Aborts the parked uploads whose time is up. Bounded by PARKED_MAX. */
