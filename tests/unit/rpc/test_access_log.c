@@ -3,10 +3,12 @@
  * over reaches the file whole, and what the file refuses is counted).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -199,6 +201,61 @@ Test(rpc_access_log, every_line_reaches_the_file_whole)
     }
     cr_assert(eq(sz, count, 40000));
     free(text);
+}
+
+struct drain {
+    int fd;       /* the FIFO's read end */
+    size_t lines; /* newlines read */
+};
+
+static void *drain_fifo(void *arg)
+{
+    struct drain *d = arg;
+    static char buf[65536];
+    ssize_t n;
+    /* Bounded: ends at EOF, when the log closes the FIFO's write end. */
+    while ((n = read(d->fd, buf, sizeof(buf))) != 0) {
+        if (n < 0 && errno == EINTR) continue;
+        cr_assert(gt(sz, (size_t)n, 0));
+        for (ssize_t i = 0; i < n; i++) {
+            d->lines += buf[i] == '\n';
+        }
+    }
+    return NULL;
+}
+
+/* A file the thread cannot write to for a while (a FIFO nobody reads: its write blocks, as on
+ * a stalled disk). The core's unwritten lines are bounded by its ring: the lines past it are
+ * dropped and counted, and the core never waits. Once a reader comes, every line kept reaches
+ * it. */
+Test(rpc_access_log, a_stalled_file_fills_the_ring_and_the_rest_is_dropped)
+{
+    char dir[] = "/tmp/rc_access_fifo_XXXXXX";
+    cr_assert(not(eq(ptr, mkdtemp(dir), NULL)));
+    char path[64];
+    (void)snprintf(path, sizeof(path), "%s/fifo", dir);
+    cr_assert(eq(int, mkfifo(path, 0600), 0));
+    struct drain d = { .fd = open(path, O_RDONLY | O_NONBLOCK) };
+    cr_assert(ge(int, d.fd, 0));
+    struct rpc_access_log *log;
+    char why[256] = "";
+    cr_assert(eq(int, rpc_access_log_open(path, 1, &log, why, sizeof(why)), 0), "%s", why);
+    /* About 3 MB of lines: more than the ring and the pipe hold together. */
+    struct writer w = { log, 0, 20000 };
+    write_lines(&w);
+    uint64_t lines = rpc_access_log_lines(log, 0);
+    uint64_t dropped = rpc_access_log_dropped(log, 0);
+    cr_assert(eq(u64, lines + dropped, 20000));
+    cr_assert(gt(u64, dropped, 0), "the unwritten lines outgrew the ring");
+    cr_assert(eq(int, fcntl(d.fd, F_SETFL, 0), 0)); /* the reader blocks now */
+    pthread_t t;
+    cr_assert(eq(int, pthread_create(&t, NULL, drain_fifo, &d), 0));
+    rpc_access_log_close(log); /* writes what the ring kept, then closes the FIFO */
+    pthread_join(t, NULL);
+    (void)close(d.fd);
+    (void)unlink(path);
+    (void)rmdir(dir);
+    cr_assert(eq(sz, d.lines, lines));
 }
 
 /* A file that refuses the lines (a full disk: /dev/full) loses them, counted, and the cores
