@@ -157,6 +157,35 @@ class WriteStreamRules(ReapiCase):
         self.assertEqual(self.missing([a, b]), [])
 
 
+class WrongOffset(ReapiCase):
+    """google.bytestream: a first write_offset other than the committed_size QueryWriteStatus
+    returns "will cause an error", and the committed_size values QueryWriteStatus returns for
+    a resource "will be non-decreasing". A resumption at a wrong offset is refused, saying the
+    committed size, and the parked upload stays, to be resumed where it is: it was dropped,
+    QueryWriteStatus then said NOT_FOUND, and the client's bytes were lost to a bad request."""
+
+    def test_a_resumption_at_a_wrong_offset_keeps_the_parked_upload(self):
+        q = lambda n: reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=n)
+        for compressed in (False, True):
+            data = os.urandom(200_000)
+            body = zstandard.ZstdCompressor().compress(data) if compressed else data
+            name = blob_name(data, compressed=compressed, upload="wrong-offset")
+            sent = write_reqs(name, body[:60_000], finish=False)
+            self.assertEqual(self.c.Write(iter(sent), timeout=30).committed_size, 60_000)
+            for off in (30_000, 90_000):
+                code, details = self.code(self.c.Write, iter(write_reqs(name, body[off:],
+                                                                        offset=off)))
+                self.assertEqual(code.name, "INVALID_ARGUMENT", details)
+                self.assertIn("write_offset %d" % off, details)
+                self.assertIn("committed size 60000", details)
+                st = self.c.QueryWriteStatus(q(name), timeout=30)
+                self.assertEqual((st.committed_size, st.complete), (60_000, False), off)
+            rest = write_reqs(name, body[60_000:], offset=60_000)
+            self.assertEqual(self.c.Write(iter(rest), timeout=30).committed_size, len(body))
+            self.assertEqual(self.missing([data]), [])
+            self.assertEqual(self.read(data), data)
+
+
 class BatchDuplicates(ReapiCase):
     """REAPI: BatchUpdateBlobs "is equivalent to calling a Bytestream Write request on each
     individual blob, in parallel. The requests may succeed or fail independently": one digest
