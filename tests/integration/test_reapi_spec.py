@@ -87,6 +87,45 @@ class WriteOfPresentBlob(ReapiCase):
         self.assertEqual(len(self.missing([data])), 1)
 
 
+class ResourceNameRefusals(ReapiCase):
+    """REAPI 2.3 resource names may carry a digest-function segment, which "MUST be omitted"
+    for SHA-256 (and the other functions a hash's length tells apart), and a compressor
+    "other than identity". The refusals say what is wrong: a sha256 segment was "digest
+    function not supported", as if SHA-256 were not served, and compressed-blobs/identity an
+    "unknown compressor"."""
+
+    def refusal(self, name, write=False):
+        if write:
+            code, details = self.code(self.c.Write, iter(write_reqs(name, b"abc")))
+        else:
+            code, details = self.code(
+                self.c.Read, reapi.msg("google.bytestream.ReadRequest", resource_name=name))
+        self.assertEqual(code.name, "INVALID_ARGUMENT", (name, details))
+        return details
+
+    def test_a_sha256_segment_is_told_to_go_and_others_are_not_served(self):
+        d = digest(b"abc")
+        tail = "%s/%d" % (d.hash, d.size_bytes)
+        omit = "resource name: digest function segment sha256 must be omitted: SHA-256 is " \
+               "named by omission ({hash}/{size})"
+        for name in ("blobs/sha256/" + tail, "i/compressed-blobs/zstd/sha256/" + tail):
+            self.assertEqual(self.refusal(name), omit)
+        for name in ("uploads/u/blobs/sha256/" + tail,
+                     "i/uploads/u/compressed-blobs/zstd/sha256/" + tail):
+            self.assertEqual(self.refusal(name, write=True), omit)
+        for fn in ("blake3", "sha256tree", "sha1"):
+            self.assertEqual(self.refusal("blobs/%s/%s" % (fn, tail)),
+                             "resource name: digest function not supported (only SHA-256, "
+                             "named by omission)")
+        self.assertEqual(self.refusal("compressed-blobs/identity/" + tail),
+                         "resource name: compressor identity has no compressed-blobs form "
+                         "(name the blob blobs/...)")
+        # Named by omission, the same blob is served.
+        self.assertEqual(self.c.Write(iter(write_reqs("uploads/u/blobs/" + tail, b"abc")),
+                                      timeout=30).committed_size, 3)
+        self.assertEqual(self.read(b"abc"), b"abc")
+
+
 def write_req(name=None, offset=0, data=b"", finish=False):
     r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset, data=data,
                   finish_write=finish)
