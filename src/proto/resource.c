@@ -95,12 +95,24 @@ static int parse_blob(const struct seg *s, int n, bool compressed, struct proto_
             *why = "compressor not supported (only zstd)";
             return -ENOTSUP;
         }
+        if (seg_is(&s[0], "identity")) {
+            /* REAPI: the compressor is a Compressor.Value "other than identity". */
+            *why = "compressor identity has no compressed-blobs form (name the blob blobs/...)";
+            return -EINVAL;
+        }
         if (!seg_is(&s[0], "zstd")) {
             *why = "unknown compressor";
             return -EINVAL;
         }
         out->compressor = PROTO_COMPRESSOR_ZSTD;
         i = 1;
+    }
+    if (n - i >= 1 && seg_is(&s[i], "sha256")) {
+        /* REAPI: the segment MUST be omitted for SHA-256 (and the other functions a hash's
+         * length tells apart); "not supported" read as if SHA-256 were not served. */
+        *why = "digest function segment sha256 must be omitted: SHA-256 is named by omission "
+               "({hash}/{size})";
+        return -ENOTSUP;
     }
     if (n - i >= 1 && seg_is_digest_function(&s[i])) {
         *why = "digest function not supported (only SHA-256, named by omission)";

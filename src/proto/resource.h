@@ -44,8 +44,8 @@ struct proto_resource {
  * <out>, whose spans point into <name>. Returns 0, or:
  *   -EINVAL  malformed: a missing or empty segment, a bad hash or size, trailing segments on
  *            a read name, a keyword where a value is expected;
- *   -ENOTSUP well formed but not served: a digest function other than SHA-256 (or a hash of
- *            another length), a compressor other than zstd.
+ *   -ENOTSUP well formed but not served: a digest-function segment (sha256 too, which REAPI
+ *            says to omit) or a hash of another length, a compressor other than zstd.
  * <why> receives a static description of the problem.
  */
 MUST_CHECK int proto_resource_parse(const char *name, size_t len, bool write,

@@ -18,6 +18,7 @@
  * Sections: resource names, Read, Write (parking, the stream, the end), QueryWriteStatus.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -687,18 +688,38 @@ static int begin_upload(struct bs_write *st, uint64_t offset, bool can_wait)
         parked_drop(c->rc->bytestream, p, true);
         return write_respond_present(st);
     }
-    if (p && blob_upload_bytes_in(p->u) == offset) {
+    uint64_t parked_bytes = p ? blob_upload_bytes_in(p->u) : 0;
+    if (p && parked_bytes == offset) {
         st->u = p->u;
         st->next_offset = offset;
         parked_drop(c->rc->bytestream, p, false);
         blob_upload_reshare(st->u); /* under way again: new uploads of the blob wait for it */
         return 0;
     }
-    if (p) parked_drop(c->rc->bytestream, p, true);
+    if (p && offset != 0) {
+        /* google.bytestream: a wrong write_offset "will cause an error", and QueryWriteStatus's
+         * committed_size of a resource never decreases. So the parked upload stays, to be
+         * resumed at its size: dropping it lost the client's bytes to one bad request. */
+        char message[RPC_CALL_MESSAGE_MAX];
+        (void)snprintf(message, sizeof(message),
+                       "write_offset %" PRIu64 " does not match the committed size %" PRIu64
+                       " of this upload (QueryWriteStatus answers it): resume there, or at 0 "
+                       "to start over",
+                       offset, parked_bytes);
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, message);
+        return -1;
+    }
+    if (p) parked_drop(c->rc->bytestream, p, true); /* at 0: the client starts over */
     if (offset != 0) {
         /* Nothing to resume here, but a complete blob still ends the upload early. */
         if (bc && blob_exists(bc, &k, true)) return write_respond_present(st);
-        return write_fail(st, -EINVAL, "write_offset does not match the committed size");
+        char message[RPC_CALL_MESSAGE_MAX];
+        (void)snprintf(message, sizeof(message),
+                       "write_offset %" PRIu64 ": no upload of this resource to resume on this "
+                       "server (QueryWriteStatus: NOT_FOUND); start at 0",
+                       offset);
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, message);
+        return -1;
     }
     if (can_wait && st->wait_since_ns != 0) {
         uint64_t max_ns = (uint64_t)c->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;

@@ -368,6 +368,10 @@ class ByteStream(ReapiCase):
         self.c.Write(iter(write_reqs(oname, other[:40_000], finish=False)), timeout=30)
         bad = write_reqs(oname, other[50_000:], offset=50_000)
         self.assertEqual(self.code(self.c.Write, iter(bad))[0], SC.INVALID_ARGUMENT)
+        # The parked upload stays (test_reapi_spec.py WrongOffset) and resumes at its size.
+        self.assertEqual(self.server.metric("ringcas_bs_uploads_parked"), 1)
+        rest = write_reqs(oname, other[40_000:], offset=40_000)
+        self.assertEqual(self.c.Write(iter(rest), timeout=30).committed_size, len(other))
         self.assertEqual(self.server.metric("ringcas_bs_uploads_parked"), 0)
 
     def test_malformed_write_request_bytes(self):

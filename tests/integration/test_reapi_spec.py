@@ -87,6 +87,45 @@ class WriteOfPresentBlob(ReapiCase):
         self.assertEqual(len(self.missing([data])), 1)
 
 
+class ResourceNameRefusals(ReapiCase):
+    """REAPI 2.3 resource names may carry a digest-function segment, which "MUST be omitted"
+    for SHA-256 (and the other functions a hash's length tells apart), and a compressor
+    "other than identity". The refusals say what is wrong: a sha256 segment was "digest
+    function not supported", as if SHA-256 were not served, and compressed-blobs/identity an
+    "unknown compressor"."""
+
+    def refusal(self, name, write=False):
+        if write:
+            code, details = self.code(self.c.Write, iter(write_reqs(name, b"abc")))
+        else:
+            code, details = self.code(
+                self.c.Read, reapi.msg("google.bytestream.ReadRequest", resource_name=name))
+        self.assertEqual(code.name, "INVALID_ARGUMENT", (name, details))
+        return details
+
+    def test_a_sha256_segment_is_told_to_go_and_others_are_not_served(self):
+        d = digest(b"abc")
+        tail = "%s/%d" % (d.hash, d.size_bytes)
+        omit = "resource name: digest function segment sha256 must be omitted: SHA-256 is " \
+               "named by omission ({hash}/{size})"
+        for name in ("blobs/sha256/" + tail, "i/compressed-blobs/zstd/sha256/" + tail):
+            self.assertEqual(self.refusal(name), omit)
+        for name in ("uploads/u/blobs/sha256/" + tail,
+                     "i/uploads/u/compressed-blobs/zstd/sha256/" + tail):
+            self.assertEqual(self.refusal(name, write=True), omit)
+        for fn in ("blake3", "sha256tree", "sha1"):
+            self.assertEqual(self.refusal("blobs/%s/%s" % (fn, tail)),
+                             "resource name: digest function not supported (only SHA-256, "
+                             "named by omission)")
+        self.assertEqual(self.refusal("compressed-blobs/identity/" + tail),
+                         "resource name: compressor identity has no compressed-blobs form "
+                         "(name the blob blobs/...)")
+        # Named by omission, the same blob is served.
+        self.assertEqual(self.c.Write(iter(write_reqs("uploads/u/blobs/" + tail, b"abc")),
+                                      timeout=30).committed_size, 3)
+        self.assertEqual(self.read(b"abc"), b"abc")
+
+
 def write_req(name=None, offset=0, data=b"", finish=False):
     r = reapi.msg("google.bytestream.WriteRequest", write_offset=offset, data=data,
                   finish_write=finish)
@@ -155,6 +194,35 @@ class WriteStreamRules(ReapiCase):
             rest = write_reqs(blob_name(data, upload="same"), data[n:], offset=n)
             self.assertEqual(self.c.Write(iter(rest), timeout=30).committed_size, len(data))
         self.assertEqual(self.missing([a, b]), [])
+
+
+class WrongOffset(ReapiCase):
+    """google.bytestream: a first write_offset other than the committed_size QueryWriteStatus
+    returns "will cause an error", and the committed_size values QueryWriteStatus returns for
+    a resource "will be non-decreasing". A resumption at a wrong offset is refused, saying the
+    committed size, and the parked upload stays, to be resumed where it is: it was dropped,
+    QueryWriteStatus then said NOT_FOUND, and the client's bytes were lost to a bad request."""
+
+    def test_a_resumption_at_a_wrong_offset_keeps_the_parked_upload(self):
+        q = lambda n: reapi.msg("google.bytestream.QueryWriteStatusRequest", resource_name=n)
+        for compressed in (False, True):
+            data = os.urandom(200_000)
+            body = zstandard.ZstdCompressor().compress(data) if compressed else data
+            name = blob_name(data, compressed=compressed, upload="wrong-offset")
+            sent = write_reqs(name, body[:60_000], finish=False)
+            self.assertEqual(self.c.Write(iter(sent), timeout=30).committed_size, 60_000)
+            for off in (30_000, 90_000):
+                code, details = self.code(self.c.Write, iter(write_reqs(name, body[off:],
+                                                                        offset=off)))
+                self.assertEqual(code.name, "INVALID_ARGUMENT", details)
+                self.assertIn("write_offset %d" % off, details)
+                self.assertIn("committed size 60000", details)
+                st = self.c.QueryWriteStatus(q(name), timeout=30)
+                self.assertEqual((st.committed_size, st.complete), (60_000, False), off)
+            rest = write_reqs(name, body[60_000:], offset=60_000)
+            self.assertEqual(self.c.Write(iter(rest), timeout=30).committed_size, len(body))
+            self.assertEqual(self.missing([data]), [])
+            self.assertEqual(self.read(data), data)
 
 
 class BatchDuplicates(ReapiCase):
