@@ -315,6 +315,37 @@ static void others_leave(struct th *t, uint64_t left)
 }
 
 /*
+ * With the evictor stalled for good, puts blobs 100.. until a new segment finds no room:
+ * that is a full store (-ENOSPC, refused by the segment, not at the door), not a failed
+ * disk, and every blob acknowledged until then reads back. Answers the refused blob's n.
+ */
+static uint64_t put_until_no_room(struct th *t, struct lagging *l, struct blob_key *keys)
+{
+    l->lag = LAG_NEVER;
+    uint64_t n = 100;
+    int rc = 0;
+    bool admitted = false;
+    /* Bounded: the active segment holds at most 8 more. */
+    for (; n < 200 && rc == 0; n++)
+        rc = put_lagging(t, l, n, &keys[n], &admitted);
+    uint64_t refused = n - 1;
+    cr_assert(eq(int, rc, -ENOSPC), "put %llu: %d", (unsigned long long)refused, rc);
+    cr_assert(admitted, "refused by the segment, not at the door");
+    struct blob_counters_snapshot c = th_counters(t);
+    cr_assert(eq(u64, c.segments_abandoned, 0), "a full disk is not a failed write");
+    cr_assert(eq(u64, c.segments_no_room, 1));
+    for (uint64_t i = 100; i < refused; i++) {
+        uint8_t *out;
+        size_t len;
+        cr_assert(eq(int, th_get(t, &keys[i], 0, 0, &out, &len), 0), "blob %llu",
+                  (unsigned long long)i);
+        cr_assert(eq(sz, len, BLOB_LEN));
+        free(out);
+    }
+    return refused;
+}
+
+/*
  * The store keeps room on the disk for its active segments, but only as of the evictor's last
  * pass: when the disk fills since (another file, or segments sealed faster than the evictor
  * runs on a loaded machine: tests/integration/test_diskroom.py failed so once in a clean `make
@@ -382,27 +413,7 @@ Test(blob_diskroom, a_new_segment_without_room_after_waiting_is_a_full_store_not
     for (uint64_t n = 0; n < 100; n++)
         cr_assert(eq(int, put_lagging(&t, &l, n, &keys[n], &admitted), 0));
     others_leave(&t, 8U << 10);
-    l.lag = LAG_NEVER;
-    uint64_t n = 100;
-    int rc = 0;
-    /* Bounded: the active segment holds at most 8 more. */
-    for (; n < 200 && rc == 0; n++)
-        rc = put_lagging(&t, &l, n, &keys[n], &admitted);
-    uint64_t refused = n - 1;
-    cr_assert(eq(int, rc, -ENOSPC), "put %llu: %d", (unsigned long long)refused, rc);
-    cr_assert(admitted, "refused by the segment, not at the door");
-    struct blob_counters_snapshot c = th_counters(&t);
-    cr_assert(eq(u64, c.segments_abandoned, 0), "a full disk is not a failed write");
-    cr_assert(eq(u64, c.segments_no_room, 1));
-    /* Every blob acknowledged since the other file came reads back. */
-    for (uint64_t i = 100; i < refused; i++) {
-        uint8_t *out;
-        size_t len;
-        cr_assert(eq(int, th_get(&t, &keys[i], 0, 0, &out, &len), 0), "blob %llu",
-                  (unsigned long long)i);
-        cr_assert(eq(sz, len, BLOB_LEN));
-        free(out);
-    }
+    uint64_t refused = put_until_no_room(&t, &l, keys);
     /* The segment that found no room took the last seq; its file, empty, stays until the
      * evictor's pass deletes it. */
     char name[32];
@@ -522,25 +533,7 @@ Test(blob_diskroom, on_a_real_tmpfs_a_new_segment_without_room_after_waiting_is_
         cr_assert(eq(int, put_lagging(&t, &l, n, &keys[n], &admitted), 0));
     char filler[128];
     tmpfs_fill(mnt, "filler", 8U << 10, filler, sizeof(filler));
-    l.lag = LAG_NEVER;
-    uint64_t n = 100;
-    int rc = 0;
-    /* Bounded: the active segment holds at most 8 more. */
-    for (; n < 200 && rc == 0; n++)
-        rc = put_lagging(&t, &l, n, &keys[n], &admitted);
-    uint64_t refused = n - 1;
-    cr_assert(eq(int, rc, -ENOSPC), "put %llu: %d", (unsigned long long)refused, rc);
-    cr_assert(admitted, "refused by the segment, not at the door");
-    struct blob_counters_snapshot c = th_counters(&t);
-    cr_assert(eq(u64, c.segments_abandoned, 0), "a full disk is not a failed write");
-    cr_assert(eq(u64, c.segments_no_room, 1));
-    for (uint64_t i = 100; i < refused; i++) {
-        uint8_t *out;
-        size_t len;
-        cr_assert(eq(int, th_get(&t, &keys[i], 0, 0, &out, &len), 0), "blob %llu",
-                  (unsigned long long)i);
-        free(out);
-    }
+    uint64_t refused = put_until_no_room(&t, &l, keys);
     char name[32];
     blob_format_seg_name(atomic_load(&t.s->segs.next_seq) - 1, name, sizeof(name));
     char path[192];

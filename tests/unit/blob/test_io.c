@@ -160,18 +160,31 @@ static int32_t run(struct ring_core *core, struct blob_io *io, struct blob_aio *
     return d->res;
 }
 
-Test(blob_io, requests_go_through_the_core_ring)
+/* A temporary folder, a small real core and the real backend on both. */
+static void ring_open(struct ring_core **core, struct blob_io **io)
 {
     make_dir();
     struct ring_core_options o;
     ring_core_options_default(&o);
     o.recv_buf_count = 16;
     o.recv_buf_size = 4096;
-    struct ring_core *core;
     char why[256];
-    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
+    cr_assert(eq(int, ring_core_create(&o, 0, core, why, sizeof(why)), 0), "%s", why);
+    cr_assert(eq(int, blob_io_real_create(dir, io), 0));
+}
+
+static void ring_close(struct ring_core *core, struct blob_io *io)
+{
+    blob_io_real_destroy(io);
+    ring_core_destroy(core);
+    drop_dir();
+}
+
+Test(blob_io, requests_go_through_the_core_ring)
+{
+    struct ring_core *core;
     struct blob_io *io;
-    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    ring_open(&core, &io);
     struct done d = { 0 };
     struct blob_aio a = { .fn = done_cb, .ctx = &d };
     struct blob_io_req op = { .op = BLOB_IO_OPEN,
@@ -200,23 +213,14 @@ Test(blob_io, requests_go_through_the_core_ring)
     cr_assert(not(blob_aio_is_busy(&a)));
     free(buf);
     cr_assert(eq(u64, base_counter_get(&ring_core_counters(core)->ops_in_flight), 0));
-    blob_io_real_destroy(io);
-    ring_core_destroy(core);
-    drop_dir();
+    ring_close(core, io);
 }
 
 Test(blob_io, a_cancelled_read_of_a_pipe_completes_with_ecanceled)
 {
-    make_dir();
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.recv_buf_count = 16;
-    o.recv_buf_size = 4096;
     struct ring_core *core;
-    char why[256];
-    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
     struct blob_io *io;
-    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    ring_open(&core, &io);
     /* A read that never completes on its own: an empty pipe. */
     int p[2];
     cr_assert(eq(int, pipe(p), 0));
@@ -235,23 +239,14 @@ Test(blob_io, a_cancelled_read_of_a_pipe_completes_with_ecanceled)
     cr_assert(eq(int, d.res, -ECANCELED));
     close(p[0]);
     close(p[1]);
-    blob_io_real_destroy(io);
-    ring_core_destroy(core);
-    drop_dir();
+    ring_close(core, io);
 }
 
 Test(blob_io, fallocate_reserves_without_growing_the_file)
 {
-    make_dir();
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.recv_buf_count = 16;
-    o.recv_buf_size = 4096;
     struct ring_core *core;
-    char why[256];
-    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
     struct blob_io *io;
-    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    ring_open(&core, &io);
     struct done d = { 0 };
     struct blob_aio a = { .fn = done_cb, .ctx = &d };
     struct blob_io_req op = { .op = BLOB_IO_OPEN, .name = "f", .flags = O_CREAT | O_RDWR };
@@ -279,9 +274,7 @@ Test(blob_io, fallocate_reserves_without_growing_the_file)
               (long long)st.st_blocks * 512);
     struct blob_io_req c = { .op = BLOB_IO_CLOSE, .fd = fd };
     cr_assert(eq(int, run(core, io, &a, &c), 0));
-    blob_io_real_destroy(io);
-    ring_core_destroy(core);
-    drop_dir();
+    ring_close(core, io);
 }
 
 /*
@@ -290,23 +283,14 @@ Test(blob_io, fallocate_reserves_without_growing_the_file)
  */
 Test(blob_io, a_sleep_on_the_ring_completes_with_0)
 {
-    make_dir();
-    struct ring_core_options o;
-    ring_core_options_default(&o);
-    o.recv_buf_count = 16;
-    o.recv_buf_size = 4096;
     struct ring_core *core;
-    char why[256];
-    cr_assert(eq(int, ring_core_create(&o, 0, &core, why, sizeof(why)), 0), "%s", why);
     struct blob_io *io;
-    cr_assert(eq(int, blob_io_real_create(dir, &io), 0));
+    ring_open(&core, &io);
     struct done d = { 0 };
     struct blob_aio a = { .fn = done_cb, .ctx = &d };
     struct blob_io_req sl = { .op = BLOB_IO_SLEEP, .off = 20 };
     cr_assert(eq(int, run(core, io, &a, &sl), 0));
     cr_assert(not(blob_aio_is_busy(&a)));
     cr_assert(eq(u64, base_counter_get(&ring_core_counters(core)->ops_in_flight), 0));
-    blob_io_real_destroy(io);
-    ring_core_destroy(core);
-    drop_dir();
+    ring_close(core, io);
 }
