@@ -739,6 +739,9 @@ static void head_error(struct rpc_h1_conn *h, int err, const char *desc)
 {
     memset(&h->route, 0, sizeof(h->route));
     memset(&h->req, 0, sizeof(h->req));
+    /* A HEAD request's refusal has the refusal's fields but no content (RFC 9110 §9.3.2);
+     * the method is the one thing of a refused head that is read (rpc_h1_parse_head). */
+    h->req.method = rpc_h1_parse_method(&h->head.method);
     begin_request(h, RPC_ROUTE_HTTP_OTHER);
     h->keep_alive = false;
     h->state = H1_HANDLE;

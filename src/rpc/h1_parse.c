@@ -95,16 +95,27 @@ static int find_end(const char *buf, size_t len, size_t last_len, size_t start,
 #define LINE_METHOD_MAX 32 /* a longer first token is no method we could answer */
 
 /*
- * True when the head limit cut the request line itself: a method and a space, then no line
- * end in <len> bytes. Its target is what is too long (414, RFC 9112 §3), not the fields.
+ * The method of a refused head: the token that begins its request line, when a space follows
+ * it within <len> bytes, else empty. A refusal of a HEAD request carries no content (RFC 9110
+ * §9.3.2), whatever was wrong further on.
  */
-static bool line_is_cut(const char *p, size_t len)
+static struct rpc_h1_span line_method(const char *p, size_t len)
 {
     size_t i = 0;
     while (i < len && i < LINE_METHOD_MAX && is_class(p[i], CLASS_TCHAR)) {
         i++;
     }
-    if (i == 0 || i == len || p[i] != ' ') return false;
+    if (i == 0 || i == len || p[i] != ' ') return (struct rpc_h1_span){ p, 0 };
+    return (struct rpc_h1_span){ p, (uint32_t)i };
+}
+
+/*
+ * True when the head limit cut the request line itself: a method and a space, then no line
+ * end in <len> bytes. Its target is what is too long (414, RFC 9112 §3), not the fields.
+ */
+static bool line_is_cut(const char *p, size_t len)
+{
+    if (line_method(p, len).len == 0) return false;
     return memchr(p, '\n', len) == NULL;
 }
 
@@ -217,16 +228,9 @@ static const char *parse_field(const char *p, struct rpc_h1_field *f, int *err,
     return p + 2;
 }
 
-int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h1_head *head,
-                      const char **err_desc)
+static int parse_head(const char *buf, size_t len, size_t last_len, size_t start,
+                      struct rpc_h1_head *head, const char **err_desc)
 {
-    ASSERT(buf || len == 0);
-    ASSERT(last_len <= len);
-    size_t start = 0;
-    /* Empty lines before the request line (RFC 9112 §2.2); bounded by <len>. */
-    while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') {
-        start += 2;
-    }
     int head_len = find_end(buf, len, last_len, start, err_desc);
     if (head_len == -EMSGSIZE && start < RPC_H1_HEAD_MAX &&
         line_is_cut(buf + start, RPC_H1_HEAD_MAX - start)) {
@@ -250,6 +254,21 @@ int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h
     }
     DEBUG_ASSERT(p == e - 2);
     return head_len;
+}
+
+int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h1_head *head,
+                      const char **err_desc)
+{
+    ASSERT(buf || len == 0);
+    ASSERT(last_len <= len);
+    size_t start = 0;
+    /* Empty lines before the request line (RFC 9112 §2.2); bounded by <len>. */
+    while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') {
+        start += 2;
+    }
+    int rc = parse_head(buf, len, last_len, start, head, err_desc);
+    if (rc < 0) head->method = line_method(buf + start, len - start);
+    return rc;
 }
 
 /* ---- the fields ---- */
@@ -529,7 +548,7 @@ static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
     return 0;
 }
 
-static enum rpc_h1_method read_method(const struct rpc_h1_span *m)
+enum rpc_h1_method rpc_h1_parse_method(const struct rpc_h1_span *m)
 {
     if (span_is(m, "GET")) return RPC_H1_METHOD_GET;
     if (span_is(m, "HEAD")) return RPC_H1_METHOD_HEAD;
@@ -542,7 +561,7 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
 {
     ASSERT(head->field_count <= RPC_H1_FIELDS_MAX);
     memset(req, 0, sizeof(*req));
-    req->method = read_method(&head->method);
+    req->method = rpc_h1_parse_method(&head->method);
     if (read_path(&head->target, &req->path) < 0) {
         return fail(err_desc, "malformed request-target", -EPROTO);
     }

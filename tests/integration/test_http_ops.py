@@ -256,6 +256,31 @@ class BadInput(harness.ServerTestCase):
         self.assertGreaterEqual(self.server.metric("ringcas_requests_total", route="other",
                                                    status="400"), 11)
 
+    def test_a_refused_head_request_gets_no_content(self):
+        # A response to HEAD has no content (RFC 9110 §9.3.2), refusals included: a malformed
+        # head's refusal of a HEAD request said Content-Length and then sent its text, bytes a
+        # client (or a proxy in front) reads as the start of a next response.
+        for data, status in ((b"HEAD /healthz HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+                             (b"HEAD /healthz HTTP/1.1\nHost: a\n\n", 400),
+                             (b"HEAD /healthz HTTP/1.1\r\n\r\n", 400),  # no Host
+                             (b"HEAD /healthz HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+                             (request("HEAD", "/" + "a" * 5000), 414),
+                             (request("HEAD", "/healthz", headers=["X: " + "b" * 20000]), 431)):
+            with Raw(self.server.port) as c:
+                c.send(data)
+                r = c.read_response(head_request=True)
+                self.assertEqual(r.status, status, data[:40])
+                self.assertEqual(r.header("connection"), "close")
+                self.assertGreater(int(r.header("content-length")), 0)  # as its GET's
+                self.assertTrue(c.is_closed())
+                self.assertEqual(c.buf, b"", data[:40])
+            # The same refusal of a GET says what was wrong.
+            with Raw(self.server.port) as c:
+                c.send(data.replace(b"HEAD", b"GET", 1))
+                r = c.read_response()
+                self.assertEqual(r.status, status)
+                self.assertEqual(len(r.body), int(r.header("content-length")))
+
     def test_oversize_head_gets_431_and_close(self):
         r = self.expect_error(request("GET", "/healthz", headers=["X-Big: " + "b" * 20000]), 431)
         self.assertIn(b"too large", r.body)

@@ -233,6 +233,40 @@ Test(rpc_h1_parse, rejects_every_malformed_case)
         eq(int, rpc_h1_parse_head(nul_target, sizeof(nul_target) - 1, 0, &head, NULL), -EPROTO));
 }
 
+Test(rpc_h1_parse, a_refused_head_names_its_method)
+{
+    /* The refusal of a HEAD request goes without content (RFC 9110 §9.3.2): whatever made the
+     * head malformed, its method is told when the request line begins with one. */
+    static char long_target[RPC_H1_HEAD_MAX + 64];
+    memset(long_target, 'a', sizeof(long_target) - 1);
+    memcpy(long_target, "HEAD /", 6);
+
+    static const struct {
+        const char *input;
+        int err;
+        const char *method; /* "" when none can be told */
+    } cases[] = {
+        { "HEAD / HTTP/1.1\r\nHost : a\r\n\r\n", -EPROTO, "HEAD" },
+        { "HEAD / HTTP/1.1\nHost: a\n\n", -EPROTO, "HEAD" }, /* bare LF, before the end */
+        { "\r\nHEAD /a b HTTP/1.1\r\n\r\n", -EPROTO, "HEAD" },
+        { "HEAD / HTTP/2.0\r\n\r\n", -EPROTONOSUPPORT, "HEAD" },
+        { "GET / HTTP/1.1\r\nX: \x01\r\n\r\n", -EPROTO, "GET" },
+        { " HEAD / HTTP/1.1\r\n\r\n", -EPROTO, "" },
+        { "HEAD\t/ HTTP/1.1\r\n\r\n", -EPROTO, "" },
+        { "\n", -EPROTO, "" },
+        { long_target, -ENAMETOOLONG, "HEAD" },
+    };
+
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        /* A valid head first: nothing of it may be left in <head> after the refusal. */
+        cr_assert(gt(int, parse(valid), 0));
+        cr_assert(eq(int, parse(cases[i].input), cases[i].err), "case %zu", i);
+        cr_assert(span_eq(&head.method, cases[i].method), "case %zu: %.*s", i, (int)head.method.len,
+                  head.method.ptr);
+    }
+    cr_assert(eq(int, rpc_h1_parse_method(&head.method), RPC_H1_METHOD_HEAD));
+}
+
 /* The RFC's definitions, written independently of the parser's table. */
 static bool rfc_tchar(int c)
 {
