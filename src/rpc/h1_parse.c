@@ -137,10 +137,16 @@ static int parse_version(const char *p, struct rpc_h1_head *head, const char **e
     return 0;
 }
 
-/* Scans the request-target at <p>; returns its end, or NULL on a bad percent-encoding. */
-static const char *scan_target(const char *p)
+/*
+ * Scans target characters from <p>; returns where they end, or NULL on a bad percent-encoding.
+ * In an <authority>, "[" and "]" (an IP literal, RFC 3986 §3.2.2) are characters too, and "/"
+ * or "?" ends the scan; no path or query may hold a bracket.
+ */
+static const char *scan_chars(const char *p, bool authority)
 {
-    while (is_class(p[0], CLASS_TARGET)) {
+    /* Bounded by the head's CRLF, which is no target character. */
+    while (is_class(p[0], CLASS_TARGET) || (authority && (p[0] == '[' || p[0] == ']'))) {
+        if (authority && (p[0] == '/' || p[0] == '?')) break;
         if (p[0] == '%') {
             /* The head ends in CRLF, which is not HEXDIG: p[2] is read only if p[1] is. */
             if (!is_class(p[1], CLASS_HEX) || !is_class(p[2], CLASS_HEX)) return NULL;
@@ -149,6 +155,31 @@ static const char *scan_target(const char *p)
         p++;
     }
     return p;
+}
+
+/* The authority of an absolute-form target at <p> (after "http://" or "https://", either
+ * case), or NULL. The comparison stops at the head's CRLF at the latest. */
+static const char *absolute_authority(const char *p)
+{
+    if (strncasecmp(p, "http://", 7) == 0) return p + 7;
+    if (strncasecmp(p, "https://", 8) == 0) return p + 8;
+    return NULL;
+}
+
+/*
+ * Scans the request-target at <p>; returns its end, or NULL on a bad percent-encoding. An
+ * absolute-form target's authority may be an IP literal in brackets, "http://[::1]:8980/x":
+ * a server must accept the absolute-form (RFC 9112 §3.2.2), and that is the form of an IPv6
+ * address in it.
+ */
+static const char *scan_target(const char *p)
+{
+    const char *authority = absolute_authority(p);
+    if (authority) {
+        p = scan_chars(authority, true);
+        if (!p) return NULL;
+    }
+    return scan_chars(p, false);
 }
 
 /* Parses the request line from <p> (the head ends at <e>); returns the next line or NULL. */
@@ -535,6 +566,9 @@ static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
             if (a_end == p) return -EPROTO; /* empty authority */
             /* RFC 9110 §4.2.4: userinfo ("user@host") is an error in a request. */
             if (memchr(p, '@', (size_t)(a_end - p))) return -EPROTO;
+            /* A host and an optional port, as in a Host field: "[::1" or "h:x" is none. */
+            struct rpc_h1_span authority = { p, (uint32_t)(a_end - p) };
+            if (!host_is_valid(&authority)) return -EPROTO;
             p = a_end;
         }
     }

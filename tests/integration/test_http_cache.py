@@ -127,6 +127,33 @@ class CacheRoutes(harness.ServerTestCase):
         self.assertEqual(curl(self.url("/gradle/cache/5f2c")), (200, b""))
         self.assertEqual(curl("-I", self.url("/gradle/cache/5f2c"))[0], 200)
 
+    def test_absolute_form_targets_name_the_same_entries(self):
+        # curl sends the absolute-form to a proxy (-x): ringcas stands in for one here. A
+        # server must accept that form (RFC 9112 §3.2.2), and an IPv6 address is written in
+        # brackets in it; "http://[::1]:8980/cas/..." was refused as a malformed target (400).
+        data = os.urandom(1000)
+        h = sha(data)
+        hosts = ("127.0.0.1:%d" % self.server.port, "[::1]:%d" % self.server.port,
+                 "[2001:db8::1]", "HOST.example")
+        for i, host in enumerate(hosts):
+            url = "http://%s/cas/%s" % (host, h)
+            self.assertEqual(curl("-x", self.server.url, "-T", "-", url, data=data)[0],
+                             201 if i == 0 else 200, host)
+            self.assertEqual(curl("-x", self.server.url, url), (200, data), host)
+            self.assertEqual(curl("-x", self.server.url, "-X", "PUT", "--data-binary", "@-",
+                                  "http://%s/k/absolute" % host, data=host.encode())[0],
+                             201 if i == 0 else 200, host)
+        self.assertEqual(curl(self.url("/cas/" + h)), (200, data))
+        self.assertEqual(curl(self.url("/k/absolute")), (200, hosts[-1].encode()))
+        # Brackets belong to the authority: in a path, or around no IP literal, they are 400.
+        for target in ("/k/[x]", "http://[::1]/k/[x]", "http://[::1/k", "http://h]/k"):
+            with Raw(self.server.port) as c:
+                c.send(request("GET", target))
+                r = c.read_response()
+                self.assertEqual((r.status, r.body), (400, b"malformed request-target\n"), target)
+                self.assertEqual(r.header("connection"), "close")
+                self.assertTrue(c.is_closed())
+
     def test_zstd_download_is_the_stored_frames(self):
         data = compressible(3 << 20, 7)
         h = sha(data)

@@ -560,6 +560,40 @@ Test(rpc_h1_parse, absolute_and_asterisk_forms)
     cr_assert(span_eq(&req.path, "/"));
 }
 
+Test(rpc_h1_parse, absolute_form_authority_may_be_an_ip_literal)
+{
+    /* RFC 9112 §3.2.2: a server must accept the absolute-form, and an IPv6 address is written
+     * in brackets there (RFC 3986 §3.2.2). */
+    cr_assert(
+        eq(int, request("GET http://[::1]:8980/cas/x?y HTTP/1.1\r\nHost: [::1]:8980\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/cas/x"));
+    cr_assert(eq(int, request("PUT HTTP://[2001:db8::7] HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/"));
+    cr_assert(eq(int, request("GET http://[::1]?/x HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/"));
+    /* The authority is a host and an optional port, as a Host field's value. */
+    static const char *const bad_authority[] = {
+        "GET http://[::1/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://[]/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://[::1]x/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://h:8x/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://h]/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad_authority); i++) {
+        cr_assert(eq(int, request(bad_authority[i]), -EPROTO), "%s", bad_authority[i]);
+    }
+    /* Brackets belong to the authority only: a path or a query holds none. */
+    static const char *const bad_target[] = {
+        "GET /[::1] HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://h/[x] HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://[::1]/?[ HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET ftp://[::1]/ HTTP/1.1\r\nHost: h\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad_target); i++) {
+        cr_assert(eq(int, parse(bad_target[i]), -EPROTO), "%s", bad_target[i]);
+    }
+}
+
 Test(rpc_h1_parse, absolute_form_authority_ends_at_the_query)
 {
     /* The authority ends at "?" as well as "/": a slash in the query is not the path. */
