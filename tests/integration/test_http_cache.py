@@ -204,6 +204,43 @@ class CacheRoutes(harness.ServerTestCase):
         status, _ = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + sha(b"absent")))
         self.assertEqual(status, 404)
 
+    def test_head_says_what_its_get_would(self):
+        # A HEAD's fields are its GET's (RFC 9110 §9.3.2), and its Content-Length, if any, is
+        # the length its GET would send (§8.6). With Accept-Encoding: zstd the GET sends zstd
+        # frames, chunked; the HEAD said the identity length and no Content-Encoding, so a
+        # client or a cache in front took the size of another representation for this one.
+        data = compressible(200000, 12)
+        h = sha(data)
+        self.assertEqual(self.put("/cas/" + h, data), 201)
+        self.assertEqual(self.put("/gradle/head", data), 201)
+        self.assertEqual(self.put("/bazel/ac/" + h, b"cCopaque"), 201)
+        zstd = ["Accept-Encoding: zstd"]
+        for path in ("/cas/" + h, "/gradle/head", "/cas/" + EMPTY, "/bazel/ac/" + h):
+            for version, extra in (("HTTP/1.1", []), ("HTTP/1.1", zstd),
+                                   ("HTTP/1.1", ["Accept-Encoding: zstd;q=0"]),
+                                   ("HTTP/1.0", ["Connection: keep-alive"] + zstd)):
+                what = (path, version, extra)
+                with Raw(self.server.port) as c:
+                    # HEAD then GET on one connection: the GET's answer follows the HEAD's
+                    # head at once, so the HEAD sent no content.
+                    c.send(request("HEAD", path, version=version, headers=extra) +
+                           request("GET", path, version=version, headers=extra))
+                    head = c.read_response(head_request=True)
+                    get = c.read_response()
+                fields = [{k: v for k, v in r.headers.items() if k != "date"}
+                          for r in (head, get)]
+                self.assertEqual((head.status, get.status), (200, 200), what)
+                self.assertEqual(fields[0], fields[1], what)
+                if "content-encoding" in get.headers:
+                    self.assertEqual(unzstd(get.body), data, what)
+                else:
+                    self.assertEqual(int(head.header("content-length")), len(get.body), what)
+        # The same through curl: -I with zstd asked for says what the GET says.
+        out = subprocess.run(["curl", "-s", "-S", "-I", "-H", zstd[0], self.url("/cas/" + h)],
+                             capture_output=True, timeout=60).stdout.decode("latin-1").lower()
+        self.assertRegex(out, r"(?m)^content-encoding: zstd\r$")
+        self.assertNotRegex(out, r"(?m)^content-length:")
+
     def test_only_a_cas_blob_may_be_kept_by_a_cache_in_front(self):
         # A CAS blob never changes under its name; everything else does: an /ac/ entry (the
         # newest write wins, and a hit depends on its outputs being in the CAS now), a plain
