@@ -401,9 +401,11 @@ static int parse_length(const struct rpc_h1_span *v, uint64_t *out)
 }
 
 struct field_counts {
-    uint32_t host; /* Host fields */
-    uint32_t te;   /* Transfer-Encoding fields */
-    uint32_t zstd; /* zstd codings in every Content-Encoding field together */
+    uint32_t host;        /* Host fields */
+    uint32_t te;          /* Transfer-Encoding fields */
+    uint32_t te_codings;  /* transfer codings in every Transfer-Encoding field together */
+    bool te_last_chunked; /* the last of them is chunked */
+    uint32_t zstd;        /* zstd codings in every Content-Encoding field together */
 };
 
 static int read_length(const struct rpc_h1_span *v, struct rpc_h1_request *req,
@@ -460,6 +462,36 @@ static int read_content_encoding(struct rpc_h1_span v, struct field_counts *n,
         }
     }
     return 0;
+}
+
+/*
+ * Reads the codings of one Transfer-Encoding field: repeated fields are one list, in order
+ * (RFC 9110 §5.3), which rpc_h1_parse_request judges once every field is read. An empty
+ * element ("chunked,", ", chunked", an empty field) counts as a coding that is not chunked:
+ * RFC 9110 §5.6.1 lets a recipient skip it, but a proxy in front that framed such a body
+ * otherwise would pass bytes ringcas reads as a body, or the reverse (request smuggling). No
+ * client sends one; it is refused, as before.
+ */
+static void read_transfer_encoding(struct rpc_h1_span v, struct field_counts *n)
+{
+    const char *p = v.ptr;
+    const char *e = p + v.len;
+    /* One element per comma and one more: bounded by the field's length. */
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(e - p));
+        const char *end = comma ? comma : e;
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+        struct rpc_h1_span el = { p, (uint32_t)(end - p) };
+        n->te_codings++;
+        n->te_last_chunked = span_is_nocase(&el, "chunked");
+        if (!comma) return;
+        p = comma + 1;
+    }
 }
 
 /* A reg-name's character (unreserved or sub-delims, RFC 3986 §3.2.2): a pchar other than
@@ -519,11 +551,7 @@ static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
         return read_length(&f->value, req, err_desc);
     } else if (span_is_nocase(name, "transfer-encoding")) {
         n->te++;
-        /* Only chunked is implemented (RFC 9112 §6.1: 501 for codings we do not know). */
-        if (!span_is_nocase(&f->value, "chunked") || n->te > 1) {
-            return fail(err_desc, "unsupported Transfer-Encoding", -EOPNOTSUPP);
-        }
-        req->chunked = true;
+        read_transfer_encoding(f->value, n);
     } else if (span_is_nocase(name, "connection")) {
         read_connection(f->value, close, keep);
     } else if (span_is_nocase(name, "expect")) {
@@ -605,6 +633,17 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
     for (uint32_t i = 0; i < head->field_count; i++) {
         int rc = read_field(&head->fields[i], req, &n, &close, &keep, err_desc);
         if (rc < 0) return rc;
+    }
+    if (n.te > 0) {
+        /* RFC 9112 §6.3: a body whose final transfer coding is not chunked ("gzip",
+         * "chunked, identity", an empty field) has no length a recipient can find; 400, and
+         * the connection closes. */
+        if (!n.te_last_chunked) {
+            return fail(err_desc, "chunked is not the final transfer coding", -EPROTO);
+        }
+        /* Only chunked is implemented, once (RFC 9112 §6.1: 501 for codings we do not know). */
+        if (n.te_codings > 1) return fail(err_desc, "unsupported Transfer-Encoding", -EOPNOTSUPP);
+        req->chunked = true;
     }
     /* RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one otherwise. */
     if (n.host > 1 || (n.host == 0 && head->version_minor >= 1)) {

@@ -102,7 +102,8 @@ struct rpc_h1_request {
  * Interprets <head> into <req>. Returns 0, or:
  *   -EPROTO        a missing or repeated Host in HTTP/1.1, a bad or conflicting Content-Length,
  *                  Transfer-Encoding with Content-Length or in HTTP/1.0, a bad target (400);
- *   -EOPNOTSUPP    a transfer coding other than chunked (501);
+ *   -EOPNOTSUPP    a transfer coding other than chunked before a final chunked (501; a list
+ *                  whose final coding is not chunked is -EPROTO);
  *   -EMEDIUMTYPE   a content coding other than identity or zstd, or zstd more than once
  *                  (repeated Content-Encoding fields are one list) (415);
  *   -EBADE         an Expect other than 100-continue (417).

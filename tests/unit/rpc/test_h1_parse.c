@@ -410,6 +410,9 @@ Test(rpc_h1_parse, request_fields)
         eq(int, request("HEAD / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"), 0));
     cr_assert(eq(int, req.method, RPC_H1_METHOD_HEAD));
     cr_assert(req.chunked);
+    cr_assert(
+        eq(int, request("PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  chunked \r\n\r\n"), 0));
+    cr_assert(req.chunked);
     cr_assert(eq(int, request("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n"), 0));
     cr_assert(eq(int, req.method, RPC_H1_METHOD_OTHER));
     cr_assert(eq(int, request("get / HTTP/1.1\r\nHost: a\r\n\r\n"), 0));
@@ -490,10 +493,27 @@ Test(rpc_h1_parse, framing_rules)
           -EPROTO },
         { "PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -EPROTO },
         { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", -EOPNOTSUPP },
-        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", -EOPNOTSUPP },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n",
+          -EOPNOTSUPP },
         { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
           "Transfer-Encoding: chunked\r\n\r\n",
           -EOPNOTSUPP },
+        /* RFC 9112 §6.3: chunked not the final coding, so no length can be found: 400. */
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+          "Transfer-Encoding: gzip\r\n\r\n",
+          -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;x=1\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", -EPROTO },
+        /* Empty elements are refused, not skipped: a proxy in front may frame them otherwise. */
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n", -EOPNOTSUPP },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+          "Transfer-Encoding:\r\n\r\n",
+          -EPROTO },
         { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\n\r\n", -EMEDIUMTYPE },
         { "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", -EBADE },
         { "GET foo HTTP/1.1\r\nHost: a\r\n\r\n", -EPROTO },
