@@ -405,11 +405,12 @@ static void respond(struct rpc_h1_conn *h, const struct resp_fields *f, const vo
 {
     ASSERT(h->status == 0);
     ASSERT(!h->body_owned);
-    ASSERT(!f->chunked);
+    /* A chunked body is streamed; only a HEAD's answer says chunked here, and sends none. */
+    ASSERT(!f->chunked || (h->req.method == RPC_H1_METHOD_HEAD && !body));
     if (h->draining) h->keep_alive = false;
     h->status = f->status;
     h->body = body;
-    h->body_len = (size_t)f->length;
+    h->body_len = f->chunked ? 0 : (size_t)f->length;
     h->body_owned = owned;
     format_head(h, f);
     h->state = H1_RESPOND;
@@ -739,6 +740,9 @@ static void head_error(struct rpc_h1_conn *h, int err, const char *desc)
 {
     memset(&h->route, 0, sizeof(h->route));
     memset(&h->req, 0, sizeof(h->req));
+    /* A HEAD request's refusal has the refusal's fields but no content (RFC 9110 §9.3.2);
+     * the method is the one thing of a refused head that is read (rpc_h1_parse_head). */
+    h->req.method = rpc_h1_parse_method(&h->head.method);
     begin_request(h, RPC_ROUTE_HTTP_OTHER);
     h->keep_alive = false;
     h->state = H1_HANDLE;
@@ -1037,13 +1041,17 @@ void rpc_h1_answer_empty(struct rpc_h1_conn *h, int status)
     respond(h, &f, NULL, NULL);
 }
 
-void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length)
+void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length, bool zstd)
 {
     ASSERT(h->req.method == RPC_H1_METHOD_HEAD);
     give_up_body(h);
+    /* The GET's fields (RFC 9110 §9.3.2), as stream_head writes them; a Content-Length the
+     * GET would not send is one a HEAD must not send (RFC 9110 §8.6). */
     struct resp_fields f = {
         .status = 200,
         .ctype = "application/octet-stream",
+        .encoding = zstd ? "zstd" : NULL,
+        .chunked = zstd,
         .length = length,
         .vary = h->vary_encoding,
     };

@@ -55,8 +55,12 @@ void rpc_h1_answer(struct rpc_h1_conn *h, int status, const char *text);
 /* Answers <status> with no content (a PUT that stored its body). */
 void rpc_h1_answer_empty(struct rpc_h1_conn *h, int status);
 
-/* Answers a HEAD request: 200 with a Content-Length of <length> and no content. */
-void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length);
+/*
+ * Answers a HEAD request with the fields its GET would have, and no content: 200 with a
+ * Content-Length of <length>, or, when <zstd> (the GET would send zstd frames), with
+ * Content-Encoding: zstd and Transfer-Encoding: chunked instead of a length.
+ */
+void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length, bool zstd);
 
 /*
  * The 200 of this request, streamed or HEAD, was chosen by its Accept-Encoding (the stored

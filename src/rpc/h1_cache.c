@@ -291,9 +291,10 @@ static void start_head(struct rpc_h1_cache *cr)
     /* A client that skips an upload because HEAD found the blob relies on it as on a
      * FindMissingBlobs: a blob in the oldest part of the log is refreshed, as GET does. */
     if (info.cold) (void)blob_exists(cr->bc, &k, true);
-    /* The same fields as its GET (RFC 9110 §9.3.2). */
+    /* The same fields as its GET (RFC 9110 §9.3.2), which sends zstd frames, chunked, when
+     * they are asked for and the value is not empty (start_get). */
     rpc_h1_vary_encoding(cr->h);
-    rpc_h1_answer_head(cr->h, info.size);
+    rpc_h1_answer_head(cr->h, info.size, cr->req->accept_zstd && info.size > 0);
 }
 
 void rpc_h1_cache_piece_sent(struct rpc_h1_cache *cr)
@@ -358,7 +359,7 @@ static void ac_serve(struct rpc_h1_cache *cr)
     if (cr->req->method == RPC_H1_METHOD_HEAD) {
         if (cr->reader) read_close(cr);
         ac_end(cr);
-        rpc_h1_answer_head(cr->h, cr->ac_size);
+        rpc_h1_answer_head(cr->h, cr->ac_size, false); /* checked results are identity */
         return;
     }
     rpc_h1_stream_begin(cr->h, cr->ac_size, false);

@@ -95,16 +95,27 @@ static int find_end(const char *buf, size_t len, size_t last_len, size_t start,
 #define LINE_METHOD_MAX 32 /* a longer first token is no method we could answer */
 
 /*
- * True when the head limit cut the request line itself: a method and a space, then no line
- * end in <len> bytes. Its target is what is too long (414, RFC 9112 §3), not the fields.
+ * The method of a refused head: the token that begins its request line, when a space follows
+ * it within <len> bytes, else empty. A refusal of a HEAD request carries no content (RFC 9110
+ * §9.3.2), whatever was wrong further on.
  */
-static bool line_is_cut(const char *p, size_t len)
+static struct rpc_h1_span line_method(const char *p, size_t len)
 {
     size_t i = 0;
     while (i < len && i < LINE_METHOD_MAX && is_class(p[i], CLASS_TCHAR)) {
         i++;
     }
-    if (i == 0 || i == len || p[i] != ' ') return false;
+    if (i == 0 || i == len || p[i] != ' ') return (struct rpc_h1_span){ p, 0 };
+    return (struct rpc_h1_span){ p, (uint32_t)i };
+}
+
+/*
+ * True when the head limit cut the request line itself: a method and a space, then no line
+ * end in <len> bytes. Its target is what is too long (414, RFC 9112 §3), not the fields.
+ */
+static bool line_is_cut(const char *p, size_t len)
+{
+    if (line_method(p, len).len == 0) return false;
     return memchr(p, '\n', len) == NULL;
 }
 
@@ -126,10 +137,16 @@ static int parse_version(const char *p, struct rpc_h1_head *head, const char **e
     return 0;
 }
 
-/* Scans the request-target at <p>; returns its end, or NULL on a bad percent-encoding. */
-static const char *scan_target(const char *p)
+/*
+ * Scans target characters from <p>; returns where they end, or NULL on a bad percent-encoding.
+ * In an <authority>, "[" and "]" (an IP literal, RFC 3986 §3.2.2) are characters too, and "/"
+ * or "?" ends the scan; no path or query may hold a bracket.
+ */
+static const char *scan_chars(const char *p, bool authority)
 {
-    while (is_class(p[0], CLASS_TARGET)) {
+    /* Bounded by the head's CRLF, which is no target character. */
+    while (is_class(p[0], CLASS_TARGET) || (authority && (p[0] == '[' || p[0] == ']'))) {
+        if (authority && (p[0] == '/' || p[0] == '?')) break;
         if (p[0] == '%') {
             /* The head ends in CRLF, which is not HEXDIG: p[2] is read only if p[1] is. */
             if (!is_class(p[1], CLASS_HEX) || !is_class(p[2], CLASS_HEX)) return NULL;
@@ -138,6 +155,31 @@ static const char *scan_target(const char *p)
         p++;
     }
     return p;
+}
+
+/* The authority of an absolute-form target at <p> (after "http://" or "https://", either
+ * case), or NULL. The comparison stops at the head's CRLF at the latest. */
+static const char *absolute_authority(const char *p)
+{
+    if (strncasecmp(p, "http://", 7) == 0) return p + 7;
+    if (strncasecmp(p, "https://", 8) == 0) return p + 8;
+    return NULL;
+}
+
+/*
+ * Scans the request-target at <p>; returns its end, or NULL on a bad percent-encoding. An
+ * absolute-form target's authority may be an IP literal in brackets, "http://[::1]:8980/x":
+ * a server must accept the absolute-form (RFC 9112 §3.2.2), and that is the form of an IPv6
+ * address in it.
+ */
+static const char *scan_target(const char *p)
+{
+    const char *authority = absolute_authority(p);
+    if (authority) {
+        p = scan_chars(authority, true);
+        if (!p) return NULL;
+    }
+    return scan_chars(p, false);
 }
 
 /* Parses the request line from <p> (the head ends at <e>); returns the next line or NULL. */
@@ -217,16 +259,9 @@ static const char *parse_field(const char *p, struct rpc_h1_field *f, int *err,
     return p + 2;
 }
 
-int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h1_head *head,
-                      const char **err_desc)
+static int parse_head(const char *buf, size_t len, size_t last_len, size_t start,
+                      struct rpc_h1_head *head, const char **err_desc)
 {
-    ASSERT(buf || len == 0);
-    ASSERT(last_len <= len);
-    size_t start = 0;
-    /* Empty lines before the request line (RFC 9112 §2.2); bounded by <len>. */
-    while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') {
-        start += 2;
-    }
     int head_len = find_end(buf, len, last_len, start, err_desc);
     if (head_len == -EMSGSIZE && start < RPC_H1_HEAD_MAX &&
         line_is_cut(buf + start, RPC_H1_HEAD_MAX - start)) {
@@ -250,6 +285,21 @@ int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h
     }
     DEBUG_ASSERT(p == e - 2);
     return head_len;
+}
+
+int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len, struct rpc_h1_head *head,
+                      const char **err_desc)
+{
+    ASSERT(buf || len == 0);
+    ASSERT(last_len <= len);
+    size_t start = 0;
+    /* Empty lines before the request line (RFC 9112 §2.2); bounded by <len>. */
+    while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') {
+        start += 2;
+    }
+    int rc = parse_head(buf, len, last_len, start, head, err_desc);
+    if (rc < 0) head->method = line_method(buf + start, len - start);
+    return rc;
 }
 
 /* ---- the fields ---- */
@@ -351,9 +401,11 @@ static int parse_length(const struct rpc_h1_span *v, uint64_t *out)
 }
 
 struct field_counts {
-    uint32_t host; /* Host fields */
-    uint32_t te;   /* Transfer-Encoding fields */
-    uint32_t zstd; /* zstd codings in every Content-Encoding field together */
+    uint32_t host;        /* Host fields */
+    uint32_t te;          /* Transfer-Encoding fields */
+    uint32_t te_codings;  /* transfer codings in every Transfer-Encoding field together */
+    bool te_last_chunked; /* the last of them is chunked */
+    uint32_t zstd;        /* zstd codings in every Content-Encoding field together */
 };
 
 static int read_length(const struct rpc_h1_span *v, struct rpc_h1_request *req,
@@ -410,6 +462,36 @@ static int read_content_encoding(struct rpc_h1_span v, struct field_counts *n,
         }
     }
     return 0;
+}
+
+/*
+ * Reads the codings of one Transfer-Encoding field: repeated fields are one list, in order
+ * (RFC 9110 §5.3), which rpc_h1_parse_request judges once every field is read. An empty
+ * element ("chunked,", ", chunked", an empty field) counts as a coding that is not chunked:
+ * RFC 9110 §5.6.1 lets a recipient skip it, but a proxy in front that framed such a body
+ * otherwise would pass bytes ringcas reads as a body, or the reverse (request smuggling). No
+ * client sends one; it is refused, as before.
+ */
+static void read_transfer_encoding(struct rpc_h1_span v, struct field_counts *n)
+{
+    const char *p = v.ptr;
+    const char *e = p + v.len;
+    /* One element per comma and one more: bounded by the field's length. */
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(e - p));
+        const char *end = comma ? comma : e;
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+        struct rpc_h1_span el = { p, (uint32_t)(end - p) };
+        n->te_codings++;
+        n->te_last_chunked = span_is_nocase(&el, "chunked");
+        if (!comma) return;
+        p = comma + 1;
+    }
 }
 
 /* A reg-name's character (unreserved or sub-delims, RFC 3986 §3.2.2): a pchar other than
@@ -469,11 +551,7 @@ static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
         return read_length(&f->value, req, err_desc);
     } else if (span_is_nocase(name, "transfer-encoding")) {
         n->te++;
-        /* Only chunked is implemented (RFC 9112 §6.1: 501 for codings we do not know). */
-        if (!span_is_nocase(&f->value, "chunked") || n->te > 1) {
-            return fail(err_desc, "unsupported Transfer-Encoding", -EOPNOTSUPP);
-        }
-        req->chunked = true;
+        read_transfer_encoding(f->value, n);
     } else if (span_is_nocase(name, "connection")) {
         read_connection(f->value, close, keep);
     } else if (span_is_nocase(name, "expect")) {
@@ -516,6 +594,9 @@ static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
             if (a_end == p) return -EPROTO; /* empty authority */
             /* RFC 9110 §4.2.4: userinfo ("user@host") is an error in a request. */
             if (memchr(p, '@', (size_t)(a_end - p))) return -EPROTO;
+            /* A host and an optional port, as in a Host field: "[::1" or "h:x" is none. */
+            struct rpc_h1_span authority = { p, (uint32_t)(a_end - p) };
+            if (!host_is_valid(&authority)) return -EPROTO;
             p = a_end;
         }
     }
@@ -529,7 +610,7 @@ static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
     return 0;
 }
 
-static enum rpc_h1_method read_method(const struct rpc_h1_span *m)
+enum rpc_h1_method rpc_h1_parse_method(const struct rpc_h1_span *m)
 {
     if (span_is(m, "GET")) return RPC_H1_METHOD_GET;
     if (span_is(m, "HEAD")) return RPC_H1_METHOD_HEAD;
@@ -542,7 +623,7 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
 {
     ASSERT(head->field_count <= RPC_H1_FIELDS_MAX);
     memset(req, 0, sizeof(*req));
-    req->method = read_method(&head->method);
+    req->method = rpc_h1_parse_method(&head->method);
     if (read_path(&head->target, &req->path) < 0) {
         return fail(err_desc, "malformed request-target", -EPROTO);
     }
@@ -552,6 +633,17 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
     for (uint32_t i = 0; i < head->field_count; i++) {
         int rc = read_field(&head->fields[i], req, &n, &close, &keep, err_desc);
         if (rc < 0) return rc;
+    }
+    if (n.te > 0) {
+        /* RFC 9112 §6.3: a body whose final transfer coding is not chunked ("gzip",
+         * "chunked, identity", an empty field) has no length a recipient can find; 400, and
+         * the connection closes. */
+        if (!n.te_last_chunked) {
+            return fail(err_desc, "chunked is not the final transfer coding", -EPROTO);
+        }
+        /* Only chunked is implemented, once (RFC 9112 §6.1: 501 for codings we do not know). */
+        if (n.te_codings > 1) return fail(err_desc, "unsupported Transfer-Encoding", -EOPNOTSUPP);
+        req->chunked = true;
     }
     /* RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one otherwise. */
     if (n.host > 1 || (n.host == 0 && head->version_minor >= 1)) {

@@ -62,8 +62,10 @@ bool rpc_h1_is_value_char(uint8_t c);
  *   -EMSGSIZE          longer than RPC_H1_HEAD_MAX or more than RPC_H1_FIELDS_MAX fields (431);
  *   -ENAMETOOLONG      a request-target longer than RPC_H1_TARGET_MAX (414);
  *   -EPROTONOSUPPORT   an HTTP version other than 1.x (505).
- * On an error <err_desc> (may be NULL) points at a static description. <head> is written to
- * only when the result is > 0 or an error.
+ * On an error <err_desc> (may be NULL) points at a static description, and head->method is
+ * the token that begins the request line when a space follows it (empty otherwise; the other
+ * fields of <head> are undefined), so that the refusal of a HEAD request goes without content.
+ * <head> is written to only when the result is > 0 or an error.
  */
 MUST_CHECK int rpc_h1_parse_head(const char *buf, size_t len, size_t last_len,
                                  struct rpc_h1_head *head, const char **err_desc);
@@ -79,6 +81,9 @@ enum rpc_h1_coding {
     RPC_H1_CODING_IDENTITY = 0,
     RPC_H1_CODING_ZSTD,
 };
+
+/* The method named by <m> (case-sensitive, RFC 9110 §9.1): GET, HEAD, PUT, else OTHER. */
+enum rpc_h1_method rpc_h1_parse_method(const struct rpc_h1_span *m);
 
 /* What ringcas acts on in a head, after the semantic checks of RFC 9110/9112. */
 struct rpc_h1_request {
@@ -97,7 +102,8 @@ struct rpc_h1_request {
  * Interprets <head> into <req>. Returns 0, or:
  *   -EPROTO        a missing or repeated Host in HTTP/1.1, a bad or conflicting Content-Length,
  *                  Transfer-Encoding with Content-Length or in HTTP/1.0, a bad target (400);
- *   -EOPNOTSUPP    a transfer coding other than chunked (501);
+ *   -EOPNOTSUPP    a transfer coding other than chunked before a final chunked (501; a list
+ *                  whose final coding is not chunked is -EPROTO);
  *   -EMEDIUMTYPE   a content coding other than identity or zstd, or zstd more than once
  *                  (repeated Content-Encoding fields are one list) (415);
  *   -EBADE         an Expect other than 100-continue (417).

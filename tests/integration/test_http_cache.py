@@ -127,6 +127,33 @@ class CacheRoutes(harness.ServerTestCase):
         self.assertEqual(curl(self.url("/gradle/cache/5f2c")), (200, b""))
         self.assertEqual(curl("-I", self.url("/gradle/cache/5f2c"))[0], 200)
 
+    def test_absolute_form_targets_name_the_same_entries(self):
+        # curl sends the absolute-form to a proxy (-x): ringcas stands in for one here. A
+        # server must accept that form (RFC 9112 §3.2.2), and an IPv6 address is written in
+        # brackets in it; "http://[::1]:8980/cas/..." was refused as a malformed target (400).
+        data = os.urandom(1000)
+        h = sha(data)
+        hosts = ("127.0.0.1:%d" % self.server.port, "[::1]:%d" % self.server.port,
+                 "[2001:db8::1]", "HOST.example")
+        for i, host in enumerate(hosts):
+            url = "http://%s/cas/%s" % (host, h)
+            self.assertEqual(curl("-x", self.server.url, "-T", "-", url, data=data)[0],
+                             201 if i == 0 else 200, host)
+            self.assertEqual(curl("-x", self.server.url, url), (200, data), host)
+            self.assertEqual(curl("-x", self.server.url, "-X", "PUT", "--data-binary", "@-",
+                                  "http://%s/k/absolute" % host, data=host.encode())[0],
+                             201 if i == 0 else 200, host)
+        self.assertEqual(curl(self.url("/cas/" + h)), (200, data))
+        self.assertEqual(curl(self.url("/k/absolute")), (200, hosts[-1].encode()))
+        # Brackets belong to the authority: in a path, or around no IP literal, they are 400.
+        for target in ("/k/[x]", "http://[::1]/k/[x]", "http://[::1/k", "http://h]/k"):
+            with Raw(self.server.port) as c:
+                c.send(request("GET", target))
+                r = c.read_response()
+                self.assertEqual((r.status, r.body), (400, b"malformed request-target\n"), target)
+                self.assertEqual(r.header("connection"), "close")
+                self.assertTrue(c.is_closed())
+
     def test_zstd_download_is_the_stored_frames(self):
         data = compressible(3 << 20, 7)
         h = sha(data)
@@ -176,6 +203,43 @@ class CacheRoutes(harness.ServerTestCase):
         # A miss is the same for every Accept-Encoding: nothing to say.
         status, _ = curl("-H", "Accept-Encoding: zstd", self.url("/cas/" + sha(b"absent")))
         self.assertEqual(status, 404)
+
+    def test_head_says_what_its_get_would(self):
+        # A HEAD's fields are its GET's (RFC 9110 §9.3.2), and its Content-Length, if any, is
+        # the length its GET would send (§8.6). With Accept-Encoding: zstd the GET sends zstd
+        # frames, chunked; the HEAD said the identity length and no Content-Encoding, so a
+        # client or a cache in front took the size of another representation for this one.
+        data = compressible(200000, 12)
+        h = sha(data)
+        self.assertEqual(self.put("/cas/" + h, data), 201)
+        self.assertEqual(self.put("/gradle/head", data), 201)
+        self.assertEqual(self.put("/bazel/ac/" + h, b"cCopaque"), 201)
+        zstd = ["Accept-Encoding: zstd"]
+        for path in ("/cas/" + h, "/gradle/head", "/cas/" + EMPTY, "/bazel/ac/" + h):
+            for version, extra in (("HTTP/1.1", []), ("HTTP/1.1", zstd),
+                                   ("HTTP/1.1", ["Accept-Encoding: zstd;q=0"]),
+                                   ("HTTP/1.0", ["Connection: keep-alive"] + zstd)):
+                what = (path, version, extra)
+                with Raw(self.server.port) as c:
+                    # HEAD then GET on one connection: the GET's answer follows the HEAD's
+                    # head at once, so the HEAD sent no content.
+                    c.send(request("HEAD", path, version=version, headers=extra) +
+                           request("GET", path, version=version, headers=extra))
+                    head = c.read_response(head_request=True)
+                    get = c.read_response()
+                fields = [{k: v for k, v in r.headers.items() if k != "date"}
+                          for r in (head, get)]
+                self.assertEqual((head.status, get.status), (200, 200), what)
+                self.assertEqual(fields[0], fields[1], what)
+                if "content-encoding" in get.headers:
+                    self.assertEqual(unzstd(get.body), data, what)
+                else:
+                    self.assertEqual(int(head.header("content-length")), len(get.body), what)
+        # The same through curl: -I with zstd asked for says what the GET says.
+        out = subprocess.run(["curl", "-s", "-S", "-I", "-H", zstd[0], self.url("/cas/" + h)],
+                             capture_output=True, timeout=60).stdout.decode("latin-1").lower()
+        self.assertRegex(out, r"(?m)^content-encoding: zstd\r$")
+        self.assertNotRegex(out, r"(?m)^content-length:")
 
     def test_only_a_cas_blob_may_be_kept_by_a_cache_in_front(self):
         # A CAS blob never changes under its name; everything else does: an /ac/ entry (the

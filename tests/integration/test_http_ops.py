@@ -249,12 +249,61 @@ class BadInput(harness.ServerTestCase):
                      b"GET http://u@h/healthz HTTP/1.1\r\nHost: h\r\n\r\n"):  # userinfo
             self.expect_error(data, 400)
         self.expect_error(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505)
-        self.expect_error(b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501)
+        self.expect_error(b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                          501)
         self.expect_error(request("GET", "/" + "a" * 5000), 414)
         # A target longer than the whole head's limit is still a target too long.
         self.expect_error(request("GET", "/" + "a" * 20000), 414)
         self.assertGreaterEqual(self.server.metric("ringcas_requests_total", route="other",
                                                    status="400"), 11)
+
+    def test_a_refused_head_request_gets_no_content(self):
+        # A response to HEAD has no content (RFC 9110 §9.3.2), refusals included: a malformed
+        # head's refusal of a HEAD request said Content-Length and then sent its text, bytes a
+        # client (or a proxy in front) reads as the start of a next response.
+        for data, status in ((b"HEAD /healthz HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+                             (b"HEAD /healthz HTTP/1.1\nHost: a\n\n", 400),
+                             (b"HEAD /healthz HTTP/1.1\r\n\r\n", 400),  # no Host
+                             (b"HEAD /healthz HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+                             (request("HEAD", "/" + "a" * 5000), 414),
+                             (request("HEAD", "/healthz", headers=["X: " + "b" * 20000]), 431)):
+            with Raw(self.server.port) as c:
+                c.send(data)
+                r = c.read_response(head_request=True)
+                self.assertEqual(r.status, status, data[:40])
+                self.assertEqual(r.header("connection"), "close")
+                self.assertGreater(int(r.header("content-length")), 0)  # as its GET's
+                self.assertTrue(c.is_closed())
+                self.assertEqual(c.buf, b"", data[:40])
+            # The same refusal of a GET says what was wrong.
+            with Raw(self.server.port) as c:
+                c.send(data.replace(b"HEAD", b"GET", 1))
+                r = c.read_response()
+                self.assertEqual(r.status, status)
+                self.assertEqual(len(r.body), int(r.header("content-length")))
+
+    def test_a_final_coding_other_than_chunked_is_400(self):
+        # RFC 9112 §6.3: when chunked is not the final transfer coding the body's length
+        # cannot be found, and the server must answer 400 and close; these were 501. A coding
+        # before a final chunked is one ringcas does not implement: 501 (§6.1). Either way the
+        # connection closes and nothing after the head is read as a request.
+        for te, status, said in (
+                ("chunked, identity", 400, b"chunked is not the final transfer coding\n"),
+                ("gzip", 400, b"chunked is not the final transfer coding\n"),
+                ("chunked\r\nTransfer-Encoding: gzip", 400,
+                 b"chunked is not the final transfer coding\n"),
+                ("chunked,", 400, b"chunked is not the final transfer coding\n"),
+                ("gzip, chunked", 501, b"unsupported Transfer-Encoding\n"),
+                ("chunked\r\nTransfer-Encoding: chunked", 501,
+                 b"unsupported Transfer-Encoding\n")):
+            with Raw(self.server.port) as c:
+                c.send(request("PUT", "/k/te", headers=["Transfer-Encoding: " + te]) +
+                       b"0\r\n\r\n" + request("GET", "/healthz"))
+                r = c.read_response()
+                self.assertEqual((r.status, r.body), (status, said), te)
+                self.assertEqual(r.header("connection"), "close", te)
+                self.assertTrue(c.is_closed(), te)
+                self.assertEqual(c.buf, b"", te)
 
     def test_oversize_head_gets_431_and_close(self):
         r = self.expect_error(request("GET", "/healthz", headers=["X-Big: " + "b" * 20000]), 431)

@@ -233,6 +233,40 @@ Test(rpc_h1_parse, rejects_every_malformed_case)
         eq(int, rpc_h1_parse_head(nul_target, sizeof(nul_target) - 1, 0, &head, NULL), -EPROTO));
 }
 
+Test(rpc_h1_parse, a_refused_head_names_its_method)
+{
+    /* The refusal of a HEAD request goes without content (RFC 9110 §9.3.2): whatever made the
+     * head malformed, its method is told when the request line begins with one. */
+    static char long_target[RPC_H1_HEAD_MAX + 64];
+    memset(long_target, 'a', sizeof(long_target) - 1);
+    memcpy(long_target, "HEAD /", 6);
+
+    static const struct {
+        const char *input;
+        int err;
+        const char *method; /* "" when none can be told */
+    } cases[] = {
+        { "HEAD / HTTP/1.1\r\nHost : a\r\n\r\n", -EPROTO, "HEAD" },
+        { "HEAD / HTTP/1.1\nHost: a\n\n", -EPROTO, "HEAD" }, /* bare LF, before the end */
+        { "\r\nHEAD /a b HTTP/1.1\r\n\r\n", -EPROTO, "HEAD" },
+        { "HEAD / HTTP/2.0\r\n\r\n", -EPROTONOSUPPORT, "HEAD" },
+        { "GET / HTTP/1.1\r\nX: \x01\r\n\r\n", -EPROTO, "GET" },
+        { " HEAD / HTTP/1.1\r\n\r\n", -EPROTO, "" },
+        { "HEAD\t/ HTTP/1.1\r\n\r\n", -EPROTO, "" },
+        { "\n", -EPROTO, "" },
+        { long_target, -ENAMETOOLONG, "HEAD" },
+    };
+
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        /* A valid head first: nothing of it may be left in <head> after the refusal. */
+        cr_assert(gt(int, parse(valid), 0));
+        cr_assert(eq(int, parse(cases[i].input), cases[i].err), "case %zu", i);
+        cr_assert(span_eq(&head.method, cases[i].method), "case %zu: %.*s", i, (int)head.method.len,
+                  head.method.ptr);
+    }
+    cr_assert(eq(int, rpc_h1_parse_method(&head.method), RPC_H1_METHOD_HEAD));
+}
+
 /* The RFC's definitions, written independently of the parser's table. */
 static bool rfc_tchar(int c)
 {
@@ -376,6 +410,9 @@ Test(rpc_h1_parse, request_fields)
         eq(int, request("HEAD / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"), 0));
     cr_assert(eq(int, req.method, RPC_H1_METHOD_HEAD));
     cr_assert(req.chunked);
+    cr_assert(
+        eq(int, request("PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  chunked \r\n\r\n"), 0));
+    cr_assert(req.chunked);
     cr_assert(eq(int, request("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n"), 0));
     cr_assert(eq(int, req.method, RPC_H1_METHOD_OTHER));
     cr_assert(eq(int, request("get / HTTP/1.1\r\nHost: a\r\n\r\n"), 0));
@@ -456,10 +493,27 @@ Test(rpc_h1_parse, framing_rules)
           -EPROTO },
         { "PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -EPROTO },
         { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", -EOPNOTSUPP },
-        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", -EOPNOTSUPP },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n",
+          -EOPNOTSUPP },
         { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
           "Transfer-Encoding: chunked\r\n\r\n",
           -EOPNOTSUPP },
+        /* RFC 9112 §6.3: chunked not the final coding, so no length can be found: 400. */
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+          "Transfer-Encoding: gzip\r\n\r\n",
+          -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;x=1\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", -EPROTO },
+        /* Empty elements are refused, not skipped: a proxy in front may frame them otherwise. */
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n", -EPROTO },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n", -EOPNOTSUPP },
+        { "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+          "Transfer-Encoding:\r\n\r\n",
+          -EPROTO },
         { "PUT / HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\n\r\n", -EMEDIUMTYPE },
         { "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", -EBADE },
         { "GET foo HTTP/1.1\r\nHost: a\r\n\r\n", -EPROTO },
@@ -524,6 +578,40 @@ Test(rpc_h1_parse, absolute_and_asterisk_forms)
     cr_assert(span_eq(&req.path, "*"));
     cr_assert(eq(int, request("GET /?only-query HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
     cr_assert(span_eq(&req.path, "/"));
+}
+
+Test(rpc_h1_parse, absolute_form_authority_may_be_an_ip_literal)
+{
+    /* RFC 9112 §3.2.2: a server must accept the absolute-form, and an IPv6 address is written
+     * in brackets there (RFC 3986 §3.2.2). */
+    cr_assert(
+        eq(int, request("GET http://[::1]:8980/cas/x?y HTTP/1.1\r\nHost: [::1]:8980\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/cas/x"));
+    cr_assert(eq(int, request("PUT HTTP://[2001:db8::7] HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/"));
+    cr_assert(eq(int, request("GET http://[::1]?/x HTTP/1.1\r\nHost: h\r\n\r\n"), 0));
+    cr_assert(span_eq(&req.path, "/"));
+    /* The authority is a host and an optional port, as a Host field's value. */
+    static const char *const bad_authority[] = {
+        "GET http://[::1/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://[]/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://[::1]x/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://h:8x/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://h]/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad_authority); i++) {
+        cr_assert(eq(int, request(bad_authority[i]), -EPROTO), "%s", bad_authority[i]);
+    }
+    /* Brackets belong to the authority only: a path or a query holds none. */
+    static const char *const bad_target[] = {
+        "GET /[::1] HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://h/[x] HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET http://[::1]/?[ HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET ftp://[::1]/ HTTP/1.1\r\nHost: h\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad_target); i++) {
+        cr_assert(eq(int, parse(bad_target[i]), -EPROTO), "%s", bad_target[i]);
+    }
 }
 
 Test(rpc_h1_parse, absolute_form_authority_ends_at_the_query)
