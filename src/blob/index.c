@@ -256,6 +256,33 @@ int blob_index_put(struct blob_index *idx, const struct blob_key *k,
     return rc;
 }
 
+int blob_index_put_unless_live(struct blob_index *idx, const struct blob_key *k,
+                               const struct blob_index_value *v, blob_index_alive_fn *alive,
+                               void *ctx)
+{
+    ASSERT(k->kind == BLOB_KIND_CAS || k->kind == BLOB_KIND_AC);
+    ASSERT(v->size <= BLOB_SIZE_MAX);
+    struct stripe *st = stripe_of(idx, k->hash);
+    pthread_mutex_lock(&st->lock);
+    int rc = 0;
+    uint32_t pos = st->slots_size ? find_slot(st, k, false) : UINT32_MAX;
+    if (pos == UINT32_MAX) {
+        rc = stripe_insert(st, k, v);
+    } else {
+        struct entry *e = entry_at(st, (st->slots[pos] & 0xffffffU) - 1);
+        struct blob_index_value cur;
+        value_of(e, &cur);
+        /* Under the lock: the evictor's removal of the dead entry (blob_index_remove_at, by
+         * its location) then finds the new one and leaves it. */
+        if (!alive(ctx, &cur.loc)) {
+            entry_set(e, k, v);
+            rc = 1;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
 bool blob_index_move(struct blob_index *idx, const struct blob_key *k, const struct blob_loc *from,
                      const struct blob_loc *to)
 {

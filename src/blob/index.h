@@ -60,6 +60,23 @@ MUST_CHECK int blob_index_put(struct blob_index *idx, const struct blob_key *k,
                               const struct blob_index_value *v, enum blob_index_put_mode mode);
 
 /*
+ * Says whether <loc> can still be read (store.c: its commit's segment and its span's oldest
+ * are alive). Called under a stripe's lock: it must take no lock of the index.
+ */
+typedef bool blob_index_alive_fn(void *ctx, const struct blob_loc *loc);
+
+/*
+ * Inserts <k> -> <v> unless <k> is present at a location <alive> (called with <ctx>) says can
+ * be read: a dead entry (its segment evicted, or the oldest of its span, and the evictor has
+ * not removed it yet) is replaced. Kept, it would stand for the new copy, and go when the
+ * evictor removes it: an upload acknowledged and never findable. Returns 1 when inserted or
+ * replaced, 0 when a live entry is kept, -ENOMEM or -ENOSPC. Any thread.
+ */
+MUST_CHECK int blob_index_put_unless_live(struct blob_index *idx, const struct blob_key *k,
+                                          const struct blob_index_value *v,
+                                          blob_index_alive_fn *alive, void *ctx);
+
+/*
  * Replaces the location of <k> with <to> only if it is still <from> (a refresh that raced with
  * a newer write or a drop changes nothing). Returns true when replaced. Any thread.
  */

@@ -492,6 +492,9 @@ bool blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
                         const struct blob_index_value *v);
 /* True when <v> lies in the cold part of the log. */
 bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v);
+/* True while <loc> can be read: its commit's segment and its span's oldest are alive. Any
+ * thread; takes no lock. */
+bool blob_store_loc_is_alive(struct blob_store *s, const struct blob_loc *loc);
 /* Looks <k> up, checking that its segments are alive. */
 bool blob_store_lookup(struct blob_store *s, const struct blob_key *k,
                        struct blob_index_value *out);

@@ -508,8 +508,13 @@ bool blob_store_lookup(struct blob_store *s, const struct blob_key *k, struct bl
     if (!blob_index_get(s->index, k, out)) return false;
     /* Entries of evicted segments are removed by the evictor; until then (and for chunks
      * in an older segment than the commit) liveness is checked here. */
-    if (!blob_segment_is_alive(&s->segs, out->loc.seg)) return false;
-    return out->loc.span == 0 || blob_segment_is_alive(&s->segs, out->loc.seg - out->loc.span);
+    return blob_store_loc_is_alive(s, &out->loc);
+}
+
+bool blob_store_loc_is_alive(struct blob_store *s, const struct blob_loc *loc)
+{
+    if (!blob_segment_is_alive(&s->segs, loc->seg)) return false;
+    return loc->span == 0 || blob_segment_is_alive(&s->segs, loc->seg - loc->span);
 }
 
 bool blob_core_lookup(struct blob_core *bc, const struct blob_key *k, struct blob_index_value *out,

@@ -590,19 +590,24 @@ static void commit_end(struct blob_upload *u, int res)
     blob_core_defer(bc, &u->task);
 }
 
+static bool loc_is_alive(void *ctx, const struct blob_loc *loc)
+{
+    return blob_store_loc_is_alive(ctx, loc);
+}
+
 /*
  * Indexes a refresh's durable copy: the entry moves to it if it still points at the copied
  * record. If eviction removed the entry meanwhile (the queued key's pins, then the copy's
  * reader, kept the old segment's file open, so the copy is whole), the copy is inserted unless
- * another entry came since: else the blob a hit just promised would be lost with a good copy
- * of it on disk. A newer AC value written since is kept. True when the copy is indexed.
+ * another live entry came since: else the blob a hit just promised would be lost with a good
+ * copy of it on disk. A newer AC value written since is kept. True when the copy is indexed.
  */
 static bool copy_index(struct blob_upload *u)
 {
     struct blob_store *s = u->bc->s;
     if (blob_index_move(s->index, &u->key, &u->from, &u->new_loc)) return true;
     struct blob_index_value v = { .loc = u->new_loc, .size = u->key.size };
-    return blob_index_put(s->index, &u->key, &v, BLOB_INDEX_KEEP) == 1;
+    return blob_index_put_unless_live(s->index, &u->key, &v, loc_is_alive, s) == 1;
 }
 
 static void commit_durable(struct blob_pending *p, int res)
@@ -620,8 +625,12 @@ static void commit_durable(struct blob_pending *p, int res)
         if (copy_index(u)) base_counter_inc(&u->bc->counters.refreshes);
     } else if (res == 0) {
         struct blob_index_value v = { .loc = u->new_loc, .size = u->key.size };
-        bool ac = u->key.kind == BLOB_KIND_AC;
-        int rc = blob_index_put(s->index, &u->key, &v, ac ? BLOB_INDEX_REPLACE : BLOB_INDEX_KEEP);
+        /* AC: the newest wins. CAS: an entry already there is the same bytes, kept if it can
+         * be read; a dead one (its segments evicted, not yet removed) is not, or the blob
+         * just acknowledged would be missing, and go with the old copy's entry. */
+        int rc = u->key.kind == BLOB_KIND_AC
+                     ? blob_index_put(s->index, &u->key, &v, BLOB_INDEX_REPLACE)
+                     : blob_index_put_unless_live(s->index, &u->key, &v, loc_is_alive, s);
         res = rc < 0 ? rc : 0;
     }
     commit_end(u, res);

@@ -462,3 +462,66 @@ Test(blob_evict, an_upload_outrun_by_eviction_is_not_acknowledged)
     free(out);
     th_close(&t);
 }
+
+/*
+ * A blob whose oldest chunk's segment was evicted is missing, but its index entry stays until
+ * its commit's segment goes too (for any blob, likewise from the moment the evictor marks its
+ * segment dead to the moment it removes the segment's entries). An upload of it in that window
+ * used to find the dead entry at its commit, keep it (a CAS entry is inserted only when absent)
+ * and be acknowledged: the blob was stored again and never indexed, so an HTTP PUT answered
+ * 201 and the HEAD and GET right after it 404 (seen in a soak, under eviction churn).
+ */
+Test(blob_evict, an_upload_over_a_dead_entry_is_indexed)
+{
+    struct th t = { 0 };
+    small_budget(&t, 13);
+    th_settle(&t);
+    static uint8_t slow[40000];
+    th_fill(slow, sizeof(slow), 998, false);
+    struct blob_key ks;
+    th_key_of(&ks, slow, sizeof(slow));
+    /* Its first half, then about five segments of other blobs, then the rest: its chunks
+     * span from a segment long before its commit's. */
+    struct blob_upload *u;
+    cr_assert(eq(int, blob_upload_begin(t.bc, &ks, 0, &u), 0));
+    cr_assert(eq(int, blob_upload_append(u, slow, 20000, NULL, NULL), 0));
+    static uint8_t buf[8000];
+    struct blob_key k;
+    for (uint64_t n = 0; n < 40; n++)
+        put_n(&t, 4000 + n, sizeof(buf), &k, buf);
+    struct commit_wait c = { 0 };
+    int rc = blob_upload_append(u, slow + 20000, 20000, commit_wait_cb, &c);
+    if (rc == -EINPROGRESS) {
+        cr_assert(th_run_until(&t, &c.done));
+        rc = c.res;
+    }
+    cr_assert(eq(int, rc, 0));
+    c = (struct commit_wait){ 0 };
+    cr_assert(eq(int, blob_upload_commit(u, commit_wait_cb, &c), 0));
+    cr_assert(th_run_until(&t, &c.done));
+    cr_assert(eq(int, c.res, 0));
+    /* Write until its first chunk's segment is evicted while its commit's is not. */
+    struct blob_index_value v;
+    bool dead = false;
+    bool indexed = true;
+    for (uint64_t n = 0; n < 400 && indexed && !dead; n++) {
+        put_n(&t, 5000 + n, sizeof(buf), &k, buf);
+        indexed = blob_index_get(t.s->index, &ks, &v);
+        dead = indexed && !blob_exists(t.bc, &ks, false);
+    }
+    cr_assert(dead, "no moment where the blob was missing with its entry still indexed");
+    /* Missing, so a client uploads it again: acknowledged, it must be there. */
+    cr_assert(eq(int, th_put(&t, &ks, slow, sizeof(slow), 0, 0), 0));
+    cr_assert(blob_exists(t.bc, &ks, false), "an acknowledged upload is missing");
+    uint8_t *out;
+    size_t len;
+    cr_assert(eq(int, th_get(&t, &ks, 0, 0, &out, &len), 0));
+    cr_assert(eq(sz, len, sizeof(slow)));
+    cr_assert(memcmp(out, slow, len) == 0);
+    free(out);
+    /* The evictor, reaching the old copy's commit segment, leaves the new entry alone. */
+    for (uint64_t n = 0; n < 20; n++)
+        put_n(&t, 9000 + n, sizeof(buf), &k, buf);
+    cr_assert(blob_exists(t.bc, &ks, false), "the new copy went with the old one's segment");
+    th_close(&t);
+}

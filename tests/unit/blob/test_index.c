@@ -454,3 +454,40 @@ Test(blob_index, memory_goes_back_down_as_entries_leave)
     cr_assert(gt(u64, after, empty));
     blob_index_destroy(idx);
 }
+
+/* The store's liveness, as a set of dead segments. */
+static bool alive_unless_seg(void *ctx, const struct blob_loc *loc)
+{
+    const uint32_t *dead_seg = ctx;
+    return loc->seg != *dead_seg;
+}
+
+Test(blob_index, put_unless_live_keeps_a_live_entry_and_replaces_a_dead_one)
+{
+    struct blob_index *idx = blob_index_create();
+    cr_assert(ne(ptr, idx, NULL));
+    struct blob_key k;
+    key_n(&k, 7, BLOB_KIND_CAS);
+    struct blob_index_value old = val(3, 40, k.size);
+    struct blob_index_value copy = val(9, 8, k.size);
+    uint32_t dead = 0;
+    struct blob_index_value out;
+    /* Absent: inserted. */
+    cr_assert(eq(int, blob_index_put_unless_live(idx, &k, &old, alive_unless_seg, &dead), 1));
+    /* Present and alive: kept, as a plain KEEP. */
+    cr_assert(eq(int, blob_index_put_unless_live(idx, &k, &copy, alive_unless_seg, &dead), 0));
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u32, out.loc.seg, 3));
+    /* Its segment dead (the evictor has not removed its entries yet): replaced. */
+    dead = 3;
+    cr_assert(eq(int, blob_index_put_unless_live(idx, &k, &copy, alive_unless_seg, &dead), 1));
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u32, out.loc.seg, 9));
+    cr_assert(eq(u32, out.loc.off8, 8));
+    cr_assert(eq(u64, blob_index_count(idx), 1));
+    /* The evictor's removal of the old entry, by its place, leaves the new one. */
+    cr_assert(not(blob_index_remove_at(idx, &k, 3, 40)));
+    cr_assert(blob_index_get(idx, &k, &out));
+    cr_assert(eq(u32, out.loc.seg, 9));
+    blob_index_destroy(idx);
+}
