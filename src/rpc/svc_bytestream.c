@@ -331,6 +331,13 @@ static void on_piece(void *ctx, int res, const uint8_t *data, size_t len)
 static void read_next(struct bs_read *st)
 {
     if (st->reading || st->out >= st->pieces_max || st->out_bytes >= READ_OUT_MAX) return;
+    /*
+     * A read waiting for the disk queue goes again at a wake-up (wake_one, wake_fired), not
+     * here: on_piece asks again after its piece's send, and a piece released within that
+     * send (a call without a connection) has asked already and may be waiting. Queued twice
+     * on read_waiters, the list looped on itself and the wake-up spun forever.
+     */
+    if (base_list_is_linked(&st->wait_link)) return;
     int rc = blob_read_next(st->r, on_piece, st);
     if (rc == -ENOBUFS) return; /* the engine's slots hold pieces out: a release asks again */
     if (rc == -EAGAIN) rc = read_wait(st);
