@@ -214,13 +214,27 @@ static void wake_fired(struct ring_timer *t)
     }
 }
 
+/* The read no longer waits for the disk queue: it got its piece, or it ends. */
+static void read_wait_end(struct bs_read *st)
+{
+    if (st->wait_since_ns == 0) return;
+    st->wait_since_ns = 0;
+    base_counter_dec(&st->c->rc->counters.read_waiters);
+}
+
 /* The disk queue is full: wait for a slot (FIFO), or give up after WAIT_MAX_MS. */
 static int read_wait(struct bs_read *st)
 {
     struct bs_core *bs = bs_core_get(st->c->rc);
     uint64_t now = base_clock_now_ns();
     if (!bs || bs->quiescing) return -EAGAIN;
-    if (st->wait_since_ns == 0) st->wait_since_ns = now;
+    if (st->wait_since_ns == 0) {
+        /* Counted until it gets its piece or ends (ringcas_read_waiters): wake-ups that find
+         * the queue still full continue the same wait. */
+        st->wait_since_ns = now;
+        base_counter_inc(&st->c->rc->counters.read_waiters);
+        base_counter_inc(&st->c->rc->counters.read_waits);
+    }
     if (now - st->wait_since_ns > (uint64_t)WAIT_MAX_MS * BASE_NS_PER_MS) return -EAGAIN;
     base_list_add_tail(&bs->read_waiters, &st->wait_link);
     if (!ring_timer_is_armed(&bs->wake) &&
@@ -258,6 +272,7 @@ static void read_fail(struct bs_read *st, int err)
 {
     const char *message;
     int status = rpc_status_from_read_err(err, &message);
+    read_wait_end(st);
     read_end(st);
     rpc_call_finish(st->c, status, message);
 }
@@ -346,7 +361,7 @@ static void read_next(struct bs_read *st)
         return;
     }
     if (base_list_is_linked(&st->wait_link)) return;
-    st->wait_since_ns = 0;
+    read_wait_end(st);
     st->reading = true;
 }
 
@@ -446,6 +461,7 @@ static void read_on_cancel(struct rpc_call *c)
     struct bs_read *st = c->svc;
     if (!st) return;
     if (base_list_is_linked(&st->wait_link)) base_list_del(&st->wait_link);
+    read_wait_end(st);
     /* Pieces in a send keep the reader (their buffers) until they are released. */
     read_end(st);
 }
@@ -786,7 +802,10 @@ static int write_wait(struct bs_write *st, const uint8_t *data, size_t len)
     if (!bs || bs->quiescing) return write_fail(st, -ECANCELED, "upload");
     st->wait_data = data;
     st->wait_len = len;
-    if (st->wait_since_ns == 0) st->wait_since_ns = base_clock_now_ns();
+    if (st->wait_since_ns == 0) {
+        st->wait_since_ns = base_clock_now_ns();
+        base_counter_inc(&st->c->rc->counters.upload_waits); /* once: wake-ups continue it */
+    }
     base_list_add_tail(&bs->write_waiters, &st->wait_link);
     if (!ring_timer_is_armed(&bs->wake) &&
         ring_timer_start(bs->rc->ring, &bs->wake, &bs->owner, WAKE_MS) < 0) {
