@@ -929,7 +929,8 @@ class SameBlobAtOnce(harness.ServerTestCase):
         idle server by ringcas_upload_waiters: it counts each waiting PUT and Write while it
         waits (the counter of the engine's answers, above, counts every retry instead), and
         is 0 again once the first upload committed and they ended. ringcas_upload_waits_total
-        counts each of them once, however many times it asked again."""
+        counts each of them once, however many times it asked again; `ringcas stat` shows the
+        gauge."""
         data = os.urandom(self.SIZE)
         c, rest = self.leader(data)
         self.assertEqual(self.server.metric("ringcas_upload_waiters"), 0)
@@ -942,6 +943,10 @@ class SameBlobAtOnce(harness.ServerTestCase):
         time.sleep(0.3)
         self.assertEqual(self.server.metric("ringcas_upload_waiters"), 4)
         self.assertEqual(self.server.metric("ringcas_upload_waits_total") - waits, 4)
+        p = subprocess.run([harness.binary(), "stat", "--server", self.server.address],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"uploads wait for upload +4\n")
         self.assertTrue(all(t.is_alive() for t, _ in waiting), "they wait for the first")
         c.send(rest)
         self.assertEqual(c.read_response().status, 201)
