@@ -360,6 +360,7 @@ struct blob_writer {
     bool direct;                       /* wfd has O_DIRECT */
     bool reserved;                     /* the opening's fallocate reserved the whole segment */
     bool room_waited;                  /* the opening found no room and waited for eviction */
+    bool room_waiting;                 /* it waits now (segment_room_waiting counts it) */
     uint32_t room_polls;               /* polls of the evictor in that wait */
     uint64_t room_pass;                /* evict_ended once the pass it waits for has ended */
     char name[32];                     /* file name being opened */

@@ -449,6 +449,10 @@ void blob_read_close(struct blob_reader *r);
     X(pool_bytes, gauge, "idle buffer bytes kept for reuse (at most --read-memory / 8)")           \
     X(io_in_flight, gauge, "engine disk operations in flight")                                     \
     X(zstd_bytes, gauge, "bytes held by zstd contexts")                                            \
+    X(writer_waiters, gauge,                                                                       \
+      "appends and commits waiting for the writer: room in its buffers, or its next segment")      \
+    X(segment_room_waiting, gauge,                                                                 \
+      "new segments waiting for the evictor to make room on the disk (0 or 1 per core)")           \
     X(zstd_refused, counter, "zstd allocations refused over the core's zstd memory limit")         \
     X(blobs_committed, counter, "uploads committed and acknowledged")                              \
     X(bytes_in, counter, "uncompressed bytes committed")                                           \
@@ -456,6 +460,8 @@ void blob_read_close(struct blob_reader *r);
     X(uploads_present, counter, "uploads refused because the blob was present (-EEXIST)")          \
     X(uploads_aborted, counter, "uploads aborted by the caller")                                   \
     X(uploads_waiting, counter, "uploads told to wait: one of the same blob was under way")        \
+    X(writer_waits, counter,                                                                       \
+      "appends and commits that waited for the writer (each wait once, however often woken)")      \
     X(digest_mismatches, counter, "commits refused: digest or size mismatch")                      \
     X(queue_full, counter, "requests refused because a per-core queue was full (-EAGAIN)")         \
     X(full, counter,                                                                               \

@@ -50,6 +50,7 @@ struct blob_upload {
     bool unsized;                /* begun with BLOB_SIZE_UNKNOWN: key.size is fixed at commit */
     bool entered;                /* in the store's table of blobs being uploaded */
     bool unshared;               /* taken out of it (blob_upload_unshare): may go back */
+    bool commit_waited;          /* the commit waited for the writer once (writer_waits) */
     uint64_t limit;              /* decoded bytes expected (key.size) or, unsized, allowed */
     struct blob_loc from;        /* copy: the location being replaced */
     uint64_t copy_seq;           /* copy: the commit number it keeps */
@@ -492,6 +493,16 @@ static void append_wait(struct blob_upload *u, blob_done_fn *cb, void *ctx)
     u->state = UP_WAIT;
     u->cb = cb;
     u->ctx = ctx;
+    /* One wait per append, however many wake-ups find no room yet (upload_waiter_fn). */
+    base_counter_inc(&u->bc->counters.writer_waits);
+    blob_writer_wait(&u->bc->writer, &u->waiter);
+}
+
+/* The commit waits for the writer: counted once per commit, as an append's wait. */
+static void commit_wait(struct blob_upload *u)
+{
+    if (!u->commit_waited) base_counter_inc(&u->bc->counters.writer_waits);
+    u->commit_waited = true;
     blob_writer_wait(&u->bc->writer, &u->waiter);
 }
 
@@ -719,7 +730,7 @@ static void commit_step(struct blob_upload *u)
         }
         int rc = upload_emit(u);
         if (rc == -EINPROGRESS) {
-            blob_writer_wait(&u->bc->writer, &u->waiter);
+            commit_wait(u);
             return;
         }
         if (rc < 0) {
@@ -737,7 +748,7 @@ static void commit_step(struct blob_upload *u)
     }
     int rc = commit_record(u);
     if (rc == -EINPROGRESS) {
-        blob_writer_wait(&u->bc->writer, &u->waiter);
+        commit_wait(u);
     } else if (rc < 0) {
         commit_end(u, rc);
     }

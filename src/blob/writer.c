@@ -65,6 +65,7 @@ static void waiters_wake(struct blob_writer *w, int res)
     struct base_list *node;
     while ((node = base_list_pop_head(&w->waiters)) != NULL) {
         base_list_add_tail(&list, node);
+        base_counter_dec(&w->bc->counters.writer_waiters);
     }
     /* A woken waiter may queue itself again: it lands on w->waiters, not on <list>. */
     while ((node = base_list_pop_head(&list)) != NULL) {
@@ -656,12 +657,22 @@ static void open_no_room(struct blob_writer *w)
         return;
     }
     base_counter_inc(&w->bc->counters.segment_room_waits);
+    base_counter_inc(&w->bc->counters.segment_room_waiting);
     w->room_waited = true;
+    w->room_waiting = true;
     w->room_polls = 0;
     /* A pass under way now may have measured the disk before the segments that filled it. */
     w->room_pass = atomic_load(&s->evict_begun) + 1;
     blob_store_changed(s);
     open_room_poll(w);
+}
+
+/* The wait for the evictor's pass is over (ringcas_blob_segment_room_waiting). */
+static void open_room_wait_end(struct blob_writer *w)
+{
+    if (!w->room_waiting) return;
+    w->room_waiting = false;
+    base_counter_dec(&w->bc->counters.segment_room_waiting);
 }
 
 /* The pass waited for has ended: reserve again; else poll once more, or give up. */
@@ -670,6 +681,7 @@ static void open_room_poll(struct blob_writer *w)
     struct blob_store *s = store_of(w);
     struct blob_io_req req;
     if (atomic_load(&s->evict_ended) >= w->room_pass) {
+        open_room_wait_end(w);
         req = (struct blob_io_req){ .op = BLOB_IO_FALLOCATE,
                                     .fd = w->wfd,
                                     .off = s->opts.segment_size };
@@ -679,10 +691,14 @@ static void open_room_poll(struct blob_writer *w)
         req = (struct blob_io_req){ .op = BLOB_IO_SLEEP, .off = ROOM_POLL_MS };
         w->open_step = 5;
     } else {
+        open_room_wait_end(w);
         open_room_gone(w);
         return;
     }
-    if (open_submit(w, &req) < 0) open_failed(w, -EAGAIN);
+    if (open_submit(w, &req) < 0) {
+        open_room_wait_end(w);
+        open_failed(w, -EAGAIN);
+    }
 }
 
 /* ---- failure ---- */
@@ -912,13 +928,15 @@ void blob_writer_wait(struct blob_writer *w, struct blob_waiter *wt)
     bool queued = base_list_is_linked(&wt->link);
     ASSERT(!queued);
     base_list_add_tail(&w->waiters, &wt->link);
+    base_counter_inc(&w->bc->counters.writer_waiters);
     blob_core_defer(w->bc, &w->kick_task);
 }
 
 void blob_writer_unwait(struct blob_writer *w, struct blob_waiter *wt)
 {
-    (void)w;
+    if (!base_list_is_linked(&wt->link)) return;
     base_list_del(&wt->link);
+    base_counter_dec(&w->bc->counters.writer_waiters);
 }
 
 int blob_writer_add_footer(struct blob_writer *w, const struct blob_footer_entry *e)

@@ -863,6 +863,12 @@ static void print_counters(const char *text, size_t len)
         { "ringcas_grpc_calls", "gRPC calls alive" },
         { "ringcas_bs_readers", "ByteStream readers" },
         { "ringcas_bs_uploads", "ByteStream uploads" },
+        /* What requests wait for now: all 0 on a server that is idle, not stalled. */
+        { "ringcas_upload_waiters", "uploads wait for upload" },
+        { "ringcas_read_waiters", "reads wait for disk" },
+        { "ringcas_blob_writer_waiters", "writes wait for writer" },
+        { "ringcas_blob_segment_room_waiting", "segments wait for room" },
+        { "ringcas_op_waiters", "timers wait for an op" },
     };
     printf("counters (GET /metrics, summed over cores):\n");
     for (size_t i = 0; i < ARRAY_LEN(rows); i++) {

@@ -257,6 +257,14 @@ struct ring_op *ring_op_get(struct ring_core *core, struct ring_owner *owner, ri
     return op;
 }
 
+/* A task taken off the op waiters (its slot came, or it was cancelled) waits no more. */
+static void task_unwait(struct ring_task *task)
+{
+    if (!task->waiting) return;
+    base_counter_dec(task->waiting);
+    task->waiting = NULL;
+}
+
 static void op_release(struct ring_op *op)
 {
     struct ring_core *core = op->core;
@@ -280,7 +288,11 @@ static void op_release(struct ring_op *op)
     /* One waiter per slot given back (ring_op_wait_free): it runs after this batch, so an op
      * taken meanwhile may leave it the table full again, and then it waits anew. */
     struct base_list *node = base_list_pop_head(&core->op_waiters);
-    if (node) ring_task_defer(core, BASE_CONTAINER_OF(node, struct ring_task, link));
+    if (node) {
+        struct ring_task *task = BASE_CONTAINER_OF(node, struct ring_task, link);
+        task_unwait(task);
+        ring_task_defer(core, task);
+    }
 }
 
 void ring_op_put(struct ring_op *op)
@@ -414,6 +426,7 @@ void ring_task_init(struct ring_task *task, ring_task_fn *fn)
 {
     base_list_init(&task->link);
     task->fn = fn;
+    task->waiting = NULL;
 }
 
 void ring_task_defer(struct ring_core *core, struct ring_task *task)
@@ -425,6 +438,7 @@ void ring_task_defer(struct ring_core *core, struct ring_task *task)
 void ring_task_cancel(struct ring_task *task)
 {
     base_list_del(&task->link);
+    task_unwait(task);
 }
 
 void ring_op_wait_free(struct ring_core *core, struct ring_task *task)
@@ -435,6 +449,11 @@ void ring_op_wait_free(struct ring_core *core, struct ring_task *task)
         return;
     }
     base_list_add_tail(&core->op_waiters, &task->link);
+    /* Counted while it waits: a timer that cannot be armed is a core that stalls quietly
+     * (docs/operations.md, ringcas_op_waiters). */
+    task->waiting = &core->counters.op_waiters;
+    base_counter_inc(&core->counters.op_waiters);
+    base_counter_inc(&core->counters.op_waits);
 }
 
 void ring_core_wait_for_buf(struct ring_core *core, struct ring_task *task)

@@ -54,8 +54,10 @@ typedef void ring_task_fn(struct ring_task *task);
 
 /* Work deferred to the end of the current loop iteration (see ring_task_defer). */
 struct ring_task {
-    struct base_list link; /* on the core's deferred list while queued */
-    ring_task_fn *fn;      /* runs on the core's thread */
+    struct base_list link;        /* on the core's deferred list while queued */
+    ring_task_fn *fn;             /* runs on the core's thread */
+    struct base_counter *waiting; /* the core's op_waiters gauge while the task waits for a
+                                   * free op (ring_op_wait_free), else NULL */
 };
 
 struct ring_owner {
@@ -106,7 +108,9 @@ struct ring_op {
     X(loops, counter, "event loop iterations")                                                     \
     X(cqes, counter, "completions handled")                                                        \
     X(busy_ns, counter, "time the event loop spent handling completions and tasks")                \
-    X(long_ticks, counter, "loop iterations that worked 1 ms or more, delaying the core's others")
+    X(long_ticks, counter, "loop iterations that worked 1 ms or more, delaying the core's others") \
+    X(op_waiters, gauge, "tasks waiting for a free op: a timer the full op table could not arm")   \
+    X(op_waits, counter, "tasks that had to wait for a free op (the op table was full)")
 
 #define RING_COUNTER_FIELD(name, kind, help) struct base_counter name;
 

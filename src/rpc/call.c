@@ -177,6 +177,7 @@ void rpc_call_wait_begin(struct rpc_call *c)
     if (c->waiting) return;
     c->waiting = true;
     rpc_h2_wait_begin(c);
+    base_counter_inc(&c->rc->counters.upload_waiters);
 }
 
 void rpc_call_wait_end(struct rpc_call *c)
@@ -184,6 +185,7 @@ void rpc_call_wait_end(struct rpc_call *c)
     if (!c->waiting) return;
     c->waiting = false;
     rpc_h2_wait_end(c);
+    base_counter_dec(&c->rc->counters.upload_waiters);
 }
 
 void rpc_call_pin(struct rpc_call *c)

@@ -282,7 +282,8 @@ void rpc_call_resume_input(struct rpc_call *c);
  * of the connection's flow-control window: only a few calls of a connection may
  * (RPC_H2_WAITING_MAX), or the others, the upload waited for among them, could not receive.
  * rpc_call_may_wait says whether this one may; rpc_call_wait_begin counts it until
- * rpc_call_wait_end, or the end of the call.
+ * rpc_call_wait_end, or the end of the call (in the connection's share, and in the core's
+ * upload_waiters gauge: such a wait is an upload's, ringcas_upload_waiters).
  */
 bool rpc_call_may_wait(const struct rpc_call *c);
 void rpc_call_wait_begin(struct rpc_call *c);

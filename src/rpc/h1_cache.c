@@ -212,6 +212,36 @@ static void read_done(void *ctx, int res, const uint8_t *data, size_t len)
 
 static void put_retry(struct rpc_h1_cache *cr);
 
+/*
+ * The request waits (<waiting>) or no longer does: a GET's read refused by the full disk queue
+ * or read memory, a PUT behind another upload of its blob. Counted by the core while it
+ * waits, and once per wait however many retries it takes, so that /metrics tells a server
+ * whose requests wait from an idle one (docs/operations.md).
+ */
+static void read_wait_set(struct rpc_h1_cache *cr, bool waiting)
+{
+    if (cr->read_waiting == waiting) return;
+    cr->read_waiting = waiting;
+    if (!waiting) {
+        base_counter_dec(&cr->rc->counters.read_waiters);
+        return;
+    }
+    base_counter_inc(&cr->rc->counters.read_waiters);
+    base_counter_inc(&cr->rc->counters.read_waits);
+}
+
+static void put_wait_set(struct rpc_h1_cache *cr, bool waiting)
+{
+    if (cr->put_waiting == waiting) return;
+    cr->put_waiting = waiting;
+    if (!waiting) {
+        base_counter_dec(&cr->rc->counters.upload_waiters);
+        return;
+    }
+    base_counter_inc(&cr->rc->counters.upload_waiters);
+    base_counter_inc(&cr->rc->counters.upload_waits);
+}
+
 static void retry_fired(struct ring_timer *timer)
 {
     struct rpc_h1_cache *cr = timer->ctx;
@@ -230,6 +260,7 @@ static void read_next(struct rpc_h1_cache *cr)
         return;
     }
     int rc = blob_read_next(cr->reader, read_done, cr);
+    if (rc != -EAGAIN) read_wait_set(cr, false);
     if (rc == 0) {
         cr->reading = true;
         return;
@@ -240,9 +271,13 @@ static void read_next(struct rpc_h1_cache *cr)
     if (rc == -EAGAIN && cr->retries < READ_RETRY_MAX && !ring_timer_is_pending(&cr->retry)) {
         cr->retries++;
         struct ring_core *core = ring_core_current();
-        if (ring_timer_start(core, &cr->retry, rpc_h1_owner(cr->h), READ_RETRY_MS) == 0) return;
+        if (ring_timer_start(core, &cr->retry, rpc_h1_owner(cr->h), READ_RETRY_MS) == 0) {
+            read_wait_set(cr, true);
+            return;
+        }
     }
     if (rc == -EAGAIN && ring_timer_is_pending(&cr->retry)) return;
+    read_wait_set(cr, false);
     read_fail(cr, rc);
 }
 
@@ -620,17 +655,17 @@ static void put_begin(struct rpc_h1_cache *cr, bool shared)
         cr->req->encoding == RPC_H1_CODING_IDENTITY ? BLOB_ENCODING_IDENTITY : BLOB_ENCODING_ZSTD;
     int rc = begin_upload(cr, put_size(cr), enc, shared);
     if (rc == -EALREADY) {
-        cr->put_waiting = true;
         struct ring_core *core = ring_core_current();
         if (ring_timer_start(core, &cr->retry, rpc_h1_owner(cr->h), cr->put_wait_ms) == 0) {
+            put_wait_set(cr, true);
             cr->put_wait_ms =
                 cr->put_wait_ms * 2 > PUT_WAIT_MAX_MS ? PUT_WAIT_MAX_MS : cr->put_wait_ms * 2;
             return;
         }
-        cr->put_waiting = false;
+        put_wait_set(cr, false);
         rc = begin_upload(cr, put_size(cr), enc, false); /* no timer: do not wait */
     }
-    cr->put_waiting = false;
+    put_wait_set(cr, false);
     if (is_cas(cr) && rc == -EFBIG) {
         /* Within --max-size/4 but over what the engine takes now: 507, as before. */
         answer_too_large(cr, upload_status(rc), put_size(cr), blob_cas_size_max(cr->bc));
@@ -708,7 +743,8 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct rpc_core *rc,
     cr->zstd_out = false;
     cr->unsized = false;
     cr->retries = 0;
-    cr->put_waiting = false;
+    read_wait_set(cr, false);
+    put_wait_set(cr, false);
     if (!bc) {
         rpc_h1_answer(cr->h, 503, "store not available");
         return;
@@ -740,5 +776,6 @@ void rpc_h1_cache_close(struct rpc_h1_cache *cr)
     cr->sending = false;
     if (ring_timer_is_armed(&cr->retry)) ring_timer_stop(ring_core_current(), &cr->retry);
     cr->unsized = false;
-    cr->put_waiting = false;
+    read_wait_set(cr, false);
+    put_wait_set(cr, false);
 }

@@ -63,7 +63,10 @@ struct rpc_h1_cache {
     struct ring_timer retry;                        /* retries a read refused with -EAGAIN,
                                                      * or a PUT waiting for another upload */
     uint32_t retries;                               /* of the current read */
-    bool put_waiting;                               /* the PUT waits: its blob is uploaded */
+    bool read_waiting;                              /* the read waits for the disk queue
+                                                     * or read memory (read_waiters) */
+    bool put_waiting;                               /* the PUT waits: its blob is uploaded
+                                                     * (upload_waiters counts it) */
     uint64_t put_wait_t0_ns;                        /* when it began waiting */
     uint32_t put_wait_ms;                           /* its next wait */
     bool ac_pending;            /* an /ac/ read awaits its verdict: nothing answered yet */

@@ -38,6 +38,10 @@ struct rpc_call;
     X(bs_uploads_parked, gauge, "ByteStream uploads kept for resumption")                          \
     X(bs_readers, gauge, "ByteStream and batch readers open")                                      \
     X(bs_uploads, gauge, "ByteStream and batch uploads open")                                      \
+    X(upload_waiters, gauge,                                                                       \
+      "uploads (HTTP PUT, ByteStream Write) waiting for another upload of their blob")             \
+    X(read_waiters, gauge,                                                                         \
+      "downloads (HTTP GET, ByteStream Read) waiting for the disk queue or read memory")           \
     X(h2_refused_streams, counter, "streams refused: too many calls alive on the connection")      \
     X(h2_header_overflows, counter, "requests answered 431: headers over the limit")               \
     X(h2_glitches, counter, "invalid frames received")                                             \
@@ -50,7 +54,10 @@ struct rpc_call;
     X(grpc_send_stalls, counter, "streams reset: the client's window closed for --write-timeout")  \
     X(grpc_cancels, counter, "calls cancelled by the client or a closed connection")               \
     X(grpc_flushes, counter, "sends of HTTP/2 output")                                             \
-    X(grpc_bytes_zero_copy, counter, "response bytes sent from service memory without a copy")
+    X(grpc_bytes_zero_copy, counter, "response bytes sent from service memory without a copy")     \
+    X(upload_waits, counter, "uploads that waited for another upload of their blob (once each)")   \
+    X(read_waits, counter,                                                                         \
+      "downloads that waited for the disk queue or read memory (once per piece waited for)")
 
 #define RPC_COUNTER_FIELD(name, kind, help) struct base_counter name;
 

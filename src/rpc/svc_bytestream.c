@@ -215,13 +215,27 @@ static void wake_fired(struct ring_timer *t)
     }
 }
 
+/* The read no longer waits for the disk queue: it got its piece, or it ends. */
+static void read_wait_end(struct bs_read *st)
+{
+    if (st->wait_since_ns == 0) return;
+    st->wait_since_ns = 0;
+    base_counter_dec(&st->c->rc->counters.read_waiters);
+}
+
 /* The disk queue is full: wait for a slot (FIFO), or give up after WAIT_MAX_MS. */
 static int read_wait(struct bs_read *st)
 {
     struct bs_core *bs = bs_core_get(st->c->rc);
     uint64_t now = base_clock_now_ns();
     if (!bs || bs->quiescing) return -EAGAIN;
-    if (st->wait_since_ns == 0) st->wait_since_ns = now;
+    if (st->wait_since_ns == 0) {
+        /* Counted until it gets its piece or ends (ringcas_read_waiters): wake-ups that find
+         * the queue still full continue the same wait. */
+        st->wait_since_ns = now;
+        base_counter_inc(&st->c->rc->counters.read_waiters);
+        base_counter_inc(&st->c->rc->counters.read_waits);
+    }
     if (now - st->wait_since_ns > (uint64_t)WAIT_MAX_MS * BASE_NS_PER_MS) return -EAGAIN;
     base_list_add_tail(&bs->read_waiters, &st->wait_link);
     if (!ring_timer_is_armed(&bs->wake) &&
@@ -259,6 +273,7 @@ static void read_fail(struct bs_read *st, int err)
 {
     const char *message;
     int status = rpc_status_from_read_err(err, &message);
+    read_wait_end(st);
     read_end(st);
     rpc_call_finish(st->c, status, message);
 }
@@ -332,6 +347,13 @@ static void on_piece(void *ctx, int res, const uint8_t *data, size_t len)
 static void read_next(struct bs_read *st)
 {
     if (st->reading || st->out >= st->pieces_max || st->out_bytes >= READ_OUT_MAX) return;
+    /*
+     * A read waiting for the disk queue goes again at a wake-up (wake_one, wake_fired), not
+     * here: on_piece asks again after its piece's send, and a piece released within that
+     * send (a call without a connection) has asked already and may be waiting. Queued twice
+     * on read_waiters, the list looped on itself and the wake-up spun forever.
+     */
+    if (base_list_is_linked(&st->wait_link)) return;
     int rc = blob_read_next(st->r, on_piece, st);
     if (rc == -ENOBUFS) return; /* the engine's slots hold pieces out: a release asks again */
     if (rc == -EAGAIN) rc = read_wait(st);
@@ -340,7 +362,7 @@ static void read_next(struct bs_read *st)
         return;
     }
     if (base_list_is_linked(&st->wait_link)) return;
-    st->wait_since_ns = 0;
+    read_wait_end(st);
     st->reading = true;
 }
 
@@ -440,6 +462,7 @@ static void read_on_cancel(struct rpc_call *c)
     struct bs_read *st = c->svc;
     if (!st) return;
     if (base_list_is_linked(&st->wait_link)) base_list_del(&st->wait_link);
+    read_wait_end(st);
     /* Pieces in a send keep the reader (their buffers) until they are released. */
     read_end(st);
 }
@@ -800,7 +823,10 @@ static int write_wait(struct bs_write *st, const uint8_t *data, size_t len)
     if (!bs || bs->quiescing) return write_fail(st, -ECANCELED, "upload");
     st->wait_data = data;
     st->wait_len = len;
-    if (st->wait_since_ns == 0) st->wait_since_ns = base_clock_now_ns();
+    if (st->wait_since_ns == 0) {
+        st->wait_since_ns = base_clock_now_ns();
+        base_counter_inc(&st->c->rc->counters.upload_waits); /* once: wake-ups continue it */
+    }
     base_list_add_tail(&bs->write_waiters, &st->wait_link);
     if (!ring_timer_is_armed(&bs->wake) &&
         ring_timer_start(bs->rc->ring, &bs->wake, &bs->owner, WAKE_MS) < 0) {

@@ -22,7 +22,9 @@ import harness
 from http1 import Raw, chunked, request
 
 EMPTY = hashlib.sha256(b"").hexdigest()
-QUIET = ("blob_uploads", "blob_readers")
+# In flight, and waiting: nothing is left of either once a test's requests ended.
+QUIET = ("blob_uploads", "blob_readers", "upload_waiters", "read_waiters",
+         "blob_writer_waiters")
 
 
 def sha(data):
@@ -985,6 +987,41 @@ class SameBlobAtOnce(harness.ServerTestCase):
         self.assertEqual([out["result"] for _, out in waiting[3:]], [self.SIZE] * 3)
         self.assertLess(self.stored() - before, 1.5 * self.SIZE, "stored once")
         self.assertEqual(curl(self.url_of("/cas/" + sha(data)))[1], data)
+
+    def test_waiting_uploads_show_in_a_gauge_while_they_wait(self):
+        """An operator tells uploads held up behind another upload of their blob from an
+        idle server by ringcas_upload_waiters: it counts each waiting PUT and Write while it
+        waits (the counter of the engine's answers, above, counts every retry instead), and
+        is 0 again once the first upload committed and they ended. ringcas_upload_waits_total
+        counts each of them once, however many times it asked again; `ringcas stat` shows the
+        gauge."""
+        data = os.urandom(self.SIZE)
+        c, rest = self.leader(data)
+        self.assertEqual(self.server.metric("ringcas_upload_waiters"), 0)
+        waits = self.server.metric("ringcas_upload_waits_total")
+        waiting = [self.start(self.http_put, data) for _ in range(2)]
+        waiting += [self.start(self.bs_write, data) for _ in range(2)]
+        harness.wait_for(lambda: self.server.metric("ringcas_upload_waiters") == 4,
+                         what="the four uploads counted as waiting")
+        # A PUT asks again every 5 to 100 ms, a Write every 5 ms: still one wait each.
+        time.sleep(0.3)
+        self.assertEqual(self.server.metric("ringcas_upload_waiters"), 4)
+        self.assertEqual(self.server.metric("ringcas_upload_waits_total") - waits, 4)
+        p = subprocess.run([harness.binary(), "stat", "--server", self.server.address],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"uploads wait for upload +4\n")
+        self.assertTrue(all(t.is_alive() for t, _ in waiting), "they wait for the first")
+        c.send(rest)
+        self.assertEqual(c.read_response().status, 201)
+        c.close()
+        for t, out in waiting:
+            t.join(60)
+            self.assertNotIn("error", out)
+        self.assertEqual([out["result"] for _, out in waiting[:2]], [200] * 2)
+        self.assertEqual([out["result"] for _, out in waiting[2:]], [self.SIZE] * 2)
+        self.assertEqual(self.server.metric("ringcas_upload_waiters"), 0)
+        self.assertEqual(self.server.metric("ringcas_upload_waits_total") - waits, 4)
 
     def test_when_the_first_upload_fails_a_waiting_one_stores_the_blob(self):
         for follower in (self.http_put, self.bs_write):

@@ -196,11 +196,13 @@ Test(blob_diskroom, the_active_segments_reserve_is_not_taken_off_the_disks_budge
  * when the thread is slow to be scheduled on a loaded machine.
  */
 struct lagging {
-    uint32_t lag;   /* operations between a kick and its pass, or LAG_NEVER */
-    uint32_t since; /* operations since the kick that made a pass due */
-    bool due;       /* a kick is waiting for its pass */
-    bool on_wait;   /* with LAG_NEVER: the pass runs once a new segment waits for room */
-    uint64_t waits; /* segment_room_waits when that pass last ran */
+    uint32_t lag;              /* operations between a kick and its pass, or LAG_NEVER */
+    uint32_t since;            /* operations since the kick that made a pass due */
+    bool due;                  /* a kick is waiting for its pass */
+    bool on_wait;              /* with LAG_NEVER: the pass runs once a new segment waits for room */
+    uint64_t waits;            /* segment_room_waits when that pass last ran */
+    uint64_t room_waiting_max; /* the most segment_room_waiting seen between two steps */
+    uint64_t writer_waiters_max; /* and writer_waiters */
 };
 
 static void lag_step(struct th *t, struct lagging *l, bool idle)
@@ -210,6 +212,9 @@ static void lag_step(struct th *t, struct lagging *l, bool idle)
     t->s->evict_kick = false;
     pthread_mutex_unlock(&t->s->evict_lock);
     l->due = l->due || kicked;
+    struct blob_counters_snapshot c = th_counters(t);
+    if (c.segment_room_waiting > l->room_waiting_max) l->room_waiting_max = c.segment_room_waiting;
+    if (c.writer_waiters > l->writer_waiters_max) l->writer_waiters_max = c.writer_waiters;
     if (l->on_wait && th_counters(t).segment_room_waits > l->waits) {
         l->waits = th_counters(t).segment_room_waits;
         l->due = false;
@@ -389,6 +394,44 @@ Test(blob_diskroom, a_new_segment_that_finds_the_disk_full_waits_for_a_lagging_e
     cr_assert(eq(int, th_get(&t, &k, 0, 0, &out, &len), 0));
     cr_assert(eq(sz, len, BLOB_LEN));
     free(out);
+    th_close(&t);
+}
+
+/*
+ * A new segment waiting for the evictor's pass holds up every upload of its core: the
+ * operator must see the wait while it lasts, not only a counter afterwards. While the segment
+ * waits, ringcas_blob_segment_room_waiting is 1 and the upload that needs it counts in
+ * ringcas_blob_writer_waiters; both are 0 again once the pass made room and the upload is
+ * stored, and ringcas_blob_writer_waits_total counted its wait.
+ */
+Test(blob_diskroom, a_segment_waiting_for_room_and_the_uploads_behind_it_show_in_gauges)
+{
+    struct th t = { 0 };
+    open_budget(&t, 6, 16ULL << 20);
+    blob_io_sim_capacity(t.io, 1ULL << 20);
+    t.s->evict_held = true;
+    struct lagging l = { .lag = 0 };
+    struct blob_key k;
+    uint32_t late = 0;
+    /* Bounded: 100 puts, the evictor keeping up. */
+    for (uint64_t n = 0; n < 100; n++)
+        cr_assert(eq(int, put_retrying(&t, &l, n, &k, &late), 0));
+    cr_assert(eq(u64, l.room_waiting_max, 0), "no segment waited while the evictor kept up");
+    others_leave(&t, 8U << 10);
+    l.lag = 32;
+    l.writer_waiters_max = 0;
+    uint64_t created = th_counters(&t).segments_created;
+    uint64_t writer_waits = th_counters(&t).writer_waits;
+    /* Bounded: the active segment holds at most 8 more, then the next one opens. */
+    for (uint64_t n = 100; n < 120 && th_counters(&t).segments_created < created + 2; n++)
+        cr_assert(eq(int, put_retrying(&t, &l, n, &k, &late), 0));
+    struct blob_counters_snapshot c = th_counters(&t);
+    cr_assert(eq(u64, c.segment_room_waits, 1), "the first new segment found the disk full");
+    cr_assert(eq(u64, l.room_waiting_max, 1), "the wait showed while it lasted");
+    cr_assert(ge(u64, l.writer_waiters_max, 1), "the upload behind it showed");
+    cr_assert(gt(u64, c.writer_waits, writer_waits));
+    cr_assert(eq(u64, c.segment_room_waiting, 0), "back to 0 after the pass");
+    cr_assert(eq(u64, c.writer_waiters, 0));
     th_close(&t);
 }
 

@@ -338,6 +338,75 @@ Test(ring_core, a_task_waiting_for_a_free_op_runs_when_one_is_released)
     ring_core_destroy(core);
 }
 
+static uint64_t op_waiters(struct ring_core *core)
+{
+    return base_counter_get(&ring_core_counters(core)->op_waiters);
+}
+
+static uint64_t op_waits(struct ring_core *core)
+{
+    return base_counter_get(&ring_core_counters(core)->op_waits);
+}
+
+/*
+ * A timer that waits for a free op is a core that does its periodic work late, or not at all:
+ * an operator must see it. ringcas_op_waiters counts the tasks waiting now (one waiting twice
+ * counts once), ringcas_op_waits_total every wait; a task given its op, or cancelled, no longer
+ * counts.
+ */
+Test(ring_core, tasks_waiting_for_a_free_op_are_counted_until_they_get_one)
+{
+    struct ring_core *core = echo_core_create(0, 16, 4096);
+    struct ring_op *ops[64];
+    struct record r = { 0 };
+    for (int i = 0; i < 64; i++) {
+        ops[i] = ring_op_get(core, NULL, record_cqe, &r);
+        cr_assert(ne(ptr, ops[i], NULL));
+    }
+    cr_assert(eq(ptr, ring_op_get(core, NULL, record_cqe, &r), NULL), "the table is full");
+    struct arming_task a[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&a[i], 0, sizeof(a[i]));
+        a[i].core = core;
+        ring_task_init(&a[i].task, arm_run);
+        ring_timer_init(&a[i].tick.timer, tick_fired, &a[i].tick);
+        ring_op_wait_free(core, &a[i].task);
+    }
+    ring_op_wait_free(core, &a[0].task); /* already waiting: counted once */
+    cr_assert(eq(u64, op_waiters(core), 3));
+    cr_assert(eq(u64, op_waits(core), 3));
+    /* A cancelled waiter waits no more. */
+    ring_task_cancel(&a[2].task);
+    cr_assert(eq(u64, op_waiters(core), 2));
+    /* A real completion gives one op back: the first waiter takes it for its timer. */
+    struct io_uring_sqe *sqe = ring_op_sqe(ops[0], 0);
+    io_uring_prep_nop(sqe);
+    ring_op_commit(ops[0], sqe);
+    run_until(core, &r.done);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, a[0].runs, 1));
+    cr_assert(eq(u64, op_waiters(core), 1), "the second still waits");
+    ring_op_put(ops[1]);
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, a[1].runs, 1));
+    cr_assert(eq(u64, op_waiters(core), 0));
+    cr_assert(eq(u64, op_waits(core), 3));
+    for (int i = 2; i < 64; i++)
+        ring_op_put(ops[i]);
+    /* With a free op a task does not wait: nothing counted. */
+    ring_op_wait_free(core, &a[2].task);
+    cr_assert(eq(u64, op_waiters(core), 0));
+    cr_assert(eq(u64, op_waits(core), 3));
+    cr_assert(ge(int, ring_core_tick(core, 0), 0));
+    cr_assert(eq(int, a[2].runs, 1));
+    for (int i = 0; i < 3; i++)
+        run_until(core, &a[i].tick.done);
+    for (int i = 0; i < 20 && in_flight(core) > 0; i++)
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    cr_assert(eq(u64, in_flight(core), 0));
+    ring_core_destroy(core);
+}
+
 /* Keeps the loop busy for 3 ms, as a handler compressing a large chunk would. */
 static void spin_3ms(struct ring_task *t)
 {

@@ -262,6 +262,14 @@ __attribute__((noinline)) static void tcp_pair(int sv[2])
     cr_assert(eq(int, fcntl(sv[1], F_SETFL, O_NONBLOCK), 0));
 }
 
+int rpc_env_connect_raw(struct rpc_env *e)
+{
+    int sv[2];
+    tcp_pair(sv);
+    rpc_conn_accept(e->core, sv[0], NULL);
+    return sv[1];
+}
+
 __attribute__((noinline)) void rpc_env_client_connect(struct rpc_env *e, struct rpc_env_client *cl,
                                                       const char *path)
 {

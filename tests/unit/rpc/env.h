@@ -71,6 +71,10 @@ struct rpc_env_client {
  * gRPC, the data left for the caller at the returned offset; sets *<len> to the whole. */
 size_t rpc_env_write_request(uint8_t *body, const char *name, size_t data_len, size_t *len);
 
+/* Connects a plain TCP client to the core (what it sends first selects the protocol: an
+ * HTTP/1.1 request, for one); returns the client's end, non-blocking. */
+int rpc_env_connect_raw(struct rpc_env *e);
+
 /* Connects <cl> to the core and starts a call of <path> whose request is <cl>'s body. */
 void rpc_env_client_connect(struct rpc_env *e, struct rpc_env_client *cl, const char *path);
 
