@@ -508,8 +508,12 @@ Test(blob_writer, slow_writes_and_fsyncs_are_timed_and_counted)
     cr_assert(eq(int, th_put(&t, &k, data, sizeof(data), 0, 0), 0));
     struct blob_counters_snapshot c = th_counters(&t);
     cr_assert(gt(u64, c.fsyncs, 0));
-    cr_assert(eq(u64, c.fsync_slow, 0), "the simulated disk answers at once");
-    cr_assert(eq(u64, c.write_slow, 0));
+    /*
+     * Only what is slow for certain is asserted: the times are wall-clock, from submission
+     * to completion, so on a busy machine (CI's two CPUs running the suite) any operation may
+     * pass 10 ms, and the simulated disk runs one request at a time, so a write queued behind
+     * a slow fdatasync is slow too. "Not counted" assertions failed that way (write_slow 1).
+     */
     /* Each fdatasync now takes 12 ms. */
     blob_io_sim_slow(t.io, BLOB_IO_FDATASYNC, 12 * BASE_NS_PER_MS);
     blob_n(data, sizeof(data), 41, &k);
@@ -519,7 +523,6 @@ Test(blob_writer, slow_writes_and_fsyncs_are_timed_and_counted)
     cr_assert(gt(u64, syncs, 0));
     cr_assert(eq(u64, s.fsync_slow - c.fsync_slow, syncs), "every slow fdatasync is counted");
     cr_assert(ge(u64, s.fsync_ns - c.fsync_ns, syncs * 12 * BASE_NS_PER_MS));
-    cr_assert(eq(u64, s.write_slow, 0));
     /* Then each segment write. */
     blob_io_sim_slow(t.io, BLOB_IO_WRITE, 12 * BASE_NS_PER_MS);
     blob_n(data, sizeof(data), 42, &k);
@@ -528,7 +531,6 @@ Test(blob_writer, slow_writes_and_fsyncs_are_timed_and_counted)
     cr_assert(gt(u64, w.writes, s.writes));
     cr_assert(eq(u64, w.write_slow - s.write_slow, w.writes - s.writes));
     cr_assert(ge(u64, w.write_ns - s.write_ns, (w.writes - s.writes) * 12 * BASE_NS_PER_MS));
-    cr_assert(eq(u64, w.fsync_slow - s.fsync_slow, 0), "fdatasync is fast again");
     blob_io_sim_slow(t.io, 0, 0);
     th_close(&t);
 }
