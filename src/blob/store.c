@@ -524,7 +524,11 @@ bool blob_core_lookup(struct blob_core *bc, const struct blob_key *k, struct blo
     if (blob_store_lookup(bc->s, k, out)) return true;
     if (k->kind == BLOB_KIND_CAS && k->size == BLOB_SIZE_UNKNOWN) return false;
     *refreshing = blob_refresh_find(bc->s, k, out);
-    return *refreshing;
+    if (*refreshing) return true;
+    /* A copy that landed on another core between the two looks above has left the table, and
+     * it indexed the copy before it left (copy_index, then key_done): the index has it now.
+     * Answered missing, a blob just reported present read NOT_FOUND for one request. */
+    return blob_store_lookup(bc->s, k, out);
 }
 
 bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v)
