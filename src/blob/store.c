@@ -552,7 +552,13 @@ static bool exists(struct blob_core *bc, const struct blob_key *k, enum exists_m
     bool refreshing;
     if (!blob_core_lookup(bc, k, &v, &refreshing)) return false;
     if (refreshing || mode == EXISTS_PLAIN || !blob_store_is_cold(bc->s, &v)) return true;
-    return blob_refresh_queue(bc, k, &v) || mode == EXISTS_REFRESH;
+    if (blob_refresh_queue(bc, k, &v)) return true;
+    if (mode == EXISTS_KEEP) return false;
+    /* Not queued: by a bound (the blob is still where it was found, and goes with its segment:
+     * docs/storage.md), or because eviction took its segment since the lookup above, and then
+     * it is missing now, unless another core's refresh holds it. Answered present, a client
+     * skipped an upload of a blob that was already gone. */
+    return blob_core_lookup(bc, k, &v, &refreshing);
 }
 
 static size_t exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,
