@@ -524,7 +524,11 @@ bool blob_core_lookup(struct blob_core *bc, const struct blob_key *k, struct blo
     if (blob_store_lookup(bc->s, k, out)) return true;
     if (k->kind == BLOB_KIND_CAS && k->size == BLOB_SIZE_UNKNOWN) return false;
     *refreshing = blob_refresh_find(bc->s, k, out);
-    return *refreshing;
+    if (*refreshing) return true;
+    /* A copy that landed on another core between the two looks above has left the table, and
+     * it indexed the copy before it left (copy_index, then key_done): the index has it now.
+     * Answered missing, a blob just reported present read NOT_FOUND for one request. */
+    return blob_store_lookup(bc->s, k, out);
 }
 
 bool blob_store_is_cold(struct blob_store *s, const struct blob_index_value *v)
@@ -548,7 +552,13 @@ static bool exists(struct blob_core *bc, const struct blob_key *k, enum exists_m
     bool refreshing;
     if (!blob_core_lookup(bc, k, &v, &refreshing)) return false;
     if (refreshing || mode == EXISTS_PLAIN || !blob_store_is_cold(bc->s, &v)) return true;
-    return blob_refresh_queue(bc, k, &v) || mode == EXISTS_REFRESH;
+    if (blob_refresh_queue(bc, k, &v)) return true;
+    if (mode == EXISTS_KEEP) return false;
+    /* Not queued: by a bound (the blob is still where it was found, and goes with its segment:
+     * docs/storage.md), or because eviction took its segment since the lookup above, and then
+     * it is missing now, unless another core's refresh holds it. Answered present, a client
+     * skipped an upload of a blob that was already gone. */
+    return blob_core_lookup(bc, k, &v, &refreshing);
 }
 
 static size_t exists_many(struct blob_core *bc, const struct blob_key *keys, size_t count,

@@ -319,13 +319,15 @@ static void start_head(struct rpc_h1_cache *cr)
     lookup_key(cr, &k);
     struct blob_info info;
     int rc = blob_stat(cr->bc, &k, &info);
+    /* A client that skips an upload because HEAD found the blob relies on it as on a
+     * FindMissingBlobs: a blob in the oldest part of the log is refreshed, as GET does. That
+     * second look answers: eviction may have taken the blob since the first (then it is
+     * missing, and a 200 would have sent the client on without uploading it). */
+    if (rc == 0 && info.cold && !blob_exists(cr->bc, &k, true)) rc = -ENOENT;
     if (rc < 0) {
         rpc_h1_answer(cr->h, 404, "not found");
         return;
     }
-    /* A client that skips an upload because HEAD found the blob relies on it as on a
-     * FindMissingBlobs: a blob in the oldest part of the log is refreshed, as GET does. */
-    if (info.cold) (void)blob_exists(cr->bc, &k, true);
     /* The same fields as its GET (RFC 9110 §9.3.2), which sends zstd frames, chunked, when
      * they are asked for and the value is not empty (start_get). */
     rpc_h1_vary_encoding(cr->h);

@@ -695,3 +695,112 @@ Test(blob_refresh, a_copy_whose_commit_outgrows_the_write_buffer_fails_alone)
     free(out);
     th_close(&t);
 }
+
+/*
+ * Interleavings the tests cannot reach from one thread: another core or the evictor acting
+ * between two steps of one call. The link wraps the engine's calls from store.c into
+ * refresh.c (CMakeLists.txt: --wrap), and a test arms a step (between_*) to run once, just
+ * before the wrapped call does its work: what another thread did at that moment, done by
+ * this one.
+ */
+bool __real_blob_refresh_find(struct blob_store *s, const struct blob_key *k,
+                              struct blob_index_value *out);
+bool __wrap_blob_refresh_find(struct blob_store *s, const struct blob_key *k,
+                              struct blob_index_value *out);
+bool __real_blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
+                               const struct blob_index_value *v);
+bool __wrap_blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
+                               const struct blob_index_value *v);
+
+static struct th *between_t;                /* the test the step runs in */
+static void (*between_find)(struct th *t);  /* runs before the next blob_refresh_find */
+static void (*between_queue)(struct th *t); /* runs before the next blob_refresh_queue */
+
+bool __wrap_blob_refresh_find(struct blob_store *s, const struct blob_key *k,
+                              struct blob_index_value *out)
+{
+    void (*fn)(struct th *) = between_find;
+    between_find = NULL;
+    if (fn) fn(between_t);
+    return __real_blob_refresh_find(s, k, out);
+}
+
+bool __wrap_blob_refresh_queue(struct blob_core *bc, const struct blob_key *k,
+                               const struct blob_index_value *v)
+{
+    void (*fn)(struct th *) = between_queue;
+    between_queue = NULL;
+    if (fn) fn(between_t);
+    return __real_blob_refresh_queue(bc, k, v);
+}
+
+/*
+ * A lookup on one core looks in the index, then in the table of keys being refreshed. A copy
+ * that lands on another core between the two looks has indexed the copy after the first and
+ * left the table before the second: the blob, just reported present and readable the whole
+ * time, was answered missing to that request (a HEAD 200 then a GET 404, and no refresh
+ * refused to account for it). Now the index is looked at again after a miss in the table.
+ */
+Test(blob_refresh, a_copy_landing_between_a_lookups_two_looks_is_found)
+{
+    struct th t = { 0 };
+    th_options_small(&t.o);
+    t.o.max_size = 1 << 20;
+    t.o.cores_max = 2;
+    th_open_sim(&t, 16);
+    struct blob_core *cores[2] = { t.bc, NULL };
+    cr_assert(eq(int, blob_core_init(t.s, NULL, &cores[1]), 0));
+    th_settle(&t);
+    struct blob_key k;
+    put_n(&t, 400, 3000, false, &k);
+    make_cold(&t, &k);
+    cr_assert(blob_exists(cores[0], &k, true), "found present, queued on core 0");
+    evict_all_sealed(&t);
+    struct blob_index_value v;
+    cr_assert(not(blob_store_lookup(t.s, &k, &v)), "its entry went with its segment");
+    /* Core 1 looks it up; between its two looks, core 0's copy lands. */
+    between_t = &t;
+    between_find = th_settle;
+    struct blob_info info;
+    int rc = blob_stat(cores[1], &k, &info);
+    cr_assert(between_find == NULL, "the copy did not land between the looks");
+    cr_assert(eq(u64, th_counters(&t).refreshes, 1));
+    cr_assert(eq(int, rc, 0), "a blob present all along was answered missing");
+    cr_assert(eq(u64, info.size, 3000));
+    cr_assert(blob_exists(cores[1], &k, false));
+    check(&t, 400, 3000, false, &k);
+    blob_core_quiesce(cores[1]);
+    th_settle(&t);
+    blob_core_deinit(cores[1]);
+    th_close(&t);
+}
+
+/*
+ * FindMissingBlobs, HEAD, an upload that ends early: a lookup finds a cold blob, and its
+ * refresh pins the segments the lookup found it in. Eviction may take them in between (the
+ * evictor runs on its own thread): the pin is refused (`refreshes_unpinned`), and the blob is
+ * gone already. It was answered present all the same, as for a refresh refused by a bound,
+ * and a client skipped the upload of a blob the store no longer had: the soak's "PUT 200,
+ * then 404 12-25 ms later". Now it is answered as a lookup answers then: missing.
+ */
+Test(blob_refresh, a_cold_blob_evicted_between_its_lookup_and_its_refresh_is_missing)
+{
+    struct th t = { 0 };
+    open_small(&t, 17);
+    struct blob_key k[2];
+    put_n(&t, 410, 3000, false, &k[0]);
+    make_cold(&t, &k[0]);
+    put_n(&t, 411, 3000, false, &k[1]);
+    between_t = &t;
+    between_queue = evict_all_sealed;
+    cr_assert(not(blob_exists(t.bc, &k[0], true)), "an evicted blob was answered present");
+    cr_assert(between_queue == NULL, "eviction did not run between");
+    cr_assert(eq(u64, th_counters(&t).refreshes_unpinned, 1), "still counted as refused");
+    struct blob_info info;
+    cr_assert(eq(int, blob_stat(t.bc, &k[0], &info), -ENOENT));
+    /* A refresh refused by a bound leaves the blob where it is: still present (the doc's
+     * promise), and a hot blob needs no refresh at all. */
+    cr_assert(blob_exists(t.bc, &k[1], true));
+    th_settle(&t);
+    th_close(&t);
+}

@@ -114,3 +114,87 @@ Test(rpc_h1_cache, a_get_waiting_for_the_disk_queue_shows_while_it_waits)
     cr_assert(eq(int, strncmp(resp[1], "HTTP/1.1 200", 12), 0), "%.40s", resp[1]);
     cr_assert(eq(u64, after, 0), "the GET served still counts as waiting");
 }
+
+/* ---- HEAD of a blob that eviction takes while HEAD looks ---- */
+
+/* The link wraps rpc's calls of blob_exists (CMakeLists.txt: --wrap): armed, the wrapper runs
+ * the evictor's pass, with the disk shrunk so that it takes every sealed segment, just before
+ * the call, as the evictor's thread may do at that moment. */
+bool __real_blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
+bool __wrap_blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh);
+
+static struct rpc_env *evict_env; /* armed: evicts before the next blob_exists */
+
+bool __wrap_blob_exists(struct blob_core *bc, const struct blob_key *k, bool refresh)
+{
+    struct rpc_env *e = evict_env;
+    evict_env = NULL;
+    if (e) {
+        blob_io_sim_capacity(e->io, 1 << 20);
+        cr_assert(gt(u32, blob_store_evict(e->store), 0));
+        blob_io_sim_capacity(e->io, 0);
+        (void)blob_store_evict(e->store); /* the budget back at max_size */
+    }
+    return __real_blob_exists(bc, k, refresh);
+}
+
+/*
+ * HEAD looks a blob up, and looks again to refresh it when it is in the oldest part of the
+ * log. Eviction may take it in between: it is then gone, and HEAD must say 404, or a client
+ * (Bazel's HTTP cache, ccache) skips the upload of a blob the store no longer has. Before,
+ * the second look's answer was dropped and HEAD said 200, and the GET after it 404: one way to
+ * a soak's "HEAD 200, then 404 12-25 ms later", and this one counted no refused refresh.
+ */
+Test(rpc_h1_cache, a_head_of_a_blob_evicted_while_it_looks_is_404)
+{
+    static struct rpc_env e;
+    rpc_env_defaults(&e);
+    e.bo.max_size = 8 << 20;
+    rpc_env_open(&e, 8);
+    static uint8_t blob[3000];
+    memset(blob, 'h', sizeof(blob));
+    struct blob_key k;
+    rpc_env_put(&e, blob, sizeof(blob), &k);
+    static uint8_t filler[64 << 10];
+    struct blob_info info = { 0 };
+    /* Bounded: 200 blobs of 64 KiB, 12.5 MiB, past the cold quarter of 8 MiB. */
+    for (uint32_t i = 0; i < 200 && !info.cold; i++) {
+        uint64_t x = 0x9e3779b97f4a7c15ULL * (i + 1); /* incompressible: xorshift */
+        for (size_t j = 0; j < sizeof(filler); j += sizeof(x)) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            memcpy(filler + j, &x, sizeof(x));
+        }
+        struct blob_key f;
+        rpc_env_put(&e, filler, sizeof(filler), &f);
+        (void)blob_store_evict(e.store);
+        cr_assert(eq(int, blob_stat(e.rc->blob, &k, &info), 0), "evicted before it was cold");
+    }
+    cr_assert(info.cold, "never cold");
+    char req[160];
+    size_t n = (size_t)snprintf(req, sizeof(req), "HEAD /cas/");
+    for (size_t i = 0; i < BLOB_HASH_SIZE; i++)
+        n += (size_t)snprintf(req + n, sizeof(req) - n, "%02x", k.hash[i]);
+    n += (size_t)snprintf(req + n, sizeof(req) - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    evict_env = &e;
+    int fd = rpc_env_connect_raw(&e);
+    cr_assert(eq(sz, (size_t)send(fd, req, n, 0), n));
+    static char resp[4096];
+    size_t got = 0;
+    uint64_t end = base_clock_now_ns() + 3000 * BASE_NS_PER_MS;
+    while (!strstr(resp, "\r\n\r\n") && base_clock_now_ns() < end) {
+        (void)blob_io_sim_run(e.io, 100);
+        cr_assert(ge(int, ring_core_tick(e.core, 2), 0));
+        recv_some(fd, resp, sizeof(resp), &got);
+    }
+    (void)close(fd);
+    for (int i = 0; i < 200 && e.rc->conns_open > 0; i++) {
+        (void)blob_io_sim_run(e.io, 100);
+        cr_assert(ge(int, ring_core_tick(e.core, 5), 0));
+    }
+    cr_assert(evict_env == NULL, "HEAD did not look twice");
+    cr_assert(eq(int, blob_stat(e.rc->blob, &k, &info), -ENOENT), "the blob was not evicted");
+    rpc_env_close(&e);
+    cr_assert(eq(int, strncmp(resp, "HTTP/1.1 404", 12), 0), "HEAD of a gone blob: %.40s", resp);
+}
