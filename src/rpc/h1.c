@@ -96,6 +96,7 @@ struct rpc_h1_conn {
     bool in_request;               /* rpc_metrics_begin was called for it */
     bool keep_alive;               /* another request may follow on this connection */
     uint64_t t0_ns;                /* when its head was parsed */
+    uint64_t idle_t0_ns;           /* when the server last stopped working for the client */
     char *log_target;              /* the request's path for the access log (allocated the
                                       first time, RPC_ACCESS_LOG_FIELD_MAX + 1 bytes), or NULL */
     uint32_t log_target_len;       /* bytes of it for this request; 0: none */
@@ -553,8 +554,18 @@ static void end_request(struct rpc_h1_conn *h, int status)
     memset(&h->req, 0, sizeof(h->req));
 }
 
+/*
+ * The server stops working for the client (an answer went out, a body it made wait is
+ * taken): the client's quiet counts from here (h1_is_busy).
+ */
+static void busy_ended(struct rpc_h1_conn *h)
+{
+    h->idle_t0_ns = base_clock_now_ns();
+}
+
 static void response_sent(struct rpc_h1_conn *h)
 {
+    busy_ended(h);
     end_request(h, h->status);
     if (!h->keep_alive || h->draining) {
         start_linger(h);
@@ -968,6 +979,7 @@ void rpc_h1_body_accept(struct rpc_h1_conn *h)
     ASSERT(h->state == H1_HANDLE);
     h->sink = H1_SINK_CACHE;
     h->state = H1_READ_BODY;
+    busy_ended(h);
     body_window_restart(h);
     /* Also when the handler decided later (a PUT that waited): the input it held is read. */
     ring_task_defer(core_of(h), &h->run_task);
@@ -987,6 +999,7 @@ void rpc_h1_body_discard(struct rpc_h1_conn *h, int status, uint64_t max)
     h->pending_status = status;
     h->pending_desc = NULL;
     h->state = H1_READ_BODY;
+    busy_ended(h);
     body_window_restart(h);
     ring_task_defer(core_of(h), &h->run_task); /* as rpc_h1_body_accept */
 }
@@ -995,6 +1008,7 @@ void rpc_h1_body_resume(struct rpc_h1_conn *h)
 {
     ASSERT(h->sink_busy);
     h->sink_busy = false;
+    busy_ended(h);
     in_consume(h, h->sink_hold);
     h->sink_hold = 0;
     /* The engine held the input: the client could not send meanwhile. */
@@ -1258,10 +1272,20 @@ static void h1_on_close(struct ring_conn *rc, int reason)
     rpc_conn_free(c);
 }
 
+/*
+ * Asked when a receive's read timeout runs out. Busy while the server works for the client,
+ * and for a read timeout after that: the receive under a long answer (or a PUT that waits for
+ * another upload of its blob) is armed while the server works and re-armed at each timeout,
+ * so the one in flight when the work ends may run out a moment later, and the client, which
+ * waited for the server until then, would find its connection closed as idle as it sends its
+ * next request (or its body, after a 100 Continue). It gets a whole read timeout instead.
+ */
 static bool h1_is_busy(const struct ring_conn *rc)
 {
     const struct rpc_h1_conn *h = ((const struct rpc_conn *)rc)->proto;
-    return h->state == H1_HANDLE || h->state == H1_RESPOND || h->sink_busy;
+    if (h->state == H1_HANDLE || h->state == H1_RESPOND || h->sink_busy) return true;
+    uint64_t window_ns = (uint64_t)h->c->rc->cfg->read_timeout_ms * BASE_NS_PER_MS;
+    return h->idle_t0_ns != 0 && base_clock_now_ns() - h->idle_t0_ns < window_ns;
 }
 
 static void h1_on_drain(struct ring_conn *rc)

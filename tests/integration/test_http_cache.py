@@ -1283,6 +1283,39 @@ class ParkedUploadOnAnotherCore(ParkedUploadOfABlob):
             client.close()
 
 
+class QuietAfterAWait(harness.ServerTestCase):
+    """A client's quiet counts from when the server stopped working for it. While a download
+    that the client reads slowly goes on, the read timeout of the receive under it is put off
+    (the connection is busy); one that ran out just after the last byte went closed the
+    connection as idle, though the client had waited for the server until then, and its next
+    request on the connection found it gone. The same race closed a PUT that waited a read
+    timeout for another upload of its blob, just before its 100 Continue (SameBlobSlowFirst,
+    about once in ten runs on a loaded machine)."""
+
+    READ_TIMEOUT = 1.0
+    server_args = ("--read-timeout", "1s", "--write-timeout", "30s", "--max-size", "1GiB")
+
+    def test_a_client_that_read_a_slow_download_has_a_whole_read_timeout_after_it(self):
+        data = os.urandom(32 << 20)
+        h = sha(data)
+        self.assertEqual(curl("-X", "PUT", "--data-binary", "@-",
+                              self.server.url + "/cas/" + h, data=data)[0], 201)
+        for k in (2, 3):
+            with Raw(self.server.port, timeout=30) as c:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                t0 = time.monotonic()
+                c.send(request("GET", "/cas/" + h))
+                # Not read for k read timeouts but a moment: the receive under the answer
+                # timed out k - 1 times while the server was busy, and its next time runs
+                # out just after the client has read the answer to its end.
+                time.sleep(k * self.READ_TIMEOUT - 0.3 - (time.monotonic() - t0))
+                self.assertEqual(c.read_response().body, data)
+                time.sleep(0.5)
+                c.send(request("GET", "/healthz"))
+                self.assertEqual(c.read_response().status, 200, "closed after %d timeouts" % k)
+        self.server.wait_quiet(extra=QUIET)
+
+
 class SameBlobSlowFirst(harness.ServerTestCase):
     """A first upload as slow as --read-timeout allows (1 KiB/s) does not hold the others for
     ever: after a read timeout of waiting they write their own copy. The wait is the server's
