@@ -201,6 +201,17 @@ static bool has_cond(const struct rpc_h1_cache *cr)
 }
 
 /*
+ * A create-only write of an AC entry or a plain key (If-None-Match: *): the engine decides at
+ * the commit, before its record is written, so that of two such PUTs one succeeds however
+ * they overlap (blob_upload_begin_create). A CAS blob's PUT needs none: its begin finds the
+ * blob present, or waits for an upload of it under way.
+ */
+static bool is_create(const struct rpc_h1_cache *cr)
+{
+    return !is_cas(cr) && (cr->req->if_none_match_names & RPC_H1_NAMES_ANY);
+}
+
+/*
  * RFC 9110 §13.2.2 for a request whose answer without conditions would be 2xx: If-Match
  * (nothing matches an absent entry), then If-None-Match (a match is 304 for GET and HEAD, 412
  * otherwise). <exists>: the entry is there now; <tags>: the RPC_H1_NAMES_TAG bits of its
@@ -681,6 +692,11 @@ static void committed(void *ctx, int res)
 {
     struct rpc_h1_cache *cr = ctx;
     cr->upload = NULL; /* the engine frees it after this callback */
+    if (res == -EEXIST) {
+        /* A create-only write whose key was stored while its body arrived. */
+        rpc_h1_answer(cr->h, 412, "precondition failed");
+        return;
+    }
     if (res < 0) {
         upload_fail(cr, res);
         return;
@@ -708,8 +724,16 @@ static int begin_upload(struct rpc_h1_cache *cr, uint64_t size, enum blob_encodi
         cr->existed = blob_stat(cr->bc, &k, &info) == 0;
     }
     upload_key(cr, &k, size);
-    int rc = shared && is_cas(cr) ? blob_upload_begin_shared(cr->bc, &k, enc, &cr->upload)
-                                  : blob_upload_begin(cr->bc, &k, enc, &cr->upload);
+    int rc;
+    if (is_create(cr)) {
+        /* One create-only upload of the key at a time; one that waited a read timeout for
+         * another stops waiting, and may not write unguarded: busy. */
+        rc = shared ? blob_upload_begin_create(cr->bc, &k, enc, &cr->upload) : -EAGAIN;
+    } else if (shared && is_cas(cr)) {
+        rc = blob_upload_begin_shared(cr->bc, &k, enc, &cr->upload);
+    } else {
+        rc = blob_upload_begin(cr->bc, &k, enc, &cr->upload);
+    }
     if (rc < 0) cr->upload = NULL;
     return rc;
 }
@@ -739,13 +763,12 @@ static void put_etag(struct rpc_h1_cache *cr)
  * keys, cr->existed says) or the CAS blob was found present (<present>). False when they
  * failed: the upload is aborted and 412 answered before the body is read (a body that is not
  * needed is dropped, or the connection closes, as for every refusal). "If-None-Match: *" is
- * the create-only write. For AC and plain keys the check is made here, before the body, and
- * not again at the commit: two create-only PUTs of one key at once may both store
- * (docs/http.md says so).
+ * the create-only write: checked here, before the body, and for AC and plain keys by the
+ * engine again at the commit (is_create).
  */
 static bool put_cond(struct rpc_h1_cache *cr, bool present)
 {
-    bool exists = is_cas(cr) ? present : cr->existed;
+    bool exists = is_cas(cr) ? present : cr->existed || present;
     /* A CAS blob has both representations: a tag of either names it. */
     uint8_t tags = is_cas(cr) ? RPC_H1_NAMES_TAG | RPC_H1_NAMES_TAG2 : 0;
     enum cond c = cond_eval(cr, exists, tags);

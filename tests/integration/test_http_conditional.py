@@ -234,6 +234,58 @@ class Conditional(harness.ServerTestCase):
             self.assertEqual(self.call("PUT", path, b"third").status, 200, path)
             self.assertEqual(self.call("GET", path).body, b"third", path)
 
+    def begin_put(self, path, body, *extra):
+        """A PUT whose head and first half of <body> are sent, once the server began its
+        upload (the engine's gauge says so): the connection, to send the rest on."""
+        before = self.server.metric("ringcas_blob_uploads")
+        c = Raw(self.server.port)
+        c.send(request("PUT", path, headers=["Content-Length: %d" % len(body), *extra]) +
+               body[:len(body) // 2])
+        harness.wait_for(lambda: self.server.metric("ringcas_blob_uploads") > before or None,
+                         what="the upload to begin")
+        return c
+
+    def test_overlapping_create_only_puts_store_once(self):
+        # Two create-only PUTs of one key whose bodies overlap: one is 201, the other 412,
+        # and the value is the winner's. The second waits (its body unread) until the first
+        # ended; before, both passed the check at their begin and both were 201.
+        for path in (self.key(), "/bazel/ac/" + sha(os.urandom(8))):
+            first, second = os.urandom(100000), os.urandom(100000)
+            waits = self.server.metric("ringcas_upload_waits_total")
+            a = self.begin_put(path, first, "If-None-Match: *")
+            with a, Raw(self.server.port) as b:
+                b.send(request("PUT", path, headers=["If-None-Match: *"], body=second))
+                harness.wait_for(
+                    lambda: self.server.metric("ringcas_upload_waits_total") > waits or None,
+                    what="the second PUT to wait")
+                a.send(first[len(first) // 2:])
+                self.assertEqual(a.read_response().status, 201, path)
+                r = b.read_response()
+                self.assertEqual((r.status, r.body), (412, b"precondition failed\n"), path)
+            get = self.call("GET", path)
+            self.assertEqual((get.status, get.body), (200, first), path)
+
+    def test_a_create_only_put_loses_to_a_plain_put_that_lands_first(self):
+        # The key is stored while the create-only PUT's body arrives: its commit is refused
+        # (412) before its record is written, so the value is the plain PUT's, after a
+        # restart too (recovery keeps an action cache entry's newest record: a refused one
+        # in the log would come back).
+        paths = (self.key(), "/bazel/ac/" + sha(os.urandom(8)))
+        values = {}
+        for path in paths:
+            late, plain = os.urandom(50000), os.urandom(40000)
+            with self.begin_put(path, late, "If-None-Match: *") as a:
+                self.assertEqual(self.call("PUT", path, plain).status, 201, path)
+                a.send(late[len(late) // 2:])
+                r = a.read_response()
+                self.assertEqual((r.status, r.body), (412, b"precondition failed\n"), path)
+            self.assertEqual(self.call("GET", path).body, plain, path)
+            values[path] = plain
+        self.server.restart()
+        for path in paths:
+            get = self.call("GET", path)
+            self.assertEqual((get.status, get.body), (200, values[path]), path)
+
     def test_create_only_put_of_a_present_blob_needs_no_body(self):
         data = os.urandom(1 << 20)
         h = sha(data)
