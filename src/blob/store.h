@@ -293,6 +293,18 @@ MUST_CHECK int blob_upload_begin_shared(struct blob_core *bc, const struct blob_
                                         enum blob_encoding incoming, struct blob_upload **out);
 
 /*
+ * blob_upload_begin for a create-only write of action-cache key <k> (HTTP's PUT with
+ * If-None-Match: *): -EEXIST when <k> is present; -EALREADY while another create-only upload
+ * of <k> (on any core) is under way, and nothing is begun: ask again later (-EEXIST once it
+ * committed); -EAGAIN also when the table of keys being uploaded has no room for <k>; -EINVAL
+ * for a CAS key. Its commit answers -EEXIST, and writes no commit record, when <k> was
+ * stored meanwhile (by a plain upload): of two create-only writes of one key, however they
+ * overlap, one succeeds, and a refused value is never in the log for recovery to find.
+ */
+MUST_CHECK int blob_upload_begin_create(struct blob_core *bc, const struct blob_key *k,
+                                        enum blob_encoding incoming, struct blob_upload **out);
+
+/*
  * Takes <u> out of the store's table of blobs being uploaded: other uploads of its blob no
  * longer wait for it (blob_upload_begin_shared begins them). For an upload whose client left
  * and that is kept for a resumption that may never come (a parked ByteStream upload): a
@@ -337,7 +349,8 @@ MUST_CHECK int blob_upload_append(struct blob_upload *u, const void *data, size_
  * the blob visible once the record is durable per the sync policy. An upload begun with
  * BLOB_SIZE_UNKNOWN takes the size of what arrived (blob_upload_bytes_decoded). Returns 0 and <cb>
  * runs later with 0 (durable and visible), -EILSEQ (digest mismatch), -EMSGSIZE (size mismatch),
- * -EIO/-ENOSPC (the disk failed), -EBADMSG (a zstd upload's stream did not end); in every
+ * -EIO/-ENOSPC (the disk failed), -EBADMSG (a zstd upload's stream did not end), -EEXIST (a
+ * create-only upload whose key was stored meanwhile); in every
  * case the engine owns <u> from this call on and has freed it by the time <cb> runs, and
  * nothing is visible on failure. With 0 the blob is visible to every core when <cb> runs.
  * Returns -EBUSY (and <u> stays the caller's) when an append is still pending. Core thread.

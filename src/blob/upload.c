@@ -50,6 +50,7 @@ struct blob_upload {
     bool unsized;                /* begun with BLOB_SIZE_UNKNOWN: key.size is fixed at commit */
     bool entered;                /* in the store's table of blobs being uploaded */
     bool unshared;               /* taken out of it (blob_upload_unshare): may go back */
+    bool create;                 /* create-only (blob_upload_begin_create): in the table */
     bool commit_waited;          /* the commit waited for the writer once (writer_waits) */
     uint64_t limit;              /* decoded bytes expected (key.size) or, unsized, allowed */
     struct blob_loc from;        /* copy: the location being replaced */
@@ -196,9 +197,18 @@ static int upload_admit(struct blob_core *bc, const struct blob_key *k)
     return 0;
 }
 
+/* How an upload begins: alone, sharing its CAS blob (waits), or create-only (AC). */
+enum begin_mode {
+    BEGIN_ALONE,
+    BEGIN_SHARED,
+    BEGIN_CREATE,
+};
+
 static int upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_encoding incoming,
-                        bool shared, struct blob_upload **out)
+                        enum begin_mode mode, struct blob_upload **out)
 {
+    bool shared = mode == BEGIN_SHARED;
+    bool create = mode == BEGIN_CREATE;
     *out = NULL;
     if (k->kind != BLOB_KIND_CAS && k->kind != BLOB_KIND_AC) return -EINVAL;
     if (!blob_digest_is_supported(k->digest_fn)) return -EINVAL;
@@ -208,14 +218,34 @@ static int upload_begin(struct blob_core *bc, const struct blob_key *k, enum blo
     if (k->kind == BLOB_KIND_AC && k->size > AC_SIZE_MAX && !unsized) return -EINVAL;
     struct blob_key present = *k;
     if (unsized) present.size = BLOB_SIZE_ANY; /* a CAS blob is present at any size */
-    if (k->kind == BLOB_KIND_CAS && blob_exists(bc, &present, true)) {
+    if (create && k->kind != BLOB_KIND_AC) return -EINVAL;
+    if ((k->kind == BLOB_KIND_CAS || create) && blob_exists(bc, &present, !create)) {
         base_counter_inc(&bc->counters.uploads_present);
         return -EEXIST;
     }
     int rc = upload_admit(bc, k);
     if (rc < 0) return rc;
     int entered = 0;
-    if (k->kind == BLOB_KIND_CAS) {
+    if (create) {
+        /* One create-only upload of a key at a time, store-wide: its commit checks the key is
+         * still absent, and no other create-only commit can come between. A key the table
+         * has no room for cannot be guarded: refused, retry later. */
+        entered = blob_uploading_enter(&bc->s->uploading, k, false);
+        if (entered == -EALREADY) {
+            base_counter_inc(&bc->counters.uploads_waiting);
+            return -EALREADY;
+        }
+        if (entered == 0) {
+            base_counter_inc(&bc->counters.queue_full);
+            return -EAGAIN;
+        }
+        /* The one waited for may have committed and left between the look and the entry. */
+        if (blob_exists(bc, &present, false)) {
+            blob_uploading_leave(&bc->s->uploading, k);
+            base_counter_inc(&bc->counters.uploads_present);
+            return -EEXIST;
+        }
+    } else if (k->kind == BLOB_KIND_CAS) {
         entered = blob_uploading_enter(&bc->s->uploading, k, !shared);
         if (entered == -EALREADY) {
             base_counter_inc(&bc->counters.uploads_waiting);
@@ -235,6 +265,7 @@ static int upload_begin(struct blob_core *bc, const struct blob_key *k, enum blo
         return -ENOMEM;
     }
     u->entered = entered == 1;
+    u->create = create;
     u->enc = (uint8_t)incoming;
     if (unsized) {
         u->unsized = true;
@@ -259,13 +290,19 @@ static int upload_begin(struct blob_core *bc, const struct blob_key *k, enum blo
 int blob_upload_begin(struct blob_core *bc, const struct blob_key *k, enum blob_encoding incoming,
                       struct blob_upload **out)
 {
-    return upload_begin(bc, k, incoming, false, out);
+    return upload_begin(bc, k, incoming, BEGIN_ALONE, out);
 }
 
 int blob_upload_begin_shared(struct blob_core *bc, const struct blob_key *k,
                              enum blob_encoding incoming, struct blob_upload **out)
 {
-    return upload_begin(bc, k, incoming, true, out);
+    return upload_begin(bc, k, incoming, BEGIN_SHARED, out);
+}
+
+int blob_upload_begin_create(struct blob_core *bc, const struct blob_key *k,
+                             enum blob_encoding incoming, struct blob_upload **out)
+{
+    return upload_begin(bc, k, incoming, BEGIN_CREATE, out);
 }
 
 void blob_upload_unshare(struct blob_upload *u)
@@ -745,6 +782,13 @@ static void commit_step(struct blob_upload *u)
             commit_end(u, rc);
             return;
         }
+    }
+    /* A create-only upload whose key came meanwhile (a plain upload of it) fails before its
+     * commit record is written: recovery keeps an AC key's highest commit number, so a
+     * refused value in the log could come back after a restart over the one acknowledged. */
+    if (u->create && blob_exists(u->bc, &u->key, false)) {
+        commit_end(u, -EEXIST);
+        return;
     }
     int rc = commit_record(u);
     if (rc == -EINPROGRESS) {

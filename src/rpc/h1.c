@@ -123,6 +123,7 @@ struct rpc_h1_conn {
     char resp_head[H1_RESP_HEAD_MAX]; /* status line and fields */
     char text[256];                   /* a one-line text body: a refusal that names sizes
                                        * (rpc_h1_cache's refusal) and its newline fit */
+    char etag[RPC_H1_ETAG_MAX + 1];   /* its 200, 201 or 304 says ETag: this; "": none */
     uint32_t resp_head_len;           /* bytes in resp_head */
     const void *body;                 /* response body in memory, or NULL */
     size_t body_len;                  /* its bytes */
@@ -272,11 +273,13 @@ static const char *reason(int status)
         { 200, "OK" },
         { 201, "Created" },
         { 204, "No Content" },
+        { 304, "Not Modified" },
         { 400, "Bad Request" },
         { 404, "Not Found" },
         { 405, "Method Not Allowed" },
         { 408, "Request Timeout" },
         { 411, "Length Required" },
+        { 412, "Precondition Failed" },
         { 413, "Content Too Large" },
         { 414, "URI Too Long" },
         { 415, "Unsupported Media Type" },
@@ -368,6 +371,10 @@ static void format_head(struct rpc_h1_conn *h, const struct resp_fields *f)
     head_add(h, date_now());
     if (f->chunked) {
         head_add(h, "\r\nTransfer-Encoding: chunked\r\n");
+    } else if (f->status == 304) {
+        /* No content, and no length: a 304's Content-Length would have to be its 200's
+         * (RFC 9110 §8.6), which a HEAD-like answer need not know. */
+        head_add(h, "\r\n");
     } else {
         head_add(h, "\r\nContent-Length: ");
         head_add_u64(h, f->length);
@@ -384,11 +391,17 @@ static void format_head(struct rpc_h1_conn *h, const struct resp_fields *f)
         head_add(h, "\r\n");
     }
     if (f->vary) head_add(h, "Vary: Accept-Encoding\r\n");
+    if (h->etag[0] && (f->status == 200 || f->status == 201 || f->status == 304)) {
+        head_add(h, "ETag: ");
+        head_add(h, h->etag);
+        head_add(h, "\r\n");
+    }
     /* Without it a shared cache in front may keep a 200 or 404 for a while (RFC 9111
      * §4.2.2, nginx's proxy_cache_valid, Varnish's default TTL) and serve an action result
      * after its outputs were evicted, or a miss after the upload. */
-    if (f->status != 200 || h->route.target != RPC_H1_TARGET_CAS) {
-        /* Only a CAS blob's 200 never changes under its name. */
+    if ((f->status != 200 && f->status != 304) || h->route.target != RPC_H1_TARGET_CAS) {
+        /* Only a CAS blob's 200 never changes under its name; its 304 says what its 200
+         * would (RFC 9110 §15.4.5). */
         head_add(h, "Cache-Control: no-cache\r\n");
     }
     if (f->extra) head_add(h, f->extra);
@@ -537,6 +550,7 @@ static void end_request(struct rpc_h1_conn *h, int status)
     h->body_left = 0;
     h->continue_sent = false;
     h->vary_encoding = false;
+    h->etag[0] = '\0';
     h->resp_queued = false;
     h->pending_status = 0;
     h->pending_desc = NULL;
@@ -714,6 +728,11 @@ static void handle_head(struct rpc_h1_conn *h)
         return;
     }
     rpc_h1_route(h->req.method, &h->head.method, &h->req.path, &h->route);
+    /* The head's bytes are given back before the request is served: its conditions are read
+     * now, against the representations the route names. */
+    if ((h->req.if_match | h->req.if_none_match) && h->route.target >= RPC_H1_TARGET_CAS) {
+        rpc_h1_cache_conds(&h->head, &h->req, &h->route);
+    }
     begin_request(h, h->route.metric);
     log_target_keep(h);
     h->keep_alive = h->req.keep_alive && !h->draining;
@@ -1071,6 +1090,22 @@ void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length, bool zstd)
     };
     h->state = H1_HANDLE;
     respond(h, &f, NULL, NULL);
+}
+
+void rpc_h1_answer_not_modified(struct rpc_h1_conn *h)
+{
+    ASSERT(h->req.method == RPC_H1_METHOD_GET || h->req.method == RPC_H1_METHOD_HEAD);
+    give_up_body(h);
+    struct resp_fields f = { .status = 304, .vary = h->vary_encoding };
+    h->state = H1_HANDLE;
+    respond(h, &f, NULL, NULL);
+}
+
+void rpc_h1_etag(struct rpc_h1_conn *h, const char *etag)
+{
+    size_t n = strlen(etag);
+    ASSERT(n <= RPC_H1_ETAG_MAX);
+    memcpy(h->etag, etag, n + 1);
 }
 
 void rpc_h1_vary_encoding(struct rpc_h1_conn *h)

@@ -69,6 +69,20 @@ void rpc_h1_answer_head(struct rpc_h1_conn *h, uint64_t length, bool zstd);
  */
 void rpc_h1_vary_encoding(struct rpc_h1_conn *h);
 
+/*
+ * The 200, 201 or 304 of this request carries "ETag: <etag>" (<etag> quoted, at most
+ * RPC_H1_ETAG_MAX bytes, copied); other statuses do not.
+ */
+#define RPC_H1_ETAG_MAX 71 /* "<64 hex>.zst" is 70 */
+void rpc_h1_etag(struct rpc_h1_conn *h, const char *etag);
+
+/*
+ * Answers 304 Not Modified (a GET or HEAD whose If-None-Match named the representation): the
+ * fields its 200 would have had that a cache needs (ETag, Vary, RFC 9110 §15.4.5), and no
+ * content.
+ */
+void rpc_h1_answer_not_modified(struct rpc_h1_conn *h);
+
 /* ---- streamed responses ---- */
 
 /*

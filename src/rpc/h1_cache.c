@@ -19,7 +19,14 @@
  * first (up to AC_GATHER_MAX); if it decodes, the completeness check (rpc/ac_check.h) decides
  * between serving it and 404, as gRPC's GetActionResult does. docs/http.md says why.
  *
- * Sections: keys and statuses, reads (GET, HEAD), action results, uploads (PUT).
+ * Conditions (If-Match, If-None-Match; RFC 9110 §13.2.2) are evaluated where the answer
+ * without them would be 2xx, with what that answer already looked up: a GET or HEAD once the
+ * entry was found (an action result once its verdict is "serve"), a PUT once its upload began
+ * or found the CAS blob present. A request without them costs no more. Only a CAS blob has an
+ * ETag: its hash, one per representation ("<hash>", "<hash>.zst"); an AC or plain-key value
+ * changes under its name and has no cheap validator, so only "*" matches it.
+ *
+ * Sections: keys and statuses, conditions, reads (GET, HEAD), action results, uploads (PUT).
  */
 #include "rpc/h1_cache.h"
 
@@ -131,13 +138,134 @@ static const char *status_text(int status, int err)
     return "storage error";
 }
 
+/* ---- conditions ---- */
+
+static void read_close(struct rpc_h1_cache *cr);
+static void ac_end(struct rpc_h1_cache *cr);
+
+enum cond {
+    COND_PASS = 0,    /* serve the request as without the condition */
+    COND_FAILED,      /* 412 */
+    COND_NOT_MODIFIED /* 304 (GET, HEAD) */
+};
+
+/* The ETag of a CAS blob <hash>'s representation: "<hash>" (identity) or "<hash>.zst"
+ * (<zstd>, the stored frames), quoted. Two representations need two strong tags (RFC 9110
+ * §8.8.3). */
+static void cas_etag(const uint8_t *hash, bool zstd, char out[RPC_H1_ETAG_MAX + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    char *p = out;
+    *p++ = '"';
+    for (size_t i = 0; i < RPC_KEY_SIZE; i++) {
+        *p++ = digits[hash[i] >> 4];
+        *p++ = digits[hash[i] & 15];
+    }
+    if (zstd) {
+        memcpy(p, ".zst", 4);
+        p += 4;
+    }
+    *p++ = '"';
+    *p = '\0';
+}
+
+static uint8_t names(const struct rpc_h1_head *head, uint64_t fields, const char *etag,
+                     const char *etag2, bool weak)
+{
+    if (!fields) return 0;
+    uint8_t n = rpc_h1_etag_match(head, fields, NULL, weak) ? RPC_H1_NAMES_ANY : 0;
+    if (etag && rpc_h1_etag_match(head, fields, etag, weak)) n |= RPC_H1_NAMES_TAG;
+    if (etag2 && rpc_h1_etag_match(head, fields, etag2, weak)) n |= RPC_H1_NAMES_TAG2;
+    return n;
+}
+
+void rpc_h1_cache_conds(const struct rpc_h1_head *head, struct rpc_h1_request *req,
+                        const struct rpc_h1_route *route)
+{
+    char etag[RPC_H1_ETAG_MAX + 1];
+    char etag2[RPC_H1_ETAG_MAX + 1];
+    bool cas = route->target == RPC_H1_TARGET_CAS;
+    if (cas) {
+        cas_etag(route->key, false, etag);
+        cas_etag(route->key, true, etag2);
+    }
+    /* If-Match compares strongly, If-None-Match weakly (RFC 9110 §13.1.1, §13.1.2). */
+    req->if_match_names = names(head, req->if_match, cas ? etag : NULL, cas ? etag2 : NULL, false);
+    req->if_none_match_names =
+        names(head, req->if_none_match, cas ? etag : NULL, cas ? etag2 : NULL, true);
+}
+
+static bool has_cond(const struct rpc_h1_cache *cr)
+{
+    return cr->req->if_match || cr->req->if_none_match;
+}
+
+/*
+ * A create-only write of an AC entry or a plain key (If-None-Match: *): the engine decides at
+ * the commit, before its record is written, so that of two such PUTs one succeeds however
+ * they overlap (blob_upload_begin_create). A CAS blob's PUT needs none: its begin finds the
+ * blob present, or waits for an upload of it under way.
+ */
+static bool is_create(const struct rpc_h1_cache *cr)
+{
+    return !is_cas(cr) && (cr->req->if_none_match_names & RPC_H1_NAMES_ANY);
+}
+
+/*
+ * RFC 9110 §13.2.2 for a request whose answer without conditions would be 2xx: If-Match
+ * (nothing matches an absent entry), then If-None-Match (a match is 304 for GET and HEAD, 412
+ * otherwise). <exists>: the entry is there now; <tags>: the RPC_H1_NAMES_TAG bits of its
+ * representation (a CAS PUT: both, its blob has both). If-Modified-Since and
+ * If-Unmodified-Since are ignored: there is no modification date (docs/http.md).
+ */
+static enum cond cond_eval(const struct rpc_h1_cache *cr, bool exists, uint8_t tags)
+{
+    const struct rpc_h1_request *req = cr->req;
+    uint8_t named = RPC_H1_NAMES_ANY | tags;
+    if (req->if_match && (!exists || !(req->if_match_names & named))) return COND_FAILED;
+    if (req->if_none_match && exists && (req->if_none_match_names & named)) {
+        bool read = req->method == RPC_H1_METHOD_GET || req->method == RPC_H1_METHOD_HEAD;
+        return read ? COND_NOT_MODIFIED : COND_FAILED;
+    }
+    return COND_PASS;
+}
+
+/* Answers a condition that did not pass; nothing else of the request may be held. */
+static void cond_answer(struct rpc_h1_cache *cr, enum cond c)
+{
+    ASSERT(c != COND_PASS);
+    if (c == COND_NOT_MODIFIED) {
+        rpc_h1_answer_not_modified(cr->h);
+        return;
+    }
+    rpc_h1_answer(cr->h, 412, "precondition failed");
+}
+
+/* Evaluates the conditions of a GET or HEAD of a present entry whose 200 would send the
+ * representation <zstd>; false when they were answered. Sets the 200's ETag. */
+static bool read_cond(struct rpc_h1_cache *cr, bool zstd)
+{
+    if (is_cas(cr)) {
+        char etag[RPC_H1_ETAG_MAX + 1];
+        cas_etag(cr->route->key, zstd, etag);
+        rpc_h1_etag(cr->h, etag);
+    }
+    if (!has_cond(cr)) return true;
+    uint8_t tag = !is_cas(cr) ? 0 : zstd ? RPC_H1_NAMES_TAG2 : RPC_H1_NAMES_TAG;
+    enum cond c = cond_eval(cr, true, tag);
+    if (c == COND_PASS) return true;
+    if (cr->reader) read_close(cr);
+    ac_end(cr);
+    cond_answer(cr, c);
+    return false;
+}
+
 /* ---- reads ---- */
 
 #define READ_OUT_MAX (2u << 20) /* bytes of pieces queued or in a send: no more asked past it */
 
 static void read_next(struct rpc_h1_cache *cr);
 static void ac_piece(struct rpc_h1_cache *cr, int res, const uint8_t *data, size_t len);
-static void ac_end(struct rpc_h1_cache *cr);
 
 static void read_close(struct rpc_h1_cache *cr)
 {
@@ -309,6 +437,7 @@ static void start_get(struct rpc_h1_cache *cr)
     /* An empty value goes out as identity: zero bytes are no zstd stream, and strict
      * decoders refuse a Content-Encoding: zstd body without a frame. */
     cr->zstd_out = want == BLOB_ENCODING_ZSTD && blob_reader_size(cr->reader) > 0;
+    if (!read_cond(cr, cr->zstd_out)) return;
     rpc_h1_stream_begin(cr->h, blob_reader_size(cr->reader), cr->zstd_out);
     read_next(cr);
 }
@@ -331,7 +460,9 @@ static void start_head(struct rpc_h1_cache *cr)
     /* The same fields as its GET (RFC 9110 §9.3.2), which sends zstd frames, chunked, when
      * they are asked for and the value is not empty (start_get). */
     rpc_h1_vary_encoding(cr->h);
-    rpc_h1_answer_head(cr->h, info.size, cr->req->accept_zstd && info.size > 0);
+    bool zstd = cr->req->accept_zstd && info.size > 0;
+    if (!read_cond(cr, zstd)) return;
+    rpc_h1_answer_head(cr->h, info.size, zstd);
 }
 
 void rpc_h1_cache_piece_sent(struct rpc_h1_cache *cr)
@@ -393,6 +524,7 @@ static void ac_end(struct rpc_h1_cache *cr)
 static void ac_serve(struct rpc_h1_cache *cr)
 {
     cr->ac_pending = false;
+    if (!read_cond(cr, false)) return; /* the verdict was "serve": a 2xx without conditions */
     if (cr->req->method == RPC_H1_METHOD_HEAD) {
         if (cr->reader) read_close(cr);
         ac_end(cr);
@@ -556,14 +688,22 @@ static void upload_fail(struct rpc_h1_cache *cr, int err)
     rpc_h1_answer(cr->h, status, status_text(status, err));
 }
 
+static void put_etag(struct rpc_h1_cache *cr);
+
 static void committed(void *ctx, int res)
 {
     struct rpc_h1_cache *cr = ctx;
     cr->upload = NULL; /* the engine frees it after this callback */
+    if (res == -EEXIST) {
+        /* A create-only write whose key was stored while its body arrived. */
+        rpc_h1_answer(cr->h, 412, "precondition failed");
+        return;
+    }
     if (res < 0) {
         upload_fail(cr, res);
         return;
     }
+    put_etag(cr);
     rpc_h1_answer_empty(cr->h, cr->existed ? 200 : 201);
 }
 
@@ -586,8 +726,16 @@ static int begin_upload(struct rpc_h1_cache *cr, uint64_t size, enum blob_encodi
         cr->existed = blob_stat(cr->bc, &k, &info) == 0;
     }
     upload_key(cr, &k, size);
-    int rc = shared && is_cas(cr) ? blob_upload_begin_shared(cr->bc, &k, enc, &cr->upload)
-                                  : blob_upload_begin(cr->bc, &k, enc, &cr->upload);
+    int rc;
+    if (is_create(cr)) {
+        /* One create-only upload of the key at a time; one that waited a read timeout for
+         * another stops waiting, and may not write unguarded: busy. */
+        rc = shared ? blob_upload_begin_create(cr->bc, &k, enc, &cr->upload) : -EAGAIN;
+    } else if (shared && is_cas(cr)) {
+        rc = blob_upload_begin_shared(cr->bc, &k, enc, &cr->upload);
+    } else {
+        rc = blob_upload_begin(cr->bc, &k, enc, &cr->upload);
+    }
     if (rc < 0) cr->upload = NULL;
     return rc;
 }
@@ -598,6 +746,42 @@ static uint64_t size_limit(const struct rpc_h1_cache *cr)
 }
 
 static void put_begin(struct rpc_h1_cache *cr, bool shared);
+
+/*
+ * A CAS PUT whose body is stored as sent (identity) tells its client the ETag of the identity
+ * representation, which is now what a GET returns (RFC 9110 §8.8.3); a zstd body is not that
+ * representation, and gets none.
+ */
+static void put_etag(struct rpc_h1_cache *cr)
+{
+    if (!is_cas(cr) || cr->req->encoding != RPC_H1_CODING_IDENTITY) return;
+    char etag[RPC_H1_ETAG_MAX + 1];
+    cas_etag(cr->route->key, false, etag);
+    rpc_h1_etag(cr->h, etag);
+}
+
+/*
+ * Evaluates a PUT's conditions once its upload began (the entry was absent, or, AC and plain
+ * keys, cr->existed says) or the CAS blob was found present (<present>). False when they
+ * failed: the upload is aborted and 412 answered before the body is read (a body that is not
+ * needed is dropped, or the connection closes, as for every refusal). "If-None-Match: *" is
+ * the create-only write: checked here, before the body, and for AC and plain keys by the
+ * engine again at the commit (is_create).
+ */
+static bool put_cond(struct rpc_h1_cache *cr, bool present)
+{
+    bool exists = is_cas(cr) ? present : cr->existed || present;
+    /* A CAS blob has both representations: a tag of either names it. */
+    uint8_t tags = is_cas(cr) ? RPC_H1_NAMES_TAG | RPC_H1_NAMES_TAG2 : 0;
+    enum cond c = cond_eval(cr, exists, tags);
+    if (c == COND_PASS) return true;
+    if (cr->upload) {
+        blob_upload_abort(cr->upload);
+        cr->upload = NULL;
+    }
+    cond_answer(cr, c);
+    return false;
+}
 
 /*
  * The most body bytes a PUT may send: a zstd body may be a little larger than what it decodes
@@ -668,12 +852,14 @@ static void put_begin(struct rpc_h1_cache *cr, bool shared)
         rc = begin_upload(cr, put_size(cr), enc, false); /* no timer: do not wait */
     }
     put_wait_set(cr, false);
+    if ((rc == 0 || rc == -EEXIST) && has_cond(cr) && !put_cond(cr, rc == -EEXIST)) return;
     if (is_cas(cr) && rc == -EFBIG) {
         /* Within --max-size/4 but over what the engine takes now: 507, as before. */
         answer_too_large(cr, upload_status(rc), put_size(cr), blob_cas_size_max(cr->bc));
         return;
     }
     if (rc == -EEXIST) {
+        put_etag(cr);
         rpc_h1_body_discard(cr->h, 200, body_limit(cr)); /* present: the body is not needed */
         return;
     }

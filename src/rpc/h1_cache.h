@@ -91,6 +91,16 @@ void rpc_h1_cache_start(struct rpc_h1_cache *cr, struct rpc_core *rc,
                         uint64_t max_blob);
 
 /*
+ * Reads what the conditions of <req> (If-Match, If-None-Match; <head> is its head, held now)
+ * name of route <route>'s representations into req->if_match_names and if_none_match_names,
+ * for rpc_h1_cache_start to evaluate. Called once the request is routed to the cache, only
+ * when it has a condition: a CAS blob's ETags are "<hash>" and "<hash>.zst"; other entries
+ * have none, so only "*" names them.
+ */
+void rpc_h1_cache_conds(const struct rpc_h1_head *head, struct rpc_h1_request *req,
+                        const struct rpc_h1_route *route);
+
+/*
  * The next <len> decoded body bytes at <data>. Returns 0 when they were consumed,
  * -EINPROGRESS when they must stay unchanged until rpc_h1_body_resume(), or -ECANCELED when
  * the request was answered (an error) and no more body is wanted.

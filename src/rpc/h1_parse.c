@@ -567,6 +567,79 @@ static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
     return 0;
 }
 
+/*
+ * Cuts the next element of an If-Match or If-None-Match list (RFC 9110 §13.1.1: "*" or
+ * #entity-tag) from <list> into <tag> ("*" or the entity-tag, W/ and quotes included). Returns
+ * 1, 0 at the end, or -EPROTO when what follows is neither. An opaque-tag may hold a comma, so
+ * the list is cut by its quotes, not at commas.
+ */
+static int next_etag(struct rpc_h1_span *list, struct rpc_h1_span *tag)
+{
+    const char *p = list->ptr;
+    const char *e = p + list->len;
+    while (p < e && (*p == ',' || *p == ' ' || *p == '\t')) {
+        p++;
+    }
+    if (p == e) {
+        list->ptr = e;
+        list->len = 0;
+        return 0;
+    }
+    const char *q = p;
+    if (*p == '*') {
+        p++;
+    } else {
+        if (e - p >= 2 && p[0] == 'W' && p[1] == '/') p += 2;
+        if (p == e || *p != '"') return -EPROTO;
+        p++;
+        /* etagc: %x21 / %x23-7E / obs-text */
+        while (p < e && *p != '"') {
+            uint8_t c = (uint8_t)*p;
+            if (c < 0x21 || c == 0x7f) return -EPROTO;
+            p++;
+        }
+        if (p == e) return -EPROTO; /* no closing quote */
+        p++;
+    }
+    *tag = (struct rpc_h1_span){ q, (uint32_t)(p - q) };
+    while (p < e && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+    if (p < e && *p != ',') return -EPROTO; /* "\"a\" \"b\"", "*x" */
+    list->ptr = p;
+    list->len = (uint32_t)(e - p);
+    return 1;
+}
+
+static bool etag_list_is_valid(struct rpc_h1_span list)
+{
+    struct rpc_h1_span tag;
+    int rc;
+    while ((rc = next_etag(&list, &tag)) > 0) {
+    }
+    return rc == 0;
+}
+
+bool rpc_h1_etag_match(const struct rpc_h1_head *head, uint64_t fields, const char *etag, bool weak)
+{
+    for (uint32_t i = 0; i < head->field_count; i++) {
+        if (!(fields & (1ULL << i))) continue;
+        struct rpc_h1_span list = head->fields[i].value;
+        struct rpc_h1_span tag;
+        /* Checked by rpc_h1_parse_request: every element is "*" or an entity-tag. */
+        while (next_etag(&list, &tag) > 0) {
+            if (span_is(&tag, "*")) return true;
+            if (tag.ptr[0] == 'W') {
+                if (!weak) continue;
+                tag.ptr += 2;
+                tag.len -= 2;
+            }
+            if (etag && span_is(&tag, etag)) return true;
+        }
+    }
+    return false;
+}
+
 /* Extracts the path of origin-form or absolute-form <target> (RFC 9112 §3.2). */
 static int read_path(const struct rpc_h1_span *target, struct rpc_h1_span *path)
 {
@@ -631,7 +704,22 @@ int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *
     bool close = false;
     bool keep = false;
     for (uint32_t i = 0; i < head->field_count; i++) {
-        int rc = read_field(&head->fields[i], req, &n, &close, &keep, err_desc);
+        const struct rpc_h1_field *f = &head->fields[i];
+        /* Conditions: only checked here, and evaluated by the handler that knows the
+         * representation (h1_cache.c), so a request without one costs nothing more. */
+        if (span_is_nocase(&f->name, "if-match")) {
+            if (!etag_list_is_valid(f->value)) return fail(err_desc, "malformed If-Match", -EPROTO);
+            req->if_match |= 1ULL << i;
+            continue;
+        }
+        if (span_is_nocase(&f->name, "if-none-match")) {
+            if (!etag_list_is_valid(f->value)) {
+                return fail(err_desc, "malformed If-None-Match", -EPROTO);
+            }
+            req->if_none_match |= 1ULL << i;
+            continue;
+        }
+        int rc = read_field(f, req, &n, &close, &keep, err_desc);
         if (rc < 0) return rc;
     }
     if (n.te > 0) {

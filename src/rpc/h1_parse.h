@@ -96,7 +96,16 @@ struct rpc_h1_request {
     bool accept_zstd;            /* Accept-Encoding lists zstd with q > 0 */
     enum rpc_h1_coding encoding; /* Content-Encoding of the body */
     struct rpc_h1_span path;     /* the target's path: no scheme, authority or query */
+    uint64_t if_match;           /* If-Match fields: bit i for head->fields[i], 0: none */
+    uint64_t if_none_match;      /* If-None-Match fields, likewise */
+    uint8_t if_match_names;      /* what If-Match names (RPC_H1_NAMES_*): filled by the */
+    uint8_t if_none_match_names; /* handler while the head's bytes are held */
 };
+
+/* What a condition's list names, of a representation's ETags (rpc_h1_request). */
+#define RPC_H1_NAMES_ANY  1u /* "*" */
+#define RPC_H1_NAMES_TAG  2u /* the identity representation's ETag */
+#define RPC_H1_NAMES_TAG2 4u /* the other representation's (zstd frames) */
 
 /*
  * Interprets <head> into <req>. Returns 0, or:
@@ -107,6 +116,8 @@ struct rpc_h1_request {
  *   -EMEDIUMTYPE   a content coding other than identity or zstd, or zstd more than once
  *                  (repeated Content-Encoding fields are one list) (415);
  *   -EBADE         an Expect other than 100-continue (417).
+ * An If-Match or If-None-Match that is not "*" or a list of entity-tags (RFC 9110 §8.8.3) is
+ * -EPROTO too: a condition the server cannot read must not be taken as met or as failed.
  * <err_desc> (may be NULL) names the problem. The spans in <req> point where <head>'s do.
  */
 MUST_CHECK int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h1_request *req,
@@ -114,6 +125,20 @@ MUST_CHECK int rpc_h1_parse_request(const struct rpc_h1_head *head, struct rpc_h
 
 /* The value of the first field named <name> (case-insensitive), or NULL. */
 const struct rpc_h1_span *rpc_h1_parse_field(const struct rpc_h1_head *head, const char *name);
+
+STATIC_ASSERT(RPC_H1_FIELDS_MAX <= 64, "if_match and if_none_match are bitmasks of fields");
+
+/*
+ * Whether the entity-tag lists of the fields <fields> of <head> (rpc_h1_request's if_match or
+ * if_none_match) name the current representation, whose ETag is <etag> (quoted, strong, or
+ * NULL when it has none): "*" always does (the caller asks only when a representation
+ * exists); an entity-tag does when its opaque-tag equals <etag>, and, with <weak> false
+ * (If-Match's strong comparison, RFC 9110 §8.8.3.2), only when it is not weak ("W/").
+ * Only while <head>'s bytes are held: they are the receive buffers', given back once the
+ * head is consumed, so a handler reads what it needs at once (rpc_h1_cache_conds).
+ */
+bool rpc_h1_etag_match(const struct rpc_h1_head *head, uint64_t fields, const char *etag,
+                       bool weak);
 
 /* The HTTP status for an error of rpc_h1_parse_head or rpc_h1_parse_request. */
 int rpc_h1_parse_status(int err);

@@ -67,8 +67,8 @@ enum rpc_route {
 /* The statuses in one block, not one per line. */
 /* clang-format off */
 #define RPC_HTTP_STATUSES(X)                                                                       \
-    X(200) X(201) X(204) X(206) X(400) X(404) X(405) X(408) X(411) X(413) X(414) X(415) X(416)     \
-    X(417) X(431) X(499) X(500) X(501) X(503) X(505) X(507)
+    X(200) X(201) X(204) X(206) X(304) X(400) X(404) X(405) X(408) X(411) X(412) X(413) X(414)     \
+    X(415) X(416) X(417) X(431) X(499) X(500) X(501) X(503) X(505) X(507)
 /* clang-format on */
 #define RPC_HTTP_STATUS_ENUM(code) RPC_HTTP_STATUS_SLOT_##code,
 

@@ -870,3 +870,81 @@ Test(blob_upload, an_aborted_unknown_size_upload_releases_everything)
     free(data);
     th_close(&t); /* uploads, buffers, zstd memory and I/O back to zero */
 }
+
+/* Appends <len> bytes to <u> (they fit the write buffer) and commits; the commit's result. */
+static int commit_small(struct th *t, struct blob_upload *u, const void *data, size_t len)
+{
+    struct pending p = { 0 };
+    int rc = blob_upload_append(u, data, len, pending_cb, &p);
+    if (rc == -EINPROGRESS) {
+        cr_assert(th_run_until(t, &p.done));
+        rc = p.res;
+    }
+    cr_assert(eq(int, rc, 0));
+    struct job j = { 0 };
+    cr_assert(eq(int, blob_upload_commit(u, job_commit_cb, &j), 0));
+    cr_assert(th_run_until(t, &j.done));
+    return j.res;
+}
+
+/* The value of AC key <name>, read back; it must be present. */
+static void check_ac(struct th *t, const uint8_t *name, const void *want, size_t len)
+{
+    struct blob_key k;
+    blob_key_ac(&k, name, 0);
+    uint8_t *got = NULL;
+    size_t got_len = 0;
+    cr_assert(eq(int, th_get(t, &k, 0, BLOB_ENCODING_IDENTITY, &got, &got_len), 0));
+    cr_assert(eq(sz, got_len, len));
+    cr_assert(eq(int, memcmp(got, want, len), 0));
+    free(got);
+}
+
+Test(blob_upload, create_only_uploads_succeed_once_and_a_refused_one_leaves_no_record)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 31);
+    uint8_t name[BLOB_HASH_SIZE] = { 0xc4, 31 };
+    static const uint8_t a[] = "create-only A", b[] = "plain B", c[] = "create-only C";
+    struct blob_key ka, kb, kc;
+    blob_key_ac(&ka, name, sizeof(a));
+    blob_key_ac(&kb, name, sizeof(b));
+    blob_key_ac(&kc, name, sizeof(c));
+    struct blob_upload *ua = NULL;
+    struct blob_upload *uc = NULL;
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &ka, BLOB_ENCODING_IDENTITY, &ua), 0));
+    /* Another create-only upload of the key waits for A: nothing begun. */
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &kc, BLOB_ENCODING_IDENTITY, &uc), -EALREADY));
+    cr_assert(eq(ptr, uc, NULL));
+    /* A plain upload does not wait, and commits first. */
+    cr_assert(eq(int, th_put(&t, &kb, b, sizeof(b), 0, BLOB_ENCODING_IDENTITY), 0));
+    /* A's commit finds the key: refused, and B stays. */
+    cr_assert(eq(int, commit_small(&t, ua, a, sizeof(a)), -EEXIST));
+    check_ac(&t, name, b, sizeof(b));
+    /* A left the table: C is told the key is there. */
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &kc, BLOB_ENCODING_IDENTITY, &uc), -EEXIST));
+    /* Recovery keeps an AC key's highest commit number: A wrote no commit record, or its
+     * value (committed after B's) would come back over the one acknowledged. */
+    th_reopen(&t);
+    check_ac(&t, name, b, sizeof(b));
+    /* An absent key: the first create-only upload stores, the next is refused at begin. */
+    uint8_t other[BLOB_HASH_SIZE] = { 0xc4, 32 };
+    blob_key_ac(&ka, other, sizeof(a));
+    blob_key_ac(&kc, other, sizeof(c));
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &ka, BLOB_ENCODING_IDENTITY, &ua), 0));
+    cr_assert(eq(int, commit_small(&t, ua, a, sizeof(a)), 0));
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &kc, BLOB_ENCODING_IDENTITY, &uc), -EEXIST));
+    check_ac(&t, other, a, sizeof(a));
+    /* An aborted create-only upload lets the next one begin. */
+    uint8_t third[BLOB_HASH_SIZE] = { 0xc4, 33 };
+    blob_key_ac(&ka, third, sizeof(a));
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &ka, BLOB_ENCODING_IDENTITY, &ua), 0));
+    blob_upload_abort(ua);
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &ka, BLOB_ENCODING_IDENTITY, &ua), 0));
+    blob_upload_abort(ua);
+    /* Only action-cache keys. */
+    struct blob_key cas;
+    th_key_of(&cas, a, sizeof(a));
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &cas, BLOB_ENCODING_IDENTITY, &ua), -EINVAL));
+    th_close(&t);
+}

@@ -738,3 +738,61 @@ Test(rpc_h1_parse, random_heads_round_trip_at_random_cuts)
         }
     }
 }
+
+/* If-Match and If-None-Match (RFC 9110 §13.1.1, §13.1.2): "*" or a list of entity-tags,
+ * checked when the head is read, matched by rpc_h1_etag_match. */
+static bool cond_request(const char *field, const char *value)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\n%s: %s\r\n\r\n", field, value);
+    const char *desc = NULL;
+    cr_assert(gt(int, parse(buf), 0), "%s", buf);
+    int rc = rpc_h1_parse_request(&head, &req, &desc);
+    if (rc < 0) {
+        cr_assert(eq(int, rc, -EPROTO));
+        cr_assert(ne(ptr, (void *)strstr(desc, field), NULL), "%s", desc);
+    }
+    return rc == 0;
+}
+
+Test(rpc_h1_parse, conditional_lists_are_checked)
+{
+    static const char *const good[] = {
+        "*",       "\"a\"",    "W/\"a\"", "\"\"",        " \"a\" , W/\"b\" ",
+        "\"a,b\"", ",\"a\",,", "",        "\"\x80\xff\""
+    };
+    static const char *const bad[] = { "a",  "\"a", "W/a",    "w/\"a\"", "\"a\" \"b\"",
+                                       "*x", "* *", "\"a\"x", "W/",      "\"a b\"" };
+    for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+        cr_assert(cond_request("If-Match", good[i]), "%s", good[i]);
+        cr_assert(eq(u64, req.if_match, 1ULL << 1), "%s", good[i]);
+        cr_assert(eq(u64, req.if_none_match, 0));
+        cr_assert(cond_request("if-none-match", good[i]), "%s", good[i]);
+        cr_assert(eq(u64, req.if_none_match, 1ULL << 1), "%s", good[i]);
+    }
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        cr_assert(not(cond_request("If-Match", bad[i])), "%s", bad[i]);
+        cr_assert(not(cond_request("If-None-Match", bad[i])), "%s", bad[i]);
+    }
+    cr_assert(cond_request("X-Other", "\"a"), "another field is not a condition");
+    cr_assert(eq(u64, req.if_match | req.if_none_match, 0));
+}
+
+Test(rpc_h1_parse, etag_match_compares_strong_or_weak)
+{
+    cr_assert(eq(int,
+                 request("GET / HTTP/1.1\r\nHost: a\r\nIf-Match: \"x\", W/\"w\"\r\n"
+                         "If-None-Match: \"n\"\r\nIf-Match: \"a,b\"\r\n\r\n"),
+                 0));
+    cr_assert(eq(u64, req.if_match, (1ULL << 1) | (1ULL << 3)));
+    cr_assert(rpc_h1_etag_match(&head, req.if_match, "\"x\"", false));
+    cr_assert(rpc_h1_etag_match(&head, req.if_match, "\"a,b\"", false));    /* the second field */
+    cr_assert(not(rpc_h1_etag_match(&head, req.if_match, "\"w\"", false))); /* weak */
+    cr_assert(rpc_h1_etag_match(&head, req.if_match, "\"w\"", true));
+    cr_assert(not(rpc_h1_etag_match(&head, req.if_match, "\"n\"", true))); /* not its field */
+    cr_assert(not(rpc_h1_etag_match(&head, req.if_match, "\"X\"", true))); /* case-sensitive */
+    cr_assert(not(rpc_h1_etag_match(&head, req.if_match, NULL, true)));
+    cr_assert(rpc_h1_etag_match(&head, req.if_none_match, "\"n\"", false));
+    cr_assert(eq(int, request("GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"q\", *\r\n\r\n"), 0));
+    cr_assert(rpc_h1_etag_match(&head, req.if_none_match, NULL, false)); /* "*": any */
+}
