@@ -324,22 +324,28 @@ const struct rpc_h1_span *rpc_h1_parse_field(const struct rpc_h1_head *head, con
     return NULL;
 }
 
-/*
- * Cuts the next list element (RFC 9110 §5.6.1) from <list>: skips empty elements and OWS;
- * returns false at the end. The element keeps its parameters (";q=0.5").
- */
-static bool next_element(struct rpc_h1_span *list, struct rpc_h1_span *out)
+/* Skips the empty elements and OWS at the front of <list>; false when nothing is left. */
+static bool skip_separators(struct rpc_h1_span *list)
 {
     const char *p = list->ptr;
     const char *e = p + list->len;
     while (p < e && (*p == ',' || *p == ' ' || *p == '\t')) {
         p++;
     }
-    if (p == e) {
-        list->ptr = e;
-        list->len = 0;
-        return false;
-    }
+    list->ptr = p;
+    list->len = (uint32_t)(e - p);
+    return p < e;
+}
+
+/*
+ * Cuts the next list element (RFC 9110 §5.6.1) from <list>: skips empty elements and OWS;
+ * returns false at the end. The element keeps its parameters (";q=0.5").
+ */
+static bool next_element(struct rpc_h1_span *list, struct rpc_h1_span *out)
+{
+    if (!skip_separators(list)) return false;
+    const char *p = list->ptr;
+    const char *e = p + list->len;
     const char *q = p;
     while (p < e && *p != ',') {
         p++;
@@ -575,16 +581,9 @@ static int read_field(const struct rpc_h1_field *f, struct rpc_h1_request *req,
  */
 static int next_etag(struct rpc_h1_span *list, struct rpc_h1_span *tag)
 {
+    if (!skip_separators(list)) return 0;
     const char *p = list->ptr;
     const char *e = p + list->len;
-    while (p < e && (*p == ',' || *p == ' ' || *p == '\t')) {
-        p++;
-    }
-    if (p == e) {
-        list->ptr = e;
-        list->len = 0;
-        return 0;
-    }
     const char *q = p;
     if (*p == '*') {
         p++;
