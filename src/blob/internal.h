@@ -224,6 +224,7 @@ static inline uint32_t blob_key_bucket(const struct blob_key *k, uint32_t at, ui
 struct blob_uploading_entry {
     uint8_t hash[BLOB_HASH_SIZE]; /* the blob's digest */
     uint8_t digest_fn;            /* enum blob_digest_fn */
+    uint8_t kind;                 /* enum blob_kind: a CAS blob, or an AC key created once */
     uint32_t count;               /* its uploads under way; 0: a free entry */
 };
 

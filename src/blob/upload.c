@@ -226,34 +226,26 @@ static int upload_begin(struct blob_core *bc, const struct blob_key *k, enum blo
     int rc = upload_admit(bc, k);
     if (rc < 0) return rc;
     int entered = 0;
-    if (create) {
-        /* One create-only upload of a key at a time, store-wide: its commit checks the key is
-         * still absent, and no other create-only commit can come between. A key the table
-         * has no room for cannot be guarded: refused, retry later. */
-        entered = blob_uploading_enter(&bc->s->uploading, k, false);
+    if (k->kind == BLOB_KIND_CAS || create) {
+        /*
+         * The store's table of keys being uploaded. A CAS blob's shared upload waits for one
+         * under way (alone, it is counted and goes on); a create-only upload is one at a time
+         * store-wide, so no other create-only commit comes between its check at the commit
+         * and its record, and a key the table has no room for cannot be guarded: refused.
+         */
+        bool waits = shared || create;
+        entered = blob_uploading_enter(&bc->s->uploading, k, !waits);
         if (entered == -EALREADY) {
             base_counter_inc(&bc->counters.uploads_waiting);
             return -EALREADY;
         }
-        if (entered == 0) {
+        if (entered == 0 && create) {
             base_counter_inc(&bc->counters.queue_full);
             return -EAGAIN;
         }
-        /* The one waited for may have committed and left between the look and the entry. */
-        if (blob_exists(bc, &present, false)) {
-            blob_uploading_leave(&bc->s->uploading, k);
-            base_counter_inc(&bc->counters.uploads_present);
-            return -EEXIST;
-        }
-    } else if (k->kind == BLOB_KIND_CAS) {
-        entered = blob_uploading_enter(&bc->s->uploading, k, !shared);
-        if (entered == -EALREADY) {
-            base_counter_inc(&bc->counters.uploads_waiting);
-            return -EALREADY;
-        }
         /* The upload waited for may have been indexed and left between the look above and
-         * the entry: its blob is present. */
-        if (entered == 1 && shared && blob_exists(bc, &present, false)) {
+         * the entry: its blob (or key) is present. */
+        if (entered == 1 && waits && blob_exists(bc, &present, false)) {
             blob_uploading_leave(&bc->s->uploading, k);
             base_counter_inc(&bc->counters.uploads_present);
             return -EEXIST;

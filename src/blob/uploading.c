@@ -35,7 +35,7 @@ static pthread_mutex_t *lock_of(struct blob_uploading *t, uint32_t bucket)
 
 static bool same(const struct blob_uploading_entry *e, const struct blob_key *k)
 {
-    return e->count > 0 && e->digest_fn == k->digest_fn &&
+    return e->count > 0 && e->kind == k->kind && e->digest_fn == k->digest_fn &&
            memcmp(e->hash, k->hash, BLOB_HASH_SIZE) == 0;
 }
 
@@ -110,6 +110,7 @@ int blob_uploading_enter(struct blob_uploading *t, const struct blob_key *k, boo
         } else if (e) {
             if (e->count == 0) {
                 e->digest_fn = k->digest_fn;
+                e->kind = k->kind;
                 memcpy(e->hash, k->hash, BLOB_HASH_SIZE);
             }
             e->count++;

@@ -948,3 +948,31 @@ Test(blob_upload, create_only_uploads_succeed_once_and_a_refused_one_leaves_no_r
     cr_assert(eq(int, blob_upload_begin_create(t.bc, &cas, BLOB_ENCODING_IDENTITY, &ua), -EINVAL));
     th_close(&t);
 }
+
+/*
+ * The table of keys being uploaded holds CAS blobs and create-only AC keys: one kind never
+ * waits for the other, though an action's digest and a blob's may be the same hash (the
+ * Action message stored in the CAS under the digest its AC entry is keyed by).
+ */
+Test(blob_upload, an_ac_key_and_a_cas_blob_of_one_hash_do_not_wait_for_each_other)
+{
+    struct th t = { 0 };
+    th_open_sim(&t, 34);
+    static const uint8_t action[] = "an Action message";
+    struct blob_key cas;
+    th_key_of(&cas, action, sizeof(action));
+    struct blob_key ac;
+    blob_key_ac(&ac, cas.hash, 10);
+    struct blob_upload *u_ac = NULL;
+    struct blob_upload *u_cas = NULL;
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &ac, BLOB_ENCODING_IDENTITY, &u_ac), 0));
+    cr_assert(eq(int, blob_upload_begin_shared(t.bc, &cas, BLOB_ENCODING_IDENTITY, &u_cas), 0),
+              "a CAS upload waited for a create-only AC upload of the same hash");
+    blob_upload_abort(u_ac);
+    /* And the other way round. */
+    cr_assert(eq(int, blob_upload_begin_create(t.bc, &ac, BLOB_ENCODING_IDENTITY, &u_ac), 0),
+              "a create-only AC upload waited for a CAS upload of the same hash");
+    blob_upload_abort(u_ac);
+    blob_upload_abort(u_cas);
+    th_close(&t);
+}
