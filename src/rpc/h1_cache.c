@@ -154,13 +154,12 @@ enum cond {
  * §8.8.3). */
 static void cas_etag(const uint8_t *hash, bool zstd, char out[RPC_H1_ETAG_MAX + 1])
 {
-    static const char digits[] = "0123456789abcdef";
+    STATIC_ASSERT(RPC_KEY_SIZE == BLOB_HASH_SIZE, "a route's key is a blob's hash");
+    STATIC_ASSERT(2 * BLOB_HASH_SIZE + 6 <= RPC_H1_ETAG_MAX, "quotes and .zst");
     char *p = out;
     *p++ = '"';
-    for (size_t i = 0; i < RPC_KEY_SIZE; i++) {
-        *p++ = digits[hash[i] >> 4];
-        *p++ = digits[hash[i] & 15];
-    }
+    blob_hash_to_hex(hash, p);
+    p += (size_t)2 * BLOB_HASH_SIZE;
     if (zstd) {
         memcpy(p, ".zst", 4);
         p += 4;
