@@ -1313,6 +1313,10 @@ class QuietAfterAWait(harness.ServerTestCase):
                 time.sleep(0.5)
                 c.send(request("GET", "/healthz"))
                 self.assertEqual(c.read_response().status, 200, "closed after %d timeouts" % k)
+                # Still every receive has its deadline: a client quiet after a short answer
+                # is closed within two read timeouts.
+                self.assertTrue(c.is_closed(timeout=2 * self.READ_TIMEOUT + 1.5),
+                                "an idle connection was kept")
         self.server.wait_quiet(extra=QUIET)
 
 
