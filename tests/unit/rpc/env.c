@@ -122,6 +122,16 @@ void rpc_env_put(struct rpc_env *e, const void *data, size_t len, struct blob_ke
     cr_assert(eq(int, w.res, 0));
 }
 
+void rpc_env_open_one_disk_slot(struct rpc_env *e, int fill, struct blob_key *k)
+{
+    rpc_env_defaults(e);
+    e->bo.disk_queue_max = 1; /* one disk read in flight */
+    rpc_env_open(e, 8);
+    static uint8_t blob[3 * 4096];
+    memset(blob, fill, sizeof(blob));
+    rpc_env_put(e, blob, sizeof(blob), k);
+}
+
 void rpc_env_run_ms(struct rpc_env *e, uint64_t ms)
 {
     uint64_t end = base_clock_now_ns() + ms * BASE_NS_PER_MS;

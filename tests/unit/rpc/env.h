@@ -42,6 +42,11 @@ void rpc_env_run_until(struct rpc_env *e, const bool *flag);
 /* Stores <data> as a CAS blob through the engine (unless present); its key in *<k>. */
 void rpc_env_put(struct rpc_env *e, const void *data, size_t len, struct blob_key *k);
 
+/* Opens the core (8 receive buffers) and a store whose disk takes one read at a time, and
+ * stores a blob of three chunks (12 KiB of <fill>; its key in *<k>): of two readers of it,
+ * the second waits for the disk. */
+void rpc_env_open_one_disk_slot(struct rpc_env *e, int fill, struct blob_key *k);
+
 /* Runs the ring and the simulated disk for <ms> of real time. */
 void rpc_env_run_ms(struct rpc_env *e, uint64_t ms);
 

@@ -60,18 +60,12 @@ static void recv_some(int fd, char *buf, size_t cap, size_t *len)
 Test(rpc_h1_cache, a_get_waiting_for_the_disk_queue_shows_while_it_waits)
 {
     static struct rpc_env e;
-    rpc_env_defaults(&e);
-    e.bo.disk_queue_max = 1; /* one disk read in flight: the second GET waits */
-    rpc_env_open(&e, 8);
-    static uint8_t blob[3 * 4096];
-    memset(blob, 'g', sizeof(blob));
     struct blob_key k;
-    rpc_env_put(&e, blob, sizeof(blob), &k);
+    rpc_env_open_one_disk_slot(&e, 'g', &k); /* the second GET waits for the disk */
+    char hex[2 * BLOB_HASH_SIZE + 1];
+    blob_hash_to_hex(k.hash, hex);
     char req[160];
-    size_t n = (size_t)snprintf(req, sizeof(req), "GET /cas/");
-    for (size_t i = 0; i < BLOB_HASH_SIZE; i++)
-        n += (size_t)snprintf(req + n, sizeof(req) - n, "%02x", k.hash[i]);
-    n += (size_t)snprintf(req + n, sizeof(req) - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    size_t n = (size_t)snprintf(req, sizeof(req), "GET /cas/%s HTTP/1.1\r\nHost: t\r\n\r\n", hex);
     int fd[2];
     static char resp[2][64 << 10];
     size_t got[2] = { 0, 0 };
@@ -85,7 +79,7 @@ Test(rpc_h1_cache, a_get_waiting_for_the_disk_queue_shows_while_it_waits)
         cr_assert(ge(int, ring_core_tick(e.core, 2), 0));
     uint64_t waiting = base_counter_get(&e.rc->counters.read_waiters);
     uint64_t waits = base_counter_get(&e.rc->counters.read_waits);
-    const size_t whole = sizeof(blob);
+    const size_t whole = (size_t)k.size;
     end = base_clock_now_ns() + 3000 * BASE_NS_PER_MS;
     bool done = false;
     while (!done && base_clock_now_ns() < end) {
@@ -172,11 +166,10 @@ Test(rpc_h1_cache, a_head_of_a_blob_evicted_while_it_looks_is_404)
         cr_assert(eq(int, blob_stat(e.rc->blob, &k, &info), 0), "evicted before it was cold");
     }
     cr_assert(info.cold, "never cold");
+    char hex[2 * BLOB_HASH_SIZE + 1];
+    blob_hash_to_hex(k.hash, hex);
     char req[160];
-    size_t n = (size_t)snprintf(req, sizeof(req), "HEAD /cas/");
-    for (size_t i = 0; i < BLOB_HASH_SIZE; i++)
-        n += (size_t)snprintf(req + n, sizeof(req) - n, "%02x", k.hash[i]);
-    n += (size_t)snprintf(req + n, sizeof(req) - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    size_t n = (size_t)snprintf(req, sizeof(req), "HEAD /cas/%s HTTP/1.1\r\nHost: t\r\n\r\n", hex);
     evict_env = &e;
     int fd = rpc_env_connect_raw(&e);
     cr_assert(eq(sz, (size_t)send(fd, req, n, 0), n));

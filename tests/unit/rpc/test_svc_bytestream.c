@@ -122,11 +122,11 @@ static struct rpc_call *read_open(struct rpc_env *e, int32_t sid, const struct b
     c->content_grpc = true;
     (void)snprintf(c->path, sizeof(c->path), "%s", "/google.bytestream.ByteStream/Read");
     rpc_call_on_headers(c);
+    char hex[2 * BLOB_HASH_SIZE + 1];
+    blob_hash_to_hex(k->hash, hex);
     char name[128];
-    size_t n = (size_t)snprintf(name, sizeof(name), "blobs/");
-    for (size_t i = 0; i < BLOB_HASH_SIZE; i++)
-        n += (size_t)snprintf(name + n, sizeof(name) - n, "%02x", k->hash[i]);
-    n += (size_t)snprintf(name + n, sizeof(name) - n, "/%llu", (unsigned long long)k->size);
+    size_t n =
+        (size_t)snprintf(name, sizeof(name), "blobs/%s/%llu", hex, (unsigned long long)k->size);
     cr_assert(lt(sz, n + 8, cap));
     uint8_t *m = req + 5;
     size_t len = 0;
@@ -153,13 +153,8 @@ static struct rpc_call *read_open(struct rpc_env *e, int32_t sid, const struct b
 Test(rpc_svc_bytestream, a_read_waiting_for_the_disk_queue_is_not_left_unarmed)
 {
     static struct rpc_env e;
-    rpc_env_defaults(&e);
-    e.bo.disk_queue_max = 1; /* one disk read in flight: the second read waits */
-    rpc_env_open(&e, 8);
-    static uint8_t blob[3 * 4096];
-    memset(blob, 'r', sizeof(blob));
     struct blob_key k;
-    rpc_env_put(&e, blob, sizeof(blob), &k);
+    rpc_env_open_one_disk_slot(&e, 'r', &k); /* the second read waits for the disk */
     static uint8_t req[2][256];
     struct rpc_call *a = read_open(&e, 1, &k, req[0], sizeof(req[0]));
     struct rpc_call *b = read_open(&e, 3, &k, req[1], sizeof(req[1]));
@@ -219,13 +214,8 @@ Test(rpc_svc_bytestream, a_read_waiting_for_the_disk_queue_is_not_left_unarmed)
 Test(rpc_svc_bytestream, two_reads_sharing_one_disk_slot_are_both_served)
 {
     static struct rpc_env e;
-    rpc_env_defaults(&e);
-    e.bo.disk_queue_max = 1; /* one disk read in flight: the second read waits */
-    rpc_env_open(&e, 8);
-    static uint8_t blob[3 * 4096];
-    memset(blob, 'w', sizeof(blob));
     struct blob_key k;
-    rpc_env_put(&e, blob, sizeof(blob), &k);
+    rpc_env_open_one_disk_slot(&e, 'w', &k); /* the second read waits for the disk */
     cr_assert(eq(u64, READ_WAITERS(&e), 0));
     static uint8_t req[2][256];
     struct rpc_call *a = read_open(&e, 1, &k, req[0], sizeof(req[0]));
