@@ -10,7 +10,7 @@
  * Invariants: a slot is busy exactly while its unit is in progress; busy_count counts them;
  * in open loop an idle slot is on the idle stack exactly while the run phase lasts and it
  * is not busy; a result is recorded only when its request finished inside the measured
- * window [warm_end_ns, end_ns].
+ * window [warm_end_ns, end_ns) (open loop: when its unit was due inside it).
  *
  * Sections: statistics, connections, pacing, units, phases, the thread.
  */
@@ -89,14 +89,17 @@ void bench_stats_merge(struct bench_stats *into, const struct bench_stats *from)
  * it, however late its answer: counting by the end time left out the requests a server sat
  * on at the end of the run, which were cancelled unanswered, so a stall in the last second
  * reported clean percentiles, no error and exit 0 (no coordinated omission at the window's
- * edge either). Those units are awaited after the window (run_phase).
+ * edge either). Those units are awaited after the window (run_phase). The window includes
+ * its start and not its end, so an open-loop window of D s holds rate x D arrivals exactly.
  */
 bool bench_run_counts(const struct bench_slot *s, uint64_t now)
 {
     const struct bench_thread *t = s->t;
     const struct bench_plan *p = t->plan;
     uint64_t at = p->o.rate ? s->unit_ns : now;
-    return t->running && at >= p->warm_end_ns && at <= p->end_ns;
+    /* [warm_end, end): a window that held both its ends held rate x duration + 1 arrivals
+     * when they fell on the schedule (--rate 1 for 1 s: 2 requests, 2.0 req/s). */
+    return t->running && at >= p->warm_end_ns && at < p->end_ns;
 }
 
 void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bool expected,
@@ -430,8 +433,8 @@ static int run_phase(struct bench_thread *t)
     }
     if (p->o.rate > 0) {
         if (t->fatal == 0) count_unanswered(t);
-        /* This thread's share of the arrivals due by the end: j % threads == index. */
-        uint64_t all = schedule_due(p->o.rate, p->end_ns - p->start_ns);
+        /* This thread's share of the arrivals due before the end: j % threads == index. */
+        uint64_t all = schedule_due(p->o.rate, p->end_ns - p->start_ns - 1);
         uint64_t due = all > t->index ? (all - t->index - 1) / p->thread_count + 1 : 0;
         if (due > t->arrival_next) t->stats.arrivals_late = due - t->arrival_next;
     }

@@ -233,6 +233,23 @@ class BenchTest(harness.ServerTestCase):
         self.assertEqual(r["arrivals_late"], 0, out)
         self.server.wait_quiet(extra=QUIET_ACTIVE)
 
+    def test_open_loop_window_holds_rate_times_duration_arrivals(self):
+        # Open loop counts arrivals by due time, so the window's count is exact: every arrival
+        # due in it succeeds, fails or is late. The window held both its ends: at --rate 10
+        # a 300 ms warm-up and a 2 s window (both ending on an arrival) held 21 arrivals, and
+        # --rate 1 for 1 s reported 2 requests, 2.0 req/s.
+        for rate, warmup, duration, want in (("10", "300ms", "2s", 20), ("1", "0s", "1s", 1),
+                                              ("4", "250ms", "1500ms", 6)):
+            rc, out, err = bench(self.server.address, "--workload", "http-get", "--json",
+                                 "--rate", rate, "--warmup", warmup, "--duration", duration,
+                                 "--threads", "1")
+            self.assertEqual(rc, 0, out + err)
+            r = json.loads(out)
+            self.assertEqual(r["errors"], 0, out)
+            self.assertEqual(r["requests"] + r["arrivals_late"], want, out)
+            self.assertEqual(r["arrivals"] + r["arrivals_late"], want, out)
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
+
     def test_text_report_and_environment_twins(self):
         rc, out, err = bench(self.server.address, env={"RINGCAS_WORKLOAD": "http-put",
                                                        "RINGCAS_SIZE": "1KiB"})
