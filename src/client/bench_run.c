@@ -234,6 +234,12 @@ static uint64_t schedule_due(uint64_t rate, uint64_t offset_ns)
     return secs * rate + (m < rate ? m : rate);
 }
 
+/* Of the first <all> arrivals of the schedule, how many are <t>'s (j % threads == index). */
+static uint64_t thread_share(const struct bench_thread *t, uint64_t all)
+{
+    return all > t->index ? (all - t->index - 1) / t->plan->thread_count + 1 : 0;
+}
+
 static uint64_t arrival_ns(const struct bench_thread *t, uint64_t k)
 {
     uint64_t j = k * t->plan->thread_count + t->index;
@@ -433,10 +439,16 @@ static int run_phase(struct bench_thread *t)
     }
     if (p->o.rate > 0) {
         if (t->fatal == 0) count_unanswered(t);
-        /* This thread's share of the arrivals due before the end: j % threads == index. */
-        uint64_t all = schedule_due(p->o.rate, p->end_ns - p->start_ns - 1);
-        uint64_t due = all > t->index ? (all - t->index - 1) / p->thread_count + 1 : 0;
-        if (due > t->arrival_next) t->stats.arrivals_late = due - t->arrival_next;
+        /* This thread's arrivals due inside the window that never started. Not those of the
+         * warm-up: they were counted as late too, so that an overloaded run reported more
+         * late arrivals than the window holds. */
+        uint64_t due = thread_share(t, schedule_due(p->o.rate, p->end_ns - p->start_ns - 1));
+        uint64_t warm = p->warm_end_ns > p->start_ns
+                            ? schedule_due(p->o.rate, p->warm_end_ns - p->start_ns - 1)
+                            : 0;
+        uint64_t started = t->arrival_next;
+        if (started < thread_share(t, warm)) started = thread_share(t, warm);
+        if (due > started) t->stats.arrivals_late = due - started;
     }
     return 0;
 }

@@ -235,7 +235,7 @@ class BenchTest(harness.ServerTestCase):
 
     def test_open_loop_window_holds_rate_times_duration_arrivals(self):
         # Open loop counts arrivals by due time, so the window's count is exact: every arrival
-        # due in it succeeds, fails or is late. The window held both its ends: at --rate 10
+        # due in it succeeds, fails or is late (test_late_arrivals_are_those_due_in_the_window). The window held both its ends: at --rate 10
         # a 300 ms warm-up and a 2 s window (both ending on an arrival) held 21 arrivals, and
         # --rate 1 for 1 s reported 2 requests, 2.0 req/s.
         for rate, warmup, duration, want in (("10", "300ms", "2s", 20), ("1", "0s", "1s", 1),
@@ -694,6 +694,20 @@ class BenchStallTest(unittest.TestCase):
         r = json.loads(out)
         self.assertGreater(r["errors_by_status"].get("local ETIMEDOUT", 0), 0, out)
         self.assertEqual(r["errors"], r["errors_by_status"]["local ETIMEDOUT"], out)
+
+
+    def test_late_arrivals_are_those_due_in_the_window(self):
+        # The server stops as the run begins, for longer than the run: one slot takes the
+        # first arrival (due in the warm-up) and waits (--timeout 30 s); every later one never
+        # starts. The window (3 s at 10/s) holds 30 arrivals, all late; the warm-up's 2 others
+        # were counted late too (32), more than the window holds. No request finished: exit 1.
+        rc, out, err = self.stalled_run(0.0, 5.0, "--rate", "10", "--concurrency", "1")
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["requests"], 0, out)
+        self.assertEqual(r["errors"], 0, out)
+        self.assertEqual(r["arrivals_late"], 30, out)
+        self.assertIn("30 arrivals due in it never started", err)
 
 
 class BenchSmallStoreTest(harness.ServerTestCase):
