@@ -31,7 +31,7 @@ void bench_stats_reset(struct bench_stats *s)
     for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
         client_hist_reset(&s->ops[i].lat);
     }
-    client_hist_reset(&s->small);
+    client_hist_reset(&s->small.lat);
 }
 
 /* Adds <count> errors of <kind>/<code>. */
@@ -58,18 +58,21 @@ void bench_stats_error(struct bench_stats *s, uint8_t kind, int32_t code, const 
     stats_error_add(s, kind, code, 1);
 }
 
+static void op_stats_merge(struct bench_op_stats *a, const struct bench_op_stats *b)
+{
+    client_hist_merge(&a->lat, &b->lat);
+    a->ok += b->ok;
+    a->errors += b->errors;
+    a->bytes += b->bytes;
+    a->expected += b->expected;
+}
+
 void bench_stats_merge(struct bench_stats *into, const struct bench_stats *from)
 {
     for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
-        struct bench_op_stats *a = &into->ops[i];
-        const struct bench_op_stats *b = &from->ops[i];
-        client_hist_merge(&a->lat, &b->lat);
-        a->ok += b->ok;
-        a->errors += b->errors;
-        a->bytes += b->bytes;
-        a->expected += b->expected;
+        op_stats_merge(&into->ops[i], &from->ops[i]);
     }
-    client_hist_merge(&into->small, &from->small);
+    op_stats_merge(&into->small, &from->small);
     for (uint32_t i = 0; i < from->err_count; i++) {
         stats_error_add(into, from->errs[i].kind, from->errs[i].code, from->errs[i].count);
     }
@@ -118,19 +121,23 @@ void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bo
     uint64_t now = base_clock_now_ns();
     s->done_ns = now;
     if (!bench_run_counts(s, now)) return;
-    struct bench_op_stats *o = &t->stats.ops[s->op];
-    if (ok) {
-        uint64_t lat = now - s->req_ns;
-        client_hist_record(&o->lat, lat);
-        if (s->op_small) client_hist_record(&t->stats.small, lat);
-        o->ok++;
-        o->bytes += s->op_bytes;
-    } else if (expected) {
-        o->expected++;
-    } else {
-        o->errors++;
-        bench_stats_error(&t->stats, kind, code, what);
+    /* The request's kind, and the small-blob class when it moved only small blobs: that
+     * class's row had only latencies, and printed 0 MB/s and 0 errors whatever it moved. */
+    struct bench_op_stats *kinds[2] = { &t->stats.ops[s->op],
+                                        s->op_small ? &t->stats.small : NULL };
+    for (size_t i = 0; i < 2 && kinds[i]; i++) {
+        struct bench_op_stats *o = kinds[i];
+        if (ok) {
+            client_hist_record(&o->lat, now - s->req_ns);
+            o->ok++;
+            o->bytes += s->op_bytes;
+        } else if (expected) {
+            o->expected++;
+        } else {
+            o->errors++;
+        }
     }
+    if (!ok && !expected) bench_stats_error(&t->stats, kind, code, what);
 }
 
 void bench_run_fatal(struct bench_thread *t, int err, const char *what)
@@ -403,6 +410,7 @@ static void count_unanswered(struct bench_thread *t)
                        "at the end of the run",
                        bench_op_names[s->op], ETIMEDOUT, (double)(now - s->unit_ns) / 1e9);
         t->stats.ops[s->op].errors++;
+        if (s->op_small) t->stats.small.errors++;
         bench_stats_error(&t->stats, BENCH_ERR_LOCAL, ETIMEDOUT, what);
     }
 }

@@ -206,6 +206,29 @@ class BenchTest(harness.ServerTestCase):
         self.assertTrue("BatchReadBlobs" in ops or "ByteStream.Read" in ops, list(ops))
         check_latency(self, r["small_latency_ns"], "mix small blobs")
 
+    def test_mix_small_blob_class_counts_what_it_moved(self):
+        # Blobs of at most 1 KiB: every blob request is a batch (BatchReadBlobs of a hit's
+        # outputs, BatchUpdateBlobs of a miss's), all of the small-blob class. Its row had
+        # only latencies: it printed 0.0 MB/s and 0 errors whatever it moved.
+        r = self.run_json("mix", "--mix-max-size", "1KiB")
+        ops = r["ops"]
+        batches = [ops[k] for k in ("BatchReadBlobs", "BatchUpdateBlobs") if k in ops]
+        small = r["small"]
+        self.assertGreater(small["bytes"], 0, r)
+        self.assertEqual(small["bytes"], sum(o["bytes"] for o in batches), r)
+        self.assertEqual(small["ok"], sum(o["ok"] for o in batches), r)
+        self.assertEqual(small["latency_ns"], r["small_latency_ns"])
+        self.assertEqual(small["latency_ns"]["count"], small["ok"])
+        rc, out, err = bench(self.server.address, "--workload", "mix", "--mix-max-size", "1KiB",
+                             "--no-histogram")
+        self.assertEqual(rc, 0, out + err)
+        row = [line.split() for line in out.splitlines() if line.startswith("blobs < 64 KiB")]
+        self.assertEqual(len(row), 1, out)
+        ok, errors, per_s, mb_per_s = row[0][4:8]
+        self.assertGreater(float(mb_per_s), 0, out)
+        self.assertEqual(errors, "0", out)
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
+
     def test_open_loop_runs_at_the_rate(self):
         rc, out, err = bench(self.server.address, "--workload", "http-get", "--json",
                              "--rate", "200")
@@ -568,6 +591,10 @@ class BenchAnswerCheckTest(unittest.TestCase):
         r = json.loads(out)
         self.assertEqual(list(r["errors_by_status"]), ["grpc NOT_FOUND"], out)
         self.assertTrue(r["first_error"].startswith("BatchReadBlobs: NOT_FOUND"), out)
+        # Every output is under 32 KiB: the small-blob class failed as the reads did.
+        self.assertGreater(r["ops"]["BatchReadBlobs"]["errors"], 0, out)
+        self.assertEqual(r["small"]["errors"], r["ops"]["BatchReadBlobs"]["errors"], out)
+        self.assertEqual(r["small"]["ok"], 0, out)
         self.assertEqual(r["misses"], 0, out)
         self.assertEqual(r["misses_evicted"], 0, out)
         self.assertGreater(r["hits"], 0, out)
