@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -578,6 +579,13 @@ static int exit_status(const struct bench_stats *s, FILE *err)
         ok += s->ops[i].ok;
         errors += s->ops[i].errors;
         expected += s->ops[i].expected;
+    }
+    if (ok + errors + expected == 0 && s->arrivals_late > 0) {
+        (void)fprintf(err,
+                      "ringcas bench: no request finished in the measured window: the server "
+                      "fell behind the rate (%" PRIu64 " arrivals due in it never started)\n",
+                      s->arrivals_late);
+        return 1;
     }
     if (ok + errors + expected == 0) {
         (void)fprintf(err, "ringcas bench: no request finished in the measured window: the "

@@ -96,7 +96,7 @@ struct bench_op_stats {
 
 struct bench_stats {
     struct bench_op_stats ops[BENCH_OP_COUNT];
-    struct client_hist small; /* requests that moved only blobs < 64 KiB */
+    struct bench_op_stats small; /* requests that moved only blobs < 64 KiB, of any kind */
     struct bench_err errs[BENCH_ERR_KEYS];
     uint32_t err_count;                     /* entries of errs[] used */
     uint64_t err_other;                     /* errors past BENCH_ERR_KEYS distinct keys */

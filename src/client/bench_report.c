@@ -119,9 +119,9 @@ static void text_header(FILE *out, const struct bench_plan *p)
                   (double)o->warmup_ms / 1e3);
 }
 
-static void text_row(FILE *out, const char *name, const struct bench_op_stats *o,
-                     const struct client_hist *h, double secs)
+static void text_row(FILE *out, const char *name, const struct bench_op_stats *o, double secs)
 {
+    const struct client_hist *h = &o->lat;
     char p50[16];
     char p99[16];
     char p999[16];
@@ -133,8 +133,8 @@ static void text_row(FILE *out, const char *name, const struct bench_op_stats *o
     fmt_lat(max, sizeof(max), h, h->max);
     fmt_lat(mean, sizeof(mean), h, client_hist_mean(h));
     (void)fprintf(out, "%-19s %9" PRIu64 " %7" PRIu64 " %10.1f %9.1f %9s %9s %9s %9s %9s\n", name,
-                  o ? o->ok : h->count, o ? o->errors : 0, (double)(o ? o->ok : h->count) / secs,
-                  o ? (double)o->bytes / secs / 1e6 : 0.0, p50, p99, p999, max, mean);
+                  o->ok, o->errors, (double)o->ok / secs, (double)o->bytes / secs / 1e6, p50, p99,
+                  p999, max, mean);
 }
 
 static void text_histogram(FILE *out, const char *name, const struct client_hist *h)
@@ -181,10 +181,10 @@ static void report_text(FILE *out, const struct bench_plan *p, const struct benc
     (void)fprintf(out, "%-19s %9s %7s %10s %9s %9s %9s %9s %9s %9s\n", "request", "ok", "errors",
                   "req/s", "MB/s", "p50", "p99", "p99.9", "max", "mean");
     for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
-        if (op_seen(&s->ops[i])) text_row(out, bench_op_names[i], &s->ops[i], &s->ops[i].lat, secs);
+        if (op_seen(&s->ops[i])) text_row(out, bench_op_names[i], &s->ops[i], secs);
     }
     if (p->w == BENCH_W_MIX) {
-        text_row(out, "blobs < 64 KiB", NULL, &s->small, secs);
+        text_row(out, "blobs < 64 KiB", &s->small, secs);
         (void)fprintf(out,
                       "\nactions: %" PRIu64 " (%.1f/s), hits %" PRIu64 ", misses %" PRIu64
                       " (seeded actions the server evicted: %" PRIu64 "), hit rate %.1f%%"
@@ -342,7 +342,9 @@ static void report_json(FILE *out, const struct bench_plan *p, const struct benc
                   s->arrivals_late, s->hits, s->misses, s->misses_evicted, hit_rate(s));
     json_latency(out, &all->lat);
     (void)fprintf(out, ", \"small_latency_ns\": ");
-    json_latency(out, &s->small);
+    json_latency(out, &s->small.lat);
+    (void)fprintf(out, ", \"small\": ");
+    json_op(out, &s->small, secs);
     (void)fprintf(out, ", \"ops\": {");
     bool first = true;
     for (size_t i = 0; i < BENCH_OP_COUNT; i++) {

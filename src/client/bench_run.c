@@ -10,7 +10,7 @@
  * Invariants: a slot is busy exactly while its unit is in progress; busy_count counts them;
  * in open loop an idle slot is on the idle stack exactly while the run phase lasts and it
  * is not busy; a result is recorded only when its request finished inside the measured
- * window [warm_end_ns, end_ns].
+ * window [warm_end_ns, end_ns) (open loop: when its unit was due inside it).
  *
  * Sections: statistics, connections, pacing, units, phases, the thread.
  */
@@ -31,7 +31,7 @@ void bench_stats_reset(struct bench_stats *s)
     for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
         client_hist_reset(&s->ops[i].lat);
     }
-    client_hist_reset(&s->small);
+    client_hist_reset(&s->small.lat);
 }
 
 /* Adds <count> errors of <kind>/<code>. */
@@ -58,18 +58,21 @@ void bench_stats_error(struct bench_stats *s, uint8_t kind, int32_t code, const 
     stats_error_add(s, kind, code, 1);
 }
 
+static void op_stats_merge(struct bench_op_stats *a, const struct bench_op_stats *b)
+{
+    client_hist_merge(&a->lat, &b->lat);
+    a->ok += b->ok;
+    a->errors += b->errors;
+    a->bytes += b->bytes;
+    a->expected += b->expected;
+}
+
 void bench_stats_merge(struct bench_stats *into, const struct bench_stats *from)
 {
     for (size_t i = 0; i < BENCH_OP_COUNT; i++) {
-        struct bench_op_stats *a = &into->ops[i];
-        const struct bench_op_stats *b = &from->ops[i];
-        client_hist_merge(&a->lat, &b->lat);
-        a->ok += b->ok;
-        a->errors += b->errors;
-        a->bytes += b->bytes;
-        a->expected += b->expected;
+        op_stats_merge(&into->ops[i], &from->ops[i]);
     }
-    client_hist_merge(&into->small, &from->small);
+    op_stats_merge(&into->small, &from->small);
     for (uint32_t i = 0; i < from->err_count; i++) {
         stats_error_add(into, from->errs[i].kind, from->errs[i].code, from->errs[i].count);
     }
@@ -89,14 +92,17 @@ void bench_stats_merge(struct bench_stats *into, const struct bench_stats *from)
  * it, however late its answer: counting by the end time left out the requests a server sat
  * on at the end of the run, which were cancelled unanswered, so a stall in the last second
  * reported clean percentiles, no error and exit 0 (no coordinated omission at the window's
- * edge either). Those units are awaited after the window (run_phase).
+ * edge either). Those units are awaited after the window (run_phase). The window includes
+ * its start and not its end, so an open-loop window of D s holds rate x D arrivals exactly.
  */
 bool bench_run_counts(const struct bench_slot *s, uint64_t now)
 {
     const struct bench_thread *t = s->t;
     const struct bench_plan *p = t->plan;
     uint64_t at = p->o.rate ? s->unit_ns : now;
-    return t->running && at >= p->warm_end_ns && at <= p->end_ns;
+    /* [warm_end, end): a window that held both its ends held rate x duration + 1 arrivals
+     * when they fell on the schedule (--rate 1 for 1 s: 2 requests, 2.0 req/s). */
+    return t->running && at >= p->warm_end_ns && at < p->end_ns;
 }
 
 void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bool expected,
@@ -115,19 +121,23 @@ void bench_run_request_done(struct bench_slot *s, uint8_t kind, int32_t code, bo
     uint64_t now = base_clock_now_ns();
     s->done_ns = now;
     if (!bench_run_counts(s, now)) return;
-    struct bench_op_stats *o = &t->stats.ops[s->op];
-    if (ok) {
-        uint64_t lat = now - s->req_ns;
-        client_hist_record(&o->lat, lat);
-        if (s->op_small) client_hist_record(&t->stats.small, lat);
-        o->ok++;
-        o->bytes += s->op_bytes;
-    } else if (expected) {
-        o->expected++;
-    } else {
-        o->errors++;
-        bench_stats_error(&t->stats, kind, code, what);
+    /* The request's kind, and the small-blob class when it moved only small blobs: that
+     * class's row had only latencies, and printed 0 MB/s and 0 errors whatever it moved. */
+    struct bench_op_stats *kinds[2] = { &t->stats.ops[s->op],
+                                        s->op_small ? &t->stats.small : NULL };
+    for (size_t i = 0; i < 2 && kinds[i]; i++) {
+        struct bench_op_stats *o = kinds[i];
+        if (ok) {
+            client_hist_record(&o->lat, now - s->req_ns);
+            o->ok++;
+            o->bytes += s->op_bytes;
+        } else if (expected) {
+            o->expected++;
+        } else {
+            o->errors++;
+        }
     }
+    if (!ok && !expected) bench_stats_error(&t->stats, kind, code, what);
 }
 
 void bench_run_fatal(struct bench_thread *t, int err, const char *what)
@@ -229,6 +239,12 @@ static uint64_t schedule_due(uint64_t rate, uint64_t offset_ns)
      * m * 1e9 < (rest + 1) * rate: a ceiling division, at most one second's worth. */
     uint64_t m = ((rest + 1) * rate + BASE_NS_PER_S - 1) / BASE_NS_PER_S;
     return secs * rate + (m < rate ? m : rate);
+}
+
+/* Of the first <all> arrivals of the schedule, how many are <t>'s (j % threads == index). */
+static uint64_t thread_share(const struct bench_thread *t, uint64_t all)
+{
+    return all > t->index ? (all - t->index - 1) / t->plan->thread_count + 1 : 0;
 }
 
 static uint64_t arrival_ns(const struct bench_thread *t, uint64_t k)
@@ -394,6 +410,7 @@ static void count_unanswered(struct bench_thread *t)
                        "at the end of the run",
                        bench_op_names[s->op], ETIMEDOUT, (double)(now - s->unit_ns) / 1e9);
         t->stats.ops[s->op].errors++;
+        if (s->op_small) t->stats.small.errors++;
         bench_stats_error(&t->stats, BENCH_ERR_LOCAL, ETIMEDOUT, what);
     }
 }
@@ -430,10 +447,16 @@ static int run_phase(struct bench_thread *t)
     }
     if (p->o.rate > 0) {
         if (t->fatal == 0) count_unanswered(t);
-        /* This thread's share of the arrivals due by the end: j % threads == index. */
-        uint64_t all = schedule_due(p->o.rate, p->end_ns - p->start_ns);
-        uint64_t due = all > t->index ? (all - t->index - 1) / p->thread_count + 1 : 0;
-        if (due > t->arrival_next) t->stats.arrivals_late = due - t->arrival_next;
+        /* This thread's arrivals due inside the window that never started. Not those of the
+         * warm-up: they were counted as late too, so that an overloaded run reported more
+         * late arrivals than the window holds. */
+        uint64_t due = thread_share(t, schedule_due(p->o.rate, p->end_ns - p->start_ns - 1));
+        uint64_t warm = p->warm_end_ns > p->start_ns
+                            ? schedule_due(p->o.rate, p->warm_end_ns - p->start_ns - 1)
+                            : 0;
+        uint64_t started = t->arrival_next;
+        if (started < thread_share(t, warm)) started = thread_share(t, warm);
+        if (due > started) t->stats.arrivals_late = due - started;
     }
     return 0;
 }

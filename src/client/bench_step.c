@@ -2,10 +2,11 @@
  * The requests of each workload: how a slot begins a unit (one request, a build-mix action or
  * a seed job), starts the request of its current step, checks the answer and moves on.
  *
- * A unit's first request counts its latency from the unit's origin (in open loop the moment
- * it was due, so time spent waiting for a free slot or a connection is counted); the later
- * requests of a build-mix action count from their own start, since a real client sends each
- * as soon as the one before it is answered.
+ * In open loop a unit's first request counts its latency from the moment the unit was due,
+ * so time spent waiting for a free slot or a connection is counted; in closed loop every
+ * request counts from its own start, once prepared. The later requests of a build-mix
+ * action count from their own start, since a real client sends each as soon as the one
+ * before it is answered.
  *
  * Sections: helpers, starting requests, completions, the build mix, seeding, units.
  */
@@ -910,7 +911,11 @@ void bench_step_begin(struct bench_slot *s)
         bench_run_unit_done(s);
         return;
     }
-    s->req_ns = s->unit_ns; /* the unit's first request counts from when it was due */
+    /* Open loop: the unit's first request counts from when it was due, whatever held it up
+     * (a slot, a connection, preparing it). Closed loop: from when it is started, after it was
+     * prepared: a new blob's copy and SHA-256 are the client's work, not the request's, and
+     * counting them put a 64 MiB blob's hashing (tens of ms) into every bs-write latency. */
+    s->req_ns = plan_of(s)->o.rate ? s->unit_ns : 0;
     step_start(s);
 }
 

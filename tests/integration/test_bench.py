@@ -206,6 +206,29 @@ class BenchTest(harness.ServerTestCase):
         self.assertTrue("BatchReadBlobs" in ops or "ByteStream.Read" in ops, list(ops))
         check_latency(self, r["small_latency_ns"], "mix small blobs")
 
+    def test_mix_small_blob_class_counts_what_it_moved(self):
+        # Blobs of at most 1 KiB: every blob request is a batch (BatchReadBlobs of a hit's
+        # outputs, BatchUpdateBlobs of a miss's), all of the small-blob class. Its row had
+        # only latencies: it printed 0.0 MB/s and 0 errors whatever it moved.
+        r = self.run_json("mix", "--mix-max-size", "1KiB")
+        ops = r["ops"]
+        batches = [ops[k] for k in ("BatchReadBlobs", "BatchUpdateBlobs") if k in ops]
+        small = r["small"]
+        self.assertGreater(small["bytes"], 0, r)
+        self.assertEqual(small["bytes"], sum(o["bytes"] for o in batches), r)
+        self.assertEqual(small["ok"], sum(o["ok"] for o in batches), r)
+        self.assertEqual(small["latency_ns"], r["small_latency_ns"])
+        self.assertEqual(small["latency_ns"]["count"], small["ok"])
+        rc, out, err = bench(self.server.address, "--workload", "mix", "--mix-max-size", "1KiB",
+                             "--no-histogram")
+        self.assertEqual(rc, 0, out + err)
+        row = [line.split() for line in out.splitlines() if line.startswith("blobs < 64 KiB")]
+        self.assertEqual(len(row), 1, out)
+        ok, errors, per_s, mb_per_s = row[0][4:8]
+        self.assertGreater(float(mb_per_s), 0, out)
+        self.assertEqual(errors, "0", out)
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
+
     def test_open_loop_runs_at_the_rate(self):
         rc, out, err = bench(self.server.address, "--workload", "http-get", "--json",
                              "--rate", "200")
@@ -231,6 +254,23 @@ class BenchTest(harness.ServerTestCase):
         self.assertGreaterEqual(r["arrivals"], 27, out)
         self.assertLessEqual(r["arrivals"], 31, out)
         self.assertEqual(r["arrivals_late"], 0, out)
+        self.server.wait_quiet(extra=QUIET_ACTIVE)
+
+    def test_open_loop_window_holds_rate_times_duration_arrivals(self):
+        # Open loop counts arrivals by due time, so the window's count is exact: every arrival
+        # due in it succeeds, fails or is late (test_late_arrivals_are_those_due_in_the_window). The window held both its ends: at --rate 10
+        # a 300 ms warm-up and a 2 s window (both ending on an arrival) held 21 arrivals, and
+        # --rate 1 for 1 s reported 2 requests, 2.0 req/s.
+        for rate, warmup, duration, want in (("10", "300ms", "2s", 20), ("1", "0s", "1s", 1),
+                                              ("4", "250ms", "1500ms", 6)):
+            rc, out, err = bench(self.server.address, "--workload", "http-get", "--json",
+                                 "--rate", rate, "--warmup", warmup, "--duration", duration,
+                                 "--threads", "1")
+            self.assertEqual(rc, 0, out + err)
+            r = json.loads(out)
+            self.assertEqual(r["errors"], 0, out)
+            self.assertEqual(r["requests"] + r["arrivals_late"], want, out)
+            self.assertEqual(r["arrivals"] + r["arrivals_late"], want, out)
         self.server.wait_quiet(extra=QUIET_ACTIVE)
 
     def test_text_report_and_environment_twins(self):
@@ -551,6 +591,10 @@ class BenchAnswerCheckTest(unittest.TestCase):
         r = json.loads(out)
         self.assertEqual(list(r["errors_by_status"]), ["grpc NOT_FOUND"], out)
         self.assertTrue(r["first_error"].startswith("BatchReadBlobs: NOT_FOUND"), out)
+        # Every output is under 32 KiB: the small-blob class failed as the reads did.
+        self.assertGreater(r["ops"]["BatchReadBlobs"]["errors"], 0, out)
+        self.assertEqual(r["small"]["errors"], r["ops"]["BatchReadBlobs"]["errors"], out)
+        self.assertEqual(r["small"]["ok"], 0, out)
         self.assertEqual(r["misses"], 0, out)
         self.assertEqual(r["misses_evicted"], 0, out)
         self.assertGreater(r["hits"], 0, out)
@@ -677,6 +721,20 @@ class BenchStallTest(unittest.TestCase):
         r = json.loads(out)
         self.assertGreater(r["errors_by_status"].get("local ETIMEDOUT", 0), 0, out)
         self.assertEqual(r["errors"], r["errors_by_status"]["local ETIMEDOUT"], out)
+
+
+    def test_late_arrivals_are_those_due_in_the_window(self):
+        # The server stops as the run begins, for longer than the run: one slot takes the
+        # first arrival (due in the warm-up) and waits (--timeout 30 s); every later one never
+        # starts. The window (3 s at 10/s) holds 30 arrivals, all late; the warm-up's 2 others
+        # were counted late too (32), more than the window holds. No request finished: exit 1.
+        rc, out, err = self.stalled_run(0.0, 5.0, "--rate", "10", "--concurrency", "1")
+        self.assertEqual(rc, 1, out + err)
+        r = json.loads(out)
+        self.assertEqual(r["requests"], 0, out)
+        self.assertEqual(r["errors"], 0, out)
+        self.assertEqual(r["arrivals_late"], 30, out)
+        self.assertIn("30 arrivals due in it never started", err)
 
 
 class BenchSmallStoreTest(harness.ServerTestCase):
