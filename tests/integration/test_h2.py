@@ -740,6 +740,26 @@ class StreamRules(H2Case):
         finally:
             c.close()
 
+    def test_trailers_that_cross_our_reset_are_ignored(self):
+        # RFC 9113 §5.1: after sending RST_STREAM, frames the client sent before it read it
+        # are ignored. The trailers of a request answered early (its RST NO_ERROR) and of a
+        # malformed one (RST PROTOCOL_ERROR) leave the connection and its calls alone; a second
+        # HEADERS on such a stream did not cross anything and ends the connection.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers("/no.such.Service/Method"))
+            self.assertEqual(c.first_error(), (h2raw.RST_STREAM, 1, h2raw.NO_ERROR))
+            c.headers(3, h2raw.grpc_headers(HEALTH, extra=[("X-Upper", "1")]))
+            self.assertEqual(c.first_error(), (h2raw.RST_STREAM, 3, h2raw.PROTOCOL_ERROR))
+            c.data(1, h2raw.grpc_message(b""))
+            c.headers(1, [("x-trailer", "1")], end_stream=True)
+            c.headers(3, [("x-trailer", "1")], end_stream=True)
+            self.serve(c, 5)
+            c.headers(1, [("x-trailer", "1")], end_stream=True)
+            self.assertEqual(self.goaway_code(c), h2raw.PROTOCOL_ERROR)
+        finally:
+            c.close()
+
     def test_trailers_on_an_open_stream_are_no_reuse(self):
         c = h2raw.Conn(self.server.port)
         try:
