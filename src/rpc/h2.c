@@ -813,10 +813,27 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
     return 0;
 }
 
+/*
+ * The client's trailers begin: SETTINGS_MAX_HEADER_LIST_SIZE bounds each field section (RFC
+ * 9113 §6.5.2), so they are counted from zero; the request's headers were checked when their
+ * block ended (rpc_call_on_headers). Before, the two were summed, and a request of 10 KiB of
+ * headers and 10 KiB of trailers, each under the 16 KiB we advertise, was reset.
+ */
+static void trailers_begin(struct rpc_h2 *h2, int32_t stream_id)
+{
+    struct rpc_call *c = call_of(h2, stream_id);
+    if (c) c->header_bytes = 0;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
     struct rpc_h2 *h2 = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    if (frame->headers.cat == NGHTTP2_HCAT_HEADERS) {
+        trailers_begin(h2, frame->hd.stream_id);
+        return 0;
+    }
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
     /*
      * Streams the client reset but whose calls still release their work count here too, so
      * resetting streams cannot pile up work (the Rapid Reset lesson).

@@ -562,6 +562,25 @@ class Limits(H2Case):
             c.close()
         self.assertEqual(self.server.metric("ringcas_h2_header_overflows_total") - before, 1)
 
+    def test_trailers_have_a_header_list_limit_of_their_own(self):
+        # SETTINGS_MAX_HEADER_LIST_SIZE bounds each field section (RFC 9113 §6.5.2): 10 KiB of
+        # request headers and 10 KiB of trailers are served; trailers over 16 KiB alone are not.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH, extra=[("x-pad", "a" * 10000)]))
+            c.data(1, h2raw.grpc_message(b""))
+            c.headers(1, [("x-trailer", "b" * 10000)], end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 1 and (f[1] & h2raw.END_STREAM or
+                                                             f[0] == h2raw.RST_STREAM))
+            self.assertEqual([f[0] for f in frames if f[0] == h2raw.RST_STREAM], [])
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING])
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(3, h2raw.grpc_message(b""))
+            c.headers(3, [("x-trailer", "b" * 17000)], end_stream=True)
+            self.assertEqual(c.first_error()[:2], (h2raw.RST_STREAM, 3))
+        finally:
+            c.close()
+
     def test_rapid_reset_gets_goaway(self):
         c = h2raw.Conn(self.server.port)
         try:
