@@ -138,7 +138,8 @@ struct rpc_call {
     uint64_t timeout_ms;          /* grpc-timeout, rounded up */
     int32_t stream_id;            /* the HTTP/2 stream */
     uint32_t segs_in_send;        /* pieces of this call on the connection's sent list */
-    uint32_t header_bytes;        /* request header list size (RFC 9113 §6.5.2 rule) */
+    uint32_t header_bytes;        /* header list size (RFC 9113 §6.5.2 rule): the request's,
+                                     then its trailers' */
     bool provider;                /* a response was submitted (with a data provider or not) */
     bool deferred;                /* the data provider is waiting for data */
     bool trailers_due;            /* trailers follow once <out> is empty */

@@ -33,6 +33,12 @@
 #include "ring/timer.h"
 #include "rpc/internal.h"
 
+/*
+ * Streams whose RST_STREAM we sent are remembered, as many as a client may have open at once:
+ * its frames sent before it read the reset still arrive (RFC 9113 §5.1), within a round trip.
+ */
+#define H2_RESETS RPC_H2_MAX_STREAMS
+
 struct rpc_h2 {
     struct rpc_conn *conn;       /* the connection; conn->proto points back here */
     struct rpc_core *rc;         /* the core's protocol state */
@@ -59,6 +65,8 @@ struct rpc_h2 {
     uint64_t reset_tokens;       /* RST_STREAM budget, in thousandths of a frame */
     uint64_t reset_ns;           /* when the budget was last refilled */
     int32_t max_client_sid;      /* the highest stream id the client's HEADERS named */
+    int32_t resets[H2_RESETS];   /* streams we reset last, a ring (0: free slot) ... */
+    uint32_t resets_next;        /* ... and the slot written next (on_begin_frame) */
     uint32_t scan_skip;          /* input scan: bytes to pass before the next frame header */
     uint8_t scan_head[14];       /* ... the frame header being read, then a PRIORITY frame's
                                     5-byte payload */
@@ -757,13 +765,37 @@ static void refuse(struct rpc_h2 *h2, int32_t stream_id)
                                     NGHTTP2_REFUSED_STREAM);
 }
 
+/* <stream_id>'s RST_STREAM was sent: the client may not have read it yet (on_begin_frame). */
+static void remember_reset(struct rpc_h2 *h2, int32_t stream_id)
+{
+    h2->resets[h2->resets_next] = stream_id;
+    h2->resets_next = (h2->resets_next + 1) % H2_RESETS;
+}
+
+/* True once for a stream remember_reset kept, which it then forgets. */
+static bool take_reset(struct rpc_h2 *h2, int32_t stream_id)
+{
+    /* Bounded by H2_RESETS; runs only for a HEADERS frame on a stream nghttp2 forgot. */
+    for (uint32_t i = 0; i < H2_RESETS; i++) {
+        if (h2->resets[i] == stream_id) {
+            h2->resets[i] = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * RFC 9113 §5.1.1: a client's new stream id is greater than every one it used before, and an
  * id that is not is a connection error (PROTOCOL_ERROR). nghttp2 keeps no closed streams
  * here (no_closed_streams, and no RFC 7540 dependency tree) and ignores HEADERS on an id it
  * no longer knows; so the highest id is kept, and a HEADERS frame at or below it, on no
  * stream nghttp2 still has (trailers come on those), ends the connection, as Go's and
- * gRPC-Go's servers do. Called before nghttp2 processes the frame.
+ * gRPC-Go's servers do. Except once on a stream we reset: §5.1 says to ignore what the
+ * client sent before it read our RST_STREAM, and its trailers are that (sent while we
+ * answered early or reset a malformed request); before, they ended the connection and every
+ * call on it. nghttp2 then ignores the block (decoding it, for HPACK), as it ignores the
+ * DATA on a closed stream. Called before nghttp2 processes the frame.
  */
 static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud)
 {
@@ -775,15 +807,33 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
         return 0;
     }
     if (nghttp2_session_find_stream(s, hd->stream_id)) return 0;
+    if (take_reset(h2, hd->stream_id)) return 0;
     (void)nghttp2_session_terminate_session(s, NGHTTP2_PROTOCOL_ERROR);
     fail_after_send(h2, "HEADERS on a stream id already used");
     return 0;
 }
 
+/*
+ * The client's trailers begin: SETTINGS_MAX_HEADER_LIST_SIZE bounds each field section (RFC
+ * 9113 §6.5.2), so they are counted from zero; the request's headers were checked when their
+ * block ended (rpc_call_on_headers). Before, the two were summed, and a request of 10 KiB of
+ * headers and 10 KiB of trailers, each under the 16 KiB we advertise, was reset.
+ */
+static void trailers_begin(struct rpc_h2 *h2, int32_t stream_id)
+{
+    struct rpc_call *c = call_of(h2, stream_id);
+    if (c) c->header_bytes = 0;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
     struct rpc_h2 *h2 = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    if (frame->headers.cat == NGHTTP2_HCAT_HEADERS) {
+        trailers_begin(h2, frame->hd.stream_id);
+        return 0;
+    }
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
     /*
      * Streams the client reset but whose calls still release their work count here too, so
      * resetting streams cannot pile up work (the Rapid Reset lesson).
@@ -934,6 +984,11 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
     struct rpc_h2 *h2 = ud;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        /* Ours, nghttp2's stream errors and refusals alike. */
+        remember_reset(h2, frame->hd.stream_id);
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY && h2->noticed && !h2->draining) {
         /* After the first GOAWAY, not with it: nghttp2 sends PINGs ahead of GOAWAY frames, and
          * the client's ACK must say that it has read the GOAWAY. */

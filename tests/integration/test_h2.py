@@ -562,6 +562,25 @@ class Limits(H2Case):
             c.close()
         self.assertEqual(self.server.metric("ringcas_h2_header_overflows_total") - before, 1)
 
+    def test_trailers_have_a_header_list_limit_of_their_own(self):
+        # SETTINGS_MAX_HEADER_LIST_SIZE bounds each field section (RFC 9113 §6.5.2): 10 KiB of
+        # request headers and 10 KiB of trailers are served; trailers over 16 KiB alone are not.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers(HEALTH, extra=[("x-pad", "a" * 10000)]))
+            c.data(1, h2raw.grpc_message(b""))
+            c.headers(1, [("x-trailer", "b" * 10000)], end_stream=True)
+            frames = c.frames_until(lambda f: f[2] == 1 and (f[1] & h2raw.END_STREAM or
+                                                             f[0] == h2raw.RST_STREAM))
+            self.assertEqual([f[0] for f in frames if f[0] == h2raw.RST_STREAM], [])
+            self.assertEqual([f[3] for f in frames if f[0] == h2raw.DATA], [SERVING])
+            c.headers(3, h2raw.grpc_headers(HEALTH))
+            c.data(3, h2raw.grpc_message(b""))
+            c.headers(3, [("x-trailer", "b" * 17000)], end_stream=True)
+            self.assertEqual(c.first_error()[:2], (h2raw.RST_STREAM, 3))
+        finally:
+            c.close()
+
     def test_rapid_reset_gets_goaway(self):
         c = h2raw.Conn(self.server.port)
         try:
@@ -736,6 +755,26 @@ class StreamRules(H2Case):
         try:
             self.serve(c, 7)
             c.headers(5, h2raw.grpc_headers(HEALTH), end_stream=True)
+            self.assertEqual(self.goaway_code(c), h2raw.PROTOCOL_ERROR)
+        finally:
+            c.close()
+
+    def test_trailers_that_cross_our_reset_are_ignored(self):
+        # RFC 9113 §5.1: after sending RST_STREAM, frames the client sent before it read it
+        # are ignored. The trailers of a request answered early (its RST NO_ERROR) and of a
+        # malformed one (RST PROTOCOL_ERROR) leave the connection and its calls alone; a second
+        # HEADERS on such a stream did not cross anything and ends the connection.
+        c = h2raw.Conn(self.server.port)
+        try:
+            c.headers(1, h2raw.grpc_headers("/no.such.Service/Method"))
+            self.assertEqual(c.first_error(), (h2raw.RST_STREAM, 1, h2raw.NO_ERROR))
+            c.headers(3, h2raw.grpc_headers(HEALTH, extra=[("X-Upper", "1")]))
+            self.assertEqual(c.first_error(), (h2raw.RST_STREAM, 3, h2raw.PROTOCOL_ERROR))
+            c.data(1, h2raw.grpc_message(b""))
+            c.headers(1, [("x-trailer", "1")], end_stream=True)
+            c.headers(3, [("x-trailer", "1")], end_stream=True)
+            self.serve(c, 5)
+            c.headers(1, [("x-trailer", "1")], end_stream=True)
             self.assertEqual(self.goaway_code(c), h2raw.PROTOCOL_ERROR)
         finally:
             c.close()
