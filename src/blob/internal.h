@@ -271,6 +271,8 @@ struct blob_store {
                                         * or less on a smaller one; what a blob never exceeds */
     _Atomic bool disk_bound;           /* the disk set the budget at the last pass */
     _Atomic uint64_t budget_said;      /* the disk-bound budget last logged */
+    _Atomic uint64_t budget_up_ns;     /* since when (monotonic ns) the budget has stayed above
+                                        * budget_said; 0 when it has not (evict.c) */
     _Atomic bool no_room;              /* the budget was all active segments (logged once) */
     _Atomic bool folder_removed;       /* the data folder was deleted under us (logged once) */
     _Atomic bool folder_read_only;     /* its file system refuses writes (evict.c) */
