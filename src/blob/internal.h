@@ -269,8 +269,10 @@ struct blob_store {
     _Atomic uint64_t budget;           /* max_size, or less while the disk holds less (evict.c) */
     _Atomic uint64_t ceiling;          /* the budget with the whole file system free: max_size,
                                         * or less on a smaller one; what a blob never exceeds */
-    _Atomic bool disk_bound;           /* the disk set the budget at the last pass */
+    _Atomic bool budget_bound_said;    /* the log last said the disk sets the budget */
     _Atomic uint64_t budget_said;      /* the disk-bound budget last logged */
+    _Atomic uint64_t budget_up_ns;     /* since when (monotonic ns) the budget has stayed above
+                                        * budget_said; 0 when it has not (evict.c) */
     _Atomic bool no_room;              /* the budget was all active segments (logged once) */
     _Atomic bool folder_removed;       /* the data folder was deleted under us (logged once) */
     _Atomic bool folder_read_only;     /* its file system refuses writes (evict.c) */

@@ -172,7 +172,10 @@ class DiskRoom(unittest.TestCase):
         os.unlink(filler)
         wait_for(lambda: s.metric("ringcas_store_budget_bytes") == 40 * MIB, timeout=20,
                  what="the budget to come back")
-        self.assertIn("has room for --max-size", s.log_tail(200))
+        # Said once the room has lasted a minute (a budget that dips under --max-size and
+        # comes back at every pass is not said at every pass; docs/storage.md).
+        wait_for(lambda: "has room for --max-size" in s.log_tail(200), timeout=90,
+                 what="the room to be said")
 
     def test_a_budget_already_set_by_the_disk_says_when_it_falls(self):
         # --max-size past the disk: the budget is the disk's from the start (said once).
