@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
+
 #define FILES_MAX 4096U
 #define FDS_MAX   1024U
 #define FD_BASE   100
@@ -63,6 +65,9 @@ struct sim_io {
     uint64_t others;                  /* bytes other files take (blob_io_sim_others) */
     uint8_t slow_op;                  /* requests of this type complete late (blob_io_sim_slow) */
     uint64_t slow_ns;                 /* by this much real time */
+    uint64_t late_ns;                 /* freed files keep their blocks this long (frees_late) */
+    uint64_t freeing;                 /* bytes of files freed late, taken until ... */
+    uint64_t freeing_until;           /* ... this monotonic time */
     bool dead;                        /* power is off */
 };
 
@@ -123,15 +128,28 @@ static uint64_t file_blocks(const struct sim_file *f)
     return f->cur_size > f->alloc ? f->cur_size : f->alloc;
 }
 
-/* Bytes every file takes, unlinked ones still open included. */
+/* Bytes every file takes, unlinked ones still open included, and those freed late. */
 static uint64_t disk_used(const struct sim_io *s)
 {
     uint64_t used = s->others;
+    if (s->freeing > 0 && base_clock_now_ns() < s->freeing_until) used += s->freeing;
     for (uint32_t i = 0; i < FILES_MAX; i++) {
         const struct sim_file *f = &s->files[i];
         if (f->name[0] || f->orphan) used += file_blocks(f);
     }
     return used;
+}
+
+/* <f>'s last name and fd are gone: its blocks are free now, or after late_ns. */
+static void file_release(struct sim_io *s, struct sim_file *f)
+{
+    if (s->late_ns > 0) {
+        uint64_t now = base_clock_now_ns();
+        if (now >= s->freeing_until) s->freeing = 0;
+        s->freeing += file_blocks(f);
+        s->freeing_until = now + s->late_ns;
+    }
+    file_free(f);
 }
 
 /* -ENOSPC when growing <f> to <end> bytes would pass the disk's capacity, else 0. */
@@ -228,7 +246,7 @@ static int sim_close(struct blob_io *io, int fd)
     struct sim_file *f = file_of_fd(s, fd);
     if (!f) return -EBADF;
     s->fds[fd - FD_BASE] = 0;
-    if (f->orphan && !file_is_open(s, f)) file_free(f);
+    if (f->orphan && !file_is_open(s, f)) file_release(s, f);
     return 0;
 }
 
@@ -331,7 +349,7 @@ static int sim_unlink(struct blob_io *io, const char *name)
         f->orphan = true;
         return 0;
     }
-    file_free(f);
+    file_release(s, f);
     return 0;
 }
 
@@ -517,6 +535,13 @@ void blob_io_sim_capacity(struct blob_io *io, uint64_t bytes)
 void blob_io_sim_others(struct blob_io *io, uint64_t bytes)
 {
     sim_of(io)->others = bytes;
+}
+
+void blob_io_sim_frees_late(struct blob_io *io, uint64_t ns)
+{
+    struct sim_io *s = sim_of(io);
+    s->late_ns = ns;
+    s->freeing = 0;
 }
 
 static int sim_space(struct blob_io *io, uint64_t *avail, uint64_t *total)

@@ -62,6 +62,11 @@ void blob_io_sim_capacity(struct blob_io *io, uint64_t bytes);
  * disk's size does not, as when another tenant fills a shared volume. */
 void blob_io_sim_others(struct blob_io *io, uint64_t bytes);
 
+/* A file whose last name and fd go keeps its blocks for <ns> more of real time, as on XFS,
+ * which frees a deleted file's blocks in a worker a moment after its last close: the space
+ * call sees them neither free nor in any file meanwhile. 0 (the default): freed at once. */
+void blob_io_sim_frees_late(struct blob_io *io, uint64_t ns);
+
 /* Makes every later request of type <op> (enum blob_io_opcode) take <ns> more nanoseconds of
  * real time when it completes: a slow disk. 0 clears it. */
 void blob_io_sim_slow(struct blob_io *io, uint8_t op, uint64_t ns);
