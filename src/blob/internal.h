@@ -69,6 +69,8 @@ struct blob_segs {
     _Atomic uint64_t disk_bytes;       /* bytes of every live segment */
     _Atomic uint64_t held_bytes;       /* bytes of dead segments still referenced: unlinked,
                                         * their files stay on disk until the last reference */
+    _Atomic uint64_t closing_bytes;    /* bytes of the graveyard's segments: no longer the
+                                        * store's to count, still on disk until buried */
     uint32_t pinned;                   /* segments pinned by refresh queues (pins > 0) */
     struct base_list pinned_list;      /* those segments, dead or alive (pin_link) */
     _Atomic uint64_t cold_below;       /* segments with a lower seq are in the cold (oldest) part */

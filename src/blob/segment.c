@@ -342,8 +342,9 @@ void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
     pthread_mutex_lock(&t->lock);
     ASSERT(seg->state == BLOB_SEG_DEAD);
     ASSERT(seg->pins == 0);
-    /* Its file goes with the next bury, which the evictor runs before it measures. */
+    /* Its file goes with the next bury, which the evictor runs after it measures. */
     atomic_fetch_sub(&t->held_bytes, atomic_load(&seg->bytes));
+    atomic_fetch_add(&t->closing_bytes, atomic_load(&seg->bytes));
     base_list_add_tail(&t->graveyard, &seg->link);
     pthread_mutex_unlock(&t->lock);
 }
@@ -521,7 +522,9 @@ void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
     if (base_list_is_empty(&dead)) return;
     /* Bounded by the graveyard's length. */
     for (node = dead.next; node != &dead; node = node->next) {
-        seg_close(BASE_CONTAINER_OF(node, struct blob_seg, link), io, t->map_len);
+        struct blob_seg *seg = BASE_CONTAINER_OF(node, struct blob_seg, link);
+        seg_close(seg, io, t->map_len);
+        atomic_fetch_sub(&t->closing_bytes, atomic_load(&seg->bytes));
     }
     pthread_mutex_lock(&t->lock);
     while ((node = base_list_pop_head(&dead)) != NULL) {
