@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -150,7 +151,10 @@ static void update_budget(struct blob_store *s)
         /* The active segments' reserved tails are not free, nor in the segments' bytes: left
          * out, they came off the budget, and the limit then took the active segments' room
          * off again (a segment per core less kept than the disk holds). */
-        uint64_t disk = blob_store_used(s) + atomic_load(&s->segs.closing_bytes) +
+        /* The openings before the table: one that goes into the table between the two
+         * reads is counted twice, never not at all. */
+        uint64_t opening = atomic_load(&s->segs.opening_bytes);
+        uint64_t disk = blob_store_used(s) + atomic_load(&s->segs.closing_bytes) + opening +
                         blob_segment_unwritten(&s->segs);
         uint64_t margin = total / 64;
         uint64_t room = disk + avail > margin ? disk + avail - margin : 0;
@@ -236,6 +240,32 @@ uint64_t blob_store_used(const struct blob_store *s)
     return atomic_load(&s->segs.disk_bytes) + atomic_load(&s->segs.held_bytes);
 }
 
+/*
+ * Waits until opts.evict_settle_ms after the last pass that closed segment files. The blocks of
+ * a closed file are free a moment later on XFS (its inode's inactivation is queued to a
+ * worker: 2-4 ms measured on a loop-mounted XFS), and under load the evictor runs passes back
+ * to back (a kick per sealed or new segment): a pass right after one that closed the files
+ * it evicted measured them neither free nor the store's, and evicted a segment more. The
+ * evictor's own thread waits; no core does.
+ */
+static void settle(struct blob_store *s)
+{
+    uint64_t settle_ns = (uint64_t)s->opts.evict_settle_ms * BASE_NS_PER_MS;
+    if (settle_ns == 0 || s->buried_ns == 0) return;
+    uint64_t since = base_clock_now_ns() - s->buried_ns;
+    if (since >= settle_ns) return;
+    uint64_t left = settle_ns - since;
+    struct timespec ts = { .tv_sec = (time_t)(left / BASE_NS_PER_S),
+                           .tv_nsec = (long)(left % BASE_NS_PER_S) };
+    (void)nanosleep(&ts, NULL);
+}
+
+/* Closes the graveyard's files, and notes when for settle(). */
+static void bury(struct blob_store *s)
+{
+    if (blob_segment_bury(&s->segs, s->io) > 0) s->buried_ns = base_clock_now_ns();
+}
+
 uint32_t blob_store_evict(struct blob_store *s)
 {
     uint32_t n = 0;
@@ -246,9 +276,10 @@ uint32_t blob_store_evict(struct blob_store *s)
      * right after the close they were neither free nor the store's. The budget dipped by
      * them and the pass evicted that much more: on a 336 MiB XFS under load, 308 MiB, then
      * 245-266 MiB about once a second. */
+    settle(s);
     check_folder(s);
     update_budget(s);
-    blob_segment_bury(&s->segs, s->io);
+    bury(s);
     evict_empty(s);
     uint64_t limit = blob_store_limit(s);
     /* Bounded by the number of segments: a segment still held after its kill keeps counting,
@@ -266,7 +297,7 @@ uint32_t blob_store_evict(struct blob_store *s)
         blob_segment_put(&s->segs, seg);
         n++;
     }
-    blob_segment_bury(&s->segs, s->io);
+    bury(s);
     /* The cold part: what would be evicted if the store grew by a quarter of its budget. */
     uint64_t disk = blob_store_used(s);
     uint64_t grow = blob_store_budget(s) / 4;

@@ -71,6 +71,8 @@ struct blob_segs {
                                         * their files stay on disk until the last reference */
     _Atomic uint64_t closing_bytes;    /* bytes of the graveyard's segments: no longer the
                                         * store's to count, still on disk until buried */
+    _Atomic uint64_t opening_bytes;    /* reservations of segments being opened, not yet in
+                                        * the table (writer.c opening_count) */
     uint32_t pinned;                   /* segments pinned by refresh queues (pins > 0) */
     struct base_list pinned_list;      /* those segments, dead or alive (pin_link) */
     _Atomic uint64_t cold_below;       /* segments with a lower seq are in the cold (oldest) part */
@@ -174,8 +176,8 @@ MUST_CHECK int blob_map_guarded(blob_map_fn *fn, void *arg);
 /* memcpy from a mapping, guarded: 0 or -EIO. */
 MUST_CHECK int blob_map_copy(void *dst, const void *src, size_t n);
 
-/* Closes the fds of the graveyard (blocking; off the cores). */
-void blob_segment_bury(struct blob_segs *t, struct blob_io *io);
+/* Closes the fds of the graveyard (blocking; off the cores): how many. */
+uint32_t blob_segment_bury(struct blob_segs *t, struct blob_io *io);
 /* Recomputes cold_below so that the oldest <cold_bytes> of sealed data count as cold. */
 void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes);
 
@@ -259,6 +261,7 @@ struct blob_store {
     uint32_t chunk_shift;              /* log2(opts.chunk_size) */
     _Atomic uint32_t cores;            /* cores initialised */
     pthread_mutex_t evict_lock;        /* guards the evictor's flags */
+    uint64_t buried_ns;                /* when a pass last closed segment files (evictor only) */
     pthread_cond_t evict_cond;         /* wakes the evictor */
     bool evict_stop;                   /* the evictor must end */
     bool evict_kick;                   /* a segment was sealed or created, or found no room */
@@ -394,6 +397,8 @@ struct blob_writer {
     bool want_sync;                    /* quiesce: sync what was written */
     bool quiet_failures;               /* an empty segment's failure was logged: until a write
                                         * succeeds, the next ones are not (a full disk) */
+    bool opening_counted;              /* segs.opening_bytes counts the opening's reservation
+                                        * until the segment is in the table */
     int err;                           /* the last open failure, reported to waiters */
     uint64_t open_err_log_ns;          /* when an open failure was last logged */
     struct ring_task kick_task;        /* end-of-iteration flush and group commit */

@@ -343,8 +343,9 @@ void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
     ASSERT(seg->state == BLOB_SEG_DEAD);
     ASSERT(seg->pins == 0);
     /* Its file goes with the next bury, which the evictor runs after it measures. */
-    atomic_fetch_sub(&t->held_bytes, atomic_load(&seg->bytes));
+    /* Counted as closing before it leaves held: update_budget never finds it in neither. */
     atomic_fetch_add(&t->closing_bytes, atomic_load(&seg->bytes));
+    atomic_fetch_sub(&t->held_bytes, atomic_load(&seg->bytes));
     base_list_add_tail(&t->graveyard, &seg->link);
     pthread_mutex_unlock(&t->lock);
 }
@@ -508,8 +509,9 @@ void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg)
     if (killed) blob_segment_put(t, seg);
 }
 
-void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
+uint32_t blob_segment_bury(struct blob_segs *t, struct blob_io *io)
 {
+    uint32_t n = 0;
     struct base_list dead;
     base_list_init(&dead);
     pthread_mutex_lock(&t->lock);
@@ -519,18 +521,20 @@ void blob_segment_bury(struct blob_segs *t, struct blob_io *io)
         base_list_add_tail(&dead, node);
     }
     pthread_mutex_unlock(&t->lock);
-    if (base_list_is_empty(&dead)) return;
+    if (base_list_is_empty(&dead)) return 0;
     /* Bounded by the graveyard's length. */
     for (node = dead.next; node != &dead; node = node->next) {
         struct blob_seg *seg = BASE_CONTAINER_OF(node, struct blob_seg, link);
         seg_close(seg, io, t->map_len);
         atomic_fetch_sub(&t->closing_bytes, atomic_load(&seg->bytes));
+        n++;
     }
     pthread_mutex_lock(&t->lock);
     while ((node = base_list_pop_head(&dead)) != NULL) {
         base_list_add_tail(&t->spares, node);
     }
     pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes)

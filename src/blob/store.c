@@ -115,6 +115,7 @@ void blob_store_options_default(struct blob_store_options *o)
     o->direct_io = true;
     o->map_reads = true;
     o->evict_thread = true;
+    o->evict_settle_ms = 10;
     o->io = NULL;
 }
 

@@ -142,6 +142,8 @@ struct blob_store_options {
     bool map_reads;             /* records already in the page cache are read in place through
                                    a read-only mapping of their segment (no disk read, no copy) */
     bool evict_thread;          /* evict in a background thread (false: tests evict inline) */
+    uint32_t evict_settle_ms;   /* a pass that follows a close of segment files this soon
+                                   waits out the rest before it measures the disk (evict.c) */
     struct blob_io *io;         /* the I/O seam; NULL: the real file system and rings */
 };
 

@@ -463,6 +463,23 @@ static int open_submit(struct blob_writer *w, const struct blob_io_req *req)
     return writer_submit(w, &w->ctl_aio, open_done, w, req);
 }
 
+/*
+ * The opening's reservation takes the disk from its fallocate, and the table counts it only
+ * from open_ready, after the read fd and the folder's fsync: counted nowhere in between, it
+ * came off the disk-bound budget, and a pass then evicted a segment more (update_budget).
+ */
+static void opening_count(struct blob_writer *w, bool on)
+{
+    if (w->opening_counted == on) return;
+    w->opening_counted = on;
+    struct blob_store *s = store_of(w);
+    if (on) {
+        atomic_fetch_add(&s->segs.opening_bytes, s->opts.segment_size);
+    } else {
+        atomic_fetch_sub(&s->segs.opening_bytes, s->opts.segment_size);
+    }
+}
+
 static void open_failed(struct blob_writer *w, int err)
 {
     struct blob_store *s = store_of(w);
@@ -479,6 +496,7 @@ static void open_failed(struct blob_writer *w, int err)
         LOG_ERROR("cannot open segment %s: %s%s", w->name, base_err_str(err), why);
     }
     if (err == -EROFS) blob_store_note_read_only(s, true);
+    opening_count(w, false);
     if (w->wfd >= 0) (void)s->io->ops->close(s->io, w->wfd);
     if (w->rfd >= 0) (void)s->io->ops->close(s->io, w->rfd);
     w->wfd = -1;
@@ -514,6 +532,7 @@ static void open_ready(struct blob_writer *w)
     }
     w->rfd = -1; /* the table owns it now */
     blob_segment_set_reserved(w->seg, w->reserved ? s->opts.segment_size : 0);
+    opening_count(w, false); /* after: a pass never finds it in neither */
     /* The header block is the first thing the next write sends. */
     struct blob_seg_header h;
     blob_format_seg_header(&h, w->seq, w->bc->index);
@@ -577,6 +596,7 @@ static void open_step(struct blob_writer *w, int32_t res)
             return;
         }
         w->reserved = res == 0;
+        if (w->reserved) opening_count(w, true);
         /* No atime updates on reads (see real_open): the server created the file, so the
          * kernel allows O_NOATIME. */
         req.flags = O_RDONLY | O_NOATIME;
@@ -622,6 +642,7 @@ static void writer_open(struct blob_writer *w)
     w->direct = s->opts.direct_io && s->io->direct_ok;
     w->open_step = 0;
     w->room_waited = false;
+    w->opening_counted = false;
     open_step(w, 0);
 }
 

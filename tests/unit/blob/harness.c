@@ -30,6 +30,7 @@ void th_options_small(struct blob_store_options *o)
     o->readers_max = 64;
     o->disk_queue_max = 64;
     o->evict_thread = false;
+    o->evict_settle_ms = 0; /* passes run back to back, on a disk that frees at once */
 }
 
 int th_open_store(struct th *t)
