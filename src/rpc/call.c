@@ -280,7 +280,8 @@ void rpc_call_on_conn_close(struct rpc_call *c)
  * call's memory while its connection stays alive (HTTP/2 PINGs and other streams reset the
  * ring's receive timeout, and a send that waits for a window is not a send in progress):
  * - it stops sending its request: one that sends no request bytes for --read-timeout before
- *   ending it ends with DEADLINE_EXCEEDED (an upload it began is aborted through on_cancel);
+ *   ending it, or fewer than RPC_RECV_MIN_RATE a second over each --read-timeout, ends with
+ *   DEADLINE_EXCEEDED (an upload it began is aborted through on_cancel);
  *   a request held incomplete keeps its memory (a unary message up to RPC_MESSAGE_MAX, an
  *   upload's slot and buffers). Time the server itself holds the input up (the engine waits
  *   for the disk, a commit is pending, the connection paused its receives) does not count;
@@ -358,6 +359,8 @@ static void watch(struct rpc_call *c)
     struct rpc_core *rc = c->rc;
     c->watched = true;
     c->input_ns = ring_core_batch_ns(rc->ring);
+    c->window_ns = c->input_ns;
+    c->window_bytes = c->bytes_in;
     base_list_add_tail(&rc->watched, &c->watch_link);
     stall_arm(rc);
 }
@@ -375,17 +378,38 @@ static bool waits_for_request(const struct rpc_call *c)
     return c->method && !rpc_call_is_over(c) && !c->peer_ended && !c->stream_closed;
 }
 
+/*
+ * A request still coming must bring RPC_RECV_MIN_RATE bytes a second, averaged over each
+ * --read-timeout, as HTTP/1.1 bodies must (h1.c too_slow). Any byte was enough before: a
+ * client that sent a byte of a ByteStream.Write every few seconds kept the upload (its slot
+ * of --max-uploads, its buffers) for as long as it liked, with no deadline.
+ */
+#define RPC_RECV_MIN_RATE 1024u
+
 static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
 {
     if (limit == 0 || !waits_for_request(c)) return;
     if (c->input_held || c->pins > 0 || rpc_h2_holds_input(c, now)) {
-        c->input_ns = now; /* the server holds it up: the client's time starts later */
+        /* The server holds it up: the client's time starts later. */
+        c->input_ns = now;
+        c->window_ns = now;
+        c->window_bytes = c->bytes_in;
         return;
     }
-    if (now - c->input_ns < limit) return;
+    const char *why = "no request data within --read-timeout";
+    if (now - c->input_ns < limit) {
+        if (now - c->window_ns < limit) return;
+        uint64_t want = limit / BASE_NS_PER_MS * RPC_RECV_MIN_RATE / 1000;
+        if (c->bytes_in - c->window_bytes >= want) {
+            c->window_ns = now;
+            c->window_bytes = c->bytes_in;
+            return;
+        }
+        why = "request data slower than 1 KiB/s over --read-timeout";
+    }
     base_counter_inc(&c->rc->counters.grpc_stalls);
-    LOG_DEBUG("call %s on stream %d: no request data within --read-timeout", c->path, c->stream_id);
-    cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, "no request data within --read-timeout");
+    LOG_DEBUG("call %s on stream %d: %s", c->path, c->stream_id, why);
+    cancel(c, PROTO_STATUS_DEADLINE_EXCEEDED, why);
 }
 
 /*

@@ -192,6 +192,8 @@ struct rpc_call {
     bool waiting;                       /* rpc_call_wait_begin: holds input while it waits */
     uint32_t msg_cap;                   /* bytes allocated for <msg> */
     uint64_t input_ns;                  /* when request bytes last came (or the server let go) */
+    uint64_t window_ns;                 /* start of the period check_request measures the rate in */
+    uint64_t window_bytes;              /* bytes_in at window_ns */
     uint64_t blocked_ns;                /* since when the response waits for the client's window */
     uint64_t blocked_sent;              /* rpc_h2_send_progress() by then */
     uint64_t blocked_want;              /* progress that starts a new period (check_response) */

@@ -942,14 +942,15 @@ class Idle(harness.ServerTestCase):
         self.assertGreaterEqual(time.monotonic() - start, 0.9)
 
     def test_a_slow_upload_that_keeps_sending_completes(self):
-        data = os.urandom(1000)
+        """About 3 KiB/s: slow, but above the 1 KiB/s a request must bring."""
+        data = os.urandom(8000)
         name = self.upload_name(data)
         c = h2raw.Conn(self.server.port, window=1 << 20)
         try:
             c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Write"))
             for i in range(8):  # 2.4 s in all, longer than --read-timeout, 0.3 s per piece
-                piece = data[i * 125:(i + 1) * 125]
-                c.data(1, self.write_message(name, i * 125, piece, finish=i == 7),
+                piece = data[i * 1000:(i + 1) * 1000]
+                c.data(1, self.write_message(name, i * 1000, piece, finish=i == 7),
                        end_stream=i == 7)
                 if i < 7:
                     self.assertFalse(self.stream_end(c, 0.3), "ended after %d pieces" % (i + 1))
@@ -959,10 +960,49 @@ class Idle(harness.ServerTestCase):
         client = reapi.Client(self.server.address)
         try:
             req = reapi.msg("FindMissingBlobsRequest")
-            req.blob_digests.add(hash=hashlib.sha256(data).hexdigest(), size_bytes=1000)
+            req.blob_digests.add(hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
             self.assertEqual(len(client.FindMissingBlobs(req, timeout=10).missing_blob_digests), 0)
         finally:
             client.close()
+
+    def test_an_upload_trickled_a_byte_at_a_time_ends(self):
+        """A Write whose client sends a byte every 0.2 s: each byte comes well within
+        --read-timeout (1 s), so neither the connection nor the call is ever silent that long,
+        yet 5 bytes a second is no upload. Below 1 KiB/s over a read timeout it ends as a
+        stalled request (DEADLINE_EXCEEDED) and its upload is released. Before, it held the
+        upload (a slot of --max-uploads, its buffers) for as long as the client trickled, as
+        HTTP/1.1 bodies did before their own floor: the chaos proxy's trickling connections
+        kept ByteStream uploads open until the client's deadline."""
+        data = os.urandom(4000)
+        route = "google.bytestream.ByteStream/Write"
+        stalls = self.server.metric("ringcas_grpc_stalls_total")
+        deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
+        msg = self.write_message(self.upload_name(data), 0, data, finish=True)
+        c = h2raw.Conn(self.server.port, window=1 << 20)
+        try:
+            c.headers(1, h2raw.grpc_headers("/" + route))
+            c.data(1, msg[:1000])  # the upload begins
+            harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") >= 1,
+                             timeout=10, what="the upload under way")
+            start = time.monotonic()
+            ended = None
+            for i in range(1000, len(msg)):
+                if time.monotonic() - start > 8:
+                    break
+                c.data(1, msg[i:i + 1])
+                if self.stream_end(c, 0.2):
+                    ended = time.monotonic() - start
+                    break
+            self.assertIsNotNone(ended, "the trickled upload was kept")
+            self.assertGreaterEqual(ended, 0.9)
+            self.assertFalse(c.closed)  # the connection itself is alive
+        finally:
+            c.close()
+        self.assertEqual(self.server.metric("ringcas_grpc_stalls_total") - stalls, 1)
+        self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
+                         deadline_exceeded, 1)
+        harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") == 0, timeout=10,
+                         what="the upload released")
 
 
 class MessageMemory(harness.ServerTestCase):
