@@ -886,11 +886,20 @@ class Idle(harness.ServerTestCase):
             return False
         return any(f[2] == 1 and f[1] & h2raw.END_STREAM for f in frames)
 
+    def stall_counts(self, route):
+        """The stalled-request counter and <route>'s DEADLINE_EXCEEDED answers now."""
+        return (self.server.metric("ringcas_grpc_stalls_total"),
+                self.server.metric("ringcas_requests_total", route=route, status="4"))
+
+    def assert_stalls(self, route, before, n):
+        """<n> more of each since stall_counts gave <before>: every stall ended its call."""
+        now = self.stall_counts(route)
+        self.assertEqual((now[0] - before[0], now[1] - before[1]), (n, n))
+
     def test_pings_keep_the_connection_but_not_a_stalled_upload(self):
         data = os.urandom(1000)
         route = "google.bytestream.ByteStream/Write"
-        stalls = self.server.metric("ringcas_grpc_stalls_total")
-        deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
+        before = self.stall_counts(route)
         c = h2raw.Conn(self.server.port, window=1 << 20)
         try:
             c.headers(1, h2raw.grpc_headers("/google.bytestream.ByteStream/Write"))
@@ -907,16 +916,13 @@ class Idle(harness.ServerTestCase):
             self.assertFalse(c.closed)  # the connection itself is alive
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_stalls_total") - stalls, 1)
-        self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
-                         deadline_exceeded, 1)
+        self.assert_stalls(route, before, 1)
 
     def test_pings_keep_the_connection_but_not_a_stalled_unary_request(self):
         """A unary request the client stops sending holds a stream and, halfway through its
         message, that message's memory: it ends like a stalled upload."""
         route = BATCH_UPDATE[1:]
-        stalls = self.server.metric("ringcas_grpc_stalls_total")
-        deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
+        before = self.stall_counts(route)
         c = h2raw.Conn(self.server.port, window=1 << 20)
         try:
             # Stream 1: 5000 bytes of a 100000-byte message. Stream 3: a whole message, but
@@ -936,9 +942,7 @@ class Idle(harness.ServerTestCase):
             self.assertFalse(c.closed)  # the connection itself is alive
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_stalls_total") - stalls, 2)
-        self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
-                         deadline_exceeded, 2)
+        self.assert_stalls(route, before, 2)
         self.assertGreaterEqual(time.monotonic() - start, 0.9)
 
     def test_a_slow_upload_that_keeps_sending_completes(self):
@@ -975,8 +979,7 @@ class Idle(harness.ServerTestCase):
         kept ByteStream uploads open until the client's deadline."""
         data = os.urandom(4000)
         route = "google.bytestream.ByteStream/Write"
-        stalls = self.server.metric("ringcas_grpc_stalls_total")
-        deadline_exceeded = self.server.metric("ringcas_requests_total", route=route, status="4")
+        before = self.stall_counts(route)
         msg = self.write_message(self.upload_name(data), 0, data, finish=True)
         c = h2raw.Conn(self.server.port, window=1 << 20)
         try:
@@ -998,9 +1001,7 @@ class Idle(harness.ServerTestCase):
             self.assertFalse(c.closed)  # the connection itself is alive
         finally:
             c.close()
-        self.assertEqual(self.server.metric("ringcas_grpc_stalls_total") - stalls, 1)
-        self.assertEqual(self.server.metric("ringcas_requests_total", route=route, status="4") -
-                         deadline_exceeded, 1)
+        self.assert_stalls(route, before, 1)
         harness.wait_for(lambda: self.server.metric("ringcas_bs_uploads") == 0, timeout=10,
                          what="the upload released")
 

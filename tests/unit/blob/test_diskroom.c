@@ -269,6 +269,24 @@ Test(blob_diskroom, uploads_past_the_disks_budget_are_refused_until_eviction_cat
 }
 
 /*
+ * Gives the simulated disk <cap> bytes and fills it one and a half times with the store's
+ * blobs: everything on it is the store's then, and the budget is the disk less its margin,
+ * which it returns.
+ */
+static uint64_t fill_disk(struct th *t, uint64_t cap)
+{
+    blob_io_sim_capacity(t->io, cap);
+    struct blob_key k;
+    /* Bounded: 200 puts of 8000 bytes. */
+    for (uint64_t n = 0; n < 200; n++)
+        cr_assert(eq(int, put_n(t, n, &k), 0));
+    blob_store_evict(t->s);
+    uint64_t full = budget_of(t);
+    cr_assert(eq(u64, full, cap - cap / 64), "everything on the disk is the store's");
+    return full;
+}
+
+/*
  * On XFS a deleted file's blocks are free a moment after its last close (the kernel frees
  * them in a worker). A segment that eviction took while a read held it is closed by the
  * next pass, once the read let go; that pass measured the disk right after the close and saw
@@ -281,14 +299,7 @@ Test(blob_diskroom, a_segment_closed_by_a_pass_is_not_taken_off_the_budget)
     struct th t = { 0 };
     open_budget(&t, 9, 16ULL << 20);
     uint64_t cap = 1ULL << 20;
-    blob_io_sim_capacity(t.io, cap);
-    struct blob_key k;
-    /* Bounded: 200 puts of 8000 bytes fill the disk one and a half times. */
-    for (uint64_t n = 0; n < 200; n++)
-        cr_assert(eq(int, put_n(&t, n, &k), 0));
-    blob_store_evict(t.s);
-    uint64_t full = budget_of(&t);
-    cr_assert(eq(u64, full, cap - cap / 64), "everything on the disk is the store's");
+    uint64_t full = fill_disk(&t, cap);
     /* A read holds the oldest segment; the disk frees a closed file's blocks 50 ms late. */
     struct blob_seg *held = NULL;
     for (uint32_t q = 1; !held && q < 1000; q++)
@@ -489,14 +500,7 @@ Test(blob_diskroom, a_pass_right_after_one_that_closed_files_waits_for_their_spa
     t.o.evict_settle_ms = 40;
     th_open_sim(&t, 11);
     uint64_t cap = 1ULL << 20;
-    blob_io_sim_capacity(t.io, cap);
-    struct blob_key k;
-    /* Bounded: 200 puts of 8000 bytes fill the disk one and a half times. */
-    for (uint64_t n = 0; n < 200; n++)
-        cr_assert(eq(int, put_n(&t, n, &k), 0));
-    blob_store_evict(t.s);
-    uint64_t full = budget_of(&t);
-    cr_assert(eq(u64, full, cap - cap / 64), "everything on the disk is the store's");
+    uint64_t full = fill_disk(&t, cap);
     blob_io_sim_frees_late(t.io, 20 * BASE_NS_PER_MS);
     /* Another file takes a third of the disk: the pass evicts, and closes what it evicted. */
     struct blob_store_stats st;
