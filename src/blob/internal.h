@@ -176,8 +176,8 @@ MUST_CHECK int blob_map_guarded(blob_map_fn *fn, void *arg);
 /* memcpy from a mapping, guarded: 0 or -EIO. */
 MUST_CHECK int blob_map_copy(void *dst, const void *src, size_t n);
 
-/* Closes the fds of the graveyard (blocking; off the cores): how many. */
-uint32_t blob_segment_bury(struct blob_segs *t, struct blob_io *io);
+/* Closes the fds of the graveyard (blocking; off the cores): the bytes of their segments. */
+uint64_t blob_segment_bury(struct blob_segs *t, struct blob_io *io);
 /* Recomputes cold_below so that the oldest <cold_bytes> of sealed data count as cold. */
 void blob_segment_update_cold(struct blob_segs *t, uint64_t cold_bytes);
 
@@ -261,7 +261,9 @@ struct blob_store {
     uint32_t chunk_shift;              /* log2(opts.chunk_size) */
     _Atomic uint32_t cores;            /* cores initialised */
     pthread_mutex_t evict_lock;        /* guards the evictor's flags */
-    uint64_t buried_ns;                /* when a pass last closed segment files (evictor only) */
+    uint64_t buried_ns;                /* when a pass last closed segment files, ... */
+    uint64_t buried_bytes;             /* ... their bytes since the disk was last measured, ... */
+    uint64_t room_last;                /* ... and the room it measured then (evictor only) */
     pthread_cond_t evict_cond;         /* wakes the evictor */
     bool evict_stop;                   /* the evictor must end */
     bool evict_kick;                   /* a segment was sealed or created, or found no room */

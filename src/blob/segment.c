@@ -509,9 +509,9 @@ void blob_segment_kill(struct blob_segs *t, struct blob_seg *seg)
     if (killed) blob_segment_put(t, seg);
 }
 
-uint32_t blob_segment_bury(struct blob_segs *t, struct blob_io *io)
+uint64_t blob_segment_bury(struct blob_segs *t, struct blob_io *io)
 {
-    uint32_t n = 0;
+    uint64_t n = 0;
     struct base_list dead;
     base_list_init(&dead);
     pthread_mutex_lock(&t->lock);
@@ -527,7 +527,7 @@ uint32_t blob_segment_bury(struct blob_segs *t, struct blob_io *io)
         struct blob_seg *seg = BASE_CONTAINER_OF(node, struct blob_seg, link);
         seg_close(seg, io, t->map_len);
         atomic_fetch_sub(&t->closing_bytes, atomic_load(&seg->bytes));
-        n++;
+        n += atomic_load(&seg->bytes);
     }
     pthread_mutex_lock(&t->lock);
     while ((node = base_list_pop_head(&dead)) != NULL) {
