@@ -76,11 +76,11 @@ static void evict_empty(struct blob_store *s)
  * for BUDGET_REARM_NS; a fall past the level said is said at once, however soon. Said at
  * once, a budget that dips and comes back at every pass was said at every pass: on XFS a
  * deleted segment's blocks are free a moment after its file is closed (the kernel frees them
- * in a worker), and a pass that closes files then measures sees them neither in the segments
- * nor free. A soak on a 336 MiB XFS under load, with no other file on the disk, logged "has
- * less room" 25 times a minute with --max-size 2GiB, and with --max-size 300MiB (the
- * manifest's 90% of the volume) "holds less than --max-size" and "has room for --max-size
- * again" each twice a second.
+ * in a worker), and a pass that measured in that moment saw them neither in the segments nor
+ * free (settle() and the order in blob_store_evict now keep most passes out of it). A soak on a 336
+ * MiB XFS under load, with no other file on the disk, logged "has less room" 25 times a minute with
+ * --max-size 2GiB, and with --max-size 300MiB (the manifest's 90% of the volume) "holds less than
+ * --max-size" and "has room for --max-size again" each twice a second.
  */
 #define BUDGET_REARM_NS (60 * BASE_NS_PER_S)
 

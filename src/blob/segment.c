@@ -342,8 +342,8 @@ void blob_segment_put(struct blob_segs *t, struct blob_seg *seg)
     pthread_mutex_lock(&t->lock);
     ASSERT(seg->state == BLOB_SEG_DEAD);
     ASSERT(seg->pins == 0);
-    /* Its file goes with the next bury, which the evictor runs after it measures. */
-    /* Counted as closing before it leaves held: update_budget never finds it in neither. */
+    /* Its file goes with the next bury, which the evictor runs after it measures; counted as
+     * closing before it leaves held, so that update_budget never finds it in neither. */
     atomic_fetch_add(&t->closing_bytes, atomic_load(&seg->bytes));
     atomic_fetch_sub(&t->held_bytes, atomic_load(&seg->bytes));
     base_list_add_tail(&t->graveyard, &seg->link);
