@@ -280,7 +280,7 @@ void rpc_call_on_conn_close(struct rpc_call *c)
  * call's memory while its connection stays alive (HTTP/2 PINGs and other streams reset the
  * ring's receive timeout, and a send that waits for a window is not a send in progress):
  * - it stops sending its request: one that sends no request bytes for --read-timeout before
- *   ending it, or fewer than RPC_RECV_MIN_RATE a second over each --read-timeout, ends with
+ *   ending it, or fewer than RPC_MIN_RATE bytes a second over each --read-timeout, ends with
  *   DEADLINE_EXCEEDED (an upload it began is aborted through on_cancel);
  *   a request held incomplete keeps its memory (a unary message up to RPC_MESSAGE_MAX, an
  *   upload's slot and buffers). Time the server itself holds the input up (the engine waits
@@ -379,12 +379,11 @@ static bool waits_for_request(const struct rpc_call *c)
 }
 
 /*
- * A request still coming must bring RPC_RECV_MIN_RATE bytes a second, averaged over each
+ * A request still coming must bring RPC_MIN_RATE bytes a second, averaged over each
  * --read-timeout, as HTTP/1.1 bodies must (h1.c too_slow). Any byte was enough before: a
  * client that sent a byte of a ByteStream.Write every few seconds kept the upload (its slot
  * of --max-uploads, its buffers) for as long as it liked, with no deadline.
  */
-#define RPC_RECV_MIN_RATE 1024u
 
 static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
 {
@@ -399,7 +398,7 @@ static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
     const char *why = "no request data within --read-timeout";
     if (now - c->input_ns < limit) {
         if (now - c->window_ns < limit) return;
-        uint64_t want = limit / BASE_NS_PER_MS * RPC_RECV_MIN_RATE / 1000;
+        uint64_t want = rpc_min_bytes(limit / BASE_NS_PER_MS);
         if (c->bytes_in - c->window_bytes >= want) {
             c->window_ns = now;
             c->window_bytes = c->bytes_in;
@@ -413,14 +412,12 @@ static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
 }
 
 /*
- * A response waiting for the client's window must see RPC_SEND_MIN_RATE bytes a second
+ * A response waiting for the client's window must see RPC_MIN_RATE bytes a second
  * leave, averaged over each --write-timeout (or all it has left, when less), as HTTP/1.1
  * bodies must arrive (h1.c). Any progress was enough before: a client that opened its window
  * by one byte every few seconds kept each of 256 queued 3 MiB answers, and every other
  * BatchReadBlobs of the core was refused for memory, for as long as it liked.
  */
-#define RPC_SEND_MIN_RATE 1024u
-
 static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
 {
     if (limit == 0 || c->out_bytes == 0 || !rpc_h2_send_blocked(c)) {
@@ -432,7 +429,7 @@ static void check_response(struct rpc_call *c, uint64_t now, uint64_t limit)
      * served one after another. */
     uint64_t sent = rpc_h2_send_progress(c);
     if (c->blocked_ns == 0 || sent - c->blocked_sent >= c->blocked_want) {
-        uint64_t want = limit / BASE_NS_PER_MS * RPC_SEND_MIN_RATE / 1000;
+        uint64_t want = rpc_min_bytes(limit / BASE_NS_PER_MS);
         c->blocked_ns = now;
         c->blocked_sent = sent;
         c->blocked_want = want < c->out_bytes ? want : c->out_bytes;

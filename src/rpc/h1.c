@@ -20,7 +20,7 @@
  * conn). While the server itself works on a request (the handler or a send), is_busy tells
  * the ring that the client's silence is expected. A client that does send, but slowly, is held
  * to progress as well (too_slow): a head must be complete within a read timeout of its start,
- * and a body must bring H1_BODY_MIN_RATE bytes a second over each read timeout.
+ * and a body must bring RPC_MIN_RATE bytes a second over each read timeout.
  *
  * Sections: state, input queue, responses, operations endpoints, requests and bodies, the
  * handler's side, ring callbacks.
@@ -52,7 +52,6 @@
 #define H1_LINGER_MS     2000        /* lingering close: how long to wait for the client's FIN */
 #define H1_RESP_HEAD_MAX 768         /* bytes of a response's status line and fields */
 #define H1_AHEAD_MAX     (16u << 10) /* input copied out of receive buffers while busy */
-#define H1_BODY_MIN_RATE 1024        /* body bytes per second, over each read timeout */
 
 /* ---- state ---- */
 
@@ -1222,7 +1221,7 @@ void rpc_h1_stream_fail(struct rpc_h1_conn *h, int status, const char *text)
 /*
  * True when the client, though it sends, is too slow to go on: a request head begun more than
  * a read timeout ago and still not complete, or a body that brought fewer than
- * H1_BODY_MIN_RATE bytes a second over the last read timeout. A byte now and then keeps every
+ * RPC_MIN_RATE bytes a second over the last read timeout. A byte now and then keeps every
  * receive within its own timeout, so without this a client would hold a connection, and an
  * upload slot of the engine, for as long as it likes. Checked as bytes arrive: a client that
  * sends nothing is the read timeout's; a slow one is found within two read timeouts.
@@ -1236,7 +1235,7 @@ static bool too_slow(struct rpc_h1_conn *h)
     if (h->state != H1_READ_BODY || h->sink_busy || now - h->window_t0_ns < window_ns) {
         return false;
     }
-    uint64_t want = (uint64_t)h->c->rc->cfg->read_timeout_ms * H1_BODY_MIN_RATE / 1000;
+    uint64_t want = rpc_min_bytes(h->c->rc->cfg->read_timeout_ms);
     if (h->body_in - h->window_mark < want) return true;
     h->window_t0_ns = now;
     h->window_mark = h->body_in;

@@ -81,6 +81,21 @@ struct rpc_config {
     struct rpc_access_log *access_log;        /* --access-log, or NULL */
 };
 
+/*
+ * The slowest a client may move a body, either way, averaged over each read (or write)
+ * timeout: HTTP/1.1 request bodies (h1.c too_slow), gRPC requests and gRPC responses held by
+ * the client's window (call.c). A client that moves data at all, on any link, is far above
+ * it; one that trickles a byte now and then, which every single receive's timeout lets
+ * through, is not.
+ */
+#define RPC_MIN_RATE 1024u /* bytes a second */
+
+/* The bytes a client must move within one timeout of timeout_ms at RPC_MIN_RATE. */
+static inline uint64_t rpc_min_bytes(uint64_t timeout_ms)
+{
+    return timeout_ms * RPC_MIN_RATE / 1000;
+}
+
 /* Freed small blocks each core's nghttp2 and message allocators keep for reuse (bytes). */
 #define RPC_MEM_IDLE_MAX (2u << 20)
 
