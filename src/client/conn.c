@@ -82,26 +82,6 @@ void client_conn_options_default(struct client_conn_options *opts)
 
 /* ---- setup ---- */
 
-static void *mem_malloc(size_t size, void *ud)
-{
-    return proto_alloc_malloc(&((struct client *)ud)->h2_mem, size);
-}
-
-static void mem_free(void *p, void *ud)
-{
-    proto_alloc_free(&((struct client *)ud)->h2_mem, p);
-}
-
-static void *mem_calloc(size_t count, size_t size, void *ud)
-{
-    return proto_alloc_calloc(&((struct client *)ud)->h2_mem, count, size);
-}
-
-static void *mem_realloc(void *p, size_t size, void *ud)
-{
-    return proto_alloc_realloc(&((struct client *)ud)->h2_mem, p, size);
-}
-
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *ud);
@@ -142,13 +122,7 @@ static int session_create(struct client_conn *conn)
     }
     /* Windows reopen only as calls take the bytes: a paused reader stops the server. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_mem mem = {
-        .mem_user_data = conn->cl,
-        .malloc = mem_malloc,
-        .free = mem_free,
-        .calloc = mem_calloc,
-        .realloc = mem_realloc,
-    };
+    nghttp2_mem mem = proto_alloc_nghttp2(&conn->cl->h2_mem);
     nghttp2_session *s;
     int rv = nghttp2_session_client_new3(&s, cbs, conn, opt, &mem);
     nghttp2_option_del(opt);

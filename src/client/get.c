@@ -53,16 +53,6 @@ static struct client_get *get_of(struct client_call *c)
     return BASE_CONTAINER_OF(c, struct client_get, call);
 }
 
-static void *zstd_alloc(void *opaque, size_t size)
-{
-    return proto_alloc_malloc(opaque, size);
-}
-
-static void zstd_free(void *opaque, void *address)
-{
-    proto_alloc_free(opaque, address);
-}
-
 /* ---- delivery ---- */
 
 /* Hands <n> blob bytes to the sink after the size check; 0 or -errno. */
@@ -254,7 +244,7 @@ static const struct client_call_ops get_ops = {
 static int get_zstd_begin(struct client_get *g)
 {
     if (!g->dctx) {
-        ZSTD_customMem mem = { zstd_alloc, zstd_free, &g->call.cl->zstd_mem };
+        ZSTD_customMem mem = proto_alloc_zstd(&g->call.cl->zstd_mem);
         g->dctx = ZSTD_createDCtx_advanced(mem);
         if (!g->dctx) return -ENOMEM;
     }

@@ -63,16 +63,6 @@ static struct client_put *put_of(struct client_call *c)
     return BASE_CONTAINER_OF(c, struct client_put, call);
 }
 
-static void *zstd_alloc(void *opaque, size_t size)
-{
-    return proto_alloc_malloc(opaque, size);
-}
-
-static void zstd_free(void *opaque, void *address)
-{
-    proto_alloc_free(opaque, address);
-}
-
 /* Makes sure every slot has the buffers this upload needs (grown, never shrunk). */
 static int put_buffers(struct client_put *p, uint32_t chunk, bool need_raw, bool need_z)
 {
@@ -98,7 +88,7 @@ static int put_buffers(struct client_put *p, uint32_t chunk, bool need_raw, bool
 static int put_zstd_begin(struct client_put *p)
 {
     if (!p->cctx) {
-        ZSTD_customMem mem = { zstd_alloc, zstd_free, &p->call.cl->zstd_mem };
+        ZSTD_customMem mem = proto_alloc_zstd(&p->call.cl->zstd_mem);
         p->cctx = ZSTD_createCCtx_advanced(mem);
         if (!p->cctx) return -ENOMEM;
     }

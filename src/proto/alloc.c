@@ -233,3 +233,51 @@ void proto_alloc_protobuf(struct proto_alloc *a, ProtobufCAllocator *out)
     out->free = pb_free;
     out->allocator_data = a;
 }
+
+static void *h2_malloc(size_t size, void *ud)
+{
+    return proto_alloc_malloc(ud, size);
+}
+
+static void h2_free(void *p, void *ud)
+{
+    proto_alloc_free(ud, p);
+}
+
+static void *h2_calloc(size_t count, size_t size, void *ud)
+{
+    return proto_alloc_calloc(ud, count, size);
+}
+
+static void *h2_realloc(void *p, size_t size, void *ud)
+{
+    return proto_alloc_realloc(ud, p, size);
+}
+
+nghttp2_mem proto_alloc_nghttp2(struct proto_alloc *a)
+{
+    nghttp2_mem mem = {
+        .mem_user_data = a,
+        .malloc = h2_malloc,
+        .free = h2_free,
+        .calloc = h2_calloc,
+        .realloc = h2_realloc,
+    };
+    return mem;
+}
+
+static void *zstd_alloc(void *opaque, size_t size)
+{
+    return proto_alloc_malloc(opaque, size);
+}
+
+static void zstd_free(void *opaque, void *address)
+{
+    proto_alloc_free(opaque, address);
+}
+
+ZSTD_customMem proto_alloc_zstd(struct proto_alloc *a)
+{
+    ZSTD_customMem mem = { zstd_alloc, zstd_free, a };
+    return mem;
+}

@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <nghttp2/nghttp2.h>
 #include <protobuf-c/protobuf-c.h>
+#include <zstd.h>
 
 #include "base/counter.h"
 
@@ -67,5 +69,12 @@ void proto_alloc_free(struct proto_alloc *a, void *p);
 
 /* A ProtobufCAllocator that allocates through <a> (which must outlive its use). */
 void proto_alloc_protobuf(struct proto_alloc *a, ProtobufCAllocator *out);
+
+/* nghttp2's allocator over <a>, for nghttp2_session_*_new3 (which copies it); <a> must
+ * outlive the session. */
+nghttp2_mem proto_alloc_nghttp2(struct proto_alloc *a);
+
+/* zstd's allocator over <a>, for ZSTD_create*_advanced; <a> must outlive the context. */
+ZSTD_customMem proto_alloc_zstd(struct proto_alloc *a);
 
 #endif /* RINGCAS_PROTO_ALLOC_H */

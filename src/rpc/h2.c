@@ -135,26 +135,6 @@ static nghttp2_nv make_nv(const char *name, const char *value)
 
 /* ---- memory and setup ---- */
 
-static void *mem_malloc(size_t size, void *ud)
-{
-    return proto_alloc_malloc(&((struct rpc_core *)ud)->h2_mem, size);
-}
-
-static void mem_free(void *p, void *ud)
-{
-    proto_alloc_free(&((struct rpc_core *)ud)->h2_mem, p);
-}
-
-static void *mem_calloc(size_t count, size_t size, void *ud)
-{
-    return proto_alloc_calloc(&((struct rpc_core *)ud)->h2_mem, count, size);
-}
-
-static void *mem_realloc(void *p, size_t size, void *ud)
-{
-    return proto_alloc_realloc(&((struct rpc_core *)ud)->h2_mem, p, size);
-}
-
 static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud);
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud);
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
@@ -223,13 +203,7 @@ static int session_create(struct rpc_h2 *h2)
      */
     nghttp2_option_set_no_closed_streams(opt, 1);
     set_flood_limits(opt);
-    nghttp2_mem mem = {
-        .mem_user_data = h2->rc,
-        .malloc = mem_malloc,
-        .free = mem_free,
-        .calloc = mem_calloc,
-        .realloc = mem_realloc,
-    };
+    nghttp2_mem mem = proto_alloc_nghttp2(&h2->rc->h2_mem);
     int rv = nghttp2_session_server_new3(&h2->session, cbs, h2, opt, &mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);

@@ -1,4 +1,4 @@
-/* Counting allocators: counts return to zero, injected failures, the protobuf-c adapter. */
+/* Counting allocators: counts return to zero, injected failures, the library adapters. */
 #include <stdint.h>
 #include <string.h>
 
@@ -101,6 +101,53 @@ Test(proto_alloc, protobuf_unpack_sweep_frees_everything)
     }
     cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
     cr_assert(gt(u64, base_counter_get(&a.failed), 0));
+}
+
+Test(proto_alloc, nghttp2_sessions_allocate_through_it)
+{
+    struct proto_alloc a;
+    proto_alloc_init(&a);
+    nghttp2_mem mem = proto_alloc_nghttp2(&a);
+    nghttp2_session_callbacks *cbs;
+    cr_assert(eq(int, nghttp2_session_callbacks_new(&cbs), 0));
+    nghttp2_session *s = NULL;
+    /* A refused allocation fails the session cleanly. */
+    proto_alloc_fail_in(&a, 1);
+    cr_assert(ne(int, nghttp2_session_server_new3(&s, cbs, NULL, NULL, &mem), 0));
+    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    cr_assert(eq(int, nghttp2_session_server_new3(&s, cbs, NULL, NULL, &mem), 0));
+    nghttp2_session_callbacks_del(cbs);
+    cr_assert(gt(u64, base_counter_get(&a.bytes), 0), "the session's memory is counted");
+    nghttp2_session_del(s);
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
+    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+}
+
+Test(proto_alloc, zstd_contexts_allocate_through_it)
+{
+    struct proto_alloc a;
+    proto_alloc_init(&a);
+    ZSTD_customMem mem = proto_alloc_zstd(&a);
+    proto_alloc_fail_in(&a, 1);
+    cr_assert(eq(ptr, ZSTD_createCCtx_advanced(mem), NULL));
+    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    ZSTD_CCtx *cctx = ZSTD_createCCtx_advanced(mem);
+    ZSTD_DCtx *dctx = ZSTD_createDCtx_advanced(mem);
+    cr_assert(ne(ptr, cctx, NULL));
+    cr_assert(ne(ptr, dctx, NULL));
+    /* A round trip makes both contexts take their working memory, counted too. */
+    static const char text[] = "counted counted counted counted counted";
+    uint8_t z[128];
+    char back[sizeof(text)];
+    size_t zlen = ZSTD_compress2(cctx, z, sizeof(z), text, sizeof(text));
+    cr_assert(not(ZSTD_isError(zlen)));
+    cr_assert(eq(sz, ZSTD_decompressDCtx(dctx, back, sizeof(back), z, zlen), sizeof(text)));
+    cr_assert(eq(int, memcmp(back, text, sizeof(text)), 0));
+    cr_assert(gt(u64, base_counter_get(&a.blocks), 2), "working memory goes through it");
+    ZSTD_freeCCtx(cctx);
+    ZSTD_freeDCtx(dctx);
+    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
+    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
 }
 
 Test(proto_alloc, a_kept_class_reuses_freed_blocks_within_its_budget)
