@@ -1169,6 +1169,26 @@ void rpc_call_finish_undecodable(struct rpc_call *c, uint64_t refusals, const ch
     rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, buf);
 }
 
+void *rpc_call_unpack(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
+                      const uint8_t *msg, size_t len, size_t svc_size, void **svc)
+{
+    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
+    uint64_t refusals = rpc_call_mem_refusals(c);
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, a, len, msg);
+    void *state = svc_size > 0 ? rpc_call_alloc(c, svc_size) : NULL;
+    if (m && (svc_size == 0 || state)) {
+        if (svc) *svc = state;
+        return m;
+    }
+    if (m) protobuf_c_message_free_unpacked(m, a);
+    if (svc_size > 0 && !state) {
+        rpc_call_finish_err(c, -ENOMEM, NULL);
+    } else {
+        rpc_call_finish_undecodable(c, refusals, desc->short_name);
+    }
+    return NULL;
+}
+
 void rpc_call_finish_err(struct rpc_call *c, int err, const char *what)
 {
     const char *message;

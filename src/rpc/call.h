@@ -270,6 +270,16 @@ void rpc_call_finish(struct rpc_call *c, int status, const char *message);
 uint64_t rpc_call_mem_refusals(const struct rpc_call *c);
 void rpc_call_finish_undecodable(struct rpc_call *c, uint64_t refusals, const char *what);
 
+/*
+ * A unary call's start: unpacks its request <msg> (a <desc> message) with the core's
+ * allocator and, when <svc_size> > 0, allocates that much service state (rpc_call_alloc)
+ * into *svc. On failure the call is ended (as rpc_call_finish_undecodable says, or
+ * RESOURCE_EXHAUSTED when the state did not fit) and NULL returned, with nothing left to
+ * free. Free the message with protobuf_c_message_free_unpacked and rpc_call_pb_allocator(c).
+ */
+MUST_CHECK void *rpc_call_unpack(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
+                                 const uint8_t *msg, size_t len, size_t svc_size, void **svc);
+
 /* rpc_call_finish with the status that engine error <err> maps to (rpc/status.h). */
 void rpc_call_finish_err(struct rpc_call *c, int err, const char *what);
 

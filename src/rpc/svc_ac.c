@@ -134,21 +134,11 @@ static void value_fetched(struct rpc_fetch *f, int res)
 static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    uint64_t refusals = rpc_call_mem_refusals(c);
-    Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req =
-        build__bazel__remote__execution__v2__get_action_result_request__unpack(a, len, msg);
-    struct ac_get *g = rpc_call_alloc(c, sizeof(*g));
-    if (!req || !g) {
-        if (req) {
-            build__bazel__remote__execution__v2__get_action_result_request__free_unpacked(req, a);
-        }
-        if (g) {
-            rpc_call_finish_undecodable(c, refusals, "GetActionResultRequest");
-        } else {
-            rpc_call_finish_err(c, -ENOMEM, NULL);
-        }
-        return;
-    }
+    struct ac_get *g;
+    Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req = rpc_call_unpack(
+        c, &build__bazel__remote__execution__v2__get_action_result_request__descriptor, msg, len,
+        sizeof(*g), (void **)&g);
+    if (!req) return;
     g->c = c;
     c->svc = g;
     struct blob_key k;
@@ -322,22 +312,17 @@ static int put_begin(struct ac_put *p, const struct blob_key *k, const uint8_t *
 static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    uint64_t refusals = rpc_call_mem_refusals(c);
-    Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req =
-        build__bazel__remote__execution__v2__update_action_result_request__unpack(a, len, msg);
-    struct ac_put *p = rpc_call_alloc(c, sizeof(*p));
+    struct ac_put *p;
+    Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req = rpc_call_unpack(
+        c, &build__bazel__remote__execution__v2__update_action_result_request__descriptor, msg, len,
+        sizeof(*p), (void **)&p);
+    if (!req) return;
     const uint8_t *result;
     size_t result_len;
-    if (!req || !p || find_result(msg, len, &result, &result_len) < 0) {
-        if (req) {
-            build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req,
-                                                                                             a);
-        }
-        if (p) {
-            rpc_call_finish_undecodable(c, refusals, "UpdateActionResultRequest");
-        } else {
-            rpc_call_finish_err(c, -ENOMEM, NULL);
-        }
+    if (find_result(msg, len, &result, &result_len) < 0) {
+        /* Decoded, yet its action_result is not where the wire says: bad bytes, not memory. */
+        build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req, a);
+        rpc_call_finish_undecodable(c, rpc_call_mem_refusals(c), "UpdateActionResultRequest");
         return;
     }
     p->c = c;

@@ -1025,13 +1025,9 @@ const struct rpc_method rpc_svc_bs_write = {
 static void query_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    uint64_t refusals = rpc_call_mem_refusals(c);
-    Google__Bytestream__QueryWriteStatusRequest *req =
-        google__bytestream__query_write_status_request__unpack(a, len, msg);
-    if (!req) {
-        rpc_call_finish_undecodable(c, refusals, "QueryWriteStatusRequest");
-        return;
-    }
+    Google__Bytestream__QueryWriteStatusRequest *req = rpc_call_unpack(
+        c, &google__bytestream__query_write_status_request__descriptor, msg, len, 0, NULL);
+    if (!req) return;
     struct proto_resource res;
     const char *why;
     rpc_call_log_target(c, req->resource_name, strlen(req->resource_name));

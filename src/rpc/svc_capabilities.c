@@ -15,13 +15,10 @@
 static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    uint64_t refusals = rpc_call_mem_refusals(c);
-    Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest *req =
-        build__bazel__remote__execution__v2__get_capabilities_request__unpack(a, len, msg);
-    if (!req) {
-        rpc_call_finish_undecodable(c, refusals, "GetCapabilitiesRequest");
-        return;
-    }
+    Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest *req = rpc_call_unpack(
+        c, &build__bazel__remote__execution__v2__get_capabilities_request__descriptor, msg, len, 0,
+        NULL);
+    if (!req) return;
     build__bazel__remote__execution__v2__get_capabilities_request__free_unpacked(req, a);
 
     Build__Bazel__Remote__Execution__V2__DigestFunction__Value digests[] = {

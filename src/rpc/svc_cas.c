@@ -418,22 +418,11 @@ static void update_pump(struct batch_update *b)
 
 static void batch_update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
-    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    struct batch_update *b = rpc_call_alloc(c, sizeof(*b));
-    uint64_t refusals = rpc_call_mem_refusals(c);
-    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req =
-        build__bazel__remote__execution__v2__batch_update_blobs_request__unpack(a, len, msg);
-    if (!req || !b) {
-        if (req) {
-            build__bazel__remote__execution__v2__batch_update_blobs_request__free_unpacked(req, a);
-        }
-        if (b) {
-            rpc_call_finish_undecodable(c, refusals, "BatchUpdateBlobsRequest");
-        } else {
-            rpc_call_finish_err(c, -ENOMEM, NULL);
-        }
-        return;
-    }
+    struct batch_update *b;
+    Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req = rpc_call_unpack(
+        c, &build__bazel__remote__execution__v2__batch_update_blobs_request__descriptor, msg, len,
+        sizeof(*b), (void **)&b);
+    if (!req) return;
     b->c = c;
     b->req = req;
     c->svc = b;
@@ -665,22 +654,11 @@ static int read_check(const Build__Bazel__Remote__Execution__V2__BatchReadBlobsR
 
 static void batch_read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
-    ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    struct batch_read *b = rpc_call_alloc(c, sizeof(*b));
-    uint64_t refusals = rpc_call_mem_refusals(c);
-    Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest *req =
-        build__bazel__remote__execution__v2__batch_read_blobs_request__unpack(a, len, msg);
-    if (!req || !b) {
-        if (req) {
-            build__bazel__remote__execution__v2__batch_read_blobs_request__free_unpacked(req, a);
-        }
-        if (b) {
-            rpc_call_finish_undecodable(c, refusals, "BatchReadBlobsRequest");
-        } else {
-            rpc_call_finish_err(c, -ENOMEM, NULL);
-        }
-        return;
-    }
+    struct batch_read *b;
+    Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest *req = rpc_call_unpack(
+        c, &build__bazel__remote__execution__v2__batch_read_blobs_request__descriptor, msg, len,
+        sizeof(*b), (void **)&b);
+    if (!req) return;
     b->c = c;
     b->req = req;
     c->svc = b;

@@ -208,19 +208,11 @@ static int tree_begin(struct tree *t,
 static void get_tree_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
 {
     ProtobufCAllocator *a = rpc_call_pb_allocator(c);
-    uint64_t refusals = rpc_call_mem_refusals(c);
+    struct tree *t;
     Build__Bazel__Remote__Execution__V2__GetTreeRequest *req =
-        build__bazel__remote__execution__v2__get_tree_request__unpack(a, len, msg);
-    struct tree *t = rpc_call_alloc(c, sizeof(*t));
-    if (!req || !t) {
-        if (req) build__bazel__remote__execution__v2__get_tree_request__free_unpacked(req, a);
-        if (t) {
-            rpc_call_finish_undecodable(c, refusals, "GetTreeRequest");
-        } else {
-            rpc_call_finish_err(c, -ENOMEM, NULL);
-        }
-        return;
-    }
+        rpc_call_unpack(c, &build__bazel__remote__execution__v2__get_tree_request__descriptor, msg,
+                        len, sizeof(*t), (void **)&t);
+    if (!req) return;
     t->c = c;
     c->svc = t;
     const char *field = "GetTree";

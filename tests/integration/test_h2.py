@@ -116,6 +116,30 @@ class Errors(H2Case):
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("undecodable", details)
 
+    def test_each_unary_request_that_does_not_decode_is_named_invalid_argument(self):
+        # Each service decodes its request through one path (rpc_call_unpack); the answer
+        # names the request type, and the bytes never reach the service.
+        v2 = "/build.bazel.remote.execution.v2."
+        methods = {
+            HEALTH: "HealthCheckRequest",
+            v2 + "Capabilities/GetCapabilities": "GetCapabilitiesRequest",
+            BATCH_UPDATE: "BatchUpdateBlobsRequest",
+            v2 + "ContentAddressableStorage/BatchReadBlobs": "BatchReadBlobsRequest",
+            v2 + "ContentAddressableStorage/GetTree": "GetTreeRequest",
+            v2 + "ActionCache/GetActionResult": "GetActionResultRequest",
+            v2 + "ActionCache/UpdateActionResult": "UpdateActionResultRequest",
+            "/google.bytestream.ByteStream/QueryWriteStatus": "QueryWriteStatusRequest",
+        }
+        for path, what in methods.items():
+            if path.endswith("/GetTree"):
+                stream = self.client.raw(path, "us")
+                call = lambda: list(stream(b"\xff\xff\xff", timeout=10))
+            else:
+                call = lambda: self.client.raw(path)(b"\xff\xff\xff", timeout=10)
+            code, details = self.code_of(call)
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, path)
+            self.assertEqual(details, "undecodable " + what, path)
+
     def test_unary_needs_exactly_one_message(self):
         two = self.client.raw(HEALTH, "su")
         code, _ = self.code_of(two, iter([b"", b""]), timeout=10)
