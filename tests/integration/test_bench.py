@@ -792,6 +792,7 @@ class BenchEvictionTest(harness.ServerTestCase):
         rc, out, err = bench(self.server.address, "--json", *self.ARGS)
         if rc != 0 and any(s in err + out for s in NOT_SERVED):
             self.skipTest("mix: not served by this build (%s)" % err.strip()[-200:])
+        self.assertTrue(out.strip(), "no report (exit %d): %s" % (rc, err.strip()[-2000:]))
         r = json.loads(out)
         self.assertEqual(r["errors_by_status"], {}, r["first_error"])
         self.assertEqual(rc, 0, out + err)
