@@ -224,6 +224,8 @@ struct bench_slot {
     uint8_t step;                   /* enum bench_step */
     uint8_t op;                     /* enum bench_op of the request in flight */
     bool op_small;                  /* it moves only blobs under 64 KiB */
+    bool seed_retry;                /* its seed job was refused for now: run it again */
+    uint8_t seed_tries;             /* runs of its seed job so far, after the first */
     uint64_t unit_ns;               /* the unit's latency origin (its due time in open loop) */
     uint64_t req_ns;                /* the request's latency origin */
     uint64_t done_ns;               /* when its last request ended (0: none yet) */
@@ -236,6 +238,7 @@ struct bench_slot {
     struct client_raw raw;          /* unary calls on encoded bytes */
     struct client_h1 h1;            /* HTTP workloads: the slot's own connection */
     struct ring_timer reopen;       /* HTTP: reopens h1 after a failure */
+    struct ring_timer seed_timer;   /* seeding: the pause before a refused job runs again */
     const struct bench_req *shared; /* a shared request in flight */
     struct bench_buf req;           /* requests encoded for this slot */
     uint8_t *buf;                   /* unique blob bytes */
@@ -285,6 +288,7 @@ struct bench_thread {
     uint64_t seed_next;               /* next seed job to hand out */
     uint64_t seed_total;              /* seed jobs (over all threads) */
     uint64_t seed_errors;             /* seed jobs that failed */
+    uint64_t seed_waiting;            /* slots pausing before a refused seed job runs again */
     uint64_t large_next;              /* build mix: next prepared large blob */
     struct ring_op *pace_op;          /* open loop: the pacing timeout in flight */
     struct __kernel_timespec pace_ts; /* its absolute time (read at submit) */

@@ -66,18 +66,25 @@ def check_latency(tc, lat, what):
 
 
 @contextlib.contextmanager
-def http_server(answer):
+def http_server(answer, put_status=None, bodies=None):
     """A throwaway HTTP/1.1 server on 127.0.0.1 whose every GET is answered by answer(path),
     a (status, body) pair or (status, body, extra header pairs), sent at once (no Nagle delay
-    between head and body); every PUT is taken whole and answered 201. Yields its HOST:PORT."""
+    between head and body); every PUT is taken whole and answered 201, or the status
+    put_status(n) returns for the n-th PUT; the bodies of those answered 201 go in
+    bodies[path] when a dict is given. Yields its HOST:PORT."""
+    puts = [0]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
 
         def do_PUT(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(201)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            puts[0] += 1
+            status = put_status(puts[0]) if put_status else 201
+            if status == 201 and bodies is not None:
+                bodies[self.path] = body
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -465,21 +472,26 @@ class BenchCliTest(unittest.TestCase):
 
 
 class FakeCas:
-    """A gRPC server (grpcio) that keeps what ByteStream.Write uploads, answers
+    """A gRPC server (grpcio) that keeps what ByteStream.Write uploads (or refuses the n-th
+    Write call with the (code, message) refuse(n) returns, when it returns one), answers
     BatchReadBlobs with answer(digests, blobs) -> [(digest, data[, status code])] (OK when
     no code is given), and
     FindMissingBlobs with missing(digests, blobs) -> [digest], and GetActionResult with
     result(the ActionResult UpdateActionResult stored for the key)."""
 
-    def __init__(self, answer=None, missing=None, result=None):
+    def __init__(self, answer=None, missing=None, result=None, refuse=None):
         import concurrent.futures
 
         import grpc
 
         import reapi
         self.blobs = {}
+        self.writes = 0  # Write calls, refused ones included
 
         def write(requests, context):
+            self.writes += 1
+            if refuse and refuse(self.writes):
+                context.abort(*refuse(self.writes))
             data = b"".join(r.data for r in requests)
             self.blobs[hashlib.sha256(data).hexdigest()] = data
             return reapi.msg("google.bytestream.WriteResponse", committed_size=len(data))
@@ -537,6 +549,67 @@ class FakeCas:
 
     def close(self):
         self.server.stop(None)
+
+
+class BenchSeedRetryTest(unittest.TestCase):
+    """Seeding runs again an upload the server refused for now (RESOURCE_EXHAUSTED "store
+    full ... retry later" while its eviction catches up, UNAVAILABLE), as Bazel does, up to 6
+    more times, pausing 50 ms doubled each time; what else fails, or still fails, ends the run.
+    A refusal that said to retry failed the whole run before (exit 1, no report)."""
+
+    FULL = "upload: store full: no room in the size budget now, retry later"
+
+    def seed(self, refuse):
+        import grpc
+        codes = {"full": (grpc.StatusCode.RESOURCE_EXHAUSTED, self.FULL),
+                 "down": (grpc.StatusCode.UNAVAILABLE, "draining"),
+                 "bad": (grpc.StatusCode.INVALID_ARGUMENT, "bad upload")}
+        cas = FakeCas(lambda ds, blobs: [(d, blobs.get(d.hash, b"")) for d in ds],
+                      refuse=lambda n: codes[refuse(n)] if refuse(n) else None)
+        try:
+            rc, out, err = bench(cas.address, "--workload", "batch-read", "--blobs", "1",
+                                 "--batch", "1", "--size", "1KiB", "--threads", "1",
+                                 "--concurrency", "1", "--duration", "300ms", "--json")
+        finally:
+            cas.close()
+        return rc, out, err, cas.writes
+
+    def test_an_upload_refused_for_now_is_run_again(self):
+        rc, out, err, writes = self.seed(lambda n: "full" if n <= 2 else "down" if n == 3 else None)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(writes, 4)
+        r = json.loads(out)
+        self.assertEqual(r["errors"], 0, out)
+        self.assertGreater(r["ops"]["BatchReadBlobs"]["ok"], 0, out)
+
+    def test_a_refusal_that_lasts_fails_the_run_after_six_more_tries(self):
+        start = time.monotonic()
+        rc, out, err, writes = self.seed(lambda n: "full")
+        self.assertEqual(rc, 1, out + err)
+        self.assertEqual(writes, 7)
+        self.assertGreaterEqual(time.monotonic() - start, 3.15)  # the pauses: 50 ms to 1.6 s
+        self.assertIn("seeding failed (1 uploads)", err)
+        self.assertIn("RESOURCE_EXHAUSTED", err)
+
+    def test_an_http_upload_refused_for_now_is_run_again(self):
+        bodies = {}
+        status = {1: 507, 2: 503}
+        with http_server(lambda path: (200, bodies[path]) if path in bodies else (404, b""),
+                         put_status=lambda n: status.get(n, 201), bodies=bodies) as addr:
+            rc, out, err = bench(addr, "--workload", "http-get", "--blobs", "1", "--size",
+                                 "1KiB", "--threads", "1", "--concurrency", "1", "--duration",
+                                 "300ms", "--verify", "--json")
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(len(bodies), 1)
+        r = json.loads(out)
+        self.assertEqual(r["errors"], 0, out)
+        self.assertGreater(r["ops"]["HTTP GET"]["ok"], 0, out)
+
+    def test_other_refusals_fail_the_run_at_once(self):
+        rc, out, err, writes = self.seed(lambda n: "bad")
+        self.assertEqual(rc, 1, out + err)
+        self.assertEqual(writes, 1)
+        self.assertIn("INVALID_ARGUMENT", err)
 
 
 class BenchAnswerCheckTest(unittest.TestCase):
