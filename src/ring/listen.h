@@ -20,6 +20,9 @@ struct ring_listener {
     int fd;                    /* the listening socket; -1 when closed */
     struct ring_owner owner;   /* the accept op and the re-arm timer */
     struct ring_timer rearm;   /* delays re-arming after EMFILE and similar errors */
+    struct ring_task retry;    /* re-arms once an op is free, when the table was full */
+    bool retry_delayed;        /* <retry> arms <rearm>, not the accept (after an error) */
+    uint64_t full_log_ns;      /* when "op table full" was last logged */
     ring_accept_fn *fn;        /* accept callback */
     void *ctx;                 /* its argument */
     bool stopping;             /* ring_listener_stop() was called */
