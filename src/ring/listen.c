@@ -167,7 +167,9 @@ static void accept_done(struct ring_op *op, int32_t res, uint32_t flags)
             base_counter_inc(&core->counters.conns_accepted);
             l->fn(core, res, l->ctx);
         }
-    } else if (res != -ECANCELED) {
+    } else if (res != -ECANCELED && base_clock_every(&l->err_log_ns, BASE_NS_PER_S)) {
+        /* Once a second at most: an error such as EMFILE comes back at every re-arm, 1000 /
+         * LISTEN_REARM_DELAY_MS times a second, for as long as a peer holds the descriptors. */
         LOG_WARN("accept on core %u: %s", ring_core_index(core), base_err_str(res));
     }
     if (more || l->stopping) return;

@@ -23,6 +23,7 @@ struct ring_listener {
     struct ring_task retry;    /* re-arms once an op is free, when the table was full */
     bool retry_delayed;        /* <retry> arms <rearm>, not the accept (after an error) */
     uint64_t full_log_ns;      /* when "op table full" was last logged */
+    uint64_t err_log_ns;       /* when an accept error was last logged */
     ring_accept_fn *fn;        /* accept callback */
     void *ctx;                 /* its argument */
     bool stopping;             /* ring_listener_stop() was called */
