@@ -223,3 +223,15 @@ void ring_listener_stop(struct ring_listener *l, ring_owner_fn *on_idle, void *c
     ring_task_cancel(&l->retry);
     ring_owner_close(l->core, &l->owner, listener_idle, l);
 }
+
+void ring_listener_abort(struct ring_listener *l)
+{
+    if (l->fd < 0) return;
+    /* close() would not do: the ring's accept holds its own reference to the socket, which
+     * stays listening while it does. shutdown() leaves LISTEN (tcp_disconnect) and the group
+     * with it. */
+    if (shutdown(l->fd, SHUT_RDWR) == -1) {
+        LOG_WARN("cannot stop listening on core %u: %s", ring_core_index(l->core),
+                 base_err_str(-errno));
+    }
+}

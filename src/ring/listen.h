@@ -66,4 +66,12 @@ MUST_CHECK int ring_listener_start(struct ring_listener *l, struct ring_core *co
  */
 void ring_listener_stop(struct ring_listener *l, ring_owner_fn *on_idle, void *ctx);
 
+/*
+ * Takes <l>'s socket out of listening at once, without its core's ring (for a core whose loop
+ * failed): the kernel sends new connections to the other sockets of its SO_REUSEPORT group,
+ * and resets those waiting in its accept queue. The fd stays open (the ring may still hold the
+ * accept). Any thread once the core's loop has ended.
+ */
+void ring_listener_abort(struct ring_listener *l);
+
 #endif /* RINGCAS_RING_LISTEN_H */
