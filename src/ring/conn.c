@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "ring/buf.h"
 #include "ring/internal.h"
@@ -34,6 +35,7 @@
 
 static void recv_arm(struct ring_conn *c);
 static int send_arm(struct ring_conn *c);
+static void send_zc_timed_out(struct ring_timer *timer);
 
 static void conn_idle(struct ring_core *core, void *ctx)
 {
@@ -81,6 +83,7 @@ void ring_conn_init(struct ring_conn *c, struct ring_core *core, int fd,
     c->write_timeout_ms = write_timeout_ms;
     ring_owner_init(&c->owner);
     ring_task_init(&c->recv_retry, recv_retry_task);
+    ring_timer_init(&c->send_zc_timer, send_zc_timed_out, c);
     base_list_add_tail(&core->conns, &c->link);
     base_counter_inc(&core->counters.conns);
 }
@@ -238,12 +241,67 @@ static bool send_zc_pending(struct ring_op *op, int32_t *res, uint32_t flags)
     return false;
 }
 
+/*
+ * Resets <c>'s socket without closing its fd (TCP: tcp_disconnect, an RST to the peer): the
+ * kernel drops what the socket still holds of the sends, and a zero-copy send's pages with
+ * it, so its notification comes. On loopback the pages otherwise wait for the peer to read
+ * (or close), measured on 6.18; shutdown() does not release them.
+ */
+static void conn_reset(struct ring_conn *c)
+{
+    struct sockaddr unspec;
+    memset(&unspec, 0, sizeof(unspec));
+    unspec.sa_family = AF_UNSPEC;
+    if (connect(c->fd, &unspec, sizeof(unspec)) == -1) {
+        LOG_DEBUG("resetting fd %d for its zero-copy send failed: %s", c->fd, base_err_str(-errno));
+    }
+}
+
+/* The zero-copy send's notification did not come within write_timeout_ms of its result. */
+static void send_zc_timed_out(struct ring_timer *timer)
+{
+    struct ring_conn *c = timer->ctx;
+    if (c->closing || !c->send_zc_notif_wait) return;
+    base_counter_inc(&c->core->counters.timeouts);
+    base_counter_inc(&c->core->counters.write_timeouts);
+    ring_conn_close(c, -ETIMEDOUT);
+}
+
+/* The zero-copy send's result came: its notification is bounded by the write timeout. */
+static void send_zc_wait_begin(struct ring_conn *c)
+{
+    c->send_zc_notif_wait = true;
+    if (c->closing) {
+        /* Closed while the send was still under way (its cancel may end it with F_MORE). */
+        conn_reset(c);
+        return;
+    }
+    if (c->write_timeout_ms == 0) return;
+    if (ring_timer_start(c->core, &c->send_zc_timer, &c->owner, c->write_timeout_ms) < 0) {
+        /* Without its timeout a peer that stops reading would hold the connection for good. */
+        if (base_clock_every(&c->core->full_log_ns, BASE_NS_PER_S)) {
+            LOG_WARN("op table full: closing connection fd %d", c->fd);
+        }
+        ring_conn_close(c, -EAGAIN);
+    }
+}
+
+static void send_zc_wait_end(struct ring_conn *c)
+{
+    c->send_zc_notif_wait = false;
+    if (ring_timer_is_pending(&c->send_zc_timer)) ring_timer_stop(c->core, &c->send_zc_timer);
+}
+
 static void send_done(struct ring_op *op, int32_t res, uint32_t flags)
 {
     struct ring_conn *c = op->ctx;
     struct ring_core *core = c->core;
     ASSERT(c->send_op == op);
-    if (send_zc_pending(op, &res, flags)) return;
+    if (send_zc_pending(op, &res, flags)) {
+        send_zc_wait_begin(c);
+        return;
+    }
+    if (c->send_zc_notif_wait) send_zc_wait_end(c);
     c->send_op = NULL;
     if (c->closing) return;
     if (res > 0) {
@@ -331,6 +389,8 @@ void ring_conn_close(struct ring_conn *c, int reason)
     /* Its retry may have been woken already (queued to run): pass the wake-up on. */
     if (c->recv_wait_buf) ring_buf_wake_one(c->core);
     c->recv_wait_buf = false;
+    if (c->send_zc_notif_wait) conn_reset(c);
+    /* Cancels the zero-copy send's timer too (its callback does not run then). */
     ring_owner_close(c->core, &c->owner, conn_idle, c);
 }
 

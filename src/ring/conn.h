@@ -10,9 +10,16 @@
  * continue with the rest and a fresh timeout, so the write timeout bounds progress, not the whole
  * transfer.
  *
+ * A zero-copy send (ring_conn_set_send_zc) is done only when the kernel let go of its pages
+ * (its notification), which on a connection whose peer stopped reading is never: its result
+ * ends the linked timeout, so the wait for the notification has a write timeout of its own.
+ *
  * Close. ring_conn_close() cancels the receive, the send and every other op of the connection's
  * owner, and only after the last CQE closes the fd and calls ops->on_close, where the protocol
- * may free the memory. No callback other than on_close runs after ring_conn_close().
+ * may free the memory. No callback other than on_close runs after ring_conn_close(). A close
+ * while a zero-copy send waits for its notification resets the connection (the peer sees
+ * ECONNRESET; what the send had queued is dropped): only that makes the kernel let go of the
+ * pages of a peer that does not read.
  */
 #ifndef RINGCAS_RING_CONN_H
 #define RINGCAS_RING_CONN_H
@@ -25,6 +32,7 @@
 #include "base/assert.h"
 #include "base/list.h"
 #include "ring/core.h"
+#include "ring/timer.h"
 
 #define RING_CONN_IOV_MAX 64
 #define RING_CONN_NO_BUF  UINT16_MAX
@@ -84,6 +92,9 @@ struct ring_conn {
     struct iovec iov[RING_CONN_IOV_MAX]; /* the rest of the current send */
     uint64_t send_left;                  /* bytes of the current send not yet confirmed */
     uint32_t send_zc_min;                /* sends this large use SENDMSG_ZC; 0: never */
+    bool send_zc_notif_wait;             /* the zero-copy send's result came, its
+                                          * notification has not */
+    struct ring_timer send_zc_timer;     /* write timeout while it waits */
 };
 
 /*
@@ -114,8 +125,9 @@ MUST_CHECK int ring_conn_send(struct ring_conn *c, const struct iovec *iov, unsi
 /*
  * Sends of at least <min_bytes> (0: none) use IORING_OP_SENDMSG_ZC: the kernel sends from
  * the caller's pages instead of copying them, and on_sent runs only after its notification
- * says the pages are free. Worth it for large payloads to real NICs; on loopback the kernel
- * copies anyway (perf/RESULTS.md has the measurement).
+ * says the pages are free (within write_timeout_ms of the send's result, or the connection
+ * is closed with -ETIMEDOUT and reset). Worth it for large payloads to real NICs; on loopback the
+ * kernel copies anyway (perf/RESULTS.md has the measurement).
  */
 void ring_conn_set_send_zc(struct ring_conn *c, uint32_t min_bytes);
 

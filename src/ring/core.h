@@ -109,7 +109,8 @@ struct ring_op {
     X(cqes, counter, "completions handled")                                                        \
     X(busy_ns, counter, "time the event loop spent handling completions and tasks")                \
     X(long_ticks, counter, "loop iterations that worked 1 ms or more, delaying the core's others") \
-    X(op_waiters, gauge, "tasks waiting for a free op: a timer the full op table could not arm")   \
+    X(op_waiters, gauge,                                                                           \
+      "tasks waiting for a free op: a timer or an accept the full op table could not arm")         \
     X(op_waits, counter, "tasks that had to wait for a free op (the op table was full)")
 
 #define RING_COUNTER_FIELD(name, kind, help) struct base_counter name;

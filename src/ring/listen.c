@@ -2,6 +2,8 @@
  * Per-core listeners with multishot accept. A multishot accept stops (a CQE without
  * IORING_CQE_F_MORE) on errors such as EMFILE or when the CQ is full; it is re-armed at once
  * after a clean stop and after a short delay after an error, so a full fd table does not spin.
+ * A re-arm (the accept, or the delay's timer) that finds the op table full waits for a free
+ * op (ring_op_wait_free): nothing else would ever arm the accept again.
  */
 #include "ring/listen.h"
 
@@ -13,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "ring/internal.h"
@@ -117,12 +120,35 @@ err_close:
 
 static int accept_arm(struct ring_listener *l);
 
+/*
+ * Arms the accept again: at once, or after LISTEN_REARM_DELAY_MS when <delayed> (after an
+ * error). When the op table is full, <retry> does it once an op is released.
+ */
+static void accept_rearm(struct ring_listener *l, bool delayed)
+{
+    if (l->stopping || l->accepting || ring_timer_is_armed(&l->rearm)) return;
+    int rc = delayed ? ring_timer_start(l->core, &l->rearm, &l->owner, LISTEN_REARM_DELAY_MS)
+                     : accept_arm(l);
+    if (rc == 0) return;
+    l->retry_delayed = delayed;
+    /* Once a second at most: with the fd table full too, this comes at every re-arm. */
+    if (base_clock_every(&l->full_log_ns, BASE_NS_PER_S)) {
+        LOG_WARN("cannot re-arm accept on core %u (op table full): re-armed when an operation "
+                 "completes",
+                 ring_core_index(l->core));
+    }
+    ring_op_wait_free(l->core, &l->retry);
+}
+
+static void retry_run(struct ring_task *task)
+{
+    struct ring_listener *l = BASE_CONTAINER_OF(task, struct ring_listener, retry);
+    accept_rearm(l, l->retry_delayed);
+}
+
 static void rearm_fired(struct ring_timer *timer)
 {
-    struct ring_listener *l = timer->ctx;
-    if (!l->stopping && !l->accepting && accept_arm(l) < 0) {
-        LOG_ERROR("cannot re-arm accept on core %u", ring_core_index(l->core));
-    }
+    accept_rearm(timer->ctx, false);
 }
 
 static void accept_done(struct ring_op *op, int32_t res, uint32_t flags)
@@ -141,18 +167,13 @@ static void accept_done(struct ring_op *op, int32_t res, uint32_t flags)
             base_counter_inc(&core->counters.conns_accepted);
             l->fn(core, res, l->ctx);
         }
-    } else if (res != -ECANCELED) {
+    } else if (res != -ECANCELED && base_clock_every(&l->err_log_ns, BASE_NS_PER_S)) {
+        /* Once a second at most: an error such as EMFILE comes back at every re-arm, 1000 /
+         * LISTEN_REARM_DELAY_MS times a second, for as long as a peer holds the descriptors. */
         LOG_WARN("accept on core %u: %s", ring_core_index(core), base_err_str(res));
     }
     if (more || l->stopping) return;
-    if (res >= 0 || res == -ECANCELED) {
-        if (accept_arm(l) < 0) LOG_ERROR("cannot re-arm accept on core %u", ring_core_index(core));
-        return;
-    }
-    if (!ring_timer_is_armed(&l->rearm) &&
-        ring_timer_start(core, &l->rearm, &l->owner, LISTEN_REARM_DELAY_MS) < 0) {
-        LOG_ERROR("cannot schedule accept re-arm on core %u", ring_core_index(core));
-    }
+    accept_rearm(l, res < 0 && res != -ECANCELED);
 }
 
 static int accept_arm(struct ring_listener *l)
@@ -177,6 +198,7 @@ int ring_listener_start(struct ring_listener *l, struct ring_core *core, int fd,
     l->ctx = ctx;
     ring_owner_init(&l->owner);
     ring_timer_init(&l->rearm, rearm_fired, l);
+    ring_task_init(&l->retry, retry_run);
     return accept_arm(l);
 }
 
@@ -198,5 +220,18 @@ void ring_listener_stop(struct ring_listener *l, ring_owner_fn *on_idle, void *c
     l->stopped_ctx = ctx;
     /* Closing the fd first would not cancel the accept: io_uring holds its own reference. */
     ring_timer_stop(l->core, &l->rearm);
+    ring_task_cancel(&l->retry);
     ring_owner_close(l->core, &l->owner, listener_idle, l);
+}
+
+void ring_listener_abort(struct ring_listener *l)
+{
+    if (l->fd < 0) return;
+    /* close() would not do: the ring's accept holds its own reference to the socket, which
+     * stays listening while it does. shutdown() leaves LISTEN (tcp_disconnect) and the group
+     * with it. */
+    if (shutdown(l->fd, SHUT_RDWR) == -1) {
+        LOG_WARN("cannot stop listening on core %u: %s", ring_core_index(l->core),
+                 base_err_str(-errno));
+    }
 }

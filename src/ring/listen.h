@@ -20,6 +20,10 @@ struct ring_listener {
     int fd;                    /* the listening socket; -1 when closed */
     struct ring_owner owner;   /* the accept op and the re-arm timer */
     struct ring_timer rearm;   /* delays re-arming after EMFILE and similar errors */
+    struct ring_task retry;    /* re-arms once an op is free, when the table was full */
+    bool retry_delayed;        /* <retry> arms <rearm>, not the accept (after an error) */
+    uint64_t full_log_ns;      /* when "op table full" was last logged */
+    uint64_t err_log_ns;       /* when an accept error was last logged */
     ring_accept_fn *fn;        /* accept callback */
     void *ctx;                 /* its argument */
     bool stopping;             /* ring_listener_stop() was called */
@@ -61,5 +65,13 @@ MUST_CHECK int ring_listener_start(struct ring_listener *l, struct ring_core *co
  * (deferred) when nothing of the listener is in flight; then it may be freed.
  */
 void ring_listener_stop(struct ring_listener *l, ring_owner_fn *on_idle, void *ctx);
+
+/*
+ * Takes <l>'s socket out of listening at once, without its core's ring (for a core whose loop
+ * failed): the kernel sends new connections to the other sockets of its SO_REUSEPORT group,
+ * and resets those waiting in its accept queue. The fd stays open (the ring may still hold the
+ * accept). Any thread once the core's loop has ended.
+ */
+void ring_listener_abort(struct ring_listener *l);
 
 #endif /* RINGCAS_RING_LISTEN_H */

@@ -363,6 +363,9 @@ static void *core_main(void *arg)
         if (rc < 0) {
             LOG_ERROR("core %u: io_uring_enter failed: %s", sc->index, base_err_str(rc));
             atomic_store(&sc->adopts, false);
+            /* Nobody accepts on its listener any more: out of the SO_REUSEPORT group, so
+             * that new connections go to the cores still serving instead of waiting here. */
+            ring_listener_abort(&sc->listener);
             sc->status = -EIO;
             return NULL;
         }

@@ -289,16 +289,23 @@ Test(ring_conn, a_zero_copy_send_arrives_whole_and_releases_after_its_notificati
     slow_reader_gets_it_all(64 * 1024, false);
 }
 
-static bool zc_send_pinned(const struct ring_counters_snapshot *s)
+static bool zc_result_in(const struct ring_counters_snapshot *s)
 {
-    /* accept + the zero-copy send whose notification is pending; the receive was cancelled */
-    return s->conns == 1 && s->ops_in_flight == 2;
+    /* accept + receive + the zero-copy send in flight (+ the timer of its notification's
+     * wait once its result came): the peer reads nothing. */
+    return s->conns == 1 && s->ops_in_flight >= 3;
 }
 
-Test(ring_conn, closing_during_a_zero_copy_send_waits_for_its_notification)
+/*
+ * A peer that stops reading during a zero-copy send: on loopback its receive window is full
+ * and our socket keeps the rest queued, so the kernel holds the send's pages, and its
+ * notification waits, for as long as the peer keeps the connection open without reading.
+ * The send's linked timeout ended with its first CQE.
+ */
+static struct ring_server *zc_blast_to_a_stalled_reader(uint32_t write_timeout_ms, int *fd_out)
 {
     struct echo_config cfg = { .read_timeout_ms = 10000,
-                               .write_timeout_ms = 10000,
+                               .write_timeout_ms = write_timeout_ms,
                                .send_zc_min = 4096 };
     struct ring_server *srv = echo_server_start(1, &cfg);
     int fd = echo_connect(ring_server_port(srv));
@@ -306,20 +313,46 @@ Test(ring_conn, closing_during_a_zero_copy_send_waits_for_its_notification)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     echo_write_all(fd, "BLAST", 5);
     struct ring_counters_snapshot s;
-    cr_assert(echo_wait_counters(srv, 5000, one_conn_sending, &s));
-    echo_write_all(fd, "QUIT", 4);
-    /* On loopback the sent pages sit in the peer's receive queue until it reads or closes,
-     * so the notification cannot come yet: the connection stays, half closed, with its send
-     * op in flight, and its blast buffer is not freed (on_close frees it). */
-    cr_assert(echo_wait_counters(srv, 5000, zc_send_pinned, &s), "ops %lu conns %lu",
-              s.ops_in_flight, s.conns);
-    struct timespec nap = { .tv_nsec = 200 * 1000 * 1000 };
-    nanosleep(&nap, NULL);
-    ring_server_counters(srv, &s);
-    cr_assert(eq(u64, s.conns, 1), "released before the kernel let go of the pages");
-    close(fd);
-    cr_assert(echo_wait_counters(srv, 5000, echo_is_quiet, &s), "ops %lu", s.ops_in_flight);
+    cr_assert(echo_wait_counters(srv, 5000, zc_result_in, &s), "ops %lu conns %lu", s.ops_in_flight,
+              s.conns);
+    *fd_out = fd;
+    return srv;
+}
+
+Test(ring_conn, a_zero_copy_send_whose_reader_stops_is_closed_by_write_timeout)
+{
+    int fd;
+    struct ring_server *srv = zc_blast_to_a_stalled_reader(300, &fd);
+    struct ring_counters_snapshot s;
+    cr_assert(echo_wait_counters(srv, 5000, has_write_timeout, &s),
+              "write timeouts %lu conns %lu ops %lu", s.write_timeouts, s.conns, s.ops_in_flight);
+    cr_assert(echo_wait_counters(srv, 2000, echo_is_quiet, &s), "ops %lu", s.ops_in_flight);
+    cr_assert(eq(u64, s.read_timeouts, 0));
     cr_assert(eq(u64, s.stale_cqes, 0));
+    /* The socket was reset to make the kernel let go of the pages. */
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+    }
+    cr_assert(eq(int, (int)n, -1));
+    cr_assert(eq(int, errno, ECONNRESET));
+    close(fd);
+    cr_assert(eq(int, ring_server_stop(srv), 0));
+}
+
+Test(ring_conn, closing_during_a_zero_copy_send_does_not_wait_for_the_reader)
+{
+    /* No write timeout: only the close can end the wait. The blast's memory is freed in
+     * on_close, after the notification (ASan would see the kernel's pages freed early). */
+    int fd;
+    struct ring_server *srv = zc_blast_to_a_stalled_reader(0, &fd);
+    echo_write_all(fd, "QUIT", 4);
+    struct ring_counters_snapshot s;
+    cr_assert(echo_wait_counters(srv, 5000, echo_is_quiet, &s),
+              "the connection waited for its reader: conns %lu ops %lu", s.conns, s.ops_in_flight);
+    cr_assert(eq(u64, s.timeouts, 0));
+    cr_assert(eq(u64, s.stale_cqes, 0));
+    close(fd);
     cr_assert(eq(int, ring_server_stop(srv), 0));
 }
 

@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -12,8 +14,10 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "base/clock.h"
 #include "echo.h"
 #include "ring/listen.h"
+#include "ring/timer.h"
 
 Test(ring_listen, opens_ipv4_ipv6_and_localhost)
 {
@@ -111,4 +115,178 @@ Test(ring_listen, accepting_resumes_after_running_out_of_descriptors, .timeout =
     cr_assert(eq(int, memcmp(in, "ping", 4), 0));
     close(client);
     cr_assert(eq(int, ring_server_stop(srv), 0));
+}
+
+struct accept_count {
+    int fds[8]; /* accepted sockets, closed at the end */
+    int n;      /* entries in fds */
+};
+
+static void count_accept(struct ring_core *core, int fd, void *ctx)
+{
+    (void)core;
+    struct accept_count *a = ctx;
+    cr_assert(lt(int, a->n, 8));
+    a->fds[a->n++] = fd;
+}
+
+static void timer_never(struct ring_timer *t)
+{
+    (void)t;
+    cr_fail("the table's timers are cancelled, never fired");
+}
+
+static void listener_gone(struct ring_core *core, void *ctx)
+{
+    (void)core;
+    *(bool *)ctx = true;
+}
+
+/* Runs <core>'s loop for <ms> milliseconds, or until *<until> when given. */
+static void tick_for(struct ring_core *core, uint32_t ms, const bool *until)
+{
+    uint64_t end = base_clock_now_ns() + ms * BASE_NS_PER_MS;
+    while (base_clock_now_ns() < end && !(until && *until)) {
+        int rc = ring_core_tick(core, 10);
+        cr_assert(ge(int, rc, 0));
+    }
+}
+
+Test(ring_listen, accepting_resumes_when_the_op_table_was_full_at_its_re_arm, .timeout = 60)
+{
+    /* The accept's multishot ends on EMFILE while every op slot is taken (connections'
+     * receives, timers), so its delayed re-arm cannot take a slot at that moment. The
+     * listener must accept again once slots and descriptors are back, not stay deaf. */
+    struct ring_core *core = echo_core_create(0, 16, 4096);
+    uint16_t port = 0;
+    int lfd = ring_listen_open("127.0.0.1", 0, 16, &port);
+    cr_assert(ge(int, lfd, 0));
+    struct rlimit rl;
+    cr_assert(eq(int, getrlimit(RLIMIT_NOFILE, &rl), 0));
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = (rlim_t)echo_fd_count() + 32;
+    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    struct ring_listener l;
+    struct accept_count acc = { .n = 0 };
+    cr_assert(eq(int, ring_listener_start(&l, core, lfd, count_accept, &acc), 0));
+    /* Take every other slot with a timer that does not fire during the test. */
+    static struct ring_timer timers[64];
+    struct ring_owner hold;
+    ring_owner_init(&hold);
+    int held = 0;
+    for (; held < 64; held++) {
+        ring_timer_init(&timers[held], timer_never, NULL);
+        if (ring_timer_start(core, &timers[held], &hold, 600000) < 0) break;
+    }
+    cr_assert(gt(int, held, 0));
+    cr_assert(lt(int, held, 64), "the table should have filled up");
+    cr_assert(ge(int, ring_core_tick(core, 0), 0)); /* submitted: accept and timers armed */
+    static int hog[4096];
+    int nhog = 0;
+    while (nhog < 4096) {
+        int fd = dup(0);
+        if (fd < 0) break;
+        hog[nhog++] = fd;
+    }
+    cr_assert(gt(int, nhog, 0));
+    close(hog[--nhog]); /* room for the client's socket, none for the accept */
+    int client = echo_connect(port);
+    tick_for(core, 300, NULL); /* the accept fails with EMFILE; its re-arm finds no slot */
+    cr_assert(eq(int, acc.n, 0), "accept should have failed with EMFILE");
+    for (int i = 0; i < nhog; i++)
+        close(hog[i]);
+    rl.rlim_cur = old;
+    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    /* Slots come back: the timers are cancelled, and their CQEs release them. */
+    for (int i = 0; i < held; i++)
+        ring_timer_stop(core, &timers[i]);
+    for (uint32_t waited = 0; waited < 3000 && acc.n == 0; waited += 10) {
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    }
+    cr_assert(eq(int, acc.n, 1), "the client waiting in the backlog was never accepted");
+    cr_assert(ring_owner_is_idle(&hold));
+    bool gone = false;
+    ring_listener_stop(&l, listener_gone, &gone);
+    tick_for(core, 3000, &gone);
+    cr_assert(gone);
+    for (int i = 0; i < acc.n; i++)
+        close(acc.fds[i]);
+    close(client);
+    ring_core_destroy(core);
+}
+
+/* Lines of <path> that contain <needle>. */
+static int count_lines_with(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert(f != NULL);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+Test(ring_listen, an_accept_failing_for_a_while_is_logged_once_a_second, .timeout = 60)
+{
+    /* A peer that holds connections past the open files limit makes every re-arm of the
+     * accept (one each LISTEN_REARM_DELAY_MS) fail with EMFILE for as long as it does so. */
+    char path[] = "/tmp/ring_listen_log_XXXXXX";
+    int log_fd = mkstemp(path);
+    cr_assert(ge(int, log_fd, 0));
+    int saved_stderr = dup(STDERR_FILENO);
+    cr_assert(ge(int, saved_stderr, 0));
+    struct ring_core *core = echo_core_create(0, 16, 4096);
+    uint16_t port = 0;
+    int lfd = ring_listen_open("127.0.0.1", 0, 16, &port);
+    cr_assert(ge(int, lfd, 0));
+    struct rlimit rl;
+    cr_assert(eq(int, getrlimit(RLIMIT_NOFILE, &rl), 0));
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = (rlim_t)echo_fd_count() + 32;
+    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    struct ring_listener l;
+    struct accept_count acc = { .n = 0 };
+    cr_assert(eq(int, ring_listener_start(&l, core, lfd, count_accept, &acc), 0));
+    cr_assert(ge(int, ring_core_tick(core, 0), 0)); /* the accept is armed */
+    static int hog[4096];
+    int nhog = 0;
+    while (nhog < 4096) {
+        int fd = dup(0);
+        if (fd < 0) break;
+        hog[nhog++] = fd;
+    }
+    cr_assert(gt(int, nhog, 0));
+    close(hog[--nhog]); /* room for the client's socket, none for the accept */
+    int client = echo_connect(port);
+    cr_assert(ge(int, dup2(log_fd, STDERR_FILENO), 0));
+    uint64_t start = base_clock_now_ns();
+    tick_for(core, 1500, NULL); /* about 30 re-arms, each failing with EMFILE */
+    uint64_t seconds = (base_clock_now_ns() - start) / BASE_NS_PER_S;
+    cr_assert(ge(int, dup2(saved_stderr, STDERR_FILENO), 0));
+    for (int i = 0; i < nhog; i++)
+        close(hog[i]);
+    rl.rlim_cur = old;
+    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    cr_assert(eq(int, acc.n, 0), "accept should have failed with EMFILE");
+    int lines = count_lines_with(path, "too many open files");
+    unlink(path);
+    cr_assert(ge(int, lines, 1), "the failure is logged");
+    cr_assert(le(u64, (uint64_t)lines, seconds + 1), "%d lines in %lu s: one a second at most",
+              lines, seconds);
+    /* The listener still serves once descriptors are back. */
+    for (uint32_t waited = 0; waited < 3000 && acc.n == 0; waited += 10) {
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    }
+    cr_assert(eq(int, acc.n, 1));
+    bool gone = false;
+    ring_listener_stop(&l, listener_gone, &gone);
+    tick_for(core, 3000, &gone);
+    cr_assert(gone);
+    close(acc.fds[0]);
+    close(client);
+    close(log_fd);
+    close(saved_stderr);
+    ring_core_destroy(core);
 }

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -258,4 +259,53 @@ Test(ring_server, counts_the_cpus_it_may_run_on, .timeout = 60)
     uint32_t n = ring_cpus_allowed();
     cr_assert(ge(u32, n, 1));
     cr_assert(le(u32, n, (uint32_t)sysconf(_SC_NPROCESSORS_CONF)));
+}
+
+/* Runs on the core it is sent to: breaks its ring for good, as a failed io_uring_enter
+ * would (the loop's next enter fails with EBADF, and the loop ends with an error). */
+static void break_ring(struct ring_core *core, void *arg)
+{
+    (void)arg;
+    struct io_uring *ring = ring_core_uring(core);
+    (void)io_uring_unregister_ring_fd(ring);
+    close(ring->ring_fd);
+}
+
+/* Connects, sends "ping" and reads it back within 2 s: true when the server answered. */
+static bool served(uint16_t port)
+{
+    int fd = echo_connect(port);
+    struct timeval tv = { .tv_sec = 2 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    echo_write_all(fd, "ping", 4);
+    char in[4];
+    size_t got = 0;
+    while (got < sizeof(in)) {
+        ssize_t n = recv(fd, in + got, sizeof(in) - got, 0);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    return got == sizeof(in) && memcmp(in, "ping", 4) == 0;
+}
+
+Test(ring_server, a_core_whose_loop_failed_takes_no_more_connections, .timeout = 120)
+{
+    /* Its listener stayed in the SO_REUSEPORT group with nobody accepting: the kernel kept
+     * queueing about one new connection in two there, and those clients waited for good
+     * while the other core served. */
+    struct echo_config cfg = { .read_timeout_ms = 10000, .write_timeout_ms = 10000 };
+    struct ring_server *srv = echo_server_start(2, &cfg);
+    uint16_t port = ring_server_port(srv);
+    struct io_uring from;
+    cr_assert(eq(int, io_uring_queue_init(4, &from, 0), 0));
+    static struct ring_msg msg = { .fn = break_ring };
+    cr_assert(eq(int, ring_msg_send_from(&from, ring_server_core(srv, 1), &msg), 0));
+    io_uring_queue_exit(&from);
+    usleep(200000); /* the core's loop ends */
+    int ok = 0;
+    for (int i = 0; i < 16; i++)
+        ok += served(port);
+    cr_assert(eq(int, ok, 16), "%d of 16 connections served", ok);
+    cr_assert(eq(int, ring_server_stop(srv), -EIO));
 }
