@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "base/assert.h"
 #include "base/clock.h"
 #include "echo.h"
 #include "ring/listen.h"
@@ -152,6 +153,66 @@ static void tick_for(struct ring_core *core, uint32_t ms, const bool *until)
     }
 }
 
+/*
+ * The open files limit lowered to what is open plus 32 (before the accept is armed: io_uring
+ * reads the limit when it prepares the accept), then every descriptor under it taken but one:
+ * room for a client's socket, none for the socket the accept would make.
+ */
+struct fd_squeeze {
+    rlim_t old_limit;
+    int n;
+    int fds[4096];
+};
+
+static void fd_squeeze_limit(struct fd_squeeze *q)
+{
+    struct rlimit rl;
+    cr_assert(eq(int, getrlimit(RLIMIT_NOFILE, &rl), 0));
+    q->old_limit = rl.rlim_cur;
+    rl.rlim_cur = (rlim_t)echo_fd_count() + 32;
+    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    q->n = 0;
+}
+
+static void fd_squeeze_take(struct fd_squeeze *q)
+{
+    while (q->n < (int)ARRAY_LEN(q->fds)) {
+        int fd = dup(0);
+        if (fd < 0) break;
+        q->fds[q->n++] = fd;
+    }
+    cr_assert(gt(int, q->n, 0));
+    close(q->fds[--q->n]);
+}
+
+static void fd_squeeze_end(struct fd_squeeze *q)
+{
+    for (int i = 0; i < q->n; i++)
+        close(q->fds[i]);
+    q->n = 0;
+    struct rlimit rl;
+    cr_assert(eq(int, getrlimit(RLIMIT_NOFILE, &rl), 0));
+    rl.rlim_cur = q->old_limit;
+    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+}
+
+/* Ticks <core> until <acc> has its first connection, for up to 3 s. */
+static void tick_until_accepted(struct ring_core *core, const struct accept_count *acc)
+{
+    for (uint32_t waited = 0; waited < 3000 && acc->n == 0; waited += 10) {
+        cr_assert(ge(int, ring_core_tick(core, 10), 0));
+    }
+}
+
+/* Stops <l> and ticks <core> until it is gone. */
+static void listener_stop_and_wait(struct ring_core *core, struct ring_listener *l)
+{
+    bool gone = false;
+    ring_listener_stop(l, listener_gone, &gone);
+    tick_for(core, 3000, &gone);
+    cr_assert(gone);
+}
+
 Test(ring_listen, accepting_resumes_when_the_op_table_was_full_at_its_re_arm, .timeout = 60)
 {
     /* The accept's multishot ends on EMFILE while every op slot is taken (connections'
@@ -161,11 +222,8 @@ Test(ring_listen, accepting_resumes_when_the_op_table_was_full_at_its_re_arm, .t
     uint16_t port = 0;
     int lfd = ring_listen_open("127.0.0.1", 0, 16, &port);
     cr_assert(ge(int, lfd, 0));
-    struct rlimit rl;
-    cr_assert(eq(int, getrlimit(RLIMIT_NOFILE, &rl), 0));
-    rlim_t old = rl.rlim_cur;
-    rl.rlim_cur = (rlim_t)echo_fd_count() + 32;
-    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    static struct fd_squeeze squeeze;
+    fd_squeeze_limit(&squeeze);
     struct ring_listener l;
     struct accept_count acc = { .n = 0 };
     cr_assert(eq(int, ring_listener_start(&l, core, lfd, count_accept, &acc), 0));
@@ -181,34 +239,18 @@ Test(ring_listen, accepting_resumes_when_the_op_table_was_full_at_its_re_arm, .t
     cr_assert(gt(int, held, 0));
     cr_assert(lt(int, held, 64), "the table should have filled up");
     cr_assert(ge(int, ring_core_tick(core, 0), 0)); /* submitted: accept and timers armed */
-    static int hog[4096];
-    int nhog = 0;
-    while (nhog < 4096) {
-        int fd = dup(0);
-        if (fd < 0) break;
-        hog[nhog++] = fd;
-    }
-    cr_assert(gt(int, nhog, 0));
-    close(hog[--nhog]); /* room for the client's socket, none for the accept */
+    fd_squeeze_take(&squeeze);
     int client = echo_connect(port);
     tick_for(core, 300, NULL); /* the accept fails with EMFILE; its re-arm finds no slot */
     cr_assert(eq(int, acc.n, 0), "accept should have failed with EMFILE");
-    for (int i = 0; i < nhog; i++)
-        close(hog[i]);
-    rl.rlim_cur = old;
-    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    fd_squeeze_end(&squeeze);
     /* Slots come back: the timers are cancelled, and their CQEs release them. */
     for (int i = 0; i < held; i++)
         ring_timer_stop(core, &timers[i]);
-    for (uint32_t waited = 0; waited < 3000 && acc.n == 0; waited += 10) {
-        cr_assert(ge(int, ring_core_tick(core, 10), 0));
-    }
+    tick_until_accepted(core, &acc);
     cr_assert(eq(int, acc.n, 1), "the client waiting in the backlog was never accepted");
     cr_assert(ring_owner_is_idle(&hold));
-    bool gone = false;
-    ring_listener_stop(&l, listener_gone, &gone);
-    tick_for(core, 3000, &gone);
-    cr_assert(gone);
+    listener_stop_and_wait(core, &l);
     for (int i = 0; i < acc.n; i++)
         close(acc.fds[i]);
     close(client);
@@ -241,34 +283,20 @@ Test(ring_listen, an_accept_failing_for_a_while_is_logged_once_a_second, .timeou
     uint16_t port = 0;
     int lfd = ring_listen_open("127.0.0.1", 0, 16, &port);
     cr_assert(ge(int, lfd, 0));
-    struct rlimit rl;
-    cr_assert(eq(int, getrlimit(RLIMIT_NOFILE, &rl), 0));
-    rlim_t old = rl.rlim_cur;
-    rl.rlim_cur = (rlim_t)echo_fd_count() + 32;
-    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    static struct fd_squeeze squeeze;
+    fd_squeeze_limit(&squeeze);
     struct ring_listener l;
     struct accept_count acc = { .n = 0 };
     cr_assert(eq(int, ring_listener_start(&l, core, lfd, count_accept, &acc), 0));
     cr_assert(ge(int, ring_core_tick(core, 0), 0)); /* the accept is armed */
-    static int hog[4096];
-    int nhog = 0;
-    while (nhog < 4096) {
-        int fd = dup(0);
-        if (fd < 0) break;
-        hog[nhog++] = fd;
-    }
-    cr_assert(gt(int, nhog, 0));
-    close(hog[--nhog]); /* room for the client's socket, none for the accept */
+    fd_squeeze_take(&squeeze);
     int client = echo_connect(port);
     cr_assert(ge(int, dup2(log_fd, STDERR_FILENO), 0));
     uint64_t start = base_clock_now_ns();
     tick_for(core, 1500, NULL); /* about 30 re-arms, each failing with EMFILE */
     uint64_t seconds = (base_clock_now_ns() - start) / BASE_NS_PER_S;
     cr_assert(ge(int, dup2(saved_stderr, STDERR_FILENO), 0));
-    for (int i = 0; i < nhog; i++)
-        close(hog[i]);
-    rl.rlim_cur = old;
-    cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
+    fd_squeeze_end(&squeeze);
     cr_assert(eq(int, acc.n, 0), "accept should have failed with EMFILE");
     int lines = count_lines_with(path, "too many open files");
     unlink(path);
@@ -276,14 +304,9 @@ Test(ring_listen, an_accept_failing_for_a_while_is_logged_once_a_second, .timeou
     cr_assert(le(u64, (uint64_t)lines, seconds + 1), "%d lines in %lu s: one a second at most",
               lines, seconds);
     /* The listener still serves once descriptors are back. */
-    for (uint32_t waited = 0; waited < 3000 && acc.n == 0; waited += 10) {
-        cr_assert(ge(int, ring_core_tick(core, 10), 0));
-    }
+    tick_until_accepted(core, &acc);
     cr_assert(eq(int, acc.n, 1));
-    bool gone = false;
-    ring_listener_stop(&l, listener_gone, &gone);
-    tick_for(core, 3000, &gone);
-    cr_assert(gone);
+    listener_stop_and_wait(core, &l);
     close(acc.fds[0]);
     close(client);
     close(log_fd);
