@@ -19,8 +19,9 @@
  * blob_segment_pin per segment, however many of its keys are there, until the last of them
  * ends; store-wide at most pin_max() segments are pinned (a quarter of the budget), and a key
  * whose segments cannot be pinned is refused as by a full queue (`refreshes_unpinned`). The
- * bytes of a pinned segment that eviction took count against the budget until then
- * (blob_store_used). When the copy starts, a key found elsewhere (another copy moved it, a
+ * bytes of a pinned segment that eviction took stay on disk until then (blob_store_used); a
+ * pass counts them as freed soon where --max-size sets the budget (evict.c held_soon), else
+ * against it. When the copy starts, a key found elsewhere (another copy moved it, a
  * newer AC value came) or no longer cold is skipped.
  *
  * Found while queued: a queued key is also in the store's table of keys being refreshed
