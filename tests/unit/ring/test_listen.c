@@ -196,6 +196,17 @@ static void fd_squeeze_end(struct fd_squeeze *q)
     cr_assert(eq(int, setrlimit(RLIMIT_NOFILE, &rl), 0));
 }
 
+/* A listener on <core> (its port in *<port>) counting into <acc>, armed under a lowered open
+ * files limit (fd_squeeze_limit; the test takes the descriptors with fd_squeeze_take). */
+static void squeezed_listener_start(struct ring_core *core, uint16_t *port, struct fd_squeeze *q,
+                                    struct ring_listener *l, struct accept_count *acc)
+{
+    int lfd = ring_listen_open("127.0.0.1", 0, 16, port);
+    cr_assert(ge(int, lfd, 0));
+    fd_squeeze_limit(q);
+    cr_assert(eq(int, ring_listener_start(l, core, lfd, count_accept, acc), 0));
+}
+
 /* Ticks <core> until <acc> has its first connection, for up to 3 s. */
 static void tick_until_accepted(struct ring_core *core, const struct accept_count *acc)
 {
@@ -220,13 +231,10 @@ Test(ring_listen, accepting_resumes_when_the_op_table_was_full_at_its_re_arm, .t
      * listener must accept again once slots and descriptors are back, not stay deaf. */
     struct ring_core *core = echo_core_create(0, 16, 4096);
     uint16_t port = 0;
-    int lfd = ring_listen_open("127.0.0.1", 0, 16, &port);
-    cr_assert(ge(int, lfd, 0));
     static struct fd_squeeze squeeze;
-    fd_squeeze_limit(&squeeze);
     struct ring_listener l;
     struct accept_count acc = { .n = 0 };
-    cr_assert(eq(int, ring_listener_start(&l, core, lfd, count_accept, &acc), 0));
+    squeezed_listener_start(core, &port, &squeeze, &l, &acc);
     /* Take every other slot with a timer that does not fire during the test. */
     static struct ring_timer timers[64];
     struct ring_owner hold;
@@ -281,13 +289,10 @@ Test(ring_listen, an_accept_failing_for_a_while_is_logged_once_a_second, .timeou
     cr_assert(ge(int, saved_stderr, 0));
     struct ring_core *core = echo_core_create(0, 16, 4096);
     uint16_t port = 0;
-    int lfd = ring_listen_open("127.0.0.1", 0, 16, &port);
-    cr_assert(ge(int, lfd, 0));
     static struct fd_squeeze squeeze;
-    fd_squeeze_limit(&squeeze);
     struct ring_listener l;
     struct accept_count acc = { .n = 0 };
-    cr_assert(eq(int, ring_listener_start(&l, core, lfd, count_accept, &acc), 0));
+    squeezed_listener_start(core, &port, &squeeze, &l, &acc);
     cr_assert(ge(int, ring_core_tick(core, 0), 0)); /* the accept is armed */
     fd_squeeze_take(&squeeze);
     int client = echo_connect(port);
