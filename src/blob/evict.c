@@ -245,6 +245,17 @@ uint64_t blob_store_used(const struct blob_store *s)
 }
 
 /*
+ * How much more than --max-size the disk had room for when the pass last measured it
+ * (room_last): UINT64_MAX when its size is unknown, 0 where the disk could set the budget.
+ * Evictor only.
+ */
+static uint64_t room_past_max(const struct blob_store *s)
+{
+    if (s->room_last == UINT64_MAX) return UINT64_MAX;
+    return s->room_last > s->opts.max_size ? s->room_last - s->opts.max_size : 0;
+}
+
+/*
  * Of <held>, the bytes a pass counts as freed soon: evicted segments that only wait for their
  * holders (open reads, refresh copies' pins) free their files when those let go, and a pass
  * that counted them killed the next oldest segment for each, which freed nothing more in the
@@ -252,19 +263,14 @@ uint64_t blob_store_used(const struct blob_store *s)
  * the budget with room past it on the disk for them: where the disk could set it, the held
  * files really fill it, and they count as before. At most a quarter of the budget, the bound
  * on what refresh pins hold, so the files on disk pass --max-size by no more than that (the
- * disk has the room); what readers hold past it counts as before. Evictor only (room_last).
+ * disk has the room); what readers hold past it counts as before. Evictor only.
  */
 static uint64_t held_soon(const struct blob_store *s, uint64_t held)
 {
-    uint64_t max_size = s->opts.max_size;
-    uint64_t budget = blob_store_budget(s);
-    if (held == 0 || budget < max_size || s->room_last < max_size) return 0;
-    uint64_t soon = held;
-    if (soon > budget / 4) soon = budget / 4;
-    if (s->room_last != UINT64_MAX && soon > s->room_last - max_size) {
-        soon = s->room_last - max_size;
-    }
-    return soon;
+    uint64_t quarter = s->opts.max_size / 4; /* the budget is --max-size wherever past > 0 */
+    uint64_t past = room_past_max(s);
+    uint64_t soon = held < quarter ? held : quarter;
+    return soon < past ? soon : past;
 }
 
 /* What a pass holds against the limit: the store's bytes less those freed soon. Read in
@@ -293,7 +299,7 @@ static void settle(struct blob_store *s)
     uint64_t settle_ns = (uint64_t)s->opts.evict_settle_ms * BASE_NS_PER_MS;
     if (settle_ns == 0 || s->buried_bytes == 0) return;
     /* Measured without them, the room would still pass --max-size: the budget is the same. */
-    if (s->room_last >= s->opts.max_size + s->buried_bytes) return;
+    if (room_past_max(s) >= s->buried_bytes) return;
     uint64_t since = base_clock_now_ns() - s->buried_ns;
     if (since >= settle_ns) return;
     uint64_t left = settle_ns - since;

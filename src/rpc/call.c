@@ -384,7 +384,6 @@ static bool waits_for_request(const struct rpc_call *c)
  * client that sent a byte of a ByteStream.Write every few seconds kept the upload (its slot
  * of --max-uploads, its buffers) for as long as it liked, with no deadline.
  */
-
 static void check_request(struct rpc_call *c, uint64_t now, uint64_t limit)
 {
     if (limit == 0 || !waits_for_request(c)) return;
