@@ -57,7 +57,7 @@ tsan: deps-test
 # this way that no unit test reached (docs/CONTRIBUTING.md lists the rest of the files).
 tsan-server: deps-test
 	cmake --preset tsan >/dev/null
-	cmake --build build/tsan -j$(JOBS) --target ringcas deny
+	cmake --build build/tsan -j$(JOBS) --target ringcas deny wallskew
 	cd build/tsan && TSAN_OPTIONS=second_deadlock_stack=1 ctest --output-on-failure \
 		-R '^integration/(evict|reapi|h2|http_cache|serve)$$' --timeout 900
 

@@ -63,6 +63,7 @@ struct server_core {
     atomic_int status;             /* start result (0 or -errno), then loop result; the main
                                     * thread reads it while the core's thread may be ending
                                     * (force_cores at a second stop signal) */
+    bool ended;                    /* the thread is about to return: join it (srv->lock) */
     char why[256];                 /* start failure, one line */
 };
 
@@ -72,8 +73,9 @@ struct ring_server {
     uint32_t core_count;             /* entries in cores[] */
     struct server_core *cores;       /* one per core */
     struct io_uring msg_ring;        /* the main thread's ring, for MSG_RING */
-    pthread_mutex_t lock;            /* guards <reported> */
-    pthread_cond_t cond;             /* signalled when a core reports its start */
+    pthread_mutex_t lock;            /* guards <reported> and each core's <ended> */
+    pthread_cond_t cond;             /* signalled when a core reports its start or ends;
+                                      * CLOCK_MONOTONIC (join_core) */
     uint32_t reported;               /* cores that finished starting */
 };
 
@@ -344,9 +346,8 @@ err_destroy:
     return rc;
 }
 
-static void *core_main(void *arg)
+static void core_run(struct server_core *sc)
 {
-    struct server_core *sc = arg;
     char name[16];
     (void)snprintf(name, sizeof(name), "core%u", sc->index);
     base_log_set_thread_name(name);
@@ -354,7 +355,7 @@ static void *core_main(void *arg)
     (void)pthread_setname_np(pthread_self(), name);
     int rc = core_start(sc);
     core_report(sc, rc);
-    if (rc < 0) return NULL;
+    if (rc < 0) return;
     struct ring_core *core = sc->core;
     /* The event loop: runs until the drain completed and the last op came back. */
     while (!(sc->quiesced && base_counter_get(&core->counters.ops_in_flight) == 0 &&
@@ -367,7 +368,7 @@ static void *core_main(void *arg)
              * that new connections go to the cores still serving instead of waiting here. */
             ring_listener_abort(&sc->listener);
             sc->status = -EIO;
-            return NULL;
+            return;
         }
     }
     const struct ring_server_hooks *hooks = &sc->srv->opts.hooks;
@@ -376,6 +377,17 @@ static void *core_main(void *arg)
     /* The core itself is destroyed by ring_server_stop after the join, so that other threads
      * may read its counters until then. */
     sc->status = 0;
+}
+
+static void *core_main(void *arg)
+{
+    struct server_core *sc = arg;
+    core_run(sc);
+    struct ring_server *srv = sc->srv;
+    pthread_mutex_lock(&srv->lock);
+    sc->ended = true;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
     return NULL;
 }
 
@@ -537,7 +549,11 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
     bool pin = opts->pin && srv->core_count >= allowed;
     srv->cores = calloc(srv->core_count, sizeof(*srv->cores));
     pthread_mutex_init(&srv->lock, NULL);
-    pthread_cond_init(&srv->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* base_clock_now_ns's clock */
+    pthread_cond_init(&srv->cond, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = srv->cores ? io_uring_queue_init(8, &srv->msg_ring, 0) : -ENOMEM;
     if (rc < 0) {
         if (srv->cores) ring_setup_explain(rc, "io_uring_setup", why, why_size);
@@ -653,6 +669,27 @@ static void force_cores(struct ring_server *srv)
 }
 
 /*
+ * Waits up to STOP_POLL_MS for <sc>'s thread to end; true when it has. By the monotonic
+ * clock: pthread_timedjoin_np waits until a wall-clock time, which lasted as much longer as
+ * the clock stepped back meanwhile (an hour's step, an hour with a second signal unseen), and
+ * ThreadSanitizer's runtime does not know pthread_clockjoin_np's join.
+ */
+static bool core_ended(struct ring_server *srv, struct server_core *sc)
+{
+    uint64_t until_ns = base_clock_now_ns() + STOP_POLL_MS * BASE_NS_PER_MS;
+    const struct timespec until = { .tv_sec = (time_t)(until_ns / BASE_NS_PER_S),
+                                    .tv_nsec = (long)(until_ns % BASE_NS_PER_S) };
+    pthread_mutex_lock(&srv->lock);
+    int rc = 0;
+    while (!sc->ended && rc == 0) {
+        rc = pthread_cond_timedwait(&srv->cond, &srv->lock, &until);
+    }
+    bool ended = sc->ended;
+    pthread_mutex_unlock(&srv->lock);
+    return ended;
+}
+
+/*
  * Joins <sc>'s thread. Bounded by the drain timeout (each core closes what is left when it
  * runs out). A second stop signal meanwhile (Ctrl-C pressed again, a supervisor that will not
  * wait) ends every core's drain at once, as the timeout would; <forced> says it came.
@@ -660,10 +697,10 @@ static void force_cores(struct ring_server *srv)
 static void join_core(struct ring_server *srv, struct server_core *sc, bool *forced)
 {
     for (;;) {
-        uint64_t until_ns = base_clock_wall_ns() + STOP_POLL_MS * BASE_NS_PER_MS;
-        const struct timespec until = { .tv_sec = (time_t)(until_ns / BASE_NS_PER_S),
-                                        .tv_nsec = (long)(until_ns % BASE_NS_PER_S) };
-        if (pthread_timedjoin_np(sc->thread, NULL, &until) == 0) return;
+        if (core_ended(srv, sc)) {
+            (void)pthread_join(sc->thread, NULL); /* returning already */
+            return;
+        }
         int sig = *forced ? 0 : ring_server_take_signal();
         if (sig > 0) {
             *forced = true;

@@ -89,6 +89,15 @@ def pick_port():
     return random.randrange(10000, low) if low > 12000 else 0
 
 
+def wall_clock_ahead_env(seconds):
+    """The environment that starts a server whose reading of the wall clock runs <seconds>
+    ahead of the kernel's (tests/integration/wallskew.c, WALLSKEW_LIB from ctest): a wait
+    until a wall-clock time the server computed then lasts <seconds> more, as after a step
+    back of the clock. The sanitizers' runtimes are told the preloaded library comes first."""
+    return {"LD_PRELOAD": os.environ["WALLSKEW_LIB"], "RC_WALL_SKEW_S": str(seconds),
+            "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:exitcode=66:verify_asan_link_order=0"}
+
+
 class Server:
     """One ringcas process. Use as a context manager, or call start()/stop()."""
 

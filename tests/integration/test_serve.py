@@ -1302,7 +1302,18 @@ class Lifecycle(unittest.TestCase):
         # a supervisor that will not wait, must not have to wait too: the second signal was
         # ignored (left pending while the main thread joined the cores), and the server sat
         # out the whole timeout.
-        srv = harness.Server(cores=2, args=["--drain-timeout", "120s"]).start()
+        self.second_signal_ends_the_drain()
+
+    @unittest.skipUnless(os.environ.get("WALLSKEW_LIB"), "needs the wallskew library (ctest sets it)")
+    def test_a_second_signal_ends_the_drain_after_the_wall_clock_stepped_back(self):
+        # The main thread joined the cores with waits until "the wall clock now + 100 ms": a
+        # step back of the clock (NTP correcting a node that booted fast) made the wait that
+        # step longer, and the second signal went unseen until the drain timed out.
+        # wallskew puts the server's reading of the wall clock an hour ahead of the kernel's.
+        self.second_signal_ends_the_drain(harness.wall_clock_ahead_env(3600))
+
+    def second_signal_ends_the_drain(self, env=None):
+        srv = harness.Server(cores=2, args=["--drain-timeout", "120s"], env=env).start()
         try:
             body = os.urandom(4096)
             sock = socket.create_connection(("127.0.0.1", srv.port))
