@@ -281,7 +281,7 @@ static void *log_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&log->lock);
         if (!log->wake && !log->stop && !log->reopen) {
-            uint64_t at = base_clock_wall_ns() + RPC_ACCESS_LOG_FLUSH_MS * BASE_NS_PER_MS;
+            uint64_t at = base_clock_now_ns() + RPC_ACCESS_LOG_FLUSH_MS * BASE_NS_PER_MS;
             const struct timespec until = { .tv_sec = (time_t)(at / BASE_NS_PER_S),
                                             .tv_nsec = (long)(at % BASE_NS_PER_S) };
             (void)pthread_cond_timedwait(&log->cond, &log->lock, &until);
@@ -323,7 +323,9 @@ int rpc_access_log_open(const char *path, uint32_t cores, struct rpc_access_log 
     pthread_mutex_init(&log->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
-    (void)pthread_condattr_setclock(&ca, CLOCK_REALTIME); /* base_clock_wall_ns's clock */
+    /* base_clock_now_ns's clock: a wait until a wall-clock time lasts as much longer as the
+     * clock steps back meanwhile, and the lines of a quiet server stay unwritten that long. */
+    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&log->cond, &ca);
     pthread_condattr_destroy(&ca);
     log->core_count = cores;

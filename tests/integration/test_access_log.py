@@ -133,6 +133,24 @@ class AccessLog(unittest.TestCase):
         self.assertGreaterEqual([line["route"] for line in lines].count("GET /metrics"), 2)
 
 
+class WallClockStep(unittest.TestCase):
+    @unittest.skipUnless(os.environ.get("WALLSKEW_LIB"), "needs the wallskew library (ctest sets it)")
+    def test_lines_are_written_within_the_flush_period_after_the_clock_stepped_back(self):
+        # The writer thread slept until "the wall clock now + 100 ms": after a step back of
+        # the clock (NTP correcting a node that booted fast) it slept that much longer, and
+        # the lines of a quiet server stayed unwritten (an hour's step, an hour). wallskew
+        # puts the server's reading of the wall clock an hour ahead of the kernel's.
+        tmp = tempfile.mkdtemp(prefix="rc_access_")
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        path = os.path.join(tmp, "access.log")
+        server = harness.Server(args=("--access-log", path), env=harness.wall_clock_ahead_env(3600))
+        server.start()
+        self.addCleanup(server.cleanup)
+        self.assertEqual(curl(server.url + "/healthz"), 200)
+        harness.wait_for(lambda: os.path.getsize(path) > 0, what="the line written")
+        self.assertEqual([line["target"] for line in read_lines(path)], ["/healthz"])
+
+
 class StandardOutput(unittest.TestCase):
     def test_dash_writes_the_lines_to_standard_output(self):
         server = harness.Server(args=("--access-log", "-"))
