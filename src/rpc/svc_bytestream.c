@@ -129,7 +129,7 @@ static struct bs_core *bs_core_get(struct rpc_core *rc)
 #define READ_OUT_MAX     (1u << 20)   /* their bytes: no new piece is asked for past this */
 #define READ_PIECE_BYTES (128u << 10) /* an engine piece of a raw chunk: one raw block */
 /* A read longer than this is bulk (rpc_h2_bulk): more than its queue of pieces holds. */
-#define READ_BULK_MIN (READ_PIECES_MAX * READ_PIECE_BYTES)
+#define READ_BULK_MIN ((uint64_t)READ_PIECES_MAX * READ_PIECE_BYTES)
 
 struct bs_read;
 
