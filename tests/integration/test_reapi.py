@@ -444,6 +444,23 @@ class ActionCache(ReapiCase):
         self.assertEqual(code, SC.INVALID_ARGUMENT)
         self.assertTrue(details.startswith("digest_function: "), details)
 
+    def test_an_instance_name_with_a_nul_byte_is_refused(self):
+        """protobuf-c hands strings over NUL-terminated: an instance name "team-a\0x" was
+        keyed as "team-a", so a client naming it wrote and read team-a's results. It is
+        INVALID_ARGUMENT now, for both methods, and stores nothing (docs/grpc.md)."""
+        out = os.urandom(100)
+        self.batch_update([out])
+        action, ar = os.urandom(32), self.result_with(files=[out])
+        code, details = self.code(self.update, action, ar, instance="team-a\0x")
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertEqual(details, "instance_name: holds a NUL byte")
+        self.assertEqual(self.code(self.get, action, instance="team-a")[0], SC.NOT_FOUND)
+        self.update(action, ar, instance="team-a")
+        code, details = self.code(self.get, action, instance="team-a\0x")
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertEqual(details, "instance_name: holds a NUL byte")
+        self.assertEqual(self.get(action, instance="team-a"), ar)
+
     def test_result_with_a_missing_output_is_not_found(self):
         present, absent = os.urandom(100), os.urandom(100)
         self.batch_update([present])
