@@ -373,15 +373,16 @@ static void walk_end(struct rpc_walk *w, int res)
     expand_rest(chk);
 }
 
-/* Starts the check of output directory <od>: 0 (a callback follows), 1 (nothing to read). */
-static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
+/* Starts the check of output directory <od>'s Tree (<tree>) or else its root Directory: 0 (a
+ * callback follows), 1 (nothing to read). */
+static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od, bool tree)
 {
     struct blob_key k;
     if (chk->dirs_left == 0 || chk->read_left == 0) {
         chk->incomplete = true; /* more than one check reads */
         return 1;
     }
-    if (od->tree_digest) {
+    if (tree) {
         if (rpc_digest_cas_key(od->tree_digest, &k) < 0) {
             chk->incomplete = true;
             return 1;
@@ -413,17 +414,28 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
  * Expands the output directories one at a time, from the next one. Returns true when nothing
  * more is read (the verdict is due: every directory was expanded, or something is missing),
  * false when a read's completion continues.
+ *
+ * An output directory that gives both a Tree and a root Directory digest (REAPI 2.3: the
+ * latter "MUST match" the Tree's root) has both checked, the Tree first: a client may use
+ * either (a Command's output_directory_format lets it ask for the Directories), and the
+ * Directory blobs it would read are refreshed only by this walk.
  */
 static bool expand_next(struct rpc_ac_check *chk)
 {
-    /* Bounded by the result's output directories. */
+    /* Bounded by twice the result's output directories. */
     while (!chk->incomplete && chk->err == 0 && chk->dir_index < chk->ar->n_output_directories) {
-        const reapi_out_dir *od = chk->ar->output_directories[chk->dir_index++];
-        if (od->tree_digest && need(chk, od->tree_digest) < 0) {
+        const reapi_out_dir *od = chk->ar->output_directories[chk->dir_index];
+        bool tree = od->tree_digest && !chk->dir_tree_done;
+        chk->dir_tree_done = tree;
+        if (!tree || !od->root_directory_digest) {
+            chk->dir_index++;
+            chk->dir_tree_done = false;
+        }
+        if (tree && need(chk, od->tree_digest) < 0) {
             chk->err = -ENOMEM;
             break;
         }
-        if (expand_one(chk, od) == 0) return false;
+        if (expand_one(chk, od, tree) == 0) return false;
     }
     return true;
 }
@@ -440,6 +452,7 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
     chk->keys_len = 0;
     chk->keys_size = 0;
     chk->dir_index = 0;
+    chk->dir_tree_done = false;
     chk->tree = NULL;
     memset(&chk->scan, 0, sizeof(chk->scan));
     chk->tree_dirs = (struct rpc_ac_check_ids){ 0 };

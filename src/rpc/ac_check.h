@@ -2,10 +2,10 @@
  * The action cache's completeness check, for every transport: a stored ActionResult is a
  * cache hit only when every blob it references is in the CAS (DESIGN.md, docs/grpc.md
  * "ActionCache"): output files, stdout and stderr, each output directory's Tree blob and every
- * file in that Tree, and for directories given as a root Directory digest every directory and
- * file under it. Those found are refreshed, so eviction keeps the outputs behind a hit.
- * gRPC's GetActionResult (svc_ac.c) and HTTP's GET/HEAD of <prefix>/ac/<hash> (h1_cache.c)
- * answer from its verdict.
+ * file in that Tree, and for directories given as a root Directory digest (as well as a Tree,
+ * or instead of one) every directory and file under it. Those found are refreshed, so
+ * eviction keeps the outputs behind a hit. gRPC's GetActionResult (svc_ac.c) and HTTP's
+ * GET/HEAD of <prefix>/ac/<hash> (h1_cache.c) answer from its verdict.
  *
  * One check per struct, on the core that started it; it reads Tree and Directory blobs
  * through the core's engine and holds its memory in the core's message memory (pb_mem). A
@@ -69,6 +69,8 @@ struct rpc_ac_check {
     struct rpc_ac_check_ids tree_refs; /* the digests its DirectoryNodes name */
     struct rpc_walk w;                 /* a root Directory's subtree */
     struct ring_task answer;           /* runs the verdict when nothing had to be read */
+    bool dir_tree_done;                /* the Tree of output directory <dir_index> was
+                                          checked: its root Directory digest is next */
     bool walking;                      /* w is walking */
     bool answering;                    /* <answer> is queued */
     bool incomplete;                   /* something referenced is missing or malformed */

@@ -539,6 +539,35 @@ class ActionCache(ReapiCase):
             else:
                 self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)
 
+    def test_a_directory_given_both_ways_is_checked_both_ways(self):
+        """An OutputDirectory may give its Tree and its root Directory's digest (REAPI 2.3),
+        and a client may read either. Only the Tree was checked: with the Tree and its files
+        present and the root Directory's blob absent the result was a hit, and the Directory
+        blobs behind it were never refreshed."""
+        f1, f2 = os.urandom(100), os.urandom(200)
+        leaf = reapi.msg("Directory")
+        leaf.files.add(name="b", digest=digest(f2))
+        lb = leaf.SerializeToString()
+        root = reapi.msg("Directory")
+        root.files.add(name="a", digest=digest(f1))
+        root.directories.add(name="leaf", digest=digest(lb))
+        rb = root.SerializeToString()
+        tree = reapi.msg("Tree", root=root)
+        tree.children.add().CopyFrom(leaf)
+        tb = tree.SerializeToString()
+        ar = reapi.msg("ActionResult")
+        od = ar.output_directories.add(path="dir")
+        od.tree_digest.CopyFrom(digest(tb))
+        od.root_directory_digest.CopyFrom(digest(rb))
+        action = os.urandom(32)
+        self.update(action, ar)
+        self.batch_update([f1, f2, tb])
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # no root Directory
+        self.batch_update([rb])
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # no leaf Directory
+        self.batch_update([lb])
+        self.assertEqual(self.get(action), ar)
+
     def test_a_result_over_4_mib_written_over_http_is_not_found(self):
         """HTTP's PUT /ac/ stores values over 4 MiB (opaque ones, for ccache and the like).
         GetActionResult of one is a miss, as HTTP's GET is (404): it was INVALID_ARGUMENT "size
@@ -731,6 +760,9 @@ class ShardActionCache(ActionCache):
         pass  # the check is off
 
     def test_a_tree_naming_a_directory_it_does_not_hold_is_not_found(self):
+        pass  # the check is off
+
+    def test_a_directory_given_both_ways_is_checked_both_ways(self):
         pass  # the check is off
 
     def test_root_directory_outputs_are_walked(self):
