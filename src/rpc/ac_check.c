@@ -17,10 +17,15 @@
  * piece the engine cannot read yet (-EAGAIN: the core's disk queue or read buffers are full)
  * fails the check busy the same way.
  *
+ * A Tree is complete only when each directory its DirectoryNodes name is one of its
+ * Directories (by the SHA-256 of the Directory's bytes): the client rebuilds the output from
+ * the Tree alone, and one it cannot find leaves the output directory short of a folder.
+ *
  * What one check reads is bounded in all, not per output directory: a stored result may name
  * the same large Tree or deep root Directory thousands of times, and each GET would read it
- * again. Past RPC_AC_CHECK_READ_MAX bytes or RPC_AC_CHECK_DIRS_MAX blobs the result counts as
- * incomplete (a miss costs a rebuild; serving it unchecked could cost a broken build).
+ * again. Past RPC_AC_CHECK_READ_MAX bytes or RPC_AC_CHECK_DIRS_MAX blobs (each Directory of a
+ * Tree counting as one) the result counts as incomplete (a miss costs a rebuild; serving it
+ * unchecked could cost a broken build).
  *
  * With --no-ac-check the verdict is "complete" for any stored ActionResult: a shard behind a
  * frontend (bb-storage's completenessChecking over sharded backends) holds results whose
@@ -32,8 +37,10 @@
 #include "rpc/ac_check.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "blob/digest.h"
 #include "proto/wire.h"
 #include "rpc/digest.h"
 #include "rpc/internal.h"
@@ -57,6 +64,10 @@ static void tree_close(struct rpc_ac_check *chk)
     chk->tree = NULL;
     base_counter_dec(&chk->rc->counters.bs_readers);
     rpc_tree_scan_free(&chk->scan);
+    proto_alloc_free(mem(chk), chk->tree_dirs.v);
+    proto_alloc_free(mem(chk), chk->tree_refs.v);
+    chk->tree_dirs = (struct rpc_ac_check_ids){ 0 };
+    chk->tree_refs = (struct rpc_ac_check_ids){ 0 };
 }
 
 static void free_all(struct rpc_ac_check *chk)
@@ -185,15 +196,89 @@ static int start_failed(struct rpc_ac_check *chk, int err)
     return 1;
 }
 
-/* A Directory of the Tree being read: its files are needed. */
+/*
+ * A directory's id: 64 bits of its digest. The ids of one Tree's Directories are matched
+ * against those its DirectoryNodes name; two distinct digests share an id with odds of about
+ * n^2 / 2^65 for n directories, and 8 bytes an id keep a Tree of 2^20 directories within
+ * 16 MiB of message memory where whole digests would take 80.
+ */
+static uint64_t dir_id(const uint8_t hash[BLOB_HASH_SIZE], uint64_t size)
+{
+    uint64_t id;
+    memcpy(&id, hash, sizeof(id)); /* SHA-256 bytes are uniform already */
+    return id ^ size * 0x9e3779b97f4a7c15u;
+}
+
+static int ids_add(struct rpc_ac_check *chk, struct rpc_ac_check_ids *ids, uint64_t id)
+{
+    if (ids->len == ids->size) {
+        size_t size = ids->size ? 2 * ids->size : 64;
+        uint64_t *v = proto_alloc_realloc(mem(chk), ids->v, size * sizeof(*v));
+        if (!v) return -ENOMEM;
+        ids->v = v;
+        ids->size = size;
+    }
+    ids->v[ids->len++] = id;
+    return 0;
+}
+
+/*
+ * Notes the Directory <dir>/<len> of the Tree being read (<d> decoded): its own digest, and
+ * the digests of the directories it names, which the client looks up among the Tree's
+ * Directories to rebuild the output (REAPI Tree.children: "the directories referred to by the
+ * root and, recursively, all its children"). -ENOENT for a DirectoryNode with a malformed or
+ * absent digest, which names nothing the client can find.
+ */
+static int tree_note(struct rpc_ac_check *chk, const uint8_t *dir, size_t len, const reapi_dir *d)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < d->n_directories; i++) {
+        struct blob_key k;
+        if (rpc_digest_cas_key(d->directories[i]->digest, &k) < 0) return -ENOENT;
+        rc = ids_add(chk, &chk->tree_refs, dir_id(k.hash, k.size));
+    }
+    uint8_t hash[BLOB_HASH_SIZE];
+    if (rc == 0) rc = blob_digest_oneshot(BLOB_DIGEST_SHA256, dir, len, hash);
+    if (rc == 0) rc = ids_add(chk, &chk->tree_dirs, dir_id(hash, len));
+    return rc;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* At the end of a Tree: 0 when each directory its DirectoryNodes name is one of its
+ * Directories, -ENOENT when one is not (the client could not rebuild the output). */
+static int tree_refs_resolve(struct rpc_ac_check *chk)
+{
+    struct rpc_ac_check_ids *dirs = &chk->tree_dirs;
+    if (dirs->len > 0) qsort(dirs->v, dirs->len, sizeof(*dirs->v), id_cmp);
+    /* Bounded by the Tree's DirectoryNodes. */
+    for (size_t i = 0; i < chk->tree_refs.len; i++) {
+        if (dirs->len == 0 ||
+            !bsearch(&chk->tree_refs.v[i], dirs->v, dirs->len, sizeof(*dirs->v), id_cmp)) {
+            return -ENOENT;
+        }
+    }
+    return 0;
+}
+
+/* A Directory of the Tree being read: its files are needed, and the directories it names. */
 static int tree_dir(void *ctx, const uint8_t *dir, size_t len)
 {
     struct rpc_ac_check *chk = ctx;
     ProtobufCAllocator *a = &chk->rc->pb;
+    /* Each Directory of a Tree counts as one a check reads: the ids it keeps are bounded so. */
+    if (chk->dirs_left == 0) return -E2BIG;
+    chk->dirs_left--;
     uint64_t refusals = base_counter_get(&mem(chk)->failed);
     reapi_dir *d = build__bazel__remote__execution__v2__directory__unpack(a, len, dir);
     if (!d) return base_counter_get(&mem(chk)->failed) != refusals ? -ENOMEM : -EBADMSG;
     int rc = need_dir_files(chk, d);
+    if (rc == 0) rc = tree_note(chk, dir, len, d);
     build__bazel__remote__execution__v2__directory__free_unpacked(d, a);
     /* A large Tree's keys are kept a batch at a time: the first missing file ends the read,
      * and the keys' memory stays a batch and one Directory's files. */
@@ -216,13 +301,15 @@ static void tree_piece(void *ctx, int res, const uint8_t *data, size_t len)
         if (rc == 0) return;
     } else if (rc == 0) {
         rc = rpc_tree_scan_end(&chk->scan);
+        if (rc == 0) rc = tree_refs_resolve(chk);
     }
     tree_close(chk);
     if (is_busy(rc)) {
         finish(chk, rc);
         return;
     }
-    /* Missing, evicted while read, corrupt, not a Tree, or a Directory too large. */
+    /* Missing, evicted while read, corrupt, not a Tree, a Directory too large, or one named
+     * that the Tree does not hold. */
     if (rc < 0) chk->incomplete = true;
     expand_rest(chk);
 }
@@ -241,6 +328,8 @@ static int tree_start(struct rpc_ac_check *chk, const struct blob_key *k)
     }
     chk->read_left -= size;
     chk->tree = r;
+    chk->tree_dirs = (struct rpc_ac_check_ids){ 0 };
+    chk->tree_refs = (struct rpc_ac_check_ids){ 0 };
     base_counter_inc(&chk->rc->counters.bs_readers);
     chk->scan = (struct rpc_tree_scan){
         .mem = mem(chk), .on_dir = tree_dir, .ctx = chk, .dir_max = RPC_AC_CHECK_DIR_MAX
@@ -284,15 +373,16 @@ static void walk_end(struct rpc_walk *w, int res)
     expand_rest(chk);
 }
 
-/* Starts the check of output directory <od>: 0 (a callback follows), 1 (nothing to read). */
-static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
+/* Starts the check of output directory <od>'s Tree (<tree>) or else its root Directory: 0 (a
+ * callback follows), 1 (nothing to read). */
+static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od, bool tree)
 {
     struct blob_key k;
     if (chk->dirs_left == 0 || chk->read_left == 0) {
         chk->incomplete = true; /* more than one check reads */
         return 1;
     }
-    if (od->tree_digest) {
+    if (tree) {
         if (rpc_digest_cas_key(od->tree_digest, &k) < 0) {
             chk->incomplete = true;
             return 1;
@@ -324,17 +414,28 @@ static int expand_one(struct rpc_ac_check *chk, const reapi_out_dir *od)
  * Expands the output directories one at a time, from the next one. Returns true when nothing
  * more is read (the verdict is due: every directory was expanded, or something is missing),
  * false when a read's completion continues.
+ *
+ * An output directory that gives both a Tree and a root Directory digest (REAPI 2.3: the
+ * latter "MUST match" the Tree's root) has both checked, the Tree first: a client may use
+ * either (a Command's output_directory_format lets it ask for the Directories), and the
+ * Directory blobs it would read are refreshed only by this walk.
  */
 static bool expand_next(struct rpc_ac_check *chk)
 {
-    /* Bounded by the result's output directories. */
+    /* Bounded by twice the result's output directories. */
     while (!chk->incomplete && chk->err == 0 && chk->dir_index < chk->ar->n_output_directories) {
-        const reapi_out_dir *od = chk->ar->output_directories[chk->dir_index++];
-        if (od->tree_digest && need(chk, od->tree_digest) < 0) {
+        const reapi_out_dir *od = chk->ar->output_directories[chk->dir_index];
+        bool tree = od->tree_digest && !chk->dir_tree_done;
+        chk->dir_tree_done = tree;
+        if (!tree || !od->root_directory_digest) {
+            chk->dir_index++;
+            chk->dir_tree_done = false;
+        }
+        if (tree && need(chk, od->tree_digest) < 0) {
             chk->err = -ENOMEM;
             break;
         }
-        if (expand_one(chk, od) == 0) return false;
+        if (expand_one(chk, od, tree) == 0) return false;
     }
     return true;
 }
@@ -351,8 +452,11 @@ int rpc_ac_check_start(struct rpc_ac_check *chk, const uint8_t *value, size_t le
     chk->keys_len = 0;
     chk->keys_size = 0;
     chk->dir_index = 0;
+    chk->dir_tree_done = false;
     chk->tree = NULL;
     memset(&chk->scan, 0, sizeof(chk->scan));
+    chk->tree_dirs = (struct rpc_ac_check_ids){ 0 };
+    chk->tree_refs = (struct rpc_ac_check_ids){ 0 };
     memset(&chk->w, 0, sizeof(chk->w));
     ring_task_init(&chk->answer, answer_task);
     chk->walking = false;

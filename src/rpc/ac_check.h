@@ -2,10 +2,10 @@
  * The action cache's completeness check, for every transport: a stored ActionResult is a
  * cache hit only when every blob it references is in the CAS (DESIGN.md, docs/grpc.md
  * "ActionCache"): output files, stdout and stderr, each output directory's Tree blob and every
- * file in that Tree, and for directories given as a root Directory digest every directory and
- * file under it. Those found are refreshed, so eviction keeps the outputs behind a hit.
- * gRPC's GetActionResult (svc_ac.c) and HTTP's GET/HEAD of <prefix>/ac/<hash> (h1_cache.c)
- * answer from its verdict.
+ * file in that Tree, and for directories given as a root Directory digest (as well as a Tree,
+ * or instead of one) every directory and file under it. Those found are refreshed, so
+ * eviction keeps the outputs behind a hit. gRPC's GetActionResult (svc_ac.c) and HTTP's
+ * GET/HEAD of <prefix>/ac/<hash> (h1_cache.c) answer from its verdict.
  *
  * One check per struct, on the core that started it; it reads Tree and Directory blobs
  * through the core's engine and holds its memory in the core's message memory (pb_mem). A
@@ -28,7 +28,7 @@
 
 #define RPC_AC_CHECK_DIR_MAX    (4u << 20)  /* largest Directory read (a blob, or in a Tree) */
 #define RPC_AC_CHECK_READ_MAX   (64u << 20) /* Tree and Directory bytes one check reads, in all */
-#define RPC_AC_CHECK_DIRS_MAX   (1u << 20)  /* Trees and Directories one check reads, in all */
+#define RPC_AC_CHECK_DIRS_MAX   (1u << 20)  /* Trees and Directories (blobs, or in a Tree) read */
 #define RPC_AC_CHECK_KEYS_BATCH 4096        /* a Tree's keys looked up and kept at once */
 
 struct rpc_ac_check;
@@ -36,14 +36,22 @@ struct rpc_ac_check;
 /*
  * The check ended: <res> 0 (every referenced blob is present, and was refreshed), -ENOENT
  * (something referenced is missing, or the result names a malformed digest, or a Tree or root
- * Directory that does not decode, or a root Directory's subtree holds a directory that does not
- * decode or names one by a malformed digest, or a Directory over RPC_AC_CHECK_DIR_MAX bytes, or its
- * Trees and Directories are more than one check reads: RPC_AC_CHECK_READ_MAX bytes or
- * RPC_AC_CHECK_DIRS_MAX blobs in all), or -ENOMEM (the core's
- * message memory is taken). Runs once, on the core's thread, never inside rpc_ac_check_start; the
- * callee may reuse <chk>.
+ * Directory that does not decode, or a Tree with a DirectoryNode that names no Directory of the
+ * Tree (by a malformed digest, or one none of its Directories hashes to), or a root Directory's
+ * subtree holds a directory that does not decode or names one by a malformed digest, or a
+ * Directory over RPC_AC_CHECK_DIR_MAX bytes, or its Trees and Directories are more than one
+ * check reads: RPC_AC_CHECK_READ_MAX bytes or RPC_AC_CHECK_DIRS_MAX Tree blobs and Directories
+ * in all), or -ENOMEM (the core's message memory is taken). Runs once, on the core's thread,
+ * never inside rpc_ac_check_start; the callee may reuse <chk>.
  */
 typedef void rpc_ac_check_fn(struct rpc_ac_check *chk, int res);
+
+/* A growing array of directory ids (ac_check.c's dir_id) in the core's message memory. */
+struct rpc_ac_check_ids {
+    uint64_t *v; /* entries (pb_mem), or NULL */
+    size_t len;  /* entries used */
+    size_t size; /* entries allocated */
+};
 
 struct rpc_ac_check {
     struct rpc_core *rc;   /* whose engine and memory; set before rpc_ac_check_start */
@@ -57,14 +65,18 @@ struct rpc_ac_check {
     size_t dir_index;                                      /* next output directory to expand */
     struct blob_reader *tree;                              /* an output directory's Tree blob */
     struct rpc_tree_scan scan;                             /* of <tree>'s bytes */
-    struct rpc_walk w;                                     /* a root Directory's subtree */
-    struct ring_task answer; /* runs the verdict when nothing had to be read */
-    bool walking;            /* w is walking */
-    bool answering;          /* <answer> is queued */
-    bool incomplete;         /* something referenced is missing or malformed */
-    int err;                 /* 0, or -ENOMEM once memory ran out while expanding */
-    uint64_t read_left;      /* of RPC_AC_CHECK_READ_MAX: bytes still to be read */
-    uint64_t dirs_left;      /* of RPC_AC_CHECK_DIRS_MAX: blobs still to be read */
+    struct rpc_ac_check_ids tree_dirs; /* <tree>'s Directories, by the digest of their bytes */
+    struct rpc_ac_check_ids tree_refs; /* the digests its DirectoryNodes name */
+    struct rpc_walk w;                 /* a root Directory's subtree */
+    struct ring_task answer;           /* runs the verdict when nothing had to be read */
+    bool dir_tree_done;                /* the Tree of output directory <dir_index> was
+                                          checked: its root Directory digest is next */
+    bool walking;                      /* w is walking */
+    bool answering;                    /* <answer> is queued */
+    bool incomplete;                   /* something referenced is missing or malformed */
+    int err;                           /* 0, or -ENOMEM once memory ran out while expanding */
+    uint64_t read_left;                /* of RPC_AC_CHECK_READ_MAX: bytes still to be read */
+    uint64_t dirs_left;                /* of RPC_AC_CHECK_DIRS_MAX: blobs still to be read */
 };
 
 /*

@@ -39,6 +39,28 @@ static void log_action(struct rpc_call *c, const char *instance,
     if (n > 0) rpc_call_log_target(c, t, (size_t)n < sizeof(t) ? (size_t)n : sizeof(t) - 1);
 }
 
+/*
+ * Whether an instance_name of the request <msg>/<len> (field 1 of GetActionResultRequest and
+ * of UpdateActionResultRequest) holds a NUL byte. protobuf-c hands strings over
+ * NUL-terminated, so the key would be derived from the name cut at its first NUL: "team\0x"
+ * read and wrote the results of instance "team". Such a name is refused (docs/grpc.md).
+ * Bounded: each field takes at least one byte.
+ */
+static bool instance_has_nul(const uint8_t *msg, size_t len)
+{
+    struct proto_wire_reader r;
+    proto_wire_reader_init(&r, msg, len);
+    struct proto_wire_field f;
+    bool nul = false;
+    while (proto_wire_next(&r, &f) > 0) {
+        if (f.number == 1 && f.type == PROTO_WIRE_LEN && memchr(f.data, 0, f.len)) nul = true;
+    }
+    return nul;
+}
+
+/* The message for an instance name refused by instance_has_nul. */
+#define INSTANCE_NUL_MESSAGE "instance_name: holds a NUL byte"
+
 /* ---- GetActionResult ---- */
 
 struct ac_get {
@@ -146,11 +168,16 @@ static void get_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     int rc = rpc_digest_ac_key(req->instance_name, req->action_digest, &k);
     /* The message names the field at fault: a long instance name is not a bad digest. */
     const char *field = rc == -ENAMETOOLONG ? "instance_name" : "action_digest";
-    if (rc == 0 && !rpc_digest_fn_is_served((int)req->digest_function)) {
+    bool nul = rc == 0 && instance_has_nul(msg, len);
+    if (rc == 0 && !nul && !rpc_digest_fn_is_served((int)req->digest_function)) {
         rc = -ENOTSUP;
         field = "digest_function";
     }
     build__bazel__remote__execution__v2__get_action_result_request__free_unpacked(req, a);
+    if (nul) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, INSTANCE_NUL_MESSAGE);
+        return;
+    }
     if (rc < 0) {
         rpc_call_finish_err(c, rc, field);
         return;
@@ -268,16 +295,19 @@ static void put_append_done(void *ctx, int res)
 }
 
 /*
- * Checks <req>, whose action_result is <len> bytes, and sets *<k> to its engine key; on a
- * malformed request, *<field> names the field at fault (as GetActionResult's messages do).
+ * Checks <req>, whose action_result is <len> bytes and whose instance name holds a NUL byte
+ * when <nul> (-EILSEQ, instance_has_nul), and sets *<k> to its engine key; on a malformed
+ * request, *<field> names the field at fault (as GetActionResult's messages do).
  */
 static int update_check(const Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req,
-                        size_t len, struct blob_key *k, const char **field)
+                        size_t len, bool nul, struct blob_key *k, const char **field)
 {
     int rc = rpc_digest_ac_key(req->instance_name, req->action_digest, k);
     /* A long instance name is not a bad digest. */
     *field = rc == -ENAMETOOLONG ? "instance_name" : "action_digest";
     if (rc < 0) return rc;
+    *field = "instance_name";
+    if (nul) return -EILSEQ;
     *field = "digest_function";
     if (!rpc_digest_fn_is_served((int)req->digest_function)) return -ENOTSUP;
     *field = "action_result";
@@ -330,8 +360,12 @@ static void update_on_message(struct rpc_call *c, const uint8_t *msg, size_t len
     struct blob_key k;
     const char *field;
     log_action(c, req->instance_name, req->action_digest);
-    int rc = update_check(req, result_len, &k, &field);
+    int rc = update_check(req, result_len, instance_has_nul(msg, len), &k, &field);
     build__bazel__remote__execution__v2__update_action_result_request__free_unpacked(req, a);
+    if (rc == -EILSEQ) {
+        rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, INSTANCE_NUL_MESSAGE);
+        return;
+    }
     if (rc == -EMSGSIZE) {
         /* status.c's text for -EMSGSIZE is an upload's size mismatch: not this. */
         rpc_call_finish(c, PROTO_STATUS_INVALID_ARGUMENT, "action_result: larger than 4 MiB");

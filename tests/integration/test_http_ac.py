@@ -114,6 +114,22 @@ class HttpActionCache(harness.ServerTestCase):
         self.put_cas(f2)
         self.assertEqual(self.status(path, value), 200)
 
+    def test_a_tree_naming_a_directory_it_does_not_hold_is_404(self):
+        """gRPC's answer (test_reapi.py): a Tree whose root names a folder it does not hold
+        cannot be rebuilt by the client, and was served 200 with every file present."""
+        f1 = os.urandom(100)
+        sub = reapi.msg("Directory")
+        sub.files.add(name="b", digest=digest(f1))
+        tree = reapi.msg("Tree")
+        tree.root.directories.add(name="sub", digest=digest(sub.SerializeToString()))
+        short = tree.SerializeToString()
+        tree.children.add().CopyFrom(sub)
+        whole = tree.SerializeToString()
+        self.put_cas(f1, short, whole)
+        self.assertEqual(self.status(self.put_ac(self.result(tree=short))), 404)
+        value = self.result(tree=whole)
+        self.assertEqual(self.status(self.put_ac(value), value), 200)
+
     def test_root_directory_outputs_are_walked(self):
         f1, f2 = os.urandom(50), os.urandom(60)
         leaf = reapi.msg("Directory")
@@ -201,6 +217,7 @@ class HttpActionCache(harness.ServerTestCase):
         tree = reapi.msg("Tree")
         for i in range(3800):
             tree.root.directories.add(name="%04d" % i + "x" * 1000, digest=digest(b""))
+        tree.children.add()  # the empty Directory they name: a Tree holds what it names
         tb = tree.SerializeToString()
         self.assertGreater(len(tb), 4_000_000)
         self.put_cas(tb)

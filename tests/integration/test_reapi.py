@@ -444,6 +444,23 @@ class ActionCache(ReapiCase):
         self.assertEqual(code, SC.INVALID_ARGUMENT)
         self.assertTrue(details.startswith("digest_function: "), details)
 
+    def test_an_instance_name_with_a_nul_byte_is_refused(self):
+        """protobuf-c hands strings over NUL-terminated: an instance name "team-a\0x" was
+        keyed as "team-a", so a client naming it wrote and read team-a's results. It is
+        INVALID_ARGUMENT now, for both methods, and stores nothing (docs/grpc.md)."""
+        out = os.urandom(100)
+        self.batch_update([out])
+        action, ar = os.urandom(32), self.result_with(files=[out])
+        code, details = self.code(self.update, action, ar, instance="team-a\0x")
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertEqual(details, "instance_name: holds a NUL byte")
+        self.assertEqual(self.code(self.get, action, instance="team-a")[0], SC.NOT_FOUND)
+        self.update(action, ar, instance="team-a")
+        code, details = self.code(self.get, action, instance="team-a\0x")
+        self.assertEqual(code, SC.INVALID_ARGUMENT)
+        self.assertEqual(details, "instance_name: holds a NUL byte")
+        self.assertEqual(self.get(action, instance="team-a"), ar)
+
     def test_result_with_a_missing_output_is_not_found(self):
         present, absent = os.urandom(100), os.urandom(100)
         self.batch_update([present])
@@ -490,6 +507,66 @@ class ActionCache(ReapiCase):
         self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # f2 missing
         self.batch_update([f2])
         self.assertEqual(self.get(action).output_directories[0].path, "dir")
+
+    def test_a_tree_naming_a_directory_it_does_not_hold_is_not_found(self):
+        """The client rebuilds an output directory from its Tree alone, looking each
+        DirectoryNode's digest up among the Tree's Directories (REAPI Tree.children: "the
+        directories referred to by the root and, recursively, all its children"). A Tree whose
+        root names a folder it does not hold, or names one by a malformed digest, was a hit
+        with every file present: the client could not rebuild the folder."""
+        f1 = os.urandom(100)
+        self.batch_update([f1])
+        sub = reapi.msg("Directory")
+        sub.files.add(name="b", digest=digest(f1))
+        tree = reapi.msg("Tree")
+        tree.root.files.add(name="a", digest=digest(f1))
+        tree.root.directories.add(name="sub", digest=digest(sub.SerializeToString()))
+        short = tree.SerializeToString()  # names sub, holds no child
+        tree.children.add().CopyFrom(sub)
+        whole = tree.SerializeToString()
+        tree.root.directories.add(name="bad").digest.hash = "zz"
+        bad = tree.SerializeToString()
+        extra = reapi.msg("Tree")
+        extra.CopyFrom(reapi.cls("Tree").FromString(whole))
+        extra.children.add().files.add(name="c", digest=digest(f1))  # named by no one: fine
+        self.batch_update([short, whole, bad, extra.SerializeToString()])
+        for tb, hit in ((short, False), (whole, True), (bad, False),
+                        (extra.SerializeToString(), True)):
+            action = os.urandom(32)
+            self.update(action, self.result_with(tree=tb))
+            if hit:
+                self.assertEqual(self.get(action).output_directories[0].path, "dir")
+            else:
+                self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)
+
+    def test_a_directory_given_both_ways_is_checked_both_ways(self):
+        """An OutputDirectory may give its Tree and its root Directory's digest (REAPI 2.3),
+        and a client may read either. Only the Tree was checked: with the Tree and its files
+        present and the root Directory's blob absent the result was a hit, and the Directory
+        blobs behind it were never refreshed."""
+        f1, f2 = os.urandom(100), os.urandom(200)
+        leaf = reapi.msg("Directory")
+        leaf.files.add(name="b", digest=digest(f2))
+        lb = leaf.SerializeToString()
+        root = reapi.msg("Directory")
+        root.files.add(name="a", digest=digest(f1))
+        root.directories.add(name="leaf", digest=digest(lb))
+        rb = root.SerializeToString()
+        tree = reapi.msg("Tree", root=root)
+        tree.children.add().CopyFrom(leaf)
+        tb = tree.SerializeToString()
+        ar = reapi.msg("ActionResult")
+        od = ar.output_directories.add(path="dir")
+        od.tree_digest.CopyFrom(digest(tb))
+        od.root_directory_digest.CopyFrom(digest(rb))
+        action = os.urandom(32)
+        self.update(action, ar)
+        self.batch_update([f1, f2, tb])
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # no root Directory
+        self.batch_update([rb])
+        self.assertEqual(self.code(self.get, action)[0], SC.NOT_FOUND)  # no leaf Directory
+        self.batch_update([lb])
+        self.assertEqual(self.get(action), ar)
 
     def test_a_result_over_4_mib_written_over_http_is_not_found(self):
         """HTTP's PUT /ac/ stores values over 4 MiB (opaque ones, for ccache and the like).
@@ -680,6 +757,12 @@ class ShardActionCache(ActionCache):
         pass  # the check is off: the frontend's to make
 
     def test_a_tree_over_4_mib_is_checked_file_by_file(self):
+        pass  # the check is off
+
+    def test_a_tree_naming_a_directory_it_does_not_hold_is_not_found(self):
+        pass  # the check is off
+
+    def test_a_directory_given_both_ways_is_checked_both_ways(self):
         pass  # the check is off
 
     def test_root_directory_outputs_are_walked(self):
