@@ -2,10 +2,11 @@
  * ContentAddressableStorage/GetTree: the directories under a root, breadth first, each once,
  * streamed as GetTreeResponse pages of at most page_size directories (default and cap below)
  * and about 2 MiB. Every page carries the token of the next directory's position, empty on
- * the last one; a call stops after TREE_CALL_MAX directories with a non-empty token, and the
- * token (a breadth-first position, missing directories counted, in decimal) resumes the walk
- * where it left off. Missing directories below the root are skipped (REAPI: "return the portion
- * present"); a missing root is NOT_FOUND.
+ * the last one; a call stops after TREE_CALL_MAX directories, or once it visited the
+ * positions up to TREE_CALL_MAX past its token (its walk's queue is cut there: a wide tree),
+ * with a non-empty token, and the token (a breadth-first position, missing directories
+ * counted, in decimal) resumes the walk where it left off. Missing directories below the root are
+ * skipped (REAPI: "return the portion present"); a missing root is NOT_FOUND.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +33,7 @@ struct tree {
     uint64_t skip;       /* directories to pass over (page_token) */
     uint64_t sent;       /* directories returned by this call */
     uint64_t next;       /* position after the last directory put in a page */
+    bool call_full;      /* TREE_CALL_MAX directories went out: the walk stopped there */
     uint32_t page_size;  /* directories per page */
     uint32_t page_count; /* directories in the page being built */
     uint8_t *page;       /* the page: gRPC prefix, then GetTreeResponse fields */
@@ -107,7 +109,10 @@ static int on_dir(struct rpc_walk *w, const uint8_t *dir, size_t len,
         (void)snprintf(token, sizeof(token), "%" PRIu64, index);
         int rc = page_send(t, token);
         if (rc < 0) return rc;
-        if (t->sent >= TREE_CALL_MAX) return -E2BIG; /* the client continues with the token */
+        if (t->sent >= TREE_CALL_MAX) {
+            t->call_full = true;
+            return -E2BIG; /* the client continues with the token */
+        }
         sent_page = true;
     }
     int rc = page_add(t, 1, dir, len);
@@ -133,13 +138,15 @@ static void on_end(struct rpc_walk *w, int res)
     if (res == 0) {
         /* The last page, possibly empty (a token at or past the end). */
         rc = page_send(t, "");
-    } else if (res == -E2BIG && t->page_count > 0) {
-        /* The walk's queue is full (a wide tree): the page built so far goes out with the
-         * position after its last directory, where the next call goes on. */
+    } else if (res == -E2BIG && !t->call_full) {
+        /* The walk queued as many directories as one call visits (a wide tree) and visited
+         * them: the page built so far goes out, empty when every one of them was missing,
+         * with the position after the last one visited, where the next call goes on. That
+         * position is past the token's: every call moves on, however wide a level is. */
         char token[24];
-        (void)snprintf(token, sizeof(token), "%" PRIu64, t->next);
+        (void)snprintf(token, sizeof(token), "%" PRIu64, (uint64_t)rpc_walk_visited(w));
         rc = page_send(t, token);
-    } else if (res == -E2BIG && t->sent > 0) {
+    } else if (res == -E2BIG) {
         rc = 0; /* the page with the token to go on with is out (TREE_CALL_MAX) */
     }
     tree_free(t);
@@ -149,12 +156,6 @@ static void on_end(struct rpc_walk *w, int res)
     }
     if (res == -EMSGSIZE) {
         finish_root_too_large(c);
-        return;
-    }
-    if (res == -E2BIG && t->sent == 0) {
-        /* Not one directory before the queue filled: a token could not move on. */
-        rpc_call_finish(c, PROTO_STATUS_RESOURCE_EXHAUSTED,
-                        "tree too wide: 100000 directories queued before one could be returned");
         return;
     }
     if (rc < 0) {
@@ -201,7 +202,9 @@ static int tree_begin(struct tree *t,
     t->w.on_end = on_end;
     t->w.ctx = t;
     t->w.dir_max = TREE_DIR_MAX;
+    /* The positions up to one call's worth past the token: the queue is cut there. */
     t->w.visit_max = t->skip + TREE_CALL_MAX + 1;
+    t->w.cut_at_max = true;
     return rpc_walk_start(&t->w, &root);
 }
 

@@ -46,10 +46,18 @@ static int set_grow(struct rpc_walk *w)
     return 0;
 }
 
-/* Queues <d> unless it was queued before. 0, or -ENOMEM / -E2BIG. */
+/*
+ * Queues <d> unless it was queued before. 0, or -ENOMEM / -E2BIG. Past visit_max with
+ * cut_at_max, <d> is left out: the positions of those queued are those of the whole walk, as
+ * any directory queued later would come after it.
+ */
 static int enqueue(struct rpc_walk *w, const struct walk_digest *d)
 {
-    if (w->tail >= w->visit_max) return -E2BIG;
+    if (w->tail >= w->visit_max) {
+        if (!w->cut_at_max) return -E2BIG;
+        w->cut = true;
+        return 0;
+    }
     if ((w->tail + 1) * 2 > w->set_cap && set_grow(w) < 0) return -ENOMEM;
     size_t s = (size_t)digest_hash(d) & (w->set_cap - 1);
     /* Bounded: the table is at most half full. */
@@ -158,7 +166,7 @@ static void step(struct rpc_walk *w)
     /* Bounded by the queue: each turn visits one directory. */
     for (;;) {
         if (w->head == w->tail) {
-            end(w, 0);
+            end(w, w->cut ? -E2BIG : 0);
             return;
         }
         const struct walk_digest *d = &w->queue[w->head];
@@ -198,6 +206,7 @@ int rpc_walk_start(struct rpc_walk *w, const struct walk_digest *root)
     w->set_cap = 0;
     w->missing = 0;
     w->malformed = 0;
+    w->cut = false;
     w->fetching = false;
     w->paused = false;
     w->ended = false;

@@ -43,7 +43,11 @@ struct rpc_walk {
     rpc_walk_end_fn *on_end; /* at the end */
     void *ctx;               /* for the caller */
     uint64_t dir_max;        /* largest Directory read, bytes */
-    uint64_t visit_max;      /* most directories visited before -E2BIG */
+    uint64_t visit_max;      /* most directories queued (so visited) before -E2BIG */
+    bool cut_at_max;         /* past visit_max, directories are left unqueued and the walk
+                                ends -E2BIG once it visited those it queued (GetTree: a page
+                                of them, and a token to go on from); else queueing one more
+                                ends the walk -E2BIG at once (the action cache's check) */
     /* private: */
     struct rpc_fetch f;        /* the directory being read */
     struct walk_digest *queue; /* directories to visit, BFS order (counted memory) */
@@ -57,6 +61,7 @@ struct rpc_walk {
                                   (root excluded: it fails the walk), or named by a malformed
                                   or absent digest. GetTree returns the rest; the action
                                   cache's check counts them as missing */
+    bool cut;                  /* cut_at_max: a directory was left unqueued */
     bool fetching;             /* a read is in progress */
     bool paused;               /* the caller paused the walk */
     bool ended;                /* the end callback ran or the walk was cancelled */

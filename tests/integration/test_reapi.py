@@ -854,20 +854,33 @@ class Tree(ReapiCase):
         self.assertEqual(len(got), 501)
         self.assertEqual(sorted(got), sorted([rb] + mids))
 
-    def test_get_tree_too_wide_to_go_on_is_resource_exhausted(self):
-        # Three directories of 40,000 missing children each: a call resumed at the third one
-        # fills its queue (100,001 directories) before it can return that one.
+    def test_get_tree_of_a_level_wider_than_a_call_goes_on_to_the_end(self):
+        # Six directories of 40,000 missing children each (240,007 positions). A call queues
+        # the positions up to 100,000 past its token and visits them; a call resumed past the
+        # six found only missing directories there. It used to end RESOURCE_EXHAUSTED "tree
+        # too wide" when its queue filled before it could return one directory (a call
+        # resumed at the third of three such directories), and the client could not go on:
+        # a level of more than 100,000 directories could not be paged through.
+        rb, mids = self.wide_tree(6, 40000, per_call=1)
+        calls, token = [], ""
+        while True:
+            self.assertLess(len(calls), 10, "no progress")
+            req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token=token)
+            pages = list(self.c.GetTree(req, timeout=120))
+            calls.append(([d.SerializeToString() for p in pages for d in p.directories],
+                          [p.next_page_token for p in pages]))
+            token = pages[-1].next_page_token
+            if not token:
+                break
+        # Pages of about 2 MiB: one directory of 3 MB each after the first.
+        self.assertEqual(calls, [([rb] + mids, ["2", "3", "4", "5", "6", "100001"]),
+                                 ([], ["200002"]), ([], [""])])
+        # Resumed at the third of three directories of 40,000 (the call that failed).
         rb, mids = self.wide_tree(3, 40000, per_call=1)
-        req = reapi.msg("GetTreeRequest", root_digest=digest(rb))
-        pages = list(self.c.GetTree(req, timeout=60))
-        self.assertEqual([d.SerializeToString() for p in pages for d in p.directories],
-                         [rb] + mids[:2])
-        self.assertEqual(pages[-1].next_page_token, "3")
-        # Not an empty, final-looking answer: the client learns the tree was not all returned.
-        req.page_token = "3"
-        code, details = self.code(self.c.GetTree, req)
-        self.assertEqual(code, SC.RESOURCE_EXHAUSTED, details)
-        self.assertIn("tree too wide", details)
+        req = reapi.msg("GetTreeRequest", root_digest=digest(rb), page_token="3")
+        pages = list(self.c.GetTree(req, timeout=120))
+        self.assertEqual([d.SerializeToString() for p in pages for d in p.directories], mids[2:])
+        self.assertEqual(pages[-1].next_page_token, "100004")
 
     def test_get_tree_last_page_has_no_token_and_a_token_past_the_end_is_empty(self):
         sub = reapi.msg("Directory").SerializeToString()  # the empty Directory: the empty blob
