@@ -118,6 +118,21 @@ class Client:
         self.channel.close()
 
 
+def two_level_dir(top, below, names=("f1", "f2")):
+    """A root Directory holding a file <names[0]> (the bytes <top>) and a directory "leaf"
+    holding a file <names[1]> (the bytes <below>): returns (root, leaf, root's bytes, leaf's
+    bytes)."""
+    def dig(data):
+        return msg("Digest", hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    leaf = msg("Directory")
+    leaf.files.add(name=names[1], digest=dig(below))
+    lb = leaf.SerializeToString()
+    root = msg("Directory")
+    root.files.add(name=names[0], digest=dig(top))
+    root.directories.add(name="leaf", digest=dig(lb))
+    return root, leaf, root.SerializeToString(), lb
+
+
 def put_blob(address, data):
     """Stores <data> with BatchUpdateBlobs on its own channel; returns its Digest (raises
     AssertionError when the server's per-blob status is not OK)."""

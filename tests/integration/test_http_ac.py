@@ -132,13 +132,7 @@ class HttpActionCache(harness.ServerTestCase):
 
     def test_root_directory_outputs_are_walked(self):
         f1, f2 = os.urandom(50), os.urandom(60)
-        leaf = reapi.msg("Directory")
-        leaf.files.add(name="f2", digest=digest(f2))
-        lb = leaf.SerializeToString()
-        root = reapi.msg("Directory")
-        root.files.add(name="f1", digest=digest(f1))
-        root.directories.add(name="leaf", digest=digest(lb))
-        rb = root.SerializeToString()
+        _, _, rb, lb = reapi.two_level_dir(f1, f2)
         value = self.result(root_dir=rb)
         path = self.put_ac(value)
         self.put_cas(rb, f1, f2)

@@ -545,13 +545,7 @@ class ActionCache(ReapiCase):
         present and the root Directory's blob absent the result was a hit, and the Directory
         blobs behind it were never refreshed."""
         f1, f2 = os.urandom(100), os.urandom(200)
-        leaf = reapi.msg("Directory")
-        leaf.files.add(name="b", digest=digest(f2))
-        lb = leaf.SerializeToString()
-        root = reapi.msg("Directory")
-        root.files.add(name="a", digest=digest(f1))
-        root.directories.add(name="leaf", digest=digest(lb))
-        rb = root.SerializeToString()
+        root, leaf, rb, lb = reapi.two_level_dir(f1, f2, names=("a", "b"))
         tree = reapi.msg("Tree", root=root)
         tree.children.add().CopyFrom(leaf)
         tb = tree.SerializeToString()
@@ -648,13 +642,7 @@ class ActionCache(ReapiCase):
 
     def test_root_directory_outputs_are_walked(self):
         f1, f2 = os.urandom(50), os.urandom(60)
-        leaf = reapi.msg("Directory")
-        leaf.files.add(name="f2", digest=digest(f2))
-        lb = leaf.SerializeToString()
-        root = reapi.msg("Directory")
-        root.files.add(name="f1", digest=digest(f1))
-        root.directories.add(name="leaf", digest=digest(lb))
-        rb = root.SerializeToString()
+        _, _, rb, lb = reapi.two_level_dir(f1, f2)
         action = os.urandom(32)
         self.update(action, self.result_with(root_dir=rb))
         self.batch_update([rb, f1, f2])
