@@ -1105,15 +1105,6 @@ void rpc_h2_reset(struct rpc_call *c, uint32_t error_code)
     schedule_flush(c->h2);
 }
 
-void rpc_h2_bulk(struct rpc_call *c)
-{
-    if (!stream_usable(c)) return;
-    /* Non-incremental, as every stream: bulk streams are served one after another. The
-     * client's own PRIORITY_UPDATE does not undo it (gRPC clients send none). */
-    const nghttp2_extpri pri = { .urgency = RPC_H2_BULK_URGENCY, .inc = 0 };
-    (void)nghttp2_session_change_extpri_stream_priority(c->h2->session, c->stream_id, &pri, 1);
-}
-
 bool rpc_h2_may_wait(const struct rpc_call *c)
 {
     return c->h2 && c->h2->waiting < RPC_H2_WAITING_MAX;

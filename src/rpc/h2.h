@@ -44,8 +44,6 @@
 #define RPC_H2_CHUNK_MAX ((16u << 10) + 64u)
 /* A flush stops adding DATA past this many bytes (the next flush continues). */
 #define RPC_H2_SEND_MAX (2u << 20)
-/* RFC 9218 urgency of bulk responses (rpc_h2_bulk); every other stream has the default 3. */
-#define RPC_H2_BULK_URGENCY 5
 /* A piece shorter than this is copied into the output buffer instead of its own iovec. */
 #define RPC_H2_COPY_MAX 512u
 /* Pieces one DATA frame may span (each may need an iovec). */
@@ -79,13 +77,6 @@ void rpc_h2_respond_trailers_only(struct rpc_call *c, int http_status);
 
 /* Resets the stream with <error_code> (RFC 9113 §7). */
 void rpc_h2_reset(struct rpc_call *c, uint32_t error_code);
-
-/*
- * Marks <c>'s response as bulk: its DATA frames go after those of the connection's other
- * streams (RFC 9218 urgency RPC_H2_BULK_URGENCY, below the default 3), so that a small answer
- * does not wait in a send behind up to RPC_H2_SEND_MAX of a large download's bytes.
- */
-void rpc_h2_bulk(struct rpc_call *c);
 
 /*
  * True when the server, not the client, holds up the call's input: its connection paused

@@ -128,8 +128,6 @@ static struct bs_core *bs_core_get(struct rpc_core *rc)
 #define READ_PIECES_MAX  8u           /* pieces of one read queued or in a send */
 #define READ_OUT_MAX     (1u << 20)   /* their bytes: no new piece is asked for past this */
 #define READ_PIECE_BYTES (128u << 10) /* an engine piece of a raw chunk: one raw block */
-/* A read longer than this is bulk (rpc_h2_bulk): more than its queue of pieces holds. */
-#define READ_BULK_MIN ((uint64_t)READ_PIECES_MAX * READ_PIECE_BYTES)
 
 struct bs_read;
 
@@ -447,7 +445,6 @@ static void read_on_message(struct rpc_call *c, const uint8_t *msg, size_t len)
     }
     blob_read_hold(st->r);
     base_counter_inc(&c->rc->counters.bs_readers);
-    if (left > READ_BULK_MIN) rpc_h2_bulk(c);
     st->identity = res.compressor == PROTO_COMPRESSOR_IDENTITY;
     st->left = left;
     bool nothing = st->identity ? st->left == 0 : (uint64_t)req.read_offset == res.size;

@@ -309,57 +309,5 @@ class Deadlines(harness.ServerTestCase):
         self.server.wait_quiet(extra=("grpc_calls", "grpc_segs", "bs_readers"))
 
 
-
-class SmallAnswersFirst(harness.ServerTestCase):
-    """A small answer must not wait behind a large download's queued bytes on its connection:
-    nghttp2 serves the streams of one urgency one after another (RFC 9218, non-incremental),
-    so a Read of a few bytes waited for every piece a large Read had queued (up to 1 MiB),
-    and on a fast link behind up to 2 MiB of it in each send (docs/grpc.md "Scheduling")."""
-    server_cores = 1
-
-    def read(self, c, sid, d):
-        req = reapi.msg("google.bytestream.ReadRequest",
-                        resource_name="blobs/%s/%d" % (d.hash, d.size_bytes))
-        c.headers(sid, h2raw.grpc_headers("/google.bytestream.ByteStream/Read"))
-        c.data(sid, h2raw.grpc_message(req.SerializeToString()), end_stream=True)
-
-    def put_http(self, data):
-        digest = hashlib.sha256(data).hexdigest()
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=60)
-        conn.request("PUT", "/cas/" + digest, body=data)
-        self.assertEqual(conn.getresponse().status, 201)
-        conn.close()
-        return reapi.msg("Digest", hash=digest, size_bytes=len(data))
-
-    def test_a_small_read_goes_before_a_large_reads_queued_bytes(self):
-        big = self.put_http(os.urandom(8 << 20))
-        small_data = os.urandom(1000)
-        small = reapi.put_blob(self.server.address, small_data)
-        # Stream windows of 16 MiB, the connection's 65535: the large Read fills the
-        # connection's window and waits with its next pieces queued.
-        c = h2raw.Conn(self.server.port, settings=((4, 16 << 20),))
-        try:
-            self.read(c, 1, big)
-            got = 0
-            while got < 65535:
-                f = c.read_frame(10)
-                self.assertIsNotNone(f)
-                if f[0] == h2raw.DATA:
-                    self.assertEqual(f[2], 1)
-                    got += len(f[3])
-            self.assertEqual(got, 65535)
-            # The small Read's answer is ready once its HEADERS come (its first message is
-            # what makes the server respond); its DATA waits for the window too.
-            self.read(c, 3, small)
-            c.frames_until(lambda f: f[0] == h2raw.HEADERS and f[2] == 3, timeout=10)
-            c.send_frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", 65535))
-            frames = c.frames_until(lambda f: f[0] == h2raw.DATA, timeout=10)
-            self.assertEqual(frames[-1][2], 3, "the large Read's bytes went first")
-            self.assertEqual(frames[-1][3][5:], reapi.msg(
-                "google.bytestream.ReadResponse", data=small_data).SerializeToString())
-        finally:
-            c.close()
-        self.server.wait_quiet(extra=("grpc_calls", "grpc_segs", "bs_readers"))
-
 if __name__ == "__main__":
     unittest.main()
