@@ -1113,7 +1113,9 @@ static void commit_done(struct blob_reader *r, int32_t res)
         reader_corrupt(r); /* not even a record header where the index points: torn or cut */
         return;
     }
-    r->commit_len = (uint32_t)res - pre; /* the guessed length may run past the file's end */
+    /* The guessed length may run past the file's end: a short read is no error by itself. */
+    bool cut = (uint32_t)res - pre < r->commit_len;
+    r->commit_len = (uint32_t)res - pre;
     if (r->window && blob_map_copy(r->commit, r->window + pre, r->commit_len) < 0) {
         mark_unreadable(r);
         deliver_now(r, -EIO, NULL, 0); /* a page of the window could not be read back */
@@ -1122,6 +1124,12 @@ static void commit_done(struct blob_reader *r, int32_t res)
     if (pre > 0 && !r->window) memcpy(r->commit, r->slots[0].buf + pre, r->commit_len);
     int rc = check_commit(r);
     if (rc < 0) {
+        reader_corrupt(r);
+        return;
+    }
+    if (rc == 1 && cut) {
+        /* The file ends inside the record its header names (cut under a running server):
+         * read again, it comes back as short, for ever. */
         reader_corrupt(r);
         return;
     }
