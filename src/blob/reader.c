@@ -791,18 +791,42 @@ static void release_oldest(struct blob_reader *r)
 
 /* ---- pieces ---- */
 
+struct span_arg {
+    const struct blob_record_header *h;
+    const uint8_t *payload;
+    uint32_t at;
+    const uint8_t **p;
+    int64_t span;
+};
+
+static int span_fn(void *arg)
+{
+    struct span_arg *a = arg;
+    a->span = blob_chunk_raw_span(a->h, a->payload, a->at, a->p);
+    return 0;
+}
+
 /*
  * The next piece of the raw chunk held open in <s>: from r->offset to the end of its raw
- * block. 0 or -EBADMSG.
+ * block. 0, -EBADMSG, or -EIO when the chunk is read in place and a page of its frame could
+ * not be read back (SIGBUS, blob_map_guarded): finding the block walks the frame's block
+ * headers in the mapping again, long after the check, for every piece.
  */
 static int held_piece(struct blob_reader *r, const struct reader_slot *s, const uint8_t **p,
                       size_t *n)
 {
     uint64_t start = (uint64_t)s->chunk << commit_of(r)->chunk_shift;
     ASSERT(r->offset >= start);
-    const struct blob_record_header *h = &s->hdr;
-    const uint8_t *payload = s->rec + sizeof(*h);
-    int64_t span = blob_chunk_raw_span(h, payload, (uint32_t)(r->offset - start), p);
+    struct span_arg a = { .h = &s->hdr,
+                          .payload = s->rec + sizeof(s->hdr),
+                          .at = (uint32_t)(r->offset - start),
+                          .p = p };
+    if (s->rec == s->buf) {
+        (void)span_fn(&a);
+    } else if (blob_map_guarded(span_fn, &a) < 0) {
+        return -EIO;
+    }
+    int64_t span = a.span;
     if (span < 0) return (int)span;
     *n = (size_t)span;
     r->offset += *n;
