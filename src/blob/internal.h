@@ -585,7 +585,8 @@ void blob_refresh_table_deinit(struct blob_store *s);
 bool blob_refresh_find(struct blob_store *s, const struct blob_key *k,
                        struct blob_index_value *out);
 /* The segments of <loc> (a key of this core's queue), from seg - span up, as its refresh pins
- * them: valid while the caller holds a reference on each. */
+ * them: valid while the caller holds a reference on each; NULL for a gap inside the span (a
+ * segment that holds none of the blob's chunks, gone: pin_take). */
 void blob_refresh_segs(struct blob_core *bc, const struct blob_loc *loc, struct blob_seg **segs);
 /* Frees the queue; nothing may wait. */
 void blob_refresh_deinit(struct blob_core *bc);

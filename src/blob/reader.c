@@ -270,8 +270,12 @@ static int reader_pin(struct blob_reader *r)
 /*
  * References the segments of a blob that eviction took while a refresh of it, queued on any
  * core, waits or copies (blob_core_lookup): the refresh pins them, so their files stay open
- * until the last reader and the copy let go. Returns 0, -ENOMEM, or -EAGAIN when the refresh
- * ended since the lookup (its copy landed, or failed): the caller looks again.
+ * until the last reader and the copy let go. A segment inside the span that neither the
+ * table nor the pins hold, while the span's oldest is alive (so eviction took nothing newer),
+ * is a gap the refresh left out (none of the blob's chunks are there, pin_take): left out
+ * here too. Otherwise a segment missing is one the refresh no longer pins: it ended. Returns
+ * 0, -ENOMEM, or -EAGAIN when the refresh ended since the lookup (its copy landed, or
+ * failed): the caller looks again.
  */
 static int reader_pin_refreshing(struct blob_reader *r)
 {
@@ -282,7 +286,8 @@ static int reader_pin_refreshing(struct blob_reader *r)
     for (uint32_t i = 0; i < r->pins_len; i++) {
         r->pins[i] = blob_segment_get(segs, r->pins_lo + i);
         if (!r->pins[i]) r->pins[i] = blob_segment_get_pinned(segs, r->pins_lo + i);
-        if (!r->pins[i]) return -EAGAIN;
+        bool inside = i > 0 && i + 1 < r->pins_len;
+        if (!r->pins[i] && !(inside && blob_segment_is_alive(segs, r->pins_lo))) return -EAGAIN;
     }
     return 0;
 }
@@ -345,9 +350,12 @@ int blob_read_open_records(struct blob_core *bc, const struct blob_key *k,
         return rc;
     }
     /* The caller's references keep even a dead segment's file: one more each for the reader.
+     * A gap inside the span (NULL) is left out, as reader_pin leaves out a dead segment.
      * Bounded by the span. */
     for (uint32_t i = 0; i < r->pins_len; i++) {
-        ASSERT(segs[i] != NULL);
+        bool inside = i > 0 && i + 1 < r->pins_len;
+        ASSERT(segs[i] != NULL || inside);
+        if (!segs[i]) continue;
         DEBUG_ASSERT((uint32_t)atomic_load(&segs[i]->seq) == r->pins_lo + i);
         blob_segment_ref(segs[i]);
         r->pins[i] = segs[i];
@@ -791,18 +799,42 @@ static void release_oldest(struct blob_reader *r)
 
 /* ---- pieces ---- */
 
+struct span_arg {
+    const struct blob_record_header *h;
+    const uint8_t *payload;
+    uint32_t at;
+    const uint8_t **p;
+    int64_t span;
+};
+
+static int span_fn(void *arg)
+{
+    struct span_arg *a = arg;
+    a->span = blob_chunk_raw_span(a->h, a->payload, a->at, a->p);
+    return 0;
+}
+
 /*
  * The next piece of the raw chunk held open in <s>: from r->offset to the end of its raw
- * block. 0 or -EBADMSG.
+ * block. 0, -EBADMSG, or -EIO when the chunk is read in place and a page of its frame could
+ * not be read back (SIGBUS, blob_map_guarded): finding the block walks the frame's block
+ * headers in the mapping again, long after the check, for every piece.
  */
 static int held_piece(struct blob_reader *r, const struct reader_slot *s, const uint8_t **p,
                       size_t *n)
 {
     uint64_t start = (uint64_t)s->chunk << commit_of(r)->chunk_shift;
     ASSERT(r->offset >= start);
-    const struct blob_record_header *h = &s->hdr;
-    const uint8_t *payload = s->rec + sizeof(*h);
-    int64_t span = blob_chunk_raw_span(h, payload, (uint32_t)(r->offset - start), p);
+    struct span_arg a = { .h = &s->hdr,
+                          .payload = s->rec + sizeof(s->hdr),
+                          .at = (uint32_t)(r->offset - start),
+                          .p = p };
+    if (s->rec == s->buf) {
+        (void)span_fn(&a);
+    } else if (blob_map_guarded(span_fn, &a) < 0) {
+        return -EIO;
+    }
+    int64_t span = a.span;
     if (span < 0) return (int)span;
     *n = (size_t)span;
     r->offset += *n;
@@ -1113,7 +1145,9 @@ static void commit_done(struct blob_reader *r, int32_t res)
         reader_corrupt(r); /* not even a record header where the index points: torn or cut */
         return;
     }
-    r->commit_len = (uint32_t)res - pre; /* the guessed length may run past the file's end */
+    /* The guessed length may run past the file's end: a short read is no error by itself. */
+    bool cut = (uint32_t)res - pre < r->commit_len;
+    r->commit_len = (uint32_t)res - pre;
     if (r->window && blob_map_copy(r->commit, r->window + pre, r->commit_len) < 0) {
         mark_unreadable(r);
         deliver_now(r, -EIO, NULL, 0); /* a page of the window could not be read back */
@@ -1122,6 +1156,12 @@ static void commit_done(struct blob_reader *r, int32_t res)
     if (pre > 0 && !r->window) memcpy(r->commit, r->slots[0].buf + pre, r->commit_len);
     int rc = check_commit(r);
     if (rc < 0) {
+        reader_corrupt(r);
+        return;
+    }
+    if (rc == 1 && cut) {
+        /* The file ends inside the record its header names (cut under a running server):
+         * read again, it comes back as short, for ever. */
         reader_corrupt(r);
         return;
     }

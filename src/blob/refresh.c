@@ -191,18 +191,51 @@ static void unpin_one(struct blob_core *bc, uint32_t seg32)
     *p = q->pins[--q->pins_len];
 }
 
-/* Pins the segments of <loc> (its commit's and the span before it): all of them, or none. */
+/*
+ * Gives back the pins of the first <n> segments of the span from <lo> (<span> segments after
+ * it). A segment inside the span may have been left out as a gap (pin_take): it has no pin on
+ * this core, since it was dead when the key came and a dead segment takes no new pin, so what
+ * is missing there is no pin of the key's. Both ends always have one.
+ */
+static void pin_undo(struct blob_core *bc, uint32_t lo, uint32_t span, uint32_t n)
+{
+    /* Bounded by the span (below REFRESH_PINS_MAX). */
+    for (uint32_t i = 0; i < n; i++) {
+        bool inside = i > 0 && i < span;
+        if (inside && !pin_find(&bc->rq, lo + i)) continue;
+        unpin_one(bc, lo + i);
+    }
+}
+
+/*
+ * Pins the segments of <loc> (its commit's and the span before it): all of them, or none,
+ * but for a gap: a segment inside the span that is gone while the span's oldest lives holds
+ * none of the blob's chunks (another core's that a full disk left empty and the evictor
+ * deleted; eviction takes segments oldest first), or one lost, which the copy's read finds
+ * (reader_chunk_gone). Reads skip such a segment; before, pinning wanted it and refused the
+ * key, so a blob with a gap in its span was never refreshed and a hit counted it missing.
+ */
 static bool pin_take(struct blob_core *bc, const struct blob_loc *loc)
 {
     if (loc->span >= REFRESH_PINS_MAX) return false;
     uint32_t lo = loc->seg - loc->span;
+    struct blob_segs *segs = &bc->s->segs;
+    bool gap = false;
     /* Bounded by the span. */
     for (uint32_t i = 0; i <= loc->span; i++) {
         if (pin_one(bc, lo + i)) continue;
-        /* Bounded by i. */
-        while (i-- > 0) {
-            unpin_one(bc, lo + i);
+        bool inside = i > 0 && i < loc->span;
+        if (inside && !blob_segment_is_alive(segs, lo + i)) {
+            gap = true;
+            continue;
         }
+        pin_undo(bc, lo, loc->span, i);
+        return false;
+    }
+    /* The oldest, pinned first, still alive: nothing newer was evicted, so a segment found
+     * dead inside the span was a gap, not one eviction took meanwhile. */
+    if (gap && !blob_segment_is_alive(segs, lo)) {
+        pin_undo(bc, lo, loc->span, (uint32_t)loc->span + 1);
         return false;
     }
     return true;
@@ -210,11 +243,7 @@ static bool pin_take(struct blob_core *bc, const struct blob_loc *loc)
 
 static void pin_drop(struct blob_core *bc, const struct blob_loc *loc)
 {
-    uint32_t lo = loc->seg - loc->span;
-    /* Bounded by the span (below REFRESH_PINS_MAX). */
-    for (uint32_t i = 0; i <= loc->span; i++) {
-        unpin_one(bc, lo + i);
-    }
+    pin_undo(bc, loc->seg - loc->span, loc->span, (uint32_t)loc->span + 1);
 }
 
 /* ---- the store's table of keys being refreshed ---- */
@@ -664,8 +693,9 @@ void blob_refresh_segs(struct blob_core *bc, const struct blob_loc *loc, struct 
     /* Bounded by the span (below REFRESH_PINS_MAX: pin_take). */
     for (uint32_t i = 0; i <= loc->span; i++) {
         struct blob_refresh_pin *p = pin_find(&bc->rq, lo + i);
-        ASSERT(p != NULL); /* a key's own */
-        segs[i] = p->seg;
+        bool inside = i > 0 && i < loc->span;
+        ASSERT(p != NULL || inside); /* a key's own, or a gap (pin_take) */
+        segs[i] = p ? p->seg : NULL;
     }
 }
 

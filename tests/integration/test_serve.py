@@ -1036,6 +1036,101 @@ class MisplacedChunks(unittest.TestCase):
             self.assertEqual(srv.metric("ringcas_store_dropped_corrupt_total"), 3)
 
 
+class CutCommitRecord(unittest.TestCase):
+    """A segment file cut inside a blob's commit record under a running server (a volume
+    shrunk under it, a file truncated by hand), the record's header whole: the read of the
+    commit record comes back short of the length the header names. Before, the reader read it
+    again at that length, got the same short read, and so on without end: a GET and a
+    ByteStream.Read waited until their clients gave up, each holding a disk read of its core.
+    Now the read fails at once as corrupt: the blob is dropped (NOT_FOUND, 404) and its next
+    upload stores it again."""
+
+    @staticmethod
+    def cut_commit(folder, digest):
+        """Cuts the segment file that holds <digest>'s commit record 8 bytes past the record's
+        32-byte header; returns True when it found it."""
+        needle = bytes.fromhex(digest)
+        for name in sorted(os.listdir(folder)):
+            if not (name.startswith("seg-") and name.endswith(".rcs")):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                data = f.read()
+            at = data.find(needle)
+            if at < 0:
+                continue
+            # The hash is in the commit record's payload: its header is the last "RCRD" of
+            # kind 2 (commit) before it, on 8 bytes.
+            off = at & ~7
+            while off >= 0:
+                magic, kind = struct.unpack_from("<IB", data, off)
+                if magic == 0x44524352 and kind == 2:
+                    os.truncate(path, off + 32 + 8)
+                    return True
+                off -= 8
+        return False
+
+    def put(self, port, digest, body):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("PUT", "/cas/" + digest, body=body)
+        self.assertEqual(conn.getresponse().status, 201)
+        conn.close()
+
+    def get(self, port, digest):
+        """GET /cas/<digest>: (status, the bytes that came, whether the body came whole). A
+        client that waits 10 s for an answer the server never gives fails the test."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/cas/" + digest)
+            got = conn.getresponse()
+            try:
+                return got.status, got.read(), True
+            except http.client.IncompleteRead as e:
+                return got.status, e.partial, False
+            except ConnectionError:
+                return got.status, b"", False
+        finally:
+            conn.close()
+
+    def test_reads_of_a_blob_whose_commit_record_was_cut_fail_as_corrupt(self):
+        import grpc  # pylint: disable=import-outside-toplevel
+        import reapi  # pylint: disable=import-outside-toplevel
+
+        rnd = random.Random(12)
+        # Four 256 KiB chunks: the commit record is read alone, by the ring.
+        blobs = [rnd.randbytes(1 << 20) for _ in range(2)]
+        digests = [hashlib.sha256(b).hexdigest() for b in blobs]
+        with harness.Server(cores=1, args=["--max-size", "256M"]) as srv:
+            # HTTP: the blob last written, its commit record cut.
+            self.put(srv.port, digests[0], blobs[0])
+            self.assertTrue(self.cut_commit(srv.dir, digests[0]))
+            status, got, whole = self.get(srv.port, digests[0])
+            self.assertFalse(status == 200 and whole, "a blob with no whole commit was served")
+            self.assertIn(status, (200, 404))
+            if status == 200:
+                self.assertTrue(blobs[0].startswith(got), "bytes that are not the blob's came")
+            self.assertEqual(self.get(srv.port, digests[0])[0], 404, "dropped as corrupt")
+            # Stored again, past the cut, it reads whole.
+            self.put(srv.port, digests[0], blobs[0])
+            self.assertEqual(self.get(srv.port, digests[0]), (200, blobs[0], True))
+
+            # ByteStream.Read: NOT_FOUND at once, not the client's deadline.
+            self.put(srv.port, digests[1], blobs[1])
+            self.assertTrue(self.cut_commit(srv.dir, digests[1]))
+            client = reapi.Client(srv.address)
+            try:
+                name = "blobs/%s/%d" % (digests[1], len(blobs[1]))
+                req = reapi.msg("google.bytestream.ReadRequest", resource_name=name)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    list(client.Read(req, timeout=10))
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+                self.assertIn("corrupt", cm.exception.details())
+            finally:
+                client.close()
+            self.assertEqual(srv.metric("ringcas_store_dropped_corrupt_total"), 2)
+            srv.wait_quiet(extra=("blob_readers", "blob_io_in_flight"))
+
+
 class RecoveryLog(unittest.TestCase):
     """The start-up line after recovery counts records and the keys they leave: an action
     result replaced once is two records and one entry (the ringcas_store_blobs gauge's

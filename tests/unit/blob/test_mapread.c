@@ -415,6 +415,46 @@ Test(blob_mapread, a_page_that_cannot_be_read_back_ends_the_read_with_eio)
 }
 
 /*
+ * A raw chunk read in place is handed out a block at a time, each piece found by walking the
+ * frame's block headers in the mapping. A page cut off the file between two pieces (in
+ * production: dropped from the page cache and not read back from a failing disk) raises
+ * SIGBUS in that walk: the read ends with -EIO and the blob is dropped, as for a page lost
+ * before the check. Before, the walk ran unguarded and the process stopped on SIGBUS.
+ */
+Test(blob_mapread, a_page_cut_off_between_two_pieces_of_a_chunk_ends_the_read_with_eio)
+{
+    if (UNDER_TSAN) cr_skip_test("SIGBUS handling under ThreadSanitizer");
+    struct th t = { 0 };
+    open_big(&t, true);
+    blob_segment_table_trust_cache(&t.s->segs);
+    size_t len = 2 * CHUNK; /* random: stored raw, two 128 KiB blocks per chunk */
+    struct blob_key k;
+    uint8_t *want = put_warm(&t, len, 34, &k);
+    uint8_t *got = malloc(len);
+    struct blob_reader *r;
+    cr_assert(eq(int, blob_read_open(t.bc, &k, 0, BLOB_ENCODING_IDENTITY, &r), 0));
+    struct th_collect c = { .out = got };
+    cr_assert(eq(int, th_collect_next(&t, r, &c), 0));
+    cr_assert(eq(sz, c.len, (size_t)CHUNK / 2), "chunk 0's first block came alone");
+    cr_assert(gt(u64, mapped(&t), 0), "chunk 0 was read in place");
+    /* Cut at the page that holds the second block's 3-byte header. */
+    cr_assert(change_segment(t.dir, want + c.len, -3, true));
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0 && !c.end; i++) { /* bounded: 4 blocks */
+        rc = th_collect_next(&t, r, &c);
+    }
+    cr_assert(eq(int, rc, -EIO));
+    cr_assert(eq(sz, c.len, (size_t)CHUNK / 2));
+    cr_assert(memcmp(got, want, c.len) == 0);
+    blob_read_close(r);
+    cr_assert(eq(u64, th_counters(&t).corrupt_chunks, 0), "a disk error is not corruption");
+    cr_assert(not(blob_exists(t.bc, &k, false)), "dropped: it could not be read back");
+    free(want);
+    free(got);
+    th_close(&t);
+}
+
+/*
  * A chunk is handed out over several pieces (one per raw block). Bytes that change in the
  * page cache after the check (here a write through the file; in production a page dropped
  * and read back from a disk that no longer holds what was checked):
