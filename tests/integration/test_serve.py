@@ -560,6 +560,25 @@ def cas_get(port, digest):
         conn.close()
 
 
+def cas_get_whole(port, digest, timeout):
+    """GET /cas/<digest> of a blob whose body may be cut: (status, the bytes that came,
+    whether the body came whole, the client's address). A client that waits <timeout> s for
+    an answer the server never gives fails the test."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/cas/" + digest)
+        local = conn.sock.getsockname()
+        got = conn.getresponse()
+        try:
+            return got.status, got.read(), True, local
+        except http.client.IncompleteRead as e:
+            return got.status, e.partial, False, local
+        except ConnectionError:
+            return got.status, b"", False, local
+    finally:
+        conn.close()
+
+
 def cpu_cgroup(tc, quota_us, period_us=100000):
     """A new cgroup whose CPU limit is <quota_us> per <period_us> (v2 cpu.max, or v1's
     cpu.cfs_quota_us), removed when test case <tc> ends. Returns its cgroup.procs file, which a
@@ -963,19 +982,8 @@ class MisplacedChunks(unittest.TestCase):
 
     def http_get(self, port, digest):
         """GET /cas/<digest>: (status, the bytes that came, whether the body came whole)."""
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            conn.request("GET", "/cas/" + digest)
-            self.local = conn.sock.getsockname()
-            got = conn.getresponse()
-            try:
-                return got.status, got.read(), True
-            except http.client.IncompleteRead as e:
-                return got.status, e.partial, False
-            except ConnectionError:
-                return got.status, b"", False
-        finally:
-            conn.close()
+        status, got, whole, self.local = cas_get_whole(port, digest, 30)
+        return status, got, whole
 
     def test_swapped_chunks_are_never_served_as_the_blob(self):
         import grpc  # pylint: disable=import-outside-toplevel
@@ -1079,18 +1087,7 @@ class CutCommitRecord(unittest.TestCase):
     def get(self, port, digest):
         """GET /cas/<digest>: (status, the bytes that came, whether the body came whole). A
         client that waits 10 s for an answer the server never gives fails the test."""
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request("GET", "/cas/" + digest)
-            got = conn.getresponse()
-            try:
-                return got.status, got.read(), True
-            except http.client.IncompleteRead as e:
-                return got.status, e.partial, False
-            except ConnectionError:
-                return got.status, b"", False
-        finally:
-            conn.close()
+        return cas_get_whole(port, digest, 10)[:3]
 
     def test_reads_of_a_blob_whose_commit_record_was_cut_fail_as_corrupt(self):
         import grpc  # pylint: disable=import-outside-toplevel
