@@ -5,6 +5,7 @@
 #ifndef RINGCAS_BASE_CLOCK_H
 #define RINGCAS_BASE_CLOCK_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -27,6 +28,28 @@ static inline uint64_t base_clock_wall_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * BASE_NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* <ns> nanoseconds as a timespec: a duration, or a time of base_clock_now_ns's clock. */
+static inline struct timespec base_clock_timespec(uint64_t ns)
+{
+    return (struct timespec){ .tv_sec = (time_t)(ns / BASE_NS_PER_S),
+                              .tv_nsec = (long)(ns % BASE_NS_PER_S) };
+}
+
+/*
+ * Initializes <cond> to time its waits by CLOCK_MONOTONIC, so that pthread_cond_timedwait
+ * until base_clock_timespec(base_clock_now_ns() + d) lasts d: a wait until a wall-clock time
+ * lasts as much longer as the clock steps back meanwhile (NTP, date -s). 0 or an errno.
+ */
+static inline int base_clock_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    if (rc == 0) rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0) rc = pthread_cond_init(cond, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
 }
 
 /*

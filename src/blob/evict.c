@@ -302,9 +302,7 @@ static void settle(struct blob_store *s)
     if (room_past_max(s) >= s->buried_bytes) return;
     uint64_t since = base_clock_now_ns() - s->buried_ns;
     if (since >= settle_ns) return;
-    uint64_t left = settle_ns - since;
-    struct timespec ts = { .tv_sec = (time_t)(left / BASE_NS_PER_S),
-                           .tv_nsec = (long)(left % BASE_NS_PER_S) };
+    const struct timespec ts = base_clock_timespec(settle_ns - since);
     (void)nanosleep(&ts, NULL);
 }
 

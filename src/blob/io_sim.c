@@ -483,8 +483,7 @@ uint32_t blob_io_sim_run(struct blob_io *io, uint32_t max_steps)
             res = -EIO;
         } else {
             if (s->slow_ns > 0 && r->req.op == s->slow_op) {
-                struct timespec ts = { .tv_sec = (time_t)(s->slow_ns / 1000000000u),
-                                       .tv_nsec = (long)(s->slow_ns % 1000000000u) };
+                const struct timespec ts = base_clock_timespec(s->slow_ns);
                 (void)nanosleep(&ts, NULL);
             }
             res = sim_perform(s, &r->req);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "blob/internal.h"
@@ -203,14 +204,8 @@ static int store_start_evictor(struct blob_store *s)
     int rc = pthread_mutex_init(&s->evict_lock, NULL);
     ASSERT(rc == 0);
     /* The evictor's period is timed on the monotonic clock. */
-    pthread_condattr_t ca;
-    rc = pthread_condattr_init(&ca);
+    rc = base_clock_cond_init(&s->evict_cond);
     ASSERT(rc == 0);
-    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    ASSERT(rc == 0);
-    rc = pthread_cond_init(&s->evict_cond, &ca);
-    ASSERT(rc == 0);
-    pthread_condattr_destroy(&ca);
     if (!s->opts.evict_thread) return 0;
     /* The thread starts with every signal blocked: SIGTERM belongs to the main thread's
      * sigwait, and a thread that let it through would end the process instead. */
@@ -369,17 +364,14 @@ static void *evictor_main(void *arg)
     struct blob_store *s = arg;
     base_log_set_thread_name("evictor");
     pthread_mutex_lock(&s->evict_lock);
-    struct timespec due;
-    clock_gettime(CLOCK_MONOTONIC, &due);
-    due.tv_sec += EVICT_PERIOD_S;
+    struct timespec due = base_clock_timespec(base_clock_now_ns() + EVICT_PERIOD_S * BASE_NS_PER_S);
     /* The evictor's loop: one pass per wake-up or period until close. */
     while (!s->evict_stop) {
         if (!s->evict_kick) {
             int rc = pthread_cond_timedwait(&s->evict_cond, &s->evict_lock, &due);
             if (rc != ETIMEDOUT) continue;
         }
-        clock_gettime(CLOCK_MONOTONIC, &due);
-        due.tv_sec += EVICT_PERIOD_S;
+        due = base_clock_timespec(base_clock_now_ns() + EVICT_PERIOD_S * BASE_NS_PER_S);
         s->evict_kick = false;
         pthread_mutex_unlock(&s->evict_lock);
         blob_store_evict(s);

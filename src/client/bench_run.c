@@ -470,8 +470,7 @@ static int run_phase(struct bench_thread *t)
     const struct bench_plan *p = t->plan;
     uint64_t now = base_clock_now_ns();
     if (p->start_ns > now) {
-        struct timespec ts = { .tv_sec = (time_t)((p->start_ns - now) / BASE_NS_PER_S),
-                               .tv_nsec = (long)((p->start_ns - now) % BASE_NS_PER_S) };
+        const struct timespec ts = base_clock_timespec(p->start_ns - now);
         (void)nanosleep(&ts, NULL);
     }
     t->running = true;

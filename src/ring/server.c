@@ -549,12 +549,9 @@ int ring_server_start(const struct ring_server_options *opts, struct ring_server
     bool pin = opts->pin && srv->core_count >= allowed;
     srv->cores = calloc(srv->core_count, sizeof(*srv->cores));
     pthread_mutex_init(&srv->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* base_clock_now_ns's clock */
-    pthread_cond_init(&srv->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    int rc = srv->cores ? io_uring_queue_init(8, &srv->msg_ring, 0) : -ENOMEM;
+    int rc = base_clock_cond_init(&srv->cond);
+    ASSERT(rc == 0);
+    rc = srv->cores ? io_uring_queue_init(8, &srv->msg_ring, 0) : -ENOMEM;
     if (rc < 0) {
         if (srv->cores) ring_setup_explain(rc, "io_uring_setup", why, why_size);
         free(srv->cores);
@@ -648,9 +645,7 @@ int ring_server_wait_signals(struct ring_server *srv, uint32_t timeout_ms)
     for (;;) {
         uint64_t now = base_clock_now_ns();
         if (now >= end) return 0;
-        uint64_t left = end - now;
-        struct timespec ts = { .tv_sec = (time_t)(left / BASE_NS_PER_S),
-                               .tv_nsec = (long)(left % BASE_NS_PER_S) };
+        const struct timespec ts = base_clock_timespec(end - now);
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig > 0) return sig;
         if (errno == EAGAIN) return 0; /* else EINTR: another signal's handler ran */
@@ -676,9 +671,8 @@ static void force_cores(struct ring_server *srv)
  */
 static bool core_ended(struct ring_server *srv, struct server_core *sc)
 {
-    uint64_t until_ns = base_clock_now_ns() + STOP_POLL_MS * BASE_NS_PER_MS;
-    const struct timespec until = { .tv_sec = (time_t)(until_ns / BASE_NS_PER_S),
-                                    .tv_nsec = (long)(until_ns % BASE_NS_PER_S) };
+    const struct timespec until =
+        base_clock_timespec(base_clock_now_ns() + STOP_POLL_MS * BASE_NS_PER_MS);
     pthread_mutex_lock(&srv->lock);
     int rc = 0;
     while (!sc->ended && rc == 0) {

@@ -281,9 +281,8 @@ static void *log_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&log->lock);
         if (!log->wake && !log->stop && !log->reopen) {
-            uint64_t at = base_clock_now_ns() + RPC_ACCESS_LOG_FLUSH_MS * BASE_NS_PER_MS;
-            const struct timespec until = { .tv_sec = (time_t)(at / BASE_NS_PER_S),
-                                            .tv_nsec = (long)(at % BASE_NS_PER_S) };
+            const struct timespec until =
+                base_clock_timespec(base_clock_now_ns() + RPC_ACCESS_LOG_FLUSH_MS * BASE_NS_PER_MS);
             (void)pthread_cond_timedwait(&log->cond, &log->lock, &until);
         }
         bool stop = log->stop;
@@ -321,16 +320,13 @@ int rpc_access_log_open(const char *path, uint32_t cores, struct rpc_access_log 
     struct rpc_access_log *log = calloc(1, sizeof(*log));
     if (!log) return -ENOMEM;
     pthread_mutex_init(&log->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    /* base_clock_now_ns's clock: a wait until a wall-clock time lasts as much longer as the
-     * clock steps back meanwhile, and the lines of a quiet server stay unwritten that long. */
-    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&log->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    /* By the monotonic clock: after a step back of the wall clock, the lines of a quiet
+     * server stayed unwritten that long. */
+    int rc = base_clock_cond_init(&log->cond);
+    ASSERT(rc == 0);
     log->core_count = cores;
     log->cores = aligned_alloc(64, sizeof(struct log_core) * cores);
-    int rc = log->cores ? 0 : -ENOMEM;
+    rc = log->cores ? 0 : -ENOMEM;
     if (log->cores) memset(log->cores, 0, sizeof(struct log_core) * cores);
     for (uint32_t i = 0; rc == 0 && i < cores; i++) {
         log->cores[i].buf = malloc(RPC_ACCESS_LOG_BUF);

@@ -8,6 +8,13 @@
 #include "proto/alloc.h"
 #include "proto/google/rpc/status.pb-c.h"
 
+/* Every byte and block <a> handed out came back. */
+static void assert_all_given_back(struct proto_alloc *a)
+{
+    cr_assert(eq(u64, base_counter_get(&a->bytes), 0));
+    cr_assert(eq(u64, base_counter_get(&a->blocks), 0));
+}
+
 Test(proto_alloc, counts_come_back_to_zero)
 {
     struct proto_alloc a;
@@ -25,8 +32,7 @@ Test(proto_alloc, counts_come_back_to_zero)
     proto_alloc_free(&a, p);
     proto_alloc_free(&a, q);
     proto_alloc_free(&a, NULL);
-    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
-    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    assert_all_given_back(&a);
     cr_assert(eq(u64, base_counter_get(&a.total), 3));
 }
 
@@ -119,8 +125,7 @@ Test(proto_alloc, nghttp2_sessions_allocate_through_it)
     nghttp2_session_callbacks_del(cbs);
     cr_assert(gt(u64, base_counter_get(&a.bytes), 0), "the session's memory is counted");
     nghttp2_session_del(s);
-    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
-    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    assert_all_given_back(&a);
 }
 
 Test(proto_alloc, zstd_contexts_allocate_through_it)
@@ -146,8 +151,7 @@ Test(proto_alloc, zstd_contexts_allocate_through_it)
     cr_assert(gt(u64, base_counter_get(&a.blocks), 2), "working memory goes through it");
     ZSTD_freeCCtx(cctx);
     ZSTD_freeDCtx(dctx);
-    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
-    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    assert_all_given_back(&a);
 }
 
 Test(proto_alloc, a_kept_class_reuses_freed_blocks_within_its_budget)
@@ -165,8 +169,7 @@ Test(proto_alloc, a_kept_class_reuses_freed_blocks_within_its_budget)
     proto_alloc_free(&a, p);
     proto_alloc_free(&a, q);
     proto_alloc_free(&a, r); /* over the class's share: freed */
-    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
-    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    assert_all_given_back(&a);
     cr_assert(eq(u32, a.idle_len[1], 2));
     /* The last block kept comes back first, for any size of its class. */
     void *s = proto_alloc_malloc(&a, 33);
@@ -185,8 +188,7 @@ Test(proto_alloc, a_kept_class_reuses_freed_blocks_within_its_budget)
     cr_assert(ne(ptr, big, NULL));
     proto_alloc_free(&a, big);
     proto_alloc_free(&a, t);
-    cr_assert(eq(u64, base_counter_get(&a.bytes), 0));
-    cr_assert(eq(u64, base_counter_get(&a.blocks), 0));
+    assert_all_given_back(&a);
     proto_alloc_deinit(&a);
     cr_assert(eq(u32, a.idle_len[1], 0));
     cr_assert(eq(u32, a.idle_len[5], 0));
